@@ -1,0 +1,1 @@
+"""Offline speech recognition engines (Vosk, sherpa-onnx) behind one streaming interface."""

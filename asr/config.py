@@ -1,0 +1,23 @@
+"""Speech-recognition section of the configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AsrConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    engine: Literal["auto", "sherpa", "vosk", "all", "none"] = Field(
+        "auto", description="Recognizer: auto uses every engine whose model is found; none turns ASR off."
+    )
+    sherpa_model: Path | None = Field(
+        None, description="Directory of the sherpa-onnx Mandarin keyword/pinyin model; None searches the usual places."
+    )
+    vosk_model: Path | None = Field(
+        None, description="Directory of the Vosk model (vosk-model-small-cn-0.22); None searches the usual places."
+    )
+    workers: int = Field(2, ge=1, le=16, description="Recognition worker threads.")

@@ -1,0 +1,203 @@
+"""The one configuration model: read from one YAML file, strict (unknown keys are errors), every field described.
+
+Each package owns the section it uses (`asr.config`, `dispatch.config`, `hardware.config`); this module composes
+them, so there is still one model and one file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from asr.config import AsrConfig
+from dispatch.config import DispatchConfig
+from hardware.config import LineConfig
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- sources -----------------------------------------------------------------------------------------------
+
+
+class SoundCardSource(Strict):
+    type: Literal["soundcard"] = Field(description="Capture from a sound-card input through PyAudio.")
+    device: str | int = Field(
+        "default", description="Input device: index, or a substring of its name (e.g. 'USB Audio'), or 'default'."
+    )
+    channel: int = Field(0, ge=0, description="Which channel of a multi-channel card carries this radio (0-based).")
+    rate: int | None = Field(
+        None, gt=0, description="Native capture rate in Hz; None asks the device for its default rate."
+    )
+    reopen_backoff_max: float = Field(
+        30.0, gt=0, description="Longest wait in seconds between attempts to re-open a vanished device."
+    )
+
+
+class RtpSource(Strict):
+    type: Literal["rtp"] = Field(description="Receive RTP over UDP from a radio-over-IP gateway.")
+    bind: str = Field("0.0.0.0", description="Local address to listen on.")
+    port: int = Field(ge=1, le=65535, description="Local UDP port.")
+    codec: Literal["pcmu", "pcma", "l16"] | None = Field(
+        None, description="Payload codec; None takes it from the static payload type (0 = PCMU, 8 = PCMA, 11 = L16)."
+    )
+    rate: int = Field(8000, gt=0, description="Payload sample rate in Hz (8000 for G.711).")
+    jitter_ms: int = Field(60, ge=0, le=1000, description="Jitter buffer depth in milliseconds.")
+
+
+class FileSource(Strict):
+    type: Literal["file"] = Field(description="Replay audio files (any format ffmpeg reads).")
+    paths: list[Path] = Field(min_length=1, description="Files (or directories of audio files) to play, in order.")
+    realtime: bool = Field(True, description="Pace frames at real time (False: as fast as possible).")
+    loop: bool = Field(False, description="Start again from the first file after the last.")
+    gap: tuple[float, float] = Field(
+        (0.0, 0.0), description="Silence between files, seconds: a random value in [min, max]."
+    )
+    shuffle: bool = Field(False, description="Play the files in a random order on each pass.")
+
+
+class PipeSource(Strict):
+    type: Literal["pipe"] = Field(description="Raw PCM from standard input or a named pipe.")
+    path: str = Field("-", description="Path of a FIFO or file, or '-' for standard input.")
+    rate: int = Field(16000, gt=0, description="Sample rate of the raw PCM in Hz.")
+    sample_format: Literal["s16le", "u8", "s24le", "f32le"] = Field("s16le", description="Sample encoding.")
+    channels: int = Field(1, ge=1, description="Interleaved channels; the first one is used.")
+
+
+class WebSource(Strict):
+    type: Literal["web"] = Field(description="Push-to-talk audio from browsers (the guard page) over WebSocket.")
+
+
+SourceConfig = Annotated[
+    SoundCardSource | RtpSource | FileSource | PipeSource | WebSource, Field(discriminator="type")
+]
+
+
+# --- segmentation ------------------------------------------------------------------------------------------
+
+
+class VadConfig(Strict):
+    aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad mode: 0 least, 3 most aggressive at rejecting non-speech.")
+    start_window_ms: int = Field(200, ge=20, description="Window over which speech onset is judged.")
+    start_ratio: float = Field(0.6, gt=0, le=1, description="Fraction of voiced frames in the window that starts speech.")
+    stop_window_ms: int = Field(600, ge=20, description="Hang-over window: this much mostly-unvoiced audio ends speech.")
+    stop_ratio: float = Field(0.15, ge=0, lt=1, description="Speech ends when the voiced fraction in the window falls below this.")
+    preroll_ms: int = Field(400, ge=300, description="Audio kept before the detected onset (>= 300 ms so no syllable is clipped).")
+    min_speech_ms: int = Field(300, ge=0, description="Shorter utterances (clicks, coughs) are discarded.")
+    max_utterance_s: float = Field(60.0, gt=1, description="A stuck-open channel is split into utterances of at most this length.")
+    min_level_dbfs: float = Field(-50.0, description="Frames quieter than this never count as speech (radio hiss).")
+
+
+# --- the rest of the service -------------------------------------------------------------------------------
+
+
+class ChannelConfig(Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Channel id (used in paths and topics).")
+    name: str = Field(description="Human name shown on the console (e.g. 市场保安).")
+    source: SourceConfig = Field(description="Where the channel's received audio comes from.")
+    vad: VadConfig = Field(default_factory=VadConfig, description="Segmentation settings for this channel.")
+    line: LineConfig | None = Field(None, description="PTT/COR control lines of the radio, if any.")
+    enabled: bool = Field(True, description="Disabled channels are validated but not started.")
+
+
+class StorageConfig(Strict):
+    data_dir: Path = Field(Path("var"), description="Directory for the database and the audio archive.")
+    audio_format: Literal["opus", "wav", "flac"] = Field("opus", description="Archive audio format (Opus in OGG by default).")
+    opus_bitrate: str = Field("24k", description="Opus bitrate passed to ffmpeg.")
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "jingbao.db"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.data_dir / "archive"
+
+
+class BrokerConfig(Strict):
+    enabled: bool = Field(True, description="Connect to an MQTT broker (alerts, positions, acknowledgements).")
+    host: str = Field("127.0.0.1", description="MQTT broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="MQTT broker port.")
+    username: str | None = Field(None, description="MQTT user name.")
+    password: str | None = Field(None, description="MQTT password.")
+    topic_prefix: str = Field("jingbao", description="Prefix of every topic jingbao publishes.")
+    client_id: str = Field("jingbao-bridge", description="MQTT client id of the service (persistent session).")
+
+
+class WebConfig(Strict):
+    host: str = Field("127.0.0.1", description="Address the HTTP API and console listen on.")
+    port: int = Field(8080, ge=1, le=65535, description="HTTP port.")
+
+
+class Config(Strict):
+    jurisdiction: Path = Field(description="Jurisdiction file (places, channels, responders); relative to this file.")
+    channels: list[ChannelConfig] = Field(min_length=1, description="Radio channels to bridge.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Database and audio archive.")
+    broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker.")
+    web: WebConfig = Field(default_factory=WebConfig, description="HTTP API and console.")
+    asr: AsrConfig = Field(default_factory=AsrConfig, description="Speech recognition.")
+    dispatch: DispatchConfig = Field(default_factory=DispatchConfig, description="Incident dispatch rules.")
+
+    @model_validator(mode="after")
+    def _unique_channel_ids(self) -> Config:
+        seen: set[str] = set()
+        for ch in self.channels:
+            if ch.id in seen:
+                raise ValueError(f"channel id {ch.id!r} is declared twice")
+            seen.add(ch.id)
+        return self
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names the file and each bad field path."""
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate a YAML config; relative paths inside it are resolved against the file's folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: invalid configuration:\n{format_validation_error(e)}") from e
+    return _resolve_paths(config, path.parent)
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line per problem, naming the field path the way it is written in YAML (channels[2].source.port)."""
+    lines = []
+    for err in error.errors():
+        parts: list[str] = []
+        for loc in err["loc"]:
+            if isinstance(loc, int):
+                parts[-1:] = [f"{parts[-1] if parts else ''}[{loc}]"]
+            else:
+                parts.append(str(loc))
+        lines.append(f"  {'.'.join(parts) or '(top)'}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    def resolve(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p).resolve()
+
+    channels = []
+    for ch in config.channels:
+        if isinstance(ch.source, FileSource):
+            ch = ch.model_copy(update={"source": ch.source.model_copy(update={"paths": [resolve(p) for p in ch.source.paths]})})
+        channels.append(ch)
+    storage = config.storage.model_copy(update={"data_dir": resolve(config.storage.data_dir)})
+    return config.model_copy(
+        update={"jurisdiction": resolve(config.jurisdiction), "channels": channels, "storage": storage}
+    )

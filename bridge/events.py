@@ -1,0 +1,74 @@
+"""The small typed events that flow between stages (source -> segmenter -> archive -> ASR -> dispatcher).
+
+Each is an immutable dataclass, so a stage can be tested alone and later moved behind a queue or an MQTT topic.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH
+
+EndReason = Literal["silence", "max_length", "carrier", "eof"]
+
+
+def new_utterance_id(start: float) -> str:
+    """Sortable, unique id: UTC start time to the millisecond plus 4 random hex digits."""
+    stamp = datetime.fromtimestamp(start, UTC).strftime("%Y%m%dT%H%M%S%f")[:-3]
+    return f"{stamp}-{os.urandom(2).hex()}"
+
+
+@dataclass(slots=True, frozen=True)
+class UtteranceStarted:
+    """The segmenter decided speech began. `pcm` is the pre-roll plus the frames that confirmed it."""
+
+    channel: str
+    utterance_id: str
+    start: float
+    pcm: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class UtteranceAudio:
+    """One more frame of an utterance in progress (for streaming recognition and live listening)."""
+
+    channel: str
+    utterance_id: str
+    pcm: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class UtteranceDiscarded:
+    """An utterance that started but ended too short to keep (a key-up click, a cough): nothing to archive."""
+
+    channel: str
+    utterance_id: str
+    duration: float
+
+
+@dataclass(slots=True, frozen=True)
+class Utterance:
+    """A finished utterance: the immutable record the archive stores and every later stage refers to."""
+
+    id: str
+    channel: str
+    start: float  # UTC epoch seconds of the first sample (pre-roll included)
+    end: float
+    pcm: bytes = field(repr=False)
+    reason: EndReason = "silence"
+
+    @property
+    def duration(self) -> float:
+        return len(self.pcm) / (SAMPLE_RATE * SAMPLE_WIDTH)
+
+
+SegmentEvent = UtteranceStarted | UtteranceAudio | UtteranceDiscarded | Utterance
+
+
+def now() -> float:
+    """Wall-clock UTC epoch seconds (one place, so tests and sources agree on the clock)."""
+    return time.time()

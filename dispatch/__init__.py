@@ -1,0 +1,1 @@
+"""From a transcript to an incident at a known place, and the nearest responders alerted over MQTT."""

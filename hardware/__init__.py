@@ -1,0 +1,1 @@
+"""Radio control lines (PTT, COR/carrier), VOX, the transmit path and channel patching."""

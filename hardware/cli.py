@@ -1,0 +1,9 @@
+"""Subcommands of this package for the `jingbao` command line."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this package's subcommands (each sets `func`)."""
