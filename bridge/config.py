@@ -85,10 +85,10 @@ class VadConfig(Strict):
     start_window_ms: int = Field(200, ge=20, description="Window over which speech onset is judged.")
     start_ratio: float = Field(0.6, gt=0, le=1, description="Fraction of voiced frames in the window that starts speech.")
     stop_window_ms: int = Field(600, ge=20, description="Hang-over window: this much mostly-unvoiced audio ends speech.")
-    stop_ratio: float = Field(0.15, ge=0, lt=1, description="Speech ends when the voiced fraction in the window falls below this.")
-    preroll_ms: int = Field(400, ge=300, description="Audio kept before the detected onset (>= 300 ms so no syllable is clipped).")
+    stop_ratio: float = Field(0.15, ge=0, lt=1, description="Speech ends when the voiced share of the window drops below this.")
+    preroll_ms: int = Field(400, ge=300, description="Audio kept before the detected onset (>= 300 ms: no clipped syllable).")
     min_speech_ms: int = Field(300, ge=0, description="Shorter utterances (clicks, coughs) are discarded.")
-    max_utterance_s: float = Field(60.0, gt=1, description="A stuck-open channel is split into utterances of at most this length.")
+    max_utterance_s: float = Field(60.0, gt=1, description="A stuck-open channel is split into utterances at most this long.")
     min_level_dbfs: float = Field(-50.0, description="Frames quieter than this never count as speech (radio hiss).")
 
 

@@ -1,0 +1,31 @@
+"""The engine interface every recognizer implements: start a stream, feed audio as it arrives, read partial
+results, finish with the final result. Engines are built once (their model is shared and read-only); a stream
+holds all per-utterance state, so one engine serves many channels at once from worker threads."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from asr.transcript import Transcript
+
+
+class RecognitionStream(Protocol):
+    def feed(self, pcm: bytes) -> None:
+        """Accept 16 kHz mono int16 PCM (any length) and decode what is ready. Called from a worker thread."""
+
+    def partial(self) -> Transcript | None:
+        """The best hypothesis so far (`partial=True`), or None when nothing has been recognised yet."""
+
+    def finish(self) -> Transcript:
+        """Flush the end of the audio and return the final transcript. The stream is not used afterwards."""
+
+
+class Engine(Protocol):
+    name: str
+
+    def start_stream(self) -> RecognitionStream:
+        """A new, independent stream for one utterance."""
+
+
+class EngineUnavailable(Exception):
+    """An engine's model is missing or unusable; the message names the options (config, env var, fetch)."""
