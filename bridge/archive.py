@@ -1,0 +1,400 @@
+"""The archive: every utterance durable on disk, with a hash-chained row in SQLite, before anything else happens.
+
+`Archive.store(utt)` encodes the PCM to `archive/YYYY/MM/DD/<channel>/<id>.<ext>` under `data_dir` (UTC date of the
+start), writing a temp file in the same folder, fsync-ing it, renaming it into place and fsync-ing the folder; then
+it inserts the row in one transaction (SQLite WAL, synchronous=FULL). Only when `store` returns is the utterance
+accepted, and from then on it survives the process dying. Tamper evidence lives in `bridge.archive_verify`.
+
+Faults never drop audio silently; each is logged at ERROR and appended to `Archive.faults`:
+- Encode failure (ffmpeg missing, crashing, rejecting the bitrate): the utterance is archived anyway as a WAV
+  (stdlib `wave`, no external process), and the row's `fault` column says why. That column is part of the hash
+  chain, so the record of what went wrong is as trustworthy as the audio. Its status stays 'pending': ASR can
+  still transcribe it, which an 'encode_failed' status would prevent.
+- Write failure (disk full, I/O or database error): nothing can be made durable, so the utterance is held in
+  memory (`Archive.held`) and `store` raises `ArchiveUnavailable`; held utterances are retried, oldest first,
+  before every later `store` and by `retry_held()`, and keep their original times. A spool folder would sit on
+  the same full disk, which is why memory is the fallback; it is unbounded, because the alternative is dropping.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sqlite3
+import subprocess
+import threading
+import time
+import wave
+from collections import deque
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from bridge.archive_verify import GENESIS_HASH, VerifyReport, chain_hash, file_sha256, verify_rows
+from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH, levels_dbfs
+from bridge.config import StorageConfig
+from bridge.db import connect, migrate
+from bridge.decode import decode_file
+from bridge.events import Utterance
+
+logger = logging.getLogger(__name__)
+
+AudioFormat = Literal["opus", "wav", "flac"]
+EXTENSIONS: dict[str, str] = {"opus": "opus", "wav": "wav", "flac": "flac"}
+FFMPEG_TIMEOUT_S = 60.0
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")  # ids and channels become path components
+STATUS = re.compile(r"^[a-z_]{1,32}$")
+
+MIGRATIONS = [
+    """
+    CREATE TABLE utterances (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        channel TEXT NOT NULL,
+        start_ms INTEGER NOT NULL,
+        end_ms INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        format TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        peak_dbfs REAL NOT NULL,
+        rms_dbfs REAL NOT NULL,
+        end_reason TEXT NOT NULL,
+        fault TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        prev_hash TEXT NOT NULL,
+        row_hash TEXT NOT NULL
+    );
+    CREATE INDEX utterances_channel_start ON utterances (channel, start_ms);
+    CREATE INDEX utterances_start ON utterances (start_ms);
+    CREATE INDEX utterances_status ON utterances (status, seq);
+    """
+]
+
+
+class ArchiveError(Exception):
+    """A request the archive cannot serve: bad utterance, unknown id, duplicate."""
+
+
+class ArchiveUnavailable(ArchiveError):
+    """The utterance could not be made durable now (disk full, I/O error); it is held in memory and retried."""
+
+
+class EncodeError(Exception):
+    """ffmpeg is missing or failed to encode."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedUtterance:
+    """One archive row (a snapshot: `status` may change later). Times are UTC epoch milliseconds."""
+
+    seq: int
+    id: str
+    channel: str
+    start_ms: int
+    end_ms: int
+    duration_ms: int
+    path: str  # relative to data_dir, POSIX separators
+    format: str
+    sha256: str
+    peak_dbfs: float
+    rms_dbfs: float
+    end_reason: str
+    fault: str  # "" normally; why the configured format could not be used otherwise
+    status: str
+    created_at: int
+    prev_hash: str
+    row_hash: str
+
+    def chained_content(self) -> dict[str, object]:
+        """What the row hash covers: everything except the mutable status and the hash itself."""
+        content = asdict(self)
+        del content["status"], content["row_hash"]
+        return content
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+COLUMNS = [f.name for f in fields(ArchivedUtterance)]
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveFault:
+    ts: float
+    kind: Literal["encode_failed", "held"]
+    utterance_id: str
+    channel: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Archive:
+    """Durable, tamper-evident utterance store. Thread-safe: encodes run in parallel, chain writes take one lock."""
+
+    def __init__(self, storage: StorageConfig, max_faults: int = 100) -> None:
+        self.storage = storage
+        self.data_dir = storage.data_dir
+        self.archive_dir = storage.archive_dir
+        self.archive_dir.mkdir(parents=True, exist_ok=True)
+        self._conn = connect(storage.database)
+        migrate(self._conn, "archive", MIGRATIONS)
+        self._db_lock = threading.Lock()  # the one writer lock; also serialises reads on the shared connection
+        self._held_lock = threading.Lock()
+        self._held: deque[Utterance] = deque()
+        self._faults: deque[ArchiveFault] = deque(maxlen=max_faults)
+
+    def close(self) -> None:
+        with self._db_lock:
+            self._conn.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def faults(self) -> list[ArchiveFault]:
+        """The most recent faults, oldest first."""
+        return list(self._faults)
+
+    @property
+    def held(self) -> int:
+        """Utterances waiting in memory because they could not be written (disk full, I/O error)."""
+        return len(self._held)
+
+    # --- writing -------------------------------------------------------------------------------------------
+
+    def store(self, utt: Utterance) -> ArchivedUtterance:
+        """Make `utt` durable (file + chained row) and return its row.
+
+        Raises ArchiveError for an utterance that cannot be archived as given (unsafe id or channel, odd PCM
+        length, id already archived), and ArchiveUnavailable when it cannot be written now (it is then held).
+        """
+        _check_utterance(utt)
+        if self._held:
+            self.retry_held()
+        try:
+            return self._write(utt)
+        except (OSError, sqlite3.Error) as e:
+            with self._held_lock:
+                self._held.append(utt)
+            self._fault("held", utt, f"could not be written, held in memory for retry ({self.held} held): {e}")
+            raise ArchiveUnavailable(f"utterance {utt.id} could not be archived now (held for retry): {e}") from e
+
+    def retry_held(self) -> int:
+        """Write held utterances, oldest first, stopping at the first that still fails; returns how many were written."""
+        written = 0
+        with self._held_lock:
+            while self._held:
+                utt = self._held[0]
+                try:
+                    self._write(utt)
+                except (OSError, sqlite3.Error) as e:
+                    logger.debug("held utterance %s still cannot be written: %s", utt.id, e)
+                    break
+                except ArchiveError as e:  # already archived (a retry after a half-reported success)
+                    logger.warning("held utterance %s: %s", utt.id, e)
+                self._held.popleft()
+                written += 1
+        if written:
+            logger.warning("archive: %d held utterance(s) written, %d still held", written, self.held)
+        return written
+
+    def set_status(self, utterance_id: str, status: str) -> None:
+        """Update the mutable status (pending -> transcribed / asr_failed ...); it is outside the hash chain."""
+        if not STATUS.match(status):
+            raise ArchiveError(f"invalid status {status!r} (lower-case letters and '_')")
+        with self._db_lock, self._conn:
+            cur = self._conn.execute("UPDATE utterances SET status = ? WHERE id = ?", (status, utterance_id))
+        if cur.rowcount == 0:
+            raise ArchiveError(f"unknown utterance id {utterance_id!r}")
+
+    def _write(self, utt: Utterance) -> ArchivedUtterance:
+        if self._find(utt.id) is not None:
+            raise ArchiveError(f"utterance {utt.id} is already archived")
+        day = datetime.fromtimestamp(utt.start, UTC)
+        folder = self.archive_dir / f"{day:%Y/%m/%d}" / utt.channel
+        folder.mkdir(parents=True, exist_ok=True)
+        fmt, fault = self.storage.audio_format, ""
+        try:
+            tmp = self._encode_to_tmp(utt, folder, fmt)
+        except EncodeError as e:
+            fault = f"{fmt} encode failed, stored as wav: {e}"
+            self._fault("encode_failed", utt, fault)
+            fmt = "wav"
+            tmp = self._encode_to_tmp(utt, folder, fmt)
+        final = folder / f"{utt.id}.{EXTENSIONS[fmt]}"
+        try:
+            sha = file_sha256(tmp)
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(folder)
+        try:
+            return self._insert(utt, final, fmt, sha, fault)
+        except (sqlite3.Error, OSError):
+            final.unlink(missing_ok=True)  # the utterance is held and will be written again; no orphan file
+            raise
+
+    def _encode_to_tmp(self, utt: Utterance, folder: Path, fmt: str) -> Path:
+        tmp = folder / f".{utt.id}.{fmt}.tmp"
+        try:
+            if fmt == "wav":
+                with tmp.open("wb") as f:
+                    _write_wav(f, utt.pcm)
+                    _fsync(f)
+            else:
+                _ffmpeg_encode(utt.pcm, tmp, fmt, self.storage.opus_bitrate)
+                with tmp.open("rb") as f:
+                    _fsync(f)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def _insert(self, utt: Utterance, final: Path, fmt: str, sha: str, fault: str) -> ArchivedUtterance:
+        peak, rms = levels_dbfs(utt.pcm)
+        with self._db_lock, self._conn:
+            head = self._conn.execute("SELECT seq, row_hash FROM utterances ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, prev_hash = (head["seq"] + 1, head["row_hash"]) if head else (1, GENESIS_HASH)
+            draft = ArchivedUtterance(
+                seq=seq,
+                id=utt.id,
+                channel=utt.channel,
+                start_ms=round(utt.start * 1000),
+                end_ms=round(utt.end * 1000),
+                duration_ms=round(len(utt.pcm) * 1000 / (SAMPLE_RATE * SAMPLE_WIDTH)),
+                path=final.relative_to(self.data_dir).as_posix(),
+                format=fmt,
+                sha256=sha,
+                peak_dbfs=round(peak, 2),
+                rms_dbfs=round(rms, 2),
+                end_reason=utt.reason,
+                fault=fault,
+                status="pending",
+                created_at=round(time.time() * 1000),
+                prev_hash=prev_hash,
+                row_hash="",
+            )
+            row = _replace_hash(draft)
+            placeholders = ", ".join("?" for _ in COLUMNS)
+            self._conn.execute(
+                f"INSERT INTO utterances ({', '.join(COLUMNS)}) VALUES ({placeholders})",
+                [getattr(row, c) for c in COLUMNS],
+            )
+        return row
+
+    def _fault(self, kind: Literal["encode_failed", "held"], utt: Utterance, message: str) -> None:
+        logger.error("archive fault (%s) on channel %s, utterance %s: %s", kind, utt.channel, utt.id, message)
+        self._faults.append(ArchiveFault(time.time(), kind, utt.id, utt.channel, message))
+
+    # --- reading -------------------------------------------------------------------------------------------
+
+    def get(self, utterance_id: str) -> ArchivedUtterance:
+        row = self._find(utterance_id)
+        if row is None:
+            raise ArchiveError(f"unknown utterance id {utterance_id!r}")
+        return row
+
+    def list(self, channel: str | None = None, since: float | None = None, limit: int = 100) -> list[ArchivedUtterance]:
+        """The most recent `limit` utterances (newest first), optionally of one channel and starting at/after `since`
+        (UTC epoch seconds)."""
+        where, args = ["1"], []
+        if channel is not None:
+            where.append("channel = ?")
+            args.append(channel)
+        if since is not None:
+            where.append("start_ms >= ?")
+            args.append(round(since * 1000))
+        sql = f"SELECT * FROM utterances WHERE {' AND '.join(where)} ORDER BY start_ms DESC, seq DESC LIMIT ?"
+        return self._query(sql, [*args, limit])
+
+    def pending(self) -> list[str]:
+        """Ids still waiting for ASR, oldest first (what the ASR stage resumes with after a restart)."""
+        with self._db_lock:
+            rows = self._conn.execute("SELECT id FROM utterances WHERE status = 'pending' ORDER BY seq").fetchall()
+        return [r["id"] for r in rows]
+
+    def read_pcm(self, utterance_id: str) -> bytes:
+        """Decode the archived file back to 16 kHz mono int16 PCM (for re-transcription)."""
+        return decode_file(self.data_dir / self.get(utterance_id).path)
+
+    def verify(self) -> VerifyReport:
+        """Check the whole chain and every file; see bridge.archive_verify for what is reported."""
+        return verify_rows(self._query("SELECT * FROM utterances ORDER BY seq", []), self.data_dir, self.archive_dir)
+
+    def _find(self, utterance_id: str) -> ArchivedUtterance | None:
+        rows = self._query("SELECT * FROM utterances WHERE id = ?", [utterance_id])
+        return rows[0] if rows else None
+
+    def _query(self, sql: str, args: list[Any]) -> list[ArchivedUtterance]:
+        with self._db_lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [ArchivedUtterance(**{c: r[c] for c in COLUMNS}) for r in rows]
+
+
+def _check_utterance(utt: Utterance) -> None:
+    for what, value in (("id", utt.id), ("channel", utt.channel)):
+        if not SAFE_NAME.match(value):
+            raise ArchiveError(f"utterance {what} {value!r} is not a safe file name (letters, digits, '_', '-', '.')")
+    if len(utt.pcm) % SAMPLE_WIDTH:
+        raise ArchiveError(f"utterance {utt.id}: PCM length {len(utt.pcm)} is not a whole number of int16 samples")
+
+
+def _replace_hash(row: ArchivedUtterance) -> ArchivedUtterance:
+    values = asdict(row)
+    values["row_hash"] = chain_hash(row.chained_content())
+    return ArchivedUtterance(**values)
+
+
+def _ffmpeg_encode(pcm: bytes, out: Path, fmt: str, opus_bitrate: str) -> None:
+    if fmt == "opus":
+        codec = ["-c:a", "libopus", "-b:a", opus_bitrate, "-application", "voip", "-f", "ogg"]
+    else:
+        codec = ["-c:a", "flac", "-f", "flac"]
+    cmd = [
+        "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+        "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0",
+        *codec, str(out),
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(cmd, input=pcm, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
+    except FileNotFoundError as e:
+        raise EncodeError("ffmpeg not found on PATH") from e
+    except OSError as e:
+        raise EncodeError(f"cannot run ffmpeg: {e}") from e
+    except subprocess.TimeoutExpired as e:
+        raise EncodeError(f"ffmpeg did not finish within {FFMPEG_TIMEOUT_S:.0f} s") from e
+    if done.returncode != 0:
+        message = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+        raise EncodeError(f"ffmpeg exited with {done.returncode}: {message[0][:300]}")
+
+
+def _write_wav(f: BinaryIO, pcm: bytes) -> None:
+    with wave.open(f, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(SAMPLE_WIDTH)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(pcm)
+
+
+def _fsync(f: BinaryIO) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    # The rename is durable only once the directory entry is on disk.
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+

@@ -1,0 +1,110 @@
+"""The archive's tamper evidence: the row hash chain and the audit walk over rows and files.
+
+Each row's `row_hash` is the SHA-256 of a canonical JSON serialisation of its immutable content (every column but
+`status`, which the ASR stage updates later, and `row_hash` itself) including `seq` and `prev_hash`, the previous
+row's `row_hash` ("0" * 64 for the first). Changing, deleting or inserting a row therefore breaks the chain at that
+point, and each file's SHA-256 in its row ties the audio to the chain.
+
+A chain alone cannot reveal that the newest rows were cut off together with their files, or that a forger who knows
+this scheme re-hashed everything after an edit: auditors anchor it by noting `VerifyReport.head` (the last row hash)
+and its row count from time to time, outside this machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+GENESIS_HASH = "0" * 64
+
+ProblemKind = Literal["row_altered", "chain_broken", "seq_gap", "file_missing", "file_altered", "file_unclaimed"]
+
+
+class ChainedRow(Protocol):
+    seq: int
+    id: str
+    path: str
+    sha256: str
+    prev_hash: str
+    row_hash: str
+
+    def chained_content(self) -> Mapping[str, object]: ...
+
+
+def chain_hash(content: Mapping[str, object]) -> str:
+    """SHA-256 (hex) of the canonical serialisation: sorted keys, no whitespace, UTF-8, floats as Python repr."""
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    kind: ProblemKind
+    detail: str
+    seq: int | None = None
+    id: str | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    rows: int
+    files: int
+    head: str  # row_hash of the last row: note it outside the machine to anchor the chain
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_rows(rows: Iterable[ChainedRow], data_dir: Path, archive_dir: Path) -> VerifyReport:
+    """Walk the rows in `seq` order and every file under `archive_dir`; report each inconsistency found."""
+    problems: list[Problem] = []
+    expected_prev, last_seq, count = GENESIS_HASH, 0, 0
+    claimed: set[Path] = set()
+    data_root = data_dir.resolve()
+    for row in rows:
+        count += 1
+        where = {"seq": row.seq, "id": row.id, "path": row.path}
+        if row.seq != last_seq + 1:
+            problems.append(Problem("seq_gap", f"rows {last_seq + 1}..{row.seq - 1} are missing (deleted?)", **where))
+        if row.prev_hash != expected_prev:
+            detail = "prev_hash does not match the previous row (row deleted or inserted)"
+            problems.append(Problem("chain_broken", detail, **where))
+        if chain_hash(row.chained_content()) != row.row_hash:
+            problems.append(Problem("row_altered", "row content does not match its row_hash", **where))
+        # Continue from the stored hash, so one altered row is reported once rather than breaking every later row.
+        expected_prev, last_seq = row.row_hash, row.seq
+        problems.extend(_check_file(row, data_root, claimed))
+    on_disk = sorted(p.resolve() for p in archive_dir.rglob("*") if p.is_file()) if archive_dir.is_dir() else []
+    for path in on_disk:
+        if path not in claimed:
+            rel = path.relative_to(data_root).as_posix()
+            problems.append(Problem("file_unclaimed", "file in the archive that no row claims", path=rel))
+    return VerifyReport(rows=count, files=len(on_disk), head=expected_prev, problems=problems)
+
+
+def _check_file(row: ChainedRow, data_root: Path, claimed: set[Path]) -> list[Problem]:
+    where = {"seq": row.seq, "id": row.id, "path": row.path}
+    path = (data_root / row.path).resolve()
+    if not path.is_relative_to(data_root):
+        return [Problem("file_missing", "row points outside the data directory", **where)]
+    claimed.add(path)
+    if not path.is_file():
+        return [Problem("file_missing", "audio file is missing", **where)]
+    if file_sha256(path) != row.sha256:
+        return [Problem("file_altered", "audio file does not match the sha256 in its row", **where)]
+    return []
