@@ -1,0 +1,276 @@
+"""The incident: its record in SQLite, its lifecycle (发现 -> 调处 -> 跟踪 -> 联动 -> 回访) and its timeline.
+
+Every change is a row in `incident_timeline` (when, who, what), so the timeline is the incident's history and the
+`incidents` row is only its current state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from bridge.db import migrate
+from dispatch.gazetteer import distance_m
+
+MIGRATIONS = [
+    """
+    CREATE TABLE incidents (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        priority TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        place_id TEXT,
+        place_name TEXT,
+        detail TEXT NOT NULL DEFAULT '',
+        lat REAL,
+        lon REAL,
+        location_confidence REAL NOT NULL DEFAULT 0,
+        text TEXT NOT NULL DEFAULT '',
+        pinyin TEXT NOT NULL DEFAULT '',
+        channel TEXT NOT NULL DEFAULT '',
+        utterance_ids TEXT NOT NULL DEFAULT '[]',
+        assigned TEXT NOT NULL DEFAULT '[]',
+        reports INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX incidents_created ON incidents (created_at);
+    CREATE TABLE incident_timeline (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        incident_id TEXT NOT NULL REFERENCES incidents (id),
+        ts REAL NOT NULL,
+        actor TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX incident_timeline_incident ON incident_timeline (incident_id, seq);
+    """
+]
+
+
+class Status(StrEnum):
+    REPORTED = "reported"  # 发现
+    DISPATCHED = "dispatched"  # alerts sent
+    ACKNOWLEDGED = "acknowledged"  # a responder confirmed
+    ON_SCENE = "on_scene"  # 调处
+    RESOLVED = "resolved"
+    FOLLOWED_UP = "followed_up"  # 回访
+    CLOSED_FALSE_ALARM = "closed_false_alarm"
+
+
+FLOW = (Status.REPORTED, Status.DISPATCHED, Status.ACKNOWLEDGED, Status.ON_SCENE, Status.RESOLVED, Status.FOLLOWED_UP)
+CLOSED = frozenset({Status.FOLLOWED_UP, Status.CLOSED_FALSE_ALARM})
+OPEN = frozenset(FLOW) - {Status.RESOLVED, Status.FOLLOWED_UP}  # still needs someone on the way or on scene
+
+
+def can_transition(current: Status, new: Status) -> bool:
+    """Forward only along FLOW (steps may be skipped: a guard may report "on scene" without acking first), except
+    that follow-up comes only after resolution and a false alarm can be closed at any point before it."""
+    if current in CLOSED or new == current:
+        return False
+    if new == Status.CLOSED_FALSE_ALARM:
+        return current != Status.RESOLVED
+    if new == Status.FOLLOWED_UP:
+        return current == Status.RESOLVED
+    return FLOW.index(new) > FLOW.index(current)
+
+
+class IncidentError(ValueError):
+    """Unknown incident, or a transition the lifecycle does not allow."""
+
+
+@dataclass(slots=True, frozen=True)
+class Incident:
+    id: str
+    type: str
+    priority: str
+    status: Status
+    created_at: float
+    updated_at: float
+    place_id: str | None = None
+    place_name: str | None = None
+    detail: str = ""
+    lat: float | None = None
+    lon: float | None = None
+    location_confidence: float = 0.0
+    text: str = ""
+    pinyin: str = ""
+    channel: str = ""
+    utterance_ids: tuple[str, ...] = ()
+    assigned: tuple[str, ...] = ()
+    reports: int = 1
+
+    @property
+    def location_unknown(self) -> bool:
+        return self.place_id is None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["status"] = str(self.status)
+        d["utterance_ids"] = list(self.utterance_ids)
+        d["assigned"] = list(self.assigned)
+        d["location"] = "unknown" if self.location_unknown else "known"
+        return d
+
+
+@dataclass(slots=True, frozen=True)
+class TimelineEntry:
+    seq: int
+    ts: float
+    actor: str
+    kind: str  # reported | status | alerted | escalated | ack | note | reassigned | merged | unanswered | ...
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def new_incident_id(at: float) -> str:
+    return f"INC-{datetime.fromtimestamp(at, UTC).strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class IncidentStore:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        migrate(conn, "dispatch.incidents", MIGRATIONS)
+        self._conn = conn
+
+    # --- reading -------------------------------------------------------------------------------------------
+
+    def get(self, incident_id: str) -> Incident | None:
+        row = self._conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        return _incident(row) if row else None
+
+    def require(self, incident_id: str) -> Incident:
+        incident = self.get(incident_id)
+        if incident is None:
+            raise IncidentError(f"unknown incident {incident_id!r}")
+        return incident
+
+    def list(self, *, status: Status | None = None, limit: int = 100) -> list[Incident]:
+        """Newest first."""
+        where, args = ("WHERE status = ?", (str(status),)) if status else ("", ())
+        rows = self._conn.execute(f"SELECT * FROM incidents {where} ORDER BY created_at DESC LIMIT ?", (*args, limit))
+        return [_incident(r) for r in rows]
+
+    def timeline(self, incident_id: str) -> list[TimelineEntry]:
+        rows = self._conn.execute(
+            "SELECT seq, ts, actor, kind, detail FROM incident_timeline WHERE incident_id = ? ORDER BY seq", (incident_id,)
+        )
+        return [TimelineEntry(r["seq"], r["ts"], r["actor"], r["kind"], json.loads(r["detail"])) for r in rows]
+
+    def find_mergeable(
+        self, type_: str, lat: float | None, lon: float | None, at: float, *, radius_m: float = 200.0, window_s: float = 300.0
+    ) -> Incident | None:
+        """An open incident of the same type within `radius_m` reported in the last `window_s`: the same event."""
+        if lat is None or lon is None:
+            return None
+        rows = self._conn.execute(
+            "SELECT * FROM incidents WHERE type = ? AND updated_at >= ? AND lat IS NOT NULL ORDER BY created_at DESC",
+            (type_, at - window_s),
+        )
+        for row in rows:
+            incident = _incident(row)
+            if incident.status in OPEN and distance_m(lat, lon, incident.lat or 0.0, incident.lon or 0.0) <= radius_m:
+                return incident
+        return None
+
+    # --- changing ------------------------------------------------------------------------------------------
+
+    def create(self, incident: Incident, *, actor: str) -> Incident:
+        d = incident.to_dict()
+        d.pop("location")
+        d["utterance_ids"] = json.dumps(d["utterance_ids"])
+        d["assigned"] = json.dumps(d["assigned"])
+        with self._conn:
+            self._conn.execute(f"INSERT INTO incidents ({', '.join(d)}) VALUES ({', '.join('?' * len(d))})", tuple(d.values()))
+            self._log(incident.id, incident.created_at, actor, "reported", {"utterance_ids": list(incident.utterance_ids)})
+        return incident
+
+    def transition(
+        self, incident_id: str, status: Status, *, actor: str, note: str = "", at: float | None = None
+    ) -> tuple[Incident, Incident]:
+        """Move to `status` (IncidentError if the lifecycle forbids it); returns (before, after)."""
+        before = self.require(incident_id)
+        if not can_transition(before.status, status):
+            raise IncidentError(f"{incident_id}: cannot go from {before.status} to {status}")
+        at = time.time() if at is None else at
+        after = replace(before, status=status, updated_at=at)
+        detail = {"from": str(before.status), "to": str(status)} | ({"note": note} if note else {})
+        self._save(after, actor, "status", detail)
+        return before, after
+
+    def add_note(self, incident_id: str, text: str, *, actor: str) -> Incident:
+        incident = replace(self.require(incident_id), updated_at=time.time())
+        self._save(incident, actor, "note", {"text": text})
+        return incident
+
+    def assign(
+        self, incident_id: str, responder_ids: list[str], *, actor: str, kind: str = "alerted", **detail: Any
+    ) -> tuple[Incident, Incident]:
+        """Add responders to the incident (an alert sent, an escalation); returns (before, after)."""
+        before = self.require(incident_id)
+        added = [r for r in responder_ids if r not in before.assigned]
+        after = replace(before, assigned=before.assigned + tuple(added), updated_at=time.time())
+        self._save(after, actor, kind, {"responders": responder_ids, **detail})
+        return before, after
+
+    def reassign(self, incident_id: str, responder_ids: list[str], *, actor: str) -> tuple[Incident, Incident]:
+        """An operator replaces who is assigned."""
+        before = self.require(incident_id)
+        after = replace(before, assigned=tuple(dict.fromkeys(responder_ids)), updated_at=time.time())
+        self._save(after, actor, "reassigned", {"from": list(before.assigned), "to": list(after.assigned)})
+        return before, after
+
+    def merge_report(self, incident_id: str, utterance_id: str, text: str, *, actor: str) -> tuple[Incident, Incident]:
+        """A second report of the same event: counted and linked, not a new incident."""
+        before = self.require(incident_id)
+        after = replace(
+            before, utterance_ids=(*before.utterance_ids, utterance_id), reports=before.reports + 1, updated_at=time.time()
+        )
+        self._save(after, actor, "merged", {"utterance_id": utterance_id, "text": text})
+        return before, after
+
+    def record(self, incident_id: str, kind: str, *, actor: str, **detail: Any) -> None:
+        """A timeline entry that changes nothing else (an ack from someone, an unanswered escalation)."""
+        self.require(incident_id)
+        with self._conn:
+            self._log(incident_id, time.time(), actor, kind, detail)
+
+    def _save(self, incident: Incident, actor: str, kind: str, detail: dict[str, Any]) -> None:
+        with self._conn:
+            self._conn.execute(
+                "UPDATE incidents SET status = ?, updated_at = ?, assigned = ?, utterance_ids = ?, reports = ? WHERE id = ?",
+                (
+                    str(incident.status),
+                    incident.updated_at,
+                    json.dumps(list(incident.assigned)),
+                    json.dumps(list(incident.utterance_ids)),
+                    incident.reports,
+                    incident.id,
+                ),
+            )
+            self._log(incident.id, incident.updated_at, actor, kind, detail)
+
+    def _log(self, incident_id: str, ts: float, actor: str, kind: str, detail: dict[str, Any]) -> None:
+        self._conn.execute(
+            "INSERT INTO incident_timeline (incident_id, ts, actor, kind, detail) VALUES (?, ?, ?, ?, ?)",
+            (incident_id, ts, actor, kind, json.dumps(detail, ensure_ascii=False)),
+        )
+
+
+def _incident(row: sqlite3.Row) -> Incident:
+    d = dict(row)
+    d["status"] = Status(d["status"])
+    d["utterance_ids"] = tuple(json.loads(d["utterance_ids"]))
+    d["assigned"] = tuple(json.loads(d["assigned"]))
+    return Incident(**d)

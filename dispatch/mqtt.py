@@ -1,0 +1,99 @@
+"""The service's one MQTT connection: connect (and reconnect with back-off), announce availability, receive, publish.
+
+The link knows nothing about alerts or incidents: incoming messages go to a handler as (topic, payload) and
+publishing is `await link.publish(...)`, which returns once the broker has acknowledged a QoS 1 message (PUBACK)
+and raises `aiomqtt.MqttError` when it cannot (not connected, connection lost, timed out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import aiomqtt
+
+from bridge.backoff import Backoff
+from dispatch.topics import Topics
+
+logger = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes], Awaitable[None]]
+
+
+class MqttLink:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        client_id: str,
+        topics: Topics,
+        handler: MessageHandler,
+        username: str | None = None,
+        password: str | None = None,
+        backoff: Backoff | None = None,
+        publish_timeout: float = 5.0,
+    ) -> None:
+        self.topics = topics
+        self.address = f"{host}:{port}"
+        self._handler = handler
+        self._backoff = backoff or Backoff()
+        self._publish_timeout = publish_timeout
+        # A persistent session (clean_session False): acks sent while we are away are queued by the broker.
+        self._client = aiomqtt.Client(
+            host,
+            port,
+            identifier=client_id,
+            username=username,
+            password=password,
+            clean_session=False,
+            will=aiomqtt.Will(topics.available, b"offline", qos=1, retain=True),
+            timeout=publish_timeout,
+            keepalive=10,
+        )
+        self._connected = asyncio.Event()
+        self.connects = 0  # successful connections so far (1 + reconnects)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def run(self) -> None:
+        """Stay connected until cancelled; every message received goes to the handler (which must not raise)."""
+        while True:
+            try:
+                async with self._client as client:
+                    self._backoff.reset()
+                    self.connects += 1
+                    await client.publish(self.topics.available, b"online", qos=1, retain=True)
+                    for topic in self.topics.subscriptions:
+                        await client.subscribe(topic, qos=1)
+                    logger.info("MQTT connected to %s", self.address)
+                    self._connected.set()
+                    async for message in client.messages:
+                        await self._deliver(message)
+            except aiomqtt.MqttError as e:
+                self._connected.clear()
+                delay = self._backoff.next_delay()
+                logger.warning("MQTT link down (%s); reconnecting in %.1f s", e, delay)
+                await asyncio.sleep(delay)
+            finally:
+                self._connected.clear()
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Publish and wait for the broker's acknowledgement (QoS 1: PUBACK)."""
+        if not self._connected.is_set():
+            raise aiomqtt.MqttError("not connected")
+        await self._client.publish(topic, payload, qos=qos, retain=retain, timeout=self._publish_timeout)
+
+    async def _deliver(self, message: aiomqtt.Message) -> None:
+        payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
+        try:
+            await self._handler(str(message.topic), payload)
+        except Exception:
+            # The handler counts and logs bad payloads itself; this is the last line that keeps the link alive.
+            logger.exception("handler failed on a message for %s", message.topic)

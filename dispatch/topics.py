@@ -1,0 +1,97 @@
+"""Every MQTT topic jingbao uses, built and parsed here and nowhere else.
+
+Published by jingbao (under the configured prefix, "jingbao" by default):
+  <prefix>/alerts/<responder_id>   QoS 1 alert to one responder (persistent sessions: delivered when the phone returns)
+  <prefix>/incidents/<incident_id> retained current state of an incident
+  <prefix>/events                  {type: new|update|end, before, after} for consoles
+  <prefix>/available               retained "online" / "offline" (the last will)
+Subscribed:
+  <prefix>/acks/<responder_id>     {incident_id, status?: ack|on_scene|declined}
+  owntracks/<user>/<device>        OwnTracks JSON (phone apps publish here, whatever our prefix)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_ID = re.compile(r"^[A-Za-z0-9_.@-]+$")
+
+
+@dataclass(slots=True, frozen=True)
+class AckTopic:
+    responder_id: str
+
+
+@dataclass(slots=True, frozen=True)
+class OwnTracksTopic:
+    user: str
+    device: str
+
+
+@dataclass(slots=True, frozen=True)
+class AlertTopic:
+    responder_id: str
+
+
+@dataclass(slots=True, frozen=True)
+class IncidentTopic:
+    incident_id: str
+
+
+ParsedTopic = AckTopic | OwnTracksTopic | AlertTopic | IncidentTopic
+
+
+@dataclass(slots=True, frozen=True)
+class Topics:
+    prefix: str = "jingbao"
+
+    def alert(self, responder_id: str) -> str:
+        return f"{self.prefix}/alerts/{_checked(responder_id)}"
+
+    def ack(self, responder_id: str) -> str:
+        return f"{self.prefix}/acks/{_checked(responder_id)}"
+
+    def incident(self, incident_id: str) -> str:
+        return f"{self.prefix}/incidents/{_checked(incident_id)}"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}/events"
+
+    @property
+    def available(self) -> str:
+        return f"{self.prefix}/available"
+
+    @property
+    def subscriptions(self) -> tuple[str, ...]:
+        """What the dispatcher subscribes to: every responder's acks and every OwnTracks device."""
+        return (f"{self.prefix}/acks/+", "owntracks/+/+")
+
+    def parse(self, topic: str) -> ParsedTopic | None:
+        """A topic -> its typed form; None for anything that is not one of ours (or has an unusable id)."""
+        levels = topic.split("/")
+        if len(levels) == 3 and levels[0] == "owntracks":
+            user, device = levels[1], levels[2]
+            return OwnTracksTopic(user, device) if user and device else None
+        head = self.prefix.split("/")
+        if levels[: len(head)] != head or len(levels) != len(head) + 2:
+            return None
+        kind, ident = levels[len(head)], levels[len(head) + 1]
+        if not _ID.match(ident):
+            return None
+        match kind:
+            case "acks":
+                return AckTopic(ident)
+            case "alerts":
+                return AlertTopic(ident)
+            case "incidents":
+                return IncidentTopic(ident)
+        return None
+
+
+def _checked(ident: str) -> str:
+    # A "/" "+" or "#" inside an id would publish to (or subscribe) the wrong topic.
+    if not _ID.match(ident):
+        raise ValueError(f"not usable in an MQTT topic: {ident!r}")
+    return ident

@@ -1,0 +1,111 @@
+"""The incident lifecycle, timeline and merging, on a real SQLite database."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from bridge.db import connect
+from dispatch.incidents import Incident, IncidentError, IncidentStore, Status, can_transition, new_incident_id
+
+MEISHIJIE = (34.2702, 108.9843)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> IncidentStore:
+    return IncidentStore(connect(tmp_path / "jingbao.db"))
+
+
+def make(store: IncidentStore, type_: str = "fight", at: float | None = None, latlon=MEISHIJIE, uid: str = "u1") -> Incident:
+    at = time.time() if at is None else at
+    lat, lon = latlon if latlon else (None, None)
+    incident = Incident(
+        id=new_incident_id(at), type=type_, priority="high", status=Status.REPORTED, created_at=at, updated_at=at,
+        place_id="meishijie" if latlon else None, place_name="美食街" if latlon else None, lat=lat, lon=lon,
+        text="美食街有人打架", channel="ch-market", utterance_ids=(uid,),
+    )  # fmt: skip
+    return store.create(incident, actor="dispatcher")
+
+
+def test_full_lifecycle_is_timestamped_with_who_did_it(store: IncidentStore) -> None:
+    incident = make(store)
+    steps = [
+        (Status.DISPATCHED, "dispatcher"),
+        (Status.ACKNOWLEDGED, "g-piju"),
+        (Status.ON_SCENE, "g-piju"),
+        (Status.RESOLVED, "p-xu-zhen"),
+        (Status.FOLLOWED_UP, "operator:wang"),
+    ]
+    for status, actor in steps:
+        before, after = store.transition(incident.id, status, actor=actor)
+        assert after.status == status and before.status != status
+    timeline = store.timeline(incident.id)
+    assert [e.kind for e in timeline] == ["reported"] + ["status"] * 5
+    assert [(e.detail["to"], e.actor) for e in timeline[1:]] == [(str(s), a) for s, a in steps]
+    assert all(b.ts <= a.ts for b, a in zip(timeline, timeline[1:], strict=False))
+    assert store.get(incident.id).status == Status.FOLLOWED_UP
+
+
+@pytest.mark.parametrize(
+    ("current", "new", "allowed"),
+    [
+        (Status.REPORTED, Status.DISPATCHED, True),
+        (Status.DISPATCHED, Status.ON_SCENE, True),  # "on scene" without an ack first
+        (Status.ACKNOWLEDGED, Status.DISPATCHED, False),  # never backwards
+        (Status.DISPATCHED, Status.FOLLOWED_UP, False),  # follow-up only after resolution
+        (Status.RESOLVED, Status.FOLLOWED_UP, True),
+        (Status.ON_SCENE, Status.CLOSED_FALSE_ALARM, True),
+        (Status.RESOLVED, Status.CLOSED_FALSE_ALARM, False),
+        (Status.CLOSED_FALSE_ALARM, Status.DISPATCHED, False),
+        (Status.FOLLOWED_UP, Status.RESOLVED, False),
+    ],
+)
+def test_transition_rules(current: Status, new: Status, allowed: bool) -> None:
+    assert can_transition(current, new) is allowed
+
+
+def test_forbidden_transition_and_unknown_incident_raise(store: IncidentStore) -> None:
+    incident = make(store)
+    store.transition(incident.id, Status.CLOSED_FALSE_ALARM, actor="operator", note="误报")
+    with pytest.raises(IncidentError, match="cannot go"):
+        store.transition(incident.id, Status.DISPATCHED, actor="dispatcher")
+    with pytest.raises(IncidentError, match="unknown incident"):
+        store.transition("INC-nope", Status.DISPATCHED, actor="dispatcher")
+    assert store.timeline(incident.id)[-1].detail["note"] == "误报"
+
+
+def test_notes_reassign_and_assign(store: IncidentStore) -> None:
+    incident = make(store)
+    store.assign(incident.id, ["g-piju", "p-xu-zhen"], actor="dispatcher")
+    store.add_note(incident.id, "双方已分开", actor="operator:li")
+    _, after = store.reassign(incident.id, ["v-yeshi"], actor="operator:li")
+    assert after.assigned == ("v-yeshi",)
+    kinds = [(e.kind, e.actor) for e in store.timeline(incident.id)]
+    assert kinds == [("reported", "dispatcher"), ("alerted", "dispatcher"), ("note", "operator:li"), ("reassigned", "operator:li")]
+    assert store.timeline(incident.id)[-1].detail == {"from": ["g-piju", "p-xu-zhen"], "to": ["v-yeshi"]}
+
+
+def test_merge_same_type_nearby_and_recent_only(store: IncidentStore) -> None:
+    now = time.time()
+    incident = make(store, at=now)
+    near = (34.2712, 108.9843)  # ~110 m north
+    far = (34.2740, 108.9843)  # ~420 m
+    assert store.find_mergeable("fight", *near, now + 60).id == incident.id
+    assert store.find_mergeable("fight", *far, now + 60) is None
+    assert store.find_mergeable("theft", *near, now + 60) is None
+    assert store.find_mergeable("fight", *near, now + 600) is None  # long after: a new event
+    assert store.find_mergeable("fight", None, None, now + 60) is None  # unknown place: never merged blindly
+    _, merged = store.merge_report(incident.id, "u2", "美食街打起来了", actor="dispatcher")
+    assert merged.reports == 2 and merged.utterance_ids == ("u1", "u2")
+    store.transition(incident.id, Status.RESOLVED, actor="p-xu-zhen")
+    assert store.find_mergeable("fight", *near, now + 60) is None  # a resolved incident is not reopened
+
+
+def test_unknown_location_is_kept_and_flagged(store: IncidentStore) -> None:
+    incident = make(store, latlon=None)
+    stored = store.get(incident.id)
+    assert stored.location_unknown and stored.to_dict()["location"] == "unknown"
+    assert [i.id for i in store.list()] == [incident.id]
+    assert store.list(status=Status.RESOLVED) == []
