@@ -226,10 +226,9 @@ class Archive:
         try:
             tmp = self._encode_to_tmp(utt, folder, fmt)
         except EncodeError as e:
-            fault = f"{fmt} encode failed, stored as wav: {e}"
+            tmp = self._encode_to_tmp(utt, folder, "wav")  # an OSError here (disk full) means: hold, not this fault
+            fmt, fault = "wav", f"{fmt} encode failed, stored as wav: {e}"
             self._fault("encode_failed", utt, fault)
-            fmt = "wav"
-            tmp = self._encode_to_tmp(utt, folder, fmt)
         final = folder / f"{utt.id}.{EXTENSIONS[fmt]}"
         try:
             sha = file_sha256(tmp)
@@ -372,9 +371,11 @@ def _ffmpeg_encode(pcm: bytes, out: Path, fmt: str, opus_bitrate: str) -> None:
         raise EncodeError(f"cannot run ffmpeg: {e}") from e
     except subprocess.TimeoutExpired as e:
         raise EncodeError(f"ffmpeg did not finish within {FFMPEG_TIMEOUT_S:.0f} s") from e
-    if done.returncode != 0:
-        message = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
-        raise EncodeError(f"ffmpeg exited with {done.returncode}: {message[0][:300]}")
+    # ffmpeg 5.1 exits 0 even when writing the output failed (ENOSPC), but at -loglevel error any output is an error.
+    errors = done.stderr.decode("utf-8", "replace").strip()
+    if done.returncode != 0 or errors:
+        last = errors.splitlines()[-1:] or ["no message"]
+        raise EncodeError(f"ffmpeg exited with {done.returncode}: {last[0][:300]}")
 
 
 def _write_wav(f: BinaryIO, pcm: bytes) -> None:

@@ -79,8 +79,10 @@ def verify_rows(rows: Iterable[ChainedRow], data_dir: Path, archive_dir: Path) -
     for row in rows:
         count += 1
         where = {"seq": row.seq, "id": row.id, "path": row.path}
-        if row.seq != last_seq + 1:
+        if row.seq > last_seq + 1:
             problems.append(Problem("seq_gap", f"rows {last_seq + 1}..{row.seq - 1} are missing (deleted?)", **where))
+        elif row.seq != last_seq + 1:
+            problems.append(Problem("seq_gap", f"seq {row.seq} follows {last_seq}: out of sequence (inserted?)", **where))
         if row.prev_hash != expected_prev:
             detail = "prev_hash does not match the previous row (row deleted or inserted)"
             problems.append(Problem("chain_broken", detail, **where))

@@ -1,0 +1,149 @@
+"""Faults for real: ffmpeg missing or failing, a full disk (a small tmpfs), and the process killed after store()."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge.archive import Archive, ArchiveUnavailable
+from tests.conftest import REPO
+from tests.support.archive import make_utterance, speech_pcm, storage
+
+__all__ = ["speech_pcm"]  # a fixture, imported for pytest
+
+
+def _assert_stored_as_wav_with_fault(archive: Archive, pcm: bytes, reason: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="bridge.archive"):
+        row = archive.store(make_utterance(pcm))
+    assert row.format == "wav" and row.path.endswith(".wav")
+    assert reason in row.fault and row.status == "pending"  # ASR still gets it
+    assert archive.read_pcm(row.id) == pcm
+    assert [(f.kind, f.utterance_id) for f in archive.faults] == [("encode_failed", row.id)]
+    assert any(r.levelno == logging.ERROR and row.id in r.getMessage() for r in caplog.records)
+    assert archive.verify().ok and archive.held == 0
+
+
+def test_missing_ffmpeg_falls_back_to_wav(
+    tmp_path: Path, speech_pcm: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    with Archive(storage(tmp_path / "data", "opus")) as archive:
+        _assert_stored_as_wav_with_fault(archive, speech_pcm, "ffmpeg not found", caplog)
+
+
+def test_ffmpeg_rejecting_the_bitrate_falls_back_to_wav(
+    tmp_path: Path, speech_pcm: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Archive(storage(tmp_path, "opus", opus_bitrate="bogus")) as archive:
+        _assert_stored_as_wav_with_fault(archive, speech_pcm, "opus encode failed", caplog)
+        assert not list((tmp_path / "archive").rglob(".*.tmp"))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MB filesystem (tmpfs) that can be filled up."""
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+
+
+def _fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(bytes(65536))
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.parametrize("fmt", ["flac", "wav"])
+def test_full_disk_holds_the_audio_and_writes_it_when_space_returns(
+    small_disk: Path, speech_pcm: bytes, fmt: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Archive(storage(small_disk, fmt)) as archive:
+        first = archive.store(make_utterance(speech_pcm))
+        filler = _fill(small_disk)
+        held = [make_utterance(speech_pcm), make_utterance(speech_pcm[:32000])]
+        with caplog.at_level(logging.ERROR, logger="bridge.archive"):
+            for utt in held:
+                with pytest.raises(ArchiveUnavailable, match="held for retry"):
+                    archive.store(utt)
+        assert archive.held == 2
+        assert [(f.kind, f.utterance_id) for f in archive.faults] == [("held", u.id) for u in held]  # not encode_failed
+        assert "No space left on device" in archive.faults[0].message
+        assert sum(r.levelno == logging.ERROR for r in caplog.records) == 2
+        assert archive.retry_held() == 0 and archive.held == 2  # still full: nothing lost, nothing written
+
+        filler.unlink()
+        later = archive.store(make_utterance(speech_pcm[:16000]))  # flushes the held ones first, in order
+        assert archive.held == 0
+        assert [r.id for r in sorted(archive.list(), key=lambda r: r.seq)] == [first.id, *(u.id for u in held), later.id]
+        assert all(archive.read_pcm(u.id) == u.pcm for u in held)
+        assert archive.verify().ok
+
+
+def test_database_full_after_the_file_is_written_leaves_no_orphan(small_disk: Path, speech_pcm: bytes) -> None:
+    with Archive(storage(small_disk, "wav")) as archive:
+        archive.store(make_utterance(speech_pcm[:3200]))
+        filler = _fill(small_disk)
+        os.truncate(filler, filler.stat().st_size - 4096)  # one page free: a tiny file fits, the WAL cannot grow
+        tiny = make_utterance(speech_pcm[:200])
+        with pytest.raises(ArchiveUnavailable, match="database or disk is full"):
+            archive.store(tiny)
+        assert archive.held == 1
+        assert not list((small_disk / "archive").rglob(f"{tiny.id}*"))  # the file was removed again
+        filler.unlink()
+        assert archive.retry_held() == 1
+        assert archive.read_pcm(tiny.id) == tiny.pcm
+        assert archive.verify().ok
+
+
+KILL_AFTER_STORE = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from bridge.archive import Archive
+    from bridge.config import StorageConfig
+    from bridge.events import Utterance
+
+    pcm = Path(sys.argv[2]).read_bytes()
+    archive = Archive(StorageConfig(data_dir=Path(sys.argv[1]), audio_format="flac"))
+    row = archive.store(Utterance("20231114T221320000-d1ed", "ch-kill", 1_700_000_000.0, 1_700_000_004.0, pcm))
+    print(row.path, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit, no flush of anything else
+    """
+)
+
+
+def test_accepted_utterance_survives_sigkill(tmp_path: Path, speech_pcm: bytes) -> None:
+    (tmp_path / "speech.raw").write_bytes(speech_pcm)
+    data_dir = tmp_path / "data"
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_STORE, str(data_dir), str(tmp_path / "speech.raw")],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    path = done.stdout.strip()
+    assert (data_dir / path).is_file()
+    with Archive(storage(data_dir, "flac")) as archive:
+        row = archive.get("20231114T221320000-d1ed")
+        assert row.path == path and row.status == "pending"
+        assert archive.pending() == [row.id]
+        assert archive.read_pcm(row.id) == speech_pcm
+        assert archive.verify().ok
