@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from asr.config import AsrConfig
 from dispatch.config import DispatchConfig
-from hardware.config import LineConfig
+from hardware.config import LineConfig, PatchConfig, TransmitConfig
 
 
 class Strict(BaseModel):
@@ -70,6 +70,9 @@ class PipeSource(Strict):
 
 class WebSource(Strict):
     type: Literal["web"] = Field(description="Push-to-talk audio from browsers (the guard page) over WebSocket.")
+    max_buffer_s: float = Field(
+        5.0, gt=0, description="Most pushed audio held for the channel, seconds; more is refused (a flooding client)."
+    )
 
 
 SourceConfig = Annotated[
@@ -90,6 +93,17 @@ class VadConfig(Strict):
     min_speech_ms: int = Field(300, ge=0, description="Shorter utterances (clicks, coughs) are discarded.")
     max_utterance_s: float = Field(60.0, gt=1, description="A stuck-open channel is split into utterances at most this long.")
     min_level_dbfs: float = Field(-50.0, description="Frames quieter than this never count as speech (radio hiss).")
+    noise_margin_db: float = Field(
+        6.0, ge=0, description="Frames must be this much louder than the channel's noise floor to count as speech."
+    )
+    noise_floor_window_s: float = Field(
+        5.0, ge=0.5, description="The noise floor is the quietest frame level over this many recent seconds."
+    )
+    max_zero_crossing_rate: float = Field(
+        0.2, gt=0, le=1,
+        description="Frames whose zero-crossing rate (per sample) is higher are broadband noise, e.g. a squelch tail,"
+        " and never count as speech.",
+    )
 
 
 # --- the rest of the service -------------------------------------------------------------------------------
@@ -101,6 +115,7 @@ class ChannelConfig(Strict):
     source: SourceConfig = Field(description="Where the channel's received audio comes from.")
     vad: VadConfig = Field(default_factory=VadConfig, description="Segmentation settings for this channel.")
     line: LineConfig | None = Field(None, description="PTT/COR control lines of the radio, if any.")
+    tx: TransmitConfig | None = Field(None, description="Transmit path (talk-back, patches, announcements); None: receive only.")
     enabled: bool = Field(True, description="Disabled channels are validated but not started.")
 
 
@@ -141,6 +156,7 @@ class Config(Strict):
     web: WebConfig = Field(default_factory=WebConfig, description="HTTP API and console.")
     asr: AsrConfig = Field(default_factory=AsrConfig, description="Speech recognition.")
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig, description="Incident dispatch rules.")
+    patches: list[PatchConfig] = Field(default_factory=list, description="Channel pairs linked both ways at start-up.")
 
     @model_validator(mode="after")
     def _unique_channel_ids(self) -> Config:
@@ -149,6 +165,17 @@ class Config(Strict):
             if ch.id in seen:
                 raise ValueError(f"channel id {ch.id!r} is declared twice")
             seen.add(ch.id)
+        return self
+
+    @model_validator(mode="after")
+    def _patches_link_transmitting_channels(self) -> Config:
+        by_id = {ch.id: ch for ch in self.channels}
+        for i, patch in enumerate(self.patches):
+            for end in (patch.a, patch.b):
+                if end not in by_id:
+                    raise ValueError(f"patches[{i}]: no channel {end!r}")
+                if by_id[end].tx is None:
+                    raise ValueError(f"patches[{i}]: channel {end!r} has no tx section, so nothing can be played onto it")
         return self
 
 

@@ -1,0 +1,117 @@
+"""Replay audio files as a channel: any format ffmpeg reads, at real-time pace or as fast as possible.
+
+The demo channels talk this way: a list of calls, looped, with a random gap of silence between them. Silence frames
+keep flowing during a gap, as they would from a real receiver, so the segmenter sees the quiet between calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+from bridge.audio import FRAME_BYTES, FRAME_MS, Frame
+from bridge.config import FileSource
+from bridge.decode import AudioDecodeError, decode_file, iter_frames
+from bridge.sources.base import SourceStats
+
+logger = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = frozenset(
+    {".wav", ".wave", ".mp3", ".ogg", ".oga", ".opus", ".flac", ".m4a", ".aac", ".amr", ".wma", ".webm", ".mka", ".aif",
+     ".aiff", ".au", ".spx", ".caf", ".3gp"}
+)
+FRAME_S = FRAME_MS / 1000
+MAX_LAG_S = 1.0  # further behind schedule than this (a stalled consumer, a suspended machine): skip ahead, no burst
+SILENCE = bytes(FRAME_BYTES)
+
+
+def expand_paths(paths: Iterable[Path]) -> list[Path]:
+    """Files as given; a directory becomes its audio files (by suffix), sorted by name."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES))
+        else:
+            files.append(path)
+    return files
+
+
+class Pacer:
+    """Stamps consecutive frames and, in real time, waits for each one's moment.
+
+    Frame n is due at a fixed offset n * 20 ms from one monotonic start (never sleep(0.02) per frame, which drifts
+    by every wake-up's lateness). Its stamp is the wall-clock time of that moment.
+    """
+
+    def __init__(self, realtime: bool) -> None:
+        self.realtime = realtime
+        self._start_mono = time.monotonic()
+        self._start_wall = time.time()
+        self._n = 0
+
+    async def next(self) -> float:
+        due = self._n * FRAME_S
+        if self.realtime:
+            delay = self._start_mono + due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -MAX_LAG_S:
+                logger.info("file replay fell %.1f s behind real time; skipping ahead", -delay)
+                self._start_mono -= delay
+                self._start_wall -= delay
+        elif self._n % 50 == 0:
+            await asyncio.sleep(0)  # as fast as possible, but let the other channels run
+        self._n += 1
+        return self._start_wall + due
+
+
+class FileInput:
+    """A channel fed from audio files (config type "file")."""
+
+    def __init__(self, channel_id: str, config: FileSource, rng: random.Random | None = None) -> None:
+        self.channel_id = channel_id
+        self.config = config
+        self.rng = rng or random.Random()
+        self.stats = SourceStats()
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        files = expand_paths(self.config.paths)
+        if not files:
+            raise self.stats.fail(f"no audio files in {', '.join(map(str, self.config.paths))}")
+        logger.info("channel %s: playing %d file(s)%s", self.channel_id, len(files), " in a loop" if self.config.loop else "")
+        pacer = Pacer(self.config.realtime)
+        first = True
+        while True:
+            played = 0
+            order = self.rng.sample(files, len(files)) if self.config.shuffle else files
+            for path in order:
+                try:
+                    pcm = await asyncio.to_thread(decode_file, path)
+                except AudioDecodeError as e:
+                    self.stats.reject(str(e))
+                    logger.warning("channel %s: skipping %s", self.channel_id, e)
+                    continue
+                if not first:
+                    async for frame in self._gap(pacer):
+                        yield frame
+                first = False
+                played += 1
+                for frame in iter_frames(pcm):
+                    ts = await pacer.next()
+                    self.stats.frames += 1
+                    yield Frame(frame.pcm, ts)
+            if not played:
+                raise self.stats.fail(f"none of the {len(files)} file(s) could be decoded (last: {self.stats.last_error})")
+            if not self.config.loop:
+                return
+
+    async def _gap(self, pacer: Pacer) -> AsyncIterator[Frame]:
+        low, high = self.config.gap
+        for _ in range(round(self.rng.uniform(low, high) / FRAME_S)):
+            ts = await pacer.next()
+            self.stats.frames += 1
+            yield Frame(SILENCE, ts)

@@ -1,0 +1,67 @@
+"""Audio pushed into a channel by the web server: the guard page's hold-to-talk, 16 kHz int16 PCM over WebSocket.
+
+Only real audio is yielded, no silence between pushes; each burst is stamped with the wall-clock time it arrived.
+The buffer is bounded: a client that floods (or a channel task that stalls) gets its audio refused and counted,
+never the process's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+
+from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH, Frame
+from bridge.config import WebSource
+from bridge.sources.base import FrameAssembler, FrameClock, SourceStats, ThrottledLog
+
+logger = logging.getLogger(__name__)
+
+PARTIAL_FRAME_WAIT_S = 0.1  # a talk burst's last partial frame is sent (padded) once no more audio came this long
+
+
+class PushSource:
+    """A channel fed by `push()` calls (config type "web")."""
+
+    def __init__(self, channel_id: str, config: WebSource | None = None) -> None:
+        self.channel_id = channel_id
+        self.config = config or WebSource(type="web")
+        self.stats = SourceStats()
+        self.max_bytes = round(self.config.max_buffer_s * SAMPLE_RATE) * SAMPLE_WIDTH
+        self._chunks: deque[tuple[bytes, float]] = deque()
+        self._buffered = 0
+        self._arrived = asyncio.Event()
+        self._refusals = ThrottledLog(logger, "pushed audio refused")
+
+    def push(self, pcm16k: bytes) -> bool:
+        """Queue 16 kHz mono int16 PCM; False (counted, logged sparingly) if malformed or the buffer is full."""
+        if len(pcm16k) % SAMPLE_WIDTH:
+            reason = f"odd length {len(pcm16k)}: not 16-bit PCM"
+        elif self._buffered + len(pcm16k) > self.max_bytes:
+            reason = f"buffer full ({self.config.max_buffer_s:g} s): client sends faster than the channel reads"
+        else:
+            self._chunks.append((pcm16k, time.time()))
+            self._buffered += len(pcm16k)
+            self._arrived.set()
+            return True
+        self.stats.reject(reason)
+        self._refusals(self.channel_id, reason)
+        return False
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        assembler = FrameAssembler(FrameClock(), self.stats)
+        while True:
+            if not self._chunks:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), PARTIAL_FRAME_WAIT_S if assembler.has_pending else None)
+                except TimeoutError:
+                    for frame in assembler.flush():
+                        yield frame
+                    continue
+            pcm, arrived = self._chunks.popleft()
+            self._buffered -= len(pcm)
+            for frame in assembler.feed(pcm, arrived):
+                yield frame

@@ -1,0 +1,239 @@
+"""RTP over UDP from radio-over-IP gateways: G.711 μ-law (PT 0), A-law (PT 8) or L16, through a jitter buffer.
+
+Every datagram is parsed as RTP (RFC 3550: CSRC list, header extension, padding) and decoded with numpy lookup
+tables (the stdlib audioop is deprecated). Whatever cannot be used (short or truncated packets, a wrong version, an
+unconfigured payload type) is counted and logged sparingly; nothing a sender does can stop the receiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from bridge.audio import Frame
+from bridge.config import RtpSource
+from bridge.sources.base import FrameAssembler, FrameClock, Resampler, SourceStats, ThrottledLog
+from bridge.sources.jitter import JitterBuffer, Released
+
+logger = logging.getLogger(__name__)
+
+STATIC_PAYLOADS = {0: ("pcmu", 8000), 8: ("pcma", 8000), 11: ("l16", 44100)}  # RFC 3551 table 4 (L16 mono)
+MAX_CLOCK_SKEW_S = 1.0  # RTP time this far behind arrival (sender clock drift, a long delay): re-anchor
+
+
+class MalformedPacket(ValueError):
+    """A datagram that is not a usable RTP packet."""
+
+
+@dataclass(slots=True, frozen=True)
+class RtpPacket:
+    payload_type: int
+    sequence: int
+    timestamp: int
+    ssrc: int
+    marker: bool
+    payload: bytes
+
+
+def parse_rtp(data: bytes) -> RtpPacket:
+    """RFC 3550 section 5.1 fixed header, then the CSRC list, the extension and the padding are skipped."""
+    if len(data) < 12:
+        raise MalformedPacket(f"{len(data)} bytes: shorter than the 12-byte RTP header")
+    first, second, sequence, timestamp, ssrc = struct.unpack_from("!BBHII", data)
+    if first >> 6 != 2:
+        raise MalformedPacket(f"RTP version {first >> 6}, expected 2")
+    start = 12 + 4 * (first & 0x0F)
+    if first & 0x10:  # header extension: 16-bit profile id, 16-bit length in 32-bit words
+        if len(data) < start + 4:
+            raise MalformedPacket("truncated in the header extension")
+        start += 4 + 4 * struct.unpack_from("!H", data, start + 2)[0]
+    end = len(data)
+    if first & 0x20:  # padding: the last byte counts the padding bytes, itself included
+        end -= data[-1]
+        if data[-1] == 0 or end < start:
+            raise MalformedPacket(f"bad padding length {data[-1]}")
+    if start > len(data):
+        raise MalformedPacket(f"truncated: {len(data)} bytes, header ends at {start}")
+    return RtpPacket(second & 0x7F, sequence, timestamp, ssrc, bool(second & 0x80), data[start:end])
+
+
+def _ulaw_table() -> np.ndarray:
+    code = ~np.arange(256, dtype=np.int32) & 0xFF
+    magnitude = (((code & 0x0F) << 3) + 0x84 << ((code >> 4) & 0x07)) - 0x84
+    return np.where(code & 0x80, -magnitude, magnitude).astype(np.int16)
+
+
+def _alaw_table() -> np.ndarray:
+    code = np.arange(256, dtype=np.int32) ^ 0x55
+    mantissa, exponent = code & 0x0F, (code >> 4) & 0x07
+    magnitude = np.where(exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0))
+    return np.where(code & 0x80, magnitude, -magnitude).astype(np.int16)
+
+
+ULAW = _ulaw_table()
+ALAW = _alaw_table()
+
+
+def decode_payload(codec: str, payload: bytes) -> np.ndarray:
+    """Payload bytes -> int16 samples at the payload's rate."""
+    if codec == "pcmu":
+        return ULAW[np.frombuffer(payload, dtype=np.uint8)]
+    if codec == "pcma":
+        return ALAW[np.frombuffer(payload, dtype=np.uint8)]
+    if len(payload) % 2:
+        raise MalformedPacket(f"L16 payload of odd length {len(payload)}")
+    return np.frombuffer(payload, dtype=">i2").astype(np.int16)
+
+
+@dataclass
+class RtpStats(SourceStats):
+    """SourceStats plus the packet counts; `rejected` = malformed or unusable packets, `lost` = packets never received."""
+
+    packets: int = 0
+    late: int = 0
+    duplicate: int = 0
+
+
+@dataclass(slots=True)
+class _Audio:
+    samples: np.ndarray
+    rate: int
+    arrived: float  # wall clock
+    timestamp: int  # RTP
+
+
+class RtpClock:
+    """Maps a stream's RTP timestamps (the sender's sample clock) to wall-clock time, anchored at arrival.
+
+    Stamps then follow the sender's clock, not the network's jitter; the anchor moves earlier whenever a packet
+    arrives sooner than predicted (the anchor packet had been delayed) and is reset after long skew.
+    """
+
+    def __init__(self) -> None:
+        self._anchor: tuple[int, float, int] | None = None  # rtp timestamp, wall time of that sample, rate
+
+    def start_of(self, audio: _Audio) -> float:
+        arrival_start = audio.arrived - len(audio.samples) / audio.rate
+        if self._anchor is not None and self._anchor[2] == audio.rate:
+            rtp0, wall0, rate = self._anchor
+            diff = (audio.timestamp - rtp0 + 0x80000000) % 0x100000000 - 0x80000000
+            start = wall0 + diff / rate
+            if 0 <= arrival_start - start <= MAX_CLOCK_SKEW_S:
+                return start
+        self._anchor = (audio.timestamp, arrival_start, audio.rate)
+        return arrival_start
+
+
+class RtpInput:
+    """A channel received as RTP over UDP (config type "rtp")."""
+
+    def __init__(self, channel_id: str, config: RtpSource) -> None:
+        self.channel_id = channel_id
+        self.config = config
+        self.stats = RtpStats()
+        self._buffer: JitterBuffer[_Audio] = JitterBuffer(config.jitter_ms / 1000)
+        self._bad = ThrottledLog(logger, "RTP packet rejected")
+        self._wake = asyncio.Event()
+        self._ssrc: int | None = None
+        self._failure: str | None = None
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        self._buffer.reset()
+        self._ssrc, self._failure = None, None
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Receiver(self), local_addr=(cfg.bind, cfg.port))
+        except OSError as e:
+            raise self.stats.fail(f"cannot listen on UDP {cfg.bind}:{cfg.port}: {e.strerror or e}") from e
+        logger.info("channel %s: listening for RTP on UDP %s:%d", self.channel_id, cfg.bind, cfg.port)
+        assembler = FrameAssembler(FrameClock(max_lead=0.2), self.stats)
+        clock = RtpClock()
+        resample: Resampler | None = None
+        try:
+            while True:
+                self._wake.clear()
+                for released in self._buffer.pop(loop.time()):
+                    if resample is None or resample.in_rate != released.item.rate:
+                        resample = Resampler(released.item.rate)
+                    for frame in self._frames_of(released, assembler, clock, resample):
+                        yield frame
+                if self._failure:
+                    raise self.stats.fail(self._failure)
+                if self._wake.is_set():
+                    continue
+                deadline = self._buffer.next_deadline()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), None if deadline is None else max(0.0, deadline - loop.time()))
+        finally:
+            transport.close()
+
+    def _frames_of(
+        self, released: Released[_Audio], assembler: FrameAssembler, clock: RtpClock, resample: Resampler
+    ) -> list[Frame]:
+        audio = released.item
+        self.stats.lost = self._buffer.lost
+        frames: list[Frame] = []
+        if released.fill:
+            frames += assembler.feed(resample(np.zeros(released.fill * len(audio.samples), np.int16)))
+        start = clock.start_of(audio)
+        return frames + assembler.feed(resample(audio.samples), arrived=start + len(audio.samples) / audio.rate)
+
+    def datagram(self, data: bytes, now: float) -> None:
+        """One datagram from the socket: parsed, decoded and held in the jitter buffer, or counted as rejected."""
+        self.stats.packets += 1
+        try:
+            packet = parse_rtp(data)
+            codec, rate = self._codec(packet.payload_type)
+            samples = decode_payload(codec, packet.payload)
+            if not samples.size:
+                raise MalformedPacket("empty payload")
+        except MalformedPacket as e:
+            self.stats.reject(f"malformed RTP packet: {e}")
+            self._bad(self.channel_id, str(e))
+            return
+        if packet.ssrc != self._ssrc:
+            if self._ssrc is not None:
+                logger.info("channel %s: RTP stream changed (SSRC %08x -> %08x)", self.channel_id, self._ssrc, packet.ssrc)
+                self._buffer.reset()
+            self._ssrc = packet.ssrc
+        outcome = self._buffer.push(packet.sequence, _Audio(samples, rate, time.time(), packet.timestamp), now)
+        self.stats.late, self.stats.duplicate = self._buffer.late, self._buffer.duplicate
+        if outcome == "restart":
+            logger.info("channel %s: RTP sequence restarted at %d", self.channel_id, packet.sequence)
+        self._wake.set()
+
+    def _codec(self, payload_type: int) -> tuple[str, int]:
+        if payload_type in STATIC_PAYLOADS:
+            return STATIC_PAYLOADS[payload_type]
+        if self.config.codec is None:
+            raise MalformedPacket(f"payload type {payload_type} is dynamic and no codec is configured")
+        return self.config.codec, self.config.rate
+
+    def socket_failed(self, message: str) -> None:
+        self._failure = message
+        self._wake.set()
+
+
+class _Receiver(asyncio.DatagramProtocol):
+    def __init__(self, source: RtpInput) -> None:
+        self.source = source
+        self.loop = asyncio.get_running_loop()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.source.datagram(data, self.loop.time())
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (a port unreachable echoed back) say nothing about our socket's health
+        logger.debug("channel %s: UDP error ignored: %s", self.source.channel_id, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self.source.socket_failed(f"UDP socket lost: {exc}")

@@ -1,0 +1,154 @@
+"""File source: every odd input class made from a real recording, pacing, and loop with gaps."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from bridge.audio import FRAME_BYTES
+from bridge.config import FileSource
+from bridge.decode import decode_file
+from bridge.sources import FileInput, SourceError, open_source
+from tests.support.audio_check import collect, envelope_match, stamp_steps
+
+SPEECH = "aishell1_BAC009S0724W0121.wav"  # 4.28 s, 16 kHz mono
+SHORT = "aishellsample_BAC009S0150W0005.wav"  # 1.95 s
+
+
+def file_source(*paths: Path, **options: object) -> FileInput:
+    source = open_source("t1", FileSource(type="file", paths=list(paths), realtime=False, **options))
+    assert isinstance(source, FileInput)
+    return source
+
+
+def sox(src: Path, dst: Path, options: list[str] = [], effects: list[str] = []) -> Path:  # noqa: B006 (never mutated)
+    """sox SRC [output format options] DST [effects]."""
+    subprocess.run(["sox", str(src), *options, str(dst), *effects], check=True, capture_output=True)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def speech(shared_audio: Path) -> Path:
+    return shared_audio / SPEECH
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "effects"),
+    [
+        ("u8.wav", ["-b", "8", "-e", "unsigned-integer"], []),
+        ("s24.wav", ["-b", "24"], []),
+        ("f32.wav", ["-e", "floating-point", "-b", "32"], []),
+        ("stereo.wav", [], ["channels", "2"]),
+        ("8k.wav", [], ["rate", "8000"]),
+        ("48k.wav", [], ["rate", "48000"]),
+        ("48k-stereo-24.flac", ["-b", "24"], ["channels", "2", "rate", "48000"]),
+    ],
+)
+async def test_odd_formats_give_matching_16k_frames(
+    speech: Path, tmp_path: Path, name: str, options: list[str], effects: list[str]
+) -> None:
+    odd = sox(speech, tmp_path / name, options, effects)
+    reference = decode_file(speech)
+    frames = await collect(file_source(odd))
+    assert frames and all(len(f.pcm) == FRAME_BYTES for f in frames)
+    assert abs(len(frames) * FRAME_BYTES - len(reference)) <= 2 * FRAME_BYTES
+    corr, _ = envelope_match(reference, b"".join(f.pcm for f in frames), max_lag_frames=2)
+    assert corr > 0.95, f"{name}: envelope correlation {corr:.3f}"
+
+
+async def test_compressed_format_through_ffmpeg(speech: Path, tmp_path: Path) -> None:
+    opus = tmp_path / "speech.opus"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(speech), "-c:a", "libopus", "-b:a", "24k", str(opus)], check=True)
+    frames = await collect(file_source(opus))
+    corr, _ = envelope_match(decode_file(speech), b"".join(f.pcm for f in frames), max_lag_frames=3)
+    assert corr > 0.9
+
+
+async def test_16k_wav_is_passed_through_exactly_with_consecutive_stamps(speech: Path) -> None:
+    frames = await collect(file_source(speech))
+    pcm = decode_file(speech)
+    assert b"".join(f.pcm for f in frames)[: len(pcm)] == pcm
+    assert stamp_steps(frames) == {0.02}
+
+
+async def test_truncated_wav_gives_what_is_there(speech: Path, tmp_path: Path) -> None:
+    data = speech.read_bytes()
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(data[: len(data) // 2])  # the header still promises the whole length
+    frames = await collect(file_source(truncated))
+    half = (len(data) // 2 - 44) // FRAME_BYTES
+    assert abs(len(frames) - half) <= 2
+    assert frames[10].pcm == decode_file(speech)[10 * FRAME_BYTES : 11 * FRAME_BYTES]
+
+
+async def test_bad_files_in_a_list_are_counted_and_skipped(speech: Path, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(random.Random(1).randbytes(20_000))
+    empty = tmp_path / "empty.wav"
+    empty.touch()
+    source = file_source(corrupt, speech, empty, tmp_path / "missing.wav")
+    frames = await collect(source)
+    assert len(frames) == -(-len(decode_file(speech)) // FRAME_BYTES)
+    assert source.stats.rejected == 3
+    assert source.stats.frames == len(frames)
+
+
+async def test_only_bad_files_is_a_clear_source_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.wav"
+    empty.touch()
+    source = file_source(empty)
+    with pytest.raises(SourceError, match=r"none of the 1 file.*empty file \(0 bytes\)"):
+        await collect(source)
+    assert source.stats.errors == 1
+
+
+async def test_zero_length_audio_yields_nothing(speech: Path, tmp_path: Path) -> None:
+    silent = sox(speech, tmp_path / "nothing.wav", effects=["trim", "0", "0"])
+    assert await collect(file_source(silent)) == []
+
+
+async def test_directory_expands_to_its_audio_files_sorted(speech: Path, shared_audio: Path, tmp_path: Path) -> None:
+    sox(speech, tmp_path / "b.wav")
+    sox(shared_audio / SHORT, tmp_path / "a.flac")
+    (tmp_path / "notes.txt").write_text("not audio")
+    frames = await collect(file_source(tmp_path))
+    expected = decode_file(shared_audio / SHORT)
+    assert b"".join(f.pcm for f in frames)[: len(expected)] == expected
+    assert len(frames) == sum(-(-len(decode_file(p)) // FRAME_BYTES) for p in (tmp_path / "a.flac", speech))
+
+
+async def test_loop_with_gaps_keeps_silence_flowing(shared_audio: Path) -> None:
+    short = shared_audio / SHORT
+    n = -(-len(decode_file(short)) // FRAME_BYTES)
+    source = file_source(short, loop=True, gap=(0.2, 0.2))
+    frames = await collect(source, limit=3 * n + 20)
+    silent = bytes(FRAME_BYTES)
+    for start in (n, 2 * n + 10):  # after each play: exactly 10 frames (0.2 s) of digital silence
+        assert all(f.pcm == silent for f in frames[start : start + 10])
+        assert frames[start + 10].pcm == frames[0].pcm
+    assert stamp_steps(frames) == {0.02}
+
+
+async def test_shuffle_plays_every_file_each_pass(shared_audio: Path) -> None:
+    files = [shared_audio / SPEECH, shared_audio / SHORT]
+    lengths = {-(-len(decode_file(p)) // FRAME_BYTES) for p in files}
+    source = FileInput("t1", FileSource(type="file", paths=files, realtime=False, shuffle=True, loop=True), random.Random(3))
+    frames = await collect(source, limit=2 * sum(lengths))
+    assert len(frames) == 2 * sum(lengths)
+    assert source.stats.rejected == 0
+
+
+async def test_realtime_pacing(shared_audio: Path, tmp_path: Path) -> None:
+    one_second = sox(shared_audio / SHORT, tmp_path / "one.wav", effects=["trim", "0", "1"])
+    source = open_source("t1", FileSource(type="file", paths=[one_second]))
+    started = time.time()
+    frames = await collect(source)
+    elapsed = time.time() - started
+    assert len(frames) == 50
+    assert 0.9 < elapsed < 1.6, elapsed
+    assert abs(frames[0].ts - started) < 0.3
+    assert abs(frames[-1].ts - frames[0].ts - 0.98) < 1e-6
