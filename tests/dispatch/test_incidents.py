@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def test_full_lifecycle_is_timestamped_with_who_did_it(store: IncidentStore) -> 
     timeline = store.timeline(incident.id)
     assert [e.kind for e in timeline] == ["reported"] + ["status"] * 5
     assert [(e.detail["to"], e.actor) for e in timeline[1:]] == [(str(s), a) for s, a in steps]
-    assert all(b.ts <= a.ts for b, a in zip(timeline, timeline[1:], strict=False))
+    assert all(b.ts <= a.ts for b, a in itertools.pairwise(timeline))
     assert store.get(incident.id).status == Status.FOLLOWED_UP
 
 
@@ -83,7 +84,12 @@ def test_notes_reassign_and_assign(store: IncidentStore) -> None:
     _, after = store.reassign(incident.id, ["v-yeshi"], actor="operator:li")
     assert after.assigned == ("v-yeshi",)
     kinds = [(e.kind, e.actor) for e in store.timeline(incident.id)]
-    assert kinds == [("reported", "dispatcher"), ("alerted", "dispatcher"), ("note", "operator:li"), ("reassigned", "operator:li")]
+    assert kinds == [
+        ("reported", "dispatcher"),
+        ("alerted", "dispatcher"),
+        ("note", "operator:li"),
+        ("reassigned", "operator:li"),
+    ]
     assert store.timeline(incident.id)[-1].detail == {"from": ["g-piju", "p-xu-zhen"], "to": ["v-yeshi"]}
 
 

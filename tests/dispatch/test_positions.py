@@ -13,7 +13,9 @@ RESPONDERS = {"g-piju", "p-ou-yong"}
 
 
 def fix(**overrides) -> bytes:
-    return json.dumps({"_type": "location", "lat": 34.2716, "lon": 108.9836, "tst": 1_700_000_000, "acc": 12, **overrides}).encode()
+    return json.dumps(
+        {"_type": "location", "lat": 34.2716, "lon": 108.9836, "tst": 1_700_000_000, "acc": 12, **overrides}
+    ).encode()
 
 
 @pytest.fixture
@@ -59,7 +61,9 @@ def test_other_owntracks_types_are_ignored(intake: PositionIntake, received: lis
         (fix(acc=-3), "out_of_range"),
     ],
 )
-def test_malformed_payloads_are_counted_not_raised(intake: PositionIntake, received: list[Position], payload: bytes, reason: str) -> None:
+def test_malformed_payloads_are_counted_not_raised(
+    intake: PositionIntake, received: list[Position], payload: bytes, reason: str
+) -> None:
     assert intake.handle(OwnTracksTopic("g-piju", "phone"), payload) is None
     assert intake.rejected == {reason: 1} and not received
 

@@ -1,10 +1,12 @@
 """A real mosquitto for tests: private port on 127.0.0.1, temp config and persistence, stoppable mid-test.
 
-Use it from a test module with `pytest_plugins = ["tests.support.broker"]` and ask for the `broker` fixture.
+Use it from a test module with `from tests.support.broker import broker_fixture  # noqa: F401` and ask for the
+`broker` fixture.
 """
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -39,7 +41,9 @@ class Mosquitto:
             "persistence true\n"
             f"persistence_location {workdir}/\n"
             f"log_dest file {workdir}/mosquitto.log\n"
-            "log_type all\n",
+            "log_type all\n"
+            # Started as root, mosquitto would switch to the `mosquitto` user, which cannot write our temp dir.
+            f"user {getpass.getuser()}\n",
             encoding="utf-8",
         )
         self._process: subprocess.Popen[bytes] | None = None
@@ -87,8 +91,8 @@ class Mosquitto:
         return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+@pytest.fixture(name="broker")
+def broker_fixture(tmp_path: Path) -> Iterator[Mosquitto]:
     server = Mosquitto(tmp_path / "mosquitto")
     server.start()
     try:

@@ -1,0 +1,224 @@
+"""Alerting responders, tracking their acknowledgements, and escalating when nobody answers.
+
+The ranking decides who is alerted first and who is held in reserve; this module sends each alert through the
+outbox, arms one timer per incident and, when `ack_timeout` passes without an acknowledgement (or someone
+declines), alerts the next nearest in reserve. Everything it does lands in the incident's timeline and reaches the
+console through `emit(before, after, reason)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from dispatch.incidents import Incident, IncidentError, IncidentStore, Status, iso
+from dispatch.outbox import Outbox
+from dispatch.positions import PayloadError
+from dispatch.topics import Topics
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[Incident, Incident, str], None]  # (before, after, reason) -> tell the consoles
+
+
+@dataclass(slots=True, frozen=True)
+class Candidate:
+    """A responder the ranking chose, nearest first; `reason` says why (nearest guard, grid chief, follow-up...)."""
+
+    responder_id: str
+    distance_m: float | None = None
+    role: str = ""
+    reason: str = "nearest"
+
+
+class AckStatus(StrEnum):
+    ACK = "ack"
+    ON_SCENE = "on_scene"
+    DECLINED = "declined"
+
+
+ACK_TO_STATUS = {AckStatus.ACK: Status.ACKNOWLEDGED, AckStatus.ON_SCENE: Status.ON_SCENE}
+
+
+@dataclass(slots=True, frozen=True)
+class Ack:
+    responder_id: str
+    incident_id: str
+    status: AckStatus = AckStatus.ACK
+
+
+def parse_ack(responder_id: str, payload: bytes) -> Ack:
+    """`{"incident_id": "...", "status": "ack"|"on_scene"|"declined"}` (status optional) -> Ack; PayloadError if bad."""
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PayloadError("bad_json", f"not JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise PayloadError("bad_shape", "not a JSON object")
+    incident_id, status = data.get("incident_id"), data.get("status", "ack")
+    if not isinstance(incident_id, str) or not incident_id:
+        raise PayloadError("bad_type", f"incident_id must be a non-empty string, got {incident_id!r}")
+    if status not in AckStatus.__members__.values():
+        raise PayloadError("bad_type", f"status must be one of ack/on_scene/declined, got {status!r}")
+    return Ack(responder_id, incident_id, AckStatus(status))
+
+
+def alert_payload(incident: Incident, candidate: Candidate, *, place_name: str | None, issued_at: float) -> dict[str, Any]:
+    """The JSON a responder's phone receives on `<prefix>/alerts/<responder_id>`."""
+    utterance_id = incident.utterance_ids[-1] if incident.utterance_ids else None
+    return {
+        "incident_id": incident.id,
+        "type": incident.type,
+        "priority": incident.priority,
+        "place": place_name,
+        "detail": incident.detail,
+        "lat": incident.lat,
+        "lon": incident.lon,
+        "distance_m": None if candidate.distance_m is None else round(candidate.distance_m),
+        "text": incident.text or incident.pinyin,
+        "utterance_id": utterance_id,
+        "audio_url": f"/api/utterances/{utterance_id}/audio" if utterance_id else None,
+        "issued_at": iso(issued_at),
+        "reason": candidate.reason,
+    }
+
+
+@dataclass(slots=True)
+class _Watch:
+    """Per incident: who has been alerted, who is held in reserve, whether anyone answered, and the timer."""
+
+    reserve: list[Candidate]
+    alerted: dict[str, Candidate] = field(default_factory=dict)
+    acked: bool = False
+    timer: asyncio.Task[None] | None = None
+
+
+class Alerter:
+    def __init__(
+        self,
+        store: IncidentStore,
+        outbox: Outbox,
+        topics: Topics,
+        emit: Emit,
+        *,
+        ack_timeout: float = 60.0,
+        responder_ids: Collection[str] = (),
+    ) -> None:
+        self._store = store
+        self._outbox = outbox
+        self._topics = topics
+        self._emit = emit
+        self._ack_timeout = ack_timeout
+        self._responder_ids = frozenset(responder_ids)
+        self._watches: dict[str, _Watch] = {}
+        self.sent = 0
+        self.escalations = 0
+        self.rejected: Counter[str] = Counter()
+
+    def dispatch(self, incident: Incident, first: Sequence[Candidate], reserve: Sequence[Candidate] = ()) -> Incident:
+        """Alert `first`, keep `reserve` for escalation, arm the ack timer; returns the incident as dispatched."""
+        watch = self._watches.setdefault(incident.id, _Watch(reserve=[]))
+        known = set(watch.alerted) | {c.responder_id for c in (*watch.reserve, *first)}
+        watch.reserve.extend(c for c in reserve if c.responder_id not in known)
+        incident = self._send(incident, [c for c in first if c.responder_id not in watch.alerted], kind="alerted")
+        if incident.status == Status.REPORTED and watch.alerted:
+            before, incident = self._store.transition(incident.id, Status.DISPATCHED, actor="dispatcher")
+            self._emit(before, incident, "dispatched")
+        if not watch.acked:
+            self._arm(incident.id)
+        return incident
+
+    def alerted(self, incident_id: str) -> list[str]:
+        watch = self._watches.get(incident_id)
+        return list(watch.alerted) if watch else []
+
+    def handle_ack(self, ack: Ack) -> Incident | None:
+        """An acknowledgement from a phone: recorded, moves the lifecycle on, stops (or, declined, hastens) escalation."""
+        if self._responder_ids and ack.responder_id not in self._responder_ids:
+            return self._reject("unknown_responder", ack)
+        incident = self._store.get(ack.incident_id)
+        if incident is None:
+            return self._reject("unknown_incident", ack)
+        watch = self._watches.setdefault(incident.id, _Watch(reserve=[]))
+        self._store.record(incident.id, "ack", actor=ack.responder_id, status=str(ack.status))
+        if ack.status == AckStatus.DECLINED:
+            watch.alerted.pop(ack.responder_id, None)
+            if not watch.acked:
+                self._escalate(incident.id, reason="declined")
+            return self._store.get(incident.id)
+        watch.acked = True
+        self._disarm(watch)
+        try:
+            before, after = self._store.transition(incident.id, ACK_TO_STATUS[ack.status], actor=ack.responder_id)
+        except IncidentError:
+            return incident  # a late or repeated ack: recorded, the lifecycle has already moved past it
+        self._emit(before, after, str(ack.status))
+        return after
+
+    async def close(self) -> None:
+        """Stop every timer (service shutdown)."""
+        for watch in self._watches.values():
+            self._disarm(watch)
+
+    def _send(self, incident: Incident, candidates: Sequence[Candidate], *, kind: str, **detail: Any) -> Incident:
+        if not candidates:
+            return incident
+        watch = self._watches[incident.id]
+        now = time.time()
+        for c in candidates:
+            self._outbox.put(
+                self._topics.alert(c.responder_id), alert_payload(incident, c, place_name=incident.place_name, issued_at=now)
+            )
+            watch.alerted[c.responder_id] = c
+            self.sent += 1
+        sent = [{"id": c.responder_id, "distance_m": c.distance_m, "reason": c.reason} for c in candidates]
+        before, after = self._store.assign(
+            incident.id, [c.responder_id for c in candidates], actor="dispatcher", kind=kind, sent=sent, **detail
+        )
+        if kind != "alerted":
+            self._emit(before, after, kind)
+        return after
+
+    def _arm(self, incident_id: str) -> None:
+        watch = self._watches[incident_id]
+        self._disarm(watch)
+        watch.timer = asyncio.get_running_loop().create_task(self._expire(incident_id), name=f"ack-timer-{incident_id}")
+
+    @staticmethod
+    def _disarm(watch: _Watch) -> None:
+        if watch.timer is not None and watch.timer is not asyncio.current_task():
+            watch.timer.cancel()
+        watch.timer = None
+
+    async def _expire(self, incident_id: str) -> None:
+        await asyncio.sleep(self._ack_timeout)
+        self._escalate(incident_id, reason="no_ack")
+
+    def _escalate(self, incident_id: str, *, reason: str) -> None:
+        watch = self._watches[incident_id]
+        incident = self._store.get(incident_id)
+        if incident is None or incident.status in (Status.RESOLVED, Status.FOLLOWED_UP, Status.CLOSED_FALSE_ALARM):
+            return
+        if not watch.reserve:
+            logger.warning("incident %s: nobody acknowledged and nobody is left to alert", incident_id)
+            self._store.record(incident_id, "unanswered", actor="dispatcher", reason=reason)
+            self._emit(incident, incident, "unanswered")
+            watch.timer = None
+            return
+        nxt = watch.reserve.pop(0)
+        self.escalations += 1
+        logger.info("incident %s: %s, escalating to %s", incident_id, reason, nxt.responder_id)
+        self._send(incident, [nxt], kind="escalated", reason=reason, after_s=self._ack_timeout)
+        self._arm(incident_id)
+
+    def _reject(self, reason: str, ack: Ack) -> None:
+        self.rejected[reason] += 1
+        logger.warning("ack from %s for %s rejected: %s", ack.responder_id, ack.incident_id, reason)
+        return None

@@ -1,0 +1,241 @@
+"""The dispatcher: a transcript in, an incident out, and the right people alerted.
+
+    classify -> (none: stop) -> locate -> merge with a recent report of the same event, or create -> rank the
+    responders -> alert the first ones through the outbox (reserve kept for escalation) -> events for the consoles
+
+Incoming MQTT (acks, OwnTracks positions) arrives through `on_message`. Every change to an incident is emitted as
+`{type: new|update|end, before, after, reason}`: on the in-process bus (topic "incident"), on `<prefix>/events`, and
+as the retained state on `<prefix>/incidents/<id>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from asr.transcript import Transcript
+from bridge.bus import EventBus
+from dispatch.alerts import Alerter, Candidate, parse_ack
+from dispatch.announce import Announcer, announcement_text
+from dispatch.gazetteer import Jurisdiction, Place
+from dispatch.incidents import OPEN, Incident, IncidentStore, Status, new_incident_id
+from dispatch.location import LocationMatch
+from dispatch.outbox import Outbox
+from dispatch.positions import PayloadError, Position, PositionIntake
+from dispatch.topics import AckTopic, OwnTracksTopic, Topics
+
+logger = logging.getLogger(__name__)
+
+Classify = Callable[[Transcript], tuple[str, str]]  # -> (incident type or "none", priority)
+Locate = Callable[[Transcript], LocationMatch | None]
+# (place, incident type) -> (alert now, reserve for escalation), each nearest first
+Rank = Callable[[Place, str], tuple[Sequence[Candidate], Sequence[Candidate]]]
+
+
+class UtteranceRef(Protocol):
+    """What the dispatcher needs of an utterance (bridge.events.Utterance has it)."""
+
+    id: str
+    channel: str
+    start: float
+    end: float
+
+
+def audio_url(utterance_id: str) -> str:
+    return f"/api/utterances/{utterance_id}/audio"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        jurisdiction: Jurisdiction,
+        store: IncidentStore,
+        outbox: Outbox,
+        classify: Classify,
+        locate: Locate,
+        rank: Rank,
+        on_position: Callable[[Position], None],
+        topics: Topics | None = None,
+        bus: EventBus | None = None,
+        announcer: Announcer | None = None,
+        ack_timeout: float = 60.0,
+        merge_radius_m: float = 200.0,
+        merge_window_s: float = 300.0,
+        devices: Mapping[str, str] | None = None,
+    ) -> None:
+        self.jurisdiction = jurisdiction
+        self.store = store
+        self.topics = topics or Topics()
+        self._outbox = outbox
+        self._classify = classify
+        self._locate = locate
+        self._rank = rank
+        self._bus = bus
+        self._announcer = announcer
+        self._merge_radius_m = merge_radius_m
+        self._merge_window_s = merge_window_s
+        responder_ids = [r.id for r in jurisdiction.responders]
+        self.alerter = Alerter(store, outbox, self.topics, self._emit, ack_timeout=ack_timeout, responder_ids=responder_ids)
+        self.positions = PositionIntake(responder_ids, on_position, devices)
+        self.rejected: Counter[str] = Counter()  # MQTT messages we could not use, by reason
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # --- the pipeline ----------------------------------------------------------------------------------------
+
+    async def handle(self, transcript: Transcript, utterance: UtteranceRef) -> Incident | None:
+        """One final transcript -> the incident it reports (new or merged), or None for routine chatter."""
+        if transcript.partial or transcript.empty:
+            return None
+        incident_type, priority = self._classify(transcript)
+        if incident_type == "none":
+            return None
+        where = self._locate(transcript)
+        place = where.place if where else None
+        same = self.store.find_mergeable(
+            incident_type, place and place.lat, place and place.lon, utterance.end,
+            radius_m=self._merge_radius_m, window_s=self._merge_window_s,
+        )  # fmt: skip
+        if same is not None:
+            before, after = self.store.merge_report(
+                same.id, utterance.id, transcript.text or transcript.pinyin, actor="dispatcher"
+            )
+            self._emit(before, after, "merged")
+            return after
+        incident = self.store.create(_new_incident(incident_type, priority, where, transcript, utterance), actor="dispatcher")
+        self._emit(None, incident, "reported")
+        if place is None:
+            logger.warning("incident %s: location unknown, left to the operator", incident.id)
+            return incident
+        first, reserve = self._rank(place, incident_type)
+        first = [*first, *self._follow_up(place, incident_type, first)]
+        incident = self.alerter.dispatch(incident, first, reserve)
+        self._announce(incident, first)
+        return incident
+
+    async def on_message(self, topic: str, payload: bytes) -> None:
+        """MQTT handler (MqttLink's): acks and positions; anything unusable is logged and counted, never raised."""
+        match self.topics.parse(topic):
+            case AckTopic(responder_id):
+                try:
+                    self.alerter.handle_ack(parse_ack(responder_id, payload))
+                except PayloadError as e:
+                    self.rejected[f"ack_{e.reason}"] += 1
+                    logger.warning("ack on %s rejected (%s): %s", topic, e.reason, e)
+            case OwnTracksTopic() as owntracks:
+                self.positions.handle(owntracks, payload)
+            case _:
+                self.rejected["unexpected_topic"] += 1
+                logger.warning("message on unexpected topic %s ignored", topic)
+
+    def counters(self) -> dict[str, Any]:
+        """Figures for the console and the logs: what was sent, escalated, accepted, and rejected by reason."""
+        return {
+            "alerts_sent": self.alerter.sent,
+            "escalations": self.alerter.escalations,
+            "positions_accepted": self.positions.accepted,
+            "positions_ignored": self.positions.ignored,
+            "rejected": dict(
+                self.rejected
+                + Counter({f"ack_{k}": v for k, v in self.alerter.rejected.items()})
+                + Counter({f"position_{k}": v for k, v in self.positions.rejected.items()})
+            ),
+            "outbox_delivered": self._outbox.delivered,
+            "outbox_pending": len(self._outbox.pending()),
+        }
+
+    # --- operator actions (the console) ---------------------------------------------------------------------
+
+    def set_status(self, incident_id: str, status: Status, *, actor: str, note: str = "") -> Incident:
+        """resolve, follow up, close as false alarm...; IncidentError if the lifecycle forbids it."""
+        before, after = self.store.transition(incident_id, status, actor=actor, note=note)
+        self._emit(before, after, str(status))
+        return after
+
+    def add_note(self, incident_id: str, text: str, *, actor: str) -> Incident:
+        before = self.store.require(incident_id)
+        after = self.store.add_note(incident_id, text, actor=actor)
+        self._emit(before, after, "note")
+        return after
+
+    def reassign(self, incident_id: str, responder_ids: list[str], *, actor: str) -> Incident:
+        """The operator chooses who goes; the newly assigned are alerted (and escalation watches them)."""
+        for rid in responder_ids:
+            self.jurisdiction.responder(rid)  # KeyError naming an unknown id
+        before, after = self.store.reassign(incident_id, responder_ids, actor=actor)
+        self._emit(before, after, "reassigned")
+        fresh = [Candidate(rid, reason="assigned") for rid in responder_ids if rid not in before.assigned]
+        return self.alerter.dispatch(after, fresh)
+
+    async def close(self) -> None:
+        await self.alerter.close()
+        for task in list(self._background):
+            task.cancel()
+
+    # --- helpers --------------------------------------------------------------------------------------------
+
+    def _follow_up(self, place: Place, incident_type: str, first: Sequence[Candidate]) -> list[Candidate]:
+        """Disputes (纠纷) also go to the police chief answering for the place's grid, for follow-up (回访)."""
+        if incident_type != "dispute":
+            return []
+        grid = self.jurisdiction.grid_of(place.id)
+        chosen = {c.responder_id for c in first}
+        return [
+            Candidate(r.id, role=r.role, reason="grid_chief_follow_up")
+            for r in self.jurisdiction.responders
+            if r.role == "chief" and grid is not None and self.jurisdiction.grid_of(r.post) == grid and r.id not in chosen
+        ]
+
+    def _announce(self, incident: Incident, alerted: Sequence[Candidate]) -> None:
+        """One spoken call per radio channel, addressed to the first responder alerted on it (by their post)."""
+        if self._announcer is None:
+            return
+        by_channel: dict[str, str] = {}
+        for c in alerted:
+            responder = self.jurisdiction.responder(c.responder_id)
+            by_channel.setdefault(responder.channel, self.jurisdiction.place(responder.post).name)
+        for channel, addressee in by_channel.items():
+            text = announcement_text(addressee, incident.place_name, incident.type)
+            task = asyncio.get_running_loop().create_task(self._announcer.announce(channel, incident.id, text))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _emit(self, before: Incident | None, after: Incident, reason: str) -> None:
+        kind = "new" if before is None else ("update" if after.status in OPEN else "end")
+        event = {
+            "type": kind,
+            "reason": reason,
+            "before": before.to_dict() if before else None,
+            "after": after.to_dict(),
+        }
+        if self._bus is not None:
+            self._bus.publish("incident", event)
+        self._outbox.put(self.topics.events, event)
+        self._outbox.put(self.topics.incident(after.id), after.to_dict(), retain=True)
+
+
+def _new_incident(
+    incident_type: str, priority: str, where: LocationMatch | None, transcript: Transcript, utterance: UtteranceRef
+) -> Incident:
+    place = where.place if where else None
+    return Incident(
+        id=new_incident_id(utterance.end),
+        type=incident_type,
+        priority=priority,
+        status=Status.REPORTED,
+        created_at=utterance.end,
+        updated_at=utterance.end,
+        place_id=place.id if place else None,
+        place_name=place.name if place else None,
+        detail=(where.detail or "") if where else "",
+        lat=place.lat if place else None,
+        lon=place.lon if place else None,
+        location_confidence=where.confidence if where else 0.0,
+        text=transcript.text,
+        pinyin=transcript.pinyin,
+        channel=utterance.channel,
+        utterance_ids=(utterance.id,),
+    )

@@ -1,0 +1,119 @@
+"""Who gets alerted and what the dispatcher does with bad MQTT input (real broker, real database)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dispatch.alerts import Ack, AckStatus, parse_ack
+from dispatch.incidents import Status
+from dispatch.positions import PayloadError
+from dispatch.topics import Topics
+from tests.dispatch.rig import eventually, phones, running_dispatcher, say, utterance
+from tests.support.broker import Mosquitto, broker_fixture  # noqa: F401  (the `broker` fixture)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b'{"incident_id": "INC-1"}', Ack("g-piju", "INC-1", AckStatus.ACK)),
+        (b'{"incident_id": "INC-1", "status": "declined"}', Ack("g-piju", "INC-1", AckStatus.DECLINED)),
+        (b"{oops", "bad_json"),
+        (b'"INC-1"', "bad_shape"),
+        (b'{"incident_id": 7}', "bad_type"),
+        (b'{"incident_id": "INC-1", "status": "maybe"}', "bad_type"),
+    ],
+)
+def test_parse_ack(payload: bytes, expected: Ack | str) -> None:
+    if isinstance(expected, Ack):
+        assert parse_ack("g-piju", payload) == expected
+    else:
+        with pytest.raises(PayloadError) as e:
+            parse_ack("g-piju", payload)
+        assert e.value.reason == expected
+
+
+async def test_malformed_mqtt_input_is_counted_and_harmless(broker: Mosquitto, tmp_path: Path) -> None:
+    topics = Topics()
+    async with running_dispatcher(broker, tmp_path / "j.db") as rig, phones(broker, ["g-piju"]) as ph:
+        incident = await rig.dispatcher.handle(say("皮具饰品城有人在店里打架"), utterance())
+        phone = ph["g-piju"]
+        await phone.publish(topics.ack("g-piju"), b"\x00not json")
+        await phone.publish(topics.ack("g-piju"), {"incident_id": ["INC"]})
+        await phone.publish(topics.ack("stranger"), {"incident_id": incident.id})
+        await phone.publish(topics.ack("g-piju"), {"incident_id": "INC-does-not-exist"})
+        await phone.publish("owntracks/g-piju/phone", b"{broken")
+        await phone.publish("owntracks/g-piju/phone", {"_type": "location", "lat": "north", "lon": 108.98, "tst": 1})
+        await phone.publish("owntracks/nobody/phone", {"_type": "location", "lat": 34.27, "lon": 108.98, "tst": 1})
+        # a good fix last: once it is in, everything before it (same client, QoS 1, in order) has been handled
+        await phone.publish(
+            "owntracks/g-piju/phone", {"_type": "location", "lat": 34.2716, "lon": 108.9836, "tst": 1_700_000_000}
+        )
+        await eventually(lambda: rig.positions, what="the good position")
+        assert rig.dispatcher.counters()["rejected"] == {
+            "ack_bad_json": 1,
+            "ack_bad_type": 1,
+            "ack_unknown_responder": 1,
+            "ack_unknown_incident": 1,
+            "position_bad_json": 1,
+            "position_bad_type": 1,
+            "position_unknown_responder": 1,
+        }
+        assert rig.positions[0].responder_id == "g-piju"
+        assert rig.dispatcher.store.get(incident.id).status == Status.DISPATCHED  # no stray ack moved it
+        assert rig.link.connected
+
+
+async def test_dispute_is_also_pushed_to_the_grid_chief(broker: Mosquitto, tmp_path: Path) -> None:
+    # 美食街 lies in 永定社区, whose chief is p-xu-zhen
+    async with running_dispatcher(broker, tmp_path / "j.db") as rig, phones(broker, ["p-xu-zhen"]) as ph:
+        incident = await rig.dispatcher.handle(say("美食街两家摊主因为占道发生纠纷"), utterance())
+        assert incident is not None and incident.type == "dispute"
+        assert "p-xu-zhen" in incident.assigned
+        [alert] = await eventually(lambda: ph["p-xu-zhen"].received, what="alert to the grid chief")
+        assert alert["incident_id"] == incident.id and alert["reason"] == "grid_chief_follow_up"
+
+
+async def test_second_report_merges_and_chatter_raises_nothing(broker: Mosquitto, tmp_path: Path) -> None:
+    async with running_dispatcher(broker, tmp_path / "j.db") as rig, phones(broker, ["g-piju"]) as ph:
+        first = await rig.dispatcher.handle(say("皮具饰品城有人在店里打架"), utterance("u-1"))
+        second = await rig.dispatcher.handle(say("高桥大市场那边打架了，快来人"), utterance("u-2"))  # ~80 m away
+        assert second.id == first.id and second.reports == 2 and second.utterance_ids == ("u-1", "u-2")
+        assert await rig.dispatcher.handle(say("收到，一切正常"), utterance("u-3")) is None
+        await eventually(lambda: not rig.outbox.pending(), what="outbox drained")
+        assert len(ph["g-piju"].received) == 1  # one alert per incident, not per report
+        assert len(rig.dispatcher.store.list()) == 1
+
+
+async def test_unknown_place_keeps_the_incident_for_the_operator(broker: Mosquitto, tmp_path: Path) -> None:
+    async with running_dispatcher(broker, tmp_path / "j.db") as rig:
+        events = rig.bus.subscribe({"incident"})
+        incident = await rig.dispatcher.handle(say("这边有人打架，快来人"), utterance())
+        assert incident is not None and incident.location_unknown and incident.status == Status.REPORTED
+        event = (await events.get()).data
+        assert event["type"] == "new" and event["after"]["location"] == "unknown"
+        assert rig.dispatcher.alerter.sent == 0
+
+
+async def test_operator_actions_emit_events_and_end(broker: Mosquitto, tmp_path: Path) -> None:
+    async with running_dispatcher(broker, tmp_path / "j.db") as rig, phones(broker, ["v-yeshi"]) as ph:
+        incident = await rig.dispatcher.handle(say("皮具饰品城有人在店里打架"), utterance())
+        events = rig.bus.subscribe({"incident"})
+        rig.dispatcher.add_note(incident.id, "监控已调取", actor="operator:li")
+        rig.dispatcher.reassign(incident.id, ["v-yeshi"], actor="operator:li")
+        [alert] = await eventually(lambda: ph["v-yeshi"].received, what="alert to the newly assigned")
+        assert alert["incident_id"] == incident.id
+        rig.dispatcher.set_status(incident.id, Status.CLOSED_FALSE_ALARM, actor="operator:li", note="误报")
+        seen = [events.queue.get_nowait().data for _ in range(events.queue.qsize())]
+        assert [(e["type"], e["reason"]) for e in seen] == [
+            ("update", "note"),
+            ("update", "reassigned"),
+            ("end", "closed_false_alarm"),
+        ]
+        await eventually(lambda: not rig.outbox.pending(), what="outbox drained")
+        row = rig.dispatcher.store._conn.execute(
+            "SELECT payload FROM outbox WHERE topic = ? ORDER BY id DESC LIMIT 1", (Topics().incident(incident.id),)
+        ).fetchone()
+        assert json.loads(row["payload"])["status"] == "closed_false_alarm"
