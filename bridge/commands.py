@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
+import time
+from datetime import date, datetime
+from datetime import time as dt_time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bridge.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from bridge.archive import Archive
 
 DEFAULT_CONFIG = Path("config/demo.yaml")
 
@@ -17,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     check = csub.add_parser("check", help="validate a config file and print what it would run")
     check.add_argument("file", type=Path)
     check.set_defaults(func=cmd_config_check)
+
+    _register_archive(sub)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -34,3 +45,99 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         state = "" if ch.enabled else " (disabled)"
         print(f"  channel {ch.id} [{ch.name}]: source {ch.source.type}{state}")
     return 0
+
+
+# --- archive ------------------------------------------------------------------------------------------------
+
+RELATIVE_TIME = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+SECONDS_PER = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _register_archive(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("archive", help="the utterance archive: list, verify")
+    asub = p.add_subparsers(dest="archive_command", required=True)
+    config_help = f"config file (default {DEFAULT_CONFIG})"
+    ls = asub.add_parser("list", help="archived utterances, newest first")
+    ls.add_argument("--channel", help="only this channel id")
+    ls.add_argument(
+        "--since", type=parse_since, metavar="T",
+        help="only utterances starting at/after T: ISO date or time (local unless it has an offset: 2024-05-01, "
+        "2024-05-01T08:30, 08:30) or relative (30m, 2h, 7d)",
+    )  # fmt: skip
+    ls.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line (every column)")
+    ls.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=config_help)
+    ls.set_defaults(func=cmd_archive_list)
+    verify = asub.add_parser("verify", help="check the hash chain and every file; exit 1 when anything is wrong")
+    verify.add_argument("--json", action="store_true", help="one JSON object: ok, rows, files, head, problems")
+    verify.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=config_help)
+    verify.set_defaults(func=cmd_archive_verify)
+
+
+def parse_since(text: str) -> float:
+    """CLI time -> UTC epoch seconds. Naive ISO times are local time (what an operator means)."""
+    text = text.strip()
+    if match := RELATIVE_TIME.match(text):
+        return time.time() - float(match[1]) * SECONDS_PER[match[2]]
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        pass
+    try:
+        return datetime.combine(date.today(), dt_time.fromisoformat(text)).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected an ISO date or time (2024-05-01, 2024-05-01T08:30, 08:30) or a relative time (30m, 2h, 7d)"
+        ) from None
+
+
+def _open_archive(config_file: Path) -> Archive:
+    """The archive the config points at; ConfigError when there is none (never creates an empty one)."""
+    from bridge.archive import Archive
+
+    storage = load_config(config_file).storage
+    if not storage.database.is_file():
+        raise ConfigError(f"{config_file}: no archive database at {storage.database}")
+    return Archive(storage)
+
+
+def cmd_archive_list(args: argparse.Namespace) -> int:
+    try:
+        archive = _open_archive(args.config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    with archive:
+        rows = archive.list(channel=args.channel, since=args.since, limit=args.limit)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row.to_dict(), ensure_ascii=False))
+        return 0
+    print(f"{'seq':>6}  {'start (local)':<23} {'channel':<14} {'dur s':>6} {'peak':>6} {'rms':>6}  {'status':<12} {'fmt':<5} id")
+    for r in rows:
+        start = datetime.fromtimestamp(r.start_ms / 1000).isoformat(sep=" ", timespec="milliseconds")
+        print(
+            f"{r.seq:>6}  {start:<23} {r.channel:<14} {r.duration_ms / 1000:>6.1f} {r.peak_dbfs:>6.1f} {r.rms_dbfs:>6.1f}  "
+            f"{r.status:<12} {r.format:<5} {r.id}" + (f"  FAULT: {r.fault}" if r.fault else "")
+        )
+    print(f"{len(rows)} utterance(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_archive_verify(args: argparse.Namespace) -> int:
+    try:
+        archive = _open_archive(args.config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    with archive:
+        report = archive.verify()
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        for p in report.problems:
+            where = " ".join(f"{k} {v}" for k, v in (("seq", p.seq), ("id", p.id), ("path", p.path)) if v is not None)
+            print(f"{p.kind}: {where}: {p.detail}")
+        verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+        print(f"archive {verdict}: {report.rows} rows, {report.files} files, head {report.head}")
+    return 0 if report.ok else 1
