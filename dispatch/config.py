@@ -2,10 +2,81 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
+
+Priority = Literal["critical", "high", "medium", "low"]
+
+
+class LexiconType(BaseModel):
+    """Extra words for one incident type (same shape as a type in dispatch/lexicon.yaml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    priority: Priority | None = Field(None, description="Replace the type's default priority.")
+    terms: list[str] = Field(default_factory=list, description="Words that say this type happened.")
+    weak: list[str] = Field(default_factory=list, description="Words that suggest it but lose to another type's plain term.")
+    critical: list[str] = Field(default_factory=list, description="Terms that make the incident critical.")
+    high: list[str] = Field(default_factory=list, description="Terms that make the incident high priority.")
+    medium: list[str] = Field(default_factory=list, description="Terms that make the incident medium priority.")
+    low: list[str] = Field(default_factory=list, description="Terms that make the incident low priority.")
+
+
+class LexiconExtension(BaseModel):
+    """Operator additions to the built-in incident lexicon; nothing built in is removed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    types: dict[
+        Literal["fight", "theft", "robbery", "weapon", "fire", "medical", "missing", "suspicious", "dispute", "domestic",
+                "gathering", "traffic", "noise", "fraud", "other"],
+        LexiconType,
+    ] = Field(default_factory=dict, description="Extra words per incident type.")
+    chatter: list[str] = Field(default_factory=list, description="Extra routine phrases that raise no incident.")
+    severity_critical: list[str] = Field(default_factory=list, description="Extra words that make any incident critical.")
+    severity_high: list[str] = Field(default_factory=list, description="Extra words that make any incident at least high.")
+    negations: list[str] = Field(default_factory=list, description="Extra negation words (cancel the term right after).")
+
+
+class ResponderRules(BaseModel):
+    """Who is sent to an incident, and from how far."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    guards: int = Field(2, ge=0, le=20, description="How many nearest available guards to alert (先期处置).")
+    guard_roles: list[Literal["guard", "volunteer", "grid_worker"]] = Field(
+        default_factory=lambda: ["guard"], description="Roles that count as guards for first response."
+    )
+    police: int = Field(1, ge=0, le=10, description="How many police to alert: the grid's chief first, then the nearest.")
+    police_roles: list[Literal["chief", "officer"]] = Field(
+        default_factory=lambda: ["chief", "officer"], description="Roles that count as police."
+    )
+    grid_chief_first: bool = Field(True, description="The chief answering for the place's grid goes before nearer police.")
+    radius_m: float = Field(3000.0, gt=0, description="Responders farther than this (metres) are not alerted.")
+    position_max_age_s: float = Field(
+        300.0, gt=0, description="A GPS fix older than this (seconds) is stale: the responder's post is used instead."
+    )
+
+
+class AlertRules(BaseModel):
+    """Acknowledgement, escalation, merging and the spoken call (dispatch/alerts.py, dispatch/dispatcher.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ack_timeout_s: float = Field(60.0, gt=0, description="No acknowledgement within this many seconds: alert the next nearest.")
+    merge_radius_m: float = Field(200.0, ge=0, description="Same-type report this close (metres) to an open incident merges.")
+    merge_window_s: float = Field(300.0, ge=0, description="...if that incident changed within this many seconds.")
+    announce: bool = Field(True, description="Render a spoken announcement (espeak-ng) for each alerted channel's transmit path.")
+    devices: dict[str, str] = Field(
+        default_factory=dict, description="OwnTracks 'user' or 'user/device' -> responder id (default: the user is the id)."
+    )
 
 
 class DispatchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(True, description="Turn transcripts into incidents and alerts.")
+    lexicon: LexiconExtension = Field(default_factory=LexiconExtension, description="Operator additions to the incident lexicon.")
+    responders: ResponderRules = Field(default_factory=ResponderRules, description="Rules for choosing who is alerted.")
+    alerts: AlertRules = Field(default_factory=AlertRules, description="Acknowledgement, escalation and merging.")

@@ -1,0 +1,265 @@
+"""Where did it happen? The place spoken in a transcript, robust to ASR errors, with the detail said after it.
+
+Evidence, strongest first: a place keyword spotted by the ASR (`ref` = place id); a name or alias found in the
+characters; the same names found in pinyin space, tone-insensitive and tolerant of accent confusions (没事街 and
+"mei si jie" are 美食街). Guards against ordinary words being taken for places:
+- fuzzy matches need three or more syllables and nearly every syllable right (see `FUZZY_MIN`); two-syllable names
+  only match in pinyin when the syllables and the tones are the same;
+- a fuzzy match whose characters are themselves a common word (in jieba's dictionary) is the word, not the place;
+- generic aliases (菜市场, 派出所: words of the language that the jurisdiction also uses as names) count only when not
+  qualified by another name right before them (上坎镇派出所 is someone else's station) and rank below specific names.
+Then the most specific place wins (皮具饰品城 over the 高桥大市场 that contains it; a longer match over a shorter one
+it overlaps), and a place that is only being called (怡园警务点请注意…) ranks below the scene.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, replace
+from functools import cached_property, lru_cache
+from typing import Any, Literal
+
+import cn2an
+
+from dispatch.gazetteer import Jurisdiction, Place
+from dispatch.phonetic import Syllable, looks_like_pinyin, parse_pinyin, readings, text_syllables, tones_agree, window_score
+
+logger = logging.getLogger(__name__)
+
+FUZZY_MIN = 0.85  # mean syllable similarity: 3 syllables allow only accent confusions; 4+ allow one half-right one
+COMMON_WORD_FREQ = 5  # jieba dictionary frequency above which a span is an ordinary word
+CONFIDENCE = {"keyword": 0.9, "name": 0.95, "alias": 0.9, "generic": 0.6}
+ADDRESSEE_PENALTY = 0.5
+
+Method = Literal["keyword", "name", "alias", "generic", "fuzzy"]
+
+_ADDRESSED_AFTER = re.compile(r"^\s*(请注意|注意|请回答|请回复|收到|请求|呼叫|回复)")
+_ADDRESSED_BEFORE = re.compile(r"(呼叫|通知|请)\s*$")
+_QUALIFIER_OK = set("在到去回往的们我你他她这那个请给从向是了有里和与跟及、，。,. ")
+
+
+@dataclass(slots=True, frozen=True)
+class LocationMatch:
+    place: Place
+    heard: str  # the characters or syllables that matched
+    method: Method
+    confidence: float
+    span: tuple[int, int] | None  # [start, end) in `span_unit`s; None for a spotted keyword not found in the text
+    span_unit: Literal["char", "syllable"]
+    detail: str | None = None
+    addressed: bool = False  # the place is being called on the radio, not (necessarily) the scene
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.place.id, "name": self.place.name, "detail": self.detail, "lat": self.place.lat,
+            "lon": self.place.lon, "confidence": round(self.confidence, 3), "heard": self.heard, "method": self.method,
+            "span": list(self.span) if self.span else None, "span_unit": self.span_unit,
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class _Name:
+    text: str
+    place: Place
+    method: Method  # name, alias or generic
+
+
+class PlaceIndex:
+    """Names of a jurisdiction prepared for matching; build once, share (read-only)."""
+
+    def __init__(self, jurisdiction: Jurisdiction) -> None:
+        self.jurisdiction = jurisdiction
+        names: dict[str, _Name] = {}
+        for p in jurisdiction.places:
+            for i, n in enumerate(p.names):
+                method: Method = "name" if i == 0 else ("generic" if _is_generic(n, p) else "alias")
+                # A shared name belongs to the place that carries it as its name (see gazetteer).
+                if n not in names or method == "name":
+                    names[n] = _Name(n, p, method)
+        self.names = sorted(names.values(), key=lambda n: -len(n.text))
+
+    @cached_property
+    def fuzzy_names(self) -> set[str]:
+        """Names specific and long enough to be matched approximately."""
+        return {n.text for n in self.names if n.method != "generic" and len(readings(n.text)) >= 3}
+
+
+def _is_generic(alias: str, place: Place) -> bool:
+    """An alias that is a word of the language (派出所) or the kind-part of the place's own name (建材市场)."""
+    return _word_freq(alias) >= 20 or (place.name.endswith(alias) and len(place.name) > len(alias))
+
+
+@lru_cache(maxsize=1)
+def _jieba_freq() -> dict[str, int]:
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.dt.initialize()
+    return jieba.dt.FREQ
+
+
+def _word_freq(word: str) -> int:
+    return _jieba_freq().get(word, 0)
+
+
+@dataclass(slots=True, frozen=True)
+class _Input:
+    text: str
+    syllables: list[Syllable | None]
+    keywords: list[tuple[str, str, float]]  # label, ref, score
+
+    @property
+    def unit(self) -> Literal["char", "syllable"]:
+        return "char" if self.text else "syllable"
+
+
+def read_input(transcript_like: Any) -> _Input:
+    """Accept a Transcript, its dict, or a plain string (Chinese characters or pinyin)."""
+    if isinstance(transcript_like, str):
+        d: dict[str, Any] = {"pinyin": transcript_like} if looks_like_pinyin(transcript_like) else {"text": transcript_like}
+    elif isinstance(transcript_like, dict):
+        d = transcript_like
+    else:
+        d = transcript_like.to_dict()
+    text = (d.get("text") or "").strip()
+    syllables = text_syllables(text) if text else parse_pinyin(d.get("pinyin") or "")
+    keywords = []
+    for k in d.get("keywords") or ():
+        keywords.append((k["label"], k["ref"], float(k.get("score", 1.0))) if isinstance(k, dict) else (k.label, k.ref, k.score))
+    return _Input(text, syllables, keywords)
+
+
+def extract_location(transcript_like: Any, index: PlaceIndex | Jurisdiction) -> LocationMatch | None:
+    """The most likely scene spoken in the transcript, or None when no place is named."""
+    if isinstance(index, Jurisdiction):
+        index = _index_for(index)
+    inp = read_input(transcript_like)
+    candidates = _resolve_overlaps(list(_candidates(inp, index)))
+    candidates = _most_specific(candidates, index.jurisdiction)
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda c: (not c.addressed, c.confidence, -(c.span or (0,))[0]))
+    return replace(best, detail=_detail(inp, best))
+
+
+@lru_cache(maxsize=8)
+def _index_for(jurisdiction: Jurisdiction) -> PlaceIndex:
+    return PlaceIndex(jurisdiction)
+
+
+def _candidates(inp: _Input, index: PlaceIndex):
+    places = index.jurisdiction
+    for label, ref, score in inp.keywords:
+        try:
+            place = places.place(ref)
+        except KeyError:
+            continue  # incident keywords (incident:<term>) and refs of another jurisdiction
+        start = inp.text.find(label) if inp.text else -1
+        span = (start, start + len(label)) if start >= 0 else None
+        confidence = CONFIDENCE["keyword"] * min(1.0, max(score, 0.5))
+        yield _mark(LocationMatch(place, label, "keyword", confidence, span, inp.unit), inp)
+    if inp.text:
+        for n in index.names:
+            for m in re.finditer(re.escape(n.text), inp.text):
+                if n.method == "generic" and not _unqualified(inp.text, m.start()):
+                    continue
+                yield _mark(LocationMatch(n.place, n.text, n.method, CONFIDENCE[n.method], m.span(), "char"), inp)
+    yield from _pinyin_candidates(inp, index)
+
+
+def _pinyin_candidates(inp: _Input, index: PlaceIndex):
+    syl = inp.syllables
+    for n in index.names:
+        size = len(readings(n.text))
+        fuzzy_ok = n.text in index.fuzzy_names
+        for start in range(len(syl) - size + 1):
+            if inp.text and inp.text[start:start + size] == n.text:
+                continue  # found as characters already
+            score = window_score(n.text, syl, start)
+            exact = score == 1.0 and tones_agree(n.text, syl, start)
+            if not (exact or (fuzzy_ok and score >= FUZZY_MIN)):
+                continue
+            heard = inp.text[start:start + size] if inp.text else " ".join(s.base for s in syl[start:start + size] if s)
+            if inp.text and _word_freq(heard) >= COMMON_WORD_FREQ:
+                continue  # an ordinary word that sounds like the place
+            if n.method == "generic" and (inp.text or not exact):
+                continue  # in text, generic words count only as written
+            method: Method = "fuzzy" if inp.text or not exact else n.method
+            conf = 0.9 * score if method == "fuzzy" else CONFIDENCE[method]
+            yield _mark(LocationMatch(n.place, heard, method, conf, (start, start + size), inp.unit), inp)
+
+
+def _unqualified(text: str, start: int) -> bool:
+    """A generic alias not preceded by another name (上坎镇|派出所): start of text, punctuation or a function word."""
+    return start == 0 or text[start - 1] in _QUALIFIER_OK
+
+
+def _mark(c: LocationMatch, inp: _Input) -> LocationMatch:
+    if c.span is None or not inp.text:
+        return c
+    addressed = bool(_ADDRESSED_AFTER.match(inp.text[c.span[1]:]) or _ADDRESSED_BEFORE.search(inp.text[: c.span[0]]))
+    return replace(c, addressed=True, confidence=c.confidence * ADDRESSEE_PENALTY) if addressed else c
+
+
+def _resolve_overlaps(cands: list[LocationMatch]) -> list[LocationMatch]:
+    """Keep the longest match where spans overlap (公园北路夜市 over 公园北路 + 夜市); then the most confident."""
+    kept: list[LocationMatch] = []
+    for c in sorted(cands, key=lambda c: (-(c.span[1] - c.span[0]) if c.span else 0, -c.confidence)):
+        if c.span and any(k.span and k.span[0] < c.span[1] and c.span[0] < k.span[1] for k in kept):
+            continue
+        kept.append(c)
+    return kept
+
+
+def _most_specific(cands: list[LocationMatch], places: Jurisdiction) -> list[LocationMatch]:
+    """Drop a place when a place inside it was also named (高桥大市场 + 皮具饰品城 -> 皮具饰品城)."""
+    named = {c.place.id for c in cands}
+    contains = {a for pid in named for a in places.ancestors(pid)}
+    best: dict[str, LocationMatch] = {}
+    for c in cands:
+        if c.place.id in contains:
+            continue
+        if c.place.id not in best or c.confidence > best[c.place.id].confidence:
+            best[c.place.id] = c
+    return list(best.values())
+
+
+# --- detail: which building, gate, floor, exit or corner ------------------------------------------------------
+
+_NUM = r"[0-9零一二三四五六七八九十百两幺]+"
+_DETAIL = re.compile(
+    rf"{_NUM}号楼|{_NUM}栋|{_NUM}单元|{_NUM}(?:楼|层)(?!梯)|[A-Za-z]\d?口|{_NUM}号口|{_NUM}号门"
+    r"|[东南西北][南北]?门(?:口|外|内)?|(?:正|大|后|侧)门(?:口|外|内)?|门口|附近|对面|旁边|楼道|地下车库|停车场|仓库|楼顶"
+)
+_ROAD = r"([\u4e00-\u9fff]{1,8}?[路街道巷])"
+_CORNER = re.compile(rf"{_ROAD}(?:与|和|跟|同){_ROAD}的?(?:十字路口|路口|交叉口|交口)")
+_CLAUSE_END = re.compile(r"[，。,.!?！？；;]")
+# Enough syllables spelled back into characters for the detail patterns to read pinyin-only transcripts.
+_DETAIL_SYLLABLES = {
+    "dong": "东", "nan": "南", "xi": "西", "bei": "北", "men": "门", "kou": "口", "hao": "号", "lou": "楼", "fu": "附",
+    "jin": "近", "dui": "对", "mian": "面", "pang": "旁", "bian": "边", "dan": "单", "yuan": "元", "ceng": "层",
+    "yi": "一", "er": "二", "san": "三", "si": "四", "wu": "五", "liu": "六", "qi": "七", "ba": "八", "jiu": "九",
+    "shi": "十", "liang": "两", "yao": "幺",
+}
+
+
+def _detail(inp: _Input, match: LocationMatch) -> str | None:
+    if inp.text:
+        text, start = inp.text, match.span[1] if match.span else 0
+    else:
+        text = "".join(_DETAIL_SYLLABLES.get(s.base, "□") if s else "，" for s in inp.syllables)
+        start = match.span[1] if match.span else 0
+    corner = _CORNER.search(text)
+    if corner and (match.span is None or corner.start() <= match.span[0] < corner.end()):
+        return f"{corner.group(1)}与{corner.group(2)}路口"
+    end = _CLAUSE_END.search(text, start)
+    clause = text[start:end.start() if end else len(text)]
+    parts = list(dict.fromkeys(m.group(0) for m in _DETAIL.finditer(clause)))
+    if not parts:
+        return None
+    detail = "".join(parts)
+    try:
+        return cn2an.transform(detail.replace("幺", "一"), "cn2an")
+    except (ValueError, KeyError):  # cn2an rejects odd numerals; keep the words as said
+        return detail

@@ -1,0 +1,117 @@
+"""Pinyin space: one syllable per Chinese character, compared tone-insensitively and tolerant of the confusions
+ASR and southern accents make (zh/z, ch/c, sh/s, n/l, in/ing, en/eng, an/ang).
+
+Both place names and incident terms are matched here, so a transcript in characters, in tone-numbered pinyin
+("mei3 shi2 jie1") or in plain pinyin ("mei si jie") is read the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pypinyin import Style, lazy_pinyin, pinyin
+
+INITIALS = ("zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x", "r", "z", "c", "s", "y", "w")
+# Confusions that carry no meaning for matching: retroflex/dental, n/l, and front/back nasals.
+INITIAL_FOLD = {"zh": "z", "ch": "c", "sh": "s", "n": "l"}
+FINAL_FOLD = {"ing": "in", "eng": "en", "ang": "an", "iang": "ian", "uang": "uan"}
+
+_SYLLABLE = re.compile(r"^([a-zü:]+?)([1-5])?$")
+_PINYIN_LINE = re.compile(r"^[a-zA-Zü:1-5\s,.;!?，。；！？]+$")
+
+
+@dataclass(slots=True, frozen=True)
+class Syllable:
+    base: str  # toneless, lower case, ü written v ("lv")
+    tone: int | None  # 1-4, 5 for neutral; None when unknown (plain pinyin)
+
+    @property
+    def folded(self) -> str:
+        return fold(self.base)
+
+
+def split(base: str) -> tuple[str, str]:
+    for ini in INITIALS:
+        if base.startswith(ini) and len(base) > len(ini):
+            return ini, base[len(ini):]
+    return "", base
+
+
+@lru_cache(maxsize=4096)
+def fold(base: str) -> str:
+    ini, fin = split(base)
+    return INITIAL_FOLD.get(ini, ini) + FINAL_FOLD.get(fin, fin)
+
+
+def similarity(a: Syllable, b: Syllable) -> float:
+    """1.0 same syllable, 0.9 same up to an accent confusion, 0.5 same initial or same final, else 0."""
+    if a.base == b.base:
+        return 1.0
+    if a.folded == b.folded:
+        return 0.9
+    ai, af = split(fold(a.base))
+    bi, bf = split(fold(b.base))
+    return 0.5 if (ai and ai == bi) or af == bf else 0.0
+
+
+def _syllable(token: str) -> Syllable | None:
+    m = _SYLLABLE.match(token.lower().replace("ü", "v").replace("u:", "v"))
+    if not m:
+        return None
+    return Syllable(m.group(1), int(m.group(2)) if m.group(2) else None)
+
+
+def looks_like_pinyin(line: str) -> bool:
+    """True for "mei3 shi2 jie1" or "mei si jie you ren da jia"; False for Chinese characters."""
+    line = line.strip()
+    return bool(line) and bool(_PINYIN_LINE.match(line)) and " " in line
+
+
+def parse_pinyin(line: str) -> list[Syllable | None]:
+    """Space-separated syllables; anything that is not a syllable (punctuation) becomes None, a phrase break."""
+    return [_syllable(tok) for tok in re.split(r"[\s,.;!?，。；！？]+|(?<=[1-5])(?=[a-z])", line.strip()) if tok]
+
+
+def text_syllables(text: str) -> list[Syllable | None]:
+    """One entry per character of `text`: its syllable (contextual reading), or None for non-Chinese characters."""
+    out: list[Syllable | None] = []
+    for token in lazy_pinyin(text, style=Style.TONE3, errors=lambda s: [None] * len(s), neutral_tone_with_five=True):
+        out.append(_syllable(token) if token is not None else None)
+    return out
+
+
+@lru_cache(maxsize=8192)
+def readings(word: str) -> tuple[frozenset[str], ...]:
+    """Every toneless reading of each character of a lexicon word (长 -> chang, zhang), for matching names."""
+    return tuple(frozenset(r) for r in pinyin(word, style=Style.NORMAL, heteronym=True, v_to_u=False))
+
+
+@lru_cache(maxsize=8192)
+def phrase(word: str) -> tuple[Syllable, ...]:
+    """The contextual tone-numbered syllables of a lexicon word."""
+    return tuple(s for s in text_syllables(word) if s is not None)
+
+
+def window_score(word: str, syllables: list[Syllable | None], start: int) -> float:
+    """Mean syllable similarity of `word` laid over `syllables` from `start` (0 if it runs off or crosses a break)."""
+    reads = readings(word)
+    if start + len(reads) > len(syllables):
+        return 0.0
+    total = 0.0
+    for alternatives, syl in zip(reads, syllables[start:start + len(reads)], strict=True):
+        if syl is None:
+            return 0.0
+        total += max(similarity(Syllable(r, None), syl) for r in alternatives)
+    return total / len(reads)
+
+
+def tones_agree(word: str, syllables: list[Syllable | None], start: int) -> bool:
+    """Tones of `word` match where the input carries tones (neutral tone and unknown tones agree with anything)."""
+    for want, got in zip(phrase(word), syllables[start:start + len(phrase(word))], strict=False):
+        if got is None:
+            return False
+        if got.tone not in (None, 5) and want.tone != 5 and want.tone != got.tone:
+            return False
+    return True

@@ -1,0 +1,164 @@
+"""Who goes: responders' run-time state (status, last GPS fix) and the ranking of who to alert for a place.
+
+`ResponderBoard` is the small state store the MQTT side updates (OwnTracks positions, acknowledgements, status);
+`recommend` is pure: the k nearest available guards (先期处置) plus police, the chief answering for the place's grid
+first, all within a radius, ranked by distance. A fix older than the staleness limit is ignored in favour of the
+responder's post, so a phone that went quiet an hour ago does not pull a guard to where he used to be.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from dispatch.config import ResponderRules
+from dispatch.gazetteer import Jurisdiction, Place, Responder, distance_m
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["available", "busy", "off_duty"]
+STATUSES: tuple[str, ...] = get_args(Status)
+
+
+class UnknownResponderError(KeyError):
+    """A responder id that is not in the jurisdiction (e.g. from a stray MQTT topic)."""
+
+    def __init__(self, responder_id: str) -> None:
+        super().__init__(responder_id)
+        self.responder_id = responder_id
+
+    def __str__(self) -> str:
+        return f"unknown responder id {self.responder_id!r}"
+
+
+@dataclass(slots=True, frozen=True)
+class Fix:
+    lat: float
+    lon: float
+    ts: float  # unix seconds of the fix (OwnTracks `tst`)
+    acc: float | None = None  # metres
+
+
+@dataclass(slots=True, frozen=True)
+class Located:
+    lat: float
+    lon: float
+    source: Literal["gps", "post"]
+    ts: float | None = None
+
+
+class ResponderBoard:
+    """Status and last position of every responder of a jurisdiction; safe to update from another thread."""
+
+    def __init__(self, jurisdiction: Jurisdiction, clock: Callable[[], float] = time.time) -> None:
+        self.jurisdiction = jurisdiction
+        self.clock = clock
+        self._status: dict[str, Status] = {r.id: "available" for r in jurisdiction.responders}
+        self._fix: dict[str, Fix] = {}
+        self._lock = threading.Lock()
+
+    def _check(self, responder_id: str) -> Responder:
+        if responder_id not in self._status:
+            raise UnknownResponderError(responder_id)
+        return self.jurisdiction.responder(responder_id)
+
+    def update_position(self, responder_id: str, lat: float, lon: float, ts: float, acc: float | None = None) -> bool:
+        """Record a GPS fix; returns False (and keeps the newer one) when it is older than the fix already held."""
+        self._check(responder_id)
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180) or not all(map(math.isfinite, (lat, lon, ts))):
+            raise ValueError(f"responder {responder_id!r}: impossible position lat={lat} lon={lon} ts={ts}")
+        with self._lock:
+            held = self._fix.get(responder_id)
+            if held is not None and held.ts > ts:
+                return False
+            self._fix[responder_id] = Fix(lat, lon, ts, acc)
+        return True
+
+    def set_status(self, responder_id: str, status: str) -> None:
+        self._check(responder_id)
+        if status not in STATUSES:
+            raise ValueError(f"responder {responder_id!r}: status must be one of {', '.join(STATUSES)}, not {status!r}")
+        with self._lock:
+            self._status[responder_id] = status  # type: ignore[assignment]
+
+    def status(self, responder_id: str) -> Status:
+        self._check(responder_id)
+        return self._status[responder_id]
+
+    def locate(self, responder_id: str, max_age_s: float, now: float | None = None) -> Located:
+        """The fresh GPS fix, else the responder's post."""
+        responder = self._check(responder_id)
+        now = self.clock() if now is None else now
+        fix = self._fix.get(responder_id)
+        if fix is not None and now - fix.ts <= max_age_s:
+            return Located(fix.lat, fix.lon, "gps", fix.ts)
+        post = self.jurisdiction.place(responder.post)
+        return Located(post.lat, post.lon, "post")
+
+    def snapshot(self, max_age_s: float, now: float | None = None) -> list[dict[str, Any]]:
+        """Every responder with status and position, for the console."""
+        out = []
+        for r in self.jurisdiction.responders:
+            loc = self.locate(r.id, max_age_s, now)
+            out.append({"id": r.id, "name": r.name, "role": r.role, "status": self._status[r.id], "lat": loc.lat,
+                        "lon": loc.lon, "position": loc.source, "fix_ts": loc.ts})
+        return out
+
+
+@dataclass(slots=True, frozen=True)
+class Recommendation:
+    responder: Responder
+    distance_m: float
+    reason: Literal["guard", "grid_chief", "police"]
+    position: Literal["gps", "post"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.responder.id, "role": self.responder.role, "distance_m": round(self.distance_m),
+                "reason": self.reason, "position": self.position}
+
+
+def recommend(
+    place: Place,
+    board: ResponderBoard,
+    rules: ResponderRules | None = None,
+    now: float | None = None,
+    exclude: Iterable[str] = (),
+) -> list[Recommendation]:
+    """Responders to alert for an incident at `place`, nearest first. `exclude`: already alerted (escalation)."""
+    rules = rules or ResponderRules()
+    now = board.clock() if now is None else now
+    skip = set(exclude)
+    in_reach: list[Recommendation] = []
+    for r in board.jurisdiction.responders:
+        if r.id in skip or board.status(r.id) != "available":
+            continue
+        loc = board.locate(r.id, rules.position_max_age_s, now)
+        d = distance_m(place.lat, place.lon, loc.lat, loc.lon)
+        if d <= rules.radius_m:
+            in_reach.append(Recommendation(r, d, "guard", loc.source))
+    in_reach.sort(key=lambda c: c.distance_m)
+
+    guards = [c for c in in_reach if c.responder.role in rules.guard_roles][: rules.guards]
+    police = [c for c in in_reach if c.responder.role in rules.police_roles]
+    chosen_police: list[Recommendation] = []
+    grid = board.jurisdiction.grid_of(place.id)
+    if rules.grid_chief_first and grid and rules.police:
+        chiefs = (c for c in police if c.responder.role == "chief" and board.jurisdiction.grid_of(c.responder.post) == grid)
+        chief = next(chiefs, None)
+        if chief is not None:
+            chosen_police.append(_as(chief, "grid_chief"))
+    for c in police:
+        if len(chosen_police) >= rules.police:
+            break
+        if all(c.responder.id != p.responder.id for p in chosen_police):
+            chosen_police.append(_as(c, "police"))
+    return sorted(guards + chosen_police, key=lambda c: c.distance_m)
+
+
+def _as(c: Recommendation, reason: Literal["guard", "grid_chief", "police"]) -> Recommendation:
+    return Recommendation(c.responder, c.distance_m, reason, c.position)
