@@ -1,0 +1,159 @@
+"""The Vosk engine: full text from a Kaldi model (vosk-model-small-cn-0.22 for Mandarin).
+
+One `vosk.Model` is loaded per engine and shared read-only; each stream owns a `KaldiRecognizer` (per-utterance
+state). Vosk's C calls go through cffi, which releases the GIL, so streams decode in parallel in worker threads.
+
+Output conventions:
+- `text`: words joined the Chinese way — no space next to a Han character, one space between other words (Latin,
+  digits, Hangul). `[unk]` (the grammar's "something else") is dropped from text and words.
+- Numbers are canonical in Chinese numerals ("3号楼" -> "三号楼", cn2an `an2cn`): the jurisdiction writes its places
+  that way (三号楼, 二楼), the Mandarin model mostly speaks them that way, and the pinyin of a numeral is its reading.
+- `pinyin`: from `text` with `asr.pinyin.text_to_syllables` (pypinyin TONE3, neutral tone `5`), the same
+  convention as the sherpa pinyin recogniser.
+- `conf`: mean of the word confidences (0.0 without words).
+
+A missing or unreadable model raises `EngineUnavailable`. Vosk reports a model Kaldi cannot read by returning NULL
+(checked here: truncated or garbage final.mdl, final.ie, Gr.fst, a missing conf file or a bad option all raise
+rather than abort the process); a broken decoding graph only shows when a recogniser is made, so the engine makes
+one at load time.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cn2an
+import vosk
+
+from asr.engine import EngineUnavailable
+from asr.models import VOSK, ModelLocation
+from asr.pinyin import text_to_syllables
+from asr.transcript import Transcript, Word
+from bridge.audio import SAMPLE_RATE
+
+logger = logging.getLogger(__name__)
+
+UNKNOWN = "[unk]"
+_HAN = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
+_DIGIT = re.compile(r"\d")
+
+
+def normalise_numbers(text: str) -> str:
+    """Arabic numbers -> Chinese numerals (the canonical form, see the module doc)."""
+    return cn2an.transform(text, "an2cn") if _DIGIT.search(text) else text
+
+
+def join_words(words: Sequence[str]) -> str:
+    """Join recognised words the Chinese way: no space next to a Han character, a space between other words."""
+    out = ""
+    for word in filter(None, words):
+        if out and not _HAN.match(out[-1]) and not _HAN.match(word[0]):
+            out += " "
+        out += word
+    return out
+
+
+class VoskEngine:
+    name = "vosk"
+
+    def __init__(self, model_dir: Path, grammar: list[str] | None = None) -> None:
+        model_dir = Path(model_dir)
+        problems = VOSK.problems(model_dir)
+        if problems:
+            location = ModelLocation(VOSK, None, "", (f"{model_dir} ({'; '.join(problems)})",))
+            raise EngineUnavailable(location.message())
+        vosk.SetLogLevel(-1)  # Kaldi's info chatter off; its warnings and errors still reach stderr
+        try:
+            self._model = vosk.Model(str(model_dir))
+        except Exception as e:  # vosk raises a bare Exception("Failed to create a model")
+            raise EngineUnavailable(self._unusable(model_dir, "Kaldi cannot read it")) from e
+        self.model_dir = model_dir
+        self._use_grammar(grammar)
+        logger.info("Vosk model %s loaded%s", model_dir, f" with a grammar of {len(grammar)} phrases" if grammar else "")
+
+    def with_grammar(self, grammar: list[str] | None) -> VoskEngine:
+        """Another engine over the same loaded model (no second load) recognising only `grammar`'s phrases, or
+        free text when None. For a grammar that changes (the jurisdiction's places) or differs per channel."""
+        engine = copy.copy(self)
+        engine._use_grammar(grammar)
+        return engine
+
+    def _use_grammar(self, grammar: list[str] | None) -> None:
+        self._grammar = json.dumps(grammar, ensure_ascii=False) if grammar else None
+        if grammar:
+            self._warn_unknown_words(grammar)
+        try:
+            self.start_stream()
+        except RuntimeError as e:
+            raise EngineUnavailable(self._unusable(self.model_dir, "its decoding graph cannot be built")) from e
+
+    @staticmethod
+    def _unusable(model_dir: Path, why: str) -> str:
+        return (f"the Vosk model at {model_dir} is corrupt or incomplete ({why}; Kaldi's error is printed above). "
+                f"Fetch a fresh copy with `jingbao model fetch --vosk`, or point {VOSK.config_key} / {VOSK.env_var} "
+                "at a good one.")
+
+    def _warn_unknown_words(self, grammar: list[str]) -> None:
+        """Vosk silently leaves out grammar words its vocabulary lacks; say which, once, at load time."""
+        unknown = sorted({w for phrase in grammar for w in phrase.split()
+                          if w != UNKNOWN and self._model.vosk_model_find_word(w) < 0})
+        if unknown:
+            logger.warning("grammar words not in the Vosk vocabulary, ignored: %s", " ".join(unknown))
+
+    def start_stream(self) -> VoskStream:
+        try:
+            if self._grammar:
+                recognizer = vosk.KaldiRecognizer(self._model, SAMPLE_RATE, self._grammar)
+            else:
+                recognizer = vosk.KaldiRecognizer(self._model, SAMPLE_RATE)
+        except Exception as e:  # bare Exception("Failed to create a recognizer")
+            raise RuntimeError(f"Vosk cannot create a recognizer for {self.model_dir}") from e
+        recognizer.SetWords(True)
+        recognizer.SetPartialWords(True)
+        return VoskStream(recognizer)
+
+
+class VoskStream:
+    """One utterance. Vosk may end a segment by itself on a long pause inside the utterance (AcceptWaveform
+    returns True); those segments are kept and joined with the rest, with times from the stream's start."""
+
+    def __init__(self, recognizer: vosk.KaldiRecognizer) -> None:
+        self._recognizer = recognizer
+        self._segments: list[Word] = []
+        self._finished: Transcript | None = None
+
+    def feed(self, pcm: bytes) -> None:
+        if self._finished is not None:
+            raise RuntimeError("feed() after finish()")
+        if pcm and self._recognizer.AcceptWaveform(pcm):
+            self._segments += _words(json.loads(self._recognizer.Result()).get("result", ()))
+
+    def partial(self) -> Transcript | None:
+        current = json.loads(self._recognizer.PartialResult())
+        words = self._segments + _words(current.get("partial_result", ()))
+        return _transcript(words, partial=True) if words else None
+
+    def finish(self) -> Transcript:
+        if self._finished is None:
+            tail = _words(json.loads(self._recognizer.FinalResult()).get("result", ()))
+            self._finished = _transcript(self._segments + tail, partial=False)
+        return self._finished
+
+
+def _words(result: Sequence[dict[str, Any]]) -> list[Word]:
+    return [Word(normalise_numbers(w["word"]), round(float(w["start"]), 3), round(float(w["end"]), 3),
+                 round(float(w.get("conf", 1.0)), 4))
+            for w in result if w["word"] != UNKNOWN]
+
+
+def _transcript(words: list[Word], partial: bool) -> Transcript:
+    text = join_words([w.text for w in words])
+    conf = sum(w.conf for w in words) / len(words) if words else 0.0
+    return Transcript(text=text, pinyin=" ".join(text_to_syllables(text)), words=tuple(words),
+                      engine=VoskEngine.name, conf=round(conf, 4), partial=partial)
