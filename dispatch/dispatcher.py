@@ -18,13 +18,18 @@ from typing import Any, Protocol
 
 from asr.transcript import Transcript
 from bridge.bus import EventBus
+from bridge.config import Config
+from bridge.db import connect
 from dispatch.alerts import Alerter, Candidate, parse_ack
-from dispatch.announce import Announcer, announcement_text
-from dispatch.gazetteer import Jurisdiction, Place
+from dispatch.announce import Announcement, Announcer, announcement_text
+from dispatch.classify import Classification, classify, load_lexicon
+from dispatch.gazetteer import Jurisdiction, Place, load_jurisdiction
 from dispatch.incidents import OPEN, Incident, IncidentStore, Status, new_incident_id
-from dispatch.location import LocationMatch
+from dispatch.location import LocationMatch, PlaceIndex, extract_location
+from dispatch.mqtt import MqttLink
 from dispatch.outbox import Outbox
 from dispatch.positions import PayloadError, Position, PositionIntake
+from dispatch.responders import Recommendation, ResponderBoard, recommend
 from dispatch.topics import AckTopic, OwnTracksTopic, Topics
 
 logger = logging.getLogger(__name__)
@@ -239,3 +244,86 @@ def _new_incident(
         channel=utterance.channel,
         utterance_ids=(utterance.id,),
     )
+
+
+class DispatchService:
+    """The dispatcher with its MQTT link, outbox and responder board, built from the one config.
+
+    The service starts it with `asyncio.create_task(dispatch.run())` and feeds `await dispatch.dispatcher.handle(...)`
+    with every final transcript; `transmit` receives the spoken announcements for the channels' transmit paths.
+    """
+
+    def __init__(
+        self, config: Config, *, bus: EventBus | None = None, transmit: asyncio.Queue[Announcement] | None = None
+    ) -> None:
+        rules = config.dispatch
+        self.jurisdiction = load_jurisdiction(config.jurisdiction)
+        self.board = ResponderBoard(self.jurisdiction)
+        self._conn = connect(config.storage.database)
+        topics = Topics(config.broker.topic_prefix)
+        self.link: MqttLink | None = None
+        publish, ready = _nowhere, None
+        if config.broker.enabled:
+            b = config.broker
+            self.link = MqttLink(
+                b.host,
+                b.port,
+                client_id=b.client_id,
+                topics=topics,
+                handler=self._on_message,
+                username=b.username,
+                password=b.password,
+            )
+            publish, ready = self.link.publish, self.link.wait_connected
+        self.outbox = Outbox(self._conn, publish, ready=ready)
+        index, lexicon = PlaceIndex(self.jurisdiction), load_lexicon(rules.lexicon)
+        announcer = Announcer(config.storage.data_dir / "announcements", transmit) if rules.alerts.announce else None
+        self.dispatcher = Dispatcher(
+            jurisdiction=self.jurisdiction,
+            store=IncidentStore(self._conn),
+            outbox=self.outbox,
+            classify=lambda t: _type_and_priority(classify(t.text, "" if t.text else t.pinyin, lexicon)),
+            locate=lambda t: extract_location(t, index),
+            rank=self._rank,
+            on_position=lambda p: self.board.update_position(p.responder_id, p.lat, p.lon, p.ts, p.acc),
+            topics=topics,
+            bus=bus,
+            announcer=announcer,
+            ack_timeout=rules.alerts.ack_timeout_s,
+            merge_radius_m=rules.alerts.merge_radius_m,
+            merge_window_s=rules.alerts.merge_window_s,
+            devices=rules.alerts.devices,
+        )
+        self._rules = rules.responders
+
+    async def run(self) -> None:
+        """Keep the MQTT link up and the outbox draining until cancelled."""
+        if self.link is None:
+            logger.warning("broker disabled: alerts are kept in the outbox, not sent")
+            await asyncio.Event().wait()
+        try:
+            await asyncio.gather(self.link.run(), self.outbox.run())
+        finally:
+            await self.dispatcher.close()
+
+    def _rank(self, place: Place, incident_type: str) -> tuple[list[Candidate], list[Candidate]]:
+        """The configured choice now; everyone else in reach, nearest first, in reserve for escalation."""
+        first = [_candidate(r) for r in recommend(place, self.board, self._rules)]
+        everyone = self._rules.model_copy(update={"guards": 1000, "police": 1000})
+        reserve = [_candidate(r) for r in recommend(place, self.board, everyone, exclude=[c.responder_id for c in first])]
+        return first, reserve
+
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        await self.dispatcher.on_message(topic, payload)
+
+
+def _candidate(r: Recommendation) -> Candidate:
+    return Candidate(r.responder.id, r.distance_m, r.responder.role, r.reason)
+
+
+def _type_and_priority(c: Classification) -> tuple[str, str]:
+    return c.type, c.priority
+
+
+async def _nowhere(topic: str, payload: bytes, *, qos: int, retain: bool) -> None:
+    raise ConnectionError("broker disabled")

@@ -7,31 +7,24 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
 from asr.transcript import Transcript
-from bridge.backoff import Backoff
 from bridge.bus import EventBus
-from bridge.db import connect
+from bridge.config import Config
 from bridge.events import Utterance
-from dispatch.alerts import Candidate
-from dispatch.dispatcher import Dispatcher, Rank
-from dispatch.gazetteer import Jurisdiction, Place, distance_m, load_jurisdiction
-from dispatch.incidents import IncidentStore
-from dispatch.location import extract_location
+from dispatch.dispatcher import Dispatcher, DispatchService
 from dispatch.mqtt import MqttLink
 from dispatch.outbox import Outbox
-from dispatch.positions import Position
 from dispatch.topics import Topics
 from tests.support.broker import Mosquitto
 
 REPO = Path(__file__).resolve().parents[2]
-JURISDICTION = load_jurisdiction(REPO / "config" / "jurisdiction.yaml")
-FAST_RECONNECT = Backoff(initial=0.1, maximum=0.5)
+JURISDICTION_FILE = REPO / "config" / "jurisdiction.yaml"
 
 
 async def eventually(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
@@ -54,73 +47,43 @@ def say(text: str) -> Transcript:
     return Transcript(text=text, pinyin="", engine="test")
 
 
-def keyword_classify(transcript: Transcript) -> tuple[str, str]:
-    """Stand-in for dispatch.classify until it is wired here: enough words for these tests."""
-    for word, kind, priority in (("打架", "fight", "high"), ("纠纷", "dispute", "medium"), ("偷", "theft", "medium")):
-        if word in transcript.text:
-            return kind, priority
-    return "none", "low"
-
-
-def post_ranking(jurisdiction: Jurisdiction, first_guards: int = 1) -> Rank:
-    """Stand-in for dispatch.responders: guards by distance from their post; the first k now, the rest in reserve."""
-
-    def rank(place: Place, incident_type: str) -> tuple[list[Candidate], list[Candidate]]:
-        guards = sorted(
-            (Candidate(r.id, distance_m(place.lat, place.lon, post.lat, post.lon), r.role)
-             for r in jurisdiction.responders if r.role == "guard" for post in [jurisdiction.place(r.post)]),
-            key=lambda c: c.distance_m or 0.0,
-        )  # fmt: skip
-        return guards[:first_guards], guards[first_guards:]
-
-    return rank
-
-
 @dataclass
 class Rig:
     dispatcher: Dispatcher
     link: MqttLink
     outbox: Outbox
     bus: EventBus
-    positions: list[Position] = field(default_factory=list)
+    service: DispatchService
 
 
 @contextlib.asynccontextmanager
-async def running_dispatcher(broker: Mosquitto, db: Path, *, ack_timeout: float = 60.0) -> AsyncIterator[Rig]:
-    conn = connect(db)
-    topics = Topics()
-    positions: list[Position] = []
-    bus = EventBus()
-    dispatcher_box: list[Dispatcher] = []
+async def running_dispatcher(broker: Mosquitto, data_dir: Path, *, ack_timeout: float = 60.0) -> AsyncIterator[Rig]:
+    """The real DispatchService (real classification, location and ranking) on the test broker.
 
-    async def on_message(topic: str, payload: bytes) -> None:
-        await dispatcher_box[0].on_message(topic, payload)
-
-    link = MqttLink(broker.host, broker.port, client_id="jingbao-test", topics=topics, handler=on_message, backoff=FAST_RECONNECT)
-    outbox = Outbox(conn, link.publish, ready=link.wait_connected, retry_delay=0.1)
-    dispatcher = Dispatcher(
-        jurisdiction=JURISDICTION,
-        store=IncidentStore(conn),
-        outbox=outbox,
-        classify=keyword_classify,
-        locate=lambda t: extract_location(t, JURISDICTION),
-        rank=post_ranking(JURISDICTION),
-        on_position=positions.append,
-        topics=topics,
-        bus=bus,
-        ack_timeout=ack_timeout,
+    One guard is alerted first and no police (so escalation goes guard to guard), no spoken announcement.
+    """
+    config = Config.model_validate(
+        {
+            "jurisdiction": JURISDICTION_FILE,
+            "channels": [{"id": "ch-market", "name": "市场保安", "source": {"type": "pipe"}}],
+            "storage": {"data_dir": data_dir},
+            "broker": {"host": broker.host, "port": broker.port, "client_id": "jingbao-test"},
+            "dispatch": {
+                "responders": {"guards": 1, "police": 0},
+                "alerts": {"ack_timeout_s": ack_timeout, "announce": False},
+            },
+        }
     )
-    dispatcher_box.append(dispatcher)
-    tasks = [asyncio.create_task(link.run()), asyncio.create_task(outbox.run())]
+    bus = EventBus()
+    service = DispatchService(config, bus=bus)
+    task = asyncio.create_task(service.run())
     try:
-        await asyncio.wait_for(link.wait_connected(), 5)
-        yield Rig(dispatcher, link, outbox, bus, positions)
+        assert service.link is not None
+        await asyncio.wait_for(service.link.wait_connected(), 5)
+        yield Rig(service.dispatcher, service.link, service.outbox, bus, service)
     finally:
-        await dispatcher.close()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        conn.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 class Phone:
@@ -149,6 +112,10 @@ class Phone:
             self._ready.set()
             async for message in client.messages:
                 self.received.append(json.loads(message.payload))
+
+    async def subscribe(self, topic: str) -> None:
+        assert self._client is not None
+        await self._client.subscribe(topic, qos=1)
 
     async def publish(self, topic: str, payload: bytes | dict[str, Any]) -> None:
         assert self._client is not None

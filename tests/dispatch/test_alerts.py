@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from dispatch.alerts import Ack, AckStatus, parse_ack
 from dispatch.incidents import Status
 from dispatch.positions import PayloadError
 from dispatch.topics import Topics
-from tests.dispatch.rig import eventually, phones, running_dispatcher, say, utterance
+from tests.dispatch.rig import Phone, eventually, phones, running_dispatcher, say, utterance
 from tests.support.broker import Mosquitto, broker_fixture  # noqa: F401  (the `broker` fixture)
 
 
@@ -37,7 +36,7 @@ def test_parse_ack(payload: bytes, expected: Ack | str) -> None:
 
 async def test_malformed_mqtt_input_is_counted_and_harmless(broker: Mosquitto, tmp_path: Path) -> None:
     topics = Topics()
-    async with running_dispatcher(broker, tmp_path / "j.db") as rig, phones(broker, ["g-piju"]) as ph:
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, ["g-piju"]) as ph:
         incident = await rig.dispatcher.handle(say("皮具饰品城有人在店里打架"), utterance())
         phone = ph["g-piju"]
         await phone.publish(topics.ack("g-piju"), b"\x00not json")
@@ -51,7 +50,7 @@ async def test_malformed_mqtt_input_is_counted_and_harmless(broker: Mosquitto, t
         await phone.publish(
             "owntracks/g-piju/phone", {"_type": "location", "lat": 34.2716, "lon": 108.9836, "tst": 1_700_000_000}
         )
-        await eventually(lambda: rig.positions, what="the good position")
+        await eventually(lambda: rig.dispatcher.positions.accepted, what="the good position")
         assert rig.dispatcher.counters()["rejected"] == {
             "ack_bad_json": 1,
             "ack_bad_type": 1,
@@ -61,14 +60,14 @@ async def test_malformed_mqtt_input_is_counted_and_harmless(broker: Mosquitto, t
             "position_bad_type": 1,
             "position_unknown_responder": 1,
         }
-        assert rig.positions[0].responder_id == "g-piju"
+        assert rig.service.board.locate("g-piju", max_age_s=1e10).source == "gps"
         assert rig.dispatcher.store.get(incident.id).status == Status.DISPATCHED  # no stray ack moved it
         assert rig.link.connected
 
 
 async def test_dispute_is_also_pushed_to_the_grid_chief(broker: Mosquitto, tmp_path: Path) -> None:
     # 美食街 lies in 永定社区, whose chief is p-xu-zhen
-    async with running_dispatcher(broker, tmp_path / "j.db") as rig, phones(broker, ["p-xu-zhen"]) as ph:
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, ["p-xu-zhen"]) as ph:
         incident = await rig.dispatcher.handle(say("美食街两家摊主因为占道发生纠纷"), utterance())
         assert incident is not None and incident.type == "dispute"
         assert "p-xu-zhen" in incident.assigned
@@ -77,7 +76,7 @@ async def test_dispute_is_also_pushed_to_the_grid_chief(broker: Mosquitto, tmp_p
 
 
 async def test_second_report_merges_and_chatter_raises_nothing(broker: Mosquitto, tmp_path: Path) -> None:
-    async with running_dispatcher(broker, tmp_path / "j.db") as rig, phones(broker, ["g-piju"]) as ph:
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, ["g-piju"]) as ph:
         first = await rig.dispatcher.handle(say("皮具饰品城有人在店里打架"), utterance("u-1"))
         second = await rig.dispatcher.handle(say("高桥大市场那边打架了，快来人"), utterance("u-2"))  # ~80 m away
         assert second.id == first.id and second.reports == 2 and second.utterance_ids == ("u-1", "u-2")
@@ -88,7 +87,7 @@ async def test_second_report_merges_and_chatter_raises_nothing(broker: Mosquitto
 
 
 async def test_unknown_place_keeps_the_incident_for_the_operator(broker: Mosquitto, tmp_path: Path) -> None:
-    async with running_dispatcher(broker, tmp_path / "j.db") as rig:
+    async with running_dispatcher(broker, tmp_path) as rig:
         events = rig.bus.subscribe({"incident"})
         incident = await rig.dispatcher.handle(say("这边有人打架，快来人"), utterance())
         assert incident is not None and incident.location_unknown and incident.status == Status.REPORTED
@@ -98,7 +97,7 @@ async def test_unknown_place_keeps_the_incident_for_the_operator(broker: Mosquit
 
 
 async def test_operator_actions_emit_events_and_end(broker: Mosquitto, tmp_path: Path) -> None:
-    async with running_dispatcher(broker, tmp_path / "j.db") as rig, phones(broker, ["v-yeshi"]) as ph:
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, ["v-yeshi"]) as ph:
         incident = await rig.dispatcher.handle(say("皮具饰品城有人在店里打架"), utterance())
         events = rig.bus.subscribe({"incident"})
         rig.dispatcher.add_note(incident.id, "监控已调取", actor="operator:li")
@@ -112,8 +111,9 @@ async def test_operator_actions_emit_events_and_end(broker: Mosquitto, tmp_path:
             ("update", "reassigned"),
             ("end", "closed_false_alarm"),
         ]
-        await eventually(lambda: not rig.outbox.pending(), what="outbox drained")
-        row = rig.dispatcher.store._conn.execute(
-            "SELECT payload FROM outbox WHERE topic = ? ORDER BY id DESC LIMIT 1", (Topics().incident(incident.id),)
-        ).fetchone()
-        assert json.loads(row["payload"])["status"] == "closed_false_alarm"
+        console = Phone(broker, "console")
+        await console.connect(subscribe=False)
+        await console.subscribe(Topics().incident(incident.id))  # the retained state is the latest
+        state = await eventually(lambda: console.received, what="retained incident state")
+        assert state[-1]["status"] == "closed_false_alarm"
+        await console.disconnect()

@@ -29,7 +29,7 @@ ALERT_FIELDS = {
 
 
 async def test_nearest_responder_receives_the_alert(broker: Mosquitto, tmp_path: Path) -> None:
-    async with running_dispatcher(broker, tmp_path / "j.db") as rig, phones(broker, ["g-piju", "g-gaoqiao"]) as ph:
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, ["g-piju", "g-gaoqiao"]) as ph:
         incident = await rig.dispatcher.handle(say(FIGHT), utterance("20260101T080000000-aa01"))
         assert incident is not None and incident.status == Status.DISPATCHED
         [alert] = await eventually(lambda: ph["g-piju"].received, what="alert to g-piju")
@@ -41,16 +41,15 @@ async def test_nearest_responder_receives_the_alert(broker: Mosquitto, tmp_path:
         assert ph["g-gaoqiao"].received == []
         # the retained incident state is there for a console that connects later
         late = Phone(broker, "console")
-        late.received.clear()
         await late.connect(subscribe=False)
-        await late._client.subscribe(Topics().incident(incident.id), qos=1)
+        await late.subscribe(Topics().incident(incident.id))
         state = await eventually(lambda: late.received, what="retained incident state")
         assert state[-1]["id"] == incident.id and state[-1]["status"] == "dispatched"
         await late.disconnect()
 
 
 async def test_offline_responder_receives_the_alert_on_reconnect(broker: Mosquitto, tmp_path: Path) -> None:
-    async with running_dispatcher(broker, tmp_path / "j.db") as rig:
+    async with running_dispatcher(broker, tmp_path) as rig:
         phone = Phone(broker, "g-piju")
         await phone.connect()  # subscribes once, in a persistent session
         await phone.disconnect()  # the phone goes out of coverage
@@ -65,7 +64,7 @@ async def test_offline_responder_receives_the_alert_on_reconnect(broker: Mosquit
 
 async def test_ack_stops_escalation(broker: Mosquitto, tmp_path: Path) -> None:
     async with (
-        running_dispatcher(broker, tmp_path / "j.db", ack_timeout=0.6) as rig,
+        running_dispatcher(broker, tmp_path, ack_timeout=0.6) as rig,
         phones(broker, ["g-piju", "g-gaoqiao"]) as ph,
     ):
         incident = await rig.dispatcher.handle(say(FIGHT), utterance())
@@ -83,7 +82,7 @@ async def test_ack_stops_escalation(broker: Mosquitto, tmp_path: Path) -> None:
 
 async def test_no_ack_escalates_to_the_next_nearest(broker: Mosquitto, tmp_path: Path) -> None:
     async with (
-        running_dispatcher(broker, tmp_path / "j.db", ack_timeout=0.5) as rig,
+        running_dispatcher(broker, tmp_path, ack_timeout=0.5) as rig,
         phones(broker, ["g-piju", "g-gaoqiao"]) as ph,
     ):
         events = rig.bus.subscribe({"incident"})
@@ -104,7 +103,7 @@ async def test_no_ack_escalates_to_the_next_nearest(broker: Mosquitto, tmp_path:
 
 
 async def test_broker_restart_loses_nothing(broker: Mosquitto, tmp_path: Path) -> None:
-    async with running_dispatcher(broker, tmp_path / "j.db") as rig:
+    async with running_dispatcher(broker, tmp_path) as rig:
         phone = Phone(broker, "g-piju")
         await phone.connect()
         broker.stop()
