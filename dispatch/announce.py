@@ -59,26 +59,26 @@ class Announcement:
 
 
 class AnnounceError(Exception):
-    """espeak-ng is missing or failed."""
+    """espeak-ng is missing or failed, or the WAV cannot be written."""
 
 
 def render(text: str, wav: Path, *, voice: str = "cmn", speed: int = 160) -> bytes:
     """Text -> 16 kHz mono int16 WAV at `wav` (blocking); returns the PCM."""
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "espeak.wav"  # espeak-ng writes 22.05 kHz
-        try:
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "espeak.wav"  # espeak-ng writes 22.05 kHz
             subprocess.run(
                 ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True, capture_output=True, timeout=30
             )
             pcm = decode_file(raw)
-        except (OSError, subprocess.SubprocessError, AudioDecodeError) as e:
-            raise AnnounceError(f"cannot render announcement: {e}") from e
-    wav.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(wav), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(SAMPLE_WIDTH)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(pcm)
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        with wave.open(str(wav), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(SAMPLE_WIDTH)
+            w.setframerate(SAMPLE_RATE)
+            w.writeframes(pcm)
+    except (OSError, subprocess.SubprocessError, AudioDecodeError) as e:
+        raise AnnounceError(f"cannot render announcement: {e}") from e
     return pcm
 
 

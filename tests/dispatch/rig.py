@@ -57,10 +57,13 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def running_dispatcher(broker: Mosquitto, data_dir: Path, *, ack_timeout: float = 60.0) -> AsyncIterator[Rig]:
+async def running_dispatcher(
+    broker: Mosquitto, data_dir: Path, *, ack_timeout: float = 60.0, transmit: asyncio.Queue | None = None
+) -> AsyncIterator[Rig]:
     """The real DispatchService (real classification, location and ranking) on the test broker.
 
-    One guard is alerted first and no police (so escalation goes guard to guard), no spoken announcement.
+    One guard is alerted first and no police (so escalation goes guard to guard); spoken announcements only when
+    a `transmit` queue is given.
     """
     config = Config.model_validate(
         {
@@ -70,12 +73,12 @@ async def running_dispatcher(broker: Mosquitto, data_dir: Path, *, ack_timeout: 
             "broker": {"host": broker.host, "port": broker.port, "client_id": "jingbao-test"},
             "dispatch": {
                 "responders": {"guards": 1, "police": 0},
-                "alerts": {"ack_timeout_s": ack_timeout, "announce": False},
+                "alerts": {"ack_timeout_s": ack_timeout, "announce": transmit is not None},
             },
         }
     )
     bus = EventBus()
-    service = DispatchService(config, bus=bus)
+    service = DispatchService(config, bus=bus, transmit=transmit)
     task = asyncio.create_task(service.run())
     try:
         assert service.link is not None

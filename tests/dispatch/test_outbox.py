@@ -1,0 +1,82 @@
+"""The outbox on a real broker and a real SQLite file: nothing is lost to an outage or to a restart of jingbao."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from bridge.db import connect
+from dispatch.mqtt import MqttLink
+from dispatch.outbox import Outbox
+from dispatch.topics import Topics
+from tests.dispatch.rig import Phone, eventually
+from tests.support.broker import Mosquitto, broker_fixture  # noqa: F401  (the `broker` fixture)
+
+
+async def ignore(topic: str, payload: bytes) -> None:
+    return None
+
+
+@contextlib.asynccontextmanager
+async def sending(broker: Mosquitto, db: Path, *, start: bool = True) -> AsyncIterator[Outbox]:
+    conn = connect(db)
+    link = MqttLink(broker.host, broker.port, client_id="outbox-test", topics=Topics(), handler=ignore)
+    outbox = Outbox(conn, link.publish, ready=link.wait_connected, retry_delay=0.1)
+    tasks = [asyncio.create_task(link.run()), asyncio.create_task(outbox.run())] if start else []
+    try:
+        yield outbox
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        conn.close()
+
+
+async def test_messages_wait_out_an_outage_in_order(broker: Mosquitto, tmp_path: Path) -> None:
+    phone = Phone(broker, "g-piju")
+    await phone.connect()
+    broker.stop()
+    async with sending(broker, tmp_path / "j.db") as outbox:
+        ids = [outbox.put(Topics().alert("g-piju"), {"n": n}) for n in range(5)]
+        await asyncio.sleep(0.3)
+        assert [m.id for m in outbox.pending()] == ids and outbox.delivered == 0
+        broker.start()
+        await eventually(lambda: not outbox.pending(), timeout=10, what="delivery after the outage")
+        assert outbox.delivered == 5
+    await phone.disconnect()
+    await phone.connect(subscribe=False)
+    received = await eventually(lambda: len(phone.received) == 5 and phone.received, what="five messages")
+    assert [m["n"] for m in received] == [0, 1, 2, 3, 4]
+    assert [m["outbox_id"] for m in received] == ids  # receivers can drop a duplicate by this id
+    await phone.disconnect()
+
+
+async def test_undelivered_messages_survive_a_restart_of_jingbao(broker: Mosquitto, tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    async with sending(broker, db, start=False) as outbox:  # jingbao accepted an alert, then died before sending it
+        outbox.put(Topics().alert("g-piju"), {"incident_id": "INC-1"})
+    phone = Phone(broker, "g-piju")
+    await phone.connect()
+    async with sending(broker, db) as outbox:
+        await eventually(lambda: not outbox.pending(), what="delivery by the next run")
+        [alert] = await eventually(lambda: phone.received, what="the alert")
+        assert alert["incident_id"] == "INC-1"
+    await phone.disconnect()
+    with connect(db) as conn:
+        row = conn.execute("SELECT delivered_at, attempts, payload FROM outbox").fetchone()
+    assert row["delivered_at"] is not None and row["attempts"] == 1 and json.loads(row["payload"])["incident_id"] == "INC-1"
+
+
+async def test_retained_state_is_published_retained(broker: Mosquitto, tmp_path: Path) -> None:
+    async with sending(broker, tmp_path / "j.db") as outbox:
+        outbox.put(Topics().incident("INC-9"), {"id": "INC-9", "status": "dispatched"}, retain=True)
+        await eventually(lambda: not outbox.pending(), what="delivery")
+    console = Phone(broker, "console")
+    await console.connect(subscribe=False)
+    await console.subscribe(Topics().incident("INC-9"))
+    [state] = await eventually(lambda: console.received, what="retained state for a late subscriber")
+    assert state["status"] == "dispatched"
+    await console.disconnect()
