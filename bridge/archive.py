@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import threading
@@ -148,6 +149,9 @@ class Archive:
         self._held_lock = threading.Lock()
         self._held: deque[Utterance] = deque()
         self._faults: deque[ArchiveFault] = deque(maxlen=max_faults)
+        self._in_flight: set[str] = set()  # ids being written right now
+        if storage.audio_format != "wav" and shutil.which("ffmpeg") is None:
+            logger.error("ffmpeg not found on PATH: utterances will be archived as WAV instead of %s", storage.audio_format)
 
     def close(self) -> None:
         with self._db_lock:
@@ -217,8 +221,18 @@ class Archive:
             raise ArchiveError(f"unknown utterance id {utterance_id!r}")
 
     def _write(self, utt: Utterance) -> ArchivedUtterance:
-        if self._find(utt.id) is not None:
-            raise ArchiveError(f"utterance {utt.id} is already archived")
+        # Claim the id first: a second store() of the same utterance must not overwrite the file of the first.
+        with self._db_lock:
+            if utt.id in self._in_flight or self._conn.execute("SELECT 1 FROM utterances WHERE id = ?", (utt.id,)).fetchone():
+                raise ArchiveError(f"utterance {utt.id} is already archived (or being archived)")
+            self._in_flight.add(utt.id)
+        try:
+            return self._write_claimed(utt)
+        finally:
+            with self._db_lock:
+                self._in_flight.discard(utt.id)
+
+    def _write_claimed(self, utt: Utterance) -> ArchivedUtterance:
         day = datetime.fromtimestamp(utt.start, UTC)
         folder = self.archive_dir / f"{day:%Y/%m/%d}" / utt.channel
         folder.mkdir(parents=True, exist_ok=True)

@@ -143,6 +143,26 @@ def test_concurrent_stores_from_threads_keep_one_chain(tmp_path: Path, speech_pc
     assert {r.id for r in rows} == {u.id for u in utterances}
 
 
+def test_same_utterance_stored_twice_at_once_is_archived_once(tmp_path: Path, speech_pcm: bytes) -> None:
+    utt = make_utterance(speech_pcm)
+    results: list[object] = []
+    with Archive(storage(tmp_path, "opus")) as archive:
+
+        def worker() -> None:
+            try:
+                results.append(archive.store(utt))
+            except ArchiveError as e:
+                results.append(e)
+
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(type(r).__name__ for r in results) == ["ArchiveError", "ArchivedUtterance"]
+        assert archive.verify().ok and archive.held == 0
+
+
 def test_bad_utterances_are_rejected_clearly(tmp_path: Path, speech_pcm: bytes) -> None:
     with Archive(storage(tmp_path)) as archive:
         utt = make_utterance(speech_pcm[:3200])
