@@ -116,6 +116,7 @@ class ChannelConfig(Strict):
     vad: VadConfig = Field(default_factory=VadConfig, description="Segmentation settings for this channel.")
     line: LineConfig | None = Field(None, description="PTT/COR control lines of the radio, if any.")
     tx: TransmitConfig | None = Field(None, description="Transmit path (talk-back, patches, announcements); None: receive only.")
+    tx: TransmitConfig | None = Field(None, description="Transmit path (talk-back, patches, announcements); None: receive only.")
     enabled: bool = Field(True, description="Disabled channels are validated but not started.")
 
 
@@ -157,6 +158,7 @@ class Config(Strict):
     asr: AsrConfig = Field(default_factory=AsrConfig, description="Speech recognition.")
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig, description="Incident dispatch rules.")
     patches: list[PatchConfig] = Field(default_factory=list, description="Channel pairs linked both ways at start-up.")
+    patches: list[PatchConfig] = Field(default_factory=list, description="Channel pairs linked both ways at start-up.")
 
     @model_validator(mode="after")
     def _unique_channel_ids(self) -> Config:
@@ -165,6 +167,17 @@ class Config(Strict):
             if ch.id in seen:
                 raise ValueError(f"channel id {ch.id!r} is declared twice")
             seen.add(ch.id)
+        return self
+
+    @model_validator(mode="after")
+    def _patches_link_transmitting_channels(self) -> Config:
+        by_id = {ch.id: ch for ch in self.channels}
+        for i, patch in enumerate(self.patches):
+            for end in (patch.a, patch.b):
+                if end not in by_id:
+                    raise ValueError(f"patches[{i}]: no channel {end!r}")
+                if by_id[end].tx is None:
+                    raise ValueError(f"patches[{i}]: channel {end!r} has no tx section, so nothing can be played onto it")
         return self
 
     @model_validator(mode="after")
