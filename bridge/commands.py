@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("file", type=Path)
     check.set_defaults(func=cmd_config_check)
 
+    seg = sub.add_parser("segment", help="split an audio file into utterances (default VAD settings)")
+    seg.add_argument("file", type=Path, help="any audio file ffmpeg reads")
+    seg.add_argument("--json", action="store_true", help='one JSON object per utterance: {"start", "end", "duration"} in seconds')
+    seg.set_defaults(func=cmd_segment)
+
     _register_archive(sub)
 
 
@@ -44,6 +49,30 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     for ch in config.channels:
         state = "" if ch.enabled else " (disabled)"
         print(f"  channel {ch.id} [{ch.name}]: source {ch.source.type}{state}")
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH
+    from bridge.config import VadConfig
+    from bridge.decode import AudioDecodeError, decode_file
+    from bridge.segmenter import segment_pcm
+
+    try:
+        pcm = decode_file(args.file)
+    except AudioDecodeError as e:
+        print(f"jingbao segment: {e}", file=sys.stderr)
+        return 2
+    utterances = segment_pcm(pcm, VadConfig())
+    if not args.json:
+        print(f"{'#':>4} {'start s':>9} {'end s':>9} {'dur s':>7}  end reason")
+    for n, u in enumerate(utterances, 1):
+        if args.json:
+            print(json.dumps({"start": round(u.start, 3), "end": round(u.end, 3), "duration": round(u.duration, 3)}))
+        else:
+            print(f"{n:>4} {u.start:>9.3f} {u.end:>9.3f} {u.duration:>7.3f}  {u.reason}")
+    seconds = len(pcm) / (SAMPLE_RATE * SAMPLE_WIDTH)
+    print(f"{args.file}: {len(utterances)} utterance(s) in {seconds:.3f} s of audio", file=sys.stderr)
     return 0
 
 

@@ -87,10 +87,20 @@ class VadConfig(Strict):
     aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad mode: 0 least, 3 most aggressive at rejecting non-speech.")
     start_window_ms: int = Field(200, ge=20, description="Window over which speech onset is judged.")
     start_ratio: float = Field(0.6, gt=0, le=1, description="Fraction of voiced frames in the window that starts speech.")
-    stop_window_ms: int = Field(600, ge=20, description="Hang-over window: this much mostly-unvoiced audio ends speech.")
+    stop_window_ms: int = Field(
+        1200, ge=20,
+        description="Hang-over window: this much mostly-unvoiced audio ends speech (radio callers pause up to ~0.9 s"
+        " between sentences of one transmission).",
+    )
     stop_ratio: float = Field(0.15, ge=0, lt=1, description="Speech ends when the voiced share of the window drops below this.")
-    preroll_ms: int = Field(400, ge=300, description="Audio kept before the detected onset (>= 300 ms: no clipped syllable).")
-    min_speech_ms: int = Field(300, ge=0, description="Shorter utterances (clicks, coughs) are discarded.")
+    preroll_ms: int = Field(
+        500, ge=300,
+        description="Audio kept before the detected onset (>= 300 ms: no clipped syllable; an initial fricative can"
+        " precede the first voiced frame by ~250 ms).",
+    )
+    min_speech_ms: int = Field(
+        300, ge=0, description="Utterances whose speech (first to last voiced frame) is shorter are discarded (clicks, coughs)."
+    )
     max_utterance_s: float = Field(60.0, gt=1, description="A stuck-open channel is split into utterances at most this long.")
     min_level_dbfs: float = Field(-50.0, description="Frames quieter than this never count as speech (radio hiss).")
     noise_margin_db: float = Field(
@@ -115,7 +125,6 @@ class ChannelConfig(Strict):
     source: SourceConfig = Field(description="Where the channel's received audio comes from.")
     vad: VadConfig = Field(default_factory=VadConfig, description="Segmentation settings for this channel.")
     line: LineConfig | None = Field(None, description="PTT/COR control lines of the radio, if any.")
-    tx: TransmitConfig | None = Field(None, description="Transmit path (talk-back, patches, announcements); None: receive only.")
     tx: TransmitConfig | None = Field(None, description="Transmit path (talk-back, patches, announcements); None: receive only.")
     enabled: bool = Field(True, description="Disabled channels are validated but not started.")
 
@@ -158,7 +167,6 @@ class Config(Strict):
     asr: AsrConfig = Field(default_factory=AsrConfig, description="Speech recognition.")
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig, description="Incident dispatch rules.")
     patches: list[PatchConfig] = Field(default_factory=list, description="Channel pairs linked both ways at start-up.")
-    patches: list[PatchConfig] = Field(default_factory=list, description="Channel pairs linked both ways at start-up.")
 
     @model_validator(mode="after")
     def _unique_channel_ids(self) -> Config:
@@ -167,17 +175,6 @@ class Config(Strict):
             if ch.id in seen:
                 raise ValueError(f"channel id {ch.id!r} is declared twice")
             seen.add(ch.id)
-        return self
-
-    @model_validator(mode="after")
-    def _patches_link_transmitting_channels(self) -> Config:
-        by_id = {ch.id: ch for ch in self.channels}
-        for i, patch in enumerate(self.patches):
-            for end in (patch.a, patch.b):
-                if end not in by_id:
-                    raise ValueError(f"patches[{i}]: no channel {end!r}")
-                if by_id[end].tx is None:
-                    raise ValueError(f"patches[{i}]: channel {end!r} has no tx section, so nothing can be played onto it")
         return self
 
     @model_validator(mode="after")

@@ -1,0 +1,320 @@
+"""Per-channel segmenter: 20 ms frames in, utterance events out. Pure logic, no I/O.
+
+A frame counts as *voiced* only when all of these hold (cheapest first, so silence costs almost nothing):
+  - its level is at least `min_level_dbfs` and `noise_margin_db` above the channel's noise floor (the quietest
+    frame of the last `noise_floor_window_s`): webrtcvad alone calls steady radio hiss speech at 10 dB SNR;
+  - its zero-crossing rate is at most `max_zero_crossing_rate`: a squelch tail is broadband noise as loud as
+    speech, which webrtcvad also calls speech, while loud speech has its energy low in the band;
+  - webrtcvad says speech.
+The voiced flags drive a state machine with hysteresis (QUIET -> STARTING -> SPEAKING <-> STOPPING -> QUIET):
+speech starts when `start_ratio` of a `start_window_ms` window beginning at a voiced frame is voiced, and ends
+when less than `stop_ratio` of the last `stop_window_ms` is (the hang-over). A one-frame PTT click can never fill
+the start window, and the hang-over runs through a squelch tail instead of restarting on it.
+
+When frames carry a carrier/COR state the utterance follows the carrier instead, and VAD only tells whether a
+short key-up held any speech at all.
+
+Events for one utterance: UtteranceStarted (pre-roll + confirming frames), one UtteranceAudio per later frame,
+then Utterance (whose pcm is exactly the concatenation of those) or UtteranceDiscarded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from enum import Enum
+
+import numpy as np
+import webrtcvad
+
+from bridge.audio import FRAME_BYTES, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Frame
+from bridge.config import VadConfig
+from bridge.decode import iter_frames
+from bridge.events import (
+    EndReason,
+    SegmentEvent,
+    Utterance,
+    UtteranceAudio,
+    UtteranceDiscarded,
+    UtteranceStarted,
+    new_utterance_id,
+)
+
+FRAME_S = FRAME_MS / 1000.0
+SILENCE_DBFS = -120.0
+_FULL_SCALE_ENERGY = FRAME_SAMPLES * 32768.0**2  # energy of a full-scale square wave frame: 0 dBFS RMS
+_FRAMES_PER_FLOOR_BLOCK = 25  # the noise floor keeps one minimum per 0.5 s block
+
+
+class SegmenterState(Enum):
+    QUIET = "quiet"
+    STARTING = "starting"  # voiced frames seen, not yet enough to call it speech
+    SPEAKING = "speaking"
+    STOPPING = "stopping"  # in the hang-over: the last frame was not voiced
+
+
+class FrameFeatures:
+    """Level and zero-crossing rate of a frame, computed into preallocated buffers (no per-frame arrays)."""
+
+    def __init__(self) -> None:
+        self._samples = np.empty(FRAME_SAMPLES, dtype=np.float32)
+        self._signs = np.empty(FRAME_SAMPLES, dtype=bool)
+        self._changes = np.empty(FRAME_SAMPLES - 1, dtype=bool)
+
+    def level_dbfs(self, pcm: bytes) -> float:
+        np.copyto(self._samples, np.frombuffer(pcm, dtype="<i2"))
+        energy = float(np.dot(self._samples, self._samples))
+        return 10.0 * math.log10(energy / _FULL_SCALE_ENERGY) if energy > 0 else SILENCE_DBFS
+
+    def zero_crossing_rate(self, pcm: bytes) -> float:
+        np.signbit(np.frombuffer(pcm, dtype="<i2"), out=self._signs)
+        np.not_equal(self._signs[1:], self._signs[:-1], out=self._changes)
+        return int(np.count_nonzero(self._changes)) / (FRAME_SAMPLES - 1)
+
+
+class NoiseFloor:
+    """Minimum statistics: the quietest frame level over a sliding window, kept as per-block minima."""
+
+    def __init__(self, window_s: float) -> None:
+        self._blocks: deque[float] = deque(maxlen=max(1, round(window_s / (_FRAMES_PER_FLOOR_BLOCK * FRAME_S))))
+        self._block_min = math.inf
+        self._block_frames = 0
+        self._past_min = math.inf
+
+    def update(self, level: float) -> float:
+        """Take one frame's level; return the floor including it."""
+        if level < self._block_min:
+            self._block_min = level
+        self._block_frames += 1
+        floor = min(self._past_min, self._block_min)
+        if self._block_frames == _FRAMES_PER_FLOOR_BLOCK:
+            self._blocks.append(self._block_min)
+            self._past_min = min(self._blocks)
+            self._block_min = math.inf
+            self._block_frames = 0
+        return floor
+
+
+class Segmenter:
+    """Turns one channel's frames into utterance events (see the module docstring)."""
+
+    def __init__(self, channel: str, vad: VadConfig) -> None:
+        self.channel = channel
+        self._config = vad
+        self._vad = webrtcvad.Vad(vad.aggressiveness)
+        self._features = FrameFeatures()
+        self._noise_floor = NoiseFloor(vad.noise_floor_window_s)
+        self._start_frames = max(1, vad.start_window_ms // FRAME_MS)
+        self._start_needed = max(1, math.ceil(vad.start_ratio * self._start_frames))
+        self._stop_frames = max(1, vad.stop_window_ms // FRAME_MS)
+        self._stop_below = vad.stop_ratio * self._stop_frames
+        self._min_speech_frames = vad.min_speech_ms // FRAME_MS
+        self._max_bytes = int(vad.max_utterance_s * 1000 // FRAME_MS) * FRAME_BYTES
+
+        self._state = SegmenterState.QUIET
+        self._level = SILENCE_DBFS
+        self._frame_index = 0
+        self._preroll: deque[Frame] = deque(maxlen=vad.preroll_ms // FRAME_MS)
+        self._pending: deque[tuple[Frame, bool]] = deque()  # STARTING: frames since the first voiced one
+        self._pending_voiced = 0
+        self._stop_ring = bytearray(self._stop_frames)  # SPEAKING/STOPPING: voiced flags of the last frames
+        self._stop_pos = 0
+        self._stop_voiced = 0
+        # the open utterance
+        self._id = ""
+        self._start = 0.0
+        self._end = 0.0
+        self._pcm = bytearray()
+        self._onset_index = 0
+        self._last_voiced_index = -1
+        self._by_carrier = False
+        self._continued = False  # the continuation of a split utterance is never discarded
+
+    @property
+    def state(self) -> SegmenterState:
+        return self._state
+
+    @property
+    def level_dbfs(self) -> float:
+        """RMS level of the last frame in dBFS (for level meters)."""
+        return self._level
+
+    # --- entry points --------------------------------------------------------------------------------------
+
+    def feed(self, frame: Frame) -> list[SegmentEvent]:
+        """Take the next 20 ms frame; return the events it caused (usually none or one)."""
+        index = self._frame_index
+        self._frame_index += 1
+        if frame.carrier is not None:
+            return self._feed_carrier(frame, index)
+        voiced = self._is_voiced(frame.pcm)
+        state = self._state
+        if state is SegmenterState.QUIET:
+            if voiced:
+                self._state = SegmenterState.STARTING
+                self._pending.append((frame, True))
+                self._pending_voiced = 1
+                return self._confirm_if_enough(index)
+            self._preroll.append(frame)
+            return []
+        if state is SegmenterState.STARTING:
+            self._pending.append((frame, voiced))
+            self._pending_voiced += voiced
+            return self._confirm_if_enough(index)
+        return self._feed_open(frame, voiced, index)
+
+    def flush(self) -> list[SegmentEvent]:
+        """End of stream: close an open utterance (reason "eof"); an unconfirmed start is dropped."""
+        if self._state in (SegmenterState.SPEAKING, SegmenterState.STOPPING):
+            return self._close("eof")
+        self._reset_quiet()
+        return []
+
+    # --- VAD mode ------------------------------------------------------------------------------------------
+
+    def _is_voiced(self, pcm: bytes) -> bool:
+        level = self._features.level_dbfs(pcm)
+        self._level = level
+        floor = self._noise_floor.update(level)
+        # webrtcvad sees every frame, quiet ones included: its noise model adapts on them
+        if not self._vad.is_speech(pcm, SAMPLE_RATE):
+            return False
+        config = self._config
+        if level < config.min_level_dbfs or level < floor + config.noise_margin_db:
+            return False
+        return self._features.zero_crossing_rate(pcm) <= config.max_zero_crossing_rate
+
+    def _confirm_if_enough(self, index: int) -> list[SegmentEvent]:
+        if self._pending_voiced >= self._start_needed:
+            return [self._open(index)]
+        if len(self._pending) >= self._start_frames:
+            # slide the window on to the next voiced frame; what falls out becomes pre-roll
+            while self._pending and (len(self._pending) >= self._start_frames or not self._pending[0][1]):
+                frame, was_voiced = self._pending.popleft()
+                self._pending_voiced -= was_voiced
+                self._preroll.append(frame)
+            if not self._pending:
+                self._state = SegmenterState.QUIET
+        return []
+
+    def _open(self, index: int) -> UtteranceStarted:
+        pcm = bytearray()
+        for frame in self._preroll:
+            pcm += frame.pcm
+        onset = index - len(self._pending) + 1
+        last_voiced = onset
+        for offset, (frame, voiced) in enumerate(self._pending):
+            pcm += frame.pcm
+            if voiced:
+                last_voiced = onset + offset
+        first = self._preroll[0] if self._preroll else self._pending[0][0]
+        started = self._begin(first.ts, pcm, self._pending[-1][0].ts, onset, by_carrier=False)
+        self._last_voiced_index = last_voiced
+        self._pending.clear()
+        self._pending_voiced = 0
+        return started
+
+    def _feed_open(self, frame: Frame, voiced: bool, index: int) -> list[SegmentEvent]:
+        ring = self._stop_ring
+        pos = self._stop_pos
+        self._stop_voiced += voiced - ring[pos]
+        ring[pos] = voiced
+        self._stop_pos = pos + 1 if pos + 1 < self._stop_frames else 0
+        if voiced:
+            self._last_voiced_index = index
+        events = self._append(frame, index)
+        if self._stop_voiced < self._stop_below:
+            events.extend(self._close("silence"))
+        else:
+            self._state = SegmenterState.SPEAKING if voiced else SegmenterState.STOPPING
+        return events
+
+    # --- carrier (COR) mode --------------------------------------------------------------------------------
+
+    def _feed_carrier(self, frame: Frame, index: int) -> list[SegmentEvent]:
+        is_open = self._state in (SegmenterState.SPEAKING, SegmenterState.STOPPING)
+        if not frame.carrier:
+            self._level = self._features.level_dbfs(frame.pcm)
+            events = self._close("carrier") if is_open else []
+            self._reset_quiet()
+            self._preroll.append(frame)
+            return events
+        if is_open:
+            events = self._append(frame, index)
+        else:
+            self._reset_quiet()
+            events = [self._begin(frame.ts, bytearray(frame.pcm), frame.ts, index, by_carrier=True)]
+        # VAD decides nothing here: it only tells whether the key-up held any speech, so it stops once it has
+        if self._last_voiced_index >= self._onset_index:
+            self._level = self._features.level_dbfs(frame.pcm)
+        elif self._is_voiced(frame.pcm):
+            self._last_voiced_index = index
+        return events
+
+    # --- the open utterance --------------------------------------------------------------------------------
+
+    def _begin(self, start: float, pcm: bytearray, last_ts: float, onset_index: int, by_carrier: bool) -> UtteranceStarted:
+        """Open an utterance whose audio so far is `pcm` (its last frame stamped `last_ts`)."""
+        self._id = new_utterance_id(start)
+        self._start = start
+        self._end = last_ts + FRAME_S
+        self._pcm = pcm
+        self._onset_index = onset_index
+        self._last_voiced_index = onset_index - 1
+        self._by_carrier = by_carrier
+        self._continued = False
+        self._stop_ring[:] = b"\x01" * self._stop_frames  # speech was just confirmed: the hang-over starts full
+        self._stop_pos = 0
+        self._stop_voiced = self._stop_frames
+        self._state = SegmenterState.SPEAKING
+        return UtteranceStarted(self.channel, self._id, start, bytes(pcm))
+
+    def _append(self, frame: Frame, index: int) -> list[SegmentEvent]:
+        """Add a frame to the open utterance, splitting it first if it would grow past the maximum."""
+        if len(self._pcm) + FRAME_BYTES <= self._max_bytes:
+            self._pcm += frame.pcm
+            self._end = frame.ts + FRAME_S
+            return [UtteranceAudio(self.channel, self._id, frame.pcm)]
+        finished = self._finish("max_length")
+        last_voiced, ring, pos, voiced = self._last_voiced_index, bytes(self._stop_ring), self._stop_pos, self._stop_voiced
+        started = self._begin(frame.ts, bytearray(frame.pcm), frame.ts, index, by_carrier=self._by_carrier)
+        # the same speech goes on: keep the hang-over where it was, and never discard the continuation
+        self._last_voiced_index, self._stop_ring[:], self._stop_pos, self._stop_voiced = last_voiced, ring, pos, voiced
+        self._continued = True
+        return [finished, started]
+
+    def _close(self, reason: EndReason) -> list[SegmentEvent]:
+        speech_frames = self._last_voiced_index - self._onset_index + 1
+        if self._continued:
+            keep = True
+        elif self._by_carrier:  # only a key-up with no speech at all that is also short is dropped
+            keep = speech_frames > 0 or len(self._pcm) >= self._min_speech_frames * FRAME_BYTES
+        else:
+            keep = speech_frames >= self._min_speech_frames
+        event: SegmentEvent
+        if keep:
+            event = self._finish(reason)
+        else:
+            event = UtteranceDiscarded(self.channel, self._id, len(self._pcm) / FRAME_BYTES * FRAME_S)
+        self._reset_quiet()
+        return [event]
+
+    def _finish(self, reason: EndReason) -> Utterance:
+        return Utterance(self._id, self.channel, self._start, self._end, bytes(self._pcm), reason)
+
+    def _reset_quiet(self) -> None:
+        self._state = SegmenterState.QUIET
+        self._pcm = bytearray()
+        self._pending.clear()
+        self._pending_voiced = 0
+        self._preroll.clear()
+
+
+def segment_pcm(pcm: bytes, vad: VadConfig, channel: str = "file") -> list[Utterance]:
+    """Segment a whole recording as fast as possible; utterance times are seconds from its start."""
+    segmenter = Segmenter(channel, vad)
+    events: list[SegmentEvent] = []
+    for frame in iter_frames(pcm):
+        events.extend(segmenter.feed(frame))
+    events.extend(segmenter.flush())
+    return [event for event in events if isinstance(event, Utterance)]
