@@ -235,7 +235,7 @@ class Archive:
     def _write_claimed(self, utt: Utterance) -> ArchivedUtterance:
         day = datetime.fromtimestamp(utt.start, UTC)
         folder = self.archive_dir / f"{day:%Y/%m/%d}" / utt.channel
-        folder.mkdir(parents=True, exist_ok=True)
+        _make_durable_dirs(folder)
         fmt, fault = self.storage.audio_format, ""
         try:
             tmp = self._encode_to_tmp(utt, folder, fmt)
@@ -403,6 +403,14 @@ def _write_wav(f: BinaryIO, pcm: bytes) -> None:
 def _fsync(f: BinaryIO) -> None:
     f.flush()
     os.fsync(f.fileno())
+
+
+def _make_durable_dirs(folder: Path) -> None:
+    # A new day's folder must survive a crash too: fsync the parent of each directory created.
+    created = [d for d in (folder, *folder.parents) if not d.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    for d in created:
+        _fsync_dir(d.parent)
 
 
 def _fsync_dir(folder: Path) -> None:
