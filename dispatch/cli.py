@@ -3,7 +3,116 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+from dispatch.incidents import Incident, IncidentStore, iso
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands (each sets `func`)."""
+    _register_extract(sub)
+    _register_incidents(sub)
+
+
+# --- jingbao extract ---------------------------------------------------------------------------------------
+
+DEFAULT_JURISDICTION = Path(__file__).resolve().parent.parent / "config" / "jurisdiction.yaml"
+
+
+def _register_extract(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("extract", help="place, incident type and responders from a call's text or pinyin")
+    p.add_argument("text", help="the call as Chinese text or pinyin (tone-numbered or plain); '-' reads one per line from stdin")
+    p.add_argument("--jurisdiction", type=Path, default=DEFAULT_JURISDICTION, help="jurisdiction file (places, responders)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line (default: a readable summary)")
+    p.set_defaults(func=_extract_command)
+
+
+def _extract_command(args: argparse.Namespace) -> int:
+    from dispatch.extract import Extractor
+    from dispatch.gazetteer import GazetteerError, load_jurisdiction
+
+    try:
+        extractor = Extractor(load_jurisdiction(args.jurisdiction))
+    except GazetteerError as e:
+        print(e, file=sys.stderr)
+        return 2
+    lines = (line.rstrip("\r\n") for line in sys.stdin) if args.text == "-" else iter([args.text])
+    for line in lines:
+        result = extractor(line) if line.strip() else {"place": None, "location": "unknown",
+                                                         "incident": {"type": "none", "priority": "none"}, "responders": []}
+        print(json.dumps(result, ensure_ascii=False) if args.json or args.text == "-" else _summary(line, result), flush=True)
+    return 0
+
+
+def _summary(text: str, result: dict) -> str:
+    place, incident = result["place"], result["incident"]
+    where = "location unknown"
+    if place:
+        where = f"{place['name']} {place['detail'] or ''} ({place['confidence']:.2f})"
+    who = ", ".join(f"{r['id']} {r['role']} {r['distance_m']} m" for r in result["responders"]) or "nobody"
+    return f"{text}\n  place:    {where}\n  incident: {incident['type']} / {incident['priority']}\n  alert:    {who}"
+
+
+# --- jingbao incidents -------------------------------------------------------------------------------------
+
+DEFAULT_CONFIG = Path("config/demo.yaml")
+
+
+def _register_incidents(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("incidents", help="incidents recorded by the dispatcher (from the service's database)")
+    isub = p.add_subparsers(dest="incidents_command", required=True)
+    for name, help_ in (("list", "newest incidents first"), ("show", "one incident with its timeline")):
+        q = isub.add_parser(name, help=help_)
+        if name == "show":
+            q.add_argument("id", help="incident id (INC-...)")
+        else:
+            q.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+        q.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="service config (storage.data_dir has jingbao.db)")
+        q.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+        q.set_defaults(func=_incidents_command)
+
+
+def _incidents_command(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from bridge.config import ConfigError, load_config
+    from bridge.db import connect
+    try:
+        database = load_config(args.config).storage.database
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if not database.exists():
+        print(f"no database at {database}: the service has not run yet", file=sys.stderr)
+        return 1 if args.incidents_command == "show" else 0
+    try:
+        store = IncidentStore(connect(database, readonly=True), readonly=True)
+        if args.incidents_command == "list":
+            for incident in store.list(limit=args.limit):
+                print(json.dumps(incident.to_dict(), ensure_ascii=False) if args.json else _incident_line(incident))
+            return 0
+        incident = store.get(args.id)
+        if incident is None:
+            print(f"no incident {args.id!r}", file=sys.stderr)
+            return 1
+        timeline = store.timeline(incident.id)
+    except sqlite3.OperationalError as e:  # e.g. the dispatcher has never created its tables in this database
+        print(f"{database}: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({**incident.to_dict(), "timeline": [e.to_dict() for e in timeline]}, ensure_ascii=False))
+        return 0
+    print(_incident_line(incident))
+    print(f"  text: {incident.text or incident.pinyin}")
+    print(f"  assigned: {', '.join(incident.assigned) or '-'}   reports: {incident.reports}")
+    for entry in timeline:
+        detail = json.dumps(entry.detail, ensure_ascii=False) if entry.detail else ""
+        print(f"  {iso(entry.ts)}  {entry.actor:<14} {entry.kind:<11} {detail}")
+    return 0
+
+
+def _incident_line(incident: Incident) -> str:
+    where = incident.place_name or "location unknown"
+    return f"{incident.id}  {iso(incident.created_at)}  {incident.status:<18} {incident.type}/{incident.priority}  {where}"

@@ -140,8 +140,10 @@ def iso(ts: float) -> str:
 
 
 class IncidentStore:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        migrate(conn, "dispatch.incidents", MIGRATIONS)
+    def __init__(self, conn: sqlite3.Connection, *, readonly: bool = False) -> None:
+        """`readonly`: a reader (the CLI) on a database the service owns; the tables must already exist."""
+        if not readonly:
+            migrate(conn, "dispatch.incidents", MIGRATIONS)
         self._conn = conn
 
     # --- reading -------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from bridge.db import connect
 from dispatch.incidents import Incident, IncidentError, IncidentStore, Status, can_transition, new_incident_id
 
 MEISHIJIE = (34.2702, 108.9843)
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -115,3 +117,32 @@ def test_unknown_location_is_kept_and_flagged(store: IncidentStore) -> None:
     assert stored.location_unknown and stored.to_dict()["location"] == "unknown"
     assert [i.id for i in store.list()] == [incident.id]
     assert store.list(status=Status.RESOLVED) == []
+
+
+def test_cli_list_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.cli import main
+
+    config = tmp_path / "jingbao.yaml"
+    config.write_text(
+        f"jurisdiction: {REPO / 'config' / 'jurisdiction.yaml'}\n"
+        "storage: {data_dir: data}\n"
+        "channels: [{id: ch-market, name: 市场保安, source: {type: pipe}}]\n",
+        encoding="utf-8",
+    )
+    store = IncidentStore(connect(tmp_path / "data" / "jingbao.db"))
+    incident = make(store)
+    store.transition(incident.id, Status.DISPATCHED, actor="dispatcher")
+
+    assert main(["incidents", "list", "--json", "--config", str(config)]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    listed = json.loads(line)
+    assert listed["id"] == incident.id and listed["status"] == "dispatched" and listed["place_name"] == "美食街"
+
+    assert main(["incidents", "show", incident.id, "--json", "--config", str(config)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [e["kind"] for e in shown["timeline"]] == ["reported", "status"]
+
+    assert main(["incidents", "show", incident.id, "--config", str(config)]) == 0
+    assert "美食街有人打架" in capsys.readouterr().out
+    assert main(["incidents", "show", "INC-missing", "--config", str(config)]) == 1
+    assert "no incident" in capsys.readouterr().err
