@@ -140,6 +140,11 @@ class Resampler:
             return samples.astype("<i2", copy=False).tobytes()
         return self._stream.resample_chunk(np.ascontiguousarray(samples, dtype=np.int16), last=last).tobytes()
 
+    @property
+    def lag_s(self) -> float:
+        """Input received but not yet output, in seconds: soxr releases its output in blocks of up to ~100 ms."""
+        return 0.0 if self._stream is None else self._stream.delay() / SAMPLE_RATE
+
 
 class ThrottledLog:
     """Logs the first occurrence of a kind of bad input, then one line per `every` occurrences (never a flood)."""

@@ -69,7 +69,7 @@ class PipeInput:
             held = data[whole:]
             if whole:
                 pcm = resample(to_int16(data[:whole], cfg.sample_format, cfg.channels))
-                for frame in assembler.feed(pcm, arrived=time.time()):
+                for frame in assembler.feed(pcm, arrived=time.time() - resample.lag_s):
                     yield frame
         if held:
             logger.warning("channel %s: input ended mid-sample; %d trailing byte(s) dropped", self.channel_id, len(held))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bridge.audio import Frame
+from bridge.audio import FRAME_BYTES, FRAME_MS, Frame
 from bridge.config import RtpSource
 from bridge.sources.base import FrameAssembler, FrameClock, Resampler, SourceStats, ThrottledLog
 from bridge.sources.jitter import JitterBuffer, Released
@@ -25,6 +25,9 @@ from bridge.sources.jitter import JitterBuffer, Released
 logger = logging.getLogger(__name__)
 
 STATIC_PAYLOADS = {0: ("pcmu", 8000), 8: ("pcma", 8000), 11: ("l16", 44100)}  # RFC 3551 table 4 (L16 mono)
+IDLE_GRACE_S = 0.04  # no packet for the jitter depth and this long: the sender is quiet, silence frames flow
+FRAME_S = FRAME_MS / 1000
+SILENCE = bytes(FRAME_BYTES)
 MAX_CLOCK_SKEW_S = 1.0  # RTP time this far behind arrival (sender clock drift, a long delay): re-anchor
 
 
@@ -131,6 +134,38 @@ class RtpClock:
         return arrival_start
 
 
+class _Stream:
+    """Released packets -> frames: silence for lost packets, resampling, stamps on the sender's clock."""
+
+    def __init__(self, assembler: FrameAssembler) -> None:
+        self.assembler = assembler
+        self.clock = RtpClock()
+        self.resample: Resampler | None = None
+
+    def frames_of(self, released: Released[_Audio]) -> list[Frame]:
+        audio = released.item
+        if self.resample is None or self.resample.in_rate != audio.rate:
+            self.resample = Resampler(audio.rate)
+        frames: list[Frame] = []
+        if released.fill:
+            frames += self.assembler.feed(self.resample(np.zeros(released.fill * len(audio.samples), np.int16)))
+        end = self.clock.start_of(audio) + len(audio.samples) / audio.rate
+        pcm = self.resample(audio.samples)
+        return frames + self.assembler.feed(pcm, arrived=end - self.resample.lag_s)
+
+    def end_of_spurt(self) -> list[Frame]:
+        """What the resampler and the assembler still hold, once the sender has gone quiet."""
+        if self.resample is None:
+            return []
+        pcm = self.resample(np.zeros(0, np.int16), last=True)
+        self.resample = None
+        return self.assembler.feed(pcm) + self.assembler.flush()
+
+    def silence(self, ended: float) -> list[Frame]:
+        """A frame of idle silence that ended at wall-clock time `ended`."""
+        return self.assembler.feed(SILENCE, arrived=ended)
+
+
 class RtpInput:
     """A channel received as RTP over UDP (config type "rtp")."""
 
@@ -154,37 +189,39 @@ class RtpInput:
         except OSError as e:
             raise self.stats.fail(f"cannot listen on UDP {cfg.bind}:{cfg.port}: {e.strerror or e}") from e
         logger.info("channel %s: listening for RTP on UDP %s:%d", self.channel_id, cfg.bind, cfg.port)
-        assembler = FrameAssembler(FrameClock(max_lead=0.2), self.stats)
-        clock = RtpClock()
-        resample: Resampler | None = None
+        stream = _Stream(FrameAssembler(FrameClock(max_lead=0.2), self.stats))
+        idle_after = self._buffer.depth + IDLE_GRACE_S
+        last_audio = silence_due = loop.time()
         try:
             while True:
                 self._wake.clear()
-                for released in self._buffer.pop(loop.time()):
-                    if resample is None or resample.in_rate != released.item.rate:
-                        resample = Resampler(released.item.rate)
-                    for frame in self._frames_of(released, assembler, clock, resample):
+                now = loop.time()
+                for released in self._buffer.pop(now):
+                    self.stats.lost = self._buffer.lost
+                    last_audio = silence_due = now
+                    for frame in stream.frames_of(released):
                         yield frame
                 if self._failure:
                     raise self.stats.fail(self._failure)
                 if self._wake.is_set():
                     continue
                 deadline = self._buffer.next_deadline()
+                if deadline is None and now - last_audio >= idle_after:
+                    # nothing on the air: keep silence flowing in real time, as a receiver's audio output would
+                    for frame in stream.end_of_spurt():
+                        yield frame
+                    wall_offset = time.time() - loop.time()
+                    while silence_due + FRAME_S <= now:
+                        silence_due += FRAME_S
+                        for frame in stream.silence(ended=silence_due + wall_offset):
+                            yield frame
+                    deadline = silence_due + FRAME_S
+                elif deadline is None:
+                    deadline = last_audio + idle_after
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), None if deadline is None else max(0.0, deadline - loop.time()))
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, deadline - loop.time()))
         finally:
             transport.close()
-
-    def _frames_of(
-        self, released: Released[_Audio], assembler: FrameAssembler, clock: RtpClock, resample: Resampler
-    ) -> list[Frame]:
-        audio = released.item
-        self.stats.lost = self._buffer.lost
-        frames: list[Frame] = []
-        if released.fill:
-            frames += assembler.feed(resample(np.zeros(released.fill * len(audio.samples), np.int16)))
-        start = clock.start_of(audio)
-        return frames + assembler.feed(resample(audio.samples), arrived=start + len(audio.samples) / audio.rate)
 
     def datagram(self, data: bytes, now: float) -> None:
         """One datagram from the socket: parsed, decoded and held in the jitter buffer, or counted as rejected."""

@@ -108,7 +108,8 @@ class SoundCardInput:
             if status & pyaudio.paInputOverflow:
                 self.stats.lost += 1
             samples = np.frombuffer(data, dtype="<i2")[self.config.channel :: channels]
-            for frame in assembler.feed(resample(samples), arrived):
+            pcm = resample(samples)
+            for frame in assembler.feed(pcm, arrived - resample.lag_s):
                 yield frame
 
     def _open(self, callback: Any) -> tuple[pyaudio.PyAudio, Any, dict[str, Any], int, int]:

@@ -1,0 +1,281 @@
+"""RTP source: real packets over 127.0.0.1 UDP carrying a real recording, with every impairment a network adds."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bridge.audio import FRAME_BYTES, Frame
+from bridge.config import RtpSource
+from bridge.decode import decode_file
+from bridge.sources import RtpInput, SourceError, open_source
+from bridge.sources.jitter import MAX_FILL, JitterBuffer
+from bridge.sources.rtp import ALAW, ULAW, MalformedPacket, parse_rtp
+from tests.support.audio_check import envelope_match
+
+SPEECH = "aishell1_BAC009S0724W0121.wav"  # 4.28 s
+SSRC = 0x1234ABCD
+LEAD_FRAMES = 30  # idle silence before the first packet is sent, and the resampler's delay
+
+
+def ffmpeg_encode(src: Path, fmt: str, rate: int) -> bytes:
+    """The recording as raw μ-law / A-law / big-endian PCM, encoded by ffmpeg (an encoder independent of ours)."""
+    return subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(src), "-ac", "1", "-ar", str(rate), "-f", fmt, "-"],
+        check=True, capture_output=True,
+    ).stdout
+
+
+def rtp_packet(seq: int, ts: int, payload: bytes, pt: int, csrcs: int = 0, extension: bytes | None = None,
+               padding: int = 0, version: int = 2) -> bytes:
+    first = version << 6 | (0x20 if padding else 0) | (0x10 if extension is not None else 0) | csrcs
+    header = struct.pack("!BBHII", first, pt, seq & 0xFFFF, ts & 0xFFFFFFFF, SSRC) + bytes(4 * csrcs)
+    if extension is not None:
+        header += struct.pack("!HH", 0xBEDE, len(extension) // 4) + extension
+    pad = bytes(padding - 1) + bytes([padding]) if padding else b""
+    return header + payload + pad
+
+
+def packetise(payload: bytes, bytes_per_packet: int, samples_per_packet: int, pt: int, first_seq: int) -> list[bytes]:
+    return [
+        rtp_packet(first_seq + i, 1000 + i * samples_per_packet, payload[offset : offset + bytes_per_packet], pt)
+        for i, offset in enumerate(range(0, len(payload), bytes_per_packet))
+    ]
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def receive(source: RtpInput, datagrams: list[bytes], settle: float = 0.3) -> list[Frame]:
+    """Run the source, send the datagrams (5x faster than real time, in bursts), and return what it yielded."""
+    frames: list[Frame] = []
+
+    async def consume() -> None:
+        async for frame in source.frames():
+            frames.append(frame)
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.sleep(0.3)  # nothing on the air yet: the receiver already yields silence
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for i, datagram in enumerate(datagrams):
+            sender.sendto(datagram, ("127.0.0.1", source.config.port))
+            if i % 5 == 4:
+                await asyncio.sleep(0.02)
+    await asyncio.sleep(settle)
+    consumer.cancel()
+    if consumer.done() and not consumer.cancelled() and consumer.exception():
+        raise consumer.exception()  # type: ignore[misc]
+    return frames
+
+
+def rtp_source(**options: object) -> RtpInput:
+    source = open_source("r1", RtpSource(type="rtp", bind="127.0.0.1", port=free_udp_port(), **options))
+    assert isinstance(source, RtpInput)
+    return source
+
+
+@pytest.fixture(scope="module")
+def speech(shared_audio: Path) -> Path:
+    return shared_audio / SPEECH
+
+
+@pytest.mark.parametrize(("fmt", "table"), [("mulaw", ULAW), ("alaw", ALAW)])
+def test_g711_tables_match_ffmpeg_for_all_256_codes(tmp_path: Path, fmt: str, table: np.ndarray) -> None:
+    codes = tmp_path / "codes.raw"
+    codes.write_bytes(bytes(range(256)))
+    decoded = subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", fmt, "-ar", "8000", "-ac", "1", "-i", str(codes), "-f", "s16le", "-"],
+        check=True, capture_output=True,
+    ).stdout
+    assert table.tolist() == np.frombuffer(decoded, dtype="<i2").tolist()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "rate", "pt", "config"),
+    [
+        ("mulaw", 8000, 0, {}),
+        ("alaw", 8000, 8, {}),
+        ("s16be", 44100, 11, {}),
+        ("s16be", 16000, 96, {"codec": "l16", "rate": 16000}),
+    ],
+)
+async def test_clean_stream_decodes_to_the_recording(speech: Path, fmt: str, rate: int, pt: int, config: dict) -> None:
+    width = 1 if fmt in ("mulaw", "alaw") else 2
+    samples = rate // 50
+    # sequence numbers wrap from 65535 to 0 early on
+    datagrams = packetise(ffmpeg_encode(speech, fmt, rate), samples * width, samples, pt, first_seq=65500)
+    source = rtp_source(**config)
+    frames = await receive(source, datagrams)
+    reference = decode_file(speech)
+    assert all(len(f.pcm) == FRAME_BYTES for f in frames)
+    corr, lag = envelope_match(reference, b"".join(f.pcm for f in frames), max_lag_frames=LEAD_FRAMES)
+    assert corr > 0.95, corr
+    assert len(frames) - lag >= len(reference) // FRAME_BYTES  # all of it, then the receiver's idle silence
+    assert lag >= 5 and all(f.pcm == bytes(FRAME_BYTES) for f in frames[:5])  # silence flowed before anything was sent
+    assert (source.stats.lost, source.stats.late, source.stats.duplicate, source.stats.rejected) == (0, 0, 0, 0)
+
+
+async def test_reordered_duplicated_lost_and_malformed_packets(speech: Path) -> None:
+    good = packetise(ffmpeg_encode(speech, "mulaw", 8000), 160, 160, 0, first_seq=65000)
+    lost = set(range(20, len(good), 25))
+    datagrams: list[bytes] = []
+    for i, packet in enumerate(good):
+        if i in lost:
+            continue
+        datagrams.append(packet)
+        if i % 30 == 7:
+            datagrams.append(packet)  # duplicated
+    for i in range(40, len(datagrams) - 1, 40):  # neighbours swapped
+        datagrams[i], datagrams[i + 1] = datagrams[i + 1], datagrams[i]
+    malformed = [
+        b"\x80\x00\x01",  # shorter than a header
+        bytes([1 << 6]) + good[3][1:],  # RTP version 1
+        bytes([0x80 | 15]) + good[3][1:20],  # claims 15 CSRCs, too short for them
+        bytes([0x90]) + good[3][1:12] + b"\xbe\xde",  # extension header cut off
+        bytes([0xA0]) + good[3][1:-1] + b"\xff",  # padding longer than the packet
+        bytes([0x80, 99]) + good[3][2:],  # dynamic payload type, no codec configured
+    ]
+    for k, bad in enumerate(malformed):
+        datagrams.insert(10 + 17 * k, bad)
+    # one valid packet using every optional header part, replacing an ordinary one
+    i = 60
+    seq, ts = struct.unpack_from("!HI", good[i], 2)
+    datagrams[datagrams.index(good[i])] = rtp_packet(seq, ts, good[i][12:], 0, csrcs=2, extension=bytes(8), padding=4)
+
+    source = rtp_source(jitter_ms=200)
+    frames = await receive(source, datagrams)
+    stats = source.stats
+    assert stats.rejected == len(malformed)
+    assert stats.duplicate == sum(1 for i in range(len(good)) if i % 30 == 7 and i not in lost)
+    assert stats.lost == len(lost)
+    assert stats.late == 0
+    reference = decode_file(speech)
+    pcm = b"".join(f.pcm for f in frames)
+    corr, lag = envelope_match(reference, pcm, max_lag_frames=LEAD_FRAMES)
+    assert corr > 0.9, corr  # lost packets became silence of their length: nothing after them is shifted
+    got = np.frombuffer(pcm, dtype="<i2").astype(np.float64).reshape(-1, 320)[lag:]
+    ref = np.frombuffer(reference, dtype="<i2").astype(np.float64)[: len(reference) // FRAME_BYTES * 320].reshape(-1, 320)
+    rms = lambda x: float(np.sqrt(np.mean(x * x)))  # noqa: E731
+    loud_lost = [i for i in lost if rms(ref[i]) > 1000]
+    assert loud_lost, "the test should lose some packets in the middle of speech"
+    for i in loud_lost:  # the middle of a lost packet's place is (nearly) silent; the resampler smears its edges
+        assert rms(got[i][80:240]) < 0.1 * rms(ref[i][80:240]), i
+
+
+async def test_a_packet_later_than_the_buffer_is_counted_late(speech: Path) -> None:
+    good = packetise(ffmpeg_encode(speech, "mulaw", 8000), 160, 160, 0, first_seq=100)[:30]
+    source = rtp_source(jitter_ms=20)
+    frames: list[Frame] = []
+
+    async def consume() -> None:
+        async for frame in source.frames():
+            frames.append(frame)
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.sleep(0.1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for packet in good[:10] + good[11:]:
+            sender.sendto(packet, ("127.0.0.1", source.config.port))
+        await asyncio.sleep(0.2)
+        sender.sendto(good[10], ("127.0.0.1", source.config.port))
+        await asyncio.sleep(0.1)
+    consumer.cancel()
+    assert (source.stats.late, source.stats.lost) == (1, 1)
+    assert len(frames) >= 30
+
+
+async def test_port_in_use_is_a_clear_source_error() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        source = RtpInput("r1", RtpSource(type="rtp", bind="127.0.0.1", port=taken.getsockname()[1]))
+        with pytest.raises(SourceError, match=r"cannot listen on UDP 127\.0\.0\.1"):
+            async for _ in source.frames():
+                pass
+    assert source.stats.errors == 1
+
+
+def test_parse_rejects_each_malformation_with_a_reason() -> None:
+    packet = rtp_packet(7, 160, b"\xff" * 160, 0)
+    assert parse_rtp(packet).payload == b"\xff" * 160
+    for bad, reason in [
+        (packet[:11], "shorter than the 12-byte"),
+        (bytes([0x40]) + packet[1:], "version 1"),
+        (bytes([0x8F]) + packet[1:40], "truncated"),
+        (bytes([0x90]) + packet[1:14], "header extension"),
+        (bytes([0xA0]) + packet[1:-1] + b"\x00", "padding"),
+    ]:
+        with pytest.raises(MalformedPacket, match=reason):
+            parse_rtp(bad)
+
+
+# --- the jitter buffer alone -------------------------------------------------------------------------------
+
+
+def test_jitter_buffer_wraps_reorders_and_counts() -> None:
+    jb: JitterBuffer[int] = JitterBuffer(depth=0.06)
+    assert jb.push(65534, 65534, now=0.0) is None
+    assert jb.pop(0.01) == []  # the first packet waits the depth, in case an earlier one is still on its way
+    assert [r.item for r in jb.pop(0.06)] == [65534]
+    jb.push(0, 0, now=0.07)  # 65535 is missing; 0 follows it across the wrap
+    assert jb.pop(0.08) == []
+    jb.push(65535, 65535, now=0.09)
+    assert [r.item for r in jb.pop(0.09)] == [65535, 0]
+    assert jb.push(0, 0, now=0.1) == "late"
+    jb.push(2, 2, now=0.1)
+    assert jb.push(2, 2, now=0.1) == "duplicate"
+    released = jb.pop(0.2)
+    assert [(r.item, r.missing, r.fill) for r in released] == [(2, 1, 1)]
+    assert (jb.late, jb.duplicate, jb.lost) == (1, 1, 1)
+
+
+def test_jitter_buffer_long_loss_is_counted_not_filled_and_restart_resyncs() -> None:
+    jb: JitterBuffer[int] = JitterBuffer(depth=0.0)
+    jb.push(10, 10, now=0.0)
+    jb.pop(0.0)
+    jb.push(10 + MAX_FILL + 5, 1, now=1.0)
+    assert [(r.missing, r.fill) for r in jb.pop(1.0)] == [(MAX_FILL + 4, 0)]
+    assert jb.push(20000, 2, now=2.0) is None  # far ahead: a sender restart, not 20,000 lost packets
+    assert [(r.item, r.missing) for r in jb.pop(2.0)] == [(2, 0)]
+    assert jb.push(5, 3, now=3.0) == "restart"  # far behind: a restart too, not a late packet
+    assert [r.item for r in jb.pop(3.0)] == [3]
+    assert jb.lost == MAX_FILL + 4
+
+
+async def test_real_time_stream_is_stamped_continuously_on_the_sender_clock(speech: Path) -> None:
+    packets = packetise(ffmpeg_encode(speech, "mulaw", 8000), 160, 160, 0, first_seq=0)[:50]  # 1 s, sent in real time
+    source = rtp_source()
+    frames: list[Frame] = []
+
+    async def consume() -> None:
+        async for frame in source.frames():
+            frames.append(frame)
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.sleep(0.2)
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        started = time.time()
+        start = loop.time()
+        for i, packet in enumerate(packets):
+            await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - loop.time()))  # packet i is sent once it has been said
+            if i % 7 == 3:
+                await asyncio.sleep(0.015)  # network jitter: this one is late...
+            sender.sendto(packet, ("127.0.0.1", source.config.port))
+    await asyncio.sleep(0.4)
+    consumer.cancel()
+    steps = [round(b.ts - a.ts, 3) for a, b in itertools.pairwise(frames)]
+    assert set(steps) == {0.02}, collections.Counter(steps)  # idle silence, the talk spurt, idle silence: one timeline
+    first_audio = next(f for f in frames if f.pcm != bytes(FRAME_BYTES))
+    assert abs(first_audio.ts - started) < 0.05
