@@ -1,11 +1,11 @@
 """Per-channel segmenter: 20 ms frames in, utterance events out. Pure logic, no I/O.
 
-A frame counts as *voiced* only when all of these hold (cheapest first, so silence costs almost nothing):
+A frame counts as *voiced* only when webrtcvad says speech (it sees every frame: its noise model adapts on the
+quiet ones) and both of these hold:
   - its level is at least `min_level_dbfs` and `noise_margin_db` above the channel's noise floor (the quietest
     frame of the last `noise_floor_window_s`): webrtcvad alone calls steady radio hiss speech at 10 dB SNR;
   - its zero-crossing rate is at most `max_zero_crossing_rate`: a squelch tail is broadband noise as loud as
-    speech, which webrtcvad also calls speech, while loud speech has its energy low in the band;
-  - webrtcvad says speech.
+    speech, which webrtcvad also calls speech, while loud speech has its energy low in the band.
 The voiced flags drive a state machine with hysteresis (QUIET -> STARTING -> SPEAKING <-> STOPPING -> QUIET):
 speech starts when `start_ratio` of a `start_window_ms` window beginning at a voiced frame is voiced, and ends
 when less than `stop_ratio` of the last `stop_window_ms` is (the hang-over). A one-frame PTT click can never fill
