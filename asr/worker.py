@@ -1,0 +1,261 @@
+"""Recognition off the event loop: streams decode in a pool of worker threads; the loop only moves bytes.
+
+Threads, not processes: both engines release the GIL while decoding (Vosk through cffi, sherpa-onnx in its
+pybind11 calls), so threads use both cores with one shared copy of each model; measured in docs/performance.md.
+
+Scheduling: each utterance is a `StreamHandle`. `feed()` only appends to the handle's buffer; a handle with audio
+waiting is queued on the executor, decodes at most `MAX_BATCH_S` of it, and queues itself again when more is left,
+so a long re-transcription cannot starve live channels (round robin in arrival order).
+
+Back-pressure: at most `queue_size` utterances are admitted at once. `open()` beyond that raises `PoolFull` at
+once (the caller leaves the utterance `pending` in the archive and transcribes it later); `transcribe()` (backlog
+work) waits instead, and only while fewer than half the places are taken, so live channels keep the other half.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from asr.combine import combine
+from asr.engine import Engine, RecognitionStream
+from asr.transcript import Transcript
+from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH
+
+logger = logging.getLogger(__name__)
+
+BYTES_PER_S = SAMPLE_RATE * SAMPLE_WIDTH
+MAX_BATCH_S = 2.0  # audio one executor task decodes before yielding its worker to other streams
+PARTIAL_EVERY_S = 0.3  # a partial result per this much new audio: often enough for the console, cheap for Vosk
+
+
+class PoolFull(Exception):
+    """Recognition is behind and no more utterances are admitted now; keep the utterance `pending`."""
+
+
+class RecognitionFailed(Exception):
+    """An engine raised while decoding this utterance (the cause is chained)."""
+
+
+@dataclass(slots=True, frozen=True)
+class PoolStats:
+    """Lag figures for /api/channels and the logs."""
+
+    workers: int
+    capacity: int  # utterances admitted at once (queue_size)
+    open_streams: int  # admitted and not finished
+    waiting_streams: int  # streams with audio waiting for a worker: the queue depth
+    waiting_audio_s: float  # audio fed but not decoded yet, summed over streams
+    oldest_wait_s: float  # how long the oldest undecoded audio has waited
+    rejected: int  # open() refused since start (those utterances stayed pending)
+    completed: int
+    failed: int
+
+
+class StreamHandle:
+    """One utterance being recognised. Use from the event loop: `feed()` as audio arrives, read `partials()`, then
+    `await finish()`; `abort()` drops a discarded utterance."""
+
+    def __init__(self, pool: RecognitionPool, utterance_id: str) -> None:
+        self.utterance_id = utterance_id
+        self._pool = pool
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Lock()
+        self._buffer = bytearray()  # fed, not yet decoded
+        self._waiting_since: float | None = None  # monotonic time the oldest byte in _buffer arrived
+        self._queued = False  # an executor task for this handle is pending or running
+        self._closing = False
+        self._aborted = False
+        self._over = False  # the worker has delivered the outcome: nothing more to schedule
+        self._streams: list[RecognitionStream] | None = None  # made in the worker (Vosk's takes ~0.1 s)
+        self._since_partial = 0
+        self._last_partial: tuple[str, str, int] | None = None
+        self._partials: asyncio.Queue[Transcript | None] = asyncio.Queue()
+        self._result: asyncio.Future[Transcript] = self._loop.create_future()
+
+    # --- event-loop side -------------------------------------------------------------------------------
+
+    def feed(self, pcm: bytes) -> None:
+        """Queue audio for decoding; never blocks."""
+        if self._closing:
+            raise RuntimeError(f"utterance {self.utterance_id}: feed() after finish()/abort()")
+        with self._lock:
+            if not self._buffer:
+                self._waiting_since = time.monotonic()
+            self._buffer += pcm
+            self._schedule()
+
+    async def partials(self) -> AsyncIterator[Transcript]:
+        """Partial transcripts as they improve; ends when the utterance is finished (or failed/aborted)."""
+        while (item := await self._partials.get()) is not None:
+            yield item
+
+    async def finish(self) -> Transcript:
+        """The final transcript, a few hundred ms after the last audio when the pool keeps up."""
+        if self._aborted:
+            raise RuntimeError(f"utterance {self.utterance_id}: finish() after abort()")
+        with self._lock:
+            self._closing = True
+            self._schedule()
+        return await asyncio.shield(self._result)
+
+    def abort(self) -> None:
+        """Forget this utterance (it was discarded): no result, its place is freed."""
+        with self._lock:
+            self._closing = self._aborted = True
+            self._buffer.clear()
+            self._waiting_since = None
+            self._schedule()
+
+    def waiting(self) -> tuple[int, float | None]:
+        """(undecoded bytes, when the oldest of them arrived)."""
+        with self._lock:
+            return len(self._buffer), self._waiting_since
+
+    def _schedule(self) -> None:  # with self._lock held
+        if not self._queued and not self._over:
+            self._queued = True
+            self._pool._submit(self._work)
+
+    # --- worker side -----------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        with self._lock:
+            batch = bytes(self._buffer[: int(MAX_BATCH_S * BYTES_PER_S)])
+            del self._buffer[: len(batch)]
+            self._waiting_since = time.monotonic() if self._buffer else None
+            last = self._closing and not self._buffer
+            self._over = last or self._aborted
+        try:
+            if self._aborted:
+                self._done(None)
+                return
+            if self._streams is None:
+                self._streams = [engine.start_stream() for engine in self._pool.engines]
+            if batch:
+                for stream in self._streams:
+                    stream.feed(batch)
+                self._maybe_partial(len(batch))
+            if last:
+                self._done(combine([stream.finish() for stream in self._streams]))
+                return
+        except Exception as e:
+            logger.exception("recognition of utterance %s failed", self.utterance_id)
+            with self._lock:
+                self._over = True
+            self._done(e)
+            return
+        with self._lock:
+            self._queued = False
+            if self._buffer or self._closing:
+                self._schedule()
+
+    def _maybe_partial(self, fed: int) -> None:
+        self._since_partial += fed
+        if self._since_partial < PARTIAL_EVERY_S * BYTES_PER_S or self._streams is None:
+            return
+        self._since_partial = 0
+        found = [p for p in (stream.partial() for stream in self._streams) if p is not None]
+        if not found:
+            return
+        partial = combine(found)
+        key = (partial.text, partial.pinyin, len(partial.keywords))
+        if key != self._last_partial:
+            self._last_partial = key
+            self._loop.call_soon_threadsafe(self._partials.put_nowait, partial)
+
+    def _done(self, outcome: Transcript | Exception | None) -> None:
+        self._loop.call_soon_threadsafe(self._settle, outcome)
+
+    def _settle(self, outcome: Transcript | Exception | None) -> None:  # on the loop
+        self._partials.put_nowait(None)
+        if self._result.done():  # the pool was closed meanwhile
+            return
+        if isinstance(outcome, Transcript):
+            self._result.set_result(outcome)
+        elif isinstance(outcome, Exception):
+            error = RecognitionFailed(f"utterance {self.utterance_id}: {outcome}")
+            error.__cause__ = outcome
+            self._result.set_exception(error)
+        else:
+            self._result.cancel()
+        self._pool._closed(self, outcome)
+
+
+class RecognitionPool:
+    """Runs the engines' streams in `workers` threads. Create and use it on the service's event loop."""
+
+    def __init__(self, engines: Sequence[Engine], workers: int = 2, queue_size: int = 16) -> None:
+        if not engines:
+            raise ValueError("RecognitionPool needs at least one engine")
+        self.engines = tuple(engines)
+        self.workers = workers
+        self.queue_size = queue_size
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="asr")
+        self._open: dict[int, StreamHandle] = {}
+        self._room = asyncio.Condition()
+        self._rejected = self._completed = self._failed = 0
+
+    @property
+    def name(self) -> str:
+        return "+".join(engine.name for engine in self.engines)
+
+    def open(self, utterance_id: str) -> StreamHandle:
+        """Start recognising an utterance as it is spoken. Raises PoolFull when recognition is too far behind."""
+        if len(self._open) >= self.queue_size:
+            self._rejected += 1
+            logger.warning("recognition behind (%d utterances open): %s stays pending", len(self._open), utterance_id)
+            raise PoolFull(f"{len(self._open)} utterances already being recognised")
+        handle = StreamHandle(self, utterance_id)
+        self._open[id(handle)] = handle
+        return handle
+
+    async def transcribe(self, pcm: bytes, utterance_id: str = "") -> Transcript:
+        """A whole utterance (re-transcription, or one left pending): waits for room rather than failing."""
+        async with self._room:
+            await self._room.wait_for(lambda: len(self._open) < max(1, self.queue_size // 2))
+            handle = self.open(utterance_id)
+        handle.feed(pcm)
+        return await handle.finish()
+
+    def stats(self) -> PoolStats:
+        now = time.monotonic()
+        waiting = [handle.waiting() for handle in self._open.values()]
+        oldest = min((since for _, since in waiting if since is not None), default=None)
+        return PoolStats(
+            workers=self.workers,
+            capacity=self.queue_size,
+            open_streams=len(self._open),
+            waiting_streams=sum(1 for size, _ in waiting if size),
+            waiting_audio_s=round(sum(size for size, _ in waiting) / BYTES_PER_S, 3),
+            oldest_wait_s=round(now - oldest, 3) if oldest is not None else 0.0,
+            rejected=self._rejected,
+            completed=self._completed,
+            failed=self._failed,
+        )
+
+    def close(self) -> None:
+        """Stop the workers. Utterances still open are cancelled (they stay pending in the archive)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for handle in list(self._open.values()):
+            handle._settle(None)
+
+    def _submit(self, work: Callable[[], None]) -> None:
+        self._executor.submit(work)
+
+    def _closed(self, handle: StreamHandle, outcome: object) -> None:  # on the loop
+        self._open.pop(id(handle), None)
+        if isinstance(outcome, Transcript):
+            self._completed += 1
+        elif isinstance(outcome, Exception):
+            self._failed += 1
+        asyncio.get_running_loop().create_task(self._notify_room())
+
+    async def _notify_room(self) -> None:
+        async with self._room:
+            self._room.notify_all()

@@ -1,0 +1,172 @@
+"""The recognition pool with the real engines: sherpa-onnx on real Mandarin speech, Vosk (Korean model, grammar mode)
+on espeak-ng Korean. Checks the event loop keeps ticking while streams decode, partials, back-pressure, lag
+figures, and both engines combined on one utterance."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from asr.keywords import KeywordEntry
+from asr.sherpa_engine import SherpaEngine
+from asr.transcript import Transcript
+from asr.vosk_engine import VoskEngine
+from asr.worker import PoolFull, RecognitionFailed, RecognitionPool
+from bridge.audio import FRAME_BYTES, SAMPLE_RATE
+from bridge.decode import decode_file
+from tests.asr.test_vosk_engine import HELLO, KO_MODEL, SPOKEN, THANKS, espeak_ko
+
+# Upstream's documented result for the model's own test_wavs/3.wav: it contains these two keywords.
+KEYWORDS = [KeywordEntry("文森特卡索", "person:vincent"), KeywordEntry("法国", "country:france")]
+
+
+@pytest.fixture(scope="module")
+def sherpa(sherpa_model: Path) -> SherpaEngine:
+    return SherpaEngine(sherpa_model, KEYWORDS, num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def vosk_grammar() -> VoskEngine:
+    return VoskEngine(KO_MODEL, [HELLO, THANKS])  # this model has no [unk]
+
+
+@pytest.fixture(scope="module")
+def korean(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return espeak_ko(". ".join(SPOKEN) + ".", tmp_path_factory.mktemp("ko") / "speech.wav")
+
+
+@pytest.fixture(scope="module")
+def mandarin(shared_audio: Path) -> list[bytes]:
+    return [decode_file(p) for p in sorted(shared_audio.glob("aishell*.wav"))[:4]]
+
+
+def direct(engine: SherpaEngine | VoskEngine, pcm: bytes) -> Transcript:
+    stream = engine.start_stream()
+    stream.feed(pcm)
+    return stream.finish()
+
+
+async def feed_live(pool: RecognitionPool, utterance_id: str, pcm: bytes, piece: int = FRAME_BYTES) -> Transcript:
+    """Feed audio in pieces (20 ms frames as a channel does), yielding to the loop after each."""
+    handle = pool.open(utterance_id)
+    for i in range(0, len(pcm), piece):
+        handle.feed(pcm[i : i + piece])
+        await asyncio.sleep(0)
+    return await handle.finish()
+
+
+async def test_loop_stays_responsive_while_four_streams_decode(sherpa: SherpaEngine, mandarin: list[bytes]) -> None:
+    expected = [direct(sherpa, pcm) for pcm in mandarin]
+    pool = RecognitionPool([sherpa], workers=2, queue_size=8)
+    gaps: list[float] = []
+
+    async def heartbeat() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    beat = asyncio.create_task(heartbeat())
+    # 1 s pieces as fast as possible: decoding 1 s on the loop would take ~0.1 s and stall the tick past the bound
+    second = SAMPLE_RATE * 2
+    results = await asyncio.gather(*(feed_live(pool, f"u{i}", pcm, second) for i, pcm in enumerate(mandarin)))
+    beat.cancel()
+    pool.close()
+    # decoding happened off the loop: results equal the engine's own, and the 10 ms tick never stalled
+    assert [r.pinyin for r in results] == [e.pinyin for e in expected] and all(r.pinyin for r in results)
+    print(f"heartbeat: {len(gaps)} ticks, longest gap {max(gaps) * 1000:.1f} ms")
+    assert len(gaps) > 20 and max(gaps) < 0.1, f"event loop stalled {max(gaps):.3f} s"
+    assert pool.stats().completed == 4
+
+
+async def test_partials_arrive_before_the_final(vosk_grammar: VoskEngine, korean: bytes) -> None:
+    pool = RecognitionPool([vosk_grammar], workers=1)
+    handle = pool.open("ko")
+    seen: list[tuple[str, float]] = []
+
+    async def watch() -> None:
+        async for partial in handle.partials():
+            assert partial.partial
+            seen.append((partial.text, time.monotonic()))
+
+    watcher = asyncio.create_task(watch())
+    for i in range(0, len(korean), FRAME_BYTES * 5):  # 100 ms pieces at twice real time
+        handle.feed(korean[i : i + FRAME_BYTES * 5])
+        await asyncio.sleep(0.05)
+    final = await handle.finish()
+    done = time.monotonic()
+    await watcher
+    pool.close()
+    assert [w.text for w in final.words] == SPOKEN and not final.partial
+    assert seen and seen[0][0].startswith(HELLO) and all(t < done for _, t in seen)
+    assert len({text for text, _ in seen}) >= 2  # the hypothesis grew while audio was arriving
+
+
+async def test_both_engines_combined_on_one_utterance(vosk_grammar: VoskEngine, sherpa: SherpaEngine,
+                                                      sherpa_model: Path) -> None:
+    pcm = decode_file(sherpa_model / "test_wavs" / "3.wav")
+    pool = RecognitionPool([vosk_grammar, sherpa], workers=2)
+    final = await feed_live(pool, "both", pcm)
+    pool.close()
+    alone = direct(sherpa, pcm)
+    assert final.engine == "vosk+sherpa"
+    assert {k.ref for k in final.keywords} == {"person:vincent", "country:france"} == {k.ref for k in alone.keywords}
+    # text and words are Vosk's (sherpa gives no text): the Korean grammar's words, whatever it made of Mandarin
+    assert final.words and {w.text for w in final.words} <= {HELLO, THANKS}
+    assert final.text == " ".join(w.text for w in final.words)
+    assert final.pinyin == alone.pinyin  # Hangul has no pinyin: the sherpa recogniser's is taken
+
+
+async def test_back_pressure_refuses_live_and_queues_backlog(sherpa: SherpaEngine, mandarin: list[bytes]) -> None:
+    pool = RecognitionPool([sherpa], workers=1, queue_size=2)
+    first, second = pool.open("a"), pool.open("b")
+    with pytest.raises(PoolFull):
+        pool.open("c")
+    backlog = asyncio.create_task(pool.transcribe(mandarin[0], "old"))
+    await asyncio.sleep(0.1)
+    assert not backlog.done()  # waits for room instead of failing
+    first.feed(mandarin[1])
+    second.abort()
+    assert (await first.finish()).pinyin
+    result = await asyncio.wait_for(backlog, 30)
+    assert result.pinyin == direct(sherpa, mandarin[0]).pinyin
+    stats = pool.stats()
+    assert (stats.rejected, stats.completed, stats.open_streams) == (1, 2, 0)
+    pool.close()
+
+
+async def test_lag_figures_show_undecoded_audio(sherpa: SherpaEngine, mandarin: list[bytes]) -> None:
+    pool = RecognitionPool([sherpa], workers=1, queue_size=8)
+    handles = [pool.open(f"u{i}") for i in range(3)]
+    for handle, pcm in zip(handles, mandarin, strict=False):
+        handle.feed(pcm * 2)  # ~8 s each at once: more than one worker decodes in a blink
+    await asyncio.sleep(0.05)
+    lag = pool.stats()
+    assert lag.open_streams == 3 and lag.waiting_streams >= 1
+    assert lag.waiting_audio_s > 5 and lag.oldest_wait_s > 0.04
+    await asyncio.gather(*(h.finish() for h in handles))
+    after = pool.stats()
+    assert (after.waiting_streams, after.waiting_audio_s, after.oldest_wait_s, after.completed) == (0, 0.0, 0.0, 3)
+    pool.close()
+
+
+async def test_an_engine_error_fails_that_utterance_only(sherpa: SherpaEngine, mandarin: list[bytes]) -> None:
+    pool = RecognitionPool([sherpa], workers=1)
+    broken = pool.open("odd")
+    broken.feed(b"\x00" * (FRAME_BYTES + 1))  # not whole int16 samples: the engine raises
+    with pytest.raises(RecognitionFailed):
+        await broken.finish()
+    assert (await pool.transcribe(mandarin[0])).pinyin
+    assert (pool.stats().failed, pool.stats().completed) == (1, 1)
+    pool.close()
+
+
+async def test_silence_gives_an_empty_transcript(sherpa: SherpaEngine) -> None:
+    pool = RecognitionPool([sherpa], workers=1)
+    assert (await pool.transcribe(bytes(SAMPLE_RATE * 2))).empty
+    pool.close()
