@@ -20,4 +20,14 @@ class AsrConfig(BaseModel):
     vosk_model: Path | None = Field(
         None, description="Directory of the Vosk model (vosk-model-small-cn-0.22); None searches the usual places."
     )
-    workers: int = Field(2, ge=1, le=16, description="Recognition worker threads.")
+    workers: int = Field(
+        2, ge=1, le=16, description="Recognition worker threads (threads beat processes here: both engines release the GIL)."
+    )
+    queue_size: int = Field(
+        16, ge=1, le=1000,
+        description="Utterances recognised at once; beyond this new ones stay 'pending' in the archive until ASR catches up.",
+    )
+    vosk_grammar: list[str] | None = Field(
+        None, min_length=1,
+        description="Restrict Vosk to these phrases (words of its vocabulary, space-separated); None recognises free text.",
+    )
