@@ -21,6 +21,10 @@ DEFAULT_CONFIG = Path("config/demo.yaml")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="run the service: channels -> segmenter -> archive -> ASR -> dispatch, and the web API")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    run.set_defaults(func=cmd_run)
+
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_command", required=True)
     check = csub.add_parser("check", help="validate a config file and print what it would run")
@@ -33,6 +37,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     seg.set_defaults(func=cmd_segment)
 
     _register_archive(sub)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bridge.service import run_service  # imported here: the service pulls in the web stack
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    run_service(config)
+    return 0
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

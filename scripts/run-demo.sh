@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Start the demo service (set-up has already run).
+# Start the demo (set-up has already run): demo channel audio, the private MQTT broker, then the service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+"$PY" -m bridge.demo --out var/demo-audio
+bash scripts/broker.sh start
+.venv/bin/jingbao model list || true   # says which speech models were found, and how to get the missing ones
 exec .venv/bin/jingbao run --config config/demo.yaml

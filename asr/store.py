@@ -1,0 +1,73 @@
+"""Transcripts in SQLite, next to their utterance (one row per utterance, the final result)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from typing import Any
+
+from asr.transcript import Transcript
+from bridge.db import migrate
+
+MIGRATIONS = [
+    """
+    CREATE TABLE transcripts (
+        utterance_id TEXT PRIMARY KEY,
+        channel TEXT NOT NULL,
+        start_ms INTEGER NOT NULL,
+        engine TEXT NOT NULL,
+        text TEXT NOT NULL,
+        pinyin TEXT NOT NULL,
+        words TEXT NOT NULL,
+        keywords TEXT NOT NULL,
+        conf REAL NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX transcripts_channel_start ON transcripts (channel, start_ms);
+    """,
+]
+
+
+class TranscriptStore:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._lock = threading.Lock()
+        migrate(conn, "transcripts", MIGRATIONS)
+
+    def save(self, utterance_id: str, channel: str, start: float, transcript: Transcript) -> None:
+        d = transcript.to_dict()
+        with self._lock, self.conn:
+            self.conn.execute(
+                "INSERT INTO transcripts (utterance_id, channel, start_ms, engine, text, pinyin, words, keywords, conf,"
+                " created_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(utterance_id) DO UPDATE SET engine=excluded.engine,"
+                " text=excluded.text, pinyin=excluded.pinyin, words=excluded.words, keywords=excluded.keywords,"
+                " conf=excluded.conf, created_at=excluded.created_at",
+                (
+                    utterance_id, channel, round(start * 1000), d["engine"], d["text"], d["pinyin"],
+                    json.dumps(d["words"], ensure_ascii=False), json.dumps(d["keywords"], ensure_ascii=False),
+                    d["conf"], time.time(),
+                ),
+            )
+
+    def get(self, utterance_id: str) -> Transcript | None:
+        row = self.conn.execute("SELECT * FROM transcripts WHERE utterance_id = ?", (utterance_id,)).fetchone()
+        return _transcript(row) if row else None
+
+    def recent(self, limit: int = 50, channel: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM transcripts", []
+        if channel:
+            sql, args = sql + " WHERE channel = ?", [channel]
+        rows = self.conn.execute(sql + " ORDER BY start_ms DESC LIMIT ?", [*args, limit]).fetchall()
+        return [{"utterance_id": r["utterance_id"], "channel": r["channel"], "start": r["start_ms"] / 1000,
+                 **_transcript(r).to_dict()} for r in rows]
+
+
+def _transcript(row: sqlite3.Row) -> Transcript:
+    return Transcript.from_dict(
+        {
+            "text": row["text"], "pinyin": row["pinyin"], "engine": row["engine"], "conf": row["conf"],
+            "words": json.loads(row["words"]), "keywords": json.loads(row["keywords"]),
+        }
+    )

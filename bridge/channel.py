@@ -1,0 +1,182 @@
+"""One channel's receive chain, supervised: source -> segmenter -> archive, with its live state for the console.
+
+The channel is its own task. When its source dies it is re-opened with back-off and the fault stays visible
+until the source works again; utterances already accepted are never affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.archive import Archive, ArchivedUtterance
+from bridge.backoff import Backoff
+from bridge.bus import EventBus
+from bridge.config import ChannelConfig
+from bridge.events import SegmentEvent, Utterance, UtteranceAudio, UtteranceDiscarded, UtteranceStarted
+from bridge.segmenter import Segmenter
+from bridge.sources import Source, SourceError, open_source
+
+logger = logging.getLogger(__name__)
+
+# Called for every segmenter event after the utterance (if any) is archived: the ASR stage hooks in here.
+EventHook = Callable[[SegmentEvent, ArchivedUtterance | None], Awaitable[None]]
+
+LEVEL_PUBLISH_INTERVAL = 0.2  # seconds between level updates on the live bus (5 Hz is plenty for a meter)
+
+
+@dataclass(slots=True)
+class Fault:
+    at: float
+    message: str
+    active: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at": self.at, "message": self.message, "active": self.active}
+
+
+@dataclass
+class ChannelState:
+    """What the console shows for a channel."""
+
+    id: str
+    name: str
+    source_type: str
+    running: bool = False
+    talking: bool = False
+    level_dbfs: float = -120.0
+    utterances: int = 0
+    discarded: int = 0
+    last_utterance: dict[str, Any] | None = None
+    faults: deque[Fault] = field(default_factory=lambda: deque(maxlen=20))
+    restarts: int = 0
+
+    def fault(self, message: str) -> None:
+        self.faults.append(Fault(time.time(), message))
+
+    def clear_faults(self) -> None:
+        for f in self.faults:
+            f.active = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "source": self.source_type,
+            "running": self.running,
+            "talking": self.talking,
+            "level_dbfs": round(self.level_dbfs, 1),
+            "utterances": self.utterances,
+            "discarded": self.discarded,
+            "last_utterance": self.last_utterance,
+            "faults": [f.to_dict() for f in self.faults],
+            "active_faults": sum(f.active for f in self.faults),
+            "restarts": self.restarts,
+        }
+
+
+class Channel:
+    def __init__(
+        self,
+        config: ChannelConfig,
+        archive: Archive,
+        bus: EventBus,
+        on_event: EventHook | None = None,
+        source: Source | None = None,
+    ) -> None:
+        self.config = config
+        self.archive = archive
+        self.bus = bus
+        self.on_event = on_event
+        self.source = source or open_source(config.id, config.source)
+        self.segmenter = Segmenter(config.id, config.vad)
+        self.state = ChannelState(config.id, config.name, config.source.type)
+        self._last_level_publish = 0.0
+
+    async def run(self) -> None:
+        """Receive until the source ends for good (a file without loop) or the task is cancelled."""
+        backoff = Backoff()
+        self.state.running = True
+        try:
+            while True:
+                try:
+                    logger.info("channel %s: opening %s source", self.config.id, self.config.source.type)
+                    async for frame in self.source.frames():
+                        if backoff.attempt:
+                            logger.info("channel %s: source re-opened", self.config.id)
+                            self.state.clear_faults()
+                            backoff.reset()
+                        for event in self.segmenter.feed(frame):
+                            await self._handle(event)
+                        self._publish_level()
+                    for event in self.segmenter.flush():
+                        await self._handle(event)
+                    logger.info("channel %s: source ended", self.config.id)
+                    return
+                except SourceError as e:
+                    for event in self.segmenter.flush():
+                        await self._handle(event)
+                    delay = backoff.next_delay()
+                    self.state.restarts += 1
+                    self.state.fault(f"source lost: {e}")
+                    self.bus.publish("channel", self.state.to_dict())
+                    logger.warning("channel %s: source lost (%s); re-opening in %.1f s", self.config.id, e, delay)
+                    await asyncio.sleep(delay)
+        finally:
+            self.state.running = False
+            self.state.talking = False
+
+    async def _handle(self, event: SegmentEvent) -> None:
+        archived: ArchivedUtterance | None = None
+        if isinstance(event, UtteranceStarted):
+            self.state.talking = True
+            self.bus.publish("channel", self.state.to_dict())
+        elif isinstance(event, UtteranceDiscarded):
+            self.state.talking = False
+            self.state.discarded += 1
+            self.bus.publish("channel", self.state.to_dict())
+        elif isinstance(event, Utterance):
+            self.state.talking = False
+            archived = await self._archive(event)
+        elif not isinstance(event, UtteranceAudio):
+            raise TypeError(f"unexpected segmenter event {event!r}")
+        if self.on_event is not None:
+            await self.on_event(event, archived)
+
+    async def _archive(self, utt: Utterance) -> ArchivedUtterance | None:
+        try:
+            archived = await asyncio.to_thread(self.archive.store, utt)
+        except Exception as e:  # the archive keeps the audio and records its own fault; make it visible here too
+            logger.exception("channel %s: utterance %s could not be archived", self.config.id, utt.id)
+            self.state.fault(f"archive failed for {utt.id}: {e}")
+            self.bus.publish("fault", {"channel": self.config.id, "utterance_id": utt.id, "message": str(e)})
+            return None
+        self.state.utterances += 1
+        self.state.last_utterance = {
+            "id": utt.id,
+            "start": utt.start,
+            "end": utt.end,
+            "duration": round(utt.duration, 2),
+            "reason": utt.reason,
+        }
+        logger.info(
+            "channel %s: utterance %d archived (%s, %.1f s, %s)",
+            self.config.id, self.state.utterances, utt.id, utt.duration, utt.reason,
+        )
+        self.bus.publish("utterance", {"channel": self.config.id, **self.state.last_utterance})
+        self.bus.publish("channel", self.state.to_dict())
+        return archived
+
+    def _publish_level(self) -> None:
+        now = time.monotonic()
+        self.state.level_dbfs = self.segmenter.level_dbfs
+        if now - self._last_level_publish >= LEVEL_PUBLISH_INTERVAL:
+            self._last_level_publish = now
+            self.bus.publish(
+                "level", {"channel": self.config.id, "level_dbfs": round(self.state.level_dbfs, 1), "talking": self.state.talking}
+            )
