@@ -23,7 +23,7 @@ from typing import Any, Literal
 import cn2an
 
 from dispatch.gazetteer import Jurisdiction, Place
-from dispatch.phonetic import Syllable, looks_like_pinyin, parse_pinyin, readings, text_syllables, tones_agree, window_score
+from dispatch.phonetic import Syllable, looks_like_pinyin, parse_pinyin, phrase, text_syllables, tones_agree, window_scores
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ ADDRESSEE_PENALTY = 0.5
 
 Method = Literal["keyword", "name", "alias", "generic", "fuzzy"]
 
-_ADDRESSED_AFTER = re.compile(r"^\s*(请注意|注意|请回答|请回复|收到|请求|呼叫|回复)")
-_ADDRESSED_BEFORE = re.compile(r"(呼叫|通知|请)\s*$")
+# Radio address forms: the place being called or calling (怡园警务点请注意, 呼叫高桥警务点, 派出所请求支援).
+_ADDRESSED_AFTER = ("请注意", "注意", "请回答", "请回复", "收到", "请求", "呼叫", "回复")
+_ADDRESSED_BEFORE = ("呼叫", "通知")
 _QUALIFIER_OK = set("在到去回往的们我你他她这那个请给从向是了有里和与跟及、，。,. ")
 
 
@@ -82,7 +83,7 @@ class PlaceIndex:
     @cached_property
     def fuzzy_names(self) -> set[str]:
         """Names specific and long enough to be matched approximately."""
-        return {n.text for n in self.names if n.method != "generic" and len(readings(n.text)) >= 3}
+        return {n.text for n in self.names if n.method != "generic" and len(phrase(n.text)) >= 3}
 
 
 def _is_generic(alias: str, place: Place) -> bool:
@@ -171,23 +172,52 @@ def _candidates(inp: _Input, index: PlaceIndex):
 def _pinyin_candidates(inp: _Input, index: PlaceIndex):
     syl = inp.syllables
     for n in index.names:
-        size = len(readings(n.text))
+        size = len(phrase(n.text))
         fuzzy_ok = n.text in index.fuzzy_names
         for start in range(len(syl) - size + 1):
             if inp.text and inp.text[start:start + size] == n.text:
                 continue  # found as characters already
-            score = window_score(n.text, syl, start)
-            exact = score == 1.0 and tones_agree(n.text, syl, start)
-            if not (exact or (fuzzy_ok and score >= FUZZY_MIN)):
+            scores = window_scores(n.text, syl, start, FUZZY_MIN if fuzzy_ok else 1.0)
+            if not scores:
+                continue
+            score = sum(scores) / size
+            exact = score == 1.0 and tones_agree(n.text, syl, start) and (size >= 3 or _has_tones(syl, start, size))
+            # The distinctive head of a name (美食|街, 怡园|小区) must be heard right up to accent confusions.
+            head_ok = min(scores[: min(2, size - 1)]) >= 0.9
+            if not (exact or (fuzzy_ok and score >= FUZZY_MIN and head_ok)):
                 continue
             heard = inp.text[start:start + size] if inp.text else " ".join(s.base for s in syl[start:start + size] if s)
-            if inp.text and _word_freq(heard) >= COMMON_WORD_FREQ:
-                continue  # an ordinary word that sounds like the place
-            if n.method == "generic" and (inp.text or not exact):
+            if inp.text and not _whole_words(inp.text, start, start + size):
+                continue  # an ordinary word or words that sound like the place
+            if n.method == "generic" and (inp.text or not exact or not _unqualified_syllable(syl, start)):
                 continue  # in text, generic words count only as written
             method: Method = "fuzzy" if inp.text or not exact else n.method
             conf = 0.9 * score if method == "fuzzy" else CONFIDENCE[method]
             yield _mark(LocationMatch(n.place, heard, method, conf, (start, start + size), inp.unit), inp)
+
+
+def _has_tones(syllables: list[Syllable | None], start: int, size: int) -> bool:
+    """Two-syllable names need tones to tell them from common words (夜市 ye4 shi4, 也是 ye3 shi4)."""
+    return all(s is not None and s.tone is not None for s in syllables[start:start + size])
+
+
+def _whole_words(text: str, start: int, end: int) -> bool:
+    """A misheard name is still made of whole words (没事|街), and is not itself a common word (西瓜) or a piece
+    cut out of other words (河西|官场 is not 西光厂)."""
+    if _word_freq(text[start:end]) >= COMMON_WORD_FREQ:
+        return False
+    bounds = {0}
+    for token in _jieba_tokens(text):
+        bounds.add(max(bounds) + len(token))
+    return start in bounds and end in bounds
+
+
+@lru_cache(maxsize=256)
+def _jieba_tokens(text: str) -> tuple[str, ...]:
+    import jieba
+
+    _jieba_freq()  # initialised quietly
+    return tuple(jieba.cut(text, HMM=False))
 
 
 def _unqualified(text: str, start: int) -> bool:
@@ -195,11 +225,29 @@ def _unqualified(text: str, start: int) -> bool:
     return start == 0 or text[start - 1] in _QUALIFIER_OK
 
 
+def _unqualified_syllable(syllables: list[Syllable | None], start: int) -> bool:
+    """`_unqualified` for pinyin-only input: nothing, a break or a function word before (qu4 pai4 chu1 suo3)."""
+    return start == 0 or syllables[start - 1] is None or syllables[start - 1].base in _function_syllables()
+
+
+@lru_cache(maxsize=1)
+def _function_syllables() -> frozenset[str]:
+    return frozenset(s.base for s in text_syllables("".join(_QUALIFIER_OK)) if s)
+
+
 def _mark(c: LocationMatch, inp: _Input) -> LocationMatch:
-    if c.span is None or not inp.text:
+    """Flag a place that is only being called; compared in pinyin space so it works for pinyin-only input too."""
+    if c.span is None:
         return c
-    addressed = bool(_ADDRESSED_AFTER.match(inp.text[c.span[1]:]) or _ADDRESSED_BEFORE.search(inp.text[: c.span[0]]))
-    return replace(c, addressed=True, confidence=c.confidence * ADDRESSEE_PENALTY) if addressed else c
+    start, end = c.span
+    said = [s.folded if s else None for s in inp.syllables]
+    after = any(said[end:end + len(w)] == _folded(w) for w in _ADDRESSED_AFTER)
+    before = any(start >= len(w) and said[start - len(w):start] == _folded(w) for w in _ADDRESSED_BEFORE)
+    return replace(c, addressed=True, confidence=c.confidence * ADDRESSEE_PENALTY) if after or before else c
+
+
+def _folded(word: str) -> list[str | None]:
+    return [s.folded for s in phrase(word)]
 
 
 def _resolve_overlaps(cands: list[LocationMatch]) -> list[LocationMatch]:
@@ -244,11 +292,19 @@ _DETAIL_SYLLABLES = {
 }
 
 
+def _spell(s: Syllable | None) -> str:
+    if s is None:
+        return "，"
+    if len(s.base) == 1 and s.base not in "aeo":
+        return s.base.upper()  # a spelled letter: B口
+    return _DETAIL_SYLLABLES.get(s.base, "□")
+
+
 def _detail(inp: _Input, match: LocationMatch) -> str | None:
     if inp.text:
         text, start = inp.text, match.span[1] if match.span else 0
     else:
-        text = "".join(_DETAIL_SYLLABLES.get(s.base, "□") if s else "，" for s in inp.syllables)
+        text = "".join(_spell(s) for s in inp.syllables)
         start = match.span[1] if match.span else 0
     corner = _CORNER.search(text)
     if corner and (match.span is None or corner.start() <= match.span[0] < corner.end()):

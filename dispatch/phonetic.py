@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pypinyin import Style, lazy_pinyin, pinyin
+from pypinyin import Style, lazy_pinyin
 
 INITIALS = ("zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x", "r", "z", "c", "s", "y", "w")
 # Confusions that carry no meaning for matching: retroflex/dental, n/l, and front/back nasals.
@@ -45,14 +45,16 @@ def fold(base: str) -> str:
     return INITIAL_FOLD.get(ini, ini) + FINAL_FOLD.get(fin, fin)
 
 
-def similarity(a: Syllable, b: Syllable) -> float:
-    """1.0 same syllable, 0.9 same up to an accent confusion, 0.5 same initial or same final, else 0."""
-    if a.base == b.base:
+@lru_cache(maxsize=65536)
+def similarity(a: str, b: str) -> float:
+    """Of two toneless syllables: 1.0 the same, 0.9 the same up to an accent confusion, 0.5 same initial or same
+    final, else 0."""
+    if a == b:
         return 1.0
-    if a.folded == b.folded:
+    if fold(a) == fold(b):
         return 0.9
-    ai, af = split(fold(a.base))
-    bi, bf = split(fold(b.base))
+    ai, af = split(fold(a))
+    bi, bf = split(fold(b))
     return 0.5 if (ai and ai == bi) or af == bf else 0.0
 
 
@@ -83,28 +85,28 @@ def text_syllables(text: str) -> list[Syllable | None]:
 
 
 @lru_cache(maxsize=8192)
-def readings(word: str) -> tuple[frozenset[str], ...]:
-    """Every toneless reading of each character of a lexicon word (长 -> chang, zhang), for matching names."""
-    return tuple(frozenset(r) for r in pinyin(word, style=Style.NORMAL, heteronym=True, v_to_u=False))
-
-
-@lru_cache(maxsize=8192)
 def phrase(word: str) -> tuple[Syllable, ...]:
     """The contextual tone-numbered syllables of a lexicon word."""
     return tuple(s for s in text_syllables(word) if s is not None)
 
 
-def window_score(word: str, syllables: list[Syllable | None], start: int) -> float:
-    """Mean syllable similarity of `word` laid over `syllables` from `start` (0 if it runs off or crosses a break)."""
-    reads = readings(word)
-    if start + len(reads) > len(syllables):
-        return 0.0
-    total = 0.0
-    for alternatives, syl in zip(reads, syllables[start:start + len(reads)], strict=True):
+def window_scores(word: str, syllables: list[Syllable | None], start: int, floor: float = 0.0) -> list[float]:
+    """Similarity of each syllable of `word` laid over `syllables` from `start`; [] if it runs off the end, crosses a
+    break, or can no longer reach a mean of `floor` (which makes scanning many names over a transcript cheap).
+    Names are read as pypinyin reads them in context (长乐 chang le), the same reading ASR text gets, rather than
+    with every heteronym (苑 yuan/yu), which only adds ways to mishear."""
+    want = phrase(word)
+    n = len(want)
+    if start + n > len(syllables):
+        return []
+    scores: list[float] = []
+    for i, (w, syl) in enumerate(zip(want, syllables[start:start + n], strict=True)):
         if syl is None:
-            return 0.0
-        total += max(similarity(Syllable(r, None), syl) for r in alternatives)
-    return total / len(reads)
+            return []
+        scores.append(similarity(w.base, syl.base))
+        if sum(scores) + (n - i - 1) < floor * n:
+            return []
+    return scores
 
 
 def tones_agree(word: str, syllables: list[Syllable | None], start: int) -> bool:
