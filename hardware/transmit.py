@@ -183,7 +183,9 @@ class Transmitter:
     def _finish(self, result: TxResult) -> TxResult:
         self.counts[result.status] += 1
         if result.status == "busy":
-            logger.warning("channel %s: %s dropped, channel busy for %.0f s", self.channel, result.label, result.waited)
+            logger.warning(
+                "channel %s: %s dropped, channel busy for %.1f s", self.channel, result.label or "transmission", result.waited
+            )
         return result
 
     # --- hold-off while the channel is receiving ------------------------------------------------------------------

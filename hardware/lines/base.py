@@ -13,6 +13,8 @@ import atexit
 import bisect
 import contextlib
 import logging
+import signal
+import threading
 import time
 import weakref
 from collections import deque
@@ -111,6 +113,7 @@ class Line:
         self._open()
         self._is_open = True
         _OPEN_LINES.add(self)
+        _exit_cleanly_on_sigterm()
         self.unkey()
         if self.has_cor:
             self._watch_task = asyncio.create_task(self._watch(), name=f"line-{self.name}")
@@ -233,3 +236,19 @@ def _unkey_all_at_exit() -> None:
     """Last resort on interpreter exit (sys.exit, an unhandled exception): no open line stays keyed."""
     for line in list(_OPEN_LINES):
         line.close_now()
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """Make SIGTERM (systemctl stop, docker stop) unwind like sys.exit, so `finally` blocks and atexit unkey.
+
+    Python's default SIGTERM action kills the process on the spot, leaving a CM108 or GPIO PTT latched keyed.
+    Only installed while nobody else has claimed the signal (the service may install its own handler).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_system_exit)
+
+
+def _raise_system_exit(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)

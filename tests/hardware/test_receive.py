@@ -1,0 +1,123 @@
+"""Receive glue: carrier stamped from the line at each frame's time, squelch tail trimmed, our own echo muted; and
+the VOX detector's attack and hang, frame by frame."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from bridge.audio import FRAME_BYTES, FRAME_SAMPLES, Frame
+from bridge.sinks import FileSink
+from hardware.config import FileSinkConfig, SimulatedLineConfig, TransmitConfig, VoxLineConfig
+from hardware.lines import SimulatedLine, VoxDetector, make_line
+from hardware.receive import ReceiveStats, SquelchTailTrimmer, receive
+from hardware.transmit import Transmitter, silence
+
+T0 = 1_700_000_000.0
+LOUD = (np.sin(np.arange(FRAME_SAMPLES) * 0.3) * 8000).astype("<i2").tobytes()  # about -15 dBFS
+QUIET = bytes(FRAME_BYTES)
+
+
+def _frames(pattern: str, start: float = T0) -> list[Frame]:
+    """'L' a loud frame, '.' a silent one; 20 ms apart from `start`."""
+    return [Frame(LOUD if c == "L" else QUIET, start + i * 0.02) for i, c in enumerate(pattern)]
+
+
+async def _aiter(items):
+    for item in items:
+        yield item
+
+
+async def _collect(agen) -> list[Frame]:
+    return [f async for f in agen]
+
+
+async def test_carrier_is_stamped_at_each_frames_time_and_the_squelch_tail_trimmed():
+    line = SimulatedLine("ch", SimulatedLineConfig(type="simulated"))
+    async with line:
+        line.set_carrier(True, T0 + 0.2)  # carrier from frame 10 ...
+        line.set_carrier(False, T0 + 1.0)  # ... to frame 49
+        stats = ReceiveStats()
+        out = await _collect(receive(_aiter(_frames("L" * 60)), line, squelch_tail_ms=100, stats=stats))
+    carrier = [f.carrier for f in out]
+    assert len(out) == 60 and [f.ts for f in out] == [f.ts for f in _frames("L" * 60)]
+    assert carrier[:10] == [False] * 10
+    assert carrier[10:45] == [True] * 35  # 1.0 s carrier minus the 100 ms (5 frames) squelch tail
+    assert carrier[45:] == [False] * 15
+    assert stats.tail_trimmed == 5
+
+
+def test_trimmer_passes_frames_unchanged_without_a_drop():
+    trimmer = SquelchTailTrimmer(60)
+    frames = [Frame(QUIET, T0 + i * 0.02, True) for i in range(10)]
+    out = [g for f in frames for g in trimmer.feed(f)] + trimmer.flush()
+    assert out == frames
+
+
+async def test_frames_received_while_transmitting_are_muted(tmp_path):
+    output = FileSinkConfig(type="file", directory=tmp_path)
+    config = TransmitConfig(output=output, key_up_delay_ms=0, tail_ms=0, echo_guard_ms=200)
+    line = SimulatedLine("ch", SimulatedLineConfig(type="simulated"))
+    tx = Transmitter("ch", line, FileSink("ch", config.output), config)
+    async with line:
+        await tx.start()
+        await tx.transmit(silence(0.3))
+        window_start, window_end = tx._windows[-1]
+        line.set_carrier(True, window_start)  # the radio's receiver picked up our own transmission
+        line.set_carrier(False, window_end + 0.1)
+        frames = _frames("L" * 60, start=window_start - 0.2)  # 200 ms before, the keyed time, then after
+        stats = ReceiveStats()
+        out = await _collect(receive(_aiter(frames), line, tx, stats=stats))
+    guard_end = window_end + 0.2
+    muted = {f.ts: f.pcm == QUIET for f in out}
+    assert not any(m for ts, m in muted.items() if ts < window_start), "audio before keying passes"
+    assert all(m for ts, m in muted.items() if window_start <= ts <= guard_end), "audio while keyed + guard is muted"
+    assert not any(m for ts, m in muted.items() if ts > guard_end), "audio after the echo guard passes"
+    assert sum(ts > guard_end for ts in muted) >= 5
+    assert all(not f.carrier for f in out), "our own echo never counts as carrier"
+    assert stats.muted == sum(muted.values())
+
+
+def test_vox_attack_and_hang_frame_by_frame():
+    vox = VoxDetector(threshold_dbfs=-40, attack_ms=60, hang_ms=200)
+    states = [vox.feed(f.pcm) for f in _frames("LL." + "LLL" + "....." + "." * 6 + "L" * 3)]
+    # two loud frames are not enough; the third of a run raises it; 10 quiet frames (200 ms) drop it
+    assert states[:3] == [False, False, False]
+    assert states[3:6] == [False, False, True]
+    assert states[6:15] == [True] * 9
+    assert states[15] is False
+    assert states[16:] == [False, False, False, True]
+
+
+async def test_vox_line_drives_carrier_and_segment_stamps():
+    line = make_line("ch", VoxLineConfig(type="vox", attack_ms=40, hang_ms=100, squelch_tail_ms=0))
+    async with line:
+        assert not line.has_ptt and line.carrier is False
+        out = await _collect(receive(_aiter(_frames("." * 5 + "L" * 20 + "." * 10)), line))
+        line.key()  # no PTT output: keying is only recorded (the radio keys on its own VOX)
+        assert line.keyed
+    carrier = [f.carrier for f in out]
+    # decided at the end of the attack run's last frame (frame 6), so carrier from frame 7; down 5 frames after the end
+    assert carrier[:7] == [False] * 7 and carrier[7] is True
+    assert carrier[25:30] == [True] * 5 and carrier[30] is False
+
+
+async def test_line_events_report_changes():
+    line = SimulatedLine("ch", SimulatedLineConfig(type="simulated"))
+    async with line:
+        events = []
+
+        async def watch():
+            async for e in line.events():
+                events.append((e.kind, e.state))
+                if len(events) == 3:
+                    return
+
+        task = asyncio.create_task(watch())
+        await asyncio.sleep(0)
+        line.set_carrier(True)
+        line.key()
+        line.set_carrier(False)
+        await asyncio.wait_for(task, 1)
+    assert events == [("carrier", True), ("ptt", True), ("carrier", False)]
