@@ -23,7 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from asr.combine import combine
-from asr.engine import Engine, RecognitionStream
+from asr.config import AsrConfig
+from asr.engine import Engine, EngineUnavailable, RecognitionStream
+from asr.keywords import KeywordEntry
+from asr.models import locate_all
 from asr.transcript import Transcript
 from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH
 
@@ -259,3 +262,33 @@ class RecognitionPool:
     async def _notify_room(self) -> None:
         async with self._room:
             self._room.notify_all()
+
+
+def build_engines(config: AsrConfig, keywords: Sequence[KeywordEntry] = ()) -> list[Engine]:
+    """The engines `config.engine` asks for, in combining order (Vosk's text first). A missing or broken model is
+    logged with the one clear message and left out: the service runs on without it (ASR is never required)."""
+    from asr.sherpa_engine import SherpaEngine  # the engines load native libraries: only when ASR is wanted
+    from asr.vosk_engine import VoskEngine
+
+    wanted = {"none": (), "vosk": ("vosk",), "sherpa": ("sherpa",)}.get(config.engine, ("vosk", "sherpa"))
+    status = locate_all(config)
+    engines: list[Engine] = []
+    for location in status.locations:
+        kind = location.spec.kind
+        if kind not in wanted:
+            continue
+        if location.path is None:
+            # under "auto" a missing engine is expected (no Mandarin Vosk model is the normal case): say it quietly
+            log = logger.info if config.engine == "auto" else logger.error
+            log("%s", location.message())
+            continue
+        try:
+            if kind == "vosk":
+                engines.append(VoskEngine(location.path, config.vosk_grammar))
+            else:
+                engines.append(SherpaEngine(location.path, keywords, num_threads=1))
+        except EngineUnavailable as e:
+            logger.error("%s engine unavailable: %s", kind, e)
+    if not engines and wanted:
+        logger.warning("no speech recognition engine available: utterances are archived and stay pending")
+    return engines

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from asr.config import AsrConfig
 from asr.keywords import KeywordEntry
 from asr.sherpa_engine import SherpaEngine
 from asr.transcript import Transcript
 from asr.vosk_engine import VoskEngine
-from asr.worker import PoolFull, RecognitionFailed, RecognitionPool
+from asr.worker import PoolFull, RecognitionFailed, RecognitionPool, build_engines
 from bridge.audio import FRAME_BYTES, SAMPLE_RATE
 from bridge.decode import decode_file
 from tests.asr.test_vosk_engine import HELLO, KO_MODEL, SPOKEN, THANKS, espeak_ko
@@ -170,3 +171,14 @@ async def test_silence_gives_an_empty_transcript(sherpa: SherpaEngine) -> None:
     pool = RecognitionPool([sherpa], workers=1)
     assert (await pool.transcribe(bytes(SAMPLE_RATE * 2))).empty
     pool.close()
+
+
+def test_engines_from_config_leave_a_missing_model_out(tmp_path: Path, sherpa_model: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("JINGBAO_VOSK_MODEL", str(tmp_path / "no-vosk"))
+    assert build_engines(AsrConfig(engine="none")) == []
+    auto = build_engines(AsrConfig(engine="auto", sherpa_model=sherpa_model), KEYWORDS)
+    assert [e.name for e in auto] == ["sherpa"]
+    assert build_engines(AsrConfig(engine="vosk")) == []
+    assert "jingbao model fetch --vosk" in caplog.text and "stay pending" in caplog.text
