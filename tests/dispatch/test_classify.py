@@ -1,0 +1,95 @@
+"""Incident type and priority from characters or pinyin; chatter raises nothing; operators extend the lexicon."""
+
+from __future__ import annotations
+
+import pytest
+
+from dispatch.classify import classify, incident_terms, load_lexicon
+from dispatch.config import DispatchConfig
+from tests.dispatch.chatter import ROUTINE_CHATTER
+
+PRIORITY_OF = dict.fromkeys(
+    ["fight", "theft", "robbery", "weapon", "fire", "medical", "missing", "suspicious", "dispute", "domestic", "gathering",
+     "traffic", "noise", "fraud", "other", "none"]
+)
+
+
+def kind(said: str) -> tuple[str, str]:
+    c = classify(pinyin=said) if said.isascii() else classify(said)
+    return c.type, c.priority
+
+
+@pytest.mark.parametrize(
+    ("said", "expected"),
+    [
+        ("美食街有人打架斗殴", ("fight", "high")),
+        ("mei si jie you ren da jia", ("fight", "high")),  # plain pinyin
+        ("you3 ren2 chi2 dao1 kan3 ren2", ("weapon", "critical")),  # tone-numbered pinyin
+        ("有人打价了", ("fight", "high")),  # homophone written by the ASR, same tones
+        ("有人拿刀打架斗殴", ("weapon", "critical")),  # weapon beats fight
+        ("两个人打架，有人流血了", ("fight", "high")),
+        ("两个人打架，一个昏迷了", ("fight", "critical")),  # severity raises priority
+        ("车辆起火无人员伤亡", ("fire", "critical")),
+        ("仓库冒烟了", ("fire", "critical")),
+        ("有人晕倒了", ("medical", "critical")),
+        ("有人喝醉了躺在马路边", ("medical", "medium")),
+        ("电动车被偷了", ("theft", "medium")),
+        ("有小偷在偷手机", ("theft", "high")),
+        ("有人抢包往北跑了", ("robbery", "critical")),
+        ("有个老人走失了", ("missing", "high")),
+        ("门口有可疑人员徘徊", ("suspicious", "medium")),
+        ("有人翻墙进来", ("suspicious", "high")),
+        ("摊主之间因为占道吵架", ("dispute", "medium")),  # a quarrel outranks congestion
+        ("两车剐蹭，司机吵起来了", ("traffic", "medium")),  # an accident outranks the quarrel it causes
+        ("车辆违停堵住消防通道", ("traffic", "low")),
+        ("老公在家打老婆", ("domestic", "high")),
+        ("一群人拉横幅堵门", ("gathering", "high")),
+        ("楼上半夜唱歌太吵，扰民", ("noise", "low")),
+        ("有个老太太被骗了五万块钱", ("fraud", "medium")),
+        ("请求支援，这边出事了", ("other", "low")),
+    ],
+)
+def test_types_and_priorities(said: str, expected: tuple[str, str]) -> None:
+    assert kind(said) == expected
+
+
+@pytest.mark.parametrize("said", [*ROUTINE_CHATTER, "今天下午三点在所里开会", "幸福路五金市场东门一切正常"])
+def test_routine_chatter_raises_no_incident(said: str) -> None:
+    result = classify(pinyin=said) if said.isascii() else classify(said)
+    assert (result.type, result.priority, result.is_incident) == ("none", "none", False)
+
+
+@pytest.mark.parametrize("said", ["没有人受伤", "没有发现可疑人员", "巡逻完毕，未发现异常", "没打架，只是开玩笑"])
+def test_negation_cancels_the_word(said: str) -> None:
+    assert classify(said).type == "none"
+
+
+def test_two_syllable_words_need_tones_when_tones_are_known() -> None:
+    assert classify(pinyin="da4 jia1 hao3").type == "none"  # 大家好, not 打架
+    assert classify(pinyin="you3 ren2 da3 jia4").type == "fight"
+
+
+def test_matched_terms_and_confidence() -> None:
+    written = classify("美食街有人打架")
+    heard = classify("美食街有人打价")
+    assert written.terms == ("打架",) and heard.terms == ("打架",)
+    assert heard.confidence < written.confidence
+
+
+def test_operator_extends_the_lexicon() -> None:
+    assert classify("有人在放孔明灯").type == "none"
+    config = DispatchConfig.model_validate({"lexicon": {"types": {"fire": {"terms": ["孔明灯"], "high": ["孔明灯"]}},
+                                                        "chatter": ["报平安"]}})
+    lexicon = load_lexicon(config.lexicon)
+    assert classify("有人在放孔明灯", lexicon=lexicon).to_dict()["type"] == "fire"
+    assert classify(pinyin="you ren fang kong ming deng", lexicon=lexicon).priority == "high"  # in pinyin too
+    assert incident_terms(config.lexicon)["孔明灯"] == "fire"
+    assert "孔明灯" not in incident_terms()
+
+
+def test_incident_terms_feed_the_keyword_spotter() -> None:
+    terms = incident_terms()
+    assert terms["打架"] == "fight" and terms["持刀"] == "weapon" and terms["抢包"] == "robbery"
+    assert "收到" not in terms and "没有" not in terms
+    assert set(terms.values()) == set(PRIORITY_OF) - {"none"}
+    assert len(terms) > 300

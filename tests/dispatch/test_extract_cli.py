@@ -1,0 +1,59 @@
+"""`jingbao extract` as a user runs it: one call, JSON, stdin batches in order, pinyin input, bad jurisdiction."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from dispatch.extract import extract
+from dispatch.gazetteer import load_jurisdiction
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def jingbao(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bridge.cli", *args], input=stdin, capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+
+
+def test_one_call_as_json() -> None:
+    run = jingbao("extract", "高桥大市场皮具饰品城有人在店里闹事，要货款", "--json")
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert {k: out["place"][k] for k in ("id", "name", "detail")} == {"id": "piju-city", "name": "皮具饰品城", "detail": None}
+    assert set(out["place"]) >= {"id", "name", "detail", "lat", "lon", "confidence"}
+    assert out["incident"]["type"] == "dispute" and out["incident"]["priority"] == "medium"
+    assert [r["id"] for r in out["responders"]][:2] == ["g-piju", "g-gaoqiao"]
+    assert all(set(r) >= {"id", "role", "distance_m"} for r in out["responders"])
+
+
+def test_stdin_batch_keeps_order_and_reads_pinyin() -> None:
+    lines = ["mei si jie you ren da jia", "收到，明白", "", "西光中学门口有可疑人员一直徘徊",
+             "wan4 shou4 lu4 di4 tie3 zhan4 B kou3 you3 ren2 qiang3 bao1", "有人打架"]
+    run = jingbao("extract", "-", stdin="\n".join(lines) + "\n")
+    assert run.returncode == 0, run.stderr
+    outs = [json.loads(line) for line in run.stdout.splitlines()]
+    assert len(outs) == len(lines)
+    assert [o["place"]["id"] if o["place"] else None for o in outs] == [
+        "meishijie", None, None, "xiguang-zhongxue", "wanshoulu-ditiezhan", None]
+    assert [o["incident"]["type"] for o in outs] == ["fight", "none", "none", "suspicious", "robbery", "fight"]
+    assert outs[4]["place"]["detail"] == "B口"
+    assert outs[1]["responders"] == [] and outs[5]["location"] == "unknown"  # an incident with no place is kept
+
+
+def test_readable_summary_and_bad_jurisdiction(tmp_path: Path) -> None:
+    run = jingbao("extract", "西光建材市场有人持刀威胁")
+    assert run.returncode == 0 and "西光建材市场" in run.stdout and "weapon / critical" in run.stdout
+    bad = tmp_path / "j.yaml"
+    bad.write_text("name: x\n", encoding="utf-8")
+    run = jingbao("extract", "美食街有人打架", "--jurisdiction", str(bad))
+    assert run.returncode == 2 and "invalid jurisdiction" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_extract_seam_takes_a_transcript_dict() -> None:
+    jurisdiction = load_jurisdiction(REPO / "config" / "jurisdiction.yaml")
+    transcript = {"text": "", "pinyin": "dong1 fang1 hua1 yuan2 san1 hao4 lou2 you3 jia1 bao4", "keywords": []}
+    out = extract(transcript, jurisdiction)
+    assert (out["place"]["id"], out["place"]["detail"], out["incident"]["type"]) == ("dongfang-huayuan", "3号楼", "domestic")
