@@ -10,17 +10,21 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.archive import Archive, ArchivedUtterance
+from bridge.audio import Frame
 from bridge.backoff import Backoff
 from bridge.bus import EventBus
 from bridge.config import ChannelConfig
 from bridge.events import SegmentEvent, Utterance, UtteranceAudio, UtteranceDiscarded, UtteranceStarted
 from bridge.segmenter import Segmenter
 from bridge.sources import Source, SourceError, open_source
+from hardware.lines import Line
+from hardware.receive import receive
+from hardware.transmit import Transmitter
 
 logger = logging.getLogger(__name__)
 
@@ -97,16 +101,18 @@ class Channel:
         self.segmenter = Segmenter(config.id, config.vad)
         self.state = ChannelState(config.id, config.name, config.source.type)
         self._last_level_publish = 0.0
+        self.line: Line | None = None  # set by the service when the channel has a control line
+        self.transmitter: Transmitter | None = None  # set by the service when the channel can transmit
 
     async def run(self) -> None:
         """Receive until the source ends for good (a file without loop) or the task is cancelled."""
-        backoff = Backoff()
+        backoff = Backoff(maximum=getattr(self.config.source, "reopen_backoff_max", 30.0))
         self.state.running = True
         try:
             while True:
                 try:
                     logger.info("channel %s: opening %s source", self.config.id, self.config.source.type)
-                    async for frame in self.source.frames():
+                    async for frame in self._frames():
                         if backoff.attempt:
                             logger.info("channel %s: source re-opened", self.config.id)
                             self.state.clear_faults()
@@ -130,6 +136,14 @@ class Channel:
         finally:
             self.state.running = False
             self.state.talking = False
+
+    def _frames(self) -> AsyncIterator[Frame]:
+        """The source's frames, stamped with carrier (COR/VOX) and with jingbao's own transmissions muted."""
+        frames = self.source.frames()
+        if self.line is None and self.transmitter is None:
+            return frames
+        tail = self.config.line.squelch_tail_ms if self.config.line is not None else 0
+        return receive(frames, self.line, self.transmitter, tail)
 
     async def _handle(self, event: SegmentEvent) -> None:
         archived: ArchivedUtterance | None = None

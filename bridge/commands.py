@@ -41,13 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bridge.service import run_service  # imported here: the service pulls in the web stack
+    from dispatch.gazetteer import GazetteerError
 
     try:
-        config = load_config(args.config)
-    except ConfigError as e:
+        run_service(load_config(args.config))
+    except (ConfigError, GazetteerError) as e:
         print(e, file=sys.stderr)
         return 2
-    run_service(config)
     return 0
 
 

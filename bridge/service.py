@@ -1,19 +1,26 @@
-"""The service `jingbao run` starts: every channel's receive chain as its own task, plus the HTTP API."""
+"""The service `jingbao run` starts: every channel's receive chain as its own task, recognition, dispatch and the
+HTTP API, all on one event loop (recognition itself runs in worker threads)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import signal
 from typing import Any
 
 import uvicorn
 
+from asr.live import LiveRecognition, RecognisedUtterance
+from asr.store import TranscriptStore
+from asr.transcript import Transcript
 from bridge.api import create_app
 from bridge.archive import Archive
 from bridge.bus import EventBus
 from bridge.channel import Channel
 from bridge.config import Config
+from bridge.db import connect
+from hardware.radios import Radios
 
 logger = logging.getLogger(__name__)
 
@@ -23,22 +30,102 @@ class Service:
         self.config = config
         self.bus = EventBus()
         self.archive = Archive(config.storage)
-        self.channels = [Channel(ch, self.archive, self.bus) for ch in config.channels if ch.enabled]
+        self.db = connect(config.storage.database)
+        self.transcripts = TranscriptStore(connect(config.storage.database))
+        self.announcements: asyncio.Queue = asyncio.Queue(maxsize=100)  # spoken dispatch -> transmit paths
+        self.dispatch = self._build_dispatch()
+        self.recognition: LiveRecognition | None = None  # built in run(): the pool needs the running loop
+        self.channels = [Channel(ch, self.archive, self.bus, self._on_segment_event) for ch in config.channels if ch.enabled]
+        self.radios = Radios([ch.config for ch in self.channels], config.patches, self._is_receiving)
 
     def channel_states(self) -> list[dict[str, Any]]:
-        return [ch.state.to_dict() for ch in self.channels]
+        states = [ch.state.to_dict() for ch in self.channels]
+        if self.recognition is not None:
+            lag = self.recognition.pool.stats()
+            for state in states:
+                state["asr"] = {"engine": self.recognition.pool.name, "waiting_audio_s": lag.waiting_audio_s,
+                                "oldest_wait_s": lag.oldest_wait_s, "open": lag.open_streams, "rejected": lag.rejected}
+        return states
 
     async def run(self, serve_http: bool = True) -> None:
         logger.info("starting %d channels; archive in %s", len(self.channels), self.config.storage.data_dir)
-        async with asyncio.TaskGroup() as tasks:
-            channel_tasks = [tasks.create_task(ch.run(), name=f"channel:{ch.config.id}") for ch in self.channels]
-            if serve_http:
-                server = self._http_server()
-                http = tasks.create_task(server.serve(), name="http")
+        self.recognition = await self._build_recognition()
+        try:
+            await self.radios.open()
+            for ch in self.channels:
+                ch.line = self.radios.lines.get(ch.config.id)
+                ch.transmitter = self.radios.transmitters.get(ch.config.id)
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.radios.play_announcements(self.announcements), name="announcements")
+                if self.recognition is not None:
+                    tasks.create_task(self.recognition.run_backlog(), name="asr-backlog")
+                if self.dispatch is not None:
+                    tasks.create_task(self.dispatch.run(), name="dispatch")
+                channel_tasks = [tasks.create_task(ch.run(), name=f"channel:{ch.config.id}") for ch in self.channels]
+                if serve_http:
+                    tasks.create_task(self._http_server().serve(), name="http")
                 await asyncio.gather(*channel_tasks)
-                await http  # channels that end (files without loop) leave the API up
-            else:
-                await asyncio.gather(*channel_tasks)
+                if not serve_http:  # nothing else to wait for: the channels' inputs have ended
+                    await self._drain()
+                    raise _Done
+        except* _Done:
+            pass
+        finally:
+            await self.radios.close()  # every PTT unkeyed, whatever ended the service
+            if self.recognition is not None:
+                await self.recognition.close()
+                self.recognition.pool.close()
+
+    async def _drain(self, timeout: float = 60.0) -> None:
+        """Wait until the utterances already archived have been recognised (used when inputs end, e.g. in tests)."""
+        if self.recognition is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            pending = await asyncio.to_thread(self.archive.pending)
+            if not pending and not self.recognition.pool.stats().open_streams:
+                return
+            await asyncio.sleep(0.2)
+
+    @property
+    def transmitters(self) -> dict[str, Any]:
+        return self.radios.transmitters
+
+    def _is_receiving(self, channel_id: str) -> bool:
+        return any(ch.state.talking for ch in self.channels if ch.config.id == channel_id)
+
+    async def _on_segment_event(self, event: Any, archived: Any) -> None:
+        if self.recognition is not None:
+            await self.recognition.on_event(event, archived)
+        await self.radios.on_segment_event(event)
+
+    async def _on_transcript(self, transcript: Transcript, utterance: RecognisedUtterance) -> None:
+        if self.dispatch is not None:
+            await self.dispatch.dispatcher.handle(transcript, utterance)
+
+    async def _build_recognition(self) -> LiveRecognition | None:
+        if self.config.asr.engine == "none":
+            logger.info("speech recognition is off (asr.engine: none)")
+            return None
+        from asr.keywords import jurisdiction_keywords
+        from asr.worker import RecognitionPool, build_engines
+        from dispatch.classify import incident_terms
+
+        keywords = jurisdiction_keywords(self.config.jurisdiction, incident_terms(self.config.dispatch.lexicon))
+        engines = await asyncio.to_thread(build_engines, self.config.asr, keywords)
+        if not engines:
+            return None
+        pool = RecognitionPool(engines, self.config.asr.workers, self.config.asr.queue_size)
+        logger.info("speech recognition: %s with %d workers", pool.name, pool.workers)
+        return LiveRecognition(pool, self.archive, self.transcripts, self.bus, self._on_transcript)
+
+    def _build_dispatch(self) -> Any:
+        if not self.config.dispatch.enabled:
+            return None
+        from dispatch.dispatcher import DispatchService
+
+        return DispatchService(self.config, bus=self.bus, transmit=self.announcements)
 
     def _http_server(self) -> uvicorn.Server:
         web = self.config.web
@@ -48,7 +135,21 @@ class Service:
         return server
 
 
+class _Done(Exception):
+    """Ends the task group once every input has ended and its utterances are recognised."""
+
+
 def run_service(config: Config) -> None:
-    service = Service(config)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(service.run())
+    """Run until SIGINT or SIGTERM; either ends the service cleanly (lines unkeyed, recognition stopped)."""
+
+    async def main() -> None:
+        service = Service(config)
+        task = asyncio.create_task(service.run())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        logger.info("service stopped")
+
+    asyncio.run(main())

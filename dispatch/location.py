@@ -31,6 +31,8 @@ FUZZY_MIN = 0.85  # mean syllable similarity: 3 syllables allow only accent conf
 COMMON_WORD_FREQ = 5  # jieba dictionary frequency above which a span is an ordinary word
 CONFIDENCE = {"keyword": 0.9, "name": 0.95, "alias": 0.9, "generic": 0.6}
 ADDRESSEE_PENALTY = 0.5
+ADDRESSEE_FUZZY_MIN = 0.79  # mean similarity for 3+-syllable call phrases (请注意, 请回答) heard through ASR errors
+KEYWORD_SLACK_S = 0.15  # a spotted keyword's reported times may trail its syllables' a little
 
 Method = Literal["keyword", "name", "alias", "generic", "fuzzy"]
 
@@ -108,7 +110,7 @@ def _word_freq(word: str) -> int:
 class _Input:
     text: str
     syllables: list[Syllable | None]
-    keywords: list[tuple[str, str, float]]  # label, ref, score
+    keywords: list[tuple[str, str, float, tuple[int, int] | None]]  # label, ref, score, syllable span if known
 
     @property
     def unit(self) -> Literal["char", "syllable"]:
@@ -127,8 +129,27 @@ def read_input(transcript_like: Any) -> _Input:
     syllables = text_syllables(text) if text else parse_pinyin(d.get("pinyin") or "")
     keywords = []
     for k in d.get("keywords") or ():
-        keywords.append((k["label"], k["ref"], float(k.get("score", 1.0))) if isinstance(k, dict) else (k.label, k.ref, k.score))
+        k = k if isinstance(k, dict) else {"label": k.label, "ref": k.ref, "score": k.score, "start": k.start, "end": k.end}
+        span = None if text else _keyword_span(k, d.get("words") or (), syllables)
+        keywords.append((k["label"], k["ref"], float(k.get("score", 1.0)), span))
     return _Input(text, syllables, keywords)
+
+
+def _keyword_span(keyword: dict[str, Any], words: Any, syllables: list[Syllable | None]) -> tuple[int, int] | None:
+    """Where a spotted keyword lies in a pinyin-only transcript: the syllables (words) its time span covers.
+
+    The spotter and the recogniser hear independently, so the keyword's own syllables may be misheard in the
+    pinyin; its timing still says where it was said (which matters for 「X请注意」: X is called, not the scene)."""
+    start, end = keyword.get("start"), keyword.get("end")
+    if start is None or end is None or not words:
+        return None
+    slots = [i for i, s in enumerate(syllables) if s is not None]  # syllable index of each recognised word
+    if len(slots) != len(words):
+        return None
+    inside = [slots[i] for i, w in enumerate(words)
+              if (w["start"] if isinstance(w, dict) else w.start) >= start - KEYWORD_SLACK_S
+              and (w["start"] if isinstance(w, dict) else w.start) < end - KEYWORD_SLACK_S]
+    return (min(inside), max(inside) + 1) if inside else None
 
 
 def extract_location(transcript_like: Any, index: PlaceIndex | Jurisdiction) -> LocationMatch | None:
@@ -151,13 +172,13 @@ def _index_for(jurisdiction: Jurisdiction) -> PlaceIndex:
 
 def _candidates(inp: _Input, index: PlaceIndex):
     places = index.jurisdiction
-    for label, ref, score in inp.keywords:
+    for label, ref, score, syllable_span in inp.keywords:
         try:
             place = places.place(ref)
         except KeyError:
             continue  # incident keywords (incident:<term>) and refs of another jurisdiction
         start = inp.text.find(label) if inp.text else -1
-        span = (start, start + len(label)) if start >= 0 else None
+        span = (start, start + len(label)) if start >= 0 else syllable_span
         confidence = CONFIDENCE["keyword"] * min(1.0, max(score, 0.5))
         yield _mark(LocationMatch(place, label, "keyword", confidence, span, inp.unit), inp)
     if inp.text:
@@ -240,14 +261,18 @@ def _mark(c: LocationMatch, inp: _Input) -> LocationMatch:
     if c.span is None:
         return c
     start, end = c.span
-    said = [s.folded if s else None for s in inp.syllables]
-    after = any(said[end:end + len(w)] == _folded(w) for w in _ADDRESSED_AFTER)
-    before = any(start >= len(w) and said[start - len(w):start] == _folded(w) for w in _ADDRESSED_BEFORE)
+    after = any(_said(w, inp.syllables, end) for w in _ADDRESSED_AFTER)
+    before = any(start >= len(w) and _said(w, inp.syllables, start - len(w)) for w in _ADDRESSED_BEFORE)
     return replace(c, addressed=True, confidence=c.confidence * ADDRESSEE_PENALTY) if after or before else c
 
 
-def _folded(word: str) -> list[str | None]:
-    return [s.folded for s in phrase(word)]
+def _said(word: str, syllables: list[Syllable | None], at: int) -> bool:
+    """`word` is said at syllable `at`: exactly for two-syllable words, up to one accent-level confusion for longer
+    ones (请注意 heard as qing zhong yi is still a call)."""
+    size = len(phrase(word))
+    floor = 1.0 if size < 3 else ADDRESSEE_FUZZY_MIN
+    scores = window_scores(word, syllables, at, floor)
+    return bool(scores) and sum(scores) / size >= floor
 
 
 def _resolve_overlaps(cands: list[LocationMatch]) -> list[LocationMatch]:

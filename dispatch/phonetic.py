@@ -47,15 +47,23 @@ def fold(base: str) -> str:
 
 @lru_cache(maxsize=65536)
 def similarity(a: str, b: str) -> float:
-    """Of two toneless syllables: 1.0 the same, 0.9 the same up to an accent confusion, 0.5 same initial or same
-    final, else 0."""
+    """Of two toneless syllables: 1.0 the same, 0.9 the same up to an accent confusion, 0.75 same initial and the
+    same medial glide (jie/jian, xiu/xia: ASR keeps the onset and loses the tail), 0.5 same initial or same final,
+    else 0."""
     if a == b:
         return 1.0
     if fold(a) == fold(b):
         return 0.9
     ai, af = split(fold(a))
     bi, bf = split(fold(b))
-    return 0.5 if (ai and ai == bi) or af == bf else 0.0
+    if ai and ai == bi:
+        return 0.75 if _medial(af) and _medial(af) == _medial(bf) else 0.5
+    return 0.5 if af == bf else 0.0
+
+
+def _medial(final: str) -> str:
+    """The glide a final starts with (i, u or ü written v), '' for open finals; a lone i/u/v is a vowel, not a glide."""
+    return final[0] if len(final) > 1 and final[0] in "iuv" else ""
 
 
 def _syllable(token: str) -> Syllable | None:

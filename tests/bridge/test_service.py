@@ -82,8 +82,10 @@ async def test_a_missing_source_is_a_visible_fault_and_is_reopened_when_it_appea
     raw = tmp_path / "radio.pcm"  # not there yet: the receiver is unplugged
     config_path = tmp_path / "config.yaml"
     config_path.write_text(json.dumps({
-        "jurisdiction": "j.yaml",
+        "jurisdiction": str(Path(__file__).resolve().parents[2] / "config" / "jurisdiction.yaml"),
         "storage": {"data_dir": str(tmp_path / "data"), "audio_format": "wav"},
+        "broker": {"enabled": False},
+        "asr": {"engine": "none"},
         "channels": [{"id": "ch-pipe", "name": "pipe", "source": {"type": "pipe", "path": str(raw)}}],
     }), encoding="utf-8")
     service = Service(load_config(config_path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,8 @@ async def test_second_report_merges_and_chatter_raises_nothing(broker: Mosquitto
         assert second.id == first.id and second.reports == 2 and second.utterance_ids == ("u-1", "u-2")
         assert await rig.dispatcher.handle(say("收到，一切正常"), utterance("u-3")) is None
         await eventually(lambda: not rig.outbox.pending(), what="outbox drained")
+        await eventually(lambda: ph["g-piju"].received, what="alert delivered")  # PUBACK can beat delivery
+        await asyncio.sleep(0.3)  # a second (wrong) alert would arrive within this
         assert len(ph["g-piju"].received) == 1  # one alert per incident, not per report
         assert len(rig.dispatcher.store.list()) == 1
 

@@ -1,0 +1,76 @@
+"""The service's radio hardware: each channel's control line and transmitter, the patches between channels, and
+the spoken announcements the dispatcher queues. Opened before the channels start, closed (every PTT unkeyed)
+whatever way the service ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+from bridge.config import ChannelConfig
+from bridge.events import SegmentEvent
+from bridge.sinks import open_sink
+from hardware.config import PatchConfig, SimulatedLineConfig
+from hardware.lines import Line, make_line
+from hardware.patch import PatchManager
+from hardware.transmit import Priority, Transmitter
+
+logger = logging.getLogger(__name__)
+
+
+class Radios:
+    def __init__(
+        self, channels: Sequence[ChannelConfig], patches: Sequence[PatchConfig], receiving: Callable[[str], bool]
+    ) -> None:
+        self._channels = [ch for ch in channels if ch.line is not None or ch.tx is not None]
+        self._patch_configs = list(patches)
+        self._receiving = receiving
+        self.lines: dict[str, Line] = {}
+        self.transmitters: dict[str, Transmitter] = {}
+        self.patches = PatchManager({})
+        self._playing: set[asyncio.Task] = set()
+
+    async def open(self) -> None:
+        """Open every line (which unkeys it first: a PTT left keyed by a crash is released) and transmitter."""
+        for ch in self._channels:
+            # A channel that transmits but has no control line keys its radio by VOX: a line held in memory.
+            line = make_line(ch.id, ch.line or SimulatedLineConfig(type="simulated", cor=False))
+            await line.open()
+            self.lines[ch.id] = line
+            if ch.tx is not None:
+                transmitter = Transmitter(
+                    ch.id, line, open_sink(ch.id, ch.tx.output), ch.tx, receiving=lambda cid=ch.id: self._receiving(cid)
+                )
+                await transmitter.start()
+                self.transmitters[ch.id] = transmitter
+            logger.info("channel %s: line %s open%s", ch.id, type(line).__name__, ", can transmit" if ch.tx else "")
+        self.patches = PatchManager(self.transmitters, self._patch_configs)
+
+    async def close(self) -> None:
+        for transmitter in self.transmitters.values():
+            with contextlib.suppress(Exception):
+                await transmitter.close()
+        for line in self.lines.values():
+            with contextlib.suppress(Exception):
+                await line.close()
+
+    async def on_segment_event(self, event: SegmentEvent) -> None:
+        await self.patches.handle(event)
+
+    async def play_announcements(self, queue: asyncio.Queue) -> None:
+        """Transmit the dispatcher's spoken announcements on their channels, one at a time per channel."""
+        while True:
+            announcement = await queue.get()
+            transmitter = self.transmitters.get(announcement.channel)
+            if transmitter is None:
+                logger.info("channel %s cannot transmit: announcement for %s not played",
+                            announcement.channel, announcement.incident_id)
+                continue
+            # the transmitter queues and waits for a clear channel itself; other channels' announcements go on
+            task = asyncio.create_task(
+                transmitter.transmit(announcement.pcm, priority=Priority.NORMAL, label=f"announce {announcement.incident_id}")
+            )
+            self._playing.add(task)
+            task.add_done_callback(self._playing.discard)

@@ -1,0 +1,100 @@
+"""The whole chain with no human step: a spoken call on a channel ends as an alert on a real MQTT broker.
+
+Real everything: radio-degraded speech replayed into a file channel, the segmenter, the archive, the on-board
+Mandarin model, the dispatcher, mosquitto.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import aiomqtt
+import yaml
+
+from bridge.config import load_config
+from bridge.service import Service
+from tests.support.broker import Mosquitto, broker_fixture  # noqa: F401 (fixture)
+from tests.support.radio import radio_calls_fixture  # noqa: F401 (fixture)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_config(tmp_path: Path, wavs: list[Path], *, broker: Mosquitto | None, engine: str = "sherpa") -> Path:
+    audio = tmp_path / "audio"
+    audio.mkdir(exist_ok=True)
+    for wav in wavs:
+        shutil.copy(wav, audio / wav.name)
+    config = {
+        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
+        "storage": {"data_dir": str(tmp_path / "data"), "audio_format": "wav"},
+        "broker": {"enabled": True, "port": broker.port} if broker else {"enabled": False},
+        "asr": {"engine": engine},
+        "channels": [{"id": "ch-market", "name": "市场保安",
+                      "source": {"type": "file", "paths": [str(audio)], "realtime": False, "gap": [2, 2]}}],
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+async def test_a_spoken_call_ends_as_an_alert_on_the_broker(tmp_path, broker, radio_calls):
+    call = next(c for c in radio_calls(20) if c.clean.stem == "c001")  # 怡园警务点请注意，美食街有人打架斗殴…
+    service = Service(load_config(make_config(tmp_path, [call.radio], broker=broker)))
+    alerts: list[dict] = []
+
+    async def listen(ready: asyncio.Event) -> None:
+        async with aiomqtt.Client(broker.host, broker.port, identifier="e2e-watcher") as client:
+            await client.subscribe("jingbao/alerts/#", qos=1)
+            ready.set()
+            async for message in client.messages:
+                alerts.append(json.loads(message.payload))
+
+    ready = asyncio.Event()
+    watcher = asyncio.create_task(listen(ready))
+    await asyncio.wait_for(ready.wait(), 5)
+    run = asyncio.create_task(service.run(serve_http=False))
+    for _ in range(300):
+        await asyncio.sleep(0.1)
+        if alerts:
+            break
+    await asyncio.sleep(0.5)  # let the rest of the first wave arrive
+    run.cancel()
+    watcher.cancel()
+    await asyncio.gather(run, watcher, return_exceptions=True)
+
+    archived = service.archive.list()
+    transcript = service.transcripts.get(archived[0].id)
+    assert alerts, "no alert reached the broker"
+    assert {a["type"] for a in alerts} == {"fight"}
+    assert {a["place"] for a in alerts} == {"美食街"}
+    first = alerts[0]
+    assert first["priority"] == "high" and first["audio_url"].startswith("/api/utterances/")
+    archived = service.archive.list()
+    assert len(archived) == 1 and service.archive.get(archived[0].id).status == "transcribed"
+    transcript = service.transcripts.get(archived[0].id)
+    assert transcript is not None and "mei3 shi2" in transcript.pinyin
+
+
+async def test_utterances_left_pending_are_transcribed_after_a_restart(tmp_path, calls_audio):
+    wavs = [calls_audio / "c003.wav", calls_audio / "c009.wav"]
+    # First run without recognition (as if ASR were down, or the process died before it ran): all stay pending.
+    config = load_config(make_config(tmp_path, wavs, broker=None, engine="none"))
+    first = Service(config)
+    await first.run(serve_http=False)
+    assert len(first.archive.pending()) == 2
+    first.archive.close()
+
+    # "Restart" with recognition on and no new audio: the backlog is transcribed.
+    (tmp_path / "audio").rename(tmp_path / "played")
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "audio" / "quiet.wav").write_bytes((tmp_path / "played" / "c003.wav").read_bytes()[:44])
+    config = load_config(make_config(tmp_path, [], broker=None, engine="sherpa"))
+    second = Service(config)
+    await asyncio.wait_for(second.run(serve_http=False), 120)
+    assert second.archive.pending() == []
+    texts = [second.transcripts.get(u.id) for u in second.archive.list()]
+    assert all(t is not None and t.pinyin for t in texts)
+
