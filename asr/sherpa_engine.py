@@ -1,0 +1,230 @@
+"""The sherpa-onnx engine: one small streaming Zipformer transducer (WenetSpeech KWS 3.3M) used twice, as a pinyin
+recogniser (initials and tone-marked finals -> tone-numbered syllables) and as a keyword spotter for the
+jurisdiction's places and the incident terms. Both are loaded once and shared read-only; each stream owns its state.
+
+The model gives no Chinese characters, so `text` is always "" and `pinyin`/`words` carry the result.
+Keyword scores: the spotter reports no score, so a keyword's score is how well the free-running recogniser agrees
+with it over the same stretch of audio (1 - normalised edit distance between the keyword's units and the units
+the recogniser emitted there, tones included): 1.0 when both heard it, lower when only the biased spotter did.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import sherpa_onnx
+from rapidfuzz.distance import Levenshtein
+
+from asr.engine import EngineUnavailable
+from asr.keywords import KeywordEntry, keyword_file
+from asr.pinyin import LAST_SYLLABLE_TAIL, toneless_unit, units_to_syllables
+from asr.transcript import Keyword, Transcript, Word
+from bridge.audio import SAMPLE_RATE, pcm_to_float
+
+logger = logging.getLogger(__name__)
+
+TAIL_PADDING_S = 0.66  # the encoder needs this much audio after the last word to emit it
+KWS_CHUNK_S = 0.32  # audio consumed per spotter decode step (chunk-16 model: 16 encoder frames = 32 feature frames)
+KEYWORD_CONTEXT_S = 0.2  # slack around a keyword when looking up what the recogniser heard there
+KWS_TIME_SLACK_S = 0.2  # the spotter and the recogniser may place the same unit a few 40 ms frames apart
+EXTENSION_MATCH = 0.75  # share of a longer keyword's remaining units the recogniser must have heard (toneless)
+# Noise gate: a syllable whose units average below this probability is the recogniser guessing at noise. Real
+# speech syllables sit well above it (see tests/asr/test_sherpa_engine.py for the measured margins).
+MIN_SYLLABLE_CONF = 0.25
+
+
+@dataclass(slots=True, frozen=True)
+class ModelFiles:
+    tokens: Path
+    encoder: Path
+    decoder: Path
+    joiner: Path
+
+    @classmethod
+    def find(cls, model_dir: Path) -> ModelFiles:
+        """The transducer files in `model_dir`; int8 encoder/joiner preferred (faster, the mobile model has only
+        those), float decoder preferred (upstream's advice: int8 hurts the small decoder)."""
+        model_dir = Path(model_dir)
+        if not model_dir.is_dir():
+            raise EngineUnavailable(f"sherpa-onnx model directory {model_dir} does not exist "
+                                    "(set asr.sherpa_model in the config, or run `jingbao model fetch`)")
+        tokens = model_dir / "tokens.txt"
+        if not tokens.is_file():
+            raise EngineUnavailable(f"{model_dir}: no tokens.txt, not a sherpa-onnx model directory")
+        pick = functools.partial(_pick, model_dir)
+        return cls(tokens, encoder=pick("encoder", prefer_int8=True), decoder=pick("decoder", prefer_int8=False),
+                   joiner=pick("joiner", prefer_int8=True))
+
+
+def _extensions(keywords: dict[str, KeywordEntry]) -> dict[str, list[tuple[str, list[str]]]]:
+    """key -> [(key of a longer keyword that starts with it, the units after the common start)]."""
+    units = {key: (entry.units or "").split() for key, entry in keywords.items()}
+    found: dict[str, list[tuple[str, list[str]]]] = {}
+    for short, prefix in units.items():
+        for long, whole in units.items():
+            if len(whole) > len(prefix) and whole[: len(prefix)] == prefix:
+                found.setdefault(short, []).append((long, whole[len(prefix) :]))
+    return found
+
+
+def _pick(model_dir: Path, part: str, prefer_int8: bool) -> Path:
+    found = sorted(model_dir.glob(f"{part}*.onnx"), key=lambda p: (".int8." in p.name) != prefer_int8)
+    if not found:
+        raise EngineUnavailable(f"{model_dir}: no {part}*.onnx, not a sherpa-onnx transducer model directory")
+    return found[0]
+
+
+class SherpaEngine:
+    name = "sherpa"
+
+    def __init__(self, model_dir: Path, keywords: Sequence[KeywordEntry] = (), num_threads: int = 1) -> None:
+        files = ModelFiles.find(model_dir)
+        common = dict(tokens=str(files.tokens), encoder=str(files.encoder), decoder=str(files.decoder),
+                      joiner=str(files.joiner), num_threads=num_threads, provider="cpu")
+        try:
+            self.recognizer = sherpa_onnx.OnlineRecognizer.from_transducer(**common, decoding_method="greedy_search")
+            self.keywords: dict[str, KeywordEntry] = {}
+            self.spotter: sherpa_onnx.KeywordSpotter | None = None
+            contents, self.keywords = keyword_file(keywords, files.tokens)
+            if contents:
+                # the spotter only takes its keywords from a file
+                with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as f:
+                    f.write(contents)
+                    f.flush()
+                    # num_trailing_blanks stays 1: upstream's advice for overlapping keywords (8) makes the spotter
+                    # wait for a pause, and measured recall on the calls fell from 28/32 to 18/32 (3) and 8/32 (10)
+                    self.spotter = sherpa_onnx.KeywordSpotter(**common, keywords_file=f.name)
+        except (RuntimeError, ValueError, OSError) as e:
+            raise EngineUnavailable(f"{model_dir}: cannot load the sherpa-onnx model ({e})") from e
+        self.extensions = _extensions(self.keywords)
+        logger.info("sherpa-onnx model %s loaded, %d keywords (%d keyword lines)",
+                    files.encoder.name, len(self.keywords), contents.count("\n"))
+
+    def start_stream(self) -> SherpaStream:
+        return SherpaStream(self)
+
+
+@dataclass(slots=True, frozen=True)
+class _Hit:
+    key: str
+    units: tuple[str, ...]
+    start: float
+    end: float
+
+
+class SherpaStream:
+    """One utterance: feeds the recogniser and the spotter with the same audio."""
+
+    def __init__(self, engine: SherpaEngine) -> None:
+        self._engine = engine
+        self._asr = engine.recognizer.create_stream()
+        self._kws = engine.spotter.create_stream() if engine.spotter else None
+        self._kws_steps = 0  # spotter decode steps since the stream began
+        self._kws_since = 0.0  # where the spotter's clock restarted (it restarts after each hit)
+        self._hits: list[_Hit] = []
+        self._samples = 0
+        self._finished = False
+
+    def feed(self, pcm: bytes) -> None:
+        if self._finished:
+            raise RuntimeError("feed() after finish()")
+        self._accept(pcm_to_float(pcm))
+
+    def partial(self) -> Transcript | None:
+        transcript = self._transcript(partial=True)
+        return None if transcript.empty else transcript
+
+    def finish(self) -> Transcript:
+        if not self._finished:
+            self._accept(np.zeros(int(TAIL_PADDING_S * SAMPLE_RATE), np.float32), count=False)
+            self._asr.input_finished()
+            if self._kws is not None:
+                self._kws.input_finished()
+            self._decode()
+            self._finished = True
+        return self._transcript(partial=False)
+
+    def _accept(self, samples: np.ndarray, count: bool = True) -> None:
+        if samples.size == 0:
+            return
+        if count:
+            self._samples += samples.size
+        self._asr.accept_waveform(SAMPLE_RATE, samples)
+        if self._kws is not None:
+            self._kws.accept_waveform(SAMPLE_RATE, samples)
+        self._decode()
+
+    def _decode(self) -> None:
+        recognizer, spotter = self._engine.recognizer, self._engine.spotter
+        while recognizer.is_ready(self._asr):
+            recognizer.decode_stream(self._asr)
+        if spotter is None or self._kws is None:
+            return
+        while spotter.is_ready(self._kws):
+            spotter.decode_stream(self._kws)
+            self._kws_steps += 1
+            result = spotter.keyword_spotter.get_result(self._kws)
+            if result.keyword:
+                times = [self._kws_since + t for t in result.timestamps]
+                self._hits.append(_Hit(result.keyword.strip(), tuple(result.tokens), times[0], times[-1]))
+                spotter.reset_stream(self._kws)  # required after every hit; its timestamps restart from here
+                self._kws_since = self._kws_steps * KWS_CHUNK_S
+
+    @property
+    def duration(self) -> float:
+        return self._samples / SAMPLE_RATE
+
+    def _transcript(self, partial: bool) -> Transcript:
+        result = self._engine.recognizer.get_result_all(self._asr)
+        units, times, logprobs = list(result.tokens), list(result.timestamps), list(result.ys_probs)
+        syllables = [s for s in units_to_syllables(units, times, logprobs) if s.conf >= MIN_SYLLABLE_CONF]
+        duration = self.duration
+        words = tuple(Word(s.text, min(s.start, duration), min(s.end, duration), s.conf) for s in syllables)
+        keywords = self._keywords(units, times, duration) if syllables else ()
+        conf = math.exp(sum(math.log(max(w.conf, 1e-6)) for w in words) / len(words)) if words else 0.0
+        return Transcript(text="", pinyin=" ".join(w.text for w in words), words=words, keywords=keywords,
+                          engine=SherpaEngine.name, conf=round(conf, 4), partial=partial)
+
+    def _keywords(self, units: list[str], times: list[float], duration: float) -> tuple[Keyword, ...]:
+        """Hits -> Keywords with an agreement score; one Keyword per ref and stretch of audio (tone-variant lines of
+        one place firing on the same words collapse to the best scored)."""
+        found: list[Keyword] = []
+        for hit in self._hits:
+            key, end = self._extend(hit, units, times)
+            entry = self._engine.keywords[key]
+            heard = [u for u, t in zip(units, times, strict=True)
+                     if hit.start - KEYWORD_CONTEXT_S <= t <= end + KEYWORD_CONTEXT_S]
+            score = round(Levenshtein.normalized_similarity((entry.units or "").split(), heard), 3)
+            end = min(end + LAST_SYLLABLE_TAIL, duration)
+            keyword = Keyword(entry.label, entry.ref, round(min(hit.start, duration), 3), round(end, 3), score)
+            same = next((i for i, k in enumerate(found) if k.ref == entry.ref and k.start < end and keyword.start < k.end), None)
+            if same is None:
+                found.append(keyword)
+            elif keyword.score > found[same].score:
+                found[same] = keyword
+        return tuple(found)
+
+    def _extend(self, hit: _Hit, units: list[str], times: list[float]) -> tuple[str, float]:
+        """(key, end) of the longest keyword that the hit begins and the recogniser heard through to its end.
+
+        The spotter fires on 公园北路 as soon as it is said and restarts, so it can never complete 公园北路夜市; the
+        recogniser's units after the hit decide whether the longer name was said (toneless, EXTENSION_MATCH)."""
+        plain = [toneless_unit(u) for u in units]
+        # where the recogniser put the hit's last unit: the two decoders may place it a few frames apart
+        last = toneless_unit(hit.units[-1])
+        ends = [i for i, t in enumerate(times) if abs(t - hit.end) <= KWS_TIME_SLACK_S and plain[i] == last]
+        longest_first = sorted(self._engine.extensions.get(hit.key, ()), key=lambda ext: -len(ext[1]))
+        for key, rest in longest_first:
+            expected = [toneless_unit(u) for u in rest]
+            for i in ends:
+                heard = plain[i + 1 : i + 1 + len(rest)]
+                if len(heard) == len(rest) and Levenshtein.normalized_similarity(expected, heard) >= EXTENSION_MATCH:
+                    return key, times[i + len(rest)]
+        return hit.key, hit.end
