@@ -3,10 +3,110 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from asr import model_cli
+from asr.engine import Engine
+from asr.transcript import Transcript
+
+logger = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands (each sets `func`)."""
     model_cli.register(sub)
+    t = sub.add_parser("transcribe", help="segment audio files and transcribe each utterance")
+    t.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files (any format ffmpeg reads)")
+    t.add_argument("--json", action="store_true", help="one JSON object per utterance on stdout")
+    t.add_argument("--engine", choices=["vosk", "sherpa", "all"], help="engines to run (default: the config's asr.engine)")
+    t.add_argument("--config", type=Path, help="config file: models, and the jurisdiction and lexicon whose places and "
+                   "incident words are spotted (without it: models from the usual places, no keywords)")
+    t.set_defaults(func=cmd_transcribe)
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from asr.config import AsrConfig
+    from asr.keywords import jurisdiction_keywords
+    from asr.worker import build_engines
+    from bridge.config import ConfigError, VadConfig, load_config
+    from dispatch.classify import incident_terms
+
+    asr_config, keywords, vad = AsrConfig(), [], VadConfig()
+    if args.config:
+        try:
+            config = load_config(args.config)
+        except ConfigError as e:
+            print(e, file=sys.stderr)
+            return 2
+        asr_config, vad = config.asr, config.channels[0].vad
+        keywords = jurisdiction_keywords(config.jurisdiction, incident_terms(config.dispatch.lexicon))
+    if args.engine:
+        asr_config = asr_config.model_copy(update={"engine": args.engine})
+    engines = build_engines(asr_config, keywords)
+    if not engines:
+        print("no speech recognition engine available (see `jingbao model list`)", file=sys.stderr)
+        return 2
+    failed = 0
+    with _progress(args.files, enabled=sys.stderr.isatty() and not args.json) as advance:
+        for path in args.files:
+            try:
+                for start, end, transcript in transcribe_file(path, engines, vad):
+                    _print_utterance(path, start, end, transcript, args.json)
+            except Exception as e:  # a bad file is reported and skipped, the others are still transcribed
+                failed += 1
+                print(f"{path}: {e}", file=sys.stderr)
+            advance()
+    return 1 if failed else 0
+
+
+def transcribe_file(path: Path, engines: Sequence[Engine], vad: object) -> Iterator[tuple[float, float, Transcript]]:
+    """(start, end, transcript) of each utterance the segmenter finds in the file, times in seconds from its start;
+    every engine hears every utterance and their results are combined."""
+    from asr.combine import combine
+    from bridge.decode import decode_file
+    from bridge.segmenter import segment_pcm
+
+    for utterance in segment_pcm(decode_file(path), vad, channel=path.stem):  # type: ignore[arg-type]
+        results = []
+        for engine in engines:
+            stream = engine.start_stream()
+            stream.feed(utterance.pcm)
+            results.append(stream.finish())
+        yield utterance.start, utterance.end, combine(results)
+
+
+def _print_utterance(path: Path, start: float, end: float, transcript: Transcript, as_json: bool) -> None:
+    if as_json:
+        record = {"file": str(path), "start": round(start, 3), "end": round(end, 3), **transcript.to_dict()}
+        record.pop("partial", None)
+        print(json.dumps(record, ensure_ascii=False), flush=True)
+        return
+    places = " ".join(f"[{k.label}→{k.ref}]" for k in transcript.keywords)
+    said = transcript.text or transcript.pinyin or "(nothing recognised)"
+    print(f"{path.name} {start:7.2f}-{end:7.2f}  {said}  {places}".rstrip(), flush=True)
+
+
+class _progress:
+    """A rich progress bar over the files on stderr, or nothing (not a terminal, or --json)."""
+
+    def __init__(self, files: Sequence[Path], enabled: bool) -> None:
+        self._files, self._enabled, self._bar = files, enabled and len(files) > 1, None
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        if not self._enabled:
+            return lambda: None
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self._bar = Progress(console=Console(stderr=True), transient=True)
+        self._bar.start()
+        task = self._bar.add_task("transcribing", total=len(self._files))
+        return lambda: self._bar.advance(task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()

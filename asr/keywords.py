@@ -63,7 +63,7 @@ def keyword_file(entries: Iterable[KeywordEntry], tokens_file: Path) -> tuple[st
         if not units:
             continue
         if units in claimed:
-            if (claimed[units].label, claimed[units].ref) != (entry.label, entry.ref):
+            if claimed[units].ref != entry.ref:  # a homophone of the same ref (撕打/厮打) loses nothing
                 logger.warning("keyword %s (%s) sounds like %s (%s): keeping the first",
                                entry.label, entry.ref, claimed[units].label, claimed[units].ref)
             continue

@@ -1,0 +1,77 @@
+"""`jingbao transcribe` through a subprocess, as a user runs it: segmentation, JSON lines, keywords from the
+config's jurisdiction, bad files reported without stopping the others."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bridge.audio import SAMPLE_RATE
+from bridge.decode import decode_file
+
+REPO = Path(__file__).resolve().parents[2]
+FIELDS = {"file", "start", "end", "text", "pinyin", "words", "keywords", "engine", "conf"}
+
+
+def jingbao(*args: str, sherpa_model: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "JINGBAO_SHERPA_MODEL": str(sherpa_model), "HOME": str(REPO / "var")}
+    return subprocess.run([sys.executable, "-m", "bridge.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def two_calls(calls_audio: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """c001 and c005 one after the other with 1.5 s of silence between: two utterances in one file."""
+    gap = bytes(int(1.5 * SAMPLE_RATE) * 2)
+    pcm = gap + decode_file(calls_audio / "c001.wav") + gap + decode_file(calls_audio / "c005.wav") + gap
+    path = tmp_path_factory.mktemp("cli") / "two_calls.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(pcm)
+    return path
+
+
+def test_json_lines_one_per_utterance_with_keywords(two_calls: Path, sherpa_model: Path) -> None:
+    done = jingbao("transcribe", str(two_calls), "--json", "--engine", "sherpa", "--config", "config/demo.yaml",
+                   sherpa_model=sherpa_model)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(lines) == 2
+    assert all(set(line) == FIELDS and line["engine"] == "sherpa" and line["file"] == str(two_calls) for line in lines)
+    first, second = lines
+    assert 1.0 <= first["start"] < 1.6 and first["end"] < second["start"]  # seconds from the file's start
+    assert "mei3 shi2" in first["pinyin"] and "xian4 chang3" in first["pinyin"]
+    assert {"meishijie", "yiyuan-jingwudian"} <= {k["ref"] for k in first["keywords"]}
+    assert "qinchuan-dianzi" in {k["ref"] for k in second["keywords"]}
+    assert all({"label", "ref", "start", "end", "score"} == set(k) for k in first["keywords"])
+    assert "\x1b[" not in done.stderr  # no progress bar when not on a terminal
+
+
+def test_readable_output_and_a_bad_file(two_calls: Path, sherpa_model: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really a wav file")
+    silent = tmp_path / "silent.wav"
+    with wave.open(str(silent), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(np.zeros(2 * SAMPLE_RATE, "<i2").tobytes())
+    done = jingbao("transcribe", str(broken), str(silent), str(two_calls), "--engine", "sherpa", sherpa_model=sherpa_model)
+    assert done.returncode == 1  # one file failed; the others were still transcribed
+    assert "broken.wav" in done.stderr and "cannot decode" in done.stderr
+    out = done.stdout.splitlines()
+    assert len(out) == 2 and all(line.startswith("two_calls.wav") for line in out)  # silence: no utterance at all
+    assert "mei3 shi2" in out[0]
+
+
+def test_no_engine_is_a_clear_error(two_calls: Path, tmp_path: Path) -> None:
+    done = jingbao("transcribe", str(two_calls), "--engine", "vosk", sherpa_model=tmp_path / "none")
+    assert done.returncode == 2 and "no speech recognition engine" in done.stderr
