@@ -52,19 +52,32 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from dispatch.gazetteer import GazetteerError, load_jurisdiction
+
     try:
         config = load_config(args.file)
-    except ConfigError as e:
+        jurisdiction = load_jurisdiction(config.jurisdiction)
+    except (ConfigError, GazetteerError) as e:
         print(e, file=sys.stderr)
         return 2
     print(f"{args.file}: OK")
-    print(f"  jurisdiction: {config.jurisdiction}")
+    print(f"  jurisdiction: {config.jurisdiction} ({jurisdiction.name}: {len(jurisdiction.places)} places, "
+          f"{len(jurisdiction.responders)} responders)")
     print(f"  storage: {config.storage.data_dir} ({config.storage.audio_format})")
     print(f"  broker: {config.broker.host}:{config.broker.port}" + ("" if config.broker.enabled else " (disabled)"))
     print(f"  web: http://{config.web.host}:{config.web.port}")
+    print(f"  speech recognition: {config.asr.engine}")
     for ch in config.channels:
-        state = "" if ch.enabled else " (disabled)"
-        print(f"  channel {ch.id} [{ch.name}]: source {ch.source.type}{state}")
+        parts = [f"source {ch.source.type}"]
+        if ch.line is not None:
+            parts.append(f"line {ch.line.type}")
+        if ch.tx is not None:
+            parts.append(f"transmits to {ch.tx.output.type}")
+        if not ch.enabled:
+            parts.append("disabled")
+        print(f"  channel {ch.id} [{ch.name}]: {', '.join(parts)}")
+    for patch in config.patches:
+        print(f"  patch {patch.a} <-> {patch.b} ({patch.mode})")
     return 0
 
 

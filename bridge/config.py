@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from asr.config import AsrConfig
 from dispatch.config import DispatchConfig
-from hardware.config import LineConfig, PatchConfig, TransmitConfig
+from hardware.config import FileSinkConfig, LineConfig, PatchConfig, TransmitConfig
 
 
 class Strict(BaseModel):
@@ -231,6 +231,9 @@ def _resolve_paths(config: Config, base: Path) -> Config:
 
     channels = []
     for ch in config.channels:
+        if ch.tx is not None and isinstance(ch.tx.output, FileSinkConfig):
+            output = ch.tx.output.model_copy(update={"directory": resolve(ch.tx.output.directory)})
+            ch = ch.model_copy(update={"tx": ch.tx.model_copy(update={"output": output})})
         if isinstance(ch.source, FileSource):
             ch = ch.model_copy(update={"source": ch.source.model_copy(update={"paths": [resolve(p) for p in ch.source.paths]})})
         channels.append(ch)

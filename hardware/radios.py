@@ -65,7 +65,7 @@ class Radios:
             announcement = await queue.get()
             transmitter = self.transmitters.get(announcement.channel)
             if transmitter is None:
-                logger.info("channel %s cannot transmit: announcement for %s not played",
+                logger.debug("channel %s cannot transmit: announcement for %s not played",
                             announcement.channel, announcement.incident_id)
                 continue
             # the transmitter queues and waits for a clear channel itself; other channels' announcements go on
