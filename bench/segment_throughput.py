@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from archive_throughput import archive_bench  # a sibling script: bench/ is on sys.path when one is run
 
 from bridge.audio import FRAME_MS, Frame
 from bridge.config import VadConfig
@@ -82,6 +83,7 @@ def segment_bench(seconds: float = 120.0, repeats: int = 3) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=120.0, help="at least this much channel audio, s")
+    parser.add_argument("--no-archive", action="store_true", help="skip the archive's utterances-per-second figures")
     args = parser.parse_args()
     r = segment_bench(args.seconds)
     print(f"machine: {r['cpu']}, Python {r['python']}, one process, one core")
@@ -89,6 +91,12 @@ def main() -> None:
     print(f"  {r['us_per_frame']} µs per frame, {r['frames_per_s']:,} frames/s")
     print(f"  real-time factor {r['realtime_factor']:,}x")
     print(f"  channels per core in real time: {r['channels_per_core']:,} (goal >= 500)")
+    if not args.no_archive:
+        a = archive_bench(count=10)
+        print(f"archive: {a['utterance_s']:.0f} s utterances stored (encode + fsync + hash-chained row), utterances/s:")
+        for key, rate in a["utterances_per_s"].items():
+            fmt, threads = key.split("_threads")
+            print(f"  {fmt:<5} {threads} thread(s): {rate:7.1f}")
 
 
 if __name__ == "__main__":
