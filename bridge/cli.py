@@ -9,6 +9,7 @@ import sys
 
 from asr import cli as asr_cli
 from bridge import commands as bridge_commands
+from bridge.web import cli as web_cli
 from dispatch import cli as dispatch_cli
 from hardware import cli as hardware_cli
 
@@ -17,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jingbao", description="警保联动 bridge: radio channels -> archive -> ASR -> dispatch")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (bridge_commands, asr_cli, dispatch_cli, hardware_cli):
+    for module in (bridge_commands, asr_cli, dispatch_cli, hardware_cli, web_cli):
         module.register(sub)
     return parser
 

@@ -1,0 +1,55 @@
+"""The web app `jingbao run` serves: the API the console, the guard page and the auditor page are built on."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
+
+from bridge.db import connect
+from bridge.web import routes_archive, routes_auth, routes_channels
+from bridge.web.audit import AuditLog
+from bridge.web.auth import require
+from bridge.web.context import WebContext
+from bridge.web.limits import BodySizeLimit
+from bridge.web.routes_console import console_router
+from bridge.web.search import SearchIndex
+from bridge.web.sessions import LoginLimiter, SessionStore
+from bridge.web.users import Role, UserStore
+
+if TYPE_CHECKING:
+    from bridge.service import Service
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(service: Service) -> FastAPI:
+    app = FastAPI(title="jingbao", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
+    # Each store gets its own connection: an sqlite3 connection carries one transaction at a time, and the stores
+    # are used from FastAPI's worker threads concurrently (WAL lets them read while another writes).
+    database = service.config.storage.database
+    users = UserStore(connect(database))
+    app.state.web = WebContext(
+        service=service,
+        users=users,
+        sessions=SessionStore(connect(database)),
+        limiter=LoginLimiter(),
+        audit=AuditLog(connect(database)),
+        search=SearchIndex(connect(database)),
+    )
+    app.add_middleware(BodySizeLimit)
+    for module in (routes_auth, routes_channels, routes_archive):
+        app.include_router(module.router)
+    app.include_router(console_router(service.config.web.tile_url))  # the pages and what only they need
+    # run-time patching (hardware.api), operators only; create_app runs after the radios are opened
+    if (patches := getattr(getattr(service, "radios", None), "patches", None)) is not None:
+        from hardware.api import patch_router
+
+        app.include_router(patch_router(patches), dependencies=[require(Role.OPERATOR)])
+
+    @app.get("/api/openapi.json", include_in_schema=False, dependencies=[require()])
+    def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    return app

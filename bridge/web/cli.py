@@ -1,0 +1,67 @@
+"""`jingbao user add|list`: web console accounts, in the service's database."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+from pathlib import Path
+
+from bridge.config import ConfigError, load_config
+from bridge.db import connect
+from bridge.web.users import Role, UserError, UserStore
+
+DEFAULT_CONFIG = Path("config/demo.yaml")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("user", help="web console users: add, list")
+    usub = p.add_subparsers(dest="user_command", required=True)
+    config_help = f"config file (default {DEFAULT_CONFIG})"
+    add = usub.add_parser("add", help="create a user; without --password-stdin a random password is made and printed")
+    add.add_argument("name", help="login name (letters, digits, _ . @ -)")
+    add.add_argument("--role", required=True, choices=[str(r) for r in Role], help="what the user may do")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    add.add_argument("--responder", help="the jurisdiction responder id this guard/officer account speaks for")
+    add.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=config_help)
+    add.set_defaults(func=cmd_user_add)
+    ls = usub.add_parser("list", help="list users")
+    ls.add_argument("--json", action="store_true", help="one JSON object per user")
+    ls.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=config_help)
+    ls.set_defaults(func=cmd_user_list)
+
+
+def _store(config_file: Path) -> UserStore:
+    return UserStore(connect(load_config(config_file).storage.database))
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    if args.password_stdin:
+        password, generated = sys.stdin.readline().rstrip("\r\n"), False
+    else:
+        password, generated = secrets.token_urlsafe(12), True
+    try:
+        user = _store(args.config).add(args.name, args.role, password, responder_id=args.responder)
+    except (ConfigError, UserError) as e:
+        print(f"jingbao user add: {e}", file=sys.stderr)
+        return 2
+    print(f"user {user.name} added with role {user.role}", file=sys.stderr)
+    if generated:
+        print(f"password: {password}")
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    try:
+        users = _store(args.config).list()
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    for user in users:
+        if args.json:
+            print(json.dumps(user.to_dict(), ensure_ascii=False))
+        else:
+            print(f"{user.name:<20} {user.role:<9} {user.responder_id or ''}")
+    print(f"{len(users)} user(s)", file=sys.stderr)
+    return 0

@@ -1,0 +1,165 @@
+"""The auditor's side: search, replay, export, the audit log and archive verification. Every search, playback and
+export is written to the audit log (who, when, what, from where) before the answer goes out.
+
+    GET  /api/search?q=&channel=&since=&until=&incident_type=&responder=&limit=50&offset=0
+         -> {"results": [{"utterance_id", "channel", "start", "start_iso", "engine", "text", "pinyin", "keywords",
+             "conf", "match": "exact"|"sounds_like"|null, "snippet" (HTML, matches in <mark>), "snippet_field":
+             "text"|"pinyin", "marks": [[start, end]], "audio_url", "incidents": [...]}], "more": bool}
+         400 a query that cannot be searched                         (operator, auditor, admin)
+    GET  /api/search/export.csv  same parameters, up to 10,000 rows -> text/csv   (auditor, admin)
+    GET  /api/utterances/{id}/audio  -> the archived file (Range supported)     (operator, officer, auditor, admin)
+    GET  /api/audit?limit=&before=&user=&action=  -> [entry, ...] newest first   (auditor, admin)
+    GET  /api/audit/verify           -> {"ok", "rows", "head", "problems"}      (auditor, admin)
+    GET  /api/archive/verify         -> the last `jingbao archive verify` report and when it ran (runs one if none)
+    POST /api/archive/verify         -> runs it now                              (auditor, admin)
+
+since/until: ISO 8601 (naive = the server's local time) or UTC epoch seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.responses import FileResponse, StreamingResponse
+
+from bridge.archive import SAFE_NAME, ArchiveError
+from bridge.web.auth import require
+from bridge.web.context import Web, WebContext, client_address
+from bridge.web.search import MAX_LIMIT, Filters, SearchPage
+from bridge.web.search_text import QueryError
+from bridge.web.users import Role, User
+
+router = APIRouter(prefix="/api", tags=["archive"])
+
+AUDIO_TYPES = {"opus": "audio/ogg", "wav": "audio/wav", "flac": "audio/flac"}
+CSV_COLUMNS = ["utterance_id", "start_iso", "channel", "engine", "text", "pinyin", "keywords", "conf", "incident_ids",
+               "incident_types", "audio_url"]  # fmt: skip
+
+
+def search_filters(
+    channel: Annotated[str | None, Query(max_length=64)] = None,
+    since: Annotated[datetime | None, Query(description="results starting at/after this time")] = None,
+    until: Annotated[datetime | None, Query(description="results starting before this time")] = None,
+    incident_type: Annotated[str | None, Query(max_length=32)] = None,
+    responder: Annotated[str | None, Query(max_length=64)] = None,
+) -> Filters:
+    return Filters(channel, _ms(since), _ms(until), incident_type, responder)
+
+
+def _ms(t: datetime | None) -> int | None:
+    return None if t is None else round(t.timestamp() * 1000)
+
+
+def _search(web: WebContext, q: str, filters: Filters, limit: int, offset: int) -> SearchPage:
+    try:
+        return web.search.search(q, filters, limit=limit, offset=offset)
+    except QueryError as e:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(e)) from e
+
+
+@router.get("/search")
+def search(
+    request: Request,
+    user: Annotated[User, require(Role.OPERATOR, Role.AUDITOR)],
+    web: Web,
+    filters: Annotated[Filters, Depends(search_filters)],
+    q: Annotated[str, Query(max_length=200)] = "",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
+) -> dict[str, Any]:
+    page = _search(web, q, filters, limit, offset)
+    web.audit.append(user=user.name, role=str(user.role), action="search", target=q, client=client_address(request),
+                     filters=filters.to_dict(), offset=offset, results=len(page.results))  # fmt: skip
+    return {"results": page.results, "more": page.more}
+
+
+@router.get("/search/export.csv")
+def export(
+    request: Request,
+    user: Annotated[User, require(Role.AUDITOR)],
+    web: Web,
+    filters: Annotated[Filters, Depends(search_filters)],
+    q: Annotated[str, Query(max_length=200)] = "",
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = MAX_LIMIT,
+) -> StreamingResponse:
+    page = _search(web, q, filters, limit, 0)
+    web.audit.append(user=user.name, role=str(user.role), action="export", target=q, client=client_address(request),
+                     filters=filters.to_dict(), rows=len(page.results))  # fmt: skip
+    out = io.StringIO()
+    out.write("\ufeff")  # a BOM, so spreadsheet programs read the Chinese text as UTF-8
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for r in page.results:
+        row = r | {"keywords": " ".join(r["keywords"]), "incident_ids": " ".join(i["id"] for i in r["incidents"]),
+                   "incident_types": " ".join(i["type"] for i in r["incidents"])}  # fmt: skip
+        writer.writerow([_cell(row[c]) for c in CSV_COLUMNS])
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return StreamingResponse(
+        iter([out.getvalue()]),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="jingbao-search-{stamp}.csv"'},
+    )
+
+
+def _cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula (=, +, -, @) is prefixed with ' (CSV injection)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+@router.get("/utterances/{utterance_id}/audio")
+def audio(
+    utterance_id: str,
+    request: Request,
+    user: Annotated[User, require(Role.OPERATOR, Role.OFFICER, Role.AUDITOR)],
+    web: Web,
+) -> FileResponse:
+    # The id is only ever looked up in the database, never joined into a path; the stored path is checked again
+    # to stay inside the data directory, in case the database itself was tampered with.
+    if not SAFE_NAME.match(utterance_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such utterance")
+    archive = web.service.archive
+    try:
+        row = archive.get(utterance_id)
+    except ArchiveError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such utterance") from None
+    data_dir = archive.data_dir.resolve()
+    path = (data_dir / row.path).resolve()
+    if not path.is_relative_to(data_dir) or not path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "the audio file of this utterance is missing")
+    byte_range = request.headers.get("range", "")
+    if not byte_range or byte_range.replace(" ", "").startswith("bytes=0-"):  # one entry per playback, not per chunk
+        web.audit.append(user=user.name, role=str(user.role), action="playback", target=utterance_id,
+                         client=client_address(request), channel=row.channel)  # fmt: skip
+    return FileResponse(path, media_type=AUDIO_TYPES.get(row.format, "application/octet-stream"))
+
+
+@router.get("/audit", dependencies=[require(Role.AUDITOR)])
+def audit_log(
+    web: Web,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1, description="only entries with seq below this (paging back)")] = None,
+    user: Annotated[str | None, Query(max_length=64)] = None,
+    action: Annotated[str | None, Query(max_length=32)] = None,
+) -> list[dict[str, Any]]:
+    return [e.to_dict() for e in web.audit.list(limit=limit, before_seq=before, user=user, action=action)]
+
+
+@router.get("/audit/verify", dependencies=[require(Role.AUDITOR)])
+def audit_verify(web: Web) -> dict[str, Any]:
+    return web.audit.verify()
+
+
+@router.get("/archive/verify", dependencies=[require(Role.AUDITOR)])
+def archive_verify(web: Web) -> dict[str, Any]:
+    return web.archive_check.last(web.service.archive)
+
+
+@router.post("/archive/verify", dependencies=[require(Role.AUDITOR)])
+def archive_verify_now(web: Web) -> dict[str, Any]:
+    return web.archive_check.run(web.service.archive)

@@ -1,0 +1,151 @@
+"""Users of the web console and their roles, with argon2 password hashes in SQLite.
+
+Roles say what a person may do, not who they are: an operator runs the channels and incidents, a guard or an officer
+talks and acknowledges from the phone page, an auditor searches and replays the archive, an admin does all of it and
+manages users. Which endpoint needs which role is declared where the endpoint is (`bridge.web.auth.require`).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from functools import cache
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from bridge.db import migrate
+
+
+class Role(StrEnum):
+    OPERATOR = "operator"  # 指挥调度员: channel wall, incidents, talk-back
+    GUARD = "guard"  # 保安: push-to-talk page, alerts
+    OFFICER = "officer"  # 民警: like a guard, plus the audio of incidents
+    AUDITOR = "auditor"  # 审计: search, replay, export, audit log, archive verification
+    ADMIN = "admin"  # everything, and user management
+
+
+USER_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+MIN_PASSWORD = 8
+
+MIGRATIONS = [
+    """
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        responder_id TEXT,
+        created_at REAL NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0
+    );
+    """
+]
+
+# Passwords of the demo users `make run` creates and prints; a demo on 127.0.0.1 only, never a deployment.
+DEMO_USERS: tuple[tuple[str, Role], ...] = tuple((role.value, role) for role in Role)
+
+
+def demo_password(name: str) -> str:
+    return f"{name}-demo"
+
+
+class UserError(ValueError):
+    """A user that cannot be created as asked (bad name, unknown role, short password)."""
+
+
+class UserExists(UserError):
+    """The name is taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    name: str
+    role: Role
+    responder_id: str | None = None  # the jurisdiction responder a guard/officer account speaks for
+    created_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"role": str(self.role)}
+
+
+HASHER = PasswordHasher()  # argon2id with the library's current recommended cost (~50 ms a hash on one core)
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so a wrong name costs as long as a wrong password."""
+    return HASHER.hash("not a password")
+
+
+class UserStore:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        migrate(conn, "web.users", MIGRATIONS)
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def add(self, name: str, role: Role | str, password: str, *, responder_id: str | None = None) -> User:
+        if not USER_NAME.match(name):
+            raise UserError(f"invalid user name {name!r} (1-64 of letters, digits, _ . @ -)")
+        try:
+            role = Role(role)
+        except ValueError:
+            raise UserError(f"unknown role {role!r} (one of {', '.join(Role)})") from None
+        if len(password) < MIN_PASSWORD:
+            raise UserError(f"password too short (at least {MIN_PASSWORD} characters)")
+        user = User(name, role, responder_id, time.time())
+        try:
+            with self._lock, self._conn:
+                self._conn.execute(
+                    "INSERT INTO users (name, role, password_hash, responder_id, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (name, str(role), HASHER.hash(password), responder_id, user.created_at),
+                )
+        except sqlite3.IntegrityError:
+            raise UserExists(f"user {name!r} already exists") from None
+        return user
+
+    def get(self, name: str) -> User | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM users WHERE name = ? AND NOT disabled", (name,)).fetchone()
+        return _user(row) if row else None
+
+    def list(self) -> list[User]:
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM users WHERE NOT disabled ORDER BY name").fetchall()
+        return [_user(r) for r in rows]
+
+    def authenticate(self, name: str, password: str) -> User | None:
+        """The user when the password is right, else None (also for unknown or disabled users)."""
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM users WHERE name = ? AND NOT disabled", (name,)).fetchone()
+        try:
+            HASHER.verify(row["password_hash"] if row else _dummy_hash(), password)
+        except (VerificationError, InvalidHashError):
+            return None
+        if row is None:
+            return None
+        if HASHER.check_needs_rehash(row["password_hash"]):
+            with self._lock, self._conn:
+                self._conn.execute("UPDATE users SET password_hash = ? WHERE name = ?", (HASHER.hash(password), name))
+        return _user(row)
+
+
+def ensure_demo_users(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    """Create the demo users (one per role, password `<name>-demo`) that are missing; return (name, role, password)
+    of each demo user whose demo password still works, for `make run` to print."""
+    store = UserStore(db)
+    usable = []
+    for name, role in DEMO_USERS:
+        if store.get(name) is None:
+            store.add(name, role, demo_password(name))
+        if store.authenticate(name, demo_password(name)):
+            usable.append((name, str(role), demo_password(name)))
+    return usable
+
+
+def _user(row: sqlite3.Row) -> User:
+    return User(row["name"], Role(row["role"]), row["responder_id"], row["created_at"])
