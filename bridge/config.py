@@ -156,6 +156,10 @@ class BrokerConfig(Strict):
 class WebConfig(Strict):
     host: str = Field("127.0.0.1", description="Address the HTTP API and console listen on.")
     port: int = Field(8080, ge=1, le=65535, description="HTTP port.")
+    tile_url: str | None = Field(
+        None, description="Map tile URL template for the console (e.g. a local tile server's /{z}/{x}/{y}.png); None draws"
+        " the jurisdiction on a plain background, for command rooms without a network.",
+    )
 
 
 class Config(Strict):

@@ -1,0 +1,173 @@
+"""Audio over WebSocket, always 16 kHz mono int16 PCM in binary messages (the browser resamples in its AudioContext):
+
+    GET /api/me/talk                          guard|officer  the channels the page can talk on, and the default
+    WS  /api/ptt?channel=ID                   guard|officer  one press of the talk button: PCM in, then the text "end"
+                                                             (or a disconnect) on release; the audio goes into the
+                                                             channel's PushSource, exactly like a radio's
+    WS  /api/channels/{id}/listen             operator       the channel's received audio, 20 ms frames out
+    WS  /api/channels/{id}/talk               operator       one talk-back press: PCM in, "end" on release; it is
+                                                             transmitted on the channel at command priority, and the
+                                                             result is sent back as {"type": "result", ...}
+
+A press is one WebSocket, so a dropped connection ends the press like releasing the button. Messages larger than
+MAX_MESSAGE_BYTES, and presses longer than MAX_PRESS_S, close the socket (1009 / 1008); audio the channel's buffer
+refuses is counted by the source and reported to the page once per press.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect, WebSocketException, status
+
+from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH
+from bridge.channel import Channel
+from bridge.sources.push import PushSource
+from bridge.web.auth import require
+from bridge.web.context import WebContext, web_context
+from bridge.web.users import Role, User
+from hardware.transmit import Priority
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = SAMPLE_RATE * SAMPLE_WIDTH  # one second of audio in one message is already far more than a page sends
+MAX_PRESS_S = 60.0  # a stuck button, like a radio's time-out timer
+RELEASE_SILENCE_MS = 300  # silence pushed after the release beyond the segmenter's hang-over, so the utterance ends now
+
+
+def audio_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/api/me/talk")
+    async def talk_channels(
+        ctx: WebContext = Depends(web_context), user: User = require(Role.GUARD, Role.OFFICER)
+    ) -> dict[str, Any]:
+        channels = _push_channels(ctx)
+        return {"channels": [{"id": c.config.id, "name": c.config.name} for c in channels],
+                "default": _default_channel(ctx, user, channels)}
+
+    @router.websocket("/api/ptt")
+    async def push_to_talk(
+        ws: WebSocket, channel: str | None = None,
+        ctx: WebContext = Depends(web_context), user: User = require(Role.GUARD, Role.OFFICER),
+    ) -> None:  # fmt: skip
+        channels = _push_channels(ctx)
+        chosen = next((c for c in channels if c.config.id == (channel or _default_channel(ctx, user, channels))), None)
+        if chosen is None:
+            raise WebSocketException(status.WS_1008_POLICY_VIOLATION, f"no push-to-talk channel {channel!r}")
+        source: PushSource = chosen.source  # type: ignore[assignment]
+        await ws.accept()
+        await ws.send_json({"type": "ready", "channel": chosen.config.id})
+        refused = 0
+        try:
+            async for pcm in _press(ws):
+                if not source.push(pcm):
+                    refused += 1
+                    if refused == 1:
+                        await ws.send_json({"type": "refused", "reason": "channel buffer full or bad audio"})
+        finally:
+            # the radio's squelch closing: silence past the segmenter's hang-over ends the utterance at once
+            tail_ms = chosen.config.vad.stop_window_ms + RELEASE_SILENCE_MS
+            source.push(bytes(SAMPLE_RATE * SAMPLE_WIDTH * tail_ms // 1000))
+            logger.info("push-to-talk by %s on %s released (%d chunks refused)", user.name, chosen.config.id, refused)
+        await _close(ws)
+
+    @router.websocket("/api/channels/{channel_id}/listen")
+    async def listen(
+        ws: WebSocket, channel_id: str, ctx: WebContext = Depends(web_context), user: User = require(Role.OPERATOR)
+    ) -> None:
+        chosen = _channel(ctx, channel_id)
+        await ws.accept()
+        frames = chosen.listen()
+
+        async def send() -> None:
+            async for pcm in frames:
+                await ws.send_bytes(pcm)
+
+        async def receive() -> None:
+            with contextlib.suppress(WebSocketDisconnect):
+                while True:
+                    await ws.receive_text()
+
+        tasks = [asyncio.create_task(send()), asyncio.create_task(receive())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await frames.aclose()  # type: ignore[attr-defined]
+
+    @router.websocket("/api/channels/{channel_id}/talk")
+    async def talk_back(
+        ws: WebSocket, channel_id: str, ctx: WebContext = Depends(web_context), user: User = require(Role.OPERATOR)
+    ) -> None:
+        transmitter = ctx.service.transmitters.get(channel_id)
+        if transmitter is None:
+            raise WebSocketException(status.WS_1008_POLICY_VIOLATION, f"channel {channel_id!r} cannot transmit")
+        await ws.accept()
+        await ws.send_json({"type": "ready", "channel": channel_id})
+        result = await transmitter.transmit(_press(ws), priority=Priority.COMMAND, label=f"talk-back by {user.name}")
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await ws.send_json({"type": "result", "status": result.status, "keyed_s": round(result.keyed, 2),
+                                "error": result.error})
+        await _close(ws)
+
+    return router
+
+
+async def _press(ws: WebSocket) -> AsyncIterator[bytes]:
+    """The PCM of one press: binary messages until "end", a disconnect, an oversized message or MAX_PRESS_S."""
+    deadline = time.monotonic() + MAX_PRESS_S
+    while True:
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                message = await ws.receive()
+        except TimeoutError:
+            await _close(ws, status.WS_1008_POLICY_VIOLATION, f"held longer than {MAX_PRESS_S:g} s")
+            return
+        if message["type"] == "websocket.disconnect":
+            return
+        pcm = message.get("bytes")
+        if pcm is None:
+            if message.get("text") == "end":
+                return
+            continue
+        if len(pcm) > MAX_MESSAGE_BYTES:
+            await _close(ws, status.WS_1009_MESSAGE_TOO_BIG, f"messages of at most {MAX_MESSAGE_BYTES} bytes")
+            return
+        if len(pcm) % SAMPLE_WIDTH:
+            continue  # not int16 PCM: dropped (a well-behaved page never sends it)
+        yield pcm
+
+
+async def _close(ws: WebSocket, code: int = status.WS_1000_NORMAL_CLOSURE, reason: str = "") -> None:
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        await ws.close(code, reason)
+
+
+def _push_channels(ctx: WebContext) -> list[Channel]:
+    return [c for c in ctx.service.channels if isinstance(c.source, PushSource)]
+
+
+def _default_channel(ctx: WebContext, user: User, channels: list[Channel]) -> str | None:
+    """The responder's own radio channel when the page can talk on it, else the first channel it can talk on."""
+    own = None
+    if user.responder_id and ctx.service.dispatch is not None:
+        with contextlib.suppress(KeyError):
+            own = ctx.service.dispatch.jurisdiction.responder(user.responder_id).channel
+    ids = [c.config.id for c in channels]
+    return own if own in ids else (ids[0] if ids else None)
+
+
+def _channel(ctx: WebContext, channel_id: str) -> Channel:
+    for c in ctx.service.channels:
+        if c.config.id == channel_id:
+            return c
+    raise WebSocketException(status.WS_1008_POLICY_VIOLATION, f"no channel {channel_id!r}")

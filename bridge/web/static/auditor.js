@@ -1,0 +1,76 @@
+// The auditor page: search transcripts (2-character terms, pinyin, ASR errors), replay, export; the audit log and
+// the archive's verification. Every search, playback and export is logged by the server.
+"use strict";
+
+const A = { offset: 0, params: null, names: {} };
+
+async function main() {
+  await JB.session(["auditor"]);
+  const channels = await JB.api("/api/channels");
+  for (const c of channels) A.names[c.id] = c.name;
+  document.getElementById("f-channel").append(...channels.map((c) => JB.el("option", { value: c.id }, c.name)));
+  document.getElementById("f-type").append(...Object.entries(JB.LABELS.type).map(([k, v]) => JB.el("option", { value: k }, v)));
+  document.getElementById("search").addEventListener("submit", (e) => { e.preventDefault(); search(0); });
+  document.getElementById("more").addEventListener("click", () => search(A.offset));
+  document.getElementById("verify-now").addEventListener("click", async () => showVerify(await JB.api("/api/archive/verify", { method: "POST" })));
+  loadAudit();
+  JB.api("/api/archive/verify").then(showVerify).catch((e) => { document.getElementById("archive-verify").textContent = e.message; });
+}
+
+function searchParams() {
+  const form = new FormData(document.getElementById("search")), params = new URLSearchParams();
+  for (const [k, v] of form) {
+    if (!v) continue;
+    params.set(k, k === "since" || k === "until" ? new Date(v).toISOString() : v);
+  }
+  return params;
+}
+
+async function search(offset) {
+  const params = searchParams();
+  document.getElementById("export").href = `/api/search/export.csv?${params}`;
+  params.set("offset", offset);
+  params.set("limit", 50);
+  const body = document.getElementById("results"), summary = document.getElementById("summary");
+  let page;
+  try { page = await JB.api(`/api/search?${params}`); }
+  catch (e) { summary.textContent = `检索失败：${e.message}`; return; }
+  if (offset === 0) body.replaceChildren();
+  A.offset = offset + page.results.length;
+  summary.textContent = A.offset ? `共显示 ${A.offset} 条${page.more ? "，还有更多" : ""}` : "没有找到";
+  document.getElementById("more").hidden = !page.more;
+  for (const r of page.results) {
+    const snippet = JB.el("span");
+    snippet.innerHTML = r.snippet; // server-side HTML: the transcript escaped, matches in <mark>
+    body.append(JB.el("tr", { "data-utterance": r.utterance_id },
+      JB.el("td", {}, new Date(r.start_iso).toLocaleString("zh-CN", { hour12: false })),
+      JB.el("td", {}, A.names[r.channel] || r.channel),
+      JB.el("td", { class: "text" }, snippet, r.match === "sounds_like" ? JB.el("span", { class: "sounds-like" }, "（读音相近）") : null,
+        !r.text && r.keywords.length ? JB.el("div", { class: "muted" }, "关键词：", r.keywords.map((k) => JB.el("b", { class: "kw" }, ` ${k.label || k}`))) : null),
+      JB.el("td", {}, r.incidents.map((i) => JB.el("div", {}, `${JB.label("type", i.type)} ${i.place_name || ""}`))),
+      JB.el("td", {}, JB.audioButton(r.utterance_id))));
+  }
+  loadAudit();
+}
+
+function showVerify(report) {
+  const box = document.getElementById("archive-verify");
+  const r = report.report || report;
+  const ok = r.ok ?? (r.problems || []).length === 0;
+  box.className = `verify ${ok ? "ok" : "bad"}`;
+  const when = report.checked_at || report.at;
+  box.replaceChildren(ok ? "✔ 档案完整，未发现篡改" : `✘ 发现 ${(r.problems || []).length} 处问题`,
+    JB.el("div", { class: "muted" }, `${r.checked ?? r.rows ?? ""} 条录音${when ? ` · 校验于 ${typeof when === "number" ? JB.dateTime(when) : when}` : ""}`),
+    JB.el("ul", {}, (r.problems || []).slice(0, 10).map((p) => JB.el("li", {}, `${p.id || p.utterance_id || p.seq || ""} ${p.kind || ""} ${p.detail || ""}`))));
+}
+
+async function loadAudit() {
+  const ACTIONS = { search: "检索", export: "导出", playback: "回放", login: "登录", login_failed: "登录失败", logout: "退出" };
+  const [entries, chain] = await Promise.all([JB.api("/api/audit?limit=50"), JB.api("/api/audit/verify")]);
+  document.getElementById("audit-verify").textContent = chain.ok ? `（${chain.rows} 条，链完整）` : "（链已损坏！）";
+  document.getElementById("audit").replaceChildren(...entries.map((e) => JB.el("tr", {},
+    JB.el("td", {}, JB.dateTime(e.ts_ms / 1000)), JB.el("td", {}, e.user_name), JB.el("td", {}, ACTIONS[e.action] || e.action),
+    JB.el("td", {}, e.target))));
+}
+
+main().catch((e) => { if (e.message !== "role refused") console.error(e); });

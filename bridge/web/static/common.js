@@ -1,0 +1,210 @@
+// Shared by every jingbao page: the API, login, WebSockets, audio capture and playback, Chinese labels, and the
+// readable rendering of transcripts. No framework, no external resource: command rooms are often offline.
+"use strict";
+
+const JB = {};
+
+JB.LABELS = {
+  type: { weapon: "持械", robbery: "抢劫", fire: "火情", domestic: "家庭纠纷", fight: "打架斗殴", medical: "急救",
+          missing: "人员走失", theft: "盗窃", fraud: "诈骗", gathering: "聚集", suspicious: "可疑情况",
+          traffic: "交通", dispute: "纠纷", noise: "噪音扰民", other: "其他" },
+  priority: { critical: "紧急", high: "高", medium: "中", low: "低", none: "无" },
+  status: { reported: "已发现", dispatched: "已派警", acknowledged: "已确认", on_scene: "已到场", resolved: "已处置",
+            followed_up: "已回访", closed_false_alarm: "误报关闭" },
+  role: { guard: "保安", officer: "民警", chief: "社区警长", volunteer: "义警", grid_worker: "网格员",
+          operator: "调度员", auditor: "审计员", admin: "管理员" },
+  ack: { ack: "已确认", on_scene: "已到场", declined: "已拒绝" },
+  reason: { guard: "最近保安", grid_chief: "网格警长", police: "民警", assigned: "调度指派", grid_chief_follow_up: "回访警长",
+            nearest: "最近" },
+  timeline: { reported: "发现", status: "状态", alerted: "派警", escalated: "升级派警", ack: "回复", note: "备注",
+              reassigned: "改派", merged: "重复报警", unanswered: "无人应答" },
+};
+
+JB.label = (kind, key) => (JB.LABELS[kind] && JB.LABELS[kind][key]) || key || "";
+
+JB.el = (tag, attrs = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "class") node.className = v;
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) node.append(c instanceof Node ? c : String(c));
+  return node;
+};
+
+JB.api = async (path, { method = "GET", body } = {}) => {
+  const res = await fetch(path, {
+    method, credentials: "same-origin",
+    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (res.status === 401) { JB.toLogin(); throw new Error("未登录"); }
+  const data = res.status === 204 ? null : await res.json().catch(() => null);
+  if (!res.ok) throw new Error((data && data.detail) || `${res.status} ${res.statusText}`);
+  return data;
+};
+
+JB.toLogin = () => { location.href = `/login?next=${encodeURIComponent(location.pathname)}`; };
+
+// The logged-in user, or off to the login page; a user whose role may not use this page is told so.
+JB.session = async (roles) => {
+  const me = await JB.api("/api/me");
+  if (roles && !roles.includes(me.role) && me.role !== "admin") {
+    document.body.replaceChildren(JB.el("div", { class: "refused" }, `${JB.label("role", me.role)}（${me.name}）无权使用本页面。`,
+      JB.el("a", { href: "/login" }, "换个账号登录")));
+    throw new Error("role refused");
+  }
+  const who = document.getElementById("who");
+  if (who) who.replaceChildren(`${me.name}（${JB.label("role", me.role)}）`,
+    JB.el("button", { class: "small", onclick: async () => { await JB.api("/api/logout", { method: "POST" }); JB.toLogin(); } }, "退出"));
+  return me;
+};
+
+JB.wsUrl = (path) => `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
+
+// A WebSocket that comes back after the server restarts or the network blinks.
+JB.liveSocket = (path, onMessage, onState = () => {}) => {
+  let delay = 500;
+  const open = () => {
+    const ws = new WebSocket(JB.wsUrl(path));
+    ws.onopen = () => { delay = 500; onState(true); };
+    ws.onmessage = (e) => onMessage(JSON.parse(e.data));
+    ws.onclose = () => { onState(false); setTimeout(open, delay); delay = Math.min(delay * 2, 10000); };
+  };
+  open();
+};
+
+JB.time = (ts) => new Date(ts * 1000).toLocaleTimeString("zh-CN", { hour12: false });
+JB.dateTime = (ts) => new Date(ts * 1000).toLocaleString("zh-CN", { hour12: false });
+JB.distance = (m) => (m === null || m === undefined ? "" : m >= 1000 ? `${(m / 1000).toFixed(1)} 公里` : `${Math.round(m)} 米`);
+
+// --- transcripts ------------------------------------------------------------------------------------------------
+
+const TONE_MARKS = { a: "āáǎà", e: "ēéěè", i: "īíǐì", o: "ōóǒò", u: "ūúǔù", v: "ǖǘǚǜ" };
+
+// "mei3" -> "měi": tone-numbered pinyin is how engines write it, tone marks are how people read it.
+JB.toneMark = (syllable) => {
+  const m = /^([a-zü:]+)([1-5])$/i.exec(syllable);
+  if (!m) return syllable;
+  const base = m[1].replace(/u:|ü/g, "v"), tone = Number(m[2]);
+  if (tone === 5) return base.replace(/v/g, "ü");
+  const at = base.search(/[ae]/) >= 0 ? base.search(/[ae]/) : base.includes("ou") ? base.indexOf("o")
+    : Math.max(...[..."iouv"].map((v) => base.lastIndexOf(v)));
+  if (at < 0) return base.replace(/v/g, "ü");
+  return (base.slice(0, at) + TONE_MARKS[base[at]][tone - 1] + base.slice(at + 1)).replace(/v/g, "ü");
+};
+
+// A transcript as people read it: its Chinese text when the engine wrote one; otherwise (the on-board engine) the
+// spotted keywords as their Chinese names in place of the syllables they cover, the rest as tone-marked pinyin.
+JB.readable = (t) => {
+  if (t.text) return JB.el("span", { class: "zh" }, t.text);
+  const words = t.words || [], keywords = [...(t.keywords || [])].sort((a, b) => a.start - b.start);
+  const out = JB.el("span", { class: "py" });
+  if (!words.length) {
+    out.append((t.pinyin || "").split(/\s+/).map(JB.toneMark).join(" "));
+    for (const k of keywords) out.append(" ", JB.el("b", { class: "kw" }, k.label));
+    return out;
+  }
+  const used = new Set();
+  words.forEach((w) => {
+    const mid = (w.start + w.end) / 2;
+    const k = keywords.find((kw) => mid >= kw.start - 0.05 && mid <= kw.end + 0.05);
+    if (k) {
+      if (!used.has(k)) { used.add(k); out.append(JB.el("b", { class: "kw" }, k.label), " "); }
+    } else out.append(JB.toneMark(w.text), " ");
+  });
+  for (const k of keywords) if (!used.has(k)) out.append(JB.el("b", { class: "kw" }, k.label), " ");
+  return out;
+};
+
+JB.audioButton = (utteranceId) => {
+  const audio = new Audio();
+  audio.preload = "none";
+  const button = JB.el("button", { class: "play", title: "播放原始录音", "data-utterance": utteranceId }, "▶ 播放");
+  button.addEventListener("click", () => {
+    if (!audio.src) audio.src = `/api/utterances/${encodeURIComponent(utteranceId)}/audio`;
+    if (audio.paused) audio.play().catch((e) => { button.textContent = "无法播放"; console.warn(e); });
+    else audio.pause();
+  });
+  audio.onplay = () => { button.textContent = "■ 停止"; button.classList.add("playing"); };
+  audio.onpause = audio.onended = () => { button.textContent = "▶ 播放"; button.classList.remove("playing"); };
+  return button;
+};
+
+// --- audio ------------------------------------------------------------------------------------------------------
+
+JB.audioContext = async () => {
+  if (!JB._ctx) {
+    JB._ctx = new AudioContext({ sampleRate: 16000 }); // the browser resamples the microphone and the speaker for us
+    await JB._ctx.audioWorklet.addModule("/static/audio-worklets.js");
+  }
+  if (JB._ctx.state === "suspended") await JB._ctx.resume();
+  return JB._ctx;
+};
+
+// A microphone that streams 16 kHz int16 PCM to `onChunk` while `active` is set; opened once, kept for the session.
+JB.microphone = async () => {
+  const ctx = await JB.audioContext();
+  const stream = await navigator.mediaDevices.getUserMedia({
+    audio: { channelCount: 1, echoCancellation: true, noiseSuppression: false, autoGainControl: true },
+  });
+  const node = new AudioWorkletNode(ctx, "pcm-capture");
+  ctx.createMediaStreamSource(stream).connect(node);
+  const mic = { onChunk: null };
+  node.port.onmessage = (e) => { if (mic.onChunk) mic.onChunk(e.data); };
+  return mic;
+};
+
+// One press of a talk button: opens `path`, sends the microphone's PCM until release(), then "end".
+// Audio captured before the socket is open is kept and sent first, so the first syllable is not lost.
+JB.press = (mic, path, onMessage = () => {}) => {
+  const ws = new WebSocket(JB.wsUrl(path));
+  ws.binaryType = "arraybuffer";
+  const early = [];
+  let sent = 0;
+  mic.onChunk = (buf) => {
+    if (ws.readyState === WebSocket.OPEN) { ws.send(buf); sent += buf.byteLength; } else early.push(buf);
+  };
+  ws.onopen = () => { for (const b of early.splice(0)) { ws.send(b); sent += b.byteLength; } };
+  ws.onmessage = (e) => onMessage(JSON.parse(e.data));
+  const done = new Promise((resolve) => { ws.onclose = (e) => resolve({ code: e.code, reason: e.reason, bytes: sent }); });
+  return {
+    release() {
+      mic.onChunk = null;
+      const finish = () => ws.send("end");
+      if (ws.readyState === WebSocket.OPEN) finish(); else ws.addEventListener("open", finish, { once: true });
+      return done;
+    },
+    done,
+  };
+};
+
+// Live audio of a channel: the server's 20 ms frames into a PcmPlayer. Returns a function that stops it.
+JB.listen = async (channelId) => {
+  const ctx = await JB.audioContext();
+  const node = new AudioWorkletNode(ctx, "pcm-player");
+  node.connect(ctx.destination);
+  const ws = new WebSocket(JB.wsUrl(`/api/channels/${encodeURIComponent(channelId)}/listen`));
+  ws.binaryType = "arraybuffer";
+  ws.onmessage = (e) => node.port.postMessage(e.data, [e.data]);
+  return () => { ws.close(); node.disconnect(); };
+};
+
+// A short alarm tone (no audio file needed): `times` beeps, louder and higher for critical incidents.
+JB.alarm = async (critical = false, times = 3) => {
+  try {
+    const ctx = new AudioContext();
+    for (let i = 0; i < times; i++) {
+      const osc = ctx.createOscillator(), gain = ctx.createGain();
+      osc.type = "square";
+      osc.frequency.value = critical ? 1200 : 880;
+      gain.gain.value = critical ? 0.3 : 0.15;
+      osc.connect(gain).connect(ctx.destination);
+      osc.start(ctx.currentTime + i * 0.35);
+      osc.stop(ctx.currentTime + i * 0.35 + 0.22);
+    }
+    setTimeout(() => ctx.close(), times * 400 + 200);
+  } catch (e) { console.warn("alarm", e); }
+};

@@ -1,0 +1,326 @@
+// The operator console: channel wall, live transcript feed, incident queue, map and activity chart, all fed by the
+// /api/events WebSocket after one /api/console/state at load.
+"use strict";
+
+const S = { channels: new Map(), incidents: new Map(), lines: new Map(), responders: [], places: [], names: {},
+            transmitters: [], activity: null, mic: null, listening: new Map(), map: null, layers: {} };
+const PRIORITY_ORDER = { critical: 0, high: 1, medium: 2, low: 3, none: 4 };
+const OPEN = new Set(["reported", "dispatched", "acknowledged", "on_scene"]);
+const COLORS = ["#3fa7ff", "#3ccf7a", "#ffb020", "#ff6b9a", "#b38cff", "#4dd8d8", "#ff8a1f", "#c7d34d"];
+
+async function main() {
+  await JB.session(["operator"]);
+  const state = await JB.api("/api/console/state");
+  S.transmitters = state.transmitters;
+  S.responders = state.responders;
+  S.activity = state.activity;
+  S.places = state.jurisdiction ? state.jurisdiction.places : [];
+  if (state.jurisdiction) document.getElementById("jurisdiction").textContent = state.jurisdiction.name;
+  for (const c of state.channels) { S.names[c.id] = c.name; S.channels.set(c.id, c); }
+  renderChannels();
+  renderPatches(state.patches);
+  for (const t of [...state.transcripts].reverse()) addLine(t, false);
+  for (const i of state.incidents) S.incidents.set(i.id, i);
+  renderIncidents();
+  drawMap(state);
+  drawActivity();
+  JB.liveSocket("/api/events", onEvent, (up) => {
+    const conn = document.getElementById("conn");
+    conn.textContent = up ? "实时连接" : "连接中断，重连中…";
+    conn.classList.toggle("up", up);
+  });
+  setInterval(() => { document.getElementById("clock").textContent = new Date().toLocaleString("zh-CN", { hour12: false }); }, 1000);
+  setInterval(drawActivity, 10000);
+  setInterval(async () => { S.responders = await JB.api("/api/responders"); drawResponders(); }, 15000);
+}
+
+function onEvent({ topic, data }) {
+  if (topic === "channel") { S.channels.set(data.id, data); updateChannel(data.id); }
+  else if (topic === "level") {
+    const c = S.channels.get(data.channel);
+    if (c) { c.level_dbfs = data.level_dbfs; c.talking = data.talking; updateChannel(data.channel); }
+  } else if (topic === "partial") addLine({ ...data, partial: true }, true);
+  else if (topic === "transcript") addLine(data, true);
+  else if (topic === "utterance") countActivity(data);
+  else if (topic === "incident") onIncident(data);
+}
+
+// --- channel wall -------------------------------------------------------------------------------------------
+
+function renderChannels() {
+  const wall = document.getElementById("channels");
+  wall.replaceChildren();
+  for (const c of S.channels.values()) {
+    const canTalk = S.transmitters.includes(c.id);
+    const listen = JB.el("button", { class: "listen", onclick: () => toggleListen(c.id, listen) }, "🔈 监听");
+    const talk = canTalk ? JB.el("button", { class: "talk", title: "按住讲话（指挥优先）" }, "🎙 按住喊话") : null;
+    if (talk) holdToTalk(talk, c.id);
+    wall.append(JB.el("div", { class: "channel", id: `ch-${c.id}`, "data-channel": c.id },
+      JB.el("div", { class: "head" }, JB.el("span", { class: "talk-dot" }), JB.el("span", { class: "name" }, c.name),
+        JB.el("span", { class: "muted state" })),
+      JB.el("div", { class: "meter" }, JB.el("div")),
+      JB.el("div", { class: "last" }), JB.el("div", { class: "faults" }),
+      JB.el("div", { class: "actions" }, listen, talk)));
+    updateChannel(c.id);
+  }
+  const options = () => S.transmitters.map((id) => JB.el("option", { value: id }, S.names[id] || id));
+  document.getElementById("patch-a").replaceChildren(...options());
+  document.getElementById("patch-b").replaceChildren(...options());
+  document.getElementById("patch-add").onclick = async () => {
+    const a = document.getElementById("patch-a").value, b = document.getElementById("patch-b").value;
+    try { await JB.api("/api/patches", { method: "POST", body: { a, b, mode: "utterance" } }); refreshPatches(); }
+    catch (e) { alert(`互通失败：${e.message}`); }
+  };
+}
+
+function updateChannel(id) {
+  const c = S.channels.get(id), card = document.getElementById(`ch-${id}`);
+  if (!c || !card) return;
+  card.classList.toggle("talking", !!c.talking);
+  card.classList.toggle("fault", c.active_faults > 0);
+  const pct = Math.max(0, Math.min(100, (c.level_dbfs + 70) / 70 * 100));
+  card.querySelector(".meter div").style.width = `${pct}%`;
+  card.querySelector(".state").textContent = !c.running ? "未运行" : c.talking ? "正在讲话" : `${c.utterances} 次通话`;
+  const last = c.last_utterance;
+  card.querySelector(".last").textContent = last ? `上次通话 ${JB.time(last.start)}，${last.duration} 秒` : "暂无通话";
+  const active = (c.faults || []).filter((f) => f.active);
+  card.querySelector(".faults").textContent = active.length ? `⚠ ${active[active.length - 1].message}` : "";
+}
+
+async function toggleListen(id, button) {
+  if (S.listening.has(id)) { S.listening.get(id)(); S.listening.delete(id); button.classList.remove("on"); button.textContent = "🔈 监听"; return; }
+  try { S.listening.set(id, await JB.listen(id)); button.classList.add("on"); button.textContent = "🔊 监听中"; }
+  catch (e) { alert(`无法监听：${e.message}`); }
+}
+
+function holdToTalk(button, channelId) {
+  let press = null;
+  const down = async (e) => {
+    e.preventDefault();
+    if (press) return;
+    try { S.mic = S.mic || await JB.microphone(); } catch (err) { alert(`无法打开麦克风：${err.message}`); return; }
+    button.classList.add("on");
+    button.textContent = "🔴 正在喊话";
+    press = JB.press(S.mic, `/api/channels/${encodeURIComponent(channelId)}/talk`, (m) => {
+      if (m.type === "result" && m.status !== "sent") alert(`喊话未发出：${m.error || m.status}`);
+    });
+  };
+  const up = () => {
+    if (!press) return;
+    press.release();
+    press = null;
+    button.classList.remove("on");
+    button.textContent = "🎙 按住喊话";
+  };
+  button.addEventListener("pointerdown", down);
+  for (const ev of ["pointerup", "pointerleave", "pointercancel"]) button.addEventListener(ev, up);
+}
+
+async function refreshPatches() { renderPatches(await JB.api("/api/patches")); }
+
+function renderPatches(patches) {
+  document.getElementById("patches").replaceChildren(...(patches || []).map((p) => JB.el("div", { class: "patch" },
+    `${S.names[p.a] || p.a} ⇄ ${S.names[p.b] || p.b}${p.active ? "（转发中）" : ""} `,
+    JB.el("button", { class: "small", onclick: async () => {
+      await JB.api(`/api/patches/${encodeURIComponent(p.a)}/${encodeURIComponent(p.b)}`, { method: "DELETE" });
+      refreshPatches();
+    } }, "断开"))));
+}
+
+// --- transcript feed ----------------------------------------------------------------------------------------
+
+function addLine(t, live) {
+  const id = t.utterance_id, feed = document.getElementById("feed");
+  const row = JB.el("div", { class: `line${t.partial ? " partial" : ""}`, "data-utterance": id },
+    JB.el("span", { class: "when" }, JB.time(t.start || Date.now() / 1000)),
+    JB.el("span", { class: "chan" }, S.names[t.channel] || t.channel),
+    JB.el("span", { class: "text" }, JB.readable(t)),
+    t.partial ? JB.el("span") : JB.audioButton(id));
+  const old = S.lines.get(id);
+  if (old) old.replaceWith(row); else feed.append(row);
+  S.lines.set(id, row);
+  while (feed.children.length > 200) { S.lines.delete(feed.firstChild.dataset.utterance); feed.firstChild.remove(); }
+  if (live || !old) feed.scrollTop = feed.scrollHeight;
+}
+
+// --- incidents ----------------------------------------------------------------------------------------------
+
+async function onIncident(event) {
+  const view = await JB.api(`/api/incidents/${encodeURIComponent(event.after.id)}`);
+  S.incidents.set(view.id, view);
+  renderIncidents(event.type === "new" ? view.id : null);
+  drawIncidents();
+  if (event.type === "new") {
+    const critical = view.priority === "critical";
+    JB.alarm(critical, critical ? 6 : 2);
+    if (critical || view.priority === "high") showBanner(view);
+  }
+}
+
+function showBanner(view) {
+  const banner = document.getElementById("banner");
+  banner.textContent = `${JB.label("priority", view.priority)}警情：${view.place_name || "地点不明"} ${JB.label("type", view.type)}`;
+  banner.hidden = false;
+  banner.onclick = () => { banner.hidden = true; document.getElementById(`inc-${view.id}`)?.scrollIntoView(); };
+  setTimeout(() => { banner.hidden = true; }, 30000);
+}
+
+function renderIncidents(freshId = null) {
+  const list = [...S.incidents.values()].sort((a, b) =>
+    (OPEN.has(b.status) - OPEN.has(a.status)) || (PRIORITY_ORDER[a.priority] - PRIORITY_ORDER[b.priority]) || (b.created_at - a.created_at));
+  document.getElementById("incidents").replaceChildren(...list.map((i) => incidentCard(i, i.id === freshId)));
+}
+
+function incidentCard(i, fresh) {
+  const open = OPEN.has(i.status);
+  const act = (label, fn, cls = "") => JB.el("button", { class: cls, onclick: async () => {
+    try { S.incidents.set(i.id, await fn()); renderIncidents(); drawIncidents(); } catch (e) { alert(e.message); }
+  } }, label);
+  const status = (s, note = "") => JB.api(`/api/incidents/${i.id}/status`, { method: "POST", body: { status: s, note } });
+  const actions = [
+    open && act(i.assigned.length ? "改派" : "派警", () => chooseResponders(i), "primary"),
+    open && i.status !== "on_scene" && act("到场", () => status("on_scene")),
+    open && act("已处置", () => status("resolved")),
+    i.status === "resolved" && act("已回访", () => status("followed_up")),
+    act("备注", async () => {
+      const text = prompt("备注内容");
+      if (!text) return S.incidents.get(i.id);
+      return JB.api(`/api/incidents/${i.id}/notes`, { method: "POST", body: { text } });
+    }),
+    i.status !== "resolved" && !["followed_up", "closed_false_alarm"].includes(i.status) && act("误报", () => status("closed_false_alarm"), "danger"),
+  ];
+  return JB.el("div", { id: `inc-${i.id}`, class: `incident p-${i.priority}${open ? "" : " closed"}${fresh ? " fresh" : ""}`, "data-incident": i.id },
+    JB.el("div", { class: "title" },
+      JB.el("span", { class: `tag ${i.priority}` }, JB.label("priority", i.priority)),
+      JB.el("span", {}, JB.label("type", i.type)),
+      JB.el("span", { class: "place" }, i.place_name ? `@ ${i.place_name}${i.detail ? " " + i.detail : ""}` : "地点不明"),
+      JB.el("span", { class: "tag" }, JB.label("status", i.status))),
+    JB.el("div", { class: "muted" }, `${JB.time(i.created_at)} · ${S.names[i.channel] || i.channel}${i.reports > 1 ? ` · ${i.reports} 次报警` : ""}`),
+    JB.el("div", { class: "said" }, JB.readable(i), " ", i.utterance_ids.length ? JB.audioButton(i.utterance_ids[i.utterance_ids.length - 1]) : null),
+    JB.el("ul", { class: "responders" }, i.responders.map((r) => JB.el("li", {},
+      JB.el("span", {}, `${r.name || r.id}（${JB.label("role", r.role)}）`),
+      JB.el("span", { class: "muted" }, JB.distance(r.distance_m)),
+      JB.el("span", { class: "muted" }, JB.label("reason", r.reason)),
+      JB.el("span", { class: r.ack === "declined" ? "declined" : r.ack ? "acked" : "muted" }, r.ack ? JB.label("ack", r.ack) : "待回复")))),
+    JB.el("details", {}, JB.el("summary", {}, `处置记录（${i.timeline.length}）`),
+      JB.el("ol", {}, i.timeline.map((e) => JB.el("li", {}, `${JB.time(e.ts)} ${JB.label("timeline", e.kind)} · ${e.actor}`,
+        e.kind === "status" ? ` → ${JB.label("status", e.detail.to)}` : "", e.kind === "note" ? `：${e.detail.text}` : "")))),
+    JB.el("div", { class: "actions" }, actions.filter(Boolean)));
+}
+
+function chooseResponders(incident) {
+  const dialog = document.getElementById("dispatch-dialog").content.firstElementChild.cloneNode(true);
+  const near = S.responders.map((r) => ({ ...r, d: incident.lat == null ? null : metres(incident, r) }))
+    .sort((a, b) => (a.d ?? 1e12) - (b.d ?? 1e12));
+  dialog.querySelector(".choices").append(...near.map((r) => JB.el("label", {},
+    JB.el("input", { type: "checkbox", value: r.id, checked: incident.assigned.includes(r.id) }),
+    ` ${r.name}（${JB.label("role", r.role)}）${r.d == null ? "" : " " + JB.distance(r.d)}${r.status !== "available" ? " · 忙" : ""}`)));
+  document.body.append(dialog);
+  dialog.showModal();
+  return new Promise((resolve, reject) => {
+    dialog.addEventListener("close", async () => {
+      const chosen = [...dialog.querySelectorAll("input:checked")].map((x) => x.value);
+      dialog.remove();
+      if (dialog.returnValue !== "ok" || !chosen.length) return resolve(S.incidents.get(incident.id));
+      try { resolve(await JB.api(`/api/incidents/${incident.id}/dispatch`, { method: "POST", body: { responders: chosen } })); }
+      catch (e) { reject(e); }
+    });
+  });
+}
+
+function metres(a, b) {
+  const rad = Math.PI / 180, dl = (b.lat - a.lat) * rad, dn = (b.lon - a.lon) * rad;
+  const h = Math.sin(dl / 2) ** 2 + Math.cos(a.lat * rad) * Math.cos(b.lat * rad) * Math.sin(dn / 2) ** 2;
+  return 2 * 6371008.8 * Math.asin(Math.sqrt(h));
+}
+
+// --- map ----------------------------------------------------------------------------------------------------
+
+function drawMap(state) {
+  if (!state.jurisdiction) return;
+  const map = L.map("map", { zoomControl: true, attributionControl: !!state.tile_url });
+  S.map = map;
+  if (state.tile_url) L.tileLayer(state.tile_url, { maxZoom: 19 }).addTo(map);
+  const places = L.layerGroup().addTo(map);
+  const big = new Set(["community", "market", "school", "enterprise", "police_post", "hospital"]);
+  for (const p of S.places) {
+    L.circleMarker([p.lat, p.lon], { radius: p.kind === "community" ? 7 : 4, color: p.kind === "community" ? "#3fa7ff" : "#6f8499",
+      weight: 1, fillOpacity: 0.6 }).bindTooltip(p.name, { permanent: big.has(p.kind), direction: "right", className: "place-label" }).addTo(places);
+  }
+  S.layers.incidents = L.layerGroup().addTo(map);
+  S.layers.responders = L.layerGroup().addTo(map);
+  map.fitBounds(L.latLngBounds(S.places.map((p) => [p.lat, p.lon])).pad(0.05));
+  drawIncidents();
+  drawResponders();
+}
+
+function drawIncidents() {
+  if (!S.map) return;
+  S.layers.incidents.clearLayers();
+  for (const i of S.incidents.values()) {
+    if (i.lat == null || !OPEN.has(i.status)) continue;
+    const critical = i.priority === "critical" || i.priority === "high";
+    L.circleMarker([i.lat, i.lon], { radius: critical ? 14 : 10, color: critical ? "#ff4d4f" : "#ffb020", weight: 3, fillOpacity: 0.35 })
+      .bindTooltip(`${JB.label("type", i.type)} @ ${i.place_name}`, { permanent: true, direction: "top" }).addTo(S.layers.incidents);
+  }
+}
+
+function drawResponders() {
+  if (!S.map) return;
+  S.layers.responders.clearLayers();
+  for (const r of S.responders) {
+    const police = ["officer", "chief"].includes(r.role);
+    L.circleMarker([r.lat, r.lon], { radius: 5, color: police ? "#3fa7ff" : "#3ccf7a", weight: 2, fillOpacity: r.position === "gps" ? 1 : 0.2 })
+      .bindTooltip(`${r.name}（${JB.label("role", r.role)}${r.position === "gps" ? "，定位" : "，岗位"}）`).addTo(S.layers.responders);
+  }
+}
+
+// --- activity chart -----------------------------------------------------------------------------------------
+
+function countActivity(u) {
+  const a = S.activity;
+  if (!a || !a.counts[u.channel]) return;
+  shiftActivity();
+  const i = Math.floor((u.start - a.start) / a.bucket_s);
+  if (i >= 0 && i < a.counts[u.channel].length) a.counts[u.channel][i] += 1;
+  drawActivity();
+}
+
+function shiftActivity() {  // keep the window ending now: drop old buckets, add empty new ones
+  const a = S.activity, n = Object.values(a.counts)[0]?.length || 0;
+  const behind = Math.floor((Date.now() / 1000 - (a.start + n * a.bucket_s)) / a.bucket_s) + 1;
+  if (behind <= 0) return;
+  for (const k of Object.keys(a.counts)) a.counts[k] = [...a.counts[k].slice(Math.min(behind, n)), ...new Array(Math.min(behind, n)).fill(0)];
+  a.start += behind * a.bucket_s;
+}
+
+function drawActivity() {
+  const canvas = document.getElementById("activity"), a = S.activity;
+  if (!a) return;
+  shiftActivity();
+  const dpr = window.devicePixelRatio || 1, w = canvas.clientWidth, h = canvas.clientHeight;
+  canvas.width = w * dpr; canvas.height = h * dpr;
+  const g = canvas.getContext("2d");
+  g.scale(dpr, dpr);
+  g.clearRect(0, 0, w, h);
+  const ids = Object.keys(a.counts), n = a.counts[ids[0]]?.length || 1;
+  const legend = 18, top = legend + 8, bottom = h - 16, left = 24, width = w - left - 6;
+  const max = Math.max(1, ...ids.flatMap((k) => a.counts[k]));
+  g.font = "12px sans-serif"; g.fillStyle = "#9db0c4";
+  g.fillText(String(max), 2, top + 10); g.fillText("0", 10, bottom);
+  g.fillText("-60 分", left, h - 3); g.fillText("现在", w - 30, h - 3);
+  let x = left;
+  ids.forEach((id, k) => {
+    const color = COLORS[k % COLORS.length], label = S.names[id] || id;
+    g.fillStyle = color; g.fillRect(x, 4, 10, 10); g.fillStyle = "#e8eef5"; g.fillText(label, x + 13, 13);
+    x += g.measureText(label).width + 24;
+    g.strokeStyle = color; g.lineWidth = 2; g.beginPath();
+    a.counts[id].forEach((c, i) => {
+      const px = left + (i + 0.5) * width / n, py = bottom - (c / max) * (bottom - top);
+      if (i === 0) g.moveTo(px, py); else g.lineTo(px, py);
+    });
+    g.stroke();
+  });
+}
+
+main().catch((e) => { if (e.message !== "role refused") console.error(e); });
