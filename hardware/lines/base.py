@@ -49,6 +49,9 @@ class Line:
     has_ptt: bool = False
     has_cor: bool = False
     poll_interval: float = 0.02
+    # How long after the carrier really came up the line may declare it (VOX decides at the end of its attack),
+    # dating the rise back: the receive glue holds frames this long so the rise can still be stamped on them.
+    rise_hindsight_ms: int = 0
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -149,6 +152,11 @@ class Line:
         if i == 0:  # before the oldest recorded change: the opposite of what it changed to
             return not self._history[0][1]
         return self._history[i - 1][1]
+
+    def carrier_since(self, ts: float) -> float | None:
+        """When the carrier state in force at wall-clock `ts` began; None if that is before the recorded changes."""
+        i = bisect.bisect_right(self._history, ts, key=lambda change: change[0])
+        return self._history[i - 1][0] if i else None
 
     def observe(self, frame: Frame) -> None:
         """See a received frame (VOX lines judge carrier from it; hardware lines ignore it)."""

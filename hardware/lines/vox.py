@@ -42,6 +42,7 @@ class VoxLine(Line):
         super().__init__(name)
         self.config = config
         self.detector = VoxDetector(config.threshold_dbfs, config.attack_ms, config.hang_ms)
+        self.rise_hindsight_ms = self.detector.attack_frames * FRAME_MS
         self.ptt = ptt
         self.has_ptt = ptt is not None
 
@@ -62,5 +63,12 @@ class VoxLine(Line):
         """Nothing to poll: observe() drives the carrier."""
 
     def observe(self, frame: Frame) -> None:
-        # The detector decides at the end of the frame; stamping the change there keeps carrier_at() consistent.
-        self._set_carrier(self.detector.feed(frame.pcm), frame.ts + FRAME_MS / 1000)
+        was_up = self.detector.active
+        up = self.detector.feed(frame.pcm)
+        if up and not was_up:
+            # Decided at the end of the attack run, but the signal began with its first frame: dated back there, so
+            # the receive glue stamps the whole run (the first syllable) as carrier instead of clipping it.
+            self._set_carrier(True, frame.ts - (self.detector.attack_frames - 1) * FRAME_MS / 1000)
+        else:
+            # A drop is dated at the end of the deciding frame: the hang time stays in, as VOX hardware keeps it.
+            self._set_carrier(up, frame.ts + FRAME_MS / 1000)

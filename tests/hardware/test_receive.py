@@ -11,7 +11,7 @@ from bridge.audio import FRAME_BYTES, FRAME_SAMPLES, Frame
 from bridge.sinks import FileSink
 from hardware.config import FileSinkConfig, SimulatedLineConfig, TransmitConfig, VoxLineConfig
 from hardware.lines import SimulatedLine, VoxDetector, make_line
-from hardware.receive import ReceiveStats, SquelchTailTrimmer, receive
+from hardware.receive import CarrierDelay, ReceiveStats, receive
 from hardware.transmit import Transmitter, silence
 
 T0 = 1_700_000_000.0
@@ -48,11 +48,21 @@ async def test_carrier_is_stamped_at_each_frames_time_and_the_squelch_tail_trimm
     assert stats.tail_trimmed == 5
 
 
-def test_trimmer_passes_frames_unchanged_without_a_drop():
-    trimmer = SquelchTailTrimmer(60)
+def test_delay_passes_frames_unchanged_without_a_change():
+    delay = CarrierDelay(60, 60, lambda ts: T0 - 5)
     frames = [Frame(QUIET, T0 + i * 0.02, True) for i in range(10)]
-    out = [g for f in frames for g in trimmer.feed(f)] + trimmer.flush()
+    out = [g for f in frames for g in delay.feed(f)] + delay.flush()
     assert out == frames
+
+
+def test_a_rise_dated_back_restamps_only_the_frames_it_covers_within_the_hindsight():
+    stats = ReceiveStats()
+    rose_at = T0 + 0.1  # frame 5; the line declared it at frame 8
+    delay = CarrierDelay(tail_ms=40, hindsight_ms=100, carrier_since=lambda ts: rose_at, stats=stats)
+    frames = [Frame(LOUD, T0 + i * 0.02, i >= 8) for i in range(12)]
+    out = [g for f in frames for g in delay.feed(f)] + delay.flush()
+    assert [f.carrier for f in out] == [False] * 5 + [True] * 7
+    assert stats.rise_restored == 3 and stats.tail_trimmed == 0
 
 
 async def test_frames_received_while_transmitting_are_muted(tmp_path):
@@ -98,8 +108,9 @@ async def test_vox_line_drives_carrier_and_segment_stamps():
         line.key()  # no PTT output: keying is only recorded (the radio keys on its own VOX)
         assert line.keyed
     carrier = [f.carrier for f in out]
-    # decided at the end of the attack run's last frame (frame 6), so carrier from frame 7; down 5 frames after the end
-    assert carrier[:7] == [False] * 7 and carrier[7] is True
+    # decided at the end of the attack run (frame 6) but dated back to its first frame: carrier from frame 5, so the
+    # start of the signal is not clipped by the attack time; down 5 frames (the hang) after the end
+    assert carrier[:5] == [False] * 5 and carrier[5:25] == [True] * 20
     assert carrier[25:30] == [True] * 5 and carrier[30] is False
 
 
