@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -12,7 +11,6 @@ from bridge.web import routes_archive, routes_auth, routes_channels
 from bridge.web.audit import AuditLog
 from bridge.web.auth import require
 from bridge.web.context import WebContext
-from bridge.web.limits import BodySizeLimit
 from bridge.web.routes_console import console_router
 from bridge.web.search import SearchIndex
 from bridge.web.sessions import LoginLimiter, SessionStore
@@ -21,11 +19,14 @@ from bridge.web.users import Role, UserStore
 if TYPE_CHECKING:
     from bridge.service import Service
 
-logger = logging.getLogger(__name__)
+MAX_BODY_BYTES = 1 << 20  # logins, incident actions and user records are small; audio comes over WebSockets
 
 
 def create_app(service: Service) -> FastAPI:
-    app = FastAPI(title="jingbao", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
+    # bodies over MAX_BODY_BYTES get 413 from FastAPI itself (declared or counted as they arrive)
+    app = FastAPI(
+        title="jingbao", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None, max_body_size=MAX_BODY_BYTES
+    )
     # Each store gets its own connection: an sqlite3 connection carries one transaction at a time, and the stores
     # are used from FastAPI's worker threads concurrently (WAL lets them read while another writes).
     database = service.config.storage.database
@@ -38,7 +39,6 @@ def create_app(service: Service) -> FastAPI:
         audit=AuditLog(connect(database)),
         search=SearchIndex(connect(database)),
     )
-    app.add_middleware(BodySizeLimit)
     for module in (routes_auth, routes_channels, routes_archive):
         app.include_router(module.router)
     app.include_router(console_router(service.config.web.tile_url))  # the pages and what only they need

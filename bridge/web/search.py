@@ -29,6 +29,9 @@ from dispatch.incidents import MIGRATIONS as INCIDENT_MIGRATIONS
 logger = logging.getLogger(__name__)
 
 MAX_LIMIT = 10_000  # the most rows one search (an export) returns
+# A document's rowid is its start time in ms shifted left by this (plus a few for utterances starting in the same
+# millisecond), so FTS5's native rowid order is time order: newest-first pages and time filters need no sort.
+DOC_ID_SHIFT = 10
 SYNC_BATCH = 5_000
 
 MIGRATIONS = [
@@ -50,7 +53,33 @@ MIGRATIONS = [
         INSERT OR IGNORE INTO search_pending (utterance_id) VALUES (old.utterance_id);
     END;
     INSERT OR IGNORE INTO search_pending (utterance_id) SELECT utterance_id FROM transcripts ORDER BY start_ms;
+    """,
+    # The writer's UPSERT imposes its own conflict policy on trigger statements, so the OR IGNORE above made a second
+    # save of a transcript fail: the queue takes duplicates instead. Documents get time-ordered ids (DOC_ID_SHIFT),
+    # so everything is indexed again.
     """
+    DROP TRIGGER transcripts_search_insert;
+    DROP TRIGGER transcripts_search_update;
+    DROP TRIGGER transcripts_search_delete;
+    DROP TABLE search_pending;
+    CREATE TABLE search_pending (seq INTEGER PRIMARY KEY, utterance_id TEXT NOT NULL);
+    CREATE TRIGGER transcripts_search_insert AFTER INSERT ON transcripts
+    BEGIN
+        INSERT INTO search_pending (utterance_id) VALUES (new.utterance_id);
+    END;
+    CREATE TRIGGER transcripts_search_update AFTER UPDATE ON transcripts
+    BEGIN
+        INSERT INTO search_pending (utterance_id) VALUES (old.utterance_id);
+        INSERT INTO search_pending (utterance_id) VALUES (new.utterance_id);
+    END;
+    CREATE TRIGGER transcripts_search_delete AFTER DELETE ON transcripts
+    BEGIN
+        INSERT INTO search_pending (utterance_id) VALUES (old.utterance_id);
+    END;
+    DELETE FROM search_fts;
+    DELETE FROM search_docs;
+    INSERT INTO search_pending (utterance_id) SELECT utterance_id FROM transcripts ORDER BY start_ms;
+    """,
 ]
 
 
@@ -97,12 +126,13 @@ class SearchIndex:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 rows = self._conn.execute(
-                    "SELECT p.seq, p.utterance_id, t.text, t.pinyin, t.keywords, t.utterance_id IS NOT NULL AS present"
+                    "SELECT p.seq, p.utterance_id, t.start_ms, t.text, t.pinyin, t.keywords,"
+                    " t.utterance_id IS NOT NULL AS present"
                     " FROM search_pending p LEFT JOIN transcripts t ON t.utterance_id = p.utterance_id"
                     " ORDER BY p.seq LIMIT ?",
                     (SYNC_BATCH,),
                 ).fetchall()
-                for row in rows:
+                for row in {r["utterance_id"]: r for r in rows}.values():  # an id queued twice is indexed once
                     self._index_one(row)
                 if rows:
                     self._conn.execute("DELETE FROM search_pending WHERE seq <= ?", (rows[-1]["seq"],))
@@ -116,13 +146,13 @@ class SearchIndex:
         doc = self._conn.execute("SELECT id FROM search_docs WHERE utterance_id = ?", (row["utterance_id"],)).fetchone()
         if doc:
             self._conn.execute("DELETE FROM search_fts WHERE rowid = ?", (doc["id"],))
+            self._conn.execute("DELETE FROM search_docs WHERE id = ?", (doc["id"],))
         if not row["present"]:
-            if doc:
-                self._conn.execute("DELETE FROM search_docs WHERE id = ?", (doc["id"],))
             return
-        doc_id = doc["id"] if doc else self._conn.execute(
-            "INSERT INTO search_docs (utterance_id) VALUES (?)", (row["utterance_id"],)
-        ).lastrowid
+        doc_id = row["start_ms"] << DOC_ID_SHIFT
+        while self._conn.execute("SELECT 1 FROM search_docs WHERE id = ?", (doc_id,)).fetchone():
+            doc_id += 1  # another utterance started in the same millisecond (on another channel)
+        self._conn.execute("INSERT INTO search_docs (id, utterance_id) VALUES (?, ?)", (doc_id, row["utterance_id"]))
         indexed = analyze(row["text"], row["pinyin"], _keyword_labels(row["keywords"]))
         self._conn.execute(
             "INSERT INTO search_fts (rowid, words, pinyin) VALUES (?, ?, ?)", (doc_id, indexed.words, indexed.pinyin)
@@ -144,6 +174,7 @@ class SearchIndex:
                     [*args, limit + 1, offset],
                 ).fetchall()
             else:
+                where, args = _rowid_range(filters, where, args)
                 rows = self._tiers(query, where, args, limit + 1, offset)
             results = [_result(r, query) for r in rows[:limit]]
             self._attach_incidents(results)
@@ -215,6 +246,15 @@ def _filter_sql(f: Filters) -> tuple[str, list[Any]]:
         )
         args.extend(inner_args)
     return " AND ".join(where), args
+
+
+def _rowid_range(f: Filters, where: str, args: list[Any]) -> tuple[str, list[Any]]:
+    """The time filters again, on the FTS rowid (see DOC_ID_SHIFT), where FTS5 applies them while it scans."""
+    if f.since_ms is not None:
+        where, args = f"{where} AND f.rowid >= ?", [*args, f.since_ms << DOC_ID_SHIFT]
+    if f.until_ms is not None:
+        where, args = f"{where} AND f.rowid < ?", [*args, f.until_ms << DOC_ID_SHIFT]
+    return where, args
 
 
 def _keyword_labels(keywords_json: str) -> list[str]:
