@@ -3,7 +3,8 @@
     jingbao ptt test    --config F --channel C [--seconds S]   key the channel's radio for S seconds, show COR
     jingbao ptt watch   --config F --channel C [--seconds S]   print carrier/COR changes
     jingbao ptt unkey   --config F [--channel C]               force PTT off (systemd ExecStopPost, after a crash)
-    jingbao patch list|add A B [--mode live]|remove A B [--url http://127.0.0.1:8080]   patches of the running service
+    jingbao patch [--url U] [--user NAME] list|add A B [--mode live]|remove A B     patches of the running service
+                  (an operator login: password from $JINGBAO_PASSWORD, else asked for)
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -46,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     patch = sub.add_parser("patch", help="channel patches of the running service")
     patch.add_argument("--url", default=DEFAULT_URL, help="service address (default %(default)s)")
     patch.add_argument("--json", action="store_true", help="print the service's JSON answer")
+    patch.add_argument(
+        "--user", default=os.environ.get("JINGBAO_USER"),
+        help="operator account to log in as (default $JINGBAO_USER); password from $JINGBAO_PASSWORD or asked for",
+    )
     asub = patch.add_subparsers(dest="patch_command", required=True)
     asub.add_parser("list", help="patches in force").set_defaults(func=cmd_patch_list)
     add = asub.add_parser("add", help="link two channels both ways")
@@ -141,22 +148,33 @@ def _carrier_text(state: bool | None) -> str:
 # --- patch (talks to the running service) ------------------------------------------------------------------------
 
 
-def _request(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def _request(
+    args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None
+) -> Any:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        args.url.rstrip("/") + path, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(args.url.rstrip("/") + path, data=data, method=method, headers=headers)
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 
 
+def _login(args: argparse.Namespace) -> str | None:
+    """A session token for --user (the patch routes are for operators), or None to ask without logging in."""
+    if not args.user:
+        return None
+    password = os.environ.get("JINGBAO_PASSWORD") or getpass.getpass(f"password for {args.user}: ")
+    return _request(args, "POST", "/api/login", {"name": args.user, "password": password})["token"]
+
+
 def _patch_command(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> int:
     try:
-        answer = _request(args, method, path, body)
+        answer = _request(args, method, path, body, token=_login(args))
     except urllib.error.HTTPError as e:
         detail = e.read().decode(errors="replace")
         with contextlib.suppress(ValueError, AttributeError):
             detail = json.loads(detail).get("detail", detail)
+        if e.code == 401 and not args.user:
+            detail += " (log in as an operator: --user NAME, password from $JINGBAO_PASSWORD or asked for)"
         print(f"jingbao patch: {detail}", file=sys.stderr)
         return 1
     except (urllib.error.URLError, OSError) as e:
