@@ -14,12 +14,12 @@ import uvicorn
 from asr.live import LiveRecognition, RecognisedUtterance
 from asr.store import TranscriptStore
 from asr.transcript import Transcript
-from bridge.api import create_app
 from bridge.archive import Archive
 from bridge.bus import EventBus
 from bridge.channel import Channel
 from bridge.config import Config
 from bridge.db import connect
+from bridge.web import create_app
 from hardware.radios import Radios
 
 logger = logging.getLogger(__name__)
