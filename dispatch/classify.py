@@ -23,8 +23,8 @@ from typing import Any, Literal
 import yaml
 
 from dispatch.config import LexiconExtension
-from dispatch.location import read_input
-from dispatch.phonetic import Syllable, phrase, tones_agree
+from dispatch.location import FUZZY_MIN, read_input
+from dispatch.phonetic import Syllable, phrase, tones_agree, window_scores
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,9 @@ LEXICON_FILE = Path(__file__).with_name("lexicon.yaml")
 PRIORITIES = ("low", "medium", "high", "critical")
 WEAK, PLAIN = 0.5, 1.0
 NEGATION_REACH = 2  # characters/syllables allowed between a negation and the word it cancels (没有|人|受伤)
+FUZZY_SYLLABLES = 3  # incident words this long are also heard approximately in ASR pinyin (as place names are)
+NEAR_SYLLABLE = 0.75  # ... each syllable at least its onset and glide right (see phonetic.similarity)
+SURE_KEYWORD = 0.6  # a spotted word whose score (agreement with the free recogniser) reaches this counts as heard right
 
 IncidentType = Literal[
     "fight", "theft", "robbery", "weapon", "fire", "medical", "missing", "suspicious", "dispute", "domestic",
@@ -91,6 +94,7 @@ class Lexicon:
             if len(key) == len(t.word) and len(key) >= 2:  # pinyin look-up only for all-Chinese words of 2+ syllables
                 self._by_key[key].append(t)
         self._lengths = sorted({len(k) for k in self._by_key}, reverse=True)
+        self._long_terms = [t for t in terms if t.role != "negation" and len(phrase(t.word)) == len(t.word) >= FUZZY_SYLLABLES]
 
     def _extension_terms(self, ext: LexiconExtension) -> list[_Term]:
         out: list[_Term] = []
@@ -109,7 +113,8 @@ class Lexicon:
         return {t.word: t.role for t in self.terms if t.role in self.default_priority}
 
     def find(self, text: str, syllables: list[Syllable | None]) -> list[_Hit]:
-        """Every occurrence of every word, as characters and in pinyin space."""
+        """Every occurrence of every word, as characters and in pinyin space (approximately, for words of
+        `FUZZY_SYLLABLES` or more, when the input is pinyin only: the recogniser's near-misses)."""
         hits: list[_Hit] = []
         if text:
             for t in self.terms:
@@ -127,6 +132,34 @@ class Lexicon:
                         continue
                     exact = [s.base for s in phrase(t.word)] == [s.base for s in syllables[start:start + n] if s]
                     hits.append(_Hit(t, start, start + n, exact and not text))
+        if not text:
+            hits += self._near(syllables, {(h.term.word, h.start) for h in hits})
+        return hits
+
+    def _near(self, syllables: list[Syllable | None], found: set[tuple[str, int]]) -> list[_Hit]:
+        """Long words heard with a syllable or two not quite right (mean similarity >= FUZZY_MIN, as for place
+        names) and no syllable only half right (没有及时 is not 没有意识). Short words are too easily made of ordinary
+        speech."""
+        hits = []
+        for t in self._long_terms:
+            n = len(phrase(t.word))
+            for start in range(len(syllables) - n + 1):
+                scores = window_scores(t.word, syllables, start, FUZZY_MIN)
+                if scores and sum(scores) / n >= FUZZY_MIN and min(scores) >= NEAR_SYLLABLE and (t.word, start) not in found:
+                    hits.append(_Hit(t, start, start + n, False))
+        return hits
+
+    def spotted(self, keywords: list[tuple[str, str, float, tuple[int, int] | None]], after: int) -> list[_Hit]:
+        """Incident words the ASR keyword spotter heard (ref `incident:<type>`), where its timing puts them;
+        one whose place is unknown is put `after` the transcript (beyond any negation's reach)."""
+        by_word = {t.word: t for t in self.terms if t.role in self.default_priority}
+        hits = []
+        for label, ref, score, span in keywords:
+            term = by_word.get(label)
+            if not ref.startswith("incident:") or term is None:
+                continue
+            start, end = span or (after + NEGATION_REACH + 1, after + NEGATION_REACH + 1)
+            hits.append(_Hit(term, start, end, score >= SURE_KEYWORD))
         return hits
 
 
@@ -160,10 +193,16 @@ def incident_terms(extension: LexiconExtension | None = None) -> dict[str, str]:
 
 
 def classify(text: str = "", pinyin: str = "", lexicon: Lexicon | None = None) -> Classification:
-    """Type and priority of what the transcript reports; `none` for routine chatter."""
+    """Type and priority of what the text (or, with no text, the pinyin) reports; `none` for routine chatter."""
+    return classify_transcript({"text": text, "pinyin": pinyin}, lexicon)
+
+
+def classify_transcript(transcript_like: Any, lexicon: Lexicon | None = None) -> Classification:
+    """`classify` of a whole transcript (Transcript, its dict, or a string): its text or pinyin, and the incident
+    words the ASR keyword spotter heard (what the recogniser alone often mishears: 持刀 as "chi1 dao1")."""
     lexicon = lexicon or load_lexicon()
-    inp = read_input({"text": text, "pinyin": pinyin})
-    hits = lexicon.find(inp.text, inp.syllables)
+    inp = read_input(transcript_like)
+    hits = lexicon.find(inp.text, inp.syllables) + lexicon.spotted(inp.keywords, len(inp.syllables))
     negations = [h for h in hits if h.term.role == "negation"]
     words = _longest([h for h in hits if h.term.role not in ("negation", "severity")])
     words = [h for h in words if not _negated(h, negations)]

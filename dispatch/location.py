@@ -29,9 +29,11 @@ logger = logging.getLogger(__name__)
 
 FUZZY_MIN = 0.85  # mean syllable similarity: 3 syllables allow only accent confusions; 4+ allow one half-right one
 COMMON_WORD_FREQ = 5  # jieba dictionary frequency above which a span is an ordinary word
+COMMON_NAME_FREQ = 20  # ... above which an alias is a word of the language (派出所), matched only when unqualified
 CONFIDENCE = {"keyword": 0.9, "name": 0.95, "alias": 0.9, "generic": 0.6}
 ADDRESSEE_PENALTY = 0.5
 ADDRESSEE_FUZZY_MIN = 0.79  # mean similarity for 3+-syllable call phrases (请注意, 请回答) heard through ASR errors
+LONG_NAME, LONG_NAME_MIN = 4, 0.9  # names of 4+ syllables heard with mean similarity >= 0.9 may have a weaker head
 KEYWORD_SLACK_S = 0.15  # a spotted keyword's reported times may trail its syllables' a little
 
 Method = Literal["keyword", "name", "alias", "generic", "fuzzy"]
@@ -82,6 +84,10 @@ class PlaceIndex:
                     names[n] = _Name(n, p, method)
         self.names = sorted(names.values(), key=lambda n: -len(n.text))
 
+    def is_common_word(self, label: str) -> bool:
+        """A name that is also a word of the language (派出所, 菜市场), not only the kind-part of a name (服装市场)."""
+        return _word_freq(label) >= COMMON_NAME_FREQ and any(n.text == label and n.method == "generic" for n in self.names)
+
     @cached_property
     def fuzzy_names(self) -> set[str]:
         """Names specific and long enough to be matched approximately."""
@@ -90,7 +96,7 @@ class PlaceIndex:
 
 def _is_generic(alias: str, place: Place) -> bool:
     """An alias that is a word of the language (派出所) or the kind-part of the place's own name (建材市场)."""
-    return _word_freq(alias) >= 20 or (place.name.endswith(alias) and len(place.name) > len(alias))
+    return _word_freq(alias) >= COMMON_NAME_FREQ or (place.name.endswith(alias) and len(place.name) > len(alias))
 
 
 @lru_cache(maxsize=1)
@@ -162,7 +168,17 @@ def extract_location(transcript_like: Any, index: PlaceIndex | Jurisdiction) -> 
     if not candidates:
         return None
     best = max(candidates, key=lambda c: (not c.addressed, c.confidence, -(c.span or (0,))[0]))
+    best = _first_street(best, candidates)
     return replace(best, detail=_detail(inp, best))
+
+
+def _first_street(best: LocationMatch, candidates: list[LocationMatch]) -> LocationMatch:
+    """Two streets in one report are a corner (长乐东路和韩森路路口) or a way taken from the first: the scene is
+    reported at the street named first, however well each was heard."""
+    if best.place.kind != "street" or best.span is None or best.addressed:
+        return best
+    streets = [c for c in candidates if c.place.kind == "street" and c.span and not c.addressed]
+    return min(streets, key=lambda c: c.span[0], default=best)
 
 
 @lru_cache(maxsize=8)
@@ -179,6 +195,8 @@ def _candidates(inp: _Input, index: PlaceIndex):
             continue  # incident keywords (incident:<term>) and refs of another jurisdiction
         start = inp.text.find(label) if inp.text else -1
         span = (start, start + len(label)) if start >= 0 else syllable_span
+        if index.is_common_word(label) and (span is None or not _unqualified_at(inp, span[0])):
+            continue  # 派出所 spotted in 上坎镇派出所 is someone else's station (unplaced: cannot tell, so not ours)
         confidence = CONFIDENCE["keyword"] * min(1.0, max(score, 0.5))
         yield _mark(LocationMatch(place, label, "keyword", confidence, span, inp.unit), inp)
     if inp.text:
@@ -203,8 +221,10 @@ def _pinyin_candidates(inp: _Input, index: PlaceIndex):
                 continue
             score = sum(scores) / size
             exact = score == 1.0 and tones_agree(n.text, syl, start) and (size >= 3 or _has_tones(syl, start, size))
-            # The distinctive head of a name (美食|街, 怡园|小区) must be heard right up to accent confusions.
-            head_ok = min(scores[: min(2, size - 1)]) >= 0.9
+            # The distinctive head of a name (美食|街, 怡园|小区) must be heard right up to accent confusions; in a
+            # long name heard nearly whole, the head may have lost a syllable's tail (jie hua yuan xiao qu: 金花苑小区).
+            head = min(scores[: min(2, size - 1)])
+            head_ok = head >= 0.9 or (size >= LONG_NAME and head >= 0.75 and score >= LONG_NAME_MIN)
             if not (exact or (fuzzy_ok and score >= FUZZY_MIN and head_ok)):
                 continue
             heard = inp.text[start:start + size] if inp.text else " ".join(s.base for s in syl[start:start + size] if s)
@@ -244,6 +264,10 @@ def _jieba_tokens(text: str) -> tuple[str, ...]:
 def _unqualified(text: str, start: int) -> bool:
     """A generic alias not preceded by another name (上坎镇|派出所): start of text, punctuation or a function word."""
     return start == 0 or text[start - 1] in _QUALIFIER_OK
+
+
+def _unqualified_at(inp: _Input, start: int) -> bool:
+    return _unqualified(inp.text, start) if inp.text else _unqualified_syllable(inp.syllables, start)
 
 
 def _unqualified_syllable(syllables: list[Syllable | None], start: int) -> bool:
