@@ -49,6 +49,12 @@ class Radios:
         self.patches = PatchManager(self.transmitters, self._patch_configs)
 
     async def close(self) -> None:
+        """Stop relays and announcements in progress (each unkeys in its own finally), then close every
+        transmitter and line (which unkey again): nothing can key a line after this."""
+        await self.patches.close()
+        for task in self._playing:
+            task.cancel()
+        await asyncio.gather(*self._playing, return_exceptions=True)
         for transmitter in self.transmitters.values():
             with contextlib.suppress(Exception):
                 await transmitter.close()

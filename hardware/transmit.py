@@ -74,6 +74,7 @@ class Transmitter:
         self._busy_turn = False
         self._quiet_since: float | None = float("-inf")  # monotonic time the channel went quiet; None: busy
         self._current: str | None = None
+        self._closed = False
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
@@ -83,6 +84,7 @@ class Transmitter:
         await self.sink.open()
 
     async def close(self) -> None:
+        self._closed = True  # a transmission still queued must not key a line that is about to close
         self.line.unkey()
         await self.sink.close()
 
@@ -132,6 +134,9 @@ class Transmitter:
             if not override and not await self._wait_clear(deadline):
                 return self._finish(TxResult("busy", label, time.monotonic() - requested, 0.0))
             await self._take_turn(priority)
+            if self._closed:
+                self._give_turn()
+                return self._finish(TxResult("failed", label, time.monotonic() - requested, 0.0, "transmitter closed"))
             if override or self._clear_now():
                 break
             self._give_turn()  # the channel came alive while we queued: wait again, keeping the deadline

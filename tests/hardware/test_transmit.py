@@ -163,3 +163,17 @@ async def test_echo_windows(tmp_path):
     assert not tx.is_echo(before - 0.01)
     assert tx.is_echo(unkeyed + 0.25)
     assert not tx.is_echo(unkeyed + 0.35)
+
+
+async def test_closing_refuses_what_is_still_queued(tmp_path):
+    tx, line, _sink = _tx(tmp_path, key_up_delay_ms=0, tail_ms=0)
+    async with line:
+        await tx.start()
+        first = asyncio.create_task(tx.transmit(silence(0.3), label="first"))
+        await asyncio.sleep(0.05)
+        queued = asyncio.create_task(tx.transmit(silence(0.3), label="queued"))
+        await asyncio.sleep(0.05)
+        await tx.close()  # the service stopping while one transmission plays and another waits
+        results = await asyncio.gather(first, queued)
+    assert results[1].status == "failed" and results[1].error == "transmitter closed" and results[1].keyed == 0
+    assert [w for _, w in line.log] == ["key", "unkey"], "nothing keyed the line after close"
