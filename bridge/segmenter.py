@@ -41,6 +41,9 @@ from bridge.events import (
 )
 
 FRAME_S = FRAME_MS / 1000.0
+# Frames later than this after the previous one mean the input paused (push-to-talk released, an idle pipe):
+# audio from before the pause is not this speech's pre-roll, and an open utterance ends at the pause.
+MAX_FRAME_GAP_S = 0.1
 SILENCE_DBFS = -120.0
 _FULL_SCALE_ENERGY = FRAME_SAMPLES * 32768.0**2  # energy of a full-scale square wave frame: 0 dBFS RMS
 _FRAMES_PER_FLOOR_BLOCK = 25  # the noise floor keeps one minimum per 0.5 s block
@@ -114,6 +117,7 @@ class Segmenter:
         self._state = SegmenterState.QUIET
         self._level = SILENCE_DBFS
         self._frame_index = 0
+        self._next_ts: float | None = None  # when the next frame is due if the input runs on without a pause
         self._preroll: deque[Frame] = deque(maxlen=vad.preroll_ms // FRAME_MS)
         self._pending: deque[tuple[Frame, bool]] = deque()  # STARTING: frames since the first voiced one
         self._pending_voiced = 0
@@ -143,6 +147,10 @@ class Segmenter:
 
     def feed(self, frame: Frame) -> list[SegmentEvent]:
         """Take the next 20 ms frame; return the events it caused (usually none or one)."""
+        paused = self._next_ts is not None and frame.ts - self._next_ts > MAX_FRAME_GAP_S
+        self._next_ts = frame.ts + FRAME_S
+        if paused:
+            return [*self.flush(), *self.feed(frame)]
         index = self._frame_index
         self._frame_index += 1
         if frame.carrier is not None:
@@ -164,7 +172,7 @@ class Segmenter:
         return self._feed_open(frame, voiced, index)
 
     def flush(self) -> list[SegmentEvent]:
-        """End of stream: close an open utterance (reason "eof"); an unconfirmed start is dropped."""
+        """End of stream (or a pause in it): close an open utterance (reason "eof"); an unconfirmed start is dropped."""
         if self._state in (SegmenterState.SPEAKING, SegmenterState.STOPPING):
             return self._close("eof")
         self._reset_quiet()

@@ -296,3 +296,22 @@ def test_carrier_stuck_up_is_split_at_max_length():
     assert [(p.reason, round(p.duration, 2)) for p in run.of(Utterance)] == [
         ("max_length", 1.5), ("max_length", 1.5), ("carrier", 0.2),
     ]  # fmt: skip
+
+
+
+def test_a_pause_in_the_input_is_not_pre_roll_and_ends_an_open_utterance():
+    """Push-to-talk pages and idle pipes send nothing between transmissions: the frames before a pause must not
+    become the next utterance's pre-roll (its start would be seconds too early), and an open utterance ends there."""
+    seg = Segmenter("ch", DEFAULTS)
+
+    def at(pcm: bytes, start: float) -> list[Frame]:
+        return [Frame(pcm[i : i + FRAME_BYTES], start + i // FRAME_BYTES * 0.02) for i in range(0, len(pcm), FRAME_BYTES)]
+
+    events: list[SegmentEvent] = []
+    for frame in at(white(0.5, -60), T0) + at(tone(2.0), T0 + 10.5) + at(white(0.2, -60), T0 + 30):
+        events += seg.feed(frame)  # 0.5 s of hiss; the input stops for 10 s; 2 s of speech that stops mid-word
+    utterances = [e for e in events if isinstance(e, Utterance)]
+    assert len(utterances) == 1
+    u = utterances[0]
+    assert u.start >= T0 + 10.5 and u.end <= T0 + 12.6
+    assert abs((u.end - u.start) - u.duration) < 0.05  # times agree with the audio: no pause inside
