@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
@@ -13,6 +14,7 @@ import yaml
 
 from bridge.config import load_config
 from bridge.service import Service
+from bridge.web.users import UserStore
 
 
 def free_port() -> int:
@@ -50,9 +52,16 @@ async def test_every_call_on_every_channel_is_archived_and_reported(tmp_path, ca
     calls = sorted(calls_audio.glob("c0*.wav"))
     config = load_config(write_config(tmp_path, {"ch-a": calls[:3], "ch-b": calls[3:5]}))
     service = Service(config)
+    UserStore(service.db).add("op", "operator", "op-password-1")
     run = asyncio.create_task(service.run())
     base = f"http://127.0.0.1:{config.web.port}"
     async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            with contextlib.suppress(httpx.TransportError):
+                refused = await client.get("/api/channels")
+                break
+        login = await client.post("/api/login", json={"name": "op", "password": "op-password-1"})
         for _ in range(200):  # the files end quickly (not real time); the API stays up
             await asyncio.sleep(0.1)
             try:
@@ -72,6 +81,7 @@ async def test_every_call_on_every_channel_is_archived_and_reported(tmp_path, ca
     assert one["last_utterance"]["duration"] > 1.0
     assert health == {"ok": True, "channels": 2, "running": 0, "faults": 0}
     assert missing.status_code == 404
+    assert refused.status_code == 401 and login.status_code == 200  # channel state is for logged-in users
     archived = service.archive.list(limit=100)
     assert sorted(a.channel for a in archived) == ["ch-a"] * 3 + ["ch-b"] * 2
     assert service.archive.verify().ok
