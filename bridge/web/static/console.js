@@ -242,7 +242,7 @@ function drawMap(state) {
   S.map = map;
   if (state.tile_url) L.tileLayer(state.tile_url, { maxZoom: 19 }).addTo(map);
   const places = L.layerGroup().addTo(map);
-  const big = new Set(["community", "market", "school", "enterprise", "police_post", "hospital"]);
+  const big = new Set(["community", "police_post", "hospital"]); // labelled always; the rest on hover
   for (const p of S.places) {
     L.circleMarker([p.lat, p.lon], { radius: p.kind === "community" ? 7 : 4, color: p.kind === "community" ? "#3fa7ff" : "#6f8499",
       weight: 1, fillOpacity: 0.6 }).bindTooltip(p.name, { permanent: big.has(p.kind), direction: "right", className: "place-label" }).addTo(places);
@@ -261,7 +261,7 @@ function drawIncidents() {
     if (i.lat == null || !OPEN.has(i.status)) continue;
     const critical = i.priority === "critical" || i.priority === "high";
     L.circleMarker([i.lat, i.lon], { radius: critical ? 14 : 10, color: critical ? "#ff4d4f" : "#ffb020", weight: 3, fillOpacity: 0.35 })
-      .bindTooltip(`${JB.label("type", i.type)} @ ${i.place_name}`, { permanent: true, direction: "top" }).addTo(S.layers.incidents);
+      .bindTooltip(`${JB.label("type", i.type)} @ ${i.place_name}`, { permanent: true, direction: "top", className: "incident-label" }).addTo(S.layers.incidents);
   }
 }
 

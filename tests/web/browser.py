@@ -1,0 +1,150 @@
+"""The real service, running in a thread of its own with HTTP on a free port, and a real headless Chromium (Debian's,
+driven by Playwright; no browser is ever downloaded) whose microphone is a WAV file. For the browser tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import wave
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from bridge.config import load_config
+from bridge.db import connect
+from bridge.service import Service
+from bridge.web.users import UserStore
+from tests.support.broker import Mosquitto, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+PASSWORD = "browser-test-pw"
+USERS = {"op": ("operator", None), "guard-huaniao": ("guard", "g-huaniao"), "aud": ("auditor", None)}
+SCREENSHOTS = REPO / "docs" / "screenshots"
+
+
+class LiveService:
+    """A Service whose event loop runs in a background thread; `call(fn, *args)` runs fn on that loop."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.config = load_config(config_path)
+        self.url = f"http://{self.config.web.host}:{self.config.web.port}"
+        self.loop = asyncio.new_event_loop()
+        self.service: Service | None = None
+        self._task: asyncio.Task | None = None
+        self._thread = threading.Thread(target=self._run, name="live-service", daemon=True)
+
+    def _run(self) -> None:
+        self.loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self.service = Service(self.config)  # inside the loop: the MQTT client binds to the running loop
+        self._task = asyncio.create_task(self.service.run())
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    def start(self, timeout: float = 60.0) -> None:
+        import httpx
+
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._thread.is_alive():
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("the service did not answer /healthz")
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self.loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(30)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        async def run() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
+
+    def channel(self, channel_id: str) -> Any:
+        assert self.service is not None
+        return next(c for c in self.service.channels if c.config.id == channel_id)
+
+    def play_call(self, channel_id: str, wav: Path) -> None:
+        """Push a call into a web channel as a burst, then the silence that ends the utterance."""
+        with wave.open(str(wav)) as w:
+            assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2)
+            pcm = w.readframes(w.getnframes())
+        source = self.channel(channel_id).source
+        assert self.call(source.push, pcm + bytes(16000 * 2 * 2)), "the channel refused the call"
+
+    def wait(self, what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.call(check)
+            if found:
+                return found
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+def write_config(tmp: Path, broker: Mosquitto, model_dir: Path) -> Path:
+    config = {
+        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
+        "storage": {"data_dir": str(tmp / "data"), "audio_format": "wav"},
+        "broker": {"enabled": True, "port": broker.port},
+        "asr": {"engine": "sherpa", "sherpa_model": str(model_dir)},
+        "web": {"port": free_port()},
+        "channels": [
+            # the command channel transmits (talk-back); the market channel does not, so no spoken dispatch
+            # announcement keys it (and mutes what the guard says, as a half-duplex radio would) mid-test
+            {"id": "ch-command", "name": "指挥调度", "source": {"type": "web", "max_buffer_s": 30},
+             "tx": {"output": {"type": "file", "directory": str(tmp / "tx")}}},
+            {"id": "ch-market", "name": "市场保安", "source": {"type": "web"}},
+        ],
+    }  # fmt: skip
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def add_users(database: Path) -> None:
+    store = UserStore(connect(database))
+    for name, (role, responder) in USERS.items():
+        store.add(name, role, PASSWORD, responder_id=responder)
+
+
+@contextmanager
+def chromium(fake_mic: Path) -> Iterator[Browser]:
+    args = [
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={fake_mic}", "--autoplay-policy=no-user-gesture-required",
+    ]  # fmt: skip
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def log_in(page: Page, base: str, name: str, then: str) -> None:
+    page.goto(f"{base}/login?next={then}")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}{then}")
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), type="png")

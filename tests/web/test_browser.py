@@ -1,0 +1,207 @@
+"""The pages in a real browser against the real service: real ASR (the on-board sherpa model), real dispatcher, real
+mosquitto, real SQLite and archive; headless Chromium with a WAV file as its microphone.
+
+(1) an operator sees a transcript and an incident appear after a call is played into a channel;
+(2) a guard holds talk on the guard page and the utterance is archived, transcribed and dispatched, and the alert
+    comes back to the page; (3) an auditor finds it by a 2-character term and plays it; (4) role checks refuse.
+Screenshots of each page land in docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, expect
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
+
+from bridge.db import connect
+from tests.support.broker import Mosquitto
+from tests.web.browser import PASSWORD, LiveService, add_users, chromium, log_in, screenshot, write_config
+
+pytestmark = pytest.mark.slow
+CHROMIUM_LEAD_S = 1.6  # Chromium's fake capture device starts with about this much silence
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, sherpa_model: Path) -> Iterator[LiveService]:
+    tmp = tmp_path_factory.mktemp("browser")
+    broker = Mosquitto(tmp / "mosquitto")
+    broker.start()
+    live = LiveService(write_config(tmp, broker, sherpa_model))
+    add_users(live.config.storage.database)
+    live.start()
+    try:
+        yield live
+    finally:
+        live.stop()
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def fake_mic(tmp_path_factory: pytest.TempPathFactory, calls_audio: Path) -> Path:
+    """c009 (万寿路花鸟市场有人晕倒了，需要救护) followed by silence, so a long press does not hear it twice."""
+    path = tmp_path_factory.mktemp("mic") / "mic.wav"
+    with wave.open(str(calls_audio / "c009.wav")) as src, wave.open(str(path), "wb") as out:
+        out.setparams(src.getparams())
+        out.writeframes(src.readframes(src.getnframes()) + bytes(16000 * 2 * 4))
+    return path
+
+
+@pytest.fixture
+def browser(fake_mic: Path) -> Iterator[Browser]:
+    """A browser per test: Chromium's fake microphone plays its file from the browser's start, not from the press."""
+    with chromium(fake_mic) as b:
+        yield b
+
+
+def incidents(live: LiveService, type_: str) -> list:
+    return [i for i in live.service.dispatch.dispatcher.store.list(limit=100) if i.type == type_]
+
+
+def fight_reported(live: LiveService, calls_audio: Path) -> str:
+    """The utterance id of c001 (美食街有人打架斗殴) once it is transcribed and reported; plays it if not yet played."""
+    if not incidents(live, "fight"):
+        live.play_call("ch-command", calls_audio / "c001.wav")
+    incident = live.wait("the fight incident", lambda: next(iter(incidents(live, "fight")), None))
+    return incident.utterance_ids[0]
+
+
+def test_operator_sees_transcript_and_incident_of_a_call(live: LiveService, browser: Browser, calls_audio: Path) -> None:
+    page = browser.new_page(viewport={"width": 1680, "height": 1000})
+    log_in(page, live.url, "op", "/console")
+    expect(page.locator(".channel")).to_have_count(2)
+    expect(page.locator("#conn")).to_have_text("实时连接")
+    expect(page.locator(".leaflet-tooltip", has_text="怡园警务点").first).to_be_visible()
+
+    live.play_call("ch-command", calls_audio / "c001.wav")  # 怡园警务点请注意，美食街有人打架斗殴，请迅速赶往现场
+
+    final = page.locator(".line:not(.partial)", has_text="美食街")
+    expect(final).to_be_visible(timeout=60_000)
+    expect(final.locator("button.play")).to_be_visible()
+    card = page.locator(".incident", has_text="打架斗殴")
+    expect(card).to_be_visible(timeout=30_000)
+    expect(card).to_contain_text("美食街")
+    expect(card.locator(".responders li").first).to_contain_text("米")  # recommended responders with distances
+    expect(page.locator("#banner")).to_contain_text("打架斗殴")  # a high-priority incident cannot be missed
+    page.wait_for_timeout(500)
+    screenshot(page, "console")
+
+    # an operator action goes through and shows in the timeline
+    card.get_by_role("button", name="到场").click()
+    expect(card.locator(".tag", has_text="已到场")).to_be_visible()
+    assert incidents(live, "fight")[0].status == "on_scene"
+    page.close()
+
+
+def test_guard_holds_talk_and_the_call_is_archived_transcribed_and_dispatched(live: LiveService, browser: Browser) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 780}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    log_in(page, live.url, "guard-huaniao", "/guard")
+    ptt = page.locator("#ptt")
+    expect(ptt).to_be_enabled()
+    expect(page.locator("#channel")).to_have_value("ch-market")  # the guard's own radio channel
+    before = len(live.call(live.service.archive.list, "ch-market"))
+
+    box = ptt.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    expect(ptt).to_have_class("ptt on")
+    page.wait_for_timeout((CHROMIUM_LEAD_S + 3.9 + 1.0) * 1000)  # c009 is 3.9 s long
+    page.mouse.up()
+    expect(page.locator("#ptt-state")).to_contain_text("已发送", timeout=10_000)
+
+    newest = live.wait("the utterance archived", lambda: len(live.service.archive.list("ch-market")) > before
+                       and live.service.archive.list("ch-market")[0])
+    utterance_id = newest.id
+    live.wait("its transcript", lambda: live.service.transcripts.get(utterance_id))
+    incident = live.wait("the medical incident", lambda: next(iter(incidents(live, "medical")), None))
+    assert incident.place_name == "万寿路花鸟市场" and incident.priority == "critical"
+    assert utterance_id in incident.utterance_ids and "g-huaniao" in incident.assigned
+
+    # the alert comes back to this guard's page, and the guard acknowledges it like an MQTT ack
+    alert = page.locator(".alert", has_text="急救")
+    expect(alert).to_be_visible(timeout=15_000)
+    expect(alert).to_contain_text("万寿路花鸟市场")
+    page.wait_for_timeout(300)
+    screenshot(page, "guard")
+    alert.get_by_role("button", name="收到").click()
+    expect(alert.locator(".mine")).to_contain_text("已确认")
+    assert live.call(live.service.dispatch.dispatcher.store.get, incident.id).status == "acknowledged"
+    context.close()
+
+
+def test_auditor_finds_a_call_by_a_two_character_term_and_plays_it(
+    live: LiveService, browser: Browser, calls_audio: Path
+) -> None:
+    utterance_id = fight_reported(live, calls_audio)
+    page = browser.new_page(viewport={"width": 1500, "height": 900})
+    log_in(page, live.url, "aud", "/auditor")
+    page.fill("#q", "打架")
+    page.click("#search button[type=submit]")
+    row = page.locator(f"tr[data-utterance='{utterance_id}']")
+    expect(row).to_be_visible(timeout=10_000)
+    expect(row.locator("mark").first).to_be_visible()  # the match is highlighted
+    expect(page.locator("#export")).to_have_attribute("href", "/api/search/export.csv?q=%E6%89%93%E6%9E%B6")
+
+    row.locator("button.play").click()
+    expect(row.locator("button.play")).to_have_text("■ 停止", timeout=10_000)  # the browser is playing the audio
+    page.click("#search button[type=submit]")  # refreshes the audit log view too
+    expect(page.locator("#audit tr", has_text=utterance_id).first).to_be_visible()
+    verified = httpx.get(f"{live.url}/api/archive/verify", cookies={c["name"]: c["value"] for c in page.context.cookies()})
+    assert verified.status_code == 200
+    ok = verified.json().get("report", verified.json()).get("ok")
+    expect(page.locator("#archive-verify")).to_contain_text("档案完整" if ok else "处问题")  # the verdict, as it is
+    screenshot(page, "auditor")
+    with connect(live.config.storage.database) as db:
+        actions = {r["action"] for r in db.execute("SELECT action FROM audit_log WHERE user_name = 'aud'")}
+    assert {"search", "playback"} <= actions
+    page.close()
+
+
+def test_roles_refuse_what_they_should(live: LiveService, browser: Browser) -> None:
+    base = live.url
+
+    def token(name: str) -> str:
+        response = httpx.post(f"{base}/api/login", json={"name": name, "password": PASSWORD})
+        assert response.status_code == 200, response.text
+        return response.json()["token"]
+
+    guard, auditor = token("guard-huaniao"), token("aud")
+    as_guard, as_auditor = ({"Authorization": f"Bearer {t}"} for t in (guard, auditor))
+    assert httpx.get(f"{base}/api/incidents").status_code == 401
+    assert httpx.get(f"{base}/api/search", params={"q": "打架"}, headers=as_guard).status_code == 403  # a guard cannot search
+    assert httpx.get(f"{base}/api/console/state", headers=as_guard).status_code == 403
+    assert httpx.post(f"{base}/api/incidents/INC-x/status", json={"status": "resolved"}, headers=as_auditor).status_code == 403
+    assert httpx.post(f"{base}/api/incidents/INC-x/dispatch", json={"responders": ["g-huaniao"]},
+                      headers=as_auditor).status_code == 403  # an auditor cannot dispatch
+    assert httpx.post(f"{base}/api/me/ack", json={"incident_id": "INC-x"}, headers=as_auditor).status_code == 403
+    ws_base = base.replace("http", "ws")
+    for path, headers in (("/api/events", as_guard), ("/api/ptt", as_auditor), ("/api/channels/ch-market/listen", as_guard),
+                          ("/api/channels/ch-market/talk", as_guard), ("/api/ptt", {})):
+        with pytest.raises(InvalidStatus):  # refused at the handshake
+            ws_connect(f"{ws_base}{path}", additional_headers=headers, open_timeout=5).close()
+
+    # in the browser: a guard who opens the console is told it is not theirs, and sees no data
+    page = browser.new_page()
+    log_in(page, base, "guard-huaniao", "/guard")
+    page.goto(f"{base}/console")
+    expect(page.locator(".refused")).to_contain_text("无权使用本页面")
+    assert page.locator(".incident").count() == 0
+    page.close()
+
+
+def test_login_page_refuses_a_wrong_password(live: LiveService, browser: Browser) -> None:
+    page = browser.new_page(viewport={"width": 900, "height": 600})
+    page.goto(f"{live.url}/console")
+    page.wait_for_url(f"{live.url}/login?next=%2Fconsole")
+    page.fill("input[name=name]", "op")
+    page.fill("input[name=password]", "not-the-password")
+    page.click("button[type=submit]")
+    expect(page.locator("#error")).to_have_text("用户名或密码错误")
+    screenshot(page, "login")
+    page.close()
