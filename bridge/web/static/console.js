@@ -52,8 +52,8 @@ function renderChannels() {
   wall.replaceChildren();
   for (const c of S.channels.values()) {
     const canTalk = S.transmitters.includes(c.id);
-    const listen = JB.el("button", { class: "listen", onclick: () => toggleListen(c.id, listen) }, "🔈 监听");
-    const talk = canTalk ? JB.el("button", { class: "talk", title: "按住讲话（指挥优先）" }, "🎙 按住喊话") : null;
+    const listen = JB.el("button", { class: "listen", onclick: () => toggleListen(c.id, listen) }, "监听");
+    const talk = canTalk ? JB.el("button", { class: "talk", title: "按住讲话（指挥优先）" }, "按住喊话") : null;
     if (talk) holdToTalk(talk, c.id);
     wall.append(JB.el("div", { class: "channel", id: `ch-${c.id}`, "data-channel": c.id },
       JB.el("div", { class: "head" }, JB.el("span", { class: "talk-dot" }), JB.el("span", { class: "name" }, c.name),
@@ -88,8 +88,8 @@ function updateChannel(id) {
 }
 
 async function toggleListen(id, button) {
-  if (S.listening.has(id)) { S.listening.get(id)(); S.listening.delete(id); button.classList.remove("on"); button.textContent = "🔈 监听"; return; }
-  try { S.listening.set(id, await JB.listen(id)); button.classList.add("on"); button.textContent = "🔊 监听中"; }
+  if (S.listening.has(id)) { S.listening.get(id)(); S.listening.delete(id); button.classList.remove("on"); button.textContent = "监听"; return; }
+  try { S.listening.set(id, await JB.listen(id)); button.classList.add("on"); button.textContent = "监听中"; }
   catch (e) { alert(`无法监听：${e.message}`); }
 }
 
@@ -100,7 +100,7 @@ function holdToTalk(button, channelId) {
     if (press) return;
     try { S.mic = S.mic || await JB.microphone(); } catch (err) { alert(`无法打开麦克风：${err.message}`); return; }
     button.classList.add("on");
-    button.textContent = "🔴 正在喊话";
+    button.textContent = "正在喊话";
     press = JB.press(S.mic, `/api/channels/${encodeURIComponent(channelId)}/talk`, (m) => {
       if (m.type === "result" && m.status !== "sent") alert(`喊话未发出：${m.error || m.status}`);
     });
@@ -110,7 +110,7 @@ function holdToTalk(button, channelId) {
     press.release();
     press = null;
     button.classList.remove("on");
-    button.textContent = "🎙 按住喊话";
+    button.textContent = "按住喊话";
   };
   button.addEventListener("pointerdown", down);
   for (const ev of ["pointerup", "pointerleave", "pointercancel"]) button.addEventListener(ev, up);
