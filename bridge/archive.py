@@ -287,8 +287,8 @@ class Archive:
                 path=final.relative_to(self.data_dir).as_posix(),
                 format=fmt,
                 sha256=sha,
-                peak_dbfs=round(peak, 2),
-                rms_dbfs=round(rms, 2),
+                peak_dbfs=round(peak, 2) + 0.0,  # + 0.0: -0.0 would hash as "-0.0" but SQLite stores 0.0
+                rms_dbfs=round(rms, 2) + 0.0,
                 end_reason=utt.reason,
                 fault=fault,
                 status="pending",

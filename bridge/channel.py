@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 EventHook = Callable[[SegmentEvent, ArchivedUtterance | None], Awaitable[None]]
 
 LEVEL_PUBLISH_INTERVAL = 0.2  # seconds between level updates on the live bus (5 Hz is plenty for a meter)
+LISTEN_BUFFER_FRAMES = 50  # 1 s: a live listener that falls further behind loses its oldest audio, not the channel
 
 
 @dataclass(slots=True)
@@ -103,6 +104,17 @@ class Channel:
         self._last_level_publish = 0.0
         self.line: Line | None = None  # set by the service when the channel has a control line
         self.transmitter: Transmitter | None = None  # set by the service when the channel can transmit
+        self._listeners: set[asyncio.Queue[bytes]] = set()
+
+    async def listen(self) -> AsyncIterator[bytes]:
+        """The channel's received audio, live, as 20 ms PCM frames (for an operator listening on the console)."""
+        queue: asyncio.Queue[bytes] = asyncio.Queue(LISTEN_BUFFER_FRAMES)
+        self._listeners.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._listeners.discard(queue)
 
     async def run(self) -> None:
         """Receive until the source ends for good (a file without loop) or the task is cancelled."""
@@ -120,6 +132,8 @@ class Channel:
                         for event in self.segmenter.feed(frame):
                             await self._handle(event)
                         self._publish_level()
+                        if self._listeners:
+                            self._send_to_listeners(frame.pcm)
                     for event in self.segmenter.flush():
                         await self._handle(event)
                     logger.info("channel %s: source ended", self.config.id)
@@ -185,6 +199,12 @@ class Channel:
         self.bus.publish("utterance", {"channel": self.config.id, **self.state.last_utterance})
         self.bus.publish("channel", self.state.to_dict())
         return archived
+
+    def _send_to_listeners(self, pcm: bytes) -> None:
+        for queue in self._listeners:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(pcm)
 
     def _publish_level(self) -> None:
         now = time.monotonic()

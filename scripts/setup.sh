@@ -9,8 +9,8 @@ PYTHON=${PYTHON:-python3}
 # command -> Debian package providing it (checked by command, so nothing is installed twice)
 DEB_TOOLS=(ffmpeg:ffmpeg mosquitto:mosquitto mosquitto_pub:mosquitto-clients pulseaudio:pulseaudio
            paplay:pulseaudio-utils espeak-ng:espeak-ng sox:sox chromium:chromium)
-# header -> Debian package (build dependency of PyAudio)
-DEB_HEADERS=(/usr/include/portaudio.h:portaudio19-dev)
+# file -> Debian package: PyAudio's build dependency; a Chinese font so the browser tests' screenshots are legible
+DEB_FILES=(/usr/include/portaudio.h:portaudio19-dev /usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei)
 
 say() { printf '[setup] %s\n' "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -21,7 +21,7 @@ missing=()
 for entry in "${DEB_TOOLS[@]}"; do
   have "${entry%%:*}" || missing+=("${entry#*:}")
 done
-for entry in "${DEB_HEADERS[@]}"; do
+for entry in "${DEB_FILES[@]}"; do
   [ -e "${entry%%:*}" ] || missing+=("${entry#*:}")
 done
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk 'NF && !seen[$0]++')

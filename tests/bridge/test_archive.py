@@ -187,6 +187,15 @@ def test_empty_utterance_is_archived(tmp_path: Path) -> None:
         assert archive.verify().ok
 
 
+def test_a_clipped_utterance_verifies(tmp_path: Path) -> None:
+    """Full-scale audio peaks at a hair under 0 dBFS, which rounds to -0.0: it must hash as SQLite stores it."""
+    clipped = np.full(16000, 32767, dtype="<i2").tobytes()
+    with Archive(storage(tmp_path, "wav")) as archive:
+        row = archive.store(make_utterance(clipped))
+        assert row.peak_dbfs == 0.0
+        assert archive.verify().ok
+
+
 def test_schema_has_the_documented_columns(tmp_path: Path) -> None:
     Archive(storage(tmp_path)).close()
     with sqlite3.connect(tmp_path / "jingbao.db") as conn:

@@ -113,3 +113,23 @@ async def test_a_missing_source_is_a_visible_fault_and_is_reopened_when_it_appea
     assert lost["restarts"] >= 1 and lost["active_faults"] >= 1
     assert "source lost" in lost["faults"][0]["message"] and "radio.pcm" in lost["faults"][0]["message"]
     assert back["active_faults"] == 0 and not back["running"]
+
+
+async def test_an_operator_can_listen_to_a_channel_live(tmp_path, calls_audio):
+    config = load_config(write_config(tmp_path, {"ch-a": [calls_audio / "c001.wav"]}))
+    service = Service(config)
+    channel = service.channels[0]
+    heard: list[bytes] = []
+
+    async def listen() -> None:
+        async for pcm in channel.listen():
+            heard.append(pcm)
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0)
+    await service.run(serve_http=False)
+    listener.cancel()
+    await asyncio.gather(listener, return_exceptions=True)
+    assert heard and all(len(pcm) == 640 for pcm in heard)
+    assert any(max(abs(int.from_bytes(pcm[i:i + 2], "little", signed=True)) for i in range(0, 640, 2)) > 1000 for pcm in heard)
+    assert not channel._listeners  # a listener that goes away is forgotten
