@@ -29,12 +29,12 @@ from functools import cache, lru_cache
 from pypinyin.contrib.tone_convert import to_normal
 from pypinyin.pinyin_dict import pinyin_dict
 
-from dispatch.phonetic import fold, parse_pinyin, text_syllables
+from dispatch.phonetic import fold, text_syllables
 
 CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_RUN = re.compile(f"[{CJK}]+")
 _TERM = re.compile(f"[{CJK}]+|[a-z0-9]+")
-_PINYIN_TOKEN = re.compile(r"[A-Za-zü:]+[1-5]?")
+_PINYIN_TOKEN = re.compile(r"([A-Za-zü:]+)[1-5]?")
 MAX_QUERY_CHARS = 100
 MAX_TERMS = 8
 SNIPPET_CHARS = 60
@@ -56,7 +56,8 @@ def char_syllable(ch: str) -> str | None:
 
 @lru_cache(maxsize=1)
 def _known_syllables() -> frozenset[str]:
-    readings = (to_normal(r).replace("ü", "v") for v in pinyin_dict.values() for r in v.split(","))
+    marked = {r for v in pinyin_dict.values() for r in v.split(",")}  # ~1,500 distinct readings of ~40,000 characters
+    readings = {to_normal(r).replace("ü", "v") for r in marked}
     return frozenset(s for s in readings if s.isalpha() and s not in {"m", "n", "ng", "hm", "hng"})
 
 
@@ -97,8 +98,13 @@ def analyze(text: str, pinyin: str = "", labels: Iterable[str] = ()) -> IndexedT
     if _CJK_RUN.search(text):
         syllables = [bg for run in _CJK_RUN.findall(text) for bg in bigrams([char_syllable(c) for c in run])]
     else:
-        syllables = bigrams([fold(s.base) if s else None for s in parse_pinyin(pinyin)]) if pinyin.strip() else []
+        syllables = bigrams([syllable for _, _, syllable in pinyin_syllables(pinyin)])
     return IndexedText(" ".join(words), " ".join(syllables))
+
+
+def pinyin_syllables(pinyin: str) -> list[tuple[int, int, str]]:
+    """(start, end, folded toneless syllable) of each syllable in a pinyin string such as "da3 jia4"."""
+    return [(m.start(), m.end(), fold(m[1].lower().replace("ü", "v").replace("u:", "v"))) for m in _PINYIN_TOKEN.finditer(pinyin)]
 
 
 def _char_tokens(text: str) -> list[str]:
@@ -207,13 +213,12 @@ def _text_marks(query: Query, text: str) -> list[tuple[int, int]]:
 
 
 def _pinyin_marks(query: Query, pinyin: str) -> list[tuple[int, int]]:
-    tokens = list(_PINYIN_TOKEN.finditer(pinyin))
-    parsed = [parse_pinyin(t.group())[0] for t in tokens]
-    syllables = [fold(s.base) if s else None for s in parsed]
+    tokens = pinyin_syllables(pinyin)
+    syllables = [syllable for _, _, syllable in tokens]
     spans = []
     for term in query.terms:
         for reading in term.readings:
-            spans.extend((tokens[i].start(), tokens[i + len(reading) - 1].end()) for i in _find_runs(syllables, reading))
+            spans.extend((tokens[i][0], tokens[i + len(reading) - 1][1]) for i in _find_runs(syllables, reading))
     return _merge(spans)
 
 
