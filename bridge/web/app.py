@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -39,6 +40,9 @@ def create_app(service: Service) -> FastAPI:
         audit=AuditLog(connect(database)),
         search=SearchIndex(connect(database)),
     )
+    # transcripts written while no web app ran (a first start on an existing archive) are indexed in the background;
+    # a search meanwhile finishes what is left before it runs
+    threading.Thread(target=app.state.web.search.sync, name="search-index", daemon=True).start()
     for module in (routes_auth, routes_channels, routes_archive):
         app.include_router(module.router)
     app.include_router(console_router(service.config.web.tile_url))  # the pages and what only they need

@@ -123,6 +123,8 @@ class SearchIndex:
 
     def _sync_batch(self) -> int:
         with self._lock:
+            if not self._conn.execute("SELECT 1 FROM search_pending LIMIT 1").fetchone():
+                return 0  # the common case, answered without taking the database's write lock
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 rows = self._conn.execute(
