@@ -8,10 +8,15 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from asr import model_cli
 from asr.engine import Engine
 from asr.transcript import Transcript
+from bridge.commands import parse_since
+
+if TYPE_CHECKING:
+    from bridge.archive import ArchivedUtterance
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands (each sets `func`)."""
     model_cli.register(sub)
     t = sub.add_parser("transcribe", help="segment audio files and transcribe each utterance")
-    t.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files (any format ffmpeg reads)")
+    t.add_argument("files", nargs="*", type=Path, metavar="FILE", help="audio files (any format ffmpeg reads)")
+    t.add_argument("--archive", action="store_true",
+                   help="re-transcribe archived utterances instead of files (stores the new transcripts; see --since)")
+    t.add_argument("--since", type=parse_since, metavar="T",
+                   help="with --archive: utterances starting at/after T (ISO date/time, or relative: 30m, 2h, 7d)")
+    t.add_argument("--channel", help="with --archive: only this channel")
     t.add_argument("--json", action="store_true", help="one JSON object per utterance on stdout")
     t.add_argument("--engine", choices=["vosk", "sherpa", "all"], help="engines to run (default: the config's asr.engine)")
     t.add_argument("--config", type=Path, help="config file: models, and the jurisdiction and lexicon whose places and "
@@ -46,10 +56,15 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         keywords = jurisdiction_keywords(config.jurisdiction, incident_terms(config.dispatch.lexicon))
     if args.engine:
         asr_config = asr_config.model_copy(update={"engine": args.engine})
+    if args.archive == bool(args.files):
+        print("give audio files, or --archive (not both)", file=sys.stderr)
+        return 2
     engines = build_engines(asr_config, keywords)
     if not engines:
         print("no speech recognition engine available (see `jingbao model list`)", file=sys.stderr)
         return 2
+    if args.archive:
+        return _transcribe_archive(args, engines)
     failed = 0
     with _progress(args.files, enabled=sys.stderr.isatty() and not args.json) as advance:
         for path in args.files:
@@ -63,20 +78,62 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _transcribe_archive(args: argparse.Namespace, engines: Sequence[Engine]) -> int:
+    """Re-transcribe archived utterances (a better model, a new keyword list) and store the new transcripts."""
+    from asr.store import TranscriptStore
+    from bridge.archive import Archive
+    from bridge.commands import DEFAULT_CONFIG
+    from bridge.config import ConfigError, load_config
+    from bridge.db import connect
+
+    try:
+        storage = load_config(args.config or DEFAULT_CONFIG).storage
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if not storage.database.is_file():
+        print(f"no archive database at {storage.database}", file=sys.stderr)
+        return 2
+    failed = 0
+    with Archive(storage) as archive:
+        store = TranscriptStore(connect(storage.database))
+        rows = sorted(archive.list(channel=args.channel, since=args.since, limit=1_000_000), key=lambda r: r.seq)
+        with _progress(rows, enabled=sys.stderr.isatty() and not args.json) as advance:
+            for row in rows:
+                try:
+                    transcript = _recognise(archive.read_pcm(row.id), engines)
+                except Exception as e:  # one unreadable file must not stop the rest
+                    failed += 1
+                    print(f"{row.id}: {e}", file=sys.stderr)
+                else:
+                    store.save(row.id, row.channel, row.start_ms / 1000, transcript)
+                    archive.set_status(row.id, "transcribed")
+                    _print_archived(row, transcript, args.json)
+                advance()
+    print(f"{len(rows) - failed} utterance(s) re-transcribed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _recognise(pcm: bytes, engines: Sequence[Engine]) -> Transcript:
+    """Every engine hears the utterance; their results are combined."""
+    from asr.combine import combine
+
+    results = []
+    for engine in engines:
+        stream = engine.start_stream()
+        stream.feed(pcm)
+        results.append(stream.finish())
+    return combine(results)
+
+
 def transcribe_file(path: Path, engines: Sequence[Engine], vad: object) -> Iterator[tuple[float, float, Transcript]]:
     """(start, end, transcript) of each utterance the segmenter finds in the file, times in seconds from its start;
     every engine hears every utterance and their results are combined."""
-    from asr.combine import combine
     from bridge.decode import decode_file
     from bridge.segmenter import segment_pcm
 
     for utterance in segment_pcm(decode_file(path), vad, channel=path.stem):  # type: ignore[arg-type]
-        results = []
-        for engine in engines:
-            stream = engine.start_stream()
-            stream.feed(utterance.pcm)
-            results.append(stream.finish())
-        yield utterance.start, utterance.end, combine(results)
+        yield utterance.start, utterance.end, _recognise(utterance.pcm, engines)
 
 
 def _print_utterance(path: Path, start: float, end: float, transcript: Transcript, as_json: bool) -> None:
@@ -90,10 +147,21 @@ def _print_utterance(path: Path, start: float, end: float, transcript: Transcrip
     print(f"{path.name} {start:7.2f}-{end:7.2f}  {said}  {places}".rstrip(), flush=True)
 
 
+def _print_archived(row: ArchivedUtterance, transcript: Transcript, as_json: bool) -> None:
+    start, end = row.start_ms / 1000, row.end_ms / 1000
+    if as_json:
+        record = {"utterance_id": row.id, "channel": row.channel, "start": start, "end": end, **transcript.to_dict()}
+        record.pop("partial", None)
+        print(json.dumps(record, ensure_ascii=False), flush=True)
+        return
+    said = transcript.text or transcript.pinyin or "(nothing recognised)"
+    print(f"{row.id} {row.channel}  {said}", flush=True)
+
+
 class _progress:
     """A rich progress bar over the files on stderr, or nothing (not a terminal, or --json)."""
 
-    def __init__(self, files: Sequence[Path], enabled: bool) -> None:
+    def __init__(self, files: Sequence[object], enabled: bool) -> None:
         self._files, self._enabled, self._bar = files, enabled and len(files) > 1, None
 
     def __enter__(self):  # type: ignore[no-untyped-def]

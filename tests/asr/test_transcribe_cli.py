@@ -75,3 +75,45 @@ def test_readable_output_and_a_bad_file(two_calls: Path, sherpa_model: Path, tmp
 def test_no_engine_is_a_clear_error(two_calls: Path, tmp_path: Path) -> None:
     done = jingbao("transcribe", str(two_calls), "--engine", "vosk", sherpa_model=tmp_path / "none")
     assert done.returncode == 2 and "no speech recognition engine" in done.stderr
+
+
+def test_archive_is_re_transcribed_and_stored(calls_audio: Path, sherpa_model: Path, tmp_path: Path) -> None:
+    """Utterances archived while ASR was off are transcribed from the archive, stored, and marked transcribed."""
+    import asyncio
+
+    import yaml
+
+    from asr.store import TranscriptStore
+    from bridge.archive import Archive
+    from bridge.config import load_config
+    from bridge.db import connect
+    from bridge.service import Service
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    (audio / "c005.wav").write_bytes((calls_audio / "c005.wav").read_bytes())
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
+        "storage": {"data_dir": str(tmp_path / "data"), "audio_format": "wav"},
+        "broker": {"enabled": False},
+        "asr": {"engine": "none"},
+        "channels": [{"id": "ch-enterprise", "name": "企业保卫",
+                      "source": {"type": "file", "paths": [str(audio)], "realtime": False}}],
+    }), encoding="utf-8")
+    asyncio.run(Service(load_config(config_path)).run(serve_http=False))
+
+    done = jingbao("transcribe", "--archive", "--since", "1h", "--json", "--config", str(config_path),
+                   "--engine", "sherpa", sherpa_model=sherpa_model)
+    assert done.returncode == 0, done.stderr
+    [line] = done.stdout.splitlines()
+    record = json.loads(line)
+    assert record["channel"] == "ch-enterprise" and "qin2 chuan1" in record["pinyin"]
+    storage = load_config(config_path).storage
+    with Archive(storage) as archive:
+        assert archive.pending() == [] and archive.get(record["utterance_id"]).status == "transcribed"
+    stored = TranscriptStore(connect(storage.database)).get(record["utterance_id"])
+    assert stored is not None and stored.pinyin == record["pinyin"]
+    nothing_new = jingbao("transcribe", "--archive", "--since", "2999-01-01", "--config", str(config_path),
+                          "--engine", "sherpa", sherpa_model=sherpa_model)
+    assert nothing_new.returncode == 0 and "0 utterance(s)" in nothing_new.stderr
