@@ -35,6 +35,7 @@ from pypinyin.pinyin_dict import pinyin_dict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from segment_throughput import cpu_model  # a sibling script: bench/ is on sys.path when one is run
 
 from bridge.db import connect
 from bridge.web.search import Filters, SearchIndex
@@ -192,7 +193,7 @@ def report(index: SearchIndex, runs: int, fill_s: float, index_s: float, size_mb
     console.print(table)
     console.print(
         f"build: fill {fill_s:.1f} s, index {index_s:.1f} s ({count / index_s:,.0f} transcripts/s); database {size_mb:,.0f} MB;"
-        f" {os.cpu_count()} CPUs"
+        f" {cpu_model()}, {os.cpu_count()} CPUs"
     )
 
 

@@ -87,6 +87,7 @@ def test_failures_spread_over_many_names_lock_the_address(fresh_app):
         ("auditor", "get", "/api/users", 403),
         ("admin", "get", "/api/users", 200),
         ("guard", "get", "/api/channels", 200),  # any logged-in user sees channel state
+        ("auditor", "post", "/api/incidents/INC-none/status", 403),  # an auditor cannot dispatch (the console's route)
     ],
 )
 def test_role_checks(login, role, method, path, expected):
