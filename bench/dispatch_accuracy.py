@@ -1,7 +1,9 @@
 """Dispatcher accuracy: place top-1 and incident type on ../shared/demo/calls.tsv, as clean text, as text with
-simulated ASR errors, and as pinyin-only input with syllable errors; plus decision time per transcript.
+simulated ASR errors, as pinyin-only input with syllable errors, and from audio (the spoken calls, clean and
+radio-degraded at SNR 20 and 10 dB, through segmenter -> sherpa-onnx -> extract); decision time per transcript; the
+time from the end of speech to the alert on a real broker, through the running service (see bench/dispatch_audio.py).
 
-    .venv/bin/python bench/dispatch_accuracy.py [--calls FILE] [--seeds N] [--rate P]
+    .venv/bin/python bench/dispatch_accuracy.py [--calls FILE] [--seeds N] [--rate P] [--no-audio] [--no-latency]
 
 Simulated errors (seeded, so runs compare):
 - homophone: each character, with probability P, becomes another common character read the same, tone included
@@ -16,9 +18,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
+import platform
 import random
 import statistics
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -26,6 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.dispatch_audio import RADIO_FLAGS, degrade, measure_latency, percentiles, read_calls, run_calls  # noqa: E402
+from dispatch.classify import incident_terms  # noqa: E402
 from dispatch.extract import Extractor  # noqa: E402
 from dispatch.gazetteer import load_jurisdiction  # noqa: E402
 from dispatch.location import _jieba_freq  # noqa: E402
@@ -97,8 +104,21 @@ def main() -> int:
     ap.add_argument("--jurisdiction", type=Path, default=REPO / "config" / "jurisdiction.yaml")
     ap.add_argument("--seeds", type=int, default=20, help="noisy variants per call")
     ap.add_argument("--rate", type=float, default=0.15, help="per-character / per-syllable error rate")
+    ap.add_argument("--audio-dir", type=Path, default=SHARED / "audio" / "calls", help="the spoken calls (cNNN.wav)")
+    ap.add_argument("--snr", type=float, nargs="*", default=[20, 10], help="radio-degraded conditions (dB)")
+    ap.add_argument("--no-audio", action="store_true", help="text rows only")
+    ap.add_argument("--no-latency", action="store_true", help="skip the real-time service run (~3 min)")
+    ap.add_argument("--latency-snr", type=float, default=20, help="the radio copies the service replays for latency")
     args = ap.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
+          "(shared machine: figures vary)")
+    text_rows(args)
+    if not args.no_audio:
+        audio_rows(args)
+    return 0
 
+
+def text_rows(args: argparse.Namespace) -> None:
     rows = list(csv.DictReader(args.calls.open(encoding="utf-8"), delimiter="\t"))
     extractor = Extractor(load_jurisdiction(args.jurisdiction))
     extractor(rows[0]["text"])  # warm caches (jieba, lexicon) out of the timings
@@ -128,7 +148,53 @@ def main() -> int:
     q = statistics.quantiles(timings, n=20)
     print(f"\ndecision time per transcript (place + type + responders), {len(timings)} runs: "
           f"p50 {statistics.median(timings) * 1000:.2f} ms, p95 {q[18] * 1000:.2f} ms")
-    return 0
+
+
+def audio_rows(args: argparse.Namespace) -> None:
+    from asr.keywords import jurisdiction_keywords
+    from asr.sherpa_engine import SherpaEngine
+    from tests.conftest import RADIO_DEGRADE, SHERPA_MODEL
+
+    rows = read_calls(args.calls)
+    clean = sorted(p for p in args.audio_dir.glob("c*.wav") if p.stem in rows)
+    engine = SherpaEngine(SHERPA_MODEL, jurisdiction_keywords(args.jurisdiction, incident_terms()))
+    extractor = Extractor(load_jurisdiction(args.jurisdiction))
+    print(f"\nfrom audio: {len(clean)} spoken calls in {args.audio_dir}; radio copies by {RADIO_DEGRADE.name} "
+          f"{' '.join(RADIO_FLAGS)}\n")
+    print(f"{'condition':28} {'place top-1':>16} {'incident type':>16} {'priority':>12}")
+    decisions: list[float] = []
+    misses = []
+    with tempfile.TemporaryDirectory(prefix="jingbao-radio-") as tmp:
+        conditions = {"audio, clean": clean}
+        for snr in args.snr:
+            conditions[f"audio, radio SNR {snr:g} dB"] = degrade(clean, snr, Path(tmp) / f"snr{snr:g}", RADIO_DEGRADE)
+        for name, files in conditions.items():
+            outcomes = run_calls(files, rows, [engine], extractor)
+            named = [o for o in outcomes if o.expected_place != "-"]
+            place_ok = sum(o.place == o.expected_place for o in named)
+            type_ok = sum(o.type == o.expected_type for o in outcomes)
+            prio_ok = sum(o.priority == rows[o.id]["priority"] for o in outcomes)
+            print(f"{name:28} {place_ok / len(named):>9.1%} ({len(named):>4}) {type_ok / len(outcomes):>9.1%} "
+                  f"({len(outcomes):>4}) {prio_ok / len(outcomes):>11.1%}")
+            decisions += [d for o in outcomes for d in o.decision_s]
+            misses += [(name, o) for o in outcomes
+                       if (o.expected_place != "-" and o.place != o.expected_place) or o.type != o.expected_type]
+        p50, p95 = percentiles(decisions)
+        print(f"\ndecision time per transcript from audio, {len(decisions)} transcripts: p50 {p50 * 1000:.2f} ms, "
+              f"p95 {p95 * 1000:.2f} ms")
+        print(f"\nmisses ({len(misses)}):")
+        for name, o in misses:
+            print(f"  {name:24} {o.id}  want {o.expected_place}/{o.expected_type}  got {o.place or '-'}/{o.type}\n"
+                  f"  {'':24} heard: {o.heard}")
+        if not args.no_latency:
+            radio = conditions.get(f"audio, radio SNR {args.latency_snr:g} dB") or degrade(
+                clean, args.latency_snr, Path(tmp) / "latency", RADIO_DEGRADE)
+            print(f"\nend of speech -> alert on the broker: the service replays the {len(radio)} SNR "
+                  f"{args.latency_snr:g} dB calls at real-time pace ...", flush=True)
+            latencies = measure_latency(radio, args.audio_dir, args.jurisdiction)
+            p50, p95 = percentiles(latencies)
+            print(f"end of speech -> first alert received by a subscriber, {len(latencies)} alerted calls: "
+                  f"p50 {p50:.2f} s, p95 {p95:.2f} s (max {max(latencies, default=float('nan')):.2f} s)")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,11 @@ DEFAULT_JURISDICTION = Path(__file__).resolve().parent.parent / "config" / "juri
 
 def _register_extract(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="place, incident type and responders from a call's text or pinyin")
-    p.add_argument("text", help="the call as Chinese text or pinyin (tone-numbered or plain); '-' reads one per line from stdin")
+    p.add_argument("text", nargs="?", help="the call as Chinese text or pinyin (tone-numbered or plain); '-' reads one per "
+                   "line from stdin")
+    p.add_argument("--audio", nargs="+", type=Path, metavar="FILE", help="audio files instead of text: each is segmented and "
+                   "transcribed (sherpa-onnx model from the usual places), one result per utterance with file, start, end "
+                   "and the transcript")
     p.add_argument("--jurisdiction", type=Path, default=DEFAULT_JURISDICTION, help="jurisdiction file (places, responders)")
     p.add_argument("--json", action="store_true", help="one JSON object per line (default: a readable summary)")
     p.set_defaults(func=_extract_command)
@@ -33,17 +37,47 @@ def _extract_command(args: argparse.Namespace) -> int:
     from dispatch.extract import Extractor
     from dispatch.gazetteer import GazetteerError, load_jurisdiction
 
+    if (args.text is None) == (args.audio is None):
+        print("jingbao extract: give either TEXT (or -) or --audio FILE...", file=sys.stderr)
+        return 2
     try:
         extractor = Extractor(load_jurisdiction(args.jurisdiction))
     except GazetteerError as e:
         print(e, file=sys.stderr)
         return 2
+    if args.audio:
+        return _extract_audio(args.audio, args.jurisdiction, extractor, args.json)
     lines = (line.rstrip("\r\n") for line in sys.stdin) if args.text == "-" else iter([args.text])
     for line in lines:
         result = extractor(line) if line.strip() else {"place": None, "location": "unknown",
                                                          "incident": {"type": "none", "priority": "none"}, "responders": []}
         print(json.dumps(result, ensure_ascii=False) if args.json or args.text == "-" else _summary(line, result), flush=True)
     return 0
+
+
+def _extract_audio(files: list[Path], jurisdiction: Path, extractor: object, as_json: bool) -> int:
+    """Segment, transcribe and extract each file; a file that cannot be read is reported and the others go on."""
+    from asr.config import AsrConfig
+    from asr.keywords import jurisdiction_keywords
+    from asr.worker import build_engines
+    from dispatch.classify import incident_terms
+    from dispatch.from_audio import extract_file
+
+    engines = build_engines(AsrConfig(), jurisdiction_keywords(jurisdiction, incident_terms()))
+    if not engines:
+        print("no speech recognition model found (see `jingbao model list`)", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in files:
+        try:
+            for heard in extract_file(path, engines, extractor):  # type: ignore[arg-type]
+                record = heard.to_dict()
+                said = f"{path.name} {heard.start:.2f}-{heard.end:.2f}: {heard.transcript.text or heard.transcript.pinyin}"
+                print(json.dumps(record, ensure_ascii=False) if as_json else _summary(said, heard.result), flush=True)
+        except Exception as e:  # a bad file is reported and skipped, the others are still read
+            failed += 1
+            print(f"{path}: {e}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _summary(text: str, result: dict) -> str:

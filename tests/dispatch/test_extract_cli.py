@@ -57,3 +57,20 @@ def test_extract_seam_takes_a_transcript_dict() -> None:
     transcript = {"text": "", "pinyin": "dong1 fang1 hua1 yuan2 san1 hao4 lou2 you3 jia1 bao4", "keywords": []}
     out = extract(transcript, jurisdiction)
     assert (out["place"]["id"], out["place"]["detail"], out["incident"]["type"]) == ("dongfang-huayuan", "3号楼", "domestic")
+
+
+def test_audio_one_line_per_utterance(calls_audio: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really audio")
+    run = jingbao("extract", "--audio", str(calls_audio / "c021.wav"), str(broken), "--json")
+    assert run.returncode == 1 and "broken.wav" in run.stderr and "Traceback" not in run.stderr  # reported, others read
+    (out,) = [json.loads(line) for line in run.stdout.splitlines()]  # c021 is one utterance: 西光建材市场有人持刀威胁
+    assert out["file"] == str(calls_audio / "c021.wav") and 0 <= out["start"] < out["end"] <= 4.5
+    assert out["engine"] == "sherpa" and "guang1" in out["pinyin"] and out["words"]
+    assert (out["place"]["id"], out["incident"]["type"], out["incident"]["priority"]) == ("xiguang-jiancai", "weapon", "critical")
+    assert out["responders"]
+
+
+def test_text_or_audio_not_both() -> None:
+    run = jingbao("extract", "美食街有人打架", "--audio", "x.wav")
+    assert run.returncode == 2 and "either" in run.stderr
