@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bridge.config import ConfigError, load_config
 from bridge.db import connect
-from bridge.web.users import Role, UserError, UserStore
+from bridge.web.users import Role, UserError, UserStore, ensure_demo_users
 
 DEFAULT_CONFIG = Path("config/demo.yaml")
 
@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true", help="one JSON object per user")
     ls.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=config_help)
     ls.set_defaults(func=cmd_user_list)
+    demo = usub.add_parser("demo", help="create the demo users that are missing and print their logins (demo only)")
+    demo.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=config_help)
+    demo.set_defaults(func=cmd_user_demo)
 
 
 def _store(config_file: Path) -> UserStore:
@@ -64,4 +67,24 @@ def cmd_user_list(args: argparse.Namespace) -> int:
         else:
             print(f"{user.name:<20} {user.role:<9} {user.responder_id or ''}")
     print(f"{len(users)} user(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_user_demo(args: argparse.Namespace) -> int:
+    """The demo's logins, one per role; the guard and officer accounts speak for the first guard and chief."""
+    from dispatch.gazetteer import GazetteerError, load_jurisdiction
+
+    try:
+        config = load_config(args.config)
+        jurisdiction = load_jurisdiction(config.jurisdiction)
+    except (ConfigError, GazetteerError) as e:
+        print(e, file=sys.stderr)
+        return 2
+    first = {role: next((r.id for r in jurisdiction.responders if r.role == role), None) for role in ("guard", "chief")}
+    responders = {Role.GUARD: first["guard"], Role.OFFICER: first["chief"]}
+    users = ensure_demo_users(connect(config.storage.database), {k: v for k, v in responders.items() if v})
+    url = f"http://{config.web.host}:{config.web.port}"
+    print(f"demo logins at {url}/login (for this demo on {config.web.host} only):")
+    for name, role, password in users:
+        print(f"  {role:<9} {name:<10} password {password}")
     return 0

@@ -11,6 +11,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from functools import cache
@@ -134,14 +135,15 @@ class UserStore:
         return _user(row)
 
 
-def ensure_demo_users(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
-    """Create the demo users (one per role, password `<name>-demo`) that are missing; return (name, role, password)
+def ensure_demo_users(db: sqlite3.Connection, responders: Mapping[Role, str] | None = None) -> list[tuple[str, str, str]]:
+    """Create the demo users (one per role, password `<name>-demo`) that are missing; `responders` links the guard
+    and officer accounts to a responder of the jurisdiction, so alerts reach their page. Return (name, role, password)
     of each demo user whose demo password still works, for `make run` to print."""
     store = UserStore(db)
     usable = []
     for name, role in DEMO_USERS:
         if store.get(name) is None:
-            store.add(name, role, demo_password(name))
+            store.add(name, role, demo_password(name), responder_id=(responders or {}).get(role))
         if store.authenticate(name, demo_password(name)):
             usable.append((name, str(role), demo_password(name)))
     return usable
