@@ -5,6 +5,5 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 "$PY" -m bridge.demo --out var/demo-audio
 bash scripts/broker.sh start
-.venv/bin/jingbao model list || true   # says which speech models were found, and how to get the missing ones
 .venv/bin/jingbao user demo --config config/demo.yaml   # creates the demo logins once, prints them every time
 exec .venv/bin/jingbao run --config config/demo.yaml
