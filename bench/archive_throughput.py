@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model  # a sibling script: bench/ is on sys.path when one is run
 
 from bridge.archive import Archive
 from bridge.audio import SAMPLE_RATE, float_to_pcm
@@ -33,16 +34,6 @@ def speech_like_pcm(seconds: float = UTTERANCE_S, seed: int = 0) -> bytes:
     voice = sum(np.sin(k * phase) / k for k in range(1, 12))
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
     return float_to_pcm(0.15 * voice * envelope + 0.01 * rng.standard_normal(t.size))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _rate(audio_format: str, count: int, threads: int, pcm: bytes, base: Path) -> float:

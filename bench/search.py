@@ -30,12 +30,12 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
+from machine import cpu_model  # a sibling script: bench/ is on sys.path when one is run
 from pypinyin.contrib.tone_convert import to_tone3
 from pypinyin.pinyin_dict import pinyin_dict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from segment_throughput import cpu_model  # a sibling script: bench/ is on sys.path when one is run
 
 from bridge.db import connect
 from bridge.web.search import Filters, SearchIndex

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from archive_throughput import archive_bench  # a sibling script: bench/ is on sys.path when one is run
+from machine import cpu_model  # a sibling script: bench/ is on sys.path when one is run
 
 from bridge.audio import FRAME_MS, Frame
 from bridge.config import VadConfig
@@ -27,16 +28,6 @@ from bridge.decode import decode_file, iter_frames
 from bridge.segmenter import Segmenter
 
 SHARED_AUDIO = Path(os.environ.get("JINGBAO_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "audio"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def channel_audio(seconds: float) -> list[Frame]:
