@@ -200,12 +200,7 @@ class ConfigError(Exception):
 def load_config(path: Path | str) -> Config:
     """Read and validate a YAML config; relative paths inside it are resolved against the file's folder."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    raw = read_yaml(path, ConfigError)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:
@@ -213,6 +208,16 @@ def load_config(path: Path | str) -> Config:
     except ValidationError as e:
         raise ConfigError(f"{path}: invalid configuration:\n{format_validation_error(e)}") from e
     return _resolve_paths(config, path.parent)
+
+
+def read_yaml(path: Path, error: type[Exception]) -> object:
+    """The parsed YAML file; an unreadable file or bad YAML raises `error` with a message naming the file."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise error(f"{path}: cannot read: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise error(f"{path}: not valid YAML: {e}") from e
 
 
 def format_validation_error(error: ValidationError) -> str:

@@ -15,8 +15,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bridge.config import read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -178,13 +179,7 @@ class GazetteerError(ValueError):
 
 def load_jurisdiction(path: Path | str) -> Jurisdiction:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise GazetteerError(f"{path}: cannot read: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise GazetteerError(f"{path}: not valid YAML: {e}") from e
-    return parse_jurisdiction(raw, source=str(path))
+    return parse_jurisdiction(read_yaml(path, GazetteerError), source=str(path))
 
 
 def parse_jurisdiction(raw: object, source: str = "<jurisdiction>") -> Jurisdiction:
