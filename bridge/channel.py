@@ -184,6 +184,8 @@ class Channel:
             self.state.fault(f"archive failed for {utt.id}: {e}")
             self.bus.publish("fault", {"channel": self.config.id, "utterance_id": utt.id, "message": str(e)})
             return None
+        if archived.fault:  # kept in a fallback format: nothing lost, but someone must look at the encoder or disk
+            self.state.fault(f"utterance {utt.id} archived as {archived.format}: {archived.fault}")
         self.state.utterances += 1
         self.state.last_utterance = {
             "id": utt.id,

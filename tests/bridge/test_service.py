@@ -133,3 +133,15 @@ async def test_an_operator_can_listen_to_a_channel_live(tmp_path, calls_audio):
     assert heard and all(len(pcm) == 640 for pcm in heard)
     assert any(max(abs(int.from_bytes(pcm[i:i + 2], "little", signed=True)) for i in range(0, 640, 2)) > 1000 for pcm in heard)
     assert not channel._listeners  # a listener that goes away is forgotten
+
+
+async def test_a_failed_encode_is_a_visible_channel_fault_and_loses_nothing(tmp_path, calls_audio):
+    storage = {"data_dir": str(tmp_path / "data"), "audio_format": "opus", "opus_bitrate": "not-a-bitrate"}
+    config = load_config(write_config(tmp_path, {"ch-a": [calls_audio / "c002.wav"]}, storage=storage))
+    service = Service(config)
+    await service.run(serve_http=False)
+    state = service.channels[0].state.to_dict()
+    [row] = service.archive.list()
+    assert row.format == "wav" and row.fault  # kept in the fallback format, and the row says why
+    assert state["utterances"] == 1 and state["active_faults"] == 1
+    assert "archived as wav" in state["faults"][0]["message"]
