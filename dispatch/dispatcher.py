@@ -22,7 +22,7 @@ from bridge.config import Config
 from bridge.db import connect
 from dispatch.alerts import Alerter, Candidate, parse_ack
 from dispatch.announce import Announcement, Announcer, announcement_text
-from dispatch.classify import Classification, classify, load_lexicon
+from dispatch.classify import Classification, classify_transcript, load_lexicon
 from dispatch.gazetteer import Jurisdiction, Place, load_jurisdiction
 from dispatch.incidents import OPEN, Incident, IncidentStore, Status, new_incident_id
 from dispatch.location import LocationMatch, PlaceIndex, extract_location
@@ -282,7 +282,7 @@ class DispatchService:
             jurisdiction=self.jurisdiction,
             store=IncidentStore(self._conn),
             outbox=self.outbox,
-            classify=lambda t: _type_and_priority(classify(t.text, "" if t.text else t.pinyin, lexicon)),
+            classify=lambda t: _type_and_priority(classify_transcript(t, lexicon)),
             locate=lambda t: extract_location(t, index),
             rank=self._rank,
             on_position=lambda p: self.board.update_position(p.responder_id, p.lat, p.lon, p.ts, p.acc),
