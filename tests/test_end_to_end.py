@@ -16,6 +16,7 @@ import yaml
 
 from bridge.config import load_config
 from bridge.service import Service
+from tests.conftest import SHERPA_MODEL
 from tests.support.broker import Mosquitto, broker_fixture  # noqa: F401 (fixture)
 from tests.support.radio import radio_calls_fixture  # noqa: F401 (fixture)
 
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def make_config(tmp_path: Path, wavs: list[Path], *, broker: Mosquitto | None, engine: str = "sherpa") -> Path:
+
     audio = tmp_path / "audio"
     audio.mkdir(exist_ok=True)
     for wav in wavs:
@@ -31,7 +33,7 @@ def make_config(tmp_path: Path, wavs: list[Path], *, broker: Mosquitto | None, e
         "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
         "storage": {"data_dir": str(tmp_path / "data"), "audio_format": "wav"},
         "broker": {"enabled": True, "port": broker.port} if broker else {"enabled": False},
-        "asr": {"engine": engine},
+        "asr": {"engine": engine, "sherpa_model": str(SHERPA_MODEL)},
         "channels": [{"id": "ch-market", "name": "市场保安",
                       "source": {"type": "file", "paths": [str(audio)], "realtime": False, "gap": [2, 2]}}],
     }
