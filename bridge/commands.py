@@ -12,10 +12,11 @@ from datetime import time as dt_time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bridge.config import ConfigError, load_config
+from bridge.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
     from bridge.archive import Archive
+    from dispatch.gazetteer import Jurisdiction
 
 DEFAULT_CONFIG = Path("config/demo.yaml")
 
@@ -39,25 +40,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_archive(sub)
 
 
+def load_setup(path: Path) -> tuple[Config, Jurisdiction]:
+    """The config and the jurisdiction it points at, both validated; either one's problem is a ConfigError."""
+    from dispatch.gazetteer import GazetteerError, load_jurisdiction
+
+    config = load_config(path)
+    try:
+        return config, load_jurisdiction(config.jurisdiction)
+    except GazetteerError as e:
+        raise ConfigError(str(e)) from e
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bridge.service import run_service  # imported here: the service pulls in the web stack
-    from dispatch.gazetteer import GazetteerError
 
     try:
-        run_service(load_config(args.config))
-    except (ConfigError, GazetteerError) as e:
+        config, _ = load_setup(args.config)
+    except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
+    run_service(config)
     return 0
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from dispatch.gazetteer import GazetteerError, load_jurisdiction
-
     try:
-        config = load_config(args.file)
-        jurisdiction = load_jurisdiction(config.jurisdiction)
-    except (ConfigError, GazetteerError) as e:
+        config, jurisdiction = load_setup(args.file)
+    except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
     print(f"{args.file}: OK")

@@ -72,12 +72,11 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 def cmd_user_demo(args: argparse.Namespace) -> int:
     """The demo's logins, one per role; the guard and officer accounts speak for the first guard and chief."""
-    from dispatch.gazetteer import GazetteerError, load_jurisdiction
+    from bridge.commands import load_setup
 
     try:
-        config = load_config(args.config)
-        jurisdiction = load_jurisdiction(config.jurisdiction)
-    except (ConfigError, GazetteerError) as e:
+        config, jurisdiction = load_setup(args.config)
+    except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
     first = {role: next((r.id for r in jurisdiction.responders if r.role == role), None) for role in ("guard", "chief")}
