@@ -5,8 +5,9 @@ own alerts, acknowledgements and position. The audio WebSockets (listen, talk ba
 
     GET  /  /login  /console  /guard  /auditor      the pages (static HTML; the data behind them checks roles)
     GET  /static/{path}                               their scripts, styles and the vendored Leaflet
-    GET  /api/console/state            operator      channels, jurisdiction, responders, incidents, recent transcripts,
-                                                     activity, map tile URL: everything a console draws at load
+    GET  /api/console/state            operator      channels, jurisdiction, responders, incidents (every open one and
+                                                     the 30 latest), recent transcripts, activity, map tile URL:
+                                                     everything a console draws at load
     WS   /api/events                   operator      {"topic", "data"} for every live bus event: channel, level,
                                                      utterance, partial, transcript, incident, fault
     GET  /api/incidents                operator      recent incidents (?open=true: only those still open), as views
@@ -54,6 +55,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 PAGES = {"login": "login.html", "console": "console.html", "guard": "guard.html", "auditor": "auditor.html"}
 LIVE_TOPICS = {"channel", "level", "utterance", "partial", "transcript", "incident", "fault"}
 RESPONDER_MAX_AGE_S = 900.0  # a phone fix older than this is shown at the responder's post instead
+CONSOLE_RECENT = 30  # incidents the console loads at start besides every open one
+CONSOLE_OPEN_MAX = 200
 OPERATOR = (Role.OPERATOR,)
 RESPONDER = (Role.GUARD, Role.OFFICER)
 OPERATOR_STATUSES = {Status.ON_SCENE, Status.RESOLVED, Status.FOLLOWED_UP, Status.CLOSED_FALSE_ALARM}
@@ -115,7 +118,7 @@ def console_router(tile_url: str | None = None) -> APIRouter:
             "jurisdiction": jurisdiction.model_dump(include={"name", "station", "center", "channels", "places"})
             if jurisdiction else None,
             "responders": dispatch.board.snapshot(RESPONDER_MAX_AGE_S) if dispatch is not None else [],
-            "incidents": [incident_view(ctx, i) for i in _incidents(ctx, open_only=False, limit=30)],
+            "incidents": [incident_view(ctx, i) for i in _console_incidents(ctx)],
             "transcripts": await asyncio.to_thread(service.transcripts.recent, 30),
             "activity": await asyncio.to_thread(activity, ctx, 60, 60),
             "tile_url": tile_url,
@@ -265,6 +268,14 @@ def _incidents(ctx: WebContext, *, open_only: bool, limit: int) -> list[Incident
         return []
     recent = ctx.service.dispatch.dispatcher.store.list(limit=limit if not open_only else max(limit, 500))
     return [i for i in recent if i.status in OPEN][:limit] if open_only else recent
+
+
+def _console_incidents(ctx: WebContext) -> list[Incident]:
+    """Every open incident (however old: nobody has closed it) and the most recent closed ones, newest first."""
+    recent = _incidents(ctx, open_only=False, limit=CONSOLE_RECENT)
+    still_open = _incidents(ctx, open_only=True, limit=CONSOLE_OPEN_MAX)
+    merged = {i.id: i for i in [*still_open, *recent]}
+    return sorted(merged.values(), key=lambda i: i.created_at, reverse=True)
 
 
 def _incident(ctx: WebContext, incident_id: str) -> Incident:

@@ -80,11 +80,24 @@ class LiveService:
 
     def play_call(self, channel_id: str, wav: Path) -> None:
         """Push a call into a web channel as a burst, then the silence that ends the utterance."""
-        with wave.open(str(wav)) as w:
-            assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2)
-            pcm = w.readframes(w.getnframes())
         source = self.channel(channel_id).source
-        assert self.call(source.push, pcm + bytes(16000 * 2 * 2)), "the channel refused the call"
+        assert self.call(source.push, read_pcm(wav) + bytes(16000 * 2 * 2)), "the channel refused the call"
+
+    def talk(self, channel_id: str, wav: Path, chunk_s: float = 0.04) -> threading.Thread:
+        """Push a call into a web channel at the pace a radio (or the guard page) delivers it, from a thread of its
+        own, so the channel is talking for as long as the call lasts; join the thread to wait for the end."""
+        pcm = read_pcm(wav) + bytes(16000 * 2)
+        source, step = self.channel(channel_id).source, int(16000 * 2 * chunk_s)
+
+        def push() -> None:
+            start = time.monotonic()
+            for k, offset in enumerate(range(0, len(pcm), step)):
+                time.sleep(max(0.0, start + k * chunk_s - time.monotonic()))
+                assert self.call(source.push, pcm[offset : offset + step]), "the channel refused the audio"
+
+        thread = threading.Thread(target=push, name=f"talk-{channel_id}", daemon=True)
+        thread.start()
+        return thread
 
     def wait(self, what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
         deadline = time.monotonic() + timeout
@@ -108,12 +121,22 @@ def write_config(tmp: Path, broker: Mosquitto, model_dir: Path) -> Path:
             # announcement keys it (and mutes what the guard says, as a half-duplex radio would) mid-test
             {"id": "ch-command", "name": "指挥调度", "source": {"type": "web", "max_buffer_s": 30},
              "tx": {"output": {"type": "file", "directory": str(tmp / "tx")}}},
-            {"id": "ch-market", "name": "市场保安", "source": {"type": "web"}},
+            {"id": "ch-market", "name": "市场保安", "source": {"type": "web"},
+             "tx": {"output": {"type": "file", "directory": str(tmp / "tx")}}},
         ],
+        # no spoken dispatch announcements: one would key the market channel (and mute what a guard says there, as
+        # a half-duplex radio would) in the middle of a test, and land in the transmit folder the talk-back test reads
+        "dispatch": {"alerts": {"announce": False}},
     }  # fmt: skip
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     return path
+
+
+def read_pcm(wav: Path) -> bytes:
+    with wave.open(str(wav)) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2)
+        return w.readframes(w.getnframes())
 
 
 def add_users(database: Path) -> None:

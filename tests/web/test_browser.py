@@ -1,27 +1,31 @@
 """The pages in a real browser against the real service: real ASR (the on-board sherpa model), real dispatcher, real
 mosquitto, real SQLite and archive; headless Chromium with a WAV file as its microphone.
 
-(1) an operator sees a transcript and an incident appear after a call is played into a channel;
-(2) a guard holds talk on the guard page and the utterance is archived, transcribed and dispatched, and the alert
-    comes back to the page; (3) an auditor finds it by a 2-character term and plays it; (4) role checks refuse.
-Screenshots of each page land in docs/screenshots/.
+(1) an operator sees a transcript and an incident appear after a call is played into a channel, listens live to a
+    talking channel (whose meter moves), talks back onto a channel, patches two channels and unpatches them, and
+    cannot miss a new critical incident; (2) a guard holds talk on the guard page and the utterance is archived,
+    transcribed and dispatched, and the alert comes back to the page; (3) an auditor finds it by a 2-character term
+    and plays it; (4) role checks refuse. Screenshots of the guard, auditor and login pages land in docs/screenshots/
+(the console's is taken from the running demo: `python -m tests.web.browser`).
 """
 
 from __future__ import annotations
 
+import math
+import re
 import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Page, expect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from bridge.db import connect
 from tests.support.broker import Mosquitto
-from tests.web.browser import PASSWORD, LiveService, add_users, chromium, log_in, screenshot, write_config
+from tests.web.browser import PASSWORD, LiveService, add_users, chromium, log_in, read_pcm, screenshot, write_config
 
 pytestmark = pytest.mark.slow
 CHROMIUM_LEAD_S = 1.6  # Chromium's fake capture device starts with about this much silence
@@ -71,12 +75,28 @@ def fight_reported(live: LiveService, calls_audio: Path) -> str:
     return incident.utterance_ids[0]
 
 
-def test_operator_sees_transcript_and_incident_of_a_call(live: LiveService, browser: Browser, calls_audio: Path) -> None:
+def console(browser: Browser, live: LiveService) -> Page:
     page = browser.new_page(viewport={"width": 1680, "height": 1000})
     log_in(page, live.url, "op", "/console")
     expect(page.locator(".channel")).to_have_count(2)
     expect(page.locator("#conn")).to_have_text("实时连接")
-    expect(page.locator(".leaflet-tooltip", has_text="怡园警务点").first).to_be_visible()
+    return page
+
+
+def hold(page: Page, button: str, seconds: float) -> None:
+    """Press a hold-to-talk button with the mouse for `seconds`."""
+    box = page.locator(button).bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    expect(page.locator(button)).to_have_class(re.compile(r"\bon\b"))
+    page.wait_for_timeout(seconds * 1000)
+    page.mouse.up()
+
+
+def test_operator_sees_transcript_and_incident_of_a_call(live: LiveService, browser: Browser, calls_audio: Path) -> None:
+    page = console(browser, live)
+    expect(page.locator(".leaflet-tooltip.grid-label")).to_have_count(5)  # the jurisdiction's grids, named
+    expect(page.locator(".leaflet-tooltip.grid-label", has_text="怡园社区")).to_be_visible()
 
     live.play_call("ch-command", calls_audio / "c001.wav")  # 怡园警务点请注意，美食街有人打架斗殴，请迅速赶往现场
 
@@ -88,8 +108,12 @@ def test_operator_sees_transcript_and_incident_of_a_call(live: LiveService, brow
     expect(card).to_contain_text("美食街")
     expect(card.locator(".responders li").first).to_contain_text("米")  # recommended responders with distances
     expect(page.locator("#banner")).to_contain_text("打架斗殴")  # a high-priority incident cannot be missed
-    page.wait_for_timeout(500)
-    screenshot(page, "console")
+    expect(page.locator(".leaflet-tooltip.incident-label", has_text="美食街")).to_be_visible()  # labelled on the map
+
+    # selecting it in the queue highlights it on the map
+    card.locator(".said").click()
+    expect(card).to_have_class(re.compile(r"\bselected\b"))
+    expect(page.locator(".leaflet-tooltip.incident-label.selected")).to_contain_text("美食街")
 
     # an operator action goes through and shows in the timeline
     card.get_by_role("button", name="到场").click()
@@ -98,21 +122,82 @@ def test_operator_sees_transcript_and_incident_of_a_call(live: LiveService, brow
     page.close()
 
 
+def test_operator_listens_live_to_a_talking_channel(live: LiveService, browser: Browser, calls_audio: Path) -> None:
+    page = console(browser, live)
+    card = page.locator("#ch-ch-market")
+    card.get_by_role("button", name="监听").click()
+    expect(card.get_by_role("button", name="监听中")).to_be_visible()
+    talking = live.talk("ch-market", calls_audio / "c016.wav")  # 幸福路五金市场东门一切正常 (2.9 s)
+    expect(card).to_have_class(re.compile(r"\btalking\b"), timeout=10_000)  # the talking indicator lights
+    page.wait_for_function("parseFloat(document.querySelector('#ch-ch-market .meter div').style.width) > 25")  # the meter moves
+    talking.join()
+    # the channel's frames reached the page, and its AudioWorklet played them
+    page.wait_for_function("JB.stats.listenBytes >= 2 * 16000 * 2 && JB.stats.played >= 16000", timeout=10_000)
+    expect(card).not_to_have_class(re.compile(r"\btalking\b"), timeout=10_000)
+    page.close()
+
+
+def test_operator_talks_back_onto_a_channel(live: LiveService, browser: Browser) -> None:
+    sink = live.config.channels[0].tx.output.directory
+    before = set(sink.glob("ch-command-*.wav"))
+    page = console(browser, live)
+    hold(page, "#ch-ch-command button.talk", CHROMIUM_LEAD_S + 3.9 + 0.5)  # the fake microphone says c009 (3.9 s)
+    expect(page.locator("#ch-ch-command .tx-state")).to_contain_text("喊话已发出", timeout=15_000)
+    written = set(sink.glob("ch-command-*.wav")) - before
+    assert len(written) == 1, written
+    pcm = read_pcm(written.pop())
+    window = 16000 * 2 // 10  # 100 ms
+    levels = [rms_dbfs(pcm[k : k + window]) for k in range(0, len(pcm) - window + 1, window)]
+    assert sum(level > -35 for level in levels) >= 20, levels  # at least 2 s of it is speech, not silence or hiss
+    page.close()
+
+
+def test_operator_patches_two_channels_and_unpatches_them(live: LiveService, browser: Browser) -> None:
+    page = console(browser, live)
+    page.select_option("#patch-a", "ch-command")
+    page.select_option("#patch-b", "ch-market")
+    page.click("#patch-add")
+    patch = page.locator(".patch", has_text="指挥调度 ⇄ 市场保安")
+    expect(patch).to_be_visible()
+    patches = page.request.get(f"{live.url}/api/patches").json()
+    assert [(p["a"], p["b"]) for p in patches] == [("ch-command", "ch-market")]
+    patch.get_by_role("button", name="断开").click()
+    expect(patch).to_have_count(0)
+    assert page.request.get(f"{live.url}/api/patches").json() == []
+    page.close()
+
+
+def test_a_new_critical_incident_cannot_be_missed(live: LiveService, browser: Browser, calls_audio: Path) -> None:
+    page = console(browser, live)
+    live.play_call("ch-market", calls_audio / "c021.wav")  # 西光建材市场有人持刀威胁: weapon, critical
+    banner = page.locator("#banner")
+    expect(banner).to_contain_text("紧急警情：西光建材市场 持械", timeout=60_000)
+    card = page.locator(".incident", has_text="西光建材市场")
+    expect(card).to_have_class(re.compile(r"\bunseen\b"))  # flashing until the operator looks at it
+    expect(page.locator(".leaflet-tooltip.incident-label.p-critical", has_text="西光建材市场")).to_be_visible()
+    assert page.evaluate("JB.stats.lastAlarm") == {"critical": True, "times": 6, "audio": "running"}  # and it sounded
+    banner.click()  # takes the operator to it
+    expect(banner).to_be_hidden()
+    expect(card).to_have_class(re.compile(r"\bselected\b"))
+    expect(card).not_to_have_class(re.compile(r"\bunseen\b"))
+    page.close()
+
+
+def rms_dbfs(pcm: bytes) -> float:
+    samples = memoryview(pcm).cast("h")
+    energy = sum(s * s for s in samples) / max(1, len(samples))
+    return 10 * math.log10(energy / 32768**2) if energy else -120.0
+
+
 def test_guard_holds_talk_and_the_call_is_archived_transcribed_and_dispatched(live: LiveService, browser: Browser) -> None:
     context = browser.new_context(viewport={"width": 390, "height": 780}, is_mobile=True, has_touch=True)
     page = context.new_page()
     log_in(page, live.url, "guard-huaniao", "/guard")
-    ptt = page.locator("#ptt")
-    expect(ptt).to_be_enabled()
+    expect(page.locator("#ptt")).to_be_enabled()
     expect(page.locator("#channel")).to_have_value("ch-market")  # the guard's own radio channel
     before = len(live.call(live.service.archive.list, "ch-market"))
 
-    box = ptt.bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.down()
-    expect(ptt).to_have_class("ptt on")
-    page.wait_for_timeout((CHROMIUM_LEAD_S + 3.9 + 1.0) * 1000)  # c009 is 3.9 s long
-    page.mouse.up()
+    hold(page, "#ptt", CHROMIUM_LEAD_S + 3.9 + 1.0)  # c009 is 3.9 s long
     expect(page.locator("#ptt-state")).to_contain_text("已发送", timeout=10_000)
 
     newest = live.wait("the utterance archived", lambda: len(live.service.archive.list("ch-market")) > before

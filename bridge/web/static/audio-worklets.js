@@ -27,12 +27,15 @@ class PcmCapture extends AudioWorkletProcessor {
 
 // int16 PCM chunks from the page -> speaker, through a small queue; silence when it runs dry (a live channel is
 // quiet most of the time), and the oldest audio dropped when more than half a second piles up (keeps it live).
+// Tells the page how many samples it played about every quarter second ({played}), so the page knows audio flows.
 class PcmPlayer extends AudioWorkletProcessor {
   constructor() {
     super();
     this.queue = [];
     this.offset = 0;
     this.queued = 0;
+    this.played = 0;
+    this.blocks = 0;
     this.port.onmessage = (e) => {
       const chunk = new Int16Array(e.data);
       this.queue.push(chunk);
@@ -50,7 +53,12 @@ class PcmPlayer extends AudioWorkletProcessor {
       if (!chunk) { out[i] = 0; continue; }
       out[i] = chunk[this.offset++] / 0x8000;
       this.queued--;
+      this.played++;
       if (this.offset >= chunk.length) { this.queue.shift(); this.offset = 0; }
+    }
+    if (++this.blocks % 32 === 0 && this.played) {  // 32 blocks of 128 samples at 16 kHz: 0.256 s
+      this.port.postMessage({ played: this.played });
+      this.played = 0;
     }
     return true;
   }

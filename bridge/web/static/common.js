@@ -20,6 +20,9 @@ JB.LABELS = {
               reassigned: "改派", merged: "重复报警", unanswered: "无人应答" },
 };
 
+JB.PRIORITY_ORDER = { critical: 0, high: 1, medium: 2, low: 3, none: 4 };
+JB.OPEN = new Set(["reported", "dispatched", "acknowledged", "on_scene"]);  // incident statuses still being handled
+
 JB.label = (kind, key) => (JB.LABELS[kind] && JB.LABELS[kind][key]) || key || "";
 
 JB.el = (tag, attrs = {}, ...children) => {
@@ -186,16 +189,30 @@ JB.listen = async (channelId) => {
   const ctx = await JB.audioContext();
   const node = new AudioWorkletNode(ctx, "pcm-player");
   node.connect(ctx.destination);
+  node.port.onmessage = (e) => { JB.stats.played += e.data.played; };
   const ws = new WebSocket(JB.wsUrl(`/api/channels/${encodeURIComponent(channelId)}/listen`));
   ws.binaryType = "arraybuffer";
-  ws.onmessage = (e) => node.port.postMessage(e.data, [e.data]);
+  ws.onmessage = (e) => { JB.stats.listenBytes += e.data.byteLength; node.port.postMessage(e.data, [e.data]); };
   return () => { ws.close(); node.disconnect(); };
 };
 
+// What the page's audio has done, for the operator's status line and for the browser tests.
+JB.stats = { listenBytes: 0, played: 0, alarms: 0, lastAlarm: null };
+
+// The alarm's own AudioContext: created once, resumed by the first click on the page (browsers keep audio
+// suspended until the user has interacted with it).
+JB.alarmContext = () => {
+  if (!JB._alarmCtx) {
+    JB._alarmCtx = new AudioContext();
+    document.addEventListener("pointerdown", () => JB._alarmCtx.resume(), true);
+  }
+  return JB._alarmCtx;
+};
+
 // A short alarm tone (no audio file needed): `times` beeps, louder and higher for critical incidents.
-JB.alarm = async (critical = false, times = 3) => {
+JB.alarm = (critical = false, times = 3) => {
   try {
-    const ctx = new AudioContext();
+    const ctx = JB.alarmContext();
     for (let i = 0; i < times; i++) {
       const osc = ctx.createOscillator(), gain = ctx.createGain();
       osc.type = "square";
@@ -205,6 +222,7 @@ JB.alarm = async (critical = false, times = 3) => {
       osc.start(ctx.currentTime + i * 0.35);
       osc.stop(ctx.currentTime + i * 0.35 + 0.22);
     }
-    setTimeout(() => ctx.close(), times * 400 + 200);
-  } catch (e) { console.warn("alarm", e); }
+    JB.stats.alarms += 1;
+    JB.stats.lastAlarm = { critical, times, audio: ctx.state };
+  } catch (e) { console.warn("alarm", e); }  // no audio device: the banner and the highlight still show
 };

@@ -2,10 +2,10 @@
 // /api/events WebSocket after one /api/console/state at load.
 "use strict";
 
-const S = { channels: new Map(), incidents: new Map(), lines: new Map(), responders: [], places: [], names: {},
-            transmitters: [], activity: null, mic: null, listening: new Map(), map: null, layers: {} };
-const PRIORITY_ORDER = { critical: 0, high: 1, medium: 2, low: 3, none: 4 };
-const OPEN = new Set(["reported", "dispatched", "acknowledged", "on_scene"]);
+const S = { channels: new Map(), incidents: new Map(), lines: new Map(), responders: [], names: {}, transmitters: [],
+            activity: null, mic: null, listening: new Map(), map: null, selected: null, unseen: new Set() };
+const REMIND_S = 20;
+const METER_FALL_DB = 8;  // per level event (5 a second)
 const COLORS = ["#3fa7ff", "#3ccf7a", "#ffb020", "#ff6b9a", "#b38cff", "#4dd8d8", "#ff8a1f", "#c7d34d"];
 
 async function main() {
@@ -14,16 +14,20 @@ async function main() {
   S.transmitters = state.transmitters;
   S.responders = state.responders;
   S.activity = state.activity;
-  S.places = state.jurisdiction ? state.jurisdiction.places : [];
-  if (state.jurisdiction) document.getElementById("jurisdiction").textContent = state.jurisdiction.name;
+  if (state.jurisdiction) {
+    document.getElementById("jurisdiction").textContent = state.jurisdiction.name;
+    S.map = new ConsoleMap(document.getElementById("map"),
+      { places: state.jurisdiction.places, tileUrl: state.tile_url, onSelect: (id) => selectIncident(id, true) });
+  }
   for (const c of state.channels) { S.names[c.id] = c.name; S.channels.set(c.id, c); }
   renderChannels();
   renderPatches(state.patches);
   for (const t of [...state.transcripts].reverse()) addLine(t, false);
   for (const i of state.incidents) S.incidents.set(i.id, i);
-  renderIncidents();
-  drawMap(state);
+  S.map?.setResponders(S.responders);
+  refreshIncidents();
   drawActivity();
+  soundHint();
   JB.liveSocket("/api/events", onEvent, (up) => {
     const conn = document.getElementById("conn");
     conn.textContent = up ? "实时连接" : "连接中断，重连中…";
@@ -31,14 +35,20 @@ async function main() {
   });
   setInterval(() => { document.getElementById("clock").textContent = new Date().toLocaleString("zh-CN", { hour12: false }); }, 1000);
   setInterval(drawActivity, 10000);
-  setInterval(async () => { S.responders = await JB.api("/api/responders"); drawResponders(); }, 15000);
+  setInterval(remindUnseen, REMIND_S * 1000);
+  setInterval(async () => {  // positions come from phones, patches from other operators and the CLI
+    S.responders = await JB.api("/api/responders");
+    S.map?.setResponders(S.responders);
+    refreshPatches();
+  }, 15000);
 }
 
 function onEvent({ topic, data }) {
   if (topic === "channel") { S.channels.set(data.id, data); updateChannel(data.id); }
   else if (topic === "level") {
     const c = S.channels.get(data.channel);
-    if (c) { c.level_dbfs = data.level_dbfs; c.talking = data.talking; updateChannel(data.channel); }
+    // a meter's fall is slowed (METER_FALL_DB per event) so a pause between two words does not blank it
+    if (c) { c.level_dbfs = Math.max(data.level_dbfs, c.level_dbfs - METER_FALL_DB); c.talking = data.talking; updateChannel(data.channel); }
   } else if (topic === "partial") addLine({ ...data, partial: true }, true);
   else if (topic === "transcript") addLine(data, true);
   else if (topic === "utterance") countActivity(data);
@@ -51,25 +61,31 @@ function renderChannels() {
   const wall = document.getElementById("channels");
   wall.replaceChildren();
   for (const c of S.channels.values()) {
-    const canTalk = S.transmitters.includes(c.id);
-    const listen = JB.el("button", { class: "listen", onclick: () => toggleListen(c.id, listen) }, "监听");
-    const talk = canTalk ? JB.el("button", { class: "talk", title: "按住讲话（指挥优先）" }, "按住喊话") : null;
+    const listen = JB.el("button", { class: "listen", title: "在本机收听该频道", onclick: () => toggleListen(c.id, listen) }, "监听");
+    const talk = S.transmitters.includes(c.id) ? JB.el("button", { class: "talk", title: "按住讲话（指挥优先）" }, "按住喊话") : null;
     if (talk) holdToTalk(talk, c.id);
     wall.append(JB.el("div", { class: "channel", id: `ch-${c.id}`, "data-channel": c.id },
       JB.el("div", { class: "head" }, JB.el("span", { class: "talk-dot" }), JB.el("span", { class: "name" }, c.name),
         JB.el("span", { class: "muted state" })),
       JB.el("div", { class: "meter" }, JB.el("div")),
-      JB.el("div", { class: "last" }), JB.el("div", { class: "faults" }),
-      JB.el("div", { class: "actions" }, listen, talk)));
+      JB.el("div", { class: "foot" }, JB.el("span", { class: "last" }), listen, talk),
+      JB.el("div", { class: "tx-state muted" }), JB.el("div", { class: "faults" })));
     updateChannel(c.id);
   }
+  const a = document.getElementById("patch-a"), b = document.getElementById("patch-b");
   const options = () => S.transmitters.map((id) => JB.el("option", { value: id }, S.names[id] || id));
-  document.getElementById("patch-a").replaceChildren(...options());
-  document.getElementById("patch-b").replaceChildren(...options());
-  document.getElementById("patch-add").onclick = async () => {
-    const a = document.getElementById("patch-a").value, b = document.getElementById("patch-b").value;
-    try { await JB.api("/api/patches", { method: "POST", body: { a, b, mode: "utterance" } }); refreshPatches(); }
-    catch (e) { alert(`互通失败：${e.message}`); }
+  a.replaceChildren(...options());
+  b.replaceChildren(...options());
+  b.selectedIndex = Math.min(1, S.transmitters.length - 1);  // two different channels to start with
+  const add = document.getElementById("patch-add"), error = document.getElementById("patch-error");
+  const check = () => { add.disabled = S.transmitters.length < 2 || a.value === b.value; };
+  a.onchange = b.onchange = check;
+  check();
+  add.onclick = async () => {
+    error.textContent = "";
+    try { await JB.api("/api/patches", { method: "POST", body: { a: a.value, b: b.value, mode: "utterance" } }); }
+    catch (e) { error.textContent = `互通失败：${e.message}`; }
+    refreshPatches();
   };
 }
 
@@ -78,53 +94,79 @@ function updateChannel(id) {
   if (!c || !card) return;
   card.classList.toggle("talking", !!c.talking);
   card.classList.toggle("fault", c.active_faults > 0);
-  const pct = Math.max(0, Math.min(100, (c.level_dbfs + 70) / 70 * 100));
-  card.querySelector(".meter div").style.width = `${pct}%`;
+  const pct = Math.max(0, Math.min(100, (c.level_dbfs + 60) / 60 * 100));  // -60 dBFS (hiss) .. 0 dBFS
+  card.querySelector(".meter div").style.width = `${pct.toFixed(0)}%`;
   card.querySelector(".state").textContent = !c.running ? "未运行" : c.talking ? "正在讲话" : `${c.utterances} 次通话`;
   const last = c.last_utterance;
-  card.querySelector(".last").textContent = last ? `上次通话 ${JB.time(last.start)}，${last.duration} 秒` : "暂无通话";
+  card.querySelector(".last").textContent = last ? `上次 ${JB.time(last.start)}，${last.duration} 秒` : "暂无通话";
   const active = (c.faults || []).filter((f) => f.active);
-  card.querySelector(".faults").textContent = active.length ? `⚠ ${active[active.length - 1].message}` : "";
+  card.querySelector(".faults").textContent = active.length ? `故障：${active[active.length - 1].message}` : "";
 }
 
 async function toggleListen(id, button) {
-  if (S.listening.has(id)) { S.listening.get(id)(); S.listening.delete(id); button.classList.remove("on"); button.textContent = "监听"; return; }
+  if (S.listening.has(id)) {
+    S.listening.get(id)();
+    S.listening.delete(id);
+    button.classList.remove("on");
+    button.textContent = "监听";
+    return;
+  }
   try { S.listening.set(id, await JB.listen(id)); button.classList.add("on"); button.textContent = "监听中"; }
-  catch (e) { alert(`无法监听：${e.message}`); }
+  catch (e) { txState(id, `无法监听：${e.message}`); }
 }
 
+function txState(channelId, text) { document.querySelector(`#ch-${CSS.escape(channelId)} .tx-state`).textContent = text; }
+
 function holdToTalk(button, channelId) {
-  let press = null;
+  let press = null, held = false;
   const down = async (e) => {
     e.preventDefault();
-    if (press) return;
-    try { S.mic = S.mic || await JB.microphone(); } catch (err) { alert(`无法打开麦克风：${err.message}`); return; }
+    if (held) return;
+    held = true;
+    try { S.mic = S.mic || await JB.microphone(); } catch (err) { txState(channelId, `无法打开麦克风：${err.message}`); return; }
+    if (!held) return;  // released while the microphone was opening
     button.classList.add("on");
     button.textContent = "正在喊话";
+    txState(channelId, "正在喊话…（松开结束）");
     press = JB.press(S.mic, `/api/channels/${encodeURIComponent(channelId)}/talk`, (m) => {
-      if (m.type === "result" && m.status !== "sent") alert(`喊话未发出：${m.error || m.status}`);
+      if (m.type === "result") {
+        txState(channelId, m.status === "sent" ? `喊话已发出（${m.keyed_s} 秒）` : `喊话未发出：${m.error || m.status}`);
+      }
     });
   };
   const up = () => {
+    held = false;
     if (!press) return;
     press.release();
     press = null;
     button.classList.remove("on");
     button.textContent = "按住喊话";
+    txState(channelId, "发送中…");
   };
   button.addEventListener("pointerdown", down);
   for (const ev of ["pointerup", "pointerleave", "pointercancel"]) button.addEventListener(ev, up);
 }
 
-async function refreshPatches() { renderPatches(await JB.api("/api/patches")); }
+async function refreshPatches() {
+  try { renderPatches(await JB.api("/api/patches")); } catch (e) { console.warn("patches", e); }
+}
 
 function renderPatches(patches) {
-  document.getElementById("patches").replaceChildren(...(patches || []).map((p) => JB.el("div", { class: "patch" },
-    `${S.names[p.a] || p.a} ⇄ ${S.names[p.b] || p.b}${p.active ? "（转发中）" : ""} `,
+  document.getElementById("patches").replaceChildren(...(patches || []).map((p) => JB.el("div", { class: "patch", "data-patch": `${p.a}|${p.b}` },
+    JB.el("span", {}, `${S.names[p.a] || p.a} ⇄ ${S.names[p.b] || p.b}`), JB.el("span", { class: "muted" }, p.active ? "转发中" : "已互通"),
     JB.el("button", { class: "small", onclick: async () => {
-      await JB.api(`/api/patches/${encodeURIComponent(p.a)}/${encodeURIComponent(p.b)}`, { method: "DELETE" });
+      try { await JB.api(`/api/patches/${encodeURIComponent(p.a)}/${encodeURIComponent(p.b)}`, { method: "DELETE" }); }
+      catch (e) { document.getElementById("patch-error").textContent = `断开失败：${e.message}`; }
       refreshPatches();
     } }, "断开"))));
+}
+
+// Browsers keep sound off until the page has been clicked once: say so until then, since the alarm depends on it.
+function soundHint() {
+  const hint = document.getElementById("sound-hint"), ctx = JB.alarmContext();
+  const update = () => { hint.hidden = ctx.state === "running"; };
+  ctx.addEventListener("statechange", update);
+  update();
 }
 
 // --- transcript feed ----------------------------------------------------------------------------------------
@@ -148,33 +190,69 @@ function addLine(t, live) {
 async function onIncident(event) {
   const view = await JB.api(`/api/incidents/${encodeURIComponent(event.after.id)}`);
   S.incidents.set(view.id, view);
-  renderIncidents(event.type === "new" ? view.id : null);
-  drawIncidents();
+  const urgent = view.priority === "critical" || view.priority === "high";
+  if (event.type === "new" && urgent) S.unseen.add(view.id);
+  if (!JB.OPEN.has(view.status)) S.unseen.delete(view.id);
+  refreshIncidents(event.type === "new" ? view.id : null);
   if (event.type === "new") {
     const critical = view.priority === "critical";
     JB.alarm(critical, critical ? 6 : 2);
-    if (critical || view.priority === "high") showBanner(view);
   }
 }
 
-function showBanner(view) {
+// The banner stays until the operator has looked: it names the most urgent incident not yet opened, and while a
+// critical one is unseen the alarm sounds again every REMIND_S.
+function updateBanner() {
+  const unseen = [...S.unseen].map((id) => S.incidents.get(id)).filter(Boolean).sort((a, b) =>
+    (JB.PRIORITY_ORDER[a.priority] - JB.PRIORITY_ORDER[b.priority]) || (b.created_at - a.created_at));
   const banner = document.getElementById("banner");
-  banner.textContent = `${JB.label("priority", view.priority)}警情：${view.place_name || "地点不明"} ${JB.label("type", view.type)}`;
-  banner.hidden = false;
-  banner.onclick = () => { banner.hidden = true; document.getElementById(`inc-${view.id}`)?.scrollIntoView(); };
-  setTimeout(() => { banner.hidden = true; }, 30000);
+  banner.hidden = !unseen.length;
+  if (!unseen.length) return;
+  const top = unseen[0];
+  banner.className = `banner p-${top.priority}`;
+  banner.textContent = `${JB.label("priority", top.priority)}警情：${top.place_name || "地点不明"} ${JB.label("type", top.type)}` +
+    (unseen.length > 1 ? `（另有 ${unseen.length - 1} 起未查看）` : "");
+  banner.onclick = () => selectIncident(top.id, true);
+}
+
+function remindUnseen() {
+  if ([...S.unseen].some((id) => S.incidents.get(id)?.priority === "critical")) JB.alarm(true, 2);
+}
+
+function selectIncident(id, scroll = false) {
+  S.selected = id;
+  S.unseen.delete(id);
+  updateBanner();
+  for (const card of document.querySelectorAll(".incident.selected")) card.classList.remove("selected");
+  const card = document.getElementById(`inc-${id}`);
+  if (card) {
+    card.classList.add("selected");
+    card.classList.remove("unseen");
+    if (scroll) card.scrollIntoView({ block: "nearest", behavior: "smooth" });
+  }
+  S.map?.select(id);
+}
+
+function refreshIncidents(freshId = null) {
+  renderIncidents(freshId);
+  S.map?.setIncidents([...S.incidents.values()]);
+  updateBanner();
 }
 
 function renderIncidents(freshId = null) {
   const list = [...S.incidents.values()].sort((a, b) =>
-    (OPEN.has(b.status) - OPEN.has(a.status)) || (PRIORITY_ORDER[a.priority] - PRIORITY_ORDER[b.priority]) || (b.created_at - a.created_at));
+    (JB.OPEN.has(b.status) - JB.OPEN.has(a.status)) || (JB.PRIORITY_ORDER[a.priority] - JB.PRIORITY_ORDER[b.priority]) || (b.created_at - a.created_at));
   document.getElementById("incidents").replaceChildren(...list.map((i) => incidentCard(i, i.id === freshId)));
+  const open = list.filter((i) => JB.OPEN.has(i.status));
+  document.getElementById("incident-count").textContent =
+    `未结 ${open.length} 起${open.some((i) => i.priority === "critical") ? `，紧急 ${open.filter((i) => i.priority === "critical").length} 起` : ""}`;
 }
 
 function incidentCard(i, fresh) {
-  const open = OPEN.has(i.status);
+  const open = JB.OPEN.has(i.status);
   const act = (label, fn, cls = "") => JB.el("button", { class: cls, onclick: async () => {
-    try { S.incidents.set(i.id, await fn()); renderIncidents(); drawIncidents(); } catch (e) { alert(e.message); }
+    S.unseen.delete(i.id);  // acting on it is looking at it
+    try { S.incidents.set(i.id, await fn()); refreshIncidents(); } catch (e) { alert(e.message); }
   } }, label);
   const status = (s, note = "") => JB.api(`/api/incidents/${i.id}/status`, { method: "POST", body: { status: s, note } });
   const actions = [
@@ -189,7 +267,10 @@ function incidentCard(i, fresh) {
     }),
     i.status !== "resolved" && !["followed_up", "closed_false_alarm"].includes(i.status) && act("误报", () => status("closed_false_alarm"), "danger"),
   ];
-  return JB.el("div", { id: `inc-${i.id}`, class: `incident p-${i.priority}${open ? "" : " closed"}${fresh ? " fresh" : ""}`, "data-incident": i.id },
+  const classes = ["incident", `p-${i.priority}`, !open && "closed", fresh && "fresh", S.unseen.has(i.id) && "unseen",
+                   S.selected === i.id && "selected"].filter(Boolean).join(" ");
+  const select = (e) => { if (!e.target.closest("button, summary, a, input, dialog")) selectIncident(i.id); };
+  return JB.el("div", { id: `inc-${i.id}`, class: classes, "data-incident": i.id, onclick: select, title: "点击在地图上查看" },
     JB.el("div", { class: "title" },
       JB.el("span", { class: `tag ${i.priority}` }, JB.label("priority", i.priority)),
       JB.el("span", {}, JB.label("type", i.type)),
@@ -232,47 +313,6 @@ function metres(a, b) {
   const rad = Math.PI / 180, dl = (b.lat - a.lat) * rad, dn = (b.lon - a.lon) * rad;
   const h = Math.sin(dl / 2) ** 2 + Math.cos(a.lat * rad) * Math.cos(b.lat * rad) * Math.sin(dn / 2) ** 2;
   return 2 * 6371008.8 * Math.asin(Math.sqrt(h));
-}
-
-// --- map ----------------------------------------------------------------------------------------------------
-
-function drawMap(state) {
-  if (!state.jurisdiction) return;
-  const map = L.map("map", { zoomControl: true, attributionControl: !!state.tile_url });
-  S.map = map;
-  if (state.tile_url) L.tileLayer(state.tile_url, { maxZoom: 19 }).addTo(map);
-  const places = L.layerGroup().addTo(map);
-  const big = new Set(["community", "police_post", "hospital"]); // labelled always; the rest on hover
-  for (const p of S.places) {
-    L.circleMarker([p.lat, p.lon], { radius: p.kind === "community" ? 7 : 4, color: p.kind === "community" ? "#3fa7ff" : "#6f8499",
-      weight: 1, fillOpacity: 0.6 }).bindTooltip(p.name, { permanent: big.has(p.kind), direction: "right", className: "place-label" }).addTo(places);
-  }
-  S.layers.incidents = L.layerGroup().addTo(map);
-  S.layers.responders = L.layerGroup().addTo(map);
-  map.fitBounds(L.latLngBounds(S.places.map((p) => [p.lat, p.lon])).pad(0.05));
-  drawIncidents();
-  drawResponders();
-}
-
-function drawIncidents() {
-  if (!S.map) return;
-  S.layers.incidents.clearLayers();
-  for (const i of S.incidents.values()) {
-    if (i.lat == null || !OPEN.has(i.status)) continue;
-    const critical = i.priority === "critical" || i.priority === "high";
-    L.circleMarker([i.lat, i.lon], { radius: critical ? 14 : 10, color: critical ? "#ff4d4f" : "#ffb020", weight: 3, fillOpacity: 0.35 })
-      .bindTooltip(`${JB.label("type", i.type)} @ ${i.place_name}`, { permanent: true, direction: "top", className: "incident-label" }).addTo(S.layers.incidents);
-  }
-}
-
-function drawResponders() {
-  if (!S.map) return;
-  S.layers.responders.clearLayers();
-  for (const r of S.responders) {
-    const police = ["officer", "chief"].includes(r.role);
-    L.circleMarker([r.lat, r.lon], { radius: 5, color: police ? "#3fa7ff" : "#3ccf7a", weight: 2, fillOpacity: r.position === "gps" ? 1 : 0.2 })
-      .bindTooltip(`${r.name}（${JB.label("role", r.role)}${r.position === "gps" ? "，定位" : "，岗位"}）`).addTo(S.layers.responders);
-  }
 }
 
 // --- activity chart -----------------------------------------------------------------------------------------
