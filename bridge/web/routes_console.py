@@ -309,7 +309,8 @@ def _responder_id(ctx: WebContext, user: User) -> str:
 
 
 def incident_view(ctx: WebContext, incident: Incident) -> dict[str, Any]:
-    """The incident as the pages show it: its fields, who was alerted (name, distance, why, ack state), its timeline."""
+    """The incident as the pages show it: its fields, the words of its latest report, who was alerted (name, distance,
+    why, ack state), its timeline."""
     dispatch = ctx.service.dispatch
     timeline = dispatch.dispatcher.store.timeline(incident.id)
     responders: dict[str, dict[str, Any]] = {}
@@ -331,7 +332,20 @@ def incident_view(ctx: WebContext, incident: Incident) -> dict[str, Any]:
         r["assigned"] = rid in incident.assigned
         if r["distance_m"] is not None:
             r["distance_m"] = round(r["distance_m"])
-    return incident.to_dict() | {"responders": list(responders.values()), "timeline": [e.to_dict() for e in timeline]}
+    return incident.to_dict() | _words_said(ctx, incident) | {"responders": list(responders.values()),
+                                                             "timeline": [e.to_dict() for e in timeline]}
+
+
+def _words_said(ctx: WebContext, incident: Incident) -> dict[str, Any]:
+    """The timed syllables and spotted keywords of the incident's latest report, so that a pinyin-only transcript
+    is shown with its keywords as Chinese names (as in the transcript feed); nothing when it was not transcribed."""
+    if not incident.utterance_ids:
+        return {}
+    transcript = ctx.service.transcripts.get(incident.utterance_ids[-1])
+    if transcript is None:
+        return {}
+    said = transcript.to_dict()
+    return {"words": said["words"], "keywords": said["keywords"]}
 
 
 def activity(ctx: WebContext, minutes: int, bucket_s: int) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import threading
 import time
 import wave
@@ -27,6 +28,8 @@ CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "browser-test-pw"
 USERS = {"op": ("operator", None), "guard-huaniao": ("guard", "g-huaniao"), "aud": ("auditor", None)}
 SCREENSHOTS = REPO / "docs" / "screenshots"
+MAX_SCREENSHOT_BYTES = 250_000  # docs stay light in the repository
+PALETTE_FILTER = "split[a][b];[a]palettegen=max_colors=256:stats_mode=full[p];[b][p]paletteuse=dither=none"
 
 
 class LiveService:
@@ -146,12 +149,15 @@ def add_users(database: Path) -> None:
 
 
 @contextmanager
-def chromium(fake_mic: Path) -> Iterator[Browser]:
+def chromium(fake_mic: Path | None = None) -> Iterator[Browser]:
+    """Headless Chromium; `fake_mic`: a WAV file its microphone plays (no microphone without one)."""
     args = [
         "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={fake_mic}", "--autoplay-policy=no-user-gesture-required",
+        "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required",
     ]  # fmt: skip
+    if fake_mic is not None:
+        args += ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 f"--use-file-for-fake-audio-capture={fake_mic}"]  # fmt: skip
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         try:
@@ -170,4 +176,29 @@ def log_in(page: Page, base: str, name: str, then: str) -> None:
 
 def screenshot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), type="png")
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), type="png")
+    if path.stat().st_size > MAX_SCREENSHOT_BYTES:  # a 256-colour palette keeps the text sharp at a third of the size
+        palette = path.with_suffix(".palette.png")
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(path), "-vf", PALETTE_FILTER, str(palette)], check=True)
+        palette.replace(path)
+
+
+def demo_console_screenshot(base: str, user: str, password: str, settle_s: float) -> Path:
+    """docs/screenshots/console.png from a running demo (`make run`): the console as an operator sees it."""
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1680, "height": 1000})
+        page.goto(f"{base}/login?next=/console")
+        page.fill("input[name=name]", user)
+        page.fill("input[name=password]", password)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{base}/console")
+        page.wait_for_timeout(settle_s * 1000)  # live partials, meters and any new incident arrive
+        screenshot(page, "console")
+    return SCREENSHOTS / "console.png"
+
+
+if __name__ == "__main__":  # python -m tests.web.browser [URL]: the console screenshot from the running demo
+    import sys
+
+    print(demo_console_screenshot(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8080", "operator", "operator-demo", 8))

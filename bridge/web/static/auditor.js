@@ -42,6 +42,7 @@ async function search(offset) {
   for (const r of page.results) {
     const snippet = JB.el("span");
     snippet.innerHTML = r.snippet; // server-side HTML: the transcript escaped, matches in <mark>
+    if (!r.text) { snippet.className = "py"; toneMarks(snippet); }
     body.append(JB.el("tr", { "data-utterance": r.utterance_id },
       JB.el("td", {}, new Date(r.start_iso).toLocaleString("zh-CN", { hour12: false })),
       JB.el("td", {}, A.names[r.channel] || r.channel),
@@ -51,6 +52,14 @@ async function search(offset) {
       JB.el("td", {}, JB.audioButton(r.utterance_id))));
   }
   loadAudit();
+}
+
+// Tone-numbered pinyin in the text of `node` (and of its <mark>s) written with tone marks, as people read it.
+function toneMarks(node) {
+  const walker = document.createTreeWalker(node, NodeFilter.SHOW_TEXT);
+  for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+    text.nodeValue = text.nodeValue.replace(/[a-zü:]+[1-5]/gi, JB.toneMark);
+  }
 }
 
 function showVerify(report) {

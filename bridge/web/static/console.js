@@ -1,4 +1,4 @@
-// The operator console: channel wall, live transcript feed, incident queue, map and activity chart, all fed by the
+// The operator console: channel wall (with each channel's activity strip), live transcript feed, incident queue and map, all fed by the
 // /api/events WebSocket after one /api/console/state at load.
 "use strict";
 
@@ -6,7 +6,6 @@ const S = { channels: new Map(), incidents: new Map(), lines: new Map(), respond
             activity: null, mic: null, listening: new Map(), map: null, selected: null, unseen: new Set() };
 const REMIND_S = 20;
 const METER_FALL_DB = 8;  // per level event (5 a second)
-const COLORS = ["#3fa7ff", "#3ccf7a", "#ffb020", "#ff6b9a", "#b38cff", "#4dd8d8", "#ff8a1f", "#c7d34d"];
 
 async function main() {
   await JB.session(["operator"]);
@@ -68,6 +67,7 @@ function renderChannels() {
       JB.el("div", { class: "head" }, JB.el("span", { class: "talk-dot" }), JB.el("span", { class: "name" }, c.name),
         JB.el("span", { class: "muted state" })),
       JB.el("div", { class: "meter" }, JB.el("div")),
+      JB.el("canvas", { class: "spark" }),
       JB.el("div", { class: "foot" }, JB.el("span", { class: "last" }), listen, talk),
       JB.el("div", { class: "tx-state muted" }), JB.el("div", { class: "faults" })));
     updateChannel(c.id);
@@ -315,7 +315,7 @@ function metres(a, b) {
   return 2 * 6371008.8 * Math.asin(Math.sqrt(h));
 }
 
-// --- activity chart -----------------------------------------------------------------------------------------
+// --- activity strips -----------------------------------------------------------------------------------------
 
 function countActivity(u) {
   const a = S.activity;
@@ -334,33 +334,33 @@ function shiftActivity() {  // keep the window ending now: drop old buckets, add
   a.start += behind * a.bucket_s;
 }
 
+// Each channel card's strip: one bar per minute of the last hour (now at the right), all on one scale so that
+// busy and quiet channels compare at a glance.
 function drawActivity() {
-  const canvas = document.getElementById("activity"), a = S.activity;
+  const a = S.activity;
   if (!a) return;
   shiftActivity();
-  const dpr = window.devicePixelRatio || 1, w = canvas.clientWidth, h = canvas.clientHeight;
-  canvas.width = w * dpr; canvas.height = h * dpr;
-  const g = canvas.getContext("2d");
-  g.scale(dpr, dpr);
-  g.clearRect(0, 0, w, h);
-  const ids = Object.keys(a.counts), n = a.counts[ids[0]]?.length || 1;
-  const legend = 18, top = legend + 8, bottom = h - 16, left = 24, width = w - left - 6;
-  const max = Math.max(1, ...ids.flatMap((k) => a.counts[k]));
-  g.font = "12px sans-serif"; g.fillStyle = "#9db0c4";
-  g.fillText(String(max), 2, top + 10); g.fillText("0", 10, bottom);
-  g.fillText("-60 分", left, h - 3); g.fillText("现在", w - 30, h - 3);
-  let x = left;
-  ids.forEach((id, k) => {
-    const color = COLORS[k % COLORS.length], label = S.names[id] || id;
-    g.fillStyle = color; g.fillRect(x, 4, 10, 10); g.fillStyle = "#e8eef5"; g.fillText(label, x + 13, 13);
-    x += g.measureText(label).width + 24;
-    g.strokeStyle = color; g.lineWidth = 2; g.beginPath();
-    a.counts[id].forEach((c, i) => {
-      const px = left + (i + 0.5) * width / n, py = bottom - (c / max) * (bottom - top);
-      if (i === 0) g.moveTo(px, py); else g.lineTo(px, py);
+  const max = Math.max(1, ...Object.values(a.counts).flat());
+  for (const [id, counts] of Object.entries(a.counts)) {
+    const canvas = document.querySelector(`#ch-${CSS.escape(id)} canvas.spark`);
+    if (!canvas) continue;
+    const dpr = window.devicePixelRatio || 1, w = canvas.clientWidth, h = canvas.clientHeight;
+    canvas.width = w * dpr;
+    canvas.height = h * dpr;
+    const g = canvas.getContext("2d");
+    g.scale(dpr, dpr);
+    g.fillStyle = "#0b1118";
+    g.fillRect(0, 0, w, h);
+    const step = w / counts.length;
+    counts.forEach((c, i) => {
+      if (!c) return;
+      const bar = Math.max(2, (c / max) * (h - 2));
+      g.fillStyle = i === counts.length - 1 ? "#e8eef5" : "#3fa7ff";
+      g.fillRect(i * step + 0.5, h - bar, Math.max(1, step - 1), bar);
     });
-    g.stroke();
-  });
+    const total = counts.reduce((x, y) => x + y, 0);
+    canvas.title = `近 60 分钟 ${total} 次通话（每格 1 分钟，最右为现在；最高 ${max} 次/分钟）`;
+  }
 }
 
 main().catch((e) => { if (e.message !== "role refused") console.error(e); });
