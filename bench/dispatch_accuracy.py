@@ -3,7 +3,8 @@ simulated ASR errors, as pinyin-only input with syllable errors, and from audio 
 radio-degraded at SNR 20 and 10 dB, through segmenter -> sherpa-onnx -> extract); decision time per transcript; the
 time from the end of speech to the alert on a real broker, through the running service (see bench/dispatch_audio.py).
 
-    .venv/bin/python bench/dispatch_accuracy.py [--calls FILE] [--seeds N] [--rate P] [--no-audio] [--no-latency]
+    .venv/bin/python bench/dispatch_accuracy.py [--calls FILE] [--seeds N] [--rate P] [--noise-seeds N] [--no-audio]
+                                                [--no-latency]
 
 Simulated errors (seeded, so runs compare):
 - homophone: each character, with probability P, becomes another common character read the same, tone included
@@ -11,7 +12,10 @@ Simulated errors (seeded, so runs compare):
 - toneless: the same with any tone (没事街 for 美食街);
 - pinyin: the transcript as plain (toneless) pinyin, each syllable with probability P/2 changed by an accent
   confusion (zh->z, ing->in, n->l ...) or, one time in four, replaced by a random syllable.
-Place accuracy counts calls that name a place; type accuracy counts all calls (including `none`).
+Place accuracy counts calls that name a place; type accuracy counts all calls (including `none`). Each radio SNR is
+measured over several noise realisations (--noise-seeds; one realisation swings SNR 10 dB type accuracy by +-10
+points). False alarms: places and incidents found in the 53 real recordings of ../shared/audio, which name no place
+of the jurisdiction (seven are news sentences about real incidents, so some incidents there are right).
 """
 
 from __future__ import annotations
@@ -31,19 +35,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from asr.engine import Engine  # noqa: E402
 from bench.dispatch_audio import RADIO_FLAGS, degrade, measure_latency, percentiles, read_calls, run_calls  # noqa: E402
 from dispatch.classify import incident_terms  # noqa: E402
 from dispatch.extract import Extractor  # noqa: E402
 from dispatch.gazetteer import load_jurisdiction  # noqa: E402
-from dispatch.location import _jieba_freq  # noqa: E402
-from dispatch.phonetic import FINAL_FOLD, INITIAL_FOLD, split, text_syllables  # noqa: E402
+from dispatch.phonetic import FINAL_FOLD, INITIAL_FOLD, common_words, split, text_syllables  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 
 
 def homophone_table(toned: bool) -> dict[str, list[str]]:
     """Common characters (from frequent jieba words) grouped by their reading."""
-    chars = {c for w, f in _jieba_freq().items() if f >= 2000 for c in w if "\u4e00" <= c <= "\u9fff"}
+    chars = {c for w in common_words(2000) for c in w if "\u4e00" <= c <= "\u9fff"}
     table: dict[str, list[str]] = defaultdict(list)
     for c in sorted(chars):
         s = text_syllables(c)[0]
@@ -106,6 +110,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=0.15, help="per-character / per-syllable error rate")
     ap.add_argument("--audio-dir", type=Path, default=SHARED / "audio" / "calls", help="the spoken calls (cNNN.wav)")
     ap.add_argument("--snr", type=float, nargs="*", default=[20, 10], help="radio-degraded conditions (dB)")
+    ap.add_argument("--noise-seeds", type=int, default=3, help="noise realisations per SNR")
     ap.add_argument("--no-audio", action="store_true", help="text rows only")
     ap.add_argument("--no-latency", action="store_true", help="skip the real-time service run (~3 min)")
     ap.add_argument("--latency-snr", type=float, default=20, help="the radio copies the service replays for latency")
@@ -165,11 +170,12 @@ def audio_rows(args: argparse.Namespace) -> None:
     decisions: list[float] = []
     misses = []
     with tempfile.TemporaryDirectory(prefix="jingbao-radio-") as tmp:
-        conditions = {"audio, clean": clean}
+        conditions = {"audio, clean": [clean]}
         for snr in args.snr:
-            conditions[f"audio, radio SNR {snr:g} dB"] = degrade(clean, snr, Path(tmp) / f"snr{snr:g}", RADIO_DEGRADE)
-        for name, files in conditions.items():
-            outcomes = run_calls(files, rows, [engine], extractor)
+            conditions[f"audio, radio SNR {snr:g} dB"] = [
+                degrade(clean, snr, Path(tmp) / f"snr{snr:g}-{seed}", RADIO_DEGRADE, seed) for seed in range(args.noise_seeds)]
+        for name, realisations in conditions.items():
+            outcomes = [o for files in realisations for o in run_calls(files, rows, [engine], extractor)]
             named = [o for o in outcomes if o.expected_place != "-"]
             place_ok = sum(o.place == o.expected_place for o in named)
             type_ok = sum(o.type == o.expected_type for o in outcomes)
@@ -179,6 +185,7 @@ def audio_rows(args: argparse.Namespace) -> None:
             decisions += [d for o in outcomes for d in o.decision_s]
             misses += [(name, o) for o in outcomes
                        if (o.expected_place != "-" and o.place != o.expected_place) or o.type != o.expected_type]
+        false_alarms(engine, extractor)
         p50, p95 = percentiles(decisions)
         print(f"\ndecision time per transcript from audio, {len(decisions)} transcripts: p50 {p50 * 1000:.2f} ms, "
               f"p95 {p95 * 1000:.2f} ms")
@@ -187,7 +194,7 @@ def audio_rows(args: argparse.Namespace) -> None:
             print(f"  {name:24} {o.id}  want {o.expected_place}/{o.expected_type}  got {o.place or '-'}/{o.type}\n"
                   f"  {'':24} heard: {o.heard}")
         if not args.no_latency:
-            radio = conditions.get(f"audio, radio SNR {args.latency_snr:g} dB") or degrade(
+            radio = (conditions.get(f"audio, radio SNR {args.latency_snr:g} dB") or [None])[0] or degrade(
                 clean, args.latency_snr, Path(tmp) / "latency", RADIO_DEGRADE)
             print(f"\nend of speech -> alert on the broker: the service replays the {len(radio)} SNR "
                   f"{args.latency_snr:g} dB calls at real-time pace ...", flush=True)
@@ -195,6 +202,25 @@ def audio_rows(args: argparse.Namespace) -> None:
             p50, p95 = percentiles(latencies)
             print(f"end of speech -> first alert received by a subscriber, {len(latencies)} alerted calls: "
                   f"p50 {p50:.2f} s, p95 {p95:.2f} s (max {max(latencies, default=float('nan')):.2f} s)")
+
+
+def false_alarms(engine: Engine, extractor: Extractor) -> None:
+    """Places and incidents the dispatcher finds in the real recordings (no place of the jurisdiction is named)."""
+    from dispatch.from_audio import extract_file
+
+    manifest = SHARED / "audio" / "manifest.tsv"
+    rows = list(csv.DictReader(manifest.open(encoding="utf-8"), delimiter="\t"))
+    places, incidents = [], []
+    for row in rows:
+        for h in extract_file(SHARED / "audio" / row["file"], [engine], extractor):
+            if h.result["place"]:
+                places.append((row["file"], h.result["place"]["name"]))
+            if h.result["incident"]["type"] != "none":
+                incidents.append((row["text"], h.result["incident"]["type"]))
+    print(f"{len(rows)} real recordings (no place named): {len(places)} false places {places}; "
+          f"{len(incidents)} typed as incidents:")
+    for text, kind in incidents:
+        print(f"  {kind:10} {text}")
 
 
 if __name__ == "__main__":

@@ -49,8 +49,9 @@ class CallOutcome:
     decision_s: list[float]
 
 
-def degrade(calls: Sequence[Path], snr: float, out_dir: Path, tool: Path) -> list[Path]:
-    """Radio copies made by ../shared/tools/radio_degrade.py, loaded once and run in this interpreter."""
+def degrade(calls: Sequence[Path], snr: float, out_dir: Path, tool: Path, seed: int = 0) -> list[Path]:
+    """Radio copies made by ../shared/tools/radio_degrade.py, loaded once and run in this interpreter (`seed`: which
+    noise realisation)."""
     spec = importlib.util.spec_from_file_location("radio_degrade", tool)
     assert spec and spec.loader, tool
     module = importlib.util.module_from_spec(spec)
@@ -58,7 +59,7 @@ def degrade(calls: Sequence[Path], snr: float, out_dir: Path, tool: Path) -> lis
     out_dir.mkdir(parents=True, exist_ok=True)
     made = []
     for call in calls:
-        module.main([str(call), str(out_dir / call.name), "--snr", str(snr), *RADIO_FLAGS])
+        module.main([str(call), str(out_dir / call.name), "--snr", str(snr), "--seed", str(seed), *RADIO_FLAGS])
         made.append(out_dir / call.name)
     return made
 

@@ -5,10 +5,12 @@ Words are found as characters and in pinyin space (tone-insensitive, accent-tole
 ASR (打价 for 打架) or a pinyin-only transcript still counts. Two-syllable words in pinyin must also agree in tone
 where the input has tones (大家 is not 打架); one-character words count only as characters.
 Overlapping words: the longest wins (大家注意 shadows 打架 in "da jia zhu yi"); on equal length an incident word wins
-over chatter. The type is the one with the strongest word (a plain term beats a weak one), ties by `precedence`
-(weapon beats fight). Priority: the highest priority carried by a matched term of that type, else the type's
-default, raised by severity words (持刀, 昏迷 -> critical; 流血, 孩子 -> high). A negation just before a word
-(没有人受伤, 无人员伤亡, 没有发现可疑) cancels it. Only chatter, or nothing known -> `none`.
+over chatter. The type is the one with the strongest evidence: its words' weights combined (a plain term is sure;
+two weak words of one type outweigh one weak word of another), ties by `precedence` (weapon beats fight). Priority:
+the highest priority carried by a matched term of that type, else the type's default, raised by severity words (持刀,
+昏迷 -> critical; 流血, 孩子 -> high). A negation just before a word (没有人受伤, 无人员伤亡, 没有发现可疑) cancels it.
+Report words (报警, 请求支援, 赶往现场) say that something happened without saying what: when no type word is heard they
+give `other` at REPORT_PRIORITY, so the operator sees a call that the ASR garbled. Only chatter, or nothing -> `none`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ NEGATION_REACH = 2  # characters/syllables allowed between a negation and the wo
 FUZZY_SYLLABLES = 3  # incident words this long are also heard approximately in ASR pinyin (as place names are)
 NEAR_SYLLABLE = 0.75  # ... each syllable at least its onset and glide right (see phonetic.similarity)
 SURE_KEYWORD = 0.6  # a spotted word whose score (agreement with the free recogniser) reaches this counts as heard right
+REPORT, REPORT_PRIORITY = "report", "medium"  # an incident of unknown type: sent, but not as urgent as a known danger
 
 IncidentType = Literal[
     "fight", "theft", "robbery", "weapon", "fire", "medical", "missing", "suspicious", "dispute", "domestic",
@@ -60,7 +63,7 @@ class Classification:
 @dataclass(slots=True, frozen=True)
 class _Term:
     word: str
-    role: str  # an incident type, "chatter", "severity", "negation"
+    role: str  # an incident type, "report", "chatter", "severity", "negation"
     weight: float = PLAIN
     priority: str | None = None
 
@@ -82,6 +85,7 @@ class Lexicon:
         terms: list[_Term] = []
         for type_, spec in data["types"].items():
             terms += _type_terms(type_, spec)
+        terms += [_Term(w, REPORT) for w in data["reports"]]
         terms += [_Term(w, "chatter") for w in data["chatter"]]
         terms += [_Term(w, "severity", priority=p) for p in ("critical", "high") for w in data["severity"][p]]
         terms += [_Term(w, "negation") for w in data["negations"]]
@@ -109,8 +113,11 @@ class Lexicon:
         return out
 
     def incident_terms(self) -> dict[str, str]:
-        """term -> incident type, for the keyword spotter."""
-        return {t.word: t.role for t in self.terms if t.role in self.default_priority}
+        """term -> incident type (`other` for report words), for the keyword spotter."""
+        return {t.word: "other" if t.role == REPORT else t.role for t in self.terms if self.is_incident_word(t)}
+
+    def is_incident_word(self, term: _Term) -> bool:
+        return term.role in self.default_priority or term.role == REPORT
 
     def find(self, text: str, syllables: list[Syllable | None]) -> list[_Hit]:
         """Every occurrence of every word, as characters and in pinyin space (approximately, for words of
@@ -152,7 +159,7 @@ class Lexicon:
     def spotted(self, keywords: list[tuple[str, str, float, tuple[int, int] | None]], after: int) -> list[_Hit]:
         """Incident words the ASR keyword spotter heard (ref `incident:<type>`), where its timing puts them;
         one whose place is unknown is put `after` the transcript (beyond any negation's reach)."""
-        by_word = {t.word: t for t in self.terms if t.role in self.default_priority}
+        by_word = {t.word: t for t in self.terms if self.is_incident_word(t)}
         hits = []
         for label, ref, score, span in keywords:
             term = by_word.get(label)
@@ -206,20 +213,33 @@ def classify_transcript(transcript_like: Any, lexicon: Lexicon | None = None) ->
     negations = [h for h in hits if h.term.role == "negation"]
     words = _longest([h for h in hits if h.term.role not in ("negation", "severity")])
     words = [h for h in words if not _negated(h, negations)]
-    incident = [h for h in words if h.term.role != "chatter"]
+    incident = [h for h in words if h.term.role not in ("chatter", REPORT)]
+    reports = [h for h in words if h.term.role == REPORT and h.exact]  # a guess from context needs a sure word
+    severity = [h for h in hits if h.term.role == "severity" and not _negated(h, negations)]
+    if not incident and reports:  # something happened, the ASR did not say what
+        priority = _raised(REPORT_PRIORITY, severity)
+        return Classification("other", priority, tuple(dict.fromkeys(h.term.word for h in reports)), 0.5)
     if not incident:
         return Classification("none", "none", tuple(h.term.word for h in words), 0.9 if words else 0.5)
-    best_type = max(
-        {h.term.role for h in incident},
-        key=lambda t: (max(h.term.weight for h in incident if h.term.role == t), -lexicon.precedence.index(t)),
-    )
+    evidence = {t: _combined([h for h in incident if h.term.role == t]) for t in {h.term.role for h in incident}}
+    best_type = max(evidence, key=lambda t: (evidence[t], -lexicon.precedence.index(t)))
     decisive = [h for h in incident if h.term.role == best_type]
-    severity = [h for h in hits if h.term.role == "severity" and not _negated(h, negations)]
-    priority = _priority(best_type, decisive, severity, lexicon)
-    strength = max(h.term.weight for h in decisive) * (1.0 if any(h.exact for h in decisive) else 0.85)
+    own = [h.term.priority for h in decisive if h.term.priority]
+    priority = _raised(max(own, key=PRIORITIES.index) if own else lexicon.default_priority[best_type], severity)
+    strength = evidence[best_type] * (1.0 if any(h.exact for h in decisive) else 0.85)
     rivals = {h.term.role for h in incident} - {best_type}
     confidence = strength * (0.8 if rivals else 1.0)
     return Classification(best_type, priority, tuple(dict.fromkeys(h.term.word for h in decisive)), confidence)  # type: ignore[arg-type]
+
+
+def _combined(hits: list[_Hit]) -> float:
+    """Evidence for one type from its distinct words, as independent clues (1 - product of 1 - weight): one plain word
+    is sure (1.0), two weak ones (0.75) outweigh one weak word of another type (0.5)."""
+    weights = {h.term.word: h.term.weight for h in hits}
+    doubt = 1.0
+    for w in weights.values():
+        doubt *= 1.0 - w
+    return round(1.0 - doubt, 6)  # rounded so that equal evidence ties and precedence decides
 
 
 def _longest(hits: list[_Hit]) -> list[_Hit]:
@@ -232,12 +252,13 @@ def _longest(hits: list[_Hit]) -> list[_Hit]:
 
 
 def _negated(hit: _Hit, negations: list[_Hit]) -> bool:
-    return any(0 <= hit.start - n.end <= NEGATION_REACH and not (n.start < hit.end and hit.start < n.end) for n in negations)
+    """A negation ends just before the word, or runs into its start (不需要|支援 in 不需要支援); one the word begins
+    with is part of it (没有呼吸)."""
+    return any(0 <= hit.start - n.end <= NEGATION_REACH or n.start < hit.start < n.end <= hit.end for n in negations)
 
 
-def _priority(type_: str, decisive: list[_Hit], severity: list[_Hit], lexicon: Lexicon) -> str:
-    own = [h.term.priority for h in decisive if h.term.priority]
-    level = max(own, key=PRIORITIES.index) if own else lexicon.default_priority[type_]
+def _raised(level: str, severity: list[_Hit]) -> str:
+    """`level` raised by severity words."""
     for h in severity:
         if PRIORITIES.index(h.term.priority) > PRIORITIES.index(level):
             level = h.term.priority

@@ -23,7 +23,16 @@ from typing import Any, Literal
 import cn2an
 
 from dispatch.gazetteer import Jurisdiction, Place
-from dispatch.phonetic import Syllable, looks_like_pinyin, parse_pinyin, phrase, text_syllables, tones_agree, window_scores
+from dispatch.phonetic import (
+    Syllable,
+    looks_like_pinyin,
+    parse_pinyin,
+    phrase,
+    text_syllables,
+    tones_agree,
+    window_scores,
+    word_freq,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +43,10 @@ CONFIDENCE = {"keyword": 0.9, "name": 0.95, "alias": 0.9, "generic": 0.6}
 ADDRESSEE_PENALTY = 0.5
 ADDRESSEE_FUZZY_MIN = 0.79  # mean similarity for 3+-syllable call phrases (请注意, 请回答) heard through ASR errors
 LONG_NAME, LONG_NAME_MIN = 4, 0.9  # names of 4+ syllables heard with mean similarity >= 0.9 may have a weaker head
+# A radio transmission's first syllable is the one the key-up click, the noise and the recogniser's cold start garble
+# most (东方幼儿园 heard "zhong fang you er yuan", 幸福里小区 "you fu li xiao qu"): a name of ONSET_NAME+ syllables that
+# opens a pinyin transcript counts when every other syllable of it is heard right (four or more: distinctive enough).
+ONSET_NAME = 5
 KEYWORD_SLACK_S = 0.15  # a spotted keyword's reported times may trail its syllables' a little
 
 Method = Literal["keyword", "name", "alias", "generic", "fuzzy"]
@@ -86,7 +99,7 @@ class PlaceIndex:
 
     def is_common_word(self, label: str) -> bool:
         """A name that is also a word of the language (派出所, 菜市场), not only the kind-part of a name (服装市场)."""
-        return _word_freq(label) >= COMMON_NAME_FREQ and any(n.text == label and n.method == "generic" for n in self.names)
+        return word_freq(label) >= COMMON_NAME_FREQ and any(n.text == label and n.method == "generic" for n in self.names)
 
     @cached_property
     def fuzzy_names(self) -> set[str]:
@@ -96,20 +109,7 @@ class PlaceIndex:
 
 def _is_generic(alias: str, place: Place) -> bool:
     """An alias that is a word of the language (派出所) or the kind-part of the place's own name (建材市场)."""
-    return _word_freq(alias) >= COMMON_NAME_FREQ or (place.name.endswith(alias) and len(place.name) > len(alias))
-
-
-@lru_cache(maxsize=1)
-def _jieba_freq() -> dict[str, int]:
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)
-    jieba.dt.initialize()
-    return jieba.dt.FREQ
-
-
-def _word_freq(word: str) -> int:
-    return _jieba_freq().get(word, 0)
+    return word_freq(alias) >= COMMON_NAME_FREQ or (place.name.endswith(alias) and len(place.name) > len(alias))
 
 
 @dataclass(slots=True, frozen=True)
@@ -216,7 +216,8 @@ def _pinyin_candidates(inp: _Input, index: PlaceIndex):
         for start in range(len(syl) - size + 1):
             if inp.text and inp.text[start:start + size] == n.text:
                 continue  # found as characters already
-            scores = window_scores(n.text, syl, start, FUZZY_MIN if fuzzy_ok else 1.0)
+            at_onset = start == 0 and not inp.text and fuzzy_ok and size >= ONSET_NAME
+            scores = window_scores(n.text, syl, start, 0.0 if at_onset else FUZZY_MIN if fuzzy_ok else 1.0)
             if not scores:
                 continue
             score = sum(scores) / size
@@ -225,7 +226,8 @@ def _pinyin_candidates(inp: _Input, index: PlaceIndex):
             # long name heard nearly whole, the head may have lost a syllable's tail (jie hua yuan xiao qu: 金花苑小区).
             head = min(scores[: min(2, size - 1)])
             head_ok = head >= 0.9 or (size >= LONG_NAME and head >= 0.75 and score >= LONG_NAME_MIN)
-            if not (exact or (fuzzy_ok and score >= FUZZY_MIN and head_ok)):
+            onset_ok = at_onset and min(scores[1:]) >= 0.9
+            if not (exact or onset_ok or (fuzzy_ok and score >= FUZZY_MIN and head_ok)):
                 continue
             heard = inp.text[start:start + size] if inp.text else " ".join(s.base for s in syl[start:start + size] if s)
             if inp.text and not _whole_words(inp.text, start, start + size):
@@ -245,7 +247,7 @@ def _has_tones(syllables: list[Syllable | None], start: int, size: int) -> bool:
 def _whole_words(text: str, start: int, end: int) -> bool:
     """A misheard name is still made of whole words (没事|街), and is not itself a common word (西瓜) or a piece
     cut out of other words (河西|官场 is not 西光厂)."""
-    if _word_freq(text[start:end]) >= COMMON_WORD_FREQ:
+    if word_freq(text[start:end]) >= COMMON_WORD_FREQ:
         return False
     bounds = {0}
     for token in _jieba_tokens(text):
@@ -257,7 +259,7 @@ def _whole_words(text: str, start: int, end: int) -> bool:
 def _jieba_tokens(text: str) -> tuple[str, ...]:
     import jieba
 
-    _jieba_freq()  # initialised quietly
+    word_freq("")  # jieba initialised quietly
     return tuple(jieba.cut(text, HMM=False))
 
 

@@ -7,11 +7,14 @@ Both place names and incident terms are matched here, so a transcript in charact
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 
 from pypinyin import Style, lazy_pinyin
+
+logger = logging.getLogger(__name__)
 
 INITIALS = ("zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x", "r", "z", "c", "s", "y", "w")
 # Confusions that carry no meaning for matching: retroflex/dental, n/l, and front/back nasals.
@@ -125,3 +128,22 @@ def tones_agree(word: str, syllables: list[Syllable | None], start: int) -> bool
         if got.tone not in (None, 5) and want.tone != 5 and want.tone != got.tone:
             return False
     return True
+
+
+@lru_cache(maxsize=1)
+def _jieba_freq() -> dict[str, int]:
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.dt.initialize()
+    return jieba.dt.FREQ
+
+
+def word_freq(word: str) -> int:
+    """How common a word is in the language (jieba's dictionary frequency; 0 for no word)."""
+    return _jieba_freq().get(word, 0)
+
+
+def common_words(min_freq: int, length: int | None = None) -> list[str]:
+    """The dictionary's words at least `min_freq` common (of `length` characters, if given)."""
+    return [w for w, f in _jieba_freq().items() if f >= min_freq and (length is None or len(w) == length)]

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from asr.keywords import KeywordEntry, jurisdiction_keywords, keyword_file, refs_in_text, tuned
+from asr.keywords import (
+    DISTINCTIVE_TWO_SYLLABLES,
+    TUNED_BY_SYLLABLES,
+    KeywordEntry,
+    jurisdiction_keywords,
+    keyword_file,
+    refs_in_text,
+    sounds_like_common_word,
+    tone_variants,
+    tuned,
+)
 from asr.pinyin import syllable_errors, text_to_syllables, toneless_unit, units_to_syllables
 
 
@@ -57,6 +67,32 @@ def test_tuning_follows_syllable_count() -> None:
     assert (two.boost, two.threshold) == (1.0, 0.25)
     assert three.boost > two.boost and three.threshold < two.threshold
     assert five.boost >= three.boost and five.threshold <= three.threshold
+
+
+def test_two_syllable_incident_terms_are_eased_unless_they_sound_like_a_common_word() -> None:
+    assert sounds_like_common_word("打架") and sounds_like_common_word("可疑")  # 大家, 可以
+    assert not sounds_like_common_word("被偷") and not sounds_like_common_word("家暴")
+    eased, kept = tuned(KeywordEntry("家暴", "incident:domestic")), tuned(KeywordEntry("打架", "incident:fight"))
+    assert (eased.boost, eased.threshold) == DISTINCTIVE_TWO_SYLLABLES
+    assert (kept.boost, kept.threshold) == TUNED_BY_SYLLABLES[2]
+    place = tuned(KeywordEntry("夜市", "gongyuan-yeshi"))  # places are never eased at two syllables
+    assert (place.boost, place.threshold) == TUNED_BY_SYLLABLES[2]
+
+
+def test_tone_variants_from_sandhi_and_neutral_tones() -> None:
+    assert tone_variants("起火") == ["q í h uǒ"]  # third-tone sandhi
+    assert "x ìng f ú l i x iǎo q ū" in tone_variants("幸福里小区")  # 里 may be neutral
+    assert tone_variants("被偷") == [] and tone_variants("夜") == []
+
+
+def test_tuned_keyword_list_carries_tone_variant_lines(demo_dir: Path, tokens: Path) -> None:
+    entries = jurisdiction_keywords(demo_dir / "jurisdiction.yaml", {"起火": "fire"})
+    fire = [e for e in entries if e.label == "起火"]
+    assert [e.units for e in fire] == [None, "q í h uǒ"]
+    contents, _ = keyword_file(entries, tokens)
+    lines = [line for line in contents.splitlines() if line.startswith(("q ǐ h uǒ", "q í h uǒ"))]
+    assert len(lines) == 2 and len({line.split("@")[1] for line in lines}) == 1  # one key: reported as one label
+    assert keyword_file([KeywordEntry("起火", "incident:fire", units="q xyz")], tokens)[0] == ""  # unknown units
 
 
 def test_refs_in_text_prefers_the_longest_label() -> None:

@@ -46,7 +46,10 @@ def kind(said: str) -> tuple[str, str]:
         ("一群人拉横幅堵门", ("gathering", "high")),
         ("楼上半夜唱歌太吵，扰民", ("noise", "low")),
         ("有个老太太被骗了五万块钱", ("fraud", "medium")),
-        ("请求支援，这边出事了", ("other", "low")),
+        ("请求支援，这边出事了", ("other", "medium")),  # a report with no type word: sent, type unknown
+        ("有人报警说门口违停", ("traffic", "low")),  # ... with one, even a weak one, the type wins
+        ("派出所请求支援，有人受伤了", ("medical", "high")),
+        ("有人在放小广告", ("other", "low")),
     ],
 )
 def test_types_and_priorities(said: str, expected: tuple[str, str]) -> None:
@@ -57,6 +60,16 @@ def test_types_and_priorities(said: str, expected: tuple[str, str]) -> None:
 def test_routine_chatter_raises_no_incident(said: str) -> None:
     result = classify(pinyin=said) if said.isascii() else classify(said)
     assert (result.type, result.priority, result.is_incident) == ("none", "none", False)
+
+
+def test_two_weak_words_of_one_type_outweigh_one_of_another() -> None:
+    assert kind("门口乱停车，把路堵死了") == ("traffic", "low")  # 乱停车 + 堵死 (weak, traffic)
+    assert classify("车停这里堵住了，两个人吵架").type == "dispute"  # a plain word still beats weak ones
+
+
+@pytest.mark.parametrize("said", ["巡逻完毕，没有异常情况", "不需要支援，已经处理好了"])
+def test_negated_report_words_raise_nothing(said: str) -> None:
+    assert kind(said) == ("none", "none")
 
 
 @pytest.mark.parametrize("said", ["没有人受伤", "没有发现可疑人员", "巡逻完毕，未发现异常", "没打架，只是开玩笑"])

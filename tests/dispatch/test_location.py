@@ -147,3 +147,13 @@ def test_every_single_accent_confusion_in_every_long_name(jurisdiction: Jurisdic
                     misses.append((said, match and match.place.id))
     assert checked > 100
     assert misses == []
+
+
+def test_a_long_name_opening_a_transmission_may_have_lost_its_first_syllable(index: PlaceIndex) -> None:
+    """The key-up click and the noise garble a transmission's first syllable; the rest of a 5+ syllable name is
+    enough there, and only there."""
+    assert where("zhong1 fang1 you4 er2 yuan2 men2 kou3", index).place.id == "dongfang-youeryuan"
+    assert where("you4 fu3 li3 xiao3 qu1 lou2 shang4", index).place.id == "xingfuli"
+    assert extract_location("ta1 shuo1 zhong1 fang1 you4 er2 yuan2", index) is None  # not at the onset
+    assert extract_location("zhong1 fang1 you4 er2 men2", index) is None  # the rest not heard right
+    assert extract_location("中方幼儿园门口", index) is None  # characters are read as written
