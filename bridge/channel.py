@@ -102,6 +102,7 @@ class Channel:
         self.segmenter = Segmenter(config.id, config.vad)
         self.state = ChannelState(config.id, config.name, config.source.type)
         self._last_level_publish = 0.0
+        self._level_peak = -120.0  # the loudest frame since the last level event: a meter shows peaks, not a sample
         self.line: Line | None = None  # set by the service when the channel has a control line
         self.transmitter: Transmitter | None = None  # set by the service when the channel can transmit
         self._listeners: set[asyncio.Queue[bytes]] = set()
@@ -211,8 +212,10 @@ class Channel:
     def _publish_level(self) -> None:
         now = time.monotonic()
         self.state.level_dbfs = self.segmenter.level_dbfs
+        self._level_peak = max(self._level_peak, self.state.level_dbfs)
         if now - self._last_level_publish >= LEVEL_PUBLISH_INTERVAL:
             self._last_level_publish = now
             self.bus.publish(
-                "level", {"channel": self.config.id, "level_dbfs": round(self.state.level_dbfs, 1), "talking": self.state.talking}
+                "level", {"channel": self.config.id, "level_dbfs": round(self._level_peak, 1), "talking": self.state.talking}
             )
+            self._level_peak = -120.0

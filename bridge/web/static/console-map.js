@@ -37,15 +37,15 @@ class ConsoleMap {
     this.map.on("zoomend moveend", () => this.declutter());
     // the panel is sized by the page's grid: refit when it changes size, unless the operator has moved the map
     let userMoved = false;
-    this.map.on("dragstart zoomstart", (e) => { if (!this.fitting) userMoved = true; });
+    this.map.on("dragstart zoomstart", () => { if (!this.fitting) userMoved = true; });
     new ResizeObserver(() => { this.map.invalidateSize(); if (!userMoved) this.fit(); this.declutter(); }).observe(element);
     this.resetView = () => { userMoved = false; this.fit(); };
   }
 
   fit() {
     this.fitting = true;
-    // the legend runs along the bottom edge: keep the jurisdiction clear of it
-    this.map.fitBounds(this.bounds, { paddingTopLeft: [44, 12], paddingBottomRight: [12, 34], animate: false });
+    // the legend runs along the bottom edge, and labels stand above their markers: keep the jurisdiction clear
+    this.map.fitBounds(this.bounds, { paddingTopLeft: [44, 30], paddingBottomRight: [12, 34], animate: false });
     this.fitting = false;
     this.baseZoom = this.map.getZoom();
   }

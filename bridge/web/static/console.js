@@ -98,7 +98,7 @@ function updateChannel(id) {
   card.querySelector(".meter div").style.width = `${pct.toFixed(0)}%`;
   card.querySelector(".state").textContent = !c.running ? "未运行" : c.talking ? "正在讲话" : `${c.utterances} 次通话`;
   const last = c.last_utterance;
-  card.querySelector(".last").textContent = last ? `上次 ${JB.time(last.start)}，${last.duration} 秒` : "暂无通话";
+  card.querySelector(".last").textContent = last ? `上次 ${JB.time(last.start)} · ${last.duration.toFixed(1)} 秒` : "暂无通话";
   const active = (c.faults || []).filter((f) => f.active);
   card.querySelector(".faults").textContent = active.length ? `故障：${active[active.length - 1].message}` : "";
 }
