@@ -97,6 +97,7 @@ class Dispatcher:
             return None
         incident_type, priority = self._classify(transcript)
         if incident_type == "none":
+            logger.debug("utterance %s on %s: routine traffic, no incident", utterance.id, utterance.channel)
             return None
         where = self._locate(transcript)
         place = where.place if where else None
@@ -109,6 +110,7 @@ class Dispatcher:
                 same.id, utterance.id, transcript.text or transcript.pinyin, actor="dispatcher"
             )
             self._emit(before, after, "merged")
+            logger.info("utterance %s on %s: another report of incident %s", utterance.id, utterance.channel, same.id)
             return after
         incident = self.store.create(_new_incident(incident_type, priority, where, transcript, utterance), actor="dispatcher")
         self._emit(None, incident, "reported")
@@ -117,6 +119,8 @@ class Dispatcher:
             return incident
         first, reserve = self._rank(place, incident_type)
         first = [*first, *self._follow_up(place, incident_type, first)]
+        logger.info("incident %s: %s (%s) at %s, from %s on %s; alerting %s", incident.id, incident_type, priority,
+                    place.name, utterance.id, utterance.channel, ", ".join(c.responder_id for c in first) or "nobody")
         incident = self.alerter.dispatch(incident, first, reserve)
         self._announce(incident, first)
         return incident
