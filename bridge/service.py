@@ -77,16 +77,21 @@ class Service:
                 self.recognition.pool.close()
 
     async def _drain(self, timeout: float = 60.0) -> None:
-        """Wait until the utterances already archived have been recognised (used when inputs end, e.g. in tests)."""
-        if self.recognition is None:
-            return
+        """When inputs end (e.g. in tests): wait until the utterances already archived have been recognised and the
+        alerts they raised have reached the broker, so ending the service does not cut a dispatch short."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            pending = await asyncio.to_thread(self.archive.pending)
-            if not pending and not self.recognition.pool.stats().open_streams:
-                return
+        while loop.time() < deadline and not await self._drained():
             await asyncio.sleep(0.2)
+
+    async def _drained(self) -> bool:
+        recognition = self.recognition
+        if recognition is not None and (recognition.pool.stats().open_streams or await asyncio.to_thread(self.archive.pending)):
+            return False
+        link = self.dispatch.link if self.dispatch is not None else None
+        if link is not None and link.connected:
+            return not self.dispatch.outbox.pending(1)  # the outbox connection belongs to this thread
+        return True
 
     @property
     def transmitters(self) -> dict[str, Any]:
