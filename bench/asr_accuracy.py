@@ -21,6 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from machine import describe  # noqa: E402  # a sibling script: bench/ is on sys.path when one is run
 from rapidfuzz.distance import Levenshtein  # noqa: E402
 
 from asr.config import AsrConfig  # noqa: E402
@@ -95,6 +96,7 @@ def main() -> int:
     shared = [(r["text"], SHARED / "audio" / r["file"]) for r in read_tsv(SHARED / "audio" / "manifest.tsv")]
     calls = [(r["text"], SHARED / "audio" / "calls" / f"{r['id']}.wav") for r in read_tsv(SHARED / "demo" / "calls.tsv")]
     terms = incident_terms()
+    print(f"machine: {describe()}")
     with tempfile.TemporaryDirectory() as tmp:
         sets = {"shared audio (real)": shared, "calls clean": calls}
         sets |= {f"calls {snr} dB": degrade(calls, snr, Path(tmp)) for snr in args.snr}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import os
 import statistics
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from machine import describe  # noqa: E402  # a sibling script: bench/ is on sys.path when one is run
 
 from asr.keywords import jurisdiction_keywords  # noqa: E402
 from asr.sherpa_engine import SherpaEngine  # noqa: E402
@@ -119,8 +120,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     audio = clips()
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (shared machine: figures vary); "
-          f"{len(audio)} clips, {sum(map(len, audio)) / BYTES_PER_S:.0f} s")
+    print(f"machine: {describe()}; {len(audio)} clips, {sum(map(len, audio)) / BYTES_PER_S:.0f} s")
     print("resident memory (measured first, before any other model is loaded):")
     memory(audio)
     print("real-time factor, 1 thread (lower is faster):")
