@@ -15,10 +15,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cn2an
 from pypinyin import Style, lazy_pinyin
 from pypinyin.contrib.tone_convert import to_tone3
 from rapidfuzz.distance import Levenshtein
+
+from asr.numbers import normalise_numbers
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,9 @@ def _latin_letters(chars: str) -> list[str]:
 
 
 def text_to_syllables(text: str) -> list[str]:
-    """Chinese text -> tone-numbered syllables; Arabic numbers are read out first (cn2an), punctuation dropped."""
-    spoken = cn2an.transform(text, "an2cn")
+    """Chinese text -> tone-numbered syllables; Arabic numbers are read out first, as spoken (codes digit by digit,
+    quantities as numbers: `asr.numbers`), punctuation dropped."""
+    spoken = normalise_numbers(text)
     return lazy_pinyin(spoken, style=Style.TONE3, neutral_tone_with_five=True, errors=_latin_letters)
 
 

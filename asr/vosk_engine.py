@@ -6,8 +6,9 @@ state). Vosk's C calls go through cffi, which releases the GIL, so streams decod
 Output conventions:
 - `text`: words joined the Chinese way — no space next to a Han character, one space between other words (Latin,
   digits, Hangul). `[unk]` (the grammar's "something else") is dropped from text and words.
-- Numbers are canonical in Chinese numerals ("3号楼" -> "三号楼", cn2an `an2cn`): the jurisdiction writes its places
-  that way (三号楼, 二楼), the Mandarin model mostly speaks them that way, and the pinyin of a numeral is its reading.
+- Numbers are canonical in Chinese numerals, read as spoken (`asr.numbers`: codes digit by digit, 110 -> 幺幺零;
+  quantities as numbers, 3号楼 -> 三号楼): the jurisdiction writes its places that way, and the pinyin of a numeral
+  is its reading.
 - `pinyin`: from `text` with `asr.pinyin.text_to_syllables` (pypinyin TONE3, neutral tone `5`), the same
   convention as the sherpa pinyin recogniser.
 - `conf`: mean of the word confidences (0.0 without words).
@@ -28,11 +29,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cn2an
 import vosk
 
 from asr.engine import EngineUnavailable
 from asr.models import VOSK, ModelLocation
+from asr.numbers import normalise_numbers
 from asr.pinyin import text_to_syllables
 from asr.transcript import Transcript, Word
 from bridge.audio import SAMPLE_RATE
@@ -41,12 +42,6 @@ logger = logging.getLogger(__name__)
 
 UNKNOWN = "[unk]"
 _HAN = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
-_DIGIT = re.compile(r"\d")
-
-
-def normalise_numbers(text: str) -> str:
-    """Arabic numbers -> Chinese numerals (the canonical form, see the module doc)."""
-    return cn2an.transform(text, "an2cn") if _DIGIT.search(text) else text
 
 
 def join_words(words: Sequence[str]) -> str:
@@ -147,9 +142,12 @@ class VoskStream:
 
 
 def _words(result: Sequence[dict[str, Any]]) -> list[Word]:
-    return [Word(normalise_numbers(w["word"]), round(float(w["start"]), 3), round(float(w["end"]), 3),
-                 round(float(w.get("conf", 1.0)), 4))
-            for w in result if w["word"] != UNKNOWN]
+    said = [w for w in result if w["word"] != UNKNOWN]
+    texts = [w["word"] for w in said]
+    # a number's reading depends on its neighbours (302 室 is a room, 302 人 a crowd): each word sees the next one
+    return [Word(normalise_numbers(text, before=texts[i - 1] if i else "", after=texts[i + 1] if i + 1 < len(texts) else ""),
+                 round(float(w["start"]), 3), round(float(w["end"]), 3), round(float(w.get("conf", 1.0)), 4))
+            for i, (text, w) in enumerate(zip(texts, said, strict=True))]
 
 
 def _transcript(words: list[Word], partial: bool) -> Transcript:
