@@ -7,7 +7,8 @@ Rules a radio operator expects, all enforced here:
   room's COMMAND priority skips the wait;
 - the time-out timer cuts a transmission keyed longer than `tot_s`;
 - PTT is released in a `finally` whatever happens (error, cancellation, time-out), and the line itself unkeys when
-  opened and closed;
+  opened and closed; a line that cannot be driven (an unplugged USB fob) fails the transmission and is reported
+  through `on_fault`, and never leaves the transmitter believing it is still on the air;
 - every keyed interval is remembered, so the receive side can tell jingbao's own audio coming back (`is_echo`).
 """
 
@@ -26,7 +27,7 @@ from typing import Any, Literal
 
 from bridge.sinks import Sink, SinkError
 from hardware.config import TransmitConfig
-from hardware.lines.base import Line
+from hardware.lines.base import Line, LineError
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +62,14 @@ class Transmitter:
         sink: Sink,
         config: TransmitConfig,
         receiving: Callable[[], bool] | None = None,
+        on_fault: Callable[[str], None] | None = None,
     ) -> None:
         self.channel = channel
         self.line = line
         self.sink = sink
         self.config = config
         self.receiving = receiving  # e.g. lambda: segmenter is in speech; COR is read from the line directly
+        self.on_fault = on_fault  # told why a transmission failed (PTT or output), e.g. to show it on the channel
         self.counts = {"sent": 0, "timeout": 0, "busy": 0, "failed": 0}
         self._windows: deque[tuple[float, float | None]] = deque(maxlen=WINDOWS_KEPT)  # wall-clock keyed intervals
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -85,7 +88,7 @@ class Transmitter:
 
     async def close(self) -> None:
         self._closed = True  # a transmission still queued must not key a line that is about to close
-        self.line.unkey()
+        self._release_ptt()
         await self.sink.close()
 
     # --- state the rest of jingbao reads ------------------------------------------------------------------------
@@ -169,21 +172,35 @@ class Transmitter:
         except TimeoutError:
             status, error = "timeout", f"time-out timer ({c.tot_s:g} s) cut the transmission"
             logger.warning("channel %s: %s: %s", self.channel, label or "transmission", error)
-        except (SinkError, OSError) as e:
+        except (SinkError, LineError, OSError) as e:
             status, error = "failed", str(e)
             logger.error("channel %s: transmission %s failed: %s", self.channel, label, e)
         finally:
-            self.line.unkey()  # first, before anything else can fail or be cancelled
-            self._windows[-1] = (self._windows[-1][0], time.time())
+            unkey_error = self._release_ptt()  # first, before anything else can fail or be cancelled
+            self._windows[-1] = (self._windows[-1][0], time.time())  # off the air: received audio is no echo
             self._current = None
             if not drained:
                 try:
                     await self.sink.end(drain=False)
                 except (SinkError, OSError) as e:
                     logger.debug("channel %s: sink stop after failure: %s", self.channel, e)
+        if unkey_error is not None and status != "failed":
+            status, error = "failed", unkey_error
+        if status == "failed" and self.on_fault is not None:
+            self.on_fault(f"{label or 'transmission'} failed: {error}")
         keyed = time.monotonic() - keyed_at
         logger.info("channel %s: unkeyed after %.1f s (%s)", self.channel, keyed, status)
         return self._finish(TxResult(status, label, waited, keyed, error))
+
+    def _release_ptt(self) -> str | None:
+        """Unkey without raising (it runs in `finally` and at close); a line that cannot be driven is logged and its
+        error returned. The line keeps "unkeyed" as the wanted state and drives it once the device is back."""
+        try:
+            self.line.unkey()
+        except LineError as e:
+            logger.error("channel %s: %s", self.channel, e)
+            return str(e)
+        return None
 
     def _finish(self, result: TxResult) -> TxResult:
         self.counts[result.status] += 1

@@ -104,8 +104,8 @@ class Line:
         await asyncio.sleep(delay)
         try:
             self._open()
-            if self._keyed:  # a transmission is in progress: restore its PTT on the re-opened device
-                self._write_ptt(True)
+            if self.has_ptt:  # the wanted PTT state: keyed mid-transmission, else released (a failed unkey is retried)
+                self._write_ptt(self._keyed)
         except (OSError, LineError) as e:
             logger.debug("line %s: re-open failed: %s", self.name, e)
 
@@ -123,13 +123,16 @@ class Line:
         logger.info("line %s: open (ptt %s, cor %s)", self.name, self.has_ptt, self.has_cor)
 
     def key(self) -> None:
+        """Key PTT; LineError if the device cannot be driven (unplugged)."""
         self._drive(True)
 
     def unkey(self) -> None:
+        """Release PTT; LineError if the device cannot be driven (it is released again once the device is back)."""
         self._drive(False)
 
     @property
     def keyed(self) -> bool:
+        """The PTT state jingbao wants (what the radio sees, unless the last key/unkey raised LineError)."""
         return self._keyed
 
     @property
@@ -209,9 +212,14 @@ class Line:
         if not self.has_ptt:
             self._keyed = active  # nothing to drive (e.g. a radio keyed by its own VOX); keep the state visible
             return
-        self._write_ptt(active)
-        if active != self._keyed:
-            self._keyed = active
+        previous = self._keyed
+        try:
+            self._write_ptt(active)
+        except OSError as e:  # one error type for callers: the device vanished (unplugged fob, USB serial gone)
+            raise LineError(f"line {self.name}: cannot {'key' if active else 'unkey'} PTT: {e}") from e
+        finally:
+            self._keyed = active  # the wanted state even if the write failed: _recover drives it on the device
+        if active != previous:
             logger.debug("line %s: %s", self.name, "keyed" if active else "unkeyed")
             self._emit(LineEvent(self.name, "ptt", active, time.time()))
 

@@ -11,10 +11,10 @@ import wave
 import pytest
 
 from bridge.sinks import FileSink
-from hardware.config import FileSinkConfig, SimulatedLineConfig, TransmitConfig
-from hardware.lines import SimulatedLine
+from hardware.config import Cm108LineConfig, FileSinkConfig, SimulatedLineConfig, TransmitConfig
+from hardware.lines import SimulatedLine, make_line
 from hardware.transmit import Priority, Transmitter, silence
-from tests.hardware.fakes import TimedSink
+from tests.hardware.fakes import FakeHidraw, TimedSink
 
 SLACK = 0.15
 
@@ -177,3 +177,37 @@ async def test_closing_refuses_what_is_still_queued(tmp_path):
         results = await asyncio.gather(first, queued)
     assert results[1].status == "failed" and results[1].error == "transmitter closed" and results[1].keyed == 0
     assert [w for _, w in line.log] == ["key", "unkey"], "nothing keyed the line after close"
+
+
+@pytest.mark.parametrize("unplugged", ["before key-up", "while keyed"])
+async def test_an_unplugged_fob_fails_the_transmission_and_the_channel_is_not_left_deaf(tmp_path, unplugged):
+    # A real CM108 line on a pty posing as its hidraw device; closing the pty's master side makes every write to
+    # the device fail with EIO, as an unplugged USB fob does.
+    fake = FakeHidraw.create()
+    config = TransmitConfig(output=FileSinkConfig(type="file", directory=tmp_path / "tx"), key_up_delay_ms=0,
+                            tail_ms=0, echo_guard_ms=200)
+    line = make_line("ch", Cm108LineConfig(type="cm108", device=fake.path, cor=None))
+    faults: list[str] = []
+    tx = Transmitter("ch", line, FileSink("ch", config.output), config, on_fault=faults.append)
+    try:
+        async with line:
+            await tx.start()
+            if unplugged == "before key-up":
+                fake.close()
+                result = await tx.transmit(silence(0.3), label="announce inc-1")
+            else:
+                task = asyncio.create_task(tx.transmit(silence(0.3), label="announce inc-1"))
+                await asyncio.sleep(0.1)
+                assert tx.transmitting
+                fake.close()
+                result = await task
+            ended = time.time()
+            assert result.status == "failed" and "PTT" in (result.error or "")
+            assert not tx.transmitting and not line.keyed, "the transmitter knows it is off the air"
+            assert not tx.is_echo(ended + 0.25), "what the channel receives after the echo guard is heard again"
+            assert tx.counts["failed"] == 1
+            assert faults == [f"announce inc-1 failed: {result.error}"]
+            assert tx.state()["current"] is None
+            await tx.close()  # closing with the device gone does not raise either
+    finally:
+        fake.close()
