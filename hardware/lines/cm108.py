@@ -64,7 +64,9 @@ class Cm108Line(Line):
         self._fd = fd
         self._check_vendor(fd)
         if self.has_cor:
-            self._set_carrier(self.config.cor_invert)  # inputs report on change only: assume "no carrier" until one
+            # Input reports come on change only and the fob cannot be asked for its state: assume "no carrier" (the
+            # idle level of the input, inverted or not) until the first report says otherwise.
+            self._set_carrier(False)
 
     def _check_vendor(self, fd: int) -> None:
         try:

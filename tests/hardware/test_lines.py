@@ -89,6 +89,22 @@ async def test_cm108_reports_on_a_fake_hidraw():
         fake.close()
 
 
+async def test_cm108_inverted_cor_assumes_no_carrier_until_the_first_report():
+    fake = FakeHidraw.create()
+    try:
+        line = make_line("ch", Cm108LineConfig(type="cm108", device=fake.path, cor="vol_down", cor_invert=True))
+        async with line:
+            assert line.carrier is False, "no report yet: no carrier, whatever the input's polarity"
+            waiter = asyncio.create_task(_next_carrier(line))
+            await asyncio.sleep(0.01)
+            fake.send_input(0x00)  # the radio released the (inverted) input: carrier
+            assert await waiter is True
+            fake.send_input(0x02)
+            assert await _next_carrier(line) is False
+    finally:
+        fake.close()
+
+
 def test_cm108_output_report_bits():
     assert output_report(1, True) == bytes((0, 0, 0x01, 0x01, 0))
     assert output_report(8, True) == bytes((0, 0, 0x80, 0x80, 0))
