@@ -152,6 +152,10 @@ def recommend(
         chief = next(chiefs, None)
         if chief is not None:
             chosen_police.append(_as(chief, "grid_chief"))
+    # Then patrol officers, nearest first. Another community's chief answers for his own grid: he is taken only
+    # when no officer is in reach (with `grid_chief_first` off, police are simply the nearest of any role).
+    if rules.grid_chief_first:
+        police.sort(key=lambda c: c.responder.role == "chief")  # stable: nearest first within each group
     for c in police:
         if len(chosen_police) >= rules.police:
             break

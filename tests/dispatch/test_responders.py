@@ -49,6 +49,24 @@ def test_busy_and_off_duty_are_skipped(jurisdiction: Jurisdiction, board: Respon
     assert "g-piju" in ids(recommend(jurisdiction.place("piju-city"), board))
 
 
+def test_grid_chief_unavailable_patrol_before_another_communitys_chief(
+    jurisdiction: Jurisdiction, board: ResponderBoard
+) -> None:
+    # 西光中学 (西光社区): 公园北路社区's chief (787 m) is nearer than patrol 1 (909 m), but answers for his own grid
+    school = jurisdiction.place("xiguang-zhongxue")
+    rules = ResponderRules(guards=0, police=1)
+    assert [(r.responder.id, r.reason) for r in recommend(school, board, rules)] == [("p-li-xuyang", "grid_chief")]
+    board.set_status("p-li-xuyang", "busy")
+    assert ids(recommend(school, board, rules)) == ["p-patrol-1"]
+    two = recommend(school, board, ResponderRules(guards=0, police=2))
+    assert sorted(ids(two)) == ["p-patrol-1", "p-patrol-2"]  # both patrols before any other chief
+    board.set_status("p-patrol-1", "off_duty")
+    board.set_status("p-patrol-2", "busy")
+    assert ids(recommend(school, board, rules)) == ["p-zhan-zhengyou"]  # no officer free: the nearest chief after all
+    nearest_any = recommend(school, board, ResponderRules(guards=0, police=1, grid_chief_first=False))
+    assert ids(nearest_any) == ["p-zhan-zhengyou"]
+
+
 def test_fresh_fix_is_used_stale_fix_falls_back_to_post(jurisdiction: Jurisdiction, board: ResponderBoard) -> None:
     place = jurisdiction.place("xiguang-zhongxue")
     far = jurisdiction.place("hansenzhai-jiaju")
