@@ -1,5 +1,6 @@
 """Stand-ins at the true hardware edge: a pty pair posing as a CM108's /dev/hidrawN (output reports recorded,
-input reports injected), and a sink wrapper that timestamps what a transmission did."""
+input reports injected), the kernel side of a GPIO chip under the real gpiod bindings, and a sink wrapper that
+timestamps what a transmission did."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import select
 import time
 import tty
 from dataclasses import dataclass, field
+
+from gpiod import LineSettings
+from gpiod.line import Bias, Direction, Value
 
 from bridge.sinks import Sink
 
@@ -75,3 +79,50 @@ class TimedSink:
 
     def at(self, what: str) -> float:
         return next(t for t, w in self.log if w == what)
+
+
+@dataclass
+class FakeGpioChip:
+    """The kernel behind `gpiod.request_lines` for one chip (tests patch that function with `request_lines`): pin
+    levels as a voltmeter would read them, with the settings the line asked for (direction, initial output,
+    active-low, bias) applied the way the kernel applies them. Everything else is the real gpiod package."""
+
+    path: str
+    levels: dict[int, bool] = field(default_factory=dict)  # physical level per line offset, True = high
+    settings: dict[int, LineSettings] = field(default_factory=dict)
+    consumer: str | None = None
+    released: bool = False
+
+    def request_lines(self, path: str, config: dict[int, LineSettings], consumer: str | None = None) -> FakeLineRequest:
+        if path != self.path:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        self.settings, self.consumer, self.released = dict(config), consumer, False
+        for offset, settings in config.items():
+            if settings.direction == Direction.OUTPUT:
+                self.levels[offset] = (settings.output_value == Value.ACTIVE) != settings.active_low
+            else:  # an input nobody drives floats to its bias
+                self.levels.setdefault(offset, settings.bias == Bias.PULL_UP)
+        return FakeLineRequest(self)
+
+    def drive_input(self, offset: int, high: bool) -> None:
+        """The radio drives an input pin (e.g. its COR output pulling the opto-coupler low)."""
+        assert self.settings[offset].direction == Direction.INPUT
+        self.levels[offset] = high
+
+
+@dataclass
+class FakeLineRequest:
+    chip: FakeGpioChip
+
+    def set_value(self, offset: int, value: Value) -> None:
+        settings = self.chip.settings[offset]
+        assert settings.direction == Direction.OUTPUT and not self.chip.released
+        self.chip.levels[offset] = (value == Value.ACTIVE) != settings.active_low
+
+    def get_value(self, offset: int) -> Value:
+        assert not self.chip.released
+        active = self.chip.levels[offset] != self.chip.settings[offset].active_low
+        return Value.ACTIVE if active else Value.INACTIVE
+
+    def release(self) -> None:
+        self.chip.released = True

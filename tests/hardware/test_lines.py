@@ -1,19 +1,22 @@
 """Control lines without radios: pyserial's loop:// (RTS wired to CTS, DTR to DSR/CD), a pty posing as a CM108
-hidraw device, the simulated line, and the error messages a wrong device gives."""
+hidraw device, the real gpiod bindings over a fake chip, the simulated line, and the error messages a wrong device
+gives."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 
 import pytest
+from gpiod.line import Bias, Direction
 
 from bridge.audio import Frame
 from hardware.config import Cm108LineConfig, GpioLineConfig, SerialLineConfig, SimulatedLineConfig
 from hardware.lines import LineError, SimulatedLine, make_line
 from hardware.lines.cm108 import output_report
-from tests.hardware.fakes import FakeHidraw
+from tests.hardware.fakes import FakeGpioChip, FakeHidraw
 
 
 async def _next_carrier(line, timeout: float = 1.0) -> bool:
@@ -142,6 +145,65 @@ async def test_gpio_missing_chip_is_a_clear_error():
     line = make_line("ch", GpioLineConfig(type="gpio", chip="/dev/gpiochip-none", ptt_line=17, cor_line=27))
     with pytest.raises(LineError, match="does not exist"):
         await line.open()
+
+
+@pytest.fixture
+def gpio_chip(monkeypatch):
+    import gpiod
+
+    chip = FakeGpioChip("/dev/gpiochip0")
+    monkeypatch.setattr(gpiod, "request_lines", chip.request_lines)
+    return chip
+
+
+@pytest.mark.parametrize("ptt_active_low", [False, True])
+async def test_gpio_keys_ptt_and_follows_cor_edges(gpio_chip, ptt_active_low):
+    config = GpioLineConfig(type="gpio", ptt_line=17, ptt_active_low=ptt_active_low, cor_line=27, cor_active_low=True,
+                            cor_bias="pull_up", poll_ms=5)
+    idle, keyed = ptt_active_low, not ptt_active_low  # physical PTT levels
+    line = make_line("ch", config)
+    async with line:
+        settings = gpio_chip.settings
+        assert gpio_chip.consumer == "jingbao"
+        assert settings[17].direction == Direction.OUTPUT and settings[17].active_low is ptt_active_low
+        assert settings[27].direction == Direction.INPUT and settings[27].bias == Bias.PULL_UP
+        assert gpio_chip.levels[17] is idle and line.carrier is False, "opened unkeyed; COR pulled up = no carrier"
+        line.key()
+        assert gpio_chip.levels[17] is keyed and line.keyed
+        line.unkey()
+        assert gpio_chip.levels[17] is idle
+        waiter = asyncio.create_task(_next_carrier(line))
+        await asyncio.sleep(0.01)
+        gpio_chip.drive_input(27, high=False)  # the radio's squelch opens: its COR pulls the (active-low) input low
+        assert await waiter is True
+        gpio_chip.drive_input(27, high=True)
+        assert await _next_carrier(line) is False
+        line.key()
+    assert gpio_chip.levels[17] is idle and gpio_chip.released, "closing unkeyed, then released the lines"
+
+
+async def test_gpio_line_busy_or_forbidden_names_the_cause(monkeypatch):
+    import gpiod
+
+    config = GpioLineConfig(type="gpio", ptt_line=17)
+
+    def refuse(error: OSError):
+        def request_lines(*args, **kwargs):
+            raise error
+        return request_lines
+
+    monkeypatch.setattr(gpiod, "request_lines", refuse(PermissionError(13, "Permission denied")))
+    with pytest.raises(LineError, match=r"no permission to use /dev/gpiochip0.*'gpio' group"):
+        await make_line("ch", config).open()
+    monkeypatch.setattr(gpiod, "request_lines", refuse(OSError(16, "Device or resource busy")))
+    with pytest.raises(LineError, match=r"cannot request lines \[17\] of /dev/gpiochip0.*busy"):
+        await make_line("ch", config).open()
+
+
+async def test_gpio_without_the_bindings_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gpiod", None)  # as on a machine without the package
+    with pytest.raises(LineError, match=r"pip install 'gpiod>=2\.1'"):
+        await make_line("ch", GpioLineConfig(type="gpio", ptt_line=17)).open()
 
 
 async def test_carrier_at_follows_history():
