@@ -1,9 +1,10 @@
 """The jurisdiction (gazetteer): places, radio channels and responders, loaded from one YAML file and validated.
 
-Validation names the entry at fault: unknown `within`/`grid`/`post`/`channel` ids, duplicate ids, and a name or
-alias used by two places. One exception is allowed for names: a place may share a name with a place that contains
-it or that it contains (the demo's 西光广场 is both the square and an alias of the compound around it); the place
-that carries it as its *name* then wins over the one that has it as an alias.
+Validation names the entry at fault: unknown `within`/`grid`/`post`/`channel` ids, duplicate ids, a name or alias
+used by two places, an empty alias, a `within` loop and a `grid` that is not a community. One exception is allowed
+for names: a place may share a name with a place that contains it or that it contains (the demo's 西光广场 is both
+the square and an alias of the compound around it); the place that carries it as its *name* then wins over the one
+that has it as an alias.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bridge.config import read_yaml
 
@@ -42,6 +43,14 @@ class Place(LatLon):
     id: str = Field(min_length=1, description="Stable id used in alerts and keyword refs.")
     name: str = Field(min_length=1, description="Name as people say it (美食街).")
     aliases: tuple[str, ...] = Field((), description="Other names (夜宵街); generic ones (菜市场) are allowed.")
+
+    @field_validator("aliases")
+    @classmethod
+    def _no_blank_alias(cls, aliases: tuple[str, ...]) -> tuple[str, ...]:
+        # An empty alias is found in every transcript: every call would be placed here.
+        if any(not a.strip() for a in aliases):
+            raise ValueError("an alias is empty or blank (it would match every call)")
+        return aliases
     kind: PlaceKind = Field(description="What sort of place this is.")
     within: str | None = Field(None, description="Id of the place that contains this one.")
     grid: str | None = Field(None, description="Id of the community (网格) whose police chief answers for it.")
@@ -97,6 +106,10 @@ class Jurisdiction(_Strict):
                 yield f"place {p.id!r}: is within itself"
             if p.grid is not None and p.grid not in place_ids:
                 yield f"place {p.id!r}: grid {p.grid!r} is not a known place"
+            elif p.grid is not None and (grid := self._places_by_id[p.grid]).kind != "community":
+                yield f"place {p.id!r}: grid {p.grid!r} is a {grid.kind}, not a community"
+            if p.within in place_ids and p.id in self.ancestors(p.within) and p.within != p.id:
+                yield f"place {p.id!r}: within {p.within!r} makes a loop ({' -> '.join(self._loop(p.id))})"
         for r in self.responders:
             if r.post not in place_ids:
                 yield f"responder {r.id!r}: post {r.post!r} is not a known place"
@@ -104,6 +117,15 @@ class Jurisdiction(_Strict):
                 yield f"responder {r.id!r}: channel {r.channel!r} is not a known channel"
         if all(p.within in place_ids or p.within is None for p in self.places):
             yield from self._name_clashes()
+
+    def _loop(self, place_id: str) -> list[str]:
+        """The ids of a `within` cycle starting and ending at place_id (a -> b -> a)."""
+        chain = [place_id]
+        current = self._places_by_id[place_id].within
+        while current is not None and current != place_id and current not in chain:
+            chain.append(current)
+            current = self._places_by_id[current].within
+        return [*chain, place_id]
 
     def _name_clashes(self) -> Iterator[str]:
         by_name: dict[str, Place] = {}

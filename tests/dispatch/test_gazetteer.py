@@ -66,6 +66,12 @@ def test_haversine_distance() -> None:
         (lambda d: d["places"][0].update(aliases=["美食街"]), "alias '美食街' is already used by place 'gongyuanbeilu-sq'"),
         (lambda d: d["places"][0].update(lat=134.0), "places[gongyuanbeilu-sq].lat"),
         (lambda d: d["places"][0].update(colour="red"), "places[gongyuanbeilu-sq].colour: Extra inputs are not permitted"),
+        (lambda d: place(d, "meishijie").update(aliases=["夜宵街", ""]), "places[meishijie].aliases: an alias is empty"),
+        (lambda d: place(d, "meishijie").update(aliases=["  "]), "places[meishijie].aliases: an alias is empty or blank"),
+        (lambda d: place(d, "gaoqiao-market").update(within="piju-city"),
+         "place 'gaoqiao-market': within 'piju-city' makes a loop (gaoqiao-market -> piju-city -> gaoqiao-market)"),
+        (lambda d: place(d, "piju-city").update(grid="gaoqiao-market"),
+         "place 'piju-city': grid 'gaoqiao-market' is a market, not a community"),
     ],
 )
 def test_validation_names_the_entry(raw: dict, edit, expected: str) -> None:
