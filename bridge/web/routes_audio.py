@@ -30,6 +30,7 @@ from bridge.channel import Channel
 from bridge.sources.push import PushSource
 from bridge.web.auth import require
 from bridge.web.context import WebContext, web_context
+from bridge.web.sockets import close_quietly, until_client_leaves
 from bridge.web.users import Role, User
 from hardware.transmit import Priority
 
@@ -75,7 +76,7 @@ def audio_router() -> APIRouter:
             tail_ms = chosen.config.vad.stop_window_ms + RELEASE_SILENCE_MS
             source.push(bytes(SAMPLE_RATE * SAMPLE_WIDTH * tail_ms // 1000))
             logger.info("push-to-talk by %s on %s released (%d chunks refused)", user.name, chosen.config.id, refused)
-        await _close(ws)
+        await close_quietly(ws)
 
     @router.websocket("/api/channels/{channel_id}/listen")
     async def listen(
@@ -89,12 +90,7 @@ def audio_router() -> APIRouter:
             async for pcm in frames:
                 await ws.send_bytes(pcm)
 
-        async def receive() -> None:
-            with contextlib.suppress(WebSocketDisconnect):
-                while True:
-                    await ws.receive_text()
-
-        tasks = [asyncio.create_task(send()), asyncio.create_task(receive())]
+        tasks = [asyncio.create_task(send()), asyncio.create_task(until_client_leaves(ws, f"listen to {channel_id}"))]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -103,6 +99,7 @@ def audio_router() -> APIRouter:
             await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await frames.aclose()  # type: ignore[attr-defined]
+        await close_quietly(ws)  # the end of the feed, said with a close frame when the client is still there
 
     @router.websocket("/api/channels/{channel_id}/talk")
     async def talk_back(
@@ -117,7 +114,7 @@ def audio_router() -> APIRouter:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             await ws.send_json({"type": "result", "status": result.status, "keyed_s": round(result.keyed, 2),
                                 "error": result.error})
-        await _close(ws)
+        await close_quietly(ws)
 
     return router
 
@@ -130,7 +127,7 @@ async def _press(ws: WebSocket) -> AsyncIterator[bytes]:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 message = await ws.receive()
         except TimeoutError:
-            await _close(ws, status.WS_1008_POLICY_VIOLATION, f"held longer than {MAX_PRESS_S:g} s")
+            await close_quietly(ws, status.WS_1008_POLICY_VIOLATION, f"held longer than {MAX_PRESS_S:g} s")
             return
         if message["type"] == "websocket.disconnect":
             return
@@ -140,16 +137,11 @@ async def _press(ws: WebSocket) -> AsyncIterator[bytes]:
                 return
             continue
         if len(pcm) > MAX_MESSAGE_BYTES:
-            await _close(ws, status.WS_1009_MESSAGE_TOO_BIG, f"messages of at most {MAX_MESSAGE_BYTES} bytes")
+            await close_quietly(ws, status.WS_1009_MESSAGE_TOO_BIG, f"messages of at most {MAX_MESSAGE_BYTES} bytes")
             return
         if len(pcm) % SAMPLE_WIDTH:
             continue  # not int16 PCM: dropped (a well-behaved page never sends it)
         yield pcm
-
-
-async def _close(ws: WebSocket, code: int = status.WS_1000_NORMAL_CLOSURE, reason: str = "") -> None:
-    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-        await ws.close(code, reason)
 
 
 def _push_channels(ctx: WebContext) -> list[Channel]:

@@ -45,6 +45,7 @@ from bridge.bus import BusEvent
 from bridge.web.auth import require
 from bridge.web.context import WebContext, web_context
 from bridge.web.routes_audio import audio_router
+from bridge.web.sockets import until_client_leaves
 from bridge.web.users import Role, User
 from dispatch.incidents import OPEN, Incident, IncidentError, Status
 from dispatch.positions import PayloadError, parse_location
@@ -223,7 +224,8 @@ def console_router(tile_url: str | None = None) -> APIRouter:
 async def _pump(
     ws: WebSocket, ctx: WebContext, topics: set[str], render: Callable[[BusEvent], dict[str, Any] | None]
 ) -> None:
-    """Send rendered bus events to the client until it goes away; what the client sends is read only to notice that."""
+    """Send rendered bus events to the client until it goes away; what the client sends is read only to notice that
+    (and a client that sends what a feed never takes is closed)."""
     await ws.accept()
     sub = ctx.service.bus.subscribe(topics, maxsize=500)
 
@@ -233,12 +235,7 @@ async def _pump(
             if message is not None:
                 await ws.send_text(json.dumps(message, ensure_ascii=False, default=str))
 
-    async def receive() -> None:
-        with contextlib.suppress(WebSocketDisconnect):
-            while True:
-                await ws.receive_text()
-
-    tasks = [asyncio.create_task(send()), asyncio.create_task(receive())]
+    tasks = [asyncio.create_task(send()), asyncio.create_task(until_client_leaves(ws, ws.url.path))]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
