@@ -10,6 +10,7 @@ time-out timer) matches what goes over the air. `end(drain=True)` returns once t
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import random
@@ -267,7 +268,11 @@ class FileSink:
 
 
 class PipeSink:
-    """Raw 16 kHz mono s16le to a FIFO, a file or standard output, only while transmitting (no silence between)."""
+    """Raw 16 kHz mono s16le to a FIFO, a file or standard output, only while transmitting (no silence between).
+
+    A FIFO is opened without waiting for its reader (a plain open would block until one comes): with no reader yet,
+    the service starts anyway and each transmission tries again, failing with a clear error until a reader is there.
+    """
 
     def __init__(self, name: str, config: PipeSinkConfig) -> None:
         self.name = name
@@ -276,15 +281,31 @@ class PipeSink:
         self._pacer = Pacer()
 
     async def open(self) -> None:
+        if not self._connect():
+            logger.warning("channel %s: nothing reads the FIFO %s yet; transmissions fail until a reader opens it",
+                           self.name, self.config.path)
+
+    def _connect(self) -> bool:
+        """Open the output for writing without waiting; False when it is a FIFO nobody reads (ENXIO)."""
         if self.config.path == "-":
             self._file = sys.stdout.buffer
-            return
-        try:  # opening a FIFO waits for its reader: do it off the event loop
-            self._file = await asyncio.to_thread(open, self.config.path, "ab", buffering=0)
+            return True
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(self.config.path, flags, 0o666)
         except OSError as e:
+            if e.errno == errno.ENXIO:
+                return False
             raise SinkError(f"channel {self.name}: cannot open {self.config.path}: {e.strerror}") from e
+        os.set_blocking(fd, True)  # only the open must not wait; writes run in a worker thread, paced by the reader
+        self._file = os.fdopen(fd, "ab", buffering=0)
+        return True
 
     async def begin(self) -> None:
+        if self._file is None and not self._connect():
+            raise SinkError(
+                f"channel {self.name}: nothing reads the FIFO {self.config.path}: start the program that plays it"
+            )
         self._pacer = Pacer()
 
     async def play(self, pcm: bytes) -> None:
@@ -292,7 +313,8 @@ class PipeSink:
             raise SinkError(f"channel {self.name}: pipe sink is not open")
         try:
             await asyncio.to_thread(self._write, pcm)
-        except (BrokenPipeError, OSError) as e:
+        except OSError as e:  # BrokenPipeError: the reader went away; the next transmission opens the path again
+            await self.close()
             raise SinkError(f"channel {self.name}: writing to {self.config.path} failed: {e}") from e
         if self.config.realtime:
             await self._pacer.played(duration(pcm))

@@ -1,5 +1,6 @@
 """Audio outputs of the transmit path: RTP packets as a gateway receives them on a local UDP socket, a FIFO read
-by another thread, WAV files; G.711 encoders checked against the reference tables (the stdlib audioop)."""
+by another thread (and one nobody reads), WAV files; G.711 encoders checked against the reference tables (the
+stdlib audioop)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import warnings
 import numpy as np
 import pytest
 
-from bridge.sinks import PipeSink, RtpSink, lin2alaw, lin2ulaw
+from bridge.sinks import PipeSink, RtpSink, SinkError, lin2alaw, lin2ulaw
 from hardware.config import PipeSinkConfig, RtpSinkConfig
 
 with warnings.catch_warnings():
@@ -98,9 +99,11 @@ async def test_pipe_sink_writes_raw_pcm_to_a_fifo(tmp_path):
     fifo = tmp_path / "tx.pcm"
     os.mkfifo(fifo)
     received = bytearray()
+    read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the reader is there before the sink opens
+    os.set_blocking(read_end, True)
 
     def reader() -> None:
-        with open(fifo, "rb") as f:
+        with open(read_end, "rb") as f:
             while chunk := f.read(4096):
                 received.extend(chunk)
 
@@ -112,3 +115,25 @@ async def test_pipe_sink_writes_raw_pcm_to_a_fifo(tmp_path):
     await sink.close()
     await asyncio.to_thread(thread.join, 5)
     assert bytes(received) == TONE.tobytes()
+
+
+async def test_pipe_sink_never_waits_for_a_fifo_reader(tmp_path):
+    fifo = tmp_path / "tx.pcm"
+    os.mkfifo(fifo)
+    pcm = TONE[:3200].tobytes()
+    sink = PipeSink("ch", PipeSinkConfig(type="pipe", path=str(fifo), realtime=False))
+    await asyncio.wait_for(sink.open(), 2)  # a plain open() of a FIFO waits for its reader: for ever, here
+    with pytest.raises(SinkError, match="nothing reads the FIFO"):
+        await asyncio.wait_for(sink.begin(), 2)
+    read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the radio's audio program starts
+    try:
+        await _transmit(sink, pcm)  # the transmission opens the FIFO again, now with a reader
+        assert os.read(read_end, 65536) == pcm
+    finally:
+        os.close(read_end)  # ... and goes away
+    await sink.begin()
+    with pytest.raises(SinkError, match=r"writing to .* failed"):
+        await sink.play(pcm)
+    with pytest.raises(SinkError, match="nothing reads the FIFO"):  # the next transmission says why, at once
+        await asyncio.wait_for(sink.begin(), 2)
+    await sink.close()
