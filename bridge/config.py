@@ -190,6 +190,8 @@ class Config(Strict):
                     raise ValueError(f"patches[{i}]: no channel {end!r}")
                 if by_id[end].tx is None:
                     raise ValueError(f"patches[{i}]: channel {end!r} has no tx section, so nothing can be played onto it")
+                if not by_id[end].enabled:
+                    raise ValueError(f"patches[{i}]: channel {end!r} is disabled (enabled: false): remove the patch too")
         return self
 
 

@@ -66,6 +66,15 @@ def test_config_with_lines_tx_and_patches_validates(config_file, tmp_path):
         load_config(bad)
 
 
+def test_a_patch_to_a_disabled_channel_is_a_config_error(config_file, tmp_path):
+    # the service does not start a disabled channel: a patch to it could only fail at start-up
+    disabled = tmp_path / "disabled.yaml"
+    disabled.write_text(config_file.read_text().replace("  - id: police\n", "  - id: police\n    enabled: false\n"),
+                        encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"patches\[0\]: channel 'police' is disabled"):
+        load_config(disabled)
+
+
 def test_ptt_test_keys_then_unkeys(config_file, fake):
     assert main(["ptt", "test", "--config", str(config_file), "--channel", "market", "--seconds", "0.1"]) == 0
     assert fake.output_reports() == [bytes.fromhex(r) for r in ("0000000400", "0000040400", "0000000400", "0000000400")]
