@@ -17,6 +17,7 @@ from bridge.commands import parse_since
 
 if TYPE_CHECKING:
     from bridge.archive import ArchivedUtterance
+    from bridge.config import StorageConfig
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--channel", help="with --archive: only this channel")
     t.add_argument("--json", action="store_true", help="one JSON object per utterance on stdout")
     t.add_argument("--engine", choices=["vosk", "sherpa", "all"], help="engines to run (default: the config's asr.engine)")
-    t.add_argument("--config", type=Path, help="config file: models, and the jurisdiction and lexicon whose places and "
-                   "incident words are spotted (without it: models from the usual places, no keywords)")
+    t.add_argument("--config", type=Path, help="config file: models, the archive, and the jurisdiction and lexicon whose "
+                   "places and incident words are spotted (default: the service's, config/demo.yaml; files are still "
+                   "transcribed, without keywords, where there is none)")
     t.set_defaults(func=cmd_transcribe)
 
 
@@ -42,29 +44,37 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from asr.config import AsrConfig
     from asr.keywords import jurisdiction_keywords
     from asr.worker import build_engines
+    from bridge.commands import DEFAULT_CONFIG
     from bridge.config import ConfigError, VadConfig, load_config
     from dispatch.classify import incident_terms
 
-    asr_config, keywords, vad = AsrConfig(), [], VadConfig()
-    if args.config:
+    if args.archive == bool(args.files):
+        print("give audio files, or --archive (not both)", file=sys.stderr)
+        return 2
+    config = None
+    # the service's config by default: a re-transcription that lost the jurisdiction's keywords would overwrite the
+    # stored transcripts with poorer ones; only plain files may go without it
+    if args.config or args.archive or DEFAULT_CONFIG.is_file():
         try:
-            config = load_config(args.config)
+            config = load_config(args.config or DEFAULT_CONFIG)
         except ConfigError as e:
             print(e, file=sys.stderr)
             return 2
+    else:
+        print(f"no --config and no {DEFAULT_CONFIG} here: no places or incident words are spotted", file=sys.stderr)
+    asr_config, keywords, vad = AsrConfig(), [], VadConfig()
+    if config is not None:
         asr_config, vad = config.asr, config.channels[0].vad
         keywords = jurisdiction_keywords(config.jurisdiction, incident_terms(config.dispatch.lexicon))
     if args.engine:
         asr_config = asr_config.model_copy(update={"engine": args.engine})
-    if args.archive == bool(args.files):
-        print("give audio files, or --archive (not both)", file=sys.stderr)
-        return 2
     engines = build_engines(asr_config, keywords)
     if not engines:
         print("no speech recognition engine available (see `jingbao model list`)", file=sys.stderr)
         return 2
     if args.archive:
-        return _transcribe_archive(args, engines)
+        assert config is not None  # always loaded for --archive (above)
+        return _transcribe_archive(args, config.storage, engines)
     failed = 0
     with _progress(args.files, enabled=sys.stderr.isatty() and not args.json) as advance:
         for path in args.files:
@@ -78,19 +88,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _transcribe_archive(args: argparse.Namespace, engines: Sequence[Engine]) -> int:
+def _transcribe_archive(args: argparse.Namespace, storage: StorageConfig, engines: Sequence[Engine]) -> int:
     """Re-transcribe archived utterances (a better model, a new keyword list) and store the new transcripts."""
     from asr.store import TranscriptStore
     from bridge.archive import Archive
-    from bridge.commands import DEFAULT_CONFIG
-    from bridge.config import ConfigError, load_config
     from bridge.db import connect
 
-    try:
-        storage = load_config(args.config or DEFAULT_CONFIG).storage
-    except ConfigError as e:
-        print(e, file=sys.stderr)
-        return 2
     if not storage.database.is_file():
         print(f"no archive database at {storage.database}", file=sys.stderr)
         return 2

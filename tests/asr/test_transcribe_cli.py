@@ -19,9 +19,10 @@ REPO = Path(__file__).resolve().parents[2]
 FIELDS = {"file", "start", "end", "text", "pinyin", "words", "keywords", "engine", "conf"}
 
 
-def jingbao(*args: str, sherpa_model: Path) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "JINGBAO_SHERPA_MODEL": str(sherpa_model), "HOME": str(REPO / "var")}
-    return subprocess.run([sys.executable, "-m", "bridge.cli", *args], cwd=REPO, env=env, capture_output=True,
+def jingbao(*args: str, sherpa_model: Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "JINGBAO_SHERPA_MODEL": str(sherpa_model), "HOME": str(REPO / "var"),
+           "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "bridge.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -78,7 +79,8 @@ def test_no_engine_is_a_clear_error(two_calls: Path, tmp_path: Path) -> None:
 
 
 def test_archive_is_re_transcribed_and_stored(calls_audio: Path, sherpa_model: Path, tmp_path: Path) -> None:
-    """Utterances archived while ASR was off are transcribed from the archive, stored, and marked transcribed."""
+    """Utterances archived while ASR was off are transcribed from the archive, stored, and marked transcribed; without
+    --config the service's default config is used, so the jurisdiction's keywords are never lost on re-transcription."""
     import asyncio
 
     import yaml
@@ -92,7 +94,8 @@ def test_archive_is_re_transcribed_and_stored(calls_audio: Path, sherpa_model: P
     audio = tmp_path / "audio"
     audio.mkdir()
     (audio / "c005.wav").write_bytes((calls_audio / "c005.wav").read_bytes())
-    config_path = tmp_path / "config.yaml"
+    config_path = tmp_path / "config" / "demo.yaml"  # where the service's default config is, seen from tmp_path
+    config_path.parent.mkdir()
     config_path.write_text(yaml.safe_dump({
         "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
         "storage": {"data_dir": str(tmp_path / "data"), "audio_format": "wav"},
@@ -114,6 +117,11 @@ def test_archive_is_re_transcribed_and_stored(calls_audio: Path, sherpa_model: P
         assert archive.pending() == [] and archive.get(record["utterance_id"]).status == "transcribed"
     stored = TranscriptStore(connect(storage.database)).get(record["utterance_id"])
     assert stored is not None and stored.pinyin == record["pinyin"]
+    assert "qinchuan-dianzi" in {k.ref for k in stored.keywords}
+    by_default = jingbao("transcribe", "--archive", "--engine", "sherpa", sherpa_model=sherpa_model, cwd=tmp_path)
+    assert by_default.returncode == 0, by_default.stderr
+    again = TranscriptStore(connect(storage.database)).get(record["utterance_id"])
+    assert again is not None and {k.ref for k in again.keywords} == {k.ref for k in stored.keywords}
     nothing_new = jingbao("transcribe", "--archive", "--since", "2999-01-01", "--config", str(config_path),
                           "--engine", "sherpa", sherpa_model=sherpa_model)
     assert nothing_new.returncode == 0 and "0 utterance(s)" in nothing_new.stderr
