@@ -6,8 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from bridge.commands import DEFAULT_CONFIG  # the service's default config: every subcommand reads the same one
 from dispatch.incidents import Incident, IncidentStore, iso
+
+if TYPE_CHECKING:
+    from asr.config import AsrConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,25 +33,38 @@ def _register_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio", nargs="+", type=Path, metavar="FILE", help="audio files instead of text: each is segmented and "
                    "transcribed (sherpa-onnx model from the usual places), one result per utterance with file, start, end "
                    "and the transcript")
-    p.add_argument("--jurisdiction", type=Path, default=DEFAULT_JURISDICTION, help="jurisdiction file (places, responders)")
+    p.add_argument("--config", type=Path, help="service config whose jurisdiction, dispatch rules (lexicon additions, who "
+                   f"is sent) and speech models are used, as `jingbao run` uses them (default: the service's, {DEFAULT_CONFIG}, "
+                   "when there is one)")
+    p.add_argument("--jurisdiction", type=Path, help="jurisdiction file (places, responders); default: the config's, else "
+                   "the demo jurisdiction")
     p.add_argument("--json", action="store_true", help="one JSON object per line (default: a readable summary)")
     p.set_defaults(func=_extract_command)
 
 
 def _extract_command(args: argparse.Namespace) -> int:
+    from asr.config import AsrConfig
+    from bridge.config import ConfigError, load_config
+    from dispatch.config import DispatchConfig
     from dispatch.extract import Extractor
     from dispatch.gazetteer import GazetteerError, load_jurisdiction
 
     if (args.text is None) == (args.audio is None):
         print("jingbao extract: give either TEXT (or -) or --audio FILE...", file=sys.stderr)
         return 2
+    rules, asr, jurisdiction_file = DispatchConfig(), AsrConfig(), args.jurisdiction or DEFAULT_JURISDICTION
     try:
-        extractor = Extractor(load_jurisdiction(args.jurisdiction))
-    except GazetteerError as e:
+        # The service's own config by default, so that a call extracted here is decided as the running service decides it.
+        if args.config is not None or DEFAULT_CONFIG.is_file():
+            config = load_config(args.config or DEFAULT_CONFIG)
+            rules, asr = config.dispatch, config.asr
+            jurisdiction_file = args.jurisdiction or config.jurisdiction
+        extractor = Extractor(load_jurisdiction(jurisdiction_file), config=rules)
+    except (ConfigError, GazetteerError) as e:
         print(e, file=sys.stderr)
         return 2
     if args.audio:
-        return _extract_audio(args.audio, args.jurisdiction, extractor, args.json)
+        return _extract_audio(args.audio, jurisdiction_file, asr, extractor, args.json)
     lines = (line.rstrip("\r\n") for line in sys.stdin) if args.text == "-" else iter([args.text])
     for line in lines:
         result = extractor(line) if line.strip() else {"place": None, "location": "unknown",
@@ -55,15 +73,14 @@ def _extract_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _extract_audio(files: list[Path], jurisdiction: Path, extractor: object, as_json: bool) -> int:
+def _extract_audio(files: list[Path], jurisdiction: Path, asr: AsrConfig, extractor: object, as_json: bool) -> int:
     """Segment, transcribe and extract each file; a file that cannot be read is reported and the others go on."""
-    from asr.config import AsrConfig
     from asr.keywords import jurisdiction_keywords
     from asr.worker import build_engines
     from dispatch.classify import incident_terms
     from dispatch.from_audio import extract_file
 
-    engines = build_engines(AsrConfig(), jurisdiction_keywords(jurisdiction, incident_terms()))
+    engines = build_engines(asr, jurisdiction_keywords(jurisdiction, incident_terms()))
     if not engines:
         print("no speech recognition model found (see `jingbao model list`)", file=sys.stderr)
         return 2
@@ -91,9 +108,6 @@ def _summary(text: str, result: dict) -> str:
 
 # --- jingbao incidents -------------------------------------------------------------------------------------
 
-DEFAULT_CONFIG = Path("config/demo.yaml")
-
-
 def _register_incidents(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("incidents", help="incidents recorded by the dispatcher (from the service's database)")
     isub = p.add_subparsers(dest="incidents_command", required=True)
@@ -103,7 +117,8 @@ def _register_incidents(sub: argparse._SubParsersAction) -> None:
             q.add_argument("id", help="incident id (INC-...)")
         else:
             q.add_argument("--limit", type=int, default=50, help="how many (default 50)")
-        q.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="service config (storage.data_dir has jingbao.db)")
+        q.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                       help=f"service config, as for `jingbao run` (default {DEFAULT_CONFIG}); storage.data_dir has jingbao.db")
         q.add_argument("--json", action="store_true", help="JSON lines instead of a table")
         q.set_defaults(func=_incidents_command)
 
@@ -111,10 +126,11 @@ def _register_incidents(sub: argparse._SubParsersAction) -> None:
 def _incidents_command(args: argparse.Namespace) -> int:
     import sqlite3
 
-    from bridge.config import ConfigError, load_config
+    from bridge.commands import load_setup
+    from bridge.config import ConfigError
     from bridge.db import connect
     try:
-        database = load_config(args.config).storage.database
+        database = load_setup(args.config)[0].storage.database  # the config exactly as `jingbao run` reads it
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2

@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from bridge.config import load_config
+from bridge.db import connect
 from dispatch.extract import extract
 from dispatch.gazetteer import load_jurisdiction
+from dispatch.incidents import Incident, IncidentStore, Status
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def jingbao(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+def jingbao(*args: str, stdin: str | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bridge.cli", *args], input=stdin, capture_output=True, text=True,
-                          cwd=REPO, timeout=60)
+                          cwd=cwd, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def service_config(folder: Path, **sections: object) -> Path:
+    """A service config at <folder>/config/demo.yaml: where `jingbao run` looks by default, seen from `folder`."""
+    path = folder / "config" / "demo.yaml"
+    path.parent.mkdir(parents=True)
+    shutil.copy(REPO / "config" / "jurisdiction.yaml", path.parent / "places.yaml")
+    body = {"jurisdiction": "places.yaml", "storage": {"data_dir": str(folder / "data")}, "broker": {"enabled": False},
+            "channels": [{"id": "ch-market", "name": "市场保安", "source": {"type": "pipe"}}], **sections}
+    path.write_text(yaml.safe_dump(body, allow_unicode=True), encoding="utf-8")
+    return path
 
 
 def test_one_call_as_json() -> None:
@@ -74,3 +92,27 @@ def test_audio_one_line_per_utterance(calls_audio: Path, tmp_path: Path) -> None
 def test_text_or_audio_not_both() -> None:
     run = jingbao("extract", "美食街有人打架", "--audio", "x.wav")
     assert run.returncode == 2 and "either" in run.stderr
+
+
+def test_config_gives_the_services_jurisdiction_and_rules(tmp_path: Path) -> None:
+    config = service_config(tmp_path, dispatch={"responders": {"guards": 1, "police": 0},
+                                                "lexicon": {"types": {"fire": {"terms": ["孔明灯"]}}}})
+    for args in (("--config", str(config)), ()):  # explicit, or found where `jingbao run` looks by default
+        run = jingbao("extract", "美食街有个孔明灯掉下来了", "--json", *args, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        out = json.loads(run.stdout)
+        assert (out["place"]["id"], out["incident"]["type"], len(out["responders"])) == ("meishijie", "fire", 1)
+    plain = json.loads(jingbao("extract", "美食街有个孔明灯掉下来了", "--json", cwd=REPO / "tests").stdout)
+    assert plain["incident"]["type"] != "fire"  # no service config there: the built-in lexicon only
+    run = jingbao("extract", "美食街有人打架", "--config", str(tmp_path / "missing.yaml"))
+    assert run.returncode == 2 and "cannot read" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_incidents_list_reads_the_services_default_config(tmp_path: Path) -> None:
+    config = service_config(tmp_path)
+    store = IncidentStore(connect(load_config(config).storage.database))
+    store.create(Incident(id="INC-1", type="fight", priority="high", status=Status.REPORTED, created_at=1.7e9,
+                          updated_at=1.7e9, place_name="美食街"), actor="dispatcher")
+    run = jingbao("incidents", "list", "--json", cwd=tmp_path)  # no --config: the same file `jingbao run` would use
+    assert run.returncode == 0, run.stderr
+    assert [json.loads(line)["id"] for line in run.stdout.splitlines()] == ["INC-1"]
