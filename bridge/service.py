@@ -51,7 +51,7 @@ class Service:
         logger.info("starting %d channels; archive in %s", len(self.channels), self.config.storage.data_dir)
         self.recognition = await self._build_recognition()
         try:
-            await self.radios.open()
+            await self.radios.open(on_fault=self._radio_fault)  # a line that fails to open is that channel's fault
             for ch in self.channels:
                 ch.line = self.radios.lines.get(ch.config.id)
                 ch.transmitter = self.radios.transmitters.get(ch.config.id)
@@ -96,6 +96,15 @@ class Service:
     @property
     def transmitters(self) -> dict[str, Any]:
         return self.radios.transmitters
+
+    def _radio_fault(self, channel_id: str, message: str) -> None:
+        """A channel's radio line or audio output failed (at start-up, or a transmission): shown on that channel's
+        state, /healthz and the console, the way a lost source is."""
+        for ch in self.channels:
+            if ch.config.id == channel_id:
+                ch.state.fault(f"radio: {message}")
+                self.bus.publish("fault", {"channel": channel_id, "message": message})
+                self.bus.publish("channel", ch.state.to_dict())
 
     def _is_receiving(self, channel_id: str) -> bool:
         return any(ch.state.talking for ch in self.channels if ch.config.id == channel_id)

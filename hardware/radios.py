@@ -11,13 +11,19 @@ from collections.abc import Callable, Sequence
 
 from bridge.config import ChannelConfig
 from bridge.events import SegmentEvent
-from bridge.sinks import open_sink
+from bridge.sinks import SinkError, open_sink
 from hardware.config import PatchConfig, SimulatedLineConfig
-from hardware.lines import Line, make_line
-from hardware.patch import PatchManager
+from hardware.lines import Line, LineError, make_line
+from hardware.patch import PatchError, PatchManager
 from hardware.transmit import Priority, Transmitter
 
 logger = logging.getLogger(__name__)
+
+FaultHook = Callable[[str, str], None]  # (channel id, what went wrong) -> shown on that channel
+
+
+def _log_only(channel: str, message: str) -> None:
+    """The fault hook when nobody shows faults: the failure itself is already logged where it happened."""
 
 
 class Radios:
@@ -32,21 +38,44 @@ class Radios:
         self.patches = PatchManager({})
         self._playing: set[asyncio.Task] = set()
 
-    async def open(self) -> None:
-        """Open every line (which unkeys it first: a PTT left keyed by a crash is released) and transmitter."""
+    async def open(self, on_fault: FaultHook | None = None) -> None:
+        """Open every line (which unkeys it first: a PTT left keyed by a crash is released) and transmitter.
+
+        A channel whose line or audio output cannot be opened (fob unplugged, no permission, output device missing)
+        does not stop the others: the reason goes to `on_fault(channel id, message)` and the log, and the channel
+        keeps receiving without it (no COR: the segmenter's VAD decides; without a transmitter it cannot transmit
+        or be patched) until the service is restarted. `on_fault` also hears of each failed transmission.
+        """
+        report = on_fault or _log_only
         for ch in self._channels:
-            # A channel that transmits but has no control line keys its radio by VOX: a line held in memory.
-            line = make_line(ch.id, ch.line or SimulatedLineConfig(type="simulated", cor=False))
-            await line.open()
-            self.lines[ch.id] = line
-            if ch.tx is not None:
-                transmitter = Transmitter(
-                    ch.id, line, open_sink(ch.id, ch.tx.output), ch.tx, receiving=lambda cid=ch.id: self._receiving(cid)
-                )
-                await transmitter.start()
-                self.transmitters[ch.id] = transmitter
-            logger.info("channel %s: line %s open%s", ch.id, type(line).__name__, ", can transmit" if ch.tx else "")
-        self.patches = PatchManager(self.transmitters, self._patch_configs)
+            try:
+                await self._open_channel(ch, report)
+            except (LineError, SinkError) as e:
+                logger.error("channel %s: %s; the channel runs without it until the service is restarted", ch.id, e)
+                report(ch.id, str(e))
+        self.patches = PatchManager(self.transmitters)
+        for p in self._patch_configs:
+            try:
+                self.patches.add(p.a, p.b, p.mode, origin="config")
+            except PatchError as e:  # an end whose line or output failed above
+                logger.error("patch %s <-> %s not set: %s", p.a, p.b, e)
+                for end in (p.a, p.b):
+                    if end in self.transmitters:  # the failed end already reports why
+                        report(end, f"patch {p.a} <-> {p.b} not set: {e}")
+
+    async def _open_channel(self, ch: ChannelConfig, report: FaultHook) -> None:
+        # A channel that transmits but has no control line keys its radio by VOX: a line held in memory.
+        line = make_line(ch.id, ch.line or SimulatedLineConfig(type="simulated", cor=False))
+        await line.open()
+        self.lines[ch.id] = line  # registered at once: closed (unkeyed) with the others even if its output fails
+        if ch.tx is not None:
+            transmitter = Transmitter(
+                ch.id, line, open_sink(ch.id, ch.tx.output), ch.tx, receiving=lambda cid=ch.id: self._receiving(cid),
+                on_fault=lambda message, cid=ch.id: report(cid, message),
+            )
+            await transmitter.start()
+            self.transmitters[ch.id] = transmitter
+        logger.info("channel %s: line %s open%s", ch.id, type(line).__name__, ", can transmit" if ch.tx else "")
 
     async def close(self) -> None:
         """Stop relays and announcements in progress (each unkeys in its own finally), then close every

@@ -115,6 +115,15 @@ async def running(config_path: Path, serve_http: bool = False):
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def http_ready(client: httpx.AsyncClient) -> None:
+    """Wait for the HTTP server, which starts beside the channels."""
+    for _ in range(100):
+        with contextlib.suppress(httpx.TransportError):
+            if (await client.get("/healthz")).status_code == 200:
+                return
+        await asyncio.sleep(0.05)
+
+
 async def until(condition: Callable[[], Any], timeout: float, task: asyncio.Task | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -274,11 +283,7 @@ async def test_patch_set_over_http_relays_a_to_b_and_nothing_comes_back(tmp_path
     async with running(config_path, serve_http=True) as service:
         base = f"http://127.0.0.1:{config.web.port}"
         async with httpx.AsyncClient(base_url=base, timeout=5) as client:
-            for _ in range(100):  # the HTTP server starts beside the channels
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                await asyncio.sleep(0.05)
+            await http_ready(client)
             anonymous = await client.post("/api/patches", json={"a": "a", "b": "b"})
             token = (await client.post("/api/login", json={"name": "op", "password": OPERATOR_PASSWORD})).json()["token"]
             auth = {"Authorization": f"Bearer {token}"}
@@ -313,6 +318,31 @@ async def test_patch_set_over_http_relays_a_to_b_and_nothing_comes_back(tmp_path
                         "echo_dropped": 0, "active": False}]
     assert cli_anonymous == 1 and "--user" in refusal
     assert cli_remove == 0 and service.radios.patches.list() == []
+
+
+# --- a radio that is missing at start-up ---------------------------------------------------------------------
+
+
+async def test_a_line_that_cannot_open_is_a_fault_on_its_channel_and_the_others_run(tmp_path, shared_audio):
+    unplugged = {"type": "cm108", "device": str(tmp_path / "hidraw-unplugged")}
+    channels = [pipe_channel(tmp_path, "market", line=unplugged, tx=file_tx(tmp_path, "market")),
+                pipe_channel(tmp_path, "police", line={"type": "simulated"}, tx=file_tx(tmp_path, "police"))]
+    config_path = write_config(tmp_path, channels, patches=[{"a": "market", "b": "police"}])
+    port = load_config(config_path).web.port
+    async with running(config_path, serve_http=True) as service:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            await http_ready(client)
+            health = (await client.get("/healthz")).json()
+        sent = await service.transmitters["police"].transmit(pad(speech_pcm(shared_audio))[:BYTES_PER_S // 2])
+        market, police = (ch.state.to_dict() for ch in service.channels)
+    assert health["running"] == 2 and health["faults"] == 2, health
+    [fault] = market["faults"]
+    assert "hidraw-unplugged does not exist" in fault["message"] and fault["active"]
+    assert market["running"], "the channel still receives, without its line (its VAD decides)"
+    [patch_fault] = police["faults"]
+    assert patch_fault["message"].startswith("radio: patch market <-> police not set")
+    assert sorted(service.radios.lines) == ["police"] and sorted(service.transmitters) == ["police"]
+    assert sent.status == "sent", "the other channel's radio works"
 
 
 # --- PTT never left keyed by `jingbao run` ---------------------------------------------------------------------
