@@ -41,10 +41,9 @@ class Service:
     def channel_states(self) -> list[dict[str, Any]]:
         states = [ch.state.to_dict() for ch in self.channels]
         if self.recognition is not None:
-            lag = self.recognition.pool.stats()
+            lag = self.recognition.lag()
             for state in states:
-                state["asr"] = {"engine": self.recognition.pool.name, "waiting_audio_s": lag.waiting_audio_s,
-                                "oldest_wait_s": lag.oldest_wait_s, "open": lag.open_streams, "rejected": lag.rejected}
+                state["asr"] = lag.for_channel(state["id"])
         return states
 
     async def run(self, serve_http: bool = True) -> None:
@@ -154,13 +153,13 @@ class _Done(Exception):
 
 
 def run_service(config: Config) -> None:
-    """Run until SIGINT or SIGTERM; either ends the service cleanly (lines unkeyed, recognition stopped)."""
+    """Run until SIGINT, SIGTERM or SIGHUP; each ends the service cleanly (lines unkeyed, recognition stopped)."""
 
     async def main() -> None:
         service = Service(config)
         task = asyncio.create_task(service.run())
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal or SSH session closed
             loop.add_signal_handler(sig, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -116,7 +116,7 @@ class Line:
         self._open()
         self._is_open = True
         _OPEN_LINES.add(self)
-        _exit_cleanly_on_sigterm()
+        _exit_cleanly_on_stop_signals()
         self.unkey()
         if self.has_cor:
             self._watch_task = asyncio.create_task(self._watch(), name=f"line-{self.name}")
@@ -254,16 +254,20 @@ def _unkey_all_at_exit() -> None:
         line.close_now()
 
 
-def _exit_cleanly_on_sigterm() -> None:
-    """Make SIGTERM (systemctl stop, docker stop) unwind like sys.exit, so `finally` blocks and atexit unkey.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # systemctl/docker stop; the terminal or SSH session closing
 
-    Python's default SIGTERM action kills the process on the spot, leaving a CM108 or GPIO PTT latched keyed.
-    Only installed while nobody else has claimed the signal (the service may install its own handler).
+
+def _exit_cleanly_on_stop_signals() -> None:
+    """Make SIGTERM and SIGHUP unwind like sys.exit, so `finally` blocks and atexit unkey.
+
+    Python's default action for both kills the process on the spot, leaving a CM108 or GPIO PTT latched keyed.
+    Only installed for a signal nobody has claimed (the service installs its own handlers; `nohup` ignores SIGHUP).
     """
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _raise_system_exit)
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _raise_system_exit)
 
 
 def _raise_system_exit(signum: int, _frame: object) -> None:

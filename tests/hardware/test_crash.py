@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 KEY, UNKEY = bytes.fromhex("0000040400"), bytes.fromhex("0000000400")
 
 CHILD = """
-import asyncio, sys
+import asyncio, signal, sys
+signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as in a login session, even if the test runner runs under nohup
 from hardware.config import Cm108LineConfig
 from hardware.lines import make_line
 
@@ -62,11 +63,14 @@ def fake():
     f.close()
 
 
-@pytest.mark.parametrize("how", ["exception", "exit", "sigterm", "sigint"])
+SIGNALS = {"sigterm": signal.SIGTERM, "sigint": signal.SIGINT, "sighup": signal.SIGHUP}
+
+
+@pytest.mark.parametrize("how", ["exception", "exit", *SIGNALS])
 async def test_child_ending_keyed_leaves_ptt_off(fake, how):
     proc = await _child(fake, how)
-    if how in ("sigterm", "sigint"):
-        proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGINT)
+    if how in SIGNALS:
+        proc.send_signal(SIGNALS[how])
     await asyncio.wait_for(proc.wait(), 20)
     reports = fake.output_reports()
     assert reports[:2] == [UNKEY, KEY], "unkeyed at start-up, then keyed"

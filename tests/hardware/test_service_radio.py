@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 import yaml
 
 from bridge.audio import FRAME_BYTES, SAMPLE_RATE, levels_dbfs
@@ -348,7 +349,8 @@ async def test_a_line_that_cannot_open_is_a_fault_on_its_channel_and_the_others_
 # --- PTT never left keyed by `jingbao run` ---------------------------------------------------------------------
 
 
-async def test_jingbao_run_unkeys_at_start_and_on_sigterm_mid_transmission(tmp_path, shared_audio):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+async def test_jingbao_run_unkeys_at_start_and_when_stopped_mid_transmission(tmp_path, shared_audio, stop):
     fake = FakeHidraw.create()
     call = tmp_path / "call.wav"
     with wave.open(str(call), "wb") as w:
@@ -368,7 +370,7 @@ async def test_jingbao_run_unkeys_at_start_and_on_sigterm_mid_transmission(tmp_p
             assert proc.poll() is None, proc.stderr.read().decode(errors="replace")
             assert time.monotonic() < deadline, f"never keyed; reports {reports}"
             reports += await asyncio.to_thread(fake.output_reports, 0.2)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop)
         code = await asyncio.to_thread(proc.wait, 10)
         reports += fake.output_reports(0.2)
     finally:
@@ -378,7 +380,7 @@ async def test_jingbao_run_unkeys_at_start_and_on_sigterm_mid_transmission(tmp_p
         proc.stderr.close()
         fake.close()
     assert reports[0] == UNKEY, "start-up drives PTT off before anything else"
-    assert reports[-1] == UNKEY, "SIGTERM in mid-transmission released PTT"
+    assert reports[-1] == UNKEY, f"{stop.name} in mid-transmission released PTT"
     assert code == 0
 
 
