@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import threading
 import time
@@ -78,6 +79,27 @@ def test_a_patch_to_a_disabled_channel_is_a_config_error(config_file, tmp_path):
 def test_ptt_test_keys_then_unkeys(config_file, fake):
     assert main(["ptt", "test", "--config", str(config_file), "--channel", "market", "--seconds", "0.1"]) == 0
     assert fake.output_reports() == [bytes.fromhex(r) for r in ("0000000400", "0000040400", "0000000400", "0000000400")]
+
+
+def test_ptt_watch_prints_carrier_edges(config_file, fake, capsys):
+    watch = threading.Thread(target=lambda: main(["ptt", "watch", "--config", str(config_file), "--channel", "market",
+                                                  "--seconds", "1.5"]))
+    watch.start()
+    err = ""
+    deadline = time.monotonic() + 5
+    while "market: carrier down" not in err:  # the state when watching starts: printed just before it listens
+        assert time.monotonic() < deadline, err
+        time.sleep(0.02)
+        err += capsys.readouterr().err
+    assert fake.output_reports() == [bytes.fromhex("0000000400")], "opened unkeyed"
+    time.sleep(0.05)
+    fake.send_input(0x02)  # the radio's COR on volume-down: carrier
+    time.sleep(0.2)
+    fake.send_input(0x00)
+    watch.join(5)
+    edges = capsys.readouterr().out.splitlines()
+    assert [line.split(" ", 1)[1] for line in edges] == ["market: carrier UP", "market: carrier down"]
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", line.split(" ", 1)[0]) for line in edges), edges
 
 
 def test_ptt_unkey_every_line(config_file, fake):
