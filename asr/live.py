@@ -2,19 +2,31 @@
 someone speaks (partials for the console), and turns each archived utterance into a stored transcript.
 
 Nothing here ever drops an utterance. If the pool is full when speech starts, or recognition fails, the utterance
-stays `pending` in the archive and the backlog sweep transcribes it later (also after a crash or restart).
+stays `pending` in the archive and the backlog sweep transcribes it later (also after a crash or restart). A failure
+is retried on later sweeps, `MAX_ATTEMPTS` times in all; then the utterance is marked `asr_failed` and left for
+people (`jingbao transcribe --archive` re-transcribes it once the cause is fixed): an unreadable file or an audio
+that breaks the engine would otherwise be retried forever, ahead of newer speech.
+
+An utterance is recognised once: its id is in `_busy` from the moment it is taken (speech start, or picked by the
+sweep) until its status is written, and the sweep re-reads the status after taking it (its pending list is a
+snapshot, possibly older than a live result).
+
+An empty transcript (silence, squelch noise) is stored, so auditors see what the utterance gave, but not dispatched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from asr.store import TranscriptStore
 from asr.transcript import Transcript
-from asr.worker import PoolFull, RecognitionPool, StreamHandle
+from asr.worker import PoolFull, PoolStats, RecognitionPool, StreamHandle
 from bridge.archive import Archive, ArchivedUtterance
 from bridge.bus import EventBus
 from bridge.events import SegmentEvent, Utterance, UtteranceAudio, UtteranceDiscarded, UtteranceStarted
@@ -22,6 +34,9 @@ from bridge.events import SegmentEvent, Utterance, UtteranceAudio, UtteranceDisc
 logger = logging.getLogger(__name__)
 
 BACKLOG_SWEEP_S = 5.0
+MAX_ATTEMPTS = 3  # recognitions of one utterance (live or from the backlog) before it is marked asr_failed
+LAG_LOG_EVERY_S = 60.0  # while recognition is behind, its lag is logged this often
+BEHIND_AUDIO_S = 10.0  # undecoded audio (summed over streams) from which recognition counts as behind
 
 
 @dataclass(slots=True, frozen=True)
@@ -37,6 +52,29 @@ class RecognisedUtterance:
 TranscriptHook = Callable[[Transcript, RecognisedUtterance], Awaitable[None]]
 
 
+@dataclass(slots=True, frozen=True)
+class RecognitionLag:
+    """How far recognition is behind: utterances waiting in the archive (per channel) and the pool's figures."""
+
+    engine: str
+    pending: dict[str, int]  # channel -> utterances archived and waiting for recognition (not being recognised now)
+    pool: PoolStats
+
+    @property
+    def pending_total(self) -> int:
+        return sum(self.pending.values())
+
+    @property
+    def behind(self) -> bool:
+        return self.pending_total > 0 or self.pool.waiting_audio_s >= BEHIND_AUDIO_S
+
+    def for_channel(self, channel: str) -> dict[str, Any]:
+        """The figures of /api/channels: this channel's waiting utterances, and the pool's (shared by all channels)."""
+        return {"engine": self.engine, "pending": self.pending.get(channel, 0), "pending_total": self.pending_total,
+                "open": self.pool.open_streams, "waiting_audio_s": self.pool.waiting_audio_s,
+                "oldest_wait_s": self.pool.oldest_wait_s, "rejected": self.pool.rejected, "failed": self.pool.failed}
+
+
 class LiveRecognition:
     def __init__(
         self,
@@ -45,15 +83,21 @@ class LiveRecognition:
         store: TranscriptStore,
         bus: EventBus,
         on_transcript: TranscriptHook | None = None,
+        lag_log_every_s: float = LAG_LOG_EVERY_S,
     ) -> None:
         self.pool = pool
         self.archive = archive
         self.store = store
         self.bus = bus
         self.on_transcript = on_transcript
+        self.lag_log_every_s = lag_log_every_s
         self._streams: dict[str, StreamHandle] = {}
-        self._busy: set[str] = set()  # utterance ids being recognised now (live or from the backlog)
+        self._busy: set[str] = set()  # utterance ids taken for recognition (live or from the backlog), until stored
+        self._waiting: dict[str, str] = {}  # id -> channel: pending in the archive, not being recognised
+        self._attempts: Counter[str] = Counter()  # failed recognitions per utterance (this run)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lag_logged: RecognitionLag | None = None  # the last lag logged while behind; None when caught up
+        self._lag_logged_at = 0.0
 
     async def on_event(self, event: SegmentEvent, archived: ArchivedUtterance | None) -> None:
         """The channel hook: called for every segmenter event, after the archive has stored a final utterance."""
@@ -71,7 +115,9 @@ class LiveRecognition:
         elif isinstance(event, Utterance):
             handle = self._streams.pop(event.id, None)
             if handle is None:
-                return  # not admitted (pool full): it stays pending for the backlog sweep
+                if archived is not None:  # not admitted (pool full): it stays pending for the backlog sweep
+                    self._waiting[event.id] = event.channel
+                return
             if archived is None:  # not archived (the archive holds it and shows a fault): nothing to attach to
                 handle.abort()
                 self._busy.discard(event.id)
@@ -80,13 +126,28 @@ class LiveRecognition:
             self._spawn(self._finish(handle, ref))
 
     async def run_backlog(self) -> None:
-        """Transcribe utterances left pending (by a crash, a full pool or a failed engine), oldest first, forever."""
+        """Transcribe utterances left pending (by a crash, a full pool or a failed engine), oldest first, forever;
+        and log the lag while recognition is behind."""
+        self._spawn(self._report_lag())
         while True:
-            for utterance_id in await asyncio.to_thread(self.archive.pending):
-                if utterance_id in self._busy:
-                    continue
-                await self._transcribe_archived(utterance_id)
+            await self.sweep_backlog()
             await asyncio.sleep(BACKLOG_SWEEP_S)
+
+    async def sweep_backlog(self) -> None:
+        """One pass over the utterances pending in the archive, oldest first."""
+        waiting_before = set(self._waiting)
+        pending = await asyncio.to_thread(self.archive.pending)
+        for gone in waiting_before.difference(pending):  # stored meanwhile by someone else (transcribe --archive)
+            self._waiting.pop(gone, None)
+        unknown = [i for i in pending if i not in self._waiting and i not in self._busy]  # left by a crash/restart
+        if unknown:
+            channels = await asyncio.to_thread(lambda: {i: self.archive.get(i).channel for i in unknown})
+            self._waiting |= {i: channel for i, channel in channels.items() if i not in self._busy}
+        for utterance_id in pending:
+            await self._transcribe_archived(utterance_id)
+
+    def lag(self) -> RecognitionLag:
+        return RecognitionLag(self.pool.name, dict(Counter(self._waiting.values())), self.pool.stats())
 
     async def close(self) -> None:
         for handle in self._streams.values():
@@ -111,44 +172,90 @@ class LiveRecognition:
 
     async def _finish(self, handle: StreamHandle, ref: RecognisedUtterance) -> None:
         try:
-            transcript = await handle.finish()
-        except Exception:
-            logger.exception("channel %s: recognition of %s failed; it stays pending", ref.channel, ref.id)
-            return
+            try:
+                transcript = await handle.finish()
+            except Exception as e:
+                await self._failed(ref.id, ref.channel, e)
+                return
+            await self._deliver(transcript, ref)
         finally:
-            self._busy.discard(ref.id)
-        await self._deliver(transcript, ref)
+            self._busy.discard(ref.id)  # only now: the status is written, a sweep re-reading it sees `transcribed`
 
     async def _transcribe_archived(self, utterance_id: str) -> None:
-        row = await asyncio.to_thread(self.archive.get, utterance_id)
-        if row is None:
+        if utterance_id in self._busy:  # being recognised live (or already taken): checked and taken at once
             return
         self._busy.add(utterance_id)
         try:
-            pcm = await asyncio.to_thread(self.archive.read_pcm, utterance_id)
-            transcript = await self.pool.transcribe(pcm, utterance_id)
-        except Exception as e:
-            logger.error("utterance %s: cannot transcribe from the archive (%s); marked asr_failed", utterance_id, e)
-            await asyncio.to_thread(self.archive.set_status, utterance_id, "asr_failed")
-            return
+            row = await asyncio.to_thread(self.archive.get, utterance_id)
+            self._waiting.pop(utterance_id, None)
+            if row.status != "pending":  # a live result stored since the sweep's snapshot
+                return
+            try:
+                pcm = await asyncio.to_thread(self.archive.read_pcm, utterance_id)
+                transcript = await self.pool.transcribe(pcm, utterance_id)
+            except Exception as e:
+                await self._failed(utterance_id, row.channel, e)
+                return
+            ref = RecognisedUtterance(row.id, row.channel, row.start_ms / 1000, row.end_ms / 1000)
+            logger.info("channel %s: pending utterance %s transcribed from the archive", row.channel, utterance_id)
+            await self._deliver(transcript, ref)
         finally:
             self._busy.discard(utterance_id)
-        ref = RecognisedUtterance(row.id, row.channel, row.start_ms / 1000, row.end_ms / 1000)
-        logger.info("channel %s: pending utterance %s transcribed from the archive", row.channel, utterance_id)
-        await self._deliver(transcript, ref)
+
+    async def _failed(self, utterance_id: str, channel: str, error: Exception) -> None:
+        """A failed recognition: left pending for a later sweep, or marked asr_failed after MAX_ATTEMPTS."""
+        self._attempts[utterance_id] += 1
+        attempt = self._attempts[utterance_id]
+        if attempt < MAX_ATTEMPTS:
+            logger.warning("channel %s: recognition of %s failed (attempt %d of %d: %s); it stays pending",
+                           channel, utterance_id, attempt, MAX_ATTEMPTS, error)
+            self._waiting[utterance_id] = channel
+            return
+        logger.error("channel %s: recognition of %s failed %d times (last: %s); marked asr_failed, not retried",
+                     channel, utterance_id, attempt, error)
+        del self._attempts[utterance_id]
+        await asyncio.to_thread(self.archive.set_status, utterance_id, "asr_failed")
 
     async def _deliver(self, transcript: Transcript, ref: RecognisedUtterance) -> None:
         await asyncio.to_thread(self.store.save, ref.id, ref.channel, ref.start, transcript)
         await asyncio.to_thread(self.archive.set_status, ref.id, "transcribed")
+        self._attempts.pop(ref.id, None)
         shown = transcript.text or transcript.pinyin or "(nothing recognised)"
         logger.info("channel %s: %s transcribed: %s", ref.channel, ref.id, shown[:80])
         self.bus.publish("transcript", {"channel": ref.channel, "utterance_id": ref.id, "start": ref.start,
                                         **transcript.to_dict()})
+        if transcript.empty:  # silence or noise: nothing to dispatch (stored above, for the audit)
+            return
         if self.on_transcript is not None:
             try:
                 await self.on_transcript(transcript, ref)
             except Exception:  # dispatch problems must not stop recognition of the next utterance
                 logger.exception("channel %s: dispatching %s failed", ref.channel, ref.id)
+
+    async def _report_lag(self) -> None:
+        while True:
+            self.log_lag()
+            await asyncio.sleep(min(self.lag_log_every_s, BACKLOG_SWEEP_S))
+
+    def log_lag(self) -> None:
+        """While recognition is behind, a warning with its lag when it falls behind and every `lag_log_every_s`
+        after; one line when it has caught up."""
+        lag, now = self.lag(), time.monotonic()
+        if not lag.behind:
+            if self._lag_logged is not None:
+                logger.info("speech recognition caught up (%d utterances recognised, %d failed since start)",
+                            lag.pool.completed, lag.pool.failed)
+                self._lag_logged = None
+            return
+        if self._lag_logged is not None and now - self._lag_logged_at < self.lag_log_every_s:
+            return
+        trend = f" (was {self._lag_logged.pending_total})" if self._lag_logged is not None else ""
+        waiting = ", ".join(f"{channel} {n}" for channel, n in sorted(lag.pending.items())) or "none"
+        logger.warning("speech recognition behind: %d utterances pending%s [%s]; %d being recognised, %.1f s of "
+                       "audio not decoded yet, oldest waiting %.1f s; %d refused by the full pool since start",
+                       lag.pending_total, trend, waiting, lag.pool.open_streams, lag.pool.waiting_audio_s,
+                       lag.pool.oldest_wait_s, lag.pool.rejected)
+        self._lag_logged, self._lag_logged_at = lag, now
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -1,0 +1,200 @@
+"""Live recognition on the real sherpa-onnx model and a real archive: utterances fed as a channel feeds them, the pool
+full (back-pressure, lag figures in /api/channels and the log), the backlog sweep, bounded retries, no utterance
+recognised twice, silence stored but not dispatched."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from asr.live import MAX_ATTEMPTS, LiveRecognition, RecognisedUtterance
+from asr.sherpa_engine import SherpaEngine
+from asr.transcript import Transcript
+from asr.worker import RecognitionPool
+from bridge.archive import Archive
+from bridge.audio import FRAME_BYTES, SAMPLE_RATE
+from bridge.config import load_config
+from bridge.decode import decode_file
+from bridge.events import Utterance, UtteranceAudio, UtteranceStarted, new_utterance_id
+from bridge.service import Service
+
+REPO = Path(__file__).resolve().parents[2]
+BYTES_PER_S = SAMPLE_RATE * 2
+
+
+@pytest.fixture(scope="module")
+def sherpa(sherpa_model: Path) -> SherpaEngine:
+    return SherpaEngine(sherpa_model, num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def mandarin(shared_audio: Path) -> list[bytes]:
+    return [decode_file(p) for p in sorted(shared_audio.glob("aishell*.wav"))[:4]]
+
+
+@pytest.fixture
+def service(tmp_path: Path, calls_audio: Path) -> Service:
+    """A service (not running) whose archive, store and bus the recognition under test uses; ASR is built here."""
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
+        "storage": {"data_dir": str(tmp_path / "data"), "audio_format": "wav"},
+        "broker": {"enabled": False},
+        "asr": {"engine": "none"},
+        "dispatch": {"enabled": False},
+        "channels": [{"id": ch, "name": ch, "source": {"type": "file", "paths": [str(calls_audio)]}}
+                     for ch in ("ch-a", "ch-b")],
+    }), encoding="utf-8")
+    return Service(load_config(config_path))
+
+
+class Dispatched:
+    """The transcript hook: what would be dispatched, per utterance."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.transcripts: dict[str, Transcript] = {}
+
+    async def __call__(self, transcript: Transcript, utterance: RecognisedUtterance) -> None:
+        self.calls[utterance.id] += 1
+        self.transcripts[utterance.id] = transcript
+
+
+def recognition(service: Service, engine: SherpaEngine, queue_size: int = 4) -> tuple[LiveRecognition, Dispatched]:
+    dispatched = Dispatched()
+    pool = RecognitionPool([engine], workers=1, queue_size=queue_size)
+    service.recognition = LiveRecognition(pool, service.archive, service.transcripts, service.bus, dispatched)
+    return service.recognition, dispatched
+
+
+async def start_speaking(live: LiveRecognition, channel: str, pcm: bytes) -> Utterance:
+    """Speech starts and all its audio arrives in 0.5 s pieces, as a channel feeds it; the utterance is not ended."""
+    start = time.time()
+    utterance = Utterance(new_utterance_id(start), channel, start, start + len(pcm) / BYTES_PER_S, pcm)
+    piece = BYTES_PER_S // 2
+    await live.on_event(UtteranceStarted(channel, utterance.id, start, pcm[:piece]), None)
+    for i in range(piece, len(pcm), piece):
+        await live.on_event(UtteranceAudio(channel, utterance.id, pcm[i : i + piece]), None)
+    return utterance
+
+
+async def end_speaking(live: LiveRecognition, archive: Archive, utterance: Utterance) -> None:
+    """The utterance ends: archived (status pending), then handed to recognition, as the channel does."""
+    archived = await asyncio.to_thread(archive.store, utterance)
+    await live.on_event(utterance, archived)
+
+
+async def speak(live: LiveRecognition, archive: Archive, channel: str, pcm: bytes) -> str:
+    utterance = await start_speaking(live, channel, pcm)
+    await end_speaking(live, archive, utterance)
+    return utterance.id
+
+
+async def settled(live: LiveRecognition) -> None:
+    """Until every live recognition has finished and stored its transcript."""
+    for _ in range(600):
+        if not live._busy and not live.pool.stats().open_streams:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("live recognition did not finish")
+
+
+def status(archive: Archive, utterance_id: str) -> str:
+    return archive.get(utterance_id).status
+
+
+async def test_a_full_pool_leaves_the_utterance_pending_and_the_lag_shows(
+    service: Service, sherpa: SherpaEngine, mandarin: list[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="asr.live")
+    live, dispatched = recognition(service, sherpa, queue_size=1)
+    idle = {state["id"]: state["asr"] for state in service.channel_states()}
+    assert idle["ch-a"]["pending"] == idle["ch-b"]["pending"] == 0 and idle["ch-a"]["open"] == 0
+    live.log_lag()
+    assert "behind" not in caplog.text  # nothing logged while recognition keeps up
+
+    talking = await start_speaking(live, "ch-a", b"".join(mandarin) * 2)  # ~30 s at once: the one place is taken
+    refused = await speak(live, service.archive, "ch-b", mandarin[0])  # pool full: not admitted, stays pending
+    loaded = {state["id"]: state["asr"] for state in service.channel_states()}
+    assert loaded["ch-b"]["pending"] == 1 and loaded["ch-a"]["pending"] == 0 and loaded["ch-a"]["pending_total"] == 1
+    assert loaded["ch-a"]["open"] == 1 and loaded["ch-a"]["rejected"] == 1 and loaded["ch-a"]["waiting_audio_s"] > 10
+    live.log_lag()
+    assert "speech recognition behind: 1 utterances pending [ch-b 1]; 1 being recognised" in caplog.text
+    live.log_lag()  # within the minute: not repeated
+    assert caplog.text.count("speech recognition behind") == 1
+
+    await end_speaking(live, service.archive, talking)
+    await settled(live)
+    assert status(service.archive, talking.id) == "transcribed" and status(service.archive, refused) == "pending"
+    await live.sweep_backlog()  # the sweep takes it up once the pool has room
+    assert status(service.archive, refused) == "transcribed" and service.archive.pending() == []
+    assert dispatched.calls == {talking.id: 1, refused: 1}
+    assert dispatched.transcripts[refused].pinyin == service.transcripts.get(refused).pinyin != ""
+    caught_up = {state["id"]: state["asr"] for state in service.channel_states()}
+    assert caught_up["ch-b"]["pending"] == 0 and caught_up["ch-b"]["open"] == 0 and caught_up["ch-b"]["waiting_audio_s"] == 0
+    live.log_lag()
+    assert "speech recognition caught up" in caplog.text
+    live.pool.close()
+
+
+async def test_an_utterance_finished_live_during_a_sweep_is_not_recognised_again(
+    service: Service, sherpa: SherpaEngine, mandarin: list[bytes]
+) -> None:
+    """The sweep's pending list is a snapshot: a live utterance in it may be stored by the time the sweep reaches it."""
+    live, dispatched = recognition(service, sherpa)
+    backlog = Utterance(new_utterance_id(time.time() - 60), "ch-a", time.time() - 60, time.time() - 40,
+                        b"".join(mandarin))  # archived while ASR was down: the sweep takes it first
+    service.archive.store(backlog)
+    spoken = [await start_speaking(live, "ch-b", pcm) for pcm in mandarin[:2]]
+    for utterance in spoken:
+        await end_speaking(live, service.archive, utterance)
+    sweep = asyncio.create_task(live.sweep_backlog())  # its snapshot: the backlog one, then the two live ones
+    await settled(live)
+    await sweep
+    for _ in range(3):  # more sweeps find nothing left to do
+        await live.sweep_backlog()
+    assert dispatched.calls == {backlog.id: 1, spoken[0].id: 1, spoken[1].id: 1}
+    assert live.pool.stats().completed == 3 and service.archive.pending() == []
+    live.pool.close()
+
+
+async def test_failures_are_retried_a_bounded_number_of_times(
+    service: Service, sherpa: SherpaEngine, mandarin: list[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    live, dispatched = recognition(service, sherpa)
+    now = time.time()
+    broken = service.archive.store(Utterance(new_utterance_id(now), "ch-a", now, now + 4, mandarin[0]))
+    flaky = service.archive.store(Utterance(new_utterance_id(now + 5), "ch-b", now + 5, now + 9, mandarin[1]))
+    flaky_file = service.archive.data_dir / flaky.path
+    good_audio = flaky_file.read_bytes()
+    for row in (broken, flaky):
+        (service.archive.data_dir / row.path).write_bytes(b"RIFF not audio any more")
+
+    await live.sweep_backlog()
+    flaky_file.write_bytes(good_audio)  # the cause went away (a disk back online): the next sweep succeeds
+    for _ in range(MAX_ATTEMPTS + 1):
+        await live.sweep_backlog()
+        if status(service.archive, broken.id) == "pending":
+            assert live.lag().pending == {"ch-a": 1}  # still waiting for its next attempt
+    assert status(service.archive, flaky.id) == "transcribed" and dispatched.calls == {flaky.id: 1}
+    assert status(service.archive, broken.id) == "asr_failed" and service.archive.pending() == []
+    attempts = [r for r in caplog.records if broken.id in r.getMessage() and "failed" in r.getMessage()]
+    assert len(attempts) == MAX_ATTEMPTS  # not retried after being marked
+    assert "marked asr_failed" in attempts[-1].getMessage() and live.lag().pending == {}
+    live.pool.close()
+
+
+async def test_silence_is_stored_empty_and_not_dispatched(service: Service, sherpa: SherpaEngine) -> None:
+    live, dispatched = recognition(service, sherpa)
+    silent = await speak(live, service.archive, "ch-a", bytes(2 * BYTES_PER_S + FRAME_BYTES))
+    await settled(live)
+    stored = service.transcripts.get(silent)
+    assert stored is not None and stored.empty and status(service.archive, silent) == "transcribed"
+    assert dispatched.calls == {}
+    live.pool.close()
