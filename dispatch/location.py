@@ -28,6 +28,7 @@ from dispatch.phonetic import (
     looks_like_pinyin,
     parse_pinyin,
     phrase,
+    reading_freq,
     text_syllables,
     tones_agree,
     window_scores,
@@ -39,6 +40,9 @@ logger = logging.getLogger(__name__)
 FUZZY_MIN = 0.85  # mean syllable similarity: 3 syllables allow only accent confusions; 4+ allow one half-right one
 COMMON_WORD_FREQ = 5  # jieba dictionary frequency above which a span is an ordinary word
 COMMON_NAME_FREQ = 20  # ... above which an alias is a word of the language (派出所), matched only when unqualified
+# A name whose last character and the next one make a word this common (厂家 654, 里面 5994, 接着 6206), while the rest
+# of the name is a word too (仪表|厂家, 幸福|里面, 没事|接着), was never said: the words were.
+CROSSING_WORD_FREQ = 500
 CONFIDENCE = {"keyword": 0.9, "name": 0.95, "alias": 0.9, "generic": 0.6}
 ADDRESSEE_PENALTY = 0.5
 ADDRESSEE_FUZZY_MIN = 0.79  # mean similarity for 3+-syllable call phrases (请注意, 请回答) heard through ASR errors
@@ -54,7 +58,12 @@ Method = Literal["keyword", "name", "alias", "generic", "fuzzy"]
 # Radio address forms: the place being called or calling (怡园警务点请注意, 呼叫高桥警务点, 派出所请求支援).
 _ADDRESSED_AFTER = ("请注意", "注意", "请回答", "请回复", "收到", "请求", "呼叫", "回复")
 _ADDRESSED_BEFORE = ("呼叫", "通知")
+# ... and the people of a place (高桥市场保安请到美食街, 皮具城的保安，…): the unit called or calling, not the scene.
+_ADDRESSEE_ROLES = ("保安", "保安队", "保卫科", "门卫", "门岗", "值班室", "民警", "警长", "巡逻队", "义警")
+_ROOMS = set("室亭岗处部")  # 保安室, 保安亭: a room at the place, which is the scene
 _QUALIFIER_OK = set("在到去回往的们我你他她这那个请给从向是了有里和与跟及、，。,. ")
+# Places are followed by where at them (街上, 城里, 门口): such a character is not a word cut out of the name.
+_LOCATIVE = set("里内外上下边前后旁门口头")
 
 
 @dataclass(slots=True, frozen=True)
@@ -164,12 +173,32 @@ def extract_location(transcript_like: Any, index: PlaceIndex | Jurisdiction) -> 
         index = _index_for(index)
     inp = read_input(transcript_like)
     candidates = _resolve_overlaps(list(_candidates(inp, index)))
-    candidates = _most_specific(candidates, index.jurisdiction)
+    candidates = _opening_addressee(_most_specific(candidates, index.jurisdiction), inp)
     if not candidates:
         return None
     best = max(candidates, key=lambda c: (not c.addressed, c.confidence, -(c.span or (0,))[0]))
     best = _first_street(best, candidates)
-    return replace(best, detail=_detail(inp, best))
+    return replace(best, detail=_detail(inp, best, candidates))
+
+
+def _opening_addressee(candidates: list[LocationMatch], inp: _Input) -> list[LocationMatch]:
+    """A call opens with whom it addresses: a place that opens the transmission and is followed, after a pause or
+    directly, by another place (高桥警务点，美食街有人打架; gao qiao jing wu dian mei shi jie you ren da jia) is the
+    addressee, and the other place the scene. Two streets are a corner or a way taken, not a call."""
+    placed = sorted((c for c in candidates if c.span), key=lambda c: c.span[0])
+    if len(placed) < 2 or placed[0].addressed or placed[1].addressed:
+        return candidates
+    first, second = placed[0], placed[1]
+    start, end = first.span
+    opens = all(s is None or s.base == "wei" for s in inp.syllables[:start])  # nothing before it but a pause or 喂
+    paused = end == second.span[0] or inp.syllables[end] is None
+    if not opens or not paused or first.place.kind == second.place.kind == "street":
+        return candidates
+    return [_addressed(c) if c is first else c for c in candidates]
+
+
+def _addressed(c: LocationMatch) -> LocationMatch:
+    return replace(c, addressed=True, confidence=c.confidence * ADDRESSEE_PENALTY)
 
 
 def _first_street(best: LocationMatch, candidates: list[LocationMatch]) -> LocationMatch:
@@ -204,6 +233,8 @@ def _candidates(inp: _Input, index: PlaceIndex):
             for m in re.finditer(re.escape(n.text), inp.text):
                 if n.method == "generic" and not _unqualified(inp.text, m.start()):
                     continue
+                if _cuts_words(inp, *m.span()):
+                    continue  # 仪表厂家, 幸福里面: the words 厂家 and 里面, not the places
                 yield _mark(LocationMatch(n.place, n.text, n.method, CONFIDENCE[n.method], m.span(), "char"), inp)
     yield from _pinyin_candidates(inp, index)
 
@@ -232,6 +263,9 @@ def _pinyin_candidates(inp: _Input, index: PlaceIndex):
             heard = inp.text[start:start + size] if inp.text else " ".join(s.base for s in syl[start:start + size] if s)
             if inp.text and not _whole_words(inp.text, start, start + size):
                 continue  # an ordinary word or words that sound like the place
+            if not inp.text and (_cuts_words(inp, start, start + size)
+                                 or (not exact and reading_freq(tuple(syl[start:start + size])) >= COMMON_WORD_FREQ)):
+                continue  # the pinyin of ordinary words: 没事|接着 (mei2 shi4 jie1 zhe5), 美食节 (mei3 shi2 jie2)
             if n.method == "generic" and (inp.text or not exact or not _unqualified_syllable(syl, start)):
                 continue  # in text, generic words count only as written
             method: Method = "fuzzy" if inp.text or not exact else n.method
@@ -253,6 +287,46 @@ def _whole_words(text: str, start: int, end: int) -> bool:
     for token in _jieba_tokens(text):
         bounds.add(max(bounds) + len(token))
     return start in bounds and end in bounds
+
+
+def _cuts_words(inp: _Input, start: int, end: int) -> bool:
+    """The span's edge syllable makes a common word with its neighbour outside while the rest of the span is a word
+    too (仪表|厂家, 幸福|里面, 没事|接着; at the head likewise): words were said, not the name. Only where the words can
+    be told (characters, or pinyin with tones: plain "mei shi jie zhe" may as well be 美食街 接着). A locative or a
+    function word next to the name (城里, 街上, 街到) is how places are spoken of, not a word cut out of the name."""
+    if inp.text:
+        def freq(a: int, b: int) -> int:
+            return word_freq(inp.text[a:b])
+
+        def outside(i: int) -> bool:
+            return inp.text[i] not in _QUALIFIER_OK and inp.text[i] not in _LOCATIVE
+    else:
+        syl = inp.syllables
+
+        def freq(a: int, b: int) -> int:
+            span = syl[a:b]
+            return reading_freq(tuple(span)) if None not in span else 0  # type: ignore[arg-type]
+
+        def outside(i: int) -> bool:
+            return syl[i] is not None and f"{syl[i].base}{syl[i].tone}" not in _bound_syllables()
+
+    size = len(inp.text) if inp.text else len(inp.syllables)
+    tail = end < size and end - start >= 3 and outside(end) and freq(end - 1, end + 1) >= CROSSING_WORD_FREQ \
+        and freq(start, end - 1) >= COMMON_WORD_FREQ and not _call_follows(inp.syllables, end)
+    head = start > 0 and end - start >= 3 and outside(start - 1) and freq(start - 1, start + 1) >= CROSSING_WORD_FREQ \
+        and freq(start + 1, end) >= COMMON_WORD_FREQ
+    return tail or head
+
+
+def _call_follows(syllables: list[Syllable | None], at: int) -> bool:
+    """A call word or the place's people right after the name (皮具城|保安, not 皮具|城堡 however alike they sound)."""
+    return any(_said(w, syllables, at) for w in (*_ADDRESSED_AFTER, *_ADDRESSEE_ROLES))
+
+
+@lru_cache(maxsize=1)
+def _bound_syllables() -> frozenset[str]:
+    """Toned syllables of the function words and locatives that may follow or precede a place (到 dao4, 里 li3)."""
+    return frozenset(f"{s.base}{s.tone}" for ch in _QUALIFIER_OK | _LOCATIVE for s in text_syllables(ch) if s)
 
 
 @lru_cache(maxsize=256)
@@ -287,9 +361,28 @@ def _mark(c: LocationMatch, inp: _Input) -> LocationMatch:
     if c.span is None:
         return c
     start, end = c.span
-    after = any(_said(w, inp.syllables, end) for w in _ADDRESSED_AFTER)
+    after = any(_said(w, inp.syllables, end) for w in _ADDRESSED_AFTER) or _role_after(inp, end)
     before = any(start >= len(w) and _said(w, inp.syllables, start - len(w)) for w in _ADDRESSED_BEFORE)
-    return replace(c, addressed=True, confidence=c.confidence * ADDRESSEE_PENALTY) if after or before else c
+    return _addressed(c) if after or before else c
+
+
+def _role_after(inp: _Input, at: int) -> bool:
+    """The place's people named right after it (高桥市场保安, 皮具城的保安), and not a room there (保安室)."""
+    syl = inp.syllables
+    if at < len(syl) and syl[at] is not None and syl[at].base == "de":
+        at += 1
+    for role in _ADDRESSEE_ROLES:
+        size = len(phrase(role))
+        if _said(role, syl, at):
+            after = at + size
+            room = after < len(syl) and (inp.text[after] in _ROOMS if inp.text else _is_room(syl[after]))
+            if not room:
+                return True
+    return False
+
+
+def _is_room(s: Syllable | None) -> bool:
+    return s is not None and s.base in {x.base for ch in _ROOMS for x in text_syllables(ch) if x}
 
 
 def _said(word: str, syllables: list[Syllable | None], at: int) -> bool:
@@ -330,33 +423,49 @@ _NUM = r"[0-9零一二三四五六七八九十百两幺]+"
 _DETAIL = re.compile(
     rf"{_NUM}号楼|{_NUM}栋|{_NUM}单元|{_NUM}(?:楼|层)(?!梯)|[A-Za-z]\d?口|{_NUM}号口|{_NUM}号门"
     r"|[东南西北][南北]?门(?:口|外|内)?|(?:正|大|后|侧)门(?:口|外|内)?|门口|附近|对面|旁边|楼道|地下车库|停车场|仓库|楼顶"
+    r"|十字路口|路口|交叉口"
 )
 _ROAD = r"([\u4e00-\u9fff]{1,8}?[路街道巷])"
 _CORNER = re.compile(rf"{_ROAD}(?:与|和|跟|同){_ROAD}的?(?:十字路口|路口|交叉口|交口)")
 _CLAUSE_END = re.compile(r"[，。,.!?！？；;]")
-# Enough syllables spelled back into characters for the detail patterns to read pinyin-only transcripts.
+# Enough syllables spelled back into characters for the detail patterns to read pinyin-only transcripts (the names
+# of the places heard are put back as written, so that a corner of two known streets is read too).
 _DETAIL_SYLLABLES = {
     "dong": "东", "nan": "南", "xi": "西", "bei": "北", "men": "门", "kou": "口", "hao": "号", "lou": "楼", "fu": "附",
     "jin": "近", "dui": "对", "mian": "面", "pang": "旁", "bian": "边", "dan": "单", "yuan": "元", "ceng": "层",
+    "zheng": "正", "da": "大", "hou": "后", "ce": "侧", "wai": "外", "nei": "内", "lu": "路", "zi": "字", "jiao": "交",
+    "cha": "叉", "he": "和", "yu": "与", "gen": "跟", "tong": "同", "dao": "道", "ting": "停", "che": "车",
+    "chang": "场", "di": "地", "xia": "下", "ku": "库", "cang": "仓", "ding": "顶",
     "yi": "一", "er": "二", "san": "三", "si": "四", "wu": "五", "liu": "六", "qi": "七", "ba": "八", "jiu": "九",
     "shi": "十", "liang": "两", "yao": "幺",
 }
+_NUMERALS = set("一二三四五六七八九十两幺")
 
 
-def _spell(s: Syllable | None) -> str:
+def _spell(s: Syllable | None, previous: str) -> str:
     if s is None:
         return "，"
     if len(s.base) == 1 and s.base not in "aeo":
         return s.base.upper()  # a spelled letter: B口
+    if s.base == "dong" and previous in _NUMERALS:
+        return "栋"  # 三栋, not 三东
     return _DETAIL_SYLLABLES.get(s.base, "□")
 
 
-def _detail(inp: _Input, match: LocationMatch) -> str | None:
-    if inp.text:
-        text, start = inp.text, match.span[1] if match.span else 0
-    else:
-        text = "".join(_spell(s) for s in inp.syllables)
-        start = match.span[1] if match.span else 0
+def _spelled(inp: _Input, places: list[LocationMatch]) -> str:
+    """A pinyin-only transcript as characters, one per syllable: the places heard as named, the detail words spelled."""
+    chars: list[str] = []
+    for s in inp.syllables:
+        chars.append(_spell(s, chars[-1] if chars else ""))
+    for c in places:
+        if c.span and c.span[1] - c.span[0] == len(c.place.name):
+            chars[c.span[0]:c.span[1]] = c.place.name
+    return "".join(chars)
+
+
+def _detail(inp: _Input, match: LocationMatch, places: list[LocationMatch]) -> str | None:
+    text = inp.text or _spelled(inp, places)
+    start = match.span[1] if match.span else 0
     corner = _CORNER.search(text)
     if corner and (match.span is None or corner.start() <= match.span[0] < corner.end()):
         return f"{corner.group(1)}与{corner.group(2)}路口"

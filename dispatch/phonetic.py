@@ -21,6 +21,8 @@ INITIALS = ("zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", 
 INITIAL_FOLD = {"zh": "z", "ch": "c", "sh": "s", "n": "l"}
 FINAL_FOLD = {"ing": "in", "eng": "en", "ang": "an", "iang": "ian", "uang": "uan"}
 
+READING_MIN_FREQ = 5  # rarer words are not worth indexing by reading (they are not what a caller is likely saying)
+
 _SYLLABLE = re.compile(r"^([a-zü:]+?)([1-5])?$")
 _PINYIN_LINE = re.compile(r"^[a-zA-Zü:1-5\s,.;!?，。；！？]+$")
 
@@ -142,6 +144,35 @@ def _jieba_freq() -> dict[str, int]:
 def word_freq(word: str) -> int:
     """How common a word is in the language (jieba's dictionary frequency; 0 for no word)."""
     return _jieba_freq().get(word, 0)
+
+
+def reading_freq(syllables: tuple[Syllable, ...]) -> int:
+    """How common the most common word read exactly so is, tones included (jie1 zhe5: 接着); 0 for none or a rare one.
+
+    For pinyin-only input what `word_freq` is for characters. Words of 2-5 characters of jieba's dictionary, each
+    read as pypinyin's phrase dictionary reads it (接着 jie1 zhe5, not the 着 zhuo2 of its first reading)."""
+    if any(s.tone is None for s in syllables):
+        return 0
+    return _reading_index().get(tuple(f"{s.base}{s.tone}" for s in syllables), 0)
+
+
+@lru_cache(maxsize=1)
+def _reading_index() -> dict[tuple[str, ...], int]:
+    from pypinyin.contrib.tone_convert import to_tone3
+    from pypinyin.phrases_dict import phrases_dict
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    tone3 = lru_cache(maxsize=None)(lambda marked: to_tone3(marked, neutral_tone_with_five=True).replace("ü", "v"))
+    index: dict[tuple[str, ...], int] = {}
+    for word, freq in _jieba_freq().items():
+        if freq < READING_MIN_FREQ or not 2 <= len(word) <= 5:
+            continue
+        readings = phrases_dict.get(word) or [[pinyin_dict.get(ord(ch), "").split(",")[0]] for ch in word]
+        if not all(r and r[0] for r in readings):
+            continue  # a character pypinyin does not know
+        key = tuple(tone3(r[0]) for r in readings)
+        index[key] = max(index.get(key, 0), freq)
+    return index
 
 
 def common_words(min_freq: int, length: int | None = None) -> list[str]:

@@ -102,10 +102,81 @@ def test_spotted_keyword(index: PlaceIndex) -> None:
         ("长乐公园对面有人晕倒", "对面"),
         ("长乐东路与韩森路交叉口两车相撞", "长乐东路与韩森路路口"),
         ("美食街有人打架", None),
+        ("万寿路地铁站附近有人抢包", "附近"),
+        # pinyin-only input, as the on-board engine gives it: the detail words are spelled back
+        ("xi1 guang1 zhong1 xue2 hou4 men2 you3 ren2 fan1 qiang2", "后门"),
+        ("xi1 guang1 zhong1 xue2 men2 kou3 you3 ke3 yi2 ren2 yuan2", "门口"),
+        ("chang2 le4 gong1 yuan2 dui4 mian4 you3 ren2 yun1 dao3", "对面"),
+        ("wan4 shou4 lu4 di4 tie3 zhan4 fu4 jin4 you3 ren2 qiang3 bao1", "附近"),
+        ("xing fu lu wu jin shi chang dong men you ren chao jia", "东门"),
+        ("xing4 fu2 li3 xiao3 qu1 san1 dong4 you3 ren2 da3 jia4", "3栋"),
+        ("chang2 le4 dong1 lu4 he2 han2 sen1 lu4 lu4 kou3 liang3 che1 gua1 ceng4", "长乐东路与韩森路路口"),
+        ("chang le dong lu yu han sen lu jiao cha kou liang che xiang zhuang", "长乐东路与韩森路路口"),
+        ("han2 sen1 lu4 lu4 kou3 you3 ren2 da3 jia4", "路口"),
     ],
 )
 def test_detail(said: str, detail: str | None, index: PlaceIndex) -> None:
     assert where(said, index).detail == detail
+
+
+def tone_pinyin(text: str) -> str:
+    """What the on-board engine gives for `text`: tone-numbered syllables, no punctuation."""
+    return " ".join(f"{s.base}{s.tone}" for s in text_syllables(text) if s)
+
+
+def plain_pinyin(text: str) -> str:
+    return " ".join(s.base for s in text_syllables(text) if s)
+
+
+@pytest.mark.parametrize(
+    ("said", "scene"),
+    [
+        ("高桥警务点，美食街有人打架", "meishijie"),  # the call opens with whom it addresses
+        ("高桥大市场的保安，美食街有人打架", "meishijie"),
+        ("高桥大市场保安请到美食街看一下", "meishijie"),
+        ("喂，西光警务室，西光中学门口有可疑人员", "xiguang-zhongxue"),
+        ("东方仪表厂门卫注意，兴庆家园有人打架", "xingqing-jiayuan"),
+        ("皮具饰品城保安室门口有人打架", "piju-city"),  # the guards' room is at the scene
+    ],
+)
+@pytest.mark.parametrize("form", [str, tone_pinyin, plain_pinyin], ids=["text", "toned", "plain"])
+def test_the_scene_wins_over_the_addressee(said: str, scene: str, form, index: PlaceIndex) -> None:
+    assert where(form(said), index).place.id == scene
+
+
+@pytest.mark.parametrize("form", [str, tone_pinyin], ids=["text", "toned"])
+def test_an_addressee_alone_is_still_the_place_with_less_confidence(form, index: PlaceIndex) -> None:
+    called = where(form("高桥大市场保安请注意，有人打架"), index)
+    reported = where(form("高桥大市场有人打架"), index)
+    assert called.place.id == reported.place.id == "gaoqiao-market"
+    assert called.addressed and not reported.addressed and called.confidence < reported.confidence
+
+
+@pytest.mark.parametrize(
+    "said",
+    ["没事接着干", "这次美食节人很多", "仪表厂家来送货了", "幸福里面装修得不错", "他觉得很幸福里面的人都笑了"],
+)
+@pytest.mark.parametrize("form", [str, tone_pinyin], ids=["text", "toned"])
+def test_ordinary_words_that_sound_like_a_place_are_not_it(said: str, form, index: PlaceIndex) -> None:
+    """Words that read like a name (美食节), or cut across its end (没事|接着, 仪表|厂家, 幸福|里面), are the words."""
+    assert extract_location(form(said), index) is None
+
+
+@pytest.mark.parametrize(
+    ("said", "place_id"),
+    [
+        ("mei2 shi4 jie1 you3 ren2 da3 jia4", "meishijie"),  # 没事街: misheard, still the street
+        ("mei si jie you ren da jia", "meishijie"),
+        ("xi guan zhong xue you ke yi ren yuan", "xiguang-zhongxue"),
+        ("mei3 shi2 jie1 shang4 you3 ren2 da3 jia4", "meishijie"),  # 街上: a locative, not a word cut out
+        ("皮具城里有人打架", "piju-city"),  # 城里 likewise
+        ("pi2 ju4 cheng2 bao3 an1 fa1 xian4 you3 ren2 tou1 dong1 xi1", "piju-city"),  # 城保安, not 城堡
+        ("xing4 fu2 li3 you3 ren2 chao3 jia4", "xingfuli"),
+        ("yi2 biao3 chang3 men2 kou3 you3 ren2 da3 jia4", "dongfang-yibiao"),
+    ],
+)
+def test_near_words_do_not_cost_recall(said: str, place_id: str, index: PlaceIndex) -> None:
+    assert where(said, index).place.id == place_id
 
 
 def test_reference_texts_name_no_place(shared_audio: Path, index: PlaceIndex) -> None:
