@@ -7,9 +7,11 @@ characters; the same names found in pinyin space, tone-insensitive and tolerant 
   only match in pinyin when the syllables and the tones are the same;
 - a fuzzy match whose characters are themselves a common word (in jieba's dictionary) is the word, not the place;
 - generic aliases (菜市场, 派出所: words of the language that the jurisdiction also uses as names) count only when not
-  qualified by another name right before them (上坎镇派出所 is someone else's station) and rank below specific names.
+  qualified by another name right before them (上坎镇派出所 is someone else's station) and rank below specific names;
+- a name cut out of words (仪表|厂家, 幸福|里面, 没事|接着) is the words, in characters and in toned pinyin.
 Then the most specific place wins (皮具饰品城 over the 高桥大市场 that contains it; a longer match over a shorter one
-it overlaps), and a place that is only being called (怡园警务点请注意…) ranks below the scene.
+it overlaps), and a place that is only being called (怡园警务点请注意…, 高桥警务点，美食街…, X保安请到Y) ranks below the
+scene.
 """
 
 from __future__ import annotations
@@ -105,6 +107,8 @@ class PlaceIndex:
                 if n not in names or method == "name":
                     names[n] = _Name(n, p, method)
         self.names = sorted(names.values(), key=lambda n: -len(n.text))
+        # The dictionary's words by toned reading (~1 s to build): now, not on the first pinyin call, which is timed.
+        reading_freq(())
 
     def is_common_word(self, label: str) -> bool:
         """A name that is also a word of the language (派出所, 菜市场), not only the kind-part of a name (服装市场)."""
