@@ -9,6 +9,7 @@ so the key maps back to exactly one (label, ref) and a label is reported the sam
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -200,13 +201,18 @@ def jurisdiction_keywords(
     return [variant for e in map(tuned, entries) for variant in [e, *(replace(e, units=u) for u in tone_variants(e.label))]]
 
 
-def refs_in_text(text: str, entries: Iterable[KeywordEntry]) -> set[str]:
-    """The refs whose label is written in `text`, longest label first (公园北路夜市 is the market, not the street):
-    the ground truth for spotting on transcribed audio, and keywords for engines that give characters."""
+def labels_in_text(text: str, entries: Iterable[KeywordEntry]) -> list[tuple[int, str, str]]:
+    """(position, label, ref) of every label written in `text`, in text order; where labels overlap the longest wins
+    (公园北路夜市 is the market, not the street): keywords for engines that give characters (Vosk)."""
     by_label = {e.label: e.ref for e in entries}
-    refs: set[str] = set()
+    found = []
     for label in sorted(by_label, key=len, reverse=True):
-        if label in text:
-            refs.add(by_label[label])
-            text = text.replace(label, "\0")
-    return refs
+        found += [(m.start(), label, by_label[label]) for m in re.finditer(re.escape(label), text)]
+        text = text.replace(label, "\0" * len(label))  # same length: the positions of shorter labels still hold
+    return sorted(found)
+
+
+def refs_in_text(text: str, entries: Iterable[KeywordEntry]) -> set[str]:
+    """The refs whose label is written in `text` (`labels_in_text`): the ground truth for spotting on transcribed
+    audio."""
+    return {ref for _, _, ref in labels_in_text(text, entries)}

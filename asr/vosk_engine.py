@@ -12,6 +12,8 @@ Output conventions:
 - `pinyin`: from `text` with `asr.pinyin.text_to_syllables` (pypinyin TONE3, neutral tone `5`), the same
   convention as the sherpa pinyin recogniser.
 - `conf`: mean of the word confidences (0.0 without words).
+- `keywords`: the jurisdiction's places and incident terms written in `text` (`asr.keywords.labels_in_text`), timed
+  by the words that spell them and scored by their mean confidence; Vosk has no spotter of its own.
 
 A missing or unreadable model raises `EngineUnavailable`. Vosk reports a model Kaldi cannot read by returning NULL
 (checked here: truncated or garbage final.mdl, final.ie, Gr.fst, a missing conf file or a bad option all raise
@@ -21,7 +23,6 @@ one at load time.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import re
@@ -32,10 +33,11 @@ from typing import Any
 import vosk
 
 from asr.engine import EngineUnavailable
+from asr.keywords import KeywordEntry, labels_in_text
 from asr.models import VOSK, ModelLocation
 from asr.numbers import normalise_numbers
 from asr.pinyin import text_to_syllables
-from asr.transcript import Transcript, Word
+from asr.transcript import Keyword, Transcript, Word
 from bridge.audio import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -57,7 +59,8 @@ def join_words(words: Sequence[str]) -> str:
 class VoskEngine:
     name = "vosk"
 
-    def __init__(self, model_dir: Path, grammar: list[str] | None = None) -> None:
+    def __init__(self, model_dir: Path, grammar: list[str] | None = None,
+                 keywords: Sequence[KeywordEntry] = ()) -> None:
         model_dir = Path(model_dir)
         problems = VOSK.problems(model_dir)
         if problems:
@@ -69,15 +72,9 @@ class VoskEngine:
         except Exception as e:  # vosk raises a bare Exception("Failed to create a model")
             raise EngineUnavailable(self._unusable(model_dir, "Kaldi cannot read it")) from e
         self.model_dir = model_dir
+        self._keywords = tuple(keywords)
         self._use_grammar(grammar)
         logger.info("Vosk model %s loaded%s", model_dir, f" with a grammar of {len(grammar)} phrases" if grammar else "")
-
-    def with_grammar(self, grammar: list[str] | None) -> VoskEngine:
-        """Another engine over the same loaded model (no second load) recognising only `grammar`'s phrases, or
-        free text when None. For a grammar that changes (the jurisdiction's places) or differs per channel."""
-        engine = copy.copy(self)
-        engine._use_grammar(grammar)
-        return engine
 
     def _use_grammar(self, grammar: list[str] | None) -> None:
         self._grammar = json.dumps(grammar, ensure_ascii=False) if grammar else None
@@ -111,15 +108,16 @@ class VoskEngine:
             raise RuntimeError(f"Vosk cannot create a recognizer for {self.model_dir}") from e
         recognizer.SetWords(True)
         recognizer.SetPartialWords(True)
-        return VoskStream(recognizer)
+        return VoskStream(recognizer, self._keywords)
 
 
 class VoskStream:
     """One utterance. Vosk may end a segment by itself on a long pause inside the utterance (AcceptWaveform
     returns True); those segments are kept and joined with the rest, with times from the stream's start."""
 
-    def __init__(self, recognizer: vosk.KaldiRecognizer) -> None:
+    def __init__(self, recognizer: vosk.KaldiRecognizer, keywords: Sequence[KeywordEntry] = ()) -> None:
         self._recognizer = recognizer
+        self._keywords = keywords
         self._segments: list[Word] = []
         self._finished: Transcript | None = None
 
@@ -132,12 +130,12 @@ class VoskStream:
     def partial(self) -> Transcript | None:
         current = json.loads(self._recognizer.PartialResult())
         words = self._segments + _words(current.get("partial_result", ()))
-        return _transcript(words, partial=True) if words else None
+        return _transcript(words, self._keywords, partial=True) if words else None
 
     def finish(self) -> Transcript:
         if self._finished is None:
             tail = _words(json.loads(self._recognizer.FinalResult()).get("result", ()))
-            self._finished = _transcript(self._segments + tail, partial=False)
+            self._finished = _transcript(self._segments + tail, self._keywords, partial=False)
         return self._finished
 
 
@@ -150,8 +148,26 @@ def _words(result: Sequence[dict[str, Any]]) -> list[Word]:
             for i, (text, w) in enumerate(zip(texts, said, strict=True))]
 
 
-def _transcript(words: list[Word], partial: bool) -> Transcript:
+def _transcript(words: list[Word], keywords: Sequence[KeywordEntry], partial: bool) -> Transcript:
     text = join_words([w.text for w in words])
     conf = sum(w.conf for w in words) / len(words) if words else 0.0
     return Transcript(text=text, pinyin=" ".join(text_to_syllables(text)), words=tuple(words),
-                      engine=VoskEngine.name, conf=round(conf, 4), partial=partial)
+                      keywords=_keywords_in(text, words, keywords), engine=VoskEngine.name, conf=round(conf, 4),
+                      partial=partial)
+
+
+def _keywords_in(text: str, words: Sequence[Word], entries: Sequence[KeywordEntry]) -> tuple[Keyword, ...]:
+    """The labels written in `text`, timed by the words that spell them (a label may span words: 美食 街)."""
+    if not entries or not text:
+        return ()
+    spans, at = [], 0  # each word's (start, end) character offsets in `text`
+    for word in words:
+        at = text.index(word.text, at)
+        spans.append((at, at + len(word.text)))
+        at += len(word.text)
+    keywords = []
+    for position, label, ref in labels_in_text(text, entries):
+        spelling = [w for w, (start, end) in zip(words, spans, strict=True) if start < position + len(label) and end > position]
+        score = sum(w.conf for w in spelling) / len(spelling)
+        keywords.append(Keyword(label, ref, spelling[0].start, spelling[-1].end, round(score, 4)))
+    return tuple(keywords)

