@@ -3,8 +3,9 @@
 Engines are given in priority order (the pool's order: text engines such as Vosk first, then sherpa). The first
 engine with text gives `text`, `words`, `conf` and (converted from its text) `pinyin`; when none has text, the
 first with pinyin gives `pinyin`, `words` and `conf`. Text without Han characters (the Korean test model) has no
-pinyin of its own and takes the first engine's that has some. Keywords come from every engine (the sherpa spotter's, and
-Vosk's found in its text: a place both give is listed twice, once per engine that heard it). A third engine slots in by its place in the list; nothing here names an engine.
+pinyin of its own and takes the first engine's that has some. Keywords come from every engine (the sherpa spotter's,
+and Vosk's found in its text: a place both give is listed twice, once per engine that heard it). A third engine slots
+in by its place in the list; nothing here names an engine.
 """
 
 from __future__ import annotations
