@@ -214,14 +214,29 @@ class Line:
             return
         previous = self._keyed
         try:
-            self._write_ptt(active)
+            self._write_ptt_or_reopen(active)
         except OSError as e:  # one error type for callers: the device vanished (unplugged fob, USB serial gone)
             raise LineError(f"line {self.name}: cannot {'key' if active else 'unkey'} PTT: {e}") from e
         finally:
-            self._keyed = active  # the wanted state even if the write failed: _recover drives it on the device
+            self._keyed = active  # the wanted state even if the write failed: a re-opened device is driven to it
         if active != previous:
             logger.debug("line %s: %s", self.name, "keyed" if active else "unkeyed")
             self._emit(LineEvent(self.name, "ptt", active, time.time()))
+
+    def _write_ptt_or_reopen(self, active: bool) -> None:
+        """Drive PTT. When that fails on a line whose COR watcher is not re-opening the device (a PTT-only line),
+        re-open it once and drive again: an unplugged fob plugged back in only works through a fresh handle."""
+        try:
+            self._write_ptt(active)
+        except (OSError, LineError):
+            watcher_recovers = self._watch_task is not None and not self._watch_task.done()
+            if watcher_recovers or not self._is_open:
+                raise
+            with contextlib.suppress(OSError):
+                self._close()
+            self._open()  # LineError when the device is still missing: its message says what to check
+            self._write_ptt(active)
+            logger.info("line %s: device re-opened", self.name)
 
     def _set_carrier(self, state: bool | None, ts: float | None = None) -> None:
         if state == self._carrier:

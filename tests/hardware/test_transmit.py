@@ -181,33 +181,46 @@ async def test_closing_refuses_what_is_still_queued(tmp_path):
 
 @pytest.mark.parametrize("unplugged", ["before key-up", "while keyed"])
 async def test_an_unplugged_fob_fails_the_transmission_and_the_channel_is_not_left_deaf(tmp_path, unplugged):
-    # A real CM108 line on a pty posing as its hidraw device; closing the pty's master side makes every write to
-    # the device fail with EIO, as an unplugged USB fob does.
+    # A real CM108 line on a pty posing as its hidraw device, found through a symlink as udev names a fob. Closing
+    # the pty makes every write to the open device fail (EIO) and removing the link makes it vanish, as unplugging
+    # a USB fob does; a new pty behind the link is the fob plugged back in.
+    device = tmp_path / "radio-fob"
     fake = FakeHidraw.create()
+    device.symlink_to(fake.path)
     config = TransmitConfig(output=FileSinkConfig(type="file", directory=tmp_path / "tx"), key_up_delay_ms=0,
                             tail_ms=0, echo_guard_ms=200)
-    line = make_line("ch", Cm108LineConfig(type="cm108", device=fake.path, cor=None))
+    line = make_line("ch", Cm108LineConfig(type="cm108", device=str(device), cor=None))
     faults: list[str] = []
     tx = Transmitter("ch", line, FileSink("ch", config.output), config, on_fault=faults.append)
-    try:
-        async with line:
-            await tx.start()
-            if unplugged == "before key-up":
-                fake.close()
-                result = await tx.transmit(silence(0.3), label="announce inc-1")
-            else:
-                task = asyncio.create_task(tx.transmit(silence(0.3), label="announce inc-1"))
-                await asyncio.sleep(0.1)
-                assert tx.transmitting
-                fake.close()
-                result = await task
-            ended = time.time()
-            assert result.status == "failed" and "PTT" in (result.error or "")
-            assert not tx.transmitting and not line.keyed, "the transmitter knows it is off the air"
-            assert not tx.is_echo(ended + 0.25), "what the channel receives after the echo guard is heard again"
-            assert tx.counts["failed"] == 1
-            assert faults == [f"announce inc-1 failed: {result.error}"]
-            assert tx.state()["current"] is None
-            await tx.close()  # closing with the device gone does not raise either
-    finally:
+
+    def unplug() -> None:
         fake.close()
+        device.unlink()
+
+    async with line:
+        await tx.start()
+        if unplugged == "before key-up":
+            unplug()
+            result = await tx.transmit(silence(0.3), label="announce inc-1")
+        else:
+            task = asyncio.create_task(tx.transmit(silence(0.3), label="announce inc-1"))
+            await asyncio.sleep(0.1)
+            assert tx.transmitting
+            unplug()
+            result = await task
+        ended = time.time()
+        assert result.status == "failed" and "does not exist (fob unplugged?" in (result.error or "")
+        assert not tx.transmitting and not line.keyed, "the transmitter knows it is off the air"
+        assert not tx.is_echo(ended + 0.25), "what the channel receives after the echo guard is heard again"
+        assert tx.counts["failed"] == 1
+        assert faults == [f"announce inc-1 failed: {result.error}"]
+        assert tx.state()["current"] is None
+
+        fake = FakeHidraw.create()  # plugged back in
+        device.symlink_to(fake.path)
+        try:
+            assert (await tx.transmit(silence(0.1))).status == "sent"
+            assert fake.output_reports() == [bytes.fromhex("0000040400"), bytes.fromhex("0000000400")]
+            await tx.close()
+        finally:
+            fake.close()
