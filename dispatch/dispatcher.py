@@ -3,9 +3,10 @@
     classify -> (none: stop) -> locate -> merge with a recent report of the same event, or create -> rank the
     responders -> alert the first ones through the outbox (reserve kept for escalation) -> events for the consoles
 
-Incoming MQTT (acks, OwnTracks positions) arrives through `on_message`. Every change to an incident is emitted as
-`{type: new|update|end, before, after, reason}`: on the in-process bus (topic "incident"), on `<prefix>/events`, and
-as the retained state on `<prefix>/incidents/<id>`.
+Incoming MQTT (acks, responders' status, OwnTracks positions) arrives through `on_message`; an acknowledgement makes
+its sender busy on that incident on the responder board, and the incident's end frees them. Every change to an
+incident is emitted as `{type: new|update|end, before, after, reason}`: on the in-process bus (topic "incident"), on
+`<prefix>/events`, and as the retained state on `<prefix>/incidents/<id>`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from asr.transcript import Transcript
 from bridge.bus import EventBus
 from bridge.config import Config
 from bridge.db import connect
-from dispatch.alerts import Alerter, Candidate, parse_ack
+from dispatch.alerts import AckStatus, Alerter, Candidate, parse_ack
 from dispatch.announce import Announcement, Announcer, announcement_text
 from dispatch.classify import Classification, classify_transcript, load_lexicon
 from dispatch.gazetteer import Jurisdiction, Place, load_jurisdiction
@@ -29,8 +30,8 @@ from dispatch.location import LocationMatch, PlaceIndex, extract_location
 from dispatch.mqtt import MqttLink
 from dispatch.outbox import Outbox
 from dispatch.positions import PayloadError, Position, PositionIntake
-from dispatch.responders import Recommendation, ResponderBoard, recommend
-from dispatch.topics import AckTopic, OwnTracksTopic, Topics
+from dispatch.responders import Recommendation, ResponderBoard, parse_status, recommend
+from dispatch.topics import AckTopic, OwnTracksTopic, StatusTopic, Topics
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Dispatcher:
         locate: Locate,
         rank: Rank,
         on_position: Callable[[Position], None],
+        board: ResponderBoard,
         topics: Topics | None = None,
         bus: EventBus | None = None,
         announcer: Announcer | None = None,
@@ -81,6 +83,7 @@ class Dispatcher:
         self._rank = rank
         self._bus = bus
         self._announcer = announcer
+        self._board = board
         self._merge_radius_m = merge_radius_m
         self._merge_window_s = merge_window_s
         responder_ids = [r.id for r in jurisdiction.responders]
@@ -126,19 +129,40 @@ class Dispatcher:
         return incident
 
     async def on_message(self, topic: str, payload: bytes) -> None:
-        """MQTT handler (MqttLink's): acks and positions; anything unusable is logged and counted, never raised."""
+        """MQTT handler (MqttLink's): acks, status and positions; anything unusable is logged and counted, never raised."""
         match self.topics.parse(topic):
             case AckTopic(responder_id):
                 try:
-                    self.alerter.handle_ack(parse_ack(responder_id, payload))
+                    ack = parse_ack(responder_id, payload)
                 except PayloadError as e:
                     self.rejected[f"ack_{e.reason}"] += 1
                     logger.warning("ack on %s rejected (%s): %s", topic, e.reason, e)
+                    return
+                incident = self.alerter.handle_ack(ack)
+                if incident is not None and incident.status in OPEN and ack.status != AckStatus.DECLINED:
+                    self._board.engage(responder_id, incident.id)  # busy there: not offered for other incidents
+            case StatusTopic(responder_id):
+                self._set_responder_status(topic, responder_id, payload)
             case OwnTracksTopic() as owntracks:
                 self.positions.handle(owntracks, payload)
             case _:
                 self.rejected["unexpected_topic"] += 1
                 logger.warning("message on unexpected topic %s ignored", topic)
+
+    def _set_responder_status(self, topic: str, responder_id: str, payload: bytes) -> None:
+        try:
+            status = parse_status(payload)
+        except PayloadError as e:
+            self.rejected[f"status_{e.reason}"] += 1
+            logger.warning("status on %s rejected (%s): %s", topic, e.reason, e)
+            return
+        try:
+            self._board.set_status(responder_id, status)
+        except KeyError:
+            self.rejected["status_unknown_responder"] += 1
+            logger.warning("status on %s rejected: unknown responder %r", topic, responder_id)
+            return
+        logger.info("responder %s is %s", responder_id, status)
 
     def counters(self) -> dict[str, Any]:
         """Figures for the console and the logs: what was sent, escalated, accepted, and rejected by reason."""
@@ -214,6 +238,8 @@ class Dispatcher:
 
     def _emit(self, before: Incident | None, after: Incident, reason: str) -> None:
         kind = "new" if before is None else ("update" if after.status in OPEN else "end")
+        if kind == "end" and (freed := self._board.release(after.id)):
+            logger.info("incident %s ended (%s): %s available again", after.id, after.status, ", ".join(freed))
         event = {
             "type": kind,
             "reason": reason,
@@ -290,6 +316,7 @@ class DispatchService:
             locate=lambda t: extract_location(t, index),
             rank=self._rank,
             on_position=lambda p: self.board.update_position(p.responder_id, p.lat, p.lon, p.ts, p.acc),
+            board=self.board,
             topics=topics,
             bus=bus,
             announcer=announcer,

@@ -1,6 +1,7 @@
 """Who goes: responders' run-time state (status, last GPS fix) and the ranking of who to alert for a place.
 
-`ResponderBoard` is the small state store the MQTT side updates (OwnTracks positions, acknowledgements, status);
+`ResponderBoard` is the small state store the MQTT side updates (OwnTracks positions; statuses from the phones on
+`<prefix>/status/<responder_id>`; an acknowledgement makes its sender busy on that incident until the incident ends);
 `recommend` is pure: the k nearest available guards (先期处置) plus police, the chief answering for the place's grid
 first, all within a radius, ranked by distance. A fix older than the staleness limit is ignored in favour of the
 responder's post, so a phone that went quiet an hour ago does not pull a guard to where he used to be.
@@ -8,6 +9,7 @@ responder's post, so a phone that went quiet an hour ago does not pull a guard t
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -18,11 +20,28 @@ from typing import Any, Literal, get_args
 
 from dispatch.config import ResponderRules
 from dispatch.gazetteer import Jurisdiction, Place, Responder, distance_m
+from dispatch.positions import PayloadError
 
 logger = logging.getLogger(__name__)
 
 Status = Literal["available", "busy", "off_duty"]
 STATUSES: tuple[str, ...] = get_args(Status)
+
+
+def parse_status(payload: bytes) -> Status:
+    """`{"status": "available"|"busy"|"off_duty"}` (a phone may write off-duty) -> the status; PayloadError if bad."""
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PayloadError("bad_json", f"not JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise PayloadError("bad_shape", "not a JSON object")
+    status = data.get("status")
+    if isinstance(status, str):
+        status = status.replace("-", "_")
+    if status not in STATUSES:
+        raise PayloadError("bad_type", f"status must be one of {', '.join(STATUSES)}, got {data.get('status')!r}")
+    return status  # type: ignore[return-value]
 
 
 class UnknownResponderError(KeyError):
@@ -60,6 +79,7 @@ class ResponderBoard:
         self.clock = clock
         self._status: dict[str, Status] = {r.id: "available" for r in jurisdiction.responders}
         self._fix: dict[str, Fix] = {}
+        self._engaged: dict[str, str] = {}  # responder id -> the incident its acknowledgement made it busy on
         self._lock = threading.Lock()
 
     def _check(self, responder_id: str) -> Responder:
@@ -80,15 +100,38 @@ class ResponderBoard:
         return True
 
     def set_status(self, responder_id: str, status: str) -> None:
+        """The responder's own word (phone, console): it overrides whatever an acknowledgement had made it."""
         self._check(responder_id)
         if status not in STATUSES:
             raise ValueError(f"responder {responder_id!r}: status must be one of {', '.join(STATUSES)}, not {status!r}")
         with self._lock:
             self._status[responder_id] = status  # type: ignore[assignment]
+            self._engaged.pop(responder_id, None)
 
     def status(self, responder_id: str) -> Status:
         self._check(responder_id)
         return self._status[responder_id]
+
+    def engage(self, responder_id: str, incident_id: str) -> None:
+        """An acknowledgement: the responder is busy on this incident (and not offered for others) until it ends."""
+        self._check(responder_id)
+        with self._lock:
+            self._status[responder_id] = "busy"
+            self._engaged[responder_id] = incident_id
+
+    def release(self, incident_id: str) -> list[str]:
+        """The incident ended: whoever is still busy on it is available again; returns their ids. Someone who has
+        since acknowledged another incident, or set a status of their own, keeps it."""
+        with self._lock:
+            freed = [rid for rid, engaged in self._engaged.items() if engaged == incident_id]
+            for rid in freed:
+                del self._engaged[rid]
+                self._status[rid] = "available"
+        return freed
+
+    def engaged_on(self, responder_id: str) -> str | None:
+        self._check(responder_id)
+        return self._engaged.get(responder_id)
 
     def locate(self, responder_id: str, max_age_s: float, now: float | None = None) -> Located:
         """The fresh GPS fix, else the responder's post."""
@@ -105,8 +148,9 @@ class ResponderBoard:
         out = []
         for r in self.jurisdiction.responders:
             loc = self.locate(r.id, max_age_s, now)
-            out.append({"id": r.id, "name": r.name, "role": r.role, "status": self._status[r.id], "lat": loc.lat,
-                        "lon": loc.lon, "position": loc.source, "fix_ts": loc.ts})
+            out.append({"id": r.id, "name": r.name, "role": r.role, "status": self._status[r.id],
+                        "incident_id": self._engaged.get(r.id), "lat": loc.lat, "lon": loc.lon, "position": loc.source,
+                        "fix_ts": loc.ts})
         return out
 
 

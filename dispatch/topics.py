@@ -6,7 +6,10 @@ Published by jingbao (under the configured prefix, "jingbao" by default):
   <prefix>/events                  {type: new|update|end, before, after} for consoles
   <prefix>/available               retained "online" / "offline" (the last will)
 Subscribed:
-  <prefix>/acks/<responder_id>     {incident_id, status?: ack|on_scene|declined}
+  <prefix>/acks/<responder_id>     {incident_id, status?: ack|on_scene|declined}; an ack (or on_scene) makes the
+                                   responder busy on that incident until it ends
+  <prefix>/status/<responder_id>   {status: available|busy|off_duty} from the responder's phone (best retained, so a
+                                   restarted dispatcher learns it); overrides what an ack made it
   owntracks/<user>/<device>        OwnTracks JSON (phone apps publish here, whatever our prefix)
 """
 
@@ -20,6 +23,11 @@ _ID = re.compile(r"^[A-Za-z0-9_.@-]+$")
 
 @dataclass(slots=True, frozen=True)
 class AckTopic:
+    responder_id: str
+
+
+@dataclass(slots=True, frozen=True)
+class StatusTopic:
     responder_id: str
 
 
@@ -39,7 +47,7 @@ class IncidentTopic:
     incident_id: str
 
 
-ParsedTopic = AckTopic | OwnTracksTopic | AlertTopic | IncidentTopic
+ParsedTopic = AckTopic | StatusTopic | OwnTracksTopic | AlertTopic | IncidentTopic
 
 
 @dataclass(slots=True, frozen=True)
@@ -51,6 +59,9 @@ class Topics:
 
     def ack(self, responder_id: str) -> str:
         return f"{self.prefix}/acks/{_checked(responder_id)}"
+
+    def status(self, responder_id: str) -> str:
+        return f"{self.prefix}/status/{_checked(responder_id)}"
 
     def incident(self, incident_id: str) -> str:
         return f"{self.prefix}/incidents/{_checked(incident_id)}"
@@ -65,8 +76,8 @@ class Topics:
 
     @property
     def subscriptions(self) -> tuple[str, ...]:
-        """What the dispatcher subscribes to: every responder's acks and every OwnTracks device."""
-        return (f"{self.prefix}/acks/+", "owntracks/+/+")
+        """What the dispatcher subscribes to: every responder's acks and status, and every OwnTracks device."""
+        return (f"{self.prefix}/acks/+", f"{self.prefix}/status/+", "owntracks/+/+")
 
     def parse(self, topic: str) -> ParsedTopic | None:
         """A topic -> its typed form; None for anything that is not one of ours (or has an unusable id)."""
@@ -83,6 +94,8 @@ class Topics:
         match kind:
             case "acks":
                 return AckTopic(ident)
+            case "status":
+                return StatusTopic(ident)
             case "alerts":
                 return AlertTopic(ident)
             case "incidents":

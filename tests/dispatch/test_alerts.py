@@ -120,3 +120,49 @@ async def test_operator_actions_emit_events_and_end(broker: Mosquitto, tmp_path:
         state = await eventually(lambda: console.received, what="retained incident state")
         assert state[-1]["status"] == "closed_false_alarm"
         await console.disconnect()
+
+
+async def test_status_from_the_phone_and_busy_while_on_an_incident(broker: Mosquitto, tmp_path: Path) -> None:
+    topics = Topics()
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, ["g-piju", "g-gaoqiao"]) as ph:
+        board = rig.service.board
+        await ph["g-piju"].publish(topics.status("g-piju"), {"status": "off-duty"})  # a phone may spell it so
+        await eventually(lambda: board.status("g-piju") == "off_duty", what="status from the phone")
+        skipped = await rig.dispatcher.handle(say("皮具饰品城有人在店里打架"), utterance("u-1"))
+        assert skipped.assigned == ("g-gaoqiao",)  # the nearest guard is off duty: the next nearest goes
+
+        await ph["g-piju"].publish(topics.status("g-piju"), {"status": "available"})
+        await eventually(lambda: board.status("g-piju") == "available", what="back on duty")
+        theft = await rig.dispatcher.handle(say("皮具饰品城有人偷东西"), utterance("u-2"))
+        assert theft.assigned == ("g-piju",)
+        await ph["g-piju"].publish(topics.ack("g-piju"), {"incident_id": theft.id})
+        await eventually(lambda: board.engaged_on("g-piju") == theft.id, what="busy on the acknowledged incident")
+        assert board.status("g-piju") == "busy"
+        fire = await rig.dispatcher.handle(say("皮具饰品城冒烟了，好像着火了"), utterance("u-3"))
+        assert fire.type == "fire" and "g-piju" not in fire.assigned  # busy: not offered for another incident
+
+        rig.dispatcher.set_status(skipped.id, Status.RESOLVED, actor="operator:li")
+        assert board.status("g-piju") == "busy"  # another incident's end does not free him
+        rig.dispatcher.set_status(theft.id, Status.RESOLVED, actor="operator:li")
+        assert board.status("g-piju") == "available" and board.engaged_on("g-piju") is None
+        assert {r["id"]: r["status"] for r in board.snapshot(max_age_s=300)}["g-piju"] == "available"
+
+
+async def test_malformed_status_is_counted_and_harmless(broker: Mosquitto, tmp_path: Path) -> None:
+    topics = Topics()
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, ["g-piju"]) as ph:
+        phone = ph["g-piju"]
+        await phone.publish(topics.status("g-piju"), b"busy")
+        await phone.publish(topics.status("g-piju"), b'["busy"]')
+        await phone.publish(topics.status("g-piju"), {"status": "asleep"})
+        await phone.publish(topics.status("g-piju"), {"status": 1})
+        await phone.publish(topics.status("stranger"), {"status": "busy"})
+        await phone.publish(topics.status("g-piju"), {"status": "busy"})  # a good one last: all before it handled
+        await eventually(lambda: rig.service.board.status("g-piju") == "busy", what="the good status")
+        assert rig.dispatcher.counters()["rejected"] == {
+            "status_bad_json": 1,
+            "status_bad_shape": 1,
+            "status_bad_type": 2,
+            "status_unknown_responder": 1,
+        }
+        assert rig.link.connected

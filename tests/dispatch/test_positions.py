@@ -7,7 +7,7 @@ import json
 import pytest
 
 from dispatch.positions import Position, PositionIntake
-from dispatch.topics import OwnTracksTopic, Topics
+from dispatch.topics import OwnTracksTopic, StatusTopic, Topics
 
 RESPONDERS = {"g-piju", "p-ou-yong"}
 
@@ -84,3 +84,11 @@ def test_topics_parse_only_our_shapes() -> None:
     with pytest.raises(ValueError, match="not usable"):
         topics.alert("a/b")
     assert Topics("site/a").parse("site/a/acks/x").responder_id == "x"
+
+
+def test_status_topic_is_parsed_and_subscribed() -> None:
+    topics = Topics("site/a")
+    assert topics.status("g-piju") == "site/a/status/g-piju"
+    assert topics.parse("site/a/status/g-piju") == StatusTopic("g-piju")
+    assert "site/a/status/+" in topics.subscriptions
+    assert topics.parse("site/a/status/g+piju") is None

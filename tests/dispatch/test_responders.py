@@ -8,7 +8,8 @@ import pytest
 
 from dispatch.config import ResponderRules
 from dispatch.gazetteer import Jurisdiction, distance_m, load_jurisdiction
-from dispatch.responders import ResponderBoard, UnknownResponderError, recommend
+from dispatch.positions import PayloadError
+from dispatch.responders import STATUSES, ResponderBoard, UnknownResponderError, parse_status, recommend
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = 1_700_000_000.0
@@ -125,3 +126,40 @@ def test_snapshot_for_the_console(jurisdiction: Jurisdiction, board: ResponderBo
     assert len(snap) == len(jurisdiction.responders)
     assert snap["g-piju"]["position"] == "gps" and snap["g-gaoqiao"]["position"] == "post"
     assert distance_m(snap["g-piju"]["lat"], snap["g-piju"]["lon"], 34.2717, 108.9837) == 0
+
+
+def test_acknowledgement_makes_busy_until_the_incident_ends(jurisdiction: Jurisdiction, board: ResponderBoard) -> None:
+    place = jurisdiction.place("piju-city")
+    board.engage("g-piju", "INC-1")
+    assert board.status("g-piju") == "busy" and board.engaged_on("g-piju") == "INC-1"
+    assert "g-piju" not in ids(recommend(place, board))
+    board.engage("g-gaoqiao", "INC-1")
+    board.engage("g-gaoqiao", "INC-2")  # acknowledged another incident since
+    board.engage("g-dfyey", "INC-1")
+    board.set_status("g-dfyey", "off_duty")  # his own word wins over the acknowledgement
+    assert board.release("INC-1") == ["g-piju"]
+    assert [board.status(r) for r in ("g-piju", "g-gaoqiao", "g-dfyey")] == ["available", "busy", "off_duty"]
+    assert board.release("INC-9") == []
+    with pytest.raises(UnknownResponderError):
+        board.engage("ghost", "INC-1")
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b'{"status": "busy"}', "busy"),
+        (b'{"status": "off-duty"}', "off_duty"),
+        (b'{"status": "off_duty", "note": "sick"}', "off_duty"),
+        (b"busy", "bad_json"),
+        (b'"busy"', "bad_shape"),
+        (b'{"status": "asleep"}', "bad_type"),
+        (b"{}", "bad_type"),
+    ],
+)
+def test_parse_status(payload: bytes, expected: str) -> None:
+    if expected in STATUSES:
+        assert parse_status(payload) == expected
+    else:
+        with pytest.raises(PayloadError) as e:
+            parse_status(payload)
+        assert e.value.reason == expected
