@@ -140,17 +140,27 @@ class Channel:
                     logger.info("channel %s: source ended", self.config.id)
                     return
                 except SourceError as e:
-                    for event in self.segmenter.flush():
-                        await self._handle(event)
-                    delay = backoff.next_delay()
-                    self.state.restarts += 1
-                    self.state.fault(f"source lost: {e}")
-                    self.bus.publish("channel", self.state.to_dict())
+                    delay = await self._source_lost(backoff, f"source lost: {e}")
                     logger.warning("channel %s: source lost (%s); re-opening in %.1f s", self.config.id, e, delay)
+                    await asyncio.sleep(delay)
+                except Exception as e:
+                    # A failure nobody foresaw (a bug, odd input a source does not turn into SourceError) must not
+                    # end this task: in the service's TaskGroup that would stop every channel. Restart this one.
+                    delay = await self._source_lost(backoff, f"unexpected error: {type(e).__name__}: {e}")
+                    logger.exception("channel %s: unexpected error; re-opening the source in %.1f s", self.config.id, delay)
                     await asyncio.sleep(delay)
         finally:
             self.state.running = False
             self.state.talking = False
+
+    async def _source_lost(self, backoff: Backoff, fault: str) -> float:
+        """Close what the segmenter holds, make the fault visible; returns the delay before re-opening."""
+        for event in self.segmenter.flush():
+            await self._handle(event)
+        self.state.restarts += 1
+        self.state.fault(fault)
+        self.bus.publish("channel", self.state.to_dict())
+        return backoff.next_delay()
 
     def _frames(self) -> AsyncIterator[Frame]:
         """The source's frames, stamped with carrier (COR/VOX) and with jingbao's own transmissions muted."""

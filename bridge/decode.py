@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pydub import AudioSegment
-from pydub.exceptions import CouldntDecodeError
 
 from bridge.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, SAMPLE_WIDTH, Frame
 
@@ -21,16 +20,22 @@ def decode_file(path: Path | str) -> bytes:
     Zero-length audio decodes to b"" (nothing to segment), which is not an error.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioDecodeError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise AudioDecodeError(f"{path}: empty file (0 bytes)")
+    try:
+        if not path.is_file():
+            raise AudioDecodeError(f"{path}: no such file")
+        if path.stat().st_size == 0:
+            raise AudioDecodeError(f"{path}: empty file (0 bytes)")
+    except OSError as e:  # e.g. a folder on the way that we may not enter
+        raise AudioDecodeError(f"{path}: cannot read ({e.strerror or e})") from e
     try:
         seg = AudioSegment.from_file(path)
-    except (CouldntDecodeError, IndexError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[-1:] or ["unknown error"]
+        seg = seg.set_channels(1).set_sample_width(SAMPLE_WIDTH).set_frame_rate(SAMPLE_RATE)
+    except Exception as e:
+        # Whatever the file holds must not take a channel down: besides CouldntDecodeError and OSError, odd headers
+        # that ffmpeg passes through make pydub / audioop fail in their own ways (0 channels: ZeroDivisionError,
+        # 0 Hz or 7-bit samples: audioop.error), so every failure here is a decode failure of this one file.
+        first = str(e).strip().splitlines()[-1:] or [type(e).__name__]
         raise AudioDecodeError(f"{path}: cannot decode audio ({first[0][:200]})") from e
-    seg = seg.set_channels(1).set_sample_width(SAMPLE_WIDTH).set_frame_rate(SAMPLE_RATE)
     return seg.raw_data
 
 

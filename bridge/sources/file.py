@@ -10,7 +10,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 from bridge.audio import FRAME_BYTES, FRAME_MS, Frame
@@ -29,14 +29,21 @@ MAX_LAG_S = 1.0  # further behind schedule than this (a stalled consumer, a susp
 SILENCE = bytes(FRAME_BYTES)
 
 
-def expand_paths(paths: Iterable[Path]) -> list[Path]:
-    """Files as given; a directory becomes its audio files (by suffix), sorted by name."""
+def expand_paths(paths: Iterable[Path], reject: Callable[[str], None]) -> list[Path]:
+    """Files as given; a directory becomes its audio files (by suffix), sorted by name.
+
+    A directory that cannot be listed (no permission, an I/O error) is passed to `reject` and skipped, so one bad
+    folder does not silence the others; a file that cannot be read is left for decode_file to reject.
+    """
     files: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES))
-        else:
-            files.append(path)
+        try:
+            if path.is_dir():
+                files.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES))
+            else:
+                files.append(path)
+        except OSError as e:
+            reject(f"{path}: cannot list ({e.strerror or e})")
     return files
 
 
@@ -79,9 +86,10 @@ class FileInput:
         self.stats = SourceStats()
 
     async def frames(self) -> AsyncIterator[Frame]:
-        files = expand_paths(self.config.paths)
+        files = expand_paths(self.config.paths, self._reject)
         if not files:
-            raise self.stats.fail(f"no audio files in {', '.join(map(str, self.config.paths))}")
+            unreadable = f" ({self.stats.last_error})" if self.stats.rejected else ""
+            raise self.stats.fail(f"no audio files in {', '.join(map(str, self.config.paths))}{unreadable}")
         logger.info("channel %s: playing %d file(s)%s", self.channel_id, len(files), " in a loop" if self.config.loop else "")
         pacer = Pacer(self.config.realtime)
         first = True
@@ -92,8 +100,7 @@ class FileInput:
                 try:
                     pcm = await asyncio.to_thread(decode_file, path)
                 except AudioDecodeError as e:
-                    self.stats.reject(str(e))
-                    logger.warning("channel %s: skipping %s", self.channel_id, e)
+                    self._reject(str(e))
                     continue
                 if not first:
                     async for frame in self._gap(pacer):
@@ -108,6 +115,10 @@ class FileInput:
                 raise self.stats.fail(f"none of the {len(files)} file(s) could be decoded (last: {self.stats.last_error})")
             if not self.config.loop:
                 return
+
+    def _reject(self, reason: str) -> None:
+        self.stats.reject(reason)
+        logger.warning("channel %s: skipping %s", self.channel_id, reason)
 
     async def _gap(self, pacer: Pacer) -> AsyncIterator[Frame]:
         low, high = self.config.gap

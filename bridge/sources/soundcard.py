@@ -117,7 +117,10 @@ class SoundCardInput:
         if not _portaudio_lock.acquire(timeout=CLOSE_WAIT_S):
             raise SourceError("PortAudio is still busy closing a previous stream")
         try:
-            pa = pyaudio.PyAudio()
+            try:
+                pa = pyaudio.PyAudio()
+            except Exception as e:  # PortAudio's initialise failing (no sound system at all); OSError in practice
+                raise SourceError(f"cannot initialise PortAudio for sound card {self.config.device!r}: {e}") from e
             try:
                 info = find_device(pa, self.config.device)
                 channels = self.config.channel + 1

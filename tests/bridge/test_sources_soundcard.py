@@ -127,3 +127,14 @@ async def test_no_such_device_names_the_inputs_there_are(pulse: PulseServer) -> 
 async def _drain(frames: AsyncIterator[Frame]) -> None:
     async for _ in frames:
         pass
+
+
+async def test_portaudio_failing_to_initialise_is_a_source_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_portaudio() -> None:  # the hardware edge: what PyAudio raises when Pa_Initialize fails
+        raise OSError(-9999, "Unanticipated host error")
+
+    monkeypatch.setattr("bridge.sources.soundcard.pyaudio.PyAudio", no_portaudio)
+    source = soundcard("default")
+    with pytest.raises(SourceError, match=r"cannot initialise PortAudio for sound card 'default'.*Unanticipated host error"):
+        await collect(source, limit=1)
+    assert source.stats.errors == 1
