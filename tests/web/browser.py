@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import subprocess
 import threading
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from bridge.config import load_config
 from bridge.db import connect
@@ -29,6 +30,7 @@ PASSWORD = "browser-test-pw"
 USERS = {"op": ("operator", None), "guard-huaniao": ("guard", "g-huaniao"), "aud": ("auditor", None)}
 SCREENSHOTS = REPO / "docs" / "screenshots"
 MAX_SCREENSHOT_BYTES = 250_000  # docs stay light in the repository
+CHROMIUM_LEAD_S = 1.6  # Chromium's fake capture device starts with about this much silence
 PALETTE_FILTER = "split[a][b];[a]palettegen=max_colors=256:stats_mode=full[p];[b][p]paletteuse=dither=none"
 
 
@@ -172,6 +174,16 @@ def log_in(page: Page, base: str, name: str, then: str) -> None:
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"{base}{then}")
+
+
+def hold(page: Page, button: str, seconds: float) -> None:
+    """Press a hold-to-talk button with the mouse for `seconds`."""
+    box = page.locator(button).bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    expect(page.locator(button)).to_have_class(re.compile(r"\bon\b"))
+    page.wait_for_timeout(seconds * 1000)
+    page.mouse.up()
 
 
 def screenshot(page: Page, name: str) -> None:

@@ -4,6 +4,7 @@ users; clients logged in per role."""
 from __future__ import annotations
 
 import time
+import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         "storage": {"data_dir": str(tmp / "data"), "audio_format": "wav"},
         "broker": {"enabled": False},
         "asr": {"engine": "none"},
+        "dispatch": {"alerts": {"announce": False}},  # incidents made here need no spoken announcement
         "channels": [
             {"id": ch, "name": ch, "source": {"type": "pipe", "path": str(tmp / f"{ch}.pcm")}}
             for ch in ("ch-market", "ch-police")
@@ -42,6 +44,17 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     ensure_demo_users(svc.db)
     yield svc
     svc.archive.close()
+
+
+@pytest.fixture(scope="module")
+def fake_mic(tmp_path_factory: pytest.TempPathFactory, calls_audio: Path) -> Path:
+    """A microphone for the browser tests: c009 (万寿路花鸟市场有人晕倒了，需要救护) followed by silence, so a long
+    press does not hear it twice."""
+    path = tmp_path_factory.mktemp("mic") / "mic.wav"
+    with wave.open(str(calls_audio / "c009.wav")) as src, wave.open(str(path), "wb") as out:
+        out.setparams(src.getparams())
+        out.writeframes(src.readframes(src.getnframes()) + bytes(16000 * 2 * 4))
+    return path
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import re
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,10 +24,20 @@ from websockets.sync.client import connect as ws_connect
 
 from bridge.db import connect
 from tests.support.broker import Mosquitto
-from tests.web.browser import PASSWORD, LiveService, add_users, chromium, log_in, read_pcm, screenshot, write_config
+from tests.web.browser import (
+    CHROMIUM_LEAD_S,
+    PASSWORD,
+    LiveService,
+    add_users,
+    chromium,
+    hold,
+    log_in,
+    read_pcm,
+    screenshot,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
-CHROMIUM_LEAD_S = 1.6  # Chromium's fake capture device starts with about this much silence
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +53,6 @@ def live(tmp_path_factory: pytest.TempPathFactory, sherpa_model: Path) -> Iterat
     finally:
         live.stop()
         broker.stop()
-
-
-@pytest.fixture(scope="module")
-def fake_mic(tmp_path_factory: pytest.TempPathFactory, calls_audio: Path) -> Path:
-    """c009 (万寿路花鸟市场有人晕倒了，需要救护) followed by silence, so a long press does not hear it twice."""
-    path = tmp_path_factory.mktemp("mic") / "mic.wav"
-    with wave.open(str(calls_audio / "c009.wav")) as src, wave.open(str(path), "wb") as out:
-        out.setparams(src.getparams())
-        out.writeframes(src.readframes(src.getnframes()) + bytes(16000 * 2 * 4))
-    return path
 
 
 @pytest.fixture
@@ -81,16 +80,6 @@ def console(browser: Browser, live: LiveService) -> Page:
     expect(page.locator(".channel")).to_have_count(2)
     expect(page.locator("#conn")).to_have_text("实时连接")
     return page
-
-
-def hold(page: Page, button: str, seconds: float) -> None:
-    """Press a hold-to-talk button with the mouse for `seconds`."""
-    box = page.locator(button).bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.down()
-    expect(page.locator(button)).to_have_class(re.compile(r"\bon\b"))
-    page.wait_for_timeout(seconds * 1000)
-    page.mouse.up()
 
 
 def test_operator_sees_transcript_and_incident_of_a_call(live: LiveService, browser: Browser, calls_audio: Path) -> None:
