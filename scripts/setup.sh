@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what jingbao needs on a Debian machine, and nothing that is already there.
 # Idempotent: a second run checks and installs nothing. Works as root or as a user with sudo.
+# --check: only print the Debian packages that are missing (one line, empty when none) and install nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +25,23 @@ done
 for entry in "${DEB_FILES[@]}"; do
   [ -e "${entry%%:*}" ] || missing+=("${entry#*:}")
 done
+# PyAudio has no Linux wheel: pip builds it, which needs a C compiler and libc headers (build-essential) and the
+# headers of the Python that makes the venv; Debian's own Python also needs python3-venv for `python -m venv`.
+have gcc || missing+=(build-essential)
+[ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
+if ! have "$PYTHON"; then
+  missing+=(python3 python3-venv python3-dev)
+else
+  py_include=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  [ -e "$py_include/Python.h" ] || missing+=(python3-dev)
+  # Debian ships ensurepip (what venv uses to put pip in) in python3-venv; an existing venv needs neither
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+fi
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk 'NF && !seen[$0]++')
+if [ "${1:-}" = "--check" ]; then
+  echo "${missing[*]}"
+  exit 0
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
