@@ -3,7 +3,8 @@
 Spoken calls come from ../shared/audio/calls when present (read from there, never committed: their voice is
 licensed for non-commercial use only); otherwise each call is synthesised here with espeak-ng's Mandarin voice.
 Either way the audio is degraded like a radio channel: with ../shared/tools/radio_degrade.py when it is there, or
-with sox (voice band and noise) otherwise.
+with `radio_like` here otherwise, which does the same (voice band, band-limited hiss at the chosen SNR, key-up click,
+squelch tail): a receiver's audio filter band-limits its hiss too, which is what the segmenter expects of a channel.
 
 Usage: python -m bridge.demo [--out var/demo-audio]
 """
@@ -18,7 +19,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import wave
 from pathlib import Path
+
+import numpy as np
+
+from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH
+from bridge.decode import decode_file
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +34,18 @@ SHARED = REPO.parent / "shared"
 CALLS_TSV = REPO / "config" / "demo-calls.tsv"
 SPOKEN_CALLS = SHARED / "audio" / "calls"
 RADIO_DEGRADE = SHARED / "tools" / "radio_degrade.py"
+# how the demo calls sound on the air (the same settings for radio_degrade.py and for radio_like)
+LEAD_S, CLICK_S, SQUELCH_TAIL_S, TRAIL_S = 0.3, 0.02, 0.3, 0.5
+SPEECH_RMS = 0.1  # -20 dBFS
+SQUELCH_TAIL_LEVEL = 0.3  # white noise scaled so, then band-limited: louder than the speech, as radio_degrade.py makes it
+VOICE_BAND_HZ = (300.0, 3400.0)
 
 
-def prepare(out: Path, seed: int = 7) -> int:
-    """Write out/<channel>/<call>.wav for every demo call; returns how many were written. Idempotent."""
+def prepare(out: Path, seed: int = 7, spoken_calls: Path = SPOKEN_CALLS, degrade_tool: Path = RADIO_DEGRADE) -> int:
+    """Write out/<channel>/<call>.wav for every demo call; returns how many were written. Idempotent.
+
+    `spoken_calls` and `degrade_tool` are used when they exist (the defaults are in ../shared).
+    """
     rng = random.Random(seed)
     written = 0
     with CALLS_TSV.open(encoding="utf-8") as f:
@@ -42,12 +57,12 @@ def prepare(out: Path, seed: int = 7) -> int:
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            clean = SPOKEN_CALLS / f"{call['id']}.wav"
+            clean = spoken_calls / f"{call['id']}.wav"
             if not clean.exists():
                 clean = Path(tmp) / "clean.wav"
                 _synthesise(call["text"], clean)
             part = dst.with_suffix(".part.wav")
-            _degrade(clean, part, snr, seed=rng.randrange(1 << 30))
+            _degrade(clean, part, snr, rng.randrange(1 << 30), degrade_tool)
             part.replace(dst)
         written += 1
     return written
@@ -57,23 +72,48 @@ def _synthesise(text: str, dst: Path) -> None:
     subprocess.run(["espeak-ng", "-v", "cmn", "-s", "150", "-w", str(dst), text], check=True, capture_output=True)
 
 
-def _degrade(src: Path, dst: Path, snr: float, seed: int) -> None:
-    if RADIO_DEGRADE.exists():
-        cmd = [sys.executable, str(RADIO_DEGRADE), str(src), str(dst), "--snr", str(snr), "--click",
-               "--squelch-tail", "0.3", "--lead", "0.3", "--trail", "0.5", "--seed", str(seed)]
+def _degrade(src: Path, dst: Path, snr: float, seed: int, tool: Path) -> None:
+    if tool.exists():
+        cmd = [sys.executable, str(tool), str(src), str(dst), "--snr", str(snr), "--click",
+               "--squelch-tail", str(SQUELCH_TAIL_S), "--lead", str(LEAD_S), "--trail", str(TRAIL_S), "--seed", str(seed)]
         subprocess.run(cmd, check=True, capture_output=True)
         return
-    # sox: band-limit to the voice band at 16 kHz mono, then mix in white noise about `snr` dB down.
-    noise_gain = f"{-snr - 3:.1f}"
-    with tempfile.TemporaryDirectory() as tmp:
-        band = Path(tmp) / "band.wav"
-        subprocess.run(["sox", str(src), "-r", "16000", "-c", "1", "-b", "16", str(band), "sinc", "300-3400",
-                        "norm", "-3", "pad", "0.3", "0.8"], check=True, capture_output=True)
-        noise = Path(tmp) / "noise.wav"
-        length = subprocess.run(["soxi", "-D", str(band)], check=True, capture_output=True, text=True).stdout.strip()
-        subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(noise), "synth", length, "whitenoise",
-                        "gain", noise_gain], check=True, capture_output=True)
-        subprocess.run(["sox", "-m", str(band), str(noise), str(dst)], check=True, capture_output=True)
+    pcm = radio_like(decode_file(src), snr, np.random.default_rng(seed))
+    with wave.open(str(dst), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(SAMPLE_WIDTH)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(pcm)
+
+
+def radio_like(pcm: bytes, snr: float, rng: np.random.Generator) -> bytes:
+    """16 kHz int16 speech -> what an intercom channel delivers, as radio_degrade.py makes it.
+
+    Lead silence, a key-up click, the speech in the voice band at -20 dBFS RMS, a squelch tail (a burst of voice-band
+    noise after release), trailing silence; hiss in the voice band `snr` dB below the speech over all of it.
+    """
+    speech = _voice_band(np.frombuffer(pcm, dtype="<i2") / 32768.0)
+    speech *= SPEECH_RMS / max(_rms(speech), 1e-6)
+    click = np.zeros(round(CLICK_S * SAMPLE_RATE))
+    click[:40] = np.linspace(0.6, 0.0, 40)
+    tail = _voice_band(rng.standard_normal(round(SQUELCH_TAIL_S * SAMPLE_RATE))) * SQUELCH_TAIL_LEVEL
+    lead, trail = np.zeros(round(LEAD_S * SAMPLE_RATE)), np.zeros(round(TRAIL_S * SAMPLE_RATE))
+    radio = np.concatenate([lead, click, speech, tail, trail])
+    hiss = _voice_band(rng.standard_normal(radio.size))
+    radio += hiss * (_rms(speech) / 10 ** (snr / 20.0) / max(_rms(hiss), 1e-9))
+    return (np.clip(radio, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
+
+
+def _voice_band(x: np.ndarray) -> np.ndarray:
+    """Keep 300-3400 Hz, as a radio's audio filter does."""
+    spectrum = np.fft.rfft(x)
+    hz = np.fft.rfftfreq(x.size, 1 / SAMPLE_RATE)
+    spectrum[(hz < VOICE_BAND_HZ[0]) | (hz > VOICE_BAND_HZ[1])] = 0
+    return np.fft.irfft(spectrum, x.size)
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x)))) if x.size else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
