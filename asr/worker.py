@@ -2,8 +2,9 @@
 
 Threads, not processes: both engines release the GIL while decoding (Vosk through cffi, sherpa-onnx in its
 pybind11 calls: a Python loop kept 61-76 % of its pace beside a decoding thread), so threads share one copy of
-each model. Measured with the sherpa engine, 16 real utterances, 2 workers on the 2-core machine (shared, load ~3):
-threads 16.4x real time (median of 5), processes 11.5x; best runs 17.9x vs 17.3x. Processes never won.
+each model and need no IPC. `bench/asr_speed.py` (sherpa engine, 2 workers, the 2 shared cores; docs/performance.md):
+threads 16.9x real time vs processes 11.8x at load ~3; at load 4-6 from other work the runs scatter (8.4x vs 8.5x,
+12.6x vs 7.9x, 23.7x vs 27.4x), with no clear winner. Processes never won by more than that noise.
 
 Scheduling: each utterance is a `StreamHandle`. `feed()` only appends to the handle's buffer; a handle with audio
 waiting is queued on the executor, decodes at most `MAX_BATCH_S` of it, and queues itself again when more is left,
