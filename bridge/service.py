@@ -163,6 +163,8 @@ def run_service(config: Config) -> None:
             loop.add_signal_handler(sig, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        # utterances held back by a full disk get a last write attempt; any still held are logged at CRITICAL
+        await asyncio.to_thread(service.archive.close)
         logger.info("service stopped")
 
     asyncio.run(main())
