@@ -12,8 +12,14 @@ Faults never drop audio silently; each is logged at ERROR and appended to `Archi
   still transcribe it, which an 'encode_failed' status would prevent.
 - Write failure (disk full, I/O or database error): nothing can be made durable, so the utterance is held in
   memory (`Archive.held`) and `store` raises `ArchiveUnavailable`; held utterances are retried, oldest first,
-  before every later `store` and by `retry_held()`, and keep their original times. A spool folder would sit on
-  the same full disk, which is why memory is the fallback; it is unbounded, because the alternative is dropping.
+  before every later `store`, every `retry_interval_s` on a timer (a quiet channel sends no later store) and a
+  last time by `close()`, and keep their original times. Any still held at `close()` are logged at CRITICAL, one
+  line each. A spool folder would sit on the same full disk, which is why memory is the fallback; it is
+  unbounded, because the alternative is dropping.
+
+A crash between creating a temp file and its rename leaves `.<id>.<fmt>.tmp` behind: that utterance was never
+accepted, and verify reports such files as incomplete writes, apart from tampering. `Archive(..., readonly=True)`
+(what `jingbao archive list/verify` use) opens the database read-only and never creates or migrates anything.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ logger = logging.getLogger(__name__)
 AudioFormat = Literal["opus", "wav", "flac"]
 EXTENSIONS: dict[str, str] = {"opus": "opus", "wav": "wav", "flac": "flac"}
 FFMPEG_TIMEOUT_S = 60.0
+RETRY_INTERVAL_S = 5.0  # held utterances (disk full) are retried this often even when no new utterance comes
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")  # ids and channels become path components
 STATUS = re.compile(r"^[a-z_]{1,32}$")
 
@@ -138,22 +145,49 @@ class ArchiveFault:
 class Archive:
     """Durable, tamper-evident utterance store. Thread-safe: encodes run in parallel, chain writes take one lock."""
 
-    def __init__(self, storage: StorageConfig, max_faults: int = 100) -> None:
+    def __init__(
+        self, storage: StorageConfig, max_faults: int = 100, retry_interval_s: float = RETRY_INTERVAL_S, readonly: bool = False
+    ) -> None:
         self.storage = storage
         self.data_dir = storage.data_dir
         self.archive_dir = storage.archive_dir
-        self.archive_dir.mkdir(parents=True, exist_ok=True)
-        self._conn = connect(storage.database)
-        migrate(self._conn, "archive", MIGRATIONS)
+        self.readonly = readonly
+        self.retry_interval_s = retry_interval_s
+        if readonly:  # an audit must not change what it audits (no folder, no migration, no journal-mode switch)
+            self._conn = connect(storage.database, readonly=True)
+        else:
+            self.archive_dir.mkdir(parents=True, exist_ok=True)
+            self._conn = connect(storage.database)
+            migrate(self._conn, "archive", MIGRATIONS)
         self._db_lock = threading.Lock()  # the one writer lock; also serialises reads on the shared connection
         self._held_lock = threading.Lock()
         self._held: deque[Utterance] = deque()
         self._faults: deque[ArchiveFault] = deque(maxlen=max_faults)
         self._in_flight: set[str] = set()  # ids being written right now
-        if storage.audio_format != "wav" and shutil.which("ffmpeg") is None:
+        self._timer_lock = threading.Lock()
+        self._retry_timer: threading.Timer | None = None
+        self._closed = False
+        if not readonly and storage.audio_format != "wav" and shutil.which("ffmpeg") is None:
             logger.error("ffmpeg not found on PATH: utterances will be archived as WAV instead of %s", storage.audio_format)
 
     def close(self) -> None:
+        """Stop the retry timer, try the held utterances a last time, log loudly any that are still not on disk."""
+        with self._timer_lock:
+            self._closed = True
+            timer, self._retry_timer = self._retry_timer, None
+        if timer is not None:
+            timer.cancel()
+            if timer is not threading.current_thread():
+                timer.join()
+        if self._held:
+            self.retry_held()
+        with self._held_lock:
+            lost = list(self._held)
+        for utt in lost:
+            logger.critical(
+                "archive closed with utterance %s of channel %s (start %.3f, %.1f s) not written: its audio is lost",
+                utt.id, utt.channel, utt.start, utt.duration,
+            )
         with self._db_lock:
             self._conn.close()
 
@@ -181,6 +215,8 @@ class Archive:
         Raises ArchiveError for an utterance that cannot be archived as given (unsafe id or channel, odd PCM
         length, id already archived), and ArchiveUnavailable when it cannot be written now (it is then held).
         """
+        if self.readonly:
+            raise ArchiveError("the archive is open read-only")
         _check_utterance(utt)
         if self._held:
             self.retry_held()
@@ -190,6 +226,7 @@ class Archive:
             with self._held_lock:
                 self._held.append(utt)
             self._fault("held", utt, f"could not be written, held in memory for retry ({self.held} held): {e}")
+            self._schedule_retry()
             raise ArchiveUnavailable(f"utterance {utt.id} could not be archived now (held for retry): {e}") from e
 
     def retry_held(self) -> int:
@@ -210,6 +247,27 @@ class Archive:
         if written:
             logger.warning("archive: %d held utterance(s) written, %d still held", written, self.held)
         return written
+
+    def _schedule_retry(self) -> None:
+        """Retry the held utterances in `retry_interval_s`, unless a retry is already due or the archive is closed."""
+        with self._timer_lock:
+            if self._closed or self._retry_timer is not None:
+                return
+            self._retry_timer = threading.Timer(self.retry_interval_s, self._retry_on_timer)
+            self._retry_timer.daemon = True
+            self._retry_timer.name = "archive-retry"
+            self._retry_timer.start()
+
+    def _retry_on_timer(self) -> None:
+        # The timer stays set while this runs: close() joins it, so the connection outlives the retry.
+        try:
+            self.retry_held()
+        except Exception:  # the timer thread must keep retrying whatever went wrong this time
+            logger.exception("archive: retrying held utterances failed")
+        with self._timer_lock:
+            self._retry_timer = None
+        if self._held:
+            self._schedule_retry()
 
     def set_status(self, utterance_id: str, status: str) -> None:
         """Update the mutable status (pending -> transcribed / asr_failed ...); it is outside the hash chain."""

@@ -21,7 +21,15 @@ from typing import Any, Literal, Protocol
 
 GENESIS_HASH = "0" * 64
 
-ProblemKind = Literal["row_altered", "chain_broken", "seq_gap", "file_missing", "file_altered", "file_unclaimed"]
+ProblemKind = Literal[
+    "row_altered", "chain_broken", "seq_gap", "file_missing", "file_altered", "file_unclaimed", "write_incomplete"
+]
+
+
+def is_temp_file(path: Path) -> bool:
+    """The archive's temp files are `.<id>.<fmt>.tmp` until renamed into place; one left behind is a write that a
+    crash cut short (that utterance was never accepted), not tampering."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 class ChainedRow(Protocol):
@@ -61,9 +69,10 @@ class Problem:
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
     rows: int
-    files: int
+    files: int  # archived audio files (temp files of unfinished writes not counted)
     head: str  # row_hash of the last row: note it outside the machine to anchor the chain
     problems: list[Problem] = field(default_factory=list)
+    incomplete: list[Problem] = field(default_factory=list)  # write_incomplete: temp files left by a crash; not tampering
 
     @property
     def ok(self) -> bool:
@@ -95,11 +104,18 @@ def verify_rows(rows: Iterable[ChainedRow], data_dir: Path, archive_dir: Path) -
         expected_prev, last_seq = row.row_hash, row.seq
         problems.extend(_check_file(row, data_root, claimed))
     on_disk = sorted(p.resolve() for p in archive_dir.rglob("*") if p.is_file()) if archive_dir.is_dir() else []
+    incomplete = [p for p in on_disk if p not in claimed and is_temp_file(p)]
+    on_disk = [p for p in on_disk if p not in incomplete]
     for path in on_disk:
         if path not in claimed:
             rel = path.relative_to(data_root).as_posix()
             problems.append(Problem("file_unclaimed", "file in the archive that no row claims", path=rel))
-    return VerifyReport(rows=count, files=len(on_disk), head=expected_prev, problems=problems)
+    unfinished = [
+        Problem("write_incomplete", "temp file of a write that never finished (the process stopped mid-write); "
+                "that utterance was never accepted", path=p.relative_to(data_root).as_posix())
+        for p in incomplete
+    ]  # fmt: skip
+    return VerifyReport(rows=count, files=len(on_disk), head=expected_prev, problems=problems, incomplete=unfinished)
 
 
 def _check_file(row: ChainedRow, data_root: Path, claimed: set[Path]) -> list[Problem]:

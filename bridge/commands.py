@@ -159,13 +159,13 @@ def parse_since(text: str) -> float:
 
 
 def _open_archive(config_file: Path) -> Archive:
-    """The archive the config points at; ConfigError when there is none (never creates an empty one)."""
+    """The archive the config points at, read-only; ConfigError when there is none (never creates an empty one)."""
     from bridge.archive import Archive
 
     storage = load_config(config_file).storage
     if not storage.database.is_file():
         raise ConfigError(f"{config_file}: no archive database at {storage.database}")
-    return Archive(storage)
+    return Archive(storage, readonly=True)  # listing and auditing never change the archive
 
 
 def cmd_archive_list(args: argparse.Namespace) -> int:
@@ -202,9 +202,11 @@ def cmd_archive_verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
-        for p in report.problems:
+        for p in [*report.problems, *report.incomplete]:
             where = " ".join(f"{k} {v}" for k, v in (("seq", p.seq), ("id", p.id), ("path", p.path)) if v is not None)
             print(f"{p.kind}: {where}: {p.detail}")
         verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+        if report.incomplete:  # a crash mid-write, not tampering: reported, but the archive is still OK
+            verdict += f" ({len(report.incomplete)} incomplete write(s) left by a crash)"
         print(f"archive {verdict}: {report.rows} rows, {report.files} files, head {report.head}")
     return 0 if report.ok else 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -81,7 +82,35 @@ def test_verify_clean_exits_0(config_file: Path, rows: list[ArchivedUtterance]) 
     assert done.returncode == 0, done.stderr
     assert f"archive OK: 3 rows, 3 files, head {rows[-1].row_hash}" in done.stdout
     report = json.loads(jingbao("archive", "verify", "--config", str(config_file), "--json").stdout)
-    assert report == {"ok": True, "rows": 3, "files": 3, "head": rows[-1].row_hash, "problems": []}
+    assert report == {"ok": True, "rows": 3, "files": 3, "head": rows[-1].row_hash, "problems": [], "incomplete": []}
+
+
+def test_verify_reports_a_crashed_write_apart_from_tampering(
+    tmp_path: Path, config_file: Path, rows: list[ArchivedUtterance], speech_pcm: bytes
+) -> None:
+    with Archive(storage(tmp_path / "data")) as archive:  # the temp file a store makes before its rename
+        folder = (tmp_path / "data" / rows[0].path).parent
+        unfinished = archive._encode_to_tmp(make_utterance(speech_pcm[:8000], "ch-a"), folder, "wav")
+    rel = unfinished.relative_to(tmp_path / "data").as_posix()
+    done = jingbao("archive", "verify", "--config", str(config_file))
+    assert done.returncode == 0, done.stdout
+    assert f"write_incomplete: path {rel}: temp file of a write that never finished" in done.stdout
+    assert "archive OK (1 incomplete write(s) left by a crash): 3 rows, 3 files" in done.stdout
+    report = json.loads(jingbao("archive", "verify", "--config", str(config_file), "--json").stdout)
+    assert report["ok"] and report["problems"] == []
+    assert [(p["kind"], p["path"]) for p in report["incomplete"]] == [("write_incomplete", rel)]
+
+
+def test_list_and_verify_open_the_database_read_only(tmp_path: Path, config_file: Path, rows: list[ArchivedUtterance]) -> None:
+    database = tmp_path / "data" / "jingbao.db"
+    with sqlite3.connect(database) as conn:  # an auditor's copy in rollback-journal mode: opening it to write
+        conn.execute("PRAGMA journal_mode=DELETE")  # would switch it back to WAL, a change in the file itself
+    conn.close()
+    before = database.read_bytes()
+    assert jingbao("archive", "verify", "--config", str(config_file)).returncode == 0
+    assert jingbao("archive", "list", "--config", str(config_file)).returncode == 0
+    assert database.read_bytes() == before
+    assert not (tmp_path / "data" / "jingbao.db-wal").exists()
 
 
 def test_verify_problems_exit_1_and_are_named(tmp_path: Path, config_file: Path, rows: list[ArchivedUtterance]) -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,6 +113,51 @@ def test_database_full_after_the_file_is_written_leaves_no_orphan(small_disk: Pa
         assert archive.retry_held() == 1
         assert archive.read_pcm(tiny.id) == tiny.pcm
         assert archive.verify().ok
+
+
+def test_held_utterances_are_written_on_a_timer_without_another_store(small_disk: Path, speech_pcm: bytes) -> None:
+    with Archive(storage(small_disk, "wav"), retry_interval_s=0.2) as archive:
+        filler = _fill(small_disk)
+        held = make_utterance(speech_pcm)
+        with pytest.raises(ArchiveUnavailable):
+            archive.store(held)
+        time.sleep(0.5)
+        assert archive.held == 1  # still full: retried, still held
+        filler.unlink()  # space returns, and the channel stays quiet: no store comes to trigger a retry
+        deadline = time.monotonic() + 5
+        while archive.held and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert archive.held == 0
+        assert archive.read_pcm(held.id) == held.pcm and archive.verify().ok
+
+
+def test_close_writes_what_is_held(small_disk: Path, speech_pcm: bytes) -> None:
+    archive = Archive(storage(small_disk, "wav"), retry_interval_s=3600)  # only close() will retry
+    filler = _fill(small_disk)
+    held = make_utterance(speech_pcm)
+    with pytest.raises(ArchiveUnavailable):
+        archive.store(held)
+    filler.unlink()
+    archive.close()
+    with Archive(storage(small_disk, "wav"), readonly=True) as reopened:
+        assert reopened.read_pcm(held.id) == held.pcm
+
+
+def test_close_with_the_disk_still_full_names_each_lost_utterance_at_critical(
+    small_disk: Path, speech_pcm: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    archive = Archive(storage(small_disk, "wav"), retry_interval_s=3600)
+    _fill(small_disk)
+    held = [make_utterance(speech_pcm, channel="ch-a"), make_utterance(speech_pcm[:32000], channel="ch-b")]
+    for utt in held:
+        with pytest.raises(ArchiveUnavailable):
+            archive.store(utt)
+    with caplog.at_level(logging.CRITICAL, logger="bridge.archive"):
+        archive.close()
+    critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert len(critical) == 2
+    for utt, message in zip(held, critical, strict=True):
+        assert utt.id in message and utt.channel in message and "lost" in message
 
 
 KILL_AFTER_STORE = textwrap.dedent(
