@@ -5,5 +5,6 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 "$PY" -m bridge.demo --out var/demo-audio
 bash scripts/broker.sh start
+bash scripts/model-offer.sh config/demo.yaml   # no speech model at all: says so and offers `jingbao model fetch`
 .venv/bin/jingbao user demo --config config/demo.yaml   # creates the demo logins once, prints them every time
 exec .venv/bin/jingbao run --config config/demo.yaml
