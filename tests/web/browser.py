@@ -30,6 +30,7 @@ PASSWORD = "browser-test-pw"
 USERS = {"op": ("operator", None), "guard-huaniao": ("guard", "g-huaniao"), "aud": ("auditor", None)}
 SCREENSHOTS = REPO / "docs" / "screenshots"
 MAX_SCREENSHOT_BYTES = 250_000  # docs stay light in the repository
+TEST_TILE_URL = "/static/vendor/leaflet/images/layers.png?z={z}&x={x}&y={y}"
 CHROMIUM_LEAD_S = 1.6  # Chromium's fake capture device starts with about this much silence
 PALETTE_FILTER = "split[a][b];[a]palettegen=max_colors=256:stats_mode=full[p];[b][p]paletteuse=dither=none"
 
@@ -120,7 +121,8 @@ def write_config(tmp: Path, broker: Mosquitto, model_dir: Path) -> Path:
         "storage": {"data_dir": str(tmp / "data"), "audio_format": "wav"},
         "broker": {"enabled": True, "port": broker.port},
         "asr": {"engine": "sherpa", "sherpa_model": str(model_dir)},
-        "web": {"port": free_port()},
+        # map tiles from the service itself (any image will do): the test sees the console load them
+        "web": {"port": free_port(), "tile_url": TEST_TILE_URL},
         "channels": [
             # the command channel transmits (talk-back); the market channel does not, so no spoken dispatch
             # announcement keys it (and mutes what the guard says, as a half-duplex radio would) mid-test

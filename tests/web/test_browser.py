@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -278,4 +279,99 @@ def test_login_page_refuses_a_wrong_password(live: LiveService, browser: Browser
     page.click("button[type=submit]")
     expect(page.locator("#error")).to_have_text("用户名或密码错误")
     screenshot(page, "login")
+    page.close()
+
+
+def test_a_call_shows_partials_replaced_by_its_final_and_on_its_channel_card(
+    live: LiveService, browser: Browser, calls_audio: Path
+) -> None:
+    page = console(browser, live)
+    # every line the feed ever adds, in order: a partial must be replaced in place by its final, never added to
+    page.evaluate("""() => { window.added = [];
+      new MutationObserver((changes) => { for (const c of changes) for (const n of c.addedNodes)
+        if (n.classList && n.classList.contains("line")) added.push([n.dataset.utterance, n.classList.contains("partial")]);
+      }).observe(document.getElementById("feed"), { childList: true }); }""")
+    strip = page.locator("#ch-ch-market canvas.spark")
+    calls_before = int(re.search(r"(\d+) 次通话", strip.get_attribute("title")).group(1))
+    before = len(live.call(live.service.archive.list, "ch-market"))
+
+    live.talk("ch-market", calls_audio / "c016.wav").join()  # 幸福路五金市场东门一切正常, at the pace of speech
+    utterance_id = live.wait("the call archived", lambda: len(live.service.archive.list("ch-market")) > before
+                             and live.service.archive.list("ch-market")[0]).id  # fmt: skip
+    final = page.locator(f".line[data-utterance='{utterance_id}']:not(.partial)")
+    expect(final).to_be_visible(timeout=60_000)
+    expect(page.locator(f".line[data-utterance='{utterance_id}']")).to_have_count(1)
+    shown = [partial for utterance, partial in page.evaluate("added") if utterance == utterance_id]
+    assert shown[0] is True and shown[-1] is False and shown.count(False) == 1, shown  # partials, then the final
+    # the channel card says what was said last, and its activity strip counts the call
+    expect(page.locator("#ch-ch-market .said")).to_have_text(final.locator(".text").inner_text())
+    expect(strip).to_have_attribute("title", re.compile(f"近 60 分钟 {calls_before + 1} 次通话"))
+    page.close()
+
+
+def test_the_map_draws_tiles_from_the_configured_url(live: LiveService, browser: Browser) -> None:
+    page = console(browser, live)
+    tile = page.locator("#map img.leaflet-tile-loaded").first
+    expect(tile).to_be_visible()
+    assert re.search(r"/static/vendor/leaflet/images/layers\.png\?z=\d+&x=\d+&y=\d+$", tile.get_attribute("src"))
+    page.close()
+
+
+def test_a_guard_is_alarmed_by_a_new_alert(live: LiveService, browser: Browser, calls_audio: Path) -> None:
+    fight_reported(live, calls_audio)
+    fight = incidents(live, "fight")[0]
+    page = browser.new_page(viewport={"width": 390, "height": 780})
+    log_in(page, live.url, "guard-huaniao", "/guard")
+    expect(page.locator("#conn")).to_have_text("在线")
+    alarms = page.evaluate("JB.stats.alarms")
+
+    # the operator sends this guard to the fight too: the guard's page alerts him at once
+    operator = httpx.post(f"{live.url}/api/login", json={"name": "op", "password": PASSWORD}).json()["token"]
+    sent = httpx.post(f"{live.url}/api/incidents/{fight.id}/dispatch", json={"responders": [*fight.assigned, "g-huaniao"]},
+                      headers={"Authorization": f"Bearer {operator}"})  # fmt: skip
+    assert sent.status_code == 200, sent.text
+    alert = page.locator(f".alert.fresh[data-incident='{fight.id}']")
+    expect(alert).to_be_visible(timeout=10_000)
+    expect(alert).to_contain_text("打架斗殴")
+    page.wait_for_function(f"JB.stats.alarms > {alarms}")
+    assert page.evaluate("JB.stats.lastAlarm") == {"critical": False, "times": 4, "audio": "running"}
+    page.close()
+
+
+def test_pages_say_sound_is_off_until_they_are_clicked(live: LiveService, browser: Browser) -> None:
+    for user, path in (("guard-huaniao", "/guard"), ("op", "/console")):
+        page = browser.new_page(viewport={"width": 390, "height": 780} if path == "/guard" else None)
+        log_in(page, live.url, user, path)
+        hint = page.locator("#sound-hint")
+        expect(hint).to_be_hidden()  # sound is on
+        # as a browser keeps it before the page is clicked (headless Chromium never does: it allows sound at once)
+        page.evaluate("JB.alarmContext().suspend()")
+        expect(hint).to_be_visible()
+        hint.click()
+        expect(hint).to_be_hidden()
+        assert page.evaluate("JB.alarmContext().state") == "running"
+        page.close()
+
+
+def test_a_fault_shows_on_its_channel_card_at_once(live: LiveService, browser: Browser, calls_audio: Path) -> None:
+    page = console(browser, live)
+    card = page.locator("#ch-ch-market")
+    expect(card).not_to_have_class(re.compile(r"\bfault\b"))
+    # a real archive fault: where today's ch-market folder should be there is a file (as after a disk error)
+    folder = live.service.archive.archive_dir / time.strftime("%Y/%m/%d", time.gmtime()) / "ch-market"
+    aside = folder.with_name("ch-market.aside")
+    if folder.exists():
+        folder.rename(aside)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.write_text("not a folder")
+    try:
+        live.play_call("ch-market", calls_audio / "c016.wav")
+        # shown by the fault event itself: no channel state follows a failed archive
+        expect(card).to_have_class(re.compile(r"\bfault\b"), timeout=30_000)
+        expect(card.locator(".faults")).to_contain_text("could not be archived")
+    finally:
+        folder.unlink()
+        if aside.exists():
+            aside.rename(folder)
+        assert live.call(live.service.archive.retry_held) == 1  # the held call is archived after all
     page.close()

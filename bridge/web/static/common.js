@@ -209,6 +209,15 @@ JB.alarmContext = () => {
   return JB._alarmCtx;
 };
 
+// Browsers keep sound off until the page has been clicked once: `hint` says so until then, since the alarm
+// depends on it (a click anywhere, the hint itself included, turns sound on).
+JB.soundHint = (hint) => {
+  const ctx = JB.alarmContext();
+  const update = () => { hint.hidden = ctx.state === "running"; };
+  ctx.addEventListener("statechange", update);
+  update();
+};
+
 // A short alarm tone (no audio file needed): `times` beeps, louder and higher for critical incidents.
 JB.alarm = (critical = false, times = 3) => {
   try {

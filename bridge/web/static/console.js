@@ -3,7 +3,8 @@
 "use strict";
 
 const S = { channels: new Map(), incidents: new Map(), lines: new Map(), responders: [], names: {}, transmitters: [],
-            activity: null, mic: null, listening: new Map(), map: null, selected: null, unseen: new Set() };
+            activity: null, mic: null, listening: new Map(), map: null, selected: null, unseen: new Set(),
+            lastSaid: new Map() };  // channel id -> its latest final transcript, shown on the channel's card
 const REMIND_S = 20;
 const METER_FALL_DB = 8;  // per level event (5 a second)
 
@@ -19,6 +20,7 @@ async function main() {
       { places: state.jurisdiction.places, tileUrl: state.tile_url, onSelect: (id) => selectIncident(id, true) });
   }
   for (const c of state.channels) { S.names[c.id] = c.name; S.channels.set(c.id, c); }
+  for (const t of state.transcripts) if (!S.lastSaid.has(t.channel)) S.lastSaid.set(t.channel, t);  // newest first
   renderChannels();
   renderPatches(state.patches);
   for (const t of [...state.transcripts].reverse()) addLine(t, false);
@@ -26,7 +28,7 @@ async function main() {
   S.map?.setResponders(S.responders);
   refreshIncidents();
   drawActivity();
-  soundHint();
+  JB.soundHint(document.getElementById("sound-hint"));
   JB.liveSocket("/api/events", onEvent, (up) => {
     const conn = document.getElementById("conn");
     conn.textContent = up ? "实时连接" : "连接中断，重连中…";
@@ -49,9 +51,20 @@ function onEvent({ topic, data }) {
     // a meter's fall is slowed (METER_FALL_DB per event) so a pause between two words does not blank it
     if (c) { c.level_dbfs = Math.max(data.level_dbfs, c.level_dbfs - METER_FALL_DB); c.talking = data.talking; updateChannel(data.channel); }
   } else if (topic === "partial") addLine({ ...data, partial: true }, true);
-  else if (topic === "transcript") addLine(data, true);
+  else if (topic === "transcript") { addLine(data, true); S.lastSaid.set(data.channel, data); updateChannel(data.channel); }
   else if (topic === "utterance") countActivity(data);
   else if (topic === "incident") onIncident(data);
+  else if (topic === "fault") onFault(data);
+}
+
+// A fault (an utterance the archive could not store) shows on its channel's card at once: no channel state
+// follows it on the bus, so waiting for one would show it only at the channel's next utterance.
+function onFault(fault) {
+  const c = S.channels.get(fault.channel);
+  if (!c) return;
+  c.faults = [...(c.faults || []), { at: Date.now() / 1000, message: fault.message, active: true }];
+  c.active_faults = (c.active_faults || 0) + 1;
+  updateChannel(fault.channel);
 }
 
 // --- channel wall -------------------------------------------------------------------------------------------
@@ -68,6 +81,7 @@ function renderChannels() {
         JB.el("span", { class: "muted state" })),
       JB.el("div", { class: "meter" }, JB.el("div")),
       JB.el("canvas", { class: "spark" }),
+      JB.el("div", { class: "said" }),
       JB.el("div", { class: "foot" }, JB.el("span", { class: "last" }), listen, talk),
       JB.el("div", { class: "tx-state muted" }), JB.el("div", { class: "faults" })));
     updateChannel(c.id);
@@ -99,6 +113,9 @@ function updateChannel(id) {
   card.querySelector(".state").textContent = !c.running ? "未运行" : c.talking ? "正在讲话" : `${c.utterances} 次通话`;
   const last = c.last_utterance;
   card.querySelector(".last").textContent = last ? `上次 ${JB.time(last.start)} · ${last.duration.toFixed(1)} 秒` : "暂无通话";
+  const said = S.lastSaid.get(id), text = said ? JB.readable(said) : null;
+  card.querySelector(".said").replaceChildren(...(text && text.textContent.trim() ? [text] : []));
+  card.querySelector(".said").title = text ? text.textContent : "";
   const active = (c.faults || []).filter((f) => f.active);
   card.querySelector(".faults").textContent = active.length ? `故障：${active[active.length - 1].message}` : "";
 }
@@ -159,14 +176,6 @@ function renderPatches(patches) {
       catch (e) { document.getElementById("patch-error").textContent = `断开失败：${e.message}`; }
       refreshPatches();
     } }, "断开"))));
-}
-
-// Browsers keep sound off until the page has been clicked once: say so until then, since the alarm depends on it.
-function soundHint() {
-  const hint = document.getElementById("sound-hint"), ctx = JB.alarmContext();
-  const update = () => { hint.hidden = ctx.state === "running"; };
-  ctx.addEventListener("statechange", update);
-  update();
 }
 
 // --- transcript feed ----------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ async function main() {
   ptt.addEventListener("pointerdown", pressTalk);
   for (const ev of ["pointerup", "pointerleave", "pointercancel"]) ptt.addEventListener(ev, releaseTalk);
   ptt.addEventListener("contextmenu", (e) => e.preventDefault());
+  JB.soundHint(document.getElementById("sound-hint"));  // an alert's sound needs one tap on the page first
   await loadAlerts(false);
   JB.liveSocket("/api/me/live", () => loadAlerts(true), (up) => {
     const conn = document.getElementById("conn");
