@@ -208,7 +208,7 @@ def load_config(path: Path | str) -> Config:
     try:
         config = Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"{path}: invalid configuration:\n{format_validation_error(e)}") from e
+        raise ConfigError(f"{path}: invalid configuration:\n{format_validation_error(e, raw)}") from e
     return _resolve_paths(config, path.parent)
 
 
@@ -222,18 +222,34 @@ def read_yaml(path: Path, error: type[Exception]) -> object:
         raise error(f"{path}: not valid YAML: {e}") from e
 
 
-def format_validation_error(error: ValidationError) -> str:
-    """One line per problem, naming the field path the way it is written in YAML (channels[2].source.port)."""
+def format_validation_error(error: ValidationError, data: object = None) -> str:
+    """One line per problem, naming the field path the way it is written in YAML (channels[2].source.port).
+
+    pydantic puts the tag of a discriminated union into the path (channels[0].source.rtp.port); walking the
+    validated `data` alongside tells such a tag (the mapping's `type`, not one of its keys) from a field, and drops it.
+    """
     lines = []
     for err in error.errors():
         parts: list[str] = []
+        node = data
         for loc in err["loc"]:
+            if isinstance(node, dict) and isinstance(loc, str) and loc not in node and node.get("type") == loc:
+                continue  # a union tag, not a key the user wrote
+            node = _child(node, loc)
             if isinstance(loc, int):
                 parts[-1:] = [f"{parts[-1] if parts else ''}[{loc}]"]
             else:
                 parts.append(str(loc))
         lines.append(f"  {'.'.join(parts) or '(top)'}: {err['msg']}")
     return "\n".join(lines)
+
+
+def _child(node: object, loc: str | int) -> object:
+    if isinstance(node, dict):
+        return node.get(loc)
+    if isinstance(node, list) and isinstance(loc, int) and 0 <= loc < len(node):
+        return node[loc]
+    return None
 
 
 def _resolve_paths(config: Config, base: Path) -> Config:
