@@ -11,6 +11,10 @@ the highest priority carried by a matched term of that type, else the type's def
 昏迷 -> critical; 流血, 孩子 -> high). A negation just before a word (没有人受伤, 无人员伤亡, 没有发现可疑) cancels it.
 Report words (报警, 请求支援, 赶往现场) say that something happened without saying what: when no type word is heard they
 give `other` at REPORT_PRIORITY, so the operator sees a call that the ASR garbled. Only chatter, or nothing -> `none`.
+From ASR pinyin, words are also heard the way the recogniser errs on radio: long words nearly (onsets kept, one syllable
+of a long word lost), two-syllable words with fricative onsets confused (翻墙 as "san1 qiang2"); a two-syllable word
+read like a commoner word (自燃/自然) is not taken from pinyin alone. A word heard only approximately weighs a little
+less than one heard as itself, so on a tie the surer word decides.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +31,17 @@ import yaml
 
 from dispatch.config import LexiconExtension
 from dispatch.location import FUZZY_MIN, read_input
-from dispatch.phonetic import Syllable, phrase, tones_agree, window_scores
+from dispatch.phonetic import (
+    Syllable,
+    common_words,
+    fold,
+    phrase,
+    split,
+    text_syllables,
+    tones_agree,
+    window_scores,
+    word_freq,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +51,15 @@ WEAK, PLAIN = 0.5, 1.0
 NEGATION_REACH = 2  # characters/syllables allowed between a negation and the word it cancels (没有|人|受伤)
 FUZZY_SYLLABLES = 3  # incident words this long are also heard approximately in ASR pinyin (as place names are)
 NEAR_SYLLABLE = 0.75  # ... each syllable at least its onset and glide right (see phonetic.similarity)
+# Before onsets are raised (see _onset_kept: +0.25 each, at most 60 % of a word's syllables under a 0.85 mean) no
+# window below this mean can become a near hit; skipping those keeps the scan cheap.
+RAW_FLOOR = FUZZY_MIN - (NEAR_SYLLABLE - 0.5) * (1 - FUZZY_MIN) / (1 - NEAR_SYLLABLE)
+LOST_SYLLABLE_WORD = 5  # ... and words this long with one syllable lost to noise, every other one right up to an accent
+ACCENT_ONLY = 0.9  # (phonetic.similarity of the same syllable up to an accent confusion)
 SURE_KEYWORD = 0.6  # a spotted word whose score (agreement with the free recogniser) reaches this counts as heard right
 REPORT, REPORT_PRIORITY = "report", "medium"  # an incident of unknown type: sent, but not as urgent as a known danger
+SOUND_ALIKE_FREQ = 500  # a word read like a two-syllable term and this common (jieba) is likelier what was said
+HEARD_APPROXIMATELY = 0.9  # weight factor of a word not heard as itself: a word heard right outweighs it on a tie
 
 IncidentType = Literal[
     "fight", "theft", "robbery", "weapon", "fire", "medical", "missing", "suspicious", "dispute", "domestic",
@@ -95,10 +117,14 @@ class Lexicon:
         self._by_key: dict[tuple[str, ...], list[_Term]] = defaultdict(list)
         for t in terms:
             key = tuple(s.folded for s in phrase(t.word))
-            if len(key) == len(t.word) and len(key) >= 2:  # pinyin look-up only for all-Chinese words of 2+ syllables
-                self._by_key[key].append(t)
+            if len(key) == len(t.word) and len(key) >= 2 and _sound_alike(t.word) != WRITTEN_ONLY:
+                self._by_key[key].append(t)  # pinyin look-up only for all-Chinese words of 2+ syllables
         self._lengths = sorted({len(k) for k in self._by_key}, reverse=True)
         self._long_terms = [t for t in terms if t.role != "negation" and len(phrase(t.word)) == len(t.word) >= FUZZY_SYLLABLES]
+        self._by_radio_key: dict[tuple[str, ...], list[_Term]] = defaultdict(list)
+        for key, found in self._by_key.items():
+            if len(key) == 2:
+                self._by_radio_key[tuple(map(_radio_fold, key))] += [t for t in found if self.is_incident_word(t)]
 
     def _extension_terms(self, ext: LexiconExtension) -> list[_Term]:
         out: list[_Term] = []
@@ -138,36 +164,135 @@ class Lexicon:
                     if n == 2 and not tones_agree(t.word, syllables, start):
                         continue
                     exact = [s.base for s in phrase(t.word)] == [s.base for s in syllables[start:start + n] if s]
+                    if n == 2 and not exact and _sound_alike(t.word) == EXACT_ONLY:
+                        continue
                     hits.append(_Hit(t, start, start + n, exact and not text))
         if not text:
-            hits += self._near(syllables, {(h.term.word, h.start) for h in hits})
+            found = {(h.term.word, h.start) for h in hits}
+            hits += self._near(syllables, found) + self._fricatives_confused(syllables, found)
         return hits
 
     def _near(self, syllables: list[Syllable | None], found: set[tuple[str, int]]) -> list[_Hit]:
         """Long words heard with a syllable or two not quite right (mean similarity >= FUZZY_MIN, as for place
-        names) and no syllable only half right (没有及时 is not 没有意识). Short words are too easily made of ordinary
-        speech."""
+        names) and no syllable only half right (没有及时 is not 没有意识), a syllable whose onset was kept counting as
+        nearly right (偷手机 heard "tong shou ji"); words of LOST_SYLLABLE_WORD or more syllables also with one syllable
+        lost and the others right (找不到家长 heard "jiao bu dao jia zhang"). Short words are too easily made of
+        ordinary speech."""
         hits = []
         for t in self._long_terms:
             n = len(phrase(t.word))
+            floor = (n - 1) * ACCENT_ONLY / n if n >= LOST_SYLLABLE_WORD else RAW_FLOOR
             for start in range(len(syllables) - n + 1):
-                scores = window_scores(t.word, syllables, start, FUZZY_MIN)
-                if scores and sum(scores) / n >= FUZZY_MIN and min(scores) >= NEAR_SYLLABLE and (t.word, start) not in found:
+                scores = window_scores(t.word, syllables, start, floor)
+                if not scores or (t.word, start) in found:
+                    continue
+                scores = sorted(_onset_kept(t.word, syllables, start, scores) if min(scores) < NEAR_SYLLABLE else scores)
+                nearly = sum(scores) / n >= FUZZY_MIN and scores[0] >= NEAR_SYLLABLE
+                one_lost = n >= LOST_SYLLABLE_WORD and scores[1] >= ACCENT_ONLY
+                if nearly or one_lost:
                     hits.append(_Hit(t, start, start + n, False))
         return hits
 
-    def spotted(self, keywords: list[tuple[str, str, float, tuple[int, int] | None]], after: int) -> list[_Hit]:
+    def _fricatives_confused(self, syllables: list[Syllable | None], found: set[tuple[str, int]]) -> list[_Hit]:
+        """Two-syllable incident words heard with one fricative onset swapped for another (翻墙 fan1 qiang2 as
+        "san1 qiang2"): the radio's voice band cuts the high frequencies that tell f, s, sh, x and h apart. Only with
+        both tones heard as the word's and the other syllable exact, and not where the syllables heard are a common
+        word themselves (走上 is not 走散), so ordinary speech rarely makes one."""
+        hits = []
+        for start, (first, second) in enumerate(pairwise(syllables)):
+            if first is None or second is None or _common_word_read((first, second)):
+                continue
+            for t in self._by_radio_key.get((_radio_fold(first.folded), _radio_fold(second.folded)), ()):
+                want = phrase(t.word)
+                one_exact = want[0].base == first.base or want[1].base == second.base
+                tones = want[0].tone == first.tone and want[1].tone == second.tone
+                if one_exact and tones and (t.word, start) not in found:
+                    hits.append(_Hit(t, start, start + 2, False))
+        return hits
+
+    def spotted(self, keywords: list[tuple[str, str, float, tuple[int, int] | None]], syllables: list[Syllable | None]
+                ) -> list[_Hit]:
         """Incident words the ASR keyword spotter heard (ref `incident:<type>`), where its timing puts them;
-        one whose place is unknown is put `after` the transcript (beyond any negation's reach)."""
+        one whose place is unknown is put after the transcript (beyond any negation's reach). A word counts as heard
+        surely when the recogniser, where the timing puts it, heard its very syllables too, or when the spotter is sure
+        of it (score >= SURE_KEYWORD) and the recogniser heard about the same there (剐蹭 as "guan3 ceng4"); two ears
+        that disagree make a guess (落水 spotted where the recogniser heard "lu4 shui3", 漏水)."""
         by_word = {t.word: t for t in self.terms if self.is_incident_word(t)}
+        after = len(syllables) + NEGATION_REACH + 1
         hits = []
         for label, ref, score, span in keywords:
             term = by_word.get(label)
             if not ref.startswith("incident:") or term is None:
                 continue
-            start, end = span or (after + NEGATION_REACH + 1, after + NEGATION_REACH + 1)
-            hits.append(_Hit(term, start, end, score >= SURE_KEYWORD))
+            start, end = span or (after, after)
+            sure = score >= SURE_KEYWORD
+            if span is not None and end - start == len(phrase(term.word)):  # what the recogniser heard there
+                scores = window_scores(term.word, syllables, start)
+                sure = min(scores, default=0.0) == 1.0 or (sure and sum(scores) / (end - start) >= FUZZY_MIN)
+            hits.append(_Hit(term, start, end, sure))
         return hits
+
+
+def _onset_kept(word: str, syllables: list[Syllable | None], start: int, scores: list[float]) -> list[float]:
+    """`scores` with a syllable whose initial and first vowel were heard right raised to NEAR_SYLLABLE: the recogniser
+    keeps a syllable's onset and loses its tail under noise (偷 tou heard "tong", as 街 jie is heard "jian")."""
+    out = []
+    for want, score, got in zip(phrase(word), scores, syllables[start:], strict=False):
+        if got is not None and score < NEAR_SYLLABLE:
+            (want_initial, want_final), (got_initial, got_final) = split(fold(want.base)), split(fold(got.base))
+            if want_initial == got_initial and want_final[:1] == got_final[:1]:
+                score = NEAR_SYLLABLE
+        out.append(score)
+    return out
+
+
+RADIO_FRICATIVES = ("f", "s", "x", "h")  # (after folding sh to s)
+
+
+def _radio_fold(folded: str) -> str:
+    """A folded syllable with its fricative onset made one (fan, san, xan, han -> fan)."""
+    initial, final = split(folded)
+    return ("f" + final) if initial in RADIO_FRICATIVES else folded
+
+
+WRITTEN_ONLY, EXACT_ONLY = "written", "exact"
+
+
+@lru_cache(maxsize=4096)
+def _sound_alike(word: str) -> str:
+    """How a two-syllable word must be heard in pinyin when a commoner word is read like it, tones agreeing:
+    WRITTEN_ONLY when that word reads exactly the same (自燃/自然, 大火/大伙: in pinyin it is the common word; the
+    characters, or the spotter's ear, must say otherwise), EXACT_ONLY when they differ by an accent confusion only
+    (走散/走上, 逆行/例行: its very syllables must be heard), '' when no common word sounds like it."""
+    want = phrase(word)
+    if len(want) != 2 or len(word) != 2:
+        return ""
+    verdict = ""
+    for other, reading in _common_two_syllable_words().get(tuple(s.folded for s in want), ()):
+        if word_freq(other) <= word_freq(word) or not all(
+                a.tone == b.tone or 5 in (a.tone, b.tone) for a, b in zip(want, reading, strict=True)):
+            continue
+        if [s.base for s in reading] == [s.base for s in want]:
+            return WRITTEN_ONLY
+        verdict = EXACT_ONLY
+    return verdict
+
+
+def _common_word_read(heard: tuple[Syllable, Syllable]) -> bool:
+    """The two syllables, tones included, are the reading of a common word (jieba frequency >= SOUND_ALIKE_FREQ)."""
+    return any([(s.base, s.tone) for s in reading] == [(s.base, s.tone) for s in heard]
+               for _, reading in _common_two_syllable_words().get(tuple(s.folded for s in heard), ()))
+
+
+@lru_cache(maxsize=1)
+def _common_two_syllable_words() -> dict[tuple[str, ...], list[tuple[str, tuple[Syllable, ...]]]]:
+    """Common two-character words (jieba frequency >= SOUND_ALIKE_FREQ) by their folded syllables."""
+    index: dict[tuple[str, ...], list[tuple[str, tuple[Syllable, ...]]]] = defaultdict(list)
+    for word in common_words(SOUND_ALIKE_FREQ, 2):
+        reading = tuple(s for s in text_syllables(word) if s is not None)
+        if len(reading) == 2:
+            index[tuple(s.folded for s in reading)].append((word, reading))
+    return index
 
 
 def _type_terms(type_: str, spec: dict[str, Any]) -> list[_Term]:
@@ -209,7 +334,7 @@ def classify_transcript(transcript_like: Any, lexicon: Lexicon | None = None) ->
     words the ASR keyword spotter heard (what the recogniser alone often mishears: 持刀 as "chi1 dao1")."""
     lexicon = lexicon or load_lexicon()
     inp = read_input(transcript_like)
-    hits = lexicon.find(inp.text, inp.syllables) + lexicon.spotted(inp.keywords, len(inp.syllables))
+    hits = lexicon.find(inp.text, inp.syllables) + lexicon.spotted(inp.keywords, inp.syllables)
     negations = [h for h in hits if h.term.role == "negation"]
     words = _longest([h for h in hits if h.term.role not in ("negation", "severity")])
     words = [h for h in words if not _negated(h, negations)]
@@ -226,16 +351,20 @@ def classify_transcript(transcript_like: Any, lexicon: Lexicon | None = None) ->
     decisive = [h for h in incident if h.term.role == best_type]
     own = [h.term.priority for h in decisive if h.term.priority]
     priority = _raised(max(own, key=PRIORITIES.index) if own else lexicon.default_priority[best_type], severity)
-    strength = evidence[best_type] * (1.0 if any(h.exact for h in decisive) else 0.85)
     rivals = {h.term.role for h in incident} - {best_type}
-    confidence = strength * (0.8 if rivals else 1.0)
+    confidence = evidence[best_type] * (0.8 if rivals else 1.0)
     return Classification(best_type, priority, tuple(dict.fromkeys(h.term.word for h in decisive)), confidence)  # type: ignore[arg-type]
 
 
 def _combined(hits: list[_Hit]) -> float:
     """Evidence for one type from its distinct words, as independent clues (1 - product of 1 - weight): one plain word
-    is sure (1.0), two weak ones (0.75) outweigh one weak word of another type (0.5)."""
-    weights = {h.term.word: h.term.weight for h in hits}
+    is sure (1.0), two weak ones (0.75) outweigh one weak word of another type (0.5); a word heard only approximately
+    (a homophone, an accent-folded reading, a spotter's unsure hit) counts HEARD_APPROXIMATELY of its weight, so on a
+    tie the word heard as itself decides (迷路 heard right beats 勒索 read into "le shuo")."""
+    weights: dict[str, float] = {}
+    for h in hits:
+        weight = h.term.weight * (1.0 if h.exact else HEARD_APPROXIMATELY)
+        weights[h.term.word] = max(weights.get(h.term.word, 0.0), weight)
     doubt = 1.0
     for w in weights.values():
         doubt *= 1.0 - w
