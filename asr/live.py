@@ -83,14 +83,12 @@ class LiveRecognition:
         store: TranscriptStore,
         bus: EventBus,
         on_transcript: TranscriptHook | None = None,
-        lag_log_every_s: float = LAG_LOG_EVERY_S,
     ) -> None:
         self.pool = pool
         self.archive = archive
         self.store = store
         self.bus = bus
         self.on_transcript = on_transcript
-        self.lag_log_every_s = lag_log_every_s
         self._streams: dict[str, StreamHandle] = {}
         self._busy: set[str] = set()  # utterance ids taken for recognition (live or from the backlog), until stored
         self._waiting: dict[str, str] = {}  # id -> channel: pending in the archive, not being recognised
@@ -235,10 +233,10 @@ class LiveRecognition:
     async def _report_lag(self) -> None:
         while True:
             self.log_lag()
-            await asyncio.sleep(min(self.lag_log_every_s, BACKLOG_SWEEP_S))
+            await asyncio.sleep(BACKLOG_SWEEP_S)  # "caught up" is said within a few seconds
 
     def log_lag(self) -> None:
-        """While recognition is behind, a warning with its lag when it falls behind and every `lag_log_every_s`
+        """While recognition is behind, a warning with its lag when it falls behind and every `LAG_LOG_EVERY_S`
         after; one line when it has caught up."""
         lag, now = self.lag(), time.monotonic()
         if not lag.behind:
@@ -247,7 +245,7 @@ class LiveRecognition:
                             lag.pool.completed, lag.pool.failed)
                 self._lag_logged = None
             return
-        if self._lag_logged is not None and now - self._lag_logged_at < self.lag_log_every_s:
+        if self._lag_logged is not None and now - self._lag_logged_at < LAG_LOG_EVERY_S:
             return
         trend = f" (was {self._lag_logged.pending_total})" if self._lag_logged is not None else ""
         waiting = ", ".join(f"{channel} {n}" for channel, n in sorted(lag.pending.items())) or "none"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from asr.live import MAX_ATTEMPTS, LiveRecognition, RecognisedUtterance
+from asr.live import LAG_LOG_EVERY_S, MAX_ATTEMPTS, LiveRecognition, RecognisedUtterance
 from asr.sherpa_engine import SherpaEngine
 from asr.transcript import Transcript
 from asr.worker import RecognitionPool
@@ -128,6 +128,9 @@ async def test_a_full_pool_leaves_the_utterance_pending_and_the_lag_shows(
     assert "speech recognition behind: 1 utterances pending [ch-b 1]; 1 being recognised" in caplog.text
     live.log_lag()  # within the minute: not repeated
     assert caplog.text.count("speech recognition behind") == 1
+    live._lag_logged_at -= LAG_LOG_EVERY_S  # a minute later, still behind: logged again, with the trend
+    live.log_lag()
+    assert "speech recognition behind: 1 utterances pending (was 1) [ch-b 1]" in caplog.text
 
     await end_speaking(live, service.archive, talking)
     await settled(live)
