@@ -6,7 +6,6 @@ Each is an immutable dataclass, so a stage can be tested alone and later moved b
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -67,8 +66,3 @@ class Utterance:
 
 
 SegmentEvent = UtteranceStarted | UtteranceAudio | UtteranceDiscarded | Utterance
-
-
-def now() -> float:
-    """Wall-clock UTC epoch seconds (one place, so tests and sources agree on the clock)."""
-    return time.time()

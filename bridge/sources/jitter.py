@@ -65,10 +65,6 @@ class JitterBuffer(Generic[Item]):
             out.append(self._release(first))
         return out
 
-    def drain(self) -> list[Released[Item]]:
-        """Everything held, in order (the stream is ending or being replaced)."""
-        return [self._release(seq) for seq in sorted(self._held)]
-
     def next_deadline(self) -> float | None:
         """When `pop` will next have something to release (None: nothing held)."""
         if not self._held:
