@@ -158,8 +158,16 @@ async def test_an_utterance_finished_live_during_a_sweep_is_not_recognised_again
     for utterance in spoken:
         await end_speaking(live, service.archive, utterance)
     sweep = asyncio.create_task(live.sweep_backlog())  # its snapshot: the backlog one, then the two live ones
+
+    async def sweep_on() -> None:  # sweeps back to back: one runs while each live result is being stored
+        while True:
+            await live.sweep_backlog()
+            await asyncio.sleep(0)
+
+    sweeper = asyncio.create_task(sweep_on())
     await settled(live)
     await sweep
+    sweeper.cancel()
     for _ in range(3):  # more sweeps find nothing left to do
         await live.sweep_backlog()
     assert dispatched.calls == {backlog.id: 1, spoken[0].id: 1, spoken[1].id: 1}
