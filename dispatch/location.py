@@ -45,6 +45,9 @@ COMMON_NAME_FREQ = 20  # ... above which an alias is a word of the language (派
 # A name whose last character and the next one make a word this common (厂家 654, 里面 5994, 接着 6206), while the rest
 # of the name is a word too (仪表|厂家, 幸福|里面, 没事|接着), was never said: the words were.
 CROSSING_WORD_FREQ = 500
+# ... unless the character after the name starts a word of its own with the next (幸福路|出事, 菜市场|面前, 厂|家里):
+# then the name ended where it seemed to, and the crossing word is chance (above all in pinyin: 路出 lu4 chu1 = 露出).
+FOLLOWING_WORD_FREQ = 100
 CONFIDENCE = {"keyword": 0.9, "name": 0.95, "alias": 0.9, "generic": 0.6}
 ADDRESSEE_PENALTY = 0.5
 ADDRESSEE_FUZZY_MIN = 0.79  # mean similarity for 3+-syllable call phrases (请注意, 请回答) heard through ASR errors
@@ -63,7 +66,8 @@ _ADDRESSED_BEFORE = ("呼叫", "通知")
 # ... and the people of a place (高桥市场保安请到美食街, 皮具城的保安，…): the unit called or calling, not the scene.
 _ADDRESSEE_ROLES = ("保安", "保安队", "保卫科", "门卫", "门岗", "值班室", "民警", "警长", "巡逻队", "义警")
 _ROOMS = set("室亭岗处部")  # 保安室, 保安亭: a room at the place, which is the scene
-_QUALIFIER_OK = set("在到去回往的们我你他她这那个请给从向是了有里和与跟及、，。,. ")
+_QUALIFIER_OK = set("在到去回往的们我你他她这那个请给从向由被把是了有里和与跟及、，。,. ")
+_TOWARDS = frozenset({"zai", "dao", "qu", "wang"})  # 在 到 去 往: what may stand between an address and the scene
 # Places are followed by where at them (街上, 城里, 门口): such a character is not a word cut out of the name.
 _LOCATIVE = set("里内外上下边前后旁门口头")
 
@@ -195,8 +199,10 @@ def _opening_addressee(candidates: list[LocationMatch], inp: _Input) -> list[Loc
     first, second = placed[0], placed[1]
     start, end = first.span
     opens = all(s is None or s.base == "wei" for s in inp.syllables[:start])  # nothing before it but a pause or 喂
-    paused = end == second.span[0] or inp.syllables[end] is None
-    if not opens or not paused or first.place.kind == second.place.kind == "street":
+    # The scene follows the address at once (a pause, 在/到/去): "美食街，有人打架，请高桥警务点出警" is not a call to 美食街.
+    between = inp.syllables[end:second.span[0]]
+    next_to = all(s is None or s.base in _TOWARDS for s in between) and len(between) <= 2
+    if not opens or not next_to or first.place.kind == second.place.kind == "street":
         return candidates
     return [_addressed(c) if c is first else c for c in candidates]
 
@@ -295,7 +301,8 @@ def _whole_words(text: str, start: int, end: int) -> bool:
 
 def _cuts_words(inp: _Input, start: int, end: int) -> bool:
     """The span's edge syllable makes a common word with its neighbour outside while the rest of the span is a word
-    too (仪表|厂家, 幸福|里面, 没事|接着; at the head likewise): words were said, not the name. Only where the words can
+    too (仪表|厂家, 幸福|里面, 没事|接着; at the head likewise) and the neighbour starts no word of its own with the
+    next one (幸福路|出事 is the street): words were said, not the name. Only where the words can
     be told (characters, or pinyin with tones: plain "mei shi jie zhe" may as well be 美食街 接着). A locative or a
     function word next to the name (城里, 街上, 街到) is how places are spoken of, not a word cut out of the name."""
     if inp.text:
@@ -316,9 +323,10 @@ def _cuts_words(inp: _Input, start: int, end: int) -> bool:
 
     size = len(inp.text) if inp.text else len(inp.syllables)
     tail = end < size and end - start >= 3 and outside(end) and freq(end - 1, end + 1) >= CROSSING_WORD_FREQ \
-        and freq(start, end - 1) >= COMMON_WORD_FREQ and not _call_follows(inp.syllables, end)
+        and freq(start, end - 1) >= COMMON_WORD_FREQ and freq(end, end + 2) < FOLLOWING_WORD_FREQ \
+        and not _call_follows(inp.syllables, end)
     head = start > 0 and end - start >= 3 and outside(start - 1) and freq(start - 1, start + 1) >= CROSSING_WORD_FREQ \
-        and freq(start + 1, end) >= COMMON_WORD_FREQ
+        and freq(start + 1, end) >= COMMON_WORD_FREQ and (start < 2 or freq(start - 2, start) < FOLLOWING_WORD_FREQ)
     return tail or head
 
 

@@ -137,6 +137,8 @@ def plain_pinyin(text: str) -> str:
         ("喂，西光警务室，西光中学门口有可疑人员", "xiguang-zhongxue"),
         ("东方仪表厂门卫注意，兴庆家园有人打架", "xingqing-jiayuan"),
         ("皮具饰品城保安室门口有人打架", "piju-city"),  # the guards' room is at the scene
+        ("美食街，有人打架，请高桥警务点出警", "meishijie"),  # the scene first, then the unit asked to go
+        ("高桥警务点，到美食街看一下", "meishijie"),
     ],
 )
 @pytest.mark.parametrize("form", [str, tone_pinyin, plain_pinyin], ids=["text", "toned", "plain"])
@@ -173,6 +175,12 @@ def test_ordinary_words_that_sound_like_a_place_are_not_it(said: str, form, inde
         ("pi2 ju4 cheng2 bao3 an1 fa1 xian4 you3 ren2 tou1 dong1 xi1", "piju-city"),  # 城保安, not 城堡
         ("xing4 fu2 li3 you3 ren2 chao3 jia4", "xingfuli"),
         ("yi2 biao3 chang3 men2 kou3 you3 ren2 da3 jia4", "dongfang-yibiao"),
+        # the next syllable starts a word of its own: the name ended where it seemed to
+        ("xing4 fu2 lu4 chu1 shi4 le5", "xingfulu"),  # not 幸福|露出
+        ("仪表厂家里被盗", "dongfang-yibiao"),
+        ("yi2 biao3 chang3 jia1 li3 bei4 dao4", "dongfang-yibiao"),
+        ("pi2 ju4 cheng2 qu1 yu4 you3 ren2 da3 jia4", "piju-city"),  # 区域, not 城区
+        ("xing4 fu2 li3 you2 dong1 xiang4 xi1 you3 che1 ni4 xing2", "xingfuli"),  # 由 is a function word, not 理由
     ],
 )
 def test_near_words_do_not_cost_recall(said: str, place_id: str, index: PlaceIndex) -> None:
