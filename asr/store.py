@@ -55,11 +55,9 @@ class TranscriptStore:
         row = self.conn.execute("SELECT * FROM transcripts WHERE utterance_id = ?", (utterance_id,)).fetchone()
         return _transcript(row) if row else None
 
-    def recent(self, limit: int = 50, channel: str | None = None) -> list[dict[str, Any]]:
-        sql, args = "SELECT * FROM transcripts", []
-        if channel:
-            sql, args = sql + " WHERE channel = ?", [channel]
-        rows = self.conn.execute(sql + " ORDER BY start_ms DESC LIMIT ?", [*args, limit]).fetchall()
+    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest transcripts, newest first (the console's opening view)."""
+        rows = self.conn.execute("SELECT * FROM transcripts ORDER BY start_ms DESC LIMIT ?", (limit,)).fetchall()
         return [{"utterance_id": r["utterance_id"], "channel": r["channel"], "start": r["start_ms"] / 1000,
                  **_transcript(r).to_dict()} for r in rows]
 

@@ -207,5 +207,6 @@ async def test_silence_is_stored_empty_and_not_dispatched(service: Service, sher
     await settled(live)
     stored = service.transcripts.get(silent)
     assert stored is not None and stored.empty and status(service.archive, silent) == "transcribed"
+    assert [(t["utterance_id"], t["text"], t["pinyin"]) for t in service.transcripts.recent(5)] == [(silent, "", "")]
     assert dispatched.calls == {}
     live.pool.close()
