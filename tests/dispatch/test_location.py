@@ -194,11 +194,14 @@ def test_reference_texts_name_no_place(shared_audio: Path, index: PlaceIndex) ->
     assert {t: m.place.id for t, m in found.items() if m} == {}
     spoken = {r["text"]: extract_location(" ".join(s.base for s in text_syllables(r["text"]) if s), index) for r in rows}
     assert {t: m.place.id for t, m in spoken.items() if m} == {}
+    toned = {r["text"]: extract_location(tone_pinyin(r["text"]), index) for r in rows}  # what the on-board engine gives
+    assert {t: m.place.id for t, m in toned.items() if m} == {}
 
 
 @pytest.mark.parametrize("said", ROUTINE_CHATTER)
 def test_chatter_names_no_place(said: str, index: PlaceIndex) -> None:
     assert extract_location(said, index) is None
+    assert extract_location(tone_pinyin(said), index) is None
 
 
 def _accent_variants(base: str) -> set[str]:
