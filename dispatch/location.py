@@ -190,9 +190,9 @@ def extract_location(transcript_like: Any, index: PlaceIndex | Jurisdiction) -> 
 
 
 def _opening_addressee(candidates: list[LocationMatch], inp: _Input) -> list[LocationMatch]:
-    """A call opens with whom it addresses: a place that opens the transmission and is followed, after a pause or
-    directly, by another place (高桥警务点，美食街有人打架; gao qiao jing wu dian mei shi jie you ren da jia) is the
-    addressee, and the other place the scene. Two streets are a corner or a way taken, not a call."""
+    """A call opens with whom it addresses: a place that opens the transmission and is followed at once (directly,
+    after a pause, or 在/到/去) by another place (高桥警务点，美食街有人打架; gao qiao jing wu dian mei shi jie you ren
+    da jia) is the addressee, and the other place the scene. Two streets are a corner or a way taken, not a call."""
     placed = sorted((c for c in candidates if c.span), key=lambda c: c.span[0])
     if len(placed) < 2 or placed[0].addressed or placed[1].addressed:
         return candidates
@@ -394,7 +394,12 @@ def _role_after(inp: _Input, at: int) -> bool:
 
 
 def _is_room(s: Syllable | None) -> bool:
-    return s is not None and s.base in {x.base for ch in _ROOMS for x in text_syllables(ch) if x}
+    return s is not None and s.base in _room_syllables()
+
+
+@lru_cache(maxsize=1)
+def _room_syllables() -> frozenset[str]:
+    return frozenset(x.base for ch in _ROOMS for x in text_syllables(ch) if x)
 
 
 def _said(word: str, syllables: list[Syllable | None], at: int) -> bool:
