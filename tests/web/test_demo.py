@@ -32,30 +32,32 @@ def demo(tmp_path_factory: pytest.TempPathFactory, sherpa_model: Path) -> Iterat
     """The demo's push-to-talk channels exactly as config/demo.yaml has them (its file channels would replay the
     demo calls, which this test does not need), with storage, broker and model of the test's own."""
     tmp = tmp_path_factory.mktemp("demo")
-    broker = Mosquitto(tmp / "mosquitto")
-    broker.start()
     demo = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
     channels = demo_web_channels()
     for channel in channels:
         if "tx" in channel:
             channel["tx"]["output"]["directory"] = str(tmp / "tx")
-    config = demo | {
-        "jurisdiction": str(REPO / "config" / demo["jurisdiction"]),
-        "storage": demo["storage"] | {"data_dir": str(tmp / "data")},
-        "broker": {"enabled": True, "port": broker.port},
-        "asr": {"engine": "sherpa", "sherpa_model": str(sherpa_model)},
-        "web": {"port": free_port()},
-        "channels": channels,
-    }
-    path = tmp / "demo.yaml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    assert cmd_user_demo(argparse.Namespace(config=path)) == 0  # the demo logins, as `make run` creates them
-    live = LiveService(path)
-    live.start()
+    broker = Mosquitto(tmp / "mosquitto")
+    broker.start()
     try:
-        yield live
+        config = demo | {
+            "jurisdiction": str(REPO / "config" / demo["jurisdiction"]),
+            "storage": demo["storage"] | {"data_dir": str(tmp / "data")},
+            "broker": {"enabled": True, "port": broker.port},
+            "asr": {"engine": "sherpa", "sherpa_model": str(sherpa_model)},
+            "web": {"port": free_port()},
+            "channels": channels,
+        }
+        path = tmp / "demo.yaml"
+        path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+        assert cmd_user_demo(argparse.Namespace(config=path)) == 0  # the demo logins, as `make run` creates them
+        live = LiveService(path)
+        live.start()
+        try:
+            yield live
+        finally:
+            live.stop()
     finally:
-        live.stop()
         broker.stop()
 
 
