@@ -58,7 +58,8 @@ LOST_SYLLABLE_WORD = 5  # ... and words this long with one syllable lost to nois
 ACCENT_ONLY = 0.9  # (phonetic.similarity of the same syllable up to an accent confusion)
 SURE_KEYWORD = 0.6  # a spotted word whose score (agreement with the free recogniser) reaches this counts as heard right
 REPORT, REPORT_PRIORITY = "report", "medium"  # an incident of unknown type: sent, but not as urgent as a known danger
-SOUND_ALIKE_FREQ = 500  # a word read like a two-syllable term and this common (jieba) is likelier what was said
+SOUND_ALIKE_FREQ = 1000  # a word read like a two-syllable term and this common (jieba; as asr.keywords.HOMOPHONE_FREQ)
+# is likelier what was said
 HEARD_APPROXIMATELY = 0.9  # weight factor of a word not heard as itself: a word heard right outweighs it on a tie
 
 IncidentType = Literal[
@@ -96,6 +97,7 @@ class _Hit:
     start: int
     end: int
     exact: bool  # as characters, or the very syllables (not only accent-equal)
+    as_itself: bool = True  # its very syllables (a homophone written for it counts), not only a reading near them
 
 
 class Lexicon:
@@ -166,7 +168,7 @@ class Lexicon:
                     exact = [s.base for s in phrase(t.word)] == [s.base for s in syllables[start:start + n] if s]
                     if n == 2 and not exact and _sound_alike(t.word) == EXACT_ONLY:
                         continue
-                    hits.append(_Hit(t, start, start + n, exact and not text))
+                    hits.append(_Hit(t, start, start + n, exact and not text, exact))
         if not text:
             found = {(h.term.word, h.start) for h in hits}
             hits += self._near(syllables, found) + self._fricatives_confused(syllables, found)
@@ -179,10 +181,17 @@ class Lexicon:
         lost and the others right (找不到家长 heard "jiao bu dao jia zhang"). Short words are too easily made of
         ordinary speech."""
         hits = []
+        # a syllable nearly right (>= NEAR_SYLLABLE, or onset kept) has the word's initial: windows whose initials
+        # differ in more places than a word may lose syllables are skipped before any scoring
+        heard = [split(s.folded)[0] if s else None for s in syllables]
         for t in self._long_terms:
-            n = len(phrase(t.word))
-            floor = (n - 1) * ACCENT_ONLY / n if n >= LOST_SYLLABLE_WORD else RAW_FLOOR
+            want = [split(s.folded)[0] for s in phrase(t.word)]
+            n = len(want)
+            lost = 1 if n >= LOST_SYLLABLE_WORD else 0
+            floor = (n - 1) * ACCENT_ONLY / n if lost else RAW_FLOOR
             for start in range(len(syllables) - n + 1):
+                if sum(a != b for a, b in zip(want, heard[start:start + n], strict=True)) > lost:
+                    continue
                 scores = window_scores(t.word, syllables, start, floor)
                 if not scores or (t.word, start) in found:
                     continue
@@ -190,7 +199,7 @@ class Lexicon:
                 nearly = sum(scores) / n >= FUZZY_MIN and scores[0] >= NEAR_SYLLABLE
                 one_lost = n >= LOST_SYLLABLE_WORD and scores[1] >= ACCENT_ONLY
                 if nearly or one_lost:
-                    hits.append(_Hit(t, start, start + n, False))
+                    hits.append(_Hit(t, start, start + n, False, False))
         return hits
 
     def _fricatives_confused(self, syllables: list[Syllable | None], found: set[tuple[str, int]]) -> list[_Hit]:
@@ -207,7 +216,7 @@ class Lexicon:
                 one_exact = want[0].base == first.base or want[1].base == second.base
                 tones = want[0].tone == first.tone and want[1].tone == second.tone
                 if one_exact and tones and (t.word, start) not in found:
-                    hits.append(_Hit(t, start, start + 2, False))
+                    hits.append(_Hit(t, start, start + 2, False, False))
         return hits
 
     def spotted(self, keywords: list[tuple[str, str, float, tuple[int, int] | None]], syllables: list[Syllable | None]
@@ -229,7 +238,7 @@ class Lexicon:
             if span is not None and end - start == len(phrase(term.word)):  # what the recogniser heard there
                 scores = window_scores(term.word, syllables, start)
                 sure = min(scores, default=0.0) == 1.0 or (sure and sum(scores) / (end - start) >= FUZZY_MIN)
-            hits.append(_Hit(term, start, end, sure))
+            hits.append(_Hit(term, start, end, sure, sure))
         return hits
 
 
@@ -351,19 +360,20 @@ def classify_transcript(transcript_like: Any, lexicon: Lexicon | None = None) ->
     decisive = [h for h in incident if h.term.role == best_type]
     own = [h.term.priority for h in decisive if h.term.priority]
     priority = _raised(max(own, key=PRIORITIES.index) if own else lexicon.default_priority[best_type], severity)
+    strength = evidence[best_type] * (1.0 if any(h.exact for h in decisive) else 0.85)
     rivals = {h.term.role for h in incident} - {best_type}
-    confidence = evidence[best_type] * (0.8 if rivals else 1.0)
+    confidence = strength * (0.8 if rivals else 1.0)
     return Classification(best_type, priority, tuple(dict.fromkeys(h.term.word for h in decisive)), confidence)  # type: ignore[arg-type]
 
 
 def _combined(hits: list[_Hit]) -> float:
     """Evidence for one type from its distinct words, as independent clues (1 - product of 1 - weight): one plain word
     is sure (1.0), two weak ones (0.75) outweigh one weak word of another type (0.5); a word heard only approximately
-    (a homophone, an accent-folded reading, a spotter's unsure hit) counts HEARD_APPROXIMATELY of its weight, so on a
-    tie the word heard as itself decides (迷路 heard right beats 勒索 read into "le shuo")."""
+    (an accent-folded or near reading, a spotter's unsure hit) counts HEARD_APPROXIMATELY of its weight, so on a tie
+    the word heard as itself decides (迷路 heard right beats 勒索 read into "le shuo")."""
     weights: dict[str, float] = {}
     for h in hits:
-        weight = h.term.weight * (1.0 if h.exact else HEARD_APPROXIMATELY)
+        weight = h.term.weight * (1.0 if h.as_itself else HEARD_APPROXIMATELY)
         weights[h.term.word] = max(weights.get(h.term.word, 0.0), weight)
     doubt = 1.0
     for w in weights.values():
