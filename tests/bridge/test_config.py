@@ -16,10 +16,10 @@ def write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def test_demo_config_loads_with_six_channels_and_resolved_paths():
+def test_demo_config_loads_with_seven_channels_and_resolved_paths():
     config = load_config(REPO / "config" / "demo.yaml")
     assert [c.id for c in config.channels] == [
-        "ch-command", "ch-market", "ch-school", "ch-enterprise", "ch-police", "ch-volunteer",
+        "ch-command", "ch-market", "ch-school", "ch-enterprise", "ch-police", "ch-volunteer", "ch-phone",
     ]
     assert config.jurisdiction == REPO / "config" / "jurisdiction.yaml"
     market = config.channels[1].source
