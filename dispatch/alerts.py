@@ -110,13 +110,17 @@ class Alerter:
         *,
         ack_timeout: float = 60.0,
         responder_ids: Collection[str] = (),
+        is_available: Callable[[str], bool] = lambda responder_id: True,
     ) -> None:
+        """`is_available` is asked again at escalation time: the reserve was ranked when the incident came in, and
+        someone may since have gone busy on another incident or off duty."""
         self._store = store
         self._outbox = outbox
         self._topics = topics
         self._emit = emit
         self._ack_timeout = ack_timeout
         self._responder_ids = frozenset(responder_ids)
+        self._is_available = is_available
         self._watches: dict[str, _Watch] = {}
         self.sent = 0
         self.escalations = 0
@@ -206,6 +210,9 @@ class Alerter:
         incident = self._store.get(incident_id)
         if incident is None or incident.status in (Status.RESOLVED, Status.FOLLOWED_UP, Status.CLOSED_FALSE_ALARM):
             return
+        while watch.reserve and not self._is_available(watch.reserve[0].responder_id):
+            skipped = watch.reserve.pop(0)
+            logger.info("incident %s: %s skipped at escalation (no longer available)", incident_id, skipped.responder_id)
         if not watch.reserve:
             logger.warning("incident %s: nobody acknowledged and nobody is left to alert", incident_id)
             self._store.record(incident_id, "unanswered", actor="dispatcher", reason=reason)

@@ -87,7 +87,15 @@ class Dispatcher:
         self._merge_radius_m = merge_radius_m
         self._merge_window_s = merge_window_s
         responder_ids = [r.id for r in jurisdiction.responders]
-        self.alerter = Alerter(store, outbox, self.topics, self._emit, ack_timeout=ack_timeout, responder_ids=responder_ids)
+        self.alerter = Alerter(
+            store,
+            outbox,
+            self.topics,
+            self._emit,
+            ack_timeout=ack_timeout,
+            responder_ids=responder_ids,
+            is_available=lambda responder_id: board.status(responder_id) == "available",
+        )
         self.positions = PositionIntake(responder_ids, on_position, devices)
         self.rejected: Counter[str] = Counter()  # MQTT messages we could not use, by reason
         self._background: set[asyncio.Task[Any]] = set()

@@ -102,6 +102,26 @@ async def test_no_ack_escalates_to_the_next_nearest(broker: Mosquitto, tmp_path:
         assert rig.dispatcher.alerter.escalations == escalations
 
 
+async def test_escalation_skips_whoever_is_no_longer_available(broker: Mosquitto, tmp_path: Path) -> None:
+    async with (
+        running_dispatcher(broker, tmp_path, ack_timeout=0.5) as rig,
+        phones(broker, ["g-piju", "g-gaoqiao"]) as ph,
+    ):
+        incident = await rig.dispatcher.handle(say(FIGHT), utterance())
+        await eventually(lambda: ph["g-piju"].received, what="alert")
+        # the next nearest goes off duty after the incident was ranked, before the ack timer runs out
+        await ph["g-gaoqiao"].publish(Topics().status("g-gaoqiao"), {"status": "off_duty"})
+        await eventually(lambda: rig.service.board.status("g-gaoqiao") == "off_duty", what="off duty")
+        entry = await eventually(
+            lambda: next((e for e in rig.dispatcher.store.timeline(incident.id) if e.kind == "escalated"), None),
+            timeout=3,
+            what="escalation",
+        )
+        assert entry.detail["responders"] and "g-gaoqiao" not in entry.detail["responders"]
+        await asyncio.sleep(0.2)
+        assert ph["g-gaoqiao"].received == []
+
+
 async def test_broker_restart_loses_nothing(broker: Mosquitto, tmp_path: Path) -> None:
     async with running_dispatcher(broker, tmp_path) as rig:
         phone = Phone(broker, "g-piju")
