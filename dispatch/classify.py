@@ -204,7 +204,9 @@ class Lexicon:
 
     def _fricatives_confused(self, syllables: list[Syllable | None], found: set[tuple[str, int]]) -> list[_Hit]:
         """Two-syllable incident words heard with one fricative onset swapped for another (翻墙 fan1 qiang2 as
-        "san1 qiang2"): the radio's voice band cuts the high frequencies that tell f, s, sh, x and h apart. Only with
+        "san1 qiang2", 抢包 qiang3 bao1 as "xiang3 bao1"): the radio's voice band and noise cut the high frequencies
+        that tell f, s, sh, x and h apart, and an aspirated affricate (q, ch, c) whose burst is lost sounds like the
+        fricative. Only with
         both tones heard as the word's and the other syllable exact, and not where the syllables heard are a common
         word themselves (走上 is not 走散), so ordinary speech rarely makes one."""
         hits = []
@@ -255,11 +257,11 @@ def _onset_kept(word: str, syllables: list[Syllable | None], start: int, scores:
     return out
 
 
-RADIO_FRICATIVES = ("f", "s", "x", "h")  # (after folding sh to s)
+RADIO_FRICATIVES = ("f", "s", "x", "h", "q", "c")  # (after folding sh to s, ch to c)
 
 
 def _radio_fold(folded: str) -> str:
-    """A folded syllable with its fricative onset made one (fan, san, xan, han -> fan)."""
+    """A folded syllable with its fricative (or aspirated affricate) onset made one (fan, san, xan, han, qan -> fan)."""
     initial, final = split(folded)
     return ("f" + final) if initial in RADIO_FRICATIVES else folded
 

@@ -95,6 +95,7 @@ def test_onset_kept_and_one_syllable_lost_in_long_words() -> None:
 
 def test_fricative_onsets_confused_on_radio() -> None:
     assert type_of("wei2 qiang2 wai4 you3 ren2 san1 qiang2") == "suspicious"  # 翻墙 heard "san qiang"
+    assert type_of("you3 ren2 xiang3 bao1 wang3 bei3 pao3") == "robbery"  # 抢包, the burst of q lost
     assert type_of("you3 ren2 san3 qiang1") == "none"  # the tones must be the word's
     assert type_of("you3 ren2 san1 qiang1") == "none"  # ... and one syllable must be exact
 
