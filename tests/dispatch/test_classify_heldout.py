@@ -72,7 +72,7 @@ def test_routine_chatter_stays_none_in_every_form(form: str) -> None:
     ],
 )
 def test_common_wordings(said: str, expected: str) -> None:
-    assert type_of(said) == expected
+    assert [type_of(as_input(said, form)) for form in ("characters", "toned", "plain")] == [expected] * 3
 
 
 def test_drunk_words_only_decide_alone() -> None:
