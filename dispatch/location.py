@@ -56,6 +56,7 @@ LONG_NAME, LONG_NAME_MIN = 4, 0.9  # names of 4+ syllables heard with mean simil
 # most (东方幼儿园 heard "zhong fang you er yuan", 幸福里小区 "you fu li xiao qu"): a name of ONSET_NAME+ syllables that
 # opens a pinyin transcript counts when every other syllable of it is heard right (four or more: distinctive enough).
 ONSET_NAME = 5
+NEARLY_WHOLE_NAME = 5  # a name this long with one syllable misheard after its first is still that name
 KEYWORD_SLACK_S = 0.15  # a spotted keyword's reported times may trail its syllables' a little
 
 Method = Literal["keyword", "name", "alias", "generic", "fuzzy"]
@@ -265,8 +266,12 @@ def _pinyin_candidates(inp: _Input, index: PlaceIndex):
             exact = score == 1.0 and tones_agree(n.text, syl, start) and (size >= 3 or _has_tones(syl, start, size))
             # The distinctive head of a name (美食|街, 怡园|小区) must be heard right up to accent confusions; in a
             # long name heard nearly whole, the head may have lost a syllable's tail (jie hua yuan xiao qu: 金花苑小区).
+            # A name of 5+ syllables heard right but for one slip after its first syllable is that name
+            # (wan4 sheng4 lu4 hua1 niao3 shi4 chang3: 万寿路花鸟市场). A wrong first syllable mid-call is another
+            # place with the same generic tail (中方幼儿园), unless it opens the transmission (the onset rule).
             head = min(scores[: min(2, size - 1)])
-            head_ok = head >= 0.9 or (size >= LONG_NAME and head >= 0.75 and score >= LONG_NAME_MIN)
+            nearly_whole = size >= NEARLY_WHOLE_NAME and scores[0] >= 0.9 and sum(s >= 0.9 for s in scores) >= size - 1
+            head_ok = head >= 0.9 or nearly_whole or (size >= LONG_NAME and head >= 0.75 and score >= LONG_NAME_MIN)
             onset_ok = at_onset and min(scores[1:]) >= 0.9
             if not (exact or onset_ok or (fuzzy_ok and score >= FUZZY_MIN and head_ok)):
                 continue

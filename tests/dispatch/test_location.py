@@ -231,6 +231,14 @@ def test_every_single_accent_confusion_in_every_long_name(jurisdiction: Jurisdic
     assert misses == []
 
 
+def test_a_long_name_heard_right_but_for_one_later_syllable_is_found_anywhere(index: PlaceIndex) -> None:
+    """Keyword spotting may miss a long name; its pinyin with one slip after the first syllable still finds it."""
+    heard = "wan4 sheng4 lu4 hua1 niao3 shi4 chang3 you3 ren2 yun1 dao3 le5"  # 万寿路 heard as wan sheng lu
+    assert where(heard, index).place.id == "wanshoulu-huaniao"
+    assert where("qing3 zhu4 yi4 " + heard, index).place.id == "wanshoulu-huaniao"
+    assert extract_location("wan4 sheng4 lu4 hua1 niao3 you3 ren2 yun1 dao3 le5", index) is None  # two slips
+
+
 def test_a_long_name_opening_a_transmission_may_have_lost_its_first_syllable(index: PlaceIndex) -> None:
     """The key-up click and the noise garble a transmission's first syllable; the rest of a 5+ syllable name is
     enough there, and only there."""
