@@ -6,7 +6,7 @@ Search order for each model (the first hit wins):
   3. `JINGBAO_MODELS`, a folder holding model directories under their official names;
   4. the model cache, `$XDG_CACHE_HOME/jingbao/models` (default `~/.cache/jingbao/models`), where `jingbao model fetch`
      unpacks them;
-  5. `../shared/models` beside the repository (`JINGBAO_SHARED` overrides `../shared`): how this machine and CI find them.
+  5. `../shared/models` (see bridge/shared.py; `JINGBAO_SHARED` overrides it): how this machine and CI find them.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asr.config import AsrConfig
-
-REPO = Path(__file__).resolve().parent.parent
+from bridge.shared import shared_dir
 
 
 @dataclass(frozen=True)
@@ -127,8 +126,7 @@ def cache_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def shared_models_dir(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    return Path(env.get("JINGBAO_SHARED") or REPO.parent / "shared") / "models"
+    return shared_dir(env) / "models"
 
 
 def locate(spec: ModelSpec, configured: Path | None = None, env: Mapping[str, str] | None = None) -> ModelLocation:

@@ -31,9 +31,10 @@ from asr.pinyin import syllable_errors, text_to_syllables  # noqa: E402
 from asr.sherpa_engine import SherpaEngine  # noqa: E402
 from asr.transcript import Transcript  # noqa: E402
 from bridge.decode import decode_file  # noqa: E402
+from bridge.shared import shared_dir  # noqa: E402
 from dispatch.classify import incident_terms  # noqa: E402
 
-SHARED = REPO.parent / "shared"
+SHARED = shared_dir()
 MODEL = SHARED / "models" / "sherpa-onnx-kws-zipformer-wenetspeech-3.3M-2024-01-01-mobile"
 DEGRADE = SHARED / "tools" / "radio_degrade.py"
 

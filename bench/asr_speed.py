@@ -25,9 +25,10 @@ from asr.keywords import jurisdiction_keywords  # noqa: E402
 from asr.sherpa_engine import SherpaEngine  # noqa: E402
 from bridge.audio import FRAME_BYTES, SAMPLE_RATE, SAMPLE_WIDTH  # noqa: E402
 from bridge.decode import decode_file  # noqa: E402
+from bridge.shared import shared_dir  # noqa: E402
 from dispatch.classify import incident_terms  # noqa: E402
 
-SHARED = REPO.parent / "shared"
+SHARED = shared_dir()
 MODEL = SHARED / "models" / "sherpa-onnx-kws-zipformer-wenetspeech-3.3M-2024-01-01-mobile"
 BYTES_PER_S = SAMPLE_RATE * SAMPLE_WIDTH
 

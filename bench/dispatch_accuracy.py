@@ -37,12 +37,13 @@ sys.path.insert(0, str(REPO))
 
 from asr.engine import Engine  # noqa: E402
 from bench.dispatch_audio import RADIO_FLAGS, degrade, measure_latency, percentiles, read_calls, run_calls  # noqa: E402
+from bridge.shared import shared_dir  # noqa: E402
 from dispatch.classify import incident_terms  # noqa: E402
 from dispatch.extract import Extractor  # noqa: E402
 from dispatch.gazetteer import load_jurisdiction  # noqa: E402
 from dispatch.phonetic import FINAL_FOLD, INITIAL_FOLD, common_words, split, text_syllables  # noqa: E402
 
-SHARED = REPO.parent / "shared"
+SHARED = shared_dir()
 
 
 def homophone_table(toned: bool) -> dict[str, list[str]]:

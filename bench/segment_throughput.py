@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 from archive_throughput import archive_bench  # a sibling script: bench/ is on sys.path when one is run
@@ -26,8 +24,9 @@ from bridge.audio import FRAME_MS, Frame
 from bridge.config import VadConfig
 from bridge.decode import decode_file, iter_frames
 from bridge.segmenter import Segmenter
+from bridge.shared import shared_dir
 
-SHARED_AUDIO = Path(os.environ.get("JINGBAO_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "audio"
+SHARED_AUDIO = shared_dir() / "audio"
 
 
 def channel_audio(seconds: float) -> list[Frame]:

@@ -26,11 +26,12 @@ import numpy as np
 
 from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from bridge.decode import decode_file
+from bridge.shared import shared_dir
 
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+SHARED = shared_dir()
 CALLS_TSV = REPO / "config" / "demo-calls.tsv"
 SPOKEN_CALLS = SHARED / "audio" / "calls"
 RADIO_DEGRADE = SHARED / "tools" / "radio_degrade.py"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from bridge.shared import shared_dir
+
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("JINGBAO_SHARED", REPO.parent / "shared")).resolve()
+SHARED = shared_dir().resolve()
 SHARED_AUDIO = SHARED / "audio"
 CALLS_AUDIO = SHARED_AUDIO / "calls"
 DEMO = SHARED / "demo"
