@@ -9,7 +9,6 @@ console through `emit(before, after, reason)`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter
@@ -20,7 +19,7 @@ from typing import Any
 
 from dispatch.incidents import Incident, IncidentError, IncidentStore, Status, iso
 from dispatch.outbox import Outbox
-from dispatch.positions import PayloadError
+from dispatch.positions import PayloadError, json_object
 from dispatch.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -56,12 +55,7 @@ class Ack:
 
 def parse_ack(responder_id: str, payload: bytes) -> Ack:
     """`{"incident_id": "...", "status": "ack"|"on_scene"|"declined"}` (status optional) -> Ack; PayloadError if bad."""
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PayloadError("bad_json", f"not JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise PayloadError("bad_shape", "not a JSON object")
+    data = json_object(payload)
     incident_id, status = data.get("incident_id"), data.get("status", "ack")
     if not isinstance(incident_id, str) or not incident_id:
         raise PayloadError("bad_type", f"incident_id must be a non-empty string, got {incident_id!r}")

@@ -37,14 +37,20 @@ class PayloadError(ValueError):
         self.reason = reason
 
 
-def parse_location(payload: bytes) -> tuple[float, float, float, float | None] | None:
-    """OwnTracks JSON -> (lat, lon, tst, acc); None for a message that is not a location; PayloadError when bad."""
+def json_object(payload: bytes) -> dict[str, Any]:
+    """An MQTT payload that must be one JSON object; PayloadError (bad_json, bad_shape) otherwise."""
     try:
         data = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PayloadError("bad_json", f"not JSON: {e}") from e
     if not isinstance(data, dict):
         raise PayloadError("bad_shape", "not a JSON object")
+    return data
+
+
+def parse_location(payload: bytes) -> tuple[float, float, float, float | None] | None:
+    """OwnTracks JSON -> (lat, lon, tst, acc); None for a message that is not a location; PayloadError when bad."""
+    data = json_object(payload)
     if data.get("_type") != "location":
         return None
     lat, lon, tst = _number(data, "lat"), _number(data, "lon"), _number(data, "tst")

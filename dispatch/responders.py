@@ -9,7 +9,6 @@ responder's post, so a phone that went quiet an hour ago does not pull a guard t
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -20,7 +19,7 @@ from typing import Any, Literal, get_args
 
 from dispatch.config import ResponderRules
 from dispatch.gazetteer import Jurisdiction, Place, Responder, distance_m
-from dispatch.positions import PayloadError
+from dispatch.positions import PayloadError, json_object
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +29,7 @@ STATUSES: tuple[str, ...] = get_args(Status)
 
 def parse_status(payload: bytes) -> Status:
     """`{"status": "available"|"busy"|"off_duty"}` (a phone may write off-duty) -> the status; PayloadError if bad."""
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PayloadError("bad_json", f"not JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise PayloadError("bad_shape", "not a JSON object")
+    data = json_object(payload)
     status = data.get("status")
     if isinstance(status, str):
         status = status.replace("-", "_")
