@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from bridge.archive import Archive, ArchivedUtterance
 from bridge.audio import Frame
@@ -35,14 +35,19 @@ LEVEL_PUBLISH_INTERVAL = 0.2  # seconds between level updates on the live bus (5
 LISTEN_BUFFER_FRAMES = 50  # 1 s: a live listener that falls further behind loses its oldest audio, not the channel
 
 
+# What a fault is about, so that the end of one cause clears only its own faults.
+FaultKind = Literal["source", "archive", "radio"]
+
+
 @dataclass(slots=True)
 class Fault:
     at: float
     message: str
+    kind: FaultKind = "source"
     active: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return {"at": self.at, "message": self.message, "active": self.active}
+        return {"at": self.at, "message": self.message, "kind": self.kind, "active": self.active}
 
 
 @dataclass
@@ -61,12 +66,14 @@ class ChannelState:
     faults: deque[Fault] = field(default_factory=lambda: deque(maxlen=20))
     restarts: int = 0
 
-    def fault(self, message: str) -> None:
-        self.faults.append(Fault(time.time(), message))
+    def fault(self, message: str, kind: FaultKind = "source") -> None:
+        self.faults.append(Fault(time.time(), message, kind))
 
-    def clear_faults(self) -> None:
+    def clear_faults(self, kind: FaultKind) -> None:
+        """What caused faults of this kind is over (the source re-opened, the radio is back); the others stay."""
         for f in self.faults:
-            f.active = False
+            if f.kind == kind:
+                f.active = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,7 +135,7 @@ class Channel:
                     async for frame in self._frames():
                         if backoff.attempt:
                             logger.info("channel %s: source re-opened", self.config.id)
-                            self.state.clear_faults()
+                            self.state.clear_faults("source")
                             backoff.reset()
                         for event in self.segmenter.feed(frame):
                             await self._handle(event)
@@ -192,11 +199,11 @@ class Channel:
             archived = await asyncio.to_thread(self.archive.store, utt)
         except Exception as e:  # the archive keeps the audio and records its own fault; make it visible here too
             logger.exception("channel %s: utterance %s could not be archived", self.config.id, utt.id)
-            self.state.fault(f"archive failed for {utt.id}: {e}")
+            self.state.fault(f"archive failed for {utt.id}: {e}", "archive")
             self.bus.publish("fault", {"channel": self.config.id, "utterance_id": utt.id, "message": str(e)})
             return None
         if archived.fault:  # kept in a fallback format: nothing lost, but someone must look at the encoder or disk
-            self.state.fault(f"utterance {utt.id} archived as {archived.format}: {archived.fault}")
+            self.state.fault(f"utterance {utt.id} archived as {archived.format}: {archived.fault}", "archive")
         self.state.utterances += 1
         self.state.last_utterance = {
             "id": utt.id,

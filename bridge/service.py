@@ -96,13 +96,16 @@ class Service:
     def transmitters(self) -> dict[str, Any]:
         return self.radios.transmitters
 
-    def _radio_fault(self, channel_id: str, message: str) -> None:
-        """A channel's radio line or audio output failed (at start-up, or a transmission): shown on that channel's
-        state, /healthz and the console, the way a lost source is."""
+    def _radio_fault(self, channel_id: str, message: str | None) -> None:
+        """A channel's radio line or audio output failed (at start-up, while running, or a transmission): shown on
+        that channel's state, /healthz and the console, the way a lost source is; None: the line is back."""
         for ch in self.channels:
             if ch.config.id == channel_id:
-                ch.state.fault(f"radio: {message}")
-                self.bus.publish("fault", {"channel": channel_id, "message": message})
+                if message is None:
+                    ch.state.clear_faults("radio")
+                else:
+                    ch.state.fault(f"radio: {message}", "radio")
+                    self.bus.publish("fault", {"channel": channel_id, "message": message})
                 self.bus.publish("channel", ch.state.to_dict())
 
     def _is_receiving(self, channel_id: str) -> bool:

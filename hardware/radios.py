@@ -19,10 +19,10 @@ from hardware.transmit import Priority, Transmitter
 
 logger = logging.getLogger(__name__)
 
-FaultHook = Callable[[str, str], None]  # (channel id, what went wrong) -> shown on that channel
+FaultHook = Callable[[str, str | None], None]  # (channel id, what went wrong or None: the radio is back)
 
 
-def _log_only(channel: str, message: str) -> None:
+def _log_only(channel: str, message: str | None) -> None:
     """The fault hook when nobody shows faults: the failure itself is already logged where it happened."""
 
 
@@ -67,6 +67,7 @@ class Radios:
         # A channel that transmits but has no control line keys its radio by VOX: a line held in memory.
         line = make_line(ch.id, ch.line or SimulatedLineConfig(type="simulated", cor=False))
         await line.open()
+        line.on_fault = lambda message, cid=ch.id: report(cid, message)  # lost and back while running
         self.lines[ch.id] = line  # registered at once: closed (unkeyed) with the others even if its output fails
         if ch.tx is not None:
             transmitter = Transmitter(

@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,6 +56,8 @@ class Line:
     def __init__(self, name: str) -> None:
         self.name = name
         self.fault: str | None = None
+        # Told when the device fails (the message) and when it is back (None), so the channel can show it.
+        self.on_fault: Callable[[str | None], None] | None = None
         self._keyed = False
         self._carrier: bool | None = None
         self._history: deque[tuple[float, bool]] = deque(maxlen=CARRIER_HISTORY)
@@ -86,7 +88,7 @@ class Line:
                 self._set_carrier(self._read_cor())
                 if backoff.attempt:
                     logger.info("line %s: device back", self.name)
-                    self.fault = None
+                    self._set_fault(None)
                     backoff.reset()
                 await asyncio.sleep(self.poll_interval)
             except (OSError, LineError) as e:
@@ -97,7 +99,7 @@ class Line:
         delay = backoff.next_delay()
         if self.fault is None:
             logger.error("line %s: %s; retrying", self.name, error)
-        self.fault = str(error)
+        self._set_fault(str(error))
         self._set_carrier(None)
         with contextlib.suppress(OSError):
             self._close()
@@ -108,6 +110,12 @@ class Line:
                 self._write_ptt(self._keyed)
         except (OSError, LineError) as e:
             logger.debug("line %s: re-open failed: %s", self.name, e)
+
+    def _set_fault(self, fault: str | None) -> None:
+        changed = fault != self.fault
+        self.fault = fault
+        if changed and self.on_fault is not None:
+            self.on_fault(fault)
 
     # --- the interface ----------------------------------------------------------------------------------------
 

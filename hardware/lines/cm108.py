@@ -129,7 +129,7 @@ class Cm108Line(Line):
         loop.add_reader(fd, readable)
         if backoff.attempt:
             logger.info("line %s: %s back", self.name, self.config.device)
-            self.fault = None
+            self._set_fault(None)
             backoff.reset()
         try:
             await failed

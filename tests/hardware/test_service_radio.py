@@ -346,6 +346,28 @@ async def test_a_line_that_cannot_open_is_a_fault_on_its_channel_and_the_others_
     assert sent.status == "sent", "the other channel's radio works"
 
 
+async def test_a_radio_lost_while_running_is_a_fault_on_its_channel_until_it_is_back(tmp_path):
+    # A CM108 fob with COR behind a udev-style link: closing its pty is pulling the USB plug; a new one, plugging it in.
+    fake = FakeHidraw.create()
+    device = tmp_path / "radio-fob"
+    device.symlink_to(fake.path)
+    fob = {"type": "cm108", "device": str(device), "cor": "vol_down"}
+    channels = [pipe_channel(tmp_path, "market", line=fob)]
+    async with running(write_config(tmp_path, channels)) as service:
+        [market] = service.channels
+        market.state.fault("source lost: earlier trouble")  # a source fault stays when the radio is back
+        fake.close()
+        device.unlink()
+        await until(lambda: any(f.kind == "radio" and f.active for f in market.state.faults), 5)
+        [radio] = [f for f in market.state.faults if f.kind == "radio"]
+        assert radio.message.startswith("radio: ")
+        fake = FakeHidraw.create()
+        device.symlink_to(fake.path)
+        await until(lambda: not radio.active, 10)
+        assert [f.kind for f in market.state.faults if f.active] == ["source"]
+    fake.close()
+
+
 # --- PTT never left keyed by `jingbao run` ---------------------------------------------------------------------
 
 
