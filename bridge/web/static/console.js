@@ -41,11 +41,18 @@ async function main() {
     S.responders = await JB.api("/api/responders");
     S.map?.setResponders(S.responders);
     refreshPatches();
+    for (const c of await JB.api("/api/channels")) {  // recognition lag: utterances still waiting for ASR
+      const known = S.channels.get(c.id);
+      if (known) { known.asr = c.asr; updateChannel(c.id); }
+    }
   }, 15000);
 }
 
 function onEvent({ topic, data }) {
-  if (topic === "channel") { S.channels.set(data.id, data); updateChannel(data.id); }
+  if (topic === "channel") {  // the bus carries the channel's own state; recognition lag comes from /api/channels
+    S.channels.set(data.id, { ...data, asr: data.asr ?? S.channels.get(data.id)?.asr });
+    updateChannel(data.id);
+  }
   else if (topic === "level") {
     const c = S.channels.get(data.channel);
     // a meter's fall is slowed (METER_FALL_DB per event) so a pause between two words does not blank it
@@ -110,7 +117,8 @@ function updateChannel(id) {
   card.classList.toggle("fault", c.active_faults > 0);
   const pct = Math.max(0, Math.min(100, (c.level_dbfs + 60) / 60 * 100));  // -60 dBFS (hiss) .. 0 dBFS
   card.querySelector(".meter div").style.width = `${pct.toFixed(0)}%`;
-  card.querySelector(".state").textContent = !c.running ? "未运行" : c.talking ? "正在讲话" : `${c.utterances} 次通话`;
+  const waiting = c.asr?.pending ? ` · ${c.asr.pending} 条待识别` : "";  // recognition behind on this channel
+  card.querySelector(".state").textContent = (!c.running ? "未运行" : c.talking ? "正在讲话" : `${c.utterances} 次通话`) + waiting;
   const last = c.last_utterance;
   card.querySelector(".last").textContent = last ? `上次 ${JB.time(last.start)} · ${last.duration.toFixed(1)} 秒` : "暂无通话";
   const said = S.lastSaid.get(id), text = said ? JB.readable(said) : null;
