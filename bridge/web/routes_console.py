@@ -16,11 +16,15 @@ own alerts, acknowledgements and position. The audio WebSockets (listen, talk ba
     POST /api/incidents/{id}/notes     operator      {"text"}
     POST /api/incidents/{id}/dispatch  operator      {"responders": [id, ...]}  dispatch / re-dispatch (alerts them)
     GET  /api/responders               operator      every responder: role, status, position (GPS fix or post)
+    POST /api/responders/{id}/status   operator      {"status": available|busy|off_duty}: the MQTT status path (logged
+                                                     with the operator's name)
     GET  /api/activity                 operator      utterances per channel per bucket (?minutes=60&bucket_s=60)
-    GET  /api/me/alerts                guard|officer the open incidents the logged-in responder was alerted to
+    GET  /api/me/alerts                guard|officer the open incidents the logged-in responder was alerted to, and
+                                                     the responder's status (and the incident it is busy on)
     WS   /api/me/live                  guard|officer {"topic": "alert", "data": view} when one of those changes
     POST /api/me/ack                   guard|officer {"incident_id", "status": ack|on_scene|declined}: the MQTT ack path
     POST /api/me/position              guard|officer {"lat", "lon", "acc"?, "tst"?}: the OwnTracks path
+    POST /api/me/status                guard|officer {"status": available|busy|off_duty}: the MQTT status path
 
 Incident views are read on the event loop thread, which is the one the dispatcher's SQLite connection belongs to.
 """
@@ -49,6 +53,7 @@ from bridge.web.sockets import until_client_leaves
 from bridge.web.users import Role, User
 from dispatch.incidents import OPEN, Incident, IncidentError, Status
 from dispatch.positions import PayloadError, parse_location
+from dispatch.responders import parse_status
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +84,10 @@ class DispatchBody(BaseModel):
 class AckBody(BaseModel):
     incident_id: str = Field(min_length=1, max_length=100)
     status: str = Field("ack", pattern="^(ack|on_scene|declined)$")
+
+
+class ResponderStatusBody(BaseModel):
+    status: str = Field(max_length=20, description="available, busy or off_duty (checked as the MQTT status is).")
 
 
 class PositionBody(BaseModel):
@@ -164,6 +173,19 @@ def console_router(tile_url: str | None = None) -> APIRouter:
     async def responders(ctx: WebContext = Depends(web_context), user: User = require(*OPERATOR)) -> list[dict[str, Any]]:
         return _dispatch(ctx).board.snapshot(RESPONDER_MAX_AGE_S)
 
+    @router.post("/api/responders/{responder_id}/status")
+    async def set_responder_status(
+        responder_id: str, body: ResponderStatusBody, ctx: WebContext = Depends(web_context),
+        user: User = require(*OPERATOR),
+    ) -> dict[str, Any]:  # fmt: skip
+        try:
+            before = _dispatch(ctx).board.status(responder_id)
+        except KeyError as e:
+            raise HTTPException(404, str(e)) from e
+        row = await _set_responder_status(ctx, responder_id, body.status)
+        logger.info("%s %s set responder %s from %s to %s", user.role, user.name, responder_id, before, row["status"])
+        return row
+
     @router.get("/api/activity")
     async def channel_activity(
         minutes: int = Query(60, ge=1, le=24 * 60), bucket_s: int = Query(60, ge=10, le=3600),
@@ -177,8 +199,8 @@ def console_router(tile_url: str | None = None) -> APIRouter:
     async def my_alerts(ctx: WebContext = Depends(web_context), user: User = require(*RESPONDER)) -> dict[str, Any]:
         rid = _responder_id(ctx, user)
         mine = [incident_view(ctx, i) for i in _incidents(ctx, open_only=True, limit=200) if rid in i.assigned]
-        responder = ctx.service.dispatch.jurisdiction.responder(rid)
-        return {"responder": responder.model_dump(), "alerts": mine}
+        responder = ctx.service.dispatch.jurisdiction.responder(rid).model_dump() | _responder_row(ctx, rid)
+        return {"responder": responder, "alerts": mine}
 
     @router.websocket("/api/me/live")
     async def my_live(ws: WebSocket, ctx: WebContext = Depends(web_context), user: User = require(*RESPONDER)) -> None:
@@ -213,6 +235,12 @@ def console_router(tile_url: str | None = None) -> APIRouter:
         await ctx.service.dispatch.dispatcher.on_message(f"owntracks/{rid}/web", payload)  # as OwnTracks would publish
         located = ctx.service.dispatch.board.locate(rid, RESPONDER_MAX_AGE_S)
         return {"responder": rid, "lat": located.lat, "lon": located.lon, "position": located.source}
+
+    @router.post("/api/me/status")
+    async def my_status(
+        body: ResponderStatusBody, ctx: WebContext = Depends(web_context), user: User = require(*RESPONDER)
+    ) -> dict[str, Any]:
+        return await _set_responder_status(ctx, _responder_id(ctx, user), body.status)
 
     router.include_router(audio_router())
     return router
@@ -303,6 +331,24 @@ def _responder_id(ctx: WebContext, user: User) -> str:
     except KeyError as e:
         raise HTTPException(409, str(e.args[0])) from e
     return user.responder_id
+
+
+def _responder_row(ctx: WebContext, responder_id: str) -> dict[str, Any]:
+    """The responder as the console's list has it: name, role, status, the incident it is busy on, position."""
+    return next(r for r in ctx.service.dispatch.board.snapshot(RESPONDER_MAX_AGE_S) if r["id"] == responder_id)
+
+
+async def _set_responder_status(ctx: WebContext, responder_id: str, status: str) -> dict[str, Any]:
+    """Exactly what a phone's `<prefix>/status/<responder_id>` message does (same payload checks, same board update,
+    same log line); 422 for a status that path would reject. Returns the responder's row as it is now."""
+    payload = json.dumps({"status": status}).encode()
+    try:
+        parse_status(payload)
+    except PayloadError as e:
+        raise HTTPException(422, str(e)) from e
+    dispatcher = ctx.service.dispatch.dispatcher
+    await dispatcher.on_message(dispatcher.topics.status(responder_id), payload)
+    return _responder_row(ctx, responder_id)
 
 
 def incident_view(ctx: WebContext, incident: Incident) -> dict[str, Any]:
