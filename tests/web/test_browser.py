@@ -375,3 +375,17 @@ def test_a_fault_shows_on_its_channel_card_at_once(live: LiveService, browser: B
             aside.rename(folder)
         assert live.call(live.service.archive.retry_held) == 1  # the held call is archived after all
     page.close()
+
+
+def test_a_guard_goes_off_duty_from_his_page(live: LiveService, browser: Browser) -> None:
+    page = browser.new_page(viewport={"width": 390, "height": 780})
+    log_in(page, live.url, "guard-huaniao", "/guard")
+    off_duty = page.locator("#duty button", has_text="下班")
+    try:
+        off_duty.click()
+        expect(off_duty).to_have_attribute("aria-pressed", "true")
+        expect(page.locator("#duty-state")).to_have_text("当前状态：下班")
+        assert live.call(live.service.dispatch.board.status, "g-huaniao") == "off_duty"
+    finally:
+        live.call(live.service.dispatch.board.set_status, "g-huaniao", "available")  # on duty for whatever runs next
+    page.close()

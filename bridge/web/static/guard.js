@@ -1,7 +1,8 @@
-// The guard / officer page: hold to talk into a channel like a radio, receive alerts, acknowledge, share position.
+// The guard / officer page: hold to talk into a channel like a radio, receive alerts, acknowledge, set one's status
+// (在岗 / 忙碌 / 下班), share position.
 "use strict";
 
-const G = { me: null, mic: null, press: null, known: new Set(), lastFix: 0 };
+const G = { me: null, mic: null, press: null, known: new Set(), alerts: [], lastFix: 0 };
 
 async function main() {
   G.me = await JB.session(["guard", "officer"]);
@@ -15,6 +16,7 @@ async function main() {
   for (const ev of ["pointerup", "pointerleave", "pointercancel"]) ptt.addEventListener(ev, releaseTalk);
   ptt.addEventListener("contextmenu", (e) => e.preventDefault());
   JB.soundHint(document.getElementById("sound-hint"));  // an alert's sound needs one tap on the page first
+  for (const button of document.querySelectorAll("#duty button")) button.addEventListener("click", setDuty);
   await loadAlerts(false);
   JB.liveSocket("/api/me/live", () => loadAlerts(true), (up) => {
     const conn = document.getElementById("conn");
@@ -55,6 +57,8 @@ async function loadAlerts(live) {
   try { data = await JB.api("/api/me/alerts"); } catch (e) { document.getElementById("alerts").textContent = e.message; return; }
   const r = data.responder;
   document.getElementById("responder").textContent = `${r.name}（${JB.label("role", r.role)}）`;
+  G.alerts = data.alerts;
+  showDuty(r);
   const fresh = data.alerts.filter((a) => !G.known.has(a.id));
   for (const a of data.alerts) G.known.add(a.id);
   if (live && fresh.length) {
@@ -83,6 +87,28 @@ function alertCard(a, myId, fresh) {
       JB.el("button", { class: "primary", onclick: ack("ack") }, "收到"),
       JB.el("button", { onclick: ack("on_scene") }, "已到场"),
       JB.el("button", { class: "danger", onclick: ack("declined") }, "无法前往")));
+}
+
+// The status buttons: the current one is lit; busy after an acknowledgement names the incident.
+function showDuty(me) {
+  let label = me.status;
+  for (const button of document.querySelectorAll("#duty button")) {
+    const current = button.dataset.status === me.status;
+    button.classList.toggle("on", current);
+    button.setAttribute("aria-pressed", String(current));
+    button.disabled = false;
+    if (current) label = button.textContent;
+  }
+  const incident = me.incident_id && G.alerts.find((a) => a.id === me.incident_id);
+  const busyOn = incident ? `，正在处置：${incident.place_name || "地点不明"} ${JB.label("type", incident.type)}`
+    : me.incident_id ? `，正在处置 ${me.incident_id}` : "";
+  document.getElementById("duty-state").textContent = `当前状态：${label}${busyOn}`;
+}
+
+async function setDuty(e) {
+  const status = e.currentTarget.dataset.status;
+  try { showDuty(await JB.api("/api/me/status", { method: "POST", body: { status } })); }
+  catch (err) { document.getElementById("duty-state").textContent = `状态未更改：${err.message}`; }
 }
 
 function sharePosition(e) {
