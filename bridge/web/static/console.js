@@ -6,6 +6,7 @@ const S = { channels: new Map(), incidents: new Map(), lines: new Map(), respond
             activity: null, mic: null, listening: new Map(), map: null, selected: null, unseen: new Set(),
             lastSaid: new Map() };  // channel id -> its latest final transcript, shown on the channel's card
 const REMIND_S = 20;
+const RESPONDER_STATUS = { available: "在岗", busy: "忙碌", off_duty: "下班" };
 const METER_FALL_DB = 8;  // per level event (5 a second)
 
 async function main() {
@@ -310,9 +311,10 @@ function chooseResponders(incident) {
   const dialog = document.getElementById("dispatch-dialog").content.firstElementChild.cloneNode(true);
   const near = S.responders.map((r) => ({ ...r, d: incident.lat == null ? null : metres(incident, r) }))
     .sort((a, b) => (a.d ?? 1e12) - (b.d ?? 1e12));
-  dialog.querySelector(".choices").append(...near.map((r) => JB.el("label", {},
-    JB.el("input", { type: "checkbox", value: r.id, checked: incident.assigned.includes(r.id) }),
-    ` ${r.name}（${JB.label("role", r.role)}）${r.d == null ? "" : " " + JB.distance(r.d)}${r.status !== "available" ? " · 忙" : ""}`)));
+  dialog.querySelector(".choices").append(...near.map((r) => JB.el("div", { "data-responder": r.id },
+    JB.el("label", {}, JB.el("input", { type: "checkbox", value: r.id, checked: incident.assigned.includes(r.id) }),
+      ` ${r.name}（${JB.label("role", r.role)}）${r.d == null ? "" : " " + JB.distance(r.d)}`),
+    " ", statusPicker(r))));
   document.body.append(dialog);
   dialog.showModal();
   return new Promise((resolve, reject) => {
@@ -324,6 +326,32 @@ function chooseResponders(incident) {
       catch (e) { reject(e); }
     });
   });
+}
+
+// The responder's status, which the operator may set for them (as the responder's own status message would: on the
+// map and in the next ranking at once), and the incident an acknowledgement made them busy on.
+function statusPicker(responder) {
+  let current = responder.status;
+  const pick = JB.el("select", { "aria-label": `${responder.name}的状态` },
+    Object.entries(RESPONDER_STATUS).map(([status, label]) => JB.el("option", { value: status, selected: status === current }, label)));
+  const busyOn = JB.el("span", { class: "muted" });
+  const showBusyOn = (incidentId) => {
+    const i = incidentId && S.incidents.get(incidentId);
+    busyOn.textContent = !incidentId ? "" : ` 正在处置：${i ? `${i.place_name || "地点不明"} ${JB.label("type", i.type)}` : incidentId}`;
+  };
+  showBusyOn(responder.incident_id);
+  pick.onchange = async () => {
+    pick.disabled = true;
+    try {
+      const row = await JB.api(`/api/responders/${encodeURIComponent(responder.id)}/status`, { method: "POST", body: { status: pick.value } });
+      current = row.status;
+      showBusyOn(row.incident_id);
+      S.responders = S.responders.map((r) => (r.id === row.id ? row : r));
+      S.map?.setResponders(S.responders);
+    } catch (e) { pick.value = current; alert(`状态未更改：${e.message}`); }
+    pick.disabled = false;
+  };
+  return JB.el("span", {}, pick, busyOn);
 }
 
 function metres(a, b) {
