@@ -14,6 +14,7 @@ JB.LABELS = {
   role: { guard: "保安", officer: "民警", chief: "社区警长", volunteer: "义警", grid_worker: "网格员",
           operator: "调度员", auditor: "审计员", admin: "管理员" },
   ack: { ack: "已确认", on_scene: "已到场", declined: "已拒绝" },
+  responder_status: { available: "在岗", busy: "忙碌", off_duty: "下班" },
   reason: { guard: "最近保安", grid_chief: "网格警长", police: "民警", assigned: "调度指派", grid_chief_follow_up: "回访警长",
             nearest: "最近" },
   timeline: { reported: "发现", status: "状态", alerted: "派警", escalated: "升级派警", ack: "回复", note: "备注",

@@ -6,7 +6,6 @@ const S = { channels: new Map(), incidents: new Map(), lines: new Map(), respond
             activity: null, mic: null, listening: new Map(), map: null, selected: null, unseen: new Set(),
             lastSaid: new Map() };  // channel id -> its latest final transcript, shown on the channel's card
 const REMIND_S = 20;
-const RESPONDER_STATUS = { available: "在岗", busy: "忙碌", off_duty: "下班" };
 const METER_FALL_DB = 8;  // per level event (5 a second)
 
 async function main() {
@@ -333,7 +332,7 @@ function chooseResponders(incident) {
 function statusPicker(responder) {
   let current = responder.status;
   const pick = JB.el("select", { "aria-label": `${responder.name}的状态` },
-    Object.entries(RESPONDER_STATUS).map(([status, label]) => JB.el("option", { value: status, selected: status === current }, label)));
+    Object.entries(JB.LABELS.responder_status).map(([status, label]) => JB.el("option", { value: status, selected: status === current }, label)));
   const busyOn = JB.el("span", { class: "muted" });
   const showBusyOn = (incidentId) => {
     const i = incidentId && S.incidents.get(incidentId);

@@ -91,14 +91,13 @@ function alertCard(a, myId, fresh) {
 
 // The status buttons: the current one is lit; busy after an acknowledgement names the incident.
 function showDuty(me) {
-  let label = me.status;
   for (const button of document.querySelectorAll("#duty button")) {
     const current = button.dataset.status === me.status;
     button.classList.toggle("on", current);
     button.setAttribute("aria-pressed", String(current));
     button.disabled = false;
-    if (current) label = button.textContent;
   }
+  const label = JB.label("responder_status", me.status);
   const incident = me.incident_id && G.alerts.find((a) => a.id === me.incident_id);
   const busyOn = incident ? `，正在处置：${incident.place_name || "地点不明"} ${JB.label("type", incident.type)}`
     : me.incident_id ? `，正在处置 ${me.incident_id}` : "";
