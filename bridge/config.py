@@ -71,7 +71,9 @@ class PipeSource(Strict):
 class WebSource(Strict):
     type: Literal["web"] = Field(description="Push-to-talk audio from browsers (the guard page) over WebSocket.")
     max_buffer_s: float = Field(
-        5.0, gt=0, description="Most pushed audio held for the channel, seconds; more is refused (a flooding client)."
+        5.0, gt=0,
+        description="How far (seconds) a client's pushed audio may run ahead of real time, and the most held for the"
+        " channel; more is refused (a flooding client, or a channel that stalls).",
     )
 
 

@@ -1,8 +1,9 @@
 """Audio pushed into a channel by the web server: the guard page's hold-to-talk, 16 kHz int16 PCM over WebSocket.
 
 Only real audio is yielded, no silence between pushes; each burst is stamped with the wall-clock time it arrived.
-The buffer is bounded: a client that floods (or a channel task that stalls) gets its audio refused and counted,
-never the process's memory.
+A client cannot talk faster than real time: its audio may run ahead of the wall clock by at most `max_buffer_s`
+(room for a phone's network hiccup), like a radio, which cannot either. A flood beyond that, or audio for a channel
+task that stalls, is refused and counted, never buffered in the process's memory.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH, Frame
 from bridge.config import WebSource
@@ -25,23 +26,37 @@ PARTIAL_FRAME_WAIT_S = 0.1  # a talk burst's last partial frame is sent (padded)
 class PushSource:
     """A channel fed by `push()` calls (config type "web")."""
 
-    def __init__(self, channel_id: str, config: WebSource | None = None) -> None:
+    def __init__(
+        self, channel_id: str, config: WebSource | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.channel_id = channel_id
         self.config = config or WebSource(type="web")
         self.stats = SourceStats()
         self.max_bytes = round(self.config.max_buffer_s * SAMPLE_RATE) * SAMPLE_WIDTH
         self._chunks: deque[tuple[bytes, float]] = deque()
         self._buffered = 0
+        # Real-time pacing as a token bucket: credit (bytes) grows with the clock at the audio rate, up to max_bytes.
+        self._clock = clock
+        self._credit = float(self.max_bytes)
+        self._credit_at = clock()
         self._arrived = asyncio.Event()
         self._refusals = ThrottledLog(logger, "pushed audio refused")
 
-    def push(self, pcm16k: bytes) -> bool:
-        """Queue 16 kHz mono int16 PCM; False (counted, logged sparingly) if malformed or the buffer is full."""
+    def push(self, pcm16k: bytes, *, paced: bool = True) -> bool:
+        """Queue 16 kHz mono int16 PCM; False (counted, logged sparingly) if malformed, faster than real time, or
+        the buffer is full. `paced=False` is for the server's own audio (the release silence), not a client's."""
+        now = self._clock()
+        self._credit = min(float(self.max_bytes), self._credit + (now - self._credit_at) * SAMPLE_RATE * SAMPLE_WIDTH)
+        self._credit_at = now
         if len(pcm16k) % SAMPLE_WIDTH:
             reason = f"odd length {len(pcm16k)}: not 16-bit PCM"
+        elif paced and len(pcm16k) > self._credit:
+            reason = f"faster than real time (more than {self.config.max_buffer_s:g} s ahead of the clock): a flooding client"
         elif self._buffered + len(pcm16k) > self.max_bytes:
-            reason = f"buffer full ({self.config.max_buffer_s:g} s): client sends faster than the channel reads"
+            reason = f"buffer full ({self.config.max_buffer_s:g} s): the channel is not reading"
         else:
+            if paced:
+                self._credit -= len(pcm16k)
             self._chunks.append((pcm16k, time.time()))
             self._buffered += len(pcm16k)
             self._arrived.set()

@@ -74,7 +74,7 @@ def audio_router() -> APIRouter:
         finally:
             # the radio's squelch closing: silence past the segmenter's hang-over ends the utterance at once
             tail_ms = chosen.config.vad.stop_window_ms + RELEASE_SILENCE_MS
-            source.push(bytes(SAMPLE_RATE * SAMPLE_WIDTH * tail_ms // 1000))
+            source.push(bytes(SAMPLE_RATE * SAMPLE_WIDTH * tail_ms // 1000), paced=False)
             logger.info("push-to-talk by %s on %s released (%d chunks refused)", user.name, chosen.config.id, refused)
         await close_quietly(ws)
 

@@ -177,13 +177,21 @@ async def test_push_yields_pushed_audio_stamped_at_arrival(speech: Path) -> None
 
 
 async def test_push_refuses_floods_and_malformed_audio() -> None:
-    source = PushSource("w1", WebSource(type="web", max_buffer_s=1.0))
+    now = [100.0]
+    source = PushSource("w1", WebSource(type="web", max_buffer_s=1.0), clock=lambda: now[0])
     second = bytes(2 * SAMPLE_RATE)
-    assert source.push(second)
-    assert not source.push(bytes(640))  # nobody reads: the buffer is full
+    assert source.push(second)  # one second ahead of the clock: the most allowed
+    assert not source.push(bytes(640))  # faster than real time
+    assert "faster than real time" in str(source.stats.last_error)
     assert not source.push(b"\x00\x01\x02")  # odd length
     assert source.stats.rejected == 2
     assert source.stats.last_error is not None and "odd length 3" in source.stats.last_error
     frames = await collect(source, limit=50)
     assert len(frames) == 50
-    assert source.push(second)  # room again once read
+    assert not source.push(second), "reading fast does not let a client run further ahead of the clock"
+    now[0] += 1.0
+    assert source.push(second)  # a second later, a second more
+    now[0] += 1.0
+    assert not source.push(second), "nobody read the last second: the channel's buffer is full"
+    assert "buffer full" in str(source.stats.last_error)
+    assert source.push(bytes(640), paced=False) is False  # the server's own audio is not paced, but still bounded

@@ -107,10 +107,11 @@ async def test_pipe_sink_writes_raw_pcm_to_a_fifo(tmp_path):
             while chunk := f.read(4096):
                 received.extend(chunk)
 
-    thread = threading.Thread(target=reader)
-    thread.start()
     sink = PipeSink("ch", PipeSinkConfig(type="pipe", path=str(fifo), realtime=False))
     await sink.open()
+    # Read only once the sink holds the write end: a read with no writer yet is end of file, and the reader would quit.
+    thread = threading.Thread(target=reader)
+    thread.start()
     await _transmit(sink, TONE.tobytes())
     await sink.close()
     await asyncio.to_thread(thread.join, 5)
