@@ -71,7 +71,9 @@ class PushSource:
             if not self._chunks:
                 self._arrived.clear()
                 try:
-                    await asyncio.wait_for(self._arrived.wait(), PARTIAL_FRAME_WAIT_S if assembler.has_pending else None)
+                    # not wait_for: Python 3.11's can swallow a cancellation that lands as the event is set
+                    async with asyncio.timeout(PARTIAL_FRAME_WAIT_S if assembler.has_pending else None):
+                        await self._arrived.wait()
                 except TimeoutError:
                     for frame in assembler.flush():
                         yield frame

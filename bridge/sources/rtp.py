@@ -219,7 +219,8 @@ class RtpInput:
                 elif deadline is None:
                     deadline = last_audio + idle_after
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(0.0, deadline - loop.time()))
+                    async with asyncio.timeout_at(deadline):  # not wait_for: it can swallow a cancellation (3.11)
+                        await self._wake.wait()
         finally:
             transport.close()
 

@@ -100,7 +100,10 @@ class SoundCardInput:
         timeout = FIRST_DATA_TIMEOUT_S
         while True:
             try:
-                data, arrived, status = await asyncio.wait_for(queue.get(), timeout)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that lands as the
+                # item arrives, and the channel (or a test stopping it) would then wait for ever.
+                async with asyncio.timeout(timeout):
+                    data, arrived, status = await queue.get()
             except TimeoutError:
                 state = "stream stopped" if not stream.is_active() else f"no audio for {timeout:g} s"
                 raise self.stats.fail(f"sound card {name} lost: {state}") from None
