@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Sequence
 
@@ -22,10 +23,6 @@ logger = logging.getLogger(__name__)
 FaultHook = Callable[[str, str | None], None]  # (channel id, what went wrong or None: the radio is back)
 
 
-def _log_only(channel: str, message: str | None) -> None:
-    """The fault hook when nobody shows faults: the failure itself is already logged where it happened."""
-
-
 class Radios:
     def __init__(
         self, channels: Sequence[ChannelConfig], patches: Sequence[PatchConfig], receiving: Callable[[str], bool]
@@ -38,7 +35,7 @@ class Radios:
         self.patches = PatchManager({})
         self._playing: set[asyncio.Task] = set()
 
-    async def open(self, on_fault: FaultHook | None = None) -> None:
+    async def open(self, on_fault: FaultHook) -> None:
         """Open every line (which unkeys it first: a PTT left keyed by a crash is released) and transmitter.
 
         A channel whose line or audio output cannot be opened (fob unplugged, no permission, output device missing)
@@ -46,13 +43,13 @@ class Radios:
         keeps receiving without it (no COR: the segmenter's VAD decides; without a transmitter it cannot transmit
         or be patched) until the service is restarted. `on_fault` also hears of each failed transmission.
         """
-        report = on_fault or _log_only
         for ch in self._channels:
+            report = functools.partial(on_fault, ch.id)
             try:
                 await self._open_channel(ch, report)
             except (LineError, SinkError) as e:
                 logger.error("channel %s: %s; the channel runs without it until the service is restarted", ch.id, e)
-                report(ch.id, str(e))
+                report(str(e))
         self.patches = PatchManager(self.transmitters)
         for p in self._patch_configs:
             try:
@@ -61,18 +58,18 @@ class Radios:
                 logger.error("patch %s <-> %s not set: %s", p.a, p.b, e)
                 for end in (p.a, p.b):
                     if end in self.transmitters:  # the failed end already reports why
-                        report(end, f"patch {p.a} <-> {p.b} not set: {e}")
+                        on_fault(end, f"patch {p.a} <-> {p.b} not set: {e}")
 
-    async def _open_channel(self, ch: ChannelConfig, report: FaultHook) -> None:
+    async def _open_channel(self, ch: ChannelConfig, report: Callable[[str | None], None]) -> None:
         # A channel that transmits but has no control line keys its radio by VOX: a line held in memory.
         line = make_line(ch.id, ch.line or SimulatedLineConfig(type="simulated", cor=False))
         await line.open()
-        line.on_fault = lambda message, cid=ch.id: report(cid, message)  # lost and back while running
+        line.on_fault = report  # lost and back while running
         self.lines[ch.id] = line  # registered at once: closed (unkeyed) with the others even if its output fails
         if ch.tx is not None:
             transmitter = Transmitter(
                 ch.id, line, open_sink(ch.id, ch.tx.output), ch.tx, receiving=lambda cid=ch.id: self._receiving(cid),
-                on_fault=lambda message, cid=ch.id: report(cid, message),
+                on_fault=report,
             )
             await transmitter.start()
             self.transmitters[ch.id] = transmitter
