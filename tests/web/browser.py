@@ -74,6 +74,14 @@ class LiveService:
             self.loop.call_soon_threadsafe(self._task.cancel)
         self._thread.join(30)
 
+    def __enter__(self) -> LiveService:
+        """`with live:` starts the service and stops it on the way out (not when it fails to start)."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         async def run() -> Any:
             return fn(*args)

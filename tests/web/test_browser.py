@@ -46,13 +46,12 @@ def live(tmp_path_factory: pytest.TempPathFactory, sherpa_model: Path) -> Iterat
     tmp = tmp_path_factory.mktemp("browser")
     broker = Mosquitto(tmp / "mosquitto")
     broker.start()
-    live = LiveService(write_config(tmp, broker, sherpa_model))
-    add_users(live.config.storage.database)
-    live.start()
     try:
-        yield live
+        live = LiveService(write_config(tmp, broker, sherpa_model))
+        add_users(live.config.storage.database)
+        with live:
+            yield live
     finally:
-        live.stop()
         broker.stop()
 
 

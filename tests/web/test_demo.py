@@ -51,12 +51,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory, sherpa_model: Path) -> Iterat
         path = tmp / "demo.yaml"
         path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
         assert cmd_user_demo(argparse.Namespace(config=path)) == 0  # the demo logins, as `make run` creates them
-        live = LiveService(path)
-        live.start()
-        try:
+        with LiveService(path) as live:
             yield live
-        finally:
-            live.stop()
     finally:
         broker.stop()
 

@@ -38,11 +38,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     live = LiveService(path)
     add_users(live.config.storage.database)
-    live.start()
-    try:
+    with live:
         yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture(scope="module")
