@@ -240,10 +240,15 @@ class Line:
             watcher_recovers = self._watch_task is not None and not self._watch_task.done()
             if watcher_recovers or not self._is_open:
                 raise
-            with contextlib.suppress(OSError):
-                self._close()
-            self._open()  # LineError when the device is still missing: its message says what to check
-            self._write_ptt(active)
+            try:
+                with contextlib.suppress(OSError):
+                    self._close()
+                self._open()  # LineError when the device is still missing: its message says what to check
+                self._write_ptt(active)
+            except (OSError, LineError) as e:
+                self._set_fault(str(e))  # shown on the channel until a later key or unkey finds the device back
+                raise
+            self._set_fault(None)
             logger.info("line %s: device re-opened", self.name)
 
     def _set_carrier(self, state: bool | None, ts: float | None = None) -> None:

@@ -192,6 +192,8 @@ async def test_an_unplugged_fob_fails_the_transmission_and_the_channel_is_not_le
     line = make_line("ch", Cm108LineConfig(type="cm108", device=str(device), cor=None))
     faults: list[str] = []
     tx = Transmitter("ch", line, FileSink("ch", config.output), config, on_fault=faults.append)
+    line_faults: list[str | None] = []
+    line.on_fault = line_faults.append  # what the channel card is told (Radios sets this hook)
 
     def unplug() -> None:
         fake.close()
@@ -215,12 +217,14 @@ async def test_an_unplugged_fob_fails_the_transmission_and_the_channel_is_not_le
         assert tx.counts["failed"] == 1
         assert faults == [f"announce inc-1 failed: {result.error}"]
         assert tx.state()["current"] is None
+        assert line_faults and "does not exist" in (line_faults[-1] or ""), "unplugged: the line is faulty"
 
         fake = FakeHidraw.create()  # plugged back in
         device.symlink_to(fake.path)
         try:
             assert (await tx.transmit(silence(0.1))).status == "sent"
             assert fake.output_reports() == [bytes.fromhex("0000040400"), bytes.fromhex("0000000400")]
+            assert line_faults[-1] is None and line.fault is None, "the device is back: the line's fault is over"
             await tx.close()
         finally:
             fake.close()
