@@ -36,6 +36,7 @@ from dispatch.phonetic import (
     common_words,
     fold,
     phrase,
+    reading_freq,
     split,
     text_syllables,
     tones_agree,
@@ -211,7 +212,7 @@ class Lexicon:
         word themselves (走上 is not 走散), so ordinary speech rarely makes one."""
         hits = []
         for start, (first, second) in enumerate(pairwise(syllables)):
-            if first is None or second is None or _common_word_read((first, second)):
+            if first is None or second is None or reading_freq((first, second)) >= SOUND_ALIKE_FREQ:
                 continue
             for t in self._by_radio_key.get((_radio_fold(first.folded), _radio_fold(second.folded)), ()):
                 want = phrase(t.word)
@@ -287,12 +288,6 @@ def _sound_alike(word: str) -> str:
             return WRITTEN_ONLY
         verdict = EXACT_ONLY
     return verdict
-
-
-def _common_word_read(heard: tuple[Syllable, Syllable]) -> bool:
-    """The two syllables, tones included, are the reading of a common word (jieba frequency >= SOUND_ALIKE_FREQ)."""
-    return any([(s.base, s.tone) for s in reading] == [(s.base, s.tone) for s in heard]
-               for _, reading in _common_two_syllable_words().get(tuple(s.folded for s in heard), ()))
 
 
 @lru_cache(maxsize=1)
