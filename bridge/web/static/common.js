@@ -26,6 +26,9 @@ JB.OPEN = new Set(["reported", "dispatched", "acknowledged", "on_scene"]);  // i
 
 JB.label = (kind, key) => (JB.LABELS[kind] && JB.LABELS[kind][key]) || key || "";
 
+// An incident in a few words: where and what (`万寿路花鸟市场 急救`).
+JB.incidentTitle = (i) => `${i.place_name || "地点不明"} ${JB.label("type", i.type)}`;
+
 JB.el = (tag, attrs = {}, ...children) => {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {

@@ -227,7 +227,7 @@ function updateBanner() {
   if (!unseen.length) return;
   const top = unseen[0];
   banner.className = `banner p-${top.priority}`;
-  banner.textContent = `${JB.label("priority", top.priority)}警情：${top.place_name || "地点不明"} ${JB.label("type", top.type)}` +
+  banner.textContent = `${JB.label("priority", top.priority)}警情：${JB.incidentTitle(top)}` +
     (unseen.length > 1 ? `（另有 ${unseen.length - 1} 起未查看）` : "");
   banner.onclick = () => selectIncident(top.id, true);
 }
@@ -336,7 +336,7 @@ function statusPicker(responder) {
   const busyOn = JB.el("span", { class: "muted" });
   const showBusyOn = (incidentId) => {
     const i = incidentId && S.incidents.get(incidentId);
-    busyOn.textContent = !incidentId ? "" : ` 正在处置：${i ? `${i.place_name || "地点不明"} ${JB.label("type", i.type)}` : incidentId}`;
+    busyOn.textContent = !incidentId ? "" : ` 正在处置：${i ? JB.incidentTitle(i) : incidentId}`;
   };
   showBusyOn(responder.incident_id);
   pick.onchange = async () => {

@@ -99,7 +99,7 @@ function showDuty(me) {
   }
   const label = JB.label("responder_status", me.status);
   const incident = me.incident_id && G.alerts.find((a) => a.id === me.incident_id);
-  const busyOn = incident ? `，正在处置：${incident.place_name || "地点不明"} ${JB.label("type", incident.type)}`
+  const busyOn = incident ? `，正在处置：${JB.incidentTitle(incident)}`
     : me.incident_id ? `，正在处置 ${me.incident_id}` : "";
   document.getElementById("duty-state").textContent = `当前状态：${label}${busyOn}`;
 }
