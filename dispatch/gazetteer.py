@@ -109,7 +109,7 @@ class Jurisdiction(_Strict):
             elif p.grid is not None and (grid := self._places_by_id[p.grid]).kind != "community":
                 yield f"place {p.id!r}: grid {p.grid!r} is a {grid.kind}, not a community"
             if p.within in place_ids and p.id in self.ancestors(p.within) and p.within != p.id:
-                yield f"place {p.id!r}: within {p.within!r} makes a loop ({' -> '.join(self._loop(p.id))})"
+                yield f"place {p.id!r}: within {p.within!r} makes a loop ({' -> '.join([p.id, *self.ancestors(p.id), p.id])})"
         for r in self.responders:
             if r.post not in place_ids:
                 yield f"responder {r.id!r}: post {r.post!r} is not a known place"
@@ -117,15 +117,6 @@ class Jurisdiction(_Strict):
                 yield f"responder {r.id!r}: channel {r.channel!r} is not a known channel"
         if all(p.within in place_ids or p.within is None for p in self.places):
             yield from self._name_clashes()
-
-    def _loop(self, place_id: str) -> list[str]:
-        """The ids of a `within` cycle starting and ending at place_id (a -> b -> a)."""
-        chain = [place_id]
-        current = self._places_by_id[place_id].within
-        while current is not None and current != place_id and current not in chain:
-            chain.append(current)
-            current = self._places_by_id[current].within
-        return [*chain, place_id]
 
     def _name_clashes(self) -> Iterator[str]:
         by_name: dict[str, Place] = {}
