@@ -90,7 +90,7 @@ def audio_router() -> APIRouter:
             async for pcm in frames:
                 await ws.send_bytes(pcm)
 
-        tasks = [asyncio.create_task(send()), asyncio.create_task(until_client_leaves(ws, f"listen to {channel_id}"))]
+        tasks = [asyncio.create_task(send()), asyncio.create_task(until_client_leaves(ws))]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:

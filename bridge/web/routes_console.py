@@ -263,7 +263,7 @@ async def _pump(
             if message is not None:
                 await ws.send_text(json.dumps(message, ensure_ascii=False, default=str))
 
-    tasks = [asyncio.create_task(send()), asyncio.create_task(until_client_leaves(ws, ws.url.path))]
+    tasks = [asyncio.create_task(send()), asyncio.create_task(until_client_leaves(ws))]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

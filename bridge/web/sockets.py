@@ -25,9 +25,10 @@ async def close_quietly(ws: WebSocket, code: int = status.WS_1000_NORMAL_CLOSURE
         await ws.close(code, reason)
 
 
-async def until_client_leaves(ws: WebSocket, feed: str) -> None:
+async def until_client_leaves(ws: WebSocket) -> None:
     """Read and drop what the client of a live feed sends, until it disconnects or sends something a feed never gets
-    (then it is closed with a reason). `feed` names the feed in the log."""
+    (then it is closed with a reason, and the feed's path logged)."""
+    feed = ws.url.path
     while True:
         try:
             message = await ws.receive()
