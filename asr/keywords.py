@@ -9,7 +9,6 @@ so the key maps back to exactly one (label, ref) and a label is reported the sam
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -207,7 +206,10 @@ def labels_in_text(text: str, entries: Iterable[KeywordEntry]) -> list[tuple[int
     by_label = {e.label: e.ref for e in entries}
     found = []
     for label in sorted(by_label, key=len, reverse=True):
-        found += [(m.start(), label, by_label[label]) for m in re.finditer(re.escape(label), text)]
+        at = text.find(label)
+        while at >= 0:  # str.find, not a regex per label: hundreds of labels would thrash re's pattern cache
+            found.append((at, label, by_label[label]))
+            at = text.find(label, at + len(label))
         text = text.replace(label, "\0" * len(label))  # same length: the positions of shorter labels still hold
     return sorted(found)
 
