@@ -29,7 +29,7 @@ from dispatch.incidents import OPEN, Incident, IncidentStore, Status, new_incide
 from dispatch.location import LocationMatch, PlaceIndex, extract_location
 from dispatch.mqtt import MqttLink
 from dispatch.outbox import Outbox
-from dispatch.positions import PayloadError, Position, PositionIntake
+from dispatch.positions import PayloadError, PositionIntake
 from dispatch.responders import Recommendation, ResponderBoard, parse_status, recommend
 from dispatch.topics import AckTopic, OwnTracksTopic, StatusTopic, Topics
 
@@ -64,7 +64,6 @@ class Dispatcher:
         classify: Classify,
         locate: Locate,
         rank: Rank,
-        on_position: Callable[[Position], None],
         board: ResponderBoard,
         topics: Topics | None = None,
         bus: EventBus | None = None,
@@ -96,7 +95,9 @@ class Dispatcher:
             responder_ids=responder_ids,
             is_available=lambda responder_id: board.status(responder_id) == "available",
         )
-        self.positions = PositionIntake(responder_ids, on_position, devices)
+        self.positions = PositionIntake(
+            responder_ids, lambda p: board.update_position(p.responder_id, p.lat, p.lon, p.ts, p.acc), devices
+        )
         self.rejected: Counter[str] = Counter()  # MQTT messages we could not use, by reason
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -323,7 +324,6 @@ class DispatchService:
             classify=lambda t: _type_and_priority(classify_transcript(t, lexicon)),
             locate=lambda t: extract_location(t, index),
             rank=self._rank,
-            on_position=lambda p: self.board.update_position(p.responder_id, p.lat, p.lon, p.ts, p.acc),
             board=self.board,
             topics=topics,
             bus=bus,
