@@ -141,11 +141,11 @@ class VoskStream:
 
 def _words(result: Sequence[dict[str, Any]]) -> list[Word]:
     said = [w for w in result if w["word"] != UNKNOWN]
-    texts = [w["word"] for w in said]
+    texts = ["", *(w["word"] for w in said), ""]  # padded: every word has a neighbour on each side
     # a number's reading depends on its neighbours (302 室 is a room, 302 人 a crowd): each word sees the next one
-    return [Word(normalise_numbers(text, before=texts[i - 1] if i else "", after=texts[i + 1] if i + 1 < len(texts) else ""),
+    return [Word(normalise_numbers(texts[i + 1], before=texts[i], after=texts[i + 2]),
                  round(float(w["start"]), 3), round(float(w["end"]), 3), round(float(w.get("conf", 1.0)), 4))
-            for i, (text, w) in enumerate(zip(texts, said, strict=True))]
+            for i, w in enumerate(said)]
 
 
 def _transcript(words: list[Word], keywords: Sequence[KeywordEntry], partial: bool) -> Transcript:
