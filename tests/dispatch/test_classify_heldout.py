@@ -42,7 +42,7 @@ def test_held_out_set_covers_every_type() -> None:
 
 @pytest.mark.parametrize("form", ["characters", "toned", "plain"])
 def test_routine_chatter_stays_none_in_every_form(form: str) -> None:
-    raised = [(s, type_of(as_input(s, form))) for s in ROUTINE_CHATTER if type_of(as_input(s, form)) != "none"]
+    raised = [(s, got) for s in ROUTINE_CHATTER if (got := type_of(as_input(s, form))) != "none"]
     assert not raised
 
 
