@@ -23,10 +23,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bridge.commands import DEFAULT_CONFIG  # the service's default config: every subcommand reads the same one
 from bridge.config import ConfigError, load_config
 from hardware.lines import Line, LineError, make_line
 
-DEFAULT_CONFIG = Path("config/demo.yaml")
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 

@@ -8,11 +8,10 @@ import secrets
 import sys
 from pathlib import Path
 
+from bridge.commands import DEFAULT_CONFIG  # the service's default config: every subcommand reads the same one
 from bridge.config import ConfigError, load_config
 from bridge.db import connect
 from bridge.web.users import Role, UserError, UserStore, ensure_demo_users
-
-DEFAULT_CONFIG = Path("config/demo.yaml")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
