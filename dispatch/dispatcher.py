@@ -93,7 +93,7 @@ class Dispatcher:
             self._emit,
             ack_timeout=ack_timeout,
             responder_ids=responder_ids,
-            is_available=lambda responder_id: board.status(responder_id) == "available",
+            is_available=board.is_available,
         )
         self.positions = PositionIntake(
             responder_ids, lambda p: board.update_position(p.responder_id, p.lat, p.lon, p.ts, p.acc), devices

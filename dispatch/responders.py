@@ -106,6 +106,10 @@ class ResponderBoard:
         self._check(responder_id)
         return self._status[responder_id]
 
+    def is_available(self, responder_id: str) -> bool:
+        """Whether the responder may be offered an incident (ranking, and again at escalation)."""
+        return self.status(responder_id) == "available"
+
     def engage(self, responder_id: str, incident_id: str) -> None:
         """An acknowledgement: the responder is busy on this incident (and not offered for others) until it ends."""
         self._check(responder_id)
@@ -173,7 +177,7 @@ def recommend(
     skip = set(exclude)
     in_reach: list[Recommendation] = []
     for r in board.jurisdiction.responders:
-        if r.id in skip or board.status(r.id) != "available":
+        if r.id in skip or not board.is_available(r.id):
             continue
         loc = board.locate(r.id, rules.position_max_age_s, now)
         d = distance_m(place.lat, place.lon, loc.lat, loc.lon)
