@@ -75,13 +75,22 @@ class Classification:
     priority: str  # critical | high | medium | low | none
     terms: tuple[str, ...]  # the words that decided it (as in the lexicon)
     confidence: float
+    # It sounds like a report (not routine traffic) but its type is not certain: the operator confirms the type (or
+    # dismisses it) before anyone is alerted. `type` is then the best guess, `other` when there is none.
+    needs_confirmation: bool = False
 
     @property
     def is_incident(self) -> bool:
         return self.type != "none"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "priority": self.priority, "terms": list(self.terms), "confidence": round(self.confidence, 3)}
+        return {
+            "type": self.type,
+            "priority": self.priority,
+            "terms": list(self.terms),
+            "confidence": round(self.confidence, 3),
+            "needs_confirmation": self.needs_confirmation,
+        }
 
 
 @dataclass(slots=True, frozen=True)
@@ -349,7 +358,7 @@ def classify_transcript(transcript_like: Any, lexicon: Lexicon | None = None) ->
     severity = [h for h in hits if h.term.role == "severity" and not _negated(h, negations)]
     if not incident and reports:  # something happened, the ASR did not say what
         priority = _raised(REPORT_PRIORITY, severity)
-        return Classification("other", priority, tuple(dict.fromkeys(h.term.word for h in reports)), 0.5)
+        return Classification("other", priority, tuple(dict.fromkeys(h.term.word for h in reports)), 0.5, True)
     if not incident:
         return Classification("none", "none", tuple(h.term.word for h in words), 0.9 if words else 0.5)
     evidence = {t: _combined([h for h in incident if h.term.role == t]) for t in {h.term.role for h in incident}}
