@@ -71,6 +71,7 @@ _QUALIFIER_OK = set("在到去回往的们我你他她这那个请给从向由�
 _TOWARDS = frozenset({"zai", "dao", "qu", "wang"})  # 在 到 去 往: what may stand between an address and the scene
 # Places are followed by where at them (街上, 城里, 门口): such a character is not a word cut out of the name.
 _LOCATIVE = set("里内外上下边前后旁门口头")
+_DIRECTIONS = set("东南西北")  # 东门, 北口: a side of the place
 
 
 @dataclass(slots=True, frozen=True)
@@ -131,7 +132,7 @@ def _is_generic(alias: str, place: Place) -> bool:
 
 
 @dataclass(slots=True, frozen=True)
-class _Input:
+class TranscriptInput:
     text: str
     syllables: list[Syllable | None]
     keywords: list[tuple[str, str, float, tuple[int, int] | None]]  # label, ref, score, syllable span if known
@@ -141,7 +142,7 @@ class _Input:
         return "char" if self.text else "syllable"
 
 
-def read_input(transcript_like: Any) -> _Input:
+def read_input(transcript_like: Any) -> TranscriptInput:
     """Accept a Transcript, its dict, or a plain string (Chinese characters or pinyin)."""
     if isinstance(transcript_like, str):
         d: dict[str, Any] = {"pinyin": transcript_like} if looks_like_pinyin(transcript_like) else {"text": transcript_like}
@@ -156,7 +157,7 @@ def read_input(transcript_like: Any) -> _Input:
         k = k if isinstance(k, dict) else {"label": k.label, "ref": k.ref, "score": k.score, "start": k.start, "end": k.end}
         span = None if text else _keyword_span(k, d.get("words") or (), syllables)
         keywords.append((k["label"], k["ref"], float(k.get("score", 1.0)), span))
-    return _Input(text, syllables, keywords)
+    return TranscriptInput(text, syllables, keywords)
 
 
 def _keyword_span(keyword: dict[str, Any], words: Any, syllables: list[Syllable | None]) -> tuple[int, int] | None:
@@ -190,7 +191,7 @@ def extract_location(transcript_like: Any, index: PlaceIndex | Jurisdiction) -> 
     return replace(best, detail=_detail(inp, best, candidates))
 
 
-def _opening_addressee(candidates: list[LocationMatch], inp: _Input) -> list[LocationMatch]:
+def _opening_addressee(candidates: list[LocationMatch], inp: TranscriptInput) -> list[LocationMatch]:
     """A call opens with whom it addresses: a place that opens the transmission and is followed at once (directly,
     after a pause, or 在/到/去) by another place (高桥警务点，美食街有人打架; gao qiao jing wu dian mei shi jie you ren
     da jia) is the addressee, and the other place the scene. Two streets are a corner or a way taken, not a call."""
@@ -226,7 +227,7 @@ def _index_for(jurisdiction: Jurisdiction) -> PlaceIndex:
     return PlaceIndex(jurisdiction)
 
 
-def _candidates(inp: _Input, index: PlaceIndex):
+def _candidates(inp: TranscriptInput, index: PlaceIndex):
     places = index.jurisdiction
     for label, ref, score, syllable_span in inp.keywords:
         try:
@@ -250,7 +251,7 @@ def _candidates(inp: _Input, index: PlaceIndex):
     yield from _pinyin_candidates(inp, index)
 
 
-def _pinyin_candidates(inp: _Input, index: PlaceIndex):
+def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex):
     syl = inp.syllables
     for n in index.names:
         size = len(phrase(n.text))
@@ -281,8 +282,8 @@ def _pinyin_candidates(inp: _Input, index: PlaceIndex):
             if not inp.text and (_cuts_words(inp, start, start + size)
                                  or (not exact and reading_freq(tuple(syl[start:start + size])) >= COMMON_WORD_FREQ)):
                 continue  # the pinyin of ordinary words: 没事|接着 (mei2 shi4 jie1 zhe5), 美食节 (mei3 shi2 jie2)
-            if n.method == "generic" and (inp.text or not exact or not _unqualified_syllable(syl, start)):
-                continue  # in text, generic words count only as written
+            if n.method == "generic" and not (exact and _unqualified_syllable(syl, start)):
+                continue  # a generic word heard only as itself (in text: its very reading, 农冒市场), unqualified
             method: Method = "fuzzy" if inp.text or not exact else n.method
             conf = 0.9 * score if method == "fuzzy" else CONFIDENCE[method]
             yield _mark(LocationMatch(n.place, heard, method, conf, (start, start + size), inp.unit), inp)
@@ -301,10 +302,14 @@ def _whole_words(text: str, start: int, end: int) -> bool:
     bounds = {0}
     for token in _jieba_tokens(text):
         bounds.add(max(bounds) + len(token))
-    return start in bounds and end in bounds
+    # The segmenter does not know the misheard name and may join its edge to a neighbour that is how places are
+    # spoken of: 我在|业市 read as 在业, 皮具士品城|东门 as 城东, 辟具城|门口 as 城门. Such a neighbour keeps the edge.
+    start_ok = start in bounds or text[start - 1] in _QUALIFIER_OK
+    end_ok = end in bounds or end == len(text) or text[end] in _LOCATIVE or text[end] in _DIRECTIONS
+    return start_ok and end_ok
 
 
-def _cuts_words(inp: _Input, start: int, end: int) -> bool:
+def _cuts_words(inp: TranscriptInput, start: int, end: int) -> bool:
     """The span's edge syllable makes a common word with its neighbour outside while the rest of the span is a word
     too (仪表|厂家, 幸福|里面, 没事|接着; at the head likewise) and the neighbour starts no word of its own with the
     next one (幸福路|出事 is the street): words were said, not the name. Only where the words can
@@ -359,7 +364,7 @@ def _unqualified(text: str, start: int) -> bool:
     return start == 0 or text[start - 1] in _QUALIFIER_OK
 
 
-def _unqualified_at(inp: _Input, start: int) -> bool:
+def _unqualified_at(inp: TranscriptInput, start: int) -> bool:
     return _unqualified(inp.text, start) if inp.text else _unqualified_syllable(inp.syllables, start)
 
 
@@ -373,7 +378,7 @@ def _function_syllables() -> frozenset[str]:
     return frozenset(s.base for s in text_syllables("".join(_QUALIFIER_OK)) if s)
 
 
-def _mark(c: LocationMatch, inp: _Input) -> LocationMatch:
+def _mark(c: LocationMatch, inp: TranscriptInput) -> LocationMatch:
     """Flag a place that is only being called; compared in pinyin space so it works for pinyin-only input too."""
     if c.span is None:
         return c
@@ -383,7 +388,7 @@ def _mark(c: LocationMatch, inp: _Input) -> LocationMatch:
     return _addressed(c) if after or before else c
 
 
-def _role_after(inp: _Input, at: int) -> bool:
+def _role_after(inp: TranscriptInput, at: int) -> bool:
     """The place's people named right after it (高桥市场保安, 皮具城的保安), and not a room there (保安室)."""
     syl = inp.syllables
     if at < len(syl) and syl[at] is not None and syl[at].base == "de":
@@ -474,7 +479,7 @@ def _spell(s: Syllable | None, previous: str) -> str:
     return _DETAIL_SYLLABLES.get(s.base, "□")
 
 
-def _spelled(inp: _Input, places: list[LocationMatch]) -> str:
+def _spelled(inp: TranscriptInput, places: list[LocationMatch]) -> str:
     """A pinyin-only transcript as characters, one per syllable: the places heard as named, the detail words spelled."""
     chars: list[str] = []
     for s in inp.syllables:
@@ -485,7 +490,7 @@ def _spelled(inp: _Input, places: list[LocationMatch]) -> str:
     return "".join(chars)
 
 
-def _detail(inp: _Input, match: LocationMatch, places: list[LocationMatch]) -> str | None:
+def _detail(inp: TranscriptInput, match: LocationMatch, places: list[LocationMatch]) -> str | None:
     text = inp.text or _spelled(inp, places)
     start = match.span[1] if match.span else 0
     corner = _CORNER.search(text)

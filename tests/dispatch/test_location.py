@@ -50,6 +50,12 @@ def where(text, index: PlaceIndex) -> LocationMatch:
         ("到派出所来一趟", "paichusuo"),  # a generic alias alone still counts
         ("今天下午三点在所里开会", "paichusuo"),
         ("qu4 pai4 chu1 suo3 bao4 an4", "paichusuo"),
+        # a generic name written by the ASR with its very reading (农贸 nong2 mao4 as 农冒), unqualified
+        ("农冒市场门口有人打架", "dongjiao-nongmao"),
+        ("指挥室，我在业市，这里有人吵架", "gongyuan-yeshi"),
+        # the word segmenter joins a misheard name's edge to what follows (城东, 城门): a side or a gate of the place
+        ("皮具士品城东门有辆电动车被偷了", "piju-city"),
+        ("辟具城门口有人打架", "piju-city"),
     ],
 )
 def test_named_examples(said: str, place_id: str, index: PlaceIndex) -> None:
@@ -156,7 +162,8 @@ def test_an_addressee_alone_is_still_the_place_with_less_confidence(form, index:
 
 @pytest.mark.parametrize(
     "said",
-    ["没事接着干", "这次美食节人很多", "仪表厂家来送货了", "幸福里面装修得不错", "他觉得很幸福里面的人都笑了"],
+    ["没事接着干", "这次美食节人很多", "仪表厂家来送货了", "幸福里面装修得不错", "他觉得很幸福里面的人都笑了",
+     "他也是保安", "我在业余时间学开车"],
 )
 @pytest.mark.parametrize("form", [str, tone_pinyin], ids=["text", "toned"])
 def test_ordinary_words_that_sound_like_a_place_are_not_it(said: str, form, index: PlaceIndex) -> None:
