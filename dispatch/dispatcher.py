@@ -3,6 +3,11 @@
     classify -> (none: stop) -> locate -> merge with a recent report of the same event, or create -> rank the
     responders -> alert the first ones through the outbox (reserve kept for escalation) -> events for the consoles
 
+Never silent about a report: when the classification `needs_confirmation` (it sounds like a report, its type is not
+certain) the incident is created as 待确认 (`needs_confirmation`) and nobody is alerted; an operator confirms its type
+(`confirm`: then it is ranked, alerted and announced exactly as a certain report is) or dismisses it (`dismiss`). One
+not acted on within `confirm_timeout` is flagged `unconfirmed` (timeline, warning, event) and stays in the queue.
+
 Incoming MQTT (acks, responders' status, OwnTracks positions) arrives through `on_message`; an acknowledgement makes
 its sender busy on that incident on the responder board, and the incident's end frees them. Every change to an
 incident is emitted as `{type: new|update|end, before, after, reason}`: on the in-process bus (topic "incident"), on
@@ -13,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from asr.transcript import Transcript
@@ -25,7 +32,7 @@ from dispatch.alerts import AckStatus, Alerter, Candidate, parse_ack
 from dispatch.announce import Announcement, Announcer, announcement_text
 from dispatch.classify import Classification, classify_transcript, load_lexicon
 from dispatch.gazetteer import Jurisdiction, Place, load_jurisdiction
-from dispatch.incidents import OPEN, Incident, IncidentStore, Status, new_incident_id
+from dispatch.incidents import OPEN, Incident, IncidentError, IncidentStore, Status, new_incident_id
 from dispatch.location import LocationMatch, PlaceIndex, extract_location
 from dispatch.mqtt import MqttLink
 from dispatch.outbox import Outbox
@@ -35,7 +42,7 @@ from dispatch.topics import AckTopic, OwnTracksTopic, StatusTopic, Topics
 
 logger = logging.getLogger(__name__)
 
-Classify = Callable[[Transcript], tuple[str, str]]  # -> (incident type or "none", priority)
+Classify = Callable[[Transcript], Classification]  # type ("none": routine traffic), priority, needs_confirmation
 Locate = Callable[[Transcript], LocationMatch | None]
 # (place, incident type) -> (alert now, reserve for escalation), each nearest first
 Rank = Callable[[Place, str], tuple[Sequence[Candidate], Sequence[Candidate]]]
@@ -52,6 +59,10 @@ class UtteranceRef(Protocol):
 
 def audio_url(utterance_id: str) -> str:
     return f"/api/utterances/{utterance_id}/audio"
+
+
+class UnknownTypeError(KeyError):
+    """An incident type the lexicon does not know (an operator's confirmation naming it is refused)."""
 
 
 class Dispatcher:
@@ -72,7 +83,11 @@ class Dispatcher:
         merge_radius_m: float = 200.0,
         merge_window_s: float = 300.0,
         devices: Mapping[str, str] | None = None,
+        default_priority: Mapping[str, str] | None = None,
+        confirm_timeout: float = 120.0,
     ) -> None:
+        """`default_priority`: incident type -> its priority when an operator confirms it without one (the lexicon's
+        `default_priority`); its keys are the types a confirmation may name."""
         self.jurisdiction = jurisdiction
         self.store = store
         self.topics = topics or Topics()
@@ -85,6 +100,9 @@ class Dispatcher:
         self._board = board
         self._merge_radius_m = merge_radius_m
         self._merge_window_s = merge_window_s
+        self._default_priority = dict(default_priority or {})
+        self._confirm_timeout = confirm_timeout
+        self._confirm_timers: dict[str, asyncio.Task[None]] = {}
         responder_ids = [r.id for r in jurisdiction.responders]
         self.alerter = Alerter(
             store,
@@ -107,14 +125,14 @@ class Dispatcher:
         """One final transcript -> the incident it reports (new or merged), or None for routine chatter."""
         if transcript.partial or transcript.empty:
             return None
-        incident_type, priority = self._classify(transcript)
-        if incident_type == "none":
+        c = self._classify(transcript)
+        if not c.is_incident:
             logger.debug("utterance %s on %s: routine traffic, no incident", utterance.id, utterance.channel)
             return None
         where = self._locate(transcript)
         place = where.place if where else None
         same = self.store.find_mergeable(
-            incident_type, place and place.lat, place and place.lon, utterance.end,
+            c.type, place and place.lat, place and place.lon, utterance.end,
             radius_m=self._merge_radius_m, window_s=self._merge_window_s,
         )  # fmt: skip
         if same is not None:
@@ -123,19 +141,23 @@ class Dispatcher:
             )
             self._emit(before, after, "merged")
             logger.info("utterance %s on %s: another report of incident %s", utterance.id, utterance.channel, same.id)
+            if after.status == Status.NEEDS_CONFIRMATION and not c.needs_confirmation:
+                logger.info("incident %s: a later report is certain of its type, %s", same.id, c.type)
+                return self.confirm(same.id, c.type, c.priority, actor="dispatcher")
             return after
-        incident = self.store.create(_new_incident(incident_type, priority, where, transcript, utterance), actor="dispatcher")
-        self._emit(None, incident, "reported")
-        if place is None:
-            logger.warning("incident %s: location unknown, left to the operator", incident.id)
+        incident = _new_incident(c.type, c.priority, where, transcript, utterance)
+        if c.needs_confirmation:
+            incident = self.store.create(replace(incident, status=Status.NEEDS_CONFIRMATION), actor="dispatcher")
+            self._emit(None, incident, "needs_confirmation")
+            logger.info("incident %s: sounds like a report (%s?) at %s, from %s on %s; awaiting an operator's "
+                        "confirmation, nobody alerted", incident.id, c.type, place.name if place else "an unknown place",
+                        utterance.id, utterance.channel)  # fmt: skip
+            self._await_confirmation(incident.id, self._confirm_timeout)
             return incident
-        first, reserve = self._rank(place, incident_type)
-        first = [*first, *self._follow_up(place, incident_type, first)]
-        logger.info("incident %s: %s (%s) at %s, from %s on %s; alerting %s", incident.id, incident_type, priority,
-                    place.name, utterance.id, utterance.channel, ", ".join(c.responder_id for c in first) or "nobody")
-        incident = self.alerter.dispatch(incident, first, reserve)
-        self._announce(incident, first)
-        return incident
+        incident = self.store.create(incident, actor="dispatcher")
+        self._emit(None, incident, "reported")
+        logger.info("incident %s: %s (%s) from %s on %s", incident.id, c.type, c.priority, utterance.id, utterance.channel)
+        return self._alert_first(incident)
 
     async def on_message(self, topic: str, payload: bytes) -> None:
         """MQTT handler (MqttLink's): acks, status and positions; anything unusable is logged and counted, never raised."""
@@ -205,6 +227,8 @@ class Dispatcher:
 
     def reassign(self, incident_id: str, responder_ids: list[str], *, actor: str) -> Incident:
         """The operator chooses who goes; the newly assigned are alerted (and escalation watches them)."""
+        if self.store.require(incident_id).status == Status.NEEDS_CONFIRMATION:
+            raise IncidentError(f"{incident_id} is awaiting confirmation: confirm its type (or dismiss it) first")
         for rid in responder_ids:
             self.jurisdiction.responder(rid)  # KeyError naming an unknown id
         before, after = self.store.reassign(incident_id, responder_ids, actor=actor)
@@ -212,12 +236,101 @@ class Dispatcher:
         fresh = [Candidate(rid, reason="assigned") for rid in responder_ids if rid not in before.assigned]
         return self.alerter.dispatch(after, fresh)
 
+    @property
+    def incident_types(self) -> list[str]:
+        """The types a confirmation may name."""
+        return list(self._default_priority)
+
+    def confirm(self, incident_id: str, incident_type: str, priority: str | None = None, *, actor: str) -> Incident:
+        """A 待确认 incident is what `actor` says it is: it takes that type (and priority, by default the type's
+        default) and is dispatched exactly as a certain report would have been (ranked responders alerted, spoken
+        call, escalation). Repeating the same confirmation changes nothing; IncidentError if the incident is not
+        awaiting confirmation otherwise; UnknownTypeError for a type the lexicon does not know."""
+        if incident_type not in self._default_priority:
+            raise UnknownTypeError(f"unknown incident type {incident_type!r} (one of {', '.join(self._default_priority)})")
+        current = self.store.require(incident_id)
+        if current.status != Status.NEEDS_CONFIRMATION and self._confirmed_as(incident_id, incident_type, priority):
+            return current  # the same confirmation again (a second click, another operator): already done
+        priority = priority or self._default_priority[incident_type]
+        before, incident = self.store.confirm(incident_id, incident_type, priority, actor=actor)
+        self._stop_waiting(incident_id)
+        self._emit(before, incident, "confirmed")
+        logger.info("incident %s: confirmed as %s (%s) by %s (guessed %s)", incident_id, incident_type, priority, actor,
+                    before.type)  # fmt: skip
+        return self._alert_first(incident)
+
+    def dismiss(self, incident_id: str, *, actor: str, reason: str = "") -> Incident:
+        """A 待确认 incident is not a report after all: closed as `dismissed`, nobody alerted. Dismissing it again
+        changes nothing; IncidentError if it is not awaiting confirmation otherwise."""
+        current = self.store.require(incident_id)
+        if current.status == Status.DISMISSED:
+            return current
+        if current.status != Status.NEEDS_CONFIRMATION:
+            raise IncidentError(f"{incident_id} is not awaiting confirmation (it is {current.status})")
+        after = self.set_status(incident_id, Status.DISMISSED, actor=actor, note=reason)
+        self._stop_waiting(incident_id)
+        logger.info("incident %s: dismissed by %s%s", incident_id, actor, f" ({reason})" if reason else "")
+        return after
+
+    def watch_unconfirmed(self) -> None:
+        """After a restart: every 待确认 incident still in the store is watched again (flagged at once when its time
+        has passed and it was not flagged yet). Needs the running loop."""
+        for incident in self.store.list(status=Status.NEEDS_CONFIRMATION, limit=10_000):
+            if not any(e.kind == "unconfirmed" for e in self.store.timeline(incident.id)):
+                self._await_confirmation(incident.id, incident.created_at + self._confirm_timeout - time.time())
+
     async def close(self) -> None:
         await self.alerter.close()
+        for timer in self._confirm_timers.values():
+            timer.cancel()
         for task in list(self._background):
             task.cancel()
 
     # --- helpers --------------------------------------------------------------------------------------------
+
+    def _alert_first(self, incident: Incident) -> Incident:
+        """Rank the responders for a reported incident, alert the first ones (reserve kept for escalation), announce
+        it on their channels; an incident whose place is unknown is left to the operator."""
+        if incident.place_id is None:
+            logger.warning("incident %s: location unknown, left to the operator", incident.id)
+            return incident
+        place = self.jurisdiction.place(incident.place_id)
+        first, reserve = self._rank(place, incident.type)
+        first = [*first, *self._follow_up(place, incident.type, first)]
+        logger.info("incident %s: %s (%s) at %s; alerting %s", incident.id, incident.type, incident.priority, place.name,
+                    ", ".join(c.responder_id for c in first) or "nobody")  # fmt: skip
+        incident = self.alerter.dispatch(incident, first, reserve)
+        self._announce(incident, first)
+        return incident
+
+    def _confirmed_as(self, incident_id: str, incident_type: str, priority: str | None) -> bool:
+        """Was it confirmed as this type (and this priority, when one is given)?"""
+        last = next((e.detail for e in reversed(self.store.timeline(incident_id)) if e.kind == "confirmed"), None)
+        return last is not None and last["type"] == incident_type and priority in (None, last["priority"])
+
+    def _await_confirmation(self, incident_id: str, delay: float) -> None:
+        timer = asyncio.get_running_loop().create_task(self._unconfirmed_after(incident_id, max(0.0, delay)),
+                                                       name=f"confirm-timer-{incident_id}")  # fmt: skip
+        self._confirm_timers[incident_id] = timer
+
+    def _stop_waiting(self, incident_id: str) -> None:
+        timer = self._confirm_timers.pop(incident_id, None)
+        if timer is not None and timer is not asyncio.current_task():
+            timer.cancel()
+
+    async def _unconfirmed_after(self, incident_id: str, delay: float) -> None:
+        """Nobody confirmed or dismissed it in time: said in its timeline, the log and to the consoles (which alarm);
+        it stays 待确认 in the queue, never dropped."""
+        await asyncio.sleep(delay)
+        self._confirm_timers.pop(incident_id, None)
+        incident = self.store.get(incident_id)
+        if incident is None or incident.status != Status.NEEDS_CONFIRMATION:
+            return
+        waited = round(time.time() - incident.created_at)
+        self.store.record(incident_id, "unconfirmed", actor="dispatcher", waited_s=waited)
+        logger.warning("incident %s: awaiting an operator's confirmation for %d s (%s? at %s); still in the queue",
+                       incident_id, waited, incident.type, incident.place_name or "an unknown place")  # fmt: skip
+        self._emit(incident, incident, "unconfirmed")
 
     def _follow_up(self, place: Place, incident_type: str, first: Sequence[Candidate]) -> list[Candidate]:
         """Disputes (纠纷) also go to the police chief answering for the place's grid, for follow-up (回访)."""
@@ -321,7 +434,7 @@ class DispatchService:
             jurisdiction=self.jurisdiction,
             store=IncidentStore(self._conn),
             outbox=self.outbox,
-            classify=lambda t: _type_and_priority(classify_transcript(t, lexicon)),
+            classify=lambda t: classify_transcript(t, lexicon),
             locate=lambda t: extract_location(t, index),
             rank=self._rank,
             board=self.board,
@@ -332,11 +445,14 @@ class DispatchService:
             merge_radius_m=rules.alerts.merge_radius_m,
             merge_window_s=rules.alerts.merge_window_s,
             devices=rules.alerts.devices,
+            default_priority=lexicon.default_priority,
+            confirm_timeout=rules.alerts.confirm_timeout_s,
         )
         self._rules = rules.responders
 
     async def run(self) -> None:
         """Keep the MQTT link up and the outbox draining until cancelled."""
+        self.dispatcher.watch_unconfirmed()
         if self.link is None:
             logger.warning("broker disabled: alerts are kept in the outbox, not sent")
             await asyncio.Event().wait()
@@ -358,10 +474,6 @@ class DispatchService:
 
 def _candidate(r: Recommendation) -> Candidate:
     return Candidate(r.responder.id, r.distance_m, r.responder.role, r.reason)
-
-
-def _type_and_priority(c: Classification) -> tuple[str, str]:
-    return c.type, c.priority
 
 
 async def _nowhere(topic: str, payload: bytes, *, qos: int, retain: bool) -> None:

@@ -1,5 +1,8 @@
 """The incident: its record in SQLite, its lifecycle (发现 -> 调处 -> 跟踪 -> 联动 -> 回访) and its timeline.
 
+A report whose type the classifier is not sure of starts as 待确认 (`needs_confirmation`): nobody is alerted until an
+operator confirms its type (-> reported, then dispatched as any other) or dismisses it (-> `dismissed`, closed).
+
 Every change is a row in `incident_timeline` (when, who, what), so the timeline is the incident's history and the
 `incidents` row is only its current state.
 """
@@ -55,6 +58,7 @@ MIGRATIONS = [
 
 
 class Status(StrEnum):
+    NEEDS_CONFIRMATION = "needs_confirmation"  # 待确认: sounds like a report, type not certain; nobody alerted yet
     REPORTED = "reported"  # 发现
     DISPATCHED = "dispatched"  # alerts sent
     ACKNOWLEDGED = "acknowledged"  # a responder confirmed
@@ -62,17 +66,25 @@ class Status(StrEnum):
     RESOLVED = "resolved"
     FOLLOWED_UP = "followed_up"  # 回访
     CLOSED_FALSE_ALARM = "closed_false_alarm"
+    DISMISSED = "dismissed"  # 已忽略: an operator judged a 待确认 transmission not to be a report
 
 
 FLOW = (Status.REPORTED, Status.DISPATCHED, Status.ACKNOWLEDGED, Status.ON_SCENE, Status.RESOLVED, Status.FOLLOWED_UP)
-CLOSED = frozenset({Status.FOLLOWED_UP, Status.CLOSED_FALSE_ALARM})
-OPEN = frozenset(FLOW) - {Status.RESOLVED, Status.FOLLOWED_UP}  # still needs someone on the way or on scene
+CLOSED = frozenset({Status.FOLLOWED_UP, Status.CLOSED_FALSE_ALARM, Status.DISMISSED})
+# still needs someone: on the way or on scene, or (待确认) an operator to say what it is
+OPEN = frozenset(FLOW) - {Status.RESOLVED, Status.FOLLOWED_UP} | {Status.NEEDS_CONFIRMATION}
+CONFIRMED = (Status.REPORTED, Status.DISPATCHED)  # where a 待确认 incident goes when its type is confirmed
 
 
 def can_transition(current: Status, new: Status) -> bool:
     """Forward only along FLOW (steps may be skipped: a guard may report "on scene" without acking first), except
-    that follow-up comes only after resolution and a false alarm can be closed at any point before it."""
+    that follow-up comes only after resolution and a false alarm can be closed at any point before it. A 待确认
+    incident only leaves its state by being confirmed (reported, dispatched) or dismissed, and only it is dismissed."""
     if current in CLOSED or new == current:
+        return False
+    if current == Status.NEEDS_CONFIRMATION:
+        return new in (*CONFIRMED, Status.DISMISSED)
+    if new in (Status.NEEDS_CONFIRMATION, Status.DISMISSED):
         return False
     if new == Status.CLOSED_FALSE_ALARM:
         return current != Status.RESOLVED
@@ -124,7 +136,7 @@ class TimelineEntry:
     seq: int
     ts: float
     actor: str
-    kind: str  # reported | status | alerted | escalated | ack | note | reassigned | merged | unanswered | ...
+    kind: str  # reported | confirmed | status | alerted | escalated | ack | note | reassigned | merged | unanswered | ...
     detail: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,6 +221,23 @@ class IncidentStore:
         after = replace(before, status=status, updated_at=at)
         detail = {"from": str(before.status), "to": str(status)} | ({"note": note} if note else {})
         self._save(after, actor, "status", detail)
+        return before, after
+
+    def confirm(self, incident_id: str, type_: str, priority: str, *, actor: str) -> tuple[Incident, Incident]:
+        """A 待确认 incident takes the type (and priority) an operator gives it and becomes `reported`, ready to be
+        dispatched; IncidentError if it is not awaiting confirmation. Returns (before, after)."""
+        before = self.require(incident_id)
+        if before.status != Status.NEEDS_CONFIRMATION:
+            raise IncidentError(f"{incident_id} is not awaiting confirmation (it is {before.status})")
+        after = replace(before, type=type_, priority=priority, status=Status.REPORTED, updated_at=time.time())
+        detail = {"type": type_, "priority": priority, "guessed": before.type, "guessed_priority": before.priority,
+                  "from": str(before.status), "to": str(after.status)}  # fmt: skip
+        with self._conn:
+            self._conn.execute(
+                "UPDATE incidents SET type = ?, priority = ?, status = ?, updated_at = ? WHERE id = ?",
+                (type_, priority, str(after.status), after.updated_at, incident_id),
+            )
+            self._log(incident_id, after.updated_at, actor, "confirmed", detail)
         return before, after
 
     def add_note(self, incident_id: str, text: str, *, actor: str) -> Incident:

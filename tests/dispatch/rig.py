@@ -58,8 +58,9 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def running_dispatcher(
-    broker: Mosquitto, data_dir: Path, *, ack_timeout: float = 60.0, transmit: asyncio.Queue | None = None
-) -> AsyncIterator[Rig]:
+    broker: Mosquitto, data_dir: Path, *, ack_timeout: float = 60.0, transmit: asyncio.Queue | None = None,
+    confirm_timeout: float = 120.0,
+) -> AsyncIterator[Rig]:  # fmt: skip
     """The real DispatchService (real classification, location and ranking) on the test broker.
 
     One guard is alerted first and no police (so escalation goes guard to guard); spoken announcements only when
@@ -73,7 +74,11 @@ async def running_dispatcher(
             "broker": {"host": broker.host, "port": broker.port, "client_id": "jingbao-test"},
             "dispatch": {
                 "responders": {"guards": 1, "police": 0},
-                "alerts": {"ack_timeout_s": ack_timeout, "announce": transmit is not None},
+                "alerts": {
+                    "ack_timeout_s": ack_timeout,
+                    "announce": transmit is not None,
+                    "confirm_timeout_s": confirm_timeout,
+                },
             },
         }
     )

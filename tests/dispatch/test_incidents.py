@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from bridge.db import connect
-from dispatch.incidents import Incident, IncidentError, IncidentStore, Status, can_transition, new_incident_id
+from dispatch.incidents import (
+    CLOSED,
+    OPEN,
+    Incident,
+    IncidentError,
+    IncidentStore,
+    Status,
+    can_transition,
+    new_incident_id,
+)
 
 MEISHIJIE = (34.2702, 108.9843)
 REPO = Path(__file__).resolve().parents[2]
@@ -63,6 +72,16 @@ def test_full_lifecycle_is_timestamped_with_who_did_it(store: IncidentStore) -> 
         (Status.RESOLVED, Status.CLOSED_FALSE_ALARM, False),
         (Status.CLOSED_FALSE_ALARM, Status.DISPATCHED, False),
         (Status.FOLLOWED_UP, Status.RESOLVED, False),
+        # 待确认: confirmed (reported, or straight to dispatched) or dismissed, nothing else; only it is dismissed
+        (Status.NEEDS_CONFIRMATION, Status.REPORTED, True),
+        (Status.NEEDS_CONFIRMATION, Status.DISPATCHED, True),
+        (Status.NEEDS_CONFIRMATION, Status.DISMISSED, True),
+        (Status.NEEDS_CONFIRMATION, Status.ON_SCENE, False),
+        (Status.NEEDS_CONFIRMATION, Status.RESOLVED, False),
+        (Status.NEEDS_CONFIRMATION, Status.CLOSED_FALSE_ALARM, False),
+        (Status.REPORTED, Status.NEEDS_CONFIRMATION, False),
+        (Status.REPORTED, Status.DISMISSED, False),
+        (Status.DISMISSED, Status.REPORTED, False),
     ],
 )
 def test_transition_rules(current: Status, new: Status, allowed: bool) -> None:
@@ -109,6 +128,38 @@ def test_merge_same_type_nearby_and_recent_only(store: IncidentStore) -> None:
     assert merged.reports == 2 and merged.utterance_ids == ("u1", "u2")
     store.transition(incident.id, Status.RESOLVED, actor="p-xu-zhen")
     assert store.find_mergeable("fight", *near, now + 60) is None  # a resolved incident is not reopened
+
+
+def test_confirm_gives_a_waiting_incident_its_type_and_logs_who(store: IncidentStore) -> None:
+    waiting = store.create(waiting_report(), actor="dispatcher")
+    assert waiting.status in OPEN  # a 待确认 incident is still to be handled: listed, merged into, never dropped
+    assert store.find_mergeable("other", *MEISHIJIE, waiting.created_at + 60).id == waiting.id
+    before, after = store.confirm(waiting.id, "fight", "high", actor="operator:li")
+    assert before.status == Status.NEEDS_CONFIRMATION and (before.type, before.priority) == ("other", "medium")
+    stored = store.get(waiting.id)
+    assert stored == after and (stored.type, stored.priority, stored.status) == ("fight", "high", Status.REPORTED)
+    entry = store.timeline(waiting.id)[-1]
+    assert (entry.kind, entry.actor) == ("confirmed", "operator:li")
+    assert entry.detail == {"type": "fight", "priority": "high", "guessed": "other", "guessed_priority": "medium",
+                            "from": "needs_confirmation", "to": "reported"}  # fmt: skip
+    with pytest.raises(IncidentError):
+        store.confirm(waiting.id, "theft", "medium", actor="operator:li")  # no longer waiting
+    assert store.transition(waiting.id, Status.DISPATCHED, actor="dispatcher")[1].status == Status.DISPATCHED  # on as usual
+
+
+def test_a_dismissed_incident_is_closed(store: IncidentStore) -> None:
+    waiting = store.create(waiting_report(), actor="dispatcher")
+    _, dismissed = store.transition(waiting.id, Status.DISMISSED, actor="operator:li")
+    assert dismissed.status in CLOSED and dismissed.status not in OPEN
+    assert store.find_mergeable("other", *MEISHIJIE, waiting.created_at + 60) is None
+
+
+def waiting_report() -> Incident:
+    """A 待确认 report of unknown type at 美食街 (not stored yet)."""
+    at = time.time()
+    return Incident(id=new_incident_id(at), type="other", priority="medium", status=Status.NEEDS_CONFIRMATION, created_at=at,
+                    updated_at=at, place_id="meishijie", place_name="美食街", lat=MEISHIJIE[0], lon=MEISHIJIE[1],
+                    text="美食街有情况，请求支援", channel="ch-market", utterance_ids=("u9",))  # fmt: skip
 
 
 def test_unknown_location_is_kept_and_flagged(store: IncidentStore) -> None:
