@@ -15,6 +15,11 @@ own alerts, acknowledgements and position. The audio WebSockets (listen, talk ba
     POST /api/incidents/{id}/status    operator      {"status": on_scene|resolved|followed_up|closed_false_alarm, "note"}
     POST /api/incidents/{id}/notes     operator      {"text"}
     POST /api/incidents/{id}/dispatch  operator      {"responders": [id, ...]}  dispatch / re-dispatch (alerts them)
+    POST /api/incidents/{id}/confirm   operator      {"type", "priority"?}: a 待确认 incident takes that type (priority by
+                                                     default the type's) and is dispatched as a certain report is
+    POST /api/incidents/{id}/dismiss   operator      {"reason"?}: a 待确认 incident is not a report: closed, `dismissed`
+                                                     (both: the same request again changes nothing; 409 when the
+                                                     incident is not awaiting confirmation, 422 for an unknown type)
     GET  /api/responders               operator      every responder: role, status, position (GPS fix or post)
     POST /api/responders/{id}/status   operator      {"status": available|busy|off_duty}: the MQTT status path (logged
                                                      with the operator's name)
@@ -51,6 +56,7 @@ from bridge.web.context import WebContext, web_context
 from bridge.web.routes_audio import audio_router
 from bridge.web.sockets import until_client_leaves
 from bridge.web.users import Role, User
+from dispatch.config import Priority
 from dispatch.incidents import OPEN, Incident, IncidentError, Status
 from dispatch.positions import PayloadError, parse_location
 from dispatch.responders import parse_status
@@ -79,6 +85,15 @@ class NoteBody(BaseModel):
 
 class DispatchBody(BaseModel):
     responders: list[str] = Field(min_length=1, max_length=50)
+
+
+class ConfirmBody(BaseModel):
+    type: str = Field(min_length=1, max_length=40, description="An incident type of the lexicon (fight, theft, ...).")
+    priority: Priority | None = Field(None, description="The type's default priority when absent.")
+
+
+class DismissBody(BaseModel):
+    reason: str = Field("", max_length=500)
 
 
 class AckBody(BaseModel):
@@ -168,6 +183,20 @@ def console_router(tile_url: str | None = None) -> APIRouter:
         incident_id: str, body: DispatchBody, ctx: WebContext = Depends(web_context), user: User = require(*OPERATOR)
     ) -> dict[str, Any]:
         return _act(ctx, incident_id, lambda d: d.reassign(incident_id, body.responders, actor=user.name))
+
+    @router.post("/api/incidents/{incident_id}/confirm")
+    async def confirm(
+        incident_id: str, body: ConfirmBody, ctx: WebContext = Depends(web_context), user: User = require(*OPERATOR)
+    ) -> dict[str, Any]:
+        return _act(ctx, incident_id, lambda d: d.confirm(incident_id, body.type, body.priority, actor=user.name))
+
+    @router.post("/api/incidents/{incident_id}/dismiss")
+    async def dismiss(
+        incident_id: str, body: DismissBody | None = None, ctx: WebContext = Depends(web_context),
+        user: User = require(*OPERATOR),
+    ) -> dict[str, Any]:  # fmt: skip
+        reason = body.reason if body else ""
+        return _act(ctx, incident_id, lambda d: d.dismiss(incident_id, actor=user.name, reason=reason))
 
     @router.get("/api/responders")
     async def responders(ctx: WebContext = Depends(web_context), user: User = require(*OPERATOR)) -> list[dict[str, Any]]:
@@ -317,7 +346,7 @@ def _act(ctx: WebContext, incident_id: str, action: Callable[[Any], Incident]) -
         incident = action(dispatcher)
     except IncidentError as e:
         raise HTTPException(409, str(e)) from e
-    except KeyError as e:  # an unknown responder id
+    except KeyError as e:  # an unknown responder id or incident type
         raise HTTPException(422, str(e.args[0])) from e
     return incident_view(ctx, incident)
 
