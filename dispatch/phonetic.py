@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pypinyin import Style, lazy_pinyin
+from pypinyin import Style, lazy_pinyin, pinyin
 
 logger = logging.getLogger(__name__)
 
@@ -103,23 +103,36 @@ def phrase(word: str) -> tuple[Syllable, ...]:
     return tuple(s for s in text_syllables(word) if s is not None)
 
 
-def window_scores(word: str, syllables: list[Syllable | None], start: int, floor: float = 0.0) -> list[float]:
+def window_scores(word: str, syllables: list[Syllable | None], start: int, floor: float = 0.0,
+                  heteronyms: bool = False) -> list[float]:
     """Similarity of each syllable of `word` laid over `syllables` from `start`; [] if it runs off the end, crosses a
     break, or can no longer reach a mean of `floor` (which makes scanning many names over a transcript cheap).
-    Names are read as pypinyin reads them in context (长乐 chang le), the same reading ASR text gets, rather than
-    with every heteronym (苑 yuan/yu), which only adds ways to mishear."""
-    want = phrase(word)
+    Words are read as pypinyin reads them in context (长乐 chang le), the same reading ASR text gets. With
+    `heteronyms`, a character's other readings count too (长 zhang): a recogniser or a person writing the name's
+    sound character by character may have read it so (掌乐东路 for 长乐东路); for place names, which are long and
+    few, not for the lexicon's many short words."""
+    want = _readings(word) if heteronyms else tuple((s.base,) for s in phrase(word))
     n = len(want)
     if start + n > len(syllables):
         return []
     scores: list[float] = []
-    for i, (w, syl) in enumerate(zip(want, syllables[start:start + n], strict=True)):
+    for i, (bases, syl) in enumerate(zip(want, syllables[start:start + n], strict=True)):
         if syl is None:
             return []
-        scores.append(similarity(w.base, syl.base))
+        scores.append(max(similarity(b, syl.base) for b in bases))
         if sum(scores) + (n - i - 1) < floor * n:
             return []
     return scores
+
+
+@lru_cache(maxsize=4096)
+def _readings(word: str) -> tuple[tuple[str, ...], ...]:
+    """Per character of `word`: its reading in context first, then its other readings."""
+    context = [s.base for s in phrase(word)]
+    if len(context) != len(word):
+        return tuple((b,) for b in context)
+    others = [pinyin(ch, style=Style.NORMAL, heteronym=True)[0] for ch in word]  # one by one: a phrase has one reading
+    return tuple(tuple(dict.fromkeys([c, *alts])) for c, alts in zip(context, others, strict=True))
 
 
 def tones_agree(word: str, syllables: list[Syllable | None], start: int) -> bool:

@@ -56,6 +56,8 @@ def where(text, index: PlaceIndex) -> LocationMatch:
         # the word segmenter joins a misheard name's edge to what follows (城东, 城门): a side or a gate of the place
         ("皮具士品城东门有辆电动车被偷了", "piju-city"),
         ("辟具城门口有人打架", "piju-city"),
+        # a character of the name written by another of its readings (长 chang/zhang: 掌乐东路)
+        ("掌乐东路东门有辆电动车被偷了", "changledonglu"),
     ],
 )
 def test_named_examples(said: str, place_id: str, index: PlaceIndex) -> None:
