@@ -260,7 +260,8 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex):
             if inp.text and inp.text[start:start + size] == n.text:
                 continue  # found as characters already
             at_onset = start == 0 and not inp.text and fuzzy_ok and size >= ONSET_NAME
-            scores = window_scores(n.text, syl, start, 0.0 if at_onset else FUZZY_MIN if fuzzy_ok else 1.0, heteronyms=True)
+            scores = window_scores(n.text, syl, start, 0.0 if at_onset else FUZZY_MIN if fuzzy_ok else 1.0,
+                                   heteronyms=bool(inp.text))  # characters may be written by another reading
             if not scores:
                 continue
             score = sum(scores) / size
