@@ -8,9 +8,11 @@ by (SNR, seed, hash of the clean file's bytes), so a second run renders and degr
 files: no sentence is written to disk beside its audio (the blind test sets' sentences stay in their TSV).
 
     .venv/bin/python bench/voices.py [--calls FILE | --text TEXT ...] [--voices NAME ...] [--seeds N] [--limit N]
+                                     [--listen]
 
 renders the given sentences (default: the demo calls' texts) in every voice, makes the radio copies, and prints the
-synthesis real-time factor (seconds of synthesis per second of speech, this run's renderings only).
+synthesis real-time factor (seconds of synthesis per second of speech, this run's renderings only); --listen
+transcribes the clean renderings back and prints each voice's syllable error (figures only).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from asr.numbers import normalise_numbers  # noqa: E402
 from bench.dispatch_audio import degrade  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH, float_to_pcm  # noqa: E402
@@ -52,6 +55,17 @@ def condition_name(condition: str | float) -> str:
 
 def text_key(text: str) -> str:
     return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()[:16]
+
+
+# Latin letters as Mandarin speakers name them over a radio (B口, A栋): misaki's Chinese G2P passes Latin text through
+# unread, and Kokoro then says nothing (or an English vowel) for it
+LETTERS = dict(zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", (
+    "诶", "比", "西", "迪", "伊", "艾弗", "吉", "艾尺", "艾", "杰", "开", "艾勒", "艾姆", "恩", "欧", "批", "丘", "阿",
+    "艾斯", "提", "优", "维", "达布溜", "艾克斯", "歪", "贼"), strict=True))
+
+
+def spell_latin(text: str) -> str:
+    return "".join(LETTERS.get(c.upper(), c) if c.isascii() and c.isalpha() else c for c in text)
 
 
 def write_wav(path: Path, pcm: bytes) -> None:
@@ -146,7 +160,8 @@ class KokoroVoices:
         import soxr
 
         self._load()
-        phonemes, _ = self._g2p(text.strip())
+        # numbers as the radio says them (110 -> 幺幺零, 5楼 -> 五楼: what the transcripts are compared with), letters named
+        phonemes, _ = self._g2p(spell_latin(normalise_numbers(text.strip())))
         samples, rate = self._tts.create(phonemes, voice=voice, is_phonemes=True, lang="z")
         samples = soxr.resample(np.asarray(samples, dtype=np.float32), rate, SAMPLE_RATE)
         ramp = np.linspace(0.0, 1.0, min(160, len(samples)), dtype=np.float32)  # 10 ms fades: no step at either end
@@ -199,6 +214,28 @@ def read_sentences(calls_tsv: Path) -> list[str]:
     return [row["text"] for row in csv.DictReader(lines, delimiter="\t")]
 
 
+def listen(renderings: dict[str, list[tuple[str, Path]]], model: Path) -> None:
+    """Transcribe the renderings back with the on-board recogniser (no keywords: the pinyin alone) and print each
+    voice's syllable error against the sentence's own pinyin, with and without tones (bench/asr_accuracy's measure)."""
+    from asr.pinyin import syllable_errors, text_to_syllables
+    from asr.sherpa_engine import SherpaEngine
+    from bridge.decode import decode_file
+
+    engine = SherpaEngine(model)
+    print(f"\nheard back by the on-board recogniser ({model.name}), clean renderings:")
+    print(f"  {'voice':12} {'sentences':>9} {'syllables':>9} {'toned SER':>10} {'toneless':>9}")
+    for voice, items in renderings.items():
+        total = toned = plain = 0
+        for text, path in items:
+            stream = engine.start_stream()
+            stream.feed(decode_file(path))
+            heard, said = stream.finish().pinyin.split(), text_to_syllables(text)
+            total += len(said)
+            toned += syllable_errors(said, heard)
+            plain += syllable_errors(said, heard, tones=False)
+        print(f"  {voice:12} {len(items):>9} {total:>9} {toned / max(total, 1):>10.1%} {plain / max(total, 1):>9.1%}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=Path, default=shared_dir() / "demo" / "calls.tsv", help="TSV with a text column")
@@ -209,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, help="only the first N sentences")
     ap.add_argument("--model", type=Path, default=KOKORO_DIR)
     ap.add_argument("--cache", type=Path, default=CACHE)
+    ap.add_argument("--listen", action="store_true", help="transcribe the clean renderings back: syllable error per voice")
     args = ap.parse_args(argv)
     print(f"machine: {describe()}")
     if not (args.model / "voices-zh-v1.0.bin").exists():
@@ -220,14 +258,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     voices = args.voices or tts.voices
     print(f"{len(sentences)} sentences x {len(voices)} voices ({', '.join(voices)}), cache {args.cache}")
     t0 = time.perf_counter()
-    clean = [tts.render(text, voice) for voice in voices for text in sentences]
+    renderings = {voice: [(text, tts.render(text, voice)) for text in sentences] for voice in voices}
+    clean = [path for items in renderings.values() for _, path in items]
     print(tts.stats.line())
     for voice, seconds in tts.stats.per_voice.items():
         print(f"  {voice}: {seconds:.1f} s of speech rendered")
     for snr in args.snr:
         radio_copies(clean, snr, range(args.seeds), args.cache)
-    print(f"radio copies at {', '.join(f'{s:g}' for s in args.snr)} dB x {args.seeds} seeds; "
-          f"{time.perf_counter() - t0:.1f} s in all")
+    if args.snr:
+        print(f"radio copies at {', '.join(f'{s:g}' for s in args.snr)} dB x {args.seeds} seeds")
+    print(f"{time.perf_counter() - t0:.1f} s in all")
+    if args.listen:
+        from tests.conftest import SHERPA_MODEL
+
+        listen(renderings, SHERPA_MODEL)
     return 0
 
 
