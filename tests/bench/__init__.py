@@ -1,0 +1,1 @@
+"""The benchmarks' own tools (bench/), with the real models."""
