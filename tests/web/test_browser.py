@@ -2,15 +2,18 @@
 mosquitto, real SQLite and archive; headless Chromium with a WAV file as its microphone.
 
 (1) an operator sees a transcript and an incident appear after a call is played into a channel, listens live to a
-    talking channel (whose meter moves), talks back onto a channel, patches two channels and unpatches them, and
-    cannot miss a new critical incident; (2) a guard holds talk on the guard page and the utterance is archived,
+    talking channel (whose meter moves), talks back onto a channel, patches two channels and unpatches them,
+    cannot miss a new critical incident, and confirms the type of an unsure report waiting in the 待确认 queue (its
+    alerts then reach the broker); (2) a guard holds talk on the guard page and the utterance is archived,
     transcribed and dispatched, and the alert comes back to the page; (3) an auditor finds it by a 2-character term
-    and plays it; (4) role checks refuse. Screenshots of the guard, auditor and login pages land in docs/screenshots/
-(the console's is taken from the running demo: `python -m tests.web.browser`).
+    and plays it; (4) role checks refuse. Screenshots of the guard, auditor and login pages and of the console's 待确认
+    queue land in docs/screenshots/ (the console's own is taken from the running demo: `python -m tests.web.browser`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 import re
 import time
@@ -18,12 +21,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import paho.mqtt.client as paho
 import pytest
 from playwright.sync_api import Browser, Page, expect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
+from asr.transcript import Transcript
 from bridge.db import connect
+from bridge.events import Utterance, new_utterance_id
+from dispatch.announce import render
+from dispatch.incidents import Incident
 from tests.support.broker import Mosquitto
 from tests.web.browser import (
     CHROMIUM_LEAD_S,
@@ -352,6 +360,75 @@ def test_pages_say_sound_is_off_until_they_are_clicked(live: LiveService, browse
         page.close()
 
 
+def test_operator_confirms_an_unsure_report_and_the_alert_reaches_the_broker(
+    live: LiveService, browser: Browser, calls_audio: Path, tmp_path: Path
+) -> None:
+    """Never silent about a report: a call with report words only (what a garbled type word leaves) waits in the
+    待确认 queue, alerting nobody; the operator hears it, clicks a type, and the ranked responders' alerts go out."""
+    said = "长乐公园有情况，请求支援"
+    alerts: list[dict] = []
+    mqtt = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="browser-test-phones")
+    mqtt.on_message = lambda client, userdata, message: alerts.append(json.loads(message.payload))
+    mqtt.connect(live.config.broker.host, live.config.broker.port)
+    mqtt.subscribe("jingbao/alerts/#", qos=1)
+    mqtt.loop_start()
+    try:
+        fight_reported(live, calls_audio)  # a certain report in the list too, for the screenshot
+        page = console(browser, live)
+        # the call as the recogniser delivers it (asr/live.py): archived (its audio spoken by espeak-ng), its
+        # transcript stored and on the live feed, then handed to the dispatcher
+        pcm = render(said, tmp_path / "said.wav")
+        start = time.time() - len(pcm) / 32000
+        utterance = Utterance(new_utterance_id(start), "ch-market", start, time.time(), pcm)
+        transcript = Transcript(said, "", engine="vosk", conf=0.8)
+
+        async def heard() -> Incident | None:
+            service = live.service
+            service.archive.store(utterance)
+            service.archive.set_status(utterance.id, "transcribed")  # (or the archive sweep would recognise it again)
+            service.transcripts.save(utterance.id, utterance.channel, utterance.start, transcript)
+            service.bus.publish("transcript", {"channel": utterance.channel, "utterance_id": utterance.id,
+                                               "start": utterance.start, **transcript.to_dict()})  # fmt: skip
+            return await service.dispatch.dispatcher.handle(transcript, utterance)
+
+        incident = asyncio.run_coroutine_threadsafe(heard(), live.loop).result(30)
+        assert incident.status == "needs_confirmation" and incident.assigned == ()
+
+        queue = page.locator("#confirm-queue")
+        entry = queue.locator(f".incident[data-incident='{incident.id}']")
+        expect(entry).to_be_visible(timeout=10_000)
+        expect(page.locator("#confirm-count")).to_have_text(str(queue.locator(".incident").count()))
+        expect(entry).to_contain_text("类型不明")
+        expect(entry).to_contain_text("长乐公园")
+        expect(entry).to_contain_text("市场保安")  # its channel
+        expect(entry).to_contain_text(said)
+        expect(entry.locator("button.type")).to_have_count(10)  # the common types, one click each
+        expect(entry.get_by_role("button", name="忽略")).to_be_visible()
+        assert not page.locator(f"#incidents .incident[data-incident='{incident.id}']").count()  # not in the list yet
+        entry.locator("button.play").click()
+        expect(entry.locator("button.play")).to_have_text("■ 停止", timeout=10_000)  # its audio plays
+        expect(entry.locator("button.play")).to_have_text("▶ 播放", timeout=10_000)  # to its end
+        page.wait_for_timeout(5000)  # the new entry's flashing is over
+        page.add_style_tag(content="#map .leaflet-tile-pane { display: none }")  # the test's stand-in tiles
+        screenshot(page, "console-confirm")
+        assert not [a for a in alerts if a["incident_id"] == incident.id]  # nobody alerted while it waits
+
+        entry.get_by_role("button", name="打架斗殴").click()
+        expect(entry).to_be_hidden(timeout=10_000)  # it leaves the queue
+        card = page.locator(f"#incidents .incident[data-incident='{incident.id}']")
+        expect(card).to_contain_text("打架斗殴")
+        expect(card.locator(".tag", has_text="已派警")).to_be_visible()
+        expect(card.locator(".responders li").first).to_contain_text("米")
+        sent = live.wait("the alerts on the broker", lambda: [a for a in alerts if a["incident_id"] == incident.id])
+        assert {a["type"] for a in sent} == {"fight"} and sent[0]["place"] == "长乐公园" and sent[0]["text"] == said
+        timeline = live.call(live.service.dispatch.dispatcher.store.timeline, incident.id)
+        assert [(e.actor, e.detail["type"]) for e in timeline if e.kind == "confirmed"] == [("op", "fight")]
+        page.close()
+    finally:
+        mqtt.loop_stop()
+        mqtt.disconnect()
+
+
 def test_a_fault_shows_on_its_channel_card_at_once(live: LiveService, browser: Browser, calls_audio: Path) -> None:
     page = console(browser, live)
     card = page.locator("#ch-ch-market")
@@ -388,3 +465,4 @@ def test_a_guard_goes_off_duty_from_his_page(live: LiveService, browser: Browser
     finally:
         live.call(live.service.dispatch.board.set_status, "g-huaniao", "available")  # on duty for whatever runs next
     page.close()
+

@@ -9,8 +9,8 @@ JB.LABELS = {
           missing: "人员走失", theft: "盗窃", fraud: "诈骗", gathering: "聚集", suspicious: "可疑情况",
           traffic: "交通", dispute: "纠纷", noise: "噪音扰民", other: "其他" },
   priority: { critical: "紧急", high: "高", medium: "中", low: "低", none: "无" },
-  status: { reported: "已发现", dispatched: "已派警", acknowledged: "已确认", on_scene: "已到场", resolved: "已处置",
-            followed_up: "已回访", closed_false_alarm: "误报关闭" },
+  status: { needs_confirmation: "待确认", reported: "已发现", dispatched: "已派警", acknowledged: "已确认", on_scene: "已到场",
+            resolved: "已处置", followed_up: "已回访", closed_false_alarm: "误报关闭", dismissed: "已忽略" },
   role: { guard: "保安", officer: "民警", chief: "社区警长", volunteer: "义警", grid_worker: "网格员",
           operator: "调度员", auditor: "审计员", admin: "管理员" },
   ack: { ack: "已确认", on_scene: "已到场", declined: "已拒绝" },
@@ -18,16 +18,20 @@ JB.LABELS = {
   reason: { guard: "最近保安", grid_chief: "网格警长", police: "民警", assigned: "调度指派", grid_chief_follow_up: "回访警长",
             nearest: "最近" },
   timeline: { reported: "发现", status: "状态", alerted: "派警", escalated: "升级派警", ack: "回复", note: "备注",
-              reassigned: "改派", merged: "重复报警", unanswered: "无人应答" },
+              reassigned: "改派", merged: "重复报警", unanswered: "无人应答", confirmed: "确认类型", unconfirmed: "超时未确认" },
 };
 
 JB.PRIORITY_ORDER = { critical: 0, high: 1, medium: 2, low: 3, none: 4 };
-JB.OPEN = new Set(["reported", "dispatched", "acknowledged", "on_scene"]);  // incident statuses still being handled
+// incident statuses still being handled (待确认 included: it awaits an operator)
+JB.OPEN = new Set(["needs_confirmation", "reported", "dispatched", "acknowledged", "on_scene"]);
 
 JB.label = (kind, key) => (JB.LABELS[kind] && JB.LABELS[kind][key]) || key || "";
 
+// What an incident is, in a word: its type, or 待确认 while an operator has not confirmed the machine's guess.
+JB.incidentWhat = (i) => (i.status === "needs_confirmation" ? JB.label("status", i.status) : JB.label("type", i.type));
+
 // An incident in a few words: where and what (`万寿路花鸟市场 急救`).
-JB.incidentTitle = (i) => `${i.place_name || "地点不明"} ${JB.label("type", i.type)}`;
+JB.incidentTitle = (i) => `${i.place_name || "地点不明"} ${JB.incidentWhat(i)}`;
 
 JB.el = (tag, attrs = {}, ...children) => {
   const node = document.createElement(tag);

@@ -127,7 +127,7 @@ class ConsoleMap {
   drawIncident(group, now) {
     const i = group[0], urgent = i.priority === "critical" || i.priority === "high";
     const recent = now - i.updated_at < RECENT_S;
-    const text = `${JB.label("type", i.type)} · ${i.place_name}${group.length > 1 ? ` ×${group.length}` : ""}`;
+    const text = `${JB.incidentWhat(i)} · ${i.place_name}${group.length > 1 ? ` ×${group.length}` : ""}`;
     const marker = L.circleMarker([i.lat, i.lon], {
       radius: (urgent ? 11 : 8) * (recent ? 1 : 0.7), color: MAP_COLORS[i.priority] || MAP_COLORS.none, weight: 3,
       opacity: recent ? 1 : 0.6, fillOpacity: recent ? 0.4 : 0.2,
@@ -163,7 +163,7 @@ class ConsoleMap {
         dashArray: "6 5", opacity: 0.9, interactive: false }).addTo(this.layers.links);
     }
     const ring = L.circleMarker([i.lat, i.lon], { radius: 20, color: "#ffffff", weight: 3, fill: false, className: "selected-ring" })
-      .bindTooltip(`${JB.label("type", i.type)} · ${i.place_name}`, { permanent: true, direction: "top", offset: [0, -18],
+      .bindTooltip(`${JB.incidentWhat(i)} · ${i.place_name}`, { permanent: true, direction: "top", offset: [0, -18],
         className: `incident-label selected p-${i.priority}` }).addTo(this.layers.links);
     this.labels.push({ layer: ring, rank: 0, zoom: -Infinity, selection: true });
   }

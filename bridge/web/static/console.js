@@ -7,6 +7,9 @@ const S = { channels: new Map(), incidents: new Map(), lines: new Map(), respond
             lastSaid: new Map() };  // channel id -> its latest final transcript, shown on the channel's card
 const REMIND_S = 20;
 const METER_FALL_DB = 8;  // per level event (5 a second)
+const PENDING = "needs_confirmation";  // 待确认: sounds like a report, type not certain; nobody alerted until confirmed
+// one click confirms one of these; the other types are in the entry's list (its guess always gets a button)
+const COMMON_TYPES = ["fight", "theft", "robbery", "weapon", "fire", "medical", "missing", "dispute", "traffic", "suspicious"];
 
 async function main() {
   await JB.session(["operator"]);
@@ -214,7 +217,7 @@ async function onIncident(event) {
   if (event.type === "new") {
     const critical = view.priority === "critical";
     JB.alarm(critical, critical ? 6 : 2);
-  }
+  } else if (event.reason === "unconfirmed") JB.alarm(false, 3);  // a 待确认 report has waited too long
 }
 
 // The banner stays until the operator has looked: it names the most urgent incident not yet opened, and while a
@@ -257,7 +260,9 @@ function refreshIncidents(freshId = null) {
 }
 
 function renderIncidents(freshId = null) {
-  const list = [...S.incidents.values()].sort((a, b) =>
+  const all = [...S.incidents.values()];
+  renderConfirmQueue(all.filter((i) => i.status === PENDING), freshId);
+  const list = all.filter((i) => i.status !== PENDING).sort((a, b) =>
     (JB.OPEN.has(b.status) - JB.OPEN.has(a.status)) || (JB.PRIORITY_ORDER[a.priority] - JB.PRIORITY_ORDER[b.priority]) || (b.created_at - a.created_at));
   document.getElementById("incidents").replaceChildren(...list.map((i) => incidentCard(i, i.id === freshId)));
   const open = list.filter((i) => JB.OPEN.has(i.status));
@@ -282,7 +287,7 @@ function incidentCard(i, fresh) {
       if (!text) return S.incidents.get(i.id);
       return JB.api(`/api/incidents/${i.id}/notes`, { method: "POST", body: { text } });
     }),
-    i.status !== "resolved" && !["followed_up", "closed_false_alarm"].includes(i.status) && act("误报", () => status("closed_false_alarm"), "danger"),
+    open && act("误报", () => status("closed_false_alarm"), "danger"),
   ];
   const classes = ["incident", `p-${i.priority}`, !open && "closed", fresh && "fresh", S.unseen.has(i.id) && "unseen",
                    S.selected === i.id && "selected"].filter(Boolean).join(" ");
@@ -302,8 +307,69 @@ function incidentCard(i, fresh) {
       JB.el("span", { class: r.ack === "declined" ? "declined" : r.ack ? "acked" : "muted" }, r.ack ? JB.label("ack", r.ack) : "待回复")))),
     JB.el("details", {}, JB.el("summary", {}, `处置记录（${i.timeline.length}）`),
       JB.el("ol", {}, i.timeline.map((e) => JB.el("li", {}, `${JB.time(e.ts)} ${JB.label("timeline", e.kind)} · ${e.actor}`,
-        e.kind === "status" ? ` → ${JB.label("status", e.detail.to)}` : "", e.kind === "note" ? `：${e.detail.text}` : "")))),
+        e.kind === "status" ? ` → ${JB.label("status", e.detail.to)}${e.detail.note ? `（${e.detail.note}）` : ""}` : "",
+        e.kind === "confirmed" ? ` → ${JB.label("type", e.detail.type)}（${JB.label("priority", e.detail.priority)}）` : "",
+        e.kind === "note" ? `：${e.detail.text}` : "")))),
     JB.el("div", { class: "actions" }, actions.filter(Boolean)));
+}
+
+// --- 待确认: reports whose type the machine is not sure of ---------------------------------------------------------
+
+// The queue stays above the incident list (and its own scroll) while it holds anything: most urgent first, then the
+// longest waiting. An entry leaves it when anyone confirms or dismisses it (the incident event says so).
+function renderConfirmQueue(pending, freshId) {
+  pending.sort((a, b) => (JB.PRIORITY_ORDER[a.priority] - JB.PRIORITY_ORDER[b.priority]) || (a.created_at - b.created_at));
+  document.getElementById("confirm-queue").hidden = !pending.length;
+  document.getElementById("confirm-count").textContent = pending.length;
+  document.getElementById("confirm-list").replaceChildren(...pending.map((i) => confirmEntry(i, i.id === freshId)));
+}
+
+function confirmEntry(i, fresh) {
+  const overdue = i.timeline.some((e) => e.kind === "unconfirmed");
+  const error = JB.el("div", { class: "error" });
+  const controls = [];
+  const send = async (action, body) => {
+    S.unseen.delete(i.id);  // acting on it is looking at it
+    for (const c of controls) c.disabled = true;
+    error.textContent = "";
+    try {
+      S.incidents.set(i.id, await JB.api(`/api/incidents/${encodeURIComponent(i.id)}/${action}`, { method: "POST", body }));
+      refreshIncidents();
+    } catch (e) {
+      error.textContent = `${action === "confirm" ? "确认" : "忽略"}失败：${e.message}`;
+      for (const c of controls) c.disabled = false;
+    }
+  };
+  const types = [...new Set([i.type, ...COMMON_TYPES])].filter((t) => t !== "other");  // the guess first; 其他 in the list
+  const typeButton = (type) => JB.el("button", { class: `type${type === i.type ? " guessed" : ""}`, "data-type": type,
+    title: `确认为“${JB.label("type", type)}”并按规则派警`, onclick: () => send("confirm", { type }) }, JB.label("type", type));
+  const more = JB.el("select", { "aria-label": "更多类型", title: "其他类型：选中即确认并派警" },
+    JB.el("option", { value: "" }, "更多类型…"),
+    Object.keys(JB.LABELS.type).filter((t) => !types.includes(t)).map((t) => JB.el("option", { value: t }, JB.label("type", t))));
+  more.onchange = () => { if (more.value) send("confirm", { type: more.value }); };
+  // dismissing takes a second click: a report must not vanish by a slip of the mouse
+  const dismiss = JB.el("button", { class: "danger dismiss", title: "不是警情：忽略，不派警" }, "忽略");
+  let armed = null;
+  dismiss.onclick = () => {
+    if (armed) { clearTimeout(armed); armed = null; send("dismiss", {}); return; }
+    dismiss.textContent = "确认忽略？";
+    armed = setTimeout(() => { armed = null; dismiss.textContent = "忽略"; }, 4000);
+  };
+  controls.push(...types.map(typeButton), more, dismiss);
+  const last = i.utterance_ids[i.utterance_ids.length - 1];
+  const classes = ["incident", "pending", `p-${i.priority}`, overdue && "overdue", fresh && "fresh",
+                   S.unseen.has(i.id) && "unseen", S.selected === i.id && "selected"].filter(Boolean).join(" ");
+  const select = (e) => { if (!e.target.closest("button, select")) selectIncident(i.id); };
+  return JB.el("div", { id: `inc-${i.id}`, class: classes, "data-incident": i.id, onclick: select, title: "点击在地图上查看" },
+    JB.el("div", { class: "title" },
+      JB.el("span", { class: `tag ${i.priority}` }, JB.label("priority", i.priority)),
+      JB.el("span", { class: "guess" }, i.type === "other" ? "类型不明" : `疑似${JB.label("type", i.type)}`),
+      JB.el("span", { class: "place" }, i.place_name ? `@ ${i.place_name}${i.detail ? " " + i.detail : ""}` : "地点不明"),
+      overdue ? JB.el("span", { class: "tag overdue" }, "超时未确认") : null),
+    JB.el("div", { class: "muted" }, `${JB.time(i.created_at)} · ${S.names[i.channel] || i.channel}${i.reports > 1 ? ` · ${i.reports} 次报警` : ""}`),
+    JB.el("div", { class: "said" }, JB.readable(i), " ", last ? JB.audioButton(last) : null),
+    JB.el("div", { class: "types" }, controls),
+    error);
 }
 
 function chooseResponders(incident) {
