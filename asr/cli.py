@@ -47,6 +47,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from bridge.commands import DEFAULT_CONFIG
     from bridge.config import ConfigError, VadConfig, load_config
     from dispatch.classify import incident_terms
+    from dispatch.vocabulary import decoder_words
 
     if args.archive == bool(args.files):
         print("give audio files, or --archive (not both)", file=sys.stderr)
@@ -62,13 +63,14 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             return 2
     else:
         print(f"no --config and no {DEFAULT_CONFIG} here: no places or incident words are spotted", file=sys.stderr)
-    asr_config, keywords, vad = AsrConfig(), [], VadConfig()
+    asr_config, keywords, vad, words = AsrConfig(), [], VadConfig(), decoder_words()
     if config is not None:
         asr_config, vad = config.asr, config.channels[0].vad
         keywords = jurisdiction_keywords(config.jurisdiction, incident_terms(config.dispatch.lexicon))
+        words = decoder_words(config.dispatch.lexicon)
     if args.engine:
         asr_config = asr_config.model_copy(update={"engine": args.engine})
-    engines = build_engines(asr_config, keywords)
+    engines = build_engines(asr_config, keywords, words)
     if not engines:
         print("no speech recognition engine available (see `jingbao model list`)", file=sys.stderr)
         return 2
@@ -146,8 +148,10 @@ def _print_utterance(path: Path, start: float, end: float, transcript: Transcrip
         print(json.dumps(record, ensure_ascii=False), flush=True)
         return
     places = " ".join(f"[{k.label}→{k.ref}]" for k in transcript.keywords)
-    said = transcript.text or transcript.pinyin or "(nothing recognised)"
+    said = transcript.shown or "(nothing recognised)"
     print(f"{path.name} {start:7.2f}-{end:7.2f}  {said}  {places}".rstrip(), flush=True)
+    if transcript.readable and transcript.pinyin and not transcript.text:  # decoded characters: the syllables heard too
+        print(f"{'':>{len(path.name) + 17}}  {transcript.pinyin}", flush=True)
 
 
 def _print_archived(row: ArchivedUtterance, transcript: Transcript, as_json: bool) -> None:
@@ -157,7 +161,7 @@ def _print_archived(row: ArchivedUtterance, transcript: Transcript, as_json: boo
         record.pop("partial", None)
         print(json.dumps(record, ensure_ascii=False), flush=True)
         return
-    said = transcript.text or transcript.pinyin or "(nothing recognised)"
+    said = transcript.shown or "(nothing recognised)"
     print(f"{row.id} {row.channel}  {said}", flush=True)
 
 

@@ -27,6 +27,10 @@ class AsrConfig(BaseModel):
         16, ge=1, le=1000,
         description="Utterances recognised at once; beyond this new ones stay 'pending' in the archive until ASR catches up.",
     )
+    hanzi: bool = Field(
+        True, description="Write the on-board engine's pinyin as Chinese characters for people to read (asr/hanzi.py); "
+        "false keeps pinyin only.",
+    )
     vosk_grammar: list[str] | None = Field(
         None, min_length=1,
         description="Restrict Vosk to these phrases (words of its vocabulary, space-separated); None recognises free text.",

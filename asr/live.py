@@ -218,7 +218,7 @@ class LiveRecognition:
         await asyncio.to_thread(self.store.save, ref.id, ref.channel, ref.start, transcript)
         await asyncio.to_thread(self.archive.set_status, ref.id, "transcribed")
         self._attempts.pop(ref.id, None)
-        shown = transcript.text or transcript.pinyin or "(nothing recognised)"
+        shown = transcript.shown or "(nothing recognised)"
         logger.info("channel %s: %s transcribed: %s", ref.channel, ref.id, shown[:80])
         self.bus.publish("transcript", {"channel": ref.channel, "utterance_id": ref.id, "start": ref.start,
                                         **transcript.to_dict()})

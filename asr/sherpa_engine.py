@@ -2,7 +2,9 @@
 recogniser (initials and tone-marked finals -> tone-numbered syllables) and as a keyword spotter for the
 jurisdiction's places and the incident terms. Both are loaded once and shared read-only; each stream owns its state.
 
-The model gives no Chinese characters, so `text` is always "" and `pinyin`/`words` carry the result.
+The model gives no Chinese characters, so `text` is always "" and `pinyin`/`words` carry the result; with a
+`HanziDecoder` (asr/hanzi.py) `readable` holds characters decoded from the syllables, each spotted keyword written as
+its label over the syllables it covers.
 Keyword scores: the spotter reports no score, so a keyword's score is how well the free-running recogniser agrees
 with it over the same stretch of audio (1 - normalised edit distance between the keyword's units and the units
 the recogniser emitted there, tones included): 1.0 when both heard it, lower when only the biased spotter did.
@@ -23,6 +25,7 @@ import sherpa_onnx
 from rapidfuzz.distance import Levenshtein
 
 from asr.engine import EngineUnavailable
+from asr.hanzi import HanziDecoder
 from asr.keywords import KeywordEntry, keyword_file
 from asr.pinyin import LAST_SYLLABLE_TAIL, toneless_unit, units_to_syllables
 from asr.transcript import Keyword, Transcript, Word
@@ -84,8 +87,10 @@ def _pick(model_dir: Path, part: str, prefer_int8: bool) -> Path:
 class SherpaEngine:
     name = "sherpa"
 
-    def __init__(self, model_dir: Path, keywords: Sequence[KeywordEntry] = (), num_threads: int = 1) -> None:
+    def __init__(self, model_dir: Path, keywords: Sequence[KeywordEntry] = (), num_threads: int = 1,
+                 hanzi: HanziDecoder | None = None) -> None:
         files = ModelFiles.find(model_dir)
+        self.hanzi = hanzi
         common = dict(tokens=str(files.tokens), encoder=str(files.encoder), decoder=str(files.decoder),
                       joiner=str(files.joiner), num_threads=num_threads, provider="cpu")
         try:
@@ -189,8 +194,11 @@ class SherpaStream:
         words = tuple(Word(s.text, min(s.start, duration), min(s.end, duration), s.conf) for s in syllables)
         keywords = self._keywords(units, times, duration) if syllables else ()
         conf = math.exp(sum(math.log(max(w.conf, 1e-6)) for w in words) / len(words)) if words else 0.0
+        readable = ""
+        if self._engine.hanzi is not None and words:
+            readable = self._engine.hanzi.decode([w.text for w in words], keyword_windows(words, keywords))
         return Transcript(text="", pinyin=" ".join(w.text for w in words), words=words, keywords=keywords,
-                          engine=SherpaEngine.name, conf=round(conf, 4), partial=partial)
+                          engine=SherpaEngine.name, conf=round(conf, 4), partial=partial, readable=readable)
 
     def _keywords(self, units: list[str], times: list[float], duration: float) -> tuple[Keyword, ...]:
         """Hits -> Keywords with an agreement score; one Keyword per ref and stretch of audio (tone-variant lines of
@@ -228,3 +236,15 @@ class SherpaStream:
                 if len(heard) == len(rest) and Levenshtein.normalized_similarity(expected, heard) >= EXTENSION_MATCH:
                     return key, times[i + len(rest)]
         return hit.key, hit.end
+
+
+def keyword_windows(words: Sequence[Word], keywords: Sequence[Keyword]) -> list[tuple[int, int, str]]:
+    """(lo, hi, label): the syllables words[lo:hi] lie, by their middle, within KEYWORD_CONTEXT_S of a spotted keyword's
+    time; the characters decoder may write the label over a run of them (`HanziDecoder.decode` hints)."""
+    windows = []
+    for keyword in keywords:
+        inside = [i for i, w in enumerate(words)
+                  if keyword.start - KEYWORD_CONTEXT_S <= (w.start + w.end) / 2 <= keyword.end + KEYWORD_CONTEXT_S]
+        if inside:
+            windows.append((inside[0], inside[-1] + 1, keyword.label))
+    return windows

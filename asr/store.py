@@ -27,6 +27,12 @@ MIGRATIONS = [
     );
     CREATE INDEX transcripts_channel_start ON transcripts (channel, start_ms);
     """,
+    # characters for people (Transcript.readable): an engine's own text is its readable form; pinyin-only rows stored
+    # before the decoder existed stay without characters until re-transcribed (`jingbao transcribe --archive`)
+    """
+    ALTER TABLE transcripts ADD COLUMN readable TEXT NOT NULL DEFAULT '';
+    UPDATE transcripts SET readable = text WHERE text != '';
+    """,
 ]
 
 
@@ -41,13 +47,13 @@ class TranscriptStore:
         with self._lock, self.conn:
             self.conn.execute(
                 "INSERT INTO transcripts (utterance_id, channel, start_ms, engine, text, pinyin, words, keywords, conf,"
-                " created_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(utterance_id) DO UPDATE SET engine=excluded.engine,"
-                " text=excluded.text, pinyin=excluded.pinyin, words=excluded.words, keywords=excluded.keywords,"
-                " conf=excluded.conf, created_at=excluded.created_at",
+                " created_at, readable) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(utterance_id) DO UPDATE SET"
+                " engine=excluded.engine, text=excluded.text, pinyin=excluded.pinyin, words=excluded.words,"
+                " keywords=excluded.keywords, conf=excluded.conf, created_at=excluded.created_at, readable=excluded.readable",
                 (
                     utterance_id, channel, round(start * 1000), d["engine"], d["text"], d["pinyin"],
                     json.dumps(d["words"], ensure_ascii=False), json.dumps(d["keywords"], ensure_ascii=False),
-                    d["conf"], time.time(),
+                    d["conf"], time.time(), d["readable"],
                 ),
             )
 
@@ -65,7 +71,7 @@ class TranscriptStore:
 def _transcript(row: sqlite3.Row) -> Transcript:
     return Transcript.from_dict(
         {
-            "text": row["text"], "pinyin": row["pinyin"], "engine": row["engine"], "conf": row["conf"],
-            "words": json.loads(row["words"]), "keywords": json.loads(row["keywords"]),
+            "text": row["text"], "pinyin": row["pinyin"], "readable": row["readable"], "engine": row["engine"],
+            "conf": row["conf"], "words": json.loads(row["words"]), "keywords": json.loads(row["keywords"]),
         }
     )

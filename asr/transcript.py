@@ -36,11 +36,19 @@ class Transcript:
     engine: str = ""
     conf: float = 0.0
     partial: bool = False
+    # what people read: the engine's own characters (Vosk), or characters decoded from the pinyin (asr/hanzi.py) for
+    # the on-board engine; "" when there are none. `text` and `pinyin` stay the engine's own (dispatch reads them).
+    readable: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def empty(self) -> bool:
         return not self.text and not self.pinyin and not self.keywords
+
+    @property
+    def shown(self) -> str:
+        """What a person reads: characters when there are any (the engine's or decoded), else the pinyin."""
+        return self.readable or self.text or self.pinyin
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -59,4 +67,5 @@ class Transcript:
             engine=d.get("engine", ""),
             conf=float(d.get("conf", 0.0)),
             partial=bool(d.get("partial", False)),
+            readable=d.get("readable", ""),
         )

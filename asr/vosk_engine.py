@@ -153,7 +153,7 @@ def _transcript(words: list[Word], keywords: Sequence[KeywordEntry], partial: bo
     conf = sum(w.conf for w in words) / len(words) if words else 0.0
     return Transcript(text=text, pinyin=" ".join(text_to_syllables(text)), words=tuple(words),
                       keywords=_keywords_in(text, words, keywords), engine=VoskEngine.name, conf=round(conf, 4),
-                      partial=partial)
+                      partial=partial, readable=text)
 
 
 def _keywords_in(text: str, words: Sequence[Word], entries: Sequence[KeywordEntry]) -> tuple[Keyword, ...]:

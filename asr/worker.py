@@ -268,9 +268,13 @@ class RecognitionPool:
             self._room.notify_all()
 
 
-def build_engines(config: AsrConfig, keywords: Sequence[KeywordEntry] = ()) -> list[Engine]:
+def build_engines(config: AsrConfig, keywords: Sequence[KeywordEntry] = (), words: Sequence[str] = ()) -> list[Engine]:
     """The engines `config.engine` asks for, in combining order (Vosk's text first). A missing or broken model is
-    logged with the one clear message and left out: the service runs on without it (ASR is never required)."""
+    logged with the one clear message and left out: the service runs on without it (ASR is never required).
+
+    The pinyin engine writes characters (`config.hanzi`) preferring the keywords' labels and `words` (the caller's
+    vocabulary: dispatch.vocabulary.decoder_words, the incident lexicon and radio phrases)."""
+    from asr.hanzi import HanziDecoder
     from asr.sherpa_engine import SherpaEngine  # the engines load native libraries: only when ASR is wanted
     from asr.vosk_engine import VoskEngine
 
@@ -290,7 +294,8 @@ def build_engines(config: AsrConfig, keywords: Sequence[KeywordEntry] = ()) -> l
             if kind == "vosk":
                 engines.append(VoskEngine(location.path, config.vosk_grammar, keywords))
             else:
-                engines.append(SherpaEngine(location.path, keywords, num_threads=1))
+                hanzi = HanziDecoder([*(k.label for k in keywords), *words]) if config.hanzi else None
+                engines.append(SherpaEngine(location.path, keywords, num_threads=1, hanzi=hanzi))
         except EngineUnavailable as e:
             logger.error("%s engine unavailable: %s", kind, e)
     if not engines and wanted:

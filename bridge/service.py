@@ -127,9 +127,11 @@ class Service:
         from asr.keywords import jurisdiction_keywords
         from asr.worker import RecognitionPool, build_engines
         from dispatch.classify import incident_terms
+        from dispatch.vocabulary import decoder_words
 
         keywords = jurisdiction_keywords(self.config.jurisdiction, incident_terms(self.config.dispatch.lexicon))
-        engines = await asyncio.to_thread(build_engines, self.config.asr, keywords)
+        words = decoder_words(self.config.dispatch.lexicon)
+        engines = await asyncio.to_thread(build_engines, self.config.asr, keywords, words)
         if not engines:
             return None
         pool = RecognitionPool(engines, self.config.asr.workers, self.config.asr.queue_size)

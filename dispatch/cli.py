@@ -79,8 +79,9 @@ def _extract_audio(files: list[Path], jurisdiction: Path, asr: AsrConfig, extrac
     from asr.worker import build_engines
     from dispatch.classify import incident_terms
     from dispatch.from_audio import extract_file
+    from dispatch.vocabulary import decoder_words
 
-    engines = build_engines(asr, jurisdiction_keywords(jurisdiction, incident_terms()))
+    engines = build_engines(asr, jurisdiction_keywords(jurisdiction, incident_terms()), decoder_words())
     if not engines:
         print("no speech recognition model found (see `jingbao model list`)", file=sys.stderr)
         return 2
@@ -89,7 +90,7 @@ def _extract_audio(files: list[Path], jurisdiction: Path, asr: AsrConfig, extrac
         try:
             for heard in extract_file(path, engines, extractor):  # type: ignore[arg-type]
                 record = heard.to_dict()
-                said = f"{path.name} {heard.start:.2f}-{heard.end:.2f}: {heard.transcript.text or heard.transcript.pinyin}"
+                said = f"{path.name} {heard.start:.2f}-{heard.end:.2f}: {heard.transcript.shown}"
                 print(json.dumps(record, ensure_ascii=False) if as_json else _summary(said, heard.result), flush=True)
         except Exception as e:  # a bad file is reported and skipped, the others are still read
             failed += 1

@@ -42,3 +42,11 @@ def test_one_engine_passes_through_and_partial_is_kept() -> None:
     assert combine([partial, SHERPA]).partial
     with pytest.raises(ValueError):
         combine([])
+
+
+def test_readable_is_the_text_engines_else_the_decoded_characters() -> None:
+    vosk = Transcript(text=VOSK.text, pinyin=VOSK.pinyin, engine="vosk", readable=VOSK.text)
+    sherpa = Transcript(text="", pinyin=SHERPA.pinyin, engine="sherpa", readable="东方花园三号楼")
+    assert combine([vosk, sherpa]).readable == VOSK.text
+    assert combine([Transcript(text="", pinyin="", engine="vosk"), sherpa]).readable == "东方花园三号楼"
+    assert combine([vosk, sherpa]).shown == VOSK.text and Transcript("", "shou1 dao4").shown == "shou1 dao4"

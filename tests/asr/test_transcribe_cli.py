@@ -16,7 +16,7 @@ from bridge.audio import SAMPLE_RATE
 from bridge.decode import decode_file
 
 REPO = Path(__file__).resolve().parents[2]
-FIELDS = {"file", "start", "end", "text", "pinyin", "words", "keywords", "engine", "conf"}
+FIELDS = {"file", "start", "end", "text", "pinyin", "readable", "words", "keywords", "engine", "conf"}
 
 
 def jingbao(*args: str, sherpa_model: Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -50,6 +50,7 @@ def test_json_lines_one_per_utterance_with_keywords(two_calls: Path, sherpa_mode
     first, second = lines
     assert 1.0 <= first["start"] < 1.6 and first["end"] < second["start"]  # seconds from the file's start
     assert "mei3 shi2" in first["pinyin"] and "xian4 chang3" in first["pinyin"]
+    assert first["text"] == "" and "美食街" in first["readable"] and "现场" in first["readable"]  # decoded characters
     assert {"meishijie", "yiyuan-jingwudian"} <= {k["ref"] for k in first["keywords"]}
     assert "qinchuan-dianzi" in {k["ref"] for k in second["keywords"]}
     assert all({"label", "ref", "start", "end", "score"} == set(k) for k in first["keywords"])
@@ -69,8 +70,9 @@ def test_readable_output_and_a_bad_file(two_calls: Path, sherpa_model: Path, tmp
     assert done.returncode == 1  # one file failed; the others were still transcribed
     assert "broken.wav" in done.stderr and "cannot decode" in done.stderr
     out = done.stdout.splitlines()
-    assert len(out) == 2 and all(line.startswith("two_calls.wav") for line in out)  # silence: no utterance at all
-    assert "mei3 shi2" in out[0]
+    said = [line for line in out if line.startswith("two_calls.wav")]
+    assert len(said) == 2 and len(out) == 4  # silence: no utterance at all; each utterance in characters, then pinyin
+    assert "美食街" in out[0] and "mei3 shi2" in out[1], out
 
 
 def test_no_engine_is_a_clear_error(two_calls: Path, tmp_path: Path) -> None:
