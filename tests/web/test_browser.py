@@ -360,12 +360,35 @@ def test_pages_say_sound_is_off_until_they_are_clicked(live: LiveService, browse
         page.close()
 
 
+def hear(live: LiveService, said: str, folder: Path) -> Incident:
+    """A call on ch-market as the recogniser delivers it (asr/live.py): archived (its audio spoken by espeak-ng), its
+    transcript `said` stored and on the live feed, then handed to the dispatcher; returns what the dispatcher made."""
+    pcm = render(said, folder / f"{len(list(folder.glob('*.wav')))}.wav")
+    start = time.time() - len(pcm) / 32000
+    utterance = Utterance(new_utterance_id(start), "ch-market", start, time.time(), pcm)
+    transcript = Transcript(said, "", engine="vosk", conf=0.8)
+
+    async def heard() -> Incident | None:
+        service = live.service
+        service.archive.store(utterance)
+        service.archive.set_status(utterance.id, "transcribed")  # (or the archive sweep would recognise it again)
+        service.transcripts.save(utterance.id, utterance.channel, utterance.start, transcript)
+        service.bus.publish("transcript", {"channel": utterance.channel, "utterance_id": utterance.id,
+                                           "start": utterance.start, **transcript.to_dict()})  # fmt: skip
+        return await service.dispatch.dispatcher.handle(transcript, utterance)
+
+    incident = asyncio.run_coroutine_threadsafe(heard(), live.loop).result(30)
+    assert incident is not None, f"no incident from {said!r}"
+    return incident
+
+
 def test_operator_confirms_an_unsure_report_and_the_alert_reaches_the_broker(
     live: LiveService, browser: Browser, calls_audio: Path, tmp_path: Path
 ) -> None:
     """Never silent about a report: a call with report words only (what a garbled type word leaves) waits in the
-    待确认 queue, alerting nobody; the operator hears it, clicks a type, and the ranked responders' alerts go out."""
-    said = "长乐公园有情况，请求支援"
+    待确认 queue, alerting nobody; the operator hears it, clicks a type, and the ranked responders' alerts go out.
+    Another is dismissed (忽略, two clicks)."""
+    said, drill = "长乐公园有情况，请求支援", "东方花园有情况，请求支援"
     alerts: list[dict] = []
     mqtt = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="browser-test-phones")
     mqtt.on_message = lambda client, userdata, message: alerts.append(json.loads(message.payload))
@@ -375,28 +398,14 @@ def test_operator_confirms_an_unsure_report_and_the_alert_reaches_the_broker(
     try:
         fight_reported(live, calls_audio)  # a certain report in the list too, for the screenshot
         page = console(browser, live)
-        # the call as the recogniser delivers it (asr/live.py): archived (its audio spoken by espeak-ng), its
-        # transcript stored and on the live feed, then handed to the dispatcher
-        pcm = render(said, tmp_path / "said.wav")
-        start = time.time() - len(pcm) / 32000
-        utterance = Utterance(new_utterance_id(start), "ch-market", start, time.time(), pcm)
-        transcript = Transcript(said, "", engine="vosk", conf=0.8)
-
-        async def heard() -> Incident | None:
-            service = live.service
-            service.archive.store(utterance)
-            service.archive.set_status(utterance.id, "transcribed")  # (or the archive sweep would recognise it again)
-            service.transcripts.save(utterance.id, utterance.channel, utterance.start, transcript)
-            service.bus.publish("transcript", {"channel": utterance.channel, "utterance_id": utterance.id,
-                                               "start": utterance.start, **transcript.to_dict()})  # fmt: skip
-            return await service.dispatch.dispatcher.handle(transcript, utterance)
-
-        incident = asyncio.run_coroutine_threadsafe(heard(), live.loop).result(30)
-        assert incident.status == "needs_confirmation" and incident.assigned == ()
+        incident = hear(live, said, tmp_path)
+        other = hear(live, drill, tmp_path)
+        assert incident.status == other.status == "needs_confirmation" and incident.assigned == other.assigned == ()
 
         queue = page.locator("#confirm-queue")
         entry = queue.locator(f".incident[data-incident='{incident.id}']")
         expect(entry).to_be_visible(timeout=10_000)
+        expect(queue.locator(f".incident[data-incident='{other.id}']")).to_be_visible()
         expect(page.locator("#confirm-count")).to_have_text(str(queue.locator(".incident").count()))
         expect(entry).to_contain_text("类型不明")
         expect(entry).to_contain_text("长乐公园")
@@ -408,21 +417,36 @@ def test_operator_confirms_an_unsure_report_and_the_alert_reaches_the_broker(
         entry.locator("button.play").click()
         expect(entry.locator("button.play")).to_have_text("■ 停止", timeout=10_000)  # its audio plays
         expect(entry.locator("button.play")).to_have_text("▶ 播放", timeout=10_000)  # to its end
-        page.wait_for_timeout(5000)  # the new entry's flashing is over
+        page.wait_for_timeout(5000)  # the new entries' flashing is over
         page.add_style_tag(content="#map .leaflet-tile-pane { display: none }")  # the test's stand-in tiles
         screenshot(page, "console-confirm")
-        assert not [a for a in alerts if a["incident_id"] == incident.id]  # nobody alerted while it waits
+        assert not [a for a in alerts if a["incident_id"] in (incident.id, other.id)]  # nobody alerted while they wait
+
+        # 忽略 takes a second click; then the entry goes, and the incident is closed as 已忽略
+        dismissed = queue.locator(f".incident[data-incident='{other.id}']")
+        dismissed.get_by_role("button", name="忽略").click()
+        expect(dismissed.locator("button.dismiss")).to_have_text("确认忽略？")
+        assert live.call(live.service.dispatch.dispatcher.store.get, other.id).status == "needs_confirmation"
+        dismissed.locator("button.dismiss").click()
+        expect(dismissed).to_be_hidden(timeout=10_000)
+        expect(page.locator(f"#incidents .incident[data-incident='{other.id}'] .tag", has_text="已忽略")).to_be_visible()
 
         entry.get_by_role("button", name="打架斗殴").click()
         expect(entry).to_be_hidden(timeout=10_000)  # it leaves the queue
+        expect(queue).to_be_hidden()  # empty
         card = page.locator(f"#incidents .incident[data-incident='{incident.id}']")
         expect(card).to_contain_text("打架斗殴")
         expect(card.locator(".tag", has_text="已派警")).to_be_visible()
         expect(card.locator(".responders li").first).to_contain_text("米")
         sent = live.wait("the alerts on the broker", lambda: [a for a in alerts if a["incident_id"] == incident.id])
         assert {a["type"] for a in sent} == {"fight"} and sent[0]["place"] == "长乐公园" and sent[0]["text"] == said
-        timeline = live.call(live.service.dispatch.dispatcher.store.timeline, incident.id)
+        store = live.service.dispatch.dispatcher.store
+        timeline = live.call(store.timeline, incident.id)
         assert [(e.actor, e.detail["type"]) for e in timeline if e.kind == "confirmed"] == [("op", "fight")]
+        assert [(e.actor, e.detail["to"]) for e in live.call(store.timeline, other.id) if e.kind == "status"] == [
+            ("op", "dismissed")
+        ]
+        assert not [a for a in alerts if a["incident_id"] == other.id]
         page.close()
     finally:
         mqtt.loop_stop()
