@@ -291,10 +291,13 @@ class Dispatcher:
     def _alert_first(self, incident: Incident) -> Incident:
         """Rank the responders for a reported incident, alert the first ones (reserve kept for escalation), announce
         it on their channels; an incident whose place is unknown is left to the operator."""
-        if incident.place_id is None:
+        try:
+            place = self.jurisdiction.place(incident.place_id) if incident.place_id else None
+        except KeyError:  # a place the jurisdiction no longer has (it changed since the report): as unknown
+            place = None
+        if place is None:
             logger.warning("incident %s: location unknown, left to the operator", incident.id)
             return incident
-        place = self.jurisdiction.place(incident.place_id)
         first, reserve = self._rank(place, incident.type)
         first = [*first, *self._follow_up(place, incident.type, first)]
         logger.info("incident %s: %s (%s) at %s; alerting %s", incident.id, incident.type, incident.priority, place.name,
