@@ -105,10 +105,10 @@ def fill(conn: sqlite3.Connection, count: int, progress: Callable[[int], None]) 
         text, type_ = gen.sentence()
         start_ms = START_MS + n * step_ms + rng.randrange(step_ms)
         uid = f"u{n:08d}"
-        if rng.random() < 0.2:  # the on-board engine: pinyin and keywords, no characters
-            row = (uid, rng.choice(gen.channels), start_ms, "sherpa-kws", "", engine_pinyin(text), "[]", "[]", 0.7, 0.0)
+        if rng.random() < 0.2:  # the on-board engine: pinyin and keywords, characters decoded from the pinyin
+            row = (uid, rng.choice(gen.channels), start_ms, "sherpa-kws", "", engine_pinyin(text), "[]", "[]", 0.7, 0.0, text)
         else:
-            row = (uid, rng.choice(gen.channels), start_ms, "vosk", text, "", "[]", "[]", 0.85, 0.0)
+            row = (uid, rng.choice(gen.channels), start_ms, "vosk", text, "", "[]", "[]", 0.85, 0.0, text)
         batch.append(row)
         if type_ and rng.random() < 0.1:
             at = start_ms / 1000 + 2
@@ -116,7 +116,8 @@ def fill(conn: sqlite3.Connection, count: int, progress: Callable[[int], None]) 
                               json.dumps(rng.sample(gen.responder_ids, 2))))  # fmt: skip
         if len(batch) == 10_000 or n == count - 1:
             with conn:
-                conn.executemany("INSERT INTO transcripts VALUES (?,?,?,?,?,?,?,?,?,?)", batch)
+                conn.executemany("INSERT INTO transcripts (utterance_id, channel, start_ms, engine, text, pinyin, words,"
+                                 " keywords, conf, created_at, readable) VALUES (?,?,?,?,?,?,?,?,?,?,?)", batch)
                 conn.executemany(
                     "INSERT INTO incidents (id, type, priority, status, created_at, updated_at, utterance_ids, assigned)"
                     " VALUES (?,?,?,?,?,?,?,?)",

@@ -137,7 +137,7 @@ class Dispatcher:
         )  # fmt: skip
         if same is not None:
             before, after = self.store.merge_report(
-                same.id, utterance.id, transcript.text or transcript.pinyin, actor="dispatcher"
+                same.id, utterance.id, transcript.shown, actor="dispatcher"
             )
             self._emit(before, after, "merged")
             logger.info("utterance %s on %s: another report of incident %s", utterance.id, utterance.channel, same.id)
@@ -394,7 +394,7 @@ def _new_incident(
         lat=place.lat if place else None,
         lon=place.lon if place else None,
         location_confidence=where.confidence if where else 0.0,
-        text=transcript.text,
+        text=transcript.readable or transcript.text,  # characters people read (decoded from pinyin for the on-board engine)
         pinyin=transcript.pinyin,
         channel=utterance.channel,
         utterance_ids=(utterance.id,),

@@ -2,9 +2,10 @@
 export is written to the audit log (who, when, what, from where) before the answer goes out.
 
     GET  /api/search?q=&channel=&since=&until=&incident_type=&responder=&limit=50&offset=0
-         -> {"results": [{"utterance_id", "channel", "start", "start_iso", "engine", "text", "pinyin", "keywords",
-             "conf", "match": "exact"|"sounds_like"|null, "snippet" (HTML, matches in <mark>), "snippet_field":
-             "text"|"pinyin", "marks": [[start, end]], "audio_url", "incidents": [...]}], "more": bool}
+         -> {"results": [{"utterance_id", "channel", "start", "start_iso", "engine", "text", "readable" (characters
+             for people: the text, or decoded from the pinyin), "pinyin", "keywords", "conf",
+             "match": "exact"|"sounds_like"|null, "snippet" (HTML, matches in <mark>), "snippet_field":
+             "text"|"readable"|"pinyin", "marks": [[start, end]], "audio_url", "incidents": [...]}], "more": bool}
          400 a query that cannot be searched                         (operator, auditor, admin)
     GET  /api/search/export.csv  same parameters, up to 10,000 rows -> text/csv   (auditor, admin)
     GET  /api/utterances/{id}/audio  -> the archived file (Range supported)     (operator, officer, auditor, admin)
@@ -36,8 +37,8 @@ from bridge.web.users import Role, User
 router = APIRouter(prefix="/api", tags=["archive"])
 
 AUDIO_TYPES = {"opus": "audio/ogg", "wav": "audio/wav", "flac": "audio/flac"}
-CSV_COLUMNS = ["utterance_id", "start_iso", "channel", "engine", "text", "pinyin", "keywords", "conf", "incident_ids",
-               "incident_types", "audio_url"]  # fmt: skip
+CSV_COLUMNS = ["utterance_id", "start_iso", "channel", "engine", "text", "readable", "pinyin", "keywords", "conf",
+               "incident_ids", "incident_types", "audio_url"]  # fmt: skip
 
 
 def search_filters(

@@ -6,8 +6,9 @@ by whoever wants the index warm) analyses what is queued (`bridge.web.search_tex
 dequeues it. The analysis is Python, which is why it cannot run inside the triggers: they fire on the writer's
 connection, which has no Python functions registered.
 
-Results come newest first in two tiers: transcripts that contain the terms as written, then those that match only
-as pinyin (a homophone the recogniser wrote, an on-board engine's pinyin-only transcript).
+Results come newest first in two tiers: transcripts that contain the terms as written (in the engine's text or in the
+characters decoded from the on-board engine's pinyin), then those that match only as pinyin (a homophone the
+recogniser or the decoder wrote, a pinyin-only transcript).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class SearchIndex:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 rows = self._conn.execute(
-                    "SELECT p.seq, p.utterance_id, t.start_ms, t.text, t.pinyin, t.keywords,"
+                    "SELECT p.seq, p.utterance_id, t.start_ms, t.text, t.pinyin, t.readable, t.keywords,"
                     " t.utterance_id IS NOT NULL AS present"
                     " FROM search_pending p LEFT JOIN transcripts t ON t.utterance_id = p.utterance_id"
                     " ORDER BY p.seq LIMIT ?",
@@ -158,7 +159,7 @@ class SearchIndex:
             "INSERT INTO search_docs (id, utterance_id) VALUES (?, ?)",
             zip(doc_ids, (r["utterance_id"] for r in present), strict=True),
         )
-        indexed = (analyze(r["text"], r["pinyin"], _keyword_labels(r["keywords"])) for r in present)
+        indexed = (analyze(r["text"], r["pinyin"], _keyword_labels(r["keywords"]), r["readable"]) for r in present)
         self._conn.executemany(
             "INSERT INTO search_fts (rowid, words, pinyin) VALUES (?, ?, ?)",
             ((doc_id, ix.words, ix.pinyin) for doc_id, ix in zip(doc_ids, indexed, strict=True)),
@@ -291,7 +292,7 @@ def _keyword_labels(keywords_json: str) -> list[str]:
 
 
 def _result(row: sqlite3.Row, query: Query | None) -> dict[str, Any]:
-    mark = highlight(query, row["text"], row["pinyin"])
+    mark = highlight(query, row["text"], row["pinyin"], row["readable"])
     start = row["start_ms"] / 1000
     return {
         "utterance_id": row["utterance_id"],
@@ -300,6 +301,7 @@ def _result(row: sqlite3.Row, query: Query | None) -> dict[str, Any]:
         "start_iso": datetime.fromtimestamp(start, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "engine": row["engine"],
         "text": row["text"],
+        "readable": row["readable"] or row["text"],
         "pinyin": row["pinyin"],
         "keywords": _keyword_labels(row["keywords"]),
         "conf": row["conf"],

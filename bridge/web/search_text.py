@@ -90,10 +90,12 @@ class IndexedText:
     pinyin: str  # syllable bigrams
 
 
-def analyze(text: str, pinyin: str = "", labels: Iterable[str] = ()) -> IndexedText:
-    """The two FTS columns of a transcript: its text (or, without text, its pinyin) and its keyword labels."""
+def analyze(text: str, pinyin: str = "", labels: Iterable[str] = (), readable: str = "") -> IndexedText:
+    """The two FTS columns of a transcript: its text, its readable characters (decoded from an on-board engine's
+    pinyin) and its keyword labels as characters; the pronunciation of its text or, without text, of its pinyin
+    (the syllables heard, not a reading of the decoded characters)."""
     words: list[str] = []
-    for part in (text, *labels):
+    for part in (text, *([readable] if readable != text else []), *labels):
         words.extend(_char_tokens(unicodedata.normalize("NFKC", part).lower()))
     if _CJK_RUN.search(text):
         syllables = [bg for run in _CJK_RUN.findall(text) for bg in bigrams([char_syllable(c) for c in run])]
@@ -183,7 +185,7 @@ def _term_expression(term: Term, *, exact: bool) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Highlight:
-    source: str  # "text" or "pinyin": which field the marks are in
+    source: str  # "text", "readable" or "pinyin": which field the marks are in
     marks: list[tuple[int, int]]  # [start, end) character offsets of matched spans in that field
     snippet: str  # HTML: the field (cropped around the first mark when long), escaped, spans in <mark>
 
@@ -192,7 +194,12 @@ class Highlight:
         return bool(self.marks)
 
 
-def highlight(query: Query | None, text: str, pinyin: str) -> Highlight:
+def highlight(query: Query | None, text: str, pinyin: str, readable: str = "") -> Highlight:
+    """The marks in what people read: the text, else the characters decoded from the pinyin (a match only in the
+    pinyin layer is marked on the characters of the same syllables), else the pinyin itself."""
+    if not _CJK_RUN.search(text) and _CJK_RUN.search(readable):
+        marks = _text_marks(query, readable) if query else []
+        return Highlight("readable", marks, render_snippet(readable, marks))
     if not _CJK_RUN.search(text) and pinyin.strip():
         marks = _pinyin_marks(query, pinyin) if query else []
         return Highlight("pinyin", marks, render_snippet(pinyin, marks))

@@ -100,9 +100,13 @@ def test_operator_sees_transcript_and_incident_of_a_call(live: LiveService, brow
     final = page.locator(".line:not(.partial)", has_text="美食街")
     expect(final).to_be_visible(timeout=60_000)
     expect(final.locator("button.play")).to_be_visible()
+    # the on-board engine hears pinyin: the line reads in the characters decoded from it, the syllables under them
+    expect(final.locator(".zh")).to_contain_text("美食街有人打架")
+    expect(final.locator(".py.heard")).to_contain_text("měi shí")
     card = page.locator(".incident", has_text="打架斗殴")
     expect(card).to_be_visible(timeout=30_000)
     expect(card).to_contain_text("美食街")
+    expect(card.locator(".said .zh")).to_contain_text("有人打架")  # the report in characters too
     expect(card.locator(".responders li").first).to_contain_text("米")  # recommended responders with distances
     expect(page.locator("#banner")).to_contain_text("打架斗殴")  # a high-priority incident cannot be missed
     expect(page.locator(".leaflet-tooltip.incident-label", has_text="美食街")).to_be_visible()  # labelled on the map
@@ -228,6 +232,8 @@ def test_auditor_finds_a_call_by_a_two_character_term_and_plays_it(
     row = page.locator(f"tr[data-utterance='{utterance_id}']")
     expect(row).to_be_visible(timeout=10_000)
     expect(row.locator("mark").first).to_be_visible()  # the match is highlighted
+    expect(row.locator("mark").first).to_have_text("打架")  # in the characters decoded from the pinyin...
+    expect(row.locator(".py.heard")).to_contain_text("měi shí")  # ...with the syllables heard under them
     expect(page.locator("#export")).to_have_attribute("href", "/api/search/export.csv?q=%E6%89%93%E6%9E%B6")
 
     row.locator("button.play").click()

@@ -42,11 +42,13 @@ async function search(offset) {
   for (const r of page.results) {
     const snippet = JB.el("span");
     snippet.innerHTML = r.snippet; // server-side HTML: the transcript escaped, matches in <mark>
-    if (!r.text) { snippet.className = "py"; toneMarks(snippet); }
+    if (r.snippet_field === "pinyin") { snippet.className = "py"; toneMarks(snippet); }
+    // characters decoded from the on-board engine's pinyin: the syllables heard under them
+    const heard = r.snippet_field === "readable" ? JB.el("div", { class: "py heard" }, JB.pinyinText(r.pinyin)) : null;
     body.append(JB.el("tr", { "data-utterance": r.utterance_id },
       JB.el("td", {}, new Date(r.start_iso).toLocaleString("zh-CN", { hour12: false })),
       JB.el("td", {}, A.names[r.channel] || r.channel),
-      JB.el("td", { class: "text" }, snippet, r.match === "sounds_like" ? JB.el("span", { class: "sounds-like" }, "（读音相近）") : null,
+      JB.el("td", { class: "text" }, snippet, r.match === "sounds_like" ? JB.el("span", { class: "sounds-like" }, "（读音相近）") : null, heard,
         !r.text && r.keywords.length ? JB.el("div", { class: "muted" }, "关键词：", r.keywords.map((k) => JB.el("b", { class: "kw" }, ` ${k.label || k}`))) : null),
       JB.el("td", {}, r.incidents.map((i) => JB.el("div", {}, `${JB.label("type", i.type)} ${i.place_name || ""}`))),
       JB.el("td", {}, JB.audioButton(r.utterance_id))));

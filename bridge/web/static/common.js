@@ -107,14 +107,22 @@ JB.toneMark = (syllable) => {
   return (base.slice(0, at) + TONE_MARKS[base[at]][tone - 1] + base.slice(at + 1)).replace(/v/g, "ü");
 };
 
-// A transcript as people read it: its Chinese text when the engine wrote one; otherwise (the on-board engine) the
-// spotted keywords as their Chinese names in place of the syllables they cover, the rest as tone-marked pinyin.
+// A transcript as people read it: its Chinese characters (the engine's own text, or those decoded from the on-board
+// engine's pinyin, with the syllables heard on a line under them); with neither (a transcript stored before the
+// decoder, or one without characters), the spotted keywords as their Chinese names in place of the syllables they
+// cover, the rest as tone-marked pinyin.
+JB.pinyinText = (pinyin) => (pinyin || "").split(/\s+/).map(JB.toneMark).join(" ");
 JB.readable = (t) => {
-  if (t.text) return JB.el("span", { class: "zh" }, t.text);
+  const chars = t.readable || t.text;
+  if (chars && t.pinyin && !(t.engine && t.text)) {  // decoded from pinyin (an incident keeps no engine: show both)
+    return JB.el("span", { class: "decoded" }, JB.el("span", { class: "zh" }, chars), " ",
+      JB.el("span", { class: "py heard" }, JB.pinyinText(t.pinyin)));
+  }
+  if (chars) return JB.el("span", { class: "zh" }, chars);
   const words = t.words || [], keywords = [...(t.keywords || [])].sort((a, b) => a.start - b.start);
   const out = JB.el("span", { class: "py" });
   if (!words.length) {
-    out.append((t.pinyin || "").split(/\s+/).map(JB.toneMark).join(" "));
+    out.append(JB.pinyinText(t.pinyin));
     for (const k of keywords) out.append(" ", JB.el("b", { class: "kw" }, k.label));
     return out;
   }
