@@ -88,6 +88,7 @@ def read_tsv(path: Path) -> list[dict[str, str]]:
 
 @dataclass
 class Heard:
+    source: str  # the file's prefix (aishell1, aishellsample, cNNN ...): sources differ a lot in difficulty
     reference: str
     transcripts: list[Transcript]  # one per utterance the segmenter found
     audio_s: float
@@ -104,7 +105,7 @@ def recognise(engine: SherpaEngine, reference: str, path: Path) -> Heard:
             stream.feed(frame.pcm)
         out.append(combine([stream.finish()]))
         cpu += time.process_time() - began
-    return Heard(reference, out, len(pcm) / 32000, cpu)
+    return Heard(path.stem.split("_")[0], reference, out, len(pcm) / 32000, cpu)
 
 
 def cer(pairs: list[tuple[str, str]]) -> tuple[float, int]:
@@ -135,6 +136,10 @@ def report(name: str, heard: list[Heard], service: HanziDecoder, plain: HanziDec
           f"{ser[2] / ser[0]:.1%} toneless")
     for row, pairs in rows.items():
         print(f"    CER {row:<11} {cer(pairs)[0]:6.1%}")
+    sources = sorted({h.source for h in heard})
+    if 1 < len(sources) < 10:
+        by_source = [(src, [p for h, p in zip(heard, rows["service"], strict=True) if h.source == src]) for src in sources]
+        print("    CER by source: " + ", ".join(f"{src} {cer(pairs)[0]:.1%} ({cer(pairs)[1]})" for src, pairs in by_source))
     times = []
     for h in heard:
         for t in h.transcripts:
