@@ -8,7 +8,7 @@ wins. Tones pick among same-sounding words (大家 da4 jia1 / 打架 da3 jia4), 
 reliable: a syllable heard in another tone still matches, at a cost (less for the neutral tone and third-tone
 sandhi, which are what a wrong tone usually is). Words the caller knows the listeners say (the jurisdiction's place
 names and aliases, the incident lexicon, radio phrases: handed in, never read from dispatch/ here) get a
-boosted cost, so 美食街 is written as the street and not as 美食 + 街 or 美食 + 接.
+boosted cost, so 怡园小区 is written as the compound and not as 亿元小区 (the same syllables, yi2 yuan2 xiao3 qu1).
 
 Building the reading index from jieba's 349k words takes ~15 s; it is built once and cached on disk
 (`$XDG_CACHE_HOME/jingbao/hanzi/`, keyed by the jieba and pypinyin versions), from where it loads in ~0.3 s, and
@@ -40,7 +40,7 @@ TONE_NEAR = 1.5  # ...in the neutral tone, or a neutral one heard toned, or thir
 ALT_READING = 2.0  # a character read its less common way (的 di4, 行 hang2): its own word reading is preferred
 CHAR_FLOOR = 0.5  # frequency given to characters jieba only lists inside words
 PASS_THROUGH = 20.0  # a syllable no character reads (a Latin letter, a recognition slip) is written as heard
-EXTRA_FREQ = 3000  # a caller's word is at least this common (a common word: 警察 ~4000 in jieba)
+EXTRA_FREQ = 3000  # a caller's word is at least this common (jieba: 警察 1677, 公园 4609, 公元 6748)
 SYLLABLE_EDIT = 4.0  # a hinted word (a spotted keyword) said where the recogniser heard another syllable, or none
 MAX_WORD = 8  # syllables of the longest dictionary word tried (extra words may be longer)
 _SYLLABLE = re.compile(r"^([a-zü]+)([1-5])$")
