@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from dispatch.incidents import Incident, IncidentError, IncidentStore, Status, iso
+from dispatch.incidents import OPEN, Incident, IncidentError, IncidentStore, Status, iso
 from dispatch.outbox import Outbox
 from dispatch.positions import PayloadError, json_object
 from dispatch.topics import Topics
@@ -65,9 +65,12 @@ def parse_ack(responder_id: str, payload: bytes) -> Ack:
 
 
 def alert_payload(incident: Incident, candidate: Candidate, *, place_name: str | None, issued_at: float) -> dict[str, Any]:
-    """The JSON a responder's phone receives on `<prefix>/alerts/<responder_id>`."""
+    """The JSON a responder's phone receives on `<prefix>/alerts/<responder_id>` (`kind` "alert"; `provisional`: raised
+    from the live transcript while the caller still talks, an update or a retraction follows with the final)."""
     utterance_id = incident.utterance_ids[-1] if incident.utterance_ids else None
     return {
+        "kind": "alert",
+        "provisional": incident.provisional,
         "incident_id": incident.id,
         "type": incident.type,
         "priority": incident.priority,
@@ -82,6 +85,21 @@ def alert_payload(incident: Incident, candidate: Candidate, *, place_name: str |
         "issued_at": iso(issued_at),
         "reason": candidate.reason,
     }
+
+
+def update_payload(incident: Incident, candidate: Candidate, *, change: str, issued_at: float) -> dict[str, Any]:
+    """Sent on the same topic to a responder already alerted when the incident's final transcript is in: `change`
+    "final" (what the provisional alert said holds) or "rerouted" (another place or type: the fields say which)."""
+    return alert_payload(incident, candidate, place_name=incident.place_name, issued_at=issued_at) | {
+        "kind": "update", "change": change}  # fmt: skip
+
+
+def retraction_payload(incident: Incident, *, change: str, issued_at: float) -> dict[str, Any]:
+    """Sent on the same topic to a responder who should no longer go: `change` "retracted" (the final transcript was
+    no report), "rerouted" (others are nearer the corrected place, or it is another kind of incident), "requeued"
+    (its type is not certain: an operator decides first), "merged" (another incident already covers it)."""
+    return {"kind": "retraction", "change": change, "incident_id": incident.id, "type": incident.type,
+            "place": incident.place_name, "text": incident.text or incident.pinyin, "issued_at": iso(issued_at)}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -118,11 +136,17 @@ class Alerter:
         self._watches: dict[str, _Watch] = {}
         self.sent = 0
         self.escalations = 0
+        self.withdrawn = 0  # retractions sent (a provisional alert the final transcript undid)
         self.rejected: Counter[str] = Counter()
 
-    def dispatch(self, incident: Incident, first: Sequence[Candidate], reserve: Sequence[Candidate] = ()) -> Incident:
-        """Alert `first`, keep `reserve` for escalation, arm the ack timer; returns the incident as dispatched."""
+    def dispatch(
+        self, incident: Incident, first: Sequence[Candidate], reserve: Sequence[Candidate] = (), *, fresh: bool = False
+    ) -> Incident:
+        """Alert `first`, keep `reserve` for escalation, arm the ack timer; returns the incident as dispatched.
+        `fresh`: the incident moved (another place or type), the earlier reserve no longer applies."""
         watch = self._watches.setdefault(incident.id, _Watch(reserve=[]))
+        if fresh:
+            watch.reserve.clear()
         known = set(watch.alerted) | {c.responder_id for c in (*watch.reserve, *first)}
         watch.reserve.extend(c for c in reserve if c.responder_id not in known)
         incident = self._send(incident, [c for c in first if c.responder_id not in watch.alerted], kind="alerted")
@@ -132,6 +156,45 @@ class Alerter:
         if not watch.acked:
             self._arm(incident.id)
         return incident
+
+    def update(self, incident: Incident, responder_ids: Sequence[str], *, change: str) -> Incident:
+        """Tell responders already alerted what the final transcript made of the alert (`update_payload`)."""
+        if not responder_ids:
+            return incident
+        watch = self._watches.get(incident.id)
+        now = time.time()
+        for rid in responder_ids:
+            candidate = (watch.alerted.get(rid) if watch else None) or Candidate(rid)
+            self._outbox.put(self._topics.alert(rid), update_payload(incident, candidate, change=change, issued_at=now))
+        self._store.record(incident.id, "updated", actor="dispatcher", responders=list(responder_ids), change=change)
+        return incident
+
+    def withdraw(self, incident: Incident, responder_ids: Sequence[str], *, change: str) -> Incident:
+        """Stand responders down: a retraction on each one's alert topic (`retraction_payload`); they leave the
+        incident's assigned and its watch (nobody escalates on their behalf; with nobody left, the ack timer stops)."""
+        if not responder_ids:
+            return incident
+        now = time.time()
+        for rid in responder_ids:
+            self._outbox.put(self._topics.alert(rid), retraction_payload(incident, change=change, issued_at=now))
+            self.withdrawn += 1
+        watch = self._watches.get(incident.id)
+        if watch is not None:
+            for rid in responder_ids:
+                watch.alerted.pop(rid, None)
+            if not watch.alerted:
+                self._disarm(watch)
+        remaining = tuple(r for r in incident.assigned if r not in responder_ids)
+        _, after = self._store.amend(incident.id, actor="dispatcher", kind="withdrawn", assigned=remaining,
+                                     entry={"responders": list(responder_ids), "change": change})  # fmt: skip
+        return after
+
+    def forget(self, incident_id: str) -> None:
+        """The incident is no longer dispatched (retracted, or back to 待确认): no timer, no reserve, nobody counted
+        as alerted (a later confirmation alerts afresh)."""
+        watch = self._watches.pop(incident_id, None)
+        if watch is not None:
+            self._disarm(watch)
 
     def alerted(self, incident_id: str) -> list[str]:
         watch = self._watches.get(incident_id)
@@ -202,7 +265,7 @@ class Alerter:
     def _escalate(self, incident_id: str, *, reason: str) -> None:
         watch = self._watches[incident_id]
         incident = self._store.get(incident_id)
-        if incident is None or incident.status in (Status.RESOLVED, Status.FOLLOWED_UP, Status.CLOSED_FALSE_ALARM):
+        if incident is None or incident.status not in OPEN or incident.status == Status.NEEDS_CONFIRMATION:
             return
         while watch.reserve and not self._is_available(watch.reserve[0].responder_id):
             skipped = watch.reserve.pop(0)

@@ -2,6 +2,8 @@
 
 A report whose type the classifier is not sure of starts as 待确认 (`needs_confirmation`): nobody is alerted until an
 operator confirms its type (-> reported, then dispatched as any other) or dismisses it (-> `dismissed`, closed).
+One raised from the live (partial) transcript while the speaker still talks is `provisional` until its final
+transcript confirms it (the flag cleared), amends it (another place or type) or contradicts it (-> `retracted`, closed).
 
 Every change is a row in `incident_timeline` (when, who, what), so the timeline is the incident's history and the
 `incidents` row is only its current state.
@@ -53,7 +55,11 @@ MIGRATIONS = [
         detail TEXT NOT NULL DEFAULT '{}'
     );
     CREATE INDEX incident_timeline_incident ON incident_timeline (incident_id, seq);
+    """,
+    # raised from the live (partial) transcript; cleared when the final transcript confirms or amends it
     """
+    ALTER TABLE incidents ADD COLUMN provisional INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -67,10 +73,11 @@ class Status(StrEnum):
     FOLLOWED_UP = "followed_up"  # 回访
     CLOSED_FALSE_ALARM = "closed_false_alarm"
     DISMISSED = "dismissed"  # 已忽略: an operator judged a 待确认 transmission not to be a report
+    RETRACTED = "retracted"  # 已撤销: raised from the live transcript, contradicted by the final one (routine, nothing)
 
 
 FLOW = (Status.REPORTED, Status.DISPATCHED, Status.ACKNOWLEDGED, Status.ON_SCENE, Status.RESOLVED, Status.FOLLOWED_UP)
-CLOSED = frozenset({Status.FOLLOWED_UP, Status.CLOSED_FALSE_ALARM, Status.DISMISSED})
+CLOSED = frozenset({Status.FOLLOWED_UP, Status.CLOSED_FALSE_ALARM, Status.DISMISSED, Status.RETRACTED})
 # still needs someone: on the way or on scene, or (待确认) an operator to say what it is
 OPEN = frozenset(FLOW) - {Status.RESOLVED, Status.FOLLOWED_UP} | {Status.NEEDS_CONFIRMATION}
 CONFIRMED = (Status.REPORTED, Status.DISPATCHED)  # where a 待确认 incident goes when its type is confirmed
@@ -79,13 +86,17 @@ CONFIRMED = (Status.REPORTED, Status.DISPATCHED)  # where a 待确认 incident g
 def can_transition(current: Status, new: Status) -> bool:
     """Forward only along FLOW (steps may be skipped: a guard may report "on scene" without acking first), except
     that follow-up comes only after resolution and a false alarm can be closed at any point before it. A 待确认
-    incident only leaves its state by being confirmed (reported, dispatched) or dismissed, and only it is dismissed."""
+    incident only leaves its state by being confirmed (reported, dispatched) or dismissed, and only it is dismissed.
+    Only the dispatcher retracts (an incident raised from the live transcript that the final one contradicts), from
+    any open state but 待确认."""
     if current in CLOSED or new == current:
         return False
     if current == Status.NEEDS_CONFIRMATION:
         return new in (*CONFIRMED, Status.DISMISSED)
     if new in (Status.NEEDS_CONFIRMATION, Status.DISMISSED):
         return False
+    if new == Status.RETRACTED:
+        return current in OPEN
     if new == Status.CLOSED_FALSE_ALARM:
         return current != Status.RESOLVED
     if new == Status.FOLLOWED_UP:
@@ -117,6 +128,7 @@ class Incident:
     utterance_ids: tuple[str, ...] = ()
     assigned: tuple[str, ...] = ()
     reports: int = 1
+    provisional: bool = False  # raised from the live transcript, the final transcript not in yet
 
     @property
     def location_unknown(self) -> bool:
@@ -136,7 +148,8 @@ class TimelineEntry:
     seq: int
     ts: float
     actor: str
-    kind: str  # reported | confirmed | status | alerted | escalated | ack | note | reassigned | merged | unanswered | ...
+    kind: str  # reported | confirmed | status | alerted | escalated | ack | note | reassigned | merged | unanswered |
+    # final | rerouted | withdrawn | requeued | ...
     detail: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,9 +196,11 @@ class IncidentStore:
         return [TimelineEntry(r["seq"], r["ts"], r["actor"], r["kind"], json.loads(r["detail"])) for r in rows]
 
     def find_mergeable(
-        self, type_: str, lat: float | None, lon: float | None, at: float, *, radius_m: float = 200.0, window_s: float = 300.0
-    ) -> Incident | None:
-        """An open incident of the same type within `radius_m` reported in the last `window_s`: the same event."""
+        self, type_: str, lat: float | None, lon: float | None, at: float, *, radius_m: float = 200.0,
+        window_s: float = 300.0, exclude: str | None = None,
+    ) -> Incident | None:  # fmt: skip
+        """An open incident of the same type within `radius_m` reported in the last `window_s`: the same event
+        (`exclude`: an incident that does not count, the one being amended)."""
         if lat is None or lon is None:
             return None
         rows = self._conn.execute(
@@ -194,9 +209,19 @@ class IncidentStore:
         )
         for row in rows:
             incident = _incident(row)
+            if incident.id == exclude:
+                continue
             if incident.status in OPEN and distance_m(lat, lon, incident.lat or 0.0, incident.lon or 0.0) <= radius_m:
                 return incident
         return None
+
+    def provisional_for(self, utterance_id: str) -> Incident | None:
+        """The provisional incident this utterance's partial transcript raised and its final has not settled yet."""
+        rows = self._conn.execute(
+            "SELECT * FROM incidents WHERE provisional = 1 AND utterance_ids LIKE ? ORDER BY created_at DESC",
+            (f'%"{utterance_id}"%',),
+        )
+        return next((i for i in map(_incident, rows) if utterance_id in i.utterance_ids), None)
 
     # --- changing ------------------------------------------------------------------------------------------
 
@@ -271,6 +296,25 @@ class IncidentStore:
         self._save(after, actor, "merged", {"utterance_id": utterance_id, "text": text})
         return before, after
 
+    def amend(
+        self, incident_id: str, *, actor: str, kind: str, entry: dict[str, Any], **changes: Any
+    ) -> tuple[Incident, Incident]:
+        """The dispatcher corrects an incident it raised from the live transcript once the final one is in: any of
+        its fields (place, type, priority, text, status, assigned, provisional...) in one row update and one
+        timeline entry of `kind` saying `entry`. No lifecycle check: the caller decides. Returns (before, after)."""
+        before = self.require(incident_id)
+        after = replace(before, **changes, updated_at=time.time())
+        row = {k: v for k, v in after.to_dict().items() if k in changes or k == "updated_at"}
+        for k in ("utterance_ids", "assigned"):
+            if k in row:
+                row[k] = json.dumps(row[k])
+        with self._conn:
+            self._conn.execute(
+                f"UPDATE incidents SET {', '.join(f'{k} = ?' for k in row)} WHERE id = ?", (*row.values(), incident_id)
+            )
+            self._log(incident_id, after.updated_at, actor, kind, entry)
+        return before, after
+
     def record(self, incident_id: str, kind: str, *, actor: str, **detail: Any) -> None:
         """A timeline entry that changes nothing else (an ack from someone, an unanswered escalation)."""
         self.require(incident_id)
@@ -304,4 +348,5 @@ def _incident(row: sqlite3.Row) -> Incident:
     d["status"] = Status(d["status"])
     d["utterance_ids"] = tuple(json.loads(d["utterance_ids"]))
     d["assigned"] = tuple(json.loads(d["assigned"]))
+    d["provisional"] = bool(d["provisional"])
     return Incident(**d)

@@ -82,6 +82,12 @@ def test_full_lifecycle_is_timestamped_with_who_did_it(store: IncidentStore) -> 
         (Status.REPORTED, Status.NEEDS_CONFIRMATION, False),
         (Status.REPORTED, Status.DISMISSED, False),
         (Status.DISMISSED, Status.REPORTED, False),
+        # retracted (a provisional incident the final transcript contradicted): from any open state but 待确认; closed
+        (Status.DISPATCHED, Status.RETRACTED, True),
+        (Status.ACKNOWLEDGED, Status.RETRACTED, True),
+        (Status.NEEDS_CONFIRMATION, Status.RETRACTED, False),
+        (Status.RESOLVED, Status.RETRACTED, False),
+        (Status.RETRACTED, Status.DISPATCHED, False),
     ],
 )
 def test_transition_rules(current: Status, new: Status, allowed: bool) -> None:
@@ -160,6 +166,26 @@ def waiting_report() -> Incident:
     return Incident(id=new_incident_id(at), type="other", priority="medium", status=Status.NEEDS_CONFIRMATION, created_at=at,
                     updated_at=at, place_id="meishijie", place_name="美食街", lat=MEISHIJIE[0], lon=MEISHIJIE[1],
                     text="美食街有情况，请求支援", channel="ch-market", utterance_ids=("u9",))  # fmt: skip
+
+
+def test_a_provisional_incident_is_found_by_its_utterance_and_amended_in_one_step(store: IncidentStore) -> None:
+    at = time.time()
+    raised = store.create(Incident(id=new_incident_id(at), type="fight", priority="high", status=Status.DISPATCHED,
+                                   created_at=at, updated_at=at, place_id="meishijie", place_name="美食街",
+                                   lat=MEISHIJIE[0], lon=MEISHIJIE[1], text="美食街有人打", utterance_ids=("u7",),
+                                   assigned=("g-piju",), provisional=True), actor="dispatcher")  # fmt: skip
+    make(store, uid="u8")  # not provisional
+    assert store.get(raised.id).provisional and store.provisional_for("u7") == raised
+    assert store.provisional_for("u8") is None and store.provisional_for("u") is None
+
+    before, after = store.amend(raised.id, actor="dispatcher", kind="rerouted", entry={"why": "final"},
+                                provisional=False, place_id=None, place_name=None, lat=None, lon=None, assigned=(),
+                                text="有人打架")  # fmt: skip
+    assert before == raised and store.get(raised.id) == after and store.provisional_for("u7") is None
+    assert (after.place_id, after.assigned, after.text, after.provisional) == (None, (), "有人打架", False)
+    assert store.timeline(raised.id)[-1].kind == "rerouted" and store.timeline(raised.id)[-1].detail == {"why": "final"}
+    _, retracted = store.amend(raised.id, actor="dispatcher", kind="status", entry={}, status=Status.RETRACTED)
+    assert retracted.status in CLOSED and store.get(raised.id).status == Status.RETRACTED
 
 
 def test_unknown_location_is_kept_and_flagged(store: IncidentStore) -> None:
