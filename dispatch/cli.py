@@ -166,4 +166,5 @@ def _incidents_command(args: argparse.Namespace) -> int:
 
 def _incident_line(incident: Incident) -> str:
     where = incident.place_name or "location unknown"
-    return f"{incident.id}  {iso(incident.created_at)}  {incident.status:<18} {incident.type}/{incident.priority}  {where}"
+    mark = "  (provisional: final transcript not in yet)" if incident.provisional else ""
+    return f"{incident.id}  {iso(incident.created_at)}  {incident.status:<18} {incident.type}/{incident.priority}  {where}{mark}"

@@ -77,6 +77,23 @@ class AlertRules(BaseModel):
     )
 
 
+class PartialRules(BaseModel):
+    """When a partial transcript (the recogniser's running guess while someone still talks) may raise a provisional
+    incident (dispatch/provisional.py; figures in docs/performance.md, bench/provisional.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stable_partials: int = Field(
+        3, ge=1, le=20, description="The same place and type read on this many consecutive changed partials before "
+        "anyone is alerted (a word half-heard at a partial's end has not held yet).",
+    )  # fmt: skip
+    min_confidence: float = Field(0.9, ge=0, le=1, description="The classification's confidence a partial must reach.")
+    min_place_confidence: float = Field(
+        0.85, ge=0, le=1, description="The place's confidence a partial must reach (0.95 a name, 0.9 an alias, 0.6 a "
+        "generic word such as 菜市场; a place only being called counts half).",
+    )  # fmt: skip
+
+
 class DispatchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -84,3 +101,8 @@ class DispatchConfig(BaseModel):
     lexicon: LexiconExtension = Field(default_factory=LexiconExtension, description="Operator additions to the incident lexicon.")
     responders: ResponderRules = Field(default_factory=ResponderRules, description="Rules for choosing who is alerted.")
     alerts: AlertRules = Field(default_factory=AlertRules, description="Acknowledgement, escalation and merging.")
+    provisional: bool = Field(
+        True, description="Alert from the live transcript while the speaker is still talking (marked provisional), "
+        "then confirm, re-route or retract it when the final transcript arrives.",
+    )  # fmt: skip
+    partials: PartialRules = Field(default_factory=PartialRules, description="When a partial transcript is sure enough.")

@@ -8,6 +8,17 @@ certain) the incident is created as 待确认 (`needs_confirmation`) and nobody 
 (`confirm`: then it is ranked, alerted and announced exactly as a certain report is) or dismisses it (`dismiss`). One
 not acted on within `confirm_timeout` is flagged `unconfirmed` (timeline, warning, event) and stays in the queue.
 
+From the live transcript (`handle_partial`, when `partials` rules are given): each utterance's changed partials are
+read off the event loop (one worker thread; a partial superseded while another is read is skipped) and fed to its
+`PartialGate` (dispatch/provisional.py); when one place and one certain type have held long enough, the incident is
+raised at once, marked `provisional`, and its responders alerted (the spoken call on their channels waits for the
+final: the caller may still be keying the same channel). The utterance's final transcript then settles it instead of
+making another incident: the same place and type clear the mark (reason `final`, the alerted phones updated); another
+place or type re-routes it (`rerouted`: re-ranked, retractions to those no longer right, alerts to the new ones); a
+report of uncertain type puts it back to 待确认 (`requeued`, the phones stood down); routine or nothing retracts it
+(`retracted`, closed, every alerted phone told). A partial that finds an open incident it would merge with raises
+nothing: the final merges as always.
+
 Incoming MQTT (acks, responders' status, OwnTracks positions) arrives through `on_message`; an acknowledgement makes
 its sender busy on that incident on the responder board, and the incident's end frees them. Every change to an
 incident is emitted as `{type: new|update|end, before, after, reason}`: on the in-process bus (topic "incident"), on
@@ -17,11 +28,13 @@ incident is emitted as `{type: new|update|end, before, after, reason}`: on the i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from asr.transcript import Transcript
@@ -31,12 +44,14 @@ from bridge.db import connect
 from dispatch.alerts import AckStatus, Alerter, Candidate, parse_ack
 from dispatch.announce import Announcement, Announcer, announcement_text
 from dispatch.classify import Classification, classify_transcript, load_lexicon
+from dispatch.config import PartialRules
 from dispatch.gazetteer import Jurisdiction, Place, load_jurisdiction
 from dispatch.incidents import OPEN, Incident, IncidentError, IncidentStore, Status, new_incident_id
 from dispatch.location import LocationMatch, PlaceIndex, extract_location
 from dispatch.mqtt import MqttLink
 from dispatch.outbox import Outbox
 from dispatch.positions import PayloadError, PositionIntake
+from dispatch.provisional import PartialGate, Reading, Verdict, settle
 from dispatch.responders import Recommendation, ResponderBoard, parse_status, recommend
 from dispatch.topics import AckTopic, OwnTracksTopic, StatusTopic, Topics
 
@@ -65,6 +80,21 @@ class UnknownTypeError(KeyError):
     """An incident type the lexicon does not know (an operator's confirmation naming it is refused)."""
 
 
+FINISHED_KEPT = 1000  # ids of utterances whose final was handled, so that a late partial of one raises nothing
+LIVE_MAX_AGE_S = 600.0  # an utterance still without its final after this long is forgotten (its gate, not its incident)
+
+
+@dataclass(slots=True, eq=False)
+class _Live:
+    """One utterance being spoken: its gate, the newest partial not read yet, and the task reading them."""
+
+    gate: PartialGate
+    since: float = field(default_factory=time.monotonic)
+    latest: tuple[Transcript, UtteranceRef] | None = None
+    reader: asyncio.Task[None] | None = None
+    done: bool = False  # the final is in: nothing more is raised from partials
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -85,9 +115,11 @@ class Dispatcher:
         devices: Mapping[str, str] | None = None,
         default_priority: Mapping[str, str] | None = None,
         confirm_timeout: float = 120.0,
+        partials: PartialRules | None = None,
     ) -> None:
         """`default_priority`: incident type -> its priority when an operator confirms it without one (the lexicon's
-        `default_priority`); its keys are the types a confirmation may name."""
+        `default_priority`); its keys are the types a confirmation may name. `partials`: the rules for raising
+        provisional incidents from partial transcripts; None: only final transcripts are dispatched."""
         self.jurisdiction = jurisdiction
         self.store = store
         self.topics = topics or Topics()
@@ -118,12 +150,25 @@ class Dispatcher:
         )
         self.rejected: Counter[str] = Counter()  # MQTT messages we could not use, by reason
         self._background: set[asyncio.Task[Any]] = set()
+        self._partials = partials
+        self._live: dict[str, _Live] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="partials") if partials is not None else None
+        self.provisional: Counter[str] = Counter()  # raised, and how their finals settled them (by Verdict)
 
     # --- the pipeline ----------------------------------------------------------------------------------------
 
     async def handle(self, transcript: Transcript, utterance: UtteranceRef) -> Incident | None:
-        """One final transcript -> the incident it reports (new or merged), or None for routine chatter."""
-        if transcript.partial or transcript.empty:
+        """One final transcript -> the incident it reports (new or merged), or None for routine chatter. When the
+        utterance's partials raised a provisional incident, this settles it (confirmed, re-routed, requeued or
+        retracted; an empty transcript retracts it) and returns it."""
+        if transcript.partial:
+            return None
+        await self._finish_live(utterance.id)
+        provisional = self.store.provisional_for(utterance.id)
+        if provisional is not None:
+            return self._settle(provisional, transcript, utterance)
+        if transcript.empty:
             return None
         c = self._classify(transcript)
         if not c.is_incident:
@@ -158,6 +203,176 @@ class Dispatcher:
         self._emit(None, incident, "reported")
         logger.info("incident %s: %s (%s) from %s on %s", incident.id, c.type, c.priority, utterance.id, utterance.channel)
         return self._alert_first(incident)
+
+    async def handle_partial(self, transcript: Transcript, utterance: UtteranceRef) -> None:
+        """A partial transcript of an utterance still being spoken (`utterance.end`: when it was heard). Read off
+        the loop when its words changed; returns once it (or a newer partial of the utterance) has been read, or at
+        once when there is nothing to do. Raises the provisional incident when the utterance's gate opens."""
+        if self._partials is None or transcript.empty or utterance.id in self._finished:
+            return
+        live = self._live.get(utterance.id)
+        if live is None:
+            self._forget_stale()
+            live = self._live[utterance.id] = _Live(PartialGate(self._partials))
+        if live.done or live.gate.open or not live.gate.changed(transcript):
+            return
+        live.latest = (transcript, utterance)
+        if live.reader is None or live.reader.done():
+            live.reader = asyncio.get_running_loop().create_task(self._read_partials(live), name=f"partials-{utterance.id}")
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(live.reader)
+
+    async def _read_partials(self, live: _Live) -> None:
+        loop = asyncio.get_running_loop()
+        while live.latest is not None and not live.done and not live.gate.open:
+            transcript, utterance = live.latest
+            live.latest = None
+            try:
+                c, where = await loop.run_in_executor(self._reader, self._read, transcript)
+            except Exception:  # a partial that breaks the reading must not stop the utterance's final
+                logger.exception("utterance %s on %s: reading a partial transcript failed", utterance.id, utterance.channel)
+                continue
+            if live.done:  # the final arrived while this was read: it decides
+                return
+            if live.gate.feed(Reading.of(c, where)):
+                self._raise_provisional(c, where, transcript, utterance)
+
+    def _read(self, transcript: Transcript) -> tuple[Classification, LocationMatch | None]:
+        """(in the reader thread) The classification, and the place only when the type is certain (the gate asks no
+        more, and most partials are read before any incident word is said)."""
+        c = self._classify(transcript)
+        certain = c.is_incident and not c.needs_confirmation
+        return c, self._locate(transcript) if certain else None
+
+    def _raise_provisional(
+        self, c: Classification, where: LocationMatch | None, transcript: Transcript, utterance: UtteranceRef
+    ) -> None:
+        place = where.place if where else None
+        same = self.store.find_mergeable(
+            c.type, place and place.lat, place and place.lon, utterance.end,
+            radius_m=self._merge_radius_m, window_s=self._merge_window_s,
+        )  # fmt: skip
+        if same is not None:  # already known and handled: the final merges into it as any later report does
+            logger.info("utterance %s on %s: still talking about incident %s", utterance.id, utterance.channel, same.id)
+            return
+        incident = replace(_new_incident(c.type, c.priority, where, transcript, utterance), provisional=True)
+        incident = self.store.create(incident, actor="dispatcher")
+        self.provisional["raised"] += 1
+        self._emit(None, incident, "provisional")
+        logger.info("incident %s: %s (%s) at %s from the live transcript of %s on %s (provisional)", incident.id, c.type,
+                    c.priority, incident.place_name, utterance.id, utterance.channel)  # fmt: skip
+        self._alert_first(incident, announce=False)
+
+    async def _finish_live(self, utterance_id: str) -> None:
+        """The utterance's final is in: no partial of it raises anything any more (one being read is waited for)."""
+        self._finished[utterance_id] = None
+        while len(self._finished) > FINISHED_KEPT:
+            self._finished.popitem(last=False)
+        live = self._live.pop(utterance_id, None)
+        if live is None:
+            return
+        live.done = True
+        if live.reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(live.reader)
+
+    def _forget_stale(self) -> None:
+        """Gates of utterances whose final never came (recognition failed: the backlog settles their incident)."""
+        now = time.monotonic()
+        for uid in [uid for uid, live in self._live.items() if now - live.since > LIVE_MAX_AGE_S]:
+            self._live.pop(uid).done = True
+
+    def _settle(self, incident: Incident, transcript: Transcript, utterance: UtteranceRef) -> Incident:
+        """The final transcript of the utterance that raised `incident` from its partials decides what it was."""
+        c = self._classify(transcript) if not transcript.empty else _NOTHING
+        where = self._locate(transcript) if c.is_incident else None
+        was = Reading(incident.type, incident.priority, False, 1.0, incident.place_id)
+        verdict = settle(was, Reading.of(c, where))
+        self.provisional[str(verdict)] += 1
+        logger.info("incident %s: the final transcript of %s: %s (%s at %s)", incident.id, utterance.id, verdict, c.type,
+                    where.place.name if where else "no known place")  # fmt: skip
+        said = {"text": transcript.readable or transcript.text, "pinyin": transcript.pinyin}
+        entry = {"verdict": str(verdict), "partial": incident.text, "final": transcript.shown}
+        if incident.status not in OPEN:  # an operator closed it meanwhile: the final is recorded, nothing else
+            _, after = self.store.amend(incident.id, actor="dispatcher", kind="final", entry=entry, provisional=False)
+            return after
+        alerted = list(dict.fromkeys([*incident.assigned, *self.alerter.alerted(incident.id)]))
+        if verdict == Verdict.CONFIRMED:
+            _, after = self.store.amend(incident.id, actor="dispatcher", kind="final", entry=entry, provisional=False,
+                                        priority=c.priority, **_place_fields(where), **said)  # fmt: skip
+            self.alerter.update(after, alerted, change="final")
+            self._announce(after, [Candidate(rid) for rid in alerted])  # the spoken call waited for the final
+        elif verdict == Verdict.REROUTED:
+            return self._reroute(incident, c, where, said, entry, alerted, transcript, utterance)
+        elif verdict == Verdict.REQUEUED:  # a report, its type not certain: nobody goes on a guess, an operator decides
+            self.alerter.withdraw(incident, alerted, change="requeued")
+            self.alerter.forget(incident.id)
+            _, after = self.store.amend(incident.id, actor="dispatcher", kind="requeued", entry=entry, provisional=False,
+                                        type=c.type, priority=c.priority, status=Status.NEEDS_CONFIRMATION,
+                                        **_place_fields(where), **said)  # fmt: skip
+            self._await_confirmation(after.id, self._confirm_timeout)
+        else:  # routine, or nothing at all: it was no report
+            self.alerter.withdraw(incident, alerted, change="retracted")
+            self.alerter.forget(incident.id)
+            _, after = self.store.amend(incident.id, actor="dispatcher", kind="status", provisional=False,
+                                        status=Status.RETRACTED, entry={"from": str(incident.status), "to": "retracted"}
+                                        | entry, **said)  # fmt: skip
+        after = self.store.require(incident.id)
+        self._emit(incident, after, str(verdict))
+        return after
+
+    def _reroute(
+        self, incident: Incident, c: Classification, where: LocationMatch | None, said: dict[str, str],
+        entry: dict[str, Any], alerted: list[str], transcript: Transcript, utterance: UtteranceRef,
+    ) -> Incident:  # fmt: skip
+        """The final names another place or type: the incident follows it. Re-ranked for the new place and type:
+        those no longer right are stood down, those still right told what changed, the new ones alerted. Another
+        open incident it now merges with takes the report instead (this one is retracted, `merged`)."""
+        place = where.place if where else None
+        same = self.store.find_mergeable(
+            c.type, place and place.lat, place and place.lon, time.time(),
+            radius_m=self._merge_radius_m, window_s=self._merge_window_s, exclude=incident.id,
+        )  # fmt: skip
+        if same is not None:
+            self.alerter.withdraw(incident, alerted, change="merged")
+            self.alerter.forget(incident.id)
+            _, after = self.store.amend(incident.id, actor="dispatcher", kind="status", provisional=False,
+                                        status=Status.RETRACTED, entry={"from": str(incident.status), "to": "retracted",
+                                        "merged_into": same.id} | entry, **said)  # fmt: skip
+            self._emit(incident, self.store.require(incident.id), "merged_elsewhere")
+            before, merged = self.store.merge_report(same.id, utterance.id, transcript.shown, actor="dispatcher")
+            self._emit(before, merged, "merged")
+            if merged.status == Status.NEEDS_CONFIRMATION:
+                return self.confirm(same.id, c.type, c.priority, actor="dispatcher")
+            return merged
+        first: list[Candidate] = []
+        reserve: Sequence[Candidate] = ()
+        if place is not None:
+            ranked, reserve = self._rank(place, c.type)
+            first = [*ranked, *self._follow_up(place, c.type, ranked)]
+        chosen = {x.responder_id for x in first}
+        # stood down from what they were told (the retraction names the incident as it was alerted)
+        stood_down = self.alerter.withdraw(incident, [r for r in alerted if r not in chosen], change="rerouted")
+        moved = {"from": {"place": incident.place_name, "type": incident.type},
+                 "to": {"place": place.name if place else None, "type": c.type}}  # fmt: skip
+        _, after = self.store.amend(incident.id, actor="dispatcher", kind="rerouted", entry=entry | moved,
+                                    provisional=False, type=c.type, priority=c.priority, assigned=stood_down.assigned,
+                                    **_place_fields(where), **said)  # fmt: skip
+        self.alerter.update(after, [r for r in alerted if r in chosen], change="rerouted")
+        if not chosen and not after.assigned and after.status != Status.REPORTED:  # nobody goes now: for 派警
+            _, after = self.store.amend(after.id, actor="dispatcher", kind="status", status=Status.REPORTED,
+                                        entry={"from": str(after.status), "to": "reported"})  # fmt: skip
+        if place is None:
+            self.alerter.forget(after.id)
+            logger.warning("incident %s: the final names no known place, left to the operator", after.id)
+        else:
+            logger.info("incident %s: re-routed to %s (%s) at %s; alerting %s", after.id, c.type, c.priority, place.name,
+                        ", ".join(x.responder_id for x in first) or "nobody")  # fmt: skip
+            after = self.alerter.dispatch(after, first, reserve, fresh=True)
+            self._announce(after, first)
+        after = self.store.require(incident.id)
+        self._emit(incident, after, "rerouted")
+        return after
 
     async def on_message(self, topic: str, payload: bytes) -> None:
         """MQTT handler (MqttLink's): acks, status and positions; anything unusable is logged and counted, never raised."""
@@ -200,6 +415,8 @@ class Dispatcher:
         return {
             "alerts_sent": self.alerter.sent,
             "escalations": self.alerter.escalations,
+            "provisional": dict(self.provisional),  # raised from partials, then final / rerouted / requeued / retracted
+            "retractions_sent": self.alerter.withdrawn,
             "positions_accepted": self.positions.accepted,
             "positions_ignored": self.positions.ignored,
             "rejected": dict(
@@ -281,6 +498,8 @@ class Dispatcher:
 
     async def close(self) -> None:
         await self.alerter.close()
+        if self._reader is not None:
+            self._reader.shutdown(wait=False, cancel_futures=True)
         for timer in self._confirm_timers.values():
             timer.cancel()
         for task in list(self._background):
@@ -288,9 +507,9 @@ class Dispatcher:
 
     # --- helpers --------------------------------------------------------------------------------------------
 
-    def _alert_first(self, incident: Incident) -> Incident:
+    def _alert_first(self, incident: Incident, *, announce: bool = True) -> Incident:
         """Rank the responders for a reported incident, alert the first ones (reserve kept for escalation), announce
-        it on their channels; an incident whose place is unknown is left to the operator."""
+        it on their channels (`announce`); an incident whose place is unknown is left to the operator."""
         try:
             place = self.jurisdiction.place(incident.place_id) if incident.place_id else None
         except KeyError:  # a place the jurisdiction no longer has (it changed since the report): as unknown
@@ -303,7 +522,8 @@ class Dispatcher:
         logger.info("incident %s: %s (%s) at %s; alerting %s", incident.id, incident.type, incident.priority, place.name,
                     ", ".join(c.responder_id for c in first) or "nobody")  # fmt: skip
         incident = self.alerter.dispatch(incident, first, reserve)
-        self._announce(incident, first)
+        if announce:
+            self._announce(incident, first)
         return incident
 
     def _confirmed_as(self, incident_id: str, incident_type: str, priority: str | None) -> bool:
@@ -377,6 +597,22 @@ class Dispatcher:
         self._outbox.put(self.topics.incident(after.id), after.to_dict(), retain=True)
 
 
+_NOTHING = Classification("none", "none", (), 1.0)  # what an empty final transcript says
+
+
+def _place_fields(where: LocationMatch | None) -> dict[str, Any]:
+    """The incident's place columns from a match (all empty when no known place was named)."""
+    place = where.place if where else None
+    return {
+        "place_id": place.id if place else None,
+        "place_name": place.name if place else None,
+        "detail": (where.detail or "") if where else "",
+        "lat": place.lat if place else None,
+        "lon": place.lon if place else None,
+        "location_confidence": where.confidence if where else 0.0,
+    }
+
+
 def _new_incident(
     incident_type: str, priority: str, where: LocationMatch | None, transcript: Transcript, utterance: UtteranceRef
 ) -> Incident:
@@ -405,7 +641,8 @@ class DispatchService:
     """The dispatcher with its MQTT link, outbox and responder board, built from the one config.
 
     The service starts it with `asyncio.create_task(dispatch.run())` and feeds `await dispatch.dispatcher.handle(...)`
-    with every final transcript; `transmit` receives the spoken announcements for the channels' transmit paths.
+    with every final transcript (and `handle_partial(...)` with the partials of those still being spoken); `transmit`
+    receives the spoken announcements for the channels' transmit paths.
     """
 
     def __init__(
@@ -450,6 +687,7 @@ class DispatchService:
             devices=rules.alerts.devices,
             default_priority=lexicon.default_priority,
             confirm_timeout=rules.alerts.confirm_timeout_s,
+            partials=rules.partials if rules.provisional else None,
         )
         self._rules = rules.responders
 

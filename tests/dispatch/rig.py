@@ -59,12 +59,12 @@ class Rig:
 @contextlib.asynccontextmanager
 async def running_dispatcher(
     broker: Mosquitto, data_dir: Path, *, ack_timeout: float = 60.0, transmit: asyncio.Queue | None = None,
-    confirm_timeout: float = 120.0,
+    confirm_timeout: float = 120.0, guards: int = 1, dispatch: dict[str, Any] | None = None,
 ) -> AsyncIterator[Rig]:  # fmt: skip
     """The real DispatchService (real classification, location and ranking) on the test broker.
 
-    One guard is alerted first and no police (so escalation goes guard to guard); spoken announcements only when
-    a `transmit` queue is given.
+    One guard is alerted first (`guards`) and no police (so escalation goes guard to guard); spoken announcements
+    only when a `transmit` queue is given; `dispatch`: more of the config's dispatch section.
     """
     config = Config.model_validate(
         {
@@ -72,8 +72,8 @@ async def running_dispatcher(
             "channels": [{"id": "ch-market", "name": "市场保安", "source": {"type": "pipe"}}],
             "storage": {"data_dir": data_dir},
             "broker": {"host": broker.host, "port": broker.port, "client_id": "jingbao-test"},
-            "dispatch": {
-                "responders": {"guards": 1, "police": 0},
+            "dispatch": (dispatch or {}) | {
+                "responders": {"guards": guards, "police": 0},
                 "alerts": {
                     "ack_timeout_s": ack_timeout,
                     "announce": transmit is not None,

@@ -1,0 +1,345 @@
+"""Dispatch from the live transcript: partials that name a place and a certain incident, and hold, raise it at once
+(provisional); the utterance's final confirms, re-routes, requeues or retracts it, and every phone alerted is told.
+The gate alone on plain readings; the dispatcher with the real classifier, real mosquitto and real SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asr.live import RecognisedUtterance
+from asr.transcript import Transcript
+from dispatch.classify import classify
+from dispatch.config import PartialRules
+from dispatch.incidents import Status
+from dispatch.provisional import PartialGate, Reading, Verdict, settle
+from dispatch.topics import Topics
+from tests.dispatch.chatter import ROUTINE_CHATTER
+from tests.dispatch.rig import Phone, Rig, eventually, phones, running_dispatcher, say
+from tests.support.broker import Mosquitto, broker_fixture  # noqa: F401  (the `broker` fixture)
+
+FIGHT = "美食街有人打架，请求支援"
+NEAREST = "g-piju"  # the nearest guard to 美食街 (the rig alerts one guard, no police)
+ELSEWHERE, ITS_GUARD = "长乐公园有人打架", "g-dongjiao"  # another place, far enough for another guard
+UNSURE = "美食街有情况，请求支援"  # something happened at 美食街, but what? (待确认)
+SETTLED = 0.3  # s: a message would have reached a phone within this
+
+
+def partial(text: str) -> Transcript:
+    return Transcript(text=text, pinyin="", engine="test", partial=True)
+
+
+async def talk(rig: Rig, text: str, uid: str = "u-1", channel: str = "ch-market") -> None:
+    """The recogniser's partials while `text` is spoken: one more character each time (a punctuation mark rides
+    with the character before it), each read before the next arrives."""
+    start = time.time()
+    for i, c in enumerate(text):
+        if c.isalnum():
+            await rig.dispatcher.handle_partial(partial(text[: i + 1]), RecognisedUtterance(uid, channel, start, time.time()))
+
+
+async def final(rig: Rig, text: str, uid: str = "u-1", channel: str = "ch-market") -> Any:
+    now = time.time()
+    return await rig.dispatcher.handle(say(text), RecognisedUtterance(uid, channel, now - 3, now))
+
+
+def kinds(phone: Phone) -> list[tuple[str, Any]]:
+    return [(m["kind"], m.get("change", m.get("provisional"))) for m in phone.received]
+
+
+def test_the_phrases_mean_what_these_tests_need() -> None:
+    assert classify(FIGHT).type == classify(ELSEWHERE).type == "fight" and not classify(FIGHT).needs_confirmation
+    assert classify("美食街一切正常").type == "none"
+    assert classify("美食街有人吵架").type == "dispute"
+    assert classify(UNSURE).needs_confirmation  # report words, no type word
+
+
+# --- the gate and the verdict, on plain readings -------------------------------------------------------------------
+
+FIGHT_HERE = Reading("fight", "high", False, 1.0, "meishijie", 0.95)
+
+
+def test_the_gate_opens_once_on_a_certain_reading_that_holds() -> None:
+    gate = PartialGate(PartialRules(stable_partials=3, min_confidence=0.9, min_place_confidence=0.85))
+    nothing = Reading("none", "none", False, 0.9, "meishijie", 0.95)
+    fed = [nothing, FIGHT_HERE, FIGHT_HERE, nothing, FIGHT_HERE, FIGHT_HERE]  # broken before it held three times
+    assert [gate.feed(r) for r in fed] == [False] * 6 and not gate.open
+    assert gate.feed(FIGHT_HERE) and gate.fired == FIGHT_HERE
+    assert not gate.feed(FIGHT_HERE)  # once
+
+
+@pytest.mark.parametrize(
+    "reading",
+    [
+        Reading("fight", "high", True, 1.0, "meishijie", 0.95),  # 待确认: only a final may queue it
+        Reading("none", "none", False, 1.0, "meishijie", 0.95),  # routine
+        Reading("fight", "high", False, 1.0, None),  # no known place
+        Reading("fight", "high", False, 0.6, "meishijie", 0.95),  # not confident of the type
+        Reading("fight", "high", False, 1.0, "paichusuo", 0.475),  # a place only being called
+    ],
+)
+def test_the_gate_never_opens_on_an_unsure_reading(reading: Reading) -> None:
+    gate = PartialGate(PartialRules(stable_partials=2, min_confidence=0.9, min_place_confidence=0.85))
+    assert not any(gate.feed(reading) for _ in range(10))
+
+
+def test_a_change_in_place_or_type_starts_the_streak_again() -> None:
+    gate = PartialGate(PartialRules(stable_partials=2, min_confidence=0.9, min_place_confidence=0.85))
+    other_place = Reading("fight", "high", False, 1.0, "changle-gongyuan", 0.95)
+    other_type = Reading("dispute", "medium", False, 1.0, "meishijie", 0.95)
+    assert [gate.feed(r) for r in (FIGHT_HERE, other_place, other_type, FIGHT_HERE)] == [False] * 4
+    assert gate.feed(FIGHT_HERE)
+
+
+def test_repeated_partials_are_not_read_again() -> None:
+    gate = PartialGate(PartialRules())
+    assert gate.changed(partial("美食街有人"))
+    assert not gate.changed(partial("美食街有人"))
+    assert gate.changed(partial("美食街有人打"))
+
+
+def test_what_the_final_makes_of_it() -> None:
+    assert settle(FIGHT_HERE, FIGHT_HERE) == Verdict.CONFIRMED
+    assert settle(FIGHT_HERE, Reading("fight", "critical", False, 0.95, "meishijie", 0.6)) == Verdict.CONFIRMED
+    assert settle(FIGHT_HERE, Reading("fight", "high", False, 1.0, "changle-gongyuan", 0.95)) == Verdict.REROUTED
+    assert settle(FIGHT_HERE, Reading("dispute", "medium", False, 1.0, "meishijie", 0.95)) == Verdict.REROUTED
+    assert settle(FIGHT_HERE, Reading("fight", "high", False, 1.0, None)) == Verdict.REROUTED
+    assert settle(FIGHT_HERE, Reading("other", "medium", True, 0.5, "meishijie", 0.95)) == Verdict.REQUEUED
+    assert settle(FIGHT_HERE, Reading("none", "none", False, 0.9, None)) == Verdict.RETRACTED
+
+
+# --- the dispatcher ----------------------------------------------------------------------------------------------
+
+
+async def test_partials_raise_a_provisional_incident_and_alert_before_the_final(broker: Mosquitto, tmp_path: Path) -> None:
+    transmit: asyncio.Queue = asyncio.Queue()
+    async with running_dispatcher(broker, tmp_path, transmit=transmit) as rig, phones(broker, [NEAREST]) as ph:
+        console = Phone(broker, "console")
+        await console.connect(subscribe=False)
+        await console.subscribe(Topics().events)
+        events = rig.bus.subscribe({"incident"})
+
+        await talk(rig, FIGHT)  # the final has not come
+
+        [incident] = rig.dispatcher.store.list()
+        assert incident.provisional and incident.type == "fight" and incident.place_name == "美食街"
+        assert incident.status == Status.DISPATCHED and incident.assigned == (NEAREST,)
+        assert incident.utterance_ids == ("u-1",) and incident.text.startswith("美食街有人打架")
+        [alert] = await eventually(lambda: ph[NEAREST].received, what="the provisional alert")
+        assert alert["kind"] == "alert" and alert["provisional"] is True and alert["incident_id"] == incident.id
+        assert alert["type"] == "fight" and alert["place"] == "美食街"
+        first = (await events.get()).data
+        assert (first["type"], first["reason"]) == ("new", "provisional") and first["after"]["provisional"] is True
+        published = await eventually(lambda: console.received, what="the event on <prefix>/events")
+        assert published[0]["reason"] == "provisional" and published[0]["after"]["provisional"] is True
+        assert transmit.empty()  # the spoken call waits for the final (the caller may still be keying the channel)
+        assert rig.dispatcher.counters()["provisional"] == {"raised": 1}
+        await console.disconnect()
+
+
+async def test_the_final_confirming_it_clears_the_mark_without_a_second_incident_or_alert(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    transmit: asyncio.Queue = asyncio.Queue()
+    async with running_dispatcher(broker, tmp_path, transmit=transmit) as rig, phones(broker, [NEAREST]) as ph:
+        await talk(rig, FIGHT)
+        [raised] = rig.dispatcher.store.list()
+        events = rig.bus.subscribe({"incident"})
+
+        settled = await final(rig, FIGHT + "，有人受伤")
+
+        assert settled.id == raised.id and not settled.provisional and len(rig.dispatcher.store.list()) == 1
+        assert settled.status == Status.DISPATCHED and settled.text == FIGHT + "，有人受伤"  # the final's words
+        event = (await events.get()).data
+        assert (event["type"], event["reason"]) == ("update", "final") and event["after"]["provisional"] is False
+        await eventually(lambda: len(ph[NEAREST].received) == 2, what="the update after the alert")
+        await asyncio.sleep(SETTLED)
+        assert kinds(ph[NEAREST]) == [("alert", True), ("update", "final")]  # one alert, then what became of it
+        assert ph[NEAREST].received[1]["provisional"] is False and ph[NEAREST].received[1]["incident_id"] == raised.id
+        made = await asyncio.wait_for(transmit.get(), 10)  # now the spoken call
+        assert made.incident_id == raised.id
+        timeline = [e.kind for e in rig.dispatcher.store.timeline(raised.id)]
+        assert timeline[:2] == ["reported", "alerted"] and "final" in timeline
+        assert rig.dispatcher.alerter.sent == 1
+
+
+async def test_a_final_naming_another_place_reroutes_it(broker: Mosquitto, tmp_path: Path) -> None:
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST, ITS_GUARD]) as ph:
+        await talk(rig, FIGHT)
+        [raised] = rig.dispatcher.store.list()
+        await eventually(lambda: ph[NEAREST].received, what="the provisional alert")
+        events = rig.bus.subscribe({"incident"})
+
+        moved = await final(rig, ELSEWHERE)
+
+        assert moved.id == raised.id and len(rig.dispatcher.store.list()) == 1 and not moved.provisional
+        assert (moved.place_id, moved.place_name, moved.type) == ("changle-gongyuan", "长乐公园", "fight")
+        assert moved.assigned == (ITS_GUARD,) and moved.status == Status.DISPATCHED
+        event = (await events.get()).data
+        assert (event["type"], event["reason"]) == ("update", "rerouted")
+        assert event["before"]["place_name"] == "美食街" and event["after"]["place_name"] == "长乐公园"
+        [alert] = await eventually(lambda: ph[ITS_GUARD].received, what="the alert to the new nearest guard")
+        assert (alert["kind"], alert["provisional"], alert["place"]) == ("alert", False, "长乐公园")
+        await eventually(lambda: len(ph[NEAREST].received) == 2, what="the retraction")
+        stood_down = ph[NEAREST].received[1]
+        assert (stood_down["kind"], stood_down["change"], stood_down["incident_id"]) == ("retraction", "rerouted", raised.id)
+        assert stood_down["place"] == "美食街"  # what that phone was sent to
+        kinds_ = [e.kind for e in rig.dispatcher.store.timeline(raised.id)]
+        assert "withdrawn" in kinds_ and "rerouted" in kinds_
+
+
+async def test_a_final_of_another_type_reroutes_it_to_whom_that_type_needs(broker: Mosquitto, tmp_path: Path) -> None:
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST]) as ph:
+        await talk(rig, FIGHT)
+        moved = await final(rig, "美食街有人吵架")  # a dispute: the grid's chief follows it up too
+
+        assert (moved.type, moved.place_name, moved.priority) == ("dispute", "美食街", "medium")
+        chief = next(r for r in moved.assigned if r != NEAREST)
+        assert moved.assigned[0] == NEAREST and rig.dispatcher.jurisdiction.responder(chief).role == "chief"
+        await eventually(lambda: len(ph[NEAREST].received) == 2, what="the update")
+        update = ph[NEAREST].received[1]
+        assert (update["kind"], update["change"], update["type"]) == ("update", "rerouted", "dispute")
+
+
+async def test_a_routine_final_retracts_it_and_tells_every_phone_alerted(broker: Mosquitto, tmp_path: Path) -> None:
+    async with (
+        running_dispatcher(broker, tmp_path, guards=2, ack_timeout=0.5) as rig,
+        phones(broker, [NEAREST, "g-gaoqiao", "v-yeshi", "g-yeshi"]) as ph,
+    ):
+        await talk(rig, FIGHT)
+        [raised] = rig.dispatcher.store.list()
+        alerted = list(raised.assigned)
+        assert len(alerted) == 2
+        await eventually(lambda: all(ph[r].received for r in alerted), what="both provisional alerts")
+        events = rig.bus.subscribe({"incident"})
+
+        retracted = await final(rig, "美食街一切正常")
+
+        assert retracted.id == raised.id and retracted.status == Status.RETRACTED and not retracted.provisional
+        assert retracted.text == "美食街一切正常"
+        event = (await events.get()).data
+        assert (event["type"], event["reason"]) == ("end", "retracted") and event["after"]["status"] == "retracted"
+        for rid in alerted:
+            await eventually(lambda rid=rid: len(ph[rid].received) == 2, what=f"the retraction to {rid}")
+            told = ph[rid].received[1]
+            assert (told["kind"], told["change"], told["incident_id"]) == ("retraction", "retracted", raised.id)
+        await asyncio.sleep(1.0)  # two ack timeouts: nobody else is alerted for a retracted incident
+        assert rig.dispatcher.alerter.sent == 2 and all(len(p.received) <= 2 for p in ph.values())
+        assert rig.dispatcher.counters()["provisional"] == {"raised": 1, "retracted": 1}
+        assert rig.dispatcher.counters()["retractions_sent"] == 2
+
+
+async def test_an_utterance_that_ends_as_nothing_retracts_it(broker: Mosquitto, tmp_path: Path) -> None:
+    """A discarded utterance, or one whose final heard nothing: the recognition hands over an empty final."""
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST]) as ph:
+        await talk(rig, FIGHT)
+        now = time.time()
+        ended = await rig.dispatcher.handle(Transcript("", ""), RecognisedUtterance("u-1", "ch-market", now - 2, now))
+        assert ended is not None and ended.status == Status.RETRACTED
+        await eventually(lambda: len(ph[NEAREST].received) == 2, what="the retraction")
+        assert kinds(ph[NEAREST]) == [("alert", True), ("retraction", "retracted")]
+
+
+async def test_a_final_unsure_of_the_type_puts_it_back_to_the_operator(broker: Mosquitto, tmp_path: Path) -> None:
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST]) as ph:
+        await talk(rig, FIGHT)
+        waiting = await final(rig, UNSURE)  # the recogniser revised its guess: the type word was not heard
+
+        assert waiting.status == Status.NEEDS_CONFIRMATION and waiting.assigned == () and not waiting.provisional
+        await eventually(lambda: len(ph[NEAREST].received) == 2, what="the stand-down")
+        assert kinds(ph[NEAREST]) == [("alert", True), ("retraction", "requeued")]
+
+        confirmed = rig.dispatcher.confirm(waiting.id, "fight", actor="operator:li")  # the operator hears it: a fight
+        assert confirmed.status == Status.DISPATCHED and confirmed.assigned == (NEAREST,)
+        await eventually(lambda: len(ph[NEAREST].received) == 3, what="the alert after confirmation")
+        assert kinds(ph[NEAREST])[2] == ("alert", False)
+
+
+async def test_chatter_partials_never_raise_anything(broker: Mosquitto, tmp_path: Path) -> None:
+    lines = [*ROUTINE_CHATTER, "美食街一切正常", "美食街巡逻完毕，没有发现异常", "长乐公园门口交接班了"]
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST]) as ph:
+        for i, text in enumerate(lines):
+            if text.isascii():  # pinyin lines: a partial per syllable
+                words = text.split()
+                for n in range(1, len(words) + 1):
+                    ref = RecognisedUtterance(f"u-{i}", "ch-market", time.time(), time.time())
+                    await rig.dispatcher.handle_partial(Transcript("", " ".join(words[:n]), partial=True), ref)
+            else:
+                await talk(rig, text, uid=f"u-{i}")
+        assert rig.dispatcher.store.list() == [] and rig.dispatcher.alerter.sent == 0
+        await asyncio.sleep(SETTLED)
+        assert ph[NEAREST].received == []
+
+
+async def test_an_unsure_report_never_fires_from_partials_only_its_final_queues_it(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST]) as ph:
+        await talk(rig, UNSURE)
+        assert rig.dispatcher.store.list() == []
+        queued = await final(rig, UNSURE)
+        assert queued.status == Status.NEEDS_CONFIRMATION and [i.id for i in rig.dispatcher.store.list()] == [queued.id]
+        await asyncio.sleep(SETTLED)
+        assert ph[NEAREST].received == []
+
+
+async def test_one_utterance_never_raises_two_incidents(broker: Mosquitto, tmp_path: Path) -> None:
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST]) as ph:
+        await talk(rig, FIGHT, uid="u-1")
+        await talk(rig, FIGHT + "，人很多", uid="u-1")  # the recogniser revised itself: still the one utterance
+        settled = await final(rig, FIGHT, uid="u-1")
+        await talk(rig, FIGHT + "，快来人", uid="u-1")  # a partial arriving late, after the final: nothing
+        assert [i.id for i in rig.dispatcher.store.list()] == [settled.id] and settled.reports == 1
+
+        # another guard reports the same fight on another channel: its partials raise nothing, its final merges
+        await talk(rig, "美食街那边打架了，快来人", uid="u-2", channel="ch-other")
+        assert [i.id for i in rig.dispatcher.store.list()] == [settled.id]
+        merged = await final(rig, "美食街那边打架了，快来人", uid="u-2", channel="ch-other")
+        assert merged.id == settled.id and merged.reports == 2 and merged.utterance_ids == ("u-1", "u-2")
+        await asyncio.sleep(SETTLED)
+        assert [k for k, _ in kinds(ph[NEAREST])] == ["alert", "update"]
+
+
+async def test_partials_are_read_only_when_their_words_change(broker: Mosquitto, tmp_path: Path) -> None:
+    async with running_dispatcher(broker, tmp_path) as rig:
+        read: list[str] = []
+        classify_ = rig.dispatcher._classify
+        rig.dispatcher._classify = lambda t: read.append(t.text) or classify_(t)  # type: ignore[method-assign]
+        ref = RecognisedUtterance("u-1", "ch-market", time.time(), time.time())
+        for text in ["美食街", "美食街", "美食街有人", "美食街有人", "美食街有人"]:
+            await rig.dispatcher.handle_partial(partial(text), ref)
+        assert read == ["美食街", "美食街有人"]
+
+
+async def test_partials_waiting_while_one_is_read_are_skipped_for_the_newest(broker: Mosquitto, tmp_path: Path) -> None:
+    """Under load the reader falls behind: only the newest partial of an utterance is read next."""
+    async with running_dispatcher(broker, tmp_path) as rig:
+        read: list[str] = []
+        classify_ = rig.dispatcher._classify
+
+        def slow(t: Transcript) -> Any:
+            time.sleep(0.05)  # in the reader thread: the loop goes on taking partials
+            read.append(t.text)
+            return classify_(t)
+
+        rig.dispatcher._classify = slow  # type: ignore[method-assign]
+        ref = RecognisedUtterance("u-1", "ch-market", time.time(), time.time())
+        texts = [FIGHT[: n + 1] for n in range(len(FIGHT))]
+        handed = []
+        for t in texts:  # a partial every 10 ms, as the recognition hands them over: without waiting
+            handed.append(asyncio.create_task(rig.dispatcher.handle_partial(partial(t), ref)))
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*handed)
+        assert read[0] == texts[0] and read[-1] == texts[-1] and len(read) < len(texts) / 2
+
+
+async def test_provisional_alerts_can_be_turned_off(broker: Mosquitto, tmp_path: Path) -> None:
+    async with running_dispatcher(broker, tmp_path, dispatch={"provisional": False}) as rig:
+        await talk(rig, FIGHT)
+        assert rig.dispatcher.store.list() == []
+        incident = await final(rig, FIGHT)
+        assert incident is not None and not incident.provisional and incident.status == Status.DISPATCHED
