@@ -10,8 +10,8 @@ SET.tsv: a labelled set (columns id, kind, place, type, priority, text; '#' comm
 none on routine lines; place '-' when none), or the demo calls (id, channel, text, place, incident, priority: a call
 whose incident is none is routine). Default: tests/dispatch/blind/*.tsv when there are any, else the demo calls.
 Sample: --per-type N rows of each incident type and N routine lines (seeded, so runs compare), or --all rows. The
-default (1: 16 rows of the blind sets, each rendered in 8 voices) keeps a first run on 2 shared cores under 30
-minutes; rendering is most of it, and a second run finds the renderings cached.
+default (1: 16 rows of the blind sets, each rendered in 8 voices) took 22 minutes the first time on 2 shared cores
+(load 2-4; 14 of them rendering), and a second run finds the renderings cached.
 
 Per voice and condition: place top-1 over the reports that name a place; incident type over the reports (the type
 decided, a guess queued for the operator's confirmation included); false incidents on routine lines; reports that
