@@ -89,8 +89,12 @@ class PartialRules(BaseModel):
     )  # fmt: skip
     min_confidence: float = Field(0.9, ge=0, le=1, description="The classification's confidence a partial must reach.")
     min_place_confidence: float = Field(
-        0.85, ge=0, le=1, description="The place's confidence a partial must reach (0.95 a name, 0.9 an alias, 0.6 a "
-        "generic word such as 菜市场; a place only being called counts half).",
+        0.7, ge=0, le=1, description="The place's confidence a partial must reach (0.95 a name, 0.9 an alias, 0.9 x "
+        "score a spotted keyword, 0.6 a generic word such as 菜市场; a place only being called counts half).",
+    )  # fmt: skip
+    min_priority: Priority = Field(
+        "high", description="Only incidents this urgent are alerted from partials; the others wait for the final "
+        "(seconds matter for a fight or a fire, and less urgent reports are the ones routine talk sounds like).",
     )  # fmt: skip
 
 

@@ -7,8 +7,9 @@ with the final transcript's reading. `bench/provisional.py` replays growing pref
 through the same gate and the same `settle`, so the figures in docs/performance.md measure this code.
 
 The gate opens once, when one reading -- a known place and an incident type the classifier is certain of (not
-待确认, not routine) -- is confident enough and has held on `stable_partials` consecutive changed partials: a word
-half-heard at the end of a partial (打 before 打架 or 打听, 公园北路 before 公园北路夜市) has not held yet.
+待确认, not routine), urgent enough (`min_priority`) -- is confident enough and has held on `stable_partials`
+consecutive changed partials: a word half-heard at the end of a partial (打 before 打架 or 打听, 公园北路 before
+公园北路夜市) has not held yet.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from enum import StrEnum
 from typing import Any
 
 from dispatch.config import PartialRules
+
+PRIORITIES = ("none", "low", "medium", "high", "critical")
 
 
 @dataclass(slots=True, frozen=True)
@@ -114,11 +117,12 @@ class PartialGate:
         return True
 
     def qualifies(self, reading: Reading) -> bool:
-        """Certain of its type, confident of both, at a known place."""
+        """Certain of its type, urgent enough, confident of both, at a known place."""
         r = self.rules
         return (
             reading.certain
             and reading.place_id is not None
+            and PRIORITIES.index(reading.priority) >= PRIORITIES.index(r.min_priority)
             and reading.confidence >= r.min_confidence
             and reading.place_confidence >= r.min_place_confidence
         )

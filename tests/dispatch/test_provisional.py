@@ -80,10 +80,11 @@ def test_the_gate_opens_once_on_a_certain_reading_that_holds() -> None:
         Reading("fight", "high", False, 1.0, None),  # no known place
         Reading("fight", "high", False, 0.6, "meishijie", 0.95),  # not confident of the type
         Reading("fight", "high", False, 1.0, "paichusuo", 0.475),  # a place only being called
+        Reading("dispute", "medium", False, 1.0, "meishijie", 0.95),  # not urgent: the final decides
     ],
 )
 def test_the_gate_never_opens_on_an_unsure_reading(reading: Reading) -> None:
-    gate = PartialGate(PartialRules(stable_partials=2, min_confidence=0.9, min_place_confidence=0.85))
+    gate = PartialGate(PartialRules(stable_partials=2, min_confidence=0.9, min_place_confidence=0.7, min_priority="high"))
     assert not any(gate.feed(reading) for _ in range(10))
 
 
