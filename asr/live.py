@@ -11,7 +11,10 @@ An utterance is recognised once: its id is in `_busy` from the moment it is take
 sweep) until its status is written, and the sweep re-reads the status after taking it (its pending list is a
 snapshot, possibly older than a live result).
 
-An empty transcript (silence, squelch noise) is stored, so auditors see what the utterance gave, but not dispatched.
+An empty transcript (silence, squelch noise) is stored, so auditors see what the utterance gave, but not dispatched
+-- unless its partials were handed to `on_partial` (the dispatcher may have raised a provisional incident on them): then
+the final is handed over even when empty, and so is a discarded utterance's end, as an empty final, so that whoever saw
+the partials always hears how the utterance ended.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ BEHIND_AUDIO_S = 10.0  # undecoded audio (summed over streams) from which recogn
 
 @dataclass(slots=True, frozen=True)
 class RecognisedUtterance:
-    """What the dispatcher needs of an utterance (id, channel, start, end) with its final transcript."""
+    """What the dispatcher needs of an utterance (id, channel, start, end) with its final transcript; with a partial
+    one, `end` is when the partial was heard (the utterance goes on)."""
 
     id: str
     channel: str
@@ -50,6 +54,7 @@ class RecognisedUtterance:
 
 
 TranscriptHook = Callable[[Transcript, RecognisedUtterance], Awaitable[None]]
+PartialHook = TranscriptHook  # called with each partial transcript while the utterance is still being spoken
 
 
 @dataclass(slots=True, frozen=True)
@@ -83,12 +88,17 @@ class LiveRecognition:
         store: TranscriptStore,
         bus: EventBus,
         on_transcript: TranscriptHook | None = None,
+        on_partial: PartialHook | None = None,
     ) -> None:
+        """`on_partial` is called without being waited for (a task per partial, in order): a slow reader of partials
+        never delays the console's partial lines nor the final."""
         self.pool = pool
         self.archive = archive
         self.store = store
         self.bus = bus
         self.on_transcript = on_transcript
+        self.on_partial = on_partial
+        self._partials_seen: dict[str, float] = {}  # utterance id -> start: partials handed to on_partial
         self._streams: dict[str, StreamHandle] = {}
         self._busy: set[str] = set()  # utterance ids taken for recognition (live or from the backlog), until stored
         self._waiting: dict[str, str] = {}  # id -> channel: pending in the archive, not being recognised
@@ -110,6 +120,10 @@ class LiveRecognition:
             if handle is not None:
                 handle.abort()
                 self._busy.discard(event.utterance_id)
+            start = self._partials_seen.pop(event.utterance_id, None)
+            if start is not None and self.on_transcript is not None:  # it ended as nothing: tell who saw its partials
+                ref = RecognisedUtterance(event.utterance_id, event.channel, start, start + event.duration)
+                self._spawn(self._hand_over(Transcript(text="", pinyin=""), ref))
         elif isinstance(event, Utterance):
             handle = self._streams.pop(event.id, None)
             if handle is None:
@@ -162,11 +176,22 @@ class LiveRecognition:
         self._streams[event.utterance_id] = handle
         self._busy.add(event.utterance_id)
         handle.feed(event.pcm)
-        self._spawn(self._relay_partials(handle, event.channel))
+        self._spawn(self._relay_partials(handle, event.channel, event.start))
 
-    async def _relay_partials(self, handle: StreamHandle, channel: str) -> None:
+    async def _relay_partials(self, handle: StreamHandle, channel: str, start: float) -> None:
         async for partial in handle.partials():
             self.bus.publish("partial", {"channel": channel, "utterance_id": handle.utterance_id, **partial.to_dict()})
+            if self.on_partial is not None:
+                self._partials_seen[handle.utterance_id] = start
+                ref = RecognisedUtterance(handle.utterance_id, channel, start, time.time())
+                self._spawn(self._hand_partial(partial, ref))
+
+    async def _hand_partial(self, partial: Transcript, ref: RecognisedUtterance) -> None:
+        assert self.on_partial is not None
+        try:
+            await self.on_partial(partial, ref)
+        except Exception:  # dispatching from partials must not stop recognition
+            logger.exception("channel %s: dispatching a partial transcript of %s failed", ref.channel, ref.id)
 
     async def _finish(self, handle: StreamHandle, ref: RecognisedUtterance) -> None:
         try:
@@ -222,8 +247,12 @@ class LiveRecognition:
         logger.info("channel %s: %s transcribed: %s", ref.channel, ref.id, shown[:80])
         self.bus.publish("transcript", {"channel": ref.channel, "utterance_id": ref.id, "start": ref.start,
                                         **transcript.to_dict()})
-        if transcript.empty:  # silence or noise: nothing to dispatch (stored above, for the audit)
+        partials_seen = self._partials_seen.pop(ref.id, None) is not None
+        if transcript.empty and not partials_seen:  # silence or noise: nothing to dispatch (stored above, for the audit)
             return
+        await self._hand_over(transcript, ref)
+
+    async def _hand_over(self, transcript: Transcript, ref: RecognisedUtterance) -> None:
         if self.on_transcript is not None:
             try:
                 await self.on_transcript(transcript, ref)

@@ -120,6 +120,10 @@ class Service:
         if self.dispatch is not None:
             await self.dispatch.dispatcher.handle(transcript, utterance)
 
+    async def _on_partial(self, transcript: Transcript, utterance: RecognisedUtterance) -> None:
+        if self.dispatch is not None:
+            await self.dispatch.dispatcher.handle_partial(transcript, utterance)
+
     async def _build_recognition(self) -> LiveRecognition | None:
         if self.config.asr.engine == "none":
             logger.info("speech recognition is off (asr.engine: none)")
@@ -136,7 +140,8 @@ class Service:
             return None
         pool = RecognitionPool(engines, self.config.asr.workers, self.config.asr.queue_size)
         logger.info("speech recognition: %s with %d workers", pool.name, pool.workers)
-        return LiveRecognition(pool, self.archive, self.transcripts, self.bus, self._on_transcript)
+        on_partial = self._on_partial if self.config.dispatch.enabled and self.config.dispatch.provisional else None
+        return LiveRecognition(pool, self.archive, self.transcripts, self.bus, self._on_transcript, on_partial)
 
     def _build_dispatch(self) -> Any:
         if not self.config.dispatch.enabled:

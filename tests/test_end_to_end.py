@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from pathlib import Path
 
 import aiomqtt
 import yaml
 
+from bridge.audio import SAMPLE_RATE
 from bridge.config import load_config
+from bridge.decode import decode_file
 from bridge.service import Service
 from tests.conftest import SHERPA_MODEL
 from tests.support.broker import Mosquitto, broker_fixture  # noqa: F401 (fixture)
@@ -23,7 +26,9 @@ from tests.support.radio import radio_calls_fixture  # noqa: F401 (fixture)
 REPO = Path(__file__).resolve().parent.parent
 
 
-def make_config(tmp_path: Path, wavs: list[Path], *, broker: Mosquitto | None, engine: str = "sherpa") -> Path:
+def make_config(
+    tmp_path: Path, wavs: list[Path], *, broker: Mosquitto | None, engine: str = "sherpa", realtime: bool = False
+) -> Path:
 
     audio = tmp_path / "audio"
     audio.mkdir(exist_ok=True)
@@ -35,7 +40,7 @@ def make_config(tmp_path: Path, wavs: list[Path], *, broker: Mosquitto | None, e
         "broker": {"enabled": True, "port": broker.port} if broker else {"enabled": False},
         "asr": {"engine": engine, "sherpa_model": str(SHERPA_MODEL)},
         "channels": [{"id": "ch-market", "name": "市场保安",
-                      "source": {"type": "file", "paths": [str(audio)], "realtime": False, "gap": [2, 2]}}],
+                      "source": {"type": "file", "paths": [str(audio)], "realtime": realtime, "gap": [2, 2]}}],
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
@@ -78,6 +83,51 @@ async def test_a_spoken_call_ends_as_an_alert_on_the_broker(tmp_path, broker, ra
     assert len(archived) == 1 and service.archive.get(archived[0].id).status == "transcribed"
     transcript = service.transcripts.get(archived[0].id)
     assert transcript is not None and "mei3 shi2" in transcript.pinyin
+
+
+async def test_a_call_is_alerted_from_its_partials_before_its_final(tmp_path, broker, radio_calls):
+    """Spoken at the pace of speech, the call's partial transcripts raise the incident and alert the guard while the
+    caller is still talking (provisional); the final transcript then confirms it to the same phone."""
+    call = next(c for c in radio_calls(20) if c.clean.stem == "c001")  # 怡园警务点请注意，美食街有人打架斗殴，请迅速赶往现场
+    service = Service(load_config(make_config(tmp_path, [call.radio], broker=broker, realtime=True)))
+    finals = service.bus.subscribe({"transcript"})
+    alerts: list[tuple[float, dict]] = []
+
+    async def listen(ready: asyncio.Event) -> None:
+        async with aiomqtt.Client(broker.host, broker.port, identifier="e2e-live-watcher") as client:
+            await client.subscribe("jingbao/alerts/#", qos=1)
+            ready.set()
+            async for message in client.messages:
+                alerts.append((time.monotonic(), json.loads(message.payload) | {"to": str(message.topic)}))
+
+    ready = asyncio.Event()
+    watcher = asyncio.create_task(listen(ready))
+    await asyncio.wait_for(ready.wait(), 5)
+    started = time.monotonic()
+    run = asyncio.create_task(service.run(serve_http=False))
+    final = await asyncio.wait_for(finals.get(), 60)
+    final_at = time.monotonic()
+    for _ in range(100):  # the final's update to every phone alerted
+        if {a["to"] for _, a in alerts if a["kind"] == "update"} == {a["to"] for _, a in alerts}:
+            break
+        await asyncio.sleep(0.1)
+    run.cancel()
+    watcher.cancel()
+    await asyncio.gather(run, watcher, return_exceptions=True)
+
+    speech_end = started + call.speech_offset_s + decode_duration(call.clean)
+    assert alerts, f"no alert (final heard: {final.data.get('pinyin')!r})"
+    at, first = alerts[0]
+    assert (first["kind"], first["provisional"], first["type"], first["place"]) == ("alert", True, "fight", "美食街")
+    assert at < final_at, f"the alert came {at - final_at:.2f} s after the final"
+    for phone in {a["to"] for _, a in alerts}:  # each phone: the provisional alert, then the final's confirmation
+        told = [(a["kind"], a.get("change"), a["provisional"]) for _, a in alerts if a["to"] == phone]
+        assert told == [("alert", None, True), ("update", "final", False)], (phone, told)
+    print(f"alert {speech_end - at:+.2f} s before the end of speech, {final_at - at:.2f} s before the final")
+
+
+def decode_duration(path: Path) -> float:
+    return len(decode_file(path)) / (SAMPLE_RATE * 2)
 
 
 async def test_utterances_left_pending_are_transcribed_after_a_restart(tmp_path, calls_audio):

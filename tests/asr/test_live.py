@@ -21,7 +21,7 @@ from bridge.archive import Archive
 from bridge.audio import FRAME_BYTES, SAMPLE_RATE
 from bridge.config import load_config
 from bridge.decode import decode_file
-from bridge.events import Utterance, UtteranceAudio, UtteranceStarted, new_utterance_id
+from bridge.events import Utterance, UtteranceAudio, UtteranceDiscarded, UtteranceStarted, new_utterance_id
 from bridge.service import Service
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,21 +55,25 @@ def service(tmp_path: Path, calls_audio: Path) -> Service:
 
 
 class Dispatched:
-    """The transcript hook: what would be dispatched, per utterance."""
+    """The transcript hook: what would be dispatched, per utterance (and in what order, with when it was heard)."""
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self.transcripts: dict[str, Transcript] = {}
+        self.heard: list[tuple[Transcript, RecognisedUtterance, float]] = []
 
     async def __call__(self, transcript: Transcript, utterance: RecognisedUtterance) -> None:
         self.calls[utterance.id] += 1
         self.transcripts[utterance.id] = transcript
+        self.heard.append((transcript, utterance, time.monotonic()))
 
 
-def recognition(service: Service, engine: SherpaEngine, queue_size: int = 4) -> tuple[LiveRecognition, Dispatched]:
+def recognition(
+    service: Service, engine: SherpaEngine, queue_size: int = 4, on_partial: Dispatched | None = None
+) -> tuple[LiveRecognition, Dispatched]:
     dispatched = Dispatched()
     pool = RecognitionPool([engine], workers=1, queue_size=queue_size)
-    service.recognition = LiveRecognition(pool, service.archive, service.transcripts, service.bus, dispatched)
+    service.recognition = LiveRecognition(pool, service.archive, service.transcripts, service.bus, dispatched, on_partial)
     return service.recognition, dispatched
 
 
@@ -209,4 +213,44 @@ async def test_silence_is_stored_empty_and_not_dispatched(service: Service, sher
     assert stored is not None and stored.empty and status(service.archive, silent) == "transcribed"
     assert [(t["utterance_id"], t["text"], t["pinyin"]) for t in service.transcripts.recent(5)] == [(silent, "", "")]
     assert dispatched.calls == {}
+    live.pool.close()
+
+
+async def test_partials_are_handed_over_while_speaking_and_the_end_always_follows(
+    service: Service, sherpa: SherpaEngine, calls_audio: Path
+) -> None:
+    """The dispatcher decides on partials (provisional alerts): it gets each one as it is recognised, without
+    holding up recognition, and then the utterance's end -- its final, even an empty one, or an empty final when the
+    segmenter discards the utterance after partials were handed over."""
+    partials = Dispatched()
+    live, dispatched = recognition(service, sherpa, on_partial=partials)
+    call = decode_file(calls_audio / "c001.wav")
+    spoken = await start_speaking(live, "ch-a", call)
+    for _ in range(200):  # recognised while the utterance is still open
+        if partials.calls[spoken.id] >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert partials.calls[spoken.id] >= 2 and dispatched.calls == {}
+    await end_speaking(live, service.archive, spoken)
+    await settled(live)
+    assert dispatched.calls == {spoken.id: 1} and not dispatched.transcripts[spoken.id].partial
+    heard = [(t, ref) for t, ref, _ in partials.heard]
+    assert all(t.partial and ref.id == spoken.id and ref.channel == "ch-a" and ref.start == spoken.start for t, ref in heard)
+    assert [ref.end for _, ref in heard] == sorted(ref.end for _, ref in heard)  # when each was heard
+    assert partials.heard[-1][2] <= dispatched.heard[-1][2]  # the final comes after every partial
+
+    cut = await start_speaking(live, "ch-b", call)  # a key-up the segmenter then throws away, after partials went out
+    for _ in range(200):
+        if partials.calls[cut.id]:
+            break
+        await asyncio.sleep(0.05)
+    assert partials.calls[cut.id]
+    await live.on_event(UtteranceDiscarded("ch-b", cut.id, 1.0), None)
+    for _ in range(100):
+        if dispatched.calls[cut.id]:
+            break
+        await asyncio.sleep(0.02)
+    ended = dispatched.transcripts[cut.id]
+    assert dispatched.calls[cut.id] == 1 and ended.empty and not ended.partial
+    await settled(live)
     live.pool.close()
