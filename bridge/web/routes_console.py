@@ -25,8 +25,11 @@ own alerts, acknowledgements and position. The audio WebSockets (listen, talk ba
                                                      with the operator's name)
     GET  /api/activity                 operator      utterances per channel per bucket (?minutes=60&bucket_s=60)
     GET  /api/me/alerts                guard|officer the open incidents the logged-in responder was alerted to, and
-                                                     the responder's status (and the incident it is busy on)
-    WS   /api/me/live                  guard|officer {"topic": "alert", "data": view} when one of those changes
+                                                     the responder's status (and the incident it is busy on);
+                                                     `withdrawn`: those it was stood down from in the last 10 minutes
+                                                     (a provisional alert the final transcript retracted or re-routed)
+    WS   /api/me/live                  guard|officer {"topic": "alert", "data": view} when one of those changes (or the
+                                                     responder is stood down from one)
     POST /api/me/ack                   guard|officer {"incident_id", "status": ack|on_scene|declined}: the MQTT ack path
     POST /api/me/position              guard|officer {"lat", "lon", "acc"?, "tst"?}: the OwnTracks path
     POST /api/me/status                guard|officer {"status": available|busy|off_duty}: the MQTT status path
@@ -72,6 +75,7 @@ CONSOLE_OPEN_MAX = 200
 OPERATOR = (Role.OPERATOR,)
 RESPONDER = (Role.GUARD, Role.OFFICER)
 OPERATOR_STATUSES = {Status.ON_SCENE, Status.RESOLVED, Status.FOLLOWED_UP, Status.CLOSED_FALSE_ALARM}
+WITHDRAWN_SHOWN_S = 600.0  # a guard's page shows an alert it was stood down from for this long
 
 
 class StatusBody(BaseModel):
@@ -229,15 +233,15 @@ def console_router(tile_url: str | None = None) -> APIRouter:
         rid = _responder_id(ctx, user)
         mine = [incident_view(ctx, i) for i in _incidents(ctx, open_only=True, limit=200) if rid in i.assigned]
         responder = ctx.service.dispatch.jurisdiction.responder(rid).model_dump() | _responder_row(ctx, rid)
-        return {"responder": responder, "alerts": mine}
+        return {"responder": responder, "alerts": mine, "withdrawn": _withdrawn(ctx, rid)}
 
     @router.websocket("/api/me/live")
     async def my_live(ws: WebSocket, ctx: WebContext = Depends(web_context), user: User = require(*RESPONDER)) -> None:
         rid = user.responder_id
 
         def mine(event: BusEvent) -> dict[str, Any] | None:
-            after = event.data["after"]
-            if rid not in after["assigned"]:
+            after, before = event.data["after"], event.data["before"] or {"assigned": []}
+            if rid not in after["assigned"] and rid not in before["assigned"]:  # neither alerted nor stood down
                 return None
             return {"topic": "alert", "data": incident_view(ctx, _incident(ctx, after["id"]))}
 
@@ -360,6 +364,21 @@ def _responder_id(ctx: WebContext, user: User) -> str:
     except KeyError as e:
         raise HTTPException(409, str(e.args[0])) from e
     return user.responder_id
+
+
+def _withdrawn(ctx: WebContext, responder_id: str) -> list[dict[str, Any]]:
+    """Incidents the responder was alerted to and then stood down from (a retraction sent to the phone) in the last
+    WITHDRAWN_SHOWN_S, newest first: the view with `withdrawn` = why (retracted, rerouted, requeued, merged)."""
+    store, since = ctx.service.dispatch.dispatcher.store, time.time() - WITHDRAWN_SHOWN_S
+    out = []
+    for incident in store.list(limit=200):
+        if incident.updated_at < since or (incident.status in OPEN and responder_id in incident.assigned):
+            continue
+        change = next((e.detail.get("change") for e in reversed(store.timeline(incident.id))
+                       if e.kind == "withdrawn" and responder_id in e.detail.get("responders", ())), None)  # fmt: skip
+        if change is not None:
+            out.append(incident_view(ctx, incident) | {"withdrawn": change})
+    return out
 
 
 def _responder_row(ctx: WebContext, responder_id: str) -> dict[str, Any]:

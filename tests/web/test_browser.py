@@ -496,3 +496,45 @@ def test_a_guard_goes_off_duty_from_his_page(live: LiveService, browser: Browser
         live.call(live.service.dispatch.board.set_status, "g-huaniao", "available")  # on duty for whatever runs next
     page.close()
 
+
+
+def test_a_provisional_alert_is_marked_on_both_pages_and_its_retraction_reaches_the_guard(
+    live: LiveService, browser: Browser
+) -> None:
+    """Raised from the partial transcripts while the caller still talks: 初报 on the console's card and the guard's
+    alert; the final turns out routine, the guard's page shows the alert withdrawn and the console the incident
+    retracted (已撤销)."""
+    live.call(live.service.dispatch.board.set_status, "g-huaniao", "available")
+    said, start = "万寿路花鸟市场有人拿刀砍人，请求支援", time.time()
+    uid = new_utterance_id(start)
+    guard = browser.new_page(viewport={"width": 390, "height": 780})
+    log_in(guard, live.url, "guard-huaniao", "/guard")
+    expect(guard.locator("#conn")).to_have_text("在线")
+    page = console(browser, live)
+
+    async def talking() -> None:
+        for n in range(1, len(said) + 1):
+            heard = Utterance(uid, "ch-market", start, time.time(), b"")
+            await live.service.dispatch.dispatcher.handle_partial(Transcript(said[:n], "", engine="vosk", partial=True), heard)
+
+    asyncio.run_coroutine_threadsafe(talking(), live.loop).result(30)
+    raised = live.wait("the provisional incident", lambda: live.service.dispatch.dispatcher.store.provisional_for(uid))
+    card = page.locator(f".incident[data-incident='{raised.id}']")
+    expect(card.locator(".tag.provisional")).to_have_text("初报·未确认最终文本", timeout=10_000)
+    alert = guard.locator(f".alert.provisional[data-incident='{raised.id}']")
+    expect(alert).to_be_visible(timeout=10_000)
+    expect(alert).to_contain_text("初报")
+    screenshot(guard, "guard-provisional")
+
+    final = Transcript("万寿路花鸟市场一切正常", "", engine="vosk", conf=0.8)
+    ended = asyncio.run_coroutine_threadsafe(
+        live.service.dispatch.dispatcher.handle(final, Utterance(uid, "ch-market", start, time.time(), b"")), live.loop
+    ).result(30)
+    assert ended.id == raised.id and ended.status == "retracted"
+    withdrawn = guard.locator(f".alert.withdrawn[data-incident='{raised.id}']")
+    expect(withdrawn).to_contain_text("已撤销：最终文本不是报警", timeout=10_000)
+    expect(guard.locator(f".alert.provisional[data-incident='{raised.id}']")).to_have_count(0)
+    expect(card.locator(".tag", has_text="已撤销")).to_be_visible(timeout=10_000)
+    expect(card.locator(".tag.provisional")).to_have_count(0)
+    guard.close()
+    page.close()

@@ -179,3 +179,36 @@ def test_only_guards_and_officers_open_their_live_feed(app, guard: TestClient, l
         with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/api/me/live"):
             pass
         assert refused.value.code == 1008
+
+
+def test_a_guard_sees_a_provisional_alert_and_then_that_it_was_withdrawn(
+    service: Service, guard: TestClient, login: Callable[..., TestClient]
+) -> None:
+    """Raised from the live transcript while the caller still talks, the alert is marked provisional on the guard's
+    page and in the console; the final turns out routine: the incident is retracted, the guard's page says so."""
+    said = "万寿路花鸟市场有人拿刀砍人，请求支援"
+    market = service.dispatch.jurisdiction.place("wanshoulu-huaniao")
+    assert guard.post("/api/me/position", json={"lat": market.lat, "lon": market.lon}).status_code == 200  # on the spot
+    assert guard.post("/api/me/status", json={"status": "available"}).status_code == 200
+    ref = Utterance("u-live-1", "ch-market", time.time(), time.time(), b"")
+
+    async def talking() -> None:
+        for n in range(1, len(said) + 1):
+            await service.dispatch.dispatcher.handle_partial(Transcript(said[:n], "", engine="vosk", partial=True), ref)
+
+    asyncio.run(talking())
+    [alert] = [a for a in guard.get("/api/me/alerts").json()["alerts"] if a["utterance_ids"] == ["u-live-1"]]
+    assert alert["provisional"] is True and alert["type"] == "weapon" and alert["status"] == "dispatched"
+    assert login("operator").get(f"/api/incidents/{alert['id']}").json()["provisional"] is True
+
+    report_end = Utterance("u-live-1", "ch-market", ref.start, time.time(), b"")
+    final = Transcript("万寿路花鸟市场一切正常", "", engine="vosk", conf=0.9)
+    retracted = asyncio.run(service.dispatch.dispatcher.handle(final, report_end))
+    assert retracted.id == alert["id"] and retracted.status == "retracted"
+
+    mine = guard.get("/api/me/alerts").json()
+    assert alert["id"] not in [a["id"] for a in mine["alerts"]]
+    [withdrawn] = [w for w in mine["withdrawn"] if w["id"] == alert["id"]]
+    assert withdrawn["withdrawn"] == "retracted" and withdrawn["status"] == "retracted" and not withdrawn["provisional"]
+    view = login("operator").get(f"/api/incidents/{alert['id']}").json()
+    assert view["status"] == "retracted" and [e["kind"] for e in view["timeline"]][-2:] == ["withdrawn", "status"]

@@ -10,7 +10,7 @@ JB.LABELS = {
           traffic: "交通", dispute: "纠纷", noise: "噪音扰民", other: "其他" },
   priority: { critical: "紧急", high: "高", medium: "中", low: "低", none: "无" },
   status: { needs_confirmation: "待确认", reported: "已发现", dispatched: "已派警", acknowledged: "已确认", on_scene: "已到场",
-            resolved: "已处置", followed_up: "已回访", closed_false_alarm: "误报关闭", dismissed: "已忽略" },
+            resolved: "已处置", followed_up: "已回访", closed_false_alarm: "误报关闭", dismissed: "已忽略", retracted: "已撤销" },
   role: { guard: "保安", officer: "民警", chief: "社区警长", volunteer: "义警", grid_worker: "网格员",
           operator: "调度员", auditor: "审计员", admin: "管理员" },
   ack: { ack: "已确认", on_scene: "已到场", declined: "已拒绝" },
@@ -18,8 +18,15 @@ JB.LABELS = {
   reason: { guard: "最近保安", grid_chief: "网格警长", police: "民警", assigned: "调度指派", grid_chief_follow_up: "回访警长",
             nearest: "最近" },
   timeline: { reported: "发现", status: "状态", alerted: "派警", escalated: "升级派警", ack: "回复", note: "备注",
-              reassigned: "改派", merged: "重复报警", unanswered: "无人应答", confirmed: "确认类型", unconfirmed: "超时未确认" },
+              reassigned: "改派", merged: "重复报警", unanswered: "无人应答", confirmed: "确认类型", unconfirmed: "超时未确认",
+              final: "最终文本确认", rerouted: "按最终文本改派", withdrawn: "撤回派警", requeued: "转待确认", updated: "通知更新" },
+  // why a responder was stood down from a provisional alert (the retraction's `change`)
+  withdrawn: { retracted: "已撤销：最终文本不是报警", rerouted: "已撤回：按最终文本改派他人，无需前往",
+               requeued: "已撤回：类型待调度员确认", merged: "已撤销：与另一警情合并" },
 };
+
+// 初报: raised from the live transcript while the caller was still talking; the final transcript is not in yet.
+JB.PROVISIONAL = "初报·未确认最终文本";
 
 JB.PRIORITY_ORDER = { critical: 0, high: 1, medium: 2, low: 3, none: 4 };
 // incident statuses still being handled (待确认 included: it awaits an operator)

@@ -218,6 +218,7 @@ async function onIncident(event) {
     const critical = view.priority === "critical";
     JB.alarm(critical, critical ? 6 : 2);
   } else if (event.reason === "unconfirmed") JB.alarm(false, 3);  // a 待确认 report has waited too long
+  else if (event.reason === "rerouted" || event.reason === "requeued") JB.alarm(false, 1);  // the final moved it
 }
 
 // The banner stays until the operator has looked: it names the most urgent incident not yet opened, and while a
@@ -297,7 +298,8 @@ function incidentCard(i, fresh) {
       JB.el("span", { class: `tag ${i.priority}` }, JB.label("priority", i.priority)),
       JB.el("span", {}, JB.label("type", i.type)),
       JB.el("span", { class: "place" }, i.place_name ? `@ ${i.place_name}${i.detail ? " " + i.detail : ""}` : "地点不明"),
-      JB.el("span", { class: "tag" }, JB.label("status", i.status))),
+      JB.el("span", { class: "tag" }, JB.label("status", i.status)),
+      i.provisional ? JB.el("span", { class: "tag provisional", title: "呼叫人还在讲话时按实时识别派警，最终文本到达后确认、改派或撤销" }, JB.PROVISIONAL) : null),
     JB.el("div", { class: "muted" }, `${JB.time(i.created_at)} · ${S.names[i.channel] || i.channel}${i.reports > 1 ? ` · ${i.reports} 次报警` : ""}`),
     JB.el("div", { class: "said" }, JB.readable(i), " ", i.utterance_ids.length ? JB.audioButton(i.utterance_ids[i.utterance_ids.length - 1]) : null),
     JB.el("ul", { class: "responders" }, i.responders.map((r) => JB.el("li", {},
@@ -309,6 +311,9 @@ function incidentCard(i, fresh) {
       JB.el("ol", {}, i.timeline.map((e) => JB.el("li", {}, `${JB.time(e.ts)} ${JB.label("timeline", e.kind)} · ${e.actor}`,
         e.kind === "status" ? ` → ${JB.label("status", e.detail.to)}${e.detail.note ? `（${e.detail.note}）` : ""}` : "",
         e.kind === "confirmed" ? ` → ${JB.label("type", e.detail.type)}（${JB.label("priority", e.detail.priority)}）` : "",
+        e.kind === "rerouted" ? `：${e.detail.from.place || "地点不明"} ${JB.label("type", e.detail.from.type)} → ${e.detail.to.place || "地点不明"} ${JB.label("type", e.detail.to.type)}` : "",
+        e.kind === "withdrawn" ? `：${e.detail.responders.join("、")}（${JB.label("withdrawn", e.detail.change)}）` : "",
+        e.detail && e.detail.final ? `（最终文本：${e.detail.final}）` : "",
         e.kind === "note" ? `：${e.detail.text}` : "")))),
     JB.el("div", { class: "actions" }, actions.filter(Boolean)));
 }

@@ -66,8 +66,19 @@ async function loadAlerts(live) {
     navigator.vibrate?.([400, 200, 400, 200, 400]);
   }
   const list = document.getElementById("alerts");
-  if (!data.alerts.length) { list.replaceChildren(JB.el("p", { class: "muted" }, "暂无警情")); return; }
-  list.replaceChildren(...data.alerts.map((a) => alertCard(a, r.id, live && fresh.includes(a))));
+  const withdrawn = data.withdrawn || [];
+  if (!data.alerts.length && !withdrawn.length) { list.replaceChildren(JB.el("p", { class: "muted" }, "暂无警情")); return; }
+  list.replaceChildren(...data.alerts.map((a) => alertCard(a, r.id, live && fresh.includes(a))),
+    ...withdrawn.map(withdrawnCard));
+}
+
+// An alert this responder was stood down from (a provisional alert the final transcript retracted or moved).
+function withdrawnCard(a) {
+  return JB.el("div", { class: "alert withdrawn", "data-incident": a.id, "data-withdrawn": a.withdrawn },
+    JB.el("div", { class: "title" }, JB.label("type", a.type)),
+    JB.el("div", { class: "why" }, JB.label("withdrawn", a.withdrawn)),
+    JB.el("div", { class: "said" }, JB.readable(a)),
+    JB.el("div", { class: "muted" }, `${JB.time(a.updated_at)} · ${JB.label("status", a.status)}`));
 }
 
 function alertCard(a, myId, fresh) {
@@ -76,8 +87,9 @@ function alertCard(a, myId, fresh) {
     try { await JB.api("/api/me/ack", { method: "POST", body: { incident_id: a.id, status } }); await loadAlerts(false); }
     catch (e) { alert(e.message); }
   };
-  return JB.el("div", { class: `alert p-${a.priority}${fresh ? " fresh" : ""}`, "data-incident": a.id },
+  return JB.el("div", { class: `alert p-${a.priority}${fresh ? " fresh" : ""}${a.provisional ? " provisional" : ""}`, "data-incident": a.id },
     JB.el("div", { class: "title" }, `${JB.label("priority", a.priority)} · ${JB.label("type", a.type)}`),
+    a.provisional ? JB.el("div", {}, JB.el("span", { class: "tag provisional", title: "呼叫人还在讲话时按实时识别发出，最终文本到达后确认或更正" }, JB.PROVISIONAL)) : null,
     JB.el("div", {}, `地点：${a.place_name || "不明"}${a.detail ? " " + a.detail : ""}${mine.distance_m != null ? `（距我约 ${JB.distance(mine.distance_m)}）` : ""}`),
     JB.el("div", { class: "said" }, JB.readable(a)),
     JB.el("div", { class: "muted" }, `${JB.time(a.created_at)} · ${JB.label("status", a.status)}`),
