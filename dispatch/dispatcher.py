@@ -307,6 +307,7 @@ class Dispatcher:
         elif verdict == Verdict.REQUEUED:  # a report, its type not certain: nobody goes on a guess, an operator decides
             self.alerter.withdraw(incident, alerted, change="requeued")
             self.alerter.forget(incident.id)
+            self._board.release(incident.id)
             _, after = self.store.amend(incident.id, actor="dispatcher", kind="requeued", entry=entry, provisional=False,
                                         type=c.type, priority=c.priority, status=Status.NEEDS_CONFIRMATION,
                                         **_place_fields(where), **said)  # fmt: skip
@@ -352,7 +353,9 @@ class Dispatcher:
             first = [*ranked, *self._follow_up(place, c.type, ranked)]
         chosen = {x.responder_id for x in first}
         # stood down from what they were told (the retraction names the incident as it was alerted)
-        stood_down = self.alerter.withdraw(incident, [r for r in alerted if r not in chosen], change="rerouted")
+        gone = [r for r in alerted if r not in chosen]
+        stood_down = self.alerter.withdraw(incident, gone, change="rerouted")
+        self._board.release(incident.id, only=gone)  # one who acknowledged it is free for other incidents again
         moved = {"from": {"place": incident.place_name, "type": incident.type},
                  "to": {"place": place.name if place else None, "type": c.type}}  # fmt: skip
         _, after = self.store.amend(incident.id, actor="dispatcher", kind="rerouted", entry=entry | moved,

@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -117,11 +117,13 @@ class ResponderBoard:
             self._status[responder_id] = "busy"
             self._engaged[responder_id] = incident_id
 
-    def release(self, incident_id: str) -> list[str]:
-        """The incident ended: whoever is still busy on it is available again; returns their ids. Someone who has
-        since acknowledged another incident, or set a status of their own, keeps it."""
+    def release(self, incident_id: str, only: Collection[str] | None = None) -> list[str]:
+        """The incident ended (or `only` these were stood down from it): whoever is still busy on it is available
+        again; returns their ids. Someone who has since acknowledged another incident, or set a status of their own,
+        keeps it."""
         with self._lock:
-            freed = [rid for rid, engaged in self._engaged.items() if engaged == incident_id]
+            freed = [rid for rid, engaged in self._engaged.items()
+                     if engaged == incident_id and (only is None or rid in only)]  # fmt: skip
             for rid in freed:
                 del self._engaged[rid]
                 self._status[rid] = "available"

@@ -193,6 +193,16 @@ async def test_a_final_naming_another_place_reroutes_it(broker: Mosquitto, tmp_p
         assert "withdrawn" in kinds_ and "rerouted" in kinds_
 
 
+async def test_a_responder_who_acknowledged_and_is_stood_down_is_free_again(broker: Mosquitto, tmp_path: Path) -> None:
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST, ITS_GUARD]) as ph:
+        await talk(rig, FIGHT)
+        [raised] = rig.dispatcher.store.list()
+        await ph[NEAREST].publish(Topics().ack(NEAREST), {"incident_id": raised.id})  # on his way already
+        await eventually(lambda: rig.service.board.status(NEAREST) == "busy", what="the ack")
+        await final(rig, ELSEWHERE)
+        assert rig.service.board.status(NEAREST) == "available" and rig.service.board.engaged_on(NEAREST) is None
+
+
 async def test_a_final_of_another_type_reroutes_it_to_whom_that_type_needs(broker: Mosquitto, tmp_path: Path) -> None:
     async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST]) as ph:
         await talk(rig, FIGHT)
