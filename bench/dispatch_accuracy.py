@@ -1,4 +1,5 @@
-"""Dispatcher accuracy: place top-1 and incident type on ../shared/demo/calls.tsv, as clean text, as text with
+"""Dispatcher accuracy: place top-1 and incident type on ../shared/demo/calls.tsv and on the blind sets
+(tests/dispatch/blind/: figures only, with missed reports and false confirmations), as clean text, as text with
 simulated ASR errors, as pinyin-only input with syllable errors, and from audio (the spoken calls, clean and
 radio-degraded at SNR 20 and 10 dB, through segmenter -> sherpa-onnx -> extract); decision time per transcript; the
 time from the end of speech to the alert on a real broker, through the running service (see bench/dispatch_audio.py).
@@ -113,15 +114,28 @@ def main() -> int:
     ap.add_argument("--snr", type=float, nargs="*", default=[20, 10], help="radio-degraded conditions (dB)")
     ap.add_argument("--noise-seeds", type=int, default=3, help="noise realisations per SNR")
     ap.add_argument("--no-audio", action="store_true", help="text rows only")
+    ap.add_argument("--no-blind", action="store_true", help="skip the blind sets (tests/dispatch/blind/*.tsv)")
     ap.add_argument("--no-latency", action="store_true", help="skip the real-time service run (~3 min)")
     ap.add_argument("--latency-snr", type=float, default=20, help="the radio copies the service replays for latency")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
           "(shared machine: figures vary)")
     text_rows(args)
+    if not args.no_blind:
+        blind_rows(args)
     if not args.no_audio:
         audio_rows(args)
     return 0
+
+
+def blind_rows(args: argparse.Namespace) -> None:
+    """The frozen blind sets (tests/dispatch/blind/): figures and confusion tables only (bench/dispatch_blind.py); the
+    same sets in 8 voices x 4 radio conditions are bench/dispatch_voices.py's."""
+    from bench.dispatch_blind import BLIND_DIR, report
+
+    extractor = Extractor(load_jurisdiction(args.jurisdiction))
+    for path in sorted(BLIND_DIR.glob("*.tsv")):
+        report(path, extractor, 3, args.rate)
 
 
 def text_rows(args: argparse.Namespace) -> None:

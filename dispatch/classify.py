@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import Any, Literal
 import yaml
 
 from dispatch.config import LexiconExtension
-from dispatch.location import FUZZY_MIN, read_input
+from dispatch.location import FUZZY_MIN, TranscriptInput, read_input
 from dispatch.phonetic import (
     Syllable,
     common_words,
@@ -43,6 +43,7 @@ from dispatch.phonetic import (
     window_scores,
     word_freq,
 )
+from dispatch.type_model import Evidence, TypeModel, features, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,8 @@ class Lexicon:
         terms += [_Term(w, "negation") for w in data["negations"]]
         if extension:
             terms += self._extension_terms(extension)
+        # the operator's own words: the type model never saw them, so they are not second-guessed
+        self.operator_words = {t.word for t in self._extension_terms(extension)} if extension else set()
         self.terms = terms
         self._by_key: dict[tuple[str, ...], list[_Term]] = defaultdict(list)
         for t in terms:
@@ -348,14 +351,93 @@ def classify_transcript(transcript_like: Any, lexicon: Lexicon | None = None) ->
     """`classify` of a whole transcript (Transcript, its dict, or a string): its text or pinyin, and the incident
     words the ASR keyword spotter heard (what the recogniser alone often mishears: 持刀 as "chi1 dao1")."""
     lexicon = lexicon or load_lexicon()
+    return decide(read_transcript(transcript_like, lexicon), load_model(), lexicon)
+
+
+@dataclass(slots=True, frozen=True)
+class Reading:
+    """What the lexicon made of a transcript: its own decision, and the features the type model reads."""
+
+    by_words: Classification
+    features: list[str]
+    severity: list[_Hit]
+    types_heard: frozenset[str]  # every incident type whose words were heard (the words' decision weighed them)
+
+
+def read_transcript(transcript_like: Any, lexicon: Lexicon | None = None) -> Reading:
+    lexicon = lexicon or load_lexicon()
     inp = read_input(transcript_like)
+    words, severity = _words(inp, lexicon)
+    evidence = [Evidence(h.term.role, h.term.weight < PLAIN, h.as_itself) for h in words]
+    names = features(inp.text, inp.syllables, evidence + [Evidence("severity") for _ in severity])
+    heard = frozenset(h.term.role for h in words if h.term.role in lexicon.default_priority)
+    return Reading(_by_words(words, severity, lexicon), names, severity, heard)
+
+
+def transcript_features(transcript_like: Any, lexicon: Lexicon | None = None) -> list[str]:
+    """The transcript as the statistical type model reads it (dispatch/type_model.py)."""
+    return read_transcript(transcript_like, lexicon).features
+
+
+@dataclass(slots=True, frozen=True)
+class Thresholds:
+    """How the lexicon's words and the model's probabilities make one decision (chosen on the corpus's held-out
+    folds: bench/type_model.py --sweep)."""
+
+    sure_words: float = 0.8  # lexicon evidence this strong, for one type only, stands ...
+    overrule: float = 0.5  # ... unless the model gives another reading at least this probability
+    routine_veto: float = 0.8  # ... which, when it is "routine", silences the words only this surely
+    sure_model: float = 0.55  # a type this probable is dispatched without the operator
+    report_like: float = 0.7  # a transmission this likely to be a report goes to the operator when the type is unsure
+    guess: float = 0.3  # ... with the model's likeliest type as the guess when it has at least this probability
+
+
+def decide(reading: Reading, model: TypeModel | None, lexicon: Lexicon, th: Thresholds = Thresholds()) -> Classification:
+    """The model reads the transcript whole; the lexicon's sure words stand unless the model is sure of another
+    reading (corpus folds: where they disagree, the model is right three times as often, but on short plain reports
+    it is unsure and the words are right). A type the model is sure of is dispatched; a transmission it hears as a
+    report without being sure of the type goes to the operator (needs_confirmation, with its best guess); what it
+    hears as routine is routine. Without a model, the lexicon decides alone."""
+    by_words, severity = reading.by_words, reading.severity
+    if model is None:
+        return by_words
+    p = model.probabilities(reading.features)
+    routine = p.get("none", 0.0)
+    guess = max((t for t in p if t != "none"), key=p.__getitem__)
+    if by_words.is_incident and not by_words.needs_confirmation and by_words.confidence >= th.sure_words:
+        top = max(p, key=p.__getitem__)
+        # the model may overrule the words with a reading they did not weigh; not with one they found weaker (喝醉
+        # 耍酒疯: a weak word of `medical` under a plain one of `dispute`), nor against the operator's own words
+        if top == by_words.type or p[top] < th.overrule or top in reading.types_heard \
+                or lexicon.operator_words.intersection(by_words.terms):
+            return by_words
+        if top == "none" and routine < th.routine_veto:  # words of an incident, said as routine: a person decides
+            return replace(by_words, needs_confirmation=True)
+    if p[guess] >= th.sure_model:
+        priority = by_words.priority if by_words.type == guess else _raised(lexicon.default_priority[guess], severity)
+        return Classification(guess, priority, by_words.terms, p[guess])  # type: ignore[arg-type]
+    if 1.0 - routine >= th.report_like or by_words.needs_confirmation:
+        if p[guess] < th.guess:  # no type stands out: the words' own reading, else none ("other")
+            guess = by_words.type if by_words.is_incident else "other"
+        priority = by_words.priority if by_words.type == guess else _raised(REPORT_PRIORITY, severity)
+        return Classification(guess, priority, by_words.terms, p.get(guess, 0.0), needs_confirmation=True)  # type: ignore[arg-type]
+    return Classification("none", "none", by_words.terms, routine)
+
+
+def _words(inp: TranscriptInput, lexicon: Lexicon) -> tuple[list[_Hit], list[_Hit]]:
+    """The lexicon's words heard in the input, overlaps resolved and negated ones dropped; and the severity words."""
     hits = lexicon.find(inp.text, inp.syllables) + lexicon.spotted(inp.keywords, inp.syllables)
     negations = [h for h in hits if h.term.role == "negation"]
     words = _longest([h for h in hits if h.term.role not in ("negation", "severity")])
     words = [h for h in words if not _negated(h, negations)]
+    severity = [h for h in hits if h.term.role == "severity" and not _negated(h, negations)]
+    return words, severity
+
+
+def _by_words(words: list[_Hit], severity: list[_Hit], lexicon: Lexicon) -> Classification:
+    """The lexicon's decision: the type whose words weigh most."""
     incident = [h for h in words if h.term.role not in ("chatter", REPORT)]
     reports = [h for h in words if h.term.role == REPORT and h.exact]  # a guess from context needs a sure word
-    severity = [h for h in hits if h.term.role == "severity" and not _negated(h, negations)]
     if not incident and reports:  # something happened, the ASR did not say what
         priority = _raised(REPORT_PRIORITY, severity)
         return Classification("other", priority, tuple(dict.fromkeys(h.term.word for h in reports)), 0.5, True)
