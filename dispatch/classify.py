@@ -203,7 +203,7 @@ class Lexicon:
             lost = 1 if n >= LOST_SYLLABLE_WORD else 0
             floor = (n - 1) * ACCENT_ONLY / n if lost else RAW_FLOOR
             for start in range(len(syllables) - n + 1):
-                if sum(a != b for a, b in zip(want, heard[start:start + n], strict=True)) > lost:
+                if _initials_differ(want, heard, start, lost):
                     continue
                 scores = window_scores(t.word, syllables, start, floor)
                 if not scores or (t.word, start) in found:
@@ -467,6 +467,18 @@ def _combined(hits: list[_Hit]) -> float:
     for w in weights.values():
         doubt *= 1.0 - w
     return round(1.0 - doubt, 6)  # rounded so that equal evidence ties and precedence decides
+
+
+def _initials_differ(want: list[str], heard: list[str | None], start: int, allowed: int) -> bool:
+    """More than `allowed` of the word's initials differ from those heard from `start` (most windows fail on their
+    first syllables: stop there, this runs for every long word at every position)."""
+    wrong = 0
+    for i, initial in enumerate(want):
+        if heard[start + i] != initial:
+            wrong += 1
+            if wrong > allowed:
+                return True
+    return False
 
 
 def _longest(hits: list[_Hit]) -> list[_Hit]:

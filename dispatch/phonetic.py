@@ -111,18 +111,27 @@ def window_scores(word: str, syllables: list[Syllable | None], start: int, floor
     `heteronyms`, a character's other readings count too (长 zhang): a recogniser or a person writing the name's
     sound character by character may have read it so (掌乐东路 for 长乐东路); for place names, which are long and
     few, not for the lexicon's many short words."""
-    want = _readings(word) if heteronyms else tuple((s.base,) for s in phrase(word))
+    want = _readings(word) if heteronyms else _reading(word)
     n = len(want)
     if start + n > len(syllables):
         return []
     scores: list[float] = []
+    total, need = 0.0, floor * n
     for i, (bases, syl) in enumerate(zip(want, syllables[start:start + n], strict=True)):
         if syl is None:
             return []
-        scores.append(max(similarity(b, syl.base) for b in bases))
-        if sum(scores) + (n - i - 1) < floor * n:
+        score = similarity(bases[0], syl.base) if len(bases) == 1 else max(similarity(b, syl.base) for b in bases)
+        scores.append(score)
+        total += score
+        if total + (n - i - 1) < need:
             return []
     return scores
+
+
+@lru_cache(maxsize=8192)
+def _reading(word: str) -> tuple[tuple[str, ...], ...]:
+    """Per character of `word`: its reading in context, alone."""
+    return tuple((s.base,) for s in phrase(word))
 
 
 @lru_cache(maxsize=4096)
