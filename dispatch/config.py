@@ -84,8 +84,16 @@ class PartialRules(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     stable_partials: int = Field(
-        3, ge=1, le=20, description="The same place and type read on this many consecutive changed partials before "
+        2, ge=1, le=20, description="The same place and type read on this many consecutive changed partials before "
         "anyone is alerted (a word half-heard at a partial's end has not held yet).",
+    )  # fmt: skip
+    stable_units: int = Field(
+        5, ge=1, le=50, description="... and held while this many syllables (characters) were heard, counting the "
+        "partial where it first appeared (partials come every ~0.3 s of speech, 1-2 syllables).",
+    )  # fmt: skip
+    after_pause: int = Field(
+        4, ge=0, le=50, description="... and past the end of its clause: a pause after the partial where it first "
+        "appeared, then this many syllables without it changing (0: no pause needed).",
     )  # fmt: skip
     min_confidence: float = Field(0.9, ge=0, le=1, description="The classification's confidence a partial must reach.")
     min_place_confidence: float = Field(
@@ -93,8 +101,8 @@ class PartialRules(BaseModel):
         "score a spotted keyword, 0.6 a generic word such as 菜市场; a place only being called counts half).",
     )  # fmt: skip
     min_priority: Priority = Field(
-        "high", description="Only incidents this urgent are alerted from partials; the others wait for the final "
-        "(seconds matter for a fight or a fire, and less urgent reports are the ones routine talk sounds like).",
+        "low", description="Only incidents at least this urgent are alerted from partials; the others wait for the "
+        "final (low: every type).",
     )  # fmt: skip
 
 

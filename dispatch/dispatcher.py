@@ -234,15 +234,14 @@ class Dispatcher:
                 continue
             if live.done:  # the final arrived while this was read: it decides
                 return
-            if live.gate.feed(Reading.of(c, where)):
+            if live.gate.feed(Reading.of(c, where, transcript)):
                 self._raise_provisional(c, where, transcript, utterance)
 
     def _read(self, transcript: Transcript) -> tuple[Classification, LocationMatch | None]:
-        """(in the reader thread) The classification, and the place only when the type is certain (the gate asks no
-        more, and most partials are read before any incident word is said)."""
+        """(in the reader thread) The classification, and the place only when there is an incident (most partials
+        are read before any incident word is said)."""
         c = self._classify(transcript)
-        certain = c.is_incident and not c.needs_confirmation
-        return c, self._locate(transcript) if certain else None
+        return c, self._locate(transcript) if c.is_incident else None
 
     def _raise_provisional(
         self, c: Classification, where: LocationMatch | None, transcript: Transcript, utterance: UtteranceRef

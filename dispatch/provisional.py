@@ -7,9 +7,14 @@ with the final transcript's reading. `bench/provisional.py` replays growing pref
 through the same gate and the same `settle`, so the figures in docs/performance.md measure this code.
 
 The gate opens once, when one reading -- a known place and an incident type the classifier is certain of (not
-待确认, not routine), urgent enough (`min_priority`) -- is confident enough and has held on `stable_partials`
-consecutive changed partials: a word half-heard at the end of a partial (打 before 打架 or 打听, 公园北路 before
-公园北路夜市) has not held yet.
+待确认, not routine), urgent enough and confident enough -- has held:
+- on `stable_partials` consecutive changed partials, and over `stable_units` syllables (characters) since that place
+  and type were first read (surely or not): a word half-heard at the end of a partial (打 before 打架 or 打听, 公园北路
+  before 公园北路夜市) has not held yet;
+- past the end of the clause it was first read in (`after_pause`): a pause after that partial, and that many syllables
+  after the pause without the reading changing. What a caller says next to an incident word most often
+  turns it (…打起来了，已经劝开了; …冒烟，是烧烤摊的), and a clause is where a speaker stops to breathe.
+A pause is a gap of `PAUSE_S` between two recognised words, or a punctuation mark in a transcript written with them.
 """
 
 from __future__ import annotations
@@ -21,11 +26,16 @@ from typing import Any
 from dispatch.config import PartialRules
 
 PRIORITIES = ("none", "low", "medium", "high", "critical")
+# A gap this long between two recognised syllables is a pause. The on-board engine ends a syllable at the next one's
+# start, or 0.25 s after its own last unit (asr.pinyin.LAST_SYLLABLE_TAIL): within a phrase the gap is 0, and on
+# the spoken calls a comma leaves 0.15-0.55 s.
+PAUSE_S = 0.1
 
 
 @dataclass(slots=True, frozen=True)
 class Reading:
-    """What one transcript (a partial or the final) says: where, what, and how sure of each."""
+    """What one transcript (a partial or the final) says: where, what, how sure of each; and how much of it was heard
+    (`units`: syllables or characters) with the pauses in it (`pauses`: a pause follows unit k, 0-based)."""
 
     type: str  # an incident type, or "none"
     priority: str
@@ -33,10 +43,14 @@ class Reading:
     confidence: float  # the classification's
     place_id: str | None
     place_confidence: float = 0.0
+    units: int = 0
+    pauses: tuple[int, ...] = ()
 
     @classmethod
-    def of(cls, classification: Any, where: Any | None) -> Reading:
-        """From a `dispatch.classify.Classification` and a `dispatch.location.LocationMatch` (or None)."""
+    def of(cls, classification: Any, where: Any | None, transcript: Any = None) -> Reading:
+        """From a `dispatch.classify.Classification`, a `dispatch.location.LocationMatch` (or None), and the
+        transcript they were read from (for its length and pauses)."""
+        units, pauses = heard(transcript) if transcript is not None else (0, ())
         return cls(
             type=classification.type,
             priority=classification.priority,
@@ -44,12 +58,35 @@ class Reading:
             confidence=classification.confidence,
             place_id=where.place.id if where is not None else None,
             place_confidence=where.confidence if where is not None else 0.0,
+            units=units,
+            pauses=pauses,
         )
 
     @property
     def certain(self) -> bool:
         """An incident whose type the classifier is sure of (what a final transcript dispatches without an operator)."""
         return self.type != "none" and not self.needs_confirmation
+
+
+def heard(transcript: Any) -> tuple[int, tuple[int, ...]]:
+    """(units, pauses) of a transcript: its recognised words with their timing when it has them (a pause where the
+    gap reaches PAUSE_S), else its characters (a pause at a punctuation mark), else its pinyin syllables (no pause
+    known). A pause is known only once a word follows it."""
+    words = getattr(transcript, "words", None) or (transcript.get("words") if isinstance(transcript, dict) else None)
+    if words:
+        ends = [(_get(w, "start"), _get(w, "end")) for w in words]
+        return len(ends), tuple(k for k in range(len(ends) - 1) if ends[k + 1][0] - ends[k][1] >= PAUSE_S)
+    text = _get(transcript, "text") if not isinstance(transcript, str) else transcript
+    if text:
+        spoken = [i for i, c in enumerate(text) if c.isalnum()]
+        pauses = tuple(k for k in range(len(spoken) - 1) if any(not c.isalnum() and not c.isspace()
+                                                                 for c in text[spoken[k] + 1 : spoken[k + 1]]))  # fmt: skip
+        return len(spoken), pauses
+    return len((_get(transcript, "pinyin") or "").split()), ()
+
+
+def _get(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
 class Verdict(StrEnum):
@@ -81,14 +118,15 @@ class PartialGate:
     """One utterance's partials, read one by one; `feed` answers True once, when the provisional incident should be
     raised (its reading is then `fired`). Partials whose words did not change are not read again (`changed`)."""
 
-    __slots__ = ("_held", "_last_key", "_streak", "fired", "rules")
+    __slots__ = ("_anchor", "_last_key", "_since", "_streak", "fired", "rules")
 
     def __init__(self, rules: PartialRules) -> None:
         self.rules = rules
         self.fired: Reading | None = None
         self._last_key: tuple[Any, ...] | None = None
-        self._held: tuple[str | None, str] | None = None  # the (place, type) of the current streak
-        self._streak = 0
+        self._anchor: tuple[str, str] | None = None  # the (place, type) read on the latest partials, sure or not
+        self._since = 0  # units heard when it first appeared
+        self._streak = 0  # consecutive partials that read it surely (qualifies)
 
     def changed(self, transcript: Any) -> bool:
         """True (and remembered) when this partial says something the previous one did not."""
@@ -105,16 +143,28 @@ class PartialGate:
     def feed(self, reading: Reading) -> bool:
         if self.fired is not None:
             return False
-        if not self.qualifies(reading):
-            self._held, self._streak = None, 0
+        if reading.type == "none" or reading.place_id is None:
+            self._anchor, self._streak = None, 0
             return False
         key = (reading.place_id, reading.type)
-        self._streak = self._streak + 1 if key == self._held else 1
-        self._held = key
-        if self._streak < self.rules.stable_partials:
+        if key != self._anchor:  # where this place and type were first read (the incident word, perhaps unsure yet)
+            self._anchor, self._since, self._streak = key, reading.units, 0
+        self._streak = self._streak + 1 if self.qualifies(reading) else 0
+        if not self.held(reading):
             return False
         self.fired = reading
         return True
+
+    def held(self, reading: Reading) -> bool:
+        """Has it been read surely on enough partials, over enough syllables since it first appeared, and past the
+        end of the clause it appeared in?"""
+        r = self.rules
+        if self._streak < r.stable_partials or reading.units - self._since + 1 < r.stable_units:
+            return False
+        if r.after_pause == 0:
+            return True
+        pause = next((k for k in reading.pauses if k >= self._since - 1), None)  # at or after where it appeared
+        return pause is not None and reading.units - (pause + 1) >= r.after_pause
 
     def qualifies(self, reading: Reading) -> bool:
         """Certain of its type, urgent enough, confident of both, at a known place."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +62,44 @@ def test_the_phrases_mean_what_these_tests_need() -> None:
 # --- the gate and the verdict, on plain readings -------------------------------------------------------------------
 
 FIGHT_HERE = Reading("fight", "high", False, 1.0, "meishijie", 0.95)
+RULES = PartialRules(stable_partials=2, stable_units=5, after_pause=3, min_confidence=0.9, min_place_confidence=0.7,
+                     min_priority="high")  # fmt: skip
 
 
-def test_the_gate_opens_once_on_a_certain_reading_that_holds() -> None:
-    gate = PartialGate(PartialRules(stable_partials=3, min_confidence=0.9, min_place_confidence=0.85))
-    nothing = Reading("none", "none", False, 0.9, "meishijie", 0.95)
-    fed = [nothing, FIGHT_HERE, FIGHT_HERE, nothing, FIGHT_HERE, FIGHT_HERE]  # broken before it held three times
-    assert [gate.feed(r) for r in fed] == [False] * 6 and not gate.open
-    assert gate.feed(FIGHT_HERE) and gate.fired == FIGHT_HERE
-    assert not gate.feed(FIGHT_HERE)  # once
+def heard_as(units: int, reading: Reading = FIGHT_HERE, pauses: tuple[int, ...] = (6,), **changes: Any) -> Reading:
+    """`reading` on a partial of `units` syllables; by default 美食街有人打架 | 请求支援…: a pause after the 7th."""
+    return replace(reading, units=units, pauses=tuple(p for p in pauses if p < units - 1), **changes)
+
+
+def test_the_gate_opens_once_a_certain_reading_has_held_past_the_end_of_its_clause() -> None:
+    gate = PartialGate(RULES)
+    said = [heard_as(5, type="none", place_id="meishijie"),  # 美食街有人
+            heard_as(6, needs_confirmation=True),  # 美食街有人打: a fight? not sure yet
+            heard_as(7), heard_as(8), heard_as(9),  # 美食街有人打架 | 请 求: the clause has ended, 2 syllables after
+            heard_as(10)]  # 支: three syllables after the pause, five since 打  # fmt: skip
+    assert [gate.feed(r) for r in said] == [False] * 5 + [True] and gate.fired == said[-1]
+    assert not gate.feed(heard_as(11))  # once
+
+
+def test_without_a_pause_after_it_the_final_decides() -> None:
+    gate = PartialGate(RULES)
+    assert not any(gate.feed(heard_as(n, pauses=())) for n in range(6, 30))
+    gate = PartialGate(RULES)  # a pause before the incident was first read is not the end of its clause
+    assert not any(gate.feed(heard_as(n, pauses=(3,))) for n in range(6, 30))
+    counting = PartialGate(RULES.model_copy(update={"after_pause": 0}))  # no pause needed: held is enough
+    assert [counting.feed(heard_as(n, pauses=())) for n in range(7, 12)] == [False] * 4 + [True]
+
+
+def test_two_sure_readings_in_a_row_are_needed_and_a_change_starts_again() -> None:
+    gate = PartialGate(RULES)
+    unsure = [heard_as(n, needs_confirmation=True) for n in range(6, 14)]
+    assert not any(gate.feed(r) for r in unsure)
+    assert not gate.feed(heard_as(14)) and gate.feed(heard_as(15))
+    elsewhere = replace(FIGHT_HERE, place_id="changle-gongyuan")
+    said = [heard_as(7), heard_as(8), heard_as(9, elsewhere), heard_as(10, elsewhere), heard_as(11, elsewhere),
+            heard_as(12, elsewhere)]  # fmt: skip
+    again = PartialGate(RULES)
+    assert not any(again.feed(r) for r in said)  # first read at 9 syllables: the pause after the 7th came before it
 
 
 @pytest.mark.parametrize(
@@ -80,20 +110,12 @@ def test_the_gate_opens_once_on_a_certain_reading_that_holds() -> None:
         Reading("fight", "high", False, 1.0, None),  # no known place
         Reading("fight", "high", False, 0.6, "meishijie", 0.95),  # not confident of the type
         Reading("fight", "high", False, 1.0, "paichusuo", 0.475),  # a place only being called
-        Reading("dispute", "medium", False, 1.0, "meishijie", 0.95),  # not urgent: the final decides
+        Reading("dispute", "medium", False, 1.0, "meishijie", 0.95),  # not urgent enough for these rules
     ],
 )
 def test_the_gate_never_opens_on_an_unsure_reading(reading: Reading) -> None:
-    gate = PartialGate(PartialRules(stable_partials=2, min_confidence=0.9, min_place_confidence=0.7, min_priority="high"))
-    assert not any(gate.feed(reading) for _ in range(10))
-
-
-def test_a_change_in_place_or_type_starts_the_streak_again() -> None:
-    gate = PartialGate(PartialRules(stable_partials=2, min_confidence=0.9, min_place_confidence=0.85))
-    other_place = Reading("fight", "high", False, 1.0, "changle-gongyuan", 0.95)
-    other_type = Reading("dispute", "medium", False, 1.0, "meishijie", 0.95)
-    assert [gate.feed(r) for r in (FIGHT_HERE, other_place, other_type, FIGHT_HERE)] == [False] * 4
-    assert gate.feed(FIGHT_HERE)
+    gate = PartialGate(RULES)
+    assert not any(gate.feed(heard_as(n, reading)) for n in range(7, 30))
 
 
 def test_repeated_partials_are_not_read_again() -> None:
