@@ -22,7 +22,6 @@ import argparse
 import csv
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from machine import describe  # noqa: E402  # a sibling script: bench/ is on sys.path when one is run
+from asr_accuracy import degrade  # noqa: E402  # sibling scripts: bench/ is on sys.path when one is run
+from machine import describe  # noqa: E402
 from rapidfuzz.distance import Levenshtein  # noqa: E402
 
 from asr.combine import combine  # noqa: E402
@@ -52,7 +52,6 @@ from dispatch.vocabulary import decoder_words  # noqa: E402
 
 SHARED = shared_dir()
 MODEL = SHARED / "models" / "sherpa-onnx-kws-zipformer-wenetspeech-3.3M-2024-01-01-mobile"
-DEGRADE = SHARED / "tools" / "radio_degrade.py"
 JURISDICTION = SHARED / "demo" / "jurisdiction.yaml"
 WHISPER_BASE = "Whisper base (faster-whisper int8, 1 thread) on the shared real speech: CER about 25 % at RTF 0.39"
 
@@ -198,16 +197,6 @@ def text_check(service: HanziDecoder) -> None:
             ms = (time.perf_counter() - began) * 1000 / len(sentences)
             parts.append(f"{label} CER {cer(pairs)[0]:5.1%} ({ms:.2f} ms)")
         print(f"    {name:<30} " + "  ".join(parts))
-
-
-def degrade(items: list[tuple[str, Path]], snr: int, out_dir: Path) -> list[tuple[str, Path]]:
-    degraded = []
-    for n, (text, src) in enumerate(items):
-        dst = out_dir / f"{src.stem}_{snr}dB.wav"
-        subprocess.run([sys.executable, str(DEGRADE), str(src), str(dst), "--snr", str(snr), "--click",
-                        "--squelch-tail", "0.25", "--lead", "0.4", "--trail", "0.4", "--seed", str(n)], check=True)
-        degraded.append((text, dst))
-    return degraded
 
 
 def main() -> int:

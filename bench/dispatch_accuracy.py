@@ -42,7 +42,8 @@ from bridge.shared import shared_dir  # noqa: E402
 from dispatch.classify import incident_terms  # noqa: E402
 from dispatch.extract import Extractor  # noqa: E402
 from dispatch.gazetteer import load_jurisdiction  # noqa: E402
-from dispatch.phonetic import FINAL_FOLD, INITIAL_FOLD, common_words, split, text_syllables  # noqa: E402
+from dispatch.phonetic import common_words, text_syllables  # noqa: E402
+from dispatch.type_model import misheard  # noqa: E402
 
 SHARED = shared_dir()
 
@@ -68,26 +69,9 @@ def swap_characters(text: str, rate: float, rng: random.Random, table: dict[str,
     return "".join(out)
 
 
-ACCENT = {**{v: k for k, v in INITIAL_FOLD.items()}, **INITIAL_FOLD}
-NASAL = {**{v: k for k, v in FINAL_FOLD.items()}, **FINAL_FOLD}
-
-
 def garble_pinyin(text: str, rate: float, rng: random.Random, vocabulary: list[str]) -> str:
-    out = []
-    for s in text_syllables(text):
-        if s is None:
-            continue
-        base = s.base
-        if rng.random() < rate:
-            ini, fin = split(base)
-            if rng.random() < 0.25:
-                base = rng.choice(vocabulary)
-            elif ini in ACCENT and (fin not in NASAL or rng.random() < 0.5):
-                base = ACCENT[ini] + fin
-            elif fin in NASAL:
-                base = ini + NASAL[fin]
-        out.append(base)
-    return " ".join(out)
+    """`text` as plain pinyin misheard on a radio (dispatch.type_model.misheard, which the type model trains on)."""
+    return " ".join(s.base for s in misheard(text_syllables(text), rate, rng, vocabulary))
 
 
 def evaluate(extractor: Extractor, rows: list[dict], inputs: list[str], timings: list[float]) -> tuple[int, int, int, int, int]:
