@@ -369,31 +369,9 @@ def read_transcript(transcript_like: Any, lexicon: Lexicon | None = None) -> Rea
     inp = read_input(transcript_like)
     words, severity = _words(inp, lexicon)
     evidence = [Evidence(h.term.role, h.term.weight < PLAIN, h.as_itself) for h in words]
-    names = features(_characters(transcript_like, inp), inp.syllables, evidence + [Evidence("severity") for _ in severity])
+    names = features(inp.text, inp.syllables, evidence + [Evidence("severity") for _ in severity])
     heard = frozenset(h.term.role for h in words if h.term.role in lexicon.default_priority)
     return Reading(_by_words(words, severity, lexicon), names, severity, heard)
-
-
-def _characters(transcript_like: Any, inp: TranscriptInput) -> str:
-    """Characters for the model's character, word and meaning features: the text; for a pinyin-only transcript, the
-    characters decoded from its pinyin (the transcript's own `readable`, or decoded here from toned syllables, as the
-    on-board engine's are). The lexicon keeps matching the pinyin itself: its rules are made for what was heard."""
-    if inp.text:
-        return inp.text
-    readable = (transcript_like.get("readable") if isinstance(transcript_like, dict)
-                else getattr(transcript_like, "readable", "")) or ""
-    heard = [s for s in inp.syllables if s is not None]
-    if readable or not heard or any(s.tone is None for s in heard):
-        return readable
-    return _decoder().decode([f"{s.base}{s.tone}" for s in heard])
-
-
-@lru_cache(maxsize=1)
-def _decoder() -> Any:
-    from asr.hanzi import HanziDecoder
-    from dispatch.vocabulary import decoder_words
-
-    return HanziDecoder(decoder_words())
 
 
 def transcript_features(transcript_like: Any, lexicon: Lexicon | None = None) -> list[str]:
@@ -411,7 +389,7 @@ class Thresholds:
     routine_veto: float = 0.8  # ... which, when it is "routine", silences the words only this surely
     sure_model: float = 0.55  # a type this probable is dispatched without the operator
     report_like: float = 0.7  # a transmission this likely to be a report goes to the operator when the type is unsure
-    guess: float = 0.4  # ... with the model's likeliest type as the guess when it has at least this probability
+    guess: float = 0.3  # ... with the model's likeliest type as the guess when it has at least this probability
 
 
 def decide(reading: Reading, model: TypeModel | None, lexicon: Lexicon, th: Thresholds = Thresholds()) -> Classification:

@@ -209,11 +209,10 @@ _ACCENT = {**{v: k for k, v in INITIAL_FOLD.items()}, **INITIAL_FOLD}
 _NASAL = {**{v: k for k, v in FINAL_FOLD.items()}, **FINAL_FOLD}
 
 
-def misheard(syllables: Sequence[Syllable | None], rate: float, rng: random.Random, vocabulary: Sequence[str],
-             tones: bool = False) -> list[Syllable]:
-    """The syllables as a recogniser on a radio channel may give them: each, with probability `rate`, changed by an
-    accent confusion (zh->z, ing->in, n->l) or, one time in four, replaced by a random syllable; toneless, or with
-    `tones` each keeping its tone but one time in five heard in another."""
+def misheard(syllables: Sequence[Syllable | None], rate: float, rng: random.Random, vocabulary: Sequence[str]
+             ) -> list[Syllable]:
+    """The syllables as a recogniser on a radio channel may give them, toneless: each, with probability `rate`,
+    changed by an accent confusion (zh->z, ing->in, n->l) or, one time in four, replaced by a random syllable."""
     out = []
     for s in syllables:
         if s is None:
@@ -227,8 +226,7 @@ def misheard(syllables: Sequence[Syllable | None], rate: float, rng: random.Rand
                 base = _ACCENT[ini] + fin
             elif fin in _NASAL:
                 base = ini + _NASAL[fin]
-        tone = s.tone if tones and rng.random() >= 0.2 else (rng.randint(1, 4) if tones else None)
-        out.append(Syllable(base, tone))
+        out.append(Syllable(base, None))
     return out
 
 
@@ -245,10 +243,8 @@ def training_views(rows: Sequence[tuple[str, str]], noisy_copies: int = 2, seed:
         if not pinyin:
             continue
         yield type_, {"pinyin": " ".join(f"{s.base}{s.tone}" for s in syllables if s)}
-        for copy in range(noisy_copies):  # toned, as the on-board engine gives it (characters decoded from that),
-            toned = copy % 2 == 1  # ... and plain, as a person may type it
-            heard = misheard(syllables, 0.1, rng, vocabulary, tones=toned)
-            yield type_, {"pinyin": " ".join(f"{s.base}{s.tone}" if toned else s.base for s in heard)}
+        for _ in range(noisy_copies):
+            yield type_, {"pinyin": " ".join(s.base for s in misheard(syllables, 0.1, rng, vocabulary))}
 
 
 # Radio frames for the lexicon's own words (see `lexicon_rows`): neutral enough for a noun (火灾) and a verb (打架) alike.

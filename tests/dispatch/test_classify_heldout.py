@@ -61,6 +61,7 @@ def test_routine_chatter_stays_none_in_every_form(form: str) -> None:
         ("老太太摔了一跤", "medical"),
         ("孩子跟家人走散了", "missing"),
         ("有人在店里砸东西", "dispute"),
+        ("他被人用砖头砸破了头", "weapon"),  # hit with a brick: an attack with an implement (持械), the injury raising it
         ("有人专门骗老人", "fraud"),
         ("有人在卖假药", "fraud"),
         ("有人跳河了", "medical"),
@@ -77,13 +78,6 @@ def test_routine_chatter_stays_none_in_every_form(form: str) -> None:
 )
 def test_common_wordings(said: str, expected: str) -> None:
     assert [type_of(as_input(said, form)) for form in ("characters", "toned", "plain")] == [expected] * 3
-
-
-@pytest.mark.parametrize("form", ["characters", "toned", "plain"])
-def test_a_head_broken_with_a_brick_is_an_attack_or_an_injury(form: str) -> None:
-    # both are right for the dispatcher (police and an ambulance go either way); which one the model leans to
-    # depends on the form it hears
-    assert type_of(as_input("他被人用砖头砸破了头", form)) in ("weapon", "medical")
 
 
 def test_drunk_words_only_decide_alone() -> None:

@@ -78,7 +78,7 @@ def test_radio_mishearings_are_reproducible_and_toneless() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("form", "type_at_least", "missed_at_most"), [("text", 0.8, 0.03), ("toned", 0.8, 0.03)])
+@pytest.mark.parametrize(("form", "type_at_least", "missed_at_most"), [("text", 0.82, 0.03), ("toned", 0.78, 0.04)])
 def test_blind_set(form: str, type_at_least: float, missed_at_most: float) -> None:
     """set_b.tsv (the claim set, written by a helper that never saw the lexicon, the corpus or the model): the type of
     its reports, the reports that reach nobody, and the routine lines that raise an incident without a person."""
