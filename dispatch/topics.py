@@ -1,7 +1,9 @@
 """Every MQTT topic jingbao uses, built and parsed here and nowhere else.
 
 Published by jingbao (under the configured prefix, "jingbao" by default):
-  <prefix>/alerts/<responder_id>   QoS 1 alert to one responder (persistent sessions: delivered when the phone returns)
+  <prefix>/alerts/<responder_id>   QoS 1 alert to one responder (persistent sessions: delivered when the phone returns);
+                                   `kind` alert | update | retraction (a provisional alert confirmed, moved or
+                                   withdrawn by its final transcript: dispatch/alerts.py)
   <prefix>/incidents/<incident_id> retained current state of an incident
   <prefix>/events                  {type: new|update|end, before, after} for consoles
   <prefix>/available               retained "online" / "offline" (the last will)
