@@ -27,6 +27,7 @@ import cn2an
 from dispatch.gazetteer import Jurisdiction, Place
 from dispatch.phonetic import (
     Syllable,
+    jieba_words,
     looks_like_pinyin,
     parse_pinyin,
     phrase,
@@ -301,7 +302,7 @@ def _whole_words(text: str, start: int, end: int) -> bool:
     if word_freq(text[start:end]) >= COMMON_WORD_FREQ:
         return False
     bounds = {0}
-    for token in _jieba_tokens(text):
+    for token in jieba_words(text):
         bounds.add(max(bounds) + len(token))
     # The segmenter does not know the misheard name and may join its edge to a neighbour that is how places are
     # spoken of: 我在|业市 read as 在业, 皮具士品城|东门 as 城东, 辟具城|门口 as 城门. Such a neighbour keeps the edge.
@@ -350,14 +351,6 @@ def _call_follows(syllables: list[Syllable | None], at: int) -> bool:
 def _bound_syllables() -> frozenset[str]:
     """Toned syllables of the function words and locatives that may follow or precede a place (到 dao4, 里 li3)."""
     return frozenset(f"{s.base}{s.tone}" for ch in _QUALIFIER_OK | _LOCATIVE for s in text_syllables(ch) if s)
-
-
-@lru_cache(maxsize=256)
-def _jieba_tokens(text: str) -> tuple[str, ...]:
-    import jieba
-
-    word_freq("")  # jieba initialised quietly
-    return tuple(jieba.cut(text, HMM=False))
 
 
 def _unqualified(text: str, start: int) -> bool:

@@ -200,3 +200,12 @@ def _reading_index() -> dict[tuple[str, ...], int]:
 def common_words(min_freq: int, length: int | None = None) -> list[str]:
     """The dictionary's words at least `min_freq` common (of `length` characters, if given)."""
     return [w for w, f in _jieba_freq().items() if f >= min_freq and (length is None or len(w) == length)]
+
+
+@lru_cache(maxsize=256)
+def jieba_words(text: str) -> tuple[str, ...]:
+    """`text` cut into jieba's dictionary words (no HMM guesses at unknown words), jieba initialised quietly."""
+    import jieba
+
+    word_freq("")
+    return tuple(jieba.cut(text, HMM=False))

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dispatch.phonetic import FINAL_FOLD, INITIAL_FOLD, Syllable, split
+from dispatch.phonetic import FINAL_FOLD, INITIAL_FOLD, Syllable, jieba_words, split
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +84,7 @@ def features(text: str, syllables: Sequence[Syllable | None], evidence: Iterable
 
 def _words(text: str) -> list[str]:
     """The text's Chinese words (jieba, dictionary only)."""
-    import jieba
-
-    from dispatch.phonetic import word_freq
-
-    word_freq("")  # jieba initialised quietly
-    return [w for w in jieba.cut(text, HMM=False) if _CJK.fullmatch(w) and not w.isdigit()]
+    return [w for w in jieba_words(text) if _CJK.fullmatch(w) and not w.isdigit()]
 
 
 @lru_cache(maxsize=65536)

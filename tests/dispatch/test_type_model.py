@@ -8,7 +8,7 @@ import random
 import pytest
 
 from bench.dispatch_blind import BLIND_DIR, read_set, toned_pinyin
-from dispatch.classify import classify, load_lexicon, read_transcript
+from dispatch.classify import classify, decide, load_lexicon, read_transcript
 from dispatch.phonetic import text_syllables
 from dispatch.type_model import MODEL_FILE, TypeModel, corpus_hash, load_model, misheard, read_corpus
 from tests.dispatch.chatter import ROUTINE_CHATTER
@@ -26,8 +26,6 @@ def test_a_missing_model_leaves_the_lexicon_to_decide(tmp_path) -> None:
     with pytest.raises(OSError):
         TypeModel.load(tmp_path / "absent.npz")
     reading = read_transcript("美食街有人打架")
-    from dispatch.classify import decide
-
     assert decide(reading, None, load_lexicon()) == reading.by_words
 
 
