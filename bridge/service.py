@@ -19,6 +19,7 @@ from bridge.bus import EventBus
 from bridge.channel import Channel
 from bridge.config import Config
 from bridge.db import connect
+from bridge.looplag import LoopLagMonitor
 from bridge.web import create_app
 from hardware.radios import Radios
 
@@ -29,6 +30,7 @@ class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.bus = EventBus()
+        self.loop_lag = LoopLagMonitor()
         self.archive = Archive(config.storage)
         self.db = connect(config.storage.database)
         self.transcripts = TranscriptStore(connect(config.storage.database))
@@ -39,7 +41,8 @@ class Service:
         self.radios = Radios([ch.config for ch in self.channels], config.patches, self._is_receiving)
 
     def channel_states(self) -> list[dict[str, Any]]:
-        states = [ch.state.to_dict() for ch in self.channels]
+        """Each channel's state, with its recognition lag and the event loop's lag (one loop serves every channel)."""
+        states = [ch.state.to_dict() | self.loop_lag.to_dict() for ch in self.channels]
         if self.recognition is not None:
             lag = self.recognition.lag()
             for state in states:
@@ -48,8 +51,10 @@ class Service:
 
     async def run(self, serve_http: bool = True) -> None:
         logger.info("starting %d channels; archive in %s", len(self.channels), self.config.storage.data_dir)
-        self.recognition = await self._build_recognition()
+        # watching from the very start: a stall while recognition and the radios come up delays the first requests too
+        loop_lag = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         try:
+            self.recognition = await self._build_recognition()
             await self.radios.open(on_fault=self._radio_fault)  # a line that fails to open is that channel's fault
             for ch in self.channels:
                 ch.line = self.radios.lines.get(ch.config.id)
@@ -70,6 +75,7 @@ class Service:
         except* _Done:
             pass
         finally:
+            loop_lag.cancel()
             await self.radios.close()  # every PTT unkeyed, whatever ended the service
             if self.recognition is not None:
                 await self.recognition.close()

@@ -1,6 +1,7 @@
 """Health and channel state.
 
-    GET /healthz                      -> {"ok", "channels", "running", "faults"}       (no login: for supervisors)
+    GET /healthz                      -> {"ok", "channels", "running", "faults",       (no login: for supervisors)
+                                          "loop_lag_s", "loop_lag_max_s", "loop_stalls"}
     GET /api/channels                 -> [channel state, ...]                          (any logged-in user)
     GET /api/channels/{id}            -> channel state; 404 unknown                    (any logged-in user)
 """
@@ -25,6 +26,7 @@ async def healthz(web: Web) -> dict[str, Any]:
         "channels": len(channels),
         "running": sum(c["running"] for c in channels),
         "faults": sum(c["active_faults"] for c in channels) + len(web.service.archive.faults),
+        **web.service.loop_lag.to_dict(),
     }
 
 

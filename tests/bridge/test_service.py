@@ -79,7 +79,9 @@ async def test_every_call_on_every_channel_is_archived_and_reported(tmp_path, ca
     by_id = {s["id"]: s for s in states}
     assert by_id["ch-a"]["utterances"] == 3 and by_id["ch-b"]["utterances"] == 2
     assert one["last_utterance"]["duration"] > 1.0
+    loop = {k: health.pop(k) for k in ("loop_lag_s", "loop_lag_max_s", "loop_stalls")}
     assert health == {"ok": True, "channels": 2, "running": 0, "faults": 0}
+    assert loop["loop_lag_max_s"] < 1.0 and "loop_lag_max_s" in by_id["ch-a"]
     assert missing.status_code == 404
     assert refused.status_code == 401 and login.status_code == 200  # channel state is for logged-in users
     archived = service.archive.list(limit=100)
