@@ -1,4 +1,5 @@
-"""How many 5 s utterances per second the archive makes durable (encode + fsync + rename + chained row), per format.
+"""How many 5 s utterances per second the archive makes durable (encode + fsync + rename + chained row), per format,
+and the CPU time each one costs (this process and any child processes it waited for).
 
 Run: .venv/bin/python bench/archive_throughput.py [--count N] [--dir DIR]
 DIR should be on the disk the archive will live on: fsync cost is most of the WAV figure.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +38,14 @@ def speech_like_pcm(seconds: float = UTTERANCE_S, seed: int = 0) -> bytes:
     return float_to_pcm(0.15 * voice * envelope + 0.01 * rng.standard_normal(t.size))
 
 
-def _rate(audio_format: str, count: int, threads: int, pcm: bytes, base: Path) -> float:
+def _cpu_s() -> float:
+    """CPU seconds (user + system) used so far by this process and by its finished children (an encoder process)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _rate(audio_format: str, count: int, threads: int, pcm: bytes, base: Path) -> tuple[float, float]:
+    """(utterances stored per second of wall time, CPU milliseconds per utterance)."""
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{audio_format}-", dir=base))
     start0 = time.time()
     utterances = [
@@ -44,26 +53,30 @@ def _rate(audio_format: str, count: int, threads: int, pcm: bytes, base: Path) -
         for i in range(count)
     ]
     with Archive(StorageConfig(data_dir=data_dir, audio_format=audio_format)) as archive:
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), _cpu_s()
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(archive.store, utterances))
-        elapsed = time.perf_counter() - began
+        elapsed, cpu = time.perf_counter() - began, _cpu_s() - cpu_began
         if not archive.verify().ok:
             raise RuntimeError("archive did not verify after the benchmark")
-    return count / elapsed
+    return count / elapsed, 1000 * cpu / count
 
 
 def archive_bench(count: int = 20, base: Path | None = None) -> dict[str, object]:
-    """Utterances per second stored, by format and by number of storing threads (1 and 2)."""
+    """Utterances per second stored and CPU ms per utterance, by format and by number of storing threads (1 and 2)."""
     pcm = speech_like_pcm()
+    rates: dict[str, float] = {}
+    cpu_ms: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="jingbao-bench-", dir=base) as tmp:
-        rates = {
-            f"{fmt}_threads{threads}": round(_rate(fmt, count, threads, pcm, Path(tmp)), 1)
-            for fmt in ("opus", "wav", "flac")
-            for threads in (1, 2)
-        }
+        for fmt in ("opus", "wav", "flac"):
+            for threads in (1, 2):
+                rate, cpu = _rate(fmt, count, threads, pcm, Path(tmp))
+                rates[f"{fmt}_threads{threads}"], cpu_ms[f"{fmt}_threads{threads}"] = round(rate, 1), round(cpu, 1)
     cores = len(os.sched_getaffinity(0))
-    return {"cpu": cpu_model(), "cores": cores, "utterance_s": UTTERANCE_S, "count": count, "utterances_per_s": rates}
+    return {
+        "cpu": cpu_model(), "cores": cores, "load": round(os.getloadavg()[0], 1), "utterance_s": UTTERANCE_S,
+        "count": count, "utterances_per_s": rates, "cpu_ms_per_utterance": cpu_ms,
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -73,10 +86,17 @@ def main() -> None:
     args = parser.parse_args()
     result = archive_bench(args.count, args.dir)
     print(f"archive throughput, {UTTERANCE_S:.0f} s utterances, {result['count']} per run")
-    print(f"machine: {result['cpu']} ({result['cores']} cores usable), Python {platform.python_version()}")
+    print(
+        f"machine: {result['cpu']} ({result['cores']} cores usable), Python {platform.python_version()}, "
+        f"load average {result['load']}"
+    )
+    cpu_ms: dict[str, float] = result["cpu_ms_per_utterance"]  # type: ignore[assignment]
     for key, rate in result["utterances_per_s"].items():  # type: ignore[union-attr]
         fmt, threads = key.split("_threads")
-        print(f"  {fmt:<5} {threads} thread(s): {rate:7.1f} utterances/s  ({rate * UTTERANCE_S:7.0f} s of audio per s)")
+        print(
+            f"  {fmt:<5} {threads} thread(s): {rate:7.1f} utterances/s  ({rate * UTTERANCE_S:7.0f} s of audio per s), "
+            f"{cpu_ms[key]:6.1f} ms CPU per utterance"
+        )
 
 
 if __name__ == "__main__":

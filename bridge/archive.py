@@ -5,11 +5,20 @@ start), writing a temp file in the same folder, fsync-ing it, renaming it into p
 it inserts the row in one transaction (SQLite WAL, synchronous=FULL). Only when `store` returns is the utterance
 accepted, and from then on it survives the process dying. Tamper evidence lives in `bridge.archive_verify`.
 
+Opus (in Ogg) and FLAC are encoded in this process by libsndfile (the `soundfile` wheel bundles it with libopus and
+libFLAC), into memory: at 200 channels, starting an encoder process per utterance cost more CPU than FLAC-encoding
+the utterance (about 70 ms against 2 ms for 5 s of audio, docs/performance.md). Of `storage.opus_bitrate`, the
+target bitrate is honoured, from 6k to 256k (libsndfile's range for mono; VBR, so a file averages near it, plus
+about 1 kb/s of Ogg pages). Not settable through libsndfile: the Opus application is "audio", not "voip" (which the
+former ffmpeg encoder used), and the complexity is fixed at 10. Reading the archive back (`read_pcm`) still goes
+through ffmpeg, as every other file the bridge reads does.
+
 Faults never drop audio silently; each is logged at ERROR and appended to `Archive.faults`:
-- Encode failure (ffmpeg missing, crashing, rejecting the bitrate): the utterance is archived anyway as a WAV
-  (stdlib `wave`, no external process), and the row's `fault` column says why. That column is part of the hash
+- Encode failure (libsndfile missing or failing, a bitrate it cannot use): the utterance is archived anyway as a
+  WAV (stdlib `wave`), and the row's `fault` column says why. That column is part of the hash
   chain, so the record of what went wrong is as trustworthy as the audio. Its status stays 'pending': ASR can
-  still transcribe it, which an 'encode_failed' status would prevent.
+  still transcribe it, which an 'encode_failed' status would prevent. Encoding happens in memory, before any file is
+  opened, so a full disk is never mistaken for an encode failure.
 - Write failure (disk full, I/O or database error): nothing can be made durable, so the utterance is held in
   memory (`Archive.held`) and `store` raises `ArchiveUnavailable`; held utterances are retried, oldest first,
   before every later `store`, every `retry_interval_s` on a timer (a quiet channel sends no later store) and a
@@ -24,12 +33,11 @@ accepted, and verify reports such files as incomplete writes, apart from tamperi
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
-import shutil
 import sqlite3
-import subprocess
 import threading
 import time
 import wave
@@ -37,7 +45,10 @@ from collections import deque
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any, BinaryIO, Literal
+
+import numpy as np
 
 from bridge.archive_verify import GENESIS_HASH, VerifyReport, chain_hash, file_sha256, verify_rows
 from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH, levels_dbfs
@@ -50,7 +61,9 @@ logger = logging.getLogger(__name__)
 
 AudioFormat = Literal["opus", "wav", "flac"]
 EXTENSIONS: dict[str, str] = {"opus": "opus", "wav": "wav", "flac": "flac"}
-FFMPEG_TIMEOUT_S = 60.0
+OPUS_BITRATE = re.compile(r"^(\d+(?:\.\d+)?)([kKM]?)$")  # the forms ffmpeg's -b:a took: 24k, 24000, 24.5k
+# libsndfile maps its compression level c (0..1) to an Opus target of int((1 - c) * 250000 + 6000) b/s per channel.
+OPUS_MIN_BPS, OPUS_MAX_BPS = 6_000, 256_000
 RETRY_INTERVAL_S = 5.0  # held utterances (disk full) are retried this often even when no new utterance comes
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")  # ids and channels become path components
 STATUS = re.compile(r"^[a-z_]{1,32}$")
@@ -92,7 +105,7 @@ class ArchiveUnavailable(ArchiveError):
 
 
 class EncodeError(Exception):
-    """ffmpeg is missing or failed to encode."""
+    """The configured format could not be encoded (libsndfile missing or failing, unusable bitrate, no audio)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +180,13 @@ class Archive:
         self._timer_lock = threading.Lock()
         self._retry_timer: threading.Timer | None = None
         self._closed = False
-        if not readonly and storage.audio_format != "wav" and shutil.which("ffmpeg") is None:
-            logger.error("ffmpeg not found on PATH: utterances will be archived as WAV instead of %s", storage.audio_format)
+        if not readonly and storage.audio_format != "wav":  # said once at start-up; each utterance carries the fault too
+            try:
+                _load_soundfile()
+                if storage.audio_format == "opus":
+                    opus_compression_level(storage.opus_bitrate)
+            except EncodeError as e:
+                logger.error("%s: utterances will be archived as WAV instead of %s", e, storage.audio_format)
 
     def close(self) -> None:
         """Stop the retry timer, try the held utterances a last time, log loudly any that are still not on disk."""
@@ -294,12 +312,15 @@ class Archive:
         day = datetime.fromtimestamp(utt.start, UTC)
         folder = self.archive_dir / f"{day:%Y/%m/%d}" / utt.channel
         _make_durable_dirs(folder)
-        fmt, fault = self.storage.audio_format, ""
+        # Zero samples make no decodable Opus or FLAC file; a bare WAV header stores them as well, and is no fault.
+        fmt, fault = (self.storage.audio_format if utt.pcm else "wav"), ""
         try:
-            tmp = self._encode_to_tmp(utt, folder, fmt)
+            encoded = encode(utt.pcm, fmt, self.storage.opus_bitrate)
         except EncodeError as e:
-            tmp = self._encode_to_tmp(utt, folder, "wav")  # an OSError here (disk full) means: hold, not this fault
             fmt, fault = "wav", f"{fmt} encode failed, stored as wav: {e}"
+            encoded = encode(utt.pcm, "wav", self.storage.opus_bitrate)
+        tmp = _write_temp_file(folder, utt.id, fmt, encoded)
+        if fault:  # only once the WAV is written: a full disk now means "held", and the retry will fault again
             self._fault("encode_failed", utt, fault)
         final = folder / f"{utt.id}.{EXTENSIONS[fmt]}"
         try:
@@ -313,22 +334,6 @@ class Archive:
         except (sqlite3.Error, OSError):
             final.unlink(missing_ok=True)  # the utterance is held and will be written again; no orphan file
             raise
-
-    def _encode_to_tmp(self, utt: Utterance, folder: Path, fmt: str) -> Path:
-        tmp = folder / f".{utt.id}.{fmt}.tmp"
-        try:
-            if fmt == "wav":
-                with tmp.open("wb") as f:
-                    _write_wav(f, utt.pcm)
-                    _fsync(f)
-            else:
-                _ffmpeg_encode(utt.pcm, tmp, fmt, self.storage.opus_bitrate)
-                with tmp.open("rb") as f:
-                    _fsync(f)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return tmp
 
     def _insert(self, utt: Utterance, final: Path, fmt: str, sha: str, fault: str) -> ArchivedUtterance:
         peak, rms = levels_dbfs(utt.pcm)
@@ -425,29 +430,55 @@ def _replace_hash(row: ArchivedUtterance) -> ArchivedUtterance:
     return ArchivedUtterance(**values)
 
 
-def _ffmpeg_encode(pcm: bytes, out: Path, fmt: str, opus_bitrate: str) -> None:
+def encode(pcm: bytes, fmt: str, opus_bitrate: str) -> bytes:
+    """16 kHz mono int16 PCM -> the whole file in `fmt` (opus: Ogg Opus, flac, wav), encoded in this process.
+
+    Raises EncodeError when opus or flac cannot be made; wav (stdlib `wave`) cannot fail for whole int16 samples.
+    """
+    out = io.BytesIO()
+    if fmt == "wav":
+        _write_wav(out, pcm)
+        return out.getvalue()
+    if not pcm:
+        # From zero samples libsndfile makes an empty FLAC and an Ogg Opus of headers only: neither decodes.
+        raise EncodeError("no audio to encode")
+    samples = np.frombuffer(pcm, dtype="<i2")
     if fmt == "opus":
-        codec = ["-c:a", "libopus", "-b:a", opus_bitrate, "-application", "voip", "-f", "ogg"]
+        level = opus_compression_level(opus_bitrate)
+        codec: dict[str, Any] = {"format": "OGG", "subtype": "OPUS", "compression_level": level}
     else:
-        codec = ["-c:a", "flac", "-f", "flac"]
-    cmd = [
-        "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-        "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0",
-        *codec, str(out),
-    ]  # fmt: skip
+        codec = {"format": "FLAC", "subtype": "PCM_16"}
+    soundfile = _load_soundfile()
     try:
-        done = subprocess.run(cmd, input=pcm, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
-    except FileNotFoundError as e:
-        raise EncodeError("ffmpeg not found on PATH") from e
-    except OSError as e:
-        raise EncodeError(f"cannot run ffmpeg: {e}") from e
-    except subprocess.TimeoutExpired as e:
-        raise EncodeError(f"ffmpeg did not finish within {FFMPEG_TIMEOUT_S:.0f} s") from e
-    # ffmpeg 5.1 exits 0 even when writing the output failed (ENOSPC), but at -loglevel error any output is an error.
-    errors = done.stderr.decode("utf-8", "replace").strip()
-    if done.returncode != 0 or errors:
-        last = errors.splitlines()[-1:] or ["no message"]
-        raise EncodeError(f"ffmpeg exited with {done.returncode}: {last[0][:300]}")
+        soundfile.write(out, samples, SAMPLE_RATE, **codec)
+    except Exception as e:  # whatever the codec library raises, the audio must still be kept (as WAV, by the caller)
+        raise EncodeError(f"libsndfile: {str(e).strip()[:300] or type(e).__name__}") from e
+    encoded = out.getvalue()
+    if not encoded:
+        raise EncodeError("libsndfile produced no output")
+    return encoded
+
+
+def _load_soundfile() -> ModuleType:
+    # Imported here, not at the top: without a loadable libsndfile (soundfile's wheels bundle it for the common
+    # platforms only; elsewhere it needs the system's libsndfile1) the archive must still run, in WAV, not fail to start.
+    try:
+        import soundfile
+    except (ImportError, OSError) as e:
+        raise EncodeError(f"libsndfile cannot be loaded ({e}); install the soundfile package or libsndfile1") from e
+    return soundfile
+
+
+def opus_compression_level(opus_bitrate: str) -> float:
+    """The libsndfile compression level whose Opus target bitrate is `opus_bitrate` ("24k", "24000", "24.5k")."""
+    match = OPUS_BITRATE.match(opus_bitrate.strip())
+    if match is None:
+        raise EncodeError(f"storage.opus_bitrate {opus_bitrate!r} is not a number of bits per second such as 24k")
+    bps = round(float(match[1]) * {"": 1, "k": 1_000, "K": 1_000, "M": 1_000_000}[match[2]])
+    if not OPUS_MIN_BPS <= bps <= OPUS_MAX_BPS:
+        raise EncodeError(f"storage.opus_bitrate {opus_bitrate!r} is outside what libsndfile can set for mono (6k to 256k)")
+    # + 0.5 b/s: libsndfile truncates the bitrate it computes, and a level a hair too high would lose 1 b/s.
+    return max(0.0, 1.0 - (bps - OPUS_MIN_BPS + 0.5) / (OPUS_MAX_BPS - OPUS_MIN_BPS))
 
 
 def _write_wav(f: BinaryIO, pcm: bytes) -> None:
@@ -458,9 +489,21 @@ def _write_wav(f: BinaryIO, pcm: bytes) -> None:
         w.writeframes(pcm)
 
 
-def _fsync(f: BinaryIO) -> None:
-    f.flush()
-    os.fsync(f.fileno())
+def _write_temp_file(folder: Path, utterance_id: str, fmt: str, data: bytes) -> Path:
+    """Write and fsync `data` as `.<id>.<fmt>.tmp` in `folder` (the name verify knows as an unfinished write).
+
+    A partial temp file (disk full) is removed before the OSError goes on.
+    """
+    tmp = folder / f".{utterance_id}.{fmt}.tmp"
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
 
 
 def _make_durable_dirs(folder: Path) -> None:

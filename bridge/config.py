@@ -134,7 +134,7 @@ class ChannelConfig(Strict):
 class StorageConfig(Strict):
     data_dir: Path = Field(Path("var"), description="Directory for the database and the audio archive.")
     audio_format: Literal["opus", "wav", "flac"] = Field("opus", description="Archive audio format (Opus in OGG by default).")
-    opus_bitrate: str = Field("24k", description="Opus bitrate passed to ffmpeg.")
+    opus_bitrate: str = Field("24k", description="Opus target bitrate, 6k to 256k (VBR: files average near it).")
 
     @property
     def database(self) -> Path:

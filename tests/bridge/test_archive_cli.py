@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.archive import Archive, ArchivedUtterance
+from bridge.archive import Archive, ArchivedUtterance, _write_temp_file, encode
 from bridge.commands import parse_since
 from tests.conftest import REPO
 from tests.support.archive import make_utterance, speech_pcm, storage
@@ -88,9 +88,9 @@ def test_verify_clean_exits_0(config_file: Path, rows: list[ArchivedUtterance]) 
 def test_verify_reports_a_crashed_write_apart_from_tampering(
     tmp_path: Path, config_file: Path, rows: list[ArchivedUtterance], speech_pcm: bytes
 ) -> None:
-    with Archive(storage(tmp_path / "data")) as archive:  # the temp file a store makes before its rename
-        folder = (tmp_path / "data" / rows[0].path).parent
-        unfinished = archive._encode_to_tmp(make_utterance(speech_pcm[:8000], "ch-a"), folder, "wav")
+    folder = (tmp_path / "data" / rows[0].path).parent
+    utt = make_utterance(speech_pcm[:8000], "ch-a")
+    unfinished = _write_temp_file(folder, utt.id, "wav", encode(utt.pcm, "wav", "24k"))  # what a store makes before its rename
     rel = unfinished.relative_to(tmp_path / "data").as_posix()
     done = jingbao("archive", "verify", "--config", str(config_file))
     assert done.returncode == 0, done.stdout

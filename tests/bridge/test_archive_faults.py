@@ -1,4 +1,5 @@
-"""Faults for real: ffmpeg missing or failing, a full disk (a small tmpfs), and the process killed after store()."""
+"""Faults: the encoder failing or a bitrate it cannot use, a full disk (a small tmpfs, for real), and the process
+killed after store()."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import soundfile
 
 from bridge.archive import Archive, ArchiveUnavailable
 from tests.conftest import REPO
@@ -32,19 +34,43 @@ def _assert_stored_as_wav_with_fault(archive: Archive, pcm: bytes, reason: str, 
     assert archive.verify().ok and archive.held == 0
 
 
-def test_missing_ffmpeg_falls_back_to_wav(
-    tmp_path: Path, speech_pcm: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("fmt", ["opus", "flac"])
+def test_libsndfile_missing_is_said_at_start_and_falls_back_to_wav(
+    tmp_path: Path, speech_pcm: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fmt: str
 ) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
-    with Archive(storage(tmp_path / "data", "opus")) as archive:
-        _assert_stored_as_wav_with_fault(archive, speech_pcm, "ffmpeg not found", caplog)
+    monkeypatch.setitem(sys.modules, "soundfile", None)  # `import soundfile` now fails, as without a loadable libsndfile
+    with caplog.at_level(logging.ERROR, logger="bridge.archive"):
+        archive = Archive(storage(tmp_path, fmt))
+    assert any("libsndfile cannot be loaded" in r.getMessage() and "WAV instead" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with archive:
+        _assert_stored_as_wav_with_fault(archive, speech_pcm, f"{fmt} encode failed, stored as wav: libsndfile cannot", caplog)
 
 
-def test_ffmpeg_rejecting_the_bitrate_falls_back_to_wav(
-    tmp_path: Path, speech_pcm: bytes, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("fmt", ["opus", "flac"])
+def test_encoder_failing_falls_back_to_wav(
+    tmp_path: Path, speech_pcm: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fmt: str
 ) -> None:
-    with Archive(storage(tmp_path, "opus", opus_bitrate="bogus")) as archive:
+    def failing_write(*args: object, **kwargs: object) -> None:  # libsndfile's own error type, as a broken codec raises it
+        raise soundfile.LibsndfileError(4, "Error opening <_io.BytesIO>: ")  # 4: SF_ERR_UNSUPPORTED_ENCODING
+
+    monkeypatch.setattr(soundfile, "write", failing_write)
+    with Archive(storage(tmp_path / "data", fmt)) as archive:
+        _assert_stored_as_wav_with_fault(archive, speech_pcm, f"{fmt} encode failed, stored as wav: libsndfile: Error", caplog)
+        assert not list((tmp_path / "data" / "archive").rglob(".*.tmp"))
+
+
+@pytest.mark.parametrize(("bitrate", "reason"), [("bogus", "not a number"), ("300k", "outside"), ("5k", "outside")])
+def test_an_unusable_bitrate_is_said_at_start_and_falls_back_to_wav(
+    tmp_path: Path, speech_pcm: bytes, caplog: pytest.LogCaptureFixture, bitrate: str, reason: str
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="bridge.archive"):
+        archive = Archive(storage(tmp_path, "opus", opus_bitrate=bitrate))
+    assert [r.getMessage() for r in caplog.records if "storage.opus_bitrate" in r.getMessage() and reason in r.getMessage()]
+    caplog.clear()
+    with archive:
         _assert_stored_as_wav_with_fault(archive, speech_pcm, "opus encode failed", caplog)
+        assert reason in archive.faults[0].message
         assert not list((tmp_path / "archive").rglob(".*.tmp"))
 
 
