@@ -1,5 +1,8 @@
 """Live recognition: follows each channel's segmenter events, streams the audio into the recognition pool while
-someone speaks (partials for the console), and turns each archived utterance into a stored transcript.
+someone speaks (partials for the console and `on_partial`), and turns each archived utterance into a stored transcript.
+When the segmenter hears the speaker pause (UtterancePaused) it asks for a partial at once, of all the audio so far,
+handed over marked `paused` even when its words did not change: the dispatcher acts on it ~1 s before the hang-over
+ends the utterance.
 
 Nothing here ever drops an utterance. If the pool is full when speech starts, or recognition fails, the utterance
 stays `pending` in the archive and the backlog sweep transcribes it later (also after a crash or restart). A failure
@@ -32,7 +35,14 @@ from asr.transcript import Transcript
 from asr.worker import PoolFull, PoolStats, RecognitionPool, StreamHandle
 from bridge.archive import Archive, ArchivedUtterance
 from bridge.bus import EventBus
-from bridge.events import SegmentEvent, Utterance, UtteranceAudio, UtteranceDiscarded, UtteranceStarted
+from bridge.events import (
+    SegmentEvent,
+    Utterance,
+    UtteranceAudio,
+    UtteranceDiscarded,
+    UtterancePaused,
+    UtteranceStarted,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +55,14 @@ BEHIND_AUDIO_S = 10.0  # undecoded audio (summed over streams) from which recogn
 @dataclass(slots=True, frozen=True)
 class RecognisedUtterance:
     """What the dispatcher needs of an utterance (id, channel, start, end) with its final transcript; with a partial
-    one, `end` is when the partial was heard (the utterance goes on)."""
+    one, `end` is when the partial was heard (the utterance goes on), and `paused` says the speaker had paused
+    (the partial holds everything said until then)."""
 
     id: str
     channel: str
     start: float
     end: float
+    paused: bool = False
 
 
 TranscriptHook = Callable[[Transcript, RecognisedUtterance], Awaitable[None]]
@@ -115,6 +127,10 @@ class LiveRecognition:
             handle = self._streams.get(event.utterance_id)
             if handle is not None:
                 handle.feed(event.pcm)
+        elif isinstance(event, UtterancePaused):
+            handle = self._streams.get(event.utterance_id)
+            if handle is not None:
+                handle.pause()
         elif isinstance(event, UtteranceDiscarded):
             handle = self._streams.pop(event.utterance_id, None)
             if handle is not None:
@@ -180,11 +196,13 @@ class LiveRecognition:
 
     async def _relay_partials(self, handle: StreamHandle, channel: str, start: float) -> None:
         async for partial in handle.partials():
-            self.bus.publish("partial", {"channel": channel, "utterance_id": handle.utterance_id, **partial.to_dict()})
+            transcript = partial.transcript
+            self.bus.publish("partial", {"channel": channel, "utterance_id": handle.utterance_id,
+                                         "at_pause": partial.at_pause, **transcript.to_dict()})
             if self.on_partial is not None:
                 self._partials_seen[handle.utterance_id] = start
-                ref = RecognisedUtterance(handle.utterance_id, channel, start, time.time())
-                self._spawn(self._hand_partial(partial, ref))
+                ref = RecognisedUtterance(handle.utterance_id, channel, start, time.time(), partial.at_pause)
+                self._spawn(self._hand_partial(transcript, ref))
 
     async def _hand_partial(self, partial: Transcript, ref: RecognisedUtterance) -> None:
         assert self.on_partial is not None

@@ -40,6 +40,15 @@ MAX_BATCH_S = 2.0  # audio one executor task decodes before yielding its worker 
 PARTIAL_EVERY_S = 0.3  # a partial result per this much new audio: often enough for the console, cheap for Vosk
 
 
+@dataclass(slots=True, frozen=True)
+class Partial:
+    """A partial transcript; `at_pause`: asked for at a pause in the speech (`StreamHandle.pause`), after all the
+    audio fed until then was decoded, so it holds everything said before the pause."""
+
+    transcript: Transcript
+    at_pause: bool = False
+
+
 class PoolFull(Exception):
     """Recognition is behind and no more utterances are admitted now; keep the utterance `pending`."""
 
@@ -64,8 +73,8 @@ class PoolStats:
 
 
 class StreamHandle:
-    """One utterance being recognised. Use from the event loop: `feed()` as audio arrives, read `partials()`, then
-    `await finish()`; `abort()` drops a discarded utterance."""
+    """One utterance being recognised. Use from the event loop: `feed()` as audio arrives, read `partials()` (`pause()`
+    when the speaker paused), then `await finish()`; `abort()` drops a discarded utterance."""
 
     def __init__(self, pool: RecognitionPool, utterance_id: str) -> None:
         self.utterance_id = utterance_id
@@ -78,10 +87,11 @@ class StreamHandle:
         self._closing = False
         self._aborted = False
         self._over = False  # the worker has delivered the outcome: nothing more to schedule
+        self._pause_wanted = False  # a partial is due once the audio fed so far is decoded (the speaker paused)
         self._streams: list[RecognitionStream] | None = None  # made in the worker (Vosk's takes ~0.1 s)
         self._since_partial = 0
         self._last_partial: tuple[str, str, int] | None = None
-        self._partials: asyncio.Queue[Transcript | None] = asyncio.Queue()
+        self._partials: asyncio.Queue[Partial | None] = asyncio.Queue()
         self._result: asyncio.Future[Transcript] = self._loop.create_future()
 
     # --- event-loop side -------------------------------------------------------------------------------
@@ -96,8 +106,17 @@ class StreamHandle:
             self._buffer += pcm
             self._schedule()
 
-    async def partials(self) -> AsyncIterator[Transcript]:
-        """Partial transcripts as they improve; ends when the utterance is finished (or failed/aborted)."""
+    def pause(self) -> None:
+        """The speaker paused: a partial of everything fed so far is wanted now, changed or not."""
+        with self._lock:
+            if self._closing:
+                return
+            self._pause_wanted = True
+            self._schedule()
+
+    async def partials(self) -> AsyncIterator[Partial]:
+        """Partial transcripts as they improve (and one per `pause()`); ends when the utterance is finished (or
+        failed/aborted)."""
         while (item := await self._partials.get()) is not None:
             yield item
 
@@ -138,6 +157,9 @@ class StreamHandle:
                 self._waiting_since = None
             last = self._closing and not self._buffer
             self._over = last or self._aborted
+            at_pause = self._pause_wanted and not self._buffer and not last
+            if at_pause:
+                self._pause_wanted = False
         try:
             if self._aborted:
                 self._done(None)
@@ -147,6 +169,9 @@ class StreamHandle:
             if batch:
                 for stream in self._streams:
                     stream.feed(batch)
+            if at_pause:
+                self._partial(at_pause=True)
+            elif batch:
                 self._maybe_partial(len(batch))
             if last:
                 self._done(combine([stream.finish() for stream in self._streams]))
@@ -164,17 +189,20 @@ class StreamHandle:
 
     def _maybe_partial(self, fed: int) -> None:
         self._since_partial += fed
-        if self._since_partial < PARTIAL_EVERY_S * BYTES_PER_S or self._streams is None:
-            return
+        if self._since_partial >= PARTIAL_EVERY_S * BYTES_PER_S:
+            self._partial(at_pause=False)
+
+    def _partial(self, at_pause: bool) -> None:
+        """Deliver the streams' partial when it changed, or at a pause whatever it is (when there is one)."""
         self._since_partial = 0
-        found = [p for p in (stream.partial() for stream in self._streams) if p is not None]
+        found = [p for p in (stream.partial() for stream in self._streams or ()) if p is not None]
         if not found:
             return
         partial = combine(found)
         key = (partial.text, partial.pinyin, len(partial.keywords))
-        if key != self._last_partial:
+        if key != self._last_partial or at_pause:
             self._last_partial = key
-            self._loop.call_soon_threadsafe(self._partials.put_nowait, partial)
+            self._loop.call_soon_threadsafe(self._partials.put_nowait, Partial(partial, at_pause))
 
     def _done(self, outcome: Transcript | Exception | None) -> None:
         self._loop.call_soon_threadsafe(self._settle, outcome)

@@ -12,7 +12,10 @@ syllable, more often than the real ~0.3 s of audio per partial, so the stability
 last partial is the whole sentence. Every changed partial is read by the dispatcher's own classifier and place matcher
 and fed to `dispatch.provisional.PartialGate` with the configured rules (`dispatch.partials`); when it opens, the
 provisional incident is settled against the whole sentence's reading with `dispatch.provisional.settle`, as the
-running dispatcher does with the final transcript.
+running dispatcher does with the final transcript. A partial that ends a clause (a punctuation mark follows it) or
+the sentence is also taken as the one the recogniser gives at a pause in the speech (`paused`: the segmenter's
+`sentence_end_ms` of silence), where the gate acts at once and may queue an unsure report as 待确认; `--no-pauses`
+measures the gate without them.
 
 Prints figures only, never a sentence (tests/dispatch/blind/README.md): per set and form, over the reports, the share
 alerted from partials (of all, and of those the final alone would alert for) and how early, and what the final made of
@@ -48,7 +51,7 @@ from dispatch.config import PartialRules  # noqa: E402
 from dispatch.gazetteer import load_jurisdiction  # noqa: E402
 from dispatch.location import PlaceIndex, extract_location  # noqa: E402
 from dispatch.phonetic import text_syllables  # noqa: E402
-from dispatch.provisional import PAUSE_S, PartialGate, Reading, Verdict, heard, settle  # noqa: E402
+from dispatch.provisional import PAUSE_S, PartialGate, Raise, Reading, Verdict, heard, settle  # noqa: E402
 
 # Set C is held back, unscored, for the next claimed gain of the classifier (tests/dispatch/blind/README.md).
 SETS = ("set_a.tsv", "set_b.tsv")
@@ -63,6 +66,7 @@ class Replay:
 
     kind: str  # report | routine
     prefixes: list[Reading]
+    paused: list[bool]  # the speaker pauses after this prefix (a clause's or the sentence's end)
     final: Reading
 
 
@@ -72,6 +76,10 @@ class Outcome:
     final_alerts: int = 0  # sentences the final transcript alone would alert for (certain, at a known place)
     fired: int = 0
     early: int = 0  # alerted before the last partial: while the speaker was still talking
+    at_end: int = 0  # alerted on the last partial, at the pause after the sentence (before the hang-over ends it)
+    messaged: int = 0  # a first message (an alert or a 待确认 entry) by the pause after the sentence
+    queued: int = 0  # a 待确认 entry raised at a pause (no alert from partials)
+    queued_undone: int = 0  # ... that the final retracted
     lead: list[int] = field(default_factory=list)  # units still to be said when the alert went out
     verdicts: Counter[str] = field(default_factory=Counter)
     place_changed: int = 0
@@ -83,21 +91,24 @@ class Outcome:
         return self.verdicts[Verdict.RETRACTED] + self.verdicts[Verdict.REQUEUED]
 
 
-def prefix_inputs(text: str, form: str, step: int) -> tuple[list[object], object]:
-    """(the partials, the final) of a sentence in one form. Tone-numbered pinyin comes as the on-board engine gives
-    it: syllables with their timing, a clause's end (a punctuation mark in the sentence) a pause between two of them."""
+def prefix_inputs(text: str, form: str, step: int) -> tuple[list[object], list[bool], object]:
+    """(the partials, whether the speaker pauses after each, the final) of a sentence in one form. Tone-numbered
+    pinyin comes as the on-board engine gives it: syllables with their timing, a clause's end (a punctuation mark in
+    the sentence) a pause between two of them."""
     if form == "characters":
         ends = [i + 1 for i, c in enumerate(text) if SPOKEN(c)]
         cuts = ends[step - 1 :: step]
         if ends and cuts[-1:] != ends[-1:]:
             cuts.append(ends[-1])
-        return [text[:i] for i in cuts], text
+        clause_end = lambda i: i == ends[-1] or not SPOKEN(text[i:].lstrip()[:1] or "。")  # noqa: E731
+        return [text[:i] for i in cuts], [clause_end(i) for i in cuts], text
     words = timed_syllables(text)
     cuts = list(range(step, len(words) + 1, step))
     if words and cuts[-1:] != [len(words)]:
         cuts.append(len(words))
     spoken = lambda n: Transcript("", " ".join(w.text for w in words[:n]), words=tuple(words[:n]))  # noqa: E731
-    return [spoken(n) for n in cuts], spoken(len(words))
+    pause_after = lambda n: n == len(words) or words[n].start - words[n - 1].end >= PAUSE_GAP_S  # noqa: E731
+    return [spoken(n) for n in cuts], [pause_after(n) for n in cuts], spoken(len(words))
 
 
 def timed_syllables(text: str) -> list[Word]:
@@ -117,7 +128,7 @@ def timed_syllables(text: str) -> list[Word]:
 def replays(rows: list[dict[str, str]], form: str, step: int, read) -> list[Replay]:
     out = []
     for row in rows:
-        partials, final = prefix_inputs(row["text"], form, step)
+        partials, paused, final = prefix_inputs(row["text"], form, step)
         cache: dict[str, Reading] = {}
         readings = []
         for p in partials:
@@ -125,33 +136,56 @@ def replays(rows: list[dict[str, str]], form: str, step: int, read) -> list[Repl
             if key not in cache:
                 cache[key] = read(p)
             readings.append(cache[key])
-        out.append(Replay(row["kind"], readings, cache.get(repr(final)) or read(final)))
+        out.append(Replay(row["kind"], readings, paused, cache.get(repr(final)) or read(final)))
     return out
 
 
-def simulate(replay: Replay, rules: PartialRules) -> tuple[int, Reading, Verdict] | None:
-    """Where the gate opened (index of the partial), what it raised, and what the final made of it; None: it never
-    opened (the final decides alone, as without provisional alerts)."""
+@dataclass(slots=True, frozen=True)
+class Raised:
+    """What one sentence's partials raised: the first message (an alert or a 待确认 entry: index of its partial),
+    the alert (index, reading) if any, and what the final made of the alert, else of the 待確認 entry."""
+
+    first: int
+    alert: tuple[int, Reading] | None
+    verdict: Verdict
+
+
+def simulate(replay: Replay, rules: PartialRules, pauses: bool = True) -> Raised | None:
+    """None: the partials raised nothing (the final decides alone, as without provisional alerts)."""
     gate = PartialGate(rules)
-    for i, reading in enumerate(replay.prefixes):
-        if gate.feed(reading):
-            return i, reading, settle(reading, replay.final)
-    return None
+    first: int | None = None
+    for i, (reading, paused) in enumerate(zip(replay.prefixes, replay.paused, strict=True)):
+        raised = gate.feed(reading, paused=paused and pauses)
+        if raised is None:
+            continue
+        first = i if first is None else first
+        if raised == Raise.ALERT:
+            return Raised(first, (i, reading), settle(reading, replay.final))
+    if first is None or gate.queued is None:
+        return None
+    return Raised(first, None, settle(gate.queued, replay.final))
 
 
-def tally(replays_: list[Replay], rules: PartialRules, kind: str) -> Outcome:
+def tally(replays_: list[Replay], rules: PartialRules, kind: str, pauses: bool = True) -> Outcome:
     out = Outcome()
     for r in replays_:
         if r.kind != kind:
             continue
         out.sentences += 1
         out.final_alerts += r.final.certain and r.final.place_id is not None
-        done = simulate(r, rules)
+        done = simulate(r, rules, pauses)
         if done is None:
             continue
-        i, provisional, verdict = done
+        out.messaged += 1
+        if done.alert is None:
+            out.queued += 1
+            out.queued_undone += done.verdict == Verdict.RETRACTED
+            continue
+        i, provisional = done.alert
+        verdict = done.verdict
         out.fired += 1
         out.early += i < len(r.prefixes) - 1
+        out.at_end += i == len(r.prefixes) - 1
         out.lead.append(r.prefixes[-1].units - provisional.units)  # characters / syllables still to say
         out.verdicts[verdict] += 1
         if verdict == Verdict.REROUTED:
@@ -164,24 +198,30 @@ def pct(a: int, b: int) -> str:
     return f"{a / b:6.1%}" if b else "     -"
 
 
-HEADER = (f"{'':38} {'alerted':>7} {'of fin.':>7} {'early':>6} {'lead':>4} | {'kept':>6} {'rerout':>6} {'place':>5} "
-          f"{'type':>4} {'undone':>6} | {'routine':>7} {'undone':>6}")
+HEADER = (f"{'':38} {'alerted':>7} {'of fin.':>7} {'early':>6} {'at end':>6} {'lead':>4} {'message':>7} | {'kept':>6} "
+          f"{'rerout':>6} {'place':>5} {'type':>4} {'undone':>6} | {'queued':>6} {'undone':>6} | {'routine':>7} "
+          f"{'undone':>6} {'queued':>6} {'undone':>6}")
 LEGEND = """\
 alerted: reports alerted from partials (of all reports; of fin.: of those the final alone alerts for, certain and at a
-known place); early: before the last partial, while the speaker still talks; lead: median characters or syllables
-still to say then. Of those alerts, what the final made of them: kept (same place and type), re-routed (place / type:
-how many changed which), undone (retracted or requeued to 待确认: the phones stood down). Routine lines: alerts raised
-from their partials, and how many of those the final did not keep (the rest the final would have sent itself: the
-classifier's own false alarms, not the partials')."""
+known place); early: before the last partial, while the speaker still talks; at end: at the pause after the sentence
+(the segmenter's sentence_end_ms, long before its hang-over ends the utterance); lead: median characters or syllables
+still to say when alerted; message: reports with a first message (an alert, or a 待确认 entry) by the pause after the
+sentence. Of the alerts, what the final made of them: kept (same place and type), re-routed (place / type: how many
+changed which), undone (retracted or requeued to 待确认: the phones stood down). queued: 待确认 entries raised at a pause
+(no alert from partials), and how many the final retracted. Routine lines: alerts raised from their partials, how many
+of those the final did not keep (the rest the final would have sent itself: the classifier's own false alarms, not
+the partials'); 待确认 entries raised at a pause, and how many the final retracted."""
 
 
-def line(label: str, replays_: list[Replay], rules: PartialRules) -> tuple[Outcome, Outcome]:
-    rep, rou = tally(replays_, rules, "report"), tally(replays_, rules, "routine")
-    v, f = rep.verdicts, rep.fired
+def line(label: str, replays_: list[Replay], rules: PartialRules, pauses: bool = True) -> tuple[Outcome, Outcome]:
+    rep, rou = tally(replays_, rules, "report", pauses), tally(replays_, rules, "routine", pauses)
+    v, f, n = rep.verdicts, rep.fired, rep.sentences
     lead = statistics.median(rep.lead) if rep.lead else 0
-    print(f"{label:38} {pct(f, rep.sentences)} {pct(f, rep.final_alerts)} {pct(rep.early, rep.sentences)} {lead:4.0f} | "
-          f"{pct(v[Verdict.CONFIRMED], f)} {pct(v[Verdict.REROUTED], f)} {rep.place_changed:5} {rep.type_changed:4} "
-          f"{pct(rep.undone, f)} | {rou.fired:3} /{rou.sentences:3} {rou.fired - rou.verdicts[Verdict.CONFIRMED]:6}")
+    print(f"{label:38} {pct(f, n)} {pct(f, rep.final_alerts)} {pct(rep.early, n)} {pct(rep.at_end, n)} {lead:4.0f} "
+          f"{pct(rep.messaged, n)} | {pct(v[Verdict.CONFIRMED], f)} {pct(v[Verdict.REROUTED], f)} {rep.place_changed:5} "
+          f"{rep.type_changed:4} {pct(rep.undone, f)} | {pct(rep.queued, n)} {pct(rep.queued_undone, rep.queued)} | "
+          f"{rou.fired:3} /{rou.sentences:3} {rou.fired - rou.verdicts[Verdict.CONFIRMED]:6} {rou.queued:6} "
+          f"{rou.queued_undone:6}")
     return rep, rou
 
 
@@ -191,6 +231,7 @@ def main() -> int:
     ap.add_argument("--jurisdiction", type=Path, default=REPO / "config" / "jurisdiction.yaml")
     ap.add_argument("--step", type=int, default=1, help="characters / syllables more per partial")
     ap.add_argument("--sweep", action="store_true", help="also print a grid of rules")
+    ap.add_argument("--no-pauses", dest="pauses", action="store_false", help="the gate without pauses in the speech")
     ap.add_argument("--cache", type=Path, help="keep the readings here between runs (keyed by set, form, step, code)")
     args = ap.parse_args()
     print(describe())
@@ -215,11 +256,11 @@ def main() -> int:
             every[form] += rs
             by_set[(path.name, form)] = rs
             took = time.perf_counter() - started
-            line(f"{form} ({sum(len(r.prefixes) for r in rs)} partials, {took:.0f} s)", rs, rules)
+            line(f"{form} ({sum(len(r.prefixes) for r in rs)} partials, {took:.0f} s)", rs, rules, args.pauses)
     print("\nall sets")
     print(HEADER)
     for form in FORMS:
-        line(form, every[form], rules)
+        line(form, every[form], rules, args.pauses)
     if args.sweep:
         dev = BLIND_DIR / SETS[0] if not args.sets else args.sets[0]
         for form in FORMS:
@@ -231,7 +272,7 @@ def main() -> int:
             for priority, conf, units, pause in grid:
                 r = rules.model_copy(update={"min_priority": priority, "min_confidence": conf, "stable_units": units,
                                              "after_pause": pause})  # fmt: skip
-                line(f"{priority:>6}+ c{conf} held {units} pause+{pause}", rs, r)
+                line(f"{priority:>6}+ c{conf} held {units} pause+{pause}", rs, r, args.pauses)
     return 0
 
 

@@ -19,7 +19,7 @@ from bridge.audio import Frame
 from bridge.backoff import Backoff
 from bridge.bus import EventBus
 from bridge.config import ChannelConfig
-from bridge.events import SegmentEvent, Utterance, UtteranceAudio, UtteranceDiscarded, UtteranceStarted
+from bridge.events import SegmentEvent, Utterance, UtteranceAudio, UtteranceDiscarded, UtterancePaused, UtteranceStarted
 from bridge.segmenter import Segmenter
 from bridge.sources import Source, SourceError, open_source
 from hardware.lines import Line
@@ -189,7 +189,7 @@ class Channel:
         elif isinstance(event, Utterance):
             self.state.talking = False
             archived = await self._archive(event)
-        elif not isinstance(event, UtteranceAudio):
+        elif not isinstance(event, UtteranceAudio | UtterancePaused):
             raise TypeError(f"unexpected segmenter event {event!r}")
         if self.on_event is not None:
             await self.on_event(event, archived)

@@ -94,6 +94,12 @@ class VadConfig(Strict):
         description="Hang-over window: this much mostly-unvoiced audio ends speech (radio callers pause up to ~0.9 s"
         " between sentences of one transmission).",
     )
+    sentence_end_ms: int = Field(
+        240, ge=0,
+        description="This much unvoiced audio after speech is a pause (UtterancePaused): what was recognised so far is"
+        " dispatched at once, provisionally, while the utterance stays open for the hang-over (0: off). A comma's"
+        " breath (0.15-0.55 s) may be one too: the dispatcher alerts on a pause only what held (docs/dispatch.md).",
+    )
     stop_ratio: float = Field(0.15, ge=0, lt=1, description="Speech ends when the voiced share of the window drops below this.")
     preroll_ms: int = Field(
         500, ge=300,

@@ -41,6 +41,18 @@ class UtteranceAudio:
 
 
 @dataclass(slots=True, frozen=True)
+class UtterancePaused:
+    """The speaker of an utterance in progress has been silent for `sentence_end_ms` (VAD mode): most often the end
+    of what they had to say. The utterance stays open (a pause inside a call may last ~0.9 s); what was recognised
+    so far can be acted on now, and the final transcript settles it."""
+
+    channel: str
+    utterance_id: str
+    at: float  # when the pause was detected (the stamp of the frame after the frame that completed it)
+    speech_end: float  # the end of the last voiced frame before the pause
+
+
+@dataclass(slots=True, frozen=True)
 class UtteranceDiscarded:
     """An utterance that started but ended too short to keep (a key-up click, a cough): nothing to archive."""
 
@@ -65,4 +77,4 @@ class Utterance:
         return len(self.pcm) / (SAMPLE_RATE * SAMPLE_WIDTH)
 
 
-SegmentEvent = UtteranceStarted | UtteranceAudio | UtteranceDiscarded | Utterance
+SegmentEvent = UtteranceStarted | UtteranceAudio | UtterancePaused | UtteranceDiscarded | Utterance

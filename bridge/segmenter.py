@@ -11,11 +11,16 @@ speech starts when `start_ratio` of a `start_window_ms` window beginning at a vo
 when less than `stop_ratio` of the last `stop_window_ms` is (the hang-over). A one-frame PTT click can never fill
 the start window, and the hang-over runs through a squelch tail instead of restarting on it.
 
+The hang-over must outlast a pause inside a call (~0.9 s), so it ends a call long after its last word. Dispatch need
+not wait for it: after `sentence_end_ms` without a voiced frame the segmenter says so (UtterancePaused, once per
+pause) and the later stages act on what was said so far, while the utterance stays open.
+
 When frames carry a carrier/COR state the utterance follows the carrier instead, and VAD only tells whether a
 short key-up held any speech at all.
 
-Events for one utterance: UtteranceStarted (pre-roll + confirming frames), one UtteranceAudio per later frame,
-then Utterance (whose pcm is exactly the concatenation of those) or UtteranceDiscarded.
+Events for one utterance: UtteranceStarted (pre-roll + confirming frames), one UtteranceAudio per later frame
+(with an UtterancePaused after the frame that completed a pause), then Utterance (whose pcm is exactly the
+concatenation of those) or UtteranceDiscarded.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from bridge.events import (
     Utterance,
     UtteranceAudio,
     UtteranceDiscarded,
+    UtterancePaused,
     UtteranceStarted,
     new_utterance_id,
 )
@@ -111,6 +117,7 @@ class Segmenter:
         self._start_needed = max(1, math.ceil(vad.start_ratio * self._start_frames))
         self._stop_frames = max(1, vad.stop_window_ms // FRAME_MS)
         self._stop_below = vad.stop_ratio * self._stop_frames
+        self._pause_frames = vad.sentence_end_ms // FRAME_MS  # 0: pauses are not reported
         self._min_speech_frames = vad.min_speech_ms // FRAME_MS
         self._max_bytes = int(vad.max_utterance_s * 1000 // FRAME_MS) * FRAME_BYTES
 
@@ -233,8 +240,12 @@ class Segmenter:
         events = self._append(frame, index)
         if self._stop_voiced < self._stop_below:
             events.extend(self._close("silence"))
-        else:
-            self._state = SegmenterState.SPEAKING if voiced else SegmenterState.STOPPING
+            return events
+        self._state = SegmenterState.SPEAKING if voiced else SegmenterState.STOPPING
+        silent_frames = index - self._last_voiced_index
+        if self._pause_frames and silent_frames == self._pause_frames and self._last_voiced_index >= self._onset_index:
+            speech_end = frame.ts - (silent_frames - 1) * FRAME_S
+            events.append(UtterancePaused(self.channel, self._id, frame.ts + FRAME_S, speech_end))
         return events
 
     # --- carrier (COR) mode --------------------------------------------------------------------------------

@@ -19,6 +19,11 @@ report of uncertain type puts it back to 待确认 (`requeued`, the phones stood
 (`retracted`, closed, every alerted phone told). A partial that finds an open incident it would merge with raises
 nothing: the final merges as always.
 
+A partial taken at a pause in the speech (`utterance.paused`: the segmenter's `sentence_end_ms` of silence, long
+before its hang-over ends the utterance) opens the gate on a certain reading at once; a report whose type is not
+certain is raised then as a provisional 待确认 entry (nobody alerted), which a later certain partial or a certain
+final dispatches (`dispatched`), an unsure final keeps for the operator, and a routine one retracts.
+
 Incoming MQTT (acks, responders' status, OwnTracks positions) arrives through `on_message`; an acknowledgement makes
 its sender busy on that incident on the responder board, and the incident's end frees them. Every change to an
 incident is emitted as `{type: new|update|end, before, after, reason}`: on the in-process bus (topic "incident"), on
@@ -43,7 +48,7 @@ from bridge.config import Config
 from bridge.db import connect
 from dispatch.alerts import AckStatus, Alerter, Candidate, parse_ack
 from dispatch.announce import Announcement, Announcer, announcement_text
-from dispatch.classify import Classification, classify_transcript, load_lexicon
+from dispatch.classify import Classification, Lexicon, classify_transcript, load_lexicon
 from dispatch.config import PartialRules
 from dispatch.gazetteer import Jurisdiction, Place, load_jurisdiction
 from dispatch.incidents import OPEN, Incident, IncidentError, IncidentStore, Status, new_incident_id
@@ -51,7 +56,7 @@ from dispatch.location import LocationMatch, PlaceIndex, extract_location
 from dispatch.mqtt import MqttLink
 from dispatch.outbox import Outbox
 from dispatch.positions import PayloadError, PositionIntake
-from dispatch.provisional import PartialGate, Reading, Verdict, settle
+from dispatch.provisional import PartialGate, Raise, Reading, Verdict, settle
 from dispatch.responders import Recommendation, ResponderBoard, parse_status, recommend
 from dispatch.topics import AckTopic, OwnTracksTopic, StatusTopic, Topics
 
@@ -70,6 +75,13 @@ class UtteranceRef(Protocol):
     channel: str
     start: float
     end: float
+
+
+class PartialRef(UtteranceRef, Protocol):
+    """... of an utterance still being spoken (asr.live.RecognisedUtterance has it): `paused` says the speaker had
+    paused when the partial was taken."""
+
+    paused: bool
 
 
 def audio_url(utterance_id: str) -> str:
@@ -154,6 +166,7 @@ class Dispatcher:
         self._live: dict[str, _Live] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="partials") if partials is not None else None
+        self._final_reader = ThreadPoolExecutor(1, thread_name_prefix="finals")  # apart: partials must not delay a final
         self.provisional: Counter[str] = Counter()  # raised, and how their finals settled them (by Verdict)
 
     # --- the pipeline ----------------------------------------------------------------------------------------
@@ -165,16 +178,13 @@ class Dispatcher:
         if transcript.partial:
             return None
         await self._finish_live(utterance.id)
+        c, where = await self._read_final(transcript)
         provisional = self.store.provisional_for(utterance.id)
         if provisional is not None:
-            return self._settle(provisional, transcript, utterance)
-        if transcript.empty:
-            return None
-        c = self._classify(transcript)
+            return self._settle(provisional, transcript, utterance, c, where)
         if not c.is_incident:
             logger.debug("utterance %s on %s: routine traffic, no incident", utterance.id, utterance.channel)
             return None
-        where = self._locate(transcript)
         place = where.place if where else None
         same = self.store.find_mergeable(
             c.type, place and place.lat, place and place.lon, utterance.end,
@@ -204,17 +214,18 @@ class Dispatcher:
         logger.info("incident %s: %s (%s) from %s on %s", incident.id, c.type, c.priority, utterance.id, utterance.channel)
         return self._alert_first(incident)
 
-    async def handle_partial(self, transcript: Transcript, utterance: UtteranceRef) -> None:
+    async def handle_partial(self, transcript: Transcript, utterance: PartialRef) -> None:
         """A partial transcript of an utterance still being spoken (`utterance.end`: when it was heard). Read off
-        the loop when its words changed; returns once it (or a newer partial of the utterance) has been read, or at
-        once when there is nothing to do. Raises the provisional incident when the utterance's gate opens."""
+        the loop when its words changed or the speaker paused; returns once it (or a newer partial of the utterance)
+        has been read, or at once when there is nothing to do. Raises the provisional incident when the utterance's
+        gate opens."""
         if self._partials is None or transcript.empty or utterance.id in self._finished:
             return
         live = self._live.get(utterance.id)
         if live is None:
             self._forget_stale()
             live = self._live[utterance.id] = _Live(PartialGate(self._partials))
-        if live.done or live.gate.open or not live.gate.changed(transcript):
+        if live.done or live.gate.open or (not live.gate.changed(transcript) and not utterance.paused):
             return
         live.latest = (transcript, utterance)
         if live.reader is None or live.reader.done():
@@ -234,18 +245,33 @@ class Dispatcher:
                 continue
             if live.done:  # the final arrived while this was read: it decides
                 return
-            if live.gate.feed(Reading.of(c, where, transcript)):
-                self._raise_provisional(c, where, transcript, utterance)
+            raised = live.gate.feed(Reading.of(c, where, transcript), paused=utterance.paused)
+            if raised is not None:
+                self._raise_provisional(raised, c, where, transcript, utterance)
+
+    async def _read_final(self, transcript: Transcript) -> tuple[Classification, LocationMatch | None]:
+        """A final transcript read off the loop, in turn (a tenth of a second of pure Python each: a wave of finals,
+        when many channels end their calls together, read on the loop would hold up every channel's audio)."""
+        if transcript.empty:
+            return _NOTHING, None
+        return await asyncio.get_running_loop().run_in_executor(self._final_reader, self._read, transcript)
 
     def _read(self, transcript: Transcript) -> tuple[Classification, LocationMatch | None]:
-        """(in the reader thread) The classification, and the place only when there is an incident (most partials
+        """(in a reader thread) The classification, and the place only when there is an incident (most partials
         are read before any incident word is said)."""
         c = self._classify(transcript)
         return c, self._locate(transcript) if c.is_incident else None
 
     def _raise_provisional(
-        self, c: Classification, where: LocationMatch | None, transcript: Transcript, utterance: UtteranceRef
-    ) -> None:
+        self, raised: Raise, c: Classification, where: LocationMatch | None, transcript: Transcript,
+        utterance: UtteranceRef,
+    ) -> None:  # fmt: skip
+        queued = self.store.provisional_for(utterance.id)
+        if queued is not None:  # its 待确认 entry raised at an earlier pause: now certain, it is dispatched
+            if queued.status == Status.NEEDS_CONFIRMATION:  # (unless an operator acted on it first: theirs stands)
+                self._dispatch_queued(queued, c, where, transcript, kind="certain",
+                                      entry={"type": c.type, "said": transcript.shown})  # fmt: skip
+            return
         place = where.place if where else None
         same = self.store.find_mergeable(
             c.type, place and place.lat, place and place.lon, utterance.end,
@@ -255,6 +281,15 @@ class Dispatcher:
             logger.info("utterance %s on %s: still talking about incident %s", utterance.id, utterance.channel, same.id)
             return
         incident = replace(_new_incident(c.type, c.priority, where, transcript, utterance), provisional=True)
+        if raised == Raise.QUEUE:
+            incident = self.store.create(replace(incident, status=Status.NEEDS_CONFIRMATION), actor="dispatcher")
+            self.provisional["queued"] += 1
+            self._emit(None, incident, "needs_confirmation")
+            logger.info("incident %s: sounds like a report (%s?) at %s, from the live transcript of %s on %s; awaiting an "
+                        "operator's confirmation (provisional)", incident.id, c.type, incident.place_name, utterance.id,
+                        utterance.channel)  # fmt: skip
+            self._await_confirmation(incident.id, self._confirm_timeout)
+            return
         incident = self.store.create(incident, actor="dispatcher")
         self.provisional["raised"] += 1
         self._emit(None, incident, "provisional")
@@ -281,11 +316,26 @@ class Dispatcher:
         for uid in [uid for uid, live in self._live.items() if now - live.since > LIVE_MAX_AGE_S]:
             self._live.pop(uid).done = True
 
-    def _settle(self, incident: Incident, transcript: Transcript, utterance: UtteranceRef) -> Incident:
-        """The final transcript of the utterance that raised `incident` from its partials decides what it was."""
-        c = self._classify(transcript) if not transcript.empty else _NOTHING
-        where = self._locate(transcript) if c.is_incident else None
-        was = Reading(incident.type, incident.priority, False, 1.0, incident.place_id)
+    def _dispatch_queued(
+        self, incident: Incident, c: Classification, where: LocationMatch | None, transcript: Transcript, *,
+        kind: str, entry: dict[str, Any], **changes: Any,
+    ) -> Incident:  # fmt: skip
+        """A 待确认 entry raised from this utterance is now certain (a later partial, or its final): it takes the
+        place and words read with that certainty (a timeline entry of `kind`, with `changes`) and is dispatched as
+        that type, as an operator's confirmation would."""
+        said = {"text": transcript.readable or transcript.text, "pinyin": transcript.pinyin}
+        self.store.amend(incident.id, actor="dispatcher", kind=kind, entry=entry, **changes, **_place_fields(where),
+                         **said)  # fmt: skip
+        return self.confirm(incident.id, c.type, c.priority, actor="dispatcher")
+
+    def _settle(
+        self, incident: Incident, transcript: Transcript, utterance: UtteranceRef, c: Classification,
+        where: LocationMatch | None,
+    ) -> Incident:  # fmt: skip
+        """The final transcript of the utterance that raised `incident` from its partials (read as `c` at `where`)
+        decides what it was."""
+        unsure = incident.status == Status.NEEDS_CONFIRMATION  # a 待确认 entry raised at a pause
+        was = Reading(incident.type, incident.priority, unsure, 1.0, incident.place_id)
         verdict = settle(was, Reading.of(c, where))
         self.provisional[str(verdict)] += 1
         logger.info("incident %s: the final transcript of %s: %s (%s at %s)", incident.id, utterance.id, verdict, c.type,
@@ -296,9 +346,11 @@ class Dispatcher:
             _, after = self.store.amend(incident.id, actor="dispatcher", kind="final", entry=entry, provisional=False)
             return after
         alerted = list(dict.fromkeys([*incident.assigned, *self.alerter.alerted(incident.id)]))
+        if verdict == Verdict.DISPATCHED:
+            return self._dispatch_queued(incident, c, where, transcript, kind="final", entry=entry, provisional=False)
         if verdict == Verdict.CONFIRMED:
             _, after = self.store.amend(incident.id, actor="dispatcher", kind="final", entry=entry, provisional=False,
-                                        priority=c.priority, **_place_fields(where), **said)  # fmt: skip
+                                        type=c.type, priority=c.priority, **_place_fields(where), **said)  # fmt: skip
             self.alerter.update(after, alerted, change="final")
             self._announce(after, [Candidate(rid) for rid in alerted])  # the spoken call waited for the final
         elif verdict == Verdict.REROUTED:
@@ -314,6 +366,7 @@ class Dispatcher:
         else:  # routine, or nothing at all: it was no report
             self.alerter.withdraw(incident, alerted, change="retracted")
             self.alerter.forget(incident.id)
+            self._stop_waiting(incident.id)
             _, after = self.store.amend(incident.id, actor="dispatcher", kind="status", provisional=False,
                                         status=Status.RETRACTED, entry={"from": str(incident.status), "to": "retracted"}
                                         | entry, **said)  # fmt: skip
@@ -502,6 +555,7 @@ class Dispatcher:
         await self.alerter.close()
         if self._reader is not None:
             self._reader.shutdown(wait=False, cancel_futures=True)
+        self._final_reader.shutdown(wait=False, cancel_futures=True)
         for timer in self._confirm_timers.values():
             timer.cancel()
         for task in list(self._background):
@@ -671,6 +725,7 @@ class DispatchService:
             publish, ready = self.link.publish, self.link.wait_connected
         self.outbox = Outbox(self._conn, publish, ready=ready)
         index, lexicon = PlaceIndex(self.jurisdiction), load_lexicon(rules.lexicon)
+        _warm_up(lexicon, index)
         announcer = Announcer(config.storage.data_dir / "announcements", transmit) if rules.alerts.announce else None
         self.dispatcher = Dispatcher(
             jurisdiction=self.jurisdiction,
@@ -717,6 +772,15 @@ class DispatchService:
 
 def _candidate(r: Recommendation) -> Candidate:
     return Candidate(r.responder.id, r.distance_m, r.responder.role, r.reason)
+
+
+def _warm_up(lexicon: Lexicon, index: PlaceIndex) -> None:
+    """Classify and locate one report, as text and as the recogniser's pinyin: what they load on first use (the type
+    model, the thesaurus, jieba's word cutter: ~0.2 s, more on a busy machine) is loaded as the service is built,
+    before any channel opens, instead of delaying the first reports."""
+    for transcript in ({"text": "美食街有人打架"}, {"pinyin": "mei3 shi2 jie1 you3 ren2 da3 jia4"}):
+        classify_transcript(transcript, lexicon)
+        extract_location(transcript, index)
 
 
 async def _nowhere(topic: str, payload: bytes, *, qos: int, retain: bool) -> None:

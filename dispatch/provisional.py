@@ -15,6 +15,14 @@ The gate opens once, when one reading -- a known place and an incident type the 
   after the pause without the reading changing. What a caller says next to an incident word most often
   turns it (…打起来了，已经劝开了; …冒烟，是烧烤摊的), and a clause is where a speaker stops to breathe.
 A pause is a gap of `PAUSE_S` between two recognised words, or a punctuation mark in a transcript written with them.
+
+At a pause in the speech itself (the segmenter heard `sentence_end_ms` of silence: `feed(..., paused=True)`), the
+partial holds all that was said and the clause is over, so nothing needs to hold over more syllables: a reading that
+qualifies on `stable_partials` partials in a row opens the gate at once. Any other report (its type unsure, its place
+unknown, or not confident or urgent enough to alert on a partial) is raised as a provisional 待确认 entry, nobody
+alerted: the operator sees it ~1 s before the hang-over ends the utterance. A pause may be a breath inside the call,
+so no looser rule alerts anyone there. A qualifying reading later in the same utterance still opens the gate, and the
+entry is then dispatched; so does a final certain of its type.
 """
 
 from __future__ import annotations
@@ -92,7 +100,8 @@ def _get(obj: Any, name: str) -> Any:
 class Verdict(StrEnum):
     """What the final transcript makes of a provisional incident (the event's `reason`)."""
 
-    CONFIRMED = "final"  # the same place and type: the provisional mark is cleared
+    CONFIRMED = "final"  # the same place and type (or, for a 待确认 entry, unsure still): the provisional mark is cleared
+    DISPATCHED = "dispatched"  # a 待确认 entry whose final is certain of its type: dispatched as that type
     REROUTED = "rerouted"  # another place or type: the incident follows the final, responders re-ranked
     RETRACTED = "retracted"  # routine, or nothing: the incident ends, every alerted phone is told
     REQUEUED = "requeued"  # a report whose type is not certain: alerts withdrawn, it waits in 待确认 for an operator
@@ -101,6 +110,8 @@ class Verdict(StrEnum):
 def settle(provisional: Reading, final: Reading) -> Verdict:
     if final.type == "none":
         return Verdict.RETRACTED
+    if provisional.needs_confirmation:  # a 待确认 entry raised at a pause: the final's reading replaces its guess
+        return Verdict.CONFIRMED if final.needs_confirmation else Verdict.DISPATCHED
     if final.needs_confirmation:
         return Verdict.REQUEUED
     if (final.place_id, final.type) != (provisional.place_id, provisional.type):
@@ -114,15 +125,24 @@ def transcript_key(transcript: Any) -> tuple[Any, ...]:
     return (getattr(transcript, "text", ""), getattr(transcript, "pinyin", ""), keywords)
 
 
-class PartialGate:
-    """One utterance's partials, read one by one; `feed` answers True once, when the provisional incident should be
-    raised (its reading is then `fired`). Partials whose words did not change are not read again (`changed`)."""
+class Raise(StrEnum):
+    """What a partial's reading raises."""
 
-    __slots__ = ("_anchor", "_last_key", "_since", "_streak", "fired", "rules")
+    ALERT = "alert"  # a provisional incident, its responders alerted (the reading is then `PartialGate.fired`)
+    QUEUE = "queue"  # a provisional 待确认 entry, nobody alerted (`PartialGate.queued`)
+
+
+class PartialGate:
+    """One utterance's partials, read one by one; `feed` answers what to raise, when anything: an alert once, and
+    before it at most one 待确认 entry at a pause. Partials whose words did not change are not read again
+    (`changed`)."""
+
+    __slots__ = ("_anchor", "_last_key", "_since", "_streak", "fired", "queued", "rules")
 
     def __init__(self, rules: PartialRules) -> None:
         self.rules = rules
         self.fired: Reading | None = None
+        self.queued: Reading | None = None
         self._last_key: tuple[Any, ...] | None = None
         self._anchor: tuple[str, str] | None = None  # the (place, type) read on the latest partials, sure or not
         self._since = 0  # units heard when it first appeared
@@ -140,20 +160,36 @@ class PartialGate:
     def open(self) -> bool:
         return self.fired is not None
 
-    def feed(self, reading: Reading) -> bool:
+    def feed(self, reading: Reading, paused: bool = False) -> Raise | None:
+        """`paused`: the partial was taken at a pause in the speech; it holds everything said until then."""
         if self.fired is not None:
-            return False
+            return None
         if reading.type == "none" or reading.place_id is None:
             self._anchor, self._streak = None, 0
-            return False
-        key = (reading.place_id, reading.type)
-        if key != self._anchor:  # where this place and type were first read (the incident word, perhaps unsure yet)
-            self._anchor, self._since, self._streak = key, reading.units, 0
-        self._streak = self._streak + 1 if self.qualifies(reading) else 0
-        if not self.held(reading):
-            return False
+        else:
+            key = (reading.place_id, reading.type)
+            if key != self._anchor:  # where this place and type were first read (the incident word, maybe unsure yet)
+                self._anchor, self._since, self._streak = key, reading.units, 0
+            self._streak = self._streak + 1 if self.qualifies(reading) else 0
+        if reading.type == "none":
+            return None
+        if paused:
+            return self._at_pause(reading)
+        if self._anchor is None or not self.held(reading):
+            return None
         self.fired = reading
-        return True
+        return Raise.ALERT
+
+    def _at_pause(self, reading: Reading) -> Raise | None:
+        """The clause is over, so it need not hold over more syllables, but it must have been read on
+        `stable_partials` partials (the last word heard whole). Any other report is queued."""
+        if self._streak >= self.rules.stable_partials:
+            self.fired = reading
+            return Raise.ALERT
+        if self.queued is None:
+            self.queued = reading
+            return Raise.QUEUE
+        return None
 
     def held(self, reading: Reading) -> bool:
         """Has it been read surely on enough partials, over enough syllables since it first appeared, and past the

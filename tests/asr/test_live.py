@@ -21,7 +21,14 @@ from bridge.archive import Archive
 from bridge.audio import FRAME_BYTES, SAMPLE_RATE
 from bridge.config import load_config
 from bridge.decode import decode_file
-from bridge.events import Utterance, UtteranceAudio, UtteranceDiscarded, UtteranceStarted, new_utterance_id
+from bridge.events import (
+    Utterance,
+    UtteranceAudio,
+    UtteranceDiscarded,
+    UtterancePaused,
+    UtteranceStarted,
+    new_utterance_id,
+)
 from bridge.service import Service
 
 REPO = Path(__file__).resolve().parents[2]
@@ -253,4 +260,26 @@ async def test_partials_are_handed_over_while_speaking_and_the_end_always_follow
     ended = dispatched.transcripts[cut.id]
     assert dispatched.calls[cut.id] == 1 and ended.empty and not ended.partial
     await settled(live)
+    live.pool.close()
+
+
+async def test_a_pause_hands_over_everything_said_so_far_before_the_utterance_ends(
+    service: Service, sherpa: SherpaEngine, calls_audio: Path
+) -> None:
+    """The segmenter hears the speaker pause (UtterancePaused) long before its hang-over ends the utterance: the
+    dispatcher gets a partial marked `paused` at once, holding what the final will say."""
+    partials = Dispatched()
+    live, dispatched = recognition(service, sherpa, on_partial=partials)
+    call = decode_file(calls_audio / "c001.wav") + bytes(int(0.4 * BYTES_PER_S))  # the call, then 0.4 s of quiet
+    spoken = await start_speaking(live, "ch-a", call)
+    await live.on_event(UtterancePaused("ch-a", spoken.id, spoken.end, spoken.end - 0.4), None)
+    for _ in range(200):
+        if any(ref.paused for _, ref, _ in partials.heard):
+            break
+        await asyncio.sleep(0.05)
+    (at_pause,) = [t for t, ref, _ in partials.heard if ref.paused]
+    assert dispatched.calls == {}  # the utterance is still open
+    await end_speaking(live, service.archive, spoken)
+    await settled(live)
+    assert at_pause.partial and at_pause.pinyin == dispatched.transcripts[spoken.id].pinyin != ""
     live.pool.close()

@@ -92,8 +92,8 @@ async def test_partials_arrive_before_the_final(vosk_grammar: VoskEngine, korean
 
     async def watch() -> None:
         async for partial in handle.partials():
-            assert partial.partial
-            seen.append((partial.text, time.monotonic()))
+            assert partial.transcript.partial and not partial.at_pause
+            seen.append((partial.transcript.text, time.monotonic()))
 
     watcher = asyncio.create_task(watch())
     for i in range(0, len(korean), FRAME_BYTES * 5):  # 100 ms pieces at twice real time
@@ -106,6 +106,33 @@ async def test_partials_arrive_before_the_final(vosk_grammar: VoskEngine, korean
     assert [w.text for w in final.words] == SPOKEN and not final.partial
     assert seen and seen[0][0].startswith(HELLO) and all(t < done for _, t in seen)
     assert len({text for text, _ in seen}) >= 2  # the hypothesis grew while audio was arriving
+
+
+async def test_a_pause_gets_a_partial_of_everything_fed_so_far_even_unchanged(vosk_grammar: VoskEngine, korean: bytes) -> None:
+    pool = RecognitionPool([vosk_grammar], workers=1)
+    handle = pool.open("ko")
+    handle.feed(korean + bytes(FRAME_BYTES * 25))  # the whole call and 0.5 s of silence at once
+    handle.pause()
+    at_pause: list[Transcript] = []
+
+    async def watch() -> None:
+        async for partial in handle.partials():
+            if partial.at_pause:
+                at_pause.append(partial.transcript)
+
+    async def paused(count: int) -> None:
+        while len(at_pause) < count:
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.wait_for(paused(1), 30)
+    handle.pause()  # a second pause with nothing new said: the same partial again, still marked
+    await asyncio.wait_for(paused(2), 30)
+    final = await handle.finish()
+    await watcher
+    pool.close()
+    assert [w.text for w in at_pause[0].words] == [w.text for w in final.words] == SPOKEN  # all of it was decoded
+    assert at_pause[1].text == at_pause[0].text
 
 
 async def test_both_engines_combined_on_one_utterance(vosk_grammar: VoskEngine, sherpa: SherpaEngine,

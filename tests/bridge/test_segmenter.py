@@ -13,7 +13,14 @@ import pytest
 
 from bridge.audio import FRAME_BYTES, SAMPLE_RATE, Frame
 from bridge.config import VadConfig
-from bridge.events import SegmentEvent, Utterance, UtteranceAudio, UtteranceDiscarded, UtteranceStarted
+from bridge.events import (
+    SegmentEvent,
+    Utterance,
+    UtteranceAudio,
+    UtteranceDiscarded,
+    UtterancePaused,
+    UtteranceStarted,
+)
 from bridge.segmenter import Segmenter, SegmenterState
 
 T0 = 1_700_000_000.0
@@ -147,6 +154,35 @@ def test_pause_shorter_than_hangover_keeps_one_utterance():
     (utt,) = run.of(Utterance)
     assert utt.end > T0 + 2.8  # covers the second burst
     assert_stream_consistent(run.events)
+
+
+def test_a_pause_is_reported_once_after_sentence_end_ms_while_the_utterance_stays_open():
+    run = Run()
+    run.feed(silence(1.0) + tone(1.0))
+    pause_frames = DEFAULTS.sentence_end_ms // 20
+    run.feed(silence((pause_frames - 1) * 0.02))
+    assert run.of(UtterancePaused) == []
+    run.feed(silence(0.02))
+    (paused,) = run.of(UtterancePaused)
+    assert paused.utterance_id == run.of(UtteranceStarted)[0].utterance_id
+    assert paused.speech_end == pytest.approx(T0 + 2.0, abs=1e-6)  # the tone ended at 2.0 s
+    assert paused.at == pytest.approx(T0 + 2.0 + pause_frames * 0.02, abs=1e-6)
+    assert run.states[-1] is SegmenterState.STOPPING  # still open: a caller may go on after a breath
+    run.feed(silence(0.5) + tone(0.5) + silence(2.0))  # ... and does: one utterance, a second pause reported
+    (utt,) = run.of(Utterance)
+    first, second = run.of(UtterancePaused)
+    assert second.speech_end == pytest.approx(T0 + 2.0 + pause_frames * 0.02 + 1.0, abs=1e-6)
+    assert {first.utterance_id, second.utterance_id} == {utt.id}
+    assert_stream_consistent(run.events)
+
+
+def test_no_pause_is_reported_inside_speech_nor_when_turned_off():
+    run = Run()
+    run.feed(silence(1.0) + tone(0.5) + silence(0.2) + tone(0.5))  # a 0.2 s gap is no pause
+    assert run.of(UtterancePaused) == []
+    off = Run(VadConfig(sentence_end_ms=0))
+    off.feed(silence(1.0) + tone(0.5) + silence(2.0))
+    assert off.of(UtterancePaused) == [] and len(off.of(Utterance)) == 1
 
 
 def test_pause_longer_than_hangover_gives_two_utterances_without_overlap():

@@ -17,7 +17,7 @@ from asr.transcript import Transcript
 from dispatch.classify import classify
 from dispatch.config import PartialRules
 from dispatch.incidents import Status
-from dispatch.provisional import PartialGate, Reading, Verdict, settle
+from dispatch.provisional import PartialGate, Raise, Reading, Verdict, settle
 from dispatch.topics import Topics
 from tests.dispatch.chatter import ROUTINE_CHATTER
 from tests.dispatch.rig import Phone, Rig, eventually, phones, running_dispatcher, say
@@ -77,7 +77,7 @@ def test_the_gate_opens_once_a_certain_reading_has_held_past_the_end_of_its_clau
             heard_as(6, needs_confirmation=True),  # 美食街有人打: a fight? not sure yet
             heard_as(7), heard_as(8), heard_as(9),  # 美食街有人打架 | 请 求: the clause has ended, 2 syllables after
             heard_as(10)]  # 支: three syllables after the pause, five since 打  # fmt: skip
-    assert [gate.feed(r) for r in said] == [False] * 5 + [True] and gate.fired == said[-1]
+    assert [bool(gate.feed(r)) for r in said] == [False] * 5 + [True] and gate.fired == said[-1]
     assert not gate.feed(heard_as(11))  # once
 
 
@@ -87,7 +87,7 @@ def test_without_a_pause_after_it_the_final_decides() -> None:
     gate = PartialGate(RULES)  # a pause before the incident was first read is not the end of its clause
     assert not any(gate.feed(heard_as(n, pauses=(3,))) for n in range(6, 30))
     counting = PartialGate(RULES.model_copy(update={"after_pause": 0}))  # no pause needed: held is enough
-    assert [counting.feed(heard_as(n, pauses=())) for n in range(7, 12)] == [False] * 4 + [True]
+    assert [bool(counting.feed(heard_as(n, pauses=()))) for n in range(7, 12)] == [False] * 4 + [True]
 
 
 def test_two_sure_readings_in_a_row_are_needed_and_a_change_starts_again() -> None:
@@ -118,6 +118,39 @@ def test_the_gate_never_opens_on_an_unsure_reading(reading: Reading) -> None:
     assert not any(gate.feed(heard_as(n, reading)) for n in range(7, 30))
 
 
+def test_at_a_pause_in_the_speech_a_certain_reading_read_twice_fires_at_once() -> None:
+    gate = PartialGate(RULES)
+    assert gate.feed(heard_as(7, pauses=())) is None
+    assert gate.feed(heard_as(7, pauses=()), paused=True) == Raise.ALERT  # no need to hold over more syllables
+    assert gate.fired == heard_as(7, pauses=()) and gate.feed(heard_as(8), paused=True) is None  # once
+    first_read = PartialGate(RULES)  # its last word was only just heard whole: the operator sees it, nobody goes yet
+    assert first_read.feed(heard_as(7, pauses=()), paused=True) == Raise.QUEUE and first_read.fired is None
+
+
+@pytest.mark.parametrize(
+    "reading",
+    [
+        Reading("fight", "high", True, 1.0, "meishijie", 0.95),  # 待确认
+        Reading("fight", "high", False, 1.0, None),  # no known place
+        Reading("fight", "high", False, 0.6, "meishijie", 0.95),  # not confident enough to alert on a partial
+        Reading("dispute", "medium", False, 1.0, "meishijie", 0.95),  # not urgent enough for these rules
+    ],
+)
+def test_at_a_pause_any_other_report_is_queued_once_and_a_later_qualifying_reading_still_alerts(reading: Reading) -> None:
+    gate = PartialGate(RULES)
+    assert gate.feed(heard_as(7, reading)) is None  # not at a pause
+    assert gate.feed(heard_as(7, reading), paused=True) == Raise.QUEUE and gate.fired is None
+    assert gate.queued == heard_as(7, reading)
+    assert gate.feed(heard_as(9, reading), paused=True) is None  # queued once
+    assert gate.feed(heard_as(11)) is None
+    assert gate.feed(heard_as(12), paused=True) == Raise.ALERT and gate.fired == heard_as(12)
+
+
+def test_at_a_pause_routine_raises_nothing() -> None:
+    gate = PartialGate(RULES)
+    assert gate.feed(heard_as(7, type="none"), paused=True) is None and gate.queued is None
+
+
 def test_repeated_partials_are_not_read_again() -> None:
     gate = PartialGate(PartialRules())
     assert gate.changed(partial("美食街有人"))
@@ -133,6 +166,10 @@ def test_what_the_final_makes_of_it() -> None:
     assert settle(FIGHT_HERE, Reading("fight", "high", False, 1.0, None)) == Verdict.REROUTED
     assert settle(FIGHT_HERE, Reading("other", "medium", True, 0.5, "meishijie", 0.95)) == Verdict.REQUEUED
     assert settle(FIGHT_HERE, Reading("none", "none", False, 0.9, None)) == Verdict.RETRACTED
+    queued = Reading("other", "medium", True, 0.5, "meishijie", 0.95)  # a 待确认 entry raised at a pause
+    assert settle(queued, Reading("other", "medium", True, 0.5, "changle-gongyuan", 0.95)) == Verdict.CONFIRMED
+    assert settle(queued, FIGHT_HERE) == Verdict.DISPATCHED
+    assert settle(queued, Reading("none", "none", False, 0.9, None)) == Verdict.RETRACTED
 
 
 # --- the dispatcher ----------------------------------------------------------------------------------------------
@@ -322,6 +359,72 @@ async def test_an_unsure_report_never_fires_from_partials_only_its_final_queues_
         assert queued.status == Status.NEEDS_CONFIRMATION and [i.id for i in rig.dispatcher.store.list()] == [queued.id]
         await asyncio.sleep(SETTLED)
         assert ph[NEAREST].received == []
+
+
+async def pause(rig: Rig, text: str, uid: str = "u-1") -> None:
+    """The partial the recogniser gives when the segmenter hears the speaker pause after `text`."""
+    start = time.time()
+    await rig.dispatcher.handle_partial(partial(text), RecognisedUtterance(uid, "ch-market", start, start, paused=True))
+
+
+async def test_a_pause_after_a_report_alerts_at_once(broker: Mosquitto, tmp_path: Path) -> None:
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST]) as ph:
+        await rig.dispatcher.handle_partial(partial(FIGHT), RecognisedUtterance("u-1", "ch-market", 0, 0))
+        assert rig.dispatcher.store.list() == []  # one partial alone has not held
+        await pause(rig, FIGHT)
+        (raised,) = rig.dispatcher.store.list()
+        assert raised.provisional and raised.type == "fight" and raised.assigned == (NEAREST,)
+        settled = await final(rig, FIGHT)
+        assert settled.id == raised.id and not settled.provisional
+        await eventually(lambda: len(ph[NEAREST].received) == 2, what="the update")
+        assert kinds(ph[NEAREST]) == [("alert", True), ("update", "final")]
+
+
+async def test_an_unsure_report_at_a_pause_waits_for_the_operator_and_a_certain_final_dispatches_it(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST]) as ph:
+        await pause(rig, UNSURE)
+        (queued,) = rig.dispatcher.store.list()
+        assert queued.status == Status.NEEDS_CONFIRMATION and queued.provisional and queued.assigned == ()
+        await asyncio.sleep(SETTLED)
+        assert ph[NEAREST].received == []  # nobody goes on a guess
+        dispatched = await final(rig, UNSURE + "，有人打架")  # the speaker went on: a fight
+        assert dispatched.id == queued.id and dispatched.status == Status.DISPATCHED and not dispatched.provisional
+        assert dispatched.type == "fight" and dispatched.assigned == (NEAREST,) and len(rig.dispatcher.store.list()) == 1
+        await eventually(lambda: len(ph[NEAREST].received) == 1, what="the alert")
+        assert kinds(ph[NEAREST]) == [("alert", False)]
+
+
+async def test_an_unsure_report_at_a_pause_is_dispatched_by_a_later_certain_partial(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST]):
+        await pause(rig, UNSURE)
+        await talk(rig, UNSURE + "，有人打架")
+        await pause(rig, UNSURE + "，有人打架")
+        (incident,) = rig.dispatcher.store.list()
+        assert incident.status == Status.DISPATCHED and incident.type == "fight" and incident.provisional
+        settled = await final(rig, UNSURE + "，有人打架")
+        assert settled.id == incident.id and not settled.provisional and settled.assigned == (NEAREST,)
+
+
+@pytest.mark.parametrize("ending", ["美食街一切正常", ""])
+async def test_an_unsure_report_at_a_pause_that_ends_as_routine_is_retracted(
+    broker: Mosquitto, tmp_path: Path, ending: str
+) -> None:
+    async with running_dispatcher(broker, tmp_path) as rig:
+        await pause(rig, UNSURE)
+        retracted = await final(rig, ending)
+        assert retracted.status == Status.RETRACTED and rig.dispatcher.store.list(status=Status.NEEDS_CONFIRMATION) == []
+
+
+async def test_chatter_at_a_pause_raises_nothing(broker: Mosquitto, tmp_path: Path) -> None:
+    async with running_dispatcher(broker, tmp_path) as rig:
+        for i, text in enumerate([*ROUTINE_CHATTER, "美食街一切正常", "美食街巡逻完毕，没有发现异常"]):
+            if not text.isascii():
+                await pause(rig, text, uid=f"u-{i}")
+        assert rig.dispatcher.store.list() == []
 
 
 async def test_one_utterance_never_raises_two_incidents(broker: Mosquitto, tmp_path: Path) -> None:
