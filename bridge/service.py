@@ -11,6 +11,7 @@ from typing import Any
 
 import uvicorn
 
+from asr.engine import Engine
 from asr.live import LiveRecognition, RecognisedUtterance
 from asr.store import TranscriptStore
 from asr.transcript import Transcript
@@ -59,6 +60,7 @@ class Service:
             for ch in self.channels:
                 ch.line = self.radios.lines.get(ch.config.id)
                 ch.transmitter = self.radios.transmitters.get(ch.config.id)
+            http = await asyncio.to_thread(self._http_server) if serve_http else None
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.radios.play_announcements(self.announcements), name="announcements")
                 if self.recognition is not None:
@@ -66,8 +68,8 @@ class Service:
                 if self.dispatch is not None:
                     tasks.create_task(self.dispatch.run(), name="dispatch")
                 channel_tasks = [tasks.create_task(ch.run(), name=f"channel:{ch.config.id}") for ch in self.channels]
-                if serve_http:
-                    tasks.create_task(self._http_server().serve(), name="http")
+                if http is not None:
+                    tasks.create_task(http.serve(), name="http")
                 await asyncio.gather(*channel_tasks)
                 if not serve_http:  # nothing else to wait for: the channels' inputs have ended
                     await self._drain()
@@ -134,20 +136,26 @@ class Service:
         if self.config.asr.engine == "none":
             logger.info("speech recognition is off (asr.engine: none)")
             return None
-        from asr.keywords import jurisdiction_keywords
-        from asr.worker import RecognitionPool, build_engines
-        from dispatch.classify import incident_terms
-        from dispatch.vocabulary import decoder_words
+        from asr.worker import RecognitionPool
 
-        keywords = jurisdiction_keywords(self.config.jurisdiction, incident_terms(self.config.dispatch.lexicon))
-        words = decoder_words(self.config.dispatch.lexicon)
-        engines = await asyncio.to_thread(build_engines, self.config.asr, keywords, words)
+        engines = await asyncio.to_thread(self._build_engines)
         if not engines:
             return None
         pool = RecognitionPool(engines, self.config.asr.workers, self.config.asr.queue_size)
         logger.info("speech recognition: %s with %d workers", pool.name, pool.workers)
         on_partial = self._on_partial if self.config.dispatch.enabled and self.config.dispatch.provisional else None
         return LiveRecognition(pool, self.archive, self.transcripts, self.bus, self._on_transcript, on_partial)
+
+    def _build_engines(self) -> list[Engine]:
+        """(In a worker thread: the keyword and word lists take a few tenths of a second, the models about a second,
+        the hanzi decoder's index ~15 s on a first start; none of it may hold up the event loop.)"""
+        from asr.keywords import jurisdiction_keywords
+        from asr.worker import build_engines
+        from dispatch.classify import incident_terms
+        from dispatch.vocabulary import decoder_words
+
+        keywords = jurisdiction_keywords(self.config.jurisdiction, incident_terms(self.config.dispatch.lexicon))
+        return build_engines(self.config.asr, keywords, decoder_words(self.config.dispatch.lexicon))
 
     def _build_dispatch(self) -> Any:
         if not self.config.dispatch.enabled:
@@ -157,8 +165,12 @@ class Service:
         return DispatchService(self.config, bus=self.bus, transmit=self.announcements)
 
     def _http_server(self) -> uvicorn.Server:
+        """(In a worker thread, before the channels open: building the app opens the stores, and loading the config
+        imports uvicorn's protocol modules, a tenth of a second or more that would otherwise stall the loop as the
+        channels start.)"""
         web = self.config.web
         config = uvicorn.Config(create_app(self), host=web.host, port=web.port, log_level="warning", lifespan="off")
+        config.load()
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the CLI owns signals
         return server
