@@ -24,8 +24,15 @@ class AsrConfig(BaseModel):
         2, ge=1, le=16, description="Recognition worker threads (threads beat processes here: both engines release the GIL)."
     )
     queue_size: int = Field(
-        16, ge=1, le=1000,
-        description="Utterances recognised at once; beyond this new ones stay 'pending' in the archive until ASR catches up.",
+        256, ge=1, le=1000,
+        description="Utterances recognised at once at most (a bound on memory); beyond this new ones stay 'pending' in"
+        " the archive until ASR catches up.",
+    )
+    admit_lag_s: float = Field(
+        3.0, gt=0,
+        description="A new utterance is recognised live only while the oldest audio waiting for a worker has waited"
+        " less than this; otherwise it stays 'pending' and is recognised from the archive, oldest first, once ASR"
+        " catches up.",
     )
     hanzi: bool = Field(
         True, description="Write the on-board engine's pinyin as Chinese characters for people to read (asr/hanzi.py); "

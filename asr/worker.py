@@ -10,9 +10,12 @@ Scheduling: each utterance is a `StreamHandle`. `feed()` only appends to the han
 waiting is queued on the executor, decodes at most `MAX_BATCH_S` of it, and queues itself again when more is left,
 so a long re-transcription cannot starve live channels (round robin in arrival order).
 
-Back-pressure: at most `queue_size` utterances are admitted at once. `open()` beyond that raises `PoolFull` at
-once (the caller leaves the utterance `pending` in the archive and transcribes it later); `transcribe()` (backlog
-work) waits instead, and only while fewer than half the places are taken, so live channels keep the other half.
+Back-pressure: a new utterance is admitted while recognition keeps up -- the oldest audio waiting for a worker has
+waited less than `admit_lag_s` -- and at most `queue_size` at once (a bound on memory, not on speed: at 200 channels
+~40 people talk at once, and each open stream costs only the audio it is fed). Otherwise `open()` raises `PoolFull`
+at once (the caller leaves the utterance `pending` in the archive and transcribes it later, oldest first);
+`transcribe()` (backlog work) waits instead, until recognition keeps up and fewer than half the places are taken, so
+live channels keep the other half.
 """
 
 from __future__ import annotations
@@ -225,12 +228,13 @@ class StreamHandle:
 class RecognitionPool:
     """Runs the engines' streams in `workers` threads. Create and use it on the service's event loop."""
 
-    def __init__(self, engines: Sequence[Engine], workers: int = 2, queue_size: int = 16) -> None:
+    def __init__(self, engines: Sequence[Engine], workers: int = 2, queue_size: int = 256, admit_lag_s: float = 3.0) -> None:
         if not engines:
             raise ValueError("RecognitionPool needs at least one engine")
         self.engines = tuple(engines)
         self.workers = workers
         self.queue_size = queue_size
+        self.admit_lag_s = admit_lag_s
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="asr")
         self._open: dict[int, StreamHandle] = {}
         self._room = asyncio.Condition()
@@ -242,10 +246,12 @@ class RecognitionPool:
 
     def open(self, utterance_id: str) -> StreamHandle:
         """Start recognising an utterance as it is spoken. Raises PoolFull when recognition is too far behind."""
-        if len(self._open) >= self.queue_size:
+        lag = self._lag()
+        if len(self._open) >= self.queue_size or lag >= self.admit_lag_s:
             self._rejected += 1
-            logger.warning("recognition behind (%d utterances open): %s stays pending", len(self._open), utterance_id)
-            raise PoolFull(f"{len(self._open)} utterances already being recognised")
+            logger.warning("recognition behind (%d utterances open, audio waiting %.1f s): %s stays pending",
+                           len(self._open), lag, utterance_id)
+            raise PoolFull(f"{len(self._open)} utterances being recognised, audio waiting {lag:.1f} s")
         handle = StreamHandle(self, utterance_id)
         self._open[id(handle)] = handle
         return handle
@@ -253,10 +259,16 @@ class RecognitionPool:
     async def transcribe(self, pcm: bytes, utterance_id: str = "") -> Transcript:
         """A whole utterance (re-transcription, or one left pending): waits for room rather than failing."""
         async with self._room:
-            await self._room.wait_for(lambda: len(self._open) < max(1, self.queue_size // 2))
+            await self._room.wait_for(lambda: len(self._open) < max(1, self.queue_size // 2)
+                                      and self._lag() < self.admit_lag_s)
             handle = self.open(utterance_id)
         handle.feed(pcm)
         return await handle.finish()
+
+    def _lag(self) -> float:
+        """How long the oldest audio not decoded yet has waited (0 when every stream is decoded up to date)."""
+        since = [s for s in (handle.waiting()[1] for handle in self._open.values()) if s is not None]
+        return time.monotonic() - min(since) if since else 0.0
 
     def stats(self) -> PoolStats:
         now = time.monotonic()

@@ -141,7 +141,7 @@ class Service:
         engines = await asyncio.to_thread(self._build_engines)
         if not engines:
             return None
-        pool = RecognitionPool(engines, self.config.asr.workers, self.config.asr.queue_size)
+        pool = RecognitionPool(engines, self.config.asr.workers, self.config.asr.queue_size, self.config.asr.admit_lag_s)
         logger.info("speech recognition: %s with %d workers", pool.name, pool.workers)
         on_partial = self._on_partial if self.config.dispatch.enabled and self.config.dispatch.provisional else None
         return LiveRecognition(pool, self.archive, self.transcripts, self.bus, self._on_transcript, on_partial)

@@ -168,6 +168,25 @@ async def test_back_pressure_refuses_live_and_queues_backlog(sherpa: SherpaEngin
     pool.close()
 
 
+async def test_new_utterances_wait_in_the_archive_while_recognition_is_behind(
+    sherpa: SherpaEngine, mandarin: list[bytes]
+) -> None:
+    pool = RecognitionPool([sherpa], workers=1, queue_size=100, admit_lag_s=0.03)
+    busy = pool.open("busy")
+    busy.feed(b"".join(mandarin) * 3)  # ~50 s at once: its last audio waits well over 0.03 s for the one worker
+    await asyncio.sleep(0.05)
+    with pytest.raises(PoolFull):  # far from 100 open: refused for the lag alone
+        pool.open("late")
+    backlog = asyncio.create_task(pool.transcribe(mandarin[0], "old"))
+    await asyncio.sleep(0.05)
+    assert not backlog.done()  # the backlog waits while recognition is behind
+    await busy.finish()
+    assert (await asyncio.wait_for(backlog, 30)).pinyin
+    pool.open("in time").abort()  # caught up: admitted again
+    assert pool.stats().rejected == 1
+    pool.close()
+
+
 async def test_lag_figures_show_undecoded_audio(sherpa: SherpaEngine, mandarin: list[bytes]) -> None:
     pool = RecognitionPool([sherpa], workers=1, queue_size=8)
     handles = [pool.open(f"u{i}") for i in range(3)]
