@@ -2,6 +2,11 @@
 
 The channel is its own task. When its source dies it is re-opened with back-off and the fault stays visible
 until the source works again; utterances already accepted are never affected.
+
+When the channel falls behind (its archive or recognition hand-over is slow, the process is busy), its source holds
+the audio and the channel takes it late: nothing is skipped. How late is measured on every frame it takes (the
+frame's stamp against the wall clock) and shown as `behind_s`; more than a second behind is a "behind" fault until
+it has caught up. A live source whose buffer overflows all the same drops audio and counts it (`skipped_s`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bridge.archive import Archive, ArchivedUtterance
-from bridge.audio import Frame
+from bridge.audio import FRAME_MS, Frame
 from bridge.backoff import Backoff
 from bridge.bus import EventBus
 from bridge.config import ChannelConfig
@@ -33,10 +38,13 @@ EventHook = Callable[[SegmentEvent, ArchivedUtterance | None], Awaitable[None]]
 
 LEVEL_PUBLISH_INTERVAL = 0.2  # seconds between level updates on the live bus (5 Hz is plenty for a meter)
 LISTEN_BUFFER_FRAMES = 50  # 1 s: a live listener that falls further behind loses its oldest audio, not the channel
+FRAME_S = FRAME_MS / 1000
+BEHIND_FAULT_S = 1.0  # a channel taking its audio later than this after it was on the air shows a "behind" fault
+CAUGHT_UP_S = 0.5  # ... until it is back under this (live sources' stamps carry a few hundred ms of buffering)
 
 
 # What a fault is about, so that the end of one cause clears only its own faults.
-FaultKind = Literal["source", "archive", "radio"]
+FaultKind = Literal["source", "archive", "radio", "behind"]
 
 
 @dataclass(slots=True)
@@ -65,9 +73,13 @@ class ChannelState:
     last_utterance: dict[str, Any] | None = None
     faults: deque[Fault] = field(default_factory=lambda: deque(maxlen=20))
     restarts: int = 0
+    behind_s: float = 0.0  # how long ago the audio the channel last took was on the air (0: keeping up)
+    skipped_s: float = 0.0  # audio its source had to drop since the start (a buffer overflowed); 0 in normal operation
 
-    def fault(self, message: str, kind: FaultKind = "source") -> None:
-        self.faults.append(Fault(time.time(), message, kind))
+    def fault(self, message: str, kind: FaultKind = "source") -> Fault:
+        fault = Fault(time.time(), message, kind)
+        self.faults.append(fault)
+        return fault
 
     def clear_faults(self, kind: FaultKind) -> None:
         """What caused faults of this kind is over (the source re-opened, the radio is back); the others stay."""
@@ -89,7 +101,24 @@ class ChannelState:
             "faults": [f.to_dict() for f in self.faults],
             "active_faults": sum(f.active for f in self.faults),
             "restarts": self.restarts,
+            "behind_s": round(self.behind_s, 2),
+            "skipped_s": round(self.skipped_s, 2),
         }
+
+
+@dataclass(slots=True)
+class _BehindSpell:
+    """A time the channel spent more than BEHIND_FAULT_S behind real time (or losing audio), until it caught up."""
+
+    since: float  # monotonic
+    most: float  # the furthest behind it was, in seconds
+    fault: Fault
+    dropped: float = 0.0  # audio the source dropped meanwhile, in seconds
+
+    def describe(self) -> str:
+        if self.dropped:
+            return f"fell {self.most:.1f} s behind real time; {self.dropped:.1f} s of audio dropped (its buffer overflowed)"
+        return f"fell {self.most:.1f} s behind real time: its audio is taken late, none skipped"
 
 
 class Channel:
@@ -113,6 +142,7 @@ class Channel:
         self.line: Line | None = None  # set by the service when the channel has a control line
         self.transmitter: Transmitter | None = None  # set by the service when the channel can transmit
         self._listeners: set[asyncio.Queue[bytes]] = set()
+        self._behind: _BehindSpell | None = None
 
     async def listen(self) -> AsyncIterator[bytes]:
         """The channel's received audio, live, as 20 ms PCM frames (for an operator listening on the console)."""
@@ -171,11 +201,43 @@ class Channel:
 
     def _frames(self) -> AsyncIterator[Frame]:
         """The source's frames, stamped with carrier (COR/VOX) and with jingbao's own transmissions muted."""
-        frames = self.source.frames()
+        # measured as they leave the source, before the carrier's delay line (which holds every frame on purpose)
+        frames = self._measured(self.source.frames())
         if self.line is None and self.transmitter is None:
             return frames
         tail = self.config.line.squelch_tail_ms if self.config.line is not None else 0
         return receive(frames, self.line, self.transmitter, tail)
+
+    async def _measured(self, frames: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
+        async for frame in frames:
+            self._measure_lag(time.time() - frame.ts - FRAME_S)
+            yield frame
+
+    def _measure_lag(self, lag: float) -> None:
+        """`lag`: how long ago the frame just taken ended (negative for a file replayed faster than real time)."""
+        state, skipped = self.state, self.source.stats.skipped_s
+        state.behind_s = max(0.0, lag)
+        spell, began = self._behind, False
+        if spell is None:
+            if lag <= BEHIND_FAULT_S and skipped <= state.skipped_s:
+                return
+            spell = self._behind = _BehindSpell(time.monotonic(), lag, state.fault("", "behind"))
+            began = True
+            logger.warning("channel %s: %.1f s behind real time; its source holds the audio until it catches up",
+                           self.config.id, lag)  # fmt: skip
+        spell.most = max(spell.most, lag)
+        spell.dropped += skipped - state.skipped_s
+        state.skipped_s = skipped
+        spell.fault.message = spell.describe()
+        if began:
+            self.bus.publish("channel", state.to_dict())
+        if lag < CAUGHT_UP_S:
+            log = logger.warning if spell.dropped else logger.info
+            log("channel %s: caught up with real time after %.1f s; it %s", self.config.id, time.monotonic() - spell.since,
+                spell.describe())
+            state.clear_faults("behind")
+            self._behind = None
+            self.bus.publish("channel", state.to_dict())
 
     async def _handle(self, event: SegmentEvent) -> None:
         archived: ArchivedUtterance | None = None

@@ -30,12 +30,15 @@ class SourceStats:
 
     frames: frames yielded; rejected: input refused (malformed packets, undecodable files, overflow);
     lost: frames' worth of audio that never arrived and was filled with silence or dropped (RTP loss, overruns);
+    skipped_s: seconds of audio that did arrive but was dropped because the channel fell so far behind that the
+    source's buffer overflowed (0 in normal operation);
     errors: times the input was lost or failed to open; last_error: the latest of those, or of the rejections.
     """
 
     frames: int = 0
     rejected: int = 0
     lost: int = 0
+    skipped_s: float = 0.0
     errors: int = 0
     last_error: str | None = None
 

@@ -25,7 +25,6 @@ AUDIO_SUFFIXES = frozenset(
      ".aiff", ".au", ".spx", ".caf", ".3gp"}
 )
 FRAME_S = FRAME_MS / 1000
-MAX_LAG_S = 1.0  # further behind schedule than this (a stalled consumer, a suspended machine): skip ahead, no burst
 SILENCE = bytes(FRAME_BYTES)
 
 
@@ -50,26 +49,26 @@ def expand_paths(paths: Iterable[Path], reject: Callable[[str], None]) -> list[P
 class Pacer:
     """Stamps consecutive frames and, in real time, waits for each one's moment.
 
-    Frame n is due at a fixed offset n * 20 ms from one monotonic start (never sleep(0.02) per frame, which drifts
-    by every wake-up's lateness). Its stamp is the wall-clock time of that moment.
+    Frame n is due at a fixed offset n * 20 ms from one monotonic start, the moment the first frame is asked for
+    (never sleep(0.02) per frame, which drifts by every wake-up's lateness). Its stamp is the wall-clock time of that
+    moment, whenever it is taken: a consumer that fell behind (a slow archive, a busy process) gets the frames it
+    missed as fast as it takes them, stamped when they were on the air, until it has caught up. Nothing is skipped,
+    as a radio receiver's audio is not; the channel sees how late it is from the stamps (bridge/channel.py).
     """
 
     def __init__(self, realtime: bool) -> None:
         self.realtime = realtime
-        self._start_mono = time.monotonic()
-        self._start_wall = time.time()
+        self._start_mono = 0.0
+        self._start_wall = 0.0
         self._n = 0
 
     async def next(self) -> float:
+        if self._n == 0:
+            self._start_mono, self._start_wall = time.monotonic(), time.time()
         due = self._n * FRAME_S
         if self.realtime:
-            delay = self._start_mono + due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -MAX_LAG_S:
-                logger.info("file replay fell %.1f s behind real time; skipping ahead", -delay)
-                self._start_mono -= delay
-                self._start_wall -= delay
+            # late frames at once, but one turn of the loop each: a channel catching up lets the others run
+            await asyncio.sleep(max(0.0, self._start_mono + due - time.monotonic()))
         elif self._n % 50 == 0:
             await asyncio.sleep(0)  # as fast as possible, but let the other channels run
         self._n += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import subprocess
 import time
@@ -152,3 +153,24 @@ async def test_realtime_pacing(shared_audio: Path, tmp_path: Path) -> None:
     assert 0.9 < elapsed < 1.6, elapsed
     assert abs(frames[0].ts - started) < 0.3
     assert abs(frames[-1].ts - frames[0].ts - 0.98) < 1e-6
+
+
+async def test_a_consumer_that_stops_reading_gets_every_frame_late_never_skipped(speech: Path) -> None:
+    """Real time, and the consumer stops for 2 s mid-file: the frames it missed come as fast as it takes them, each
+    stamped when it was on the air, until it has caught up; the replay then goes on in real time."""
+    source = open_source("t1", FileSource(type="file", paths=[speech]))
+    pcm = decode_file(speech)
+    frames, taken_at = [], []
+    async for frame in source.frames():
+        frames.append(frame)
+        taken_at.append(time.time())
+        if len(frames) == 25:
+            await asyncio.sleep(2.0)
+    assert b"".join(f.pcm for f in frames)[: len(pcm)] == pcm, "every frame, in order"
+    assert stamp_steps(frames) == {0.02}, "stamps as if nobody had stalled"
+    late = [taken - (f.ts + 0.02) for f, taken in zip(frames, taken_at, strict=True)]
+    assert 1.9 < late[25] < 2.3, "the first frame after the stall is taken 2 s after it was on the air"
+    caught_up = next(i for i in range(25, len(late)) if late[i] < 0.05)
+    assert caught_up - 25 > 90, "the backlog (100 frames) was delivered, not skipped"
+    assert taken_at[caught_up] - taken_at[25] < 0.5, "... as fast as it was taken"
+    assert max(late[caught_up:]) < 0.1, "then real time again"
