@@ -126,7 +126,7 @@ class LiveRecognition:
         elif isinstance(event, UtteranceAudio):
             handle = self._streams.get(event.utterance_id)
             if handle is not None:
-                handle.feed(event.pcm)
+                handle.feed(event.pcm, event.voiced)
         elif isinstance(event, UtterancePaused):
             handle = self._streams.get(event.utterance_id)
             if handle is not None:

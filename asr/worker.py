@@ -91,6 +91,8 @@ class StreamHandle:
         self._aborted = False
         self._over = False  # the worker has delivered the outcome: nothing more to schedule
         self._pause_wanted = False  # a partial is due once the audio fed so far is decoded (the speaker paused)
+        self._held = bytearray()  # unvoiced audio after a pause, not decoded unless speech resumes
+        self._holding = False
         self._streams: list[RecognitionStream] | None = None  # made in the worker (Vosk's takes ~0.1 s)
         self._since_partial = 0
         self._last_partial: tuple[str, str, int] | None = None
@@ -99,14 +101,23 @@ class StreamHandle:
 
     # --- event-loop side -------------------------------------------------------------------------------
 
-    def feed(self, pcm: bytes) -> None:
-        """Queue audio for decoding; never blocks."""
+    def feed(self, pcm: bytes, voiced: bool = True) -> None:
+        """Queue audio for decoding; never blocks. After a pause, unvoiced audio is held back until speech resumes,
+        and dropped if the utterance ends first: a second of hang-over silence per utterance is not decoded (the final
+        pads the end with silence anyway)."""
         if self._closing:
             raise RuntimeError(f"utterance {self.utterance_id}: feed() after finish()/abort()")
+        if self._holding and not voiced:
+            self._held += pcm
+            return
         with self._lock:
             if not self._buffer:
                 self._waiting_since = time.monotonic()
+            if self._held:  # speech resumed: what was held is decoded first, in order
+                self._buffer += self._held
+                self._held.clear()
             self._buffer += pcm
+            self._holding = False
             self._schedule()
 
     def pause(self) -> None:
@@ -114,7 +125,7 @@ class StreamHandle:
         with self._lock:
             if self._closing:
                 return
-            self._pause_wanted = True
+            self._pause_wanted = self._holding = True
             self._schedule()
 
     async def partials(self) -> AsyncIterator[Partial]:

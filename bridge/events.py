@@ -33,11 +33,13 @@ class UtteranceStarted:
 
 @dataclass(slots=True, frozen=True)
 class UtteranceAudio:
-    """One more frame of an utterance in progress (for streaming recognition and live listening)."""
+    """One more frame of an utterance in progress (for streaming recognition and live listening). `voiced`: the
+    segmenter took it for speech (always True while a carrier holds the utterance open)."""
 
     channel: str
     utterance_id: str
     pcm: bytes
+    voiced: bool = True
 
 
 @dataclass(slots=True, frozen=True)

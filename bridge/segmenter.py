@@ -237,7 +237,7 @@ class Segmenter:
         self._stop_pos = pos + 1 if pos + 1 < self._stop_frames else 0
         if voiced:
             self._last_voiced_index = index
-        events = self._append(frame, index)
+        events = self._append(frame, index, voiced)
         if self._stop_voiced < self._stop_below:
             events.extend(self._close("silence"))
             return events
@@ -288,12 +288,12 @@ class Segmenter:
         self._state = SegmenterState.SPEAKING
         return UtteranceStarted(self.channel, self._id, start, bytes(pcm))
 
-    def _append(self, frame: Frame, index: int) -> list[SegmentEvent]:
+    def _append(self, frame: Frame, index: int, voiced: bool = True) -> list[SegmentEvent]:
         """Add a frame to the open utterance, splitting it first if it would grow past the maximum."""
         if len(self._pcm) + FRAME_BYTES <= self._max_bytes:
             self._pcm += frame.pcm
             self._end = frame.ts + FRAME_S
-            return [UtteranceAudio(self.channel, self._id, frame.pcm)]
+            return [UtteranceAudio(self.channel, self._id, frame.pcm, voiced)]
         finished = self._finish("max_length")
         last_voiced, ring, pos, voiced = self._last_voiced_index, bytes(self._stop_ring), self._stop_pos, self._stop_voiced
         started = self._begin(frame.ts, bytearray(frame.pcm), frame.ts, index, by_carrier=self._by_carrier)

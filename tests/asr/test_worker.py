@@ -168,6 +168,26 @@ async def test_back_pressure_refuses_live_and_queues_backlog(sherpa: SherpaEngin
     pool.close()
 
 
+async def test_after_a_pause_quiet_audio_is_decoded_only_if_speech_resumes(sherpa: SherpaEngine, mandarin: list[bytes]) -> None:
+    pool = RecognitionPool([sherpa], workers=1)
+    quiet = bytes(SAMPLE_RATE * 2)  # 1 s
+    ended = pool.open("ended")
+    ended.feed(mandarin[0])
+    ended.pause()
+    before = ended.waiting()[0]
+    ended.feed(quiet, voiced=False)  # the hang-over: held, not decoded
+    assert ended.waiting()[0] <= before
+    resumed = pool.open("resumed")
+    resumed.feed(mandarin[0])
+    resumed.pause()
+    resumed.feed(quiet, voiced=False)
+    resumed.feed(mandarin[1])  # speech again: the held second goes in first, in order
+    first, both = await ended.finish(), await resumed.finish()
+    pool.close()
+    assert first.pinyin == direct(sherpa, mandarin[0]).pinyin  # nothing lost by not decoding the quiet end
+    assert both.words == direct(sherpa, mandarin[0] + quiet + mandarin[1]).words  # same words at the same times
+
+
 async def test_new_utterances_wait_in_the_archive_while_recognition_is_behind(
     sherpa: SherpaEngine, mandarin: list[bytes]
 ) -> None:

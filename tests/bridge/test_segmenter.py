@@ -168,6 +168,8 @@ def test_a_pause_is_reported_once_after_sentence_end_ms_while_the_utterance_stay
     assert paused.speech_end == pytest.approx(T0 + 2.0, abs=1e-6)  # the tone ended at 2.0 s
     assert paused.at == pytest.approx(T0 + 2.0 + pause_frames * 0.02, abs=1e-6)
     assert run.states[-1] is SegmenterState.STOPPING  # still open: a caller may go on after a breath
+    audio = run.of(UtteranceAudio)
+    assert audio[0].voiced and not audio[-1].voiced  # the tone's frames are speech, the pause's are not
     run.feed(silence(0.5) + tone(0.5) + silence(2.0))  # ... and does: one utterance, a second pause reported
     (utt,) = run.of(Utterance)
     first, second = run.of(UtterancePaused)
