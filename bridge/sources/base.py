@@ -19,6 +19,10 @@ import soxr
 
 from bridge.audio import FRAME_BYTES, SAMPLE_RATE, Frame
 
+# What a live source (sound card, pipe, pushed audio) holds for a channel that is not taking its audio (its archive or
+# recognition hand-over is slow, the process is busy): the channel takes it late, and only beyond this is audio
+# dropped (counted in skipped_s). Two minutes of 16 kHz audio is ~4 MB; a radio's audio cannot be asked to wait.
+BACKLOG_S = 120.0
 
 class SourceError(Exception):
     """The input is lost or cannot be opened; the message says which input and why."""
@@ -31,7 +35,7 @@ class SourceStats:
     frames: frames yielded; rejected: input refused (malformed packets, undecodable files, overflow);
     lost: frames' worth of audio that never arrived and was filled with silence or dropped (RTP loss, overruns);
     skipped_s: seconds of audio that did arrive but was dropped because the channel fell so far behind that the
-    source's buffer overflowed (0 in normal operation);
+    source's buffer overflowed (0 in normal operation; see BACKLOG_S);
     errors: times the input was lost or failed to open; last_error: the latest of those, or of the rejections.
     """
 

@@ -2,7 +2,9 @@
 
 Pipes and FIFOs are read through the event loop (connect_read_pipe), regular files in a worker thread (epoll cannot
 watch them, and their reads never block for long). A FIFO is opened read-write, so it never reports end-of-input
-between writers: the channel keeps listening when the program feeding it restarts, as a receiver would.
+between writers: the channel keeps listening when the program feeding it restarts, as a receiver would. What is fed
+into a pipe is read at once and held for a channel that has fallen behind (BACKLOG_S): the program feeding it (a
+capture tool) never has to wait and overrun its own device.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from bridge.audio import Frame
 from bridge.config import PipeSource
-from bridge.sources.base import FrameAssembler, FrameClock, Resampler, SourceStats
+from bridge.sources.base import BACKLOG_S, FrameAssembler, FrameClock, Resampler, SourceStats
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +90,9 @@ class PipeInput:
                     yield chunk
                 return
             loop = asyncio.get_running_loop()
-            reader = asyncio.StreamReader(limit=4 * CHUNK_BYTES)
+            cfg = self.config
+            # the transport stops reading once twice `limit` is held: that is BACKLOG_S of the input
+            reader = asyncio.StreamReader(limit=round(BACKLOG_S * cfg.rate * cfg.channels * SAMPLE_BYTES[cfg.sample_format]) // 2)
             transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), file)
             try:
                 while chunk := await reader.read(CHUNK_BYTES):

@@ -2,8 +2,9 @@
 
 Only real audio is yielded, no silence between pushes; each burst is stamped with the wall-clock time it arrived.
 A client cannot talk faster than real time: its audio may run ahead of the wall clock by at most `max_buffer_s`
-(room for a phone's network hiccup), like a radio, which cannot either. A flood beyond that, or audio for a channel
-task that stalls, is refused and counted, never buffered in the process's memory.
+(room for a phone's network hiccup), like a radio, which cannot either; a flood beyond that is refused and counted.
+Audio for a channel that has fallen behind is held for it (BACKLOG_S); only beyond that is it refused, and counted
+as skipped.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 
 from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH, Frame
 from bridge.config import WebSource
-from bridge.sources.base import FrameAssembler, FrameClock, SourceStats, ThrottledLog
+from bridge.sources.base import BACKLOG_S, FrameAssembler, FrameClock, SourceStats, ThrottledLog
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class PushSource:
         self.config = config or WebSource(type="web")
         self.stats = SourceStats()
         self.max_bytes = round(self.config.max_buffer_s * SAMPLE_RATE) * SAMPLE_WIDTH
+        self.backlog_bytes = round(max(BACKLOG_S, self.config.max_buffer_s) * SAMPLE_RATE) * SAMPLE_WIDTH
         self._chunks: deque[tuple[bytes, float]] = deque()
         self._buffered = 0
         # Real-time pacing as a token bucket: credit (bytes) grows with the clock at the audio rate, up to max_bytes.
@@ -52,8 +54,9 @@ class PushSource:
             reason = f"odd length {len(pcm16k)}: not 16-bit PCM"
         elif paced and len(pcm16k) > self._credit:
             reason = f"faster than real time (more than {self.config.max_buffer_s:g} s ahead of the clock): a flooding client"
-        elif self._buffered + len(pcm16k) > self.max_bytes:
-            reason = f"buffer full ({self.config.max_buffer_s:g} s): the channel is not reading"
+        elif self._buffered + len(pcm16k) > self.backlog_bytes:
+            reason = f"buffer full ({self.backlog_bytes / SAMPLE_RATE / SAMPLE_WIDTH:g} s): the channel is not reading"
+            self.stats.skipped_s += len(pcm16k) / SAMPLE_RATE / SAMPLE_WIDTH
         else:
             if paced:
                 self._credit -= len(pcm16k)

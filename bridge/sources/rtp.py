@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +30,9 @@ IDLE_GRACE_S = 0.04  # no packet for the jitter depth and this long: the sender 
 FRAME_S = FRAME_MS / 1000
 SILENCE = bytes(FRAME_BYTES)
 MAX_CLOCK_SKEW_S = 1.0  # RTP time this far behind arrival (sender clock drift, a long delay): re-anchor
+# What the kernel holds for us while the loop is busy: the default (~200 KB) is a few seconds of packets, after which
+# it drops them; 4 MB is over a minute of G.711 (the kernel caps it at net.core.rmem_max, 4 MB on Debian 12).
+RECEIVE_BUFFER_BYTES = 4 << 20
 
 
 class MalformedPacket(ValueError):
@@ -188,7 +192,10 @@ class RtpInput:
             transport, _ = await loop.create_datagram_endpoint(lambda: _Receiver(self), local_addr=(cfg.bind, cfg.port))
         except OSError as e:
             raise self.stats.fail(f"cannot listen on UDP {cfg.bind}:{cfg.port}: {e.strerror or e}") from e
-        logger.info("channel %s: listening for RTP on UDP %s:%d", self.channel_id, cfg.bind, cfg.port)
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+        logger.info("channel %s: listening for RTP on UDP %s:%d (receive buffer %d KB)", self.channel_id, cfg.bind, cfg.port,
+                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 1024)  # fmt: skip
         stream = _Stream(FrameAssembler(FrameClock(max_lead=0.2), self.stats))
         idle_after = self._buffer.depth + IDLE_GRACE_S
         last_audio = silence_due = loop.time()

@@ -21,13 +21,21 @@ import pyaudio
 
 from bridge.audio import FRAME_MS, Frame
 from bridge.config import SoundCardSource
-from bridge.sources.base import FrameAssembler, FrameClock, Resampler, SourceError, SourceStats
+from bridge.sources.base import (
+    BACKLOG_S,
+    FrameAssembler,
+    FrameClock,
+    Resampler,
+    SourceError,
+    SourceStats,
+    ThrottledLog,
+)
 
 logger = logging.getLogger(__name__)
 
 FIRST_DATA_TIMEOUT_S = 5.0  # PulseAudio's ALSA plug-in takes about a second to deliver the first buffer
 STALL_TIMEOUT_S = 2.0  # an open stream that delivers nothing for this long has lost its device
-QUEUE_BUFFERS = 250  # 5 s of 20 ms buffers between PortAudio's thread and the loop; beyond that, overrun
+QUEUE_BUFFERS = round(BACKLOG_S * 1000 / FRAME_MS)  # 20 ms buffers held for a channel that is behind; beyond, overflow
 CLOSE_WAIT_S = 10.0
 
 # PortAudio's initialise/terminate and device scans are process-global and not thread-safe.
@@ -62,6 +70,7 @@ class SoundCardInput:
         self.channel_id = channel_id
         self.config = config
         self.stats = SourceStats()
+        self._overflows = ThrottledLog(logger, "capture buffer overflowed, audio dropped")
 
     async def frames(self) -> AsyncIterator[Frame]:
         loop = asyncio.get_running_loop()
@@ -70,8 +79,12 @@ class SoundCardInput:
         def deliver(chunk: Chunk) -> None:  # runs on the loop
             try:
                 queue.put_nowait(chunk)
-            except asyncio.QueueFull:
+            except asyncio.QueueFull:  # the channel is minutes behind: the newest audio is lost, and counted
                 self.stats.lost += 1
+                self.stats.skipped_s += FRAME_MS / 1000
+                reason = f"{queue.maxsize * FRAME_MS / 1000:g} s of audio waiting: the channel is not taking it"
+                self.stats.last_error = reason
+                self._overflows(self.channel_id, reason)
 
         def callback(data: bytes | None, count: int, time_info: Any, status: int) -> tuple[None, int]:  # PortAudio's thread
             try:
@@ -105,6 +118,8 @@ class SoundCardInput:
                 async with asyncio.timeout(timeout):
                     data, arrived, status = await queue.get()
             except TimeoutError:
+                if not queue.empty():  # the loop itself was stalled past the timeout; the audio did arrive
+                    continue
                 state = "stream stopped" if not stream.is_active() else f"no audio for {timeout:g} s"
                 raise self.stats.fail(f"sound card {name} lost: {state}") from None
             timeout = STALL_TIMEOUT_S

@@ -17,6 +17,7 @@ from bridge.audio import FRAME_BYTES, SAMPLE_RATE
 from bridge.config import PipeSource, WebSource
 from bridge.decode import decode_file
 from bridge.sources import PipeInput, PushSource, SourceError, open_source
+from bridge.sources.base import BACKLOG_S
 from bridge.sources.pipe import to_int16
 from tests.conftest import REPO
 from tests.support.audio_check import collect, envelope_match, stamp_steps
@@ -108,6 +109,34 @@ async def test_fifo_is_read_without_blocking_the_loop(speech: Path, tmp_path: Pa
     assert len(got) >= len(pcm) // FRAME_BYTES - 1  # all but a held partial frame: the FIFO stays open for the next writer
 
 
+async def test_a_channel_that_stops_reading_does_not_make_the_writer_wait(speech: Path, tmp_path: Path) -> None:
+    """The capture tool feeding a FIFO must never block (it would overrun its own device): while the consumer takes
+    nothing for 1.5 s, all 4.3 s of audio written meanwhile are read and held for it, then taken in order."""
+    pcm = decode_file(speech)
+    fifo = tmp_path / "radio.fifo"
+    os.mkfifo(fifo)
+    source = PipeInput("p1", PipeSource(type="pipe", path=str(fifo)))
+    frames = source.frames()
+    first = asyncio.create_task(anext(frames))  # the source opens the FIFO; a writer's open waits for that
+    writer = await asyncio.to_thread(open, fifo, "wb", buffering=0)
+    writer.write(pcm[:FRAME_BYTES])
+    got = [(await first).pcm]
+
+    def write_the_rest() -> float:
+        writer.write(pcm[FRAME_BYTES:])  # 136 kB: twice a pipe's kernel buffer
+        return time.monotonic()
+
+    started = time.monotonic()
+    written = asyncio.create_task(asyncio.to_thread(write_the_rest))
+    await asyncio.sleep(1.5)  # the consumer is busy elsewhere; the loop is not
+    assert written.done() and (await written) - started < 1.0, "the writer was never held up"
+    while len(got) < len(pcm) // FRAME_BYTES:
+        got.append((await asyncio.wait_for(anext(frames), 5)).pcm)
+    writer.close()
+    await frames.aclose()
+    assert b"".join(got) == pcm[: len(got) * FRAME_BYTES]
+
+
 async def test_standard_input_of_a_real_process(speech: Path, tmp_path: Path) -> None:
     raw = raw_pcm(speech, tmp_path / "in.raw", "s16le", 8000, 1)
     script = (
@@ -189,9 +218,12 @@ async def test_push_refuses_floods_and_malformed_audio() -> None:
     frames = await collect(source, limit=50)
     assert len(frames) == 50
     assert not source.push(second), "reading fast does not let a client run further ahead of the clock"
+    for _ in range(int(BACKLOG_S)):  # the channel stops reading: two minutes are held for it, second by second
+        now[0] += 1.0
+        assert source.push(second)
+    assert source.stats.skipped_s == 0
     now[0] += 1.0
-    assert source.push(second)  # a second later, a second more
-    now[0] += 1.0
-    assert not source.push(second), "nobody read the last second: the channel's buffer is full"
-    assert "buffer full" in str(source.stats.last_error)
+    assert not source.push(second), "nobody read for two minutes: the channel's buffer is full"
+    assert "buffer full (120 s)" in str(source.stats.last_error)
+    assert source.stats.skipped_s == 1.0, "what had to be refused is counted as skipped audio"
     assert source.push(bytes(640), paced=False) is False  # the server's own audio is not paced, but still bounded

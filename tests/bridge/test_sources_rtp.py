@@ -279,3 +279,27 @@ async def test_real_time_stream_is_stamped_continuously_on_the_sender_clock(spee
     assert set(steps) == {0.02}, collections.Counter(steps)  # idle silence, the talk spurt, idle silence: one timeline
     first_audio = next(f for f in frames if f.pcm != bytes(FRAME_BYTES))
     assert abs(first_audio.ts - started) < 0.05
+
+
+async def test_packets_sent_while_the_loop_is_busy_wait_in_the_socket_not_lost(speech: Path) -> None:
+    """The whole recording (44.1 kHz L16: 214 packets of 1.8 kB) arrives while the loop is blocked: the kernel holds it
+    all for the receiver (its default buffer would have dropped most of it)."""
+    datagrams = packetise(ffmpeg_encode(speech, "s16be", 44100), 882 * 2, 882, 11, first_seq=1)
+    source = rtp_source()
+    frames: list[Frame] = []
+
+    async def consume() -> None:
+        async for frame in source.frames():
+            frames.append(frame)
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.sleep(0.3)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for datagram in datagrams:  # no await: the receiver cannot read until the burst is over
+            sender.sendto(datagram, ("127.0.0.1", source.config.port))
+    await asyncio.sleep(0.5)
+    consumer.cancel()
+    await asyncio.gather(consumer, return_exceptions=True)
+    assert source.stats.packets == len(datagrams) and source.stats.lost == 0
+    corr, _ = envelope_match(decode_file(speech), b"".join(f.pcm for f in frames), max_lag_frames=LEAD_FRAMES)
+    assert corr > 0.95, corr

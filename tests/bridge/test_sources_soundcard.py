@@ -138,3 +138,31 @@ async def test_portaudio_failing_to_initialise_is_a_source_error(monkeypatch: py
     with pytest.raises(SourceError, match=r"cannot initialise PortAudio for sound card 'default'.*Unanticipated host error"):
         await collect(source, limit=1)
     assert source.stats.errors == 1
+
+
+async def test_a_stalled_loop_is_not_a_lost_device(pulse: PulseServer) -> None:  # noqa: F811
+    """The loop blocked longer than the stall timeout (2 s) while the source waits for audio: the audio did arrive
+    (PortAudio's thread delivered it), so the device is not declared lost, and none of it is missing."""
+    capture = Capture(soundcard("pulse"))
+    await capture.wait_for(lambda: len(capture.frames) >= 5, timeout=8)
+    time.sleep(2.5)  # blocking the loop, as a slow call on it would
+    await capture.wait_for(lambda: capture.frames[-1].ts > time.time() - 0.5, timeout=5)  # caught up
+    await capture.stop()
+    assert capture.source.stats.errors == 0 and capture.source.stats.skipped_s == 0
+    steps = np.diff([f.ts for f in capture.frames])
+    assert steps.max() < 0.1, "no hole in the audio where the loop was stalled"
+
+
+async def test_a_channel_minutes_behind_loses_only_the_overflow_and_counts_it(
+    pulse: PulseServer, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    monkeypatch.setattr("bridge.sources.soundcard.QUEUE_BUFFERS", 50)  # 1 s instead of minutes, to overflow quickly
+    source = soundcard("pulse")
+    frames = source.frames()
+    await asyncio.wait_for(anext(frames), 8)
+    await asyncio.sleep(2.0)  # the channel takes nothing for 2 s: 1 s of it cannot be held
+    for _ in range(60):
+        await anext(frames)
+    await frames.aclose()
+    assert 0.8 <= source.stats.skipped_s <= 1.2, source.stats.skipped_s
+    assert source.stats.errors == 0 and "1 s of audio waiting" in str(source.stats.last_error)
