@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, model_validator
 
 from asr.config import AsrConfig
 from dispatch.config import DispatchConfig
@@ -167,6 +167,13 @@ class WebConfig(Strict):
     tile_url: str | None = Field(
         None, description="Map tile URL template for the console (e.g. a local tile server's /{z}/{x}/{y}.png); None draws"
         " the jurisdiction on a plain background, for command rooms without a network.",
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Reverse proxies in front of the service (addresses or CIDR networks) whose X-Forwarded-For is"
+        " believed: a request from one of them is from the right-most address in that header that is not one of them"
+        " (login throttling, sessions and the audit log use it). Empty (the default): the header is ignored and every"
+        " request is from the address that connected.",
     )
 
 

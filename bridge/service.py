@@ -169,7 +169,10 @@ class Service:
         imports uvicorn's protocol modules, a tenth of a second or more that would otherwise stall the loop as the
         channels start.)"""
         web = self.config.web
-        config = uvicorn.Config(create_app(self), host=web.host, port=web.port, log_level="warning", lifespan="off")
+        # proxy_headers off: uvicorn would believe X-Forwarded-For from any local process; the app decides whom to
+        # believe (web.trusted_proxies, bridge/web/security.py)
+        config = uvicorn.Config(create_app(self), host=web.host, port=web.port, log_level="warning", lifespan="off",
+                                proxy_headers=False)  # fmt: skip
         config.load()
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the CLI owns signals

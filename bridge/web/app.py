@@ -14,6 +14,7 @@ from bridge.web.auth import require
 from bridge.web.context import WebContext
 from bridge.web.routes_console import console_router
 from bridge.web.search import SearchIndex
+from bridge.web.security import ClientAddressMiddleware
 from bridge.web.sessions import LoginLimiter, SessionStore
 from bridge.web.users import Role, UserStore
 
@@ -43,6 +44,8 @@ def create_app(service: Service) -> FastAPI:
     # transcripts written while no web app ran (a first start on an existing archive) are indexed in the background;
     # a search meanwhile finishes what is left before it runs
     threading.Thread(target=app.state.web.search.sync, name="search-index", daemon=True).start()
+    # which address a request is from, before anything reads it (proxies in front: docs/security.md)
+    app.add_middleware(ClientAddressMiddleware, trusted_proxies=service.config.web.trusted_proxies)
     for module in (routes_auth, routes_channels, routes_archive):
         app.include_router(module.router)
     app.include_router(console_router(service.config.web.tile_url))  # the pages and what only they need

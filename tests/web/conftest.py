@@ -7,6 +7,7 @@ import time
 import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -26,7 +27,13 @@ T0 = time.time() - 3600  # an hour ago: the utterances in these tests start from
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    tmp = tmp_path_factory.mktemp("web")
+    svc = make_service(tmp_path_factory.mktemp("web"))
+    yield svc
+    svc.archive.close()
+
+
+def make_service(tmp: Path, web: dict[str, Any] | None = None) -> Service:
+    """The tests' Service in `tmp`, with the demo users; `web`: its web section (default: the defaults)."""
     config = {
         "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
         "storage": {"data_dir": str(tmp / "data"), "audio_format": "wav"},
@@ -37,13 +44,13 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
             {"id": ch, "name": ch, "source": {"type": "pipe", "path": str(tmp / f"{ch}.pcm")}}
             for ch in ("ch-market", "ch-police")
         ],
+        "web": web or {},
     }
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     svc = Service(load_config(path))
     ensure_demo_users(svc.db)
-    yield svc
-    svc.archive.close()
+    return svc
 
 
 @pytest.fixture(scope="module")
