@@ -15,7 +15,7 @@ from bridge.web.context import WebContext
 from bridge.web.routes_console import console_router
 from bridge.web.search import SearchIndex
 from bridge.web.security import ClientAddressMiddleware
-from bridge.web.sessions import LoginLimiter, SessionStore
+from bridge.web.sessions import LoginThrottle, SessionStore
 from bridge.web.users import Role, UserStore
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def create_app(service: Service) -> FastAPI:
         service=service,
         users=users,
         sessions=SessionStore(connect(database)),
-        limiter=LoginLimiter(),
+        throttle=LoginThrottle(),
         audit=AuditLog(connect(database)),
         search=SearchIndex(connect(database)),
     )

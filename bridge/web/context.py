@@ -12,7 +12,7 @@ from starlette.requests import HTTPConnection
 
 from bridge.web.audit import AuditLog
 from bridge.web.search import SearchIndex
-from bridge.web.sessions import LoginLimiter, SessionStore
+from bridge.web.sessions import LoginThrottle, SessionStore
 from bridge.web.users import UserStore
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class WebContext:
     service: Service
     users: UserStore
     sessions: SessionStore
-    limiter: LoginLimiter
+    throttle: LoginThrottle
     audit: AuditLog
     search: SearchIndex
     archive_check: ArchiveCheck = field(default_factory=ArchiveCheck)

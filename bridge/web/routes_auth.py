@@ -3,7 +3,9 @@
     POST /api/login    {"name", "password"} as JSON or an HTML form
                        -> 200 {"user": {...}, "token": "..."} (token only for JSON requests: API clients send it as
                           `Authorization: Bearer`), and the HttpOnly session cookie either way;
-                          401 wrong name or password; 429 + Retry-After after 5 failures a minute per name or address
+                          401 wrong name or password; 429 + Retry-After while this address must wait before
+                          trying this name again (failures in a row back off), or before trying any name (too
+                          many failures from it): bridge.web.sessions.LoginThrottle
     POST /api/logout   -> 204, session revoked and cookie cleared
     GET  /api/me       -> {"name", "role", "responder_id", "created_at"}            (any logged-in user)
     GET  /api/users    -> [user, ...]                                               (admin)
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -44,20 +47,19 @@ async def login(request: Request, response: Response, web: Web) -> dict[str, Any
     is_json = request.headers.get("content-type", "").startswith("application/json")
     credentials = await _credentials(request, is_json)
     client = client_address(request)
-    keys = (f"user:{credentials.name.lower()}", f"addr:{client}")
-    if lockout := web.limiter.check(*keys):
+    if wait_s := web.throttle.attempt(credentials.name, client):
+        retry_after = math.ceil(wait_s)
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
-            f"too many failed logins; try again in {lockout.retry_after_s} s",
-            headers={"Retry-After": str(lockout.retry_after_s)},
+            f"too many failed logins; try again in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
         )
     # argon2 takes tens of milliseconds of CPU on purpose: off the event loop
     user = await run_in_threadpool(web.users.authenticate, credentials.name, credentials.password)
     if user is None:
-        web.limiter.failed(*keys)
         web.audit.append(user=credentials.name, role="", action="login_failed", target=credentials.name, client=client)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong user name or password")
-    web.limiter.succeeded(keys[0])
+    web.throttle.succeeded(credentials.name, client)
     token = web.sessions.create(user, client)
     web.audit.append(user=user.name, role=str(user.role), action="login", target=user.name, client=client)
     response.set_cookie(

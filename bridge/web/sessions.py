@@ -1,4 +1,4 @@
-"""Login sessions and the login rate limit.
+"""Login sessions and the login throttle.
 
 A session is a random token handed to the client once (HttpOnly cookie, or a bearer token for API clients); the
 database keeps only its SHA-256, so a copy of the database does not let anyone log in.
@@ -11,10 +11,13 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv6Address, ip_network
 
 from bridge.db import migrate
+from bridge.web.security import canonical_address
 from bridge.web.users import Role, User
 
 SESSION_TTL_S = 12 * 3600  # one long shift; after that, log in again
@@ -72,50 +75,90 @@ class SessionStore:
             self._conn.execute("DELETE FROM sessions WHERE token_hash = ?", (_digest(token),))
 
 
-@dataclass(frozen=True, slots=True)
-class Lockout:
-    retry_after_s: int
+class LoginThrottle:
+    """Slows down password guessing without letting anyone lock a user out.
 
+    Failed logins are counted per (name, address): the first FREE_FAILURES in a row cost nothing (typos), each one
+    after that doubles the wait before the next try from that address for that name (1, 2, 4 ... s, at most
+    MAX_DELAY_S); a success starts the pair afresh. Across names, one address may fail ADDRESS_MAX_FAILURES times per
+    ADDRESS_WINDOW_S (password spraying: one password tried on many names); past that it waits. A name is never
+    locked as such: guessing from one address holds up only that address, so the real user, from another, logs in.
+    An IPv6 address counts as its /64 (what one subscriber gets). Kept in memory: a restart forgives.
 
-class LoginLimiter:
-    """At most `max_failures` failed logins per `window_s` for one user name and, separately, for one client
-    address; past that, further attempts are refused (without checking the password) until the window has moved
-    on. Counted in memory: a restart forgives, which is acceptable for slowing down guessing."""
+    `attempt` counts a try as failed before the password is checked (argon2 takes a while, and tries sent at the same
+    time would otherwise all pass the check); `succeeded` takes it back."""
 
-    def __init__(self, max_failures: int = 5, window_s: float = 60.0) -> None:
-        self.max_failures = max_failures
-        self.window_s = window_s
-        self._failures: defaultdict[str, deque[float]] = defaultdict(deque)
+    FREE_FAILURES = 3
+    MAX_DELAY_S = 300.0
+    FORGET_S = 3600.0  # a pair with no failure for this long starts afresh
+    ADDRESS_MAX_FAILURES = 20
+    ADDRESS_WINDOW_S = 600.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._pairs: OrderedDict[tuple[str, str], _Failures] = OrderedDict()  # least recently failed first
+        self._addresses: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def check(self, *keys: str) -> Lockout | None:
-        """A Lockout when any of `keys` ("user:NAME", "addr:IP") has used up its failures, else None."""
-        now = time.monotonic()
+    def attempt(self, name: str, address: str) -> float:
+        """Seconds `address` must wait before trying `name` again (then nothing is counted), or 0: go ahead (the try
+        counts as a failure until `succeeded`)."""
+        pair, source = (name.lower(), _address_key(address)), _address_key(address)
         with self._lock:
-            waits = [self._wait(key, now) for key in keys]
-        longest = max(waits, default=0.0)
-        return Lockout(max(1, int(longest + 0.999))) if longest > 0 else None
+            now = self._clock()
+            wait = max(self._pair_wait(pair, now), self._address_wait(source, now))
+            if wait > 0:
+                return wait
+            failures = self._pairs.pop(pair, None) or _Failures()
+            self._pairs[pair] = _Failures(failures.count + 1, now)
+            self._addresses.setdefault(source, deque()).append(now)
+            self._addresses.move_to_end(source)
+            for table in (self._pairs, self._addresses):
+                while len(table) > MAX_TRACKED_KEYS:  # a spray over more keys than that: forget the stalest
+                    table.popitem(last=False)
+        return 0.0
 
-    def failed(self, *keys: str) -> None:
-        now = time.monotonic()
+    def succeeded(self, name: str, address: str) -> None:
+        source = _address_key(address)
         with self._lock:
-            for key in keys:
-                self._failures[key].append(now)
-            if len(self._failures) > MAX_TRACKED_KEYS:  # someone spraying names: forget what has expired
-                for key in [k for k, t in self._failures.items() if now - t[-1] >= self.window_s]:
-                    del self._failures[key]
+            self._pairs.pop((name.lower(), source), None)
+            if times := self._addresses.get(source):
+                times.pop()  # this try was not a failure after all
 
-    def succeeded(self, key: str) -> None:
-        with self._lock:
-            self._failures.pop(key, None)
-
-    def _wait(self, key: str, now: float) -> float:
-        times = self._failures.get(key)
-        if not times:
+    def _pair_wait(self, pair: tuple[str, str], now: float) -> float:
+        failures = self._pairs.get(pair)
+        if failures is None:
             return 0.0
-        while times and now - times[0] >= self.window_s:
+        if now - failures.last >= self.FORGET_S:
+            del self._pairs[pair]
+            return 0.0
+        if failures.count < self.FREE_FAILURES:
+            return 0.0
+        delay = min(2.0 ** (failures.count - self.FREE_FAILURES), self.MAX_DELAY_S)
+        return max(0.0, failures.last + delay - now)
+
+    def _address_wait(self, source: str, now: float) -> float:
+        times = self._addresses.get(source)
+        if times is None:
+            return 0.0
+        while times and now - times[0] >= self.ADDRESS_WINDOW_S:
             times.popleft()
         if not times:
-            del self._failures[key]
+            del self._addresses[source]
             return 0.0
-        return self.window_s - (now - times[-self.max_failures]) if len(times) >= self.max_failures else 0.0
+        if len(times) < self.ADDRESS_MAX_FAILURES:
+            return 0.0
+        return times[-self.ADDRESS_MAX_FAILURES] + self.ADDRESS_WINDOW_S - now
+
+
+@dataclass(frozen=True, slots=True)
+class _Failures:
+    count: int = 0
+    last: float = 0.0  # clock time of the latest
+
+
+def _address_key(address: str) -> str:
+    parsed = canonical_address(address)
+    if isinstance(parsed, IPv6Address):
+        return str(ip_network(f"{parsed}/64", strict=False))
+    return str(parsed) if parsed is not None else address

@@ -71,7 +71,7 @@ def app(service: Service) -> FastAPI:
 
 @pytest.fixture
 def fresh_app(service: Service) -> FastAPI:
-    """An app of its own (its own login limiter), on the same service and database."""
+    """An app of its own (its own login throttle), on the same service and database."""
     return create_app(service)
 
 

@@ -1,4 +1,4 @@
-"""Login, sessions (cookie and bearer), the login rate limit, and role checks on endpoints and WebSockets."""
+"""Login, sessions (cookie and bearer), the login throttle, and role checks on endpoints and WebSockets."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from typing import Annotated
 import pytest
 from fastapi import APIRouter, FastAPI, WebSocket
 from fastapi.testclient import TestClient
+from httpx import Response
 from starlette.websockets import WebSocketDisconnect
 
 from bridge.cli import main
 from bridge.web.auth import SESSION_COOKIE, require
+from bridge.web.sessions import LoginThrottle
 from bridge.web.users import Role, User, UserStore, demo_password
 
 
@@ -51,22 +53,74 @@ def test_logout_revokes_the_session(login):
     assert client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
-def test_five_failures_lock_the_user_out_with_retry_after_even_for_the_right_password(fresh_app):
-    client = TestClient(fresh_app)
-    for _ in range(5):
-        assert client.post("/api/login", json={"name": "guard", "password": "wrong-password"}).status_code == 401
-    locked = client.post("/api/login", json={"name": "guard", "password": demo_password("guard")})
-    assert locked.status_code == 429
-    assert 1 <= int(locked.headers["retry-after"]) <= 60
-    # other users from elsewhere are unaffected... but this address is now locked too (it made the 5 failures)
-    assert client.post("/api/login", json={"name": "auditor", "password": "auditor-demo"}).status_code == 429
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def test_failures_spread_over_many_names_lock_the_address(fresh_app):
-    client = TestClient(fresh_app)
-    for n in range(5):
-        client.post("/api/login", json={"name": f"guess{n}", "password": "x" * 8})
-    assert client.post("/api/login", json={"name": "operator", "password": "operator-demo"}).status_code == 429
+@pytest.fixture
+def clock(fresh_app: FastAPI) -> Clock:
+    """`fresh_app`'s login throttle on a clock the test moves."""
+    clock = Clock()
+    fresh_app.state.web.throttle = LoginThrottle(clock)
+    return clock
+
+
+def log_in(app: FastAPI, name: str, password: str, address: str = "198.51.100.1") -> Response:
+    return TestClient(app, client=(address, 50000)).post("/api/login", json={"name": name, "password": password})
+
+
+def test_guessing_a_name_from_one_address_never_keeps_its_user_out_from_another(fresh_app):
+    for _ in range(8):
+        log_in(fresh_app, "guard", "wrong-password", address="203.0.113.66")
+    assert log_in(fresh_app, "guard", demo_password("guard"), address="203.0.113.66").status_code == 429
+    assert log_in(fresh_app, "guard", demo_password("guard"), address="198.51.100.7").status_code == 200
+
+
+def test_failures_in_a_row_back_off_1_2_4_seconds_and_a_success_starts_afresh(fresh_app, clock):
+    for _ in range(LoginThrottle.FREE_FAILURES):  # typos cost nothing
+        assert log_in(fresh_app, "auditor", "wrong-password").status_code == 401
+    for wait_s in (1, 2, 4):
+        refused = log_in(fresh_app, "auditor", demo_password("auditor"))  # refused unchecked, even the right password
+        assert (refused.status_code, refused.headers["retry-after"]) == (429, str(wait_s))
+        clock.now += wait_s
+        assert log_in(fresh_app, "auditor", "wrong-password").status_code == 401
+    assert log_in(fresh_app, "auditor", demo_password("auditor")).status_code == 429
+    clock.now += 8
+    assert log_in(fresh_app, "auditor", demo_password("auditor")).status_code == 200
+    assert log_in(fresh_app, "auditor", "wrong-password").status_code == 401  # counting from nothing again
+    assert log_in(fresh_app, "auditor", "wrong-password").status_code == 401
+
+
+def test_failures_spread_over_many_names_hold_up_the_address_only(fresh_app, clock):
+    for n in range(LoginThrottle.ADDRESS_MAX_FAILURES):
+        assert log_in(fresh_app, f"guess{n}", "x" * 8).status_code == 401
+    refused = log_in(fresh_app, "operator", demo_password("operator"))
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) == LoginThrottle.ADDRESS_WINDOW_S
+    assert log_in(fresh_app, "operator", demo_password("operator"), address="198.51.100.2").status_code == 200
+    clock.now += LoginThrottle.ADDRESS_WINDOW_S
+    assert log_in(fresh_app, "operator", demo_password("operator")).status_code == 200
+
+
+def test_the_throttle_counts_a_try_before_the_password_is_checked_and_caps_its_wait():
+    clock = Clock()
+    throttle = LoginThrottle(clock)
+    # tries sent at once, before any has been answered: only the free ones get to the password check
+    waits = [throttle.attempt("admin", "192.0.2.1") for _ in range(LoginThrottle.FREE_FAILURES + 2)]
+    assert waits[: LoginThrottle.FREE_FAILURES] == [0.0] * LoginThrottle.FREE_FAILURES and min(waits[-2:]) > 0
+    for _ in range(20):
+        clock.now += LoginThrottle.MAX_DELAY_S
+        assert throttle.attempt("admin", "192.0.2.1") == 0.0
+    assert throttle.attempt("admin", "192.0.2.1") == LoginThrottle.MAX_DELAY_S
+    # one IPv6 subscriber's addresses (a /64) are one address; the name's case makes no difference
+    for n in range(LoginThrottle.ADDRESS_MAX_FAILURES):
+        throttle.attempt(f"user{n}", f"2001:db8:1:2::{n:x}")
+    assert throttle.attempt("ADMIN", "2001:db8:1:2::ffff") > 0 and throttle.attempt("admin", "2001:db8:1:3::1") == 0.0
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""What guards the web app as a whole (bridge/web/security.py): the client address behind proxies."""
+"""What guards the web app as a whole (bridge/web/security.py): the client address behind proxies, and the login
+throttle counting that address."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from bridge.db import connect
 from bridge.service import Service
 from bridge.web.audit import AuditLog
 from bridge.web.security import forwarded_client
+from bridge.web.sessions import LoginThrottle
 from tests.support.broker import free_port
 from tests.web.conftest import make_service
 
@@ -66,6 +68,16 @@ def test_behind_a_trusted_proxy_the_client_is_the_right_most_address_it_did_not_
         proxy.post("/api/login", json={"name": "proxied", "password": "x" * 8},
                    headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.8"})  # fmt: skip
     assert served.failed_login_from("proxied") == "203.0.113.8"
+
+
+def test_naming_a_new_address_on_every_try_does_not_dodge_the_login_throttle(served: Served) -> None:
+    with served.client() as local:
+        statuses = [
+            local.post("/api/login", json={"name": f"spray{n}", "password": "x" * 8},
+                       headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code
+            for n in range(LoginThrottle.ADDRESS_MAX_FAILURES + 1)
+        ]  # fmt: skip
+    assert statuses[-1] == 429 and set(statuses) == {401, 429}
 
 
 @pytest.mark.parametrize(
