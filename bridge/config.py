@@ -175,6 +175,11 @@ class WebConfig(Strict):
         " (login throttling, sessions and the audit log use it). Empty (the default): the header is ignored and every"
         " request is from the address that connected.",
     )
+    secure_cookies: bool = Field(
+        False,
+        description="Mark the session cookie Secure, so that browsers send it over HTTPS only: set it when the console"
+        " is served over HTTPS (a TLS proxy in front). Off by default, since plain HTTP on 127.0.0.1 is the demo.",
+    )
 
 
 class Config(Strict):

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from bridge.web.auth import SESSION_COOKIE, require, session_token
-from bridge.web.context import Web, client_address
+from bridge.web.context import Web, WebContext, client_address
 from bridge.web.users import Role, User, UserError, UserExists
 
 router = APIRouter(prefix="/api", tags=["auth"])
@@ -62,9 +62,7 @@ async def login(request: Request, response: Response, web: Web) -> dict[str, Any
     web.throttle.succeeded(credentials.name, client)
     token = web.sessions.create(user, client)
     web.audit.append(user=user.name, role=str(user.role), action="login", target=user.name, client=client)
-    response.set_cookie(
-        SESSION_COOKIE, token, max_age=int(web.sessions.ttl_s), httponly=True, samesite="strict", path="/"
-    )
+    response.set_cookie(SESSION_COOKIE, token, max_age=int(web.sessions.ttl_s), path="/", **_cookie_flags(web))
     return {"user": user.to_dict()} | ({"token": token} if is_json else {})
 
 
@@ -85,7 +83,14 @@ def logout(request: Request, response: Response, web: Web) -> None:
             web.audit.append(user=user.name, role=str(user.role), action="logout", target=user.name,
                              client=client_address(request))  # fmt: skip
         web.sessions.revoke(token)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    response.delete_cookie(SESSION_COOKIE, path="/", **_cookie_flags(web))
+
+
+def _cookie_flags(web: WebContext) -> dict[str, Any]:
+    """HttpOnly: no script reads the session. SameSite=Strict: no other site's page or link sends it; every page
+    fetches what it shows from this origin, so a page opened from a link elsewhere still gets it for those fetches.
+    Secure (web.secure_cookies): over HTTPS only."""
+    return {"httponly": True, "samesite": "strict", "secure": web.service.config.web.secure_cookies}
 
 
 @router.get("/me")

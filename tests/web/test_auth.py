@@ -13,6 +13,7 @@ from httpx import Response
 from starlette.websockets import WebSocketDisconnect
 
 from bridge.cli import main
+from bridge.web import create_app
 from bridge.web.auth import SESSION_COOKIE, require
 from bridge.web.sessions import LoginThrottle
 from bridge.web.users import Role, User, UserStore, demo_password
@@ -26,6 +27,18 @@ def test_login_sets_an_httponly_session_cookie_and_me_answers(fresh_app):
     cookie = response.headers["set-cookie"]
     assert cookie.startswith(f"{SESSION_COOKIE}=") and "HttpOnly" in cookie and "SameSite=strict" in cookie
     assert client.get("/api/me").json()["role"] == "auditor"
+
+
+def test_web_secure_cookies_marks_the_session_cookie_secure(service, monkeypatch):
+    assert "Secure" not in log_in(create_app(service), "auditor", "auditor-demo").headers["set-cookie"]  # plain HTTP
+    web = service.config.web.model_copy(update={"secure_cookies": True})
+    monkeypatch.setattr(service, "config", service.config.model_copy(update={"web": web}))
+    client = TestClient(create_app(service))
+    cookie = client.post("/api/login", json={"name": "auditor", "password": "auditor-demo"}).headers["set-cookie"]
+    assert "; Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    token = cookie.split(";")[0].split("=", 1)[1]
+    cleared = client.post("/api/logout", headers={"Authorization": f"Bearer {token}"}).headers["set-cookie"]
+    assert "; Secure" in cleared and f'{SESSION_COOKIE}=""' in cleared
 
 
 def test_form_login_and_bearer_token(fresh_app):
