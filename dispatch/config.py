@@ -55,8 +55,13 @@ class ResponderRules(BaseModel):
     grid_chief_first: bool = Field(True, description="The chief answering for the place's grid goes before nearer police.")
     radius_m: float = Field(3000.0, gt=0, description="Responders farther than this (metres) are not alerted.")
     position_max_age_s: float = Field(
-        300.0, gt=0, description="A GPS fix older than this (seconds) is stale: the responder's post is used instead."
-    )
+        300.0, gt=0, description="A GPS fix older than this (seconds) is stale: the responder's post is used instead, "
+        "and a phone's fix already this old when it arrives is refused.",
+    )  # fmt: skip
+    position_max_ahead_s: float = Field(
+        120.0, ge=0, description="A phone's fix dated more than this (seconds) ahead of our clock is refused: it would "
+        "count as fresh for as long as its date says.",
+    )  # fmt: skip
 
 
 class AlertRules(BaseModel):

@@ -25,9 +25,12 @@ certain is raised then as a provisional 待确认 entry (nobody alerted), which 
 final dispatches (`dispatched`), an unsure final keeps for the operator, and a routine one retracts.
 
 Incoming MQTT (acks, responders' status, OwnTracks positions) arrives through `on_message`; an acknowledgement makes
-its sender busy on that incident on the responder board, and the incident's end frees them. Every change to an
-incident is emitted as `{type: new|update|end, before, after, reason}`: on the in-process bus (topic "incident"), on
-`<prefix>/events`, and as the retained state on `<prefix>/incidents/<id>`.
+its sender busy on that incident on the responder board, and the incident's end frees them. What the broker's ACL
+cannot judge is judged here and refused, counted in `rejected`: an answer from a responder not alerted for the
+incident, a fix dated too far ahead or too long ago, a payload naming another responder than its topic, and any ack
+or status the broker kept retained (replayed at every connect, it would undo what was said since: statuses are kept
+in the database instead). Every change to an incident is emitted as `{type: new|update|end, before, after, reason}`:
+on the in-process bus (topic "incident"), on `<prefix>/events`, and as the retained state on `<prefix>/incidents/<id>`.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from asr.transcript import Transcript
 from bridge.bus import EventBus
 from bridge.config import Config
 from bridge.db import connect
-from dispatch.alerts import AckStatus, Alerter, Candidate, parse_ack
+from dispatch.alerts import AckStatus, Alerter, Candidate, WatchStore, parse_ack
 from dispatch.announce import Announcement, Announcer, announcement_text
 from dispatch.classify import Classification, Lexicon, classify_transcript, load_lexicon
 from dispatch.config import PartialRules
@@ -57,7 +60,7 @@ from dispatch.mqtt import MqttLink
 from dispatch.outbox import Outbox
 from dispatch.positions import PayloadError, PositionIntake
 from dispatch.provisional import PartialGate, Raise, Reading, Verdict, settle
-from dispatch.responders import Recommendation, ResponderBoard, parse_status, recommend
+from dispatch.responders import Recommendation, ResponderBoard, StatusStore, parse_status, recommend
 from dispatch.topics import AckTopic, OwnTracksTopic, StatusTopic, Topics
 
 logger = logging.getLogger(__name__)
@@ -118,6 +121,7 @@ class Dispatcher:
         locate: Locate,
         rank: Rank,
         board: ResponderBoard,
+        watches: WatchStore,
         topics: Topics | None = None,
         bus: EventBus | None = None,
         announcer: Announcer | None = None,
@@ -128,10 +132,14 @@ class Dispatcher:
         default_priority: Mapping[str, str] | None = None,
         confirm_timeout: float = 120.0,
         partials: PartialRules | None = None,
+        position_max_age_s: float = 300.0,
+        position_max_ahead_s: float = 120.0,
     ) -> None:
         """`default_priority`: incident type -> its priority when an operator confirms it without one (the lexicon's
         `default_priority`); its keys are the types a confirmation may name. `partials`: the rules for raising
-        provisional incidents from partial transcripts; None: only final transcripts are dispatched."""
+        provisional incidents from partial transcripts; None: only final transcripts are dispatched. `watches`: where
+        escalation is kept across restarts. A phone's fix is taken only when dated between `position_max_age_s`
+        before now and `position_max_ahead_s` after."""
         self.jurisdiction = jurisdiction
         self.store = store
         self.topics = topics or Topics()
@@ -153,13 +161,15 @@ class Dispatcher:
             outbox,
             self.topics,
             self._emit,
+            watches,
             ack_timeout=ack_timeout,
             responder_ids=responder_ids,
             is_available=board.is_available,
         )
         self.positions = PositionIntake(
-            responder_ids, lambda p: board.update_position(p.responder_id, p.lat, p.lon, p.ts, p.acc), devices
-        )
+            responder_ids, lambda p: board.update_position(p.responder_id, p.lat, p.lon, p.ts, p.acc), devices,
+            max_age_s=position_max_age_s, max_ahead_s=position_max_ahead_s, clock=board.clock,
+        )  # fmt: skip
         self.rejected: Counter[str] = Counter()  # MQTT messages we could not use, by reason
         self._background: set[asyncio.Task[Any]] = set()
         self._partials = partials
@@ -429,9 +439,14 @@ class Dispatcher:
         self._emit(incident, after, "rerouted")
         return after
 
-    async def on_message(self, topic: str, payload: bytes) -> None:
-        """MQTT handler (MqttLink's): acks, status and positions; anything unusable is logged and counted, never raised."""
+    async def on_message(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
+        """MQTT handler (MqttLink's): acks, status and positions; anything unusable is logged and counted, never raised.
+        `retained`: the broker kept it from before we subscribed (a fix is judged by its own date instead)."""
         match self.topics.parse(topic):
+            case AckTopic() | StatusTopic() as kind if retained:
+                what = "ack" if isinstance(kind, AckTopic) else "status"
+                self.rejected[f"{what}_retained"] += 1
+                logger.warning("retained %s on %s ignored: only what a phone says while we listen counts", what, topic)
             case AckTopic(responder_id):
                 try:
                     ack = parse_ack(responder_id, payload)
@@ -440,7 +455,11 @@ class Dispatcher:
                     logger.warning("ack on %s rejected (%s): %s", topic, e.reason, e)
                     return
                 incident = self.alerter.handle_ack(ack)
-                if incident is not None and incident.status in OPEN and ack.status != AckStatus.DECLINED:
+                if incident is None or incident.status not in OPEN:
+                    return
+                if ack.status == AckStatus.DECLINED:  # one who accepted and then declines is free again
+                    self._board.release(incident.id, only=[responder_id])
+                else:
                     self._board.engage(responder_id, incident.id)  # busy there: not offered for other incidents
             case StatusTopic(responder_id):
                 self._set_responder_status(topic, responder_id, payload)
@@ -452,7 +471,7 @@ class Dispatcher:
 
     def _set_responder_status(self, topic: str, responder_id: str, payload: bytes) -> None:
         try:
-            status = parse_status(payload)
+            status = parse_status(payload, responder_id)
         except PayloadError as e:
             self.rejected[f"status_{e.reason}"] += 1
             logger.warning("status on %s rejected (%s): %s", topic, e.reason, e)
@@ -706,8 +725,10 @@ class DispatchService:
     ) -> None:
         rules = config.dispatch
         self.jurisdiction = load_jurisdiction(config.jurisdiction)
-        self.board = ResponderBoard(self.jurisdiction)
         self._conn = connect(config.storage.database)
+        statuses = StatusStore(self._conn)  # what each responder last said (or an ack made them), across restarts
+        self.board = ResponderBoard(self.jurisdiction, on_change=statuses.save)
+        self.board.restore(statuses.load())
         topics = Topics(config.broker.topic_prefix)
         self.link: MqttLink | None = None
         publish, ready = _nowhere, None
@@ -735,6 +756,7 @@ class DispatchService:
             locate=lambda t: extract_location(t, index),
             rank=self._rank,
             board=self.board,
+            watches=WatchStore(self._conn),
             topics=topics,
             bus=bus,
             announcer=announcer,
@@ -745,12 +767,15 @@ class DispatchService:
             default_priority=lexicon.default_priority,
             confirm_timeout=rules.alerts.confirm_timeout_s,
             partials=rules.partials if rules.provisional else None,
+            position_max_age_s=rules.responders.position_max_age_s,
+            position_max_ahead_s=rules.responders.position_max_ahead_s,
         )
         self._rules = rules.responders
 
     async def run(self) -> None:
         """Keep the MQTT link up and the outbox draining until cancelled."""
         self.dispatcher.watch_unconfirmed()
+        self.dispatcher.alerter.resume()
         if self.link is None:
             logger.warning("broker disabled: alerts are kept in the outbox, not sent")
             await asyncio.Event().wait()
@@ -766,8 +791,8 @@ class DispatchService:
         reserve = [_candidate(r) for r in recommend(place, self.board, everyone, exclude=[c.responder_id for c in first])]
         return first, reserve
 
-    async def _on_message(self, topic: str, payload: bytes) -> None:
-        await self.dispatcher.on_message(topic, payload)
+    async def _on_message(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
+        await self.dispatcher.on_message(topic, payload, retained=retained)
 
 
 def _candidate(r: Recommendation) -> Candidate:

@@ -2,7 +2,9 @@
 
 A location message is `{"_type": "location", "lat": .., "lon": .., "tst": <epoch s>, "acc": <m>, ...}`; other
 message types (waypoints, transitions, cards, last-will) are ignored. The user name is the responder id unless the
-config maps "user" or "user/device" to one.
+config maps "user" or "user/device" to one. A fix is taken only when it was taken lately (`tst` no older than the
+staleness limit, no further ahead than a phone's clock may be wrong): a fix dated in the future would otherwise
+stay "fresh" for as long as its date says, and one from long ago says nothing of where the responder is now.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -48,6 +51,14 @@ def json_object(payload: bytes) -> dict[str, Any]:
     return data
 
 
+def check_sender(data: dict[str, Any], responder_id: str) -> None:
+    """A phone's message is about the responder its topic names (the ACL lets each phone write only its own); one
+    whose payload names another is refused (`wrong_responder`) rather than read either way."""
+    named = data.get("responder_id", responder_id)
+    if named != responder_id:
+        raise PayloadError("wrong_responder", f"names responder {named!r} on {responder_id!r}'s topic")
+
+
 def parse_location(payload: bytes) -> tuple[float, float, float, float | None] | None:
     """OwnTracks JSON -> (lat, lon, tst, acc); None for a message that is not a location; PayloadError when bad."""
     data = json_object(payload)
@@ -58,6 +69,15 @@ def parse_location(payload: bytes) -> tuple[float, float, float, float | None] |
     if not (-90 <= lat <= 90 and -180 <= lon <= 180) or tst <= 0 or (acc is not None and acc < 0):
         raise PayloadError("out_of_range", f"out of range: lat={lat} lon={lon} tst={tst} acc={acc}")
     return lat, lon, tst, acc
+
+
+def check_fix_time(tst: float, now: float, *, max_age_s: float, max_ahead_s: float) -> None:
+    """PayloadError (`stale`, `future`) unless the fix was taken within `max_age_s` before `now`, or at most
+    `max_ahead_s` after it (a phone's clock running ahead)."""
+    if tst > now + max_ahead_s:
+        raise PayloadError("future", f"fix dated {tst - now:.0f} s ahead of our clock")
+    if tst < now - max_age_s:
+        raise PayloadError("stale", f"fix taken {now - tst:.0f} s ago")
 
 
 def _number(data: dict[str, Any], key: str) -> float:
@@ -76,10 +96,17 @@ class PositionIntake:
         responder_ids: Collection[str],
         on_position: Callable[[Position], None],
         devices: Mapping[str, str] | None = None,
+        *,
+        max_age_s: float = 300.0,
+        max_ahead_s: float = 120.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._responder_ids = frozenset(responder_ids)
         self._on_position = on_position
         self._devices = dict(devices or {})  # "user/device" or "user" -> responder id
+        self._max_age_s = max_age_s
+        self._max_ahead_s = max_ahead_s
+        self._clock = clock
         self.accepted = 0
         self.ignored = 0
         self.rejected: Counter[str] = Counter()
@@ -91,6 +118,8 @@ class PositionIntake:
     def handle(self, topic: OwnTracksTopic, payload: bytes) -> Position | None:
         try:
             fix = parse_location(payload)
+            if fix is not None:
+                check_fix_time(fix[2], self._clock(), max_age_s=self._max_age_s, max_ahead_s=self._max_ahead_s)
         except PayloadError as e:
             return self._reject(e.reason, topic, str(e))
         if fix is None:

@@ -1,7 +1,8 @@
 """Who goes: responders' run-time state (status, last GPS fix) and the ranking of who to alert for a place.
 
 `ResponderBoard` is the small state store the MQTT side updates (OwnTracks positions; statuses from the phones on
-`<prefix>/status/<responder_id>`; an acknowledgement makes its sender busy on that incident until the incident ends);
+`<prefix>/status/<responder_id>`; an acknowledgement makes its sender busy on that incident until the incident ends;
+statuses are kept in SQLite by `StatusStore`, so a restart starts from them and not from what the broker retained);
 `recommend` is pure: the k nearest available guards (先期处置) plus police, the chief answering for the place's grid
 first, all within a radius, ranked by distance. A fix older than the staleness limit is ignored in favour of the
 responder's post, so a phone that went quiet an hour ago does not pull a guard to where he used to be.
@@ -11,25 +12,41 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from bridge.db import migrate
 from dispatch.config import ResponderRules
 from dispatch.gazetteer import Jurisdiction, Place, Responder, distance_m
-from dispatch.positions import PayloadError, json_object
+from dispatch.positions import PayloadError, check_sender, json_object
 
 logger = logging.getLogger(__name__)
 
 Status = Literal["available", "busy", "off_duty"]
 STATUSES: tuple[str, ...] = get_args(Status)
 
+MIGRATIONS = [
+    """
+    CREATE TABLE responder_status (
+        responder_id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        incident_id TEXT,
+        updated_at REAL NOT NULL
+    );
+    """
+]
 
-def parse_status(payload: bytes) -> Status:
-    """`{"status": "available"|"busy"|"off_duty"}` (a phone may write off-duty) -> the status; PayloadError if bad."""
+
+def parse_status(payload: bytes, responder_id: str | None = None) -> Status:
+    """`{"status": "available"|"busy"|"off_duty"}` (a phone may write off-duty) -> the status; PayloadError if bad,
+    or (`wrong_responder`) if it names a `responder_id` other than the given one (the topic's)."""
     data = json_object(payload)
+    if responder_id is not None:
+        check_sender(data, responder_id)
     status = data.get("status")
     if isinstance(status, str):
         status = status.replace("-", "_")
@@ -65,16 +82,58 @@ class Located:
     ts: float | None = None
 
 
-class ResponderBoard:
-    """Status and last position of every responder of a jurisdiction; safe to update from another thread."""
+StatusChange = Callable[[str, Status, str | None], None]  # (responder id, status, incident it is busy on)
 
-    def __init__(self, jurisdiction: Jurisdiction, clock: Callable[[], float] = time.time) -> None:
+
+class StatusStore:
+    """Each responder's status and engagement in SQLite, written on every change."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        migrate(conn, "dispatch.responders", MIGRATIONS)
+        self._conn = conn
+
+    def load(self) -> dict[str, tuple[Status, str | None]]:
+        rows = self._conn.execute("SELECT responder_id, status, incident_id FROM responder_status")
+        return {r["responder_id"]: (r["status"], r["incident_id"]) for r in rows}
+
+    def save(self, responder_id: str, status: Status, incident_id: str | None) -> None:
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO responder_status (responder_id, status, incident_id, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (responder_id) DO UPDATE SET status = excluded.status, incident_id = excluded.incident_id, "
+                "updated_at = excluded.updated_at",
+                (responder_id, status, incident_id, time.time()),
+            )
+
+
+class ResponderBoard:
+    """Status and last position of every responder of a jurisdiction; safe to update from another thread.
+    `on_change` hears every change of status or engagement (StatusStore.save keeps them)."""
+
+    def __init__(
+        self, jurisdiction: Jurisdiction, clock: Callable[[], float] = time.time, *, on_change: StatusChange | None = None
+    ) -> None:
         self.jurisdiction = jurisdiction
         self.clock = clock
         self._status: dict[str, Status] = {r.id: "available" for r in jurisdiction.responders}
         self._fix: dict[str, Fix] = {}
         self._engaged: dict[str, str] = {}  # responder id -> the incident its acknowledgement made it busy on
         self._lock = threading.Lock()
+        self._on_change = on_change
+
+    def restore(self, saved: Mapping[str, tuple[str, str | None]]) -> None:
+        """Statuses (and engagements) kept from before a restart; responders no longer in the registry are skipped."""
+        with self._lock:
+            for rid, (status, incident_id) in saved.items():
+                if rid in self._status and status in STATUSES:
+                    self._status[rid] = status  # type: ignore[assignment]
+                    if incident_id is not None:
+                        self._engaged[rid] = incident_id
+
+    def _changed(self, responder_id: str) -> None:
+        # called with the lock held, so that changes reach `on_change` in the order they were made
+        if self._on_change is not None:
+            self._on_change(responder_id, self._status[responder_id], self._engaged.get(responder_id))
 
     def _check(self, responder_id: str) -> Responder:
         if responder_id not in self._status:
@@ -101,6 +160,7 @@ class ResponderBoard:
         with self._lock:
             self._status[responder_id] = status  # type: ignore[assignment]
             self._engaged.pop(responder_id, None)
+            self._changed(responder_id)
 
     def status(self, responder_id: str) -> Status:
         self._check(responder_id)
@@ -116,6 +176,7 @@ class ResponderBoard:
         with self._lock:
             self._status[responder_id] = "busy"
             self._engaged[responder_id] = incident_id
+            self._changed(responder_id)
 
     def release(self, incident_id: str, only: Collection[str] | None = None) -> list[str]:
         """The incident ended (or `only` these were stood down from it): whoever is still busy on it is available
@@ -127,6 +188,7 @@ class ResponderBoard:
             for rid in freed:
                 del self._engaged[rid]
                 self._status[rid] = "available"
+                self._changed(rid)
         return freed
 
     def engaged_on(self, responder_id: str) -> str | None:

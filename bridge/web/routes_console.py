@@ -30,7 +30,9 @@ own alerts, acknowledgements and position. The audio WebSockets (listen, talk ba
                                                      (a provisional alert the final transcript retracted or re-routed)
     WS   /api/me/live                  guard|officer {"topic": "alert", "data": view} when one of those changes (or the
                                                      responder is stood down from one)
-    POST /api/me/ack                   guard|officer {"incident_id", "status": ack|on_scene|declined}: the MQTT ack path
+    POST /api/me/ack                   guard|officer {"incident_id", "status": ack|on_scene|declined}: the MQTT ack path,
+                                                     for an incident the responder is alerted to (else 403); the
+                                                     same answer again changes nothing
     POST /api/me/position              guard|officer {"lat", "lon", "acc"?, "tst"?}: the OwnTracks path
     POST /api/me/status                guard|officer {"status": available|busy|off_duty}: the MQTT status path
 
@@ -251,8 +253,12 @@ def console_router(tile_url: str | None = None) -> APIRouter:
     async def ack(body: AckBody, ctx: WebContext = Depends(web_context), user: User = require(*RESPONDER)) -> dict[str, Any]:
         rid = _responder_id(ctx, user)
         dispatcher = ctx.service.dispatch.dispatcher
-        _incident(ctx, body.incident_id)  # 404 before the ack path counts it as a rejection
-        # exactly what a phone's MQTT ack does: same topic parsing, payload checks, lifecycle and timeline
+        # refused before the ack path counts it: 404, and 403 for an incident this responder was not alerted to
+        # (or was stood down from), whose details and lifecycle are not theirs
+        if rid not in _incident(ctx, body.incident_id).assigned:
+            raise HTTPException(403, f"{rid} was not alerted for incident {body.incident_id}")
+        # exactly what a phone's MQTT ack does: same topic parsing, payload checks, lifecycle and timeline (the same
+        # answer twice changes nothing)
         await dispatcher.on_message(dispatcher.topics.ack(rid), json.dumps(body.model_dump()).encode())
         return incident_view(ctx, _incident(ctx, body.incident_id))
 

@@ -10,6 +10,7 @@ from dispatch.positions import Position, PositionIntake
 from dispatch.topics import OwnTracksTopic, StatusTopic, Topics
 
 RESPONDERS = {"g-piju", "p-ou-yong"}
+NOW = 1_700_000_060.0  # the intake's clock: the fixes below were taken a minute ago
 
 
 def fix(**overrides) -> bytes:
@@ -25,7 +26,8 @@ def received() -> list[Position]:
 
 @pytest.fixture
 def intake(received: list[Position]) -> PositionIntake:
-    return PositionIntake(RESPONDERS, received.append, devices={"ouyong/iphone": "p-ou-yong"})
+    return PositionIntake(RESPONDERS, received.append, devices={"ouyong/iphone": "p-ou-yong"}, max_age_s=300,
+                          max_ahead_s=120, clock=lambda: NOW)  # fmt: skip
 
 
 def test_location_becomes_position_of_the_responder(intake: PositionIntake, received: list[Position]) -> None:
@@ -59,6 +61,10 @@ def test_other_owntracks_types_are_ignored(intake: PositionIntake, received: lis
         (fix(tst=True), "bad_type"),
         (fix(lat=95.0), "out_of_range"),
         (fix(acc=-3), "out_of_range"),
+        # dated ten years ahead, it would be "fresh" for ten years; taken an hour ago, it says nothing of now
+        (fix(tst=NOW + 10 * 365 * 86400), "future"),
+        (fix(tst=NOW + 121), "future"),
+        (fix(tst=NOW - 3600), "stale"),
     ],
 )
 def test_malformed_payloads_are_counted_not_raised(
@@ -66,6 +72,11 @@ def test_malformed_payloads_are_counted_not_raised(
 ) -> None:
     assert intake.handle(OwnTracksTopic("g-piju", "phone"), payload) is None
     assert intake.rejected == {reason: 1} and not received
+
+
+def test_a_phone_clock_a_little_ahead_or_a_fix_a_little_old_is_taken(intake: PositionIntake) -> None:
+    for tst in (NOW + 119, NOW - 299):
+        assert intake.handle(OwnTracksTopic("g-piju", "phone"), fix(tst=tst)) is not None
 
 
 def test_unknown_responder_is_counted(intake: PositionIntake, received: list[Position]) -> None:

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from bridge.db import connect
 from dispatch.config import ResponderRules
 from dispatch.gazetteer import Jurisdiction, distance_m, load_jurisdiction
 from dispatch.positions import PayloadError
-from dispatch.responders import STATUSES, ResponderBoard, UnknownResponderError, parse_status, recommend
+from dispatch.responders import STATUSES, ResponderBoard, StatusStore, UnknownResponderError, parse_status, recommend
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = 1_700_000_000.0
@@ -163,3 +164,17 @@ def test_parse_status(payload: bytes, expected: str) -> None:
         with pytest.raises(PayloadError) as e:
             parse_status(payload)
         assert e.value.reason == expected
+
+
+def test_statuses_and_engagements_outlive_a_restart(jurisdiction: Jurisdiction, tmp_path: Path) -> None:
+    store = StatusStore(connect(tmp_path / "j.db"))
+    board = ResponderBoard(jurisdiction, on_change=store.save)
+    board.set_status("g-piju", "off_duty")
+    board.engage("g-gaoqiao", "INC-1")
+    board.engage("g-yeshi", "INC-2")
+    board.release("INC-2")
+    again = ResponderBoard(jurisdiction)
+    again.restore(StatusStore(connect(tmp_path / "j.db")).load() | {"someone-gone": ("busy", None)})
+    assert [again.status(r) for r in ("g-piju", "g-gaoqiao", "g-yeshi", "g-dongjiao")] == [
+        "off_duty", "busy", "available", "available"]  # fmt: skip
+    assert again.engaged_on("g-gaoqiao") == "INC-1" and again.release("INC-1") == ["g-gaoqiao"]
