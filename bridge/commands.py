@@ -56,10 +56,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         config, _ = load_setup(args.config)
-    except ConfigError as e:
+        run_service(config)
+    except ConfigError as e:  # also what the service finds unusable as it starts (the broker password file)
         print(e, file=sys.stderr)
         return 2
-    run_service(config)
     return 0
 
 
@@ -73,7 +73,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print(f"  jurisdiction: {config.jurisdiction} ({jurisdiction.name}: {len(jurisdiction.places)} places, "
           f"{len(jurisdiction.responders)} responders)")
     print(f"  storage: {config.storage.data_dir} ({config.storage.audio_format})")
-    print(f"  broker: {config.broker.host}:{config.broker.port}" + ("" if config.broker.enabled else " (disabled)"))
+    b = config.broker
+    login = f" as {b.username}" if b.username else " (anonymous)"
+    print(f"  broker: {b.host}:{b.port}{' over TLS' if b.tls else ''}" + (login if b.enabled else " (disabled)"))
     print(f"  web: http://{config.web.host}:{config.web.port}")
     print(f"  speech recognition: {config.asr.engine}")
     for ch in config.channels:

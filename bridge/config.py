@@ -151,14 +151,50 @@ class StorageConfig(Strict):
         return self.data_dir / "archive"
 
 
+class BrokerTls(Strict):
+    ca_file: Path = Field(description="CA certificate(s) (PEM) the broker's certificate must be signed by; the broker's "
+                          "certificate must also name `broker.host`.")
+    cert_file: Path | None = Field(None, description="Client certificate (PEM), for a listener that requires one.")
+    key_file: Path | None = Field(None, description="Its private key (PEM).")
+
+    @model_validator(mode="after")
+    def _key_with_cert(self) -> BrokerTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
 class BrokerConfig(Strict):
     enabled: bool = Field(True, description="Connect to an MQTT broker (alerts, positions, acknowledgements).")
     host: str = Field("127.0.0.1", description="MQTT broker host.")
-    port: int = Field(1883, ge=1, le=65535, description="MQTT broker port.")
-    username: str | None = Field(None, description="MQTT user name.")
-    password: str | None = Field(None, description="MQTT password.")
+    port: int = Field(1883, ge=1, le=65535, description="MQTT broker port (a TLS listener is usually 8883).")
+    username: str | None = Field(None, description="MQTT user name of the service (`jingbao broker setup` makes 'jingbao').")
+    password: str | None = Field(None, description="MQTT password (better: password_file, kept out of the config).")
+    password_file: Path | None = Field(
+        None, description="File holding the MQTT password (written by `jingbao broker setup`); relative to this file.",
+    )  # fmt: skip
+    tls: BrokerTls | None = Field(None, description="Connect over TLS (paths relative to this file); None: plain TCP.")
     topic_prefix: str = Field("jingbao", description="Prefix of every topic jingbao publishes.")
-    client_id: str = Field("jingbao-bridge", description="MQTT client id of the service (persistent session).")
+    client_id: str = Field(
+        "jingbao-bridge", description="MQTT client id of the service (persistent session). A broker set up by `jingbao "
+        "broker` takes the user name as the client id instead, so that nobody else can take the session over.",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _one_password(self) -> BrokerConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        return self
+
+    def read_password(self) -> str | None:
+        """The password, from the config or its file; ConfigError when the file cannot be read."""
+        if self.password_file is None:
+            return self.password
+        try:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"broker.password_file {self.password_file}: cannot read it ({e.strerror}); "
+                              "`jingbao broker setup` writes it") from e  # fmt: skip
 
 
 class WebConfig(Strict):
@@ -285,6 +321,12 @@ def _resolve_paths(config: Config, base: Path) -> Config:
             ch = ch.model_copy(update={"source": ch.source.model_copy(update={"paths": [resolve(p) for p in ch.source.paths]})})
         channels.append(ch)
     storage = config.storage.model_copy(update={"data_dir": resolve(config.storage.data_dir)})
+    broker = config.broker
+    if broker.password_file is not None:
+        broker = broker.model_copy(update={"password_file": resolve(broker.password_file)})
+    if broker.tls is not None:
+        tls = {k: resolve(v) for k, v in broker.tls.model_dump().items() if v is not None}
+        broker = broker.model_copy(update={"tls": broker.tls.model_copy(update=tls)})
     return config.model_copy(
-        update={"jurisdiction": resolve(config.jurisdiction), "channels": channels, "storage": storage}
+        update={"jurisdiction": resolve(config.jurisdiction), "channels": channels, "storage": storage, "broker": broker}
     )

@@ -13,12 +13,14 @@ from dispatch.incidents import Incident, IncidentStore, iso
 
 if TYPE_CHECKING:
     from asr.config import AsrConfig
+    from bridge.config import Config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands (each sets `func`)."""
     _register_extract(sub)
     _register_incidents(sub)
+    _register_broker(sub)
 
 
 # --- jingbao extract ---------------------------------------------------------------------------------------
@@ -168,3 +170,98 @@ def _incident_line(incident: Incident) -> str:
     where = incident.place_name or "location unknown"
     mark = "  (provisional: final transcript not in yet)" if incident.provisional else ""
     return f"{incident.id}  {iso(incident.created_at)}  {incident.status:<18} {incident.type}/{incident.priority}  {where}{mark}"
+
+
+# --- jingbao broker ----------------------------------------------------------------------------------------
+
+def _register_broker(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("broker", help="MQTT broker accounts and ACL, from the responder registry (docs/security.md)")
+    bsub = p.add_subparsers(dest="broker_command", required=True)
+    setup = bsub.add_parser("setup", help="accounts for the service and the console, the ACL from the registry; run again "
+                            "when the registry changes (phones keep their passwords)")
+    setup.add_argument("--rotate", action="store_true", help="new passwords for the service and the console")
+    add = bsub.add_parser("add-device", help="a login for a responder's phone, printed once (again: a new password; the "
+                          "old one stops working)")
+    add.add_argument("responder", help="responder id from the registry (config/jurisdiction.yaml)")
+    add.add_argument("--json", action="store_true", help="the login as one JSON object")
+    remove = bsub.add_parser("remove-device", help="the responder's phone can no longer log in")
+    remove.add_argument("responder", help="responder id")
+    for q in (setup, add, remove):
+        q.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                       help=f"service config, as for `jingbao run` (default {DEFAULT_CONFIG}): its jurisdiction, broker "
+                       "section and OwnTracks device map")  # fmt: skip
+        q.add_argument("--dir", type=Path, help="where the password file and the ACL go (default: "
+                       "<storage.data_dir>/mosquitto, where scripts/broker.sh runs the demo's broker)")
+        q.set_defaults(func=_broker_command)
+
+
+def _broker_command(args: argparse.Namespace) -> int:
+    from bridge.commands import load_setup
+    from bridge.config import ConfigError
+    from dispatch.broker_access import BrokerAccess, reload_broker
+
+    try:
+        config, jurisdiction = load_setup(args.config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    directory = args.dir or config.storage.data_dir / "mosquitto"
+    b = config.broker
+    access = BrokerAccess(directory, jurisdiction, prefix=b.topic_prefix, service=b.username or "jingbao",
+                          service_secret=b.password_file, owntracks=config.dispatch.alerts.devices)  # fmt: skip
+    if args.broker_command == "setup":
+        try:
+            report = access.setup(rotate=args.rotate)
+        except ValueError as e:
+            print(f"jingbao broker setup: {e}", file=sys.stderr)
+            return 2
+        for account in report.created:
+            print(f"account {account}: new password in {access.secret_file(account)}", file=sys.stderr)
+        for account in report.kept:
+            print(f"account {account}: kept", file=sys.stderr)
+        for account in report.dropped:
+            print(f"phone account {account} removed: no such responder in the registry any more", file=sys.stderr)
+        print(f"{access.passwd_file}: {report.devices} phone(s); {access.acl_file}: {len(jurisdiction.responders)} "
+              "responders", file=sys.stderr)  # fmt: skip
+        if b.username != access.service or b.password_file != access.secret_file(access.service):
+            print(f"the service logs in with broker.username: {access.service} and broker.password_file: "
+                  f"{access.secret_file(access.service)} in {args.config}", file=sys.stderr)  # fmt: skip
+    elif args.broker_command == "add-device":
+        try:
+            password = access.add_device(args.responder)
+        except KeyError as e:
+            print(f"jingbao broker add-device: {e.args[0]}", file=sys.stderr)
+            return 1
+        login = _phone_login(config, args.responder, password)
+        print(json.dumps(login, ensure_ascii=False) if args.json else _phone_login_text(login))
+    elif not access.remove_device(args.responder):
+        print(f"jingbao broker remove-device: {args.responder} has no phone account", file=sys.stderr)
+        return 1
+    pid = reload_broker(directory)
+    print(f"broker (pid {pid}) reloaded" if pid else "no broker of ours running here: reload yours to apply "
+          "(systemctl reload mosquitto, or kill -HUP its pid)", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _phone_login(config: Config, responder_id: str, password: str) -> dict[str, object]:
+    from dispatch.topics import Topics
+
+    b = config.broker
+    topics = Topics(b.topic_prefix)
+    return {"responder": responder_id, "host": b.host, "port": b.port, "tls": b.tls is not None,
+            "username": responder_id, "password": password, "client_id": responder_id,
+            "subscribe": topics.alert(responder_id), "acks": topics.ack(responder_id),
+            "status": topics.status(responder_id), "owntracks": f"owntracks/{responder_id}/<device>"}  # fmt: skip
+
+
+def _phone_login_text(login: dict[str, object]) -> str:
+    return "\n".join([
+        f"MQTT login for {login['responder']}'s phone (shown once: only its hash is kept)",
+        f"  broker:    {login['host']}:{login['port']}{' (TLS)' if login['tls'] else ''}",
+        f"  username:  {login['username']}",
+        f"  password:  {login['password']}",
+        f"  client id: {login['client_id']} (the broker uses the user name whatever the phone sends)",
+        f"  alerts:    subscribe {login['subscribe']} at QoS 1 with a persistent session (clean session off)",
+        f"  answers:   publish {login['acks']} and {login['status']}, not retained",
+        f"  OwnTracks: MQTT mode, this username and password; it publishes to {login['owntracks']}",
+    ])  # fmt: skip

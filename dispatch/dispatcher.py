@@ -56,7 +56,7 @@ from dispatch.config import PartialRules
 from dispatch.gazetteer import Jurisdiction, Place, load_jurisdiction
 from dispatch.incidents import OPEN, Incident, IncidentError, IncidentStore, Status, new_incident_id
 from dispatch.location import LocationMatch, PlaceIndex, extract_location
-from dispatch.mqtt import MqttLink
+from dispatch.mqtt import MqttLink, tls_context
 from dispatch.outbox import Outbox
 from dispatch.positions import PayloadError, PositionIntake
 from dispatch.provisional import PartialGate, Raise, Reading, Verdict, settle
@@ -734,6 +734,7 @@ class DispatchService:
         publish, ready = _nowhere, None
         if config.broker.enabled:
             b = config.broker
+            tls = tls_context(b.tls.ca_file, b.tls.cert_file, b.tls.key_file) if b.tls is not None else None
             self.link = MqttLink(
                 b.host,
                 b.port,
@@ -741,7 +742,8 @@ class DispatchService:
                 topics=topics,
                 handler=self._on_message,
                 username=b.username,
-                password=b.password,
+                password=b.read_password(),
+                tls=tls,
             )
             publish, ready = self.link.publish, self.link.wait_connected
         self.outbox = Outbox(self._conn, publish, ready=ready)

@@ -1,24 +1,39 @@
 """The service's one MQTT connection: connect (and reconnect with back-off), announce availability, receive, publish.
 
-The link knows nothing about alerts or incidents: incoming messages go to a handler as (topic, payload) and
-publishing is `await link.publish(...)`, which returns once the broker has acknowledged a QoS 1 message (PUBACK)
-and raises `aiomqtt.MqttError` when it cannot (not connected, connection lost, timed out).
+The link knows nothing about alerts or incidents: incoming messages go to a handler as (topic, payload, retained=)
+and publishing is `await link.publish(...)`, which returns once the broker has acknowledged a QoS 1 message (PUBACK)
+and raises `aiomqtt.MqttError` when it cannot (not connected, connection lost, timed out). `retained` marks a message
+the broker kept from before this subscription (sent again at every connect), not one published just now.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import ssl
+from pathlib import Path
+from typing import Protocol
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError  # not re-exported by the package
 
 from bridge.backoff import Backoff
 from dispatch.topics import Topics
 
 logger = logging.getLogger(__name__)
 
-MessageHandler = Callable[[str, bytes], Awaitable[None]]
+
+class MessageHandler(Protocol):
+    async def __call__(self, topic: str, payload: bytes, *, retained: bool = False) -> None: ...
+
+
+def tls_context(ca_file: Path, cert_file: Path | None = None, key_file: Path | None = None) -> ssl.SSLContext:
+    """Verify the broker against `ca_file` (its certificate must name the host we connect to); present a client
+    certificate when one is given."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if cert_file is not None:
+        context.load_cert_chain(cert_file, key_file)
+    return context
 
 
 class MqttLink:
@@ -32,6 +47,7 @@ class MqttLink:
         handler: MessageHandler,
         username: str | None = None,
         password: str | None = None,
+        tls: ssl.SSLContext | None = None,
         backoff: Backoff | None = None,
         publish_timeout: float = 5.0,
     ) -> None:
@@ -47,6 +63,7 @@ class MqttLink:
             identifier=client_id,
             username=username,
             password=password,
+            tls_context=tls,
             clean_session=False,
             will=aiomqtt.Will(topics.available, b"offline", qos=1, retain=True),
             timeout=publish_timeout,
@@ -79,7 +96,11 @@ class MqttLink:
             except aiomqtt.MqttError as e:
                 self._connected.clear()
                 delay = self._backoff.next_delay()
-                logger.warning("MQTT link down (%s); reconnecting in %.1f s", e, delay)
+                if isinstance(e, MqttConnectError):  # refused, not unreachable: someone has to fix the login
+                    logger.error("MQTT broker %s refused the service (%s): check broker.username and password_file "
+                                 "(`jingbao broker setup`); retrying in %.1f s", self.address, e, delay)  # fmt: skip
+                else:
+                    logger.warning("MQTT link down (%s); reconnecting in %.1f s", e, delay)
                 await asyncio.sleep(delay)
             finally:
                 self._connected.clear()
@@ -93,7 +114,7 @@ class MqttLink:
     async def _deliver(self, message: aiomqtt.Message) -> None:
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
         try:
-            await self._handler(str(message.topic), payload)
+            await self._handler(str(message.topic), payload, retained=message.retain)
         except Exception:
             # The handler counts and logs bad payloads itself; this is the last line that keeps the link alive.
             logger.exception("handler failed on a message for %s", message.topic)

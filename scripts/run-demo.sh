@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 "$PY" -m bridge.demo --out var/demo-audio
+# the broker's accounts (the service's, the console's) and its ACL from the registry: made on the first run, kept after
+.venv/bin/jingbao broker setup --config config/demo.yaml
 bash scripts/broker.sh start
 bash scripts/model-offer.sh config/demo.yaml   # no speech model at all: says so and offers `jingbao model fetch`
 .venv/bin/jingbao user demo --config config/demo.yaml   # creates the demo logins once, prints them every time

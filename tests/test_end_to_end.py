@@ -35,7 +35,7 @@ def make_config(
     config = {
         "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
         "storage": {"data_dir": str(tmp_path / "data"), "audio_format": "wav"},
-        "broker": {"enabled": True, "port": broker.port} if broker else {"enabled": False},
+        "broker": broker.service_config() if broker else {"enabled": False},
         "asr": {"engine": engine, "sherpa_model": str(SHERPA_MODEL)},
         "channels": [{"id": "ch-market", "name": "市场保安",
                       "source": {"type": "file", "paths": [str(audio)], "realtime": realtime, "gap": [2, 2]}}],
@@ -51,7 +51,7 @@ async def test_a_spoken_call_ends_as_an_alert_on_the_broker(tmp_path, broker, ra
     alerts: list[dict] = []
 
     async def listen(ready: asyncio.Event) -> None:
-        async with aiomqtt.Client(broker.host, broker.port, identifier="e2e-watcher") as client:
+        async with aiomqtt.Client(broker.host, broker.port, identifier="e2e-watcher", **broker.login("console")) as client:
             await client.subscribe("jingbao/alerts/#", qos=1)
             ready.set()
             async for message in client.messages:
@@ -92,7 +92,7 @@ async def test_a_call_is_alerted_from_its_partials_before_its_final(tmp_path, br
     alerts: list[tuple[float, dict]] = []
 
     async def listen(ready: asyncio.Event) -> None:
-        async with aiomqtt.Client(broker.host, broker.port, identifier="e2e-live-watcher") as client:
+        async with aiomqtt.Client(broker.host, broker.port, identifier="e2e-live-watcher", **broker.login("console")) as client:
             await client.subscribe("jingbao/alerts/#", qos=1)
             ready.set()
             async for message in client.messages:

@@ -60,18 +60,20 @@ class Rig:
 async def running_dispatcher(
     broker: Mosquitto, data_dir: Path, *, ack_timeout: float = 60.0, transmit: asyncio.Queue | None = None,
     confirm_timeout: float = 120.0, guards: int = 1, dispatch: dict[str, Any] | None = None,
+    broker_section: dict[str, Any] | None = None,
 ) -> AsyncIterator[Rig]:  # fmt: skip
     """The real DispatchService (real classification, location and ranking) on the test broker.
 
     One guard is alerted first (`guards`) and no police (so escalation goes guard to guard); spoken announcements
-    only when a `transmit` queue is given; `dispatch`: more of the config's dispatch section.
+    only when a `transmit` queue is given; `dispatch`: more of the config's dispatch section; `broker_section`: the
+    config's broker section (by default the service's login on the test broker).
     """
     config = Config.model_validate(
         {
             "jurisdiction": JURISDICTION_FILE,
             "channels": [{"id": "ch-market", "name": "市场保安", "source": {"type": "pipe"}}],
             "storage": {"data_dir": data_dir},
-            "broker": {"host": broker.host, "port": broker.port, "client_id": "jingbao-test"},
+            "broker": broker_section or broker.service_config(),
             "dispatch": (dispatch or {}) | {
                 "responders": {"guards": guards, "police": 0},
                 "alerts": {
@@ -95,7 +97,8 @@ async def running_dispatcher(
 
 
 class Phone:
-    """A responder's phone: a persistent MQTT session (same client id every time) subscribed to its alerts."""
+    """A responder's phone: a persistent MQTT session (same client id every time) subscribed to its alerts, logged in
+    with the responder's own account ("console": the read-only console account)."""
 
     def __init__(self, broker: Mosquitto, responder_id: str) -> None:
         self.broker = broker
@@ -112,7 +115,8 @@ class Phone:
 
     async def _listen(self, subscribe: bool) -> None:
         async with aiomqtt.Client(
-            self.broker.host, self.broker.port, identifier=f"phone-{self.responder_id}", clean_session=False
+            self.broker.host, self.broker.port, identifier=f"phone-{self.responder_id}", clean_session=False,
+            **self.broker.login(self.responder_id),
         ) as client:
             self._client = client
             if subscribe:
@@ -125,10 +129,10 @@ class Phone:
         assert self._client is not None
         await self._client.subscribe(topic, qos=1)
 
-    async def publish(self, topic: str, payload: bytes | dict[str, Any]) -> None:
+    async def publish(self, topic: str, payload: bytes | dict[str, Any], *, retain: bool = False) -> None:
         assert self._client is not None
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        await self._client.publish(topic, body, qos=1)
+        await self._client.publish(topic, body, qos=1, retain=retain)
 
     async def disconnect(self) -> None:
         if self._task is not None:

@@ -16,14 +16,15 @@ from tests.dispatch.rig import Phone, eventually
 from tests.support.broker import Mosquitto, broker_fixture  # noqa: F401  (the `broker` fixture)
 
 
-async def ignore(topic: str, payload: bytes) -> None:
+async def ignore(topic: str, payload: bytes, *, retained: bool = False) -> None:
     return None
 
 
 @contextlib.asynccontextmanager
 async def sending(broker: Mosquitto, db: Path, *, start: bool = True) -> AsyncIterator[Outbox]:
     conn = connect(db)
-    link = MqttLink(broker.host, broker.port, client_id="outbox-test", topics=Topics(), handler=ignore)
+    link = MqttLink(broker.host, broker.port, client_id="outbox-test", topics=Topics(), handler=ignore,
+                    **broker.login("jingbao"))  # fmt: skip
     outbox = Outbox(conn, link.publish, ready=link.wait_connected, retry_delay=0.1)
     tasks = [asyncio.create_task(link.run()), asyncio.create_task(outbox.run())] if start else []
     try:
