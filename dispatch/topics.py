@@ -9,10 +9,12 @@ Published by jingbao (under the configured prefix, "jingbao" by default):
   <prefix>/available               retained "online" / "offline" (the last will)
 Subscribed:
   <prefix>/acks/<responder_id>     {incident_id, status?: ack|on_scene|declined}; an ack (or on_scene) makes the
-                                   responder busy on that incident until it ends
-  <prefix>/status/<responder_id>   {status: available|busy|off_duty} from the responder's phone (best retained, so a
-                                   restarted dispatcher learns it); overrides what an ack made it
+                                   responder busy on that incident until it ends; only from one alerted for it
+  <prefix>/status/<responder_id>   {status: available|busy|off_duty} from the responder's phone, not retained (the
+                                   service keeps statuses itself); overrides what an ack made it
   owntracks/<user>/<device>        OwnTracks JSON (phone apps publish here, whatever our prefix)
+
+Who may publish and read which of these on the broker is the ACL `jingbao broker` generates (dispatch/broker_access.py).
 """
 
 from __future__ import annotations
