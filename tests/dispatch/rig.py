@@ -125,6 +125,11 @@ class Phone:
             async for message in client.messages:
                 self.received.append(json.loads(message.payload))
 
+    @property
+    def connected(self) -> bool:
+        """Still in its session (the broker has not dropped it)."""
+        return self._task is not None and not self._task.done()
+
     async def subscribe(self, topic: str) -> None:
         assert self._client is not None
         await self._client.subscribe(topic, qos=1)

@@ -212,10 +212,12 @@ async def test_a_new_phone_password_works_and_the_old_one_no_longer_does(
                       "channels: [{id: ch-market, name: m, source: {type: pipe}}]\n", encoding="utf-8")  # fmt: skip
     old = broker.login("g-piju")
     args = ["--config", str(config), "--dir", str(broker.workdir)]
-    assert main(["broker", "add-device", "g-piju", "--json", *args]) == 0
-    login = json.loads(capsys.readouterr().out)
-    assert (login["username"], login["subscribe"], login["acks"]) == ("g-piju", TOPICS.alert("g-piju"), TOPICS.ack("g-piju"))
-    await asyncio.sleep(0.3)  # the broker reloads on SIGHUP
+    async with phones(broker, ["g-piju"]) as lost:  # connected with the password about to be replaced
+        assert main(["broker", "add-device", "g-piju", "--json", *args]) == 0
+        login = json.loads(capsys.readouterr().out)
+        assert (login["username"], login["subscribe"]) == ("g-piju", TOPICS.alert("g-piju"))
+        # the broker reloads on SIGHUP and drops the session whose password no longer holds
+        await eventually(lambda: not lost["g-piju"].connected, what="the old session cut")
     async with aiomqtt.Client(broker.host, broker.port, username="g-piju", password=login["password"]):
         pass
     with pytest.raises(aiomqtt.MqttError):
