@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, field_validator, model_validator
 
 from asr.config import AsrConfig
 from dispatch.config import DispatchConfig
@@ -216,6 +217,23 @@ class WebConfig(Strict):
         description="Mark the session cookie Secure, so that browsers send it over HTTPS only: set it when the console"
         " is served over HTTPS (a TLS proxy in front). Off by default, since plain HTTP on 127.0.0.1 is the demo.",
     )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) besides the console's own (the Host a request is sent to) whose"
+        " pages may change things and open WebSockets: the address users type when a reverse proxy in front rewrites"
+        " Host. Requests from any other site's page are refused (403; a WebSocket is closed with 1008).",
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        normalised = []
+        for origin in origins:
+            parts = urlsplit(origin.strip().lower())
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query:
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], e.g. https://console.example)")
+            normalised.append(f"{parts.scheme}://{parts.netloc}")
+        return normalised
 
 
 class Config(Strict):

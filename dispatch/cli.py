@@ -238,8 +238,8 @@ def _broker_command(args: argparse.Namespace) -> int:
         print(f"jingbao broker remove-device: {args.responder} has no phone account", file=sys.stderr)
         return 1
     pid = reload_broker(directory)
-    print(f"broker (pid {pid}) reloaded" if pid else "no broker of ours running here: reload yours to apply "
-          "(systemctl reload mosquitto, or kill -HUP its pid)", file=sys.stderr)  # fmt: skip
+    print(f"broker (pid {pid}) reloaded" if pid else f"no broker running from {directory}: this applies when it "
+          "starts; a site's own broker needs a reload (systemctl reload mosquitto)", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -10,11 +10,11 @@ from fastapi import FastAPI
 from bridge.db import connect
 from bridge.web import routes_archive, routes_auth, routes_channels
 from bridge.web.audit import AuditLog
-from bridge.web.auth import require
+from bridge.web.auth import SESSION_COOKIE, require
 from bridge.web.context import WebContext
 from bridge.web.routes_console import console_router
 from bridge.web.search import SearchIndex
-from bridge.web.security import ClientAddressMiddleware
+from bridge.web.security import ClientAddressMiddleware, OriginCheckMiddleware
 from bridge.web.sessions import LoginThrottle, SessionStore
 from bridge.web.users import Role, UserStore
 
@@ -44,11 +44,14 @@ def create_app(service: Service) -> FastAPI:
     # transcripts written while no web app ran (a first start on an existing archive) are indexed in the background;
     # a search meanwhile finishes what is left before it runs
     threading.Thread(target=app.state.web.search.sync, name="search-index", daemon=True).start()
-    # which address a request is from, before anything reads it (proxies in front: docs/security.md)
-    app.add_middleware(ClientAddressMiddleware, trusted_proxies=service.config.web.trusted_proxies)
+    # the last added runs first: which address a request is from, before anything reads it; then whether another
+    # site's page sent it (docs/security.md)
+    web = service.config.web
+    app.add_middleware(OriginCheckMiddleware, allowed_origins=web.allowed_origins, session_cookie=SESSION_COOKIE)
+    app.add_middleware(ClientAddressMiddleware, trusted_proxies=web.trusted_proxies)
     for module in (routes_auth, routes_channels, routes_archive):
         app.include_router(module.router)
-    app.include_router(console_router(service.config.web.tile_url))  # the pages and what only they need
+    app.include_router(console_router(web.tile_url))  # the pages and what only they need
     # run-time patching (hardware.api), operators only; create_app runs after the radios are opened
     if (patches := getattr(getattr(service, "radios", None), "patches", None)) is not None:
         from hardware.api import patch_router

@@ -5,17 +5,28 @@
   of that is whatever the client chose to write). Every use of `request.client` (login throttling, sessions, the audit
   log, log lines) sees the result. uvicorn's own handling of the header is off (`Service._http_server`): it trusted
   any request from localhost, so anyone on the machine, or a proxy passing the header on, could name any address.
+- `OriginCheckMiddleware`: cross-site requests. A request that changes something (POST, PUT, PATCH, DELETE) and a
+  WebSocket handshake are refused when their Origin (or, without one, their Referer) is neither the console's own
+  (the Host the request was sent to) nor one of `web.allowed_origins`: a page on another site cannot make a logged-in
+  browser act (CSRF), open a live feed, or log the browser in to an account of the attacker's (login CSRF). A
+  state-changing request that carries the session cookie and says nothing of where it comes from is refused too;
+  without the cookie (API clients with a bearer token, curl) nothing needs saying.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from urllib.parse import urlsplit
 
+from fastapi import status
 from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 Network = IPv4Network | IPv6Network
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def canonical_address(text: str) -> IPv4Address | IPv6Address | None:
@@ -57,3 +68,51 @@ class ClientAddressMiddleware:
             if client != peer[0]:
                 scope = dict(scope, client=(client, 0))  # the client's port is not known, only the proxy's
         await self.app(scope, receive, send)
+
+
+class OriginCheckMiddleware:
+    def __init__(self, app: ASGIApp, allowed_origins: Sequence[str], session_cookie: str) -> None:
+        self.app = app
+        self.allowed = frozenset(allowed_origins)
+        self.session_cookie = session_cookie
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        websocket = scope["type"] == "websocket"
+        if websocket or (scope["type"] == "http" and scope["method"] in UNSAFE_METHODS):
+            refusal = self.refusal(Headers(scope=scope), websocket)
+            if refusal and websocket:
+                await send({"type": "websocket.close", "code": status.WS_1008_POLICY_VIOLATION, "reason": refusal})
+                return
+            if refusal:
+                await JSONResponse({"detail": refusal}, status.HTTP_403_FORBIDDEN)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, headers: Headers, websocket: bool) -> str | None:
+        """Why the request is refused, or None."""
+        origin = headers.get("origin") or _origin_of(headers.get("referer"))
+        if origin is not None:
+            return None if self.ours(origin, headers.get("host", "")) else f"cross-site request from {origin} refused"
+        # a browser always sends Origin on a WebSocket handshake; without one, it is not a page that is asking
+        if not websocket and self.session_cookie in cookie_parser(headers.get("cookie", "")) and not _bearer(headers):
+            return "a request with the session cookie must carry Origin or Referer"
+        return None
+
+    def ours(self, origin: str, host: str) -> bool:
+        parts = urlsplit(origin.lower())
+        return bool(parts.netloc) and (parts.netloc == host.lower() or f"{parts.scheme}://{parts.netloc}" in self.allowed)
+
+
+def _origin_of(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _bearer(headers: Headers) -> bool:
+    """An Authorization: Bearer header, which authenticates the request instead of the cookie (bridge.web.auth); a
+    page on another site cannot add one (it would need a CORS preflight, which this app never answers)."""
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and bool(credentials.strip())
+

@@ -84,7 +84,7 @@ def login(app: FastAPI) -> Callable[..., TestClient]:
     def as_user(name: str, *, fresh: bool = False) -> TestClient:
         if name in clients and not fresh:
             return clients[name]
-        client = TestClient(app)
+        client = page_client(app)
         response = client.post("/api/login", json={"name": name, "password": demo_password(name)})
         assert response.status_code == 200, response.text
         if not fresh:
@@ -92,6 +92,12 @@ def login(app: FastAPI) -> Callable[..., TestClient]:
         return client
 
     return as_user
+
+
+def page_client(app: FastAPI) -> TestClient:
+    """A client that says, as a browser on the console's pages does, that its requests come from the console's own
+    origin (without it, a POST with the session cookie is refused)."""
+    return TestClient(app, headers={"Origin": "http://testserver"})
 
 
 def add_transcript(service: Service, utterance_id: str, channel: str, offset_s: float, text: str = "", pinyin: str = "",

@@ -17,6 +17,7 @@ from bridge.events import Utterance
 from bridge.service import Service
 from bridge.web.users import UserStore
 from dispatch.incidents import Incident
+from tests.web.conftest import page_client
 
 GUARD_PASSWORD = "guard-of-the-flower-market"
 
@@ -37,7 +38,7 @@ def report(service: Service, utterance_id: str, text: str) -> Incident:
 def linked_guard(service: Service, app, name: str, responder_id: str) -> TestClient:
     """A logged-in guard account linked to a responder of the jurisdiction (the demo "guard" here is linked to none)."""
     UserStore(service.db).add(name, "guard", GUARD_PASSWORD, responder_id=responder_id)
-    client = TestClient(app)
+    client = page_client(app)
     assert client.post("/api/login", json={"name": name, "password": GUARD_PASSWORD}).status_code == 200
     return client
 

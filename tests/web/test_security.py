@@ -1,5 +1,5 @@
-"""What guards the web app as a whole (bridge/web/security.py): the client address behind proxies, and the login
-throttle counting that address."""
+"""What guards the web app as a whole (bridge/web/security.py): the client address behind proxies (and the login
+throttle counting it), and refusing requests another site's page sends."""
 
 from __future__ import annotations
 
@@ -10,10 +10,16 @@ from ipaddress import ip_network
 
 import httpx
 import pytest
+import yaml
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
+from bridge.config import ConfigError, load_config
 from bridge.db import connect
 from bridge.service import Service
+from bridge.web import create_app
 from bridge.web.audit import AuditLog
+from bridge.web.auth import SESSION_COOKIE
 from bridge.web.security import forwarded_client
 from bridge.web.sessions import LoginThrottle
 from tests.support.broker import free_port
@@ -95,3 +101,64 @@ def test_naming_a_new_address_on_every_try_does_not_dodge_the_login_throttle(ser
 )
 def test_forwarded_client(peer: str, header: list[str], client: str) -> None:
     assert forwarded_client(peer, header, [ip_network("10.0.0.0/30")]) == client
+
+
+# --- cross-site requests -----------------------------------------------------------------------------------------
+
+EVIL = "http://evil.example"
+
+
+def test_another_sites_page_cannot_act_with_the_users_session(login) -> None:
+    operator = login("operator", fresh=True)
+    refused = operator.post("/api/logout", headers={"Origin": EVIL})  # what a form on evil.example would send
+    assert refused.status_code == 403 and "cross-site" in refused.json()["detail"]
+    assert operator.post("/api/logout", headers={"Origin": "null"}).status_code == 403  # a sandboxed frame, a data: URL
+    assert operator.get("/api/me").status_code == 200  # still logged in: the request did nothing
+    assert operator.post("/api/logout").status_code == 204  # from the console's own page it goes through
+
+
+def test_a_request_with_the_session_cookie_must_say_where_it_comes_from(app, login) -> None:
+    silent = TestClient(app)
+    silent.cookies[SESSION_COOKIE] = login("operator", fresh=True).cookies[SESSION_COOKIE]
+    assert silent.post("/api/logout").status_code == 403
+    assert silent.post("/api/logout", headers={"Referer": f"{EVIL}/page"}).status_code == 403
+    assert silent.post("/api/logout", headers={"Referer": "http://testserver/console"}).status_code == 204
+
+
+def test_an_api_client_with_a_bearer_token_needs_no_origin(app) -> None:
+    client = TestClient(app)  # no cookie, no Origin: a script, not a browser
+    token = client.post("/api/login", json={"name": "operator", "password": "operator-demo"}).json()["token"]
+    client.cookies.clear()
+    assert client.post("/api/logout", headers={"Authorization": f"Bearer {token}"}).status_code == 204
+
+
+def test_another_sites_page_cannot_log_the_browser_in(app) -> None:
+    form = {"content-type": "application/x-www-form-urlencoded", "Origin": EVIL}
+    response = TestClient(app).post("/api/login", content="name=operator&password=operator-demo", headers=form)
+    assert response.status_code == 403 and "set-cookie" not in response.headers
+
+
+def test_allowed_origins_admit_the_consoles_public_address(service, monkeypatch) -> None:
+    public = "https://jingbao.station.example"
+    web = service.config.web.model_copy(update={"allowed_origins": [public]})
+    monkeypatch.setattr(service, "config", service.config.model_copy(update={"web": web}))
+    client = TestClient(create_app(service), headers={"Origin": public})  # a proxy in front sends Host: testserver
+    assert client.post("/api/login", json={"name": "operator", "password": "operator-demo"}).status_code == 200
+    with client.websocket_connect("/api/events") as ws:
+        ws.send_text("ping")  # accepted: the live feed is open
+    for origin in (EVIL, "http://jingbao.station.example"):  # another site, or the right host over the wrong scheme
+        assert client.post("/api/logout", headers={"Origin": origin}).status_code == 403
+        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/api/events", headers={"Origin": origin}):
+            pass
+        assert refused.value.code == 1008
+
+
+@pytest.mark.parametrize("origin", ["jingbao.station.example", "https://jingbao.station.example/console", "ftp://x.example"])
+def test_an_allowed_origin_must_be_an_origin(tmp_path, origin: str) -> None:
+    path = tmp_path / "config.yaml"
+    config = {"jurisdiction": "j.yaml", "channels": [{"id": "a", "source": {"type": "web"}}],
+              "web": {"allowed_origins": [origin]}}  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match="is not an origin"):
+        load_config(path)
+
