@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from asr.live import RecognisedUtterance
 from asr.transcript import Transcript
 from bridge.events import Utterance
 from bridge.service import Service
@@ -191,7 +192,7 @@ def test_a_guard_sees_a_provisional_alert_and_then_that_it_was_withdrawn(
     market = service.dispatch.jurisdiction.place("wanshoulu-huaniao")
     assert guard.post("/api/me/position", json={"lat": market.lat, "lon": market.lon}).status_code == 200  # on the spot
     assert guard.post("/api/me/status", json={"status": "available"}).status_code == 200
-    ref = Utterance("u-live-1", "ch-market", time.time(), time.time(), b"")
+    ref = RecognisedUtterance("u-live-1", "ch-market", time.time(), time.time())
 
     async def talking() -> None:
         for n in range(1, len(said) + 1):
