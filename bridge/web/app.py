@@ -14,7 +14,7 @@ from bridge.web.auth import SESSION_COOKIE, require
 from bridge.web.context import WebContext
 from bridge.web.routes_console import console_router
 from bridge.web.search import SearchIndex
-from bridge.web.security import ClientAddressMiddleware, OriginCheckMiddleware
+from bridge.web.security import ClientAddressMiddleware, OriginCheckMiddleware, SecurityHeadersMiddleware
 from bridge.web.sessions import LoginThrottle, SessionStore
 from bridge.web.users import Role, UserStore
 
@@ -44,10 +44,11 @@ def create_app(service: Service) -> FastAPI:
     # transcripts written while no web app ran (a first start on an existing archive) are indexed in the background;
     # a search meanwhile finishes what is left before it runs
     threading.Thread(target=app.state.web.search.sync, name="search-index", daemon=True).start()
-    # the last added runs first: which address a request is from, before anything reads it; then whether another
-    # site's page sent it (docs/security.md)
+    # the last added runs first: which address a request is from, before anything reads it; the security headers,
+    # on refusals too; whether another site's page sent it (docs/security.md)
     web = service.config.web
     app.add_middleware(OriginCheckMiddleware, allowed_origins=web.allowed_origins, session_cookie=SESSION_COOKIE)
+    app.add_middleware(SecurityHeadersMiddleware, tile_url=web.tile_url)
     app.add_middleware(ClientAddressMiddleware, trusted_proxies=web.trusted_proxies)
     for module in (routes_auth, routes_channels, routes_archive):
         app.include_router(module.router)

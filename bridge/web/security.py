@@ -11,10 +11,17 @@
   browser act (CSRF), open a live feed, or log the browser in to an account of the attacker's (login CSRF). A
   state-changing request that carries the session cookie and says nothing of where it comes from is refused too;
   without the cookie (API clients with a bearer token, curl) nothing needs saying.
+- `SecurityHeadersMiddleware`: headers on every response that tell the browser what the pages may do. The Content
+  Security Policy allows only what the pages use: scripts, styles, audio and the AudioWorklet from the console
+  itself (no inline script or style anywhere), images from it, `data:` (the empty favicon, Leaflet's blank tile) and
+  the map tile server of `web.tile_url`, connections (fetch, WebSockets) to it. Injected markup can then run nothing
+  and send nothing elsewhere. No page may be framed (clickjacking), no response is content-sniffed, and the Referer
+  goes to the console only.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from urllib.parse import urlsplit
@@ -23,10 +30,11 @@ from fastapi import status
 from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 Network = IPv4Network | IPv6Network
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")  # what may go into a CSP source
 
 
 def canonical_address(text: str) -> IPv4Address | IPv6Address | None:
@@ -116,3 +124,52 @@ def _bearer(headers: Headers) -> bool:
     scheme, _, credentials = headers.get("authorization", "").partition(" ")
     return scheme.lower() == "bearer" and bool(credentials.strip())
 
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp, tile_url: str | None) -> None:
+        self.app = app
+        self.img_src = " ".join(["'self'", "data:", *_tile_source(tile_url)])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = self.headers(Headers(scope=scope).get("host", ""))
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(k.encode(), v.encode()) for k, v in headers.items() if k.lower().encode() not in present]
+                message = message | {"headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def headers(self, host: str) -> dict[str, str]:
+        # 'self' covers ws:/wss: to the same host in CSP 3; older browsers (phones' WebViews) need them named
+        sockets = f" ws://{host} wss://{host}" if HOST.match(host) else ""
+        policy = {
+            "default-src": "'self'",
+            "img-src": self.img_src,
+            "connect-src": f"'self'{sockets}",
+            "object-src": "'none'",
+            "base-uri": "'none'",
+            "form-action": "'self'",
+            "frame-ancestors": "'none'",
+        }
+        return {
+            "Content-Security-Policy": "; ".join(f"{k} {v}" for k, v in policy.items()),
+            "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "same-origin",  # the Origin check may need it; the tile server never sees a page's URL
+        }
+
+
+def _tile_source(tile_url: str | None) -> list[str]:
+    """The CSP source of the map tile server: none when the tiles come from the console itself (a relative URL); a
+    Leaflet `{s}` subdomain becomes `*`."""
+    parts = urlsplit(tile_url or "")
+    if not parts.netloc:
+        return []
+    host = parts.netloc.replace("{s}", "*")
+    return [f"{parts.scheme}://{host}" if parts.scheme else host]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from bridge.config import load_config
 from bridge.db import connect
@@ -178,7 +178,17 @@ def chromium(fake_mic: Path | None = None) -> Iterator[Browser]:
             browser.close()
 
 
+CSP_VIOLATIONS: list[str] = []  # what Chromium refused under the pages' Content Security Policy, on pages log_in opened
+
+
 def log_in(page: Page, base: str, name: str, then: str) -> None:
+    """Log in from the login page and land on `then`; the page is watched for CSP violations from here on."""
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:  # Chromium: "... violates the following Content Security Policy directive"
+            CSP_VIOLATIONS.append(f"{page.url}: {message.text}")
+
+    page.on("console", on_console)
     page.goto(f"{base}/login?next={then}")
     page.fill("input[name=name]", name)
     page.fill("input[name=password]", PASSWORD)

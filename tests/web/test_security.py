@@ -1,8 +1,10 @@
 """What guards the web app as a whole (bridge/web/security.py): the client address behind proxies (and the login
-throttle counting it), and refusing requests another site's page sends."""
+throttle counting it), refusing requests another site's page sends, and the security headers (the browser tests
+check that the pages run under that Content Security Policy without a violation)."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from bridge.service import Service
 from bridge.web import create_app
 from bridge.web.audit import AuditLog
 from bridge.web.auth import SESSION_COOKIE
+from bridge.web.routes_console import STATIC
 from bridge.web.security import forwarded_client
 from bridge.web.sessions import LoginThrottle
 from tests.support.broker import free_port
@@ -162,3 +165,41 @@ def test_an_allowed_origin_must_be_an_origin(tmp_path, origin: str) -> None:
     with pytest.raises(ConfigError, match="is not an origin"):
         load_config(path)
 
+
+# --- security headers --------------------------------------------------------------------------------------------
+
+
+def test_every_response_tells_the_browser_what_the_pages_may_do(app, login) -> None:
+    anonymous = TestClient(app)
+    responses = [anonymous.get("/login"), anonymous.get("/static/common.js"), anonymous.get("/api/me"),
+                 login("operator").get("/api/me"), anonymous.post("/api/logout", headers={"Origin": EVIL})]  # fmt: skip
+    assert [r.status_code for r in responses] == [200, 200, 401, 200, 403]
+    for response in responses:
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "same-origin"
+        policy = dict(d.strip().split(" ", 1) for d in response.headers["content-security-policy"].split(";"))
+        assert policy == {
+            "default-src": "'self'", "img-src": "'self' data:", "connect-src": "'self' ws://testserver wss://testserver",
+            "object-src": "'none'", "base-uri": "'none'", "form-action": "'self'", "frame-ancestors": "'none'",
+        }  # fmt: skip
+
+
+def test_the_policy_admits_the_configured_map_tile_server(service, monkeypatch) -> None:
+    web = service.config.web.model_copy(update={"tile_url": "https://{s}.tiles.example:8443/{z}/{x}/{y}.png"})
+    monkeypatch.setattr(service, "config", service.config.model_copy(update={"web": web}))
+    policy = TestClient(create_app(service)).get("/login").headers["content-security-policy"]
+    assert "img-src 'self' data: https://*.tiles.example:8443;" in policy
+
+
+def test_a_forged_host_does_not_reach_into_the_policy(app) -> None:
+    policy = TestClient(app).get("/login", headers={"Host": "x; script-src *"}).headers["content-security-policy"]
+    assert "connect-src 'self';" in policy and "script-src" not in policy
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in STATIC.glob("*.html")))
+def test_no_page_has_inline_script_or_style(page: str) -> None:
+    """What the policy would block (no 'unsafe-inline'): scripts and styles come from files."""
+    html = (STATIC / page).read_text(encoding="utf-8")
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "an inline <script>"
+    assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=", html), "an inline style or event handler"
