@@ -215,6 +215,24 @@ class IncidentStore:
                 return incident
         return None
 
+    def with_utterance(self, utterance_id: str) -> list[Incident]:
+        """The incidents this utterance reported or was merged into as a further report, newest first."""
+        rows = self._conn.execute(
+            "SELECT * FROM incidents WHERE utterance_ids LIKE ? ORDER BY created_at DESC", (f'%"{utterance_id}"%',)
+        )
+        return [i for i in map(_incident, rows) if utterance_id in i.utterance_ids]
+
+    def ever_sent(self, incident: Incident) -> set[str]:
+        """Every responder the incident was ever sent to: assigned now, alerted, escalated to or dispatched by an
+        operator, even if stood down since (they were told of it)."""
+        sent = set(incident.assigned)
+        for entry in self.timeline(incident.id):
+            if entry.kind in ("alerted", "escalated"):
+                sent.update(entry.detail.get("responders", ()))
+            elif entry.kind == "reassigned":
+                sent.update(entry.detail.get("to", ()))
+        return sent
+
     def provisional_for(self, utterance_id: str) -> Incident | None:
         """The provisional incident this utterance's partial transcript raised and its final has not settled yet."""
         rows = self._conn.execute(

@@ -8,7 +8,8 @@ export is written to the audit log (who, when, what, from where) before the answ
              "text"|"readable"|"pinyin", "marks": [[start, end]], "audio_url", "incidents": [...]}], "more": bool}
          400 a query that cannot be searched                         (operator, auditor, admin)
     GET  /api/search/export.csv  same parameters, up to 10,000 rows -> text/csv   (auditor, admin)
-    GET  /api/utterances/{id}/audio  -> the archived file (Range supported)     (operator, officer, auditor, admin)
+    GET  /api/utterances/{id}/audio  -> the archived file (Range supported)     (operator, auditor, admin; an officer
+                                        only the calls of incidents he was sent to, else 403: `listener`)
     GET  /api/audit?limit=&before=&user=&action=  -> [entry, ...] newest first   (auditor, admin)
     GET  /api/audit/verify           -> {"ok", "rows", "head", "problems"}      (auditor, admin)
     GET  /api/archive/verify         -> the last `jingbao archive verify` report and when it ran (runs one if none)
@@ -113,13 +114,27 @@ def _cell(value: Any) -> Any:
     return value
 
 
+async def listener(
+    utterance_id: str, user: Annotated[User, require(Role.OPERATOR, Role.OFFICER, Role.AUDITOR)], web: Web
+) -> User:
+    """Who may hear an archived utterance: an operator or an auditor any; an officer (民警) the calls of the incidents
+    he was sent to, open or closed, so that he hears what he is going to (or went to) in the caller's own voice, and
+    not the rest of the radio traffic. (Async: the dispatcher's incident store is read on the event loop.)"""
+    if user.role == Role.OFFICER and not _sent_to(web, user, utterance_id):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "an officer may hear the calls of incidents he was sent to, no others")
+    return user
+
+
+def _sent_to(web: WebContext, user: User, utterance_id: str) -> bool:
+    dispatch = web.service.dispatch
+    if dispatch is None or not user.responder_id:
+        return False
+    store = dispatch.dispatcher.store
+    return any(user.responder_id in store.ever_sent(incident) for incident in store.with_utterance(utterance_id))
+
+
 @router.get("/utterances/{utterance_id}/audio")
-def audio(
-    utterance_id: str,
-    request: Request,
-    user: Annotated[User, require(Role.OPERATOR, Role.OFFICER, Role.AUDITOR)],
-    web: Web,
-) -> FileResponse:
+def audio(utterance_id: str, request: Request, user: Annotated[User, Depends(listener)], web: Web) -> FileResponse:
     # The id is only ever looked up in the database, never joined into a path; the stored path is checked again
     # to stay inside the data directory, in case the database itself was tampered with.
     if not SAFE_NAME.match(utterance_id):

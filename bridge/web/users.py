@@ -26,7 +26,7 @@ from bridge.db import migrate
 class Role(StrEnum):
     OPERATOR = "operator"  # 指挥调度员: channel wall, incidents, talk-back
     GUARD = "guard"  # 保安: push-to-talk page, alerts
-    OFFICER = "officer"  # 民警: like a guard, plus the audio of incidents
+    OFFICER = "officer"  # 民警: like a guard, plus the audio of the incidents he is sent to
     AUDITOR = "auditor"  # 审计: search, replay, export, audit log, archive verification
     ADMIN = "admin"  # everything, and user management
 

@@ -27,7 +27,8 @@ from tests.support.broker import Mosquitto, free_port
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "browser-test-pw"
-USERS = {"op": ("operator", None), "guard-huaniao": ("guard", "g-huaniao"), "aud": ("auditor", None)}
+USERS = {"op": ("operator", None), "guard-huaniao": ("guard", "g-huaniao"), "aud": ("auditor", None),
+         "patrol": ("officer", "p-patrol-1")}  # fmt: skip
 SCREENSHOTS = REPO / "docs" / "screenshots"
 MAX_SCREENSHOT_BYTES = 250_000  # docs stay light in the repository
 TEST_TILE_URL = "/static/vendor/leaflet/images/layers.png?z={z}&x={x}&y={y}"

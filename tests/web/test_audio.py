@@ -1,10 +1,15 @@
-"""Playback of archived audio: content type, ranges, and no way out of the archive."""
+"""Playback of archived audio: content type, ranges, no way out of the archive, and which calls an officer hears."""
 
 from __future__ import annotations
 
 import pytest
+from fastapi.testclient import TestClient
 
-from tests.web.conftest import archive_utterance
+from bridge.web.users import UserStore
+from tests.web.conftest import archive_utterance, page_client
+from tests.web.test_console_api import report
+
+OFFICER_PASSWORD = "patrol-officer-password"
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +24,37 @@ def test_the_archived_file_is_streamed_with_its_type_and_ranges(login, archived)
     assert whole.content == archived.read_bytes() and whole.content[:4] == b"RIFF"
     part = client.get("/api/utterances/u-audio-1/audio", headers={"Range": "bytes=100-199"})
     assert part.status_code == 206 and part.content == archived.read_bytes()[100:200]
-    assert login("officer").get("/api/utterances/u-audio-1/audio").status_code == 200
+    assert login("operator").get("/api/utterances/u-audio-1/audio").status_code == 200
+
+
+def officer(service, app, name: str, responder_id: str) -> TestClient:
+    """A logged-in officer account speaking for a police responder of the jurisdiction."""
+    UserStore(service.db).add(name, "officer", OFFICER_PASSWORD, responder_id=responder_id)
+    client = page_client(app)
+    assert client.post("/api/login", json={"name": name, "password": OFFICER_PASSWORD}).status_code == 200
+    return client
+
+
+def test_an_officer_hears_the_calls_of_incidents_he_was_sent_to_and_no_others(service, app, login):
+    archive_utterance(service, "u-fight-call", "ch-market", 500)
+    archive_utterance(service, "u-routine", "ch-market", 520)  # radio traffic that reported nothing
+    incident = report(service, "u-fight-call", "美食街有人打架斗殴")
+    assert not {"p-patrol-1", "p-patrol-2"} & set(incident.assigned)  # the dispatcher alerted others
+    patrol1, patrol2 = officer(service, app, "patrol1", "p-patrol-1"), officer(service, app, "patrol2", "p-patrol-2")
+    call = "/api/utterances/u-fight-call/audio"
+
+    dispatch = f"/api/incidents/{incident.id}/dispatch"
+    assert login("operator").post(dispatch, json={"responders": ["p-patrol-1"]}).status_code == 200
+    assert patrol1.get(call).status_code == 200  # sent to it: he hears the caller
+    assert patrol2.get(call).status_code == 403  # not sent to it
+    assert patrol1.get("/api/utterances/u-routine/audio").status_code == 403  # no incident's call at all
+    assert login("officer").get(call).status_code == 403  # an officer account speaking for no responder
+
+    assert login("operator").post(dispatch, json={"responders": ["p-patrol-2"]}).status_code == 200
+    assert patrol2.get(call).status_code == 200
+    assert patrol1.get(call).status_code == 200  # stood down, but he was told of it and may have gone there
+    playbacks = login("auditor").get("/api/audit", params={"action": "playback", "user": "patrol1"}).json()
+    assert [e["target"] for e in playbacks] == ["u-fight-call", "u-fight-call"]  # what was refused is not a playback
 
 
 TRAVERSALS = [

@@ -356,6 +356,28 @@ def test_a_guard_is_alarmed_by_a_new_alert(live: LiveService, browser: Browser, 
     page.close()
 
 
+def test_an_officer_plays_the_call_of_an_incident_he_is_sent_to_and_no_other(
+    live: LiveService, browser: Browser, calls_audio: Path
+) -> None:
+    utterance_id = fight_reported(live, calls_audio)
+    fight = incidents(live, "fight")[0]
+    operator = httpx.post(f"{live.url}/api/login", json={"name": "op", "password": PASSWORD}).json()["token"]
+    sent = httpx.post(f"{live.url}/api/incidents/{fight.id}/dispatch", json={"responders": [*fight.assigned, "p-patrol-1"]},
+                      headers={"Authorization": f"Bearer {operator}"})  # fmt: skip
+    assert sent.status_code == 200, sent.text
+    start = time.time() - 5
+    routine = Utterance(new_utterance_id(start), "ch-market", start, start + 1, bytes(16000 * 2))  # reported nothing
+    live.call(live.service.archive.store, routine)
+
+    page = browser.new_page(viewport={"width": 390, "height": 780})
+    log_in(page, live.url, "patrol", "/guard")
+    play = page.locator(f".alert[data-incident='{fight.id}'] button.play[data-utterance='{utterance_id}']")
+    play.click()
+    expect(play).to_have_text("■ 停止", timeout=10_000)  # the officer hears the caller of the incident he is sent to
+    assert page.request.get(f"{live.url}/api/utterances/{routine.id}/audio").status == 403  # but not the rest
+    page.close()
+
+
 def test_pages_say_sound_is_off_until_they_are_clicked(live: LiveService, browser: Browser) -> None:
     for user, path in (("guard-huaniao", "/guard"), ("op", "/console")):
         page = browser.new_page(viewport={"width": 390, "height": 780} if path == "/guard" else None)
