@@ -78,8 +78,8 @@ class SessionStore:
 class LoginThrottle:
     """Slows down password guessing without letting anyone lock a user out.
 
-    Failed logins are counted per (name, address): the first FREE_FAILURES in a row cost nothing (typos), each one
-    after that doubles the wait before the next try from that address for that name (1, 2, 4 ... s, at most
+    Failed logins are counted per (name, address): FREE_FAILURES in a row cost nothing (typos); after them the next
+    try from that address for that name waits 1 s, and each further failure doubles that (2, 4 ... s, at most
     MAX_DELAY_S); a success starts the pair afresh. Across names, one address may fail ADDRESS_MAX_FAILURES times per
     ADDRESS_WINDOW_S (password spraying: one password tried on many names); past that it waits. A name is never
     locked as such: guessing from one address holds up only that address, so the real user, from another, logs in.
@@ -103,7 +103,8 @@ class LoginThrottle:
     def attempt(self, name: str, address: str) -> float:
         """Seconds `address` must wait before trying `name` again (then nothing is counted), or 0: go ahead (the try
         counts as a failure until `succeeded`)."""
-        pair, source = (name.lower(), _address_key(address)), _address_key(address)
+        source = _address_key(address)
+        pair = (name.lower(), source)
         with self._lock:
             now = self._clock()
             wait = max(self._pair_wait(pair, now), self._address_wait(source, now))
