@@ -11,11 +11,12 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import aclosing
 from pathlib import Path
 
 from bridge.audio import FRAME_BYTES, FRAME_MS, Frame
 from bridge.config import FileSource
-from bridge.decode import AudioDecodeError, decode_file, iter_frames
+from bridge.decode import AudioDecodeError, decode_stream
 from bridge.sources.base import SourceStats
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def expand_paths(paths: Iterable[Path], reject: Callable[[str], None]) -> list[P
     """Files as given; a directory becomes its audio files (by suffix), sorted by name.
 
     A directory that cannot be listed (no permission, an I/O error) is passed to `reject` and skipped, so one bad
-    folder does not silence the others; a file that cannot be read is left for decode_file to reject.
+    folder does not silence the others; a file that cannot be read is left for decode_stream to reject.
     """
     files: list[Path] = []
     for path in paths:
@@ -76,7 +77,13 @@ class Pacer:
 
 
 class FileInput:
-    """A channel fed from audio files (config type "file")."""
+    """A channel fed from audio files (config type "file").
+
+    Each file is decoded as it is played (`decode_stream`): a file of hours costs no more memory than a short one,
+    and nothing is decoded ahead on the event loop. A file that cannot be decoded is skipped and counted; a whole
+    pass over the files that gives no audio at all (every file broken, empty or silent of samples) is a SourceError,
+    so the channel shows a fault instead of warning about the same files forever.
+    """
 
     def __init__(self, channel_id: str, config: FileSource, rng: random.Random | None = None) -> None:
         self.channel_id = channel_id
@@ -91,27 +98,30 @@ class FileInput:
             raise self.stats.fail(f"no audio files in {', '.join(map(str, self.config.paths))}{unreadable}")
         logger.info("channel %s: playing %d file(s)%s", self.channel_id, len(files), " in a loop" if self.config.loop else "")
         pacer = Pacer(self.config.realtime)
-        first = True
+        gap = False  # silence goes between two files that gave audio: never first, nor for a file that gave none
         while True:
-            played = 0
+            heard, problem = 0, ""  # frames of audio in this pass, and the last file it had to skip
             order = self.rng.sample(files, len(files)) if self.config.shuffle else files
             for path in order:
-                try:
-                    pcm = await asyncio.to_thread(decode_file, path)
-                except AudioDecodeError as e:
-                    self._reject(str(e))
-                    continue
-                if not first:
-                    async for frame in self._gap(pacer):
-                        yield frame
-                first = False
-                played += 1
-                for frame in iter_frames(pcm):
-                    ts = await pacer.next()
-                    self.stats.frames += 1
-                    yield Frame(frame.pcm, ts)
-            if not played:
-                raise self.stats.fail(f"none of the {len(files)} file(s) could be decoded (last: {self.stats.last_error})")
+                played = 0
+                async with aclosing(decode_stream(path)) as decoded:
+                    try:
+                        async for pcm in decoded:
+                            if gap and not played:
+                                async for frame in self._gap(pacer):
+                                    yield frame
+                            played += 1
+                            ts = await pacer.next()
+                            self.stats.frames += 1
+                            yield Frame(pcm, ts)
+                    except AudioDecodeError as e:  # a file broken part-way keeps what it gave
+                        problem = str(e)
+                        self._reject(problem)
+                heard += played
+                gap = gap or bool(played)
+            if not heard:
+                last = f" (last: {problem})" if problem else ""
+                raise self.stats.fail(f"none of the {len(files)} file(s) gave any audio in a whole pass{last}")
             if not self.config.loop:
                 return
 

@@ -6,6 +6,7 @@ import asyncio
 import random
 import subprocess
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -107,9 +108,67 @@ async def test_only_bad_files_is_a_clear_source_error(tmp_path: Path) -> None:
     assert source.stats.errors == 1
 
 
-async def test_zero_length_audio_yields_nothing(speech: Path, tmp_path: Path) -> None:
-    silent = sox(speech, tmp_path / "nothing.wav", effects=["trim", "0", "0"])
-    assert await collect(file_source(silent)) == []
+async def test_zero_length_audio_alone_is_a_source_error(speech: Path, tmp_path: Path) -> None:
+    silent = sox(speech, tmp_path / "nothing.wav", effects=["trim", "0", "0"])  # a header and no samples
+    with pytest.raises(SourceError, match=r"none of the 1 file\(s\) gave any audio"):
+        await collect(file_source(silent))
+
+
+async def test_a_looped_folder_that_gives_no_audio_is_a_fault_after_one_pass(speech: Path, tmp_path: Path) -> None:
+    """Undecodable files and one header-only WAV: a looped channel once warned about them forever, with no fault."""
+    for i in range(3):
+        (tmp_path / f"broken-{i}.wav").write_bytes(random.Random(i).randbytes(5000))
+    sox(speech, tmp_path / "header-only.wav", effects=["trim", "0", "0"])
+    source = file_source(tmp_path, loop=True)
+    with pytest.raises(SourceError, match=r"none of the 4 file\(s\) gave any audio in a whole pass \(last: .*broken-2"):
+        await asyncio.wait_for(collect(source), timeout=10)
+    assert source.stats.errors == 1 and source.stats.frames == 0
+
+
+@pytest.fixture(scope="module")
+def long_flac(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ten minutes of 48 kHz stereo (a tone, so the FLAC is small): 115 MB decoded as it is, 19 MB at 16 kHz mono."""
+    path = tmp_path_factory.mktemp("long") / "long.flac"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=600",
+                    "-ac", "2", "-c:a", "flac", str(path)], check=True)  # fmt: skip
+    return path
+
+
+def ffmpeg_children() -> list[int]:
+    """ffmpeg processes this process started and has not reaped."""
+    children = [int(pid) for task in Path("/proc/self/task").iterdir() for pid in (task / "children").read_text().split()]
+    return [pid for pid in children if Path(f"/proc/{pid}/comm").read_text().strip() == "ffmpeg"]
+
+
+async def test_a_long_file_is_decoded_as_it_is_played_never_whole(long_flac: Path) -> None:
+    """A 230 MB file once took ~1 GB and stalled every channel for 3.7 s while it was decoded whole. Now the first
+    frames come at once, memory stays at a pipe's worth, the event loop keeps its pace, and stopping early stops
+    ffmpeg."""
+    lateness: list[float] = []
+
+    async def tick() -> None:  # another channel's work: how late does the loop wake it?
+        while True:
+            due = time.monotonic() + 0.01
+            await asyncio.sleep(0.01)
+            lateness.append(time.monotonic() - due)
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0.05)
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        frames = await collect(file_source(long_flac), limit=500)  # 10 s of its 600
+        first_frames_s = time.monotonic() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        ticker.cancel()
+    assert len(frames) == 500 and max(abs(int.from_bytes(frames[100].pcm[i : i + 2], "little", signed=True))
+                                      for i in range(0, FRAME_BYTES, 2)) > 1000  # fmt: skip
+    assert peak < 4_000_000, f"{peak / 1e6:.1f} MB held while playing the first 10 s"
+    assert first_frames_s < 1.0, first_frames_s
+    assert max(lateness) < 0.25, f"the loop stalled {max(lateness):.2f} s"
+    assert ffmpeg_children() == [], "ffmpeg is stopped when the channel stops playing the file"
 
 
 async def test_directory_expands_to_its_audio_files_sorted(speech: Path, shared_audio: Path, tmp_path: Path) -> None:

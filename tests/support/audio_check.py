@@ -3,6 +3,7 @@ a time offset), and the spacing of frame stamps."""
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from itertools import pairwise
 
 import numpy as np
@@ -12,12 +13,14 @@ from bridge.sources import Source
 
 
 async def collect(source: Source, limit: int | None = None) -> list[Frame]:
-    """Frames of one frames() call, until it ends or `limit` frames came."""
+    """Frames of one frames() call, until it ends or `limit` frames came; then the source is closed, as a channel
+    that stops closes it (a file source's decoder ends with it)."""
     frames: list[Frame] = []
-    async for frame in source.frames():
-        frames.append(frame)
-        if limit is not None and len(frames) >= limit:
-            break
+    async with aclosing(source.frames()) as stream:
+        async for frame in stream:
+            frames.append(frame)
+            if limit is not None and len(frames) >= limit:
+                break
     return frames
 
 
