@@ -1,7 +1,8 @@
 """One channel's receive chain, supervised: source -> segmenter -> archive, with its live state for the console.
 
 The channel is its own task. When its source dies it is re-opened with back-off and the fault stays visible
-until the source works again; utterances already accepted are never affected.
+until the source works again; utterances already accepted are never affected. When the task is cancelled (the
+service stopping) an utterance being spoken is closed as one (end reason "shutdown") and archived before it ends.
 
 When the channel falls behind (its archive or recognition hand-over is slow, the process is busy), its source holds
 the audio and the channel takes it late: nothing is skipped. How late is measured on every frame it takes (the
@@ -143,6 +144,7 @@ class Channel:
         self.transmitter: Transmitter | None = None  # set by the service when the channel can transmit
         self._listeners: set[asyncio.Queue[bytes]] = set()
         self._behind: _BehindSpell | None = None
+        self.closed_at_shutdown = 0  # utterances being spoken when the service stopped, closed and archived
 
     async def listen(self) -> AsyncIterator[bytes]:
         """The channel's received audio, live, as 20 ms PCM frames (for an operator listening on the console)."""
@@ -186,9 +188,22 @@ class Channel:
                     delay = await self._source_lost(backoff, f"unexpected error: {type(e).__name__}: {e}")
                     logger.exception("channel %s: unexpected error; re-opening the source in %.1f s", self.config.id, delay)
                     await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            await self._close_at_shutdown()
+            raise
         finally:
             self.state.running = False
             self.state.talking = False
+
+    async def _close_at_shutdown(self) -> None:
+        """The service is stopping: what is being said is an utterance too (cut short, end reason "shutdown"), archived
+        like any other, rather than lost with the process."""
+        for event in self.segmenter.flush("shutdown"):
+            if isinstance(event, Utterance):
+                self.closed_at_shutdown += 1
+                logger.warning("channel %s: utterance %s was being spoken when the service stopped: closed after %.1f s "
+                               "(end reason shutdown)", self.config.id, event.id, event.duration)  # fmt: skip
+            await self._handle(event)
 
     async def _source_lost(self, backoff: Backoff, fault: str) -> float:
         """Close what the segmenter holds, make the fault visible; returns the delay before re-opening."""

@@ -12,7 +12,8 @@ from typing import Literal
 
 from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH
 
-EndReason = Literal["silence", "max_length", "carrier", "eof"]
+# "eof": the input ended or was lost; "shutdown": the service stopped while it was being spoken
+EndReason = Literal["silence", "max_length", "carrier", "eof", "shutdown"]
 
 
 def new_utterance_id(start: float) -> str:

@@ -178,10 +178,11 @@ class Segmenter:
             return self._confirm_if_enough(index)
         return self._feed_open(frame, voiced, index)
 
-    def flush(self) -> list[SegmentEvent]:
-        """End of stream (or a pause in it): close an open utterance (reason "eof"); an unconfirmed start is dropped."""
+    def flush(self, reason: EndReason = "eof") -> list[SegmentEvent]:
+        """End of stream (or a pause in it, or the service stopping): close an open utterance with `reason`; an
+        unconfirmed start is dropped."""
         if self._state in (SegmenterState.SPEAKING, SegmenterState.STOPPING):
-            return self._close("eof")
+            return self._close(reason)
         self._reset_quiet()
         return []
 

@@ -194,6 +194,8 @@ def run_service(config: Config) -> None:
             loop.add_signal_handler(sig, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        closed = sum(ch.closed_at_shutdown for ch in service.channels)
+        logger.info("stopping: %d utterance(s) being spoken were closed with end reason shutdown", closed)
         # utterances held back by a full disk get a last write attempt; any still held are logged at CRITICAL
         await asyncio.to_thread(service.archive.close)
         logger.info("service stopped")

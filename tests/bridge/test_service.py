@@ -6,15 +6,19 @@ import asyncio
 import contextlib
 import json
 import shutil
+import signal
 import socket
+import sys
 from pathlib import Path
 
 import httpx
 import yaml
 
+from bridge.archive import Archive
 from bridge.config import load_config
 from bridge.service import Service
 from bridge.web.users import UserStore
+from tests.conftest import REPO
 
 
 def free_port() -> int:
@@ -23,7 +27,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(tmp_path: Path, channels: dict[str, list[Path]], **extra) -> Path:
+def write_config(tmp_path: Path, channels: dict[str, list[Path]], realtime: bool = False, vad: dict | None = None,
+                 **extra) -> Path:
     for name, files in channels.items():
         d = tmp_path / "audio" / name
         d.mkdir(parents=True)
@@ -37,8 +42,8 @@ def write_config(tmp_path: Path, channels: dict[str, list[Path]], **extra) -> Pa
         "asr": {"engine": "none"},
         "web": {"port": free_port()},
         "channels": [
-            {"id": name, "name": name,
-             "source": {"type": "file", "paths": [str(tmp_path / "audio" / name)], "realtime": False, "gap": [2, 2]}}
+            {"id": name, "name": name, "vad": vad or {},
+             "source": {"type": "file", "paths": [str(tmp_path / "audio" / name)], "realtime": realtime, "gap": [2, 2]}}
             for name in channels
         ],
         **extra,
@@ -147,3 +152,36 @@ async def test_a_failed_encode_is_a_visible_channel_fault_and_loses_nothing(tmp_
     assert row.format == "wav" and row.fault  # kept in the fallback format, and the row says why
     assert state["utterances"] == 1 and state["active_faults"] == 1
     assert "archived as wav" in state["faults"][0]["message"]
+
+
+async def test_sigterm_closes_what_is_being_said_as_an_utterance_and_archives_it(tmp_path, calls_audio):
+    """`jingbao run` stopped by SIGTERM while a call is on the air: the call so far is archived (end reason shutdown)
+    and the log says so, instead of vanishing."""
+    call = calls_audio / "c001.wav"  # 5.7 s, said without a pause the hang-over below would end it on
+    config = write_config(tmp_path, {"ch-a": [call]}, realtime=True, vad={"stop_window_ms": 2000})
+    service = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge.cli", "run", "--config", str(config), cwd=REPO, stderr=asyncio.subprocess.PIPE
+    )
+    log: list[str] = []
+    try:
+        async with asyncio.timeout(60):
+            while "ch-a: playing 1 file(s)" not in (line := (await service.stderr.readline()).decode()):
+                assert line, "the service ended before its channel played:\n" + "".join(log)
+                log.append(line)
+        await asyncio.sleep(2.5)  # well into the call
+        service.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            log += (await service.stderr.read()).decode().splitlines(keepends=True)
+            assert await service.wait() == 0, "".join(log)
+    finally:
+        if service.returncode is None:
+            service.kill()
+            await service.wait()
+    with Archive(load_config(config).storage, readonly=True) as archive:
+        [row] = archive.list()
+        assert archive.verify().ok
+    assert row.end_reason == "shutdown" and 1.5 < row.duration_ms / 1000 < 4.0 and row.status == "pending"
+    said = "".join(log)
+    assert f"utterance {row.id} was being spoken when the service stopped: closed after" in said
+    assert f"utterance 1 archived ({row.id}," in said
+    assert "stopping: 1 utterance(s) being spoken were closed with end reason shutdown" in said
