@@ -137,7 +137,7 @@ class PartialGate:
     before it at most one 待确认 entry at a pause. Partials whose words did not change are not read again
     (`changed`)."""
 
-    __slots__ = ("_anchor", "_last_key", "_since", "_streak", "fired", "queued", "rules")
+    __slots__ = ("_anchor", "_last_key", "_read", "_since", "_streak", "fired", "queued", "rules")
 
     def __init__(self, rules: PartialRules) -> None:
         self.rules = rules
@@ -147,6 +147,7 @@ class PartialGate:
         self._anchor: tuple[str, str] | None = None  # the (place, type) read on the latest partials, sure or not
         self._since = 0  # units heard when it first appeared
         self._streak = 0  # consecutive partials that read it surely (qualifies)
+        self._read = 0  # consecutive partials that read it at all
 
     def changed(self, transcript: Any) -> bool:
         """True (and remembered) when this partial says something the previous one did not."""
@@ -165,12 +166,13 @@ class PartialGate:
         if self.fired is not None:
             return None
         if reading.type == "none" or reading.place_id is None:
-            self._anchor, self._streak = None, 0
+            self._anchor, self._streak, self._read = None, 0, 0
         else:
             key = (reading.place_id, reading.type)
             if key != self._anchor:  # where this place and type were first read (the incident word, maybe unsure yet)
-                self._anchor, self._since, self._streak = key, reading.units, 0
+                self._anchor, self._since, self._streak, self._read = key, reading.units, 0, 0
             self._streak = self._streak + 1 if self.qualifies(reading) else 0
+            self._read += 1
         if reading.type == "none":
             return None
         if paused:
@@ -182,8 +184,9 @@ class PartialGate:
 
     def _at_pause(self, reading: Reading) -> Raise | None:
         """The clause is over, so it need not hold over more syllables, but it must have been read on
-        `stable_partials` partials (the last word heard whole). Any other report is queued."""
-        if self._streak >= self.rules.stable_partials:
+        `stable_partials` partials (the last word heard whole), surely enough for a pause (`pause_min_confidence`).
+        Any other report is queued."""
+        if self._read >= self.rules.stable_partials and self.qualifies(reading, self.rules.pause_min_confidence):
             self.fired = reading
             return Raise.ALERT
         if self.queued is None:
@@ -202,13 +205,14 @@ class PartialGate:
         pause = next((k for k in reading.pauses if k >= self._since - 1), None)  # at or after where it appeared
         return pause is not None and reading.units - (pause + 1) >= r.after_pause
 
-    def qualifies(self, reading: Reading) -> bool:
-        """Certain of its type, urgent enough, confident of both, at a known place."""
+    def qualifies(self, reading: Reading, min_confidence: float | None = None) -> bool:
+        """Certain of its type, urgent enough, confident of both (the type `min_confidence`, by default the rules'),
+        at a known place."""
         r = self.rules
         return (
             reading.certain
             and reading.place_id is not None
             and PRIORITIES.index(reading.priority) >= PRIORITIES.index(r.min_priority)
-            and reading.confidence >= r.min_confidence
+            and reading.confidence >= (r.min_confidence if min_confidence is None else min_confidence)
             and reading.place_confidence >= r.min_place_confidence
         )

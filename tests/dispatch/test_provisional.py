@@ -146,6 +146,16 @@ def test_at_a_pause_any_other_report_is_queued_once_and_a_later_qualifying_readi
     assert gate.feed(heard_as(12), paused=True) == Raise.ALERT and gate.fired == heard_as(12)
 
 
+def test_at_a_pause_a_less_confident_reading_alerts_down_to_pause_min_confidence() -> None:
+    rules = RULES.model_copy(update={"pause_min_confidence": 0.8})
+    sure_enough, gate = heard_as(7, confidence=0.85), PartialGate(rules)
+    assert gate.feed(sure_enough) is None  # mid-speech, 0.9 is needed
+    assert gate.feed(sure_enough, paused=True) == Raise.ALERT
+    too_unsure, gate = heard_as(7, confidence=0.75), PartialGate(rules)
+    gate.feed(too_unsure)
+    assert gate.feed(too_unsure, paused=True) == Raise.QUEUE
+
+
 def test_at_a_pause_routine_raises_nothing() -> None:
     gate = PartialGate(RULES)
     assert gate.feed(heard_as(7, type="none"), paused=True) is None and gate.queued is None
