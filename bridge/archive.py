@@ -13,18 +13,22 @@ about 1 kb/s of Ogg pages). Not settable through libsndfile: the Opus applicatio
 former ffmpeg encoder used), and the complexity is fixed at 10. Reading the archive back (`read_pcm`) still goes
 through ffmpeg, as every other file the bridge reads does.
 
-Faults never drop audio silently; each is logged at ERROR and appended to `Archive.faults`:
+Faults never drop audio silently; each is logged at ERROR and appended to `Archive.faults`, active until its cause
+is gone (`Archive.active_faults`, what /healthz reports):
 - Encode failure (libsndfile missing or failing, a bitrate it cannot use): the utterance is archived anyway as a
   WAV (stdlib `wave`), and the row's `fault` column says why. That column is part of the hash
   chain, so the record of what went wrong is as trustworthy as the audio. Its status stays 'pending': ASR can
   still transcribe it, which an 'encode_failed' status would prevent. Encoding happens in memory, before any file is
-  opened, so a full disk is never mistaken for an encode failure.
+  opened, so a full disk is never mistaken for an encode failure. The fault ends when an utterance is next stored in
+  the configured format.
 - Write failure (disk full, I/O or database error): nothing can be made durable, so the utterance is held in
   memory (`Archive.held`) and `store` raises `ArchiveUnavailable`; held utterances are retried, oldest first,
   before every later `store`, every `retry_interval_s` on a timer (a quiet channel sends no later store) and a
-  last time by `close()`, and keep their original times. Any still held at `close()` are logged at CRITICAL, one
-  line each. A spool folder would sit on the same full disk, which is why memory is the fallback; it is
-  unbounded, because the alternative is dropping.
+  last time by `close()`, and keep their original times. The faults end when nothing is held any more, and
+  `on_written` is told of each held utterance as it is written. A spool folder would sit on the same full disk,
+  which is why memory is the fallback; it is unbounded, because the alternative is dropping.
+  A held utterance is not waiting for anything else: recognition and dispatch take it from memory (asr/live.py),
+  and `set_status` on it is kept with it, so that it is written with the status it has by then.
 
 A crash between creating a temp file and its rename leaves `.<id>.<fmt>.tmp` behind: that utterance was never
 accepted, and verify reports such files as incomplete writes, apart from tampering. `Archive(..., readonly=True)`
@@ -42,6 +46,7 @@ import threading
 import time
 import wave
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -143,16 +148,28 @@ class ArchivedUtterance:
 COLUMNS = [f.name for f in fields(ArchivedUtterance)]
 
 
-@dataclass(frozen=True, slots=True)
+FaultKind = Literal["encode_failed", "held"]
+
+
+@dataclass(slots=True)
 class ArchiveFault:
     ts: float
-    kind: Literal["encode_failed", "held"]
+    kind: FaultKind
     utterance_id: str
     channel: str
     message: str
+    active: bool = True  # False once its cause is gone (the disk has room again, the encoder works again)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(slots=True)
+class _Held:
+    """An utterance that could not be written yet, in memory until it can be."""
+
+    utterance: Utterance
+    status: str = "pending"  # set_status while it is held: the row is written with it
 
 
 class Archive:
@@ -174,12 +191,14 @@ class Archive:
             migrate(self._conn, "archive", MIGRATIONS)
         self._db_lock = threading.Lock()  # the one writer lock; also serialises reads on the shared connection
         self._held_lock = threading.Lock()
-        self._held: deque[Utterance] = deque()
+        self._held: deque[_Held] = deque()
         self._faults: deque[ArchiveFault] = deque(maxlen=max_faults)
         self._in_flight: set[str] = set()  # ids being written right now
         self._timer_lock = threading.Lock()
         self._retry_timer: threading.Timer | None = None
         self._closed = False
+        # Told of each held utterance once it is written (in the thread that wrote it), e.g. to clear a channel's fault.
+        self.on_written: Callable[[ArchivedUtterance], None] | None = None
         if not readonly and storage.audio_format != "wav":  # said once at start-up; each utterance carries the fault too
             try:
                 _load_soundfile()
@@ -200,7 +219,7 @@ class Archive:
         if self._held:
             self.retry_held()
         with self._held_lock:
-            lost = list(self._held)
+            lost = [held.utterance for held in self._held]
         for utt in lost:
             logger.critical(
                 "archive closed with utterance %s of channel %s (start %.3f, %.1f s) not written: its audio is lost",
@@ -221,9 +240,18 @@ class Archive:
         return list(self._faults)
 
     @property
+    def active_faults(self) -> list[ArchiveFault]:
+        """The faults whose cause is not gone yet."""
+        return [f for f in self._faults if f.active]
+
+    @property
     def held(self) -> int:
         """Utterances waiting in memory because they could not be written (disk full, I/O error)."""
         return len(self._held)
+
+    def holds(self, channel: str) -> int:
+        """How many of `channel`'s utterances are held in memory (never waits for a retry under way)."""
+        return sum(held.utterance.channel == channel for held in list(self._held))  # list(): one atomic copy
 
     # --- writing -------------------------------------------------------------------------------------------
 
@@ -241,29 +269,36 @@ class Archive:
         try:
             return self._write(utt)
         except (OSError, sqlite3.Error) as e:
-            with self._held_lock:
-                self._held.append(utt)
-            self._fault("held", utt, f"could not be written, held in memory for retry ({self.held} held): {e}")
+            with self._held_lock:  # with its fault, so that a retry emptying the queue meanwhile cannot clear it
+                self._held.append(_Held(utt))
+                self._fault("held", utt, f"could not be written, held in memory for retry ({self.held} held): {e}")
             self._schedule_retry()
             raise ArchiveUnavailable(f"utterance {utt.id} could not be archived now (held for retry): {e}") from e
 
     def retry_held(self) -> int:
-        """Write held utterances, oldest first, stopping at the first that still fails; returns how many were written."""
+        """Write held utterances, oldest first, stopping at the first that still fails; returns how many were written.
+        When none is left held, the faults that held them end."""
+        rows: list[ArchivedUtterance] = []
         written = 0
         with self._held_lock:
             while self._held:
-                utt = self._held[0]
+                held = self._held[0]
                 try:
-                    self._write(utt)
+                    rows.append(self._write(held.utterance, held.status))
                 except (OSError, sqlite3.Error) as e:
-                    logger.debug("held utterance %s still cannot be written: %s", utt.id, e)
+                    logger.debug("held utterance %s still cannot be written: %s", held.utterance.id, e)
                     break
                 except ArchiveError as e:  # already archived (a retry after a half-reported success)
-                    logger.warning("held utterance %s: %s", utt.id, e)
+                    logger.warning("held utterance %s: %s", held.utterance.id, e)
                 self._held.popleft()
                 written += 1
+            if written and not self._held:
+                self._clear_faults("held")
         if written:
             logger.warning("archive: %d held utterance(s) written, %d still held", written, self.held)
+        if self.on_written is not None:
+            for row in rows:
+                self.on_written(row)
         return written
 
     def _schedule_retry(self) -> None:
@@ -288,27 +323,34 @@ class Archive:
             self._schedule_retry()
 
     def set_status(self, utterance_id: str, status: str) -> None:
-        """Update the mutable status (pending -> transcribed / asr_failed ...); it is outside the hash chain."""
+        """Update the mutable status (pending -> transcribed / asr_failed ...); it is outside the hash chain. An
+        utterance held in memory keeps the status until it is written with it."""
         if not STATUS.match(status):
             raise ArchiveError(f"invalid status {status!r} (lower-case letters and '_')")
-        with self._db_lock, self._conn:
-            cur = self._conn.execute("UPDATE utterances SET status = ? WHERE id = ?", (status, utterance_id))
+        # Under the held lock: a retry writing the utterance right now finishes first, and the row is then updated.
+        with self._held_lock:
+            for held in self._held:
+                if held.utterance.id == utterance_id:
+                    held.status = status
+                    return
+            with self._db_lock, self._conn:
+                cur = self._conn.execute("UPDATE utterances SET status = ? WHERE id = ?", (status, utterance_id))
         if cur.rowcount == 0:
             raise ArchiveError(f"unknown utterance id {utterance_id!r}")
 
-    def _write(self, utt: Utterance) -> ArchivedUtterance:
+    def _write(self, utt: Utterance, status: str = "pending") -> ArchivedUtterance:
         # Claim the id first: a second store() of the same utterance must not overwrite the file of the first.
         with self._db_lock:
             if utt.id in self._in_flight or self._conn.execute("SELECT 1 FROM utterances WHERE id = ?", (utt.id,)).fetchone():
                 raise ArchiveError(f"utterance {utt.id} is already archived (or being archived)")
             self._in_flight.add(utt.id)
         try:
-            return self._write_claimed(utt)
+            return self._write_claimed(utt, status)
         finally:
             with self._db_lock:
                 self._in_flight.discard(utt.id)
 
-    def _write_claimed(self, utt: Utterance) -> ArchivedUtterance:
+    def _write_claimed(self, utt: Utterance, status: str) -> ArchivedUtterance:
         day = datetime.fromtimestamp(utt.start, UTC)
         folder = self.archive_dir / f"{day:%Y/%m/%d}" / utt.channel
         _make_durable_dirs(folder)
@@ -330,12 +372,15 @@ class Archive:
             tmp.unlink(missing_ok=True)
         _fsync_dir(folder)
         try:
-            return self._insert(utt, final, fmt, sha, fault)
+            row = self._insert(utt, final, fmt, sha, fault, status)
         except (sqlite3.Error, OSError):
             final.unlink(missing_ok=True)  # the utterance is held and will be written again; no orphan file
             raise
+        if fmt == self.storage.audio_format and utt.pcm:  # the encoder works (again)
+            self._clear_faults("encode_failed")
+        return row
 
-    def _insert(self, utt: Utterance, final: Path, fmt: str, sha: str, fault: str) -> ArchivedUtterance:
+    def _insert(self, utt: Utterance, final: Path, fmt: str, sha: str, fault: str, status: str) -> ArchivedUtterance:
         peak, rms = levels_dbfs(utt.pcm)
         with self._db_lock, self._conn:
             head = self._conn.execute("SELECT seq, row_hash FROM utterances ORDER BY seq DESC LIMIT 1").fetchone()
@@ -354,7 +399,7 @@ class Archive:
                 rms_dbfs=round(rms, 2) + 0.0,
                 end_reason=utt.reason,
                 fault=fault,
-                status="pending",
+                status=status,
                 created_at=round(time.time() * 1000),
                 prev_hash=prev_hash,
                 row_hash="",
@@ -367,9 +412,18 @@ class Archive:
             )
         return row
 
-    def _fault(self, kind: Literal["encode_failed", "held"], utt: Utterance, message: str) -> None:
+    def _fault(self, kind: FaultKind, utt: Utterance, message: str) -> None:
         logger.error("archive fault (%s) on channel %s, utterance %s: %s", kind, utt.channel, utt.id, message)
         self._faults.append(ArchiveFault(time.time(), kind, utt.id, utt.channel, message))
+
+    def _clear_faults(self, kind: FaultKind) -> None:
+        cleared = 0
+        for fault in list(self._faults):
+            if fault.kind == kind and fault.active:
+                fault.active = False
+                cleared += 1
+        if cleared:
+            logger.info("archive: %d %s fault(s) cleared, their cause is gone", cleared, kind)
 
     # --- reading -------------------------------------------------------------------------------------------
 

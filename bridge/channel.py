@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bridge.archive import Archive, ArchivedUtterance
+from bridge.archive import Archive, ArchivedUtterance, ArchiveUnavailable
 from bridge.audio import FRAME_MS, Frame
 from bridge.backoff import Backoff
 from bridge.bus import EventBus
@@ -44,8 +44,10 @@ BEHIND_FAULT_S = 1.0  # a channel taking its audio later than this after it was 
 CAUGHT_UP_S = 0.5  # ... until it is back under this (live sources' stamps carry a few hundred ms of buffering)
 
 
-# What a fault is about, so that the end of one cause clears only its own faults.
-FaultKind = Literal["source", "archive", "radio", "behind"]
+# What a fault is about, so that the end of one cause clears only its own faults. "archive": an utterance the archive
+# could not write (held in memory) until none of the channel's is held; "encode": one stored in the fallback format
+# until the next is stored as configured.
+FaultKind = Literal["source", "archive", "encode", "radio", "behind"]
 
 
 @dataclass(slots=True)
@@ -274,13 +276,15 @@ class Channel:
     async def _archive(self, utt: Utterance) -> ArchivedUtterance | None:
         try:
             archived = await asyncio.to_thread(self.archive.store, utt)
-        except Exception as e:  # the archive keeps the audio and records its own fault; make it visible here too
-            logger.exception("channel %s: utterance %s could not be archived", self.config.id, utt.id)
-            self.state.fault(f"archive failed for {utt.id}: {e}", "archive")
-            self.bus.publish("fault", {"channel": self.config.id, "utterance_id": utt.id, "message": str(e)})
+        except ArchiveUnavailable as e:  # held in memory (its own fault in the archive): visible here until written
+            logger.error("channel %s: utterance %s not archived yet: %s", self.config.id, utt.id, e)
+            self._archive_failed(utt, f"utterance {utt.id} not archived yet, held in memory: {e}")
             return None
-        if archived.fault:  # kept in a fallback format: nothing lost, but someone must look at the encoder or disk
-            self.state.fault(f"utterance {utt.id} archived as {archived.format}: {archived.fault}", "archive")
+        except Exception as e:
+            logger.exception("channel %s: utterance %s could not be archived", self.config.id, utt.id)
+            self._archive_failed(utt, f"archive failed for {utt.id}: {e}")
+            return None
+        self._encoded(archived)
         self.state.utterances += 1
         self.state.last_utterance = {
             "id": utt.id,
@@ -296,6 +300,25 @@ class Channel:
         self.bus.publish("utterance", {"channel": self.config.id, **self.state.last_utterance})
         self.bus.publish("channel", self.state.to_dict())
         return archived
+
+    def archived_late(self, archived: ArchivedUtterance) -> None:
+        """One of this channel's held utterances is written at last (on the loop; the archive's hook says so): once
+        none is held, the "archive" fault ends."""
+        self.state.utterances += 1
+        self._encoded(archived)
+        if not self.archive.holds(self.config.id):
+            self.state.clear_faults("archive")
+        self.bus.publish("channel", self.state.to_dict())
+
+    def _archive_failed(self, utt: Utterance, message: str) -> None:
+        self.state.fault(message, "archive")
+        self.bus.publish("fault", {"channel": self.config.id, "utterance_id": utt.id, "message": message})
+
+    def _encoded(self, archived: ArchivedUtterance) -> None:
+        if archived.fault:  # kept in a fallback format: nothing lost, but someone must look at the encoder
+            self.state.fault(f"utterance {archived.id} archived as {archived.format}: {archived.fault}", "encode")
+        else:
+            self.state.clear_faults("encode")
 
     def _send_to_listeners(self, pcm: bytes) -> None:
         for queue in self._listeners:

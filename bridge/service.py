@@ -15,7 +15,7 @@ from asr.engine import Engine
 from asr.live import LiveRecognition, RecognisedUtterance
 from asr.store import TranscriptStore
 from asr.transcript import Transcript
-from bridge.archive import Archive
+from bridge.archive import Archive, ArchivedUtterance
 from bridge.bus import EventBus
 from bridge.channel import Channel
 from bridge.config import Config
@@ -54,6 +54,8 @@ class Service:
         logger.info("starting %d channels; archive in %s", len(self.channels), self.config.storage.data_dir)
         # watching from the very start: a stall while recognition and the radios come up delays the first requests too
         loop_lag = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
+        loop = asyncio.get_running_loop()
+        self.archive.on_written = lambda row: loop.call_soon_threadsafe(self._archived_late, row)
         try:
             self.recognition = await self._build_recognition()
             await self.radios.open(on_fault=self._radio_fault)  # a line that fails to open is that channel's fault
@@ -77,6 +79,7 @@ class Service:
         except* _Done:
             pass
         finally:
+            self.archive.on_written = None  # the channels are gone; the archive may outlive the loop (its close())
             loop_lag.cancel()
             await self.radios.close()  # every PTT unkeyed, whatever ended the service
             if self.recognition is not None:
@@ -115,6 +118,12 @@ class Service:
                     ch.state.fault(f"radio: {message}", "radio")
                     self.bus.publish("fault", {"channel": channel_id, "message": message})
                 self.bus.publish("channel", ch.state.to_dict())
+
+    def _archived_late(self, row: ArchivedUtterance) -> None:
+        """A held utterance is written at last (the disk has room again): its channel's fault may end."""
+        for ch in self.channels:
+            if ch.config.id == row.channel:
+                ch.archived_late(row)
 
     def _is_receiving(self, channel_id: str) -> bool:
         return any(ch.state.talking for ch in self.channels if ch.config.id == channel_id)

@@ -1,16 +1,23 @@
 """Health and channel state.
 
     GET /healthz                      -> {"ok", "channels", "running", "faults",       (no login: for supervisors)
-                                          "loop_lag_s", "loop_lag_max_s", "loop_stalls"}
+                                          "failing", "loop_lag_s", "loop_lag_max_s",
+                                          "loop_stalls"}; 503 while a fault is active
     GET /api/channels                 -> [channel state, ...]                          (any logged-in user)
     GET /api/channels/{id}            -> channel state; 404 unknown                    (any logged-in user)
+
+`/healthz` is for a supervisor (systemd, a monitoring poller): `ok` is true, and the status 200, only while no fault
+is active, on any channel (its source, radio line, archive writes, encoder, or lag behind real time) or in the
+archive; otherwise the status is 503 and `failing` names each active fault (`faults` counts them). A fault ends when
+its cause is gone (the source re-opened, the disk has room again), and so does the 503. The loop lag figures are
+measurements, not faults.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Response
 
 from bridge.web.auth import require
 from bridge.web.context import Web
@@ -19,13 +26,27 @@ router = APIRouter(tags=["channels"])
 
 
 @router.get("/healthz")
-async def healthz(web: Web) -> dict[str, Any]:
+async def healthz(web: Web, response: Response) -> dict[str, Any]:
     channels = web.service.channel_states()
+    failing = [
+        {"component": "channel", "channel": c["id"], "kind": f["kind"], "message": f["message"], "since": f["at"]}
+        for c in channels
+        for f in c["faults"]
+        if f["active"]
+    ]
+    failing += [
+        {"component": "archive", "channel": f.channel, "kind": f.kind, "message": f"utterance {f.utterance_id}: {f.message}",
+         "since": f.ts}
+        for f in web.service.archive.active_faults
+    ]  # fmt: skip
+    if failing:
+        response.status_code = 503
     return {
-        "ok": True,
+        "ok": not failing,
         "channels": len(channels),
         "running": sum(c["running"] for c in channels),
-        "faults": sum(c["active_faults"] for c in channels) + len(web.service.archive.faults),
+        "faults": len(failing),
+        "failing": failing,
         **web.service.loop_lag.to_dict(),
     }
 

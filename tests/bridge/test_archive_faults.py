@@ -10,17 +10,17 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import soundfile
 
-from bridge.archive import Archive, ArchiveUnavailable
+from bridge.archive import Archive, ArchiveError, ArchiveUnavailable
 from tests.conftest import REPO
 from tests.support.archive import make_utterance, speech_pcm, storage
+from tests.support.disk import fill, small_disk
 
-__all__ = ["speech_pcm"]  # a fixture, imported for pytest
+__all__ = ["small_disk", "speech_pcm"]  # fixtures, imported for pytest
 
 
 def _assert_stored_as_wav_with_fault(archive: Archive, pcm: bytes, reason: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -47,13 +47,14 @@ def test_libsndfile_missing_is_said_at_start_and_falls_back_to_wav(
         _assert_stored_as_wav_with_fault(archive, speech_pcm, f"{fmt} encode failed, stored as wav: libsndfile cannot", caplog)
 
 
+def failing_write(*args: object, **kwargs: object) -> None:  # libsndfile's own error type, as a broken codec raises it
+    raise soundfile.LibsndfileError(4, "Error opening <_io.BytesIO>: ")  # 4: SF_ERR_UNSUPPORTED_ENCODING
+
+
 @pytest.mark.parametrize("fmt", ["opus", "flac"])
 def test_encoder_failing_falls_back_to_wav(
     tmp_path: Path, speech_pcm: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fmt: str
 ) -> None:
-    def failing_write(*args: object, **kwargs: object) -> None:  # libsndfile's own error type, as a broken codec raises it
-        raise soundfile.LibsndfileError(4, "Error opening <_io.BytesIO>: ")  # 4: SF_ERR_UNSUPPORTED_ENCODING
-
     monkeypatch.setattr(soundfile, "write", failing_write)
     with Archive(storage(tmp_path / "data", fmt)) as archive:
         _assert_stored_as_wav_with_fault(archive, speech_pcm, f"{fmt} encode failed, stored as wav: libsndfile: Error", caplog)
@@ -74,38 +75,13 @@ def test_an_unusable_bitrate_is_said_at_start_and_falls_back_to_wav(
         assert not list((tmp_path / "archive").rglob(".*.tmp"))
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 2 MB filesystem (tmpfs) that can be filled up."""
-    mountpoint = tmp_path / "disk"
-    mountpoint.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mountpoint
-    subprocess.run(["umount", "-l", str(mountpoint)], check=True)
-
-
-def _fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    with filler.open("wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(bytes(65536))
-        except OSError:
-            pass
-    return filler
-
-
 @pytest.mark.parametrize("fmt", ["flac", "wav"])
 def test_full_disk_holds_the_audio_and_writes_it_when_space_returns(
     small_disk: Path, speech_pcm: bytes, fmt: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with Archive(storage(small_disk, fmt)) as archive:
         first = archive.store(make_utterance(speech_pcm))
-        filler = _fill(small_disk)
+        filler = fill(small_disk)
         held = [make_utterance(speech_pcm), make_utterance(speech_pcm[:32000])]
         with caplog.at_level(logging.ERROR, logger="bridge.archive"):
             for utt in held:
@@ -116,19 +92,53 @@ def test_full_disk_holds_the_audio_and_writes_it_when_space_returns(
         assert "No space left on device" in archive.faults[0].message
         assert sum(r.levelno == logging.ERROR for r in caplog.records) == 2
         assert archive.retry_held() == 0 and archive.held == 2  # still full: nothing lost, nothing written
+        assert archive.active_faults == archive.faults
 
+        written: list[str] = []
+        archive.on_written = lambda row: written.append(row.id)
         filler.unlink()
         later = archive.store(make_utterance(speech_pcm[:16000]))  # flushes the held ones first, in order
         assert archive.held == 0
+        assert archive.active_faults == [] and len(archive.faults) == 2  # the cause is gone; the record stays
+        assert written == [u.id for u in held]  # told of the held ones, not of the one stored at once
         assert [r.id for r in sorted(archive.list(), key=lambda r: r.seq)] == [first.id, *(u.id for u in held), later.id]
         assert all(archive.read_pcm(u.id) == u.pcm for u in held)
         assert archive.verify().ok
 
 
+def test_a_status_set_while_the_utterance_is_held_is_written_with_it(small_disk: Path, speech_pcm: bytes) -> None:
+    """Recognition does not wait for the disk: it may finish (and set the status) before the utterance is written."""
+    with Archive(storage(small_disk, "wav"), retry_interval_s=3600) as archive:
+        filler = fill(small_disk)
+        held = make_utterance(speech_pcm[:32000])
+        with pytest.raises(ArchiveUnavailable):
+            archive.store(held)
+        archive.set_status(held.id, "transcribed")
+        with pytest.raises(ArchiveError, match="unknown utterance id"):
+            archive.set_status("20231114T221320000-0000", "transcribed")  # neither held nor archived
+        filler.unlink()
+        assert archive.retry_held() == 1
+        assert archive.get(held.id).status == "transcribed" and archive.pending() == []
+        archive.set_status(held.id, "asr_failed")  # and the row is updated as any other from now on
+        assert archive.get(held.id).status == "asr_failed" and archive.verify().ok
+
+
+def test_an_encode_fault_ends_when_the_encoder_works_again(
+    tmp_path: Path, speech_pcm: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Archive(storage(tmp_path, "flac")) as archive:
+        with monkeypatch.context() as broken:
+            broken.setattr(soundfile, "write", failing_write)
+            assert archive.store(make_utterance(speech_pcm)).format == "wav"
+        assert [f.kind for f in archive.active_faults] == ["encode_failed"]
+        assert archive.store(make_utterance(speech_pcm)).format == "flac"
+        assert archive.active_faults == [] and [f.kind for f in archive.faults] == ["encode_failed"]
+
+
 def test_database_full_after_the_file_is_written_leaves_no_orphan(small_disk: Path, speech_pcm: bytes) -> None:
     with Archive(storage(small_disk, "wav")) as archive:
         archive.store(make_utterance(speech_pcm[:3200]))
-        filler = _fill(small_disk)
+        filler = fill(small_disk)
         os.truncate(filler, filler.stat().st_size - 4096)  # one page free: a tiny file fits, the WAL cannot grow
         tiny = make_utterance(speech_pcm[:200])
         with pytest.raises(ArchiveUnavailable, match="database or disk is full"):
@@ -143,7 +153,7 @@ def test_database_full_after_the_file_is_written_leaves_no_orphan(small_disk: Pa
 
 def test_held_utterances_are_written_on_a_timer_without_another_store(small_disk: Path, speech_pcm: bytes) -> None:
     with Archive(storage(small_disk, "wav"), retry_interval_s=0.2) as archive:
-        filler = _fill(small_disk)
+        filler = fill(small_disk)
         held = make_utterance(speech_pcm)
         with pytest.raises(ArchiveUnavailable):
             archive.store(held)
@@ -159,7 +169,7 @@ def test_held_utterances_are_written_on_a_timer_without_another_store(small_disk
 
 def test_close_writes_what_is_held(small_disk: Path, speech_pcm: bytes) -> None:
     archive = Archive(storage(small_disk, "wav"), retry_interval_s=3600)  # only close() will retry
-    filler = _fill(small_disk)
+    filler = fill(small_disk)
     held = make_utterance(speech_pcm)
     with pytest.raises(ArchiveUnavailable):
         archive.store(held)
@@ -173,7 +183,7 @@ def test_close_with_the_disk_still_full_names_each_lost_utterance_at_critical(
     small_disk: Path, speech_pcm: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     archive = Archive(storage(small_disk, "wav"), retry_interval_s=3600)
-    _fill(small_disk)
+    fill(small_disk)
     held = [make_utterance(speech_pcm, channel="ch-a"), make_utterance(speech_pcm[:32000], channel="ch-b")]
     for utt in held:
         with pytest.raises(ArchiveUnavailable):

@@ -19,6 +19,9 @@ from bridge.config import load_config
 from bridge.service import Service
 from bridge.web.users import UserStore
 from tests.conftest import REPO
+from tests.support.disk import fill, small_disk
+
+__all__ = ["small_disk"]  # a fixture, imported for pytest
 
 
 def free_port() -> int:
@@ -85,7 +88,7 @@ async def test_every_call_on_every_channel_is_archived_and_reported(tmp_path, ca
     assert by_id["ch-a"]["utterances"] == 3 and by_id["ch-b"]["utterances"] == 2
     assert one["last_utterance"]["duration"] > 1.0
     loop = {k: health.pop(k) for k in ("loop_lag_s", "loop_lag_max_s", "loop_stalls")}
-    assert health == {"ok": True, "channels": 2, "running": 0, "faults": 0}
+    assert health == {"ok": True, "channels": 2, "running": 0, "faults": 0, "failing": []}
     assert loop["loop_lag_max_s"] < 1.0 and "loop_lag_max_s" in by_id["ch-a"]
     assert missing.status_code == 404
     assert refused.status_code == 401 and login.status_code == 200  # channel state is for logged-in users
@@ -152,6 +155,50 @@ async def test_a_failed_encode_is_a_visible_channel_fault_and_loses_nothing(tmp_
     assert row.format == "wav" and row.fault  # kept in the fallback format, and the row says why
     assert state["utterances"] == 1 and state["active_faults"] == 1
     assert "archived as wav" in state["faults"][0]["message"]
+
+
+async def until(condition, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_full_disk_is_a_503_naming_the_fault_until_the_archive_can_write_again(tmp_path, small_disk, calls_audio):
+    """A call ends while the archive's disk is full (a real one): /healthz says so (503, the faults named) instead of
+    ok; once the disk has room the held call is written by the retry timer and every fault ends."""
+    storage = {"data_dir": str(small_disk), "audio_format": "wav"}
+    config = load_config(write_config(tmp_path, {"ch-a": [calls_audio / "c001.wav"]}, realtime=True, storage=storage))
+    service = Service(config)
+    service.archive.retry_interval_s = 0.2
+    run = asyncio.create_task(service.run())
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{config.web.port}", timeout=5) as client:
+        for _ in range(100):
+            with contextlib.suppress(httpx.TransportError):
+                healthy = await client.get("/healthz")
+                break
+            await asyncio.sleep(0.05)
+        filler = fill(small_disk)  # while the call (5.7 s, in real time) is on the air
+        await until(lambda: service.archive.held, 30)
+        full = await client.get("/healthz")
+        filler.unlink()
+        await until(lambda: not service.archive.held and not service.channels[0].state.to_dict()["active_faults"], 10)
+        recovered = await client.get("/healthz")
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
+
+    assert healthy.status_code == 200 and healthy.json()["ok"]
+    assert full.status_code == 503, full.text
+    body = full.json()
+    assert not body["ok"] and body["faults"] == 2
+    [utterance_id] = [row.id for row in service.archive.list()]
+    assert sorted((f["component"], f["channel"], f["kind"]) for f in body["failing"]) == [
+        ("archive", "ch-a", "held"), ("channel", "ch-a", "archive")]
+    assert all(utterance_id in f["message"] and "No space left on device" in f["message"] for f in body["failing"])
+    assert recovered.status_code == 200 and recovered.json()["ok"] and recovered.json()["failing"] == []
+    state = service.channels[0].state.to_dict()
+    assert state["utterances"] == 1 and [f["active"] for f in state["faults"]] == [False]  # said, and over
+    assert service.archive.verify().ok
 
 
 async def test_sigterm_closes_what_is_being_said_as_an_utterance_and_archives_it(tmp_path, calls_audio):

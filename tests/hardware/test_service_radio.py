@@ -117,10 +117,10 @@ async def running(config_path: Path, serve_http: bool = False):
 
 
 async def http_ready(client: httpx.AsyncClient) -> None:
-    """Wait for the HTTP server, which starts beside the channels."""
+    """Wait for the HTTP server, which starts beside the channels (/healthz is 503 while a fault is active)."""
     for _ in range(100):
         with contextlib.suppress(httpx.TransportError):
-            if (await client.get("/healthz")).status_code == 200:
+            if (await client.get("/healthz")).status_code in (200, 503):
                 return
         await asyncio.sleep(0.05)
 

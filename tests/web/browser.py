@@ -63,7 +63,7 @@ class LiveService:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self._thread.is_alive():
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code in (200, 503):  # 503: answering, with a fault
                     return
             except httpx.HTTPError:
                 pass
