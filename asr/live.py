@@ -1,5 +1,5 @@
 """Live recognition: follows each channel's segmenter events, streams the audio into the recognition pool while
-someone speaks (partials for the console and `on_partial`), and turns each archived utterance into a stored transcript.
+someone speaks (partials for the console and `on_partial`), and turns each finished utterance into a stored transcript.
 When the segmenter hears the speaker pause (UtterancePaused) it asks for a partial at once, of all the audio so far,
 handed over marked `paused` even when its words did not change: the dispatcher acts on it ~1 s before the hang-over
 ends the utterance.
@@ -14,6 +14,14 @@ An utterance is recognised once: its id is in `_busy` from the moment it is take
 sweep) until its status is written, and the sweep re-reads the status after taking it (its pending list is a
 snapshot, possibly older than a live result).
 
+A full disk does not hold recognition up. An utterance the archive could not write is held in its memory (with a
+fault on /healthz): it is recognised and dispatched all the same, from the audio streamed while it was spoken or, when
+the pool had no room then, by the sweep from the audio the channel handed over. Its status is kept with it by the
+archive (`Archive.set_status`) and written with the row. A transcript the database cannot take (the same full disk)
+is kept here and stored by a later sweep, the utterance staying taken (`_busy`) meanwhile; whoever it is handed to does
+not wait for it. One still unstored when the service stops leaves its utterance `pending`: recognised again at the
+next start.
+
 An empty transcript (silence, squelch noise) is stored, so auditors see what the utterance gave, but not dispatched
 -- unless its partials were handed to `on_partial` (the dispatcher may have raised a provisional incident on them): then
 the final is handed over even when empty, and so is a discarded utterance's end, as an empty final, so that whoever saw
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -33,7 +42,7 @@ from typing import Any
 from asr.store import TranscriptStore
 from asr.transcript import Transcript
 from asr.worker import PoolFull, PoolStats, RecognitionPool, StreamHandle
-from bridge.archive import Archive, ArchivedUtterance
+from bridge.archive import Archive, ArchivedUtterance, ArchiveError
 from bridge.bus import EventBus
 from bridge.events import (
     SegmentEvent,
@@ -113,14 +122,17 @@ class LiveRecognition:
         self._partials_seen: dict[str, float] = {}  # utterance id -> start: partials handed to on_partial
         self._streams: dict[str, StreamHandle] = {}
         self._busy: set[str] = set()  # utterance ids taken for recognition (live or from the backlog), until stored
-        self._waiting: dict[str, str] = {}  # id -> channel: pending in the archive, not being recognised
+        self._waiting: dict[str, str] = {}  # id -> channel: waiting for the sweep (pending in the archive, or held)
+        self._unarchived: dict[str, Utterance] = {}  # not admitted and held by the archive: the sweep takes them
+        self._unsaved: dict[str, tuple[Transcript, RecognisedUtterance]] = {}  # recognised; the database was full
         self._attempts: Counter[str] = Counter()  # failed recognitions per utterance (this run)
         self._tasks: set[asyncio.Task[None]] = set()
         self._lag_logged: RecognitionLag | None = None  # the last lag logged while behind; None when caught up
         self._lag_logged_at = 0.0
 
     async def on_event(self, event: SegmentEvent, archived: ArchivedUtterance | None) -> None:
-        """The channel hook: called for every segmenter event, after the archive has stored a final utterance."""
+        """The channel hook: called for every segmenter event, after the archive has stored a final utterance (or held
+        it: `archived` is None then)."""
         if isinstance(event, UtteranceStarted):
             self._start(event)
         elif isinstance(event, UtteranceAudio):
@@ -142,16 +154,13 @@ class LiveRecognition:
                 self._spawn(self._hand_over(Transcript(text="", pinyin=""), ref))
         elif isinstance(event, Utterance):
             handle = self._streams.pop(event.id, None)
-            if handle is None:
-                if archived is not None:  # not admitted (pool full): it stays pending for the backlog sweep
-                    self._waiting[event.id] = event.channel
+            if handle is not None:  # archived or held, its audio is all in the stream
+                self._spawn(self._finish(handle, RecognisedUtterance(event.id, event.channel, event.start, event.end)))
                 return
-            if archived is None:  # not archived (the archive holds it and shows a fault): nothing to attach to
-                handle.abort()
-                self._busy.discard(event.id)
-                return
-            ref = RecognisedUtterance(event.id, event.channel, event.start, event.end)
-            self._spawn(self._finish(handle, ref))
+            # not admitted (pool full): the backlog sweep takes it, from the archive (pending) or, held, from memory
+            self._waiting[event.id] = event.channel
+            if archived is None:
+                self._unarchived[event.id] = event
 
     async def run_backlog(self) -> None:
         """Transcribe utterances left pending (by a crash, a full pool or a failed engine), oldest first, forever;
@@ -162,8 +171,10 @@ class LiveRecognition:
             await asyncio.sleep(BACKLOG_SWEEP_S)
 
     async def sweep_backlog(self) -> None:
-        """One pass over the utterances pending in the archive, oldest first."""
-        waiting_before = set(self._waiting)
+        """One pass: transcripts the database could not take, then the utterances pending in the archive, oldest
+        first, then those held by the archive that recognition had no room for."""
+        await self._store_unsaved()
+        waiting_before = set(self._waiting).difference(self._unarchived)
         pending = await asyncio.to_thread(self.archive.pending)
         for gone in waiting_before.difference(pending):  # stored meanwhile by someone else (transcribe --archive)
             self._waiting.pop(gone, None)
@@ -172,12 +183,18 @@ class LiveRecognition:
             channels = await asyncio.to_thread(lambda: {i: self.archive.get(i).channel for i in unknown})
             self._waiting |= {i: channel for i, channel in channels.items() if i not in self._busy}
         for utterance_id in pending:
+            self._unarchived.pop(utterance_id, None)  # written meanwhile: taken from the archive like any other
             await self._transcribe_archived(utterance_id)
+        for utterance in list(self._unarchived.values()):
+            await self._transcribe_held(utterance)
 
     def lag(self) -> RecognitionLag:
         return RecognitionLag(self.pool.name, dict(Counter(self._waiting.values())), self.pool.stats())
 
     async def close(self) -> None:
+        if self._unsaved:
+            logger.error("%d transcript(s) could not be stored (the database could not be written): their utterances "
+                         "stay pending and are recognised again at the next start", len(self._unsaved))  # fmt: skip
         for handle in self._streams.values():
             handle.abort()
         for task in list(self._tasks):
@@ -220,7 +237,7 @@ class LiveRecognition:
                 return
             await self._deliver(transcript, ref)
         finally:
-            self._busy.discard(ref.id)  # only now: the status is written, a sweep re-reading it sees `transcribed`
+            self._release(ref.id)
 
     async def _transcribe_archived(self, utterance_id: str) -> None:
         if utterance_id in self._busy:  # being recognised live (or already taken): checked and taken at once
@@ -241,6 +258,32 @@ class LiveRecognition:
             logger.info("channel %s: pending utterance %s transcribed from the archive", row.channel, utterance_id)
             await self._deliver(transcript, ref)
         finally:
+            self._release(utterance_id)
+
+    async def _transcribe_held(self, utterance: Utterance) -> None:
+        """An utterance the archive holds in memory (its disk full) and the pool had no room for when it was spoken."""
+        if utterance.id in self._busy:
+            return
+        self._busy.add(utterance.id)
+        try:
+            try:
+                transcript = await self.pool.transcribe(utterance.pcm, utterance.id)
+            except Exception as e:
+                await self._failed(utterance.id, utterance.channel, e)
+                return
+            self._unarchived.pop(utterance.id, None)
+            self._waiting.pop(utterance.id, None)
+            logger.info("channel %s: utterance %s, not archived yet, transcribed from memory", utterance.channel,
+                        utterance.id)  # fmt: skip
+            await self._deliver(transcript, RecognisedUtterance(utterance.id, utterance.channel, utterance.start,
+                                                                utterance.end))  # fmt: skip
+        finally:
+            self._release(utterance.id)
+
+    def _release(self, utterance_id: str) -> None:
+        """Recognition of the utterance is over: a sweep may look at it again, unless its transcript waits to be
+        stored (then it stays taken, or the sweep would find it pending and recognise it twice)."""
+        if utterance_id not in self._unsaved:
             self._busy.discard(utterance_id)
 
     async def _failed(self, utterance_id: str, channel: str, error: Exception) -> None:
@@ -255,12 +298,12 @@ class LiveRecognition:
         logger.error("channel %s: recognition of %s failed %d times (last: %s); marked asr_failed, not retried",
                      channel, utterance_id, attempt, error)
         del self._attempts[utterance_id]
+        self._unarchived.pop(utterance_id, None)
+        self._waiting.pop(utterance_id, None)
         await asyncio.to_thread(self.archive.set_status, utterance_id, "asr_failed")
 
     async def _deliver(self, transcript: Transcript, ref: RecognisedUtterance) -> None:
-        await asyncio.to_thread(self.store.save, ref.id, ref.channel, ref.start, transcript)
-        await asyncio.to_thread(self.archive.set_status, ref.id, "transcribed")
-        self._attempts.pop(ref.id, None)
+        await self._store(transcript, ref)
         shown = transcript.shown or "(nothing recognised)"
         logger.info("channel %s: %s transcribed: %s", ref.channel, ref.id, shown[:80])
         self.bus.publish("transcript", {"channel": ref.channel, "utterance_id": ref.id, "start": ref.start,
@@ -269,6 +312,31 @@ class LiveRecognition:
         if transcript.empty and not partials_seen:  # silence or noise: nothing to dispatch (stored above, for the audit)
             return
         await self._hand_over(transcript, ref)
+
+    async def _store(self, transcript: Transcript, ref: RecognisedUtterance) -> bool:
+        """The transcript stored, then the utterance marked transcribed (a held one keeps the status until it is
+        written). False when the database cannot be written now: the transcript waits in `_unsaved` for a sweep."""
+        try:
+            await asyncio.to_thread(self.store.save, ref.id, ref.channel, ref.start, transcript)
+            await asyncio.to_thread(self.archive.set_status, ref.id, "transcribed")
+        except (OSError, sqlite3.Error) as e:
+            if ref.id not in self._unsaved:
+                logger.error("channel %s: the transcript of %s cannot be stored now (%s); kept in memory until the "
+                             "database can be written", ref.channel, ref.id, e)  # fmt: skip
+            self._unsaved[ref.id] = (transcript, ref)
+            return False
+        except ArchiveError as e:  # neither archived nor held (the archive refused it): the transcript is all there is
+            logger.error("channel %s: %s has no archive row to mark transcribed: %s", ref.channel, ref.id, e)
+        self._unsaved.pop(ref.id, None)
+        self._attempts.pop(ref.id, None)
+        return True
+
+    async def _store_unsaved(self) -> None:
+        for transcript, ref in list(self._unsaved.values()):
+            if not await self._store(transcript, ref):
+                return  # the database is still full: the rest waits for the next sweep too
+            logger.info("channel %s: the transcript of %s is stored at last", ref.channel, ref.id)
+            self._release(ref.id)
 
     async def _hand_over(self, transcript: Transcript, ref: RecognisedUtterance) -> None:
         if self.on_transcript is not None:

@@ -17,7 +17,7 @@ from asr.live import LAG_LOG_EVERY_S, MAX_ATTEMPTS, LiveRecognition, RecognisedU
 from asr.sherpa_engine import SherpaEngine
 from asr.transcript import Transcript
 from asr.worker import RecognitionPool
-from bridge.archive import Archive
+from bridge.archive import Archive, ArchiveUnavailable
 from bridge.audio import FRAME_BYTES, SAMPLE_RATE
 from bridge.config import load_config
 from bridge.decode import decode_file
@@ -30,6 +30,9 @@ from bridge.events import (
     new_utterance_id,
 )
 from bridge.service import Service
+from tests.support.disk import fill, small_disk
+
+__all__ = ["small_disk"]  # a fixture, imported for pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BYTES_PER_S = SAMPLE_RATE * 2
@@ -47,11 +50,15 @@ def mandarin(shared_audio: Path) -> list[bytes]:
 
 @pytest.fixture
 def service(tmp_path: Path, calls_audio: Path) -> Service:
+    return make_service(tmp_path, tmp_path / "data", calls_audio)
+
+
+def make_service(tmp_path: Path, data_dir: Path, calls_audio: Path) -> Service:
     """A service (not running) whose archive, store and bus the recognition under test uses; ASR is built here."""
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump({
         "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
-        "storage": {"data_dir": str(tmp_path / "data"), "audio_format": "wav"},
+        "storage": {"data_dir": str(data_dir), "audio_format": "wav"},
         "broker": {"enabled": False},
         "asr": {"engine": "none"},
         "dispatch": {"enabled": False},
@@ -282,4 +289,43 @@ async def test_a_pause_hands_over_everything_said_so_far_before_the_utterance_en
     await end_speaking(live, service.archive, spoken)
     await settled(live)
     assert at_pause.partial and at_pause.pinyin == dispatched.transcripts[spoken.id].pinyin != ""
+    live.pool.close()
+
+
+async def test_utterances_the_archive_holds_are_recognised_and_dispatched_at_once(
+    tmp_path: Path, small_disk: Path, calls_audio: Path, sherpa: SherpaEngine, mandarin: list[bytes],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The disk is full (a real one): the archive holds both utterances in memory, one recognised as it was spoken,
+    the other (no room in the pool then) by the sweep from memory; both dispatched at once. When the disk has room
+    again each is written with its status, and its transcript is stored; none is recognised twice."""
+    service = make_service(tmp_path, small_disk, calls_audio)
+    live, dispatched = recognition(service, sherpa, queue_size=1)
+    filler = fill(small_disk)
+    streamed = await start_speaking(live, "ch-a", mandarin[0])
+    crowded = await start_speaking(live, "ch-b", mandarin[1])  # the pool's one place is taken: not admitted
+    for utterance in (streamed, crowded):
+        with pytest.raises(ArchiveUnavailable):
+            await asyncio.to_thread(service.archive.store, utterance)
+        await live.on_event(utterance, None)  # as the channel hands over an utterance the archive holds
+    for _ in range(600):
+        if dispatched.calls[streamed.id]:
+            break
+        await asyncio.sleep(0.05)
+    await live.sweep_backlog()
+    assert dispatched.calls == {streamed.id: 1, crowded.id: 1}
+    assert all(dispatched.transcripts[u.id].pinyin for u in (streamed, crowded))
+    assert service.archive.held == 2 and service.archive.pending() == []  # nothing written: the disk is full
+    assert "cannot be stored now" in caplog.text  # the transcripts too wait in memory (the database is on that disk)
+
+    filler.unlink()
+    assert service.archive.retry_held() == 2
+    await live.sweep_backlog()
+    for utterance in (streamed, crowded):
+        assert status(service.archive, utterance.id) == "transcribed"
+        assert service.transcripts.get(utterance.id).pinyin == dispatched.transcripts[utterance.id].pinyin
+        assert service.archive.read_pcm(utterance.id) == utterance.pcm
+    await live.sweep_backlog()
+    assert dispatched.calls == {streamed.id: 1, crowded.id: 1} and not live._busy and live.lag().pending == {}
+    assert service.archive.active_faults == [] and service.archive.verify().ok
     live.pool.close()
