@@ -1,0 +1,626 @@
+"""Latency and capacity of the whole service under load: N radio channels talking, a real broker, `jingbao run`.
+
+    bench/load.py --channels N --duty D [--burst] [--cor] [--seconds S] [--search]
+
+Each channel replays the 30 spoken calls (../shared/audio/calls, labels in ../shared/demo/calls.tsv) and the 53 real
+recordings (../shared/audio) in turn, each through ../shared/tools/radio_degrade.py (click, 0.3 s squelch tail, pink
+noise at an SNR drawn from 12-20 dB; copies cached in var/bench-cache/load), separated by faint hiss so that the channel
+talks D of the time, first key-ups staggered over a mean cycle (--burst: all within one second, an incident call each).
+The bench writes each channel into a FIFO (`pipe` source) one 20 ms frame when it is due, so it knows when each call's
+last speech sample reached the service: the end of speech is the clean recording's last loud 10 ms (voice band, within
+25 dB of its loudest, as the segmenter tests measure it), placed after the click. --cor adds a CM108 COR line per
+channel (a pty posing as its hidraw device, as tests/hardware do) raised at key-up and dropped after the squelch tail.
+
+The service runs as its own process (`python -m bridge.cli run`), a private mosquitto beside it
+(tests/support/broker.py). A subscriber to `jingbao/#` stamps every message on arrival; each message names the
+utterances it is about (an alert's `utterance_id`, an incident's `utterance_ids`), and each utterance (from the service's
+archive database after the run) is the call on its channel whose transmission it overlaps most in time. Latency of a
+call = its first message minus its end of speech (negative: alerted while the speaker was still talking); its first
+alert to a phone is reported beside it. Reports do not merge into one incident unless --merge (the same recordings
+play on every channel). /api/channels and /healthz are polled every second for skipped audio, loop lag and the
+recognition backlog; CPU and peak RSS of the service come from /proc/<pid>.
+
+--search: 60 s runs, N doubling from 1 then bisected, until the largest N whose p95 stays under --target with no audio
+skipped, every FIFO read in time and no utterance refused by recognition. --commit REV runs the service from that
+commit (exported by git archive) instead of the working tree, which others may be editing. Results: docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tty
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench import loadgen  # noqa: E402
+from bench.loadgen import Clip, Feed, Message, Transmission, Utterance, percentile  # noqa: E402
+from bench.machine import describe  # noqa: E402
+from bridge.shared import shared_dir  # noqa: E402
+from tests.support.broker import Mosquitto, free_port  # noqa: E402
+
+CACHE = REPO / "var" / "bench-cache" / "load"
+SHERPA = "sherpa-onnx-kws-zipformer-wenetspeech-3.3M-2024-01-01-mobile"
+KEEPING_UP_WAIT_S = 3.0  # recognition keeps up: nothing pending, no undecoded audio older (asr.admit_lag_s default)
+
+
+@dataclass
+class Options:
+    channels: int
+    duty: float
+    seconds: float
+    burst: bool = False
+    cor: bool = False
+    merge: bool = False
+    archive_format: str | None = None
+    code: Path = REPO
+    seed: int = 0
+    drain_s: float = 60.0
+
+
+@dataclass
+class Poll:
+    at: float
+    health: dict[str, Any]
+    channels: list[dict[str, Any]]
+
+
+@dataclass
+class Outcome:
+    """One run's raw observations."""
+
+    options: Options
+    plan: list[list[Transmission]]
+    feed: Feed
+    messages: list[Message]
+    polls: list[Poll]
+    utterances: list[Utterance]
+    cpu_s: float
+    window_s: float
+    peak_rss_mb: float
+    load_after: float
+    service_log: str
+    ended: str = ""
+
+
+# --- the run ---------------------------------------------------------------------------------------------------
+
+
+async def run_load(opts: Options, calls: list[Clip], real: list[Clip]) -> Outcome:
+    plan = loadgen.plan(opts.channels, opts.duty, opts.seconds, calls, real, burst=opts.burst, seed=opts.seed)
+    with tempfile.TemporaryDirectory(prefix="jingbao-load-") as tmp_name:
+        tmp = Path(tmp_name)
+        broker = Mosquitto(tmp / "mosquitto")
+        broker.start()
+        ptys: list[tuple[int, int]] = []
+        try:
+            fifos = []
+            for i in range(opts.channels):
+                os.mkfifo(tmp / f"ch{i}.pcm")
+                fifos.append(tmp / f"ch{i}.pcm")
+            if opts.cor:
+                for _ in range(opts.channels):
+                    master, slave = os.openpty()
+                    tty.setraw(slave)
+                    ptys.append((master, slave))
+            web_port = free_port()
+            config = service_config(opts, tmp, fifos, [os.ttyname(s) for _, s in ptys], broker.port, web_port)
+            password = secrets.token_urlsafe(12)
+            env = os.environ | {"PYTHONPATH": str(opts.code)}
+            py = [sys.executable, "-m", "bridge.cli"]
+            subprocess.run([*py, "user", "add", "bench", "--role", "operator", "--password-stdin", "--config", str(config)],
+                           input=password + "\n", text=True, cwd=opts.code, env=env, check=True, capture_output=True)
+            return await _observe(opts, plan, tmp, fifos, [m for m, _ in ptys], broker, web_port, password,
+                                  [*py, "run", "--config", str(config)], env)  # fmt: skip
+        finally:
+            broker.stop()
+            for fd in (fd for pair in ptys for fd in pair):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def service_config(opts: Options, tmp: Path, fifos: list[Path], cor_devices: list[str], broker_port: int,
+                   web_port: int) -> Path:  # fmt: skip
+    alerts: dict[str, Any] = {"announce": False}  # no transmit paths here, nothing to say on the air
+    if not opts.merge:
+        alerts["merge_window_s"] = 0  # every report its own incident, as distinct incidents across a city would be
+    channels = []
+    for i, fifo in enumerate(fifos):
+        channel: dict[str, Any] = {"id": f"load-{i:02d}", "name": f"负载{i:02d}", "source": {"type": "pipe", "path": str(fifo)}}
+        if cor_devices:
+            channel["line"] = {"type": "cm108", "device": cor_devices[i], "ptt_gpio": None, "cor": "vol_down",
+                               "squelch_tail_ms": round(loadgen.SQUELCH_TAIL_S * 1000)}  # fmt: skip
+        channels.append(channel)
+    storage: dict[str, Any] = {"data_dir": str(tmp / "data")}
+    if opts.archive_format:
+        storage["audio_format"] = opts.archive_format
+    config = {
+        "jurisdiction": str(opts.code / "config" / "jurisdiction.yaml"),
+        "storage": storage,
+        "broker": {"enabled": True, "port": broker_port, "client_id": "jingbao-load"},
+        "web": {"host": "127.0.0.1", "port": web_port},
+        "asr": {"engine": "sherpa", "sherpa_model": str(shared_dir() / "models" / SHERPA)},
+        "dispatch": {"alerts": alerts},
+        "channels": channels,
+    }
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+async def _observe(opts: Options, plan: list[list[Transmission]], tmp: Path, fifos: list[Path], cor: list[int],
+                   broker: Mosquitto, web_port: int, password: str, command: list[str], env: dict[str, str]
+                   ) -> Outcome:  # fmt: skip
+    messages: list[Message] = []
+    ready = asyncio.Event()
+    listener = asyncio.create_task(_listen(broker, messages, ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    log_path = tmp / "service.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(command, cwd=opts.code, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{web_port}"
+    polls: list[Poll] = []
+    feed = Feed(plan, [], cor or None)
+    try:
+        await _until_running(proc, base, opts.channels, log_path)
+        token = (await _http(base + "/api/login", {"name": "bench", "password": password}))["token"]
+        feed.fifos = [await _open_fifo(f) for f in fifos]
+        cpu0, t0 = proc_cpu_s(proc.pid), time.monotonic()
+        writer = threading.Thread(target=feed.run, name="feed", daemon=True)
+        writer.start()
+        poller = asyncio.create_task(_poll(base, token, polls))
+        await asyncio.sleep(opts.seconds)
+        ended = await _drain(opts, proc, messages, polls, feed)
+        cpu1, window = proc_cpu_s(proc.pid), time.monotonic() - t0
+        rss = peak_rss_mb(proc.pid)
+        feed.stop.set()
+        await asyncio.to_thread(writer.join, 5)
+        poller.cancel()
+        await asyncio.gather(poller, return_exceptions=True)
+    finally:
+        feed.stop.set()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for fd in feed.fifos:
+            os.close(fd)
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+    return Outcome(opts, plan, feed, messages, polls, read_utterances(tmp / "data" / "jingbao.db"), cpu1 - cpu0, window,
+                   rss, os.getloadavg()[0], log_path.read_text(errors="replace")[-3000:], ended)
+
+
+async def _listen(broker: Mosquitto, messages: list[Message], ready: asyncio.Event) -> None:
+    async with aiomqtt.Client(broker.host, broker.port, identifier="bench-load") as client:
+        await client.subscribe("jingbao/#", qos=1)
+        ready.set()
+        async for m in client.messages:
+            at = time.time()
+            raw = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                data = raw.decode(errors="replace")
+            messages.append(Message(at, str(m.topic), data))
+
+
+async def _until_running(proc: subprocess.Popen[bytes], base: str, n: int, log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the service exited ({proc.returncode}):\n{log.read_text(errors='replace')[-3000:]}")
+        with contextlib.suppress(OSError, ValueError):
+            if (await _http(base + "/healthz")).get("running") == n:
+                return
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"the service did not run its {n} channels within {timeout:.0f} s")
+
+
+async def _open_fifo(path: Path, timeout: float = 30) -> int:
+    """The FIFO's write end, once the service holds it open for reading (non-blocking: a full FIFO never stalls the
+    other channels)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def _http(url: str, body: dict[str, Any] | None = None, token: str | None = None) -> Any:
+    """The JSON answer; /healthz answers 503 with its JSON while a fault is active, which is an answer here too."""
+    def call() -> Any:
+        headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+        data = json.dumps(body).encode() if body is not None else None
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=10) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            if e.code != 503:
+                raise
+            return json.loads(e.read())
+
+    return await asyncio.to_thread(call)
+
+
+async def _poll(base: str, token: str, polls: list[Poll], every: float = 1.0) -> None:
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            health, channels = await asyncio.gather(_http(base + "/healthz"), _http(base + "/api/channels", token=token))
+            polls.append(Poll(time.time(), health, channels))
+        await asyncio.sleep(every)
+
+
+async def _drain(opts: Options, proc: subprocess.Popen[bytes], messages: list[Message], polls: list[Poll],
+                 feed: Feed) -> str:  # fmt: skip
+    """After the last transmission: until recognition has nothing left and no message has named a new utterance for
+    5 s (escalations of unanswered alerts go on meanwhile), at most `drain_s`, so the last calls' messages are
+    counted. Returns why the run ended early, if it did."""
+    deadline = time.monotonic() + opts.drain_s
+    named, changed = 0, time.monotonic()
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"the service exited ({proc.returncode})"
+        if feed.broken:
+            return feed.broken
+        if (now_named := len(loadgen.first_mentions(messages))) != named:
+            named, changed = now_named, time.monotonic()
+        asr = (polls[-1].channels[0].get("asr") or {}) if polls and polls[-1].channels else {}
+        idle = polls and polls[-1].at > time.time() - 2 and not asr.get("pending_total") and not asr.get("open")
+        if idle and time.monotonic() - changed > 5:
+            return ""
+        await asyncio.sleep(0.5)
+    return f"still busy {opts.drain_s:.0f} s after the last transmission"
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU of the process and of the children it has waited for (an encoder it ran), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def read_utterances(database: Path) -> list[Utterance]:
+    if not database.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT id, channel, start_ms, end_ms, end_reason FROM utterances").fetchall()
+    return [Utterance(uid, int(ch.split("-")[1]), start / 1000, end / 1000, reason) for uid, ch, start, end, reason in rows]
+
+
+# --- figures ---------------------------------------------------------------------------------------------------
+
+
+def numbers_under(obj: Any, key_part: str, inside: bool = False) -> list[float]:
+    """Every number in `obj` whose key (or an enclosing key) contains `key_part`: fields other engineers add may be
+    a number or a small dict of them."""
+    if isinstance(obj, bool):
+        return []
+    if isinstance(obj, int | float):
+        return [float(obj)] if inside else []
+    if isinstance(obj, dict):
+        return [x for k, v in obj.items() for x in numbers_under(v, key_part, inside or key_part in str(k))]
+    if isinstance(obj, list):
+        return [x for v in obj for x in numbers_under(v, key_part, inside)]
+    return []
+
+
+@dataclass
+class Figures:
+    latencies: list[float]  # incident calls with a message, seconds
+    early: int
+    incident_calls: int
+    silent: list[str]  # incident calls with no message
+    routine_alerted: list[str]
+    routine_total: int
+    first_kinds: Counter[str]  # what the incident calls' first messages were
+    skipped_s: float | None
+    behind_s: float | None
+    loop_lag_s: float | None
+    loop_stalls: int | None
+    faults: Counter[str]  # active faults seen on /healthz ('failing'), by kind: polls they were seen in
+    pending_max: int
+    waiting_audio_max_s: float
+    rejected: int
+    failed: int
+    cpu_per_channel_min: float
+    peak_rss_mb: float
+    alert_latencies: list[float] = field(default_factory=list)  # incident calls that reached a phone: first alert
+    routine_phoned: int = 0  # routine transmissions whose incident alerted a phone
+    burst: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def p95(self) -> float:
+        return percentile(self.latencies, 95)
+
+    def passes(self, target_s: float) -> bool:
+        return bool(self.latencies) and self.p95 < target_s and not self.skipped_s and self.rejected == 0
+
+
+def message_kind(m: Message) -> str:
+    """'event needs_confirmation (from partials)', 'alert to a phone', ...: what reached the broker first."""
+    data = m.data if isinstance(m.data, dict) else {}
+    if "/alerts/" in m.topic:
+        what = f"{data.get('kind', 'alert')} to a phone"
+    elif m.topic.endswith("/events"):
+        what = f"event {data.get('reason') or data.get('type')}"
+    else:
+        what = "incident state"
+    return what + (" (from partials)" if loadgen.is_provisional(m) else "")
+
+
+def figures(o: Outcome) -> Figures:
+    feed = o.feed
+    owner, _stray = loadgen.assign(o.utterances, o.plan, feed.wall)
+    first = loadgen.first_message_per_call(owner, loadgen.first_mentions(o.messages))
+    phoned = loadgen.first_message_per_call(owner, loadgen.first_mentions(loadgen.first_wave_alerts(o.messages)))
+    latencies, alert_latencies, silent, routine_alerted, first_kinds, early = [], [], [], [], Counter[str](), 0
+    routine_phoned = 0
+    for t in (t for tl in o.plan for t in tl):
+        if t.key not in feed.handed:
+            continue  # never fed (the run ended early)
+        message = first.get(t.key)
+        if not t.clip.is_incident:
+            if message is not None:
+                routine_alerted.append(f"{t.clip.name}@{t.channel}")
+                routine_phoned += t.key in phoned
+            continue
+        if message is None:
+            silent.append(f"{t.clip.name}@{t.channel}")
+            continue
+        latencies.append(message.at - feed.handed[t.key])
+        if t.key in phoned:
+            alert_latencies.append(phoned[t.key].at - feed.handed[t.key])
+        early += latencies[-1] < 0
+        first_kinds[message_kind(message)] += 1
+    chans = [c for p in o.polls for c in p.channels]
+    per_channel_skip: dict[str, float] = {}
+    for c in chans:
+        for x in numbers_under(c, "skipped_s"):
+            per_channel_skip[c["id"]] = max(per_channel_skip.get(c["id"], 0.0), x)
+    behind = [x for c in chans for x in numbers_under(c, "behind_s")]
+    lag = [x for p in o.polls for x in numbers_under(p.health, "loop_lag")]
+    stalls = [x for p in o.polls for x in numbers_under(p.health, "loop_stalls")]
+    faults = Counter(f.get("kind", "?") for p in o.polls for f in p.health.get("failing") or [] if isinstance(f, dict))
+    asr = [c.get("asr") or {} for c in chans]
+    fed = [t for tl in o.plan for t in tl if t.key in feed.handed]
+    result = Figures(
+        latencies=latencies, early=early, incident_calls=sum(t.clip.is_incident for t in fed), silent=silent,
+        routine_alerted=routine_alerted, routine_total=sum(not t.clip.is_incident for t in fed),
+        first_kinds=first_kinds, alert_latencies=alert_latencies, routine_phoned=routine_phoned,
+        skipped_s=sum(per_channel_skip.values()) if per_channel_skip else None,
+        behind_s=max(behind) if behind else None,
+        loop_lag_s=max(lag) if lag else None,
+        loop_stalls=int(max(stalls)) if stalls else None, faults=faults,
+        pending_max=max((a.get("pending_total") or 0 for a in asr), default=0),
+        waiting_audio_max_s=max((a.get("waiting_audio_s") or 0.0 for a in asr), default=0.0),
+        rejected=max((a.get("rejected") or 0 for a in asr), default=0),
+        failed=max((a.get("failed") or 0 for a in asr), default=0),
+        cpu_per_channel_min=o.cpu_s / o.options.channels / (o.window_s / 60),
+        peak_rss_mb=o.peak_rss_mb,
+    )  # fmt: skip
+    if o.options.burst:
+        result.burst = burst_figures(o, first)
+    return result
+
+
+def burst_figures(o: Outcome, first: dict[tuple[int, int], Message]) -> dict[str, Any]:
+    """The burst is every channel's first transmission: its calls' latencies, the recognition backlog it built, and
+    how long after its last speech end recognition kept up again (nothing pending in the archive, no undecoded
+    audio waiting 3 s or more: the service's own test for admitting an utterance)."""
+    feed, opening = o.feed, [tl[0] for tl in o.plan if tl and tl[0].key in o.feed.handed]
+    if not opening:
+        return {}
+    ended = max(feed.handed[t.key] for t in opening)
+    lat = [first[t.key].at - feed.handed[t.key] for t in opening if t.key in first]
+    during = [(p.at, (p.channels[0].get("asr") or {}) if p.channels else {}) for p in o.polls
+              if p.at >= feed.wall(min(t.start for t in opening))]  # fmt: skip
+    busy = [(at, (a.get("pending_total") or 0) > 0 or (a.get("oldest_wait_s") or 0) >= KEEPING_UP_WAIT_S)
+            for at, a in during]  # fmt: skip
+    last_busy = max((at for at, b in busy if b), default=None)
+    clear = next((at for at, b in busy if last_busy is not None and at > last_busy and not b), None)
+    return {"calls": len(opening), "answered": len(lat), "p50": percentile(lat, 50), "max": max(lat, default=float("nan")),
+            "last_answer_s": max((first[t.key].at for t in opening if t.key in first), default=ended) - ended,
+            "pending_peak": max((a.get("pending_total") or 0 for _, a in during), default=0),
+            "waiting_peak_s": max((a.get("waiting_audio_s") or 0.0 for _, a in during), default=0.0),
+            "caught_up": "no backlog built" if last_busy is None else (
+                "still behind at the end of the run" if clear is None
+                else f"caught up {clear - ended:.1f} s after the burst's last speech ended")}  # fmt: skip
+
+
+def dump(o: Outcome, path: Path) -> None:
+    """One JSON line per transmission fed (what was played, when its speech ended, its utterances, first message and
+    first alert), then the stray utterances, the polls of /healthz and /api/channels, and every MQTT message."""
+    owner, stray = loadgen.assign(o.utterances, o.plan, o.feed.wall)
+    first_by_uid = loadgen.first_mentions(o.messages)
+    first = loadgen.first_message_per_call(owner, first_by_uid)
+    phoned = loadgen.first_message_per_call(owner, loadgen.first_mentions(loadgen.first_wave_alerts(o.messages)))
+    with path.open("w", encoding="utf-8") as out:
+        for t in (t for tl in o.plan for t in tl if t.key in o.feed.handed):
+            m = first.get(t.key)
+            row = {"channel": t.channel, "clip": t.clip.name, "incident": t.clip.incident,
+                   "key_up": o.feed.wall(t.start), "speech_end": o.feed.handed[t.key], "carrier_down": o.feed.wall(t.end),
+                   "utterances": [[u.id, u.start, u.end, u.end_reason] for u in o.utterances if owner.get(u.id) == t.key],
+                   "first": None if m is None else {"at": m.at, "topic": m.topic, "provisional": loadgen.is_provisional(m),
+                                                    "reason": m.data.get("reason") if isinstance(m.data, dict) else None},
+                   "first_alert": phoned[t.key].at - o.feed.handed[t.key] if t.key in phoned else None,
+                   "latency": None if m is None else m.at - o.feed.handed[t.key]}  # fmt: skip
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for u in stray:
+            out.write(json.dumps({"stray_utterance": [u.id, u.channel, u.start, u.end, u.end_reason]}) + "\n")
+        for p in o.polls:
+            asr = (p.channels[0].get("asr") or {}) if p.channels else {}
+            out.write(json.dumps({"poll": p.at, "asr": asr, "health": p.health}) + "\n")
+        for message in o.messages:
+            out.write(json.dumps({"message": [message.at, message.topic, message.data]}, ensure_ascii=False) + "\n")
+
+
+def fmt(x: float | None, unit: str = " s", digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}{unit}"
+
+
+def report(o: Outcome, f: Figures) -> str:
+    opts = o.options
+    fed = [t for tl in o.plan for t in tl if t.key in o.feed.handed]
+    kinds = Counter("incident call" if t.clip.is_incident else ("routine call" if t.clip.incident else "real recording")
+                    for t in fed)  # fmt: skip
+    reasons = Counter(u.end_reason for u in o.utterances)
+    lines = [
+        f"load: {opts.channels} channels, duty {opts.duty:.2f} (as played {loadgen.talk_share(o.plan, opts.seconds):.2f}), "
+        f"{opts.seconds:.0f} s{' + burst' if opts.burst else ', staggered'}{', COR lines' if opts.cor else ', VAD'}"
+        f"{', reports merge' if opts.merge else ''}; {len(fed)} transmissions ("
+        + ", ".join(f"{n} {k}s" for k, n in sorted(kinds.items())) + f"); load average after {o.load_after:.1f}",
+        f"end of speech -> first message, {len(f.latencies)} incident calls: p50 {fmt(percentile(f.latencies, 50))}, "
+        f"p95 {fmt(f.p95)}, max {fmt(max(f.latencies, default=None))}",
+        f"alerted before the speaker stopped: {f.early} of {len(f.latencies)} "
+        f"({100 * f.early / max(1, len(f.latencies)):.0f} %); first messages: "
+        + ", ".join(f"{n} {k}" for k, n in f.first_kinds.most_common()),
+        f"incident calls with no message: {len(f.silent)} of {f.incident_calls}"
+        + (f" ({', '.join(f.silent)})" if f.silent else ""),
+        f"end of speech -> first alert to a phone (escalations left out), {len(f.alert_latencies)} incident calls: p50 "
+        f"{fmt(percentile(f.alert_latencies, 50))}, p95 {fmt(percentile(f.alert_latencies, 95))}",
+        f"routine transmissions with a message: {len(f.routine_alerted)} of {f.routine_total}, "
+        f"{f.routine_phoned} alerting a phone" + (f" ({', '.join(f.routine_alerted[:6])})" if f.routine_alerted else ""),
+        f"skipped audio: {fmt(f.skipped_s)}; behind max {fmt(f.behind_s)}; loop lag max {fmt(f.loop_lag_s)}, stalls "
+        f"{'n/a' if f.loop_stalls is None else f.loop_stalls}; faults on /healthz: "
+        + (", ".join(f"{k} x{n}" for k, n in f.faults.most_common()) or "none"),
+        f"recognition backlog: pending max {f.pending_max}, undecoded audio max {f.waiting_audio_max_s:.1f} s, "
+        f"rejected {f.rejected}, failed {f.failed}",
+        f"service CPU: {f.cpu_per_channel_min:.2f} s per channel per minute ({o.cpu_s:.0f} CPU s in {o.window_s:.0f} s, "
+        f"its children included); peak RSS {f.peak_rss_mb:.0f} MB",
+        f"utterances: {len(o.utterances)} (" + ", ".join(f"{k} {n}" for k, n in sorted(reasons.items())) + f"); "
+        f"bench: frames late by up to {1000 * o.feed.late_max_s:.0f} ms, service reading behind by up to "
+        f"{o.feed.held_max_s:.2f} s; {len(o.messages)} MQTT messages",
+    ]
+    if f.burst:
+        b = f.burst
+        lines.append(f"burst: {b['calls']:.0f} calls keyed up within 1 s, {b['answered']:.0f} answered (latency p50 "
+                     f"{fmt(b['p50'])}, max {fmt(b['max'])}; last answer {fmt(b['last_answer_s'])} after the burst's "
+                     f"last speech end); recognition pending peak {b['pending_peak']:.0f}, undecoded audio peak "
+                     f"{b['waiting_peak_s']:.1f} s, {b['caught_up']}")  # fmt: skip
+    if o.ended:
+        lines.append(f"NOTE: {o.ended}")
+    return "\n".join(lines)
+
+
+# --- the command -----------------------------------------------------------------------------------------------
+
+
+def code_dir(commit: str | None) -> tuple[Path, str]:
+    """Where the service's code comes from: this checkout as it is (others may be editing it), or `commit` exported
+    by git archive into the cache (a fixed baseline)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+    if commit is None:
+        changed = git("diff", "--name-only", "HEAD").split()
+        dirty = f" + uncommitted changes to {', '.join(changed)}" if changed else ""
+        return REPO, git("rev-parse", "--short", "HEAD") + dirty
+    sha = git("rev-parse", "--short", commit)
+    target = CACHE.parent / f"code-{sha}"
+    if not (target / "bridge").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", sha], cwd=REPO, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target, f"{sha} (exported to {target.relative_to(REPO)})"
+
+
+def search(base: Options, calls: list[Clip], real: list[Clip], target_s: float, limit: int = 256) -> None:
+    """Largest N whose p95 stays under `target_s` with nothing skipped: doubling from 1, then bisection."""
+    def attempt(n: int) -> bool:
+        o = asyncio.run(run_load(Options(**(base.__dict__ | {"channels": n})), calls, real))
+        f = figures(o)
+        ok = f.passes(target_s) and not o.ended and o.feed.held_max_s == 0  # the service kept reading its FIFOs
+        print(f"  N={n}: p95 {fmt(f.p95)}, {len(f.latencies)} calls, skipped {fmt(f.skipped_s)}, pending max "
+              f"{f.pending_max}, rejected {f.rejected}, load average after {o.load_after:.1f}{', ' + o.ended if o.ended else ''}"
+              f" -> {'ok' if ok else 'no'}",
+              flush=True)  # fmt: skip
+        return ok
+
+    good, bad, n = 0, None, 1
+    while n <= limit and bad is None:
+        if attempt(n):
+            good, n = n, n * 2
+        else:
+            bad = n
+    while bad is not None and bad - good > max(1, good // 8):
+        mid = (good + bad) // 2
+        if attempt(mid):
+            good = mid
+        else:
+            bad = mid
+    print(f"largest N with p95 < {target_s:g} s and nothing skipped: {good or 'none (N=1 misses it)'}"
+          + (f" (N={bad} misses)" if bad else f" (searched up to {limit})"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--channels", type=int, default=6, help="channels talking at once (default 6)")
+    p.add_argument("--duty", type=float, default=0.2, help="share of the time each channel talks (default 0.2)")
+    p.add_argument("--seconds", type=float, default=None, help="length of the timeline (default 120; 60 per --search run)")
+    p.add_argument("--burst", action="store_true", help="every channel keys up within one second at the start")
+    p.add_argument("--cor", action="store_true", help="a COR line per channel: utterances end on carrier drop")
+    p.add_argument("--search", action="store_true", help="find the largest N meeting --target (doubling, bisection)")
+    p.add_argument("--target", type=float, default=1.0, help="p95 end of speech -> first message to meet (seconds)")
+    p.add_argument("--merge", action="store_true", help="keep the service's merging of same-type reports (default: off)")
+    p.add_argument("--archive-format", choices=["opus", "flac", "wav"], help="archive format (default: the service's)")
+    p.add_argument("--snr", type=float, nargs=2, default=(12.0, 20.0), metavar=("LOW", "HIGH"), help="SNR range, dB")
+    p.add_argument("--commit", help="run the service from this commit (git archive) instead of the working tree")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dump", type=Path, help="write one JSON line per transmission here (times, utterances, first message)")
+    args = p.parse_args(argv)
+    if not 0 < args.duty < 1:
+        p.error("--duty must be between 0 and 1")
+    code, code_line = code_dir(args.commit)
+    print(f"machine: {describe()}")
+    print(f"code: {code_line}", flush=True)
+    calls, real = loadgen.load_material(shared_dir(), CACHE, tuple(args.snr), args.seed)
+    seconds = args.seconds or (60.0 if args.search else 120.0)
+    opts = Options(args.channels, args.duty, seconds, args.burst, args.cor, args.merge, args.archive_format, code, args.seed)
+    if args.search:
+        search(opts, calls, real, args.target)
+        return 0
+    outcome = asyncio.run(run_load(opts, calls, real))
+    print(report(outcome, figures(outcome)))
+    if args.dump:
+        dump(outcome, args.dump)
+    if outcome.ended:
+        print(outcome.service_log, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
