@@ -30,6 +30,12 @@ is gone (`Archive.active_faults`, what /healthz reports):
   A held utterance is not waiting for anything else: recognition and dispatch take it from memory (asr/live.py),
   and `set_status` on it is kept with it, so that it is written with the status it has by then.
 
+The database shares the disk, and a report made during a full disk must still become a transcript, an incident and
+an alert. So the archive keeps `storage.reserve_mb` of it as a file, `data_dir/.reserve`, and writes audio only while
+that file is in place: the first write that finds the disk full (whatever filled it) deletes it, which gives the
+database that room, and audio is held from then on, never eating into it. The reserve is made again, and audio
+written, once the disk has room for it twice over.
+
 A crash between creating a temp file and its rename leaves `.<id>.<fmt>.tmp` behind: that utterance was never
 accepted, and verify reports such files as incomplete writes, apart from tampering. `Archive(..., readonly=True)`
 (what `jingbao archive list/verify` use) opens the database read-only and never creates or migrates anything.
@@ -37,10 +43,12 @@ accepted, and verify reports such files as incomplete writes, apart from tamperi
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -70,6 +78,7 @@ OPUS_BITRATE = re.compile(r"^(\d+(?:\.\d+)?)([kKM]?)$")  # the forms ffmpeg's -b
 # libsndfile maps its compression level c (0..1) to an Opus target of int((1 - c) * 250000 + 6000) b/s per channel.
 OPUS_MIN_BPS, OPUS_MAX_BPS = 6_000, 256_000
 RETRY_INTERVAL_S = 5.0  # held utterances (disk full) are retried this often even when no new utterance comes
+RESERVE_FILE = ".reserve"  # in data_dir: storage.reserve_mb kept for the database (see the module docstring)
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")  # ids and channels become path components
 STATUS = re.compile(r"^[a-z_]{1,32}$")
 
@@ -107,6 +116,10 @@ class ArchiveError(Exception):
 
 class ArchiveUnavailable(ArchiveError):
     """The utterance could not be made durable now (disk full, I/O error); it is held in memory and retried."""
+
+
+class NoRoomForAudio(OSError):
+    """The disk has no room for audio beyond the reserve the database keeps (storage.reserve_mb)."""
 
 
 class EncodeError(Exception):
@@ -191,6 +204,9 @@ class Archive:
             migrate(self._conn, "archive", MIGRATIONS)
         self._db_lock = threading.Lock()  # the one writer lock; also serialises reads on the shared connection
         self._held_lock = threading.Lock()
+        self._reserve = self.data_dir / RESERVE_FILE
+        self._reserve_bytes = round(storage.reserve_mb * 1_000_000)
+        self._reserve_lock = threading.Lock()
         self._held: deque[_Held] = deque()
         self._faults: deque[ArchiveFault] = deque(maxlen=max_faults)
         self._in_flight: set[str] = set()  # ids being written right now
@@ -199,6 +215,8 @@ class Archive:
         self._closed = False
         # Told of each held utterance once it is written (in the thread that wrote it), e.g. to clear a channel's fault.
         self.on_written: Callable[[ArchivedUtterance], None] | None = None
+        if not readonly:
+            self._keep_reserve()
         if not readonly and storage.audio_format != "wav":  # said once at start-up; each utterance carries the fault too
             try:
                 _load_soundfile()
@@ -346,11 +364,19 @@ class Archive:
             self._in_flight.add(utt.id)
         try:
             return self._write_claimed(utt, status)
+        except (OSError, sqlite3.Error) as e:
+            if _disk_full(e):
+                self._release_reserve()
+            raise
         finally:
             with self._db_lock:
                 self._in_flight.discard(utt.id)
 
     def _write_claimed(self, utt: Utterance, status: str) -> ArchivedUtterance:
+        if not self._keep_reserve():
+            mb = self._reserve_bytes / 1e6
+            raise NoRoomForAudio(errno.ENOSPC, f"no room for audio: the disk's last {mb:g} MB are kept for the database "
+                                 f"(storage.reserve_mb) until it has room for them twice over")  # fmt: skip
         day = datetime.fromtimestamp(utt.start, UTC)
         folder = self.archive_dir / f"{day:%Y/%m/%d}" / utt.channel
         _make_durable_dirs(folder)
@@ -412,6 +438,47 @@ class Archive:
             )
         return row
 
+    def _keep_reserve(self) -> bool:
+        """Whether the reserve is in place, made (again) when the disk has room for it twice over."""
+        if not self._reserve_bytes:
+            return True
+        with self._reserve_lock:
+            try:
+                if self._reserve.is_file() and self._reserve.stat().st_size == self._reserve_bytes:
+                    return True
+                self._reserve.unlink(missing_ok=True)  # storage.reserve_mb changed
+                if shutil.disk_usage(self.data_dir).free < 2 * self._reserve_bytes:
+                    return False
+                tmp = self._reserve.with_name(RESERVE_FILE + ".tmp")
+                try:
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    try:
+                        os.posix_fallocate(fd, 0, self._reserve_bytes)  # blocks taken now, not a sparse promise
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                    os.replace(tmp, self._reserve)
+                finally:
+                    tmp.unlink(missing_ok=True)
+            except OSError as e:
+                logger.error("archive: cannot keep the %g MB reserve for the database: %s", self._reserve_bytes / 1e6, e)
+                return False
+        logger.info("archive: %g MB kept free for the database (%s)", self._reserve_bytes / 1e6, self._reserve)
+        return True
+
+    def _release_reserve(self) -> None:
+        with self._reserve_lock:
+            try:
+                self._reserve.unlink()
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                logger.error("archive: the disk is full and the reserve cannot be released: %s", e)
+                return
+        logger.warning("archive: the disk is full: its %g MB reserve is released for the database (transcripts, "
+                       "incidents, alerts); audio is held in memory until the disk has room for the reserve again",
+                       self._reserve_bytes / 1e6)  # fmt: skip
+
     def _fault(self, kind: FaultKind, utt: Utterance, message: str) -> None:
         logger.error("archive fault (%s) on channel %s, utterance %s: %s", kind, utt.channel, utt.id, message)
         self._faults.append(ArchiveFault(time.time(), kind, utt.id, utt.channel, message))
@@ -468,6 +535,12 @@ class Archive:
         with self._db_lock:
             rows = self._conn.execute(sql, args).fetchall()
         return [ArchivedUtterance(**{c: r[c] for c in COLUMNS}) for r in rows]
+
+
+def _disk_full(error: OSError | sqlite3.Error) -> bool:
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
 def _check_utterance(utt: Utterance) -> None:

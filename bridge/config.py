@@ -142,6 +142,13 @@ class StorageConfig(Strict):
     data_dir: Path = Field(Path("var"), description="Directory for the database and the audio archive.")
     audio_format: Literal["opus", "wav", "flac"] = Field("opus", description="Archive audio format (Opus in OGG by default).")
     opus_bitrate: str = Field("24k", description="Opus target bitrate, 6k to 256k (VBR: files average near it).")
+    reserve_mb: float = Field(
+        16.0, ge=0,
+        description="Room kept on the archive's disk for the database (transcripts, incidents, alerts), as a file "
+        "(data_dir/.reserve) the archive deletes when the disk fills up: a report made while audio cannot be written "
+        "is still recognised, stored and dispatched (a transcript takes ~2 kB with its search index: 16 MB hold some "
+        "8000). Audio is written again once there is room for the reserve twice over. 0: no reserve.",
+    )  # fmt: skip
 
     @property
     def database(self) -> Path:

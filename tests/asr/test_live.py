@@ -58,7 +58,7 @@ def make_service(tmp_path: Path, data_dir: Path, calls_audio: Path) -> Service:
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump({
         "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
-        "storage": {"data_dir": str(data_dir), "audio_format": "wav"},
+        "storage": {"data_dir": str(data_dir), "audio_format": "wav", "reserve_mb": 0},
         "broker": {"enabled": False},
         "asr": {"engine": "none"},
         "dispatch": {"enabled": False},

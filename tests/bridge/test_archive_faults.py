@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,14 @@ from pathlib import Path
 import pytest
 import soundfile
 
+from asr.live import RecognisedUtterance
+from asr.store import TranscriptStore
+from asr.transcript import Transcript
 from bridge.archive import Archive, ArchiveError, ArchiveUnavailable
+from bridge.bus import EventBus
+from bridge.config import Config
+from bridge.db import connect
+from dispatch.dispatcher import DispatchService
 from tests.conftest import REPO
 from tests.support.archive import make_utterance, speech_pcm, storage
 from tests.support.disk import fill, small_disk
@@ -229,3 +237,50 @@ def test_accepted_utterance_survives_sigkill(tmp_path: Path, speech_pcm: bytes) 
         assert archive.pending() == [row.id]
         assert archive.read_pcm(row.id) == speech_pcm
         assert archive.verify().ok
+
+
+def test_the_disk_filling_up_releases_the_reserve_to_the_database_and_audio_never_takes_it(
+    small_disk: Path, speech_pcm: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    reserve = small_disk / ".reserve"
+    with Archive(storage(small_disk, reserve_mb=0.5), retry_interval_s=3600) as archive:
+        assert reserve.stat().st_size == 500_000
+        archive.store(make_utterance(speech_pcm[:32000]))
+        filler = fill(small_disk)  # something else fills the disk, up to the reserve
+        with caplog.at_level(logging.WARNING, logger="bridge.archive"), pytest.raises(ArchiveUnavailable, match="No space left"):
+            archive.store(make_utterance(speech_pcm))
+        assert not reserve.exists() and shutil.disk_usage(small_disk).free >= 450_000  # now the database's
+        assert "its 0.5 MB reserve is released for the database" in caplog.text
+        with pytest.raises(ArchiveUnavailable, match=r"the disk's last 0\.5 MB are kept for the database"):
+            archive.store(make_utterance(speech_pcm[:3200]))  # a short one would fit: it is held all the same
+        assert archive.retry_held() == 0 and shutil.disk_usage(small_disk).free >= 450_000
+
+        filler.unlink()
+        assert archive.retry_held() == 2 and archive.held == 0 and archive.active_faults == []
+        assert reserve.stat().st_size == 500_000 and archive.verify().ok
+
+
+async def test_a_fight_reported_while_the_disk_is_full_is_still_dispatched(small_disk: Path, speech_pcm: bytes) -> None:
+    """The report's audio cannot be written; its transcript, the incident and the alert can (the reserve's room)."""
+    config = Config.model_validate({
+        "jurisdiction": REPO / "config" / "jurisdiction.yaml",
+        "channels": [{"id": "ch-market", "name": "市场保安", "source": {"type": "pipe"}}],
+        "storage": {"data_dir": small_disk, "audio_format": "wav", "reserve_mb": 0.5},
+        "broker": {"enabled": False},
+        "dispatch": {"responders": {"guards": 1, "police": 0}},
+    })  # fmt: skip
+    with Archive(config.storage, retry_interval_s=3600) as archive:
+        transcripts = TranscriptStore(connect(config.storage.database))
+        dispatch = DispatchService(config, bus=EventBus())
+        fill(small_disk)
+        report = make_utterance(speech_pcm, channel="ch-market", start=time.time() - 4)
+        with pytest.raises(ArchiveUnavailable):
+            archive.store(report)  # as the channel stores it: held, and the reserve released
+        said = Transcript(text="菜市场门口有人打架，快来人", pinyin="", engine="test")
+        transcripts.save(report.id, report.channel, report.start, said)
+        archive.set_status(report.id, "transcribed")
+        incident = await dispatch.dispatcher.handle(said, RecognisedUtterance(report.id, report.channel, report.start,
+                                                                               report.end))  # fmt: skip
+        assert incident is not None and incident.type == "fight"
+        assert transcripts.get(report.id) == said and dispatch.outbox.pending(10)  # the alert waits for the broker
+        assert archive.held == 1

@@ -167,7 +167,7 @@ async def until(condition, timeout: float) -> None:
 async def test_a_full_disk_is_a_503_naming_the_fault_until_the_archive_can_write_again(tmp_path, small_disk, calls_audio):
     """A call ends while the archive's disk is full (a real one): /healthz says so (503, the faults named) instead of
     ok; once the disk has room the held call is written by the retry timer and every fault ends."""
-    storage = {"data_dir": str(small_disk), "audio_format": "wav"}
+    storage = {"data_dir": str(small_disk), "audio_format": "wav", "reserve_mb": 0}
     config = load_config(write_config(tmp_path, {"ch-a": [calls_audio / "c001.wav"]}, realtime=True, storage=storage))
     service = Service(config)
     service.archive.retry_interval_s = 0.2
