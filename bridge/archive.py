@@ -26,7 +26,11 @@ is gone (`Archive.active_faults`, what /healthz reports):
   before every later `store`, every `retry_interval_s` on a timer (a quiet channel sends no later store) and a
   last time by `close()`, and keep their original times. The faults end when nothing is held any more, and
   `on_written` is told of each held utterance as it is written. A spool folder would sit on the same full disk,
-  which is why memory is the fallback; it is unbounded, because the alternative is dropping.
+  which is why memory is the fallback; it is unbounded, because the alternative is dropping. Those still held at
+  `close()` are written to `storage.spill_dir` (another disk) as `<id>.wav` with a sidecar `<id>.json` (id, channel,
+  start, end, end reason, status), logged at ERROR; `import_spilled()` (the service, as it starts) holds them again
+  and writes them, removing each one's spill files once it is in the archive. Without a spill folder, or when it
+  cannot be written either, each is logged at CRITICAL: its audio is lost.
   A held utterance is not waiting for anything else: recognition and dispatch take it from memory (asr/live.py),
   and `set_status` on it is kept with it, so that it is written with the status it has by then.
 
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import logging
 import os
 import re
@@ -183,6 +188,7 @@ class _Held:
 
     utterance: Utterance
     status: str = "pending"  # set_status while it is held: the row is written with it
+    spilled: Path | None = None  # its sidecar in the spill folder, when it came back from there: removed once written
 
 
 class Archive:
@@ -217,6 +223,9 @@ class Archive:
         self.on_written: Callable[[ArchivedUtterance], None] | None = None
         if not readonly:
             self._keep_reserve()
+            if storage.spill_dir is not None and _same_disk(storage.spill_dir, self.data_dir):
+                logger.warning("storage.spill_dir %s is on the archive's own disk: when that is full, so is the spill "
+                               "folder; put it on another disk", storage.spill_dir)  # fmt: skip
         if not readonly and storage.audio_format != "wav":  # said once at start-up; each utterance carries the fault too
             try:
                 _load_soundfile()
@@ -237,14 +246,70 @@ class Archive:
         if self._held:
             self.retry_held()
         with self._held_lock:
-            lost = [held.utterance for held in self._held]
-        for utt in lost:
-            logger.critical(
-                "archive closed with utterance %s of channel %s (start %.3f, %.1f s) not written: its audio is lost",
-                utt.id, utt.channel, utt.start, utt.duration,
-            )
+            left = list(self._held)
+        for held in left:
+            self._spill(held)
         with self._db_lock:
             self._conn.close()
+
+    def _spill(self, held: _Held) -> None:
+        """At close, a held utterance to the spill folder if there is one; said either way."""
+        utt, folder = held.utterance, self.storage.spill_dir
+        what = f"utterance {utt.id} of channel {utt.channel} (start {utt.start:.3f}, {utt.duration:.1f} s)"
+        if held.spilled is not None:
+            logger.error("archive closed with %s still not written: it stays in %s", what, held.spilled.parent)
+            return
+        if folder is not None:
+            sidecar = {"id": utt.id, "channel": utt.channel, "start": utt.start, "end": utt.end, "reason": utt.reason,
+                       "status": held.status}  # fmt: skip
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                # the WAV first, the sidecar last: an utterance is spilled once its sidecar is there
+                os.replace(_write_temp_file(folder, utt.id, "wav", encode(utt.pcm, "wav", "")), folder / f"{utt.id}.wav")
+                data = json.dumps(sidecar, ensure_ascii=False).encode()
+                os.replace(_write_temp_file(folder, utt.id, "json", data), folder / f"{utt.id}.json")
+                _fsync_dir(folder)
+            except OSError as e:
+                logger.critical("archive closed with %s not written, nor spilled to %s (%s): its audio is lost", what,
+                                folder, e)  # fmt: skip
+                return
+            logger.error("archive closed with %s not written: spilled to %s, brought back at the next start", what,
+                         folder)  # fmt: skip
+            return
+        logger.critical("archive closed with %s not written (no storage.spill_dir): its audio is lost", what)
+
+    def import_spilled(self) -> int:
+        """Hold again the utterances an earlier close() spilled, oldest first, and write them if the archive can now
+        (each one's spill files go once it is written; until then it is held, with a fault). Returns how many came."""
+        folder = self.storage.spill_dir
+        if folder is None or not folder.is_dir():
+            return 0
+        came: list[_Held] = []
+        for sidecar in sorted(folder.glob("*.json")):
+            try:
+                meta = json.loads(sidecar.read_text(encoding="utf-8"))
+                utt = Utterance(meta["id"], meta["channel"], meta["start"], meta["end"],
+                                _read_wav(sidecar.with_suffix(".wav")), meta["reason"])  # fmt: skip
+                _check_utterance(utt)
+                status = meta["status"] if STATUS.match(str(meta.get("status"))) else "pending"
+            except (OSError, ValueError, KeyError, TypeError, wave.Error, ArchiveError) as e:
+                logger.error("archive: spilled utterance %s cannot be read (%s); left where it is", sidecar, e)
+                continue
+            came.append(_Held(utt, status, sidecar))
+        if not came:
+            return 0
+        came.sort(key=lambda held: held.utterance.start)
+        with self._held_lock:
+            self._held.extend(came)
+        logger.warning("archive: %d utterance(s) spilled at the last stop brought back from %s", len(came), folder)
+        self.retry_held()
+        with self._held_lock:
+            for held in self._held:
+                if held.spilled is not None:
+                    self._fault("held", held.utterance, f"brought back from {folder}, still cannot be written")
+        if self._held:
+            self._schedule_retry()
+        return len(came)
 
     def __enter__(self) -> Archive:
         return self
@@ -310,6 +375,9 @@ class Archive:
                     logger.warning("held utterance %s: %s", held.utterance.id, e)
                 self._held.popleft()
                 written += 1
+                if held.spilled is not None:  # in the archive now: the sidecar (what makes it spilled) goes first
+                    held.spilled.unlink(missing_ok=True)
+                    held.spilled.with_suffix(".wav").unlink(missing_ok=True)
             if written and not self._held:
                 self._clear_faults("held")
         if written:
@@ -537,6 +605,12 @@ class Archive:
         return [ArchivedUtterance(**{c: r[c] for c in COLUMNS}) for r in rows]
 
 
+def _same_disk(path: Path, other: Path) -> bool:
+    while not path.exists():  # a folder not made yet will be made on its nearest existing parent's disk
+        path = path.parent
+    return path.stat().st_dev == other.stat().st_dev
+
+
 def _disk_full(error: OSError | sqlite3.Error) -> bool:
     if isinstance(error, OSError):
         return error.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -606,6 +680,14 @@ def opus_compression_level(opus_bitrate: str) -> float:
         raise EncodeError(f"storage.opus_bitrate {opus_bitrate!r} is outside what libsndfile can set for mono (6k to 256k)")
     # + 0.5 b/s: libsndfile truncates the bitrate it computes, and a level a hair too high would lose 1 b/s.
     return max(0.0, 1.0 - (bps - OPUS_MIN_BPS + 0.5) / (OPUS_MAX_BPS - OPUS_MIN_BPS))
+
+
+def _read_wav(path: Path) -> bytes:
+    """The PCM of a WAV the archive wrote (16 kHz mono int16); ValueError for any other."""
+    with wave.open(str(path), "rb") as w:
+        if (w.getnchannels(), w.getsampwidth(), w.getframerate()) != (1, SAMPLE_WIDTH, SAMPLE_RATE):
+            raise ValueError(f"{path} is not 16 kHz mono 16-bit")
+        return w.readframes(w.getnframes())
 
 
 def _write_wav(f: BinaryIO, pcm: bytes) -> None:

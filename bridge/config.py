@@ -149,6 +149,12 @@ class StorageConfig(Strict):
         "is still recognised, stored and dispatched (a transcript takes ~2 kB with its search index: 16 MB hold some "
         "8000). Audio is written again once there is room for the reserve twice over. 0: no reserve.",
     )  # fmt: skip
+    spill_dir: Path | None = Field(
+        None,
+        description="A folder on another disk (relative to this file): utterances still held in memory when the "
+        "service stops (the archive's disk full) are written there, each as a WAV with a JSON sidecar of its "
+        "metadata, and brought back into the archive at the next start. None: such utterances are lost, each logged.",
+    )  # fmt: skip
 
     @property
     def database(self) -> Path:
@@ -345,7 +351,10 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         if isinstance(ch.source, FileSource):
             ch = ch.model_copy(update={"source": ch.source.model_copy(update={"paths": [resolve(p) for p in ch.source.paths]})})
         channels.append(ch)
-    storage = config.storage.model_copy(update={"data_dir": resolve(config.storage.data_dir)})
+    spill_dir = config.storage.spill_dir
+    storage = config.storage.model_copy(
+        update={"data_dir": resolve(config.storage.data_dir), "spill_dir": spill_dir and resolve(spill_dir)}
+    )
     broker = config.broker
     if broker.password_file is not None:
         broker = broker.model_copy(update={"password_file": resolve(broker.password_file)})

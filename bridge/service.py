@@ -54,9 +54,11 @@ class Service:
         logger.info("starting %d channels; archive in %s", len(self.channels), self.config.storage.data_dir)
         # watching from the very start: a stall while recognition and the radios come up delays the first requests too
         loop_lag = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
-        loop = asyncio.get_running_loop()
-        self.archive.on_written = lambda row: loop.call_soon_threadsafe(self._archived_late, row)
         try:
+            # what the last stop could not write (its disk full) comes back first: it is older than anything new
+            await asyncio.to_thread(self.archive.import_spilled)
+            loop = asyncio.get_running_loop()
+            self.archive.on_written = lambda row: loop.call_soon_threadsafe(self._archived_late, row)
             self.recognition = await self._build_recognition()
             await self.radios.open(on_fault=self._radio_fault)  # a line that fails to open is that channel's fault
             for ch in self.channels:

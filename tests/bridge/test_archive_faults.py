@@ -3,6 +3,7 @@ killed after store()."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -237,6 +238,42 @@ def test_accepted_utterance_survives_sigkill(tmp_path: Path, speech_pcm: bytes) 
         assert archive.pending() == [row.id]
         assert archive.read_pcm(row.id) == speech_pcm
         assert archive.verify().ok
+
+
+def test_held_audio_is_spilled_at_close_and_brought_back_at_the_next_start(
+    small_disk: Path, tmp_path: Path, speech_pcm: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    spill = tmp_path / "spill"  # another disk
+    config = storage(small_disk, "flac", spill_dir=spill)
+    archive = Archive(config, retry_interval_s=3600)
+    filler = fill(small_disk)
+    held = [make_utterance(speech_pcm, channel="ch-a"), make_utterance(speech_pcm[:32000], channel="ch-b")]
+    for utt in held:
+        with pytest.raises(ArchiveUnavailable):
+            archive.store(utt)
+    archive.set_status(held[0].id, "transcribed")  # recognised meanwhile, from memory
+    with caplog.at_level(logging.ERROR, logger="bridge.archive"):
+        archive.close()
+    assert not [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert [r.getMessage().endswith(f"spilled to {spill}, brought back at the next start") for r in caplog.records
+            if "archive closed with" in r.getMessage()] == [True, True]  # fmt: skip
+    assert sorted(p.name for p in spill.iterdir()) == sorted(f"{u.id}.{ext}" for u in held for ext in ("json", "wav"))
+    assert json.loads((spill / f"{held[0].id}.json").read_text()) == {
+        "id": held[0].id, "channel": "ch-a", "start": held[0].start, "end": held[0].end, "reason": "silence",
+        "status": "transcribed"}  # fmt: skip
+
+    with Archive(config, retry_interval_s=3600) as still_full:  # the next start, the disk still full
+        assert still_full.import_spilled() == 2 and still_full.held == 2
+        assert [(f.kind, f.utterance_id) for f in still_full.active_faults] == [("held", u.id) for u in held]
+    assert len(list(spill.iterdir())) == 4, "closing again leaves them where they are"
+
+    filler.unlink()
+    with Archive(config) as restarted:
+        assert restarted.import_spilled() == 2 and restarted.held == 0 and restarted.active_faults == []
+        assert [restarted.get(u.id).status for u in held] == ["transcribed", "pending"]
+        assert all(restarted.read_pcm(u.id) == u.pcm and restarted.get(u.id).format == "flac" for u in held)
+        assert restarted.verify().ok
+    assert list(spill.iterdir()) == []
 
 
 def test_the_disk_filling_up_releases_the_reserve_to_the_database_and_audio_never_takes_it(

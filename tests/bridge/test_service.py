@@ -201,11 +201,9 @@ async def test_a_full_disk_is_a_503_naming_the_fault_until_the_archive_can_write
     assert service.archive.verify().ok
 
 
-async def test_sigterm_closes_what_is_being_said_as_an_utterance_and_archives_it(tmp_path, calls_audio):
-    """`jingbao run` stopped by SIGTERM while a call is on the air: the call so far is archived (end reason shutdown)
-    and the log says so, instead of vanishing."""
-    call = calls_audio / "c001.wav"  # 5.7 s, said without a pause the hang-over below would end it on
-    config = write_config(tmp_path, {"ch-a": [call]}, realtime=True, vad={"stop_window_ms": 2000})
+async def run_until_sigterm(config: Path, after: float, meanwhile=None) -> tuple[int, str]:
+    """`jingbao run` until its channel has played `after` seconds, then SIGTERM; its exit status and its log.
+    `meanwhile()` is called as the channel starts playing."""
     service = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bridge.cli", "run", "--config", str(config), cwd=REPO, stderr=asyncio.subprocess.PIPE
     )
@@ -215,20 +213,56 @@ async def test_sigterm_closes_what_is_being_said_as_an_utterance_and_archives_it
             while "ch-a: playing 1 file(s)" not in (line := (await service.stderr.readline()).decode()):
                 assert line, "the service ended before its channel played:\n" + "".join(log)
                 log.append(line)
-        await asyncio.sleep(2.5)  # well into the call
+        if meanwhile is not None:
+            meanwhile()
+        await asyncio.sleep(after)
         service.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
             log += (await service.stderr.read()).decode().splitlines(keepends=True)
-            assert await service.wait() == 0, "".join(log)
+            return await service.wait(), "".join(log)
     finally:
         if service.returncode is None:
             service.kill()
             await service.wait()
+
+
+async def test_sigterm_closes_what_is_being_said_as_an_utterance_and_archives_it(tmp_path, calls_audio):
+    """`jingbao run` stopped by SIGTERM while a call is on the air: the call so far is archived (end reason shutdown)
+    and the log says so, instead of vanishing."""
+    call = calls_audio / "c001.wav"  # 5.7 s, said without a pause the hang-over below would end it on
+    config = write_config(tmp_path, {"ch-a": [call]}, realtime=True, vad={"stop_window_ms": 2000})
+    status, said = await run_until_sigterm(config, after=2.5)  # well into the call
+    assert status == 0, said
     with Archive(load_config(config).storage, readonly=True) as archive:
         [row] = archive.list()
         assert archive.verify().ok
     assert row.end_reason == "shutdown" and 1.5 < row.duration_ms / 1000 < 4.0 and row.status == "pending"
-    said = "".join(log)
     assert f"utterance {row.id} was being spoken when the service stopped: closed after" in said
     assert f"utterance 1 archived ({row.id}," in said
     assert "stopping: 1 utterance(s) being spoken were closed with end reason shutdown" in said
+
+
+async def test_stopped_with_the_disk_full_held_audio_is_spilled_and_comes_back_at_the_next_start(
+    tmp_path, small_disk, calls_audio
+):
+    """The disk fills up during a call and the service is stopped before it has room again: the call, held in
+    memory, is written to storage.spill_dir (it was lost), and the next start brings it into the archive."""
+    spill = tmp_path / "spill"
+    storage = {"data_dir": str(small_disk), "audio_format": "wav", "reserve_mb": 0, "spill_dir": str(spill)}
+    config = write_config(tmp_path, {"ch-a": [calls_audio / "c001.wav"]}, realtime=True, vad={"stop_window_ms": 2000},
+                          storage=storage)  # fmt: skip
+    filled: list[Path] = []
+    status, said = await run_until_sigterm(config, after=2.5, meanwhile=lambda: filled.append(fill(small_disk)))
+    assert status == 0, said
+    [sidecar] = spill.glob("*.json")
+    assert json.loads(sidecar.read_text())["reason"] == "shutdown" and sidecar.with_suffix(".wav").is_file()
+    assert f"spilled to {spill}, brought back at the next start" in said and "CRITICAL" not in said
+
+    filled[0].unlink()  # room again; the next start plays its file as fast as it can, and is done
+    loaded = load_config(config)
+    channels = [ch.model_copy(update={"source": ch.source.model_copy(update={"realtime": False})}) for ch in loaded.channels]
+    service = Service(loaded.model_copy(update={"channels": channels}))
+    await service.run(serve_http=False)
+    spilled = service.archive.get(sidecar.stem)
+    assert spilled.end_reason == "shutdown" and spilled.status == "pending" and list(spill.iterdir()) == []
+    assert service.archive.read_pcm(spilled.id) and service.archive.verify().ok

@@ -32,6 +32,9 @@ def make_utterance(pcm: bytes, channel: str = "ch-test", start: float | None = N
     return Utterance(new_utterance_id(start), channel, start, start + len(pcm) / 32_000, pcm)
 
 
-def storage(data_dir: Path, audio_format: str = "wav", opus_bitrate: str = "24k", reserve_mb: float = 0) -> StorageConfig:
+def storage(
+    data_dir: Path, audio_format: str = "wav", opus_bitrate: str = "24k", reserve_mb: float = 0, spill_dir: Path | None = None
+) -> StorageConfig:
     """No reserve for the database unless asked (a test's 2 MB disk has no room for the default)."""
-    return StorageConfig(data_dir=data_dir, audio_format=audio_format, opus_bitrate=opus_bitrate, reserve_mb=reserve_mb)
+    return StorageConfig(data_dir=data_dir, audio_format=audio_format, opus_bitrate=opus_bitrate, reserve_mb=reserve_mb,
+                         spill_dir=spill_dir)  # fmt: skip
