@@ -96,7 +96,7 @@ class VadConfig(Strict):
         " between sentences of one transmission).",
     )
     sentence_end_ms: int = Field(
-        240, ge=0,
+        160, ge=0,
         description="This much unvoiced audio after speech is a pause (UtterancePaused): what was recognised so far is"
         " dispatched at once, provisionally, while the utterance stays open for the hang-over (0: off). A comma's"
         " breath (0.15-0.55 s) may be one too: the dispatcher alerts on a pause only what held (docs/dispatch.md).",

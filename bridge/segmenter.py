@@ -16,7 +16,7 @@ not wait for it: after `sentence_end_ms` without a voiced frame the segmenter sa
 pause) and the later stages act on what was said so far, while the utterance stays open.
 
 When frames carry a carrier/COR state the utterance follows the carrier instead, and VAD only tells whether a
-short key-up held any speech at all.
+short key-up held any speech at all, and when the speaker paused while still keying.
 
 Events for one utterance: UtteranceStarted (pre-roll + confirming frames), one UtteranceAudio per later frame
 (with an UtterancePaused after the frame that completed a pause), then Utterance (whose pcm is exactly the
@@ -243,11 +243,16 @@ class Segmenter:
             events.extend(self._close("silence"))
             return events
         self._state = SegmenterState.SPEAKING if voiced else SegmenterState.STOPPING
-        silent_frames = index - self._last_voiced_index
-        if self._pause_frames and silent_frames == self._pause_frames and self._last_voiced_index >= self._onset_index:
-            speech_end = frame.ts - (silent_frames - 1) * FRAME_S
-            events.append(UtterancePaused(self.channel, self._id, frame.ts + FRAME_S, speech_end))
+        events.extend(self._pause_if_due(frame, index))
         return events
+
+    def _pause_if_due(self, frame: Frame, index: int) -> list[SegmentEvent]:
+        """UtterancePaused when this frame completes `sentence_end_ms` without a voiced one after speech."""
+        silent_frames = index - self._last_voiced_index
+        if not self._pause_frames or silent_frames != self._pause_frames or self._last_voiced_index < self._onset_index:
+            return []
+        speech_end = frame.ts - (silent_frames - 1) * FRAME_S
+        return [UtterancePaused(self.channel, self._id, frame.ts + FRAME_S, speech_end)]
 
     # --- carrier (COR) mode --------------------------------------------------------------------------------
 
@@ -259,17 +264,18 @@ class Segmenter:
             self._reset_quiet()
             self._preroll.append(frame)
             return events
-        if is_open:
-            events = self._append(frame, index)
-        else:
+        # VAD decides nothing here but whether the key-up held any speech, and when the speaker paused: the carrier
+        # stays up for the caller's breath and the squelch tail, and dispatch need not wait for it to drop
+        voiced = self._is_voiced(frame.pcm)
+        if not is_open:
             self._reset_quiet()
-            events = [self._begin(frame.ts, bytearray(frame.pcm), frame.ts, index, by_carrier=True)]
-        # VAD decides nothing here: it only tells whether the key-up held any speech, so it stops once it has
-        if self._last_voiced_index >= self._onset_index:
-            self._level = self._features.level_dbfs(frame.pcm)
-        elif self._is_voiced(frame.pcm):
+            events: list[SegmentEvent] = [self._begin(frame.ts, bytearray(frame.pcm), frame.ts, index, by_carrier=True)]
+            if voiced:
+                self._last_voiced_index = index
+            return events
+        if voiced:
             self._last_voiced_index = index
-        return events
+        return [*self._append(frame, index, voiced), *self._pause_if_due(frame, index)]
 
     # --- the open utterance --------------------------------------------------------------------------------
 

@@ -310,6 +310,15 @@ def test_carrier_up_starts_without_earlier_preroll_and_down_ends():
     assert_stream_consistent(run.events)
 
 
+def test_a_pause_while_the_carrier_is_up_is_reported_before_the_carrier_drops():
+    run = Run()
+    run.feed(silence(0.5) + tone(1.0) + silence(1.5), carrier=True)  # the caller stopped talking, still keying
+    (paused,) = run.of(UtterancePaused)
+    assert paused.speech_end == pytest.approx(T0 + 1.5, abs=1e-6)
+    assert paused.at == pytest.approx(T0 + 1.5 + DEFAULTS.sentence_end_ms // 20 * 0.02, abs=1e-6)
+    assert run.of(Utterance) == []  # the carrier still decides when the utterance ends
+
+
 @pytest.mark.parametrize(
     "key_up, kept",
     [
