@@ -222,6 +222,8 @@ class Archive:
         # Told of each held utterance once it is written (in the thread that wrote it), e.g. to clear a channel's fault.
         self.on_written: Callable[[ArchivedUtterance], None] | None = None
         if not readonly:
+            if not self._reserve_bytes:
+                self._reserve.unlink(missing_ok=True)  # kept under an earlier storage.reserve_mb
             self._keep_reserve()
             if storage.spill_dir is not None and _same_disk(storage.spill_dir, self.data_dir):
                 logger.warning("storage.spill_dir %s is on the archive's own disk: when that is full, so is the spill "
@@ -384,7 +386,10 @@ class Archive:
             logger.warning("archive: %d held utterance(s) written, %d still held", written, self.held)
         if self.on_written is not None:
             for row in rows:
-                self.on_written(row)
+                try:
+                    self.on_written(row)
+                except Exception:  # whoever listens must not make a store() that wrote fail
+                    logger.exception("archive: telling of held utterance %s written failed", row.id)
         return written
 
     def _schedule_retry(self) -> None:
