@@ -17,8 +17,8 @@ The gate opens once, when one reading -- a known place and an incident type the 
 A pause is a gap of `PAUSE_S` between two recognised words, or a punctuation mark in a transcript written with them.
 
 At a pause in the speech itself (the segmenter heard `sentence_end_ms` of silence: `feed(..., paused=True)`), the
-partial holds all that was said and the clause is over, so nothing needs to hold over more syllables: a reading that
-qualifies on `stable_partials` partials in a row opens the gate at once. Any other report (its type unsure, its place
+partial holds all that was said, its last word heard whole, and the clause is over, so nothing needs to hold: a
+reading that qualifies (with `pause_min_confidence`) opens the gate at once. Any other report (its type unsure, its place
 unknown, or not confident or urgent enough to alert on a partial) is raised as a provisional 待确认 entry, nobody
 alerted: the operator sees it ~1 s before the hang-over ends the utterance. A pause may be a breath inside the call,
 so no looser rule alerts anyone there. A qualifying reading later in the same utterance still opens the gate, and the
@@ -137,7 +137,7 @@ class PartialGate:
     before it at most one 待确认 entry at a pause. Partials whose words did not change are not read again
     (`changed`)."""
 
-    __slots__ = ("_anchor", "_last_key", "_read", "_since", "_streak", "fired", "queued", "rules")
+    __slots__ = ("_anchor", "_last_key", "_since", "_streak", "fired", "queued", "rules")
 
     def __init__(self, rules: PartialRules) -> None:
         self.rules = rules
@@ -147,7 +147,6 @@ class PartialGate:
         self._anchor: tuple[str, str] | None = None  # the (place, type) read on the latest partials, sure or not
         self._since = 0  # units heard when it first appeared
         self._streak = 0  # consecutive partials that read it surely (qualifies)
-        self._read = 0  # consecutive partials that read it at all
 
     def changed(self, transcript: Any) -> bool:
         """True (and remembered) when this partial says something the previous one did not."""
@@ -166,13 +165,12 @@ class PartialGate:
         if self.fired is not None:
             return None
         if reading.type == "none" or reading.place_id is None:
-            self._anchor, self._streak, self._read = None, 0, 0
+            self._anchor, self._streak = None, 0
         else:
             key = (reading.place_id, reading.type)
             if key != self._anchor:  # where this place and type were first read (the incident word, maybe unsure yet)
-                self._anchor, self._since, self._streak, self._read = key, reading.units, 0, 0
+                self._anchor, self._since, self._streak = key, reading.units, 0
             self._streak = self._streak + 1 if self.qualifies(reading) else 0
-            self._read += 1
         if reading.type == "none":
             return None
         if paused:
@@ -183,10 +181,9 @@ class PartialGate:
         return Raise.ALERT
 
     def _at_pause(self, reading: Reading) -> Raise | None:
-        """The clause is over, so it need not hold over more syllables, but it must have been read on
-        `stable_partials` partials (the last word heard whole), surely enough for a pause (`pause_min_confidence`).
-        Any other report is queued."""
-        if self._read >= self.rules.stable_partials and self.qualifies(reading, self.rules.pause_min_confidence):
+        """The clause is over and its last word heard whole (silence follows it), so nothing needs to hold: a reading
+        sure enough for a pause (`pause_min_confidence`) alerts. Any other report is queued."""
+        if self.qualifies(reading, self.rules.pause_min_confidence):
             self.fired = reading
             return Raise.ALERT
         if self.queued is None:
