@@ -180,7 +180,8 @@ def test_a_pause_is_reported_once_after_sentence_end_ms_while_the_utterance_stay
 
 def test_no_pause_is_reported_inside_speech_nor_when_turned_off():
     run = Run()
-    run.feed(silence(1.0) + tone(0.5) + silence(0.2) + tone(0.5))  # a 0.2 s gap is no pause
+    gap = (DEFAULTS.sentence_end_ms // 20 - 1) * 0.02  # one frame short of a pause
+    run.feed(silence(1.0) + tone(0.5) + silence(gap) + tone(0.5))
     assert run.of(UtterancePaused) == []
     off = Run(VadConfig(sentence_end_ms=0))
     off.feed(silence(1.0) + tone(0.5) + silence(2.0))
