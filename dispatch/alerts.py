@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 from bridge.db import migrate
+from bridge.logsafe import clip
 from dispatch.incidents import OPEN, Incident, IncidentError, IncidentStore, Status, iso
 from dispatch.outbox import Outbox
 from dispatch.positions import PayloadError, check_sender, json_object
@@ -398,5 +399,5 @@ class Alerter:
 
     def _reject(self, reason: str, ack: Ack) -> None:
         self.rejected[reason] += 1
-        logger.warning("ack from %s for %s rejected: %s", ack.responder_id, ack.incident_id, reason)
+        logger.warning("ack from %s for %s rejected: %s", ack.responder_id, clip(ack.incident_id), reason)
         return None

@@ -49,6 +49,7 @@ from asr.transcript import Transcript
 from bridge.bus import EventBus
 from bridge.config import Config
 from bridge.db import connect
+from bridge.logsafe import clip
 from dispatch.alerts import AckStatus, Alerter, Candidate, WatchStore, parse_ack
 from dispatch.announce import Announcement, Announcer, announcement_text
 from dispatch.classify import Classification, Lexicon, classify_transcript, load_lexicon
@@ -446,13 +447,13 @@ class Dispatcher:
             case AckTopic() | StatusTopic() as kind if retained:
                 what = "ack" if isinstance(kind, AckTopic) else "status"
                 self.rejected[f"{what}_retained"] += 1
-                logger.warning("retained %s on %s ignored: only what a phone says while we listen counts", what, topic)
+                logger.warning("retained %s on %s ignored: only what a phone says while we listen counts", what, clip(topic))
             case AckTopic(responder_id):
                 try:
                     ack = parse_ack(responder_id, payload)
                 except PayloadError as e:
                     self.rejected[f"ack_{e.reason}"] += 1
-                    logger.warning("ack on %s rejected (%s): %s", topic, e.reason, e)
+                    logger.warning("ack on %s rejected (%s): %s", clip(topic), e.reason, clip(e))
                     return
                 incident = self.alerter.handle_ack(ack)
                 if incident is None or incident.status not in OPEN:
@@ -467,20 +468,20 @@ class Dispatcher:
                 self.positions.handle(owntracks, payload)
             case _:
                 self.rejected["unexpected_topic"] += 1
-                logger.warning("message on unexpected topic %s ignored", topic)
+                logger.warning("message on unexpected topic %s ignored", clip(topic))
 
     def _set_responder_status(self, topic: str, responder_id: str, payload: bytes) -> None:
         try:
             status = parse_status(payload, responder_id)
         except PayloadError as e:
             self.rejected[f"status_{e.reason}"] += 1
-            logger.warning("status on %s rejected (%s): %s", topic, e.reason, e)
+            logger.warning("status on %s rejected (%s): %s", clip(topic), e.reason, clip(e))
             return
         try:
             self._board.set_status(responder_id, status)
         except KeyError:
             self.rejected["status_unknown_responder"] += 1
-            logger.warning("status on %s rejected: unknown responder %r", topic, responder_id)
+            logger.warning("status on %s rejected: unknown responder %s", clip(topic), clip(repr(responder_id)))
             return
         logger.info("responder %s is %s", responder_id, status)
 

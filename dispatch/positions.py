@@ -18,9 +18,13 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.logsafe import clip
 from dispatch.topics import OwnTracksTopic
 
 logger = logging.getLogger(__name__)
+
+# An ack, a status or an OwnTracks fix is a few hundred bytes; anything much larger is refused before it is parsed.
+MAX_PAYLOAD_BYTES = 16 * 1024
 
 
 @dataclass(slots=True, frozen=True)
@@ -41,11 +45,16 @@ class PayloadError(ValueError):
 
 
 def json_object(payload: bytes) -> dict[str, Any]:
-    """An MQTT payload that must be one JSON object; PayloadError (bad_json, bad_shape) otherwise."""
+    """An MQTT payload that must be one JSON object; PayloadError otherwise: `too_large` (over MAX_PAYLOAD_BYTES,
+    not parsed), `bad_json` (not UTF-8 JSON, or nested too deep for the parser), `bad_shape` (not an object)."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadError("too_large", f"{len(payload)} bytes (at most {MAX_PAYLOAD_BYTES})")
     try:
         data = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PayloadError("bad_json", f"not JSON: {e}") from e
+        raise PayloadError("bad_json", f"not JSON: {clip(e)}") from e
+    except RecursionError as e:  # e.g. 50,000 `[`: the parser recurses once per level
+        raise PayloadError("bad_json", "nested too deep") from e
     if not isinstance(data, dict):
         raise PayloadError("bad_shape", "not a JSON object")
     return data
@@ -135,5 +144,5 @@ class PositionIntake:
 
     def _reject(self, reason: str, topic: OwnTracksTopic, message: str) -> None:
         self.rejected[reason] += 1
-        logger.warning("owntracks/%s/%s rejected (%s): %s", topic.user, topic.device, reason, message)
+        logger.warning("owntracks/%s/%s rejected (%s): %s", clip(topic.user), clip(topic.device), reason, clip(message))
         return None

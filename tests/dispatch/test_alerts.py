@@ -171,3 +171,29 @@ async def test_malformed_status_is_counted_and_harmless(broker: Mosquitto, tmp_p
             "status_unknown_responder": 1,
         }
         assert rig.link.connected
+
+
+async def test_huge_and_deeply_nested_payloads_are_counted_rejections(
+    broker: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    topics = Topics()
+    huge = json.dumps({"status": "x" * 2_000_000}).encode()
+    nested = b"[" * 10_000  # under the size cap (50,000 are over it): the parser gives up (RecursionError)
+    field = json.dumps({"status": "y" * 10_000}).encode()  # under the size cap: parsed, its field refused
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, ["g-piju"]) as ph:
+        phone = ph["g-piju"]
+        for topic in (topics.ack("g-piju"), topics.status("g-piju"), "owntracks/g-piju/phone"):
+            for payload in (nested, b"[" * 50_000, huge):
+                await phone.publish(topic, payload)
+        await phone.publish(topics.status("g-piju"), field)
+        await phone.publish(topics.status("g-piju"), {"status": "busy"})  # a good one last: all before it handled
+        await eventually(lambda: rig.service.board.status("g-piju") == "busy", what="the good status")
+        assert rig.dispatcher.counters()["rejected"] == {
+            "ack_bad_json": 1, "ack_too_large": 2,
+            "status_bad_json": 1, "status_too_large": 2, "status_bad_type": 1,
+            "position_bad_json": 1, "position_too_large": 2,
+        }  # fmt: skip
+        assert rig.link.connected
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("dispatch")]
+    assert any("yyyy" in line for line in lines)
+    assert max(len(line) for line in lines) < 600
