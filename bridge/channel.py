@@ -148,6 +148,12 @@ class Channel:
         self._behind: _BehindSpell | None = None
         self.closed_at_shutdown = 0  # utterances being spoken when the service stopped, closed and archived
 
+    def rejections(self) -> dict[str, Any]:
+        """What the source refused since the start (packets, files, pushed audio), by kind, and the latest refusal
+        or loss of its input."""
+        stats = self.source.stats
+        return {"rejected": stats.rejected, "rejected_by": dict(stats.rejected_by), "source_error": stats.last_error}
+
     async def listen(self) -> AsyncIterator[bytes]:
         """The channel's received audio, live, as 20 ms PCM frames (for an operator listening on the console)."""
         queue: asyncio.Queue[bytes] = asyncio.Queue(LISTEN_BUFFER_FRAMES)

@@ -42,8 +42,9 @@ class Service:
         self.radios = Radios([ch.config for ch in self.channels], config.patches, self._is_receiving)
 
     def channel_states(self) -> list[dict[str, Any]]:
-        """Each channel's state, with its recognition lag and the event loop's lag (one loop serves every channel)."""
-        states = [ch.state.to_dict() | self.loop_lag.to_dict() for ch in self.channels]
+        """Each channel's state, with what its source refused, its recognition lag and the event loop's lag (one loop
+        serves every channel)."""
+        states = [ch.state.to_dict() | ch.rejections() | self.loop_lag.to_dict() for ch in self.channels]
         if self.recognition is not None:
             lag = self.recognition.lag()
             for state in states:

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import soxr
 
 from bridge.audio import FRAME_BYTES, SAMPLE_RATE, Frame
+from bridge.logsafe import clip
 
 # What a live source (sound card, pipe, pushed audio) holds for a channel that is not taking its audio (its archive or
 # recognition hand-over is slow, the process is busy): the channel takes it late, and only beyond this is audio
@@ -32,7 +34,8 @@ class SourceError(Exception):
 class SourceStats:
     """Counters a source keeps across re-opens (shown on the console, never reset by a re-open).
 
-    frames: frames yielded; rejected: input refused (malformed packets, undecodable files, overflow);
+    frames: frames yielded; rejected: input refused (malformed packets, undecodable files, overflow), and
+    rejected_by: the same by kind ("malformed" unless the source says otherwise: "undecodable", "too_fast", ...);
     lost: frames' worth of audio that never arrived and was filled with silence or dropped (RTP loss, overruns);
     skipped_s: seconds of audio that did arrive but was dropped because the channel fell so far behind that the
     source's buffer overflowed (0 in normal operation; see BACKLOG_S);
@@ -41,6 +44,7 @@ class SourceStats:
 
     frames: int = 0
     rejected: int = 0
+    rejected_by: Counter[str] = field(default_factory=Counter)
     lost: int = 0
     skipped_s: float = 0.0
     errors: int = 0
@@ -52,9 +56,11 @@ class SourceStats:
         self.last_error = message
         return SourceError(message)
 
-    def reject(self, reason: str, count: int = 1) -> None:
+    def reject(self, reason: str, count: int = 1, *, kind: str = "malformed") -> None:
+        """Count refused input; `reason` (clipped: it may quote the input) becomes last_error, `kind` its counter."""
         self.rejected += count
-        self.last_error = reason
+        self.rejected_by[kind] += count
+        self.last_error = clip(reason)
 
 
 class Source(Protocol):
@@ -165,4 +171,4 @@ class ThrottledLog:
     def __call__(self, channel_id: str, reason: str) -> None:
         self.count += 1
         if self.count == 1 or self.count % self.every == 0:
-            self.log.warning("channel %s: %s #%d: %s", channel_id, self.what, self.count, reason)
+            self.log.warning("channel %s: %s #%d: %s", channel_id, self.what, self.count, clip(reason))

@@ -17,6 +17,7 @@ from pathlib import Path
 from bridge.audio import FRAME_BYTES, FRAME_MS, Frame
 from bridge.config import FileSource
 from bridge.decode import AudioDecodeError, decode_stream
+from bridge.logsafe import clip
 from bridge.sources.base import SourceStats
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ FRAME_S = FRAME_MS / 1000
 SILENCE = bytes(FRAME_BYTES)
 
 
-def expand_paths(paths: Iterable[Path], reject: Callable[[str], None]) -> list[Path]:
+def expand_paths(paths: Iterable[Path], reject: Callable[[str, str], None]) -> list[Path]:
     """Files as given; a directory becomes its audio files (by suffix), sorted by name.
 
     A directory that cannot be listed (no permission, an I/O error) is passed to `reject` and skipped, so one bad
@@ -43,7 +44,7 @@ def expand_paths(paths: Iterable[Path], reject: Callable[[str], None]) -> list[P
             else:
                 files.append(path)
         except OSError as e:
-            reject(f"{path}: cannot list ({e.strerror or e})")
+            reject(f"{path}: cannot list ({e.strerror or e})", "unreadable")
     return files
 
 
@@ -116,7 +117,7 @@ class FileInput:
                             yield Frame(pcm, ts)
                     except AudioDecodeError as e:  # a file broken part-way keeps what it gave
                         problem = str(e)
-                        self._reject(problem)
+                        self._reject(problem, "undecodable")
                 heard += played
                 gap = gap or bool(played)
             if not heard:
@@ -125,9 +126,9 @@ class FileInput:
             if not self.config.loop:
                 return
 
-    def _reject(self, reason: str) -> None:
-        self.stats.reject(reason)
-        logger.warning("channel %s: skipping %s", self.channel_id, reason)
+    def _reject(self, reason: str, kind: str) -> None:
+        self.stats.reject(reason, kind=kind)
+        logger.warning("channel %s: skipping %s", self.channel_id, clip(reason))
 
     async def _gap(self, pacer: Pacer) -> AsyncIterator[Frame]:
         low, high = self.config.gap

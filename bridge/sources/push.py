@@ -51,11 +51,13 @@ class PushSource:
         self._credit = min(float(self.max_bytes), self._credit + (now - self._credit_at) * SAMPLE_RATE * SAMPLE_WIDTH)
         self._credit_at = now
         if len(pcm16k) % SAMPLE_WIDTH:
-            reason = f"odd length {len(pcm16k)}: not 16-bit PCM"
+            kind, reason = "malformed", f"odd length {len(pcm16k)}: not 16-bit PCM"
         elif paced and len(pcm16k) > self._credit:
-            reason = f"faster than real time (more than {self.config.max_buffer_s:g} s ahead of the clock): a flooding client"
+            kind, reason = "too_fast", (
+                f"faster than real time (more than {self.config.max_buffer_s:g} s ahead of the clock): a flooding client")
         elif self._buffered + len(pcm16k) > self.backlog_bytes:
-            reason = f"buffer full ({self.backlog_bytes / SAMPLE_RATE / SAMPLE_WIDTH:g} s): the channel is not reading"
+            kind, reason = "buffer_full", (
+                f"buffer full ({self.backlog_bytes / SAMPLE_RATE / SAMPLE_WIDTH:g} s): the channel is not reading")
             self.stats.skipped_s += len(pcm16k) / SAMPLE_RATE / SAMPLE_WIDTH
         else:
             if paced:
@@ -64,7 +66,7 @@ class PushSource:
             self._buffered += len(pcm16k)
             self._arrived.set()
             return True
-        self.stats.reject(reason)
+        self.stats.reject(reason, kind=kind)
         self._refusals(self.channel_id, reason)
         return False
 

@@ -11,6 +11,10 @@ is active, on any channel (its source, radio line, archive writes, encoder, or l
 archive; otherwise the status is 503 and `failing` names each active fault (`faults` counts them). A fault ends when
 its cause is gone (the source re-opened, the disk has room again), and so does the 503. The loop lag figures are
 measurements, not faults.
+
+A channel's state counts what its source refused since the start: `rejected` (malformed RTP packets, files that
+would not decode, pushed audio refused), `rejected_by` (the same by kind: "malformed", "undecodable", "unreadable",
+"too_fast", "buffer_full"), and `source_error`, the latest refusal or loss of its input (clipped to 200 characters).
 """
 
 from __future__ import annotations

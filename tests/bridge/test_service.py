@@ -266,3 +266,21 @@ async def test_stopped_with_the_disk_full_held_audio_is_spilled_and_comes_back_a
     spilled = service.archive.get(sidecar.stem)
     assert spilled.end_reason == "shutdown" and spilled.status == "pending" and list(spill.iterdir()) == []
     assert service.archive.read_pcm(spilled.id) and service.archive.verify().ok
+
+
+async def test_what_a_source_refuses_is_counted_on_the_channel(tmp_path, calls_audio):
+    """A file channel with one good call and one file that is no audio: /api/channels counts the refusal by kind."""
+    config = load_config(write_config(tmp_path, {"ch-a": [calls_audio / "c001.wav"]}))
+    (tmp_path / "audio" / "ch-a" / "c000-broken.wav").write_bytes(b"RIFF" + b"\xff" * 5000)
+    service = Service(config)
+    run = asyncio.create_task(service.run(serve_http=False))
+    for _ in range(200):
+        await asyncio.sleep(0.1)
+        states = service.channel_states()
+        if states[0]["utterances"] and not states[0]["running"]:
+            break
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
+    assert states[0]["utterances"] == 1
+    assert states[0]["rejected"] == 1 and states[0]["rejected_by"] == {"undecodable": 1}
+    assert "c000-broken.wav" in states[0]["source_error"]
