@@ -236,6 +236,23 @@ class WebConfig(Strict):
         " pages may change things and open WebSockets: the address users type when a reverse proxy in front rewrites"
         " Host. Requests from any other site's page are refused (403; a WebSocket is closed with 1008).",
     )
+    metrics_token_file: Path | None = Field(
+        None,
+        description="File holding the bearer token a Prometheus scraper sends to GET /metrics (Authorization: Bearer"
+        " <token>); relative to this file. None (the default): /metrics is refused to everyone.",
+    )
+
+    def read_metrics_token(self) -> str | None:
+        """The /metrics token from its file (None when none is configured); ConfigError when it is unreadable or empty."""
+        if self.metrics_token_file is None:
+            return None
+        try:
+            token = self.metrics_token_file.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"web.metrics_token_file {self.metrics_token_file}: cannot read it ({e.strerror})") from e
+        if not token:
+            raise ConfigError(f"web.metrics_token_file {self.metrics_token_file} is empty")
+        return token
 
     @field_validator("allowed_origins")
     @classmethod
@@ -361,6 +378,8 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     if broker.tls is not None:
         tls = {k: resolve(v) for k, v in broker.tls.model_dump().items() if v is not None}
         broker = broker.model_copy(update={"tls": broker.tls.model_copy(update=tls)})
-    return config.model_copy(
-        update={"jurisdiction": resolve(config.jurisdiction), "channels": channels, "storage": storage, "broker": broker}
-    )
+    web = config.web
+    if web.metrics_token_file is not None:
+        web = web.model_copy(update={"metrics_token_file": resolve(web.metrics_token_file)})
+    return config.model_copy(update={"jurisdiction": resolve(config.jurisdiction), "channels": channels,
+                                     "storage": storage, "broker": broker, "web": web})  # fmt: skip

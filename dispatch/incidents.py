@@ -189,6 +189,13 @@ class IncidentStore:
         rows = self._conn.execute(f"SELECT * FROM incidents {where} ORDER BY created_at DESC LIMIT ?", (*args, limit))
         return [_incident(r) for r in rows]
 
+    def count_open(self) -> dict[Status, int]:
+        """How many incidents are in each open status (every one of OPEN, 0 for those none are in)."""
+        marks = ", ".join("?" * len(OPEN))
+        rows = self._conn.execute(f"SELECT status, count(*) FROM incidents WHERE status IN ({marks}) GROUP BY status",
+                                  tuple(map(str, OPEN))).fetchall()  # fmt: skip
+        return {status: 0 for status in OPEN} | {Status(r[0]): r[1] for r in rows}
+
     def timeline(self, incident_id: str) -> list[TimelineEntry]:
         rows = self._conn.execute(
             "SELECT seq, ts, actor, kind, detail FROM incident_timeline WHERE incident_id = ? ORDER BY seq", (incident_id,)

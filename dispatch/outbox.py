@@ -87,6 +87,10 @@ class Outbox:
         ).fetchall()
         return [OutboxMessage(r["id"], r["topic"], r["payload"].encode(), r["qos"], bool(r["retain"])) for r in rows]
 
+    def count_pending(self) -> int:
+        """Messages not yet delivered to the broker (alerts, updates, events)."""
+        return self._conn.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
+
     async def run(self) -> None:
         """Deliver pending messages in order until cancelled; on a failure wait and try the same message again."""
         while True:

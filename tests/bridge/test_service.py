@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.archive import Archive
 from bridge.config import load_config
@@ -268,19 +269,55 @@ async def test_stopped_with_the_disk_full_held_audio_is_spilled_and_comes_back_a
     assert service.archive.read_pcm(spilled.id) and service.archive.verify().ok
 
 
-async def test_what_a_source_refuses_is_counted_on_the_channel(tmp_path, calls_audio):
-    """A file channel with one good call and one file that is no audio: /api/channels counts the refusal by kind."""
+async def test_what_a_source_refuses_is_counted_on_the_channel_and_in_metrics(tmp_path, calls_audio):
+    """A file channel with one good call and one file that is no audio: /api/channels counts the refusal by kind, and
+    /metrics (Prometheus text, for the bearer token only) counts it with the utterance and an MQTT message refused."""
+    (tmp_path / "metrics.token").write_text("s3cret-scraper\n")
     config = load_config(write_config(tmp_path, {"ch-a": [calls_audio / "c001.wav"]}))
+    config = config.model_copy(update={"web": config.web.model_copy(
+        update={"metrics_token_file": tmp_path / "metrics.token"})})  # fmt: skip
     (tmp_path / "audio" / "ch-a" / "c000-broken.wav").write_bytes(b"RIFF" + b"\xff" * 5000)
     service = Service(config)
-    run = asyncio.create_task(service.run(serve_http=False))
-    for _ in range(200):
-        await asyncio.sleep(0.1)
-        states = service.channel_states()
-        if states[0]["utterances"] and not states[0]["running"]:
-            break
+    run = asyncio.create_task(service.run())
+    base, bearer = f"http://127.0.0.1:{config.web.port}", {"Authorization": "Bearer s3cret-scraper"}
+    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+        for _ in range(200):
+            await asyncio.sleep(0.1)
+            states = service.channel_states()
+            if states[0]["utterances"] and not states[0]["running"]:
+                break
+        for _ in range(50):
+            with contextlib.suppress(httpx.TransportError):
+                before = await client.get("/metrics", headers=bearer)
+                break
+            await asyncio.sleep(0.1)
+        await service.dispatch.dispatcher.on_message("jingbao/status/g-piju", b"[" * 10_000)
+        after = await client.get("/metrics", headers=bearer)
+        anonymous = await client.get("/metrics")
+        wrong = await client.get("/metrics", headers={"Authorization": "Bearer guess"})
     run.cancel()
     await asyncio.gather(run, return_exceptions=True)
+
     assert states[0]["utterances"] == 1
     assert states[0]["rejected"] == 1 and states[0]["rejected_by"] == {"undecodable": 1}
     assert "c000-broken.wav" in states[0]["source_error"]
+    assert anonymous.status_code == 401 and wrong.status_code == 401
+    assert before.status_code == 200 and before.headers["content-type"].startswith("text/plain")
+    old, new = scraped(before.text), scraped(after.text)
+    assert new["jingbao_channel_utterances_total", (("channel", "ch-a"),)] == 1
+    assert new["jingbao_source_rejected_total", (("channel", "ch-a"), ("reason", "undecodable"))] == 1
+    assert ("jingbao_mqtt_rejected_total", (("reason", "status_bad_json"),)) not in old
+    assert new["jingbao_mqtt_rejected_total", (("reason", "status_bad_json"),)] == 1
+    assert new["jingbao_incidents_open", (("status", "dispatched"),)] == 0
+    for name in ("jingbao_channel_talking", "jingbao_channel_behind_seconds", "jingbao_outbox_pending",
+                 "jingbao_loop_lag_seconds", "jingbao_loop_stalls_total"):  # fmt: skip
+        assert any(key[0] == name for key in new), name
+
+
+def scraped(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus text -> {(sample name, sorted labels): value}, parsed by prometheus_client's own parser."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

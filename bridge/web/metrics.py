@@ -1,0 +1,132 @@
+"""GET /metrics: the service's counters and gauges in Prometheus' text format, read from the live state at each scrape.
+
+A scraper has no session: it sends `Authorization: Bearer <token>`, the token being the content of
+`web.metrics_token_file`. Without that file configured /metrics is refused to everyone (403); a missing or wrong
+token is 401. The metric names and what they count are in docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+if TYPE_CHECKING:
+    from bridge.service import Service
+
+
+class ServiceCollector(Collector):
+    """Reads the channels, recognition, dispatcher and event loop of a running Service at scrape time."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._channels()
+        yield from self._recognition()
+        yield from self._dispatch()
+        yield from self._loop()
+
+    def _channels(self) -> Iterator[Metric]:
+        by_channel = [
+            (GaugeMetricFamily, "jingbao_channel_running", "1 while the channel's source is open", "running"),
+            (GaugeMetricFamily, "jingbao_channel_talking", "1 while someone is talking on the channel", "talking"),
+            (CounterMetricFamily, "jingbao_channel_utterances", "Utterances archived", "utterances"),
+            (CounterMetricFamily, "jingbao_channel_discarded", "Sounds too short to be speech, discarded", "discarded"),
+            (GaugeMetricFamily, "jingbao_channel_active_faults", "Faults active on the channel", "active_faults"),
+            (GaugeMetricFamily, "jingbao_channel_behind_seconds", "How late the channel takes its audio", "behind_s"),
+            (CounterMetricFamily, "jingbao_channel_skipped_seconds", "Audio its source dropped (buffer overflow)",
+             "skipped_s"),
+        ]  # fmt: skip
+        states = self.service.channel_states()
+        rejected = CounterMetricFamily(
+            "jingbao_source_rejected", "Input a channel's source refused (packets, files, pushed audio), by kind",
+            labels=["channel", "reason"],
+        )
+        for kind, name, documentation, key in by_channel:
+            family = kind(name, documentation, labels=["channel"])
+            for state in states:
+                family.add_metric([state["id"]], float(state[key]))
+            yield family
+        for state in states:
+            for reason, count in state["rejected_by"].items():
+                rejected.add_metric([state["id"], reason], count)
+        yield rejected
+
+    def _recognition(self) -> Iterator[Metric]:
+        recognition = self.service.recognition
+        if recognition is None:
+            return
+        lag = recognition.lag()
+        pending = GaugeMetricFamily("jingbao_recognition_pending", "Utterances archived and waiting for recognition",
+                                    labels=["channel"])  # fmt: skip
+        for channel in self.service.channels:
+            pending.add_metric([channel.config.id], lag.pending.get(channel.config.id, 0))
+        yield pending
+        pool = lag.pool
+        yield GaugeMetricFamily("jingbao_recognition_open_streams", "Utterances being recognised", value=pool.open_streams)
+        yield GaugeMetricFamily("jingbao_recognition_waiting_audio_seconds", "Audio fed to the recogniser, not decoded yet",
+                                value=pool.waiting_audio_s)  # fmt: skip
+        yield GaugeMetricFamily("jingbao_recognition_oldest_wait_seconds", "How long the oldest undecoded audio waited",
+                                value=pool.oldest_wait_s)  # fmt: skip
+        yield CounterMetricFamily("jingbao_recognition_refused", "Utterances the recogniser was too busy to take",
+                                  value=pool.rejected)  # fmt: skip
+        yield CounterMetricFamily("jingbao_recognition_failed", "Recognitions that failed", value=pool.failed)
+
+    def _dispatch(self) -> Iterator[Metric]:
+        dispatch = self.service.dispatch
+        if dispatch is None:
+            return
+        dispatcher = dispatch.dispatcher
+        incidents = GaugeMetricFamily("jingbao_incidents_open", "Open incidents by status", labels=["status"])
+        for status, count in sorted(dispatcher.store.count_open().items()):
+            incidents.add_metric([str(status)], count)
+        yield incidents
+        yield GaugeMetricFamily("jingbao_outbox_pending", "Messages to responders and the broker not delivered yet",
+                                value=dispatch.outbox.count_pending())  # fmt: skip
+        counters = dispatcher.counters()
+        yield CounterMetricFamily("jingbao_alerts_sent", "Alerts sent to responders", value=counters["alerts_sent"])
+        yield CounterMetricFamily("jingbao_escalations", "Alerts escalated to the next responder",
+                                  value=counters["escalations"])  # fmt: skip
+        provisional = CounterMetricFamily(
+            "jingbao_provisional", "Incidents raised from live transcripts, and how their finals settled them",
+            labels=["verdict"],
+        )
+        for verdict, count in counters["provisional"].items():
+            provisional.add_metric([verdict], count)
+        yield provisional
+        rejected = CounterMetricFamily("jingbao_mqtt_rejected", "MQTT messages refused (acks, status, positions), by reason",
+                                       labels=["reason"])  # fmt: skip
+        for reason, count in counters["rejected"].items():
+            rejected.add_metric([reason], count)
+        yield rejected
+
+    def _loop(self) -> Iterator[Metric]:
+        lag = self.service.loop_lag
+        yield GaugeMetricFamily("jingbao_loop_lag_seconds", "How late the event loop woke up last", value=lag.lag_s)
+        yield GaugeMetricFamily("jingbao_loop_lag_max_seconds", "The longest event-loop lag in the last minute",
+                                value=lag.max_lag_s)  # fmt: skip
+        yield CounterMetricFamily("jingbao_loop_stalls", "Times the event loop was blocked over 100 ms", value=lag.stalls)
+
+
+def metrics_router(service: Service, token: str | None) -> APIRouter:
+    """The /metrics route, answering with a bearer `token` only (None: refused to all)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServiceCollector(service))
+    router = APIRouter(tags=["metrics"])
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        if token is None:
+            raise HTTPException(403, "metrics are off: set web.metrics_token_file (docs/security.md)")
+        offered = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(offered.encode(), token.encode()):
+            raise HTTPException(401, "a bearer token is needed", headers={"WWW-Authenticate": "Bearer"})
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
