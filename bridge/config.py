@@ -6,6 +6,7 @@ them, so there is still one model and one file.
 
 from __future__ import annotations
 
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -41,13 +42,38 @@ class SoundCardSource(Strict):
 
 class RtpSource(Strict):
     type: Literal["rtp"] = Field(description="Receive RTP over UDP from a radio-over-IP gateway.")
-    bind: str = Field("0.0.0.0", description="Local address to listen on.")
+    bind: str = Field(
+        "127.0.0.1",
+        description="Local IP address to listen on: the station's address on the gateway's network (e.g. 10.1.2.1)."
+        " The default hears this machine only; 0.0.0.0 hears every interface.",
+    )
     port: int = Field(ge=1, le=65535, description="Local UDP port.")
+    allow: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Gateways (addresses or CIDR networks) whose RTP is heard; packets from any other address are"
+        " refused. Empty: the first sender heard is latched onto (its address and SSRC) and no other address is heard"
+        " until the service restarts.",
+    )
+    takeover_s: float = Field(
+        2.0, ge=0,
+        description="How long the latched sender must have been silent before another address on `allow` may take"
+        " the channel over. The latched address itself may start a new stream (a new SSRC: a restart, or a new talk"
+        " spurt) as soon as its last one has ended.",
+    )
     codec: Literal["pcmu", "pcma", "l16"] | None = Field(
         None, description="Payload codec; None takes it from the static payload type (0 = PCMU, 8 = PCMA, 11 = L16)."
     )
     rate: int = Field(8000, gt=0, description="Payload sample rate in Hz (8000 for G.711).")
     jitter_ms: int = Field(60, ge=0, le=1000, description="Jitter buffer depth in milliseconds.")
+
+    @field_validator("bind")
+    @classmethod
+    def _bind_is_an_address(cls, bind: str) -> str:
+        try:
+            ip_address(bind)
+        except ValueError:
+            raise ValueError(f"{bind!r} is not an IP address of this machine (e.g. 10.1.2.1, or 127.0.0.1)") from None
+        return bind
 
 
 class FileSource(Strict):

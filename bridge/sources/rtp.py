@@ -3,6 +3,12 @@
 Every datagram is parsed as RTP (RFC 3550: CSRC list, header extension, padding) and decoded with numpy lookup
 tables (the stdlib audioop is deprecated). Whatever cannot be used (short or truncated packets, a wrong version, an
 unconfigured payload type) is counted and logged sparingly; nothing a sender does can stop the receiver.
+
+One stream is heard at a time: the receiver latches onto the first sender (its IP address and SSRC) and refuses the
+packets of any other while that one is on the air, so a second sender cannot break up a call. The latched address may
+start a new stream (a gateway restarted, a new talk spurt under a new SSRC) once its last one has ended; another
+address may take over only if it is on the `allow` list and the latched one has been silent for `takeover_s`.
+Refused packets are counted per reason in RtpStats (other_sender, other_ssrc, not_allowed, malformed).
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ import struct
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Literal
 
 import numpy as np
 
 from bridge.audio import FRAME_BYTES, FRAME_MS, Frame
 from bridge.config import RtpSource
-from bridge.sources.base import FrameAssembler, FrameClock, Resampler, SourceStats, ThrottledLog
+from bridge.sources.base import FrameAssembler, FrameClock, Resampler, SourceStats
 from bridge.sources.jitter import JitterBuffer, Released
 
 logger = logging.getLogger(__name__)
@@ -33,6 +41,10 @@ MAX_CLOCK_SKEW_S = 1.0  # RTP time this far behind arrival (sender clock drift, 
 # What the kernel holds for us while the loop is busy: the default (~200 KB) is a few seconds of packets, after which
 # it drops them; 4 MB is over a minute of G.711 (the kernel caps it at net.core.rmem_max, 4 MB on Debian 12).
 RECEIVE_BUFFER_BYTES = 4 << 20
+REFUSAL_LOG_S = 60.0  # a refused sender or a new stream is logged at once, then at most once a minute per kind
+
+Refusal = Literal["other_sender", "other_ssrc", "not_allowed", "malformed"]
+IpAddress = IPv4Address | IPv6Address
 
 
 class MalformedPacket(ValueError):
@@ -101,11 +113,46 @@ def decode_payload(codec: str, payload: bytes) -> np.ndarray:
 
 @dataclass
 class RtpStats(SourceStats):
-    """SourceStats plus the packet counts; `rejected` = malformed or unusable packets, `lost` = packets never received."""
+    """SourceStats plus the packet counts; `lost` = packets never received, `rejected` = packets refused, in
+    `rejected_by` per Refusal: other_sender (from another address while one is latched), other_ssrc (another stream
+    from the latched address while its stream is on the air), not_allowed (from an address not on `allow`) and
+    malformed (not usable RTP)."""
 
     packets: int = 0
     late: int = 0
     duplicate: int = 0
+
+
+@dataclass(slots=True)
+class _Latch:
+    """The stream being heard: its sender's address and SSRC, and when its last packet arrived (loop time)."""
+
+    address: IpAddress
+    ssrc: int
+    last: float
+
+    def __str__(self) -> str:
+        return f"{self.address} SSRC {self.ssrc:08x}"
+
+
+class _RateLimitedLog:
+    """The first event of a kind is logged at once, later ones at most once per `interval` seconds with a count of
+    those not logged in between: a sender flooding the port cannot flood the log."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._logged: dict[str, tuple[float, int]] = {}  # kind -> (when last logged, events since)
+
+    def __call__(self, kind: str, now: float, level: int, message: str, *args: object) -> None:
+        if kind in self._logged:
+            logged_at, unlogged = self._logged[kind]
+            if now - logged_at < self.interval:
+                self._logged[kind] = (logged_at, unlogged + 1)
+                return
+            if unlogged:
+                message += f" ({unlogged} more since the last such line)"
+        logger.log(level, message, *args)
+        self._logged[kind] = (now, 0)
 
 
 @dataclass(slots=True)
@@ -178,16 +225,16 @@ class RtpInput:
         self.config = config
         self.stats = RtpStats()
         self._buffer: JitterBuffer[_Audio] = JitterBuffer(config.jitter_ms / 1000)
-        self._bad = ThrottledLog(logger, "RTP packet rejected")
+        self._log = _RateLimitedLog(REFUSAL_LOG_S)
         self._wake = asyncio.Event()
-        self._ssrc: int | None = None
+        self._latch: _Latch | None = None
         self._failure: str | None = None
 
     async def frames(self) -> AsyncIterator[Frame]:
         cfg = self.config
         loop = asyncio.get_running_loop()
         self._buffer.reset()
-        self._ssrc, self._failure = None, None
+        self._latch, self._failure = None, None
         try:
             transport, _ = await loop.create_datagram_endpoint(lambda: _Receiver(self), local_addr=(cfg.bind, cfg.port))
         except OSError as e:
@@ -231,9 +278,13 @@ class RtpInput:
         finally:
             transport.close()
 
-    def datagram(self, data: bytes, now: float) -> None:
-        """One datagram from the socket: parsed, decoded and held in the jitter buffer, or counted as rejected."""
+    def datagram(self, data: bytes, sender: str, now: float) -> None:
+        """One datagram from `sender` (an IP address): parsed, decoded and held in the jitter buffer, or refused."""
         self.stats.packets += 1
+        address = _plain_address(sender)
+        if self.config.allow and not any(address in network for network in self.config.allow):
+            self._refuse("not_allowed", now, f"RTP from {address} refused: not on the channel's allow list")
+            return
         try:
             packet = parse_rtp(data)
             codec, rate = self._codec(packet.payload_type)
@@ -241,19 +292,43 @@ class RtpInput:
             if not samples.size:
                 raise MalformedPacket("empty payload")
         except MalformedPacket as e:
-            self.stats.reject(f"malformed RTP packet: {e}")
-            self._bad(self.channel_id, str(e))
+            self._refuse("malformed", now, f"malformed RTP packet from {address}: {e}")
             return
-        if packet.ssrc != self._ssrc:
-            if self._ssrc is not None:
-                logger.info("channel %s: RTP stream changed (SSRC %08x -> %08x)", self.channel_id, self._ssrc, packet.ssrc)
-                self._buffer.reset()
-            self._ssrc = packet.ssrc
+        if not self._admit(address, packet.ssrc, now):
+            return
         outcome = self._buffer.push(packet.sequence, _Audio(samples, rate, time.time(), packet.timestamp), now)
         self.stats.late, self.stats.duplicate = self._buffer.late, self._buffer.duplicate
         if outcome == "restart":
             logger.info("channel %s: RTP sequence restarted at %d", self.channel_id, packet.sequence)
         self._wake.set()
+
+    def _admit(self, address: IpAddress, ssrc: int, now: float) -> bool:
+        """Whether a packet of stream (address, ssrc) is heard; latches onto it if it may replace the latched one."""
+        latch = self._latch
+        if latch is None:
+            self._log("latch", now, logging.INFO, "channel %s: RTP from %s SSRC %08x latched", self.channel_id, address, ssrc)
+        elif (latch.address, latch.ssrc) == (address, ssrc):
+            latch.last = now
+            return True
+        elif latch.address == address:
+            if now - latch.last < self._buffer.depth + IDLE_GRACE_S:  # its stream is still on the air: this is another
+                self._refuse("other_ssrc", now, f"RTP SSRC {ssrc:08x} from {address} refused: {latch} is on the air")
+                return False
+            self._log("new_ssrc", now, logging.INFO, "channel %s: RTP from %s: new stream SSRC %08x (was %08x)",
+                      self.channel_id, address, ssrc, latch.ssrc)  # fmt: skip
+        elif not self.config.allow or now - latch.last < self.config.takeover_s:
+            self._refuse("other_sender", now, f"RTP from {address} SSRC {ssrc:08x} refused: latched onto {latch}")
+            return False
+        else:
+            self._log("takeover", now, logging.INFO, "channel %s: RTP from %s SSRC %08x takes over from %s (silent %.1f s)",
+                      self.channel_id, address, ssrc, latch, now - latch.last)  # fmt: skip
+        self._buffer.reset()  # whatever the old stream still had held behind a hole is not this one's
+        self._latch = _Latch(address, ssrc, now)
+        return True
+
+    def _refuse(self, reason: Refusal, now: float, message: str) -> None:
+        self.stats.reject(message, kind=reason)
+        self._log(reason, now, logging.WARNING, "channel %s: %s", self.channel_id, message)
 
     def _codec(self, payload_type: int) -> tuple[str, int]:
         if payload_type in STATIC_PAYLOADS:
@@ -273,7 +348,7 @@ class _Receiver(asyncio.DatagramProtocol):
         self.loop = asyncio.get_running_loop()
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.source.datagram(data, self.loop.time())
+        self.source.datagram(data, addr[0], self.loop.time())
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (a port unreachable echoed back) say nothing about our socket's health
@@ -282,3 +357,11 @@ class _Receiver(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None:
             self.source.socket_failed(f"UDP socket lost: {exc}")
+
+
+def _plain_address(sender: str) -> IpAddress:
+    """The sender's IP address; an IPv4 sender seen by a socket bound to an IPv6 address as the IPv4 address itself."""
+    address = ip_address(sender)
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address

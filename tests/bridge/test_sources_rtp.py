@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
+import logging
 import socket
 import struct
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from bridge.audio import FRAME_BYTES, Frame
 from bridge.config import RtpSource
@@ -36,18 +40,20 @@ def ffmpeg_encode(src: Path, fmt: str, rate: int) -> bytes:
 
 
 def rtp_packet(seq: int, ts: int, payload: bytes, pt: int, csrcs: int = 0, extension: bytes | None = None,
-               padding: int = 0, version: int = 2) -> bytes:
+               padding: int = 0, version: int = 2, ssrc: int = SSRC) -> bytes:
     first = version << 6 | (0x20 if padding else 0) | (0x10 if extension is not None else 0) | csrcs
-    header = struct.pack("!BBHII", first, pt, seq & 0xFFFF, ts & 0xFFFFFFFF, SSRC) + bytes(4 * csrcs)
+    header = struct.pack("!BBHII", first, pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + bytes(4 * csrcs)
     if extension is not None:
         header += struct.pack("!HH", 0xBEDE, len(extension) // 4) + extension
     pad = bytes(padding - 1) + bytes([padding]) if padding else b""
     return header + payload + pad
 
 
-def packetise(payload: bytes, bytes_per_packet: int, samples_per_packet: int, pt: int, first_seq: int) -> list[bytes]:
+def packetise(payload: bytes, bytes_per_packet: int, samples_per_packet: int, pt: int, first_seq: int,
+              ssrc: int = SSRC) -> list[bytes]:
     return [
-        rtp_packet(first_seq + i, 1000 + i * samples_per_packet, payload[offset : offset + bytes_per_packet], pt)
+        rtp_packet(first_seq + i, 1000 + i * samples_per_packet, payload[offset : offset + bytes_per_packet], pt,
+                   ssrc=ssrc)
         for i, offset in enumerate(range(0, len(payload), bytes_per_packet))
     ]
 
@@ -58,8 +64,9 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-async def receive(source: RtpInput, datagrams: list[bytes], settle: float = 0.3) -> list[Frame]:
-    """Run the source, send the datagrams (5x faster than real time, in bursts), and return what it yielded."""
+@contextlib.asynccontextmanager
+async def receiving(source: RtpInput, settle: float = 0.3) -> AsyncIterator[list[Frame]]:
+    """Run the source for the block (silence flows for 0.3 s before it, `settle` s after); the list fills with its frames."""
     frames: list[Frame] = []
 
     async def consume() -> None:
@@ -68,20 +75,39 @@ async def receive(source: RtpInput, datagrams: list[bytes], settle: float = 0.3)
 
     consumer = asyncio.create_task(consume())
     await asyncio.sleep(0.3)  # nothing on the air yet: the receiver already yields silence
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-        for i, datagram in enumerate(datagrams):
-            sender.sendto(datagram, ("127.0.0.1", source.config.port))
-            if i % 5 == 4:
-                await asyncio.sleep(0.02)
+    yield frames
     await asyncio.sleep(settle)
     consumer.cancel()
     if consumer.done() and not consumer.cancelled() and consumer.exception():
         raise consumer.exception()  # type: ignore[misc]
+
+
+async def send(source: RtpInput, datagrams: list[bytes | tuple[str, bytes]]) -> None:
+    """Send the datagrams to the source, 5x faster than real time, in bursts.
+
+    A datagram is sent from 127.0.0.1, or as (address, datagram) from that loopback address (127.0.0.2, ...); each
+    address sends from one socket (one port)."""
+    with contextlib.ExitStack() as stack:
+        senders: dict[str, socket.socket] = {}
+        for i, item in enumerate(datagrams):
+            address, datagram = item if isinstance(item, tuple) else ("127.0.0.1", item)
+            if address not in senders:
+                senders[address] = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                senders[address].bind((address, 0))
+            senders[address].sendto(datagram, (source.config.bind, source.config.port))
+            if i % 5 == 4:
+                await asyncio.sleep(0.02)
+
+
+async def receive(source: RtpInput, datagrams: list[bytes | tuple[str, bytes]], settle: float = 0.3) -> list[Frame]:
+    """Run the source, send the datagrams, and return what it yielded."""
+    async with receiving(source, settle) as frames:
+        await send(source, datagrams)
     return frames
 
 
 def rtp_source(**options: object) -> RtpInput:
-    source = open_source("r1", RtpSource(type="rtp", bind="127.0.0.1", port=free_udp_port(), **options))
+    source = open_source("r1", RtpSource(type="rtp", port=free_udp_port(), **options))  # bind: 127.0.0.1 by default
     assert isinstance(source, RtpInput)
     return source
 
@@ -157,7 +183,7 @@ async def test_reordered_duplicated_lost_and_malformed_packets(speech: Path) -> 
     source = rtp_source(jitter_ms=200)
     frames = await receive(source, datagrams)
     stats = source.stats
-    assert stats.rejected == len(malformed)
+    assert stats.rejected == len(malformed) and stats.rejected_by == {"malformed": len(malformed)}
     assert stats.duplicate == sum(1 for i in range(len(good)) if i % 30 == 7 and i not in lost)
     assert stats.lost == len(lost)
     assert stats.late == 0
@@ -204,6 +230,106 @@ async def test_port_in_use_is_a_clear_source_error() -> None:
             async for _ in source.frames():
                 pass
     assert source.stats.errors == 1
+
+
+def mulaw_call(speech: Path, first_seq: int = 1000, ssrc: int = SSRC) -> list[bytes]:
+    return packetise(ffmpeg_encode(speech, "mulaw", 8000), 160, 160, 0, first_seq, ssrc=ssrc)
+
+
+def is_the_recording(speech: Path, frames: list[Frame]) -> bool:
+    """The frames hold the whole recording, undisturbed, after some silence."""
+    reference = decode_file(speech)
+    corr, lag = envelope_match(reference, b"".join(f.pcm for f in frames), max_lag_frames=LEAD_FRAMES)
+    return corr > 0.95 and len(frames) - lag >= len(reference) // FRAME_BYTES
+
+
+def is_silent(frames: list[Frame]) -> bool:
+    return all(f.pcm == bytes(FRAME_BYTES) for f in frames)
+
+
+@pytest.mark.parametrize(
+    ("intruder", "ssrc", "reason"),
+    [
+        ("127.0.0.2", 0x0BADF00D, "other_sender"),
+        ("127.0.0.2", SSRC, "other_sender"),  # the call's SSRC, from another address
+        ("127.0.0.1", 0x0BADF00D, "other_ssrc"),  # another stream from the call's own address and port
+    ],
+)
+async def test_a_second_sender_interleaved_with_a_call_is_refused_and_counted(
+    speech: Path, intruder: str, ssrc: int, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    call = mulaw_call(speech)
+    noise = np.random.default_rng(12).integers(0, 256, (len(call), 160), dtype=np.uint8)
+    intrusion = [(intruder, rtp_packet(40000 + i, 160 * i, n.tobytes(), 0, ssrc=ssrc)) for i, n in enumerate(noise)]
+    source = rtp_source()
+    caplog.set_level(logging.INFO, logger="bridge.sources.rtp")
+    frames = await receive(source, [packet for pair in zip(call, intrusion, strict=True) for packet in pair])
+    assert is_the_recording(speech, frames)
+    stats = source.stats
+    assert stats.rejected == len(intrusion) and stats.rejected_by == {reason: len(intrusion)}
+    assert (stats.lost, stats.late, stats.duplicate) == (0, 0, 0)
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "bridge.sources.rtp"]
+    latched = [m for level, m in logged if level == logging.INFO and m.endswith("latched")]
+    refused = [m for level, m in logged if level == logging.WARNING and "refused" in m]
+    assert len(latched) == 1 and len(refused) == 1, logged  # once each, not per packet
+
+
+async def test_an_allowed_sender_takes_over_once_the_latched_one_is_silent(speech: Path) -> None:
+    source = rtp_source(allow=["127.0.0.1", "127.0.0.0/30"], takeover_s=0.5)
+    second = [("127.0.0.2", p) for p in mulaw_call(speech, first_seq=30000, ssrc=0x0BADF00D)]
+    async with receiving(source) as frames:
+        await send(source, mulaw_call(speech))
+        await send(source, second[:5])  # too soon: the first has been silent less than takeover_s
+        await asyncio.sleep(0.6)
+        taken_over = len(frames)
+        await send(source, second[5:])
+    assert is_the_recording(speech, frames[:taken_over])
+    assert source.stats.rejected_by == {"other_sender": 5}
+    reference = decode_file(speech)
+    corr, _ = envelope_match(reference[5 * FRAME_BYTES :], b"".join(f.pcm for f in frames[taken_over:]), LEAD_FRAMES)
+    assert corr > 0.95, corr
+
+
+async def test_the_latched_address_starts_a_new_stream_once_its_last_has_ended(speech: Path) -> None:
+    """A gateway restarted (or starting each talk spurt afresh): a new SSRC and sequence from the same address."""
+    source = rtp_source()
+    call = mulaw_call(speech)
+    async with receiving(source) as frames:
+        await send(source, call[:100])
+        await asyncio.sleep(0.3)  # longer than the jitter buffer and the idle grace: that stream has ended
+        restarted = len(frames)
+        await send(source, mulaw_call(speech, first_seq=7, ssrc=0x0BADF00D)[100:])
+    assert source.stats.rejected == 0
+    assert not is_silent(frames[:restarted]) and not is_silent(frames[restarted:])
+    assert source.stats.lost == 0
+
+
+async def test_a_sender_not_on_the_allow_list_is_refused(speech: Path) -> None:
+    source = rtp_source(allow=["127.0.0.2"])
+    async with receiving(source) as frames:
+        await send(source, mulaw_call(speech))  # from 127.0.0.1
+        refused = len(frames)
+        await send(source, [("127.0.0.2", p) for p in mulaw_call(speech)])  # the refused one latched nothing
+    assert is_silent(frames[:refused])
+    assert is_the_recording(speech, frames[refused:])
+    assert source.stats.rejected_by == {"not_allowed": len(mulaw_call(speech))}
+
+
+async def test_the_socket_listens_on_the_configured_address_only(speech: Path) -> None:
+    source = rtp_source(bind="127.0.0.2")
+    async with receiving(source) as frames:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+            other.bind(("127.0.0.1", source.config.port))  # free: the source holds the port on 127.0.0.2 only
+        await send(source, mulaw_call(speech))  # to 127.0.0.2
+    assert is_the_recording(speech, frames)
+
+
+def test_rtp_config_binds_to_loopback_by_default_and_wants_an_address() -> None:
+    config = RtpSource(type="rtp", port=5004, allow=["10.1.2.3", "10.1.3.0/24"])
+    assert config.bind == "127.0.0.1" and config.takeover_s == 2.0
+    assert [str(n) for n in config.allow] == ["10.1.2.3/32", "10.1.3.0/24"]
+    with pytest.raises(ValidationError, match="not an IP address"):
+        RtpSource(type="rtp", port=5004, bind="gateway.local")
 
 
 def test_parse_rejects_each_malformation_with_a_reason() -> None:
