@@ -18,6 +18,7 @@ import aiomqtt
 from aiomqtt.exceptions import MqttConnectError  # not re-exported by the package
 
 from bridge.backoff import Backoff
+from bridge.logsafe import clip
 from dispatch.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -117,4 +118,4 @@ class MqttLink:
             await self._handler(str(message.topic), payload, retained=message.retain)
         except Exception:
             # The handler counts and logs bad payloads itself; this is the last line that keeps the link alive.
-            logger.exception("handler failed on a message for %s", message.topic)
+            logger.exception("handler failed on a message for %s", clip(str(message.topic)))

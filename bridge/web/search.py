@@ -24,6 +24,7 @@ from typing import Any
 
 from asr.store import MIGRATIONS as TRANSCRIPT_MIGRATIONS
 from bridge.db import migrate
+from bridge.logsafe import clip
 from bridge.web.search_text import Query, QueryError, analyze, highlight, parse_query
 from dispatch.incidents import MIGRATIONS as INCIDENT_MIGRATIONS
 
@@ -223,7 +224,7 @@ class SearchIndex:
         try:
             return self._conn.execute(sql, [fts, *args, limit, offset]).fetchall()
         except sqlite3.OperationalError as e:  # parse_query only emits quoted tokens; this is a safety net
-            logger.warning("search expression %r refused by FTS5: %s", fts, e)
+            logger.warning("search expression %s refused by FTS5: %s", clip(repr(fts)), e)
             raise QueryError("the search could not be run on this query") from e
 
     def _attach_incidents(self, results: list[dict[str, Any]]) -> None:
