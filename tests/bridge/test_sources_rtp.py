@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from bridge.audio import FRAME_BYTES, Frame
-from bridge.config import RtpSource
+from bridge.config import RtpSource, load_config
 from bridge.decode import decode_file
+from bridge.service import Service
 from bridge.sources import RtpInput, SourceError, open_source
 from bridge.sources.jitter import MAX_FILL, JitterBuffer
 from bridge.sources.rtp import ALAW, ULAW, MalformedPacket, parse_rtp
@@ -429,3 +431,44 @@ async def test_packets_sent_while_the_loop_is_busy_wait_in_the_socket_not_lost(s
     assert source.stats.packets == len(datagrams) and source.stats.lost == 0
     corr, _ = envelope_match(decode_file(speech), b"".join(f.pcm for f in frames), max_lag_frames=LEAD_FRAMES)
     assert corr > 0.95, corr
+
+
+async def test_in_the_service_an_intruder_costs_the_call_nothing_and_shows_on_the_channel(
+    tmp_path: Path, calls_audio: Path
+) -> None:
+    """Issue 12: a second sender interleaved with a real call left 0 utterances, and nothing showed."""
+    port = free_udp_port()
+    config = {
+        "jurisdiction": str(Path(__file__).resolve().parents[2] / "config" / "jurisdiction.yaml"),
+        "storage": {"data_dir": str(tmp_path / "data"), "audio_format": "wav"},
+        "broker": {"enabled": False},
+        "asr": {"engine": "none"},
+        "channels": [{"id": "r1", "name": "r1", "source": {"type": "rtp", "port": port}}],
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    service = Service(load_config(tmp_path / "config.yaml"))
+    run = asyncio.create_task(service.run(serve_http=False))
+    call = mulaw_call(calls_audio / "c001.wav")
+    noise = np.random.default_rng(12).integers(0, 256, (len(call), 160), dtype=np.uint8)
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.sleep(1.0)  # the channel opens its socket
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gateway, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as intruder:  # fmt: skip
+            intruder.bind(("127.0.0.2", 0))
+            start = loop.time()
+            for i, (packet, n) in enumerate(zip(call, noise, strict=True)):
+                await asyncio.sleep(max(0.0, start + i * 0.02 - loop.time()))  # in real time, as a gateway sends
+                gateway.sendto(packet, ("127.0.0.1", port))
+                intruder.sendto(rtp_packet(40000 + i, 160 * i, n.tobytes(), 0, ssrc=0x0BADF00D), ("127.0.0.1", port))
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            state = service.channel_states()[0]
+            if state["utterances"]:
+                break
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+    assert state["utterances"] == 1
+    assert state["rejected"] == len(call) and state["rejected_by"] == {"other_sender": len(call)}
+    assert "127.0.0.2" in state["source_error"]
