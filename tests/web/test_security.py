@@ -203,3 +203,22 @@ def test_no_page_has_inline_script_or_style(page: str) -> None:
     html = (STATIC / page).read_text(encoding="utf-8")
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "an inline <script>"
     assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=", html), "an inline style or event handler"
+
+
+def test_metrics_are_refused_to_all_until_a_token_file_is_configured(tmp_path) -> None:
+    """No web.metrics_token_file: 403 to everyone; with one (relative to the config), its token lets a scraper in and
+    another is 401; an empty token file stops the start rather than open /metrics to an empty token."""
+    for name in ("off", "on"):
+        (tmp_path / name).mkdir()
+    off = make_service(tmp_path / "off")
+    assert TestClient(create_app(off)).get("/metrics", headers={"Authorization": "Bearer "}).status_code == 403
+    (tmp_path / "on" / "metrics.token").write_text("tok-1234\n")
+    on = make_service(tmp_path / "on", web={"metrics_token_file": "metrics.token"})
+    client = TestClient(create_app(on))
+    assert client.get("/metrics", headers={"Authorization": "Bearer tok-1234"}).status_code == 200
+    assert client.get("/metrics", headers={"Authorization": "Bearer tok-123"}).status_code == 401
+    (tmp_path / "on" / "metrics.token").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        create_app(on)
+    for service in (off, on):
+        service.archive.close()
