@@ -511,6 +511,15 @@ def test_a_fault_shows_on_its_channel_card_at_once(live: LiveService, browser: B
     page.close()
 
 
+def test_what_a_channel_refused_shows_on_its_card(live: LiveService, browser: Browser) -> None:
+    assert live.call(live.channel("ch-market").source.push, b"\x00\x01\x02") is False  # odd length: no 16-bit audio
+    page = console(browser, live)
+    state = page.locator("#ch-ch-market .state")
+    expect(state).to_contain_text("拒收")
+    expect(state).to_have_attribute("title", re.compile("odd length 3"))
+    page.close()
+
+
 def test_a_guard_goes_off_duty_from_his_page(live: LiveService, browser: Browser) -> None:
     page = browser.new_page(viewport={"width": 390, "height": 780})
     log_in(page, live.url, "guard-huaniao", "/guard")

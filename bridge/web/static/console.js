@@ -44,16 +44,16 @@ async function main() {
     S.responders = await JB.api("/api/responders");
     S.map?.setResponders(S.responders);
     refreshPatches();
-    for (const c of await JB.api("/api/channels")) {  // recognition lag: utterances still waiting for ASR
+    for (const c of await JB.api("/api/channels")) {  // recognition lag, and what the channel's source refused
       const known = S.channels.get(c.id);
-      if (known) { known.asr = c.asr; updateChannel(c.id); }
+      if (known) { Object.assign(known, fromApi(c)); updateChannel(c.id); }
     }
   }, 15000);
 }
 
 function onEvent({ topic, data }) {
-  if (topic === "channel") {  // the bus carries the channel's own state; recognition lag comes from /api/channels
-    S.channels.set(data.id, { ...data, asr: data.asr ?? S.channels.get(data.id)?.asr });
+  if (topic === "channel") {  // the bus carries the channel's own state; the rest comes from /api/channels
+    S.channels.set(data.id, { ...fromApi(S.channels.get(data.id) ?? {}), ...data });
     updateChannel(data.id);
   }
   else if (topic === "level") {
@@ -113,6 +113,11 @@ function renderChannels() {
   };
 }
 
+// What a channel's state has only from /api/channels (not from the bus): recognition lag and its source's refusals
+function fromApi({ asr, rejected, source_error }) {
+  return { asr, rejected, source_error };
+}
+
 function updateChannel(id) {
   const c = S.channels.get(id), card = document.getElementById(`ch-${id}`);
   if (!c || !card) return;
@@ -121,7 +126,10 @@ function updateChannel(id) {
   const pct = Math.max(0, Math.min(100, (c.level_dbfs + 60) / 60 * 100));  // -60 dBFS (hiss) .. 0 dBFS
   card.querySelector(".meter div").style.width = `${pct.toFixed(0)}%`;
   const waiting = c.asr?.pending ? ` · ${c.asr.pending} 条待识别` : "";  // recognition behind on this channel
-  card.querySelector(".state").textContent = (!c.running ? "未运行" : c.talking ? "正在讲话" : `${c.utterances} 次通话`) + waiting;
+  const refused = c.rejected ? ` · 拒收 ${c.rejected}` : "";  // packets, files or pushed audio its source refused
+  const state = card.querySelector(".state");
+  state.textContent = (!c.running ? "未运行" : c.talking ? "正在讲话" : `${c.utterances} 次通话`) + waiting + refused;
+  state.title = c.rejected && c.source_error ? `最近的错误：${c.source_error}` : "";
   const last = c.last_utterance;
   card.querySelector(".last").textContent = last ? `上次 ${JB.time(last.start)} · ${last.duration.toFixed(1)} 秒` : "暂无通话";
   const said = S.lastSaid.get(id), text = said ? JB.readable(said) : null;
