@@ -326,6 +326,39 @@ async def test_the_socket_listens_on_the_configured_address_only(speech: Path) -
     assert is_the_recording(speech, frames)
 
 
+def test_who_is_heard_packet_by_packet(caplog: pytest.LogCaptureFixture) -> None:
+    """The latch's decisions at given arrival times (no socket): allow list, takeover_s, a new SSRC, the log."""
+    source = RtpInput("r1", RtpSource(type="rtp", port=5004, allow=["10.1.2.3", "10.1.2.4"], takeover_s=2.0))
+    gateway, standby = "10.1.2.3", "::ffff:10.1.2.4"  # the standby as a socket bound to :: sees it
+
+    def heard(sender: str, ssrc: int, now: float) -> str:
+        before = collections.Counter(source.stats.rejected_by)
+        source.datagram(rtp_packet(int(now * 50), 0, bytes(160), 0, ssrc=ssrc), sender, now)
+        return next(iter(source.stats.rejected_by - before), "heard")
+
+    caplog.set_level(logging.INFO, logger="bridge.sources.rtp")
+    assert heard(gateway, 1, now=0.0) == "heard"  # the first sender is latched
+    assert heard(standby, 2, now=0.02) == "other_sender"
+    assert heard(gateway, 3, now=0.03) == "other_ssrc"  # another stream while the latched one is on the air
+    assert heard("10.9.9.9", 1, now=0.04) == "not_allowed"
+    assert heard(gateway, 3, now=0.5) == "heard"  # the gateway's last stream has ended: its new one (restarted)
+    assert heard(gateway, 1, now=0.52) == "other_ssrc"  # ... and the old SSRC is now the other one
+    assert heard(standby, 2, now=2.4) == "other_sender"  # the gateway silent 1.9 s: less than takeover_s
+    assert heard(standby, 2, now=2.6) == "heard"  # silent 2.1 s: the standby takes over
+    assert heard(gateway, 3, now=2.62) == "other_sender"
+    assert heard(gateway, 3, now=70.0) == "heard"  # the standby silent long enough in turn: the gateway takes it back
+    assert heard(standby, 2, now=70.02) == "other_sender"
+    logged = [r.getMessage() for r in caplog.records]
+    assert [m for m in logged if "refused" in m] == [  # each kind once, then once a minute with the count between
+        "channel r1: RTP from 10.1.2.4 SSRC 00000002 refused: latched onto 10.1.2.3 SSRC 00000001",
+        "channel r1: RTP SSRC 00000003 from 10.1.2.3 refused: 10.1.2.3 SSRC 00000001 is on the air",
+        "channel r1: RTP from 10.9.9.9 refused: not on the channel's allow list",
+        "channel r1: RTP from 10.1.2.4 SSRC 00000002 refused: latched onto 10.1.2.3 SSRC 00000003"
+        " (2 more since the last such line)",
+    ], logged
+    assert any("takes over from 10.1.2.3 SSRC 00000003" in m for m in logged)
+
+
 def test_rtp_config_binds_to_loopback_by_default_and_wants_an_address() -> None:
     config = RtpSource(type="rtp", port=5004, allow=["10.1.2.3", "10.1.3.0/24"])
     assert config.bind == "127.0.0.1" and config.takeover_s == 2.0
