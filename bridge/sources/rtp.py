@@ -41,7 +41,7 @@ MAX_CLOCK_SKEW_S = 1.0  # RTP time this far behind arrival (sender clock drift, 
 # What the kernel holds for us while the loop is busy: the default (~200 KB) is a few seconds of packets, after which
 # it drops them; 4 MB is over a minute of G.711 (the kernel caps it at net.core.rmem_max, 4 MB on Debian 12).
 RECEIVE_BUFFER_BYTES = 4 << 20
-REFUSAL_LOG_S = 60.0  # a refused sender or a new stream is logged at once, then at most once a minute per kind
+REFUSAL_LOG_S = 60.0  # a refused sender, a new stream or a restart is logged at once, then at most once a minute per kind
 
 Refusal = Literal["other_sender", "other_ssrc", "not_allowed", "malformed"]
 IpAddress = IPv4Address | IPv6Address
@@ -299,7 +299,7 @@ class RtpInput:
         outcome = self._buffer.push(packet.sequence, _Audio(samples, rate, time.time(), packet.timestamp), now)
         self.stats.late, self.stats.duplicate = self._buffer.late, self._buffer.duplicate
         if outcome == "restart":
-            logger.info("channel %s: RTP sequence restarted at %d", self.channel_id, packet.sequence)
+            self._log("restart", now, logging.INFO, "channel %s: RTP sequence restarted at %d", self.channel_id, packet.sequence)
         self._wake.set()
 
     def _admit(self, address: IpAddress, ssrc: int, now: float) -> bool:
