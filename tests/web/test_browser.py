@@ -24,6 +24,8 @@ import httpx
 import paho.mqtt.client as paho
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
@@ -31,8 +33,10 @@ from asr.live import RecognisedUtterance
 from asr.transcript import Transcript
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
+from bridge.service import Service
+from bridge.web.metrics import ServiceCollector
 from dispatch.announce import render
-from dispatch.incidents import Incident
+from dispatch.incidents import OPEN, Incident
 from tests.support.broker import Mosquitto
 from tests.web.browser import (
     CHROMIUM_LEAD_S,
@@ -518,6 +522,27 @@ def test_what_a_channel_refused_shows_on_its_card(live: LiveService, browser: Br
     expect(state).to_contain_text("拒收")
     expect(state).to_have_attribute("title", re.compile("odd length 3"))
     page.close()
+
+
+def test_metrics_of_a_service_that_recognises_and_dispatches(live: LiveService, calls_audio: Path) -> None:
+    """The collector /metrics serves, on a service with recognition and dispatch (no browser): every family there."""
+    fight_reported(live, calls_audio)
+    text = live.call(lambda: generate_latest(registry_of(live.service)).decode())
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+    assert samples["jingbao_channel_utterances_total", (("channel", "ch-command"),)] >= 1
+    assert samples["jingbao_alerts_sent_total", ()] >= 1
+    assert ("jingbao_recognition_pending", (("channel", "ch-market"),)) in samples
+    for name in ("jingbao_recognition_open_streams", "jingbao_recognition_waiting_audio_seconds",
+                 "jingbao_recognition_refused_total", "jingbao_recognition_failed_total", "jingbao_outbox_pending"):  # fmt: skip
+        assert (name, ()) in samples, name
+    assert {dict(labels)["status"] for name, labels in samples if name == "jingbao_incidents_open"} == set(OPEN)
+
+
+def registry_of(service: Service) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServiceCollector(service))
+    return registry
 
 
 def test_a_guard_goes_off_duty_from_his_page(live: LiveService, browser: Browser) -> None:
