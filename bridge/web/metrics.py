@@ -44,15 +44,16 @@ class ServiceCollector(Collector):
              "skipped_s"),
         ]  # fmt: skip
         states = self.service.channel_states()
-        rejected = CounterMetricFamily(
-            "jingbao_source_rejected", "Input a channel's source refused (packets, files, pushed audio), by kind",
-            labels=["channel", "reason"],
-        )
         for kind, name, documentation, key in by_channel:
             family = kind(name, documentation, labels=["channel"])
             for state in states:
                 family.add_metric([state["id"]], float(state[key]))
             yield family
+        rejected = CounterMetricFamily(
+            "jingbao_source_rejected",
+            "Input a channel's source refused (packets, files, pushed audio), by kind",
+            labels=["channel", "reason"],
+        )
         for state in states:
             for reason, count in state["rejected_by"].items():
                 rejected.add_metric([state["id"], reason], count)
@@ -94,7 +95,8 @@ class ServiceCollector(Collector):
         yield CounterMetricFamily("jingbao_escalations", "Alerts escalated to the next responder",
                                   value=counters["escalations"])  # fmt: skip
         provisional = CounterMetricFamily(
-            "jingbao_provisional", "Incidents raised from live transcripts, and how their finals settled them",
+            "jingbao_provisional",
+            "Incidents raised from live transcripts, and how their finals settled them",
             labels=["verdict"],
         )
         for verdict, count in counters["provisional"].items():
