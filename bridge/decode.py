@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pydub import AudioSegment
 from bridge.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, SAMPLE_WIDTH, Frame
 
 # ffmpeg's output: the first audio stream, mixed down to mono, resampled, as raw 16-bit little-endian samples.
+REAP_TIMEOUT_S = 2.0  # a killed ffmpeg is gone in milliseconds; longer means its exit went unreported
 FFMPEG_TO_PCM = ["-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1"]
 
 
@@ -70,10 +72,22 @@ async def decode_stream(path: Path | str) -> AsyncIterator[bytes]:
     finally:
         if ffmpeg.returncode is None:  # stopped early: the rest of the file is not wanted
             ffmpeg.kill()
-            await ffmpeg.wait()
+            await _reap(ffmpeg)
         errors.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await errors
+
+
+async def _reap(process: asyncio.subprocess.Process) -> None:
+    """Wait for a killed ffmpeg to exit. asyncio hears of a child's exit through its child watcher, which was seen
+    never to report one in a long test run (event loops created and closed one after another): a channel must not
+    hang on that, so after REAP_TIMEOUT_S the dead process is reaped directly (waitpid returns at once after SIGKILL;
+    ChildProcessError if the watcher reaped it meanwhile)."""
+    try:
+        await asyncio.wait_for(process.wait(), REAP_TIMEOUT_S)
+    except TimeoutError:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(process.pid, 0)
 
 
 async def _last_line(stream: asyncio.StreamReader) -> str:
