@@ -142,10 +142,9 @@ def replays(rows: list[dict[str, str]], form: str, step: int, read) -> list[Repl
 
 @dataclass(slots=True, frozen=True)
 class Raised:
-    """What one sentence's partials raised: the first message (an alert or a 待确认 entry: index of its partial),
-    the alert (index, reading) if any, and what the final made of the alert, else of the 待確認 entry."""
+    """What one sentence's partials raised: the alert (index of its partial, reading) if any, else a 待确认 entry; and
+    what the final made of the alert, else of the entry."""
 
-    first: int
     alert: tuple[int, Reading] | None
     verdict: Verdict
 
@@ -153,17 +152,12 @@ class Raised:
 def simulate(replay: Replay, rules: PartialRules, pauses: bool = True) -> Raised | None:
     """None: the partials raised nothing (the final decides alone, as without provisional alerts)."""
     gate = PartialGate(rules)
-    first: int | None = None
     for i, (reading, paused) in enumerate(zip(replay.prefixes, replay.paused, strict=True)):
-        raised = gate.feed(reading, paused=paused and pauses)
-        if raised is None:
-            continue
-        first = i if first is None else first
-        if raised == Raise.ALERT:
-            return Raised(first, (i, reading), settle(reading, replay.final))
-    if first is None or gate.queued is None:
+        if gate.feed(reading, paused=paused and pauses) == Raise.ALERT:
+            return Raised((i, reading), settle(reading, replay.final))
+    if gate.queued is None:
         return None
-    return Raised(first, None, settle(gate.queued, replay.final))
+    return Raised(None, settle(gate.queued, replay.final))
 
 
 def tally(replays_: list[Replay], rules: PartialRules, kind: str, pauses: bool = True) -> Outcome:
