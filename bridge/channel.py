@@ -138,7 +138,8 @@ class Channel:
         self.bus = bus
         self.on_event = on_event
         self.source = source or open_source(config.id, config.source)
-        self.segmenter = Segmenter(config.id, config.vad)
+        squelch_tail_ms = config.line.squelch_tail_ms if config.line is not None else 0
+        self.segmenter = Segmenter(config.id, config.vad, squelch_tail_ms)
         self.state = ChannelState(config.id, config.name, config.source.type)
         self._last_level_publish = 0.0
         self._level_peak = -120.0  # the loudest frame since the last level event: a meter shows peaks, not a sample
@@ -224,12 +225,11 @@ class Channel:
 
     def _frames(self) -> AsyncIterator[Frame]:
         """The source's frames, stamped with carrier (COR/VOX) and with jingbao's own transmissions muted."""
-        # measured as they leave the source, before the carrier's delay line (which holds every frame on purpose)
+        # measured as they leave the source, before a VOX line's delay line (which holds every frame on purpose)
         frames = self._measured(self.source.frames())
         if self.line is None and self.transmitter is None:
             return frames
-        tail = self.config.line.squelch_tail_ms if self.config.line is not None else 0
-        return receive(frames, self.line, self.transmitter, tail)
+        return receive(frames, self.line, self.transmitter)
 
     async def _measured(self, frames: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
         async for frame in frames:

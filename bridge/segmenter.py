@@ -16,7 +16,12 @@ not wait for it: after `sentence_end_ms` without a voiced frame the segmenter sa
 pause) and the later stages act on what was said so far, while the utterance stays open.
 
 When frames carry a carrier/COR state the utterance follows the carrier instead, and VAD only tells whether a
-short key-up held any speech at all, and when the speaker paused while still keying.
+short key-up held any speech at all, and when the speaker paused while still keying. The last `squelch_tail_ms`
+before the carrier drops is the receiver's squelch-tail noise burst (it opens on the remote unkey and closes a moment
+later), not speech: unvoiced frames are held back that long before they join the utterance, and those still held
+when the carrier drops are left out of it. Every frame reaches the segmenter as it is received, so a pause is
+reported at once and the utterance ends on the drop itself; only the unvoiced tail waits (the tail is loud
+broadband noise, which the zero-crossing test calls unvoiced).
 
 Events for one utterance: UtteranceStarted (pre-roll + confirming frames), one UtteranceAudio per later frame
 (with an UtterancePaused after the frame that completed a pause), then Utterance (whose pcm is exactly the
@@ -107,7 +112,7 @@ class NoiseFloor:
 class Segmenter:
     """Turns one channel's frames into utterance events (see the module docstring)."""
 
-    def __init__(self, channel: str, vad: VadConfig) -> None:
+    def __init__(self, channel: str, vad: VadConfig, squelch_tail_ms: int = 0) -> None:
         self.channel = channel
         self._config = vad
         self._vad = webrtcvad.Vad(vad.aggressiveness)
@@ -120,6 +125,8 @@ class Segmenter:
         self._pause_frames = vad.sentence_end_ms // FRAME_MS  # 0: pauses are not reported
         self._min_speech_frames = vad.min_speech_ms // FRAME_MS
         self._max_bytes = int(vad.max_utterance_s * 1000 // FRAME_MS) * FRAME_BYTES
+        self._tail_frames = squelch_tail_ms // FRAME_MS
+        self._held: deque[tuple[Frame, int]] = deque()  # carrier mode: the last unvoiced frames, maybe squelch tail
 
         self._state = SegmenterState.QUIET
         self._level = SILENCE_DBFS
@@ -275,7 +282,20 @@ class Segmenter:
             return events
         if voiced:
             self._last_voiced_index = index
-        return [*self._append(frame, index, voiced), *self._pause_if_due(frame, index)]
+            events = [*self._release_held(), *self._append(frame, index)]
+        elif self._tail_frames:
+            self._held.append((frame, index))
+            events = self._append(*self._held.popleft(), voiced=False) if len(self._held) > self._tail_frames else []
+        else:
+            events = self._append(frame, index, voiced=False)
+        return [*events, *self._pause_if_due(frame, index)]
+
+    def _release_held(self) -> list[SegmentEvent]:
+        """The unvoiced frames held back as maybe squelch tail are not: speech followed them, or no carrier drop did."""
+        events: list[SegmentEvent] = []
+        while self._held:
+            events += self._append(*self._held.popleft(), voiced=False)
+        return events
 
     # --- the open utterance --------------------------------------------------------------------------------
 
@@ -310,6 +330,8 @@ class Segmenter:
         return [finished, started]
 
     def _close(self, reason: EndReason) -> list[SegmentEvent]:
+        # held frames at a carrier drop are its squelch tail; at the end of the input nothing says so: keep them
+        released = [] if reason == "carrier" else self._release_held()
         speech_frames = self._last_voiced_index - self._onset_index + 1
         if self._continued:
             keep = True
@@ -323,7 +345,7 @@ class Segmenter:
         else:
             event = UtteranceDiscarded(self.channel, self._id, len(self._pcm) / FRAME_BYTES * FRAME_S)
         self._reset_quiet()
-        return [event]
+        return [*released, event]
 
     def _finish(self, reason: EndReason) -> Utterance:
         return Utterance(self._id, self.channel, self._start, self._end, bytes(self._pcm), reason)
@@ -331,6 +353,7 @@ class Segmenter:
     def _reset_quiet(self) -> None:
         self._state = SegmenterState.QUIET
         self._pcm = bytearray()
+        self._held.clear()
         self._pending.clear()
         self._pending_voiced = 0
         self._preroll.clear()

@@ -67,8 +67,8 @@ def frames(pcm: bytes, first_index: int = 0, carrier: bool | None = None) -> lis
 class Run:
     """Feeds frames one at a time, recording the events and the state after each frame."""
 
-    def __init__(self, vad: VadConfig = DEFAULTS) -> None:
-        self.segmenter = Segmenter("ch1", vad)
+    def __init__(self, vad: VadConfig = DEFAULTS, squelch_tail_ms: int = 0) -> None:
+        self.segmenter = Segmenter("ch1", vad, squelch_tail_ms)
         self.events: list[SegmentEvent] = []
         self.states: list[SegmenterState] = []
         self.fed = 0
@@ -318,6 +318,32 @@ def test_a_pause_while_the_carrier_is_up_is_reported_before_the_carrier_drops():
     assert paused.speech_end == pytest.approx(T0 + 1.5, abs=1e-6)
     assert paused.at == pytest.approx(T0 + 1.5 + DEFAULTS.sentence_end_ms // 20 * 0.02, abs=1e-6)
     assert run.of(Utterance) == []  # the carrier still decides when the utterance ends
+
+
+def test_the_squelch_tail_before_a_carrier_drop_is_left_out_without_delaying_the_stream():
+    run = Run(squelch_tail_ms=160)
+    run.feed(silence(0.2) + tone(1.0) + silence(0.3), carrier=True)
+    # every voiced frame is streamed as it arrives; only the last 160 ms of unvoiced frames wait
+    assert len(run.of(UtteranceStarted)[0].pcm + b"".join(a.pcm for a in run.of(UtteranceAudio))) == len(
+        silence(0.2) + tone(1.0) + silence(0.3 - 0.16)
+    )
+    assert run.of(UtterancePaused), "the pause is reported while the tail is held"
+    run.feed(white(0.16), carrier=True)  # the remote unkeyed: the squelch-tail burst, then the carrier drops
+    run.feed(silence(0.1), carrier=False)
+    (utt,) = run.of(Utterance)
+    assert utt.pcm == silence(0.2) + tone(1.0) + silence(0.3) and utt.reason == "carrier"
+    assert utt.end == pytest.approx(T0 + 1.5)
+    assert_stream_consistent(run.events)
+
+
+def test_unvoiced_frames_held_as_maybe_tail_join_the_utterance_when_speech_follows():
+    run = Run(squelch_tail_ms=160)
+    call = tone(0.6) + silence(0.4) + tone(0.6) + silence(0.1)
+    run.feed(call, carrier=True)  # a breath inside the call: held, then released by the next word
+    run.flush()  # the input ended with no carrier drop: nothing says the last frames were tail
+    (utt,) = run.of(Utterance)
+    assert utt.pcm == call
+    assert_stream_consistent(run.events)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Receive glue: carrier stamped from the line at each frame's time, squelch tail trimmed, our own echo muted; and
+"""Receive glue: carrier stamped from the line at each frame's time, a VOX rise dated back, our own echo muted; and
 the VOX detector's attack and hang, frame by frame."""
 
 from __future__ import annotations
@@ -33,23 +33,22 @@ async def _collect(agen) -> list[Frame]:
     return [f async for f in agen]
 
 
-async def test_carrier_is_stamped_at_each_frames_time_and_the_squelch_tail_trimmed():
+async def test_carrier_is_stamped_at_each_frames_time_without_delay():
     line = SimulatedLine("ch", SimulatedLineConfig(type="simulated"))
     async with line:
         line.set_carrier(True, T0 + 0.2)  # carrier from frame 10 ...
         line.set_carrier(False, T0 + 1.0)  # ... to frame 49
-        stats = ReceiveStats()
-        out = await _collect(receive(_aiter(_frames("L" * 60)), line, squelch_tail_ms=100, stats=stats))
+        frames = _aiter(_frames("L" * 60))
+        first = await anext(receive(frames, line))
+        assert first.ts == T0, "a COR line delays nothing: each frame comes out as it goes in"
+        out = [first, *await _collect(receive(frames, line))]
     carrier = [f.carrier for f in out]
     assert len(out) == 60 and [f.ts for f in out] == [f.ts for f in _frames("L" * 60)]
-    assert carrier[:10] == [False] * 10
-    assert carrier[10:45] == [True] * 35  # 1.0 s carrier minus the 100 ms (5 frames) squelch tail
-    assert carrier[45:] == [False] * 15
-    assert stats.tail_trimmed == 5
+    assert carrier == [False] * 10 + [True] * 40 + [False] * 10
 
 
 def test_delay_passes_frames_unchanged_without_a_change():
-    delay = CarrierDelay(60, 60, lambda ts: T0 - 5)
+    delay = CarrierDelay(60, lambda ts: T0 - 5)
     frames = [Frame(QUIET, T0 + i * 0.02, True) for i in range(10)]
     out = [g for f in frames for g in delay.feed(f)] + delay.flush()
     assert out == frames
@@ -58,11 +57,11 @@ def test_delay_passes_frames_unchanged_without_a_change():
 def test_a_rise_dated_back_restamps_only_the_frames_it_covers_within_the_hindsight():
     stats = ReceiveStats()
     rose_at = T0 + 0.1  # frame 5; the line declared it at frame 8
-    delay = CarrierDelay(tail_ms=40, hindsight_ms=100, carrier_since=lambda ts: rose_at, stats=stats)
+    delay = CarrierDelay(hindsight_ms=100, carrier_since=lambda ts: rose_at, stats=stats)
     frames = [Frame(LOUD, T0 + i * 0.02, i >= 8) for i in range(12)]
     out = [g for f in frames for g in delay.feed(f)] + delay.flush()
     assert [f.carrier for f in out] == [False] * 5 + [True] * 7
-    assert stats.rise_restored == 3 and stats.tail_trimmed == 0
+    assert stats.rise_restored == 3
 
 
 async def test_frames_received_while_transmitting_are_muted(tmp_path):
