@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fe = msub.add_parser("fetch", help="download, check and unpack the official models (needs internet)")
     fe.add_argument("--vosk", action="store_true", help="the Vosk Mandarin model (vosk-model-small-cn-0.22)")
     fe.add_argument("--sherpa", action="store_true", help="the sherpa-onnx Mandarin keyword/pinyin model")
+    fe.add_argument("--tts", action="store_true", help="the Kokoro voice model of the spoken announcements (kokoro-onnx)")
     fe.add_argument("--dest", type=Path, help=f"folder to unpack into (default: {cache_dir()})")
     fe.add_argument("--base-url", help=f"download from this URL prefix instead of the official sites (or set {BASE_URL_ENV})")
     fe.set_defaults(func=cmd_fetch)
@@ -75,5 +76,5 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def _fetch_with_bar(console: Console, spec: ModelSpec, dest: Path | None, base_url: str | None) -> Path:
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(spec.archive, total=None)
+        task = bar.add_task(spec.archive or spec.dir_name, total=None)
         return fetch(spec, dest, base_url, progress=lambda done, total: bar.update(task, completed=done, total=total))

@@ -1,4 +1,5 @@
-"""`jingbao model fetch`: download an official model archive, check it, and unpack it atomically into the cache.
+"""`jingbao model fetch`: download an official model archive (or a release's loose files), check it, and unpack it
+atomically into the cache.
 
 Integrity: the sherpa-onnx files are compared with sha256 values pinned in `asr.models.SHERPA`. For the Vosk zip no
 trusted hash was available offline, so it is checked by the zip's own CRCs and the model's expected layout.
@@ -34,10 +35,12 @@ class FetchError(Exception):
     """The model could not be downloaded, or what was downloaded is not a good copy; nothing was installed."""
 
 
-def archive_url(spec: ModelSpec, base_url: str | None = None, env: Mapping[str, str] | None = None) -> str:
+def archive_url(
+    spec: ModelSpec, base_url: str | None = None, env: Mapping[str, str] | None = None, file: str | None = None
+) -> str:
     env = os.environ if env is None else env
     base = base_url or env.get(BASE_URL_ENV) or spec.official_base_url
-    return f"{base.rstrip('/')}/{spec.archive}"
+    return f"{base.rstrip('/')}/{file or spec.archive}"
 
 
 def verify(spec: ModelSpec, model_dir: Path) -> list[str]:
@@ -65,11 +68,15 @@ def fetch(spec: ModelSpec, dest: Path | None = None, base_url: str | None = None
     dest.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".fetch-{spec.kind}-", dir=dest))
     try:
-        archive = work / spec.archive
-        _download(url, archive, progress, timeout)
-        unpacked = work / "unpacked"
-        _unpack(archive, unpacked)
-        model = unpacked / spec.dir_name
+        model = work / "unpacked" / spec.dir_name
+        if spec.files:
+            model.mkdir(parents=True)
+            for name in spec.files:
+                _download(archive_url(spec, base_url, file=name), model / name, progress, timeout)
+        else:
+            archive = work / spec.archive
+            _download(url, archive, progress, timeout)
+            _unpack(archive, work / "unpacked")
         problems = verify(spec, model)
         if problems:
             raise FetchError(f"{url} is not a good copy of {spec.dir_name}: {'; '.join(problems)}")

@@ -1,4 +1,4 @@
-"""Where the speech models are, and how users with internet get them.
+"""Where the speech models (and the announcements' voice model) are, and how users with internet get them.
 
 Search order for each model (the first hit wins):
   1. the config key (`asr.vosk_model` / `asr.sherpa_model`) — authoritative: a wrong path is reported, not skipped;
@@ -23,14 +23,15 @@ from bridge.shared import shared_dir
 
 @dataclass(frozen=True)
 class ModelSpec:
-    kind: str  # "vosk" | "sherpa": the engine it serves
+    kind: str  # "vosk" | "sherpa": the engine it serves; "tts": the announcements' voice
     dir_name: str  # the official directory name, also the archive's top-level folder
-    archive: str  # archive file name on the official download site
+    archive: str  # archive file name on the official download site ("" when `files` are fetched one by one)
     official_base_url: str
     config_key: str
     env_var: str
     required: tuple[tuple[str, ...], ...]  # each entry: alternatives, at least one must exist
     sha256: Mapping[str, str]  # pinned hashes of unpacked files; empty when no trusted hash is known
+    files: tuple[str, ...] = ()  # a release of loose files (no archive): each downloaded into dir_name
 
     def problems(self, path: Path) -> list[str]:
         """What makes `path` not a usable copy of this model (layout only; hashes are checked by fetch)."""
@@ -78,7 +79,21 @@ SHERPA = ModelSpec(
         "joiner-epoch-12-avg-2-chunk-16-left-64.int8.onnx": "f79760052b87239e325f0567c752ad3130b30d92effb847d4307743c20c59a24",
     },
 )
-SPECS: dict[str, ModelSpec] = {VOSK.kind: VOSK, SHERPA.kind: SHERPA}
+# The neural voice of the spoken announcements (dispatch/speech.py): kokoro-onnx's release files, or the Mandarin-only
+# copy in ../shared (voices-zh-v1.0.bin, with its vocab.json). The model's sha256 is the one ../shared's SOURCE.md
+# gives for the same int8 export; no trusted hash of the 54-voice file was available offline.
+TTS = ModelSpec(
+    kind="tts",
+    dir_name="kokoro-zh-v1.0",
+    archive="",
+    official_base_url="https://github.com/thewh1teagle/kokoro-onnx/releases/download/model-files-v1.0",
+    config_key="dispatch.alerts.announce_model",
+    env_var="JINGBAO_TTS_MODEL",
+    required=(("kokoro-v1.0.int8.onnx",), ("voices-v1.0.bin", "voices-zh-v1.0.bin")),
+    sha256={"kokoro-v1.0.int8.onnx": "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"},
+    files=("kokoro-v1.0.int8.onnx", "voices-v1.0.bin"),
+)
+SPECS: dict[str, ModelSpec] = {VOSK.kind: VOSK, SHERPA.kind: SHERPA, TTS.kind: TTS}
 
 
 @dataclass(frozen=True)

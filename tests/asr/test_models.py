@@ -15,7 +15,7 @@ import pytest
 
 from asr.config import AsrConfig
 from asr.model_fetch import FetchError, fetch
-from asr.models import SHERPA, VOSK, cache_dir, locate, locate_all
+from asr.models import SHERPA, TTS, VOSK, cache_dir, locate, locate_all
 from bridge.cli import main as jingbao
 
 
@@ -205,3 +205,30 @@ def test_fetch_cli_installs_from_a_mirror(tmp_path: Path, good_sherpa_archive: b
     assert jingbao(["model", "fetch", "--sherpa", "--dest", str(dest), "--base-url", base]) == 0
     assert f"installed at {dest / SHERPA.dir_name}" in capsys.readouterr().err
     assert (dest / SHERPA.dir_name / "tokens.txt").is_file()
+
+
+def test_fetch_tts_downloads_the_release_files_one_by_one_and_checks_the_model(tmp_path: Path) -> None:
+    """`jingbao model fetch --tts` from a local mirror (file://) of kokoro-onnx's release: the model (pinned sha256)
+    and the voices file land in the cache's model folder, where the service finds them."""
+    shared = locate(TTS, env={"JINGBAO_MODELS": str(tmp_path / "none")})
+    if not shared.found or shared.path is None:
+        pytest.fail(f"test material missing: {shared.message()}")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "kokoro-v1.0.int8.onnx").symlink_to(shared.path / "kokoro-v1.0.int8.onnx")
+    (mirror / "voices-v1.0.bin").symlink_to(shared.path / "voices-zh-v1.0.bin")  # the release's name for it
+    dest = tmp_path / "cache"
+    assert jingbao(["model", "fetch", "--tts", "--dest", str(dest), "--base-url", mirror.as_uri()]) == 0
+    assert sorted(p.name for p in (dest / TTS.dir_name).iterdir()) == ["kokoro-v1.0.int8.onnx", "voices-v1.0.bin"]
+    assert locate(TTS, env={"JINGBAO_MODELS": str(dest)}).path == dest / TTS.dir_name
+    assert leftovers(dest) == [TTS.dir_name]
+
+
+def test_a_tts_model_that_is_not_the_release_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "kokoro-v1.0.int8.onnx").write_bytes(b"not the model")
+    (mirror / "voices-v1.0.bin").write_bytes(b"voices")
+    with pytest.raises(FetchError, match="pinned sha256"):
+        fetch(TTS, tmp_path / "cache", mirror.as_uri())
+    assert leftovers(tmp_path / "cache") == []
