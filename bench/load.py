@@ -126,11 +126,9 @@ async def run_load(opts: Options, calls: list[Clip], real: list[Clip]) -> Outcom
                     ptys.append((master, slave))
             web_port = free_port()
             config = service_config(opts, tmp, fifos, [os.ttyname(s) for _, s in ptys], broker.port, web_port)
-            password = secrets.token_urlsafe(12)
             env = os.environ | {"PYTHONPATH": str(opts.code)}
             py = [sys.executable, "-m", "bridge.cli"]
-            subprocess.run([*py, "user", "add", "bench", "--role", "operator", "--password-stdin", "--config", str(config)],
-                           input=password + "\n", text=True, cwd=opts.code, env=env, check=True, capture_output=True)
+            password = add_operator(py, config, opts.code, env)
             return await _observe(opts, plan, tmp, fifos, [m for m, _ in ptys], broker, web_port, password,
                                   [*py, "run", "--config", str(config)], env)  # fmt: skip
         finally:
@@ -138,6 +136,14 @@ async def run_load(opts: Options, calls: list[Clip], real: list[Clip]) -> Outcom
             for fd in (fd for pair in ptys for fd in pair):
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+
+def add_operator(py: list[str], config: Path, code: Path, env: dict[str, str]) -> str:
+    """The console login `bench` (operator) in the service's database; returns its password."""
+    password = secrets.token_urlsafe(12)
+    subprocess.run([*py, "user", "add", "bench", "--role", "operator", "--password-stdin", "--config", str(config)],
+                   input=password + "\n", text=True, cwd=code, env=env, check=True, capture_output=True)  # fmt: skip
+    return password
 
 
 def service_config(opts: Options, tmp: Path, fifos: list[Path], cor_devices: list[str], broker_port: int,
@@ -220,13 +226,17 @@ async def _listen(broker: Mosquitto, messages: list[Message], ready: asyncio.Eve
         await client.subscribe("jingbao/#", qos=1)
         ready.set()
         async for m in client.messages:
-            at = time.time()
-            raw = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
-            try:
-                data = json.loads(raw)
-            except ValueError:
-                data = raw.decode(errors="replace")
-            messages.append(Message(at, str(m.topic), data))
+            messages.append(stamp(m))
+
+
+def stamp(m: aiomqtt.Message) -> Message:
+    """A message as it arrives: now, its topic, its payload parsed as JSON (or its text)."""
+    raw = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = raw.decode(errors="replace")
+    return Message(time.time(), str(m.topic), data)
 
 
 async def _until_running(proc: subprocess.Popen[bytes], base: str, n: int, log: Path, timeout: float = 180) -> None:

@@ -225,9 +225,9 @@ class Feed:
                 time.sleep(delay)
             else:
                 self.late_max_s = max(self.late_max_s, -delay)
-            for ch, fd in enumerate(self.fifos):
+            for ch in range(len(self.fifos)):
                 data = held[ch] + audio[ch].frame(k)
-                held[ch] = self._write(fd, data)
+                held[ch] = self._write(ch, data)
                 taken[ch] += len(data) - len(held[ch])
             now = time.time()
             for ch in range(len(self.fifos)):
@@ -239,17 +239,21 @@ class Feed:
                 self._cor(keyups.get(k + 1, []), COR_UP)
             k += 1
 
-    def _write(self, fd: int, data: bytes) -> bytes:
-        """Write what the FIFO takes; return the rest (held for the next frame)."""
+    def _write(self, ch: int, data: bytes) -> bytes:
+        """Write what channel `ch`'s FIFO takes; return the rest (held for the next frame)."""
         while data:
             try:
-                n = os.write(fd, data[:4096])
+                n = os.write(self.fifos[ch], data[:4096])
             except BlockingIOError:
                 return data
             except OSError as e:
-                self.broken = f"writing to the service failed: {os.strerror(e.errno or errno.EIO)}"
-                return b""
+                return self._reader_lost(ch, e)
             data = data[n:]
+        return b""
+
+    def _reader_lost(self, ch: int, error: OSError) -> bytes:
+        """Writing failed (the service is gone): the run is broken. Returns what to hold for the next frame."""
+        self.broken = f"writing to the service failed: {os.strerror(error.errno or errno.EIO)}"
         return b""
 
     def _cor(self, channels: list[int], report: bytes) -> None:
