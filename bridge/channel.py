@@ -29,7 +29,7 @@ from bridge.events import SegmentEvent, Utterance, UtteranceAudio, UtteranceDisc
 from bridge.segmenter import Segmenter
 from bridge.sources import Source, SourceError, open_source
 from hardware.lines import Line
-from hardware.receive import receive
+from hardware.receive import ReceiveStats, receive
 from hardware.transmit import Transmitter
 
 logger = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ class Channel:
         self._level_peak = -120.0  # the loudest frame since the last level event: a meter shows peaks, not a sample
         self.line: Line | None = None  # set by the service when the channel has a control line
         self.transmitter: Transmitter | None = None  # set by the service when the channel can transmit
+        self.receive_stats = ReceiveStats()  # what the receive glue did, e.g. audio muted while transmitting
         self._listeners: set[asyncio.Queue[bytes]] = set()
         self._behind: _BehindSpell | None = None
         self.closed_at_shutdown = 0  # utterances being spoken when the service stopped, closed and archived
@@ -154,6 +155,11 @@ class Channel:
         or loss of its input."""
         stats = self.source.stats
         return {"rejected": stats.rejected, "rejected_by": dict(stats.rejected_by), "source_error": stats.last_error}
+
+    def muting(self) -> dict[str, Any]:
+        """Seconds of received audio muted since the start because the channel was transmitting (its own echo, and
+        whatever was said on the channel meanwhile: a radio hears nothing while it transmits)."""
+        return {"muted_s": round(self.receive_stats.muted_s, 1)}
 
     async def listen(self) -> AsyncIterator[bytes]:
         """The channel's received audio, live, as 20 ms PCM frames (for an operator listening on the console)."""
@@ -229,7 +235,7 @@ class Channel:
         frames = self._measured(self.source.frames())
         if self.line is None and self.transmitter is None:
             return frames
-        return receive(frames, self.line, self.transmitter)
+        return receive(frames, self.line, self.transmitter, self.receive_stats)
 
     async def _measured(self, frames: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
         async for frame in frames:

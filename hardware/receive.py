@@ -18,6 +18,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -26,14 +28,34 @@ from bridge.audio import FRAME_BYTES, FRAME_MS, Frame
 from hardware.lines.base import Line
 from hardware.transmit import Transmitter
 
+logger = logging.getLogger(__name__)
+
 SILENT_FRAME = bytes(FRAME_BYTES)
+MUTED_LOG_EVERY_S = 60.0  # the muted-while-transmitting line is logged at most this often per channel
 
 
 @dataclass(slots=True)
 class ReceiveStats:
     frames: int = 0
-    muted: int = 0  # frames replaced by silence as jingbao's own echo
+    muted: int = 0  # frames replaced by silence as jingbao's own echo: audio not received while transmitting
     rise_restored: int = 0  # frames re-stamped carrier=True by a rise dated back (VOX attack)
+    muted_logged: int = 0  # `muted` when it was last logged
+    logged_at: float = float("-inf")  # monotonic
+
+    @property
+    def muted_s(self) -> float:
+        return self.muted * FRAME_MS / 1000
+
+    def muting_ended(self, channel: str) -> None:
+        """A spell of muting is over: said in the log (at most once a minute, with all muted since the last line):
+        whoever called the channel meanwhile was not heard."""
+        now = time.monotonic()
+        if now - self.logged_at < MUTED_LOG_EVERY_S:
+            return
+        since = (self.muted - self.muted_logged) * FRAME_MS / 1000
+        logger.warning("channel %s: %.1f s of received audio muted while transmitting (%.1f s since the start): "
+                       "calls made on the channel meanwhile were not heard", channel, since, self.muted_s)  # fmt: skip
+        self.muted_logged, self.logged_at = self.muted, now
 
 
 class CarrierDelay:
@@ -83,12 +105,16 @@ async def receive(
     stats = stats if stats is not None else ReceiveStats()
     hindsight_ms = line.rise_hindsight_ms if line is not None and line.has_cor else 0
     delay = CarrierDelay(hindsight_ms, line.carrier_since if line is not None else lambda ts: None, stats)
+    muting = False
     async for frame in frames:
         stats.frames += 1
         echo = transmitter is not None and transmitter.is_echo(frame.ts)
         if echo:  # muted before a VOX line sees it, so our own audio cannot raise its carrier either
             stats.muted += 1
             frame = Frame(SILENT_FRAME, frame.ts, frame.carrier)
+        elif muting and transmitter is not None:
+            stats.muting_ended(transmitter.channel)
+        muting = echo
         if line is not None:
             line.observe(frame)
             frame = dataclasses.replace(frame, carrier=line.carrier_at(frame.ts))

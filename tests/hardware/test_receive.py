@@ -4,6 +4,7 @@ the VOX detector's attack and hang, frame by frame."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import numpy as np
 
@@ -131,3 +132,23 @@ async def test_line_events_report_changes():
         line.set_carrier(False)
         await asyncio.wait_for(task, 1)
     assert events == [("carrier", True), ("ptt", True), ("carrier", False)]
+
+
+async def test_audio_muted_while_transmitting_is_counted_and_logged_at_most_once_a_minute(tmp_path, caplog):
+    output = FileSinkConfig(type="file", directory=tmp_path)
+    config = TransmitConfig(output=output, key_up_delay_ms=0, tail_ms=0, echo_guard_ms=0)
+    line = SimulatedLine("ch", SimulatedLineConfig(type="simulated"))
+    tx = Transmitter("ch", line, FileSink("ch", config.output), config)
+    stats = ReceiveStats()
+    async with line:
+        await tx.start()
+        for _ in range(2):
+            await tx.transmit(silence(0.2))
+            start, _ = tx._windows[-1]
+            frames = _frames("L" * 30, start=start - 0.1)  # 100 ms before, the keyed time, then after
+            with caplog.at_level(logging.WARNING, logger="hardware.receive"):
+                await _collect(receive(_aiter(frames), line, tx, stats=stats))
+    muted = [line for line in caplog.messages if "muted while transmitting" in line]
+    assert stats.muted >= 2 * 10 and stats.muted_s == stats.muted * 0.02
+    assert len(muted) == 1, "the second spell, within the minute, is not logged again"
+    assert muted[0].startswith("channel ch: ")
