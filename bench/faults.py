@@ -1,6 +1,6 @@
 """What survives a fault, counted end to end: the real service through kill -9, a broker outage, a full disk and flooding.
 
-    bench/faults.py [kill] [broker] [disk] [flood] [--commit REV]   (no fault named: all four, about 12 minutes)
+    bench/faults.py [kill] [broker] [disk] [flood] [rtp] [--commit REV]   (no fault named: all five, ~15 minutes)
 
 Each fault runs `jingbao run` as its own process with a private mosquitto and N `pipe` channels, fed by the pieces of
 bench/load.py and bench/loadgen.py: the 30 spoken calls (27 incidents, 3 routine) through radio_degrade.py, one call a
@@ -24,7 +24,11 @@ utterance belongs to the transmission it overlaps (loadgen.assign), so per fault
           fault while it is full and 200 once freed; the second fill lasts past the clean stop, so what is held goes
           to storage.spill_dir and is archived at the next start.
 - flood:  32 channels keying up within a second and talking half the time: no audio skipped, the backlog shows as
-          recognition lag and clears. Results: docs/performance.md "Faults".
+          recognition lag and clears.
+- rtp:    the channels are RTP ports fed as a gateway feeds them (L16, a packet per 20 ms); for 30 s a second sender
+          floods every port with 1000 packets a second of loud noise (one in ten malformed): all refused, nothing
+          skipped, no utterance made of it.
+Results: docs/performance.md "Faults".
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import tempfile
@@ -47,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,6 +78,7 @@ class Fault:
     duty: float
     seconds: float
     burst: bool = False
+    rtp: bool = False  # channels are RTP ports (fed by RtpFeed), not FIFOs
 
 
 FAULTS = {
@@ -78,7 +86,10 @@ FAULTS = {
     "broker": Fault("broker", 8, 0.3, 110),
     "disk": Fault("disk", 8, 0.3, 120),
     "flood": Fault("flood", 32, 0.5, 80, burst=True),
+    "rtp": Fault("rtp", 8, 0.3, 90, rtp=True),
 }
+RTP_FLOOD_PPS = 1000  # per channel, from a second sender: 20 times the gateway's own 50 packets a second
+RTP_PAYLOAD_TYPE = 96  # dynamic: L16 at 16 kHz as configured (static type 11 is L16 at 44.1 kHz)
 
 
 @dataclass
@@ -106,6 +117,64 @@ class GappedFeed(Feed):
         return b""
 
 
+@dataclass
+class RtpFeed(GappedFeed):
+    """The timelines sent as a radio-over-IP gateway sends them: RTP, L16 at 16 kHz, one packet per 20 ms frame, to
+    each channel's UDP port (`fifos` holds the ports). A UDP sender never sees its receiver go: no gaps."""
+
+    sent: list[int] = field(default_factory=list)
+    _socket: socket.socket = field(default_factory=lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+
+    def _write(self, ch: int, data: bytes) -> bytes:
+        if not self.sent:
+            self.sent = [0] * len(self.fifos)
+        n = self.sent[ch]
+        self.sent[ch] += 1
+        header = struct.pack("!BBHII", 0x80, RTP_PAYLOAD_TYPE, n & 0xFFFF, n * loadgen.FRAME & 0xFFFFFFFF, 0x4A420 + ch)
+        self._socket.sendto(header + np.frombuffer(data, "<i2").astype(">i2").tobytes(), ("127.0.0.1", self.fifos[ch]))
+        return b""
+
+
+class RtpFlood:
+    """A second sender on every channel (another socket: another port and SSRC), `pps` packets a second each of
+    loud noise, one in ten malformed (RTP version 1): the receiver must refuse it all without missing a frame of the
+    stream it latched onto."""
+
+    def __init__(self, ports: list[int], pps: int) -> None:
+        self.ports, self.pps = ports, pps
+        self.sent = 0
+        self.stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rtp-flood", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def end(self) -> None:
+        self.stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        noise = (np.random.default_rng(7).standard_normal(loadgen.FRAME) * 8000).astype(">i2").tobytes()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            t0, tick = time.monotonic(), 0
+            while not self.stop.is_set():
+                for _ in range(self.pps // 100):
+                    version = 1 if self.sent % 10 == 9 else 2
+                    for ch, port in enumerate(self.ports):
+                        header = struct.pack("!BBHII", version << 6, RTP_PAYLOAD_TYPE, self.sent & 0xFFFF,
+                                             self.sent * loadgen.FRAME & 0xFFFFFFFF, 0xBAD00 + ch)  # fmt: skip
+                        sock.sendto(header + noise, ("127.0.0.1", port))
+                    self.sent += 1
+                tick += 1
+                time.sleep(max(0.0, t0 + tick / 100 - time.monotonic()))
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Rig:
     """One fault run: the broker, the channels' FIFOs and their feed, the subscriber, the /healthz and /api/channels
     poller, and the service, which can be killed, stopped and started again on the same data."""
@@ -121,7 +190,9 @@ class Rig:
         self.py = [sys.executable, "-m", "bridge.cli"]
         self.messages: list[Message] = []
         self.polls: list[load.Poll] = []
-        self.feed = GappedFeed(plan, [], paths=self.fifos, gaps=[[] for _ in self.fifos])
+        gaps: list[list[list[float | None]]] = [[] for _ in self.fifos]
+        self.feed = (RtpFeed(plan, [free_udp_port() for _ in self.fifos], gaps=gaps) if fault.rtp
+                     else GappedFeed(plan, [], paths=self.fifos, gaps=gaps))  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.marks: dict[str, float] = {}  # what the fault did when (wall-clock)
@@ -134,12 +205,15 @@ class Rig:
         return load.Options(self.fault.channels, self.fault.duty, self.fault.seconds, self.fault.burst, code=self.code)
 
     def _configure(self) -> Path:
-        for fifo in self.fifos:
+        for fifo in [] if self.fault.rtp else self.fifos:
             os.mkfifo(fifo)
         path = load.service_config(self.options, self.tmp, self.fifos, [], self.broker.port, int(self.web.rsplit(":", 1)[1]))
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
         if self.fault.name == "disk":
             config["storage"] |= {"spill_dir": str(self.spill), "reserve_mb": RESERVE_MB}
+        if self.fault.rtp:
+            for channel, port in zip(config["channels"], self.feed.fifos, strict=True):
+                channel["source"] = {"type": "rtp", "port": port, "codec": "l16", "rate": loadgen.SAMPLE_RATE}
         config["broker"]["client_id"] = "jingbao-faults"
         config["dispatch"]["alerts"]["ack_timeout_s"] = ACK_TIMEOUT_S
         path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
@@ -183,7 +257,8 @@ class Rig:
         password = load.add_operator(self.py, self.config, self.code, self.env)
         token = (await load._http(self.web + "/api/login", {"name": "bench", "password": password}))["token"]
         self._tasks.append(asyncio.create_task(load._poll(self.web, token, self.polls)))  # sessions outlive restarts
-        self.feed.fifos = [await load._open_fifo(f) for f in self.fifos]
+        if not self.fault.rtp:
+            self.feed.fifos = [await load._open_fifo(f) for f in self.fifos]
         self._writer = threading.Thread(target=self.feed.run, name="feed", daemon=True)
         self._writer.start()
         while not self.feed.t0_wall:
@@ -214,7 +289,7 @@ class Rig:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for ch, fd in enumerate(self.feed.fifos):
-            if fd >= 0:
+            if fd >= 0 and not self.fault.rtp:
                 os.close(fd)
                 self.feed.fifos[ch] = -1
         self.broker.stop()
@@ -268,9 +343,10 @@ class Count:
         return self.accepted == self.archived == self.recognised and self.dispatched == self.incident_calls
 
 
-def count(rig: Rig, windows: list[tuple[float, float]] | None = None) -> Count:
-    """The transmissions fed and what became of each; `windows` (wall-clock) are the spans in which what was said
-    is not expected to survive (a kill until the service reads again)."""
+def count(rig: Rig, windows: list[tuple[float, float]] | None = None,
+          only: Callable[[Transmission], bool] = lambda _: True) -> Count:  # fmt: skip
+    """The transmissions fed (those `only` takes) and what became of each; `windows` (wall-clock) are the spans in
+    which what was said is not expected to survive (a kill until the service reads again)."""
     feed = rig.feed
     with contextlib.closing(rig.db()) as db:
         utterances = load.read_utterances(rig.data / "jingbao.db")
@@ -288,7 +364,7 @@ def count(rig: Rig, windows: list[tuple[float, float]] | None = None) -> Count:
         c.notes.append("archive verify: " + ", ".join(sorted({p["kind"] for p in report.get("problems", [])})))
     if report.get("incomplete"):
         c.notes.append(f"{len(report['incomplete'])} incomplete write(s) left by a kill (never accepted)")
-    for t in (t for tl in rig.plan for t in tl if t.key in feed.handed):
+    for t in (t for tl in rig.plan for t in tl if t.key in feed.handed and only(t)):
         c.fed += 1
         if in_window(t, feed, windows or []):
             c.window += 1
@@ -417,27 +493,16 @@ async def _disk_run(rig: Rig) -> Count:
     with contextlib.closing(rig.db()) as db:
         back = db.execute(f"SELECT count(*) FROM utterances WHERE id IN ({','.join('?' * len(spilled))})",
                           spilled).fetchone()[0]  # fmt: skip
-        held = [uid for uid, _ in _held_rows(db, rig)]
     c = count(rig)
+    full = [(rig.marks["disk full"], rig.marks["disk freed"]), (rig.marks["disk full again"], float("inf"))]
+    held = count(rig, only=lambda t: any(a <= rig.feed.wall(t.end) + CLOSE_S <= b for a, b in full))
     c.notes += [
         health,
-        f"utterances spoken while the disk was full: {len(held)} (recognised: "
-        f"{_recognised(rig, held)}); spilled at the stop: {len(spilled)}, archived at the next start: {back}",
+        f"transmissions ending while the disk was full: {held.accepted}, archived {held.archived}, recognised "
+        f"{held.recognised}, incident calls dispatched {held.dispatched} of {held.incident_calls}; spilled at the "
+        f"stop: {len(spilled)}, archived at the next start: {back}",
     ]
     return note_end(c, ended)
-
-
-def _held_rows(db: sqlite3.Connection, rig: Rig) -> list[tuple[str, int]]:
-    """Utterances that ended while the disk was full (held in memory until written)."""
-    spans = [(rig.marks["disk full"], rig.marks["disk freed"]), (rig.marks["disk full again"], float("inf"))]
-    rows = db.execute("SELECT id, end_ms FROM utterances").fetchall()
-    return [(uid, end) for uid, end in rows if any(a <= end / 1000 <= b for a, b in spans)]
-
-
-def _recognised(rig: Rig, ids: list[str]) -> int:
-    with contextlib.closing(rig.db()) as db:
-        return sum(db.execute("SELECT 1 FROM transcripts WHERE utterance_id = ?", (u,)).fetchone() is not None
-                   for u in ids)  # fmt: skip
 
 
 def healthz_story(rig: Rig) -> str:
@@ -455,33 +520,60 @@ def healthz_story(rig: Rig) -> str:
 
 async def flood_run(rig: Rig) -> Count:
     await rig.begin()
-    assert rig.proc is not None
-    cpu0, t0 = load.proc_cpu_s(rig.proc.pid), time.monotonic()
     ended = await rig.drain(limit_s=240)
-    outcome = load.Outcome(rig.options, rig.plan, rig.feed, rig.messages, rig.polls,
-                           load.read_utterances(rig.data / "jingbao.db"), load.proc_cpu_s(rig.proc.pid) - cpu0,
-                           time.monotonic() - t0, load.peak_rss_mb(rig.proc.pid), os.getloadavg()[0], "")  # fmt: skip
-    f = load.figures(outcome)
+    pressure = under_pressure(rig)
     await rig.stop()
-    c = count(rig)
-    burst = f.burst or {}
-    c.notes.append(
-        f"skipped audio {load.fmt(f.skipped_s)}, behind max {load.fmt(f.behind_s)}, loop lag max "
-        f"{load.fmt(f.loop_lag_s)}; recognition pending max {f.pending_max}, undecoded audio max "
-        f"{f.waiting_audio_max_s:.1f} s, refused (recognised later from the archive) {f.rejected}; "
-        f"{burst.get('caught_up', 'no burst figures')}; feed held back by up to {rig.feed.held_max_s:.2f} s"
-    )
-    return note_end(c, ended)
+    return note_end(count(rig), ended, pressure)
 
 
-def note_end(c: Count, ended: str) -> Count:
+async def rtp_run(rig: Rig) -> Count:
+    await rig.begin()
+    await rig.at(30.0)
+    flood = RtpFlood(rig.feed.fifos, RTP_FLOOD_PPS)
+    flood.start()
+    rig.mark(f"RTP flood on, {RTP_FLOOD_PPS} packets/s a channel")
+    try:
+        await rig.at(60.0)
+    finally:
+        flood.end()
+    rig.mark(f"RTP flood off, {flood.sent * len(rig.feed.fifos)} packets sent")
+    ended = await rig.drain()
+    pressure = under_pressure(rig)
+    refused: dict[str, int] = {}
+    for channel in rig.polls[-1].channels if rig.polls else []:
+        for reason, n in (channel.get("rejected_by") or {}).items():
+            refused[reason] = refused.get(reason, 0) + n
+    await rig.stop()
+    received = sum(refused.values())
+    flood_note = (f"flood: {flood.sent * len(rig.feed.fifos)} packets sent, {received} refused ("
+                  + ", ".join(f"{k} {n}" for k, n in sorted(refused.items())) + ")")  # fmt: skip
+    return note_end(count(rig), ended, pressure, flood_note)
+
+
+def under_pressure(rig: Rig) -> str:
+    """What the load cost while the service still runs: skipped audio, lag, the recognition backlog and when it
+    cleared (bench/load.py's figures over this run's polls)."""
+    assert rig.proc is not None
+    outcome = load.Outcome(rig.options, rig.plan, rig.feed, rig.messages, rig.polls,
+                           load.read_utterances(rig.data / "jingbao.db"), 0.0, 1.0, load.peak_rss_mb(rig.proc.pid),
+                           os.getloadavg()[0], "")  # fmt: skip
+    f = load.figures(outcome)
+    burst = f"; {f.burst['caught_up']}" if f.burst else ""
+    return (f"skipped audio {load.fmt(f.skipped_s)}, behind max {load.fmt(f.behind_s)}, loop lag max "
+            f"{load.fmt(f.loop_lag_s)}; recognition pending max {f.pending_max}, undecoded audio max "
+            f"{f.waiting_audio_max_s:.1f} s, refused (recognised later from the archive) {f.rejected}{burst}; "
+            f"peak RSS {f.peak_rss_mb:.0f} MB")  # fmt: skip
+
+
+def note_end(c: Count, ended: str, *notes: str) -> Count:
+    c.notes += notes
     if ended:
         c.notes.append(f"NOTE: {ended}")
     return c
 
 
 RUNS: dict[str, Callable[[Rig], Awaitable[Count]]] = {"kill": kill_run, "broker": broker_run, "disk": disk_run,
-                                                      "flood": flood_run}  # fmt: skip
+                                                      "flood": flood_run, "rtp": rtp_run}  # fmt: skip
 
 
 async def run(fault: Fault, calls: list[Clip], code: Path, keep: Path | None) -> Count:
