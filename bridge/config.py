@@ -407,5 +407,9 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     web = config.web
     if web.metrics_token_file is not None:
         web = web.model_copy(update={"metrics_token_file": resolve(web.metrics_token_file)})
+    dispatch = config.dispatch
+    if dispatch.alerts.announce_model is not None:
+        alerts = dispatch.alerts.model_copy(update={"announce_model": resolve(dispatch.alerts.announce_model)})
+        dispatch = dispatch.model_copy(update={"alerts": alerts})
     return config.model_copy(update={"jurisdiction": resolve(config.jurisdiction), "channels": channels,
-                                     "storage": storage, "broker": broker, "web": web})  # fmt: skip
+                                     "storage": storage, "broker": broker, "web": web, "dispatch": dispatch})  # fmt: skip

@@ -22,6 +22,7 @@ from bridge.config import Config
 from bridge.db import connect
 from bridge.looplag import LoopLagMonitor
 from bridge.web import create_app
+from dispatch.speech import Speaker
 from hardware.radios import Radios
 
 logger = logging.getLogger(__name__)
@@ -38,13 +39,18 @@ class Service:
         self.announcements: asyncio.Queue = asyncio.Queue(maxsize=100)  # spoken dispatch -> transmit paths
         self.dispatch = self._build_dispatch()
         self.recognition: LiveRecognition | None = None  # built in run(): the pool needs the running loop
+        self.speaker: Speaker | None = None  # the announcements' voice, loaded in run() once the transmitters are open
         self.channels = [Channel(ch, self.archive, self.bus, self._on_segment_event) for ch in config.channels if ch.enabled]
         self.radios = Radios([ch.config for ch in self.channels], config.patches, self._is_receiving)
 
     def channel_states(self) -> list[dict[str, Any]]:
-        """Each channel's state, with what its source refused, its recognition lag and the event loop's lag (one loop
-        serves every channel)."""
-        states = [ch.state.to_dict() | ch.rejections() | self.loop_lag.to_dict() for ch in self.channels]
+        """Each channel's state, with what its source refused, the audio it did not receive while transmitting and its
+        announcements, its recognition lag and the event loop's lag (one loop serves every channel)."""
+        states = [
+            ch.state.to_dict() | ch.rejections() | ch.muting() | self.loop_lag.to_dict()
+            | {"announcements": self.radios.announcements.state(ch.config.id)}
+            for ch in self.channels
+        ]  # fmt: skip
         if self.recognition is not None:
             lag = self.recognition.lag()
             for state in states:
@@ -65,9 +71,10 @@ class Service:
             for ch in self.channels:
                 ch.line = self.radios.lines.get(ch.config.id)
                 ch.transmitter = self.radios.transmitters.get(ch.config.id)
+            self.speaker = await asyncio.to_thread(self._build_speaker)
             http = await asyncio.to_thread(self._http_server) if serve_http else None
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.radios.play_announcements(self.announcements), name="announcements")
+                tasks.create_task(self.radios.play_announcements(self.announcements, self.speaker), name="announcements")
                 if self.recognition is not None:
                     tasks.create_task(self.recognition.run_backlog(), name="asr-backlog")
                 if self.dispatch is not None:
@@ -85,6 +92,8 @@ class Service:
             self.archive.on_written = None  # the channels are gone; the archive may outlive the loop (its close())
             loop_lag.cancel()
             await self.radios.close()  # every PTT unkeyed, whatever ended the service
+            if self.speaker is not None:
+                self.speaker.close()
             if self.recognition is not None:
                 await self.recognition.close()
                 self.recognition.pool.close()
@@ -175,6 +184,25 @@ class Service:
         from dispatch.dispatcher import DispatchService
 
         return DispatchService(self.config, bus=self.bus, transmit=self.announcements)
+
+    def _build_speaker(self) -> Speaker | None:
+        """The announcements' voice (in a worker thread: loading the model takes ~1 s), when the dispatcher announces
+        and a channel can transmit; the phrases every announcement starts with are rendered in the background."""
+        if self.dispatch is None or not self.config.dispatch.alerts.announce or not self.radios.transmitters:
+            return None
+        from asr.models import TTS, locate
+        from dispatch.announce import fixed_phrases
+        from dispatch.speech import Speaker, load_voice
+
+        alerts = self.config.dispatch.alerts
+        model = locate(TTS, alerts.announce_model)
+        if not model.found:
+            logger.warning("announcements are spoken by espeak-ng, which recognisers and many listeners do not "
+                           "understand: %s", model.message())  # fmt: skip
+        speaker = Speaker(load_voice(model.path, alerts.announce_voice))
+        logger.info("announcements: voice %s%s", speaker.name, f" from {model.path} ({model.source})" if model.found else "")
+        speaker.warm_up(fixed_phrases(self.dispatch.jurisdiction, self.radios.transmitters))
+        return speaker
 
     def _http_server(self) -> uvicorn.Server:
         """(In a worker thread, before the channels open: building the app opens the stores, and loading the config

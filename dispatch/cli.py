@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_extract(sub)
     _register_incidents(sub)
     _register_broker(sub)
+    _register_announce(sub)
 
 
 # --- jingbao extract ---------------------------------------------------------------------------------------
@@ -265,3 +266,59 @@ def _phone_login_text(login: dict[str, object]) -> str:
         f"  answers:   publish {login['acks']} and {login['status']}, not retained",
         f"  OwnTracks: MQTT mode, this username and password; it publishes to {login['owntracks']}",
     ])  # fmt: skip
+
+
+# --- jingbao announce --------------------------------------------------------------------------------------
+
+
+def _register_announce(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("announce", help="render a spoken announcement to a WAV file, exactly as it would go on the air")
+    p.add_argument("text", help="what to say, e.g. 怡园警务点请注意，美食街有人打架斗殴，请迅速赶往美食街")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.wav", help="16 kHz mono WAV to write")
+    p.add_argument("--voice", help="Kokoro voice (zf_* female, zm_* male; default: the config's dispatch.alerts.announce_voice)")
+    p.add_argument("--model", type=Path, help="Kokoro model folder (default: the config's, else where the service finds it)")
+    p.add_argument("--config", type=Path, help=f"service config whose announcement voice is used (default: {DEFAULT_CONFIG}, "
+                   "when there is one)")  # fmt: skip
+    p.set_defaults(func=_announce_command)
+
+
+def _announce_command(args: argparse.Namespace) -> int:
+    import time
+    import wave
+
+    from asr.models import TTS, locate
+    from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH
+    from dispatch.config import AlertRules
+    from dispatch.speech import Speaker, SpeechError, load_voice
+
+    alerts = AlertRules()
+    if args.config is not None or DEFAULT_CONFIG.is_file():
+        from bridge.config import ConfigError, load_config
+
+        try:
+            alerts = load_config(args.config or DEFAULT_CONFIG).dispatch.alerts
+        except ConfigError as e:
+            print(e, file=sys.stderr)
+            return 2
+    model = locate(TTS, args.model or alerts.announce_model)
+    if not model.found:
+        print(f"{model.message()}\nSpeaking with espeak-ng instead.", file=sys.stderr)
+    speaker = Speaker(load_voice(model.path, args.voice or alerts.announce_voice))
+    t0 = time.perf_counter()
+    try:
+        pcm = speaker.render(args.text)
+    except SpeechError as e:
+        print(f"cannot render the announcement: {e}", file=sys.stderr)
+        return 1
+    finally:
+        speaker.close()
+    seconds = len(pcm) / (SAMPLE_RATE * SAMPLE_WIDTH)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(args.out), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(SAMPLE_WIDTH)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(pcm)
+    took = time.perf_counter() - t0
+    print(f"{args.out}: {seconds:.1f} s spoken by {speaker.name} (rendered in {took:.1f} s)", file=sys.stderr)
+    return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,7 +77,12 @@ class AlertRules(BaseModel):
         120.0, gt=0, description="A 待确认 report no operator has confirmed or dismissed within this many seconds is "
         "flagged overdue (timeline, warning in the log, alarm on the consoles); it stays in the queue until someone acts.",
     )  # fmt: skip
-    announce: bool = Field(True, description="Render a spoken announcement (espeak-ng) for each alerted channel's transmit path.")
+    announce: bool = Field(True, description="Speak an announcement on each alerted channel's transmit path.")
+    announce_model: Path | None = Field(
+        None, description="Folder of the Kokoro voice model the announcements are spoken with (relative to this file); "
+        "None: JINGBAO_TTS_MODEL, the model cache (`jingbao model fetch --tts`), ../shared/models. None found: espeak-ng.",
+    )  # fmt: skip
+    announce_voice: str = Field("zm_yunjian", description="The Kokoro voice (zf_* female, zm_* male Mandarin voices).")
     devices: dict[str, str] = Field(
         default_factory=dict, description="OwnTracks 'user' or 'user/device' -> responder id (default: the user is the id)."
     )

@@ -51,7 +51,7 @@ from bridge.config import Config
 from bridge.db import connect
 from bridge.logsafe import clip
 from dispatch.alerts import AckStatus, Alerter, Candidate, WatchStore, parse_ack
-from dispatch.announce import Announcement, Announcer, announcement_text
+from dispatch.announce import Announcement, Announcer, announcements_for
 from dispatch.classify import Classification, Lexicon, classify_transcript, load_lexicon
 from dispatch.config import PartialRules
 from dispatch.gazetteer import Jurisdiction, Place, load_jurisdiction
@@ -172,7 +172,6 @@ class Dispatcher:
             max_age_s=position_max_age_s, max_ahead_s=position_max_ahead_s, clock=board.clock,
         )  # fmt: skip
         self.rejected: Counter[str] = Counter()  # MQTT messages we could not use, by reason
-        self._background: set[asyncio.Task[Any]] = set()
         self._partials = partials
         self._live: dict[str, _Live] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
@@ -578,8 +577,6 @@ class Dispatcher:
         self._final_reader.shutdown(wait=False, cancel_futures=True)
         for timer in self._confirm_timers.values():
             timer.cancel()
-        for task in list(self._background):
-            task.cancel()
 
     # --- helpers --------------------------------------------------------------------------------------------
 
@@ -644,18 +641,13 @@ class Dispatcher:
         ]
 
     def _announce(self, incident: Incident, alerted: Sequence[Candidate]) -> None:
-        """One spoken call per radio channel, addressed to the first responder alerted on it (by their post)."""
+        """One spoken call per radio channel, addressed to every unit alerted on it, by name."""
         if self._announcer is None:
             return
-        by_channel: dict[str, str] = {}
-        for c in alerted:
-            responder = self.jurisdiction.responder(c.responder_id)
-            by_channel.setdefault(responder.channel, self.jurisdiction.place(responder.post).name)
-        for channel, addressee in by_channel.items():
-            text = announcement_text(addressee, incident.place_name, incident.type)
-            task = asyncio.get_running_loop().create_task(self._announcer.announce(channel, incident.id, text))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        said = announcements_for(self.jurisdiction, [c.responder_id for c in alerted], incident.place_name,
+                                 incident.type, incident.detail)  # fmt: skip
+        for channel, text in said.items():
+            self._announcer.announce(channel, incident.id, text)
 
     def _emit(self, before: Incident | None, after: Incident, reason: str) -> None:
         kind = "new" if before is None else ("update" if after.status in OPEN else "end")
@@ -750,7 +742,7 @@ class DispatchService:
         self.outbox = Outbox(self._conn, publish, ready=ready)
         index, lexicon = PlaceIndex(self.jurisdiction), load_lexicon(rules.lexicon)
         _warm_up(lexicon, index)
-        announcer = Announcer(config.storage.data_dir / "announcements", transmit) if rules.alerts.announce else None
+        announcer = Announcer(transmit) if rules.alerts.announce else None
         self.dispatcher = Dispatcher(
             jurisdiction=self.jurisdiction,
             store=IncidentStore(self._conn),

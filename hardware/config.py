@@ -128,6 +128,11 @@ class TransmitConfig(Strict):
     echo_guard_ms: int = Field(
         600, ge=0, le=10000, description="Received audio this long after unkeying is still treated as jingbao's own echo."
     )
+    announce_airtime_s: float = Field(
+        20.0, ge=0, description="Spoken announcements may take at most this many seconds of airtime per rolling "
+        "announce_window_s; one that would exceed it is dropped, counted and logged (its alerts still reach the phones).",
+    )  # fmt: skip
+    announce_window_s: float = Field(60.0, gt=0, le=3600, description="The rolling window of announce_airtime_s.")
 
 
 # --- patches -----------------------------------------------------------------------------------------------

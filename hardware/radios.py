@@ -1,6 +1,6 @@
 """The service's radio hardware: each channel's control line and transmitter, the patches between channels, and
-the spoken announcements the dispatcher queues. Opened before the channels start, closed (every PTT unkeyed)
-whatever way the service ends."""
+the spoken announcements the dispatcher queues (hardware/announcements.py). Opened before the channels start, closed
+(every PTT unkeyed) whatever way the service ends."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ from collections.abc import Callable, Sequence
 from bridge.config import ChannelConfig
 from bridge.events import SegmentEvent
 from bridge.sinks import SinkError, open_sink
+from dispatch.announce import Announcement
+from dispatch.speech import Speaker
+from hardware.announcements import Announcements
 from hardware.config import PatchConfig, SimulatedLineConfig
 from hardware.lines import Line, LineError, make_line
 from hardware.patch import PatchError, PatchManager
-from hardware.transmit import Priority, Transmitter
+from hardware.transmit import Transmitter
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ class Radios:
         self.lines: dict[str, Line] = {}
         self.transmitters: dict[str, Transmitter] = {}
         self.patches = PatchManager({})
-        self._playing: set[asyncio.Task] = set()
+        self.announcements = Announcements({}, None)
 
     async def open(self, on_fault: FaultHook) -> None:
         """Open every line (which unkeys it first: a PTT left keyed by a crash is released) and transmitter.
@@ -76,12 +79,9 @@ class Radios:
         logger.info("channel %s: line %s open%s", ch.id, type(line).__name__, ", can transmit" if ch.tx else "")
 
     async def close(self) -> None:
-        """Stop relays and announcements in progress (each unkeys in its own finally), then close every
-        transmitter and line (which unkey again): nothing can key a line after this."""
+        """Stop relays in progress (each unkeys in its own finally; announcements stop with the service's task
+        group), then close every transmitter and line (which unkey again): nothing can key a line after this."""
         await self.patches.close()
-        for task in self._playing:
-            task.cancel()
-        await asyncio.gather(*self._playing, return_exceptions=True)
         for transmitter in self.transmitters.values():
             with contextlib.suppress(Exception):
                 await transmitter.close()
@@ -92,18 +92,8 @@ class Radios:
     async def on_segment_event(self, event: SegmentEvent) -> None:
         await self.patches.handle(event)
 
-    async def play_announcements(self, queue: asyncio.Queue) -> None:
-        """Transmit the dispatcher's spoken announcements on their channels, one at a time per channel."""
-        while True:
-            announcement = await queue.get()
-            transmitter = self.transmitters.get(announcement.channel)
-            if transmitter is None:
-                logger.debug("channel %s cannot transmit: announcement for %s not played",
-                            announcement.channel, announcement.incident_id)
-                continue
-            # the transmitter queues and waits for a clear channel itself; other channels' announcements go on
-            task = asyncio.create_task(
-                transmitter.transmit(announcement.pcm, priority=Priority.NORMAL, label=f"announce {announcement.incident_id}")
-            )
-            self._playing.add(task)
-            task.add_done_callback(self._playing.discard)
+    async def play_announcements(self, queue: asyncio.Queue[Announcement], speaker: Speaker | None) -> None:
+        """Speak the dispatcher's announcements on their channels (`speaker`: the voice; None: only announcements
+        that bring their own audio are played) until cancelled."""
+        self.announcements = Announcements(self.transmitters, speaker)
+        await self.announcements.run(queue)

@@ -42,6 +42,8 @@ class ServiceCollector(Collector):
             (GaugeMetricFamily, "jingbao_channel_behind_seconds", "How late the channel takes its audio", "behind_s"),
             (CounterMetricFamily, "jingbao_channel_skipped_seconds", "Audio its source dropped (buffer overflow)",
              "skipped_s"),
+            (CounterMetricFamily, "jingbao_channel_muted_seconds", "Received audio muted while the channel transmitted",
+             "muted_s"),
         ]  # fmt: skip
         states = self.service.channel_states()
         for kind, name, documentation, key in by_channel:
@@ -58,6 +60,26 @@ class ServiceCollector(Collector):
             for reason, count in state["rejected_by"].items():
                 rejected.add_metric([state["id"], reason], count)
         yield rejected
+        yield from self._announcements(states)
+
+    def _announcements(self, states: list[dict]) -> Iterator[Metric]:
+        outcomes = CounterMetricFamily(
+            "jingbao_announcements",
+            "Spoken announcements by outcome: announced (on the air), merged (shared a transmission), or dropped "
+            "(replaced by an update, over_budget, unrenderable, not_sent)",
+            labels=["channel", "outcome"],
+        )
+        airtime = CounterMetricFamily("jingbao_announcement_airtime_seconds", "Seconds keyed for announcements",
+                                      labels=["channel"])  # fmt: skip
+        for state in states:
+            said = state["announcements"]
+            if said is None:  # a channel that cannot transmit
+                continue
+            for outcome, count in [("announced", said["announced"]), ("merged", said["merged"]), *said["dropped"].items()]:
+                outcomes.add_metric([state["id"], outcome], count)
+            airtime.add_metric([state["id"]], said["airtime_s"])
+        yield outcomes
+        yield airtime
 
     def _recognition(self) -> Iterator[Metric]:
         recognition = self.service.recognition

@@ -28,6 +28,17 @@ def test_demo_config_loads_with_seven_channels_and_resolved_paths():
     assert config.storage.data_dir == REPO / "var"
 
 
+def test_the_announcement_voice_model_is_found_relative_to_the_config(tmp_path):
+    p = write(tmp_path, """
+jurisdiction: j.yaml
+channels: [{id: a, name: A, source: {type: rtp, port: 5004}}]
+dispatch: {alerts: {announce_model: models/kokoro, announce_voice: zf_xiaoxiao}}
+""")
+    alerts = load_config(p).dispatch.alerts
+    assert alerts.announce_model == tmp_path / "models" / "kokoro" and alerts.announce_voice == "zf_xiaoxiao"
+    assert load_config(REPO / "config" / "demo.yaml").dispatch.alerts.announce_model is None  # found like the ASR model
+
+
 def test_a_typo_is_an_error_naming_the_field_path(tmp_path):
     p = write(tmp_path, """
 jurisdiction: j.yaml

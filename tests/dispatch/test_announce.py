@@ -1,4 +1,5 @@
-"""Spoken announcements: the sentence, and real espeak-ng audio in jingbao's format on the transmit queue."""
+"""Spoken announcements: the sentence, who it addresses, the real Kokoro voice (heard back through a noisy radio by
+the project's own recogniser), `jingbao announce`, and espeak-ng when there is no voice model."""
 
 from __future__ import annotations
 
@@ -7,40 +8,81 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from asr.keywords import jurisdiction_keywords
+from asr.models import TTS, locate
+from asr.sherpa_engine import SherpaEngine
+from bench.announce import demo_cases, hear
 from bridge.audio import SAMPLE_RATE, levels_dbfs
-from dispatch.announce import Announcer, announcement_text
+from bridge.cli import main as jingbao
+from dispatch.announce import Announcer, announcement_text, announcements_for, fixed_phrases
+from dispatch.classify import incident_terms
+from dispatch.extract import Extractor
+from dispatch.gazetteer import load_jurisdiction
+from dispatch.speech import EspeakVoice, KokoroVoice, Speaker, load_voice, phrases
 from tests.dispatch.rig import running_dispatcher, say, utterance
 from tests.support.broker import Mosquitto, broker_fixture  # noqa: F401  (the `broker` fixture)
 
-
-def test_the_sentence() -> None:
-    assert announcement_text("怡园警务点", "美食街", "fight") == "怡园警务点请注意，美食街有人打架斗殴，请迅速赶往现场"
-    assert announcement_text("高桥警务点", None, "fire") == "高桥警务点请注意，地点待确认，发生火情，请迅速赶往现场"
-    assert "发生警情" in announcement_text("派出所", "长乐公园", "something-new")
+REPO = Path(__file__).resolve().parents[2]
+JURISDICTION = REPO / "config" / "jurisdiction.yaml"
 
 
-async def test_rendered_to_16k_wav_and_queued(tmp_path: Path) -> None:
-    queue: asyncio.Queue = asyncio.Queue()
-    announcer = Announcer(tmp_path, queue)
-    text = announcement_text("怡园警务点", "美食街", "fight")
-    made = await announcer.announce("ch-police", "INC-1", text)
-    assert made is not None and queue.get_nowait() is made and announcer.rendered == 1
-    with wave.open(str(made.wav)) as w:
+@pytest.fixture(scope="module")
+def kokoro() -> Path:
+    model = locate(TTS)
+    if not model.found:
+        pytest.fail(f"test material missing: {model.message()}")
+    assert model.path is not None
+    return model.path
+
+
+@pytest.fixture(scope="module")
+def speaker(kokoro: Path):
+    speaker = Speaker(KokoroVoice(kokoro))
+    yield speaker
+    speaker.close()
+
+
+def wav_pcm(path: Path) -> bytes:
+    with wave.open(str(path)) as w:
         assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (SAMPLE_RATE, 1, 2)
-        assert w.readframes(w.getnframes()) == made.pcm
-    assert 2.0 < made.duration < 15.0
-    peak, rms = levels_dbfs(made.pcm)
-    assert peak > -20 and rms > -40  # speech, not silence
-    assert np.frombuffer(made.pcm, "<i2").std() > 100
+        return w.readframes(w.getnframes())
 
 
-async def test_failure_is_counted_not_raised(tmp_path: Path) -> None:
-    blocked = tmp_path / "not-a-dir"
-    blocked.write_text("")
-    announcer = Announcer(blocked)
-    assert await announcer.announce("ch-police", "INC-2", "测试") is None
-    assert announcer.failed == 1 and announcer.queue.empty()
+def test_the_sentence_calls_the_units_says_place_detail_incident_and_the_place_again() -> None:
+    assert (announcement_text(["怡园警务点", "美食街保安"], "美食街", "fight")
+            == "怡园警务点、美食街保安请注意，美食街有人打架斗殴，请迅速赶往美食街")  # fmt: skip
+    assert announcement_text(["西光中学保安"], "西光中学", "suspicious", "东门") == (
+        "西光中学保安请注意，西光中学东门发现可疑情况，请迅速赶往西光中学"
+    )
+    assert announcement_text(["高桥警务点"], None, "fire") == "高桥警务点请注意，地点待确认，发生火情，请迅速赶往现场"
+    assert "发生警情" in announcement_text(["派出所"], "长乐公园", "something-new")
+
+
+def test_phrases_are_cut_at_the_commas_with_a_pause_after_each_but_the_last() -> None:
+    said = phrases("怡园警务点、美食街保安请注意，美食街有人打架斗殴，请迅速赶往美食街")
+    assert [p for p, _ in said] == ["怡园警务点", "美食街保安请注意", "美食街有人打架斗殴", "请迅速赶往美食街"]
+    assert [pause for _, pause in said][-1] == 0 and all(pause > 0 for _, pause in said[:-1])
+
+
+def test_one_announcement_per_channel_addressing_every_unit_alerted_on_it() -> None:
+    j = load_jurisdiction(JURISDICTION)
+    said = announcements_for(j, ["g-piju", "g-gaoqiao", "p-ou-yong"], "美食街", "fight")
+    assert said == {
+        "ch-market": "皮具饰品城保安、高桥大市场保安队请注意，美食街有人打架斗殴，请迅速赶往美食街",
+        "ch-police": "怡园社区警长请注意，美食街有人打架斗殴，请迅速赶往美食街",
+    }
+    # what the service renders at start-up: each unit on the channel, alone and first in a list
+    assert {"怡园社区警长请注意", "怡园社区警长"} <= set(fixed_phrases(j, ["ch-police"]))
+    assert "皮具饰品城保安请注意" not in fixed_phrases(j, ["ch-police"])
+
+
+def test_the_announcer_queues_without_waiting_and_counts_a_full_queue() -> None:
+    announcer = Announcer(asyncio.Queue(maxsize=1))
+    assert announcer.announce("ch-police", "INC-1", "一") is not None
+    assert announcer.announce("ch-police", "INC-2", "二") is None
+    assert (announcer.queued, announcer.failed) == (1, 1)
 
 
 async def test_dispatcher_queues_a_call_on_the_alerted_guards_channel(broker: Mosquitto, tmp_path: Path) -> None:
@@ -48,7 +90,41 @@ async def test_dispatcher_queues_a_call_on_the_alerted_guards_channel(broker: Mo
     async with running_dispatcher(broker, tmp_path, transmit=transmit) as rig:
         incident = await rig.dispatcher.handle(say("美食街有人打架，快来人"), utterance())
         made = await asyncio.wait_for(transmit.get(), 10)
-    # the nearest guard to 美食街 is 皮具饰品城's, on the market channel; it is called by its post
+    # the nearest guard to 美食街 is 皮具饰品城's, on the market channel; it is called by its name
     assert incident is not None and incident.assigned == ("g-piju",)
     assert made.channel == "ch-market" and made.incident_id == incident.id
-    assert made.text == "皮具饰品城请注意，美食街有人打架斗殴，请迅速赶往现场"
+    assert made.text == "皮具饰品城保安请注意，美食街有人打架斗殴，请迅速赶往美食街"
+
+
+def test_jingbao_announce_writes_what_the_service_would_play(tmp_path: Path, speaker: Speaker, capsys) -> None:
+    text = "美食街保安请注意，美食街有人打架斗殴"
+    out = tmp_path / "a.wav"
+    assert jingbao(["announce", text, "--out", str(out), "--config", str(REPO / "config" / "demo.yaml")]) == 0
+    assert "kokoro:zm_yunjian" in capsys.readouterr().err
+    pcm = wav_pcm(out)
+    assert 2.0 < len(pcm) / (2 * SAMPLE_RATE) < 8.0
+    peak, rms = levels_dbfs(pcm)
+    assert peak > -20 and rms > -40 and np.frombuffer(pcm, "<i2").std() > 100  # speech, not silence
+    assert pcm == speaker.render(text), "the same phrases, joined the same way, as the transmit path plays"
+
+
+def test_without_a_voice_model_announcements_are_spoken_by_espeak(tmp_path: Path, capsys) -> None:
+    assert isinstance(load_voice(None), EspeakVoice)
+    assert isinstance(load_voice(tmp_path / "no-model"), EspeakVoice)  # a model that cannot load: said, not fatal
+    out = tmp_path / "e.wav"
+    assert jingbao(["announce", "美食街有人打架斗殴", "--model", str(tmp_path / "nope"), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "jingbao model fetch --tts" in err and "espeak-ng" in err
+    assert levels_dbfs(wav_pcm(out))[1] > -40
+
+
+def test_announcements_are_heard_right_through_a_noisy_radio(tmp_path: Path, speaker: Speaker, sherpa_model: Path) -> None:
+    """Rendered as on the air, made a radio copy at 10 dB, recognised and extracted: place and type right. Three
+    demo places of different kinds here (~20 s); bench/announce.py runs every demo place (docs/performance.md)."""
+    j = load_jurisdiction(JURISDICTION)
+    extractor = Extractor(j)
+    cases = {c.place: c for c in demo_cases(j, extractor)}
+    chosen = [cases["meishijie"], cases["dongjiao-nongmao"], cases["xiguang-jiancai"]]  # fight, theft, weapon
+    engine = SherpaEngine(sherpa_model, jurisdiction_keywords(JURISDICTION, incident_terms()))
+    heard = hear(chosen, speaker, [engine], extractor, 10.0, tmp_path)
+    assert all(h.right for h in heard), [(h.case.text, h.place, h.type, h.pinyin) for h in heard]

@@ -30,6 +30,7 @@ from bridge.cli import main as cli_main
 from bridge.config import load_config
 from bridge.db import connect
 from bridge.service import Service
+from bridge.web.metrics import ServiceCollector
 from bridge.web.users import Role, UserStore
 from dispatch.announce import Announcement
 from tests.bridge.test_service import free_port
@@ -250,14 +251,21 @@ async def test_announcement_is_transmitted_and_its_echo_is_not_archived(tmp_path
     echo = round(echo_at * 50) * FRAME_BYTES
     fed[echo : echo + len(speech)] = speech
     fed += speech + hiss[: round(1.6 * 50) * FRAME_BYTES]
-    announcement = Announcement(channel="tx", incident_id="inc-1", text="…", wav=shared_audio / SPEECH, pcm=speech)
+    announcement = Announcement(channel="tx", incident_id="inc-1", text="…", pcm=speech)  # its own audio: played as given
     async with running(write_config(tmp_path, [channel])) as service:
         line, transmitter = service.radios.lines["tx"], service.transmitters["tx"]
         feeder = Feeder(tmp_path / "tx.fifo")
         t0 = await feeder.play(bytes(fed), at=[(announce_at, lambda ts: service.announcements.put_nowait(announcement))])
         await until(lambda: service.archive.list(), 3)
         feeder.close()
+        [state] = service.channel_states()
+        metrics = {(s.name, s.labels.get("outcome")): s.value for m in ServiceCollector(service).collect() for s in m.samples}
     [key], [unkey] = ([t for t, what in line.log if what == kind] for kind in ("key", "unkey"))
+    # what the channel did not hear while it transmitted: shown per channel and in /metrics
+    assert unkey - key <= state["muted_s"] <= unkey - key + 0.6 + 0.1, "keyed time and the echo guard"
+    assert metrics["jingbao_channel_muted_seconds_total", None] == state["muted_s"]
+    assert state["announcements"]["announced"] == 1 and state["announcements"]["airtime_s"] > 2
+    assert metrics["jingbao_announcements_total", "announced"] == 1
     assert 0.2 + seconds(len(speech)) + 0.2 <= unkey - key <= 0.2 + seconds(len(speech)) + 0.2 + 0.25, "key-up, audio, tail"
     assert transmitter.counts["sent"] == 1
     [written] = transmitter.sink.written

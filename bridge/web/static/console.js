@@ -113,9 +113,10 @@ function renderChannels() {
   };
 }
 
-// What a channel's state has only from /api/channels (not from the bus): recognition lag and its source's refusals
-function fromApi({ asr, rejected, source_error }) {
-  return { asr, rejected, source_error };
+// What a channel's state has only from /api/channels (not from the bus): recognition lag, its source's refusals, the
+// audio it did not hear while transmitting and its announcements
+function fromApi({ asr, rejected, source_error, muted_s, announcements }) {
+  return { asr, rejected, source_error, muted_s, announcements };
 }
 
 function updateChannel(id) {
@@ -127,9 +128,18 @@ function updateChannel(id) {
   card.querySelector(".meter div").style.width = `${pct.toFixed(0)}%`;
   const waiting = c.asr?.pending ? ` · ${c.asr.pending} 条待识别` : "";  // recognition behind on this channel
   const refused = c.rejected ? ` · 拒收 ${c.rejected}` : "";  // packets, files or pushed audio its source refused
+  // received audio muted while the channel transmitted: whoever called meanwhile was not heard
+  const muted = c.muted_s >= 1 ? ` · 发射时未收听 ${Math.round(c.muted_s)} 秒` : "";
   const state = card.querySelector(".state");
-  state.textContent = (!c.running ? "未运行" : c.talking ? "正在讲话" : `${c.utterances} 次通话`) + waiting + refused;
-  state.title = c.rejected && c.source_error ? `最近的错误：${c.source_error}` : "";
+  state.textContent = (!c.running ? "未运行" : c.talking ? "正在讲话" : `${c.utterances} 次通话`) + waiting + refused + muted;
+  const hints = [];
+  if (c.rejected && c.source_error) hints.push(`最近的错误：${c.source_error}`);
+  const spoken = c.announcements;
+  if (spoken && (spoken.announced || Object.keys(spoken.dropped).length)) {
+    const dropped = Object.values(spoken.dropped).reduce((a, b) => a + b, 0);
+    hints.push(`播报 ${spoken.announced} 条，共 ${Math.round(spoken.airtime_s)} 秒；未播 ${dropped} 条`);
+  }
+  state.title = hints.join("\n");
   const last = c.last_utterance;
   card.querySelector(".last").textContent = last ? `上次 ${JB.time(last.start)} · ${last.duration.toFixed(1)} 秒` : "暂无通话";
   const said = S.lastSaid.get(id), text = said ? JB.readable(said) : null;

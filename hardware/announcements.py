@@ -1,0 +1,198 @@
+"""The dispatcher's spoken announcements on each channel's transmit path, with their airtime kept bounded.
+
+While a channel transmits it hears nothing (hardware/receive.py mutes its own echo), so each announcement costs the
+channel that much listening. Per channel:
+- one announcement per incident: an update of an incident whose announcement is still waiting replaces it;
+- the announcements waiting together go out in one transmission (one key-up, one wait for a clear channel);
+- an airtime budget (`tx.announce_airtime_s` per rolling `tx.announce_window_s`): an announcement that would exceed
+  it is dropped, counted (`dropped["over_budget"]`) and logged; its alerts went to the phones regardless.
+Rendering starts when the announcement arrives, while it waits for its turn and a clear channel; the channel is
+keyed once the first phrase is ready and the later phrases are played as they render (dispatch/speech.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH
+from dispatch.announce import Announcement
+from dispatch.speech import PhraseStream, Speaker, SpeechError, silence
+from hardware.transmit import Priority, Transmitter
+
+logger = logging.getLogger(__name__)
+
+BETWEEN_S = 0.6  # pause between two announcements merged into one transmission
+CHARS_PER_S = 4.0  # how fast the voice speaks, phrase pauses included (bench/announce.py: ~4.3): airtime estimate
+
+
+@dataclass(slots=True)
+class _Waiting:
+    announcement: Announcement
+    audio: PhraseStream | None  # None: the announcement brought its own audio
+
+    def estimate_s(self) -> float:
+        pcm = self.announcement.pcm
+        return len(pcm) / (SAMPLE_RATE * SAMPLE_WIDTH) if pcm is not None else len(self.announcement.text) / CHARS_PER_S
+
+    def stream(self) -> AsyncIterator[bytes]:
+        if self.audio is not None:
+            return aiter(self.audio)
+        return _once(self.announcement.pcm or b"")
+
+    def cancel(self) -> None:
+        if self.audio is not None:
+            self.audio.cancel()
+
+
+class ChannelAnnouncements:
+    """One channel's waiting announcements, its airtime and its counts; `run()` plays them until cancelled."""
+
+    def __init__(self, transmitter: Transmitter, speaker: Speaker | None, clock: Callable[[], float] = time.monotonic
+                 ) -> None:  # fmt: skip
+        self.transmitter = transmitter
+        self.channel = transmitter.channel
+        self._speaker = speaker
+        self._clock = clock
+        self._waiting: dict[str, _Waiting] = {}  # incident id -> its latest announcement, in arrival order
+        self._wake = asyncio.Event()
+        self._aired: deque[tuple[float, float]] = deque()  # (ended at, seconds keyed) of recent announcements
+        self.transmissions = 0
+        self.announced = 0  # announcements that went on the air
+        self.airtime_s = 0.0
+        self.merged = 0  # announcements that shared a transmission with an earlier one
+        self.dropped: Counter[str] = Counter()  # replaced | over_budget | unrenderable | not_sent
+
+    def submit(self, announcement: Announcement) -> None:
+        earlier = self._waiting.pop(announcement.incident_id, None)
+        if earlier is not None:  # an update of the incident: only its latest state is worth the airtime
+            earlier.cancel()
+            self.dropped["replaced"] += 1
+            logger.info("channel %s: announcement for %s replaced by its update", self.channel, announcement.incident_id)
+        audio = None
+        if announcement.pcm is None and self._speaker is not None:
+            audio = self._speaker.stream(announcement.text)
+        self._waiting[announcement.incident_id] = _Waiting(announcement, audio)
+        self._wake.set()
+
+    def recent_airtime(self) -> float:
+        window = self.transmitter.config.announce_window_s
+        now = self._clock()
+        while self._aired and now - self._aired[0][0] > window:
+            self._aired.popleft()
+        return sum(seconds for _, seconds in self._aired)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "waiting": len(self._waiting),
+            "transmissions": self.transmissions,
+            "announced": self.announced,
+            "merged": self.merged,
+            "airtime_s": round(self.airtime_s, 1),
+            "recent_airtime_s": round(self.recent_airtime(), 1),
+            "dropped": dict(self.dropped),
+        }
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch = self._within_budget()
+            if not batch:
+                continue
+            try:
+                await self._transmit(batch)
+            except Exception:  # a bug here must not stop the service's other tasks: this channel goes on
+                logger.exception("channel %s: announcements %s failed", self.channel,
+                                 ", ".join(w.announcement.incident_id for w in batch))  # fmt: skip
+                self.dropped["not_sent"] += len(batch)
+
+    def _within_budget(self) -> list[_Waiting]:
+        """Take every waiting announcement, in order, that the channel's airtime budget still allows."""
+        budget = self.transmitter.config.announce_airtime_s
+        used = self.recent_airtime()
+        batch: list[_Waiting] = []
+        for waiting in self._waiting.values():
+            needed = waiting.estimate_s() + (BETWEEN_S if batch else 0.0)
+            if used + needed > budget:
+                waiting.cancel()
+                self.dropped["over_budget"] += 1
+                logger.warning("channel %s: announcement for %s dropped: %.0f s of announcements in the last %.0f s "
+                               "would exceed the budget of %.0f s (its alerts went out)", self.channel,
+                               waiting.announcement.incident_id, used + needed, self.transmitter.config.announce_window_s,
+                               budget)  # fmt: skip
+                continue
+            used += needed
+            batch.append(waiting)
+        self._waiting.clear()
+        return batch
+
+    async def _transmit(self, batch: list[_Waiting]) -> None:
+        ready = list(batch)
+        while ready:  # key up only once there is audio to play: the first phrase of the first one
+            try:
+                if ready[0].audio is not None:
+                    await ready[0].audio.first()
+                break
+            except SpeechError as e:
+                self.dropped["unrenderable"] += 1
+                logger.error("channel %s: announcement for %s cannot be spoken: %s", self.channel,
+                             ready.pop(0).announcement.incident_id, e)  # fmt: skip
+        if not ready:
+            return
+        ids = [w.announcement.incident_id for w in ready]
+        result = await self.transmitter.transmit(_joined(ready, self.channel), Priority.NORMAL, f"announce {'+'.join(ids)}")
+        self._aired.append((self._clock(), result.keyed))
+        self.airtime_s += result.keyed
+        if result.status == "sent":
+            self.transmissions += 1
+            self.announced += len(ready)
+            self.merged += len(ready) - 1
+        else:
+            self.dropped["not_sent"] += len(ready)
+
+
+async def _joined(batch: list[_Waiting], channel: str) -> AsyncIterator[bytes]:
+    """The announcements one after the other, a pause between; one that fails to render mid-way ends the rest of
+    itself only (said in the log), the next one still plays."""
+    for i, waiting in enumerate(batch):
+        if i:
+            yield silence(BETWEEN_S)
+        try:
+            async for chunk in waiting.stream():
+                yield chunk
+        except SpeechError as e:
+            logger.error("channel %s: announcement for %s cut short: %s", channel, waiting.announcement.incident_id, e)
+
+
+async def _once(pcm: bytes) -> AsyncIterator[bytes]:
+    yield pcm
+
+
+class Announcements:
+    """Every transmitting channel's announcements, fed from the dispatcher's queue."""
+
+    def __init__(self, transmitters: dict[str, Transmitter], speaker: Speaker | None) -> None:
+        self.channels = {cid: ChannelAnnouncements(tx, speaker) for cid, tx in transmitters.items()}
+
+    async def run(self, queue: asyncio.Queue[Announcement]) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            for channel in self.channels.values():
+                tasks.create_task(channel.run(), name=f"announce:{channel.channel}")
+            while True:
+                announcement = await queue.get()
+                channel = self.channels.get(announcement.channel)
+                if channel is None:
+                    logger.debug("channel %s cannot transmit: announcement for %s not played", announcement.channel,
+                                 announcement.incident_id)  # fmt: skip
+                    continue
+                channel.submit(announcement)
+
+    def state(self, channel_id: str) -> dict[str, Any] | None:
+        channel = self.channels.get(channel_id)
+        return channel.state() if channel is not None else None

@@ -1,0 +1,171 @@
+"""Announcements on a channel's transmit path (hardware/announcements.py), on a simulated line and a real WAV-file
+sink: keyed once the first phrase is rendered, before the last (real Kokoro voice); one announcement per incident;
+waiting ones merged into one transmission; an airtime budget per channel; the busy-channel hold-off kept."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import wave
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from asr.models import TTS, locate
+from bridge.sinks import FileSink
+from dispatch.announce import Announcement
+from dispatch.speech import KokoroVoice, Speaker, phrases
+from hardware.announcements import Announcements, ChannelAnnouncements
+from hardware.config import FileSinkConfig, SimulatedLineConfig, TransmitConfig
+from hardware.lines import SimulatedLine
+from hardware.transmit import Transmitter
+
+
+def tone(seconds: float, hz: float) -> bytes:
+    t = np.arange(round(seconds * 16000)) / 16000
+    return (np.sin(2 * np.pi * hz * t) * 8000).astype("<i2").tobytes()
+
+
+@asynccontextmanager
+async def channel(tmp_path: Path, speaker: Speaker | None = None, clock: Any = time.monotonic, receiving: Any = None,
+                  realtime: bool = False, **settings: Any
+                  ) -> AsyncIterator[tuple[ChannelAnnouncements, SimulatedLine, FileSink]]:  # fmt: skip
+    """A channel's announcement queue on a simulated line and a WAV-file sink (`realtime`: as long as playing takes)."""
+    settings = {"key_up_delay_ms": 0, "tail_ms": 0, "clear_ms": 0} | settings
+    config = TransmitConfig(output=FileSinkConfig(type="file", directory=tmp_path / "tx", realtime=realtime), **settings)
+    line = SimulatedLine("ch", SimulatedLineConfig(type="simulated"))
+    sink = FileSink("ch", config.output)
+    async with line:
+        tx = Transmitter("ch", line, sink, config, receiving=receiving)
+        await tx.start()
+        queue = ChannelAnnouncements(tx, speaker, clock)
+        yield queue, line, sink
+        await tx.close()
+
+
+async def played(queue: ChannelAnnouncements, transmissions: int, timeout: float = 30.0) -> None:
+    task = asyncio.create_task(queue.run())
+    try:
+        async with asyncio.timeout(timeout):
+            while queue.transmissions + queue.dropped["not_sent"] < transmissions:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+
+
+async def eventually(condition: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def written(sink: FileSink) -> list[bytes]:
+    out = []
+    for path in sink.written:
+        with wave.open(str(path)) as w:
+            out.append(w.readframes(w.getnframes()))
+    return out
+
+
+async def test_an_update_replaces_the_waiting_announcement_of_its_incident(tmp_path: Path) -> None:
+    first, update, other = tone(0.3, 440), tone(0.3, 880), tone(0.3, 660)
+    async with channel(tmp_path) as (queue, _, sink):
+        queue.submit(Announcement("ch", "INC-1", "美食街有人打架", first))
+        queue.submit(Announcement("ch", "INC-2", "西光中学有可疑人员", other))
+        queue.submit(Announcement("ch", "INC-1", "美食街有人持械", update))
+        await played(queue, 1)
+    [audio] = written(sink)
+    assert first not in audio and audio.index(other) < audio.index(update), "the update, in its place after INC-2"
+    assert queue.dropped["replaced"] == 1 and queue.announced == 2
+
+
+async def test_announcements_waiting_together_go_out_in_one_transmission(tmp_path: Path) -> None:
+    a, b, c = tone(0.3, 440), tone(0.3, 660), tone(0.3, 880)
+    async with channel(tmp_path) as (queue, line, sink):
+        for i, pcm in enumerate((a, b, c)):
+            queue.submit(Announcement("ch", f"INC-{i}", "…", pcm))
+        await played(queue, 1)
+    [audio] = written(sink)
+    assert audio.index(a) < audio.index(b) < audio.index(c)
+    assert [w for _, w in line.log].count("key") == 1, "one key-up for all three"
+    assert (queue.transmissions, queue.announced, queue.merged) == (1, 3, 2)
+
+
+async def test_airtime_over_the_channel_budget_is_dropped_counted_and_logged(tmp_path: Path, caplog) -> None:
+    now = [1000.0]
+    async with channel(tmp_path, clock=lambda: now[0], realtime=True, announce_airtime_s=1.0,
+                       announce_window_s=60) as (queue, _, _):  # fmt: skip
+        task = asyncio.create_task(queue.run())
+        queue.submit(Announcement("ch", "INC-1", "…", tone(0.6, 440)))  # 0.6 s keyed: within 1 s
+        await eventually(lambda: queue.transmissions == 1)
+        with caplog.at_level(logging.WARNING, logger="hardware.announcements"):
+            queue.submit(Announcement("ch", "INC-2", "…", tone(0.6, 660)))  # 0.6 + 0.6 > 1 s in the last minute
+            await eventually(lambda: queue.dropped["over_budget"] == 1)
+        assert "INC-2 dropped" in caplog.text and "budget" in caplog.text
+        now[0] += 61  # the first has left the window
+        queue.submit(Announcement("ch", "INC-3", "…", tone(0.6, 880)))
+        await eventually(lambda: queue.transmissions == 2)
+        task.cancel()
+    assert queue.state()["dropped"] == {"over_budget": 1} and queue.announced == 2
+    assert 1.2 <= queue.airtime_s < 2.0, "the airtime keyed, as the sink played it"
+
+
+async def test_announcements_from_the_dispatcher_queue_reach_their_channel_only(tmp_path: Path) -> None:
+    async with channel(tmp_path) as (queue, _, sink):
+        announcements = Announcements({}, None)
+        announcements.channels = {"ch": queue}
+        incoming: asyncio.Queue[Announcement] = asyncio.Queue()
+        task = asyncio.create_task(announcements.run(incoming))
+        incoming.put_nowait(Announcement("elsewhere", "INC-0", "…", tone(0.2, 440)))
+        incoming.put_nowait(Announcement("ch", "INC-1", "…", tone(0.2, 660)))
+        await eventually(lambda: queue.transmissions == 1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert len(sink.written) == 1 and announcements.state("ch")["announced"] == 1
+
+
+# --- the real voice ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kokoro() -> Path:
+    model = locate(TTS)
+    if not model.found or model.path is None:
+        pytest.fail(f"test material missing: {model.message()}")
+    return model.path
+
+
+async def test_the_channel_is_keyed_once_the_first_phrase_is_ready_before_the_last_is_rendered(
+    tmp_path: Path, kokoro: Path
+) -> None:
+    events: list[tuple[float, str]] = []
+    speaker = Speaker(KokoroVoice(kokoro), on_rendered=lambda phrase: events.append((time.monotonic(), phrase)))
+    text = "西光中学保安请注意，西光中学东门发现可疑情况，请迅速赶往西光中学"
+    try:
+        async with channel(tmp_path, speaker) as (queue, line, sink):
+            queue.submit(Announcement("ch", "INC-1", text))
+            await played(queue, 1, timeout=60)
+    finally:
+        speaker.close()
+    order = [what for _, what in sorted(events + [(t, w) for t, w in line.log])]
+    said = [p for p, _ in phrases(text)]
+    assert order == [said[0], "key", *said[1:], "unkey"], order
+    [audio] = written(sink)
+    assert audio == speaker.render(text), "every phrase played, in order, with its pauses"
+
+
+async def test_a_busy_channel_is_not_keyed_over_while_the_announcement_renders(tmp_path: Path) -> None:
+    talking = [True]
+    async with channel(tmp_path, receiving=lambda: talking[0], clear_ms=200) as (queue, line, sink):
+        queue.submit(Announcement("ch", "INC-1", "…", tone(0.2, 440)))
+        task = asyncio.create_task(played(queue, 1))
+        await asyncio.sleep(0.5)
+        assert not line.keyed and not sink.written, "held off while the guard talks"
+        talking[0] = False
+        await task
+    assert queue.transmissions == 1
