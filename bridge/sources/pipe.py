@@ -92,10 +92,15 @@ class PipeInput:
             loop = asyncio.get_running_loop()
             cfg = self.config
             # the transport stops reading once twice `limit` is held: that is BACKLOG_S of the input
-            reader = asyncio.StreamReader(limit=round(BACKLOG_S * cfg.rate * cfg.channels * SAMPLE_BYTES[cfg.sample_format]) // 2)
+            backlog = round(BACKLOG_S * cfg.rate * cfg.channels * SAMPLE_BYTES[cfg.sample_format])
+            reader = asyncio.StreamReader(limit=backlog // 2)
             transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), file)
             try:
-                while chunk := await reader.read(CHUNK_BYTES):
+                # All that is waiting, as one piece: it is stamped as having just finished arriving, so audio that
+                # piled up while the loop was busy keeps its place in time. Taken a few kB at a time, the first
+                # piece after a stall was stamped as if just spoken, the clock jumped ahead by the stall and the
+                # segmenter cut the utterance there (end reason eof).
+                while chunk := await reader.read(backlog):
                     yield chunk
             finally:
                 transport.close()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -135,6 +137,45 @@ async def test_a_channel_that_stops_reading_does_not_make_the_writer_wait(speech
     writer.close()
     await frames.aclose()
     assert b"".join(got) == pcm[: len(got) * FRAME_BYTES]
+
+
+async def test_audio_that_piled_up_while_the_loop_was_stalled_keeps_its_place_in_time(tmp_path: Path) -> None:
+    """A writer feeding a FIFO in real time while the service's loop stalls for 1 s (a busy process): the second of
+    audio waiting when it wakes is stamped where it was spoken, the frames stay 20 ms apart. Read 8 kB at a time,
+    the first piece was stamped as if just spoken, the clock jumped ~0.7 s, and the segmenter cut the call there
+    (end reason eof: bench/faults.py's kill run split a call in three after a 1.7 s stall)."""
+    fifo = tmp_path / "radio.fifo"
+    os.mkfifo(fifo)
+    source = PipeInput("p1", PipeSource(type="pipe", path=str(fifo)))
+    frames = source.frames()
+    first = asyncio.create_task(anext(frames))  # the source opens the FIFO; a writer's open waits for that
+    writer = await asyncio.to_thread(open, fifo, "wb", buffering=0)
+    stop = threading.Event()
+
+    def talk() -> None:  # a sound card's periods: 20 ms of audio when it is due
+        start = time.monotonic()
+        for n in itertools.count():
+            if stop.is_set():
+                return
+            writer.write(bytes(FRAME_BYTES))
+            time.sleep(max(0.0, start + (n + 1) * 0.02 - time.monotonic()))
+
+    talker = threading.Thread(target=talk, daemon=True)
+    talker.start()
+    got = [await first]
+    try:
+        while len(got) < 25:
+            got.append(await asyncio.wait_for(anext(frames), 2))
+        time.sleep(1.0)  # the loop stalls: nothing is read, the writer goes on
+        while len(got) < 25 + 50 + 25:
+            got.append(await asyncio.wait_for(anext(frames), 2))
+    finally:
+        stop.set()
+        talker.join(2)
+        writer.close()
+        await frames.aclose()
+    assert stamp_steps(got) == {0.02}
+    assert abs(got[-1].ts - (time.time() - 0.02)) < 0.3, "the stamps are still those of real time"
 
 
 async def test_standard_input_of_a_real_process(speech: Path, tmp_path: Path) -> None:
