@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -47,8 +48,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,9 @@ class Fault:
     seconds: float
     burst: bool = False
     rtp: bool = False  # channels are RTP ports (fed by RtpFeed), not FIFOs
+    # The flooding sender's address: another one than the gateway's (127.0.0.1) by default. From the gateway's own
+    # address its stream is "a new stream of the latched sender" (docs/performance.md "Faults" says what that does).
+    flood_from: str = "127.0.0.2"
 
 
 FAULTS = {
@@ -136,12 +141,12 @@ class RtpFeed(GappedFeed):
 
 
 class RtpFlood:
-    """A second sender on every channel (another socket: another port and SSRC), `pps` packets a second each of
-    loud noise, one in ten malformed (RTP version 1): the receiver must refuse it all without missing a frame of the
-    stream it latched onto."""
+    """A second sender on every channel (from `address`, another socket: another port and SSRC), `pps` packets a
+    second each of loud noise, one in ten malformed (RTP version 1): the receiver must refuse it all without missing
+    a frame of the stream it latched onto."""
 
-    def __init__(self, ports: list[int], pps: int) -> None:
-        self.ports, self.pps = ports, pps
+    def __init__(self, ports: list[int], pps: int, address: str) -> None:
+        self.ports, self.pps, self.address = ports, pps, address
         self.sent = 0
         self.stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rtp-flood", daemon=True)
@@ -156,6 +161,7 @@ class RtpFlood:
     def _run(self) -> None:
         noise = (np.random.default_rng(7).standard_normal(loadgen.FRAME) * 8000).astype(">i2").tobytes()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((self.address, 0))
             t0, tick = time.monotonic(), 0
             while not self.stop.is_set():
                 for _ in range(self.pps // 100):
@@ -195,6 +201,7 @@ class Rig:
                      else GappedFeed(plan, [], paths=self.fifos, gaps=gaps))  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.stopped_at = 0.0  # the last clean stop
         self.marks: dict[str, float] = {}  # what the fault did when (wall-clock)
         self._tasks: list[asyncio.Task[None]] = []
         self._writer: threading.Thread | None = None
@@ -240,6 +247,7 @@ class Rig:
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)
+        self.stopped_at = time.time()
         try:
             await asyncio.to_thread(self.proc.wait, 90)
         except subprocess.TimeoutExpired:
@@ -359,7 +367,11 @@ def count(rig: Rig, windows: list[tuple[float, float]] | None = None,
     by_call: dict[tuple[int, int], list[str]] = {}
     for uid, key in owner.items():
         by_call.setdefault(key, []).append(uid)
-    c = Count(rig.fault.name, stray=len(stray), notes=["outbox of the whole run: " + delivery(rig)])
+    reasons = Counter(u.end_reason for u in utterances)
+    split = sum(len(uids) > 1 for uids in by_call.values())
+    c = Count(rig.fault.name, stray=len(stray), notes=[
+        f"{len(utterances)} utterances (end reason " + ", ".join(f"{k} {n}" for k, n in sorted(reasons.items()))
+        + f"), {split} transmission(s) cut into more than one", "outbox of the whole run: " + delivery(rig)])  # fmt: skip
     if not report.get("ok", False):
         c.notes.append("archive verify: " + ", ".join(sorted({p["kind"] for p in report.get("problems", [])})))
     if report.get("incomplete"):
@@ -394,8 +406,12 @@ def delivery(rig: Rig, made: Callable[[float], bool] = lambda _: True) -> str:
         return sum((topic, json.dumps(json.loads(payload), sort_keys=True)) in got for topic, payload, *_ in rows)
 
     alerts = [r for r in rows if "/alerts/" in r[0]]
+    # made as the service stopped (an escalation falling due after the stop's drain): kept, sent at the next start
+    left = ", ".join(f"{r[0]} made {rig.stopped_at - r[2]:+.1f} s before the stop{' (received)' if received([r]) else ''}"
+                     for r in rows if r[3] is None)  # fmt: skip
     return (f"{len(rows)} messages ({len(alerts)} alerts to phones), {sum(r[3] is None for r in rows)} undelivered at "
-            f"the end, {received(rows)} received by the subscriber ({received(alerts)} alerts)")  # fmt: skip
+            f"the end{f' ({left})' if left else ''}, {received(rows)} received by the subscriber ({received(alerts)} "
+            "alerts)")  # fmt: skip
 
 
 def in_window(t: Transmission, feed: GappedFeed, windows: list[tuple[float, float]]) -> bool:
@@ -529,9 +545,9 @@ async def flood_run(rig: Rig) -> Count:
 async def rtp_run(rig: Rig) -> Count:
     await rig.begin()
     await rig.at(30.0)
-    flood = RtpFlood(rig.feed.fifos, RTP_FLOOD_PPS)
+    flood = RtpFlood(rig.feed.fifos, RTP_FLOOD_PPS, rig.fault.flood_from)
     flood.start()
-    rig.mark(f"RTP flood on, {RTP_FLOOD_PPS} packets/s a channel")
+    rig.mark(f"RTP flood on from {flood.address}, {RTP_FLOOD_PPS} packets/s a channel")
     try:
         await rig.at(60.0)
     finally:
@@ -587,6 +603,8 @@ async def run(fault: Fault, calls: list[Clip], code: Path, keep: Path | None) ->
             if keep is not None:
                 keep.mkdir(parents=True, exist_ok=True)
                 (keep / f"{fault.name}-service.log").write_text(rig.service_logs(), encoding="utf-8")
+                for db in rig.data.glob("jingbao.db*"):  # gone with the disk fault's tmpfs
+                    shutil.copy(db, keep / f"{fault.name}-{db.name}")
 
 
 def table(counts: list[Count]) -> str:
@@ -608,18 +626,29 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("faults", nargs="*", metavar="FAULT", help=f"any of {', '.join(FAULTS)} (default: all)")
     p.add_argument("--commit", help="run the service from this commit (git archive) instead of the working tree")
-    p.add_argument("--keep-logs", type=Path, help="write each run's service log into this folder")
+    p.add_argument("--keep-logs", type=Path, help="write each run's service log and database into this folder")
+    p.add_argument(
+        "--rtp-flood-from",
+        default=FAULTS["rtp"].flood_from,
+        metavar="ADDRESS",
+        help="the RTP flood's source address (default %(default)s; 127.0.0.1 is the gateway's own)",
+    )
     args = p.parse_args(argv)
     if unknown := set(args.faults) - set(FAULTS):
         p.error(f"no such fault: {', '.join(sorted(unknown))}")
-    if os.geteuid() != 0 and (not args.faults or "disk" in args.faults):
-        p.error("the disk fault mounts a tmpfs: run as root, or leave it out")
+    names = args.faults or list(FAULTS)
+    FAULTS["rtp"] = replace(FAULTS["rtp"], flood_from=args.rtp_flood_from)
+    if os.geteuid() != 0 and "disk" in names:
+        if args.faults:
+            p.error("the disk fault mounts a tmpfs: run as root, or leave it out")
+        names.remove("disk")
+        print("disk: left out (mounting its tmpfs needs root)")
     code, code_line = load.code_dir(args.commit)
     print(f"machine: {describe()}")
     print(f"code: {code_line}", flush=True)
     calls, _ = loadgen.load_material(shared_dir(), load.CACHE, (12.0, 20.0), 0)
     counts = []
-    for name in args.faults or FAULTS:
+    for name in names:
         print(f"{name}: {FAULTS[name]}", flush=True)
         counts.append(asyncio.run(run(FAULTS[name], calls, code, args.keep_logs)))
     print(f"load average after: {os.getloadavg()[0]:.1f}")
