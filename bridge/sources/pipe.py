@@ -48,6 +48,16 @@ def to_int16(raw: bytes, sample_format: str, channels: int) -> np.ndarray:
     return x[::channels]
 
 
+class _Received(asyncio.StreamReaderProtocol):
+    """Notes when data last arrived from the pipe."""
+
+    received = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        self.received = time.time()
+        super().data_received(data)
+
+
 class PipeInput:
     """A channel fed raw PCM (config type "pipe"): '-' for standard input, or the path of a FIFO or file."""
 
@@ -65,13 +75,13 @@ class PipeInput:
         logger.info(
             "channel %s: reading %s PCM (%s, %d ch, %d Hz)", self.channel_id, cfg.path, cfg.sample_format, cfg.channels, cfg.rate
         )
-        async for chunk in self._chunks():
+        async for chunk, arrived in self._chunks():
             data = held + chunk
             whole = len(data) - len(data) % step
             held = data[whole:]
             if whole:
                 pcm = resample(to_int16(data[:whole], cfg.sample_format, cfg.channels))
-                for frame in assembler.feed(pcm, arrived=time.time() - resample.lag_s):
+                for frame in assembler.feed(pcm, arrived=arrived - resample.lag_s):
                     yield frame
         if held:
             logger.warning("channel %s: input ended mid-sample; %d trailing byte(s) dropped", self.channel_id, len(held))
@@ -79,7 +89,8 @@ class PipeInput:
             yield frame
         logger.info("channel %s: end of %s", self.channel_id, cfg.path)
 
-    async def _chunks(self) -> AsyncIterator[bytes]:
+    async def _chunks(self) -> AsyncIterator[tuple[bytes, float]]:
+        """The input as it comes, each piece with the time its last byte arrived."""
         try:
             file = self._open()
         except OSError as e:
@@ -87,21 +98,22 @@ class PipeInput:
         try:
             if stat.S_ISREG(os.fstat(file.fileno()).st_mode):
                 while chunk := await asyncio.to_thread(file.read, CHUNK_BYTES):
-                    yield chunk
+                    yield chunk, time.time()
                 return
             loop = asyncio.get_running_loop()
             cfg = self.config
             # the transport stops reading once twice `limit` is held: that is BACKLOG_S of the input
             backlog = round(BACKLOG_S * cfg.rate * cfg.channels * SAMPLE_BYTES[cfg.sample_format])
             reader = asyncio.StreamReader(limit=backlog // 2)
-            transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), file)
+            protocol = _Received(reader)
+            transport, _ = await loop.connect_read_pipe(lambda: protocol, file)
             try:
-                # All that is waiting, as one piece: it is stamped as having just finished arriving, so audio that
-                # piled up while the loop was busy keeps its place in time. Taken a few kB at a time, the first
-                # piece after a stall was stamped as if just spoken, the clock jumped ahead by the stall and the
+                # All that is waiting, as one piece stamped when its last byte was received (not when it is taken):
+                # audio that waited while the channel was busy or the loop stalled keeps its place in time. Stamped
+                # when taken, a piece was dated as if just spoken, the frame clock jumped ahead by the wait and the
                 # segmenter cut the utterance there (end reason eof).
                 while chunk := await reader.read(backlog):
-                    yield chunk
+                    yield chunk, protocol.received
             finally:
                 transport.close()
         except OSError as e:

@@ -140,10 +140,11 @@ async def test_a_channel_that_stops_reading_does_not_make_the_writer_wait(speech
 
 
 async def test_audio_that_piled_up_while_the_loop_was_stalled_keeps_its_place_in_time(tmp_path: Path) -> None:
-    """A writer feeding a FIFO in real time while the service's loop stalls for 1 s (a busy process): the second of
-    audio waiting when it wakes is stamped where it was spoken, the frames stay 20 ms apart. Read 8 kB at a time,
-    the first piece was stamped as if just spoken, the clock jumped ~0.7 s, and the segmenter cut the call there
-    (end reason eof: bench/faults.py's kill run split a call in three after a 1.7 s stall)."""
+    """A writer feeding a FIFO in real time while the channel takes nothing for 0.3 s, then the service's loop stalls
+    for 1 s (a busy process): the audio waiting when it wakes is stamped where it was spoken, the frames stay 20 ms
+    apart. Stamped when taken rather than when received, a piece was stamped as if just spoken, the clock jumped by
+    the wait, and the segmenter cut the call there (end reason eof: bench/faults.py's kill run split a call in three
+    after a 1.7 s stall)."""
     fifo = tmp_path / "radio.fifo"
     os.mkfifo(fifo)
     source = PipeInput("p1", PipeSource(type="pipe", path=str(fifo)))
@@ -166,8 +167,9 @@ async def test_audio_that_piled_up_while_the_loop_was_stalled_keeps_its_place_in
     try:
         while len(got) < 25:
             got.append(await asyncio.wait_for(anext(frames), 2))
-        time.sleep(1.0)  # the loop stalls: nothing is read, the writer goes on
-        while len(got) < 25 + 50 + 25:
+        await asyncio.sleep(0.3)  # the channel is busy elsewhere: the source holds 0.3 s it has received
+        time.sleep(1.0)  # then the loop stalls: nothing is received, the writer goes on
+        while len(got) < 25 + 65 + 25:
             got.append(await asyncio.wait_for(anext(frames), 2))
     finally:
         stop.set()
