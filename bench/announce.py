@@ -10,9 +10,10 @@ channel is keyed after an incident, and whether the project's own recogniser und
    extracted (dispatch/from_audio.py): right when the place and the type heard are the announcement's.
 2. Synthesis real-time factor: wall seconds of rendering per second of speech, over the phrases rendered in 1.
 3. Incident -> key-up: an announcement submitted to a channel's announcement queue (hardware/announcements.py) with a
-   real Transmitter on a file sink, until its line is keyed; cold (no phrase rendered before) and warm (the service's
-   start-up phrases rendered), with the recogniser kept busy on both cores meanwhile (--load-threads threads each
-   recognising the demo calls in a loop) as a stand-in for live channels.
+   real Transmitter on a file sink, until its line is keyed; cold (no phrase rendered before) and warm (its phrases
+   rendered before, as the service's start-up phrases cover them), with the recogniser kept busy on both cores
+   meanwhile (--load-threads threads each recognising the demo calls in a loop) as a stand-in for live channels.
+   bench/load.py --announce measures it in the whole service with 24 channels talking.
 """
 
 from __future__ import annotations
@@ -168,35 +169,9 @@ class BusyRecogniser:
                 stream.finish()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from asr.keywords import jurisdiction_keywords
-    from asr.models import TTS, locate
-    from asr.sherpa_engine import SherpaEngine
-    from dispatch.announce import fixed_phrases
-    from dispatch.classify import incident_terms
-    from dispatch.gazetteer import load_jurisdiction
-    from dispatch.speech import DEFAULT_VOICE, KokoroVoice
-    from tests.conftest import CALLS_AUDIO, SHERPA_MODEL
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--snr", type=float, default=10.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--limit", type=int, help="only the first N demo places")
-    ap.add_argument("--voice", default=DEFAULT_VOICE)
-    ap.add_argument("--latency-runs", type=int, default=5)
-    ap.add_argument("--load-threads", type=int, default=2)
-    args = ap.parse_args(argv)
-    print(f"machine: {describe()}")
-    model = locate(TTS)
-    if not model.found:
-        print(model.message(), file=sys.stderr)
-        return 1
-    jurisdiction = load_jurisdiction(JURISDICTION)
-    extractor = Extractor(jurisdiction)
-    engine = SherpaEngine(SHERPA_MODEL, jurisdiction_keywords(JURISDICTION, incident_terms()))
-    cases = demo_cases(jurisdiction, extractor)[: args.limit]
-    speaker = Speaker(KokoroVoice(model.path, args.voice))
-    print(f"voice {speaker.name} from {model.path}; {len(cases)} demo places at {args.snr:g} dB")
+def intelligibility(cases: Sequence[Case], speaker: Speaker, engine: Engine, extractor: Extractor,
+                    args: argparse.Namespace) -> None:  # fmt: skip
+    print(f"voice {speaker.name}; {len(cases)} demo places at {args.snr:g} dB")
     with tempfile.TemporaryDirectory() as tmp:
         heard = hear(cases, speaker, [engine], extractor, args.snr, Path(tmp), args.seed)
     for h in heard:
@@ -208,15 +183,48 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"real-time factor {speaker.render_s / speaker.speech_s:.2f}")  # fmt: skip
     speaker.close()
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from asr.keywords import jurisdiction_keywords
+    from asr.models import TTS, locate
+    from asr.sherpa_engine import SherpaEngine
+    from dispatch.announce import fixed_phrases
+    from dispatch.classify import incident_terms
+    from dispatch.gazetteer import load_jurisdiction
+    from dispatch.speech import DEFAULT_VOICE, KokoroVoice, phrases
+    from tests.conftest import CALLS_AUDIO, SHERPA_MODEL
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--snr", type=float, default=10.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, help="only the first N demo places")
+    ap.add_argument("--voice", default=DEFAULT_VOICE)
+    ap.add_argument("--latency-runs", type=int, default=5)
+    ap.add_argument("--load-threads", type=int, default=2)
+    ap.add_argument("--latency-only", action="store_true", help="skip 1 and 2 (intelligibility, synthesis speed)")
+    args = ap.parse_args(argv)
+    print(f"machine: {describe()}")
+    model = locate(TTS)
+    if not model.found:
+        print(model.message(), file=sys.stderr)
+        return 1
+    print(f"voice model: {model.path} ({model.source})")
+    jurisdiction = load_jurisdiction(JURISDICTION)
+    extractor = Extractor(jurisdiction)
+    engine = SherpaEngine(SHERPA_MODEL, jurisdiction_keywords(JURISDICTION, incident_terms()))
+    cases = demo_cases(jurisdiction, extractor)[: args.limit]
+    if not args.latency_only:
+        intelligibility(cases, Speaker(KokoroVoice(model.path, args.voice)), engine, extractor, args)
+
     text = cases[0].text
+    fixed = set(fixed_phrases(jurisdiction, [cases[0].channel]))
     for label, warm in (("cold", False), ("warm", True)):
         latencies = []
         for run in range(args.latency_runs):
             fresh = Speaker(KokoroVoice(model.path, args.voice))
-            if warm:
-                fresh.warm_up(fixed_phrases(jurisdiction, [cases[0].channel]))
-                while fresh.rendered < len(fixed_phrases(jurisdiction, [cases[0].channel])):
-                    time.sleep(0.1)
+            if warm:  # what the service renders at start-up covers every phrase of it (no detail of the place)
+                assert all(phrase in fixed for phrase, _ in phrases(text))
+                fresh.render(text)
             files = sorted(CALLS_AUDIO.glob("*.wav"))[run::3]
             with BusyRecogniser(engine, files, args.load_threads), tempfile.TemporaryDirectory() as tmp:
                 time.sleep(1.0)  # the recognisers running

@@ -20,6 +20,12 @@ alert to a phone is reported beside it. Reports do not merge into one incident u
 play on every channel). /api/channels and /healthz are polled every second for skipped audio, loop lag and the
 recognition backlog; CPU and peak RSS of the service come from /proc/<pid>.
 
+--announce: the dispatcher speaks its announcements (dispatch/speech.py, the Kokoro voice) on the channels: the first
+six channels are the jurisdiction's (ch-command, ch-market, ...: where responders listen), each with a file
+transmit path (real time). Reported: incident -> key-up (the incident's first message on the broker to the service's
+"keyed for announce" log line; announcements wait for the final transcript), announcement queued -> key-up (render the
+first phrase, wait for a clear channel), and per channel the airtime, what was dropped and the audio muted.
+
 --search: 60 s runs, N doubling from 1 then bisected, until the largest N whose p95 stays under --target with no audio
 skipped, every FIFO read in time and no utterance refused by recognition. --commit REV runs the service from that
 commit (exported by git archive) instead of the working tree, which others may be editing. Results: docs/performance.md.
@@ -32,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import sqlite3
@@ -45,6 +52,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +85,7 @@ class Options:
     code: Path = REPO
     seed: int = 0
     drain_s: float = 60.0
+    announce: bool = False
 
 
 @dataclass
@@ -102,6 +111,18 @@ class Outcome:
     load_after: float
     service_log: str
     ended: str = ""
+    announced: list[Keyed] = field(default_factory=list)
+
+
+@dataclass
+class Keyed:
+    """One announcement, from the service's log: when it was queued and when its channel was keyed for it."""
+
+    channel: str
+    incident: str
+    queued: float  # wall clock
+    ready: float | None = None  # rendered (its first phrase), and any earlier announcement on its channel over
+    keyed: float | None = None  # ... and the channel clear: the busy-channel hold-off
 
 
 # --- the run ---------------------------------------------------------------------------------------------------
@@ -126,6 +147,9 @@ async def run_load(opts: Options, calls: list[Clip], real: list[Clip]) -> Outcom
                     ptys.append((master, slave))
             web_port = free_port()
             config = service_config(opts, tmp, fifos, [os.ttyname(s) for _, s in ptys], broker.port, web_port)
+            if opts.announce:  # the service keeps its renderings in its data folder: there, as after a first start
+                (tmp / "data").mkdir(exist_ok=True)
+                (tmp / "data" / "voice-cache").symlink_to(await asyncio.to_thread(rendered_ahead, opts))
             env = os.environ | {"PYTHONPATH": str(opts.code)}
             py = [sys.executable, "-m", "bridge.cli"]
             password = add_operator(py, config, opts.code, env)
@@ -146,14 +170,42 @@ def add_operator(py: list[str], config: Path, code: Path, env: dict[str, str]) -
     return password
 
 
+def rendered_ahead(opts: Options) -> Path:
+    """The phrases the service renders at start-up, rendered (once, kept in the bench cache) before it starts."""
+    from asr.models import TTS, locate
+    from dispatch.announce import fixed_phrases
+    from dispatch.gazetteer import load_jurisdiction
+    from dispatch.speech import KokoroVoice, Speaker
+
+    keep = CACHE / "voice-cache"
+    model = locate(TTS)
+    if model.path is None:
+        raise SystemExit(model.message())
+    speaker = Speaker(KokoroVoice(model.path), keep=keep)
+    jurisdiction = load_jurisdiction(opts.code / "config" / "jurisdiction.yaml")
+    for phrase in fixed_phrases(jurisdiction, channel_ids(opts)):
+        speaker.submit(phrase).result()
+    speaker.close()
+    return keep
+
+
+def channel_ids(opts: Options) -> list[str]:
+    """Channel i's id: load-NN; with --announce the jurisdiction's channels (where responders listen) come first."""
+    jurisdiction = yaml.safe_load((opts.code / "config" / "jurisdiction.yaml").read_text(encoding="utf-8"))
+    spoken = [c["id"] for c in jurisdiction["channels"]] if opts.announce else []
+    return [spoken[i] if i < len(spoken) else f"load-{i:02d}" for i in range(opts.channels)]
+
+
 def service_config(opts: Options, tmp: Path, fifos: list[Path], cor_devices: list[str], broker_port: int,
                    web_port: int) -> Path:  # fmt: skip
-    alerts: dict[str, Any] = {"announce": False}  # no transmit paths here, nothing to say on the air
+    alerts: dict[str, Any] = {"announce": opts.announce}  # without --announce: no transmit paths, nothing to say
     if not opts.merge:
         alerts["merge_window_s"] = 0  # every report its own incident, as distinct incidents across a city would be
     channels = []
-    for i, fifo in enumerate(fifos):
-        channel: dict[str, Any] = {"id": f"load-{i:02d}", "name": f"负载{i:02d}", "source": {"type": "pipe", "path": str(fifo)}}
+    for i, (cid, fifo) in enumerate(zip(channel_ids(opts), fifos, strict=True)):
+        channel: dict[str, Any] = {"id": cid, "name": f"负载{i:02d}", "source": {"type": "pipe", "path": str(fifo)}}
+        if not cid.startswith("load-"):  # a channel responders listen on: announcements are played to a file
+            channel["tx"] = {"output": {"type": "file", "directory": str(tmp / "tx" / cid)}}
         if cor_devices:
             channel["line"] = {"type": "cm108", "device": cor_devices[i], "ptt_gpio": None, "cor": "vol_down",
                                "squelch_tail_ms": round(loadgen.SQUELCH_TAIL_S * 1000)}  # fmt: skip
@@ -217,8 +269,32 @@ async def _observe(opts: Options, plan: list[list[Transmission]], tmp: Path, fif
             os.close(fd)
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
-    return Outcome(opts, plan, feed, messages, polls, read_utterances(tmp / "data" / "jingbao.db"), cpu1 - cpu0, window,
-                   rss, os.getloadavg()[0], log_path.read_text(errors="replace")[-3000:], ended)
+    log_text = log_path.read_text(errors="replace")
+    utterances = read_utterances(tmp / "data" / "jingbao.db", channel_ids(opts))
+    return Outcome(opts, plan, feed, messages, polls, utterances, cpu1 - cpu0, window, rss, os.getloadavg()[0],
+                   log_text[-3000:], ended, announcements_in(log_text))  # fmt: skip
+
+
+_LOGGED = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ +"
+_QUEUED = re.compile(_LOGGED + r"hardware\.announcements: channel (\S+): announcement for (\S+) queued", re.M)
+_READY = re.compile(_LOGGED + r"hardware\.announcements: channel (\S+): announcement for (\S+) ready", re.M)
+_KEYED = re.compile(_LOGGED + r"hardware\.transmit: channel (\S+): keyed for announce (\S+)", re.M)
+
+
+def announcements_in(log: str) -> list[Keyed]:
+    """Each announcement the service queued, with the key-up that first carried it (its log's times, wall clock)."""
+
+    def wall(stamp: str) -> float:
+        return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()  # the service logs local time
+
+    said = {(m[2], m[3]): Keyed(m[2], m[3], wall(m[1])) for m in reversed(list(_QUEUED.finditer(log)))}
+    for pattern, attribute in ((_READY, "ready"), (_KEYED, "keyed")):
+        for m in pattern.finditer(log):
+            for incident in m[3].split("+"):
+                keyed = said.get((m[2], incident))
+                if keyed is not None and getattr(keyed, attribute) is None:
+                    setattr(keyed, attribute, wall(m[1]))
+    return sorted(said.values(), key=lambda k: k.queued)
 
 
 async def _listen(broker: Mosquitto, messages: list[Message], ready: asyncio.Event) -> None:
@@ -323,12 +399,15 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def read_utterances(database: Path) -> list[Utterance]:
+def read_utterances(database: Path, ids: list[str] | None = None) -> list[Utterance]:
+    """The archived utterances, each with its channel's index (`ids`: the channels' ids in order; default load-NN)."""
     if not database.exists():
         return []
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
         rows = db.execute("SELECT id, channel, start_ms, end_ms, end_reason FROM utterances").fetchall()
-    return [Utterance(uid, int(ch.split("-")[1]), start / 1000, end / 1000, reason) for uid, ch, start, end, reason in rows]
+    index = {cid: i for i, cid in enumerate(ids)} if ids else None
+    return [Utterance(uid, index[ch] if index else int(ch.split("-")[1]), start / 1000, end / 1000, reason)
+            for uid, ch, start, end, reason in rows]  # fmt: skip
 
 
 # --- figures ---------------------------------------------------------------------------------------------------
@@ -541,9 +620,43 @@ def report(o: Outcome, f: Figures) -> str:
                      f"{fmt(b['p50'])}, max {fmt(b['max'])}; last answer {fmt(b['last_answer_s'])} after the burst's "
                      f"last speech end); recognition pending peak {b['pending_peak']:.0f}, undecoded audio peak "
                      f"{b['waiting_peak_s']:.1f} s, {b['caught_up']}")  # fmt: skip
+    if opts.announce:
+        lines += announcement_lines(o)
     if o.ended:
         lines.append(f"NOTE: {o.ended}")
     return "\n".join(lines)
+
+
+def announcement_lines(o: Outcome) -> list[str]:
+    """--announce: how soon announcements keyed their channel, and what they cost the channels (last /api/channels)."""
+    created = {}
+    for m in o.messages:
+        incident = m.topic.rsplit("/", 1)[-1] if "/incidents/" in m.topic else None
+        if incident is not None:
+            created.setdefault(incident, m.at)
+    keyed = [k for k in o.announced if k.keyed is not None and k.ready is not None]
+    from_incident = [k.keyed - created[k.incident] for k in keyed if k.incident in created]
+    from_queue = [k.keyed - k.queued for k in keyed]
+    to_ready = [k.ready - k.queued for k in keyed if k.ready is not None]
+    hold_off = [k.keyed - k.ready for k in keyed if k.ready is not None]
+    states = o.polls[-1].channels if o.polls else []
+    spoken = [s for s in states if s.get("announcements")]
+    dropped = Counter[str]()
+    for s in spoken:
+        dropped.update(s["announcements"]["dropped"])
+    return [
+        f"announcements: {len(o.announced)} queued, {len(keyed)} keyed up; incident (first message) -> key-up p50 "
+        f"{fmt(percentile(from_incident, 50))}, p95 {fmt(percentile(from_incident, 95))}, max "
+        f"{fmt(max(from_incident, default=None))}; queued -> key-up p50 {fmt(percentile(from_queue, 50))}, p95 "
+        f"{fmt(percentile(from_queue, 95))}, max {fmt(max(from_queue, default=None))}; of which queued -> ready "
+        f"(rendering, an earlier announcement on the channel) p50 {fmt(percentile(to_ready, 50))}, p95 "
+        f"{fmt(percentile(to_ready, 95))}, and ready -> key-up (the channel busy) p50 {fmt(percentile(hold_off, 50))}, "
+        f"p95 {fmt(percentile(hold_off, 95))}",
+        "announcement airtime per channel: " + ", ".join(
+            f"{s['id']} {s['announcements']['airtime_s']:.0f} s ({s['announcements']['announced']} said, "
+            f"{s['announcements']['merged']} merged), muted {s['muted_s']:.0f} s" for s in spoken)
+        + "; dropped: " + (", ".join(f"{k} {n}" for k, n in dropped.most_common()) or "none"),
+    ]  # fmt: skip
 
 
 # --- the command -----------------------------------------------------------------------------------------------
@@ -610,6 +723,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--snr", type=float, nargs=2, default=(12.0, 20.0), metavar=("LOW", "HIGH"), help="SNR range, dB")
     p.add_argument("--commit", help="run the service from this commit (git archive) instead of the working tree")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--announce", action="store_true", help="speak announcements on the jurisdiction's channels (tx to files)")
     p.add_argument("--dump", type=Path, help="write one JSON line per transmission here (times, utterances, first message)")
     args = p.parse_args(argv)
     if not 0 < args.duty < 1:
@@ -619,7 +733,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"code: {code_line}", flush=True)
     calls, real = loadgen.load_material(shared_dir(), CACHE, tuple(args.snr), args.seed)
     seconds = args.seconds or (60.0 if args.search else 120.0)
-    opts = Options(args.channels, args.duty, seconds, args.burst, args.cor, args.merge, args.archive_format, code, args.seed)
+    opts = Options(args.channels, args.duty, seconds, args.burst, args.cor, args.merge, args.archive_format, code, args.seed,
+                   announce=args.announce)  # fmt: skip
     if args.search:
         search(opts, calls, real, args.target)
         return 0

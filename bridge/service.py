@@ -187,7 +187,7 @@ class Service:
 
     def _build_speaker(self) -> Speaker | None:
         """The announcements' voice (in a worker thread: loading the model takes ~1 s), when the dispatcher announces
-        and a channel can transmit; the phrases every announcement starts with are rendered in the background."""
+        and a channel can transmit; the fixed phrases announcements are made of are rendered in the background."""
         if self.dispatch is None or not self.config.dispatch.alerts.announce or not self.radios.transmitters:
             return None
         from asr.models import TTS, locate
@@ -199,7 +199,8 @@ class Service:
         if not model.found:
             logger.warning("announcements are spoken by espeak-ng, which recognisers and many listeners do not "
                            "understand: %s", model.message())  # fmt: skip
-        speaker = Speaker(load_voice(model.path, alerts.announce_voice))
+        # renderings kept in the data folder: the start-up phrases are rendered on the first start only
+        speaker = Speaker(load_voice(model.path, alerts.announce_voice), keep=self.config.storage.data_dir / "voice-cache")
         logger.info("announcements: voice %s%s", speaker.name, f" from {model.path} ({model.source})" if model.found else "")
         speaker.warm_up(fixed_phrases(self.dispatch.jurisdiction, self.radios.transmitters))
         return speaker

@@ -42,7 +42,10 @@ ATTENTION = "请注意"
 
 def announcement_text(units: Sequence[str], place: str | None, incident_type: str, detail: str = "") -> str:
     """「<unit>、<unit>请注意，<place><detail><what happened>，请迅速赶往<place>」: the place is said twice, the way a
-    dispatcher repeats what matters; an unknown place is said to be unconfirmed."""
+    dispatcher repeats what matters; an unknown place is said to be unconfirmed. Each part between commas is a phrase
+    rendered on its own (dispatch/speech.py); the first and the last are rendered ahead (`fixed_phrases`). What
+    happened is said with its place: said alone after a pause, the recogniser heard 21 of the 27 demo places' types
+    right at 10 dB, against 24 of 27 said this way (bench/announce.py)."""
     what = SPOKEN_TYPE.get(incident_type, "发生警情")
     called = "、".join(units) + ATTENTION
     if not place:
@@ -72,11 +75,13 @@ def announcements_for(
 
 
 def fixed_phrases(jurisdiction: Jurisdiction, channels: Iterable[str]) -> list[str]:
-    """The phrases every announcement on `channels` starts with, to render ahead: each unit listening there called
-    alone (「皮具饰品城保安请注意」) and first in a list (「皮具饰品城保安、…」: the phrase before the 、)."""
+    """The phrases announcements on `channels` open and close with, to render ahead: each unit listening there called
+    alone (「皮具饰品城保安请注意」) and first in a list (「皮具饰品城保安、…」: the phrase before the 、), and every place's
+    closing 「请迅速赶往<place>」. (The place with what happened there is rendered when it is announced, then kept.)"""
     wanted = set(channels)
     units = dict.fromkeys(spoken_unit(r) for r in jurisdiction.responders if r.channel in wanted)
-    return [phrase for unit in units for phrase in (unit + ATTENTION, unit)]
+    called = [phrase for unit in units for phrase in (unit + ATTENTION, unit)]
+    return called + [f"请迅速赶往{p.name}" for p in jurisdiction.places]
 
 
 @dataclass(slots=True, frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import itertools
 import logging
 import queue
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_VOICE = "zm_yunjian"  # a calm adult male voice; heard back at 1-3 % syllable error (bench/voices.py)
 PAUSE_S = {"、": 0.12, "，": 0.22}  # what a speaker leaves at each mark; kept short so the call stays brisk
+CHARS_PER_S = 4.0  # how fast the voice speaks, phrase pauses included (measured ~4.3): what a text's speech lasts
 CACHE_PHRASES = 512  # ~2 s of audio each: ~60 MB at most
 # Render priorities: the first phrase of a live announcement (the channel is keyed once it is ready), then the rest
 # of live announcements, then the warm-up. Another channel's announcement waits for one phrase, not a whole sentence.
@@ -51,6 +53,7 @@ class SpeechError(Exception):
 
 class Voice(Protocol):
     name: str
+    identity: str  # model and voice: renderings kept on disk are found again only by the same identity
 
     def synthesise(self, phrase: str) -> bytes:
         """One phrase -> 16 kHz mono int16 PCM of the speech alone (blocking; raises SpeechError)."""
@@ -94,6 +97,7 @@ class KokoroVoice:
         # the legacy Chinese G2P (jieba + pypinyin): the one Kokoro v1.0 was trained with
         self._g2p = zh.ZHG2P()
         self.name = f"kokoro:{voice}"
+        self.identity = f"{model_dir.name}/{voice}"  # what a rendering kept on disk depends on
         self.voice = voice
 
     def synthesise(self, phrase: str) -> bytes:
@@ -115,6 +119,7 @@ class EspeakVoice:
 
     def __init__(self, voice: str = "cmn", speed: int = 160) -> None:
         self.name = f"espeak-ng:{voice}"
+        self.identity = f"espeak-ng/{voice}-{speed}"
         self._voice, self._speed = voice, speed
 
     def synthesise(self, phrase: str) -> bytes:
@@ -147,9 +152,11 @@ class Speaker:
     thread: the voice uses both cores for each phrase already.
     """
 
-    def __init__(self, voice: Voice, on_rendered: Callable[[str], None] | None = None) -> None:
+    def __init__(self, voice: Voice, on_rendered: Callable[[str], None] | None = None, keep: Path | None = None) -> None:
+        """`keep`: a folder where renderings are kept across restarts (the start-up phrases are rendered once)."""
         self.voice = voice
         self.on_rendered = on_rendered  # told each phrase as its rendering ends (tests: the order of events)
+        self._kept = keep / voice.identity if keep is not None else None
         self.rendered = 0
         self.render_s = 0.0  # wall seconds spent rendering
         self.speech_s = 0.0  # seconds of speech rendered
@@ -157,6 +164,7 @@ class Speaker:
         self._lock = threading.Lock()
         self._work: queue.PriorityQueue[tuple[int, int, str, concurrent.futures.Future[bytes]]] = queue.PriorityQueue()
         self._order = itertools.count()
+        self._live_queued = 0  # live phrases waiting for the worker (warm-up ones left out)
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -164,12 +172,26 @@ class Speaker:
     def name(self) -> str:
         return self.voice.name
 
+    def pace(self) -> float:
+        """Seconds of rendering per second of speech lately (since the start; 1.5 before anything was rendered)."""
+        return self.render_s / self.speech_s if self.speech_s else 1.5
+
     def cached(self, phrase: str) -> bytes | None:
         with self._lock:
             pcm = self._cache.get(phrase)
             if pcm is not None:
                 self._cache.move_to_end(phrase)
-            return pcm
+                return pcm
+        kept = self._kept_path(phrase)
+        if kept is not None and kept.is_file():
+            pcm = kept.read_bytes()
+            self._keep(phrase, pcm)
+        return pcm
+
+    def _kept_path(self, phrase: str) -> Path | None:
+        if self._kept is None:
+            return None
+        return self._kept / f"{hashlib.sha256(phrase.encode()).hexdigest()[:24]}.pcm"
 
     def submit(self, phrase: str, priority: int = LIVE) -> concurrent.futures.Future[bytes]:
         fut: concurrent.futures.Future[bytes] = concurrent.futures.Future()
@@ -180,8 +202,16 @@ class Speaker:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="speech", daemon=True)
             self._thread.start()
+        if priority < WARM_UP:
+            with self._lock:
+                self._live_queued += 1
         self._work.put((priority, next(self._order), phrase, fut))
         return fut
+
+    def live_queued(self) -> int:
+        """Live phrases waiting for the worker (not the one it renders)."""
+        with self._lock:
+            return self._live_queued
 
     def warm_up(self, fixed: Iterable[str]) -> None:
         for phrase in dict.fromkeys(fixed):
@@ -192,9 +222,11 @@ class Speaker:
         """The whole announcement, blocking: exactly the audio `stream(text)` gives out (`jingbao announce`)."""
         return b"".join(self.submit(phrase).result() + silence(pause) for phrase, pause in phrases(text))
 
-    def stream(self, text: str) -> PhraseStream:
-        parts = phrases(text)
-        return PhraseStream([(self.submit(phrase, LIVE if i else FIRST), pause) for i, (phrase, pause) in enumerate(parts)])
+    def stream(self, text: str, first: bool = True) -> PhraseStream:
+        """`first`: its first phrase goes ahead of other announcements' later ones (it keys a channel); False for an
+        announcement that follows another in the same transmission."""
+        parts = [(p, self.submit(p, FIRST if first and i == 0 else LIVE), pause) for i, (p, pause) in enumerate(phrases(text))]
+        return PhraseStream(self, parts)
 
     def close(self) -> None:
         self._closed = True
@@ -204,9 +236,12 @@ class Speaker:
         import time
 
         while True:
-            _, _, phrase, fut = self._work.get()
+            priority, _, phrase, fut = self._work.get()
             if self._closed:
                 return
+            if priority < WARM_UP:
+                with self._lock:
+                    self._live_queued -= 1
             if not fut.set_running_or_notify_cancel():
                 continue  # its announcement was replaced or dropped before this phrase began
             pcm = self.cached(phrase)  # rendered meanwhile (a warm-up and a live request for the same phrase)
@@ -218,12 +253,26 @@ class Speaker:
                     self.speech_s += len(pcm) / (SAMPLE_RATE * SAMPLE_WIDTH)
                     self.rendered += 1
                     self._keep(phrase, pcm)
+                    self._write(phrase, pcm)
             except Exception as e:
                 fut.set_exception(e if isinstance(e, SpeechError) else SpeechError(f"{self.name}: {e}"))
                 continue
             if self.on_rendered is not None:
                 self.on_rendered(phrase)
             fut.set_result(pcm)
+
+    def _write(self, phrase: str, pcm: bytes) -> None:
+        """Kept on disk (written beside, renamed into place: never half a file); a disk that refuses is no fault."""
+        path = self._kept_path(phrase)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            part = path.with_suffix(".part")
+            part.write_bytes(pcm)
+            part.replace(path)
+        except OSError as e:
+            logger.warning("announcement voice: cannot keep a rendering in %s: %s", path.parent, e)
 
     def _keep(self, phrase: str, pcm: bytes) -> None:
         with self._lock:
@@ -233,26 +282,43 @@ class Speaker:
 
 
 class PhraseStream:
-    """One announcement's audio as it renders: `first()` waits for the first phrase (key up only then), iterating
-    gives every phrase with its pause; `cancel()` stops what has not started rendering."""
+    """One announcement's audio as it renders: `first()` waits for the first phrase, `keeps_up()` says whether the rest
+    will be ready before playing reaches it (key up only then), iterating gives every phrase with its pause;
+    `cancel()` stops what has not started rendering."""
 
-    def __init__(self, parts: list[tuple[concurrent.futures.Future[bytes], float]]) -> None:
+    def __init__(self, speaker: Speaker, parts: list[tuple[str, concurrent.futures.Future[bytes], float]]) -> None:
+        self._speaker = speaker
         self._parts = parts
 
     async def first(self) -> None:
         if self._parts:
-            await asyncio.wrap_future(self._parts[0][0])
+            await asyncio.wrap_future(self._parts[0][1])
 
-    def ready(self) -> bool:
-        return all(fut.done() for fut, _ in self._parts)
+    def done(self) -> bool:
+        return all(fut.done() for _, fut, _ in self._parts)
+
+    def keeps_up(self, lead_s: float) -> bool:
+        """At the voice's recent pace, the phrases not rendered yet will be before they are due: their rendering, and
+        other announcements' phrases waiting ahead of them, take no longer than the audio ready at the head plus
+        `lead_s` (the keyed silence before it). Otherwise a keyed channel would carry silence mid-announcement."""
+        ready_s, rest = lead_s, 0
+        for phrase, fut, pause in self._parts:
+            if rest or not fut.done() or fut.exception() is not None:
+                rest += len(phrase) if not fut.done() else 0
+            else:
+                ready_s += len(fut.result()) / (SAMPLE_RATE * SAMPLE_WIDTH) + pause
+        ours = sum(not fut.done() and not fut.running() for _, fut, _ in self._parts)
+        if self._speaker.live_queued() > ours:
+            return False  # other channels' phrases render first: how long they take is not known here
+        return rest / CHARS_PER_S * self._speaker.pace() <= ready_s
 
     def cancel(self) -> None:
-        for fut, _ in self._parts:
+        for _, fut, _ in self._parts:
             fut.cancel()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            for fut, pause in self._parts:
+            for _, fut, pause in self._parts:
                 yield await asyncio.wrap_future(fut) + silence(pause)
         finally:
             self.cancel()  # cut short (time-out timer, shutdown): nothing more needs rendering

@@ -6,8 +6,10 @@ channel that much listening. Per channel:
 - the announcements waiting together go out in one transmission (one key-up, one wait for a clear channel);
 - an airtime budget (`tx.announce_airtime_s` per rolling `tx.announce_window_s`): an announcement that would exceed
   it is dropped, counted (`dropped["over_budget"]`) and logged; its alerts went to the phones regardless.
-Rendering starts when the announcement arrives, while it waits for its turn and a clear channel; the channel is
-keyed once the first phrase is ready and the later phrases are played as they render (dispatch/speech.py).
+An announcement is rendered when its transmission is next (what is replaced or over budget is never rendered); the
+channel is keyed once its first phrase is ready and the rest will be rendered before it is due (the voice's recent
+pace against the audio ready), and the later phrases play as they render (dispatch/speech.py): a keyed channel does
+not carry silence waiting for a phrase.
 """
 
 from __future__ import annotations
@@ -22,19 +24,19 @@ from typing import Any
 
 from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from dispatch.announce import Announcement
-from dispatch.speech import PhraseStream, Speaker, SpeechError, silence
+from dispatch.speech import CHARS_PER_S, PhraseStream, Speaker, SpeechError, silence
 from hardware.transmit import Priority, Transmitter
 
 logger = logging.getLogger(__name__)
 
 BETWEEN_S = 0.6  # pause between two announcements merged into one transmission
-CHARS_PER_S = 4.0  # how fast the voice speaks, phrase pauses included (bench/announce.py: ~4.3): airtime estimate
+POLL_S = 0.05  # how often an announcement whose later phrases still render looks again whether it may key up
 
 
 @dataclass(slots=True)
 class _Waiting:
     announcement: Announcement
-    audio: PhraseStream | None  # None: the announcement brought its own audio
+    audio: PhraseStream | None = None  # rendering once its transmission is next; None: not yet, or it has its own
 
     def estimate_s(self) -> float:
         pcm = self.announcement.pcm
@@ -74,10 +76,8 @@ class ChannelAnnouncements:
             earlier.cancel()
             self.dropped["replaced"] += 1
             logger.info("channel %s: announcement for %s replaced by its update", self.channel, announcement.incident_id)
-        audio = None
-        if announcement.pcm is None and self._speaker is not None:
-            audio = self._speaker.stream(announcement.text)
-        self._waiting[announcement.incident_id] = _Waiting(announcement, audio)
+        self._waiting[announcement.incident_id] = _Waiting(announcement)
+        logger.info("channel %s: announcement for %s queued", self.channel, announcement.incident_id)
         self._wake.set()
 
     def recent_airtime(self) -> float:
@@ -133,11 +133,17 @@ class ChannelAnnouncements:
         return batch
 
     async def _transmit(self, batch: list[_Waiting]) -> None:
+        if self._speaker is not None:  # rendered now, not on arrival: what is replaced or over budget costs nothing
+            for i, waiting in enumerate(w for w in batch if w.announcement.pcm is None):
+                waiting.audio = self._speaker.stream(waiting.announcement.text, first=i == 0)
         ready = list(batch)
         while ready:  # key up only once there is audio to play: the first phrase of the first one
             try:
-                if ready[0].audio is not None:
-                    await ready[0].audio.first()
+                if (audio := ready[0].audio) is not None:
+                    await audio.first()
+                    lead = self.transmitter.config.key_up_delay_ms / 1000
+                    while not audio.done() and not audio.keeps_up(lead):  # no silence mid-announcement on the air
+                        await asyncio.sleep(POLL_S)
                 break
             except SpeechError as e:
                 self.dropped["unrenderable"] += 1
@@ -146,6 +152,7 @@ class ChannelAnnouncements:
         if not ready:
             return
         ids = [w.announcement.incident_id for w in ready]
+        logger.info("channel %s: announcement for %s ready", self.channel, "+".join(ids))
         result = await self.transmitter.transmit(_joined(ready, self.channel), Priority.NORMAL, f"announce {'+'.join(ids)}")
         self._aired.append((self._clock(), result.keyed))
         self.airtime_s += result.keyed
