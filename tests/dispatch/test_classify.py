@@ -46,7 +46,6 @@ def kind(said: str) -> tuple[str, str]:
         ("一群人拉横幅堵门", ("gathering", "high")),
         ("楼上半夜唱歌太吵，扰民", ("noise", "low")),
         ("有个老太太被骗了五万块钱", ("fraud", "medium")),
-        ("请求支援，这边出事了", ("other", "medium")),  # a report with no type word: sent, type unknown
         ("派出所请求支援，有人受伤了", ("medical", "high")),
         ("有人在放小广告", ("other", "low")),
     ],
@@ -86,6 +85,11 @@ def test_matched_terms_and_confidence() -> None:
     heard = classify("美食街有人打价")
     assert written.terms == ("打架",) and heard.terms == ("打架",)
     assert heard.confidence < written.confidence
+
+
+def test_a_report_with_no_type_word_goes_to_the_operator_with_a_guess() -> None:
+    decided = classify("请求支援，这边出事了")  # something happened here, but what? the model's guess, a person decides
+    assert decided.is_incident and decided.needs_confirmation and decided.priority == "medium"
 
 
 def test_a_weak_word_alone_in_a_report_goes_to_the_operator() -> None:
