@@ -35,8 +35,8 @@ from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
 from bridge.service import Service
 from bridge.web.metrics import ServiceCollector
-from dispatch.announce import render
 from dispatch.incidents import OPEN, Incident
+from dispatch.speech import EspeakVoice
 from tests.support.broker import Mosquitto
 from tests.web.browser import (
     CHROMIUM_LEAD_S,
@@ -397,10 +397,10 @@ def test_pages_say_sound_is_off_until_they_are_clicked(live: LiveService, browse
         page.close()
 
 
-def hear(live: LiveService, said: str, folder: Path) -> Incident:
+def hear(live: LiveService, said: str) -> Incident:
     """A call on ch-market as the recogniser delivers it (asr/live.py): archived (its audio spoken by espeak-ng), its
     transcript `said` stored and on the live feed, then handed to the dispatcher; returns what the dispatcher made."""
-    pcm = render(said, folder / f"{len(list(folder.glob('*.wav')))}.wav")
+    pcm = EspeakVoice().synthesise(said)
     start = time.time() - len(pcm) / 32000
     utterance = Utterance(new_utterance_id(start), "ch-market", start, time.time(), pcm)
     transcript = Transcript(said, "", engine="vosk", conf=0.8)
@@ -420,7 +420,7 @@ def hear(live: LiveService, said: str, folder: Path) -> Incident:
 
 
 def test_operator_confirms_an_unsure_report_and_the_alert_reaches_the_broker(
-    live: LiveService, browser: Browser, calls_audio: Path, tmp_path: Path
+    live: LiveService, browser: Browser, calls_audio: Path
 ) -> None:
     """Never silent about a report: a call with report words only (what a garbled type word leaves) waits in the
     待确认 queue, alerting nobody; the operator hears it, clicks a type, and the ranked responders' alerts go out.
@@ -435,8 +435,8 @@ def test_operator_confirms_an_unsure_report_and_the_alert_reaches_the_broker(
     try:
         fight_reported(live, calls_audio)  # a certain report in the list too, for the screenshot
         page = console(browser, live)
-        incident = hear(live, said, tmp_path)
-        other = hear(live, drill, tmp_path)
+        incident = hear(live, said)
+        other = hear(live, drill)
         assert incident.status == other.status == "needs_confirmation" and incident.assigned == other.assigned == ()
 
         queue = page.locator("#confirm-queue")
