@@ -115,10 +115,10 @@ def main() -> int:
 def blind_rows(args: argparse.Namespace) -> None:
     """The frozen blind sets (tests/dispatch/blind/): figures and confusion tables only (bench/dispatch_blind.py); the
     same sets in 8 voices x 4 radio conditions are bench/dispatch_voices.py's."""
-    from bench.dispatch_blind import BLIND_DIR, report
+    from bench.dispatch_blind import DEVELOPMENT_SETS, report
 
     extractor = Extractor(load_jurisdiction(args.jurisdiction))
-    for path in sorted(BLIND_DIR.glob("*.tsv")):
+    for path in DEVELOPMENT_SETS:
         report(path, extractor, 3, args.rate)
 
 

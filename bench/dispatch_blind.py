@@ -1,7 +1,7 @@
 """The blind rows of bench/dispatch_accuracy.py: place and incident type on the frozen blind sets
 (tests/dispatch/blind/*.tsv), written by helpers that never saw the lexicon or the matcher.
 
-    .venv/bin/python bench/dispatch_blind.py [SET.tsv ...] [--seeds N] [--rate P]
+    .venv/bin/python bench/dispatch_blind.py [SET.tsv ...] [--seeds N] [--rate P]   (default: sets A-C)
 
 Prints figures only, never a sentence: whoever tunes the classifier reads the scores and the confusion table, not
 the test material (a set read while tuning stops measuring generalisation).
@@ -35,6 +35,9 @@ from dispatch.gazetteer import load_jurisdiction  # noqa: E402
 from dispatch.phonetic import text_syllables  # noqa: E402
 
 BLIND_DIR = REPO / "tests" / "dispatch" / "blind"
+# The sets that may be read while tuning (their claims are made); the newest, set_d.tsv, is held back for the next
+# claim and is scored only when named.
+DEVELOPMENT_SETS = tuple(BLIND_DIR / f"set_{name}.tsv" for name in "abc")
 COLUMNS = ("id", "kind", "place", "type", "priority", "text")
 
 
@@ -144,14 +147,14 @@ def print_confusion(confusion: Counter[tuple[str, str]]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sets", type=Path, nargs="*", help="blind sets (default: every tests/dispatch/blind/*.tsv)")
+    ap.add_argument("sets", type=Path, nargs="*", help="blind sets (default: the development sets A-C)")
     ap.add_argument("--jurisdiction", type=Path, default=REPO / "config" / "jurisdiction.yaml")
     ap.add_argument("--seeds", type=int, default=3, help="noisy variants per sentence")
     ap.add_argument("--rate", type=float, default=0.15, help="per-character / per-syllable error rate")
     args = ap.parse_args()
     print(describe())
     extractor = Extractor(load_jurisdiction(args.jurisdiction))
-    for path in args.sets or sorted(BLIND_DIR.glob("*.tsv")):
+    for path in args.sets or DEVELOPMENT_SETS:
         report(path, extractor, args.seeds, args.rate)
     return 0
 

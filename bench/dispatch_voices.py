@@ -8,8 +8,8 @@ bench/dispatch_audio.run_calls); beside them the single neural voice of ../share
 
 SET.tsv: a labelled set (columns id, kind, place, type, priority, text; '#' comment lines; kind report|routine; type
 none on routine lines; place '-' when none), or the demo calls (id, channel, text, place, incident, priority: a call
-whose incident is none is routine). Default: blind sets A and B (tests/dispatch/blind/; set C is held back for the
-classifier's next claim), else the demo calls.
+whose incident is none is routine). Default: blind sets A and B (tests/dispatch/blind/; the sample figures in
+docs/performance.md are of these two), else the demo calls.
 Sample: --per-type N rows of each incident type and N routine lines (seeded, so runs compare), or --all rows. The
 default (1: 16 rows of the blind sets, each rendered in 8 voices) took 22 minutes the first time on 2 shared cores
 (load 2-4; 14 of them rendering), and a second run finds the renderings cached.
