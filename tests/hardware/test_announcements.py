@@ -160,6 +160,9 @@ async def test_the_channel_is_keyed_before_the_whole_announcement_is_rendered(
 ) -> None:
     events: list[tuple[float, str]] = []
     speaker = Speaker(KokoroVoice(kokoro), on_rendered=lambda phrase: events.append((time.monotonic(), phrase)))
+    # the pace the voice has shown so far: 0.5 s of rendering per s of speech, as on an idle machine; what the test
+    # renders hardly moves it, so when the rest "will render in time" does not depend on how busy this machine is
+    speaker.render_s, speaker.speech_s = 500.0, 1000.0
     text = "西光中学保安请注意，西光中学东门发现可疑情况，请迅速赶往西光中学"
     try:
         async with channel(tmp_path, speaker) as (queue, line, sink):
