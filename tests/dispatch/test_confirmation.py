@@ -71,7 +71,7 @@ async def test_confirming_dispatches_it_as_a_certain_report(broker: Mosquitto, t
         assert alert["incident_id"] == pending.id and alert["type"] == "fight" and alert["priority"] == "high"
         assert alert["text"] == UNSURE
         made = await asyncio.wait_for(transmit.get(), 10)  # the spoken call, as for a certain report
-        assert made.incident_id == pending.id and made.text == "皮具饰品城请注意，美食街有人打架斗殴，请迅速赶往现场"
+        assert made.incident_id == pending.id and made.text == "皮具饰品城保安请注意，美食街有人打架斗殴，请迅速赶往美食街"
         seen = [(e.data["type"], e.data["reason"]) for e in [await events.get(), await events.get()]]
         assert seen == [("update", "confirmed"), ("update", "dispatched")]
 
