@@ -80,6 +80,8 @@ def fixed_phrases(jurisdiction: Jurisdiction, channels: Iterable[str]) -> list[s
     closing 「请迅速赶往<place>」. (The place with what happened there is rendered when it is announced, then kept.)"""
     wanted = set(channels)
     units = dict.fromkeys(spoken_unit(r) for r in jurisdiction.responders if r.channel in wanted)
+    if not units:
+        return []  # nobody listens there: nothing is announced on these channels
     called = [phrase for unit in units for phrase in (unit + ATTENTION, unit)]
     return called + [f"请迅速赶往{p.name}" for p in jurisdiction.places]
 

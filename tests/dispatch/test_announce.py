@@ -77,6 +77,7 @@ def test_one_announcement_per_channel_addressing_every_unit_alerted_on_it() -> N
     fixed = set(fixed_phrases(j, ["ch-police"]))
     assert {"怡园社区警长请注意", "请迅速赶往美食街", "怡园社区警长", "请迅速赶往西光中学"} <= fixed
     assert "皮具饰品城保安请注意" not in fixed, "units of other channels"
+    assert fixed_phrases(j, ["ch-phone"]) == [], "no unit listens there: nothing to render"
 
 
 def test_the_announcer_queues_without_waiting_and_counts_a_full_queue() -> None:
