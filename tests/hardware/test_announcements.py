@@ -155,9 +155,7 @@ def kokoro() -> Path:
     return model.path
 
 
-async def test_the_channel_is_keyed_before_the_whole_announcement_is_rendered(
-    tmp_path: Path, kokoro: Path
-) -> None:
+async def test_the_channel_is_keyed_before_the_whole_announcement_is_rendered(tmp_path: Path, kokoro: Path) -> None:
     events: list[tuple[float, str]] = []
     speaker = Speaker(KokoroVoice(kokoro), on_rendered=lambda phrase: events.append((time.monotonic(), phrase)))
     # the pace the voice has shown so far: 0.5 s of rendering per s of speech, as on an idle machine; what the test
