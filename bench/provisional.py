@@ -232,7 +232,7 @@ def main() -> int:
     index, lexicon = PlaceIndex(load_jurisdiction(args.jurisdiction)), load_lexicon()
 
     def read(inp: object) -> Reading:
-        return Reading.of(classify_transcript(inp, lexicon), extract_location(inp, index), inp)
+        return Reading.of(classify_transcript(inp, lexicon, index), extract_location(inp, index), inp)
 
     rules = PartialRules()
     print(f"rules (dispatch.partials): {rules!r}; a partial every {args.step} character(s) / syllable(s)")

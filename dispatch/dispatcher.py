@@ -747,7 +747,7 @@ class DispatchService:
             jurisdiction=self.jurisdiction,
             store=IncidentStore(self._conn),
             outbox=self.outbox,
-            classify=lambda t: classify_transcript(t, lexicon),
+            classify=lambda t: classify_transcript(t, lexicon, index),
             locate=lambda t: extract_location(t, index),
             rank=self._rank,
             board=self.board,
@@ -799,7 +799,7 @@ def _warm_up(lexicon: Lexicon, index: PlaceIndex) -> None:
     model, the thesaurus, jieba's word cutter: ~0.2 s, more on a busy machine) is loaded as the service is built,
     before any channel opens, instead of delaying the first reports."""
     for transcript in ({"text": "美食街有人打架"}, {"pinyin": "mei3 shi2 jie1 you3 ren2 da3 jia4"}):
-        classify_transcript(transcript, lexicon)
+        classify_transcript(transcript, lexicon, index)
         extract_location(transcript, index)
 
 

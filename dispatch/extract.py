@@ -34,7 +34,7 @@ class Extractor:
         if isinstance(transcript, str):
             transcript = {"pinyin": transcript} if looks_like_pinyin(transcript) else {"text": transcript}
         where = extract_location(transcript, self.index)
-        what = classify_transcript(transcript, self.lexicon)
+        what = classify_transcript(transcript, self.lexicon, self.index)
         responders = []
         if what.is_incident and where is not None:
             responders = [r.to_dict() for r in recommend(where.place, self.board, self.config.responders, now)]

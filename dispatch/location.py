@@ -192,6 +192,11 @@ def extract_location(transcript_like: Any, index: PlaceIndex | Jurisdiction) -> 
     return replace(best, detail=_detail(inp, best, candidates))
 
 
+def place_spans(inp: TranscriptInput, index: PlaceIndex) -> list[tuple[int, int]]:
+    """Where places are named in the transcript, in its units: every name heard (the scene's, the addressee's)."""
+    return [c.span for c in _resolve_overlaps(list(_candidates(inp, index))) if c.span is not None]
+
+
 def _opening_addressee(candidates: list[LocationMatch], inp: TranscriptInput) -> list[LocationMatch]:
     """A call opens with whom it addresses: a place that opens the transmission and is followed at once (directly,
     after a pause, or 在/到/去) by another place (高桥警务点，美食街有人打架; gao qiao jing wu dian mei shi jie you ren
