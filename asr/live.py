@@ -303,22 +303,30 @@ class LiveRecognition:
         await asyncio.to_thread(self.archive.set_status, utterance_id, "asr_failed")
 
     async def _deliver(self, transcript: Transcript, ref: RecognisedUtterance) -> None:
-        await self._store(transcript, ref)
+        """Stored, shown, dispatched, and only then marked transcribed: a crash before the mark leaves the utterance
+        pending, and the next start recognises and dispatches it again (at worst a report twice, which merges into its
+        incident; a report marked transcribed before dispatch had it would be lost to a crash in between)."""
+        stored = await self._store(transcript, ref, mark=False)
         shown = transcript.shown or "(nothing recognised)"
         logger.info("channel %s: %s transcribed: %s", ref.channel, ref.id, shown[:80])
         self.bus.publish("transcript", {"channel": ref.channel, "utterance_id": ref.id, "start": ref.start,
                                         **transcript.to_dict()})
         partials_seen = self._partials_seen.pop(ref.id, None) is not None
-        if transcript.empty and not partials_seen:  # silence or noise: nothing to dispatch (stored above, for the audit)
-            return
-        await self._hand_over(transcript, ref)
+        if not transcript.empty or partials_seen:  # silence or noise: nothing to dispatch (stored, for the audit)
+            await self._hand_over(transcript, ref)
+        if stored:
+            await self._store(transcript, ref, save=False)
 
-    async def _store(self, transcript: Transcript, ref: RecognisedUtterance) -> bool:
-        """The transcript stored, then the utterance marked transcribed (a held one keeps the status until it is
-        written). False when the database cannot be written now: the transcript waits in `_unsaved` for a sweep."""
+    async def _store(self, transcript: Transcript, ref: RecognisedUtterance, *, save: bool = True, mark: bool = True
+                     ) -> bool:
+        """The transcript stored (`save`), then the utterance marked transcribed (`mark`; a held one keeps the status
+        until it is written). False when the database cannot be written now: the transcript waits in `_unsaved` for a
+        sweep, which stores and marks it."""
         try:
-            await asyncio.to_thread(self.store.save, ref.id, ref.channel, ref.start, transcript)
-            await asyncio.to_thread(self.archive.set_status, ref.id, "transcribed")
+            if save:
+                await asyncio.to_thread(self.store.save, ref.id, ref.channel, ref.start, transcript)
+            if mark:
+                await asyncio.to_thread(self.archive.set_status, ref.id, "transcribed")
         except (OSError, sqlite3.Error) as e:
             if ref.id not in self._unsaved:
                 logger.error("channel %s: the transcript of %s cannot be stored now (%s); kept in memory until the "

@@ -219,6 +219,27 @@ async def test_failures_are_retried_a_bounded_number_of_times(
     live.pool.close()
 
 
+async def test_an_utterance_is_marked_transcribed_only_once_dispatch_has_had_it(
+    service: Service, sherpa: SherpaEngine, mandarin: list[bytes]
+) -> None:
+    """A crash between storing the transcript and dispatching it must not lose the report: until dispatch has had it,
+    the utterance stays pending (the next start recognises and dispatches it again)."""
+    live, dispatched = recognition(service, sherpa)
+    seen_while_dispatching: list[tuple[str, bool]] = []
+
+    async def dispatch(transcript: Transcript, utterance: RecognisedUtterance) -> None:
+        stored = service.transcripts.get(utterance.id) is not None
+        seen_while_dispatching.append((status(service.archive, utterance.id), stored))
+        await dispatched(transcript, utterance)
+
+    live.on_transcript = dispatch
+    said = await speak(live, service.archive, "ch-a", mandarin[0])
+    await settled(live)
+    assert seen_while_dispatching == [("pending", True)]  # the console can read it; a crash leaves it to recognise
+    assert status(service.archive, said) == "transcribed" and dispatched.calls == {said: 1}
+    live.pool.close()
+
+
 async def test_silence_is_stored_empty_and_not_dispatched(service: Service, sherpa: SherpaEngine) -> None:
     live, dispatched = recognition(service, sherpa)
     silent = await speak(live, service.archive, "ch-a", bytes(2 * BYTES_PER_S + FRAME_BYTES))
