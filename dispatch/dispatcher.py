@@ -98,6 +98,7 @@ class UnknownTypeError(KeyError):
 
 FINISHED_KEPT = 1000  # ids of utterances whose final was handled, so that a late partial of one raises nothing
 LIVE_MAX_AGE_S = 600.0  # an utterance still without its final after this long is forgotten (its gate, not its incident)
+DRAIN_S = 3.0  # at a clean stop, the outbox's last messages get this long to reach a connected broker
 
 
 @dataclass(slots=True, eq=False)
@@ -774,10 +775,32 @@ class DispatchService:
         if self.link is None:
             logger.warning("broker disabled: alerts are kept in the outbox, not sent")
             await asyncio.Event().wait()
+        link = asyncio.create_task(self.link.run(), name="mqtt-link")
+        sender = asyncio.create_task(self.outbox.run(), name="outbox")
         try:
-            await asyncio.gather(self.link.run(), self.outbox.run())
+            done, _ = await asyncio.wait((link, sender), return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # what ended it
+        except asyncio.CancelledError:
+            await self.dispatcher.close()  # nothing new is made (alert timers stopped) ...
+            await self._drain()  # ... and what was made last goes out while the link is still up
+            raise
         finally:
+            link.cancel()
+            sender.cancel()
+            await asyncio.gather(link, sender, return_exceptions=True)
             await self.dispatcher.close()
+
+    async def _drain(self) -> None:
+        """A clean stop: the messages made last (an escalation due as the service stops, an incident's latest state)
+        are sent while the broker is connected, for at most DRAIN_S; what is left waits in the outbox for the next
+        start. Without it they all waited for the next start, phones included."""
+        assert self.link is not None
+        deadline = time.monotonic() + DRAIN_S
+        while self.outbox.count_pending() and self.link.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if left := self.outbox.count_pending():
+            logger.warning("stopping with %d message(s) not sent to the broker: they go at the next start", left)
 
     def _rank(self, place: Place, incident_type: str) -> tuple[list[Candidate], list[Candidate]]:
         """The configured choice now; everyone else in reach, nearest first, in reserve for escalation."""

@@ -1,5 +1,5 @@
 """Alerts over a real mosquitto: the nearest responder gets it, an offline phone gets it on reconnect, acks stop
-escalation, silence escalates, and a broker restart loses nothing."""
+escalation, silence escalates, a broker restart loses nothing, and a clean stop sends what was made last."""
 
 from __future__ import annotations
 
@@ -138,3 +138,13 @@ async def test_broker_restart_loses_nothing(broker: Mosquitto, tmp_path: Path) -
         assert alert["incident_id"] == incident.id
         assert rig.link.connects >= 2
         await phone.disconnect()
+
+
+async def test_a_clean_stop_sends_what_was_made_last(broker: Mosquitto, tmp_path: Path) -> None:
+    """An alert made as the service stops (an escalation due at that moment) reaches the phone before the link goes,
+    not at the next start."""
+    async with phones(broker, ["g-piju"]) as ph:
+        async with running_dispatcher(broker, tmp_path) as rig:
+            rig.outbox.put(Topics().alert("g-piju"), {"incident_id": "INC-last", "type": "fight"})  # then the stop
+        [alert] = await eventually(lambda: ph["g-piju"].received, what="the alert made at the stop")
+        assert alert["incident_id"] == "INC-last"
