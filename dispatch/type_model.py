@@ -45,7 +45,7 @@ MIN_FEATURE_COUNT = 2  # a feature seen once in the corpus is noise, not knowled
 PRUNE_BELOW = 0.2  # features weighing less than this for every type are not shipped (see TypeModel.pruned)
 BACKGROUND_ROWS = 3000  # strings of common words trained as routine (see `background_rows`)
 BACKGROUND_MIN_FREQ = 1000  # jieba frequency of the words they are made of
-# Inverse regularisation strength: with the corpus grown from 6.9k to 16k sentences by five hands, 16 beat 4 by 2-3
+# Inverse regularisation strength: with the corpus grown from 6.9k to 21k sentences by seven hands, 16 beat 4 by 2-3
 # points of type on the blind development sets, with fewer routine lines dispatched (32 and 64: no better).
 REGULARISATION_C = 16.0
 
