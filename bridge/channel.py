@@ -154,7 +154,8 @@ class Channel:
         """What the source refused since the start (packets, files, pushed audio), by kind, and the latest refusal
         or loss of its input."""
         stats = self.source.stats
-        return {"rejected": stats.rejected, "rejected_by": dict(stats.rejected_by), "source_error": stats.last_error}
+        return {"rejected": stats.rejected, "rejected_by": dict(stats.rejected_by), "source_error": stats.last_error,
+                "stream_switches": getattr(stats, "switches", None)}
 
     def muting(self) -> dict[str, Any]:
         """Seconds of received audio muted since the start because the channel was transmitting (its own echo, and

@@ -58,7 +58,14 @@ class RtpSource(Strict):
         2.0, ge=0,
         description="How long the latched sender must have been silent before another address on `allow` may take"
         " the channel over. The latched address itself may start a new stream (a new SSRC: a restart, or a new talk"
-        " spurt) as soon as its last one has ended.",
+        " spurt) once its last one has been silent for `new_stream_after_s`.",
+    )
+    new_stream_after_s: float = Field(
+        0.3, ge=0,
+        description="How long the latched stream must have been silent before another SSRC from the same address"
+        " replaces it (a restarted gateway, a new talk spurt). Shorter lets a second stream from the gateway's own"
+        " address (a spoofed or misconfigured sender) take the channel whenever the gateway pauses that long; it is"
+        " never less than the jitter buffer's depth.",
     )
     codec: Literal["pcmu", "pcma", "l16"] | None = Field(
         None, description="Payload codec; None takes it from the static payload type (0 = PCMU, 8 = PCMA, 11 = L16)."

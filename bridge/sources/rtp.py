@@ -6,9 +6,13 @@ unconfigured payload type) is counted and logged sparingly; nothing a sender doe
 
 One stream is heard at a time: the receiver latches onto the first sender (its IP address and SSRC) and refuses the
 packets of any other while that one is on the air, so a second sender cannot break up a call. The latched address may
-start a new stream (a gateway restarted, a new talk spurt under a new SSRC) once its last one has ended; another
-address may take over only if it is on the `allow` list and the latched one has been silent for `takeover_s`.
-Refused packets are counted per reason in RtpStats (other_sender, other_ssrc, not_allowed, malformed).
+start a new stream (a gateway restarted, a new talk spurt under a new SSRC) once its last one has been silent for
+`new_stream_after_s` (0.3 s: a gateway pausing for less, e.g. a busy moment, keeps the channel against a second
+stream from its own address); another address may take over only if it is on the `allow` list and the latched one
+has been silent for `takeover_s`. Refused packets are counted per reason in RtpStats (other_sender, other_ssrc,
+not_allowed, malformed), and every change of the stream heard in `switches`.
+A sender that forges the gateway's address and keeps a stream going while the gateway is silent still takes the
+channel: plain RTP cannot tell them apart (docs/security.md says what can).
 """
 
 from __future__ import annotations
@@ -121,6 +125,7 @@ class RtpStats(SourceStats):
     packets: int = 0
     late: int = 0
     duplicate: int = 0
+    switches: int = 0  # times the stream heard changed (a new SSRC, another address taking over), the first not counted
 
 
 @dataclass(slots=True)
@@ -229,6 +234,7 @@ class RtpInput:
         self._wake = asyncio.Event()
         self._latch: _Latch | None = None
         self._failure: str | None = None
+        self._new_stream_after = max(config.new_stream_after_s, self._buffer.depth + IDLE_GRACE_S)
 
     async def frames(self) -> AsyncIterator[Frame]:
         cfg = self.config
@@ -311,7 +317,7 @@ class RtpInput:
             latch.last = now
             return True
         elif latch.address == address:
-            if now - latch.last < self._buffer.depth + IDLE_GRACE_S:  # its stream is still on the air: this is another
+            if now - latch.last < self._new_stream_after:  # its stream may still be on the air: this is another
                 self._refuse("other_ssrc", now, f"RTP SSRC {ssrc:08x} from {address} refused: {latch} is on the air")
                 return False
             self._log("new_ssrc", now, logging.INFO, "channel %s: RTP from %s: new stream SSRC %08x (was %08x)",
@@ -322,6 +328,8 @@ class RtpInput:
         else:
             self._log("takeover", now, logging.INFO, "channel %s: RTP from %s SSRC %08x takes over from %s (silent %.1f s)",
                       self.channel_id, address, ssrc, latch, now - latch.last)  # fmt: skip
+        if latch is not None:
+            self.stats.switches += 1
         self._buffer.reset()  # whatever the old stream still had held behind a hole is not this one's
         self._latch = _Latch(address, ssrc, now)
         return True

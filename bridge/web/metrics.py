@@ -60,6 +60,13 @@ class ServiceCollector(Collector):
             for reason, count in state["rejected_by"].items():
                 rejected.add_metric([state["id"], reason], count)
         yield rejected
+        switches = CounterMetricFamily("jingbao_source_stream_switches",
+                                       "Changes of the RTP stream a channel hears (a new SSRC, another sender)",
+                                       labels=["channel"])  # fmt: skip
+        for state in states:
+            if state["stream_switches"] is not None:  # an RTP channel
+                switches.add_metric([state["id"]], state["stream_switches"])
+        yield switches
         yield from self._announcements(states)
 
     def _announcements(self, states: list[dict]) -> Iterator[Metric]:

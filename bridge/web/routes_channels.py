@@ -14,7 +14,8 @@ measurements, not faults.
 
 A channel's state counts what its source refused since the start: `rejected` (malformed RTP packets, files that
 would not decode, pushed audio refused), `rejected_by` (the same by kind: "malformed", "undecodable", "unreadable",
-"too_fast", "buffer_full"), and `source_error`, the latest refusal or loss of its input (clipped to 200 characters).
+"too_fast", "buffer_full"), `source_error`, the latest refusal or loss of its input (clipped to 200 characters), and
+`stream_switches`, how often an RTP channel's stream changed (a new SSRC, another sender; null for other sources).
 """
 
 from __future__ import annotations

@@ -298,10 +298,10 @@ async def test_the_latched_address_starts_a_new_stream_once_its_last_has_ended(s
     call = mulaw_call(speech)
     async with receiving(source) as frames:
         await send(source, call[:100])
-        await asyncio.sleep(0.3)  # longer than the jitter buffer and the idle grace: that stream has ended
+        await asyncio.sleep(0.5)  # longer than new_stream_after_s: that stream has ended
         restarted = len(frames)
         await send(source, mulaw_call(speech, first_seq=7, ssrc=0x0BADF00D)[100:])
-    assert source.stats.rejected == 0
+    assert source.stats.rejected == 0 and source.stats.switches == 1
     assert not is_silent(frames[:restarted]) and not is_silent(frames[restarted:])
     assert source.stats.lost == 0
 
@@ -341,6 +341,9 @@ def test_who_is_heard_packet_by_packet(caplog: pytest.LogCaptureFixture) -> None
     assert heard(standby, 2, now=0.02) == "other_sender"
     assert heard(gateway, 3, now=0.03) == "other_ssrc"  # another stream while the latched one is on the air
     assert heard("10.9.9.9", 1, now=0.04) == "not_allowed"
+    # the gateway paused 0.2 s (longer than the jitter depth, shorter than new_stream_after_s): it keeps the channel
+    assert heard(gateway, 3, now=0.2) == "other_ssrc"
+    assert source.stats.switches == 0
     assert heard(gateway, 3, now=0.5) == "heard"  # the gateway's last stream has ended: its new one (restarted)
     assert heard(gateway, 1, now=0.52) == "other_ssrc"  # ... and the old SSRC is now the other one
     assert heard(standby, 2, now=2.4) == "other_sender"  # the gateway silent 1.9 s: less than takeover_s
@@ -348,6 +351,7 @@ def test_who_is_heard_packet_by_packet(caplog: pytest.LogCaptureFixture) -> None
     assert heard(gateway, 3, now=2.62) == "other_sender"
     assert heard(gateway, 3, now=70.0) == "heard"  # the standby silent long enough in turn: the gateway takes it back
     assert heard(standby, 2, now=70.02) == "other_sender"
+    assert source.stats.switches == 3  # SSRC 3, the standby, the gateway again
     logged = [r.getMessage() for r in caplog.records]
     assert [m for m in logged if "refused" in m] == [  # each kind once, then once a minute with the count between
         "channel r1: RTP from 10.1.2.4 SSRC 00000002 refused: latched onto 10.1.2.3 SSRC 00000001",
@@ -361,7 +365,7 @@ def test_who_is_heard_packet_by_packet(caplog: pytest.LogCaptureFixture) -> None
 
 def test_rtp_config_binds_to_loopback_by_default_and_wants_an_address() -> None:
     config = RtpSource(type="rtp", port=5004, allow=["10.1.2.3", "10.1.3.0/24"])
-    assert config.bind == "127.0.0.1" and config.takeover_s == 2.0
+    assert config.bind == "127.0.0.1" and config.takeover_s == 2.0 and config.new_stream_after_s == 0.3
     assert [str(n) for n in config.allow] == ["10.1.2.3/32", "10.1.3.0/24"]
     with pytest.raises(ValidationError, match="not an IP address"):
         RtpSource(type="rtp", port=5004, bind="gateway.local")
@@ -505,3 +509,4 @@ async def test_in_the_service_an_intruder_costs_the_call_nothing_and_shows_on_th
     assert state["utterances"] == 1
     assert state["rejected"] == len(call) and state["rejected_by"] == {"other_sender": len(call)}
     assert "127.0.0.2" in state["source_error"]
+    assert state["stream_switches"] == 0
