@@ -1,14 +1,40 @@
-"""The embedded store: one SQLite database in WAL mode, shared by every package.
+"""The stores: one embedded SQLite database in WAL mode shared by every package (the default), or PostgreSQL where
+several machines share one store (docs/deployment.md).
 
 Each package owns its tables and declares them as a numbered list of migrations under its own name
-(`migrate(conn, "archive", [...])`); this module only opens connections and applies what is new.
+(`migrate(conn, "archive", [...])`); this module only opens connections and applies what is new. A migration is
+SQLite's script as a plain string, or a `Migration` with a script per engine for a component that also runs on
+PostgreSQL: one list, one version number per step on both engines.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psycopg
+
+# Held while one process migrates, so processes starting at once on one PostgreSQL database take turns instead of
+# both creating the same tables. Any constant key works; this one spells "jingbao".
+_MIGRATE_LOCK = int.from_bytes(b"jingbao", "big")
+_SCHEMA_VERSION = "CREATE TABLE IF NOT EXISTS schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+_SET_VERSION = (
+    "INSERT INTO schema_version (component, version) VALUES ({0}, {0}) "
+    "ON CONFLICT(component) DO UPDATE SET version = excluded.version"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step of a component, written for each engine. An empty script is a step with nothing to do on that
+    engine (a fix for a quirk of the other one), so the version numbers stay the same on both."""
+
+    sqlite: str
+    postgres: str
 
 
 def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
@@ -27,25 +53,62 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def migrate(conn: sqlite3.Connection, component: str, migrations: Sequence[str]) -> None:
-    """Apply the migrations of `component` that have not been applied yet, each in its own transaction.
+def connect_postgres(url: str) -> psycopg.Connection:
+    """Connect to PostgreSQL (a libpq URL or "key=value" string): autocommit, so each write is one
+    `with conn.transaction():` block; rows are dicts."""
+    import psycopg  # here, not at the top: every command imports this module, few of them use PostgreSQL
+    from psycopg.rows import dict_row
+
+    return psycopg.connect(url, autocommit=True, row_factory=dict_row)
+
+
+def migrate(conn: sqlite3.Connection | psycopg.Connection, component: str, migrations: Sequence[str | Migration]) -> None:
+    """Apply the migrations of `component` that have not been applied yet, each in its own transaction, on a SQLite
+    connection or a PostgreSQL one (from `connect_postgres`).
 
     Migrations are append-only: never edit one that has shipped, add a new one instead.
     """
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-    )
+    if isinstance(conn, sqlite3.Connection):
+        _migrate_sqlite(conn, component, [m.sqlite if isinstance(m, Migration) else m for m in migrations])
+    else:
+        _migrate_postgres(conn, component, [_postgres_script(component, n, m) for n, m in enumerate(migrations, 1)])
+
+
+def _postgres_script(component: str, version: int, migration: str | Migration) -> str:
+    if isinstance(migration, str):
+        raise ValueError(f"{component} migration {version} is written for SQLite only: it has no PostgreSQL script")
+    return migration.postgres
+
+
+def _migrate_sqlite(conn: sqlite3.Connection, component: str, migrations: Sequence[str]) -> None:
+    conn.execute(_SCHEMA_VERSION)
     row = conn.execute("SELECT version FROM schema_version WHERE component = ?", (component,)).fetchone()
     done = row[0] if row else 0
     for version, script in enumerate(migrations[done:], start=done + 1):
         with conn:
+            if not conn.in_transaction:  # sqlite3 begins one by itself only before DML: a CREATE would commit alone
+                conn.execute("BEGIN")
             for statement in _statements(script):
                 conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_version (component, version) VALUES (?, ?) "
-                "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
-                (component, version),
-            )
+            conn.execute(_SET_VERSION.format("?"), (component, version))
+
+
+def _migrate_postgres(conn: psycopg.Connection, component: str, migrations: Sequence[str]) -> None:
+    from psycopg.rows import tuple_row
+
+    # DDL is transactional on PostgreSQL: a migration and its version number commit together or not at all.
+    cur = conn.cursor(row_factory=tuple_row)
+    while True:
+        with conn.transaction():
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+            cur.execute(_SCHEMA_VERSION)
+            row = cur.execute("SELECT version FROM schema_version WHERE component = %s", (component,)).fetchone()
+            done = row[0] if row else 0
+            if done >= len(migrations):
+                return
+            if migrations[done].strip():
+                cur.execute(migrations[done])  # no parameters: the whole script goes as one multi-statement query
+            cur.execute(_SET_VERSION.format("%s"), (component, done + 1))
 
 
 def _statements(script: str) -> list[str]:

@@ -30,6 +30,9 @@ done
 # The archive encodes Opus/FLAC with libsndfile through `soundfile`, built against Debian's libsndfile (below)
 ldconfig -p 2>/dev/null | grep -q 'libsndfile\.so\.1 ' || [ -e /usr/lib/x86_64-linux-gnu/libsndfile.so.1 ] \
   || missing+=(libsndfile1)
+# PostgreSQL: the shared store where several machines share one (docs/deployment.md); the tests start private
+# clusters with its initdb/pg_ctl, which Debian keeps out of PATH in /usr/lib/postgresql/<major>/bin
+have initdb || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 have gcc || missing+=(build-essential)
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
 if ! have "$PYTHON"; then

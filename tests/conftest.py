@@ -8,6 +8,9 @@ import pytest
 
 from bridge.shared import shared_dir
 
+# the `postgres` (a private cluster per test run) and `pg_url` (a fresh database per test) fixtures
+pytest_plugins = ["tests.support.postgres"]
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = shared_dir().resolve()
 SHARED_AUDIO = SHARED / "audio"

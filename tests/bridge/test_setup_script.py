@@ -22,6 +22,8 @@ def missing_packages(path: str) -> set[str]:
 def test_this_machine_needs_nothing() -> None:
     # make test runs set-up first, so everything is there: a second run installs nothing
     assert missing_packages("/usr/local/bin:/usr/bin:/bin") == set()
+    # Debian keeps PostgreSQL's initdb out of PATH (in /usr/lib/postgresql/<major>/bin): still found, not reinstalled
+    assert "postgresql" not in missing_packages("/usr/bin:/bin")
 
 
 def test_a_fresh_machine_gets_what_building_pyaudio_needs(tmp_path: Path) -> None:
