@@ -46,10 +46,10 @@ sys.path.insert(0, str(REPO))
 from asr.transcript import Transcript, Word  # noqa: E402
 from bench.dispatch_blind import BLIND_DIR, read_set  # noqa: E402
 from bench.machine import describe  # noqa: E402
-from dispatch.classify import classify_transcript, load_lexicon  # noqa: E402
+from dispatch.classify import load_lexicon, read_report  # noqa: E402
 from dispatch.config import PartialRules  # noqa: E402
 from dispatch.gazetteer import load_jurisdiction  # noqa: E402
-from dispatch.location import PlaceIndex, extract_location  # noqa: E402
+from dispatch.location import PlaceIndex  # noqa: E402
 from dispatch.phonetic import text_syllables  # noqa: E402
 from dispatch.provisional import PAUSE_S, PartialGate, Raise, Reading, Verdict, heard, settle  # noqa: E402
 
@@ -232,7 +232,8 @@ def main() -> int:
     index, lexicon = PlaceIndex(load_jurisdiction(args.jurisdiction)), load_lexicon()
 
     def read(inp: object) -> Reading:
-        return Reading.of(classify_transcript(inp, lexicon, index), extract_location(inp, index), inp)
+        what, places = read_report(inp, lexicon, index)
+        return Reading.of(what, places.scene(), inp)
 
     rules = PartialRules()
     print(f"rules (dispatch.partials): {rules!r}; a partial every {args.step} character(s) / syllable(s)")

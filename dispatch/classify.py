@@ -30,7 +30,7 @@ from typing import Any, Literal
 import yaml
 
 from dispatch.config import LexiconExtension
-from dispatch.location import FUZZY_MIN, PlaceIndex, TranscriptInput, place_spans, read_input
+from dispatch.location import FUZZY_MIN, PlaceIndex, PlacesHeard, TranscriptInput, hear_places, read_input
 from dispatch.phonetic import (
     Syllable,
     common_words,
@@ -347,13 +347,20 @@ def classify(text: str = "", pinyin: str = "", lexicon: Lexicon | None = None) -
     return classify_transcript({"text": text, "pinyin": pinyin}, lexicon)
 
 
-def classify_transcript(transcript_like: Any, lexicon: Lexicon | None = None, places: PlaceIndex | None = None
+def classify_transcript(transcript_like: Any, lexicon: Lexicon | None = None, places: PlacesHeard | None = None
                         ) -> Classification:
     """`classify` of a whole transcript (Transcript, its dict, or a string): its text or pinyin, and the incident
     words the ASR keyword spotter heard (what the recogniser alone often mishears: 持刀 as "chi1 dao1"). With the
-    jurisdiction's `places`, the type model does not read the names of places (see `read_transcript`)."""
+    `places` heard in it (location.hear_places), the type model does not read their names (see `read_transcript`)."""
     lexicon = lexicon or load_lexicon()
     return decide(read_transcript(transcript_like, lexicon, places), load_model(), lexicon)
+
+
+def read_report(transcript_like: Any, lexicon: Lexicon, index: PlaceIndex) -> tuple[Classification, PlacesHeard]:
+    """What a transcript reports, and the places heard in it (`.scene()` is where): the names are found once, for
+    the type model to leave out and for the scene."""
+    heard = hear_places(transcript_like, index)
+    return classify_transcript(heard.inp, lexicon, heard), heard
 
 
 @dataclass(slots=True, frozen=True)
@@ -366,25 +373,25 @@ class Reading:
     types_heard: frozenset[str]  # every incident type whose words were heard (the words' decision weighed them)
 
 
-def read_transcript(transcript_like: Any, lexicon: Lexicon | None = None, places: PlaceIndex | None = None) -> Reading:
+def read_transcript(transcript_like: Any, lexicon: Lexicon | None = None, places: PlacesHeard | None = None) -> Reading:
     """The lexicon's reading and the model's features. A place's name says where, not what happened, and toneless
     its syllables can sound like words that do (美食街 "mei shi jie" reads like 没事, all is well, and the demo's
-    fight at 美食街 went to the operator as routine-sounding): with `places`, the names heard are left out of what
-    the model reads (the lexicon still reads everything)."""
+    fight at 美食街 went to the operator as routine-sounding): with the `places` heard, their names are left out of
+    what the model reads (the lexicon still reads everything)."""
     lexicon = lexicon or load_lexicon()
-    inp = read_input(transcript_like)
+    inp = places.inp if places is not None else read_input(transcript_like)
     words, severity = _words(inp, lexicon)
     evidence = [Evidence(h.term.role, h.term.weight < PLAIN, h.as_itself) for h in words]
-    text, syllables = _without_places(inp, places) if places is not None else (inp.text, inp.syllables)
+    text, syllables = _without_places(inp, places.spans) if places is not None else (inp.text, inp.syllables)
     names = features(text, syllables, evidence + [Evidence("severity") for _ in severity])
     heard = frozenset(h.term.role for h in words if h.term.role in lexicon.default_priority)
     return Reading(_by_words(words, severity, lexicon), names, severity, heard)
 
 
-def _without_places(inp: TranscriptInput, places: PlaceIndex) -> tuple[str, list[Syllable | None]]:
+def _without_places(inp: TranscriptInput, spans: list[tuple[int, int]]) -> tuple[str, list[Syllable | None]]:
     """The transcript's text and syllables with every place name heard blanked (a pause in the text, no syllable)."""
     text, syllables = list(inp.text), list(inp.syllables)
-    for start, end in place_spans(inp, places):
+    for start, end in spans:
         text[start:end] = "，" * len(text[start:end])
         syllables[start:end] = [None] * len(syllables[start:end])
     return "".join(text), syllables

@@ -52,22 +52,23 @@ from bridge.db import connect
 from bridge.logsafe import clip
 from dispatch.alerts import AckStatus, Alerter, Candidate, WatchStore, parse_ack
 from dispatch.announce import Announcement, Announcer, announcements_for
-from dispatch.classify import Classification, Lexicon, classify_transcript, load_lexicon
+from dispatch.classify import Classification, Lexicon, load_lexicon, read_report
 from dispatch.config import PartialRules
 from dispatch.gazetteer import Jurisdiction, Place, load_jurisdiction
 from dispatch.incidents import OPEN, Incident, IncidentError, IncidentStore, Status, new_incident_id
-from dispatch.location import LocationMatch, PlaceIndex, extract_location
+from dispatch.location import LocationMatch, PlaceIndex, PlacesHeard
 from dispatch.mqtt import MqttLink, tls_context
 from dispatch.outbox import Outbox
 from dispatch.positions import PayloadError, PositionIntake
 from dispatch.provisional import PartialGate, Raise, Reading, Verdict, settle
 from dispatch.responders import Recommendation, ResponderBoard, StatusStore, parse_status, recommend
+from dispatch.sos import SOS, SosDesk
 from dispatch.topics import AckTopic, OwnTracksTopic, StatusTopic, Topics
 
 logger = logging.getLogger(__name__)
 
-Classify = Callable[[Transcript], Classification]  # type ("none": routine traffic), priority, needs_confirmation
-Locate = Callable[[Transcript], LocationMatch | None]
+# type ("none": routine traffic), priority, needs_confirmation; and the places heard (`.scene()`: where)
+ReadReport = Callable[[Transcript], tuple[Classification, PlacesHeard]]
 # (place, incident type) -> (alert now, reserve for escalation), each nearest first
 Rank = Callable[[Place, str], tuple[Sequence[Candidate], Sequence[Candidate]]]
 
@@ -119,8 +120,7 @@ class Dispatcher:
         jurisdiction: Jurisdiction,
         store: IncidentStore,
         outbox: Outbox,
-        classify: Classify,
-        locate: Locate,
+        read_report: ReadReport,
         rank: Rank,
         board: ResponderBoard,
         watches: WatchStore,
@@ -146,8 +146,7 @@ class Dispatcher:
         self.store = store
         self.topics = topics or Topics()
         self._outbox = outbox
-        self._classify = classify
-        self._locate = locate
+        self._read_report = read_report
         self._rank = rank
         self._bus = bus
         self._announcer = announcer
@@ -270,8 +269,8 @@ class Dispatcher:
     def _read(self, transcript: Transcript) -> tuple[Classification, LocationMatch | None]:
         """(in a reader thread) The classification, and the place only when there is an incident (most partials
         are read before any incident word is said)."""
-        c = self._classify(transcript)
-        return c, self._locate(transcript) if c.is_incident else None
+        c, places = self._read_report(transcript)
+        return c, places.scene() if c.is_incident else None
 
     def _raise_provisional(
         self, raised: Raise, c: Classification, where: LocationMatch | None, transcript: Transcript,
@@ -528,6 +527,25 @@ class Dispatcher:
         fresh = [Candidate(rid, reason="assigned") for rid in responder_ids if rid not in before.assigned]
         return self.alerter.dispatch(after, fresh)
 
+    # --- incidents raised outside the transcript path (an SOS: dispatch/sos.py) --------------------------------
+
+    def raise_incident(
+        self, incident: Incident, first: Sequence[Candidate], reserve: Sequence[Candidate], *, actor: str, reason: str
+    ) -> Incident:
+        """An incident raised by other means than a report heard: stored, told to the consoles (`reason`), `first`
+        alerted with `reserve` kept for escalation and called on their channels; nobody to alert: the operator's."""
+        incident = self.store.create(incident, actor=actor)
+        self._emit(None, incident, reason)
+        if not first:
+            return incident
+        incident = self.alerter.dispatch(incident, first, reserve)
+        self._announce(incident, first)
+        return incident
+
+    def changed(self, before: Incident | None, after: Incident, reason: str) -> None:
+        """Tell the consoles of a change made to an incident outside the dispatcher (bus, events, retained state)."""
+        self._emit(before, after, reason)
+
     @property
     def incident_types(self) -> list[str]:
         """The types a confirmation may name."""
@@ -748,8 +766,7 @@ class DispatchService:
             jurisdiction=self.jurisdiction,
             store=IncidentStore(self._conn),
             outbox=self.outbox,
-            classify=lambda t: classify_transcript(t, lexicon, index),
-            locate=lambda t: extract_location(t, index),
+            read_report=lambda t: read_report(t, lexicon, index),
             rank=self._rank,
             board=self.board,
             watches=WatchStore(self._conn),
@@ -767,6 +784,9 @@ class DispatchService:
             position_max_ahead_s=rules.responders.position_max_ahead_s,
         )
         self._rules = rules.responders
+        self.sos = SosDesk(dispatcher=self.dispatcher, jurisdiction=self.jurisdiction, board=self.board,
+                           rank=lambda place, exclude: self._rank(place, SOS, exclude), places=index, conn=self._conn,
+                           rules=rules.sos, position_max_age_s=rules.responders.position_max_age_s)  # fmt: skip
 
     async def run(self) -> None:
         """Keep the MQTT link up and the outbox draining until cancelled."""
@@ -802,11 +822,15 @@ class DispatchService:
         if left := self.outbox.count_pending():
             logger.warning("stopping with %d message(s) not sent to the broker: they go at the next start", left)
 
-    def _rank(self, place: Place, incident_type: str) -> tuple[list[Candidate], list[Candidate]]:
-        """The configured choice now; everyone else in reach, nearest first, in reserve for escalation."""
-        first = [_candidate(r) for r in recommend(place, self.board, self._rules)]
+    def _rank(
+        self, place: Place, incident_type: str, exclude: Sequence[str] = ()
+    ) -> tuple[list[Candidate], list[Candidate]]:
+        """The configured choice now; everyone else in reach, nearest first, in reserve for escalation (`exclude`:
+        never either, e.g. the guard who raised an SOS)."""
+        first = [_candidate(r) for r in recommend(place, self.board, self._rules, exclude=exclude)]
         everyone = self._rules.model_copy(update={"guards": 1000, "police": 1000})
-        reserve = [_candidate(r) for r in recommend(place, self.board, everyone, exclude=[c.responder_id for c in first])]
+        reserve = [_candidate(r) for r in recommend(place, self.board, everyone,
+                                                    exclude=[*exclude, *(c.responder_id for c in first)])]  # fmt: skip
         return first, reserve
 
     async def _on_message(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
@@ -822,8 +846,7 @@ def _warm_up(lexicon: Lexicon, index: PlaceIndex) -> None:
     model, the thesaurus, jieba's word cutter: ~0.2 s, more on a busy machine) is loaded as the service is built,
     before any channel opens, instead of delaying the first reports."""
     for transcript in ({"text": "美食街有人打架"}, {"pinyin": "mei3 shi2 jie1 you3 ren2 da3 jia4"}):
-        classify_transcript(transcript, lexicon, index)
-        extract_location(transcript, index)
+        read_report(transcript, lexicon, index)[1].scene()
 
 
 async def _nowhere(topic: str, payload: bytes, *, qos: int, retain: bool) -> None:

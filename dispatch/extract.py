@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from dispatch.classify import Lexicon, classify_transcript, load_lexicon
+from dispatch.classify import Lexicon, load_lexicon, read_report
 from dispatch.config import DispatchConfig
 from dispatch.gazetteer import Jurisdiction
-from dispatch.location import PlaceIndex, extract_location
+from dispatch.location import PlaceIndex
 from dispatch.phonetic import looks_like_pinyin
 from dispatch.responders import ResponderBoard, recommend
 
@@ -33,8 +33,8 @@ class Extractor:
     def __call__(self, transcript: dict[str, Any] | str, now: float | None = None) -> dict[str, Any]:
         if isinstance(transcript, str):
             transcript = {"pinyin": transcript} if looks_like_pinyin(transcript) else {"text": transcript}
-        where = extract_location(transcript, self.index)
-        what = classify_transcript(transcript, self.lexicon, self.index)
+        what, places = read_report(transcript, self.lexicon, self.index)
+        where = places.scene()
         responders = []
         if what.is_incident and where is not None:
             responders = [r.to_dict() for r in recommend(where.place, self.board, self.config.responders, now)]

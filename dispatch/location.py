@@ -144,7 +144,9 @@ class TranscriptInput:
 
 
 def read_input(transcript_like: Any) -> TranscriptInput:
-    """Accept a Transcript, its dict, or a plain string (Chinese characters or pinyin)."""
+    """Accept a Transcript, its dict, a plain string (Chinese characters or pinyin), or an input already read."""
+    if isinstance(transcript_like, TranscriptInput):
+        return transcript_like
     if isinstance(transcript_like, str):
         d: dict[str, Any] = {"pinyin": transcript_like} if looks_like_pinyin(transcript_like) else {"text": transcript_like}
     elif isinstance(transcript_like, dict):
@@ -178,23 +180,41 @@ def _keyword_span(keyword: dict[str, Any], words: Any, syllables: list[Syllable 
     return (min(inside), max(inside) + 1) if inside else None
 
 
-def extract_location(transcript_like: Any, index: PlaceIndex | Jurisdiction) -> LocationMatch | None:
-    """The most likely scene spoken in the transcript, or None when no place is named."""
+@dataclass(slots=True, frozen=True)
+class PlacesHeard:
+    """Every place name heard in one transcript (the scene's, the addressee's): found once, read twice, by the
+    type model (which leaves the names out: `spans`) and by `scene`."""
+
+    inp: TranscriptInput
+    candidates: list[LocationMatch]  # overlaps resolved
+    jurisdiction: Jurisdiction
+
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        """Where the names are, in the transcript's units."""
+        return [c.span for c in self.candidates if c.span is not None]
+
+    def scene(self) -> LocationMatch | None:
+        """The most likely scene, or None when no place is named."""
+        candidates = _opening_addressee(_most_specific(self.candidates, self.jurisdiction), self.inp)
+        if not candidates:
+            return None
+        best = max(candidates, key=lambda c: (not c.addressed, c.confidence, -(c.span or (0,))[0]))
+        best = _first_street(best, candidates)
+        return replace(best, detail=_detail(self.inp, best, candidates))
+
+
+def hear_places(transcript_like: Any, index: PlaceIndex | Jurisdiction) -> PlacesHeard:
+    """The place names heard in a transcript (Transcript, its dict, a string, or a TranscriptInput)."""
     if isinstance(index, Jurisdiction):
         index = _index_for(index)
     inp = read_input(transcript_like)
-    candidates = _resolve_overlaps(list(_candidates(inp, index)))
-    candidates = _opening_addressee(_most_specific(candidates, index.jurisdiction), inp)
-    if not candidates:
-        return None
-    best = max(candidates, key=lambda c: (not c.addressed, c.confidence, -(c.span or (0,))[0]))
-    best = _first_street(best, candidates)
-    return replace(best, detail=_detail(inp, best, candidates))
+    return PlacesHeard(inp, _resolve_overlaps(list(_candidates(inp, index))), index.jurisdiction)
 
 
-def place_spans(inp: TranscriptInput, index: PlaceIndex) -> list[tuple[int, int]]:
-    """Where places are named in the transcript, in its units: every name heard (the scene's, the addressee's)."""
-    return [c.span for c in _resolve_overlaps(list(_candidates(inp, index))) if c.span is not None]
+def extract_location(transcript_like: Any, index: PlaceIndex | Jurisdiction) -> LocationMatch | None:
+    """The most likely scene spoken in the transcript, or None when no place is named."""
+    return hear_places(transcript_like, index).scene()
 
 
 def _opening_addressee(candidates: list[LocationMatch], inp: TranscriptInput) -> list[LocationMatch]:

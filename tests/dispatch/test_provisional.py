@@ -452,8 +452,8 @@ async def test_one_utterance_never_raises_two_incidents(broker: Mosquitto, tmp_p
 async def test_partials_are_read_only_when_their_words_change(broker: Mosquitto, tmp_path: Path) -> None:
     async with running_dispatcher(broker, tmp_path) as rig:
         read: list[str] = []
-        classify_ = rig.dispatcher._classify
-        rig.dispatcher._classify = lambda t: read.append(t.text) or classify_(t)  # type: ignore[method-assign]
+        read_report_ = rig.dispatcher._read_report
+        rig.dispatcher._read_report = lambda t: read.append(t.text) or read_report_(t)  # type: ignore[method-assign]
         ref = RecognisedUtterance("u-1", "ch-market", time.time(), time.time())
         for text in ["美食街", "美食街", "美食街有人", "美食街有人", "美食街有人"]:
             await rig.dispatcher.handle_partial(partial(text), ref)
@@ -464,14 +464,14 @@ async def test_partials_waiting_while_one_is_read_are_skipped_for_the_newest(bro
     """Under load the reader falls behind: only the newest partial of an utterance is read next."""
     async with running_dispatcher(broker, tmp_path) as rig:
         read: list[str] = []
-        classify_ = rig.dispatcher._classify
+        read_report_ = rig.dispatcher._read_report
 
         def slow(t: Transcript) -> Any:
             time.sleep(0.05)  # in the reader thread: the loop goes on taking partials
             read.append(t.text)
-            return classify_(t)
+            return read_report_(t)
 
-        rig.dispatcher._classify = slow  # type: ignore[method-assign]
+        rig.dispatcher._read_report = slow  # type: ignore[method-assign]
         ref = RecognisedUtterance("u-1", "ch-market", time.time(), time.time())
         texts = [FIGHT[: n + 1] for n in range(len(FIGHT))]
         handed = []
