@@ -146,11 +146,12 @@ class Service:
         await self.radios.on_segment_event(event)
 
     async def _on_transcript(self, transcript: Transcript, utterance: RecognisedUtterance) -> None:
-        if self.dispatch is not None:
+        # an SOS (an emergency phrase, a phone's hot microphone) takes the utterance before the dispatcher reads it
+        if self.dispatch is not None and self.dispatch.sos.take(transcript, utterance) is None:
             await self.dispatch.dispatcher.handle(transcript, utterance)
 
     async def _on_partial(self, transcript: Transcript, utterance: RecognisedUtterance) -> None:
-        if self.dispatch is not None:
+        if self.dispatch is not None and not self.dispatch.sos.holds(utterance):
             await self.dispatch.dispatcher.handle_partial(transcript, utterance)
 
     async def _build_recognition(self) -> LiveRecognition | None:

@@ -122,6 +122,20 @@ class PartialRules(BaseModel):
     )  # fmt: skip
 
 
+class SosRules(BaseModel):
+    """SOS / 一键报警 (dispatch/sos.py): the phone page's SOS button and emergency phrases heard on a radio channel."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    radio_phrases: bool = Field(True, description="An emergency phrase (救命, 紧急求助, 我被打了) on a channel raises an SOS.")
+    extra_phrases: list[str] = Field(default_factory=list, description="The site's own emergency phrases besides the built-in.")
+    repeat_window_s: float = Field(
+        300.0, gt=0, description="Another SOS from the same caller (a phone user, a radio channel) within this many "
+        "seconds of his last, while that one is open, is one more press of it, not a new incident.",
+    )  # fmt: skip
+    hot_mic_s: float = Field(10.0, ge=0, le=60, description="How long the phone page's microphone stays open after an SOS.")
+
+
 class DispatchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -134,3 +148,4 @@ class DispatchConfig(BaseModel):
         "then confirm, re-route or retract it when the final transcript arrives.",
     )  # fmt: skip
     partials: PartialRules = Field(default_factory=PartialRules, description="When a partial transcript is sure enough.")
+    sos: SosRules = Field(default_factory=SosRules, description="SOS / 一键报警 from the phone page and by radio.")

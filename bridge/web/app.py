@@ -14,6 +14,7 @@ from bridge.web.auth import SESSION_COOKIE, require
 from bridge.web.context import WebContext
 from bridge.web.metrics import metrics_router
 from bridge.web.routes_console import console_router
+from bridge.web.routes_sos import sos_router
 from bridge.web.search import SearchIndex
 from bridge.web.security import ClientAddressMiddleware, OriginCheckMiddleware, SecurityHeadersMiddleware
 from bridge.web.sessions import LoginThrottle, SessionStore
@@ -54,6 +55,7 @@ def create_app(service: Service) -> FastAPI:
     for module in (routes_auth, routes_channels, routes_archive):
         app.include_router(module.router)
     app.include_router(console_router(web.tile_url))  # the pages and what only they need
+    app.include_router(sos_router())
     app.include_router(metrics_router(service, web.read_metrics_token()))  # for a Prometheus scraper, by token
     # run-time patching (hardware.api), operators only; create_app runs after the radios are opened
     if (patches := getattr(getattr(service, "radios", None), "patches", None)) is not None:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from bridge.archive_verify import GENESIS_HASH, chain_hash
 from bridge.db import migrate
 
-Action = Literal["search", "export", "playback", "login", "login_failed", "logout"]
+Action = Literal["search", "export", "playback", "login", "login_failed", "logout", "sos", "sos_ack"]
 
 MIGRATIONS = [
     """

@@ -4,6 +4,9 @@
     WS  /api/ptt?channel=ID                   guard|officer  one press of the talk button: PCM in, then the text "end"
                                                              (or a disconnect) on release; the audio goes into the
                                                              channel's PushSource, exactly like a radio's
+        &sos=INCIDENT_ID                                     the hot microphone after the responder's own SOS (at
+                                                             most `dispatch.sos.hot_mic_s`): what it hears is added
+                                                             to that incident (dispatch/sos.py), not dispatched apart
     WS  /api/channels/{id}/listen             operator       the channel's received audio, 20 ms frames out
     WS  /api/channels/{id}/talk               operator       one talk-back press: PCM in, "end" on release; it is
                                                              transmitted on the channel at command priority, and the
@@ -32,12 +35,14 @@ from bridge.web.auth import require
 from bridge.web.context import WebContext, web_context
 from bridge.web.sockets import close_quietly, until_client_leaves
 from bridge.web.users import Role, User
+from dispatch.sos import SosError
 from hardware.transmit import Priority
 
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = SAMPLE_RATE * SAMPLE_WIDTH  # one second of audio in one message is already far more than a page sends
 MAX_PRESS_S = 60.0  # a stuck button, like a radio's time-out timer
+HOT_MIC_SLACK_S = 2.0  # an SOS's hot microphone may run this much past its time (the page stops it, the network lags)
 RELEASE_SILENCE_MS = 300  # silence pushed after the release beyond the segmenter's hang-over, so the utterance ends now
 
 
@@ -54,7 +59,7 @@ def audio_router() -> APIRouter:
 
     @router.websocket("/api/ptt")
     async def push_to_talk(
-        ws: WebSocket, channel: str | None = None,
+        ws: WebSocket, channel: str | None = None, sos: str | None = None,
         ctx: WebContext = Depends(web_context), user: User = require(Role.GUARD, Role.OFFICER),
     ) -> None:  # fmt: skip
         channels = _push_channels(ctx)
@@ -62,11 +67,21 @@ def audio_router() -> APIRouter:
         if chosen is None:
             raise WebSocketException(status.WS_1008_POLICY_VIOLATION, f"no push-to-talk channel {channel!r}")
         source: PushSource = chosen.source  # type: ignore[assignment]
+        hot_mic, max_s = None, MAX_PRESS_S
+        if sos is not None:  # refused at the handshake unless it is this responder's own open SOS
+            desk = ctx.service.dispatch.sos if ctx.service.dispatch is not None else None
+            try:
+                if desk is None:
+                    raise SosError("dispatch is disabled")
+                hot_mic = desk.open_hot_mic(sos, user.responder_id or "", chosen.config.id)
+            except SosError as e:
+                raise WebSocketException(status.WS_1008_POLICY_VIOLATION, str(e)) from None
+            max_s = desk.rules.hot_mic_s + HOT_MIC_SLACK_S
         await ws.accept()
         await ws.send_json({"type": "ready", "channel": chosen.config.id})
         refused = 0
         try:
-            async for pcm in _press(ws):
+            async for pcm in _press(ws, max_s):
                 if not source.push(pcm):
                     refused += 1
                     if refused == 1:
@@ -75,7 +90,10 @@ def audio_router() -> APIRouter:
             # the radio's squelch closing: silence past the segmenter's hang-over ends the utterance at once
             tail_ms = chosen.config.vad.stop_window_ms + RELEASE_SILENCE_MS
             source.push(bytes(SAMPLE_RATE * SAMPLE_WIDTH * tail_ms // 1000), paced=False)
-            logger.info("push-to-talk by %s on %s released (%d chunks refused)", user.name, chosen.config.id, refused)
+            if hot_mic is not None:
+                desk.close_hot_mic(hot_mic)
+            logger.info("push-to-talk by %s on %s released (%d chunks refused)%s", user.name, chosen.config.id, refused,
+                        f" (the hot microphone of SOS {sos})" if hot_mic is not None else "")  # fmt: skip
         await close_quietly(ws)
 
     @router.websocket("/api/channels/{channel_id}/listen")
@@ -119,15 +137,15 @@ def audio_router() -> APIRouter:
     return router
 
 
-async def _press(ws: WebSocket) -> AsyncIterator[bytes]:
-    """The PCM of one press: binary messages until "end", a disconnect, an oversized message or MAX_PRESS_S."""
-    deadline = time.monotonic() + MAX_PRESS_S
+async def _press(ws: WebSocket, max_s: float = MAX_PRESS_S) -> AsyncIterator[bytes]:
+    """The PCM of one press: binary messages until "end", a disconnect, an oversized message or `max_s`."""
+    deadline = time.monotonic() + max_s
     while True:
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 message = await ws.receive()
         except TimeoutError:
-            await close_quietly(ws, status.WS_1008_POLICY_VIOLATION, f"held longer than {MAX_PRESS_S:g} s")
+            await close_quietly(ws, status.WS_1008_POLICY_VIOLATION, f"held longer than {max_s:g} s")
             return
         if message["type"] == "websocket.disconnect":
             return
