@@ -9,30 +9,50 @@ import time
 from typing import Any
 
 from asr.transcript import Transcript
-from bridge.db import migrate
+from bridge.db import Migration, migrate
 
 MIGRATIONS = [
-    """
-    CREATE TABLE transcripts (
-        utterance_id TEXT PRIMARY KEY,
-        channel TEXT NOT NULL,
-        start_ms INTEGER NOT NULL,
-        engine TEXT NOT NULL,
-        text TEXT NOT NULL,
-        pinyin TEXT NOT NULL,
-        words TEXT NOT NULL,
-        keywords TEXT NOT NULL,
-        conf REAL NOT NULL,
-        created_at REAL NOT NULL
-    );
-    CREATE INDEX transcripts_channel_start ON transcripts (channel, start_ms);
-    """,
+    Migration(
+        sqlite="""
+        CREATE TABLE transcripts (
+            utterance_id TEXT PRIMARY KEY,
+            channel TEXT NOT NULL,
+            start_ms INTEGER NOT NULL,
+            engine TEXT NOT NULL,
+            text TEXT NOT NULL,
+            pinyin TEXT NOT NULL,
+            words TEXT NOT NULL,
+            keywords TEXT NOT NULL,
+            conf REAL NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX transcripts_channel_start ON transcripts (channel, start_ms);
+        """,
+        # the same row on PostgreSQL (words, keywords: the same JSON text), so code reading rows serves both engines
+        postgres="""
+        CREATE TABLE transcripts (
+            utterance_id TEXT PRIMARY KEY,
+            channel TEXT NOT NULL,
+            start_ms BIGINT NOT NULL,
+            engine TEXT NOT NULL,
+            text TEXT NOT NULL,
+            pinyin TEXT NOT NULL,
+            words TEXT NOT NULL,
+            keywords TEXT NOT NULL,
+            conf DOUBLE PRECISION NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX transcripts_channel_start ON transcripts (channel, start_ms);
+        """,
+    ),
     # characters for people (Transcript.readable): an engine's own text is its readable form; pinyin-only rows stored
     # before the decoder existed stay without characters until re-transcribed (`jingbao transcribe --archive`)
-    """
-    ALTER TABLE transcripts ADD COLUMN readable TEXT NOT NULL DEFAULT '';
-    UPDATE transcripts SET readable = text WHERE text != '';
-    """,
+    Migration.same(
+        """
+        ALTER TABLE transcripts ADD COLUMN readable TEXT NOT NULL DEFAULT '';
+        UPDATE transcripts SET readable = text WHERE text != '';
+        """
+    ),
 ]
 
 

@@ -36,6 +36,11 @@ class Migration:
     sqlite: str
     postgres: str
 
+    @classmethod
+    def same(cls, script: str) -> Migration:
+        """A step written in SQL both engines read alike."""
+        return cls(script, script)
+
 
 def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     """Open the database (creating its folder), in WAL mode with a busy timeout; rows are sqlite3.Row."""

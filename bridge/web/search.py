@@ -9,6 +9,10 @@ connection, which has no Python functions registered.
 Results come newest first in two tiers: transcripts that contain the terms as written (in the engine's text or in the
 characters decoded from the on-board engine's pinyin), then those that match only as pinyin (a homophone the
 recogniser or the decoder wrote, a pinyin-only transcript).
+
+`TranscriptSearch` is that behaviour for any engine; `SearchIndex` is the SQLite one (FTS5), and
+bridge.web.search_pg.PostgresSearchIndex the PostgreSQL one: both index what search_text.analyze makes of a
+transcript and match what search_text.parse_query makes of a query, so they find the same transcripts.
 """
 
 from __future__ import annotations
@@ -17,15 +21,16 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from asr.store import MIGRATIONS as TRANSCRIPT_MIGRATIONS
-from bridge.db import migrate
+from bridge.db import Migration, migrate
 from bridge.logsafe import clip
-from bridge.web.search_text import Query, QueryError, analyze, highlight, parse_query
+from bridge.web.search_text import Query, QueryError, Syntax, analyze, highlight, parse_query
 from dispatch.incidents import MIGRATIONS as INCIDENT_MIGRATIONS
 
 logger = logging.getLogger(__name__)
@@ -37,51 +42,73 @@ DOC_ID_SHIFT = 10
 SYNC_BATCH = 5_000
 
 MIGRATIONS = [
-    """
-    CREATE TABLE search_docs (id INTEGER PRIMARY KEY, utterance_id TEXT NOT NULL UNIQUE);
-    CREATE VIRTUAL TABLE search_fts USING fts5(words, pinyin, tokenize = "unicode61 tokenchars '_'");
-    CREATE TABLE search_pending (seq INTEGER PRIMARY KEY, utterance_id TEXT NOT NULL UNIQUE);
-    CREATE TRIGGER transcripts_search_insert AFTER INSERT ON transcripts
-    BEGIN
-        INSERT OR IGNORE INTO search_pending (utterance_id) VALUES (new.utterance_id);
-    END;
-    CREATE TRIGGER transcripts_search_update AFTER UPDATE ON transcripts
-    BEGIN
-        INSERT OR IGNORE INTO search_pending (utterance_id) VALUES (old.utterance_id);
-        INSERT OR IGNORE INTO search_pending (utterance_id) VALUES (new.utterance_id);
-    END;
-    CREATE TRIGGER transcripts_search_delete AFTER DELETE ON transcripts
-    BEGIN
-        INSERT OR IGNORE INTO search_pending (utterance_id) VALUES (old.utterance_id);
-    END;
-    INSERT OR IGNORE INTO search_pending (utterance_id) SELECT utterance_id FROM transcripts ORDER BY start_ms;
-    """,
+    Migration(
+        sqlite="""
+        CREATE TABLE search_docs (id INTEGER PRIMARY KEY, utterance_id TEXT NOT NULL UNIQUE);
+        CREATE VIRTUAL TABLE search_fts USING fts5(words, pinyin, tokenize = "unicode61 tokenchars '_'");
+        CREATE TABLE search_pending (seq INTEGER PRIMARY KEY, utterance_id TEXT NOT NULL UNIQUE);
+        CREATE TRIGGER transcripts_search_insert AFTER INSERT ON transcripts
+        BEGIN
+            INSERT OR IGNORE INTO search_pending (utterance_id) VALUES (new.utterance_id);
+        END;
+        CREATE TRIGGER transcripts_search_update AFTER UPDATE ON transcripts
+        BEGIN
+            INSERT OR IGNORE INTO search_pending (utterance_id) VALUES (old.utterance_id);
+            INSERT OR IGNORE INTO search_pending (utterance_id) VALUES (new.utterance_id);
+        END;
+        CREATE TRIGGER transcripts_search_delete AFTER DELETE ON transcripts
+        BEGIN
+            INSERT OR IGNORE INTO search_pending (utterance_id) VALUES (old.utterance_id);
+        END;
+        INSERT OR IGNORE INTO search_pending (utterance_id) SELECT utterance_id FROM transcripts ORDER BY start_ms;
+        """,
+        postgres="""
+        -- terms: what search_text.analyze makes of a transcript, as a tsvector built in Python (PostgresSearchIndex):
+        -- its words at weight A, its syllable bigrams at weight B, each at its position, so a phrase is tokens at
+        -- consecutive positions, as in FTS5. GIN finds the documents holding every token of a query.
+        CREATE TABLE search_docs (utterance_id TEXT PRIMARY KEY, terms tsvector NOT NULL);
+        CREATE INDEX search_docs_terms ON search_docs USING gin (terms);
+        CREATE TABLE search_pending (seq BIGSERIAL PRIMARY KEY, utterance_id TEXT NOT NULL);
+        CREATE FUNCTION search_queue() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP <> 'INSERT' THEN INSERT INTO search_pending (utterance_id) VALUES (OLD.utterance_id); END IF;
+            IF TG_OP <> 'DELETE' THEN INSERT INTO search_pending (utterance_id) VALUES (NEW.utterance_id); END IF;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER transcripts_search AFTER INSERT OR UPDATE OR DELETE ON transcripts
+            FOR EACH ROW EXECUTE FUNCTION search_queue();
+        INSERT INTO search_pending (utterance_id) SELECT utterance_id FROM transcripts ORDER BY start_ms;
+        """,
+    ),
     # The writer's UPSERT imposes its own conflict policy on trigger statements, so the OR IGNORE above made a second
     # save of a transcript fail: the queue takes duplicates instead. Documents get time-ordered ids (DOC_ID_SHIFT),
-    # so everything is indexed again.
-    """
-    DROP TRIGGER transcripts_search_insert;
-    DROP TRIGGER transcripts_search_update;
-    DROP TRIGGER transcripts_search_delete;
-    DROP TABLE search_pending;
-    CREATE TABLE search_pending (seq INTEGER PRIMARY KEY, utterance_id TEXT NOT NULL);
-    CREATE TRIGGER transcripts_search_insert AFTER INSERT ON transcripts
-    BEGIN
-        INSERT INTO search_pending (utterance_id) VALUES (new.utterance_id);
-    END;
-    CREATE TRIGGER transcripts_search_update AFTER UPDATE ON transcripts
-    BEGIN
-        INSERT INTO search_pending (utterance_id) VALUES (old.utterance_id);
-        INSERT INTO search_pending (utterance_id) VALUES (new.utterance_id);
-    END;
-    CREATE TRIGGER transcripts_search_delete AFTER DELETE ON transcripts
-    BEGIN
-        INSERT INTO search_pending (utterance_id) VALUES (old.utterance_id);
-    END;
-    DELETE FROM search_fts;
-    DELETE FROM search_docs;
-    INSERT INTO search_pending (utterance_id) SELECT utterance_id FROM transcripts ORDER BY start_ms;
-    """,
+    # so everything is indexed again. Nothing of this happens on PostgreSQL.
+    Migration(
+        sqlite="""
+        DROP TRIGGER transcripts_search_insert;
+        DROP TRIGGER transcripts_search_update;
+        DROP TRIGGER transcripts_search_delete;
+        DROP TABLE search_pending;
+        CREATE TABLE search_pending (seq INTEGER PRIMARY KEY, utterance_id TEXT NOT NULL);
+        CREATE TRIGGER transcripts_search_insert AFTER INSERT ON transcripts
+        BEGIN
+            INSERT INTO search_pending (utterance_id) VALUES (new.utterance_id);
+        END;
+        CREATE TRIGGER transcripts_search_update AFTER UPDATE ON transcripts
+        BEGIN
+            INSERT INTO search_pending (utterance_id) VALUES (old.utterance_id);
+            INSERT INTO search_pending (utterance_id) VALUES (new.utterance_id);
+        END;
+        CREATE TRIGGER transcripts_search_delete AFTER DELETE ON transcripts
+        BEGIN
+            INSERT INTO search_pending (utterance_id) VALUES (old.utterance_id);
+        END;
+        DELETE FROM search_fts;
+        DELETE FROM search_docs;
+        INSERT INTO search_pending (utterance_id) SELECT utterance_id FROM transcripts ORDER BY start_ms;
+        """,
+        postgres="",
+    ),
 ]
 
 
@@ -103,14 +130,17 @@ class SearchPage:
     more: bool  # there are results after this page
 
 
-class SearchIndex:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        # the tables searched and joined must exist even before the ASR stage or the dispatcher first ran
-        migrate(conn, "transcripts", TRANSCRIPT_MIGRATIONS)
-        migrate(conn, "dispatch.incidents", INCIDENT_MIGRATIONS)
-        migrate(conn, "web.search", MIGRATIONS)
-        self._conn = conn
-        self._lock = threading.Lock()
+Row = Mapping[str, Any]  # a transcripts row and its `tier` (sqlite3.Row, or a dict from PostgreSQL)
+
+
+class TranscriptSearch(ABC):
+    """The search as users see it, on any engine: the query language, the two tiers, pages, result rows. An engine
+    supplies how queued transcripts get indexed and the queries that read the index."""
+
+    syntax: Syntax  # how the engine writes a match expression
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # one connection: one statement or transaction on it at a time
 
     def sync(self, progress: Callable[[int], None] | None = None) -> int:
         """Index everything queued; returns how many utterances were (re)indexed or dropped."""
@@ -122,6 +152,63 @@ class SearchIndex:
         if done > SYNC_BATCH:
             logger.info("search index: %d transcripts indexed", done)
         return done
+
+    def search(self, text: str, filters: Filters = Filters(), *, limit: int = 50, offset: int = 0) -> SearchPage:
+        """Transcripts matching `text` (every term; all transcripts when blank) and `filters`, newest first, exact
+        matches before sound-alikes. QueryError for a query that cannot be searched."""
+        limit, offset = max(1, min(limit, MAX_LIMIT)), max(0, offset)
+        query = parse_query(text) if text.strip() else None
+        self.sync()
+        with self._lock:
+            rows = self._latest(filters, limit + 1, offset) if query is None else self._tiers(query, filters, limit + 1, offset)
+            results = [_result(r, query) for r in rows[:limit]]
+            self._attach_incidents(results)
+        return SearchPage(results, more=len(rows) > limit)
+
+    def _tiers(self, query: Query, filters: Filters, want: int, offset: int) -> list[Row]:
+        exact_expression, sounds_like_expression = query.expressions(self.syntax)
+        exact = self._match(exact_expression, 0, filters, offset + want, 0)
+        rows = exact[offset:]
+        if len(rows) < want and sounds_like_expression:
+            skip = max(0, offset - len(exact))
+            rows += self._match(sounds_like_expression, 1, filters, want - len(rows), skip)
+        return rows
+
+    @abstractmethod
+    def _sync_batch(self) -> int:
+        """Index up to SYNC_BATCH queued utterances (an id queued twice once); how many were taken off the queue."""
+
+    @abstractmethod
+    def _latest(self, filters: Filters, limit: int, offset: int) -> Sequence[Row]:
+        """Transcripts within the filters, newest first, tier None."""
+
+    @abstractmethod
+    def _match(self, expression: str, tier: int, filters: Filters, limit: int, offset: int) -> Sequence[Row]:
+        """Transcripts matching the expression (written in `syntax`) within the filters, newest first."""
+
+    @abstractmethod
+    def _attach_incidents(self, results: list[dict[str, Any]]) -> None:
+        """Set each result's "incidents": id, type, priority, status, assigned."""
+
+
+class SearchIndex(TranscriptSearch):
+    """The search on SQLite: an FTS5 table with a column per indexed field, kept in step by triggers."""
+
+    # FTS5: a phrase is a double-quoted string of tokens, a column filter "column : phrase"
+    syntax = Syntax(
+        phrase=lambda field, tokens: f"{field} : {_quote(' '.join(tokens))}",
+        and_=" AND ",
+        or_=" OR ",
+        but_not_template="({0}) NOT ({1})",
+    )
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__()
+        # the tables searched and joined must exist even before the ASR stage or the dispatcher first ran
+        migrate(conn, "transcripts", TRANSCRIPT_MIGRATIONS)
+        migrate(conn, "dispatch.incidents", INCIDENT_MIGRATIONS)
+        migrate(conn, "web.search", MIGRATIONS)
+        self._conn = conn
 
     def _sync_batch(self) -> int:
         with self._lock:
@@ -160,7 +247,7 @@ class SearchIndex:
             "INSERT INTO search_docs (id, utterance_id) VALUES (?, ?)",
             zip(doc_ids, (r["utterance_id"] for r in present), strict=True),
         )
-        indexed = (analyze(r["text"], r["pinyin"], _keyword_labels(r["keywords"]), r["readable"]) for r in present)
+        indexed = (analyze(r["text"], r["pinyin"], keyword_labels(r["keywords"]), r["readable"]) for r in present)
         self._conn.executemany(
             "INSERT INTO search_fts (rowid, words, pinyin) VALUES (?, ?, ?)",
             ((doc_id, ix.words, ix.pinyin) for doc_id, ix in zip(doc_ids, indexed, strict=True)),
@@ -184,35 +271,15 @@ class SearchIndex:
 
     # --- searching -----------------------------------------------------------------------------------------
 
-    def search(self, text: str, filters: Filters = Filters(), *, limit: int = 50, offset: int = 0) -> SearchPage:
-        """Transcripts matching `text` (every term; all transcripts when blank) and `filters`, newest first, exact
-        matches before sound-alikes. QueryError for a query that cannot be searched."""
-        limit, offset = max(1, min(limit, MAX_LIMIT)), max(0, offset)
-        query = parse_query(text) if text.strip() else None
-        self.sync()
+    def _latest(self, filters: Filters, limit: int, offset: int) -> list[sqlite3.Row]:
         where, args = _filter_sql(filters)
-        with self._lock:
-            if query is None:
-                rows = self._conn.execute(
-                    f"SELECT t.*, NULL AS tier FROM transcripts t WHERE {where} ORDER BY t.start_ms DESC LIMIT ? OFFSET ?",
-                    [*args, limit + 1, offset],
-                ).fetchall()
-            else:
-                where, args = _rowid_range(filters, where, args)
-                rows = self._tiers(query, where, args, limit + 1, offset)
-            results = [_result(r, query) for r in rows[:limit]]
-            self._attach_incidents(results)
-        return SearchPage(results, more=len(rows) > limit)
+        return self._conn.execute(
+            f"SELECT t.*, NULL AS tier FROM transcripts t WHERE {where} ORDER BY t.start_ms DESC LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ).fetchall()
 
-    def _tiers(self, query: Query, where: str, args: list[Any], want: int, offset: int) -> list[sqlite3.Row]:
-        exact = self._match(query.exact, 0, where, args, offset + want, 0)
-        rows = exact[offset:]
-        if len(rows) < want and query.sounds_like:
-            skip = max(0, offset - len(exact))
-            rows += self._match(query.sounds_like, 1, where, args, want - len(rows), skip)
-        return rows
-
-    def _match(self, fts: str, tier: int, where: str, args: list[Any], limit: int, offset: int) -> list[sqlite3.Row]:
+    def _match(self, expression: str, tier: int, filters: Filters, limit: int, offset: int) -> list[sqlite3.Row]:
+        where, args = _rowid_range(filters, *_filter_sql(filters))
         # CROSS JOIN fixes the join order: FTS5 walks its matches newest first (within the time filters) and the
         # other filters are checked per match. Left to itself the planner starts from a selective-looking filter
         # (a channel and a week) and re-runs the full-text query for every row of it, which is 100x slower.
@@ -222,9 +289,9 @@ class SearchIndex:
             f" WHERE search_fts MATCH ? AND {where} ORDER BY f.rowid DESC LIMIT ? OFFSET ?"
         )
         try:
-            return self._conn.execute(sql, [fts, *args, limit, offset]).fetchall()
+            return self._conn.execute(sql, [expression, *args, limit, offset]).fetchall()
         except sqlite3.OperationalError as e:  # parse_query only emits quoted tokens; this is a safety net
-            logger.warning("search expression %s refused by FTS5: %s", clip(repr(fts)), e)
+            logger.warning("search expression %s refused by FTS5: %s", clip(repr(expression)), e)
             raise QueryError("the search could not be run on this query") from e
 
     def _attach_incidents(self, results: list[dict[str, Any]]) -> None:
@@ -250,16 +317,7 @@ class SearchIndex:
 
 
 def _filter_sql(f: Filters) -> tuple[str, list[Any]]:
-    where, args = ["1"], []
-    if f.channel is not None:
-        where.append("t.channel = ?")
-        args.append(f.channel)
-    if f.since_ms is not None:
-        where.append("t.start_ms >= ?")
-        args.append(f.since_ms)
-    if f.until_ms is not None:
-        where.append("t.start_ms < ?")
-        args.append(f.until_ms)
+    where, args = channel_and_time_sql(f, "?")
     if f.incident_type is not None or f.responder is not None:
         inner, inner_args = [], []
         if f.incident_type is not None:
@@ -275,6 +333,21 @@ def _filter_sql(f: Filters) -> tuple[str, list[Any]]:
     return " AND ".join(where), args
 
 
+def channel_and_time_sql(f: Filters, placeholder: str) -> tuple[list[str], list[Any]]:
+    """The filters on the transcript itself (`t`), as conditions in standard SQL with the driver's placeholder."""
+    where, args = ["TRUE"], []
+    if f.channel is not None:
+        where.append(f"t.channel = {placeholder}")
+        args.append(f.channel)
+    if f.since_ms is not None:
+        where.append(f"t.start_ms >= {placeholder}")
+        args.append(f.since_ms)
+    if f.until_ms is not None:
+        where.append(f"t.start_ms < {placeholder}")
+        args.append(f.until_ms)
+    return where, args
+
+
 def _rowid_range(f: Filters, where: str, args: list[Any]) -> tuple[str, list[Any]]:
     """The time filters again, on the FTS rowid (see DOC_ID_SHIFT), where FTS5 applies them while it scans."""
     if f.since_ms is not None:
@@ -284,7 +357,11 @@ def _rowid_range(f: Filters, where: str, args: list[Any]) -> tuple[str, list[Any
     return where, args
 
 
-def _keyword_labels(keywords_json: str) -> list[str]:
+def _quote(tokens: str) -> str:
+    return '"' + tokens.replace('"', '""') + '"'
+
+
+def keyword_labels(keywords_json: str) -> list[str]:
     try:
         keywords = json.loads(keywords_json or "[]")
         return [str(k.get("label", "")) for k in keywords if isinstance(k, dict)]
@@ -292,7 +369,7 @@ def _keyword_labels(keywords_json: str) -> list[str]:
         return []
 
 
-def _result(row: sqlite3.Row, query: Query | None) -> dict[str, Any]:
+def _result(row: Row, query: Query | None) -> dict[str, Any]:
     mark = highlight(query, row["text"], row["pinyin"], row["readable"])
     start = row["start_ms"] / 1000
     return {
@@ -304,7 +381,7 @@ def _result(row: sqlite3.Row, query: Query | None) -> dict[str, Any]:
         "text": row["text"],
         "readable": row["readable"] or row["text"],
         "pinyin": row["pinyin"],
-        "keywords": _keyword_labels(row["keywords"]),
+        "keywords": keyword_labels(row["keywords"]),
         "conf": row["conf"],
         "match": None if row["tier"] is None else ("exact" if row["tier"] == 0 else "sounds_like"),
         "snippet": mark.snippet,

@@ -1,4 +1,5 @@
-"""What the transcript search indexes and how a query becomes an FTS5 expression; pure logic, no I/O.
+"""What the transcript search indexes and how a query becomes a match expression; pure logic, no I/O, the same for
+both engines (SQLite's FTS5 in bridge.web.search, PostgreSQL's tsvector in bridge.web.search_pg), so they agree.
 
 Chinese text is indexed as its characters and its character bigrams (打架斗殴 -> 打 架 斗 殴 打架 架斗 斗殴), the
 usual CJK n-gram scheme: any term of two or more characters is a phrase of consecutive bigrams, so a 2-character
@@ -11,9 +12,9 @@ homophone the recogniser wrote (大家 for 打架) is still found, and so is a t
 on-board engine's "da3 jia4"). Syllables of indexed text come from each character's most common reading (a dict
 lookup: pypinyin's contextual reading costs ~1 ms a sentence); a query is read both that way and in context.
 
-Queries are never passed to FTS5 as written: they are cut into tokens made only of CJK characters, ASCII letters and
-digits, each double-quoted, so FTS syntax ("*", NEAR, OR, quotes, parentheses) and SQL are searched as text or
-dropped as punctuation.
+Queries are never passed to an engine as written: they are cut into tokens made only of CJK characters, ASCII letters
+and digits, each quoted by the engine's `Syntax`, so match syntax (FTS5's "*", NEAR, OR; tsquery's & | ! <->), quotes,
+parentheses and SQL are searched as text or dropped as punctuation.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import html
 import itertools
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import cache, lru_cache
 
 from pypinyin.contrib.tone_convert import to_normal
@@ -130,13 +131,38 @@ class Term:
 
 
 @dataclass(frozen=True, slots=True)
+class Syntax:
+    """How one engine's full-text match language writes what a query needs: a phrase (consecutive tokens) in one of
+    the two indexed fields ("words", "pinyin"), and/or of sub-expressions, and "this but not that". The tokens are
+    those of `analyze`, so both engines match the same documents."""
+
+    phrase: Callable[[str, Sequence[str]], str]
+    and_: str
+    or_: str
+    but_not_template: str  # "{0}" the expression wanted, "{1}" the one excluded
+
+    def all_of(self, parts: Iterable[str]) -> str:
+        return self.and_.join(parts)
+
+    def any_of(self, parts: Iterable[str]) -> str:
+        return "(" + self.or_.join(parts) + ")"
+
+    def but_not(self, wanted: str, excluded: str) -> str:
+        return self.but_not_template.format(wanted, excluded)
+
+
+@dataclass(frozen=True, slots=True)
 class Query:
-    """Two FTS5 MATCH expressions (every term must match): `exact` finds the terms as written, `sounds_like`
-    finds the rest that match only in pinyin space (None when there is nothing more to find that way)."""
+    """The terms of a query; every term must match. `expressions(syntax)` writes them in one engine's match language."""
 
     terms: tuple[Term, ...]
-    exact: str = field(repr=False)
-    sounds_like: str | None = field(repr=False)
+
+    def expressions(self, syntax: Syntax) -> tuple[str, str | None]:
+        """(exact, sounds_like): `exact` finds the terms as written, `sounds_like` finds the rest that match only in
+        pinyin space (None when there is nothing more to find that way)."""
+        exact = syntax.all_of(_term_expression(t, syntax, exact=True) for t in self.terms)
+        fuzzy = syntax.all_of(_term_expression(t, syntax, exact=False) for t in self.terms)
+        return exact, (syntax.but_not(fuzzy, exact) if fuzzy != exact else None)
 
 
 def parse_query(raw: str) -> Query:
@@ -153,9 +179,7 @@ def parse_query(raw: str) -> Query:
         raise QueryError("nothing to search for: the query has no Chinese characters, letters or digits")
     if len(terms) > MAX_TERMS:
         raise QueryError(f"too many search terms ({len(terms)}, at most {MAX_TERMS})")
-    exact = " AND ".join(_term_expression(t, exact=True) for t in terms)
-    fuzzy = " AND ".join(_term_expression(t, exact=False) for t in terms)
-    return Query(tuple(terms), exact, f"({fuzzy}) NOT ({exact})" if fuzzy != exact else None)
+    return Query(tuple(terms))
 
 
 def _cjk_term(text: str) -> Term:
@@ -165,19 +189,15 @@ def _cjk_term(text: str) -> Term:
     return Term(text, readings)
 
 
-def _quote(token_text: str) -> str:
-    return '"' + token_text.replace('"', '""') + '"'
-
-
-def _term_expression(term: Term, *, exact: bool) -> str:
-    """The term as written (characters, a word), or else or also as any of its readings."""
+def _term_expression(term: Term, syntax: Syntax, *, exact: bool) -> str:
+    """The term as written (characters: a phrase of their bigrams; a word), or else or also as any of its readings."""
     options = []
     if term.text is not None:
-        phrase = " ".join(bigrams(term.text, joiner="")) if _CJK_RUN.fullmatch(term.text) and len(term.text) > 1 else term.text
-        options.append(f"words : {_quote(phrase)}")
+        multi_char = _CJK_RUN.fullmatch(term.text) and len(term.text) > 1
+        options.append(syntax.phrase("words", bigrams(term.text, joiner="") if multi_char else [term.text]))
     if not (exact and options):
-        options.extend(f"pinyin : {_quote(' '.join(bigrams(r)))}" for r in term.readings)
-    return "(" + " OR ".join(options) + ")"
+        options.extend(syntax.phrase("pinyin", bigrams(r)) for r in term.readings)
+    return syntax.any_of(options)
 
 
 # --- highlighting -----------------------------------------------------------------------------------------

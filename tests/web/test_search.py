@@ -11,6 +11,7 @@ import time
 import pytest
 
 from asr.transcript import Keyword
+from bridge.web.search import SearchIndex
 from bridge.web.search_text import analyze, parse_query
 from dispatch.incidents import Incident, IncidentStore, Status
 from tests.web.conftest import T0, add_transcript
@@ -117,8 +118,8 @@ def test_hostile_queries_change_nothing(service, login, transcripts):
 
 
 def test_queries_become_quoted_tokens_only():
-    query = parse_query('NEAR(打架 "x" OR y*)')
-    assert query.exact == '(words : "near") AND (words : "打架") AND (words : "x") AND (words : "or") AND (words : "y")'
+    exact, _ = parse_query('NEAR(打架 "x" OR y*)').expressions(SearchIndex.syntax)
+    assert exact == '(words : "near") AND (words : "打架") AND (words : "x") AND (words : "or") AND (words : "y")'
     assert analyze("有人打架", "", ["美食街"]).words.split() == ["有", "人", "打", "架", "有人", "人打", "打架",
                                                              "美", "食", "街", "美食", "食街"]  # fmt: skip
 
