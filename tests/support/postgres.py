@@ -69,8 +69,8 @@ class PostgresCluster:
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://{self.user}@/{database}?host={self.dir}"
+    def url(self, database: str = "postgres", user: str | None = None) -> str:
+        return f"postgresql://{user or self.user}@/{database}?host={self.dir}"
 
     def create_database(self) -> str:
         name = f"test_{next(self._names)}"

@@ -142,3 +142,19 @@ def test_a_retranscribed_or_deleted_transcript_is_reindexed_on_both_engines(tmp_
 
 def test_incident_filters_are_refused_on_postgresql_until_incidents_are_stored_there(engines):
     assert answer(engines["postgres"], "打架", Filters(incident_type="fight"))[0] == "refused"
+
+
+def test_a_database_owner_without_superuser_can_create_the_search(postgres: PostgresCluster):
+    """What docs/deployment.md sets up: a login role owning its database, no superuser, no extension."""
+    with psycopg.connect(postgres.url(), autocommit=True) as admin:
+        admin.execute("CREATE ROLE jingbao_station LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
+        admin.execute("CREATE DATABASE jingbao_station OWNER jingbao_station")
+    try:
+        with connect_postgres(postgres.url("jingbao_station", user="jingbao_station")) as conn:
+            PostgresSearchIndex(conn)
+            assert conn.execute("SELECT current_user, usesuper FROM pg_user WHERE usename = current_user").fetchone() == {
+                "current_user": "jingbao_station", "usesuper": False}  # fmt: skip
+    finally:
+        postgres.drop_database("jingbao_station")
+        with psycopg.connect(postgres.url(), autocommit=True) as admin:
+            admin.execute("DROP ROLE jingbao_station")
