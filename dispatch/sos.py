@@ -52,13 +52,18 @@ SOS = "sos"  # the incident type
 PRIORITY = "critical"
 NEAR_PLACE_M = 50.0  # a position farther than this from the nearest place is said to be near it (附近约 N 米)
 
-# How people in danger say it on a radio. Each is said by the caller himself (我被打了, not 他被打了: a guard reporting
-# someone else's fight is an ordinary report); two-syllable ones need their tones heard (jiu4 ming4).
-PHRASES = ["救命", "救命啊", "救救我", "快救我", "紧急求助", "紧急求救", "我被打了", "我被人打了", "我被打伤了",
-           "我被砍了", "我被捅了", "我被围住了", "他们要打我"]  # fmt: skip
-# Everyday wordings that hold a phrase and are no SOS: the longer word wins, as chatter shadows incident words.
-SHADOWS = ["救命稻草", "救命恩人", "救命钱", "救命药", "紧急求助电话", "紧急求助按钮", "紧急求助热线", "我被打了一针",
-           "我被打了预防针"]  # fmt: skip
+# How people in danger say it on a radio, each said by the caller himself (我被打了, not 他被打了: a guard reporting
+# someone else's fight is an ordinary report). Two-syllable ones need their tones heard (jiu4 ming4); none has five
+# syllables or more, since the matcher lets such a word lose one syllable in pinyin (老板被人打了 would be 我被人打了),
+# and none reads like an everyday phrase up to one syllable (快救我 ~ 赶快叫我, 救救我 ~ 就叫我).
+PHRASES = ["救命", "救命啊", "紧急求助", "紧急求救", "我被打了", "我被砍了", "我被捅了"]
+# Everyday wordings that hold a phrase and are no SOS: the longer word wins, as chatter shadows incident words. Most
+# of all someone else's cry reported (女的在喊救命: a domestic report, not the guard in danger).
+SHADOWS = ["喊救命", "喊救命啊", "喊着救命", "叫救命", "救命稻草", "救命恩人", "救命钱", "救命药", "紧急求助电话",
+           "紧急求助按钮", "紧急求助热线", "我被打了一针", "我被打了预防针"]  # fmt: skip
+# ... and in characters, a cry reported with quotes or a word between (喊“救命”, 喊了声救命): these cancel a phrase
+# up to two characters after them, as a negation does (one-character words are read in characters only).
+REPORTED = ["喊", "叫"]
 
 Caller = str  # a responder id (the phone page), or "channel:<id>" (a phrase heard on a radio channel)
 
@@ -108,7 +113,7 @@ class SosPhrases:
             "reports": [],
             "chatter": SHADOWS,
             "severity": {"critical": [], "high": []},
-            "negations": [t.word for t in load_lexicon().terms if t.role == "negation"],
+            "negations": [*(t.word for t in load_lexicon().terms if t.role == "negation"), *REPORTED],
         }
         self._lexicon = Lexicon(data)
 

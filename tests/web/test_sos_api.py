@@ -129,6 +129,13 @@ def test_a_guards_sos_alerts_the_nearest_and_the_grid_chief_and_a_second_press_i
                    db.execute("SELECT * FROM audit_log WHERE action IN ('sos', 'sos_ack') ORDER BY seq")]  # fmt: skip
     assert audited == [("guard-huaniao", "sos", incident["id"])] * 2 + [("op", "sos_ack", incident["id"])] * 2
 
+    # once it is over, the next SOS is a new one
+    assert httpx.post(f"{live.url}/api/incidents/{incident['id']}/status", json={"status": "resolved"},
+                      headers=operator).status_code == 200  # fmt: skip
+    later = httpx.post(f"{live.url}/api/me/sos", json={}, headers=guard)
+    assert later.status_code == 200 and later.json()["incident"]["id"] != incident["id"]
+    assert httpx.post(f"{live.url}/api/sos/{later.json()['incident']['id']}/ack", headers=operator).status_code == 200
+
 
 def test_who_may_raise_and_acknowledge_an_sos(live: LiveService) -> None:
     base = live.url
