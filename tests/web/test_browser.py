@@ -600,3 +600,63 @@ def test_a_provisional_alert_is_marked_on_both_pages_and_its_retraction_reaches_
     expect(card.locator(".tag.provisional")).to_have_count(0)
     guard.close()
     page.close()
+
+
+def test_a_guard_holds_sos_and_the_console_alarms_until_an_operator_acknowledges(live: LiveService, browser: Browser) -> None:
+    """SOS / 一键报警: a tap does nothing; held 1.5 s it raises a critical SOS at the phone's position (the grid's chief
+    alerted) and opens a hot microphone whose call is recognised and joins the SOS; the console's red banner and tone
+    last across a reload until an operator acknowledges it."""
+    store = live.service.dispatch.dispatcher.store
+    context = browser.new_context(viewport={"width": 390, "height": 780}, is_mobile=True, has_touch=True,
+                                  geolocation={"latitude": 34.2705, "longitude": 108.9902, "accuracy": 15},
+                                  permissions=["geolocation"])  # fmt: skip
+    guard = context.new_page()
+    log_in(guard, live.url, "guard-huaniao", "/guard")
+    page = console(browser, live)
+    button, state = guard.locator("#sos"), guard.locator("#sos-state")
+    expect(button).to_be_enabled()
+
+    button.click()  # a tap, as in a pocket
+    expect(state).to_contain_text("需按住 1.5 秒")
+    guard.wait_for_timeout(2000)
+    assert incidents(live, "sos") == []
+
+    box = button.bounding_box()
+    guard.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    guard.mouse.down()
+    expect(button).to_have_class(re.compile(r"\bholding\b"))  # the bar fills while it is held
+    guard.wait_for_timeout(1800)
+    guard.mouse.up()
+    expect(state).to_contain_text("现场录音中", timeout=10_000)
+    incident = live.wait("the SOS", lambda: next(iter(incidents(live, "sos")), None))
+    assert (incident.priority, incident.place_name) == ("critical", "万寿路花鸟市场")
+    assert (incident.lat, incident.lon) == (34.2705, 108.9902)  # the phone's own fix
+    assert "p-xu-zhen" in incident.assigned and "g-huaniao" not in incident.assigned  # the grid's chief; not himself
+
+    alarm = page.locator(f"#sos-banner .sos-alarm[data-incident='{incident.id}']")
+    expect(alarm).to_contain_text("万寿路花鸟市场保安", timeout=10_000)
+    expect(alarm).to_contain_text("手机一键报警")
+    deadline = time.monotonic() + 10
+    while (page.evaluate("JB.stats.sosTones") or 0) < 2 and time.monotonic() < deadline:  # (wait_for_function evals:
+        page.wait_for_timeout(200)  # the pages' CSP refuses that)
+    assert page.evaluate("JB.stats.sosTones") >= 2  # the tone repeats
+    screenshot(guard, "sos-phone")
+    page.locator("#map .leaflet-tile-pane").evaluate("pane => { pane.style.display = 'none'; }")  # the stand-in tiles
+    screenshot(page, "sos-console")
+    page.reload()
+    expect(alarm).to_be_visible(timeout=10_000)  # a reload does not silence it
+
+    # the hot microphone heard the fake microphone's call (c009): recognised, and part of the SOS, not a report apart
+    expect(state).to_contain_text("现场录音", timeout=20_000)
+    heard = live.wait("the hot microphone's call", lambda: store.get(incident.id).utterance_ids, timeout=90)
+    for uid in heard:
+        assert [i.id for i in live.call(store.with_utterance, uid)] == [incident.id]
+
+    alarm.get_by_role("button", name="确认收到").click()
+    expect(page.locator("#sos-banner")).to_be_hidden()
+    page.reload()
+    expect(page.locator("#conn")).to_have_text("实时连接")
+    expect(page.locator("#sos-banner")).to_be_hidden()
+    assert [e.actor for e in live.call(store.timeline, incident.id) if e.kind == "sos_acknowledged"] == ["op"]
+    context.close()
+    page.close()

@@ -7,7 +7,7 @@ const JB = {};
 JB.LABELS = {
   type: { weapon: "持械", robbery: "抢劫", fire: "火情", domestic: "家庭纠纷", fight: "打架斗殴", medical: "急救",
           missing: "人员走失", theft: "盗窃", fraud: "诈骗", gathering: "聚集", suspicious: "可疑情况",
-          traffic: "交通", dispute: "纠纷", noise: "噪音扰民", other: "其他" },
+          traffic: "交通", dispute: "纠纷", noise: "噪音扰民", other: "其他", sos: "SOS紧急求助" },
   priority: { critical: "紧急", high: "高", medium: "中", low: "低", none: "无" },
   status: { needs_confirmation: "待确认", reported: "已发现", dispatched: "已派警", acknowledged: "已确认", on_scene: "已到场",
             resolved: "已处置", followed_up: "已回访", closed_false_alarm: "误报关闭", dismissed: "已忽略", retracted: "已撤销" },
@@ -19,7 +19,8 @@ JB.LABELS = {
             nearest: "最近" },
   timeline: { reported: "发现", status: "状态", alerted: "派警", escalated: "升级派警", ack: "回复", note: "备注",
               reassigned: "改派", merged: "重复报警", unanswered: "无人应答", confirmed: "确认类型", unconfirmed: "超时未确认",
-              final: "最终文本确认", rerouted: "按最终文本改派", withdrawn: "撤回派警", requeued: "转待确认", updated: "通知更新" },
+              final: "最终文本确认", rerouted: "按最终文本改派", withdrawn: "撤回派警", requeued: "转待确认", updated: "通知更新",
+              sos: "SOS报警", sos_repeated: "再次SOS", sos_hot_mic: "现场录音", sos_acknowledged: "调度员确认SOS" },
   // why a responder was stood down from a provisional alert (the retraction's `change`)
   withdrawn: { retracted: "已撤销：最终文本不是报警", rerouted: "已撤回：按最终文本改派他人，无需前往",
                requeued: "已撤回：类型待调度员确认", merged: "已撤销：与另一警情合并" },

@@ -4,7 +4,8 @@
 
 const S = { channels: new Map(), incidents: new Map(), lines: new Map(), responders: [], names: {}, transmitters: [],
             activity: null, mic: null, listening: new Map(), map: null, selected: null, unseen: new Set(),
-            lastSaid: new Map() };  // channel id -> its latest final transcript, shown on the channel's card
+            lastSaid: new Map(),  // channel id -> its latest final transcript, shown on the channel's card
+            sos: [], sosTimer: null };  // SOS alarms no operator has acknowledged (GET /api/sos), the tone repeating
 const REMIND_S = 20;
 const METER_FALL_DB = 8;  // per level event (5 a second)
 const PENDING = "needs_confirmation";  // 待确认: sounds like a report, type not certain; nobody alerted until confirmed
@@ -32,6 +33,7 @@ async function main() {
   refreshIncidents();
   drawActivity();
   JB.soundHint(document.getElementById("sound-hint"));
+  await loadSos();
   JB.liveSocket("/api/events", onEvent, (up) => {
     const conn = document.getElementById("conn");
     conn.textContent = up ? "实时连接" : "连接中断，重连中…";
@@ -226,6 +228,7 @@ function addLine(t, live) {
 // --- incidents ----------------------------------------------------------------------------------------------
 
 async function onIncident(event) {
+  if (event.after.type === "sos") loadSos();  // raised, pressed again, or acknowledged by another operator
   const view = await JB.api(`/api/incidents/${encodeURIComponent(event.after.id)}`);
   S.incidents.set(view.id, view);
   const urgent = view.priority === "critical" || view.priority === "high";
@@ -334,6 +337,47 @@ function incidentCard(i, fresh) {
         e.detail && e.detail.final ? `（最终文本：${e.detail.final}）` : "",
         e.kind === "note" ? `：${e.detail.text}` : "")))),
     JB.el("div", { class: "actions" }, actions.filter(Boolean)));
+}
+
+// --- SOS: a guard or officer in danger -----------------------------------------------------------------------
+
+// The SOS alarm: a red banner and a tone every SOS_REPEAT_MS, until an operator acknowledges the SOS (确认收到). It
+// is the server's state (a reload, another console, a restart: still alarming); a new press of the same SOS alarms
+// again.
+const SOS_REPEAT_MS = 3000;
+
+async function loadSos() {
+  try { S.sos = (await JB.api("/api/sos")).alarms; } catch (e) { console.warn("sos", e); }
+  renderSos();
+}
+
+function renderSos() {
+  const banner = document.getElementById("sos-banner");
+  banner.hidden = !S.sos.length;
+  banner.replaceChildren(...S.sos.map((a) => {
+    const i = a.incident;
+    return JB.el("div", { class: "sos-alarm", "data-incident": a.incident_id },
+      JB.el("span", { class: "sos-title" }, "SOS 紧急求助"),
+      JB.el("span", { class: "who" }, `${a.caller_name}（${a.source === "radio" ? "对讲机呼救" : "手机一键报警"}）`),
+      JB.el("span", { class: "where" }, i.place_name ? `@ ${i.place_name}${i.detail ? " " + i.detail : ""}` : "位置不明，请派警"),
+      JB.el("span", { class: "when" }, `${JB.time(a.raised_at)}${a.presses > 1 ? ` · 已求助 ${a.presses} 次` : ""}`),
+      JB.el("button", { class: "show", onclick: () => selectIncident(a.incident_id, true) }, "查看"),
+      JB.el("button", { class: "ack", onclick: () => acknowledgeSos(a.incident_id) }, "确认收到"));
+  }));
+  if (S.sos.length && !S.sosTimer) { sosTone(); S.sosTimer = setInterval(sosTone, SOS_REPEAT_MS); }
+  else if (!S.sos.length && S.sosTimer) { clearInterval(S.sosTimer); S.sosTimer = null; }
+}
+
+function sosTone() {
+  JB.alarm(true, 4);
+  JB.stats.sosTones = (JB.stats.sosTones || 0) + 1;
+}
+
+async function acknowledgeSos(incidentId) {
+  try { await JB.api(`/api/sos/${encodeURIComponent(incidentId)}/ack`, { method: "POST" }); }
+  catch (e) { alert(`确认失败：${e.message}`); }
+  selectIncident(incidentId, true);
+  await loadSos();
 }
 
 // --- 待确认: reports whose type the machine is not sure of ---------------------------------------------------------

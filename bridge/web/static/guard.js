@@ -2,7 +2,8 @@
 // (在岗 / 忙碌 / 下班), share position.
 "use strict";
 
-const G = { me: null, mic: null, press: null, known: new Set(), alerts: [], lastFix: 0 };
+const G = { me: null, mic: null, press: null, known: new Set(), alerts: [], lastFix: 0, hotMic: false, sosBusy: false };
+const SOS_HOLD_MS = 1500;  // held this long, not tapped: a phone in a pocket must not raise an SOS (guard.css's bar too)
 
 async function main() {
   G.me = await JB.session(["guard", "officer"]);
@@ -17,6 +18,7 @@ async function main() {
   ptt.addEventListener("contextmenu", (e) => e.preventDefault());
   JB.soundHint(document.getElementById("sound-hint"));  // an alert's sound needs one tap on the page first
   for (const button of document.querySelectorAll("#duty button")) button.addEventListener("click", setDuty);
+  holdForSos(document.getElementById("sos"));
   await loadAlerts(false);
   JB.liveSocket("/api/me/live", () => loadAlerts(true), (up) => {
     const conn = document.getElementById("conn");
@@ -28,7 +30,7 @@ async function main() {
 
 async function pressTalk(e) {
   e.preventDefault();
-  if (G.press) return;
+  if (G.press || G.hotMic) return;  // the SOS's hot microphone has the microphone
   const ptt = e.currentTarget, state = document.getElementById("ptt-state");
   try { G.mic = G.mic || await JB.microphone(); } catch (err) { state.textContent = `无法打开麦克风：${err.message}`; return; }
   ptt.setPointerCapture?.(e.pointerId);
@@ -50,6 +52,82 @@ async function releaseTalk() {
   ptt.textContent = "按住讲话";
   const result = await press.release();
   state.textContent = result.code === 1000 ? `已发送 ${(result.bytes / 32000).toFixed(1)} 秒语音` : `发送中断：${result.reason || result.code}`;
+}
+
+// --- SOS / 一键报警 ---------------------------------------------------------------------------------------------
+
+// The SOS button fires only when held SOS_HOLD_MS; the microphone is opened at the touch (a browser opens it only
+// from a user's gesture), so the hot microphone can start the moment the SOS is raised.
+function holdForSos(button) {
+  const state = document.getElementById("sos-state");
+  let timer = null;
+  button.disabled = false;
+  button.addEventListener("pointerdown", (e) => {
+    e.preventDefault();
+    if (timer || G.sosBusy) return;
+    button.setPointerCapture?.(e.pointerId);
+    if (!G.mic) G.micOpening = JB.microphone().then((mic) => { G.mic = mic; return mic; }).catch(() => null);
+    button.classList.add("holding");
+    state.textContent = "继续按住…";
+    timer = setTimeout(() => { timer = null; button.classList.remove("holding"); raiseSos(button, state); }, SOS_HOLD_MS);
+  });
+  const letGo = () => {
+    if (!timer) return;
+    clearTimeout(timer);
+    timer = null;
+    button.classList.remove("holding");
+    state.textContent = "未报警：需按住 1.5 秒";
+  };
+  for (const ev of ["pointerup", "pointerleave", "pointercancel"]) button.addEventListener(ev, letGo);
+  button.addEventListener("contextmenu", (e) => e.preventDefault());
+}
+
+async function raiseSos(button, state) {
+  G.sosBusy = true;
+  button.classList.add("sent");
+  state.classList.add("live");
+  state.textContent = "正在报警…";
+  try {
+    const raised = await JB.api("/api/me/sos", { method: "POST", body: await phonePosition() });
+    const i = raised.incident;
+    state.textContent = `已报警：指挥室已收到（${i.place_name || "位置不明"}${i.detail ? " " + i.detail : ""}）`;
+    navigator.vibrate?.([300, 100, 300]);
+    await hotMicrophone(i.id, raised.hot_mic_s, state);
+  } catch (e) {
+    state.textContent = `报警未发出：${e.message}。请用对讲机呼叫指挥室`;
+  }
+  G.sosBusy = false;
+  button.classList.remove("sent");
+  state.classList.remove("live");
+}
+
+// The phone's own fix when it gives one within a few seconds; else nothing, and the server takes the last known.
+function phonePosition() {
+  return new Promise((resolve) => {
+    if (!navigator.geolocation) { resolve({}); return; }
+    navigator.geolocation.getCurrentPosition(
+      (p) => resolve({ lat: p.coords.latitude, lon: p.coords.longitude, acc: p.coords.accuracy }),
+      () => resolve({}), { enableHighAccuracy: true, timeout: 3000, maximumAge: 30000 });
+  });
+}
+
+// The hot microphone: the page's push-to-talk way (archived and recognised like any call), tied to the SOS.
+async function hotMicrophone(incidentId, seconds, state) {
+  const mic = G.mic || await G.micOpening;
+  if (!mic || !seconds) { state.textContent += "；麦克风未能开启"; return; }
+  if (G.press) await releaseTalk();  // the SOS takes the microphone from a talk press
+  G.hotMic = true;
+  const channel = document.getElementById("channel").value;
+  const press = JB.press(mic, `/api/ptt?channel=${encodeURIComponent(channel)}&sos=${encodeURIComponent(incidentId)}`);
+  const said = state.textContent;
+  for (let left = Math.round(seconds); left > 0; left--) {
+    state.textContent = `${said}；现场录音中，还剩 ${left} 秒，请说明情况`;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  const result = await press.release();
+  G.hotMic = false;
+  state.textContent = result.code === 1000 ? `${said}；已发送 ${(result.bytes / 32000).toFixed(1)} 秒现场录音`
+    : `${said}；现场录音中断：${result.reason || result.code}`;
 }
 
 async function loadAlerts(live) {
