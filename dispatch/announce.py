@@ -36,6 +36,9 @@ SPOKEN_TYPE = {
     "traffic": "发生交通事故",
     "noise": "有人噪音扰民",
     "fraud": "有人诈骗",
+    # an SOS (dispatch/sos.py): a colleague in danger. Not worded as one of its phrases (紧急求助, 救命), which a radio
+    # on another channel could carry back to the recogniser as a new SOS
+    "sos": "有人紧急呼救",
 }
 ATTENTION = "请注意"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dispatch.announce import announcement_text
 from dispatch.sos import SosPhrases
 from tests.dispatch.chatter import ROUTINE_CHATTER
 from tests.dispatch.test_location import tone_pinyin
@@ -82,3 +83,11 @@ def test_no_sos_in_the_blind_sets() -> None:
     assert sum("救命" in line for line in lines) >= 5  # the cries reported are there
     heard = {line: PHRASES.heard(line) or PHRASES.heard(tone_pinyin(line)) for line in lines}
     assert {line: said for line, said in heard.items() if said} == {}
+
+
+def test_the_spoken_call_of_an_sos_is_heard_as_no_sos() -> None:
+    """The announcement on the alerted units' channels says what happened without an SOS phrase: a radio that carries
+    it to another channel must not raise a second SOS there."""
+    said = announcement_text(["东方仪表厂保卫科", "永定社区警长"], "万寿路花鸟市场", "sos")
+    assert "紧急呼救" in said
+    assert PHRASES.heard(said) == () and PHRASES.heard(tone_pinyin(said)) == ()
