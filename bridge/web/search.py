@@ -65,9 +65,16 @@ MIGRATIONS = [
         postgres="""
         -- terms: what search_text.analyze makes of a transcript, as a tsvector built in Python (PostgresSearchIndex):
         -- its words at weight A, its syllable bigrams at weight B, each at its position, so a phrase is tokens at
-        -- consecutive positions, as in FTS5. GIN finds the documents holding every token of a query.
-        CREATE TABLE search_docs (utterance_id TEXT PRIMARY KEY, terms tsvector NOT NULL);
+        -- consecutive positions, as in FTS5. GIN finds the documents holding every token of a query. channel and
+        -- start_ms are the transcript's, so a page of matches is filtered and ordered here, before any join.
+        CREATE TABLE search_docs (
+            utterance_id TEXT PRIMARY KEY,
+            channel TEXT NOT NULL,
+            start_ms BIGINT NOT NULL,
+            terms tsvector NOT NULL
+        );
         CREATE INDEX search_docs_terms ON search_docs USING gin (terms);
+        CREATE INDEX search_docs_start ON search_docs (start_ms, utterance_id);
         CREATE TABLE search_pending (seq BIGSERIAL PRIMARY KEY, utterance_id TEXT NOT NULL);
         CREATE FUNCTION search_queue() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
@@ -333,17 +340,18 @@ def _filter_sql(f: Filters) -> tuple[str, list[Any]]:
     return " AND ".join(where), args
 
 
-def channel_and_time_sql(f: Filters, placeholder: str) -> tuple[list[str], list[Any]]:
-    """The filters on the transcript itself (`t`), as conditions in standard SQL with the driver's placeholder."""
+def channel_and_time_sql(f: Filters, placeholder: str, table: str = "t") -> tuple[list[str], list[Any]]:
+    """The filters on the transcript itself, as conditions in standard SQL on `table`'s channel and start_ms columns
+    with the driver's placeholder."""
     where, args = ["TRUE"], []
     if f.channel is not None:
-        where.append(f"t.channel = {placeholder}")
+        where.append(f"{table}.channel = {placeholder}")
         args.append(f.channel)
     if f.since_ms is not None:
-        where.append(f"t.start_ms >= {placeholder}")
+        where.append(f"{table}.start_ms >= {placeholder}")
         args.append(f.since_ms)
     if f.until_ms is not None:
-        where.append(f"t.start_ms < {placeholder}")
+        where.append(f"{table}.start_ms < {placeholder}")
         args.append(f.until_ms)
     return where, args
 

@@ -10,6 +10,8 @@ candidate and is not used: a trigram index cannot match a 2-character term, whic
 (打架, 着火). A query is search_text.parse_query's terms written as a tsquery: a phrase is its tokens joined by
 `<->` (followed by), each labelled with its field's weight ('打架':A <-> '架斗':A), so words never match syllables.
 The GIN index on the tsvector finds the documents holding the tokens; phrase order is checked on the positions.
+A document also carries its transcript's channel and start time, so a page is filtered, ordered and cut in
+search_docs alone and only its rows are read from transcripts (a frequent term matches thousands of documents).
 """
 
 from __future__ import annotations
@@ -89,20 +91,24 @@ class PostgresSearchIndex(TranscriptSearch):
         with self._conn.transaction():
             self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SYNC_LOCK,))
             rows = self._rows(
-                "SELECT p.seq, p.utterance_id, t.text, t.pinyin, t.readable, t.keywords, t.utterance_id IS NOT NULL AS present"
+                "SELECT p.seq, p.utterance_id, t.channel, t.start_ms, t.text, t.pinyin, t.readable, t.keywords,"
+                " t.utterance_id IS NOT NULL AS present"
                 " FROM search_pending p LEFT JOIN transcripts t ON t.utterance_id = p.utterance_id ORDER BY p.seq LIMIT %s",
                 [SYNC_BATCH],
             )
             if not rows:
                 return 0
             latest = {r["utterance_id"]: r for r in rows}  # an id queued twice is indexed once
+            docs = [
+                (r["utterance_id"], r["channel"], r["start_ms"],
+                 tsvector(analyze(r["text"], r["pinyin"], keyword_labels(r["keywords"]), r["readable"])))
+                for r in latest.values() if r["present"]
+            ]  # fmt: skip
             cur = self._conn.cursor()
             cur.execute("DELETE FROM search_docs WHERE utterance_id = ANY(%s)", (list(latest),))
             cur.executemany(
-                "INSERT INTO search_docs (utterance_id, terms) VALUES (%s, %s::tsvector)",
-                [(r["utterance_id"], tsvector(analyze(r["text"], r["pinyin"], keyword_labels(r["keywords"]), r["readable"])))
-                 for r in latest.values() if r["present"]],
-            )  # fmt: skip
+                "INSERT INTO search_docs (utterance_id, channel, start_ms, terms) VALUES (%s, %s, %s, %s::tsvector)", docs
+            )
             # exactly the entries read: one queued meanwhile by a transaction that took a lower seq stays queued
             cur.execute("DELETE FROM search_pending WHERE seq = ANY(%s)", ([r["seq"] for r in rows],))
         return len(rows)
@@ -116,10 +122,12 @@ class PostgresSearchIndex(TranscriptSearch):
         )
 
     def _match(self, expression: str, tier: int, filters: Filters, limit: int, offset: int) -> list[dict[str, Any]]:
-        where, args = _where(filters)
+        where, args = _where(filters, "d")
+        # the page is chosen in search_docs alone; only its rows are read from transcripts
         sql = (
-            f"SELECT t.*, {tier} AS tier FROM search_docs d JOIN transcripts t ON t.utterance_id = d.utterance_id"
-            f" WHERE d.terms @@ %s::tsquery AND {where} ORDER BY t.start_ms DESC, t.utterance_id DESC LIMIT %s OFFSET %s"
+            f"SELECT t.*, {tier} AS tier FROM (SELECT d.utterance_id, d.start_ms FROM search_docs d"
+            f" WHERE d.terms @@ %s::tsquery AND {where} ORDER BY d.start_ms DESC, d.utterance_id DESC LIMIT %s OFFSET %s)"
+            " page JOIN transcripts t ON t.utterance_id = page.utterance_id ORDER BY page.start_ms DESC, page.utterance_id DESC"
         )
         try:
             return self._rows(sql, [expression, *args, limit, offset])
@@ -132,8 +140,8 @@ class PostgresSearchIndex(TranscriptSearch):
             r["incidents"] = []
 
 
-def _where(filters: Filters) -> tuple[str, list[Any]]:
+def _where(filters: Filters, table: str = "t") -> tuple[str, list[Any]]:
     if filters.incident_type is not None or filters.responder is not None:
         raise QueryError("filtering by incident type or responder is not available on PostgreSQL yet")
-    where, args = channel_and_time_sql(filters, "%s")
+    where, args = channel_and_time_sql(filters, "%s", table)
     return " AND ".join(where), args
