@@ -32,6 +32,7 @@ from dispatch.phonetic import (
     parse_pinyin,
     phrase,
     reading_freq,
+    similarity,
     text_syllables,
     tones_agree,
     window_scores,
@@ -125,6 +126,17 @@ class PlaceIndex:
     def fuzzy_names(self) -> set[str]:
         """Names specific and long enough to be matched approximately."""
         return {n.text for n in self.names if n.method != "generic" and len(phrase(n.text)) >= 3}
+
+    @cached_property
+    def headless(self) -> list[tuple[_Name, tuple[str, ...]]]:
+        """Names of ONSET_NAME+ syllables with the folded reading of all but their first syllable, where no other
+        name shares that tail: what is left of the name when a transmission's key-up clipped its first syllable."""
+        tails: dict[tuple[str, ...], list[_Name]] = {}
+        for n in self.names:
+            said = phrase(n.text)
+            if n.text in self.fuzzy_names and len(said) >= ONSET_NAME:
+                tails.setdefault(tuple(s.folded for s in said[1:]), []).append(n)
+        return [(names[0], tail) for tail, names in tails.items() if len({n.place.id for n in names}) == 1]
 
 
 def _is_generic(alias: str, place: Place) -> bool:
@@ -275,6 +287,7 @@ def _candidates(inp: TranscriptInput, index: PlaceIndex):
                     continue  # 仪表厂家, 幸福里面: the words 厂家 and 里面, not the places
                 yield _mark(LocationMatch(n.place, n.text, n.method, CONFIDENCE[n.method], m.span(), "char"), inp)
     yield from _pinyin_candidates(inp, index)
+    yield from _headless_at_onset(inp, index)
 
 
 def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex):
@@ -286,7 +299,10 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex):
             if inp.text and inp.text[start:start + size] == n.text:
                 continue  # found as characters already
             at_onset = start == 0 and not inp.text and fuzzy_ok and size >= ONSET_NAME
-            scores = window_scores(n.text, syl, start, 0.0 if at_onset else FUZZY_MIN if fuzzy_ok else 1.0,
+            # a long name may have one syllable quite wrong (see nearly_whole below): its floor lets that through
+            floor = (0.0 if at_onset else min(FUZZY_MIN, 0.9 * (size - 1) / size) if size >= NEARLY_WHOLE_NAME
+                     else FUZZY_MIN if fuzzy_ok else 1.0)  # fmt: skip
+            scores = window_scores(n.text, syl, start, floor if fuzzy_ok else 1.0,
                                    heteronyms=bool(inp.text))  # characters may be written by another reading
             if not scores:
                 continue
@@ -301,7 +317,7 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex):
             nearly_whole = size >= NEARLY_WHOLE_NAME and scores[0] >= 0.9 and sum(s >= 0.9 for s in scores) >= size - 1
             head_ok = head >= 0.9 or nearly_whole or (size >= LONG_NAME and head >= 0.75 and score >= LONG_NAME_MIN)
             onset_ok = at_onset and min(scores[1:]) >= 0.9
-            if not (exact or onset_ok or (fuzzy_ok and score >= FUZZY_MIN and head_ok)):
+            if not (exact or onset_ok or (fuzzy_ok and (nearly_whole or (score >= FUZZY_MIN and head_ok)))):
                 continue
             heard = inp.text[start:start + size] if inp.text else " ".join(s.base for s in syl[start:start + size] if s)
             if inp.text and not _whole_words(inp.text, start, start + size):
@@ -314,6 +330,26 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex):
             method: Method = "fuzzy" if inp.text or not exact else n.method
             conf = 0.9 * score if method == "fuzzy" else CONFIDENCE[method]
             yield _mark(LocationMatch(n.place, heard, method, conf, (start, start + size), inp.unit), inp)
+
+
+def _headless_at_onset(inp: TranscriptInput, index: PlaceIndex):
+    """A name whose first syllable the key-up clipped: the transmission opens with the rest of it (金花苑小区 heard
+    "hua1 yuan4 xiao3 qu1 ...", 幸福里小区 "fu3 li3 xiao3 qu1 ..."), four or more syllables heard right up to accent
+    confusions, that are no other name's, no common word and not cut out of words. Pinyin only: characters are a
+    person's writing, not a clipped recording."""
+    syl = inp.syllables
+    if inp.text or not syl or syl[0] is None:
+        return
+    for n, tail in index.headless:
+        size = len(tail)
+        heard = syl[:size]
+        if len(heard) < size or any(h is None or similarity(h.folded, t) < 0.9 for h, t in zip(heard, tail, strict=True)):
+            continue
+        if reading_freq(tuple(heard)) >= COMMON_WORD_FREQ or _cuts_words(inp, 0, size):
+            continue
+        score = sum(similarity(h.folded, t) for h, t in zip(heard, tail, strict=True)) / (size + 1)  # one not heard
+        words = " ".join(h.base for h in heard if h)
+        yield _mark(LocationMatch(n.place, words, "fuzzy", 0.9 * score, (0, size), inp.unit), inp)
 
 
 def _has_tones(syllables: list[Syllable | None], start: int, size: int) -> bool:

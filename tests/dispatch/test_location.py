@@ -248,6 +248,16 @@ def test_a_long_name_heard_right_but_for_one_later_syllable_is_found_anywhere(in
     assert extract_location("wan4 sheng4 lu4 hua1 niao3 you3 ren2 yun1 dao3 le5", index) is None  # two slips
 
 
+def test_a_six_syllable_name_keeps_one_syllable_heard_as_nothing_like_it(index: PlaceIndex) -> None:
+    """The slip may be a syllable with nothing in common with the one said (菜 cai4 heard as "kan4"): five of six
+    right, the first among them, is still the name; two such slips are not."""
+    assert where("chang2 le4 fang1 kan4 shi4 chang3 men2 kou3 you3 ren2 da3 jia4", index).place.id == (
+        "changlefang-caishichang")
+    assert where("ta1 men5 zai4 dong1 jiao1 nong2 ta1 shi4 chang3", index).place.id == "dongjiao-nongmao"
+    two_slips = extract_location("chang2 le4 fang1 kan4 shi4 ben3 men2 kou3", index)
+    assert two_slips is None or two_slips.place.id != "changlefang-caishichang"
+
+
 def test_a_long_name_opening_a_transmission_may_have_lost_its_first_syllable(index: PlaceIndex) -> None:
     """The key-up click and the noise garble a transmission's first syllable; the rest of a 5+ syllable name is
     enough there, and only there."""
@@ -256,3 +266,14 @@ def test_a_long_name_opening_a_transmission_may_have_lost_its_first_syllable(ind
     assert extract_location("ta1 shuo1 zhong1 fang1 you4 er2 yuan2", index) is None  # not at the onset
     assert extract_location("zhong1 fang1 you4 er2 men2", index) is None  # the rest not heard right
     assert extract_location("中方幼儿园门口", index) is None  # characters are read as written
+
+
+def test_a_name_whose_first_syllable_the_key_up_clipped_is_found_at_the_onset_only(index: PlaceIndex) -> None:
+    """Nothing at all of the first syllable may be heard: four or more of the rest, opening the transmission, are
+    the name when no other name ends so; mid-call they are not, nor in characters."""
+    assert where("hua1 yuan4 xiao3 qu1 ba1 hao4 lou2 you3 ren2 chao3 jia4", index).place.id == "jinhuayuan"
+    assert where("fu3 li3 xiao3 qu1 dong1 men2 you3 ren2 shuai1 dao3", index).place.id == "xingfuli"
+    assert where("qiao2 da4 shi4 chang3 bei3 men2 you3 ren2 da3 jia4", index).place.id == "gaoqiao-market"
+    assert extract_location("wo3 men5 hua1 yuan4 xiao3 qu1 you3 ren2 chao3 jia4", index) is None  # mid-call
+    assert extract_location("hua1 yuan4 xiao3 you3 ren2 chao3 jia4", index) is None  # three syllables of it
+    assert extract_location("花园小区有人吵架", index) is None  # characters are read as written
