@@ -79,6 +79,7 @@ class Service:
                     tasks.create_task(self.recognition.run_backlog(), name="asr-backlog")
                 if self.dispatch is not None:
                     tasks.create_task(self.dispatch.run(), name="dispatch")
+                    tasks.create_task(self.dispatch.sos.watch_key_ups(self.radios.lines), name="sos-key-ups")
                 channel_tasks = [tasks.create_task(ch.run(), name=f"channel:{ch.config.id}") for ch in self.channels]
                 if http is not None:
                     tasks.create_task(http.serve(), name="http")

@@ -134,6 +134,10 @@ class SosRules(BaseModel):
         "seconds of his last, while that one is open, is one more press of it, not a new incident.",
     )  # fmt: skip
     hot_mic_s: float = Field(10.0, ge=0, le=60, description="How long the phone page's microphone stays open after an SOS.")
+    key_up_s: float | None = Field(
+        None, ge=3, description="A carrier held this long on a channel's COR line (a radio keyed and held down: a "
+        "guard who cannot speak) raises an SOS for the channel; None: off. Choose it longer than any call on the air.",
+    )  # fmt: skip
 
 
 class DispatchConfig(BaseModel):

@@ -23,18 +23,21 @@ What happens (`SosDesk`):
 - the same caller (a phone user, or a radio channel) again within `repeat_window_s` of his last SOS, while it is open:
   the same incident, one more press (`sos_repeated` in its timeline, its position updated, the alarm on again), never
   another incident or a second round of alerts;
+- a radio keyed and held down for `key_up_s` on a channel with a COR line (`watch_key_ups`; off unless configured):
+  the same incident for that channel, placed as a phrase without a place is;
 - every console alarms (red banner, repeating tone) until an operator acknowledges the SOS (`acknowledge`); the alarm
   state is kept in SQLite (`sos_calls`), so a reload or a restart keeps it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from asr.transcript import Transcript
 from bridge.db import migrate
@@ -45,6 +48,9 @@ from dispatch.gazetteer import Jurisdiction, Place, distance_m
 from dispatch.incidents import OPEN, Incident, Status, new_incident_id
 from dispatch.location import PlaceIndex, extract_location
 from dispatch.responders import ResponderBoard
+
+if TYPE_CHECKING:
+    from hardware.lines.base import Line
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +181,7 @@ class _HotMic:
 
 
 HOT_MIC_GRACE_S = 1.0  # an utterance this close to a hot microphone's press belongs to it (pre-roll, hang-over)
+KEY_UP_POLL_S = 0.5  # how often the COR lines are looked at for a key-up held too long
 
 
 class SosDesk:
@@ -228,15 +235,42 @@ class SosDesk:
         if not said:
             return None
         where = extract_location(transcript, self._places)
-        position = (where.place.lat, where.place.lon) if where else None
-        place: tuple[Place, float] | None = (where.place, 0.0) if where else None
-        if where is None and (unit := self._sole_unit(utterance.channel)) is not None:
-            located = self._board.locate(unit, self._position_max_age_s)
-            place, position = self._near(located.lat, located.lon), (located.lat, located.lon)
+        if where is not None:
+            place, position = (where.place, 0.0), (where.place.lat, where.place.lon)
+        else:
+            place, position = self._channel_place(utterance.channel)
         incident = self._raise(f"channel:{utterance.channel}", "radio", place, position, channel=utterance.channel,
                                text=transcript.readable or transcript.text, pinyin=transcript.pinyin,
                                utterance_id=utterance.id, entry={"said": list(said)})  # fmt: skip
         return None if self._dispatcher.store.provisional_for(utterance.id) is not None else incident
+
+    async def watch_key_ups(self, lines: Mapping[str, Line]) -> None:
+        """(With `key_up_s` set) a carrier held that long on a channel's COR line raises an SOS for the channel, once
+        per key-up, while it is still held. Runs until cancelled; a failure to raise one is logged, never ends it."""
+        held_for = self.rules.key_up_s
+        watched = {channel: line for channel, line in lines.items() if line.has_cor}
+        if held_for is None or not watched:
+            return
+        raised: dict[str, float] = {}  # channel -> when the key-up that raised its SOS began
+        while True:
+            await asyncio.sleep(KEY_UP_POLL_S)
+            now = time.time()
+            for channel, line in watched.items():
+                rose = line.carrier_since(now) if line.carrier else None
+                if rose is None or now - rose < held_for or raised.get(channel) == rose:
+                    continue
+                raised[channel] = rose
+                try:
+                    self.raise_from_key_up(channel, now - rose)
+                except Exception:  # the other channels are still watched
+                    logger.exception("channel %s: raising the SOS of a key-up held %.0f s failed", channel, now - rose)
+
+    def raise_from_key_up(self, channel: str, held_s: float) -> Incident:
+        """A radio on `channel` keyed and held down `held_s` (the code of a guard who cannot speak)."""
+        place, position = self._channel_place(channel)
+        return self._raise(f"channel:{channel}", "radio", place, position, channel=channel,
+                           text=f"{self._channel_name(channel)}长按发射{held_s:.0f}秒（紧急信号）",
+                           entry={"key_up_s": round(held_s, 1)})  # fmt: skip
 
     def holds(self, utterance: Any) -> bool:
         """Is this utterance (still being spoken) one of a hot microphone's? Its partials raise nothing then."""
@@ -286,8 +320,7 @@ class SosDesk:
     def caller_name(self, call: SosCall) -> str:
         """Who called, as the console says it: the responder's name, or the radio channel's."""
         if call.source == "radio":
-            channel = call.caller.removeprefix("channel:")
-            return next((c.name for c in self._jurisdiction.channels if c.id == channel), channel)
+            return self._channel_name(call.caller.removeprefix("channel:"))
         try:
             return self._jurisdiction.responder(call.caller).name
         except KeyError:
@@ -382,10 +415,17 @@ class SosDesk:
         nearest = min(places, key=lambda p: distance_m(lat, lon, p.lat, p.lon))
         return nearest, distance_m(lat, lon, nearest.lat, nearest.lon)
 
-    def _sole_unit(self, channel: str) -> str | None:
-        """The one responder listening on a channel, when there is only one (his position is the channel's)."""
+    def _channel_place(self, channel: str) -> tuple[tuple[Place, float] | None, tuple[float, float] | None]:
+        """Where a radio SOS naming no place is: at the one responder listening on the channel, when only one does;
+        else unknown (a channel shared by many units says nothing of which one called)."""
         on_it = [r.id for r in self._jurisdiction.responders if r.channel == channel]
-        return on_it[0] if len(on_it) == 1 else None
+        if len(on_it) != 1:
+            return None, None
+        located = self._board.locate(on_it[0], self._position_max_age_s)
+        return self._near(located.lat, located.lon), (located.lat, located.lon)
+
+    def _channel_name(self, channel: str) -> str:
+        return next((c.name for c in self._jurisdiction.channels if c.id == channel), channel)
 
     def _hot_mic(self, utterance: Any) -> _HotMic | None:
         for mic in reversed(self._hot_mics):

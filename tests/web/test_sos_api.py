@@ -39,8 +39,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
         "broker": {"enabled": True, "port": broker.port},
         "asr": {"engine": "none"},
         "web": {"port": free_port()},
-        "channels": [{"id": ch, "name": ch, "source": {"type": "web"}} for ch in ("ch-market", "ch-police")],
-        "dispatch": {"alerts": {"announce": False}},
+        "channels": [*({"id": ch, "name": ch, "source": {"type": "web"}} for ch in ("ch-market", "ch-police")),
+                     # a radio whose receiver's COR is wired in (the simulated line: this machine has no radio)
+                     {"id": "ch-volunteer", "name": "义警巡逻", "source": {"type": "web"},
+                      "line": {"type": "simulated", "cor": True}}],
+        "dispatch": {"alerts": {"announce": False}, "sos": {"key_up_s": 4}},
     }
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
@@ -209,3 +212,34 @@ def test_a_guard_not_linked_to_a_responder_is_told_so(live: LiveService, tmp_pat
     live.call(UserStore(connect(live.config.storage.database)).add, "guard-unlinked", "guard", PASSWORD)
     refused = httpx.post(f"{live.url}/api/me/sos", json={}, headers=as_user(live, "guard-unlinked"))
     assert refused.status_code == 409 and "not linked" in refused.json()["detail"]
+
+
+def test_a_radio_keyed_and_held_down_raises_an_sos_for_its_channel(live: LiveService) -> None:
+    """The radio code (dispatch.sos.key_up_s, 4 s here): a carrier held that long on a COR line; shorter key-ups,
+    calls, raise nothing."""
+    store = live.service.dispatch.dispatcher.store
+    line = live.service.radios.lines["ch-volunteer"]
+
+    def key_ups() -> list:
+        return [i for i in live.call(store.list) if i.type == "sos" and i.channel == "ch-volunteer"]
+
+    live.call(line.set_carrier, True)  # a call of 2 s
+    time.sleep(2)
+    live.call(line.set_carrier, False)
+    time.sleep(1)
+    assert key_ups() == []
+    live.call(line.set_carrier, True, time.time() - 3.5)  # keyed 3.5 s ago, and held
+    incident = wait_for("the key-up's SOS", key_ups)[0]
+    assert incident.priority == "critical" and "义警巡逻" in incident.text
+    assert incident.place_id is None  # four units share the channel: which one is not known; the operator sends someone
+    time.sleep(1.5)  # still held: one SOS per key-up
+    assert [e.kind for e in live.call(store.timeline, incident.id)].count("sos") == 1
+    live.call(line.set_carrier, False)
+    live.call(line.set_carrier, True, time.time() - 5)  # keyed and held again: one more press of the same SOS
+    wait_for("the second press", lambda: "sos_repeated" in [e.kind for e in live.call(store.timeline, incident.id)])
+    live.call(line.set_carrier, False)
+    assert [i.id for i in key_ups()] == [incident.id]
+    operator = as_user(live, "op")
+    alarm = [a for a in httpx.get(f"{live.url}/api/sos", headers=operator).json()["alarms"] if a["incident_id"] == incident.id]
+    assert [(a["caller_name"], a["source"], a["presses"]) for a in alarm] == [("义警巡逻", "radio", 2)]
+    assert httpx.post(f"{live.url}/api/sos/{incident.id}/ack", headers=operator).status_code == 200
