@@ -71,7 +71,7 @@ SHADOWS = ["喊救命", "喊救命啊", "喊着救命", "叫救命", "救命稻�
 # up to two characters after them, as a negation does (one-character words are read in characters only).
 REPORTED = ["喊", "叫"]
 
-Caller = str  # a responder id (the phone page), or "channel:<id>" (a phrase heard on a radio channel)
+Caller = str  # a responder id (the phone page), or "channel:<id>" (a phrase or a held key-up on a radio channel)
 
 
 class Dispatching(Protocol):
