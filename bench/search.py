@@ -11,7 +11,11 @@ in five pinyin-only (what the on-board keyword engine gives), one in fifty linke
     filtered      a term + channel + a 7-day window, or + incident type, or filters only
     deep page     a frequent term at offset 1000
 
-    .venv/bin/python bench/search.py [--transcripts 1000000] [--queries 40] [--keep DB]
+    .venv/bin/python bench/search.py [--transcripts 1000000] [--queries 40] [--keep DB] [--postgres]
+
+--postgres searches the same transcripts on PostgreSQL (bridge.web.search_pg): a private cluster made as the tests
+make it (tests/support/postgres.py: default settings but no fsync), the transcripts copied into it, indexed there;
+the incident filters are left out (incidents are not on PostgreSQL yet).
 
 Goal: p95 < 50 ms per query.
 """
@@ -24,6 +28,7 @@ import os
 import random
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,8 +42,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bridge.db import connect
-from bridge.web.search import Filters, SearchIndex
+from bridge.db import connect, connect_postgres
+from bridge.web.search import Filters, SearchIndex, TranscriptSearch
+from bridge.web.search_pg import PostgresSearchIndex
 from dispatch.classify import incident_terms
 from dispatch.gazetteer import load_jurisdiction
 
@@ -153,6 +159,7 @@ def main() -> None:
     parser.add_argument("--transcripts", type=int, default=1_000_000, help="how many transcripts to fill (default 1,000,000)")
     parser.add_argument("--queries", type=int, default=40, help="timed runs per kind (cycling through its cases)")
     parser.add_argument("--keep", type=Path, help="build the database here and keep it (default: a temp dir)")
+    parser.add_argument("--postgres", action="store_true", help="search on PostgreSQL (a private cluster) instead")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="jingbao-search-") as tmp:
@@ -165,6 +172,10 @@ def main() -> None:
             t0 = time.perf_counter()
             fill(conn, args.transcripts, lambda n: bar.advance(task, n))
             fill_s = time.perf_counter() - t0
+        if args.postgres:
+            on_postgres(conn, args.transcripts, args.queries)
+            return
+        with _progress() as bar:
             task = bar.add_task("index", total=args.transcripts)
             t0 = time.perf_counter()
             index.sync(lambda n: bar.advance(task, n))
@@ -173,9 +184,44 @@ def main() -> None:
         report(index, args.queries, fill_s, index_s, size_mb, args.transcripts)
 
 
-def report(index: SearchIndex, runs: int, fill_s: float, index_s: float, size_mb: float, count: int) -> None:
+def on_postgres(filled: sqlite3.Connection, count: int, runs: int) -> None:
+    sys.path.insert(0, str(REPO))  # the tests' private cluster: tests/ is not an installed package
+    from tests.support.postgres import PostgresCluster
+
+    cluster = PostgresCluster()
+    cluster.start()
+    try:
+        conn = connect_postgres(cluster.url(cluster.create_database()))
+        index = PostgresSearchIndex(conn)
+        columns = [r[1] for r in filled.execute("PRAGMA table_info(transcripts)")]
+        with _progress() as bar:
+            task = bar.add_task("copy to PostgreSQL", total=count)
+            t0 = time.perf_counter()
+            with conn.cursor().copy(f"COPY transcripts ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in filled.execute("SELECT * FROM transcripts"):
+                    copy.write_row(tuple(row))
+                    bar.advance(task)
+            copy_s = time.perf_counter() - t0
+            task = bar.add_task("index", total=count)
+            t0 = time.perf_counter()
+            index.sync(lambda n: bar.advance(task, n))
+            index_s = time.perf_counter() - t0
+        conn.execute("VACUUM ANALYZE")  # the planner's statistics after a bulk load, as autovacuum soon makes them
+        size_mb = conn.execute("SELECT pg_database_size(current_database()) AS size").fetchone()["size"] / 1e6
+        report(index, runs, copy_s, index_s, size_mb, count, incidents=False)
+        conn.close()
+    finally:
+        cluster.stop()
+
+
+def report(
+    index: TranscriptSearch, runs: int, fill_s: float, index_s: float, size_mb: float, count: int, *, incidents: bool = True
+) -> None:
     cases = query_set(Generator())
-    table = Table(title=f"search over {count:,} transcripts (first page of 50; {runs} runs per kind)")
+    if not incidents:
+        cases = {kind: [c for c in kind_cases if c[1].incident_type is None] for kind, kind_cases in cases.items()}
+    engine = "SQLite" if isinstance(index, SearchIndex) else "PostgreSQL"
+    table = Table(title=f"search over {count:,} transcripts on {engine} (first page of 50; {runs} runs per kind)")
     for column in ("kind", "p50 ms", "p95 ms", "max ms", "results/page (mean)"):
         table.add_column(column, justify="right" if column != "kind" else "left")
     for kind, kind_cases in cases.items():
@@ -193,7 +239,8 @@ def report(index: SearchIndex, runs: int, fill_s: float, index_s: float, size_mb
         table.add_row(kind, f"{statistics.median(times):.1f}", f"{p95:.1f}", f"{times[-1]:.1f}", f"{statistics.mean(hits):.0f}")
     console.print(table)
     console.print(
-        f"build: fill {fill_s:.1f} s, index {index_s:.1f} s ({count / index_s:,.0f} transcripts/s); database {size_mb:,.0f} MB;"
+        f"build: {'fill' if incidents else 'copy'} {fill_s:.1f} s, index {index_s:.1f} s ({count / index_s:,.0f} transcripts/s);"
+        f" database {size_mb:,.0f} MB;"
         f" {cpu_model()}, {os.cpu_count()} CPUs"
     )
 

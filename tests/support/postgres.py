@@ -36,7 +36,7 @@ def _program(name: str) -> str:
 class PostgresCluster:
     """One throw-away cluster: `start()`, `url(database)`, `stop()` (which also deletes its files)."""
 
-    user = "jingbao"  # the cluster's superuser, trusted on its socket (nobody else can reach the socket's folder)
+    user = "jingbao"  # the cluster's superuser, trusted on its socket: its folder (mode 0700) admits only its owner
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="jingbao-pg-"))  # short: a socket path has at most 107 bytes
