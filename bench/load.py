@@ -112,6 +112,17 @@ class Outcome:
     service_log: str
     ended: str = ""
     announced: list[Keyed] = field(default_factory=list)
+    incidents: list[Incident] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Incident:
+    """An incident as the service stored it by the end of the run."""
+
+    type: str
+    place: str  # place id, "" when at no known place
+    status: str
+    utterance_ids: frozenset[str]
 
 
 @dataclass
@@ -272,7 +283,7 @@ async def _observe(opts: Options, plan: list[list[Transmission]], tmp: Path, fif
     log_text = log_path.read_text(errors="replace")
     utterances = read_utterances(tmp / "data" / "jingbao.db", channel_ids(opts))
     return Outcome(opts, plan, feed, messages, polls, utterances, cpu1 - cpu0, window, rss, os.getloadavg()[0],
-                   log_text[-3000:], ended, announcements_in(log_text))  # fmt: skip
+                   log_text[-3000:], ended, announcements_in(log_text), read_incidents(tmp / "data" / "jingbao.db"))
 
 
 _LOGGED = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ +"
@@ -410,6 +421,16 @@ def read_utterances(database: Path, ids: list[str] | None = None) -> list[Uttera
             for uid, ch, start, end, reason in rows]  # fmt: skip
 
 
+def read_incidents(database: Path) -> list[Incident]:
+    """The incidents the dispatcher stored (retracted and dismissed ones left out: they are no longer the call's)."""
+    if not database.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT type, place_id, status, utterance_ids FROM incidents").fetchall()
+    return [Incident(type_, place or "", status, frozenset(json.loads(ids))) for type_, place, status, ids in rows
+            if status not in ("retracted", "dismissed")]
+
+
 # --- figures ---------------------------------------------------------------------------------------------------
 
 
@@ -449,6 +470,12 @@ class Figures:
     peak_rss_mb: float
     alert_latencies: list[float] = field(default_factory=list)  # incident calls that reached a phone: first alert
     routine_phoned: int = 0  # routine transmissions whose incident alerted a phone
+    # incident calls whose utterances became an incident at all / one at the labelled place / one of the labelled type
+    # (a type guessed for the operator's confirmation counts, as in bench/dispatch_voices.py)
+    became_incident: int = 0
+    right_place: int = 0
+    named_place: int = 0  # incident calls that name a place
+    right_type: int = 0
     burst: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -478,10 +505,13 @@ def figures(o: Outcome) -> Figures:
     phoned = loadgen.first_message_per_call(owner, loadgen.first_mentions(loadgen.first_wave_alerts(o.messages)))
     latencies, alert_latencies, silent, routine_alerted, first_kinds, early = [], [], [], [], Counter[str](), 0
     routine_phoned = 0
+    understood = Counter[str]()
     for t in (t for tl in o.plan for t in tl):
         if t.key not in feed.handed:
             continue  # never fed (the run ended early)
         message = first.get(t.key)
+        if t.clip.is_incident:
+            understood.update(call_understood(t, owner, o.incidents))
         if not t.clip.is_incident:
             if message is not None:
                 routine_alerted.append(f"{t.clip.name}@{t.channel}")
@@ -510,6 +540,8 @@ def figures(o: Outcome) -> Figures:
         latencies=latencies, early=early, incident_calls=sum(t.clip.is_incident for t in fed), silent=silent,
         routine_alerted=routine_alerted, routine_total=sum(not t.clip.is_incident for t in fed),
         first_kinds=first_kinds, alert_latencies=alert_latencies, routine_phoned=routine_phoned,
+        became_incident=understood["became"], right_place=understood["place"], named_place=understood["named"],
+        right_type=understood["type"],
         skipped_s=sum(per_channel_skip.values()) if per_channel_skip else None,
         behind_s=max(behind) if behind else None,
         loop_lag_s=max(lag) if lag else None,
@@ -524,6 +556,16 @@ def figures(o: Outcome) -> Figures:
     if o.options.burst:
         result.burst = burst_figures(o, first)
     return result
+
+
+def call_understood(t: Transmission, owner: dict[str, tuple[int, int]], incidents: list[Incident]) -> Counter[str]:
+    """What became of one incident call: "became" (an incident names one of its utterances), "named" (it names a
+    place), "place" (such an incident is at that place), "type" (... of the call's type)."""
+    said = {uid for uid, key in owner.items() if key == t.key}
+    its = [i for i in incidents if i.utterance_ids & said]
+    named = bool(t.clip.place)
+    return Counter(became=bool(its), named=named, place=named and any(i.place == t.clip.place for i in its),
+                   type=any(i.type == t.clip.incident for i in its))
 
 
 def burst_figures(o: Outcome, first: dict[tuple[int, int], Message]) -> dict[str, Any]:
@@ -599,6 +641,9 @@ def report(o: Outcome, f: Figures) -> str:
         + ", ".join(f"{n} {k}" for k, n in f.first_kinds.most_common()),
         f"incident calls with no message: {len(f.silent)} of {f.incident_calls}"
         + (f" ({', '.join(f.silent)})" if f.silent else ""),
+        f"incident calls understood: {f.became_incident} of {f.incident_calls} became an incident, "
+        f"{f.right_place} of {f.named_place} at the right place ({100 * f.right_place / max(1, f.named_place):.0f} %), "
+        f"{f.right_type} of {f.incident_calls} of the right type ({100 * f.right_type / max(1, f.incident_calls):.0f} %)",
         f"end of speech -> first alert to a phone (escalations left out), {len(f.alert_latencies)} incident calls: p50 "
         f"{fmt(percentile(f.alert_latencies, 50))}, p95 {fmt(percentile(f.alert_latencies, 95))}",
         f"routine transmissions with a message: {len(f.routine_alerted)} of {f.routine_total}, "

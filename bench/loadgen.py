@@ -38,6 +38,7 @@ class Clip:
     incident: str  # the call's labelled type, "none" for a routine call; "" for a real recording (not labelled)
     pcm: np.ndarray = field(repr=False)  # int16
     speech_end: int  # sample where the speech ends (the clean recording's last loud 10 ms, after the click)
+    place: str = ""  # the call's labelled place id; "" when it names none or is not labelled
 
     @property
     def is_incident(self) -> bool:
@@ -95,21 +96,21 @@ def load_material(shared: Path, cache: Path, snr: tuple[float, float], seed: int
     assert spec and spec.loader
     degrader = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(degrader)
-    labels = {r["id"]: r["incident"] for r in csv.DictReader((shared / "demo" / "calls.tsv").open(encoding="utf-8"),
-                                                               delimiter="\t")}  # fmt: skip
+    labels = {r["id"]: (r["incident"], r["place"]) for r in csv.DictReader(
+        (shared / "demo" / "calls.tsv").open(encoding="utf-8"), delimiter="\t")}
     rng = random.Random(seed)
     cache.mkdir(parents=True, exist_ok=True)
 
-    def clip(clean: Path, incident: str) -> Clip:
+    def clip(clean: Path, incident: str, place: str = "") -> Clip:
         level = round(rng.uniform(*snr) * 2) / 2
         radio = cache / f"{clean.stem}-snr{level:g}-seed{seed}.wav"
         if not radio.exists():
             degrader.main([str(clean), str(radio), "--snr", str(level), "--seed", str(seed), "--click",
                            "--squelch-tail", str(SQUELCH_TAIL_S)])  # fmt: skip
         end = CLICK_S + speech_end_s(read_wav(clean))
-        return Clip(clean.stem, incident, read_wav(radio), round(end * SAMPLE_RATE))
+        return Clip(clean.stem, incident, read_wav(radio), round(end * SAMPLE_RATE), place)
 
-    calls = [clip(p, labels[p.stem]) for p in sorted((shared / "audio" / "calls").glob("c*.wav"))]
+    calls = [clip(p, *labels[p.stem]) for p in sorted((shared / "audio" / "calls").glob("c*.wav"))]
     real = [clip(p, "") for p in sorted((shared / "audio").glob("*.wav"))]
     return calls, real
 
