@@ -86,6 +86,7 @@ class Options:
     seed: int = 0
     drain_s: float = 60.0
     announce: bool = False
+    profile: Path | None = None  # py-spy's raw samples of the service over the timeline go here
 
 
 @dataclass
@@ -259,7 +260,10 @@ async def _observe(opts: Options, plan: list[list[Transmission]], tmp: Path, fif
         writer = threading.Thread(target=feed.run, name="feed", daemon=True)
         writer.start()
         poller = asyncio.create_task(_poll(base, token, polls))
+        spy = start_profile(proc.pid, opts.profile) if opts.profile else None
         await asyncio.sleep(opts.seconds)
+        if spy is not None:
+            await asyncio.to_thread(stop_profile, spy)
         ended = await _drain(opts, proc, messages, polls, feed)
         cpu1, window = proc_cpu_s(proc.pid), time.monotonic() - t0
         rss = peak_rss_mb(proc.pid)
@@ -284,6 +288,63 @@ async def _observe(opts: Options, plan: list[list[Transmission]], tmp: Path, fif
     utterances = read_utterances(tmp / "data" / "jingbao.db", channel_ids(opts))
     return Outcome(opts, plan, feed, messages, polls, utterances, cpu1 - cpu0, window, rss, os.getloadavg()[0],
                    log_text[-3000:], ended, announcements_in(log_text), read_incidents(tmp / "data" / "jingbao.db"))
+
+
+# --- where the CPU goes (--profile) ----------------------------------------------------------------------------------
+
+# The stage a sample belongs to: the first of these found in its stack, from the innermost frame out.
+STAGES = (
+    ("recognition: sherpa-onnx (recogniser + keyword spotter)", ("sherpa_engine.py",)),
+    ("recognition: pinyin -> characters", ("asr/hanzi.py",)),
+    ("recognition: hand-over, partials, store", ("asr/",)),
+    ("dispatch (classify, locate, alerts, SQLite)", ("dispatch/",)),
+    ("segmentation (webrtcvad, gates)", ("segmenter.py",)),
+    ("archive (encode, fsync, hash chain)", ("archive.py",)),
+    ("sources (pipe, frames, resampling)", ("bridge/sources/",)),
+    ("channel loop, events, level meters", ("bridge/channel.py", "bridge/bus.py")),
+    ("web: HTTP, WebSockets", ("bridge/web/", "uvicorn", "starlette", "fastapi")),
+    ("MQTT", ("aiomqtt", "paho")),
+    ("asyncio itself", ("asyncio/",)),
+)
+
+
+def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the service (all its threads, 50 Hz, without pausing it) until stop_profile."""
+    spy = Path(sys.executable).parent / "py-spy"
+    command = [str(spy), "record", "--pid", str(pid), "--rate", "50", "--format", "raw", "--threads", "--nonblocking",
+               "--output", str(out)]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def stop_profile(spy: subprocess.Popen[bytes]) -> None:
+    spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled on SIGINT
+    _, err = spy.communicate(timeout=60)
+    if spy.returncode not in (0, -signal.SIGINT):
+        print(f"py-spy: {err.decode(errors='replace')[-500:]}", file=sys.stderr)
+
+
+def profile_lines(raw: Path, cpu_s: float) -> list[str]:
+    """py-spy's raw samples (collapsed stacks, innermost frame last) as the share of the service's busy samples per
+    stage, with the CPU seconds that share is of the run's, and the hottest innermost frames of the project's code."""
+    stages: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        stage = next((name for frame in reversed(frames) for name, marks in STAGES if any(m in frame for m in marks)),
+                     "other")  # fmt: skip
+        stages[stage] += int(count)
+        ours = next((f for f in reversed(frames) if any(p in f for p in ("bridge/", "asr/", "dispatch/", "hardware/"))), None)
+        if ours:
+            leaves[ours] += int(count)
+    total = sum(stages.values()) or 1
+    lines = [f"where the CPU goes (py-spy, {total} busy samples at 50 Hz; CPU s by share of the run's {cpu_s:.0f}):"]
+    lines += [f"  {100 * n / total:5.1f} %  {cpu_s * n / total:6.1f} s  {name}" for name, n in stages.most_common()]
+    lines.append("  hottest frames of the project's code (innermost):")
+    lines += [f"  {100 * n / total:5.1f} %  {frame}" for frame, n in leaves.most_common(12)]
+    return lines
 
 
 _LOGGED = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ +"
@@ -770,6 +831,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--announce", action="store_true", help="speak announcements on the jurisdiction's channels (tx to files)")
     p.add_argument("--dump", type=Path, help="write one JSON line per transmission here (times, utterances, first message)")
+    p.add_argument("--profile", type=Path, help="sample the service with py-spy over the timeline (raw stacks to this "
+                   "file) and print where the CPU went, stage by stage")  # fmt: skip
     args = p.parse_args(argv)
     if not 0 < args.duty < 1:
         p.error("--duty must be between 0 and 1")
@@ -779,12 +842,14 @@ def main(argv: list[str] | None = None) -> int:
     calls, real = loadgen.load_material(shared_dir(), CACHE, tuple(args.snr), args.seed)
     seconds = args.seconds or (60.0 if args.search else 120.0)
     opts = Options(args.channels, args.duty, seconds, args.burst, args.cor, args.merge, args.archive_format, code, args.seed,
-                   announce=args.announce)  # fmt: skip
+                   announce=args.announce, profile=args.profile)  # fmt: skip
     if args.search:
         search(opts, calls, real, args.target)
         return 0
     outcome = asyncio.run(run_load(opts, calls, real))
     print(report(outcome, figures(outcome)))
+    if args.profile:
+        print("\n".join(profile_lines(args.profile, outcome.cpu_s)))
     if args.dump:
         dump(outcome, args.dump)
     if outcome.ended:
