@@ -80,6 +80,7 @@ class Service:
                 if self.dispatch is not None:
                     tasks.create_task(self.dispatch.run(), name="dispatch")
                     tasks.create_task(self.dispatch.sos.watch_key_ups(self.radios.lines), name="sos-key-ups")
+                    tasks.create_task(self.dispatch.tasks.run(), name="task-reminders")
                 channel_tasks = [tasks.create_task(ch.run(), name=f"channel:{ch.config.id}") for ch in self.channels]
                 if http is not None:
                     tasks.create_task(http.serve(), name="http")

@@ -3,10 +3,11 @@ responder registry, for the mosquitto the project starts (scripts/broker.sh) or 
 
 Roles, under the topic prefix P (dispatch/topics.py):
 
-    the service ("jingbao")   writes P/alerts/#, P/incidents/#, P/events, P/available;
+    the service ("jingbao")   writes P/alerts/#, P/tasks/#, P/incidents/#, P/events, P/available;
                               reads P/acks/+, P/status/+, owntracks/+/+
-    a console ("console")     reads what the service publishes (alerts, incidents, events, availability); writes nothing
-    a responder's phone       reads P/alerts/<id>; writes P/acks/<id>, P/status/<id>;
+    a console ("console")     reads what the service publishes (alerts, tasks, incidents, events, availability); writes
+                              nothing
+    a responder's phone       reads P/alerts/<id>, P/tasks/<id>; writes P/acks/<id>, P/status/<id>;
       (user name = its id)    reads and writes owntracks/<id>/# (OwnTracks), and any OwnTracks user/device the
                               config's `dispatch.alerts.devices` maps to it
 
@@ -191,6 +192,7 @@ class BrokerAccess:
             "",
             f"user {self.service}",
             f"topic write {p}/alerts/#",
+            f"topic write {p}/tasks/#",
             f"topic write {p}/incidents/#",
             f"topic write {p}/events",
             f"topic write {topics.available}",
@@ -200,13 +202,15 @@ class BrokerAccess:
             "",
             f"user {CONSOLE}",
             f"topic read {p}/alerts/#",
+            f"topic read {p}/tasks/#",
             f"topic read {p}/incidents/#",
             f"topic read {p}/events",
             f"topic read {topics.available}",
         ]
         for r in self.jurisdiction.responders:
             lines += ["", f"user {r.id}", f"topic read {topics.alert(r.id)}", f"topic write {topics.ack(r.id)}",
-                      f"topic write {topics.status(r.id)}", f"topic readwrite owntracks/{r.id}/#"]  # fmt: skip
+                      f"topic write {topics.status(r.id)}", f"topic read {topics.task(r.id)}",
+                      f"topic readwrite owntracks/{r.id}/#"]  # fmt: skip
             lines += [f"topic readwrite owntracks/{key}/#" for key in self._owntracks_of(r.id)]
         return "\n".join(lines) + "\n"
 

@@ -63,6 +63,7 @@ from dispatch.positions import PayloadError, PositionIntake
 from dispatch.provisional import PartialGate, Raise, Reading, Verdict, settle
 from dispatch.responders import Recommendation, ResponderBoard, StatusStore, parse_status, recommend
 from dispatch.sos import SOS, SosDesk
+from dispatch.tasks import TaskDesk
 from dispatch.topics import AckTopic, OwnTracksTopic, StatusTopic, Topics
 
 logger = logging.getLogger(__name__)
@@ -787,6 +788,10 @@ class DispatchService:
         self.sos = SosDesk(dispatcher=self.dispatcher, jurisdiction=self.jurisdiction, board=self.board,
                            rank=lambda place, exclude: self._rank(place, SOS, exclude), places=index, conn=self._conn,
                            rules=rules.sos, position_max_age_s=rules.responders.position_max_age_s)  # fmt: skip
+        # tasks with sign-off (dispatch/tasks.py): the alerts' outbox and the announcer; the service runs its reminders (`run`)
+        self.tasks = TaskDesk(conn=self._conn, jurisdiction=self.jurisdiction, outbox=self.outbox, topics=topics,
+                              announcer=announcer, publish=bus.publish if bus is not None else None,
+                              record_on_incident=self.dispatcher.store.record)  # fmt: skip
 
     async def run(self) -> None:
         """Keep the MQTT link up and the outbox draining until cancelled."""

@@ -4,6 +4,8 @@ Published by jingbao (under the configured prefix, "jingbao" by default):
   <prefix>/alerts/<responder_id>   QoS 1 alert to one responder (persistent sessions: delivered when the phone returns);
                                    `kind` alert | update | retraction (a provisional alert confirmed, moved or
                                    withdrawn by its final transcript: dispatch/alerts.py)
+  <prefix>/tasks/<responder_id>    QoS 1 a task sent to one responder (dispatch/tasks.py); `kind` task | reminder |
+                                   follow_up | cancelled, with the task as his phone shows it
   <prefix>/incidents/<incident_id> retained current state of an incident
   <prefix>/events                  {type: new|update|end, before, after} for consoles
   <prefix>/available               retained "online" / "offline" (the last will)
@@ -60,6 +62,9 @@ class Topics:
 
     def alert(self, responder_id: str) -> str:
         return f"{self.prefix}/alerts/{_checked(responder_id)}"
+
+    def task(self, responder_id: str) -> str:
+        return f"{self.prefix}/tasks/{_checked(responder_id)}"
 
     def ack(self, responder_id: str) -> str:
         return f"{self.prefix}/acks/{_checked(responder_id)}"
