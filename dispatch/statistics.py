@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
@@ -197,8 +198,8 @@ class Statistics:
             "totals": _totals(records),
             "by_period": _by_period(records, filters, period),
             "by_type": _ranked(Counter(r.type for r in records), lambda k: k),
-            "by_place": _ranked(Counter(r.place_id or UNKNOWN for r in records), self._place_name),
-            "by_grid": _ranked(Counter(r.grid or UNKNOWN for r in records), self._place_name),
+            "by_place": _ranked(Counter(r.place_id or UNKNOWN for r in records), self._namer(records)),
+            "by_grid": _ranked(Counter(r.grid or UNKNOWN for r in records), self._namer([])),
             "by_station": _ranked(Counter(r.station for r in records), lambda k: k),
             "response": {f"{a}-{b}": distribution([r.interval(a, b) for r in records]) | {"from": a, "to": b}
                          for a, b in INTERVALS},
@@ -235,11 +236,17 @@ class Statistics:
             "stations": self.stations(),
         }
 
-    def _place_name(self, place_id: str) -> str:
-        try:
-            return self._j.place(place_id).name if place_id else "地点不明"
-        except KeyError:
-            return place_id
+    def _namer(self, records: list[IncidentRecord]) -> Callable[[str], str]:
+        """A place's name: the jurisdiction's, else (a place since removed) the name its incidents were given."""
+        given = {r.place_id: r.place_name for r in records if r.place_id and r.place_name}
+
+        def name(place_id: str) -> str:
+            try:
+                return self._j.place(place_id).name if place_id else "地点不明"
+            except KeyError:
+                return given.get(place_id, place_id)
+
+        return name
 
     def _channels(self, records: list[IncidentRecord], traffic: dict[str, list[int]]) -> list[dict[str, Any]]:
         names = {c.id: c.name for c in self._j.channels}

@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-# command -> Debian package providing it (checked by command, so nothing is installed twice)
+# command -> Debian package providing it (checked by command, so nothing is installed twice); chromium also prints
+# the monthly report to PDF, and the tests read it back with poppler's pdftotext
 DEB_TOOLS=(ffmpeg:ffmpeg mosquitto:mosquitto mosquitto_pub:mosquitto-clients pulseaudio:pulseaudio
-           paplay:pulseaudio-utils espeak-ng:espeak-ng sox:sox chromium:chromium)
+           paplay:pulseaudio-utils espeak-ng:espeak-ng sox:sox chromium:chromium pdftotext:poppler-utils)
 # file -> Debian package: PyAudio's build dependency; a Chinese font so the browser tests' screenshots are legible
 DEB_FILES=(/usr/include/portaudio.h:portaudio19-dev /usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei)
 

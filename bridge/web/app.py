@@ -15,6 +15,7 @@ from bridge.web.context import WebContext
 from bridge.web.metrics import metrics_router
 from bridge.web.routes_console import console_router
 from bridge.web.routes_sos import sos_router
+from bridge.web.routes_stats import stats_router
 from bridge.web.routes_tasks import tasks_router
 from bridge.web.search import SearchIndex
 from bridge.web.security import ClientAddressMiddleware, OriginCheckMiddleware, SecurityHeadersMiddleware
@@ -57,6 +58,7 @@ def create_app(service: Service) -> FastAPI:
         app.include_router(module.router)
     app.include_router(console_router(web.tile_url))  # the pages and what only they need
     app.include_router(sos_router())
+    app.include_router(stats_router())  # statistics, exports and the monthly report
     app.include_router(tasks_router())
     app.include_router(metrics_router(service, web.read_metrics_token()))  # for a Prometheus scraper, by token
     # run-time patching (hardware.api), operators only; create_app runs after the radios are opened

@@ -20,17 +20,16 @@ since/until: ISO 8601 (naive = the server's local time) or UTC epoch seconds.
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response
 
 from bridge.archive import SAFE_NAME, ArchiveError
 from bridge.web.auth import require
 from bridge.web.context import Web, WebContext, client_address
+from bridge.web.csvexport import csv_response
 from bridge.web.search import MAX_LIMIT, Filters, SearchPage
 from bridge.web.search_text import QueryError
 from bridge.web.users import Role, User
@@ -87,31 +86,13 @@ def export(
     filters: Annotated[Filters, Depends(search_filters)],
     q: Annotated[str, Query(max_length=200)] = "",
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = MAX_LIMIT,
-) -> StreamingResponse:
+) -> Response:
     page = _search(web, q, filters, limit, 0)
     web.audit.append(user=user.name, role=str(user.role), action="export", target=q, client=client_address(request),
                      filters=filters.to_dict(), rows=len(page.results))  # fmt: skip
-    out = io.StringIO()
-    out.write("\ufeff")  # a BOM, so spreadsheet programs read the Chinese text as UTF-8
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for r in page.results:
-        row = r | {"keywords": " ".join(r["keywords"]), "incident_ids": " ".join(i["id"] for i in r["incidents"]),
-                   "incident_types": " ".join(i["type"] for i in r["incidents"])}  # fmt: skip
-        writer.writerow([_cell(row[c]) for c in CSV_COLUMNS])
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return StreamingResponse(
-        iter([out.getvalue()]),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="jingbao-search-{stamp}.csv"'},
-    )
-
-
-def _cell(value: Any) -> Any:
-    """A text cell that a spreadsheet would run as a formula (=, +, -, @) is prefixed with ' (CSV injection)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
+    rows = (r | {"keywords": " ".join(r["keywords"]), "incident_ids": " ".join(i["id"] for i in r["incidents"]),
+                 "incident_types": " ".join(i["type"] for i in r["incidents"])} for r in page.results)  # fmt: skip
+    return csv_response(CSV_COLUMNS, ([row[c] for c in CSV_COLUMNS] for row in rows), "search")
 
 
 async def listener(
