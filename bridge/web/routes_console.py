@@ -3,7 +3,7 @@ pages themselves, incidents with their responders and timeline, operator actions
 own alerts, acknowledgements and position. The audio WebSockets (listen, talk back, push-to-talk) are in
 `routes_audio`.
 
-    GET  /  /login  /console  /guard  /auditor      the pages (static HTML; the data behind them checks roles)
+    GET  /  /login  /console  /guard  /auditor  /stats  the pages (static HTML; the data behind them checks roles)
     GET  /static/{path}                               their scripts, styles and the vendored Leaflet
     GET  /api/console/state            operator      channels, jurisdiction, responders, incidents (every open one and
                                                      the 30 latest), recent transcripts, activity, map tile URL:
@@ -69,7 +69,8 @@ from dispatch.responders import parse_status
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-PAGES = {"login": "login.html", "console": "console.html", "guard": "guard.html", "auditor": "auditor.html"}
+PAGES = {"login": "login.html", "console": "console.html", "guard": "guard.html", "auditor": "auditor.html",
+         "stats": "stats.html"}
 LIVE_TOPICS = {"channel", "level", "utterance", "partial", "transcript", "incident", "fault", "task"}
 RESPONDER_MAX_AGE_S = 900.0  # a phone fix older than this is shown at the responder's post instead
 CONSOLE_RECENT = 30  # incidents the console loads at start besides every open one
