@@ -135,7 +135,10 @@ class Lexicon:
             if len(key) == len(t.word) and len(key) >= 2 and _sound_alike(t.word) != WRITTEN_ONLY:
                 self._by_key[key].append(t)  # pinyin look-up only for all-Chinese words of 2+ syllables
         self._lengths = sorted({len(k) for k in self._by_key}, reverse=True)
-        self._long_terms = [t for t in terms if t.role != "negation" and len(phrase(t.word)) == len(t.word) >= FUZZY_SYLLABLES]
+        # with each word's initials (folded): what _near compares first, for every word, on every transcript
+        self._long_terms = [(t, [split(s.folded)[0] for s in phrase(t.word)]) for t in terms
+                            if t.role != "negation" and len(phrase(t.word)) == len(t.word) >= FUZZY_SYLLABLES]
+        self._incident_words = {t.word: t for t in terms if self.is_incident_word(t)}
         self._by_radio_key: dict[tuple[str, ...], list[_Term]] = defaultdict(list)
         for key, found in self._by_key.items():
             if len(key) == 2:
@@ -197,8 +200,7 @@ class Lexicon:
         # a syllable nearly right (>= NEAR_SYLLABLE, or onset kept) has the word's initial: windows whose initials
         # differ in more places than a word may lose syllables are skipped before any scoring
         heard = [split(s.folded)[0] if s else None for s in syllables]
-        for t in self._long_terms:
-            want = [split(s.folded)[0] for s in phrase(t.word)]
+        for t, want in self._long_terms:
             n = len(want)
             lost = 1 if n >= LOST_SYLLABLE_WORD else 0
             floor = (n - 1) * ACCENT_ONLY / n if lost else RAW_FLOOR
@@ -241,7 +243,7 @@ class Lexicon:
         surely when the recogniser, where the timing puts it, heard its very syllables too, or when the spotter is sure
         of it (score >= SURE_KEYWORD) and the recogniser heard about the same there (剐蹭 as "guan3 ceng4"); two ears
         that disagree make a guess (落水 spotted where the recogniser heard "lu4 shui3", 漏水)."""
-        by_word = {t.word: t for t in self.terms if self.is_incident_word(t)}
+        by_word = self._incident_words
         after = len(syllables) + NEGATION_REACH + 1
         hits = []
         for label, ref, score, span in keywords:

@@ -37,6 +37,7 @@ class Syllable:
         return fold(self.base)
 
 
+@lru_cache(maxsize=4096)
 def split(base: str) -> tuple[str, str]:
     for ini in INITIALS:
         if base.startswith(ini) and len(base) > len(ini):
