@@ -6,27 +6,33 @@ print CSS a user gets from the browser's own 打印, and it adds no Python depen
 in-process but is one more package with its own CSS support to keep in step. The cost is a process per report
 (~1 s, a few hundred MB while it runs), acceptable for a report printed a few times a month.
 
-Every value from the database (place names, notes, unit names) is escaped into the HTML, and the report's own
-Content-Security-Policy lets no script run in it, whether a browser shows it or Chromium prints it.
+Every value from the database (place names, notes, unit names) is escaped into the HTML (and into the charts' JSON,
+which cannot close its script element), and the report's own Content-Security-Policy lets no script but its own
+files run in it, whether a browser shows it or Chromium prints it (the charts are drawn before the page's load event,
+so Chromium prints them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import tempfile
 from datetime import datetime
 from html import escape
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from dispatch.statistics import INTERVALS
 
-REPORT_CSS = Path(__file__).resolve().parent / "static" / "report.css"
+STATIC = Path(__file__).resolve().parent / "static"
+ASSETS = ("report.css", "report.js", "vendor/chartjs/chart.umd.min.js")  # what the report loads, relative to static/
 PDF_TIMEOUT_S = 60.0
-# the report runs nothing and fetches nothing but its stylesheet, in the browser and when Chromium prints it
-NO_SCRIPTS = "script-src 'none'; connect-src 'none'; object-src 'none'; base-uri 'none'"
+# the report loads its own stylesheet and scripts and nothing else, and sends nothing anywhere, in the browser and
+# when Chromium prints it
+REPORT_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; base-uri 'none'; form-action 'none'"
 
 # the same names the pages show (static/common.js, JB.LABELS): the report is rendered here, without the pages' script
 TYPE_NAMES = {"weapon": "持械", "robbery": "抢劫", "fire": "火情", "domestic": "家庭纠纷", "fight": "打架斗殴",
@@ -55,12 +61,15 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} 小时"
 
 
-def render_html(summary: dict[str, Any], *, title: str, station: str, css_href: str) -> str:
-    """The report: totals, incidents by type / grid / station / place, response times, channels, participation."""
+def render_html(summary: dict[str, Any], *, title: str, station: str, static: str) -> str:
+    """The report: totals, three charts (drawn by static/report.js with Chart.js from the figures in a JSON data
+    block), incidents by type / grid / station / place, response times, channels, participation. `static`: where
+    ASSETS are, "/static/" when served, "" beside the file Chromium prints."""
     t = summary["totals"]
     sections = [
         _table("一、概况", ["警情总数", "已处置", "误报", "未结", "有到场记录"],
                [[t["incidents"], t["resolved"], t["false_alarms"], t["open"], t["on_scene_reached"]]]),
+        CHARTS,
         _table("二、按类型", ["类型", "起数"], [[type_name(r["id"]), r["count"]] for r in summary["by_type"]]),
         _table("三、按网格", ["网格（社区）", "起数"], [[r["name"], r["count"]] for r in summary["by_grid"]]),
         _table("四、按派出所/警务点", ["单位", "起数"], [[r["name"], r["count"]] for r in summary["by_station"]]),
@@ -77,16 +86,45 @@ def render_html(summary: dict[str, Any], *, title: str, station: str, css_href: 
     ]  # fmt: skip
     since, until = (datetime.fromtimestamp(x).strftime("%Y-%m-%d %H:%M") for x in (summary["since"], summary["until"]))
     made = datetime.now().strftime("%Y-%m-%d %H:%M")
+    css, *scripts = (escape(static + asset) for asset in ASSETS)
     return (
         '<!doctype html>\n<html lang="zh-CN"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{NO_SCRIPTS}">'
-        f'<title>{escape(title)}</title><link rel="stylesheet" href="{escape(css_href)}"></head><body class="report">'
+        f'<meta http-equiv="Content-Security-Policy" content="{REPORT_CSP}">'
+        f'<title>{escape(title)}</title><link rel="stylesheet" href="{css}"></head><body class="report">'
         f"<h1>{escape(station)} {escape(title)}</h1>"
         f'<p class="meta">统计期间：{since} 至 {until}（不含）　生成时间：{made}　数据来源：警保联动系统</p>'
         + "".join(sections)
         + '<p class="meta">说明：警情不含调度员忽略的待确认通话与已撤销的初报；响应时间取每个环节首次发生的时刻。</p>'
-        "</body></html>\n"
+        f'<script type="application/json" id="report-data">{_chart_data(summary)}</script>'
+        + "".join(f'<script src="{src}"></script>' for src in reversed(scripts))  # Chart.js first
+        + "</body></html>\n"
     )
+
+
+CHARTS = (
+    '<section class="charts"><h2>图表</h2>'
+    '<figure class="wide"><figcaption>警情趋势（按周、按类型）</figcaption><canvas id="chart-trend" width="700" height="230">'
+    "</canvas></figure>"
+    '<figure><figcaption>警情类型</figcaption><canvas id="chart-types" width="340" height="230"></canvas></figure>'
+    '<figure><figcaption>发现 → 到场用时分布</figcaption><canvas id="chart-response" width="340" height="230"></canvas>'
+    "</figure></section>"
+)
+
+
+def _chart_data(summary: dict[str, Any]) -> str:
+    """The charts' figures as JSON that cannot end the script element it sits in."""
+    response = summary["response"]["reported-on_scene"]
+    data = {
+        "periods": summary["by_period"]["periods"],
+        "trend": [{"name": type_name(t), "counts": c} for t, c in summary["by_period"]["types"].items()],
+        "types": [{"name": type_name(r["id"]), "count": r["count"]} for r in summary["by_type"]],
+        "response": {"labels": _bins(response["histogram"]["edges_s"]), "counts": response["histogram"]["counts"]},
+    }
+    return json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
+
+
+def _bins(edges: list[float]) -> list[str]:
+    return [f"{duration(a)}–{duration(b)}" for a, b in pairwise(edges)] + [f"≥{duration(edges[-1])}"]
 
 
 def _table(heading: str, columns: list[str], rows: list[list[Any]]) -> str:
@@ -102,13 +140,16 @@ def chromium() -> str | None:
 
 
 async def html_to_pdf(html: str) -> bytes:
-    """Print the report's HTML (its stylesheet beside it as report.css) to PDF with headless Chromium."""
+    """Print the report's HTML (rendered with static="": its ASSETS are copied beside it) to PDF with headless
+    Chromium."""
     exe = chromium()
     if exe is None:
         raise PdfError("chromium is not installed (scripts/setup.sh installs it)")
     with tempfile.TemporaryDirectory(prefix="jingbao-report-") as tmp:
         folder = Path(tmp)
-        shutil.copyfile(REPORT_CSS, folder / "report.css")
+        for asset in ASSETS:
+            (folder / asset).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(STATIC / asset, folder / asset)
         (folder / "report.html").write_text(html, encoding="utf-8")
         out = folder / "report.pdf"
         args = [exe, "--headless", "--disable-gpu", "--no-first-run", "--disable-background-networking",

@@ -100,7 +100,7 @@ def stats_router() -> APIRouter:
     @router.get("/api/stats/report", response_class=HTMLResponse)
     async def report(request: Request, web: Web, user: Reader, month: Month,
                      filters: Filters = Depends(month_filters)) -> HTMLResponse:  # fmt: skip
-        html = await _report_html(web, filters, month, "/static/report.css")
+        html = await _report_html(web, filters, month, "/static/")
         _audit(web, user, request, f"stats/report {month}", filters, 1)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
@@ -108,7 +108,7 @@ def stats_router() -> APIRouter:
     async def report_pdf(request: Request, web: Web, user: Reader, month: Month,
                          filters: Filters = Depends(month_filters)) -> Response:  # fmt: skip
         try:
-            pdf = await html_to_pdf(await _report_html(web, filters, month, "report.css"))
+            pdf = await html_to_pdf(await _report_html(web, filters, month, ""))
         except PdfError as e:
             raise HTTPException(503, str(e)) from e
         _audit(web, user, request, f"stats/report.pdf {month}", filters, 1)
@@ -118,11 +118,11 @@ def stats_router() -> APIRouter:
     return router
 
 
-async def _report_html(web: WebContext, filters: Filters, month: str, css_href: str) -> str:
+async def _report_html(web: WebContext, filters: Filters, month: str, static: str) -> str:
     summary = await asyncio.to_thread(_read, web, lambda s: s.summary(filters, "week"))
     year, mon = month.split("-")
     station = _jurisdiction(web).station
-    return render_html(summary, title=f"{year}年{int(mon)}月 警保联动工作月报", station=station, css_href=css_href)
+    return render_html(summary, title=f"{year}年{int(mon)}月 警保联动工作月报", station=station, static=static)
 
 
 def _read(web: WebContext, what: Any) -> Any:

@@ -129,10 +129,12 @@ def test_report_html_escapes_what_the_database_holds(handled: dict, login: Calla
     assert "公园北路派出所" in page.text and "警保联动工作月报" in page.text and "美食街" in page.text
     assert "<script>" not in page.text and "&lt;script&gt;" in page.text
     assert '<link rel="stylesheet" href="/static/report.css">' in page.text
+    data = page.text.split('<script type="application/json" id="report-data">')[1].split("</script>")[0]
+    assert json.loads(data)["types"] == [{"name": "打架斗殴", "count": 1}, {"name": "盗窃", "count": 1}]
 
 
 def test_report_pdf_is_printed_with_its_text(handled: dict, login: Callable[..., TestClient], tmp_path) -> None:
-    for tool in ("pdfinfo", "pdftotext"):
+    for tool in ("pdfinfo", "pdftotext", "pdfimages"):
         assert shutil.which(tool), f"{tool} missing: scripts/setup.sh installs poppler-utils"
     response = login("auditor").get("/api/stats/report.pdf", params={"month": MONTH})
     assert response.status_code == 200 and response.headers["content-type"] == "application/pdf"
@@ -145,3 +147,5 @@ def test_report_pdf_is_printed_with_its_text(handled: dict, login: Callable[...,
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     assert f"{int(MONTH[5:])}月 警保联动工作月报" in text
     assert "美食街" in text and "打架斗殴" in text and "警保联动考核" in text
+    images = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True, text=True, check=True).stdout
+    assert sum(" image " in line for line in images.splitlines()) >= 3  # the three charts, drawn before printing

@@ -6,6 +6,7 @@ docs/screenshots/statistics.png."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date, timedelta
 
 import pytest
 import yaml
@@ -107,14 +108,17 @@ def test_an_auditor_reaches_it_and_a_guard_is_refused(live: LiveService, browser
     assert page.evaluate("() => Object.keys(Chart.instances).length") == 0
 
 
-def test_the_report_page_prints_without_scripts(live: LiveService, browser: Browser) -> None:
+def test_the_report_page_draws_its_charts(live: LiveService, browser: Browser) -> None:
     page = browser.new_page()
     log_in(page, live.url, "op", "/stats")
-    month = page.locator("#month").input_value()
+    month = (date.today() - timedelta(days=1)).strftime("%Y-%m")  # a month the history has days of, even on the 1st
+    page.fill("#month", month)
     with page.expect_popup() as popup:
         page.click("#report-html")
     report = popup.value
     report.wait_for_url(f"{live.url}/api/stats/report?month={month}")  # the popup opens as about:blank first
     expect(report.locator("h1")).to_contain_text("警保联动工作月报")
     assert report.locator("table").count() == 8
+    incidents = int(report.locator("table").first.locator("td").first.inner_text())
+    assert sum(drawn(report, "chart-trend")) == sum(drawn(report, "chart-types")) == incidents > 0
 
