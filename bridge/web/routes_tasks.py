@@ -8,12 +8,14 @@ reported back from the phone page.
                                                        marks and reminders, a dispute's steps and follow-up
     POST /api/tasks                     operator       {"text", "targets": [key...], "deadline_s", "kind"?, "announce"?,
                                                        "incident_id"?, "follow_up_at"?}: sent to phones and on the air
+                                                       (a dispute about an incident, without targets: to its grid)
     POST /api/tasks/{id}/cancel         operator       withdrawn (the phones are told); again: nothing changes
     POST /api/tasks/{id}/remind         operator       remind those not signed yet, now
     POST /api/tasks/{id}/steps          operator, or   {"stage", "note", "follow_up_at"?}: a dispute's lifecycle step
                                         its officer    (发现 调处 跟踪 联动 回访)
     GET  /api/tasks/{id}/feedback/{fid}/file  operator, or the one who sent it: a feedback's photo or voice note
-    GET  /api/me/tasks                  guard|officer  my tasks, newest first, my own sign-off and feedback
+    GET  /api/me/tasks                  guard|officer  my tasks, newest first, my own sign-off and feedback (and the
+                                                       dispute stages)
     POST /api/me/tasks/{id}/sign        guard|officer  签收; again: nothing changes
     POST /api/me/tasks/{id}/feedback    guard|officer  {"text"}: 反馈 in words
     POST /api/me/tasks/{id}/photo       guard|officer  the photo itself as the body (image/jpeg, png or webp, at most
@@ -64,7 +66,8 @@ FILE_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "wa
 
 class TaskBody(BaseModel):
     text: str = Field(min_length=1, max_length=TEXT_MAX, description="The instruction, as said on the air.")
-    targets: list[str] = Field(min_length=1, max_length=50, description="Keys of GET /api/tasks/targets.")
+    targets: list[str] = Field([], max_length=50, description="Keys of GET /api/tasks/targets (a dispute about an "
+                               "incident may leave them out: it goes to the grid of the incident's place).")
     deadline_s: float = Field(gt=0, le=MAX_DEADLINE_S, description="Seconds from now until sign-off is due.")
     kind: str = Field("instruction", pattern="^(instruction|dispute)$")
     announce: bool = Field(True, description="Spoken on the recipients' radio channels too.")
@@ -105,9 +108,17 @@ def tasks_router() -> APIRouter:
         body: TaskBody, request: Request, ctx: WebContext = Depends(web_context), user: User = require(*OPERATOR)
     ) -> dict[str, Any]:
         desk = _desk(ctx)
-        if body.incident_id is not None and ctx.service.dispatch.dispatcher.store.get(body.incident_id) is None:
-            raise HTTPException(404, f"no incident {body.incident_id!r}")
-        task = _do(lambda: desk.create(text=body.text, target_keys=body.targets, deadline_s=body.deadline_s,
+        keys = body.targets
+        if body.incident_id is not None:
+            incident = ctx.service.dispatch.dispatcher.store.get(body.incident_id)
+            if incident is None:
+                raise HTTPException(404, f"no incident {body.incident_id!r}")
+            if body.kind == "dispute" and not keys:  # pushed from the incident: to the grid answering for its place
+                grid = incident.place_id and desk.jurisdiction.grid_of(incident.place_id)
+                if not grid:
+                    raise HTTPException(422, "the incident's place lies in no grid: name the grid (grid:ID)")
+                keys = [f"grid:{grid}"]
+        task = _do(lambda: desk.create(text=body.text, target_keys=keys, deadline_s=body.deadline_s,
                                        actor=user.name, kind=body.kind, announce=body.announce,  # type: ignore[arg-type]
                                        incident_id=body.incident_id, follow_up_at=body.follow_up_at))  # fmt: skip
         _audit(ctx, request, user, "task", task.id, kind=task.kind, targets=list(task.targets),
@@ -165,7 +176,7 @@ def tasks_router() -> APIRouter:
     async def my_tasks(ctx: WebContext = Depends(web_context), user: User = require(*RESPONDER)) -> dict[str, Any]:
         desk, rid = _desk(ctx), _responder_id(ctx, user)
         return {"tasks": [desk.view(t, responder_id=rid) for t in desk.store.list(limit=50, responder_id=rid)
-                          if t.cancelled_at is None]}  # fmt: skip
+                          if t.cancelled_at is None], "stages": list(STAGES)}  # fmt: skip
 
     @router.post("/api/me/tasks/{task_id}/sign")
     async def sign(task_id: str, ctx: WebContext = Depends(web_context), user: User = require(*RESPONDER)) -> dict:

@@ -309,8 +309,8 @@ def test_a_dispute_pushed_to_its_grid_officer_goes_through_its_lifecycle(
     said = Transcript("美食街有两家商户因为摊位吵起来了", "", engine="vosk", conf=0.9)
     incident = asyncio.run_coroutine_threadsafe(live.service.dispatch.dispatcher.handle(said, heard), live.loop).result(10)
     assert incident is not None and incident.type == "dispute" and incident.place_id == "meishijie"
-    task = send(live, kind="dispute", text="美食街商户摊位纠纷，请调处", targets=["grid:yongding-sq"],
-                incident_id=incident.id, announce=False)  # fmt: skip
+    task = send(live, kind="dispute", text="美食街商户摊位纠纷，请调处", incident_id=incident.id, announce=False)
+    assert [t["key"] for t in task["targets"]] == ["grid:yongding-sq"]  # the grid of 美食街, where it is
     assert set(by_id(task)) == {"p-xu-zhen", "p-patrol-2"} and task["stage"] == "发现"
     assert [(s["stage"], s["actor"]) for s in task["steps"]] == [("发现", "op")]
     wait_for("the dispute on the chief's phone", lambda: ph.of("p-xu-zhen", task["id"], "task"))

@@ -67,6 +67,7 @@ function onEvent({ topic, data }) {
   else if (topic === "utterance") countActivity(data);
   else if (topic === "incident") onIncident(data);
   else if (topic === "fault") onFault(data);
+  else if (topic === "task") onTaskEvent(data);  // console-tasks.js
 }
 
 // A fault (an utterance the archive could not store) shows on its channel's card at once: no channel state
@@ -310,6 +311,7 @@ function incidentCard(i, fresh) {
       return JB.api(`/api/incidents/${i.id}/notes`, { method: "POST", body: { text } });
     }),
     open && act("误报", () => status("closed_false_alarm"), "danger"),
+    open && i.type === "dispute" && JB.el("button", { onclick: () => pushDispute(i) }, "推送网格"),  // console-tasks.js
   ];
   const classes = ["incident", `p-${i.priority}`, !open && "closed", fresh && "fresh", S.unseen.has(i.id) && "unseen",
                    S.selected === i.id && "selected"].filter(Boolean).join(" ");
