@@ -187,19 +187,23 @@ class Statistics:
     # --- the whole report -----------------------------------------------------------------------------------------
 
     def summary(self, filters: Filters, period: Period = "day") -> dict[str, Any]:
-        """Everything the statistics page and the monthly report show, as JSON-ready data."""
+        """Everything the statistics page and the monthly report show, as JSON-ready data. `by_period` splits the
+    counts per day or week by type (keyed by type), grid and station (keyed by name)."""
         records = self.incidents(filters)
         traffic = self.traffic(filters.since, filters.until)
+        grid_name = self._namer([])
         return {
             "since": filters.since,
             "until": filters.until,
             "period": period,
             "filters": filters.to_dict(),
             "totals": _totals(records),
-            "by_period": _by_period(records, filters, period),
+            "by_period": _by_period(records, filters, period, {
+                "types": lambda r: r.type, "grids": lambda r: grid_name(r.grid or UNKNOWN), "stations": lambda r: r.station,
+            }),
             "by_type": _ranked(Counter(r.type for r in records), lambda k: k),
             "by_place": _ranked(Counter(r.place_id or UNKNOWN for r in records), self._namer(records)),
-            "by_grid": _ranked(Counter(r.grid or UNKNOWN for r in records), self._namer([])),
+            "by_grid": _ranked(Counter(r.grid or UNKNOWN for r in records), grid_name),
             "by_station": _ranked(Counter(r.station for r in records), lambda k: k),
             "response": {f"{a}-{b}": distribution([r.interval(a, b) for r in records]) | {"from": a, "to": b}
                          for a, b in INTERVALS},
@@ -305,16 +309,21 @@ def period_start(day: date, period: Period) -> date:
     return day - timedelta(days=day.weekday()) if period == "week" else day
 
 
-def _by_period(records: list[IncidentRecord], f: Filters, period: Period) -> dict[str, Any]:
-    """Counts per day (or week, from Monday) and type; every period of the range, those without any too."""
+def _by_period(
+    records: list[IncidentRecord], f: Filters, period: Period, groups: dict[str, Callable[[IncidentRecord], str]]
+) -> dict[str, Any]:
+    """Counts per day (or week, from Monday) for every period of the range (those without any too), split by each of
+    `groups` (name -> what an incident counts under), the biggest first."""
     first, last = datetime.fromtimestamp(f.since).date(), datetime.fromtimestamp(f.until - 1e-3).date()
     periods = list(dict.fromkeys(period_start(first + timedelta(days=d), period) for d in range((last - first).days + 1)))
     index = {p: i for i, p in enumerate(periods)}
-    types: dict[str, list[int]] = defaultdict(lambda: [0] * len(periods))
-    for r in records:
-        types[r.type][index[period_start(datetime.fromtimestamp(r.created_at).date(), period)]] += 1
-    ordered = sorted(types, key=lambda t: -sum(types[t]))
-    return {"periods": [p.isoformat() for p in periods], "types": {t: types[t] for t in ordered}}
+    out: dict[str, Any] = {"periods": [p.isoformat() for p in periods]}
+    for group, key in groups.items():
+        series: dict[str, list[int]] = defaultdict(lambda: [0] * len(periods))
+        for r in records:
+            series[key(r)][index[period_start(datetime.fromtimestamp(r.created_at).date(), period)]] += 1
+        out[group] = {k: series[k] for k in sorted(series, key=lambda k: -sum(series[k]))}
+    return out
 
 
 def _hours(records: list[IncidentRecord]) -> list[int]:

@@ -112,6 +112,8 @@ def test_counts_by_week_start_on_monday(stats: Statistics) -> None:
     by = stats.summary(period(), "week")["by_period"]
     assert by["periods"] == ["2026-03-02", "2026-03-09"]
     assert by["types"] == {"fight": [3, 0], "noise": [0, 1], "theft": [1, 0]}
+    assert by["grids"] == {"永定社区": [3, 0], "西光社区": [1, 0], "长乐东社区": [0, 1]}
+    assert by["stations"] == {"高桥警务点": [3, 0], "西光警务室": [1, 0], "公园北路派出所": [0, 1]}
 
 
 def test_place_grid_and_station(stats: Statistics) -> None:

@@ -5,6 +5,7 @@ docs/screenshots/statistics.png."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 
@@ -13,6 +14,7 @@ import yaml
 from playwright.sync_api import Browser, Page, expect
 
 from bridge.db import connect
+from bridge.events import Utterance
 from dispatch import demo_history
 from dispatch.gazetteer import load_jurisdiction
 from tests.support.broker import free_port
@@ -21,6 +23,7 @@ from tests.web.browser import CSP_VIOLATIONS, REPO, LiveService, add_users, chro
 pytestmark = pytest.mark.slow
 CHARTS = ["chart-period", "chart-type", "chart-place", "chart-grid", "chart-station", "chart-response",
           "chart-channels", "chart-hours"]  # fmt: skip
+TRAFFIC, TRAFFIC_CHANNELS = 60, ("ch-market", "ch-market", "ch-police", "ch-school", "ch-volunteer")
 DRAWN = "(id) => { const c = Chart.getChart(id); return c ? c.data.datasets.map((d) => d.data) : null; }"
 
 
@@ -42,6 +45,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     add_users(service.config.storage.database)
     with service:
         demo_history.seed(connect(service.config.storage.database), load_jurisdiction(config["jurisdiction"]), 6)
+        now = time.time()
+        for k in range(TRAFFIC):  # radio traffic of the last day and a half, archived as the channels would
+            start = now - k * 1800 - 60
+            utterance = Utterance(f"u-traffic-{k}", TRAFFIC_CHANNELS[k % len(TRAFFIC_CHANNELS)], start, start + 1, bytes(32000))
+            service.call(service.service.archive.store, utterance)
         yield service
 
 
@@ -76,7 +84,13 @@ def test_the_statistics_page_draws_the_history_as_charts(live: LiveService, brow
     assert sum(drawn(page, "chart-period")) == api["totals"]["incidents"]  # every incident in the trend, by type
     assert sum(drawn(page, "chart-type")) == api["totals"]["incidents"]
     assert sum(drawn(page, "chart-response")) == api["response"]["reported-on_scene"]["n"]
-    assert sum(drawn(page, "chart-hours")) >= api["totals"]["incidents"]
+    assert sum(drawn(page, "chart-hours")) == api["totals"]["incidents"] + TRAFFIC  # reports and utterances by hour
+    assert sum(drawn(page, "chart-channels")) == api["totals"]["incidents"] + TRAFFIC
+    assert (api["channels"][0]["id"], api["channels"][0]["utterances"]) == ("ch-market", 24)  # the busiest first
+    page.select_option("#trend-by", "stations")  # the trend split by station instead: the same incidents
+    stations = page.evaluate("() => Chart.getChart('chart-period').data.datasets.map((d) => d.label)")
+    assert set(stations) == set(api["by_period"]["stations"]) and sum(drawn(page, "chart-period")) == api["totals"]["incidents"]
+    page.select_option("#trend-by", "types")
     expect(page.locator("#totals .figure").first).to_contain_text(str(api["totals"]["incidents"]))
     expect(page.locator("#units tr")).to_have_count(len(api["units"]))
     expect(page.locator("#units tr").first.locator("td").nth(3)).to_have_text(str(api["units"][0]["alerted"]))

@@ -37,6 +37,7 @@ async function main() {
   form.addEventListener("submit", (e) => { e.preventDefault(); load(); });
   document.getElementById("month").addEventListener("change", setReportLinks);
   document.getElementById("interval").addEventListener("change", drawResponse);
+  document.getElementById("trend-by").addEventListener("change", drawTrend);
   setReportLinks();
   await load(true);
 }
@@ -94,11 +95,8 @@ function render(d) {
     ["未结", t.open], ["到场中位用时", duration(d.response["reported-on_scene"].p50)]]
     .map(([label, value]) => JB.el("div", { class: "figure" }, JB.el("b", {}, value), JB.el("span", {}, label))));
 
-  document.getElementById("by-period-title").textContent = `警情趋势（${d.period === "week" ? "按周" : "按日"}，按类型）`;
-  chart("chart-period", bar(d.by_period.periods.map((p) => (d.period === "week" ? `${p} 起一周` : p.slice(5))),
-    Object.entries(d.by_period.types).map(([type, counts]) => ({ label: JB.label("type", type), data: counts,
-      backgroundColor: typeColor(type) })),
-    { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } } }));
+  document.getElementById("by-period-title").textContent = `警情趋势（${d.period === "week" ? "按周" : "按日"}）`;
+  drawTrend();
   chart("chart-type", { type: "doughnut", data: { labels: d.by_type.map((r) => JB.label("type", r.id)),
     datasets: [{ data: d.by_type.map((r) => r.count), backgroundColor: d.by_type.map((r) => typeColor(r.id)), borderColor: "#17212d" }] },
     options: { plugins: { legend: { position: "right" } } } });
@@ -124,6 +122,15 @@ function render(d) {
     JB.el("td", {}, u.name), JB.el("td", {}, u.unit), JB.el("td", {}, JB.label("role", u.role)), JB.el("td", {}, u.alerted),
     JB.el("td", {}, u.answered), JB.el("td", {}, u.on_scene), JB.el("td", {}, u.declined), JB.el("td", {}, u.unanswered),
     JB.el("td", {}, duration(u.answer_p50_s)))));
+}
+
+// incidents per day or week, stacked by type, grid or station (the select beside the title)
+function drawTrend() {
+  const d = S.data, by = document.getElementById("trend-by").value, types = by === "types";
+  chart("chart-period", bar(d.by_period.periods.map((p) => (d.period === "week" ? `${p} 起一周` : p.slice(5))),
+    Object.entries(d.by_period[by]).map(([key, counts], i) => ({ label: types ? JB.label("type", key) : key, data: counts,
+      backgroundColor: types ? typeColor(key) : PALETTE[i % PALETTE.length] })),
+    { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } } }));
 }
 
 function drawResponse() {
