@@ -73,6 +73,7 @@ def _midnight(day: date) -> float:
 
 def stats_router() -> APIRouter:
     router = APIRouter()
+    printing = asyncio.Lock()  # one Chromium at a time: a few hundred MB each, on a box that also recognises speech
 
     @router.get("/api/stats")
     async def summary(web: Web, user: Reader, filters: Annotated[Filters, Depends(stats_filters)],
@@ -108,7 +109,8 @@ def stats_router() -> APIRouter:
     async def report_pdf(request: Request, web: Web, user: Reader, month: Month,
                          filters: Filters = Depends(month_filters)) -> Response:  # fmt: skip
         try:
-            pdf = await html_to_pdf(await _report_html(web, filters, month, ""))
+            async with printing:
+                pdf = await html_to_pdf(await _report_html(web, filters, month, ""))
         except PdfError as e:
             raise HTTPException(503, str(e)) from e
         _audit(web, user, request, f"stats/report.pdf {month}", filters, 1)
