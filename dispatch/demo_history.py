@@ -133,14 +133,14 @@ def _incident(conn: sqlite3.Connection, store: IncidentStore, j: Jurisdiction, r
 
 
 def _alerted(j: Jurisdiction, place: Place) -> list[Responder]:
-    """Who the dispatcher would alert: the guards posted at the place (or at what contains it), else the market
-    guards' nearest team, and the grid's police chief."""
+    """Who the dispatcher would alert: the guards posted at the place (or at what contains it), else a volunteer or
+    grid worker of its grid; and the grid's police chief; with neither, the first patrol officer."""
     here = {place.id, *j.ancestors(place.id)}
     guards = [r for r in j.responders if r.role == "guard" and r.post in here]
     if not guards:
         guards = [r for r in j.responders if r.role in ("volunteer", "grid_worker") and j.grid_of(r.post) == place.grid][:1]
     chief = [r for r in j.responders if r.role == "chief" and j.grid_of(r.post) == place.grid]
-    patrol = [j.responder("p-patrol-1")] if not guards and not chief else []
+    patrol = [r for r in j.responders if r.role == "officer"][:1] if not guards and not chief else []
     return [*guards, *chief[:1], *patrol]
 
 
