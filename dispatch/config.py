@@ -140,6 +140,15 @@ class SosRules(BaseModel):
     )  # fmt: skip
 
 
+class TrackRules(BaseModel):
+    """Responders' position history (dispatch/tracks.py): personal data, kept no longer than this."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retention_days: float = Field(30.0, gt=0, le=366, description="Fixes older than this many days are deleted.")
+    max_fixes: int = Field(100_000, ge=100, description="At most this many fixes kept per responder (the oldest go).")
+
+
 class DispatchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -153,3 +162,4 @@ class DispatchConfig(BaseModel):
     )  # fmt: skip
     partials: PartialRules = Field(default_factory=PartialRules, description="When a partial transcript is sure enough.")
     sos: SosRules = Field(default_factory=SosRules, description="SOS / 一键报警 from the phone page and by radio.")
+    tracks: TrackRules = Field(default_factory=TrackRules, description="How long responders' positions are kept.")

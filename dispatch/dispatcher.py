@@ -59,12 +59,13 @@ from dispatch.incidents import OPEN, Incident, IncidentError, IncidentStore, Sta
 from dispatch.location import LocationMatch, PlaceIndex, PlacesHeard
 from dispatch.mqtt import MqttLink, tls_context
 from dispatch.outbox import Outbox
-from dispatch.positions import PayloadError, PositionIntake
+from dispatch.positions import PayloadError, Position, PositionIntake
 from dispatch.provisional import PartialGate, Raise, Reading, Verdict, settle
 from dispatch.responders import Recommendation, ResponderBoard, StatusStore, parse_status, recommend
 from dispatch.sos import SOS, SosDesk
 from dispatch.tasks import TaskDesk
 from dispatch.topics import AckTopic, OwnTracksTopic, StatusTopic, Topics
+from dispatch.tracks import TrackStore
 
 logger = logging.getLogger(__name__)
 
@@ -168,8 +169,10 @@ class Dispatcher:
             responder_ids=responder_ids,
             is_available=board.is_available,
         )
+        # who else hears each accepted fix besides the board: the track history, patrols, geofences
+        self.position_listeners: list[Callable[[Position], None]] = []
         self.positions = PositionIntake(
-            responder_ids, lambda p: board.update_position(p.responder_id, p.lat, p.lon, p.ts, p.acc), devices,
+            responder_ids, self._on_position, devices,
             max_age_s=position_max_age_s, max_ahead_s=position_max_ahead_s, clock=board.clock,
         )  # fmt: skip
         self.rejected: Counter[str] = Counter()  # MQTT messages we could not use, by reason
@@ -469,6 +472,14 @@ class Dispatcher:
             case _:
                 self.rejected["unexpected_topic"] += 1
                 logger.warning("message on unexpected topic %s ignored", clip(topic))
+
+    def _on_position(self, position: Position) -> None:
+        self._board.update_position(position.responder_id, position.lat, position.lon, position.ts, position.acc)
+        for listener in self.position_listeners:
+            try:
+                listener(position)
+            except Exception:  # the fix is taken; one listener failing (a full disk) must not stop the others
+                logger.exception("position of %s: %r failed", position.responder_id, listener)
 
     def _set_responder_status(self, topic: str, responder_id: str, payload: bytes) -> None:
         try:
@@ -788,6 +799,10 @@ class DispatchService:
         self.sos = SosDesk(dispatcher=self.dispatcher, jurisdiction=self.jurisdiction, board=self.board,
                            rank=lambda place, exclude: self._rank(place, SOS, exclude), places=index, conn=self._conn,
                            rules=rules.sos, position_max_age_s=rules.responders.position_max_age_s)  # fmt: skip
+        # every accepted fix kept for track replay, within the retention (dispatch/tracks.py)
+        self.tracks = TrackStore(self._conn, retention_days=rules.tracks.retention_days, max_fixes=rules.tracks.max_fixes)
+        self.tracks.prune()
+        self.dispatcher.position_listeners.append(self.tracks.record)
         # tasks with sign-off (dispatch/tasks.py): the alerts' outbox and the announcer; the service runs its reminders (`run`)
         self.tasks = TaskDesk(conn=self._conn, jurisdiction=self.jurisdiction, outbox=self.outbox, topics=topics,
                               announcer=announcer, publish=bus.publish if bus is not None else None,

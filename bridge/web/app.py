@@ -17,6 +17,7 @@ from bridge.web.routes_console import console_router
 from bridge.web.routes_sos import sos_router
 from bridge.web.routes_stats import stats_router
 from bridge.web.routes_tasks import tasks_router
+from bridge.web.routes_tracks import tracks_router
 from bridge.web.search import SearchIndex
 from bridge.web.security import ClientAddressMiddleware, OriginCheckMiddleware, SecurityHeadersMiddleware
 from bridge.web.sessions import LoginThrottle, SessionStore
@@ -60,6 +61,7 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(sos_router())
     app.include_router(stats_router())  # statistics, exports and the monthly report
     app.include_router(tasks_router())
+    app.include_router(tracks_router())  # track replay: positions history, incidents, transmissions
     app.include_router(metrics_router(service, web.read_metrics_token()))  # for a Prometheus scraper, by token
     # run-time patching (hardware.api), operators only; create_app runs after the radios are opened
     if (patches := getattr(getattr(service, "radios", None), "patches", None)) is not None:

@@ -19,7 +19,7 @@ from bridge.archive_verify import GENESIS_HASH, chain_hash
 from bridge.db import migrate
 
 Action = Literal["search", "export", "playback", "login", "login_failed", "logout", "sos", "sos_ack", "task", "task_cancel",
-                 "task_remind", "task_step", "task_file"]
+                 "task_remind", "task_step", "task_file", "track"]
 
 MIGRATIONS = [
     """

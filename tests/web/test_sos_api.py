@@ -23,6 +23,7 @@ from asr.transcript import Transcript
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
 from tests.support.broker import Mosquitto, free_port
+from tests.support.web import as_user
 from tests.web.browser import PASSWORD, REPO, LiveService, add_users
 
 HUANIAO = (34.2705, 108.9902)  # 万寿路花鸟市场, in 永定社区's grid (its chief: p-xu-zhen)
@@ -68,11 +69,6 @@ def alerts(live: LiveService) -> Iterator[list[tuple[str, dict]]]:
     yield received
     client.loop_stop()
     client.disconnect()
-
-
-def as_user(live: LiveService, name: str) -> dict[str, str]:
-    token = httpx.post(f"{live.url}/api/login", json={"name": name, "password": PASSWORD}).json()["token"]
-    return {"Authorization": f"Bearer {token}"}
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
