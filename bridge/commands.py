@@ -24,6 +24,11 @@ DEFAULT_CONFIG = Path("config/demo.yaml")
 def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run the service: channels -> segmenter -> archive -> ASR -> dispatch, and the web API")
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    run.add_argument(
+        "--role", choices=("all", "edge", "central"), default="all",
+        help="all: the single box (default); edge: a station's box, also forwarding to the central tier; central: "
+        "stores every station's utterances and transcripts in PostgreSQL (docs/deployment.md)",
+    )  # fmt: skip
     run.set_defaults(func=cmd_run)
 
     p = sub.add_parser("config", help="configuration tools")
@@ -56,7 +61,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         config, _ = load_setup(args.config)
-        run_service(config)
+        if args.role == "central":
+            from bridge.central import run_central
+
+            run_central(config)
+        else:
+            run_service(config, args.role)
     except ConfigError as e:  # also what the service finds unusable as it starts (the broker password file)
         print(e, file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ them, so there is still one model and one file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Literal
@@ -189,6 +190,13 @@ class StorageConfig(Strict):
         "metadata, and brought back into the archive at the next start. None: such utterances are lost, each logged.",
     )  # fmt: skip
 
+    database_url: str | None = Field(
+        None,
+        description="PostgreSQL store (a libpq URL, e.g. postgresql://jingbao@db.example/jingbao; the password in "
+        "~/.pgpass, never here): what `jingbao run --role central` stores every station's utterances and transcripts "
+        "in (docs/deployment.md). The SQLite database in data_dir is used either way for what is not on it yet.",
+    )  # fmt: skip
+
     @property
     def database(self) -> Path:
         return self.data_dir / "jingbao.db"
@@ -242,6 +250,24 @@ class BrokerConfig(Strict):
         except OSError as e:
             raise ConfigError(f"broker.password_file {self.password_file}: cannot read it ({e.strerror}); "
                               "`jingbao broker setup` writes it") from e  # fmt: skip
+
+
+STATION_ID = r"^[A-Za-z0-9_-]{1,64}$"  # no "." : the central tier names a station's utterance <station>.<id>
+
+
+class NodeConfig(Strict):
+    """This box as a node of several (issue 13: `jingbao run --role edge|central`; docs/deployment.md)."""
+
+    station: str | None = Field(
+        None, pattern=STATION_ID,
+        description="This station's id between nodes (ASCII, e.g. gongyuanbeilu): an edge publishes under "
+        "<prefix>/nodes/<station>/. Required by --role edge.",
+    )  # fmt: skip
+    broker: BrokerConfig | None = Field(
+        None,
+        description="The broker between nodes and this node's own login on it (an edge: node-<station>, central: "
+        "central; `jingbao broker add-node`). None: the `broker` section's.",
+    )
 
 
 class WebConfig(Strict):
@@ -308,6 +334,7 @@ class Config(Strict):
     asr: AsrConfig = Field(default_factory=AsrConfig, description="Speech recognition.")
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig, description="Incident dispatch rules.")
     patches: list[PatchConfig] = Field(default_factory=list, description="Channel pairs linked both ways at start-up.")
+    node: NodeConfig = Field(default_factory=NodeConfig, description="This box as an edge or the central tier.")
 
     @model_validator(mode="after")
     def _unique_channel_ids(self) -> Config:
@@ -405,12 +432,9 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     storage = config.storage.model_copy(
         update={"data_dir": resolve(config.storage.data_dir), "spill_dir": spill_dir and resolve(spill_dir)}
     )
-    broker = config.broker
-    if broker.password_file is not None:
-        broker = broker.model_copy(update={"password_file": resolve(broker.password_file)})
-    if broker.tls is not None:
-        tls = {k: resolve(v) for k, v in broker.tls.model_dump().items() if v is not None}
-        broker = broker.model_copy(update={"tls": broker.tls.model_copy(update=tls)})
+    node = config.node
+    if node.broker is not None:
+        node = node.model_copy(update={"broker": _resolve_broker(node.broker, resolve)})
     web = config.web
     if web.metrics_token_file is not None:
         web = web.model_copy(update={"metrics_token_file": resolve(web.metrics_token_file)})
@@ -419,4 +443,14 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         alerts = dispatch.alerts.model_copy(update={"announce_model": resolve(dispatch.alerts.announce_model)})
         dispatch = dispatch.model_copy(update={"alerts": alerts})
     return config.model_copy(update={"jurisdiction": resolve(config.jurisdiction), "channels": channels,
-                                     "storage": storage, "broker": broker, "web": web, "dispatch": dispatch})  # fmt: skip
+                                     "storage": storage, "broker": _resolve_broker(config.broker, resolve), "web": web,
+                                     "dispatch": dispatch, "node": node})  # fmt: skip
+
+
+def _resolve_broker(broker: BrokerConfig, resolve: Callable[[Path], Path]) -> BrokerConfig:
+    if broker.password_file is not None:
+        broker = broker.model_copy(update={"password_file": resolve(broker.password_file)})
+    if broker.tls is not None:
+        tls = {k: resolve(v) for k, v in broker.tls.model_dump().items() if v is not None}
+        broker = broker.model_copy(update={"tls": broker.tls.model_copy(update=tls)})
+    return broker

@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 
 
 class Service:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, role: str = "all") -> None:
+        """`role` "all" is the single box; "edge" adds the forwarder to the central tier (bridge/forward.py)."""
         self.config = config
         self.bus = EventBus()
         self.loop_lag = LoopLagMonitor()
@@ -42,6 +43,7 @@ class Service:
         self.speaker: Speaker | None = None  # the announcements' voice, loaded in run() once the transmitters are open
         self.channels = [Channel(ch, self.archive, self.bus, self._on_segment_event) for ch in config.channels if ch.enabled]
         self.radios = Radios([ch.config for ch in self.channels], config.patches, self._is_receiving)
+        self.forwarder = self._build_forwarder() if role == "edge" else None
 
     def channel_states(self) -> list[dict[str, Any]]:
         """Each channel's state, with what its source refused, the audio it did not receive while transmitting and its
@@ -81,6 +83,8 @@ class Service:
                     tasks.create_task(self.dispatch.run(), name="dispatch")
                     tasks.create_task(self.dispatch.sos.watch_key_ups(self.radios.lines), name="sos-key-ups")
                     tasks.create_task(self.dispatch.tasks.run(), name="task-reminders")
+                if self.forwarder is not None:
+                    tasks.create_task(self.forwarder.run(), name="forward")
                 channel_tasks = [tasks.create_task(ch.run(), name=f"channel:{ch.config.id}") for ch in self.channels]
                 if http is not None:
                     tasks.create_task(http.serve(), name="http")
@@ -188,6 +192,11 @@ class Service:
 
         return DispatchService(self.config, bus=self.bus, transmit=self.announcements)
 
+    def _build_forwarder(self) -> Any:
+        from bridge.forward import Forwarder
+
+        return Forwarder(self.config)
+
     def _build_speaker(self) -> Speaker | None:
         """The announcements' voice (in a worker thread: loading the model takes ~1 s), when the dispatcher announces
         and a channel can transmit; the fixed phrases announcements are made of are rendered in the background."""
@@ -227,11 +236,11 @@ class _Done(Exception):
     """Ends the task group once every input has ended and its utterances are recognised."""
 
 
-def run_service(config: Config) -> None:
+def run_service(config: Config, role: str = "all") -> None:
     """Run until SIGINT, SIGTERM or SIGHUP; each ends the service cleanly (lines unkeyed, recognition stopped)."""
 
     async def main() -> None:
-        service = Service(config)
+        service = Service(config, role=role)
         task = asyncio.create_task(service.run())
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal or SSH session closed

@@ -15,6 +15,9 @@ Subscribed:
   <prefix>/status/<responder_id>   {status: available|busy|off_duty} from the responder's phone, not retained (the
                                    service keeps statuses itself); overrides what an ack made it
   owntracks/<user>/<device>        OwnTracks JSON (phone apps publish here, whatever our prefix)
+Between nodes (issue 13: a station's edge box -> the central tier; payloads in bridge/nodes.py):
+  <prefix>/nodes/<station>/utterances   QoS 1 each archived utterance of that station: its row and audio
+  <prefix>/nodes/<station>/transcripts  QoS 1 each transcript (again when re-transcribed: a newer version)
 
 Who may publish and read which of these on the broker is the ACL `jingbao broker` generates (dispatch/broker_access.py).
 """
@@ -53,7 +56,14 @@ class IncidentTopic:
     incident_id: str
 
 
-ParsedTopic = AckTopic | StatusTopic | OwnTracksTopic | AlertTopic | IncidentTopic
+@dataclass(slots=True, frozen=True)
+class NodeTopic:
+    station: str
+    kind: str  # one of NODE_KINDS
+
+
+NODE_KINDS = ("utterances", "transcripts")
+ParsedTopic = AckTopic | StatusTopic | OwnTracksTopic | AlertTopic | IncidentTopic | NodeTopic
 
 
 @dataclass(slots=True, frozen=True)
@@ -83,6 +93,17 @@ class Topics:
     def available(self) -> str:
         return f"{self.prefix}/available"
 
+    def node(self, station: str, kind: str) -> str:
+        """What an edge publishes to central: `kind` is "utterances" or "transcripts"."""
+        if kind not in NODE_KINDS:
+            raise ValueError(f"not a kind of node message: {kind!r}")
+        return f"{self.prefix}/nodes/{_checked(station)}/{kind}"
+
+    @property
+    def node_subscriptions(self) -> tuple[str, ...]:
+        """What the central tier subscribes to: every station's utterances and transcripts."""
+        return tuple(f"{self.prefix}/nodes/+/{kind}" for kind in NODE_KINDS)
+
     @property
     def subscriptions(self) -> tuple[str, ...]:
         """What the dispatcher subscribes to: every responder's acks and status, and every OwnTracks device."""
@@ -95,7 +116,12 @@ class Topics:
             user, device = levels[1], levels[2]
             return OwnTracksTopic(user, device) if user and device else None
         head = self.prefix.split("/")
-        if levels[: len(head)] != head or len(levels) != len(head) + 2:
+        if levels[: len(head)] != head:
+            return None
+        if len(levels) == len(head) + 3 and levels[len(head)] == "nodes":
+            station, kind = levels[len(head) + 1], levels[len(head) + 2]
+            return NodeTopic(station, kind) if _ID.match(station) and kind in NODE_KINDS else None
+        if len(levels) != len(head) + 2:
             return None
         kind, ident = levels[len(head)], levels[len(head) + 1]
         if not _ID.match(ident):

@@ -1,0 +1,256 @@
+"""The central tier's ingest (`jingbao run --role central`): every station's utterances and transcripts, as the edges
+forward them (bridge/forward.py), stored in PostgreSQL (`storage.database_url`) and indexed for one search over all
+stations (bridge/web/search_pg.PostgresSearchIndex).
+
+Central subscribes to <prefix>/nodes/+/utterances and .../transcripts with QoS 1 on a persistent MQTT 5 session, so
+the broker keeps what arrives while central is away. A message is acknowledged (PUBACK) only once it is committed:
+if PostgreSQL is down, central waits for it holding that message (retried with back-off, nothing acknowledged
+meanwhile), and a crash before the commit leaves the message with the broker, which sends it again.
+
+Repeats are stored once: an utterance is keyed by its station and id (`INSERT ... ON CONFLICT DO NOTHING`), a
+transcript replaces the stored one only when its version is newer. A station's ids are qualified with it
+(bridge.nodes.central_id: `<station>.<id>`, channels too), since two stations' ids can coincide. A payload that is
+not a node message this version can store (bad JSON, a field of the wrong type, audio not matching its sha256, a
+station publishing under another's topic, text PostgreSQL refuses) is a counted rejection, logged clipped and
+acknowledged, so it is not sent again; it never stops the ingest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import aiomqtt
+
+from bridge.backoff import Backoff
+from bridge.config import Config, ConfigError
+from bridge.db import Migration, connect_postgres, migrate
+from bridge.logsafe import clip
+from bridge.nodes import NodeLink, NodeMessageError, TranscriptMessage, UtteranceMessage, ack, central_id, parse, valid_station
+from dispatch.topics import NodeTopic, Topics
+
+if TYPE_CHECKING:
+    from bridge.web.search_pg import PostgresSearchIndex
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MIGRATIONS = [
+    Migration(
+        sqlite="",  # the central tier runs on PostgreSQL only
+        postgres="""
+        CREATE TABLE node_utterances (
+            id TEXT PRIMARY KEY,            -- <station>.<the edge's utterance id>
+            station TEXT NOT NULL,
+            utterance_id TEXT NOT NULL,
+            channel TEXT NOT NULL,          -- the edge's channel id
+            seq BIGINT NOT NULL,            -- the edge archive's row, hash chain included, as the edge stored it
+            start_ms BIGINT NOT NULL,
+            end_ms BIGINT NOT NULL,
+            duration_ms BIGINT NOT NULL,
+            path TEXT NOT NULL,
+            format TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            peak_dbfs DOUBLE PRECISION NOT NULL,
+            rms_dbfs DOUBLE PRECISION NOT NULL,
+            end_reason TEXT NOT NULL,
+            fault TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            row_hash TEXT NOT NULL,
+            audio BYTEA,                    -- NULL when it did not come (audio_omitted says why)
+            audio_omitted TEXT NOT NULL,
+            received_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX node_utterances_station_seq ON node_utterances (station, seq);
+        CREATE INDEX node_utterances_start ON node_utterances (start_ms);
+        """,
+    )
+]
+_UTTERANCE_COLUMNS = ("seq", "start_ms", "end_ms", "duration_ms", "path", "format", "sha256", "peak_dbfs", "rms_dbfs",
+                      "end_reason", "fault", "created_at", "prev_hash", "row_hash")  # fmt: skip
+
+
+class CentralStore:
+    """The central tier's tables on one PostgreSQL connection (used from one thread at a time)."""
+
+    def __init__(self, url: str) -> None:
+        from bridge.web.search_pg import PostgresSearchIndex
+
+        self._url = url
+        self._conn = connect_postgres(url)
+        migrate(self._conn, "central", MIGRATIONS)
+        PostgresSearchIndex(self._conn)  # migrates the transcripts table and its search index
+
+    def reconnect(self) -> None:
+        self._conn.close()
+        self._conn = connect_postgres(self._url)
+
+    def store(self, message: UtteranceMessage | TranscriptMessage) -> bool:
+        """Store one message; False when it was a repeat (or an older transcript version) and nothing changed."""
+        if isinstance(message, UtteranceMessage):
+            return self._store_utterance(message)
+        return self._store_transcript(message)
+
+    def _store_utterance(self, m: UtteranceMessage) -> bool:
+        row = m.utterance
+        values = [central_id(m.station, row.id), m.station, row.id, row.channel,
+                  *(getattr(row, c) for c in _UTTERANCE_COLUMNS), m.audio_bytes(), m.audio_omitted, time.time()]  # fmt: skip
+        columns = ("id", "station", "utterance_id", "channel", *_UTTERANCE_COLUMNS, "audio", "audio_omitted", "received_at")
+        cur = self._conn.execute(
+            f"INSERT INTO node_utterances ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+            " ON CONFLICT (id) DO NOTHING",
+            values,
+        )
+        return cur.rowcount == 1
+
+    def _store_transcript(self, m: TranscriptMessage) -> bool:
+        t = m.transcript
+        cur = self._conn.execute(
+            "INSERT INTO transcripts (utterance_id, channel, start_ms, engine, text, pinyin, words, keywords, conf,"
+            " created_at, readable) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (utterance_id) DO UPDATE SET engine = excluded.engine, text = excluded.text,"
+            " pinyin = excluded.pinyin, words = excluded.words, keywords = excluded.keywords, conf = excluded.conf,"
+            " created_at = excluded.created_at, readable = excluded.readable"
+            " WHERE transcripts.created_at < excluded.created_at",  # only a newer version replaces it
+            (central_id(m.station, m.utterance_id), central_id(m.station, m.channel), m.start_ms, t.get("engine", ""),
+             t.get("text", ""), t.get("pinyin", ""), json.dumps(t.get("words", []), ensure_ascii=False),
+             json.dumps(t.get("keywords", []), ensure_ascii=False), float(t.get("conf", 0.0)), m.version,
+             t.get("readable", "")),
+        )  # fmt: skip
+        return cur.rowcount == 1
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class CentralIngest:
+    """Subscribes to every station's node topics and stores what comes (`run()` until cancelled)."""
+
+    def __init__(self, config: Config, *, backoff: Backoff | None = None) -> None:
+        url = config.storage.database_url
+        if url is None:
+            raise ConfigError("--role central needs storage.database_url: the PostgreSQL store (docs/deployment.md)")
+        self.topics = Topics(config.broker.topic_prefix)
+        broker = config.node.broker or config.broker
+        self.link = NodeLink(broker, broker.client_id if config.node.broker else "central")
+        self._url = url
+        self._backoff = backoff or Backoff()
+        self.store: CentralStore | None = None
+        self.search: PostgresSearchIndex | None = None  # its own connection: its transactions are not the store's
+        self.stored: Counter[str] = Counter()  # per kind ("utterances", "transcripts"): rows written
+        self.repeats: Counter[str] = Counter()  # per kind: messages already stored (or an older transcript)
+        self.rejected: Counter[str] = Counter()  # per station ("?" for an unusable topic)
+        self._index_wanted = asyncio.Event()
+        self.subscribed = asyncio.Event()  # set once the broker keeps a session for central: from then on nothing is missed
+
+    async def run(self) -> None:
+        self.store = await self._wait_for_database(lambda: CentralStore(self._url))
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._index_loop(), name="central-index")
+                tasks.create_task(self.link.run(self._receive, manual_ack=True), name="central-ingest")
+        finally:
+            self.store.close()
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        for topic in self.topics.node_subscriptions:
+            await client.subscribe(topic, qos=1)
+        self.subscribed.set()
+        async for message in client.messages:
+            await self._take(str(message.topic), message.payload if isinstance(message.payload, bytes) else b"")
+            ack(client, message)
+
+    async def _take(self, topic: str, payload: bytes) -> None:
+        """Store one received message (waiting for PostgreSQL as long as it takes), or count its rejection."""
+        parsed = self.topics.parse(topic)
+        if not isinstance(parsed, NodeTopic) or not valid_station(parsed.station):  # counted apart: "?"
+            return self._reject("?", f"a message on {topic}, not a node topic")
+        try:
+            message = parse(parsed.kind, parsed.station, payload)
+        except NodeMessageError as e:
+            return self._reject(parsed.station, f"{parsed.kind}: {e}")
+        import psycopg
+
+        try:
+            stored = await self._wait_for_database(lambda: self._store(message), self._reconnect_store)
+        except (psycopg.DataError, psycopg.IntegrityError) as e:  # e.g. a NUL in a text, a number out of range
+            return self._reject(parsed.station, f"{parsed.kind}: PostgreSQL refused it: {e}")
+        (self.stored if stored else self.repeats)[parsed.kind] += 1
+        if parsed.kind == "transcripts" and stored:
+            self._index_wanted.set()
+
+    def _store(self, message: UtteranceMessage | TranscriptMessage) -> bool:
+        assert self.store is not None
+        return self.store.store(message)
+
+    def _reconnect_store(self) -> None:
+        assert self.store is not None
+        self.store.reconnect()
+
+    def _index(self) -> int:
+        """Index the transcripts stored since the last call (connecting first when the last connection was lost)."""
+        from bridge.web.search_pg import PostgresSearchIndex
+
+        if self.search is None:
+            self.search = PostgresSearchIndex(connect_postgres(self._url))
+        return self.search.sync()
+
+    def _forget_search(self) -> None:
+        self.search = None  # a lost connection: the next _index() opens a new one
+
+    async def _index_loop(self) -> None:
+        while True:
+            await self._index_wanted.wait()
+            self._index_wanted.clear()
+            await self._wait_for_database(self._index, self._forget_search)
+
+    async def _wait_for_database(self, work: Callable[[], T], reconnect: Callable[[], None] | None = None) -> T:
+        """`work` in a thread, again and again with back-off while PostgreSQL cannot take it (`reconnect` after each
+        failure: a connection that failed once stays broken). Only a DataError or IntegrityError (what this message
+        holds can never go in) is raised; whatever else fails is retried, logged, and the message is not
+        acknowledged until it is stored, so nothing accepted is lost to a fault on this side."""
+        import psycopg
+
+        while True:
+            try:
+                result = await asyncio.to_thread(work)
+                self._backoff.reset()
+                return result
+            except (psycopg.DataError, psycopg.IntegrityError):
+                raise
+            except psycopg.Error as e:
+                delay = self._backoff.next_delay()
+                level = logging.WARNING if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError) else logging.ERROR
+                logger.log(level, "PostgreSQL cannot take it (%s: %s); trying again in %.1f s", type(e).__name__,
+                           clip(str(e)), delay)  # fmt: skip
+                await asyncio.sleep(delay)
+                if reconnect is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        await asyncio.to_thread(reconnect)
+
+    def _reject(self, station: str, reason: str) -> None:
+        self.rejected[station] += 1
+        logger.warning("node message rejected (%d from %s so far): %s", self.rejected[station], clip(station), clip(reason))
+
+
+def run_central(config: Config) -> None:
+    """`jingbao run --role central`: the ingest until SIGINT, SIGTERM or SIGHUP."""
+
+    async def main() -> None:
+        task = asyncio.create_task(CentralIngest(config).run())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        logger.info("central ingest stopped")
+
+    asyncio.run(main())

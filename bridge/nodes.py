@@ -1,0 +1,196 @@
+"""What crosses from a station's edge box to the central tier (issue 13), and the MQTT connection it crosses on.
+
+Topics are built and parsed in dispatch/topics.py (`Topics.node(station, kind)`); the payloads are built and parsed
+here, on both sides, so the two cannot drift apart. Each is versioned JSON (`"v": 1`; a receiver refuses a version
+it does not know, and ignores fields it does not know, so an edge may add one before central reads it):
+
+  <prefix>/nodes/<station>/utterances   {"v", "station", "utterance": the archive row (bridge.archive's columns,
+                                         hash chain included), "audio": the file's bytes in base64 or null,
+                                         "audio_omitted": why it is null ("" when it is not)}
+  <prefix>/nodes/<station>/transcripts  {"v", "station", "utterance_id", "channel", "start_ms", "version": when the
+                                         edge stored this transcript (epoch s; a re-transcription is newer),
+                                         "transcript": asr.transcript.Transcript.to_dict()}
+
+Repeats are harmless by their ids: an utterance is (station, utterance id), a transcript (station, utterance id,
+version); central stores the first copy of each and a transcript only over an older version.
+
+Audio travels inline, bounded by MAX_AUDIO_BYTES (docs/deployment.md says why inline rather than fetched from the
+edge): a 60 s Opus utterance is ~200 kB. A bigger file (a WAV written when the encoder failed) or one the edge cannot
+read goes without its audio, and `audio_omitted` says why, rather than holding up everything behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bridge.archive import EXTENSIONS, SAFE_NAME, ArchivedUtterance
+from bridge.backoff import Backoff
+from bridge.config import STATION_ID, BrokerConfig
+from dispatch.mqtt import tls_context
+
+logger = logging.getLogger(__name__)
+
+VERSION = 1
+# ~930 kB once in base64: a message with its metadata stays under 1 MB, the default largest packet of EMQX (the
+# clustered broker for production); mosquitto takes up to 256 MB
+MAX_AUDIO_BYTES = 700_000
+# How long the broker keeps a node's session (its subscriptions and the messages queued for it) while it is away
+SESSION_EXPIRY_S = 7 * 24 * 3600
+_STATION = re.compile(STATION_ID)
+
+
+class NodeMessageError(ValueError):
+    """A payload that is not a node message this version can store (the reason is safe to log, clipped)."""
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)  # ignore: a newer edge may add a field
+
+    v: int
+    station: str = Field(pattern=STATION_ID)
+
+
+class UtteranceMessage(_Message):
+    utterance: ArchivedUtterance  # each field checked for its type (pydantic validates the dataclass)
+    audio: str | None = Field(None, max_length=(MAX_AUDIO_BYTES + 2) // 3 * 4)
+    audio_omitted: str = Field("", max_length=500)
+
+    def audio_bytes(self) -> bytes | None:
+        return None if self.audio is None else base64.b64decode(self.audio, validate=True)
+
+
+class TranscriptMessage(_Message):
+    utterance_id: str = Field(pattern=SAFE_NAME.pattern)
+    channel: str = Field(pattern=SAFE_NAME.pattern)
+    start_ms: int
+    version: float
+    transcript: dict[str, Any]
+
+
+def central_id(station: str, local_id: str) -> str:
+    """What the central tier calls a station's utterance (or channel): ids are unique within a station only
+    (two stations' utterances can start in the same millisecond), so central's are the station's ids qualified."""
+    return f"{station}.{local_id}"
+
+
+def utterance_payload(station: str, row: ArchivedUtterance, audio: bytes | None, omitted: str = "") -> bytes:
+    if audio is not None and len(audio) > MAX_AUDIO_BYTES:
+        audio, omitted = None, f"{len(audio)} bytes, over the {MAX_AUDIO_BYTES} bytes a message carries"
+    body = {"v": VERSION, "station": station, "utterance": row.to_dict(),
+            "audio": None if audio is None else base64.b64encode(audio).decode(), "audio_omitted": omitted}  # fmt: skip
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+def transcript_payload(station: str, row: dict[str, Any], transcript: dict[str, Any]) -> bytes:
+    """`row`: the edge's transcripts row (utterance_id, channel, start_ms, created_at); `transcript`: its
+    Transcript.to_dict()."""
+    body = {"v": VERSION, "station": station, "utterance_id": row["utterance_id"], "channel": row["channel"],
+            "start_ms": row["start_ms"], "version": row["created_at"], "transcript": transcript}  # fmt: skip
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+def valid_station(station: str) -> bool:
+    return bool(_STATION.match(station))
+
+
+def parse(kind: str, station: str, payload: bytes) -> UtteranceMessage | TranscriptMessage:
+    """A received payload of `kind` ("utterances" / "transcripts") from `station`'s topic, checked: the right version,
+    the topic's station, every field of the right type, the audio matching the row's sha256."""
+    if not valid_station(station):
+        raise NodeMessageError(f"station id {station!r} is not one a node may have")
+    model = UtteranceMessage if kind == "utterances" else TranscriptMessage
+    try:
+        data = json.loads(payload)
+        if not isinstance(data, dict) or data.get("v") != VERSION:
+            raise NodeMessageError(f"not a version {VERSION} node message")
+        message = model.model_validate(data)
+        if message.station != station:
+            raise NodeMessageError(f"station {message.station!r} published under {station!r}'s topic")
+        if isinstance(message, UtteranceMessage):
+            _check_utterance(message)
+        else:
+            from asr.transcript import Transcript
+
+            Transcript.from_dict(message.transcript)
+    except NodeMessageError:
+        raise
+    except (ValueError, TypeError, KeyError, ValidationError) as e:  # bad JSON, base64, field types, row fields
+        raise NodeMessageError(f"{type(e).__name__}: {e}") from e
+    return message
+
+
+def _check_utterance(message: UtteranceMessage) -> None:
+    row = message.utterance
+    if not SAFE_NAME.match(row.id) or not SAFE_NAME.match(row.channel) or row.format not in EXTENSIONS:
+        raise NodeMessageError("utterance id, channel or format is not one the archive makes")
+    audio = message.audio_bytes()
+    if audio is not None and hashlib.sha256(audio).hexdigest() != row.sha256:
+        raise NodeMessageError(f"utterance {row.id}: its audio does not match its sha256")
+
+
+class NodeLink:
+    """One node's MQTT 5 connection to the broker between nodes, with a persistent session (clean start off, the
+    session kept SESSION_EXPIRY_S while away), reconnecting with back-off. Not dispatch/mqtt.MqttLink: that one is
+    MQTT 3.1.1 with the dispatcher's will and subscriptions, and acknowledges a message as it arrives; here a
+    receiver acknowledges (PUBACK) only once it has stored the message, so a message central has not stored is
+    sent again by the broker after a crash or a lost connection."""
+
+    def __init__(self, broker: BrokerConfig, client_id: str, *, backoff: Backoff | None = None, timeout: float = 10.0) -> None:
+        self._broker = broker
+        self._client_id = client_id
+        self._password = broker.read_password()
+        self._tls = tls_context(broker.tls.ca_file, broker.tls.cert_file, broker.tls.key_file) if broker.tls else None
+        self._backoff = backoff or Backoff()
+        self._timeout = timeout
+        self.address = f"{broker.host}:{broker.port}"
+        self.connects = 0
+
+    @asynccontextmanager
+    async def _connect(self, *, manual_ack: bool) -> AsyncIterator[aiomqtt.Client]:
+        connect = Properties(PacketTypes.CONNECT)
+        connect.SessionExpiryInterval = SESSION_EXPIRY_S
+        # A new client each time: messages left unacknowledged in an old one's queue must not be acknowledged on the
+        # new connection (their message ids mean other messages there); the broker sends them again instead.
+        client = aiomqtt.Client(
+            self._broker.host, self._broker.port, identifier=self._client_id, username=self._broker.username,
+            password=self._password, tls_context=self._tls, protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
+            properties=connect, timeout=self._timeout, keepalive=10,
+        )  # fmt: skip
+        client.pending_calls_threshold = 1000  # a forwarder keeps a window of publishes in flight on purpose
+        client._client.manual_ack_set(manual_ack)  # aiomqtt does not expose paho's manual acks
+        async with client:
+            self._backoff.reset()
+            self.connects += 1
+            logger.info("node link connected to %s as %s", self.address, self._client_id)
+            yield client
+
+    async def run(self, session: Callable[[aiomqtt.Client], Awaitable[None]], *, manual_ack: bool = False) -> None:
+        """Run `session(client)` on every connection until cancelled; a lost connection (or refused login) is
+        retried with back-off."""
+        while True:
+            try:
+                async with self._connect(manual_ack=manual_ack) as client:
+                    await session(client)
+                    return
+            except aiomqtt.MqttError as e:
+                delay = self._backoff.next_delay()
+                logger.warning("node link to %s down (%s); reconnecting in %.1f s", self.address, e, delay)
+                await asyncio.sleep(delay)
+
+
+def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    """PUBACK a message received on a manual-ack NodeLink: it is stored."""
+    client._client.ack(message.mid, message.qos)

@@ -1,0 +1,280 @@
+"""Edge -> central over MQTT (issue 13): a station's archive and transcripts forwarded by bridge/forward.py through a
+real mosquitto to bridge/central.py, stored in a real PostgreSQL. Every test is bounded (`_until`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import aiomqtt
+import psycopg
+import pytest
+import yaml
+
+from asr.store import TranscriptStore
+from asr.transcript import Transcript
+from bridge.archive import Archive
+from bridge.central import CentralIngest
+from bridge.config import Config, load_config
+from bridge.db import connect
+from bridge.events import Utterance, new_utterance_id
+from bridge.forward import Forwarder
+from bridge.nodes import utterance_payload
+from bridge.web.search import Filters
+from bridge.web.search_pg import PostgresSearchIndex
+from dispatch.topics import AckTopic, NodeTopic, Topics
+from tests.support.broker import Mosquitto, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+STATION = "gongyuanbeilu"
+
+
+@pytest.fixture
+def mqtt(tmp_path: Path) -> Iterator[Mosquitto]:
+    server = Mosquitto(tmp_path / "mosquitto")
+    server.start()
+    yield server
+    server.stop()
+
+
+def node_config(tmp_path: Path, broker: Mosquitto, *, name: str, client_id: str, **extra: object) -> Config:
+    """A config for one node on the open test broker (the same format as a single box's)."""
+    raw = {
+        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
+        "storage": {"data_dir": str(tmp_path / name), "audio_format": "wav"},
+        "broker": {"enabled": False},
+        "asr": {"engine": "none"},
+        "channels": [{"id": "ch-market", "name": "市场保安", "source": {"type": "file", "paths": ["x.wav"]}}],
+        "node": {"broker": {"host": broker.host, "port": broker.port, "client_id": client_id}},
+        **extra,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return load_config(path)
+
+
+def edge_config(tmp_path: Path, broker: Mosquitto, station: str = STATION) -> Config:
+    config = node_config(tmp_path, broker, name=f"edge-{station}", client_id=f"node-{station}")
+    return config.model_copy(update={"node": config.node.model_copy(update={"station": station})})
+
+
+def central_config(tmp_path: Path, broker: Mosquitto, pg_url: str) -> Config:
+    config = node_config(tmp_path, broker, name="central", client_id="central")
+    return config.model_copy(update={"storage": config.storage.model_copy(update={"database_url": pg_url})})
+
+
+def speak(archive: Archive, transcripts: TranscriptStore, n: int, text: str = "美食街有人打架") -> list[str]:
+    """Archive `n` utterances (a little noise each) and store a transcript for each, as the edge's recogniser does."""
+    ids = []
+    for i in range(n):
+        start = time.time() - 60 + i * 0.01
+        utterance = Utterance(new_utterance_id(start), "ch-market", start, start + 0.25, os.urandom(8000))
+        archive.store(utterance)
+        transcripts.save(utterance.id, "ch-market", start, Transcript(text=f"{text}{i}", pinyin="mei3 shi2 jie1", engine="test"))
+        ids.append(utterance.id)
+    return ids
+
+
+async def _until(what: str, condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+def central_rows(pg_url: str) -> tuple[dict[str, bytes | None], dict[str, dict]]:
+    """Central's utterances (central id -> audio) and transcripts (central id -> row)."""
+    with psycopg.connect(pg_url, row_factory=psycopg.rows.dict_row) as conn:
+        utterances = {r["id"]: r["audio"] for r in conn.execute("SELECT id, audio FROM node_utterances")}
+        transcripts = {r["utterance_id"]: r for r in conn.execute("SELECT * FROM transcripts")}
+    return utterances, transcripts
+
+
+def queued(edge: Config) -> int:
+    """What the edge has still to send (read on a connection of its own, as another process would)."""
+    with contextlib.closing(connect(edge.storage.database)) as conn:
+        return conn.execute("SELECT count(*) FROM forward_queue").fetchone()[0]
+
+
+def count(pg_url: str, table: str) -> int:
+    with psycopg.connect(pg_url) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+@contextlib.asynccontextmanager
+async def running(central: CentralIngest, *others: Callable[[], object]) -> AsyncIterator[None]:
+    """Central and the others running; central subscribed first (before its first subscription, the broker keeps
+    nothing for it)."""
+    tasks = [asyncio.create_task(central.run())]
+    try:
+        await asyncio.wait_for(central.subscribed.wait(), 10)
+        tasks += [asyncio.create_task(run()) for run in others]
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def test_node_topics_are_built_and_parsed_in_one_place():
+    topics = Topics("city/jingbao")
+    assert topics.node("st1", "utterances") == "city/jingbao/nodes/st1/utterances"
+    assert topics.parse("city/jingbao/nodes/st1/transcripts") == NodeTopic("st1", "transcripts")
+    assert topics.node_subscriptions == ("city/jingbao/nodes/+/utterances", "city/jingbao/nodes/+/transcripts")
+    for other in ("city/jingbao/nodes/st1/alerts", "city/jingbao/nodes/st1", "city/jingbao/nodes/+/utterances",
+                  "jingbao/nodes/st1/utterances", "city/jingbao/acks/st1/utterances"):  # fmt: skip
+        assert topics.parse(other) is None, other
+    assert topics.parse("city/jingbao/acks/r1") == AckTopic("r1")  # the others as before
+    for station, kind in (("a/b", "utterances"), ("#", "utterances"), ("st1", "alerts")):
+        with pytest.raises(ValueError):
+            topics.node(station, kind)
+
+
+async def test_archived_utterances_and_transcripts_arrive_once_each_and_are_searchable(tmp_path, mqtt, pg_url):
+    edge = edge_config(tmp_path, mqtt)
+    archive, transcripts = Archive(edge.storage), TranscriptStore(connect(edge.storage.database))
+    before = speak(archive, transcripts, 5)  # archived before the edge role ever ran: its history goes first
+    forwarder, central = Forwarder(edge), CentralIngest(central_config(tmp_path, mqtt, pg_url))
+    async with running(central, forwarder.run):
+        after = speak(archive, transcripts, 5, text="公园北路着火")
+        await _until("10 utterances and 10 transcripts at central",
+                     lambda: central.stored["utterances"] == 10 and central.stored["transcripts"] == 10)  # fmt: skip
+        # a re-transcription is a newer version: it replaces central's
+        row = archive.get(before[0])
+        transcripts.save(row.id, row.channel, row.start_ms / 1000, Transcript(text="美食街有人打架了", pinyin="", engine="test2"))
+        await _until("the new version at central", lambda: central.stored["transcripts"] == 11)
+        await _until("the edge's queue empty and central's search index made",
+                     lambda: queued(edge) == 0 and central.search is not None)  # fmt: skip
+    utterances, texts = central_rows(pg_url)
+    assert sorted(utterances) == sorted(f"{STATION}.{i}" for i in before + after)
+    for local_id in before + after:  # the audio arrived whole: the edge's file, byte for byte
+        assert hashlib.sha256(utterances[f"{STATION}.{local_id}"]).hexdigest() == archive.get(local_id).sha256
+    assert texts[f"{STATION}.{before[0]}"]["text"] == "美食街有人打架了"
+    assert {t["channel"] for t in texts.values()} == {f"{STATION}.ch-market"}
+    assert forwarder.sent == 21 and central.repeats.total() == 0 and not central.rejected
+    with psycopg.connect(pg_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        search = PostgresSearchIndex(conn)
+        search.sync()
+        page = search.search("着火", Filters())
+        assert sorted(r["utterance_id"] for r in page.results) == sorted(f"{STATION}.{i}" for i in after)
+    archive.close()
+
+
+async def test_repeats_are_stored_once_and_bad_payloads_are_counted_rejections(tmp_path, mqtt, pg_url):
+    edge = edge_config(tmp_path, mqtt)
+    archive, transcripts = Archive(edge.storage), TranscriptStore(connect(edge.storage.database))
+    ids = speak(archive, transcripts, 3)
+    central = CentralIngest(central_config(tmp_path, mqtt, pg_url))
+    topics = Topics()
+    row = archive.get(ids[0])
+    good = utterance_payload(STATION, row, (edge.storage.data_dir / row.path).read_bytes())
+    transcript = json.dumps({"v": 1, "station": STATION, "utterance_id": ids[0], "channel": "ch-market", "start_ms": 1,
+                             "version": 5.0, "transcript": {"text": "旧的", "pinyin": ""}}).encode()  # fmt: skip
+    tampered = json.loads(good)
+    tampered["audio"] = tampered["audio"][:-8] + "AAAAAAA="
+    bad = [
+        (topics.node(STATION, "utterances"), b"not json"),
+        (topics.node(STATION, "utterances"), b"\xff\xfe"),
+        (topics.node(STATION, "utterances"), json.dumps({"v": 2, "station": STATION}).encode()),
+        (topics.node(STATION, "utterances"), json.dumps(tampered).encode()),  # audio not matching its sha256
+        (topics.node("another", "utterances"), good),  # a station publishing under another's topic
+        (topics.node(STATION, "transcripts"), transcript.replace(b'"\\u65e7', b'"\\u0000\\u65e7')),  # PostgreSQL refuses NUL
+        (topics.node(STATION, "transcripts"), transcript.replace(b'"start_ms": 1', b'"start_ms": 99999999999999999999')),
+        (f"{topics.prefix}/nodes/x.y/utterances", good),  # not a topic of ours at all
+    ]
+    repeats = [(topics.node(STATION, "utterances"), good)] * 3 + [(topics.node(STATION, "transcripts"), transcript)] * 2
+    async with running(central), aiomqtt.Client(mqtt.host, mqtt.port, identifier="replayer") as client:
+        for topic, payload in repeats + bad:
+            await client.publish(topic, payload, qos=1)
+        newer = transcript.replace(b'"version": 5.0', b'"version": 6.0').replace("旧的".encode(), "新的".encode())
+        await client.publish(topics.node(STATION, "transcripts"), newer.replace(b"\\u65e7\\u7684", b"\\u65b0\\u7684"), qos=1)
+        await client.publish(topics.node(STATION, "transcripts"), transcript, qos=1)  # the older version, late
+        await _until("every message taken",
+                     lambda: central.stored.total() + central.repeats.total() + central.rejected.total() == 15)  # fmt: skip
+    assert central.stored == {"utterances": 1, "transcripts": 2}
+    assert central.repeats == {"utterances": 2, "transcripts": 2}
+    assert central.rejected == {STATION: 6, "another": 1, "?": 1}
+    assert count(pg_url, "node_utterances") == 1
+    _, texts = central_rows(pg_url)
+    assert texts[f"{STATION}.{ids[0]}"]["text"] == "新的"
+    archive.close()
+
+
+async def test_a_broker_outage_loses_nothing_and_the_edge_goes_on_archiving(tmp_path, mqtt, pg_url):
+    edge = edge_config(tmp_path, mqtt)
+    archive, transcripts = Archive(edge.storage), TranscriptStore(connect(edge.storage.database))
+    forwarder, central = Forwarder(edge), CentralIngest(central_config(tmp_path, mqtt, pg_url))
+    async with running(central, forwarder.run):
+        ids = speak(archive, transcripts, 5)
+        await _until("the first five at central", lambda: central.stored["utterances"] == 5)
+        mqtt.stop()
+        ids += speak(archive, transcripts, 20)  # the edge archives as ever while its link is down
+        await asyncio.sleep(2)
+        assert central.stored["utterances"] == 5
+        mqtt.start()
+        await _until("all 25 at central", lambda: central.stored == {"utterances": 25, "transcripts": 25}, timeout=30)
+        await _until("the edge's queue empty", lambda: queued(edge) == 0)
+    utterances, texts = central_rows(pg_url)
+    assert sorted(utterances) == sorted(texts) == sorted(f"{STATION}.{i}" for i in ids)
+    archive.close()
+
+
+def archived_ids(edge: Config) -> list[str]:
+    # (OperationalError: the table not made yet by the edge starting)
+    with contextlib.closing(connect(edge.storage.database)) as conn, contextlib.suppress(sqlite3.OperationalError):
+        return [r[0] for r in conn.execute("SELECT id FROM utterances ORDER BY seq")]
+    return []
+
+
+async def start_edge(config_file: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge.cli", "run", "--role", "edge", "--config", str(config_file), cwd=REPO,
+        stdout=asyncio.subprocess.DEVNULL, stderr=(config_file.parent / "edge.log").open("ab"),
+    )  # fmt: skip
+
+
+async def test_an_edge_killed_mid_run_loses_nothing_and_central_stores_each_utterance_once(tmp_path, mqtt, pg_url, calls_audio):
+    """The edge as `jingbao run --role edge`, a file channel replaying calls as fast as it can: killed with SIGKILL
+    while archiving and forwarding, started again, stopped; whatever its archive holds is at central, once. (Each
+    start of the edge takes a few seconds of imports; the waits allow for a machine busy with benchmarks.)"""
+    edge = edge_config(tmp_path, mqtt)
+    raw = yaml.safe_load((tmp_path / f"edge-{STATION}.yaml").read_text(encoding="utf-8"))
+    raw["node"]["station"] = STATION
+    raw["dispatch"] = {"enabled": False}
+    raw["web"] = {"port": free_port()}
+    raw["channels"][0]["source"] = {"type": "file", "paths": [str(p) for p in sorted(calls_audio.glob("c00[1-4].wav"))],
+                                    "realtime": False, "loop": True, "gap": [1.5, 2.0]}  # fmt: skip
+    config_file = tmp_path / "edge-run.yaml"
+    config_file.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    central = CentralIngest(central_config(tmp_path, mqtt, pg_url))
+    async with running(central):
+        process = await start_edge(config_file)
+        await _until("the edge archiving and forwarding",
+                     lambda: len(archived_ids(edge)) >= 5 and central.stored["utterances"] >= 1, timeout=60)  # fmt: skip
+        process.kill()  # SIGKILL: no clean stop, whatever was in flight
+        await process.wait()
+        killed_at = len(archived_ids(edge))
+        process = await start_edge(config_file)
+        await _until("the edge archiving again", lambda: len(archived_ids(edge)) >= killed_at + 3, timeout=60)
+        process.terminate()
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+        # what the stopped edge had not sent yet goes out as its next start would send it
+        drain = asyncio.create_task(Forwarder(edge).run())
+        await _until("the edge's queue empty", lambda: queued(edge) == 0, timeout=30)
+        drain.cancel()
+    ids = archived_ids(edge)
+    stored, _ = central_rows(pg_url)
+    assert sorted(stored) == sorted(f"{STATION}.{i}" for i in ids) and len(ids) > killed_at + 3
+    with Archive(edge.storage, readonly=True) as archive:
+        assert archive.verify().ok
