@@ -10,6 +10,10 @@ Roles, under the topic prefix P (dispatch/topics.py):
     a responder's phone       reads P/alerts/<id>, P/tasks/<id>; writes P/acks/<id>, P/status/<id>;
       (user name = its id)    reads and writes owntracks/<id>/# (OwnTracks), and any OwnTracks user/device the
                               config's `dispatch.alerts.devices` maps to it
+    a station's edge box      writes P/nodes/<station>/utterances and .../transcripts (its own station's only)
+      ("node-<station>")
+    the central tier          reads P/nodes/+/utterances and .../transcripts (every station's)
+      ("central")
 
 Anonymous clients are refused, and the broker takes every client's id from its user name
 (`use_username_as_clientid`), so nobody can take over another's session without that account's password. What an
@@ -23,6 +27,7 @@ Files in the broker's directory (by default <storage.data_dir>/mosquitto):
                         the service's goes where `broker.password_file` says when the config names a file
 
 A phone's password is shown once, by `add_device`, and kept only as a hash: adding the device again replaces it.
+A node's (`add_node`: an edge box or the central tier, issue 13) likewise.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import signal
 import tempfile
@@ -39,10 +45,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dispatch.gazetteer import Jurisdiction
-from dispatch.topics import Topics
+from dispatch.topics import NODE_KINDS, Topics
 
 SERVICE = "jingbao"
 CONSOLE = "console"
+CENTRAL = "central"  # the central tier's login (its ingest); an edge box's is NODE_PREFIX + its station id
+NODE_PREFIX = "node-"
 # mosquitto_passwd's own iteration count. The passwords are random 144-bit tokens (`new_password`), which no
 # iteration count could make easier or harder to guess; a higher one only slows every login.
 ITERATIONS = 101
@@ -140,9 +148,9 @@ class BrokerAccess:
         `rotate`), the ACL from the registry, and phone accounts of responders who left the registry dropped.
         Run again whenever the registry changes; phones keep their passwords."""
         responders = self._responder_ids()
-        clash = responders & set(self.components)
+        clash = {r for r in responders if r in self.components or _is_node(r)}
         if clash:
-            raise ValueError(f"responder id {', '.join(sorted(clash))} is the name of a component account")
+            raise ValueError(f"responder id {', '.join(sorted(clash))} is the name of a component or node account")
         accounts = read_passwd(self.passwd_file)
         created, kept = [], []
         for account in self.components:
@@ -154,7 +162,7 @@ class BrokerAccess:
             write_private(secret, password + "\n")
             accounts[account] = hash_password(password)
             created.append(account)
-        dropped = [user for user in accounts if user not in self.components and user not in responders]
+        dropped = [user for user in accounts if user not in self.components and user not in responders and not _is_node(user)]
         for user in dropped:
             del accounts[user]
         self._write(accounts)
@@ -179,11 +187,26 @@ class BrokerAccess:
         self._write(accounts)
         return True
 
+    def add_node(self, name: str) -> str:
+        """A login for a node: "central" for the central tier, else a station's edge box (user name node-<station>);
+        returns its password, which replaces any earlier one. ValueError for a name no station may have."""
+        from bridge.config import STATION_ID
+
+        if not re.match(STATION_ID, name):
+            raise ValueError(f"{name!r} is not a station id (letters, digits, '_', '-') nor {CENTRAL!r}")
+        accounts = read_passwd(self.passwd_file)
+        password = new_password()
+        accounts[name if name == CENTRAL else NODE_PREFIX + name] = hash_password(password)
+        self._write(accounts)
+        return password
+
     def password(self, account: str) -> str:
         """A component's password, as its config reads it."""
         return self.secret_file(account).read_text(encoding="utf-8").strip()
 
-    def acl(self) -> str:
+    def acl(self, accounts: Iterable[str] | None = None) -> str:
+        """The ACL for the registry and the node `accounts` among the broker's (None: those of the password file)."""
+        accounts = read_passwd(self.passwd_file) if accounts is None else accounts
         topics = Topics(self.prefix)
         p = self.prefix
         lines = [
@@ -212,6 +235,12 @@ class BrokerAccess:
                       f"topic write {topics.status(r.id)}", f"topic read {topics.task(r.id)}",
                       f"topic readwrite owntracks/{r.id}/#"]  # fmt: skip
             lines += [f"topic readwrite owntracks/{key}/#" for key in self._owntracks_of(r.id)]
+        for account in sorted(a for a in accounts if _is_node(a)):
+            if account == CENTRAL:
+                lines += ["", f"user {CENTRAL}", *(f"topic read {t}" for t in topics.node_subscriptions)]
+            else:
+                station = account.removeprefix(NODE_PREFIX)
+                lines += ["", f"user {account}", *(f"topic write {topics.node(station, kind)}" for kind in NODE_KINDS)]
         return "\n".join(lines) + "\n"
 
     def _owntracks_of(self, responder_id: str) -> Iterable[str]:
@@ -222,5 +251,9 @@ class BrokerAccess:
         return {r.id for r in self.jurisdiction.responders}
 
     def _write(self, accounts: Mapping[str, str]) -> None:
-        write_private(self.acl_file, self.acl())
+        write_private(self.acl_file, self.acl(accounts))
         write_private(self.passwd_file, "".join(f"{user}:{hashed}\n" for user, hashed in accounts.items()))
+
+
+def _is_node(account: str) -> bool:
+    return account == CENTRAL or account.startswith(NODE_PREFIX)

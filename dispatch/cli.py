@@ -187,7 +187,10 @@ def _register_broker(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--json", action="store_true", help="the login as one JSON object")
     remove = bsub.add_parser("remove-device", help="the responder's phone can no longer log in")
     remove.add_argument("responder", help="responder id")
-    for q in (setup, add, remove):
+    node = bsub.add_parser("add-node", help="a login for a node (docs/deployment.md), printed once: a station's edge box "
+                           "(user node-<station>, writes only its station's topics) or the central tier (central)")  # fmt: skip
+    node.add_argument("name", help="the station's id (its node.station), or central")
+    for q in (setup, add, remove, node):
         q.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                        help=f"service config, as for `jingbao run` (default {DEFAULT_CONFIG}): its jurisdiction, broker "
                        "section and OwnTracks device map")  # fmt: skip
@@ -199,7 +202,7 @@ def _register_broker(sub: argparse._SubParsersAction) -> None:
 def _broker_command(args: argparse.Namespace) -> int:
     from bridge.commands import load_setup
     from bridge.config import ConfigError
-    from dispatch.broker_access import BrokerAccess, reload_broker
+    from dispatch.broker_access import CENTRAL, NODE_PREFIX, BrokerAccess, reload_broker
 
     try:
         config, jurisdiction = load_setup(args.config)
@@ -235,6 +238,14 @@ def _broker_command(args: argparse.Namespace) -> int:
             return 1
         login = _phone_login(config, args.responder, password)
         print(json.dumps(login, ensure_ascii=False) if args.json else _phone_login_text(login))
+    elif args.broker_command == "add-node":
+        try:
+            password = access.add_node(args.name)
+        except ValueError as e:
+            print(f"jingbao broker add-node: {e}", file=sys.stderr)
+            return 2
+        user = args.name if args.name == CENTRAL else NODE_PREFIX + args.name
+        print(f"node.broker.username: {user}\npassword (for node.broker.password_file, shown once): {password}")
     elif not access.remove_device(args.responder):
         print(f"jingbao broker remove-device: {args.responder} has no phone account", file=sys.stderr)
         return 1

@@ -31,7 +31,7 @@ from bridge.nodes import utterance_payload
 from bridge.web.search import Filters
 from bridge.web.search_pg import PostgresSearchIndex
 from dispatch.topics import AckTopic, NodeTopic, Topics
-from tests.support.broker import Mosquitto, free_port
+from tests.support.broker import JURISDICTION, Mosquitto, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 STATION = "gongyuanbeilu"
@@ -64,6 +64,11 @@ def node_config(tmp_path: Path, broker: Mosquitto, *, name: str, client_id: str,
 def edge_config(tmp_path: Path, broker: Mosquitto, station: str = STATION) -> Config:
     config = node_config(tmp_path, broker, name=f"edge-{station}", client_id=f"node-{station}")
     return config.model_copy(update={"node": config.node.model_copy(update={"station": station})})
+
+
+def logged_in(config: Config, username: str, password: str) -> Config:
+    broker = config.node.broker.model_copy(update={"username": username, "password": password})
+    return config.model_copy(update={"node": config.node.model_copy(update={"broker": broker})})
 
 
 def central_config(tmp_path: Path, broker: Mosquitto, pg_url: str) -> Config:
@@ -228,6 +233,33 @@ async def test_a_broker_outage_loses_nothing_and_the_edge_goes_on_archiving(tmp_
     utterances, texts = central_rows(pg_url)
     assert sorted(utterances) == sorted(texts) == sorted(f"{STATION}.{i}" for i in ids)
     archive.close()
+
+
+async def test_on_a_locked_down_broker_an_edge_publishes_only_under_its_own_station(tmp_path, pg_url):
+    server = Mosquitto(tmp_path / "locked", jurisdiction=JURISDICTION)  # as `jingbao broker setup` makes it
+    assert server.access is not None
+    logins = {name: server.access.add_node(name) for name in (STATION, "central")}  # `jingbao broker add-node`
+    server.start()
+    try:
+        edge = logged_in(edge_config(tmp_path, server), f"node-{STATION}", logins[STATION])
+        central = CentralIngest(logged_in(central_config(tmp_path, server, pg_url), "central", logins["central"]))
+        archive, transcripts = Archive(edge.storage), TranscriptStore(connect(edge.storage.database))
+        ids = speak(archive, transcripts, 2)
+        forwarder = Forwarder(edge)
+        async with running(central, forwarder.run):
+            await _until("the station's own messages at central", lambda: central.stored.total() == 4)
+            row = archive.get(ids[0])
+            forged = utterance_payload("other", row, (edge.storage.data_dir / row.path).read_bytes())
+            async with aiomqtt.Client(server.host, server.port, identifier=f"node-{STATION}", username=f"node-{STATION}",
+                                      password=logins[STATION]) as rogue:  # fmt: skip
+                await rogue.publish(Topics().node("other", "utterances"), forged, qos=1)  # another station's topic
+                await rogue.publish(Topics().alert("r1"), b"{}", qos=1)  # nor anything else
+            await asyncio.sleep(0.5)
+        assert central.stored.total() == 4 and not central.rejected  # the broker dropped the forged one
+        assert count(pg_url, "node_utterances") == 2
+        archive.close()
+    finally:
+        server.stop()
 
 
 def archived_ids(edge: Config) -> list[str]:
