@@ -10,4 +10,5 @@ bash scripts/broker.sh start
 bash scripts/model-offer.sh config/demo.yaml   # no speech model at all: says so and offers `jingbao model fetch`
 .venv/bin/jingbao user demo --config config/demo.yaml   # creates the demo logins once, prints them every time
 "$PY" -m dispatch.demo_history --config config/demo.yaml   # a few days of made-up incidents for the statistics page (demo only)
+"$PY" -m dispatch.demo_tasks --config config/demo.yaml   # a task and a dispute for the 任务 panel and the phone page (demo only)
 exec .venv/bin/jingbao run --config config/demo.yaml
