@@ -23,7 +23,7 @@ from tests.support.web import as_user
 from tests.web.browser import REPO, LiveService, add_users
 
 __all__ = ["speech_pcm"]  # a fixture, imported for pytest
-MEISHI = (34.2668, 108.9949)  # 美食街
+MEISHI = (34.2702, 108.9843)  # 美食街
 
 
 @pytest.fixture(scope="module")
