@@ -26,10 +26,11 @@ import aiomqtt
 
 from asr.store import TranscriptStore
 from bridge.archive import COLUMNS, ArchivedUtterance
+from bridge.backoff import Backoff
 from bridge.config import Config, ConfigError
 from bridge.db import connect, migrate
 from bridge.logsafe import clip
-from bridge.nodes import NodeLink, transcript_payload, utterance_payload
+from bridge.nodes import NodeLink, Publisher, Refused, transcript_payload, utterance_payload
 from dispatch.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,11 @@ MIGRATIONS = [
         ) ORDER BY start_ms, after, n;
     """
 ]
+# what a refusal means for whoever reads the log (MQTT 5 reason codes)
+_REFUSALS = {
+    0x10: "nobody subscribes yet: central has never connected to this broker (start it first)",
+    0x87: "the broker's ACL forbids it: is node.broker's login node-<node.station>? (jingbao broker add-node)",
+}
 WINDOW = 32  # messages in flight at once: a link with 50 ms of round trip still sends ~600 a second
 
 
@@ -134,6 +140,7 @@ class Forwarder:
         self.link = NodeLink(broker, broker.client_id if config.node.broker else f"node-{station}")
         self.queue = ForwardQueue(config.storage.database, config.storage.data_dir)
         self._poll_s = poll_s
+        self._refusals = Backoff(maximum=10.0)
         self.sent = 0  # messages the broker acknowledged
         self.skipped = 0  # entries whose row was gone when their turn came
 
@@ -144,31 +151,38 @@ class Forwarder:
             self.queue.close()
 
     async def _send_all(self, client: aiomqtt.Client) -> None:
+        publisher = self.link.publisher(client)
         while True:
             entries = await asyncio.to_thread(self.queue.oldest, WINDOW)
             if not entries:
                 await asyncio.sleep(self._poll_s)  # the triggers cannot wake us; a read of an empty queue is cheap
                 continue
-            acknowledged = await self._send_window(client, entries)
-            await asyncio.to_thread(self.queue.done, acknowledged)
+            refused = await self._send_window(publisher, entries)
+            if refused is None:
+                self._refusals.reset()
+                continue
+            delay = self._refusals.next_delay()
+            logger.log(logging.ERROR if refused.reason.is_failure else logging.WARNING,
+                       "central has not taken what this edge sends (%s: %s); trying again in %.1f s", refused,
+                       _REFUSALS.get(refused.reason.value, "see the broker's log"), delay)  # fmt: skip
+            await asyncio.sleep(delay)
 
-    async def _send_window(self, client: aiomqtt.Client, entries: list[Entry]) -> list[int]:
-        """Publish `entries` at once and return the seqs the broker acknowledged (or that had nothing to send); the
-        rest stay queued. A failed publish (the connection lost, no PUBACK in time) raises once the acknowledged
-        ones are marked done, and the link reconnects."""
+    async def _send_window(self, publisher: Publisher, entries: list[Entry]) -> Refused | None:
+        """Publish `entries` at once and mark done those the broker took (and those with nothing to send); the rest
+        stay queued. Returns the broker's refusal if it refused one; a lost connection raises, and the link
+        reconnects."""
         payloads = await asyncio.to_thread(lambda: [self.queue.payload(self.station, e) for e in entries])
         sending = [(e, p) for e, p in zip(entries, payloads, strict=True) if p is not None]
         done = [e.seq for e, p in zip(entries, payloads, strict=True) if p is None]
         self.skipped += len(done)
         results = await asyncio.gather(
-            *(client.publish(self.topics.node(self.station, e.kind), p, qos=1) for e, p in sending), return_exceptions=True
+            *(publisher.publish(self.topics.node(self.station, e.kind), p) for e, p in sending), return_exceptions=True
         )
-        failures = [r for r in results if isinstance(r, BaseException)]
-        acknowledged = [e.seq for (e, _), r in zip(sending, results, strict=True) if not isinstance(r, BaseException)]
-        self.sent += len(acknowledged)
-        if failures:
-            await asyncio.to_thread(self.queue.done, done + acknowledged)
-            if isinstance(failures[0], aiomqtt.MqttError):
-                raise failures[0]
-            raise aiomqtt.MqttError(f"publishing failed: {clip(repr(failures[0]))}") from failures[0]
-        return done + acknowledged
+        taken = [e.seq for (e, _), r in zip(sending, results, strict=True) if r is None]
+        self.sent += len(taken)
+        await asyncio.to_thread(self.queue.done, done + taken)
+        refusals = [r for r in results if isinstance(r, Refused)]
+        lost = next((r for r in results if isinstance(r, BaseException) and not isinstance(r, Refused)), None)
+        if lost is not None:
+            raise lost if isinstance(lost, aiomqtt.MqttError) else aiomqtt.MqttError(f"publishing failed: {clip(repr(lost))}")
+        return refusals[0] if refusals else None

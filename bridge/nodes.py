@@ -32,8 +32,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bridge.archive import EXTENSIONS, SAFE_NAME, ArchivedUtterance
@@ -50,6 +52,7 @@ MAX_AUDIO_BYTES = 700_000
 # How long the broker keeps a node's session (its subscriptions and the messages queued for it) while it is away
 SESSION_EXPIRY_S = 7 * 24 * 3600
 _STATION = re.compile(STATION_ID)
+NO_MATCHING_SUBSCRIBERS = 0x10  # an MQTT 5 PUBACK's "accepted, but nobody will get it"
 
 
 class NodeMessageError(ValueError):
@@ -177,6 +180,9 @@ class NodeLink:
             logger.info("node link connected to %s as %s", self.address, self._client_id)
             yield client
 
+    def publisher(self, client: aiomqtt.Client) -> Publisher:
+        return Publisher(client, self._timeout)
+
     async def run(self, session: Callable[[aiomqtt.Client], Awaitable[None]], *, manual_ack: bool = False) -> None:
         """Run `session(client)` on every connection until cancelled; a lost connection (or refused login) is
         retried with back-off."""
@@ -189,6 +195,50 @@ class NodeLink:
                 delay = self._backoff.next_delay()
                 logger.warning("node link to %s down (%s); reconnecting in %.1f s", self.address, e, delay)
                 await asyncio.sleep(delay)
+
+
+class Refused(Exception):
+    """The broker acknowledged a publish with a reason code that means it went nowhere (MQTT 5: not authorized by
+    the ACL, no subscriber yet); it is sent again later."""
+
+    def __init__(self, reason: ReasonCode) -> None:
+        super().__init__(f"the broker answered {reason} (0x{reason.value:02x})")
+        self.reason = reason
+
+
+class Publisher:
+    """QoS 1 publishes on a NodeLink's client that return only once the broker has taken the message: its PUBACK
+    arrived and its MQTT 5 reason code says a subscriber will get it. aiomqtt's publish() drops that code, and a
+    broker acknowledges a message for a topic the ACL forbids, or one nobody subscribes to yet (the central tier
+    before its first connection), just the same; the forwarder must keep those queued."""
+
+    def __init__(self, client: aiomqtt.Client, timeout: float) -> None:
+        self._paho = client._client
+        self._timeout = timeout
+        self._waiting: dict[int, asyncio.Future[ReasonCode]] = {}
+        # Replaces aiomqtt's callback, which only wakes aiomqtt's own publish(): node links publish through here only.
+        self._paho.on_publish = self._on_publish
+
+    def _on_publish(self, _client: object, _userdata: object, mid: int, reason: ReasonCode, _properties: object) -> None:
+        future = self._waiting.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(reason)
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Raises aiomqtt.MqttError when the connection cannot take it or no PUBACK came in time, Refused when one
+        came that refuses it."""
+        info = self._paho.publish(topic, payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "could not publish")
+        future = self._waiting[info.mid] = asyncio.get_running_loop().create_future()  # PUBACK comes on a later read
+        try:
+            reason = await asyncio.wait_for(future, self._timeout)
+        except TimeoutError as e:
+            raise aiomqtt.MqttError(f"no PUBACK within {self._timeout} s") from e
+        finally:
+            self._waiting.pop(info.mid, None)
+        if reason.is_failure or reason.value == NO_MATCHING_SUBSCRIBERS:
+            raise Refused(reason)
 
 
 def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:

@@ -235,6 +235,28 @@ async def test_a_broker_outage_loses_nothing_and_the_edge_goes_on_archiving(tmp_
     archive.close()
 
 
+async def test_what_an_edge_sends_before_central_ever_subscribed_waits_for_it(tmp_path, mqtt, pg_url):
+    """Until central's first subscription the broker keeps nothing for it, and says so (MQTT 5 PUBACK: no matching
+    subscribers): the edge keeps those queued and sends them again until central is there."""
+    edge = edge_config(tmp_path, mqtt)
+    archive, transcripts = Archive(edge.storage), TranscriptStore(connect(edge.storage.database))
+    forwarder = Forwarder(edge)
+    early = asyncio.create_task(forwarder.run())
+    try:
+        ids = speak(archive, transcripts, 3)
+        await asyncio.sleep(1.0)
+        assert forwarder.sent == 0 and queued(edge) == 6
+        central = CentralIngest(central_config(tmp_path, mqtt, pg_url))
+        async with running(central):
+            await _until("all of it at central", lambda: central.stored == {"utterances": 3, "transcripts": 3}, timeout=20)
+    finally:
+        early.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await early
+    assert sorted(central_rows(pg_url)[0]) == sorted(f"{STATION}.{i}" for i in ids)
+    archive.close()
+
+
 async def test_on_a_locked_down_broker_an_edge_publishes_only_under_its_own_station(tmp_path, pg_url):
     server = Mosquitto(tmp_path / "locked", jurisdiction=JURISDICTION)  # as `jingbao broker setup` makes it
     assert server.access is not None
