@@ -83,6 +83,7 @@ class Service:
                     tasks.create_task(self.dispatch.run(), name="dispatch")
                     tasks.create_task(self.dispatch.sos.watch_key_ups(self.radios.lines), name="sos-key-ups")
                     tasks.create_task(self.dispatch.tasks.run(), name="task-reminders")
+                    tasks.create_task(self.dispatch.patrols.run(), name="patrols")  # missed check-ins
                 if self.forwarder is not None:
                     tasks.create_task(self.forwarder.run(), name="forward")
                 channel_tasks = [tasks.create_task(ch.run(), name=f"channel:{ch.config.id}") for ch in self.channels]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Priority = Literal["critical", "high", "medium", "low"]
 
@@ -149,6 +150,64 @@ class TrackRules(BaseModel):
     max_fixes: int = Field(100_000, ge=100, description="At most this many fixes kept per responder (the oldest go).")
 
 
+class PatrolPoint(BaseModel):
+    """A check-in point (巡更点) of a patrol route."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=40, description="What the guard and the operator call it (东门).")
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    radius_m: float | None = Field(None, gt=0, le=500, description="A fix this close checks in; default the route's.")
+    code: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.:-]{4,64}$", description="The NFC tag's or QR code's value posted at the point: "
+        "typed or scanned on the phone page, it checks in without a fix.",
+    )  # fmt: skip
+
+
+class PatrolRoute(BaseModel):
+    """A patrol route (巡更路线): its points walked in each round of its schedule by one of its patrollers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    name: str = Field(min_length=1, max_length=40)
+    patrollers: list[str] = Field(min_length=1, description="Responder ids who walk it (any of them checks a point in).")
+    points: list[PatrolPoint] = Field(min_length=1, description="The check-in points, in the order they are walked.")
+    radius_m: float = Field(30.0, gt=0, le=500, description="How close a fix must come to a point to check it in.")
+    starts: list[str] = Field(
+        min_length=1, description="When each round starts, local time HH:MM (or HH:MM:SS), every day.",
+    )  # fmt: skip
+    window_min: float = Field(
+        60.0, gt=0, le=24 * 60, description="Each point must be checked in within this many minutes of the round's "
+        "start; one that is not is raised to the operator as missed.",
+    )  # fmt: skip
+
+    @field_validator("starts")
+    @classmethod
+    def _times_of_day(cls, starts: list[str]) -> list[str]:
+        for s in starts:
+            if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?", s):
+                raise ValueError(f"start {s!r} is not a time of day HH:MM or HH:MM:SS")
+        return starts
+
+    @field_validator("points")
+    @classmethod
+    def _codes_unique(cls, points: list[PatrolPoint]) -> list[PatrolPoint]:
+        codes = [p.code for p in points if p.code]
+        if len(codes) != len(set(codes)):
+            raise ValueError("two points carry the same code")
+        return points
+
+
+class PatrolRules(BaseModel):
+    """Patrols (巡更, dispatch/patrols.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    routes: list[PatrolRoute] = Field(default_factory=list, description="The patrol routes; none: no patrols.")
+
+
 class DispatchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -163,3 +222,4 @@ class DispatchConfig(BaseModel):
     partials: PartialRules = Field(default_factory=PartialRules, description="When a partial transcript is sure enough.")
     sos: SosRules = Field(default_factory=SosRules, description="SOS / 一键报警 from the phone page and by radio.")
     tracks: TrackRules = Field(default_factory=TrackRules, description="How long responders' positions are kept.")
+    patrols: PatrolRules = Field(default_factory=PatrolRules, description="Patrol routes, their schedules and check-ins.")

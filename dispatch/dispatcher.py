@@ -59,6 +59,7 @@ from dispatch.incidents import OPEN, Incident, IncidentError, IncidentStore, Sta
 from dispatch.location import LocationMatch, PlaceIndex, PlacesHeard
 from dispatch.mqtt import MqttLink, tls_context
 from dispatch.outbox import Outbox
+from dispatch.patrols import PatrolDesk
 from dispatch.positions import PayloadError, Position, PositionIntake
 from dispatch.provisional import PartialGate, Raise, Reading, Verdict, settle
 from dispatch.responders import Recommendation, ResponderBoard, StatusStore, parse_status, recommend
@@ -803,6 +804,10 @@ class DispatchService:
         self.tracks = TrackStore(self._conn, retention_days=rules.tracks.retention_days, max_fixes=rules.tracks.max_fixes)
         self.tracks.prune()
         self.dispatcher.position_listeners.append(self.tracks.record)
+        # patrols (dispatch/patrols.py): check-ins from every fix; the service raises the missed ones (`run`)
+        self.patrols = PatrolDesk(self._conn, rules.patrols, self.jurisdiction,
+                                  publish=bus.publish if bus is not None else None)  # fmt: skip
+        self.dispatcher.position_listeners.append(self.patrols.on_position)
         # tasks with sign-off (dispatch/tasks.py): the alerts' outbox and the announcer; the service runs its reminders (`run`)
         self.tasks = TaskDesk(conn=self._conn, jurisdiction=self.jurisdiction, outbox=self.outbox, topics=topics,
                               announcer=announcer, publish=bus.publish if bus is not None else None,

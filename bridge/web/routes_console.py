@@ -9,7 +9,7 @@ own alerts, acknowledgements and position. The audio WebSockets (listen, talk ba
                                                      the 30 latest), recent transcripts, activity, map tile URL:
                                                      everything a console draws at load
     WS   /api/events                   operator      {"topic", "data"} for every live bus event: channel, level,
-                                                     utterance, partial, transcript, incident, fault, task
+                                                     utterance, partial, transcript, incident, fault, task, patrol
     GET  /api/incidents                operator      recent incidents (?open=true: only those still open), as views
     GET  /api/incidents/{id}           operator      one incident view: incident + responders (distance, ack) + timeline
     POST /api/incidents/{id}/status    operator      {"status": on_scene|resolved|followed_up|closed_false_alarm, "note"}
@@ -71,7 +71,7 @@ logger = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 PAGES = {"login": "login.html", "console": "console.html", "guard": "guard.html", "auditor": "auditor.html",
          "stats": "stats.html"}
-LIVE_TOPICS = {"channel", "level", "utterance", "partial", "transcript", "incident", "fault", "task"}
+LIVE_TOPICS = {"channel", "level", "utterance", "partial", "transcript", "incident", "fault", "task", "patrol"}
 RESPONDER_MAX_AGE_S = 900.0  # a phone fix older than this is shown at the responder's post instead
 CONSOLE_RECENT = 30  # incidents the console loads at start besides every open one
 CONSOLE_OPEN_MAX = 200

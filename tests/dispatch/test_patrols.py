@@ -1,0 +1,56 @@
+"""Patrol schedules and routes as configured (dispatch/patrols.py, dispatch/config.py): the rounds of a day, a round
+running past midnight, and the config refusing what cannot be a route."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+
+import pytest
+from pydantic import ValidationError
+
+from dispatch.config import PatrolRoute, PatrolRules
+from dispatch.gazetteer import load_jurisdiction
+from dispatch.patrols import PatrolDesk, rounds
+from tests.support.broker import JURISDICTION
+
+POINT = {"name": "东门", "lat": 34.27, "lon": 108.99}
+
+
+def route(**changes: object) -> PatrolRoute:
+    return PatrolRoute(**({"id": "r", "name": "夜巡", "patrollers": ["g-huaniao"], "points": [POINT],
+                           "starts": ["08:00", "23:50"], "window_min": 30} | changes))  # fmt: skip
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()  # local time, as the schedule is
+
+
+def test_a_day_has_a_round_per_start_and_one_runs_past_midnight() -> None:
+    found = rounds(route(), at("2026-12-05T00:00"), at("2026-12-05T23:59"))
+    assert [(r.start, r.end) for r in found] == [
+        (at("2026-12-04T23:50"), at("2026-12-05T00:20")),  # yesterday's, still open after midnight
+        (at("2026-12-05T08:00"), at("2026-12-05T08:30")),
+        (at("2026-12-05T23:50"), at("2026-12-06T00:20")),
+    ]
+    assert [r.start for r in rounds(route(), at("2026-12-05T08:10"), at("2026-12-05T08:10"))] == [at("2026-12-05T08:00")]
+    assert rounds(route(), at("2026-12-05T09:00"), at("2026-12-05T09:00")) == []
+    assert rounds(route(starts=["08:00:30"]), at("2026-12-05T08:00:31"), at("2026-12-05T08:00:31"))[0].start == at(
+        "2026-12-05T08:00:30")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"starts": ["8:00"]}, {"starts": ["24:00"]}, {"starts": []}, {"points": []}, {"patrollers": []},
+     {"points": [POINT | {"code": "AB12"}, POINT | {"code": "AB12"}]}, {"points": [POINT | {"code": "a b"}]},
+     {"id": "r/../x"}, {"window_min": 0}],
+)  # fmt: skip
+def test_what_cannot_be_a_route_is_refused(changes: dict) -> None:
+    with pytest.raises(ValidationError):
+        route(**changes)
+
+
+def test_a_patroller_not_in_the_jurisdiction_is_named() -> None:
+    rules = PatrolRules(routes=[route(patrollers=["g-huaniao", "g-nobody"])])
+    with pytest.raises(ValueError, match="patrol route r: patroller 'g-nobody'"):
+        PatrolDesk(sqlite3.connect(":memory:"), rules, load_jurisdiction(JURISDICTION))
