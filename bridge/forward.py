@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import aiomqtt
 
 from asr.store import TranscriptStore
 from bridge.archive import COLUMNS, ArchivedUtterance
+from bridge.archive import MIGRATIONS as ARCHIVE_MIGRATIONS
 from bridge.backoff import Backoff
 from bridge.config import Config, ConfigError
 from bridge.db import connect, migrate
@@ -83,8 +85,6 @@ class ForwardQueue:
         self._conn = connect(database)
         self._data_dir = data_dir
         # the tables the triggers watch, made here too when the archive or the recogniser has not made them yet
-        from bridge.archive import MIGRATIONS as ARCHIVE_MIGRATIONS
-
         migrate(self._conn, "archive", ARCHIVE_MIGRATIONS)
         self._transcripts = TranscriptStore(self._conn)
         migrate(self._conn, "forward", MIGRATIONS)
@@ -152,6 +152,10 @@ class Forwarder:
 
     async def _send_all(self, client: aiomqtt.Client) -> None:
         publisher = self.link.publisher(client)
+        waiting, oldest = await asyncio.to_thread(self.queue.waiting)
+        if oldest is not None:  # after an outage: how far behind central is
+            logger.info("forwarding to central: %d message(s) waiting, the oldest queued %.0f s ago", waiting,
+                        time.time() - oldest)  # fmt: skip
         while True:
             entries = await asyncio.to_thread(self.queue.oldest, WINDOW)
             if not entries:

@@ -178,7 +178,12 @@ class NodeLink:
             self._backoff.reset()
             self.connects += 1
             logger.info("node link connected to %s as %s", self.address, self._client_id)
-            yield client
+            try:
+                yield client
+            finally:
+                lost = client._disconnected
+                if lost.done() and not lost.cancelled():
+                    lost.exception()  # seen: the session has raised its own error for it
 
     def publisher(self, client: aiomqtt.Client) -> Publisher:
         return Publisher(client, self._timeout)
@@ -214,6 +219,7 @@ class Publisher:
 
     def __init__(self, client: aiomqtt.Client, timeout: float) -> None:
         self._paho = client._client
+        self._lost = client._disconnected  # done when the connection is gone: no PUBACK will come on it
         self._timeout = timeout
         self._waiting: dict[int, asyncio.Future[ReasonCode]] = {}
         # Replaces aiomqtt's callback, which only wakes aiomqtt's own publish(): node links publish through here only.
@@ -232,11 +238,12 @@ class Publisher:
             raise aiomqtt.MqttCodeError(info.rc, "could not publish")
         future = self._waiting[info.mid] = asyncio.get_running_loop().create_future()  # PUBACK comes on a later read
         try:
-            reason = await asyncio.wait_for(future, self._timeout)
-        except TimeoutError as e:
-            raise aiomqtt.MqttError(f"no PUBACK within {self._timeout} s") from e
+            await asyncio.wait((future, self._lost), timeout=self._timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._waiting.pop(info.mid, None)
+        if not future.done():
+            raise aiomqtt.MqttError("connection lost" if self._lost.done() else f"no PUBACK within {self._timeout} s")
+        reason = future.result()
         if reason.is_failure or reason.value == NO_MATCHING_SUBSCRIBERS:
             raise Refused(reason)
 
