@@ -374,12 +374,14 @@ class TaskDesk:
         if follow_up_at is not None and follow_up_at <= now:
             raise TaskError("the follow-up date must lie ahead")
         recipients = resolve(self.jurisdiction, list(dict.fromkeys(target_keys)), kind)
-        task_id = new_task_id(now)
-        channels = self._announce(task_id, text, recipients) if announce else []
-        task = Task(task_id, kind, text[:TEXT_MAX], tuple(dict.fromkeys(target_keys)), actor, now, now + deadline_s,
-                    tuple(channels), incident_id=incident_id, stage=STAGES[0] if kind == "dispute" else None,
+        task = Task(new_task_id(now), kind, text[:TEXT_MAX], tuple(dict.fromkeys(target_keys)), actor, now,
+                    now + deadline_s, (), incident_id=incident_id, stage=STAGES[0] if kind == "dispute" else None,
                     follow_up_at=follow_up_at, recipients=tuple(Recipient(rid, None, None, 0) for rid in recipients))  # fmt: skip
         self.store.add(task)
+        task_id = task.id
+        channels = self._announce(task_id, task.text, recipients) if announce else []
+        if channels:
+            self.store.update(task_id, announced=json.dumps(channels))
         if kind == "dispute":
             self.store.add_step(Step(0, task_id, STAGES[0], actor, now, text, follow_up_at))
         if incident_id and self._record is not None:

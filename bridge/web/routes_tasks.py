@@ -19,7 +19,7 @@ reported back from the phone page.
     POST /api/me/tasks/{id}/sign        guard|officer  签收; again: nothing changes
     POST /api/me/tasks/{id}/feedback    guard|officer  {"text"}: 反馈 in words
     POST /api/me/tasks/{id}/photo       guard|officer  the photo itself as the body (image/jpeg, png or webp, at most
-                                                       PHOTO_MAX_BYTES; ?text= a caption)
+                                                       UPLOAD_MAX_BYTES; ?text= a caption)
     POST /api/me/tasks/{id}/voice       guard|officer  a voice note as the body (audio/wav, webm, ogg, mp4 or mpeg, at
                                                        most VOICE_MAX_S): transcribed by the service's recogniser
 
@@ -55,11 +55,12 @@ logger = logging.getLogger(__name__)
 
 OPERATOR = (Role.OPERATOR,)
 RESPONDER = (Role.GUARD, Role.OFFICER)
-PHOTO_MAX_BYTES = 1_000_000  # under the app's body limit: the phone page shrinks a photo to fit before it sends it
+# under the app's body limit: the phone page shrinks a photo to fit, and keeps a voice note (WAV, 32 kB/s) under 30 s
+UPLOAD_MAX_BYTES = 1_000_000
 PHOTOS = {"image/jpeg": ("jpg", (b"\xff\xd8\xff",)), "image/png": ("png", (b"\x89PNG\r\n\x1a\n",)),
           "image/webp": ("webp", (b"RIFF",))}  # fmt: skip
 VOICE_TYPES = {"audio/wav", "audio/x-wav", "audio/wave", "audio/webm", "audio/ogg", "audio/mp4", "audio/mpeg"}
-VOICE_MIN_S, VOICE_MAX_S = 0.3, 60.0
+VOICE_MIN_S, VOICE_MAX_S = 0.3, 60.0  # a compressed note (webm, ogg) of a minute fits in UPLOAD_MAX_BYTES
 MAX_DEADLINE_S = 7 * 86400
 FILE_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "wav": "audio/wav"}
 
@@ -201,7 +202,7 @@ def tasks_router() -> APIRouter:
         kind = _media_type(request)
         if kind not in PHOTOS:
             raise HTTPException(415, f"a photo is sent as {', '.join(PHOTOS)}, not {kind or 'no type'}")
-        data = await _body(request, PHOTO_MAX_BYTES)
+        data = await _body(request, UPLOAD_MAX_BYTES)
         ext, magic = PHOTOS[kind]
         if not data.startswith(magic) or (ext == "webp" and data[8:12] != b"WEBP"):
             raise HTTPException(422, f"the body is not a {kind} image")
@@ -220,7 +221,7 @@ def tasks_router() -> APIRouter:
         recognition = ctx.service.recognition
         if recognition is None:
             raise HTTPException(503, "speech recognition is off in this service: report back in words")
-        pcm = await asyncio.to_thread(_decode, await _body(request, PHOTO_MAX_BYTES))
+        pcm = await asyncio.to_thread(_decode, await _body(request, UPLOAD_MAX_BYTES))
         seconds = len(pcm) / (SAMPLE_RATE * SAMPLE_WIDTH)
         if not VOICE_MIN_S <= seconds <= VOICE_MAX_S:
             raise HTTPException(422, f"a voice note lasts {VOICE_MIN_S}-{VOICE_MAX_S:.0f} s, not {seconds:.1f} s")

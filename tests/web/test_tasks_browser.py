@@ -156,3 +156,28 @@ def test_a_task_sent_from_the_console_is_signed_and_reported_on_from_the_phone(
         screenshot(console, "tasks-console")
         context.close()
     assert not CSP_VIOLATIONS, "\n".join(CSP_VIOLATIONS)
+
+
+def test_a_voice_note_that_is_no_audio_or_too_short_is_refused(live: LiveService) -> None:
+    token = httpx.post(f"{live.url}/api/login", json={"name": "guard-huaniao", "password": PASSWORD}).json()["token"]
+    task = api(live, "/api/tasks", {"text": "语音报告到岗情况", "targets": ["person:g-huaniao"], "deadline_s": 600,
+                                    "announce": False})  # fmt: skip
+    url = f"{live.url}/api/me/tasks/{task['id']}/voice"
+    short = wave_bytes(bytes(16000 * 2 // 10))  # 0.1 s
+    for body, says in ((b"RIFF not audio at all", "not audio"), (short, "lasts")):
+        refused = httpx.post(url, content=body, headers={"Authorization": f"Bearer {token}", "Content-Type": "audio/wav"})
+        assert refused.status_code == 422 and says in refused.json()["detail"], refused.text
+    assert live.call(live.service.dispatch.tasks.store.feedback, task["id"]) == []
+
+
+def wave_bytes(pcm: bytes) -> bytes:
+    import io
+    import wave
+
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm)
+    return out.getvalue()

@@ -5,9 +5,9 @@
 
 const MT = { known: null, stages: [], recording: null };
 const MT_POLL_MS = 10000;
-const PHOTO_MAX_BYTES = 1000000;  // the server's limit (bridge/web/routes_tasks.py)
+const UPLOAD_MAX_BYTES = 1000000;  // the server's limit on an upload (UPLOAD_MAX_BYTES in bridge/web/routes_tasks.py)
 const PHOTO_MAX_SIDE = 1600;
-const VOICE_MAX_MS = 60000;
+const VOICE_MAX_MS = 30000;  // a WAV of 16 kHz int16 is 32 kB a second: 30 s stay under UPLOAD_MAX_BYTES
 
 async function loadMyTasks() {
   const list = document.getElementById("my-tasks");
@@ -136,7 +136,7 @@ async function shrink(file) {
     canvas.height = Math.round(image.height * scale);
     canvas.getContext("2d").drawImage(image, 0, 0, canvas.width, canvas.height);
     const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.8));
-    if (blob && blob.size <= PHOTO_MAX_BYTES) return blob;
+    if (blob && blob.size <= UPLOAD_MAX_BYTES) return blob;
   }
   throw new Error("照片太大");
 }
