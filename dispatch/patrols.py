@@ -11,7 +11,8 @@ by one of the route's patrollers
 The first check-in of a point in a round stands; points may be walked in any order. When a round's window has passed,
 each point nobody checked in is a missed check-in: kept in the database (one per round and point, so a restart
 neither loses nor repeats one), logged, and published on the bus (topic "patrol") for the consoles. `run` looks every
-second; after a restart it raises what fell due meanwhile, over the last LOOKBACK_S.
+second; after a restart it raises what fell due meanwhile, over the last LOOKBACK_S (never a round that was over
+before patrols were first watched on this database: on a first start nobody has missed anything yet).
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ MIGRATIONS = [
         raised_at REAL NOT NULL,
         UNIQUE (route_id, round_start, point)
     );
+    """,
+    # when patrols were first watched: rounds over before it are nobody's to have missed (a first start, an upgrade)
     """
+    CREATE TABLE patrol_watch (id INTEGER PRIMARY KEY CHECK (id = 1), since REAL NOT NULL);
+    """,
 ]
 LOOKBACK_S = 12 * 3600  # rounds that ended this long ago are still settled at start (and shown on the console)
 CHECK_EVERY_S = 1.0
@@ -118,6 +123,9 @@ class PatrolDesk:
         self._jurisdiction = jurisdiction
         self._publish = publish or (lambda topic, data: None)
         self._clock = clock
+        with conn:
+            conn.execute("INSERT OR IGNORE INTO patrol_watch (id, since) VALUES (1, ?)", (clock(),))
+        self._since = conn.execute("SELECT since FROM patrol_watch").fetchone()[0]
 
     # --- check-ins ---------------------------------------------------------------------------------------------
 
@@ -175,8 +183,8 @@ class PatrolDesk:
         now = self._clock()
         raised = []
         for route in self.routes.values():
-            for rnd in rounds(route, now - LOOKBACK_S, now):
-                if rnd.end > now:
+            for rnd in rounds(route, max(now - LOOKBACK_S, self._since), now):
+                if rnd.end > now or rnd.end < self._since:
                     continue
                 checked = self._checked(rnd)
                 for index in range(len(route.points)):

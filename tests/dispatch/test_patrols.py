@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from bridge.db import connect
 from dispatch.config import PatrolRoute, PatrolRules
 from dispatch.gazetteer import load_jurisdiction
 from dispatch.patrols import PatrolDesk, rounds
@@ -54,3 +56,17 @@ def test_a_patroller_not_in_the_jurisdiction_is_named() -> None:
     rules = PatrolRules(routes=[route(patrollers=["g-huaniao", "g-nobody"])])
     with pytest.raises(ValueError, match="patrol route r: patroller 'g-nobody'"):
         PatrolDesk(sqlite3.connect(":memory:"), rules, load_jurisdiction(JURISDICTION))
+
+
+def test_missed_check_ins_are_raised_once_and_never_for_rounds_before_patrols_were_watched(tmp_path: Path) -> None:
+    now = [at("2026-12-05T08:40")]  # the service first starts after the 07:00 round, during the 08:00 one
+    events: list[dict] = []
+    rules = PatrolRules(routes=[route(starts=["07:00", "08:00", "09:00"], window_min=50)])
+    desk = PatrolDesk(connect(tmp_path / "db.sqlite"), rules, load_jurisdiction(JURISDICTION),
+                      publish=lambda topic, data: events.append(data), clock=lambda: now[0])  # fmt: skip
+    now[0] = at("2026-12-05T09:51")
+    raised = [(m["point_name"], m["round_start"]) for m in desk.raise_missed()]
+    assert raised == [("东门", at("2026-12-05T08:00")), ("东门", at("2026-12-05T09:00"))]
+    assert desk.raise_missed() == [] and len(events) == 2
+    again = PatrolDesk(connect(tmp_path / "db.sqlite"), rules, load_jurisdiction(JURISDICTION), clock=lambda: now[0])
+    assert again.raise_missed() == []  # a restart: the first watch's date is kept, 08:00 and 09:00 were raised already

@@ -68,6 +68,7 @@ function onEvent({ topic, data }) {
   else if (topic === "incident") onIncident(data);
   else if (topic === "fault") onFault(data);
   else if (topic === "task") onTaskEvent(data);  // console-tasks.js
+  else if (topic === "patrol") onPatrolEvent(data);  // console-patrols.js
 }
 
 // A fault (an utterance the archive could not store) shows on its channel's card at once: no channel state
