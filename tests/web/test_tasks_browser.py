@@ -144,6 +144,12 @@ def test_a_task_sent_from_the_console_is_signed_and_reported_on_from_the_phone(
         expect(old.locator("li[data-responder='g-huaniao'] .late")).to_have_text("逾期签收")
         expect(card(console, dispute["id"]).locator(".stages li.current")).to_have_text("调处")
 
+        auditor = browser.new_page(viewport={"width": 1400, "height": 900})  # the operator's actions are in the audit log
+        log_in(auditor, live.url, "aud", "/auditor")
+        expect(auditor.locator("#audit")).to_contain_text("发送任务")
+        expect(auditor.locator("#audit")).to_contain_text("查看反馈附件")  # the photo the console showed him
+        auditor.close()
+
         newest = api(live, "/api/tasks", {"text": "明早七点在派出所集合，参加防汛演练", "targets": ["group:guards"],
                                           "deadline_s": 7200, "announce": False})  # fmt: skip
         guard.reload()

@@ -76,7 +76,8 @@ function showVerify(report) {
 }
 
 async function loadAudit() {
-  const ACTIONS = { search: "检索", export: "导出", playback: "回放", login: "登录", login_failed: "登录失败", logout: "退出" };
+  const ACTIONS = { search: "检索", export: "导出", playback: "回放", login: "登录", login_failed: "登录失败", logout: "退出",
+                    task: "发送任务", task_cancel: "撤销任务", task_remind: "提醒签收", task_step: "纠纷处置进展", task_file: "查看反馈附件" };
   const [entries, chain] = await Promise.all([JB.api("/api/audit?limit=50"), JB.api("/api/audit/verify")]);
   document.getElementById("audit-verify").textContent = chain.ok ? `（${chain.rows} 条，链完整）` : "（链已损坏！）";
   document.getElementById("audit").replaceChildren(...entries.map((e) => JB.el("tr", {},
