@@ -358,10 +358,11 @@ def classify_transcript(transcript_like: Any, lexicon: Lexicon | None = None, pl
     return decide(read_transcript(transcript_like, lexicon, places), load_model(), lexicon)
 
 
-def read_report(transcript_like: Any, lexicon: Lexicon, index: PlaceIndex) -> tuple[Classification, PlacesHeard]:
+def read_report(transcript_like: Any, lexicon: Lexicon, index: PlaceIndex, home: frozenset[str] = frozenset()
+                ) -> tuple[Classification, PlacesHeard]:
     """What a transcript reports, and the places heard in it (`.scene()` is where): the names are found once, for
-    the type model to leave out and for the scene."""
-    heard = hear_places(transcript_like, index)
+    the type model to leave out and for the scene. `home`: the places its channel usually talks about."""
+    heard = hear_places(transcript_like, index, home)
     return classify_transcript(heard.inp, lexicon, heard), heard
 
 

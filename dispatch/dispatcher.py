@@ -70,8 +70,9 @@ from dispatch.tracks import TrackStore
 
 logger = logging.getLogger(__name__)
 
-# type ("none": routine traffic), priority, needs_confirmation; and the places heard (`.scene()`: where)
-ReadReport = Callable[[Transcript], tuple[Classification, PlacesHeard]]
+# (a transcript, the channel it was heard on) -> type ("none": routine traffic), priority, needs_confirmation; and
+# the places heard (`.scene()`: where)
+ReadReport = Callable[[Transcript, str], tuple[Classification, PlacesHeard]]
 # (place, incident type) -> (alert now, reserve for escalation), each nearest first
 Rank = Callable[[Place, str], tuple[Sequence[Candidate], Sequence[Candidate]]]
 
@@ -193,7 +194,7 @@ class Dispatcher:
         if transcript.partial:
             return None
         await self._finish_live(utterance.id)
-        c, where = await self._read_final(transcript)
+        c, where = await self._read_final(transcript, utterance.channel)
         provisional = self.store.provisional_for(utterance.id)
         if provisional is not None:
             return self._settle(provisional, transcript, utterance, c, where)
@@ -254,7 +255,7 @@ class Dispatcher:
             transcript, utterance = live.latest
             live.latest = None
             try:
-                c, where = await loop.run_in_executor(self._reader, self._read, transcript)
+                c, where = await loop.run_in_executor(self._reader, self._read, transcript, utterance.channel)
             except Exception:  # a partial that breaks the reading must not stop the utterance's final
                 logger.exception("utterance %s on %s: reading a partial transcript failed", utterance.id, utterance.channel)
                 continue
@@ -264,17 +265,17 @@ class Dispatcher:
             if raised is not None:
                 self._raise_provisional(raised, c, where, transcript, utterance)
 
-    async def _read_final(self, transcript: Transcript) -> tuple[Classification, LocationMatch | None]:
+    async def _read_final(self, transcript: Transcript, channel: str) -> tuple[Classification, LocationMatch | None]:
         """A final transcript read off the loop, in turn (a tenth of a second of pure Python each: a wave of finals,
         when many channels end their calls together, read on the loop would hold up every channel's audio)."""
         if transcript.empty:
             return _NOTHING, None
-        return await asyncio.get_running_loop().run_in_executor(self._final_reader, self._read, transcript)
+        return await asyncio.get_running_loop().run_in_executor(self._final_reader, self._read, transcript, channel)
 
-    def _read(self, transcript: Transcript) -> tuple[Classification, LocationMatch | None]:
+    def _read(self, transcript: Transcript, channel: str) -> tuple[Classification, LocationMatch | None]:
         """(in a reader thread) The classification, and the place only when there is an incident (most partials
         are read before any incident word is said)."""
-        c, places = self._read_report(transcript)
+        c, places = self._read_report(transcript, channel)
         return c, places.scene() if c.is_incident else None
 
     def _raise_provisional(
@@ -773,13 +774,14 @@ class DispatchService:
             publish, ready = self.link.publish, self.link.wait_connected
         self.outbox = Outbox(self._conn, publish, ready=ready)
         index, lexicon = PlaceIndex(self.jurisdiction), load_lexicon(rules.lexicon)
+        homes = self.jurisdiction.channel_posts
         _warm_up(lexicon, index)
         announcer = Announcer(transmit) if rules.alerts.announce else None
         self.dispatcher = Dispatcher(
             jurisdiction=self.jurisdiction,
             store=IncidentStore(self._conn),
             outbox=self.outbox,
-            read_report=lambda t: read_report(t, lexicon, index),
+            read_report=lambda t, channel: read_report(t, lexicon, index, homes.get(channel, frozenset())),
             rank=self._rank,
             board=self.board,
             watches=WatchStore(self._conn),

@@ -154,6 +154,15 @@ class Jurisdiction(_Strict):
         except KeyError:
             raise KeyError(f"unknown responder id {responder_id!r}") from None
 
+    @cached_property
+    def channel_posts(self) -> dict[str, frozenset[str]]:
+        """Channel id -> the posts of the responders who listen on it: the places its traffic is mostly about (the
+        market guards' channel talks of the markets)."""
+        posts: dict[str, set[str]] = {}
+        for r in self.responders:
+            posts.setdefault(r.channel, set()).add(r.post)
+        return {channel: frozenset(found) for channel, found in posts.items()}
+
     def children(self, place_id: str) -> list[Place]:
         """Places directly within this one."""
         return [p for p in self.places if p.within == place_id]

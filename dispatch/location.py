@@ -59,6 +59,7 @@ LONG_NAME, LONG_NAME_MIN = 4, 0.9  # names of 4+ syllables heard with mean simil
 # opens a pinyin transcript counts when every other syllable of it is heard right (four or more: distinctive enough).
 ONSET_NAME = 5
 NEARLY_WHOLE_NAME = 5  # a name this long with one syllable misheard after its first is still that name
+HOME_FUZZY_MIN = 0.8  # mean similarity for a 4+ syllable name of the channel's own places, whatever its head
 KEYWORD_SLACK_S = 0.15  # a spotted keyword's reported times may trail its syllables' a little
 
 Method = Literal["keyword", "name", "alias", "generic", "fuzzy"]
@@ -216,12 +217,14 @@ class PlacesHeard:
         return replace(best, detail=_detail(self.inp, best, candidates))
 
 
-def hear_places(transcript_like: Any, index: PlaceIndex | Jurisdiction) -> PlacesHeard:
-    """The place names heard in a transcript (Transcript, its dict, a string, or a TranscriptInput)."""
+def hear_places(transcript_like: Any, index: PlaceIndex | Jurisdiction, home: frozenset[str] = frozenset()
+                ) -> PlacesHeard:
+    """The place names heard in a transcript (Transcript, its dict, a string, or a TranscriptInput). `home`: the
+    places the channel it was heard on usually talks about (Jurisdiction.channel_posts), heard more readily."""
     if isinstance(index, Jurisdiction):
         index = _index_for(index)
     inp = read_input(transcript_like)
-    return PlacesHeard(inp, _resolve_overlaps(list(_candidates(inp, index))), index.jurisdiction)
+    return PlacesHeard(inp, _resolve_overlaps(list(_candidates(inp, index, home))), index.jurisdiction)
 
 
 def extract_location(transcript_like: Any, index: PlaceIndex | Jurisdiction) -> LocationMatch | None:
@@ -265,7 +268,7 @@ def _index_for(jurisdiction: Jurisdiction) -> PlaceIndex:
     return PlaceIndex(jurisdiction)
 
 
-def _candidates(inp: TranscriptInput, index: PlaceIndex):
+def _candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[str] = frozenset()):
     places = index.jurisdiction
     for label, ref, score, syllable_span in inp.keywords:
         try:
@@ -286,15 +289,18 @@ def _candidates(inp: TranscriptInput, index: PlaceIndex):
                 if _cuts_words(inp, *m.span()):
                     continue  # 仪表厂家, 幸福里面: the words 厂家 and 里面, not the places
                 yield _mark(LocationMatch(n.place, n.text, n.method, CONFIDENCE[n.method], m.span(), "char"), inp)
-    yield from _pinyin_candidates(inp, index)
+    yield from _pinyin_candidates(inp, index, home)
     yield from _headless_at_onset(inp, index)
 
 
-def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex):
+def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[str] = frozenset()):
     syl = inp.syllables
     for n in index.names:
         size = len(phrase(n.text))
         fuzzy_ok = n.text in index.fuzzy_names
+        # A channel's own places (the school guards' channel and its schools) are what it talks about: a long name of
+        # one of them is heard with its head garbled too (zhong fang you er yan: 东方幼儿园), up to HOME_FUZZY_MIN.
+        at_home = fuzzy_ok and size >= LONG_NAME and n.place.id in home
         for start in range(len(syl) - size + 1):
             if inp.text and inp.text[start:start + size] == n.text:
                 continue  # found as characters already
@@ -302,6 +308,7 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex):
             # a long name may have one syllable quite wrong (see nearly_whole below): its floor lets that through
             floor = (0.0 if at_onset else min(FUZZY_MIN, 0.9 * (size - 1) / size) if size >= NEARLY_WHOLE_NAME
                      else FUZZY_MIN if fuzzy_ok else 1.0)  # fmt: skip
+            floor = min(floor, HOME_FUZZY_MIN) if at_home else floor
             scores = window_scores(n.text, syl, start, floor if fuzzy_ok else 1.0,
                                    heteronyms=bool(inp.text))  # characters may be written by another reading
             if not scores:
@@ -317,7 +324,8 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex):
             nearly_whole = size >= NEARLY_WHOLE_NAME and scores[0] >= 0.9 and sum(s >= 0.9 for s in scores) >= size - 1
             head_ok = head >= 0.9 or nearly_whole or (size >= LONG_NAME and head >= 0.75 and score >= LONG_NAME_MIN)
             onset_ok = at_onset and min(scores[1:]) >= 0.9
-            if not (exact or onset_ok or (fuzzy_ok and (nearly_whole or (score >= FUZZY_MIN and head_ok)))):
+            home_ok = at_home and score >= HOME_FUZZY_MIN
+            if not (exact or onset_ok or home_ok or (fuzzy_ok and (nearly_whole or (score >= FUZZY_MIN and head_ok)))):
                 continue
             heard = inp.text[start:start + size] if inp.text else " ".join(s.base for s in syl[start:start + size] if s)
             if inp.text and not _whole_words(inp.text, start, start + size):

@@ -453,7 +453,7 @@ async def test_partials_are_read_only_when_their_words_change(broker: Mosquitto,
     async with running_dispatcher(broker, tmp_path) as rig:
         read: list[str] = []
         read_report_ = rig.dispatcher._read_report
-        rig.dispatcher._read_report = lambda t: read.append(t.text) or read_report_(t)  # type: ignore[method-assign]
+        rig.dispatcher._read_report = lambda t, channel: read.append(t.text) or read_report_(t, channel)  # type: ignore[method-assign]
         ref = RecognisedUtterance("u-1", "ch-market", time.time(), time.time())
         for text in ["美食街", "美食街", "美食街有人", "美食街有人", "美食街有人"]:
             await rig.dispatcher.handle_partial(partial(text), ref)
@@ -466,10 +466,10 @@ async def test_partials_waiting_while_one_is_read_are_skipped_for_the_newest(bro
         read: list[str] = []
         read_report_ = rig.dispatcher._read_report
 
-        def slow(t: Transcript) -> Any:
+        def slow(t: Transcript, channel: str) -> Any:
             time.sleep(0.05)  # in the reader thread: the loop goes on taking partials
             read.append(t.text)
-            return read_report_(t)
+            return read_report_(t, channel)
 
         rig.dispatcher._read_report = slow  # type: ignore[method-assign]
         ref = RecognisedUtterance("u-1", "ch-market", time.time(), time.time())
