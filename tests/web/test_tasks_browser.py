@@ -6,6 +6,7 @@ docs/screenshots/tasks-console.png and tasks-phone.png."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from asr.transcript import Transcript
+from bridge.events import Utterance, new_utterance_id
 from tests.support.broker import Mosquitto
 from tests.web.browser import (
     CHROMIUM_LEAD_S,
@@ -80,6 +83,11 @@ def test_a_task_sent_from_the_console_is_signed_and_reported_on_from_the_phone(
     api(live, f"/api/tasks/{dispute['id']}/steps", {"stage": "调处", "note": "双方同意按原摊位经营",
                                                     "follow_up_at": time.time() + 3 * 86400})  # fmt: skip
     live.wait("the reminder at the deadline", lambda: live.service.dispatch.tasks.reminders_sent >= 2, timeout=10)
+    now = time.time()
+    said = Transcript("美食街有两家商户因为摊位吵起来了", "", engine="vosk", conf=0.9)
+    quarrel = asyncio.run_coroutine_threadsafe(live.service.dispatch.dispatcher.handle(
+        said, Utterance(new_utterance_id(now), "ch-market", now - 3, now, b"")), live.loop).result(10)  # fmt: skip
+    assert quarrel.type == "dispute"
 
     CSP_VIOLATIONS.clear()
     with chromium(fake_mic) as browser:
@@ -98,6 +106,15 @@ def test_a_task_sent_from_the_console_is_signed_and_reported_on_from_the_phone(
         sent = next(t for t in live.call(live.service.dispatch.tasks.store.list) if t.text == TEXT)
         assert [r.responder_id for r in sent.recipients] == ["p-patrol-1", "p-patrol-2", "g-huaniao"]
         expect(card(console, sent.id).locator(".signed-count")).to_have_text("已签收 0/3")
+        # a dispute reported on the radio, pushed from its incident card to the grid answering for its place
+        console.locator(f"#inc-{quarrel.id}").get_by_role("button", name="推送网格").click()
+        expect(form.locator("select[name=kind]")).to_have_value("dispute")
+        expect(console.locator("#task-chosen")).to_have_text("警情所在网格的民警")
+        form.get_by_role("button", name="发送任务").click()
+        expect(console.locator("#task-error")).to_have_text("已发送")
+        pushed = next(t for t in live.call(live.service.dispatch.tasks.store.list) if t.incident_id == quarrel.id)
+        assert (pushed.kind, pushed.targets) == ("dispute", ("grid:yongding-sq",))  # 美食街's grid: its police
+        assert [r.responder_id for r in pushed.recipients] == ["p-xu-zhen", "p-patrol-2"]
 
         context = browser.new_context(viewport={"width": 390, "height": 1100}, is_mobile=True, has_touch=True)
         guard = context.new_page()

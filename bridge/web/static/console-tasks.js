@@ -91,6 +91,7 @@ async function sendTask(e) {
     T.tasks.set(task.id, task);
     T.chosen = [];
     form.elements.text.value = "";
+    form.elements.kind.value = "instruction";
     delete form.dataset.incident;
     out.textContent = task.announced.length ? `已发送，并在 ${task.announced.length} 个频道语音播报` : "已发送";
     syncForm();
@@ -132,7 +133,7 @@ function taskCard(t) {
       JB.el("span", { class: t.overdue ? "late" : "muted" }, due),
       signedBar(t)),
     t.kind === "dispute" ? lifecycle(t, now) : null,
-    JB.el("ul", { class: "recipients" }, t.recipients.map(recipientRow(t))),
+    recipientList(t),
     JB.el("div", { class: "actions" },
       t.status === "open" && unsigned.length ? act(`提醒未签收（${unsigned.length}）`, () => JB.api(`/api/tasks/${t.id}/remind`, { method: "POST" })) : null,
       t.status === "open" && t.kind === "dispute" ? act("记录进展", () => recordStep(t)) : null,
@@ -144,6 +145,18 @@ function signedBar(t) {
   const filled = JB.el("span");
   filled.style.width = `${t.total ? (100 * t.signed) / t.total : 0}%`;
   return JB.el("span", { class: "bar" }, filled);
+}
+
+// Each recipient on a row of his own; for a task sent to many (全体, a group), those with nothing to show yet (not
+// signed, not reminded) are named on one line instead, so a glance still finds who answered and who is late.
+const ROWS_MAX = 8;
+function recipientList(t) {
+  const quiet = t.recipients.length > ROWS_MAX ? t.recipients.filter((r) => !r.signed_at && !r.reminders) : [];
+  const rows = t.recipients.filter((r) => !quiet.includes(r));
+  return JB.el("ul", { class: "recipients" }, rows.map(recipientRow(t)),
+    quiet.length ? JB.el("li", { class: `unsigned-many${t.overdue ? " overdue" : ""}` },
+      JB.el("span", { class: "state" }, `${t.overdue ? "✗ 逾期未签收" : "未签收"} ${quiet.length} 人：`),
+      JB.el("span", { class: "names" }, quiet.map((r) => r.name).join("、"))) : null);
 }
 
 function recipientRow(t) {
