@@ -55,6 +55,7 @@ class Row:
     place: str  # place id, '-' when none
     type: str  # incident type, none on routine lines
     text: str
+    channel: str = ""  # the radio channel it was said on (the demo calls name theirs)
 
     @property
     def stratum(self) -> str:
@@ -72,7 +73,7 @@ def read_rows(path: Path, prefix: str = "") -> list[Row]:
             rows.append(Row(prefix + r["id"], r["kind"], r["place"] or "-", r["type"], r["text"]))
         elif "incident" in r:  # the demo calls
             kind = ROUTINE if r["incident"] == "none" else "report"
-            rows.append(Row(prefix + r["id"], kind, r["place"] or "-", r["incident"], r["text"]))
+            rows.append(Row(prefix + r["id"], kind, r["place"] or "-", r["incident"], r["text"], r.get("channel") or ""))
         else:
             raise SystemExit(f"{path}: neither a labelled set (kind, type columns) nor the demo calls (incident column)")
     return rows
@@ -159,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=KOKORO_DIR)
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--show-misses", action="store_true", help="list the misses (not for blind sets)")
+    ap.add_argument("--channel-prior", action="store_true", help="read each row as heard on its channel (the demo "
+                    "calls name theirs): the channel's own places are heard more readily (docs/dispatch.md)")
     ap.add_argument("--no-spotter", action="store_true", help="the recogniser alone, without the keyword spotter "
                                                               "(half the acoustic work: what the spotter adds)")
     args = ap.parse_args(argv)
@@ -206,7 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     keywords = () if args.no_spotter else jurisdiction_keywords(args.jurisdiction, incident_terms())
     engine = SherpaEngine(SHERPA_MODEL, keywords)
-    extractor = Extractor(load_jurisdiction(args.jurisdiction))
+    jurisdiction = load_jurisdiction(args.jurisdiction)
+    extractor = Extractor(jurisdiction)
+    by_channel = {row.channel: Extractor(jurisdiction, channel=row.channel) for row in picked if row.channel}
     conditions: list[str | float] = [CLEAN, *args.snr]
     scores: dict[tuple[str, str | float], Score] = {}
     misses: list[tuple[str, str, Row, CallOutcome]] = []
@@ -219,8 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 copies = radio_copies(list(clean.values()), float(condition), range(args.seeds), args.cache)
                 files = [(row, copy) for row, path in clean.items() for copy in copies[path]]
             for row, path in files:
+                heard_by = by_channel[row.channel] if args.channel_prior and row.channel else extractor
                 outcome = run_calls([path], {path.stem: {"place": row.place, "incident": row.type}}, [engine],
-                                    extractor)[0]
+                                    heard_by)[0]
                 if score.add(row, outcome):
                     misses.append((voice, condition_name(condition), row, outcome))
         print(f"  heard {voice} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)

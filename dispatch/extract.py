@@ -20,20 +20,23 @@ logger = logging.getLogger(__name__)
 
 
 class Extractor:
-    """Holds what is built once per jurisdiction and config (name index, compiled lexicon)."""
+    """Holds what is built once per jurisdiction and config (name index, compiled lexicon). With `channel`, what it
+    reads is taken as heard on that radio channel (its own places are heard more readily: location.hear_places)."""
 
     def __init__(
-        self, jurisdiction: Jurisdiction, board: ResponderBoard | None = None, config: DispatchConfig | None = None
-    ) -> None:
+        self, jurisdiction: Jurisdiction, board: ResponderBoard | None = None, config: DispatchConfig | None = None,
+        channel: str | None = None,
+    ) -> None:  # fmt: skip
         self.config = config or DispatchConfig()
         self.index = PlaceIndex(jurisdiction)
         self.lexicon: Lexicon = load_lexicon(self.config.lexicon)
         self.board = board or ResponderBoard(jurisdiction)
+        self.home = jurisdiction.channel_posts.get(channel or "", frozenset())
 
     def __call__(self, transcript: dict[str, Any] | str, now: float | None = None) -> dict[str, Any]:
         if isinstance(transcript, str):
             transcript = {"pinyin": transcript} if looks_like_pinyin(transcript) else {"text": transcript}
-        what, places = read_report(transcript, self.lexicon, self.index)
+        what, places = read_report(transcript, self.lexicon, self.index, self.home)
         where = places.scene()
         responders = []
         if what.is_incident and where is not None:
