@@ -13,7 +13,7 @@ import yaml
 
 from bridge.config import load_config
 from bridge.db import connect
-from dispatch.extract import extract
+from dispatch.extract import Extractor, extract
 from dispatch.gazetteer import load_jurisdiction
 from dispatch.incidents import Incident, IncidentStore, Status
 
@@ -75,6 +75,14 @@ def test_extract_seam_takes_a_transcript_dict() -> None:
     transcript = {"text": "", "pinyin": "dong1 fang1 hua1 yuan2 san1 hao4 lou2 you3 jia1 bao4", "keywords": []}
     out = extract(transcript, jurisdiction)
     assert (out["place"]["id"], out["place"]["detail"], out["incident"]["type"]) == ("dongfang-huayuan", "3号楼", "domestic")
+
+
+def test_an_extractor_for_a_channel_hears_its_places_more_readily() -> None:
+    jurisdiction = load_jurisdiction(REPO / "config" / "jurisdiction.yaml")
+    said = "ta1 shuo1 zhong1 fang1 you4 er2 yuan2 men2 kou3 you3 mo4 sheng1 ren2 pai1 zhao4"  # 东方幼儿园, head misheard
+    assert Extractor(jurisdiction, channel="ch-school")(said)["place"]["id"] == "dongfang-youeryuan"
+    assert Extractor(jurisdiction, channel="ch-market")(said)["place"] is None
+    assert Extractor(jurisdiction)(said)["place"] is None
 
 
 def test_audio_one_line_per_utterance(calls_audio: Path, tmp_path: Path) -> None:
