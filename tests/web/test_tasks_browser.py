@@ -115,6 +115,12 @@ def test_a_task_sent_from_the_console_is_signed_and_reported_on_from_the_phone(
         pushed = next(t for t in live.call(live.service.dispatch.tasks.store.list) if t.incident_id == quarrel.id)
         assert (pushed.kind, pushed.targets) == ("dispute", ("grid:yongding-sq",))  # 美食街's grid: its police
         assert [r.responder_id for r in pushed.recipients] == ["p-xu-zhen", "p-patrol-2"]
+        steps = card(console, pushed.id).locator(".step-form")
+        steps.locator("select").select_option("调处")
+        steps.get_by_placeholder("处置情况").fill("已电话联系双方")
+        steps.get_by_role("button", name="记录进展").click()
+        expect(card(console, pushed.id).locator(".stages li.current")).to_have_text("调处")
+        assert [s.note for s in live.call(live.service.dispatch.tasks.store.steps, pushed.id)][-1] == "已电话联系双方"
 
         context = browser.new_context(viewport={"width": 390, "height": 1100}, is_mobile=True, has_touch=True)
         guard = context.new_page()

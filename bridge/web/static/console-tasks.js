@@ -132,11 +132,10 @@ function taskCard(t) {
       JB.el("span", { class: "signed-count" }, `已签收 ${t.signed}/${t.total}`),
       JB.el("span", { class: t.overdue ? "late" : "muted" }, due),
       signedBar(t)),
-    t.kind === "dispute" ? lifecycle(t, now) : null,
+    t.kind === "dispute" ? TASKS.lifecycle(t, T.stages, onTaskEvent, alert) : null,
     recipientList(t),
     JB.el("div", { class: "actions" },
       t.status === "open" && unsigned.length ? act(`提醒未签收（${unsigned.length}）`, () => JB.api(`/api/tasks/${t.id}/remind`, { method: "POST" })) : null,
-      t.status === "open" && t.kind === "dispute" ? act("记录进展", () => recordStep(t)) : null,
       t.status === "open" ? act("撤销", () => confirm("撤销此任务？接收人将收到撤销通知") && JB.api(`/api/tasks/${t.id}/cancel`, { method: "POST" }), "danger") : null));
 }
 
@@ -176,28 +175,6 @@ function feedbackItem(t, f) {
     f.kind === "photo" && f.has_file ? JB.el("a", { href: file, target: "_blank", rel: "noopener" },
       JB.el("img", { src: file, alt: "反馈照片", loading: "lazy" })) : null,
     f.kind === "voice" && f.has_file ? JB.el("audio", { src: file, controls: true, preload: "none" }) : null);
-}
-
-// 发现 -> 调处 -> 跟踪 -> 联动 -> 回访: where it is, when to follow up, and who did what.
-function lifecycle(t, now) {
-  const at = T.stages.indexOf(t.stage);
-  return JB.el("div", { class: "lifecycle" },
-    JB.el("ol", { class: "stages" }, T.stages.map((s, k) => JB.el("li", { class: k < at ? "done" : k === at ? "current" : "" }, s))),
-    t.follow_up_at ? JB.el("div", { class: t.follow_up_due ? "late" : "muted" },
-      `${t.follow_up_due ? "回访到期：" : "下次跟进："}${JB.dateTime(t.follow_up_at)}`) : null,
-    JB.el("details", {}, JB.el("summary", {}, `处置过程（${t.steps.length}）`),
-      JB.el("ol", {}, t.steps.map((s) => JB.el("li", {}, `${JB.dateTime(s.at)} ${s.stage} · ${s.actor}${s.note ? `：${s.note}` : ""}`,
-        s.follow_up_at ? `（跟进 ${JB.dateTime(s.follow_up_at)}）` : "")))));
-}
-
-async function recordStep(t) {
-  const at = T.stages.indexOf(t.stage);
-  const stage = prompt(`进入哪个阶段？（${T.stages.slice(at).join(" / ")}）`, T.stages[Math.min(at + 1, T.stages.length - 1)]);
-  if (!stage) return null;
-  const note = prompt("处置情况") || "";
-  const days = prompt("几天后跟进？（空：不再跟进；回访阶段不填即结案）", "");
-  const follow_up_at = days ? Date.now() / 1000 + Number(days) * 86400 : undefined;
-  return JB.api(`/api/tasks/${t.id}/steps`, { method: "POST", body: { stage: stage.trim(), note, follow_up_at } });
 }
 
 initTasks().catch((e) => console.warn("tasks", e));

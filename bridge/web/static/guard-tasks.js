@@ -38,7 +38,7 @@ function myTaskCard(t, fresh) {
     me.signed_at ? JB.el("div", { class: "signed" }, `已签收 ${JB.time(me.signed_at)}${me.late ? "（逾期）" : ""}`)
       : JB.el("button", { class: "primary sign", disabled: closed, onclick: act(() => JB.api(`/api/me/tasks/${t.id}/sign`, { method: "POST" })) },
         me.overdue ? "签收（已逾期）" : "签收"),
-    t.kind === "dispute" ? disputeSteps(t, state) : null,
+    t.kind === "dispute" ? TASKS.lifecycle(t, MT.stages, loadMyTasks, (message) => { state.textContent = message; }) : null,
     (me.feedback || []).length ? JB.el("ul", { class: "mine-feedback" }, me.feedback.map((f) =>
       JB.el("li", {}, `${JB.time(f.created_at)} ${{ text: "文字", photo: "照片", voice: "语音" }[f.kind]}：${f.text || "（无说明）"}`))) : null,
     closed ? null : caption,
@@ -55,22 +55,6 @@ function myTaskCard(t, fresh) {
         })() })),
       voiceButton(t, state)),
     state);
-}
-
-// An officer's dispute: where it stands, and the next step (the same stage again, or a later one).
-function disputeSteps(t, state) {
-  const at = MT.stages.indexOf(t.stage);
-  const stage = JB.el("select", { "aria-label": "阶段" }, MT.stages.slice(at).map((s, k) => JB.el("option", { value: s, selected: k === 1 }, s)));
-  const note = JB.el("input", { placeholder: "处置情况", "aria-label": "处置情况" });
-  const days = JB.el("input", { type: "number", min: 1, max: 90, placeholder: "几天后跟进", "aria-label": "几天后跟进" });
-  return JB.el("div", { class: "lifecycle" },
-    JB.el("ol", { class: "stages" }, MT.stages.map((s, k) => JB.el("li", { class: k < at ? "done" : k === at ? "current" : "" }, s))),
-    t.follow_up_at ? JB.el("div", { class: t.follow_up_due ? "late" : "muted" }, `${t.follow_up_due ? "回访到期" : "下次跟进"}：${JB.dateTime(t.follow_up_at)}`) : null,
-    t.status === "open" ? JB.el("div", { class: "buttons" }, stage, note, days, JB.el("button", { onclick: async () => {
-      const follow_up_at = days.value ? Date.now() / 1000 + Number(days.value) * 86400 : undefined;
-      try { await JB.api(`/api/tasks/${t.id}/steps`, { method: "POST", body: { stage: stage.value, note: note.value, follow_up_at } }); await loadMyTasks(); }
-      catch (e) { state.textContent = `未记录：${e.message}`; }
-    } }, "记录进展")) : null);
 }
 
 // 按住录音: the microphone's 16 kHz PCM while held, sent as a WAV file when let go.
