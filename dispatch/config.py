@@ -208,6 +208,21 @@ class PatrolRules(BaseModel):
     routes: list[PatrolRoute] = Field(default_factory=list, description="The patrol routes; none: no patrols.")
 
 
+class GeofenceRules(BaseModel):
+    """Geofences from the positions stream (dispatch/geofence.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    post_radius_m: float | None = Field(
+        300.0, gt=0, description="A guard on duty whose fix is farther than this from his post has left it (raised "
+        "to the operator once per exit); None: not watched.",
+    )  # fmt: skip
+    scene_radius_m: float | None = Field(
+        50.0, gt=0, description="A responder sent to an incident whose fix comes this close to it is on scene (as if "
+        "he had answered on_scene); None: only his answer says so.",
+    )  # fmt: skip
+
+
 class DispatchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -223,3 +238,4 @@ class DispatchConfig(BaseModel):
     sos: SosRules = Field(default_factory=SosRules, description="SOS / 一键报警 from the phone page and by radio.")
     tracks: TrackRules = Field(default_factory=TrackRules, description="How long responders' positions are kept.")
     patrols: PatrolRules = Field(default_factory=PatrolRules, description="Patrol routes, their schedules and check-ins.")
+    geofences: GeofenceRules = Field(default_factory=GeofenceRules, description="Leaving the post; arriving at the scene.")

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -55,6 +56,7 @@ from dispatch.announce import Announcement, Announcer, announcements_for
 from dispatch.classify import Classification, Lexicon, load_lexicon, read_report
 from dispatch.config import PartialRules
 from dispatch.gazetteer import Jurisdiction, Place, load_jurisdiction
+from dispatch.geofence import Geofences
 from dispatch.incidents import OPEN, Incident, IncidentError, IncidentStore, Status, new_incident_id
 from dispatch.location import LocationMatch, PlaceIndex, PlacesHeard
 from dispatch.mqtt import MqttLink, tls_context
@@ -810,6 +812,11 @@ class DispatchService:
         self.patrols = PatrolDesk(self._conn, rules.patrols, self.jurisdiction,
                                   publish=bus.publish if bus is not None else None)  # fmt: skip
         self.dispatcher.position_listeners.append(self.patrols.on_position)
+        # geofences (dispatch/geofence.py): a guard leaving his post; a responder's fix at the scene answers on_scene
+        self.geofences = Geofences(self._conn, rules.geofences, self.jurisdiction, self.board, self.dispatcher.store,
+                                   self._arrived, publish=bus.publish if bus is not None else None)  # fmt: skip
+        self.dispatcher.position_listeners.append(self.geofences.on_position)
+        self._answers: set[asyncio.Task[None]] = set()
         # tasks with sign-off (dispatch/tasks.py): the alerts' outbox and the announcer; the service runs its reminders (`run`)
         self.tasks = TaskDesk(conn=self._conn, jurisdiction=self.jurisdiction, outbox=self.outbox, topics=topics,
                               announcer=announcer, publish=bus.publish if bus is not None else None,
@@ -862,6 +869,15 @@ class DispatchService:
 
     async def _on_message(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
         await self.dispatcher.on_message(topic, payload, retained=retained)
+
+    def _arrived(self, responder_id: str, incident_id: str) -> None:
+        """His position put him at the scene: answered on_scene on the path his phone's answer takes (run next on
+        the loop: this is called while the dispatcher handles his fix)."""
+        payload = json.dumps({"incident_id": incident_id, "status": "on_scene"}).encode()
+        answer = self.dispatcher.on_message(self.dispatcher.topics.ack(responder_id), payload)
+        task = asyncio.get_running_loop().create_task(answer)
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
 
 
 def _candidate(r: Recommendation) -> Candidate:

@@ -1,7 +1,8 @@
 """Patrols (巡更, dispatch/patrols.py) on the web.
 
     GET  /api/patrols                 operator|auditor  every route: points, patrollers, the rounds of the last 12 h
-                                                        and the next, each with its check-ins; the missed check-ins
+                                                        and the next, each with its check-ins; the missed check-ins;
+                                                        `left_post`: guards who left their post (dispatch/geofence.py)
     GET  /api/me/patrols              guard|officer     his routes, each with the round open now (else the next)
     POST /api/me/patrols/checkin      guard|officer     {"code"}: the NFC tag's or QR code's value at a point of his
                                                         route, while a round is open -> that round; 404 no point of
@@ -35,7 +36,7 @@ def patrols_router() -> APIRouter:
 
     @router.get("/api/patrols")
     async def patrols(web: Web, user: Reader) -> dict[str, Any]:
-        return _desk(web).view()
+        return _desk(web).view() | {"left_post": web.service.dispatch.geofences.exits()}
 
     @router.get("/api/me/patrols")
     async def my_patrols(web: Web, user: Patroller) -> dict[str, Any]:

@@ -55,7 +55,8 @@ async def test_malformed_mqtt_input_is_counted_and_harmless(broker: Mosquitto, t
         await rig.dispatcher.on_message(topics.ack("stranger"), json.dumps({"incident_id": incident.id}).encode())
         await rig.dispatcher.on_message("owntracks/nobody/phone", fix_now(34.27, 108.98))
         # a good fix last: once it is in, everything before it (same client, QoS 1, in order) has been handled
-        await phone.publish("owntracks/g-piju/phone", fix_now(34.2716, 108.9836))
+        # 150 m off the scene (his fix at it would answer on_scene for him: dispatch/geofence.py)
+        await phone.publish("owntracks/g-piju/phone", fix_now(34.2730, 108.9836))
         await eventually(lambda: rig.dispatcher.positions.accepted, what="the good position")
         assert rig.dispatcher.counters()["rejected"] == {
             "ack_bad_json": 1,

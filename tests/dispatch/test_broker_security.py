@@ -42,7 +42,8 @@ async def test_a_phone_reads_only_its_own_alerts_and_writes_only_as_itself(broke
         incident = await rig.dispatcher.handle(say(FIGHT), utterance())
         assert incident.assigned == ("g-piju",)
         await eventually(lambda: ph["g-piju"].received, what="the alert to g-piju")
-        await ph["g-piju"].publish("owntracks/g-piju/phone", fix(time.time()))  # his own fix: the spy may not read it
+        # his own fix, 150 m off the scene (at it, it would answer on_scene: dispatch/geofence.py): the spy may not read it
+        await ph["g-piju"].publish("owntracks/g-piju/phone", fix(time.time(), lat=34.2730))
 
         # as g-piju: accept his incident, take him off duty, put him 1000 km away
         await spy.publish(TOPICS.ack("g-piju"), {"incident_id": incident.id})
@@ -55,7 +56,7 @@ async def test_a_phone_reads_only_its_own_alerts_and_writes_only_as_itself(broke
 
         assert rig.dispatcher.store.require(incident.id).status == Status.DISPATCHED  # nobody accepted it
         assert rig.service.board.status("g-piju") == "available"
-        assert rig.service.board.locate("g-piju", max_age_s=300).lat == pytest.approx(34.2716)
+        assert rig.service.board.locate("g-piju", max_age_s=300).lat == pytest.approx(34.2730)
         assert rig.dispatcher.counters()["rejected"] == {}  # none of it reached the dispatcher
         assert spy.received == []  # nothing of g-piju's alert, the incident, the events or his position
         assert [m.get("kind") for m in ph["g-piju"].received] == ["alert"]  # and no forged retraction

@@ -1,8 +1,8 @@
 """Patrols (巡更) in a real Chromium against the real service (SQLite, no broker, no speech model): the guard's phone
 page shows his route's round, a position he sends checks one point in and the code he types another; the console's
-巡更 panel shows the round point by point, live, and when the round's window has passed the point he skipped is
-raised there (the topbar's count, the panel's 漏巡 list, the map). No CSP violation. Takes
-docs/screenshots/patrols-phone.png and patrols-console.png."""
+巡更 panel shows the round point by point, live; his walking off his post is raised there at once, and when the
+round's window has passed the point he skipped (the topbar's count, the panel's 漏巡 and 离岗 lists, the map). No
+CSP violation. Takes docs/screenshots/patrols-phone.png and patrols-console.png."""
 
 from __future__ import annotations
 
@@ -90,11 +90,16 @@ def test_a_guard_checks_in_on_his_phone_and_the_console_sees_the_point_he_missed
 
     expect(round_row.locator(".ok")).to_have_count(2)  # live on the console: ✓ 南门, ✓ 东侧仓库 (扫码)
     expect(round_row.locator(".ok").nth(1)).to_contain_text("(扫码)")
+    # then he walks off, 500 m from his post (the geofence): raised on the console at once
+    away = httpx.post(f"{service.url}/api/me/position", json={"lat": 34.2705 + 500 / 111_195, "lon": 108.9902},
+                      headers=as_user(service, "guard-huaniao"))  # fmt: skip
+    assert away.status_code == 200
+    expect(console.locator("#post-exits li.missed")).to_contain_text("万寿路花鸟市场保安 离开万寿路花鸟市场 500 米尚未返回")
     # the window passes with 北门 not checked in: raised on the console
     missed = console.locator("#patrol-missed li.missed")
     expect(missed).to_have_count(1, timeout=(start + WINDOW_S + 5 - time.time()) * 1000)
     expect(missed).to_contain_text("花鸟市场夜巡 · 北门 未签到")
-    expect(console.locator("#patrols-badge")).to_have_text("1")
+    expect(console.locator("#patrols-badge")).to_have_text("2")  # the missed point, the guard away
     expect(console.locator("#patrol-routes .patrol-round.missed .bad")).to_have_text("✗ 北门")
     drawn = console.evaluate("() => PT.layer.getLayers().filter((l) => l instanceof L.Circle).map((l) => l.options.color)")
     assert drawn == ["#3ccf7a", "#ff4d4f", "#3ccf7a"]  # the map: checked, missed, checked

@@ -1,10 +1,11 @@
 // The console's 巡更 panel (patrols, GET /api/patrols): the check-ins missed (a point of a round nobody checked in
-// within its window) first, then each route's recent rounds point by point (✓ by position or by code, ✗ missed).
-// The topbar's 巡更 button counts the missed check-ins of the last 12 hours and turns red when there are any; open,
-// the panel draws the routes' points on the map. Live: the feed's `patrol` events (a check-in, a missed one).
+// within its window) and the guards who left their post (dispatch/geofence.py) first, then each route's recent rounds
+// point by point (✓ by position or by code, ✗ missed). The topbar's 巡更 button counts the missed check-ins of the
+// last 12 hours and the guards still away, red when there are any; open, the panel draws the routes' points on the
+// map. Live: the feed's `patrol` events (a check-in, a missed one, a guard leaving his post or back).
 "use strict";
 
-const PT = { data: { routes: [], missed: [] }, layer: null };
+const PT = { data: { routes: [], missed: [], left_post: [] }, layer: null };
 const ROUND_STATE = { upcoming: "未开始", open: "进行中", done: "已完成", missed: "有漏巡" };
 const HOW = { gps: "定位", code: "扫码" };
 
@@ -20,9 +21,9 @@ async function loadPatrols() {
   renderPatrols();
 }
 
-// A check-in or a missed one (the live feed): the routes' latest state.
+// A check-in, a missed one, a guard leaving his post or back (the live feed): the latest state.
 function onPatrolEvent(event) {
-  if (event.kind === "missed") JB.alarm(false, 1);
+  if (event.kind === "missed" || event.kind === "left_post") JB.alarm(false, 1);
   loadPatrols();
 }
 
@@ -45,10 +46,17 @@ function roundHours(x) {
 }
 
 function renderPatrols() {
-  const { routes, missed } = PT.data;
+  const { routes, missed, left_post: exits } = PT.data;
+  const away = exits.filter((x) => x.returned_at === null);
   const badge = document.getElementById("patrols-badge");
-  badge.textContent = missed.length || "";
-  badge.classList.toggle("alarm", missed.length > 0);
+  badge.textContent = missed.length + away.length || "";
+  badge.classList.toggle("alarm", missed.length + away.length > 0);
+  document.getElementById("post-exits").replaceChildren(...(exits.length ? exits.map((x) =>
+    JB.el("li", { class: x.returned_at === null ? "missed" : "", "data-responder": x.responder_id },
+      JB.el("span", { class: "when" }, JB.time(x.left_at)),
+      JB.el("span", {}, `${x.name} 离开${x.post} ${JB.distance(x.distance_m)}`),
+      JB.el("span", { class: "muted" }, x.returned_at === null ? "尚未返回" : `${JB.time(x.returned_at)} 已返回`)))
+    : [JB.el("li", { class: "muted" }, "近 12 小时没有保安离岗")]));
   document.getElementById("patrol-missed").replaceChildren(...(missed.length ? missed.map((m) =>
     JB.el("li", { class: "missed", "data-route": m.route_id, "data-point": m.point },
       JB.el("span", { class: "when" }, JB.time(m.round_end)),
