@@ -100,7 +100,7 @@ class Service:
             loop_lag.cancel()
             await self.radios.close()  # every PTT unkeyed, whatever ended the service
             if self.speaker is not None:
-                self.speaker.close()
+                await asyncio.to_thread(self.speaker.close)  # waits for the phrase being rendered
             if self.recognition is not None:
                 await self.recognition.close()
                 self.recognition.pool.close()

@@ -40,6 +40,7 @@ DEFAULT_VOICE = "zm_yunjian"  # a calm adult male voice; heard back at 1-3 % syl
 PAUSE_S = {"、": 0.12, "，": 0.22}  # what a speaker leaves at each mark; kept short so the call stays brisk
 CHARS_PER_S = 4.0  # how fast the voice speaks, phrase pauses included (measured ~4.3): what a text's speech lasts
 CACHE_PHRASES = 512  # ~2 s of audio each: ~60 MB at most
+CLOSE_WAIT_S = 15.0  # a phrase renders in 1-3 s on 2 busy cores; a stop waits this long for the one under way
 # Render priorities: the first phrase of a live announcement (the channel is keyed once it is ready), then the rest
 # of live announcements, then the warm-up. Another channel's announcement waits for one phrase, not a whole sentence.
 FIRST, LIVE, WARM_UP = 0, 1, 2
@@ -228,9 +229,16 @@ class Speaker:
         parts = [(p, self.submit(p, FIRST if first and i == 0 else LIVE), pause) for i, (p, pause) in enumerate(phrases(text))]
         return PhraseStream(self, parts)
 
-    def close(self) -> None:
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Ends the worker after the phrase it is rendering, waiting up to `wait_s` for it: a process that exits while
+        onnxruntime still renders in that thread is aborted by the C++ runtime ("terminate called without an active
+        exception"). Blocks: call it off the event loop."""
         self._closed = True
         self._work.put((-1, -1, "", concurrent.futures.Future()))  # wakes the worker to end
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(wait_s)
+            if self._thread.is_alive():
+                logger.warning("announcement voice: still rendering %.0f s after the stop; exiting anyway", wait_s)
 
     def _run(self) -> None:
         import time

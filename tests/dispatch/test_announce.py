@@ -141,3 +141,22 @@ def test_announcements_are_heard_right_through_a_noisy_radio(tmp_path: Path, spe
     engine = SherpaEngine(sherpa_model, jurisdiction_keywords(JURISDICTION, incident_terms()))
     heard = hear(chosen, speaker, [engine], extractor, 10.0, tmp_path)
     assert all(h.right for h in heard), [(h.case.text, h.place, h.type, h.pinyin) for h in heard]
+
+
+def test_a_process_that_stops_while_the_voice_renders_exits_cleanly(kokoro: Path) -> None:
+    """Closing the speaker waits for the phrase being rendered: exiting while onnxruntime still ran in its thread
+    aborted the process (exit code 134, "terminate called without an active exception")."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from dispatch.speech import KokoroVoice, Speaker\n"
+        "speaker = Speaker(KokoroVoice(Path(sys.argv[1])))\n"
+        "speaker.warm_up(['怡园警务点、美食街保安请注意', '高桥大市场有人打架斗殴', '请迅速赶往现场'])\n"
+        "speaker.submit('皮具饰品城发生纠纷').result()\n"  # the worker is busy with the next phrase now
+        "speaker.close()\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(kokoro)], cwd=Path(__file__).resolve().parents[2],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
