@@ -112,7 +112,7 @@ class CentralStore:
         return cur.rowcount == 1
 
     def _store_transcript(self, m: TranscriptMessage) -> bool:
-        t = m.transcript
+        t = m.transcript.to_dict()
         cur = self._conn.execute(
             "INSERT INTO transcripts (utterance_id, channel, start_ms, engine, text, pinyin, words, keywords, conf,"
             " created_at, readable) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -120,10 +120,9 @@ class CentralStore:
             " pinyin = excluded.pinyin, words = excluded.words, keywords = excluded.keywords, conf = excluded.conf,"
             " created_at = excluded.created_at, readable = excluded.readable"
             " WHERE transcripts.created_at < excluded.created_at",  # only a newer version replaces it
-            (central_id(m.station, m.utterance_id), central_id(m.station, m.channel), m.start_ms, t.get("engine", ""),
-             t.get("text", ""), t.get("pinyin", ""), json.dumps(t.get("words", []), ensure_ascii=False),
-             json.dumps(t.get("keywords", []), ensure_ascii=False), float(t.get("conf", 0.0)), m.version,
-             t.get("readable", "")),
+            (central_id(m.station, m.utterance_id), central_id(m.station, m.channel), m.start_ms, t["engine"], t["text"],
+             t["pinyin"], json.dumps(t["words"], ensure_ascii=False), json.dumps(t["keywords"], ensure_ascii=False),
+             t["conf"], m.version, t["readable"]),
         )  # fmt: skip
         return cur.rowcount == 1
 

@@ -38,6 +38,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from asr.transcript import Transcript
 from bridge.archive import EXTENSIONS, SAFE_NAME, ArchivedUtterance
 from bridge.backoff import Backoff
 from bridge.config import STATION_ID, BrokerConfig
@@ -79,8 +80,8 @@ class TranscriptMessage(_Message):
     utterance_id: str = Field(pattern=SAFE_NAME.pattern)
     channel: str = Field(pattern=SAFE_NAME.pattern)
     start_ms: int
-    version: float
-    transcript: dict[str, Any]
+    version: float = Field(allow_inf_nan=False)  # compared with the stored one's: NaN would never be replaced
+    transcript: Transcript  # each field checked for its type, words and keywords too
 
 
 def central_id(station: str, local_id: str) -> str:
@@ -124,10 +125,6 @@ def parse(kind: str, station: str, payload: bytes) -> UtteranceMessage | Transcr
             raise NodeMessageError(f"station {message.station!r} published under {station!r}'s topic")
         if isinstance(message, UtteranceMessage):
             _check_utterance(message)
-        else:
-            from asr.transcript import Transcript
-
-            Transcript.from_dict(message.transcript)
     except NodeMessageError:
         raise
     except (ValueError, TypeError, KeyError, ValidationError) as e:  # bad JSON, base64, field types, row fields

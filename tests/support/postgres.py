@@ -58,8 +58,17 @@ class PostgresCluster:
         data = str(self.dir / "data")
         # no fsync anywhere: a test cluster holds nothing worth a power cut, and fsyncs are most of initdb's time
         self._run(_program("initdb"), "-D", data, "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync")
+        self.resume()
+
+    def pause(self) -> None:
+        """Stop the server, keeping its files (a database outage: connections are cut, new ones refused)."""
+        self._run(_program("pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server on the cluster's files (after `start()` made them, or a `pause()`)."""
         options = (f"-c listen_addresses='' -c unix_socket_directories='{self.dir}' -c fsync=off"
                    " -c synchronous_commit=off -c full_page_writes=off")  # fmt: skip
+        data = str(self.dir / "data")
         self._run(_program("pg_ctl"), "-D", data, "-l", str(self.dir / "server.log"), "-o", options, "-w", "start")
 
     def stop(self) -> None:
