@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import paho.mqtt.client as paho
@@ -23,7 +22,7 @@ from asr.transcript import Transcript
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
 from tests.support.broker import Mosquitto, free_port
-from tests.support.web import as_user
+from tests.support.web import as_user, wait_for
 from tests.web.browser import PASSWORD, REPO, LiveService, add_users
 
 HUANIAO = (34.2705, 108.9902)  # 万寿路花鸟市场, in 永定社区's grid (its chief: p-xu-zhen)
@@ -69,15 +68,6 @@ def alerts(live: LiveService) -> Iterator[list[tuple[str, dict]]]:
     yield received
     client.loop_stop()
     client.disconnect()
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_guards_sos_alerts_the_nearest_and_the_grid_chief_and_a_second_press_is_the_same(

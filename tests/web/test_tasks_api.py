@@ -25,6 +25,7 @@ from bridge.web.users import UserStore
 from dispatch.gazetteer import load_jurisdiction
 from dispatch.tasks import announcements, resolve
 from tests.support.broker import JURISDICTION, Mosquitto, free_port
+from tests.support.web import as_user, wait_for
 from tests.web.browser import PASSWORD, REPO, LiveService, add_users
 
 MORE_USERS = {"guard-piju": ("guard", "g-piju"), "guard-gaoqiao": ("guard", "g-gaoqiao"),
@@ -116,20 +117,6 @@ def phones(broker: Mosquitto) -> Iterator[Callable[..., Phones]]:
     yield connect_phones
     for p in made:
         p.close()
-
-
-def as_user(live: LiveService, name: str) -> dict[str, str]:
-    token = httpx.post(f"{live.url}/api/login", json={"name": name, "password": PASSWORD}).json()["token"]
-    return {"Authorization": f"Bearer {token}"}
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def send(live: LiveService, **body: Any) -> dict[str, Any]:
