@@ -320,35 +320,52 @@ def archived_ids(edge: Config) -> list[str]:
     return []
 
 
-async def start_edge(config_file: Path) -> asyncio.subprocess.Process:
+async def start_node(role: str, config_file: Path) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge.cli", "run", "--role", "edge", "--config", str(config_file), cwd=REPO,
-        stdout=asyncio.subprocess.DEVNULL, stderr=(config_file.parent / "edge.log").open("ab"),
+        sys.executable, "-m", "bridge.cli", "run", "--role", role, "--config", str(config_file), cwd=REPO,
+        stdout=asyncio.subprocess.DEVNULL, stderr=(config_file.parent / f"{role}.log").open("ab"),
     )  # fmt: skip
 
 
+def run_config(tmp_path: Path, name: str, **changes: object) -> Path:
+    """The config file node_config wrote for `name`, with top-level sections changed, as a file for a process."""
+    raw = yaml.safe_load((tmp_path / f"{name}.yaml").read_text(encoding="utf-8")) | changes
+    path = tmp_path / f"{name}-run.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def stored_count(pg_url: str) -> int:
+    with contextlib.suppress(psycopg.errors.UndefinedTable):  # central has not made its tables yet
+        return count(pg_url, "node_utterances")
+    return 0
+
+
 async def test_an_edge_killed_mid_run_loses_nothing_and_central_stores_each_utterance_once(tmp_path, mqtt, pg_url, calls_audio):
-    """The edge as `jingbao run --role edge`, a file channel replaying calls as fast as it can: killed with SIGKILL
-    while archiving and forwarding, started again, stopped; whatever its archive holds is at central, once. (Each
-    start of the edge takes a few seconds of imports; the waits allow for a machine busy with benchmarks.)"""
+    """`jingbao run --role edge`, a file channel replaying calls as fast as it can, and `jingbao run --role central`,
+    both processes: the edge killed with SIGKILL while archiving and forwarding, started again, stopped; whatever its
+    archive holds is at central, once. (Each start takes a few seconds of imports; the waits allow for a machine busy
+    with benchmarks.) Central starts with the edge, not before: what the edge sends before central subscribes is
+    refused by the broker and sent again."""
     edge = edge_config(tmp_path, mqtt)
-    raw = yaml.safe_load((tmp_path / f"edge-{STATION}.yaml").read_text(encoding="utf-8"))
-    raw["node"]["station"] = STATION
-    raw["dispatch"] = {"enabled": False}
-    raw["web"] = {"port": free_port()}
-    raw["channels"][0]["source"] = {"type": "file", "paths": [str(p) for p in sorted(calls_audio.glob("c00[1-4].wav"))],
-                                    "realtime": False, "loop": True, "gap": [1.5, 2.0]}  # fmt: skip
-    config_file = tmp_path / "edge-run.yaml"
-    config_file.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    central = CentralIngest(central_config(tmp_path, mqtt, pg_url))
-    async with running(central):
-        process = await start_edge(config_file)
+    edge_file = run_config(
+        tmp_path, f"edge-{STATION}", dispatch={"enabled": False}, web={"port": free_port()},
+        node={**yaml.safe_load((tmp_path / f"edge-{STATION}.yaml").read_text(encoding="utf-8"))["node"], "station": STATION},
+        channels=[{"id": "ch-market", "name": "市场保安", "source": {
+            "type": "file", "paths": [str(p) for p in sorted(calls_audio.glob("c00[1-4].wav"))], "realtime": False,
+            "loop": True, "gap": [1.5, 2.0]}}],
+    )  # fmt: skip
+    central_config(tmp_path, mqtt, pg_url)  # writes central.yaml
+    central_file = run_config(tmp_path, "central", storage={"data_dir": str(tmp_path / "central"), "database_url": pg_url})
+    central = await start_node("central", central_file)
+    try:
+        process = await start_node("edge", edge_file)
         await _until("the edge archiving and forwarding",
-                     lambda: len(archived_ids(edge)) >= 5 and central.stored["utterances"] >= 1, timeout=60)  # fmt: skip
+                     lambda: len(archived_ids(edge)) >= 5 and stored_count(pg_url) >= 1, timeout=60)  # fmt: skip
         process.kill()  # SIGKILL: no clean stop, whatever was in flight
         await process.wait()
         killed_at = len(archived_ids(edge))
-        process = await start_edge(config_file)
+        process = await start_node("edge", edge_file)
         await _until("the edge archiving again", lambda: len(archived_ids(edge)) >= killed_at + 3, timeout=60)
         process.terminate()
         assert await asyncio.wait_for(process.wait(), 20) == 0
@@ -359,7 +376,13 @@ async def test_an_edge_killed_mid_run_loses_nothing_and_central_stores_each_utte
         with contextlib.suppress(asyncio.CancelledError):
             await drain
         # the broker has the last ones: central stores them in a moment
-        await _until("central holding as many as the edge", lambda: count(pg_url, "node_utterances") == len(archived_ids(edge)))
+        await _until("central holding as many as the edge", lambda: stored_count(pg_url) == len(archived_ids(edge)))
+        central.terminate()
+        assert await asyncio.wait_for(central.wait(), 20) == 0
+    finally:
+        if central.returncode is None:
+            central.kill()
+            await central.wait()
     ids = archived_ids(edge)
     stored, _ = central_rows(pg_url)
     assert sorted(stored) == sorted(f"{STATION}.{i}" for i in ids) and len(ids) > killed_at + 3
