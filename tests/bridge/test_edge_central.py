@@ -23,7 +23,7 @@ from asr.store import TranscriptStore
 from asr.transcript import Transcript
 from bridge.archive import Archive
 from bridge.central import CentralIngest
-from bridge.config import Config, load_config
+from bridge.config import Config, ConfigError, load_config
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
 from bridge.forward import Forwarder
@@ -144,6 +144,16 @@ def test_node_topics_are_built_and_parsed_in_one_place():
     for station, kind in (("a/b", "utterances"), ("#", "utterances"), ("st1", "alerts")):
         with pytest.raises(ValueError):
             topics.node(station, kind)
+
+
+def test_a_role_missing_its_settings_is_a_config_error(tmp_path, mqtt):
+    edge = edge_config(tmp_path, mqtt)
+    with pytest.raises(ConfigError, match=r"node\.station"):
+        Forwarder(edge.model_copy(update={"node": edge.node.model_copy(update={"station": None})}))
+    with pytest.raises(ConfigError, match=r"storage\.database_url"):
+        CentralIngest(edge)
+    with pytest.raises(ConfigError, match=r"node\.station"):  # a station id becomes a topic level and an id prefix
+        node_config(tmp_path, mqtt, name="bad", client_id="x", node={"station": "a.b"})
 
 
 async def test_archived_utterances_and_transcripts_arrive_once_each_and_are_searchable(tmp_path, mqtt, pg_url):
