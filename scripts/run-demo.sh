@@ -11,4 +11,5 @@ bash scripts/model-offer.sh config/demo.yaml   # no speech model at all: says so
 .venv/bin/jingbao user demo --config config/demo.yaml   # creates the demo logins once, prints them every time
 "$PY" -m dispatch.demo_history --config config/demo.yaml   # a few days of made-up incidents for the statistics page (demo only)
 "$PY" -m dispatch.demo_tasks --config config/demo.yaml   # a task and a dispute for the 任务 panel and the phone page (demo only)
+"$PY" -m dispatch.demo_tracks --config config/demo.yaml   # the demo guard's patrol walks of the last hours: tracks to replay (demo only)
 exec .venv/bin/jingbao run --config config/demo.yaml
