@@ -152,6 +152,7 @@ class CentralIngest:
 
     async def run(self) -> None:
         self.store = await self._wait_for_database(lambda: CentralStore(self._url))
+        self._index_wanted.set()  # whatever the last run stored and had not indexed yet
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._index_loop(), name="central-index")
