@@ -116,3 +116,9 @@ def test_an_operator_replays_a_guards_track_beside_the_incident_and_the_call(
     assert float(page.locator("#track-slider").input_value()) > before
     page.click("#track-play")
     expect(page.locator("#track-play")).to_have_text("▶ 回放")
+
+    page.click("#patrols-toggle")  # another panel where this one lies: it closes, its track leaves the map
+    expect(page.locator("#tracks-panel")).to_be_hidden()
+    assert page.evaluate("() => TR.layer") is None
+    page.click("#tracks-toggle")
+    expect(page.locator("#patrols-panel")).to_be_hidden()

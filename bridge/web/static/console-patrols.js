@@ -12,6 +12,7 @@ const HOW = { gps: "定位", code: "扫码" };
 async function initPatrols() {
   document.getElementById("patrols-toggle").addEventListener("click", () => showPatrols(document.getElementById("patrols-panel").hidden));
   document.getElementById("patrols-close").addEventListener("click", () => showPatrols(false));
+  document.getElementById("tasks-toggle").addEventListener("click", () => showPatrols(false));  // the tasks panel covers it
   await loadPatrols();
   setInterval(loadPatrols, 60000);  // rounds open and close with nobody acting
 }

@@ -11,6 +11,7 @@ const RANGES = [[15, "近 15 分钟"], [60, "近 1 小时"], [240, "近 4 小时
 function initTracks() {
   document.getElementById("tracks-toggle").addEventListener("click", () => showTracks(document.getElementById("tracks-panel").hidden));
   document.getElementById("tracks-close").addEventListener("click", () => showTracks(false));
+  document.getElementById("tasks-toggle").addEventListener("click", () => showTracks(false));  // the tasks panel covers it
   const form = document.getElementById("track-form");
   form.elements.range.replaceChildren(...RANGES.map(([min, label]) => JB.el("option", { value: min, selected: min === 60 }, label)),
     JB.el("option", { value: "" }, "自定义…"));
@@ -26,6 +27,7 @@ function showTracks(show) {
   document.getElementById("tracks-toggle").classList.toggle("on", show);
   if (show) {
     if (typeof showTasks === "function") showTasks(false);  // the tasks panel covers the map the track is drawn on
+    if (typeof showPatrols === "function") showPatrols(false);  // the patrols panel lies where this one does
     const pick = document.getElementById("track-form").elements.responder;
     const chosen = pick.value;
     pick.replaceChildren(...S.responders.map((r) => JB.el("option", { value: r.id, selected: r.id === chosen },
