@@ -5,7 +5,7 @@
 // map. Live: the feed's `patrol` events (a check-in, a missed one, a guard leaving his post or back).
 "use strict";
 
-const PT = { data: { routes: [], missed: [], left_post: [] }, layer: null };
+const PT = { data: { routes: [], missed: [], left_post: [] }, layer: null, fit: false };
 const ROUND_STATE = { upcoming: "未开始", open: "进行中", done: "已完成", missed: "有漏巡" };
 const HOW = { gps: "定位", code: "扫码" };
 
@@ -35,9 +35,8 @@ function showPatrols(show) {
     if (typeof showTasks === "function") showTasks(false);
     if (typeof showTracks === "function") showTracks(false);
   }
+  PT.fit = show;  // the map goes to the routes once they are drawn (the first load may still be on its way)
   drawPatrolPoints();
-  const points = PT.data.routes.flatMap((r) => r.points.map((p) => [p.lat, p.lon]));
-  if (show && points.length) S.map.map.fitBounds(L.latLngBounds(points), { padding: [60, 60], maxZoom: 18, animate: false });
 }
 
 // A round's hours, with 明日 when it starts tomorrow (the next round of a route walked once a day).
@@ -90,6 +89,11 @@ function drawPatrolPoints() {
   PT.layer = null;
   if (document.getElementById("patrols-panel").hidden || !S.map) return;
   PT.layer = L.layerGroup().addTo(S.map.map);
+  const points = PT.data.routes.flatMap((r) => r.points.map((p) => [p.lat, p.lon]));
+  if (PT.fit && points.length) {
+    S.map.map.fitBounds(L.latLngBounds(points), { padding: [60, 60], maxZoom: 18, animate: false });
+    PT.fit = false;
+  }
   for (const r of PT.data.routes) {
     const latest = r.rounds.filter((x) => x.state !== "upcoming").at(-1);
     L.polyline(r.points.map((p) => [p.lat, p.lon]), { color: "#b38cff", weight: 2, dashArray: "6 6" }).addTo(PT.layer);
