@@ -156,8 +156,8 @@ class PatrolPoint(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=40, description="What the guard and the operator call it (东门).")
-    lat: float = Field(ge=-90, le=90)
-    lon: float = Field(ge=-180, le=180)
+    lat: float = Field(ge=-90, le=90, description="Latitude of the point (WGS84, as the phones report).")
+    lon: float = Field(ge=-180, le=180, description="Longitude of the point (WGS84).")
     radius_m: float | None = Field(None, gt=0, le=500, description="A fix this close checks in; default the route's.")
     code: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_.:-]{4,64}$", description="The NFC tag's or QR code's value posted at the point: "
@@ -170,8 +170,8 @@ class PatrolRoute(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")
-    name: str = Field(min_length=1, max_length=40)
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,40}$", description="The route's id (in the API, the log and events).")
+    name: str = Field(min_length=1, max_length=40, description="What the guards and the operator call it (夜间外围巡更).")
     patrollers: list[str] = Field(min_length=1, description="Responder ids who walk it (any of them checks a point in).")
     points: list[PatrolPoint] = Field(min_length=1, description="The check-in points, in the order they are walked.")
     radius_m: float = Field(30.0, gt=0, le=500, description="How close a fix must come to a point to check it in.")
