@@ -145,7 +145,13 @@ class Geofences:
             self._answer(p.responder_id, incident.id)
 
     def _on_the_way(self, responder_id: str) -> list[Incident]:
-        return [i for status in ON_THE_WAY for i in self._incidents.list(status=status, limit=200) if responder_id in i.assigned]
+        """The open incidents he is sent to (asked of the database for him alone: this runs for every fix)."""
+        rows = self._conn.execute(
+            f"SELECT id FROM incidents WHERE status IN ({', '.join('?' * len(ON_THE_WAY))}) "
+            "AND EXISTS (SELECT 1 FROM json_each(incidents.assigned) a WHERE a.value = ?)",
+            (*map(str, ON_THE_WAY), responder_id),
+        ).fetchall()
+        return [i for i in (self._incidents.get(r["id"]) for r in rows) if i is not None]
 
     def _already_there(self, incident: Incident, responder_id: str) -> bool:
         """He answered on_scene already (his phone, or his position before)."""
