@@ -155,6 +155,35 @@ def read_pcm(wav: Path) -> bytes:
         return w.readframes(w.getnframes())
 
 
+@contextmanager
+def live_service(tmp: Path, channels: list[dict[str, Any]], dispatch: dict[str, Any] | None = None,
+                 broker: bool = True) -> Iterator[LiveService]:
+    """The service on the demo jurisdiction without recognition, its `channels` pushed from the web (or as given),
+    announcements off unless `dispatch` says otherwise, the test users added; with a private mosquitto (`broker`)."""
+    mosquitto = Mosquitto(tmp / "mosquitto") if broker else None
+    config = {
+        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
+        "storage": {"data_dir": str(tmp / "data"), "audio_format": "wav"},
+        "broker": {"enabled": True, "port": mosquitto.port} if mosquitto else {"enabled": False},
+        "asr": {"engine": "none"},
+        "web": {"port": free_port()},
+        "channels": channels,
+        "dispatch": {"alerts": {"announce": False}} | (dispatch or {}),
+    }
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    if mosquitto:
+        mosquitto.start()
+    try:
+        service = LiveService(path)
+        add_users(service.config.storage.database)
+        with service:
+            yield service
+    finally:
+        if mosquitto:
+            mosquitto.stop()
+
+
 def add_users(database: Path) -> None:
     store = UserStore(connect(database))
     for name, (role, responder) in USERS.items():

@@ -14,15 +14,14 @@ from typing import Any
 import httpx
 import paho.mqtt.client as paho
 import pytest
-import yaml
 
 from asr.transcript import Transcript
 from bridge.bus import Subscription
 from bridge.events import Utterance, new_utterance_id
 from dispatch.gazetteer import distance_m, load_jurisdiction
-from tests.support.broker import JURISDICTION, Mosquitto, free_port
+from tests.support.broker import JURISDICTION
 from tests.support.web import as_user
-from tests.web.browser import REPO, LiveService, add_users
+from tests.web.browser import LiveService, live_service
 
 HUANIAO_POST = (34.2705, 108.9902)  # g-huaniao's post, 万寿路花鸟市场
 MEISHI = (34.2702, 108.9843)  # 美食街
@@ -30,27 +29,10 @@ MEISHI = (34.2702, 108.9843)  # 美食街
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    tmp = tmp_path_factory.mktemp("geofence")
-    broker = Mosquitto(tmp / "mosquitto")
-    broker.start()
-    config = {
-        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
-        "storage": {"data_dir": str(tmp / "data"), "audio_format": "wav"},
-        "broker": {"enabled": True, "port": broker.port},
-        "asr": {"engine": "none"},
-        "web": {"port": free_port()},
-        "channels": [{"id": "ch-market", "name": "市场保安", "source": {"type": "web"}}],
-        "dispatch": {"alerts": {"announce": False}, "geofences": {"post_radius_m": 300, "scene_radius_m": 50}},
-    }
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    try:
-        service = LiveService(path)
-        add_users(service.config.storage.database)
-        with service:
-            yield service
-    finally:
-        broker.stop()
+    channels = [{"id": "ch-market", "name": "市场保安", "source": {"type": "web"}}]
+    geofences = {"post_radius_m": 300, "scene_radius_m": 50}
+    with live_service(tmp_path_factory.mktemp("geofence"), channels, dispatch={"geofences": geofences}) as service:
+        yield service
 
 
 @pytest.fixture

@@ -14,46 +14,26 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as paho
 import pytest
-import yaml
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from asr.transcript import Transcript
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
-from tests.support.broker import Mosquitto, free_port
 from tests.support.web import as_user, wait_for
-from tests.web.browser import PASSWORD, REPO, LiveService, add_users
+from tests.web.browser import PASSWORD, LiveService, live_service
 
 HUANIAO = (34.2705, 108.9902)  # 万寿路花鸟市场, in 永定社区's grid (its chief: p-xu-zhen)
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    tmp = tmp_path_factory.mktemp("sos")
-    broker = Mosquitto(tmp / "mosquitto")
-    broker.start()
-    config = {
-        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
-        "storage": {"data_dir": str(tmp / "data"), "audio_format": "wav"},
-        "broker": {"enabled": True, "port": broker.port},
-        "asr": {"engine": "none"},
-        "web": {"port": free_port()},
-        "channels": [*({"id": ch, "name": ch, "source": {"type": "web"}} for ch in ("ch-market", "ch-police")),
-                     # a radio whose receiver's COR is wired in (the simulated line: this machine has no radio)
-                     {"id": "ch-volunteer", "name": "义警巡逻", "source": {"type": "web"},
-                      "line": {"type": "simulated", "cor": True}}],
-        "dispatch": {"alerts": {"announce": False}, "sos": {"key_up_s": 4}},
-    }
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    try:
-        service = LiveService(path)
-        add_users(service.config.storage.database)
-        with service:
-            yield service
-    finally:
-        broker.stop()
+    with live_service(tmp_path_factory.mktemp("sos"), [
+        *({"id": ch, "name": ch, "source": {"type": "web"}} for ch in ("ch-market", "ch-police")),
+        # a radio whose receiver's COR is wired in (the simulated line: this machine has no radio)
+        {"id": "ch-volunteer", "name": "义警巡逻", "source": {"type": "web"}, "line": {"type": "simulated", "cor": True}},
+    ], dispatch={"sos": {"key_up_s": 4}}) as service:
+        yield service
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,12 @@ from collections.abc import Iterator
 import httpx
 import paho.mqtt.client as paho
 import pytest
-import yaml
 
 from asr.transcript import Transcript
 from bridge.db import connect
 from tests.support.archive import make_utterance, speech_pcm
-from tests.support.broker import Mosquitto, free_port
 from tests.support.web import as_user
-from tests.web.browser import REPO, LiveService, add_users
+from tests.web.browser import LiveService, live_service
 
 __all__ = ["speech_pcm"]  # a fixture, imported for pytest
 MEISHI = (34.2702, 108.9843)  # 美食街
@@ -28,27 +26,9 @@ MEISHI = (34.2702, 108.9843)  # 美食街
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    tmp = tmp_path_factory.mktemp("tracks")
-    broker = Mosquitto(tmp / "mosquitto")
-    broker.start()
-    config = {
-        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
-        "storage": {"data_dir": str(tmp / "data"), "audio_format": "wav"},
-        "broker": {"enabled": True, "port": broker.port},
-        "asr": {"engine": "none"},
-        "web": {"port": free_port()},
-        "channels": [{"id": ch, "name": ch, "source": {"type": "web"}} for ch in ("ch-market", "ch-police")],
-        "dispatch": {"alerts": {"announce": False}},
-    }
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    try:
-        service = LiveService(path)
-        add_users(service.config.storage.database)
-        with service:
-            yield service
-    finally:
-        broker.stop()
+    channels = [{"id": ch, "name": ch, "source": {"type": "web"}} for ch in ("ch-market", "ch-police")]
+    with live_service(tmp_path_factory.mktemp("tracks"), channels) as service:
+        yield service
 
 
 def publish(live: LiveService, messages: list[tuple[str, bytes]]) -> None:
