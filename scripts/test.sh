@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 "$VENV/bin/ruff" check .
-exec "$VENV/bin/pytest" -q "$@"
+exec "$VENV/bin/pytest" -q --durations=15 "$@"  # the slowest tests named: the suite must stay under 15 minutes
