@@ -13,6 +13,13 @@ transcript replaces the stored one only when its version is newer. A station's i
 not a node message this version can store (bad JSON, a field of the wrong type, audio not matching its sha256, a
 station publishing under another's topic, text PostgreSQL refuses) is a counted rejection, logged clipped and
 acknowledged, so it is not sent again; it never stops the ingest.
+
+End to end, central also tells each edge what it holds: once a message is committed (or was already stored, or is
+refused for good), the queue entry it names goes into a batch for its station, published QoS 1 on
+<prefix>/nodes/<station>/stored (bridge/nodes.py's StoredMessage) every ACK_BATCH entries or ACK_DELAY_S. The edge
+forgets an entry only then (bridge/forward.py), so what a broker loses (killed before it saved its queue, or its
+queue for central overflowing) is sent again by the edge. An acknowledgement lost on the way costs only a resend,
+stored once.
 """
 
 from __future__ import annotations
@@ -33,7 +40,21 @@ from bridge.backoff import Backoff
 from bridge.config import Config, ConfigError
 from bridge.db import Migration, connect_postgres, migrate
 from bridge.logsafe import clip
-from bridge.nodes import NodeLink, NodeMessageError, TranscriptMessage, UtteranceMessage, ack, central_id, parse, valid_station
+from bridge.nodes import (
+    Acked,
+    NodeLink,
+    NodeMessageError,
+    Publisher,
+    Refused,
+    TranscriptMessage,
+    UtteranceMessage,
+    ack,
+    central_id,
+    entry_of,
+    parse,
+    stored_payload,
+    valid_station,
+)
 from dispatch.topics import NodeTopic, Topics
 
 if TYPE_CHECKING:
@@ -74,6 +95,8 @@ MIGRATIONS = [
         """,
     )
 ]
+ACK_BATCH = 32  # entries acknowledged to an edge in one message at most...
+ACK_DELAY_S = 0.5  # ...and at the latest this long after the first of them was stored
 _UTTERANCE_COLUMNS = ("seq", "start_ms", "end_ms", "duration_ms", "path", "format", "sha256", "peak_dbfs", "rms_dbfs",
                       "end_reason", "fault", "created_at", "prev_hash", "row_hash")  # fmt: skip
 
@@ -147,6 +170,9 @@ class CentralIngest:
         self.stored: Counter[str] = Counter()  # per kind ("utterances", "transcripts"): rows written
         self.repeats: Counter[str] = Counter()  # per kind: messages already stored (or an older transcript)
         self.rejected: Counter[str] = Counter()  # per station ("?" for an unusable topic)
+        self.acks_sent = 0  # acknowledgement messages the broker took
+        self._acks: dict[str, list[Acked]] = {}  # per station: entries stored and not acknowledged to it yet
+        self._acks_due = asyncio.Event()  # a batch is full: send now rather than at the next ACK_DELAY_S
         self._index_wanted = asyncio.Event()
         self.subscribed = asyncio.Event()  # set once the broker keeps a session for central: from then on nothing is missed
 
@@ -164,28 +190,72 @@ class CentralIngest:
         for topic in self.topics.node_subscriptions:
             await client.subscribe(topic, qos=1)
         self.subscribed.set()
-        async for message in client.messages:
-            await self._take(str(message.topic), message.payload if isinstance(message.payload, bytes) else b"")
-            ack(client, message)
+        sender = asyncio.create_task(self._send_acks(self.link.publisher(client)), name="central-acks")
+        try:
+            async for message in client.messages:
+                await self._take(str(message.topic), message.payload if isinstance(message.payload, bytes) else b"")
+                ack(client, message)
+                if sender.done():  # it failed: the connection is lost (or worse), which it raises
+                    sender.result()
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await sender
 
     async def _take(self, topic: str, payload: bytes) -> None:
-        """Store one received message (waiting for PostgreSQL as long as it takes), or count its rejection."""
+        """Store one received message (waiting for PostgreSQL as long as it takes), or count its rejection; either
+        way the entry it names is acknowledged to its edge."""
         parsed = self.topics.parse(topic)
         if not isinstance(parsed, NodeTopic) or not valid_station(parsed.station):  # counted apart: "?"
             return self._reject("?", f"a message on {topic}, not a node topic")
         try:
             message = parse(parsed.kind, parsed.station, payload)
+            assert isinstance(message, UtteranceMessage | TranscriptMessage)  # parsed.kind is one of NODE_KINDS
         except NodeMessageError as e:
+            # a station's own topic (the broker's ACL vouches for it): tell its edge, so it does not resend it forever
+            self._acknowledge(parsed.station, parsed.kind, entry_of(payload), "", "rejected")
             return self._reject(parsed.station, f"{parsed.kind}: {e}")
+        utterance_id = message.utterance.id if isinstance(message, UtteranceMessage) else message.utterance_id
         import psycopg
 
         try:
             stored = await self._wait_for_database(lambda: self._store(message), self._reconnect_store)
         except (psycopg.DataError, psycopg.IntegrityError) as e:  # e.g. a NUL in a text, a number out of range
+            self._acknowledge(parsed.station, parsed.kind, message.entry, utterance_id, "rejected")
             return self._reject(parsed.station, f"{parsed.kind}: PostgreSQL refused it: {e}")
         (self.stored if stored else self.repeats)[parsed.kind] += 1
+        self._acknowledge(parsed.station, parsed.kind, message.entry, utterance_id, "stored" if stored else "repeat")
         if parsed.kind == "transcripts" and stored:
             self._index_wanted.set()
+
+    def _acknowledge(self, station: str, kind: str, entry: int | None, utterance_id: str, outcome: str) -> None:
+        """Batch the acknowledgement of one entry to `station`'s edge (a message naming no entry has no edge waiting
+        for it: an edge from before end-to-end acks, or a hand-made one)."""
+        if entry is None:
+            return
+        batch = self._acks.setdefault(station, [])
+        batch.append(Acked(entry=entry, kind=kind, utterance_id=utterance_id, outcome=outcome))
+        if len(batch) >= ACK_BATCH:
+            self._acks_due.set()
+
+    async def _send_acks(self, publisher: Publisher) -> None:
+        """Publish the batched acknowledgements, each station's in one message, every ACK_DELAY_S or as soon as a
+        batch is full. Raises aiomqtt.MqttError when the connection is lost; what it held is acknowledged again
+        when its edge resends it."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acks_due.wait(), ACK_DELAY_S)
+            self._acks_due.clear()
+            batches, self._acks = self._acks, {}
+            for station, entries in batches.items():
+                for start in range(0, len(entries), ACK_BATCH):
+                    payload = stored_payload(station, entries[start : start + ACK_BATCH])
+                    try:
+                        await publisher.publish(self.topics.node_stored(station), payload)
+                        self.acks_sent += 1
+                    except Refused as e:  # no edge subscribed (yet), or the ACL: it resends, and is acknowledged then
+                        level = logging.ERROR if e.reason.is_failure else logging.DEBUG
+                        logger.log(level, "acknowledgement to %s not taken: %s", station, e)
 
     def _store(self, message: UtteranceMessage | TranscriptMessage) -> bool:
         assert self.store is not None

@@ -4,11 +4,21 @@ every transcript goes to the central tier over MQTT, QoS 1, oldest first, and no
 What is still to send is a queue in the edge's own SQLite, `forward_queue`, filled by triggers on the archive's
 `utterances` and `transcripts` tables: the row that queues an utterance commits in the archive's own transaction, so
 no utterance can be accepted without being queued, whatever dies when. The forwarder publishes the oldest entries,
-a window at a time, and deletes each once the broker has acknowledged it (PUBACK); a kill -9 between the two sends
-it again, which central stores once (bridge/nodes.py: every message carries the ids that make a repeat harmless).
-While the link is down the queue grows and the rest of the edge goes on as before; when it returns, the backlog goes
-out oldest first. What an entry names is read when it is sent, so a transcript redone meanwhile goes out as its
-latest version (and twice: central keeps the newer).
+a window at a time, each naming its entry; the broker's PUBACK only marks an entry sent (`sent_at`). The entry is
+deleted when central says it has committed it (or held it already, or refused it for good): its acknowledgement on
+<prefix>/nodes/<station>/stored, which the edge reads on its persistent session. An entry sent and not acknowledged
+within `ack_timeout_s` is sent again, oldest first, so what a broker loses after its PUBACK (killed before it saved
+its queue, its queue for central overflowing `max_queued_messages`) still arrives; central stores a repeat once
+(bridge/nodes.py: every message carries the ids that make a repeat harmless). At most MAX_UNACKED entries are out
+unacknowledged at once besides the resends, so an edge whose central is away does not pour its whole backlog into
+the broker's queue again and again. While the link is down the queue grows and the rest of the edge goes on as
+before; when it returns, the backlog goes out oldest first. What an entry names is read when it is sent, so a
+transcript redone meanwhile goes out as its latest version (and twice: central keeps the newer).
+
+How far behind the forwarding is (entries queued, sent and unacknowledged, the oldest entry's age, the last
+acknowledgement, resends) is `Forwarder.backlog`, refreshed every second whether or not the link is up, shown by
+/healthz and /metrics; the oldest entry older than `behind_after_s` is the fault "forwarding behind" (/healthz 503)
+until it is acknowledged.
 
 The queue's migration queues what the archive already holds, so a box that ran alone and becomes an edge sends its
 history first. The triggers stay in the database: a box turned back into a single one (`--role all`) keeps queueing
@@ -32,8 +42,17 @@ from bridge.backoff import Backoff
 from bridge.config import Config, ConfigError
 from bridge.db import connect, migrate
 from bridge.logsafe import clip
-from bridge.nodes import NodeLink, Publisher, Refused, transcript_payload, utterance_payload
-from dispatch.topics import Topics
+from bridge.nodes import (
+    NodeLink,
+    NodeMessageError,
+    Publisher,
+    Refused,
+    StoredMessage,
+    parse,
+    transcript_payload,
+    utterance_payload,
+)
+from dispatch.topics import STORED, StoredTopic, Topics
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +79,9 @@ MIGRATIONS = [
             SELECT 'utterances' AS kind, id, start_ms, seq AS n, 0 AS after FROM utterances
             UNION ALL SELECT 'transcripts', utterance_id, start_ms, 0, 1 FROM transcripts
         ) ORDER BY start_ms, after, n;
-    """
+    """,
+    # when the broker last acknowledged sending the entry (NULL: not sent yet); central's own acknowledgement deletes it
+    "ALTER TABLE forward_queue ADD COLUMN sent_at REAL;",
 ]
 # what a refusal means for whoever reads the log (MQTT 5 reason codes)
 _REFUSALS = {
@@ -68,6 +89,8 @@ _REFUSALS = {
     0x87: "the broker's ACL forbids it: is node.broker's login node-<node.station>? (jingbao broker add-node)",
 }
 WINDOW = 32  # messages in flight at once: a link with 50 ms of round trip still sends ~600 a second
+MAX_UNACKED = 1000  # entries sent and awaiting central's acknowledgement before new ones wait (resends do not)
+STATS_EVERY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +98,32 @@ class Entry:
     seq: int
     kind: str  # "utterances" | "transcripts": the topic's last level
     utterance_id: str
+    resend: bool = False  # sent before, and not acknowledged by central in time
+
+
+@dataclass(slots=True)
+class Backlog:
+    """How far behind the forwarding to central is (what /healthz and /metrics show)."""
+
+    queued: int = 0  # entries central has not acknowledged yet (sent or not)
+    unacknowledged: int = 0  # of which the broker took, and central has not acknowledged yet
+    oldest_queued_at: float | None = None  # epoch s
+    last_ack_at: float | None = None  # epoch s of central's last acknowledgement
+    sent: int = 0  # messages the broker took (resends included)
+    resent: int = 0  # of which were resends
+    acknowledged: int = 0  # entries central acknowledged
+    refused: int = 0  # of which central refused for good (logged: not a message it can store)
+    acks_rejected: int = 0  # acknowledgements the edge could not read (malformed, or another station's)
+    behind_since: float | None = None  # epoch s; the fault "forwarding behind" is active while set
+
+    def oldest_age_s(self, now: float | None = None) -> float:
+        return 0.0 if self.oldest_queued_at is None else max(0.0, (now or time.time()) - self.oldest_queued_at)
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return {"queued": self.queued, "unacknowledged": self.unacknowledged, "oldest_age_s": round(self.oldest_age_s(), 1),
+                "last_ack_at": self.last_ack_at, "sent": self.sent, "resent": self.resent,
+                "acknowledged": self.acknowledged, "refused": self.refused, "acks_rejected": self.acks_rejected,
+                "behind_since": self.behind_since}  # fmt: skip
 
 
 class ForwardQueue:
@@ -89,18 +138,32 @@ class ForwardQueue:
         self._transcripts = TranscriptStore(self._conn)
         migrate(self._conn, "forward", MIGRATIONS)
 
-    def oldest(self, limit: int) -> list[Entry]:
-        rows = self._conn.execute("SELECT seq, kind, utterance_id FROM forward_queue ORDER BY seq LIMIT ?", (limit,))
-        return [Entry(r["seq"], r["kind"], r["utterance_id"]) for r in rows]
+    def due(self, limit: int, resend_before: float) -> list[Entry]:
+        """The oldest entries to send: those not sent yet (unless MAX_UNACKED are out unacknowledged) and those sent
+        before `resend_before` that central has not acknowledged."""
+        out = self._conn.execute("SELECT count(*) FROM forward_queue WHERE sent_at >= ?", (resend_before,)).fetchone()[0]
+        rows = self._conn.execute(
+            "SELECT seq, kind, utterance_id, sent_at FROM forward_queue WHERE sent_at < ? OR (? AND sent_at IS NULL)"
+            " ORDER BY seq LIMIT ?",
+            (resend_before, out < MAX_UNACKED, limit),
+        )
+        return [Entry(r["seq"], r["kind"], r["utterance_id"], r["sent_at"] is not None) for r in rows]
+
+    def sent(self, seqs: list[int], at: float) -> None:
+        with self._conn:
+            self._conn.executemany("UPDATE forward_queue SET sent_at = ? WHERE seq = ?", [(at, s) for s in seqs])
 
     def done(self, seqs: list[int]) -> None:
         with self._conn:
             self._conn.executemany("DELETE FROM forward_queue WHERE seq = ?", [(s,) for s in seqs])
 
-    def waiting(self) -> tuple[int, float | None]:
-        """How many entries wait, and since when the oldest has (epoch s; None when none waits)."""
-        row = self._conn.execute("SELECT count(*) AS n, min(queued_at) AS oldest FROM forward_queue").fetchone()
-        return row["n"], row["oldest"]
+    def waiting(self) -> tuple[int, int, float | None]:
+        """How many entries wait, how many of them were sent, and since when the oldest has waited (epoch s; None when
+        none waits)."""
+        row = self._conn.execute(
+            "SELECT count(*) AS n, count(sent_at) AS sent, min(queued_at) AS oldest FROM forward_queue"
+        ).fetchone()
+        return row["n"], row["sent"], row["oldest"]
 
     def payload(self, station: str, entry: Entry) -> bytes | None:
         """The message for an entry, read now (None: its row is gone, e.g. a transcript deleted; nothing to send)."""
@@ -113,7 +176,7 @@ class ForwardQueue:
                 audio, omitted = (self._data_dir / utterance.path).read_bytes(), ""
             except OSError as e:  # its file gone or unreadable: the row still goes, saying so (`archive verify` too)
                 audio, omitted = None, f"the edge cannot read its file: {e.strerror}"
-            return utterance_payload(station, utterance, audio, omitted)
+            return utterance_payload(station, utterance, audio, omitted, entry=entry.seq)
         row = self._conn.execute(
             "SELECT utterance_id, channel, start_ms, created_at FROM transcripts WHERE utterance_id = ?",
             (entry.utterance_id,),
@@ -121,16 +184,20 @@ class ForwardQueue:
         transcript = self._transcripts.get(entry.utterance_id)
         if row is None or transcript is None:
             return None
-        return transcript_payload(station, dict(row), transcript.to_dict())
+        return transcript_payload(station, dict(row), transcript.to_dict(), entry=entry.seq)
 
     def close(self) -> None:
         self._conn.close()
 
 
 class Forwarder:
-    """Publishes the queue to central, oldest first, for as long as it runs (`run()`, cancelled to stop)."""
+    """Publishes the queue to central, oldest first, and forgets what central acknowledges, for as long as it runs
+    (`run()`, cancelled to stop). `ack_timeout_s`: how long an entry sent waits for central's acknowledgement before
+    it is sent again; `behind_after_s`: how old the oldest entry may grow before "forwarding behind" is a fault."""
 
-    def __init__(self, config: Config, *, poll_s: float = 0.25) -> None:
+    def __init__(
+        self, config: Config, *, poll_s: float = 0.25, ack_timeout_s: float = 30.0, behind_after_s: float = 300.0
+    ) -> None:
         station = config.node.station
         if station is None:
             raise ConfigError("--role edge needs node.station: this station's id between nodes (docs/deployment.md)")
@@ -139,25 +206,101 @@ class Forwarder:
         broker = config.node.broker or config.broker
         self.link = NodeLink(broker, broker.client_id if config.node.broker else f"node-{station}")
         self.queue = ForwardQueue(config.storage.database, config.storage.data_dir)
+        self._stats = ForwardQueue(config.storage.database, config.storage.data_dir)  # read by the watch, in its thread
         self._poll_s = poll_s
+        self._ack_timeout_s = ack_timeout_s
+        self._behind_after_s = behind_after_s
         self._refusals = Backoff(maximum=10.0)
-        self.sent = 0  # messages the broker acknowledged
+        self.backlog = Backlog()
         self.skipped = 0  # entries whose row was gone when their turn came
+
+    @property
+    def sent(self) -> int:
+        """Messages the broker acknowledged (resends included)."""
+        return self.backlog.sent
+
+    @property
+    def behind(self) -> bool:
+        """The fault "forwarding behind": the oldest entry central has not acknowledged is older than behind_after_s."""
+        return self.backlog.behind_since is not None
 
     async def run(self) -> None:
         try:
-            await self.link.run(self._send_all)
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._watch(), name="forward-watch")
+                await self.link.run(self._session)
         finally:
             self.queue.close()
+            self._stats.close()
+
+    async def _watch(self) -> None:
+        """Refresh the backlog's figures from the queue, link up or down, and raise or clear "forwarding behind"."""
+        while True:
+            b = self.backlog
+            b.queued, b.unacknowledged, b.oldest_queued_at = await asyncio.to_thread(self._stats.waiting)
+            age = b.oldest_age_s()
+            if age > self._behind_after_s and b.behind_since is None:
+                b.behind_since = time.time()
+                logger.warning("forwarding behind: %d message(s) central has not acknowledged, the oldest queued %.0f s"
+                               " ago (link %s)", b.queued, age, self.link.address)  # fmt: skip
+            elif age <= self._behind_after_s and b.behind_since is not None:
+                logger.info("forwarding caught up (%d message(s) waiting) after %.0f s behind", b.queued,
+                            time.time() - b.behind_since)  # fmt: skip
+                b.behind_since = None
+            await asyncio.sleep(STATS_EVERY_S)
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        """One connection: central's acknowledgements read while the queue is sent. Either failing (a lost
+        connection) ends both, and the link reconnects."""
+        granted = await client.subscribe(self.topics.node_stored(self.station), qos=1)
+        if any(getattr(code, "is_failure", False) for code in granted or ()):
+            logger.error("the broker refuses this edge central's acknowledgements (%s): is node.broker's login node-%s?"
+                         " (jingbao broker add-node); all it sends will be sent again", granted, self.station)  # fmt: skip
+        tasks = [asyncio.create_task(self._read_acks(client)), asyncio.create_task(self._send_all(client))]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+            raise aiomqtt.MqttError("the node link's messages ended")  # neither returns while the connection lasts
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _read_acks(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            await self._take_ack(str(message.topic), message.payload if isinstance(message.payload, bytes) else b"")
+
+    async def _take_ack(self, topic: str, payload: bytes) -> None:
+        """Forget the entries central acknowledges; an acknowledgement that cannot be read is counted and logged."""
+        if self.topics.parse(topic) != StoredTopic(self.station):
+            return self._reject_ack(f"a message on {topic}, not this station's acknowledgements")
+        try:
+            message = parse(STORED, self.station, payload)
+        except NodeMessageError as e:
+            return self._reject_ack(str(e))
+        assert isinstance(message, StoredMessage)
+        await asyncio.to_thread(self.queue.done, [a.entry for a in message.entries])
+        refused = [a for a in message.entries if a.outcome == "rejected"]
+        for a in refused:
+            logger.error("central refused %s %s (entry %d) for good: see its log", a.kind, clip(a.utterance_id), a.entry)
+        b = self.backlog
+        b.acknowledged += len(message.entries)
+        b.refused += len(refused)
+        b.last_ack_at = time.time()
+
+    def _reject_ack(self, reason: str) -> None:
+        self.backlog.acks_rejected += 1
+        logger.warning("acknowledgement from central rejected (%d so far): %s", self.backlog.acks_rejected, clip(reason))
 
     async def _send_all(self, client: aiomqtt.Client) -> None:
         publisher = self.link.publisher(client)
-        waiting, oldest = await asyncio.to_thread(self.queue.waiting)
+        waiting, _, oldest = await asyncio.to_thread(self.queue.waiting)
         if oldest is not None:  # after an outage: how far behind central is
             logger.info("forwarding to central: %d message(s) waiting, the oldest queued %.0f s ago", waiting,
                         time.time() - oldest)  # fmt: skip
         while True:
-            entries = await asyncio.to_thread(self.queue.oldest, WINDOW)
+            entries = await asyncio.to_thread(self.queue.due, WINDOW, time.time() - self._ack_timeout_s)
             if not entries:
                 await asyncio.sleep(self._poll_s)  # the triggers cannot wake us; a read of an empty queue is cheap
                 continue
@@ -172,8 +315,8 @@ class Forwarder:
             await asyncio.sleep(delay)
 
     async def _send_window(self, publisher: Publisher, entries: list[Entry]) -> Refused | None:
-        """Publish `entries` at once and mark done those the broker took (and those with nothing to send); the rest
-        stay queued. Returns the broker's refusal if it refused one; a lost connection raises, and the link
+        """Publish `entries` at once, mark sent those the broker took and done those with nothing to send; the rest
+        stay due. Returns the broker's refusal if it refused one; a lost connection raises, and the link
         reconnects."""
         payloads = await asyncio.to_thread(lambda: [self.queue.payload(self.station, e) for e in entries])
         sending = [(e, p) for e, p in zip(entries, payloads, strict=True) if p is not None]
@@ -182,9 +325,11 @@ class Forwarder:
         results = await asyncio.gather(
             *(publisher.publish(self.topics.node(self.station, e.kind), p) for e, p in sending), return_exceptions=True
         )
-        taken = [e.seq for (e, _), r in zip(sending, results, strict=True) if r is None]
-        self.sent += len(taken)
-        await asyncio.to_thread(self.queue.done, done + taken)
+        taken = [e for (e, _), r in zip(sending, results, strict=True) if r is None]
+        self.backlog.sent += len(taken)
+        self.backlog.resent += sum(e.resend for e in taken)
+        await asyncio.to_thread(self.queue.sent, [e.seq for e in taken], time.time())
+        await asyncio.to_thread(self.queue.done, done)
         refusals = [r for r in results if isinstance(r, Refused)]
         lost = next((r for r in results if isinstance(r, BaseException) and not isinstance(r, Refused)), None)
         if lost is not None:

@@ -10,6 +10,10 @@ it does not know, and ignores fields it does not know, so an edge may add one be
   <prefix>/nodes/<station>/transcripts  {"v", "station", "utterance_id", "channel", "start_ms", "version": when the
                                          edge stored this transcript (epoch s; a re-transcription is newer),
                                          "transcript": asr.transcript.Transcript.to_dict()}
+  both also carry "entry": the edge's forward_queue entry (an int; absent from an edge before end-to-end acks),
+  which central names back when it has stored the message:
+  <prefix>/nodes/<station>/stored       central -> the edge: {"v", "station", "entries": [{"entry", "kind",
+                                         "utterance_id", "outcome": "stored" | "repeat" | "rejected"}, ...]}, a batch
 
 Repeats are harmless by their ids: an utterance is (station, utterance id), a transcript (station, utterance id,
 version); central stores the first copy of each and a transcript only over an older version.
@@ -43,6 +47,7 @@ from bridge.archive import EXTENSIONS, SAFE_NAME, ArchivedUtterance
 from bridge.backoff import Backoff
 from bridge.config import STATION_ID, BrokerConfig
 from dispatch.mqtt import tls_context
+from dispatch.topics import STORED
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +61,10 @@ _STATION = re.compile(STATION_ID)
 NO_MATCHING_SUBSCRIBERS = 0x10  # an MQTT 5 PUBACK's "accepted, but nobody will get it"
 
 
+OUTCOMES = ("stored", "repeat", "rejected")  # committed now, held already, or refused for good (not worth resending)
+MAX_ACKED = 1000  # entries in one acknowledgement: central batches far fewer (bridge/central.py)
+
+
 class NodeMessageError(ValueError):
     """A payload that is not a node message this version can store (the reason is safe to log, clipped)."""
 
@@ -67,7 +76,11 @@ class _Message(BaseModel):
     station: str = Field(pattern=STATION_ID)
 
 
-class UtteranceMessage(_Message):
+class _Forwarded(_Message):
+    entry: int | None = None  # the edge's queue entry, named back in central's acknowledgement
+
+
+class UtteranceMessage(_Forwarded):
     utterance: ArchivedUtterance  # each field checked for its type (pydantic validates the dataclass)
     audio: str | None = Field(None, max_length=(MAX_AUDIO_BYTES + 2) // 3 * 4)
     audio_omitted: str = Field("", max_length=500)
@@ -76,12 +89,26 @@ class UtteranceMessage(_Message):
         return None if self.audio is None else base64.b64decode(self.audio, validate=True)
 
 
-class TranscriptMessage(_Message):
+class TranscriptMessage(_Forwarded):
     utterance_id: str = Field(pattern=SAFE_NAME.pattern)
     channel: str = Field(pattern=SAFE_NAME.pattern)
     start_ms: int
     version: float = Field(allow_inf_nan=False)  # compared with the stored one's: NaN would never be replaced
     transcript: Transcript  # each field checked for its type, words and keywords too
+
+
+class Acked(BaseModel):
+    # strict: an entry "1" or 1.0 is not the edge's entry 1, whose acknowledgement forgets it
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    entry: int
+    kind: str = Field(pattern="^(utterances|transcripts)$")
+    utterance_id: str = Field(max_length=100)  # for the log ("" when central could not read it)
+    outcome: str = Field(pattern=f"^({'|'.join(OUTCOMES)})$")
+
+
+class StoredMessage(_Message):
+    entries: list[Acked] = Field(max_length=MAX_ACKED)
 
 
 def central_id(station: str, local_id: str) -> str:
@@ -90,32 +117,50 @@ def central_id(station: str, local_id: str) -> str:
     return f"{station}.{local_id}"
 
 
-def utterance_payload(station: str, row: ArchivedUtterance, audio: bytes | None, omitted: str = "") -> bytes:
+def utterance_payload(
+    station: str, row: ArchivedUtterance, audio: bytes | None, omitted: str = "", *, entry: int | None = None
+) -> bytes:
     if audio is not None and len(audio) > MAX_AUDIO_BYTES:
         audio, omitted = None, f"{len(audio)} bytes, over the {MAX_AUDIO_BYTES} bytes a message carries"
-    body = {"v": VERSION, "station": station, "utterance": row.to_dict(),
+    body = {"v": VERSION, "station": station, "entry": entry, "utterance": row.to_dict(),
             "audio": None if audio is None else base64.b64encode(audio).decode(), "audio_omitted": omitted}  # fmt: skip
     return json.dumps(body, ensure_ascii=False).encode()
 
 
-def transcript_payload(station: str, row: dict[str, Any], transcript: dict[str, Any]) -> bytes:
+def transcript_payload(station: str, row: dict[str, Any], transcript: dict[str, Any], *, entry: int | None = None) -> bytes:
     """`row`: the edge's transcripts row (utterance_id, channel, start_ms, created_at); `transcript`: its
     Transcript.to_dict()."""
-    body = {"v": VERSION, "station": station, "utterance_id": row["utterance_id"], "channel": row["channel"],
+    body = {"v": VERSION, "station": station, "entry": entry, "utterance_id": row["utterance_id"], "channel": row["channel"],
             "start_ms": row["start_ms"], "version": row["created_at"], "transcript": transcript}  # fmt: skip
     return json.dumps(body, ensure_ascii=False).encode()
+
+
+def stored_payload(station: str, entries: list[Acked]) -> bytes:
+    body = {"v": VERSION, "station": station, "entries": [e.model_dump() for e in entries]}
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+def entry_of(payload: bytes) -> int | None:
+    """The queue entry a payload names, read as best it can be from one that `parse` refused (None: none to read),
+    so that central can acknowledge a refusal too, and the edge stops resending what will never be stored."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    entry = data.get("entry") if isinstance(data, dict) else None
+    return entry if isinstance(entry, int) and not isinstance(entry, bool) else None
 
 
 def valid_station(station: str) -> bool:
     return bool(_STATION.match(station))
 
 
-def parse(kind: str, station: str, payload: bytes) -> UtteranceMessage | TranscriptMessage:
-    """A received payload of `kind` ("utterances" / "transcripts") from `station`'s topic, checked: the right version,
-    the topic's station, every field of the right type, the audio matching the row's sha256."""
+def parse(kind: str, station: str, payload: bytes) -> UtteranceMessage | TranscriptMessage | StoredMessage:
+    """A received payload of `kind` ("utterances" / "transcripts" / "stored") on `station`'s topic, checked: the
+    right version, the topic's station, every field of the right type, the audio matching the row's sha256."""
     if not valid_station(station):
         raise NodeMessageError(f"station id {station!r} is not one a node may have")
-    model = UtteranceMessage if kind == "utterances" else TranscriptMessage
+    model = {"utterances": UtteranceMessage, "transcripts": TranscriptMessage, STORED: StoredMessage}[kind]
     try:
         data = json.loads(payload)
         if not isinstance(data, dict) or data.get("v") != VERSION:

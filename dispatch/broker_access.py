@@ -10,10 +10,10 @@ Roles, under the topic prefix P (dispatch/topics.py):
     a responder's phone       reads P/alerts/<id>, P/tasks/<id>; writes P/acks/<id>, P/status/<id>;
       (user name = its id)    reads and writes owntracks/<id>/# (OwnTracks), and any OwnTracks user/device the
                               config's `dispatch.alerts.devices` maps to it
-    a station's edge box      writes P/nodes/<station>/utterances and .../transcripts (its own station's only)
-      ("node-<station>")
-    the central tier          reads P/nodes/+/utterances and .../transcripts (every station's)
-      ("central")
+    a station's edge box      writes P/nodes/<station>/utterances and .../transcripts, reads P/nodes/<station>/stored
+      ("node-<station>")      (its own station's only)
+    the central tier          reads P/nodes/+/utterances and .../transcripts (every station's); writes
+      ("central")             P/nodes/+/stored (its acknowledgements to each edge) and nothing else
 
 Anonymous clients are refused, and the broker takes every client's id from its user name
 (`use_username_as_clientid`), so nobody can take over another's session without that account's password. What an
@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dispatch.gazetteer import Jurisdiction
-from dispatch.topics import NODE_KINDS, Topics
+from dispatch.topics import NODE_KINDS, STORED, Topics
 
 SERVICE = "jingbao"
 CONSOLE = "console"
@@ -237,10 +237,12 @@ class BrokerAccess:
             lines += [f"topic readwrite owntracks/{key}/#" for key in self._owntracks_of(r.id)]
         for account in sorted(a for a in accounts if _is_node(a)):
             if account == CENTRAL:
-                lines += ["", f"user {CENTRAL}", *(f"topic read {t}" for t in topics.node_subscriptions)]
+                lines += ["", f"user {CENTRAL}", *(f"topic read {t}" for t in topics.node_subscriptions),
+                          f"topic write {p}/nodes/+/{STORED}"]  # fmt: skip
             else:
                 station = account.removeprefix(NODE_PREFIX)
-                lines += ["", f"user {account}", *(f"topic write {topics.node(station, kind)}" for kind in NODE_KINDS)]
+                lines += ["", f"user {account}", *(f"topic write {topics.node(station, kind)}" for kind in NODE_KINDS),
+                          f"topic read {topics.node_stored(station)}"]  # fmt: skip
         return "\n".join(lines) + "\n"
 
     def _owntracks_of(self, responder_id: str) -> Iterable[str]:

@@ -18,6 +18,8 @@ Subscribed:
 Between nodes (issue 13: a station's edge box -> the central tier; payloads in bridge/nodes.py):
   <prefix>/nodes/<station>/utterances   QoS 1 each archived utterance of that station: its row and audio
   <prefix>/nodes/<station>/transcripts  QoS 1 each transcript (again when re-transcribed: a newer version)
+  <prefix>/nodes/<station>/stored       QoS 1 central -> that station's edge: the queue entries central has committed
+                                        (or refused for good), so the edge may forget them
 
 Who may publish and read which of these on the broker is the ACL `jingbao broker` generates (dispatch/broker_access.py).
 """
@@ -62,8 +64,14 @@ class NodeTopic:
     kind: str  # one of NODE_KINDS
 
 
+@dataclass(slots=True, frozen=True)
+class StoredTopic:
+    station: str  # the edge whose entries central acknowledges
+
+
 NODE_KINDS = ("utterances", "transcripts")
-ParsedTopic = AckTopic | StatusTopic | OwnTracksTopic | AlertTopic | IncidentTopic | NodeTopic
+STORED = "stored"  # the last level of central's end-to-end acknowledgements to an edge
+ParsedTopic = AckTopic | StatusTopic | OwnTracksTopic | AlertTopic | IncidentTopic | NodeTopic | StoredTopic
 
 
 @dataclass(slots=True, frozen=True)
@@ -99,6 +107,10 @@ class Topics:
             raise ValueError(f"not a kind of node message: {kind!r}")
         return f"{self.prefix}/nodes/{_checked(station)}/{kind}"
 
+    def node_stored(self, station: str) -> str:
+        """Where central acknowledges to `station`'s edge what it has stored."""
+        return f"{self.prefix}/nodes/{_checked(station)}/{STORED}"
+
     @property
     def node_subscriptions(self) -> tuple[str, ...]:
         """What the central tier subscribes to: every station's utterances and transcripts."""
@@ -120,7 +132,11 @@ class Topics:
             return None
         if len(levels) == len(head) + 3 and levels[len(head)] == "nodes":
             station, kind = levels[len(head) + 1], levels[len(head) + 2]
-            return NodeTopic(station, kind) if _ID.match(station) and kind in NODE_KINDS else None
+            if not _ID.match(station):
+                return None
+            if kind == STORED:
+                return StoredTopic(station)
+            return NodeTopic(station, kind) if kind in NODE_KINDS else None
         if len(levels) != len(head) + 2:
             return None
         kind, ident = levels[len(head)], levels[len(head) + 1]

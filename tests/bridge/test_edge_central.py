@@ -11,6 +11,7 @@ import os
 import sqlite3
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -27,10 +28,10 @@ from bridge.config import Config, ConfigError, load_config
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
 from bridge.forward import Forwarder
-from bridge.nodes import utterance_payload
+from bridge.nodes import Acked, parse, stored_payload, utterance_payload
 from bridge.web.search import Filters
 from bridge.web.search_pg import PostgresSearchIndex
-from dispatch.topics import AckTopic, NodeTopic, Topics
+from dispatch.topics import STORED, AckTopic, NodeTopic, StoredTopic, Topics
 from tests.support.broker import JURISDICTION, Mosquitto, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,6 +141,8 @@ def test_node_topics_are_built_and_parsed_in_one_place():
     for other in ("city/jingbao/nodes/st1/alerts", "city/jingbao/nodes/st1", "city/jingbao/nodes/+/utterances",
                   "jingbao/nodes/st1/utterances", "city/jingbao/acks/st1/utterances"):  # fmt: skip
         assert topics.parse(other) is None, other
+    assert topics.node_stored("st1") == "city/jingbao/nodes/st1/stored"
+    assert topics.parse("city/jingbao/nodes/st1/stored") == StoredTopic("st1")
     assert topics.parse("city/jingbao/acks/r1") == AckTopic("r1")  # the others as before
     for station, kind in (("a/b", "utterances"), ("#", "utterances"), ("st1", "alerts")):
         with pytest.raises(ValueError):
@@ -187,15 +190,17 @@ async def test_archived_utterances_and_transcripts_arrive_once_each_and_are_sear
 
 
 async def test_repeats_are_stored_once_and_bad_payloads_are_counted_rejections(tmp_path, mqtt, pg_url):
+    """...and every message naming a queue entry is acknowledged to its station, a repeat and a refusal too (so its
+    edge stops resending it)."""
     edge = edge_config(tmp_path, mqtt)
     archive, transcripts = Archive(edge.storage), TranscriptStore(connect(edge.storage.database))
     ids = speak(archive, transcripts, 3)
     central = CentralIngest(central_config(tmp_path, mqtt, pg_url))
     topics = Topics()
     row = archive.get(ids[0])
-    good = utterance_payload(STATION, row, (edge.storage.data_dir / row.path).read_bytes())
-    transcript = json.dumps({"v": 1, "station": STATION, "utterance_id": ids[0], "channel": "ch-market", "start_ms": 1,
-                             "version": 5.0, "transcript": {"text": "旧的", "pinyin": ""}}).encode()  # fmt: skip
+    good = utterance_payload(STATION, row, (edge.storage.data_dir / row.path).read_bytes(), entry=1)
+    transcript = json.dumps({"v": 1, "station": STATION, "entry": 2, "utterance_id": ids[0], "channel": "ch-market",
+                             "start_ms": 1, "version": 5.0, "transcript": {"text": "旧的", "pinyin": ""}}).encode()  # fmt: skip
     tampered = json.loads(good)
     tampered["audio"] = tampered["audio"][:-8] + "AAAAAAA="
     bad = [
@@ -211,7 +216,16 @@ async def test_repeats_are_stored_once_and_bad_payloads_are_counted_rejections(t
         (f"{topics.prefix}/nodes/x.y/utterances", good),  # not a topic of ours at all
     ]
     repeats = [(topics.node(STATION, "utterances"), good)] * 3 + [(topics.node(STATION, "transcripts"), transcript)] * 2
+    acks: Counter[tuple[int, str]] = Counter()
+
+    async def read_acks(client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            acked = parse(STORED, STATION, message.payload)
+            acks.update((a.entry, a.outcome) for a in acked.entries)
+
     async with running(central), aiomqtt.Client(mqtt.host, mqtt.port, identifier="replayer") as client:
+        await client.subscribe(topics.node_stored(STATION), qos=1)
+        reader = asyncio.create_task(read_acks(client))
         for topic, payload in repeats + bad:
             await client.publish(topic, payload, qos=1)
         newer = transcript.replace(b'"version": 5.0', b'"version": 6.0').replace("旧的".encode(), "新的".encode())
@@ -219,6 +233,12 @@ async def test_repeats_are_stored_once_and_bad_payloads_are_counted_rejections(t
         await client.publish(topics.node(STATION, "transcripts"), transcript, qos=1)  # the older version, late
         await _until("every message taken",
                      lambda: central.stored.total() + central.repeats.total() + central.rejected.total() == 17)  # fmt: skip
+        await _until("their acknowledgements", lambda: acks.total() == 12)
+        reader.cancel()
+    # entry 1: the utterance stored, twice a repeat, once tampered; entry 2: the transcript stored and its newer
+    # version, the older ones repeats, four refused (those not even JSON, or of another version, name no entry)
+    assert acks == {(1, "stored"): 1, (1, "repeat"): 2, (1, "rejected"): 1,
+                    (2, "stored"): 2, (2, "repeat"): 2, (2, "rejected"): 4}  # fmt: skip
     assert central.stored == {"utterances": 1, "transcripts": 2}
     assert central.repeats == {"utterances": 2, "transcripts": 2}
     assert central.rejected == {STATION: 8, "another": 1, "?": 1}
@@ -261,16 +281,146 @@ async def test_what_central_could_not_store_while_postgresql_was_down_is_sent_ag
         postgres.pause()
         try:
             ids += speak(archive, transcripts, 3)
-            await _until("the edge's queue empty: the broker has it", lambda: queued(edge) == 0)
+            await _until("all sent: the broker has it", lambda: forwarder.sent == 10)
             await asyncio.sleep(0.5)
             assert central.stored == {"utterances": 2, "transcripts": 2}
+            assert queued(edge) == 6  # kept until central acknowledges them
         finally:
             postgres.resume()
     again = CentralIngest(central_config(tmp_path, mqtt, pg_url))
-    async with running(again):
+    async with running(again, Forwarder(edge).run):  # the edge back too, for central's acknowledgements
         await _until("the other three at central", lambda: again.stored == {"utterances": 3, "transcripts": 3})
+        await _until("the edge's queue empty: central acknowledged them", lambda: queued(edge) == 0)
     utterances, texts = central_rows(pg_url)
     assert sorted(utterances) == sorted(texts) == sorted(f"{STATION}.{i}" for i in ids)
+    archive.close()
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def subscribed_once(central: CentralIngest) -> None:
+    """Central subscribes and goes away: from then on the broker queues what comes for it."""
+    async with running(central):
+        pass
+
+
+async def test_a_broker_killed_after_taking_messages_loses_nothing_the_edge_resends_what_central_did_not_acknowledge(
+    tmp_path, mqtt, pg_url
+):
+    """The broker PUBACKs the edge's messages, queued for central (away), and is killed with SIGKILL before it saves
+    them: the edge, which keeps every entry until central acknowledges it, sends them again."""
+    edge = edge_config(tmp_path, mqtt)
+    archive, transcripts = Archive(edge.storage), TranscriptStore(connect(edge.storage.database))
+    await subscribed_once(CentralIngest(central_config(tmp_path, mqtt, pg_url)))
+    mqtt.restart()  # a clean stop: central's session is saved, as an autosave would have
+    forwarder = Forwarder(edge, ack_timeout_s=1.0)
+    sending = asyncio.create_task(forwarder.run())
+    try:
+        ids = speak(archive, transcripts, 5)
+        await _until("all ten taken by the broker", lambda: forwarder.sent >= 10)
+        assert queued(edge) == 10  # taken, not acknowledged: kept
+        mqtt.kill()
+        mqtt.start()
+        central = CentralIngest(central_config(tmp_path, mqtt, pg_url))
+        async with running(central):
+            await _until("all of it at central", lambda: central.stored == {"utterances": 5, "transcripts": 5}, timeout=20)
+            await _until("the edge's queue empty: central acknowledged it all", lambda: queued(edge) == 0)
+        assert forwarder.backlog.resent >= 10 and forwarder.backlog.acknowledged >= 10
+    finally:
+        await stop(sending)
+    utterances, texts = central_rows(pg_url)
+    assert sorted(utterances) == sorted(texts) == sorted(f"{STATION}.{i}" for i in ids)
+    archive.close()
+
+
+async def test_a_broker_queue_overflowing_while_central_is_away_loses_nothing(tmp_path, pg_url):
+    """mosquitto keeps 5 messages for central and drops the rest (max_queued_messages): the edge sends those again
+    until central acknowledges them. Meanwhile the backlog is visible and, old enough, the fault "forwarding behind"."""
+    server = Mosquitto(tmp_path / "small")
+    server.config.write_text(server.config.read_text(encoding="utf-8") + "max_queued_messages 5\n", encoding="utf-8")
+    server.start()
+    try:
+        edge = edge_config(tmp_path, server)
+        archive, transcripts = Archive(edge.storage), TranscriptStore(connect(edge.storage.database))
+        await subscribed_once(CentralIngest(central_config(tmp_path, server, pg_url)))
+        forwarder = Forwarder(edge, ack_timeout_s=1.0, behind_after_s=1.0)
+        sending = asyncio.create_task(forwarder.run())
+        try:
+            ids = speak(archive, transcripts, 15)
+            await _until("all 30 sent and resent", lambda: forwarder.backlog.resent >= 30)
+            await _until("the edge behind", lambda: forwarder.behind)
+            backlog = forwarder.backlog.to_dict()
+            assert backlog["queued"] == backlog["unacknowledged"] == 30 and backlog["oldest_age_s"] > 1
+            assert backlog["last_ack_at"] is None and backlog["acknowledged"] == 0
+            central = CentralIngest(central_config(tmp_path, server, pg_url))
+            async with running(central):
+                await _until("all of it at central", lambda: central.stored == {"utterances": 15, "transcripts": 15},
+                             timeout=30)  # fmt: skip
+                await _until("the edge caught up", lambda: queued(edge) == 0 and not forwarder.behind)
+            assert forwarder.backlog.last_ack_at is not None and forwarder.backlog.acknowledged >= 30
+        finally:
+            await stop(sending)
+        utterances, texts = central_rows(pg_url)
+        assert sorted(utterances) == sorted(texts) == sorted(f"{STATION}.{i}" for i in ids)
+        archive.close()
+    finally:
+        server.stop()
+
+
+async def test_resends_central_receives_twice_are_stored_once(tmp_path, mqtt, pg_url):
+    """Central away longer than the ack timeout: the broker queues every message twice or more; central stores each
+    once and acknowledges the repeats too."""
+    edge = edge_config(tmp_path, mqtt)
+    archive, transcripts = Archive(edge.storage), TranscriptStore(connect(edge.storage.database))
+    await subscribed_once(CentralIngest(central_config(tmp_path, mqtt, pg_url)))
+    forwarder = Forwarder(edge, ack_timeout_s=0.5)
+    sending = asyncio.create_task(forwarder.run())
+    try:
+        ids = speak(archive, transcripts, 3)
+        await _until("each sent twice", lambda: forwarder.backlog.resent >= 6)
+        central = CentralIngest(central_config(tmp_path, mqtt, pg_url))
+        async with running(central):
+            await _until("stored, and the edge's queue empty", lambda: central.stored.total() == 6 and queued(edge) == 0)
+            await _until("the repeats taken", lambda: central.repeats["utterances"] >= 3 and central.repeats["transcripts"] >= 3)
+    finally:
+        await stop(sending)
+    assert central.stored == {"utterances": 3, "transcripts": 3} and not central.rejected
+    utterances, texts = central_rows(pg_url)
+    assert sorted(utterances) == sorted(texts) == sorted(f"{STATION}.{i}" for i in ids)
+    archive.close()
+
+
+async def test_malformed_acknowledgements_are_counted_and_forget_nothing(tmp_path, mqtt):
+    edge = edge_config(tmp_path, mqtt)
+    archive, transcripts = Archive(edge.storage), TranscriptStore(connect(edge.storage.database))
+    ids = speak(archive, transcripts, 1)
+    forwarder = Forwarder(edge)
+    sending = asyncio.create_task(forwarder.run())
+    topic = Topics().node_stored(STATION)
+    entry = {"entry": 1, "kind": "utterances", "utterance_id": ids[0], "outcome": "stored"}
+    bad = [b"not json", b"\xff", json.dumps({"v": 2, "station": STATION, "entries": [entry]}).encode(),
+           json.dumps({"v": 1, "station": "other", "entries": [entry]}).encode(),  # another station's, on ours
+           json.dumps({"v": 1, "station": STATION, "entries": [{**entry, "entry": "1"}]}).encode(),
+           json.dumps({"v": 1, "station": STATION, "entries": [{**entry, "outcome": "lost"}]}).encode(),
+           json.dumps({"v": 1, "station": STATION, "entries": [entry] * 1001}).encode()]  # fmt: skip
+    try:
+        await _until("the edge connected", lambda: forwarder.link.connects == 1)
+        await asyncio.sleep(0.3)  # its subscription made
+        async with aiomqtt.Client(mqtt.host, mqtt.port, identifier="central") as central:
+            for payload in bad:
+                await central.publish(topic, payload, qos=1)
+            await _until("each refused", lambda: forwarder.backlog.acks_rejected == len(bad))
+            assert queued(edge) == 2 and forwarder.backlog.acknowledged == 0
+            acked = [Acked(**entry), Acked(**{**entry, "entry": 2, "kind": "transcripts"})]
+            await central.publish(topic, stored_payload(STATION, acked), qos=1)
+            await _until("both forgotten", lambda: queued(edge) == 0)
+        assert forwarder.backlog.acknowledged == 2 and forwarder.backlog.last_ack_at is not None
+    finally:
+        await stop(sending)
     archive.close()
 
 
@@ -309,6 +459,8 @@ async def test_on_a_locked_down_broker_an_edge_publishes_only_under_its_own_stat
         forwarder = Forwarder(edge)
         async with running(central, forwarder.run):
             await _until("the station's own messages at central", lambda: central.stored.total() == 4)
+            # central's acknowledgements reach the edge: central may write them, the edge read its own
+            await _until("the edge's queue empty", lambda: queued(edge) == 0)
             row = archive.get(ids[0])
             forged = utterance_payload("other", row, (edge.storage.data_dir / row.path).read_bytes())
             async with aiomqtt.Client(server.host, server.port, identifier=f"node-{STATION}", username=f"node-{STATION}",
@@ -318,6 +470,25 @@ async def test_on_a_locked_down_broker_an_edge_publishes_only_under_its_own_stat
             await asyncio.sleep(0.5)
         assert central.stored.total() == 4 and not central.rejected  # the broker dropped the forged one
         assert count(pg_url, "node_utterances") == 2
+        # an edge reads only its own station's acknowledgements; central writes nothing but acknowledgements
+        async with (
+            aiomqtt.Client(server.host, server.port, username=f"node-{STATION}", password=logins[STATION],
+                           protocol=aiomqtt.ProtocolVersion.V5) as rogue,
+            aiomqtt.Client(server.host, server.port, username="central", password=logins["central"],
+                           protocol=aiomqtt.ProtocolVersion.V5) as ingest,
+        ):  # fmt: skip
+            await rogue.subscribe(Topics().node_stored("other"), qos=1)  # granted by mosquitto, which checks delivery
+            await rogue.subscribe(Topics().node_stored(STATION), qos=1)
+            await ingest.subscribe(Topics().node(STATION, "utterances"), qos=1)  # central's to read, not to write
+            acked = [Acked(entry=1, kind="utterances", utterance_id=ids[0], outcome="stored")]
+            await ingest.publish(Topics().node_stored("other"), stored_payload("other", acked), qos=1)
+            await ingest.publish(Topics().node(STATION, "utterances"), b"{}", qos=1)
+            await ingest.publish(Topics().node_stored(STATION), stored_payload(STATION, acked), qos=1)
+            received = await asyncio.wait_for(anext(aiter(rogue.messages)), 5)
+            assert str(received.topic) == Topics().node_stored(STATION)
+            for client in (rogue, ingest):  # nothing else came: not the other station's ack, not central's utterance
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(anext(aiter(client.messages)), 0.5)
         archive.close()
     finally:
         server.stop()

@@ -154,6 +154,14 @@ class Mosquitto:
                 self._process.wait()
         self._process = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer: mosquitto saves nothing, so what it took since its last save (its
+        sessions' queued messages) is gone."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
     def restart(self) -> None:
         self.stop()
         self.start()
