@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 
 class ServiceCollector(Collector):
-    """Reads the channels, recognition, dispatcher and event loop of a running Service at scrape time."""
+    """Reads the channels, recognition, dispatcher, forwarder (an edge's) and event loop of a running Service at scrape
+    time."""
 
     def __init__(self, service: Service) -> None:
         self.service = service
@@ -30,6 +31,7 @@ class ServiceCollector(Collector):
         yield from self._channels()
         yield from self._recognition()
         yield from self._dispatch()
+        yield from self._forwarding()
         yield from self._loop()
 
     def _channels(self) -> Iterator[Metric]:
@@ -136,6 +138,31 @@ class ServiceCollector(Collector):
         for reason, count in counters["rejected"].items():
             rejected.add_metric([reason], count)
         yield rejected
+
+    def _forwarding(self) -> Iterator[Metric]:
+        forwarder = self.service.forwarder
+        if forwarder is None:  # not an edge
+            return
+        b = forwarder.backlog
+        yield GaugeMetricFamily("jingbao_forward_queued", "Messages for central it has not acknowledged (sent or not)",
+                                value=b.queued)  # fmt: skip
+        yield GaugeMetricFamily("jingbao_forward_unacknowledged", "Messages the broker took, central has not acknowledged",
+                                value=b.unacknowledged)  # fmt: skip
+        yield GaugeMetricFamily("jingbao_forward_oldest_seconds", "Age of the oldest message central has not acknowledged",
+                                value=b.oldest_age_s())  # fmt: skip
+        yield GaugeMetricFamily("jingbao_forward_behind", "1 while the fault 'forwarding behind' is active",
+                                value=float(forwarder.behind))  # fmt: skip
+        if b.last_ack_at is not None:  # no sample rather than 1970 before the first one
+            yield GaugeMetricFamily("jingbao_forward_last_ack_timestamp_seconds", "When central last acknowledged",
+                                    value=b.last_ack_at)  # fmt: skip
+        for name, documentation, value in [
+            ("jingbao_forward_sent", "Messages the broker took (resends included)", b.sent),
+            ("jingbao_forward_resent", "Messages sent again, central not having acknowledged them in time", b.resent),
+            ("jingbao_forward_acknowledged", "Messages central acknowledged", b.acknowledged),
+            ("jingbao_forward_refused", "Messages central acknowledged as refused for good", b.refused),
+            ("jingbao_forward_acks_rejected", "Acknowledgements the edge could not read", b.acks_rejected),
+        ]:
+            yield CounterMetricFamily(name, documentation, value=value)
 
     def _loop(self) -> Iterator[Metric]:
         lag = self.service.loop_lag

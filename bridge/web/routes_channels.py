@@ -2,7 +2,8 @@
 
     GET /healthz                      -> {"ok", "channels", "running", "faults",       (no login: for supervisors)
                                           "failing", "loop_lag_s", "loop_lag_max_s",
-                                          "loop_stalls"}; 503 while a fault is active
+                                          "loop_stalls", "forwarding" (an edge's)}; 503
+                                          while a fault is active
     GET /api/channels                 -> [channel state, ...]                          (any logged-in user)
     GET /api/channels/{id}            -> channel state; 404 unknown                    (any logged-in user)
 
@@ -11,6 +12,11 @@ is active, on any channel (its source, radio line, archive writes, encoder, or l
 archive; otherwise the status is 503 and `failing` names each active fault (`faults` counts them). A fault ends when
 its cause is gone (the source re-opened, the disk has room again), and so does the 503. The loop lag figures are
 measurements, not faults.
+
+On an edge (`--role edge`), `forwarding` is its backlog towards central (bridge/forward.Backlog: entries `queued`
+and `unacknowledged` by central, `oldest_age_s`, `last_ack_at`, `sent`, `resent`, `acknowledged`, `refused`,
+`acks_rejected`, `behind_since`; absent on a single box), and the fault "forwarding behind" (component "forward") is
+active while the oldest entry central has not acknowledged is older than the forwarder's `behind_after_s`.
 
 A channel's state counts what its source refused since the start: `rejected` (malformed RTP packets, files that
 would not decode, pushed audio refused), `rejected_by` (the same by kind: "malformed", "undecodable", "unreadable",
@@ -44,6 +50,13 @@ async def healthz(web: Web, response: Response) -> dict[str, Any]:
          "since": f.ts}
         for f in web.service.archive.active_faults
     ]  # fmt: skip
+    forwarder = web.service.forwarder
+    if forwarder is not None and forwarder.behind:
+        backlog = forwarder.backlog
+        failing.append({"component": "forward", "channel": None, "kind": "forwarding_behind",
+                        "message": f"forwarding behind: {backlog.queued} message(s) central has not acknowledged, the oldest"
+                                   f" queued {backlog.oldest_age_s():.0f} s ago",
+                        "since": backlog.behind_since})  # fmt: skip
     if failing:
         response.status_code = 503
     return {
@@ -53,6 +66,7 @@ async def healthz(web: Web, response: Response) -> dict[str, Any]:
         "faults": len(failing),
         "failing": failing,
         **web.service.loop_lag.to_dict(),
+        **({} if forwarder is None else {"forwarding": forwarder.backlog.to_dict()}),
     }
 
 

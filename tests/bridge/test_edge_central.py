@@ -14,11 +14,15 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import aiomqtt
 import psycopg
 import pytest
 import yaml
+from fastapi import Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from asr.store import TranscriptStore
 from asr.transcript import Transcript
@@ -28,7 +32,10 @@ from bridge.config import Config, ConfigError, load_config
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
 from bridge.forward import Forwarder
+from bridge.looplag import LoopLagMonitor
 from bridge.nodes import Acked, parse, stored_payload, utterance_payload
+from bridge.web.metrics import ServiceCollector
+from bridge.web.routes_channels import healthz
 from bridge.web.search import Filters
 from bridge.web.search_pg import PostgresSearchIndex
 from dispatch.topics import STORED, AckTopic, NodeTopic, StoredTopic, Topics
@@ -337,6 +344,18 @@ async def test_a_broker_killed_after_taking_messages_loses_nothing_the_edge_rese
     archive.close()
 
 
+async def shown(forwarder: Forwarder) -> tuple[int, dict, dict[str, float]]:
+    """What /healthz (its status and body) and /metrics (sample -> value) say of an edge with this forwarder."""
+    service = SimpleNamespace(channel_states=list, archive=SimpleNamespace(active_faults=[]), loop_lag=LoopLagMonitor(),
+                              recognition=None, dispatch=None, forwarder=forwarder)  # fmt: skip
+    response = Response()
+    health = await healthz(SimpleNamespace(service=service), response)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServiceCollector(service))
+    samples = {s.name: s.value for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples}
+    return response.status_code or 200, health, samples
+
+
 async def test_a_broker_queue_overflowing_while_central_is_away_loses_nothing(tmp_path, pg_url):
     """mosquitto keeps 5 messages for central and drops the rest (max_queued_messages): the edge sends those again
     until central acknowledges them. Meanwhile the backlog is visible and, old enough, the fault "forwarding behind"."""
@@ -353,15 +372,25 @@ async def test_a_broker_queue_overflowing_while_central_is_away_loses_nothing(tm
             ids = speak(archive, transcripts, 15)
             await _until("all 30 sent and resent", lambda: forwarder.backlog.resent >= 30)
             await _until("the edge behind", lambda: forwarder.behind)
-            backlog = forwarder.backlog.to_dict()
+            await _until("the backlog counted", lambda: forwarder.backlog.unacknowledged == 30)
+            code, health, metrics = await shown(forwarder)
+            assert code == 503 and [f["kind"] for f in health["failing"]] == ["forwarding_behind"]
+            backlog = health["forwarding"]
             assert backlog["queued"] == backlog["unacknowledged"] == 30 and backlog["oldest_age_s"] > 1
-            assert backlog["last_ack_at"] is None and backlog["acknowledged"] == 0
+            assert backlog["last_ack_at"] is None and backlog["acknowledged"] == 0 and backlog["resent"] >= 30
+            assert metrics["jingbao_forward_queued"] == metrics["jingbao_forward_unacknowledged"] == 30
+            assert metrics["jingbao_forward_behind"] == 1 and metrics["jingbao_forward_resent_total"] >= 30
+            assert "jingbao_forward_last_ack_timestamp_seconds" not in metrics
             central = CentralIngest(central_config(tmp_path, server, pg_url))
             async with running(central):
                 await _until("all of it at central", lambda: central.stored == {"utterances": 15, "transcripts": 15},
                              timeout=30)  # fmt: skip
                 await _until("the edge caught up", lambda: queued(edge) == 0 and not forwarder.behind)
             assert forwarder.backlog.last_ack_at is not None and forwarder.backlog.acknowledged >= 30
+            code, health, metrics = await shown(forwarder)
+            assert code == 200 and health["ok"] and health["forwarding"]["behind_since"] is None
+            assert metrics["jingbao_forward_queued"] == metrics["jingbao_forward_behind"] == 0
+            assert metrics["jingbao_forward_acknowledged_total"] >= 30
         finally:
             await stop(sending)
         utterances, texts = central_rows(pg_url)
