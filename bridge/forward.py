@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,10 +128,12 @@ class Backlog:
 
 
 class ForwardQueue:
-    """The durable queue of what central has not acknowledged yet (its own SQLite connection; used from one thread
-    at a time: the forwarder's calls go through asyncio.to_thread one after the other)."""
+    """The durable queue of what central has not acknowledged yet, on its own SQLite connection. The forwarder calls
+    it through asyncio.to_thread from two tasks at once (sending, and taking central's acknowledgements), so a lock
+    keeps each call whole: one connection's transactions must not interleave."""
 
     def __init__(self, database: Path, data_dir: Path) -> None:
+        self._lock = threading.Lock()
         self._conn = connect(database)
         self._data_dir = data_dir
         # the tables the triggers watch, made here too when the archive or the recogniser has not made them yet
@@ -141,50 +144,53 @@ class ForwardQueue:
     def due(self, limit: int, resend_before: float) -> list[Entry]:
         """The oldest entries to send: those not sent yet (unless MAX_UNACKED are out unacknowledged) and those sent
         before `resend_before` that central has not acknowledged."""
-        out = self._conn.execute("SELECT count(*) FROM forward_queue WHERE sent_at >= ?", (resend_before,)).fetchone()[0]
-        rows = self._conn.execute(
-            "SELECT seq, kind, utterance_id, sent_at FROM forward_queue WHERE sent_at < ? OR (? AND sent_at IS NULL)"
-            " ORDER BY seq LIMIT ?",
-            (resend_before, out < MAX_UNACKED, limit),
-        )
-        return [Entry(r["seq"], r["kind"], r["utterance_id"], r["sent_at"] is not None) for r in rows]
+        with self._lock:
+            out = self._conn.execute("SELECT count(*) FROM forward_queue WHERE sent_at >= ?", (resend_before,)).fetchone()[0]
+            rows = self._conn.execute(
+                "SELECT seq, kind, utterance_id, sent_at FROM forward_queue WHERE sent_at < ? OR (? AND sent_at IS NULL)"
+                " ORDER BY seq LIMIT ?",
+                (resend_before, out < MAX_UNACKED, limit),
+            )
+            return [Entry(r["seq"], r["kind"], r["utterance_id"], r["sent_at"] is not None) for r in rows]
 
     def sent(self, seqs: list[int], at: float) -> None:
-        with self._conn:
+        with self._lock, self._conn:
             self._conn.executemany("UPDATE forward_queue SET sent_at = ? WHERE seq = ?", [(at, s) for s in seqs])
 
     def done(self, seqs: list[int]) -> None:
-        with self._conn:
+        with self._lock, self._conn:
             self._conn.executemany("DELETE FROM forward_queue WHERE seq = ?", [(s,) for s in seqs])
 
     def waiting(self) -> tuple[int, int, float | None]:
         """How many entries wait, how many of them were sent, and since when the oldest has waited (epoch s; None when
         none waits)."""
-        row = self._conn.execute(
-            "SELECT count(*) AS n, count(sent_at) AS sent, min(queued_at) AS oldest FROM forward_queue"
-        ).fetchone()
-        return row["n"], row["sent"], row["oldest"]
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT count(*) AS n, count(sent_at) AS sent, min(queued_at) AS oldest FROM forward_queue"
+            ).fetchone()
+            return row["n"], row["sent"], row["oldest"]
 
     def payload(self, station: str, entry: Entry) -> bytes | None:
         """The message for an entry, read now (None: its row is gone, e.g. a transcript deleted; nothing to send)."""
-        if entry.kind == "utterances":
-            row = self._conn.execute("SELECT * FROM utterances WHERE id = ?", (entry.utterance_id,)).fetchone()
-            if row is None:
+        with self._lock:
+            if entry.kind == "utterances":
+                row = self._conn.execute("SELECT * FROM utterances WHERE id = ?", (entry.utterance_id,)).fetchone()
+                if row is None:
+                    return None
+                utterance = ArchivedUtterance(**{c: row[c] for c in COLUMNS})
+                try:
+                    audio, omitted = (self._data_dir / utterance.path).read_bytes(), ""
+                except OSError as e:  # its file gone or unreadable: the row still goes, saying so (`archive verify` too)
+                    audio, omitted = None, f"the edge cannot read its file: {e.strerror}"
+                return utterance_payload(station, utterance, audio, omitted, entry=entry.seq)
+            row = self._conn.execute(
+                "SELECT utterance_id, channel, start_ms, created_at FROM transcripts WHERE utterance_id = ?",
+                (entry.utterance_id,),
+            ).fetchone()
+            transcript = self._transcripts.get(entry.utterance_id)
+            if row is None or transcript is None:
                 return None
-            utterance = ArchivedUtterance(**{c: row[c] for c in COLUMNS})
-            try:
-                audio, omitted = (self._data_dir / utterance.path).read_bytes(), ""
-            except OSError as e:  # its file gone or unreadable: the row still goes, saying so (`archive verify` too)
-                audio, omitted = None, f"the edge cannot read its file: {e.strerror}"
-            return utterance_payload(station, utterance, audio, omitted, entry=entry.seq)
-        row = self._conn.execute(
-            "SELECT utterance_id, channel, start_ms, created_at FROM transcripts WHERE utterance_id = ?",
-            (entry.utterance_id,),
-        ).fetchone()
-        transcript = self._transcripts.get(entry.utterance_id)
-        if row is None or transcript is None:
-            return None
-        return transcript_payload(station, dict(row), transcript.to_dict(), entry=entry.seq)
+            return transcript_payload(station, dict(row), transcript.to_dict(), entry=entry.seq)
 
     def close(self) -> None:
         self._conn.close()
