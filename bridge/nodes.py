@@ -63,6 +63,7 @@ NO_MATCHING_SUBSCRIBERS = 0x10  # an MQTT 5 PUBACK's "accepted, but nobody will 
 
 OUTCOMES = ("stored", "repeat", "rejected")  # committed now, held already, or refused for good (not worth resending)
 MAX_ACKED = 1000  # entries in one acknowledgement: central batches far fewer (bridge/central.py)
+MAX_ENTRY = 2**63 - 1  # a queue entry is a SQLite integer: a bigger one would fail the edge's DELETE, not just miss
 
 
 class NodeMessageError(ValueError):
@@ -77,7 +78,7 @@ class _Message(BaseModel):
 
 
 class _Forwarded(_Message):
-    entry: int | None = None  # the edge's queue entry, named back in central's acknowledgement
+    entry: int | None = Field(None, ge=1, le=MAX_ENTRY)  # the edge's queue entry, named back in central's acknowledgement
 
 
 class UtteranceMessage(_Forwarded):
@@ -101,7 +102,7 @@ class Acked(BaseModel):
     # strict: an entry "1" or 1.0 is not the edge's entry 1, whose acknowledgement forgets it
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
-    entry: int
+    entry: int = Field(ge=1, le=MAX_ENTRY)
     kind: str = Field(pattern="^(utterances|transcripts)$")
     utterance_id: str = Field(max_length=100)  # for the log ("" when central could not read it)
     outcome: str = Field(pattern=f"^({'|'.join(OUTCOMES)})$")
@@ -148,7 +149,7 @@ def entry_of(payload: bytes) -> int | None:
     except ValueError:
         return None
     entry = data.get("entry") if isinstance(data, dict) else None
-    return entry if isinstance(entry, int) and not isinstance(entry, bool) else None
+    return entry if isinstance(entry, int) and not isinstance(entry, bool) and 1 <= entry <= MAX_ENTRY else None
 
 
 def valid_station(station: str) -> bool:

@@ -434,6 +434,7 @@ async def test_malformed_acknowledgements_are_counted_and_forget_nothing(tmp_pat
     bad = [b"not json", b"\xff", json.dumps({"v": 2, "station": STATION, "entries": [entry]}).encode(),
            json.dumps({"v": 1, "station": "other", "entries": [entry]}).encode(),  # another station's, on ours
            json.dumps({"v": 1, "station": STATION, "entries": [{**entry, "entry": "1"}]}).encode(),
+           json.dumps({"v": 1, "station": STATION, "entries": [{**entry, "entry": 2**64}]}).encode(),  # no SQLite int
            json.dumps({"v": 1, "station": STATION, "entries": [{**entry, "outcome": "lost"}]}).encode(),
            json.dumps({"v": 1, "station": STATION, "entries": [entry] * 1001}).encode()]  # fmt: skip
     try:
