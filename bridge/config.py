@@ -268,6 +268,15 @@ class NodeConfig(Strict):
         description="The broker between nodes and this node's own login on it (an edge: node-<station>, central: "
         "central; `jingbao broker add-node`). None: the `broker` section's.",
     )
+    ack_timeout_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="An edge resends what it sent when central has not acknowledged storing it within this long.",
+    )  # fmt: skip
+    behind_after_s: float = Field(
+        300.0, gt=0,
+        description="An edge whose oldest unacknowledged entry is older than this has the fault 'forwarding behind' "
+        "(/healthz answers 503) until central has caught up.",
+    )  # fmt: skip
 
 
 class WebConfig(Strict):

@@ -196,7 +196,8 @@ class Service:
     def _build_forwarder(self) -> Any:
         from bridge.forward import Forwarder
 
-        return Forwarder(self.config)
+        node = self.config.node
+        return Forwarder(self.config, ack_timeout_s=node.ack_timeout_s, behind_after_s=node.behind_after_s)
 
     def _build_speaker(self) -> Speaker | None:
         """The announcements' voice (in a worker thread: loading the model takes ~1 s), when the dispatcher announces

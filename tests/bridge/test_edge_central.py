@@ -34,6 +34,7 @@ from bridge.events import Utterance, new_utterance_id
 from bridge.forward import Forwarder
 from bridge.looplag import LoopLagMonitor
 from bridge.nodes import Acked, parse, stored_payload, utterance_payload
+from bridge.service import Service
 from bridge.web.metrics import ServiceCollector
 from bridge.web.routes_channels import healthz
 from bridge.web.search import Filters
@@ -164,6 +165,13 @@ def test_a_role_missing_its_settings_is_a_config_error(tmp_path, mqtt):
         CentralIngest(edge)
     with pytest.raises(ConfigError, match=r"node\.station"):  # a station id becomes a topic level and an id prefix
         node_config(tmp_path, mqtt, name="bad", client_id="x", node={"station": "a.b"})
+
+
+def test_an_edge_service_takes_its_forwarding_timeouts_from_the_config(tmp_path, mqtt):
+    edge = edge_config(tmp_path, mqtt)
+    edge = edge.model_copy(update={"node": edge.node.model_copy(update={"ack_timeout_s": 7.0, "behind_after_s": 90.0})})
+    forwarder = Service(edge, role="edge").forwarder
+    assert forwarder is not None and (forwarder._ack_timeout_s, forwarder._behind_after_s) == (7.0, 90.0)
 
 
 async def test_archived_utterances_and_transcripts_arrive_once_each_and_are_searchable(tmp_path, mqtt, pg_url):
