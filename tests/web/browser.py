@@ -155,11 +155,15 @@ def read_pcm(wav: Path) -> bytes:
         return w.readframes(w.getnframes())
 
 
+MARKET_FROM_THE_WEB = [{"id": "ch-market", "name": "市场保安", "source": {"type": "web"}}]
+
+
 @contextmanager
-def live_service(tmp: Path, channels: list[dict[str, Any]], dispatch: dict[str, Any] | None = None,
+def live_service(tmp: Path, channels: list[dict[str, Any]] = MARKET_FROM_THE_WEB, dispatch: dict[str, Any] | None = None,
                  broker: bool = True) -> Iterator[LiveService]:
-    """The service on the demo jurisdiction without recognition, its `channels` pushed from the web (or as given),
-    announcements off unless `dispatch` says otherwise, the test users added; with a private mosquitto (`broker`)."""
+    """The service on the demo jurisdiction without recognition, its `channels` (default: the market's, pushed from
+    the web), announcements off unless `dispatch` says otherwise, the test users added; with a private mosquitto
+    (`broker`)."""
     mosquitto = Mosquitto(tmp / "mosquitto") if broker else None
     config = {
         "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),

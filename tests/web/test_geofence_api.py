@@ -29,9 +29,8 @@ MEISHI = (34.2702, 108.9843)  # 美食街
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    channels = [{"id": "ch-market", "name": "市场保安", "source": {"type": "web"}}]
     geofences = {"post_radius_m": 300, "scene_radius_m": 50}
-    with live_service(tmp_path_factory.mktemp("geofence"), channels, dispatch={"geofences": geofences}) as service:
+    with live_service(tmp_path_factory.mktemp("geofence"), dispatch={"geofences": geofences}) as service:
         yield service
 
 

@@ -11,12 +11,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import yaml
 from playwright.sync_api import Browser, expect
 
-from tests.support.broker import free_port
 from tests.support.web import as_user
-from tests.web.browser import CSP_VIOLATIONS, REPO, LiveService, add_users, chromium, log_in, screenshot
+from tests.web.browser import CSP_VIOLATIONS, LiveService, chromium, live_service, log_in, screenshot
 
 pytestmark = pytest.mark.slow
 POINTS = [("南门", 34.2705, 108.9902, None), ("北门", 34.2715, 108.9902, None), ("东侧仓库", 34.2715, 108.9914, "HN-EAST-03")]
@@ -27,26 +25,13 @@ LEAD_S, WINDOW_S = 6.0, 15.0
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveService, float]]:
     """The service with 花鸟市场's guard patrolling three points; its round starts a few seconds after it is up:
     (service, the round's start)."""
-    tmp = tmp_path_factory.mktemp("patrols-browser")
     start = int(time.time() + LEAD_S)
     route = {"id": "r-huaniao", "name": "花鸟市场夜巡", "patrollers": ["g-huaniao"], "radius_m": 25,
              "starts": [time.strftime("%H:%M:%S", time.localtime(start))], "window_min": WINDOW_S / 60,
              "points": [{"name": n, "lat": lat, "lon": lon} | ({"code": c} if c else {})
                         for n, lat, lon, c in POINTS]}  # fmt: skip
-    config = {
-        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
-        "storage": {"data_dir": str(tmp / "data"), "audio_format": "wav"},
-        "broker": {"enabled": False},
-        "asr": {"engine": "none"},
-        "web": {"port": free_port()},
-        "channels": [{"id": "ch-market", "name": "市场保安", "source": {"type": "web"}}],
-        "dispatch": {"alerts": {"announce": False}, "patrols": {"routes": [route]}},
-    }
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    service = LiveService(path)
-    add_users(service.config.storage.database)
-    with service:
+    with live_service(tmp_path_factory.mktemp("patrols-browser"), dispatch={"patrols": {"routes": [route]}},
+                      broker=False) as service:
         yield service, start
 
 

@@ -10,15 +10,13 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 
 import pytest
-import yaml
 from playwright.sync_api import Browser, Page, expect
 
 from bridge.db import connect
 from bridge.events import Utterance
 from dispatch import demo_history
 from dispatch.gazetteer import load_jurisdiction
-from tests.support.broker import free_port
-from tests.web.browser import CSP_VIOLATIONS, REPO, LiveService, add_users, chromium, log_in, screenshot
+from tests.web.browser import CSP_VIOLATIONS, REPO, LiveService, chromium, live_service, log_in, screenshot
 
 pytestmark = pytest.mark.slow
 CHARTS = ["chart-period", "chart-type", "chart-place", "chart-grid", "chart-station", "chart-response",
@@ -29,22 +27,8 @@ DRAWN = "(id) => { const c = Chart.getChart(id); return c ? c.data.datasets.map(
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    tmp = tmp_path_factory.mktemp("stats-browser")
-    config = {
-        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
-        "storage": {"data_dir": str(tmp / "data"), "audio_format": "wav"},
-        "broker": {"enabled": False},
-        "asr": {"engine": "none"},
-        "web": {"port": free_port()},
-        "channels": [{"id": "ch-market", "name": "市场保安", "source": {"type": "web"}}],
-        "dispatch": {"alerts": {"announce": False}},
-    }
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    service = LiveService(path)
-    add_users(service.config.storage.database)
-    with service:
-        demo_history.seed(connect(service.config.storage.database), load_jurisdiction(config["jurisdiction"]), 6)
+    with live_service(tmp_path_factory.mktemp("stats-browser"), broker=False) as service:
+        demo_history.seed(connect(service.config.storage.database), load_jurisdiction(REPO / "config" / "jurisdiction.yaml"), 6)
         now = time.time()
         for k in range(TRAFFIC):  # radio traffic of the last day and a half, archived as the channels would
             start = now - k * 1800 - 60

@@ -11,14 +11,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import yaml
 from playwright.sync_api import Browser, expect
 
 from asr.transcript import Transcript
 from dispatch.positions import Position
 from tests.support.archive import make_utterance, speech_pcm
-from tests.support.broker import free_port
-from tests.web.browser import CSP_VIOLATIONS, REPO, LiveService, add_users, chromium, log_in, screenshot
+from tests.web.browser import CSP_VIOLATIONS, LiveService, chromium, live_service, log_in, screenshot
 
 __all__ = ["speech_pcm"]  # a fixture, imported for pytest
 pytestmark = pytest.mark.slow
@@ -38,21 +36,7 @@ def along(f: float) -> tuple[float, float]:
 def live(tmp_path_factory: pytest.TempPathFactory, speech_pcm: bytes) -> Iterator[tuple[LiveService, str, float]]:
     """The service, with the guard of 花鸟市场 having walked to 美食街 over the last 20 minutes, where a fight was
     reported on his channel 5 minutes ago (between two of his fixes): (service, the call's utterance id, when it started)."""
-    tmp = tmp_path_factory.mktemp("tracks-browser")
-    config = {
-        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
-        "storage": {"data_dir": str(tmp / "data"), "audio_format": "wav"},
-        "broker": {"enabled": False},
-        "asr": {"engine": "none"},
-        "web": {"port": free_port()},
-        "channels": [{"id": "ch-market", "name": "市场保安", "source": {"type": "web"}}],
-        "dispatch": {"alerts": {"announce": False}},
-    }
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    service = LiveService(path)
-    add_users(service.config.storage.database)
-    with service:
+    with live_service(tmp_path_factory.mktemp("tracks-browser"), broker=False) as service:
         now, dispatch = time.time(), service.service.dispatch
         # the walk's older fixes are written to the history as the intake kept them (it takes none older than 5 min
         # now); the last one comes in as a phone sends it

@@ -10,35 +10,20 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import yaml
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from bridge.web.routes_audio import MAX_MESSAGE_BYTES
 from bridge.web.sockets import MAX_FEED_MESSAGE_CHARS
-from tests.support.broker import free_port
-from tests.web.browser import PASSWORD, REPO, LiveService, add_users, read_pcm
+from tests.web.browser import PASSWORD, LiveService, live_service, read_pcm
 
 FEEDS = [("op", "/api/events"), ("guard-huaniao", "/api/me/live"), ("op", "/api/channels/ch-market/listen")]
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    tmp = tmp_path_factory.mktemp("websockets")
-    config = {
-        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
-        "storage": {"data_dir": str(tmp / "data"), "audio_format": "wav"},
-        "broker": {"enabled": False},
-        "asr": {"engine": "none"},
-        "web": {"port": free_port()},
-        "channels": [{"id": "ch-market", "name": "市场保安", "source": {"type": "web"}}],
-    }
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    live = LiveService(path)
-    add_users(live.config.storage.database)
-    with live:
+    with live_service(tmp_path_factory.mktemp("websockets"), broker=False) as live:
         yield live
 
 
