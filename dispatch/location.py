@@ -351,11 +351,12 @@ def _headless_at_onset(inp: TranscriptInput, index: PlaceIndex):
     for n, tail in index.headless:
         size = len(tail)
         heard = syl[:size]
-        if len(heard) < size or any(h is None or similarity(h.folded, t) < 0.9 for h, t in zip(heard, tail, strict=True)):
+        if len(heard) < size or any(h is None for h in heard):
             continue
-        if reading_freq(tuple(heard)) >= COMMON_WORD_FREQ or _cuts_words(inp, 0, size):
+        scores = [similarity(h.folded, t) for h, t in zip(heard, tail, strict=True)]
+        if min(scores) < 0.9 or reading_freq(tuple(heard)) >= COMMON_WORD_FREQ or _cuts_words(inp, 0, size):
             continue
-        score = sum(similarity(h.folded, t) for h, t in zip(heard, tail, strict=True)) / (size + 1)  # one not heard
+        score = sum(scores) / (size + 1)  # the clipped syllable counts as not heard
         words = " ".join(h.base for h in heard if h)
         yield _mark(LocationMatch(n.place, words, "fuzzy", 0.9 * score, (0, size), inp.unit), inp)
 
