@@ -188,6 +188,18 @@ def live_service(tmp: Path, channels: list[dict[str, Any]] = MARKET_FROM_THE_WEB
             mosquitto.stop()
 
 
+def start_live(path: Path, more_users: dict[str, tuple[str, str]] | None = None) -> LiveService:
+    """The service of this config, started; its users (the test users and `more_users`: name -> (role, responder))
+    made on the first start only, so a restart on the same data keeps them. Stop it with `.stop()`."""
+    service = LiveService(path)
+    store = UserStore(connect(service.config.storage.database))
+    if store.get("op") is None:
+        add_users(service.config.storage.database)
+        for name, (role, responder) in (more_users or {}).items():
+            store.add(name, role, PASSWORD, responder_id=responder)
+    return service.__enter__()
+
+
 def add_users(database: Path) -> None:
     store = UserStore(connect(database))
     for name, (role, responder) in USERS.items():

@@ -23,11 +23,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from bridge.db import connect
-from bridge.web.users import UserStore
 from tests.support.broker import JURISDICTION, Mosquitto, free_port
 from tests.support.web import as_user
-from tests.web.browser import PASSWORD, REPO, LiveService, add_users
+from tests.web.browser import REPO, LiveService, start_live
 
+YESHI = {"guard-yeshi": ("guard", "g-yeshi")}  # the night market's guard, besides the test users
 P1, P2, P3 = (34.2705, 108.9902), (34.2715, 108.9902), (34.2715, 108.9914)  # ~110 m apart, north of 花鸟市场
 Q1, Q2 = (34.2650, 108.9800), (34.2660, 108.9800)
 CODE = "HN-EAST-03"  # posted at P3
@@ -66,13 +66,6 @@ def write_config(tmp: Path, broker: Mosquitto, starts: list[float]) -> Path:
     return path
 
 
-def start(path: Path) -> LiveService:
-    service = LiveService(path)
-    store = UserStore(connect(service.config.storage.database))
-    if store.get("op") is None:
-        add_users(service.config.storage.database)
-        store.add("guard-yeshi", "guard", PASSWORD, responder_id="g-yeshi")
-    return service.__enter__()
 
 
 class PatrolEvents:
@@ -120,7 +113,7 @@ def test_points_passed_or_scanned_are_checked_in_and_the_skipped_one_is_raised_o
 ) -> None:
     first = int(time.time() + LEAD_S)
     second = first + 2 * int(WINDOW_S) + 2  # a round that passes while the service is down
-    live = start(write_config(tmp_path, broker, [first, second]))
+    live = start_live(write_config(tmp_path, broker, [first, second]), YESHI)
     events = PatrolEvents(live)
     huaniao, yeshi = phone(broker, "g-huaniao"), phone(broker, "g-yeshi")
     walk(huaniao, "g-huaniao", P1)  # before the round: no check-in
@@ -152,7 +145,8 @@ def test_points_passed_or_scanned_are_checked_in_and_the_skipped_one_is_raised_o
     live.stop()
 
     wait_until(second + WINDOW_S + 0.5)  # the second round passed unwalked while the service was down
-    live = start(write_config(tmp_path, broker, [first, second]))  # the same data, a new port (the old may linger)
+    # the same data, a new port (the old may linger)
+    live = start_live(write_config(tmp_path, broker, [first, second]), YESHI)
     try:
         def missed() -> list[tuple]:
             with connect(live.config.storage.database) as db:
@@ -171,7 +165,7 @@ def test_points_passed_or_scanned_are_checked_in_and_the_skipped_one_is_raised_o
 
 @pytest.fixture(scope="module")
 def refusals(tmp_path_factory: pytest.TempPathFactory, broker: Mosquitto) -> Iterator[LiveService]:
-    live = start(write_config(tmp_path_factory.mktemp("patrols-refusals"), broker, [time.time() - 60]))
+    live = start_live(write_config(tmp_path_factory.mktemp("patrols-refusals"), broker, [time.time() - 60]), YESHI)
     yield live
     live.stop()
 

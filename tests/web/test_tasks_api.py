@@ -21,12 +21,11 @@ import yaml
 from asr.transcript import Transcript
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
-from bridge.web.users import UserStore
 from dispatch.gazetteer import load_jurisdiction
 from dispatch.tasks import announcements, resolve
 from tests.support.broker import JURISDICTION, Mosquitto, free_port
 from tests.support.web import as_user, wait_for
-from tests.web.browser import PASSWORD, REPO, LiveService, add_users
+from tests.web.browser import REPO, LiveService, start_live
 
 MORE_USERS = {"guard-piju": ("guard", "g-piju"), "guard-gaoqiao": ("guard", "g-gaoqiao"),
               "chief-xu": ("officer", "p-xu-zhen")}  # fmt: skip
@@ -53,28 +52,18 @@ def write_config(tmp: Path, broker: Mosquitto, *, transmit: bool = True) -> Path
     }  # fmt: skip
     if transmit:  # the market channel transmits (into files): a task for its guards is spoken there
         config["channels"][0]["tx"] = {"output": {"type": "file", "directory": str(tmp / "tx")}}
-        # by espeak-ng (no voice model there): the Kokoro voice would still be rendering its start-up phrases in a
-        # thread of its own when the tests end, and onnxruntime aborts a process that exits under it
+        # by espeak-ng (no voice model there): fast, and what is said is all this test checks
         config["dispatch"] = {"alerts": {"announce_model": str(tmp / "no-voice-model")}}
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     return path
 
 
-def start(path: Path) -> LiveService:
-    """The service of this config, started (its users made on the first start)."""
-    service = LiveService(path)
-    store = UserStore(connect(service.config.storage.database))
-    if store.get("op") is None:
-        add_users(service.config.storage.database)
-        for name, (role, responder) in MORE_USERS.items():
-            store.add(name, role, PASSWORD, responder_id=responder)
-    return service.__enter__()
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, broker: Mosquitto) -> Iterator[LiveService]:
-    service = start(write_config(tmp_path_factory.mktemp("tasks"), broker))
+    service = start_live(write_config(tmp_path_factory.mktemp("tasks"), broker), MORE_USERS)
     yield service
     service.stop()
 
@@ -335,7 +324,7 @@ def test_reminders_due_while_the_service_was_down_go_out_when_it_starts(
     tmp_path: Path, broker: Mosquitto, phones: Callable[..., Phones]
 ) -> None:
     ph = phones(["g-huaniao"])
-    service = start(write_config(tmp_path, broker, transmit=False))
+    service = start_live(write_config(tmp_path, broker, transmit=False), MORE_USERS)
     try:
         early = send(service, text="早班交接", targets=["person:g-huaniao"], deadline_s=1, announce=False)
         wait_for("the first reminder", lambda: ph.of("g-huaniao", early["id"], "reminder"), timeout=6)
@@ -345,7 +334,8 @@ def test_reminders_due_while_the_service_was_down_go_out_when_it_starts(
     assert time.time() < later["deadline"]  # stopped before it fell due (else the machine is too busy for this test)
     time.sleep(max(0.0, later["deadline"] - time.time()) + 0.5)  # it falls due while nobody runs
     assert ph.of("g-huaniao", later["id"], "reminder") == []
-    service = start(write_config(tmp_path, broker, transmit=False))  # the same data, a new port (the old may linger)
+    # the same data, a new port (the old may linger)
+    service = start_live(write_config(tmp_path, broker, transmit=False), MORE_USERS)
     try:
         [reminder] = wait_for("the reminder after the restart", lambda: ph.of("g-huaniao", later["id"], "reminder"))
         assert reminder["mine"]["reminders"] == 1
