@@ -380,7 +380,8 @@ def read_transcript(transcript_like: Any, lexicon: Lexicon | None = None, places
     """The lexicon's reading and the model's features. A place's name says where, not what happened, and toneless
     its syllables can sound like words that do (美食街 "mei shi jie" reads like 没事, all is well, and the demo's
     fight at 美食街 went to the operator as routine-sounding): with the `places` heard, their names are left out of
-    what the model reads (the lexicon still reads everything)."""
+    what the model reads (the lexicon still reads everything), and the transcript is the one they were heard in
+    (`places.inp`, read once)."""
     lexicon = lexicon or load_lexicon()
     inp = places.inp if places is not None else read_input(transcript_like)
     words, severity = _words(inp, lexicon)
