@@ -1,0 +1,105 @@
+"""A TCP relay between a node and its broker that a test (or bench/cluster.py) can cut and restore: a real network
+cut, seen by both ends only through their sockets, not a mock of either.
+
+    relay = Relay(("127.0.0.1", broker.port))
+    await relay.start()          # the node connects to relay.port instead of the broker's
+    await relay.cut()            # the link goes dead
+    await relay.restore()        # and comes back
+
+What a cut looks like depends on `silent`:
+- silent (the default), as a pulled cable or a 4G router losing its signal: established connections stay open and
+  carry nothing either way, so each end finds out only from its own timeouts (MQTT keepalive, a PUBACK that never
+  comes); new connections are accepted and carry nothing either (a connect that gets no answer, until the client's
+  own timeout). At restore every connection made before or during the cut is closed: by then TCP would have given
+  up on them too, and resuming a stream whose bytes were dropped would corrupt it, which no real network does.
+- not silent, as a router that answers with resets: established connections are closed at once, new ones closed as
+  soon as they are accepted (a refused connect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+CHUNK = 65536
+
+
+class Relay:
+    """Listens on 127.0.0.1:`port` (a free one by default) and pipes each connection to `target`."""
+
+    def __init__(self, target: tuple[str, int], *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.target = target
+        self.host = host
+        self.port = port
+        self.is_cut = False
+        self.connections = 0  # accepted so far, for a test to see that its node reconnected
+        self._silent = True
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()  # both sides of every live connection
+        self._dead: set[asyncio.StreamWriter] = set()  # those that went silent in a cut: closed at restore
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, self.host, self.port, family=socket.AF_INET)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self._close(self._open)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def cut(self, *, silent: bool = True) -> None:
+        """From now on nothing crosses; without `silent`, every connection is closed as well."""
+        self.is_cut, self._silent = True, silent
+        if silent:
+            self._dead |= self._open
+        else:
+            self._close(self._open)
+
+    async def restore(self) -> None:
+        """Connections are relayed again; those the cut silenced are closed (their ends reconnect)."""
+        self._close(self._dead)
+        self._dead.clear()
+        self.is_cut = False
+
+    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.is_cut and not self._silent:
+            client_writer.transport.abort()  # refused
+            return
+        try:
+            broker_reader, broker_writer = await asyncio.open_connection(*self.target)
+        except OSError:  # the broker itself is down: the node sees that as it would without the relay
+            client_writer.transport.abort()
+            return
+        pair = {client_writer, broker_writer}
+        self._open |= pair
+        if self.is_cut:  # accepted during a silent cut: it never carries a byte
+            self._dead |= pair
+        try:
+            await asyncio.gather(self._pipe(client_reader, broker_writer), self._pipe(broker_reader, client_writer))
+        finally:
+            self._close(pair - self._dead)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Copy until either side closes; the bytes of a silenced connection are read and dropped (a dead network
+        does not push back on the sender until its TCP window fills, and then only by stalling it)."""
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while data := await reader.read(CHUNK):
+                if writer in self._dead or writer.is_closing():
+                    continue
+                writer.write(data)
+                await writer.drain()
+        # One side closed: the other sees it too, as its TCP stack would see the FIN; not across a cut, where it is
+        # closed at restore (a broker must not learn from the relay that a client it cannot hear has given up).
+        if writer not in self._dead:
+            self._close({writer})
+
+    def _close(self, writers: set[asyncio.StreamWriter]) -> None:
+        for writer in list(writers):
+            self._open.discard(writer)
+            if not writer.is_closing():
+                writer.transport.abort()  # no FIN handshake to wait for: the other end sees a reset
