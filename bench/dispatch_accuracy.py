@@ -119,7 +119,7 @@ def blind_rows(args: argparse.Namespace) -> None:
 
     extractor = Extractor(load_jurisdiction(args.jurisdiction))
     for path in DEVELOPMENT_SETS:
-        report(path, extractor, 3, args.rate)
+        report(path, lambda row: extractor, 3, args.rate)
 
 
 def text_rows(args: argparse.Namespace) -> None:

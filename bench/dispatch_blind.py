@@ -87,11 +87,15 @@ class Tally:
         self.confusion[(row["type"], got + ("?" if queued else ""))] += 1
 
 
-def run(extractor: Extractor, rows: list[dict[str, str]], make: Callable[[random.Random], list[str]], seeds: int) -> Tally:
+Extractors = Callable[[dict[str, str]], Extractor]  # the extractor that hears a row (on its channel, or on none)
+
+
+def run(extractor_for: Extractors, rows: list[dict[str, str]], make: Callable[[random.Random], list[str]], seeds: int
+        ) -> Tally:
     tally = Tally()
     for seed in range(seeds):
         for row, inp in zip(rows, make(random.Random(seed)), strict=True):
-            tally.add(row, extractor(inp))
+            tally.add(row, extractor_for(row)(inp))
     return tally
 
 
@@ -116,7 +120,7 @@ def pct(a: int, b: int) -> str:
     return f"{a / b:6.1%}" if b else "     -"
 
 
-def report(path: Path, extractor: Extractor, seeds: int, rate: float) -> dict[str, Tally]:
+def report(path: Path, extractor_for: Extractors, seeds: int, rate: float) -> dict[str, Tally]:
     rows = read_set(path)
     kinds = Counter(r["kind"] for r in rows)
     print(f"\n{path.name}: {kinds['report']} reports, {kinds['routine']} routine lines; error rate {rate}, "
@@ -125,7 +129,7 @@ def report(path: Path, extractor: Extractor, seeds: int, rate: float) -> dict[st
           f"{'false inc.':>10} {'false queued':>12}")
     tallies = {}
     for name, (make, noisy) in conditions(rows, rate).items():
-        t = tallies[name] = run(extractor, rows, make, seeds if noisy else 1)
+        t = tallies[name] = run(extractor_for, rows, make, seeds if noisy else 1)
         print(f"{name:24} {pct(t.place_ok, t.named)} {pct(t.type_ok, t.reports)} {pct(t.sure_ok, t.reports)} "
               f"{pct(t.queued, t.reports)} {pct(t.missed, t.reports)} | {t.false_incidents:>10} {t.false_queued:>12}")
     print_confusion(tallies["clean text"].confusion)
@@ -151,11 +155,21 @@ def main() -> int:
     ap.add_argument("--jurisdiction", type=Path, default=REPO / "config" / "jurisdiction.yaml")
     ap.add_argument("--seeds", type=int, default=3, help="noisy variants per sentence")
     ap.add_argument("--rate", type=float, default=0.15, help="per-character / per-syllable error rate")
+    ap.add_argument("--channel-prior", action="store_true", help="hear each row on the channel it names (a set with a "
+                    "`channel` column): the channel's own places are heard more readily (docs/dispatch.md)")
     args = ap.parse_args()
     print(describe())
-    extractor = Extractor(load_jurisdiction(args.jurisdiction))
+    jurisdiction = load_jurisdiction(args.jurisdiction)
+    extractors = {"": Extractor(jurisdiction)}
+
+    def extractor_for(row: dict[str, str]) -> Extractor:
+        channel = row.get("channel", "") if args.channel_prior else ""
+        if channel not in extractors:
+            extractors[channel] = Extractor(jurisdiction, channel=channel)
+        return extractors[channel]
+
     for path in args.sets or DEVELOPMENT_SETS:
-        report(path, extractor, args.seeds, args.rate)
+        report(path, extractor_for, args.seeds, args.rate)
     return 0
 
 
