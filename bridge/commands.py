@@ -43,6 +43,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     seg.set_defaults(func=cmd_segment)
 
     _register_archive(sub)
+    _register_db(sub)
+
+
+def _register_db(sub: argparse._SubParsersAction) -> None:
+    from bridge.pg_roles import READER, WRITER
+
+    db = sub.add_parser("db", help="the PostgreSQL store of the central tier")
+    dsub = db.add_subparsers(dest="db_command", required=True)
+    roles = dsub.add_parser(
+        "roles", help="give a database a writer role (the central ingest's) and a read-only one (search, audit); run "
+        "once by the server's administrator (docs/security.md)",
+    )  # fmt: skip
+    roles.add_argument("--admin-url", required=True, help="the server as its administrator, e.g. postgresql://postgres@/postgres")
+    roles.add_argument("--database", required=True, help="the deployment's database, e.g. jingbao_fenju")
+    roles.add_argument("--writer", default=WRITER, help=f"the central ingest's login, owner of the tables (default {WRITER})")
+    roles.add_argument("--reader", default=READER, help=f"the read-only login (default {READER})")
+    roles.set_defaults(func=cmd_db_roles)
+
+
+def cmd_db_roles(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from bridge.pg_roles import TierRoles, setup_roles
+
+    try:
+        roles = TierRoles(args.database, args.writer, args.reader)
+        setup_roles(args.admin_url, roles)
+    except (ValueError, psycopg.Error) as e:
+        print(f"roles not set up: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.database}: {roles.writer} owns and writes it, {roles.reader} reads it; set their passwords with psql's"
+          f" \\password (docs/security.md)", file=sys.stderr)  # fmt: skip
+    return 0
 
 
 def load_setup(path: Path) -> tuple[Config, Jurisdiction]:

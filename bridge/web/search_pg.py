@@ -79,16 +79,22 @@ class PostgresSearchIndex(TranscriptSearch):
         but_not_template="({0}) & !({1})",
     )
 
-    def __init__(self, conn: psycopg.Connection) -> None:
+    def __init__(self, conn: psycopg.Connection, *, readonly: bool = False) -> None:
+        """`readonly`: a connection that may only read (bridge/pg_roles.py's reader role, for search and audit): the
+        writer's tier migrates the tables and keeps the index up to date (the central ingest); this one searches it."""
         super().__init__()
-        migrate(conn, "transcripts", TRANSCRIPT_MIGRATIONS)
-        migrate(conn, "web.search", MIGRATIONS)
+        self.readonly = readonly
+        if not readonly:
+            migrate(conn, "transcripts", TRANSCRIPT_MIGRATIONS)
+            migrate(conn, "web.search", MIGRATIONS)
         self._conn = conn
 
     def _rows(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
         return self._conn.cursor(row_factory=dict_row).execute(sql, args).fetchall()
 
     def _sync_batch(self) -> int:
+        if self.readonly:
+            return 0  # indexing writes: what the writer has not indexed yet is found once it has
         with self._lock:
             if not self._conn.execute("SELECT 1 FROM search_pending LIMIT 1").fetchone():
                 return 0  # the common case, answered without waiting for another process's batch

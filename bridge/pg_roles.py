@@ -1,0 +1,88 @@
+"""PostgreSQL roles per tier (issue 13): who may write the central store and who may only read it.
+
+- the **writer** (`jingbao_central` by default): the central ingest's login (`storage.database_url` of `--role central`).
+  It owns the database and the `public` schema, so its migrations create and alter the tables (bridge.db.migrate), and
+  it alone inserts, updates and deletes. No superuser, no CREATEROLE: it cannot make itself or anyone else more.
+- the **reader** (`jingbao_reader`): search and audit. It may connect and read every table, those the writer creates
+  later too (default privileges), and nothing else: no INSERT, UPDATE, DELETE, TRUNCATE, no CREATE in the schema, and
+  its sessions are read-only besides (`default_transaction_read_only`), so even a temporary table is refused.
+- PUBLIC (every other role of the server, e.g. another jurisdiction's): no CONNECT to this database.
+
+`setup_roles` is run once per database by an administrator of the server (a superuser, or a role with CREATEROLE that
+owns the database), e.g. `jingbao db roles --admin-url postgresql://postgres@/postgres --database jingbao_fenju`;
+running it again changes nothing. Passwords are not its business: set them with psql's `\\password <role>`, and
+keep them in each client's ~/.pgpass (docs/security.md, "PostgreSQL: a role per tier").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psycopg
+
+WRITER = "jingbao_central"
+READER = "jingbao_reader"
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")  # an identifier PostgreSQL keeps as written, needing no quotes
+
+
+@dataclass(frozen=True, slots=True)
+class TierRoles:
+    database: str
+    writer: str = WRITER
+    reader: str = READER
+
+    def __post_init__(self) -> None:
+        for name in (self.database, self.writer, self.reader):
+            if not _NAME.match(name):
+                raise ValueError(f"{name!r} is not a plain PostgreSQL name (lower-case letters, digits and '_')")
+        if self.writer == self.reader:
+            raise ValueError("the writer and the reader must be two roles")
+
+
+def setup_roles(admin_url: str, roles: TierRoles) -> None:
+    """Create the two roles if missing and give the database, its schema and its tables to them as above. `admin_url`:
+    any database of the server, as its administrator."""
+    from bridge.db import connect_postgres
+
+    with connect_postgres(admin_url) as admin:
+        for role in (roles.writer, roles.reader):
+            if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
+                admin.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
+        admin.execute(f"ALTER ROLE {roles.reader} SET default_transaction_read_only = on")
+        admin.execute(f"ALTER DATABASE {roles.database} OWNER TO {roles.writer}")
+        admin.execute(f"REVOKE ALL ON DATABASE {roles.database} FROM PUBLIC")
+        admin.execute(f"GRANT CONNECT ON DATABASE {roles.database} TO {roles.reader}")
+    url = _same_server(admin_url, roles.database)
+    with connect_postgres(url) as admin, admin.transaction():
+        _in_database(admin, roles)
+
+
+def _in_database(admin: psycopg.Connection, roles: TierRoles) -> None:
+    w, r = roles.writer, roles.reader
+    admin.execute(f"ALTER SCHEMA public OWNER TO {w}")
+    admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # PostgreSQL 15's default; older servers granted it
+    # What an earlier setup made as another role (migrated by the administrator, say) becomes the writer's: its next
+    # migration alters those tables and replaces the search's trigger function, which only their owner may do.
+    for row in admin.execute(
+        "SELECT quote_ident(tablename) AS name FROM pg_tables WHERE schemaname = 'public' AND tableowner <> %s", (w,)
+    ).fetchall():
+        admin.execute(f"ALTER TABLE public.{row['name']} OWNER TO {w}")
+    for row in admin.execute(
+        "SELECT p.oid::regprocedure::text AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = 'public' AND p.proowner <> %s::regrole",
+        (w,),
+    ).fetchall():
+        admin.execute(f"ALTER FUNCTION {row['name']} OWNER TO {w}")
+    admin.execute(f"GRANT USAGE ON SCHEMA public TO {r}")
+    admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {r}")
+    admin.execute(f"ALTER DEFAULT PRIVILEGES FOR ROLE {w} IN SCHEMA public GRANT SELECT ON TABLES TO {r}")
+
+
+def _same_server(url: str, database: str) -> str:
+    """`url` with its database replaced (a libpq URL or key=value string)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    return make_conninfo(**(conninfo_to_dict(url) | {"dbname": database}))
