@@ -198,7 +198,8 @@ class StreamHandle:
             return
         with self._lock:
             self._queued = False
-            if self._buffer or self._closing:
+            # a pause() that came while this batch decoded found the work queued, and is served by the next one
+            if self._buffer or self._closing or self._pause_wanted:
                 self._schedule()
 
     def _maybe_partial(self, fed: int) -> None:
