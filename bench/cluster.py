@@ -1,0 +1,558 @@
+"""Edge boxes -> one central tier on this machine (issue 13): K `jingbao run --role edge` processes with N channels each,
+one `jingbao run --role central` on a private PostgreSQL, a private mosquitto between them.
+
+    bench/cluster.py [--edges K] [--channels N] [--duty D] [--seconds S] [--cut-at T] [--cut-s C] [--flood M]
+
+Each channel replays the spoken calls and the real recordings through the radio as bench/load.py does (bench/loadgen.py:
+the same material, timelines and real-time FIFO feed; copies cached in var/bench-cache/load), so every edge segments,
+archives (Opus) and recognises (the on-board model) live and forwards to central over MQTT 5 QoS 1. Each edge reaches
+the broker through its own TCP relay (tests/support/relay.py); at T seconds edge 0's relay is cut silently, as a pulled
+cable (its channels go on talking), for C seconds (default 120), then restored. Edge dispatch is off: central does not
+dispatch yet, and the edges' own dispatch is bench/load.py's subject. PostgreSQL runs durable (fsync and synchronous
+commits on), as a production server would.
+
+Reported:
+- end of speech -> the call's utterance stored at central (central's `received_at`) and -> its transcript seen at
+  central (the bench polls central's transcripts every 0.25 s), p50/p95, over the calls that the cut did not hold back;
+  the edge's archive time -> stored at central beside it (the forwarding alone). The end of speech is the feed's
+  (loadgen.Feed.handed: the wall-clock time the FIFO took the call's last speech sample).
+- messages per second stored at central: over the timeline (what K x N channels offer), and the busiest second (the
+  catch-up); then central's own throughput (--flood M): the edges' real messages (utterances with their audio,
+  transcripts) replayed under made-up stations as fast as the broker takes them, until central has stored them all,
+  with the CPU each tier spent per 1000 messages, and how many channels like these that rate would serve;
+- catch-up after the cut: restore -> the edge reconnected (its first connection through the restored relay), and ->
+  every entry it had queued before the restore acknowledged by central (its forward_queue read as another process
+  would);
+- CPU seconds of the central tier per 100 channels per minute (central, PostgreSQL's processes, mosquitto, each from
+  /proc), over the timeline and the drain; the edges' CPU beside it;
+- whether central holds exactly the edges' utterances and transcripts, each once; the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench import loadgen  # noqa: E402
+from bench.load import CACHE, SHERPA, _open_fifo, _until_running, proc_cpu_s, read_utterances  # noqa: E402
+from bench.loadgen import Feed, percentile  # noqa: E402
+from bench.machine import describe  # noqa: E402
+from bridge.shared import shared_dir  # noqa: E402
+from tests.support.broker import Mosquitto, free_port  # noqa: E402
+from tests.support.postgres import PostgresCluster  # noqa: E402
+from tests.support.relay import Relay  # noqa: E402
+
+POLL_S = 0.25
+
+
+@dataclass
+class Options:
+    edges: int = 2
+    channels: int = 4  # per edge
+    duty: float = 0.2
+    seconds: float = 240.0  # the timeline: transmissions end before it
+    cut_at: float = 60.0
+    cut_s: float = 120.0
+    seed: int = 0
+    drain_s: float = 120.0
+    snr: tuple[float, float] = (12.0, 20.0)
+    flood: int = 4000  # messages replayed at central as fast as the broker takes them, after the timeline (0: none)
+
+
+@dataclass
+class Edge:
+    index: int
+    station: str
+    dir: Path
+    relay: Relay
+    web_port: int
+    fifos: list[Path]
+    process: subprocess.Popen[bytes] | None = None
+    # what its database held at the end (read before the run's folder goes)
+    utterances: list[loadgen.Utterance] = field(default_factory=list)
+    archived_at: dict[str, float] = field(default_factory=dict)  # utterance id -> when archived (epoch s)
+    transcribed: set[str] = field(default_factory=set)
+
+    @property
+    def database(self) -> Path:
+        return self.dir / "data" / "jingbao.db"
+
+    def channel_ids(self, per_edge: int) -> list[str]:
+        return [f"load-{self.index * per_edge + j:02d}" for j in range(per_edge)]  # global index: loadgen's channel
+
+
+@dataclass
+class CatchUp:
+    restored_at: float
+    backlog: int  # entries queued at the restore
+    last_entry: int  # the newest of them
+    connections: int  # the relay's accepted connections at the restore: the next one is the edge reconnecting
+    reconnected_at: float | None = None
+    caught_up_at: float | None = None
+
+
+@dataclass
+class Observed:
+    transcripts_seen: dict[str, float] = field(default_factory=dict)  # central id -> when the bench first saw it
+    cut_at: float | None = None
+    catch_up: CatchUp | None = None
+
+
+# --- the processes ---------------------------------------------------------------------------------------------
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def edge_config(opts: Options, edge: Edge) -> Path:
+    channels = [{"id": cid, "name": f"负载{cid[-2:]}", "source": {"type": "pipe", "path": str(fifo)}}
+                for cid, fifo in zip(edge.channel_ids(opts.channels), edge.fifos, strict=True)]  # fmt: skip
+    return write_config(edge.dir / "config.yaml", {
+        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
+        "storage": {"data_dir": str(edge.dir / "data")},
+        "broker": {"enabled": False},
+        "dispatch": {"enabled": False},
+        "web": {"host": "127.0.0.1", "port": edge.web_port},
+        "asr": {"engine": "sherpa", "sherpa_model": str(shared_dir() / "models" / SHERPA)},
+        "channels": channels,
+        "node": {"station": edge.station,
+                 "broker": {"host": edge.relay.host, "port": edge.relay.port, "client_id": f"node-{edge.station}"}},
+    })  # fmt: skip
+
+
+def central_config(tmp: Path, broker: Mosquitto, database_url: str) -> Path:
+    return write_config(tmp / "central.yaml", {
+        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
+        "storage": {"data_dir": str(tmp / "central"), "database_url": database_url},
+        "broker": {"enabled": False},
+        # validated as any config's, never opened by central
+        "channels": [{"id": "unused", "name": "unused", "source": {"type": "file", "paths": ["unused.wav"]}}],
+        "node": {"broker": {"host": broker.host, "port": broker.port, "client_id": "central"}},
+    })  # fmt: skip
+
+
+def start(role: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--role", role, "--config", str(config)],
+                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+async def until_logged(proc: subprocess.Popen[bytes], log: Path, line: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while line not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"no {line!r} in {log.name} ({proc.poll()}):\n{log.read_text(errors='replace')[-3000:]}")
+        await asyncio.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def postgres_cpu_s(cluster: PostgresCluster, leave_out: int) -> float:
+    """The postmaster's CPU with what its ended backends used (reaped: its children's time), and its live children's
+    but `leave_out`'s (the bench's own backend)."""
+    postmaster = int((cluster.dir / "data" / "postmaster.pid").read_text().split()[0])
+    total = proc_cpu_s(postmaster)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster and int(stat.parent.name) != leave_out:
+                total += proc_cpu_s(int(stat.parent.name))
+    return total
+
+
+# --- watching --------------------------------------------------------------------------------------------------
+
+
+def queue_state(edge: Edge) -> tuple[int, int | None, int | None]:
+    """The edge's forward queue: entries, the oldest's and the newest's (read-only, as another process)."""
+    with contextlib.closing(sqlite3.connect(f"file:{edge.database}?mode=ro", uri=True, timeout=5)) as db:
+        n, oldest, newest = db.execute("SELECT count(*), min(seq), max(seq) FROM forward_queue").fetchone()
+    return n, oldest, newest
+
+
+class TranscriptWatch:
+    """Notes when each transcript first shows at central, on one connection of its own; its backend's CPU is the
+    bench's, left out of PostgreSQL's figure."""
+
+    def __init__(self, url: str) -> None:
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.backend = self.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        self.seen: dict[str, float] = {}  # central id -> when the bench first saw it
+
+    def poll(self) -> None:
+        now = time.time()
+        for (uid,) in self.conn.execute("SELECT utterance_id FROM transcripts"):
+            self.seen.setdefault(uid, now)
+
+
+async def watch(transcripts: TranscriptWatch, edges: list[Edge], observed: Observed) -> None:
+    """Every POLL_S: the transcripts central holds, and after the cut, how far the cut edge has caught up."""
+    while True:
+        with contextlib.suppress(psycopg.errors.UndefinedTable):  # central has not made its tables yet
+            await asyncio.to_thread(transcripts.poll)
+        c = observed.catch_up
+        if c is not None:
+            if c.reconnected_at is None and edges[0].relay.connections > c.connections:
+                c.reconnected_at = time.time()
+            if c.caught_up_at is None:
+                _, oldest, _ = await asyncio.to_thread(queue_state, edges[0])
+                if oldest is None or oldest > c.last_entry:
+                    c.caught_up_at = time.time()
+        await asyncio.sleep(POLL_S)
+
+
+async def cut_edge(opts: Options, edge: Edge, observed: Observed, feed_started: float) -> None:
+    await asyncio.sleep(max(0.0, feed_started + opts.cut_at - time.time()))
+    await edge.relay.cut()
+    observed.cut_at = time.time()
+    print(f"  {time.strftime('%H:%M:%S')} {edge.station}'s link cut for {opts.cut_s:.0f} s", flush=True)
+    await asyncio.sleep(opts.cut_s)
+    n, _, newest = await asyncio.to_thread(queue_state, edge)
+    await edge.relay.restore()
+    observed.catch_up = CatchUp(time.time(), n, newest or 0, edge.relay.connections)
+    print(f"  {time.strftime('%H:%M:%S')} link restored, {n} entries queued", flush=True)
+
+
+@dataclass
+class Flood:
+    """Central's throughput: the edges' real messages replayed under made-up stations as fast as the broker takes
+    them, and how fast central stored them."""
+
+    messages: int
+    published_s: float  # first publish -> the broker's last PUBACK
+    stored_s: float  # first publish -> central holding them all
+    cpu: dict[str, float]  # central, postgres, mosquitto over stored_s
+    ended: str = ""
+
+
+def replayed(edges: list[Edge], n: int) -> list[tuple[str, bytes]]:
+    """`n` (topic, payload) pairs: every utterance and transcript the edges hold, as their forwarders build them
+    (bridge/forward.ForwardQueue.payload: real audio, real transcripts), again and again under stations flood0,
+    flood1, ..., so central stores each as new."""
+    from bridge.forward import Entry, ForwardQueue
+    from dispatch.topics import Topics
+
+    topics = Topics()
+    queues = [ForwardQueue(e.database, e.dir / "data") for e in edges]
+    try:
+        rows = [(q, u.id) for q, e in zip(queues, edges, strict=True) for u in e.utterances if u.id in e.transcribed]
+        out: list[tuple[str, bytes]] = []
+        for round_ in range(n // max(1, 2 * len(rows)) + 1):
+            station = f"flood{round_}"
+            for queue, uid in rows:
+                for kind in ("utterances", "transcripts"):
+                    payload = queue.payload(station, Entry(len(out) + 1, kind, uid))
+                    if payload is not None and len(out) < n:
+                        out.append((topics.node(station, kind), payload))
+        return out
+    finally:
+        for queue in queues:
+            queue.close()
+
+
+def flood_stored(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT (SELECT count(*) FROM node_utterances WHERE station LIKE 'flood%')"
+                        " + (SELECT count(*) FROM transcripts WHERE utterance_id LIKE 'flood%')").fetchone()[0]  # fmt: skip
+
+
+async def flood(broker: Mosquitto, messages: list[tuple[str, bytes]], conn: psycopg.Connection,
+                cpu_now: Any, timeout: float = 300) -> Flood:  # fmt: skip
+    """Publish `messages` QoS 1 on one connection (each awaited: the broker's PUBACK), then wait for central."""
+    import aiomqtt
+
+    cpu0 = cpu_now()
+    t0 = time.monotonic()
+    async with aiomqtt.Client(broker.host, broker.port, identifier="bench-flood", protocol=aiomqtt.ProtocolVersion.V5,
+                              max_queued_outgoing_messages=None) as client:  # fmt: skip
+        for topic, payload in messages:
+            await client.publish(topic, payload, qos=1)
+    published = time.monotonic() - t0
+    ended = ""
+    while (await asyncio.to_thread(flood_stored, conn)) < len(messages):
+        if time.monotonic() - t0 > timeout:
+            ended = f"central had not stored them all {timeout:.0f} s after the first"
+            break
+        await asyncio.sleep(0.1)
+    stored = time.monotonic() - t0
+    cpu1 = cpu_now()
+    return Flood(len(messages), published, stored, {k: cpu1[k] - cpu0[k] for k in cpu0}, ended)
+
+
+# --- the run ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    opts: Options
+    edges: list[Edge]
+    plan: list[list[loadgen.Transmission]]
+    feed: Feed
+    observed: Observed
+    received: dict[str, float]  # central id -> received_at
+    central_transcripts: Counter[str]
+    cpu: dict[str, float]  # seconds over the timeline and the drain: central, postgres, mosquitto, edges
+    machine: str  # and its load before the run
+    flood: Flood | None
+    window_s: float
+    load_after: float
+    drained: str
+
+
+async def run(opts: Options) -> Outcome:
+    machine = describe()
+    calls, real = await asyncio.to_thread(loadgen.load_material, shared_dir(), CACHE, opts.snr, opts.seed)
+    total = opts.edges * opts.channels
+    plan = loadgen.plan(total, opts.duty, opts.seconds, calls, real, burst=False, seed=opts.seed)
+    with tempfile.TemporaryDirectory(prefix="jingbao-cluster-") as tmp_name:
+        tmp = Path(tmp_name)
+        broker = Mosquitto(tmp / "mosquitto")
+        # as docs/deployment.md advises for the broker between nodes: room for a backlog (mosquitto's default, 1000
+        # per session, would drop most of the flood below while central stores it)
+        broker.config.write_text(broker.config.read_text(encoding="utf-8") + "max_queued_messages 100000\n", encoding="utf-8")
+        cluster = PostgresCluster(durable=True)
+        edges: list[Edge] = []
+        central: subprocess.Popen[bytes] | None = None
+        feed = Feed(plan, [])
+        try:
+            broker.start()
+            await asyncio.to_thread(cluster.start)
+            url = cluster.url(cluster.create_database())
+            central = start("central", central_config(tmp, broker, url), tmp / "central.log")
+            # before the edges: until its first subscription the broker keeps nothing for central
+            await until_logged(central, tmp / "central.log", "node link connected")
+            for k in range(opts.edges):
+                relay = Relay((broker.host, broker.port))
+                await relay.start()
+                edge = Edge(k, f"edge{k}", tmp / f"edge{k}", relay, free_port(), [])
+                edge.dir.mkdir()
+                for cid in edge.channel_ids(opts.channels):
+                    os.mkfifo(edge.dir / f"{cid}.pcm")
+                    edge.fifos.append(edge.dir / f"{cid}.pcm")
+                edge.process = start("edge", edge_config(opts, edge), edge.dir / "edge.log")
+                edges.append(edge)
+            for edge in edges:
+                assert edge.process is not None
+                await _until_running(edge.process, f"http://127.0.0.1:{edge.web_port}", opts.channels, edge.dir / "edge.log")
+            feed.fifos = [await _open_fifo(f) for edge in edges for f in edge.fifos]
+            pids = {"central": central.pid, "mosquitto": broker._process.pid if broker._process else 0}
+            edge_cpu0 = sum(proc_cpu_s(e.process.pid) for e in edges if e.process)
+            transcripts = TranscriptWatch(url)
+
+            def tier_cpu() -> dict[str, float]:
+                return {name: proc_cpu_s(pid) for name, pid in pids.items()} | {
+                    "postgres": postgres_cpu_s(cluster, transcripts.backend)}
+
+            cpu0 = tier_cpu()
+            t0 = time.monotonic()
+            writer = threading.Thread(target=feed.run, name="feed", daemon=True)
+            writer.start()
+            await asyncio.sleep(0.1)
+            observed = Observed(transcripts.seen)
+            watcher = asyncio.create_task(watch(transcripts, edges, observed))
+            print(f"  {time.strftime('%H:%M:%S')} {total} channels talking for {opts.seconds:.0f} s", flush=True)
+            await cut_edge(opts, edges[0], observed, feed.t0_wall)
+            await asyncio.sleep(max(0.0, feed.t0_wall + opts.seconds - time.time()))
+            drained = await drain(opts, edges, transcripts.conn)
+            window = time.monotonic() - t0
+            cpu1 = tier_cpu()
+            cpu = {name: cpu1[name] - cpu0[name] for name in cpu0}
+            cpu["edges"] = sum(proc_cpu_s(e.process.pid) for e in edges if e.process) - edge_cpu0
+            feed.stop.set()
+            await asyncio.to_thread(writer.join, 5)
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            received, held = await asyncio.to_thread(central_holds, transcripts.conn)
+            for edge in edges:
+                read_edge(edge)
+            load_after = os.getloadavg()[0]
+            flooded = None
+            if opts.flood:
+                messages = await asyncio.to_thread(replayed, edges, opts.flood)
+                print(f"  {time.strftime('%H:%M:%S')} replaying {len(messages)} messages at central", flush=True)
+                flooded = await flood(broker, messages, transcripts.conn, tier_cpu)
+            transcripts.conn.close()
+            return Outcome(opts, edges, plan, feed, observed, received, held, cpu, machine, flooded, window, load_after,
+                           drained)  # fmt: skip
+        finally:
+            feed.stop.set()
+            for edge in edges:
+                stop(edge.process)
+                await edge.relay.stop()
+            for fd in feed.fifos:
+                os.close(fd)
+            stop(central)
+            broker.stop()
+            await asyncio.to_thread(cluster.stop)
+
+
+async def drain(opts: Options, edges: list[Edge], conn: psycopg.Connection) -> str:
+    """After the timeline: until every edge's queue is empty and central holds every utterance and transcript the
+    edges hold, twice in a row 2 s apart (a last transcript may still be on its way), at most drain_s. Returns why it
+    ended early, if it did."""
+    deadline = time.monotonic() + opts.drain_s
+    settled = 0
+    while time.monotonic() < deadline:
+        for edge in edges:
+            await asyncio.to_thread(read_edge, edge)
+        queued = sum([(await asyncio.to_thread(queue_state, e))[0] for e in edges])
+        received, transcripts = await asyncio.to_thread(central_holds, conn)
+        done = (queued == 0 and len(received) == sum(len(e.utterances) for e in edges)
+                and len(transcripts) == sum(len(e.transcribed) for e in edges))  # fmt: skip
+        settled = settled + 1 if done else 0
+        if settled == 2:
+            return ""
+        await asyncio.sleep(2.0)
+    return f"not drained {opts.drain_s:.0f} s after the timeline"
+
+
+def read_edge(edge: Edge) -> None:
+    edge.utterances = read_utterances(edge.database)
+    with contextlib.closing(sqlite3.connect(f"file:{edge.database}?mode=ro", uri=True)) as db:
+        edge.archived_at = {uid: ms / 1000 for uid, ms in db.execute("SELECT id, created_at FROM utterances")}
+        edge.transcribed = {uid for (uid,) in db.execute("SELECT utterance_id FROM transcripts")}
+
+
+def central_holds(conn: psycopg.Connection) -> tuple[dict[str, float], Counter[str]]:
+    """Central's utterances (central id -> received_at) and its transcripts (central id -> rows: 1 each, by key)."""
+    received = {uid: at for uid, at in conn.execute("SELECT id, received_at FROM node_utterances")}
+    transcripts = Counter(uid for (uid,) in conn.execute("SELECT utterance_id FROM transcripts"))
+    return received, transcripts
+
+
+# --- figures ---------------------------------------------------------------------------------------------------
+
+
+def report(out: Outcome) -> list[str]:
+    opts, observed = out.opts, out.observed
+    total = opts.edges * opts.channels
+    catch = observed.catch_up
+    held_until = catch.caught_up_at if catch and catch.caught_up_at else float("inf")
+    stored: list[float] = []
+    seen: list[float] = []
+    forwarding: list[float] = []
+    held: list[float] = []
+    archived_n = transcribed_n = 0
+    missing: list[str] = []
+    for edge in out.edges:
+        utterances, archive_times, texts = edge.utterances, edge.archived_at, edge.transcribed
+        owner, _ = loadgen.assign(utterances, out.plan, out.feed.wall)
+        archived_n += len(utterances)
+        transcribed_n += len(texts)
+        missing += [f"{edge.station}.{u.id}" for u in utterances if f"{edge.station}.{u.id}" not in out.received]
+        missing += [f"{edge.station}.{t} (transcript)" for t in texts if f"{edge.station}.{t}" not in out.central_transcripts]
+        calls: dict[tuple[int, int], list[str]] = {}
+        for uid, key in owner.items():
+            calls.setdefault(key, []).append(f"{edge.station}.{uid}")
+        for key, ids in calls.items():
+            end = out.feed.handed.get(key)
+            if end is None or any(i not in out.received for i in ids):
+                continue
+            at_central = max(out.received[i] for i in ids)
+            cut_held = edge.index == 0 and observed.cut_at is not None and observed.cut_at <= at_central and end <= held_until
+            if cut_held:
+                held.append(at_central - end)
+                continue
+            stored.append(at_central - end)
+            forwarding += [out.received[i] - archive_times[i.split(".", 1)[1]] for i in ids]
+            if all(i in observed.transcripts_seen for i in ids):
+                seen.append(max(observed.transcripts_seen[i] for i in ids) - end)
+    # every message central stored, by the second it was stored (transcripts: when the bench saw them)
+    moments = list(out.received.values()) + list(observed.transcripts_seen.values())
+    per_second = Counter(int(t) for t in moments)
+    timeline_s = opts.seconds
+    lines = [
+        f"cluster: {opts.edges} edges x {opts.channels} channels = {total} channels, duty {opts.duty}, "
+        f"{opts.seconds:.0f} s timeline; edge0's link cut at {opts.cut_at:.0f} s for {opts.cut_s:.0f} s",
+        f"  machine: {out.machine} at the start, {out.load_after:.1f} at the end",
+        f"  transmissions {sum(map(len, out.plan))}, talking {100 * loadgen.talk_share(out.plan, opts.seconds):.0f} % of "
+        f"channel time; feed late max {out.feed.late_max_s:.3f} s, held max {out.feed.held_max_s:.2f} s",
+        f"  edges archived {archived_n}, transcribed {transcribed_n}; central holds {len(out.received)} utterances,"
+        f" {len(out.central_transcripts)} transcripts, each once: {max(out.central_transcripts.values(), default=1) == 1};"
+        f" missing at central: {len(missing)} {missing[:5]}" + (f"; {out.drained}" if out.drained else ""),
+        f"  end of speech -> utterance stored at central: p50 {percentile(stored, 50):.2f} s, p95 "
+        f"{percentile(stored, 95):.2f} s, max {max(stored, default=float('nan')):.2f} s ({len(stored)} calls, the cut "
+        "edge's held calls apart)",
+        f"  end of speech -> transcript at central (seen, 0.25 s polls): p50 {percentile(seen, 50):.2f} s, p95 "
+        f"{percentile(seen, 95):.2f} s ({len(seen)} calls)",
+        f"  edge archive -> stored at central: p50 {percentile(forwarding, 50):.3f} s, p95 {percentile(forwarding, 95):.3f} s",
+        f"  messages stored at central: {len(moments)} = {len(moments) / timeline_s:.2f}/s over the timeline; busiest"
+        f" second {max(per_second.values(), default=0)}",
+    ]
+    if catch is not None:
+        reconnect = (catch.reconnected_at or float("nan")) - catch.restored_at
+        caught = (catch.caught_up_at or float("nan")) - catch.restored_at
+        lines.append(f"  catch-up after the {opts.cut_s:.0f} s cut: {catch.backlog} entries queued; reconnected "
+                     f"{reconnect:.1f} s after the restore, all of them acknowledged by central {caught:.1f} s after it;"
+                     f" calls held by the cut {len(held)}, end of speech -> central max "
+                     f"{max(held, default=float('nan')):.0f} s")  # fmt: skip
+    if out.flood is not None:
+        f = out.flood
+        per_1000 = {name: 1000 * s / f.messages for name, s in f.cpu.items()}
+        offered = len(moments) / (total * timeline_s / 60)  # messages per channel-minute in the timeline
+        rate = f.messages / f.stored_s
+        lines.append(f"  central throughput: {f.messages} real messages (utterances with their audio, transcripts) replayed"
+                     f" as fast as the broker took them ({f.messages / f.published_s:.0f}/s): stored at {rate:.0f}/s;"
+                     f" CPU s per 1000 messages: central {per_1000['central']:.2f}, PostgreSQL {per_1000['postgres']:.2f},"
+                     f" mosquitto {per_1000['mosquitto']:.2f}; at the timeline's {offered:.1f} messages per channel-minute"
+                     f" that is ~{rate * 60 / offered:.0f} channels" + (f"; {f.ended}" if f.ended else ""))  # fmt: skip
+    minutes = out.window_s / 60
+    per_100 = {name: s / (total / 100) / minutes for name, s in out.cpu.items()}
+    tier = per_100["central"] + per_100["postgres"] + per_100["mosquitto"]
+    lines.append(f"  central tier CPU per 100 channels per minute: {tier:.1f} s (central {per_100['central']:.1f}, "
+                 f"PostgreSQL {per_100['postgres']:.1f}, mosquitto {per_100['mosquitto']:.1f}) over {out.window_s:.0f} s;"
+                 f" raw: central {out.cpu['central']:.1f} s, PostgreSQL {out.cpu['postgres']:.1f} s, mosquitto "
+                 f"{out.cpu['mosquitto']:.1f} s; the edges {out.cpu['edges']:.0f} s "
+                 f"({out.cpu['edges'] / total / minutes:.2f} s per channel-minute)")  # fmt: skip
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = Options()
+    p.add_argument("--edges", type=int, default=d.edges, help=f"edge processes (default {d.edges})")
+    p.add_argument("--channels", type=int, default=d.channels, help=f"channels per edge (default {d.channels})")
+    p.add_argument("--duty", type=float, default=d.duty, help=f"share of the time each channel talks (default {d.duty})")
+    p.add_argument("--seconds", type=float, default=d.seconds, help=f"timeline length (default {d.seconds:.0f})")
+    p.add_argument("--cut-at", type=float, default=d.cut_at, help=f"when edge 0's link is cut (default {d.cut_at:.0f} s)")
+    p.add_argument("--cut-s", type=float, default=d.cut_s, help=f"how long it stays cut (default {d.cut_s:.0f} s)")
+    p.add_argument("--snr", type=float, nargs=2, default=d.snr, metavar=("LOW", "HIGH"), help="SNR range, dB")
+    p.add_argument("--flood", type=int, default=d.flood, help=f"messages replayed at central afterwards (default {d.flood})")
+    p.add_argument("--seed", type=int, default=d.seed)
+    a = p.parse_args(argv)
+    if a.cut_at + a.cut_s >= a.seconds:
+        p.error("the cut must end before the timeline does (--cut-at + --cut-s < --seconds)")
+    opts = Options(a.edges, a.channels, a.duty, a.seconds, a.cut_at, a.cut_s, a.seed, snr=tuple(a.snr), flood=a.flood)
+    print("\n".join(report(asyncio.run(run(opts)))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
