@@ -69,10 +69,10 @@ def health(port: int) -> dict:
 
 def talking_edge(tmp_path: Path, broker: Mosquitto, relay: Relay, shared_audio: Path, web_port: int) -> Path:
     """`jingbao run --role edge` reaching the broker through the relay: two channels replaying real recordings in real
-    time (spoken calls on one, read speech on the other, ~45 s each), recognised by the on-board model."""
+    time (spoken calls on one, read speech on the other, ~35 s each), recognised by the on-board model."""
     edge_config(tmp_path, broker)  # writes edge-<station>.yaml
-    calls = sorted((shared_audio / "calls").glob("c00[1-8].wav"))
-    read = sorted(shared_audio.glob("aishell3_*.wav"))[:9]
+    calls = sorted((shared_audio / "calls").glob("c00[1-6].wav"))
+    read = sorted(shared_audio.glob("aishell3_*.wav"))[:7]
     channels = [{"id": cid, "name": name, "source": {"type": "file", "paths": [str(p) for p in paths], "realtime": True,
                                                         "gap": [1.5, 2.5]}}
                 for cid, name, paths in (("ch-market", "市场保安", calls), ("ch-park", "公园巡逻", read))]  # fmt: skip
@@ -129,7 +129,7 @@ async def test_an_edge_cut_off_while_its_channels_talk_catches_up_and_central_ho
     archived, transcribed = archived_ids(edge), transcribed_ids(edge)
     utterances, texts = central_rows(pg_url)
     # counts in = archived = transcribed at the edge = stored at central, and each stored once
-    assert len(archived) >= 12 and sorted(transcribed) == sorted(archived)
+    assert len(archived) >= 10 and sorted(transcribed) == sorted(archived)
     assert sorted(utterances) == sorted(texts) == sorted(f"{STATION}.{i}" for i in archived)
     assert central.stored == {"utterances": len(archived), "transcripts": len(archived)} and not central.rejected
     # the link really broke: the broker dropped the edge on its keepalive, and the edge connected again
