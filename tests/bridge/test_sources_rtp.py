@@ -30,7 +30,9 @@ from tests.support.audio_check import envelope_match
 
 SPEECH = "aishell1_BAC009S0724W0121.wav"  # 4.28 s
 SSRC = 0x1234ABCD
-LEAD_FRAMES = 30  # idle silence before the first packet is sent, and the resampler's delay
+# idle silence before the first packet is sent, and the resampler's delay: about 25 frames, more when a busy machine
+# slows the loop down (its 0.3 s lead then lasts longer); the search window of the envelope match, not a bound tested
+LEAD_FRAMES = 60
 
 
 def ffmpeg_encode(src: Path, fmt: str, rate: int) -> bytes:
@@ -79,6 +81,11 @@ async def receiving(source: RtpInput, settle: float = 0.3) -> AsyncIterator[list
     await asyncio.sleep(0.3)  # nothing on the air yet: the receiver already yields silence
     yield frames
     await asyncio.sleep(settle)
+    # a loop slowed down by a busy machine may still hold what was sent: wait (5 s at most) until the source has
+    # released all of it and is back to silence, so the last packets are not cut off by the end of the block
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and (source._buffer.next_deadline() is not None or not idle(frames)):
+        await asyncio.sleep(0.05)
     consumer.cancel()
     if consumer.done() and not consumer.cancelled() and consumer.exception():
         raise consumer.exception()  # type: ignore[misc]
@@ -243,6 +250,11 @@ def is_the_recording(speech: Path, frames: list[Frame]) -> bool:
     reference = decode_file(speech)
     corr, lag = envelope_match(reference, b"".join(f.pcm for f in frames), max_lag_frames=LEAD_FRAMES)
     return corr > 0.95 and len(frames) - lag >= len(reference) // FRAME_BYTES
+
+
+def idle(frames: list[Frame]) -> bool:
+    """The source is back to the silence it yields when nothing is on the air."""
+    return bool(frames) and frames[-1].pcm == bytes(FRAME_BYTES)
 
 
 def is_silent(frames: list[Frame]) -> bool:
