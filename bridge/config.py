@@ -268,6 +268,11 @@ class NodeConfig(Strict):
         description="The broker between nodes and this node's own login on it (an edge: node-<station>, central: "
         "central; `jingbao broker add-node`). None: the `broker` section's.",
     )
+    region: Path | None = Field(
+        None,
+        description="The region file (its 分局, their stations, neighbouring stations; relative to this file): the "
+        "central tier names each result's station by it and scopes its users by station or 分局 (docs/deployment.md).",
+    )
     ack_timeout_s: float = Field(
         30.0, gt=0, le=3600,
         description="An edge resends what it sent when central has not acknowledged storing it within this long.",
@@ -444,6 +449,8 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     node = config.node
     if node.broker is not None:
         node = node.model_copy(update={"broker": _resolve_broker(node.broker, resolve)})
+    if node.region is not None:
+        node = node.model_copy(update={"region": resolve(node.region)})
     web = config.web
     if web.metrics_token_file is not None:
         web = web.model_copy(update={"metrics_token_file": resolve(web.metrics_token_file)})
