@@ -58,6 +58,9 @@ from bridge.nodes import (
 from dispatch.topics import NodeTopic, Topics
 
 if TYPE_CHECKING:
+    import uvicorn
+
+    from bridge.region import Region
     from bridge.web.search_pg import PostgresSearchIndex
 
 logger = logging.getLogger(__name__)
@@ -175,9 +178,11 @@ class CentralIngest:
         self._acks_due = asyncio.Event()  # a batch is full: send now rather than at the next ACK_DELAY_S
         self._index_wanted = asyncio.Event()
         self.subscribed = asyncio.Event()  # set once the broker keeps a session for central: from then on nothing is missed
+        self.migrated = asyncio.Event()  # set once the tables exist: from then on the web app can read them
 
     async def run(self) -> None:
         self.store = await self._wait_for_database(lambda: CentralStore(self._url))
+        self.migrated.set()
         self._index_wanted.set()  # whatever the last run stored and had not indexed yet
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -311,11 +316,21 @@ class CentralIngest:
         logger.warning("node message rejected (%d from %s so far): %s", self.rejected[station], clip(station), clip(reason))
 
 
-def run_central(config: Config) -> None:
-    """`jingbao run --role central`: the ingest until SIGINT, SIGTERM or SIGHUP."""
+def run_central(config: Config, region: Region | None = None) -> None:
+    """`jingbao run --role central`: the ingest, and once its tables exist the web app over them (search, replay,
+    audit: bridge/web/central_app.py), until SIGINT, SIGTERM or SIGHUP."""
+
+    async def serve() -> None:
+        ingest = CentralIngest(config)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(ingest.run(), name="central")
+            await ingest.migrated.wait()
+            server = await asyncio.to_thread(_http_server, config, region)
+            tasks.create_task(server.serve(), name="central-http")
+            logger.info("central serves search and replay on http://%s:%d", config.web.host, config.web.port)
 
     async def main() -> None:
-        task = asyncio.create_task(CentralIngest(config).run())
+        task = asyncio.create_task(serve())
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, task.cancel)
@@ -324,3 +339,18 @@ def run_central(config: Config) -> None:
         logger.info("central ingest stopped")
 
     asyncio.run(main())
+
+
+def _http_server(config: Config, region: Region | None) -> uvicorn.Server:
+    """(In a worker thread: building the app opens its stores.) As a box's (bridge/service.py): proxy headers are
+    the app's business (web.trusted_proxies), signals the CLI's."""
+    import uvicorn
+
+    from bridge.web.central_app import create_central_app
+
+    server_config = uvicorn.Config(create_central_app(config, region), host=config.web.host, port=config.web.port,
+                                   log_level="warning", lifespan="off", proxy_headers=False)  # fmt: skip
+    server_config.load()
+    server = uvicorn.Server(server_config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    return server

@@ -96,8 +96,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         config, _ = load_setup(args.config)
         if args.role == "central":
             from bridge.central import run_central
+            from bridge.region import region_of
 
-            run_central(config)
+            run_central(config, region_of(config))
         else:
             run_service(config, args.role)
     except ConfigError as e:  # also what the service finds unusable as it starts (the broker password file)
@@ -107,8 +108,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from bridge.region import region_of
+
     try:
         config, jurisdiction = load_setup(args.file)
+        region = region_of(config)  # a bad region file is the config's problem too
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
@@ -116,6 +120,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print(f"  jurisdiction: {config.jurisdiction} ({jurisdiction.name}: {len(jurisdiction.places)} places, "
           f"{len(jurisdiction.responders)} responders)")
     print(f"  storage: {config.storage.data_dir} ({config.storage.audio_format})")
+    if region is not None:
+        print(f"  region: {config.node.region} ({region.name}: {len(region.bureaus)} 分局, {len(region.stations)} stations)")
     b = config.broker
     login = f" as {b.username}" if b.username else " (anonymous)"
     print(f"  broker: {b.host}:{b.port}{' over TLS' if b.tls else ''}" + (login if b.enabled else " (disabled)"))

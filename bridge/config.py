@@ -196,6 +196,11 @@ class StorageConfig(Strict):
         "~/.pgpass, never here): what `jingbao run --role central` stores every station's utterances and transcripts "
         "in (docs/deployment.md). The SQLite database in data_dir is used either way for what is not on it yet.",
     )  # fmt: skip
+    reader_url: str | None = Field(
+        None,
+        description="The read-only login for search, replay and audit at central (bridge/pg_roles.py's jingbao_reader, "
+        "e.g. postgresql://jingbao_reader@db.example/jingbao). None: database_url's.",
+    )  # fmt: skip
 
     @property
     def database(self) -> Path:

@@ -13,6 +13,7 @@ from bridge.web.audit import AuditLog
 from bridge.web.auth import SESSION_COOKIE, require
 from bridge.web.context import WebContext
 from bridge.web.metrics import metrics_router
+from bridge.web.recordings import ArchiveRecordings
 from bridge.web.routes_console import console_router
 from bridge.web.routes_patrols import patrols_router
 from bridge.web.routes_sos import sos_router
@@ -25,16 +26,14 @@ from bridge.web.sessions import LoginThrottle, SessionStore
 from bridge.web.users import Role, UserStore
 
 if TYPE_CHECKING:
+    from bridge.config import WebConfig
     from bridge.service import Service
 
 MAX_BODY_BYTES = 1 << 20  # logins, incident actions and user records are small; audio comes over WebSockets
 
 
 def create_app(service: Service) -> FastAPI:
-    # bodies over MAX_BODY_BYTES get 413 from FastAPI itself (declared or counted as they arrive)
-    app = FastAPI(
-        title="jingbao", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None, max_body_size=MAX_BODY_BYTES
-    )
+    app = new_app()
     # Each store gets its own connection: an sqlite3 connection carries one transaction at a time, and the stores
     # are used from FastAPI's worker threads concurrently (WAL lets them read while another writes).
     database = service.config.storage.database
@@ -46,16 +45,13 @@ def create_app(service: Service) -> FastAPI:
         throttle=LoginThrottle(),
         audit=AuditLog(connect(database)),
         search=SearchIndex(connect(database)),
+        recordings=ArchiveRecordings(service.archive),
     )
     # transcripts written while no web app ran (a first start on an existing archive) are indexed in the background;
     # a search meanwhile finishes what is left before it runs
     threading.Thread(target=app.state.web.search.sync, name="search-index", daemon=True).start()
-    # the last added runs first: which address a request is from, before anything reads it; the security headers,
-    # on refusals too; whether another site's page sent it (docs/security.md)
     web = service.config.web
-    app.add_middleware(OriginCheckMiddleware, allowed_origins=web.allowed_origins, session_cookie=SESSION_COOKIE)
-    app.add_middleware(SecurityHeadersMiddleware, tile_url=web.tile_url)
-    app.add_middleware(ClientAddressMiddleware, trusted_proxies=web.trusted_proxies)
+    harden(app, web)
     for module in (routes_auth, routes_channels, routes_archive):
         app.include_router(module.router)
     app.include_router(console_router(web.tile_url))  # the pages and what only they need
@@ -76,3 +72,19 @@ def create_app(service: Service) -> FastAPI:
         return app.openapi()
 
     return app
+
+
+def new_app() -> FastAPI:
+    # bodies over MAX_BODY_BYTES get 413 from FastAPI itself (declared or counted as they arrive)
+    return FastAPI(
+        title="jingbao", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None, max_body_size=MAX_BODY_BYTES
+    )
+
+
+def harden(app: FastAPI, web: WebConfig) -> None:
+    """The middleware every jingbao app runs behind (a box's and central's alike). The last added runs first: which
+    address a request is from, before anything reads it; the security headers, on refusals too; whether another
+    site's page sent it (docs/security.md)."""
+    app.add_middleware(OriginCheckMiddleware, allowed_origins=web.allowed_origins, session_cookie=SESSION_COOKIE)
+    app.add_middleware(SecurityHeadersMiddleware, tile_url=web.tile_url)
+    app.add_middleware(ClientAddressMiddleware, trusted_proxies=web.trusted_proxies)

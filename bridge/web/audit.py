@@ -18,7 +18,8 @@ from typing import Any, Literal
 from bridge.archive_verify import GENESIS_HASH, chain_hash
 from bridge.db import migrate
 
-Action = Literal["search", "export", "playback", "login", "login_failed", "logout", "sos", "sos_ack", "task", "task_cancel",
+Action = Literal["search", "export", "playback", "transcript",
+                 "login", "login_failed", "logout", "sos", "sos_ack", "task", "task_cancel",
                  "task_remind", "task_step", "task_file", "track"]
 
 MIGRATIONS = [

@@ -11,12 +11,14 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from bridge.web.audit import AuditLog
-from bridge.web.search import SearchIndex
+from bridge.web.recordings import Recordings
+from bridge.web.search import TranscriptSearch
 from bridge.web.sessions import LoginThrottle, SessionStore
 from bridge.web.users import UserStore
 
 if TYPE_CHECKING:
     from bridge.archive import Archive
+    from bridge.region import Region
     from bridge.service import Service
 
 
@@ -46,7 +48,9 @@ class WebContext:
     sessions: SessionStore
     throttle: LoginThrottle
     audit: AuditLog
-    search: SearchIndex
+    search: TranscriptSearch  # SQLite's on a box, PostgreSQL's at central
+    recordings: Recordings  # what is replayed: the box's archive, or what the edges forwarded to central
+    region: Region | None = None  # at central: the stations users are scoped to (bridge/web/scope.py)
     archive_check: ArchiveCheck = field(default_factory=ArchiveCheck)
 
 

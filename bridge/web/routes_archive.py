@@ -1,21 +1,32 @@
 """The auditor's side: search, replay, export, the audit log and archive verification. Every search, playback and
 export is written to the audit log (who, when, what, from where) before the answer goes out.
 
-    GET  /api/search?q=&channel=&since=&until=&incident_type=&responder=&limit=50&offset=0
+    GET  /api/search?q=&channel=&station=&since=&until=&incident_type=&responder=&limit=50&offset=0
          -> {"results": [{"utterance_id", "channel", "start", "start_iso", "engine", "text", "readable" (characters
              for people: the text, or decoded from the pinyin), "pinyin", "keywords", "conf",
              "match": "exact"|"sounds_like"|null, "snippet" (HTML, matches in <mark>), "snippet_field":
-             "text"|"readable"|"pinyin", "marks": [[start, end]], "audio_url", "incidents": [...]}], "more": bool}
+             "text"|"readable"|"pinyin", "marks": [[start, end]], "audio_url", "incidents": [...], at central also
+             "station", "station_name"}], "more": bool}
          400 a query that cannot be searched                         (operator, auditor, admin)
+         station (central only): a station or 分局 id of the region file; 403 outside the user's scope
     GET  /api/search/export.csv  same parameters, up to 10,000 rows -> text/csv   (auditor, admin)
-    GET  /api/utterances/{id}/audio  -> the archived file (Range supported)     (operator, auditor, admin; an officer
-                                        only the calls of incidents he was sent to, else 403: `listener`)
+    GET  /api/utterances/{id}        -> {"utterance": {"utterance_id", "station", "channel", "start", "duration_s",
+                                        "format", "audio", "audio_missing"}, "transcript": a result row or null}
+                                        (operator, auditor, admin)
+    GET  /api/utterances/{id}/audio  -> the archived file (Range supported; at central the forwarded bytes, whole)
+                                        (operator, auditor, admin; an officer only the calls of incidents he was
+                                        sent to, else 403: `listener`)
+         At central both answer 404 for an utterance outside the user's scope, as for one that does not exist.
     GET  /api/audit?limit=&before=&user=&action=  -> [entry, ...] newest first   (auditor, admin)
     GET  /api/audit/verify           -> {"ok", "rows", "head", "problems"}      (auditor, admin)
     GET  /api/archive/verify         -> the last `jingbao archive verify` report and when it ran (runs one if none)
     POST /api/archive/verify         -> runs it now                              (auditor, admin)
 
 since/until: ISO 8601 (naive = the server's local time) or UTC epoch seconds.
+
+The same routes serve a box's archive (SQLite) and, at the central tier, every station's (PostgreSQL): what differs
+is the context's search index and recordings (bridge/web/recordings.py), and there users are scoped to their
+stations (bridge/web/scope.py).
 """
 
 from __future__ import annotations
@@ -26,10 +37,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, Response
 
-from bridge.archive import SAFE_NAME, ArchiveError
 from bridge.web.auth import require
 from bridge.web.context import Web, WebContext, client_address
 from bridge.web.csvexport import csv_response
+from bridge.web.recordings import Recording
+from bridge.web.scope import may_read, station_name, stations_filter
 from bridge.web.search import MAX_LIMIT, Filters, SearchPage
 from bridge.web.search_text import QueryError
 from bridge.web.users import Role, User
@@ -37,18 +49,21 @@ from bridge.web.users import Role, User
 router = APIRouter(prefix="/api", tags=["archive"])
 
 AUDIO_TYPES = {"opus": "audio/ogg", "wav": "audio/wav", "flac": "audio/flac"}
-CSV_COLUMNS = ["utterance_id", "start_iso", "channel", "engine", "text", "readable", "pinyin", "keywords", "conf",
+CSV_COLUMNS = ["utterance_id", "start_iso", "station", "channel", "engine", "text", "readable", "pinyin", "keywords", "conf",
                "incident_ids", "incident_types", "audio_url"]  # fmt: skip
 
 
 def search_filters(
-    channel: Annotated[str | None, Query(max_length=64)] = None,
+    user: Annotated[User, require()],
+    web: Web,
+    channel: Annotated[str | None, Query(max_length=130)] = None,  # at central <station>.<channel>
+    station: Annotated[str | None, Query(max_length=64, description="a station or 分局 id (central)")] = None,
     since: Annotated[datetime | None, Query(description="results starting at/after this time")] = None,
     until: Annotated[datetime | None, Query(description="results starting before this time")] = None,
     incident_type: Annotated[str | None, Query(max_length=32)] = None,
     responder: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Filters:
-    return Filters(channel, _ms(since), _ms(until), incident_type, responder)
+    return Filters(channel, _ms(since), _ms(until), incident_type, responder, stations_filter(web, user, station))
 
 
 def _ms(t: datetime | None) -> int | None:
@@ -57,9 +72,18 @@ def _ms(t: datetime | None) -> int | None:
 
 def _search(web: WebContext, q: str, filters: Filters, limit: int, offset: int) -> SearchPage:
     try:
-        return web.search.search(q, filters, limit=limit, offset=offset)
+        page = web.search.search(q, filters, limit=limit, offset=offset)
     except QueryError as e:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(e)) from e
+    for result in page.results:
+        _name_station(web, result)
+    return page
+
+
+def _name_station(web: WebContext, result: dict[str, Any]) -> None:
+    """A result's station, at central (where its id is <station>.<id>); None on a box, whose archive is its own."""
+    station = result["utterance_id"].partition(".")[0] if web.region is not None else None
+    result["station"], result["station_name"] = station, station_name(web, station)
 
 
 @router.get("/search")
@@ -114,26 +138,43 @@ def _sent_to(web: WebContext, user: User, utterance_id: str) -> bool:
     return any(user.responder_id in store.ever_sent(incident) for incident in store.with_utterance(utterance_id))
 
 
-@router.get("/utterances/{utterance_id}/audio")
-def audio(utterance_id: str, request: Request, user: Annotated[User, Depends(listener)], web: Web) -> FileResponse:
-    # The id is only ever looked up in the database, never joined into a path; the stored path is checked again
-    # to stay inside the data directory, in case the database itself was tampered with.
-    if not SAFE_NAME.match(utterance_id):
+def _recording(web: WebContext, user: User, utterance_id: str) -> Recording:
+    """The utterance, when it exists and lies within the user's scope: 404 for one outside it as for one that does
+    not exist, so a scoped user cannot even learn which ids another station has."""
+    recording = web.recordings.get(utterance_id)
+    if recording is None or not may_read(web, user, recording.station):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such utterance")
-    archive = web.service.archive
-    try:
-        row = archive.get(utterance_id)
-    except ArchiveError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such utterance") from None
-    data_dir = archive.data_dir.resolve()
-    path = (data_dir / row.path).resolve()
-    if not path.is_relative_to(data_dir) or not path.is_file():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "the audio file of this utterance is missing")
-    byte_range = request.headers.get("range", "")
+    return recording
+
+
+@router.get("/utterances/{utterance_id}")
+def utterance(
+    utterance_id: str, request: Request, user: Annotated[User, require(Role.OPERATOR, Role.AUDITOR)], web: Web
+) -> dict[str, Any]:
+    recording = _recording(web, user, utterance_id)
+    transcript = web.search.transcript(utterance_id)
+    if transcript is not None:
+        _name_station(web, transcript)
+    web.audit.append(user=user.name, role=str(user.role), action="transcript", target=utterance_id,
+                     client=client_address(request), station=recording.station)  # fmt: skip
+    return {"utterance": recording.to_dict() | {"station_name": station_name(web, recording.station)},
+            "transcript": transcript}  # fmt: skip
+
+
+@router.get("/utterances/{utterance_id}/audio")
+def audio(utterance_id: str, request: Request, user: Annotated[User, Depends(listener)], web: Web) -> Response:
+    recording = _recording(web, user, utterance_id)
+    if recording.missing:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, recording.missing)
+    byte_range = request.headers.get("range", "") if recording.path is not None else ""  # bytes are served whole
     if not byte_range or byte_range.replace(" ", "").startswith("bytes=0-"):  # one entry per playback, not per chunk
         web.audit.append(user=user.name, role=str(user.role), action="playback", target=utterance_id,
-                         client=client_address(request), channel=row.channel)  # fmt: skip
-    return FileResponse(path, media_type=AUDIO_TYPES.get(row.format, "application/octet-stream"))
+                         client=client_address(request), channel=recording.channel,
+                         **({"station": recording.station} if recording.station else {}))  # fmt: skip
+    media_type = AUDIO_TYPES.get(recording.format, "application/octet-stream")
+    if recording.path is not None:
+        return FileResponse(recording.path, media_type=media_type)
+    return Response(recording.data, media_type=media_type)
 
 
 @router.get("/audit", dependencies=[require(Role.AUDITOR)])
@@ -154,9 +195,15 @@ def audit_verify(web: Web) -> dict[str, Any]:
 
 @router.get("/archive/verify", dependencies=[require(Role.AUDITOR)])
 def archive_verify(web: Web) -> dict[str, Any]:
-    return web.archive_check.last(web.service.archive)
+    return web.archive_check.last(_archive(web))
 
 
 @router.post("/archive/verify", dependencies=[require(Role.AUDITOR)])
 def archive_verify_now(web: Web) -> dict[str, Any]:
-    return web.archive_check.run(web.service.archive)
+    return web.archive_check.run(_archive(web))
+
+
+def _archive(web: WebContext) -> Any:
+    if web.service.archive is None:  # central: the archives (their files and hash chains) are at the edges
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no archive here: each station's edge verifies its own")
+    return web.service.archive

@@ -9,7 +9,8 @@
     POST /api/logout   -> 204, session revoked and cookie cleared
     GET  /api/me       -> {"name", "role", "responder_id", "created_at"}            (any logged-in user)
     GET  /api/users    -> [user, ...]                                               (admin)
-    POST /api/users    {"name", "role", "password", "responder_id"?} -> 201 user   (admin)
+    POST /api/users    {"name", "role", "password", "responder_id"?, "scope"?} -> 201 user   (admin; at central an
+                       admin scoped to a station or 分局 makes users within that scope only, else 403)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bridge.web.auth import SESSION_COOKIE, require, session_token
 from bridge.web.context import Web, WebContext, client_address
+from bridge.web.scope import within_scope
 from bridge.web.users import Role, User, UserError, UserExists
 
 router = APIRouter(prefix="/api", tags=["auth"])
@@ -40,6 +42,7 @@ class NewUser(BaseModel):
     role: Role
     password: str = Field(max_length=256)
     responder_id: str | None = Field(None, max_length=64)
+    scope: str | None = Field(None, max_length=64, description="a station or 分局 id of central's region file")
 
 
 @router.post("/login")
@@ -103,10 +106,12 @@ def list_users(web: Web) -> list[dict[str, Any]]:
     return [u.to_dict() for u in web.users.list()]
 
 
-@router.post("/users", status_code=status.HTTP_201_CREATED, dependencies=[require(Role.ADMIN)])
-def add_user(body: NewUser, web: Web) -> dict[str, Any]:
+@router.post("/users", status_code=status.HTTP_201_CREATED)
+def add_user(body: NewUser, web: Web, admin: Annotated[User, require(Role.ADMIN)]) -> dict[str, Any]:
+    within_scope(web, admin, body.scope)
     try:
-        return web.users.add(body.name, body.role, body.password, responder_id=body.responder_id).to_dict()
+        user = web.users.add(body.name, body.role, body.password, responder_id=body.responder_id, scope=body.scope)
+        return user.to_dict()
     except UserExists as e:
         raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from e
     except UserError as e:

@@ -126,6 +126,8 @@ class Filters:
     until_ms: int | None = None  # start_ms < until_ms
     incident_type: str | None = None
     responder: str | None = None  # a responder assigned to an incident the utterance belongs to
+    # at central: only these stations' utterances (ids <station>.<id>, bridge/nodes.central_id); None: every one
+    stations: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k in self.__slots__ if (v := getattr(self, k)) is not None}
@@ -180,6 +182,18 @@ class TranscriptSearch(ABC):
             skip = max(0, offset - len(exact))
             rows += self._match(sounds_like_expression, 1, filters, want - len(rows), skip)
         return rows
+
+    def transcript(self, utterance_id: str) -> dict[str, Any] | None:
+        """One utterance's transcript as a result row (no match, no marks), or None when it has none."""
+        with self._lock:
+            rows = self._by_id(utterance_id)
+            results = [_result(r, None) for r in rows]
+            self._attach_incidents(results)
+        return results[0] if results else None
+
+    @abstractmethod
+    def _by_id(self, utterance_id: str) -> Sequence[Row]:
+        """The transcript of `utterance_id` (tier None), or nothing."""
 
     @abstractmethod
     def _sync_batch(self) -> int:
@@ -285,6 +299,10 @@ class SearchIndex(TranscriptSearch):
             [*args, limit, offset],
         ).fetchall()
 
+    def _by_id(self, utterance_id: str) -> list[sqlite3.Row]:
+        sql = "SELECT t.*, NULL AS tier FROM transcripts t WHERE t.utterance_id = ?"
+        return self._conn.execute(sql, (utterance_id,)).fetchall()
+
     def _match(self, expression: str, tier: int, filters: Filters, limit: int, offset: int) -> list[sqlite3.Row]:
         where, args = _rowid_range(filters, *_filter_sql(filters))
         # CROSS JOIN fixes the join order: FTS5 walks its matches newest first (within the time filters) and the
@@ -324,6 +342,8 @@ class SearchIndex(TranscriptSearch):
 
 
 def _filter_sql(f: Filters) -> tuple[str, list[Any]]:
+    if f.stations is not None:  # a box holds its own station's utterances, under their own ids
+        raise QueryError("filtering by station is the central tier's (jingbao run --role central)")
     where, args = channel_and_time_sql(f, "?")
     if f.incident_type is not None or f.responder is not None:
         inner, inner_args = [], []

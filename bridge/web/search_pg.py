@@ -134,6 +134,9 @@ class PostgresSearchIndex(TranscriptSearch):
             [*args, limit, offset],
         )
 
+    def _by_id(self, utterance_id: str) -> list[dict[str, Any]]:
+        return self._rows("SELECT t.*, NULL AS tier FROM transcripts t WHERE t.utterance_id = %s", [utterance_id])
+
     def _match(self, expression: str, tier: int, filters: Filters, limit: int, offset: int) -> list[dict[str, Any]]:
         # A frequent term's page is found fastest by reading the newest documents in order and keeping those that
         # match; a rare term's by the GIN index, sorting its few matches. The planner cannot tell them apart for a
@@ -175,4 +178,9 @@ def _where(filters: Filters, table: str = "t") -> tuple[str, list[Any]]:
     if filters.incident_type is not None or filters.responder is not None:
         raise QueryError("filtering by incident type or responder is not available on PostgreSQL yet")
     where, args = channel_and_time_sql(filters, "%s", table)
+    if filters.stations is not None:
+        # central stores a station's channels as <station>.<channel> (bridge/nodes.central_id; a station id has no
+        # "."), so the station is the channel's first part: no column of its own, on either engine's transcripts
+        where.append(f"split_part({table}.channel, '.', 1) = ANY(%s)")
+        args.append(list(filters.stations))
     return " AND ".join(where), args

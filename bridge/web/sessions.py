@@ -18,7 +18,7 @@ from ipaddress import IPv6Address, ip_network
 
 from bridge.db import migrate
 from bridge.web.security import canonical_address
-from bridge.web.users import Role, User
+from bridge.web.users import User, user_from_row
 
 SESSION_TTL_S = 12 * 3600  # one long shift; after that, log in again
 MAX_TRACKED_KEYS = 10_000
@@ -68,7 +68,7 @@ class SessionStore:
                 " WHERE s.token_hash = ? AND s.expires_at > ? AND NOT u.disabled",
                 (_digest(token), time.time()),
             ).fetchone()
-        return User(row["name"], Role(row["role"]), row["responder_id"], row["created_at"]) if row else None
+        return user_from_row(row) if row else None
 
     def revoke(self, token: str) -> None:
         with self._lock, self._conn:

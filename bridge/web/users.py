@@ -3,6 +3,10 @@
 Roles say what a person may do, not who they are: an operator runs the channels and incidents, a guard or an officer
 talks and acknowledges from the phone page, an auditor searches and replays the archive, an admin does all of it and
 manages users. Which endpoint needs which role is declared where the endpoint is (`bridge.web.auth.require`).
+
+A user's scope says over which stations: at the central tier a user scoped to a station or a 分局 (an id of the
+region file, bridge/region.py) searches and replays only their stations' archives; no scope is the whole region
+(bridge/web/scope.py). A single station's box holds only its own station's archive, so there a scope changes nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from bridge.config import STATION_ID
 from bridge.db import migrate
 
 
@@ -44,7 +49,9 @@ MIGRATIONS = [
         created_at REAL NOT NULL,
         disabled INTEGER NOT NULL DEFAULT 0
     );
-    """
+    """,
+    # NULL: the whole region (every user made before scopes were)
+    "ALTER TABLE users ADD COLUMN scope TEXT;",
 ]
 
 # Passwords of the demo users `make run` creates and prints; a demo on 127.0.0.1 only, never a deployment.
@@ -69,6 +76,7 @@ class User:
     role: Role
     responder_id: str | None = None  # the jurisdiction responder a guard/officer account speaks for
     created_at: float = 0.0
+    scope: str | None = None  # a station or 分局 id of the region: what this user sees at central; None: all of it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"role": str(self.role)}
@@ -89,7 +97,10 @@ class UserStore:
         self._conn = conn
         self._lock = threading.Lock()
 
-    def add(self, name: str, role: Role | str, password: str, *, responder_id: str | None = None) -> User:
+    def add(
+        self, name: str, role: Role | str, password: str, *, responder_id: str | None = None, scope: str | None = None
+    ) -> User:
+        """`scope`: a station or 分局 id (whether the region has it is checked by the caller, who has the region)."""
         if not USER_NAME.match(name):
             raise UserError(f"invalid user name {name!r} (1-64 of letters, digits, _ . @ -)")
         try:
@@ -98,26 +109,37 @@ class UserStore:
             raise UserError(f"unknown role {role!r} (one of {', '.join(Role)})") from None
         if len(password) < MIN_PASSWORD:
             raise UserError(f"password too short (at least {MIN_PASSWORD} characters)")
-        user = User(name, role, responder_id, time.time())
+        _check_scope(scope)
+        user = User(name, role, responder_id, time.time(), scope)
         try:
             with self._lock, self._conn:
                 self._conn.execute(
-                    "INSERT INTO users (name, role, password_hash, responder_id, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (name, str(role), HASHER.hash(password), responder_id, user.created_at),
+                    "INSERT INTO users (name, role, password_hash, responder_id, created_at, scope) VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, str(role), HASHER.hash(password), responder_id, user.created_at, scope),
                 )
         except sqlite3.IntegrityError:
             raise UserExists(f"user {name!r} already exists") from None
         return user
 
+    def set_scope(self, name: str, scope: str | None) -> User:
+        """Give a user another scope (None: the whole region); it holds from their next request on, sessions too."""
+        _check_scope(scope)
+        with self._lock, self._conn:
+            if self._conn.execute("UPDATE users SET scope = ? WHERE name = ? AND NOT disabled", (scope, name)).rowcount != 1:
+                raise UserError(f"no user {name!r}")
+        user = self.get(name)
+        assert user is not None
+        return user
+
     def get(self, name: str) -> User | None:
         with self._lock:
             row = self._conn.execute("SELECT * FROM users WHERE name = ? AND NOT disabled", (name,)).fetchone()
-        return _user(row) if row else None
+        return user_from_row(row) if row else None
 
     def list(self) -> list[User]:
         with self._lock:
             rows = self._conn.execute("SELECT * FROM users WHERE NOT disabled ORDER BY name").fetchall()
-        return [_user(r) for r in rows]
+        return [user_from_row(r) for r in rows]
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user when the password is right, else None (also for unknown or disabled users)."""
@@ -132,7 +154,7 @@ class UserStore:
         if HASHER.check_needs_rehash(row["password_hash"]):
             with self._lock, self._conn:
                 self._conn.execute("UPDATE users SET password_hash = ? WHERE name = ?", (HASHER.hash(password), name))
-        return _user(row)
+        return user_from_row(row)
 
 
 def ensure_demo_users(db: sqlite3.Connection, responders: Mapping[Role, str] | None = None) -> list[tuple[str, str, str]]:
@@ -149,5 +171,11 @@ def ensure_demo_users(db: sqlite3.Connection, responders: Mapping[Role, str] | N
     return usable
 
 
-def _user(row: sqlite3.Row) -> User:
-    return User(row["name"], Role(row["role"]), row["responder_id"], row["created_at"])
+def _check_scope(scope: str | None) -> None:
+    if scope is not None and not re.match(STATION_ID, scope):
+        raise UserError(f"invalid scope {scope!r} (a station or 分局 id: letters, digits, _ -)")
+
+
+def user_from_row(row: sqlite3.Row) -> User:
+    """A `users` row as a User (also for a join that selects `u.*`)."""
+    return User(row["name"], Role(row["role"]), row["responder_id"], row["created_at"], row["scope"])

@@ -84,3 +84,16 @@ def test_a_tampered_row_pointing_outside_the_data_directory_is_not_served(servic
         conn.execute("UPDATE utterances SET path = ? WHERE id = 'u-tampered'", (f"../../../../../../{secret}",))
     response = login("auditor").get("/api/utterances/u-tampered/audio")
     assert response.status_code == 404 and b"secret" not in response.content
+
+
+def test_a_box_without_a_region_refuses_the_station_filter_and_details_its_own_utterances(login, service):
+    """(The central tier's side: tests/web/test_central_search.py.)"""
+    auditor = login("auditor")
+    refused = auditor.get("/api/search", params={"station": "gongyuanbeilu"})
+    assert refused.status_code == 400 and "central" in refused.json()["detail"]
+    archive_utterance(service, "u-box-1", "ch-market", 100)
+    detail = auditor.get("/api/utterances/u-box-1").json()
+    assert detail["utterance"]["station"] is None and detail["utterance"]["audio"] is True
+    assert auditor.get("/api/utterances/u-box-1/audio").content[:4] == b"RIFF"
+    assert auditor.get("/api/utterances/..%2Fjingbao.db/audio").status_code == 404
+

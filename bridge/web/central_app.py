@@ -1,0 +1,69 @@
+"""The web app `jingbao run --role central` serves: the auditor's work over every station's archive in PostgreSQL.
+
+The routes are the single box's own (bridge/web/routes_auth.py, routes_archive.py): log in, search with its query
+language and ASR-error tolerance (bridge/web/search_pg.py), an utterance's transcript, replay of the audio the edges
+forwarded (bridge/web/recordings.py), export, the audit log. What differs is underneath: the search and the audio come
+from PostgreSQL on the reader's connection (`storage.reader_url`, bridge/pg_roles.py's read-only role; the ingest
+writes and indexes), each result names its station by the region file (`node.region`), and users are scoped to a
+station or a 分局 (bridge/web/scope.py). Users, sessions and the audit log stay in central's own SQLite database
+(`storage.data_dir`), as on a box: they are this service's, not the stations'.
+
+The operators' console, the guard page and dispatch are not served here (yet): central has no radios of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+
+from bridge.config import Config, ConfigError
+from bridge.db import connect, connect_postgres
+from bridge.region import Region
+from bridge.web import routes_archive, routes_auth
+from bridge.web.app import harden, new_app
+from bridge.web.audit import AuditLog
+from bridge.web.context import WebContext
+from bridge.web.recordings import CentralRecordings
+from bridge.web.search_pg import PostgresSearchIndex
+from bridge.web.sessions import LoginThrottle, SessionStore
+from bridge.web.users import UserStore
+
+
+@dataclass(frozen=True, slots=True)
+class CentralSite:
+    """What the shared routes read from `web.service` at central: its config, and no archive or dispatch of its
+    own (an officer's replay is bound to the incidents he was sent to, which central does not hold: refused)."""
+
+    config: Config
+    archive: Any = None
+    dispatch: Any = None
+
+
+def reader_url(config: Config) -> str:
+    """The connection search and replay read on: the read-only role's when configured, else the ingest's own."""
+    url = config.storage.reader_url or config.storage.database_url
+    if url is None:
+        raise ConfigError("--role central needs storage.database_url (PostgreSQL)")
+    return url
+
+
+def create_central_app(config: Config, region: Region | None) -> FastAPI:
+    app = new_app()
+    database = config.storage.database
+    conn = connect_postgres(reader_url(config))
+    app.state.web = WebContext(
+        service=CentralSite(config),  # type: ignore[arg-type]  # the routes included here read only these fields
+        users=UserStore(connect(database)),
+        sessions=SessionStore(connect(database)),
+        throttle=LoginThrottle(),
+        audit=AuditLog(connect(database)),
+        search=PostgresSearchIndex(conn, readonly=True),  # the ingest migrates and indexes
+        recordings=CentralRecordings(connect_postgres(reader_url(config))),  # a connection each: each has its lock
+        region=region,
+    )
+    harden(app, config.web)
+    for module in (routes_auth, routes_archive):
+        app.include_router(module.router)
+    return app

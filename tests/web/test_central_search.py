@@ -1,0 +1,251 @@
+"""Search, transcript detail, replay and export at the central tier (bridge/web/central_app.py) over every station's
+forwarded archive in a real PostgreSQL (the tests' private cluster), read on the read-only role, scoped by the region
+file (config/region.yaml): a station's user sees their station, a 分局's its stations, a city-wide user all, and no
+query parameter widens that."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from asr.transcript import Transcript
+from bridge.archive import ArchivedUtterance
+from bridge.central import CentralStore
+from bridge.config import load_config
+from bridge.db import connect, connect_postgres
+from bridge.nodes import TranscriptMessage, UtteranceMessage
+from bridge.pg_roles import TierRoles, setup_roles
+from bridge.region import region_of
+from bridge.web.central_app import create_central_app
+from bridge.web.search_pg import PostgresSearchIndex
+from bridge.web.users import UserStore
+from tests.support.postgres import PostgresCluster
+from tests.web.conftest import page_client
+from tests.web.test_user_cli import jingbao
+
+REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "central-test-password"
+T0 = time.time() - 3600
+# (station, utterance id, seconds after T0, transcript, audio inline?) -- 打架 misheard as 打假 at one station
+SAID = [
+    ("gongyuanbeilu", "u1", 10, "美食街有人打架", True),
+    ("gongyuanbeilu", "u2", 20, "高桥大市场门口着火了", True),
+    ("changlezhonglu", "u1", 30, "长乐公园有人打架", True),  # the same local id as gongyuanbeilu's: central's differ
+    ("beiyuanmen", "u3", 40, "回民街有人打假", False),  # its audio did not come (too big, say)
+]
+# who logs in, their role and scope (None: the whole region)
+USERS = {"city": ("auditor", None), "xincheng": ("auditor", "xincheng"), "gybl": ("auditor", "gongyuanbeilu"),
+         "byn": ("operator", "beiyuanmen"), "admin-xc": ("admin", "xincheng")}  # fmt: skip
+
+
+def audio_of(station: str, uid: str) -> bytes:
+    return f"RIFF{station}{uid}".encode() + os.urandom(64)
+
+
+def store(central: CentralStore, station: str, uid: str, offset: float, text: str, inline: bool) -> bytes:
+    audio = audio_of(station, uid)
+    start_ms = int((T0 + offset) * 1000)
+    row = ArchivedUtterance(id=uid, channel="ch-market", seq=int(offset), start_ms=start_ms, end_ms=start_ms + 800,
+                            duration_ms=800, path=f"{uid}.wav", format="wav", sha256=hashlib.sha256(audio).hexdigest(),
+                            peak_dbfs=-3.0, rms_dbfs=-20.0, end_reason="silence", fault="", status="done",
+                            created_at=start_ms, prev_hash="0" * 64, row_hash="1" * 64)  # fmt: skip
+    omitted = "" if inline else "900000 bytes, over the 700000 bytes a message carries"
+    inline_audio = base64.b64encode(audio).decode() if inline else None
+    central.store(UtteranceMessage(v=1, station=station, utterance=row, audio=inline_audio, audio_omitted=omitted))
+    central.store(TranscriptMessage(v=1, station=station, utterance_id=uid, channel="ch-market", start_ms=start_ms,
+                                    version=time.time(), transcript=Transcript(text=text, pinyin="", engine="test")))  # fmt: skip
+    return audio
+
+
+@pytest.fixture(scope="module")
+def central(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresCluster) -> Iterator[tuple[FastAPI, Path]]:
+    """Central's web app on a database the ingest (the writer role) filled, reading it as the reader role."""
+    tmp = tmp_path_factory.mktemp("central")
+    roles = TierRoles(postgres.create_database(), f"cw_{os.getpid()}", f"cr_{os.getpid()}")
+    setup_roles(postgres.url(), roles)
+    writer, reader = postgres.url(roles.database, roles.writer), postgres.url(roles.database, roles.reader)
+    ingest = CentralStore(writer)
+    for station, uid, offset, text, inline in SAID:
+        store(ingest, station, uid, offset, text, inline)
+    ingest.close()
+    with connect_postgres(writer) as conn:
+        PostgresSearchIndex(conn).sync()  # the ingest's indexing
+    path = tmp / "central.yaml"
+    path.write_text(yaml.safe_dump({
+        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
+        "storage": {"data_dir": str(tmp / "data"), "database_url": writer, "reader_url": reader},
+        "channels": [{"id": "ch", "name": "ch", "source": {"type": "pipe"}}],
+        "node": {"region": str(REPO / "config" / "region.yaml")},
+    }), encoding="utf-8")  # fmt: skip
+    config = load_config(path)
+    users = UserStore(connect(config.storage.database))
+    for name, (role, scope) in USERS.items():
+        users.add(name, role, PASSWORD, scope=scope)
+    app = create_central_app(config, region_of(config))
+    yield app, path
+    app.state.web.search._conn.close()
+    app.state.web.recordings._conn.close()
+    postgres.drop_database(roles.database)
+    with psycopg.connect(postgres.url(), autocommit=True) as admin:
+        for role in (roles.writer, roles.reader):
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+
+
+@pytest.fixture(scope="module")
+def as_user(central) -> Callable[[str], TestClient]:
+    app, _ = central
+    clients: dict[str, TestClient] = {}
+
+    def login(name: str) -> TestClient:
+        if name not in clients:
+            client = page_client(app)
+            assert client.post("/api/login", json={"name": name, "password": PASSWORD}).status_code == 200
+            clients[name] = client
+        return clients[name]
+
+    return login
+
+
+def found(client: TestClient, q: str = "", **params: str) -> list[tuple[str, str | None]]:
+    response = client.get("/api/search", params={"q": q, **params})
+    assert response.status_code == 200, response.text
+    return [(r["utterance_id"], r["station_name"]) for r in response.json()["results"]]
+
+
+def test_a_city_wide_auditor_searches_every_station_each_result_naming_its_station(as_user):
+    city = as_user("city")
+    # the query language and its tolerance are the box's: 打架 as written first, then 打假 (sounds alike)
+    assert found(city, "打架") == [("changlezhonglu.u1", "长乐中路派出所"), ("gongyuanbeilu.u1", "公园北路派出所"),
+                                  ("beiyuanmen.u3", "北院门派出所")]  # fmt: skip
+    result = city.get("/api/search", params={"q": "打架"}).json()["results"][2]
+    assert result["match"] == "sounds_like" and result["station"] == "beiyuanmen"
+    assert found(city, "dajia", station="gongyuanbeilu") == [("gongyuanbeilu.u1", "公园北路派出所")]  # pinyin
+    assert [u for u, _ in found(city, station="xincheng")] == ["changlezhonglu.u1", "gongyuanbeilu.u2", "gongyuanbeilu.u1"]
+    assert city.get("/api/search", params={"station": "nowhere"}).status_code == 400
+
+
+def test_a_station_user_sees_only_their_station_and_cannot_widen_it(as_user):
+    gybl = as_user("gybl")
+    assert [u for u, _ in found(gybl)] == ["gongyuanbeilu.u2", "gongyuanbeilu.u1"]
+    assert [u for u, _ in found(gybl, "打架")] == ["gongyuanbeilu.u1"]
+    for wider in ("changlezhonglu", "xincheng", "beiyuanmen"):  # another station, their own 分局, another 分局
+        assert gybl.get("/api/search", params={"q": "打架", "station": wider}).status_code == 403
+        assert gybl.get("/api/search/export.csv", params={"station": wider}).status_code == 403
+    assert [u for u, _ in found(gybl, station="gongyuanbeilu")] == ["gongyuanbeilu.u2", "gongyuanbeilu.u1"]
+    # another station's utterance by its id: as if it did not exist, its transcript and its audio alike
+    for other in ("changlezhonglu.u1", "beiyuanmen.u3"):
+        assert gybl.get(f"/api/utterances/{other}").status_code == 404
+        assert gybl.get(f"/api/utterances/{other}/audio").status_code == 404
+    export = gybl.get("/api/search/export.csv")
+    lines = export.content.decode("utf-8-sig").splitlines()
+    assert lines[0].startswith("utterance_id,start_iso,station,channel,") and len(lines) == 3
+    assert all(",gongyuanbeilu,gongyuanbeilu.ch-market," in line for line in lines[1:])
+
+
+def test_a_bureau_user_sees_its_stations(as_user):
+    assert [u for u, _ in found(as_user("xincheng"), "打架")] == ["changlezhonglu.u1", "gongyuanbeilu.u1"]
+    byn = as_user("byn")  # an operator of the other 分局's one station
+    assert found(byn, "打架") == [("beiyuanmen.u3", "北院门派出所")]
+    assert byn.get("/api/utterances/gongyuanbeilu.u1/audio").status_code == 404
+
+
+def test_forwarded_audio_is_replayed_and_logged_with_its_station(as_user):
+    city = as_user("city")
+    played = city.get("/api/utterances/changlezhonglu.u1/audio")
+    assert played.status_code == 200 and played.headers["content-type"] == "audio/wav"
+    assert played.content.startswith(b"RIFFchanglezhongluu1")
+    detail = city.get("/api/utterances/changlezhonglu.u1").json()
+    assert detail["utterance"] | {"start": 0} == {
+        "utterance_id": "changlezhonglu.u1", "station": "changlezhonglu", "station_name": "长乐中路派出所",
+        "channel": "ch-market", "start": 0, "duration_s": 0.8, "format": "wav", "audio": True, "audio_missing": "",
+    }  # fmt: skip
+    assert detail["transcript"]["text"] == "长乐公园有人打架" and detail["transcript"]["station"] == "changlezhonglu"
+    missing = city.get("/api/utterances/beiyuanmen.u3/audio")  # the edge sent it without its audio
+    assert missing.status_code == 404 and "did not reach central: 900000 bytes" in missing.json()["detail"]
+    assert city.get("/api/utterances/beiyuanmen.u3").json()["utterance"]["audio"] is False
+    assert city.get("/api/utterances/nowhere.u1/audio").status_code == 404
+    log = city.get("/api/audit", params={"action": "playback", "user": "city"}).json()
+    assert [(e["target"], e["detail"]["station"]) for e in log] == [("changlezhonglu.u1", "changlezhonglu")]
+    refused = as_user("gybl")
+    assert refused.get("/api/audit").status_code == 200  # an auditor's log is the service's: scopes bound archives
+    assert city.get("/api/archive/verify").status_code == 404  # the archives are verified at the edges
+
+
+def test_an_admin_of_a_bureau_makes_users_within_it_only(as_user):
+    admin = as_user("admin-xc")
+    new = {"role": "auditor", "password": PASSWORD}
+    made = admin.post("/api/users", json=new | {"name": "sun", "scope": "changlezhonglu"})
+    assert made.status_code == 201 and made.json()["scope"] == "changlezhonglu"
+    for name, scope in (("li", None), ("zhou", "beiyuanmen"), ("wu", "lianhu")):  # the region, another 分局's
+        assert admin.post("/api/users", json=new | {"name": name, "scope": scope}).status_code == 403
+    assert admin.post("/api/users", json=new | {"name": "wu", "scope": "nowhere"}).status_code == 400
+    # an admin passes every role check, not the scope: another 分局's utterance is not theirs
+    assert admin.get("/api/utterances/beiyuanmen.u3").status_code == 404
+
+
+def test_scopes_are_set_with_the_user_command_and_checked_against_the_region(central):
+    _, config = central
+    added = jingbao("user", "add", "zhao", "--role", "auditor", "--scope", "lianhu", "--password-stdin",
+                    "--config", str(config), stdin="long-enough-password\n")  # fmt: skip
+    assert added.returncode == 0 and "scope lianhu" in added.stderr
+    bad = jingbao("user", "add", "qian", "--role", "auditor", "--scope", "xinchen", "--config", str(config))
+    assert bad.returncode == 2 and "'xinchen' is neither a station nor a 分局" in bad.stderr
+    assert jingbao("user", "scope", "zhao", "gongyuanbeilu", "--config", str(config)).returncode == 0
+    widened = jingbao("user", "scope", "zhao", "--region", "--config", str(config))
+    assert widened.returncode == 0 and "the whole region" in widened.stderr
+    listed = jingbao("user", "list", "--config", str(config)).stdout
+    assert "gybl                 auditor   gongyuanbeilu" in listed and "zhao                 auditor   (region)" in listed
+
+
+def test_jingbao_run_role_central_serves_the_search_once_its_tables_exist(tmp_path, pg_url):
+    """The command itself: the ingest migrates, then the web app answers (no broker here: the ingest keeps trying
+    to reach it meanwhile, which holds up neither); SIGTERM ends both."""
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.support.broker import free_port
+
+    port = free_port()
+    path = tmp_path / "central.yaml"
+    path.write_text(yaml.safe_dump({
+        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
+        "storage": {"data_dir": str(tmp_path / "data"), "database_url": pg_url},
+        "broker": {"enabled": False},
+        "channels": [{"id": "ch", "name": "ch", "source": {"type": "pipe"}}],
+        "web": {"port": port},
+        "node": {"region": str(REPO / "config" / "region.yaml"), "broker": {"port": free_port()}},
+    }), encoding="utf-8")  # fmt: skip
+    UserStore(connect(load_config(path).storage.database)).add("city", "auditor", PASSWORD)
+    process = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--role", "central", "--config", str(path)],
+                               cwd=REPO, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline, answer = time.monotonic() + 30, None
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Origin": f"http://127.0.0.1:{port}"}) as client:
+            while answer is None:
+                assert time.monotonic() < deadline and process.poll() is None, "central did not serve within 30 s"
+                try:
+                    answer = client.post("/api/login", json={"name": "city", "password": PASSWORD})
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            assert answer.status_code == 200
+            assert client.get("/api/search", params={"q": "打架"}).json() == {"results": [], "more": False}
+            assert client.get("/api/search", params={"station": "nowhere"}).status_code == 400
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    assert "central serves search and replay" in err
