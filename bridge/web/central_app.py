@@ -8,7 +8,8 @@ writes and indexes), each result names its station by the region file (`node.reg
 station or a 分局 (bridge/web/scope.py). Users, sessions and the audit log stay in central's own SQLite database
 (`storage.data_dir`), as on a box: they are this service's, not the stations'.
 
-The operators' console, the guard page and dispatch are not served here (yet): central has no radios of its own.
+Of the pages, central serves the login and the auditor's (with its station filter); the operators' console, the
+guard page and dispatch are not served here (yet): central has no radios of its own.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 
 from bridge.config import Config, ConfigError
 from bridge.db import connect, connect_postgres
@@ -26,6 +28,7 @@ from bridge.web.app import harden, new_app
 from bridge.web.audit import AuditLog
 from bridge.web.context import WebContext
 from bridge.web.recordings import CentralRecordings
+from bridge.web.routes_console import PAGES, pages_router
 from bridge.web.search_pg import PostgresSearchIndex
 from bridge.web.sessions import LoginThrottle, SessionStore
 from bridge.web.users import UserStore
@@ -66,4 +69,10 @@ def create_central_app(config: Config, region: Region | None) -> FastAPI:
     harden(app, config.web)
     for module in (routes_auth, routes_archive):
         app.include_router(module.router)
+    app.include_router(pages_router({name: PAGES[name] for name in ("login", "auditor")}))
+
+    @app.get("/console", include_in_schema=False)
+    async def console() -> RedirectResponse:
+        return RedirectResponse("/auditor")  # where the login page sends operators and admins; search is theirs here
+
     return app

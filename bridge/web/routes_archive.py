@@ -17,6 +17,8 @@ export is written to the audit log (who, when, what, from where) before the answ
                                         (operator, auditor, admin; an officer only the calls of incidents he was
                                         sent to, else 403: `listener`)
          At central both answer 404 for an utterance outside the user's scope, as for one that does not exist.
+    GET  /api/stations               -> {"bureaus": [{"id", "name", "stations": [{"id", "name"}]}]}: the region's
+                                        分局 and stations within the user's scope (empty on a box)  (operator, auditor)
     GET  /api/audit?limit=&before=&user=&action=  -> [entry, ...] newest first   (auditor, admin)
     GET  /api/audit/verify           -> {"ok", "rows", "head", "problems"}      (auditor, admin)
     GET  /api/archive/verify         -> the last `jingbao archive verify` report and when it ran (runs one if none)
@@ -41,7 +43,7 @@ from bridge.web.auth import require
 from bridge.web.context import Web, WebContext, client_address
 from bridge.web.csvexport import csv_response
 from bridge.web.recordings import Recording
-from bridge.web.scope import may_read, station_name, stations_filter
+from bridge.web.scope import allowed_stations, may_read, station_name, stations_filter
 from bridge.web.search import MAX_LIMIT, Filters, SearchPage
 from bridge.web.search_text import QueryError
 from bridge.web.users import Role, User
@@ -175,6 +177,21 @@ def audio(utterance_id: str, request: Request, user: Annotated[User, Depends(lis
     if recording.path is not None:
         return FileResponse(recording.path, media_type=media_type)
     return Response(recording.data, media_type=media_type)
+
+
+@router.get("/stations")
+def stations(user: Annotated[User, require(Role.OPERATOR, Role.AUDITOR)], web: Web) -> dict[str, Any]:
+    """What the auditor page's station filter offers: only what the user may choose."""
+    if web.region is None:
+        return {"bureaus": []}
+    allowed = allowed_stations(web, user)
+    bureaus = []
+    for bureau in web.region.bureaus:
+        mine = [{"id": s.id, "name": s.name} for s in bureau.stations if allowed is None or s.id in allowed]
+        if mine:
+            whole = len(mine) == len(bureau.stations)  # a 分局 is a choice only when all of it is the user's
+            bureaus.append({"id": bureau.id if whole else None, "name": bureau.name, "stations": mine})
+    return {"bureaus": bureaus}
 
 
 @router.get("/audit", dependencies=[require(Role.AUDITOR)])

@@ -46,7 +46,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -119,8 +119,9 @@ class PositionBody(BaseModel):
     tst: float | None = Field(None, gt=0, description="When the fix was taken (epoch s); now if absent.")
 
 
-def console_router(tile_url: str | None = None) -> APIRouter:
-    """`tile_url`: a Leaflet tile URL template for the console map; None draws the jurisdiction on a plain background."""
+def pages_router(pages: Mapping[str, str] = PAGES) -> APIRouter:
+    """The pages (`/<name>`, `/` to the login page) and their static files; `pages`: which of them a service serves
+    (the central tier: the login and auditor pages only)."""
     router = APIRouter()
     static = StaticFiles(directory=STATIC)
 
@@ -128,12 +129,20 @@ def console_router(tile_url: str | None = None) -> APIRouter:
     async def root() -> RedirectResponse:
         return RedirectResponse("/login")
 
-    for name, filename in PAGES.items():
+    for name, filename in pages.items():
         router.add_api_route(f"/{name}", _page(STATIC / filename), include_in_schema=False)
 
     @router.get("/static/{path:path}", include_in_schema=False)
     async def static_file(path: str, request: Request) -> Response:
         return await static.get_response(path, request.scope)  # refuses paths outside the folder
+
+    return router
+
+
+def console_router(tile_url: str | None = None) -> APIRouter:
+    """`tile_url`: a Leaflet tile URL template for the console map; None draws the jurisdiction on a plain background."""
+    router = APIRouter()
+    router.include_router(pages_router())
 
     # --- operator -----------------------------------------------------------------------------------------------
 

@@ -91,6 +91,7 @@ def test_a_box_without_a_region_refuses_the_station_filter_and_details_its_own_u
     auditor = login("auditor")
     refused = auditor.get("/api/search", params={"station": "gongyuanbeilu"})
     assert refused.status_code == 400 and "central" in refused.json()["detail"]
+    assert auditor.get("/api/stations").json() == {"bureaus": []}  # the auditor page shows no station filter
     archive_utterance(service, "u-box-1", "ch-market", 100)
     detail = auditor.get("/api/utterances/u-box-1").json()
     assert detail["utterance"]["station"] is None and detail["utterance"]["audio"] is True

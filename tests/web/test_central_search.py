@@ -8,15 +8,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from playwright.sync_api import expect
 
 from asr.transcript import Transcript
 from bridge.archive import ArchivedUtterance
@@ -29,7 +34,10 @@ from bridge.region import region_of
 from bridge.web.central_app import create_central_app
 from bridge.web.search_pg import PostgresSearchIndex
 from bridge.web.users import UserStore
+from tests.support.broker import free_port
 from tests.support.postgres import PostgresCluster
+from tests.web.browser import CSP_VIOLATIONS, chromium, log_in
+from tests.web.browser import PASSWORD as BROWSER_PASSWORD  # what its log_in types
 from tests.web.conftest import page_client
 from tests.web.test_user_cli import jingbao
 
@@ -49,7 +57,21 @@ USERS = {"city": ("auditor", None), "xincheng": ("auditor", "xincheng"), "gybl":
 
 
 def audio_of(station: str, uid: str) -> bytes:
-    return f"RIFF{station}{uid}".encode() + os.urandom(64)
+    """A real WAV (a browser plays it), a tone of its own per utterance."""
+    import io
+    import wave
+
+    import numpy as np
+
+    t = np.arange(3200) / 16000
+    pcm = (np.sin(2 * np.pi * (300 + 10 * len(station + uid)) * t) * 8000).astype("<i2").tobytes()
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm)
+    return out.getvalue()
 
 
 def store(central: CentralStore, station: str, uid: str, offset: float, text: str, inline: bool) -> bytes:
@@ -164,7 +186,7 @@ def test_forwarded_audio_is_replayed_and_logged_with_its_station(as_user):
     city = as_user("city")
     played = city.get("/api/utterances/changlezhonglu.u1/audio")
     assert played.status_code == 200 and played.headers["content-type"] == "audio/wav"
-    assert played.content.startswith(b"RIFFchanglezhongluu1")
+    assert played.content == audio_of("changlezhonglu", "u1")
     detail = city.get("/api/utterances/changlezhonglu.u1").json()
     assert detail["utterance"] | {"start": 0} == {
         "utterance_id": "changlezhonglu.u1", "station": "changlezhonglu", "station_name": "长乐中路派出所",
@@ -180,6 +202,26 @@ def test_forwarded_audio_is_replayed_and_logged_with_its_station(as_user):
     refused = as_user("gybl")
     assert refused.get("/api/audit").status_code == 200  # an auditor's log is the service's: scopes bound archives
     assert city.get("/api/archive/verify").status_code == 404  # the archives are verified at the edges
+
+
+def test_the_auditor_page_offers_the_stations_of_the_users_scope(central, as_user):
+    app, _ = central
+    city, gybl = as_user("city"), as_user("gybl")
+    assert city.get("/api/stations").json() == {"bureaus": [
+        {"id": "xincheng", "name": "新城分局", "stations": [{"id": "gongyuanbeilu", "name": "公园北路派出所"},
+                                                          {"id": "changlezhonglu", "name": "长乐中路派出所"}]},
+        {"id": "lianhu", "name": "莲湖分局", "stations": [{"id": "beiyuanmen", "name": "北院门派出所"}]},
+    ]}  # fmt: skip
+    # only their station, and not their 分局 as a whole (a choice that would be refused)
+    assert gybl.get("/api/stations").json() == {
+        "bureaus": [{"id": None, "name": "新城分局", "stations": [{"id": "gongyuanbeilu", "name": "公园北路派出所"}]}]
+    }
+    page = city.get("/auditor")
+    assert page.status_code == 200 and 'id="f-station"' in page.text
+    assert city.get("/static/auditor.js").status_code == 200
+    assert city.get("/console", follow_redirects=False).headers["location"] == "/auditor"
+    assert city.get("/stats").status_code == 404  # central serves the login and auditor pages only
+    assert page_client(app).get("/api/stations").status_code == 401
 
 
 def test_an_admin_of_a_bureau_makes_users_within_it_only(as_user):
@@ -208,17 +250,14 @@ def test_scopes_are_set_with_the_user_command_and_checked_against_the_region(cen
     assert "gybl                 auditor   gongyuanbeilu" in listed and "zhao                 auditor   (region)" in listed
 
 
-def test_jingbao_run_role_central_serves_the_search_once_its_tables_exist(tmp_path, pg_url):
-    """The command itself: the ingest migrates, then the web app answers (no broker here: the ingest keeps trying
-    to reach it meanwhile, which holds up neither); SIGTERM ends both."""
-    import signal
-    import subprocess
-    import sys
-
-    import httpx
-
-    from tests.support.broker import free_port
-
+def test_jingbao_run_role_central_serves_the_auditor_page_over_the_stations(tmp_path, pg_url):
+    """The command itself, and the auditor page in a real browser: the ingest migrates, then the web app answers (no
+    broker here: the ingest keeps trying to reach it meanwhile, which holds up neither); a station's auditor finds
+    and plays their station's call, offered no other station; SIGTERM ends both."""
+    ingest = CentralStore(pg_url)  # what the edges forwarded before this start
+    for station, uid, offset, text, inline in SAID:
+        store(ingest, station, uid, offset, text, inline)
+    ingest.close()
     port = free_port()
     path = tmp_path / "central.yaml"
     path.write_text(yaml.safe_dump({
@@ -229,23 +268,38 @@ def test_jingbao_run_role_central_serves_the_search_once_its_tables_exist(tmp_pa
         "web": {"port": port},
         "node": {"region": str(REPO / "config" / "region.yaml"), "broker": {"port": free_port()}},
     }), encoding="utf-8")  # fmt: skip
-    UserStore(connect(load_config(path).storage.database)).add("city", "auditor", PASSWORD)
+    UserStore(connect(load_config(path).storage.database)).add("aud", "auditor", BROWSER_PASSWORD, scope="gongyuanbeilu")
+    base = f"http://127.0.0.1:{port}"
     process = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--role", "central", "--config", str(path)],
                                cwd=REPO, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        deadline, answer = time.monotonic() + 30, None
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Origin": f"http://127.0.0.1:{port}"}) as client:
-            while answer is None:
-                assert time.monotonic() < deadline and process.poll() is None, "central did not serve within 30 s"
-                try:
-                    answer = client.post("/api/login", json={"name": "city", "password": PASSWORD})
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            assert answer.status_code == 200
-            assert client.get("/api/search", params={"q": "打架"}).json() == {"results": [], "more": False}
-            assert client.get("/api/search", params={"station": "nowhere"}).status_code == 400
+        deadline = time.monotonic() + 30
+        while not _answers(base):
+            assert time.monotonic() < deadline and process.poll() is None, "central did not serve within 30 s"
+            time.sleep(0.1)
+        CSP_VIOLATIONS.clear()
+        with chromium() as browser:
+            page = browser.new_page()
+            log_in(page, base, "aud", "/auditor")
+            expect(page.locator("#station-filter")).to_be_visible()
+            expect(page.locator("#f-station option")).to_have_text(["全部", "公园北路派出所"])
+            page.fill("#q", "打架")
+            page.click("#search button[type=submit]")
+            row = page.locator("tr[data-utterance='gongyuanbeilu.u1']")
+            expect(row).to_contain_text("公园北路派出所")
+            expect(page.locator("#results tr")).to_have_count(1)  # not changlezhonglu's, nor beiyuanmen's 打假
+            row.locator("button.play").click()
+            expect(row.locator("button.play")).to_have_text("■ 停止", timeout=10_000)  # forwarded audio, playing
+        assert not CSP_VIOLATIONS, "\n".join(CSP_VIOLATIONS)  # central's pages run under the box's policy
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=20)
     assert process.returncode == 0, err
     assert "central serves search and replay" in err
+
+
+def _answers(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/login").status_code == 200
+    except httpx.TransportError:
+        return False

@@ -6,7 +6,9 @@ const A = { offset: 0, params: null, names: {} };
 
 async function main() {
   await JB.session(["auditor"]);
-  const channels = await JB.api("/api/channels");
+  const { bureaus } = await JB.api("/api/stations");
+  if (bureaus.length) stationFilter(bureaus);
+  const channels = bureaus.length ? [] : await JB.api("/api/channels"); // central: its channels are the stations
   for (const c of channels) A.names[c.id] = c.name;
   document.getElementById("f-channel").append(...channels.map((c) => JB.el("option", { value: c.id }, c.name)));
   document.getElementById("f-type").append(...Object.entries(JB.LABELS.type).map(([k, v]) => JB.el("option", { value: k }, v)));
@@ -15,6 +17,15 @@ async function main() {
   document.getElementById("verify-now").addEventListener("click", async () => showVerify(await JB.api("/api/archive/verify", { method: "POST" })));
   loadAudit();
   JB.api("/api/archive/verify").then(showVerify).catch((e) => { document.getElementById("archive-verify").textContent = e.message; });
+}
+
+// At the central tier: every station the user may search, under its 分局 (a whole 分局 is a choice too); a box has none.
+function stationFilter(bureaus) {
+  document.getElementById("station-filter").hidden = false;
+  document.getElementById("stats-link").hidden = true; // statistics are each station's, on its own box
+  document.getElementById("f-station").append(...bureaus.map((b) => JB.el("optgroup", { label: b.name },
+    b.id ? JB.el("option", { value: b.id }, `${b.name}（全部）`) : null,
+    ...b.stations.map((s) => JB.el("option", { value: s.id }, s.name)))));
 }
 
 function searchParams() {
@@ -47,7 +58,8 @@ async function search(offset) {
     const heard = r.snippet_field === "readable" ? JB.el("div", { class: "py heard" }, JB.pinyinText(r.pinyin)) : null;
     body.append(JB.el("tr", { "data-utterance": r.utterance_id },
       JB.el("td", {}, new Date(r.start_iso).toLocaleString("zh-CN", { hour12: false })),
-      JB.el("td", {}, A.names[r.channel] || r.channel),
+      JB.el("td", {}, r.station_name ? JB.el("div", { class: "muted" }, r.station_name) : null,
+        A.names[r.channel] || (r.station ? r.channel.slice(r.station.length + 1) : r.channel)),
       JB.el("td", { class: "text" }, snippet, r.match === "sounds_like" ? JB.el("span", { class: "sounds-like" }, "（读音相近）") : null, heard,
         !r.text && r.keywords.length ? JB.el("div", { class: "muted" }, "关键词：", r.keywords.map((k) => JB.el("b", { class: "kw" }, ` ${k.label || k}`))) : null),
       JB.el("td", {}, r.incidents.map((i) => JB.el("div", {}, `${JB.label("type", i.type)} ${i.place_name || ""}`))),
