@@ -34,6 +34,9 @@ MAX_SCREENSHOT_BYTES = 250_000  # docs stay light in the repository
 TEST_TILE_URL = "/static/vendor/leaflet/images/layers.png?z={z}&x={x}&y={y}"
 CHROMIUM_LEAD_S = 1.6  # Chromium's fake capture device starts with about this much silence
 PALETTE_FILTER = "split[a][b];[a]palettegen=max_colors=256:stats_mode=full[p];[b][p]paletteuse=dither=none"
+# expect() waits up to 10 s for what a page should show, not Playwright's 5 s: `make test` runs two workers on two cores
+# (scripts/test.sh), and on a busy machine a page draws later (the tasks test's audit log took over 5 s with three)
+expect.set_options(timeout=10_000)
 
 
 class LiveService:
