@@ -12,6 +12,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -95,14 +96,20 @@ class AuditLog:
         return entry
 
     def list(
-        self, *, limit: int = 100, before_seq: int | None = None, user: str | None = None, action: str | None = None
+        self, *, limit: int = 100, before_seq: int | None = None, user: str | None = None, action: str | None = None,
+        within: tuple[Collection[str], Collection[str]] | None = None,
     ) -> list[AuditEntry]:
-        """Newest first; page back with `before_seq` (the smallest seq of the previous page)."""
+        """Newest first; page back with `before_seq` (the smallest seq of the previous page). `within`: (users,
+        stations): only the entries of those users, or about an utterance of those stations (a scoped auditor's)."""
         where, args = ["1"], []
         for clause, value in (("seq < ?", before_seq), ("user_name = ?", user), ("action = ?", action)):
             if value is not None:
                 where.append(clause)
                 args.append(value)
+        if within is not None:
+            where.append("(user_name IN (SELECT value FROM json_each(?))"
+                         " OR json_extract(detail, '$.station') IN (SELECT value FROM json_each(?)))")
+            args += [json.dumps(sorted(within[0])), json.dumps(sorted(within[1]))]
         sql = f"SELECT * FROM audit_log WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
         with self._lock:
             rows = self._conn.execute(sql, [*args, limit]).fetchall()

@@ -43,7 +43,7 @@ from bridge.web.auth import require
 from bridge.web.context import Web, WebContext, client_address
 from bridge.web.csvexport import csv_response
 from bridge.web.recordings import Recording
-from bridge.web.scope import allowed_stations, may_read, station_name, stations_filter
+from bridge.web.scope import allowed_stations, audit_scope, may_read, station_name, stations_filter
 from bridge.web.search import MAX_LIMIT, Filters, SearchPage
 from bridge.web.search_text import QueryError
 from bridge.web.users import Role, User
@@ -194,15 +194,17 @@ def stations(user: Annotated[User, require(Role.OPERATOR, Role.AUDITOR)], web: W
     return {"bureaus": bureaus}
 
 
-@router.get("/audit", dependencies=[require(Role.AUDITOR)])
+@router.get("/audit")
 def audit_log(
     web: Web,
+    auditor: Annotated[User, require(Role.AUDITOR)],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[int | None, Query(ge=1, description="only entries with seq below this (paging back)")] = None,
     user: Annotated[str | None, Query(max_length=64)] = None,
     action: Annotated[str | None, Query(max_length=32)] = None,
 ) -> list[dict[str, Any]]:
-    return [e.to_dict() for e in web.audit.list(limit=limit, before_seq=before, user=user, action=action)]
+    entries = web.audit.list(limit=limit, before_seq=before, user=user, action=action, within=audit_scope(web, auditor))
+    return [e.to_dict() for e in entries]
 
 
 @router.get("/audit/verify", dependencies=[require(Role.AUDITOR)])

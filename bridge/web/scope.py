@@ -69,6 +69,25 @@ def may_read(web: WebContext, user: User, station: str | None) -> bool:
     return allowed is None or station in allowed
 
 
+def audit_scope(web: WebContext, auditor: User) -> tuple[list[str], frozenset[str]] | None:
+    """What of the audit log a scoped auditor reads: the entries of the users within their scope (themselves
+    included), and everyone's about their stations' utterances (who replayed them); None: all of it. The log's
+    other entries name other stations' ids and queries."""
+    allowed = allowed_stations(web, auditor)
+    if allowed is None:
+        return None
+    assert web.region is not None  # allowed_stations is None without one
+    region = web.region
+
+    def within(user: User) -> bool:
+        try:
+            return user.scope is not None and region.stations_in(user.scope) <= allowed
+        except RegionError:
+            return False
+
+    return [u.name for u in web.users.list() if within(u)], allowed
+
+
 def station_name(web: WebContext, station: str | None) -> str | None:
     found = web.region.station(station) if web.region is not None and station is not None else None
     return found.name if found is not None else None

@@ -199,9 +199,25 @@ def test_forwarded_audio_is_replayed_and_logged_with_its_station(as_user):
     assert city.get("/api/utterances/nowhere.u1/audio").status_code == 404
     log = city.get("/api/audit", params={"action": "playback", "user": "city"}).json()
     assert [(e["target"], e["detail"]["station"]) for e in log] == [("changlezhonglu.u1", "changlezhonglu")]
-    refused = as_user("gybl")
-    assert refused.get("/api/audit").status_code == 200  # an auditor's log is the service's: scopes bound archives
     assert city.get("/api/archive/verify").status_code == 404  # the archives are verified at the edges
+
+
+def test_a_scoped_auditor_reads_the_audit_log_of_their_scope(as_user):
+    city, gybl = as_user("city"), as_user("gybl")
+    assert city.get("/api/utterances/gongyuanbeilu.u2/audio").status_code == 200
+    assert gybl.get("/api/search", params={"q": "着火"}).status_code == 200
+
+    def log(client: TestClient) -> set[tuple[str, str, str]]:
+        return {(e["user_name"], e["action"], e["target"]) for e in client.get("/api/audit", params={"limit": 1000}).json()}
+
+    mine = log(gybl)
+    assert ("gybl", "search", "着火") in mine  # their own
+    assert ("city", "playback", "gongyuanbeilu.u2") in mine  # who replayed their station's calls
+    assert not {e for e in mine if e[0] not in ("gybl", "city")}  # no other scoped user's: none lies within theirs
+    assert not {e for e in mine if e[0] == "city" and e[1] != "playback"}  # not city's searches of every station
+    assert ("city", "playback", "changlezhonglu.u1") not in mine  # another station's
+    assert ("city", "playback", "changlezhonglu.u1") in log(as_user("xincheng"))  # their 分局's
+    assert {("gybl", "search", "着火"), ("city", "search", "打架")} <= log(city)  # a city-wide auditor: all of it
 
 
 def test_the_auditor_page_offers_the_stations_of_the_users_scope(central, as_user):
