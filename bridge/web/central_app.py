@@ -14,14 +14,19 @@ guard page and dispatch are not served here (yet): central has no radios of its 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
 
 from bridge.config import Config, ConfigError
 from bridge.db import connect, connect_postgres
+from bridge.logsafe import clip
 from bridge.region import Region
 from bridge.web import routes_archive, routes_auth
 from bridge.web.app import harden, new_app
@@ -32,6 +37,8 @@ from bridge.web.routes_console import PAGES, pages_router
 from bridge.web.search_pg import PostgresSearchIndex
 from bridge.web.sessions import LoginThrottle, SessionStore
 from bridge.web.users import UserStore
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +62,28 @@ def reader_url(config: Config) -> str:
 def create_central_app(config: Config, region: Region | None) -> FastAPI:
     app = new_app()
     database = config.storage.database
-    conn = connect_postgres(reader_url(config))
-    app.state.web = WebContext(
+    search, recordings = _readers(config)
+    app.state.web = web = WebContext(
         service=CentralSite(config),  # type: ignore[arg-type]  # the routes included here read only these fields
         users=UserStore(connect(database)),
         sessions=SessionStore(connect(database)),
         throttle=LoginThrottle(),
         audit=AuditLog(connect(database)),
-        search=PostgresSearchIndex(conn, readonly=True),  # the ingest migrates and indexes
-        recordings=CentralRecordings(connect_postgres(reader_url(config))),  # a connection each: each has its lock
+        search=search,
+        recordings=recordings,
         region=region,
     )
+
+    async def database_lost(request: Request, error: Exception) -> JSONResponse:
+        # A connection PostgreSQL dropped (a restart, a failover) stays broken: answer 503 and open new ones, so the
+        # next request is served once the database is back, without restarting central.
+        logger.warning("PostgreSQL connection lost (%s: %s); reconnecting", type(error).__name__, clip(str(error)))
+        with contextlib.suppress(psycopg.Error):
+            web.search, web.recordings = await run_in_threadpool(_readers, config)
+        return JSONResponse({"detail": "the central database cannot be reached; try again"}, status_code=503)
+
+    app.add_exception_handler(psycopg.OperationalError, database_lost)
+    app.add_exception_handler(psycopg.InterfaceError, database_lost)
     harden(app, config.web)
     for module in (routes_auth, routes_archive):
         app.include_router(module.router)
@@ -76,3 +94,9 @@ def create_central_app(config: Config, region: Region | None) -> FastAPI:
         return RedirectResponse("/auditor")  # where the login page sends operators and admins; search is theirs here
 
     return app
+
+
+def _readers(config: Config) -> tuple[PostgresSearchIndex, CentralRecordings]:
+    """The search and the recordings on the reader's connections, one each (each is used under its own lock)."""
+    url = reader_url(config)
+    return PostgresSearchIndex(connect_postgres(url), readonly=True), CentralRecordings(connect_postgres(url))

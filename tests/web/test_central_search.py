@@ -252,6 +252,20 @@ def test_an_admin_of_a_bureau_makes_users_within_it_only(as_user):
     assert admin.get("/api/utterances/beiyuanmen.u3").status_code == 404
 
 
+def test_search_and_replay_come_back_by_themselves_after_postgresql_restarts(postgres, as_user):
+    city = as_user("city")
+    assert city.get("/api/search", params={"q": "打架"}).status_code == 200
+    postgres.pause()  # every connection dropped
+    try:
+        down = city.get("/api/search", params={"q": "打架"})
+        assert down.status_code == 503 and "cannot be reached" in down.json()["detail"]
+    finally:
+        postgres.resume()
+    city.get("/api/search", params={"q": "打架"})  # may still meet a connection the restart broke: it opens new ones
+    assert len(city.get("/api/search", params={"q": "打架"}).json()["results"]) == 3
+    assert city.get("/api/utterances/gongyuanbeilu.u1/audio").status_code == 200
+
+
 def test_scopes_are_set_with_the_user_command_and_checked_against_the_region(central):
     _, config = central
     added = jingbao("user", "add", "zhao", "--role", "auditor", "--scope", "lianhu", "--password-stdin",
