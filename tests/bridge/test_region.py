@@ -70,3 +70,23 @@ def test_a_bad_region_file_says_what_is_wrong(tmp_path, region, message):
 def test_a_missing_region_file_is_named(tmp_path):
     with pytest.raises(RegionError, match="cannot read"):
         load_region(tmp_path / "absent.yaml")
+
+
+def test_config_check_loads_the_region_file_a_config_names(tmp_path, capsys):
+    import argparse
+
+    from bridge.commands import cmd_config_check
+
+    def check(region: Path) -> int:
+        config = tmp_path / "central.yaml"
+        config.write_text(yaml.safe_dump({
+            "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
+            "channels": [{"id": "ch", "name": "ch", "source": {"type": "pipe"}}],
+            "node": {"region": str(region)},
+        }), encoding="utf-8")  # fmt: skip
+        return cmd_config_check(argparse.Namespace(file=config))
+
+    assert check(REPO / "config" / "region.yaml") == 0
+    assert "region: " in (out := capsys.readouterr().out) and "(西安市公安局（示范）: 2 分局, 3 stations)" in out
+    assert check(write(tmp_path, {"name": "市局", "bureaus": []})) == 2
+    assert "node.region: " in (err := capsys.readouterr().err) and "bureaus: List should have at least 1 item" in err
