@@ -284,7 +284,7 @@ def _candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[str] = 
     if inp.text:
         for n in index.names:
             for m in re.finditer(re.escape(n.text), inp.text):
-                if n.method == "generic" and not _unqualified(inp.text, m.start()):
+                if n.method == "generic" and not _unqualified_at(inp, m.start()):
                     continue
                 if _cuts_words(inp, *m.span()):
                     continue  # 仪表厂家, 幸福里面: the words 厂家 and 里面, not the places
@@ -325,7 +325,9 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[
             head_ok = head >= 0.9 or nearly_whole or (size >= LONG_NAME and head >= 0.75 and score >= LONG_NAME_MIN)
             onset_ok = at_onset and min(scores[1:]) >= 0.9
             home_ok = at_home and score >= HOME_FUZZY_MIN
-            if not (exact or onset_ok or home_ok or (fuzzy_ok and (nearly_whole or (score >= FUZZY_MIN and head_ok)))):
+            generic_ok = n.method == "generic" and _generic_heard(inp, score, exact, size)
+            if not (exact or onset_ok or home_ok or generic_ok
+                    or (fuzzy_ok and (nearly_whole or (score >= FUZZY_MIN and head_ok)))):
                 continue
             heard = inp.text[start:start + size] if inp.text else " ".join(s.base for s in syl[start:start + size] if s)
             if inp.text and not _whole_words(inp.text, start, start + size):
@@ -333,7 +335,7 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[
             if not inp.text and (_cuts_words(inp, start, start + size)
                                  or (not exact and reading_freq(tuple(syl[start:start + size])) >= COMMON_WORD_FREQ)):
                 continue  # the pinyin of ordinary words: 没事|接着 (mei2 shi4 jie1 zhe5), 美食节 (mei3 shi2 jie2)
-            if n.method == "generic" and not (exact and _unqualified_syllable(syl, start)):
+            if n.method == "generic" and not (generic_ok and _unqualified_at(inp, start)):
                 continue  # a generic word heard only as itself (in text: its very reading, 农冒市场), unqualified
             method: Method = "fuzzy" if inp.text or not exact else n.method
             conf = 0.9 * score if method == "fuzzy" else CONFIDENCE[method]
@@ -429,7 +431,18 @@ def _unqualified(text: str, start: int) -> bool:
 
 
 def _unqualified_at(inp: TranscriptInput, start: int) -> bool:
-    return _unqualified(inp.text, start) if inp.text else _unqualified_syllable(inp.syllables, start)
+    """`_unqualified` in characters, or by sound: a character recogniser writes a function word's sound with another
+    character of it (那各 for 那个, 再 for 在), which qualifies a name no more than the word itself."""
+    if inp.text and _unqualified(inp.text, start):
+        return True
+    return _unqualified_syllable(inp.syllables, start)
+
+
+def _generic_heard(inp: TranscriptInput, score: float, exact: bool, size: int) -> bool:
+    """A generic alias counts only heard as itself: its very reading, tones and all. In characters (what a character
+    recogniser wrote), a kind-part of LONG_NAME+ syllables counts by its toneless reading too (弄贸市场, 兼材市场: a
+    character of the same sound in another tone): four syllables read alike are not chance, three may be (彩市场)."""
+    return exact or (bool(inp.text) and score == 1.0 and size >= LONG_NAME)
 
 
 def _unqualified_syllable(syllables: list[Syllable | None], start: int) -> bool:

@@ -78,6 +78,15 @@ def test_generic_alias_qualified_by_another_name_is_not_ours(index: PlaceIndex) 
     assert extract_location("wu3 long2 shang4 kan3 zhen4 pai4 chu1 suo3", index) is None
 
 
+def test_a_character_recogniser_writing_a_generic_alias_or_its_qualifier_by_sound(index: PlaceIndex) -> None:
+    """A kind-part of four or more syllables written with a same-sounding character of another tone (弄 nong4 for 农
+    nong2) is still it, and a function word written by its sound (那各 for 那个) does not qualify a name; three
+    syllables (彩市场) are not enough, and another name before it still makes it someone else's."""
+    assert where("报告，弄贸市场门口有人打架", index).place.id == "dongjiao-nongmao"
+    assert where("呃那各建材市场东门着火了", index).place.id == "xiguang-jiancai"
+    assert extract_location("彩市场门口有人打架", index) is None
+    assert extract_location("海宁弄贸市场今天关门", index) is None
+
 def test_span_and_confidence(index: PlaceIndex) -> None:
     exact = where("东郊农贸市场门口有个电动车被偷了", index)
     assert (exact.span, exact.span_unit, exact.heard, exact.method) == ((0, 6), "char", "东郊农贸市场", "name")
