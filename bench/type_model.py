@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 from bench.machine import describe  # noqa: E402
 from dispatch import classify, type_model  # noqa: E402
 from dispatch.classify import LEXICON_FILE, Reading, Thresholds, decide, load_lexicon, read_transcript  # noqa: E402
-from dispatch.type_model import fit, lexicon_rows, load_model, read_corpus, training_views  # noqa: E402
+from dispatch.type_model import fit, lexicon_rows, load_model, radio_channels, read_corpus, training_views  # noqa: E402
 
 VIEWS = ("text", "toned pinyin", "radio pinyin")
 
@@ -50,8 +50,9 @@ def readings(rows: list[tuple[str, str]]) -> list[tuple[int, str, str, Reading]]
 
 
 def _read_all(rows: list[tuple[str, str]]) -> list[tuple[int, str, str, Reading]]:
-    """The corpus's rows in every view, then the lexicon's rows as characters (as `train` has them)."""
-    views = list(training_views(rows))
+    """The corpus's rows in every view, then the lexicon's rows as characters (as `train` has them). What the
+    recogniser heard of some rows (dispatch/corpus/heard/) is left out: it is not split into the folds."""
+    views = list(training_views(rows, channels=radio_channels()))
     per_row = len(views) // len(rows)
     words = list(training_views(lexicon_rows(), pinyin=False))
     with Pool(2) as pool:

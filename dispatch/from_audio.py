@@ -49,6 +49,12 @@ def recognise(pcm: bytes, engines: Sequence[Engine]) -> Transcript:
     return combine([stream.finish() for stream in streams])
 
 
+def recognise_file(path: Path, engines: Sequence[Engine], vad: VadConfig | None = None) -> str:
+    """The toned pinyin of every utterance the segmenter finds in an audio file, in order (empty when none)."""
+    utterances = segment_pcm(decode_file(path), vad or VadConfig(), channel=Path(path).stem)
+    return " ".join(p for u in utterances if (p := recognise(u.pcm, engines).pinyin))
+
+
 def extract_pcm(pcm: bytes, engines: Sequence[Engine], extractor: Extractor, vad: VadConfig | None = None,
                 name: Path = Path("-")) -> Iterator[HeardUtterance]:
     """Each utterance the segmenter finds in 16 kHz mono int16 `pcm`, recognised and extracted."""

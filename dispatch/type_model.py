@@ -8,8 +8,9 @@ words were heard, report words, chatter, negations) as features, so that the two
 the words and the model carries on where it does not.
 
 One model serves characters (Vosk) and pinyin (the on-board engine): every corpus sentence is trained as text, as
-tone-numbered pinyin and as pinyin with radio confusions (zh/z, n/l, in/ing, a random syllable now and then), and
-the syllable features are toneless, so a sentence reads the same whichever way it arrives.
+tone-numbered pinyin and as pinyin misheard the way the on-board recogniser mishears a radio at 20 and 10 dB (the
+channels learned in dispatch/radio_channel.py from corpus sentences it heard; the heard transcripts are trained on
+too), and the syllable features are toneless, so a sentence reads the same whichever way it arrives.
 
 The corpus (`dispatch/corpus/*.tsv`: `type<TAB>text`, `none` for routine traffic) and its provenance are in the
 repository; the trained weights (`type_model.npz`) are built from it by `python -m dispatch.type_model train` and
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from dispatch.phonetic import FINAL_FOLD, INITIAL_FOLD, Syllable, jieba_words, split
+from dispatch.radio_channel import HEARD_FILE, RadioChannel, learn_channels, read_heard
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ BACKGROUND_MIN_FREQ = 1000  # jieba frequency of the words they are made of
 # Inverse regularisation strength: with the corpus grown from 6.9k to 21k sentences by seven hands, 16 beat 4 by 2-3
 # points of type on the blind development sets, with fewer routine lines dispatched (32 and 64: no better).
 REGULARISATION_C = 16.0
+# The corpus's noisy copies are heard through the recogniser's own errors at these radio conditions (the learned
+# channels of dispatch/radio_channel.py), one copy each.
+TRAINING_CONDITIONS = ("20 dB", "10 dB")
 
 
 @dataclass(slots=True, frozen=True)
@@ -204,8 +209,11 @@ def read_corpus(paths: Iterable[Path] | None = None) -> list[tuple[str, str]]:
 
 
 def corpus_hash(paths: Iterable[Path] | None = None) -> str:
+    """Of the corpus files and of what the recogniser heard of them (the model trains on both)."""
+    if paths is None:
+        paths = [*sorted(CORPUS_DIR.glob("*.tsv")), *(p for p in [HEARD_FILE] if p.exists())]
     digest = hashlib.sha256()
-    for path in paths or sorted(CORPUS_DIR.glob("*.tsv")):
+    for path in paths:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -235,9 +243,11 @@ def misheard(syllables: Sequence[Syllable | None], rate: float, rng: random.Rand
     return out
 
 
-def training_views(rows: Sequence[tuple[str, str]], noisy_copies: int = 2, seed: int = 0, pinyin: bool = True
+def training_views(rows: Sequence[tuple[str, str]], noisy_copies: int = 2, seed: int = 0, pinyin: bool = True,
+                   channels: Sequence[RadioChannel] = ()
                    ) -> Iterator[tuple[str, dict[str, str | list[Syllable | None]]]]:
-    """Each row as the dispatcher may receive it: characters, tone-numbered pinyin, pinyin misheard on a radio."""
+    """Each row as the dispatcher may receive it: characters, tone-numbered pinyin, pinyin misheard on a radio (by
+    the learned `channels` in turn when given, else by the hand-made confusions of `misheard`)."""
     from dispatch.phonetic import text_syllables
 
     rng = random.Random(seed)
@@ -248,8 +258,17 @@ def training_views(rows: Sequence[tuple[str, str]], noisy_copies: int = 2, seed:
         if not pinyin:
             continue
         yield type_, {"pinyin": " ".join(f"{s.base}{s.tone}" for s in syllables if s)}
-        for _ in range(noisy_copies):
-            yield type_, {"pinyin": " ".join(s.base for s in misheard(syllables, 0.1, rng, vocabulary))}
+        for copy in range(noisy_copies):
+            heard = (channels[copy % len(channels)].hear(syllables, rng) if channels
+                     else misheard(syllables, 0.1, rng, vocabulary))
+            yield type_, {"pinyin": " ".join(s.base for s in heard)}
+
+
+def radio_channels() -> list[RadioChannel]:
+    """The recogniser's learned channels the corpus is trained through (TRAINING_CONDITIONS), or [] without the
+    heard file."""
+    learned = learn_channels(read_heard())
+    return [learned[c] for c in TRAINING_CONDITIONS if c in learned]
 
 
 # Radio frames for the lexicon's own words (see `lexicon_rows`): neutral enough for a noun (火灾) and a verb (打架) alike.
@@ -302,7 +321,10 @@ def train(rows: Sequence[tuple[str, str]], corpus_id: str, c: float = REGULARISA
 
     from dispatch.classify import transcript_features
 
-    views = [*training_views(rows), *training_views(lexicon_rows(), pinyin=False), *training_views(background_rows())]
+    channels = radio_channels()
+    heard = [(r.type, {"pinyin": r.heard}) for r in read_heard()]
+    views = [*training_views(rows, channels=channels), *heard, *training_views(lexicon_rows(), pinyin=False),
+             *training_views(background_rows(), channels=channels)]
     with Pool() as pool:
         docs = pool.map(transcript_features, [t for _, t in views], chunksize=256)
     return fit(docs, [label for label, _ in views], corpus_id, c)
