@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -385,14 +385,22 @@ class ConfigError(Exception):
 def load_config(path: Path | str) -> Config:
     """Read and validate a YAML config; relative paths inside it are resolved against the file's folder."""
     path = Path(path)
-    raw = read_yaml(path, ConfigError)
+    return _resolve_paths(read_model(path, Config, ConfigError, "configuration"), path.parent)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_model(path: Path, model: type[M], error: type[Exception], what: str) -> M:
+    """A YAML file validated as `model`; an unreadable or invalid file raises `error`, naming the file and each bad
+    field path (`what` the file is: "configuration", "region")."""
+    raw = read_yaml(path, error)
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise error(f"{path}: expected a mapping at the top level")
     try:
-        config = Config.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"{path}: invalid configuration:\n{format_validation_error(e, raw)}") from e
-    return _resolve_paths(config, path.parent)
+        raise error(f"{path}: invalid {what}:\n{format_validation_error(e, raw)}") from e
 
 
 def read_yaml(path: Path, error: type[Exception]) -> object:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bridge.config import STATION_ID, Config, ConfigError, format_validation_error, read_yaml
+from bridge.config import STATION_ID, Config, ConfigError, read_model
 
 
 class RegionError(Exception):
@@ -96,14 +96,7 @@ def load_region(path: Path | str) -> Region:
     """Read and validate a region file; its stations' jurisdiction files are resolved against its folder and must
     exist."""
     path = Path(path)
-    raw = read_yaml(path, RegionError)
-    if not isinstance(raw, dict):
-        raise RegionError(f"{path}: expected a mapping at the top level")
-    try:
-        region = Region.model_validate(raw)
-    except ValidationError as e:
-        raise RegionError(f"{path}: invalid region:\n{format_validation_error(e, raw)}") from e
-    return _resolve_jurisdictions(region, path)
+    return _resolve_jurisdictions(read_model(path, Region, RegionError, "region"), path)
 
 
 def _resolve_jurisdictions(region: Region, path: Path) -> Region:

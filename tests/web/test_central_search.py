@@ -36,6 +36,7 @@ from bridge.web.search_pg import PostgresSearchIndex
 from bridge.web.users import UserStore
 from tests.support.broker import free_port
 from tests.support.postgres import PostgresCluster
+from tests.support.wav import wave_bytes
 from tests.web.browser import CSP_VIOLATIONS, chromium, log_in
 from tests.web.browser import PASSWORD as BROWSER_PASSWORD  # what its log_in types
 from tests.web.conftest import page_client
@@ -58,20 +59,11 @@ USERS = {"city": ("auditor", None), "xincheng": ("auditor", "xincheng"), "gybl":
 
 def audio_of(station: str, uid: str) -> bytes:
     """A real WAV (a browser plays it), a tone of its own per utterance."""
-    import io
-    import wave
-
     import numpy as np
 
     t = np.arange(3200) / 16000
     pcm = (np.sin(2 * np.pi * (300 + 10 * len(station + uid)) * t) * 8000).astype("<i2").tobytes()
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm)
-    return out.getvalue()
+    return wave_bytes(pcm)
 
 
 def store(central: CentralStore, station: str, uid: str, offset: float, text: str, inline: bool) -> bytes:

@@ -20,6 +20,7 @@ from playwright.sync_api import Page, expect
 from asr.transcript import Transcript
 from bridge.events import Utterance, new_utterance_id
 from tests.support.broker import Mosquitto
+from tests.support.wav import wave_bytes
 from tests.web.browser import (
     CHROMIUM_LEAD_S,
     CSP_VIOLATIONS,
@@ -197,16 +198,3 @@ def test_a_voice_note_that_is_no_audio_or_too_short_is_refused(live: LiveService
         refused = httpx.post(url, content=body, headers={"Authorization": f"Bearer {token}", "Content-Type": "audio/wav"})
         assert refused.status_code == 422 and says in refused.json()["detail"], refused.text
     assert live.call(live.service.dispatch.tasks.store.feedback, task["id"]) == []
-
-
-def wave_bytes(pcm: bytes) -> bytes:
-    import io
-    import wave
-
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm)
-    return out.getvalue()
