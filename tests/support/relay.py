@@ -4,6 +4,7 @@ cut, seen by both ends only through their sockets, not a mock of either.
     relay = Relay(("127.0.0.1", broker.port))
     await relay.start()          # the node connects to relay.port instead of the broker's
     await relay.cut()            # the link goes dead
+    relay.dropped["PUBLISH"]     # MQTT packets the node sent into the dead link, by type
     await relay.restore()        # and comes back
 
 What a cut looks like depends on `silent`:
@@ -21,8 +22,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections import Counter
 
 CHUNK = 65536
+# MQTT control packet types by the high nibble of a packet's first byte (MQTT 3.1.1 and 5)
+PACKET_TYPES = ("RESERVED", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP", "SUBSCRIBE",
+                "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP", "DISCONNECT", "AUTH")  # fmt: skip
+
+
+class _Packets:
+    """A client's byte stream told apart into MQTT control packets by their fixed headers (type, remaining length), to
+    count those of which a cut dropped any part: the relay itself only copies bytes."""
+
+    def __init__(self, dropped: Counter[str]) -> None:
+        self._dropped = dropped
+        self._header = bytearray()  # the fixed header read so far of the packet begun
+        self._left = 0  # bytes of the current packet's body still to come
+        self._type = 0
+        self._counted = False  # the current packet is in `dropped` already
+
+    def feed(self, data: bytes, *, dropped: bool) -> None:
+        i = 0
+        while i < len(data):
+            if self._left:
+                step = min(self._left, len(data) - i)
+                self._left -= step
+            else:
+                if not self._header:
+                    self._type, self._counted = data[i] >> 4, False
+                self._header.append(data[i])
+                step = 1
+                if len(self._header) > 1 and not self._header[-1] & 0x80:  # the remaining length's last byte
+                    self._left = sum((b & 0x7F) << (7 * k) for k, b in enumerate(self._header[1:]))
+                    self._header.clear()
+            i += step
+            if dropped and not self._counted:
+                self._dropped[PACKET_TYPES[self._type]] += 1
+                self._counted = True
 
 
 class Relay:
@@ -34,6 +70,8 @@ class Relay:
         self.port = port
         self.is_cut = False
         self.connections = 0  # accepted so far, for a test to see that its node reconnected
+        # MQTT packets clients sent that a cut dropped (whole or in part), by type: what a node sent into a dead link
+        self.dropped: Counter[str] = Counter()
         self._silent = True
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()  # both sides of every live connection
@@ -80,16 +118,21 @@ class Relay:
         if self.is_cut:  # accepted during a silent cut: it never carries a byte
             self._dead |= pair
         try:
-            await asyncio.gather(self._pipe(client_reader, broker_writer), self._pipe(broker_reader, client_writer))
+            await asyncio.gather(self._pipe(client_reader, broker_writer, _Packets(self.dropped)),
+                                 self._pipe(broker_reader, client_writer))  # fmt: skip
         finally:
             self._close(pair - self._dead)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, packets: _Packets | None = None) -> None:
         """Copy until either side closes; the bytes of a silenced connection are read and dropped (a dead network
-        does not push back on the sender until its TCP window fills, and then only by stalling it)."""
+        does not push back on the sender until its TCP window fills, and then only by stalling it). `packets`: the
+        client's side, whose dropped packets are counted."""
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(CHUNK):
-                if writer in self._dead or writer.is_closing():
+                silenced = writer in self._dead
+                if packets is not None:
+                    packets.feed(data, dropped=silenced)
+                if silenced or writer.is_closing():
                     continue
                 writer.write(data)
                 await writer.drain()
