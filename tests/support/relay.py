@@ -4,7 +4,7 @@ cut, seen by both ends only through their sockets, not a mock of either.
     relay = Relay(("127.0.0.1", broker.port))
     await relay.start()          # the node connects to relay.port instead of the broker's
     await relay.cut()            # the link goes dead
-    relay.dropped["PUBLISH"]     # MQTT packets the node sent into the dead link, by type
+    relay.dropped["PUBLISH"]     # MQTT packets the node sent into the dead link, by type (and .sent, .returned)
     await relay.restore()        # and comes back
 
 What a cut looks like depends on `silent`:
@@ -31,17 +31,17 @@ PACKET_TYPES = ("RESERVED", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC",
 
 
 class _Packets:
-    """A client's byte stream told apart into MQTT control packets by their fixed headers (type, remaining length), to
-    count those of which a cut dropped any part: the relay itself only copies bytes."""
+    """One direction of a connection told apart into MQTT control packets by their fixed headers (type, remaining
+    length), to count them: the relay itself only copies bytes. A packet is counted in each counter that a part of it
+    went to (crossed, or dropped by a cut)."""
 
-    def __init__(self, dropped: Counter[str]) -> None:
-        self._dropped = dropped
+    def __init__(self) -> None:
         self._header = bytearray()  # the fixed header read so far of the packet begun
         self._left = 0  # bytes of the current packet's body still to come
         self._type = 0
-        self._counted = False  # the current packet is in `dropped` already
+        self._counted: list[Counter[str]] = []  # where the current packet is counted already
 
-    def feed(self, data: bytes, *, dropped: bool) -> None:
+    def feed(self, data: bytes, into: Counter[str]) -> None:
         i = 0
         while i < len(data):
             if self._left:
@@ -49,16 +49,16 @@ class _Packets:
                 self._left -= step
             else:
                 if not self._header:
-                    self._type, self._counted = data[i] >> 4, False
+                    self._type, self._counted = data[i] >> 4, []
                 self._header.append(data[i])
                 step = 1
                 if len(self._header) > 1 and not self._header[-1] & 0x80:  # the remaining length's last byte
                     self._left = sum((b & 0x7F) << (7 * k) for k, b in enumerate(self._header[1:]))
                     self._header.clear()
             i += step
-            if dropped and not self._counted:
-                self._dropped[PACKET_TYPES[self._type]] += 1
-                self._counted = True
+            if not any(c is into for c in self._counted):
+                into[PACKET_TYPES[self._type]] += 1
+                self._counted.append(into)
 
 
 class Relay:
@@ -70,7 +70,10 @@ class Relay:
         self.port = port
         self.is_cut = False
         self.connections = 0  # accepted so far, for a test to see that its node reconnected
-        # MQTT packets clients sent that a cut dropped (whole or in part), by type: what a node sent into a dead link
+        # MQTT packets by type (a part of one is enough): those clients sent that crossed, those that came back to
+        # them, and those of clients that were dropped, by a cut (what a node sent into a dead link) or a side closing
+        self.sent: Counter[str] = Counter()
+        self.returned: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
         self._silent = True
         self._server: asyncio.Server | None = None
@@ -118,22 +121,24 @@ class Relay:
         if self.is_cut:  # accepted during a silent cut: it never carries a byte
             self._dead |= pair
         try:
-            await asyncio.gather(self._pipe(client_reader, broker_writer, _Packets(self.dropped)),
-                                 self._pipe(broker_reader, client_writer))  # fmt: skip
+            await asyncio.gather(self._pipe(client_reader, broker_writer, self.sent, self.dropped),
+                                 self._pipe(broker_reader, client_writer, self.returned, Counter()))  # fmt: skip
         finally:
             self._close(pair - self._dead)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, packets: _Packets | None = None) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, crossed: Counter[str], dropped: Counter[str]
+    ) -> None:
         """Copy until either side closes; the bytes of a silenced connection are read and dropped (a dead network
-        does not push back on the sender until its TCP window fills, and then only by stalling it). `packets`: the
-        client's side, whose dropped packets are counted."""
+        does not push back on the sender until its TCP window fills, and then only by stalling it). Its MQTT packets
+        are counted in `crossed` or `dropped`."""
+        packets = _Packets()
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(CHUNK):
-                silenced = writer in self._dead
-                if packets is not None:
-                    packets.feed(data, dropped=silenced)
-                if silenced or writer.is_closing():
+                if writer in self._dead or writer.is_closing():
+                    packets.feed(data, dropped)
                     continue
+                packets.feed(data, crossed)
                 writer.write(data)
                 await writer.drain()
         # One side closed: the other sees it too, as its TCP stack would see the FIN; not across a cut, where it is
