@@ -25,6 +25,9 @@ KEY, UNKEY = bytes.fromhex("0000040400"), bytes.fromhex("0000000400")
 CHILD = """
 import asyncio, signal, sys
 signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as in a login session, even if the test runner runs under nohup
+# Ctrl-C as from a terminal: a child inherits an ignored SIGINT, and under `make test`'s two workers the worker that
+# runs this file may have it ignored by then (the test timed out waiting for the child in two clean-clone runs)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from hardware.config import Cm108LineConfig
 from hardware.lines import make_line
 
