@@ -29,6 +29,7 @@ import sqlite3
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bridge.archive import Archive
@@ -166,16 +167,26 @@ async def test_an_edge_cut_off_while_its_channels_talk_catches_up_and_central_ho
         assert archive.verify().ok
 
 
-async def test_the_relay_cuts_a_link_silently_or_with_resets_and_restores_it():
+@contextlib.asynccontextmanager
+async def echo_through_relay() -> AsyncIterator[Relay]:
+    """A relay in front of an echo server: what crosses it comes back."""
+
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(100):
+        while data := await reader.read(1000):
             writer.write(data)
         writer.close()
 
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
     relay = Relay(server.sockets[0].getsockname()[:2])
     await relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.stop()
+        server.close()
 
+
+async def test_the_relay_cuts_a_link_silently_or_with_resets_and_restores_it():
     async def connected() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection(relay.host, relay.port)
 
@@ -185,7 +196,7 @@ async def test_the_relay_cuts_a_link_silently_or_with_resets_and_restores_it():
             return await asyncio.wait_for(reader.read(100), 0.5) == b"ping"
         return False
 
-    try:
+    async with echo_through_relay() as relay:
         before = await connected()
         assert await echoes(*before)
         await relay.cut()  # silent: nothing crosses, nothing is closed
@@ -205,22 +216,11 @@ async def test_the_relay_cuts_a_link_silently_or_with_resets_and_restores_it():
             assert await asyncio.wait_for(refused[0].read(100), 2) == b""
         await relay.restore()
         assert await echoes(*await connected())
-    finally:
-        await relay.stop()
-        server.close()
 
 
 async def test_the_relay_counts_the_mqtt_packets_a_client_sent_into_a_cut():
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(1000):
-            writer.write(data)
-        writer.close()
-
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    relay = Relay(server.sockets[0].getsockname()[:2])
-    await relay.start()
     publish = bytes([0x32, 0xC8, 0x01]) + bytes(200)  # QoS 1, a remaining length of 200 in two bytes
-    try:
+    async with echo_through_relay() as relay:
         reader, writer = await asyncio.open_connection(relay.host, relay.port)
         writer.write(b"\xc0\x00" + publish[:2])  # a PINGREQ, and a PUBLISH begun...
         assert await asyncio.wait_for(reader.readexactly(4), 2) == b"\xc0\x00" + publish[:2]  # ...crossed whole
@@ -234,6 +234,3 @@ async def test_the_relay_counts_the_mqtt_packets_a_client_sent_into_a_cut():
         assert relay.sent == relay.returned == {"PINGREQ": 1, "PUBLISH": 1}
         await relay.restore()
         writer.close()
-    finally:
-        await relay.stop()
-        server.close()
