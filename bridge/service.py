@@ -201,11 +201,13 @@ class Service:
 
     def _build_speaker(self) -> Speaker | None:
         """The announcements' voice (in a worker thread: loading the model takes ~1 s), when the dispatcher announces
-        and a channel can transmit; the fixed phrases announcements are made of are rendered in the background."""
+        and a channel can transmit. Every phrase announcements are made of but a place's detail is rendered ahead in
+        the background (at the lowest CPU priority, paused while an announcement renders), kept on disk: first how
+        they open and close, then each place with what happened there (the most urgent types first)."""
         if self.dispatch is None or not self.config.dispatch.alerts.announce or not self.radios.transmitters:
             return None
         from asr.models import TTS, locate
-        from dispatch.announce import fixed_phrases
+        from dispatch.announce import fixed_phrases, place_phrases
         from dispatch.speech import Speaker, load_voice
 
         alerts = self.config.dispatch.alerts
@@ -213,10 +215,11 @@ class Service:
         if not model.found:
             logger.warning("announcements are spoken by espeak-ng, which recognisers and many listeners do not "
                            "understand: %s", model.message())  # fmt: skip
-        # renderings kept in the data folder: the start-up phrases are rendered on the first start only
+        # renderings kept in the data folder: what is rendered ahead is rendered on the first start only
         speaker = Speaker(load_voice(model.path, alerts.announce_voice), keep=self.config.storage.data_dir / "voice-cache")
         logger.info("announcements: voice %s%s", speaker.name, f" from {model.path} ({model.source})" if model.found else "")
-        speaker.warm_up(fixed_phrases(self.dispatch.jurisdiction, self.radios.transmitters))
+        jurisdiction = self.dispatch.jurisdiction
+        speaker.prepare([*fixed_phrases(jurisdiction, self.radios.transmitters), *place_phrases(jurisdiction)])
         return speaker
 
     def _http_server(self) -> uvicorn.Server:

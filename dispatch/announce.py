@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from dispatch.gazetteer import Jurisdiction, Responder
+from dispatch.speech import phrases
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,15 @@ SPOKEN_TYPE = {
     # on another channel could carry back to the recogniser as a new SOS
     "sos": "有人紧急呼救",
 }
+UNKNOWN_TYPE = "发生警情"
 ATTENTION = "请注意"
+UNKNOWN_PLACE = "地点待确认"
+TO_THE_SCENE = "请迅速赶往现场"
+
+
+def spoken_type(incident_type: str) -> str:
+    """What happened, as said on the air (发生警情 for a type without its own words: `other`, an operator's own)."""
+    return SPOKEN_TYPE.get(incident_type, UNKNOWN_TYPE)
 
 
 def announcement_text(units: Sequence[str], place: str | None, incident_type: str, detail: str = "") -> str:
@@ -49,10 +58,10 @@ def announcement_text(units: Sequence[str], place: str | None, incident_type: st
     rendered on its own (dispatch/speech.py); the first and the last are rendered ahead (`fixed_phrases`). What
     happened is said with its place: said alone after a pause, the recogniser heard 21 of the 27 demo places' types
     right at 10 dB, against 24 of 27 said this way (bench/announce.py)."""
-    what = SPOKEN_TYPE.get(incident_type, "发生警情")
+    what = spoken_type(incident_type)
     called = "、".join(units) + ATTENTION
     if not place:
-        return f"{called}，地点待确认，{what}，请迅速赶往现场"
+        return f"{called}，{UNKNOWN_PLACE}，{what}，{TO_THE_SCENE}"
     return f"{called}，{place}{detail}{what}，请迅速赶往{place}"
 
 
@@ -87,6 +96,32 @@ def fixed_phrases(jurisdiction: Jurisdiction, channels: Iterable[str]) -> list[s
         return []  # nobody listens there: nothing is announced on these channels
     called = [phrase for unit in units for phrase in (unit + ATTENTION, unit)]
     return called + [f"请迅速赶往{p.name}" for p in jurisdiction.places]
+
+
+def place_phrases(jurisdiction: Jurisdiction) -> list[str]:
+    """Every phrase naming a place with what happened there (「美食街有人打架斗殴」), to render ahead in the background
+    after `fixed_phrases`: each place x each incident type's words, the most urgent types first (their announcements
+    matter most, and a first start renders for ~20-40 min), then what an announcement without a known place says.
+    A place said with its detail (「美食街东门有人打架斗殴」) is not among them: it is rendered when announced."""
+    wanted = [t for t in SPOKEN_TYPE if t != "sos"]
+    wanted.sort(key=lambda t: _URGENCY.index(_type_priority(t)))  # stable: the table's order within a priority
+    words = [SPOKEN_TYPE["sos"], *(SPOKEN_TYPE[t] for t in wanted), UNKNOWN_TYPE]
+    out: dict[str, None] = {}
+    for what in words:
+        for place in jurisdiction.places:
+            out.update((phrase, None) for phrase, _ in phrases(place.name + what))  # 有人受伤，需要急救: two phrases
+    for what in words:
+        out.update((phrase, None) for phrase, _ in phrases(f"{UNKNOWN_PLACE}，{what}，{TO_THE_SCENE}"))
+    return list(out)
+
+
+_URGENCY = ("critical", "high", "medium", "low")
+
+
+def _type_priority(incident_type: str) -> str:
+    from dispatch.classify import load_lexicon
+
+    return load_lexicon().default_priority.get(incident_type, "low")
 
 
 @dataclass(slots=True, frozen=True)

@@ -2,7 +2,8 @@
 
     GET /healthz                      -> {"ok", "channels", "running", "faults",       (no login: for supervisors)
                                           "failing", "loop_lag_s", "loop_lag_max_s",
-                                          "loop_stalls", "forwarding" (an edge's)}; 503
+                                          "loop_stalls", "forwarding" (an edge's),
+                                          "announce_phrases" (when announcing)}; 503
                                           while a fault is active
     GET /api/channels                 -> [channel state, ...]                          (any logged-in user)
     GET /api/channels/{id}            -> channel state; 404 unknown                    (any logged-in user)
@@ -11,7 +12,9 @@
 is active, on any channel (its source, radio line, archive writes, encoder, or lag behind real time) or in the
 archive; otherwise the status is 503 and `failing` names each active fault (`faults` counts them). A fault ends when
 its cause is gone (the source re-opened, the disk has room again), and so does the 503. The loop lag figures are
-measurements, not faults.
+measurements, not faults; so is `announce_phrases` (`ready`, `total`, `failed`): how many of the phrases spoken
+announcements are made of are rendered ahead (dispatch/speech.py), while the service renders the rest in the
+background (an announcement needing one that is not renders it when it is announced, ~1-5 s later on the air).
 
 On an edge (`--role edge`), `forwarding` is its backlog towards central (bridge/forward.Backlog: entries `queued`
 and `unacknowledged` by central, `oldest_age_s`, `last_ack_at`, `sent`, `resent`, `acknowledged`, `refused`,
@@ -67,6 +70,7 @@ async def healthz(web: Web, response: Response) -> dict[str, Any]:
         "failing": failing,
         **web.service.loop_lag.to_dict(),
         **({} if forwarder is None else {"forwarding": forwarder.backlog.to_dict()}),
+        **({} if (speaker := getattr(web.service, "speaker", None)) is None else {"announce_phrases": speaker.prepared()}),
     }
 
 

@@ -16,7 +16,7 @@ from asr.sherpa_engine import SherpaEngine
 from bench.announce import demo_cases, hear
 from bridge.audio import SAMPLE_RATE, levels_dbfs
 from bridge.cli import main as jingbao
-from dispatch.announce import Announcer, announcement_text, announcements_for, fixed_phrases
+from dispatch.announce import SPOKEN_TYPE, Announcer, announcement_text, announcements_for, fixed_phrases, place_phrases
 from dispatch.classify import incident_terms
 from dispatch.extract import Extractor
 from dispatch.gazetteer import load_jurisdiction
@@ -80,6 +80,23 @@ def test_one_announcement_per_channel_addressing_every_unit_alerted_on_it() -> N
     assert fixed_phrases(j, ["ch-phone"]) == [], "no unit listens there: nothing to render"
 
 
+def test_every_phrase_of_an_announcement_without_a_detail_is_rendered_ahead() -> None:
+    """What the service renders ahead (fixed_phrases, then place_phrases) covers every phrase of any announcement to
+    units listening on the channels, at any place or none, of any type; the most urgent types come first."""
+    j = load_jurisdiction(JURISDICTION)
+    channels = sorted({r.channel for r in j.responders})
+    ahead = set(fixed_phrases(j, channels)) | set(place_phrases(j))
+    for incident_type in [*SPOKEN_TYPE, "other"]:
+        for place in [*(p.name for p in j.places), None]:
+            for channel, text in announcements_for(j, [r.id for r in j.responders[:3]], place, incident_type).items():
+                missing = [phrase for phrase, _ in phrases(text) if phrase not in ahead]
+                assert not missing, (channel, text)
+    order = place_phrases(j)
+    assert order.index("美食街有人紧急呼救") < order.index("美食街有人拿刀伤人") < order.index("美食街有人打架斗殴") \
+        < order.index("美食街有人噪音扰民"), "an SOS, then critical types, then high ... low"
+    assert len(order) == len(set(order))
+
+
 def test_the_announcer_queues_without_waiting_and_counts_a_full_queue() -> None:
     announcer = Announcer(asyncio.Queue(maxsize=1))
     assert announcer.announce("ch-police", "INC-1", "一") is not None
@@ -131,6 +148,67 @@ def test_renderings_kept_on_disk_are_not_rendered_again_after_a_restart(tmp_path
     assert rendered == ["美食街", "有人打架斗殴"], "rendered by the first speaker only"
 
 
+def wait_until(what: str, condition, timeout: float = 120.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_phrases_rendered_ahead_are_kept_on_disk_and_not_rendered_again(tmp_path: Path, kokoro: Path) -> None:
+    """The real voice renders the phrases ahead in its background thread, onto disk; a restarted speaker finds them
+    ready and renders nothing again, and an announcement made of them needs no rendering at all."""
+    ahead = ["美食街有人打架斗殴", "请迅速赶往美食街", "美食街有人打架斗殴"]  # a repeat is rendered once
+    voice = KokoroVoice(kokoro)
+    first = Speaker(voice, keep=tmp_path)
+    first.prepare(ahead)
+    wait_until("the phrases rendered ahead", lambda: first.prepared()["ready"] == 2)
+    assert first.prepared() == {"ready": 2, "total": 2, "failed": 0} and first.ahead_rendered == 2
+    assert first.rendered == 0, "nothing rendered by the live worker"
+    first.close()
+    assert len(list(tmp_path.rglob("*.pcm"))) == 2
+
+    rendered: list[str] = []
+    again = Speaker(voice, on_rendered=rendered.append, keep=tmp_path)
+    again.prepare(ahead)
+    wait_until("the kept phrases counted", lambda: again.prepared()["ready"] == 2)
+    assert again.ahead_rendered == 0
+    pcm = again.render("美食街有人打架斗殴，请迅速赶往美食街")
+    assert rendered == [] and len(pcm) > 2 * 16000 * 2, "played from what was kept"
+    again.close()
+
+
+def test_a_live_phrase_does_not_wait_for_the_one_rendered_ahead(tmp_path: Path, kokoro: Path) -> None:
+    """A live announcement's phrase arriving while a phrase is rendered ahead is rendered at once: the one ahead is
+    interrupted (rendered again afterwards, and kept), not finished first."""
+    import time
+
+    events: list[str] = []
+    voice = KokoroVoice(kokoro)
+    live = "西光建材市场有人拿刀伤人"
+    t0 = time.monotonic()
+    Speaker(voice).submit(live).result()  # how long it takes alone (a speaker without the kept rendering)
+    alone = time.monotonic() - t0
+
+    speaker = Speaker(voice, on_rendered=events.append, keep=tmp_path)
+    ahead = ["康复路服装市场有人吵架闹事", "请迅速赶往康复路服装市场", "长乐第三小学有人迷路了"]
+    speaker.prepare(ahead)
+    wait_until("rendering ahead under way", lambda: speaker.rendering_ahead)
+    time.sleep(0.3)  # well into the phrase's rendering
+    t0 = time.monotonic()
+    speaker.submit(live).result()
+    waited = time.monotonic() - t0
+    assert speaker.ahead_interrupted >= 1
+    assert events[0] == live, "the live phrase rendered before the one that was being rendered ahead"
+    wait_until("every phrase rendered ahead", lambda: speaker.prepared()["ready"] == 3)
+    assert events[1:] == ahead, "then the ones ahead, in order"
+    speaker.close()
+    # a phrase ahead takes ~3 s on its own core: had it been finished first, the live one would have waited that long
+    assert waited < alone * 1.6 + 0.5, (waited, alone)
+
+
 def test_announcements_are_heard_right_through_a_noisy_radio(tmp_path: Path, speaker: Speaker, sherpa_model: Path) -> None:
     """Rendered as on the air, made a radio copy at 10 dB, recognised and extracted: place and type right. Three
     demo places of different kinds here (~20 s); bench/announce.py runs every demo place (docs/performance.md)."""
@@ -153,8 +231,8 @@ def test_a_process_that_stops_while_the_voice_renders_exits_cleanly(kokoro: Path
         "import sys; from pathlib import Path\n"
         "from dispatch.speech import KokoroVoice, Speaker\n"
         "speaker = Speaker(KokoroVoice(Path(sys.argv[1])))\n"
-        "speaker.warm_up(['怡园警务点、美食街保安请注意', '高桥大市场有人打架斗殴', '请迅速赶往现场'])\n"
-        "speaker.submit('皮具饰品城发生纠纷').result()\n"  # the worker is busy with the next phrase now
+        "speaker.prepare(['怡园警务点、美食街保安请注意', '高桥大市场有人打架斗殴', '请迅速赶往现场'])\n"
+        "speaker.submit('皮具饰品城发生纠纷').result()\n"  # rendering ahead has resumed (or is about to) now
         "speaker.close()\n"
     )
     run = subprocess.run([sys.executable, "-c", script, str(kokoro)], cwd=Path(__file__).resolve().parents[2],
