@@ -136,6 +136,7 @@ class Keyed:
     queued: float  # wall clock
     ready: float | None = None  # rendered (its first phrase), and any earlier announcement on its channel over
     keyed: float | None = None  # ... and the channel clear: the busy-channel hold-off
+    behind: bool = False  # queued while its channel was on the air with an earlier announcement
 
 
 # --- the run ---------------------------------------------------------------------------------------------------
@@ -353,6 +354,7 @@ _LOGGED = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ +"
 _QUEUED = re.compile(_LOGGED + r"hardware\.announcements: channel (\S+): announcement for (\S+) queued", re.M)
 _READY = re.compile(_LOGGED + r"hardware\.announcements: channel (\S+): announcement for (\S+) ready", re.M)
 _KEYED = re.compile(_LOGGED + r"hardware\.transmit: channel (\S+): keyed for announce (\S+)", re.M)
+_UNKEYED = re.compile(_LOGGED + r"hardware\.transmit: channel (\S+): unkeyed after", re.M)
 
 
 def announcements_in(log: str) -> list[Keyed]:
@@ -368,6 +370,15 @@ def announcements_in(log: str) -> list[Keyed]:
                 keyed = said.get((m[2], incident))
                 if keyed is not None and getattr(keyed, attribute) is None:
                     setattr(keyed, attribute, wall(m[1]))
+    on_air: dict[str, list[list[float]]] = {}  # channel -> [keyed, unkeyed] of each announcement transmission
+    for m in sorted([*_KEYED.finditer(log), *_UNKEYED.finditer(log)], key=lambda m: m.start()):
+        spans = on_air.setdefault(m[2], [])
+        if m.re is _KEYED:
+            spans.append([wall(m[1]), float("inf")])
+        elif spans and spans[-1][1] == float("inf"):
+            spans[-1][1] = wall(m[1])
+    for k in said.values():
+        k.behind = any(start <= k.queued < end for start, end in on_air.get(k.channel, []))
     return sorted(said.values(), key=lambda k: k.queued)
 
 
@@ -745,6 +756,7 @@ def announcement_lines(o: Outcome) -> list[str]:
     keyed = [k for k in o.announced if k.keyed is not None and k.ready is not None]
     from_incident = [k.keyed - created[k.incident] for k in keyed if k.incident in created]
     from_queue = [k.keyed - k.queued for k in keyed]
+    idle = [k.keyed - created[k.incident] for k in keyed if k.incident in created and not k.behind]
     to_ready = [k.ready - k.queued for k in keyed if k.ready is not None]
     hold_off = [k.keyed - k.ready for k in keyed if k.ready is not None]
     states = o.polls[-1].channels if o.polls else []
@@ -760,7 +772,8 @@ def announcement_lines(o: Outcome) -> list[str]:
         f"{fmt(percentile(from_queue, 95))}, max {fmt(max(from_queue, default=None))}; of which queued -> ready "
         f"(rendering, an earlier announcement on the channel) p50 {fmt(percentile(to_ready, 50))}, p95 "
         f"{fmt(percentile(to_ready, 95))}, and ready -> key-up (the channel busy) p50 {fmt(percentile(hold_off, 50))}, "
-        f"p95 {fmt(percentile(hold_off, 95))}; phrases rendered ahead: "
+        f"p95 {fmt(percentile(hold_off, 95))}; incident -> key-up of the {len(idle)} queued while their channel was "
+        f"not on the air p50 {fmt(percentile(idle, 50))}, p95 {fmt(percentile(idle, 95))}; phrases rendered ahead: "
         + ("n/a" if ahead is None else f"{ahead['ready']} of {ahead['total']}"),
         "announcement airtime per channel: " + ", ".join(
             f"{s['id']} {s['announcements']['airtime_s']:.0f} s ({s['announcements']['announced']} said, "
