@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import importlib.util
 import json
 import statistics
@@ -28,10 +29,13 @@ from typing import Any
 import yaml
 
 from asr.engine import Engine
+from asr.transcript import Transcript
 from bridge.audio import FRAME_BYTES, SAMPLE_RATE
+from bridge.config import VadConfig
 from bridge.decode import decode_file
+from bridge.segmenter import segment_pcm
 from dispatch.extract import Extractor
-from dispatch.from_audio import extract_file
+from dispatch.from_audio import recognise
 
 RADIO_FLAGS = ("--click", "--squelch-tail", "0.3", "--lead", "1", "--trail", "1.5")
 SPEECH_OFFSET_S = 1.0 + 0.02  # --lead 1, then the key-up click, then the clean recording
@@ -64,22 +68,49 @@ def degrade(calls: Sequence[Path], snr: float, out_dir: Path, tool: Path, seed: 
     return made
 
 
-def run_calls(files: Sequence[Path], rows: dict[str, dict[str, str]], engines: Sequence[Engine], extractor: Extractor
-              ) -> list[CallOutcome]:
+class HeardCache:
+    """What the recogniser heard in each audio file (its utterances' final transcripts), kept on disk under `tag` (which
+    names the engine and its keyword list), so a change to the dispatcher is measured again without recognising the
+    same renderings again. A file changed since (size, mtime) is recognised again."""
+
+    def __init__(self, root: Path, tag: str) -> None:
+        self.dir = root / "heard" / tag
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def transcripts(self, path: Path, engines: Sequence[Engine]) -> list[Transcript]:
+        stat = path.stat()
+        stamp = [stat.st_size, stat.st_mtime_ns]
+        entry = self.dir / (hashlib.sha1(str(path.resolve()).encode()).hexdigest() + ".json")
+        if entry.exists():
+            kept = json.loads(entry.read_text())
+            if kept["stamp"] == stamp:
+                return [Transcript.from_dict(t) for t in kept["transcripts"]]
+        heard = hear(path, engines)
+        entry.write_text(json.dumps({"file": str(path), "stamp": stamp, "transcripts": [t.to_dict() for t in heard]},
+                                    ensure_ascii=False))
+        return heard
+
+
+def hear(path: Path, engines: Sequence[Engine]) -> list[Transcript]:
+    """The final transcript of each utterance the segmenter finds in an audio file (dispatch/from_audio.py's path)."""
+    return [recognise(u.pcm, engines) for u in segment_pcm(decode_file(path), VadConfig(), channel=path.stem)]
+
+
+def run_calls(files: Sequence[Path], rows: dict[str, dict[str, str]], engines: Sequence[Engine], extractor: Extractor,
+              cache: HeardCache | None = None) -> list[CallOutcome]:
     outcomes = []
     for path in files:
         row = rows[path.stem]
-        heard = list(extract_file(path, engines, extractor))
-        decisions = []
-        for h in heard:  # decision time: the extractor alone, on the final transcript
+        transcripts = cache.transcripts(path, engines) if cache else hear(path, engines)
+        results, decisions = [], []
+        for transcript in transcripts:  # decision time: the extractor alone, on the final transcript
             t0 = time.perf_counter()
-            extractor(h.transcript.to_dict())
+            results.append(extractor(transcript.to_dict()))
             decisions.append(time.perf_counter() - t0)
-        place = next((h.result["place"]["id"] for h in heard if h.result["place"]), None)
-        incident = next((h.result["incident"] for h in heard if h.result["incident"]["type"] != "none"),
+        place = next((r["place"]["id"] for r in results if r["place"]), None)
+        incident = next((r["incident"] for r in results if r["incident"]["type"] != "none"),
                         {"type": "none", "priority": "none"})
-        said = " | ".join(f"{h.transcript.pinyin} {[f'{k.label}:{k.score:.2f}' for k in h.transcript.keywords]}"
-                          for h in heard)
+        said = " | ".join(f"{t.pinyin} {[f'{k.label}:{k.score:.2f}' for k in t.keywords]}" for t in transcripts)
         outcomes.append(CallOutcome(path.stem, row["place"], row["incident"], place, incident["type"], incident["priority"],
                                     said or "(no utterance)", decisions))
     return outcomes

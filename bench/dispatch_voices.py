@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import random
 import sys
 import time
@@ -36,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.dispatch_audio import CallOutcome, run_calls  # noqa: E402
+from bench.dispatch_audio import CallOutcome, HeardCache, run_calls  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from bench.voices import CACHE, CLEAN, CONDITIONS, KOKORO_DIR, KokoroVoices, condition_name, radio_copies  # noqa: E402
 from bridge.shared import shared_dir  # noqa: E402
@@ -164,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "calls name theirs): the channel's own places are heard more readily (docs/dispatch.md)")
     ap.add_argument("--no-spotter", action="store_true", help="the recogniser alone, without the keyword spotter "
                                                               "(half the acoustic work: what the spotter adds)")
+    ap.add_argument("--keep-heard", action="store_true", help="keep what the recogniser heard in each rendering under "
+                    "--cache (keyed by the spotter's keyword list), so a dispatcher change is measured without recognising again")
     args = ap.parse_args(argv)
     # set C stays unscored for the classifier's next claimed gain (tests/dispatch/blind/README.md)
     sets = args.sets or [p for p in (BLIND_DIR / "set_a.tsv", BLIND_DIR / "set_b.tsv") if p.exists()] or [DEMO_CALLS]
@@ -209,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     keywords = () if args.no_spotter else jurisdiction_keywords(args.jurisdiction, incident_terms())
     engine = SherpaEngine(SHERPA_MODEL, keywords)
+    heard_cache = None
+    if args.keep_heard:
+        heard_cache = HeardCache(args.cache, hashlib.sha1(repr((str(SHERPA_MODEL), keywords)).encode()).hexdigest()[:16])
     jurisdiction = load_jurisdiction(args.jurisdiction)
     extractor = Extractor(jurisdiction)
     by_channel = {row.channel: Extractor(jurisdiction, channel=row.channel) for row in picked if row.channel}
@@ -226,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for row, path in files:
                 heard_by = by_channel[row.channel] if args.channel_prior and row.channel else extractor
                 outcome = run_calls([path], {path.stem: {"place": row.place, "incident": row.type}}, [engine],
-                                    heard_by)[0]
+                                    heard_by, heard_cache)[0]
                 if score.add(row, outcome):
                     misses.append((voice, condition_name(condition), row, outcome))
         print(f"  heard {voice} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
