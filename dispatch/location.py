@@ -38,6 +38,7 @@ from dispatch.phonetic import (
     window_scores,
     word_freq,
 )
+from dispatch.short_names import short_forms
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ CROSSING_WORD_FREQ = 500
 # ... unless the character after the name starts a word of its own with the next (幸福路|出事, 菜市场|面前, 厂|家里):
 # then the name ended where it seemed to, and the crossing word is chance (above all in pinyin: 路出 lu4 chu1 = 露出).
 FOLLOWING_WORD_FREQ = 100
-CONFIDENCE = {"keyword": 0.9, "name": 0.95, "alias": 0.9, "generic": 0.6}
+CONFIDENCE = {"keyword": 0.9, "name": 0.95, "alias": 0.9, "short": 0.85, "generic": 0.6}
 ADDRESSEE_PENALTY = 0.5
 ADDRESSEE_FUZZY_MIN = 0.79  # mean similarity for 3+-syllable call phrases (请注意, 请回答) heard through ASR errors
 LONG_NAME, LONG_NAME_MIN = 4, 0.9  # names of 4+ syllables heard with mean similarity >= 0.9 may have a weaker head
@@ -62,13 +63,17 @@ NEARLY_WHOLE_NAME = 5  # a name this long with one syllable misheard after its f
 HOME_FUZZY_MIN = 0.8  # mean similarity for a 4+ syllable name of the channel's own places, whatever its head
 KEYWORD_SLACK_S = 0.15  # a spotted keyword's reported times may trail its syllables' a little
 
-Method = Literal["keyword", "name", "alias", "generic", "fuzzy"]
+Method = Literal["keyword", "name", "alias", "short", "generic", "fuzzy"]
 
 # Radio address forms: the place being called or calling (怡园警务点请注意, 呼叫高桥警务点, 派出所请求支援).
 _ADDRESSED_AFTER = ("请注意", "注意", "请回答", "请回复", "收到", "请求", "呼叫", "回复")
 _ADDRESSED_BEFORE = ("呼叫", "通知")
 # ... and the people of a place (高桥市场保安请到美食街, 皮具城的保安，…): the unit called or calling, not the scene.
-_ADDRESSEE_ROLES = ("保安", "保安队", "保卫科", "门卫", "门岗", "值班室", "民警", "警长", "巡逻队", "义警")
+_ADDRESSEE_ROLES = ("保安", "保安队", "保卫科", "门卫", "门岗", "值班室", "民警", "警长", "巡逻队", "义警", "网格员", "志愿者")
+# Where someone ran or drove off to (往万寿北路方向跑了, 朝幸福路逃了) is not where it happened.
+_HEADING_BEFORE = ("往", "朝", "向")
+_HEADING_AFTER = ("方向", "跑", "逃", "跑了", "逃了")
+HEADING_PENALTY = 0.5
 _ROOMS = set("室亭岗处部")  # 保安室, 保安亭: a room at the place, which is the scene
 _QUALIFIER_OK = set("在到去回往的们我你他她这那个请给从向由被把是了有里和与跟及、，。,. ")
 _TOWARDS = frozenset({"zai", "dao", "qu", "wang"})  # 在 到 去 往: what may stand between an address and the scene
@@ -87,6 +92,7 @@ class LocationMatch:
     span_unit: Literal["char", "syllable"]
     detail: str | None = None
     addressed: bool = False  # the place is being called on the radio, not (necessarily) the scene
+    heading: bool = False  # where someone fled to (往万寿北路方向跑了), not (necessarily) the scene
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +121,10 @@ class PlaceIndex:
                 # A shared name belongs to the place that carries it as its name (see gazetteer).
                 if n not in names or method == "name":
                     names[n] = _Name(n, p, method)
+        for place_id, forms in short_forms(jurisdiction).items():  # 东郊市场, 秦川厂, 怡园: what people say
+            for form in forms:
+                names[form] = _Name(form, jurisdiction.place(place_id),
+                                    "generic" if word_freq(form) >= COMMON_NAME_FREQ else "short")
         self.names = sorted(names.values(), key=lambda n: -len(n.text))
         # The dictionary's words by toned reading (~1 s to build): now, not on the first pinyin call, which is timed.
         reading_freq(())
@@ -214,7 +224,7 @@ class PlacesHeard:
             return None
         best = max(candidates, key=lambda c: (not c.addressed, c.confidence, -(c.span or (0,))[0]))
         best = _first_street(best, candidates)
-        return replace(best, detail=_detail(self.inp, best, candidates))
+        return _home_of(replace(best, detail=_detail(self.inp, best, candidates)), self.jurisdiction)
 
 
 def hear_places(transcript_like: Any, index: PlaceIndex | Jurisdiction, home: frozenset[str] = frozenset()
@@ -254,12 +264,21 @@ def _addressed(c: LocationMatch) -> LocationMatch:
     return replace(c, addressed=True, confidence=c.confidence * ADDRESSEE_PENALTY)
 
 
+def _home_of(scene: LocationMatch, places: Jurisdiction) -> LocationMatch:
+    """A building or entrance number said after a place inside a residential compound (西光广场7号楼, the square of the
+    西光广场小区 around it) is an address in the compound: the compound is the scene."""
+    if not scene.detail or not _RESIDENCE.search(scene.detail) or scene.place.kind in ("compound", "community"):
+        return scene
+    home = next((places.place(a) for a in places.ancestors(scene.place.id) if places.place(a).kind == "compound"), None)
+    return replace(scene, place=home) if home else scene
+
+
 def _first_street(best: LocationMatch, candidates: list[LocationMatch]) -> LocationMatch:
     """Two streets in one report are a corner (长乐东路和韩森路路口) or a way taken from the first: the scene is
     reported at the street named first, however well each was heard."""
     if best.place.kind != "street" or best.span is None or best.addressed:
         return best
-    streets = [c for c in candidates if c.place.kind == "street" and c.span and not c.addressed]
+    streets = [c for c in candidates if c.place.kind == "street" and c.span and not (c.addressed or c.heading)]
     return min(streets, key=lambda c: c.span[0], default=best)
 
 
@@ -311,8 +330,8 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[
             floor = min(floor, HOME_FUZZY_MIN) if at_home else floor
             scores = window_scores(n.text, syl, start, floor if fuzzy_ok else 1.0,
                                    heteronyms=bool(inp.text))  # characters may be written by another reading
-            if not scores:
-                continue
+            if not scores or (n.method == "short" and min(scores) < 0.9):
+                continue  # a short form (东郊市场) is not the name itself: heard whole, up to accent confusions
             score = sum(scores) / size
             exact = score == 1.0 and tones_agree(n.text, syl, start) and (size >= 3 or _has_tones(syl, start, size))
             # The distinctive head of a name (美食|街, 怡园|小区) must be heard right up to accent confusions; in a
@@ -462,7 +481,11 @@ def _mark(c: LocationMatch, inp: TranscriptInput) -> LocationMatch:
     start, end = c.span
     after = any(_said(w, inp.syllables, end) for w in _ADDRESSED_AFTER) or _role_after(inp, end)
     before = any(start >= len(w) and _said(w, inp.syllables, start - len(w)) for w in _ADDRESSED_BEFORE)
-    return _addressed(c) if after or before else c
+    if after or before:
+        return _addressed(c)
+    heading = (start > 0 and any(_said(w, inp.syllables, start - 1) for w in _HEADING_BEFORE)
+               and any(_said(w, inp.syllables, end) for w in _HEADING_AFTER))
+    return replace(c, heading=True, confidence=c.confidence * HEADING_PENALTY) if heading else c
 
 
 def _role_after(inp: TranscriptInput, at: int) -> bool:
@@ -531,6 +554,7 @@ _DETAIL = re.compile(
 )
 _ROAD = r"([\u4e00-\u9fff]{1,8}?[路街道巷])"
 _CORNER = re.compile(rf"{_ROAD}(?:与|和|跟|同){_ROAD}的?(?:十字路口|路口|交叉口|交口)")
+_RESIDENCE = re.compile(r"号楼|栋|单元")  # a dwelling's address (not 2楼, a floor of any building)
 _CLAUSE_END = re.compile(r"[，。,.!?！？；;]")
 # Enough syllables spelled back into characters for the detail patterns to read pinyin-only transcripts (the names
 # of the places heard are put back as written, so that a corner of two known streets is read too).
