@@ -67,6 +67,26 @@ def similarity(a: str, b: str) -> float:
     return 0.5 if af == bf else 0.0
 
 
+HEARD_ALIKE = 0.9  # a part the recogniser often hears as another is as near as an accent confusion
+
+
+@lru_cache(maxsize=65536)
+def heard_similarity(said: str, heard: str) -> float:
+    """`similarity` of a syllable said and one heard, where a confusion the on-board recogniser often makes over a
+    radio (c heard as t, q as j, uo as u: learned from what it heard, dispatch/radio_channel.learned_alike) counts as
+    near as an accent confusion."""
+    score = similarity(said, heard)
+    if score >= HEARD_ALIKE:
+        return score
+    from dispatch.radio_channel import learned_alike
+
+    (si, sf), (hi, hf) = split(said), split(heard)
+    alike = learned_alike()
+    if (sf == hf and (si, hi) in alike.initials) or (si == hi and (sf, hf) in alike.finals):
+        return HEARD_ALIKE
+    return score
+
+
 def _medial(final: str) -> str:
     """The glide a final starts with (i, u or ü written v), '' for open finals; a lone i/u/v is a vowel, not a glide."""
     return final[0] if len(final) > 1 and final[0] in "iuv" else ""
@@ -121,7 +141,8 @@ def window_scores(word: str, syllables: list[Syllable | None], start: int, floor
     for i, (bases, syl) in enumerate(zip(want, syllables[start:start + n], strict=True)):
         if syl is None:
             return []
-        score = similarity(bases[0], syl.base) if len(bases) == 1 else max(similarity(b, syl.base) for b in bases)
+        score = (heard_similarity(bases[0], syl.base) if len(bases) == 1
+                 else max(heard_similarity(b, syl.base) for b in bases))
         scores.append(score)
         total += score
         if total + (n - i - 1) < need:

@@ -14,6 +14,7 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from dispatch.phonetic import Syllable, split
@@ -179,3 +180,55 @@ def learn_channels(rows: Sequence[HeardRow]) -> dict[str, RadioChannel]:
         said = [s.base for s in text_syllables(row.said) if s]
         by_condition[row.condition].append((said, [s.rstrip("012345") for s in row.heard.split()]))
     return {condition: RadioChannel.learn(pairs) for condition, pairs in by_condition.items()}
+
+
+# --- what the recogniser hears alike ----------------------------------------------------------------------------------
+
+ALIKE_CONDITIONS = ("20 dB", "10 dB")  # radio as it mostly is; at 5 dB nearly anything becomes anything
+ALIKE_MIN_RATE = 0.03  # heard so in at least 3 % of the said part's syllables ...
+ALIKE_MIN_COUNT = 10  # ... and at least this often: rarer pairs are chance
+
+
+@dataclass(slots=True, frozen=True)
+class HeardAlike:
+    """Parts of a syllable the recogniser often hears as another while hearing the rest right: (said, heard) initials
+    (c->t, q->j, l->d) and finals (uo->u, ie->i, in->ing). A name heard with one of these is as near as with an accent
+    confusion (dispatch/phonetic.heard_similarity)."""
+
+    initials: frozenset[tuple[str, str]]
+    finals: frozenset[tuple[str, str]]
+
+
+def heard_alike(rows: Iterable[HeardRow], min_rate: float = ALIKE_MIN_RATE, min_count: int = ALIKE_MIN_COUNT,
+                conditions: Sequence[str] = ALIKE_CONDITIONS) -> HeardAlike:
+    from dispatch.phonetic import text_syllables
+
+    said_initials: Counter[str] = Counter()
+    said_finals: Counter[str] = Counter()
+    initials: Counter[tuple[str, str]] = Counter()
+    finals: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        if row.condition not in conditions:
+            continue
+        said = [s.base for s in text_syllables(row.said) if s]
+        for s, h in align(said, [x.rstrip("012345") for x in row.heard.split()]):
+            if s is None or h is None:
+                continue
+            (si, sf), (hi, hf) = split(s), split(h)
+            said_initials[si] += 1
+            said_finals[sf] += 1
+            if sf == hf and si != hi:
+                initials[si, hi] += 1
+            elif si == hi and sf != hf:
+                finals[sf, hf] += 1
+
+    def frequent(pairs: Counter[tuple[str, str]], said: Counter[str]) -> frozenset[tuple[str, str]]:
+        return frozenset(p for p, n in pairs.items() if n >= min_count and n >= min_rate * said[p[0]])
+
+    return HeardAlike(frequent(initials, said_initials), frequent(finals, said_finals))
+
+
+@lru_cache(maxsize=1)
+def learned_alike() -> HeardAlike:
+    """What the on-board recogniser hears alike, learned from the heard corpus (empty when it is missing)."""
+    return heard_alike(read_heard())

@@ -118,7 +118,9 @@ def spoken(pinyin: str, keywords: list[tuple[str, str, int, int, float]]) -> dic
 
 
 def test_spotted_word_the_recogniser_heard_otherwise_is_a_guess() -> None:
-    pinyin = "lou2 shang4 lu4 shui3 lin2 ju1 chao3 qi3 lai2 le5"  # 楼上漏水，邻居吵起来了, 漏 heard "lu"
+    # 楼上漏水，邻居吵起来了: the spotter took 漏水 for 落水, the recogniser heard "lou" (uo heard as u would be
+    # near: the recogniser hears them alike, dispatch/radio_channel.learned_alike)
+    pinyin = "lou2 shang4 lou4 shui3 lin2 ju1 chao3 qi3 lai2 le5"
     heard = spoken(pinyin, [("落水", "incident:medical", 2, 4, 0.75), ("吵起来了", "incident:dispute", 6, 10, 0.9)])
     assert classify_transcript(heard).type == "dispute"
     agreeing = spoken("you3 ren2 luo4 shui3 le5", [("落水", "incident:medical", 2, 4, 0.75)])

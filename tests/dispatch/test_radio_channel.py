@@ -6,8 +6,18 @@ import random
 
 import pytest
 
-from dispatch.phonetic import text_syllables
-from dispatch.radio_channel import HEARD_FILE, HeardRow, RadioChannel, align, learn_channels, read_heard, write_heard
+from dispatch.phonetic import HEARD_ALIKE, heard_similarity, similarity, text_syllables
+from dispatch.radio_channel import (
+    HEARD_FILE,
+    HeardRow,
+    RadioChannel,
+    align,
+    heard_alike,
+    learn_channels,
+    learned_alike,
+    read_heard,
+    write_heard,
+)
 
 
 def syl(line: str) -> list[str]:
@@ -57,3 +67,24 @@ def test_the_shipped_heard_corpus_gives_a_channel_per_condition_noisier_as_the_n
     assert set(channels) >= {"clean", "20 dB", "10 dB", "5 dB"}
     errors = [sum(channels[c].rates()) for c in ("clean", "20 dB", "10 dB", "5 dB")]
     assert errors == sorted(errors) and errors[0] < 0.1 < errors[-1]
+
+
+def test_parts_heard_alike_are_the_frequent_one_part_confusions() -> None:
+    said, heard = "强盗抢钱", "jiang2 dao4 jiang3 qian2"  # q heard as j twice, the final kept: alike
+    rows = [HeardRow("robbery", "v", "10 dB", said, heard)] * 5
+    rows += [HeardRow("robbery", "v", "10 dB", "打人", "ta3 ren2")] * 3  # d -> t: 3 times, under min_count 10
+    rows += [HeardRow("robbery", "v", "10 dB", "偷包", "dou1 fan1")] * 20  # t -> d alone; bao -> fan: both parts
+    rows += [HeardRow("robbery", "v", "clean", "快跑", "tuai4 pao3")] * 20  # not a radio condition
+    alike = heard_alike(rows)
+    assert ("q", "j") in alike.initials and ("d", "t") not in alike.initials and ("k", "t") not in alike.initials
+    assert ("t", "d") in alike.initials and ("b", "f") not in alike.initials and ("ao", "an") not in alike.finals
+    assert heard_alike(rows, min_rate=0.9).initials == frozenset({("t", "d")})  # 20 of 20 t's; q -> j 10 of 15
+
+
+def test_the_shipped_corpus_teaches_what_the_recogniser_hears_alike() -> None:
+    alike = learned_alike()
+    assert len(alike.initials) >= 3 and len(alike.finals) >= 3
+    said_initial, heard_initial = sorted(alike.initials)[0]
+    said, heard = said_initial + "ao", heard_initial + "ao"
+    assert similarity(said, heard) < HEARD_ALIKE == heard_similarity(said, heard)
+    assert heard_similarity("mei", "mei") == 1.0 and heard_similarity("mei", "dan") == 0.0
