@@ -219,7 +219,8 @@ class Service:
         speaker = Speaker(load_voice(model.path, alerts.announce_voice), keep=self.config.storage.data_dir / "voice-cache")
         logger.info("announcements: voice %s%s", speaker.name, f" from {model.path} ({model.source})" if model.found else "")
         jurisdiction = self.dispatch.jurisdiction
-        speaker.prepare([*fixed_phrases(jurisdiction, self.radios.transmitters), *place_phrases(jurisdiction)])
+        if opening := fixed_phrases(jurisdiction, self.radios.transmitters):  # empty: nobody listens where we transmit
+            speaker.prepare([*opening, *place_phrases(jurisdiction)])
         return speaker
 
     def _http_server(self) -> uvicorn.Server:

@@ -316,6 +316,8 @@ class Speaker:
     def prepare(self, ahead: Iterable[str]) -> None:
         """Renders `ahead` (in that order) in the background, keeping each on disk; returns at once. Once per speaker."""
         todo = list(dict.fromkeys(ahead))
+        if self._kept is None:  # kept in memory only: no more than it holds, or the last would push out the first
+            todo = todo[:CACHE_PHRASES]
         if self._ahead_thread is not None or not todo:
             return
         with self._lock:

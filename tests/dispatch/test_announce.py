@@ -209,6 +209,26 @@ def test_a_live_phrase_does_not_wait_for_the_one_rendered_ahead(tmp_path: Path, 
     assert waited < alone * 1.6 + 0.5, (waited, alone)
 
 
+async def test_healthz_says_how_many_phrases_are_rendered_ahead(tmp_path: Path) -> None:
+    """/healthz carries the speaker's progress (a measurement, not a fault): `announce_phrases` ready of total."""
+    from types import SimpleNamespace
+
+    from fastapi import Response
+
+    from bridge.web.routes_channels import healthz
+
+    speaker = Speaker(EspeakVoice(), keep=tmp_path)  # the fallback voice: real, and fast
+    speaker.prepare(["美食街有人打架斗殴", "请迅速赶往美食街"])
+    wait_until("the phrases rendered ahead", lambda: speaker.prepared()["ready"] == 2, timeout=30)
+    speaker.close()
+    service = SimpleNamespace(channel_states=list, archive=SimpleNamespace(active_faults=[]), forwarder=None,
+                              loop_lag=SimpleNamespace(to_dict=dict), speaker=speaker)  # fmt: skip
+    health = await healthz(SimpleNamespace(service=service), Response())  # type: ignore[arg-type]
+    assert health["ok"] and health["announce_phrases"] == {"ready": 2, "total": 2, "failed": 0}
+    service.speaker = None  # not announcing: nothing said about it
+    assert "announce_phrases" not in await healthz(SimpleNamespace(service=service), Response())  # type: ignore[arg-type]
+
+
 def test_announcements_are_heard_right_through_a_noisy_radio(tmp_path: Path, speaker: Speaker, sherpa_model: Path) -> None:
     """Rendered as on the air, made a radio copy at 10 dB, recognised and extracted: place and type right. Three
     demo places of different kinds here (~20 s); bench/announce.py runs every demo place (docs/performance.md)."""
