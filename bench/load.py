@@ -25,7 +25,8 @@ six channels are the jurisdiction's (ch-command, ch-market, ...: where responder
 transmit path (real time). Reported: incident -> key-up (the incident's first message on the broker to the service's
 "keyed for announce" log line; announcements wait for the final transcript), announcement queued -> key-up (render the
 first phrase, wait for a clear channel), and per channel the airtime, what was dropped and the audio muted. Every
-phrase the service renders ahead is rendered into the bench cache before it starts (the service once prepared).
+phrase the service renders ahead is rendered into the bench cache before it starts (the service once prepared);
+--cold-voice starts it with none, to see what rendering ahead costs the channels while they talk (a first start).
 
 --search: 60 s runs, N doubling from 1 then bisected, until the largest N whose p95 stays under --target with no audio
 skipped, every FIFO read in time and no utterance refused by recognition. --commit REV runs the service from that
@@ -88,6 +89,7 @@ class Options:
     drain_s: float = 60.0
     announce: bool = False
     profile: Path | None = None  # py-spy's raw samples of the service over the timeline go here
+    cold_voice: bool = False  # --announce: the service starts with nothing rendered and renders ahead meanwhile
 
 
 @dataclass
@@ -161,8 +163,8 @@ async def run_load(opts: Options, calls: list[Clip], real: list[Clip]) -> Outcom
                     ptys.append((master, slave))
             web_port = free_port()
             config = service_config(opts, tmp, fifos, [os.ttyname(s) for _, s in ptys], broker.port, web_port)
-            if opts.announce:  # the service keeps its renderings in its data folder: there, as after a first start
-                (tmp / "data").mkdir(exist_ok=True)
+            if opts.announce and not opts.cold_voice:  # the service keeps its renderings in its data folder: there,
+                (tmp / "data").mkdir(exist_ok=True)  # as once it has rendered ahead
                 (tmp / "data" / "voice-cache").symlink_to(await asyncio.to_thread(rendered_ahead, opts))
             env = os.environ | {"PYTHONPATH": str(opts.code)}
             py = [sys.executable, "-m", "bridge.cli"]
@@ -847,6 +849,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--commit", help="run the service from this commit (git archive) instead of the working tree")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--announce", action="store_true", help="speak announcements on the jurisdiction's channels (tx to files)")
+    p.add_argument("--cold-voice", action="store_true", help="--announce from an empty voice cache: the service renders "
+                   "ahead while the channels talk (a first start)")  # fmt: skip
     p.add_argument("--dump", type=Path, help="write one JSON line per transmission here (times, utterances, first message)")
     p.add_argument("--profile", type=Path, help="sample the service with py-spy over the timeline (raw stacks to this "
                    "file) and print where the CPU went, stage by stage")  # fmt: skip
@@ -859,7 +863,7 @@ def main(argv: list[str] | None = None) -> int:
     calls, real = loadgen.load_material(shared_dir(), CACHE, tuple(args.snr), args.seed)
     seconds = args.seconds or (60.0 if args.search else 120.0)
     opts = Options(args.channels, args.duty, seconds, args.burst, args.cor, args.merge, args.archive_format, code, args.seed,
-                   announce=args.announce, profile=args.profile)  # fmt: skip
+                   announce=args.announce, profile=args.profile, cold_voice=args.cold_voice)  # fmt: skip
     if args.search:
         search(opts, calls, real, args.target)
         return 0
