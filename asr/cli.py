@@ -42,12 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from asr.config import AsrConfig
-    from asr.keywords import jurisdiction_keywords
     from asr.worker import build_engines
     from bridge.commands import DEFAULT_CONFIG
     from bridge.config import ConfigError, VadConfig, load_config
-    from dispatch.classify import incident_terms
-    from dispatch.vocabulary import decoder_words
+    from dispatch.vocabulary import decoder_words, spotter_keywords
 
     if args.archive == bool(args.files):
         print("give audio files, or --archive (not both)", file=sys.stderr)
@@ -66,7 +64,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     asr_config, keywords, vad, words = AsrConfig(), [], VadConfig(), decoder_words()
     if config is not None:
         asr_config, vad = config.asr, config.channels[0].vad
-        keywords = jurisdiction_keywords(config.jurisdiction, incident_terms(config.dispatch.lexicon))
+        keywords = spotter_keywords(config.jurisdiction, config.dispatch.lexicon)
         words = decoder_words(config.dispatch.lexicon)
     if args.engine:
         asr_config = asr_config.model_copy(update={"engine": args.engine})

@@ -177,10 +177,12 @@ def _spell(label: str, tokens_file: Path) -> str:
 
 
 def jurisdiction_keywords(
-    jurisdiction_yaml: Path, incident_terms: Mapping[str, str], tune: bool = True
+    jurisdiction_yaml: Path, incident_terms: Mapping[str, str], tune: bool = True,
+    short_names: Mapping[str, str] | None = None,
 ) -> list[KeywordEntry]:
     """Every place name and alias (ref = place id) and every incident term (ref = `incident:<type>`), tuned, each
-    followed by its tone variants (`tone_variants`: same label and ref, other units).
+    followed by its tone variants (`tone_variants`: same label and ref, other units). `short_names`: more labels of
+    places (what people say for them: 东郊市场), handed in by whoever wires the dispatcher to the engine.
 
     A label shared by two places goes to the place whose own name it is (西光广场 is the landmark, not the alias of
     西光广场小区); between two aliases the first place in the file wins.
@@ -192,7 +194,7 @@ def jurisdiction_keywords(
         names.setdefault(str(place["name"]), str(place["id"]))
         for alias in place.get("aliases") or []:
             aliases.setdefault(str(alias), str(place["id"]))
-    labels = {**aliases, **names}
+    labels = {**(short_names or {}), **aliases, **names}
     entries = [KeywordEntry(label, ref) for label, ref in labels.items()]
     entries += [KeywordEntry(term, f"incident:{kind}") for term, kind in incident_terms.items() if term not in labels]
     if not tune:

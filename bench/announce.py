@@ -185,13 +185,12 @@ def intelligibility(cases: Sequence[Case], speaker: Speaker, engine: Engine, ext
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from asr.keywords import jurisdiction_keywords
     from asr.models import TTS, locate
     from asr.sherpa_engine import SherpaEngine
     from dispatch.announce import fixed_phrases
-    from dispatch.classify import incident_terms
     from dispatch.gazetteer import load_jurisdiction
     from dispatch.speech import DEFAULT_VOICE, KokoroVoice, phrases
+    from dispatch.vocabulary import spotter_keywords
     from tests.conftest import CALLS_AUDIO, SHERPA_MODEL
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -211,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"voice model: {model.path} ({model.source})")
     jurisdiction = load_jurisdiction(JURISDICTION)
     extractor = Extractor(jurisdiction)
-    engine = SherpaEngine(SHERPA_MODEL, jurisdiction_keywords(JURISDICTION, incident_terms()))
+    engine = SherpaEngine(SHERPA_MODEL, spotter_keywords(JURISDICTION))
     cases = demo_cases(jurisdiction, extractor)[: args.limit]
     if not args.latency_only:
         intelligibility(cases, Speaker(KokoroVoice(model.path, args.voice)), engine, extractor, args)

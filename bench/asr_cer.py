@@ -38,7 +38,6 @@ from rapidfuzz.distance import Levenshtein  # noqa: E402
 
 from asr.combine import combine  # noqa: E402
 from asr.hanzi import HanziDecoder, base_index, reading  # noqa: E402
-from asr.keywords import jurisdiction_keywords  # noqa: E402
 from asr.numbers import normalise_numbers  # noqa: E402
 from asr.pinyin import syllable_errors, text_to_syllables  # noqa: E402
 from asr.sherpa_engine import SherpaEngine, keyword_windows  # noqa: E402
@@ -47,8 +46,7 @@ from bridge.config import VadConfig  # noqa: E402
 from bridge.decode import decode_file, iter_frames  # noqa: E402
 from bridge.segmenter import segment_pcm  # noqa: E402
 from bridge.shared import shared_dir  # noqa: E402
-from dispatch.classify import incident_terms  # noqa: E402
-from dispatch.vocabulary import decoder_words  # noqa: E402
+from dispatch.vocabulary import decoder_words, spotter_keywords  # noqa: E402
 
 SHARED = shared_dir()
 MODEL = SHARED / "models" / "sherpa-onnx-kws-zipformer-wenetspeech-3.3M-2024-01-01-mobile"
@@ -204,7 +202,7 @@ def main() -> int:
     parser.add_argument("--snr", type=int, nargs="*", default=[], help="also the calls through radio_degrade.py at these SNRs")
     args = parser.parse_args()
     print(f"machine: {describe()}")
-    keywords = jurisdiction_keywords(JURISDICTION, incident_terms())
+    keywords = spotter_keywords(JURISDICTION)
     words = [*(k.label for k in keywords), *decoder_words()]
     began = time.perf_counter()
     base_index()

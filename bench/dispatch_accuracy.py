@@ -39,7 +39,6 @@ sys.path.insert(0, str(REPO))
 from asr.engine import Engine  # noqa: E402
 from bench.dispatch_audio import RADIO_FLAGS, degrade, measure_latency, percentiles, read_calls, run_calls  # noqa: E402
 from bridge.shared import shared_dir  # noqa: E402
-from dispatch.classify import incident_terms  # noqa: E402
 from dispatch.extract import Extractor  # noqa: E402
 from dispatch.gazetteer import load_jurisdiction  # noqa: E402
 from dispatch.phonetic import common_words, text_syllables  # noqa: E402
@@ -155,13 +154,13 @@ def text_rows(args: argparse.Namespace) -> None:
 
 
 def audio_rows(args: argparse.Namespace) -> None:
-    from asr.keywords import jurisdiction_keywords
     from asr.sherpa_engine import SherpaEngine
+    from dispatch.vocabulary import spotter_keywords
     from tests.conftest import RADIO_DEGRADE, SHERPA_MODEL
 
     rows = read_calls(args.calls)
     clean = sorted(p for p in args.audio_dir.glob("c*.wav") if p.stem in rows)
-    engine = SherpaEngine(SHERPA_MODEL, jurisdiction_keywords(args.jurisdiction, incident_terms()))
+    engine = SherpaEngine(SHERPA_MODEL, spotter_keywords(args.jurisdiction))
     extractor = Extractor(load_jurisdiction(args.jurisdiction))
     print(f"\nfrom audio: {len(clean)} spoken calls in {args.audio_dir}; radio copies by {RADIO_DEGRADE.name} "
           f"{' '.join(RADIO_FLAGS)}\n")

@@ -203,14 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(tts.stats.line())
     sources[CALLS_VOICE] = recordings_of(picked)
 
-    from asr.keywords import jurisdiction_keywords
     from asr.sherpa_engine import SherpaEngine
-    from dispatch.classify import incident_terms
     from dispatch.extract import Extractor
     from dispatch.gazetteer import load_jurisdiction
+    from dispatch.vocabulary import spotter_keywords
     from tests.conftest import SHERPA_MODEL
 
-    keywords = () if args.no_spotter else jurisdiction_keywords(args.jurisdiction, incident_terms())
+    keywords = () if args.no_spotter else spotter_keywords(args.jurisdiction)
     engine = SherpaEngine(SHERPA_MODEL, keywords)
     heard_cache = None
     if args.keep_heard:

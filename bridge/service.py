@@ -178,12 +178,10 @@ class Service:
     def _build_engines(self) -> list[Engine]:
         """(In a worker thread: the keyword and word lists take a few tenths of a second, the models about a second,
         the hanzi decoder's index ~15 s on a first start; none of it may hold up the event loop.)"""
-        from asr.keywords import jurisdiction_keywords
         from asr.worker import build_engines
-        from dispatch.classify import incident_terms
-        from dispatch.vocabulary import decoder_words
+        from dispatch.vocabulary import decoder_words, spotter_keywords
 
-        keywords = jurisdiction_keywords(self.config.jurisdiction, incident_terms(self.config.dispatch.lexicon))
+        keywords = spotter_keywords(self.config.jurisdiction, self.config.dispatch.lexicon)
         return build_engines(self.config.asr, keywords, decoder_words(self.config.dispatch.lexicon))
 
     def _build_dispatch(self) -> Any:

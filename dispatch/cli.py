@@ -78,13 +78,11 @@ def _extract_command(args: argparse.Namespace) -> int:
 
 def _extract_audio(files: list[Path], jurisdiction: Path, asr: AsrConfig, extractor: object, as_json: bool) -> int:
     """Segment, transcribe and extract each file; a file that cannot be read is reported and the others go on."""
-    from asr.keywords import jurisdiction_keywords
     from asr.worker import build_engines
-    from dispatch.classify import incident_terms
     from dispatch.from_audio import extract_file
-    from dispatch.vocabulary import decoder_words
+    from dispatch.vocabulary import decoder_words, spotter_keywords
 
-    engines = build_engines(asr, jurisdiction_keywords(jurisdiction, incident_terms()), decoder_words())
+    engines = build_engines(asr, spotter_keywords(jurisdiction), decoder_words())
     if not engines:
         print("no speech recognition model found (see `jingbao model list`)", file=sys.stderr)
         return 2

@@ -103,3 +103,13 @@ def _heads(jurisdiction: Jurisdiction) -> dict[str, set[str]]:
     for head, ids in heads.items():
         ids.update(p.id for p in jurisdiction.places if p.name.startswith(head) and p.kind not in SAID_WITH_KIND)
     return heads
+
+
+SPOTTED_MIN_CHARS = 3  # a spotter listening for two syllables hears them everywhere
+
+
+def spotted_short_names(jurisdiction: Jurisdiction) -> dict[str, str]:
+    """Short form -> place id, for the keyword spotter to listen for beside the names: the forms of three or more
+    characters that are not words of the language (东郊市场, 秦川厂; not 怡园, 菜场)."""
+    return {form: place_id for place_id, forms in short_forms(jurisdiction).items() for form in forms
+            if len(form) >= SPOTTED_MIN_CHARS and word_freq(form) == 0}

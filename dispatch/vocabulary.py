@@ -2,14 +2,21 @@
 (asr/hanzi.py prefers them over other words of the same sound): every word of the incident lexicon (incident, report,
 chatter, severity and negation words, the operator's additions included) and generic radio and police phrases.
 
-The jurisdiction's place names and aliases come with the keyword list (asr/keywords.py). Everything here is written
-from general usage of security and police radio; nothing is taken from recordings or the demo calls.
+The jurisdiction's place names and aliases come with the keyword list (`spotter_keywords`, asr/keywords.py).
+Everything here is written from general usage of security and police radio; nothing is taken from recordings or the
+demo calls.
 """
 
 from __future__ import annotations
 
-from dispatch.classify import load_lexicon
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dispatch.classify import incident_terms, load_lexicon
 from dispatch.config import LexiconExtension
+
+if TYPE_CHECKING:
+    from asr.keywords import KeywordEntry
 
 RADIO_PHRASES = (
     # calling, answering, closing
@@ -31,3 +38,14 @@ RADIO_PHRASES = (
 def decoder_words(lexicon: LexiconExtension | None = None) -> list[str]:
     """The lexicon's words and the radio phrases, for `asr.worker.build_engines(..., words=...)`."""
     return list(dict.fromkeys([*(t.word for t in load_lexicon(lexicon).terms), *RADIO_PHRASES]))
+
+
+def spotter_keywords(jurisdiction_yaml: Path, lexicon: LexiconExtension | None = None) -> list[KeywordEntry]:
+    """What the keyword spotter listens for on a station's channels: the jurisdiction's places (names, aliases and the
+    longer short forms people say for them, dispatch/short_names.py) and the incident lexicon's terms."""
+    from asr.keywords import jurisdiction_keywords
+    from dispatch.gazetteer import load_jurisdiction
+    from dispatch.short_names import spotted_short_names
+
+    return jurisdiction_keywords(jurisdiction_yaml, incident_terms(lexicon),
+                                 short_names=spotted_short_names(load_jurisdiction(jurisdiction_yaml)))

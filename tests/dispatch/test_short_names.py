@@ -9,7 +9,7 @@ import pytest
 
 from dispatch.gazetteer import Jurisdiction, load_jurisdiction, parse_jurisdiction
 from dispatch.location import PlaceIndex, extract_location
-from dispatch.short_names import short_forms, split_name
+from dispatch.short_names import short_forms, split_name, spotted_short_names
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,3 +95,14 @@ def test_a_short_form_is_heard_whole_or_not_at_all(jurisdiction: Jurisdiction) -
     assert extract_location("xi1 guang1 jian4 cai2 na4 bian1 you3 ren2 du3 men2", index).place.id == "xiguang-jiancai"
     match = extract_location("xi1 guang1 jian4 mai2 na4 bian1 you3 ren2 du3 men2", index)  # 西光建材 one slip off
     assert match is None or match.place.id != "xiguang-jiancai"
+
+
+def test_the_spotter_listens_for_the_longer_short_forms(jurisdiction: Jurisdiction) -> None:
+    from dispatch.vocabulary import spotter_keywords
+
+    spotted = spotted_short_names(jurisdiction)
+    assert spotted["东郊市场"] == "dongjiao-nongmao" and spotted["秦川厂"] == "qinchuan-dianzi"
+    assert "怡园" not in spotted and "东郊" not in spotted  # two syllables: heard everywhere
+    entries = spotter_keywords(REPO / "config" / "jurisdiction.yaml")
+    refs = {e.label: e.ref for e in entries}
+    assert refs["东郊市场"] == "dongjiao-nongmao" and refs["美食街"] == "meishijie" and refs["打架"] == "incident:fight"
