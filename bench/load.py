@@ -117,6 +117,7 @@ class Outcome:
     ended: str = ""
     announced: list[Keyed] = field(default_factory=list)
     incidents: list[Incident] = field(default_factory=list)
+    voice: str = ""  # --announce: the voice the service said it speaks with
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,10 @@ def channel_ids(opts: Options) -> list[str]:
 def service_config(opts: Options, tmp: Path, fifos: list[Path], cor_devices: list[str], broker_port: int,
                    web_port: int) -> Path:  # fmt: skip
     alerts: dict[str, Any] = {"announce": opts.announce}  # without --announce: no transmit paths, nothing to say
+    if opts.announce:  # the bench's own Kokoro model: code exported by --commit has no ../shared beside it, and the
+        from asr.models import TTS, locate  # service would otherwise speak with espeak-ng (and render in no time)
+
+        alerts["announce_model"] = str(locate(TTS).path)
     if not opts.merge:
         alerts["merge_window_s"] = 0  # every report its own incident, as distinct incidents across a city would be
     channels = []
@@ -291,8 +296,10 @@ async def _observe(opts: Options, plan: list[list[Transmission]], tmp: Path, fif
         await asyncio.gather(listener, return_exceptions=True)
     log_text = log_path.read_text(errors="replace")
     utterances = read_utterances(tmp / "data" / "jingbao.db", channel_ids(opts))
+    voice = re.search(r"announcements: voice (\S+)", log_text)
     return Outcome(opts, plan, feed, messages, polls, utterances, cpu1 - cpu0, window, rss, os.getloadavg()[0],
-                   log_text[-3000:], ended, announcements_in(log_text), read_incidents(tmp / "data" / "jingbao.db"))
+                   log_text[-3000:], ended, announcements_in(log_text), read_incidents(tmp / "data" / "jingbao.db"),
+                   voice[1] if voice else "none")  # fmt: skip
 
 
 # --- where the CPU goes (--profile) ----------------------------------------------------------------------------------
@@ -768,8 +775,8 @@ def announcement_lines(o: Outcome) -> list[str]:
     for s in spoken:
         dropped.update(s["announcements"]["dropped"])
     return [
-        f"announcements: {len(o.announced)} queued, {len(keyed)} keyed up; incident (first message) -> key-up p50 "
-        f"{fmt(percentile(from_incident, 50))}, p95 {fmt(percentile(from_incident, 95))}, max "
+        f"announcements (voice {o.voice}): {len(o.announced)} queued, {len(keyed)} keyed up; incident (first message) "
+        f"-> key-up p50 {fmt(percentile(from_incident, 50))}, p95 {fmt(percentile(from_incident, 95))}, max "
         f"{fmt(max(from_incident, default=None))}; queued -> key-up p50 {fmt(percentile(from_queue, 50))}, p95 "
         f"{fmt(percentile(from_queue, 95))}, max {fmt(max(from_queue, default=None))}; of which queued -> ready "
         f"(rendering, an earlier announcement on the channel) p50 {fmt(percentile(to_ready, 50))}, p95 "
