@@ -53,16 +53,17 @@ def spoken_type(incident_type: str) -> str:
 
 
 def announcement_text(units: Sequence[str], place: str | None, incident_type: str, detail: str = "") -> str:
-    """「<unit>、<unit>请注意，<place><detail><what happened>，请迅速赶往<place>」: the place is said twice, the way a
-    dispatcher repeats what matters; an unknown place is said to be unconfirmed. Each part between commas is a phrase
-    rendered on its own (dispatch/speech.py); the first and the last are rendered ahead (`fixed_phrases`). What
-    happened is said with its place: said alone after a pause, the recogniser heard 21 of the 27 demo places' types
-    right at 10 dB, against 24 of 27 said this way (bench/announce.py)."""
+    """「<unit>、<unit>请注意，<place><what happened>，请迅速赶往<place><detail>」: the place is said twice, the way a
+    dispatcher repeats what matters, and where exactly to go (东门, 3号楼) with the second; an unknown place is said to
+    be unconfirmed. Each part between commas is a phrase rendered on its own (dispatch/speech.py); all but a closing
+    with a detail are rendered ahead (`fixed_phrases`, `place_phrases`), and that one renders while the phrases before
+    it play. What happened is said with its place: said alone after a pause, the recogniser heard 21 of the 27 demo
+    places' types right at 10 dB, against 24 of 27 said this way (bench/announce.py)."""
     what = spoken_type(incident_type)
     called = "、".join(units) + ATTENTION
     if not place:
         return f"{called}，{UNKNOWN_PLACE}，{what}，{TO_THE_SCENE}"
-    return f"{called}，{place}{detail}{what}，请迅速赶往{place}"
+    return f"{called}，{place}{what}，请迅速赶往{place}{detail}"
 
 
 def spoken_unit(responder: Responder) -> str:
@@ -102,7 +103,7 @@ def place_phrases(jurisdiction: Jurisdiction) -> list[str]:
     """Every phrase naming a place with what happened there (「美食街有人打架斗殴」), to render ahead in the background
     after `fixed_phrases`: each place x each incident type's words, the most urgent types first (their announcements
     matter most, and a first start renders for ~20-40 min), then what an announcement without a known place says.
-    A place said with its detail (「美食街东门有人打架斗殴」) is not among them: it is rendered when announced."""
+    A place's detail is said in the closing phrase (「请迅速赶往美食街东门」), rendered when it is announced."""
     wanted = [t for t in SPOKEN_TYPE if t != "sos"]
     wanted.sort(key=lambda t: _URGENCY.index(_type_priority(t)))  # stable: the table's order within a priority
     words = [SPOKEN_TYPE["sos"], *(SPOKEN_TYPE[t] for t in wanted), UNKNOWN_TYPE]

@@ -50,11 +50,12 @@ def wav_pcm(path: Path) -> bytes:
         return w.readframes(w.getnframes())
 
 
-def test_the_sentence_calls_the_units_says_place_detail_incident_and_the_place_again() -> None:
+def test_the_sentence_calls_the_units_says_place_incident_and_the_place_again_with_its_detail() -> None:
     assert (announcement_text(["怡园警务点", "美食街保安"], "美食街", "fight")
             == "怡园警务点、美食街保安请注意，美食街有人打架斗殴，请迅速赶往美食街")  # fmt: skip
+    # the detail with the second mention, where to go: every phrase before it is one rendered ahead
     assert announcement_text(["西光中学保安"], "西光中学", "suspicious", "东门") == (
-        "西光中学保安请注意，西光中学东门发现可疑情况，请迅速赶往西光中学"
+        "西光中学保安请注意，西光中学发现可疑情况，请迅速赶往西光中学东门"
     )
     assert announcement_text(["高桥警务点"], None, "fire") == "高桥警务点请注意，地点待确认，发生火情，请迅速赶往现场"
     assert "发生警情" in announcement_text(["派出所"], "长乐公园", "something-new")
@@ -80,9 +81,10 @@ def test_one_announcement_per_channel_addressing_every_unit_alerted_on_it() -> N
     assert fixed_phrases(j, ["ch-phone"]) == [], "no unit listens there: nothing to render"
 
 
-def test_every_phrase_of_an_announcement_without_a_detail_is_rendered_ahead() -> None:
+def test_every_phrase_of_an_announcement_but_a_detail_is_rendered_ahead() -> None:
     """What the service renders ahead (fixed_phrases, then place_phrases) covers every phrase of any announcement to
-    units listening on the channels, at any place or none, of any type; the most urgent types come first."""
+    units listening on the channels, at any place or none, of any type, but a closing naming a place's detail (it
+    plays last); the most urgent types come first."""
     j = load_jurisdiction(JURISDICTION)
     channels = sorted({r.channel for r in j.responders})
     ahead = set(fixed_phrases(j, channels)) | set(place_phrases(j))
@@ -91,6 +93,8 @@ def test_every_phrase_of_an_announcement_without_a_detail_is_rendered_ahead() ->
             for channel, text in announcements_for(j, [r.id for r in j.responders[:3]], place, incident_type).items():
                 missing = [phrase for phrase, _ in phrases(text) if phrase not in ahead]
                 assert not missing, (channel, text)
+    [with_detail] = [phrases(t) for t in announcements_for(j, [j.responders[0].id], "美食街", "fight", "东门").values()]
+    assert [phrase in ahead for phrase, _ in with_detail] == [True, True, False]
     order = place_phrases(j)
     assert order.index("美食街有人紧急呼救") < order.index("美食街有人拿刀伤人") < order.index("美食街有人打架斗殴") \
         < order.index("美食街有人噪音扰民"), "an SOS, then critical types, then high ... low"
