@@ -38,7 +38,7 @@ from dispatch.phonetic import (
     window_scores,
     word_freq,
 )
-from dispatch.short_names import short_forms
+from dispatch.short_names import COMMUNITY_ROLES, short_forms
 
 logger = logging.getLogger(__name__)
 
@@ -479,6 +479,8 @@ def _mark(c: LocationMatch, inp: TranscriptInput) -> LocationMatch:
     if c.span is None:
         return c
     start, end = c.span
+    if any(end - len(phrase(r)) > start and _said(r, inp.syllables, end - len(phrase(r))) for r in COMMUNITY_ROLES):
+        return _addressed(c)  # 永定义警, 长乐东网格员: who reports (their community, if nothing else is named)
     after = any(_said(w, inp.syllables, end) for w in _ADDRESSED_AFTER) or _role_after(inp, end)
     before = any(start >= len(w) and _said(w, inp.syllables, start - len(w)) for w in _ADDRESSED_BEFORE)
     if after or before:

@@ -4,6 +4,7 @@ forms Mandarin speakers make of such names are derived from those parts:
 - head + trade, the kind dropped: 西光建材, 幸福路五金, 万寿路地铁;
 - head + kind, the trade dropped: 东郊市场, 秦川厂, 华山厂 (a company is a 厂 to its neighbours), 韩森寨站;
 - head + a kind-word the place is also known by: 韩森寨家具城 (its alias 家具城), 长乐坊菜场 (菜场 for 菜市场);
+- a community's people without 社区 (永定义警, 长乐东网格员): who reports, from the community;
 - the head alone, when one place of the jurisdiction is the area it names: 怡园 is the compound (the community and
   the police post are always said with 社区 and 警务点), 高桥 the market.
 A form two places would make, or that is already a name or alias of some place, is left out: the jurisdiction's own
@@ -28,6 +29,8 @@ _STREET_ENDINGS = tuple("路街道巷")  # 公园|北路|夜市: a street in the
 # An area's own name is its head alone only for places people go to; units and grids are said with their kind-word.
 HEAD_ALONE_KINDS = frozenset({"compound", "market", "enterprise", "school", "hospital", "transit", "landmark"})
 SAID_WITH_KIND = frozenset({"community", "police_post"})
+# The people of a community (社区), said after its name without 社区: 永定义警, 长乐东网格员, 西光警长.
+COMMUNITY_ROLES = ("网格员", "义警", "警长", "民警", "志愿者")
 
 
 def short_forms(jurisdiction: Jurisdiction) -> dict[str, tuple[str, ...]]:
@@ -69,6 +72,11 @@ def split_name(name: str) -> tuple[str, str, str] | None:
 
 
 def _forms(place: Place) -> Iterable[str]:
+    if place.kind == "community" and place.name.endswith("社区") and len(place.name) >= 4:
+        # its people say who they are without 社区 (永定义警, 长乐东网格员): the community's name only with them
+        for role in COMMUNITY_ROLES:
+            yield place.name[: -len("社区")] + role
+        return
     parts = split_name(place.name)
     if parts is None or place.kind == "street":
         return

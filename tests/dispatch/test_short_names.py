@@ -9,6 +9,7 @@ import pytest
 
 from dispatch.gazetteer import Jurisdiction, load_jurisdiction, parse_jurisdiction
 from dispatch.location import PlaceIndex, extract_location
+from dispatch.phonetic import text_syllables
 from dispatch.short_names import short_forms, split_name, spotted_short_names
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,3 +107,14 @@ def test_the_spotter_listens_for_the_longer_short_forms(jurisdiction: Jurisdicti
     entries = spotter_keywords(REPO / "config" / "jurisdiction.yaml")
     refs = {e.label: e.ref for e in entries}
     assert refs["东郊市场"] == "dongjiao-nongmao" and refs["美食街"] == "meishijie" and refs["打架"] == "incident:fight"
+
+
+@pytest.mark.parametrize("form", [str, lambda t: " ".join(f"{s.base}{s.tone}" for s in text_syllables(t) if s)],
+                         ids=["text", "toned"])
+def test_a_communitys_people_say_who_they_are_without_its_kind_word(jurisdiction: Jurisdiction, form) -> None:
+    """永定义警 is a volunteer of 永定社区: who reports, so their community is the place when no other is named."""
+    index = PlaceIndex(jurisdiction)
+    alone = extract_location(form("永定义警报告，社区里有两个人打起来了"), index)
+    assert alone is not None and alone.place.id == "yongding-sq" and alone.addressed
+    assert extract_location(form("长乐东网格员报告，美食街有人打架"), index).place.id == "meishijie"
+    assert "长乐东网格员" in short_forms(jurisdiction)["changledong-sq"]
