@@ -28,6 +28,7 @@ history first. The triggers stay in the database: a box turned back into a singl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -40,6 +41,7 @@ from asr.store import TranscriptStore
 from bridge.archive import COLUMNS, ArchivedUtterance
 from bridge.archive import MIGRATIONS as ARCHIVE_MIGRATIONS
 from bridge.backoff import Backoff
+from bridge.bus import Subscription
 from bridge.config import Config, ConfigError
 from bridge.db import connect, migrate
 from bridge.logsafe import clip
@@ -199,10 +201,14 @@ class ForwardQueue:
 class Forwarder:
     """Publishes the queue to central, oldest first, and forgets what central acknowledges, for as long as it runs
     (`run()`, cancelled to stop). `ack_timeout_s`: how long an entry sent waits for central's acknowledgement before
-    it is sent again; `behind_after_s`: how old the oldest entry may grow before "forwarding behind" is a fault."""
+    it is sent again; `behind_after_s`: how old the oldest entry may grow before "forwarding behind" is a fault;
+    `wake`: the service's bus, subscribed to what fills the queue (an utterance archived, a transcript stored), so
+    that it is sent at once rather than at the next poll (every `poll_s`: the queue is filled by SQLite triggers,
+    which cannot wake anyone, also by other processes such as `jingbao transcribe --archive`)."""
 
     def __init__(
-        self, config: Config, *, poll_s: float = 0.25, ack_timeout_s: float = 30.0, behind_after_s: float = 300.0
+        self, config: Config, *, poll_s: float = 0.25, ack_timeout_s: float = 30.0, behind_after_s: float = 300.0,
+        wake: Subscription | None = None,
     ) -> None:
         station = config.node.station
         if station is None:
@@ -214,6 +220,7 @@ class Forwarder:
         self.queue = ForwardQueue(config.storage.database, config.storage.data_dir)
         self._stats = ForwardQueue(config.storage.database, config.storage.data_dir)  # read by the watch, in its thread
         self._poll_s = poll_s
+        self._wake = wake
         self._ack_timeout_s = ack_timeout_s
         self._behind_after_s = behind_after_s
         self._refusals = Backoff(maximum=10.0)
@@ -253,6 +260,8 @@ class Forwarder:
                 logger.info("forwarding caught up (%d message(s) waiting) after %.0f s behind", b.queued,
                             time.time() - b.behind_since)  # fmt: skip
                 b.behind_since = None
+            if self._wake is not None and self._wake.queue.qsize() > WINDOW:
+                self._drain_wake()  # nobody is sending (the link is down): wake-ups pile up, and mean nothing
             await asyncio.sleep(STATS_EVERY_S)
 
     async def _session(self, client: aiomqtt.Client) -> None:
@@ -308,7 +317,7 @@ class Forwarder:
         while True:
             entries = await asyncio.to_thread(self.queue.due, WINDOW, time.time() - self._ack_timeout_s)
             if not entries:
-                await asyncio.sleep(self._poll_s)  # the triggers cannot wake us; a read of an empty queue is cheap
+                await self._idle()
                 continue
             refused = await self._send_window(publisher, entries)
             if refused is None:
@@ -319,6 +328,22 @@ class Forwarder:
                        "central has not taken what this edge sends (%s: %s); trying again in %.1f s", refused,
                        _REFUSALS.get(refused.reason.value, "see the broker's log"), delay)  # fmt: skip
             await asyncio.sleep(delay)
+
+    async def _idle(self) -> None:
+        """Until the bus says something was archived or transcribed, or `poll_s` has passed (a read of an empty queue
+        is cheap); what piled up on the bus meanwhile is one wake-up."""
+        if self._wake is None:
+            await asyncio.sleep(self._poll_s)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.get(), self._poll_s)
+        self._drain_wake()
+
+    def _drain_wake(self) -> None:
+        """Forget the wake-ups piled up while sending (or while the link is down: `_watch` drains them then, so that
+        the bus never counts this subscriber as a slow one)."""
+        while self._wake is not None and not self._wake.queue.empty():
+            self._wake.queue.get_nowait()
 
     async def _send_window(self, publisher: Publisher, entries: list[Entry]) -> Refused | None:
         """Publish `entries` at once, mark sent those the broker took and done those with nothing to send; the rest

@@ -195,7 +195,8 @@ class Service:
         from bridge.forward import Forwarder
 
         node = self.config.node
-        return Forwarder(self.config, ack_timeout_s=node.ack_timeout_s, behind_after_s=node.behind_after_s)
+        return Forwarder(self.config, ack_timeout_s=node.ack_timeout_s, behind_after_s=node.behind_after_s,
+                         wake=self.bus.subscribe({"utterance", "transcript"}))
 
     def _build_speaker(self) -> Speaker | None:
         """The announcements' voice (in a worker thread: loading the model takes ~1 s), when the dispatcher announces

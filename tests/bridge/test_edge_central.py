@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from asr.store import TranscriptStore
 from asr.transcript import Transcript
 from bridge.archive import Archive
+from bridge.bus import EventBus
 from bridge.central import CentralIngest
 from bridge.config import Config, ConfigError, load_config
 from bridge.db import connect
@@ -607,3 +608,20 @@ async def test_an_edge_killed_mid_run_loses_nothing_and_central_stores_each_utte
     assert sorted(stored) == sorted(f"{STATION}.{i}" for i in ids) and len(ids) > killed_at + 3
     with Archive(edge.storage, readonly=True) as archive:
         assert archive.verify().ok
+
+
+async def test_what_the_service_archives_is_sent_at_once_not_at_the_next_poll(tmp_path, mqtt, pg_url):
+    """The queue is filled by SQLite triggers, which wake nobody; the bus says when an utterance was archived or a
+    transcript stored, and the forwarder sends it then. Polled only every 30 s here, it still arrives within seconds."""
+    edge = edge_config(tmp_path, mqtt)
+    archive, transcripts = Archive(edge.storage), TranscriptStore(connect(edge.storage.database))
+    bus = EventBus()
+    forwarder = Forwarder(edge, poll_s=30.0, wake=bus.subscribe({"utterance", "transcript"}))
+    central = CentralIngest(central_config(tmp_path, mqtt, pg_url))
+    async with running(central, forwarder.run):
+        await asyncio.sleep(1.0)  # the forwarder has read its empty queue and waits
+        speak(archive, transcripts, 1)
+        bus.publish("utterance", {"channel": "ch-market"})
+        await _until("the utterance and its transcript at central",
+                     lambda: central.stored["utterances"] == 1 and central.stored["transcripts"] == 1, timeout=10.0)
+    archive.close()
