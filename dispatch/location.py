@@ -123,9 +123,9 @@ class PlaceIndex:
                 if n not in names or method == "name":
                     names[n] = _Name(n, p, method)
         for place_id, forms in short_forms(jurisdiction).items():  # 东郊市场, 秦川厂, 怡园: what people say
+            place = jurisdiction.place(place_id)
             for form in forms:
-                names[form] = _Name(form, jurisdiction.place(place_id),
-                                    "generic" if word_freq(form) >= COMMON_NAME_FREQ else "short")
+                names[form] = _Name(form, place, "generic" if _is_generic(form, place) else "short")
         self.names = sorted(names.values(), key=lambda n: -len(n.text))
         # The dictionary's words by toned reading (~1 s to build) and what the recogniser hears alike (~0.8 s, from the
         # heard corpus): now, not on the first pinyin call, which is timed and may run on the event loop.

@@ -34,6 +34,12 @@ class HeardRow:
     said: str
     heard: str
 
+    def syllables(self) -> tuple[list[str], list[str]]:
+        """(said, heard) as toneless syllables, ready to `align`."""
+        from dispatch.phonetic import text_syllables
+
+        return [s.base for s in text_syllables(self.said) if s], [h.rstrip("012345") for h in self.heard.split()]
+
 
 def write_heard(path: Path, rows: Iterable[HeardRow], made_by: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,12 +179,9 @@ def _draw(counts: Counter[str] | None, rng: random.Random, default: str = "") ->
 
 def learn_channels(rows: Sequence[HeardRow]) -> dict[str, RadioChannel]:
     """One channel per condition of the heard rows ("clean", "20", ...)."""
-    from dispatch.phonetic import text_syllables
-
     by_condition: dict[str, list[tuple[list[str], list[str]]]] = defaultdict(list)
     for row in rows:
-        said = [s.base for s in text_syllables(row.said) if s]
-        by_condition[row.condition].append((said, [s.rstrip("012345") for s in row.heard.split()]))
+        by_condition[row.condition].append(row.syllables())
     return {condition: RadioChannel.learn(pairs) for condition, pairs in by_condition.items()}
 
 
@@ -201,8 +204,6 @@ class HeardAlike:
 
 def heard_alike(rows: Iterable[HeardRow], min_rate: float = ALIKE_MIN_RATE, min_count: int = ALIKE_MIN_COUNT,
                 conditions: Sequence[str] = ALIKE_CONDITIONS) -> HeardAlike:
-    from dispatch.phonetic import text_syllables
-
     said_initials: Counter[str] = Counter()
     said_finals: Counter[str] = Counter()
     initials: Counter[tuple[str, str]] = Counter()
@@ -210,8 +211,7 @@ def heard_alike(rows: Iterable[HeardRow], min_rate: float = ALIKE_MIN_RATE, min_
     for row in rows:
         if row.condition not in conditions:
             continue
-        said = [s.base for s in text_syllables(row.said) if s]
-        for s, h in align(said, [x.rstrip("012345") for x in row.heard.split()]):
+        for s, h in align(*row.syllables()):
             if s is None or h is None:
                 continue
             (si, sf), (hi, hf) = split(s), split(h)
