@@ -31,11 +31,9 @@ import yaml
 from asr.engine import Engine
 from asr.transcript import Transcript
 from bridge.audio import FRAME_BYTES, SAMPLE_RATE
-from bridge.config import VadConfig
 from bridge.decode import decode_file
-from bridge.segmenter import segment_pcm
 from dispatch.extract import Extractor
-from dispatch.from_audio import recognise
+from dispatch.from_audio import hear_pcm
 
 RADIO_FLAGS = ("--click", "--squelch-tail", "0.3", "--lead", "1", "--trail", "1.5")
 SPEECH_OFFSET_S = 1.0 + 0.02  # --lead 1, then the key-up click, then the clean recording
@@ -93,7 +91,7 @@ class HeardCache:
 
 def hear(path: Path, engines: Sequence[Engine]) -> list[Transcript]:
     """The final transcript of each utterance the segmenter finds in an audio file (dispatch/from_audio.py's path)."""
-    return [recognise(u.pcm, engines) for u in segment_pcm(decode_file(path), VadConfig(), channel=path.stem)]
+    return [transcript for _, transcript in hear_pcm(decode_file(path), engines, name=path)]
 
 
 def run_calls(files: Sequence[Path], rows: dict[str, dict[str, str]], engines: Sequence[Engine], extractor: Extractor,

@@ -18,6 +18,7 @@ from asr.engine import Engine
 from asr.transcript import Transcript
 from bridge.config import VadConfig
 from bridge.decode import decode_file, iter_frames
+from bridge.events import Utterance
 from bridge.segmenter import segment_pcm
 from dispatch.extract import Extractor
 
@@ -49,17 +50,22 @@ def recognise(pcm: bytes, engines: Sequence[Engine]) -> Transcript:
     return combine([stream.finish() for stream in streams])
 
 
+def hear_pcm(pcm: bytes, engines: Sequence[Engine], vad: VadConfig | None = None, name: Path = Path("-")
+             ) -> Iterator[tuple[Utterance, Transcript]]:
+    """Each utterance the segmenter finds in 16 kHz mono int16 `pcm`, with its final transcript."""
+    for utterance in segment_pcm(pcm, vad or VadConfig(), channel=name.stem):
+        yield utterance, recognise(utterance.pcm, engines)
+
+
 def recognise_file(path: Path, engines: Sequence[Engine], vad: VadConfig | None = None) -> str:
     """The toned pinyin of every utterance the segmenter finds in an audio file, in order (empty when none)."""
-    utterances = segment_pcm(decode_file(path), vad or VadConfig(), channel=Path(path).stem)
-    return " ".join(p for u in utterances if (p := recognise(u.pcm, engines).pinyin))
+    return " ".join(t.pinyin for _, t in hear_pcm(decode_file(path), engines, vad, Path(path)) if t.pinyin)
 
 
 def extract_pcm(pcm: bytes, engines: Sequence[Engine], extractor: Extractor, vad: VadConfig | None = None,
                 name: Path = Path("-")) -> Iterator[HeardUtterance]:
     """Each utterance the segmenter finds in 16 kHz mono int16 `pcm`, recognised and extracted."""
-    for utterance in segment_pcm(pcm, vad or VadConfig(), channel=name.stem):
-        transcript = recognise(utterance.pcm, engines)
+    for utterance, transcript in hear_pcm(pcm, engines, vad, name):
         yield HeardUtterance(name, utterance.start, utterance.end, transcript, extractor(transcript.to_dict()))
 
 
