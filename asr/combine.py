@@ -5,7 +5,8 @@ engine with text gives `text`, `words`, `conf` and (converted from its text) `pi
 first with pinyin gives `pinyin`, `words` and `conf`. `readable` is the lead's (its text, or the characters decoded
 from its pinyin), else the first engine's that has one. Text without Han characters (the Korean test model) has no
 pinyin of its own and takes the first engine's that has some. Keywords come from every engine (the sherpa spotter's,
-and Vosk's found in its text: a place both give is listed twice, once per engine that heard it). A third engine slots
+and Vosk's found in its text: a place both give is listed twice, once per engine that heard it), and so do the
+alternative hearings (the sherpa engine's at other speeds). A third engine slots
 in by its place in the list; nothing here names an engine.
 """
 
@@ -32,5 +33,6 @@ def combine(transcripts: Sequence[Transcript]) -> Transcript:
         conf=lead.conf,
         partial=any(t.partial for t in transcripts),
         readable=lead.readable or next((t.readable for t in transcripts if t.readable), ""),
+        alternatives=tuple(a for t in transcripts for a in t.alternatives),
         extra={"pinyin_by_engine": {t.engine: t.pinyin for t in transcripts}},
     )

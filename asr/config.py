@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class AsrConfig(BaseModel):
@@ -38,7 +38,20 @@ class AsrConfig(BaseModel):
         True, description="Write the on-board engine's pinyin as Chinese characters for people to read (asr/hanzi.py); "
         "false keeps pinyin only.",
     )
+    alternative_speeds: list[float] = Field(
+        [0.9, 1.1],
+        description="The on-board engine also hears each utterance slowed and sped up by these factors (0.5-2, not 1);"
+        " the dispatcher weighs the hearings together (a place garbled in one is often whole in another). Each costs"
+        " about as much recognition CPU as the main hearing: [] for the most channels per core (docs/asr.md).",
+    )
     vosk_grammar: list[str] | None = Field(
         None, min_length=1,
         description="Restrict Vosk to these phrases (words of its vocabulary, space-separated); None recognises free text.",
     )
+
+    @field_validator("alternative_speeds")
+    @classmethod
+    def _speeds(cls, speeds: list[float]) -> list[float]:
+        if any(not 0.5 <= speed <= 2.0 or speed == 1.0 for speed in speeds):
+            raise ValueError(f"each speed lies in [0.5, 2] and is not 1 (the main hearing): {speeds}")
+        return speeds

@@ -23,8 +23,10 @@ class RecognitionStream(Protocol):
 class Engine(Protocol):
     name: str
 
-    def start_stream(self) -> RecognitionStream:
-        """A new, independent stream for one utterance."""
+    def start_stream(self, alternatives: bool = True) -> RecognitionStream:
+        """A new, independent stream for one utterance. `alternatives`: with the engine's alternative hearings, when
+        it has any (the final transcript's `alternatives`, each at extra CPU); the pool leaves them out while
+        recognition is behind."""
 
 
 class EngineUnavailable(Exception):

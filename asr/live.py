@@ -98,7 +98,8 @@ class RecognitionLag:
         """The figures of /api/channels: this channel's waiting utterances, and the pool's (shared by all channels)."""
         return {"engine": self.engine, "pending": self.pending.get(channel, 0), "pending_total": self.pending_total,
                 "open": self.pool.open_streams, "waiting_audio_s": self.pool.waiting_audio_s,
-                "oldest_wait_s": self.pool.oldest_wait_s, "rejected": self.pool.rejected, "failed": self.pool.failed}
+                "oldest_wait_s": self.pool.oldest_wait_s, "rejected": self.pool.rejected,
+                "heard_once": self.pool.heard_once, "failed": self.pool.failed}
 
 
 class LiveRecognition:

@@ -17,11 +17,12 @@ import logging
 import math
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import sherpa_onnx
+import soxr
 from rapidfuzz.distance import Levenshtein
 
 from asr.engine import EngineUnavailable
@@ -88,9 +89,14 @@ class SherpaEngine:
     name = "sherpa"
 
     def __init__(self, model_dir: Path, keywords: Sequence[KeywordEntry] = (), num_threads: int = 1,
-                 hanzi: HanziDecoder | None = None) -> None:
+                 hanzi: HanziDecoder | None = None, alternative_speeds: Sequence[float] = ()) -> None:
+        """`alternative_speeds`: also hear each utterance at these speeds (0.9: slowed to nine tenths), at that much
+        more CPU each; the final transcript lists those hearings as its `alternatives` (docs/asr.md)."""
         files = ModelFiles.find(model_dir)
         self.hanzi = hanzi
+        if any(not 0.5 <= speed <= 2.0 or speed == 1.0 for speed in alternative_speeds):
+            raise ValueError(f"alternative speeds must lie in [0.5, 2] and not be 1: {list(alternative_speeds)}")
+        self.alternative_speeds = tuple(alternative_speeds)
         common = dict(tokens=str(files.tokens), encoder=str(files.encoder), decoder=str(files.decoder),
                       joiner=str(files.joiner), num_threads=num_threads, provider="cpu")
         try:
@@ -112,28 +118,77 @@ class SherpaEngine:
         logger.info("sherpa-onnx model %s loaded, %d keywords (%d keyword lines)",
                     files.encoder.name, len(self.keywords), contents.count("\n"))
 
-    def start_stream(self) -> SherpaStream:
-        return SherpaStream(self)
+    def start_stream(self, alternatives: bool = True) -> SherpaStream:
+        return SherpaStream(self, self.alternative_speeds if alternatives else ())
 
 
 @dataclass(slots=True, frozen=True)
 class _Hit:
     key: str
     units: tuple[str, ...]
-    start: float
+    start: float  # seconds of the audio as spoken (a hearing at another speed scales its own clock back)
     end: float
 
 
-class SherpaStream:
-    """One utterance: feeds the recogniser and the spotter with the same audio."""
+class _Hearing:
+    """The recogniser and the spotter decoding the utterance at one `speed`: 1.0 as spoken, 0.9 slowed to nine tenths
+    (the pitch lowered with it: the audio resampled to 16 kHz / speed and decoded as 16 kHz, by a streaming resampler
+    that keeps its state between chunks). Times are scaled back to the audio as spoken."""
 
-    def __init__(self, engine: SherpaEngine) -> None:
+    def __init__(self, engine: SherpaEngine, speed: float) -> None:
+        self.speed = speed
+        self._resampler = None if speed == 1.0 else soxr.ResampleStream(SAMPLE_RATE, SAMPLE_RATE / speed, 1,
+                                                                          dtype="float32")
         self._engine = engine
-        self._asr = engine.recognizer.create_stream()
-        self._kws = engine.spotter.create_stream() if engine.spotter else None
+        self.asr = engine.recognizer.create_stream()
+        self.kws = engine.spotter.create_stream() if engine.spotter else None
         self._kws_steps = 0  # spotter decode steps since the stream began
         self._kws_since = 0.0  # where the spotter's clock restarted (it restarts after each hit)
-        self._hits: list[_Hit] = []
+        self.hits: list[_Hit] = []
+
+    def accept(self, samples: np.ndarray, last: bool = False) -> None:
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples, last=last)
+        self.asr.accept_waveform(SAMPLE_RATE, samples)
+        if self.kws is not None:
+            self.kws.accept_waveform(SAMPLE_RATE, samples)
+        self.decode()
+
+    def input_finished(self) -> None:
+        self.asr.input_finished()
+        if self.kws is not None:
+            self.kws.input_finished()
+        self.decode()
+
+    def decode(self) -> None:
+        recognizer, spotter = self._engine.recognizer, self._engine.spotter
+        while recognizer.is_ready(self.asr):
+            recognizer.decode_stream(self.asr)
+        if spotter is None or self.kws is None:
+            return
+        while spotter.is_ready(self.kws):
+            spotter.decode_stream(self.kws)
+            self._kws_steps += 1
+            result = spotter.keyword_spotter.get_result(self.kws)
+            if result.keyword:
+                times = [(self._kws_since + t) * self.speed for t in result.timestamps]
+                self.hits.append(_Hit(result.keyword.strip(), tuple(result.tokens), times[0], times[-1]))
+                spotter.reset_stream(self.kws)  # required after every hit; its timestamps restart from here
+                self._kws_since = self._kws_steps * KWS_CHUNK_S
+
+    def result(self) -> tuple[list[str], list[float], list[float]]:
+        """(units, their times in the audio as spoken, their log-probabilities) heard so far."""
+        result = self._engine.recognizer.get_result_all(self.asr)
+        return list(result.tokens), [t * self.speed for t in result.timestamps], list(result.ys_probs)
+
+
+class SherpaStream:
+    """One utterance: feeds the recogniser and the spotter with the same audio, as spoken and at the engine's
+    alternative speeds (their hearings are the final transcript's `alternatives`)."""
+
+    def __init__(self, engine: SherpaEngine, alternative_speeds: Sequence[float]) -> None:
+        self._engine = engine
+        self._hearings = [_Hearing(engine, speed) for speed in (1.0, *alternative_speeds)]
         self._samples = 0
         self._finished = False
 
@@ -143,68 +198,50 @@ class SherpaStream:
         self._accept(pcm_to_float(pcm))
 
     def partial(self) -> Transcript | None:
-        transcript = self._transcript(partial=True)
+        transcript = self._transcript(self._hearings[0], partial=True)
         return None if transcript.empty else transcript
 
     def finish(self) -> Transcript:
         if not self._finished:
-            self._accept(np.zeros(int(TAIL_PADDING_S * SAMPLE_RATE), np.float32), count=False)
-            self._asr.input_finished()
-            if self._kws is not None:
-                self._kws.input_finished()
-            self._decode()
+            padding = np.zeros(int(TAIL_PADDING_S * SAMPLE_RATE), np.float32)
+            for hearing in self._hearings:
+                hearing.accept(padding, last=True)
+                hearing.input_finished()
             self._finished = True
-        return self._transcript(partial=False)
+        main, *others = (self._transcript(hearing, partial=False) for hearing in self._hearings)
+        return replace(main, alternatives=tuple(others)) if others else main
 
     def _accept(self, samples: np.ndarray, count: bool = True) -> None:
         if samples.size == 0:
             return
         if count:
             self._samples += samples.size
-        self._asr.accept_waveform(SAMPLE_RATE, samples)
-        if self._kws is not None:
-            self._kws.accept_waveform(SAMPLE_RATE, samples)
-        self._decode()
-
-    def _decode(self) -> None:
-        recognizer, spotter = self._engine.recognizer, self._engine.spotter
-        while recognizer.is_ready(self._asr):
-            recognizer.decode_stream(self._asr)
-        if spotter is None or self._kws is None:
-            return
-        while spotter.is_ready(self._kws):
-            spotter.decode_stream(self._kws)
-            self._kws_steps += 1
-            result = spotter.keyword_spotter.get_result(self._kws)
-            if result.keyword:
-                times = [self._kws_since + t for t in result.timestamps]
-                self._hits.append(_Hit(result.keyword.strip(), tuple(result.tokens), times[0], times[-1]))
-                spotter.reset_stream(self._kws)  # required after every hit; its timestamps restart from here
-                self._kws_since = self._kws_steps * KWS_CHUNK_S
+        for hearing in self._hearings:
+            hearing.accept(samples)
 
     @property
     def duration(self) -> float:
         return self._samples / SAMPLE_RATE
 
-    def _transcript(self, partial: bool) -> Transcript:
-        result = self._engine.recognizer.get_result_all(self._asr)
-        units, times, logprobs = list(result.tokens), list(result.timestamps), list(result.ys_probs)
+    def _transcript(self, hearing: _Hearing, partial: bool) -> Transcript:
+        units, times, logprobs = hearing.result()
         syllables = [s for s in units_to_syllables(units, times, logprobs) if s.conf >= MIN_SYLLABLE_CONF]
         duration = self.duration
         words = tuple(Word(s.text, min(s.start, duration), min(s.end, duration), s.conf) for s in syllables)
-        keywords = self._keywords(units, times, duration) if syllables else ()
+        keywords = self._keywords(hearing.hits, units, times, duration) if syllables else ()
         conf = math.exp(sum(math.log(max(w.conf, 1e-6)) for w in words) / len(words)) if words else 0.0
         readable = ""
-        if self._engine.hanzi is not None and words:
+        if self._engine.hanzi is not None and words and hearing.speed == 1.0:  # people read the main hearing only
             readable = self._engine.hanzi.decode([w.text for w in words], keyword_windows(words, keywords))
         return Transcript(text="", pinyin=" ".join(w.text for w in words), words=words, keywords=keywords,
                           engine=SherpaEngine.name, conf=round(conf, 4), partial=partial, readable=readable)
 
-    def _keywords(self, units: list[str], times: list[float], duration: float) -> tuple[Keyword, ...]:
+    def _keywords(self, hits: list[_Hit], units: list[str], times: list[float], duration: float
+                  ) -> tuple[Keyword, ...]:
         """Hits -> Keywords with an agreement score; one Keyword per ref and stretch of audio (tone-variant lines of
         one place firing on the same words collapse to the best scored)."""
         found: list[Keyword] = []
-        for hit in self._hits:
+        for hit in hits:
             key, end = self._extend(hit, units, times)
             entry = self._engine.keywords[key]
             heard = [u for u, t in zip(units, times, strict=True)

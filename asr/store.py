@@ -53,6 +53,9 @@ MIGRATIONS = [
         UPDATE transcripts SET readable = text WHERE text != '';
         """
     ),
+    # the recogniser's other hearings of the audio (Transcript.alternatives, JSON), which the dispatcher weighed too:
+    # kept so that what was dispatched can be read again, here or at central; rows before them have none
+    Migration.same("ALTER TABLE transcripts ADD COLUMN alternatives TEXT NOT NULL DEFAULT '[]';"),
 ]
 
 
@@ -67,13 +70,14 @@ class TranscriptStore:
         with self._lock, self.conn:
             self.conn.execute(
                 "INSERT INTO transcripts (utterance_id, channel, start_ms, engine, text, pinyin, words, keywords, conf,"
-                " created_at, readable) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(utterance_id) DO UPDATE SET"
-                " engine=excluded.engine, text=excluded.text, pinyin=excluded.pinyin, words=excluded.words,"
-                " keywords=excluded.keywords, conf=excluded.conf, created_at=excluded.created_at, readable=excluded.readable",
+                " created_at, readable, alternatives) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(utterance_id) DO UPDATE"
+                " SET engine=excluded.engine, text=excluded.text, pinyin=excluded.pinyin, words=excluded.words,"
+                " keywords=excluded.keywords, conf=excluded.conf, created_at=excluded.created_at,"
+                " readable=excluded.readable, alternatives=excluded.alternatives",
                 (
                     utterance_id, channel, round(start * 1000), d["engine"], d["text"], d["pinyin"],
                     json.dumps(d["words"], ensure_ascii=False), json.dumps(d["keywords"], ensure_ascii=False),
-                    d["conf"], time.time(), d["readable"],
+                    d["conf"], time.time(), d["readable"], json.dumps(d["alternatives"], ensure_ascii=False),
                 ),
             )
 
@@ -93,5 +97,6 @@ def _transcript(row: sqlite3.Row) -> Transcript:
         {
             "text": row["text"], "pinyin": row["pinyin"], "readable": row["readable"], "engine": row["engine"],
             "conf": row["conf"], "words": json.loads(row["words"]), "keywords": json.loads(row["keywords"]),
+            "alternatives": json.loads(row["alternatives"]),
         }
     )

@@ -39,6 +39,9 @@ class Transcript:
     # what people read: the engine's own characters (Vosk), or characters decoded from the pinyin (asr/hanzi.py) for
     # the on-board engine; "" when there are none. `text` and `pinyin` stay the engine's own (dispatch reads them).
     readable: str = ""
+    # other hearings of the same audio (the on-board recogniser at other speeds: asr/sherpa_engine.py), each a
+    # transcript of its own without alternatives; a reader that can use more than the best hypothesis weighs them
+    alternatives: tuple[Transcript, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -54,6 +57,7 @@ class Transcript:
         d = asdict(self)
         d["words"] = [asdict(w) for w in self.words]
         d["keywords"] = [asdict(k) for k in self.keywords]
+        d["alternatives"] = [a.to_dict() for a in self.alternatives]
         d.pop("extra")
         return d
 
@@ -68,4 +72,5 @@ class Transcript:
             conf=float(d.get("conf", 0.0)),
             partial=bool(d.get("partial", False)),
             readable=d.get("readable", ""),
+            alternatives=tuple(cls.from_dict(a) for a in d.get("alternatives") or ()),
         )

@@ -98,7 +98,7 @@ class VoskEngine:
         if unknown:
             logger.warning("grammar words not in the Vosk vocabulary, ignored: %s", " ".join(unknown))
 
-    def start_stream(self) -> VoskStream:
+    def start_stream(self, alternatives: bool = True) -> VoskStream:  # Vosk hears once: no alternatives
         try:
             if self._grammar:
                 recognizer = vosk.KaldiRecognizer(self._model, SAMPLE_RATE, self._grammar)

@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 BYTES_PER_S = SAMPLE_RATE * SAMPLE_WIDTH
 MAX_BATCH_S = 2.0  # audio one executor task decodes before yielding its worker to other streams
+# Recognition this far behind (the oldest audio waiting for a worker) hears new utterances once, without the engines'
+# alternative hearings: they cost as much CPU again each, and a lagging pool needs it for the main hearing
+ALTERNATIVES_MAX_LAG_S = 0.5
 PARTIAL_EVERY_S = 0.3  # a partial result per this much new audio: often enough for the console, cheap for Vosk
 
 
@@ -71,6 +74,7 @@ class PoolStats:
     waiting_audio_s: float  # audio fed but not decoded yet, summed over streams
     oldest_wait_s: float  # how long the oldest undecoded audio has waited
     rejected: int  # open() refused since start (those utterances stayed pending)
+    heard_once: int  # opened without the alternative hearings since start (recognition was behind)
     completed: int
     failed: int
 
@@ -79,8 +83,9 @@ class StreamHandle:
     """One utterance being recognised. Use from the event loop: `feed()` as audio arrives, read `partials()` (`pause()`
     when the speaker paused), then `await finish()`; `abort()` drops a discarded utterance."""
 
-    def __init__(self, pool: RecognitionPool, utterance_id: str) -> None:
+    def __init__(self, pool: RecognitionPool, utterance_id: str, alternatives: bool = True) -> None:
         self.utterance_id = utterance_id
+        self.alternatives = alternatives  # with the engines' alternative hearings (RecognitionPool.open decides)
         self._pool = pool
         self._loop = asyncio.get_running_loop()
         self._lock = threading.Lock()
@@ -179,7 +184,7 @@ class StreamHandle:
                 self._done(None)
                 return
             if self._streams is None:
-                self._streams = [engine.start_stream() for engine in self._pool.engines]
+                self._streams = [engine.start_stream(self.alternatives) for engine in self._pool.engines]
             if batch:
                 for stream in self._streams:
                     stream.feed(batch)
@@ -240,17 +245,22 @@ class StreamHandle:
 class RecognitionPool:
     """Runs the engines' streams in `workers` threads. Create and use it on the service's event loop."""
 
-    def __init__(self, engines: Sequence[Engine], workers: int = 2, queue_size: int = 256, admit_lag_s: float = 3.0) -> None:
+    def __init__(self, engines: Sequence[Engine], workers: int = 2, queue_size: int = 256, admit_lag_s: float = 3.0,
+                 spare_lag_s: float = ALTERNATIVES_MAX_LAG_S) -> None:
+        """`spare_lag_s`: an utterance gets the engines' alternative hearings (more CPU) only while the oldest audio
+        waiting for a worker has waited less than this: under load every utterance is still heard, once."""
         if not engines:
             raise ValueError("RecognitionPool needs at least one engine")
         self.engines = tuple(engines)
         self.workers = workers
         self.queue_size = queue_size
         self.admit_lag_s = admit_lag_s
+        self.spare_lag_s = spare_lag_s
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="asr")
         self._open: dict[int, StreamHandle] = {}
         self._room = asyncio.Condition()
         self._rejected = self._completed = self._failed = 0
+        self._heard_once = 0  # utterances opened without their alternative hearings (recognition was behind)
 
     @property
     def name(self) -> str:
@@ -264,7 +274,9 @@ class RecognitionPool:
             logger.warning("recognition behind (%d utterances open, audio waiting %.1f s): %s stays pending",
                            len(self._open), lag, utterance_id)
             raise PoolFull(f"{len(self._open)} utterances being recognised, audio waiting {lag:.1f} s")
-        handle = StreamHandle(self, utterance_id)
+        handle = StreamHandle(self, utterance_id, alternatives=lag < self.spare_lag_s)
+        if not handle.alternatives:
+            self._heard_once += 1
         self._open[id(handle)] = handle
         return handle
 
@@ -294,6 +306,7 @@ class RecognitionPool:
             waiting_audio_s=round(sum(size for size, _ in waiting) / BYTES_PER_S, 3),
             oldest_wait_s=round(now - oldest, 3) if oldest is not None else 0.0,
             rejected=self._rejected,
+            heard_once=self._heard_once,
             completed=self._completed,
             failed=self._failed,
         )
@@ -347,7 +360,8 @@ def build_engines(config: AsrConfig, keywords: Sequence[KeywordEntry] = (), word
                 engines.append(VoskEngine(location.path, config.vosk_grammar, keywords))
             else:
                 hanzi = HanziDecoder([*(k.label for k in keywords), *words]) if config.hanzi else None
-                engines.append(SherpaEngine(location.path, keywords, num_threads=1, hanzi=hanzi))
+                engines.append(SherpaEngine(location.path, keywords, num_threads=1, hanzi=hanzi,
+                                             alternative_speeds=config.alternative_speeds))
         except EngineUnavailable as e:
             logger.error("%s engine unavailable: %s", kind, e)
     if not engines and wanted:

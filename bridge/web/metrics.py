@@ -108,6 +108,8 @@ class ServiceCollector(Collector):
                                 value=pool.oldest_wait_s)  # fmt: skip
         yield CounterMetricFamily("jingbao_recognition_refused", "Utterances the recogniser was too busy to take",
                                   value=pool.rejected)  # fmt: skip
+        yield CounterMetricFamily("jingbao_recognition_heard_once", "Utterances heard without the alternative hearings "
+                                  "(recognition was behind)", value=pool.heard_once)  # fmt: skip
         yield CounterMetricFamily("jingbao_recognition_failed", "Recognitions that failed", value=pool.failed)
 
     def _dispatch(self) -> Iterator[Metric]:

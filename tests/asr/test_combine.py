@@ -50,3 +50,13 @@ def test_readable_is_the_text_engines_else_the_decoded_characters() -> None:
     assert combine([vosk, sherpa]).readable == VOSK.text
     assert combine([Transcript(text="", pinyin="", engine="vosk"), sherpa]).readable == "东方花园三号楼"
     assert combine([vosk, sherpa]).shown == VOSK.text and Transcript("", "shou1 dao4").shown == "shou1 dao4"
+
+
+def test_alternative_hearings_are_kept_from_every_engine_and_survive_a_round_trip() -> None:
+    slowed = Transcript(text="", pinyin="dong1 fang1 hua1 yuan2", engine="sherpa",
+                        keywords=(Keyword("东方花园", "dongfang-huayuan", 0.1, 0.8, 1.0),))
+    merged = combine([VOSK, Transcript(text="", pinyin=SHERPA.pinyin, engine="sherpa", alternatives=(slowed,))])
+    assert merged.alternatives == (slowed,)
+    again = Transcript.from_dict(merged.to_dict())
+    assert again.alternatives == (slowed,) and again.alternatives[0].keywords[0].ref == "dongfang-huayuan"
+    assert Transcript.from_dict({"pinyin": "a1"}).alternatives == ()  # rows stored before alternatives existed

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import shutil
 import wave
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +202,31 @@ def test_missing_or_corrupt_model_gives_a_clear_error(sherpa_model: Path, tmp_pa
     (tmp_path / "joiner-epoch-12-avg-2-chunk-16-left-64.int8.onnx").write_bytes(b"\0" * 1000)
     with pytest.raises(EngineUnavailable, match="cannot load"):
         SherpaEngine(tmp_path)
+
+
+def test_alternative_hearings_at_other_speeds_hear_the_same_call_on_its_own_clock(
+        sherpa_model: Path, places: list[KeywordEntry], calls: list[tuple[str, bytes]]) -> None:
+    engine = SherpaEngine(sherpa_model, places, alternative_speeds=(0.9, 1.1))
+    pcm = calls[0][1]  # 怡园警务点请注意，美食街有人打架斗殴 ...
+    stream = engine.start_stream()
+    for i in range(0, len(pcm), FRAME_BYTES):
+        stream.feed(pcm[i : i + FRAME_BYTES])
+        partial = stream.partial()
+        assert partial is None or partial.alternatives == ()  # partials are the main hearing's alone
+    final = stream.finish()
+    assert replace(final, alternatives=()) == transcribe(SherpaEngine(sherpa_model, places), pcm)  # the main hearing ...
+    assert len(final.alternatives) == 2  # ... is unchanged, and each speed heard the call too
+    duration = len(pcm) / 2 / SAMPLE_RATE
+    main_street = next(k for k in final.keywords if k.ref == "meishijie")
+    for other in final.alternatives:
+        assert other.alternatives == () and not other.partial and other.engine == "sherpa"
+        assert syllable_errors(final.pinyin.split(), other.pinyin.split(), tones=False) <= 0.2 * len(final.words)
+        assert all(0.0 <= w.start <= w.end <= duration for w in other.words)
+        street = next(k for k in other.keywords if k.ref == "meishijie")  # said at the same time, on the call's clock
+        assert abs(street.start - main_street.start) < 0.2
+
+
+@pytest.mark.parametrize("speeds", [(1.0,), (0.3,), (2.5,)])
+def test_an_alternative_speed_of_one_or_out_of_range_is_refused(sherpa_model: Path, speeds: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError, match="alternative speeds"):
+        SherpaEngine(sherpa_model, alternative_speeds=speeds)

@@ -1,5 +1,6 @@
-"""TranscriptStore: the readable characters round-trip through SQLite, and a database made before they existed is
-migrated (an engine's own text becomes its readable form; pinyin-only rows stay without characters)."""
+"""TranscriptStore: the readable characters and the alternative hearings round-trip through SQLite, and a database made
+before they existed is migrated (an engine's own text becomes its readable form; pinyin-only rows stay without
+characters, and every old row without alternatives)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,13 @@ def test_a_database_from_before_readable_is_migrated(tmp_path: Path) -> None:
     store = TranscriptStore(conn)
     assert store.get("u1").readable == "东门有人打架"  # the engine's own characters
     assert store.get("u2").readable == "" and store.get("u2").pinyin == "shou1 dao4"
+    assert store.get("u2").alternatives == ()  # rows from before the alternative hearings have none
+
+
+def test_the_alternative_hearings_the_dispatcher_weighed_are_kept(tmp_path: Path) -> None:
+    store = TranscriptStore(connect(tmp_path / "db.sqlite"))
+    slowed = Transcript(text="", pinyin="mei3 shi2 jie1 you3 ren2 da3 jia4", engine="sherpa",
+                        keywords=(Keyword("美食街", "meishijie", 0.1, 0.8, 1.0),))
+    heard = Transcript(text="", pinyin="mei3 si4 jian1 you3 ren2 da3 jia4", engine="sherpa", alternatives=(slowed,))
+    store.save("u1", "ch-a", 1000.0, heard)
+    assert store.get("u1") == heard and store.get("u1").alternatives[0].keywords[0].ref == "meishijie"

@@ -16,7 +16,7 @@ from bridge.audio import SAMPLE_RATE
 from bridge.decode import decode_file
 
 REPO = Path(__file__).resolve().parents[2]
-FIELDS = {"file", "start", "end", "text", "pinyin", "readable", "words", "keywords", "engine", "conf"}
+FIELDS = {"file", "start", "end", "text", "pinyin", "readable", "words", "keywords", "engine", "conf", "alternatives"}
 
 
 def jingbao(*args: str, sherpa_model: Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -54,6 +54,8 @@ def test_json_lines_one_per_utterance_with_keywords(two_calls: Path, sherpa_mode
     assert {"meishijie", "yiyuan-jingwudian"} <= {k["ref"] for k in first["keywords"]}
     assert "qinchuan-dianzi" in {k["ref"] for k in second["keywords"]}
     assert all({"label", "ref", "start", "end", "score"} == set(k) for k in first["keywords"])
+    # the hearings at the config's other speeds, as the dispatcher weighs them: the same call, heard again
+    assert len(first["alternatives"]) == 2 and all("xian4 chang3" in a["pinyin"] for a in first["alternatives"])
     assert "\x1b[" not in done.stderr  # no progress bar when not on a terminal
 
 

@@ -207,6 +207,22 @@ async def test_new_utterances_wait_in_the_archive_while_recognition_is_behind(
     pool.close()
 
 
+async def test_alternative_hearings_only_while_recognition_keeps_up(sherpa_model: Path, mandarin: list[bytes]) -> None:
+    engine = SherpaEngine(sherpa_model, KEYWORDS, alternative_speeds=(0.9, 1.1))
+    pool = RecognitionPool([engine], workers=1, queue_size=100, spare_lag_s=0.03)
+    assert len((await feed_live(pool, "quiet", mandarin[0])).alternatives) == 2  # CPU to spare: heard three times
+    busy = pool.open("busy")
+    busy.feed(b"".join(mandarin) * 2)  # its last audio waits well over 0.03 s for the one worker
+    await asyncio.sleep(0.05)
+    late = pool.open("late")  # admitted (the pool is not refusing) but heard once
+    late.feed(mandarin[1])
+    heard = await late.finish()
+    assert heard.pinyin and heard.alternatives == ()
+    assert len((await busy.finish()).alternatives) == 2  # opened while the pool kept up
+    assert pool.stats().heard_once == 1
+    pool.close()
+
+
 async def test_lag_figures_show_undecoded_audio(sherpa: SherpaEngine, mandarin: list[bytes]) -> None:
     pool = RecognitionPool([sherpa], workers=1, queue_size=8)
     handles = [pool.open(f"u{i}") for i in range(3)]
