@@ -154,13 +154,15 @@ def text_rows(args: argparse.Namespace) -> None:
 
 
 def audio_rows(args: argparse.Namespace) -> None:
+    from asr.config import AsrConfig
     from asr.sherpa_engine import SherpaEngine
     from dispatch.vocabulary import spotter_keywords
     from tests.conftest import RADIO_DEGRADE, SHERPA_MODEL
 
     rows = read_calls(args.calls)
     clean = sorted(p for p in args.audio_dir.glob("c*.wav") if p.stem in rows)
-    engine = SherpaEngine(SHERPA_MODEL, spotter_keywords(args.jurisdiction))
+    engine = SherpaEngine(SHERPA_MODEL, spotter_keywords(args.jurisdiction),
+                          alternative_speeds=AsrConfig().alternative_speeds)  # hears as the service does
     extractor = Extractor(load_jurisdiction(args.jurisdiction))
     print(f"\nfrom audio: {len(clean)} spoken calls in {args.audio_dir}; radio copies by {RADIO_DEGRADE.name} "
           f"{' '.join(RADIO_FLAGS)}\n")

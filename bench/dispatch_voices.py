@@ -165,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "calls name theirs): the channel's own places are heard more readily (docs/dispatch.md)")
     ap.add_argument("--no-spotter", action="store_true", help="the recogniser alone, without the keyword spotter "
                                                               "(half the acoustic work: what the spotter adds)")
+    ap.add_argument("--speeds", type=float, nargs="*", help="the alternative hearings' speeds (default: the "
+                    "service's, asr.alternative_speeds; none: the main hearing alone)")
     ap.add_argument("--keep-heard", action="store_true", help="keep what the recogniser heard in each rendering under "
                     "--cache (keyed by the spotter's keyword list), so a dispatcher change is measured without recognising again")
     args = ap.parse_args(argv)
@@ -203,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(tts.stats.line())
     sources[CALLS_VOICE] = recordings_of(picked)
 
+    from asr.config import AsrConfig
     from asr.sherpa_engine import SherpaEngine
     from dispatch.extract import Extractor
     from dispatch.gazetteer import load_jurisdiction
@@ -210,10 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tests.conftest import SHERPA_MODEL
 
     keywords = () if args.no_spotter else spotter_keywords(args.jurisdiction)
-    engine = SherpaEngine(SHERPA_MODEL, keywords)
+    speeds = AsrConfig().alternative_speeds if args.speeds is None else args.speeds
+    engine = SherpaEngine(SHERPA_MODEL, keywords, alternative_speeds=speeds)
+    print(f"hearings: as spoken{''.join(f', at {s:g}x' for s in speeds)}")
     heard_cache = None
     if args.keep_heard:
-        heard_cache = HeardCache(args.cache, hashlib.sha1(repr((str(SHERPA_MODEL), keywords)).encode()).hexdigest()[:16])
+        tag = (str(SHERPA_MODEL), keywords, *([tuple(speeds)] if speeds else []))  # the tags of earlier runs stay valid
+        heard_cache = HeardCache(args.cache, hashlib.sha1(repr(tag).encode()).hexdigest()[:16])
     jurisdiction = load_jurisdiction(args.jurisdiction)
     extractor = Extractor(jurisdiction)
     by_channel = {row.channel: Extractor(jurisdiction, channel=row.channel) for row in picked if row.channel}

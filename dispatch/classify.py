@@ -20,7 +20,7 @@ less than one heard as itself, so on a tie the surer word decides.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import pairwise
@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
+from asr.transcript import Transcript
 from dispatch.config import LexiconExtension
 from dispatch.location import FUZZY_MIN, PlaceIndex, PlacesHeard, TranscriptInput, hear_places, read_input
 from dispatch.phonetic import (
@@ -361,9 +362,38 @@ def classify_transcript(transcript_like: Any, lexicon: Lexicon | None = None, pl
 def read_report(transcript_like: Any, lexicon: Lexicon, index: PlaceIndex, home: frozenset[str] = frozenset()
                 ) -> tuple[Classification, PlacesHeard]:
     """What a transcript reports, and the places heard in it (`.scene()` is where): the names are found once, for
-    the type model to leave out and for the scene. `home`: the places its channel usually talks about."""
+    the type model to leave out and for the scene. `home`: the places its channel usually talks about.
+
+    A transcript with alternative hearings of the same audio (`Transcript.alternatives`: the recogniser at other
+    speeds) is read in each: the recogniser's errors differ from one hearing to the next, so a name garbled in one is
+    often whole in another, and the hearings outvote a word misheard in one. The type is the one most hearings read
+    (more than half of them), else the main hearing's; the places are the main hearing's when it names a scene, else
+    those of the first alternative that does (docs/dispatch.md, "More than the best hypothesis")."""
+    readings = [_read_one(hearing, lexicon, index, home) for hearing in _hearings(transcript_like)]
+    if len(readings) == 1:
+        return readings[0]
+    votes = Counter(c.type for c, _ in readings)
+    voted, count = votes.most_common(1)[0]
+    main_type = readings[0][0].type
+    chosen = voted if count * 2 > len(readings) else main_type
+    what = next(c for c, _ in readings if c.type == chosen)
+    places = next((heard for _, heard in readings if heard.scene() is not None), readings[0][1])
+    return what, places
+
+
+def _read_one(transcript_like: Any, lexicon: Lexicon, index: PlaceIndex, home: frozenset[str]
+              ) -> tuple[Classification, PlacesHeard]:
     heard = hear_places(transcript_like, index, home)
     return classify_transcript(heard.inp, lexicon, heard), heard
+
+
+def _hearings(transcript_like: Any) -> list[Any]:
+    """The transcript, then its alternative hearings (none for a string or an input already read)."""
+    if isinstance(transcript_like, Transcript):
+        return [transcript_like, *transcript_like.alternatives]
+    if isinstance(transcript_like, dict):
+        return [transcript_like, *(transcript_like.get("alternatives") or ())]
+    return [transcript_like]
 
 
 @dataclass(slots=True, frozen=True)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from dispatch.classify import classify, incident_terms, load_lexicon
+from dispatch.classify import classify, incident_terms, load_lexicon, read_report
 from dispatch.config import DispatchConfig
+from dispatch.gazetteer import load_jurisdiction
+from dispatch.location import PlaceIndex
 from tests.dispatch.chatter import ROUTINE_CHATTER
+
+REPO = Path(__file__).resolve().parents[2]
 
 PRIORITY_OF = dict.fromkeys(
     ["fight", "theft", "robbery", "weapon", "fire", "medical", "missing", "suspicious", "dispute", "domestic", "gathering",
@@ -114,3 +120,33 @@ def test_incident_terms_feed_the_keyword_spotter() -> None:
     assert "收到" not in terms and "没有" not in terms
     assert set(terms.values()) == set(PRIORITY_OF) - {"none"}
     assert len(terms) > 300
+
+
+# --- more than the best hypothesis: the recogniser's alternative hearings of the same audio ---------------------------
+
+FIGHT_AT_STREET = "mei3 shi2 jie1 you3 ren2 da3 jia4 le5"
+THEFT_AT_STREET = "mei3 shi2 jie1 you3 ren2 bei4 tou1 le5 qian2 bao1"
+
+
+def _read(main: str, *others: str) -> tuple[str | None, str]:
+    index = PlaceIndex(load_jurisdiction(REPO / "config" / "jurisdiction.yaml"))
+    what, places = read_report({"pinyin": main, "alternatives": [{"pinyin": o} for o in others]}, load_lexicon(), index)
+    where = places.scene()
+    return (where.place.id if where else None), what.type
+
+
+def test_a_place_garbled_in_the_main_hearing_is_taken_from_an_alternative() -> None:
+    assert _read("you3 ren2 da3 jia4 le5") == (None, "fight")
+    assert _read("you3 ren2 da3 jia4 le5", "you3 ren2 da3 jia4", FIGHT_AT_STREET) == ("meishijie", "fight")
+    # the main hearing's own place stands, whatever an alternative names
+    assert _read(FIGHT_AT_STREET, "gao1 qiao2 da4 shi4 chang3 you3 ren2 da3 jia4")[0] == "meishijie"
+
+
+def test_the_type_most_hearings_read_wins_else_the_main_hearings() -> None:
+    assert _read(THEFT_AT_STREET) == ("meishijie", "theft")
+    assert _read(THEFT_AT_STREET, FIGHT_AT_STREET, FIGHT_AT_STREET)[1] == "fight"  # outvoted two to one
+    assert _read(THEFT_AT_STREET, FIGHT_AT_STREET)[1] == "theft"  # a tie: the main hearing's
+    assert _read(THEFT_AT_STREET, FIGHT_AT_STREET, "gao1 qiao2 da4 shi4 chang3 ji3 dian3 kai1 men2")[1] == "theft"
+    # routine traffic that one hearing garbled into a fight stays routine
+    routine = "ge4 dan1 wei4 zhu4 yi4 jin1 wan3 ba1 dian3 kai1 hui4"
+    assert _read(routine, FIGHT_AT_STREET, "ge4 dan1 wei4 shou1 dao4")[1] == "none"
