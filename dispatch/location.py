@@ -177,8 +177,9 @@ def read_input(transcript_like: Any) -> TranscriptInput:
         d: dict[str, Any] = {"pinyin": transcript_like} if looks_like_pinyin(transcript_like) else {"text": transcript_like}
     elif isinstance(transcript_like, dict):
         d = transcript_like
-    else:
-        d = transcript_like.to_dict()
+    else:  # a Transcript: its fields as they are (to_dict would copy its words and every alternative hearing too)
+        d = {"text": transcript_like.text, "pinyin": transcript_like.pinyin, "words": transcript_like.words,
+             "keywords": transcript_like.keywords}
     text = (d.get("text") or "").strip()
     syllables = text_syllables(text) if text else parse_pinyin(d.get("pinyin") or "")
     keywords = []
