@@ -19,6 +19,9 @@ class RecognitionStream(Protocol):
     def finish(self) -> Transcript:
         """Flush the end of the audio and return the final transcript. The stream is not used afterwards."""
 
+    def drop_alternatives(self) -> None:
+        """Stop the alternative hearings (the final then has none): recognition is behind and needs their CPU."""
+
 
 class Engine(Protocol):
     name: str

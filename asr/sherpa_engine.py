@@ -211,6 +211,9 @@ class SherpaStream:
         main, *others = (self._transcript(hearing, partial=False) for hearing in self._hearings)
         return replace(main, alternatives=tuple(others)) if others else main
 
+    def drop_alternatives(self) -> None:
+        del self._hearings[1:]
+
     def _accept(self, samples: np.ndarray, count: bool = True) -> None:
         if samples.size == 0:
             return

@@ -132,6 +132,9 @@ class VoskStream:
         words = self._segments + _words(current.get("partial_result", ()))
         return _transcript(words, self._keywords, partial=True) if words else None
 
+    def drop_alternatives(self) -> None:  # Vosk hears once
+        pass
+
     def finish(self) -> Transcript:
         if self._finished is None:
             tail = _words(json.loads(self._recognizer.FinalResult()).get("result", ()))

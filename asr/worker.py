@@ -42,7 +42,7 @@ BYTES_PER_S = SAMPLE_RATE * SAMPLE_WIDTH
 MAX_BATCH_S = 2.0  # audio one executor task decodes before yielding its worker to other streams
 # Recognition this far behind (the oldest audio waiting for a worker) hears new utterances once, without the engines'
 # alternative hearings: they cost as much CPU again each, and a lagging pool needs it for the main hearing
-ALTERNATIVES_MAX_LAG_S = 0.5
+ALTERNATIVES_MAX_LAG_S = 0.1
 PARTIAL_EVERY_S = 0.3  # a partial result per this much new audio: often enough for the console, cheap for Vosk
 
 
@@ -185,6 +185,11 @@ class StreamHandle:
                 return
             if self._streams is None:
                 self._streams = [engine.start_stream(self.alternatives) for engine in self._pool.engines]
+            if self.alternatives and self._pool.behind():  # shed the extra hearings at once, not only for new ones
+                self.alternatives = False
+                self._pool.count_heard_once()
+                for stream in self._streams:
+                    stream.drop_alternatives()
             if batch:
                 for stream in self._streams:
                     stream.feed(batch)
@@ -248,7 +253,8 @@ class RecognitionPool:
     def __init__(self, engines: Sequence[Engine], workers: int = 2, queue_size: int = 256, admit_lag_s: float = 3.0,
                  spare_lag_s: float = ALTERNATIVES_MAX_LAG_S) -> None:
         """`spare_lag_s`: an utterance gets the engines' alternative hearings (more CPU) only while the oldest audio
-        waiting for a worker has waited less than this: under load every utterance is still heard, once."""
+        waiting for a worker has waited less than this, and drops them as soon as it has waited longer: under load
+        every utterance is still heard, once."""
         if not engines:
             raise ValueError("RecognitionPool needs at least one engine")
         self.engines = tuple(engines)
@@ -260,7 +266,8 @@ class RecognitionPool:
         self._open: dict[int, StreamHandle] = {}
         self._room = asyncio.Condition()
         self._rejected = self._completed = self._failed = 0
-        self._heard_once = 0  # utterances opened without their alternative hearings (recognition was behind)
+        self._heard_once = 0  # utterances heard without (all of) their alternative hearings: recognition was behind
+        self._count_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -276,9 +283,17 @@ class RecognitionPool:
             raise PoolFull(f"{len(self._open)} utterances being recognised, audio waiting {lag:.1f} s")
         handle = StreamHandle(self, utterance_id, alternatives=lag < self.spare_lag_s)
         if not handle.alternatives:
-            self._heard_once += 1
+            self.count_heard_once()
         self._open[id(handle)] = handle
         return handle
+
+    def behind(self) -> bool:
+        """Too far behind for the alternative hearings (any thread)."""
+        return self._lag() >= self.spare_lag_s
+
+    def count_heard_once(self) -> None:
+        with self._count_lock:
+            self._heard_once += 1
 
     async def transcribe(self, pcm: bytes, utterance_id: str = "") -> Transcript:
         """A whole utterance (re-transcription, or one left pending): waits for room rather than failing."""
@@ -290,8 +305,9 @@ class RecognitionPool:
         return await handle.finish()
 
     def _lag(self) -> float:
-        """How long the oldest audio not decoded yet has waited (0 when every stream is decoded up to date)."""
-        since = [s for s in (handle.waiting()[1] for handle in self._open.values()) if s is not None]
+        """How long the oldest audio not decoded yet has waited (0 when every stream is decoded up to date). From any
+        thread: the open handles are copied first (in one step under the GIL) while the loop may add or remove one."""
+        since = [s for s in (handle.waiting()[1] for handle in list(self._open.values())) if s is not None]
         return time.monotonic() - min(since) if since else 0.0
 
     def stats(self) -> PoolStats:

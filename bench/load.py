@@ -90,6 +90,7 @@ class Options:
     announce: bool = False
     profile: Path | None = None  # py-spy's raw samples of the service over the timeline go here
     cold_voice: bool = False  # --announce: the service starts with nothing rendered and renders ahead meanwhile
+    speeds: list[float] | None = None  # asr.alternative_speeds (None: the service's default)
 
 
 @dataclass
@@ -240,7 +241,8 @@ def service_config(opts: Options, tmp: Path, fifos: list[Path], cor_devices: lis
         "storage": storage,
         "broker": {"enabled": True, "port": broker_port, "client_id": "jingbao-load"},
         "web": {"host": "127.0.0.1", "port": web_port},
-        "asr": {"engine": "sherpa", "sherpa_model": str(shared_dir() / "models" / SHERPA)},
+        "asr": {"engine": "sherpa", "sherpa_model": str(shared_dir() / "models" / SHERPA),
+                **({} if opts.speeds is None else {"alternative_speeds": opts.speeds})},
         "dispatch": {"alerts": alerts},
         "channels": channels,
     }
@@ -548,6 +550,7 @@ class Figures:
     pending_max: int
     waiting_audio_max_s: float
     rejected: int
+    heard_once: int  # utterances heard without the alternative hearings (recognition was behind)
     failed: int
     cpu_per_channel_min: float
     peak_rss_mb: float
@@ -632,6 +635,7 @@ def figures(o: Outcome) -> Figures:
         pending_max=max((a.get("pending_total") or 0 for a in asr), default=0),
         waiting_audio_max_s=max((a.get("waiting_audio_s") or 0.0 for a in asr), default=0.0),
         rejected=max((a.get("rejected") or 0 for a in asr), default=0),
+        heard_once=max((a.get("heard_once") or 0 for a in asr), default=0),
         failed=max((a.get("failed") or 0 for a in asr), default=0),
         cpu_per_channel_min=o.cpu_s / o.options.channels / (o.window_s / 60),
         peak_rss_mb=o.peak_rss_mb,
@@ -735,7 +739,8 @@ def report(o: Outcome, f: Figures) -> str:
         f"{'n/a' if f.loop_stalls is None else f.loop_stalls}; faults on /healthz: "
         + (", ".join(f"{k} x{n}" for k, n in f.faults.most_common()) or "none"),
         f"recognition backlog: pending max {f.pending_max}, undecoded audio max {f.waiting_audio_max_s:.1f} s, "
-        f"rejected {f.rejected}, failed {f.failed}",
+        f"rejected {f.rejected}, heard once (no CPU to spare for the alternative hearings) {f.heard_once}, "
+        f"failed {f.failed}",
         f"service CPU: {f.cpu_per_channel_min:.2f} s per channel per minute ({o.cpu_s:.0f} CPU s in {o.window_s:.0f} s, "
         f"its children included); peak RSS {f.peak_rss_mb:.0f} MB",
         f"utterances: {len(o.utterances)} (" + ", ".join(f"{k} {n}" for k, n in sorted(reasons.items())) + f"); "
@@ -855,6 +860,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--snr", type=float, nargs=2, default=(12.0, 20.0), metavar=("LOW", "HIGH"), help="SNR range, dB")
     p.add_argument("--commit", help="run the service from this commit (git archive) instead of the working tree")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--speeds", type=float, nargs="*", help="asr.alternative_speeds (default: the service's; no value: "
+                   "each utterance heard once)")
     p.add_argument("--announce", action="store_true", help="speak announcements on the jurisdiction's channels (tx to files)")
     p.add_argument("--cold-voice", action="store_true", help="--announce from an empty voice cache: the service renders "
                    "ahead while the channels talk (a first start)")  # fmt: skip
@@ -870,7 +877,7 @@ def main(argv: list[str] | None = None) -> int:
     calls, real = loadgen.load_material(shared_dir(), CACHE, tuple(args.snr), args.seed)
     seconds = args.seconds or (60.0 if args.search else 120.0)
     opts = Options(args.channels, args.duty, seconds, args.burst, args.cor, args.merge, args.archive_format, code, args.seed,
-                   announce=args.announce, profile=args.profile, cold_voice=args.cold_voice)  # fmt: skip
+                   announce=args.announce, profile=args.profile, cold_voice=args.cold_voice, speeds=args.speeds)  # fmt: skip
     if args.search:
         search(opts, calls, real, args.target)
         return 0

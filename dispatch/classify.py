@@ -367,8 +367,10 @@ def read_report(transcript_like: Any, lexicon: Lexicon, index: PlaceIndex, home:
     A transcript with alternative hearings of the same audio (`Transcript.alternatives`: the recogniser at other
     speeds) is read in each: the recogniser's errors differ from one hearing to the next, so a name garbled in one is
     often whole in another, and the hearings outvote a word misheard in one. The type is the one most hearings read
-    (more than half of them), else the main hearing's; the places are the main hearing's when it names a scene, else
-    those of the first alternative that does (docs/dispatch.md, "More than the best hypothesis")."""
+    (more than half of them), else the main hearing's; when that is routine but one hearing was sure of a report, the
+    report goes to the operator (needs_confirmation, that hearing's type the guess). The places are the main hearing's
+    when it names a scene, else those of the first alternative that does (docs/dispatch.md, "More than the best
+    hypothesis")."""
     readings = [_read_one(hearing, lexicon, index, home) for hearing in _hearings(transcript_like)]
     if len(readings) == 1:
         return readings[0]
@@ -377,6 +379,9 @@ def read_report(transcript_like: Any, lexicon: Lexicon, index: PlaceIndex, home:
     main_type = readings[0][0].type
     chosen = voted if count * 2 > len(readings) else main_type
     what = next(c for c, _ in readings if c.type == chosen)
+    sure = next((c for c, _ in readings if c.is_incident and not c.needs_confirmation), None)
+    if not what.is_incident and sure is not None:  # one hearing sure of a report, outvoted: a person decides
+        what = replace(sure, needs_confirmation=True)
     places = next((heard for _, heard in readings if heard.scene() is not None), readings[0][1])
     return what, places
 

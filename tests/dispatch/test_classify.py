@@ -147,6 +147,14 @@ def test_the_type_most_hearings_read_wins_else_the_main_hearings() -> None:
     assert _read(THEFT_AT_STREET, FIGHT_AT_STREET, FIGHT_AT_STREET)[1] == "fight"  # outvoted two to one
     assert _read(THEFT_AT_STREET, FIGHT_AT_STREET)[1] == "theft"  # a tie: the main hearing's
     assert _read(THEFT_AT_STREET, FIGHT_AT_STREET, "gao1 qiao2 da4 shi4 chang3 ji3 dian3 kai1 men2")[1] == "theft"
-    # routine traffic that one hearing garbled into a fight stays routine
+
+
+def test_a_report_one_hearing_was_sure_of_but_the_others_heard_as_routine_goes_to_the_operator() -> None:
+    index = PlaceIndex(load_jurisdiction(REPO / "config" / "jurisdiction.yaml"))
     routine = "ge4 dan1 wei4 zhu4 yi4 jin1 wan3 ba1 dian3 kai1 hui4"
-    assert _read(routine, FIGHT_AT_STREET, "ge4 dan1 wei4 shou1 dao4")[1] == "none"
+    what, _ = read_report({"pinyin": routine, "alternatives": [{"pinyin": FIGHT_AT_STREET}, {"pinyin": routine}]},
+                          load_lexicon(), index)
+    assert (what.type, what.needs_confirmation) == ("fight", True)  # not dispatched, not silent either
+    what, _ = read_report({"pinyin": routine, "alternatives": [{"pinyin": routine}, {"pinyin": "shou1 dao4"}]},
+                          load_lexicon(), index)
+    assert not what.is_incident and not what.needs_confirmation
