@@ -201,12 +201,17 @@ class Lexicon:
         # a syllable nearly right (>= NEAR_SYLLABLE, or onset kept) has the word's initial: windows whose initials
         # differ in more places than a word may lose syllables are skipped before any scoring
         heard = [split(s.folded)[0] if s else None for s in syllables]
+        at: dict[str | None, list[int]] = defaultdict(list)  # where each initial was heard
+        for i, initial in enumerate(heard):
+            at[initial].append(i)
         for t, want in self._long_terms:
             n = len(want)
             lost = 1 if n >= LOST_SYLLABLE_WORD else 0
             floor = (n - 1) * ACCENT_ONLY / n if lost else RAW_FLOOR
-            for start in range(len(syllables) - n + 1):
-                if _initials_differ(want, heard, start, lost):
+            # a window may differ in `lost` initials at most: its first initial is right, or (one lost) its second
+            starts = at.get(want[0], []) if not lost else sorted({*at.get(want[0], ()), *(i - 1 for i in at.get(want[1], ()))})
+            for start in starts:
+                if not 0 <= start <= len(syllables) - n or _initials_differ(want, heard, start, lost):
                     continue
                 scores = window_scores(t.word, syllables, start, floor)
                 if not scores or (t.word, start) in found:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 from typing import Any, Literal
@@ -27,6 +28,8 @@ import cn2an
 from dispatch.gazetteer import Jurisdiction, Place
 from dispatch.phonetic import (
     Syllable,
+    first_readings,
+    heard_similarity,
     jieba_words,
     looks_like_pinyin,
     parse_pinyin,
@@ -62,6 +65,9 @@ LONG_NAME, LONG_NAME_MIN = 4, 0.9  # names of 4+ syllables heard with mean simil
 ONSET_NAME = 5
 NEARLY_WHOLE_NAME = 5  # a name this long with one syllable misheard after its first is still that name
 HOME_FUZZY_MIN = 0.8  # mean similarity for a 4+ syllable name of the channel's own places, whatever its head
+# The least a name's first syllable scores in any match of `_pinyin_candidates` but at a transmission's onset or on its
+# home channel (a weaker head of a long name, LONG_NAME_MIN); names are looked for only where it is heard so.
+HEAD_MIN = 0.75
 KEYWORD_SLACK_S = 0.15  # a spotted keyword's reported times may trail its syllables' a little
 
 Method = Literal["keyword", "name", "alias", "short", "generic", "fuzzy"]
@@ -318,13 +324,24 @@ def _candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[str] = 
 
 def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[str] = frozenset()):
     syl = inp.syllables
+    heads: dict[tuple[str, ...], list[int]] = {}  # a name's first readings -> where a name read so may start
     for n in index.names:
         size = len(phrase(n.text))
         fuzzy_ok = n.text in index.fuzzy_names
         # A channel's own places (the school guards' channel and its schools) are what it talks about: a long name of
         # one of them is heard with its head garbled too (zhong fang you er yan: 东方幼儿园), up to HOME_FUZZY_MIN.
         at_home = fuzzy_ok and size >= LONG_NAME and n.place.id in home
-        for start in range(len(syl) - size + 1):
+        if at_home:
+            starts: Iterable[int] = range(len(syl) - size + 1)
+        else:  # only where its first syllable is heard well enough for any rule below (a decision time per transcript)
+            firsts = first_readings(n.text, heteronyms=bool(inp.text))
+            if firsts not in heads:
+                heads[firsts] = [i for i, s in enumerate(syl) if s is not None
+                                 and max(heard_similarity(f, s.base) for f in firsts) >= HEAD_MIN]
+            starts = [i for i in heads[firsts] if i <= len(syl) - size]
+            if not inp.text and fuzzy_ok and size >= ONSET_NAME and (not starts or starts[0] != 0) and len(syl) >= size:
+                starts = [0, *starts]  # the onset rule below takes any first syllable
+        for start in starts:
             if inp.text and inp.text[start:start + size] == n.text:
                 continue  # found as characters already
             at_onset = start == 0 and not inp.text and fuzzy_ok and size >= ONSET_NAME

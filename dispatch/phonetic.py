@@ -150,6 +150,12 @@ def window_scores(word: str, syllables: list[Syllable | None], start: int, floor
     return scores
 
 
+def first_readings(word: str, heteronyms: bool = False) -> tuple[str, ...]:
+    """The toneless readings `window_scores` compares a word's first syllable with (its reading in context; with
+    `heteronyms`, its character's other readings too)."""
+    return (_readings(word) if heteronyms else _reading(word))[0]
+
+
 @lru_cache(maxsize=8192)
 def _reading(word: str) -> tuple[tuple[str, ...], ...]:
     """Per character of `word`: its reading in context, alone."""
