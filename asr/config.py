@@ -42,7 +42,8 @@ class AsrConfig(BaseModel):
         [0.9, 1.1],
         description="The on-board engine also hears each utterance slowed and sped up by these factors (0.5-2, not 1);"
         " the dispatcher weighs the hearings together (a place garbled in one is often whole in another). Each costs"
-        " about as much recognition CPU as the main hearing: [] for the most channels per core (docs/asr.md).",
+        " about as much recognition CPU as the main hearing, spent only while recognition keeps up: [] for the most"
+        " channels per core (docs/dispatch.md, 'More than the best hypothesis').",
     )
     vosk_grammar: list[str] | None = Field(
         None, min_length=1,

@@ -25,6 +25,7 @@ class RecognitionStream(Protocol):
 
 class Engine(Protocol):
     name: str
+    alternative_speeds: tuple[float, ...]  # the alternative hearings a stream makes (none: the engine hears once)
 
     def start_stream(self, alternatives: bool = True) -> RecognitionStream:
         """A new, independent stream for one utterance. `alternatives`: with the engine's alternative hearings, when

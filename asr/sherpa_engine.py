@@ -91,7 +91,8 @@ class SherpaEngine:
     def __init__(self, model_dir: Path, keywords: Sequence[KeywordEntry] = (), num_threads: int = 1,
                  hanzi: HanziDecoder | None = None, alternative_speeds: Sequence[float] = ()) -> None:
         """`alternative_speeds`: also hear each utterance at these speeds (0.9: slowed to nine tenths), at that much
-        more CPU each; the final transcript lists those hearings as its `alternatives` (docs/asr.md)."""
+        more CPU each; the final transcript lists those hearings as its `alternatives` (docs/dispatch.md, "More than
+        the best hypothesis")."""
         files = ModelFiles.find(model_dir)
         self.hanzi = hanzi
         if any(not 0.5 <= speed <= 2.0 or speed == 1.0 for speed in alternative_speeds):

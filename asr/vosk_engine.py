@@ -58,6 +58,7 @@ def join_words(words: Sequence[str]) -> str:
 
 class VoskEngine:
     name = "vosk"
+    alternative_speeds: tuple[float, ...] = ()  # Vosk hears each utterance once
 
     def __init__(self, model_dir: Path, grammar: list[str] | None = None,
                  keywords: Sequence[KeywordEntry] = ()) -> None:
@@ -98,7 +99,7 @@ class VoskEngine:
         if unknown:
             logger.warning("grammar words not in the Vosk vocabulary, ignored: %s", " ".join(unknown))
 
-    def start_stream(self, alternatives: bool = True) -> VoskStream:  # Vosk hears once: no alternatives
+    def start_stream(self, alternatives: bool = True) -> VoskStream:  # no alternative hearings to make
         try:
             if self._grammar:
                 recognizer = vosk.KaldiRecognizer(self._model, SAMPLE_RATE, self._grammar)

@@ -40,8 +40,8 @@ logger = logging.getLogger(__name__)
 
 BYTES_PER_S = SAMPLE_RATE * SAMPLE_WIDTH
 MAX_BATCH_S = 2.0  # audio one executor task decodes before yielding its worker to other streams
-# Recognition this far behind (the oldest audio waiting for a worker) hears new utterances once, without the engines'
-# alternative hearings: they cost as much CPU again each, and a lagging pool needs it for the main hearing
+# Recognition this far behind (the oldest audio waiting for a worker) hears utterances once: new ones start without the
+# engines' alternative hearings and open ones drop theirs, which cost as much CPU again each (the main hearing needs it)
 ALTERNATIVES_MAX_LAG_S = 0.1
 PARTIAL_EVERY_S = 0.3  # a partial result per this much new audio: often enough for the console, cheap for Vosk
 
@@ -74,7 +74,7 @@ class PoolStats:
     waiting_audio_s: float  # audio fed but not decoded yet, summed over streams
     oldest_wait_s: float  # how long the oldest undecoded audio has waited
     rejected: int  # open() refused since start (those utterances stayed pending)
-    heard_once: int  # opened without the alternative hearings since start (recognition was behind)
+    heard_once: int  # heard without (all of) the engines' alternative hearings since start (recognition was behind)
     completed: int
     failed: int
 
@@ -262,6 +262,7 @@ class RecognitionPool:
         self.queue_size = queue_size
         self.admit_lag_s = admit_lag_s
         self.spare_lag_s = spare_lag_s
+        self._alternatives = any(engine.alternative_speeds for engine in self.engines)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="asr")
         self._open: dict[int, StreamHandle] = {}
         self._room = asyncio.Condition()
@@ -281,8 +282,8 @@ class RecognitionPool:
             logger.warning("recognition behind (%d utterances open, audio waiting %.1f s): %s stays pending",
                            len(self._open), lag, utterance_id)
             raise PoolFull(f"{len(self._open)} utterances being recognised, audio waiting {lag:.1f} s")
-        handle = StreamHandle(self, utterance_id, alternatives=lag < self.spare_lag_s)
-        if not handle.alternatives:
+        handle = StreamHandle(self, utterance_id, alternatives=self._alternatives and lag < self.spare_lag_s)
+        if self._alternatives and not handle.alternatives:
             self.count_heard_once()
         self._open[id(handle)] = handle
         return handle
