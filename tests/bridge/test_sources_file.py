@@ -137,8 +137,20 @@ def long_flac(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def ffmpeg_children() -> list[int]:
     """ffmpeg processes this process started and has not reaped."""
-    children = [int(pid) for task in Path("/proc/self/task").iterdir() for pid in (task / "children").read_text().split()]
-    return [pid for pid in children if Path(f"/proc/{pid}/comm").read_text().strip() == "ffmpeg"]
+    children = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            children += [int(pid) for pid in (task / "children").read_text().split()]
+        except FileNotFoundError:  # a thread (an executor's, a broker client's) that ended since the listing
+            continue
+    return [pid for pid in children if _command(pid) == "ffmpeg"]
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except FileNotFoundError:  # reaped since it was listed
+        return ""
 
 
 async def test_a_long_file_is_decoded_as_it_is_played_never_whole(long_flac: Path) -> None:
