@@ -43,6 +43,7 @@ MAX_BATCH_S = 2.0  # audio one executor task decodes before yielding its worker 
 # Recognition this far behind (the oldest audio waiting for a worker) hears utterances once: new ones start without the
 # engines' alternative hearings and open ones drop theirs, which cost as much CPU again each (the main hearing needs it)
 ALTERNATIVES_MAX_LAG_S = 0.1
+BEHIND_CHECK_S = 0.02  # how stale that look at the lag may be (a frame)
 PARTIAL_EVERY_S = 0.3  # a partial result per this much new audio: often enough for the console, cheap for Vosk
 
 
@@ -268,6 +269,7 @@ class RecognitionPool:
         self._room = asyncio.Condition()
         self._rejected = self._completed = self._failed = 0
         self._heard_once = 0  # utterances heard without (all of) their alternative hearings: recognition was behind
+        self._behind, self._behind_at = False, float("-inf")  # behind(), as last looked at, and when
         self._count_lock = threading.Lock()
 
     @property
@@ -289,8 +291,12 @@ class RecognitionPool:
         return handle
 
     def behind(self) -> bool:
-        """Too far behind for the alternative hearings (any thread)."""
-        return self._lag() >= self.spare_lag_s
+        """Too far behind for the alternative hearings (any thread). Asked before every batch of every stream, it
+        looks at the open streams at most every BEHIND_CHECK_S (each look takes every stream's lock)."""
+        now = time.monotonic()
+        if now - self._behind_at >= BEHIND_CHECK_S:  # a race between workers only looks twice
+            self._behind, self._behind_at = self._lag() >= self.spare_lag_s, now
+        return self._behind
 
     def count_heard_once(self) -> None:
         with self._count_lock:
