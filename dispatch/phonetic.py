@@ -132,7 +132,7 @@ def window_scores(word: str, syllables: list[Syllable | None], start: int, floor
     `heteronyms`, a character's other readings count too (长 zhang): a recogniser or a person writing the name's
     sound character by character may have read it so (掌乐东路 for 长乐东路); for place names, which are long and
     few, not for the lexicon's many short words."""
-    want = _readings(word) if heteronyms else _reading(word)
+    want = _word_readings(word, heteronyms)
     n = len(want)
     if start + n > len(syllables):
         return []
@@ -151,9 +151,13 @@ def window_scores(word: str, syllables: list[Syllable | None], start: int, floor
 
 
 def first_readings(word: str, heteronyms: bool = False) -> tuple[str, ...]:
-    """The toneless readings `window_scores` compares a word's first syllable with (its reading in context; with
-    `heteronyms`, its character's other readings too)."""
-    return (_readings(word) if heteronyms else _reading(word))[0]
+    """The toneless readings `window_scores` compares a word's first syllable with."""
+    return _word_readings(word, heteronyms)[0]
+
+
+def _word_readings(word: str, heteronyms: bool) -> tuple[tuple[str, ...], ...]:
+    """Per character: its reading in context; with `heteronyms`, its other readings too."""
+    return _readings(word) if heteronyms else _reading(word)
 
 
 @lru_cache(maxsize=8192)
