@@ -35,6 +35,9 @@ from bridge.audio import SAMPLE_RATE, pcm_to_float
 logger = logging.getLogger(__name__)
 
 TAIL_PADDING_S = 0.66  # the encoder needs this much audio after the last word to emit it
+# ... and at a pause in the speech as much silence again, less the pause itself (the segmenter's sentence_end_ms,
+# 240 ms): without it the partial at a pause lacks the last words, often the call's incident words (docs/performance.md)
+PAUSE_FLUSH_S = 0.42
 KWS_CHUNK_S = 0.32  # audio consumed per spotter decode step (chunk-16 model: 16 encoder frames = 32 feature frames)
 KEYWORD_CONTEXT_S = 0.2  # slack around a keyword when looking up what the recogniser heard there
 KWS_TIME_SLACK_S = 0.2  # the spotter and the recogniser may place the same unit a few 40 ms frames apart
@@ -146,14 +149,28 @@ class _Hearing:
         self._kws_steps = 0  # spotter decode steps since the stream began
         self._kws_since = 0.0  # where the spotter's clock restarted (it restarts after each hit)
         self.hits: list[_Hit] = []
+        self._fed_s = 0.0  # audio handed to the decoders, on their clock
+        self._silence: list[tuple[float, float]] = []  # (decoder time, seconds) of silence fed at pauses
 
     def accept(self, samples: np.ndarray, last: bool = False) -> None:
         if self._resampler is not None:
             samples = self._resampler.resample_chunk(samples, last=last)
+        self._fed_s += samples.size / SAMPLE_RATE
         self.asr.accept_waveform(SAMPLE_RATE, samples)
         if self.kws is not None:
             self.kws.accept_waveform(SAMPLE_RATE, samples)
         self.decode()
+
+    def flush(self) -> None:
+        """Feed the decoders the silence they need to emit the last words heard (the speaker paused); it is no part
+        of the audio as spoken, so its time is taken out of every time reported after it."""
+        self._silence.append((self._fed_s, PAUSE_FLUSH_S))
+        self.accept(np.zeros(int(PAUSE_FLUSH_S * SAMPLE_RATE), np.float32))
+
+    def spoken(self, t: float) -> float:
+        """A time on the decoders' clock -> on the audio as spoken (the silence fed at pauses taken out)."""
+        shift = sum(min(t - at, length) for at, length in self._silence if t > at)
+        return (t - shift) * self.speed
 
     def input_finished(self) -> None:
         self.asr.input_finished()
@@ -172,7 +189,7 @@ class _Hearing:
             self._kws_steps += 1
             result = spotter.keyword_spotter.get_result(self.kws)
             if result.keyword:
-                times = [(self._kws_since + t) * self.speed for t in result.timestamps]
+                times = [self.spoken(self._kws_since + t) for t in result.timestamps]
                 self.hits.append(_Hit(result.keyword.strip(), tuple(result.tokens), times[0], times[-1]))
                 spotter.reset_stream(self.kws)  # required after every hit; its timestamps restart from here
                 self._kws_since = self._kws_steps * KWS_CHUNK_S
@@ -180,7 +197,7 @@ class _Hearing:
     def result(self) -> tuple[list[str], list[float], list[float]]:
         """(units, their times in the audio as spoken, their log-probabilities) heard so far."""
         result = self._engine.recognizer.get_result_all(self.asr)
-        return list(result.tokens), [t * self.speed for t in result.timestamps], list(result.ys_probs)
+        return list(result.tokens), [self.spoken(t) for t in result.timestamps], list(result.ys_probs)
 
 
 class SherpaStream:
@@ -214,6 +231,11 @@ class SherpaStream:
 
     def drop_alternatives(self) -> None:
         del self._hearings[1:]
+
+    def flush_pause(self) -> None:
+        """The speaker paused: let the main hearing emit its last words now, for the partial taken at the pause (the
+        alternatives serve the final, which is flushed anyway)."""
+        self._hearings[0].flush()
 
     def _accept(self, samples: np.ndarray, count: bool = True) -> None:
         if samples.size == 0:

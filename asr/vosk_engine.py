@@ -136,6 +136,9 @@ class VoskStream:
     def drop_alternatives(self) -> None:  # Vosk hears once
         pass
 
+    def flush_pause(self) -> None:  # Vosk's partial holds every word decoded so far
+        pass
+
     def finish(self) -> Transcript:
         if self._finished is None:
             tail = _words(json.loads(self._recognizer.FinalResult()).get("result", ()))

@@ -195,6 +195,8 @@ class StreamHandle:
                 for stream in self._streams:
                     stream.feed(batch)
             if at_pause:
+                for stream in self._streams:
+                    stream.flush_pause()
                 self._partial(at_pause=True)
             elif batch:
                 self._maybe_partial(len(batch))

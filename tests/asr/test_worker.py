@@ -139,6 +139,26 @@ async def test_a_pause_gets_a_partial_of_everything_fed_so_far_even_unchanged(vo
     assert at_pause[1].text == at_pause[0].text
 
 
+async def test_a_pause_partial_holds_the_last_words_though_the_recogniser_needs_more_audio_after_them(
+    sherpa: SherpaEngine, mandarin: list[bytes]
+) -> None:
+    """The streaming recogniser emits a syllable only once it has heard well past it; the segmenter calls a pause after
+    0.24 s of quiet. A call's last words are often its incident words, so the pause partial must hold them already."""
+    pool = RecognitionPool([sherpa], workers=1)
+    for pcm in mandarin:
+        whole = direct(sherpa, pcm)
+        speech = pcm[: int((whole.words[-1].start + 0.2) * SAMPLE_RATE) * 2]  # cut 0.2 s into the last syllable
+        assert direct(sherpa, speech).pinyin == whole.pinyin
+        handle = pool.open("paused")
+        handle.feed(speech + bytes(int(0.24 * SAMPLE_RATE) * 2))  # the speech and the quiet the segmenter waits for
+        handle.pause()
+        at_pause = await asyncio.wait_for(anext(p.transcript async for p in handle.partials() if p.at_pause), 30)
+        final = await handle.finish()
+        assert at_pause.pinyin == final.pinyin == whole.pinyin  # the silence let in at the pause changed no word ...
+        assert [w.start for w in final.words] == [w.start for w in whole.words]  # ... and is taken out of the times
+    pool.close()
+
+
 async def test_both_engines_combined_on_one_utterance(vosk_grammar: VoskEngine, sherpa: SherpaEngine,
                                                       sherpa_model: Path) -> None:
     pcm = decode_file(sherpa_model / "test_wavs" / "3.wav")
