@@ -46,6 +46,7 @@ from dispatch.short_names import COMMUNITY_ROLES, short_forms
 
 logger = logging.getLogger(__name__)
 
+ACCENT_MIN = 0.9  # a syllable heard right up to an accent confusion (sh/s, in/ing)
 FUZZY_MIN = 0.85  # mean syllable similarity: 3 syllables allow only accent confusions; 4+ allow one half-right one
 COMMON_WORD_FREQ = 5  # jieba dictionary frequency above which a span is an ordinary word
 COMMON_NAME_FREQ = 20  # ... above which an alias is a word of the language (派出所), matched only when unqualified
@@ -349,7 +350,9 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[
             floor = (0.0 if at_onset else min(FUZZY_MIN, 0.9 * (size - 1) / size) if size >= NEARLY_WHOLE_NAME
                      else FUZZY_MIN if fuzzy_ok else 1.0)  # fmt: skip
             floor = min(floor, HOME_FUZZY_MIN) if at_home else floor
-            scores = window_scores(n.text, syl, start, floor if fuzzy_ok else 1.0,
+            if not fuzzy_ok:
+                floor = ACCENT_MIN if n.method == "generic" and not inp.text and size >= LONG_NAME else 1.0
+            scores = window_scores(n.text, syl, start, floor,
                                    heteronyms=bool(inp.text))  # characters may be written by another reading
             if not scores or (n.method == "short" and min(scores) < 0.9):
                 continue  # a short form (东郊市场) is not the name itself: heard whole, up to accent confusions
@@ -365,7 +368,7 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[
             head_ok = head >= 0.9 or nearly_whole or (size >= LONG_NAME and head >= 0.75 and score >= LONG_NAME_MIN)
             onset_ok = at_onset and min(scores[1:]) >= 0.9
             home_ok = at_home and score >= HOME_FUZZY_MIN
-            generic_ok = n.method == "generic" and _generic_heard(inp, score, exact, size)
+            generic_ok = n.method == "generic" and _generic_heard(inp, scores, exact)
             if not (exact or onset_ok or home_ok or generic_ok
                     or (fuzzy_ok and (nearly_whole or (score >= FUZZY_MIN and head_ok)))):
                 continue
@@ -478,11 +481,15 @@ def _unqualified_at(inp: TranscriptInput, start: int) -> bool:
     return _unqualified_syllable(inp.syllables, start)
 
 
-def _generic_heard(inp: TranscriptInput, score: float, exact: bool, size: int) -> bool:
-    """A generic alias counts only heard as itself: its very reading, tones and all. In characters (what a character
-    recogniser wrote), a kind-part of LONG_NAME+ syllables counts by its toneless reading too (弄贸市场, 兼材市场: a
-    character of the same sound in another tone): four syllables read alike are not chance, three may be (彩市场)."""
-    return exact or (bool(inp.text) and score == 1.0 and size >= LONG_NAME)
+def _generic_heard(inp: TranscriptInput, scores: list[float], exact: bool) -> bool:
+    """A generic alias counts only heard as itself: its very reading, tones and all. A kind-part of LONG_NAME+
+    syllables counts by its toneless reading too: in characters (what a character recogniser wrote) the same sound in
+    another tone (弄贸市场, 兼材市场), in pinyin up to accent confusions (jian1 cai2 si1 chang4: the on-board
+    recogniser's tones are unreliable, and sh/s, zh/z are a speaker's accent). Four syllables read alike are not
+    chance, three may be (彩市场)."""
+    if exact or len(scores) < LONG_NAME:
+        return exact
+    return min(scores) == 1.0 if inp.text else min(scores) >= ACCENT_MIN
 
 
 def _unqualified_syllable(syllables: list[Syllable | None], start: int) -> bool:

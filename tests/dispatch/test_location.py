@@ -88,6 +88,17 @@ def test_a_character_recogniser_writing_a_generic_alias_or_its_qualifier_by_soun
     assert extract_location("彩市场门口有人打架", index) is None
     assert extract_location("海宁弄贸市场今天关门", index) is None
 
+def test_the_on_board_recogniser_hearing_a_generic_alias_with_an_accent(index: PlaceIndex) -> None:
+    """Its tones are unreliable and a speaker's sh may be s: a kind-part of four or more syllables heard so, every
+    syllable right up to such a confusion, is still it; not a three-syllable one, not one with a syllable heard
+    wrong, and not one qualified by another name."""
+    assert where("jian1 cai2 si1 chang4 hou4 men2 you3 ren2 tou1 gang1 cai2", index).place.id == "xiguang-jiancai"
+    assert where("na4 ge4 wu4 jin3 si1 chang2 men2 kou3 chao3 qi3 lai2 le5", index).place.id == "xingfulu-wujin"
+    assert extract_location("cai4 si1 chang2 men2 kou3 you3 ren2 chao3 jia4", index) is None
+    assert extract_location("jian1 bao4 si1 chang4 hou4 men2 you3 ren2 tou1 dong1 xi1", index) is None
+    assert extract_location("hai3 ning2 nong2 mao4 si1 chang4 jin1 tian1 guan1 men2", index) is None
+
+
 def test_span_and_confidence(index: PlaceIndex) -> None:
     exact = where("东郊农贸市场门口有个电动车被偷了", index)
     assert (exact.span, exact.span_unit, exact.heard, exact.method) == ((0, 6), "char", "东郊农贸市场", "name")
