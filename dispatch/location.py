@@ -482,13 +482,15 @@ def _unqualified_at(inp: TranscriptInput, start: int) -> bool:
 
 
 def _generic_heard(inp: TranscriptInput, scores: list[float], exact: bool) -> bool:
-    """A generic alias counts only heard as itself: its very reading, tones and all. A kind-part of LONG_NAME+
-    syllables counts by its toneless reading too: in characters (what a character recogniser wrote) the same sound in
-    another tone (弄贸市场, 兼材市场), in pinyin up to accent confusions (jian1 cai2 si1 chang4: the on-board
-    recogniser's tones are unreliable, and sh/s, zh/z are a speaker's accent). Four syllables read alike are not
-    chance, three may be (彩市场)."""
-    if exact or len(scores) < LONG_NAME:
+    """A generic alias counts only heard as itself: its very reading, tones and all, but for the tones where they are
+    not heard for sure. The on-board recogniser's tones are unreliable: in its pinyin a kind-part of three syllables
+    counts by its toneless reading (jia3 ju1 cheng2: 家具城), of LONG_NAME+ up to accent confusions too (jian1 cai2 si1
+    chang4: 建材市场, sh/s being a speaker's accent). A character recogniser that wrote the same sound in another tone
+    heard that tone: four syllables read alike are not chance (弄贸市场, 兼材市场), three may be (彩市场)."""
+    if exact or len(scores) < 3:
         return exact
+    if len(scores) < LONG_NAME:
+        return not inp.text and min(scores) == 1.0
     return min(scores) == 1.0 if inp.text else min(scores) >= ACCENT_MIN
 
 

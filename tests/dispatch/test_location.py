@@ -90,8 +90,9 @@ def test_a_character_recogniser_writing_a_generic_alias_or_its_qualifier_by_soun
 
 def test_the_on_board_recogniser_hearing_a_generic_alias_with_an_accent(index: PlaceIndex) -> None:
     """Its tones are unreliable and a speaker's sh may be s: a kind-part of four or more syllables heard so, every
-    syllable right up to such a confusion, is still it; not a three-syllable one, not one with a syllable heard
-    wrong, and not one qualified by another name."""
+    syllable right up to such a confusion, is still it, and one of three heard right in other tones; not three with
+    an accent, not one with a syllable heard wrong, and not one qualified by another name."""
+    assert where("jia3 ju1 cheng2 men2 kou3 ju4 le5 yi1 qun2 ren2", index).place.id == "hansenzhai-jiaju"
     assert where("jian1 cai2 si1 chang4 hou4 men2 you3 ren2 tou1 gang1 cai2", index).place.id == "xiguang-jiancai"
     assert where("na4 ge4 wu4 jin3 si1 chang2 men2 kou3 chao3 qi3 lai2 le5", index).place.id == "xingfulu-wujin"
     assert extract_location("cai4 si1 chang2 men2 kou3 you3 ren2 chao3 jia4", index) is None
