@@ -73,6 +73,11 @@ async def decode_stream(path: Path | str) -> AsyncIterator[bytes]:
         if ffmpeg.returncode is None:  # stopped early: the rest of the file is not wanted
             ffmpeg.kill()
             await _reap(ffmpeg)
+        # stopped early, what ffmpeg wrote is read to its end (at once: ffmpeg is done): asyncio stopped reading the
+        # full pipe, and until it sees the pipe's end it holds the process transport open (a ResourceWarning, and
+        # "Event loop is closed" tracebacks when the service stops)
+        with contextlib.suppress(OSError):
+            await ffmpeg.stdout.read()
         errors.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await errors

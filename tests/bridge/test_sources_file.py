@@ -189,6 +189,23 @@ async def test_a_long_file_is_decoded_as_it_is_played_never_whole(long_flac: Pat
     assert ffmpeg_children() == [], "ffmpeg is stopped when the channel stops playing the file"
 
 
+async def test_a_file_stopped_early_leaves_no_pipe_open(long_flac: Path, shared_audio: Path) -> None:
+    """Stopped while ffmpeg still decodes (killed) or after it has written the whole file (exited, its output unread),
+    ffmpeg's pipes are closed with it: an open one was a leaked descriptor per file, and "Event loop is closed"
+    tracebacks when the service stopped."""
+    def open_descriptors() -> int:
+        return len(list(Path("/proc/self/fd").iterdir()))
+
+    before = open_descriptors()
+    for path in (long_flac, shared_audio / SHORT):
+        async with aclosing(file_source(path).frames()) as stream:
+            async for _ in stream:
+                await asyncio.sleep(0.3)  # the short file is decoded whole meanwhile: ffmpeg has exited
+                break
+        assert ffmpeg_children() == []
+        assert open_descriptors() == before, path.name
+
+
 async def test_directory_expands_to_its_audio_files_sorted(speech: Path, shared_audio: Path, tmp_path: Path) -> None:
     sox(speech, tmp_path / "b.wav")
     sox(shared_audio / SHORT, tmp_path / "a.flac")
