@@ -13,7 +13,7 @@ export is written to the audit log (who, when, what, from where) before the answ
     GET  /api/utterances/{id}        -> {"utterance": {"utterance_id", "station", "channel", "start", "duration_s",
                                         "format", "audio", "audio_missing"}, "transcript": a result row or null}
                                         (operator, auditor, admin)
-    GET  /api/utterances/{id}/audio  -> the archived file (Range supported; at central the forwarded bytes, whole)
+    GET  /api/utterances/{id}/audio  -> the archived file (at central the forwarded bytes); one byte Range served
                                         (operator, auditor, admin; an officer only the calls of incidents he was
                                         sent to, else 403: `listener`)
          At central both answer 404 for an utterance outside the user's scope, as for one that does not exist.
@@ -33,6 +33,7 @@ stations (bridge/web/scope.py).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -51,6 +52,7 @@ from bridge.web.users import Role, User
 router = APIRouter(prefix="/api", tags=["archive"])
 
 AUDIO_TYPES = {"opus": "audio/ogg", "wav": "audio/wav", "flac": "audio/flac"}
+_SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)
 CSV_COLUMNS = ["utterance_id", "start_iso", "station", "channel", "engine", "text", "readable", "pinyin", "keywords", "conf",
                "incident_ids", "incident_types", "audio_url"]  # fmt: skip
 
@@ -168,15 +170,34 @@ def audio(utterance_id: str, request: Request, user: Annotated[User, Depends(lis
     recording = _recording(web, user, utterance_id)
     if recording.missing:
         raise HTTPException(status.HTTP_404_NOT_FOUND, recording.missing)
-    byte_range = request.headers.get("range", "") if recording.path is not None else ""  # bytes are served whole
+    byte_range = request.headers.get("range", "")
     if not byte_range or byte_range.replace(" ", "").startswith("bytes=0-"):  # one entry per playback, not per chunk
         web.audit.append(user=user.name, role=str(user.role), action="playback", target=utterance_id,
                          client=client_address(request), channel=recording.channel,
                          **({"station": recording.station} if recording.station else {}))  # fmt: skip
     media_type = AUDIO_TYPES.get(recording.format, "application/octet-stream")
     if recording.path is not None:
-        return FileResponse(recording.path, media_type=media_type)
-    return Response(recording.data, media_type=media_type)
+        return FileResponse(recording.path, media_type=media_type)  # Range handled by Starlette
+    return _bytes_response(recording.data or b"", media_type, byte_range)
+
+
+def _bytes_response(data: bytes, media_type: str, byte_range: str) -> Response:
+    """Audio held in memory (central's forwarded bytes) with one byte range served as a file's would be: a browser
+    seeks in a recording by asking for the bytes from there on. A header this does not read (several ranges, another
+    unit, bad syntax) gets the whole recording, which RFC 9110 allows; a range beyond the end gets 416."""
+    size, whole = len(data), {"accept-ranges": "bytes"}
+    match = _SINGLE_RANGE.fullmatch(byte_range.replace(" ", ""))
+    if match is None or match.group(1) == match.group(2) == "":
+        return Response(data, media_type=media_type, headers=whole)
+    first, last = match.group(1), match.group(2)
+    if first == "":  # bytes=-N: the last N bytes
+        start, end = max(size - int(last), 0), size - 1
+    else:
+        start, end = int(first), min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        return Response(status_code=status.HTTP_416_RANGE_NOT_SATISFIABLE, headers={"content-range": f"bytes */{size}"})
+    return Response(data[start : end + 1], status_code=status.HTTP_206_PARTIAL_CONTENT, media_type=media_type,
+                    headers=whole | {"content-range": f"bytes {start}-{end}/{size}"})  # fmt: skip
 
 
 @router.get("/stations")

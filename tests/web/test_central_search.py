@@ -194,6 +194,24 @@ def test_forwarded_audio_is_replayed_and_logged_with_its_station(as_user):
     assert city.get("/api/archive/verify").status_code == 404  # the archives are verified at the edges
 
 
+def test_forwarded_audio_is_served_in_byte_ranges_as_a_file_is(as_user):
+    """A browser seeks in a recording by asking for the bytes from there on: central's in-memory audio answers as
+    the box's files do (206 with Content-Range; 416 past the end; a header it does not read gets it whole)."""
+    city = as_user("city")  # the same user and recording as above: the audit log tests after this one count them
+    audio, url = audio_of("changlezhonglu", "u1"), "/api/utterances/changlezhonglu.u1/audio"
+    size = len(audio)
+    for asked, (start, end) in {"bytes=0-": (0, size - 1), "bytes=100-199": (100, 199), "bytes=-64": (size - 64, size - 1),
+                                "bytes=6000-": (6000, size - 1), "bytes=10-999999": (10, size - 1)}.items():  # fmt: skip
+        part = city.get(url, headers={"Range": asked})
+        assert part.status_code == 206 and part.headers["content-range"] == f"bytes {start}-{end}/{size}", asked
+        assert part.content == audio[start : end + 1] and part.headers["accept-ranges"] == "bytes"
+    beyond = city.get(url, headers={"Range": f"bytes={size}-"})
+    assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{size}"
+    for unread in ("bytes=0-9,20-29", "lines=1-2", "bytes=abc"):
+        whole = city.get(url, headers={"Range": unread})
+        assert whole.status_code == 200 and whole.content == audio, unread
+
+
 def test_a_scoped_auditor_reads_the_audit_log_of_their_scope(as_user):
     city, gybl = as_user("city"), as_user("gybl")
     assert city.get("/api/utterances/gongyuanbeilu.u2/audio").status_code == 200
