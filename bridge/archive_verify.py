@@ -82,27 +82,51 @@ class VerifyReport:
         return {"ok": self.ok, **asdict(self)}
 
 
+@dataclass(slots=True)
+class ChainWalk:
+    """The hash chain checked row by row, in `seq` order (`add`). From the first row (GENESIS_HASH before seq 1) or,
+    for a copy that holds a chain from some row on (`anchored`: central's of an edge that archived before it
+    forwarded), from that row's own prev_hash."""
+
+    anchored: bool = False
+    rows: int = 0
+    first_seq: int | None = None
+    head: str = GENESIS_HASH  # the last row's row_hash
+    problems: list[Problem] = field(default_factory=list)
+    _last_seq: int = 0
+
+    def add(self, row: ChainedRow) -> None:
+        where = {"seq": row.seq, "id": row.id, "path": row.path}
+        if self.first_seq is None:
+            self.first_seq = row.seq
+            if self.anchored:
+                self.head, self._last_seq = row.prev_hash, row.seq - 1
+        self.rows += 1
+        if row.seq > self._last_seq + 1:
+            self.problems.append(Problem("seq_gap", f"rows {self._last_seq + 1}..{row.seq - 1} are missing (deleted?)",
+                                         **where))  # fmt: skip
+        elif row.seq != self._last_seq + 1:
+            self.problems.append(Problem("seq_gap", f"seq {row.seq} follows {self._last_seq}: out of sequence (inserted?)",
+                                         **where))  # fmt: skip
+        if row.prev_hash != self.head:
+            detail = "prev_hash does not match the previous row (row deleted or inserted)"
+            self.problems.append(Problem("chain_broken", detail, **where))
+        if chain_hash(row.chained_content()) != row.row_hash:
+            self.problems.append(Problem("row_altered", "row content does not match its row_hash", **where))
+        # Continue from the stored hash, so one altered row is reported once rather than breaking every later row.
+        self.head, self._last_seq = row.row_hash, row.seq
+
+
 def verify_rows(rows: Iterable[ChainedRow], data_dir: Path, archive_dir: Path) -> VerifyReport:
     """Walk the rows in `seq` order and every file under `archive_dir`; report each inconsistency found."""
-    problems: list[Problem] = []
-    expected_prev, last_seq, count = GENESIS_HASH, 0, 0
+    chain = ChainWalk()
+    problems = chain.problems
     claimed: set[Path] = set()
     data_root = data_dir.resolve()
     for row in rows:
-        count += 1
-        where = {"seq": row.seq, "id": row.id, "path": row.path}
-        if row.seq > last_seq + 1:
-            problems.append(Problem("seq_gap", f"rows {last_seq + 1}..{row.seq - 1} are missing (deleted?)", **where))
-        elif row.seq != last_seq + 1:
-            problems.append(Problem("seq_gap", f"seq {row.seq} follows {last_seq}: out of sequence (inserted?)", **where))
-        if row.prev_hash != expected_prev:
-            detail = "prev_hash does not match the previous row (row deleted or inserted)"
-            problems.append(Problem("chain_broken", detail, **where))
-        if chain_hash(row.chained_content()) != row.row_hash:
-            problems.append(Problem("row_altered", "row content does not match its row_hash", **where))
-        # Continue from the stored hash, so one altered row is reported once rather than breaking every later row.
-        expected_prev, last_seq = row.row_hash, row.seq
+        chain.add(row)
         problems.extend(_check_file(row, data_root, claimed))
+    count, expected_prev = chain.rows, chain.head
     on_disk = sorted(p.resolve() for p in archive_dir.rglob("*") if p.is_file()) if archive_dir.is_dir() else []
     incomplete = [p for p in on_disk if p not in claimed and is_temp_file(p)]
     on_disk = [p for p in on_disk if p not in incomplete]

@@ -188,6 +188,8 @@ def _register_archive(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=cmd_archive_list)
     verify = asub.add_parser("verify", help="check the hash chain and every file; exit 1 when anything is wrong")
     verify.add_argument("--json", action="store_true", help="one JSON object: ok, rows, files, head, problems")
+    verify.add_argument("--central", action="store_true", help="central's copy: each station's chain and the audio "
+                        "it holds, in storage.database_url (PostgreSQL)")
     verify.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=config_help)
     verify.set_defaults(func=cmd_archive_verify)
 
@@ -243,6 +245,8 @@ def cmd_archive_list(args: argparse.Namespace) -> int:
 
 
 def cmd_archive_verify(args: argparse.Namespace) -> int:
+    if args.central:
+        return _verify_central(args)
     try:
         archive = _open_archive(args.config)
     except ConfigError as e:
@@ -260,4 +264,33 @@ def cmd_archive_verify(args: argparse.Namespace) -> int:
         if report.incomplete:  # a crash mid-write, not tampering: reported, but the archive is still OK
             verdict += f" ({len(report.incomplete)} incomplete write(s) left by a crash)"
         print(f"archive {verdict}: {report.rows} rows, {report.files} files, head {report.head}")
+    return 0 if report.ok else 1
+
+
+def _verify_central(args: argparse.Namespace) -> int:
+    """Central's copy of every station's archive (bridge/central_archive.py), on storage.database_url."""
+    import psycopg
+
+    from bridge.central_archive import CentralArchive
+
+    try:
+        url = load_config(args.config).storage.database_url
+        if url is None:
+            raise ConfigError(f"{args.config}: --central needs storage.database_url (central's PostgreSQL)")
+        report = CentralArchive(url).verify()
+    except (ConfigError, psycopg.Error) as e:
+        print(str(e).strip(), file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        return 0 if report.ok else 1
+    for station, check in report.stations.items():
+        for p in check.problems:
+            where = " ".join(f"{k} {v}" for k, v in (("seq", p.seq), ("id", p.id)) if v is not None)
+            print(f"{station}: {p.kind}: {where}: {p.detail}")
+        verdict = "OK" if check.ok else f"{len(check.problems)} problem(s)"
+        held = f"rows {check.first_seq}..{check.first_seq + check.rows - 1}" if check.first_seq is not None else "no rows"
+        print(f"{station}: {verdict}: {held} ({check.audio_missing} without audio), head {check.head}")
+    if not report.stations:
+        print("central holds no station's archive yet")
     return 0 if report.ok else 1

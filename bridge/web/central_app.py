@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
+from bridge.central_archive import CentralArchive
 from bridge.config import Config, ConfigError
 from bridge.db import connect, connect_postgres
 from bridge.logsafe import clip
@@ -43,11 +44,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class CentralSite:
-    """What the shared routes read from `web.service` at central: its config, and no archive or dispatch of its
-    own (an officer's replay is bound to the incidents he was sent to, which central does not hold: refused)."""
+    """What the shared routes read from `web.service` at central: its config, its copy of the stations' archives
+    (their chains and audio, verified), and no dispatch of its own (an officer's replay is bound to the incidents he
+    was sent to, which central does not hold: refused)."""
 
     config: Config
-    archive: Any = None
+    archive: CentralArchive
     dispatch: Any = None
 
 
@@ -64,7 +66,8 @@ def create_central_app(config: Config, region: Region | None) -> FastAPI:
     database = config.storage.database
     search, recordings = _readers(config)
     app.state.web = web = WebContext(
-        service=CentralSite(config),  # type: ignore[arg-type]  # the routes included here read only these fields
+        # the routes included here read only CentralSite's fields
+        service=CentralSite(config, CentralArchive(reader_url(config))),  # type: ignore[arg-type]
         users=UserStore(connect(database)),
         sessions=SessionStore(connect(database)),
         throttle=LoginThrottle(),

@@ -21,7 +21,9 @@ export is written to the audit log (who, when, what, from where) before the answ
                                         分局 and stations within the user's scope (empty on a box)  (operator, auditor)
     GET  /api/audit?limit=&before=&user=&action=  -> [entry, ...] newest first   (auditor, admin)
     GET  /api/audit/verify           -> {"ok", "rows", "head", "problems"}      (auditor, admin)
-    GET  /api/archive/verify         -> the last `jingbao archive verify` report and when it ran (runs one if none)
+    GET  /api/archive/verify         -> the last `jingbao archive verify` report and when it ran (runs one if none);
+                                        at central each station's chain and audio as central holds them, only the
+                                        stations within the user's scope (bridge/central_archive.py)
     POST /api/archive/verify         -> runs it now                              (auditor, admin)
 
 since/until: ISO 8601 (naive = the server's local time) or UTC epoch seconds.
@@ -233,17 +235,21 @@ def audit_verify(web: Web) -> dict[str, Any]:
     return web.audit.verify()
 
 
-@router.get("/archive/verify", dependencies=[require(Role.AUDITOR)])
-def archive_verify(web: Web) -> dict[str, Any]:
-    return web.archive_check.last(_archive(web))
+@router.get("/archive/verify")
+def archive_verify(web: Web, auditor: Annotated[User, require(Role.AUDITOR)]) -> dict[str, Any]:
+    return _within_scope(web.archive_check.last(web.service.archive), allowed_stations(web, auditor))
 
 
-@router.post("/archive/verify", dependencies=[require(Role.AUDITOR)])
-def archive_verify_now(web: Web) -> dict[str, Any]:
-    return web.archive_check.run(_archive(web))
+@router.post("/archive/verify")
+def archive_verify_now(web: Web, auditor: Annotated[User, require(Role.AUDITOR)]) -> dict[str, Any]:
+    return _within_scope(web.archive_check.run(web.service.archive), allowed_stations(web, auditor))
 
 
-def _archive(web: WebContext) -> Any:
-    if web.service.archive is None:  # central: the archives (their files and hash chains) are at the edges
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no archive here: each station's edge verifies its own")
-    return web.service.archive
+def _within_scope(checked: dict[str, Any], allowed: frozenset[str] | None) -> dict[str, Any]:
+    """At central the report holds every station's chain (bridge/central_archive.py): a scoped auditor gets their
+    stations' only, as with search."""
+    stations = checked["report"].get("stations")
+    if allowed is None or stations is None:
+        return checked
+    mine = {station: check for station, check in stations.items() if station in allowed}
+    return checked | {"report": {"ok": all(check["ok"] for check in mine.values()), "stations": mine}}

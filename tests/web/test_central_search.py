@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -25,6 +26,7 @@ from playwright.sync_api import expect
 
 from asr.transcript import Transcript
 from bridge.archive import ArchivedUtterance
+from bridge.archive_verify import GENESIS_HASH, chain_hash
 from bridge.central import CentralStore
 from bridge.config import load_config
 from bridge.db import connect, connect_postgres
@@ -66,19 +68,25 @@ def audio_of(station: str, uid: str) -> bytes:
     return wave_bytes(pcm)
 
 
-def store(central: CentralStore, station: str, uid: str, offset: float, text: str, inline: bool) -> bytes:
-    audio = audio_of(station, uid)
-    start_ms = int((T0 + offset) * 1000)
-    row = ArchivedUtterance(id=uid, channel="ch-market", seq=int(offset), start_ms=start_ms, end_ms=start_ms + 800,
-                            duration_ms=800, path=f"{uid}.wav", format="wav", sha256=hashlib.sha256(audio).hexdigest(),
-                            peak_dbfs=-3.0, rms_dbfs=-20.0, end_reason="silence", fault="", status="done",
-                            created_at=start_ms, prev_hash="0" * 64, row_hash="1" * 64)  # fmt: skip
-    omitted = "" if inline else "900000 bytes, over the 700000 bytes a message carries"
-    inline_audio = base64.b64encode(audio).decode() if inline else None
-    central.store(UtteranceMessage(v=1, station=station, utterance=row, audio=inline_audio, audio_omitted=omitted))
-    central.store(TranscriptMessage(v=1, station=station, utterance_id=uid, channel="ch-market", start_ms=start_ms,
-                                    version=time.time(), transcript=Transcript(text=text, pinyin="", engine="test")))  # fmt: skip
-    return audio
+def store_all(central: CentralStore) -> None:
+    """SAID as the edges forward it: each station's rows a hash chain from seq 1, as its archive stored them."""
+    last: dict[str, ArchivedUtterance] = {}
+    for station, uid, offset, text, inline in SAID:
+        audio = audio_of(station, uid)
+        start_ms = int((T0 + offset) * 1000)
+        before = last.get(station)
+        row = ArchivedUtterance(id=uid, channel="ch-market", seq=before.seq + 1 if before else 1, start_ms=start_ms,
+                                end_ms=start_ms + 800, duration_ms=800, path=f"{uid}.wav", format="wav",
+                                sha256=hashlib.sha256(audio).hexdigest(), peak_dbfs=-3.0, rms_dbfs=-20.0,
+                                end_reason="silence", fault="", status="done", created_at=start_ms,
+                                prev_hash=before.row_hash if before else GENESIS_HASH, row_hash="")  # fmt: skip
+        last[station] = row = replace(row, row_hash=chain_hash(row.chained_content()))
+        omitted = "" if inline else "900000 bytes, over the 700000 bytes a message carries"
+        inline_audio = base64.b64encode(audio).decode() if inline else None
+        central.store(UtteranceMessage(v=1, station=station, utterance=row, audio=inline_audio, audio_omitted=omitted))
+        heard = Transcript(text=text, pinyin="", engine="test")
+        central.store(TranscriptMessage(v=1, station=station, utterance_id=uid, channel="ch-market", start_ms=start_ms,
+                                        version=time.time(), transcript=heard))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +97,7 @@ def central(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresCluster)
     setup_roles(postgres.url(), roles)
     writer, reader = postgres.url(roles.database, roles.writer), postgres.url(roles.database, roles.reader)
     ingest = CentralStore(writer)
-    for station, uid, offset, text, inline in SAID:
-        store(ingest, station, uid, offset, text, inline)
+    store_all(ingest)
     ingest.close()
     with connect_postgres(writer) as conn:
         PostgresSearchIndex(conn).sync()  # the ingest's indexing
@@ -191,7 +198,6 @@ def test_forwarded_audio_is_replayed_and_logged_with_its_station(as_user):
     assert city.get("/api/utterances/nowhere.u1/audio").status_code == 404
     log = city.get("/api/audit", params={"action": "playback", "user": "city"}).json()
     assert [(e["target"], e["detail"]["station"]) for e in log] == [("changlezhonglu.u1", "changlezhonglu")]
-    assert city.get("/api/archive/verify").status_code == 404  # the archives are verified at the edges
 
 
 def test_forwarded_audio_is_served_in_byte_ranges_as_a_file_is(as_user):
@@ -210,6 +216,42 @@ def test_forwarded_audio_is_served_in_byte_ranges_as_a_file_is(as_user):
     for unread in ("bytes=0-9,20-29", "lines=1-2", "bytes=abc"):
         whole = city.get(url, headers={"Range": unread})
         assert whole.status_code == 200 and whole.content == audio, unread
+
+
+def test_central_verifies_each_stations_chain_and_audio_within_the_auditors_scope(central, as_user):
+    """What the edges forwarded, hash chains included, checked at central as an edge checks its own archive; an
+    auditor sees their stations' reports only. A row or audio altered in central's database shows."""
+    checked = as_user("city").get("/api/archive/verify").json()["report"]
+    assert checked["ok"] and set(checked["stations"]) == {"gongyuanbeilu", "changlezhonglu", "beiyuanmen"}
+    mine = checked["stations"]["gongyuanbeilu"]
+    assert (mine["rows"], mine["first_seq"], mine["audio_missing"], mine["problems"]) == (2, 1, 0, [])
+    assert checked["stations"]["beiyuanmen"]["audio_missing"] == 1  # not sent: counted, not a problem
+    scoped = as_user("gybl").post("/api/archive/verify").json()["report"]
+    assert list(scoped["stations"]) == ["gongyuanbeilu"] and scoped["stations"]["gongyuanbeilu"]["head"] == mine["head"]
+    assert as_user("byn").get("/api/archive/verify").status_code == 403  # an operator: not an auditor's check
+
+    _, path = central
+    with connect_postgres(load_config(path).storage.database_url) as conn:
+        conn.execute("UPDATE node_utterances SET rms_dbfs = -30 WHERE id = 'gongyuanbeilu.u2'")
+        conn.execute("UPDATE node_utterances SET audio = audio || '\\x00'::bytea WHERE id = 'changlezhonglu.u1'")
+        try:
+            report = as_user("city").post("/api/archive/verify").json()["report"]
+            command = jingbao("archive", "verify", "--central", "--config", str(path))
+        finally:
+            conn.execute("UPDATE node_utterances SET rms_dbfs = -20 WHERE id = 'gongyuanbeilu.u2'")
+            conn.execute("UPDATE node_utterances SET audio = substring(audio from 1 for length(audio) - 1)"
+                         " WHERE id = 'changlezhonglu.u1'")
+    assert not report["ok"] and report["stations"]["beiyuanmen"]["ok"]
+    assert [(p["kind"], p["id"]) for p in report["stations"]["gongyuanbeilu"]["problems"]] == [("row_altered", "u2")]
+    assert [(p["kind"], p["id"]) for p in report["stations"]["changlezhonglu"]["problems"]] == [("file_altered", "u1")]
+    assert command.returncode == 1, command.stderr  # the auditor's command line: the same walk
+    assert "changlezhonglu: file_altered: seq 1 id u1: the audio central holds does not match" in command.stdout
+    assert "gongyuanbeilu: 1 problem(s): rows 1..2 (0 without audio)" in command.stdout
+    assert as_user("city").post("/api/archive/verify").json()["report"]["ok"]  # put back
+    put_back = jingbao("archive", "verify", "--central", "--config", str(path))
+    assert put_back.returncode == 0 and "beiyuanmen: OK: rows 1..1 (1 without audio), head " in put_back.stdout
+    box = jingbao("archive", "verify", "--central", "--config", str(REPO / "config" / "demo.yaml"))
+    assert box.returncode == 2 and "--central needs storage.database_url" in box.stderr
 
 
 def test_a_scoped_auditor_reads_the_audit_log_of_their_scope(as_user):
@@ -295,8 +337,7 @@ def test_jingbao_run_role_central_serves_the_auditor_page_over_the_stations(tmp_
     broker here: the ingest keeps trying to reach it meanwhile, which holds up neither); a station's auditor finds
     and plays their station's call, offered no other station; SIGTERM ends both."""
     ingest = CentralStore(pg_url)  # what the edges forwarded before this start
-    for station, uid, offset, text, inline in SAID:
-        store(ingest, station, uid, offset, text, inline)
+    store_all(ingest)
     ingest.close()
     port = free_port()
     path = tmp_path / "central.yaml"
