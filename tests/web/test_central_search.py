@@ -257,6 +257,9 @@ def test_central_verifies_each_stations_chain_and_audio_within_the_auditors_scop
 def test_a_scoped_auditor_reads_the_audit_log_of_their_scope(as_user):
     city, gybl = as_user("city"), as_user("gybl")
     assert city.get("/api/utterances/gongyuanbeilu.u2/audio").status_code == 200
+    # what earlier tests did too, so that this one holds alone (-k)
+    assert city.get("/api/utterances/changlezhonglu.u1/audio").status_code == 200
+    assert city.get("/api/search", params={"q": "打架"}).status_code == 200
     assert gybl.get("/api/search", params={"q": "着火"}).status_code == 200
 
     def log(client: TestClient) -> set[tuple[str, str, str]]:
@@ -364,6 +367,9 @@ def test_jingbao_run_role_central_serves_the_auditor_page_over_the_stations(tmp_
             log_in(page, base, "aud", "/auditor")
             expect(page.locator("#station-filter")).to_be_visible()
             expect(page.locator("#f-station option")).to_have_text(["全部", "公园北路派出所"])
+            # central's copy of their station's archive, verified (2 rows of its chain)
+            expect(page.locator("#archive-verify")).to_contain_text("✔ 档案完整")
+            expect(page.locator("#archive-verify")).to_contain_text("2 条录音 · 1 个派出所")
             page.fill("#q", "打架")
             page.click("#search button[type=submit]")
             row = page.locator("tr[data-utterance='gongyuanbeilu.u1']")

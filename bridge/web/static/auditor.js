@@ -79,12 +79,18 @@ function toneMarks(node) {
 function showVerify(report) {
   const box = document.getElementById("archive-verify");
   const r = report.report || report;
-  const ok = r.ok ?? (r.problems || []).length === 0;
+  // at central one report per station (its copy of each station's chain): counted and listed together, by station
+  const parts = r.stations ? Object.entries(r.stations) : [["", r]];
+  const problems = parts.flatMap(([station, part]) => (part.problems || []).map((p) => ({ ...p, station })));
+  const rows = parts.reduce((n, [, part]) => n + (part.checked ?? part.rows ?? 0), 0);
+  const ok = r.ok ?? problems.length === 0;
   box.className = `verify ${ok ? "ok" : "bad"}`;
   const when = report.checked_at || report.at;
-  box.replaceChildren(ok ? "✔ 档案完整，未发现篡改" : `✘ 发现 ${(r.problems || []).length} 处问题`,
-    JB.el("div", { class: "muted" }, `${r.checked ?? r.rows ?? ""} 条录音${when ? ` · 校验于 ${typeof when === "number" ? JB.dateTime(when) : when}` : ""}`),
-    JB.el("ul", {}, (r.problems || []).slice(0, 10).map((p) => JB.el("li", {}, `${p.id || p.utterance_id || p.seq || ""} ${p.kind || ""} ${p.detail || ""}`))));
+  const stations = r.stations ? ` · ${parts.length} 个派出所` : "";
+  box.replaceChildren(ok ? "✔ 档案完整，未发现篡改" : `✘ 发现 ${problems.length} 处问题`,
+    JB.el("div", { class: "muted" }, `${rows} 条录音${stations}${when ? ` · 校验于 ${typeof when === "number" ? JB.dateTime(when) : when}` : ""}`),
+    JB.el("ul", {}, problems.slice(0, 10).map((p) =>
+      JB.el("li", {}, `${p.station ? `${p.station} ` : ""}${p.id || p.utterance_id || p.seq || ""} ${p.kind || ""} ${p.detail || ""}`))));
 }
 
 async function loadAudit() {
