@@ -17,6 +17,7 @@ from tests.dispatch.rig import Phone, eventually, phones, running_dispatcher, sa
 from tests.support.broker import Mosquitto, broker_fixture  # noqa: F401  (the `broker` fixture)
 
 UNSURE = "美食街有情况，请求支援"  # report words, no type word: something happened at 美食街, but what?
+REPO = Path(__file__).resolve().parents[2]
 NEAREST = "g-piju"  # the nearest guard to 美食街 (the rig alerts one guard, no police)
 
 
@@ -25,6 +26,23 @@ def test_the_phrases_mean_what_these_tests_need() -> None:
     assert unsure.needs_confirmation and unsure.type == "other"
     assert not classify("美食街有人打架").needs_confirmation
     assert classify("收到，一切正常").type == "none"
+
+
+def test_naming_a_known_place_makes_a_report_like_line_go_to_the_operator() -> None:
+    """The on-board recogniser's pinyin of 韩森寨公交站那儿有人打架, its tones lost (da4 jia1 also reads 大家): the model
+    is not sure it is a report at all. Naming a known place tips it to the operator's queue; the same words with no
+    place stay silent, and routine lines naming a place stay routine."""
+    from dispatch.classify import load_lexicon, read_report
+    from dispatch.gazetteer import load_jurisdiction
+    from dispatch.location import PlaceIndex
+
+    index, lexicon = PlaceIndex(load_jurisdiction(REPO / "config" / "jurisdiction.yaml")), load_lexicon()
+    at_place, heard = read_report("han2 sun3 zhai1 gong3 jiao3 zhan1 na4 er2 you4 ren2 da4 jia1", lexicon, index)
+    assert at_place.needs_confirmation and heard.scene().place.id == "hansenzhai-gongjiaozhan"
+    assert read_report("na4 er2 you4 ren2 da4 jia1", lexicon, index)[0].type == "none"
+    patrolled = "han2 sun3 zhai1 gong3 jiao3 zhan1 xun2 luo2 yi1 qie4 zheng4 chang2"
+    for routine in (patrolled, "美食街巡逻一切正常", "韩森寨公交站收到"):
+        assert read_report(routine, lexicon, index)[0].type == "none", routine
 
 
 async def test_an_unsure_report_waits_for_the_operator_and_alerts_nobody(broker: Mosquitto, tmp_path: Path) -> None:
