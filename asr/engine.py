@@ -19,8 +19,9 @@ class RecognitionStream(Protocol):
     def finish(self) -> Transcript:
         """Flush the end of the audio and return the final transcript. The stream is not used afterwards."""
 
-    def flush_pause(self) -> None:
-        """The speaker paused: emit what was heard up to now (the partial taken next holds the last words)."""
+    def pause_partial(self) -> Transcript | None:
+        """The speaker paused: the best hypothesis of everything heard so far, its last words included (a streaming
+        recogniser is flushed for them), with the alternative hearings' where there are; None when nothing yet."""
 
     def drop_alternatives(self) -> None:
         """Stop the alternative hearings (the final then has none): recognition is behind and needs their CPU."""

@@ -163,9 +163,11 @@ class _Hearing:
 
     def flush(self) -> None:
         """Feed the decoders the silence they need to emit the last words heard (the speaker paused); it is no part
-        of the audio as spoken, so its time is taken out of every time reported after it."""
-        self._silence.append((self._fed_s, PAUSE_FLUSH_S))
+        of the audio as spoken, so its time (on the decoders' clock, as resampled) is taken out of every time
+        reported after it."""
+        start = self._fed_s
         self.accept(np.zeros(int(PAUSE_FLUSH_S * SAMPLE_RATE), np.float32))
+        self._silence.append((start, self._fed_s - start))
 
     def spoken(self, t: float) -> float:
         """A time on the decoders' clock -> on the audio as spoken (the silence fed at pauses taken out)."""
@@ -232,10 +234,15 @@ class SherpaStream:
     def drop_alternatives(self) -> None:
         del self._hearings[1:]
 
-    def flush_pause(self) -> None:
-        """The speaker paused: let the main hearing emit its last words now, for the partial taken at the pause (the
-        alternatives serve the final, which is flushed anyway)."""
-        self._hearings[0].flush()
+    def pause_partial(self) -> Transcript | None:
+        """Every hearing flushed, so that each holds its last words now, and read: at a pause the dispatcher weighs
+        the hearings as it does a final's (a partial between pauses is the main hearing's alone)."""
+        for hearing in self._hearings:
+            hearing.flush()
+        main, *others = (self._transcript(hearing, partial=True) for hearing in self._hearings)
+        if main.empty:
+            return None
+        return replace(main, alternatives=tuple(others)) if others else main
 
     def _accept(self, samples: np.ndarray, count: bool = True) -> None:
         if samples.size == 0:

@@ -136,8 +136,8 @@ class VoskStream:
     def drop_alternatives(self) -> None:  # Vosk hears once
         pass
 
-    def flush_pause(self) -> None:  # Vosk's partial holds every word decoded so far
-        pass
+    def pause_partial(self) -> Transcript | None:  # Vosk's partial holds every word decoded so far
+        return self.partial()
 
     def finish(self) -> Transcript:
         if self._finished is None:

@@ -195,8 +195,6 @@ class StreamHandle:
                 for stream in self._streams:
                     stream.feed(batch)
             if at_pause:
-                for stream in self._streams:
-                    stream.flush_pause()
                 self._partial(at_pause=True)
             elif batch:
                 self._maybe_partial(len(batch))
@@ -223,7 +221,8 @@ class StreamHandle:
     def _partial(self, at_pause: bool) -> None:
         """Deliver the streams' partial when it changed, or at a pause whatever it is (when there is one)."""
         self._since_partial = 0
-        found = [p for p in (stream.partial() for stream in self._streams or ()) if p is not None]
+        streams = self._streams or ()
+        found = [p for p in (s.pause_partial() if at_pause else s.partial() for s in streams) if p is not None]
         if not found:
             return
         partial = combine(found)

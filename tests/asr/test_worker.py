@@ -159,6 +159,29 @@ async def test_a_pause_partial_holds_the_last_words_though_the_recogniser_needs_
     pool.close()
 
 
+async def test_a_pause_partial_carries_every_hearing(sherpa_model: Path, mandarin: list[bytes]) -> None:
+    """At a pause the dispatcher weighs the hearings as it does a final's: each is flushed for its last words, and
+    the silence let in is taken out of their times (on their own clocks, resampled)."""
+    engine = SherpaEngine(sherpa_model, KEYWORDS, alternative_speeds=(0.9, 1.1))
+    pool = RecognitionPool([engine], workers=1, queue_size=10, spare_lag_s=10.0)
+    before, quiet, after = mandarin[1], bytes(int(0.24 * SAMPLE_RATE) * 2), mandarin[2]
+    first_part, unpaused = direct(engine, before), direct(engine, before + quiet + after)
+    handle = pool.open("paused")
+    handle.feed(before + quiet)
+    handle.pause()
+    at_pause = await asyncio.wait_for(anext(p.transcript async for p in handle.partials() if p.at_pause), 30)
+    handle.feed(after)  # the speaker goes on
+    final = await handle.finish()
+    pool.close()
+    assert len(at_pause.alternatives) == len(final.alternatives) == 2
+    assert [a.pinyin for a in at_pause.alternatives] == [a.pinyin for a in first_part.alternatives]
+    for flushed, plain in zip(final.alternatives, unpaused.alternatives, strict=True):
+        starts = [(w.text, w.start) for w in flushed.words]
+        assert [t for t, _ in starts] == [w.text for w in plain.words]
+        # on the call's clock: within a few of the decoder's 40 ms frames (the silence let in is ~0.4 s)
+        assert max(abs(t - w.start) for (_, t), w in zip(starts, plain.words, strict=True)) < 0.15
+
+
 async def test_both_engines_combined_on_one_utterance(vosk_grammar: VoskEngine, sherpa: SherpaEngine,
                                                       sherpa_model: Path) -> None:
     pcm = decode_file(sherpa_model / "test_wavs" / "3.wav")
