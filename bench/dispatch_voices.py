@@ -71,7 +71,7 @@ def read_rows(path: Path, prefix: str = "") -> list[Row]:
         if "kind" in r:
             if r["kind"] not in ("report", ROUTINE):
                 raise SystemExit(f"{path}: row {r['id']}: kind {r['kind']!r} is neither report nor routine")
-            rows.append(Row(prefix + r["id"], r["kind"], r["place"] or "-", r["type"], r["text"]))
+            rows.append(Row(prefix + r["id"], r["kind"], r["place"] or "-", r["type"], r["text"], r.get("channel") or ""))
         elif "incident" in r:  # the demo calls
             kind = ROUTINE if r["incident"] == "none" else "report"
             rows.append(Row(prefix + r["id"], kind, r["place"] or "-", r["incident"], r["text"], r.get("channel") or ""))
@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--show-misses", action="store_true", help="list the misses (not for blind sets)")
     ap.add_argument("--channel-prior", action="store_true", help="read each row as heard on its channel (the demo "
-                    "calls name theirs): the channel's own places are heard more readily (docs/dispatch.md)")
+                    "calls and blind sets E-H name theirs): the channel's own places are heard more readily (docs/dispatch.md)")
     ap.add_argument("--no-spotter", action="store_true", help="the recogniser alone, without the keyword spotter "
                                                               "(half the acoustic work: what the spotter adds)")
     ap.add_argument("--speeds", type=float, nargs="*", help="the alternative hearings' speeds (default: the "
