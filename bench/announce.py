@@ -1,13 +1,14 @@
 """The spoken announcements (dispatch/speech.py, hardware/announcements.py): how fast they render, how soon the
 channel is keyed after an incident, and whether the project's own recogniser understands them over a noisy radio.
 
-    .venv/bin/python bench/announce.py [--snr 10] [--seed 0] [--limit N] [--voice V] [--latency-runs 5]
+    .venv/bin/python bench/announce.py [--snr 10] [--seed 0] [--limit N] [--voice V] [--latency-runs 5 (0: none)]
 
 1. Intelligibility: for every demo place (each place a demo call names, with that call's incident type), the
    announcement the dispatcher would make (announcements_for: the units the Extractor recommends, on the first
    one's channel), rendered as it goes on the air (`Speaker.render`, the phrases joined), made a radio copy by
-   ../shared/tools/radio_degrade.py at --snr (bench/dispatch_audio's flags), then segmented, recognised and
-   extracted (dispatch/from_audio.py): right when the place and the type heard are the announcement's.
+   ../shared/tools/radio_degrade.py at --snr (bench/dispatch_audio's flags), then segmented, recognised as the
+   service hears (three hearings) and extracted (dispatch/from_audio.py): right when the place is the
+   announcement's and the incident words heard name its type (the classifier's type is printed beside it).
 2. Synthesis real-time factor: wall seconds of rendering per second of speech, over the phrases rendered in 1.
 3. Incident -> key-up: an announcement submitted to a channel's announcement queue (hardware/announcements.py) with a
    real Transmitter on a file sink, until its line is keyed; cold (no phrase rendered before) and warm (its phrases
