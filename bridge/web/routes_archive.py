@@ -189,9 +189,9 @@ def _bytes_response(data: bytes, media_type: str, byte_range: str) -> Response:
     unit, bad syntax) gets the whole recording, which RFC 9110 allows; a range beyond the end gets 416."""
     size, whole = len(data), {"accept-ranges": "bytes"}
     match = _SINGLE_RANGE.fullmatch(byte_range.replace(" ", ""))
-    if match is None or match.group(1) == match.group(2) == "":
+    first, last = match.groups() if match else ("", "")
+    if first == last == "" or (first and last and int(last) < int(first)):  # no range, or not a valid one
         return Response(data, media_type=media_type, headers=whole)
-    first, last = match.group(1), match.group(2)
     if first == "":  # bytes=-N: the last N bytes
         start, end = max(size - int(last), 0), size - 1
     else:
