@@ -228,8 +228,7 @@ class SherpaStream:
                 hearing.accept(padding, last=True)
                 hearing.input_finished()
             self._finished = True
-        main, *others = (self._transcript(hearing, partial=False) for hearing in self._hearings)
-        return replace(main, alternatives=tuple(others)) if others else main
+        return self._every_hearing(partial=False)
 
     def drop_alternatives(self) -> None:
         del self._hearings[1:]
@@ -239,9 +238,12 @@ class SherpaStream:
         the hearings as it does a final's (a partial between pauses is the main hearing's alone)."""
         for hearing in self._hearings:
             hearing.flush()
-        main, *others = (self._transcript(hearing, partial=True) for hearing in self._hearings)
-        if main.empty:
-            return None
+        transcript = self._every_hearing(partial=True)
+        return None if transcript.empty else transcript
+
+    def _every_hearing(self, partial: bool) -> Transcript:
+        """The main hearing's transcript, the other hearings' as its `alternatives`."""
+        main, *others = (self._transcript(hearing, partial=partial) for hearing in self._hearings)
         return replace(main, alternatives=tuple(others)) if others else main
 
     def _accept(self, samples: np.ndarray, count: bool = True) -> None:

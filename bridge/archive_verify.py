@@ -126,7 +126,6 @@ def verify_rows(rows: Iterable[ChainedRow], data_dir: Path, archive_dir: Path) -
     for row in rows:
         chain.add(row)
         problems.extend(_check_file(row, data_root, claimed))
-    count, expected_prev = chain.rows, chain.head
     on_disk = sorted(p.resolve() for p in archive_dir.rglob("*") if p.is_file()) if archive_dir.is_dir() else []
     incomplete = [p for p in on_disk if p not in claimed and is_temp_file(p)]
     on_disk = [p for p in on_disk if p not in incomplete]
@@ -139,7 +138,7 @@ def verify_rows(rows: Iterable[ChainedRow], data_dir: Path, archive_dir: Path) -
                 "that utterance was never accepted", path=p.relative_to(data_root).as_posix())
         for p in incomplete
     ]  # fmt: skip
-    return VerifyReport(rows=count, files=len(on_disk), head=expected_prev, problems=problems, incomplete=unfinished)
+    return VerifyReport(rows=chain.rows, files=len(on_disk), head=chain.head, problems=problems, incomplete=unfinished)
 
 
 def _check_file(row: ChainedRow, data_root: Path, claimed: set[Path]) -> list[Problem]:

@@ -100,8 +100,9 @@ MIGRATIONS = [
 ]
 ACK_BATCH = 32  # entries acknowledged to an edge in one message at most...
 ACK_DELAY_S = 0.5  # ...and at the latest this long after the first of them was stored
-_UTTERANCE_COLUMNS = ("seq", "start_ms", "end_ms", "duration_ms", "path", "format", "sha256", "peak_dbfs", "rms_dbfs",
-                      "end_reason", "fault", "created_at", "prev_hash", "row_hash")  # fmt: skip
+# the edge's archive row as central stores it, besides its id and channel (bridge/central_archive.py walks its chain)
+UTTERANCE_COLUMNS = ("seq", "start_ms", "end_ms", "duration_ms", "path", "format", "sha256", "peak_dbfs", "rms_dbfs",
+                     "end_reason", "fault", "created_at", "prev_hash", "row_hash")  # fmt: skip
 
 
 class CentralStore:
@@ -128,8 +129,8 @@ class CentralStore:
     def _store_utterance(self, m: UtteranceMessage) -> bool:
         row = m.utterance
         values = [central_id(m.station, row.id), m.station, row.id, row.channel,
-                  *(getattr(row, c) for c in _UTTERANCE_COLUMNS), m.audio_bytes(), m.audio_omitted, time.time()]  # fmt: skip
-        columns = ("id", "station", "utterance_id", "channel", *_UTTERANCE_COLUMNS, "audio", "audio_omitted", "received_at")
+                  *(getattr(row, c) for c in UTTERANCE_COLUMNS), m.audio_bytes(), m.audio_omitted, time.time()]  # fmt: skip
+        columns = ("id", "station", "utterance_id", "channel", *UTTERANCE_COLUMNS, "audio", "audio_omitted", "received_at")
         cur = self._conn.execute(
             f"INSERT INTO node_utterances ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
             " ON CONFLICT (id) DO NOTHING",

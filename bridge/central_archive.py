@@ -16,8 +16,9 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bridge.archive import COLUMNS, ArchivedUtterance
+from bridge.archive import ArchivedUtterance
 from bridge.archive_verify import ChainWalk, Problem
+from bridge.central import UTTERANCE_COLUMNS
 from bridge.db import connect_postgres
 
 FETCH_ROWS = 200  # rows (with their audio) read from PostgreSQL at a time: memory stays at a few MB
@@ -65,13 +66,13 @@ class CentralArchive:
 
 def _check_station(conn: Any, station: str) -> StationCheck:
     chain, audio_missing = ChainWalk(anchored=True), 0
-    columns = ", ".join(c for c in COLUMNS if c not in ("id", "status"))
     with conn.transaction(), conn.cursor(name=f"verify_{station}") as rows:  # server-side: read as it is walked
         rows.itersize = FETCH_ROWS
-        rows.execute(f"SELECT utterance_id, {columns}, audio FROM node_utterances WHERE station = %s ORDER BY seq",
-                     (station,))  # fmt: skip
-        for r in rows:
-            row = ArchivedUtterance(id=r["utterance_id"], status="", **{c: r[c] for c in COLUMNS if c not in ("id", "status")})
+        rows.execute(f"SELECT utterance_id, channel, {', '.join(UTTERANCE_COLUMNS)}, audio FROM node_utterances"
+                     " WHERE station = %s ORDER BY seq", (station,))  # fmt: skip
+        for r in rows:  # the edge's row as it stored it (its status, not chained, left out)
+            row = ArchivedUtterance(id=r["utterance_id"], channel=r["channel"], status="",
+                                    **{c: r[c] for c in UTTERANCE_COLUMNS})
             chain.add(row)
             if r["audio"] is None:
                 audio_missing += 1

@@ -346,11 +346,11 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[
             if inp.text and inp.text[start:start + size] == n.text:
                 continue  # found as characters already
             at_onset = start == 0 and not inp.text and fuzzy_ok and size >= ONSET_NAME
-            # a long name may have one syllable quite wrong (see nearly_whole below): its floor lets that through
-            floor = (0.0 if at_onset else min(FUZZY_MIN, 0.9 * (size - 1) / size) if size >= NEARLY_WHOLE_NAME
-                     else FUZZY_MIN if fuzzy_ok else 1.0)  # fmt: skip
-            floor = min(floor, HOME_FUZZY_MIN) if at_home else floor
-            if not fuzzy_ok:
+            if fuzzy_ok:  # a long name may have one syllable quite wrong (see nearly_whole below): its floor lets it
+                floor = (0.0 if at_onset else min(FUZZY_MIN, 0.9 * (size - 1) / size) if size >= NEARLY_WHOLE_NAME
+                         else FUZZY_MIN)  # fmt: skip
+                floor = min(floor, HOME_FUZZY_MIN) if at_home else floor
+            else:  # a generic or two-syllable name is heard whole (a long kind-part in pinyin up to accents: below)
                 floor = ACCENT_MIN if n.method == "generic" and not inp.text and size >= LONG_NAME else 1.0
             scores = window_scores(n.text, syl, start, floor,
                                    heteronyms=bool(inp.text))  # characters may be written by another reading
