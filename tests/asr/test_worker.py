@@ -64,7 +64,9 @@ async def feed_live(
 async def test_loop_stays_responsive_while_four_streams_decode(sherpa: SherpaEngine, mandarin: list[bytes]) -> None:
     # each clip twice over: on a quiet machine four clips once decoded in under the 0.2 s of ticks asked for below
     mandarin = [pcm * 2 for pcm in mandarin]
+    started = time.monotonic()
     expected = [direct(sherpa, pcm) for pcm in mandarin]
+    decoding_s = time.monotonic() - started  # what the loop would lose if it decoded, on this machine at this load
     pool = RecognitionPool([sherpa], workers=2, queue_size=8)
     gaps: list[float] = []
 
@@ -77,15 +79,21 @@ async def test_loop_stays_responsive_while_four_streams_decode(sherpa: SherpaEng
             last = now
 
     beat = asyncio.create_task(heartbeat())
-    # 1 s pieces as fast as possible: decoding 1 s on the loop would take ~0.1 s and stall the tick past the bound
+    # 1 s pieces as fast as possible: decoding them on the loop would stall the tick for as long as decoding takes
     second = SAMPLE_RATE * 2
     results = await asyncio.gather(*(feed_live(pool, f"u{i}", pcm, second) for i, pcm in enumerate(mandarin)))
     beat.cancel()
     pool.close()
-    # decoding happened off the loop: results equal the engine's own, and the 10 ms tick never stalled
+    # decoding happened off the loop: results equal the engine's own, and the 10 ms tick lost little of the decoding
+    # time. A sum, not a longest gap: on a loaded machine (CI runs two test processes on two cores) the scheduler
+    # alone can hold the loop back once for a few hundred ms, which says nothing about where decoding ran.
     assert [r.pinyin for r in results] == [e.pinyin for e in expected] and all(r.pinyin for r in results)
-    print(f"heartbeat: {len(gaps)} ticks, longest gap {max(gaps) * 1000:.1f} ms")
-    assert len(gaps) > 20 and max(gaps) < 0.1, f"event loop stalled {max(gaps):.3f} s"
+    stalled_s = sum(max(0.0, gap - 0.01) for gap in gaps)
+    print(
+        f"heartbeat: {len(gaps)} ticks, longest gap {max(gaps) * 1000:.1f} ms, stalled {stalled_s:.3f} s of "
+        f"{decoding_s:.3f} s decoding"
+    )
+    assert len(gaps) > 20 and stalled_s < 0.25 * decoding_s, f"event loop stalled {stalled_s:.3f} s"
     assert pool.stats().completed == 4
 
 
@@ -182,8 +190,7 @@ async def test_a_pause_partial_carries_every_hearing(sherpa_model: Path, mandari
         assert max(abs(t - w.start) for (_, t), w in zip(starts, plain.words, strict=True)) < 0.15
 
 
-async def test_both_engines_combined_on_one_utterance(vosk_grammar: VoskEngine, sherpa: SherpaEngine,
-                                                      sherpa_model: Path) -> None:
+async def test_both_engines_combined_on_one_utterance(vosk_grammar: VoskEngine, sherpa: SherpaEngine, sherpa_model: Path) -> None:
     pcm = decode_file(sherpa_model / "test_wavs" / "3.wav")
     pool = RecognitionPool([vosk_grammar, sherpa], workers=2)
     final = await feed_live(pool, "both", pcm)
@@ -305,9 +312,9 @@ async def test_silence_gives_an_empty_transcript(sherpa: SherpaEngine) -> None:
     pool.close()
 
 
-def test_engines_from_config_leave_a_missing_model_out(tmp_path: Path, sherpa_model: Path,
-                                                        monkeypatch: pytest.MonkeyPatch,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_engines_from_config_leave_a_missing_model_out(
+    tmp_path: Path, sherpa_model: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("JINGBAO_VOSK_MODEL", str(tmp_path / "no-vosk"))
     assert build_engines(AsrConfig(engine="none")) == []
     auto = build_engines(AsrConfig(engine="auto", sherpa_model=sherpa_model), KEYWORDS)
