@@ -372,30 +372,41 @@ def read_report(transcript_like: Any, lexicon: Lexicon, index: PlaceIndex, home:
 
     A transcript with alternative hearings of the same audio (`Transcript.alternatives`: the recogniser at other
     speeds) is read in each: the recogniser's errors differ from one hearing to the next, so a name garbled in one is
-    often whole in another, and the hearings outvote a word misheard in one. The type is the one most hearings read
-    (more than half of them), else the main hearing's; when that is routine but one hearing was sure of a report, the
-    report goes to the operator (needs_confirmation, that hearing's type the guess). The places are the main hearing's
-    when it names a scene, else those of the first alternative that does (docs/dispatch.md, "More than the best
-    hypothesis")."""
-    readings = [_read_one(hearing, lexicon, index, home) for hearing in _hearings(transcript_like)]
-    if len(readings) == 1:
-        return readings[0]
-    votes = Counter(c.type for c, _ in readings)
-    voted, count = votes.most_common(1)[0]
-    main_type = readings[0][0].type
-    chosen = voted if count * 2 > len(readings) else main_type
-    what = next(c for c, _ in readings if c.type == chosen)
-    sure = next((c for c, _ in readings if c.is_incident and not c.needs_confirmation), None)
-    if not what.is_incident and sure is not None:  # one hearing sure of a report, outvoted: a person decides
-        what = replace(sure, needs_confirmation=True)
-    places = next((heard for _, heard in readings if heard.scene() is not None), readings[0][1])
+    often whole in another. The type model's probabilities are averaged over the hearings (an ensemble: a word
+    misheard in one hearing weighs a third, and a type two hearings lean to together wins where neither is sure
+    alone), and the main hearing's lexicon reading decides with them; when that is routine but one hearing alone was
+    sure of a report, the report goes to the operator (needs_confirmation, that hearing's type the guess). The places
+    are those of the scene most hearings name, else the main hearing's when it names one, else those of the first
+    alternative that does (docs/dispatch.md, "More than the best hypothesis")."""
+    heard = [hear_places(hearing, index, home) for hearing in _hearings(transcript_like)]
+    readings = [read_transcript(h.inp, lexicon, h) for h in heard]
+    places = _scene_most_heard(heard)
+    model = load_model()
+    at_place = places.scene() is not None
+    if len(readings) == 1 or model is None:
+        return decide(readings[0], model, lexicon, at_place=at_place), places
+    each = [model.probabilities(r.features) for r in readings]
+    mean = {t: sum(q[t] for q in each) / len(each) for t in each[0]}
+    what = decide(readings[0], model, lexicon, at_place=at_place, p=mean)
+    if not what.is_incident:  # one hearing sure of a report, outweighed: a person decides
+        alone = (decide(r, model, lexicon, at_place=at_place, p=q) for r, q in zip(readings, each, strict=True))
+        sure = next((c for c in alone if c.is_incident and not c.needs_confirmation), None)
+        if sure is not None:
+            what = replace(sure, needs_confirmation=True)
     return what, places
 
 
-def _read_one(transcript_like: Any, lexicon: Lexicon, index: PlaceIndex, home: frozenset[str]
-              ) -> tuple[Classification, PlacesHeard]:
-    heard = hear_places(transcript_like, index, home)
-    return classify_transcript(heard.inp, lexicon, heard), heard
+def _scene_most_heard(hearings: list[PlacesHeard]) -> PlacesHeard:
+    """The places of the hearing whose scene most hearings name (more than half of them), else of the main hearing
+    when it names one, else of the first alternative that does: a name garbled into another place in one hearing is
+    outvoted when the others agree."""
+    scenes = [heard.scene() for heard in hearings]
+    named = Counter(scene.place.id for scene in scenes if scene is not None)
+    if named:
+        place_id, count = named.most_common(1)[0]
+        if count * 2 > len(hearings):
+            return next(heard for heard, scene in zip(hearings, scenes, strict=True) if scene and scene.place.id == place_id)
+    return next((heard for heard, scene in zip(hearings, scenes, strict=True) if scene is not None), hearings[0])
 
 
 def _hearings(transcript_like: Any) -> list[Any]:
@@ -465,7 +476,7 @@ class Thresholds:
 
 
 def decide(reading: Reading, model: TypeModel | None, lexicon: Lexicon, th: Thresholds = Thresholds(),
-           at_place: bool = False) -> Classification:
+           at_place: bool = False, p: dict[str, float] | None = None) -> Classification:
     """The model reads the transcript whole; the lexicon's sure words stand unless the model is sure of another
     reading (corpus folds: where they disagree, the model is right three times as often, but on short plain reports
     it is unsure and the words are right). A type the model is sure of is dispatched; a transmission it hears as a
@@ -475,7 +486,7 @@ def decide(reading: Reading, model: TypeModel | None, lexicon: Lexicon, th: Thre
     by_words, severity = reading.by_words, reading.severity
     if model is None:
         return by_words
-    p = model.probabilities(reading.features)
+    p = p or model.probabilities(reading.features)
     routine = p.get("none", 0.0)
     guess = max((t for t in p if t != "none"), key=p.__getitem__)
     if by_words.is_incident and not by_words.needs_confirmation and by_words.confidence >= th.sure_words:

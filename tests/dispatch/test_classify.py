@@ -138,11 +138,16 @@ def _read(main: str, *others: str) -> tuple[str | None, str]:
 def test_a_place_garbled_in_the_main_hearing_is_taken_from_an_alternative() -> None:
     assert _read("you3 ren2 da3 jia4 le5") == (None, "fight")
     assert _read("you3 ren2 da3 jia4 le5", "you3 ren2 da3 jia4", FIGHT_AT_STREET) == ("meishijie", "fight")
-    # the main hearing's own place stands, whatever an alternative names
-    assert _read(FIGHT_AT_STREET, "gao1 qiao2 da4 shi4 chang3 you3 ren2 da3 jia4")[0] == "meishijie"
+    # the main hearing's own place stands against one alternative, not against two that agree on another
+    at_market = "gao1 qiao2 da4 shi4 chang3 you3 ren2 da3 jia4"
+    assert _read(FIGHT_AT_STREET, at_market)[0] == "meishijie"
+    assert _read(FIGHT_AT_STREET, at_market, "you3 ren2 da3 jia4")[0] == "meishijie"
+    assert _read(FIGHT_AT_STREET, at_market, at_market)[0] == "gaoqiao-market"
 
 
-def test_the_type_most_hearings_read_wins_else_the_main_hearings() -> None:
+def test_the_type_the_hearings_lean_to_together_wins() -> None:
+    """The type model's probabilities are averaged over the hearings: two hearings of a fight outweigh one of a
+    theft; with one each, the main hearing's own words decide."""
     assert _read(THEFT_AT_STREET) == ("meishijie", "theft")
     assert _read(THEFT_AT_STREET, FIGHT_AT_STREET, FIGHT_AT_STREET)[1] == "fight"  # outvoted two to one
     assert _read(THEFT_AT_STREET, FIGHT_AT_STREET)[1] == "theft"  # a tie: the main hearing's
