@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from typing import Any, Literal
 
@@ -225,6 +225,10 @@ class PlacesHeard:
     inp: TranscriptInput
     candidates: list[LocationMatch]  # overlaps resolved
     jurisdiction: Jurisdiction
+    _scene: LocationMatch | None = field(init=False)  # chosen once: read by the type decision and the dispatcher
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_scene", self._choose_scene())
 
     @property
     def spans(self) -> list[tuple[int, int]]:
@@ -233,6 +237,9 @@ class PlacesHeard:
 
     def scene(self) -> LocationMatch | None:
         """The most likely scene, or None when no place is named."""
+        return self._scene
+
+    def _choose_scene(self) -> LocationMatch | None:
         candidates = _opening_addressee(_most_specific(self.candidates, self.jurisdiction), self.inp)
         if not candidates:
             return None
