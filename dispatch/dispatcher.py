@@ -53,6 +53,7 @@ from bridge.db import connect
 from bridge.logsafe import clip
 from dispatch.alerts import AckStatus, Alerter, Candidate, WatchStore, parse_ack
 from dispatch.announce import Announcement, Announcer, announcements_for
+from dispatch.area import Area, JurisdictionArea
 from dispatch.classify import Classification, Lexicon, load_lexicon, read_report
 from dispatch.config import PartialRules
 from dispatch.gazetteer import Jurisdiction, Place, load_jurisdiction
@@ -745,14 +746,17 @@ class DispatchService:
 
     The service starts it with `asyncio.create_task(dispatch.run())` and feeds `await dispatch.dispatcher.handle(...)`
     with every final transcript (and `handle_partial(...)` with the partials of those still being spoken); `transmit`
-    receives the spoken announcements for the channels' transmit paths.
+    receives the spoken announcements for the channels' transmit paths. `area`: what it answers for, by default the
+    config's jurisdiction (central passes the region's stations merged: bridge/central_dispatch.py).
     """
 
     def __init__(
-        self, config: Config, *, bus: EventBus | None = None, transmit: asyncio.Queue[Announcement] | None = None
-    ) -> None:
+        self, config: Config, *, bus: EventBus | None = None, transmit: asyncio.Queue[Announcement] | None = None,
+        area: Area | None = None,
+    ) -> None:  # fmt: skip
         rules = config.dispatch
-        self.jurisdiction = load_jurisdiction(config.jurisdiction)
+        self.area = area or JurisdictionArea(load_jurisdiction(config.jurisdiction))
+        self.jurisdiction = self.area.jurisdiction
         self._conn = connect(config.storage.database)
         statuses = StatusStore(self._conn)  # what each responder last said (or an ack made them), across restarts
         self.board = ResponderBoard(self.jurisdiction, on_change=statuses.save)
@@ -775,15 +779,16 @@ class DispatchService:
             )
             publish, ready = self.link.publish, self.link.wait_connected
         self.outbox = Outbox(self._conn, publish, ready=ready)
-        index, lexicon = PlaceIndex(self.jurisdiction), load_lexicon(rules.lexicon)
+        lexicon, places = load_lexicon(rules.lexicon), self.area.places
         homes = self.jurisdiction.channel_posts
-        _warm_up(lexicon, index)
+        for index in self.area.indexes:
+            _warm_up(lexicon, index)
         announcer = Announcer(transmit) if rules.alerts.announce else None
         self.dispatcher = Dispatcher(
             jurisdiction=self.jurisdiction,
             store=IncidentStore(self._conn),
             outbox=self.outbox,
-            read_report=lambda t, channel: read_report(t, lexicon, index, homes.get(channel, frozenset())),
+            read_report=lambda t, channel: read_report(t, lexicon, places(channel), homes.get(channel, frozenset())),
             rank=self._rank,
             board=self.board,
             watches=WatchStore(self._conn),
@@ -802,7 +807,7 @@ class DispatchService:
         )
         self._rules = rules.responders
         self.sos = SosDesk(dispatcher=self.dispatcher, jurisdiction=self.jurisdiction, board=self.board,
-                           rank=lambda place, exclude: self._rank(place, SOS, exclude), places=index, conn=self._conn,
+                           rank=lambda place, exclude: self._rank(place, SOS, exclude), places=places, conn=self._conn,
                            rules=rules.sos, position_max_age_s=rules.responders.position_max_age_s)  # fmt: skip
         # every accepted fix kept for track replay, within the retention (dispatch/tracks.py)
         self.tracks = TrackStore(self._conn, retention_days=rules.tracks.retention_days, max_fixes=rules.tracks.max_fixes)
@@ -860,7 +865,8 @@ class DispatchService:
         self, place: Place, incident_type: str, exclude: Sequence[str] = ()
     ) -> tuple[list[Candidate], list[Candidate]]:
         """The configured choice now; everyone else in reach, nearest first, in reserve for escalation (`exclude`:
-        never either, e.g. the guard who raised an SOS)."""
+        never either, e.g. the guard who raised an SOS; nor those out of the area's reach of the place)."""
+        exclude = [*exclude, *self.area.out_of_reach(place)]
         first = [_candidate(r) for r in recommend(place, self.board, self._rules, exclude=exclude)]
         everyone = self._rules.model_copy(update={"guards": 1000, "police": 1000})
         reserve = [_candidate(r) for r in recommend(place, self.board, everyone,

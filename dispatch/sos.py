@@ -187,10 +187,11 @@ KEY_UP_POLL_S = 0.5  # how often the COR lines are looked at for a key-up held t
 class SosDesk:
     def __init__(
         self, *, dispatcher: Dispatching, jurisdiction: Jurisdiction, board: ResponderBoard, rank: Rank,
-        places: PlaceIndex, conn: sqlite3.Connection, rules: SosRules | None = None, position_max_age_s: float = 300.0,
+        places: Callable[[str], PlaceIndex], conn: sqlite3.Connection, rules: SosRules | None = None,
+        position_max_age_s: float = 300.0,
     ) -> None:  # fmt: skip
         """`rank(place, exclude)`: the responders to alert first and those in reserve (nearest first), leaving out
-        `exclude`; `places`: where the place a transcript names is looked up."""
+        `exclude`; `places(channel)`: where the place a transcript heard on the channel names is looked up."""
         self.rules = rules or SosRules()
         self.phrases = SosPhrases(self.rules.extra_phrases)
         self.calls = SosStore(conn)
@@ -234,7 +235,7 @@ class SosDesk:
         said = self.phrases.heard(transcript)
         if not said:
             return None
-        where = extract_location(transcript, self._places)
+        where = extract_location(transcript, self._places(utterance.channel))
         if where is not None:
             place, position = (where.place, 0.0), (where.place.lat, where.place.lon)
         else:

@@ -1,0 +1,57 @@
+"""What one dispatcher answers for: the jurisdiction it ranks responders in, where the place a report heard on a
+channel is looked for, and who may be alerted to a place.
+
+A box's area is its one jurisdiction (`JurisdictionArea`): every place, every responder. The central tier's is the
+region's stations merged (bridge/central_dispatch.RegionArea): a report's place looked for among its own station's
+places, responders of that station and its neighbours only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Protocol
+
+from dispatch.gazetteer import Jurisdiction, Place
+from dispatch.location import PlaceIndex
+
+
+class Area(Protocol):
+    @property
+    def jurisdiction(self) -> Jurisdiction:
+        """Every place, channel and responder the dispatcher knows (ids as its transcripts and incidents name them)."""
+        ...
+
+    @property
+    def indexes(self) -> Sequence[PlaceIndex]:
+        """Every place index `places` may give (warmed up as the dispatcher is built)."""
+        ...
+
+    def places(self, channel: str) -> PlaceIndex:
+        """Where the place named in a report heard on `channel` is looked for."""
+        ...
+
+    def out_of_reach(self, place: Place) -> Collection[str]:
+        """Ids of the responders never alerted to an incident at `place`, however near they are."""
+        ...
+
+
+class JurisdictionArea:
+    """A single box's area: its jurisdiction, all of it."""
+
+    def __init__(self, jurisdiction: Jurisdiction) -> None:
+        self._jurisdiction = jurisdiction
+        self._index = PlaceIndex(jurisdiction)
+
+    @property
+    def jurisdiction(self) -> Jurisdiction:
+        return self._jurisdiction
+
+    @property
+    def indexes(self) -> Sequence[PlaceIndex]:
+        return (self._index,)
+
+    def places(self, channel: str) -> PlaceIndex:
+        return self._index
+
+    def out_of_reach(self, place: Place) -> Collection[str]:
+        return ()
