@@ -108,11 +108,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from bridge.region import region_of
+    from bridge.region import RegionError, region_of
+    from bridge.region_jurisdiction import merge_jurisdictions
 
     try:
         config, jurisdiction = load_setup(args.file)
         region = region_of(config)  # a bad region file is the config's problem too
+        merged = merge_jurisdictions(region) if region is not None else None  # central's dispatch over its stations
+    except RegionError as e:
+        print(f"node.region: {e}", file=sys.stderr)
+        return 2
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
@@ -122,6 +127,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print(f"  storage: {config.storage.data_dir} ({config.storage.audio_format})")
     if region is not None:
         print(f"  region: {config.node.region} ({region.name}: {len(region.bureaus)} 分局, {len(region.stations)} stations)")
+        dispatched = ", ".join(merged.stations) if merged is not None else "none (no station names a jurisdiction file)"
+        print(f"  central dispatches for: {dispatched}")
     b = config.broker
     login = f" as {b.username}" if b.username else " (anonymous)"
     print(f"  broker: {b.host}:{b.port}{' over TLS' if b.tls else ''}" + (login if b.enabled else " (disabled)"))
