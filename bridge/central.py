@@ -160,7 +160,12 @@ class CentralStore:
 class CentralIngest:
     """Subscribes to every station's node topics and stores what comes (`run()` until cancelled)."""
 
-    def __init__(self, config: Config, *, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self, config: Config, *, backoff: Backoff | None = None,
+        on_transcript: Callable[[TranscriptMessage], None] | None = None,
+    ) -> None:  # fmt: skip
+        """`on_transcript`: told of each transcript once committed, when it was new (or a newer version), never of a
+        repeat: central's dispatcher (bridge/central_dispatch.py) takes it from there."""
         url = config.storage.database_url
         if url is None:
             raise ConfigError("--role central needs storage.database_url: the PostgreSQL store (docs/deployment.md)")
@@ -169,6 +174,7 @@ class CentralIngest:
         self.link = NodeLink(broker, broker.client_id if config.node.broker else "central")
         self._url = url
         self._backoff = backoff or Backoff()
+        self._on_transcript = on_transcript
         self.store: CentralStore | None = None
         self.search: PostgresSearchIndex | None = None  # its own connection: its transactions are not the store's
         self.stored: Counter[str] = Counter()  # per kind ("utterances", "transcripts"): rows written
@@ -231,8 +237,10 @@ class CentralIngest:
             return self._reject(parsed.station, f"{parsed.kind}: PostgreSQL refused it: {e}")
         (self.stored if stored else self.repeats)[parsed.kind] += 1
         self._acknowledge(parsed.station, parsed.kind, message.entry, utterance_id, "stored" if stored else "repeat")
-        if parsed.kind == "transcripts" and stored:
+        if isinstance(message, TranscriptMessage) and stored:
             self._index_wanted.set()
+            if self._on_transcript is not None:
+                self._on_transcript(message)
 
     def _acknowledge(self, station: str, kind: str, entry: int | None, utterance_id: str, outcome: str) -> None:
         """Batch the acknowledgement of one entry to `station`'s edge (a message naming no entry has no edge waiting
@@ -318,13 +326,19 @@ class CentralIngest:
 
 
 def run_central(config: Config, region: Region | None = None) -> None:
-    """`jingbao run --role central`: the ingest, and once its tables exist the web app over them (search, replay,
-    audit: bridge/web/central_app.py), until SIGINT, SIGTERM or SIGHUP."""
+    """`jingbao run --role central`: the ingest, the dispatcher over the region's stations (when any names a
+    jurisdiction file: bridge/central_dispatch.py), and once the ingest's tables exist the web app over them (search,
+    replay, audit: bridge/web/central_app.py), until SIGINT, SIGTERM or SIGHUP."""
+    from bridge.central_dispatch import central_dispatch
 
     async def serve() -> None:
-        ingest = CentralIngest(config)
+        # built on the loop (its MQTT client needs it) before anything else runs there, as a box builds its dispatcher
+        dispatch = central_dispatch(config, region)
+        ingest = CentralIngest(config, on_transcript=dispatch.submit if dispatch is not None else None)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(ingest.run(), name="central")
+            if dispatch is not None:
+                tasks.create_task(dispatch.run(), name="central-dispatch")
             await ingest.migrated.wait()
             server = await asyncio.to_thread(_http_server, config, region)
             tasks.create_task(server.serve(), name="central-http")

@@ -278,6 +278,12 @@ class NodeConfig(Strict):
         description="The region file (its 分局, their stations, neighbouring stations; relative to this file): the "
         "central tier names each result's station by it and scopes its users by station or 分局 (docs/deployment.md).",
     )
+    dispatch: Literal["edge", "central"] = Field(
+        "edge",
+        description="Who dispatches what an edge's channels hear: the edge itself, as a single box does (the default: "
+        "an edge keeps dispatching until central's region names its jurisdiction file), or central, across stations "
+        "(bridge/central_dispatch.py); then the edge raises no incident from its transcripts. Only --role edge reads it.",
+    )
     ack_timeout_s: float = Field(
         30.0, gt=0, le=3600,
         description="An edge resends what it sent when central has not acknowledged storing it within this long.",

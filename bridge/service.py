@@ -32,6 +32,9 @@ class Service:
     def __init__(self, config: Config, *, role: str = "all") -> None:
         """`role` "all" is the single box; "edge" adds the forwarder to the central tier (bridge/forward.py)."""
         self.config = config
+        # an edge with node.dispatch "central" hands its transcripts to central's dispatcher only: raising incidents
+        # here too would alert every responder twice (its dispatcher still serves SOS, tasks, patrols and the console)
+        self.dispatches_heard = not (role == "edge" and config.node.dispatch == "central")
         self.bus = EventBus()
         self.loop_lag = LoopLagMonitor()
         self.archive = Archive(config.storage)
@@ -153,8 +156,9 @@ class Service:
         await self.radios.on_segment_event(event)
 
     async def _on_transcript(self, transcript: Transcript, utterance: RecognisedUtterance) -> None:
-        # an SOS (an emergency phrase, a phone's hot microphone) takes the utterance before the dispatcher reads it
-        if self.dispatch is not None and self.dispatch.sos.take(transcript, utterance) is None:
+        # an SOS (an emergency phrase, a phone's hot microphone) takes the utterance before the dispatcher reads it;
+        # the SOS stays the edge's even when central dispatches: its radios, key-ups and hot microphones are here
+        if self.dispatch is not None and self.dispatch.sos.take(transcript, utterance) is None and self.dispatches_heard:
             await self.dispatch.dispatcher.handle(transcript, utterance)
 
     async def _on_partial(self, transcript: Transcript, utterance: RecognisedUtterance) -> None:
@@ -172,7 +176,8 @@ class Service:
             return None
         pool = RecognitionPool(engines, self.config.asr.workers, self.config.asr.queue_size, self.config.asr.admit_lag_s)
         logger.info("speech recognition: %s with %d workers", pool.name, pool.workers)
-        on_partial = self._on_partial if self.config.dispatch.enabled and self.config.dispatch.provisional else None
+        dispatch = self.config.dispatch
+        on_partial = self._on_partial if dispatch.enabled and dispatch.provisional and self.dispatches_heard else None
         return LiveRecognition(pool, self.archive, self.transcripts, self.bus, self._on_transcript, on_partial)
 
     def _build_engines(self) -> list[Engine]:

@@ -1,0 +1,202 @@
+"""Central dispatches across stations (issue 13): the region's jurisdictions merged (bridge/region_jurisdiction.py),
+transcripts committed by the ingest dispatched by the box's own dispatcher (bridge/central_dispatch.py), alerts out
+through a real mosquitto, transcripts stored in a real PostgreSQL. Every wait is bounded (`_until`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiomqtt
+import pytest
+import yaml
+
+from asr.transcript import Transcript
+from bridge.central import CentralIngest
+from bridge.central_dispatch import CentralDispatch, central_dispatch
+from bridge.config import Config
+from bridge.events import Utterance, new_utterance_id
+from bridge.nodes import transcript_payload
+from bridge.region import RegionError, load_region
+from bridge.region_jurisdiction import merge_jurisdictions
+from bridge.service import Service
+from dispatch.topics import Topics
+from tests.bridge.test_edge_central import (  # noqa: F401 (mqtt: the fixture, used by name)
+    JURISDICTION,
+    _until,
+    central_config,
+    edge_config,
+    mqtt,
+    running,
+)
+from tests.support.broker import Mosquitto
+
+A, B, C = "gongyuanbeilu", "changlezhonglu", "beiyuanmen"  # B borders A; C does not
+FIGHT = "韩森寨公交站有人打架"  # A's bus stop at 34.2839, 108.9946, on A's border with B
+# A's nearest guard to it is g-jiaju, at the furniture market ~140 m away; B's guard is posted ~40 m from it and C's
+# ~10 m (C's post is made up: it shows that distance alone does not bring in a station not bordering the scene)
+B_GUARD, C_GUARD = "g-changlezhonglu-east", "g-beiyuanmen-x"
+
+
+def station_file(path: Path, station: str, place: tuple[str, str, float, float], guard: str, *, guard_id: str) -> Path:
+    """A small station jurisdiction: one market (`place`: id, name, lat, lon) with its guard."""
+    place_id, name, lat, lon = place
+    raw = {
+        "name": f"{station}辖区", "station": station, "center": {"lat": lat, "lon": lon},
+        "channels": [{"id": "ch-market", "name": "市场保安"}],
+        "places": [{"id": place_id, "name": name, "kind": "market", "lat": lat, "lon": lon},
+                   {"id": "paichusuo", "name": f"{station}派出所", "aliases": ["派出所"], "kind": "police_post",
+                    "lat": lat + 0.01, "lon": lon + 0.01}],
+        "responders": [{"id": guard_id, "name": guard, "role": "guard", "channel": "ch-market", "post": place_id}],
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def region_file(tmp_path: Path, *, c_guard_id: str = C_GUARD) -> Path:
+    b = station_file(tmp_path / "b.yaml", B, ("dongkou", "长乐中路东口市场", 34.2841, 108.9950), "东口市场保安", guard_id=B_GUARD)
+    c = station_file(tmp_path / "c.yaml", C, ("xiaoshi", "北院门小市", 34.2840, 108.9946), "小市保安", guard_id=c_guard_id)
+    raw = {
+        "name": "测试市局",
+        "bureaus": [
+            {"id": "xincheng", "name": "新城分局", "stations": [
+                {"id": A, "name": "公园北路派出所", "jurisdiction": str(JURISDICTION), "neighbours": [B]},
+                {"id": B, "name": "长乐中路派出所", "jurisdiction": str(b)},
+                {"id": "xiaozhai", "name": "小寨派出所"},  # no jurisdiction file: its edge dispatches itself
+            ]},
+            {"id": "lianhu", "name": "莲湖分局", "stations": [{"id": C, "name": "北院门派出所", "jurisdiction": str(c)}]},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "region.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def dispatching_central(tmp_path: Path, broker: Mosquitto, pg_url: str) -> Config:
+    """Central with its region, alerting on the test broker: one guard per incident, no police, so that who is
+    nearest is who is alerted."""
+    config = central_config(tmp_path, broker, pg_url)
+    alerts_broker = config.broker.model_copy(update={"enabled": True, "host": broker.host, "port": broker.port,
+                                                     "client_id": "central-dispatch"})  # fmt: skip
+    responders = config.dispatch.responders.model_copy(update={"guards": 1, "police": 0})
+    return config.model_copy(update={
+        "broker": alerts_broker,
+        "node": config.node.model_copy(update={"region": region_file(tmp_path)}),
+        "dispatch": config.dispatch.model_copy(update={"responders": responders}),
+    })  # fmt: skip
+
+
+def transcript_message(station: str, text: str, *, entry: int) -> tuple[str, bytes]:
+    start = time.time() - 5
+    row = {"utterance_id": new_utterance_id(start), "channel": "ch-market", "start_ms": round(start * 1000),
+           "created_at": time.time()}  # fmt: skip
+    payload = transcript_payload(station, row, Transcript(text=text, pinyin="", engine="test").to_dict(), entry=entry)
+    return Topics().node(station, "transcripts"), payload
+
+
+@asynccontextmanager
+async def central_dispatching(config: Config) -> AsyncIterator[tuple[CentralIngest, CentralDispatch]]:
+    dispatch = central_dispatch(config, load_region(config.node.region))
+    assert dispatch is not None
+    ingest = CentralIngest(config, on_transcript=dispatch.submit)
+    async with running(ingest, dispatch.run):
+        assert dispatch.service.link is not None
+        await asyncio.wait_for(dispatch.service.link.wait_connected(), 10)
+        yield ingest, dispatch
+
+
+@asynccontextmanager
+async def phones(broker: Mosquitto) -> AsyncIterator[dict[str, list[dict]]]:
+    """Every alert the broker delivers, by responder (as their phones would get them)."""
+    alerts: dict[str, list[dict]] = {}
+
+    async def read(client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            alerts.setdefault(str(message.topic).rsplit("/", 1)[1], []).append(json.loads(message.payload))
+
+    async with aiomqtt.Client(broker.host, broker.port, identifier="phones") as client:
+        await client.subscribe(f"{Topics().prefix}/alerts/+", qos=1)
+        reader = asyncio.create_task(read(client))
+        try:
+            yield alerts
+        finally:
+            reader.cancel()
+
+
+def test_the_region_merges_with_places_and_channels_qualified_and_refuses_a_responder_in_two_stations(tmp_path):
+    region = load_region(region_file(tmp_path))
+    merged = merge_jurisdictions(region)
+    assert merged is not None and list(merged.stations) == [A, B, C]  # xiaozhai names no file
+    j = merged.jurisdiction
+    assert j.place(f"{A}.paichusuo").name == "公园北路派出所" and j.place(f"{B}.paichusuo").name == f"{B}派出所"
+    assert j.place(f"{A}.piju-city").within == f"{A}.gaoqiao-market"
+    assert j.responder(B_GUARD).post == f"{B}.dongkou" and j.responder(B_GUARD).channel == f"{B}.ch-market"
+    assert j.responder("g-jiaju").channel == f"{A}.ch-market"  # responder ids stay theirs: their phones' topics
+    assert merged.responder_station[B_GUARD] == B and merged.responder_station["g-jiaju"] == A
+    clash = load_region(region_file(tmp_path, c_guard_id=B_GUARD))
+    with pytest.raises(RegionError, match=f"responder id '{B_GUARD}' is in the jurisdictions of both '{B}' and '{C}'"):
+        merge_jurisdictions(clash)
+
+
+async def test_a_border_fight_alerts_the_neighbours_nearer_guard_once_however_often_it_arrives(tmp_path, mqtt, pg_url):  # noqa: F811
+    config = dispatching_central(tmp_path, mqtt, pg_url)
+    topic, payload = transcript_message(A, FIGHT, entry=1)
+    async with central_dispatching(config) as (ingest, dispatch), phones(mqtt) as alerts, \
+            aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
+        await edge.publish(topic, payload, qos=1)
+        await edge.publish(topic, payload, qos=1)  # delivered again (a resend): stored and dispatched once
+        await _until("stored once, then a repeat",
+                     lambda: ingest.stored["transcripts"] == 1 and ingest.repeats["transcripts"] == 1)  # fmt: skip
+        await _until("the nearest guard alerted", lambda: B_GUARD in alerts)
+        await _until("the transcript dispatched", lambda: dispatch.dispatched == 1)
+        await asyncio.sleep(0.3)  # what a second dispatch would have sent by now
+    incidents = dispatch.service.dispatcher.store.list()
+    assert len(incidents) == 1, incidents
+    incident = incidents[0]
+    assert (incident.type, incident.place_id, incident.reports) == ("fight", f"{A}.hansenzhai-gongjiaozhan", 1)
+    assert incident.channel == f"{A}.ch-market" and incident.utterance_ids == (f"{A}.{json.loads(payload)['utterance_id']}",)
+    # B's guard is nearer than A's own; C's is nearer still, but C does not border A
+    assert set(alerts) == {B_GUARD} and [a["incident_id"] for a in alerts[B_GUARD]] == [incident.id]
+    assert dispatch.dispatched == 1 and not dispatch.refused
+
+
+async def test_what_central_cannot_dispatch_is_refused_with_a_log_line_and_the_next_dispatched(tmp_path, mqtt, pg_url, caplog):  # noqa: F811
+    config = dispatching_central(tmp_path, mqtt, pg_url)
+    unknown = transcript_message("nowhere", FIGHT, entry=1)
+    without_file = transcript_message("xiaozhai", FIGHT, entry=1)
+    good = transcript_message(A, FIGHT, entry=2)
+    caplog.set_level(logging.WARNING)
+    async with central_dispatching(config) as (ingest, dispatch), \
+            aiomqtt.Client(mqtt.host, mqtt.port, identifier="edges") as edges:  # fmt: skip
+        await edges.publish(Topics().node(A, "transcripts"), b"not json", qos=1)
+        await edges.publish(Topics().node(A, "transcripts"), b'{"v": 1, "station": "gongyuanbeilu", "transcript": 5}', qos=1)
+        for topic, payload in (unknown, without_file, good):
+            await edges.publish(topic, payload, qos=1)
+        await _until("the good one dispatched", lambda: dispatch.dispatched == 1)
+    assert ingest.rejected == {A: 2}  # malformed: refused by the ingest, never handed to the dispatcher
+    assert ingest.stored["transcripts"] == 3  # central stores every station's transcripts, dispatched or not
+    assert dispatch.refused == {"unknown_station": 1, "no_jurisdiction": 1}
+    refusals = [r.getMessage() for r in caplog.records if r.name == "bridge.central_dispatch"]
+    assert any("nowhere" in m and "not in the region file" in m for m in refusals), refusals
+    assert any("xiaozhai" in m and "no jurisdiction file" in m for m in refusals), refusals
+    assert [i.place_id for i in dispatch.service.dispatcher.store.list()] == [f"{A}.hansenzhai-gongjiaozhan"]
+
+
+async def test_an_edge_leaving_dispatch_to_central_raises_no_incident_itself(tmp_path, mqtt):  # noqa: F811
+    heard = Transcript(text=FIGHT, pinyin="", engine="test")
+    start = time.time() - 3
+    utterance = Utterance(new_utterance_id(start), "ch-market", start, start + 2.0, b"")
+    edge = edge_config(tmp_path, mqtt)
+    for role, dispatch, incidents in (("edge", "central", 0), ("edge", "edge", 1), ("all", "central", 1)):
+        config = edge.model_copy(update={"node": edge.node.model_copy(update={"dispatch": dispatch})})
+        config = config.model_copy(update={"storage": config.storage.model_copy(update={"data_dir": tmp_path / role / dispatch})})
+        service = Service(config, role=role)
+        assert service.dispatch is not None  # its dispatcher still serves SOS, tasks, patrols, the console
+        await service._on_transcript(heard, utterance)
+        assert len(service.dispatch.dispatcher.store.list()) == incidents, (role, dispatch)
+        await service.dispatch.dispatcher.close()
