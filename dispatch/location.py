@@ -65,9 +65,6 @@ LONG_NAME, LONG_NAME_MIN = 4, 0.9  # names of 4+ syllables heard with mean simil
 # opens a pinyin transcript counts when every other syllable of it is heard right (four or more: distinctive enough).
 ONSET_NAME = 5
 NEARLY_WHOLE_NAME = 5  # a name this long with one syllable misheard after its first is still that name
-# ... and a short form this long (韩森寨家具城: the name's kind-part said another way) one syllable half heard; a
-# shorter one is a name already missing its kind-part (万寿路花鸟), and a slip in it makes two
-SHORT_NEARLY_WHOLE = 6
 HOME_FUZZY_MIN = 0.8  # mean similarity for a 4+ syllable name of the channel's own places, whatever its head
 # The least a name's first syllable scores in any match of `_pinyin_candidates` but at a transmission's onset or on its
 # home channel (a weaker head of a long name, LONG_NAME_MIN); names are looked for only where it is heard so.
@@ -364,14 +361,8 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[
                 floor = ACCENT_MIN if n.method == "generic" and not inp.text and size >= 3 else 1.0
             scores = window_scores(n.text, syl, start, floor,
                                    heteronyms=bool(inp.text))  # characters may be written by another reading
-            if not scores:
-                continue
-            nearly_whole = size >= NEARLY_WHOLE_NAME and scores[0] >= 0.9 and sum(s >= 0.9 for s in scores) >= size - 1
-            slip_ok = nearly_whole and min(scores) >= 0.5 and size >= SHORT_NEARLY_WHOLE
-            if n.method == "short" and min(scores) < 0.9 and not slip_ok:
-                continue  # a short form (东郊市场) is not the name itself: heard whole, up to accent confusions, but for
-                # one syllable half heard in a long one (han2 sun3 zhai1 jia3 ju1 cheng2: 韩森寨家具城); not one
-                # replaced by another word (韩森路家具城: a street and what is on it)
+            if not scores or (n.method == "short" and min(scores) < 0.9):
+                continue  # a short form (东郊市场) is not the name itself: heard whole, up to accent confusions
             score = sum(scores) / size
             exact = score == 1.0 and tones_agree(n.text, syl, start) and (size >= 3 or _has_tones(syl, start, size))
             # The distinctive head of a name (美食|街, 怡园|小区) must be heard right up to accent confusions; in a
@@ -380,6 +371,7 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[
             # (wan4 sheng4 lu4 hua1 niao3 shi4 chang3: 万寿路花鸟市场). A wrong first syllable mid-call is another
             # place with the same generic tail (中方幼儿园), unless it opens the transmission (the onset rule).
             head = min(scores[: min(2, size - 1)])
+            nearly_whole = size >= NEARLY_WHOLE_NAME and scores[0] >= 0.9 and sum(s >= 0.9 for s in scores) >= size - 1
             head_ok = head >= 0.9 or nearly_whole or (size >= LONG_NAME and head >= 0.75 and score >= LONG_NAME_MIN)
             onset_ok = at_onset and min(scores[1:]) >= 0.9
             home_ok = at_home and score >= HOME_FUZZY_MIN
@@ -498,10 +490,11 @@ def _unqualified_at(inp: TranscriptInput, start: int) -> bool:
 
 def _generic_heard(inp: TranscriptInput, scores: list[float], exact: bool) -> bool:
     """A generic alias counts only heard as itself: its very reading, tones and all, but for the tones where they are
-    not heard for sure. The on-board recogniser's tones are unreliable: in its pinyin a kind-part of three syllables
-    counts by its toneless reading (jia3 ju1 cheng2: 家具城), of LONG_NAME+ up to accent confusions too (jian1 cai2 si1
-    chang4: 建材市场, sh/s being a speaker's accent). A character recogniser that wrote the same sound in another tone
-    heard that tone: four syllables read alike are not chance (弄贸市场, 兼材市场), three may be (彩市场)."""
+    not heard for sure. The on-board recogniser's tones are unreliable: in its pinyin a kind-part of three or more
+    syllables counts by its toneless reading (jia3 ju1 cheng2: 家具城) up to accent confusions (jian1 cai2 si1 chang4:
+    建材市场, cai4 si1 chang2: 菜市场, sh/s being a speaker's accent). A character recogniser that wrote the same sound
+    in another tone heard that tone: four syllables read alike are not chance (弄贸市场, 兼材市场), three may be
+    (彩市场)."""
     if exact or len(scores) < 3:
         return exact
     if inp.text:
