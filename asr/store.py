@@ -6,6 +6,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from asr.transcript import Transcript
@@ -83,16 +84,17 @@ class TranscriptStore:
 
     def get(self, utterance_id: str) -> Transcript | None:
         row = self.conn.execute("SELECT * FROM transcripts WHERE utterance_id = ?", (utterance_id,)).fetchone()
-        return _transcript(row) if row else None
+        return transcript_of_row(row) if row else None
 
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         """The latest transcripts, newest first (the console's opening view)."""
         rows = self.conn.execute("SELECT * FROM transcripts ORDER BY start_ms DESC LIMIT ?", (limit,)).fetchall()
         return [{"utterance_id": r["utterance_id"], "channel": r["channel"], "start": r["start_ms"] / 1000,
-                 **_transcript(r).to_dict()} for r in rows]
+                 **transcript_of_row(r).to_dict()} for r in rows]
 
 
-def _transcript(row: sqlite3.Row) -> Transcript:
+def transcript_of_row(row: sqlite3.Row | Mapping[str, Any]) -> Transcript:
+    """A transcripts row (SQLite's, or PostgreSQL's at central: the same columns) as the Transcript stored."""
     return Transcript.from_dict(
         {
             "text": row["text"], "pinyin": row["pinyin"], "readable": row["readable"], "engine": row["engine"],

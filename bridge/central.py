@@ -32,14 +32,16 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiomqtt
 
+from asr.store import transcript_of_row
 from bridge.backoff import Backoff
 from bridge.config import Config, ConfigError
 from bridge.db import Migration, connect_postgres, migrate
 from bridge.logsafe import clip
+from bridge.nodes import VERSION as NODE_VERSION
 from bridge.nodes import (
     Acked,
     NodeLink,
@@ -96,7 +98,9 @@ MIGRATIONS = [
         CREATE INDEX node_utterances_station_seq ON node_utterances (station, seq);
         CREATE INDEX node_utterances_start ON node_utterances (start_ms);
         """,
-    )
+    ),
+    # the recent transcripts, oldest first, which the dispatcher reads again at start (CentralStore.transcripts_since)
+    Migration(sqlite="", postgres="CREATE INDEX transcripts_start ON transcripts (start_ms);"),
 ]
 ACK_BATCH = 32  # entries acknowledged to an edge in one message at most...
 ACK_DELAY_S = 0.5  # ...and at the latest this long after the first of them was stored
@@ -113,8 +117,8 @@ class CentralStore:
 
         self._url = url
         self._conn = connect_postgres(url)
+        PostgresSearchIndex(self._conn)  # migrates the transcripts table and its search index (central's index it)
         migrate(self._conn, "central", MIGRATIONS)
-        PostgresSearchIndex(self._conn)  # migrates the transcripts table and its search index
 
     def reconnect(self) -> None:
         self._conn.close()
@@ -142,19 +146,35 @@ class CentralStore:
         t = m.transcript.to_dict()
         cur = self._conn.execute(
             "INSERT INTO transcripts (utterance_id, channel, start_ms, engine, text, pinyin, words, keywords, conf,"
-            " created_at, readable) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " created_at, readable, alternatives) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (utterance_id) DO UPDATE SET engine = excluded.engine, text = excluded.text,"
             " pinyin = excluded.pinyin, words = excluded.words, keywords = excluded.keywords, conf = excluded.conf,"
-            " created_at = excluded.created_at, readable = excluded.readable"
+            " created_at = excluded.created_at, readable = excluded.readable, alternatives = excluded.alternatives"
             " WHERE transcripts.created_at < excluded.created_at",  # only a newer version replaces it
             (central_id(m.station, m.utterance_id), central_id(m.station, m.channel), m.start_ms, t["engine"], t["text"],
              t["pinyin"], json.dumps(t["words"], ensure_ascii=False), json.dumps(t["keywords"], ensure_ascii=False),
-             t["conf"], m.version, t["readable"]),
+             t["conf"], m.version, t["readable"], json.dumps(t["alternatives"], ensure_ascii=False)),
         )  # fmt: skip
         return cur.rowcount == 1
 
+    def transcripts_since(self, start_ms: int) -> list[TranscriptMessage]:
+        """The transcripts of utterances begun at `start_ms` or later, oldest first, each as the message that brought
+        the version stored (the newest): what central's dispatcher reads again at start (bridge/central_dispatch.py)."""
+        rows = self._conn.execute(
+            "SELECT * FROM transcripts WHERE start_ms >= %s ORDER BY start_ms, utterance_id", (start_ms,)
+        ).fetchall()
+        return [_transcript_message(row) for row in rows]
+
     def close(self) -> None:
         self._conn.close()
+
+
+def _transcript_message(row: dict[str, Any]) -> TranscriptMessage:
+    """A transcripts row as the message it was stored from (central's ids unqualified again; no queue entry)."""
+    station, utterance_id = row["utterance_id"].split(".", 1)  # a station id has no "." (bridge.config.STATION_ID)
+    channel = row["channel"].split(".", 1)[1]
+    return TranscriptMessage(v=NODE_VERSION, station=station, utterance_id=utterance_id, channel=channel,
+                             start_ms=row["start_ms"], version=row["created_at"], transcript=transcript_of_row(row))  # fmt: skip
 
 
 class CentralIngest:

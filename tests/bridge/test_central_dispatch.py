@@ -16,12 +16,12 @@ import aiomqtt
 import pytest
 import yaml
 
-from asr.transcript import Transcript
-from bridge.central import CentralIngest
+from asr.transcript import Transcript, Word
+from bridge.central import CentralIngest, CentralStore
 from bridge.central_dispatch import CentralDispatch, central_dispatch
 from bridge.config import Config
 from bridge.events import Utterance, new_utterance_id
-from bridge.nodes import transcript_payload
+from bridge.nodes import parse, transcript_payload
 from bridge.region import RegionError, load_region
 from bridge.region_jurisdiction import merge_jurisdictions
 from bridge.service import Service
@@ -200,3 +200,25 @@ async def test_an_edge_leaving_dispatch_to_central_raises_no_incident_itself(tmp
         await service._on_transcript(heard, utterance)
         assert len(service.dispatch.dispatcher.store.list()) == incidents, (role, dispatch)
         await service.dispatch.dispatcher.close()
+
+
+def test_central_reads_a_stored_transcript_back_whole_as_its_newest_version(pg_url):
+    """What central's dispatcher reads again at start: every hearing the dispatcher weighs (alternatives), the
+    newest version only, oldest utterance first, with the edge's ids."""
+    hearing = Transcript(text="韩森寨公交站有人打价", pinyin="", engine="test")
+    heard = Transcript(text=FIGHT, pinyin="", engine="test", words=(Word("打架", 1.0, 1.6, 0.9),), alternatives=(hearing,))
+    store = CentralStore(pg_url)
+    try:
+        now = time.time()
+        older, newer = (parse("transcripts", A, transcript_payload(A, {"utterance_id": uid, "channel": "ch-market",
+                        "start_ms": round(start * 1000), "created_at": now}, heard.to_dict(), entry=1))
+                        for uid, start in (("u-older", now - 60), ("u-newer", now - 30)))  # fmt: skip
+        assert store.store(newer) and store.store(older)
+        redone = newer.model_copy(update={"version": now + 1, "transcript": hearing})
+        assert store.store(redone) and not store.store(newer)  # a newer version replaces it, an older one does not
+        read = store.transcripts_since(round((now - 45) * 1000))
+        assert read == [redone.model_copy(update={"entry": None})]
+        assert store.transcripts_since(0) == [older.model_copy(update={"entry": None}), read[0]]
+        assert store.transcripts_since(0)[0].transcript.alternatives == (hearing,)
+    finally:
+        store.close()
