@@ -317,32 +317,37 @@ class CentralIngest:
             await self._wait_for_database(self._index, self._forget_search)
 
     async def _wait_for_database(self, work: Callable[[], T], reconnect: Callable[[], None] | None = None) -> T:
-        """`work` in a thread, again and again with back-off while PostgreSQL cannot take it (`reconnect` after each
-        failure: a connection that failed once stays broken). Only a DataError or IntegrityError (what this message
-        holds can never go in) is raised; whatever else fails is retried, logged, and the message is not
-        acknowledged until it is stored, so nothing accepted is lost to a fault on this side."""
-        import psycopg
-
-        while True:
-            try:
-                result = await asyncio.to_thread(work)
-                self._backoff.reset()
-                return result
-            except (psycopg.DataError, psycopg.IntegrityError):
-                raise
-            except psycopg.Error as e:
-                delay = self._backoff.next_delay()
-                level = logging.WARNING if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError) else logging.ERROR
-                logger.log(level, "PostgreSQL cannot take it (%s: %s); trying again in %.1f s", type(e).__name__,
-                           clip(str(e)), delay)  # fmt: skip
-                await asyncio.sleep(delay)
-                if reconnect is not None:
-                    with contextlib.suppress(psycopg.Error):
-                        await asyncio.to_thread(reconnect)
+        """(wait_for_database:) a message is not acknowledged until it is stored, so nothing accepted is lost to a
+        fault on this side."""
+        return await wait_for_database(work, self._backoff, reconnect)
 
     def _reject(self, station: str, reason: str) -> None:
         self.rejected[station] += 1
         logger.warning("node message rejected (%d from %s so far): %s", self.rejected[station], clip(station), clip(reason))
+
+
+async def wait_for_database(work: Callable[[], T], backoff: Backoff, reconnect: Callable[[], None] | None = None) -> T:
+    """`work` in a thread, again and again with back-off while PostgreSQL cannot take it (`reconnect` after each
+    failure: a connection that failed once stays broken). Only a DataError or IntegrityError (what `work` holds can
+    never go in) is raised; whatever else fails is logged and retried, as long as it takes."""
+    import psycopg
+
+    while True:
+        try:
+            result = await asyncio.to_thread(work)
+            backoff.reset()
+            return result
+        except (psycopg.DataError, psycopg.IntegrityError):
+            raise
+        except psycopg.Error as e:
+            delay = backoff.next_delay()
+            level = logging.WARNING if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError) else logging.ERROR
+            logger.log(level, "PostgreSQL cannot take it (%s: %s); trying again in %.1f s", type(e).__name__,
+                       clip(str(e)), delay)  # fmt: skip
+            await asyncio.sleep(delay)
+            if reconnect is not None:
+                with contextlib.suppress(psycopg.Error):
+                    await asyncio.to_thread(reconnect)
 
 
 def run_central(config: Config, region: Region | None = None) -> None:

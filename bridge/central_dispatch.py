@@ -2,10 +2,22 @@
 DispatchService), fed at central with every transcript the ingest commits (bridge/central.py), over the region's
 stations merged (bridge/region_jurisdiction.py).
 
-- A transcript is dispatched once per version: the ingest hands it over only when PostgreSQL took it as new (a repeat
-  delivery, or an older version arriving late, changes nothing and is not handed over), after the commit. It is
-  queued, so the ingest never waits for the dispatcher. A transcript committed and not dispatched yet when central
-  stops is not dispatched later: its redelivery is a repeat (at most once, not at least once, for the dispatch).
+- A transcript is dispatched at least once per version, and once only. The ingest hands it over when PostgreSQL took
+  it as new (a repeat delivery, or an older version arriving late, changes nothing and is not handed over), after the
+  commit, queued so the ingest never waits for the dispatcher. What was handled is recorded per utterance in
+  central's SQLite (`central_dispatched`: the newest version, and dispatched or why not), right after the
+  dispatcher's own writes; a version recorded is never dispatched again. The queue is memory, so at start central
+  first reads back from PostgreSQL the transcripts begun within `node.dispatch_max_age_s` whose newest version is not
+  recorded, committed by the last run and not dispatched when it ended (SIGKILL, power, a clean stop with a queue),
+  and dispatches them, oldest first, before what the ingest hands over meanwhile. A process killed between the
+  dispatcher's writes and the record leaves an incident holding the utterance: found so at start, it is recorded
+  instead of dispatched again. One the dispatcher failed on is not recorded: tried again at the next start.
+- Too late is not dispatched. A transcript whose utterance began more than `node.dispatch_max_age_s` (15 min) ago,
+  a backlog after a long outage, pages nobody: it is stored and searchable, logged and counted `stale`. (A box
+  dispatches its own backlog whatever its age, dated when it was heard: what its recognition fell behind on, seconds
+  or minutes; central's lateness is an outage of a link or of central, minutes or hours. Central serves no operators' console
+  yet, so a stale report is not queued as 待确认 for one.) PostgreSQL coming back after an outage needs no reading
+  back: while it is down the ingest commits nothing, so nothing is handed over or lost.
 - Its station says where it was heard: the place it names is looked for among that station's places only, and the
   incident belongs to that station. Responders of that station and of the stations bordering it (the region's
   `neighbours`) may be alerted, nearest first as on a box: a guard of the next station's market goes when he is
@@ -13,7 +25,8 @@ stations merged (bridge/region_jurisdiction.py).
   not border the scene is not expected to cover it (and a guard's last fix beyond a border says little).
 - A transcript from a station the region does not know, or from one without a jurisdiction file at central, is
   refused for dispatch (stored and searchable all the same), counted in `refused` and logged; whatever goes wrong in
-  dispatching one is logged and counted, and the next is dispatched.
+  dispatching one is logged and counted, and the next is dispatched. The counts (`counters()`: dispatched, refused
+  by reason, recovered at start, repeats) are logged at start and stop: central has no /healthz or /metrics yet.
 - Incidents, alerts' outbox and responders' statuses are central's own SQLite (`storage.database` in its data_dir,
   beside its users and sessions); alerts go out on central's `broker` section, on the topics a box uses
   (dispatch/topics.py), so the responders' phones get them as from their station's box. Central transmits on no radio
@@ -23,12 +36,19 @@ stations merged (bridge/region_jurisdiction.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
+import time
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from bridge.backoff import Backoff
+from bridge.central import CentralStore, wait_for_database
 from bridge.config import Config, ConfigError
+from bridge.db import connect, migrate
 from bridge.logsafe import clip
 from bridge.nodes import TranscriptMessage, central_id
 from bridge.region import Region, RegionError
@@ -38,6 +58,47 @@ from dispatch.gazetteer import Jurisdiction, Place
 from dispatch.location import PlaceIndex
 
 logger = logging.getLogger(__name__)
+
+MIGRATIONS = [
+    """
+    CREATE TABLE central_dispatched (
+        utterance_id TEXT PRIMARY KEY,  -- central's: <station>.<the edge's id>
+        version REAL NOT NULL,          -- the newest transcript version of it handled (the edge's created_at)
+        outcome TEXT NOT NULL,          -- dispatched, or why not: stale, unknown_station, no_jurisdiction
+        at REAL NOT NULL
+    );
+    CREATE INDEX central_dispatched_at ON central_dispatched (at);
+    """
+]
+
+
+class DispatchRecord:
+    """What central's dispatcher has handled, per utterance: the newest transcript version and its outcome, in
+    central's SQLite beside the incidents (a row is written right after the dispatcher's own writes)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        migrate(conn, "central.dispatch", MIGRATIONS)
+        self._conn = conn
+
+    def version(self, utterance_id: str) -> float | None:
+        """The newest version of the utterance's transcript handled, None when none was."""
+        row = self._conn.execute("SELECT version FROM central_dispatched WHERE utterance_id = ?", (utterance_id,)).fetchone()
+        return None if row is None else row["version"]
+
+    def record(self, utterance_id: str, version: float, outcome: str) -> None:
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO central_dispatched (utterance_id, version, outcome, at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (utterance_id) DO UPDATE SET version = excluded.version, outcome = excluded.outcome,"
+                " at = excluded.at",
+                (utterance_id, version, outcome, time.time()),
+            )
+
+    def forget_before(self, at: float) -> None:
+        """Rows handled before `at`: no transcript that old is dispatched again (it is stale), so its row decides
+        nothing any more."""
+        with self._conn:
+            self._conn.execute("DELETE FROM central_dispatched WHERE at < ?", (at,))
 
 
 class RegionArea:
@@ -96,8 +157,8 @@ class Heard:
 
 
 class CentralDispatch:
-    """`submit` each committed transcript; `run()` dispatches them (and keeps the dispatcher's broker link and outbox
-    going) until cancelled."""
+    """`submit` each committed transcript; `run()` first dispatches what the last run committed and did not, then
+    what is submitted (and keeps the dispatcher's broker link and outbox going) until cancelled."""
 
     def __init__(self, config: Config, region: Region, merged: RegionJurisdiction) -> None:
         self.area = RegionArea(region, merged)
@@ -105,43 +166,107 @@ class CentralDispatch:
         alerts = config.dispatch.alerts.model_copy(update={"announce": False})
         config = config.model_copy(update={"dispatch": config.dispatch.model_copy(update={"alerts": alerts})})
         self.service = DispatchService(config, area=self.area)
+        self.record = DispatchRecord(connect(config.storage.database))
         self._region = region
+        self._database_url = config.storage.database_url
+        self._max_age_s = config.node.dispatch_max_age_s
         self._queue: asyncio.Queue[TranscriptMessage] = asyncio.Queue()
         self.dispatched = 0  # transcripts the dispatcher read
-        self.refused: Counter[str] = Counter()  # by reason: not this region's, no jurisdiction here, failed
+        self.refused: Counter[str] = Counter()  # by reason: stale, not this region's, no jurisdiction here, failed
+        self.recovered = 0  # of those handled, how many were read again from PostgreSQL at start
+        self.repeats = 0  # handed over, but that version was handled already (read again at start meanwhile)
 
     def submit(self, message: TranscriptMessage) -> None:
         """A transcript central has just committed (a new one, or a newer version)."""
         self._queue.put_nowait(message)
 
+    def counters(self) -> dict[str, Any]:
+        return {"dispatched": self.dispatched, "refused": dict(self.refused), "recovered": self.recovered,
+                "repeats": self.repeats}  # fmt: skip
+
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self.service.run(), name="central-dispatch-link")
-            tasks.create_task(self._dispatch_loop(), name="central-dispatch")
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.service.run(), name="central-dispatch-link")
+                tasks.create_task(self._dispatch_loop(), name="central-dispatch")
+        finally:
+            logger.info("central dispatch stops: %s", self.counters())
 
     async def _dispatch_loop(self) -> None:
+        await self._recover()
         while True:
             message = await self._queue.get()
             await self._dispatch(message)
 
+    async def _recover(self) -> None:
+        """Dispatch, oldest first, the transcripts PostgreSQL holds whose newest version this store has not handled:
+        committed by the last run and not dispatched when it ended (its queue is memory), so at least once. Those
+        begun more than `node.dispatch_max_age_s` ago are left alone, as stale as they would be refused."""
+        since = time.time() - self._max_age_s
+        self.record.forget_before(since)
+        recent = await wait_for_database(lambda: self._transcripts_since(since), Backoff())
+        missed = [m for m in recent if not self._handled(m)]
+        # An incident holding an utterance never recorded: the last run was killed after the dispatcher's writes and
+        # before the record (or before records were kept). Dispatching it again would count it twice, or raise a second
+        # incident where there is no place to merge by; it is recorded as dispatched instead.
+        held = self.service.dispatcher.store.utterances_since(since) if missed else set()
+        for message in missed:
+            utterance_id = central_id(message.station, message.utterance_id)
+            if utterance_id in held and self.record.version(utterance_id) is None:
+                logger.info("transcript %s: already in an incident, recorded as dispatched", clip(utterance_id))
+                self.record.record(utterance_id, message.version, "dispatched")
+                continue
+            self.recovered += 1
+            await self._dispatch(message)
+        logger.info("central dispatch at start: %d transcript(s) of the last %d min committed and not dispatched by "
+                    "the last run, %d of them read again (the others were in an incident already): %s", len(missed),
+                    round(self._max_age_s / 60), self.recovered, self.counters())  # fmt: skip
+
+    def _transcripts_since(self, since: float) -> list[TranscriptMessage]:
+        assert self._database_url is not None  # the ingest refuses to start without it
+        with contextlib.closing(CentralStore(self._database_url)) as store:
+            return store.transcripts_since(round(since * 1000))
+
+    def _handled(self, message: TranscriptMessage) -> bool:
+        done = self.record.version(central_id(message.station, message.utterance_id))
+        return done is not None and done >= message.version
+
     async def _dispatch(self, message: TranscriptMessage) -> None:
+        """Dispatch one transcript version unless it was handled already, and record it as handled; one the
+        dispatcher failed on is not recorded, so the next start tries it again."""
+        if self._handled(message):
+            self.repeats += 1
+            return
+        outcome = await self._outcome(message)
+        if outcome is not None:
+            self.record.record(central_id(message.station, message.utterance_id), message.version, outcome)
+
+    async def _outcome(self, message: TranscriptMessage) -> str | None:
         station = message.station
+        name = clip(f"{station}.{message.utterance_id}")
         if not self.area.covers(station):
             known = self._region.station(station) is not None
             reason = "no_jurisdiction" if known else "unknown_station"
             self.refused[reason] += 1
-            logger.warning("transcript %s not dispatched: %s", clip(f"{station}.{message.utterance_id}"),
+            logger.warning("transcript %s not dispatched: %s", name,
                            "its station has no jurisdiction file in the region file" if known
                            else f"station {clip(station)!r} is not in the region file")  # fmt: skip
-            return
+            return reason
+        age = time.time() - message.start_ms / 1000
+        if age > self._max_age_s:  # a guard paged now for what was said long ago would go to a scene long gone
+            self.refused["stale"] += 1
+            logger.warning("transcript %s not dispatched: heard %d min ago, over node.dispatch_max_age_s (%s)", name,
+                           round(age / 60), clip(message.transcript.shown))  # fmt: skip
+            return "stale"
         heard = Heard.of(message)
         try:
             await self.service.dispatcher.handle(message.transcript, heard)
         except Exception:  # one transcript the dispatcher fails on must not stop the others'
             self.refused["failed"] += 1
             logger.exception("transcript %s: dispatching it failed", clip(heard.id))
-            return
+            return None
         self.dispatched += 1
+        return "dispatched"
 
 
 def central_dispatch(config: Config, region: Region | None) -> CentralDispatch | None:

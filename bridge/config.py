@@ -284,6 +284,12 @@ class NodeConfig(Strict):
         "an edge keeps dispatching until central's region names its jurisdiction file), or central, across stations "
         "(bridge/central_dispatch.py); then the edge raises no incident from its transcripts. Only --role edge reads it.",
     )
+    dispatch_max_age_s: float = Field(
+        900.0, gt=0,
+        description="Central dispatches a transcript only while its utterance began at most this long ago; an older "
+        "one (a backlog after a long outage) is stored and searchable, logged and counted 'stale', and pages nobody. "
+        "Only --role central reads it.",
+    )  # fmt: skip
     ack_timeout_s: float = Field(
         30.0, gt=0, le=3600,
         description="An edge resends what it sent when central has not acknowledged storing it within this long.",

@@ -229,6 +229,12 @@ class IncidentStore:
         )
         return [i for i in map(_incident, rows) if utterance_id in i.utterance_ids]
 
+    def utterances_since(self, at: float) -> set[str]:
+        """Every utterance some incident updated at `at` or later reported or was merged into (an incident is updated
+        whenever a report is added, so one holding an utterance heard since `at` is among them)."""
+        rows = self._conn.execute("SELECT utterance_ids FROM incidents WHERE updated_at >= ?", (at,))
+        return {uid for row in rows for uid in json.loads(row["utterance_ids"])}
+
     def ever_sent(self, incident: Incident) -> set[str]:
         """Every responder the incident was ever sent to: assigned now, alerted, escalated to or dispatched by an
         operator, even if stood down since (they were told of it)."""

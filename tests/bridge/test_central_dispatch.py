@@ -5,6 +5,7 @@ through a real mosquitto, transcripts stored in a real PostgreSQL. Every wait is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -20,6 +21,7 @@ from asr.transcript import Transcript, Word
 from bridge.central import CentralIngest, CentralStore
 from bridge.central_dispatch import CentralDispatch, central_dispatch
 from bridge.config import Config
+from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
 from bridge.nodes import parse, transcript_payload
 from bridge.region import RegionError, load_region
@@ -91,8 +93,8 @@ def dispatching_central(tmp_path: Path, broker: Mosquitto, pg_url: str) -> Confi
     })  # fmt: skip
 
 
-def transcript_message(station: str, text: str, *, entry: int) -> tuple[str, bytes]:
-    start = time.time() - 5
+def transcript_message(station: str, text: str, *, entry: int, heard_ago: float = 5.0) -> tuple[str, bytes]:
+    start = time.time() - heard_ago
     row = {"utterance_id": new_utterance_id(start), "channel": "ch-market", "start_ms": round(start * 1000),
            "created_at": time.time()}  # fmt: skip
     payload = transcript_payload(station, row, Transcript(text=text, pinyin="", engine="test").to_dict(), entry=entry)
@@ -108,6 +110,16 @@ async def central_dispatching(config: Config) -> AsyncIterator[tuple[CentralInge
         assert dispatch.service.link is not None
         await asyncio.wait_for(dispatch.service.link.wait_connected(), 10)
         yield ingest, dispatch
+
+
+async def stored_undispatched(config: Config, broker: Mosquitto, *messages: tuple[str, bytes]) -> None:
+    """Central's ingest commits `messages` with no dispatcher behind it: to the stores, a central killed after each
+    commit and before its dispatch."""
+    ingest = CentralIngest(config)
+    async with running(ingest), aiomqtt.Client(broker.host, broker.port, identifier="edge-a") as edge:
+        for topic, payload in messages:
+            await edge.publish(topic, payload, qos=1)
+        await _until("stored, not dispatched", lambda: ingest.stored["transcripts"] == len(messages))
 
 
 @asynccontextmanager
@@ -222,3 +234,61 @@ def test_central_reads_a_stored_transcript_back_whole_as_its_newest_version(pg_u
         assert store.transcripts_since(0)[0].transcript.alternatives == (hearing,)
     finally:
         store.close()
+
+
+ROUTINE = "收到"  # a line that raises nothing: dispatched once it is read, so what was read before it is known
+
+
+async def test_a_transcript_committed_and_not_dispatched_when_central_stopped_is_dispatched_once_at_its_next_start(
+    tmp_path, mqtt, pg_url  # noqa: F811
+):  # fmt: skip
+    config = dispatching_central(tmp_path, mqtt, pg_url)
+    fight = transcript_message(A, FIGHT, entry=1)
+    stale = transcript_message(A, FIGHT, entry=2, heard_ago=2 * 3600)  # within the merge window of nothing now
+    async with phones(mqtt) as alerts:
+        await stored_undispatched(config, mqtt, stale, fight)
+        async with central_dispatching(config) as (ingest, dispatch), \
+                aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
+            await _until("the fight read again and dispatched", lambda: dispatch.dispatched == 1 and B_GUARD in alerts)
+            assert dispatch.recovered == 1  # the stale one was not even read again
+            await edge.publish(*fight, qos=1)  # the edge resends it: a repeat, nothing new
+            late = transcript_message(A, FIGHT, entry=3, heard_ago=20 * 60)  # a backlog arriving after a long outage
+            await edge.publish(*late, qos=1)
+            await _until("the repeat and the late one taken", lambda: ingest.repeats["transcripts"] == 1
+                         and dispatch.refused["stale"] == 1)  # fmt: skip
+            await asyncio.sleep(0.3)  # what a second dispatch would have sent by now
+            incidents = dispatch.service.dispatcher.store.list()
+            assert dispatch.counters() == {"dispatched": 1, "refused": {"stale": 1}, "recovered": 1, "repeats": 0}
+        # started again: the fight's version is recorded as dispatched, so it is not read again
+        async with central_dispatching(config) as (ingest, dispatch), \
+                aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
+            await edge.publish(*transcript_message(A, ROUTINE, entry=4), qos=1)
+            await _until("the routine line read", lambda: dispatch.dispatched == 1)
+            await asyncio.sleep(0.3)
+            assert dispatch.service.dispatcher.store.list() == incidents
+    assert len(incidents) == 1 and incidents[0].reports == 1, incidents
+    assert incidents[0].utterance_ids == (f"{A}.{json.loads(fight[1])['utterance_id']}",)
+    assert set(alerts) == {B_GUARD} and [a["incident_id"] for a in alerts[B_GUARD]] == [incidents[0].id]
+
+
+async def test_central_killed_after_the_dispatchers_writes_and_before_its_record_does_not_count_the_report_twice(
+    tmp_path, mqtt, pg_url  # noqa: F811
+):  # fmt: skip
+    config = dispatching_central(tmp_path, mqtt, pg_url)
+    fight = transcript_message(A, FIGHT, entry=1)
+    async with phones(mqtt) as alerts:
+        async with central_dispatching(config) as (_, dispatch), \
+                aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
+            await edge.publish(*fight, qos=1)
+            await _until("the fight dispatched", lambda: dispatch.dispatched == 1 and B_GUARD in alerts)
+        with contextlib.closing(connect(config.storage.database)) as conn, conn:
+            assert conn.execute("DELETE FROM central_dispatched").rowcount == 1  # as if killed before writing it
+        async with central_dispatching(config) as (_, dispatch), \
+                aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
+            await edge.publish(*transcript_message(A, ROUTINE, entry=2), qos=1)
+            await _until("the routine line read", lambda: dispatch.dispatched == 1)
+            await asyncio.sleep(0.3)
+            incidents = dispatch.service.dispatcher.store.list()
+            assert dispatch.recovered == 0 and dispatch.record.version(incidents[0].utterance_ids[0]) is not None
+    assert len(incidents) == 1 and incidents[0].reports == 1, incidents  # not merged into itself a second time
+    assert len(alerts[B_GUARD]) == 1
