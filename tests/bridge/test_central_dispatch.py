@@ -1,6 +1,6 @@
 """Central dispatches across stations (issue 13): the region's jurisdictions merged (bridge/region_jurisdiction.py),
 transcripts committed by the ingest dispatched by the box's own dispatcher (bridge/central_dispatch.py), alerts out
-through a real mosquitto, transcripts stored in a real PostgreSQL. Every wait is bounded (`_until`)."""
+through a real mosquitto, transcripts stored in a real PostgreSQL. Every wait is bounded (`until`)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,12 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import aiomqtt
 import pytest
-import yaml
 
 from asr.transcript import Transcript, Word
 from bridge.central import CentralIngest, CentralStore
-from bridge.central_dispatch import CentralDispatch, central_dispatch
 from bridge.config import Config
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
@@ -28,88 +25,22 @@ from bridge.region import RegionError, load_region
 from bridge.region_jurisdiction import merge_jurisdictions
 from bridge.service import Service
 from dispatch.topics import Topics
-from tests.bridge.test_edge_central import (  # noqa: F401 (mqtt: the fixture, used by name)
-    JURISDICTION,
-    _until,
-    central_config,
-    edge_config,
-    mqtt,
-    running,
-)
 from tests.support.broker import Mosquitto
-
-A, B, C = "gongyuanbeilu", "changlezhonglu", "beiyuanmen"  # B borders A; C does not
-FIGHT = "韩森寨公交站有人打架"  # A's bus stop at 34.2839, 108.9946, on A's border with B
-# A's nearest guard to it is g-jiaju, at the furniture market ~140 m away; B's guard is posted ~40 m from it and C's
-# ~10 m (C's post is made up: it shows that distance alone does not bring in a station not bordering the scene)
-B_GUARD, C_GUARD = "g-changlezhonglu-east", "g-beiyuanmen-x"
-
-
-def station_file(path: Path, station: str, place: tuple[str, str, float, float], guard: str, *, guard_id: str) -> Path:
-    """A small station jurisdiction: one market (`place`: id, name, lat, lon) with its guard."""
-    place_id, name, lat, lon = place
-    raw = {
-        "name": f"{station}辖区", "station": station, "center": {"lat": lat, "lon": lon},
-        "channels": [{"id": "ch-market", "name": "市场保安"}],
-        "places": [{"id": place_id, "name": name, "kind": "market", "lat": lat, "lon": lon},
-                   {"id": "paichusuo", "name": f"{station}派出所", "aliases": ["派出所"], "kind": "police_post",
-                    "lat": lat + 0.01, "lon": lon + 0.01}],
-        "responders": [{"id": guard_id, "name": guard, "role": "guard", "channel": "ch-market", "post": place_id}],
-    }  # fmt: skip
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    return path
-
-
-def region_file(tmp_path: Path, *, c_guard_id: str = C_GUARD) -> Path:
-    b = station_file(tmp_path / "b.yaml", B, ("dongkou", "长乐中路东口市场", 34.2841, 108.9950), "东口市场保安", guard_id=B_GUARD)
-    c = station_file(tmp_path / "c.yaml", C, ("xiaoshi", "北院门小市", 34.2840, 108.9946), "小市保安", guard_id=c_guard_id)
-    raw = {
-        "name": "测试市局",
-        "bureaus": [
-            {"id": "xincheng", "name": "新城分局", "stations": [
-                {"id": A, "name": "公园北路派出所", "jurisdiction": str(JURISDICTION), "neighbours": [B]},
-                {"id": B, "name": "长乐中路派出所", "jurisdiction": str(b)},
-                {"id": "xiaozhai", "name": "小寨派出所"},  # no jurisdiction file: its edge dispatches itself
-            ]},
-            {"id": "lianhu", "name": "莲湖分局", "stations": [{"id": C, "name": "北院门派出所", "jurisdiction": str(c)}]},
-        ],
-    }  # fmt: skip
-    path = tmp_path / "region.yaml"
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    return path
-
-
-def dispatching_central(tmp_path: Path, broker: Mosquitto, pg_url: str) -> Config:
-    """Central with its region, alerting on the test broker: one guard per incident, no police, so that who is
-    nearest is who is alerted."""
-    config = central_config(tmp_path, broker, pg_url)
-    alerts_broker = config.broker.model_copy(update={"enabled": True, "host": broker.host, "port": broker.port,
-                                                     "client_id": "central-dispatch"})  # fmt: skip
-    responders = config.dispatch.responders.model_copy(update={"guards": 1, "police": 0})
-    return config.model_copy(update={
-        "broker": alerts_broker,
-        "node": config.node.model_copy(update={"region": region_file(tmp_path)}),
-        "dispatch": config.dispatch.model_copy(update={"responders": responders}),
-    })  # fmt: skip
-
-
-def transcript_message(station: str, text: str, *, entry: int, heard_ago: float = 5.0) -> tuple[str, bytes]:
-    start = time.time() - heard_ago
-    row = {"utterance_id": new_utterance_id(start), "channel": "ch-market", "start_ms": round(start * 1000),
-           "created_at": time.time()}  # fmt: skip
-    payload = transcript_payload(station, row, Transcript(text=text, pinyin="", engine="test").to_dict(), entry=entry)
-    return Topics().node(station, "transcripts"), payload
-
-
-@asynccontextmanager
-async def central_dispatching(config: Config) -> AsyncIterator[tuple[CentralIngest, CentralDispatch]]:
-    dispatch = central_dispatch(config, load_region(config.node.region))
-    assert dispatch is not None
-    ingest = CentralIngest(config, on_transcript=dispatch.submit)
-    async with running(ingest, dispatch.run):
-        assert dispatch.service.link is not None
-        await asyncio.wait_for(dispatch.service.link.wait_connected(), 10)
-        yield ingest, dispatch
+from tests.support.central import (  # noqa: F401 (mqtt: the fixture, used by name)
+    B_GUARD,
+    FIGHT,
+    A,
+    B,
+    C,
+    central_dispatching,
+    dispatching_central,
+    edge_config,
+    mqtt_fixture,
+    region_file,
+    running,
+    transcript_message,
+    until,
+)
 
 
 async def stored_undispatched(config: Config, broker: Mosquitto, *messages: tuple[str, bytes]) -> None:
@@ -119,7 +50,7 @@ async def stored_undispatched(config: Config, broker: Mosquitto, *messages: tupl
     async with running(ingest), aiomqtt.Client(broker.host, broker.port, identifier="edge-a") as edge:
         for topic, payload in messages:
             await edge.publish(topic, payload, qos=1)
-        await _until("stored, not dispatched", lambda: ingest.stored["transcripts"] == len(messages))
+        await until("stored, not dispatched", lambda: ingest.stored["transcripts"] == len(messages))
 
 
 @asynccontextmanager
@@ -155,17 +86,17 @@ def test_the_region_merges_with_places_and_channels_qualified_and_refuses_a_resp
         merge_jurisdictions(clash)
 
 
-async def test_a_border_fight_alerts_the_neighbours_nearer_guard_once_however_often_it_arrives(tmp_path, mqtt, pg_url):  # noqa: F811
+async def test_a_border_fight_alerts_the_neighbours_nearer_guard_once_however_often_it_arrives(tmp_path, mqtt, pg_url):
     config = dispatching_central(tmp_path, mqtt, pg_url)
     topic, payload = transcript_message(A, FIGHT, entry=1)
     async with central_dispatching(config) as (ingest, dispatch), phones(mqtt) as alerts, \
             aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
         await edge.publish(topic, payload, qos=1)
         await edge.publish(topic, payload, qos=1)  # delivered again (a resend): stored and dispatched once
-        await _until("stored once, then a repeat",
-                     lambda: ingest.stored["transcripts"] == 1 and ingest.repeats["transcripts"] == 1)  # fmt: skip
-        await _until("the nearest guard alerted", lambda: B_GUARD in alerts)
-        await _until("the transcript dispatched", lambda: dispatch.dispatched == 1)
+        await until("stored once, then a repeat",
+                    lambda: ingest.stored["transcripts"] == 1 and ingest.repeats["transcripts"] == 1)  # fmt: skip
+        await until("the nearest guard alerted", lambda: B_GUARD in alerts)
+        await until("the transcript dispatched", lambda: dispatch.dispatched == 1)
         await asyncio.sleep(0.3)  # what a second dispatch would have sent by now
     incidents = dispatch.service.dispatcher.store.list()
     assert len(incidents) == 1, incidents
@@ -177,7 +108,7 @@ async def test_a_border_fight_alerts_the_neighbours_nearer_guard_once_however_of
     assert dispatch.dispatched == 1 and not dispatch.refused
 
 
-async def test_what_central_cannot_dispatch_is_refused_with_a_log_line_and_the_next_dispatched(tmp_path, mqtt, pg_url, caplog):  # noqa: F811
+async def test_what_central_cannot_dispatch_is_refused_with_a_log_line_and_the_next_dispatched(tmp_path, mqtt, pg_url, caplog):
     config = dispatching_central(tmp_path, mqtt, pg_url)
     unknown = transcript_message("nowhere", FIGHT, entry=1)
     without_file = transcript_message("xiaozhai", FIGHT, entry=1)
@@ -189,7 +120,7 @@ async def test_what_central_cannot_dispatch_is_refused_with_a_log_line_and_the_n
         await edges.publish(Topics().node(A, "transcripts"), b'{"v": 1, "station": "gongyuanbeilu", "transcript": 5}', qos=1)
         for topic, payload in (unknown, without_file, good):
             await edges.publish(topic, payload, qos=1)
-        await _until("the good one dispatched", lambda: dispatch.dispatched == 1)
+        await until("the good one dispatched", lambda: dispatch.dispatched == 1)
     assert ingest.rejected == {A: 2}  # malformed: refused by the ingest, never handed to the dispatcher
     assert ingest.stored["transcripts"] == 3  # central stores every station's transcripts, dispatched or not
     assert dispatch.refused == {"unknown_station": 1, "no_jurisdiction": 1}
@@ -199,7 +130,7 @@ async def test_what_central_cannot_dispatch_is_refused_with_a_log_line_and_the_n
     assert [i.place_id for i in dispatch.service.dispatcher.store.list()] == [f"{A}.hansenzhai-gongjiaozhan"]
 
 
-async def test_an_edge_leaving_dispatch_to_central_raises_no_incident_itself(tmp_path, mqtt):  # noqa: F811
+async def test_an_edge_leaving_dispatch_to_central_raises_no_incident_itself(tmp_path, mqtt):
     heard = Transcript(text=FIGHT, pinyin="", engine="test")
     start = time.time() - 3
     utterance = Utterance(new_utterance_id(start), "ch-market", start, start + 2.0, b"")
@@ -240,7 +171,7 @@ ROUTINE = "收到"  # a line that raises nothing: dispatched once it is read, so
 
 
 async def test_a_transcript_committed_and_not_dispatched_when_central_stopped_is_dispatched_once_at_its_next_start(
-    tmp_path, mqtt, pg_url  # noqa: F811
+    tmp_path, mqtt, pg_url
 ):  # fmt: skip
     config = dispatching_central(tmp_path, mqtt, pg_url)
     fight = transcript_message(A, FIGHT, entry=1)
@@ -249,13 +180,13 @@ async def test_a_transcript_committed_and_not_dispatched_when_central_stopped_is
         await stored_undispatched(config, mqtt, stale, fight)
         async with central_dispatching(config) as (ingest, dispatch), \
                 aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
-            await _until("the fight read again and dispatched", lambda: dispatch.dispatched == 1 and B_GUARD in alerts)
+            await until("the fight read again and dispatched", lambda: dispatch.dispatched == 1 and B_GUARD in alerts)
             assert dispatch.recovered == 1  # the stale one was not even read again
             await edge.publish(*fight, qos=1)  # the edge resends it: a repeat, nothing new
             late = transcript_message(A, FIGHT, entry=3, heard_ago=20 * 60)  # a backlog arriving after a long outage
             await edge.publish(*late, qos=1)
-            await _until("the repeat and the late one taken", lambda: ingest.repeats["transcripts"] == 1
-                         and dispatch.refused["stale"] == 1)  # fmt: skip
+            await until("the repeat and the late one taken", lambda: ingest.repeats["transcripts"] == 1
+                        and dispatch.refused["stale"] == 1)  # fmt: skip
             await asyncio.sleep(0.3)  # what a second dispatch would have sent by now
             incidents = dispatch.service.dispatcher.store.list()
             assert dispatch.counters() == {"dispatched": 1, "refused": {"stale": 1}, "recovered": 1, "repeats": 0}
@@ -263,7 +194,7 @@ async def test_a_transcript_committed_and_not_dispatched_when_central_stopped_is
         async with central_dispatching(config) as (ingest, dispatch), \
                 aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
             await edge.publish(*transcript_message(A, ROUTINE, entry=4), qos=1)
-            await _until("the routine line read", lambda: dispatch.dispatched == 1)
+            await until("the routine line read", lambda: dispatch.dispatched == 1)
             await asyncio.sleep(0.3)
             assert dispatch.service.dispatcher.store.list() == incidents
     assert len(incidents) == 1 and incidents[0].reports == 1, incidents
@@ -272,7 +203,7 @@ async def test_a_transcript_committed_and_not_dispatched_when_central_stopped_is
 
 
 async def test_central_killed_after_the_dispatchers_writes_and_before_its_record_does_not_count_the_report_twice(
-    tmp_path, mqtt, pg_url  # noqa: F811
+    tmp_path, mqtt, pg_url
 ):  # fmt: skip
     config = dispatching_central(tmp_path, mqtt, pg_url)
     fight = transcript_message(A, FIGHT, entry=1)
@@ -280,13 +211,13 @@ async def test_central_killed_after_the_dispatchers_writes_and_before_its_record
         async with central_dispatching(config) as (_, dispatch), \
                 aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
             await edge.publish(*fight, qos=1)
-            await _until("the fight dispatched", lambda: dispatch.dispatched == 1 and B_GUARD in alerts)
+            await until("the fight dispatched", lambda: dispatch.dispatched == 1 and B_GUARD in alerts)
         with contextlib.closing(connect(config.storage.database)) as conn, conn:
             assert conn.execute("DELETE FROM central_dispatched").rowcount == 1  # as if killed before writing it
         async with central_dispatching(config) as (_, dispatch), \
                 aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
             await edge.publish(*transcript_message(A, ROUTINE, entry=2), qos=1)
-            await _until("the routine line read", lambda: dispatch.dispatched == 1)
+            await until("the routine line read", lambda: dispatch.dispatched == 1)
             await asyncio.sleep(0.3)
             incidents = dispatch.service.dispatcher.store.list()
             assert dispatch.recovered == 0 and dispatch.record.version(incidents[0].utterance_ids[0]) is not None

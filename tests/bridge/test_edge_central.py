@@ -1,5 +1,5 @@
 """Edge -> central over MQTT (issue 13): a station's archive and transcripts forwarded by bridge/forward.py through a
-real mosquitto to bridge/central.py, stored in a real PostgreSQL. Every test is bounded (`_until`)."""
+real mosquitto to bridge/central.py, stored in a real PostgreSQL. Every test is bounded (`until`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,7 +28,7 @@ from asr.transcript import Transcript
 from bridge.archive import Archive
 from bridge.bus import EventBus
 from bridge.central import CentralIngest
-from bridge.config import Config, ConfigError, load_config
+from bridge.config import Config, ConfigError
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
 from bridge.forward import Forwarder
@@ -42,48 +41,21 @@ from bridge.web.search import Filters
 from bridge.web.search_pg import PostgresSearchIndex
 from dispatch.topics import STORED, AckTopic, NodeTopic, StoredTopic, Topics
 from tests.support.broker import JURISDICTION, Mosquitto, free_port
-
-REPO = Path(__file__).resolve().parents[2]
-STATION = "gongyuanbeilu"
-
-
-@pytest.fixture
-def mqtt(tmp_path: Path) -> Iterator[Mosquitto]:
-    server = Mosquitto(tmp_path / "mosquitto")
-    server.start()
-    yield server
-    server.stop()
-
-
-def node_config(tmp_path: Path, broker: Mosquitto, *, name: str, client_id: str, **extra: object) -> Config:
-    """A config for one node on the open test broker (the same format as a single box's)."""
-    raw = {
-        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
-        "storage": {"data_dir": str(tmp_path / name), "audio_format": "wav"},
-        "broker": {"enabled": False},
-        "asr": {"engine": "none"},
-        "channels": [{"id": "ch-market", "name": "市场保安", "source": {"type": "file", "paths": ["x.wav"]}}],
-        "node": {"broker": {"host": broker.host, "port": broker.port, "client_id": client_id}},
-        **extra,
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    return load_config(path)
-
-
-def edge_config(tmp_path: Path, broker: Mosquitto, station: str = STATION) -> Config:
-    config = node_config(tmp_path, broker, name=f"edge-{station}", client_id=f"node-{station}")
-    return config.model_copy(update={"node": config.node.model_copy(update={"station": station})})
+from tests.support.central import (  # noqa: F401 (mqtt: the fixture, used by name)
+    REPO,
+    STATION,
+    central_config,
+    edge_config,
+    mqtt_fixture,
+    node_config,
+    running,
+    until,
+)
 
 
 def logged_in(config: Config, username: str, password: str) -> Config:
     broker = config.node.broker.model_copy(update={"username": username, "password": password})
     return config.model_copy(update={"node": config.node.model_copy(update={"broker": broker})})
-
-
-def central_config(tmp_path: Path, broker: Mosquitto, pg_url: str) -> Config:
-    config = node_config(tmp_path, broker, name="central", client_id="central")
-    return config.model_copy(update={"storage": config.storage.model_copy(update={"database_url": pg_url})})
 
 
 def speak(archive: Archive, transcripts: TranscriptStore, n: int, text: str = "美食街有人打架") -> list[str]:
@@ -96,14 +68,6 @@ def speak(archive: Archive, transcripts: TranscriptStore, n: int, text: str = "�
         transcripts.save(utterance.id, "ch-market", start, Transcript(text=f"{text}{i}", pinyin="mei3 shi2 jie1", engine="test"))
         ids.append(utterance.id)
     return ids
-
-
-async def _until(what: str, condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 def central_rows(pg_url: str) -> tuple[dict[str, bytes | None], dict[str, dict]]:
@@ -123,23 +87,6 @@ def queued(edge: Config) -> int:
 def count(pg_url: str, table: str) -> int:
     with psycopg.connect(pg_url) as conn:
         return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-
-
-@contextlib.asynccontextmanager
-async def running(central: CentralIngest, *others: Callable[[], object]) -> AsyncIterator[None]:
-    """Central and the others running; central subscribed first (before its first subscription, the broker keeps
-    nothing for it)."""
-    tasks = [asyncio.create_task(central.run())]
-    try:
-        await asyncio.wait_for(central.subscribed.wait(), 10)
-        tasks += [asyncio.create_task(run()) for run in others]
-        yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 def test_node_topics_are_built_and_parsed_in_one_place():
@@ -182,14 +129,14 @@ async def test_archived_utterances_and_transcripts_arrive_once_each_and_are_sear
     forwarder, central = Forwarder(edge), CentralIngest(central_config(tmp_path, mqtt, pg_url))
     async with running(central, forwarder.run):
         after = speak(archive, transcripts, 5, text="公园北路着火")
-        await _until("10 utterances and 10 transcripts at central",
-                     lambda: central.stored["utterances"] == 10 and central.stored["transcripts"] == 10)  # fmt: skip
+        await until("10 utterances and 10 transcripts at central",
+                    lambda: central.stored["utterances"] == 10 and central.stored["transcripts"] == 10)  # fmt: skip
         # a re-transcription is a newer version: it replaces central's
         row = archive.get(before[0])
         transcripts.save(row.id, row.channel, row.start_ms / 1000, Transcript(text="美食街有人打架了", pinyin="", engine="test2"))
-        await _until("the new version at central", lambda: central.stored["transcripts"] == 11)
-        await _until("the edge's queue empty and central's search index made",
-                     lambda: queued(edge) == 0 and central.search is not None)  # fmt: skip
+        await until("the new version at central", lambda: central.stored["transcripts"] == 11)
+        await until("the edge's queue empty and central's search index made",
+                    lambda: queued(edge) == 0 and central.search is not None)  # fmt: skip
     utterances, texts = central_rows(pg_url)
     assert sorted(utterances) == sorted(f"{STATION}.{i}" for i in before + after)
     for local_id in before + after:  # the audio arrived whole: the edge's file, byte for byte
@@ -247,9 +194,9 @@ async def test_repeats_are_stored_once_and_bad_payloads_are_counted_rejections(t
         newer = transcript.replace(b'"version": 5.0', b'"version": 6.0').replace("旧的".encode(), "新的".encode())
         await client.publish(topics.node(STATION, "transcripts"), newer.replace(b"\\u65e7\\u7684", b"\\u65b0\\u7684"), qos=1)
         await client.publish(topics.node(STATION, "transcripts"), transcript, qos=1)  # the older version, late
-        await _until("every message taken",
-                     lambda: central.stored.total() + central.repeats.total() + central.rejected.total() == 17)  # fmt: skip
-        await _until("their acknowledgements", lambda: acks.total() == 12)
+        await until("every message taken",
+                    lambda: central.stored.total() + central.repeats.total() + central.rejected.total() == 17)  # fmt: skip
+        await until("their acknowledgements", lambda: acks.total() == 12)
         reader.cancel()
     # entry 1: the utterance stored, twice a repeat, once tampered; entry 2: the transcript stored and its newer
     # version, the older ones repeats, four refused (those not even JSON, or of another version, name no entry)
@@ -270,14 +217,14 @@ async def test_a_broker_outage_loses_nothing_and_the_edge_goes_on_archiving(tmp_
     forwarder, central = Forwarder(edge), CentralIngest(central_config(tmp_path, mqtt, pg_url))
     async with running(central, forwarder.run):
         ids = speak(archive, transcripts, 5)
-        await _until("the first five at central", lambda: central.stored["utterances"] == 5)
+        await until("the first five at central", lambda: central.stored["utterances"] == 5)
         mqtt.stop()
         ids += speak(archive, transcripts, 20)  # the edge archives as ever while its link is down
         await asyncio.sleep(2)
         assert central.stored["utterances"] == 5
         mqtt.start()
-        await _until("all 25 at central", lambda: central.stored == {"utterances": 25, "transcripts": 25}, timeout=30)
-        await _until("the edge's queue empty", lambda: queued(edge) == 0)
+        await until("all 25 at central", lambda: central.stored == {"utterances": 25, "transcripts": 25}, timeout=30)
+        await until("the edge's queue empty", lambda: queued(edge) == 0)
     utterances, texts = central_rows(pg_url)
     assert sorted(utterances) == sorted(texts) == sorted(f"{STATION}.{i}" for i in ids)
     archive.close()
@@ -293,11 +240,11 @@ async def test_what_central_could_not_store_while_postgresql_was_down_is_sent_ag
     forwarder, central = Forwarder(edge), CentralIngest(central_config(tmp_path, mqtt, pg_url))
     async with running(central, forwarder.run):
         ids = speak(archive, transcripts, 2)
-        await _until("the first two at central", lambda: central.stored == {"utterances": 2, "transcripts": 2})
+        await until("the first two at central", lambda: central.stored == {"utterances": 2, "transcripts": 2})
         postgres.pause()
         try:
             ids += speak(archive, transcripts, 3)
-            await _until("all sent: the broker has it", lambda: forwarder.sent == 10)
+            await until("all sent: the broker has it", lambda: forwarder.sent == 10)
             await asyncio.sleep(0.5)
             assert central.stored == {"utterances": 2, "transcripts": 2}
             assert queued(edge) == 6  # kept until central acknowledges them
@@ -305,8 +252,8 @@ async def test_what_central_could_not_store_while_postgresql_was_down_is_sent_ag
             postgres.resume()
     again = CentralIngest(central_config(tmp_path, mqtt, pg_url))
     async with running(again, Forwarder(edge).run):  # the edge back too, for central's acknowledgements
-        await _until("the other three at central", lambda: again.stored == {"utterances": 3, "transcripts": 3})
-        await _until("the edge's queue empty: central acknowledged them", lambda: queued(edge) == 0)
+        await until("the other three at central", lambda: again.stored == {"utterances": 3, "transcripts": 3})
+        await until("the edge's queue empty: central acknowledged them", lambda: queued(edge) == 0)
     utterances, texts = central_rows(pg_url)
     assert sorted(utterances) == sorted(texts) == sorted(f"{STATION}.{i}" for i in ids)
     archive.close()
@@ -337,14 +284,14 @@ async def test_a_broker_killed_after_taking_messages_loses_nothing_the_edge_rese
     sending = asyncio.create_task(forwarder.run())
     try:
         ids = speak(archive, transcripts, 5)
-        await _until("all ten taken by the broker", lambda: forwarder.sent >= 10)
+        await until("all ten taken by the broker", lambda: forwarder.sent >= 10)
         assert queued(edge) == 10  # taken, not acknowledged: kept
         mqtt.kill()
         mqtt.start()
         central = CentralIngest(central_config(tmp_path, mqtt, pg_url))
         async with running(central):
-            await _until("all of it at central", lambda: central.stored == {"utterances": 5, "transcripts": 5}, timeout=20)
-            await _until("the edge's queue empty: central acknowledged it all", lambda: queued(edge) == 0)
+            await until("all of it at central", lambda: central.stored == {"utterances": 5, "transcripts": 5}, timeout=20)
+            await until("the edge's queue empty: central acknowledged it all", lambda: queued(edge) == 0)
         assert forwarder.backlog.resent >= 10 and forwarder.backlog.acknowledged >= 10
     finally:
         await stop(sending)
@@ -379,9 +326,9 @@ async def test_a_broker_queue_overflowing_while_central_is_away_loses_nothing(tm
         sending = asyncio.create_task(forwarder.run())
         try:
             ids = speak(archive, transcripts, 15)
-            await _until("all 30 sent and resent", lambda: forwarder.backlog.resent >= 30)
-            await _until("the edge behind", lambda: forwarder.behind)
-            await _until("the backlog counted", lambda: forwarder.backlog.unacknowledged == 30)
+            await until("all 30 sent and resent", lambda: forwarder.backlog.resent >= 30)
+            await until("the edge behind", lambda: forwarder.behind)
+            await until("the backlog counted", lambda: forwarder.backlog.unacknowledged == 30)
             code, health, metrics = await shown(forwarder)
             assert code == 503 and [f["kind"] for f in health["failing"]] == ["forwarding_behind"]
             backlog = health["forwarding"]
@@ -392,9 +339,9 @@ async def test_a_broker_queue_overflowing_while_central_is_away_loses_nothing(tm
             assert "jingbao_forward_last_ack_timestamp_seconds" not in metrics
             central = CentralIngest(central_config(tmp_path, server, pg_url))
             async with running(central):
-                await _until("all of it at central", lambda: central.stored == {"utterances": 15, "transcripts": 15},
-                             timeout=30)  # fmt: skip
-                await _until("the edge caught up", lambda: queued(edge) == 0 and not forwarder.behind)
+                await until("all of it at central", lambda: central.stored == {"utterances": 15, "transcripts": 15},
+                            timeout=30)  # fmt: skip
+                await until("the edge caught up", lambda: queued(edge) == 0 and not forwarder.behind)
             assert forwarder.backlog.last_ack_at is not None and forwarder.backlog.acknowledged >= 30
             code, health, metrics = await shown(forwarder)
             assert code == 200 and health["ok"] and health["forwarding"]["behind_since"] is None
@@ -419,11 +366,11 @@ async def test_resends_central_receives_twice_are_stored_once(tmp_path, mqtt, pg
     sending = asyncio.create_task(forwarder.run())
     try:
         ids = speak(archive, transcripts, 3)
-        await _until("each sent twice", lambda: forwarder.backlog.resent >= 6)
+        await until("each sent twice", lambda: forwarder.backlog.resent >= 6)
         central = CentralIngest(central_config(tmp_path, mqtt, pg_url))
         async with running(central):
-            await _until("stored, and the edge's queue empty", lambda: central.stored.total() == 6 and queued(edge) == 0)
-            await _until("the repeats taken", lambda: central.repeats["utterances"] >= 3 and central.repeats["transcripts"] >= 3)
+            await until("stored, and the edge's queue empty", lambda: central.stored.total() == 6 and queued(edge) == 0)
+            await until("the repeats taken", lambda: central.repeats["utterances"] >= 3 and central.repeats["transcripts"] >= 3)
     finally:
         await stop(sending)
     assert central.stored == {"utterances": 3, "transcripts": 3} and not central.rejected
@@ -447,16 +394,16 @@ async def test_malformed_acknowledgements_are_counted_and_forget_nothing(tmp_pat
            json.dumps({"v": 1, "station": STATION, "entries": [{**entry, "outcome": "lost"}]}).encode(),
            json.dumps({"v": 1, "station": STATION, "entries": [entry] * 1001}).encode()]  # fmt: skip
     try:
-        await _until("the edge connected", lambda: forwarder.link.connects == 1)
+        await until("the edge connected", lambda: forwarder.link.connects == 1)
         await asyncio.sleep(0.3)  # its subscription made
         async with aiomqtt.Client(mqtt.host, mqtt.port, identifier="central") as central:
             for payload in bad:
                 await central.publish(topic, payload, qos=1)
-            await _until("each refused", lambda: forwarder.backlog.acks_rejected == len(bad))
+            await until("each refused", lambda: forwarder.backlog.acks_rejected == len(bad))
             assert queued(edge) == 2 and forwarder.backlog.acknowledged == 0
             acked = [Acked(**entry), Acked(**{**entry, "entry": 2, "kind": "transcripts"})]
             await central.publish(topic, stored_payload(STATION, acked), qos=1)
-            await _until("both forgotten", lambda: queued(edge) == 0)
+            await until("both forgotten", lambda: queued(edge) == 0)
         assert forwarder.backlog.acknowledged == 2 and forwarder.backlog.last_ack_at is not None
     finally:
         await stop(sending)
@@ -476,7 +423,7 @@ async def test_what_an_edge_sends_before_central_ever_subscribed_waits_for_it(tm
         assert forwarder.sent == 0 and queued(edge) == 6
         central = CentralIngest(central_config(tmp_path, mqtt, pg_url))
         async with running(central):
-            await _until("all of it at central", lambda: central.stored == {"utterances": 3, "transcripts": 3}, timeout=20)
+            await until("all of it at central", lambda: central.stored == {"utterances": 3, "transcripts": 3}, timeout=20)
     finally:
         early.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -497,9 +444,9 @@ async def test_on_a_locked_down_broker_an_edge_publishes_only_under_its_own_stat
         ids = speak(archive, transcripts, 2)
         forwarder = Forwarder(edge)
         async with running(central, forwarder.run):
-            await _until("the station's own messages at central", lambda: central.stored.total() == 4)
+            await until("the station's own messages at central", lambda: central.stored.total() == 4)
             # central's acknowledgements reach the edge: central may write them, the edge read its own
-            await _until("the edge's queue empty", lambda: queued(edge) == 0)
+            await until("the edge's queue empty", lambda: queued(edge) == 0)
             row = archive.get(ids[0])
             forged = utterance_payload("other", row, (edge.storage.data_dir / row.path).read_bytes())
             async with aiomqtt.Client(server.host, server.port, identifier=f"node-{STATION}", username=f"node-{STATION}",
@@ -580,23 +527,23 @@ async def test_an_edge_killed_mid_run_loses_nothing_and_central_stores_each_utte
     central = await start_node("central", central_file)
     try:
         process = await start_node("edge", edge_file)
-        await _until("the edge archiving and forwarding",
-                     lambda: len(archived_ids(edge)) >= 5 and stored_count(pg_url) >= 1, timeout=60)  # fmt: skip
+        await until("the edge archiving and forwarding",
+                    lambda: len(archived_ids(edge)) >= 5 and stored_count(pg_url) >= 1, timeout=60)  # fmt: skip
         process.kill()  # SIGKILL: no clean stop, whatever was in flight
         await process.wait()
         killed_at = len(archived_ids(edge))
         process = await start_node("edge", edge_file)
-        await _until("the edge archiving again", lambda: len(archived_ids(edge)) >= killed_at + 3, timeout=60)
+        await until("the edge archiving again", lambda: len(archived_ids(edge)) >= killed_at + 3, timeout=60)
         process.terminate()
         assert await asyncio.wait_for(process.wait(), 20) == 0
         # what the stopped edge had not sent yet goes out as its next start would send it
         drain = asyncio.create_task(Forwarder(edge).run())
-        await _until("the edge's queue empty", lambda: queued(edge) == 0, timeout=30)
+        await until("the edge's queue empty", lambda: queued(edge) == 0, timeout=30)
         drain.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await drain
         # the broker has the last ones: central stores them in a moment
-        await _until("central holding as many as the edge", lambda: stored_count(pg_url) == len(archived_ids(edge)))
+        await until("central holding as many as the edge", lambda: stored_count(pg_url) == len(archived_ids(edge)))
         central.terminate()
         assert await asyncio.wait_for(central.wait(), 20) == 0
     finally:
@@ -622,6 +569,6 @@ async def test_what_the_service_archives_is_sent_at_once_not_at_the_next_poll(tm
         await asyncio.sleep(1.0)  # the forwarder has read its empty queue and waits
         speak(archive, transcripts, 1)
         bus.publish("utterance", {"channel": "ch-market"})
-        await _until("the utterance and its transcript at central",
-                     lambda: central.stored["utterances"] == 1 and central.stored["transcripts"] == 1, timeout=10.0)
+        await until("the utterance and its transcript at central",
+                    lambda: central.stored["utterances"] == 1 and central.stored["transcripts"] == 1, timeout=10.0)
     archive.close()

@@ -36,21 +36,17 @@ from bridge.archive import Archive
 from bridge.central import CentralIngest
 from bridge.config import Config
 from bridge.db import connect
-from tests.bridge.test_edge_central import (
-    STATION,
-    _until,
-    archived_ids,
-    central_config,
-    central_rows,
-    edge_config,
-    mqtt,  # noqa: F401 (fixture)
-    queued,
-    run_config,
-    running,
-    start_node,
-)
+from tests.bridge.test_edge_central import archived_ids, central_rows, queued, run_config, start_node
 from tests.conftest import SHERPA_MODEL
 from tests.support.broker import Mosquitto, free_port
+from tests.support.central import (  # noqa: F401 (mqtt: the fixture, used by name)
+    STATION,
+    central_config,
+    edge_config,
+    mqtt_fixture,
+    running,
+    until,
+)
 from tests.support.relay import Relay
 
 CUT_S = 20.0
@@ -90,7 +86,7 @@ def talking_edge(tmp_path: Path, broker: Mosquitto, relay: Relay, shared_audio: 
 
 
 async def test_an_edge_cut_off_while_its_channels_talk_catches_up_and_central_holds_each_utterance_once(
-    tmp_path, mqtt, pg_url, shared_audio  # noqa: F811 (the fixture imported above)
+    tmp_path, mqtt, pg_url, shared_audio
 ):
     relay = Relay((mqtt.host, mqtt.port))
     await relay.start()
@@ -119,9 +115,9 @@ async def test_an_edge_cut_off_while_its_channels_talk_catches_up_and_central_ho
             # PUBACK of every message it published (the relay has passed as many back; on a loaded machine one may
             # still be on its way, and the edge would wait for it instead of publishing on), so the next utterance is
             # published into the dead link, which it cannot tell from a live one until no PUBACK comes.
-            await _until("the edge archiving, recognising and forwarding",
-                         lambda: central.stored["transcripts"] >= 2 and bool(central._acks.get(STATION))
-                         and relay.sent["PUBLISH"] == relay.returned["PUBACK"], timeout=60)  # fmt: skip
+            await until("the edge archiving, recognising and forwarding",
+                        lambda: central.stored["transcripts"] >= 2 and bool(central._acks.get(STATION))
+                        and relay.sent["PUBLISH"] == relay.returned["PUBACK"], timeout=60)  # fmt: skip
             await relay.cut()
             cut_at, logged = time.monotonic(), [len(text) for text in logs()]
             archived_before, transcribed_before = len(archived_ids(edge)), len(transcribed_ids(edge))
@@ -133,16 +129,16 @@ async def test_an_edge_cut_off_while_its_channels_talk_catches_up_and_central_ho
             assert len(archived_ids(edge)) >= archived_before + 2 and len(transcribed_ids(edge)) >= transcribed_before + 2
             assert health(web_port)["forwarding"]["queued"] >= 4
             # the link comes back once both ends have found it dead on their own, as their logs say (not assumed)
-            await _until("the broker dropping the edge, the edge its connection", lambda: found_dead(logged), timeout=15)
+            await until("the broker dropping the edge, the edge its connection", lambda: found_dead(logged), timeout=15)
             await relay.restore()
             restored_at = time.monotonic()
-            await _until("central receiving again", lambda: central.stored.total() > at_central, timeout=40)
+            await until("central receiving again", lambda: central.stored.total() > at_central, timeout=40)
             caught_up_s = time.monotonic() - restored_at
             # the channels play to their end, the last utterance is transcribed; then nothing is left to send
-            await _until("the edge's channels done, all transcribed and its queue empty",
-                         lambda: health(web_port)["running"] == 0 and set(transcribed_ids(edge)) >= set(archived_ids(edge))
-                         and queued(edge) == 0, timeout=90)  # fmt: skip
-            await _until("central's last acknowledgements sent", lambda: not central._acks, timeout=5)
+            await until("the edge's channels done, all transcribed and its queue empty",
+                        lambda: health(web_port)["running"] == 0 and set(transcribed_ids(edge)) >= set(archived_ids(edge))
+                        and queued(edge) == 0, timeout=90)  # fmt: skip
+            await until("central's last acknowledgements sent", lambda: not central._acks, timeout=5)
             forwarding = health(web_port)["forwarding"]
             process.terminate()
             assert await asyncio.wait_for(process.wait(), 20) == 0
@@ -228,7 +224,7 @@ async def test_the_relay_counts_the_mqtt_packets_a_client_sent_into_a_cut():
         for part in (publish[2:50], publish[50:] + b"\xc0\x00", publish[:1], publish[1:]):  # ...and ended in the cut
             writer.write(part)
             await asyncio.sleep(0.05)
-        await _until("the relay reading what was sent into the cut", lambda: sum(relay.dropped.values()) >= 3, 2)
+        await until("the relay reading what was sent into the cut", lambda: sum(relay.dropped.values()) >= 3, 2)
         await asyncio.sleep(0.1)
         assert relay.dropped == {"PUBLISH": 2, "PINGREQ": 1}  # the one begun before the cut counted in both
         assert relay.sent == relay.returned == {"PINGREQ": 1, "PUBLISH": 1}
