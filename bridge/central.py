@@ -62,6 +62,7 @@ from dispatch.topics import NodeTopic, Topics
 if TYPE_CHECKING:
     import uvicorn
 
+    from bridge.central_health import CentralHealth
     from bridge.region import Region
     from bridge.web.search_pg import PostgresSearchIndex
 
@@ -201,6 +202,9 @@ class CentralIngest:
         self.repeats: Counter[str] = Counter()  # per kind: messages already stored (or an older transcript)
         self.rejected: Counter[str] = Counter()  # per station ("?" for an unusable topic)
         self.acks_sent = 0  # acknowledgement messages the broker took
+        # how far behind it is: of the latest message stored, when, and how long after its utterance began
+        self.last_stored_at: float | None = None
+        self.stored_lag_s: float | None = None
         self._acks: dict[str, list[Acked]] = {}  # per station: entries stored and not acknowledged to it yet
         self._acks_due = asyncio.Event()  # a batch is full: send now rather than at the next ACK_DELAY_S
         self._index_wanted = asyncio.Event()
@@ -256,6 +260,10 @@ class CentralIngest:
             self._acknowledge(parsed.station, parsed.kind, message.entry, utterance_id, "rejected")
             return self._reject(parsed.station, f"{parsed.kind}: PostgreSQL refused it: {e}")
         (self.stored if stored else self.repeats)[parsed.kind] += 1
+        if stored:
+            start_ms = message.utterance.start_ms if isinstance(message, UtteranceMessage) else message.start_ms
+            self.last_stored_at = time.time()
+            self.stored_lag_s = self.last_stored_at - start_ms / 1000
         self._acknowledge(parsed.station, parsed.kind, message.entry, utterance_id, "stored" if stored else "repeat")
         if isinstance(message, TranscriptMessage) and stored:
             self._index_wanted.set()
@@ -355,17 +363,21 @@ def run_central(config: Config, region: Region | None = None) -> None:
     jurisdiction file: bridge/central_dispatch.py), and once the ingest's tables exist the web app over them (search,
     replay, audit: bridge/web/central_app.py), until SIGINT, SIGTERM or SIGHUP."""
     from bridge.central_dispatch import central_dispatch
+    from bridge.central_health import CentralHealth, DatabaseProbe
 
     async def serve() -> None:
         # built on the loop (its MQTT client needs it) before anything else runs there, as a box builds its dispatcher
         dispatch = central_dispatch(config, region)
         ingest = CentralIngest(config, on_transcript=dispatch.submit if dispatch is not None else None)
+        assert config.storage.database_url is not None  # CentralIngest refuses to start without it
+        health = CentralHealth(ingest, dispatch, DatabaseProbe(config.storage.database_url))
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(ingest.run(), name="central")
+            tasks.create_task(health.database.run(), name="central-database-probe")
             if dispatch is not None:
                 tasks.create_task(dispatch.run(), name="central-dispatch")
             await ingest.migrated.wait()
-            server = await asyncio.to_thread(_http_server, config, region)
+            server = await asyncio.to_thread(_http_server, config, region, health)
             tasks.create_task(server.serve(), name="central-http")
             logger.info("central serves search and replay on http://%s:%d", config.web.host, config.web.port)
 
@@ -381,14 +393,14 @@ def run_central(config: Config, region: Region | None = None) -> None:
     asyncio.run(main())
 
 
-def _http_server(config: Config, region: Region | None) -> uvicorn.Server:
+def _http_server(config: Config, region: Region | None, health: CentralHealth) -> uvicorn.Server:
     """(In a worker thread: building the app opens its stores.) As a box's (bridge/service.py): proxy headers are
     the app's business (web.trusted_proxies), signals the CLI's."""
     import uvicorn
 
     from bridge.web.central_app import create_central_app
 
-    server_config = uvicorn.Config(create_central_app(config, region), host=config.web.host, port=config.web.port,
+    server_config = uvicorn.Config(create_central_app(config, region, health), host=config.web.host, port=config.web.port,
                                    log_level="warning", lifespan="off", proxy_headers=False)  # fmt: skip
     server_config.load()
     server = uvicorn.Server(server_config)

@@ -26,7 +26,7 @@ stations merged (bridge/region_jurisdiction.py).
 - A transcript from a station the region does not know, or from one without a jurisdiction file at central, is
   refused for dispatch (stored and searchable all the same), counted in `refused` and logged; whatever goes wrong in
   dispatching one is logged and counted, and the next is dispatched. The counts (`counters()`: dispatched, refused
-  by reason, recovered at start, repeats) are logged at start and stop: central has no /healthz or /metrics yet.
+  by reason, recovered at start, repeats) are logged at start and stop, and on central's /metrics (docs/metrics.md).
 - Incidents, alerts' outbox and responders' statuses are central's own SQLite (`storage.database` in its data_dir,
   beside its users and sessions); alerts go out on central's `broker` section, on the topics a box uses
   (dispatch/topics.py), so the responders' phones get them as from their station's box. Central transmits on no radio
@@ -179,6 +179,11 @@ class CentralDispatch:
     def submit(self, message: TranscriptMessage) -> None:
         """A transcript central has just committed (a new one, or a newer version)."""
         self._queue.put_nowait(message)
+
+    @property
+    def queued(self) -> int:
+        """Transcripts committed and waiting for the dispatcher."""
+        return self._queue.qsize()
 
     def counters(self) -> dict[str, Any]:
         return {"dispatched": self.dispatched, "refused": dict(self.refused), "recovered": self.recovered,

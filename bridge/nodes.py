@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -203,6 +204,8 @@ class NodeLink:
         self._timeout = timeout
         self.address = f"{broker.host}:{broker.port}"
         self.connects = 0
+        self.connected_since: float | None = None  # None while not connected (central's /healthz: bridge/central_health.py)
+        self.down_since: float = time.time()  # when it last lost its connection, or was made
 
     @asynccontextmanager
     async def _connect(self, *, manual_ack: bool) -> AsyncIterator[aiomqtt.Client]:
@@ -220,13 +223,31 @@ class NodeLink:
         async with client:
             self._backoff.reset()
             self.connects += 1
+            self.connected_since = time.time()
+            # paho reports a lost connection at once, while the session may be busy for long (central holding a
+            # message PostgreSQL cannot take): `connected` says so from then, not when the session ends
+            client._disconnected.add_done_callback(lambda _: self._lost())
             logger.info("node link connected to %s as %s", self.address, self._client_id)
             try:
                 yield client
             finally:
+                self._lost()
                 lost = client._disconnected
                 if lost.done() and not lost.cancelled():
                     lost.exception()  # seen: the session has raised its own error for it
+
+    @property
+    def connected(self) -> bool:
+        return self.connected_since is not None
+
+    def _lost(self) -> None:
+        if self.connected_since is not None:
+            self.connected_since, self.down_since = None, time.time()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Its state as /healthz shows it: `since` is when it connected, or when it was last lost."""
+        return {"address": self.address, "connected": self.connected, "connects": self.connects,
+                "since": self.connected_since or self.down_since}  # fmt: skip
 
     def publisher(self, client: aiomqtt.Client) -> Publisher:
         return Publisher(client, self._timeout)

@@ -12,7 +12,7 @@ from bridge.web import routes_archive, routes_auth, routes_channels
 from bridge.web.audit import AuditLog
 from bridge.web.auth import SESSION_COOKIE, require
 from bridge.web.context import WebContext
-from bridge.web.metrics import metrics_router
+from bridge.web.metrics import ServiceCollector, metrics_router
 from bridge.web.recordings import ArchiveRecordings
 from bridge.web.routes_console import console_router
 from bridge.web.routes_patrols import patrols_router
@@ -60,7 +60,7 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(tasks_router())
     app.include_router(tracks_router())  # track replay: positions history, incidents, transmissions
     app.include_router(patrols_router())
-    app.include_router(metrics_router(service, web.read_metrics_token()))  # for a Prometheus scraper, by token
+    app.include_router(metrics_router(ServiceCollector(service), web.read_metrics_token()))  # for a Prometheus scraper, by token
     # run-time patching (hardware.api), operators only; create_app runs after the radios are opened
     if (patches := getattr(getattr(service, "radios", None), "patches", None)) is not None:
         from hardware.api import patch_router

@@ -10,6 +10,10 @@ station or a 分局 (bridge/web/scope.py). Users, sessions and the audit log sta
 
 Of the pages, central serves the login and the auditor's (with its station filter); the operators' console, the
 guard page and dispatch are not served here (yet): central has no radios of its own.
+
+For supervisors and scrapers, as on a box: `GET /healthz` (no login; 503 while the ingest is not connected to the
+broker between nodes or PostgreSQL has not answered lately, `failing` naming each fault: bridge/central_health.py) and
+`GET /metrics` (the bearer token of `web.metrics_token_file` only: bridge/web/metrics.py's CentralCollector).
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from bridge.central_archive import CentralArchive
+from bridge.central_health import CentralHealth
 from bridge.config import Config, ConfigError
 from bridge.db import connect, connect_postgres
 from bridge.logsafe import clip
@@ -33,6 +38,7 @@ from bridge.web import routes_archive, routes_auth
 from bridge.web.app import harden, new_app
 from bridge.web.audit import AuditLog
 from bridge.web.context import WebContext
+from bridge.web.metrics import CentralCollector, metrics_router
 from bridge.web.recordings import CentralRecordings
 from bridge.web.routes_console import PAGES, pages_router
 from bridge.web.search_pg import PostgresSearchIndex
@@ -61,7 +67,7 @@ def reader_url(config: Config) -> str:
     return url
 
 
-def create_central_app(config: Config, region: Region | None) -> FastAPI:
+def create_central_app(config: Config, region: Region | None, health: CentralHealth) -> FastAPI:
     app = new_app()
     database = config.storage.database
     search, recordings = _readers(config)
@@ -91,6 +97,15 @@ def create_central_app(config: Config, region: Region | None) -> FastAPI:
     for module in (routes_auth, routes_archive):
         app.include_router(module.router)
     app.include_router(pages_router({name: PAGES[name] for name in ("login", "auditor")}))
+    app.include_router(metrics_router(CentralCollector(health), config.web.read_metrics_token()))  # by token, as a box's
+
+    @app.get("/healthz")
+    async def healthz(response: Response) -> dict[str, Any]:
+        # no login, as a box's: for supervisors; it reads what the ingest and the probe hold, never the database
+        body = health.to_dict()
+        if not body["ok"]:
+            response.status_code = 503
+        return body
 
     @app.get("/console", include_in_schema=False)
     async def console() -> RedirectResponse:

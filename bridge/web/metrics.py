@@ -1,4 +1,5 @@
-"""GET /metrics: the service's counters and gauges in Prometheus' text format, read from the live state at each scrape.
+"""GET /metrics: the service's counters and gauges in Prometheus' text format, read from the live state at each scrape
+(a box's or an edge's: ServiceCollector; central's: CentralCollector).
 
 A scraper has no session: it sends `Authorization: Bearer <token>`, the token being the content of
 `web.metrics_token_file`. Without that file configured /metrics is refused to everyone (403); a missing or wrong
@@ -16,8 +17,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from dispatch.topics import NODE_KINDS
+
 if TYPE_CHECKING:
+    from bridge.central_health import CentralHealth
     from bridge.service import Service
+    from dispatch.dispatcher import DispatchService
 
 
 class ServiceCollector(Collector):
@@ -113,33 +118,8 @@ class ServiceCollector(Collector):
         yield CounterMetricFamily("jingbao_recognition_failed", "Recognitions that failed", value=pool.failed)
 
     def _dispatch(self) -> Iterator[Metric]:
-        dispatch = self.service.dispatch
-        if dispatch is None:
-            return
-        dispatcher = dispatch.dispatcher
-        incidents = GaugeMetricFamily("jingbao_incidents_open", "Open incidents by status", labels=["status"])
-        for status, count in sorted(dispatcher.store.count_open().items()):
-            incidents.add_metric([str(status)], count)
-        yield incidents
-        yield GaugeMetricFamily("jingbao_outbox_pending", "Messages to responders and the broker not delivered yet",
-                                value=dispatch.outbox.count_pending())  # fmt: skip
-        counters = dispatcher.counters()
-        yield CounterMetricFamily("jingbao_alerts_sent", "Alerts sent to responders", value=counters["alerts_sent"])
-        yield CounterMetricFamily("jingbao_escalations", "Alerts escalated to the next responder",
-                                  value=counters["escalations"])  # fmt: skip
-        provisional = CounterMetricFamily(
-            "jingbao_provisional",
-            "Incidents raised from live transcripts, and how their finals settled them",
-            labels=["verdict"],
-        )
-        for verdict, count in counters["provisional"].items():
-            provisional.add_metric([verdict], count)
-        yield provisional
-        rejected = CounterMetricFamily("jingbao_mqtt_rejected", "MQTT messages refused (acks, status, positions), by reason",
-                                       labels=["reason"])  # fmt: skip
-        for reason, count in counters["rejected"].items():
-            rejected.add_metric([reason], count)
-        yield rejected
+        if self.service.dispatch is not None:
+            yield from dispatch_metrics(self.service.dispatch)
 
     def _forwarding(self) -> Iterator[Metric]:
         forwarder = self.service.forwarder
@@ -174,10 +154,108 @@ class ServiceCollector(Collector):
         yield CounterMetricFamily("jingbao_loop_stalls", "Times the event loop was blocked over 100 ms", value=lag.stalls)
 
 
-def metrics_router(service: Service, token: str | None) -> APIRouter:
-    """The /metrics route, answering with a bearer `token` only (None: refused to all)."""
+def dispatch_metrics(dispatch: DispatchService) -> Iterator[Metric]:
+    """A dispatcher's incidents, outbox and counts: a box's and central's alike."""
+    dispatcher = dispatch.dispatcher
+    incidents = GaugeMetricFamily("jingbao_incidents_open", "Open incidents by status", labels=["status"])
+    for status, count in sorted(dispatcher.store.count_open().items()):
+        incidents.add_metric([str(status)], count)
+    yield incidents
+    yield GaugeMetricFamily("jingbao_outbox_pending", "Messages to responders and the broker not delivered yet",
+                            value=dispatch.outbox.count_pending())  # fmt: skip
+    counters = dispatcher.counters()
+    yield CounterMetricFamily("jingbao_alerts_sent", "Alerts sent to responders", value=counters["alerts_sent"])
+    yield CounterMetricFamily("jingbao_escalations", "Alerts escalated to the next responder",
+                              value=counters["escalations"])  # fmt: skip
+    provisional = CounterMetricFamily(
+        "jingbao_provisional",
+        "Incidents raised from live transcripts, and how their finals settled them",
+        labels=["verdict"],
+    )
+    for verdict, count in counters["provisional"].items():
+        provisional.add_metric([verdict], count)
+    yield provisional
+    rejected = CounterMetricFamily("jingbao_mqtt_rejected", "MQTT messages refused (acks, status, positions), by reason",
+                                   labels=["reason"])  # fmt: skip
+    for reason, count in counters["rejected"].items():
+        rejected.add_metric([reason], count)
+    yield rejected
+
+
+class CentralCollector(Collector):
+    """Reads central's ingest, its PostgreSQL probe and its dispatcher (`--role central`) at scrape time."""
+
+    def __init__(self, health: CentralHealth) -> None:
+        self.health = health
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._links()
+        yield from self._ingest()
+        yield from self._dispatch()
+
+    def _links(self) -> Iterator[Metric]:
+        link, database = self.health.ingest.link, self.health.database
+        yield GaugeMetricFamily("jingbao_central_broker_up", "1 while the ingest is connected to the broker between "
+                                "nodes", value=float(link.connected))  # fmt: skip
+        yield CounterMetricFamily("jingbao_central_broker_connects", "Connections the ingest made to the broker",
+                                  value=link.connects)  # fmt: skip
+        yield GaugeMetricFamily("jingbao_central_database_up", "1 while PostgreSQL answers the probe",
+                                value=float(database.up))  # fmt: skip
+        if database.answered_at is not None:  # no sample rather than 1970 before the first answer
+            yield GaugeMetricFamily("jingbao_central_database_last_answer_timestamp_seconds",
+                                    "When PostgreSQL last answered the probe", value=database.answered_at)  # fmt: skip
+
+    def _ingest(self) -> Iterator[Metric]:
+        ingest = self.health.ingest
+        for name, documentation, counts in [
+            ("jingbao_central_stored", "Messages stored (a new row, or a newer transcript version), by kind",
+             ingest.stored),
+            ("jingbao_central_repeats", "Messages held already (or an older transcript version), by kind",
+             ingest.repeats),
+        ]:  # fmt: skip
+            family = CounterMetricFamily(name, documentation, labels=["kind"])
+            for kind in NODE_KINDS:
+                family.add_metric([kind], counts[kind])
+            yield family
+        rejected = CounterMetricFamily("jingbao_central_rejected", "Messages refused for good, by station ('?': not a "
+                                       "node topic)", labels=["station"])  # fmt: skip
+        for station, count in sorted(ingest.rejected.items()):
+            rejected.add_metric([station], count)
+        yield rejected
+        yield CounterMetricFamily("jingbao_central_acks_sent", "Acknowledgement messages to the edges the broker took",
+                                  value=ingest.acks_sent)  # fmt: skip
+        if ingest.last_stored_at is not None and ingest.stored_lag_s is not None:
+            yield GaugeMetricFamily("jingbao_central_last_stored_timestamp_seconds", "When the latest message was "
+                                    "stored", value=ingest.last_stored_at)  # fmt: skip
+            yield GaugeMetricFamily("jingbao_central_stored_lag_seconds", "Of the latest message stored, how long "
+                                    "after its utterance began", value=ingest.stored_lag_s)  # fmt: skip
+
+
+    def _dispatch(self) -> Iterator[Metric]:
+        dispatch = self.health.dispatch
+        if dispatch is None:  # central dispatches nothing
+            return
+        refused = CounterMetricFamily("jingbao_central_dispatch_refused", "Transcripts not dispatched, by reason",
+                                      labels=["reason"])  # fmt: skip
+        for reason, count in sorted(dispatch.refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
+        for name, documentation, value in [
+            ("jingbao_central_dispatched", "Transcripts the dispatcher read", dispatch.dispatched),
+            ("jingbao_central_dispatch_recovered", "Transcripts read back from PostgreSQL at start, committed and not "
+             "dispatched by the last run", dispatch.recovered),
+            ("jingbao_central_dispatch_repeats", "Transcript versions handed over again and not dispatched twice",
+             dispatch.repeats),
+        ]:  # fmt: skip
+            yield CounterMetricFamily(name, documentation, value=value)
+        yield GaugeMetricFamily("jingbao_central_dispatch_queued", "Transcripts committed, waiting for the dispatcher",
+                                value=dispatch.queued)  # fmt: skip
+        yield from dispatch_metrics(dispatch.service)
+
+def metrics_router(collector: Collector, token: str | None) -> APIRouter:
+    """The /metrics route over `collector`, answering with a bearer `token` only (None: refused to all)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServiceCollector(service))
+    registry.register(collector)
     router = APIRouter(tags=["metrics"])
 
     @router.get("/metrics", include_in_schema=False)

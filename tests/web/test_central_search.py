@@ -27,7 +27,8 @@ from playwright.sync_api import expect
 from asr.transcript import Transcript
 from bridge.archive import ArchivedUtterance
 from bridge.archive_verify import GENESIS_HASH, chain_hash
-from bridge.central import CentralStore
+from bridge.central import CentralIngest, CentralStore
+from bridge.central_health import CentralHealth, DatabaseProbe
 from bridge.config import load_config
 from bridge.db import connect, connect_postgres
 from bridge.nodes import TranscriptMessage, UtteranceMessage
@@ -112,7 +113,9 @@ def central(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresCluster)
     users = UserStore(connect(config.storage.database))
     for name, (role, scope) in USERS.items():
         users.add(name, role, PASSWORD, scope=scope)
-    app = create_central_app(config, region_of(config))
+    # nothing of central runs here: its /healthz would say so (tests/bridge/test_central_health.py reads it)
+    health = CentralHealth(CentralIngest(config), None, DatabaseProbe(writer))
+    app = create_central_app(config, region_of(config), health)
     yield app, path
     app.state.web.search._conn.close()
     app.state.web.recordings._conn.close()
@@ -337,8 +340,8 @@ def test_scopes_are_set_with_the_user_command_and_checked_against_the_region(cen
 
 def test_jingbao_run_role_central_serves_the_auditor_page_over_the_stations(tmp_path, pg_url):
     """The command itself, and the auditor page in a real browser: the ingest migrates, then the web app answers (no
-    broker here: the ingest keeps trying to reach it meanwhile, which holds up neither); a station's auditor finds
-    and plays their station's call, offered no other station; SIGTERM ends both."""
+    broker here: the ingest keeps trying to reach it meanwhile, which holds up neither, and /healthz says so); a
+    station's auditor finds and plays their station's call, offered no other station; SIGTERM ends both."""
     ingest = CentralStore(pg_url)  # what the edges forwarded before this start
     store_all(ingest)
     ingest.close()
@@ -361,6 +364,11 @@ def test_jingbao_run_role_central_serves_the_auditor_page_over_the_stations(tmp_
         while not _answers(base):
             assert time.monotonic() < deadline and process.poll() is None, "central did not serve within 30 s"
             time.sleep(0.1)
+        # the process's own /healthz: PostgreSQL answers (its probe's first round may be under way), no broker does
+        while (health := httpx.get(f"{base}/healthz")).json()["faults"] != 1:
+            assert time.monotonic() < deadline + 5, health.json()
+            time.sleep(0.1)
+        assert health.status_code == 503 and health.json()["failing"][0]["kind"] == "broker_disconnected"
         CSP_VIOLATIONS.clear()
         with chromium() as browser:
             page = browser.new_page()
