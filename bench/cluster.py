@@ -7,11 +7,25 @@ Each channel replays the spoken calls and the real recordings through the radio 
 the same material, timelines and real-time FIFO feed; copies cached in var/bench-cache/load), so every edge segments,
 archives (Opus) and recognises (the on-board model) live and forwards to central over MQTT 5 QoS 1. Each edge reaches
 the broker through its own TCP relay (tests/support/relay.py); at T seconds edge 0's relay is cut silently, as a pulled
-cable (its channels go on talking), for C seconds (default 120), then restored. Edge dispatch is off: central does not
-dispatch yet, and the edges' own dispatch is bench/load.py's subject. PostgreSQL runs durable (fsync and synchronous
-commits on), as a production server would.
+cable (its channels go on talking), for C seconds (default 120), then restored. PostgreSQL runs durable (fsync and
+synchronous commits on), as a production server would.
+
+Dispatch is central's, as docs/deployment.md "Dispatch at central" sets it up: the region file (one 分局, a station per
+edge, none bordering another) names each station's jurisdiction file, and each edge runs with `node.dispatch: central`
+(its dispatcher on, raising no incident from what it hears). Every station's file is a copy of the demo jurisdiction
+(config/jurisdiction.yaml) with its responder ids prefixed with the station (`edge0-g-gaoqiao`): a responder id is his
+phone's topic, so the region refuses one named by two stations (bridge/region_jurisdiction.py); the copies are the
+bench's, made in the run's folder. Central alerts on the same mosquitto (its `broker` section, client id
+central-dispatch), every report its own incident (`dispatch.alerts.merge_window_s: 0`, as bench/load.py without
+--merge: the same recordings recur on every channel). A subscriber of the bench's on that broker stamps every alert,
+incident state and incident event on arrival.
 
 Reported:
+- end of speech -> the first alert or incident event at central's broker about the call (the message names the
+  call's utterance: an alert's `utterance_id`, an incident's `utterance_ids`, as bench/load.py matches them),
+  p50/p95/max over the incident calls (loadgen's labelled ones) that the cut did not hold back, and -> the first
+  alert to a responder's phone (escalations left out) beside it; the incident calls with no message, and routine
+  calls or real recordings that raised one;
 - end of speech -> the call's utterance stored at central (central's `received_at`) and -> its transcript seen at
   central (the bench polls central's transcripts every 0.25 s), p50/p95, over the calls that the cut did not hold back;
   the edge's archive time -> stored at central beside it (the forwarding alone). The end of speech is the feed's
@@ -25,7 +39,11 @@ Reported:
   would);
 - CPU seconds of the central tier per 100 channels per minute (central, PostgreSQL's processes, mosquitto, each from
   /proc), over the timeline and the drain; the edges' CPU beside it;
-- whether central holds exactly the edges' utterances and transcripts, each once; the machine and its load.
+- whether central holds exactly the edges' utterances and transcripts, each once; what central's dispatcher counted
+  (its log's last counts: dispatched, refused by reason); the machine and its load.
+
+The flood's made-up stations are not in the region: central stores their transcripts and refuses them for dispatch
+(`unknown_station`, logged and counted), so its throughput figure is the ingest's, not the dispatcher's.
 """
 
 from __future__ import annotations
@@ -53,8 +71,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import loadgen  # noqa: E402
-from bench.load import CACHE, SHERPA, _open_fifo, _until_running, proc_cpu_s, read_utterances  # noqa: E402
-from bench.loadgen import Feed, percentile  # noqa: E402
+from bench.load import CACHE, SHERPA, _open_fifo, _until_running, proc_cpu_s, read_utterances, stamp  # noqa: E402
+from bench.loadgen import Feed, Message, percentile  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from bridge.shared import shared_dir  # noqa: E402
 from tests.support.broker import Mosquitto, free_port  # noqa: E402
@@ -62,6 +80,7 @@ from tests.support.postgres import PostgresCluster  # noqa: E402
 from tests.support.relay import Relay  # noqa: E402
 
 POLL_S = 0.25
+JURISDICTION = REPO / "config" / "jurisdiction.yaml"
 
 
 @dataclass
@@ -113,6 +132,7 @@ class CatchUp:
 @dataclass
 class Observed:
     transcripts_seen: dict[str, float] = field(default_factory=dict)  # central id -> when the bench first saw it
+    messages: list[Message] = field(default_factory=list)  # alerts and incidents at central's broker, on arrival
     cut_at: float | None = None
     catch_up: CatchUp | None = None
 
@@ -125,30 +145,51 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
+def station_jurisdiction(folder: Path, station: str) -> Path:
+    """The demo jurisdiction as `station`'s own: its responder ids prefixed with the station (unique across the region,
+    as bridge/region_jurisdiction.py requires)."""
+    raw = yaml.safe_load(JURISDICTION.read_text(encoding="utf-8"))
+    for responder in raw["responders"]:
+        responder["id"] = f"{station}-{responder['id']}"
+    return write_config(folder / f"jurisdiction-{station}.yaml", raw)
+
+
+def region_config(tmp: Path, stations: list[str]) -> Path:
+    """One 分局, a station per edge naming its jurisdiction file: central dispatches for every one of them."""
+    return write_config(tmp / "region.yaml", {
+        "name": "基准市局",
+        "bureaus": [{"id": "bench", "name": "基准分局", "stations": [
+            {"id": s, "name": f"{s}派出所", "jurisdiction": str(station_jurisdiction(tmp, s))} for s in stations]}],
+    })  # fmt: skip
+
+
 def edge_config(opts: Options, edge: Edge) -> Path:
     channels = [{"id": cid, "name": f"负载{cid[-2:]}", "source": {"type": "pipe", "path": str(fifo)}}
                 for cid, fifo in zip(edge.channel_ids(opts.channels), edge.fifos, strict=True)]  # fmt: skip
     return write_config(edge.dir / "config.yaml", {
-        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
+        "jurisdiction": str(station_jurisdiction(edge.dir, edge.station)),  # the file central's region names
         "storage": {"data_dir": str(edge.dir / "data")},
         "broker": {"enabled": False},
-        "dispatch": {"enabled": False},
         "web": {"host": "127.0.0.1", "port": edge.web_port},
         "asr": {"engine": "sherpa", "sherpa_model": str(shared_dir() / "models" / SHERPA)},
         "channels": channels,
         "node": {"station": edge.station,
-                 "broker": {"host": edge.relay.host, "port": edge.relay.port, "client_id": f"node-{edge.station}"}},
+                 "broker": {"host": edge.relay.host, "port": edge.relay.port, "client_id": f"node-{edge.station}"},
+                 "dispatch": "central"},
     })  # fmt: skip
 
 
-def central_config(tmp: Path, broker: Mosquitto, database_url: str) -> Path:
+def central_config(tmp: Path, broker: Mosquitto, database_url: str, stations: list[str]) -> Path:
     return write_config(tmp / "central.yaml", {
-        "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
+        "jurisdiction": str(JURISDICTION),
         "storage": {"data_dir": str(tmp / "central"), "database_url": database_url},
-        "broker": {"enabled": False},
+        # the dispatcher's alerts, on the broker between nodes (the bench's responders' phones are on it)
+        "broker": {"enabled": True, "host": broker.host, "port": broker.port, "client_id": "central-dispatch"},
+        "dispatch": {"alerts": {"merge_window_s": 0}},
         # validated as any config's, never opened by central
         "channels": [{"id": "unused", "name": "unused", "source": {"type": "file", "paths": ["unused.wav"]}}],
-        "node": {"broker": {"host": broker.host, "port": broker.port, "client_id": "central"}},
+        "node": {"broker": {"host": broker.host, "port": broker.port, "client_id": "central"},
+                 "region": str(region_config(tmp, stations))},
     })  # fmt: skip
 
 
@@ -227,6 +268,21 @@ async def watch(transcripts: TranscriptWatch, edges: list[Edge], observed: Obser
                 if oldest is None or oldest > c.last_entry:
                     c.caught_up_at = time.time()
         await asyncio.sleep(POLL_S)
+
+
+async def listen(broker: Mosquitto, messages: list[Message], ready: asyncio.Event) -> None:
+    """Stamp every alert, incident state and incident event central publishes, on arrival (bench/load.py's stamp)."""
+    import aiomqtt
+
+    from dispatch.topics import Topics
+
+    prefix = Topics().prefix
+    async with aiomqtt.Client(broker.host, broker.port, identifier="bench-alerts") as client:
+        for topic in (f"{prefix}/alerts/#", f"{prefix}/incidents/#", f"{prefix}/events"):
+            await client.subscribe(topic, qos=1)
+        ready.set()
+        async for m in client.messages:
+            messages.append(stamp(m))
 
 
 async def cut_edge(opts: Options, edge: Edge, observed: Observed, feed_started: float) -> None:
@@ -324,6 +380,7 @@ class Outcome:
     window_s: float
     load_after: float
     drained: str
+    dispatch_counts: str  # central's dispatcher's last logged counts
 
 
 async def run(opts: Options) -> Outcome:
@@ -345,13 +402,14 @@ async def run(opts: Options) -> Outcome:
             broker.start()
             await asyncio.to_thread(cluster.start)
             url = cluster.url(cluster.create_database())
-            central = start("central", central_config(tmp, broker, url), tmp / "central.log")
+            stations = [f"edge{k}" for k in range(opts.edges)]
+            central = start("central", central_config(tmp, broker, url, stations), tmp / "central.log")
             # before the edges: until its first subscription the broker keeps nothing for central
             await until_logged(central, tmp / "central.log", "node link connected")
             for k in range(opts.edges):
                 relay = Relay((broker.host, broker.port))
                 await relay.start()
-                edge = Edge(k, f"edge{k}", tmp / f"edge{k}", relay, free_port(), [])
+                edge = Edge(k, stations[k], tmp / f"edge{k}", relay, free_port(), [])
                 edge.dir.mkdir()
                 for cid in edge.channel_ids(opts.channels):
                     os.mkfifo(edge.dir / f"{cid}.pcm")
@@ -370,12 +428,15 @@ async def run(opts: Options) -> Outcome:
                 return {name: proc_cpu_s(pid) for name, pid in pids.items()} | {
                     "postgres": postgres_cpu_s(cluster, transcripts.backend)}
 
+            observed = Observed(transcripts.seen)
+            ready = asyncio.Event()
+            listener = asyncio.create_task(listen(broker, observed.messages, ready))
+            await asyncio.wait_for(ready.wait(), 10)
             cpu0 = tier_cpu()
             t0 = time.monotonic()
             writer = threading.Thread(target=feed.run, name="feed", daemon=True)
             writer.start()
             await asyncio.sleep(0.1)
-            observed = Observed(transcripts.seen)
             watcher = asyncio.create_task(watch(transcripts, edges, observed))
             print(f"  {time.strftime('%H:%M:%S')} {total} channels talking for {opts.seconds:.0f} s", flush=True)
             await cut_edge(opts, edges[0], observed, feed.t0_wall)
@@ -389,6 +450,10 @@ async def run(opts: Options) -> Outcome:
             await asyncio.to_thread(writer.join, 5)
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+            if observed.messages:  # the last incidents' alerts: a few seconds after their transcripts
+                await asyncio.sleep(5)
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
             received, held = await asyncio.to_thread(central_holds, transcripts.conn)
             for edge in edges:
                 read_edge(edge)
@@ -399,8 +464,10 @@ async def run(opts: Options) -> Outcome:
                 print(f"  {time.strftime('%H:%M:%S')} replaying {len(messages)} messages at central", flush=True)
                 flooded = await flood(broker, messages, transcripts.conn, tier_cpu)
             transcripts.conn.close()
+            stop(central)  # its dispatcher logs its counts as it stops
+            counts = [ln for ln in (tmp / "central.log").read_text(errors="replace").splitlines() if "central dispatch" in ln]
             return Outcome(opts, edges, plan, feed, observed, received, held, cpu, machine, flooded, window, load_after,
-                           drained)  # fmt: skip
+                           drained, counts[-1] if counts else "(central logged no dispatch counts)")  # fmt: skip
         finally:
             feed.stop.set()
             for edge in edges:
@@ -461,9 +528,41 @@ def report(out: Outcome) -> list[str]:
     held: list[float] = []
     archived_n = transcribed_n = 0
     missing: list[str] = []
+    # central's messages about each call (central ids: <station>.<the edge's id>), first of any kind and first alert
+    first = loadgen.first_mentions(observed.messages)
+    phoned = loadgen.first_mentions(loadgen.first_wave_alerts(observed.messages))
+    alerted: list[float] = []  # incident calls: end of speech -> first alert or incident message at central
+    phone: list[float] = []  # ... -> first alert to a phone
+    alert_held: list[float] = []
+    incident_calls = 0
+    silent: list[str] = []
+    raised_by_others = Counter[str]()  # routine calls and real recordings that raised a message
     for edge in out.edges:
         utterances, archive_times, texts = edge.utterances, edge.archived_at, edge.transcribed
         owner, _ = loadgen.assign(utterances, out.plan, out.feed.wall)
+        central_owner = {f"{edge.station}.{uid}": key for uid, key in owner.items()}
+        first_call = loadgen.first_message_per_call(central_owner, first)
+        phoned_call = loadgen.first_message_per_call(central_owner, phoned)
+        for j in range(opts.channels):
+            for t in out.plan[edge.index * opts.channels + j]:
+                end = out.feed.handed.get(t.key)
+                if end is None:
+                    continue  # never fed
+                message = first_call.get(t.key)
+                if not t.clip.is_incident:
+                    if message is not None:
+                        raised_by_others["routine call" if t.clip.incident else "real recording"] += 1
+                    continue
+                incident_calls += 1
+                if message is None:
+                    silent.append(f"{edge.station}/{t.channel}/{t.clip.name}")
+                    continue
+                if edge.index == 0 and observed.cut_at is not None and observed.cut_at <= message.at and end <= held_until:
+                    alert_held.append(message.at - end)
+                    continue
+                alerted.append(message.at - end)
+                if t.key in phoned_call:
+                    phone.append(phoned_call[t.key].at - end)
         archived_n += len(utterances)
         transcribed_n += len(texts)
         missing += [f"{edge.station}.{u.id}" for u in utterances if f"{edge.station}.{u.id}" not in out.received]
@@ -505,6 +604,18 @@ def report(out: Outcome) -> list[str]:
         f"  edge archive -> stored at central: p50 {percentile(forwarding, 50):.3f} s, p95 {percentile(forwarding, 95):.3f} s",
         f"  messages stored at central: {len(moments)} = {len(moments) / timeline_s:.2f}/s over the timeline; busiest"
         f" second {max(per_second.values(), default=0)}",
+    ]
+    lines += [
+        f"  end of speech -> first alert or incident message at central, {len(alerted)} incident calls (the cut edge's"
+        f" held calls apart): p50 {percentile(alerted, 50):.2f} s, p95 {percentile(alerted, 95):.2f} s, max "
+        f"{max(alerted, default=float('nan')):.2f} s; -> first alert to a phone ({len(phone)} calls): p50 "
+        f"{percentile(phone, 50):.2f} s, p95 {percentile(phone, 95):.2f} s, max {max(phone, default=float('nan')):.2f} s",
+        f"  incident calls {incident_calls}: with no message {len(silent)} {silent[:5]}; held by the cut "
+        f"{len(alert_held)} (end of speech -> first message max {max(alert_held, default=float('nan')):.0f} s);"
+        f" other transmissions that raised one: {dict(raised_by_others)}; messages at central's broker "
+        f"{len(observed.messages)} ({dict(Counter(m.topic.split('/')[1] for m in observed.messages))})",
+        f"  central's dispatcher, as it stopped (the flood's refusals included): "
+        f"{out.dispatch_counts.split('central dispatch stops:')[-1].strip()}",
     ]
     if catch is not None:
         reconnect = (catch.reconnected_at or float("nan")) - catch.restored_at
