@@ -42,9 +42,10 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from asr.transcript import Transcript
 from bridge.backoff import Backoff
 from bridge.central import CentralStore, wait_for_database
 from bridge.config import Config, ConfigError
@@ -201,7 +202,16 @@ class CentralDispatch:
         await self._recover()
         while True:
             message = await self._queue.get()
+            await self._dispatch_or_log(message)
+
+    async def _dispatch_or_log(self, message: TranscriptMessage) -> None:
+        """`_dispatch`, whatever fails in it (its record on a full disk, say) logged and counted, not raised: it would
+        end central's task group, its ingest and its web app with it. Unrecorded, it is read again at the next start."""
+        try:
             await self._dispatch(message)
+        except Exception:
+            self.refused["failed"] += 1
+            logger.exception("transcript %s: dispatching it failed", clip(f"{message.station}.{message.utterance_id}"))
 
     async def _recover(self) -> None:
         """Dispatch, oldest first, the transcripts PostgreSQL holds whose newest version this store has not handled:
@@ -222,7 +232,7 @@ class CentralDispatch:
                 self.record.record(utterance_id, message.version, "dispatched")
                 continue
             self.recovered += 1
-            await self._dispatch(message)
+            await self._dispatch_or_log(message)
         logger.info("central dispatch at start: %d transcript(s) of the last %d min committed and not dispatched by "
                     "the last run, %d of them read again (the others were in an incident already): %s", len(missed),
                     round(self._max_age_s / 60), self.recovered, self.counters())  # fmt: skip
@@ -265,13 +275,23 @@ class CentralDispatch:
             return "stale"
         heard = Heard.of(message)
         try:
-            await self.service.dispatcher.handle(message.transcript, heard)
+            await self.service.dispatcher.handle(as_central(message.transcript, station), heard)
         except Exception:  # one transcript the dispatcher fails on must not stop the others'
             self.refused["failed"] += 1
             logger.exception("transcript %s: dispatching it failed", clip(heard.id))
             return None
         self.dispatched += 1
         return "dispatched"
+
+
+def as_central(transcript: Transcript, station: str) -> Transcript:
+    """The transcript with the places its edge's keyword spotter heard named as central names them: the spotter refers
+    to its station's own place ids (changledong-sq), central's area to `<station>.<id>`; incident words
+    (`incident:<type>`) name no place and stay. Without this a place only the spotter caught would be lost at central."""
+    keywords = tuple(k if k.ref.startswith("incident:") else replace(k, ref=central_id(station, k.ref))
+                     for k in transcript.keywords)  # fmt: skip
+    alternatives = tuple(as_central(a, station) for a in transcript.alternatives)
+    return replace(transcript, keywords=keywords, alternatives=alternatives)
 
 
 def central_dispatch(config: Config, region: Region | None) -> CentralDispatch | None:

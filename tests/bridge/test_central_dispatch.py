@@ -15,8 +15,9 @@ from contextlib import asynccontextmanager
 import aiomqtt
 import pytest
 
-from asr.transcript import Transcript, Word
+from asr.transcript import Keyword, Transcript, Word
 from bridge.central import CentralIngest, CentralStore
+from bridge.central_dispatch import RegionArea, as_central
 from bridge.config import Config
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
@@ -24,6 +25,7 @@ from bridge.nodes import parse, transcript_payload
 from bridge.region import RegionError, load_region
 from bridge.region_jurisdiction import merge_jurisdictions
 from bridge.service import Service
+from dispatch.location import hear_places
 from dispatch.topics import Topics
 from tests.support.broker import Mosquitto
 from tests.support.central import (  # noqa: F401 (mqtt: the fixture, used by name)
@@ -84,6 +86,23 @@ def test_the_region_merges_with_places_and_channels_qualified_and_refuses_a_resp
     clash = load_region(region_file(tmp_path, c_guard_id=B_GUARD))
     with pytest.raises(RegionError, match=f"responder id '{B_GUARD}' is in the jurisdictions of both '{B}' and '{C}'"):
         merge_jurisdictions(clash)
+
+
+def test_a_place_only_the_edges_spotter_caught_is_found_at_central(tmp_path):
+    """The edge's keyword spotter names its station's own place ids; central reads them as `<station>.<id>`. Incident
+    words name no place and stay as they are, in every hearing."""
+    region = load_region(region_file(tmp_path))
+    merged = merge_jurisdictions(region)
+    assert merged is not None
+    places = RegionArea(region, merged).places(f"{A}.ch-market")
+    spotted = Keyword("长乐东社区", "changledong-sq", 0.2, 0.9, 0.8)
+    fight = Keyword("打架", "incident:fight", 1.0, 1.3, 0.7)
+    garbled = Transcript(text="", pinyin="chang2 le4 dong1 you3 ren2 da3 jia4", keywords=(spotted, fight))
+    heard = Transcript(text="", pinyin=garbled.pinyin, keywords=(spotted, fight), alternatives=(garbled,))
+    assert hear_places(heard, places).scene() is None  # the edge's id means nothing in central's area
+    central = as_central(heard, A)
+    assert hear_places(central, places).scene().place.id == f"{A}.changledong-sq"
+    assert [k.ref for k in central.alternatives[0].keywords] == [f"{A}.changledong-sq", "incident:fight"]
 
 
 async def test_a_border_fight_alerts_the_neighbours_nearer_guard_once_however_often_it_arrives(tmp_path, mqtt, pg_url):
