@@ -6,7 +6,9 @@ stations merged (bridge/region_jurisdiction.py).
   it as new (a repeat delivery, or an older version arriving late, changes nothing and is not handed over), after the
   commit, queued so the ingest never waits for the dispatcher. What was handled is recorded per utterance in
   central's SQLite (`central_dispatched`: the newest version, and dispatched or why not), right after the
-  dispatcher's own writes; a version recorded is never dispatched again. The queue is memory, so at start central
+  dispatcher's own writes; a version recorded is never dispatched again, nor is a newer version of an utterance
+  handled already (recognised again at its edge: a box does not dispatch a re-transcription; `recognised_again`,
+  recorded and counted). The queue is memory, so at start central
   first reads back from PostgreSQL the transcripts begun within `node.dispatch_max_age_s` whose newest version is not
   recorded, committed by the last run and not dispatched when it ended (SIGKILL, power, a clean stop with a queue),
   and dispatches them, oldest first, before what the ingest hands over meanwhile. A process killed between the
@@ -251,6 +253,15 @@ class CentralDispatch:
         dispatcher failed on is not recorded, so the next start tries it again."""
         if self._handled(message):
             self.repeats += 1
+            return
+        utterance_id = central_id(message.station, message.utterance_id)
+        if self.record.version(utterance_id) is not None:
+            # a newer version of an utterance handled already: recognised again at its edge (`jingbao transcribe
+            # --archive`, or an edge killed between storing a transcript and marking it done). A box does not dispatch
+            # a re-transcription; read as a new report it would be counted twice or raise a second incident.
+            self.refused["recognised_again"] += 1
+            logger.info("transcript %s: a newer version of one handled already, not dispatched again", clip(utterance_id))
+            self.record.record(utterance_id, message.version, "recognised_again")
             return
         outcome = await self._outcome(message)
         if outcome is not None:

@@ -127,6 +127,26 @@ async def test_a_border_fight_alerts_the_neighbours_nearer_guard_once_however_of
     assert dispatch.dispatched == 1 and not dispatch.refused
 
 
+async def test_an_utterance_recognised_again_at_its_edge_is_not_dispatched_again(tmp_path, mqtt, pg_url):
+    """A newer version of a transcript central dispatched (the edge re-recognised the utterance) is stored, not read as
+    a second report: a box does not dispatch a re-transcription either."""
+    config = dispatching_central(tmp_path, mqtt, pg_url)
+    topic, payload = transcript_message(A, FIGHT, entry=1)
+    first = json.loads(payload)
+    row = {"utterance_id": first["utterance_id"], "channel": first["channel"], "start_ms": first["start_ms"],
+           "created_at": first["version"] + 10}  # fmt: skip
+    again = transcript_payload(A, row, Transcript(text=FIGHT, pinyin="", engine="again").to_dict(), entry=2)
+    async with central_dispatching(config) as (ingest, dispatch), \
+            aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
+        await edge.publish(topic, payload, qos=1)
+        await until("the transcript dispatched", lambda: dispatch.dispatched == 1)
+        await edge.publish(topic, again, qos=1)
+        await until("the newer version stored and handled", lambda: dispatch.refused["recognised_again"] == 1)
+    assert ingest.stored["transcripts"] == 2 and dispatch.dispatched == 1
+    incidents = dispatch.service.dispatcher.store.list()
+    assert len(incidents) == 1 and incidents[0].reports == 1
+
+
 async def test_what_central_cannot_dispatch_is_refused_with_a_log_line_and_the_next_dispatched(tmp_path, mqtt, pg_url, caplog):
     config = dispatching_central(tmp_path, mqtt, pg_url)
     unknown = transcript_message("nowhere", FIGHT, entry=1)
