@@ -170,6 +170,7 @@ class CentralDispatch:
         config = config.model_copy(update={"dispatch": config.dispatch.model_copy(update={"alerts": alerts})})
         self.service = DispatchService(config, area=self.area)
         self.record = DispatchRecord(connect(config.storage.database))
+        self.prune_every_s = 3600.0  # how often the record forgets what is past node.dispatch_max_age_s (and at start)
         self._region = region
         self._database_url = config.storage.database_url
         self._max_age_s = config.node.dispatch_max_age_s
@@ -202,9 +203,13 @@ class CentralDispatch:
 
     async def _dispatch_loop(self) -> None:
         await self._recover()
+        pruned_at = time.monotonic()
         while True:
             message = await self._queue.get()
             await self._dispatch_or_log(message)
+            if time.monotonic() - pruned_at > self.prune_every_s:  # a central up for weeks keeps only what still decides
+                pruned_at = time.monotonic()
+                self.record.forget_before(time.time() - self._max_age_s)
 
     async def _dispatch_or_log(self, message: TranscriptMessage) -> None:
         """`_dispatch`, whatever fails in it (its record on a full disk, say) logged and counted, not raised: it would

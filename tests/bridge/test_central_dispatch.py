@@ -147,6 +147,21 @@ async def test_an_utterance_recognised_again_at_its_edge_is_not_dispatched_again
     assert len(incidents) == 1 and incidents[0].reports == 1
 
 
+async def test_a_running_central_forgets_the_dispatch_record_past_the_age_limit(tmp_path, mqtt, pg_url):
+    """Not only at start: a central up for weeks keeps only the record rows that still decide something."""
+    config = dispatching_central(tmp_path, mqtt, pg_url)
+    async with central_dispatching(config) as (_, dispatch), \
+            aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
+        dispatch.prune_every_s = 0.0
+        dispatch.record.record("gongyuanbeilu.old", 1.0, "dispatched")
+        with dispatch.record._conn:  # handled two days ago
+            dispatch.record._conn.execute("UPDATE central_dispatched SET at = ? WHERE utterance_id = 'gongyuanbeilu.old'",
+                                          (time.time() - 2 * 86400,))  # fmt: skip
+        await edge.publish(*transcript_message(A, FIGHT, entry=1), qos=1)
+        await until("the transcript dispatched", lambda: dispatch.dispatched == 1)
+        await until("the old row forgotten", lambda: dispatch.record.version("gongyuanbeilu.old") is None)
+
+
 async def test_what_central_cannot_dispatch_is_refused_with_a_log_line_and_the_next_dispatched(tmp_path, mqtt, pg_url, caplog):
     config = dispatching_central(tmp_path, mqtt, pg_url)
     unknown = transcript_message("nowhere", FIGHT, entry=1)
