@@ -193,7 +193,9 @@ def test_a_live_phrase_does_not_wait_for_the_one_rendered_ahead(tmp_path: Path, 
     voice = KokoroVoice(kokoro)
     live = "西光建材市场有人拿刀伤人"
     speaker = Speaker(voice, on_rendered=events.append, keep=tmp_path)
-    ahead = ["康复路服装市场有人吵架闹事", "请迅速赶往康复路服装市场", "长乐第三小学有人迷路了"]
+    # the first one ahead long enough (several seconds of speech) to be still rendering 0.3 s in on a fast machine too
+    ahead = ["康复路服装市场二楼东侧有人吵架闹事，已经围了很多人，请附近保安和民警迅速赶往现场处置",
+             "请迅速赶往康复路服装市场", "长乐第三小学有人迷路了"]
     speaker.prepare(ahead)
     wait_until("rendering ahead under way", lambda: speaker.rendering_ahead)
     time.sleep(0.3)  # well into the phrase's rendering
