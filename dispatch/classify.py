@@ -379,12 +379,12 @@ def read_report(transcript_like: Any, lexicon: Lexicon, index: PlaceIndex, home:
     are those of the scene most hearings name, else the main hearing's when it names one, else those of the first
     alternative that does (docs/dispatch.md, "More than the best hypothesis")."""
     heard = [hear_places(hearing, index, home) for hearing in _hearings(transcript_like)]
-    readings = [read_transcript(h.inp, lexicon, h) for h in heard]
     places = _scene_most_heard(heard)
     model = load_model()
+    if len(heard) == 1 or model is None:
+        return classify_transcript(places.inp, lexicon, places), places
+    readings = [read_transcript(h.inp, lexicon, h) for h in heard]
     at_place = places.scene() is not None
-    if len(readings) == 1 or model is None:
-        return decide(readings[0], model, lexicon, at_place=at_place), places
     each = [model.probabilities(r.features) for r in readings]
     mean = {t: sum(q[t] for q in each) / len(each) for t in each[0]}
     what = decide(readings[0], model, lexicon, at_place=at_place, p=mean)
