@@ -12,8 +12,10 @@ when less than `stop_ratio` of the last `stop_window_ms` is (the hang-over). A o
 the start window, and the hang-over runs through a squelch tail instead of restarting on it.
 
 The hang-over must outlast a pause inside a call (~0.9 s), so it ends a call long after its last word. Dispatch need
-not wait for it: after `sentence_end_ms` without a voiced frame the segmenter says so (UtterancePaused, once per
-pause) and the later stages act on what was said so far, while the utterance stays open.
+not wait for it: after `sentence_end_ms` without a sounding frame the segmenter says so (UtterancePaused, once per
+pause) and the later stages act on what was said so far, while the utterance stays open. A sounding frame is a voiced
+one that the utterance's own webrtcvad, new at its onset, also calls speech: on a radio channel the channel's VAD
+learned its noise between transmissions and hears the transmitter's noise in a pause as speech (`_is_sounding`).
 
 When frames carry a carrier/COR state the utterance follows the carrier instead, and VAD only tells whether a
 short key-up held any speech at all, and when the speaker paused while still keying. The last `squelch_tail_ms`
@@ -118,6 +120,7 @@ class Segmenter:
         self._vad = webrtcvad.Vad(vad.aggressiveness)
         self._features = FrameFeatures()
         self._noise_floor = NoiseFloor(vad.noise_floor_window_s)
+        self._pause_vad = webrtcvad.Vad(vad.aggressiveness)  # a new one for each utterance: see `_is_sounding`
         self._start_frames = max(1, vad.start_window_ms // FRAME_MS)
         self._start_needed = max(1, math.ceil(vad.start_ratio * self._start_frames))
         self._stop_frames = max(1, vad.stop_window_ms // FRAME_MS)
@@ -145,6 +148,7 @@ class Segmenter:
         self._pcm = bytearray()
         self._onset_index = 0
         self._last_voiced_index = -1
+        self._last_sounding_index = -1  # the last frame louder than a pause (`_is_sounding`)
         self._by_carrier = False
         self._continued = False  # the continuation of a split utterance is never discarded
 
@@ -232,7 +236,7 @@ class Segmenter:
                 last_voiced = onset + offset
         first = self._preroll[0] if self._preroll else self._pending[0][0]
         started = self._begin(first.ts, pcm, self._pending[-1][0].ts, onset, by_carrier=False)
-        self._last_voiced_index = last_voiced
+        self._last_voiced_index = self._last_sounding_index = last_voiced
         self._pending.clear()
         self._pending_voiced = 0
         return started
@@ -245,6 +249,8 @@ class Segmenter:
         self._stop_pos = pos + 1 if pos + 1 < self._stop_frames else 0
         if voiced:
             self._last_voiced_index = index
+        if self._is_sounding(frame.pcm, voiced):
+            self._last_sounding_index = index
         events = self._append(frame, index, voiced)
         if self._stop_voiced < self._stop_below:
             events.extend(self._close("silence"))
@@ -253,10 +259,20 @@ class Segmenter:
         events.extend(self._pause_if_due(frame, index))
         return events
 
+    def _is_sounding(self, pcm: bytes, voiced: bool) -> bool:
+        """Is this frame of the open utterance speech, not a pause? A voiced frame is, unless a webrtcvad that has
+        heard only this utterance calls it noise. On a radio channel the transmitter's noise comes and goes with the
+        key: between key-ups the channel is far quieter than the noise under the speech, and the channel's VAD, its
+        noise model learned on that quiet, calls the whole transmission speech (pauses inside it included) down to
+        the channel's noise floor, which is the quiet between key-ups too. The utterance's own VAD learns the
+        transmission's noise from its first frames: at 12 dB SNR and above it hears a comma's pause as the clean
+        recording's (bench/segment_pauses.py; below ~11 dB it calls the noise speech, as the channel's VAD does)."""
+        return self._pause_vad.is_speech(pcm, SAMPLE_RATE) and voiced
+
     def _pause_if_due(self, frame: Frame, index: int) -> list[SegmentEvent]:
-        """UtterancePaused when this frame completes `sentence_end_ms` without a voiced one after speech."""
-        silent_frames = index - self._last_voiced_index
-        if not self._pause_frames or silent_frames != self._pause_frames or self._last_voiced_index < self._onset_index:
+        """UtterancePaused when this frame completes `sentence_end_ms` without a sounding one after speech."""
+        silent_frames = index - self._last_sounding_index
+        if not self._pause_frames or silent_frames != self._pause_frames or self._last_sounding_index < self._onset_index:
             return []
         speech_end = frame.ts - (silent_frames - 1) * FRAME_S
         return [UtterancePaused(self.channel, self._id, frame.ts + FRAME_S, speech_end)]
@@ -279,7 +295,11 @@ class Segmenter:
             events: list[SegmentEvent] = [self._begin(frame.ts, bytearray(frame.pcm), frame.ts, index, by_carrier=True)]
             if voiced:
                 self._last_voiced_index = index
+            if self._is_sounding(frame.pcm, voiced):
+                self._last_sounding_index = index
             return events
+        if self._is_sounding(frame.pcm, voiced):
+            self._last_sounding_index = index
         if voiced:
             self._last_voiced_index = index
             events = [*self._release_held(), *self._append(frame, index)]
@@ -306,7 +326,8 @@ class Segmenter:
         self._end = last_ts + FRAME_S
         self._pcm = pcm
         self._onset_index = onset_index
-        self._last_voiced_index = onset_index - 1
+        self._last_voiced_index = self._last_sounding_index = onset_index - 1
+        self._pause_vad = webrtcvad.Vad(self._config.aggressiveness)
         self._by_carrier = by_carrier
         self._continued = False
         self._stop_ring[:] = b"\x01" * self._stop_frames  # speech was just confirmed: the hang-over starts full
@@ -323,9 +344,11 @@ class Segmenter:
             return [UtteranceAudio(self.channel, self._id, frame.pcm, voiced)]
         finished = self._finish("max_length")
         last_voiced, ring, pos, voiced = self._last_voiced_index, bytes(self._stop_ring), self._stop_pos, self._stop_voiced
+        sounding, pause_vad = self._last_sounding_index, self._pause_vad
         started = self._begin(frame.ts, bytearray(frame.pcm), frame.ts, index, by_carrier=self._by_carrier)
-        # the same speech goes on: keep the hang-over where it was, and never discard the continuation
+        # the same speech goes on: keep the hang-over and the pause where they were, and never discard the continuation
         self._last_voiced_index, self._stop_ring[:], self._stop_pos, self._stop_voiced = last_voiced, ring, pos, voiced
+        self._last_sounding_index, self._pause_vad = sounding, pause_vad
         self._continued = True
         return [finished, started]
 
