@@ -102,6 +102,8 @@ MIGRATIONS = [
     ),
     # the recent transcripts, oldest first, which the dispatcher reads again at start (CentralStore.transcripts_since)
     Migration(sqlite="", postgres="CREATE INDEX transcripts_start ON transcripts (start_ms);"),
+    # the edge's SOS desk took it (TranscriptMessage.sos): the dispatcher leaves it alone, at start too
+    Migration(sqlite="", postgres="ALTER TABLE transcripts ADD COLUMN sos BOOLEAN NOT NULL DEFAULT false;"),
 ]
 ACK_BATCH = 32  # entries acknowledged to an edge in one message at most...
 ACK_DELAY_S = 0.5  # ...and at the latest this long after the first of them was stored
@@ -147,14 +149,14 @@ class CentralStore:
         t = m.transcript.to_dict()
         cur = self._conn.execute(
             "INSERT INTO transcripts (utterance_id, channel, start_ms, engine, text, pinyin, words, keywords, conf,"
-            " created_at, readable, alternatives) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " created_at, readable, alternatives, sos) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (utterance_id) DO UPDATE SET engine = excluded.engine, text = excluded.text,"
             " pinyin = excluded.pinyin, words = excluded.words, keywords = excluded.keywords, conf = excluded.conf,"
-            " created_at = excluded.created_at, readable = excluded.readable, alternatives = excluded.alternatives"
-            " WHERE transcripts.created_at < excluded.created_at",  # only a newer version replaces it
+            " created_at = excluded.created_at, readable = excluded.readable, alternatives = excluded.alternatives,"
+            " sos = excluded.sos WHERE transcripts.created_at < excluded.created_at",  # only a newer version replaces it
             (central_id(m.station, m.utterance_id), central_id(m.station, m.channel), m.start_ms, t["engine"], t["text"],
              t["pinyin"], json.dumps(t["words"], ensure_ascii=False), json.dumps(t["keywords"], ensure_ascii=False),
-             t["conf"], m.version, t["readable"], json.dumps(t["alternatives"], ensure_ascii=False)),
+             t["conf"], m.version, t["readable"], json.dumps(t["alternatives"], ensure_ascii=False), m.sos),
         )  # fmt: skip
         return cur.rowcount == 1
 
@@ -175,7 +177,8 @@ def _transcript_message(row: dict[str, Any]) -> TranscriptMessage:
     station, utterance_id = row["utterance_id"].split(".", 1)  # a station id has no "." (bridge.config.STATION_ID)
     channel = row["channel"].split(".", 1)[1]
     return TranscriptMessage(v=NODE_VERSION, station=station, utterance_id=utterance_id, channel=channel,
-                             start_ms=row["start_ms"], version=row["created_at"], transcript=transcript_of_row(row))  # fmt: skip
+                             start_ms=row["start_ms"], version=row["created_at"], transcript=transcript_of_row(row),
+                             sos=row["sos"])  # fmt: skip
 
 
 class CentralIngest:

@@ -29,6 +29,9 @@ stations merged (bridge/region_jurisdiction.py).
   refused for dispatch (stored and searchable all the same), counted in `refused` and logged; whatever goes wrong in
   dispatching one is logged and counted, and the next is dispatched. The counts (`counters()`: dispatched, refused
   by reason, recovered at start, repeats) are logged at start and stop, and on central's /metrics (docs/metrics.md).
+- A transcript its edge's SOS desk took (a hot microphone's words, an emergency phrase: dispatch/sos.py; the message
+  says so, `sos`) is the edge's SOS: central stores it and does not read it as a report (refused `sos`). The SOS
+  itself, its alarm and its alerts stay the edge's: its phones, radios and consoles are there.
 - Incidents, alerts' outbox and responders' statuses are central's own SQLite (`storage.database` in its data_dir,
   beside its users and sessions); alerts go out on central's `broker` section, on the topics a box uses
   (dispatch/topics.py), so the responders' phones get them as from their station's box. Central transmits on no radio
@@ -176,7 +179,7 @@ class CentralDispatch:
         self._max_age_s = config.node.dispatch_max_age_s
         self._queue: asyncio.Queue[TranscriptMessage] = asyncio.Queue()
         self.dispatched = 0  # transcripts the dispatcher read
-        self.refused: Counter[str] = Counter()  # by reason: stale, not this region's, no jurisdiction here, failed
+        self.refused: Counter[str] = Counter()  # by reason: stale, not this region's, no jurisdiction here, sos, failed
         self.recovered = 0  # of those handled, how many were read again from PostgreSQL at start
         self.repeats = 0  # handed over, but that version was handled already (read again at start meanwhile)
 
@@ -283,6 +286,10 @@ class CentralDispatch:
                            "its station has no jurisdiction file in the region file" if known
                            else f"station {clip(station)!r} is not in the region file")  # fmt: skip
             return reason
+        if message.sos:  # a hot microphone's words or an emergency phrase: the edge raised the SOS with them
+            self.refused["sos"] += 1
+            logger.info("transcript %s not dispatched: its station's SOS desk took it", name)
+            return "sos"
         age = time.time() - message.start_ms / 1000
         if age > self._max_age_s:  # a guard paged now for what was said long ago would go to a scene long gone
             self.refused["stale"] += 1

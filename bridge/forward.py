@@ -32,12 +32,15 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import aiomqtt
 
 from asr.store import TranscriptStore
+from asr.transcript import Transcript
 from bridge.archive import COLUMNS, ArchivedUtterance
 from bridge.archive import MIGRATIONS as ARCHIVE_MIGRATIONS
 from bridge.backoff import Backoff
@@ -129,6 +132,19 @@ class Backlog:
                 "behind_since": self.behind_since}  # fmt: skip
 
 
+class ForwardedUtterance(NamedTuple):
+    """The utterance a forwarded transcript is of, as the SOS desk asks about it (`SosTakes`)."""
+
+    id: str
+    channel: str
+    start: float
+    end: float
+
+
+# Would the edge's SOS desk take this transcript (dispatch/sos.py SosDesk.takes)? Said with it to central.
+SosTakes = Callable[[Transcript, Any], bool]
+
+
 class ForwardQueue:
     """The durable queue of what central has not acknowledged yet, on its own SQLite connection. The forwarder calls
     it through asyncio.to_thread from two tasks at once (sending, and taking central's acknowledgements), so a lock
@@ -172,7 +188,7 @@ class ForwardQueue:
             ).fetchone()
             return row["n"], row["sent"], row["oldest"]
 
-    def payload(self, station: str, entry: Entry) -> bytes | None:
+    def payload(self, station: str, entry: Entry, sos_takes: SosTakes | None = None) -> bytes | None:
         """The message for an entry, read now (None: its row is gone, e.g. a transcript deleted; nothing to send)."""
         with self._lock:
             if entry.kind == "utterances":
@@ -186,13 +202,21 @@ class ForwardQueue:
                     audio, omitted = None, f"the edge cannot read its file: {e.strerror}"
                 return utterance_payload(station, utterance, audio, omitted, entry=entry.seq)
             row = self._conn.execute(
-                "SELECT utterance_id, channel, start_ms, created_at FROM transcripts WHERE utterance_id = ?",
+                "SELECT t.utterance_id, t.channel, t.start_ms, t.created_at, u.end_ms FROM transcripts t"
+                " LEFT JOIN utterances u ON u.id = t.utterance_id WHERE t.utterance_id = ?",
                 (entry.utterance_id,),
             ).fetchone()
             transcript = self._transcripts.get(entry.utterance_id)
             if row is None or transcript is None:
                 return None
-            return transcript_payload(station, dict(row), transcript.to_dict(), entry=entry.seq)
+            end_ms = row["end_ms"] if row["end_ms"] is not None else row["start_ms"]
+            heard = ForwardedUtterance(row["utterance_id"], row["channel"], row["start_ms"] / 1000, end_ms / 1000)
+            try:
+                sos = sos_takes is not None and sos_takes(transcript, heard)
+            except Exception:  # forwarding goes on: central then reads it as a report, as it did before edges said
+                logger.exception("transcript %s: could not tell whether the SOS desk took it", clip(entry.utterance_id))
+                sos = False
+            return transcript_payload(station, dict(row), transcript.to_dict(), entry=entry.seq, sos=sos)
 
     def close(self) -> None:
         self._conn.close()
@@ -204,11 +228,13 @@ class Forwarder:
     it is sent again; `behind_after_s`: how old the oldest entry may grow before "forwarding behind" is a fault;
     `wake`: the service's bus, subscribed to what fills the queue (an utterance archived, a transcript stored), so
     that it is sent at once rather than at the next poll (every `poll_s`: the queue is filled by SQLite triggers,
-    which cannot wake anyone, also by other processes such as `jingbao transcribe --archive`)."""
+    which cannot wake anyone, also by other processes such as `jingbao transcribe --archive`); `sos_takes`: the
+    edge's SOS desk, asked of each transcript sent whether it takes it (said to central, whose dispatcher then
+    leaves it alone: the SOS is the edge's)."""
 
     def __init__(
         self, config: Config, *, poll_s: float = 0.25, ack_timeout_s: float = 30.0, behind_after_s: float = 300.0,
-        wake: Subscription | None = None,
+        wake: Subscription | None = None, sos_takes: SosTakes | None = None,
     ) -> None:
         station = config.node.station
         if station is None:
@@ -221,6 +247,7 @@ class Forwarder:
         self._stats = ForwardQueue(config.storage.database, config.storage.data_dir)  # read by the watch, in its thread
         self._poll_s = poll_s
         self._wake = wake
+        self._sos_takes = sos_takes
         self._ack_timeout_s = ack_timeout_s
         self._behind_after_s = behind_after_s
         self._refusals = Backoff(maximum=10.0)
@@ -349,7 +376,7 @@ class Forwarder:
         """Publish `entries` at once, mark sent those the broker took and done those with nothing to send; the rest
         stay due. Returns the broker's refusal if it refused one; a lost connection raises, and the link
         reconnects."""
-        payloads = await asyncio.to_thread(lambda: [self.queue.payload(self.station, e) for e in entries])
+        payloads = await asyncio.to_thread(lambda: [self.queue.payload(self.station, e, self._sos_takes) for e in entries])
         sending = [(e, p) for e, p in zip(entries, payloads, strict=True) if p is not None]
         done = [e.seq for e, p in zip(entries, payloads, strict=True) if p is None]
         self.skipped += len(done)

@@ -97,6 +97,9 @@ class TranscriptMessage(_Forwarded):
     start_ms: int
     version: float = Field(allow_inf_nan=False)  # compared with the stored one's: NaN would never be replaced
     transcript: Transcript  # each field checked for its type, words and keywords too
+    # the edge's SOS desk took it (a hot microphone's words, an emergency phrase: dispatch/sos.py): the SOS is the
+    # edge's, and central's dispatcher does not read it as a report of its own (absent from an older edge's: False)
+    sos: bool = Field(False, strict=True)
 
 
 class Acked(BaseModel):
@@ -129,11 +132,13 @@ def utterance_payload(
     return json.dumps(body, ensure_ascii=False).encode()
 
 
-def transcript_payload(station: str, row: dict[str, Any], transcript: dict[str, Any], *, entry: int | None = None) -> bytes:
+def transcript_payload(
+    station: str, row: dict[str, Any], transcript: dict[str, Any], *, entry: int | None = None, sos: bool = False
+) -> bytes:
     """`row`: the edge's transcripts row (utterance_id, channel, start_ms, created_at); `transcript`: its
-    Transcript.to_dict()."""
+    Transcript.to_dict(); `sos`: the edge's SOS desk took it (see TranscriptMessage)."""
     body = {"v": VERSION, "station": station, "entry": entry, "utterance_id": row["utterance_id"], "channel": row["channel"],
-            "start_ms": row["start_ms"], "version": row["created_at"], "transcript": transcript}  # fmt: skip
+            "start_ms": row["start_ms"], "version": row["created_at"], "transcript": transcript, "sos": sos}  # fmt: skip
     return json.dumps(body, ensure_ascii=False).encode()
 
 

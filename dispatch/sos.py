@@ -230,9 +230,7 @@ class SosDesk:
         mic = self._hot_mic(utterance)
         if mic is not None:
             return self._add_words(mic.incident_id, transcript, utterance)
-        if not self.rules.radio_phrases or transcript.empty:
-            return None
-        said = self.phrases.heard(transcript)
+        said = self._emergency_phrases(transcript)
         if not said:
             return None
         where = extract_location(transcript, self._places(utterance.channel))
@@ -244,6 +242,17 @@ class SosDesk:
                                text=transcript.readable or transcript.text, pinyin=transcript.pinyin,
                                utterance_id=utterance.id, entry={"said": list(said)})  # fmt: skip
         return None if self._dispatcher.store.provisional_for(utterance.id) is not None else incident
+
+    def takes(self, transcript: Transcript, utterance: Any) -> bool:
+        """Would `take` take this final transcript (a hot microphone's, or an emergency phrase)? What an edge tells the
+        central tier with each transcript it forwards, so that central's dispatcher leaves the SOS's words to it
+        (bridge/central_dispatch.py). Decided by the transcript and the hot microphones alone, as `take` decides."""
+        return self._hot_mic(utterance) is not None or bool(self._emergency_phrases(transcript))
+
+    def _emergency_phrases(self, transcript: Transcript) -> tuple[str, ...]:
+        if not self.rules.radio_phrases or transcript.empty:
+            return ()
+        return self.phrases.heard(transcript)
 
     async def watch_key_ups(self, lines: Mapping[str, Line]) -> None:
         """(With `key_up_s` set) a carrier held that long on a channel's COR line raises an SOS for the channel, once

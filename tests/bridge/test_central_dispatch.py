@@ -184,6 +184,23 @@ async def test_what_central_cannot_dispatch_is_refused_with_a_log_line_and_the_n
     assert [i.place_id for i in dispatch.service.dispatcher.store.list()] == [f"{A}.hansenzhai-gongjiaozhan"]
 
 
+async def test_what_an_edges_sos_desk_took_is_stored_and_never_dispatched_at_central(tmp_path, mqtt, pg_url):
+    """A hot microphone's words or an emergency phrase are the edge's SOS: read at central as a report of its own they
+    would raise a second incident and alert the responders twice. Neither live nor when read back at start."""
+    config = dispatching_central(tmp_path, mqtt, pg_url)
+    async with phones(mqtt) as alerts:
+        await stored_undispatched(config, mqtt, transcript_message(A, "救命，我被打了", entry=1, sos=True))
+        async with central_dispatching(config) as (ingest, dispatch), \
+                aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
+            await until("the one read back at start refused", lambda: dispatch.refused["sos"] == 1)
+            await edge.publish(*transcript_message(A, FIGHT, entry=2, sos=True), qos=1)  # the hot mic: 有人打架
+            await edge.publish(*transcript_message(A, ROUTINE, entry=3), qos=1)
+            await until("the routine line read after it", lambda: dispatch.dispatched == 1)
+            assert dispatch.counters()["refused"] == {"sos": 2} and ingest.stored["transcripts"] == 2
+            await asyncio.sleep(0.3)  # what a dispatch would have sent by now
+    assert dispatch.service.dispatcher.store.list() == [] and alerts == {}
+
+
 async def test_an_edge_leaving_dispatch_to_central_raises_no_incident_itself(tmp_path, mqtt):
     heard = Transcript(text=FIGHT, pinyin="", engine="test")
     start = time.time() - 3

@@ -122,6 +122,18 @@ def test_an_edge_service_takes_its_forwarding_timeouts_from_the_config(tmp_path,
     assert forwarder is not None and (forwarder._ack_timeout_s, forwarder._behind_after_s) == (7.0, 90.0)
 
 
+def test_an_edge_tells_central_which_transcripts_its_sos_desk_took(tmp_path, mqtt):
+    service = Service(edge_config(tmp_path, mqtt), role="edge")
+    assert service.forwarder is not None and service.dispatch is not None
+    (cry,) = speak(service.archive, service.transcripts, 1, text="救命，我被打了")
+    (fight,) = speak(service.archive, service.transcripts, 1)
+    queue = service.forwarder.queue
+    sent = [json.loads(queue.payload(STATION, e, service.forwarder._sos_takes) or b"")
+            for e in queue.due(10, resend_before=0) if e.kind == "transcripts"]  # fmt: skip
+    assert {m["utterance_id"]: m["sos"] for m in sent} == {cry: True, fight: False}
+    asyncio.run(service.dispatch.dispatcher.close())
+
+
 async def test_archived_utterances_and_transcripts_arrive_once_each_and_are_searchable(tmp_path, mqtt, pg_url):
     edge = edge_config(tmp_path, mqtt)
     archive, transcripts = Archive(edge.storage), TranscriptStore(connect(edge.storage.database))

@@ -145,12 +145,15 @@ def dispatching_central(tmp_path: Path, broker: Mosquitto, pg_url: str) -> Confi
     })  # fmt: skip
 
 
-def transcript_message(station: str, text: str, *, entry: int, heard_ago: float = 5.0) -> tuple[str, bytes]:
-    """The topic and payload of an edge forwarding a transcript of an utterance begun `heard_ago` s ago."""
+def transcript_message(
+    station: str, text: str, *, entry: int, heard_ago: float = 5.0, sos: bool = False
+) -> tuple[str, bytes]:
+    """The topic and payload of an edge forwarding a transcript of an utterance begun `heard_ago` s ago (`sos`: its
+    SOS desk took it)."""
     start = time.time() - heard_ago
     row = {"utterance_id": new_utterance_id(start), "channel": "ch-market", "start_ms": round(start * 1000),
            "created_at": time.time()}  # fmt: skip
-    payload = transcript_payload(station, row, Transcript(text=text, pinyin="", engine="test").to_dict(), entry=entry)
+    payload = transcript_payload(station, row, Transcript(text=text, pinyin="", engine="test").to_dict(), entry=entry, sos=sos)
     return Topics().node(station, "transcripts"), payload
 
 

@@ -140,6 +140,7 @@ def test_the_hot_microphone_is_the_callers_and_what_it_hears_joins_the_sos(live:
     # the hot microphone's utterance, recognised: added to the SOS, not dispatched as a fight of its own
     said = Transcript("我在派出所门口被人打了", "", engine="vosk", conf=0.8)
     heard = Utterance(new_utterance_id(start), "ch-market", start, time.time() + 2, b"")
+    assert live.service.dispatch.sos.takes(said, heard)  # what an edge tells central with it (no report there either)
     asyncio.run_coroutine_threadsafe(live.service._on_transcript(said, heard), live.loop).result(10)
     store = live.service.dispatch.dispatcher.store
     after = live.call(store.require, incident["id"])
