@@ -1,6 +1,6 @@
 """What central's `GET /healthz` and `GET /metrics` read (bridge/web/central_app.py, bridge/web/metrics.py): whether
-the ingest's link to the broker between nodes is up, whether PostgreSQL answers, and the ingest's and dispatcher's
-counts.
+the ingest's link to the broker between nodes is up, whether PostgreSQL answers, whether the dispatcher's link to the
+phones' broker is, and the ingest's and dispatcher's counts.
 
 PostgreSQL is asked by a probe of its own (`SELECT 1` every PROBE_INTERVAL_S on its own connection) rather than at
 each request: an idle central meets no outage otherwise (the ingest touches PostgreSQL only when a message comes),
@@ -119,6 +119,9 @@ class CentralHealth:
                            "since": link.down_since})  # fmt: skip
         if (database := self.database.fault()) is not None:
             faults.append(database)
+        alerts = self.dispatch.service.link if self.dispatch is not None else None
+        if alerts is not None and (fault := alerts.fault()) is not None:
+            faults.append(fault)
         return faults
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError  # not re-exported by the package
@@ -36,6 +37,9 @@ def tls_context(ca_file: Path, cert_file: Path | None = None, key_file: Path | N
         context.load_cert_chain(cert_file, key_file)
     return context
 
+
+# A link down this long is a fault on /healthz; a reconnect (the broker restarted, a network blip) is quicker
+LINK_FAULT_AFTER_S = 5.0
 
 class MqttLink:
     def __init__(
@@ -72,10 +76,22 @@ class MqttLink:
         )
         self._connected = asyncio.Event()
         self.connects = 0  # successful connections so far (1 + reconnects)
+        self.down_since: float | None = time.time()  # not connected since (None while connected)
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def fault(self, now: float | None = None) -> dict[str, Any] | None:
+        """The fault /healthz names (a box's and central's) while the link has been down over LINK_FAULT_AFTER_S:
+        alerts, updates and retractions wait in the outbox, and no phone gets them. None while it is up, or only
+        (re)connecting."""
+        since = self.down_since
+        if since is None or (now or time.time()) - since < LINK_FAULT_AFTER_S:
+            return None
+        return {"component": "alerts", "channel": None, "kind": "alerts_broker_disconnected",
+                "message": f"alerts cannot reach the phones: not connected to the broker at {self.address}",
+                "since": since}  # fmt: skip
 
     async def wait_connected(self) -> None:
         await self._connected.wait()
@@ -92,6 +108,7 @@ class MqttLink:
                         await client.subscribe(topic, qos=1)
                     logger.info("MQTT connected to %s", self.address)
                     self._connected.set()
+                    self.down_since = None
                     async for message in client.messages:
                         await self._deliver(message)
             except aiomqtt.MqttError as e:
@@ -105,6 +122,8 @@ class MqttLink:
                 await asyncio.sleep(delay)
             finally:
                 self._connected.clear()
+                if self.down_since is None:
+                    self.down_since = time.time()
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         """Publish and wait for the broker's acknowledgement (QoS 1: PUBACK)."""

@@ -53,6 +53,9 @@ async def healthz(web: Web, response: Response) -> dict[str, Any]:
          "since": f.ts}
         for f in web.service.archive.active_faults
     ]  # fmt: skip
+    dispatch = web.service.dispatch
+    if dispatch is not None and dispatch.link is not None and (alerts := dispatch.link.fault()) is not None:
+        failing.append(alerts)
     forwarder = web.service.forwarder
     if forwarder is not None and forwarder.behind:
         backlog = forwarder.backlog

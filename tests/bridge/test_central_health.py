@@ -135,6 +135,9 @@ async def test_healthz_is_200_while_all_is_up_and_503_naming_postgresql_or_the_b
         fault = gone["failing"][0]
         assert fault["component"] == "broker" and f"{mqtt.host}:{mqtt.port}" in fault["message"]
         assert fault["since"] == gone["broker"]["since"] and not gone["broker"]["connected"]
+        # the dispatcher's own link (the phones' broker, here the same one): a fault once down past a reconnect's time
+        _, both = await faults_within(client, {"broker_disconnected", "alerts_broker_disconnected"}, timeout=8)
+        assert [f["component"] for f in both["failing"]] == ["broker", "alerts"]
         mqtt.start()
         _, again = await faults_within(client, set(), timeout=10)  # its reconnection back-off
         assert again["broker"]["connects"] == 2

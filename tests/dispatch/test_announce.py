@@ -221,7 +221,7 @@ async def test_healthz_says_how_many_phrases_are_rendered_ahead(tmp_path: Path) 
     speaker.prepare(["美食街有人打架斗殴", "请迅速赶往美食街"])
     wait_until("the phrases rendered ahead", lambda: speaker.prepared()["ready"] == 2, timeout=30)
     speaker.close()
-    service = SimpleNamespace(channel_states=list, archive=SimpleNamespace(active_faults=[]), forwarder=None,
+    service = SimpleNamespace(channel_states=list, archive=SimpleNamespace(active_faults=[]), forwarder=None, dispatch=None,
                               loop_lag=SimpleNamespace(to_dict=dict), speaker=speaker)  # fmt: skip
     health = await healthz(SimpleNamespace(service=service), Response())  # type: ignore[arg-type]
     assert health["ok"] and health["announce_phrases"] == {"ready": 2, "total": 2, "failed": 0}

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
+import dispatch.mqtt as mqtt_module
 from bridge.db import connect
 from dispatch.mqtt import MqttLink
 from dispatch.outbox import Outbox
@@ -81,3 +85,32 @@ async def test_retained_state_is_published_retained(broker: Mosquitto, tmp_path:
     [state] = await eventually(lambda: console.received, what="retained state for a late subscriber")
     assert state["status"] == "dispatched"
     await console.disconnect()
+
+
+async def test_a_link_down_longer_than_a_reconnect_is_a_fault_until_it_is_back(
+    broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the box's and central's /healthz name: alerts cannot reach the phones (they wait in the outbox)."""
+    monkeypatch.setattr(mqtt_module, "LINK_FAULT_AFTER_S", 0.3)
+    broker.stop()
+    link = MqttLink(broker.host, broker.port, client_id="fault-test", topics=Topics(), handler=ignore,
+                    **broker.login("jingbao"))  # fmt: skip
+    running = asyncio.create_task(link.run())
+    try:
+        await eventually(lambda: link.fault() is not None, timeout=5, what="the fault while never connected")
+        fault = link.fault()
+        assert fault is not None and fault["kind"] == "alerts_broker_disconnected"
+        assert f"{broker.host}:{broker.port}" in fault["message"] and fault["since"] <= time.time() - 0.3
+        broker.start()
+        await eventually(lambda: link.connected, timeout=15, what="connected")
+        assert link.fault() is None
+        lost = time.time()
+        broker.stop()
+        await eventually(lambda: not link.connected, timeout=5, what="the loss seen")
+        assert link.fault(now=link.down_since) is None  # only reconnecting: no fault yet
+        await eventually(lambda: link.fault() is not None, timeout=5, what="the fault after the loss")
+        assert (link.fault() or {})["since"] >= lost
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        broker.start()
