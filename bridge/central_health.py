@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,10 @@ class DatabaseProbe:
         self.interval_s = interval_s
         self.stale_after_s = 3 * interval_s + PROBE_TIMEOUT_S  # a probe taking longer is hanging
         self._conn: psycopg.Connection | None = None
+        # the probe's thread outlives a cancelled run(): the connection is made and closed under this lock, none is
+        # made once run() has ended, and a probe still running then closes its own (else it would be left open)
+        self._lock = threading.Lock()
+        self._ended = False
         self.started_at = time.time()
         self.answered_at: float | None = None  # the latest answer
         self.failing_since: float | None = None  # the first of the failures since then (None while it answers)
@@ -61,19 +66,36 @@ class DatabaseProbe:
                     self.answered_at, self.failing_since, self.error = time.time(), None, ""
                 await asyncio.sleep(self.interval_s)
         finally:
-            if self._conn is not None:
-                self._conn.close()
+            self._ended = True
+            if self._lock.acquire(blocking=False):  # else a probe is running in its thread: it closes it when done
+                try:
+                    self._close()
+                finally:
+                    self._lock.release()
 
     def _ask(self) -> None:
+        with self._lock:
+            if self._ended:
+                return
+            try:
+                self._ask_now()
+            finally:
+                if self._ended:
+                    self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _ask_now(self) -> None:
         try:
             if self._conn is None:
                 self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=PROBE_TIMEOUT_S,
                                              options=f"-c statement_timeout={PROBE_TIMEOUT_S * 1000}")  # fmt: skip
             self._conn.execute("SELECT 1")
         except psycopg.Error:
-            if self._conn is not None:  # a connection that failed once stays broken: the next probe opens another
-                self._conn.close()
-                self._conn = None
+            self._close()  # a connection that failed once stays broken: the next probe opens another
             raise
 
     def _failed(self, error: str) -> None:

@@ -170,3 +170,25 @@ async def test_metrics_count_what_central_stored_acknowledged_rejected_and_dispa
     assert after[("jingbao_central_dispatch_recovered_total", ())] == 0
     assert after[("jingbao_alerts_sent_total", ())] == 1  # the box's dispatch metrics, central's dispatcher's
     assert 0 < after[("jingbao_central_stored_lag_seconds", ())] < 60
+
+
+async def test_the_probe_leaves_no_connection_open_when_stopped_even_mid_probe(pg_url):
+    probe = DatabaseProbe(pg_url, interval_s=PROBE_S)
+    running = asyncio.create_task(probe.run())
+    while probe.answered_at is None:
+        await asyncio.sleep(0.02)
+    conn = probe._conn
+    assert conn is not None and not conn.closed
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    assert conn.closed and probe._conn is None
+    # a probe waiting in its thread when run() ended (the loop gone on to shutdown) opens no connection afterwards
+    probe._ended = False
+    probe._lock.acquire()
+    stopped = asyncio.create_task(probe.run())
+    await asyncio.sleep(0.05)  # its first probe waits on the lock in its thread
+    stopped.cancel()
+    await asyncio.gather(stopped, return_exceptions=True)
+    probe._lock.release()
+    await asyncio.sleep(0.2)
+    assert probe._conn is None
