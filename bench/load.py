@@ -2,7 +2,8 @@
 
     bench/load.py --channels N --duty D [--burst] [--cor] [--seconds S] [--search]
 
-Each channel replays the 30 spoken calls (../shared/audio/calls, labels in ../shared/demo/calls.tsv) and the 53 real
+Each channel replays the 30 spoken calls (../shared/audio/calls, labels in ../shared/demo/calls.tsv; --set SET.tsv:
+a labelled set's sample in the 8 Kokoro voices instead, calls nobody tuned on) and the 53 real
 recordings (../shared/audio) in turn, each through ../shared/tools/radio_degrade.py (click, 0.3 s squelch tail, pink
 noise at an SNR drawn from 12-20 dB; copies cached in var/bench-cache/load), separated by faint hiss so that the channel
 talks D of the time, first key-ups staggered over a mean cycle (--burst: all within one second, an incident call each).
@@ -556,6 +557,11 @@ class Figures:
     peak_rss_mb: float
     alert_latencies: list[float] = field(default_factory=list)  # incident calls that reached a phone: first alert
     routine_phoned: int = 0  # routine transmissions whose incident alerted a phone
+
+    @property
+    def phoned_early(self) -> int:
+        """Incident calls whose first alert reached a phone before the speaker stopped (a 待确认 entry is no alert)."""
+        return sum(latency < 0 for latency in self.alert_latencies)
     # incident calls whose utterances became an incident at all / one at the labelled place / one of the labelled type
     # (a type guessed for the operator's confirmation counts, as in bench/dispatch_voices.py)
     became_incident: int = 0
@@ -723,8 +729,9 @@ def report(o: Outcome, f: Figures) -> str:
         + ", ".join(f"{n} {k}s" for k, n in sorted(kinds.items())) + f"); load average after {o.load_after:.1f}",
         f"end of speech -> first message, {len(f.latencies)} incident calls: p50 {fmt(percentile(f.latencies, 50))}, "
         f"p95 {fmt(f.p95)}, max {fmt(max(f.latencies, default=None))}",
-        f"alerted before the speaker stopped: {f.early} of {len(f.latencies)} "
-        f"({100 * f.early / max(1, len(f.latencies)):.0f} %); first messages: "
+        f"first message before the speaker stopped: {f.early} of {len(f.latencies)} "
+        f"({100 * f.early / max(1, len(f.latencies)):.0f} %); phones alerted before: {f.phoned_early} of "
+        f"{f.incident_calls} ({100 * f.phoned_early / max(1, f.incident_calls):.0f} %); first messages: "
         + ", ".join(f"{n} {k}" for k, n in f.first_kinds.most_common()),
         f"incident calls with no message: {len(f.silent)} of {f.incident_calls}"
         + (f" ({', '.join(f.silent)})" if f.silent else ""),
@@ -846,6 +853,20 @@ def search(base: Options, calls: list[Clip], real: list[Clip], target_s: float, 
           + (f" (N={bad} misses)" if bad else f" (searched up to {limit})"))
 
 
+def set_calls(path: Path, per_type: int, voices: list[str] | None) -> list[loadgen.Labelled]:
+    """A labelled set's stratified sample (bench/dispatch_voices.py's), each row rendered in each voice: the calls the
+    channels play, named `<row id>/<voice>`."""
+    from bench.dispatch_voices import ROUTINE, read_rows, stratified
+    from bench.voices import KokoroVoices
+
+    tts = KokoroVoices()
+    rows = stratified(read_rows(path), per_type)
+    print(f"calls: {path.name}, {per_type} per type: {len(rows)} rows x {len(voices or tts.voices)} voices", flush=True)
+    return [loadgen.Labelled(f"{row.id}/{voice}", tts.render(row.text, voice),
+                             "none" if row.kind == ROUTINE else row.type, "" if row.place == "-" else row.place)
+            for row in rows for voice in voices or tts.voices]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--channels", type=int, default=6, help="channels talking at once (default 6)")
@@ -865,6 +886,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--announce", action="store_true", help="speak announcements on the jurisdiction's channels (tx to files)")
     p.add_argument("--cold-voice", action="store_true", help="--announce from an empty voice cache: the service renders "
                    "ahead while the channels talk (a first start)")  # fmt: skip
+    p.add_argument("--set", type=Path, help="play this labelled set's calls (e.g. a blind set: figures only, never a "
+                   "sentence), rendered in the Kokoro voices (bench/voices.py, cached), instead of the 30 spoken calls")
+    p.add_argument("--per-type", type=int, default=2, help="--set: rows of each incident type, and routine lines (default 2)")
+    p.add_argument("--voices", nargs="+", help="--set: Kokoro voices (default: all 8)")
     p.add_argument("--dump", type=Path, help="write one JSON line per transmission here (times, utterances, first message)")
     p.add_argument("--profile", type=Path, help="sample the service with py-spy over the timeline (raw stacks to this "
                    "file) and print where the CPU went, stage by stage")  # fmt: skip
@@ -874,7 +899,8 @@ def main(argv: list[str] | None = None) -> int:
     code, code_line = code_dir(args.commit)
     print(f"machine: {describe()}")
     print(f"code: {code_line}", flush=True)
-    calls, real = loadgen.load_material(shared_dir(), CACHE, tuple(args.snr), args.seed)
+    labelled = set_calls(args.set, args.per_type, args.voices) if args.set else None
+    calls, real = loadgen.load_material(shared_dir(), CACHE, tuple(args.snr), args.seed, labelled)
     seconds = args.seconds or (60.0 if args.search else 120.0)
     opts = Options(args.channels, args.duty, seconds, args.burst, args.cor, args.merge, args.archive_format, code, args.seed,
                    announce=args.announce, profile=args.profile, cold_voice=args.cold_voice, speeds=args.speeds)  # fmt: skip

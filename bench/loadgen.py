@@ -88,31 +88,48 @@ def read_wav(path: Path) -> np.ndarray:
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").copy()
 
 
-def load_material(shared: Path, cache: Path, snr: tuple[float, float], seed: int) -> tuple[list[Clip], list[Clip]]:
-    """(the 30 spoken calls, the 53 real recordings) as radio transmissions, each at its own SNR drawn from `snr`
-    (rounded to 0.5 dB). Radio copies are made by radio_degrade.py (loaded once, run in this interpreter) into
-    `cache` and reused; the recordings themselves are only read."""
+@dataclass(frozen=True)
+class Labelled:
+    """A clean recording of a call and what it says: its name in the bench's output, its type ("none": routine) and
+    place id ("" when it names none)."""
+
+    name: str
+    clean: Path
+    incident: str
+    place: str = ""
+
+
+def demo_calls(shared: Path) -> list[Labelled]:
+    """The 30 spoken calls (../shared/audio/calls) with their labels (../shared/demo/calls.tsv)."""
+    labels = {r["id"]: (r["incident"], r["place"]) for r in csv.DictReader(
+        (shared / "demo" / "calls.tsv").open(encoding="utf-8"), delimiter="\t")}
+    return [Labelled(p.stem, p, *labels[p.stem]) for p in sorted((shared / "audio" / "calls").glob("c*.wav"))]
+
+
+def load_material(shared: Path, cache: Path, snr: tuple[float, float], seed: int,
+                  calls: Sequence[Labelled] | None = None) -> tuple[list[Clip], list[Clip]]:  # fmt: skip
+    """(the calls: the 30 spoken calls unless `calls` are given, the 53 real recordings) as radio transmissions, each
+    at its own SNR drawn from `snr` (rounded to 0.5 dB). Radio copies are made by radio_degrade.py (loaded once, run
+    in this interpreter) into `cache` and reused; the recordings themselves are only read."""
     spec = importlib.util.spec_from_file_location("radio_degrade", shared / "tools" / "radio_degrade.py")
     assert spec and spec.loader
     degrader = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(degrader)
-    labels = {r["id"]: (r["incident"], r["place"]) for r in csv.DictReader(
-        (shared / "demo" / "calls.tsv").open(encoding="utf-8"), delimiter="\t")}
     rng = random.Random(seed)
     cache.mkdir(parents=True, exist_ok=True)
 
-    def clip(clean: Path, incident: str, place: str = "") -> Clip:
+    def clip(call: Labelled) -> Clip:
         level = round(rng.uniform(*snr) * 2) / 2
-        radio = cache / f"{clean.stem}-snr{level:g}-seed{seed}.wav"
+        radio = cache / f"{call.clean.stem}-snr{level:g}-seed{seed}.wav"
         if not radio.exists():
-            degrader.main([str(clean), str(radio), "--snr", str(level), "--seed", str(seed), "--click",
+            degrader.main([str(call.clean), str(radio), "--snr", str(level), "--seed", str(seed), "--click",
                            "--squelch-tail", str(SQUELCH_TAIL_S)])  # fmt: skip
-        end = CLICK_S + speech_end_s(read_wav(clean))
-        return Clip(clean.stem, incident, read_wav(radio), round(end * SAMPLE_RATE), place)
+        end = CLICK_S + speech_end_s(read_wav(call.clean))
+        return Clip(call.name, call.incident, read_wav(radio), round(end * SAMPLE_RATE), call.place)
 
-    calls = [clip(p, *labels[p.stem]) for p in sorted((shared / "audio" / "calls").glob("c*.wav"))]
-    real = [clip(p, "") for p in sorted((shared / "audio").glob("*.wav"))]
-    return calls, real
+    labelled = [clip(c) for c in (calls if calls is not None else demo_calls(shared))]
+    real = [clip(Labelled(p.stem, p, "")) for p in sorted((shared / "audio").glob("*.wav"))]
+    return labelled, real
 
 
 # --- timelines -------------------------------------------------------------------------------------------------
