@@ -38,6 +38,10 @@ TAIL_PADDING_S = 0.66  # the encoder needs this much audio after the last word t
 # ... and at a pause in the speech as much silence again, less the pause itself (the segmenter's sentence_end_ms,
 # 240 ms): without it the partial at a pause lacks the last words, often the call's incident words (docs/performance.md)
 PAUSE_FLUSH_S = 0.42
+# ... made of the pause's own last PAUSE_SOUND_S, repeated: the channel's noise going on, as in a longer pause. Digital
+# silence in a noisy transmission is audio the model never heard: fed inside a call, at a breath, it cost the words
+# after it (places on blind set I's calls at 12-20 dB: 89 -> 75 %, docs/performance.md)
+PAUSE_SOUND_S = 0.1
 KWS_CHUNK_S = 0.32  # audio consumed per spotter decode step (chunk-16 model: 16 encoder frames = 32 feature frames)
 KEYWORD_CONTEXT_S = 0.2  # slack around a keyword when looking up what the recogniser heard there
 KWS_TIME_SLACK_S = 0.2  # the spotter and the recogniser may place the same unit a few 40 ms frames apart
@@ -151,8 +155,11 @@ class _Hearing:
         self.hits: list[_Hit] = []
         self._fed_s = 0.0  # audio handed to the decoders, on their clock
         self._silence: list[tuple[float, float]] = []  # (decoder time, seconds) of silence fed at pauses
+        self._last_sound = np.zeros(0, np.float32)  # the last PAUSE_SOUND_S accepted, as spoken
 
     def accept(self, samples: np.ndarray, last: bool = False) -> None:
+        keep = int(PAUSE_SOUND_S * SAMPLE_RATE)
+        self._last_sound = np.concatenate((self._last_sound, samples[-keep:]))[-keep:]
         if self._resampler is not None:
             samples = self._resampler.resample_chunk(samples, last=last)
         self._fed_s += samples.size / SAMPLE_RATE
@@ -162,11 +169,19 @@ class _Hearing:
         self.decode()
 
     def flush(self) -> None:
-        """Feed the decoders the silence they need to emit the last words heard (the speaker paused); it is no part
-        of the audio as spoken, so its time (on the decoders' clock, as resampled) is taken out of every time
-        reported after it."""
+        """Feed the decoders the quiet they need to emit the last words heard (the speaker paused): the pause's own
+        sound, repeated (each copy reversed from the last, so that they join without a step); it is no part of the
+        audio as spoken, so its time (on the decoders' clock, as resampled) is taken out of every time reported after
+        it."""
         start = self._fed_s
-        self.accept(np.zeros(int(PAUSE_FLUSH_S * SAMPLE_RATE), np.float32))
+        needed = int(PAUSE_FLUSH_S * SAMPLE_RATE)
+        sound = self._last_sound
+        if sound.size:
+            copies = [sound if k % 2 else sound[::-1] for k in range(-(-needed // sound.size))]
+            quiet = np.concatenate(copies)[:needed]
+        else:
+            quiet = np.zeros(needed, np.float32)
+        self.accept(quiet)
         self._silence.append((start, self._fed_s - start))
 
     def spoken(self, t: float) -> float:
