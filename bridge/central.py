@@ -104,6 +104,8 @@ MIGRATIONS = [
     Migration(sqlite="", postgres="CREATE INDEX transcripts_start ON transcripts (start_ms);"),
     # the edge's SOS desk took it (TranscriptMessage.sos): the dispatcher leaves it alone, at start too
     Migration(sqlite="", postgres="ALTER TABLE transcripts ADD COLUMN sos BOOLEAN NOT NULL DEFAULT false;"),
+    # its edge dispatched it (TranscriptMessage.dispatched_at_edge): the dispatcher leaves it alone, at start too
+    Migration(sqlite="", postgres="ALTER TABLE transcripts ADD COLUMN dispatched_at_edge BOOLEAN NOT NULL DEFAULT false;"),
 ]
 ACK_BATCH = 32  # entries acknowledged to an edge in one message at most...
 ACK_DELAY_S = 0.5  # ...and at the latest this long after the first of them was stored
@@ -149,14 +151,17 @@ class CentralStore:
         t = m.transcript.to_dict()
         cur = self._conn.execute(
             "INSERT INTO transcripts (utterance_id, channel, start_ms, engine, text, pinyin, words, keywords, conf,"
-            " created_at, readable, alternatives, sos) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " created_at, readable, alternatives, sos, dispatched_at_edge)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (utterance_id) DO UPDATE SET engine = excluded.engine, text = excluded.text,"
             " pinyin = excluded.pinyin, words = excluded.words, keywords = excluded.keywords, conf = excluded.conf,"
             " created_at = excluded.created_at, readable = excluded.readable, alternatives = excluded.alternatives,"
-            " sos = excluded.sos WHERE transcripts.created_at < excluded.created_at",  # only a newer version replaces it
+            " sos = excluded.sos, dispatched_at_edge = excluded.dispatched_at_edge"
+            " WHERE transcripts.created_at < excluded.created_at",  # only a newer version replaces it
             (central_id(m.station, m.utterance_id), central_id(m.station, m.channel), m.start_ms, t["engine"], t["text"],
              t["pinyin"], json.dumps(t["words"], ensure_ascii=False), json.dumps(t["keywords"], ensure_ascii=False),
-             t["conf"], m.version, t["readable"], json.dumps(t["alternatives"], ensure_ascii=False), m.sos),
+             t["conf"], m.version, t["readable"], json.dumps(t["alternatives"], ensure_ascii=False), m.sos,
+             m.dispatched_at_edge),
         )  # fmt: skip
         return cur.rowcount == 1
 
@@ -178,7 +183,7 @@ def _transcript_message(row: dict[str, Any]) -> TranscriptMessage:
     channel = row["channel"].split(".", 1)[1]
     return TranscriptMessage(v=NODE_VERSION, station=station, utterance_id=utterance_id, channel=channel,
                              start_ms=row["start_ms"], version=row["created_at"], transcript=transcript_of_row(row),
-                             sos=row["sos"])  # fmt: skip
+                             sos=row["sos"], dispatched_at_edge=row["dispatched_at_edge"])  # fmt: skip
 
 
 class CentralIngest:

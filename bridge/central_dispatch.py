@@ -29,6 +29,9 @@ stations merged (bridge/region_jurisdiction.py).
   refused for dispatch (stored and searchable all the same), counted in `refused` and logged; whatever goes wrong in
   dispatching one is logged and counted, and the next is dispatched. The counts (`counters()`: dispatched, refused
   by reason, recovered at start, repeats) are logged at start and stop, and on central's /metrics (docs/metrics.md).
+- A transcript its edge dispatched itself (that edge's `node.dispatch` is `edge` while the region names its
+  jurisdiction file here: a configuration mistake, logged once per station) is left to it (refused
+  `dispatched_at_edge`): dispatched here too, every responder would be alerted twice.
 - A transcript its edge's SOS desk took (a hot microphone's words, an emergency phrase: dispatch/sos.py; the message
   says so, `sos`) is the edge's SOS: central stores it and does not read it as a report (refused `sos`). The SOS
   itself, its alarm and its alerts stay the edge's: its phones, radios and consoles are there.
@@ -180,6 +183,7 @@ class CentralDispatch:
         self._queue: asyncio.Queue[TranscriptMessage] = asyncio.Queue()
         self.dispatched = 0  # transcripts the dispatcher read
         self.refused: Counter[str] = Counter()  # by reason: stale, not this region's, no jurisdiction here, sos, failed
+        self._warned_edge_dispatch: set[str] = set()  # stations logged as dispatching their own transcripts
         self.recovered = 0  # of those handled, how many were read again from PostgreSQL at start
         self.repeats = 0  # handed over, but that version was handled already (read again at start meanwhile)
 
@@ -286,6 +290,14 @@ class CentralDispatch:
                            "its station has no jurisdiction file in the region file" if known
                            else f"station {clip(station)!r} is not in the region file")  # fmt: skip
             return reason
+        if message.dispatched_at_edge:  # node.dispatch: edge there: dispatched again here, it would alert twice
+            self.refused["dispatched_at_edge"] += 1
+            if station not in self._warned_edge_dispatch:
+                self._warned_edge_dispatch.add(station)
+                logger.warning("station %s dispatches its own transcripts (its node.dispatch is edge) while the region "
+                               "file names its jurisdiction here: central leaves them to it; set node.dispatch: central "
+                               "on that edge for central to dispatch them", clip(station))  # fmt: skip
+            return "dispatched_at_edge"
         if message.sos:  # a hot microphone's words or an emergency phrase: the edge raised the SOS with them
             self.refused["sos"] += 1
             logger.info("transcript %s not dispatched: its station's SOS desk took it", name)

@@ -188,7 +188,9 @@ class ForwardQueue:
             ).fetchone()
             return row["n"], row["sent"], row["oldest"]
 
-    def payload(self, station: str, entry: Entry, sos_takes: SosTakes | None = None) -> bytes | None:
+    def payload(
+        self, station: str, entry: Entry, sos_takes: SosTakes | None = None, dispatched_at_edge: bool = False
+    ) -> bytes | None:
         """The message for an entry, read now (None: its row is gone, e.g. a transcript deleted; nothing to send)."""
         with self._lock:
             if entry.kind == "utterances":
@@ -216,7 +218,8 @@ class ForwardQueue:
             except Exception:  # forwarding goes on: central then reads it as a report, as it did before edges said
                 logger.exception("transcript %s: could not tell whether the SOS desk took it", clip(entry.utterance_id))
                 sos = False
-            return transcript_payload(station, dict(row), transcript.to_dict(), entry=entry.seq, sos=sos)
+            return transcript_payload(station, dict(row), transcript.to_dict(), entry=entry.seq, sos=sos,
+                                      dispatched_at_edge=dispatched_at_edge)  # fmt: skip
 
     def close(self) -> None:
         self._conn.close()
@@ -230,11 +233,12 @@ class Forwarder:
     that it is sent at once rather than at the next poll (every `poll_s`: the queue is filled by SQLite triggers,
     which cannot wake anyone, also by other processes such as `jingbao transcribe --archive`); `sos_takes`: the
     edge's SOS desk, asked of each transcript sent whether it takes it (said to central, whose dispatcher then
-    leaves it alone: the SOS is the edge's)."""
+    leaves it alone: the SOS is the edge's); `dispatched_at_edge`: this edge dispatches its transcripts itself
+    (node.dispatch: edge), said with each so that central does not too."""
 
     def __init__(
         self, config: Config, *, poll_s: float = 0.25, ack_timeout_s: float = 30.0, behind_after_s: float = 300.0,
-        wake: Subscription | None = None, sos_takes: SosTakes | None = None,
+        wake: Subscription | None = None, sos_takes: SosTakes | None = None, dispatched_at_edge: bool = False,
     ) -> None:
         station = config.node.station
         if station is None:
@@ -248,6 +252,7 @@ class Forwarder:
         self._poll_s = poll_s
         self._wake = wake
         self._sos_takes = sos_takes
+        self._dispatched_at_edge = dispatched_at_edge
         self._ack_timeout_s = ack_timeout_s
         self._behind_after_s = behind_after_s
         self._refusals = Backoff(maximum=10.0)
@@ -376,7 +381,9 @@ class Forwarder:
         """Publish `entries` at once, mark sent those the broker took and done those with nothing to send; the rest
         stay due. Returns the broker's refusal if it refused one; a lost connection raises, and the link
         reconnects."""
-        payloads = await asyncio.to_thread(lambda: [self.queue.payload(self.station, e, self._sos_takes) for e in entries])
+        payloads = await asyncio.to_thread(
+            lambda: [self.queue.payload(self.station, e, self._sos_takes, self._dispatched_at_edge) for e in entries]
+        )
         sending = [(e, p) for e, p in zip(entries, payloads, strict=True) if p is not None]
         done = [e.seq for e, p in zip(entries, payloads, strict=True) if p is None]
         self.skipped += len(done)

@@ -100,6 +100,9 @@ class TranscriptMessage(_Forwarded):
     # the edge's SOS desk took it (a hot microphone's words, an emergency phrase: dispatch/sos.py): the SOS is the
     # edge's, and central's dispatcher does not read it as a report of its own (absent from an older edge's: False)
     sos: bool = Field(False, strict=True)
+    # the edge dispatches what its channels hear itself (node.dispatch: edge): central, dispatching it too, would alert
+    # every responder twice (absent from an older edge's: False)
+    dispatched_at_edge: bool = Field(False, strict=True)
 
 
 class Acked(BaseModel):
@@ -133,12 +136,14 @@ def utterance_payload(
 
 
 def transcript_payload(
-    station: str, row: dict[str, Any], transcript: dict[str, Any], *, entry: int | None = None, sos: bool = False
+    station: str, row: dict[str, Any], transcript: dict[str, Any], *, entry: int | None = None, sos: bool = False,
+    dispatched_at_edge: bool = False,
 ) -> bytes:
     """`row`: the edge's transcripts row (utterance_id, channel, start_ms, created_at); `transcript`: its
-    Transcript.to_dict(); `sos`: the edge's SOS desk took it (see TranscriptMessage)."""
+    Transcript.to_dict(); `sos`, `dispatched_at_edge`: see TranscriptMessage."""
     body = {"v": VERSION, "station": station, "entry": entry, "utterance_id": row["utterance_id"], "channel": row["channel"],
-            "start_ms": row["start_ms"], "version": row["created_at"], "transcript": transcript, "sos": sos}  # fmt: skip
+            "start_ms": row["start_ms"], "version": row["created_at"], "transcript": transcript, "sos": sos,
+            "dispatched_at_edge": dispatched_at_edge}  # fmt: skip
     return json.dumps(body, ensure_ascii=False).encode()
 
 

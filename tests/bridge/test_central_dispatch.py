@@ -201,6 +201,24 @@ async def test_what_an_edges_sos_desk_took_is_stored_and_never_dispatched_at_cen
     assert dispatch.service.dispatcher.store.list() == [] and alerts == {}
 
 
+async def test_what_an_edge_dispatched_itself_is_left_to_it_with_one_warning(tmp_path, mqtt, pg_url, caplog):
+    """An edge left on node.dispatch: edge while the region names its jurisdiction file at central: both would alert
+    every responder for the same report. Central leaves it to the edge, and says so once."""
+    config = dispatching_central(tmp_path, mqtt, pg_url)
+    caplog.set_level(logging.WARNING)
+    async with phones(mqtt) as alerts, central_dispatching(config) as (_, dispatch), \
+                aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
+        for entry in (1, 2):
+            await edge.publish(*transcript_message(A, FIGHT, entry=entry, dispatched_at_edge=True), qos=1)
+        await edge.publish(*transcript_message(A, ROUTINE, entry=3), qos=1)
+        await until("the routine line read after them", lambda: dispatch.dispatched == 1)
+        assert dispatch.counters()["refused"] == {"dispatched_at_edge": 2}
+        await asyncio.sleep(0.3)
+    assert dispatch.service.dispatcher.store.list() == [] and alerts == {}
+    warnings = [r.getMessage() for r in caplog.records if r.name == "bridge.central_dispatch" and A in r.getMessage()]
+    assert len(warnings) == 1 and "node.dispatch" in warnings[0], warnings
+
+
 async def test_an_edge_leaving_dispatch_to_central_raises_no_incident_itself(tmp_path, mqtt):
     heard = Transcript(text=FIGHT, pinyin="", engine="test")
     start = time.time() - 3

@@ -122,15 +122,20 @@ def test_an_edge_service_takes_its_forwarding_timeouts_from_the_config(tmp_path,
     assert forwarder is not None and (forwarder._ack_timeout_s, forwarder._behind_after_s) == (7.0, 90.0)
 
 
-def test_an_edge_tells_central_which_transcripts_its_sos_desk_took(tmp_path, mqtt):
-    service = Service(edge_config(tmp_path, mqtt), role="edge")
+@pytest.mark.parametrize("dispatch", ["central", "edge"])
+def test_an_edge_tells_central_which_transcripts_its_sos_desk_took_and_whether_it_dispatched_them(
+    tmp_path, mqtt, dispatch: str
+):  # fmt: skip
+    edge = edge_config(tmp_path, mqtt)
+    service = Service(edge.model_copy(update={"node": edge.node.model_copy(update={"dispatch": dispatch})}), role="edge")
     assert service.forwarder is not None and service.dispatch is not None
     (cry,) = speak(service.archive, service.transcripts, 1, text="救命，我被打了")
     (fight,) = speak(service.archive, service.transcripts, 1)
-    queue = service.forwarder.queue
-    sent = [json.loads(queue.payload(STATION, e, service.forwarder._sos_takes) or b"")
-            for e in queue.due(10, resend_before=0) if e.kind == "transcripts"]  # fmt: skip
+    forwarder = service.forwarder
+    sent = [json.loads(forwarder.queue.payload(STATION, e, forwarder._sos_takes, forwarder._dispatched_at_edge) or b"")
+            for e in forwarder.queue.due(10, resend_before=0) if e.kind == "transcripts"]  # fmt: skip
     assert {m["utterance_id"]: m["sos"] for m in sent} == {cry: True, fight: False}
+    assert {m["dispatched_at_edge"] for m in sent} == {dispatch == "edge"}
     asyncio.run(service.dispatch.dispatcher.close())
 
 

@@ -146,14 +146,15 @@ def dispatching_central(tmp_path: Path, broker: Mosquitto, pg_url: str) -> Confi
 
 
 def transcript_message(
-    station: str, text: str, *, entry: int, heard_ago: float = 5.0, sos: bool = False
+    station: str, text: str, *, entry: int, heard_ago: float = 5.0, sos: bool = False, dispatched_at_edge: bool = False
 ) -> tuple[str, bytes]:
     """The topic and payload of an edge forwarding a transcript of an utterance begun `heard_ago` s ago (`sos`: its
-    SOS desk took it)."""
+    SOS desk took it; `dispatched_at_edge`: the edge dispatched it itself)."""
     start = time.time() - heard_ago
     row = {"utterance_id": new_utterance_id(start), "channel": "ch-market", "start_ms": round(start * 1000),
            "created_at": time.time()}  # fmt: skip
-    payload = transcript_payload(station, row, Transcript(text=text, pinyin="", engine="test").to_dict(), entry=entry, sos=sos)
+    payload = transcript_payload(station, row, Transcript(text=text, pinyin="", engine="test").to_dict(), entry=entry, sos=sos,
+                                 dispatched_at_edge=dispatched_at_edge)
     return Topics().node(station, "transcripts"), payload
 
 
