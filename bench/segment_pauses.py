@@ -25,7 +25,7 @@ import csv
 import importlib.util
 import statistics
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +53,7 @@ class Counts:
     false: int = 0
     unheard_ends: int = 0
     calls: int = 0
-
-    def __post_init__(self) -> None:
-        self.end_delays: list[float] = []
+    end_delays: list[float] = field(default_factory=list)  # last sound -> the pause after it, s
 
 
 def quiet_frames(clean: bytes) -> tuple[np.ndarray, float, float]:
