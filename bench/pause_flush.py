@@ -71,8 +71,13 @@ def main() -> None:
     if is_blind(args.set):
         p.error("not for a blind set: the rows' text is compared here")
     print(describe())
+    try:
+        tts = KokoroVoices()
+    except FileNotFoundError as e:
+        print(f"{e}: nothing to measure", file=sys.stderr)
+        return
     engine = sherpa.SherpaEngine(shared_dir() / "models" / "sherpa-onnx-kws-zipformer-wenetspeech-3.3M-2024-01-01-mobile")
-    tts, degrader, rng = KokoroVoices(), radio_degrader(), np.random.default_rng(0)
+    degrader, rng = radio_degrader(), np.random.default_rng(0)
     flushes: dict[str, Callable[[sherpa._Hearing], None]] = {"digital silence": silence_flush,
                                                               "the pause's own sound": sherpa._Hearing.flush}  # fmt: skip
     errors = dict.fromkeys(["never flushed", *flushes], 0)
