@@ -181,6 +181,9 @@ class _HotMic:
 
 
 HOT_MIC_GRACE_S = 1.0  # an utterance this close to a hot microphone's press belongs to it (pre-roll, hang-over)
+# A closed hot microphone is remembered this long: an edge asks about its utterances again when it forwards them to
+# central (`takes`), which a link down may delay up to central's node.dispatch_max_age_s (15 min) and more
+HOT_MIC_KEPT_S = 3600.0
 KEY_UP_POLL_S = 0.5  # how often the COR lines are looked at for a key-up held too long
 
 
@@ -296,7 +299,7 @@ class SosDesk:
         if call is None or call.caller != responder_id or incident is None or incident.status not in OPEN:
             raise SosError(f"{incident_id!r} is no open SOS of {responder_id}")
         mic = _HotMic(incident_id, channel, time.time())
-        self._hot_mics = [m for m in self._hot_mics if m.end is None or m.end > time.time() - 600] + [mic]
+        self._hot_mics = [m for m in self._hot_mics if m.end is None or m.end > time.time() - HOT_MIC_KEPT_S] + [mic]
         self._dispatcher.store.record(incident_id, "sos_hot_mic", actor=responder_id, channel=channel)
         return mic
 
