@@ -41,7 +41,9 @@ database that room, and audio is held from then on, never eating into it. The re
 written, once the disk has room for it twice over.
 
 A crash between creating a temp file and its rename leaves `.<id>.<fmt>.tmp` behind: that utterance was never
-accepted, and verify reports such files as incomplete writes, apart from tampering. `Archive(..., readonly=True)`
+accepted, and verify reports such files as incomplete writes, apart from tampering. A crash between the rename and
+the row's commit leaves the file under its final name: the service sets it aside under its temp name at its next
+start (`set_aside_unfinished_writes`), which makes it the same case. `Archive(..., readonly=True)`
 (what `jingbao archive list/verify` use) opens the database read-only and never creates or migrates anything.
 """
 
@@ -61,7 +63,7 @@ import wave
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any, BinaryIO, Literal
@@ -235,6 +237,41 @@ class Archive:
                     opus_compression_level(storage.opus_bitrate)
             except EncodeError as e:
                 logger.error("%s: utterances will be archived as WAV instead of %s", e, storage.audio_format)
+
+    def set_aside_unfinished_writes(self) -> list[Path]:
+        """At start-up, before anything is archived: a file renamed into place whose row was never committed (the
+        process killed between the two) is an utterance that was never accepted, as a temp file left behind is; it
+        is renamed back to its temp name (`.<id>.<fmt>.tmp`), so that verify reports it as an unfinished write, not as
+        a file nobody accounts for. Only the folders such a write can be in are looked at: the newest row's day, the
+        day after it and today (each channel's). Returns the files set aside. Never while this process or another
+        may be archiving: a write in flight is in that window for a moment."""
+        if self.readonly:
+            return []
+        with self._db_lock:
+            newest = self._conn.execute("SELECT start_ms FROM utterances ORDER BY seq DESC LIMIT 1").fetchone()
+        days = {datetime.now(UTC).date()}
+        if newest is not None:
+            day = datetime.fromtimestamp(newest["start_ms"] / 1000, UTC).date()
+            days |= {day, day + timedelta(days=1)}
+        formats = {ext: fmt for fmt, ext in EXTENSIONS.items()}
+        set_aside = []
+        for day in sorted(days):
+            folder = self.archive_dir / f"{day:%Y/%m/%d}"
+            prefix = folder.relative_to(self.data_dir).as_posix() + "/"
+            with self._db_lock:
+                claimed = {row["path"] for row in self._conn.execute(
+                    "SELECT path FROM utterances WHERE substr(path, 1, ?) = ?", (len(prefix), prefix))}  # fmt: skip
+            for path in sorted(folder.glob("*/*")) if folder.is_dir() else []:
+                fmt = formats.get(path.suffix.lstrip("."))
+                if path.name.startswith(".") or fmt is None or path.relative_to(self.data_dir).as_posix() in claimed:
+                    continue
+                temp = path.with_name(f".{path.stem}.{fmt}.tmp")
+                os.replace(path, temp)
+                _fsync_dir(path.parent)
+                logger.warning("archive: %s was written when the process stopped, before its row was: never accepted, "
+                               "set aside as %s (an unfinished write to `archive verify`)", path, temp.name)  # fmt: skip
+                set_aside.append(temp)
+        return set_aside
 
     def close(self) -> None:
         """Stop the retry timer, try the held utterances a last time, log loudly any that are still not on disk."""

@@ -38,6 +38,7 @@ class Service:
         self.bus = EventBus()
         self.loop_lag = LoopLagMonitor()
         self.archive = Archive(config.storage)
+        self.archive.set_aside_unfinished_writes()  # a write the last run was killed in: before any channel opens
         self.db = connect(config.storage.database)
         self.transcripts = TranscriptStore(connect(config.storage.database))
         self.announcements: asyncio.Queue = asyncio.Queue(maxsize=100)  # spoken dispatch -> transmit paths

@@ -114,3 +114,24 @@ def test_extra_file_is_reported(stored: Stored) -> None:
     report = stored.archive.verify()
     assert [(p.kind, p.path) for p in report.problems] == [("file_unclaimed", "archive/2023/11/14/ch-0/planted.wav")]
     assert report.files == 5
+
+
+def test_a_file_whose_row_a_kill_cut_short_is_set_aside_at_the_next_start_as_an_unfinished_write(stored: Stored) -> None:
+    """Killed between renaming an utterance's file into place and committing its row: at the next start the service
+    sets the file aside under its temp name, and verify reports an unfinished write (never accepted), not a file that
+    no row claims; an older file planted elsewhere is still reported."""
+    last = stored.data_dir / stored.rows[-1].path
+    cut_short = last.with_name("20991231T000000000-dead.wav")  # the next utterance's file, its row never committed
+    cut_short.write_bytes(last.read_bytes())
+    planted = stored.data_dir / "archive" / "2001" / "01" / "01" / "ch-0" / "20010101T000000000-beef.wav"
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(last.read_bytes())
+    assert {p.kind for p in stored.archive.verify().problems} == {"file_unclaimed"}
+    set_aside = stored.archive.set_aside_unfinished_writes()
+    assert [p.name for p in set_aside] == [".20991231T000000000-dead.wav.tmp"] and not cut_short.exists()
+    report = stored.archive.verify()
+    planted_path = planted.relative_to(stored.data_dir).as_posix()
+    assert [(p.kind, p.path) for p in report.problems] == [("file_unclaimed", planted_path)]
+    assert [p.kind for p in report.incomplete] == ["write_incomplete"] and report.rows == 4
+    assert stored.archive.set_aside_unfinished_writes() == []  # the rows' own files are never touched
+    assert all((stored.data_dir / row.path).is_file() for row in stored.rows)
