@@ -68,15 +68,21 @@ class Transmission:
 # --- material --------------------------------------------------------------------------------------------------
 
 
-def speech_end_s(pcm: np.ndarray, below_peak_db: float = 25.0) -> float:
-    """End of the last voiced stretch: the last 10 ms whose voice-band (300-3400 Hz) energy is within `below_peak_db`
-    of the loudest 10 ms (the measure tests/support/radio.py `speech_span` uses for the segmenter's tests)."""
+def voice_band_db(pcm: np.ndarray | bytes) -> np.ndarray:
+    """The level of each 10 ms of a 16 kHz recording in the voice band (300-3400 Hz), dB: what the benches and the
+    segmenter's tests measure speech and its pauses by (the band keeps mains hum and DC steps from passing for it)."""
     from scipy.signal import butter, sosfilt
 
-    band = butter(4, [300, 3400], btype="bandpass", fs=SAMPLE_RATE, output="sos")
-    x = sosfilt(band, pcm.astype(np.float64))
+    samples = np.frombuffer(pcm, dtype="<i2") if isinstance(pcm, bytes) else pcm
+    x = sosfilt(butter(4, [300, 3400], btype="bandpass", fs=SAMPLE_RATE, output="sos"), samples.astype(np.float64))
     n = len(x) // 160
-    db = 10 * np.log10(np.maximum(np.mean(x[: n * 160].reshape(n, 160) ** 2, axis=1), 1e-9))
+    return 10 * np.log10(np.maximum(np.mean(x[: n * 160].reshape(n, 160) ** 2, axis=1), 1e-9))
+
+
+def speech_end_s(pcm: np.ndarray, below_peak_db: float = 25.0) -> float:
+    """End of the last voiced stretch: the last 10 ms whose voice-band energy is within `below_peak_db` of the
+    loudest 10 ms (the measure tests/support/radio.py `speech_span` uses for the segmenter's tests)."""
+    db = voice_band_db(pcm)
     return (int(np.flatnonzero(db > db.max() - below_peak_db)[-1]) + 1) * 0.01
 
 

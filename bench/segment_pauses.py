@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from machine import describe  # a sibling script: bench/ is on sys.path when one is run
-from scipy.signal import butter, sosfilt
+from loadgen import voice_band_db  # a sibling script: bench/ is on sys.path when one is run
+from machine import describe
 
 from bridge.audio import SAMPLE_RATE
 from bridge.config import VadConfig
@@ -58,10 +58,7 @@ class Counts:
 
 def quiet_frames(clean: bytes) -> tuple[np.ndarray, float, float]:
     """Per 10 ms of the clean recording: is it quiet? And its first and last sound (s)."""
-    band = butter(4, [300, 3400], btype="bandpass", fs=SAMPLE_RATE, output="sos")
-    x = sosfilt(band, np.frombuffer(clean, dtype="<i2").astype(np.float64))
-    n = len(x) // 160
-    db = 10 * np.log10(np.maximum(np.mean(x[: n * 160].reshape(n, 160) ** 2, axis=1), 1e-9))
+    db = voice_band_db(clean)
     quiet = db < db.max() - QUIET_BELOW_PEAK_DB
     sounding = np.flatnonzero(~quiet)
     return quiet, sounding[0] * 0.01, (sounding[-1] + 1) * 0.01

@@ -267,6 +267,7 @@ class Segmenter:
         the channel's noise floor, which is the quiet between key-ups too. The utterance's own VAD learns the
         transmission's noise from its first frames: at 12 dB SNR and above it hears a comma's pause as the clean
         recording's (bench/segment_pauses.py; below ~11 dB it calls the noise speech, as the channel's VAD does)."""
+        # asked first, of every frame: its noise model learns on the frames it calls noise (a cost only while open)
         return self._pause_vad.is_speech(pcm, SAMPLE_RATE) and voiced
 
     def _pause_if_due(self, frame: Frame, index: int) -> list[SegmentEvent]:

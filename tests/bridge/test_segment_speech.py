@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.signal import butter, sosfilt
 
+from bench.loadgen import voice_band_db
 from bridge.audio import SAMPLE_RATE
 from bridge.config import VadConfig
 from bridge.decode import decode_file, iter_frames
@@ -127,10 +127,7 @@ def pauses_inside(pcm: bytes, offset_s: float, speech_to: float) -> list[tuple[f
 
 def quiet_share(clean: bytes, start: float, end: float) -> float:
     """The share of 10 ms steps of the clean call in [start, end) that are 30 dB below its loudest (voice band)."""
-    band = butter(4, [300, 3400], btype="bandpass", fs=SAMPLE_RATE, output="sos")
-    x = sosfilt(band, np.frombuffer(clean, dtype="<i2").astype(np.float64))
-    n = len(x) // 160
-    db = 10 * np.log10(np.maximum(np.mean(x[: n * 160].reshape(n, 160) ** 2, axis=1), 1e-9))
+    db = voice_band_db(clean)
     return float(np.mean(db[round(start * 100) : round(end * 100)] < db.max() - 30))
 
 

@@ -15,8 +15,8 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from scipy.signal import butter, sosfilt
 
+from bench.loadgen import voice_band_db
 from bridge.audio import SAMPLE_RATE
 from tests.conftest import RADIO_DEGRADE
 
@@ -67,10 +67,7 @@ def radio_calls_fixture(calls_audio: Path, tmp_path_factory: pytest.TempPathFact
 def speech_span(pcm: bytes, below_peak_db: float = 25.0) -> tuple[float, float]:
     """(onset, offset) in seconds: the first and last 10 ms whose voice-band (300-3400 Hz) energy is within
     `below_peak_db` of the loudest 10 ms. The band keeps mains hum and DC steps from passing for speech."""
-    band = butter(4, [300, 3400], btype="bandpass", fs=SAMPLE_RATE, output="sos")
-    x = sosfilt(band, np.frombuffer(pcm, dtype="<i2").astype(np.float64))
-    n = len(x) // 160
-    db = 10 * np.log10(np.maximum(np.mean(x[: n * 160].reshape(n, 160) ** 2, axis=1), 1e-9))
+    db = voice_band_db(pcm)
     loud = np.flatnonzero(db > db.max() - below_peak_db)
     return loud[0] * 0.01, (loud[-1] + 1) * 0.01
 
