@@ -35,10 +35,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import aiomqtt
 
+from asr.live import RecognisedUtterance
 from asr.store import TranscriptStore
 from asr.transcript import Transcript
 from bridge.archive import COLUMNS, ArchivedUtterance
@@ -132,17 +132,8 @@ class Backlog:
                 "behind_since": self.behind_since}  # fmt: skip
 
 
-class ForwardedUtterance(NamedTuple):
-    """The utterance a forwarded transcript is of, as the SOS desk asks about it (`SosTakes`)."""
-
-    id: str
-    channel: str
-    start: float
-    end: float
-
-
 # Would the edge's SOS desk take this transcript (dispatch/sos.py SosDesk.takes)? Said with it to central.
-SosTakes = Callable[[Transcript, Any], bool]
+SosTakes = Callable[[Transcript, RecognisedUtterance], bool]
 
 
 class ForwardQueue:
@@ -212,7 +203,7 @@ class ForwardQueue:
             if row is None or transcript is None:
                 return None
             end_ms = row["end_ms"] if row["end_ms"] is not None else row["start_ms"]
-            heard = ForwardedUtterance(row["utterance_id"], row["channel"], row["start_ms"] / 1000, end_ms / 1000)
+            heard = RecognisedUtterance(row["utterance_id"], row["channel"], row["start_ms"] / 1000, end_ms / 1000)
             try:
                 sos = sos_takes is not None and sos_takes(transcript, heard)
             except Exception:  # forwarding goes on: central then reads it as a report, as it did before edges said
