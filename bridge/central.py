@@ -38,6 +38,7 @@ import aiomqtt
 
 from asr.store import transcript_of_row
 from bridge.backoff import Backoff
+from bridge.bus import EventBus
 from bridge.config import Config, ConfigError
 from bridge.db import Migration, connect_postgres, migrate
 from bridge.logsafe import clip
@@ -62,6 +63,7 @@ from dispatch.topics import NodeTopic, Topics
 if TYPE_CHECKING:
     import uvicorn
 
+    from bridge.central_dispatch import CentralDispatch
     from bridge.central_health import CentralHealth
     from bridge.region import Region
     from bridge.web.search_pg import PostgresSearchIndex
@@ -186,15 +188,29 @@ def _transcript_message(row: dict[str, Any]) -> TranscriptMessage:
                              sos=row["sos"], dispatched_at_edge=row["dispatched_at_edge"])  # fmt: skip
 
 
+def _live_event(message: UtteranceMessage | TranscriptMessage) -> tuple[str, dict[str, Any]]:
+    """The bus event of a message stored, shaped as a box's channel and recogniser publish theirs."""
+    if isinstance(message, UtteranceMessage):
+        row, station = message.utterance, message.station
+        return "utterance", {"channel": central_id(station, row.channel), "id": central_id(station, row.id),
+                             "start": row.start_ms / 1000, "end": row.end_ms / 1000,
+                             "duration": row.duration_ms / 1000}  # fmt: skip
+    station = message.station
+    return "transcript", {"channel": central_id(station, message.channel), "start": message.start_ms / 1000,
+                          "utterance_id": central_id(station, message.utterance_id), **message.transcript.to_dict()}  # fmt: skip
+
+
 class CentralIngest:
     """Subscribes to every station's node topics and stores what comes (`run()` until cancelled)."""
 
     def __init__(
         self, config: Config, *, backoff: Backoff | None = None,
-        on_transcript: Callable[[TranscriptMessage], None] | None = None,
+        on_transcript: Callable[[TranscriptMessage], None] | None = None, bus: EventBus | None = None,
     ) -> None:  # fmt: skip
         """`on_transcript`: told of each transcript once committed, when it was new (or a newer version), never of a
-        repeat: central's dispatcher (bridge/central_dispatch.py) takes it from there."""
+        repeat: central's dispatcher (bridge/central_dispatch.py) takes it from there. `bus`: each utterance and
+        transcript committed as new is published on it ("utterance", "transcript"), named as central names them, as
+        a box's channels publish theirs: the operators' console shows them live (bridge/web/central_console.py)."""
         url = config.storage.database_url
         if url is None:
             raise ConfigError("--role central needs storage.database_url: the PostgreSQL store (docs/deployment.md)")
@@ -204,6 +220,7 @@ class CentralIngest:
         self._url = url
         self._backoff = backoff or Backoff()
         self._on_transcript = on_transcript
+        self._bus = bus
         self.store: CentralStore | None = None
         self.search: PostgresSearchIndex | None = None  # its own connection: its transactions are not the store's
         self.stored: Counter[str] = Counter()  # per kind ("utterances", "transcripts"): rows written
@@ -273,6 +290,8 @@ class CentralIngest:
             self.last_stored_at = time.time()
             self.stored_lag_s = self.last_stored_at - start_ms / 1000
         self._acknowledge(parsed.station, parsed.kind, message.entry, utterance_id, "stored" if stored else "repeat")
+        if stored and self._bus is not None:
+            self._bus.publish(*_live_event(message))
         if isinstance(message, TranscriptMessage) and stored:
             self._index_wanted.set()
             if self._on_transcript is not None:
@@ -375,8 +394,9 @@ def run_central(config: Config, region: Region | None = None) -> None:
 
     async def serve() -> None:
         # built on the loop (its MQTT client needs it) before anything else runs there, as a box builds its dispatcher
-        dispatch = central_dispatch(config, region)
-        ingest = CentralIngest(config, on_transcript=dispatch.submit if dispatch is not None else None)
+        bus = EventBus()  # what the operators' console shows live: the ingest's utterances and transcripts, incidents
+        dispatch = central_dispatch(config, region, bus)
+        ingest = CentralIngest(config, on_transcript=dispatch.submit if dispatch is not None else None, bus=bus)
         assert config.storage.database_url is not None  # CentralIngest refuses to start without it
         health = CentralHealth(ingest, dispatch, DatabaseProbe(config.storage.database_url))
         async with asyncio.TaskGroup() as tasks:
@@ -385,7 +405,7 @@ def run_central(config: Config, region: Region | None = None) -> None:
             if dispatch is not None:
                 tasks.create_task(dispatch.run(), name="central-dispatch")
             await ingest.migrated.wait()
-            server = await asyncio.to_thread(_http_server, config, region, health)
+            server = await asyncio.to_thread(_http_server, config, region, health, dispatch, bus)
             tasks.create_task(server.serve(), name="central-http")
             logger.info("central serves search and replay on http://%s:%d", config.web.host, config.web.port)
 
@@ -401,15 +421,18 @@ def run_central(config: Config, region: Region | None = None) -> None:
     asyncio.run(main())
 
 
-def _http_server(config: Config, region: Region | None, health: CentralHealth) -> uvicorn.Server:
+def _http_server(
+    config: Config, region: Region | None, health: CentralHealth, dispatch: CentralDispatch | None, bus: EventBus
+) -> uvicorn.Server:
     """(In a worker thread: building the app opens its stores.) As a box's (bridge/service.py): proxy headers are
     the app's business (web.trusted_proxies), signals the CLI's."""
     import uvicorn
 
     from bridge.web.central_app import create_central_app
 
-    server_config = uvicorn.Config(create_central_app(config, region, health), host=config.web.host, port=config.web.port,
-                                   log_level="warning", lifespan="off", proxy_headers=False)  # fmt: skip
+    app = create_central_app(config, region, health, dispatch.service if dispatch is not None else None, bus)
+    server_config = uvicorn.Config(app, host=config.web.host, port=config.web.port, log_level="warning", lifespan="off",
+                                   proxy_headers=False)  # fmt: skip
     server_config.load()
     server = uvicorn.Server(server_config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

@@ -17,8 +17,9 @@ stations merged (bridge/region_jurisdiction.py).
 - Too late is not dispatched. A transcript whose utterance began more than `node.dispatch_max_age_s` (15 min) ago,
   a backlog after a long outage, pages nobody: it is stored and searchable, logged and counted `stale`. (A box
   dispatches its own backlog whatever its age, dated when it was heard: what its recognition fell behind on, seconds
-  or minutes; central's lateness is an outage of a link or of central, minutes or hours. Central serves no operators' console
-  yet, so a stale report is not queued as 待确认 for one.) PostgreSQL coming back after an outage needs no reading
+  or minutes; central's lateness is an outage of a link or of central, minutes or hours. The operators' console shows
+  it in its live transcript, heard when it was; it is not queued as 待确认, whose one click would page guards for a
+  scene long gone.) PostgreSQL coming back after an outage needs no reading
   back: while it is down the ingest commits nothing, so nothing is handed over or lost.
 - Its station says where it was heard: the place it names is looked for among that station's places only, and the
   incident belongs to that station. Responders of that station and of the stations bordering it (the region's
@@ -39,6 +40,7 @@ stations merged (bridge/region_jurisdiction.py).
   beside its users and sessions); alerts go out on central's `broker` section, on the topics a box uses
   (dispatch/topics.py), so the responders' phones get them as from their station's box. Central transmits on no radio
   channel: it speaks no announcement (its edges' lines are theirs), and it sees finals only (no provisional alerts).
+  Its incidents' events go on central's bus, to the operators' console it serves (bridge/web/central_console.py).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from typing import Any
 
 from asr.transcript import Transcript
 from bridge.backoff import Backoff
+from bridge.bus import EventBus
 from bridge.central import CentralStore, wait_for_database
 from bridge.config import Config, ConfigError
 from bridge.db import connect, migrate
@@ -117,6 +120,7 @@ class RegionArea:
     def __init__(self, region: Region, merged: RegionJurisdiction) -> None:
         self._jurisdiction = merged.jurisdiction
         self._indexes = {station: PlaceIndex(own) for station, own in merged.stations.items()}
+        self._responder_station = merged.responder_station
         self._out_of_reach: dict[str, frozenset[str]] = {}
         for station in merged.stations:
             reach = {station, *region.neighbours(station)}
@@ -139,6 +143,9 @@ class RegionArea:
 
     def out_of_reach(self, place: Place) -> Collection[str]:
         return self._out_of_reach[_station_of(place.id)]
+
+    def station_of(self, responder_id: str) -> str | None:
+        return self._responder_station.get(responder_id)
 
 
 def _station_of(central_name: str) -> str:
@@ -169,12 +176,13 @@ class CentralDispatch:
     """`submit` each committed transcript; `run()` first dispatches what the last run committed and did not, then
     what is submitted (and keeps the dispatcher's broker link and outbox going) until cancelled."""
 
-    def __init__(self, config: Config, region: Region, merged: RegionJurisdiction) -> None:
+    def __init__(self, config: Config, region: Region, merged: RegionJurisdiction, bus: EventBus | None = None) -> None:
+        """`bus`: where its incidents' events go (central's operators' console: bridge/web/central_console.py)."""
         self.area = RegionArea(region, merged)
         # no transmit path at central: announcements off, rather than queued for nobody
         alerts = config.dispatch.alerts.model_copy(update={"announce": False})
         config = config.model_copy(update={"dispatch": config.dispatch.model_copy(update={"alerts": alerts})})
-        self.service = DispatchService(config, area=self.area)
+        self.service = DispatchService(config, area=self.area, bus=bus)
         self.record = DispatchRecord(connect(config.storage.database))
         self.prune_every_s = 3600.0  # how often the record forgets what is past node.dispatch_max_age_s (and at start)
         self._region = region
@@ -329,7 +337,7 @@ def as_central(transcript: Transcript, station: str) -> Transcript:
     return replace(transcript, keywords=keywords, alternatives=alternatives)
 
 
-def central_dispatch(config: Config, region: Region | None) -> CentralDispatch | None:
+def central_dispatch(config: Config, region: Region | None, bus: EventBus | None = None) -> CentralDispatch | None:
     """Central's dispatcher over `region`, or None (logged) when no station of it names a jurisdiction file: then each
     edge dispatches its own station. ConfigError when the stations' files cannot be merged. (Seconds: the place indexes
     and the models; build it on the running loop, which its MQTT client needs, before the loop serves anything.)"""
@@ -341,4 +349,4 @@ def central_dispatch(config: Config, region: Region | None) -> CentralDispatch |
         logger.info("central dispatches nothing: no station of the region file names a jurisdiction file")
         return None
     logger.info("central dispatches for %s: %s", region.name, ", ".join(merged.stations))
-    return CentralDispatch(config, region, merged)
+    return CentralDispatch(config, region, merged, bus)

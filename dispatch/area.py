@@ -34,6 +34,10 @@ class Area(Protocol):
         """Ids of the responders never alerted to an incident at `place`, however near they are."""
         ...
 
+    def station_of(self, responder_id: str) -> str | None:
+        """The station whose jurisdiction names the responder (None: the one station a box has, or nobody's)."""
+        ...
+
 
 class JurisdictionArea:
     """A single box's area: its jurisdiction, all of it."""
@@ -55,3 +59,6 @@ class JurisdictionArea:
 
     def out_of_reach(self, place: Place) -> Collection[str]:
         return ()
+
+    def station_of(self, responder_id: str) -> str | None:
+        return None

@@ -8,8 +8,10 @@ writes and indexes), each result names its station by the region file (`node.reg
 station or a 分局 (bridge/web/scope.py). Users, sessions and the audit log stay in central's own SQLite database
 (`storage.data_dir`), as on a box: they are this service's, not the stations'.
 
-Of the pages, central serves the login and the auditor's (with its station filter); the operators' console, the
-guard page and dispatch are not served here (yet): central has no radios of its own.
+Of the pages, central serves the login, the auditor's (with its station filter) and the operators' console over the
+stations of the operator's scope (bridge/web/central_console.py: channels, transcripts, and central's dispatcher's
+incidents and responders with the box's own routes, bridge/web/routes_incidents.py); not the guard page, the
+statistics, tasks, patrols or SOS, which stay with each station's box: central has no radios of its own.
 
 For supervisors and scrapers, as on a box: `GET /healthz` (no login; 503 while the ingest is not connected to the
 broker between nodes or PostgreSQL has not answered lately, `failing` naming each fault: bridge/central_health.py) and
@@ -20,14 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from bridge.bus import EventBus
 from bridge.central_archive import CentralArchive
 from bridge.central_health import CentralHealth
 from bridge.config import Config, ConfigError
@@ -37,26 +39,18 @@ from bridge.region import Region
 from bridge.web import routes_archive, routes_auth
 from bridge.web.app import harden, new_app
 from bridge.web.audit import AuditLog
+from bridge.web.central_console import CentralReadings, CentralSite, central_console_router
 from bridge.web.context import WebContext
 from bridge.web.metrics import CentralCollector, metrics_router
 from bridge.web.recordings import CentralRecordings
 from bridge.web.routes_console import PAGES, pages_router
+from bridge.web.routes_incidents import incidents_router
 from bridge.web.search_pg import PostgresSearchIndex
 from bridge.web.sessions import LoginThrottle, SessionStore
 from bridge.web.users import UserStore
+from dispatch.dispatcher import DispatchService
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class CentralSite:
-    """What the shared routes read from `web.service` at central: its config, its copy of the stations' archives
-    (their chains and audio, verified), and no dispatch of its own (an officer's replay is bound to the incidents he
-    was sent to, which central does not hold: refused)."""
-
-    config: Config
-    archive: CentralArchive
-    dispatch: Any = None
 
 
 def reader_url(config: Config) -> str:
@@ -67,13 +61,20 @@ def reader_url(config: Config) -> str:
     return url
 
 
-def create_central_app(config: Config, region: Region | None, health: CentralHealth) -> FastAPI:
+def create_central_app(
+    config: Config, region: Region | None, health: CentralHealth, dispatch: DispatchService | None = None,
+    bus: EventBus | None = None,
+) -> FastAPI:  # fmt: skip
+    """`dispatch`: central's dispatcher, when it has one; `bus`: where the ingest and the dispatcher publish what the
+    console shows live."""
     app = new_app()
     database = config.storage.database
     search, recordings = _readers(config)
+    site = CentralSite(config, CentralArchive(reader_url(config)), region=region, dispatch=dispatch,
+                       transcripts=CentralReadings(reader_url(config)), bus=bus or EventBus())  # fmt: skip
     app.state.web = web = WebContext(
         # the routes included here read only CentralSite's fields
-        service=CentralSite(config, CentralArchive(reader_url(config))),  # type: ignore[arg-type]
+        service=site,  # type: ignore[arg-type]
         users=UserStore(connect(database)),
         sessions=SessionStore(connect(database)),
         throttle=LoginThrottle(),
@@ -96,7 +97,9 @@ def create_central_app(config: Config, region: Region | None, health: CentralHea
     harden(app, config.web)
     for module in (routes_auth, routes_archive):
         app.include_router(module.router)
-    app.include_router(pages_router({name: PAGES[name] for name in ("login", "auditor")}))
+    app.include_router(pages_router({name: PAGES[name] for name in ("login", "auditor", "console")}))
+    app.include_router(central_console_router(config.web.tile_url))
+    app.include_router(incidents_router())  # 503 without a dispatcher
     app.include_router(metrics_router(CentralCollector(health), config.web.read_metrics_token()))  # by token, as a box's
 
     @app.get("/healthz")
@@ -106,10 +109,6 @@ def create_central_app(config: Config, region: Region | None, health: CentralHea
         if not body["ok"]:
             response.status_code = 503
         return body
-
-    @app.get("/console", include_in_schema=False)
-    async def console() -> RedirectResponse:
-        return RedirectResponse("/auditor")  # where the login page sends operators and admins; search is theirs here
 
     return app
 

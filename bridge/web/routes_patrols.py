@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from bridge.web.auth import require
 from bridge.web.context import Web, WebContext
-from bridge.web.routes_console import _responder_id
+from bridge.web.routes_incidents import responder_id_of
 from bridge.web.users import Role, User
 from dispatch.patrols import PatrolDesk, PatrolError
 
@@ -40,11 +40,11 @@ def patrols_router() -> APIRouter:
 
     @router.get("/api/me/patrols")
     async def my_patrols(web: Web, user: Patroller) -> dict[str, Any]:
-        return {"routes": _desk(web).mine(_responder_id(web, user))}
+        return {"routes": _desk(web).mine(responder_id_of(web, user))}
 
     @router.post("/api/me/patrols/checkin")
     async def check_in(body: CodeBody, web: Web, user: Patroller) -> dict[str, Any]:
-        desk, rid = _desk(web), _responder_id(web, user)
+        desk, rid = _desk(web), responder_id_of(web, user)
         try:
             return desk.check_in_code(rid, body.code.strip())
         except PatrolError as e:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from bridge.web.auth import require
 from bridge.web.context import WebContext, client_address, web_context
-from bridge.web.routes_console import _dispatch, _responder_id, incident_view
+from bridge.web.routes_incidents import dispatch_of, incident_view, responder_id_of
 from bridge.web.users import Role, User
 from dispatch.sos import SosCall, SosError
 
@@ -46,8 +46,8 @@ def sos_router() -> APIRouter:
         user: User = require(Role.GUARD, Role.OFFICER),
     ) -> dict[str, Any]:  # fmt: skip
         body = body or SosBody()
-        desk = _dispatch(ctx).sos
-        rid = _responder_id(ctx, user)
+        desk = dispatch_of(ctx).sos
+        rid = responder_id_of(ctx, user)
         incident = desk.raise_from_phone(rid, body.lat, body.lon, body.acc)
         position = "phone" if body.lat is not None else "last known"
         ctx.audit.append(user=user.name, role=str(user.role), action="sos", target=incident.id,
@@ -56,7 +56,7 @@ def sos_router() -> APIRouter:
 
     @router.get("/api/sos")
     async def alarms(ctx: WebContext = Depends(web_context), user: User = require(Role.OPERATOR)) -> dict[str, Any]:
-        desk = _dispatch(ctx).sos
+        desk = dispatch_of(ctx).sos
         return {"alarms": [_alarm_view(ctx, call) for call in desk.alarms()]}
 
     @router.post("/api/sos/{incident_id}/ack")
@@ -64,7 +64,7 @@ def sos_router() -> APIRouter:
         incident_id: str, request: Request, ctx: WebContext = Depends(web_context), user: User = require(Role.OPERATOR)
     ) -> dict[str, Any]:
         try:
-            call = _dispatch(ctx).sos.acknowledge(incident_id, actor=user.name)
+            call = dispatch_of(ctx).sos.acknowledge(incident_id, actor=user.name)
         except SosError as e:
             raise HTTPException(404, str(e)) from e
         ctx.audit.append(user=user.name, role=str(user.role), action="sos_ack", target=incident_id,

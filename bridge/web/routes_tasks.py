@@ -47,7 +47,7 @@ from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from bridge.decode import AudioDecodeError, decode_file
 from bridge.web.auth import require
 from bridge.web.context import WebContext, client_address, web_context
-from bridge.web.routes_console import _dispatch, _responder_id
+from bridge.web.routes_incidents import dispatch_of, responder_id_of
 from bridge.web.users import Role, User
 from dispatch.tasks import STAGES, TEXT_MAX, Conflict, NotFound, Task, TaskDesk, TaskError, UnknownTarget, targets
 
@@ -151,7 +151,7 @@ def tasks_router() -> APIRouter:
     ) -> dict[str, Any]:  # fmt: skip
         desk = _desk(ctx)
         if user.role in RESPONDER:  # an officer records the steps of the disputes sent to him, not of others
-            _do(lambda: desk.mine(task_id, _responder_id(ctx, user)))
+            _do(lambda: desk.mine(task_id, responder_id_of(ctx, user)))
         task = _do(lambda: desk.step(task_id, body.stage, actor=user.name, note=body.note, follow_up_at=body.follow_up_at))
         _audit(ctx, request, user, "task_step", task_id, stage=body.stage, follow_up_at=body.follow_up_at)
         return desk.view(task)
@@ -175,20 +175,20 @@ def tasks_router() -> APIRouter:
 
     @router.get("/api/me/tasks")
     async def my_tasks(ctx: WebContext = Depends(web_context), user: User = require(*RESPONDER)) -> dict[str, Any]:
-        desk, rid = _desk(ctx), _responder_id(ctx, user)
+        desk, rid = _desk(ctx), responder_id_of(ctx, user)
         return {"tasks": [desk.view(t, responder_id=rid) for t in desk.store.list(limit=50, responder_id=rid)
                           if t.cancelled_at is None], "stages": list(STAGES)}  # fmt: skip
 
     @router.post("/api/me/tasks/{task_id}/sign")
     async def sign(task_id: str, ctx: WebContext = Depends(web_context), user: User = require(*RESPONDER)) -> dict:
-        desk, rid = _desk(ctx), _responder_id(ctx, user)
+        desk, rid = _desk(ctx), responder_id_of(ctx, user)
         return desk.view(_do(lambda: desk.sign(task_id, rid)), responder_id=rid)
 
     @router.post("/api/me/tasks/{task_id}/feedback")
     async def feedback(
         task_id: str, body: FeedbackBody, ctx: WebContext = Depends(web_context), user: User = require(*RESPONDER)
     ) -> dict[str, Any]:
-        desk, rid = _desk(ctx), _responder_id(ctx, user)
+        desk, rid = _desk(ctx), responder_id_of(ctx, user)
         _do(lambda: desk.report(task_id, rid, "text", body.text))
         return desk.view(desk.require(task_id), responder_id=rid)
 
@@ -197,7 +197,7 @@ def tasks_router() -> APIRouter:
         task_id: str, request: Request, text: str = Query("", max_length=TEXT_MAX),
         ctx: WebContext = Depends(web_context), user: User = require(*RESPONDER),
     ) -> dict[str, Any]:  # fmt: skip
-        desk, rid = _desk(ctx), _responder_id(ctx, user)
+        desk, rid = _desk(ctx), responder_id_of(ctx, user)
         _do(lambda: _writable(desk.mine(task_id, rid)))
         kind = _media_type(request)
         if kind not in PHOTOS:
@@ -213,7 +213,7 @@ def tasks_router() -> APIRouter:
     @router.post("/api/me/tasks/{task_id}/voice")
     async def voice(task_id: str, request: Request, ctx: WebContext = Depends(web_context),
                     user: User = require(*RESPONDER)) -> dict[str, Any]:  # fmt: skip
-        desk, rid = _desk(ctx), _responder_id(ctx, user)
+        desk, rid = _desk(ctx), responder_id_of(ctx, user)
         _do(lambda: _writable(desk.mine(task_id, rid)))
         kind = _media_type(request)
         if kind not in VOICE_TYPES:
@@ -241,7 +241,7 @@ def tasks_router() -> APIRouter:
 
 
 def _desk(ctx: WebContext) -> TaskDesk:
-    return _dispatch(ctx).tasks
+    return dispatch_of(ctx).tasks
 
 
 def _do(action: Any) -> Any:

@@ -63,6 +63,23 @@ def within_scope(web: WebContext, admin: User, scope: str | None) -> None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"a user beyond your scope ({admin.scope})")
 
 
+def channel_in_scope(web: WebContext, user: User, channel: str | None) -> bool:
+    """Whether `user` may see what was heard on `channel` (central names it `<station>.<channel>`; an incident's
+    channel is its report's); None asks whether the user sees every station."""
+    allowed = allowed_stations(web, user)
+    return allowed is None or (channel is not None and channel.split(".", 1)[0] in allowed)
+
+
+def responder_in_scope(web: WebContext, user: User, responder_id: str) -> bool:
+    """Whether `user` may see and set `responder_id` (central: a responder of a station in their scope, as the
+    region's jurisdiction files say)."""
+    allowed = allowed_stations(web, user)
+    if allowed is None:
+        return True
+    dispatch = web.service.dispatch
+    return dispatch is not None and dispatch.area.station_of(responder_id) in allowed
+
+
 def may_read(web: WebContext, user: User, station: str | None) -> bool:
     """Whether `user` may read an utterance of `station` (None: a box's own)."""
     allowed = allowed_stations(web, user)

@@ -60,13 +60,13 @@ def test_after_an_ack_the_guard_sees_the_incident_he_is_busy_on(service: Service
 def test_an_operator_sets_a_responders_status_and_it_is_logged(
     service: Service, login: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="bridge.web.routes_console"):
+    with caplog.at_level(logging.INFO, logger="bridge.web.routes_incidents"):
         set_ = login("operator").post("/api/responders/g-jiaju/status", json={"status": "off_duty"})
     assert set_.status_code == 200, set_.text
     assert set_.json()["status"] == "off_duty" and service.dispatch.board.status("g-jiaju") == "off_duty"
     assert "operator operator set responder g-jiaju from available to off_duty" in caplog.messages
 
-    with caplog.at_level(logging.INFO, logger="bridge.web.routes_console"):
+    with caplog.at_level(logging.INFO, logger="bridge.web.routes_incidents"):
         assert login("admin").post("/api/responders/g-jiaju/status", json={"status": "busy"}).status_code == 200
     assert "admin admin set responder g-jiaju from off_duty to busy" in caplog.messages
     assert login("operator").post("/api/responders/g-jiaju/status", json={"status": "available"}).status_code == 200

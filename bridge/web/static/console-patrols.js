@@ -10,6 +10,7 @@ const ROUND_STATE = { upcoming: "未开始", open: "进行中", done: "已完成
 const HOW = { gps: "定位", code: "扫码" };
 
 async function initPatrols() {
+  if ((await consoleState).central) return;  // console.js: patrols are each station's, on its own box
   document.getElementById("patrols-toggle").addEventListener("click", () => showPatrols(document.getElementById("patrols-panel").hidden));
   document.getElementById("patrols-close").addEventListener("click", () => showPatrols(false));
   document.getElementById("tasks-toggle").addEventListener("click", () => showPatrols(false));  // the tasks panel covers it

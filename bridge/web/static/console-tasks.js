@@ -11,6 +11,7 @@ const TARGET_GROUPS = [["all", "全体"], ["group:", "按角色"], ["channel:", 
 const FEEDBACK_KIND = { text: "文字", photo: "照片", voice: "语音" };
 
 async function initTasks() {
+  if ((await consoleState).central) return;  // console.js: tasks are each station's, on its own box
   const button = document.getElementById("tasks-toggle");
   button.addEventListener("click", () => showTasks(document.getElementById("tasks-panel").hidden));
   document.getElementById("tasks-close").addEventListener("click", () => showTasks(false));

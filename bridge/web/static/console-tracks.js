@@ -8,7 +8,8 @@ const TR = { data: null, layer: null, marker: null, timer: null };
 const REPLAY_SECONDS = 20;  // ▶ 回放 runs through any range in about this long
 const RANGES = [[15, "近 15 分钟"], [60, "近 1 小时"], [240, "近 4 小时"], [720, "近 12 小时"], [1440, "近 24 小时"]];
 
-function initTracks() {
+async function initTracks() {
+  if ((await consoleState).central) return;  // console.js: positions history is each station's, on its own box
   document.getElementById("tracks-toggle").addEventListener("click", () => showTracks(document.getElementById("tracks-panel").hidden));
   document.getElementById("tracks-close").addEventListener("click", () => showTracks(false));
   document.getElementById("tasks-toggle").addEventListener("click", () => showTracks(false));  // the tasks panel covers it
@@ -152,4 +153,4 @@ function clearTrack() {
   TR.layer = TR.marker = null;
 }
 
-initTracks();
+initTracks().catch((e) => console.warn("tracks", e));

@@ -1,8 +1,11 @@
 // The operator console: channel wall (with each channel's activity strip), live transcript feed, incident queue and map, all fed by the
-// /api/events WebSocket after one /api/console/state at load.
+// /api/events WebSocket after one /api/console/state at load. The same page at the central tier (`state.central`,
+// bridge/web/central_console.py) shows the stations of the operator's scope, with a station filter; what only a box
+// has (listening in, talking back, patches, tasks, patrols, track replay, SOS, statistics) is hidden there.
 "use strict";
 
-const S = { channels: new Map(), incidents: new Map(), lines: new Map(), responders: [], names: {}, transmitters: [],
+const S = { central: false, station: "",  // at central: the station the wall shows ("": every one of the scope)
+            channels: new Map(), incidents: new Map(), lines: new Map(), responders: [], names: {}, transmitters: [],
             activity: null, mic: null, listening: new Map(), map: null, selected: null, unseen: new Set(),
             lastSaid: new Map(),  // channel id -> its latest final transcript, shown on the channel's card
             sos: [], sosTimer: null };  // SOS alarms no operator has acknowledged (GET /api/sos), the tone repeating
@@ -12,9 +15,15 @@ const PENDING = "needs_confirmation";  // 待确认: sounds like a report, type 
 // one click confirms one of these; the other types are in the entry's list (its guess always gets a button)
 const COMMON_TYPES = ["fight", "theft", "robbery", "weapon", "fire", "medical", "missing", "dispute", "traffic", "suspicious"];
 
+// the state loaded at start, which the panels wait for before asking for theirs (none of them is at central)
+let stateLoaded;
+const consoleState = new Promise((resolve) => { stateLoaded = resolve; });
+
 async function main() {
   await JB.session(["operator"]);
   const state = await JB.api("/api/console/state");
+  stateLoaded(state);
+  if (state.central) showCentral(state.stations);
   S.transmitters = state.transmitters;
   S.responders = state.responders;
   S.activity = state.activity;
@@ -33,7 +42,7 @@ async function main() {
   refreshIncidents();
   drawActivity();
   JB.soundHint(document.getElementById("sound-hint"));
-  await loadSos();
+  if (!S.central) await loadSos();
   JB.liveSocket("/api/events", onEvent, (up) => {
     const conn = document.getElementById("conn");
     conn.textContent = up ? "实时连接" : "连接中断，重连中…";
@@ -45,7 +54,7 @@ async function main() {
   setInterval(async () => {  // positions come from phones, patches from other operators and the CLI
     S.responders = await JB.api("/api/responders");
     S.map?.setResponders(S.responders);
-    refreshPatches();
+    if (!S.central) refreshPatches();
     for (const c of await JB.api("/api/channels")) {  // recognition lag, and what the channel's source refused
       const known = S.channels.get(c.id);
       if (known) { Object.assign(known, fromApi(c)); updateChannel(c.id); }
@@ -64,7 +73,11 @@ function onEvent({ topic, data }) {
     if (c) { c.level_dbfs = Math.max(data.level_dbfs, c.level_dbfs - METER_FALL_DB); c.talking = data.talking; updateChannel(data.channel); }
   } else if (topic === "partial") addLine({ ...data, partial: true }, true);
   else if (topic === "transcript") { addLine(data, true); S.lastSaid.set(data.channel, data); updateChannel(data.channel); }
-  else if (topic === "utterance") countActivity(data);
+  else if (topic === "utterance") {
+    countActivity(data);
+    const c = S.channels.get(data.channel);
+    if (S.central && c) { c.utterances += 1; c.last_utterance = data; updateChannel(data.channel); }  // no channel events there
+  }
   else if (topic === "incident") onIncident(data);
   else if (topic === "fault") onFault(data);
   else if (topic === "task") onTaskEvent(data);  // console-tasks.js
@@ -81,13 +94,42 @@ function onFault(fault) {
   updateChannel(fault.channel);
 }
 
+// --- the central tier ----------------------------------------------------------------------------------------
+
+// At central: the station filter (the stations of the operator's scope), and nothing of what only a box has.
+function showCentral(stations) {
+  S.central = true;
+  document.body.classList.add("central");
+  for (const id of ["patrols-toggle", "tracks-toggle", "tasks-toggle", "stats-link"]) document.getElementById(id).hidden = true;
+  document.querySelector("#channels-panel .patch-bar").hidden = true;
+  document.querySelector("#channels-panel .caption").textContent = "中心只收到各站已结束的通话（无实时电平、监听与喊话）；条形：近 60 分钟每分钟通话次数（最右为现在）";
+  const filter = document.getElementById("station-filter");
+  filter.replaceChildren(JB.el("option", { value: "" }, `全部派出所（${stations.length}）`),
+    ...stations.map((s) => JB.el("option", { value: s.id }, s.name)));
+  filter.hidden = false;
+  filter.addEventListener("change", () => {
+    S.station = filter.value;
+    renderChannels();
+    for (const [id, row] of S.lines) row.hidden = !shown(row.dataset.channel);
+    refreshIncidents();
+    drawActivity();
+  });
+}
+
+// whether what was heard on `channel` is on the wall now: at central its station is the one filtered for, if any
+function shown(channel) {
+  return !S.station || (channel || "").startsWith(`${S.station}.`);
+}
+
 // --- channel wall -------------------------------------------------------------------------------------------
 
 function renderChannels() {
   const wall = document.getElementById("channels");
   wall.replaceChildren();
   for (const c of S.channels.values()) {
-    const listen = JB.el("button", { class: "listen", title: "在本机收听该频道", onclick: () => toggleListen(c.id, listen) }, "监听");
+    if (!shown(c.id)) continue;
+    const listen = S.central ? null  // central hears finished utterances only: replay them from the feed
+      : JB.el("button", { class: "listen", title: "在本机收听该频道", onclick: () => toggleListen(c.id, listen) }, "监听");
     const talk = S.transmitters.includes(c.id) ? JB.el("button", { class: "talk", title: "按住讲话（指挥优先）" }, "按住喊话") : null;
     if (talk) holdToTalk(talk, c.id);
     wall.append(JB.el("div", { class: "channel", id: `ch-${c.id}`, "data-channel": c.id },
@@ -215,11 +257,12 @@ function renderPatches(patches) {
 
 function addLine(t, live) {
   const id = t.utterance_id, feed = document.getElementById("feed");
-  const row = JB.el("div", { class: `line${t.partial ? " partial" : ""}`, "data-utterance": id },
+  const row = JB.el("div", { class: `line${t.partial ? " partial" : ""}`, "data-utterance": id, "data-channel": t.channel },
     JB.el("span", { class: "when" }, JB.time(t.start || Date.now() / 1000)),
     JB.el("span", { class: "chan" }, S.names[t.channel] || t.channel),
     JB.el("span", { class: "text" }, JB.readable(t)),
     t.partial ? JB.el("span") : JB.audioButton(id));
+  row.hidden = !shown(t.channel);
   const old = S.lines.get(id);
   if (old) old.replaceWith(row); else feed.append(row);
   S.lines.set(id, row);
@@ -284,7 +327,7 @@ function refreshIncidents(freshId = null) {
 }
 
 function renderIncidents(freshId = null) {
-  const all = [...S.incidents.values()];
+  const all = [...S.incidents.values()].filter((i) => shown(i.channel));
   renderConfirmQueue(all.filter((i) => i.status === PENDING), freshId);
   const list = all.filter((i) => i.status !== PENDING).sort((a, b) =>
     (JB.OPEN.has(b.status) - JB.OPEN.has(a.status)) || (JB.PRIORITY_ORDER[a.priority] - JB.PRIORITY_ORDER[b.priority]) || (b.created_at - a.created_at));
