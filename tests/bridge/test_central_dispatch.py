@@ -8,17 +8,19 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiomqtt
+import psycopg
 import pytest
 
 from asr.transcript import Keyword, Transcript, Word
 from bridge.central import CentralIngest, CentralStore
 from bridge.central_dispatch import RegionArea, as_central
-from bridge.config import Config
+from bridge.config import Config, load_config
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
 from bridge.nodes import parse, transcript_payload
@@ -312,3 +314,72 @@ async def test_central_killed_after_the_dispatchers_writes_and_before_its_record
             assert dispatch.recovered == 0 and dispatch.record.version(incidents[0].utterance_ids[0]) is not None
     assert len(incidents) == 1 and incidents[0].reports == 1, incidents  # not merged into itself a second time
     assert len(alerts[B_GUARD]) == 1
+
+
+async def test_central_killed_with_alerts_pending_sends_them_once_it_is_back_and_dispatches_nothing_twice(
+    tmp_path, mqtt, pg_url
+):  # fmt: skip
+    """`jingbao run --role central` as a process, the phones' broker down: the edges' reports are stored and
+    dispatched, their alerts wait in central's outbox, and central is killed with SIGKILL. Started again with the
+    phones' broker up, it sends every waiting alert, raises no incident twice and dispatches no report again."""
+    from tests.bridge.test_edge_central import run_config, start_node
+
+    phones_broker = Mosquitto(tmp_path / "phones-broker")  # not started yet: the phones' side of the city is down
+    dispatching_central(tmp_path, mqtt, pg_url)  # writes central.yaml, the node's part
+    path = run_config(tmp_path, "central", storage={"data_dir": str(tmp_path / "central"), "database_url": pg_url},
+                      broker={"enabled": True, "host": phones_broker.host, "port": phones_broker.port,
+                              "client_id": "central-dispatch"},
+                      node={"region": str(region_file(tmp_path)), "broker": {"host": mqtt.host, "port": mqtt.port}},
+                      dispatch={"responders": {"guards": 1, "police": 0}})  # fmt: skip
+    database = load_config(path).storage.database
+    reports = [(A, FIGHT), (C, "北院门小市有人偷钱包"), (B, "长乐中路东口市场着火了")]  # three stations, three incidents
+
+    def pending() -> tuple[int, int]:
+        """(incidents, alerts waiting in the outbox) in central's SQLite, as the process left them."""
+        with contextlib.suppress(sqlite3.Error), contextlib.closing(connect(database)) as conn:
+            return (conn.execute("SELECT count(*) FROM incidents").fetchone()[0],
+                    conn.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0])  # fmt: skip
+        return 0, 0
+
+    central = await start_node("central", path)
+    try:
+        async with aiomqtt.Client(mqtt.host, mqtt.port, identifier="edges") as edges:
+            for entry, (station, text) in enumerate(reports, 1):
+                message = transcript_message(station, text, entry=entry)
+                # as an edge's forwarder does: again until central has it (before central subscribes, nobody does)
+                while stored_transcripts(pg_url) < entry:
+                    assert central.returncode is None, (tmp_path / "central.log").read_text(encoding="utf-8")
+                    await edges.publish(*message, qos=1)
+                    await asyncio.sleep(0.5)
+        await until("three incidents, their alerts waiting", lambda: pending()[0] == 3 and pending()[1] >= 3, timeout=60)
+        central.kill()  # SIGKILL, the alerts still in the outbox
+        await central.wait()
+        waiting = pending()[1]
+        phones_broker.start()
+        async with phones(phones_broker) as alerts:
+            central = await start_node("central", path)
+            await until("every waiting alert sent", lambda: pending()[1] == 0, timeout=60)
+            await until("the phones alerted", lambda: sum(len(a) for a in alerts.values()) >= 3, timeout=10)
+            await asyncio.sleep(1.0)  # what a second dispatch would have sent by now
+        central.terminate()
+        assert await asyncio.wait_for(central.wait(), 20) == 0
+    finally:
+        if central.returncode is None:
+            central.kill()
+            await central.wait()
+        phones_broker.stop()
+    with contextlib.closing(connect(database)) as conn:
+        incidents = conn.execute("SELECT id, place_id, reports FROM incidents").fetchall()
+        handled = conn.execute("SELECT outcome FROM central_dispatched").fetchall()
+    assert len(incidents) == 3 and all(row["reports"] == 1 for row in incidents), [dict(r) for r in incidents]
+    assert [row["outcome"] for row in handled] == ["dispatched"] * 3
+    sent = [a["incident_id"] for received in alerts.values() for a in received]
+    assert sorted(set(sent)) == sorted(row["id"] for row in incidents) and waiting >= 3
+    # at least once: a repeat would carry its outbox id, which a phone drops; here none came twice
+    assert len(sent) == len(set((a["incident_id"], r) for r, received in alerts.items() for a in received))
+
+
+def stored_transcripts(pg_url: str) -> int:
+    with contextlib.suppress(psycopg.Error), psycopg.connect(pg_url) as conn:  # no table before central makes it
+        return conn.execute("SELECT count(*) FROM transcripts").fetchone()[0]
+    return 0
