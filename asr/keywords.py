@@ -21,7 +21,7 @@ from pypinyin import Style, lazy_pinyin, pinyin
 from pypinyin.contrib.tone_convert import to_finals_tone, to_initials, to_normal, to_tone
 from pypinyin.pinyin_dict import pinyin_dict
 
-from dispatch.phonetic import common_words, word_freq
+from asr.words import common_words, word_freq
 
 logger = logging.getLogger(__name__)
 

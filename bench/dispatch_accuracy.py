@@ -37,11 +37,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from asr.engine import Engine  # noqa: E402
+from asr.words import common_words  # noqa: E402
 from bench.dispatch_audio import RADIO_FLAGS, degrade, measure_latency, percentiles, read_calls, run_calls  # noqa: E402
 from bridge.shared import shared_dir  # noqa: E402
 from dispatch.extract import Extractor  # noqa: E402
 from dispatch.gazetteer import load_jurisdiction  # noqa: E402
-from dispatch.phonetic import common_words, text_syllables  # noqa: E402
+from dispatch.phonetic import text_syllables  # noqa: E402
 from dispatch.type_model import misheard  # noqa: E402
 
 SHARED = shared_dir()

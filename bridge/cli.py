@@ -1,4 +1,4 @@
-"""The one command line: `jingbao`. Each package registers its own subcommands; output meant for other tools
+"""The one command line: `jingbao`, built from the subcommands of bridge/commands/; output meant for other tools
 (--json) goes to stdout one JSON object per line, everything for people goes to stderr."""
 
 from __future__ import annotations
@@ -7,18 +7,14 @@ import argparse
 import logging
 import sys
 
-from asr import cli as asr_cli
-from bridge import commands as bridge_commands
-from bridge.web import cli as web_cli
-from dispatch import cli as dispatch_cli
-from hardware import cli as hardware_cli
+from bridge.commands import dispatching, models, radios, service, transcribe, users
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jingbao", description="警保联动 bridge: radio channels -> archive -> ASR -> dispatch")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (bridge_commands, asr_cli, dispatch_cli, hardware_cli, web_cli):
+    for module in (service, transcribe, models, dispatching, radios, users):
         module.register(sub)
     return parser
 

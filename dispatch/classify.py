@@ -30,11 +30,11 @@ from typing import Any, Literal
 import yaml
 
 from asr.transcript import Transcript
+from asr.words import common_words, word_freq
 from dispatch.config import LexiconExtension
 from dispatch.location import FUZZY_MIN, PlaceIndex, PlacesHeard, TranscriptInput, hear_places, read_input
 from dispatch.phonetic import (
     Syllable,
-    common_words,
     fold,
     phrase,
     reading_freq,
@@ -42,7 +42,6 @@ from dispatch.phonetic import (
     text_syllables,
     tones_agree,
     window_scores,
-    word_freq,
 )
 from dispatch.type_model import Evidence, TypeModel, features, load_model
 

@@ -25,12 +25,12 @@ from typing import Any, Literal
 
 import cn2an
 
+from asr.words import jieba_words, word_freq
 from dispatch.gazetteer import Jurisdiction, Place
 from dispatch.phonetic import (
     Syllable,
     first_readings,
     heard_similarity,
-    jieba_words,
     looks_like_pinyin,
     parse_pinyin,
     phrase,
@@ -39,7 +39,6 @@ from dispatch.phonetic import (
     text_syllables,
     tones_agree,
     window_scores,
-    word_freq,
 )
 from dispatch.radio_channel import learned_alike
 from dispatch.short_names import COMMUNITY_ROLES, short_forms

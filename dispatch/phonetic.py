@@ -14,6 +14,8 @@ from functools import lru_cache
 
 from pypinyin import Style, lazy_pinyin, pinyin
 
+from asr.words import jieba_freq
+
 logger = logging.getLogger(__name__)
 
 INITIALS = ("zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x", "r", "z", "c", "s", "y", "w")
@@ -186,24 +188,10 @@ def tones_agree(word: str, syllables: list[Syllable | None], start: int) -> bool
     return True
 
 
-@lru_cache(maxsize=1)
-def _jieba_freq() -> dict[str, int]:
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)
-    jieba.dt.initialize()
-    return jieba.dt.FREQ
-
-
-def word_freq(word: str) -> int:
-    """How common a word is in the language (jieba's dictionary frequency; 0 for no word)."""
-    return _jieba_freq().get(word, 0)
-
-
 def reading_freq(syllables: tuple[Syllable, ...]) -> int:
     """How common the most common word read exactly so is, tones included (jie1 zhe5: 接着); 0 for none or a rare one.
 
-    For pinyin-only input what `word_freq` is for characters. Words of 2-5 characters of jieba's dictionary, each
+    For pinyin-only input what `asr.words.word_freq` is for characters. Words of 2-5 characters of jieba's dictionary, each
     read as pypinyin's phrase dictionary reads it (接着 jie1 zhe5, not the 着 zhuo2 of its first reading)."""
     if any(s.tone is None for s in syllables):
         return 0
@@ -218,7 +206,7 @@ def _reading_index() -> dict[tuple[str, ...], int]:
 
     tone3 = lru_cache(maxsize=None)(lambda marked: to_tone3(marked, neutral_tone_with_five=True).replace("ü", "v"))
     index: dict[tuple[str, ...], int] = {}
-    for word, freq in _jieba_freq().items():
+    for word, freq in jieba_freq().items():
         if freq < READING_MIN_FREQ or not 2 <= len(word) <= 5:
             continue
         readings = phrases_dict.get(word) or [[pinyin_dict.get(ord(ch), "").split(",")[0]] for ch in word]
@@ -227,17 +215,3 @@ def _reading_index() -> dict[tuple[str, ...], int]:
         key = tuple(tone3(r[0]) for r in readings)
         index[key] = max(index.get(key, 0), freq)
     return index
-
-
-def common_words(min_freq: int, length: int | None = None) -> list[str]:
-    """The dictionary's words at least `min_freq` common (of `length` characters, if given)."""
-    return [w for w, f in _jieba_freq().items() if f >= min_freq and (length is None or len(w) == length)]
-
-
-@lru_cache(maxsize=256)
-def jieba_words(text: str) -> tuple[str, ...]:
-    """`text` cut into jieba's dictionary words (no HMM guesses at unknown words), jieba initialised quietly."""
-    import jieba
-
-    word_freq("")
-    return tuple(jieba.cut(text, HMM=False))

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from asr.words import jieba_words, word_freq
 from dispatch.gazetteer import Jurisdiction, Place
-from dispatch.phonetic import jieba_words, word_freq
 
 # Kind-words a place's name ends with, longest first where one ends another (大市场 before 市场).
 KINDS = ("大市场", "市场", "夜市", "城", "小区", "家园", "花园", "厂", "公司", "公交站", "地铁站", "车站", "站", "医院", "小学",

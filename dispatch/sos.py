@@ -37,7 +37,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from asr.transcript import Transcript
 from bridge.db import migrate
@@ -49,14 +49,24 @@ from dispatch.incidents import OPEN, Incident, Status, new_incident_id
 from dispatch.location import PlaceIndex, extract_location
 from dispatch.responders import ResponderBoard
 
-if TYPE_CHECKING:
-    from hardware.lines.base import Line
-
 logger = logging.getLogger(__name__)
 
 SOS = "sos"  # the incident type
 PRIORITY = "critical"
 NEAR_PLACE_M = 50.0  # a position farther than this from the nearest place is said to be near it (附近约 N 米)
+
+
+class CarrierLine(Protocol):
+    """What the key-up watch reads of a channel's control line (hardware/lines/base.py's Line is one)."""
+
+    @property
+    def has_cor(self) -> bool: ...
+
+    @property
+    def carrier(self) -> bool | None: ...
+
+    def carrier_since(self, now: float) -> float | None: ...
+
 
 # How people in danger say it on a radio, each said by the caller himself (我被打了, not 他被打了: a guard reporting
 # someone else's fight is an ordinary report). Two-syllable ones need their tones heard (jiu4 ming4); none has five
@@ -257,7 +267,7 @@ class SosDesk:
             return ()
         return self.phrases.heard(transcript)
 
-    async def watch_key_ups(self, lines: Mapping[str, Line]) -> None:
+    async def watch_key_ups(self, lines: Mapping[str, CarrierLine]) -> None:
         """(With `key_up_s` set) a carrier held that long on a channel's COR line raises an SOS for the channel, once
         per key-up, while it is still held. Runs until cancelled; a failure to raise one is logged, never ends it."""
         held_for = self.rules.key_up_s

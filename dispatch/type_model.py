@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dispatch.phonetic import FINAL_FOLD, INITIAL_FOLD, Syllable, jieba_words, split
+from asr.words import jieba_words
+from dispatch.phonetic import FINAL_FOLD, INITIAL_FOLD, Syllable, split
 from dispatch.radio_channel import HEARD_FILE, RadioChannel, learn_channels, read_heard
 
 logger = logging.getLogger(__name__)
@@ -303,8 +304,8 @@ def background_rows(n: int = BACKGROUND_ROWS, seed: int = 0) -> list[tuple[str, 
     without these rows the model had not heard most everyday words at all, and a short ordinary phrase with a
     syllable pair it knew from one incident (自然而然 read as 自燃, 通过手机联系 as a phone snatched) read as that
     incident with confidence 0.7-0.9."""
+    from asr.words import common_words
     from dispatch.classify import load_lexicon
-    from dispatch.phonetic import common_words
 
     incident_words = {t.word for t in load_lexicon().terms if t.role != "chatter"}
     words = sorted(w for w in common_words(BACKGROUND_MIN_FREQ)  # a single character (偷, 骗) is too often the event

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bridge.archive import Archive, ArchivedUtterance, _write_temp_file, encode
-from bridge.commands import parse_since
+from bridge.commands.service import parse_since
 from tests.conftest import REPO
 from tests.support.archive import make_utterance, speech_pcm, storage
 

@@ -14,7 +14,7 @@ import pytest
 from asr.transcript import Transcript
 from bridge.archive import ArchivedUtterance
 from bridge.central import CentralStore
-from bridge.commands import cmd_db_roles
+from bridge.commands.service import cmd_db_roles
 from bridge.db import Migration, connect_postgres, migrate
 from bridge.nodes import TranscriptMessage, UtteranceMessage
 from bridge.pg_roles import TierRoles, setup_roles

@@ -75,7 +75,7 @@ def test_a_missing_region_file_is_named(tmp_path):
 def test_config_check_loads_the_region_file_a_config_names(tmp_path, capsys):
     import argparse
 
-    from bridge.commands import cmd_config_check
+    from bridge.commands.service import cmd_config_check
 
     def check(region: Path) -> int:
         config = tmp_path / "central.yaml"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from playwright.sync_api import expect
 
-from bridge.web.cli import cmd_user_demo
+from bridge.commands.users import cmd_user_demo
 from bridge.web.users import demo_password
 from tests.support.broker import Mosquitto, free_port
 from tests.web.browser import CHROMIUM_LEAD_S, REPO, LiveService, chromium, hold

@@ -1,4 +1,4 @@
-"""Subcommands of this package for the `jingbao` command line."""
+"""`jingbao extract`, `incidents`, `broker` and `announce`: the dispatcher's subcommands."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bridge.commands import DEFAULT_CONFIG  # the service's default config: every subcommand reads the same one
+from bridge.commands.service import DEFAULT_CONFIG  # the service's default config: every subcommand reads the same one
 from dispatch.incidents import Incident, IncidentStore, iso
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # --- jingbao extract ---------------------------------------------------------------------------------------
 
-DEFAULT_JURISDICTION = Path(__file__).resolve().parent.parent / "config" / "jurisdiction.yaml"
+DEFAULT_JURISDICTION = Path(__file__).resolve().parents[2] / "config" / "jurisdiction.yaml"  # the repository's
 
 
 def _register_extract(sub: argparse._SubParsersAction) -> None:
@@ -128,7 +128,7 @@ def _register_incidents(sub: argparse._SubParsersAction) -> None:
 def _incidents_command(args: argparse.Namespace) -> int:
     import sqlite3
 
-    from bridge.commands import load_setup
+    from bridge.commands.service import load_setup
     from bridge.config import ConfigError
     from bridge.db import connect
     try:
@@ -198,7 +198,7 @@ def _register_broker(sub: argparse._SubParsersAction) -> None:
 
 
 def _broker_command(args: argparse.Namespace) -> int:
-    from bridge.commands import load_setup
+    from bridge.commands.service import load_setup
     from bridge.config import ConfigError
     from dispatch.broker_access import CENTRAL, NODE_PREFIX, BrokerAccess, reload_broker
 

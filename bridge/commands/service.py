@@ -1,4 +1,5 @@
-"""The bridge's subcommands: run, config check, segment, archive."""
+"""`jingbao run` (every role), `config check`, `segment`, `archive`, `db roles`: the service's subcommands, and
+what every subcommand shares (the default config, reading it with its jurisdiction, `--since`)."""
 
 from __future__ import annotations
 

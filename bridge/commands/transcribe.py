@@ -1,4 +1,5 @@
-"""Subcommands of this package for the `jingbao` command line."""
+"""`jingbao transcribe`: segment audio files (or the archive) and transcribe each utterance, with the jurisdiction's
+places and incident words as the spotter's keywords and the decoder's words."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from asr import model_cli
 from asr.engine import Engine
 from asr.transcript import Transcript
-from bridge.commands import parse_since
+from bridge.commands.service import parse_since
 
 if TYPE_CHECKING:
     from bridge.archive import ArchivedUtterance
@@ -24,7 +24,6 @@ logger = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands (each sets `func`)."""
-    model_cli.register(sub)
     t = sub.add_parser("transcribe", help="segment audio files and transcribe each utterance")
     t.add_argument("files", nargs="*", type=Path, metavar="FILE", help="audio files (any format ffmpeg reads)")
     t.add_argument("--archive", action="store_true",
@@ -43,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from asr.config import AsrConfig
     from asr.worker import build_engines
-    from bridge.commands import DEFAULT_CONFIG
+    from bridge.commands.service import DEFAULT_CONFIG
     from bridge.config import ConfigError, VadConfig, load_config
     from dispatch.vocabulary import decoder_words, spotter_keywords
 

@@ -1,4 +1,4 @@
-"""Subcommands of this package for the `jingbao` command line.
+"""`jingbao ptt` and `jingbao patch`: the radios' control lines and the running service's channel patches.
 
     jingbao ptt test    --config F --channel C [--seconds S]   key the channel's radio for S seconds, show COR
     jingbao ptt watch   --config F --channel C [--seconds S]   print carrier/COR changes
@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bridge.commands import DEFAULT_CONFIG  # the service's default config: every subcommand reads the same one
+from bridge.commands.service import DEFAULT_CONFIG  # the service's default config: every subcommand reads the same one
 from bridge.config import ConfigError, load_config
 from hardware.lines import Line, LineError, make_line
 

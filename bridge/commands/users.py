@@ -8,7 +8,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from bridge.commands import DEFAULT_CONFIG  # the service's default config: every subcommand reads the same one
+from bridge.commands.service import DEFAULT_CONFIG  # the service's default config: every subcommand reads the same one
 from bridge.config import ConfigError, load_config
 from bridge.db import connect
 from bridge.web.users import Role, UserError, UserStore, ensure_demo_users
@@ -104,7 +104,7 @@ def cmd_user_scope(args: argparse.Namespace) -> int:
 
 def cmd_user_demo(args: argparse.Namespace) -> int:
     """The demo's logins, one per role; the guard and officer accounts speak for the first guard and chief."""
-    from bridge.commands import load_setup
+    from bridge.commands.service import load_setup
 
     try:
         config, jurisdiction = load_setup(args.config)
