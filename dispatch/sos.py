@@ -111,7 +111,19 @@ MIGRATIONS = [
         acked_by TEXT
     );
     CREATE INDEX sos_calls_caller ON sos_calls (caller, last_at);
+    """,
+    # hot microphones, so that a restart does not forget whose words they were (`SosDesk.takes`: an edge asks again
+    # when it forwards a backlog to central)
     """
+    CREATE TABLE sos_hot_mics (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        incident_id TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        start REAL NOT NULL,
+        "end" REAL  -- NULL: open (or the process ended while it was)
+    );
+    CREATE INDEX sos_hot_mics_start ON sos_hot_mics (start);
+    """,
 ]
 
 
@@ -156,6 +168,15 @@ class SosCall:
         return asdict(self)
 
 
+@dataclass(slots=True)
+class _HotMic:
+    incident_id: str
+    channel: str
+    start: float
+    end: float | None = None  # None: still open
+    id: int = 0  # its sos_hot_mics row
+
+
 class SosStore:
     def __init__(self, conn: sqlite3.Connection) -> None:
         migrate(conn, "dispatch.sos", MIGRATIONS)
@@ -181,13 +202,23 @@ class SosStore:
                 f"INSERT OR REPLACE INTO sos_calls ({', '.join(d)}) VALUES ({', '.join('?' * len(d))})", tuple(d.values())
             )
 
+    def hot_mic_opened(self, mic: _HotMic) -> int:
+        with self._conn:
+            return self._conn.execute("INSERT INTO sos_hot_mics (incident_id, channel, start) VALUES (?, ?, ?)",
+                                      (mic.incident_id, mic.channel, mic.start)).lastrowid or 0  # fmt: skip
 
-@dataclass(slots=True)
-class _HotMic:
-    incident_id: str
-    channel: str
-    start: float
-    end: float | None = None  # None: still open
+    def hot_mic_closed(self, mic: _HotMic) -> None:
+        with self._conn:
+            self._conn.execute('UPDATE sos_hot_mics SET "end" = ? WHERE id = ?', (mic.end, mic.id))
+
+    def hot_mics(self, since: float, longest_s: float) -> list[_HotMic]:
+        """The hot microphones open at `since` or later, oldest first, forgetting older ones. One still open is of a
+        process that ended while it was (the phone's connection went with it): it is taken as open `longest_s`."""
+        with self._conn:
+            self._conn.execute('DELETE FROM sos_hot_mics WHERE coalesce("end", start + ?) < ?', (longest_s, since))
+        rows = self._conn.execute('SELECT * FROM sos_hot_mics ORDER BY start').fetchall()
+        return [_HotMic(r["incident_id"], r["channel"], r["start"], r["end"] if r["end"] is not None
+                        else r["start"] + longest_s, r["id"]) for r in rows]  # fmt: skip
 
 
 HOT_MIC_GRACE_S = 1.0  # an utterance this close to a hot microphone's press belongs to it (pre-roll, hang-over)
@@ -214,7 +245,8 @@ class SosDesk:
         self._rank = rank
         self._places = places
         self._position_max_age_s = position_max_age_s
-        self._hot_mics: list[_HotMic] = []
+        # those of the last HOT_MIC_KEPT_S, a restart included
+        self._hot_mics = self.calls.hot_mics(time.time() - HOT_MIC_KEPT_S, self.rules.hot_mic_s)
 
     # --- raising --------------------------------------------------------------------------------------------------
 
@@ -309,6 +341,7 @@ class SosDesk:
         if call is None or call.caller != responder_id or incident is None or incident.status not in OPEN:
             raise SosError(f"{incident_id!r} is no open SOS of {responder_id}")
         mic = _HotMic(incident_id, channel, time.time())
+        mic.id = self.calls.hot_mic_opened(mic)
         self._hot_mics = [m for m in self._hot_mics if m.end is None or m.end > time.time() - HOT_MIC_KEPT_S] + [mic]
         self._dispatcher.store.record(incident_id, "sos_hot_mic", actor=responder_id, channel=channel)
         return mic
@@ -316,6 +349,7 @@ class SosDesk:
     def close_hot_mic(self, handle: object) -> None:
         assert isinstance(handle, _HotMic)
         handle.end = time.time()
+        self.calls.hot_mic_closed(handle)
 
     # --- the consoles' alarm --------------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from websockets.sync.client import connect as ws_connect
 from asr.transcript import Transcript
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
+from dispatch.sos import SosDesk
 from tests.support.web import as_user, wait_for
 from tests.web.browser import PASSWORD, LiveService, live_service
 
@@ -141,6 +142,12 @@ def test_the_hot_microphone_is_the_callers_and_what_it_hears_joins_the_sos(live:
     said = Transcript("我在派出所门口被人打了", "", engine="vosk", conf=0.8)
     heard = Utterance(new_utterance_id(start), "ch-market", start, time.time() + 2, b"")
     assert live.service.dispatch.sos.takes(said, heard)  # what an edge tells central with it (no report there either)
+    # and after a restart (a desk on the same database): an edge forwarding its backlog then still says so
+    dispatch = live.service.dispatch
+    again = SosDesk(dispatcher=dispatch.dispatcher, jurisdiction=dispatch.jurisdiction, board=dispatch.board,
+                    rank=lambda place, exclude: ([], []), places=lambda channel: dispatch.area.places(channel),
+                    conn=connect(live.service.config.storage.database), rules=dispatch.sos.rules)  # fmt: skip
+    assert again.takes(said, heard) and not again.takes(said, Utterance("u-later", "ch-market", start + 60, start + 62, b""))
     asyncio.run_coroutine_threadsafe(live.service._on_transcript(said, heard), live.loop).result(10)
     store = live.service.dispatch.dispatcher.store
     after = live.call(store.require, incident["id"])
