@@ -3,7 +3,10 @@ forward them (bridge/forward.py), stored in PostgreSQL (`storage.database_url`) 
 stations (bridge/web/search_pg.PostgresSearchIndex).
 
 Central subscribes to <prefix>/nodes/+/utterances and .../transcripts with QoS 1 on a persistent MQTT 5 session, so
-the broker keeps what arrives while central is away. A message is acknowledged (PUBACK) only once it is committed:
+the broker keeps what arrives while central is away. The messages that have arrived together (STORE_BATCH at most)
+are stored in one transaction, one durable commit for all: a busy central's rate is not one commit per message (a
+message PostgreSQL refuses makes its batch go in one message at a time, the others stored). A message is
+acknowledged (PUBACK) only once it is committed:
 if PostgreSQL is down, central waits for it holding that message (retried with back-off, nothing acknowledged
 meanwhile), and a crash before the commit leaves the message with the broker, which sends it again.
 
@@ -109,6 +112,7 @@ MIGRATIONS = [
     # its edge dispatched it (TranscriptMessage.dispatched_at_edge): the dispatcher leaves it alone, at start too
     Migration(sqlite="", postgres="ALTER TABLE transcripts ADD COLUMN dispatched_at_edge BOOLEAN NOT NULL DEFAULT false;"),
 ]
+STORE_BATCH = 64  # messages that arrived together stored in one transaction at most (one durable commit for all)
 ACK_BATCH = 32  # entries acknowledged to an edge in one message at most...
 ACK_DELAY_S = 0.5  # ...and at the latest this long after the first of them was stored
 # the edge's archive row as central stores it, besides its id and channel (bridge/central_archive.py walks its chain)
@@ -130,6 +134,11 @@ class CentralStore:
     def reconnect(self) -> None:
         self._conn.close()
         self._conn = connect_postgres(self._url)
+
+    def store_all(self, messages: list[UtteranceMessage | TranscriptMessage]) -> list[bool]:
+        """Store the messages in one transaction (one durable commit; all or none), each one's `store` outcome."""
+        with self._conn.transaction():
+            return [self.store(message) for message in messages]
 
     def store(self, message: UtteranceMessage | TranscriptMessage) -> bool:
         """Store one message; False when it was a repeat (or an older transcript version) and nothing changed."""
@@ -188,6 +197,14 @@ def _transcript_message(row: dict[str, Any]) -> TranscriptMessage:
                              sos=row["sos"], dispatched_at_edge=row["dispatched_at_edge"])  # fmt: skip
 
 
+def _kind(message: UtteranceMessage | TranscriptMessage) -> str:
+    return "utterances" if isinstance(message, UtteranceMessage) else "transcripts"  # its topic's (NODE_KINDS)
+
+
+def _utterance_id(message: UtteranceMessage | TranscriptMessage) -> str:
+    return message.utterance.id if isinstance(message, UtteranceMessage) else message.utterance_id
+
+
 def _live_event(message: UtteranceMessage | TranscriptMessage) -> tuple[str, dict[str, Any]]:
     """The bus event of a message stored, shaped as a box's channel and recogniser publish theirs."""
     if isinstance(message, UtteranceMessage):
@@ -227,6 +244,7 @@ class CentralIngest:
         self.repeats: Counter[str] = Counter()  # per kind: messages already stored (or an older transcript)
         self.rejected: Counter[str] = Counter()  # per station ("?" for an unusable topic)
         self.acks_sent = 0  # acknowledgement messages the broker took
+        self.commits = 0  # transactions that stored messages (those that arrived together go in one)
         # how far behind it is: of the latest message stored, when, and how long after its utterance began
         self.last_stored_at: float | None = None
         self.stored_lag_s: float | None = None
@@ -254,8 +272,13 @@ class CentralIngest:
         sender = asyncio.create_task(self._send_acks(self.link.publisher(client)), name="central-acks")
         try:
             async for message in client.messages:
-                await self._take(str(message.topic), message.payload if isinstance(message.payload, bytes) else b"")
-                ack(client, message)
+                # with it, whatever else has arrived meanwhile: stored in one transaction, one durable commit
+                received = [message]
+                while len(received) < STORE_BATCH and len(client.messages) > 0:
+                    received.append(await anext(client.messages))
+                await self._take([(str(m.topic), m.payload if isinstance(m.payload, bytes) else b"") for m in received])
+                for m in received:
+                    ack(client, m)
                 if sender.done():  # it failed: the connection is lost (or worse), which it raises
                     sender.result()
         finally:
@@ -263,33 +286,55 @@ class CentralIngest:
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await sender
 
-    async def _take(self, topic: str, payload: bytes) -> None:
-        """Store one received message (waiting for PostgreSQL as long as it takes), or count its rejection; either
-        way the entry it names is acknowledged to its edge."""
+    async def _take(self, received: list[tuple[str, bytes]]) -> None:
+        """Store the received messages (topic, payload) in one transaction, waiting for PostgreSQL as long as it takes,
+        or count a message's rejection; either way the entry each names is acknowledged to its edge."""
+        messages = [message for topic, payload in received if (message := self._parsed(topic, payload)) is not None]
+        if messages:
+            await self._store_all(messages)
+
+    def _parsed(self, topic: str, payload: bytes) -> UtteranceMessage | TranscriptMessage | None:
+        """The message, or None when it is rejected (counted, logged, and its entry acknowledged as such)."""
         parsed = self.topics.parse(topic)
         if not isinstance(parsed, NodeTopic) or not valid_station(parsed.station):  # counted apart: "?"
-            return self._reject("?", f"a message on {topic}, not a node topic")
+            self._reject("?", f"a message on {topic}, not a node topic")
+            return None
         try:
             message = parse(parsed.kind, parsed.station, payload)
             assert isinstance(message, UtteranceMessage | TranscriptMessage)  # parsed.kind is one of NODE_KINDS
         except NodeMessageError as e:
             # a station's own topic (the broker's ACL vouches for it): tell its edge, so it does not resend it forever
             self._acknowledge(parsed.station, parsed.kind, entry_of(payload), "", "rejected")
-            return self._reject(parsed.station, f"{parsed.kind}: {e}")
-        utterance_id = message.utterance.id if isinstance(message, UtteranceMessage) else message.utterance_id
+            self._reject(parsed.station, f"{parsed.kind}: {e}")
+            return None
+        return message
+
+    async def _store_all(self, messages: list[UtteranceMessage | TranscriptMessage]) -> None:
         import psycopg
 
         try:
-            stored = await self._wait_for_database(lambda: self._store(message), self._reconnect_store)
+            outcomes = await self._wait_for_database(lambda: self._store(messages), self._reconnect_store)
         except (psycopg.DataError, psycopg.IntegrityError) as e:  # e.g. a NUL in a text, a number out of range
-            self._acknowledge(parsed.station, parsed.kind, message.entry, utterance_id, "rejected")
-            return self._reject(parsed.station, f"{parsed.kind}: PostgreSQL refused it: {e}")
-        (self.stored if stored else self.repeats)[parsed.kind] += 1
+            if len(messages) > 1:  # one of them can never go in: each in a transaction of its own, the others stored
+                for message in messages:
+                    await self._store_all([message])
+                return
+            message = messages[0]
+            self._acknowledge(message.station, _kind(message), message.entry, _utterance_id(message), "rejected")
+            return self._reject(message.station, f"{_kind(message)}: PostgreSQL refused it: {e}")
+        self.commits += 1
+        for message, stored in zip(messages, outcomes, strict=True):
+            self._took(message, stored)
+
+    def _took(self, message: UtteranceMessage | TranscriptMessage, stored: bool) -> None:
+        """After the commit: count it, acknowledge it to its edge and, when new, show and dispatch it."""
+        kind = _kind(message)
+        (self.stored if stored else self.repeats)[kind] += 1
         if stored:
             start_ms = message.utterance.start_ms if isinstance(message, UtteranceMessage) else message.start_ms
             self.last_stored_at = time.time()
             self.stored_lag_s = self.last_stored_at - start_ms / 1000
-        self._acknowledge(parsed.station, parsed.kind, message.entry, utterance_id, "stored" if stored else "repeat")
+        self._acknowledge(message.station, kind, message.entry, _utterance_id(message), "stored" if stored else "repeat")
         if stored and self._bus is not None:
             self._bus.publish(*_live_event(message))
         if isinstance(message, TranscriptMessage) and stored:
@@ -326,9 +371,9 @@ class CentralIngest:
                         level = logging.ERROR if e.reason.is_failure else logging.DEBUG
                         logger.log(level, "acknowledgement to %s not taken: %s", station, e)
 
-    def _store(self, message: UtteranceMessage | TranscriptMessage) -> bool:
+    def _store(self, messages: list[UtteranceMessage | TranscriptMessage]) -> list[bool]:
         assert self.store is not None
-        return self.store.store(message)
+        return self.store.store_all(messages)
 
     def _reconnect_store(self) -> None:
         assert self.store is not None

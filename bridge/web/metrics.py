@@ -224,6 +224,8 @@ class CentralCollector(Collector):
         yield rejected
         yield CounterMetricFamily("jingbao_central_acks_sent", "Acknowledgement messages to the edges the broker took",
                                   value=ingest.acks_sent)  # fmt: skip
+        yield CounterMetricFamily("jingbao_central_commits", "Transactions the ingest committed (the messages that "
+                                  "arrived together are stored in one)", value=ingest.commits)  # fmt: skip
         if ingest.last_stored_at is not None and ingest.stored_lag_s is not None:
             yield GaugeMetricFamily("jingbao_central_last_stored_timestamp_seconds", "When the latest message was "
                                     "stored", value=ingest.last_stored_at)  # fmt: skip

@@ -27,7 +27,7 @@ from asr.store import TranscriptStore
 from asr.transcript import Transcript
 from bridge.archive import Archive
 from bridge.bus import EventBus
-from bridge.central import CentralIngest
+from bridge.central import CentralIngest, CentralStore
 from bridge.config import Config, ConfigError
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
@@ -49,6 +49,7 @@ from tests.support.central import (  # noqa: F401 (mqtt: the fixture, used by na
     mqtt_fixture,
     node_config,
     running,
+    transcript_message,
     until,
 )
 
@@ -167,6 +168,38 @@ async def test_archived_utterances_and_transcripts_arrive_once_each_and_are_sear
         page = search.search("着火", Filters())
         assert sorted(r["utterance_id"] for r in page.results) == sorted(f"{STATION}.{i}" for i in after)
     archive.close()
+
+
+async def test_a_burst_is_stored_a_batch_per_commit_and_a_message_postgresql_refuses_holds_back_none_of_the_others(
+    tmp_path, mqtt, pg_url
+):  # fmt: skip
+    """What the broker kept for central while it was away arrives in a burst: stored a batch per transaction, not a
+    commit per message; one message PostgreSQL refuses (a NUL in its text) is rejected alone, every other stored."""
+    config = central_config(tmp_path, mqtt, pg_url)
+    async with running(CentralIngest(config)):  # central's session exists: the broker keeps what comes for it
+        pass
+    burst = [transcript_message(STATION, f"美食街第{i}次通话", entry=i) for i in range(1, 41)]
+    topic, payload = burst[20]
+    refused = payload.replace("美食街".encode(), b"\\u0000")  # PostgreSQL refuses a NUL in a text
+    burst[20] = topic, refused
+    async with aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge") as edge:
+        for message in burst:
+            await edge.publish(*message, qos=1)
+    central = CentralIngest(config)
+    async with running(central):
+        await until("the burst taken", lambda: central.stored["transcripts"] + central.rejected[STATION] == 40)
+    assert central.stored["transcripts"] == 39 and central.rejected[STATION] == 1
+    assert central.commits < 39, central.commits  # a batch per commit
+    assert len(central_rows(pg_url)[1]) == 39
+    # the refused one in a batch of three: the batch goes in a message at a time, the two others stored
+    again = CentralIngest(config)
+    again.store = CentralStore(pg_url)
+    batch = [parse("transcripts", STATION, payload) for _, payload in
+             (transcript_message(STATION, "第二批", entry=50), (topic, refused.replace(b'"entry": 21', b'"entry": 51')),
+              transcript_message(STATION, "第二批", entry=52))]  # fmt: skip
+    await again._store_all(batch)  # type: ignore[arg-type]
+    assert (again.stored["transcripts"], again.rejected[STATION], again.commits) == (2, 1, 2)
+    again.store.close()
 
 
 async def test_repeats_are_stored_once_and_bad_payloads_are_counted_rejections(tmp_path, mqtt, pg_url):
