@@ -95,8 +95,21 @@ class CentralReadings:
             "SELECT id, station || '.' || channel AS channel, start_ms, duration_ms FROM node_utterances"
             " WHERE start_ms >= %s AND station = ANY(%s) ORDER BY start_ms", (since_ms, list(stations)),
         )  # fmt: skip
-        return [{"id": r["id"], "channel": r["channel"], "start": r["start_ms"] / 1000,
-                 "duration": r["duration_ms"] / 1000} for r in rows]  # fmt: skip
+        return [_transmission(r) for r in rows]
+
+    def channel_days(self, since_ms: int, stations: Collection[str]) -> dict[str, tuple[int, dict[str, Any]]]:
+        """Per channel heard since `since_ms` (central's name): how many utterances, and the latest of them."""
+        rows = self._query(
+            "SELECT DISTINCT ON (station, channel) id, station || '.' || channel AS channel, start_ms, duration_ms,"
+            " count(*) OVER (PARTITION BY station, channel) AS n FROM node_utterances"
+            " WHERE start_ms >= %s AND station = ANY(%s) ORDER BY station, channel, start_ms DESC",
+            (since_ms, list(stations)),
+        )  # fmt: skip
+        return {r["channel"]: (r["n"], _transmission(r)) for r in rows}
+
+
+def _transmission(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "channel": row["channel"], "start": row["start_ms"] / 1000, "duration": row["duration_ms"] / 1000}
 
 
 @dataclass(slots=True)
@@ -124,20 +137,17 @@ class CentralSite:
         """Each station's channels (its jurisdiction file's, and any other heard today) with today's transmissions."""
         assert self.transcripts is not None
         midnight = time.mktime((*time.localtime()[:3], 0, 0, 0, 0, 0, -1))
-        heard = self.transcripts.transmissions(int(midnight * 1000), [s["id"] for s in stations])
+        heard = self.transcripts.channel_days(int(midnight * 1000), [s["id"] for s in stations])
         named = {c.id: c.name for c in self.dispatch.jurisdiction.channels} if self.dispatch is not None else {}
         names = {s["id"]: s["name"] for s in stations}
         states: dict[str, dict[str, Any]] = {}
-        for channel in [*named, *(u["channel"] for u in heard)]:
+        for channel in [*named, *heard]:
             station, own = channel.split(".", 1)
             if station in names and channel not in states:
+                count, last = heard.get(channel, (0, None))
                 states[channel] = {"id": channel, "name": f"{names[station]} · {named.get(channel, own)}",
                                    "station": station, "running": True, "talking": False, "level_dbfs": -120.0,
-                                   "utterances": 0, "last_utterance": None, "faults": [], "active_faults": 0}  # fmt: skip
-        for u in heard:
-            state = states[u["channel"]]
-            state["utterances"] += 1
-            state["last_utterance"] = u
+                                   "utterances": count, "last_utterance": last, "faults": [], "active_faults": 0}  # fmt: skip
         return sorted(states.values(), key=lambda s: (list(names).index(s["station"]), s["id"]))
 
 
