@@ -49,7 +49,9 @@ from bridge.nodes import VERSION as NODE_VERSION
 from bridge.nodes import (
     Acked,
     NodeLink,
+    NodeMessage,
     NodeMessageError,
+    PartialMessage,
     Publisher,
     Refused,
     TranscriptMessage,
@@ -223,11 +225,14 @@ class CentralIngest:
     def __init__(
         self, config: Config, *, backoff: Backoff | None = None,
         on_transcript: Callable[[TranscriptMessage], None] | None = None, bus: EventBus | None = None,
+        on_partial: Callable[[PartialMessage], None] | None = None,
     ) -> None:  # fmt: skip
         """`on_transcript`: told of each transcript once committed, when it was new (or a newer version), never of a
         repeat: central's dispatcher (bridge/central_dispatch.py) takes it from there. `bus`: each utterance and
         transcript committed as new is published on it ("utterance", "transcript"), named as central names them, as
-        a box's channels publish theirs: the operators' console shows them live (bridge/web/central_console.py)."""
+        a box's channels publish theirs: the operators' console shows them live (bridge/web/central_console.py).
+        `on_partial`: told of each partial transcript an edge sends (subscribed with QoS 0, never stored): central's
+        provisional alerts."""
         url = config.storage.database_url
         if url is None:
             raise ConfigError("--role central needs storage.database_url: the PostgreSQL store (docs/deployment.md)")
@@ -237,6 +242,7 @@ class CentralIngest:
         self._url = url
         self._backoff = backoff or Backoff()
         self._on_transcript = on_transcript
+        self._on_partial = on_partial
         self._bus = bus
         self.store: CentralStore | None = None
         self.search: PostgresSearchIndex | None = None  # its own connection: its transactions are not the store's
@@ -268,6 +274,8 @@ class CentralIngest:
     async def _receive(self, client: aiomqtt.Client) -> None:
         for topic in self.topics.node_subscriptions:
             await client.subscribe(topic, qos=1)
+        if self._on_partial is not None:  # QoS 0: the broker keeps none for later, when a partial means nothing
+            await client.subscribe(self.topics.node_partials, qos=0)
         self.subscribed.set()
         sender = asyncio.create_task(self._send_acks(self.link.publisher(client)), name="central-acks")
         try:
@@ -289,11 +297,18 @@ class CentralIngest:
     async def _take(self, received: list[tuple[str, bytes]]) -> None:
         """Store the received messages (topic, payload) in one transaction, waiting for PostgreSQL as long as it takes,
         or count a message's rejection; either way the entry each names is acknowledged to its edge."""
-        messages = [message for topic, payload in received if (message := self._parsed(topic, payload)) is not None]
+        messages: list[UtteranceMessage | TranscriptMessage] = []
+        for topic, payload in received:
+            message = self._parsed(topic, payload)
+            if isinstance(message, PartialMessage):
+                if self._on_partial is not None:
+                    self._on_partial(message)
+            elif message is not None:
+                messages.append(message)
         if messages:
             await self._store_all(messages)
 
-    def _parsed(self, topic: str, payload: bytes) -> UtteranceMessage | TranscriptMessage | None:
+    def _parsed(self, topic: str, payload: bytes) -> NodeMessage | None:
         """The message, or None when it is rejected (counted, logged, and its entry acknowledged as such)."""
         parsed = self.topics.parse(topic)
         if not isinstance(parsed, NodeTopic) or not valid_station(parsed.station):  # counted apart: "?"
@@ -301,7 +316,7 @@ class CentralIngest:
             return None
         try:
             message = parse(parsed.kind, parsed.station, payload)
-            assert isinstance(message, UtteranceMessage | TranscriptMessage)  # parsed.kind is one of NODE_KINDS
+            assert isinstance(message, UtteranceMessage | TranscriptMessage | PartialMessage)  # not a StoredTopic
         except NodeMessageError as e:
             # a station's own topic (the broker's ACL vouches for it): tell its edge, so it does not resend it forever
             self._acknowledge(parsed.station, parsed.kind, entry_of(payload), "", "rejected")
@@ -441,7 +456,9 @@ def run_central(config: Config, region: Region | None = None) -> None:
         # built on the loop (its MQTT client needs it) before anything else runs there, as a box builds its dispatcher
         bus = EventBus()  # what the operators' console shows live: the ingest's utterances and transcripts, incidents
         dispatch = central_dispatch(config, region, bus)
-        ingest = CentralIngest(config, on_transcript=dispatch.submit if dispatch is not None else None, bus=bus)
+        reads_partials = dispatch is not None and config.dispatch.provisional
+        ingest = CentralIngest(config, on_transcript=dispatch.submit if dispatch is not None else None, bus=bus,
+                               on_partial=dispatch.submit_partial if reads_partials else None)  # fmt: skip
         assert config.storage.database_url is not None  # CentralIngest refuses to start without it
         health = CentralHealth(ingest, dispatch, DatabaseProbe(config.storage.database_url))
         async with asyncio.TaskGroup() as tasks:

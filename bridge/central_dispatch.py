@@ -39,8 +39,10 @@ stations merged (bridge/region_jurisdiction.py).
 - Incidents, alerts' outbox and responders' statuses are central's own SQLite (`storage.database` in its data_dir,
   beside its users and sessions); alerts go out on central's `broker` section, on the topics a box uses
   (dispatch/topics.py), so the responders' phones get them as from their station's box. Central transmits on no radio
-  channel: it speaks no announcement (its edges' lines are theirs), and it sees finals only (no provisional alerts).
-  Its incidents' events go on central's bus, to the operators' console it serves (bridge/web/central_console.py).
+  channel: it speaks no announcement (its edges' lines are theirs). Its provisional alerts (初报) are read from the
+  partial transcripts an edge leaving dispatch to central sends live (`submit_partial`; QoS 0, never stored), as a
+  box reads its own; the final confirms, amends or retracts them. Its incidents' events go on central's bus, to the
+  operators' console it serves (bridge/web/central_console.py).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ from bridge.central import CentralStore, wait_for_database
 from bridge.config import Config, ConfigError
 from bridge.db import connect, migrate
 from bridge.logsafe import clip
-from bridge.nodes import TranscriptMessage, central_id
+from bridge.nodes import PartialMessage, TranscriptMessage, central_id
 from bridge.region import Region, RegionError
 from bridge.region_jurisdiction import RegionJurisdiction, merge_jurisdictions
 from dispatch.dispatcher import DispatchService
@@ -70,6 +72,8 @@ from dispatch.gazetteer import Jurisdiction, Place
 from dispatch.location import PlaceIndex
 
 logger = logging.getLogger(__name__)
+
+PARTIAL_MAX_AGE_S = 10.0  # an edge's partial taken longer ago raises nothing: the final, on its way, decides
 
 MIGRATIONS = [
     """
@@ -172,6 +176,18 @@ class Heard:
                    start, start + spoken)  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class HeardPartial(Heard):
+    """... of an utterance still being spoken (dispatch.dispatcher.PartialRef): `end` is when the partial was taken."""
+
+    paused: bool = False
+
+    @classmethod
+    def of_partial(cls, message: PartialMessage) -> HeardPartial:
+        return cls(central_id(message.station, message.utterance_id), central_id(message.station, message.channel),
+                   message.start_ms / 1000, message.heard_ms / 1000, message.paused)  # fmt: skip
+
+
 class CentralDispatch:
     """`submit` each committed transcript; `run()` first dispatches what the last run committed and did not, then
     what is submitted (and keeps the dispatcher's broker link and outbox going) until cancelled."""
@@ -194,10 +210,37 @@ class CentralDispatch:
         self._warned_edge_dispatch: set[str] = set()  # stations logged as dispatching their own transcripts
         self.recovered = 0  # of those handled, how many were read again from PostgreSQL at start
         self.repeats = 0  # handed over, but that version was handled already (read again at start meanwhile)
+        self.partials: Counter[str] = Counter()  # the edges' partial transcripts: read, ignored, stale, failed
+        self._partials_read: set[asyncio.Task[None]] = set()
 
     def submit(self, message: TranscriptMessage) -> None:
         """A transcript central has just committed (a new one, or a newer version)."""
         self._queue.put_nowait(message)
+
+    def submit_partial(self, message: PartialMessage) -> None:
+        """A partial transcript an edge sent, of an utterance still being spoken: read at once for a provisional
+        alert (初报) when its station is central's to dispatch, as a box reads its own; never recorded: the final
+        transcript confirms, amends or retracts it, as on a box. One taken over PARTIAL_MAX_AGE_S ago, or of an
+        utterance whose final was handled, is ignored."""
+        station = message.station
+        if not self.area.covers(station) or self.record.version(central_id(station, message.utterance_id)) is not None:
+            self.partials["ignored"] += 1
+            return
+        if time.time() - message.heard_ms / 1000 > PARTIAL_MAX_AGE_S:
+            self.partials["stale"] += 1
+            return
+        self.partials["read"] += 1
+        reading = asyncio.get_running_loop().create_task(self._read_partial(message), name="central-partial")
+        self._partials_read.add(reading)  # held until done: the loop keeps only weak references to tasks
+        reading.add_done_callback(self._partials_read.discard)
+
+    async def _read_partial(self, message: PartialMessage) -> None:
+        heard = HeardPartial.of_partial(message)
+        try:
+            await self.service.dispatcher.handle_partial(as_central(message.transcript, message.station), heard)
+        except Exception:  # a partial that breaks must not stop the others, nor its utterance's final
+            self.partials["failed"] += 1
+            logger.exception("partial transcript of %s: reading it failed", clip(heard.id))
 
     @property
     def queued(self) -> int:
@@ -206,7 +249,7 @@ class CentralDispatch:
 
     def counters(self) -> dict[str, Any]:
         return {"dispatched": self.dispatched, "refused": dict(self.refused), "recovered": self.recovered,
-                "repeats": self.repeats}  # fmt: skip
+                "repeats": self.repeats, "partials": dict(self.partials)}  # fmt: skip
 
     async def run(self) -> None:
         try:

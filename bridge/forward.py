@@ -32,6 +32,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,10 +56,11 @@ from bridge.nodes import (
     Refused,
     StoredMessage,
     parse,
+    partial_payload,
     transcript_payload,
     utterance_payload,
 )
-from dispatch.topics import STORED, StoredTopic, Topics
+from dispatch.topics import PARTIALS, STORED, StoredTopic, Topics
 
 logger = logging.getLogger(__name__)
 
@@ -249,11 +251,19 @@ class Forwarder:
         self._refusals = Backoff(maximum=10.0)
         self.backlog = Backlog()
         self.skipped = 0  # entries whose row was gone when their turn came
+        # partial transcripts for central's provisional alerts (send_partial): sent, or dropped with the link down
+        self.partials: Counter[str] = Counter()
+        self._publisher: Publisher | None = None  # the session's, while there is one
 
     @property
     def sent(self) -> int:
         """Messages the broker acknowledged (resends included)."""
         return self.backlog.sent
+
+    @property
+    def connected(self) -> bool:
+        """Whether a partial sent now goes out (a session is up)."""
+        return self._publisher is not None
 
     @property
     def behind(self) -> bool:
@@ -294,16 +304,33 @@ class Forwarder:
         if any(getattr(code, "is_failure", False) for code in granted or ()):
             logger.error("the broker refuses this edge central's acknowledgements (%s): is node.broker's login node-%s?"
                          " (jingbao broker add-node); all it sends will be sent again", granted, self.station)  # fmt: skip
-        tasks = [asyncio.create_task(self._read_acks(client)), asyncio.create_task(self._send_all(client))]
+        self._publisher = publisher = self.link.publisher(client)
+        tasks = [asyncio.create_task(self._read_acks(client)), asyncio.create_task(self._send_all(publisher))]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()
             raise aiomqtt.MqttError("the node link's messages ended")  # neither returns while the connection lasts
         finally:
+            self._publisher = None
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def send_partial(self, transcript: Transcript, utterance: RecognisedUtterance) -> None:
+        """A partial transcript of an utterance still being spoken, for central's provisional alerts (this edge
+        leaves dispatch to central): sent at once with QoS 0, not queued. With the link down it is dropped: the
+        final transcript, queued as ever, decides then."""
+        publisher = self._publisher
+        if publisher is None:
+            self.partials["dropped"] += 1
+            return
+        payload = partial_payload(self.station, utterance.id, utterance.channel, utterance.start, utterance.end,
+                                  utterance.paused, transcript.to_dict())  # fmt: skip
+        if not publisher.publish_at_most_once(self.topics.node(self.station, PARTIALS), payload):
+            self.partials["dropped"] += 1
+            return
+        self.partials["sent"] += 1
 
     async def _read_acks(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -331,8 +358,7 @@ class Forwarder:
         self.backlog.acks_rejected += 1
         logger.warning("acknowledgement from central rejected (%d so far): %s", self.backlog.acks_rejected, clip(reason))
 
-    async def _send_all(self, client: aiomqtt.Client) -> None:
-        publisher = self.link.publisher(client)
+    async def _send_all(self, publisher: Publisher) -> None:
         waiting, _, oldest = await asyncio.to_thread(self.queue.waiting)
         if oldest is not None:  # after an outage: how far behind central is
             logger.info("forwarding to central: %d message(s) waiting, the oldest queued %.0f s ago", waiting,

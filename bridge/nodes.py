@@ -14,6 +14,11 @@ it does not know, and ignores fields it does not know, so an edge may add one be
   which central names back when it has stored the message:
   <prefix>/nodes/<station>/stored       central -> the edge: {"v", "station", "entries": [{"entry", "kind",
                                          "utterance_id", "outcome": "stored" | "repeat" | "rejected"}, ...]}, a batch
+  <prefix>/nodes/<station>/partials     {"v", "station", "utterance_id", "channel", "start_ms", "heard_ms": when the
+                                         partial was taken, "paused": the speaker had paused, "transcript"}: an edge
+                                         leaving dispatch to central sends its partial transcripts, QoS 0, not queued
+                                         and never stored: central's provisional alerts (初报) read them, and a lost
+                                         one costs only that the final decides
 
 Repeats are harmless by their ids: an utterance is (station, utterance id), a transcript (station, utterance id,
 version); central stores the first copy of each and a transcript only over an older version.
@@ -48,7 +53,7 @@ from bridge.archive import EXTENSIONS, SAFE_NAME, ArchivedUtterance
 from bridge.backoff import Backoff
 from bridge.config import STATION_ID, BrokerConfig
 from dispatch.mqtt import tls_context
-from dispatch.topics import STORED
+from dispatch.topics import PARTIALS, STORED
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +110,15 @@ class TranscriptMessage(_Forwarded):
     dispatched_at_edge: bool = Field(False, strict=True)
 
 
+class PartialMessage(_Message):
+    utterance_id: str = Field(pattern=SAFE_NAME.pattern)
+    channel: str = Field(pattern=SAFE_NAME.pattern)
+    start_ms: int
+    heard_ms: int  # when the partial was taken (the utterance goes on)
+    paused: bool = Field(strict=True)
+    transcript: Transcript
+
+
 class Acked(BaseModel):
     # strict: an entry "1" or 1.0 is not the edge's entry 1, whose acknowledgement forgets it
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
@@ -117,6 +131,9 @@ class Acked(BaseModel):
 
 class StoredMessage(_Message):
     entries: list[Acked] = Field(max_length=MAX_ACKED)
+
+
+NodeMessage = UtteranceMessage | TranscriptMessage | PartialMessage  # what an edge sends central
 
 
 def central_id(station: str, local_id: str) -> str:
@@ -147,6 +164,14 @@ def transcript_payload(
     return json.dumps(body, ensure_ascii=False).encode()
 
 
+def partial_payload(station: str, utterance_id: str, channel: str, start: float, heard: float, paused: bool,
+                    transcript: dict[str, Any]) -> bytes:  # fmt: skip
+    body = {"v": VERSION, "station": station, "utterance_id": utterance_id, "channel": channel,
+            "start_ms": round(start * 1000), "heard_ms": round(heard * 1000), "paused": paused,
+            "transcript": transcript}  # fmt: skip
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
 def stored_payload(station: str, entries: list[Acked]) -> bytes:
     body = {"v": VERSION, "station": station, "entries": [e.model_dump() for e in entries]}
     return json.dumps(body, ensure_ascii=False).encode()
@@ -167,12 +192,14 @@ def valid_station(station: str) -> bool:
     return bool(_STATION.match(station))
 
 
-def parse(kind: str, station: str, payload: bytes) -> UtteranceMessage | TranscriptMessage | StoredMessage:
-    """A received payload of `kind` ("utterances" / "transcripts" / "stored") on `station`'s topic, checked: the
-    right version, the topic's station, every field of the right type, the audio matching the row's sha256."""
+def parse(kind: str, station: str, payload: bytes) -> NodeMessage | StoredMessage:
+    """A received payload of `kind` ("utterances" / "transcripts" / "partials" / "stored") on `station`'s topic,
+    checked: the right version, the topic's station, every field of the right type, the audio matching the row's
+    sha256."""
     if not valid_station(station):
         raise NodeMessageError(f"station id {station!r} is not one a node may have")
-    model = {"utterances": UtteranceMessage, "transcripts": TranscriptMessage, STORED: StoredMessage}[kind]
+    model = {"utterances": UtteranceMessage, "transcripts": TranscriptMessage, PARTIALS: PartialMessage,
+             STORED: StoredMessage}[kind]  # fmt: skip
     try:
         data = json.loads(payload)
         if not isinstance(data, dict) or data.get("v") != VERSION:
@@ -320,6 +347,11 @@ class Publisher:
         reason = future.result()
         if reason.is_failure or reason.value == NO_MATCHING_SUBSCRIBERS:
             raise Refused(reason)
+
+
+    def publish_at_most_once(self, topic: str, payload: bytes) -> bool:
+        """QoS 0, handed to the connection and not waited for (no PUBACK comes); False when it could not take it."""
+        return self._paho.publish(topic, payload, qos=0).rc == mqtt.MQTT_ERR_SUCCESS
 
 
 def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:

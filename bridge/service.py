@@ -163,8 +163,14 @@ class Service:
             await self.dispatch.dispatcher.handle(transcript, utterance)
 
     async def _on_partial(self, transcript: Transcript, utterance: RecognisedUtterance) -> None:
-        if self.dispatch is not None and not self.dispatch.sos.holds(utterance):
-            await self.dispatch.dispatcher.handle_partial(transcript, utterance)
+        # a hot microphone's words are the SOS's (an edge's, wherever dispatch is): no provisional alert of their own
+        if self.dispatch is not None and self.dispatch.sos.holds(utterance):
+            return
+        if self.dispatches_heard:
+            if self.dispatch is not None:
+                await self.dispatch.dispatcher.handle_partial(transcript, utterance)
+        elif self.forwarder is not None:  # node.dispatch: central: its provisional alerts are central's
+            self.forwarder.send_partial(transcript, utterance)
 
     async def _build_recognition(self) -> LiveRecognition | None:
         if self.config.asr.engine == "none":
@@ -177,8 +183,9 @@ class Service:
             return None
         pool = RecognitionPool(engines, self.config.asr.workers, self.config.asr.queue_size, self.config.asr.admit_lag_s)
         logger.info("speech recognition: %s with %d workers", pool.name, pool.workers)
-        dispatch = self.config.dispatch
-        on_partial = self._on_partial if dispatch.enabled and dispatch.provisional and self.dispatches_heard else None
+        # the partials go to this box's dispatcher, or to central's when this edge leaves dispatch to it
+        read_by = self.dispatch if self.dispatches_heard else self.forwarder
+        on_partial = self._on_partial if self.config.dispatch.provisional and read_by is not None else None
         return LiveRecognition(pool, self.archive, self.transcripts, self.bus, self._on_transcript, on_partial)
 
     def _build_engines(self) -> list[Engine]:

@@ -61,7 +61,7 @@ class IncidentTopic:
 @dataclass(slots=True, frozen=True)
 class NodeTopic:
     station: str
-    kind: str  # one of NODE_KINDS
+    kind: str  # one of NODE_KINDS, or PARTIALS
 
 
 @dataclass(slots=True, frozen=True)
@@ -69,7 +69,8 @@ class StoredTopic:
     station: str  # the edge whose entries central acknowledges
 
 
-NODE_KINDS = ("utterances", "transcripts")
+NODE_KINDS = ("utterances", "transcripts")  # forwarded: stored at central and acknowledged to the edge
+PARTIALS = "partials"  # an edge's partial transcripts, for central's provisional alerts: live only, never stored
 STORED = "stored"  # the last level of central's end-to-end acknowledgements to an edge
 ParsedTopic = AckTopic | StatusTopic | OwnTracksTopic | AlertTopic | IncidentTopic | NodeTopic | StoredTopic
 
@@ -102,8 +103,8 @@ class Topics:
         return f"{self.prefix}/available"
 
     def node(self, station: str, kind: str) -> str:
-        """What an edge publishes to central: `kind` is "utterances" or "transcripts"."""
-        if kind not in NODE_KINDS:
+        """What an edge publishes to central: `kind` is "utterances", "transcripts" or "partials"."""
+        if kind not in (*NODE_KINDS, PARTIALS):
             raise ValueError(f"not a kind of node message: {kind!r}")
         return f"{self.prefix}/nodes/{_checked(station)}/{kind}"
 
@@ -115,6 +116,11 @@ class Topics:
     def node_subscriptions(self) -> tuple[str, ...]:
         """What the central tier subscribes to: every station's utterances and transcripts."""
         return tuple(f"{self.prefix}/nodes/+/{kind}" for kind in NODE_KINDS)
+
+    @property
+    def node_partials(self) -> str:
+        """Every station's partial transcripts, which central's dispatcher reads (QoS 0: none kept for later)."""
+        return f"{self.prefix}/nodes/+/{PARTIALS}"
 
     @property
     def subscriptions(self) -> tuple[str, ...]:
@@ -136,7 +142,7 @@ class Topics:
                 return None
             if kind == STORED:
                 return StoredTopic(station)
-            return NodeTopic(station, kind) if kind in NODE_KINDS else None
+            return NodeTopic(station, kind) if kind in (*NODE_KINDS, PARTIALS) else None
         if len(levels) != len(head) + 2:
             return None
         kind, ident = levels[len(head)], levels[len(head) + 1]

@@ -242,6 +242,11 @@ class CentralCollector(Collector):
         for reason, count in sorted(dispatch.refused.items()):
             refused.add_metric([reason], count)
         yield refused
+        partials = CounterMetricFamily("jingbao_central_dispatch_partials", "The edges' partial transcripts, by what "
+                                       "became of them (read, ignored, stale, failed)", labels=["outcome"])  # fmt: skip
+        for outcome, count in sorted(dispatch.partials.items()):
+            partials.add_metric([outcome], count)
+        yield partials
         for name, documentation, value in [
             ("jingbao_central_dispatched", "Transcripts the dispatcher read", dispatch.dispatched),
             ("jingbao_central_dispatch_recovered", "Transcripts read back from PostgreSQL at start, committed and not "

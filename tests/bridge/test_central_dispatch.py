@@ -17,18 +17,19 @@ import aiomqtt
 import psycopg
 import pytest
 
+from asr.live import RecognisedUtterance
 from asr.transcript import Keyword, Transcript, Word
 from bridge.central import CentralIngest, CentralStore
 from bridge.central_dispatch import RegionArea, as_central
 from bridge.config import Config, load_config
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
-from bridge.nodes import parse, transcript_payload
+from bridge.nodes import PartialMessage, parse, partial_payload, transcript_payload
 from bridge.region import RegionError, load_region
 from bridge.region_jurisdiction import merge_jurisdictions
 from bridge.service import Service
 from dispatch.location import hear_places
-from dispatch.topics import Topics
+from dispatch.topics import PARTIALS, Topics
 from tests.support.broker import Mosquitto
 from tests.support.central import (  # noqa: F401 (mqtt: the fixture, used by name)
     B_GUARD,
@@ -236,6 +237,40 @@ async def test_an_edge_leaving_dispatch_to_central_raises_no_incident_itself(tmp
         await service.dispatch.dispatcher.close()
 
 
+async def test_an_edge_leaving_dispatch_to_central_sends_it_its_partials_live_and_none_of_a_hot_microphone(tmp_path, mqtt):
+    """The edge's live recogniser hands each partial to the service: with node.dispatch central it goes to central
+    at once (QoS 0, not queued), dropped while the link is down; one of a phone's hot microphone stays the edge's SOS."""
+    edge = edge_config(tmp_path, mqtt)
+    service = Service(edge.model_copy(update={"node": edge.node.model_copy(update={"dispatch": "central"})}), role="edge")
+    assert service.forwarder is not None and service.dispatch is not None
+    start = time.time() - 2
+    speaking = RecognisedUtterance(new_utterance_id(start), "ch-market", start, start + 1.5, paused=True)
+    heard = Transcript(text=FIGHT, pinyin="", engine="test")
+    await service._on_partial(heard, speaking)  # not connected yet: dropped, the final will decide
+    assert service.forwarder.partials == {"dropped": 1}
+    async with aiomqtt.Client(mqtt.host, mqtt.port, identifier="central-test") as central:
+        await central.subscribe(Topics().node_partials, qos=0)
+        sending = asyncio.create_task(service.forwarder.run())
+        await until("the edge connected", lambda: service.forwarder.connected)
+        await service._on_partial(heard, speaking)
+        received = await asyncio.wait_for(anext(aiter(central.messages)), 5)
+        message = parse(PARTIALS, A, received.payload)
+        assert isinstance(message, PartialMessage) and message.utterance_id == speaking.id and message.paused
+        assert message.transcript.text == FIGHT and message.heard_ms == round(speaking.end * 1000)
+        # a guard's SOS with its hot microphone open on the channel: its words are the SOS's, sent nowhere
+        sos = service.dispatch.sos.raise_from_phone("g-jiaju")
+        service.dispatch.sos.open_hot_mic(sos.id, "g-jiaju", "ch-market")
+        now = time.time()
+        await service._on_partial(heard, RecognisedUtterance(new_utterance_id(now), "ch-market", now, now + 1, paused=True))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(aiter(central.messages)), 0.5)
+        assert service.forwarder.partials == {"dropped": 1, "sent": 1}
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sending
+    await service.dispatch.dispatcher.close()
+
+
 def test_central_reads_a_stored_transcript_back_whole_as_its_newest_version(pg_url):
     """What central's dispatcher reads again at start: every hearing the dispatcher weighs (alternatives), the
     newest version only, oldest utterance first, with the edge's ids."""
@@ -280,7 +315,8 @@ async def test_a_transcript_committed_and_not_dispatched_when_central_stopped_is
                         and dispatch.refused["stale"] == 1)  # fmt: skip
             await asyncio.sleep(0.3)  # what a second dispatch would have sent by now
             incidents = dispatch.service.dispatcher.store.list()
-            assert dispatch.counters() == {"dispatched": 1, "refused": {"stale": 1}, "recovered": 1, "repeats": 0}
+            assert dispatch.counters() == {"dispatched": 1, "refused": {"stale": 1}, "recovered": 1, "repeats": 0,
+                                          "partials": {}}
         # started again: the fight's version is recorded as dispatched, so it is not read again
         async with central_dispatching(config) as (ingest, dispatch), \
                 aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
@@ -383,3 +419,42 @@ def stored_transcripts(pg_url: str) -> int:
     with contextlib.suppress(psycopg.Error), psycopg.connect(pg_url) as conn:  # no table before central makes it
         return conn.execute("SELECT count(*) FROM transcripts").fetchone()[0]
     return 0
+
+
+def partial_message(station: str, utterance_id: str, text: str, *, heard_ago: float = 0.5) -> tuple[str, bytes]:
+    """An edge's partial transcript of `utterance_id` (begun 3 s before it was heard), the speaker pausing."""
+    heard = time.time() - heard_ago
+    payload = partial_payload(station, utterance_id, "ch-market", heard - 3, heard, True,
+                              Transcript(text=text, pinyin="", engine="test", conf=0.9).to_dict())  # fmt: skip
+    return Topics().node(station, PARTIALS), payload
+
+
+async def test_an_edges_partial_transcript_raises_a_provisional_alert_at_central_which_the_final_confirms(
+    tmp_path, mqtt, pg_url
+):  # fmt: skip
+    """An edge leaving dispatch to central sends its partial transcripts live: central raises the provisional alert
+    (初报) from one, before the caller has finished, and the final transcript confirms that incident rather than
+    raising a second. A partial taken long ago, or from a station central does not dispatch, raises nothing, and no
+    partial is stored."""
+    config = dispatching_central(tmp_path, mqtt, pg_url)
+    began = time.time() - 3
+    utterance_id = new_utterance_id(began)
+    row = {"utterance_id": utterance_id, "channel": "ch-market", "start_ms": round(began * 1000), "created_at": time.time()}
+    said = Transcript(text=FIGHT + "，请迅速赶往现场", pinyin="", engine="test")
+    final = transcript_payload(A, row, said.to_dict(), entry=1)
+    async with phones(mqtt) as alerts, central_dispatching(config) as (_, dispatch), \
+            aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
+        await edge.publish(*partial_message(A, new_utterance_id(time.time() - 70), "美食街有人打架", heard_ago=60), qos=0)
+        await edge.publish(*partial_message("xiaozhai", new_utterance_id(time.time()), "美食街有人打架"), qos=0)
+        await edge.publish(*partial_message(A, utterance_id, FIGHT), qos=0)
+        await until("the guard alerted from the partial", lambda: B_GUARD in alerts)
+        provisional = dispatch.service.dispatcher.store.list()
+        assert [(i.provisional, i.place_id) for i in provisional] == [(True, f"{A}.hansenzhai-gongjiaozhan")]
+        assert stored_transcripts(pg_url) == 0  # a partial is never stored
+        await edge.publish(Topics().node(A, "transcripts"), final, qos=1)
+        await until("the final dispatched", lambda: dispatch.dispatched == 1)
+        await asyncio.sleep(0.3)
+    incidents = dispatch.service.dispatcher.store.list()
+    assert [(i.id, i.provisional, i.reports) for i in incidents] == [(provisional[0].id, False, 1)]
+    assert {a["incident_id"] for a in alerts[B_GUARD]} == {provisional[0].id}
+    assert dispatch.partials == {"read": 1, "stale": 1, "ignored": 1}

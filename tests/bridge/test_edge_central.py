@@ -39,7 +39,7 @@ from bridge.web.metrics import ServiceCollector
 from bridge.web.routes_channels import healthz
 from bridge.web.search import Filters
 from bridge.web.search_pg import PostgresSearchIndex
-from dispatch.topics import STORED, AckTopic, NodeTopic, StoredTopic, Topics
+from dispatch.topics import PARTIALS, STORED, AckTopic, NodeTopic, StoredTopic, Topics
 from tests.support.broker import JURISDICTION, Mosquitto, free_port
 from tests.support.central import (  # noqa: F401 (mqtt: the fixture, used by name)
     REPO,
@@ -95,6 +95,8 @@ def test_node_topics_are_built_and_parsed_in_one_place():
     assert topics.node("st1", "utterances") == "city/jingbao/nodes/st1/utterances"
     assert topics.parse("city/jingbao/nodes/st1/transcripts") == NodeTopic("st1", "transcripts")
     assert topics.node_subscriptions == ("city/jingbao/nodes/+/utterances", "city/jingbao/nodes/+/transcripts")
+    assert topics.node_partials == "city/jingbao/nodes/+/partials"
+    assert topics.parse(topics.node("st1", PARTIALS)) == NodeTopic("st1", PARTIALS)
     for other in ("city/jingbao/nodes/st1/alerts", "city/jingbao/nodes/st1", "city/jingbao/nodes/+/utterances",
                   "jingbao/nodes/st1/utterances", "city/jingbao/acks/st1/utterances"):  # fmt: skip
         assert topics.parse(other) is None, other
@@ -525,6 +527,11 @@ async def test_on_a_locked_down_broker_an_edge_publishes_only_under_its_own_stat
             for client in (rogue, ingest):  # nothing else came: not the other station's ack, not central's utterance
                 with pytest.raises(TimeoutError):
                     await asyncio.wait_for(anext(aiter(client.messages)), 0.5)
+            # the edge's partial transcripts: its to write, central's to read
+            await ingest.subscribe(Topics().node_partials, qos=0)
+            await rogue.publish(Topics().node(STATION, PARTIALS), b"{}", qos=0)
+            partial = await asyncio.wait_for(anext(aiter(ingest.messages)), 5)
+            assert str(partial.topic) == Topics().node(STATION, PARTIALS)
         archive.close()
     finally:
         server.stop()

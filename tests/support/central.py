@@ -163,7 +163,7 @@ async def central_dispatching(config: Config) -> AsyncIterator[tuple[CentralInge
     """Central's ingest and dispatcher running, the dispatcher's broker link connected."""
     dispatch = central_dispatch(config, load_region(config.node.region))
     assert dispatch is not None
-    ingest = CentralIngest(config, on_transcript=dispatch.submit)
+    ingest = CentralIngest(config, on_transcript=dispatch.submit, on_partial=dispatch.submit_partial)
     async with running(ingest, dispatch.run):
         assert dispatch.service.link is not None
         await asyncio.wait_for(dispatch.service.link.wait_connected(), 10)
