@@ -288,11 +288,14 @@ class CentralDispatch:
         missed = [m for m in recent if not self._handled(m)]
         # An incident holding an utterance never recorded: the last run was killed after the dispatcher's writes and
         # before the record (or before records were kept). Dispatching it again would count it twice, or raise a second
-        # incident where there is no place to merge by; it is recorded as dispatched instead.
-        held = self.service.dispatcher.store.utterances_since(since) if missed else set()
+        # incident where there is no place to merge by; it is recorded as dispatched instead. Unless that incident is
+        # the provisional one its partials raised: the final settles it (confirms, amends or retracts), as live.
+        store = self.service.dispatcher.store
+        held = store.utterances_since(since) if missed else set()
         for message in missed:
             utterance_id = central_id(message.station, message.utterance_id)
-            if utterance_id in held and self.record.version(utterance_id) is None:
+            settled = store.provisional_for(utterance_id) is None
+            if utterance_id in held and settled and self.record.version(utterance_id) is None:
                 logger.info("transcript %s: already in an incident, recorded as dispatched", clip(utterance_id))
                 self.record.record(utterance_id, message.version, "dispatched")
                 continue

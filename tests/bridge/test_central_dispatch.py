@@ -458,3 +458,25 @@ async def test_an_edges_partial_transcript_raises_a_provisional_alert_at_central
     assert [(i.id, i.provisional, i.reports) for i in incidents] == [(provisional[0].id, False, 1)]
     assert {a["incident_id"] for a in alerts[B_GUARD]} == {provisional[0].id}
     assert dispatch.partials == {"read": 1, "stale": 1, "ignored": 1}
+
+
+async def test_a_final_committed_while_central_was_down_settles_the_provisional_incident_its_partial_raised(
+    tmp_path, mqtt, pg_url
+):  # fmt: skip
+    """Central raised a provisional incident from an edge's partial, and stopped before the final came; the final,
+    committed meanwhile (a central killed after the commit), is read back at the next start and confirms that
+    incident, rather than being taken as dispatched already because an incident holds its utterance."""
+    config = dispatching_central(tmp_path, mqtt, pg_url)
+    began = time.time() - 3
+    utterance_id = new_utterance_id(began)
+    row = {"utterance_id": utterance_id, "channel": "ch-market", "start_ms": round(began * 1000), "created_at": time.time()}
+    final = transcript_payload(A, row, Transcript(text=FIGHT, pinyin="", engine="test").to_dict(), entry=1)
+    async with central_dispatching(config) as (_, dispatch), \
+            aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
+        await edge.publish(*partial_message(A, utterance_id, FIGHT), qos=0)
+        await until("the provisional incident", lambda: dispatch.service.dispatcher.store.list())
+    await stored_undispatched(config, mqtt, (Topics().node(A, "transcripts"), final))
+    async with central_dispatching(config) as (_, dispatch):
+        await until("the final read back", lambda: dispatch.recovered == 1)
+        incidents = dispatch.service.dispatcher.store.list()
+    assert [(i.provisional, i.place_id, i.reports) for i in incidents] == [(False, f"{A}.hansenzhai-gongjiaozhan", 1)]
