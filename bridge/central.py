@@ -48,6 +48,7 @@ from bridge.logsafe import clip
 from bridge.nodes import VERSION as NODE_VERSION
 from bridge.nodes import (
     Acked,
+    ChannelMessage,
     NodeLink,
     NodeMessage,
     NodeMessageError,
@@ -63,7 +64,7 @@ from bridge.nodes import (
     stored_payload,
     valid_station,
 )
-from dispatch.topics import NodeTopic, Topics
+from dispatch.topics import CHANNELS, PARTIALS, NodeTopic, Topics
 
 if TYPE_CHECKING:
     import uvicorn
@@ -229,8 +230,9 @@ class CentralIngest:
     ) -> None:  # fmt: skip
         """`on_transcript`: told of each transcript once committed, when it was new (or a newer version), never of a
         repeat: central's dispatcher (bridge/central_dispatch.py) takes it from there. `bus`: each utterance and
-        transcript committed as new is published on it ("utterance", "transcript"), named as central names them, as
-        a box's channels publish theirs: the operators' console shows them live (bridge/web/central_console.py).
+        transcript committed as new is published on it ("utterance", "transcript"), and each channel an edge says
+        keyed up or down ("channel": id and talking), named as central names them, as a box's channels publish
+        theirs: the operators' console shows them live (bridge/web/central_console.py).
         `on_partial`: told of each partial transcript an edge sends (subscribed with QoS 0, never stored): central's
         provisional alerts."""
         url = config.storage.database_url
@@ -274,8 +276,11 @@ class CentralIngest:
     async def _receive(self, client: aiomqtt.Client) -> None:
         for topic in self.topics.node_subscriptions:
             await client.subscribe(topic, qos=1)
-        if self._on_partial is not None:  # QoS 0: the broker keeps none for later, when a partial means nothing
-            await client.subscribe(self.topics.node_partials, qos=0)
+        # QoS 0: the broker keeps none for later, when they mean nothing
+        if self._on_partial is not None:
+            await client.subscribe(self.topics.node_live(PARTIALS), qos=0)
+        if self._bus is not None:
+            await client.subscribe(self.topics.node_live(CHANNELS), qos=0)
         self.subscribed.set()
         sender = asyncio.create_task(self._send_acks(self.link.publisher(client)), name="central-acks")
         try:
@@ -303,6 +308,10 @@ class CentralIngest:
             if isinstance(message, PartialMessage):
                 if self._on_partial is not None:
                     self._on_partial(message)
+            elif isinstance(message, ChannelMessage):
+                if self._bus is not None:  # as a box's channel says it: the console lights the channel up
+                    self._bus.publish("channel", {"id": central_id(message.station, message.channel),
+                                                  "talking": message.talking})  # fmt: skip
             elif message is not None:
                 messages.append(message)
         if messages:
@@ -316,7 +325,7 @@ class CentralIngest:
             return None
         try:
             message = parse(parsed.kind, parsed.station, payload)
-            assert isinstance(message, UtteranceMessage | TranscriptMessage | PartialMessage)  # not a StoredTopic
+            assert isinstance(message, NodeMessage)  # not a StoredTopic
         except NodeMessageError as e:
             # a station's own topic (the broker's ACL vouches for it): tell its edge, so it does not resend it forever
             self._acknowledge(parsed.station, parsed.kind, entry_of(payload), "", "rejected")

@@ -55,12 +55,13 @@ from bridge.nodes import (
     Publisher,
     Refused,
     StoredMessage,
+    channel_payload,
     parse,
     partial_payload,
     transcript_payload,
     utterance_payload,
 )
-from dispatch.topics import PARTIALS, STORED, StoredTopic, Topics
+from dispatch.topics import CHANNELS, PARTIALS, STORED, StoredTopic, Topics
 
 logger = logging.getLogger(__name__)
 
@@ -227,11 +228,13 @@ class Forwarder:
     which cannot wake anyone, also by other processes such as `jingbao transcribe --archive`); `sos_takes`: the
     edge's SOS desk, asked of each transcript sent whether it takes it (said to central, whose dispatcher then
     leaves it alone: the SOS is the edge's); `dispatched_at_edge`: this edge dispatches its transcripts itself
-    (node.dispatch: edge), said with each so that central does not too."""
+    (node.dispatch: edge), said with each so that central does not too; `channels`: the bus's channel states, of which
+    each channel keying up or down is sent to central's console at once (QoS 0, dropped with the link down)."""
 
     def __init__(
         self, config: Config, *, poll_s: float = 0.25, ack_timeout_s: float = 30.0, behind_after_s: float = 300.0,
         wake: Subscription | None = None, sos_takes: SosTakes | None = None, dispatched_at_edge: bool = False,
+        channels: Subscription | None = None,
     ) -> None:
         station = config.node.station
         if station is None:
@@ -244,6 +247,7 @@ class Forwarder:
         self._stats = ForwardQueue(config.storage.database, config.storage.data_dir)  # read by the watch, in its thread
         self._poll_s = poll_s
         self._wake = wake
+        self._channels = channels
         self._sos_takes = sos_takes
         self._dispatched_at_edge = dispatched_at_edge
         self._ack_timeout_s = ack_timeout_s
@@ -251,8 +255,9 @@ class Forwarder:
         self._refusals = Backoff(maximum=10.0)
         self.backlog = Backlog()
         self.skipped = 0  # entries whose row was gone when their turn came
-        # partial transcripts for central's provisional alerts (send_partial): sent, or dropped with the link down
-        self.partials: Counter[str] = Counter()
+        # what is sent live, not queued (partial transcripts, channels keying up and down): sent, or dropped with the
+        # link down
+        self.live: Counter[str] = Counter()
         self._publisher: Publisher | None = None  # the session's, while there is one
 
     @property
@@ -274,6 +279,8 @@ class Forwarder:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._watch(), name="forward-watch")
+                if self._channels is not None:
+                    tasks.create_task(self._send_channels(self._channels), name="forward-channels")
                 await self.link.run(self._session)
         finally:
             self.queue.close()
@@ -323,14 +330,27 @@ class Forwarder:
         final transcript, queued as ever, decides then."""
         publisher = self._publisher
         if publisher is None:
-            self.partials["dropped"] += 1
+            self.live["partials dropped"] += 1
             return
         payload = partial_payload(self.station, utterance.id, utterance.channel, utterance.start, utterance.end,
                                   utterance.paused, transcript.to_dict())  # fmt: skip
         if not publisher.publish_at_most_once(self.topics.node(self.station, PARTIALS), payload):
-            self.partials["dropped"] += 1
+            self.live["partials dropped"] += 1
             return
-        self.partials["sent"] += 1
+        self.live["partials sent"] += 1
+
+    async def _send_channels(self, states: Subscription) -> None:
+        """Each channel keying up or down (its `talking` changing), to central at once; nothing else of its state."""
+        talking: dict[str, bool] = {}
+        while True:
+            state = (await states.queue.get()).data
+            if talking.get(state["id"]) == state["talking"]:
+                continue
+            talking[state["id"]] = state["talking"]
+            payload = channel_payload(self.station, state["id"], state["talking"], time.time())
+            publisher = self._publisher
+            sent = publisher is not None and publisher.publish_at_most_once(self.topics.node(self.station, CHANNELS), payload)
+            self.live["channels sent" if sent else "channels dropped"] += 1
 
     async def _read_acks(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:

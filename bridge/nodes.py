@@ -19,6 +19,9 @@ it does not know, and ignores fields it does not know, so an edge may add one be
                                          leaving dispatch to central sends its partial transcripts, QoS 0, not queued
                                          and never stored: central's provisional alerts (初报) read them, and a lost
                                          one costs only that the final decides
+  <prefix>/nodes/<station>/channels     {"v", "station", "channel", "talking", "at_ms"}: an edge's channel keying up
+                                         or down, QoS 0, for central's console (its channel lights up while someone
+                                         talks); never stored
 
 Repeats are harmless by their ids: an utterance is (station, utterance id), a transcript (station, utterance id,
 version); central stores the first copy of each and a transcript only over an older version.
@@ -53,7 +56,7 @@ from bridge.archive import EXTENSIONS, SAFE_NAME, ArchivedUtterance
 from bridge.backoff import Backoff
 from bridge.config import STATION_ID, BrokerConfig
 from dispatch.mqtt import tls_context
-from dispatch.topics import PARTIALS, STORED
+from dispatch.topics import CHANNELS, PARTIALS, STORED
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +122,12 @@ class PartialMessage(_Message):
     transcript: Transcript
 
 
+class ChannelMessage(_Message):
+    channel: str = Field(pattern=SAFE_NAME.pattern)
+    talking: bool = Field(strict=True)
+    at_ms: int  # when it changed
+
+
 class Acked(BaseModel):
     # strict: an entry "1" or 1.0 is not the edge's entry 1, whose acknowledgement forgets it
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
@@ -133,7 +142,7 @@ class StoredMessage(_Message):
     entries: list[Acked] = Field(max_length=MAX_ACKED)
 
 
-NodeMessage = UtteranceMessage | TranscriptMessage | PartialMessage  # what an edge sends central
+NodeMessage = UtteranceMessage | TranscriptMessage | PartialMessage | ChannelMessage  # what an edge sends central
 
 
 def central_id(station: str, local_id: str) -> str:
@@ -172,6 +181,11 @@ def partial_payload(station: str, utterance_id: str, channel: str, start: float,
     return json.dumps(body, ensure_ascii=False).encode()
 
 
+def channel_payload(station: str, channel: str, talking: bool, at: float) -> bytes:
+    body = {"v": VERSION, "station": station, "channel": channel, "talking": talking, "at_ms": round(at * 1000)}
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
 def stored_payload(station: str, entries: list[Acked]) -> bytes:
     body = {"v": VERSION, "station": station, "entries": [e.model_dump() for e in entries]}
     return json.dumps(body, ensure_ascii=False).encode()
@@ -193,13 +207,13 @@ def valid_station(station: str) -> bool:
 
 
 def parse(kind: str, station: str, payload: bytes) -> NodeMessage | StoredMessage:
-    """A received payload of `kind` ("utterances" / "transcripts" / "partials" / "stored") on `station`'s topic,
+    """A received payload of `kind` (utterances, transcripts, partials, channels, stored) on `station`'s topic,
     checked: the right version, the topic's station, every field of the right type, the audio matching the row's
     sha256."""
     if not valid_station(station):
         raise NodeMessageError(f"station id {station!r} is not one a node may have")
     model = {"utterances": UtteranceMessage, "transcripts": TranscriptMessage, PARTIALS: PartialMessage,
-             STORED: StoredMessage}[kind]  # fmt: skip
+             CHANNELS: ChannelMessage, STORED: StoredMessage}[kind]  # fmt: skip
     try:
         data = json.loads(payload)
         if not isinstance(data, dict) or data.get("v") != VERSION:

@@ -211,7 +211,8 @@ class Service:
         return Forwarder(self.config, ack_timeout_s=node.ack_timeout_s, behind_after_s=node.behind_after_s,
                          wake=self.bus.subscribe({"utterance", "transcript"}),
                          sos_takes=self.dispatch.sos.takes if self.dispatch is not None else None,
-                         dispatched_at_edge=self.dispatch is not None and self.dispatches_heard)
+                         dispatched_at_edge=self.dispatch is not None and self.dispatches_heard,
+                         channels=self.bus.subscribe({"channel"}))
 
     def _build_speaker(self) -> Speaker | None:
         """The announcements' voice (in a worker thread: loading the model takes ~1 s), when the dispatcher announces

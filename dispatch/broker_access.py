@@ -10,10 +10,11 @@ Roles, under the topic prefix P (dispatch/topics.py):
     a responder's phone       reads P/alerts/<id>, P/tasks/<id>; writes P/acks/<id>, P/status/<id>;
       (user name = its id)    reads and writes owntracks/<id>/# (OwnTracks), and any OwnTracks user/device the
                               config's `dispatch.alerts.devices` maps to it
-    a station's edge box      writes P/nodes/<station>/utterances, .../transcripts and .../partials, reads
-                              P/nodes/<station>/stored
+    a station's edge box      writes P/nodes/<station>/utterances, .../transcripts, .../partials and .../channels,
+                              reads P/nodes/<station>/stored
       ("node-<station>")      (its own station's only)
-    the central tier          reads P/nodes/+/utterances, .../transcripts and .../partials (every station's); writes
+    the central tier          reads P/nodes/+/utterances, .../transcripts, .../partials and .../channels (every
+                              station's); writes
       ("central")             P/nodes/+/stored (its acknowledgements to each edge) and nothing else
 
 Anonymous clients are refused, and the broker takes every client's id from its user name
@@ -46,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dispatch.gazetteer import Jurisdiction
-from dispatch.topics import NODE_KINDS, PARTIALS, STORED, Topics
+from dispatch.topics import LIVE_NODE_KINDS, NODE_KINDS, STORED, Topics
 
 SERVICE = "jingbao"
 CONSOLE = "console"
@@ -239,11 +240,12 @@ class BrokerAccess:
         for account in sorted(a for a in accounts if _is_node(a)):
             if account == CENTRAL:
                 lines += ["", f"user {CENTRAL}", *(f"topic read {t}" for t in topics.node_subscriptions),
-                          f"topic read {topics.node_partials}", f"topic write {p}/nodes/+/{STORED}"]  # fmt: skip
+                          *(f"topic read {topics.node_live(kind)}" for kind in LIVE_NODE_KINDS),
+                          f"topic write {p}/nodes/+/{STORED}"]  # fmt: skip
             else:
                 station = account.removeprefix(NODE_PREFIX)
                 lines += ["", f"user {account}",
-                          *(f"topic write {topics.node(station, kind)}" for kind in (*NODE_KINDS, PARTIALS)),
+                          *(f"topic write {topics.node(station, kind)}" for kind in (*NODE_KINDS, *LIVE_NODE_KINDS)),
                           f"topic read {topics.node_stored(station)}"]  # fmt: skip
         return "\n".join(lines) + "\n"
 

@@ -61,7 +61,7 @@ class IncidentTopic:
 @dataclass(slots=True, frozen=True)
 class NodeTopic:
     station: str
-    kind: str  # one of NODE_KINDS, or PARTIALS
+    kind: str  # one of NODE_KINDS or LIVE_NODE_KINDS
 
 
 @dataclass(slots=True, frozen=True)
@@ -71,6 +71,8 @@ class StoredTopic:
 
 NODE_KINDS = ("utterances", "transcripts")  # forwarded: stored at central and acknowledged to the edge
 PARTIALS = "partials"  # an edge's partial transcripts, for central's provisional alerts: live only, never stored
+CHANNELS = "channels"  # an edge's channels keying up and down, for central's console: live only, never stored
+LIVE_NODE_KINDS = (PARTIALS, CHANNELS)  # QoS 0, sent at once: what they say is worth nothing later
 STORED = "stored"  # the last level of central's end-to-end acknowledgements to an edge
 ParsedTopic = AckTopic | StatusTopic | OwnTracksTopic | AlertTopic | IncidentTopic | NodeTopic | StoredTopic
 
@@ -103,8 +105,8 @@ class Topics:
         return f"{self.prefix}/available"
 
     def node(self, station: str, kind: str) -> str:
-        """What an edge publishes to central: `kind` is "utterances", "transcripts" or "partials"."""
-        if kind not in (*NODE_KINDS, PARTIALS):
+        """What an edge publishes to central: `kind` is one of NODE_KINDS or LIVE_NODE_KINDS."""
+        if kind not in (*NODE_KINDS, *LIVE_NODE_KINDS):
             raise ValueError(f"not a kind of node message: {kind!r}")
         return f"{self.prefix}/nodes/{_checked(station)}/{kind}"
 
@@ -117,10 +119,11 @@ class Topics:
         """What the central tier subscribes to: every station's utterances and transcripts."""
         return tuple(f"{self.prefix}/nodes/+/{kind}" for kind in NODE_KINDS)
 
-    @property
-    def node_partials(self) -> str:
-        """Every station's partial transcripts, which central's dispatcher reads (QoS 0: none kept for later)."""
-        return f"{self.prefix}/nodes/+/{PARTIALS}"
+    def node_live(self, kind: str) -> str:
+        """Every station's live messages of `kind` (LIVE_NODE_KINDS): central subscribes with QoS 0, none kept."""
+        if kind not in LIVE_NODE_KINDS:
+            raise ValueError(f"not a kind of live node message: {kind!r}")
+        return f"{self.prefix}/nodes/+/{kind}"
 
     @property
     def subscriptions(self) -> tuple[str, ...]:
@@ -142,7 +145,7 @@ class Topics:
                 return None
             if kind == STORED:
                 return StoredTopic(station)
-            return NodeTopic(station, kind) if kind in (*NODE_KINDS, PARTIALS) else None
+            return NodeTopic(station, kind) if kind in (*NODE_KINDS, *LIVE_NODE_KINDS) else None
         if len(levels) != len(head) + 2:
             return None
         kind, ident = levels[len(head)], levels[len(head) + 1]

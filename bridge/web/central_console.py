@@ -3,9 +3,10 @@ operator's scope, so that a 分局's command wall shows its stations' channels, 
 
 What it reads differs from a box's, what it draws does not:
 - Channels are the stations' (`<station>.<channel>`): those their jurisdiction files name and any other an edge has
-  forwarded utterances from today, each with today's transmissions and the last one, from PostgreSQL. Central hears
-  finished utterances, not live audio: a channel lights up when an utterance arrives, there is no level meter, no
-  listening in and no talking back (the edge's console has those, where the radios are).
+  forwarded utterances from today, each with today's transmissions and the last one, from PostgreSQL. A channel
+  lights up while someone talks on it (its edge says when it keys up and down, bridge/forward.py); central hears
+  finished utterances, not live audio: there is no level meter, no listening in and no talking back (the edge's
+  console has those, where the radios are).
 - The live transcript is each transcript the ingest commits (bridge/central.py publishes it on central's bus), the
   opening view the newest in PostgreSQL; the incidents, responders and the operator's actions are central's
   dispatcher's (bridge/web/routes_incidents.py, the same routes as a box's).
@@ -15,7 +16,8 @@ What it reads differs from a box's, what it draws does not:
     GET /api/console/state   operator   as a box's, plus `central: true` and `stations` (those of the user's scope)
     GET /api/channels        operator   the channels' states (the page polls it)
     GET /api/activity        operator   transmissions per channel per bucket (?minutes=60&bucket_s=60)
-    WS  /api/events          operator   utterance, transcript and incident events of the user's stations
+    WS  /api/events          operator   channel (keyed up or down), utterance, transcript and incident events of the
+                                        user's stations
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from dispatch.dispatcher import DispatchService
 
 logger = logging.getLogger(__name__)
 
-LIVE_TOPICS = {"utterance", "transcript", "incident"}  # what central's bus carries
+LIVE_TOPICS = {"channel", "utterance", "transcript", "incident"}  # what central's bus carries
 
 
 class CentralReadings:
@@ -202,7 +204,9 @@ def central_console_router(tile_url: str | None) -> APIRouter:
     @router.websocket("/api/events")
     async def events(ws: WebSocket, ctx: WebContext = Depends(web_context), user: User = require(*OPERATOR)) -> None:
         def in_scope(event: BusEvent) -> dict[str, Any] | None:
-            channel = event.data["after"]["channel"] if event.topic == "incident" else event.data["channel"]
+            data = event.data
+            channel = data["after"]["channel"] if event.topic == "incident" else data["id"] if event.topic == "channel" \
+                else data["channel"]
             return {"topic": event.topic, "data": event.data} if channel_in_scope(ctx, user, channel) else None
 
         await pump_bus_events(ws, ctx, LIVE_TOPICS, in_scope)

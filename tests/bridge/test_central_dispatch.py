@@ -24,12 +24,12 @@ from bridge.central_dispatch import RegionArea, as_central
 from bridge.config import Config, load_config
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
-from bridge.nodes import PartialMessage, parse, partial_payload, transcript_payload
+from bridge.nodes import ChannelMessage, PartialMessage, parse, partial_payload, transcript_payload
 from bridge.region import RegionError, load_region
 from bridge.region_jurisdiction import merge_jurisdictions
 from bridge.service import Service
 from dispatch.location import hear_places
-from dispatch.topics import PARTIALS, Topics
+from dispatch.topics import CHANNELS, PARTIALS, Topics
 from tests.support.broker import Mosquitto
 from tests.support.central import (  # noqa: F401 (mqtt: the fixture, used by name)
     B_GUARD,
@@ -239,7 +239,8 @@ async def test_an_edge_leaving_dispatch_to_central_raises_no_incident_itself(tmp
 
 async def test_an_edge_leaving_dispatch_to_central_sends_it_its_partials_live_and_none_of_a_hot_microphone(tmp_path, mqtt):
     """The edge's live recogniser hands each partial to the service: with node.dispatch central it goes to central
-    at once (QoS 0, not queued), dropped while the link is down; one of a phone's hot microphone stays the edge's SOS."""
+    at once (QoS 0, not queued), dropped while the link is down; one of a phone's hot microphone stays the edge's SOS.
+    A channel keying up goes to central's console the same way."""
     edge = edge_config(tmp_path, mqtt)
     service = Service(edge.model_copy(update={"node": edge.node.model_copy(update={"dispatch": "central"})}), role="edge")
     assert service.forwarder is not None and service.dispatch is not None
@@ -247,9 +248,10 @@ async def test_an_edge_leaving_dispatch_to_central_sends_it_its_partials_live_an
     speaking = RecognisedUtterance(new_utterance_id(start), "ch-market", start, start + 1.5, paused=True)
     heard = Transcript(text=FIGHT, pinyin="", engine="test")
     await service._on_partial(heard, speaking)  # not connected yet: dropped, the final will decide
-    assert service.forwarder.partials == {"dropped": 1}
+    assert service.forwarder.live == {"partials dropped": 1}
     async with aiomqtt.Client(mqtt.host, mqtt.port, identifier="central-test") as central:
-        await central.subscribe(Topics().node_partials, qos=0)
+        await central.subscribe(Topics().node_live(PARTIALS), qos=0)
+        await central.subscribe(Topics().node_live(CHANNELS), qos=0)
         sending = asyncio.create_task(service.forwarder.run())
         await until("the edge connected", lambda: service.forwarder.connected)
         await service._on_partial(heard, speaking)
@@ -257,6 +259,11 @@ async def test_an_edge_leaving_dispatch_to_central_sends_it_its_partials_live_an
         message = parse(PARTIALS, A, received.payload)
         assert isinstance(message, PartialMessage) and message.utterance_id == speaking.id and message.paused
         assert message.transcript.text == FIGHT and message.heard_ms == round(speaking.end * 1000)
+        # the channel keying up, for central's console: sent once however often its state is published
+        for _ in range(3):
+            service.bus.publish("channel", {"id": "ch-market", "talking": True, "level_dbfs": -20.0})
+        keyed = parse(CHANNELS, A, (await asyncio.wait_for(anext(aiter(central.messages)), 5)).payload)
+        assert isinstance(keyed, ChannelMessage) and (keyed.channel, keyed.talking) == ("ch-market", True)
         # a guard's SOS with its hot microphone open on the channel: its words are the SOS's, sent nowhere
         sos = service.dispatch.sos.raise_from_phone("g-jiaju")
         service.dispatch.sos.open_hot_mic(sos.id, "g-jiaju", "ch-market")
@@ -264,7 +271,7 @@ async def test_an_edge_leaving_dispatch_to_central_sends_it_its_partials_live_an
         await service._on_partial(heard, RecognisedUtterance(new_utterance_id(now), "ch-market", now, now + 1, paused=True))
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(anext(aiter(central.messages)), 0.5)
-        assert service.forwarder.partials == {"dropped": 1, "sent": 1}
+        assert service.forwarder.live == {"partials dropped": 1, "partials sent": 1, "channels sent": 1}
         sending.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sending

@@ -95,7 +95,7 @@ def test_node_topics_are_built_and_parsed_in_one_place():
     assert topics.node("st1", "utterances") == "city/jingbao/nodes/st1/utterances"
     assert topics.parse("city/jingbao/nodes/st1/transcripts") == NodeTopic("st1", "transcripts")
     assert topics.node_subscriptions == ("city/jingbao/nodes/+/utterances", "city/jingbao/nodes/+/transcripts")
-    assert topics.node_partials == "city/jingbao/nodes/+/partials"
+    assert topics.node_live(PARTIALS) == "city/jingbao/nodes/+/partials"
     assert topics.parse(topics.node("st1", PARTIALS)) == NodeTopic("st1", PARTIALS)
     for other in ("city/jingbao/nodes/st1/alerts", "city/jingbao/nodes/st1", "city/jingbao/nodes/+/utterances",
                   "jingbao/nodes/st1/utterances", "city/jingbao/acks/st1/utterances"):  # fmt: skip
@@ -528,7 +528,7 @@ async def test_on_a_locked_down_broker_an_edge_publishes_only_under_its_own_stat
                 with pytest.raises(TimeoutError):
                     await asyncio.wait_for(anext(aiter(client.messages)), 0.5)
             # the edge's partial transcripts: its to write, central's to read
-            await ingest.subscribe(Topics().node_partials, qos=0)
+            await ingest.subscribe(Topics().node_live(PARTIALS), qos=0)
             await rogue.publish(Topics().node(STATION, PARTIALS), b"{}", qos=0)
             partial = await asyncio.wait_for(anext(aiter(ingest.messages)), 5)
             assert str(partial.topic) == Topics().node(STATION, PARTIALS)

@@ -4,7 +4,8 @@ cut, seen by both ends only through their sockets, not a mock of either.
     relay = Relay(("127.0.0.1", broker.port))
     await relay.start()          # the node connects to relay.port instead of the broker's
     await relay.cut()            # the link goes dead
-    relay.dropped["PUBLISH"]     # MQTT packets the node sent into the dead link, by type (and .sent, .returned)
+    relay.dropped["PUBLISH"]     # MQTT packets the node sent into the dead link, by type (and .sent, .returned);
+                                 # a PUBLISH at QoS 0 (live messages, no PUBACK) is counted as "PUBLISH QoS 0"
     await relay.restore()        # and comes back
 
 What a cut looks like depends on `silent`:
@@ -38,7 +39,7 @@ class _Packets:
     def __init__(self) -> None:
         self._header = bytearray()  # the fixed header read so far of the packet begun
         self._left = 0  # bytes of the current packet's body still to come
-        self._type = 0
+        self._kind = ""  # the current packet's type, a PUBLISH at QoS 0 apart ("PUBLISH QoS 0": no PUBACK answers it)
         self._counted: list[Counter[str]] = []  # where the current packet is counted already
 
     def feed(self, data: bytes, into: Counter[str]) -> None:
@@ -49,7 +50,8 @@ class _Packets:
                 self._left -= step
             else:
                 if not self._header:
-                    self._type, self._counted = data[i] >> 4, []
+                    kind, qos = PACKET_TYPES[data[i] >> 4], (data[i] >> 1) & 3
+                    self._kind, self._counted = f"{kind} QoS 0" if kind == "PUBLISH" and qos == 0 else kind, []
                 self._header.append(data[i])
                 step = 1
                 if len(self._header) > 1 and not self._header[-1] & 0x80:  # the remaining length's last byte
@@ -57,7 +59,7 @@ class _Packets:
                     self._header.clear()
             i += step
             if not any(c is into for c in self._counted):
-                into[PACKET_TYPES[self._type]] += 1
+                into[self._kind] += 1
                 self._counted.append(into)
 
 

@@ -1,13 +1,15 @@
 """The operators' console at the central tier (bridge/web/central_console.py): the stations of the operator's scope,
 their channels and transcripts from PostgreSQL, central's dispatcher's incidents and responders with the box's own
 routes, scoped by the region (tests/support/central.py: station A bordering B, C in another 分局); and
-`jingbao run --role central` serving it live in a real browser: edges' calls arriving over the real broker show at
-once, the incident central raises comes up in the queue, and a station's operator sees only their station's."""
+`jingbao run --role central` serving it live in a real browser: a channel lights up while its edge's caller talks,
+edges' calls arriving over the real broker show at once, the incident central raises comes up in the queue, and a
+station's operator sees only their station's."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import signal
 import subprocess
 import sys
@@ -26,11 +28,11 @@ from bridge.central_health import CentralHealth, DatabaseProbe
 from bridge.config import load_config
 from bridge.db import connect
 from bridge.events import new_utterance_id
-from bridge.nodes import utterance_payload
+from bridge.nodes import channel_payload, utterance_payload
 from bridge.region import load_region
 from bridge.web.central_app import create_central_app
 from bridge.web.users import UserStore
-from dispatch.topics import Topics
+from dispatch.topics import CHANNELS, Topics
 from tests.support.broker import Mosquitto, free_port
 from tests.support.central import (  # noqa: F401 (mqtt: the fixture, used by name)
     B_GUARD,
@@ -168,16 +170,20 @@ def test_jingbao_run_role_central_shows_the_edges_calls_and_central_incidents_li
             for page in (city, lianhu):
                 expect(page.locator("#conn")).to_have_text("实时连接")
                 expect(page.locator("#tasks-toggle")).to_be_hidden()  # a station's own, on its box
+            # the edge's guard keys up: his channel lights up on the wall while he talks
+            card = city.locator(f"[id='ch-{A}.ch-market']")
+            _publish_from_a_thread(broker, (Topics().node(A, CHANNELS), channel_payload(A, "ch-market", True, time.time())))
+            expect(card).to_have_class(re.compile(r"\btalking\b"))
+            expect(lianhu.locator(".channel.talking")).to_have_count(0)
             topic, payload, _, _ = utterance_message(A, FIGHT, heard_ago=3)
             t_topic, t_payload = transcript_message(A, FIGHT, entry=2, heard_ago=3)
-            edge = threading.Thread(target=asyncio.run, args=(_publish(broker, (topic, payload), (t_topic, t_payload)),))
-            edge.start()  # its own loop: Playwright's runs in this thread
-            edge.join(10)
+            _publish_from_a_thread(broker, (topic, payload), (t_topic, t_payload))
+            expect(card).not_to_have_class(re.compile(r"\btalking\b"))  # his utterance is in: he has let go
             line = city.locator(f"#feed .line[data-channel='{A}.ch-market']")
             expect(line).to_contain_text("韩森寨公交站有人打架", timeout=15_000)
             expect(city.locator(f"[id='ch-{A}.ch-market'] .state")).to_have_text("1 次通话")
-            card = city.locator("#incidents .incident").first
-            expect(card).to_contain_text("韩森寨公交站", timeout=15_000)
+            incident = city.locator("#incidents .incident").first
+            expect(incident).to_contain_text("韩森寨公交站", timeout=15_000)
             city.wait_for_timeout(500)
             screenshot(city, "central-console")
             # the station filter: C's wall has neither A's call nor A's incident
@@ -195,6 +201,13 @@ def test_jingbao_run_role_central_shows_the_edges_calls_and_central_incidents_li
         _, err = process.communicate(timeout=20)
         broker.stop()
     assert process.returncode == 0, err
+
+
+def _publish_from_a_thread(broker: Mosquitto, *messages: tuple[str, bytes]) -> None:
+    """As an edge publishes them, from a loop of its own (Playwright's runs in the test's thread)."""
+    edge = threading.Thread(target=asyncio.run, args=(_publish(broker, *messages),))
+    edge.start()
+    edge.join(10)
 
 
 async def _publish(broker: Mosquitto, *messages: tuple[str, bytes]) -> None:

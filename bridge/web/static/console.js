@@ -63,8 +63,9 @@ async function main() {
 }
 
 function onEvent({ topic, data }) {
-  if (topic === "channel") {  // the bus carries the channel's own state; the rest comes from /api/channels
-    S.channels.set(data.id, { ...fromApi(S.channels.get(data.id) ?? {}), ...data });
+  if (topic === "channel") {  // the bus carries the channel's own state (central's: whether it talks); the rest comes from /api/channels
+    S.channels.set(data.id, { ...(S.channels.get(data.id) ?? {}), ...data });
+    if (S.central) keyedUp(data.id, data.talking);
     updateChannel(data.id);
   }
   else if (topic === "level") {
@@ -76,7 +77,11 @@ function onEvent({ topic, data }) {
   else if (topic === "utterance") {
     countActivity(data);
     const c = S.channels.get(data.channel);
-    if (S.central && c) { c.utterances += 1; c.last_utterance = data; updateChannel(data.channel); }  // no channel events there
+    if (S.central && c) {  // central counts them itself: no channel state follows an utterance there
+      c.utterances += 1; c.last_utterance = data; c.talking = false;
+      keyedUp(data.channel, false);
+      updateChannel(data.channel);
+    }
   }
   else if (topic === "incident") onIncident(data);
   else if (topic === "fault") onFault(data);
@@ -114,6 +119,15 @@ function showCentral(stations) {
     refreshIncidents();
     drawActivity();
   });
+}
+
+// At central a channel's keying down may be lost (sent at most once): its light goes out with its utterance, or after
+// the longest an utterance lasts.
+const KEYED_MAX_MS = 65000;
+const keyedTimers = new Map();
+function keyedUp(id, talking) {
+  clearTimeout(keyedTimers.get(id));
+  if (talking) keyedTimers.set(id, setTimeout(() => onEvent({ topic: "channel", data: { id, talking: false } }), KEYED_MAX_MS));
 }
 
 // whether what was heard on `channel` is on the wall now: at central its station is the one filtered for, if any
