@@ -3,12 +3,13 @@ forward them (bridge/forward.py), stored in PostgreSQL (`storage.database_url`) 
 stations (bridge/web/search_pg.PostgresSearchIndex).
 
 Central subscribes to <prefix>/nodes/+/utterances and .../transcripts with QoS 1 on a persistent MQTT 5 session, so
-the broker keeps what arrives while central is away. The messages that have arrived together (STORE_BATCH at most)
-are stored in one transaction, one durable commit for all: a busy central's rate is not one commit per message (a
-message PostgreSQL refuses makes its batch go in one message at a time, the others stored). A message is
-acknowledged (PUBACK) only once it is committed:
-if PostgreSQL is down, central waits for it holding that message (retried with back-off, nothing acknowledged
-meanwhile), and a crash before the commit leaves the message with the broker, which sends it again.
+the broker keeps what arrives while central is away; and to the live .../partials (when it dispatches) and
+.../channels (for its console) with QoS 0: the broker keeps none of those for later, when they mean nothing. The
+messages that have arrived together (STORE_BATCH at most) are stored in one transaction, one durable commit for all:
+a busy central's rate is not one commit per message (a message PostgreSQL refuses makes its batch go in one message
+at a time, the others stored). A message is acknowledged (PUBACK) only once it is committed: if PostgreSQL is down,
+central waits for it holding that message (retried with back-off, nothing acknowledged meanwhile), and a crash before
+the commit leaves the message with the broker, which sends it again.
 
 Repeats are stored once: an utterance is keyed by its station and id (`INSERT ... ON CONFLICT DO NOTHING`), a
 transcript replaces the stored one only when its version is newer. A station's ids are qualified with it
@@ -64,7 +65,7 @@ from bridge.nodes import (
     stored_payload,
     valid_station,
 )
-from dispatch.topics import CHANNELS, PARTIALS, NodeTopic, Topics
+from dispatch.topics import CHANNELS, NODE_KINDS, PARTIALS, NodeTopic, Topics
 
 if TYPE_CHECKING:
     import uvicorn
@@ -115,6 +116,7 @@ MIGRATIONS = [
     # its edge dispatched it (TranscriptMessage.dispatched_at_edge): the dispatcher leaves it alone, at start too
     Migration(sqlite="", postgres="ALTER TABLE transcripts ADD COLUMN dispatched_at_edge BOOLEAN NOT NULL DEFAULT false;"),
 ]
+CHANNEL_STATE_MAX_AGE_S = 5.0  # an edge's channel keyed up or down longer ago is not shown: it says nothing now
 STORE_BATCH = 64  # messages that arrived together stored in one transaction at most (one durable commit for all)
 ACK_BATCH = 32  # entries acknowledged to an edge in one message at most...
 ACK_DELAY_S = 0.5  # ...and at the latest this long after the first of them was stored
@@ -309,7 +311,9 @@ class CentralIngest:
                 if self._on_partial is not None:
                     self._on_partial(message)
             elif isinstance(message, ChannelMessage):
-                if self._bus is not None:  # as a box's channel says it: the console lights the channel up
+                # as a box's channel says it: the console lights the channel up (unless it is old news, held up behind
+                # PostgreSQL, say)
+                if self._bus is not None and time.time() - message.at_ms / 1000 < CHANNEL_STATE_MAX_AGE_S:
                     self._bus.publish("channel", {"id": central_id(message.station, message.channel),
                                                   "talking": message.talking})  # fmt: skip
             elif message is not None:
@@ -328,7 +332,8 @@ class CentralIngest:
             assert isinstance(message, NodeMessage)  # not a StoredTopic
         except NodeMessageError as e:
             # a station's own topic (the broker's ACL vouches for it): tell its edge, so it does not resend it forever
-            self._acknowledge(parsed.station, parsed.kind, entry_of(payload), "", "rejected")
+            if parsed.kind in NODE_KINDS:  # a live message (partials, channels) names no entry: nothing to tell
+                self._acknowledge(parsed.station, parsed.kind, entry_of(payload), "", "rejected")
             self._reject(parsed.station, f"{parsed.kind}: {e}")
             return None
         return message

@@ -352,7 +352,10 @@ class CentralDispatch:
                                "file names its jurisdiction here: central leaves them to it; set node.dispatch: central "
                                "on that edge for central to dispatch them", clip(station))  # fmt: skip
             return "dispatched_at_edge"
-        if message.sos:  # a hot microphone's words or an emergency phrase: the edge raised the SOS with them
+        # a hot microphone's words or an emergency phrase: the edge raised the SOS with them; unless the utterance's
+        # partials raised a provisional incident here, which its final settles, as the SOS desk leaves it on a box
+        store = self.service.dispatcher.store
+        if message.sos and store.provisional_for(central_id(station, message.utterance_id)) is None:
             self.refused["sos"] += 1
             logger.info("transcript %s not dispatched: its station's SOS desk took it", name)
             return "sos"

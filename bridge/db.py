@@ -58,13 +58,15 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def connect_postgres(url: str) -> psycopg.Connection:
+def connect_postgres(url: str, timeout_s: int | None = None) -> psycopg.Connection:
     """Connect to PostgreSQL (a libpq URL or "key=value" string): autocommit, so each write is one
-    `with conn.transaction():` block; rows are dicts."""
+    `with conn.transaction():` block; rows are dicts. `timeout_s`: give up connecting after that long (libpq's
+    connect_timeout; by default the URL's, else the system's)."""
     import psycopg  # here, not at the top: every command imports this module, few of them use PostgreSQL
     from psycopg.rows import dict_row
 
-    return psycopg.connect(url, autocommit=True, row_factory=dict_row)
+    timeout = {} if timeout_s is None else {"connect_timeout": timeout_s}
+    return psycopg.connect(url, autocommit=True, row_factory=dict_row, **timeout)
 
 
 def migrate(conn: sqlite3.Connection | psycopg.Connection, component: str, migrations: Sequence[str | Migration]) -> None:

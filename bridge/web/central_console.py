@@ -51,6 +51,7 @@ from dispatch.dispatcher import DispatchService
 logger = logging.getLogger(__name__)
 
 LIVE_TOPICS = {"channel", "utterance", "transcript", "incident"}  # what central's bus carries
+CONNECT_TIMEOUT_S = 3
 
 
 class CentralReadings:
@@ -65,8 +66,8 @@ class CentralReadings:
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         with self._lock:
             try:
-                if self._conn is None:
-                    self._conn = connect_postgres(self._url)
+                if self._conn is None:  # within seconds or not at all: incidents' words are read on the event loop
+                    self._conn = connect_postgres(self._url, timeout_s=CONNECT_TIMEOUT_S)
                 return self._conn.execute(sql, args).fetchall()
             except (psycopg.OperationalError, psycopg.InterfaceError):
                 if self._conn is not None:

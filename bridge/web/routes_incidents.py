@@ -110,6 +110,9 @@ def incidents_router() -> APIRouter:
     async def redispatch(
         incident_id: str, body: DispatchBody, ctx: WebContext = Depends(web_context), user: User = require(*OPERATOR)
     ) -> dict[str, Any]:
+        outside = [rid for rid in body.responders if not responder_in_scope(ctx, user, rid)]
+        if outside:  # at central: a responder of a station beyond the operator's scope is not theirs to send
+            raise HTTPException(404, f"no responder {outside[0]!r} in your scope ({user.scope})")
         return _act(ctx, incident_id, user, lambda d: d.reassign(incident_id, body.responders, actor=user.name))
 
     @router.post("/api/incidents/{incident_id}/confirm")

@@ -19,12 +19,13 @@ import pytest
 
 from asr.live import RecognisedUtterance
 from asr.transcript import Keyword, Transcript, Word
+from bridge.bus import EventBus
 from bridge.central import CentralIngest, CentralStore
 from bridge.central_dispatch import RegionArea, as_central
 from bridge.config import Config, load_config
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
-from bridge.nodes import ChannelMessage, PartialMessage, parse, partial_payload, transcript_payload
+from bridge.nodes import ChannelMessage, PartialMessage, channel_payload, parse, partial_payload, transcript_payload
 from bridge.region import RegionError, load_region
 from bridge.region_jurisdiction import merge_jurisdictions
 from bridge.service import Service
@@ -487,3 +488,41 @@ async def test_a_final_committed_while_central_was_down_settles_the_provisional_
         await until("the final read back", lambda: dispatch.recovered == 1)
         incidents = dispatch.service.dispatcher.store.list()
     assert [(i.provisional, i.place_id, i.reports) for i in incidents] == [(False, f"{A}.hansenzhai-gongjiaozhan", 1)]
+
+
+async def test_an_edges_sos_final_settles_the_provisional_incident_its_partial_raised_at_central(tmp_path, mqtt, pg_url):
+    """A caller's partial raised a provisional incident at central; his final holds an emergency phrase, so his edge
+    raised the SOS and says so (`sos`). Central still lets that final settle its provisional incident, as the SOS desk
+    leaves it to the dispatcher on a box, instead of leaving it provisional for good."""
+    config = dispatching_central(tmp_path, mqtt, pg_url)
+    began = time.time() - 3
+    utterance_id = new_utterance_id(began)
+    row = {"utterance_id": utterance_id, "channel": "ch-market", "start_ms": round(began * 1000), "created_at": time.time()}
+    said = Transcript(text=FIGHT + "，我被打了", pinyin="", engine="test")
+    async with central_dispatching(config) as (_, dispatch), \
+            aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
+        await edge.publish(*partial_message(A, utterance_id, FIGHT), qos=0)
+        await until("the provisional incident", lambda: dispatch.service.dispatcher.store.list())
+        await edge.publish(Topics().node(A, "transcripts"), transcript_payload(A, row, said.to_dict(), entry=1, sos=True))
+        await until("the final read", lambda: dispatch.dispatched == 1)
+    assert [i.provisional for i in dispatch.service.dispatcher.store.list()] == [False]
+    assert not dispatch.refused
+
+
+async def test_live_node_messages_never_stop_central_and_an_old_key_up_is_not_shown(tmp_path, mqtt, pg_url):
+    """A partial or channel state that is no message (it even names a queue entry) is a counted rejection, not an
+    acknowledgement of a kind the edge never queues, and central goes on; a key-up taken long ago is not put on the
+    console's bus."""
+    bus = EventBus()
+    states = bus.subscribe({"channel"})
+    central = CentralIngest(dispatching_central(tmp_path, mqtt, pg_url), bus=bus, on_partial=lambda message: None)
+    async with running(central), aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:
+        await edge.publish(Topics().node(A, PARTIALS), b'{"v": 1, "station": "%s", "entry": 5, "paused": "yes"}' % A.encode())
+        await edge.publish(Topics().node(A, CHANNELS), b'{"v": 1, "entry": 6}')
+        await edge.publish(Topics().node(A, CHANNELS), channel_payload(A, "ch-market", True, time.time() - 60))
+        await edge.publish(Topics().node(A, CHANNELS), channel_payload(A, "ch-market", True, time.time()))
+        await edge.publish(*transcript_message(A, FIGHT, entry=7), qos=1)
+        await until("the transcript after them stored", lambda: central.stored["transcripts"] == 1)
+        keyed = await asyncio.wait_for(states.queue.get(), 5)
+    assert keyed.data == {"id": f"{A}.ch-market", "talking": True} and states.queue.empty()
+    assert central.rejected[A] == 2

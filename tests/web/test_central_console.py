@@ -124,6 +124,8 @@ async def test_an_operator_sees_and_acts_on_the_incidents_channels_and_calls_of_
     assert op_c.get(f"/api/incidents/{a_fight['id']}").status_code == 404
     assert op_c.post(f"/api/incidents/{a_fight['id']}/notes", json={"text": "不是我们的"}).status_code == 404
     assert op_c.post(f"/api/responders/{B_GUARD}/status", json={"status": "busy"}).status_code == 404
+    # nor send another station's responder to their own incident
+    assert op_c.post(f"/api/incidents/{c_theft['id']}/dispatch", json={"responders": [B_GUARD]}).status_code == 404
     noted = op_c.post(f"/api/incidents/{c_theft['id']}/notes", json={"text": "已联系小市保安"})
     assert noted.status_code == 200 and noted.json()["timeline"][-1]["actor"] == "op-lianhu"
     assert [r["id"] for r in op_c.get("/api/responders").json()] == [C_GUARD]

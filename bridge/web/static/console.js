@@ -52,13 +52,20 @@ async function main() {
   setInterval(drawActivity, 10000);
   setInterval(remindUnseen, REMIND_S * 1000);
   setInterval(async () => {  // positions come from phones, patches from other operators and the CLI
-    S.responders = await JB.api("/api/responders");
-    S.map?.setResponders(S.responders);
+    try {  // (503 where nothing is dispatched: a central without a region's jurisdiction files)
+      S.responders = await JB.api("/api/responders");
+      S.map?.setResponders(S.responders);
+    } catch (e) { console.warn("responders", e); }
     if (!S.central) refreshPatches();
+    let added = false;
     for (const c of await JB.api("/api/channels")) {  // recognition lag, and what the channel's source refused
       const known = S.channels.get(c.id);
-      if (known) { Object.assign(known, fromApi(c)); updateChannel(c.id); }
+      // central's counts come from its database: a channel heard for the first time today joins the wall
+      if (S.central) { added ||= !known; S.names[c.id] = c.name; S.channels.set(c.id, { ...c, talking: known?.talking ?? false }); }
+      else if (known) Object.assign(known, fromApi(c));
+      if (known) updateChannel(c.id);
     }
+    if (added) { renderChannels(); drawActivity(); }
   }, 15000);
 }
 
