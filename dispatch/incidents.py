@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -183,10 +184,22 @@ class IncidentStore:
             raise IncidentError(f"unknown incident {incident_id!r}")
         return incident
 
-    def list(self, *, status: Status | None = None, limit: int = 100) -> list[Incident]:
-        """Newest first."""
-        where, args = ("WHERE status = ?", (str(status),)) if status else ("", ())
-        rows = self._conn.execute(f"SELECT * FROM incidents {where} ORDER BY created_at DESC LIMIT ?", (*args, limit))
+    def list(self, *, status: Status | None = None, limit: int = 100, stations: Collection[str] | None = None,
+             open_only: bool = False) -> list[Incident]:  # fmt: skip
+        """Newest first. `stations`: only those heard on their channels (the central tier names a channel
+        `<station>.<channel>`); `open_only`: only those still open."""
+        where, args = ["1"], []
+        if status:
+            where.append("status = ?")
+            args.append(str(status))
+        if open_only:
+            where.append(f"status IN ({', '.join('?' * len(OPEN))})")
+            args += map(str, OPEN)
+        if stations is not None:
+            where.append(f"substr(channel, 1, instr(channel, '.') - 1) IN ({', '.join('?' * len(stations))})")
+            args += stations
+        rows = self._conn.execute(f"SELECT * FROM incidents WHERE {' AND '.join(where)} ORDER BY created_at DESC LIMIT ?",
+                                  (*args, limit))  # fmt: skip
         return [_incident(r) for r in rows]
 
     def count_open(self) -> dict[Status, int]:

@@ -35,10 +35,10 @@ from pydantic import BaseModel, Field
 
 from bridge.web.auth import require
 from bridge.web.context import WebContext, web_context
-from bridge.web.scope import channel_in_scope, responder_in_scope
+from bridge.web.scope import allowed_stations, channel_in_scope, responder_in_scope
 from bridge.web.users import Role, User
 from dispatch.config import Priority
-from dispatch.incidents import OPEN, Incident, IncidentError, Status
+from dispatch.incidents import Incident, IncidentError, Status
 from dispatch.positions import PayloadError
 from dispatch.responders import parse_status
 
@@ -47,7 +47,6 @@ logger = logging.getLogger(__name__)
 RESPONDER_MAX_AGE_S = 900.0  # a phone fix older than this is shown at the responder's post instead
 CONSOLE_RECENT = 30  # incidents the console loads at start besides every open one
 CONSOLE_OPEN_MAX = 200
-SCOPED_READ = 500  # incidents read to pick those of a scope, or the open ones, from the newest
 OPERATOR = (Role.OPERATOR,)
 OPERATOR_STATUSES = {Status.ON_SCENE, Status.RESOLVED, Status.FOLLOWED_UP, Status.CLOSED_FALSE_ALARM}
 
@@ -165,12 +164,8 @@ def list_incidents(ctx: WebContext, *, open_only: bool, limit: int, user: User |
     in their scope)."""
     if ctx.service.dispatch is None:
         return []
-    scoped = user is not None and not channel_in_scope(ctx, user, None)
-    wanted = max(limit, SCOPED_READ) if scoped or open_only else limit
-    recent = ctx.service.dispatch.dispatcher.store.list(limit=wanted)
-    if user is not None:
-        recent = [i for i in recent if channel_in_scope(ctx, user, i.channel)]
-    return [i for i in recent if i.status in OPEN][:limit] if open_only else recent[:limit]
+    allowed = allowed_stations(ctx, user) if user is not None else None
+    return ctx.service.dispatch.dispatcher.store.list(limit=limit, open_only=open_only, stations=allowed)
 
 
 def console_incidents(ctx: WebContext, user: User) -> list[Incident]:

@@ -32,6 +32,7 @@ from bridge.nodes import channel_payload, utterance_payload
 from bridge.region import load_region
 from bridge.web.central_app import create_central_app
 from bridge.web.users import UserStore
+from dispatch.incidents import Incident, Status
 from dispatch.topics import CHANNELS, Topics
 from tests.support.broker import Mosquitto, free_port
 from tests.support.central import (  # noqa: F401 (mqtt: the fixture, used by name)
@@ -130,6 +131,12 @@ async def test_an_operator_sees_and_acts_on_the_incidents_channels_and_calls_of_
     assert noted.status_code == 200 and noted.json()["timeline"][-1]["actor"] == "op-lianhu"
     assert [r["id"] for r in op_c.get("/api/responders").json()] == [C_GUARD]
     assert {i["id"] for i in city.get("/api/incidents").json()} == {a_fight["id"], c_theft["id"]}
+    # however many newer incidents the other stations have, a station's open ones stay on its operator's console
+    store = dispatch.service.dispatcher.store
+    for i in range(600):
+        store.create(Incident(id=f"INC-A-{i}", type="noise", priority="low", status=Status.RESOLVED, created_at=time.time(),
+                              updated_at=time.time(), channel=f"{A}.ch-market"), actor="test")  # fmt: skip
+    assert [i["id"] for i in op_c.get("/api/console/state").json()["incidents"]] == [c_theft["id"]]
     # the page itself, and what stays with each station's box
     assert city.get("/console").status_code == 200 and city.get("/stats").status_code == 404
     assert city.get("/api/tasks").status_code == 404 and city.get("/api/sos").status_code == 404
