@@ -267,7 +267,7 @@ class Forwarder:
 
     @property
     def connected(self) -> bool:
-        """Whether a partial sent now goes out (a session is up)."""
+        """Whether what is sent live now goes out (a session is up)."""
         return self._publisher is not None
 
     @property

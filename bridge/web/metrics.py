@@ -145,6 +145,12 @@ class ServiceCollector(Collector):
             ("jingbao_forward_acks_rejected", "Acknowledgements the edge could not read", b.acks_rejected),
         ]:
             yield CounterMetricFamily(name, documentation, value=value)
+        live = CounterMetricFamily("jingbao_forward_live", "Messages sent at once and not queued (partials, channels), "
+                                   "sent or dropped with the link down", labels=["kind", "outcome"])  # fmt: skip
+        for key, count in sorted(forwarder.live.items()):
+            kind, outcome = key.split()
+            live.add_metric([kind, outcome], count)
+        yield live
 
     def _loop(self) -> Iterator[Metric]:
         lag = self.service.loop_lag

@@ -381,7 +381,9 @@ async def test_a_broker_queue_overflowing_while_central_is_away_loses_nothing(tm
             await until("all 30 sent and resent", lambda: forwarder.backlog.resent >= 30)
             await until("the edge behind", lambda: forwarder.behind)
             await until("the backlog counted", lambda: forwarder.backlog.unacknowledged == 30)
+            forwarder.live["channels sent"] += 2  # as two key-ups would count
             code, health, metrics = await shown(forwarder)
+            assert metrics["jingbao_forward_live_total"] == 2
             assert code == 503 and [f["kind"] for f in health["failing"]] == ["forwarding_behind"]
             backlog = health["forwarding"]
             assert backlog["queued"] == backlog["unacknowledged"] == 30 and backlog["oldest_age_s"] > 1
