@@ -216,7 +216,7 @@ def _live_event(message: UtteranceMessage | TranscriptMessage) -> tuple[str, dic
         row, station = message.utterance, message.station
         return "utterance", {"channel": central_id(station, row.channel), "id": central_id(station, row.id),
                              "start": row.start_ms / 1000, "end": row.end_ms / 1000,
-                             "duration": row.duration_ms / 1000}  # fmt: skip
+                             "duration": row.duration_ms / 1000, "reason": row.end_reason}  # fmt: skip
     station = message.station
     return "transcript", {"channel": central_id(station, message.channel), "start": message.start_ms / 1000,
                           "utterance_id": central_id(station, message.utterance_id), **message.transcript.to_dict()}  # fmt: skip

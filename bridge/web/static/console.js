@@ -85,8 +85,9 @@ function onEvent({ topic, data }) {
     countActivity(data);
     const c = S.channels.get(data.channel);
     if (S.central && c) {  // central counts them itself: no channel state follows an utterance there
-      c.utterances += 1; c.last_utterance = data; c.talking = false;
-      keyedUp(data.channel, false);
+      c.utterances += 1; c.last_utterance = data;
+      c.talking &&= data.reason === "max_length";  // cut at its longest, the caller is still keyed
+      keyedUp(data.channel, c.talking);
       updateChannel(data.channel);
     }
   }
@@ -128,8 +129,9 @@ function showCentral(stations) {
   });
 }
 
-// At central a channel's keying down may be lost (sent at most once): its light goes out with its utterance, or after
-// the longest an utterance lasts.
+// At central a channel's keying down may be lost (sent at most once): its light goes out with its utterance (unless
+// that was cut at its longest: the caller talks on, and the timer starts again), or after the longest an utterance
+// lasts (the edge's max_utterance_s, 60 s by default).
 const KEYED_MAX_MS = 65000;
 const keyedTimers = new Map();
 function keyedUp(id, talking) {
