@@ -6,7 +6,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from asr.transcript import Transcript
@@ -85,6 +85,12 @@ class TranscriptStore:
     def get(self, utterance_id: str) -> Transcript | None:
         row = self.conn.execute("SELECT * FROM transcripts WHERE utterance_id = ?", (utterance_id,)).fetchone()
         return transcript_of_row(row) if row else None
+
+    def get_many(self, utterance_ids: Collection[str]) -> dict[str, Transcript]:
+        """The transcripts of those utterances that have one, in one query."""
+        ids = list(utterance_ids)
+        rows = self.conn.execute(f"SELECT * FROM transcripts WHERE utterance_id IN ({', '.join('?' * len(ids))})", ids)
+        return {r["utterance_id"]: transcript_of_row(r) for r in rows}
 
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         """The latest transcripts, newest first (the console's opening view)."""

@@ -43,7 +43,7 @@ from bridge.region import Region
 from bridge.web.auth import require
 from bridge.web.context import WebContext, web_context
 from bridge.web.routes_console import activity_buckets, pump_bus_events
-from bridge.web.routes_incidents import OPERATOR, RESPONDER_MAX_AGE_S, console_incidents, incident_view
+from bridge.web.routes_incidents import OPERATOR, RESPONDER_MAX_AGE_S, console_incidents, incident_views
 from bridge.web.scope import allowed_stations, channel_in_scope, responder_in_scope
 from bridge.web.users import User
 from dispatch.dispatcher import DispatchService
@@ -91,6 +91,15 @@ class CentralReadings:
             logger.warning("an incident's words cannot be read from PostgreSQL now (%s)", type(e).__name__)
             return None
         return transcript_of_row(rows[0]) if rows else None
+
+    def get_many(self, utterance_ids: Collection[str]) -> dict[str, Transcript]:
+        """The transcripts of those utterances that have one, in one query (none when PostgreSQL is away)."""
+        try:
+            rows = self._query("SELECT * FROM transcripts WHERE utterance_id = ANY(%s)", (list(utterance_ids),))
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            logger.warning("incidents' words cannot be read from PostgreSQL now (%s)", type(e).__name__)
+            return {}
+        return {r["utterance_id"]: transcript_of_row(r) for r in rows}
 
     def transmissions(self, since_ms: int, stations: Collection[str]) -> list[dict[str, Any]]:
         """Every utterance the stations' edges forwarded since `since_ms`: its channel (central's name), start, duration."""
@@ -181,7 +190,7 @@ def central_console_router(tile_url: str | None) -> APIRouter:
             "patches": [],
             "jurisdiction": jurisdiction,
             "responders": [r for r in responders if responder_in_scope(ctx, user, r["id"])],
-            "incidents": [incident_view(ctx, i) for i in console_incidents(ctx, user)],
+            "incidents": await incident_views(ctx, console_incidents(ctx, user)),
             "transcripts": await asyncio.to_thread(site.transcripts.recent, 30, ids),
             "activity": await asyncio.to_thread(_activity, site, stations, channels, 60, 60),
             "tile_url": tile_url,

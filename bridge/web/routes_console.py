@@ -52,6 +52,7 @@ from bridge.web.routes_incidents import (
     console_incidents,
     find_incident,
     incident_view,
+    incident_views,
     incidents_router,
     list_incidents,
     responder_id_of,
@@ -127,7 +128,7 @@ def console_router(tile_url: str | None = None) -> APIRouter:
             "jurisdiction": jurisdiction.model_dump(include={"name", "station", "center", "channels", "places"})
             if jurisdiction else None,
             "responders": dispatch.board.snapshot(RESPONDER_MAX_AGE_S) if dispatch is not None else [],
-            "incidents": [incident_view(ctx, i) for i in console_incidents(ctx, user)],
+            "incidents": await incident_views(ctx, console_incidents(ctx, user)),
             "transcripts": await asyncio.to_thread(service.transcripts.recent, 30),
             "activity": await asyncio.to_thread(activity, ctx, 60, 60),
             "tile_url": tile_url,

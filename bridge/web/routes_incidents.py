@@ -24,15 +24,17 @@ Incident views are read on the event loop thread, which is the one the dispatche
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
+from asr.transcript import Transcript
 from bridge.web.auth import require
 from bridge.web.context import WebContext, web_context
 from bridge.web.scope import allowed_stations, channel_in_scope, responder_in_scope
@@ -85,7 +87,7 @@ def incidents_router() -> APIRouter:
         open: bool = False, limit: int = Query(50, ge=1, le=500),
         ctx: WebContext = Depends(web_context), user: User = require(*OPERATOR),
     ) -> list[dict[str, Any]]:  # fmt: skip
-        return [incident_view(ctx, i) for i in list_incidents(ctx, open_only=open, limit=limit, user=user)]
+        return await incident_views(ctx, list_incidents(ctx, open_only=open, limit=limit, user=user))
 
     @router.get("/api/incidents/{incident_id}")
     async def incident(incident_id: str, ctx: WebContext = Depends(web_context), user: User = require(*OPERATOR)) -> dict:
@@ -225,9 +227,17 @@ async def set_responder_status_as_phone(ctx: WebContext, responder_id: str, stat
     return responder_row(ctx, responder_id)
 
 
-def incident_view(ctx: WebContext, incident: Incident) -> dict[str, Any]:
-    """The incident as the pages show it: its fields, the words of its latest report, who was alerted (name, distance,
-    why, ack state), its timeline."""
+async def incident_views(ctx: WebContext, incidents: list[Incident]) -> list[dict[str, Any]]:
+    """`incident_view` of each, their reports' words read in one query off the event loop (at central from
+    PostgreSQL, which may take a while)."""
+    latest = [i.utterance_ids[-1] for i in incidents if i.utterance_ids]
+    words = await asyncio.to_thread(ctx.service.transcripts.get_many, latest) if latest else {}
+    return [incident_view(ctx, i, words) for i in incidents]
+
+
+def incident_view(ctx: WebContext, incident: Incident, words: Mapping[str, Transcript] | None = None) -> dict[str, Any]:
+    """The incident as the pages show it: its fields, the words of its latest report (from `words` when given, else
+    read), who was alerted (name, distance, why, ack state), its timeline."""
     dispatch = ctx.service.dispatch
     timeline = dispatch.dispatcher.store.timeline(incident.id)
     responders: dict[str, dict[str, Any]] = {}
@@ -249,16 +259,17 @@ def incident_view(ctx: WebContext, incident: Incident) -> dict[str, Any]:
         r["assigned"] = rid in incident.assigned
         if r["distance_m"] is not None:
             r["distance_m"] = round(r["distance_m"])
-    return incident.to_dict() | _words_said(ctx, incident) | {"responders": list(responders.values()),
+    return incident.to_dict() | _words_said(ctx, incident, words) | {"responders": list(responders.values()),
                                                              "timeline": [e.to_dict() for e in timeline]}
 
 
-def _words_said(ctx: WebContext, incident: Incident) -> dict[str, Any]:
+def _words_said(ctx: WebContext, incident: Incident, words: Mapping[str, Transcript] | None) -> dict[str, Any]:
     """The timed syllables and spotted keywords of the incident's latest report, so that a pinyin-only transcript
     is shown with its keywords as Chinese names (as in the transcript feed); nothing when it was not transcribed."""
     if not incident.utterance_ids:
         return {}
-    transcript = ctx.service.transcripts.get(incident.utterance_ids[-1])
+    latest = incident.utterance_ids[-1]
+    transcript = words.get(latest) if words is not None else ctx.service.transcripts.get(latest)
     if transcript is None:
         return {}
     said = transcript.to_dict()
