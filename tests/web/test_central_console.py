@@ -81,10 +81,10 @@ async def test_an_operator_sees_and_acts_on_the_incidents_channels_and_calls_of_
     add_operators(config.storage.database)
     async with central_dispatching(config) as (ingest, dispatch), \
             aiomqtt.Client(mqtt.host, mqtt.port, identifier="edges") as edges:  # fmt: skip
-        for station, text, entry in ((A, FIGHT, 1), (C, C_THEFT, 2)):
-            topic, payload, _, _ = utterance_message(station, text)
+        for station, text, entry, ago in ((A, FIGHT, 1, 20.0), (C, C_THEFT, 2, 10.0)):  # C's the newer call
+            topic, payload, _, _ = utterance_message(station, text, heard_ago=ago)
             await edges.publish(topic, payload, qos=1)
-            await edges.publish(*transcript_message(station, text, entry=entry), qos=1)
+            await edges.publish(*transcript_message(station, text, entry=entry, heard_ago=ago), qos=1)
         await until("both calls dispatched", lambda: dispatch.dispatched == 2)
         await until("both utterances stored", lambda: ingest.stored["utterances"] == 2)
         region = load_region(config.node.region)
