@@ -47,6 +47,7 @@ from bridge.web.auth import require
 from bridge.web.context import WebContext, web_context
 from bridge.web.routes_audio import audio_router
 from bridge.web.routes_incidents import (
+    OPERATOR,
     RESPONDER_MAX_AGE_S,
     ResponderStatusBody,
     console_incidents,
@@ -70,7 +71,6 @@ STATIC = Path(__file__).resolve().parent / "static"
 PAGES = {"login": "login.html", "console": "console.html", "guard": "guard.html", "auditor": "auditor.html",
          "stats": "stats.html"}
 LIVE_TOPICS = {"channel", "level", "utterance", "partial", "transcript", "incident", "fault", "task", "patrol"}
-OPERATOR = (Role.OPERATOR,)
 RESPONDER = (Role.GUARD, Role.OFFICER)
 WITHDRAWN_SHOWN_S = 600.0  # a guard's page shows an alert it was stood down from for this long
 
