@@ -294,8 +294,8 @@ class CentralDispatch:
         held = store.utterances_since(since) if missed else set()
         for message in missed:
             utterance_id = central_id(message.station, message.utterance_id)
-            settled = store.provisional_for(utterance_id) is None
-            if utterance_id in held and settled and self.record.version(utterance_id) is None:
+            if utterance_id in held and self.record.version(utterance_id) is None \
+                    and store.provisional_for(utterance_id) is None:
                 logger.info("transcript %s: already in an incident, recorded as dispatched", clip(utterance_id))
                 self.record.record(utterance_id, message.version, "dispatched")
                 continue

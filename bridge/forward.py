@@ -328,16 +328,9 @@ class Forwarder:
         """A partial transcript of an utterance still being spoken, for central's provisional alerts (this edge
         leaves dispatch to central): sent at once with QoS 0, not queued. With the link down it is dropped: the
         final transcript, queued as ever, decides then."""
-        publisher = self._publisher
-        if publisher is None:
-            self.live["partials dropped"] += 1
-            return
         payload = partial_payload(self.station, utterance.id, utterance.channel, utterance.start, utterance.end,
                                   utterance.paused, transcript.to_dict())  # fmt: skip
-        if not publisher.publish_at_most_once(self.topics.node(self.station, PARTIALS), payload):
-            self.live["partials dropped"] += 1
-            return
-        self.live["partials sent"] += 1
+        self._send_live(PARTIALS, payload)
 
     async def _send_channels(self, states: Subscription) -> None:
         """Each channel keying up or down (its `talking` changing), to central at once; nothing else of its state."""
@@ -347,10 +340,13 @@ class Forwarder:
             if talking.get(state["id"]) == state["talking"]:
                 continue
             talking[state["id"]] = state["talking"]
-            payload = channel_payload(self.station, state["id"], state["talking"], time.time())
-            publisher = self._publisher
-            sent = publisher is not None and publisher.publish_at_most_once(self.topics.node(self.station, CHANNELS), payload)
-            self.live["channels sent" if sent else "channels dropped"] += 1
+            self._send_live(CHANNELS, channel_payload(self.station, state["id"], state["talking"], time.time()))
+
+    def _send_live(self, kind: str, payload: bytes) -> None:
+        """Publish a live message (LIVE_NODE_KINDS) at once, QoS 0, or drop it with the link down; counted either way."""
+        publisher = self._publisher
+        sent = publisher is not None and publisher.publish_at_most_once(self.topics.node(self.station, kind), payload)
+        self.live[f"{kind} {'sent' if sent else 'dropped'}"] += 1
 
     async def _read_acks(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:

@@ -43,8 +43,8 @@ from bridge.region import Region
 from bridge.web.auth import require
 from bridge.web.context import WebContext, web_context
 from bridge.web.routes_console import activity_buckets, pump_bus_events
-from bridge.web.routes_incidents import OPERATOR, RESPONDER_MAX_AGE_S, console_incidents, incident_views
-from bridge.web.scope import allowed_stations, channel_in_scope, responder_in_scope
+from bridge.web.routes_incidents import OPERATOR, console_incidents, incident_views, scoped_responders
+from bridge.web.scope import allowed_stations, channel_in_scope
 from bridge.web.users import User
 from dispatch.dispatcher import DispatchService
 
@@ -85,12 +85,7 @@ class CentralReadings:
     def get(self, utterance_id: str) -> Transcript | None:
         """An utterance's transcript (for an incident's words); None when there is none or PostgreSQL is away: the
         incident is shown without its words rather than not at all."""
-        try:
-            rows = self._query("SELECT * FROM transcripts WHERE utterance_id = %s", (utterance_id,))
-        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-            logger.warning("an incident's words cannot be read from PostgreSQL now (%s)", type(e).__name__)
-            return None
-        return transcript_of_row(rows[0]) if rows else None
+        return self.get_many([utterance_id]).get(utterance_id)
 
     def get_many(self, utterance_ids: Collection[str]) -> dict[str, Transcript]:
         """The transcripts of those utterances that have one, in one query (none when PostgreSQL is away)."""
@@ -180,7 +175,6 @@ def central_console_router(tile_url: str | None) -> APIRouter:
             places = [p.model_dump() for p in j.places if p.id.split(".", 1)[0] in ids]
             jurisdiction = {"name": j.name, "station": "", "center": j.center.model_dump(), "places": places,
                             "channels": [c.model_dump() for c in j.channels if c.id.split(".", 1)[0] in ids]}  # fmt: skip
-        responders = dispatch.board.snapshot(RESPONDER_MAX_AGE_S) if dispatch is not None else []
         return {
             "user": user.to_dict(),
             "central": True,
@@ -189,7 +183,7 @@ def central_console_router(tile_url: str | None) -> APIRouter:
             "transmitters": [],
             "patches": [],
             "jurisdiction": jurisdiction,
-            "responders": [r for r in responders if responder_in_scope(ctx, user, r["id"])],
+            "responders": scoped_responders(ctx, user) if dispatch is not None else [],
             "incidents": await incident_views(ctx, console_incidents(ctx, user)),
             "transcripts": await asyncio.to_thread(site.transcripts.recent, 30, ids),
             "activity": await asyncio.to_thread(_activity, site, stations, channels, 60, 60),

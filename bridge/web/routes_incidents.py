@@ -132,7 +132,7 @@ def incidents_router() -> APIRouter:
 
     @router.get("/api/responders")
     async def responders(ctx: WebContext = Depends(web_context), user: User = require(*OPERATOR)) -> list[dict[str, Any]]:
-        return [r for r in dispatch_of(ctx).board.snapshot(RESPONDER_MAX_AGE_S) if responder_in_scope(ctx, user, r["id"])]
+        return scoped_responders(ctx, user)
 
     @router.post("/api/responders/{responder_id}/status")
     async def set_responder_status(
@@ -159,6 +159,11 @@ def dispatch_of(ctx: WebContext) -> Any:
     if ctx.service.dispatch is None:
         raise HTTPException(503, "dispatch is disabled in this service's configuration")
     return ctx.service.dispatch
+
+
+def scoped_responders(ctx: WebContext, user: User) -> list[dict[str, Any]]:
+    """The responders' board as the console shows it, those of the user's scope only (at central)."""
+    return [r for r in dispatch_of(ctx).board.snapshot(RESPONDER_MAX_AGE_S) if responder_in_scope(ctx, user, r["id"])]
 
 
 def list_incidents(ctx: WebContext, *, open_only: bool, limit: int, user: User | None = None) -> list[Incident]:
