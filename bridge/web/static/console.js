@@ -123,7 +123,7 @@ function showCentral(stations) {
   filter.addEventListener("change", () => {
     S.station = filter.value;
     renderChannels();
-    for (const [id, row] of S.lines) row.hidden = !shown(row.dataset.channel);
+    for (const row of S.lines.values()) row.hidden = !shown(row.dataset.channel);
     refreshIncidents();
     drawActivity();
   });
