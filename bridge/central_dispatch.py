@@ -64,7 +64,7 @@ from bridge.central import CentralStore, wait_for_database
 from bridge.config import Config, ConfigError
 from bridge.db import connect, migrate
 from bridge.logsafe import clip
-from bridge.nodes import PartialMessage, TranscriptMessage, central_id
+from bridge.nodes import PartialMessage, TranscriptMessage, central_id, station_of
 from bridge.region import Region, RegionError
 from bridge.region_jurisdiction import RegionJurisdiction, merge_jurisdictions
 from dispatch.dispatcher import DispatchService
@@ -143,17 +143,13 @@ class RegionArea:
 
     def places(self, channel: str) -> PlaceIndex:
         """`channel` as central names it, `<station>.<channel>`: that station's places (KeyError for another)."""
-        return self._indexes[_station_of(channel)]
+        return self._indexes[station_of(channel)]
 
     def out_of_reach(self, place: Place) -> Collection[str]:
-        return self._out_of_reach[_station_of(place.id)]
+        return self._out_of_reach[station_of(place.id)]
 
     def station_of(self, responder_id: str) -> str | None:
         return self._responder_station.get(responder_id)
-
-
-def _station_of(central_name: str) -> str:
-    return central_name.split(".", 1)[0]  # a station id has no "." (bridge.config.STATION_ID)
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,6 +151,11 @@ def central_id(station: str, local_id: str) -> str:
     return f"{station}.{local_id}"
 
 
+def station_of(central: str) -> str:
+    """The station a central id (central_id's) belongs to: a station id has no "." (bridge.config.STATION_ID)."""
+    return central.split(".", 1)[0]
+
+
 def utterance_payload(
     station: str, row: ArchivedUtterance, audio: bytes | None, omitted: str = "", *, entry: int | None = None
 ) -> bytes:

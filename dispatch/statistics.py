@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from dispatch.gazetteer import Jurisdiction
+from dispatch.gazetteer import Jurisdiction, Place, Responder
 from dispatch.incidents import Status
 
 STAGES = ("reported", "alerted", "acked", "on_scene", "resolved")
@@ -91,7 +91,9 @@ class IncidentRecord:
 
 
 class Statistics:
-    """Reads one database; `jurisdiction` maps places to grids and stations and names responders."""
+    """Reads one database; `jurisdiction` maps places to grids and stations and names responders. The central tier's
+    (bridge/web/central_stats.py) counts a region's stations: it narrows what the hooks below say (who answers, which
+    stations, places, channels and responders there are) and reads the traffic elsewhere."""
 
     def __init__(self, conn: sqlite3.Connection, jurisdiction: Jurisdiction) -> None:
         self._conn = conn
@@ -107,12 +109,21 @@ class Statistics:
         except KeyError:  # a place since removed from the jurisdiction
             return None
 
-    def station_of(self, grid: str | None) -> str:
-        """The police post answering for the grid (警务点/警务室), else the station itself (派出所)."""
+    def answering(self, grid: str | None, channel: str) -> str:
+        """Who an incident counts under as its station: the police post answering for its grid (警务点/警务室), else
+        the station itself (派出所). `channel` (its report's) is what the central tier goes by."""
         return self._post_of_grid.get(grid, self._j.station) if grid else self._j.station
 
     def stations(self) -> list[str]:
         return list(dict.fromkeys([self._j.station, *self._post_of_grid.values()]))
+
+    def heading(self) -> str:
+        """Whose statistics these are, for the page's and the monthly report's title."""
+        return self._j.station
+
+    def responders(self) -> list[Responder]:
+        """Whose participation is counted."""
+        return list(self._j.responders)
 
     # --- incidents ------------------------------------------------------------------------------------------------
 
@@ -137,7 +148,7 @@ class Statistics:
         return IncidentRecord(
             id=row["id"], type=row["type"], priority=row["priority"], status=row["status"],
             created_at=row["created_at"], place_id=row["place_id"], place_name=row["place_name"], grid=grid,
-            station=self.station_of(grid), channel=row["channel"], text=row["text"],
+            station=self.answering(grid, row["channel"]), channel=row["channel"], text=row["text"],
             times={"reported": row["created_at"]},
         )  # fmt: skip
 
@@ -229,16 +240,22 @@ class Statistics:
                     delays[rid].append(min(coming) - at)
         rows = [{"id": who.id, "name": who.name, "unit": who.unit, "role": str(who.role),
                  **{k: counts[who.id][k] for k in ("alerted", "answered", "on_scene", "declined", "unanswered")},
-                 "answer_p50_s": _percentile(delays[who.id], 50)} for who in self._j.responders]  # fmt: skip
+                 "answer_p50_s": _percentile(delays[who.id], 50)} for who in self.responders()]  # fmt: skip
         return sorted(rows, key=lambda u: (-u["alerted"], -u["answered"], u["id"]))
 
     def options(self) -> dict[str, Any]:
         """What the filters can be set to: places, grids (communities) and stations of the jurisdiction."""
+        places = self.places()
         return {
-            "places": [{"id": p.id, "name": p.name} for p in self._j.places],
-            "grids": [{"id": p.id, "name": p.name} for p in self._j.places if p.kind == "community"],
+            "heading": self.heading(),
+            "places": [{"id": p.id, "name": p.name} for p in places],
+            "grids": [{"id": p.id, "name": p.name} for p in places if p.kind == "community"],
             "stations": self.stations(),
         }
+
+    def places(self) -> list[Place]:
+        """The places the filters offer."""
+        return list(self._j.places)
 
     def _namer(self, records: list[IncidentRecord]) -> Callable[[str], str]:
         """A place's name: the jurisdiction's, else (a place since removed) the name its incidents were given."""
@@ -252,8 +269,12 @@ class Statistics:
 
         return name
 
+    def channels(self) -> dict[str, str]:
+        """The channels listed even when silent, id -> name."""
+        return {c.id: c.name for c in self._j.channels}
+
     def _channels(self, records: list[IncidentRecord], traffic: dict[str, list[int]]) -> list[dict[str, Any]]:
-        names = {c.id: c.name for c in self._j.channels}
+        names = self.channels()
         reports = Counter(r.channel for r in records if r.channel)
         ids = dict.fromkeys([*names, *traffic, *reports])
         rows = [{"id": c, "name": names.get(c, c), "utterances": sum(traffic.get(c, ())), "incidents": reports[c]}

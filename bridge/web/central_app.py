@@ -8,10 +8,11 @@ writes and indexes), each result names its station by the region file (`node.reg
 station or a 分局 (bridge/web/scope.py). Users, sessions and the audit log stay in central's own SQLite database
 (`storage.data_dir`), as on a box: they are this service's, not the stations'.
 
-Of the pages, central serves the login, the auditor's (with its station filter) and the operators' console over the
+Of the pages, central serves the login, the auditor's (with its station filter), the operators' console over the
 stations of the operator's scope (bridge/web/central_console.py: channels, transcripts, and central's dispatcher's
-incidents and responders with the box's own routes, bridge/web/routes_incidents.py); not the guard page, the
-statistics, tasks, patrols or SOS, which stay with each station's box: central has no radios of its own.
+incidents and responders with the box's own routes, bridge/web/routes_incidents.py) and the statistics of those
+stations (the box's page and exports over central's incidents, bridge/web/central_stats.py); not the guard page,
+tasks, patrols or SOS, which stay with each station's box: central has no radios of its own.
 
 For supervisors and scrapers, as on a box: `GET /healthz` (no login; 503 while the ingest is not connected to the
 broker between nodes or PostgreSQL has not answered lately, `failing` naming each fault: bridge/central_health.py) and
@@ -45,6 +46,7 @@ from bridge.web.metrics import CentralCollector, metrics_router
 from bridge.web.recordings import CentralRecordings
 from bridge.web.routes_console import PAGES, pages_router
 from bridge.web.routes_incidents import incidents_router
+from bridge.web.routes_stats import stats_router
 from bridge.web.search_pg import PostgresSearchIndex
 from bridge.web.sessions import LoginThrottle, SessionStore
 from bridge.web.users import UserStore
@@ -97,9 +99,10 @@ def create_central_app(
     harden(app, config.web)
     for module in (routes_auth, routes_archive):
         app.include_router(module.router)
-    app.include_router(pages_router({name: PAGES[name] for name in ("login", "auditor", "console")}))
+    app.include_router(pages_router({name: PAGES[name] for name in ("login", "auditor", "console", "stats")}))
     app.include_router(central_console_router(config.web.tile_url))
     app.include_router(incidents_router())  # 503 without a dispatcher
+    app.include_router(stats_router())  # central's incidents, the scope's stations (bridge/web/central_stats.py)
     app.include_router(metrics_router(CentralCollector(health), config.web.read_metrics_token()))  # by token, as a box's
 
     @app.get("/healthz")

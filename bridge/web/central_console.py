@@ -39,6 +39,7 @@ from bridge.bus import BusEvent, EventBus
 from bridge.central_archive import CentralArchive
 from bridge.config import Config
 from bridge.db import connect_postgres
+from bridge.nodes import station_of
 from bridge.region import Region
 from bridge.web.auth import require
 from bridge.web.context import WebContext, web_context
@@ -114,6 +115,15 @@ class CentralReadings:
         )  # fmt: skip
         return {r["channel"]: (r["n"], _transmission(r)) for r in rows}
 
+    def hourly(self, since_ms: int, until_ms: int, stations: Collection[str]) -> list[dict[str, Any]]:
+        """Utterances the stations' edges forwarded in [since_ms, until_ms), counted per channel (central's name) and
+        hour since the epoch (`hour`): the statistics turn each into an hour of their own clock's day."""
+        return self._query(
+            "SELECT station || '.' || channel AS channel, start_ms / 3600000 AS hour, count(*) AS n FROM node_utterances"
+            " WHERE start_ms >= %s AND start_ms < %s AND station = ANY(%s) GROUP BY 1, 2",
+            (since_ms, until_ms, list(stations)),
+        )  # fmt: skip
+
 
 def _transmission(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "channel": row["channel"], "start": row["start_ms"] / 1000, "duration": row["duration_ms"] / 1000}
@@ -172,9 +182,9 @@ def central_console_router(tile_url: str | None) -> APIRouter:
         jurisdiction = None
         if dispatch is not None:
             j = dispatch.jurisdiction
-            places = [p.model_dump() for p in j.places if p.id.split(".", 1)[0] in ids]
+            places = [p.model_dump() for p in j.places if station_of(p.id) in ids]
             jurisdiction = {"name": j.name, "station": "", "center": j.center.model_dump(), "places": places,
-                            "channels": [c.model_dump() for c in j.channels if c.id.split(".", 1)[0] in ids]}  # fmt: skip
+                            "channels": [c.model_dump() for c in j.channels if station_of(c.id) in ids]}  # fmt: skip
         return {
             "user": user.to_dict(),
             "central": True,

@@ -17,6 +17,7 @@ audit log (action export) as the search export is; looking at the page is not.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
@@ -25,11 +26,14 @@ from fastapi.responses import HTMLResponse, Response
 
 from bridge.db import connect
 from bridge.web.auth import require
+from bridge.web.central_console import CentralSite
+from bridge.web.central_stats import CentralStatistics
 from bridge.web.context import Web, WebContext, client_address
 from bridge.web.csvexport import csv_response
 from bridge.web.report import PdfError, html_to_pdf, render_html
+from bridge.web.scope import allowed_stations, scope_name
 from bridge.web.users import Role, User
-from dispatch.gazetteer import Jurisdiction, load_jurisdiction
+from dispatch.gazetteer import load_jurisdiction
 from dispatch.statistics import INTERVALS, STAGES, Filters, Period, Statistics
 
 MAX_DAYS = 366
@@ -78,12 +82,12 @@ def stats_router() -> APIRouter:
     @router.get("/api/stats")
     async def summary(web: Web, user: Reader, filters: Annotated[Filters, Depends(stats_filters)],
                       period: Period = "day") -> dict[str, Any]:  # fmt: skip
-        return await asyncio.to_thread(_read, web, lambda s: s.summary(filters, period) | {"options": s.options()})
+        return await asyncio.to_thread(_read, web, user, lambda s: s.summary(filters, period) | {"options": s.options()})
 
     @router.get("/api/stats/incidents.csv")
     async def incidents_csv(request: Request, web: Web, user: Reader,
                             filters: Annotated[Filters, Depends(stats_filters)]) -> Response:  # fmt: skip
-        records = await asyncio.to_thread(_read, web, lambda s: s.incidents(filters))
+        records = await asyncio.to_thread(_read, web, user, lambda s: s.incidents(filters))
         _audit(web, user, request, "stats/incidents.csv", filters, len(records))
         rows = ([r.id, _iso(r.created_at), r.type, r.priority, r.status, r.place_id, r.place_name, r.grid, r.station,
                  r.channel, r.text, *(_iso(r.times.get(s)) for s in STAGES[1:]),
@@ -94,14 +98,14 @@ def stats_router() -> APIRouter:
     @router.get("/api/stats/units.csv")
     async def units_csv(request: Request, web: Web, user: Reader,
                         filters: Annotated[Filters, Depends(stats_filters)]) -> Response:  # fmt: skip
-        units = await asyncio.to_thread(_read, web, lambda s: s.participation(s.incidents(filters)))
+        units = await asyncio.to_thread(_read, web, user, lambda s: s.participation(s.incidents(filters)))
         _audit(web, user, request, "stats/units.csv", filters, len(units))
         return csv_response(UNIT_COLUMNS, ([u[c] for c in UNIT_COLUMNS] for u in units), "units")
 
     @router.get("/api/stats/report", response_class=HTMLResponse)
     async def report(request: Request, web: Web, user: Reader, month: Month,
                      filters: Filters = Depends(month_filters)) -> HTMLResponse:  # fmt: skip
-        html = await _report_html(web, filters, month, "/static/")
+        html = await _report_html(web, user, filters, month, "/static/")
         _audit(web, user, request, f"stats/report {month}", filters, 1)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
@@ -110,7 +114,7 @@ def stats_router() -> APIRouter:
                          filters: Filters = Depends(month_filters)) -> Response:  # fmt: skip
         try:
             async with printing:
-                pdf = await html_to_pdf(await _report_html(web, filters, month, ""))
+                pdf = await html_to_pdf(await _report_html(web, user, filters, month, ""))
         except PdfError as e:
             raise HTTPException(503, str(e)) from e
         _audit(web, user, request, f"stats/report.pdf {month}", filters, 1)
@@ -120,25 +124,33 @@ def stats_router() -> APIRouter:
     return router
 
 
-async def _report_html(web: WebContext, filters: Filters, month: str, static: str) -> str:
-    summary = await asyncio.to_thread(_read, web, lambda s: s.summary(filters, "week"))
+async def _report_html(web: WebContext, user: User, filters: Filters, month: str, static: str) -> str:
+    summary, heading = await asyncio.to_thread(_read, web, user, lambda s: (s.summary(filters, "week"), s.heading()))
     year, mon = month.split("-")
-    station = _jurisdiction(web).station
-    return render_html(summary, title=f"{year}年{int(mon)}月 警保联动工作月报", station=station, static=static)
+    return render_html(summary, title=f"{year}年{int(mon)}月 警保联动工作月报", station=heading, static=static)
 
 
-def _read(web: WebContext, what: Any) -> Any:
-    """`what(Statistics)` on a connection of its own (a worker thread's), closed after."""
+def _read(web: WebContext, user: User, what: Any) -> Any:
+    """`what(Statistics)`, the user's, on a connection of its own (a worker thread's), closed after."""
     conn = connect(web.service.config.storage.database)
     try:
-        return what(Statistics(conn, _jurisdiction(web)))
+        return what(_statistics(web, user, conn))
     finally:
         conn.close()
 
 
-def _jurisdiction(web: WebContext) -> Jurisdiction:
+def _statistics(web: WebContext, user: User, conn: sqlite3.Connection) -> Statistics:
+    """A box's statistics; at central (a region), those of the stations of the user's scope."""
     dispatch = web.service.dispatch
-    return dispatch.jurisdiction if dispatch is not None else load_jurisdiction(web.service.config.jurisdiction)
+    if web.region is None:
+        return Statistics(conn, dispatch.jurisdiction if dispatch is not None else load_jurisdiction(
+            web.service.config.jurisdiction))  # fmt: skip
+    site = web.service
+    if not isinstance(site, CentralSite) or site.dispatch is None or site.transcripts is None:
+        raise HTTPException(503, "central has no dispatcher: no station of the region names a jurisdiction file")
+    return CentralStatistics(conn, site.dispatch.jurisdiction, region=web.region, readings=site.transcripts,
+                             within=allowed_stations(web, user), heading=scope_name(web, user),
+                             station_of_responder=site.dispatch.area.station_of)  # fmt: skip
 
 
 def _audit(web: WebContext, user: User, request: Request, target: str, filters: Filters, rows: int) -> None:

@@ -11,6 +11,7 @@ import logging
 
 from fastapi import HTTPException, status
 
+from bridge.nodes import station_of
 from bridge.region import RegionError
 from bridge.web.context import WebContext
 from bridge.web.users import User
@@ -67,7 +68,7 @@ def channel_in_scope(web: WebContext, user: User, channel: str | None) -> bool:
     """Whether `user` may see what was heard on `channel` (central names it `<station>.<channel>`; an incident's
     channel is its report's); None asks whether the user sees every station."""
     allowed = allowed_stations(web, user)
-    return allowed is None or (channel is not None and channel.split(".", 1)[0] in allowed)
+    return allowed is None or (channel is not None and station_of(channel) in allowed)
 
 
 def responder_in_scope(web: WebContext, user: User, responder_id: str) -> bool:
@@ -108,3 +109,12 @@ def audit_scope(web: WebContext, auditor: User) -> tuple[list[str], frozenset[st
 def station_name(web: WebContext, station: str | None) -> str | None:
     found = web.region.station(station) if web.region is not None and station is not None else None
     return found.name if found is not None else None
+
+
+def scope_name(web: WebContext, user: User) -> str:
+    """What the user's scope is called: their station's or 分局's name, or the region's for a city-wide user."""
+    assert web.region is not None
+    if user.scope is None:
+        return web.region.name
+    bureau = next((b for b in web.region.bureaus if b.id == user.scope), None)
+    return bureau.name if bureau is not None else station_name(web, user.scope) or user.scope

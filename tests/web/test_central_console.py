@@ -20,6 +20,7 @@ from pathlib import Path
 import aiomqtt
 import httpx
 import yaml
+from fastapi.testclient import TestClient
 from playwright.sync_api import expect
 
 from bridge.archive import ArchivedUtterance
@@ -131,16 +132,43 @@ async def test_an_operator_sees_and_acts_on_the_incidents_channels_and_calls_of_
     assert noted.status_code == 200 and noted.json()["timeline"][-1]["actor"] == "op-lianhu"
     assert [r["id"] for r in op_c.get("/api/responders").json()] == [C_GUARD]
     assert {i["id"] for i in city.get("/api/incidents").json()} == {a_fight["id"], c_theft["id"]}
+    _statistics_are_the_scopes(city, op_a, op_c)
     # however many newer incidents the other stations have, a station's open ones stay on its operator's console
     store = dispatch.service.dispatcher.store
     for i in range(600):
         store.create(Incident(id=f"INC-A-{i}", type="noise", priority="low", status=Status.RESOLVED, created_at=time.time(),
                               updated_at=time.time(), channel=f"{A}.ch-market"), actor="test")  # fmt: skip
     assert [i["id"] for i in op_c.get("/api/console/state").json()["incidents"]] == [c_theft["id"]]
-    # the page itself, and what stays with each station's box
-    assert city.get("/console").status_code == 200 and city.get("/stats").status_code == 404
+    # the pages, and what stays with each station's box
+    assert city.get("/console").status_code == 200 and city.get("/stats").status_code == 200
     assert city.get("/api/tasks").status_code == 404 and city.get("/api/sos").status_code == 404
 
+
+def _statistics_are_the_scopes(city: TestClient, op_a: TestClient, op_c: TestClient) -> None:
+    """The statistics page's data at central (bridge/web/central_stats.py): central's incidents counted under the
+    station whose channel reported them, the traffic from PostgreSQL, each operator's own stations only."""
+    whole = city.get("/api/stats").json()
+    assert whole["options"]["heading"] == "测试市局"
+    assert whole["options"]["stations"] == ["公园北路派出所", "长乐中路派出所", "小寨派出所", "北院门派出所"]
+    assert whole["totals"]["incidents"] == 2
+    assert {s["name"]: s["count"] for s in whole["by_station"]} == {"公园北路派出所": 1, "北院门派出所": 1}
+    channels = {c["id"]: c for c in whole["channels"]}
+    assert channels[f"{A}.ch-market"]["name"] == "公园北路派出所 · 市场保安"
+    assert (channels[f"{A}.ch-market"]["utterances"], channels[f"{C}.ch-market"]["utterances"]) == (1, 1)
+    assert sum(whole["hours"]["utterances"]) == 2 == sum(whole["hours"]["incidents"])
+    assert city.get("/api/stats", params={"station": "北院门派出所"}).json()["totals"]["incidents"] == 1
+
+    own = op_a.get("/api/stats").json()
+    assert own["options"]["heading"] == "公园北路派出所" and own["options"]["stations"] == ["公园北路派出所"]
+    assert own["totals"]["incidents"] == 1 and [s["name"] for s in own["by_station"]] == ["公园北路派出所"]
+    assert {c["id"].split(".")[0] for c in own["channels"]} == {A} and sum(own["hours"]["utterances"]) == 1
+    assert {p["id"].split(".")[0] for p in own["options"]["places"]} == {A}
+    assert B_GUARD not in {u["id"] for u in own["units"]}  # he went to A's fight, but he is B's
+    rows = op_a.get("/api/stats/incidents.csv").text.strip().splitlines()
+    assert len(rows) == 2 and "韩森寨公交站" in rows[1]
+    lianhu = op_c.get("/api/stats/report", params={"month": time.strftime("%Y-%m")})
+    assert lianhu.status_code == 200 and "莲湖分局" in lianhu.text and "公园北路派出所" not in lianhu.text
+    assert [u["id"] for u in op_c.get("/api/stats").json()["units"]] == [C_GUARD]
 
 
 def test_jingbao_run_role_central_shows_the_edges_calls_and_central_incidents_live(tmp_path, pg_url):
@@ -204,6 +232,13 @@ def test_jingbao_run_role_central_shows_the_edges_calls_and_central_incidents_li
             # C's operator was never sent any of it
             expect(lianhu.locator("#feed .line")).to_have_count(0)
             expect(lianhu.locator("#incidents .incident")).to_have_count(0)
+            # the statistics of the operator's stations, from the console's link
+            city.click("#stats-link")
+            expect(city.locator("#station")).to_have_text("测试市局")
+            expect(city.locator("#f-station option")).to_have_count(5)  # 全部 and the region's four stations
+            expect(city.locator("#totals")).to_contain_text("1")
+            city.wait_for_timeout(500)
+            screenshot(city, "central-stats")
         assert not CSP_VIOLATIONS, "\n".join(CSP_VIOLATIONS)
     finally:
         process.send_signal(signal.SIGTERM)

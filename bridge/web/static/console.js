@@ -113,7 +113,7 @@ function onFault(fault) {
 function showCentral(stations) {
   S.central = true;
   document.body.classList.add("central");
-  for (const id of ["patrols-toggle", "tracks-toggle", "tasks-toggle", "stats-link"]) document.getElementById(id).hidden = true;
+  for (const id of ["patrols-toggle", "tracks-toggle", "tasks-toggle"]) document.getElementById(id).hidden = true;
   document.querySelector("#channels-panel .patch-bar").hidden = true;
   document.querySelector("#channels-panel .caption").textContent = "中心只收到各站已结束的通话（无实时电平、监听与喊话）；条形：近 60 分钟每分钟通话次数（最右为现在）";
   const filter = document.getElementById("station-filter");

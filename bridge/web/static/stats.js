@@ -70,8 +70,7 @@ function fillOptions(options) {
   add("f-place", options.places);
   add("f-grid", options.grids);
   add("f-station", options.stations.map((s) => ({ id: s, name: s })));
-  const station = options.stations[0];
-  if (station) document.getElementById("station").textContent = station;
+  document.getElementById("station").textContent = options.heading;
   document.getElementById("interval").append(...Object.keys(S.data.response).map((k) => {
     const r = S.data.response[k];
     return JB.el("option", { value: k, selected: k === "reported-on_scene" }, `${STAGES[r.from]} → ${STAGES[r.to]}`);
