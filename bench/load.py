@@ -126,6 +126,7 @@ class Outcome:
 class Incident:
     """An incident as the service stored it by the end of the run."""
 
+    id: str
     type: str
     place: str  # place id, "" when at no known place
     status: str
@@ -512,8 +513,8 @@ def read_incidents(database: Path) -> list[Incident]:
     if not database.exists():
         return []
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
-        rows = db.execute("SELECT type, place_id, status, utterance_ids FROM incidents").fetchall()
-    return [Incident(type_, place or "", status, frozenset(json.loads(ids))) for type_, place, status, ids in rows
+        rows = db.execute("SELECT id, type, place_id, status, utterance_ids FROM incidents").fetchall()
+    return [Incident(id_, type_, place or "", status, frozenset(json.loads(ids))) for id_, type_, place, status, ids in rows
             if status not in ("retracted", "dismissed")]
 
 
@@ -776,6 +777,10 @@ def announcement_lines(o: Outcome) -> list[str]:
             created.setdefault(incident, m.at)
     keyed = [k for k in o.announced if k.keyed is not None and k.ready is not None]
     from_incident = [k.keyed - created[k.incident] for k in keyed if k.incident in created]
+    owner, _ = loadgen.assign(o.utterances, o.plan, o.feed.wall)
+    spoken_end = {i.id: min(ends) for i in o.incidents  # the end of speech of the incident's first report
+                  if (ends := [o.feed.handed[owner[u]] for u in i.utterance_ids if owner.get(u) in o.feed.handed])}
+    from_speech = [k.keyed - spoken_end[k.incident] for k in keyed if k.incident in spoken_end]
     from_queue = [k.keyed - k.queued for k in keyed]
     idle = [k.keyed - created[k.incident] for k in keyed if k.incident in created and not k.behind]
     to_ready = [k.ready - k.queued for k in keyed if k.ready is not None]
@@ -789,7 +794,10 @@ def announcement_lines(o: Outcome) -> list[str]:
     return [
         f"announcements (voice {o.voice}): {len(o.announced)} queued, {len(keyed)} keyed up; incident (first message) "
         f"-> key-up p50 {fmt(percentile(from_incident, 50))}, p95 {fmt(percentile(from_incident, 95))}, max "
-        f"{fmt(max(from_incident, default=None))}; queued -> key-up p50 {fmt(percentile(from_queue, 50))}, p95 "
+        f"{fmt(max(from_incident, default=None))}; the report's end of speech -> key-up p50 "
+        f"{fmt(percentile(from_speech, 50))}, p95 {fmt(percentile(from_speech, 95))}, max "
+        f"{fmt(max(from_speech, default=None))} (n {len(from_speech)}); queued -> key-up p50 "
+        f"{fmt(percentile(from_queue, 50))}, p95 "
         f"{fmt(percentile(from_queue, 95))}, max {fmt(max(from_queue, default=None))}; of which queued -> ready "
         f"(rendering, an earlier announcement on the channel) p50 {fmt(percentile(to_ready, 50))}, p95 "
         f"{fmt(percentile(to_ready, 95))}, and ready -> key-up (the channel busy) p50 {fmt(percentile(hold_off, 50))}, "

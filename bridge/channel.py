@@ -149,6 +149,8 @@ class Channel:
         self._listeners: set[asyncio.Queue[bytes]] = set()
         self._behind: _BehindSpell | None = None
         self.closed_at_shutdown = 0  # utterances being spoken when the service stopped, closed and archived
+        self._paused_at: float | None = None  # when the open utterance's speech last stopped (its last pause's end)
+        self.speech_ended_at = float("-inf")  # wall clock: since when the channel is quiet (its last utterance closed)
 
     def rejections(self) -> dict[str, Any]:
         """What the source refused since the start (packets, files, pushed audio), by kind, and the latest refusal
@@ -273,15 +275,25 @@ class Channel:
         archived: ArchivedUtterance | None = None
         if isinstance(event, UtteranceStarted):
             self.state.talking = True
+            self._paused_at = None
             self.bus.publish("channel", self.state.to_dict())
+        elif isinstance(event, UtterancePaused):
+            self._paused_at = event.speech_end
         elif isinstance(event, UtteranceDiscarded):
             self.state.talking = False
+            self.speech_ended_at = time.time()
             self.state.discarded += 1
             self.bus.publish("channel", self.state.to_dict())
         elif isinstance(event, Utterance):
             self.state.talking = False
+            # closed by its hang-over: the channel has been quiet since the pause that began it (the segmenter says
+            # when each pause began, the last one included), as long in the audio as from then to the utterance's end
+            # (not the wall clock: a channel behind real time has not heard what came after); cut by the carrier or
+            # at its longest: quiet from now
+            quiet_s = event.end - self._paused_at if event.reason == "silence" and self._paused_at is not None else 0.0
+            self.speech_ended_at = time.time() - max(0.0, quiet_s)
             archived = await self._archive(event)
-        elif not isinstance(event, UtteranceAudio | UtterancePaused):
+        elif not isinstance(event, UtteranceAudio):
             raise TypeError(f"unexpected segmenter event {event!r}")
         if self.on_event is not None:
             await self.on_event(event, archived)

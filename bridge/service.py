@@ -46,7 +46,7 @@ class Service:
         self.recognition: LiveRecognition | None = None  # built in run(): the pool needs the running loop
         self.speaker: Speaker | None = None  # the announcements' voice, loaded in run() once the transmitters are open
         self.channels = [Channel(ch, self.archive, self.bus, self._on_segment_event) for ch in config.channels if ch.enabled]
-        self.radios = Radios([ch.config for ch in self.channels], config.patches, self._is_receiving)
+        self.radios = Radios([ch.config for ch in self.channels], config.patches, self._speech_ended)
         self.forwarder = self._build_forwarder() if role == "edge" else None
 
     def channel_states(self) -> list[dict[str, Any]]:
@@ -148,8 +148,12 @@ class Service:
             if ch.config.id == row.channel:
                 ch.archived_late(row)
 
-    def _is_receiving(self, channel_id: str) -> bool:
-        return any(ch.state.talking for ch in self.channels if ch.config.id == channel_id)
+    def _speech_ended(self, channel_id: str) -> float | None:
+        """When the speech the channel last heard ended (wall clock); None while it hears someone."""
+        for ch in self.channels:
+            if ch.config.id == channel_id:
+                return None if ch.state.talking else ch.speech_ended_at
+        return float("-inf")
 
     async def _on_segment_event(self, event: Any, archived: Any) -> None:
         if self.recognition is not None:

@@ -28,11 +28,12 @@ FaultHook = Callable[[str, str | None], None]  # (channel id, what went wrong or
 
 class Radios:
     def __init__(
-        self, channels: Sequence[ChannelConfig], patches: Sequence[PatchConfig], receiving: Callable[[str], bool]
-    ) -> None:
+        self, channels: Sequence[ChannelConfig], patches: Sequence[PatchConfig],
+        speech_ended: Callable[[str], float | None],
+    ) -> None:  # fmt: skip
         self._channels = [ch for ch in channels if ch.line is not None or ch.tx is not None]
         self._patch_configs = list(patches)
-        self._receiving = receiving
+        self._speech_ended = speech_ended  # per channel: when its receiver last heard speech end (Transmitter's)
         self.lines: dict[str, Line] = {}
         self.transmitters: dict[str, Transmitter] = {}
         self.patches = PatchManager({})
@@ -71,7 +72,8 @@ class Radios:
         self.lines[ch.id] = line  # registered at once: closed (unkeyed) with the others even if its output fails
         if ch.tx is not None:
             transmitter = Transmitter(
-                ch.id, line, open_sink(ch.id, ch.tx.output), ch.tx, receiving=lambda cid=ch.id: self._receiving(cid),
+                ch.id, line, open_sink(ch.id, ch.tx.output), ch.tx,
+                speech_ended=lambda cid=ch.id: self._speech_ended(cid),
                 on_fault=report,
             )
             await transmitter.start()

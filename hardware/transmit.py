@@ -4,7 +4,8 @@ Rules a radio operator expects, all enforced here:
 - one transmission at a time, in priority order (then first come, first served);
 - a channel that is receiving (COR up, or the segmenter hearing speech) is not transmitted over: a normal
   transmission waits until the channel has been quiet for `clear_ms`, and gives up after `max_wait_s`; the command
-  room's COMMAND priority skips the wait;
+  room's COMMAND priority skips the wait. Quiet counts from the end of the speech the receiver heard: the segmenter
+  closes an utterance after a hang-over of silence, which counts towards `clear_ms` (a COR line's drop is its own);
 - the time-out timer cuts a transmission keyed longer than `tot_s`;
 - PTT is released in a `finally` whatever happens (error, cancellation, time-out), and the line itself unkeys when
   opened and closed; a line that cannot be driven (an unplugged USB fob) fails the transmission and is reported
@@ -61,14 +62,16 @@ class Transmitter:
         line: Line,
         sink: Sink,
         config: TransmitConfig,
-        receiving: Callable[[], bool] | None = None,
+        speech_ended: Callable[[], float | None] | None = None,
         on_fault: Callable[[str], None] | None = None,
     ) -> None:
         self.channel = channel
         self.line = line
         self.sink = sink
         self.config = config
-        self.receiving = receiving  # e.g. lambda: segmenter is in speech; COR is read from the line directly
+        # when the speech the receiver last heard ended (wall clock; None: it hears speech now), e.g. the segmenter's;
+        # COR is read from the line directly
+        self.speech_ended = speech_ended
         self.on_fault = on_fault  # told why a transmission failed (PTT or output), e.g. to show it on the channel
         self.counts = {"sent": 0, "timeout": 0, "busy": 0, "failed": 0}
         self._windows: deque[tuple[float, float | None]] = deque(maxlen=WINDOWS_KEPT)  # wall-clock keyed intervals
@@ -112,7 +115,7 @@ class Transmitter:
         return False
 
     def channel_busy(self) -> bool:
-        return self.line.carrier is True or (self.receiving is not None and self.receiving())
+        return self.line.carrier is True or (self.speech_ended is not None and self.speech_ended() is None)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -220,6 +223,9 @@ class Transmitter:
         if self._quiet_since is None:
             self._quiet_since = now
         quiet_for = now - self._quiet_since
+        ended = self.speech_ended() if self.speech_ended is not None else None
+        if ended is not None:  # quiet since the speech ended, not since the segmenter's hang-over closed it
+            quiet_for = max(quiet_for, time.time() - ended)
         dropped = self.line.carrier_dropped_at  # catches a carrier that came and went between two looks
         if dropped is not None:
             quiet_for = min(quiet_for, time.time() - dropped)

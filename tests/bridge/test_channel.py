@@ -17,7 +17,7 @@ from bridge.bus import BusEvent, EventBus, Subscription
 from bridge.channel import Channel
 from bridge.config import ChannelConfig
 from bridge.decode import decode_file, iter_frames
-from bridge.events import SegmentEvent, Utterance
+from bridge.events import SegmentEvent, Utterance, UtterancePaused
 from bridge.sources import SourceStats
 from tests.support.archive import speech_pcm, storage
 from tests.support.audio_check import stamp_steps
@@ -110,3 +110,23 @@ def drain(subscription: Subscription) -> list[BusEvent]:
     while not subscription.queue.empty():
         events.append(subscription.queue.get_nowait())
     return events
+
+
+async def test_a_closed_utterance_says_how_long_the_channel_has_been_quiet(tmp_path: Path, speech_pcm: bytes) -> None:
+    """The hang-over that closed an utterance was quiet: the channel says it has been quiet since its last pause
+    began (the transmitter counts that towards its clear time), not only since the utterance closed."""
+    config = ChannelConfig.model_validate({"id": "ch-x", "name": "x", "source": {"type": "file", "paths": [str(tmp_path)]}})
+    seen: list[tuple[SegmentEvent, float]] = []
+
+    async def hook(event: SegmentEvent, archived: ArchivedUtterance | None) -> None:
+        if isinstance(event, UtterancePaused | Utterance):
+            seen.append((event, time.time() - channel.speech_ended_at))
+
+    with Archive(storage(tmp_path / "data")) as archive:
+        channel = Channel(config, archive, EventBus(), on_event=hook, source=FailsOnceSource(speech_pcm))
+        await asyncio.wait_for(channel.run(), timeout=30)
+    utterance, quiet = seen[-1]
+    last_pause = [e for e, _ in seen if isinstance(e, UtterancePaused)][-1]
+    assert isinstance(utterance, Utterance) and utterance.reason == "silence"
+    assert quiet >= config.vad.sentence_end_ms / 1000  # at least the pause the segmenter waited for
+    assert abs(quiet - (utterance.end - last_pause.speech_end)) < 0.1

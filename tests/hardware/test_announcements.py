@@ -32,7 +32,7 @@ def tone(seconds: float, hz: float) -> bytes:
 
 
 @asynccontextmanager
-async def channel(tmp_path: Path, speaker: Speaker | None = None, clock: Any = time.monotonic, receiving: Any = None,
+async def channel(tmp_path: Path, speaker: Speaker | None = None, clock: Any = time.monotonic, speech_ended: Any = None,
                   realtime: bool = False, **settings: Any
                   ) -> AsyncIterator[tuple[ChannelAnnouncements, SimulatedLine, FileSink]]:  # fmt: skip
     """A channel's announcement queue on a simulated line and a WAV-file sink (`realtime`: as long as playing takes)."""
@@ -41,7 +41,7 @@ async def channel(tmp_path: Path, speaker: Speaker | None = None, clock: Any = t
     line = SimulatedLine("ch", SimulatedLineConfig(type="simulated"))
     sink = FileSink("ch", config.output)
     async with line:
-        tx = Transmitter("ch", line, sink, config, receiving=receiving)
+        tx = Transmitter("ch", line, sink, config, speech_ended=speech_ended)
         await tx.start()
         queue = ChannelAnnouncements(tx, speaker, clock)
         yield queue, line, sink
@@ -179,7 +179,7 @@ async def test_the_channel_is_keyed_before_the_whole_announcement_is_rendered(tm
 
 async def test_a_busy_channel_is_not_keyed_over_while_the_announcement_renders(tmp_path: Path) -> None:
     talking = [True]
-    async with channel(tmp_path, receiving=lambda: talking[0], clear_ms=200) as (queue, line, sink):
+    async with channel(tmp_path, speech_ended=lambda: None if talking[0] else time.time(), clear_ms=200) as (queue, line, sink):
         queue.submit(Announcement("ch", "INC-1", "…", tone(0.2, 440)))
         task = asyncio.create_task(played(queue, 1))
         await asyncio.sleep(0.5)

@@ -86,12 +86,31 @@ async def test_a_channel_that_never_clears_drops_normal_traffic(tmp_path):
 async def test_segmenter_speech_counts_as_busy_too(tmp_path):
     speaking = True
     tx, line, _ = _tx(tmp_path, max_wait_s=0.3, clear_ms=100)
-    tx.receiving = lambda: speaking
+    tx.speech_ended = lambda: None if speaking else float("-inf")
     async with line:
         await tx.start()
         assert (await tx.transmit(silence(0.1))).status == "busy"
         speaking = False
         assert (await tx.transmit(silence(0.1))).status == "sent"
+
+
+async def test_quiet_counts_from_the_end_of_the_speech_the_receiver_heard(tmp_path):
+    """The segmenter closes an utterance after a hang-over of silence: that silence counts towards clear_ms, so a
+    channel whose caller stopped long enough ago is keyed at once; one whose caller just stopped still waits."""
+    ended: list[float | None] = [float("-inf")]  # never heard anyone
+    tx, line, _ = _tx(tmp_path, key_up_delay_ms=0, tail_ms=0, clear_ms=500)
+    tx.speech_ended = lambda: ended[0]
+    async with line:
+        await tx.start()
+        assert (await tx.transmit(silence(0.1))).status == "sent"
+        for quiet_s, wait_s in ((0.6, 0.0), (0.0, 0.5)):
+            ended[0] = None  # someone talks (the transmitter sees it), then his utterance closes
+            task = asyncio.create_task(tx.transmit(silence(0.05)))
+            await asyncio.sleep(0.1)
+            assert not task.done()
+            ended[0], closed = time.time() - quiet_s, time.monotonic()
+            assert (await task).status == "sent"
+            assert wait_s - 0.05 <= _at(line, "key", -1) - closed <= wait_s + SLACK, (quiet_s, wait_s)
 
 
 async def test_command_priority_overrides_a_busy_channel(tmp_path):
