@@ -21,6 +21,10 @@ alert to a phone is reported beside it. Reports do not merge into one incident u
 play on every channel). /api/channels and /healthz are polled every second for skipped audio, loop lag and the
 recognition backlog; CPU and peak RSS of the service come from /proc/<pid>.
 
+--incidents-per-minute R: about R incident calls a minute over all channels (each transmission one with the chance
+that gives), the others routine, as a station's traffic is, instead of calls and recordings in turn (about half
+incidents: more than the channels' airtime can announce).
+
 --announce: the dispatcher speaks its announcements (dispatch/speech.py, the Kokoro voice) on the channels: the first
 six channels are the jurisdiction's (ch-command, ch-market, ...: where responders listen), each with a file
 transmit path (real time). Reported: incident -> key-up (the incident's first message on the broker to the service's
@@ -92,6 +96,7 @@ class Options:
     profile: Path | None = None  # py-spy's raw samples of the service over the timeline go here
     cold_voice: bool = False  # --announce: the service starts with nothing rendered and renders ahead meanwhile
     speeds: list[float] | None = None  # asr.alternative_speeds (None: the service's default)
+    incidents_per_minute: float | None = None  # None: calls and recordings in turn (about half the transmissions)
 
 
 @dataclass
@@ -149,7 +154,8 @@ class Keyed:
 
 
 async def run_load(opts: Options, calls: list[Clip], real: list[Clip]) -> Outcome:
-    plan = loadgen.plan(opts.channels, opts.duty, opts.seconds, calls, real, burst=opts.burst, seed=opts.seed)
+    plan = loadgen.plan(opts.channels, opts.duty, opts.seconds, calls, real, burst=opts.burst, seed=opts.seed,
+                        incidents_per_minute=opts.incidents_per_minute)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="jingbao-load-") as tmp_name:
         tmp = Path(tmp_name)
         broker = Mosquitto(tmp / "mosquitto")
@@ -885,6 +891,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--search", action="store_true", help="find the largest N meeting --target (doubling, bisection)")
     p.add_argument("--target", type=float, default=1.0, help="p95 end of speech -> first message to meet (seconds)")
     p.add_argument("--merge", action="store_true", help="keep the service's merging of same-type reports (default: off)")
+    p.add_argument("--incidents-per-minute", type=float, help="about this many incident calls a minute over all channels, "
+                   "the other transmissions routine (default: calls and recordings in turn, about half incidents)")
     p.add_argument("--archive-format", choices=["opus", "flac", "wav"], help="archive format (default: the service's)")
     p.add_argument("--snr", type=float, nargs=2, default=(12.0, 20.0), metavar=("LOW", "HIGH"), help="SNR range, dB")
     p.add_argument("--commit", help="run the service from this commit (git archive) instead of the working tree")
@@ -911,7 +919,8 @@ def main(argv: list[str] | None = None) -> int:
     calls, real = loadgen.load_material(shared_dir(), CACHE, tuple(args.snr), args.seed, labelled)
     seconds = args.seconds or (60.0 if args.search else 120.0)
     opts = Options(args.channels, args.duty, seconds, args.burst, args.cor, args.merge, args.archive_format, code, args.seed,
-                   announce=args.announce, profile=args.profile, cold_voice=args.cold_voice, speeds=args.speeds)  # fmt: skip
+                   announce=args.announce, profile=args.profile, cold_voice=args.cold_voice, speeds=args.speeds,
+                   incidents_per_minute=args.incidents_per_minute)  # fmt: skip
     if args.search:
         search(opts, calls, real, args.target)
         return 0

@@ -142,16 +142,20 @@ def load_material(shared: Path, cache: Path, snr: tuple[float, float], seed: int
 
 
 def plan(n: int, duty: float, seconds: float, calls: Sequence[Clip], real: Sequence[Clip], *, burst: bool,
-         seed: int = 0, lead_s: float = 3.0, min_gap_s: float = 2.5) -> list[list[Transmission]]:  # fmt: skip
+         seed: int = 0, lead_s: float = 3.0, min_gap_s: float = 2.5, incidents_per_minute: float | None = None,
+         ) -> list[list[Transmission]]:  # fmt: skip
     """One timeline per channel: spoken calls and real recordings in turn (each channel its own order), separated by
     hiss so that the channel talks `duty` of the time (each gap drawn around the mean that gives it, at least
     `min_gap_s` so the segmenter hears the end). Staggered: channel i keys up first at lead + i/n of a mean cycle;
     `burst`: every channel keys up within one second after the lead, with an incident call. Transmissions end before
-    `seconds`."""
+    `seconds`. `incidents_per_minute`: instead of calls and recordings in turn, each transmission is an incident call
+    with the chance that gives about that many over all channels, else routine (a real recording or a routine call)."""
     rng = random.Random(seed)
     mean_tx = float(np.mean([len(c.pcm) for c in [*calls, *real]])) / SAMPLE_RATE
     cycle = mean_tx / duty
     incident_calls = [c for c in calls if c.is_incident]
+    routine = [*real, *(c for c in calls if not c.is_incident)]
+    incident_share = None if incidents_per_minute is None else min(1.0, incidents_per_minute * cycle / 60 / n)
     channels = []
     for ch in range(n):
         first = lead_s + (rng.uniform(0, 1) if burst else ch / n * cycle)
@@ -162,8 +166,11 @@ def plan(n: int, duty: float, seconds: float, calls: Sequence[Clip], real: Seque
         at = round(first * SAMPLE_RATE / FRAME) * FRAME
         timeline: list[Transmission] = []
         while True:
-            pool = call_order if len(timeline) % 2 == 0 else real_order
-            clip = pool[(len(timeline) // 2) % len(pool)]
+            if incident_share is not None:
+                clip = rng.choice(incident_calls if rng.random() < incident_share else routine)
+            else:
+                pool = call_order if len(timeline) % 2 == 0 else real_order
+                clip = pool[(len(timeline) // 2) % len(pool)]
             if (at + len(clip.pcm)) / SAMPLE_RATE > seconds:
                 break
             timeline.append(Transmission(ch, len(timeline), clip, at))

@@ -44,6 +44,14 @@ def test_channels_talk_the_duty_asked_for_staggered_over_a_cycle():
         assert [t.clip.incident != "" for t in tl[:4]] == [True, False, True, False], "calls and recordings in turn"
 
 
+def test_incidents_per_minute_makes_about_that_many_incident_calls_and_the_rest_routine():
+    channels = plan(24, 0.2, 600, CALLS, REAL, burst=False, seed=2, incidents_per_minute=2)
+    sent = [t for tl in channels for t in tl]
+    incidents = sum(t.clip.is_incident for t in sent)
+    assert 12 <= incidents <= 30, f"{incidents} incident calls in 10 minutes"  # 20 expected
+    assert 0.16 < talk_share(channels, 600) < 0.22 and len(sent) > 10 * incidents
+
+
 def test_a_burst_keys_every_channel_up_within_a_second_with_an_incident_call():
     channels = plan(12, 0.2, 120, CALLS, REAL, burst=True, seed=1)
     firsts = [tl[0] for tl in channels]
