@@ -45,6 +45,8 @@ UNKNOWN_TYPE = "发生警情"
 ATTENTION = "请注意"
 UNKNOWN_PLACE = "地点待确认"
 TO_THE_SCENE = "请迅速赶往现场"
+CORRECTION = "更正"  # opens a call made again because the final transcript changed what was said on a partial's
+CANCELLED = "警情撤销，无需前往"  # closes a call withdrawn: the final transcript said it was no such report
 
 
 def spoken_type(incident_type: str) -> str:
@@ -66,6 +68,16 @@ def announcement_text(units: Sequence[str], place: str | None, incident_type: st
     return f"{called}，{place}{what}，请迅速赶往{place}{detail}"
 
 
+def correction_text(text: str) -> str:
+    """A call said again after the final transcript changed it: 「更正，<the call as it now stands>」."""
+    return f"{CORRECTION}，{text}"
+
+
+def cancellation_text(units: Sequence[str], place: str | None, incident_type: str) -> str:
+    """A call withdrawn: 「<unit>请注意，<place><what happened>，警情撤销，无需前往」, naming what was said."""
+    return f"{'、'.join(units)}{ATTENTION}，{place or UNKNOWN_PLACE}{spoken_type(incident_type)}，{CANCELLED}"
+
+
 def spoken_unit(responder: Responder) -> str:
     """How a responder is called on the air: guards by their team's name (皮具饰品城保安), police by their unit
     (怡园社区警长); both end in a role word, which tells the recogniser's place finder they are called, not the scene."""
@@ -78,13 +90,19 @@ def announcements_for(
     jurisdiction: Jurisdiction, responder_ids: Iterable[str], place: str | None, incident_type: str, detail: str = ""
 ) -> dict[str, str]:
     """channel -> what to say on it: one announcement per radio channel, addressed to every unit alerted on it."""
+    return {channel: announcement_text(called, place, incident_type, detail)
+            for channel, called in units_by_channel(jurisdiction, responder_ids).items()}  # fmt: skip
+
+
+def units_by_channel(jurisdiction: Jurisdiction, responder_ids: Iterable[str]) -> dict[str, list[str]]:
+    """channel -> the units of those responders listening on it, as they are called on the air."""
     units: dict[str, list[str]] = {}
     for rid in responder_ids:
         responder = jurisdiction.responder(rid)
         called = units.setdefault(responder.channel, [])
         if (unit := spoken_unit(responder)) not in called:
             called.append(unit)
-    return {channel: announcement_text(called, place, incident_type, detail) for channel, called in units.items()}
+    return units
 
 
 def fixed_phrases(jurisdiction: Jurisdiction, channels: Iterable[str]) -> list[str]:
@@ -96,7 +114,8 @@ def fixed_phrases(jurisdiction: Jurisdiction, channels: Iterable[str]) -> list[s
     if not units:
         return []  # nobody listens there: nothing is announced on these channels
     called = [phrase for unit in units for phrase in (unit + ATTENTION, unit)]
-    return called + [f"请迅速赶往{p.name}" for p in jurisdiction.places]
+    revised = [CORRECTION, *(phrase for phrase, _ in phrases(CANCELLED))]
+    return called + revised + [f"请迅速赶往{p.name}" for p in jurisdiction.places]
 
 
 def place_phrases(jurisdiction: Jurisdiction) -> list[str]:
@@ -127,11 +146,16 @@ def _type_priority(incident_type: str) -> str:
 
 @dataclass(slots=True, frozen=True)
 class Announcement:
+    """What to say on a channel about an incident. A revision (`if_said` not None) is the final transcript's word on
+    a call made on a partial's reading: the call still waiting is replaced by `text` ("": withdrawn unsaid); one
+    already on the air is followed by `if_said` ("": nothing more to say)."""
+
     channel: str
     incident_id: str
     text: str
     pcm: bytes | None = field(default=None, repr=False)  # audio made already (16 kHz mono int16): played as given
     created: float = field(default_factory=time.monotonic)
+    if_said: str | None = None
 
 
 class Announcer:
@@ -142,8 +166,9 @@ class Announcer:
         self.queued = 0
         self.failed = 0
 
-    def announce(self, channel: str, incident_id: str, text: str) -> Announcement | None:
-        announcement = Announcement(channel, incident_id, text)
+    def announce(self, channel: str, incident_id: str, text: str, *, if_said: str | None = None) -> Announcement | None:
+        """Queue a call (`if_said`: a revision of one made on a partial's reading, see Announcement)."""
+        announcement = Announcement(channel, incident_id, text, if_said=if_said)
         try:
             self.queue.put_nowait(announcement)
         except asyncio.QueueFull:

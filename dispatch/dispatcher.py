@@ -52,7 +52,14 @@ from bridge.config import Config
 from bridge.db import connect
 from bridge.logsafe import clip
 from dispatch.alerts import AckStatus, Alerter, Candidate, WatchStore, parse_ack
-from dispatch.announce import Announcement, Announcer, announcements_for
+from dispatch.announce import (
+    Announcement,
+    Announcer,
+    announcements_for,
+    cancellation_text,
+    correction_text,
+    units_by_channel,
+)
 from dispatch.area import Area, JurisdictionArea
 from dispatch.classify import Classification, Lexicon, load_lexicon, read_report
 from dispatch.config import PartialRules
@@ -107,6 +114,16 @@ class UnknownTypeError(KeyError):
 FINISHED_KEPT = 1000  # ids of utterances whose final was handled, so that a late partial of one raises nothing
 LIVE_MAX_AGE_S = 600.0  # an utterance still without its final after this long is forgotten (its gate, not its incident)
 DRAIN_S = 3.0  # at a clean stop, the outbox's last messages get this long to reach a connected broker
+SPOKEN_KEPT = 500  # incidents whose spoken call was made on a partial, kept until their final revises it
+
+
+@dataclass(frozen=True, slots=True)
+class _Spoken:
+    """A call made on the air on a partial's reading: what the final transcript may have to correct or withdraw."""
+
+    place: str | None
+    type: str
+    units: dict[str, list[str]]  # channel -> the units called on it
 
 
 @dataclass(slots=True, eq=False)
@@ -157,6 +174,7 @@ class Dispatcher:
         self._rank = rank
         self._bus = bus
         self._announcer = announcer
+        self._spoken: OrderedDict[str, _Spoken] = OrderedDict()  # calls made on partials, for the final to revise
         self._board = board
         self._merge_radius_m = merge_radius_m
         self._merge_window_s = merge_window_s
@@ -314,7 +332,7 @@ class Dispatcher:
         self._emit(None, incident, "provisional")
         logger.info("incident %s: %s (%s) at %s from the live transcript of %s on %s (provisional)", incident.id, c.type,
                     c.priority, incident.place_name, utterance.id, utterance.channel)  # fmt: skip
-        self._alert_first(incident, announce=False)
+        self._alert_first(incident)
 
     async def _finish_live(self, utterance_id: str) -> None:
         """The utterance's final is in: no partial of it raises anything any more (one being read is waited for)."""
@@ -362,6 +380,7 @@ class Dispatcher:
         said = {"text": transcript.readable or transcript.text, "pinyin": transcript.pinyin}
         entry = {"verdict": str(verdict), "partial": incident.text, "final": transcript.shown}
         if incident.status not in OPEN:  # an operator closed it meanwhile: the final is recorded, nothing else
+            self._spoken.pop(incident.id, None)
             _, after = self.store.amend(incident.id, actor="dispatcher", kind="final", entry=entry, provisional=False)
             return after
         alerted = list(dict.fromkeys([*incident.assigned, *self.alerter.alerted(incident.id)]))
@@ -371,18 +390,20 @@ class Dispatcher:
             _, after = self.store.amend(incident.id, actor="dispatcher", kind="final", entry=entry, provisional=False,
                                         type=c.type, priority=c.priority, **_place_fields(where), **said)  # fmt: skip
             self.alerter.update(after, alerted, change="final")
-            self._announce(after, [Candidate(rid) for rid in alerted])  # the spoken call waited for the final
+            self._revise(after, [Candidate(rid) for rid in alerted], changed=False)
         elif verdict == Verdict.REROUTED:
             return self._reroute(incident, c, where, said, entry, alerted, transcript, utterance)
         elif verdict == Verdict.REQUEUED:  # a report, its type not certain: nobody goes on a guess, an operator decides
             self.alerter.withdraw(incident, alerted, change="requeued")
             self.alerter.forget(incident.id)
             self._board.release(incident.id)
+            self._revise(incident, [], changed=True)
             _, after = self.store.amend(incident.id, actor="dispatcher", kind="requeued", entry=entry, provisional=False,
                                         type=c.type, priority=c.priority, status=Status.NEEDS_CONFIRMATION,
                                         **_place_fields(where), **said)  # fmt: skip
             self._await_confirmation(after.id, self._confirm_timeout)
         else:  # routine, or nothing at all: it was no report
+            self._revise(incident, [], changed=True)
             self.alerter.withdraw(incident, alerted, change="retracted")
             self.alerter.forget(incident.id)
             self._stop_waiting(incident.id)
@@ -406,6 +427,7 @@ class Dispatcher:
             radius_m=self._merge_radius_m, window_s=self._merge_window_s, exclude=incident.id,
         )  # fmt: skip
         if same is not None:
+            self._revise(incident, [], changed=True)
             self.alerter.withdraw(incident, alerted, change="merged")
             self.alerter.forget(incident.id)
             _, after = self.store.amend(incident.id, actor="dispatcher", kind="status", provisional=False,
@@ -443,7 +465,7 @@ class Dispatcher:
             logger.info("incident %s: re-routed to %s (%s) at %s; alerting %s", after.id, c.type, c.priority, place.name,
                         ", ".join(x.responder_id for x in first) or "nobody")  # fmt: skip
             after = self.alerter.dispatch(after, first, reserve, fresh=True)
-            self._announce(after, first)
+        self._revise(after, first, changed=True)
         after = self.store.require(incident.id)
         self._emit(incident, after, "rerouted")
         return after
@@ -616,9 +638,9 @@ class Dispatcher:
 
     # --- helpers --------------------------------------------------------------------------------------------
 
-    def _alert_first(self, incident: Incident, *, announce: bool = True) -> Incident:
+    def _alert_first(self, incident: Incident) -> Incident:
         """Rank the responders for a reported incident, alert the first ones (reserve kept for escalation), announce
-        it on their channels (`announce`); an incident whose place is unknown is left to the operator."""
+        it on their channels; an incident whose place is unknown is left to the operator."""
         try:
             place = self.jurisdiction.place(incident.place_id) if incident.place_id else None
         except KeyError:  # a place the jurisdiction no longer has (it changed since the report): as unknown
@@ -631,8 +653,7 @@ class Dispatcher:
         logger.info("incident %s: %s (%s) at %s; alerting %s", incident.id, incident.type, incident.priority, place.name,
                     ", ".join(c.responder_id for c in first) or "nobody")  # fmt: skip
         incident = self.alerter.dispatch(incident, first, reserve)
-        if announce:
-            self._announce(incident, first)
+        self._announce(incident, first)
         return incident
 
     def _confirmed_as(self, incident_id: str, incident_type: str, priority: str | None) -> bool:
@@ -677,13 +698,37 @@ class Dispatcher:
         ]
 
     def _announce(self, incident: Incident, alerted: Sequence[Candidate]) -> None:
-        """One spoken call per radio channel, addressed to every unit alerted on it, by name."""
+        """One spoken call per radio channel, addressed to every unit alerted on it, by name. Made on a partial's
+        reading (a provisional incident), it is remembered for the final to revise (`_revise`)."""
         if self._announcer is None:
             return
-        said = announcements_for(self.jurisdiction, [c.responder_id for c in alerted], incident.place_name,
-                                 incident.type, incident.detail)  # fmt: skip
-        for channel, text in said.items():
+        ids = [c.responder_id for c in alerted]
+        for channel, text in announcements_for(self.jurisdiction, ids, incident.place_name, incident.type,
+                                               incident.detail).items():  # fmt: skip
             self._announcer.announce(channel, incident.id, text)
+        if incident.provisional and ids:
+            self._spoken[incident.id] = _Spoken(incident.place_name, incident.type, units_by_channel(self.jurisdiction, ids))
+            while len(self._spoken) > SPOKEN_KEPT:
+                self._spoken.popitem(last=False)
+
+    def _revise(self, incident: Incident, alerted: Sequence[Candidate], *, changed: bool) -> None:
+        """The final transcript's word on the spoken call: where a call was made on a partial's reading, it is
+        replaced while it waits for the air, and once said followed by a correction (`changed`: another place or
+        type) or by nothing; a channel called then but not now hears it withdrawn, one called only now a call.
+        Without such a call, the call is made now (a report the final decided)."""
+        spoken = self._spoken.pop(incident.id, None)
+        if spoken is None or self._announcer is None:
+            self._announce(incident, alerted)
+            return
+        now = announcements_for(self.jurisdiction, [c.responder_id for c in alerted], incident.place_name,
+                                incident.type, incident.detail)  # fmt: skip
+        for channel, text in now.items():
+            revised = (correction_text(text) if changed else "") if channel in spoken.units else None
+            self._announcer.announce(channel, incident.id, text, if_said=revised)
+        for channel, units in spoken.units.items():
+            if channel not in now:
+                self._announcer.announce(channel, incident.id, "",
+                                         if_said=cancellation_text(units, spoken.place, spoken.type))  # fmt: skip
 
     def _emit(self, before: Incident | None, after: Incident, reason: str) -> None:
         kind = "new" if before is None else ("update" if after.status in OPEN else "end")

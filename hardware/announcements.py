@@ -3,6 +3,9 @@
 While a channel transmits it hears nothing (hardware/receive.py mutes its own echo), so each announcement costs the
 channel that much listening. Per channel:
 - one announcement per incident: an update of an incident whose announcement is still waiting replaces it;
+- a call made on a partial transcript's reading is revised by the final's (dispatch/announce.py, Announcement): still
+  waiting, it is replaced (or withdrawn unsaid); taken for the air already, the revision's correction or cancellation
+  follows it (nothing, when the final confirmed it);
 - the announcements waiting together go out in one transmission (one key-up, one wait for a clear channel);
 - an airtime budget (`tx.announce_airtime_s` per rolling `tx.announce_window_s`): an announcement that would exceed
   it is dropped, counted (`dropped["over_budget"]`) and logged; its alerts went to the phones regardless.
@@ -17,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH
@@ -31,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 BETWEEN_S = 0.6  # pause between two announcements merged into one transmission
 POLL_S = 0.05  # how often an announcement whose later phrases still render looks again whether it may key up
+SAID_KEPT = 500  # incidents whose call a channel remembers having taken for the air (what a revision asks)
 
 
 @dataclass(slots=True)
@@ -68,9 +72,15 @@ class ChannelAnnouncements:
         self.announced = 0  # announcements that went on the air
         self.airtime_s = 0.0
         self.merged = 0  # announcements that shared a transmission with an earlier one
-        self.dropped: Counter[str] = Counter()  # replaced | over_budget | unrenderable | not_sent
+        self.dropped: Counter[str] = Counter()  # replaced | withdrawn | over_budget | unrenderable | not_sent
+        self._said: OrderedDict[str, None] = OrderedDict()  # incidents whose call was taken for the air, oldest first
 
     def submit(self, announcement: Announcement) -> None:
+        if announcement.if_said is not None:
+            revised = self._revised(announcement)
+            if revised is None:
+                return
+            announcement = revised
         earlier = self._waiting.pop(announcement.incident_id, None)
         if earlier is not None:  # an update of the incident: only its latest state is worth the airtime
             earlier.cancel()
@@ -79,6 +89,22 @@ class ChannelAnnouncements:
         self._waiting[announcement.incident_id] = _Waiting(announcement)
         logger.info("channel %s: announcement for %s queued", self.channel, announcement.incident_id)
         self._wake.set()
+
+    def _revised(self, revision: Announcement) -> Announcement | None:
+        """What a revision of a call comes to on this channel: the call still waiting replaced by its text, or
+        withdrawn; taken for the air already, followed by what it says then; never made here (dropped over the
+        budget, say), made now as any call would be. None: nothing to queue."""
+        iid = revision.incident_id
+        said = iid in self._said
+        text = revision.if_said if said else revision.text
+        if iid in self._waiting and not text:
+            self._waiting.pop(iid).cancel()
+            self.dropped["withdrawn"] += 1
+            logger.info("channel %s: announcement for %s withdrawn before it was said", self.channel, iid)
+            return None
+        if not text:
+            return None
+        return replace(revision, text=text, if_said=None, pcm=None if said else revision.pcm)  # pcm: `text`'s audio
 
     def recent_airtime(self) -> float:
         window = self.transmitter.config.announce_window_s
@@ -129,6 +155,10 @@ class ChannelAnnouncements:
                 continue
             used += needed
             batch.append(waiting)
+            self._said[waiting.announcement.incident_id] = None
+            self._said.move_to_end(waiting.announcement.incident_id)
+        while len(self._said) > SAID_KEPT:
+            self._said.popitem(last=False)
         self._waiting.clear()
         return batch
 

@@ -201,7 +201,8 @@ async def test_partials_raise_a_provisional_incident_and_alert_before_the_final(
         assert (first["type"], first["reason"]) == ("new", "provisional") and first["after"]["provisional"] is True
         published = await eventually(lambda: console.received, what="the event on <prefix>/events")
         assert published[0]["reason"] == "provisional" and published[0]["after"]["provisional"] is True
-        assert transmit.empty()  # the spoken call waits for the final (the caller may still be keying the channel)
+        call = await asyncio.wait_for(transmit.get(), 10)  # the spoken call too, as the phones are alerted
+        assert (call.incident_id, call.if_said) == (incident.id, None) and "美食街有人打架斗殴" in call.text
         assert rig.dispatcher.counters()["provisional"] == {"raised": 1}
         await console.disconnect()
 
@@ -225,15 +226,18 @@ async def test_the_final_confirming_it_clears_the_mark_without_a_second_incident
         await asyncio.sleep(SETTLED)
         assert kinds(ph[NEAREST]) == [("alert", True), ("update", "final")]  # one alert, then what became of it
         assert ph[NEAREST].received[1]["provisional"] is False and ph[NEAREST].received[1]["incident_id"] == raised.id
-        made = await asyncio.wait_for(transmit.get(), 10)  # now the spoken call
-        assert made.incident_id == raised.id
+        call, revision = [await asyncio.wait_for(transmit.get(), 10) for _ in range(2)]
+        assert call.incident_id == revision.incident_id == raised.id and call.if_said is None
+        assert revision.if_said == "" and revision.channel == call.channel  # said already: nothing to add
+        assert transmit.empty()
         timeline = [e.kind for e in rig.dispatcher.store.timeline(raised.id)]
         assert timeline[:2] == ["reported", "alerted"] and "final" in timeline
         assert rig.dispatcher.alerter.sent == 1
 
 
 async def test_a_final_naming_another_place_reroutes_it(broker: Mosquitto, tmp_path: Path) -> None:
-    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST, ITS_GUARD]) as ph:
+    transmit: asyncio.Queue = asyncio.Queue()
+    async with running_dispatcher(broker, tmp_path, transmit=transmit) as rig, phones(broker, [NEAREST, ITS_GUARD]) as ph:
         await talk(rig, FIGHT)
         [raised] = rig.dispatcher.store.list()
         await eventually(lambda: ph[NEAREST].received, what="the provisional alert")
@@ -255,6 +259,15 @@ async def test_a_final_naming_another_place_reroutes_it(broker: Mosquitto, tmp_p
         assert stood_down["place"] == "美食街"  # what that phone was sent to
         kinds_ = [e.kind for e in rig.dispatcher.store.timeline(raised.id)]
         assert "withdrawn" in kinds_ and "rerouted" in kinds_
+        # on the radio: the call made on the partial is revised; once said, corrected or withdrawn on the air
+        said = [transmit.get_nowait() for _ in range(transmit.qsize())]
+        call, revisions = said[0], said[1:]
+        assert call.if_said is None and "美食街" in call.text
+        on_its_channel = [r for r in revisions if r.channel == call.channel]
+        assert on_its_channel and all(r.if_said is not None for r in on_its_channel)
+        assert all((r.if_said.startswith("更正，") and "长乐公园" in r.text) or r.if_said.endswith("警情撤销，无需前往")
+                   for r in on_its_channel)  # fmt: skip
+        assert any("长乐公园" in r.text for r in revisions)  # the new nearest guard's call, wherever he listens
 
 
 async def test_a_responder_who_acknowledged_and_is_stood_down_is_free_again(broker: Mosquitto, tmp_path: Path) -> None:
@@ -283,8 +296,9 @@ async def test_a_final_of_another_type_reroutes_it_to_whom_that_type_needs(broke
 async def test_a_routine_final_retracts_it_and_tells_every_phone_alerted(broker: Mosquitto, tmp_path: Path) -> None:
     """Two guards alerted, and escalation armed (a third would be alerted after an ack timeout of silence): the
     retraction reaches every phone alerted, and nobody is alerted for the incident after it."""
+    transmit: asyncio.Queue = asyncio.Queue()
     async with (
-        running_dispatcher(broker, tmp_path, guards=2, ack_timeout=1.0) as rig,
+        running_dispatcher(broker, tmp_path, guards=2, ack_timeout=1.0, transmit=transmit) as rig,
         phones(broker, [NEAREST, "g-gaoqiao", "v-yeshi", "g-yeshi", "g-huaniao"]) as ph,
     ):
         await talk(rig, FIGHT)
@@ -310,6 +324,10 @@ async def test_a_routine_final_retracts_it_and_tells_every_phone_alerted(broker:
         assert rig.dispatcher.alerter.sent == sent and rig.dispatcher.alerter.withdrawn == len(alerted)
         assert all(p.received[-1]["kind"] == "retraction" for p in ph.values() if p.received)
         assert rig.dispatcher.counters()["provisional"] == {"raised": 1, "retracted": 1}
+        said = [transmit.get_nowait() for _ in range(transmit.qsize())]
+        calls, withdrawals = [a for a in said if a.if_said is None], [a for a in said if a.if_said is not None]
+        assert calls and {a.channel for a in withdrawals} == {a.channel for a in calls}  # every channel called
+        assert all(a.text == "" and a.if_said.endswith("美食街有人打架斗殴，警情撤销，无需前往") for a in withdrawals)
 
 
 async def test_an_utterance_that_ends_as_nothing_retracts_it(broker: Mosquitto, tmp_path: Path) -> None:

@@ -84,6 +84,30 @@ async def test_an_update_replaces_the_waiting_announcement_of_its_incident(tmp_p
     assert queue.dropped["replaced"] == 1 and queue.announced == 2
 
 
+async def test_a_call_made_on_a_partial_is_revised_by_the_final(tmp_path: Path) -> None:
+    """Still waiting (the caller keys the channel), a call is replaced by the final's or withdrawn unsaid; once said,
+    a confirmation adds nothing, a change is said as a correction."""
+    rendered: list[str] = []
+    speaker = Speaker(EspeakVoice(), on_rendered=rendered.append)
+    talking = [True]
+    try:
+        async with channel(tmp_path, speaker, speech_ended=lambda: None if talking[0] else time.time()) as (queue, _, _):
+            queue.submit(Announcement("ch", "INC-1", "美食街有人打架"))
+            queue.submit(Announcement("ch", "INC-1", "美食街有人吵架", if_said="更正，美食街有人吵架"))
+            queue.submit(Announcement("ch", "INC-2", "西光中学发现可疑情况"))
+            queue.submit(Announcement("ch", "INC-2", "", if_said="西光中学发现可疑情况，警情撤销"))
+            talking[0] = False
+            await played(queue, 1)
+            queue.submit(Announcement("ch", "INC-1", "美食街有人吵架", if_said=""))  # the final confirms it
+            queue.submit(Announcement("ch", "INC-1", "长乐公园有人吵架", if_said="更正，长乐公园有人吵架"))
+            queue.submit(Announcement("ch", "INC-3", "", if_said="……警情撤销"))  # never called here: nothing to withdraw
+            await played(queue, 2)
+    finally:
+        speaker.close()
+    assert rendered == ["美食街有人吵架", "更正", "长乐公园有人吵架"]
+    assert queue.dropped == {"replaced": 1, "withdrawn": 1} and queue.announced == 2
+
+
 async def test_what_is_replaced_or_over_budget_is_never_rendered(tmp_path: Path) -> None:
     rendered: list[str] = []
     speaker = Speaker(EspeakVoice(), on_rendered=rendered.append)  # the fallback voice: real, and fast
