@@ -789,6 +789,7 @@ def announcement_lines(o: Outcome) -> list[str]:
     from_speech = [k.keyed - spoken_end[k.incident] for k in keyed if k.incident in spoken_end]
     from_queue = [k.keyed - k.queued for k in keyed]
     idle = [k.keyed - created[k.incident] for k in keyed if k.incident in created and not k.behind]
+    clear = [k.ready - created[k.incident] for k in keyed if k.incident in created and k.ready is not None]
     to_ready = [k.ready - k.queued for k in keyed if k.ready is not None]
     hold_off = [k.keyed - k.ready for k in keyed if k.ready is not None]
     states = o.polls[-1].channels if o.polls else []
@@ -807,7 +808,9 @@ def announcement_lines(o: Outcome) -> list[str]:
         f"{fmt(percentile(from_queue, 95))}, max {fmt(max(from_queue, default=None))}; of which queued -> ready "
         f"(rendering, an earlier announcement on the channel) p50 {fmt(percentile(to_ready, 50))}, p95 "
         f"{fmt(percentile(to_ready, 95))}, and ready -> key-up (the channel busy) p50 {fmt(percentile(hold_off, 50))}, "
-        f"p95 {fmt(percentile(hold_off, 95))}; incident -> key-up of the {len(idle)} queued while their channel was "
+        f"p95 {fmt(percentile(hold_off, 95))}; incident -> ready (keyed but for the busy-channel hold-off) p50 "
+        f"{fmt(percentile(clear, 50))}, p95 {fmt(percentile(clear, 95))}; incident -> key-up of the {len(idle)} "
+        f"queued while their channel was "
         f"not on the air p50 {fmt(percentile(idle, 50))}, p95 {fmt(percentile(idle, 95))}; phrases rendered ahead: "
         + ("n/a" if ahead is None else f"{ahead['ready']} of {ahead['total']}"),
         "announcement airtime per channel: " + ", ".join(
