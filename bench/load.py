@@ -120,7 +120,7 @@ class Outcome:
     window_s: float
     peak_rss_mb: float
     load_after: float
-    service_log: str
+    service_log: str  # the service's whole log
     ended: str = ""
     announced: list[Keyed] = field(default_factory=list)
     incidents: list[Incident] = field(default_factory=list)
@@ -308,7 +308,7 @@ async def _observe(opts: Options, plan: list[list[Transmission]], tmp: Path, fif
     utterances = read_utterances(tmp / "data" / "jingbao.db", channel_ids(opts))
     voice = re.search(r"announcements: voice (\S+)", log_text)
     return Outcome(opts, plan, feed, messages, polls, utterances, cpu1 - cpu0, window, rss, os.getloadavg()[0],
-                   log_text[-3000:], ended, announcements_in(log_text), read_incidents(tmp / "data" / "jingbao.db"),
+                   log_text, ended, announcements_in(log_text), read_incidents(tmp / "data" / "jingbao.db"),
                    voice[1] if voice else "none")  # fmt: skip
 
 
@@ -909,6 +909,7 @@ def main(argv: list[str] | None = None) -> int:
                    "sentence), rendered in the Kokoro voices (bench/voices.py, cached), instead of the 30 spoken calls")
     p.add_argument("--per-type", type=int, default=2, help="--set: rows of each incident type, and routine lines (default 2)")
     p.add_argument("--voices", nargs="+", help="--set: Kokoro voices (default: all 8)")
+    p.add_argument("--service-log", type=Path, help="write the service's whole log here")
     p.add_argument("--dump", type=Path, help="write one JSON line per transmission here (times, utterances, first message)")
     p.add_argument("--profile", type=Path, help="sample the service with py-spy over the timeline (raw stacks to this "
                    "file) and print where the CPU went, stage by stage")  # fmt: skip
@@ -933,8 +934,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(profile_lines(args.profile, outcome.cpu_s)))
     if args.dump:
         dump(outcome, args.dump)
+    if args.service_log:
+        args.service_log.write_text(outcome.service_log, encoding="utf-8")
     if outcome.ended:
-        print(outcome.service_log, file=sys.stderr)
+        print(outcome.service_log[-3000:], file=sys.stderr)
     return 0
 
 
