@@ -8,7 +8,8 @@ channel that much listening. Per channel:
   follows it (nothing, when the final confirmed it);
 - the announcements waiting together go out in one transmission (one key-up, one wait for a clear channel);
 - an airtime budget (`tx.announce_airtime_s` per rolling `tx.announce_window_s`): an announcement that would exceed
-  it is dropped, counted (`dropped["over_budget"]`) and logged; its alerts went to the phones regardless.
+  it is dropped, counted (`dropped["over_budget"]`) and logged; its alerts went to the phones regardless. A correction
+  of a call already said is not: what was said wrong on the air is put right on the air.
 An announcement is rendered when its transmission is next (what is replaced or over budget is never rendered); the
 channel is keyed once its first phrase is ready and the rest will be rendered before it is due (the voice's recent
 pace against the audio ready), and the later phrases play as they render (dispatch/speech.py): a keyed channel does
@@ -41,6 +42,7 @@ SAID_KEPT = 500  # incidents whose call a channel remembers having taken for the
 class _Waiting:
     announcement: Announcement
     audio: PhraseStream | None = None  # rendering once its transmission is next; None: not yet, or it has its own
+    correcting: bool = False  # corrects or withdraws a call already said: not dropped over the budget
 
     def estimate_s(self) -> float:
         pcm = self.announcement.pcm
@@ -76,6 +78,7 @@ class ChannelAnnouncements:
         self._said: OrderedDict[str, None] = OrderedDict()  # incidents whose call was taken for the air, oldest first
 
     def submit(self, announcement: Announcement) -> None:
+        correcting = announcement.if_said is not None and announcement.incident_id in self._said
         if announcement.if_said is not None:
             revised = self._revised(announcement)
             if revised is None:
@@ -86,8 +89,9 @@ class ChannelAnnouncements:
             earlier.cancel()
             self.dropped["replaced"] += 1
             logger.info("channel %s: announcement for %s replaced by its update", self.channel, announcement.incident_id)
-        self._waiting[announcement.incident_id] = _Waiting(announcement)
-        logger.info("channel %s: announcement for %s queued", self.channel, announcement.incident_id)
+        self._waiting[announcement.incident_id] = _Waiting(announcement, correcting=correcting)
+        logger.info("channel %s: announcement for %s queued%s", self.channel, announcement.incident_id,
+                    " (it corrects what was said)" if correcting else "")  # fmt: skip
         self._wake.set()
 
     def _revised(self, revision: Announcement) -> Announcement | None:
@@ -145,7 +149,7 @@ class ChannelAnnouncements:
         batch: list[_Waiting] = []
         for waiting in self._waiting.values():
             needed = waiting.estimate_s() + (BETWEEN_S if batch else 0.0)
-            if used + needed > budget:
+            if used + needed > budget and not waiting.correcting:  # wrong words on the air are put right regardless
                 waiting.cancel()
                 self.dropped["over_budget"] += 1
                 logger.warning("channel %s: announcement for %s dropped: %.0f s of announcements in the last %.0f s "

@@ -108,6 +108,21 @@ async def test_a_call_made_on_a_partial_is_revised_by_the_final(tmp_path: Path) 
     assert queue.dropped == {"replaced": 1, "withdrawn": 1} and queue.announced == 2
 
 
+async def test_a_correction_of_what_was_said_is_not_dropped_over_the_budget(tmp_path: Path) -> None:
+    speaker = Speaker(EspeakVoice())
+    try:
+        async with channel(tmp_path, speaker, realtime=True, announce_airtime_s=1.5) as (queue, _, sink):
+            queue.submit(Announcement("ch", "INC-1", "…", tone(1.0, 440)))
+            await played(queue, 1)
+            queue.submit(Announcement("ch", "INC-2", "…", tone(1.0, 660)))  # over the budget: dropped
+            queue.submit(Announcement("ch", "INC-1", "…", if_said="更正，长乐公园有人吵架"))  # over it too: said
+            await played(queue, 2)
+    finally:
+        speaker.close()
+    assert queue.dropped == {"over_budget": 1} and queue.announced == 2
+    assert len(written(sink)[1]) > 16000, "the correction itself went on the air"
+
+
 async def test_what_is_replaced_or_over_budget_is_never_rendered(tmp_path: Path) -> None:
     rendered: list[str] = []
     speaker = Speaker(EspeakVoice(), on_rendered=rendered.append)  # the fallback voice: real, and fast
