@@ -293,7 +293,7 @@ def test_the_auditor_page_offers_the_stations_of_the_users_scope(central, as_use
     page = city.get("/auditor")
     assert page.status_code == 200 and 'id="f-station"' in page.text
     assert city.get("/static/auditor.js").status_code == 200
-    assert city.get("/stats").status_code == 404  # statistics are each station's, on its box
+    assert city.get("/stats").status_code == 200  # the statistics of the user's stations (tests/web/test_central_console.py)
     assert page_client(app).get("/api/stations").status_code == 401
 
 
