@@ -287,11 +287,12 @@ class Channel:
         elif isinstance(event, Utterance):
             self.state.talking = False
             # closed by its hang-over: the channel has been quiet since the pause that began it (the segmenter says
-            # when each pause began, the last one included), as long in the audio as from then to the utterance's end
-            # (not the wall clock: a channel behind real time has not heard what came after); cut by the carrier or
-            # at its longest: quiet from now
+            # when each pause began, the last one included), as long in the audio as from then to the utterance's end,
+            # less what the channel has not heard yet when it is behind real time (someone may be talking in it);
+            # cut by the carrier or at its longest: quiet from now
             quiet_s = event.end - self._paused_at if event.reason == "silence" and self._paused_at is not None else 0.0
-            self.speech_ended_at = time.time() - max(0.0, quiet_s)
+            unheard_s = max(0.0, time.time() - event.end)
+            self.speech_ended_at = time.time() - max(0.0, quiet_s - unheard_s)
             archived = await self._archive(event)
         elif not isinstance(event, UtteranceAudio):
             raise TypeError(f"unexpected segmenter event {event!r}")

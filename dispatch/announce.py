@@ -46,7 +46,10 @@ ATTENTION = "请注意"
 UNKNOWN_PLACE = "地点待确认"
 TO_THE_SCENE = "请迅速赶往现场"
 CORRECTION = "更正"  # opens a call made again because the final transcript changed what was said on a partial's
-CANCELLED = "警情撤销，无需前往"  # closes a call withdrawn: the final transcript said it was no such report
+# how a call said on a partial's reading is withdrawn, by what the final made of it
+CANCELLED = "警情撤销，无需前往"  # no such report (routine, or nothing)
+NOT_NEEDED = "无需前往"  # the report is elsewhere or of another kind, and these units are not needed for it
+ON_HOLD = "暂缓前往，等待指挥室确认"  # what it is or where is not sure: the command room decides
 
 
 def spoken_type(incident_type: str) -> str:
@@ -73,9 +76,10 @@ def correction_text(text: str) -> str:
     return f"{CORRECTION}，{text}"
 
 
-def cancellation_text(units: Sequence[str], place: str | None, incident_type: str) -> str:
-    """A call withdrawn: 「<unit>请注意，<place><what happened>，警情撤销，无需前往」, naming what was said."""
-    return f"{'、'.join(units)}{ATTENTION}，{place or UNKNOWN_PLACE}{spoken_type(incident_type)}，{CANCELLED}"
+def withdrawal_text(units: Sequence[str], place: str | None, incident_type: str, closing: str) -> str:
+    """A call withdrawn, naming what was said: 「<unit>请注意，<place><what happened>，<closing>」 (CANCELLED,
+    NOT_NEEDED, ON_HOLD)."""
+    return f"{'、'.join(units)}{ATTENTION}，{place or UNKNOWN_PLACE}{spoken_type(incident_type)}，{closing}"
 
 
 def spoken_unit(responder: Responder) -> str:
@@ -114,7 +118,8 @@ def fixed_phrases(jurisdiction: Jurisdiction, channels: Iterable[str]) -> list[s
     if not units:
         return []  # nobody listens there: nothing is announced on these channels
     called = [phrase for unit in units for phrase in (unit + ATTENTION, unit)]
-    revised = [CORRECTION, *(phrase for phrase, _ in phrases(CANCELLED))]
+    revised = [CORRECTION, *dict.fromkeys(phrase for closing in (CANCELLED, NOT_NEEDED, ON_HOLD)
+                                          for phrase, _ in phrases(closing))]  # fmt: skip
     return called + revised + [f"请迅速赶往{p.name}" for p in jurisdiction.places]
 
 

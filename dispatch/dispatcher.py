@@ -11,8 +11,8 @@ not acted on within `confirm_timeout` is flagged `unconfirmed` (timeline, warnin
 From the live transcript (`handle_partial`, when `partials` rules are given): each utterance's changed partials are
 read off the event loop (one worker thread; a partial superseded while another is read is skipped) and fed to its
 `PartialGate` (dispatch/provisional.py); when one place and one certain type have held long enough, the incident is
-raised at once, marked `provisional`, and its responders alerted (the spoken call on their channels waits for the
-final: the caller may still be keying the same channel). The utterance's final transcript then settles it instead of
+raised at once, marked `provisional`, and its responders alerted and called on their channels (the final revises the
+spoken call: `_revise`). The utterance's final transcript then settles it instead of
 making another incident: the same place and type clear the mark (reason `final`, the alerted phones updated); another
 place or type re-routes it (`rerouted`: re-ranked, retractions to those no longer right, alerts to the new ones); a
 report of uncertain type puts it back to 待确认 (`requeued`, the phones stood down); routine or nothing retracts it
@@ -53,12 +53,15 @@ from bridge.db import connect
 from bridge.logsafe import clip
 from dispatch.alerts import AckStatus, Alerter, Candidate, WatchStore, parse_ack
 from dispatch.announce import (
+    CANCELLED,
+    NOT_NEEDED,
+    ON_HOLD,
     Announcement,
     Announcer,
     announcements_for,
-    cancellation_text,
     correction_text,
     units_by_channel,
+    withdrawal_text,
 )
 from dispatch.area import Area, JurisdictionArea
 from dispatch.classify import Classification, Lexicon, load_lexicon, read_report
@@ -114,15 +117,16 @@ class UnknownTypeError(KeyError):
 FINISHED_KEPT = 1000  # ids of utterances whose final was handled, so that a late partial of one raises nothing
 LIVE_MAX_AGE_S = 600.0  # an utterance still without its final after this long is forgotten (its gate, not its incident)
 DRAIN_S = 3.0  # at a clean stop, the outbox's last messages get this long to reach a connected broker
-SPOKEN_KEPT = 500  # incidents whose spoken call was made on a partial, kept until their final revises it
 
 
 @dataclass(frozen=True, slots=True)
 class _Spoken:
-    """A call made on the air on a partial's reading: what the final transcript may have to correct or withdraw."""
+    """The call made on a partial's reading, what the final transcript may have to correct or withdraw: rebuilt from
+    the provisional incident (`Dispatcher._spoken_call`), so a restart between the call and the final loses nothing."""
 
     place: str | None
     type: str
+    texts: dict[str, str]  # channel -> the call made on it
     units: dict[str, list[str]]  # channel -> the units called on it
 
 
@@ -174,7 +178,6 @@ class Dispatcher:
         self._rank = rank
         self._bus = bus
         self._announcer = announcer
-        self._spoken: OrderedDict[str, _Spoken] = OrderedDict()  # calls made on partials, for the final to revise
         self._board = board
         self._merge_radius_m = merge_radius_m
         self._merge_window_s = merge_window_s
@@ -379,8 +382,8 @@ class Dispatcher:
                     where.place.name if where else "no known place")  # fmt: skip
         said = {"text": transcript.readable or transcript.text, "pinyin": transcript.pinyin}
         entry = {"verdict": str(verdict), "partial": incident.text, "final": transcript.shown}
+        spoken = self._spoken_call(incident)
         if incident.status not in OPEN:  # an operator closed it meanwhile: the final is recorded, nothing else
-            self._spoken.pop(incident.id, None)
             _, after = self.store.amend(incident.id, actor="dispatcher", kind="final", entry=entry, provisional=False)
             return after
         alerted = list(dict.fromkeys([*incident.assigned, *self.alerter.alerted(incident.id)]))
@@ -390,20 +393,20 @@ class Dispatcher:
             _, after = self.store.amend(incident.id, actor="dispatcher", kind="final", entry=entry, provisional=False,
                                         type=c.type, priority=c.priority, **_place_fields(where), **said)  # fmt: skip
             self.alerter.update(after, alerted, change="final")
-            self._revise(after, [Candidate(rid) for rid in alerted], changed=False)
+            self._revise(after, [Candidate(rid) for rid in alerted], spoken, changed=False, closing=NOT_NEEDED)
         elif verdict == Verdict.REROUTED:
-            return self._reroute(incident, c, where, said, entry, alerted, transcript, utterance)
+            return self._reroute(incident, c, where, said, entry, alerted, transcript, utterance, spoken)
         elif verdict == Verdict.REQUEUED:  # a report, its type not certain: nobody goes on a guess, an operator decides
             self.alerter.withdraw(incident, alerted, change="requeued")
             self.alerter.forget(incident.id)
             self._board.release(incident.id)
-            self._revise(incident, [], changed=True)
+            self._revise(incident, [], spoken, changed=True, closing=ON_HOLD)
             _, after = self.store.amend(incident.id, actor="dispatcher", kind="requeued", entry=entry, provisional=False,
                                         type=c.type, priority=c.priority, status=Status.NEEDS_CONFIRMATION,
                                         **_place_fields(where), **said)  # fmt: skip
             self._await_confirmation(after.id, self._confirm_timeout)
         else:  # routine, or nothing at all: it was no report
-            self._revise(incident, [], changed=True)
+            self._revise(incident, [], spoken, changed=True, closing=CANCELLED)
             self.alerter.withdraw(incident, alerted, change="retracted")
             self.alerter.forget(incident.id)
             self._stop_waiting(incident.id)
@@ -417,6 +420,7 @@ class Dispatcher:
     def _reroute(
         self, incident: Incident, c: Classification, where: LocationMatch | None, said: dict[str, str],
         entry: dict[str, Any], alerted: list[str], transcript: Transcript, utterance: UtteranceRef,
+        spoken: _Spoken | None,
     ) -> Incident:  # fmt: skip
         """The final names another place or type: the incident follows it. Re-ranked for the new place and type:
         those no longer right are stood down, those still right told what changed, the new ones alerted. Another
@@ -426,8 +430,8 @@ class Dispatcher:
             c.type, place and place.lat, place and place.lon, time.time(),
             radius_m=self._merge_radius_m, window_s=self._merge_window_s, exclude=incident.id,
         )  # fmt: skip
-        if same is not None:
-            self._revise(incident, [], changed=True)
+        if same is not None:  # the units going to the other incident go to the same scene: nothing said on the air
+            self._revise(incident, [], spoken, changed=True, closing="")
             self.alerter.withdraw(incident, alerted, change="merged")
             self.alerter.forget(incident.id)
             _, after = self.store.amend(incident.id, actor="dispatcher", kind="status", provisional=False,
@@ -465,7 +469,7 @@ class Dispatcher:
             logger.info("incident %s: re-routed to %s (%s) at %s; alerting %s", after.id, c.type, c.priority, place.name,
                         ", ".join(x.responder_id for x in first) or "nobody")  # fmt: skip
             after = self.alerter.dispatch(after, first, reserve, fresh=True)
-        self._revise(after, first, changed=True)
+        self._revise(after, first, spoken, changed=True, closing=NOT_NEEDED if first else ON_HOLD)
         after = self.store.require(incident.id)
         self._emit(incident, after, "rerouted")
         return after
@@ -698,37 +702,45 @@ class Dispatcher:
         ]
 
     def _announce(self, incident: Incident, alerted: Sequence[Candidate]) -> None:
-        """One spoken call per radio channel, addressed to every unit alerted on it, by name. Made on a partial's
-        reading (a provisional incident), it is remembered for the final to revise (`_revise`)."""
+        """One spoken call per radio channel, addressed to every unit alerted on it, by name."""
         if self._announcer is None:
             return
-        ids = [c.responder_id for c in alerted]
-        for channel, text in announcements_for(self.jurisdiction, ids, incident.place_name, incident.type,
-                                               incident.detail).items():  # fmt: skip
+        said = announcements_for(self.jurisdiction, [c.responder_id for c in alerted], incident.place_name,
+                                 incident.type, incident.detail)  # fmt: skip
+        for channel, text in said.items():
             self._announcer.announce(channel, incident.id, text)
-        if incident.provisional and ids:
-            self._spoken[incident.id] = _Spoken(incident.place_name, incident.type, units_by_channel(self.jurisdiction, ids))
-            while len(self._spoken) > SPOKEN_KEPT:
-                self._spoken.popitem(last=False)
 
-    def _revise(self, incident: Incident, alerted: Sequence[Candidate], *, changed: bool) -> None:
-        """The final transcript's word on the spoken call: where a call was made on a partial's reading, it is
-        replaced while it waits for the air, and once said followed by a correction (`changed`: another place or
-        type) or by nothing; a channel called then but not now hears it withdrawn, one called only now a call.
-        Without such a call, the call is made now (a report the final decided)."""
-        spoken = self._spoken.pop(incident.id, None)
+    def _spoken_call(self, incident: Incident) -> _Spoken | None:
+        """The call made when `incident`, still provisional, was alerted on a partial's reading (to its assigned
+        units); None when none was (no radios, a 待确认 entry nobody was alerted for, nobody to alert)."""
+        if self._announcer is None or not incident.provisional or incident.status == Status.NEEDS_CONFIRMATION \
+                or not incident.assigned:
+            return None
+        ids = list(incident.assigned)
+        return _Spoken(incident.place_name, incident.type,
+                       announcements_for(self.jurisdiction, ids, incident.place_name, incident.type, incident.detail),
+                       units_by_channel(self.jurisdiction, ids))  # fmt: skip
+
+    def _revise(self, incident: Incident, alerted: Sequence[Candidate], spoken: _Spoken | None, *, changed: bool,
+                closing: str) -> None:  # fmt: skip
+        """The final transcript's word on the call `spoken` on a partial's reading: each call still waiting for the
+        air is replaced by the final's (or withdrawn unsaid); one said is followed by 「更正，<the call now>」 when
+        `changed` changed its words, else by nothing; a channel called then but not now hears it withdrawn with
+        `closing` (CANCELLED, NOT_NEEDED, ON_HOLD; "": nothing said), a channel called only now a call. Without such a
+        call the call is made now (a report its final decided)."""
         if spoken is None or self._announcer is None:
             self._announce(incident, alerted)
             return
         now = announcements_for(self.jurisdiction, [c.responder_id for c in alerted], incident.place_name,
                                 incident.type, incident.detail)  # fmt: skip
         for channel, text in now.items():
-            revised = (correction_text(text) if changed else "") if channel in spoken.units else None
+            before = spoken.texts.get(channel)
+            revised = None if before is None else correction_text(text) if changed and text != before else ""
             self._announcer.announce(channel, incident.id, text, if_said=revised)
         for channel, units in spoken.units.items():
             if channel not in now:
-                self._announcer.announce(channel, incident.id, "",
-                                         if_said=cancellation_text(units, spoken.place, spoken.type))  # fmt: skip
+                withdrawn = correction_text(withdrawal_text(units, spoken.place, spoken.type, closing)) if closing else ""
+                self._announcer.announce(channel, incident.id, "", if_said=withdrawn)
 
     def _emit(self, before: Incident | None, after: Incident, reason: str) -> None:
         kind = "new" if before is None else ("update" if after.status in OPEN else "end")

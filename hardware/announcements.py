@@ -86,6 +86,7 @@ class ChannelAnnouncements:
             announcement = revised
         earlier = self._waiting.pop(announcement.incident_id, None)
         if earlier is not None:  # an update of the incident: only its latest state is worth the airtime
+            correcting |= earlier.correcting  # (what it replaces put something said right: so does it)
             earlier.cancel()
             self.dropped["replaced"] += 1
             logger.info("channel %s: announcement for %s replaced by its update", self.channel, announcement.incident_id)
@@ -132,6 +133,7 @@ class ChannelAnnouncements:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            await self._until_clear()
             batch = self._within_budget()
             if not batch:
                 continue
@@ -141,6 +143,14 @@ class ChannelAnnouncements:
                 logger.exception("channel %s: announcements %s failed", self.channel,
                                  ", ".join(w.announcement.incident_id for w in batch))  # fmt: skip
                 self.dropped["not_sent"] += len(batch)
+
+    async def _until_clear(self) -> None:
+        """Wait (at most `max_wait_s`) until the channel is clear: what waits for a caller to let go stays waiting,
+        so the final transcript's revision of a call made on his partial still replaces it (on his own channel it
+        comes as he lets go). The transmitter looks again before it keys."""
+        deadline = time.monotonic() + self.transmitter.config.max_wait_s
+        while not self.transmitter.clear_now() and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_S)
 
     def _within_budget(self) -> list[_Waiting]:
         """Take every waiting announcement, in order, that the channel's airtime budget still allows."""
@@ -181,8 +191,9 @@ class ChannelAnnouncements:
                 break
             except SpeechError as e:
                 self.dropped["unrenderable"] += 1
-                logger.error("channel %s: announcement for %s cannot be spoken: %s", self.channel,
-                             ready.pop(0).announcement.incident_id, e)  # fmt: skip
+                unsaid = ready.pop(0).announcement.incident_id
+                self._said.pop(unsaid, None)
+                logger.error("channel %s: announcement for %s cannot be spoken: %s", self.channel, unsaid, e)
         if not ready:
             return
         ids = [w.announcement.incident_id for w in ready]
@@ -196,6 +207,9 @@ class ChannelAnnouncements:
             self.merged += len(ready) - 1
         else:
             self.dropped["not_sent"] += len(ready)
+            if result.status in ("busy", "failed"):  # never on the air: nothing to correct later
+                for unsaid in ids:
+                    self._said.pop(unsaid, None)
 
 
 async def _joined(batch: list[_Waiting], channel: str) -> AsyncIterator[bytes]:

@@ -143,7 +143,7 @@ class Transmitter:
             if self._closed:
                 self._give_turn()
                 return self._finish(TxResult("failed", label, time.monotonic() - requested, 0.0, "transmitter closed"))
-            if override or self._clear_now():
+            if override or self.clear_now():
                 break
             self._give_turn()  # the channel came alive while we queued: wait again, keeping the deadline
         if override and self.channel_busy():
@@ -215,7 +215,8 @@ class Transmitter:
 
     # --- hold-off while the channel is receiving ------------------------------------------------------------------
 
-    def _clear_now(self) -> bool:
+    def clear_now(self) -> bool:
+        """Whether the channel has been quiet for `clear_ms` (a normal transmission may key)."""
         if self.channel_busy():
             self._quiet_since = None
             return False
@@ -233,7 +234,7 @@ class Transmitter:
 
     async def _wait_clear(self, deadline: float) -> bool:
         """Wait until the channel has been quiet for clear_ms; False if `deadline` passes first."""
-        while not self._clear_now():
+        while not self.clear_now():
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(POLL_INTERVAL)

@@ -64,6 +64,16 @@ class CentralReadings:
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
 
+    def another(self) -> CentralReadings:
+        """Readings of the same database on a connection of their own (for a long query: close it after)."""
+        return CentralReadings(self._url)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         with self._lock:
             try:

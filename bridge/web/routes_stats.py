@@ -17,6 +17,7 @@ audit log (action export) as the search export is; looking at the page is not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any
@@ -131,15 +132,13 @@ async def _report_html(web: WebContext, user: User, filters: Filters, month: str
 
 
 def _read(web: WebContext, user: User, what: Any) -> Any:
-    """`what(Statistics)`, the user's, on a connection of its own (a worker thread's), closed after."""
-    conn = connect(web.service.config.storage.database)
-    try:
-        return what(_statistics(web, user, conn))
-    finally:
-        conn.close()
+    """`what(Statistics)`, the user's, on connections of its own (a worker thread's), closed after: at central a
+    year's traffic query must not hold the connection the console reads incidents' words on."""
+    with contextlib.closing(connect(web.service.config.storage.database)) as conn, contextlib.ExitStack() as more:
+        return what(_statistics(web, user, conn, more))
 
 
-def _statistics(web: WebContext, user: User, conn: sqlite3.Connection) -> Statistics:
+def _statistics(web: WebContext, user: User, conn: sqlite3.Connection, more: contextlib.ExitStack) -> Statistics:
     """A box's statistics; at central (a region), those of the stations of the user's scope."""
     dispatch = web.service.dispatch
     if web.region is None:
@@ -148,7 +147,8 @@ def _statistics(web: WebContext, user: User, conn: sqlite3.Connection) -> Statis
     site = web.service
     if not isinstance(site, CentralSite) or site.dispatch is None or site.transcripts is None:
         raise HTTPException(503, "central has no dispatcher: no station of the region names a jurisdiction file")
-    return CentralStatistics(conn, site.dispatch.jurisdiction, region=web.region, readings=site.transcripts,
+    readings = more.enter_context(contextlib.closing(site.transcripts.another()))
+    return CentralStatistics(conn, site.dispatch.jurisdiction, region=web.region, readings=readings,
                              within=allowed_stations(web, user), heading=scope_name(web, user),
                              station_of_responder=site.dispatch.area.station_of)  # fmt: skip
 

@@ -108,6 +108,26 @@ async def test_a_call_made_on_a_partial_is_revised_by_the_final(tmp_path: Path) 
     assert queue.dropped == {"replaced": 1, "withdrawn": 1} and queue.announced == 2
 
 
+async def test_a_call_waiting_for_the_caller_to_let_go_is_still_replaced_by_the_final(tmp_path: Path) -> None:
+    """The provisional call for the caller's own channel waits while he talks; the final's revision, arriving before
+    he lets go, replaces it: the words of the partial never go on the air."""
+    rendered: list[str] = []
+    speaker = Speaker(EspeakVoice(), on_rendered=rendered.append)
+    talking = [True]
+    try:
+        async with channel(tmp_path, speaker, speech_ended=lambda: None if talking[0] else time.time()) as (queue, line, _):
+            task = asyncio.create_task(played(queue, 1))
+            queue.submit(Announcement("ch", "INC-1", "美食街有人打架"))
+            await asyncio.sleep(0.3)  # the queue is running, the caller still talks
+            assert not line.keyed
+            queue.submit(Announcement("ch", "INC-1", "美食街有人吵架", if_said="更正，美食街有人吵架"))
+            talking[0] = False
+            await task
+    finally:
+        speaker.close()
+    assert rendered == ["美食街有人吵架"] and queue.dropped == {"replaced": 1}
+
+
 async def test_a_correction_of_what_was_said_is_not_dropped_over_the_budget(tmp_path: Path) -> None:
     speaker = Speaker(EspeakVoice())
     try:
