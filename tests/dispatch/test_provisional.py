@@ -342,18 +342,23 @@ async def test_an_utterance_that_ends_as_nothing_retracts_it(broker: Mosquitto, 
 
 
 async def test_a_final_unsure_of_the_type_puts_it_back_to_the_operator(broker: Mosquitto, tmp_path: Path) -> None:
-    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST]) as ph:
+    transmit: asyncio.Queue = asyncio.Queue()
+    async with running_dispatcher(broker, tmp_path, transmit=transmit) as rig, phones(broker, [NEAREST]) as ph:
         await talk(rig, FIGHT)
         waiting = await final(rig, UNSURE)  # the recogniser revised its guess: the type word was not heard
 
         assert waiting.status == Status.NEEDS_CONFIRMATION and waiting.assigned == () and not waiting.provisional
         await eventually(lambda: len(ph[NEAREST].received) == 2, what="the stand-down")
         assert kinds(ph[NEAREST]) == [("alert", True), ("retraction", "requeued")]
+        call, held = [transmit.get_nowait() for _ in range(transmit.qsize())]  # on the air: the call, then held
+        assert call.if_said is None and held.channel == call.channel and held.text == ""
+        assert held.if_said.startswith("更正，") and held.if_said.endswith("美食街有人打架斗殴，暂缓前往，等待指挥室确认")
 
         confirmed = rig.dispatcher.confirm(waiting.id, "fight", actor="operator:li")  # the operator hears it: a fight
         assert confirmed.status == Status.DISPATCHED and confirmed.assigned == (NEAREST,)
         await eventually(lambda: len(ph[NEAREST].received) == 3, what="the alert after confirmation")
         assert kinds(ph[NEAREST])[2] == ("alert", False)
+        assert transmit.get_nowait().if_said is None  # the operator's dispatch: a call as any
 
 
 async def test_chatter_partials_never_raise_anything(broker: Mosquitto, tmp_path: Path) -> None:
