@@ -28,8 +28,8 @@ incidents: more than the channels' airtime can announce).
 --announce: the dispatcher speaks its announcements (dispatch/speech.py, the Kokoro voice) on the channels: the first
 six channels are the jurisdiction's (ch-command, ch-market, ...: where responders listen), each with a file
 transmit path (real time). Reported: incident -> key-up (the incident's first message on the broker to the service's
-"keyed for announce" log line; announcements wait for the final transcript), announcement queued -> key-up (render the
-first phrase, wait for a clear channel), and per channel the airtime, what was dropped and the audio muted. Every
+"keyed for announce" log line; a call goes out with the provisional alert, the final revises it), the report's end of
+speech -> key-up, announcement queued -> key-up (wait for a clear channel, render the first phrase), and per channel the airtime, what was dropped and the audio muted. Every
 phrase the service renders ahead is rendered into the bench cache before it starts (the service once prepared);
 --cold-voice starts it with none, to see what rendering ahead costs the channels while they talk (a first start).
 
@@ -789,7 +789,6 @@ def announcement_lines(o: Outcome) -> list[str]:
     from_speech = [k.keyed - spoken_end[k.incident] for k in keyed if k.incident in spoken_end]
     from_queue = [k.keyed - k.queued for k in keyed]
     idle = [k.keyed - created[k.incident] for k in keyed if k.incident in created and not k.behind]
-    clear = [k.ready - created[k.incident] for k in keyed if k.incident in created and k.ready is not None]
     to_ready = [k.ready - k.queued for k in keyed if k.ready is not None]
     hold_off = [k.keyed - k.ready for k in keyed if k.ready is not None]
     states = o.polls[-1].channels if o.polls else []
@@ -806,11 +805,10 @@ def announcement_lines(o: Outcome) -> list[str]:
         f"{fmt(max(from_speech, default=None))} (n {len(from_speech)}); queued -> key-up p50 "
         f"{fmt(percentile(from_queue, 50))}, p95 "
         f"{fmt(percentile(from_queue, 95))}, max {fmt(max(from_queue, default=None))}; of which queued -> ready "
-        f"(rendering, an earlier announcement on the channel) p50 {fmt(percentile(to_ready, 50))}, p95 "
-        f"{fmt(percentile(to_ready, 95))}, and ready -> key-up (the channel busy) p50 {fmt(percentile(hold_off, 50))}, "
-        f"p95 {fmt(percentile(hold_off, 95))}; incident -> ready (keyed but for the busy-channel hold-off) p50 "
-        f"{fmt(percentile(clear, 50))}, p95 {fmt(percentile(clear, 95))}; incident -> key-up of the {len(idle)} "
-        f"queued while their channel was "
+        f"(the channel clear of callers and earlier announcements, the first phrase rendered) p50 "
+        f"{fmt(percentile(to_ready, 50))}, p95 {fmt(percentile(to_ready, 95))}, and ready -> key-up (a caller keyed up "
+        f"meanwhile) p50 {fmt(percentile(hold_off, 50))}, p95 {fmt(percentile(hold_off, 95))}; incident -> key-up of the "
+        f"{len(idle)} queued while their channel was "
         f"not on the air p50 {fmt(percentile(idle, 50))}, p95 {fmt(percentile(idle, 95))}; phrases rendered ahead: "
         + ("n/a" if ahead is None else f"{ahead['ready']} of {ahead['total']}"),
         "announcement airtime per channel: " + ", ".join(
