@@ -29,9 +29,10 @@ incidents: more than the channels' airtime can announce).
 six channels are the jurisdiction's (ch-command, ch-market, ...: where responders listen), each with a file
 transmit path (real time). Reported: incident -> key-up (the incident's first message on the broker to the service's
 "keyed for announce" log line; a call goes out with the provisional alert, the final revises it), the report's end of
-speech -> key-up, announcement queued -> key-up (wait for a clear channel, render the first phrase), and per channel the airtime, what was dropped and the audio muted. Every
-phrase the service renders ahead is rendered into the bench cache before it starts (the service once prepared);
---cold-voice starts it with none, to see what rendering ahead costs the channels while they talk (a first start).
+speech -> key-up, announcement queued -> key-up (wait for a clear channel, render the first phrase), and per channel
+the airtime, what was dropped and the audio muted. Every phrase the service renders ahead is rendered into the bench
+cache before it starts (the service once prepared); --cold-voice starts it with none, to see what rendering ahead
+costs the channels while they talk (a first start).
 
 --search: 60 s runs, N doubling from 1 then bisected, until the largest N whose p95 stays under --target with no audio
 skipped, every FIFO read in time and no utterance refused by recognition. --commit REV runs the service from that
