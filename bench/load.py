@@ -816,6 +816,8 @@ def announcement_lines(o: Outcome) -> list[str]:
             f"{s['id']} {s['announcements']['airtime_s']:.0f} s ({s['announcements']['announced']} said, "
             f"{s['announcements']['merged']} merged), muted {s['muted_s']:.0f} s" for s in spoken)
         + "; dropped: " + (", ".join(f"{k} {n}" for k, n in dropped.most_common()) or "none"),
+        f"calls revised by their final: {o.service_log.count('(it corrects what was said)')} corrected or withdrawn on "
+        f"the air (更正), {o.service_log.count('withdrawn before it was said')} withdrawn before they were said",
     ]  # fmt: skip
 
 
