@@ -235,6 +235,23 @@ async def test_the_final_confirming_it_clears_the_mark_without_a_second_incident
         assert rig.dispatcher.alerter.sent == 1
 
 
+async def test_after_a_restart_the_final_revises_the_call_made_before_it(broker: Mosquitto, tmp_path: Path) -> None:
+    """The service stops between the provisional call and the final: the final, handled by the next run, knows the
+    call was made (it is rebuilt from the incident) and does not say it a second time."""
+    before: asyncio.Queue = asyncio.Queue()
+    async with running_dispatcher(broker, tmp_path, transmit=before) as rig:
+        await talk(rig, FIGHT)
+        [raised] = rig.dispatcher.store.list()
+    call = before.get_nowait()
+    after: asyncio.Queue = asyncio.Queue()
+    async with running_dispatcher(broker, tmp_path, transmit=after) as rig:
+        settled = await final(rig, FIGHT + "，有人受伤")
+        assert settled.id == raised.id and not settled.provisional
+        revision = after.get_nowait()
+        assert (revision.channel, revision.if_said) == (call.channel, "")  # said already: nothing to add
+        assert after.empty()
+
+
 async def test_a_final_naming_another_place_reroutes_it(broker: Mosquitto, tmp_path: Path) -> None:
     transmit: asyncio.Queue = asyncio.Queue()
     async with running_dispatcher(broker, tmp_path, transmit=transmit) as rig, phones(broker, [NEAREST, ITS_GUARD]) as ph:
