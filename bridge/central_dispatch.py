@@ -295,8 +295,8 @@ class CentralDispatch:
                 logger.info("transcript %s: already in an incident, recorded as dispatched", clip(utterance_id))
                 self.record.record(utterance_id, message.version, "dispatched")
                 continue
-            self.recovered += 1
             await self._dispatch_or_log(message)
+            self.recovered += 1  # once handled: what reads the count may read what it did
         logger.info("central dispatch at start: %d transcript(s) of the last %d min committed and not dispatched by "
                     "the last run, %d of them read again (the others were in an incident already): %s", len(missed),
                     round(self._max_age_s / 60), self.recovered, self.counters())  # fmt: skip
