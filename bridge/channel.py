@@ -149,8 +149,8 @@ class Channel:
         self._listeners: set[asyncio.Queue[bytes]] = set()
         self._behind: _BehindSpell | None = None
         self.closed_at_shutdown = 0  # utterances being spoken when the service stopped, closed and archived
-        self._paused_at: float | None = None  # when the open utterance's speech last stopped (its last pause's end)
-        self.speech_ended_at = float("-inf")  # wall clock: since when the channel is quiet (its last utterance closed)
+        self._paused_at: float | None = None  # when the open utterance's speech last stopped (its last pause began)
+        self._quiet_since = float("-inf")  # wall clock: since when the channel is quiet (its last utterance closed)
 
     def rejections(self) -> dict[str, Any]:
         """What the source refused since the start (packets, files, pushed audio), by kind, and the latest refusal
@@ -271,6 +271,11 @@ class Channel:
             self._behind = None
             self.bus.publish("channel", state.to_dict())
 
+    def speech_ended(self) -> float | None:
+        """When the speech the channel last heard ended (wall clock), for the transmitter's hold-off; None while it
+        hears someone."""
+        return None if self.state.talking else self._quiet_since
+
     async def _handle(self, event: SegmentEvent) -> None:
         archived: ArchivedUtterance | None = None
         if isinstance(event, UtteranceStarted):
@@ -281,7 +286,7 @@ class Channel:
             self._paused_at = event.speech_end
         elif isinstance(event, UtteranceDiscarded):
             self.state.talking = False
-            self.speech_ended_at = time.time()
+            self._quiet_since = time.time()
             self.state.discarded += 1
             self.bus.publish("channel", self.state.to_dict())
         elif isinstance(event, Utterance):
@@ -290,9 +295,9 @@ class Channel:
             # when each pause began, the last one included), as long in the audio as from then to the utterance's end,
             # less what the channel has not heard yet when it is behind real time (someone may be talking in it);
             # cut by the carrier or at its longest: quiet from now
+            now = time.time()
             quiet_s = event.end - self._paused_at if event.reason == "silence" and self._paused_at is not None else 0.0
-            unheard_s = max(0.0, time.time() - event.end)
-            self.speech_ended_at = time.time() - max(0.0, quiet_s - unheard_s)
+            self._quiet_since = now - max(0.0, quiet_s - max(0.0, now - event.end))
             archived = await self._archive(event)
         elif not isinstance(event, UtteranceAudio):
             raise TypeError(f"unexpected segmenter event {event!r}")

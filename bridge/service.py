@@ -149,11 +149,8 @@ class Service:
                 ch.archived_late(row)
 
     def _speech_ended(self, channel_id: str) -> float | None:
-        """When the speech the channel last heard ended (wall clock); None while it hears someone."""
-        for ch in self.channels:
-            if ch.config.id == channel_id:
-                return None if ch.state.talking else ch.speech_ended_at
-        return float("-inf")
+        channel = next((ch for ch in self.channels if ch.config.id == channel_id), None)
+        return channel.speech_ended() if channel is not None else float("-inf")
 
     async def _on_segment_event(self, event: Any, archived: Any) -> None:
         if self.recognition is not None:

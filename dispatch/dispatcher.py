@@ -705,10 +705,12 @@ class Dispatcher:
         """One spoken call per radio channel, addressed to every unit alerted on it, by name."""
         if self._announcer is None:
             return
-        said = announcements_for(self.jurisdiction, [c.responder_id for c in alerted], incident.place_name,
-                                 incident.type, incident.detail)  # fmt: skip
-        for channel, text in said.items():
+        for channel, text in self._calls(incident, [c.responder_id for c in alerted]).items():
             self._announcer.announce(channel, incident.id, text)
+
+    def _calls(self, incident: Incident, responder_ids: Sequence[str]) -> dict[str, str]:
+        """channel -> the call made there for `incident` to those responders (dispatch.announce)."""
+        return announcements_for(self.jurisdiction, responder_ids, incident.place_name, incident.type, incident.detail)
 
     def _spoken_call(self, incident: Incident) -> _Spoken | None:
         """The call made when `incident`, still provisional, was alerted on a partial's reading (to its assigned
@@ -717,9 +719,7 @@ class Dispatcher:
                 or not incident.assigned:
             return None
         ids = list(incident.assigned)
-        return _Spoken(incident.place_name, incident.type,
-                       announcements_for(self.jurisdiction, ids, incident.place_name, incident.type, incident.detail),
-                       units_by_channel(self.jurisdiction, ids))  # fmt: skip
+        return _Spoken(incident.place_name, incident.type, self._calls(incident, ids), units_by_channel(self.jurisdiction, ids))
 
     def _revise(self, incident: Incident, alerted: Sequence[Candidate], spoken: _Spoken | None, *, changed: bool,
                 closing: str) -> None:  # fmt: skip
@@ -731,8 +731,7 @@ class Dispatcher:
         if spoken is None or self._announcer is None:
             self._announce(incident, alerted)
             return
-        now = announcements_for(self.jurisdiction, [c.responder_id for c in alerted], incident.place_name,
-                                incident.type, incident.detail)  # fmt: skip
+        now = self._calls(incident, [c.responder_id for c in alerted])
         for channel, text in now.items():
             before = spoken.texts.get(channel)
             revised = None if before is None else correction_text(text) if changed and text != before else ""

@@ -120,7 +120,8 @@ async def test_a_closed_utterance_says_how_long_the_channel_has_been_quiet(tmp_p
 
     async def hook(event: SegmentEvent, archived: ArchivedUtterance | None) -> None:
         if isinstance(event, UtterancePaused | Utterance):
-            seen.append((event, time.time() - channel.speech_ended_at))
+            ended = channel.speech_ended()  # None while the utterance is open (at its pauses)
+            seen.append((event, time.time() - ended if ended is not None else 0.0))
 
     with Archive(storage(tmp_path / "data")) as archive:
         channel = Channel(config, archive, EventBus(), on_event=hook, source=FailsOnceSource(speech_pcm))
