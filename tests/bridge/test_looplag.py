@@ -65,13 +65,15 @@ async def test_healthz_and_channel_state_report_the_loop_lag(tmp_path, calls_aud
                 with contextlib.suppress(httpx.TransportError):
                     before = (await client.get("/healthz")).json()
                     break
-            time.sleep(0.3)
+            # longer than anything the start-up may already have cost on a loaded machine, so it is the window's maximum
+            stall_s = before["loop_lag_max_s"] + 0.3
+            time.sleep(stall_s)
             await asyncio.sleep(0.1)
             after = (await client.get("/healthz")).json()
     finally:
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
-    assert before["loop_lag_max_s"] < 0.25 < after["loop_lag_max_s"], (before, after)
+    assert after["loop_lag_max_s"] > stall_s - 0.05 > before["loop_lag_max_s"], (before, after)
     assert after["loop_stalls"] > before["loop_stalls"]
     [state] = service.channel_states()
-    assert state["loop_lag_max_s"] > 0.25 and state["loop_stalls"] == after["loop_stalls"]
+    assert state["loop_lag_max_s"] >= after["loop_lag_max_s"] and state["loop_stalls"] == after["loop_stalls"]
