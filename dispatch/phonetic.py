@@ -133,23 +133,72 @@ def window_scores(word: str, syllables: list[Syllable | None], start: int, floor
     Words are read as pypinyin reads them in context (长乐 chang le), the same reading ASR text gets. With
     `heteronyms`, a character's other readings count too (长 zhang): a recogniser or a person writing the name's
     sound character by character may have read it so (掌乐东路 for 长乐东路); for place names, which are long and
-    few, not for the lexicon's many short words."""
+    few, not for the lexicon's many short words. Two syllables heard with an n between them on the wrong side of
+    their boundary (`resyllabified`) count as the word's two if that reads them better."""
     want = _word_readings(word, heteronyms)
     n = len(want)
     if start + n > len(syllables):
         return []
+    heard = syllables[start:start + n]
+    if any(syl is None for syl in heard):
+        return []
+    bases = [syl.base for syl in heard]  # type: ignore[union-attr]
     scores: list[float] = []
     total, need = 0.0, floor * n
-    for i, (bases, syl) in enumerate(zip(want, syllables[start:start + n], strict=True)):
-        if syl is None:
-            return []
-        score = (heard_similarity(bases[0], syl.base) if len(bases) == 1
-                 else max(heard_similarity(b, syl.base) for b in bases))
-        scores.append(score)
-        total += score
-        if total + (n - i - 1) < need:
-            return []
+    i = 0
+    while i < n:
+        taken = [_best(want[i], bases[i])]
+        if taken[0] < 1.0 and i + 1 < n and (moved := resyllabified(bases[i], bases[i + 1])):
+            moved_scores = [_best(want[i], moved[0]), _best(want[i + 1], moved[1])]
+            if sum(moved_scores) > taken[0] + _best(want[i + 1], bases[i + 1]):
+                taken = moved_scores
+        for score in taken:
+            scores.append(score)
+            total += score
+            i += 1
+            if total + (n - i) < need:
+                return []
     return scores
+
+
+def _best(readings: tuple[str, ...], heard: str) -> float:
+    return heard_similarity(readings[0], heard) if len(readings) == 1 else max(heard_similarity(r, heard) for r in readings)
+
+
+# A syllable without an initial as pinyin spells it, and its final as it reads after a consonant (yao: n-iao).
+_ZERO_INITIAL = {
+    "yi": "i", "ya": "ia", "yao": "iao", "ye": "ie", "you": "iu", "yan": "ian", "yang": "iang", "yin": "in",
+    "ying": "ing", "yong": "iong", "yu": "v", "yue": "ve", "yuan": "van", "yun": "vn",
+    "wu": "u", "wa": "ua", "wo": "uo", "wai": "uai", "wei": "ui", "wan": "uan", "wen": "un", "wang": "uang",
+    "weng": "ueng",
+    **{vowel: vowel for vowel in ("a", "o", "e", "ai", "ei", "ao", "ou", "an", "en", "ang", "eng", "er")},
+}
+_SPELLED = {final: spelled for spelled, final in _ZERO_INITIAL.items()}
+
+
+@lru_cache(maxsize=65536)
+def resyllabified(first: str, second: str) -> tuple[str, str] | None:
+    """The same sounds split at the other side of an n: a final n heard as the next syllable's initial or the other
+    way round (花鸟 hua niao heard "huan yao", 晚安 wan an heard "wa nan"), which a recogniser cannot tell apart
+    in fast speech; None when no such split reads as two syllables of the language."""
+    valid = _syllables()
+    if first.endswith("n") and second in _ZERO_INITIAL:
+        moved = first[:-1], "n" + _ZERO_INITIAL[second]
+    elif second.startswith("n") and second[1:] in _SPELLED and not first.endswith(("n", "ng")):
+        moved = first + "n", _SPELLED[second[1:]]
+    else:
+        return None
+    return moved if all(m in valid for m in moved) else None
+
+
+@lru_cache(maxsize=1)
+def _syllables() -> frozenset[str]:
+    """Every toneless syllable of the language (pypinyin's readings; ü written v), the interjections (n, m, ng, hm) aside."""
+    from pypinyin.contrib.tone_convert import to_normal
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    readings = {to_normal(r) for value in pinyin_dict.values() for r in value.split(",")}
+    return frozenset(readings - {"n", "m", "ng", "hm", "hng"})
 
 
 def first_readings(word: str, heteronyms: bool = False) -> tuple[str, ...]:

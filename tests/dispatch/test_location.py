@@ -9,7 +9,7 @@ import pytest
 
 from dispatch.gazetteer import Jurisdiction, load_jurisdiction
 from dispatch.location import LocationMatch, PlaceIndex, extract_location, hear_places
-from dispatch.phonetic import FINAL_FOLD, INITIAL_FOLD, split, text_syllables
+from dispatch.phonetic import FINAL_FOLD, INITIAL_FOLD, parse_pinyin, resyllabified, split, text_syllables, window_scores
 from dispatch.radio_channel import learned_alike
 from tests.dispatch.chatter import ROUTINE_CHATTER
 
@@ -261,6 +261,19 @@ def test_a_confusion_the_recogniser_often_makes_is_as_near_as_an_accent(index: P
     assert ("x", "j") in learned_alike().initials and ("x", "q") not in learned_alike().initials
     assert where("ji1 guang1 zhong1 xue2 men2 kou3 you3 ke3 yi2 ren2 yuan2", index).place.id == "xiguang-zhongxue"
     assert extract_location("qi1 guang1 zhong1 xue2 men2 kou3 you3 ke3 yi2 ren2 yuan2", index) is None
+
+
+def test_an_n_heard_on_the_other_side_of_a_syllable_boundary(index: PlaceIndex) -> None:
+    """花鸟 hua niao and "huan yao" are the same sounds split at another place, which the on-board recogniser hears
+    in nearly every voice: the name is found either way; a split that is no pair of syllables (wen yi: we ni) is not
+    taken, nor is a final ng (ping an is never pin gan)."""
+    assert resyllabified("huan", "yao") == ("hua", "niao") and resyllabified("wa", "nan") == ("wan", "an")
+    assert resyllabified("wen", "yi") is None and resyllabified("ping", "an") is None
+    assert window_scores("晚安", parse_pinyin("wa3 nan1"), 0) == [1.0, 1.0]
+    assert where("wan4 shou4 lu4 huan1 yao3 shi4 chang3 you3 ren2 shou4 shang1 le5", index).place.id == "wanshoulu-huaniao"
+    alias = "zai4 huan1 yao4 shi4 chang3 li3 mian4 you3 ge4 lao3 tou2 yun1 dao3 le5"
+    assert where(alias, index).place.id == "wanshoulu-huaniao"
+    assert extract_location(alias.replace("huan1", "guan1"), index) is None  # no longer the same sounds
 
 
 def test_a_channels_own_places_are_heard_with_their_head_garbled(index: PlaceIndex) -> None:
