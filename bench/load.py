@@ -29,8 +29,10 @@ incidents: more than the channels' airtime can announce).
 six channels are the jurisdiction's (ch-command, ch-market, ...: where responders listen), each with a file
 transmit path (real time). Reported: incident -> key-up (the incident's first message on the broker to the service's
 "keyed for announce" log line; a call goes out with the provisional alert, the final revises it), the report's end of
-speech -> key-up, announcement queued -> key-up (wait for a clear channel, render the first phrase), and per channel
-the airtime, what was dropped and the audio muted. Every phrase the service renders ahead is rendered into the bench
+speech -> key-up, announcement queued -> key-up (wait for a clear channel, render the first phrase), the call free
+to go -> key-up (from the latest of: queued, the end of speech of every transmission played on its channel before
+its key-up, the channel's earlier call unkeyed: what is left is the busy-channel hold-off and the rendering), and per
+channel the airtime, what was dropped and the audio muted. Every phrase the service renders ahead is rendered into the bench
 cache before it starts (the service once prepared); --cold-voice starts it with none, to see what rendering ahead
 costs the channels while they talk (a first start).
 
@@ -149,6 +151,7 @@ class Keyed:
     ready: float | None = None  # rendered (its first phrase), and any earlier announcement on its channel over
     keyed: float | None = None  # ... and the channel clear: the busy-channel hold-off
     behind: bool = False  # queued while its channel was on the air with an earlier announcement
+    unkeyed_before: float | None = None  # the end of the channel's last announcement transmission before this key-up
 
 
 # --- the run ---------------------------------------------------------------------------------------------------
@@ -399,6 +402,8 @@ def announcements_in(log: str) -> list[Keyed]:
             spans[-1][1] = wall(m[1])
     for k in said.values():
         k.behind = any(start <= k.queued < end for start, end in on_air.get(k.channel, []))
+        if k.keyed is not None:
+            k.unkeyed_before = max((end for _, end in on_air.get(k.channel, []) if end <= k.keyed), default=None)
     return sorted(said.values(), key=lambda k: k.queued)
 
 
@@ -791,6 +796,7 @@ def announcement_lines(o: Outcome) -> list[str]:
     from_queue = [k.keyed - k.queued for k in keyed]
     idle = [k.keyed - created[k.incident] for k in keyed if k.incident in created and not k.behind]
     to_ready = [k.ready - k.queued for k in keyed if k.ready is not None]
+    from_free = [k.keyed - channel_free(o, k) for k in keyed]
     hold_off = [k.keyed - k.ready for k in keyed if k.ready is not None]
     states = o.polls[-1].channels if o.polls else []
     spoken = [s for s in states if s.get("announcements")]
@@ -810,7 +816,10 @@ def announcement_lines(o: Outcome) -> list[str]:
         f"{fmt(percentile(to_ready, 50))}, p95 {fmt(percentile(to_ready, 95))}, and ready -> key-up (a caller keyed up "
         f"meanwhile) p50 {fmt(percentile(hold_off, 50))}, p95 {fmt(percentile(hold_off, 95))}; incident -> key-up of the "
         f"{len(idle)} queued while their channel was "
-        f"not on the air p50 {fmt(percentile(idle, 50))}, p95 {fmt(percentile(idle, 95))}; phrases rendered ahead: "
+        f"not on the air p50 {fmt(percentile(idle, 50))}, p95 {fmt(percentile(idle, 95))}; the call free to go (queued, "
+        f"the caller's and any other speech on its channel over, any earlier call unkeyed) -> key-up, the busy-channel "
+        f"hold-off and the rendering: p50 {fmt(percentile(from_free, 50))}, p95 {fmt(percentile(from_free, 95))}, max "
+        f"{fmt(max(from_free, default=None))}; phrases rendered ahead: "
         + ("n/a" if ahead is None else f"{ahead['ready']} of {ahead['total']}"),
         "announcement airtime per channel: " + ", ".join(
             f"{s['id']} {s['announcements']['airtime_s']:.0f} s ({s['announcements']['announced']} said, "
@@ -819,6 +828,15 @@ def announcement_lines(o: Outcome) -> list[str]:
         f"calls revised by their final: {o.service_log.count('(it corrects what was said)')} corrected or withdrawn on "
         f"the air (更正), {o.service_log.count('withdrawn before it was said')} withdrawn before they were said",
     ]  # fmt: skip
+
+
+def channel_free(o: Outcome, k: Keyed) -> float:
+    """When announcement `k` could have gone out but for the hold-off: queued, every transmission the bench played
+    on its channel before its key-up over (their end of speech), and the channel's earlier announcement unkeyed."""
+    assert k.keyed is not None
+    channel = channel_ids(o.options).index(k.channel)
+    spoken = [o.feed.handed[t.key] for t in o.plan[channel] if t.key in o.feed.handed and o.feed.handed[t.key] <= k.keyed]
+    return max([k.queued, *spoken, *([k.unkeyed_before] if k.unkeyed_before is not None else [])])
 
 
 # --- the command -----------------------------------------------------------------------------------------------
