@@ -251,6 +251,59 @@ async def test_back_pressure_refuses_live_and_queues_backlog(sherpa: SherpaEngin
     pool.close()
 
 
+class FirstFeeds:
+    """The real engine, noting how much audio each stream was first fed, in the order the streams were first fed."""
+
+    def __init__(self, engine: SherpaEngine) -> None:
+        self.engine = engine
+        self.order: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def start_stream(self, *args: Any, **kwargs: Any) -> Any:
+        stream = self.engine.start_stream(*args, **kwargs)
+        order = self.order
+
+        class Stream:
+            first = True
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(stream, name)
+
+            def feed(self, pcm: bytes) -> None:
+                if self.first:
+                    order.append(len(pcm))
+                    self.first = False
+                stream.feed(pcm)
+
+        return Stream()
+
+
+async def test_a_stream_whose_speaker_paused_is_decoded_before_streams_only_being_fed(
+    sherpa: SherpaEngine, mandarin: list[bytes]
+) -> None:
+    """One worker, busy; three streams queued with audio, then a fourth whose speaker paused: the pause is a
+    decision waiting (the dispatcher alerts on its partial), so the fourth is decoded next, not after the three."""
+    spy = FirstFeeds(sherpa)
+    pool = RecognitionPool([spy], workers=1)  # type: ignore[list-item]
+    second = SAMPLE_RATE * 2
+    busy = pool.open("busy")
+    busy.feed(mandarin[0][: 2 * second])
+    fed = [pool.open(f"fed{i}") for i in range(3)]
+    for i, handle in enumerate(fed):
+        handle.feed(mandarin[1][: second + i * FRAME_BYTES])  # lengths tell the streams apart
+    paused = pool.open("paused")
+    paused.feed(mandarin[2][: second // 2])
+    paused.pause()
+    partials = paused.partials()
+    assert (await anext(partials)).at_pause
+    results = await asyncio.gather(*(h.finish() for h in [busy, *fed, paused]))
+    pool.close()
+    assert all(r.pinyin for r in results)
+    assert spy.order.index(second // 2) < min(spy.order.index(second + i * FRAME_BYTES) for i in range(3)), spy.order
+
+
 async def test_after_a_pause_quiet_audio_is_decoded_only_if_speech_resumes(sherpa: SherpaEngine, mandarin: list[bytes]) -> None:
     pool = RecognitionPool([sherpa], workers=1)
     quiet = bytes(SAMPLE_RATE * 2)  # 1 s
