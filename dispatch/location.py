@@ -358,8 +358,8 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[
                 floor = min(floor, HOME_FUZZY_MIN) if at_home else floor
             else:  # a generic or two-syllable name is heard whole (a long kind-part in pinyin up to accents: below)
                 floor = ACCENT_MIN if n.method == "generic" and not inp.text and size >= 3 else 1.0
-            scores = window_scores(n.text, syl, start, floor,
-                                   heteronyms=bool(inp.text))  # characters may be written by another reading
+            scores = window_scores(n.text, syl, start, floor,  # characters may be written by another reading
+                                   heteronyms=bool(inp.text), moved_n=True)
             if not scores or (n.method == "short" and min(scores) < 0.9):
                 continue  # a short form (东郊市场) is not the name itself: heard whole, up to accent confusions
             score = sum(scores) / size

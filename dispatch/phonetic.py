@@ -127,14 +127,15 @@ def phrase(word: str) -> tuple[Syllable, ...]:
 
 
 def window_scores(word: str, syllables: list[Syllable | None], start: int, floor: float = 0.0,
-                  heteronyms: bool = False) -> list[float]:
+                  heteronyms: bool = False, moved_n: bool = False) -> list[float]:
     """Similarity of each syllable of `word` laid over `syllables` from `start`; [] if it runs off the end, crosses a
     break, or can no longer reach a mean of `floor` (which makes scanning many names over a transcript cheap).
     Words are read as pypinyin reads them in context (长乐 chang le), the same reading ASR text gets. With
     `heteronyms`, a character's other readings count too (长 zhang): a recogniser or a person writing the name's
     sound character by character may have read it so (掌乐东路 for 长乐东路); for place names, which are long and
-    few, not for the lexicon's many short words. Two syllables heard with an n between them on the wrong side of
-    their boundary (`resyllabified`) count as the word's two if that reads them better."""
+    few, not for the lexicon's many short words. With `moved_n` (place names), two syllables heard with an n on the
+    wrong side of their boundary (`resyllabified`) count as the word's two if that reads them better, each at most
+    as near as an accent confusion: a name so heard is never heard exactly."""
     want = _word_readings(word, heteronyms)
     n = len(want)
     if start + n > len(syllables):
@@ -148,8 +149,8 @@ def window_scores(word: str, syllables: list[Syllable | None], start: int, floor
     i = 0
     while i < n:
         taken = [_best(want[i], bases[i])]
-        if taken[0] < 1.0 and i + 1 < n and (moved := resyllabified(bases[i], bases[i + 1])):
-            moved_scores = [_best(want[i], moved[0]), _best(want[i + 1], moved[1])]
+        if moved_n and taken[0] < 1.0 and i + 1 < n and (moved := resyllabified(bases[i], bases[i + 1])):
+            moved_scores = [min(HEARD_ALIKE, _best(want[i + j], moved[j])) for j in (0, 1)]
             if sum(moved_scores) > taken[0] + _best(want[i + 1], bases[i + 1]):
                 taken = moved_scores
         for score in taken:
