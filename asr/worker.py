@@ -9,8 +9,9 @@ threads 16.9x real time vs processes 11.8x at load ~3; at load 4-6 from other wo
 Scheduling: each utterance is a `StreamHandle`. `feed()` only appends to the handle's buffer; a handle with audio
 waiting is queued on the executor, decodes at most `MAX_BATCH_S` of it, and queues itself again when more is left,
 so a long re-transcription cannot starve live channels (round robin in arrival order). A handle with a decision
-waiting on it -- the speaker paused (a partial to dispatch on) or stopped (the final) -- is served before the
-streams that are only being fed: those lose a few milliseconds, the alert does not wait behind their batches.
+waiting on it -- the speaker paused (a partial to dispatch on) or stopped (the final), and no more than one batch
+left to decode -- is served before the streams that are only being fed: those lose a few milliseconds, the alert
+does not wait behind their batches (a whole archived utterance re-transcribed is due only for its last batch).
 
 Back-pressure: a new utterance is admitted while recognition keeps up -- the oldest audio waiting for a worker has
 waited less than `admit_lag_s` -- and at most `queue_size` at once (a bound on memory, not on speed: at 200 channels
@@ -136,7 +137,8 @@ class StreamHandle:
                 return
             self._pause_wanted = self._holding = True
             self._schedule()
-            self._pool._hurry(self)
+            if self._due():
+                self._pool._hurry(self)
 
     async def partials(self) -> AsyncIterator[Partial]:
         """Partial transcripts as they improve (and one per `pause()`); ends when the utterance is finished (or
@@ -151,7 +153,8 @@ class StreamHandle:
         with self._lock:
             self._closing = True
             self._schedule()
-            self._pool._hurry(self)
+            if self._due():
+                self._pool._hurry(self)
         return await asyncio.shield(self._result)
 
     def abort(self) -> None:
@@ -170,7 +173,11 @@ class StreamHandle:
     def _schedule(self) -> None:  # with self._lock held
         if not self._queued and not self._over:
             self._queued = True
-            self._pool._submit(self, due=self._pause_wanted or self._closing)
+            self._pool._submit(self, due=self._due())
+
+    def _due(self) -> bool:  # with self._lock held
+        """A decision waits on the next batch: a pause's partial or the final, with at most that batch to decode."""
+        return (self._pause_wanted or self._closing) and len(self._buffer) <= MAX_BATCH_S * BYTES_PER_S
 
     # --- worker side -----------------------------------------------------------------------------------
 

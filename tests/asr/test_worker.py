@@ -251,33 +251,35 @@ async def test_back_pressure_refuses_live_and_queues_backlog(sherpa: SherpaEngin
     pool.close()
 
 
-class FirstFeeds:
-    """The real engine, noting how much audio each stream was first fed, in the order the streams were first fed."""
+class Feeds:
+    """The real engine, noting each batch its streams are fed: (the stream's number, in the order the streams were
+    started, which is the order they were first worked on; bytes)."""
 
     def __init__(self, engine: SherpaEngine) -> None:
         self.engine = engine
-        self.order: list[int] = []
+        self.fed: list[tuple[int, int]] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
 
     def start_stream(self, *args: Any, **kwargs: Any) -> Any:
         stream = self.engine.start_stream(*args, **kwargs)
-        order = self.order
+        fed, number = self.fed, len({n for n, _ in self.fed})
 
         class Stream:
-            first = True
-
             def __getattr__(self, name: str) -> Any:
                 return getattr(stream, name)
 
             def feed(self, pcm: bytes) -> None:
-                if self.first:
-                    order.append(len(pcm))
-                    self.first = False
+                fed.append((number, len(pcm)))
                 stream.feed(pcm)
 
         return Stream()
+
+    def first(self, size: int) -> int:
+        """Where the stream first fed `size` bytes was first fed."""
+        number = next(n for n, fed in self.fed if fed == size)
+        return next(i for i, (n, _) in enumerate(self.fed) if n == number)
 
 
 async def test_a_stream_whose_speaker_paused_is_decoded_before_streams_only_being_fed(
@@ -285,7 +287,7 @@ async def test_a_stream_whose_speaker_paused_is_decoded_before_streams_only_bein
 ) -> None:
     """One worker, busy; three streams queued with audio, then a fourth whose speaker paused: the pause is a
     decision waiting (the dispatcher alerts on its partial), so the fourth is decoded next, not after the three."""
-    spy = FirstFeeds(sherpa)
+    spy = Feeds(sherpa)
     pool = RecognitionPool([spy], workers=1)  # type: ignore[list-item]
     second = SAMPLE_RATE * 2
     busy = pool.open("busy")
@@ -296,12 +298,29 @@ async def test_a_stream_whose_speaker_paused_is_decoded_before_streams_only_bein
     paused = pool.open("paused")
     paused.feed(mandarin[2][: second // 2])
     paused.pause()
-    partials = paused.partials()
-    assert (await anext(partials)).at_pause
+    assert (await asyncio.wait_for(anext(paused.partials()), 60)).at_pause
     results = await asyncio.gather(*(h.finish() for h in [busy, *fed, paused]))
     pool.close()
     assert all(r.pinyin for r in results)
-    assert spy.order.index(second // 2) < min(spy.order.index(second + i * FRAME_BYTES) for i in range(3)), spy.order
+    assert spy.first(second // 2) < min(spy.first(second + i * FRAME_BYTES) for i in range(3)), spy.fed
+
+
+async def test_a_long_re_transcription_does_not_go_before_live_channels(sherpa: SherpaEngine, mandarin: list[bytes]) -> None:
+    """A whole archived utterance is fed and finished at once: it is due only for its last batch, so a live stream
+    queued meanwhile is decoded between its batches, not after all of them."""
+    spy = Feeds(sherpa)
+    pool = RecognitionPool([spy], workers=1)  # type: ignore[list-item]
+    archived = b"".join(mandarin)  # several batches of MAX_BATCH_S
+    backlog = asyncio.create_task(pool.transcribe(archived, "archived"))
+    await asyncio.sleep(0)  # transcribe() has fed it and asked for its final
+    live = pool.open("live")
+    live.feed(mandarin[3][: SAMPLE_RATE])  # still talking: its stream is only being fed
+    await asyncio.wait_for(backlog, 60)
+    heard = await live.finish()
+    pool.close()
+    assert heard.pinyin
+    batches = [i for i, (n, _) in enumerate(spy.fed) if n == spy.fed[0][0]]
+    assert len(batches) >= 3 and spy.first(SAMPLE_RATE) < batches[-1], spy.fed
 
 
 async def test_after_a_pause_quiet_audio_is_decoded_only_if_speech_resumes(sherpa: SherpaEngine, mandarin: list[bytes]) -> None:
