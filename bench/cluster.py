@@ -32,8 +32,10 @@ Reported:
   (loadgen.Feed.handed: the wall-clock time the FIFO took the call's last speech sample).
 - messages per second stored at central: over the timeline (what K x N channels offer), and the busiest second (the
   catch-up); then central's own throughput (--flood M): the edges' real messages (utterances with their audio,
-  transcripts) replayed under made-up stations as fast as the broker takes them, until central has stored them all,
-  with the CPU each tier spent per 1000 messages, and how many channels like these that rate would serve;
+  transcripts) replayed under stations flood0, flood1, ... (in the region, each with its own copy of the demo
+  jurisdiction, as the edges' stations) as fast as the broker takes them, until central has stored them all and its
+  dispatcher has handled every transcript (dispatched, or refused and why), with the CPU each tier spent per 1000
+  messages, and how many channels like these each rate would serve;
 - catch-up after the cut: restore -> the edge reconnected (its first connection through the restored relay), and ->
   every entry it had queued before the restore acknowledged by central (its forward_queue read as another process
   would);
@@ -42,8 +44,10 @@ Reported:
 - whether central holds exactly the edges' utterances and transcripts, each once; what central's dispatcher counted
   (its log's last counts: dispatched, refused by reason); the machine and its load.
 
-The flood's made-up stations are not in the region: central stores their transcripts and refuses them for dispatch
-(`unknown_station`, logged and counted), so its throughput figure is the ingest's, not the dispatcher's.
+The flood replays each utterance again under another station, so central takes every message as new, and its
+dispatcher reads each transcript as a fresh report of that station (every report its own incident, as above): the
+dispatcher's figure is what a region of that many stations' traffic costs it, at the timeline's share of incident
+calls.
 """
 
 from __future__ import annotations
@@ -299,20 +303,30 @@ async def cut_edge(opts: Options, edge: Edge, observed: Observed, feed_started: 
 
 @dataclass
 class Flood:
-    """Central's throughput: the edges' real messages replayed under made-up stations as fast as the broker takes
-    them, and how fast central stored them."""
+    """Central's throughput: the edges' real messages replayed under the flood's stations as fast as the broker takes
+    them, how fast central stored them (its dispatcher at work meanwhile) and how fast its dispatcher handled them."""
 
     messages: int
     published_s: float  # first publish -> the broker's last PUBACK
     stored_s: float  # first publish -> central holding them all
-    cpu: dict[str, float]  # central, postgres, mosquitto over stored_s
+    cpu: dict[str, float]  # central, postgres, mosquitto, from the first publish until the dispatcher was done
+    transcripts: int = 0  # of the messages
+    dispatched_s: float = 0.0  # first publish -> central's dispatcher having handled every transcript
+    outcomes: Counter[str] = field(default_factory=Counter)  # what it made of them: dispatched, or why not
     ended: str = ""
 
 
-def replayed(edges: list[Edge], n: int) -> list[tuple[str, bytes]]:
-    """`n` (topic, payload) pairs: every utterance and transcript the edges hold, as their forwarders build them
-    (bridge/forward.ForwardQueue.payload: real audio, real transcripts), again and again under stations flood0,
-    flood1, ..., so central stores each as new."""
+def flood_stations(opts: Options, plan: list[list[loadgen.Transmission]]) -> list[str]:
+    """Enough stations for the flood to replay every utterance under a new one each round: a round is an utterance
+    and a transcript per transmission the timeline plays (at least half of them heard, counted safe)."""
+    per_round = 2 * max(1, sum(len(timeline) for timeline in plan) // 2)
+    return [f"flood{r}" for r in range(opts.flood // per_round + 1)] if opts.flood else []
+
+
+def replayed(edges: list[Edge], n: int, stations: list[str]) -> list[tuple[str, bytes]]:
+    """At most `n` (topic, payload) pairs: every utterance and transcript the edges hold, as their forwarders build
+    them (bridge/forward.ForwardQueue.payload: real audio, real transcripts), again and again under `stations`, one
+    round each, so central stores each as new."""
     from bridge.forward import Entry, ForwardQueue
     from dispatch.topics import Topics
 
@@ -321,8 +335,7 @@ def replayed(edges: list[Edge], n: int) -> list[tuple[str, bytes]]:
     try:
         rows = [(q, u.id) for q, e in zip(queues, edges, strict=True) for u in e.utterances if u.id in e.transcribed]
         out: list[tuple[str, bytes]] = []
-        for round_ in range(n // max(1, 2 * len(rows)) + 1):
-            station = f"flood{round_}"
+        for station in stations:
             for queue, uid in rows:
                 for kind in ("utterances", "transcripts"):
                     payload = queue.payload(station, Entry(len(out) + 1, kind, uid))
@@ -334,14 +347,24 @@ def replayed(edges: list[Edge], n: int) -> list[tuple[str, bytes]]:
             queue.close()
 
 
+def flood_dispatched(database: Path) -> Counter[str]:
+    """What central's dispatcher made of the flood's transcripts so far (its record, read as another process)."""
+    if not database.exists():
+        return Counter()
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as db:
+        return Counter(dict(db.execute("SELECT outcome, count(*) FROM central_dispatched WHERE utterance_id LIKE "
+                                       "'flood%' GROUP BY outcome").fetchall()))  # fmt: skip
+
+
 def flood_stored(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT (SELECT count(*) FROM node_utterances WHERE station LIKE 'flood%')"
                         " + (SELECT count(*) FROM transcripts WHERE utterance_id LIKE 'flood%')").fetchone()[0]  # fmt: skip
 
 
-async def flood(broker: Mosquitto, messages: list[tuple[str, bytes]], conn: psycopg.Connection,
+async def flood(broker: Mosquitto, messages: list[tuple[str, bytes]], conn: psycopg.Connection, central_db: Path,
                 cpu_now: Any, timeout: float = 300) -> Flood:  # fmt: skip
-    """Publish `messages` QoS 1 on one connection (each awaited: the broker's PUBACK), then wait for central."""
+    """Publish `messages` QoS 1 on one connection (each awaited: the broker's PUBACK), then wait for central to store
+    them all and for its dispatcher to handle every transcript."""
     import aiomqtt
 
     cpu0 = cpu_now()
@@ -358,8 +381,16 @@ async def flood(broker: Mosquitto, messages: list[tuple[str, bytes]], conn: psyc
             break
         await asyncio.sleep(0.1)
     stored = time.monotonic() - t0
+    transcripts = sum(topic.endswith("/transcripts") for topic, _ in messages)
+    while sum((outcomes := await asyncio.to_thread(flood_dispatched, central_db)).values()) < transcripts:
+        if time.monotonic() - t0 > timeout:
+            ended = ended or f"central's dispatcher had not handled them all {timeout:.0f} s after the first"
+            break
+        await asyncio.sleep(0.1)
+    dispatched = time.monotonic() - t0
     cpu1 = cpu_now()
-    return Flood(len(messages), published, stored, {k: cpu1[k] - cpu0[k] for k in cpu0}, ended)
+    return Flood(len(messages), published, stored, {k: cpu1[k] - cpu0[k] for k in cpu0}, transcripts, dispatched,
+                 outcomes, ended)  # fmt: skip
 
 
 # --- the run ---------------------------------------------------------------------------------------------------
@@ -403,7 +434,8 @@ async def run(opts: Options) -> Outcome:
             await asyncio.to_thread(cluster.start)
             url = cluster.url(cluster.create_database())
             stations = [f"edge{k}" for k in range(opts.edges)]
-            central = start("central", central_config(tmp, broker, url, stations), tmp / "central.log")
+            flooding = flood_stations(opts, plan)
+            central = start("central", central_config(tmp, broker, url, stations + flooding), tmp / "central.log")
             # before the edges: until its first subscription the broker keeps nothing for central
             await until_logged(central, tmp / "central.log", "node link connected")
             for k in range(opts.edges):
@@ -460,9 +492,9 @@ async def run(opts: Options) -> Outcome:
             load_after = os.getloadavg()[0]
             flooded = None
             if opts.flood:
-                messages = await asyncio.to_thread(replayed, edges, opts.flood)
+                messages = await asyncio.to_thread(replayed, edges, opts.flood, flooding)
                 print(f"  {time.strftime('%H:%M:%S')} replaying {len(messages)} messages at central", flush=True)
-                flooded = await flood(broker, messages, transcripts.conn, tier_cpu)
+                flooded = await flood(broker, messages, transcripts.conn, tmp / "central" / "jingbao.db", tier_cpu)
             transcripts.conn.close()
             stop(central)  # its dispatcher logs its counts as it stops
             counts = [ln for ln in (tmp / "central.log").read_text(errors="replace").splitlines() if "central dispatch" in ln]
@@ -614,7 +646,7 @@ def report(out: Outcome) -> list[str]:
         f"{len(alert_held)} (end of speech -> first message max {max(alert_held, default=float('nan')):.0f} s);"
         f" other transmissions that raised one: {dict(raised_by_others)}; messages at central's broker "
         f"{len(observed.messages)} ({dict(Counter(m.topic.split('/')[1] for m in observed.messages))})",
-        f"  central's dispatcher, as it stopped (the flood's refusals included): "
+        f"  central's dispatcher, as it stopped (the flood included): "
         f"{out.dispatch_counts.split('central dispatch stops:')[-1].strip()}",
     ]
     if catch is not None:
@@ -630,10 +662,18 @@ def report(out: Outcome) -> list[str]:
         offered = len(moments) / (total * timeline_s / 60)  # messages per channel-minute in the timeline
         rate = f.messages / f.stored_s
         lines.append(f"  central throughput: {f.messages} real messages (utterances with their audio, transcripts) replayed"
-                     f" as fast as the broker took them ({f.messages / f.published_s:.0f}/s): stored at {rate:.0f}/s;"
-                     f" CPU s per 1000 messages: central {per_1000['central']:.2f}, PostgreSQL {per_1000['postgres']:.2f},"
+                     f" as fast as the broker took them ({f.messages / f.published_s:.0f}/s): stored at {rate:.0f}/s"
+                     f" (its dispatcher at work alongside); CPU s per 1000 messages, ingest and dispatch: central"
+                     f" {per_1000['central']:.2f}, PostgreSQL {per_1000['postgres']:.2f},"
                      f" mosquitto {per_1000['mosquitto']:.2f}; at the timeline's {offered:.1f} messages per channel-minute"
-                     f" that is ~{rate * 60 / offered:.0f} channels" + (f"; {f.ended}" if f.ended else ""))  # fmt: skip
+                     f" that is ~{rate * 60 / offered:.0f} channels")  # fmt: skip
+        heard = max(1, len(out.central_transcripts)) / (total * timeline_s / 60)  # transcripts per channel-minute
+        handled = sum(f.outcomes.values()) / f.dispatched_s
+        lines.append(f"  central's dispatcher on the flood: its {f.transcripts} transcripts, each a report of its"
+                     f" station, {sum(f.outcomes.values())} handled {f.dispatched_s:.1f} s after the first publish"
+                     f" ({handled:.0f}/s; {', '.join(f'{k} {n}' for k, n in f.outcomes.most_common())}); at the"
+                     f" timeline's {heard:.2f} transcripts per channel-minute that is ~{handled * 60 / heard:.0f} channels"
+                     + (f"; {f.ended}" if f.ended else ""))  # fmt: skip
     minutes = out.window_s / 60
     per_100 = {name: s / (total / 100) / minutes for name, s in out.cpu.items()}
     tier = per_100["central"] + per_100["postgres"] + per_100["mosquitto"]

@@ -31,10 +31,11 @@ transmit path (real time). Reported: incident -> key-up (the incident's first me
 "keyed for announce" log line; a call goes out with the provisional alert, the final revises it), the report's end of
 speech -> key-up, announcement queued -> key-up (wait for a clear channel, render the first phrase), the call free
 to go -> key-up (from the latest of: queued, the end of speech of every transmission played on its channel before
-its key-up, the channel's earlier call unkeyed: what is left is the busy-channel hold-off and the rendering), and per
-channel the airtime, what was dropped and the audio muted. Every phrase the service renders ahead is rendered into the bench
-cache before it starts (the service once prepared); --cold-voice starts it with none, to see what rendering ahead
-costs the channels while they talk (a first start).
+its key-up, the channel's earlier call unkeyed: what is left is the busy-channel hold-off and the rendering; a call
+keyed while a transmission's speech played on its channel is counted apart), and per channel the airtime, what
+was dropped and the audio muted. Every phrase the service renders ahead is rendered into the bench cache before it
+starts (the service once prepared); --cold-voice starts it with none, to see what rendering ahead costs the
+channels while they talk (a first start).
 
 --search: 60 s runs, N doubling from 1 then bisected, until the largest N whose p95 stays under --target with no audio
 skipped, every FIFO read in time and no utterance refused by recognition. --commit REV runs the service from that
@@ -796,7 +797,9 @@ def announcement_lines(o: Outcome) -> list[str]:
     from_queue = [k.keyed - k.queued for k in keyed]
     idle = [k.keyed - created[k.incident] for k in keyed if k.incident in created and not k.behind]
     to_ready = [k.ready - k.queued for k in keyed if k.ready is not None]
-    from_free = [k.keyed - channel_free(o, k) for k in keyed]
+    free = {id(k): channel_free(o, k) for k in keyed}
+    from_free = [k.keyed - at for k in keyed if (at := free[id(k)]) is not None]
+    over_a_caller = sum(keyed_over_a_caller(o, k) for k in keyed)
     hold_off = [k.keyed - k.ready for k in keyed if k.ready is not None]
     states = o.polls[-1].channels if o.polls else []
     spoken = [s for s in states if s.get("announcements")]
@@ -819,7 +822,8 @@ def announcement_lines(o: Outcome) -> list[str]:
         f"not on the air p50 {fmt(percentile(idle, 50))}, p95 {fmt(percentile(idle, 95))}; the call free to go (queued, "
         f"the caller's and any other speech on its channel over, any earlier call unkeyed) -> key-up, the busy-channel "
         f"hold-off and the rendering: p50 {fmt(percentile(from_free, 50))}, p95 {fmt(percentile(from_free, 95))}, max "
-        f"{fmt(max(from_free, default=None))}; phrases rendered ahead: "
+        f"{fmt(max(from_free, default=None))} (n {len(from_free)}), keyed while a transmission played on its channel "
+        f"{over_a_caller}; phrases rendered ahead: "
         + ("n/a" if ahead is None else f"{ahead['ready']} of {ahead['total']}"),
         "announcement airtime per channel: " + ", ".join(
             f"{s['id']} {s['announcements']['airtime_s']:.0f} s ({s['announcements']['announced']} said, "
@@ -830,13 +834,30 @@ def announcement_lines(o: Outcome) -> list[str]:
     ]  # fmt: skip
 
 
-def channel_free(o: Outcome, k: Keyed) -> float:
+def channel_free(o: Outcome, k: Keyed) -> float | None:
     """When announcement `k` could have gone out but for the hold-off: queued, every transmission the bench played
-    on its channel before its key-up over (their end of speech), and the channel's earlier announcement unkeyed."""
+    on its channel before its key-up over (their end of speech), and the channel's earlier announcement unkeyed.
+    None for a channel the bench did not play."""
     assert k.keyed is not None
-    channel = channel_ids(o.options).index(k.channel)
+    channel = played_on(o, k.channel)
+    if channel is None:
+        return None
     spoken = [o.feed.handed[t.key] for t in o.plan[channel] if t.key in o.feed.handed and o.feed.handed[t.key] <= k.keyed]
     return max([k.queued, *spoken, *([k.unkeyed_before] if k.unkeyed_before is not None else [])])
+
+
+def keyed_over_a_caller(o: Outcome, k: Keyed) -> bool:
+    """Whether announcement `k` keyed up while the bench was playing a transmission's speech on its channel (the
+    hold-off should never let it: left out of `channel_free`, counted here)."""
+    assert k.keyed is not None
+    channel = played_on(o, k.channel)
+    return channel is not None and any(
+        o.feed.wall(t.start) < k.keyed < o.feed.handed[t.key] for t in o.plan[channel] if t.key in o.feed.handed)
+
+
+def played_on(o: Outcome, channel_id: str) -> int | None:
+    """The bench's index of a service channel (its timeline in the plan), None for one the bench did not play."""
+    return {cid: i for i, cid in enumerate(channel_ids(o.options))}.get(channel_id)
 
 
 # --- the command -----------------------------------------------------------------------------------------------

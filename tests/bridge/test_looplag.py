@@ -73,7 +73,7 @@ async def test_healthz_and_channel_state_report_the_loop_lag(tmp_path, calls_aud
     finally:
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
-    assert after["loop_lag_max_s"] > stall_s - 0.05 > before["loop_lag_max_s"], (before, after)
+    assert after["loop_lag_max_s"] > stall_s - 0.05, (before, after)
     assert after["loop_stalls"] > before["loop_stalls"]
     [state] = service.channel_states()
     assert state["loop_lag_max_s"] >= after["loop_lag_max_s"] and state["loop_stalls"] == after["loop_stalls"]
