@@ -514,6 +514,10 @@ class PhraseStream:
         if self._parts:
             await asyncio.wrap_future(self._parts[0][1])
 
+    def first_ready(self) -> bool:
+        """The first phrase rendered (or failed: `first()` raises then)."""
+        return not self._parts or self._parts[0][1].done()
+
     def done(self) -> bool:
         return all(fut.done() for _, fut, _ in self._parts)
 

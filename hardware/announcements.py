@@ -10,10 +10,12 @@ channel that much listening. Per channel:
 - an airtime budget (`tx.announce_airtime_s` per rolling `tx.announce_window_s`): an announcement that would exceed
   it is dropped, counted (`dropped["over_budget"]`) and logged; its alerts went to the phones regardless. A correction
   of a call already said is not: what was said wrong on the air is put right on the air.
-An announcement is rendered when its transmission is next (what is replaced or over budget is never rendered); the
-channel is keyed once its first phrase is ready and the rest will be rendered before it is due (the voice's recent
-pace against the audio ready), and the later phrases play as they render (dispatch/speech.py): a keyed channel does
-not carry silence waiting for a phrase.
+An announcement is rendered when its transmission is next (what is replaced or over budget is never rendered), and
+the first one waiting is taken for the air only once its first phrase is rendered: a phrase not rendered ahead (a
+first start) takes seconds, and meanwhile the call is still waiting, replaceable by its final's revision, not yet
+said (no 更正 follows a call that had not gone out). The channel is keyed once its first phrase is ready and the
+rest will be rendered before it is due (the voice's recent pace against the audio ready), and the later phrases play
+as they render (dispatch/speech.py): a keyed channel does not carry silence waiting for a phrase.
 """
 
 from __future__ import annotations
@@ -134,6 +136,7 @@ class ChannelAnnouncements:
             await self._wake.wait()
             self._wake.clear()
             await self._until_clear()
+            await self._until_first_rendered()
             batch = self._within_budget()
             if not batch:
                 continue
@@ -150,6 +153,21 @@ class ChannelAnnouncements:
         comes as he lets go). The transmitter looks again before it keys."""
         deadline = time.monotonic() + self.transmitter.config.max_wait_s
         while not self.transmitter.clear_now() and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_S)
+
+    async def _until_first_rendered(self) -> None:
+        """Render the first waiting announcement's first phrase before it is taken (see the module docstring). One
+        replaced or withdrawn meanwhile is dropped with its rendering, and the next first one is rendered; one over
+        the budget is left for `_within_budget` to drop, unrendered."""
+        while self._speaker is not None and self._waiting:
+            first = next(iter(self._waiting.values()))
+            over_budget = self.recent_airtime() + first.estimate_s() > self.transmitter.config.announce_airtime_s
+            if first.announcement.pcm is not None or (over_budget and not first.correcting):
+                return
+            if first.audio is None:
+                first.audio = self._speaker.stream(first.announcement.text, first=True)
+            if first.audio.first_ready():
+                return
             await asyncio.sleep(POLL_S)
 
     def _within_budget(self) -> list[_Waiting]:
@@ -179,7 +197,8 @@ class ChannelAnnouncements:
     async def _transmit(self, batch: list[_Waiting]) -> None:
         if self._speaker is not None:  # rendered now, not on arrival: what is replaced or over budget costs nothing
             for i, waiting in enumerate(w for w in batch if w.announcement.pcm is None):
-                waiting.audio = self._speaker.stream(waiting.announcement.text, first=i == 0)
+                if waiting.audio is None:  # (the first one's may be rendering already)
+                    waiting.audio = self._speaker.stream(waiting.announcement.text, first=i == 0)
         ready = list(batch)
         while ready:  # key up only once there is audio to play: the first phrase of the first one
             try:

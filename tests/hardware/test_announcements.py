@@ -128,6 +128,29 @@ async def test_a_call_waiting_for_the_caller_to_let_go_is_still_replaced_by_the_
     assert rendered == ["美食街有人吵架"] and queue.dropped == {"replaced": 1}
 
 
+async def test_a_call_whose_first_phrase_still_renders_is_replaced_by_the_final_not_corrected(
+    tmp_path: Path, kokoro: Path
+) -> None:
+    """On a first start nothing is rendered ahead: the call's first phrase takes the voice a while. The final's
+    revision coming meanwhile replaces the call, which was never on the air: no 更正 of words nobody heard."""
+    rendered: list[str] = []
+    speaker = Speaker(KokoroVoice(kokoro), on_rendered=rendered.append)
+    try:
+        async with channel(tmp_path, speaker) as (queue, _, sink):
+            task = asyncio.create_task(played(queue, 1, timeout=60))
+            queue.submit(Announcement("ch", "INC-1", "长乐公园北门有人打架斗殴，请迅速赶往长乐公园北门"))
+            await asyncio.sleep(0.05)  # its first phrase rendering (Kokoro takes ~0.5 s for it)
+            assert not rendered
+            queue.submit(Announcement("ch", "INC-1", "长乐公园北门有人吵架闹事，请迅速赶往长乐公园北门",
+                                      if_said="更正，长乐公园北门有人吵架闹事，请迅速赶往长乐公园北门"))  # fmt: skip
+            await task
+            await asyncio.sleep(0.5)  # nothing else follows
+    finally:
+        speaker.close()
+    assert "更正" not in rendered and queue.announced == 1 and queue.dropped == {"replaced": 1}, (rendered, queue.dropped)
+    assert rendered[-2:] == ["长乐公园北门有人吵架闹事", "请迅速赶往长乐公园北门"] and len(sink.written) == 1
+
+
 async def test_a_correction_of_what_was_said_is_not_dropped_over_the_budget(tmp_path: Path) -> None:
     speaker = Speaker(EspeakVoice())
     try:
