@@ -10,12 +10,13 @@ channel that much listening. Per channel:
 - an airtime budget (`tx.announce_airtime_s` per rolling `tx.announce_window_s`): an announcement that would exceed
   it is dropped, counted (`dropped["over_budget"]`) and logged; its alerts went to the phones regardless. A correction
   of a call already said is not: what was said wrong on the air is put right on the air.
-An announcement is rendered when its transmission is next (what is replaced or over budget is never rendered), and
-the first one waiting is taken for the air only once its first phrase is rendered: a phrase not rendered ahead (a
-first start) takes seconds, and meanwhile the call is still waiting, replaceable by its final's revision, not yet
-said (no 更正 follows a call that had not gone out). The channel is keyed once its first phrase is ready and the
-rest will be rendered before it is due (the voice's recent pace against the audio ready), and the later phrases play
-as they render (dispatch/speech.py): a keyed channel does not carry silence waiting for a phrase.
+An announcement is rendered when its transmission is next (of what is replaced, at most its first phrase; of what
+is over budget, nothing), and the first one to go is taken for the air only once its first phrase is rendered and
+the channel is clear: a phrase not rendered ahead (a first start) takes seconds, and meanwhile the call is still
+waiting, replaceable by its final's revision, not yet said (no 更正 follows a call that had not gone out). The
+channel is keyed once its first phrase is ready and the rest will be rendered before it is due (the voice's recent
+pace against the audio ready), and the later phrases play as they render (dispatch/speech.py): a keyed channel does
+not carry silence waiting for a phrase.
 """
 
 from __future__ import annotations
@@ -135,8 +136,7 @@ class ChannelAnnouncements:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await self._until_clear()
-            await self._until_first_rendered()
+            await self._until_ready()
             batch = self._within_budget()
             if not batch:
                 continue
@@ -147,28 +147,34 @@ class ChannelAnnouncements:
                                  ", ".join(w.announcement.incident_id for w in batch))  # fmt: skip
                 self.dropped["not_sent"] += len(batch)
 
-    async def _until_clear(self) -> None:
-        """Wait (at most `max_wait_s`) until the channel is clear: what waits for a caller to let go stays waiting,
-        so the final transcript's revision of a call made on his partial still replaces it (on his own channel it
-        comes as he lets go). The transmitter looks again before it keys."""
+    async def _until_ready(self) -> None:
+        """Wait (at most `max_wait_s`) until the channel is clear and the first call to be taken has its first phrase
+        rendered, both at once: what waits for a caller to let go, or for the voice, stays waiting, so the final
+        transcript's revision of a call made on a partial still replaces it (on the caller's own channel it comes as
+        he lets go). The transmitter looks again before it keys."""
         deadline = time.monotonic() + self.transmitter.config.max_wait_s
-        while not self.transmitter.clear_now() and time.monotonic() < deadline:
+        while not (self._first_rendered() and self.transmitter.clear_now()) and time.monotonic() < deadline:
             await asyncio.sleep(POLL_S)
 
-    async def _until_first_rendered(self) -> None:
-        """Render the first waiting announcement's first phrase before it is taken (see the module docstring). One
-        replaced or withdrawn meanwhile is dropped with its rendering, and the next first one is rendered; one over
-        the budget is left for `_within_budget` to drop, unrendered."""
-        while self._speaker is not None and self._waiting:
-            first = next(iter(self._waiting.values()))
-            over_budget = self.recent_airtime() + first.estimate_s() > self.transmitter.config.announce_airtime_s
-            if first.announcement.pcm is not None or (over_budget and not first.correcting):
-                return
-            if first.audio is None:
+    def _first_rendered(self) -> bool:
+        """Whether the first announcement `_within_budget` would take has its first phrase rendered; starts rendering
+        it if not (one over the budget is skipped, never rendered). One that cannot be rendered is dropped here."""
+        if self._speaker is None:
+            return True
+        budget, used = self.transmitter.config.announce_airtime_s, self.recent_airtime()
+        first = next((w for w in self._waiting.values() if w.correcting or used + w.estimate_s() <= budget), None)
+        if first is None or first.announcement.pcm is not None:
+            return True
+        if first.audio is None:
+            try:
                 first.audio = self._speaker.stream(first.announcement.text, first=True)
-            if first.audio.first_ready():
-                return
-            await asyncio.sleep(POLL_S)
+            except Exception:  # the voice's cache unreadable, say: this call is lost, the channel goes on
+                logger.exception("channel %s: announcement for %s cannot be rendered", self.channel,
+                                 first.announcement.incident_id)  # fmt: skip
+                del self._waiting[first.announcement.incident_id]
+                self.dropped["unrenderable"] += 1
+                return False
+        return first.audio.first_ready()
 
     def _within_budget(self) -> list[_Waiting]:
         """Take every waiting announcement, in order, that the channel's airtime budget still allows."""

