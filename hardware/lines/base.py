@@ -276,8 +276,9 @@ _OPEN_LINES: weakref.WeakSet[Line] = weakref.WeakSet()
 
 
 @atexit.register
-def _unkey_all_at_exit() -> None:
-    """Last resort on interpreter exit (sys.exit, an unhandled exception): no open line stays keyed."""
+def unkey_all() -> None:
+    """Last resort on interpreter exit (sys.exit, an unhandled exception) or before leaving without it: no open line
+    stays keyed."""
     for line in list(_OPEN_LINES):
         line.close_now()
 

@@ -11,6 +11,7 @@ before; `tls=` adds a TLS listener (`self_signed` makes a CA and a certificate f
 from __future__ import annotations
 
 import getpass
+import random
 import shutil
 import socket
 import subprocess
@@ -29,10 +30,23 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 JURISDICTION = Path(__file__).resolve().parents[2] / "config" / "jurisdiction.yaml"
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel picked with bind(0) comes from that range, and
+# between this check and the server's own bind an outgoing connection (a test's client, PostgreSQL, MQTT) could be
+# given it as its local port (seen: a test's web server failing with "address already in use").
+LISTEN_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, outside the range the kernel hands to outgoing connections."""
+    rng = random.Random()  # its own: tests seeding `random` must not make two workers pick alike
+    while True:
+        port = rng.choice(LISTEN_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 @dataclass(frozen=True)
