@@ -279,8 +279,8 @@ class RecognitionPool:
         self._alternatives = any(engine.alternative_speeds for engine in self.engines)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="asr")
         # the handles queued for a worker, one executor task each: those with a decision due are taken first
-        self._due: deque[StreamHandle] = deque()
-        self._fed: deque[StreamHandle] = deque()
+        self._due_queue: deque[StreamHandle] = deque()
+        self._fed_queue: deque[StreamHandle] = deque()
         self._queue_lock = threading.Lock()
         self._open: dict[int, StreamHandle] = {}
         self._room = asyncio.Condition()
@@ -359,20 +359,20 @@ class RecognitionPool:
 
     def _submit(self, handle: StreamHandle, due: bool) -> None:
         with self._queue_lock:
-            (self._due if due else self._fed).append(handle)
+            (self._due_queue if due else self._fed_queue).append(handle)
         self._executor.submit(self._run_next)
 
     def _hurry(self, handle: StreamHandle) -> None:
         """A handle waiting in the queue of fed streams now has a decision due: it goes to the other queue (one
         being decoded is queued as due when it queues itself again)."""
         with self._queue_lock:
-            if handle in self._fed:
-                self._fed.remove(handle)
-                self._due.append(handle)
+            if handle in self._fed_queue:
+                self._fed_queue.remove(handle)
+                self._due_queue.append(handle)
 
     def _run_next(self) -> None:
         with self._queue_lock:  # as many executor tasks as handles queued: neither queue is empty here
-            handle = (self._due or self._fed).popleft()
+            handle = (self._due_queue or self._fed_queue).popleft()
         handle._work()
 
     def _closed(self, handle: StreamHandle, outcome: object) -> None:  # on the loop
