@@ -797,8 +797,7 @@ def announcement_lines(o: Outcome) -> list[str]:
     from_queue = [k.keyed - k.queued for k in keyed]
     idle = [k.keyed - created[k.incident] for k in keyed if k.incident in created and not k.behind]
     to_ready = [k.ready - k.queued for k in keyed if k.ready is not None]
-    free = {id(k): channel_free(o, k) for k in keyed}
-    from_free = [k.keyed - at for k in keyed if (at := free[id(k)]) is not None]
+    from_free = [k.keyed - at for k in keyed if (at := channel_free(o, k)) is not None]
     over_a_caller = sum(keyed_over_a_caller(o, k) for k in keyed)
     hold_off = [k.keyed - k.ready for k in keyed if k.ready is not None]
     states = o.polls[-1].channels if o.polls else []

@@ -161,8 +161,8 @@ class ChannelAnnouncements:
         it if not (one over the budget is skipped, never rendered). One that cannot be rendered is dropped here."""
         if self._speaker is None:
             return True
-        budget, used = self.transmitter.config.announce_airtime_s, self.recent_airtime()
-        first = next((w for w in self._waiting.values() if w.correcting or used + w.estimate_s() <= budget), None)
+        used = self.recent_airtime()
+        first = next((w for w in self._waiting.values() if not self._over_budget(used, w.estimate_s(), w)), None)
         if first is None or first.announcement.pcm is not None:
             return True
         if first.audio is None:
@@ -176,6 +176,11 @@ class ChannelAnnouncements:
                 return False
         return first.audio.first_ready()
 
+    def _over_budget(self, used: float, needed: float, waiting: _Waiting) -> bool:
+        """Whether `needed` more seconds after `used` exceed the channel's airtime budget for `waiting`: never for a
+        correction (wrong words on the air are put right regardless)."""
+        return not waiting.correcting and used + needed > self.transmitter.config.announce_airtime_s
+
     def _within_budget(self) -> list[_Waiting]:
         """Take every waiting announcement, in order, that the channel's airtime budget still allows."""
         budget = self.transmitter.config.announce_airtime_s
@@ -183,7 +188,7 @@ class ChannelAnnouncements:
         batch: list[_Waiting] = []
         for waiting in self._waiting.values():
             needed = waiting.estimate_s() + (BETWEEN_S if batch else 0.0)
-            if used + needed > budget and not waiting.correcting:  # wrong words on the air are put right regardless
+            if self._over_budget(used, needed, waiting):
                 waiting.cancel()
                 self.dropped["over_budget"] += 1
                 logger.warning("channel %s: announcement for %s dropped: %.0f s of announcements in the last %.0f s "
