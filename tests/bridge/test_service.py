@@ -180,7 +180,8 @@ async def test_a_full_disk_is_a_503_naming_the_fault_until_the_archive_can_write
                 break
             await asyncio.sleep(0.05)
         filler = fill(small_disk)  # while the call (5.7 s, in real time) is on the air
-        await until(lambda: service.archive.held, 30)
+        # The archive holds the call first and the channel records its fault just after: ask once both are said.
+        await until(lambda: service.archive.held and service.channels[0].state.to_dict()["active_faults"], 30)
         full = await client.get("/healthz")
         filler.unlink()
         await until(lambda: not service.archive.held and not service.channels[0].state.to_dict()["active_faults"], 10)
