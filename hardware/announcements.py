@@ -3,20 +3,20 @@
 While a channel transmits it hears nothing (hardware/receive.py mutes its own echo), so each announcement costs the
 channel that much listening. Per channel:
 - one announcement per incident: an update of an incident whose announcement is still waiting replaces it;
-- a call made on a partial transcript's reading is revised by the final's (dispatch/announce.py, Announcement): still
-  waiting, it is replaced (or withdrawn unsaid); taken for the air already, the revision's correction or cancellation
-  follows it (nothing, when the final confirmed it);
+- a call made on a partial transcript's reading is revised by the final's (dispatch/announce.py, Announcement): until
+  the channel is keyed for it (waiting, or taken for a transmission whose later phrases still render), it is replaced
+  (or withdrawn unsaid); once on the air, the revision's correction or cancellation follows it (nothing, when the
+  final confirmed it);
 - the announcements waiting together go out in one transmission (one key-up, one wait for a clear channel);
 - an airtime budget (`tx.announce_airtime_s` per rolling `tx.announce_window_s`): an announcement that would exceed
   it is dropped, counted (`dropped["over_budget"]`) and logged; its alerts went to the phones regardless. A correction
   of a call already said is not: what was said wrong on the air is put right on the air.
 An announcement is rendered when its transmission is next (of what is replaced, at most its first phrase; of what
 is over budget, nothing), and the first one to go is taken for the air only once its first phrase is rendered and
-the channel is clear: a phrase not rendered ahead (a first start) takes seconds, and meanwhile the call is still
-waiting, replaceable by its final's revision, not yet said (no 更正 follows a call that had not gone out). The
-channel is keyed once its first phrase is ready and the rest will be rendered before it is due (the voice's recent
-pace against the audio ready), and the later phrases play as they render (dispatch/speech.py): a keyed channel does
-not carry silence waiting for a phrase.
+the channel is clear: a phrase not rendered ahead (a first start) takes seconds. The channel is keyed once the rest
+will be rendered before it is due (the voice's recent pace against the audio ready), and the later phrases play as
+they render (dispatch/speech.py): a keyed channel does not carry silence waiting for a phrase. Until it is keyed, a
+call is not said: its final's revision replaces it (no 更正 follows a call that had not gone out).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 BETWEEN_S = 0.6  # pause between two announcements merged into one transmission
 POLL_S = 0.05  # how often an announcement whose later phrases still render looks again whether it may key up
-SAID_KEPT = 500  # incidents whose call a channel remembers having taken for the air (what a revision asks)
+SAID_KEPT = 500  # incidents whose call a channel remembers having put on the air (what a revision asks)
 
 
 @dataclass(slots=True)
@@ -78,9 +78,13 @@ class ChannelAnnouncements:
         self.airtime_s = 0.0
         self.merged = 0  # announcements that shared a transmission with an earlier one
         self.dropped: Counter[str] = Counter()  # replaced | withdrawn | over_budget | unrenderable | not_sent
-        self._said: OrderedDict[str, None] = OrderedDict()  # incidents whose call was taken for the air, oldest first
+        self._taking: dict[str, _Waiting] = {}  # taken for the next transmission, the channel not keyed for it yet
+        self._said: OrderedDict[str, None] = OrderedDict()  # incidents whose call went on the air, oldest first
 
     def submit(self, announcement: Announcement) -> None:
+        taken = self._taking.pop(announcement.incident_id, None)
+        if taken is not None:  # not on the air yet: replaced or withdrawn as a waiting call is (it leaves the batch)
+            self._waiting[announcement.incident_id] = taken
         correcting = announcement.if_said is not None and announcement.incident_id in self._said
         if announcement.if_said is not None:
             revised = self._revised(announcement)
@@ -146,6 +150,8 @@ class ChannelAnnouncements:
                 logger.exception("channel %s: announcements %s failed", self.channel,
                                  ", ".join(w.announcement.incident_id for w in batch))  # fmt: skip
                 self.dropped["not_sent"] += len(batch)
+            finally:
+                self._taking.clear()
 
     async def _until_ready(self) -> None:
         """Wait (at most `max_wait_s`) until the channel is clear and the first call to be taken has its first phrase
@@ -198,10 +204,7 @@ class ChannelAnnouncements:
                 continue
             used += needed
             batch.append(waiting)
-            self._said[waiting.announcement.incident_id] = None
-            self._said.move_to_end(waiting.announcement.incident_id)
-        while len(self._said) > SAID_KEPT:
-            self._said.popitem(last=False)
+            self._taking[waiting.announcement.incident_id] = waiting
         self._waiting.clear()
         return batch
 
@@ -212,21 +215,32 @@ class ChannelAnnouncements:
                     waiting.audio = self._speaker.stream(waiting.announcement.text, first=i == 0)
         ready = list(batch)
         while ready:  # key up only once there is audio to play: the first phrase of the first one
+            first = ready[0]
             try:
-                if (audio := ready[0].audio) is not None:
+                if (audio := first.audio) is not None:
                     await audio.first()
                     lead = self.transmitter.config.key_up_delay_ms / 1000
-                    while not audio.done() and not audio.keeps_up(lead):  # no silence mid-announcement on the air
+                    # no silence mid-announcement on the air; meanwhile a revision may still replace the call
+                    while self._still_taken(first) and not audio.done() and not audio.keeps_up(lead):
                         await asyncio.sleep(POLL_S)
-                break
+                if self._still_taken(first):
+                    break
+                ready.pop(0)  # replaced or withdrawn while its later phrases rendered (submit queued the revision)
             except SpeechError as e:
                 self.dropped["unrenderable"] += 1
                 unsaid = ready.pop(0).announcement.incident_id
-                self._said.pop(unsaid, None)
+                self._taking.pop(unsaid, None)
                 logger.error("channel %s: announcement for %s cannot be spoken: %s", self.channel, unsaid, e)
+        ready = [w for w in ready if self._still_taken(w)]
+        self._taking.clear()
         if not ready:
             return
         ids = [w.announcement.incident_id for w in ready]
+        for iid in ids:  # on the air from here (the transmitter keys once the channel is clear): revisions correct it
+            self._said[iid] = None
+            self._said.move_to_end(iid)
+        while len(self._said) > SAID_KEPT:
+            self._said.popitem(last=False)
         logger.info("channel %s: announcement for %s ready", self.channel, "+".join(ids))
         result = await self.transmitter.transmit(_joined(ready, self.channel), Priority.NORMAL, f"announce {'+'.join(ids)}")
         self._aired.append((self._clock(), result.keyed))
@@ -240,6 +254,10 @@ class ChannelAnnouncements:
             if result.status in ("busy", "failed"):  # never on the air: nothing to correct later
                 for unsaid in ids:
                     self._said.pop(unsaid, None)
+
+
+    def _still_taken(self, waiting: _Waiting) -> bool:
+        return self._taking.get(waiting.announcement.incident_id) is waiting
 
 
 async def _joined(batch: list[_Waiting], channel: str) -> AsyncIterator[bytes]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import wave
 from collections.abc import AsyncIterator
@@ -152,6 +153,66 @@ async def test_a_call_whose_first_phrase_still_renders_is_replaced_by_the_final_
     assert queue.state()["waiting"] == 0, "no correction queued after it"
     assert "更正" not in rendered and queue.announced == 1 and queue.dropped == {"replaced": 1}, (rendered, queue.dropped)
     assert rendered[-2:] == ["长乐公园北门有人吵架闹事", "请迅速赶往长乐公园北门"] and len(sink.written) == 1
+
+
+class GatedVoice:
+    """A voice that takes as long to render a phrase as it lasts (so its later phrases will not keep up before they
+    render) and holds the phrases named in `held` until `release` is set: a slow voice on a busy box."""
+
+    name = identity = "gated"
+
+    def __init__(self, held: set[str]) -> None:
+        self.held = held
+        self.release = threading.Event()
+
+    def synthesise(self, phrase: str) -> bytes:
+        if phrase in self.held:
+            self.release.wait(10)
+        time.sleep(0.3)
+        return tone(0.3, 440)
+
+    def background(self) -> GatedVoice:
+        return self
+
+    def interrupt(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("final", ["another place", "routine"])
+async def test_a_call_taken_while_its_later_phrases_render_is_revised_unsaid(tmp_path: Path, final: str) -> None:
+    """The call is taken for the air (its first phrase rendered, the channel clear) but not keyed while its later
+    phrases render. The final's revision arriving then replaces it, or withdraws it: never a 更正 of words nobody
+    heard, and nothing keyed for a withdrawn call."""
+    voice = GatedVoice(held={"请迅速赶往现场"})
+    rendered: list[str] = []
+    speaker = Speaker(voice, on_rendered=rendered.append)
+    try:
+        async with channel(tmp_path, speaker) as (queue, line, sink):
+            task = asyncio.create_task(queue.run())
+            queue.submit(Announcement("ch", "INC-1", "美食街有人打架斗殴，请迅速赶往现场"))
+            await eventually(lambda: "美食街有人打架斗殴" in rendered and queue.state()["waiting"] == 0)  # taken
+            await asyncio.sleep(0.2)
+            assert not line.keyed and not sink.written, "not keyed while its last phrase renders"
+            if final == "routine":
+                queue.submit(Announcement("ch", "INC-1", "", if_said="更正，美食街有人打架斗殴，警情撤销，无需前往"))
+            else:
+                queue.submit(Announcement("ch", "INC-1", "长乐公园有人打架斗殴，请迅速赶往现场",
+                                          if_said="更正，长乐公园有人打架斗殴，请迅速赶往现场"))  # fmt: skip
+            voice.release.set()
+            if final == "routine":
+                await asyncio.sleep(1.0)
+            else:
+                await eventually(lambda: queue.transmissions == 1)
+                await asyncio.sleep(1.0)  # (a correction would follow within this)
+            task.cancel()
+    finally:
+        speaker.close()
+    assert not any(phrase.startswith("更正") for phrase in rendered), rendered
+    if final == "routine":
+        assert queue.transmissions == 0 and not sink.written and queue.dropped == {"withdrawn": 1}
+    else:
+        assert queue.transmissions == 1 and queue.announced == 1 and queue.dropped == {"replaced": 1}
+        assert "长乐公园有人打架斗殴" in rendered and len(written(sink)) == 1
 
 
 async def test_a_correction_of_what_was_said_is_not_dropped_over_the_budget(tmp_path: Path) -> None:
