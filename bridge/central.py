@@ -36,6 +36,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiomqtt
@@ -43,7 +44,7 @@ import aiomqtt
 from asr.store import transcript_of_row
 from bridge.backoff import Backoff
 from bridge.bus import EventBus
-from bridge.config import Config, ConfigError
+from bridge.config import Config, ConfigError, RecognitionNodeConfig
 from bridge.db import Migration, connect_postgres, migrate
 from bridge.logsafe import clip
 from bridge.nodes import VERSION as NODE_VERSION
@@ -115,6 +116,14 @@ MIGRATIONS = [
     Migration(sqlite="", postgres="ALTER TABLE transcripts ADD COLUMN sos BOOLEAN NOT NULL DEFAULT false;"),
     # its edge dispatched it (TranscriptMessage.dispatched_at_edge): the dispatcher leaves it alone, at start too
     Migration(sqlite="", postgres="ALTER TABLE transcripts ADD COLUMN dispatched_at_edge BOOLEAN NOT NULL DEFAULT false;"),
+    # the recognition role's queue (bridge/recognition_node.py): whether the utterance's edge dispatches itself (NULL
+    # from an older edge), and the claim on it of the worker recognising it, until when, and how many claims so far
+    Migration(sqlite="", postgres="""
+        ALTER TABLE node_utterances ADD COLUMN dispatched_at_edge BOOLEAN;
+        ALTER TABLE node_utterances ADD COLUMN asr_worker TEXT;
+        ALTER TABLE node_utterances ADD COLUMN asr_lease_until DOUBLE PRECISION;
+        ALTER TABLE node_utterances ADD COLUMN asr_claims INTEGER NOT NULL DEFAULT 0;
+        """),
 ]
 CHANNEL_STATE_MAX_AGE_S = 5.0  # an edge's channel keyed up or down longer ago is not shown: it says nothing now
 STORE_BATCH = 64  # messages that arrived together stored in one transaction at most (one durable commit for all)
@@ -154,8 +163,10 @@ class CentralStore:
     def _store_utterance(self, m: UtteranceMessage) -> bool:
         row = m.utterance
         values = [central_id(m.station, row.id), m.station, row.id, row.channel,
-                  *(getattr(row, c) for c in UTTERANCE_COLUMNS), m.audio_bytes(), m.audio_omitted, time.time()]  # fmt: skip
-        columns = ("id", "station", "utterance_id", "channel", *UTTERANCE_COLUMNS, "audio", "audio_omitted", "received_at")
+                  *(getattr(row, c) for c in UTTERANCE_COLUMNS), m.audio_bytes(), m.audio_omitted, time.time(),
+                  m.dispatched_at_edge]  # fmt: skip
+        columns = ("id", "station", "utterance_id", "channel", *UTTERANCE_COLUMNS, "audio", "audio_omitted", "received_at",
+                   "dispatched_at_edge")  # fmt: skip
         cur = self._conn.execute(
             f"INSERT INTO node_utterances ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
             " ON CONFLICT (id) DO NOTHING",
@@ -189,8 +200,48 @@ class CentralStore:
         ).fetchall()
         return [_transcript_message(row) for row in rows]
 
+    def claim_for_recognition(self, worker: str, rules: RecognitionNodeConfig, now: float | None = None
+                              ) -> RecognitionJob | None:  # fmt: skip
+        """The oldest utterance (within `rules.horizon_s`) held `rules.after_s` or longer with its audio and no
+        transcript, claimed by `worker` for `rules.lease_s` (bridge/recognition_node.py); None: no work. Another
+        worker claiming at once skips the row this one has locked, so no two take the same utterance."""
+        now = time.time() if now is None else now
+        row = self._conn.execute(
+            "UPDATE node_utterances SET asr_worker = %(worker)s, asr_lease_until = %(until)s, asr_claims = asr_claims + 1"
+            " WHERE id = (SELECT u.id FROM node_utterances u"
+            "   WHERE u.start_ms >= %(since_ms)s AND u.received_at <= %(held_since)s AND u.audio IS NOT NULL"
+            "     AND (u.asr_lease_until IS NULL OR u.asr_lease_until < %(now)s) AND u.asr_claims < %(max_claims)s"
+            "     AND (%(every_station)s OR u.station = ANY(%(stations)s))"
+            "     AND NOT EXISTS (SELECT 1 FROM transcripts t WHERE t.utterance_id = u.id)"
+            "   ORDER BY u.start_ms LIMIT 1 FOR UPDATE SKIP LOCKED)"
+            " RETURNING station, utterance_id, channel, start_ms, format, audio, dispatched_at_edge, asr_claims",
+            {"worker": worker, "until": now + rules.lease_s, "since_ms": round((now - rules.horizon_s) * 1000),
+             "held_since": now - rules.after_s, "now": now, "max_claims": rules.max_claims,
+             "every_station": not rules.stations, "stations": rules.stations},
+        ).fetchone()  # fmt: skip
+        if row is None:
+            return None
+        # NULL: an edge from before it said; central then leaves the dispatching to that edge's own transcript
+        edge_dispatches = row["dispatched_at_edge"] is not False
+        return RecognitionJob(row["station"], row["utterance_id"], row["channel"], row["start_ms"], row["format"],
+                              bytes(row["audio"]), edge_dispatches, row["asr_claims"])  # fmt: skip
+
     def close(self) -> None:
         self._conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class RecognitionJob:
+    """An utterance central holds without a transcript, claimed by a recognition worker."""
+
+    station: str
+    utterance_id: str  # the edge's id
+    channel: str  # the edge's channel id
+    start_ms: int
+    format: str  # the archive's: opus, flac or wav
+    audio: bytes
+    dispatched_at_edge: bool  # its edge dispatches what it hears: the transcript says so, as the edge's would
+    claims: int  # this claim included
 
 
 def _transcript_message(row: dict[str, Any]) -> TranscriptMessage:

@@ -260,6 +260,31 @@ class BrokerConfig(Strict):
 STATION_ID = r"^[A-Za-z0-9_-]{1,64}$"  # no "." : the central tier names a station's utterance <station>.<id>
 
 
+class RecognitionNodeConfig(Strict):
+    """`jingbao run --role recognition`: what a recognition worker takes from central's queue (bridge/recognition_node.py)."""
+
+    after_s: float = Field(
+        5.0, ge=0,
+        description="Take an utterance that central has held this long without a transcript: its edge, recognising "
+        "live, has one there within a second unless it is behind. 0 for edges that do not recognise (asr.engine: none).",
+    )  # fmt: skip
+    horizon_s: float = Field(
+        3600.0, gt=0, description="Leave utterances begun longer ago than this to their edges (and to search as they are)."
+    )
+    lease_s: float = Field(
+        60.0, gt=0,
+        description="A claimed utterance is the worker's this long; a worker that dies (or hangs) mid-decode loses it "
+        "then to another.",
+    )  # fmt: skip
+    max_claims: int = Field(
+        5, ge=1, description="An utterance claimed this often without a transcript arriving is given up (logged)."
+    )
+    poll_s: float = Field(0.5, gt=0, le=60, description="How often an idle worker looks for work.")
+    stations: list[Annotated[str, Field(pattern=STATION_ID)]] = Field(
+        default_factory=list, description="Only these stations' utterances (empty: every station's)."
+    )
+
+
 class NodeConfig(Strict):
     """This box as a node of several (issue 13: `jingbao run --role edge|central`; docs/deployment.md)."""
 
@@ -299,6 +324,10 @@ class NodeConfig(Strict):
         description="An edge whose oldest unacknowledged entry is older than this has the fault 'forwarding behind' "
         "(/healthz answers 503) until central has caught up.",
     )  # fmt: skip
+    recognition: RecognitionNodeConfig = Field(
+        default_factory=RecognitionNodeConfig,
+        description="What a recognition worker takes from central's queue. Only --role recognition reads it.",
+    )
 
 
 class WebConfig(Strict):

@@ -196,7 +196,8 @@ class ForwardQueue:
                     audio, omitted = (self._data_dir / utterance.path).read_bytes(), ""
                 except OSError as e:  # its file gone or unreadable: the row still goes, saying so (`archive verify` too)
                     audio, omitted = None, f"the edge cannot read its file: {e.strerror}"
-                return utterance_payload(station, utterance, audio, omitted, entry=entry.seq)
+                return utterance_payload(station, utterance, audio, omitted, entry=entry.seq,
+                                         dispatched_at_edge=dispatched_at_edge)  # fmt: skip
             row = self._conn.execute(
                 "SELECT t.utterance_id, t.channel, t.start_ms, t.created_at, u.end_ms FROM transcripts t"
                 " LEFT JOIN utterances u ON u.id = t.utterance_id WHERE t.utterance_id = ?",

@@ -94,6 +94,9 @@ class UtteranceMessage(_Forwarded):
     utterance: ArchivedUtterance  # each field checked for its type (pydantic validates the dataclass)
     audio: str | None = Field(None, max_length=(MAX_AUDIO_BYTES + 2) // 3 * 4)
     audio_omitted: str = Field("", max_length=500)
+    # whether its edge dispatches what it hears itself (node.dispatch: edge), so that a transcript made elsewhere (the
+    # recognition role, bridge/recognition_node.py) says so as the edge's own would; None from an older edge
+    dispatched_at_edge: bool | None = Field(None, strict=True)
 
     def audio_bytes(self) -> bytes | None:
         return None if self.audio is None else base64.b64decode(self.audio, validate=True)
@@ -157,12 +160,14 @@ def station_of(central: str) -> str:
 
 
 def utterance_payload(
-    station: str, row: ArchivedUtterance, audio: bytes | None, omitted: str = "", *, entry: int | None = None
+    station: str, row: ArchivedUtterance, audio: bytes | None, omitted: str = "", *, entry: int | None = None,
+    dispatched_at_edge: bool = False,
 ) -> bytes:
     if audio is not None and len(audio) > MAX_AUDIO_BYTES:
         audio, omitted = None, f"{len(audio)} bytes, over the {MAX_AUDIO_BYTES} bytes a message carries"
     body = {"v": VERSION, "station": station, "entry": entry, "utterance": row.to_dict(),
-            "audio": None if audio is None else base64.b64encode(audio).decode(), "audio_omitted": omitted}  # fmt: skip
+            "audio": None if audio is None else base64.b64encode(audio).decode(), "audio_omitted": omitted,
+            "dispatched_at_edge": dispatched_at_edge}  # fmt: skip
     return json.dumps(body, ensure_ascii=False).encode()
 
 

@@ -16,6 +16,8 @@ Roles, under the topic prefix P (dispatch/topics.py):
     the central tier          reads P/nodes/+/utterances, .../transcripts, .../partials and .../channels (every
                               station's); writes
       ("central")             P/nodes/+/stored (its acknowledgements to each edge) and nothing else
+    a recognition worker      writes P/nodes/+/transcripts (any station's: it recognises what central holds of
+      ("recognition")         every station's) and nothing else
 
 Anonymous clients are refused, and the broker takes every client's id from its user name
 (`use_username_as_clientid`), so nobody can take over another's session without that account's password. What an
@@ -29,7 +31,7 @@ Files in the broker's directory (by default <storage.data_dir>/mosquitto):
                         the service's goes where `broker.password_file` says when the config names a file
 
 A phone's password is shown once, by `add_device`, and kept only as a hash: adding the device again replaces it.
-A node's (`add_node`: an edge box or the central tier, issue 13) likewise.
+A node's (`add_node`: an edge box, the central tier or the recognition workers, issue 13) likewise.
 """
 
 from __future__ import annotations
@@ -47,11 +49,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dispatch.gazetteer import Jurisdiction
-from dispatch.topics import LIVE_NODE_KINDS, NODE_KINDS, STORED, Topics
+from dispatch.topics import LIVE_NODE_KINDS, NODE_KINDS, STORED, TRANSCRIPTS, Topics
 
 SERVICE = "jingbao"
 CONSOLE = "console"
 CENTRAL = "central"  # the central tier's login (its ingest); an edge box's is NODE_PREFIX + its station id
+RECOGNITION = "recognition"  # the recognition workers' login (bridge/recognition_node.py)
 NODE_PREFIX = "node-"
 # mosquitto_passwd's own iteration count. The passwords are random 144-bit tokens (`new_password`), which no
 # iteration count could make easier or harder to guess; a higher one only slows every login.
@@ -190,15 +193,16 @@ class BrokerAccess:
         return True
 
     def add_node(self, name: str) -> str:
-        """A login for a node: "central" for the central tier, else a station's edge box (user name node-<station>);
-        returns its password, which replaces any earlier one. ValueError for a name no station may have."""
+        """A login for a node: "central" for the central tier, "recognition" for the recognition workers, else a
+        station's edge box (user name node-<station>); returns its password, which replaces any earlier one.
+        ValueError for a name no station may have."""
         from bridge.config import STATION_ID
 
         if not re.match(STATION_ID, name):
             raise ValueError(f"{name!r} is not a station id (letters, digits, '_', '-') nor {CENTRAL!r}")
         accounts = read_passwd(self.passwd_file)
         password = new_password()
-        accounts[name if name == CENTRAL else NODE_PREFIX + name] = hash_password(password)
+        accounts[name if name in (CENTRAL, RECOGNITION) else NODE_PREFIX + name] = hash_password(password)
         self._write(accounts)
         return password
 
@@ -242,6 +246,8 @@ class BrokerAccess:
                 lines += ["", f"user {CENTRAL}", *(f"topic read {t}" for t in topics.node_subscriptions),
                           *(f"topic read {topics.node_live(kind)}" for kind in LIVE_NODE_KINDS),
                           f"topic write {p}/nodes/+/{STORED}"]  # fmt: skip
+            elif account == RECOGNITION:
+                lines += ["", f"user {RECOGNITION}", f"topic write {p}/nodes/+/{TRANSCRIPTS}"]
             else:
                 station = account.removeprefix(NODE_PREFIX)
                 lines += ["", f"user {account}",
@@ -262,4 +268,4 @@ class BrokerAccess:
 
 
 def _is_node(account: str) -> bool:
-    return account == CENTRAL or account.startswith(NODE_PREFIX)
+    return account in (CENTRAL, RECOGNITION) or account.startswith(NODE_PREFIX)

@@ -69,7 +69,8 @@ class StoredTopic:
     station: str  # the edge whose entries central acknowledges
 
 
-NODE_KINDS = ("utterances", "transcripts")  # forwarded: stored at central and acknowledged to the edge
+TRANSCRIPTS = "transcripts"  # an edge forwards them; a recognition worker publishes those it made (bridge/recognition_node.py)
+NODE_KINDS = ("utterances", TRANSCRIPTS)  # forwarded: stored at central and acknowledged to the edge
 PARTIALS = "partials"  # an edge's partial transcripts, for central's provisional alerts: live only, never stored
 CHANNELS = "channels"  # an edge's channels keying up and down, for central's console: live only, never stored
 LIVE_NODE_KINDS = (PARTIALS, CHANNELS)  # QoS 0, sent at once: what they say is worth nothing later

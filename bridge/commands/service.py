@@ -28,9 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run the service: channels -> segmenter -> archive -> ASR -> dispatch, and the web API")
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
     run.add_argument(
-        "--role", choices=("all", "edge", "central"), default="all",
+        "--role", choices=("all", "edge", "central", "recognition"), default="all",
         help="all: the single box (default); edge: a station's box, also forwarding to the central tier; central: "
-        "stores every station's utterances and transcripts in PostgreSQL (docs/deployment.md)",
+        "stores every station's utterances and transcripts in PostgreSQL; recognition: recognises what central holds "
+        "without a transcript, on a machine of its own (docs/deployment.md)",
     )  # fmt: skip
     run.set_defaults(func=cmd_run)
 
@@ -102,6 +103,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             from bridge.region import region_of
 
             run_central(config, region_of(config))
+        elif args.role == "recognition":
+            from bridge.recognition_node import run_recognition
+
+            run_recognition(config)
         else:
             run_service(config, args.role)
     except ConfigError as e:  # also what the service finds unusable as it starts (the broker password file)

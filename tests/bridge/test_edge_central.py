@@ -46,17 +46,13 @@ from tests.support.central import (  # noqa: F401 (mqtt: the fixture, used by na
     STATION,
     central_config,
     edge_config,
+    logged_in,
     mqtt_fixture,
     node_config,
     running,
     transcript_message,
     until,
 )
-
-
-def logged_in(config: Config, username: str, password: str) -> Config:
-    broker = config.node.broker.model_copy(update={"username": username, "password": password})
-    return config.model_copy(update={"node": config.node.model_copy(update={"broker": broker})})
 
 
 def speak(archive: Archive, transcripts: TranscriptStore, n: int, text: str = "美食街有人打架") -> list[str]:

@@ -75,6 +75,12 @@ def edge_config(tmp_path: Path, broker: Mosquitto, station: str = STATION) -> Co
     return config.model_copy(update={"node": config.node.model_copy(update={"station": station})})
 
 
+def logged_in(config: Config, username: str, password: str) -> Config:
+    """The node config with its login on a locked-down broker (`jingbao broker add-node`)."""
+    broker = config.node.broker.model_copy(update={"username": username, "password": password})
+    return config.model_copy(update={"node": config.node.model_copy(update={"broker": broker})})
+
+
 def central_config(tmp_path: Path, broker: Mosquitto, pg_url: str) -> Config:
     config = node_config(tmp_path, broker, name="central", client_id="central")
     return config.model_copy(update={"storage": config.storage.model_copy(update={"database_url": pg_url})})
