@@ -226,6 +226,11 @@ class CentralStore:
         return RecognitionJob(row["station"], row["utterance_id"], row["channel"], row["start_ms"], row["format"],
                               bytes(row["audio"]), edge_dispatches, row["asr_claims"])  # fmt: skip
 
+    def release_recognition(self, job: RecognitionJob, worker: str) -> None:
+        """`worker` cannot finish `job` (its link is down): free to claim again now, not when its lease ends."""
+        self._conn.execute("UPDATE node_utterances SET asr_lease_until = NULL WHERE id = %s AND asr_worker = %s",
+                           (central_id(job.station, job.utterance_id), worker))  # fmt: skip
+
     def close(self) -> None:
         self._conn.close()
 

@@ -373,6 +373,12 @@ class Publisher:
             raise Refused(reason)
 
 
+    async def until_lost(self) -> None:
+        """Raises aiomqtt.MqttError once the connection is gone: how a session that only publishes now and then learns
+        it at once, not at its next publish."""
+        await asyncio.wait({self._lost})
+        raise aiomqtt.MqttError("connection lost")
+
     def publish_at_most_once(self, topic: str, payload: bytes) -> bool:
         """QoS 0, handed to the connection and not waited for (no PUBACK comes); False when it could not take it."""
         return self._paho.publish(topic, payload, qos=0).rc == mqtt.MQTT_ERR_SUCCESS

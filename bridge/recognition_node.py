@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -90,9 +91,13 @@ class RecognitionNode:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         publisher = self.link.publisher(client)
-        async with asyncio.TaskGroup() as tasks:
-            for n in range(self.parallel):
-                tasks.create_task(self._work(publisher), name=f"recognition-{n}")
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(publisher.until_lost(), name="recognition-link-watch")
+                for n in range(self.parallel):
+                    tasks.create_task(self._work(publisher), name=f"recognition-{n}")
+        except* aiomqtt.MqttError as lost:  # the link reconnects (NodeLink.run); what was claimed returns with its lease
+            raise lost.exceptions[0] from None
 
     async def _work(self, publisher: Publisher) -> None:
         while True:
@@ -105,6 +110,9 @@ class RecognitionNode:
                 continue
             try:
                 await publisher.publish(self.topics.node(job.station, TRANSCRIPTS), payload)
+            except aiomqtt.MqttError:  # the link is down: whoever looks next may take it at once
+                await wait_for_database(functools.partial(self._release, job), self._backoff, self._reconnect)
+                raise
             except Refused as e:  # its lease ends and it is claimed again, by this worker or another
                 self.refused += 1
                 logger.error("recognition worker: the broker refused the transcript of %s.%s (%s): may this login "
@@ -122,6 +130,11 @@ class RecognitionNode:
                            "it, it is given up", clip(job.station), clip(job.utterance_id), job.claims,
                            self.rules.max_claims)  # fmt: skip
         return job
+
+    def _release(self, job: RecognitionJob) -> None:
+        assert self._store is not None
+        with self._store_lock:
+            self._store.release_recognition(job, self.worker)
 
     def _reconnect(self) -> None:
         assert self._store is not None

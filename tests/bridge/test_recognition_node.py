@@ -115,6 +115,24 @@ async def test_an_utterance_central_holds_without_a_transcript_is_recognised_and
     assert set(claims.values()) == {1}, "each recognised once"
 
 
+async def test_a_worker_whose_broker_goes_away_reconnects_and_goes_on(tmp_path, mqtt, pg_url, sherpa_model, calls_audio):
+    config = central_config(tmp_path, mqtt, pg_url)
+    worker = worker_config(tmp_path, mqtt, pg_url, sherpa_model)
+    node = RecognitionNode(worker, await asyncio.to_thread(engines_of, worker), worker="w1")
+    audio = (calls_audio / "c002.wav").read_bytes()
+    ingest = CentralIngest(config)
+    async with running(ingest), working(node):
+        for n in (1, 2):
+            topic, payload, _ = utterance_message(A, audio, dispatched_at_edge=True)
+            async with aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a", clean_session=False) as edge:
+                await edge.publish(topic, payload, qos=1)
+            await until(f"transcript {n} at central", lambda n=n: ingest.stored["transcripts"] == n, timeout=60)
+            if n == 1:
+                await asyncio.to_thread(mqtt.restart)  # the worker's session ends mid-poll; its link reconnects
+                await until("the worker back", lambda: node.link.connected, timeout=30)
+    assert node.recognised == 2
+
+
 def store_utterance(store: CentralStore, station: str = A, *, dispatched_at_edge: bool | None = False,
                     heard_ago: float = 10.0) -> str:  # fmt: skip
     _, payload, uid = utterance_message(station, b"RIFF-not-decoded-here", dispatched_at_edge=dispatched_at_edge,
