@@ -36,7 +36,6 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiomqtt
@@ -44,7 +43,7 @@ import aiomqtt
 from asr.store import transcript_of_row
 from bridge.backoff import Backoff
 from bridge.bus import EventBus
-from bridge.config import Config, ConfigError, RecognitionNodeConfig
+from bridge.config import Config, ConfigError
 from bridge.db import Migration, connect_postgres, migrate
 from bridge.logsafe import clip
 from bridge.nodes import VERSION as NODE_VERSION
@@ -117,9 +116,13 @@ MIGRATIONS = [
     # its edge dispatched it (TranscriptMessage.dispatched_at_edge): the dispatcher leaves it alone, at start too
     Migration(sqlite="", postgres="ALTER TABLE transcripts ADD COLUMN dispatched_at_edge BOOLEAN NOT NULL DEFAULT false;"),
     # the recognition role's queue (bridge/recognition_node.py): whether the utterance's edge dispatches itself (NULL
-    # from an older edge), and the claim on it of the worker recognising it, until when, and how many claims so far
+    # from an older edge), whether central holds a transcript of it (kept by the ingest: the queue's index covers the
+    # untranscribed ones only), and the claim on it of the worker recognising it, until when, how many claims so far
     Migration(sqlite="", postgres="""
         ALTER TABLE node_utterances ADD COLUMN dispatched_at_edge BOOLEAN;
+        ALTER TABLE node_utterances ADD COLUMN transcribed BOOLEAN NOT NULL DEFAULT false;
+        UPDATE node_utterances u SET transcribed = true WHERE EXISTS (SELECT 1 FROM transcripts t WHERE t.utterance_id = u.id);
+        CREATE INDEX node_utterances_untranscribed ON node_utterances (start_ms) WHERE NOT transcribed AND audio IS NOT NULL;
         ALTER TABLE node_utterances ADD COLUMN asr_worker TEXT;
         ALTER TABLE node_utterances ADD COLUMN asr_lease_until DOUBLE PRECISION;
         ALTER TABLE node_utterances ADD COLUMN asr_claims INTEGER NOT NULL DEFAULT 0;
@@ -162,16 +165,16 @@ class CentralStore:
 
     def _store_utterance(self, m: UtteranceMessage) -> bool:
         row = m.utterance
-        values = [central_id(m.station, row.id), m.station, row.id, row.channel,
-                  *(getattr(row, c) for c in UTTERANCE_COLUMNS), m.audio_bytes(), m.audio_omitted, time.time(),
-                  m.dispatched_at_edge]  # fmt: skip
+        uid = central_id(m.station, row.id)
+        values = [uid, m.station, row.id, row.channel, *(getattr(row, c) for c in UTTERANCE_COLUMNS), m.audio_bytes(),
+                  m.audio_omitted, time.time(), m.dispatched_at_edge, uid]  # fmt: skip
         columns = ("id", "station", "utterance_id", "channel", *UTTERANCE_COLUMNS, "audio", "audio_omitted", "received_at",
                    "dispatched_at_edge")  # fmt: skip
-        cur = self._conn.execute(
-            f"INSERT INTO node_utterances ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
-            " ON CONFLICT (id) DO NOTHING",
+        cur = self._conn.execute(  # (its transcript may have come first: a resend overtaking the original)
+            f"INSERT INTO node_utterances ({', '.join(columns)}, transcribed) VALUES ({', '.join(['%s'] * len(columns))},"
+            " EXISTS (SELECT 1 FROM transcripts WHERE utterance_id = %s)) ON CONFLICT (id) DO NOTHING",
             values,
-        )
+        )  # fmt: skip
         return cur.rowcount == 1
 
     def _store_transcript(self, m: TranscriptMessage) -> bool:
@@ -190,6 +193,9 @@ class CentralStore:
              t["conf"], m.version, t["readable"], json.dumps(t["alternatives"], ensure_ascii=False), m.sos,
              m.dispatched_at_edge),
         )  # fmt: skip
+        if cur.rowcount == 1:
+            self._conn.execute("UPDATE node_utterances SET transcribed = true WHERE id = %s AND NOT transcribed",
+                               (central_id(m.station, m.utterance_id),))  # fmt: skip
         return cur.rowcount == 1
 
     def transcripts_since(self, start_ms: int) -> list[TranscriptMessage]:
@@ -200,53 +206,8 @@ class CentralStore:
         ).fetchall()
         return [_transcript_message(row) for row in rows]
 
-    def claim_for_recognition(self, worker: str, rules: RecognitionNodeConfig, now: float | None = None
-                              ) -> RecognitionJob | None:  # fmt: skip
-        """The oldest utterance (within `rules.horizon_s`) held `rules.after_s` or longer with its audio and no
-        transcript, claimed by `worker` for `rules.lease_s` (bridge/recognition_node.py); None: no work. Another
-        worker claiming at once skips the row this one has locked, so no two take the same utterance."""
-        now = time.time() if now is None else now
-        row = self._conn.execute(
-            "UPDATE node_utterances SET asr_worker = %(worker)s, asr_lease_until = %(until)s, asr_claims = asr_claims + 1"
-            " WHERE id = (SELECT u.id FROM node_utterances u"
-            "   WHERE u.start_ms >= %(since_ms)s AND u.received_at <= %(held_since)s AND u.audio IS NOT NULL"
-            "     AND (u.asr_lease_until IS NULL OR u.asr_lease_until < %(now)s) AND u.asr_claims < %(max_claims)s"
-            "     AND (%(every_station)s OR u.station = ANY(%(stations)s))"
-            "     AND NOT EXISTS (SELECT 1 FROM transcripts t WHERE t.utterance_id = u.id)"
-            "   ORDER BY u.start_ms LIMIT 1 FOR UPDATE SKIP LOCKED)"
-            " RETURNING station, utterance_id, channel, start_ms, format, audio, dispatched_at_edge, asr_claims",
-            {"worker": worker, "until": now + rules.lease_s, "since_ms": round((now - rules.horizon_s) * 1000),
-             "held_since": now - rules.after_s, "now": now, "max_claims": rules.max_claims,
-             "every_station": not rules.stations, "stations": rules.stations},
-        ).fetchone()  # fmt: skip
-        if row is None:
-            return None
-        # NULL: an edge from before it said; central then leaves the dispatching to that edge's own transcript
-        edge_dispatches = row["dispatched_at_edge"] is not False
-        return RecognitionJob(row["station"], row["utterance_id"], row["channel"], row["start_ms"], row["format"],
-                              bytes(row["audio"]), edge_dispatches, row["asr_claims"])  # fmt: skip
-
-    def release_recognition(self, job: RecognitionJob, worker: str) -> None:
-        """`worker` cannot finish `job` (its link is down): free to claim again now, not when its lease ends."""
-        self._conn.execute("UPDATE node_utterances SET asr_lease_until = NULL WHERE id = %s AND asr_worker = %s",
-                           (central_id(job.station, job.utterance_id), worker))  # fmt: skip
-
     def close(self) -> None:
         self._conn.close()
-
-
-@dataclass(frozen=True, slots=True)
-class RecognitionJob:
-    """An utterance central holds without a transcript, claimed by a recognition worker."""
-
-    station: str
-    utterance_id: str  # the edge's id
-    channel: str  # the edge's channel id
-    start_ms: int
-    format: str  # the archive's: opus, flac or wav
-    audio: bytes
-    dispatched_at_edge: bool  # its edge dispatches what it hears: the transcript says so, as the edge's would
-    claims: int  # this claim included
 
 
 def _transcript_message(row: dict[str, Any]) -> TranscriptMessage:

@@ -54,7 +54,7 @@ from dispatch.topics import LIVE_NODE_KINDS, NODE_KINDS, STORED, TRANSCRIPTS, To
 SERVICE = "jingbao"
 CONSOLE = "console"
 CENTRAL = "central"  # the central tier's login (its ingest); an edge box's is NODE_PREFIX + its station id
-RECOGNITION = "recognition"  # the recognition workers' login (bridge/recognition_node.py)
+RECOGNITION = "recognition"  # a recognition worker's login, or recognition-<name>: one each (bridge/recognition_node.py)
 NODE_PREFIX = "node-"
 # mosquitto_passwd's own iteration count. The passwords are random 144-bit tokens (`new_password`), which no
 # iteration count could make easier or harder to guess; a higher one only slows every login.
@@ -193,16 +193,17 @@ class BrokerAccess:
         return True
 
     def add_node(self, name: str) -> str:
-        """A login for a node: "central" for the central tier, "recognition" for the recognition workers, else a
-        station's edge box (user name node-<station>); returns its password, which replaces any earlier one.
-        ValueError for a name no station may have."""
+        """A login for a node: "central" for the central tier, "recognition" or "recognition-<name>" for a
+        recognition worker (one login each: the broker makes the user name the client id), else a station's edge box
+        (user name node-<station>); returns its password, which replaces any earlier one. ValueError for a name no
+        station may have."""
         from bridge.config import STATION_ID
 
         if not re.match(STATION_ID, name):
-            raise ValueError(f"{name!r} is not a station id (letters, digits, '_', '-') nor {CENTRAL!r}")
+            raise ValueError(f"{name!r} is not a station id (letters, digits, '_', '-'), {CENTRAL!r} nor {RECOGNITION!r}")
         accounts = read_passwd(self.passwd_file)
         password = new_password()
-        accounts[name if name in (CENTRAL, RECOGNITION) else NODE_PREFIX + name] = hash_password(password)
+        accounts[name if name == CENTRAL or _is_recognition(name) else NODE_PREFIX + name] = hash_password(password)
         self._write(accounts)
         return password
 
@@ -246,8 +247,8 @@ class BrokerAccess:
                 lines += ["", f"user {CENTRAL}", *(f"topic read {t}" for t in topics.node_subscriptions),
                           *(f"topic read {topics.node_live(kind)}" for kind in LIVE_NODE_KINDS),
                           f"topic write {p}/nodes/+/{STORED}"]  # fmt: skip
-            elif account == RECOGNITION:
-                lines += ["", f"user {RECOGNITION}", f"topic write {p}/nodes/+/{TRANSCRIPTS}"]
+            elif _is_recognition(account):
+                lines += ["", f"user {account}", f"topic write {p}/nodes/+/{TRANSCRIPTS}"]
             else:
                 station = account.removeprefix(NODE_PREFIX)
                 lines += ["", f"user {account}",
@@ -268,4 +269,8 @@ class BrokerAccess:
 
 
 def _is_node(account: str) -> bool:
-    return account in (CENTRAL, RECOGNITION) or account.startswith(NODE_PREFIX)
+    return account == CENTRAL or _is_recognition(account) or account.startswith(NODE_PREFIX)
+
+
+def _is_recognition(account: str) -> bool:
+    return account == RECOGNITION or account.startswith(f"{RECOGNITION}-")

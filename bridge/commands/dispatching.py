@@ -187,8 +187,8 @@ def _register_broker(sub: argparse._SubParsersAction) -> None:
     remove.add_argument("responder", help="responder id")
     node = bsub.add_parser("add-node", help="a login for a node (docs/deployment.md), printed once: a station's edge box "
                            "(user node-<station>, writes only its station's topics), the central tier (central) or the "
-                           "recognition workers (recognition: write only transcripts)")  # fmt: skip
-    node.add_argument("name", help="the station's id (its node.station), central or recognition")
+                           "recognition workers (recognition-<name>, one per worker: write only transcripts)")  # fmt: skip
+    node.add_argument("name", help="the station's id (its node.station), central, or recognition-<name>")
     for q in (setup, add, remove, node):
         q.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                        help=f"service config, as for `jingbao run` (default {DEFAULT_CONFIG}): its jurisdiction, broker "

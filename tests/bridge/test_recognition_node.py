@@ -8,21 +8,24 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
 import aiomqtt
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from asr.transcript import Transcript
 from asr.worker import build_engines
-from bridge.archive import GENESIS_HASH, ArchivedUtterance
+from bridge.archive import GENESIS_HASH, Archive, ArchivedUtterance
 from bridge.central import CentralIngest, CentralStore
 from bridge.config import Config, RecognitionNodeConfig
-from bridge.events import new_utterance_id
+from bridge.events import Utterance, new_utterance_id
+from bridge.forward import ForwardQueue
 from bridge.nodes import parse, transcript_payload, utterance_payload
-from bridge.recognition_node import RecognitionNode
+from bridge.recognition_node import SENT_HOLD_S, RecognitionNode, RecognitionQueue
 from dispatch.topics import Topics
 from tests.support.broker import JURISDICTION, Mosquitto
 from tests.support.central import (  # noqa: F401 (mqtt: the fixture, used by name)
@@ -30,6 +33,7 @@ from tests.support.central import (  # noqa: F401 (mqtt: the fixture, used by na
     central_config,
     central_dispatching,
     dispatching_central,
+    edge_config,
     logged_in,
     mqtt_fixture,
     node_config,
@@ -68,42 +72,47 @@ def worker_config(tmp_path: Path, broker: Mosquitto, pg_url: str, sherpa_model: 
 def engines_of(config: Config) -> list:
     from dispatch.vocabulary import decoder_words, spotter_keywords
 
-    return build_engines(config.asr, spotter_keywords(config.jurisdiction, config.dispatch.lexicon), decoder_words())
+    keywords = spotter_keywords(config.jurisdiction, config.dispatch.lexicon)
+    return build_engines(config.asr, keywords, decoder_words(config.dispatch.lexicon))
 
 
 @contextlib.asynccontextmanager
-async def working(node: RecognitionNode):
-    task = asyncio.create_task(node.run())
+async def working(*nodes: RecognitionNode):
+    tasks = [asyncio.create_task(node.run()) for node in nodes]
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def test_an_utterance_central_holds_without_a_transcript_is_recognised_and_dispatched(
     tmp_path, mqtt, pg_url, sherpa_model, calls_audio
 ):
-    """An edge forwards two utterances and no transcript (it is behind, or does not recognise): the worker recognises
-    both; central stores their transcripts and dispatches the one whose edge leaves dispatch to central, not the
-    one whose edge dispatches itself (it would alert twice)."""
+    """An edge forwards two utterances and no transcript (it is behind, or does not recognise): two workers (one
+    config, so one client id each must be their own) recognise both; central stores their transcripts and dispatches
+    the one whose edge leaves dispatch to central, not the one whose edge dispatches itself (it would alert twice)."""
     audio = (calls_audio / "c001.wav").read_bytes()  # 「怡园警务点请注意，美食街有人打架斗殴，请迅速赶往现场」
     topic, central_payload, central_uid = utterance_message(A, audio, dispatched_at_edge=False)
     _, edge_payload, edge_uid = utterance_message(A, audio, dispatched_at_edge=True)
     config = dispatching_central(tmp_path, mqtt, pg_url)
     worker = worker_config(tmp_path, mqtt, pg_url, sherpa_model)
-    node = RecognitionNode(worker, await asyncio.to_thread(engines_of, worker), worker="w1")
+    engines = await asyncio.to_thread(engines_of, worker)
+    nodes = [RecognitionNode(worker, engines, worker=name) for name in ("w1", "w2")]
     async with central_dispatching(config) as (ingest, dispatch), \
             aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
         await edge.publish(topic, central_payload, qos=1)
         await edge.publish(topic, edge_payload, qos=1)
         await until("both utterances stored", lambda: ingest.stored["utterances"] == 2)
-        async with working(node):
+        async with working(*nodes):
             await until("both recognised and stored", lambda: ingest.stored["transcripts"] == 2, timeout=60)
             await until("one dispatched", lambda: dispatch.dispatched == 1)
         await asyncio.sleep(0.3)
-    assert node.recognised == 2 and not node.failed
+    assert sum(n.recognised for n in nodes) == 2 and not any(n.failed for n in nodes)
+    assert all(n.link.connects == 1 for n in nodes), "neither took the other's session over"
     assert dispatch.refused["dispatched_at_edge"] == 1  # the other one: its edge dispatches it
     [incident] = dispatch.service.dispatcher.store.list()
     assert incident.type == "fight" and incident.place_id == f"{A}.meishijie", (incident.type, incident.place_id)
@@ -136,38 +145,97 @@ async def test_a_worker_whose_broker_goes_away_reconnects_and_goes_on(tmp_path, 
 def store_utterance(store: CentralStore, station: str = A, *, dispatched_at_edge: bool | None = False,
                     heard_ago: float = 10.0) -> str:  # fmt: skip
     _, payload, uid = utterance_message(station, b"RIFF-not-decoded-here", dispatched_at_edge=dispatched_at_edge,
-                                            heard_ago=heard_ago)  # fmt: skip
+                                        heard_ago=heard_ago)  # fmt: skip
     assert store.store(parse("utterances", station, payload))
     return uid
 
 
-def test_workers_claim_each_utterance_once_until_its_lease_ends_and_never_one_with_a_transcript(pg_url):
-    one, two = CentralStore(pg_url), CentralStore(pg_url)
+def store_transcript(store: CentralStore, uid: str, version: float) -> bool:
+    row = {"utterance_id": uid, "channel": "ch-market", "start_ms": 0, "created_at": version}
+    heard = Transcript(text="好", pinyin="hao3", engine="edge").to_dict()
+    return store.store(parse("transcripts", A, transcript_payload(A, row, heard)))
+
+
+@pytest.fixture(name="central")
+def central_fixture(pg_url):
+    store = CentralStore(pg_url)  # central migrates; the workers' queues do not
+    yield store
+    store.close()
+
+
+@pytest.fixture(name="queues")
+def queues_fixture(central, pg_url):
+    queues = [RecognitionQueue(pg_url, f"w{n}", RULES) for n in (1, 2, 3)]
+    yield queues
+    for queue in queues:
+        queue.close()
+
+
+def test_workers_claim_each_utterance_once_until_its_lease_ends_and_never_one_with_a_transcript(central, queues):
+    w1, w2, w3 = queues
+    older = store_utterance(central, heard_ago=20)
+    newer = store_utterance(central, heard_ago=10)
+    store_transcript(central, store_utterance(central, heard_ago=5), time.time())
+    store_utterance(central, heard_ago=1, dispatched_at_edge=None)  # an older edge's: left to it
+    now = time.time() + 1
+    # w1 holds its claim in an open transaction: w2 skips the locked row instead of waiting for it
+    with w1._conn.transaction():
+        first = w1.claim(now)
+        w2._conn.execute("SET lock_timeout = '2s'")
+        second = w2.claim(now)
+    assert (first.utterance_id, first.claims) == (newer, 1), "the newest first"
+    assert (second.utterance_id, second.claims) == (older, 1) and not second.dispatched_at_edge
+    assert w3.claim(now) is None, "both leased, one transcribed, one an older edge's"
+    # w1 and w2 died mid-decode: once their leases end the utterances are other workers', newest first...
+    lease = RULES.lease_s
+    claimed = [(job.utterance_id, job.claims) for at in (1, 2, 3, 4, 5, 6)
+               if (job := w3.claim(now + at * (lease + 1))) is not None]  # fmt: skip
+    # ...until each has been claimed max_claims (3) times
+    assert claimed == [(newer, 2), (newer, 3), (older, 2), (older, 3)], claimed
+
+
+def test_a_claim_given_back_is_free_at_once_and_not_counted_and_one_sent_is_held_while_central_stores_it(central, queues):
+    w1, w2, _ = queues
+    uid = store_utterance(central)
+    job = w1.claim()
+    w1.release(job)  # its link went down
+    again = w2.claim()
+    assert (again.utterance_id, again.claims) == (uid, 1), "free at once, that claim not counted"
+    w2.sent(again)  # the broker took its transcript: central will store it
+    assert w1.claim(time.time() + 2 * RULES.lease_s) is None, "held while central stores it"
+    assert store_transcript(central, uid, again.end_ms / 1000)
+    assert w1.claim(time.time() + SENT_HOLD_S + 1) is None, "transcribed: never claimed again"
+
+
+def test_the_edges_own_transcript_replaces_a_workers_whichever_comes_first(central, queues):
+    """A worker's transcript is versioned at the utterance's end, before any the edge makes (it recognises after)."""
+    late, early = store_utterance(central), store_utterance(central)
+    end_s = {job.utterance_id: job.end_ms / 1000 for job in (queues[0].claim(), queues[1].claim())}
+    edge_version = time.time()
+    assert store_transcript(central, late, end_s[late]) and store_transcript(central, late, edge_version)
+    assert store_transcript(central, early, edge_version) and not store_transcript(central, early, end_s[early])
+
+
+def test_a_worker_needs_only_select_and_the_claims_columns_as_docs_deployment_says(postgres, pg_url, central):
+    """The grants of docs/deployment.md ("Its logins"): the queue migrates nothing and writes only its claim."""
+    database, role = conninfo_to_dict(pg_url)["dbname"], f"rec_{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT SELECT ON node_utterances, transcripts TO {role}")
+        admin.execute(f"GRANT UPDATE (asr_worker, asr_lease_until, asr_claims) ON node_utterances TO {role}")
     try:
-        older = store_utterance(one, heard_ago=20, dispatched_at_edge=None)
-        newer = store_utterance(one, heard_ago=10)
-        done = store_utterance(one, heard_ago=30)
-        row = {"utterance_id": done, "channel": "ch-market", "start_ms": 0, "created_at": time.time()}
-        heard = Transcript(text="好", pinyin="", engine="edge").to_dict()
-        assert one.store(parse("transcripts", A, transcript_payload(A, row, heard)))
-        now = time.time()
-        # w1 holds its claim in an open transaction: w2 skips the locked row instead of waiting for it
-        with one._conn.transaction():
-            first = one.claim_for_recognition("w1", RULES, now)
-            two._conn.execute("SET lock_timeout = '2s'")
-            second = two.claim_for_recognition("w2", RULES, now)
-        assert (first.utterance_id, first.claims) == (older, 1) and first.dispatched_at_edge  # NULL: the edge's to dispatch
-        assert (second.utterance_id, second.claims) == (newer, 1) and not second.dispatched_at_edge
-        assert one.claim_for_recognition("w3", RULES, now) is None, "both leased, the third has a transcript"
-        # w1 and w2 died mid-decode: once their leases end the utterances are other workers', oldest first...
-        lease = RULES.lease_s
-        claimed = [(job.utterance_id, job.claims) for at in (1, 2, 3, 4, 5, 6)
-                   if (job := two.claim_for_recognition("w3", RULES, now + at * (lease + 1))) is not None]  # fmt: skip
-        # ...until each has been claimed max_claims (3) times
-        assert claimed == [(older, 2), (older, 3), (newer, 2), (newer, 3)], claimed
+        uid = store_utterance(central)
+        with contextlib.closing(RecognitionQueue(postgres.url(database, role), "w1", RULES)) as queue:
+            job = queue.claim()
+            assert job is not None and job.utterance_id == uid
+            queue.release(job)
+            queue.sent(queue.claim())
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):  # and nothing else
+                queue._conn.execute("UPDATE node_utterances SET transcribed = true")
     finally:
-        one.close()
-        two.close()
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
 
 
 @pytest.mark.parametrize("rules", [
@@ -175,25 +243,38 @@ def test_workers_claim_each_utterance_once_until_its_lease_ends_and_never_one_wi
     RecognitionNodeConfig(after_s=0, horizon_s=5),
     RecognitionNodeConfig(after_s=0, stations=["other"]),
 ], ids=["held too briefly", "too old", "another station's worker"])  # fmt: skip
-def test_what_a_worker_leaves_alone(pg_url, rules):
-    store = CentralStore(pg_url)
+def test_what_a_worker_leaves_alone(central, pg_url, rules):
+    store_utterance(central, heard_ago=10)
+    with contextlib.closing(RecognitionQueue(pg_url, "w1", rules)) as queue:
+        assert queue.claim() is None
+    with contextlib.closing(RecognitionQueue(pg_url, "w1", RecognitionNodeConfig(after_s=0))) as queue:
+        assert queue.claim() is not None
+
+
+def test_an_edge_says_in_each_utterance_it_forwards_whether_it_dispatches_itself(tmp_path, mqtt):
+    edge = edge_config(tmp_path, mqtt)
+    archive = Archive(edge.storage)
+    queue = ForwardQueue(edge.storage.database, edge.storage.data_dir)
     try:
-        store_utterance(store, heard_ago=10)
-        assert store.claim_for_recognition("w1", rules, time.time()) is None
-        assert store.claim_for_recognition("w1", RecognitionNodeConfig(after_s=0), time.time() + 6) is not None
+        archive.store(Utterance(new_utterance_id(time.time()), "ch-market", time.time(), time.time() + 0.25, bytes(8000)))
+        [entry] = queue.due(10, time.time())
+        for dispatches in (True, False):
+            message = parse("utterances", A, queue.payload(A, entry, dispatched_at_edge=dispatches))
+            assert message.dispatched_at_edge is dispatches
     finally:
-        store.close()
+        queue.close()
+        archive.close()
 
 
 async def test_on_a_locked_down_broker_the_recognition_login_publishes_transcripts_only(tmp_path, pg_url, sherpa_model,
                                                                                       calls_audio):  # fmt: skip
     server = Mosquitto(tmp_path / "locked", jurisdiction=JURISDICTION)  # as `jingbao broker setup` makes it
     assert server.access is not None
-    logins = {name: server.access.add_node(name) for name in (A, "central", "recognition")}
+    logins = {name: server.access.add_node(name) for name in (A, "central", "recognition-1")}
     server.start()
     try:
         central = CentralIngest(logged_in(central_config(tmp_path, server, pg_url), "central", logins["central"]))
-        worker = logged_in(worker_config(tmp_path, server, pg_url, sherpa_model), "recognition", logins["recognition"])
+        worker = logged_in(worker_config(tmp_path, server, pg_url, sherpa_model), "recognition-1", logins["recognition-1"])
         node = RecognitionNode(worker, await asyncio.to_thread(engines_of, worker), worker="w1")
         topic, payload, _ = utterance_message(A, (calls_audio / "c002.wav").read_bytes(), dispatched_at_edge=True)
         async with running(central), aiomqtt.Client(server.host, server.port, identifier=f"node-{A}",
@@ -202,8 +283,8 @@ async def test_on_a_locked_down_broker_the_recognition_login_publishes_transcrip
             await until("the utterance at central", lambda: central.stored["utterances"] == 1)
             async with working(node):
                 await until("its transcript at central", lambda: central.stored["transcripts"] == 1, timeout=60)
-            async with aiomqtt.Client(server.host, server.port, username="recognition",
-                                      password=logins["recognition"]) as rogue:  # fmt: skip
+            async with aiomqtt.Client(server.host, server.port, username="recognition-1",
+                                      password=logins["recognition-1"]) as rogue:  # fmt: skip
                 forged = utterance_message(A, b"x", dispatched_at_edge=False)
                 await rogue.publish(forged[0], forged[1], qos=1)  # not its to write
             await asyncio.sleep(0.5)
