@@ -2,6 +2,7 @@
 one `jingbao run --role central` on a private PostgreSQL, a private mosquitto between them.
 
     bench/cluster.py [--edges K] [--channels N] [--duty D] [--seconds S] [--cut-at T] [--cut-s C] [--flood M]
+                     [--recognition W]
 
 Each channel replays the spoken calls and the real recordings through the radio as bench/load.py does (bench/loadgen.py:
 the same material, timelines and real-time FIFO feed; copies cached in var/bench-cache/load), so every edge segments,
@@ -19,6 +20,11 @@ bench's, made in the run's folder. Central alerts on the same mosquitto (its `br
 central-dispatch), every report its own incident (`dispatch.alerts.merge_window_s: 0`, as bench/load.py without
 --merge: the same recordings recur on every channel). A subscriber of the bench's on that broker stamps every alert,
 incident state and incident event on arrival.
+
+--recognition W: the edges recognise nothing (`asr.engine: none`: archive and forward only) and W `jingbao run --role
+recognition` processes (bridge/recognition_node.py, `node.recognition.after_s: 0`, two utterances at once each) take
+every utterance from central's PostgreSQL, recognise it and send central its transcript; their CPU is reported beside
+the edges'. No flood then (the workers would recognise the replayed utterances too).
 
 Reported:
 - end of speech -> the first alert or incident event at central's broker about the call (the message names the
@@ -85,6 +91,7 @@ from tests.support.relay import Relay  # noqa: E402
 
 POLL_S = 0.25
 JURISDICTION = REPO / "config" / "jurisdiction.yaml"
+SHERPA_DIR = shared_dir() / "models" / SHERPA
 
 
 @dataclass
@@ -99,6 +106,7 @@ class Options:
     drain_s: float = 120.0
     snr: tuple[float, float] = (12.0, 20.0)
     flood: int = 4000  # messages replayed at central as fast as the broker takes them, after the timeline (0: none)
+    recognition: int = 0  # recognition worker processes; then the edges recognise nothing
 
 
 @dataclass
@@ -175,7 +183,7 @@ def edge_config(opts: Options, edge: Edge) -> Path:
         "storage": {"data_dir": str(edge.dir / "data")},
         "broker": {"enabled": False},
         "web": {"host": "127.0.0.1", "port": edge.web_port},
-        "asr": {"engine": "sherpa", "sherpa_model": str(shared_dir() / "models" / SHERPA)},
+        "asr": {"engine": "none"} if opts.recognition else {"engine": "sherpa", "sherpa_model": str(SHERPA_DIR)},
         "channels": channels,
         "node": {"station": edge.station,
                  "broker": {"host": edge.relay.host, "port": edge.relay.port, "client_id": f"node-{edge.station}"},
@@ -194,6 +202,18 @@ def central_config(tmp: Path, broker: Mosquitto, database_url: str, stations: li
         "channels": [{"id": "unused", "name": "unused", "source": {"type": "file", "paths": ["unused.wav"]}}],
         "node": {"broker": {"host": broker.host, "port": broker.port, "client_id": "central"},
                  "region": str(region_config(tmp, stations))},
+    })  # fmt: skip
+
+
+def recognition_config(tmp: Path, broker: Mosquitto, database_url: str, index: int) -> Path:
+    return write_config(tmp / f"recognition{index}.yaml", {
+        "jurisdiction": str(JURISDICTION),  # the stations' copies differ in their responders' ids only
+        "storage": {"data_dir": str(tmp / f"recognition{index}"), "database_url": database_url},
+        "broker": {"enabled": False},
+        "asr": {"engine": "sherpa", "sherpa_model": str(SHERPA_DIR), "workers": 2},
+        "channels": [{"id": "unused", "name": "unused", "source": {"type": "file", "paths": ["unused.wav"]}}],
+        "node": {"broker": {"host": broker.host, "port": broker.port, "client_id": f"recognition{index}"},
+                 "recognition": {"after_s": 0, "poll_s": 0.25}},
     })  # fmt: skip
 
 
@@ -428,6 +448,7 @@ async def run(opts: Options) -> Outcome:
         cluster = PostgresCluster(durable=True)
         edges: list[Edge] = []
         central: subprocess.Popen[bytes] | None = None
+        workers: list[subprocess.Popen[bytes]] = []
         feed = Feed(plan, [])
         try:
             broker.start()
@@ -438,6 +459,9 @@ async def run(opts: Options) -> Outcome:
             central = start("central", central_config(tmp, broker, url, stations + flooding), tmp / "central.log")
             # before the edges: until its first subscription the broker keeps nothing for central
             await until_logged(central, tmp / "central.log", "node link connected")
+            for w in range(opts.recognition):
+                workers.append(start("recognition", recognition_config(tmp, broker, url, w), tmp / f"recognition{w}.log"))
+                await until_logged(workers[-1], tmp / f"recognition{w}.log", "node link connected")
             for k in range(opts.edges):
                 relay = Relay((broker.host, broker.port))
                 await relay.start()
@@ -454,6 +478,7 @@ async def run(opts: Options) -> Outcome:
             feed.fifos = [await _open_fifo(f) for edge in edges for f in edge.fifos]
             pids = {"central": central.pid, "mosquitto": broker._process.pid if broker._process else 0}
             edge_cpu0 = sum(proc_cpu_s(e.process.pid) for e in edges if e.process)
+            workers_cpu0 = sum(proc_cpu_s(w.pid) for w in workers)
             transcripts = TranscriptWatch(url)
 
             def tier_cpu() -> dict[str, float]:
@@ -473,11 +498,12 @@ async def run(opts: Options) -> Outcome:
             print(f"  {time.strftime('%H:%M:%S')} {total} channels talking for {opts.seconds:.0f} s", flush=True)
             await cut_edge(opts, edges[0], observed, feed.t0_wall)
             await asyncio.sleep(max(0.0, feed.t0_wall + opts.seconds - time.time()))
-            drained = await drain(opts, edges, transcripts.conn)
+            drained = await drain(opts, edges, transcripts.conn, every_utterance=bool(workers))
             window = time.monotonic() - t0
             cpu1 = tier_cpu()
             cpu = {name: cpu1[name] - cpu0[name] for name in cpu0}
             cpu["edges"] = sum(proc_cpu_s(e.process.pid) for e in edges if e.process) - edge_cpu0
+            cpu["recognition"] = sum(proc_cpu_s(w.pid) for w in workers) - workers_cpu0
             feed.stop.set()
             await asyncio.to_thread(writer.join, 5)
             watcher.cancel()
@@ -507,15 +533,17 @@ async def run(opts: Options) -> Outcome:
                 await edge.relay.stop()
             for fd in feed.fifos:
                 os.close(fd)
+            for worker in workers:
+                stop(worker)
             stop(central)
             broker.stop()
             await asyncio.to_thread(cluster.stop)
 
 
-async def drain(opts: Options, edges: list[Edge], conn: psycopg.Connection) -> str:
+async def drain(opts: Options, edges: list[Edge], conn: psycopg.Connection, every_utterance: bool = False) -> str:
     """After the timeline: until every edge's queue is empty and central holds every utterance and transcript the
-    edges hold, twice in a row 2 s apart (a last transcript may still be on its way), at most drain_s. Returns why it
-    ended early, if it did."""
+    edges hold (`every_utterance`: a transcript of every utterance, the recognition workers'), twice in a row 2 s
+    apart (a last transcript may still be on its way), at most drain_s. Returns why it ended early, if it did."""
     deadline = time.monotonic() + opts.drain_s
     settled = 0
     while time.monotonic() < deadline:
@@ -523,8 +551,8 @@ async def drain(opts: Options, edges: list[Edge], conn: psycopg.Connection) -> s
             await asyncio.to_thread(read_edge, edge)
         queued = sum([(await asyncio.to_thread(queue_state, e))[0] for e in edges])
         received, transcripts = await asyncio.to_thread(central_holds, conn)
-        done = (queued == 0 and len(received) == sum(len(e.utterances) for e in edges)
-                and len(transcripts) == sum(len(e.transcribed) for e in edges))  # fmt: skip
+        wanted = len(received) if every_utterance else sum(len(e.transcribed) for e in edges)
+        done = queued == 0 and len(received) == sum(len(e.utterances) for e in edges) and len(transcripts) == wanted
         settled = settled + 1 if done else 0
         if settled == 2:
             return ""
@@ -682,6 +710,9 @@ def report(out: Outcome) -> list[str]:
                  f" raw: central {out.cpu['central']:.1f} s, PostgreSQL {out.cpu['postgres']:.1f} s, mosquitto "
                  f"{out.cpu['mosquitto']:.1f} s; the edges {out.cpu['edges']:.0f} s "
                  f"({out.cpu['edges'] / total / minutes:.2f} s per channel-minute)")  # fmt: skip
+    if opts.recognition:
+        lines.append(f"  recognition workers ({opts.recognition}): {out.cpu['recognition']:.0f} s "
+                     f"({out.cpu['recognition'] / total / minutes:.2f} s per channel-minute)")  # fmt: skip
     return lines
 
 
@@ -697,10 +728,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--snr", type=float, nargs=2, default=d.snr, metavar=("LOW", "HIGH"), help="SNR range, dB")
     p.add_argument("--flood", type=int, default=d.flood, help=f"messages replayed at central afterwards (default {d.flood})")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--recognition", type=int, default=0, help="recognition worker processes; the edges then recognise "
+                   "nothing (default 0: the edges recognise)")  # fmt: skip
     a = p.parse_args(argv)
     if a.cut_at + a.cut_s >= a.seconds:
         p.error("the cut must end before the timeline does (--cut-at + --cut-s < --seconds)")
-    opts = Options(a.edges, a.channels, a.duty, a.seconds, a.cut_at, a.cut_s, a.seed, snr=tuple(a.snr), flood=a.flood)
+    if a.recognition and a.flood:
+        p.error("--recognition needs --flood 0: the workers would recognise the replayed utterances too")
+    opts = Options(a.edges, a.channels, a.duty, a.seconds, a.cut_at, a.cut_s, a.seed, snr=tuple(a.snr), flood=a.flood,
+                   recognition=a.recognition)
     print("\n".join(report(asyncio.run(run(opts)))))
     return 0
 
