@@ -15,7 +15,7 @@ STAGES = ("asr", "dispatch", "hardware")  # each may import those before it, nev
 # bridge's wiring: what builds and connects the stages, per role; the rest of bridge/ is the ground floor
 WIRING = ("bridge.cli", "bridge.commands", "bridge.service", "bridge.channel", "bridge.web", "bridge.nodes",
           "bridge.forward", "bridge.central", "bridge.central_archive", "bridge.central_dispatch", "bridge.central_health",
-          "bridge.region_jurisdiction")  # fmt: skip
+          "bridge.region_jurisdiction", "bridge.recognition_node")  # fmt: skip
 CONFIG = ("asr.config", "dispatch.config", "hardware.config")  # sections of the one config: the vocabulary's
 
 
