@@ -195,7 +195,7 @@ class RecognitionNode:
                 continue
             payload = await asyncio.to_thread(self._transcript_payload, job)
             if payload is None:
-                continue  # (its claim counts: an utterance that fails every time is given up)
+                continue
             try:
                 await publisher.publish(self.topics.node(job.station, TRANSCRIPTS), payload)
             except Refused as e:
@@ -255,13 +255,12 @@ class RecognitionNode:
         try:
             pcm = _decode(job.audio, job.format)
             transcript = recognise(pcm, self.engines)
-        except AudioDecodeError as e:
+        except Exception as e:  # AudioDecodeError, or an engine's failure: one utterance must not end the worker
             self.failed += 1
-            logger.error("recognition worker: %s: %s", clip(job.id), clip(str(e)))
-            return None
-        except Exception:  # an engine's failure on one utterance must not end the worker
-            self.failed += 1
-            logger.exception("recognition worker: %s could not be recognised", clip(job.id))
+            logger.error("recognition worker: %s could not be recognised: %s", clip(job.id), clip(str(e)),
+                       exc_info=not isinstance(e, AudioDecodeError))  # fmt: skip
+            with self._queue_lock:  # its claim counts, never given back: one that fails every time is given up
+                self._claimed.discard(job)
             return None
         row = {"utterance_id": job.utterance_id, "channel": job.channel, "start_ms": job.start_ms,
                "created_at": job.end_ms / 1000}  # fmt: skip

@@ -142,6 +142,23 @@ async def test_a_worker_whose_broker_goes_away_reconnects_and_goes_on(tmp_path, 
     assert node.recognised == 2
 
 
+async def test_audio_that_cannot_be_decoded_counts_against_its_claims_and_the_worker_goes_on(tmp_path, mqtt, pg_url,
+                                                                                              sherpa_model):  # fmt: skip
+    central = CentralStore(pg_url)
+    try:
+        bad = store_utterance(central)  # "RIFF-not-decoded-here": no WAV at all
+        worker = worker_config(tmp_path, mqtt, pg_url, sherpa_model)
+        node = RecognitionNode(worker, await asyncio.to_thread(engines_of, worker), worker="w1")
+        async with working(node):
+            await until("the bad audio tried", lambda: node.failed == 1, timeout=30)
+        with psycopg.connect(pg_url) as conn:
+            claims, lease = conn.execute("SELECT asr_claims, asr_lease_until FROM node_utterances WHERE id = %s",
+                                         (f"{A}.{bad}",)).fetchone()  # fmt: skip
+        assert claims == 1 and lease is not None, "the failure counts and keeps its lease, even at a clean stop"
+    finally:
+        central.close()
+
+
 def store_utterance(store: CentralStore, station: str = A, *, dispatched_at_edge: bool | None = False,
                     heard_ago: float = 10.0) -> str:  # fmt: skip
     _, payload, uid = utterance_message(station, b"RIFF-not-decoded-here", dispatched_at_edge=dispatched_at_edge,
