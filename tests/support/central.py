@@ -26,7 +26,7 @@ from bridge.events import new_utterance_id
 from bridge.nodes import transcript_payload
 from bridge.region import load_region
 from dispatch.topics import Topics
-from tests.support.broker import JURISDICTION, Mosquitto
+from tests.support.broker import JURISDICTION, Mosquitto, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 STATION = "gongyuanbeilu"
@@ -63,6 +63,8 @@ def node_config(tmp_path: Path, broker: Mosquitto, *, name: str, client_id: str,
         "asr": {"engine": "none"},
         "channels": [{"id": "ch-market", "name": "市场保安", "source": {"type": "file", "paths": ["x.wav"]}}],
         "node": {"broker": {"host": broker.host, "port": broker.port, "client_id": client_id}},
+        # a port of its own: a node run as a process serves its web app, and two tests at once must not share 8080
+        "web": {"port": free_port()},
         **extra,
     }
     path = tmp_path / f"{name}.yaml"
