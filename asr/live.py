@@ -261,6 +261,28 @@ class LiveRecognition:
         finally:
             self._release(utterance_id)
 
+    async def recognised_elsewhere(self, utterance_id: str, transcript: Transcript) -> bool:
+        """A transcript made elsewhere (a recognition worker of the central tier, bridge/recognition_node.py) of an
+        utterance still pending here: delivered as if recognised here (stored, shown, dispatched, marked transcribed),
+        so this box does not recognise it too. False when it is not pending here (recognised meanwhile, or being)."""
+        if utterance_id in self._busy:
+            return False
+        self._busy.add(utterance_id)
+        try:
+            try:
+                row = await asyncio.to_thread(self.archive.get, utterance_id)
+            except ArchiveError:  # not this box's (a payload naming another's), or held unarchived: left as it is
+                return False
+            if row.status != "pending":
+                return False
+            self._waiting.pop(utterance_id, None)
+            logger.info("channel %s: pending utterance %s recognised by the central tier's workers", row.channel,
+                        utterance_id)  # fmt: skip
+            await self._deliver(transcript, RecognisedUtterance(row.id, row.channel, row.start_ms / 1000, row.end_ms / 1000))
+            return True
+        finally:
+            self._release(utterance_id)
+
     async def _transcribe_held(self, utterance: Utterance) -> None:
         """An utterance the archive holds in memory (its disk full) and the pool had no room for when it was spoken."""
         if utterance.id in self._busy:

@@ -277,6 +277,8 @@ class CentralIngest:
         self.stored_lag_s: float | None = None
         self._acks: dict[str, list[Acked]] = {}  # per station: entries stored and not acknowledged to it yet
         self._acks_due = asyncio.Event()  # a batch is full: send now rather than at the next ACK_DELAY_S
+        # a recognition worker's transcripts stored, to pass on to their edges (station, payload), sent with the acks
+        self._recognised: list[tuple[str, bytes]] = []
         self._index_wanted = asyncio.Event()
         self.subscribed = asyncio.Event()  # set once the broker keeps a session for central: from then on nothing is missed
         self.migrated = asyncio.Event()  # set once the tables exist: from then on the web app can read them
@@ -385,6 +387,9 @@ class CentralIngest:
             self._bus.publish(*_live_event(message))
         if isinstance(message, TranscriptMessage) and stored:
             self._index_wanted.set()
+            if message.recognised_by:  # its edge need not recognise it too (bridge/forward.py takes it)
+                self._recognised.append((message.station, message.model_dump_json().encode()))
+                self._acks_due.set()
             if self._on_transcript is not None:
                 self._on_transcript(message)
 
@@ -416,6 +421,11 @@ class CentralIngest:
                     except Refused as e:  # no edge subscribed (yet), or the ACL: it resends, and is acknowledged then
                         level = logging.ERROR if e.reason.is_failure else logging.DEBUG
                         logger.log(level, "acknowledgement to %s not taken: %s", station, e)
+            while self._recognised:  # best effort: an edge not told recognises the utterance itself, as before
+                station, payload = self._recognised[0]
+                with contextlib.suppress(Refused):  # an edge from before it listened for them, or none subscribed yet
+                    await publisher.publish(self.topics.node_recognised(station), payload)
+                self._recognised.pop(0)
 
     def _store(self, messages: list[UtteranceMessage | TranscriptMessage]) -> list[bool]:
         assert self.store is not None

@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,13 +55,14 @@ from bridge.nodes import (
     Publisher,
     Refused,
     StoredMessage,
+    TranscriptMessage,
     channel_payload,
     parse,
     partial_payload,
     transcript_payload,
     utterance_payload,
 )
-from dispatch.topics import CHANNELS, PARTIALS, STORED, StoredTopic, Topics
+from dispatch.topics import CHANNELS, PARTIALS, RECOGNISED, STORED, RecognisedTopic, StoredTopic, Topics
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ class Backlog:
 
 # Would the edge's SOS desk take this transcript (dispatch/sos.py SosDesk.takes)? Said with it to central.
 SosTakes = Callable[[Transcript, RecognisedUtterance], bool]
+OnRecognised = Callable[[str, Transcript], Awaitable[bool]]  # (utterance id, transcript) -> taken
 
 
 class ForwardQueue:
@@ -230,12 +232,14 @@ class Forwarder:
     edge's SOS desk, asked of each transcript sent whether it takes it (said to central, whose dispatcher then
     leaves it alone: the SOS is the edge's); `dispatched_at_edge`: this edge dispatches its transcripts itself
     (node.dispatch: edge), said with each so that central does not too; `channels`: the bus's channel states, of which
-    each channel keying up or down is sent to central's console at once (QoS 0, dropped with the link down)."""
+    each channel keying up or down is sent to central's console at once (QoS 0, dropped with the link down);
+    `on_recognised`: given each transcript a recognition worker made of one of this edge's utterances, as central
+    passes it on (bridge/recognition_node.py), so that the edge need not recognise it itself."""
 
     def __init__(
         self, config: Config, *, poll_s: float = 0.25, ack_timeout_s: float = 30.0, behind_after_s: float = 300.0,
         wake: Subscription | None = None, sos_takes: SosTakes | None = None, dispatched_at_edge: bool = False,
-        channels: Subscription | None = None,
+        channels: Subscription | None = None, on_recognised: OnRecognised | None = None,
     ) -> None:
         station = config.node.station
         if station is None:
@@ -251,6 +255,8 @@ class Forwarder:
         self._channels = channels
         self._sos_takes = sos_takes
         self._dispatched_at_edge = dispatched_at_edge
+        self._on_recognised = on_recognised
+        self.recognised_elsewhere = 0  # utterances a worker's transcript spared this edge's recognition
         self._ack_timeout_s = ack_timeout_s
         self._behind_after_s = behind_after_s
         self._refusals = Backoff(maximum=10.0)
@@ -312,6 +318,8 @@ class Forwarder:
         if any(getattr(code, "is_failure", False) for code in granted or ()):
             logger.error("the broker refuses this edge central's acknowledgements (%s): is node.broker's login node-%s?"
                          " (jingbao broker add-node); all it sends will be sent again", granted, self.station)  # fmt: skip
+        if self._on_recognised is not None:
+            await client.subscribe(self.topics.node_recognised(self.station), qos=1)
         self._publisher = publisher = self.link.publisher(client)
         tasks = [asyncio.create_task(self._read_acks(client)), asyncio.create_task(self._send_all(publisher))]
         try:
@@ -351,7 +359,24 @@ class Forwarder:
 
     async def _read_acks(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            await self._take_ack(str(message.topic), message.payload if isinstance(message.payload, bytes) else b"")
+            topic, payload = str(message.topic), message.payload if isinstance(message.payload, bytes) else b""
+            if self.topics.parse(topic) == RecognisedTopic(self.station):
+                await self._take_recognised(payload)
+            else:
+                await self._take_ack(topic, payload)
+
+    async def _take_recognised(self, payload: bytes) -> None:
+        """A recognition worker's transcript of one of this edge's utterances: taken as if recognised here, unless it
+        has been recognised here meanwhile (or is being). One that cannot be read is logged and left: the utterance is
+        recognised here as before."""
+        try:
+            message = parse(RECOGNISED, self.station, payload)
+        except NodeMessageError as e:
+            logger.warning("a recognised transcript from central rejected: %s", clip(str(e)))
+            return
+        assert isinstance(message, TranscriptMessage) and self._on_recognised is not None
+        if await self._on_recognised(message.utterance_id, message.transcript):
+            self.recognised_elsewhere += 1
 
     async def _take_ack(self, topic: str, payload: bytes) -> None:
         """Forget the entries central acknowledges; an acknowledgement that cannot be read is counted and logged."""

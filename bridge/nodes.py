@@ -56,7 +56,7 @@ from bridge.archive import EXTENSIONS, SAFE_NAME, ArchivedUtterance
 from bridge.backoff import Backoff
 from bridge.config import STATION_ID, BrokerConfig
 from dispatch.mqtt import tls_context
-from dispatch.topics import CHANNELS, PARTIALS, STORED
+from dispatch.topics import CHANNELS, PARTIALS, RECOGNISED, STORED
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,9 @@ class TranscriptMessage(_Forwarded):
     # the edge dispatches what its channels hear itself (node.dispatch: edge): central, dispatching it too, would alert
     # every responder twice (absent from an older edge's: False)
     dispatched_at_edge: bool = Field(False, strict=True)
+    # the recognition worker that made it (bridge/recognition_node.py); "" from an edge. Central passes such a
+    # transcript on to the utterance's edge, which then need not recognise it itself
+    recognised_by: str = Field("", max_length=100)
 
 
 class PartialMessage(_Message):
@@ -173,13 +176,13 @@ def utterance_payload(
 
 def transcript_payload(
     station: str, row: dict[str, Any], transcript: dict[str, Any], *, entry: int | None = None, sos: bool = False,
-    dispatched_at_edge: bool = False,
+    dispatched_at_edge: bool = False, recognised_by: str = "",
 ) -> bytes:
     """`row`: the edge's transcripts row (utterance_id, channel, start_ms, created_at); `transcript`: its
-    Transcript.to_dict(); `sos`, `dispatched_at_edge`: see TranscriptMessage."""
+    Transcript.to_dict(); `sos`, `dispatched_at_edge`, `recognised_by`: see TranscriptMessage."""
     body = {"v": VERSION, "station": station, "entry": entry, "utterance_id": row["utterance_id"], "channel": row["channel"],
             "start_ms": row["start_ms"], "version": row["created_at"], "transcript": transcript, "sos": sos,
-            "dispatched_at_edge": dispatched_at_edge}  # fmt: skip
+            "dispatched_at_edge": dispatched_at_edge, "recognised_by": recognised_by}  # fmt: skip
     return json.dumps(body, ensure_ascii=False).encode()
 
 
@@ -223,7 +226,7 @@ def parse(kind: str, station: str, payload: bytes) -> NodeMessage | StoredMessag
     if not valid_station(station):
         raise NodeMessageError(f"station id {station!r} is not one a node may have")
     model = {"utterances": UtteranceMessage, "transcripts": TranscriptMessage, PARTIALS: PartialMessage,
-             CHANNELS: ChannelMessage, STORED: StoredMessage}[kind]  # fmt: skip
+             CHANNELS: ChannelMessage, STORED: StoredMessage, RECOGNISED: TranscriptMessage}[kind]  # fmt: skip
     try:
         data = json.loads(payload)
         if not isinstance(data, dict) or data.get("v") != VERSION:

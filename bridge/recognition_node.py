@@ -264,7 +264,8 @@ class RecognitionNode:
             return None
         row = {"utterance_id": job.utterance_id, "channel": job.channel, "start_ms": job.start_ms,
                "created_at": job.end_ms / 1000}  # fmt: skip
-        return transcript_payload(job.station, row, transcript.to_dict(), dispatched_at_edge=job.dispatched_at_edge)
+        return transcript_payload(job.station, row, transcript.to_dict(), dispatched_at_edge=job.dispatched_at_edge,
+                                  recognised_by=self.worker)  # fmt: skip
 
     async def _summaries(self) -> None:
         said = (0, 0, 0)

@@ -213,7 +213,12 @@ class Service:
                          wake=self.bus.subscribe({"utterance", "transcript"}),
                          sos_takes=self.dispatch.sos.takes if self.dispatch is not None else None,
                          dispatched_at_edge=self.dispatch is not None and self.dispatches_heard,
-                         channels=self.bus.subscribe({"channel"}))
+                         channels=self.bus.subscribe({"channel"}), on_recognised=self._recognised_elsewhere)
+
+    async def _recognised_elsewhere(self, utterance_id: str, transcript: Transcript) -> bool:
+        """A recognition worker's transcript of an utterance of this edge, passed on by central: taken as if recognised
+        here while the utterance still waits for recognition here (a box without recognition keeps none)."""
+        return self.recognition is not None and await self.recognition.recognised_elsewhere(utterance_id, transcript)
 
     def _build_speaker(self) -> Speaker | None:
         """The announcements' voice (in a worker thread: loading the model takes ~1 s), when the dispatcher announces

@@ -11,11 +11,12 @@ Roles, under the topic prefix P (dispatch/topics.py):
       (user name = its id)    reads and writes owntracks/<id>/# (OwnTracks), and any OwnTracks user/device the
                               config's `dispatch.alerts.devices` maps to it
     a station's edge box      writes P/nodes/<station>/utterances, .../transcripts, .../partials and .../channels,
-                              reads P/nodes/<station>/stored
+                              reads P/nodes/<station>/stored and .../recognised
       ("node-<station>")      (its own station's only)
     the central tier          reads P/nodes/+/utterances, .../transcripts, .../partials and .../channels (every
                               station's); writes
-      ("central")             P/nodes/+/stored (its acknowledgements to each edge) and nothing else
+      ("central")             P/nodes/+/stored (its acknowledgements to each edge) and P/nodes/+/recognised (the
+                              recognition workers' transcripts, passed on to each edge) and nothing else
     a recognition worker      writes P/nodes/+/transcripts (any station's: it recognises what central holds of
       ("recognition")         every station's) and nothing else
 
@@ -49,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dispatch.gazetteer import Jurisdiction
-from dispatch.topics import LIVE_NODE_KINDS, NODE_KINDS, STORED, TRANSCRIPTS, Topics
+from dispatch.topics import LIVE_NODE_KINDS, NODE_KINDS, RECOGNISED, STORED, TRANSCRIPTS, Topics
 
 SERVICE = "jingbao"
 CONSOLE = "console"
@@ -246,14 +247,15 @@ class BrokerAccess:
             if account == CENTRAL:
                 lines += ["", f"user {CENTRAL}", *(f"topic read {t}" for t in topics.node_subscriptions),
                           *(f"topic read {topics.node_live(kind)}" for kind in LIVE_NODE_KINDS),
-                          f"topic write {p}/nodes/+/{STORED}"]  # fmt: skip
+                          f"topic write {p}/nodes/+/{STORED}", f"topic write {p}/nodes/+/{RECOGNISED}"]  # fmt: skip
             elif _is_recognition(account):
                 lines += ["", f"user {account}", f"topic write {p}/nodes/+/{TRANSCRIPTS}"]
             else:
                 station = account.removeprefix(NODE_PREFIX)
                 lines += ["", f"user {account}",
                           *(f"topic write {topics.node(station, kind)}" for kind in (*NODE_KINDS, *LIVE_NODE_KINDS)),
-                          f"topic read {topics.node_stored(station)}"]  # fmt: skip
+                          f"topic read {topics.node_stored(station)}",
+                          f"topic read {topics.node_recognised(station)}"]  # fmt: skip
         return "\n".join(lines) + "\n"
 
     def _owntracks_of(self, responder_id: str) -> Iterable[str]:

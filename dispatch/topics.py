@@ -69,13 +69,19 @@ class StoredTopic:
     station: str  # the edge whose entries central acknowledges
 
 
+@dataclass(slots=True, frozen=True)
+class RecognisedTopic:
+    station: str  # the edge told of a transcript a recognition worker made of one of its utterances
+
+
 TRANSCRIPTS = "transcripts"  # an edge forwards them; a recognition worker publishes those it made (bridge/recognition_node.py)
 NODE_KINDS = ("utterances", TRANSCRIPTS)  # forwarded: stored at central and acknowledged to the edge
 PARTIALS = "partials"  # an edge's partial transcripts, for central's provisional alerts: live only, never stored
 CHANNELS = "channels"  # an edge's channels keying up and down, for central's console: live only, never stored
 LIVE_NODE_KINDS = (PARTIALS, CHANNELS)  # QoS 0, sent at once: what they say is worth nothing later
 STORED = "stored"  # the last level of central's end-to-end acknowledgements to an edge
-ParsedTopic = AckTopic | StatusTopic | OwnTracksTopic | AlertTopic | IncidentTopic | NodeTopic | StoredTopic
+RECOGNISED = "recognised"  # ... and of a recognition worker's transcripts central passes on to the edge
+ParsedTopic = AckTopic | StatusTopic | OwnTracksTopic | AlertTopic | IncidentTopic | NodeTopic | StoredTopic | RecognisedTopic
 
 
 @dataclass(slots=True, frozen=True)
@@ -115,6 +121,10 @@ class Topics:
         """Where central acknowledges to `station`'s edge what it has stored."""
         return f"{self.prefix}/nodes/{_checked(station)}/{STORED}"
 
+    def node_recognised(self, station: str) -> str:
+        """Where central passes a recognition worker's transcript of `station`'s utterance on to its edge."""
+        return f"{self.prefix}/nodes/{_checked(station)}/{RECOGNISED}"
+
     @property
     def node_subscriptions(self) -> tuple[str, ...]:
         """What the central tier subscribes to: every station's utterances and transcripts."""
@@ -146,6 +156,8 @@ class Topics:
                 return None
             if kind == STORED:
                 return StoredTopic(station)
+            if kind == RECOGNISED:
+                return RecognisedTopic(station)
             return NodeTopic(station, kind) if kind in (*NODE_KINDS, *LIVE_NODE_KINDS) else None
         if len(levels) != len(head) + 2:
             return None

@@ -350,3 +350,25 @@ async def test_utterances_the_archive_holds_are_recognised_and_dispatched_at_onc
     assert dispatched.calls == {streamed.id: 1, crowded.id: 1} and not live._busy and live.lag().pending == {}
     assert service.archive.active_faults == [] and service.archive.verify().ok
     live.pool.close()
+
+
+async def test_a_transcript_made_elsewhere_is_taken_for_a_pending_utterance_and_spares_its_recognition(
+    service: Service, sherpa: SherpaEngine, mandarin: list[bytes]
+) -> None:
+    """Central passes on a recognition worker's transcript (bridge/recognition_node.py): an utterance still pending
+    here is stored, dispatched and marked transcribed with it, and the sweep does not recognise it again; one
+    recognised here already, or one this box does not have, is left alone."""
+    live, dispatched = recognition(service, sherpa)
+    now = time.time()
+    pending = Utterance(new_utterance_id(now - 60), "ch-a", now - 60, now - 55, mandarin[0])
+    service.archive.store(pending)  # archived while recognition here was behind
+    elsewhere = Transcript(text="", pinyin="mei3 shi2 jie1", engine="sherpa", readable="美食街")
+    assert await live.recognised_elsewhere(pending.id, elsewhere)
+    assert not await live.recognised_elsewhere(pending.id, elsewhere), "taken already"
+    assert not await live.recognised_elsewhere(new_utterance_id(now), elsewhere), "not this box's"
+    await live.sweep_backlog()
+    assert dispatched.calls == {pending.id: 1} and dispatched.transcripts[pending.id] == elsewhere
+    assert service.archive.get(pending.id).status == "transcribed" and service.archive.pending() == []
+    assert service.transcripts.get(pending.id).pinyin == "mei3 shi2 jie1"
+    assert live.pool.stats().completed == 0, "nothing recognised here"
+    live.pool.close()

@@ -22,8 +22,9 @@ from asr.worker import build_engines
 from bridge.archive import GENESIS_HASH, Archive, ArchivedUtterance
 from bridge.central import CentralIngest, CentralStore
 from bridge.config import Config, RecognitionNodeConfig
+from bridge.decode import decode_file
 from bridge.events import Utterance, new_utterance_id
-from bridge.forward import ForwardQueue
+from bridge.forward import Forwarder, ForwardQueue
 from bridge.nodes import parse, transcript_payload, utterance_payload
 from bridge.recognition_node import SENT_HOLD_S, RecognitionNode, RecognitionQueue
 from dispatch.topics import Topics
@@ -159,6 +160,34 @@ async def test_audio_that_cannot_be_decoded_counts_against_its_claims_and_the_wo
         central.close()
 
 
+async def test_the_edge_takes_what_a_worker_recognised_of_its_utterances(tmp_path, mqtt, pg_url, sherpa_model, calls_audio):
+    """An edge's archived utterance, forwarded to central without a transcript, recognised by a worker: central passes
+    the transcript on, and the edge's forwarder hands it to the box (which then need not recognise it itself)."""
+    edge = edge_config(tmp_path, mqtt)
+    archive = Archive(edge.storage)
+    start = time.time() - 10
+    pcm = decode_file(calls_audio / "c002.wav")
+    utterance = Utterance(new_utterance_id(start), "ch-market", start, start + len(pcm) / 32000, pcm)
+    archive.store(utterance)
+    taken: list[tuple[str, Transcript]] = []
+
+    async def on_recognised(utterance_id: str, transcript: Transcript) -> bool:
+        taken.append((utterance_id, transcript))
+        return True
+
+    forwarder = Forwarder(edge, on_recognised=on_recognised)
+    worker = worker_config(tmp_path, mqtt, pg_url, sherpa_model)
+    node = RecognitionNode(worker, await asyncio.to_thread(engines_of, worker), worker="w1")
+    central = CentralIngest(central_config(tmp_path, mqtt, pg_url))
+    try:
+        async with running(central, forwarder.run), working(node):
+            await until("the worker's transcript at the edge", lambda: bool(taken), timeout=60)
+    finally:
+        archive.close()
+    [(uid, transcript)] = taken
+    assert uid == utterance.id and transcript.pinyin and forwarder.recognised_elsewhere == 1
+
+
 def store_utterance(store: CentralStore, station: str = A, *, dispatched_at_edge: bool | None = False,
                     heard_ago: float = 10.0) -> str:  # fmt: skip
     _, payload, uid = utterance_message(station, b"RIFF-not-decoded-here", dispatched_at_edge=dispatched_at_edge,
@@ -285,6 +314,7 @@ def test_an_edge_says_in_each_utterance_it_forwards_whether_it_dispatches_itself
 
 async def test_on_a_locked_down_broker_the_recognition_login_publishes_transcripts_only(tmp_path, pg_url, sherpa_model,
                                                                                       calls_audio):  # fmt: skip
+    """...and central passes the worker's transcript on to the utterance's edge, which alone may read it."""
     server = Mosquitto(tmp_path / "locked", jurisdiction=JURISDICTION)  # as `jingbao broker setup` makes it
     assert server.access is not None
     logins = {name: server.access.add_node(name) for name in (A, "central", "recognition-1")}
@@ -293,13 +323,17 @@ async def test_on_a_locked_down_broker_the_recognition_login_publishes_transcrip
         central = CentralIngest(logged_in(central_config(tmp_path, server, pg_url), "central", logins["central"]))
         worker = logged_in(worker_config(tmp_path, server, pg_url, sherpa_model), "recognition-1", logins["recognition-1"])
         node = RecognitionNode(worker, await asyncio.to_thread(engines_of, worker), worker="w1")
-        topic, payload, _ = utterance_message(A, (calls_audio / "c002.wav").read_bytes(), dispatched_at_edge=True)
+        topic, payload, uid = utterance_message(A, (calls_audio / "c002.wav").read_bytes(), dispatched_at_edge=True)
         async with running(central), aiomqtt.Client(server.host, server.port, identifier=f"node-{A}",
                                                     username=f"node-{A}", password=logins[A]) as edge:  # fmt: skip
+            await edge.subscribe(Topics().node_recognised(A), qos=1)
             await edge.publish(topic, payload, qos=1)
             await until("the utterance at central", lambda: central.stored["utterances"] == 1)
             async with working(node):
                 await until("its transcript at central", lambda: central.stored["transcripts"] == 1, timeout=60)
+            passed_on = await asyncio.wait_for(anext(aiter(edge.messages)), 10)
+            told = parse("recognised", A, passed_on.payload)
+            assert (told.utterance_id, told.recognised_by) == (uid, "w1") and told.transcript.pinyin
             async with aiomqtt.Client(server.host, server.port, username="recognition-1",
                                       password=logins["recognition-1"]) as rogue:  # fmt: skip
                 forged = utterance_message(A, b"x", dispatched_at_edge=False)
