@@ -276,6 +276,7 @@ class LiveRecognition:
             if row.status != "pending":
                 return False
             self._waiting.pop(utterance_id, None)
+            self._unarchived.pop(utterance_id, None)  # (held in memory, then written: the sweep must not take it too)
             logger.info("channel %s: pending utterance %s recognised by the central tier's workers", row.channel,
                         utterance_id)  # fmt: skip
             await self._deliver(transcript, RecognisedUtterance(row.id, row.channel, row.start_ms / 1000, row.end_ms / 1000))
@@ -285,7 +286,7 @@ class LiveRecognition:
 
     async def _transcribe_held(self, utterance: Utterance) -> None:
         """An utterance the archive holds in memory (its disk full) and the pool had no room for when it was spoken."""
-        if utterance.id in self._busy:
+        if utterance.id in self._busy or utterance.id not in self._unarchived:  # (taken since the sweep's snapshot)
             return
         self._busy.add(utterance.id)
         try:

@@ -34,7 +34,7 @@ import json
 import logging
 import signal
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -132,6 +132,7 @@ CHANNEL_STATE_MAX_AGE_S = 5.0  # an edge's channel keyed up or down longer ago i
 STORE_BATCH = 64  # messages that arrived together stored in one transaction at most (one durable commit for all)
 ACK_BATCH = 32  # entries acknowledged to an edge in one message at most...
 ACK_DELAY_S = 0.5  # ...and at the latest this long after the first of them was stored
+RECOGNISED_KEPT = 10_000  # workers' transcripts waiting to be passed on to their edges; the oldest dropped beyond
 # the edge's archive row as central stores it, besides its id and channel (bridge/central_archive.py walks its chain)
 UTTERANCE_COLUMNS = ("seq", "start_ms", "end_ms", "duration_ms", "path", "format", "sha256", "peak_dbfs", "rms_dbfs",
                      "end_reason", "fault", "created_at", "prev_hash", "row_hash")  # fmt: skip
@@ -278,7 +279,7 @@ class CentralIngest:
         self._acks: dict[str, list[Acked]] = {}  # per station: entries stored and not acknowledged to it yet
         self._acks_due = asyncio.Event()  # a batch is full: send now rather than at the next ACK_DELAY_S
         # a recognition worker's transcripts stored, to pass on to their edges (station, payload), sent with the acks
-        self._recognised: list[tuple[str, bytes]] = []
+        self._recognised: deque[tuple[str, bytes]] = deque(maxlen=RECOGNISED_KEPT)
         self._index_wanted = asyncio.Event()
         self.subscribed = asyncio.Event()  # set once the broker keeps a session for central: from then on nothing is missed
         self.migrated = asyncio.Event()  # set once the tables exist: from then on the web app can read them
@@ -389,7 +390,6 @@ class CentralIngest:
             self._index_wanted.set()
             if message.recognised_by:  # its edge need not recognise it too (bridge/forward.py takes it)
                 self._recognised.append((message.station, message.model_dump_json().encode()))
-                self._acks_due.set()
             if self._on_transcript is not None:
                 self._on_transcript(message)
 
@@ -422,10 +422,15 @@ class CentralIngest:
                         level = logging.ERROR if e.reason.is_failure else logging.DEBUG
                         logger.log(level, "acknowledgement to %s not taken: %s", station, e)
             while self._recognised:  # best effort: an edge not told recognises the utterance itself, as before
-                station, payload = self._recognised[0]
-                with contextlib.suppress(Refused):  # an edge from before it listened for them, or none subscribed yet
-                    await publisher.publish(self.topics.node_recognised(station), payload)
-                self._recognised.pop(0)
+                batch = [self._recognised.popleft() for _ in range(min(ACK_BATCH, len(self._recognised)))]
+                outcomes = await asyncio.gather(*(publisher.publish(self.topics.node_recognised(station), payload)
+                                                  for station, payload in batch), return_exceptions=True)  # fmt: skip
+                for (station, _), outcome in zip(batch, outcomes, strict=True):
+                    if isinstance(outcome, BaseException) and not isinstance(outcome, Refused):
+                        raise outcome  # the connection is lost: what was not passed on is recognised at its edge
+                    if isinstance(outcome, Refused) and outcome.reason.is_failure:  # (no subscriber: an older edge)
+                        logger.error("a recognised transcript for %s not taken: %s (regenerate the broker's ACL: "
+                                     "jingbao broker setup)", station, outcome)  # fmt: skip
 
     def _store(self, messages: list[UtteranceMessage | TranscriptMessage]) -> list[bool]:
         assert self.store is not None

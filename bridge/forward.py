@@ -139,6 +139,7 @@ class Backlog:
 # Would the edge's SOS desk take this transcript (dispatch/sos.py SosDesk.takes)? Said with it to central.
 SosTakes = Callable[[Transcript, RecognisedUtterance], bool]
 OnRecognised = Callable[[str, Transcript], Awaitable[bool]]  # (utterance id, transcript) -> taken
+RECOGNISED_WAITING = 1000  # workers' transcripts received and not yet taken: more are left to this edge's recognition
 
 
 class ForwardQueue:
@@ -256,6 +257,9 @@ class Forwarder:
         self._sos_takes = sos_takes
         self._dispatched_at_edge = dispatched_at_edge
         self._on_recognised = on_recognised
+        # taken off the link at once and handed over one by one by a task of their own: handing one over stores and
+        # dispatches it, which must not hold up central's acknowledgements read on the same connection
+        self._recognised: asyncio.Queue[TranscriptMessage] = asyncio.Queue(maxsize=RECOGNISED_WAITING)
         self.recognised_elsewhere = 0  # utterances a worker's transcript spared this edge's recognition
         self._ack_timeout_s = ack_timeout_s
         self._behind_after_s = behind_after_s
@@ -288,6 +292,8 @@ class Forwarder:
                 tasks.create_task(self._watch(), name="forward-watch")
                 if self._channels is not None:
                     tasks.create_task(self._send_channels(self._channels), name="forward-channels")
+                if self._on_recognised is not None:
+                    tasks.create_task(self._hand_recognised(self._on_recognised), name="forward-recognised")
                 await self.link.run(self._session)
         finally:
             self.queue.close()
@@ -319,7 +325,11 @@ class Forwarder:
             logger.error("the broker refuses this edge central's acknowledgements (%s): is node.broker's login node-%s?"
                          " (jingbao broker add-node); all it sends will be sent again", granted, self.station)  # fmt: skip
         if self._on_recognised is not None:
-            await client.subscribe(self.topics.node_recognised(self.station), qos=1)
+            granted = await client.subscribe(self.topics.node_recognised(self.station), qos=1)
+            if any(getattr(code, "is_failure", False) for code in granted or ()):
+                logger.error("the broker refuses this edge the transcripts central's recognition workers made of its "
+                             "utterances (%s): regenerate the broker's ACL (jingbao broker setup); it recognises them "
+                             "itself meanwhile", granted)  # fmt: skip
         self._publisher = publisher = self.link.publisher(client)
         tasks = [asyncio.create_task(self._read_acks(client)), asyncio.create_task(self._send_all(publisher))]
         try:
@@ -366,17 +376,32 @@ class Forwarder:
                 await self._take_ack(topic, payload)
 
     async def _take_recognised(self, payload: bytes) -> None:
-        """A recognition worker's transcript of one of this edge's utterances: taken as if recognised here, unless it
-        has been recognised here meanwhile (or is being). One that cannot be read is logged and left: the utterance is
-        recognised here as before."""
+        """A recognition worker's transcript of one of this edge's utterances, queued for `_hand_recognised`. One that
+        cannot be read, or finds the queue full, is logged and left: the utterance is recognised here as before."""
         try:
             message = parse(RECOGNISED, self.station, payload)
         except NodeMessageError as e:
             logger.warning("a recognised transcript from central rejected: %s", clip(str(e)))
             return
-        assert isinstance(message, TranscriptMessage) and self._on_recognised is not None
-        if await self._on_recognised(message.utterance_id, message.transcript):
-            self.recognised_elsewhere += 1
+        if not isinstance(message, TranscriptMessage) or self._on_recognised is None:
+            return  # (a subscription left from a session before: nothing here takes them now)
+        try:
+            self._recognised.put_nowait(message)
+        except asyncio.QueueFull:
+            logger.warning("transcript of %s from a recognition worker dropped: %d waiting to be taken already",
+                           clip(message.utterance_id), RECOGNISED_WAITING)  # fmt: skip
+
+    async def _hand_recognised(self, on_recognised: OnRecognised) -> None:
+        """Hand each worker's transcript to the box (stored, dispatched, marked transcribed: LiveRecognition), taken
+        only for an utterance still pending here; whatever fails is logged and the next one handed over."""
+        while True:
+            message = await self._recognised.get()
+            try:
+                if await on_recognised(message.utterance_id, message.transcript):
+                    self.recognised_elsewhere += 1
+            except Exception:  # best effort: the utterance stays pending and is recognised here
+                logger.exception("the transcript of %s from a recognition worker could not be taken",
+                                 clip(message.utterance_id))  # fmt: skip
 
     async def _take_ack(self, topic: str, payload: bytes) -> None:
         """Forget the entries central acknowledges; an acknowledgement that cannot be read is counted and logged."""

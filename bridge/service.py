@@ -213,7 +213,9 @@ class Service:
                          wake=self.bus.subscribe({"utterance", "transcript"}),
                          sos_takes=self.dispatch.sos.takes if self.dispatch is not None else None,
                          dispatched_at_edge=self.dispatch is not None and self.dispatches_heard,
-                         channels=self.bus.subscribe({"channel"}), on_recognised=self._recognised_elsewhere)
+                         channels=self.bus.subscribe({"channel"}),
+                         # a box that recognises nothing keeps no transcript: central's are not its to take
+                         on_recognised=self._recognised_elsewhere if self.config.asr.engine != "none" else None)
 
     async def _recognised_elsewhere(self, utterance_id: str, transcript: Transcript) -> bool:
         """A recognition worker's transcript of an utterance of this edge, passed on by central: taken as if recognised

@@ -372,3 +372,19 @@ async def test_a_transcript_made_elsewhere_is_taken_for_a_pending_utterance_and_
     assert service.transcripts.get(pending.id).pinyin == "mei3 shi2 jie1"
     assert live.pool.stats().completed == 0, "nothing recognised here"
     live.pool.close()
+
+
+async def test_a_held_utterance_written_later_and_recognised_elsewhere_is_not_recognised_again_from_memory(
+    service: Service, sherpa: SherpaEngine, mandarin: list[bytes]
+) -> None:
+    """Held in memory (the disk full, the pool full), written by the archive's retry, then a worker's transcript comes
+    back through central: the sweep must not recognise it again from memory."""
+    live, dispatched = recognition(service, sherpa)
+    now = time.time()
+    held = Utterance(new_utterance_id(now - 30), "ch-a", now - 30, now - 25, mandarin[0])
+    await live.on_event(held, None)  # not admitted, not archived: kept in memory for the sweep
+    service.archive.store(held)  # the retry wrote it (pending)
+    assert await live.recognised_elsewhere(held.id, Transcript(text="", pinyin="hao3", engine="sherpa"))
+    await live.sweep_backlog()
+    assert dispatched.calls == {held.id: 1} and live.pool.stats().completed == 0
+    live.pool.close()

@@ -39,7 +39,7 @@ from bridge.web.metrics import ServiceCollector
 from bridge.web.routes_channels import healthz
 from bridge.web.search import Filters
 from bridge.web.search_pg import PostgresSearchIndex
-from dispatch.topics import PARTIALS, STORED, AckTopic, NodeTopic, StoredTopic, Topics
+from dispatch.topics import PARTIALS, STORED, AckTopic, NodeTopic, RecognisedTopic, StoredTopic, Topics
 from tests.support.broker import JURISDICTION, Mosquitto, free_port
 from tests.support.central import (  # noqa: F401 (mqtt: the fixture, used by name)
     REPO,
@@ -98,6 +98,8 @@ def test_node_topics_are_built_and_parsed_in_one_place():
         assert topics.parse(other) is None, other
     assert topics.node_stored("st1") == "city/jingbao/nodes/st1/stored"
     assert topics.parse("city/jingbao/nodes/st1/stored") == StoredTopic("st1")
+    assert topics.node_recognised("st1") == "city/jingbao/nodes/st1/recognised"
+    assert topics.parse("city/jingbao/nodes/st1/recognised") == RecognisedTopic("st1")
     assert topics.parse("city/jingbao/acks/r1") == AckTopic("r1")  # the others as before
     for station, kind in (("a/b", "utterances"), ("#", "utterances"), ("st1", "alerts")):
         with pytest.raises(ValueError):

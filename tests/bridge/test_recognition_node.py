@@ -27,6 +27,7 @@ from bridge.events import Utterance, new_utterance_id
 from bridge.forward import Forwarder, ForwardQueue
 from bridge.nodes import parse, transcript_payload, utterance_payload
 from bridge.recognition_node import SENT_HOLD_S, RecognitionNode, RecognitionQueue
+from bridge.service import Service
 from dispatch.topics import Topics
 from tests.support.broker import JURISDICTION, Mosquitto
 from tests.support.central import (  # noqa: F401 (mqtt: the fixture, used by name)
@@ -186,6 +187,15 @@ async def test_the_edge_takes_what_a_worker_recognised_of_its_utterances(tmp_pat
         archive.close()
     [(uid, transcript)] = taken
     assert uid == utterance.id and transcript.pinyin and forwarder.recognised_elsewhere == 1
+
+
+@pytest.mark.parametrize("engine", ["sherpa", "none"])
+def test_an_edge_takes_workers_transcripts_only_when_it_recognises(tmp_path, mqtt, engine):
+    """The service hands its forwarder the way to take them, unless it keeps no transcripts (asr.engine: none)."""
+    config = edge_config(tmp_path, mqtt)
+    config = config.model_copy(update={"asr": config.asr.model_copy(update={"engine": engine})})
+    service = Service(config, role="edge")
+    assert (service.forwarder._on_recognised is not None) == (engine != "none")
 
 
 def store_utterance(store: CentralStore, station: str = A, *, dispatched_at_edge: bool | None = False,
