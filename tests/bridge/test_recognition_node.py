@@ -40,6 +40,7 @@ from tests.support.central import (  # noqa: F401 (mqtt: the fixture, used by na
     mqtt_fixture,
     node_config,
     running,
+    tasks_running,
     until,
 )
 
@@ -78,17 +79,8 @@ def engines_of(config: Config) -> list:
     return build_engines(config.asr, keywords, decoder_words(config.dispatch.lexicon))
 
 
-@contextlib.asynccontextmanager
-async def working(*nodes: RecognitionNode):
-    tasks = [asyncio.create_task(node.run()) for node in nodes]
-    try:
-        yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+def working(*nodes: RecognitionNode) -> contextlib.AbstractAsyncContextManager[None]:
+    return tasks_running(*(node.run for node in nodes))
 
 
 async def test_an_utterance_central_holds_without_a_transcript_is_recognised_and_dispatched(

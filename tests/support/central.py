@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -92,10 +93,17 @@ def central_config(tmp_path: Path, broker: Mosquitto, pg_url: str) -> Config:
 async def running(central: CentralIngest, *others: Callable[[], object]) -> AsyncIterator[None]:
     """Central and the others running; central subscribed first (before its first subscription, the broker keeps
     nothing for it)."""
-    tasks = [asyncio.create_task(central.run())]
-    try:
+    async with tasks_running(central.run):
         await asyncio.wait_for(central.subscribed.wait(), 10)
-        tasks += [asyncio.create_task(run()) for run in others]
+        async with tasks_running(*others):
+            yield
+
+
+@contextlib.asynccontextmanager
+async def tasks_running(*runs: Callable[[], Coroutine[Any, Any, object]]) -> AsyncIterator[None]:
+    """Each `run()` as a task while the block runs; cancelled and awaited after it."""
+    tasks = [asyncio.create_task(run()) for run in runs]
+    try:
         yield
     finally:
         for task in tasks:
