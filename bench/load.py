@@ -101,6 +101,7 @@ class Options:
     cold_voice: bool = False  # --announce: the service starts with nothing rendered and renders ahead meanwhile
     speeds: list[float] | None = None  # asr.alternative_speeds (None: the service's default)
     incidents_per_minute: float | None = None  # None: calls and recordings in turn (about half the transmissions)
+    sentence_end_ms: int | None = None  # each channel's vad.sentence_end_ms (None: the service's default)
 
 
 @dataclass
@@ -245,6 +246,8 @@ def service_config(opts: Options, tmp: Path, fifos: list[Path], cor_devices: lis
         if cor_devices:
             channel["line"] = {"type": "cm108", "device": cor_devices[i], "ptt_gpio": None, "cor": "vol_down",
                                "squelch_tail_ms": round(loadgen.SQUELCH_TAIL_S * 1000)}  # fmt: skip
+        if opts.sentence_end_ms is not None:
+            channel["vad"] = {"sentence_end_ms": opts.sentence_end_ms}
         channels.append(channel)
     storage: dict[str, Any] = {"data_dir": str(tmp / "data")}
     if opts.archive_format:
@@ -739,7 +742,8 @@ def report(o: Outcome, f: Figures) -> str:
     lines = [
         f"load: {opts.channels} channels, duty {opts.duty:.2f} (as played {loadgen.talk_share(o.plan, opts.seconds):.2f}), "
         f"{opts.seconds:.0f} s{' + burst' if opts.burst else ', staggered'}{', COR lines' if opts.cor else ', VAD'}"
-        f"{', reports merge' if opts.merge else ''}; {len(fed)} transmissions ("
+        f"{', reports merge' if opts.merge else ''}"
+        f"{f', pauses at {opts.sentence_end_ms} ms' if opts.sentence_end_ms is not None else ''}; {len(fed)} transmissions ("
         + ", ".join(f"{n} {k}s" for k, n in sorted(kinds.items())) + f"); load average after {o.load_after:.1f}",
         f"end of speech -> first message, {len(f.latencies)} incident calls: p50 {fmt(percentile(f.latencies, 50))}, "
         f"p95 {fmt(f.p95)}, max {fmt(max(f.latencies, default=None))}",
@@ -930,6 +934,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=None, help="length of the timeline (default 120; 60 per --search run)")
     p.add_argument("--burst", action="store_true", help="every channel keys up within one second at the start")
     p.add_argument("--cor", action="store_true", help="a COR line per channel: utterances end on carrier drop")
+    p.add_argument("--sentence-end-ms", type=int, help="each channel's vad.sentence_end_ms: the quiet that is a pause "
+                   "(default: the service's)")  # fmt: skip
     p.add_argument("--search", action="store_true", help="find the largest N meeting --target (doubling, bisection)")
     p.add_argument("--target", type=float, default=1.0, help="p95 end of speech -> first message to meet (seconds)")
     p.add_argument("--merge", action="store_true", help="keep the service's merging of same-type reports (default: off)")
@@ -963,7 +969,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = args.seconds or (60.0 if args.search else 120.0)
     opts = Options(args.channels, args.duty, seconds, args.burst, args.cor, args.merge, args.archive_format, code, args.seed,
                    announce=args.announce, profile=args.profile, cold_voice=args.cold_voice, speeds=args.speeds,
-                   incidents_per_minute=args.incidents_per_minute)  # fmt: skip
+                   incidents_per_minute=args.incidents_per_minute, sentence_end_ms=args.sentence_end_ms)  # fmt: skip
     if args.search:
         search(opts, calls, real, args.target)
         return 0
