@@ -375,7 +375,6 @@ class Publisher:
         if reason.is_failure or reason.value == NO_MATCHING_SUBSCRIBERS:
             raise Refused(reason)
 
-
     async def until_lost(self) -> None:
         """Raises aiomqtt.MqttError once the connection is gone: how a session that only publishes now and then learns
         it at once, not at its next publish."""
