@@ -6,6 +6,10 @@
 - the **reader** (`jingbao_reader`): search and audit. It may connect and read every table, those the writer creates
   later too (default privileges), and nothing else: no INSERT, UPDATE, DELETE, TRUNCATE, no CREATE in the schema, and
   its sessions are read-only besides (`default_transaction_read_only`), so even a temporary table is refused.
+- the **recognition workers'** (`jingbao_recognition`, bridge/recognition_node.py): CONNECT, SELECT on the
+  utterances and transcripts central holds, and UPDATE of the three columns a claim writes, nothing else. Those grants
+  name central's tables, so they are given once central has made them: run the setup again after central's first
+  start (it says so when the tables are not there yet).
 - PUBLIC (every other role of the server, e.g. another jurisdiction's): no CONNECT to this database.
 
 `setup_roles` is run once per database by an administrator of the server (a superuser, or a role with CREATEROLE that
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
 
 WRITER = "jingbao_central"
 READER = "jingbao_reader"
+RECOGNITION = "jingbao_recognition"
+CLAIM_COLUMNS = ("asr_worker", "asr_lease_until", "asr_claims")  # what RecognitionQueue writes: the worker's only right
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")  # an identifier PostgreSQL keeps as written, needing no quotes
 
 
@@ -33,31 +39,34 @@ class TierRoles:
     database: str
     writer: str = WRITER
     reader: str = READER
+    recognition: str = RECOGNITION
 
     def __post_init__(self) -> None:
-        for name in (self.database, self.writer, self.reader):
+        for name in (self.database, self.writer, self.reader, self.recognition):
             if not _NAME.match(name):
                 raise ValueError(f"{name!r} is not a plain PostgreSQL name (lower-case letters, digits and '_')")
-        if self.writer == self.reader:
-            raise ValueError("the writer and the reader must be two roles")
+        if len({self.writer, self.reader, self.recognition}) < 3:
+            raise ValueError("the writer, the reader and the recognition workers must be three roles")
 
 
-def setup_roles(admin_url: str, roles: TierRoles) -> None:
-    """Create the two roles if missing and give the database, its schema and its tables to them as above. `admin_url`:
-    any database of the server, as its administrator."""
+def setup_roles(admin_url: str, roles: TierRoles) -> bool:
+    """Create the roles if missing and give the database, its schema and its tables to them as above. `admin_url`:
+    any database of the server, as its administrator. False: central has not made its tables yet, so the recognition
+    workers' role has no grants on them (run it again once central has started)."""
     from bridge.db import connect_postgres
 
     with connect_postgres(admin_url) as admin:
-        for role in (roles.writer, roles.reader):
+        for role in (roles.writer, roles.reader, roles.recognition):
             if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
                 admin.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
         admin.execute(f"ALTER ROLE {roles.reader} SET default_transaction_read_only = on")
         admin.execute(f"ALTER DATABASE {roles.database} OWNER TO {roles.writer}")
         admin.execute(f"REVOKE ALL ON DATABASE {roles.database} FROM PUBLIC")
-        admin.execute(f"GRANT CONNECT ON DATABASE {roles.database} TO {roles.reader}")
+        admin.execute(f"GRANT CONNECT ON DATABASE {roles.database} TO {roles.reader}, {roles.recognition}")
     url = _same_server(admin_url, roles.database)
     with connect_postgres(url) as admin, admin.transaction():
         _in_database(admin, roles)
+        return _recognition_grants(admin, roles)
 
 
 def _in_database(admin: psycopg.Connection, roles: TierRoles) -> None:
@@ -79,6 +88,21 @@ def _in_database(admin: psycopg.Connection, roles: TierRoles) -> None:
     admin.execute(f"GRANT USAGE ON SCHEMA public TO {r}")
     admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {r}")
     admin.execute(f"ALTER DEFAULT PRIVILEGES FOR ROLE {w} IN SCHEMA public GRANT SELECT ON TABLES TO {r}")
+
+
+def _recognition_grants(admin: psycopg.Connection, roles: TierRoles) -> bool:
+    """The recognition workers' rights on central's tables, once central's migrations have made them."""
+    claims = admin.execute(
+        "SELECT count(*) AS n FROM information_schema.columns WHERE table_schema = 'public'"
+        " AND table_name = 'node_utterances' AND column_name = ANY(%s)", (list(CLAIM_COLUMNS),)
+    ).fetchone()  # fmt: skip
+    made = admin.execute("SELECT to_regclass('public.transcripts') IS NOT NULL AS made").fetchone()
+    admin.execute(f"GRANT USAGE ON SCHEMA public TO {roles.recognition}")
+    if claims["n"] < len(CLAIM_COLUMNS) or not made["made"]:
+        return False
+    admin.execute(f"GRANT SELECT ON node_utterances, transcripts TO {roles.recognition}")
+    admin.execute(f"GRANT UPDATE ({', '.join(CLAIM_COLUMNS)}) ON node_utterances TO {roles.recognition}")
+    return True
 
 
 def _same_server(url: str, database: str) -> str:

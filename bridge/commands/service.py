@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_db(sub: argparse._SubParsersAction) -> None:
-    from bridge.pg_roles import READER, WRITER
+    from bridge.pg_roles import READER, RECOGNITION, WRITER
 
     db = sub.add_parser("db", help="the PostgreSQL store of the central tier")
     dsub = db.add_subparsers(dest="db_command", required=True)
@@ -63,6 +63,8 @@ def _register_db(sub: argparse._SubParsersAction) -> None:
     roles.add_argument("--database", required=True, help="the deployment's database, e.g. jingbao_fenju")
     roles.add_argument("--writer", default=WRITER, help=f"the central ingest's login, owner of the tables (default {WRITER})")
     roles.add_argument("--reader", default=READER, help=f"the read-only login (default {READER})")
+    roles.add_argument("--recognition", default=RECOGNITION, help="the recognition workers' login: reads utterances, "
+                       f"writes only its claims (default {RECOGNITION}); run again after central's first start")  # fmt: skip
     roles.set_defaults(func=cmd_db_roles)
 
 
@@ -72,13 +74,17 @@ def cmd_db_roles(args: argparse.Namespace) -> int:
     from bridge.pg_roles import TierRoles, setup_roles
 
     try:
-        roles = TierRoles(args.database, args.writer, args.reader)
-        setup_roles(args.admin_url, roles)
+        roles = TierRoles(args.database, args.writer, args.reader, args.recognition)
+        workers_granted = setup_roles(args.admin_url, roles)
     except (ValueError, psycopg.Error) as e:
         print(f"roles not set up: {e}", file=sys.stderr)
         return 1
-    print(f"{args.database}: {roles.writer} owns and writes it, {roles.reader} reads it; set their passwords with psql's"
-          f" \\password (docs/security.md)", file=sys.stderr)  # fmt: skip
+    print(f"{args.database}: {roles.writer} owns and writes it, {roles.reader} reads it, {roles.recognition} claims "
+          f"utterances for recognition; set their passwords with psql's \\password (docs/security.md)",
+          file=sys.stderr)  # fmt: skip
+    if not workers_granted:
+        print(f"central has not made its tables yet: run this again once it has started, to give {roles.recognition}"
+              " its rights on them", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -3,6 +3,7 @@ writer, migrates and stores; the reader searches and reads, and every way of wri
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
@@ -15,9 +16,11 @@ from asr.transcript import Transcript
 from bridge.archive import ArchivedUtterance
 from bridge.central import CentralStore
 from bridge.commands.service import cmd_db_roles
+from bridge.config import RecognitionNodeConfig
 from bridge.db import Migration, connect_postgres, migrate
 from bridge.nodes import TranscriptMessage, UtteranceMessage
 from bridge.pg_roles import TierRoles, setup_roles
+from bridge.recognition_node import RecognitionQueue
 from bridge.web.search import Filters
 from bridge.web.search_pg import PostgresSearchIndex
 from tests.support.postgres import PostgresCluster
@@ -30,11 +33,11 @@ def tiers(postgres: PostgresCluster) -> Iterator[TierRoles]:
     """A new database with roles of its own (roles are the whole cluster's, shared by every test of the run)."""
     database = postgres.create_database()
     n = f"{os.getpid()}_{next(_names)}"
-    roles = TierRoles(database, f"central_{n}", f"reader_{n}")
+    roles = TierRoles(database, f"central_{n}", f"reader_{n}", f"recognition_{n}")
     yield roles
     postgres.drop_database(database)
     with psycopg.connect(postgres.url(), autocommit=True) as admin:
-        for role in (roles.writer, roles.reader):
+        for role in (roles.writer, roles.reader, roles.recognition):
             admin.execute(f"DROP OWNED BY {role}")  # what was granted to it in other databases: none; here it is gone
             admin.execute(f"DROP ROLE {role}")
 
@@ -120,9 +123,30 @@ def test_tables_an_administrator_made_become_the_writers(postgres, tiers):
 
 def test_the_command_refuses_names_that_are_not_plain(capsys):
     class Args:
-        admin_url, database, writer, reader = "postgresql://nobody@/x", "db; DROP TABLE x", "w", "r"
+        admin_url, database, writer, reader, recognition = "postgresql://nobody@/x", "db; DROP TABLE x", "w", "r", "a"
 
     assert cmd_db_roles(Args()) == 1  # type: ignore[arg-type]
     assert "not a plain PostgreSQL name" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="two roles"):
+    with pytest.raises(ValueError, match="three roles"):
         TierRoles("db", "same", "same")
+
+
+def test_the_recognition_workers_role_gets_its_claims_once_central_has_made_its_tables(postgres, tiers):
+    """Before central's first start there is nothing to grant on (the setup says so); run again after it, the workers'
+    role claims, gives back and holds utterances, and may change nothing else."""
+    assert not setup_roles(postgres.url(), tiers)
+    store = CentralStore(postgres.url(tiers.database, tiers.writer))  # central's first start: its migrations
+    heard = utterance("u1").model_copy(update={"audio": "UklGRg==", "dispatched_at_edge": False})  # with its audio
+    assert store.store(heard)
+    store.close()
+    assert setup_roles(postgres.url(), tiers)
+    rules = RecognitionNodeConfig(after_s=0, horizon_s=1e10)  # (the helper's utterance began in 1970)
+    with contextlib.closing(RecognitionQueue(postgres.url(tiers.database, tiers.recognition), "w1", rules)) as queue:
+        job = queue.claim(now=time.time() + 1)
+        assert job is not None and job.utterance_id == "u1"
+        queue.release(job)
+        queue.sent(queue.claim(now=time.time() + 1))
+        for statement in ("UPDATE node_utterances SET transcribed = true", "DELETE FROM node_utterances",
+                          "INSERT INTO transcripts (utterance_id) VALUES ('x')", "CREATE TABLE mine (x INT)"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                queue._conn.execute(statement)

@@ -8,14 +8,12 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
 import aiomqtt
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 
 from asr.transcript import Transcript
 from asr.worker import build_engines
@@ -262,28 +260,6 @@ def test_the_edges_own_transcript_replaces_a_workers_whichever_comes_first(centr
     edge_version = time.time()
     assert store_transcript(central, late, end_s[late]) and store_transcript(central, late, edge_version)
     assert store_transcript(central, early, edge_version) and not store_transcript(central, early, end_s[early])
-
-
-def test_a_worker_needs_only_select_and_the_claims_columns_as_docs_deployment_says(postgres, pg_url, central):
-    """The grants of docs/deployment.md ("Its logins"): the queue migrates nothing and writes only its claim."""
-    database, role = conninfo_to_dict(pg_url)["dbname"], f"rec_{os.getpid()}_{time.monotonic_ns() % 10**6}"
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute(f"CREATE ROLE {role} LOGIN")
-        admin.execute(f"GRANT SELECT ON node_utterances, transcripts TO {role}")
-        admin.execute(f"GRANT UPDATE (asr_worker, asr_lease_until, asr_claims) ON node_utterances TO {role}")
-    try:
-        uid = store_utterance(central)
-        with contextlib.closing(RecognitionQueue(postgres.url(database, role), "w1", RULES)) as queue:
-            job = queue.claim()
-            assert job is not None and job.utterance_id == uid
-            queue.release(job)
-            queue.sent(queue.claim())
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):  # and nothing else
-                queue._conn.execute("UPDATE node_utterances SET transcribed = true")
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as admin:
-            admin.execute(f"DROP OWNED BY {role}")
-            admin.execute(f"DROP ROLE {role}")
 
 
 @pytest.mark.parametrize("rules", [
