@@ -14,6 +14,7 @@ async function initPatrols() {
   document.getElementById("patrols-toggle").addEventListener("click", () => showPatrols(document.getElementById("patrols-panel").hidden));
   document.getElementById("patrols-close").addEventListener("click", () => showPatrols(false));
   document.getElementById("tasks-toggle").addEventListener("click", () => showPatrols(false));  // the tasks panel covers it
+  document.getElementById("patrols-toggle").disabled = false;
   await loadPatrols();
   setInterval(loadPatrols, 60000);  // rounds open and close with nobody acting
 }

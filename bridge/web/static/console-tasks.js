@@ -22,6 +22,7 @@ async function initTasks() {
   buildForm();
   renderTasks();
   T.timer = setInterval(renderTasks, 15000);  // deadlines pass and follow-ups fall due with nobody acting
+  button.disabled = false;
 }
 
 function showTasks(show) {

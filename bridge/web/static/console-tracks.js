@@ -21,6 +21,7 @@ async function initTracks() {
   form.addEventListener("submit", (e) => { e.preventDefault(); loadTrack(); });
   document.getElementById("track-slider").addEventListener("input", (e) => { stopReplay(); showMoment(Number(e.target.value)); });
   document.getElementById("track-play").addEventListener("click", () => (TR.timer ? stopReplay() : replay()));
+  document.getElementById("tracks-toggle").disabled = false;
 }
 
 function showTracks(show) {
