@@ -286,7 +286,7 @@ class RecognitionNodeConfig(Strict):
 
 
 class NodeConfig(Strict):
-    """This box as a node of several (issue 13: `jingbao run --role edge|central`; docs/deployment.md)."""
+    """This box as a node of several (issue 13: `jingbao run --role edge|central|recognition`; docs/deployment.md)."""
 
     station: str | None = Field(
         None, pattern=STATION_ID,

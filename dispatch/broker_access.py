@@ -18,7 +18,7 @@ Roles, under the topic prefix P (dispatch/topics.py):
       ("central")             P/nodes/+/stored (its acknowledgements to each edge) and P/nodes/+/recognised (the
                               recognition workers' transcripts, passed on to each edge) and nothing else
     a recognition worker      writes P/nodes/+/transcripts (any station's: it recognises what central holds of
-      ("recognition")         every station's) and nothing else
+      ("recognition-<name>")  every station's) and nothing else; one login per worker
 
 Anonymous clients are refused, and the broker takes every client's id from its user name
 (`use_username_as_clientid`), so nobody can take over another's session without that account's password. What an
