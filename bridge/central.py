@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -65,6 +64,7 @@ from bridge.nodes import (
     stored_payload,
     valid_station,
 )
+from bridge.signals import until_signalled
 from dispatch.topics import CHANNELS, NODE_KINDS, PARTIALS, NodeTopic, Topics
 
 if TYPE_CHECKING:
@@ -518,12 +518,7 @@ def run_central(config: Config, region: Region | None = None) -> None:
             logger.info("central serves search and replay on http://%s:%d", config.web.host, config.web.port)
 
     async def main() -> None:
-        task = asyncio.create_task(serve())
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await until_signalled(serve())
         logger.info("central ingest stopped")
 
     asyncio.run(main())

@@ -35,7 +35,6 @@ import contextlib
 import functools
 import logging
 import os
-import signal
 import socket
 import tempfile
 import threading
@@ -53,6 +52,7 @@ from bridge.db import connect_postgres
 from bridge.decode import AudioDecodeError, decode_file
 from bridge.logsafe import clip
 from bridge.nodes import NodeLink, Publisher, Refused, central_id, transcript_payload
+from bridge.signals import until_signalled
 from dispatch.from_audio import recognise
 from dispatch.topics import TRANSCRIPTS, Topics
 
@@ -298,12 +298,7 @@ def run_recognition(config: Config) -> None:
     node = RecognitionNode(config, engines)
 
     async def main() -> None:
-        task = asyncio.create_task(node.run())
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await until_signalled(node.run())
         logger.info("recognition worker stopped: %d transcripts sent", node.recognised)
 
     asyncio.run(main())

@@ -4,9 +4,7 @@ HTTP API, all on one event loop (recognition itself runs in worker threads)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from typing import Any
 
 import uvicorn
@@ -21,6 +19,7 @@ from bridge.channel import Channel
 from bridge.config import Config
 from bridge.db import connect
 from bridge.looplag import LoopLagMonitor
+from bridge.signals import until_signalled
 from bridge.web import create_app
 from dispatch.speech import Speaker
 from hardware.radios import Radios
@@ -270,12 +269,7 @@ def run_service(config: Config, role: str = "all") -> None:
 
     async def main() -> None:
         service = Service(config, role=role)
-        task = asyncio.create_task(service.run())
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal or SSH session closed
-            loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await until_signalled(service.run())
         closed = sum(ch.closed_at_shutdown for ch in service.channels)
         logger.info("stopping: %d utterance(s) being spoken were closed with end reason shutdown", closed)
         # utterances held back by a full disk get a last write attempt; any still held are logged at CRITICAL
