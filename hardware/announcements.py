@@ -103,8 +103,8 @@ class ChannelAnnouncements:
         self._wake.set()
 
     def _revised(self, revision: Announcement) -> Announcement | None:
-        """What a revision of a call comes to on this channel: the call still waiting replaced by its text, or
-        withdrawn; taken for the air already, followed by what it says then; never made here (dropped over the
+        """What a revision of a call comes to on this channel: the call still waiting (or taken, not yet keyed for)
+        replaced by its text, or withdrawn; on the air already, followed by what it says then; never made here (dropped over the
         budget, say), made now as any call would be. None: nothing to queue."""
         iid = revision.incident_id
         said = iid in self._said
@@ -254,7 +254,6 @@ class ChannelAnnouncements:
             if result.status in ("busy", "failed"):  # never on the air: nothing to correct later
                 for unsaid in ids:
                     self._said.pop(unsaid, None)
-
 
     def _still_taken(self, waiting: _Waiting) -> bool:
         return self._taking.get(waiting.announcement.incident_id) is waiting
