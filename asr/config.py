@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from asr.denoise import DEFAULT_FLOOR
+
 
 class AsrConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -44,6 +46,12 @@ class AsrConfig(BaseModel):
         " the dispatcher weighs the hearings together (a place garbled in one is often whole in another). Each costs"
         " about as much recognition CPU as the main hearing, spent only while recognition keeps up: [] for the most"
         " channels per core (docs/dispatch.md, 'More than the best hypothesis').",
+    )
+    noise_floor: float | None = Field(
+        DEFAULT_FLOOR, gt=0, le=1,
+        description="The on-board engine hears the audio through a noise suppressor (asr/denoise.py) that scales the"
+        " channel's steady hiss down to this share of its amplitude, never lower; null hears the audio as received."
+        " The archive always keeps the audio as received (docs/dispatch.md, 'Noise suppression').",
     )
     vosk_grammar: list[str] | None = Field(
         None, min_length=1,

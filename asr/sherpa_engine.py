@@ -25,6 +25,7 @@ import sherpa_onnx
 import soxr
 from rapidfuzz.distance import Levenshtein
 
+from asr.denoise import NoiseSuppressor, checked_floor
 from asr.engine import EngineUnavailable
 from asr.hanzi import HanziDecoder
 from asr.keywords import KeywordEntry, keyword_file
@@ -96,15 +97,18 @@ class SherpaEngine:
     name = "sherpa"
 
     def __init__(self, model_dir: Path, keywords: Sequence[KeywordEntry] = (), num_threads: int = 1,
-                 hanzi: HanziDecoder | None = None, alternative_speeds: Sequence[float] = ()) -> None:
+                 hanzi: HanziDecoder | None = None, alternative_speeds: Sequence[float] = (),
+                 noise_floor: float | None = None) -> None:
         """`alternative_speeds`: also hear each utterance at these speeds (0.9: slowed to nine tenths), at that much
         more CPU each; the final transcript lists those hearings as its `alternatives` (docs/dispatch.md, "More than
-        the best hypothesis")."""
+        the best hypothesis"). `noise_floor`: hear the audio through asr/denoise.py's noise suppressor with this least
+        gain; None hears it as received."""
         files = ModelFiles.find(model_dir)
         self.hanzi = hanzi
         if any(not 0.5 <= speed <= 2.0 or speed == 1.0 for speed in alternative_speeds):
             raise ValueError(f"alternative speeds must lie in [0.5, 2] and not be 1: {list(alternative_speeds)}")
         self.alternative_speeds = tuple(alternative_speeds)
+        self.noise_floor = None if noise_floor is None else checked_floor(noise_floor)
         common = dict(tokens=str(files.tokens), encoder=str(files.encoder), decoder=str(files.decoder),
                       joiner=str(files.joiner), num_threads=num_threads, provider="cpu")
         try:
@@ -224,6 +228,7 @@ class SherpaStream:
     def __init__(self, engine: SherpaEngine, alternative_speeds: Sequence[float]) -> None:
         self._engine = engine
         self._hearings = [_Hearing(engine, speed) for speed in (1.0, *alternative_speeds)]
+        self._denoiser = NoiseSuppressor(engine.noise_floor) if engine.noise_floor is not None else None
         self._samples = 0
         self._finished = False
 
@@ -238,6 +243,8 @@ class SherpaStream:
 
     def finish(self) -> Transcript:
         if not self._finished:
+            if self._denoiser is not None:  # the audio the suppressor still holds
+                self._hear(self._denoiser.flush())
             padding = np.zeros(int(TAIL_PADDING_S * SAMPLE_RATE), np.float32)
             for hearing in self._hearings:
                 hearing.accept(padding, last=True)
@@ -266,8 +273,12 @@ class SherpaStream:
             return
         if count:
             self._samples += samples.size
-        for hearing in self._hearings:
-            hearing.accept(samples)
+        self._hear(samples if self._denoiser is None else self._denoiser.process(samples))
+
+    def _hear(self, samples: np.ndarray) -> None:
+        if samples.size:
+            for hearing in self._hearings:
+                hearing.accept(samples)
 
     @property
     def duration(self) -> float:

@@ -416,7 +416,8 @@ def build_engines(config: AsrConfig, keywords: Sequence[KeywordEntry] = (), word
             else:
                 hanzi = HanziDecoder([*(k.label for k in keywords), *words]) if config.hanzi else None
                 engines.append(SherpaEngine(location.path, keywords, num_threads=1, hanzi=hanzi,
-                                             alternative_speeds=config.alternative_speeds))
+                                             alternative_speeds=config.alternative_speeds,
+                                             noise_floor=config.noise_floor))
         except EngineUnavailable as e:
             logger.error("%s engine unavailable: %s", kind, e)
     if not engines and wanted:

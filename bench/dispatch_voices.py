@@ -37,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from asr.config import AsrConfig  # noqa: E402
 from bench.dispatch_audio import CallOutcome, HeardCache, run_calls  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from bench.voices import CACHE, CLEAN, CONDITIONS, KOKORO_DIR, KokoroVoices, condition_name, radio_copies  # noqa: E402
@@ -167,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                               "(half the acoustic work: what the spotter adds)")
     ap.add_argument("--speeds", type=float, nargs="*", help="the alternative hearings' speeds (default: the "
                     "service's, asr.alternative_speeds; none: the main hearing alone)")
+    ap.add_argument("--noise-floor", type=lambda v: None if v == "off" else float(v), default=AsrConfig().noise_floor,
+                    help="the noise suppressor's least gain (default: the service's, asr.noise_floor; off: the audio as "
+                    "received)")
     ap.add_argument("--keep-heard", action="store_true", help="keep what the recogniser heard in each rendering under "
                     "--cache (keyed by the spotter's keyword list), so a dispatcher change is measured without recognising again")
     args = ap.parse_args(argv)
@@ -205,7 +209,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(tts.stats.line())
     sources[CALLS_VOICE] = recordings_of(picked)
 
-    from asr.config import AsrConfig
     from asr.sherpa_engine import SherpaEngine
     from dispatch.extract import Extractor
     from dispatch.gazetteer import load_jurisdiction
@@ -214,11 +217,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     keywords = () if args.no_spotter else spotter_keywords(args.jurisdiction)
     speeds = AsrConfig().alternative_speeds if args.speeds is None else args.speeds
-    engine = SherpaEngine(SHERPA_MODEL, keywords, alternative_speeds=speeds)
-    print(f"hearings: as spoken{''.join(f', at {s:g}x' for s in speeds)}")
+    engine = SherpaEngine(SHERPA_MODEL, keywords, alternative_speeds=speeds, noise_floor=args.noise_floor)
+    print(f"hearings: as spoken{''.join(f', at {s:g}x' for s in speeds)}; noise suppression: "
+          f"{'off' if args.noise_floor is None else f'least gain {args.noise_floor:g}'}")
     heard_cache = None
     if args.keep_heard:
-        tag = (str(SHERPA_MODEL), keywords, *([tuple(speeds)] if speeds else []))  # the tags of earlier runs stay valid
+        tag = (str(SHERPA_MODEL), keywords, *([tuple(speeds)] if speeds else []),  # the tags of earlier runs stay valid
+               *([("noise_floor", args.noise_floor)] if args.noise_floor is not None else []))
         heard_cache = HeardCache(args.cache, hashlib.sha1(repr(tag).encode()).hexdigest()[:16])
     jurisdiction = load_jurisdiction(args.jurisdiction)
     extractor = Extractor(jurisdiction)

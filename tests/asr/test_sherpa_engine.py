@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from scipy.signal import butter, resample_poly, sosfilt
 
+from asr.config import AsrConfig
 from asr.engine import EngineUnavailable
 from asr.keywords import KeywordEntry, jurisdiction_keywords, refs_in_text
 from asr.pinyin import syllable_errors, text_to_syllables
@@ -103,8 +104,15 @@ def _voice_band(x: np.ndarray) -> np.ndarray:
     return sosfilt(butter(6, [300, 3400], btype="bandpass", fs=SAMPLE_RATE, output="sos"), x)
 
 
+@pytest.fixture(scope="module")
+def denoised_engine(sherpa_model: Path, places: list[KeywordEntry]) -> SherpaEngine:
+    return SherpaEngine(sherpa_model, places, num_threads=1, noise_floor=AsrConfig().noise_floor)
+
+
+@pytest.mark.parametrize("denoised", [False, True], ids=["as received", "noise suppressed"])
 @pytest.mark.parametrize("kind", ["silence", "white", "pink-ish hum", "squelch tail", "key-up click"])
-def test_silence_and_noise_give_an_empty_transcript(engine: SherpaEngine, kind: str) -> None:
+def test_silence_and_noise_give_an_empty_transcript(engine: SherpaEngine, denoised_engine: SherpaEngine, kind: str,
+                                                    denoised: bool) -> None:
     rng = np.random.default_rng(7)
     n = 3 * SAMPLE_RATE
     noise = {
@@ -115,7 +123,7 @@ def test_silence_and_noise_give_an_empty_transcript(engine: SherpaEngine, kind: 
         "squelch tail": np.concatenate([np.zeros(SAMPLE_RATE), _voice_band(rng.standard_normal(SAMPLE_RATE // 2)) * 0.3]),
         "key-up click": np.concatenate([np.linspace(0.6, 0.0, 40), np.zeros(SAMPLE_RATE)]),
     }[kind]
-    transcript = transcribe(engine, float_to_pcm(np.clip(noise, -1, 1)), piece=FRAME_BYTES)
+    transcript = transcribe(denoised_engine if denoised else engine, float_to_pcm(np.clip(noise, -1, 1)), piece=FRAME_BYTES)
     assert transcript.empty and transcript.words == () and transcript.conf == 0.0
 
 

@@ -36,7 +36,7 @@ class RadioCall:
         return LEAD_S + CLICK_S
 
 
-def _load_degrader() -> ModuleType:
+def load_degrader() -> ModuleType:
     spec = importlib.util.spec_from_file_location("radio_degrade", RADIO_DEGRADE)
     assert spec and spec.loader, RADIO_DEGRADE
     module = importlib.util.module_from_spec(spec)
@@ -47,7 +47,7 @@ def _load_degrader() -> ModuleType:
 @pytest.fixture(scope="session", name="radio_calls")
 def radio_calls_fixture(calls_audio: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[float], list[RadioCall]]:
     """radio_calls(snr) -> every demo call with click, squelch tail and noise at that SNR (made once per session)."""
-    degrader = _load_degrader()
+    degrader = load_degrader()
     made: dict[float, list[RadioCall]] = {}
 
     def make(snr: float) -> list[RadioCall]:
