@@ -60,6 +60,7 @@ LOST_SYLLABLE_WORD = 5  # ... and words this long with one syllable lost to nois
 ACCENT_ONLY = 0.9  # (phonetic.similarity of the same syllable up to an accent confusion)
 SURE_KEYWORD = 0.6  # a spotted word whose score (agreement with the free recogniser) reaches this counts as heard right
 REPORT, REPORT_PRIORITY = "report", "medium"  # an incident of unknown type: sent, but not as urgent as a known danger
+NOT_NOW = "not_now"  # the lexicon's role for words saying a matter is over, second-hand or a reminder
 SOUND_ALIKE_FREQ = 1000  # a word read like a two-syllable term and this common (jieba; as asr.keywords.HOMOPHONE_FREQ)
 # is likelier what was said
 HEARD_APPROXIMATELY = 0.9  # weight factor of a word not heard as itself: a word heard right outweighs it on a tie
@@ -97,7 +98,7 @@ class Classification:
 @dataclass(slots=True, frozen=True)
 class _Term:
     word: str
-    role: str  # an incident type, "report", "chatter", "severity", "negation"
+    role: str  # an incident type, "report", "chatter", "not_now", "severity", "negation"
     weight: float = PLAIN
     priority: str | None = None
 
@@ -122,6 +123,7 @@ class Lexicon:
             terms += _type_terms(type_, spec)
         terms += [_Term(w, REPORT) for w in data["reports"]]
         terms += [_Term(w, "chatter") for w in data["chatter"]]
+        terms += [_Term(w, NOT_NOW) for w in data.get("not_now", ())]
         terms += [_Term(w, "severity", priority=p) for p in ("critical", "high") for w in data["severity"][p]]
         terms += [_Term(w, "negation") for w in data["negations"]]
         if extension:
@@ -137,7 +139,7 @@ class Lexicon:
         self._lengths = sorted({len(k) for k in self._by_key}, reverse=True)
         # with each word's initials (folded): what _near compares first, for every word, on every transcript
         self._long_terms = [(t, [split(s.folded)[0] for s in phrase(t.word)]) for t in terms
-                            if t.role != "negation" and len(phrase(t.word)) == len(t.word) >= FUZZY_SYLLABLES]
+                            if t.role not in ("negation", NOT_NOW) and len(phrase(t.word)) == len(t.word) >= FUZZY_SYLLABLES]
         self._incident_words = {t.word: t for t in terms if self.is_incident_word(t)}
         self._by_radio_key: dict[tuple[str, ...], list[_Term]] = defaultdict(list)
         for key, found in self._by_key.items():
@@ -425,6 +427,7 @@ class Reading:
     features: list[str]
     severity: list[_Hit]
     types_heard: frozenset[str]  # every incident type whose words were heard (the words' decision weighed them)
+    not_now: bool = False  # a word saying it is over, second-hand or a reminder was heard (lexicon `not_now`)
 
 
 def read_transcript(transcript_like: Any, lexicon: Lexicon | None = None, places: PlacesHeard | None = None) -> Reading:
@@ -436,11 +439,13 @@ def read_transcript(transcript_like: Any, lexicon: Lexicon | None = None, places
     lexicon = lexicon or load_lexicon()
     inp = places.inp if places is not None else read_input(transcript_like)
     words, severity = _words(inp, lexicon)
+    not_now = any(h.term.role == NOT_NOW and h.as_itself for h in words)
+    words = [h for h in words if h.term.role != NOT_NOW]  # not in the words' decision, nor what the model was taught
     evidence = [Evidence(h.term.role, h.term.weight < PLAIN, h.as_itself) for h in words]
     text, syllables = _without_places(inp, places.spans) if places is not None else (inp.text, inp.syllables)
     names = features(text, syllables, evidence + [Evidence("severity") for _ in severity])
     heard = frozenset(h.term.role for h in words if h.term.role in lexicon.default_priority)
-    return Reading(_by_words(words, severity, lexicon), names, severity, heard)
+    return Reading(_by_words(words, severity, lexicon), names, severity, heard, not_now)
 
 
 def _without_places(inp: TranscriptInput, spans: list[tuple[int, int]]) -> tuple[str, list[Syllable | None]]:
@@ -476,6 +481,18 @@ class Thresholds:
 
 def decide(reading: Reading, model: TypeModel | None, lexicon: Lexicon, th: Thresholds = Thresholds(),
            at_place: bool = False, p: dict[str, float] | None = None) -> Classification:
+    """`_decide`, one step less certain when the transmission says the matter is over, second-hand or a reminder
+    (lexicon `not_now`): what would alert goes to the operator, what would go to the operator is routine."""
+    decided = _decide(reading, model, lexicon, th, at_place, p)
+    if not reading.not_now or not decided.is_incident:
+        return decided
+    if decided.needs_confirmation:
+        return Classification("none", "none", decided.terms, 1.0 - decided.confidence)
+    return replace(decided, needs_confirmation=True)
+
+
+def _decide(reading: Reading, model: TypeModel | None, lexicon: Lexicon, th: Thresholds, at_place: bool,
+            p: dict[str, float] | None) -> Classification:
     """The model reads the transcript whole; the lexicon's sure words stand unless the model is sure of another
     reading (corpus folds: where they disagree, the model is right three times as often, but on short plain reports
     it is unsure and the words are right). A type the model is sure of is dispatched; a transmission it hears as a
@@ -520,7 +537,7 @@ def _words(inp: TranscriptInput, lexicon: Lexicon) -> tuple[list[_Hit], list[_Hi
 
 def _by_words(words: list[_Hit], severity: list[_Hit], lexicon: Lexicon) -> Classification:
     """The lexicon's decision: the type whose words weigh most."""
-    incident = [h for h in words if h.term.role not in ("chatter", REPORT)]
+    incident = [h for h in words if h.term.role not in ("chatter", NOT_NOW, REPORT)]
     reports = [h for h in words if h.term.role == REPORT and h.exact]  # a guess from context needs a sure word
     if not incident and reports:  # something happened, the ASR did not say what
         priority = _raised(REPORT_PRIORITY, severity)

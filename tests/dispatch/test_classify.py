@@ -10,6 +10,7 @@ from dispatch.classify import classify, incident_terms, load_lexicon, read_repor
 from dispatch.config import DispatchConfig
 from dispatch.gazetteer import load_jurisdiction
 from dispatch.location import PlaceIndex
+from dispatch.phonetic import text_syllables
 from tests.dispatch.chatter import ROUTINE_CHATTER
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,6 +19,11 @@ PRIORITY_OF = dict.fromkeys(
     ["fight", "theft", "robbery", "weapon", "fire", "medical", "missing", "suspicious", "dispute", "domestic", "gathering",
      "traffic", "noise", "fraud", "other", "none"]
 )
+
+
+def pinyin_of(said: str) -> str:
+    """What the on-board engine would give for `said` heard right: tone-numbered syllables."""
+    return " ".join(f"{s.base}{s.tone}" for s in text_syllables(said) if s is not None)
 
 
 def kind(said: str) -> tuple[str, str]:
@@ -79,6 +85,32 @@ def test_negated_report_words_raise_nothing(said: str) -> None:
 @pytest.mark.parametrize("said", ["没有人受伤", "没有发现可疑人员", "巡逻完毕，未发现异常", "没打架，只是开玩笑"])
 def test_negation_cancels_the_word(said: str) -> None:
     assert classify(said).type == "none"
+
+
+@pytest.mark.parametrize("said", [
+    "刚才那个火警是误报，是饭店排烟，没事了",  # over
+    "三号楼的火警是误报，烧烤冒的烟",
+    "西门那边两个人吵架的已经调解好了，人都走了",
+    "走失的那个老人已经找到了，家属接走了",
+    "听说昨天晚上隔壁小区有人电动车被偷了",  # second-hand
+    "明天上午在所里搞一次消防演练，各单位派两个人",  # a drill, a reminder, a training
+    "各岗位把防盗提示牌挂好，提醒商户看好自己的包",
+    "下周三下午有个防诈骗讲座，老年人优先",
+    "过年期间市场里严禁燃放烟花爆竹，各岗位盯紧点",
+])
+def test_what_is_over_second_hand_or_a_reminder_alerts_nobody(said: str) -> None:
+    c = classify(said)
+    assert c.type == "none" or c.needs_confirmation, c
+    assert classify(pinyin=pinyin_of(said)).needs_confirmation or classify(pinyin=pinyin_of(said)).type == "none"
+
+
+@pytest.mark.parametrize(("said", "expected"), [
+    ("不是误报，仓库里真着火了，快来", "fire"),  # negated: a report
+    ("美食街有人打架，已经打起来了，快来", "fight"),
+])
+def test_a_negated_all_clear_is_no_all_clear(said: str, expected: str) -> None:
+    c = classify(said)
+    assert (c.type, c.needs_confirmation) == (expected, False), c
 
 
 def test_two_syllable_words_need_tones_when_tones_are_known() -> None:
