@@ -2,7 +2,8 @@
 
 A handheld intercom's channel hiss is steady: it changes over seconds while speech changes every few tens of
 milliseconds. So each frequency's noise power is tracked as the minimum of its smoothed power (falling at once to a
-quieter frame, rising slowly, about 5 dB a second, when the channel gets noisier), and each frame is scaled per
+quieter frame, rising slowly, about 5 dB a second, when the channel gets noisier; silent frames, a muted squelch,
+left out), and each frame is scaled per
 frequency by the Wiener gain SNR / (1 + SNR), with the a-priori SNR estimated the decision-directed way (Ephraim and
 Malah), which keeps the residual noise from warbling ("musical noise"). The gain never falls below `floor`: removing
 the noise entirely leaves holes the model was never trained on; a floor keeps a lower, smoother copy of the hiss.
@@ -21,6 +22,9 @@ FFT_SIZE = 512
 SMOOTHING = 0.3  # weight of the new frame in the smoothed power the minimum is taken of
 NOISE_RISE = 1.0115  # per hop: the noise estimate may grow ~5 dB a second
 DECISION_DIRECTED = 0.98  # weight of the last frame's cleaned power in the a-priori SNR
+# A frame quieter than -80 dBFS is a muted squelch or digital silence: it says nothing of the channel's noise, and
+# taken for it the estimate would start from zero and need many seconds to climb to the hiss (the filter off)
+SILENT_POWER = 1e-8
 DEFAULT_FLOOR = 0.4  # the least gain (amplitude), chosen on the development audio (docs/dispatch.md)
 _TINY = 1e-10
 
@@ -72,10 +76,14 @@ class NoiseSuppressor:
         self._frame[-HOP:] = hop
         spectrum = np.fft.rfft(self._frame * self._window, FFT_SIZE)
         power = spectrum.real ** 2 + spectrum.imag ** 2
-        if self._smoothed is None or self._noise is None:
-            self._smoothed, self._noise = power.copy(), power.copy()
-        self._smoothed = (1 - SMOOTHING) * self._smoothed + SMOOTHING * power
-        self._noise = np.minimum(self._smoothed, self._noise * NOISE_RISE)
+        if float(np.mean(self._frame * self._frame)) >= SILENT_POWER:
+            if self._smoothed is None or self._noise is None:
+                self._smoothed, self._noise = power.copy(), power.copy()
+            self._smoothed = (1 - SMOOTHING) * self._smoothed + SMOOTHING * power
+            self._noise = np.minimum(self._smoothed, self._noise * NOISE_RISE)
+        if self._noise is None:  # nothing but silence so far: nothing to take away
+            self._overlap, out = self._synthesised(spectrum)
+            return out
         noise = self._noise + _TINY
         heard_snr = np.maximum(power / noise - 1.0, 0.0)
         if self._clean_power is None:
@@ -84,7 +92,11 @@ class NoiseSuppressor:
             prior_snr = DECISION_DIRECTED * self._clean_power / noise + (1 - DECISION_DIRECTED) * heard_snr
         gain = np.maximum(prior_snr / (1.0 + prior_snr), self.floor)
         self._clean_power = gain * gain * power
-        cleaned = np.fft.irfft(spectrum * gain, FFT_SIZE)[:FRAME].astype(np.float32) * self._window
+        self._overlap, out = self._synthesised(spectrum * gain)
+        return out
+
+    def _synthesised(self, spectrum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the new overlap, the hop that is complete): the frame back in time, windowed and overlap-added."""
+        cleaned = np.fft.irfft(spectrum, FFT_SIZE)[:FRAME].astype(np.float32) * self._window
         cleaned[:-HOP] += self._overlap
-        self._overlap = cleaned[HOP:].copy()
-        return cleaned[:HOP]
+        return cleaned[HOP:].copy(), cleaned[:HOP]

@@ -225,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     jurisdiction = load_jurisdiction(JURISDICTION)
     extractor = Extractor(jurisdiction)
     # heard as the service hears: as spoken and at its alternative speeds (asr.alternative_speeds)
-    engine = SherpaEngine(SHERPA_MODEL, spotter_keywords(JURISDICTION), alternative_speeds=AsrConfig().alternative_speeds)
+    engine = SherpaEngine(SHERPA_MODEL, spotter_keywords(JURISDICTION), alternative_speeds=AsrConfig().alternative_speeds,
+                          noise_floor=AsrConfig().noise_floor)
     cases = demo_cases(jurisdiction, extractor)[: args.limit]
     if not args.latency_only:
         intelligibility(cases, Speaker(KokoroVoice(model.path, args.voice)), engine, extractor, args)

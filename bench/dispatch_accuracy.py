@@ -163,7 +163,8 @@ def audio_rows(args: argparse.Namespace) -> None:
     rows = read_calls(args.calls)
     clean = sorted(p for p in args.audio_dir.glob("c*.wav") if p.stem in rows)
     engine = SherpaEngine(SHERPA_MODEL, spotter_keywords(args.jurisdiction),
-                          alternative_speeds=AsrConfig().alternative_speeds)  # hears as the service does
+                          alternative_speeds=AsrConfig().alternative_speeds,
+                          noise_floor=AsrConfig().noise_floor)  # hears as the service does
     extractor = Extractor(load_jurisdiction(args.jurisdiction))
     print(f"\nfrom audio: {len(clean)} spoken calls in {args.audio_dir}; radio copies by {RADIO_DEGRADE.name} "
           f"{' '.join(RADIO_FLAGS)}\n")

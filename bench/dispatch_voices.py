@@ -209,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(tts.stats.line())
     sources[CALLS_VOICE] = recordings_of(picked)
 
+    from asr import denoise
     from asr.sherpa_engine import SherpaEngine
     from dispatch.extract import Extractor
     from dispatch.gazetteer import load_jurisdiction
@@ -222,8 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{'off' if args.noise_floor is None else f'least gain {args.noise_floor:g}'}")
     heard_cache = None
     if args.keep_heard:
+        # the suppressor's own code in the tag: a change to it is heard again, not taken from the cache
+        suppressor_code = hashlib.sha1(Path(denoise.__file__).read_bytes()).hexdigest()[:12]
         tag = (str(SHERPA_MODEL), keywords, *([tuple(speeds)] if speeds else []),  # the tags of earlier runs stay valid
-               *([("noise_floor", args.noise_floor)] if args.noise_floor is not None else []))
+               *([("noise_floor", args.noise_floor, suppressor_code)] if args.noise_floor is not None else []))
         heard_cache = HeardCache(args.cache, hashlib.sha1(repr(tag).encode()).hexdigest()[:16])
     jurisdiction = load_jurisdiction(args.jurisdiction)
     extractor = Extractor(jurisdiction)

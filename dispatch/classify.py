@@ -388,7 +388,9 @@ def read_report(transcript_like: Any, lexicon: Lexicon, index: PlaceIndex, home:
     at_place = places.scene() is not None
     each = [model.probabilities(r.features) for r in readings]
     mean = {t: sum(q[t] for q in each) / len(each) for t in each[0]}
-    what = decide(readings[0], model, lexicon, at_place=at_place, p=mean)
+    # the main hearing's words, and "over or second-hand" if any hearing heard it so (a word garbled in one hearing)
+    main = replace(readings[0], not_now=any(r.not_now for r in readings))
+    what = decide(main, model, lexicon, at_place=at_place, p=mean)
     if not what.is_incident:  # one hearing sure of a report, outweighed: a person decides
         alone = (decide(r, model, lexicon, at_place=at_place, p=q) for r, q in zip(readings, each, strict=True))
         sure = next((c for c in alone if c.is_incident and not c.needs_confirmation), None)
@@ -481,14 +483,15 @@ class Thresholds:
 
 def decide(reading: Reading, model: TypeModel | None, lexicon: Lexicon, th: Thresholds = Thresholds(),
            at_place: bool = False, p: dict[str, float] | None = None) -> Classification:
-    """`_decide`, one step less certain when the transmission says the matter is over, second-hand or a reminder
-    (lexicon `not_now`): what would alert goes to the operator, what would go to the operator is routine."""
+    """`_decide`, made less certain when the transmission says the matter is over, second-hand or a reminder
+    (lexicon `not_now`): what would alert goes to the operator instead, unless a critical severity word was heard
+    (听说三号楼有人持刀砍人; 找到了，人昏迷了: a knife or a life is not held back for a click). What would go to the
+    operator still goes (dropping it too missed reports on blind set L: never silent about a report)."""
     decided = _decide(reading, model, lexicon, th, at_place, p)
-    if not reading.not_now or not decided.is_incident:
-        return decided
-    if decided.needs_confirmation:
-        return Classification("none", "none", decided.terms, 1.0 - decided.confidence)
-    return replace(decided, needs_confirmation=True)
+    critical = any(h.term.priority == "critical" for h in reading.severity)
+    if reading.not_now and decided.is_incident and not critical:
+        return replace(decided, needs_confirmation=True)
+    return decided
 
 
 def _decide(reading: Reading, model: TypeModel | None, lexicon: Lexicon, th: Thresholds, at_place: bool,

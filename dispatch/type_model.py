@@ -285,12 +285,12 @@ def lexicon_rows(seed: int = 0) -> list[tuple[str, str]]:
     """Short reports made of each plain lexicon word in a radio frame, and its chatter alone: the corpus describes
     events in its own words and rarely uses the category words (车祸, 违停, 火灾), which the lexicon knows well and
     which short plain reports use; without these rows the model doubts them."""
-    from dispatch.classify import PLAIN, REPORT, load_lexicon
+    from dispatch.classify import NOT_NOW, PLAIN, REPORT, load_lexicon
 
     rng = random.Random(seed)
     rows = []
     for term in load_lexicon().terms:
-        if term.role in ("negation", "severity", REPORT) or term.weight < PLAIN:
+        if term.role in ("negation", "severity", NOT_NOW, REPORT) or term.weight < PLAIN:
             continue  # a weak word (醉酒, 漏水) is not the incident by itself: what else is said decides
         label = "none" if term.role == "chatter" else term.role
         frames = ("{w}",) if label == "none" else rng.sample(_FRAMES, FRAMES_PER_WORD)
@@ -305,9 +305,9 @@ def background_rows(n: int = BACKGROUND_ROWS, seed: int = 0) -> list[tuple[str, 
     syllable pair it knew from one incident (自然而然 read as 自燃, 通过手机联系 as a phone snatched) read as that
     incident with confidence 0.7-0.9."""
     from asr.words import common_words
-    from dispatch.classify import load_lexicon
+    from dispatch.classify import NOT_NOW, load_lexicon
 
-    incident_words = {t.word for t in load_lexicon().terms if t.role != "chatter"}
+    incident_words = {t.word for t in load_lexicon().terms if t.role not in ("chatter", NOT_NOW)}
     words = sorted(w for w in common_words(BACKGROUND_MIN_FREQ)  # a single character (偷, 骗) is too often the event
                    if len(w) > 1 and _CJK.fullmatch(w) and w not in incident_words)
     rng = random.Random(seed)
