@@ -48,10 +48,11 @@ class AsrConfig(BaseModel):
         " channels per core (docs/dispatch.md, 'More than the best hypothesis').",
     )
     noise_floor: float | None = Field(
-        DEFAULT_FLOOR, gt=0, le=1,
+        None, gt=0, le=1,
         description="The on-board engine hears the audio through a noise suppressor (asr/denoise.py) that scales the"
-        " channel's steady hiss down to this share of its amplitude, never lower; null hears the audio as received."
-        " The archive always keeps the audio as received (docs/dispatch.md, 'Noise suppression').",
+        f" channel's steady hiss down to this share of its amplitude, never lower ({DEFAULT_FLOOR} measured); null, the"
+        " default, hears the audio as received: on blind sets its gain was within a sample's spread (docs/dispatch.md,"
+        " 'Noise suppression'). The archive always keeps the audio as received.",
     )
     vosk_grammar: list[str] | None = Field(
         None, min_length=1,

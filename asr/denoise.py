@@ -25,7 +25,7 @@ DECISION_DIRECTED = 0.98  # weight of the last frame's cleaned power in the a-pr
 # A frame quieter than -80 dBFS is a muted squelch or digital silence: it says nothing of the channel's noise, and
 # taken for it the estimate would start from zero and need many seconds to climb to the hiss (the filter off)
 SILENT_POWER = 1e-8
-DEFAULT_FLOOR = 0.4  # the least gain (amplitude), chosen on the development audio (docs/dispatch.md)
+DEFAULT_FLOOR = 0.4  # the least gain (amplitude) measured best on the development audio (docs/dispatch.md)
 _TINY = 1e-10
 
 

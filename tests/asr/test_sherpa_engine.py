@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.signal import butter, resample_poly, sosfilt
 
-from asr.config import AsrConfig
+from asr.denoise import DEFAULT_FLOOR
 from asr.engine import EngineUnavailable
 from asr.keywords import KeywordEntry, jurisdiction_keywords, refs_in_text
 from asr.pinyin import syllable_errors, text_to_syllables
@@ -106,7 +106,7 @@ def _voice_band(x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def denoised_engine(sherpa_model: Path, places: list[KeywordEntry]) -> SherpaEngine:
-    return SherpaEngine(sherpa_model, places, num_threads=1, noise_floor=AsrConfig().noise_floor)
+    return SherpaEngine(sherpa_model, places, num_threads=1, noise_floor=DEFAULT_FLOOR)
 
 
 @pytest.mark.parametrize("denoised", [False, True], ids=["as received", "noise suppressed"])

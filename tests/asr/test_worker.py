@@ -419,6 +419,8 @@ def test_engines_from_config_leave_a_missing_model_out(
     monkeypatch.setenv("JINGBAO_VOSK_MODEL", str(tmp_path / "no-vosk"))
     assert build_engines(AsrConfig(engine="none")) == []
     auto = build_engines(AsrConfig(engine="auto", sherpa_model=sherpa_model), KEYWORDS)
-    assert [e.name for e in auto] == ["sherpa"]
+    assert [e.name for e in auto] == ["sherpa"] and auto[0].noise_floor is None  # the audio as received by default
+    suppressed = build_engines(AsrConfig(engine="sherpa", sherpa_model=sherpa_model, noise_floor=0.4), KEYWORDS)
+    assert [e.noise_floor for e in suppressed] == [0.4]
     assert build_engines(AsrConfig(engine="vosk")) == []
     assert "jingbao model fetch --vosk" in caplog.text and "stay pending" in caplog.text
