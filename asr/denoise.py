@@ -3,13 +3,13 @@
 A handheld intercom's channel hiss is steady: it changes over seconds while speech changes every few tens of
 milliseconds. So each frequency's noise power is tracked as the minimum of its smoothed power (falling at once to a
 quieter frame, rising slowly, about 5 dB a second, when the channel gets noisier; silent frames, a muted squelch,
-left out), and each frame is scaled per
-frequency by the Wiener gain SNR / (1 + SNR), with the a-priori SNR estimated the decision-directed way (Ephraim and
-Malah), which keeps the residual noise from warbling ("musical noise"). The gain never falls below `floor`: removing
-the noise entirely leaves holes the model was never trained on; a floor keeps a lower, smoother copy of the hiss.
+left out), and each frame is scaled per frequency by the Wiener gain SNR / (1 + SNR), with the a-priori SNR estimated
+the decision-directed way (Ephraim and Malah), which keeps the residual noise from warbling ("musical noise"). The
+gain never falls below `floor`: removing the noise entirely leaves holes the model was never trained on; a floor
+keeps a lower, smoother copy of the hiss.
 
-Only what the recogniser hears is filtered; the archive keeps the audio as received. Measured in docs/dispatch.md
-("Noise suppression").
+Only what the recogniser hears is filtered; the archive keeps the audio as received. Off unless `asr.noise_floor` is
+set: on blind sets its gain was within a sample's spread (docs/dispatch.md, "Noise suppression").
 """
 
 from __future__ import annotations

@@ -540,7 +540,7 @@ def _words(inp: TranscriptInput, lexicon: Lexicon) -> tuple[list[_Hit], list[_Hi
 
 def _by_words(words: list[_Hit], severity: list[_Hit], lexicon: Lexicon) -> Classification:
     """The lexicon's decision: the type whose words weigh most."""
-    incident = [h for h in words if h.term.role not in ("chatter", NOT_NOW, REPORT)]
+    incident = [h for h in words if h.term.role not in ("chatter", REPORT)]
     reports = [h for h in words if h.term.role == REPORT and h.exact]  # a guess from context needs a sure word
     if not incident and reports:  # something happened, the ASR did not say what
         priority = _raised(REPORT_PRIORITY, severity)
