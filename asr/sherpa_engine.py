@@ -268,11 +268,10 @@ class SherpaStream:
         main, *others = (self._transcript(hearing, partial=partial) for hearing in self._hearings)
         return replace(main, alternatives=tuple(others)) if others else main
 
-    def _accept(self, samples: np.ndarray, count: bool = True) -> None:
+    def _accept(self, samples: np.ndarray) -> None:
         if samples.size == 0:
             return
-        if count:
-            self._samples += samples.size
+        self._samples += samples.size
         self._hear(samples if self._denoiser is None else self._denoiser.process(samples))
 
     def _hear(self, samples: np.ndarray) -> None:

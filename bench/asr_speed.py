@@ -22,9 +22,10 @@ sys.path.insert(0, str(REPO))
 from machine import describe  # noqa: E402  # a sibling script: bench/ is on sys.path when one is run
 
 from asr.config import AsrConfig  # noqa: E402
+from asr.denoise import DEFAULT_FLOOR, NoiseSuppressor  # noqa: E402
 from asr.keywords import jurisdiction_keywords  # noqa: E402
 from asr.sherpa_engine import SherpaEngine  # noqa: E402
-from bridge.audio import FRAME_BYTES, SAMPLE_RATE, SAMPLE_WIDTH  # noqa: E402
+from bridge.audio import FRAME_BYTES, SAMPLE_RATE, SAMPLE_WIDTH, pcm_to_float  # noqa: E402
 from bridge.decode import decode_file  # noqa: E402
 from bridge.shared import shared_dir  # noqa: E402
 from dispatch.classify import incident_terms  # noqa: E402
@@ -67,6 +68,19 @@ def real_time_factor(name: str, engine: object, audio: list[bytes]) -> list[floa
     wall = time.perf_counter() - began
     print(f"  {name:<44} RTF {wall / seconds:.4f}  ({seconds:.0f} s of audio in {wall:.1f} s)")
     return latencies
+
+
+def suppressor_speed(audio: list[bytes]) -> None:
+    """The noise suppressor alone (asr/denoise.py, when asr.noise_floor is set), fed 20 ms frames as a stream is."""
+    seconds = sum(len(p) for p in audio) / BYTES_PER_S
+    began = time.perf_counter()
+    for pcm in audio:
+        suppressor = NoiseSuppressor(DEFAULT_FLOOR)
+        for i in range(0, len(pcm), FRAME_BYTES):
+            suppressor.process(pcm_to_float(pcm[i : i + FRAME_BYTES]))
+        suppressor.flush()
+    wall = time.perf_counter() - began
+    print(f"  {'noise suppressor alone (floor ' + str(DEFAULT_FLOOR) + ')':<44} RTF {wall / seconds:.4f}")
 
 
 # --- worker processes: each loads its own engine once ------------------------------------------------------
@@ -131,6 +145,7 @@ def main() -> int:
     speeds = tuple(AsrConfig().alternative_speeds)
     three = real_time_factor(f"the same, also heard at {', '.join(f'{s:g}x' for s in speeds)} (the service's)",
                              sherpa_engine(alternative_speeds=speeds), audio)
+    suppressor_speed(audio)
     vosk_speed(audio)
     for name, values in (("heard once", latencies), ("heard at the alternative speeds too", three)):
         q = statistics.quantiles(values, n=20)
