@@ -5,6 +5,10 @@
 const A = { offset: 0, params: null, names: {} };
 
 async function main() {
+  // wired before anything is awaited: a search typed while the page still loads must not submit the form natively
+  // (which reloads the page and loses it)
+  document.getElementById("search").addEventListener("submit", (e) => { e.preventDefault(); search(0); });
+  document.getElementById("more").addEventListener("click", () => search(A.offset));
   await JB.session(["auditor"]);
   const { bureaus } = await JB.api("/api/stations");
   if (bureaus.length) stationFilter(bureaus);
@@ -12,8 +16,6 @@ async function main() {
   for (const c of channels) A.names[c.id] = c.name;
   document.getElementById("f-channel").append(...channels.map((c) => JB.el("option", { value: c.id }, c.name)));
   document.getElementById("f-type").append(...Object.entries(JB.LABELS.type).map(([k, v]) => JB.el("option", { value: k }, v)));
-  document.getElementById("search").addEventListener("submit", (e) => { e.preventDefault(); search(0); });
-  document.getElementById("more").addEventListener("click", () => search(A.offset));
   document.getElementById("verify-now").addEventListener("click", async () => showVerify(await JB.api("/api/archive/verify", { method: "POST" })));
   loadAudit();
   JB.api("/api/archive/verify").then(showVerify).catch((e) => { document.getElementById("archive-verify").textContent = e.message; });
