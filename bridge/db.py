@@ -1,5 +1,6 @@
 """The stores: one embedded SQLite database in WAL mode shared by every package (the default), or PostgreSQL where
-several machines share one store (docs/deployment.md).
+several machines share one store (docs/deployment.md). A store written against `Connection` runs on either: central
+keeps its state on PostgreSQL through bridge/db_postgres.py's adapter (`connect_state`).
 
 Each package owns its tables and declares them as a numbered list of migrations under its own name
 (`migrate(conn, "archive", [...])`); this module only opens connections and applies what is new. A migration is
@@ -13,10 +14,16 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
     import psycopg
+
+    from bridge.db_postgres import PostgresConnection, PostgresRow
+
+# what a store is given: SQLite's connection, or PostgreSQL speaking like it (bridge/db_postgres.py)
+Connection: TypeAlias = "sqlite3.Connection | PostgresConnection"
+Row: TypeAlias = "sqlite3.Row | PostgresRow"  # read by column name or position on both
 
 # Held while one process migrates, so processes starting at once on one PostgreSQL database take turns instead of
 # both creating the same tables. Any constant key works; this one spells "jingbao".
@@ -58,6 +65,17 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def connect_state(database: Path, database_url: str | None) -> sqlite3.Connection | PostgresConnection:
+    """Where a node keeps its state (incidents, the alerts' outbox, responders' statuses, tasks, users, sessions, the
+    audit log): PostgreSQL when the node has one (`storage.database_url`: central, so a second central can take over
+    from it), else the SQLite `database` in its data_dir (a box, an edge)."""
+    if database_url is None:
+        return connect(database)
+    from bridge.db_postgres import PostgresConnection
+
+    return PostgresConnection(database_url)
+
+
 def connect_postgres(url: str, timeout_s: int | None = None) -> psycopg.Connection:
     """Connect to PostgreSQL (a libpq URL or "key=value" string): autocommit, so each write is one
     `with conn.transaction():` block; rows are dicts. `timeout_s`: give up connecting after that long (libpq's
@@ -69,16 +87,25 @@ def connect_postgres(url: str, timeout_s: int | None = None) -> psycopg.Connecti
     return psycopg.connect(url, autocommit=True, row_factory=dict_row, **timeout)
 
 
-def migrate(conn: sqlite3.Connection | psycopg.Connection, component: str, migrations: Sequence[str | Migration]) -> None:
+def migrate(
+    conn: sqlite3.Connection | PostgresConnection | psycopg.Connection, component: str, migrations: Sequence[str | Migration]
+) -> None:  # fmt: skip
     """Apply the migrations of `component` that have not been applied yet, each in its own transaction, on a SQLite
-    connection or a PostgreSQL one (from `connect_postgres`).
+    connection or a PostgreSQL one (from `connect_postgres`, or `connect_state`'s adapter).
 
     Migrations are append-only: never edit one that has shipped, add a new one instead.
     """
     if isinstance(conn, sqlite3.Connection):
         _migrate_sqlite(conn, component, [m.sqlite if isinstance(m, Migration) else m for m in migrations])
+        return
+    from bridge.db_postgres import PostgresConnection
+
+    scripts = [_postgres_script(component, n, m) for n, m in enumerate(migrations, 1)]
+    if isinstance(conn, PostgresConnection):
+        with conn.lock:  # the adapter's own connection, nobody else's statements in between
+            _migrate_postgres(conn.raw(), component, scripts)
     else:
-        _migrate_postgres(conn, component, [_postgres_script(component, n, m) for n, m in enumerate(migrations, 1)])
+        _migrate_postgres(conn, component, scripts)
 
 
 def _postgres_script(component: str, version: int, migration: str | Migration) -> str:

@@ -1,4 +1,4 @@
-"""The incident lifecycle, timeline and merging, on a real SQLite database."""
+"""The incident lifecycle, timeline and merging, on a real SQLite database (a box) and a real PostgreSQL (central)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.db import connect
+from bridge.db import Connection, connect
 from dispatch.incidents import (
     CLOSED,
     OPEN,
@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> IncidentStore:
-    return IncidentStore(connect(tmp_path / "jingbao.db"))
+def store(state_db: Connection) -> IncidentStore:
+    return IncidentStore(state_db)
 
 
 def make(store: IncidentStore, type_: str = "fight", at: float | None = None, latlon=MEISHIJIE, uid: str = "u1") -> Incident:
@@ -186,6 +186,15 @@ def test_a_provisional_incident_is_found_by_its_utterance_and_amended_in_one_ste
     assert store.timeline(raised.id)[-1].kind == "rerouted" and store.timeline(raised.id)[-1].detail == {"why": "final"}
     _, retracted = store.amend(raised.id, actor="dispatcher", kind="status", entry={}, status=Status.RETRACTED)
     assert retracted.status in CLOSED and store.get(raised.id).status == Status.RETRACTED
+
+
+def test_central_lists_a_stations_incidents_by_the_station_its_channels_are_named_under(store: IncidentStore) -> None:
+    for channel in ("gongyuan.ch-market", "gong_yuan.ch-market", "gongyuanbei.ch-x", "ch-market"):
+        make(store, uid=channel, latlon=None)
+        store.amend(store.with_utterance(channel)[0].id, actor="t", kind="note", entry={}, channel=channel)
+    assert [i.channel for i in store.list(stations=["gongyuan"])] == ["gongyuan.ch-market"]
+    assert {i.channel for i in store.list(stations=["gong_yuan", "gongyuanbei"])} == {"gong_yuan.ch-market", "gongyuanbei.ch-x"}
+    assert store.list(stations=[]) == []
 
 
 def test_unknown_location_is_kept_and_flagged(store: IncidentStore) -> None:

@@ -2,8 +2,10 @@
 
 Registered for every test by `pytest_plugins` in tests/conftest.py. `postgres` (session) starts the cluster once per
 test run (initdb + start, ~1-2 s) and stops it at the end; `pg_url` (per test) is a fresh, empty database in it, so
-tests never see each other's tables. The cluster runs Debian's own binaries (`scripts/setup.sh` installs
-`postgresql`). PostgreSQL refuses to run as root: under root the cluster's files and server belong to `nobody`.
+tests never see each other's tables; `state_db` (per test, twice) is a state store's connection on SQLite and then
+on PostgreSQL through the adapter central uses (bridge/db_postgres.py). The cluster runs Debian's own binaries
+(`scripts/setup.sh` installs `postgresql`). PostgreSQL refuses to run as root: under root the cluster's files and
+server belong to `nobody`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
+from bridge.db import Connection, connect
+from bridge.db_postgres import PostgresConnection
 
 # Debian keeps the server's programs out of PATH, in a folder per major version
 _DEBIAN_BINS = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name))
@@ -112,3 +117,13 @@ def pg_url(postgres: PostgresCluster) -> Iterator[str]:
     name = postgres.create_database()
     yield postgres.url(name)
     postgres.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Connection]:
+    """A state store's connection on each engine in turn: a box's SQLite file, and central's PostgreSQL through
+    bridge/db_postgres.py's adapter (a fresh database, dropped after the test)."""
+    conn: Connection = connect(tmp_path / "state.db") if request.param == "sqlite" else PostgresConnection(
+        request.getfixturevalue("pg_url"))
+    yield conn
+    conn.close()

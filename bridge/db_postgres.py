@@ -1,0 +1,151 @@
+"""PostgreSQL behind the part of sqlite3's interface the stores speak, so one store class runs on either engine.
+
+A single box keeps its state (incidents, the alerts' outbox, responders' statuses, tasks, users, sessions, the audit
+log...) in its SQLite database. Central keeps it in PostgreSQL (`storage.database_url`), so that a second central
+on another machine can take over with nothing left behind on a dead disk (docs/deployment.md, "a central pair").
+The stores are written once, against `bridge.db.Connection`:
+
+- `execute(sql, params)` with sqlite3's `?` placeholders (turned into psycopg's here), returning a cursor to fetch
+  from or iterate; rows are read by column name or position, as sqlite3.Row; `dict(row)` works on both.
+- `with conn:` is one transaction (committed, or rolled back on an exception); a `with` inside another joins it, as
+  on SQLite. Outside one, every statement commits by itself (autocommit), as sqlite3 does for a SELECT.
+- Python booleans are stored as 0/1 (the stores' flags are INTEGER columns on both engines).
+- A constraint violation raises sqlite3.IntegrityError, so a store catches one class whatever the engine.
+- A connection PostgreSQL dropped (a restart, a failover) fails the statement it was running; the next one opens
+  a new connection. What was committed is kept; what was not is the caller's to retry, as with a SQLite disk error.
+
+Statements are run one at a time on one connection (a lock held for a statement, or for a whole `with` block), as
+the stores share one SQLite connection between the event loop and the web's threads. The SQL itself must be what
+both engines read alike: `ON CONFLICT ... DO NOTHING` rather than `INSERT OR IGNORE`, `RETURNING id` rather than
+`lastrowid`, `TRUE` rather than `1` in a WHERE; the schema is each component's migrations, a script per engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from psycopg.rows import RowMaker
+
+# a single-quoted SQL literal ('' inside it is a quote): placeholders and percent signs in it are left alone
+_LITERAL = re.compile(r"('(?:[^']|'')*')")
+
+
+class PostgresRow:
+    """One row, by column name or by position (sqlite3.Row's interface)."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, values: Sequence[Any], index: dict[str, int]) -> None:
+        self._values, self._index = values, index
+
+    def __getitem__(self, key: int | str) -> Any:
+        return self._values[key if isinstance(key, int) else self._index[key]]
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"PostgresRow({dict(zip(self._index, self._values, strict=True))!r})"
+
+
+def _row_maker(cursor: psycopg.Cursor[Any]) -> RowMaker[PostgresRow]:
+    index = {column.name: i for i, column in enumerate(cursor.description or ())}
+    return lambda values: PostgresRow(values, index)
+
+
+def postgres_sql(sql: str) -> str:
+    """sqlite3's `?` placeholders as psycopg's `%s` (a literal `%` doubled), outside quoted literals."""
+    parts = _LITERAL.split(sql)
+    for i in range(0, len(parts), 2):  # the odd parts are the literals
+        parts[i] = parts[i].replace("%", "%%").replace("?", "%s")
+    for i in range(1, len(parts), 2):
+        parts[i] = parts[i].replace("%", "%%")
+    return "".join(parts)
+
+
+def _params(params: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(int(p) if isinstance(p, bool) else p for p in params)
+
+
+class PostgresConnection:
+    """One PostgreSQL connection speaking like a sqlite3.Connection to the stores (the module's docstring)."""
+
+    def __init__(self, url: str, *, connect_timeout_s: int = 10) -> None:
+        self.url = url
+        self._timeout_s = connect_timeout_s
+        self._lock = threading.RLock()
+        self._conn: psycopg.Connection[PostgresRow] | None = None
+        self._transactions: list[psycopg.Transaction] = []  # the open `with` blocks: only the outermost is real
+
+    def raw(self) -> psycopg.Connection[PostgresRow]:
+        """The psycopg connection (opened again if PostgreSQL dropped it): for what only PostgreSQL does
+        (migrations, advisory locks). Hold `lock` while using it beside other threads."""
+        with self._lock:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = psycopg.connect(self.url, autocommit=True, row_factory=_row_maker,
+                                             connect_timeout=self._timeout_s)  # fmt: skip
+            return self._conn
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[PostgresRow]:
+        with self._lock, _as_sqlite_errors():
+            return self.raw().execute(postgres_sql(sql), _params(params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> psycopg.Cursor[PostgresRow]:
+        with self._lock, _as_sqlite_errors():
+            cursor = self.raw().cursor()
+            cursor.executemany(postgres_sql(sql), [_params(r) for r in rows])
+            return cursor
+
+    def __enter__(self) -> PostgresConnection:
+        self._lock.acquire()
+        try:
+            if not self._transactions:
+                transaction = self.raw().transaction()
+                transaction.__enter__()
+                self._transactions.append(transaction)
+            else:
+                self._transactions.append(self._transactions[0])  # joins the outer one, as sqlite3's `with` does
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            transaction = self._transactions.pop()
+            if not self._transactions:
+                with _as_sqlite_errors():
+                    transaction.__exit__(kind, error, tb)
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+
+
+@contextlib.contextmanager
+def _as_sqlite_errors() -> Iterator[None]:
+    """A constraint violation as sqlite3.IntegrityError; a dropped connection as itself (the next call reconnects)."""
+    try:
+        yield
+    except psycopg.IntegrityError as e:
+        raise sqlite3.IntegrityError(str(e)) from e
