@@ -1,4 +1,5 @@
-"""The outbox on a real broker and a real SQLite file: nothing is lost to an outage or to a restart of jingbao."""
+"""The outbox on a real broker and a real database (a box's SQLite, central's PostgreSQL): nothing is lost to an outage
+or to a restart of jingbao."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import dispatch.mqtt as mqtt_module
-from bridge.db import connect
+from bridge.db import Connection, connect
 from dispatch.mqtt import MqttLink
 from dispatch.outbox import Outbox
 from dispatch.topics import Topics
@@ -25,8 +26,7 @@ async def ignore(topic: str, payload: bytes, *, retained: bool = False) -> None:
 
 
 @contextlib.asynccontextmanager
-async def sending(broker: Mosquitto, db: Path, *, start: bool = True) -> AsyncIterator[Outbox]:
-    conn = connect(db)
+async def sending(broker: Mosquitto, conn: Connection, *, start: bool = True) -> AsyncIterator[Outbox]:
     link = MqttLink(broker.host, broker.port, client_id="outbox-test", topics=Topics(), handler=ignore,
                     **broker.login("jingbao"))  # fmt: skip
     outbox = Outbox(conn, link.publish, ready=link.wait_connected, retry_delay=0.1)
@@ -37,14 +37,37 @@ async def sending(broker: Mosquitto, db: Path, *, start: bool = True) -> AsyncIt
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        conn.close()
 
 
-async def test_messages_wait_out_an_outage_in_order(broker: Mosquitto, tmp_path: Path) -> None:
+async def test_each_message_is_numbered_in_the_order_put_and_its_payload_carries_its_number(state_db: Connection) -> None:
+    sent: list[tuple[str, dict, int, bool]] = []
+
+    async def publish(topic: str, payload: bytes, *, qos: int, retain: bool) -> None:
+        sent.append((topic, json.loads(payload), qos, retain))
+
+    outbox = Outbox(state_db, publish)
+    ids = [outbox.put("t/alert", {"n": 0}), outbox.put("t/state", {"n": 1}, qos=0, retain=True)]
+    assert ids == sorted(ids) and len(set(ids)) == 2 and outbox.count_pending() == 2
+    assert [(m.id, m.topic, json.loads(m.payload), m.qos, m.retain) for m in outbox.pending()] == [
+        (ids[0], "t/alert", {"n": 0, "outbox_id": ids[0]}, 1, False),
+        (ids[1], "t/state", {"n": 1, "outbox_id": ids[1]}, 0, True),
+    ]
+    running = asyncio.create_task(outbox.run())
+    try:
+        await eventually(lambda: outbox.count_pending() == 0, what="both delivered")
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert [(topic, payload["outbox_id"], qos, retain) for topic, payload, qos, retain in sent] == [
+        ("t/alert", ids[0], 1, False), ("t/state", ids[1], 0, True)]  # fmt: skip
+    assert outbox.delivered == 2 and outbox.pending() == []
+
+
+async def test_messages_wait_out_an_outage_in_order(broker: Mosquitto, state_db: Connection) -> None:
     phone = Phone(broker, "g-piju")
     await phone.connect()
     broker.stop()
-    async with sending(broker, tmp_path / "j.db") as outbox:
+    async with sending(broker, state_db) as outbox:
         ids = [outbox.put(Topics().alert("g-piju"), {"n": n}) for n in range(5)]
         await asyncio.sleep(0.3)
         assert [m.id for m in outbox.pending()] == ids and outbox.delivered == 0
@@ -61,22 +84,24 @@ async def test_messages_wait_out_an_outage_in_order(broker: Mosquitto, tmp_path:
 
 async def test_undelivered_messages_survive_a_restart_of_jingbao(broker: Mosquitto, tmp_path: Path) -> None:
     db = tmp_path / "j.db"
-    async with sending(broker, db, start=False) as outbox:  # jingbao accepted an alert, then died before sending it
-        outbox.put(Topics().alert("g-piju"), {"incident_id": "INC-1"})
+    with contextlib.closing(connect(db)) as conn:
+        async with sending(broker, conn, start=False) as outbox:  # jingbao accepted an alert, then died before sending it
+            outbox.put(Topics().alert("g-piju"), {"incident_id": "INC-1"})
     phone = Phone(broker, "g-piju")
     await phone.connect()
-    async with sending(broker, db) as outbox:
-        await eventually(lambda: not outbox.pending(), what="delivery by the next run")
-        [alert] = await eventually(lambda: phone.received, what="the alert")
-        assert alert["incident_id"] == "INC-1"
+    with contextlib.closing(connect(db)) as conn:
+        async with sending(broker, conn) as outbox:
+            await eventually(lambda: not outbox.pending(), what="delivery by the next run")
+            [alert] = await eventually(lambda: phone.received, what="the alert")
+            assert alert["incident_id"] == "INC-1"
     await phone.disconnect()
     with connect(db) as conn:
         row = conn.execute("SELECT delivered_at, attempts, payload FROM outbox").fetchone()
     assert row["delivered_at"] is not None and row["attempts"] == 1 and json.loads(row["payload"])["incident_id"] == "INC-1"
 
 
-async def test_retained_state_is_published_retained(broker: Mosquitto, tmp_path: Path) -> None:
-    async with sending(broker, tmp_path / "j.db") as outbox:
+async def test_retained_state_is_published_retained(broker: Mosquitto, state_db: Connection) -> None:
+    async with sending(broker, state_db) as outbox:
         outbox.put(Topics().incident("INC-9"), {"id": "INC-9", "status": "dispatched"}, retain=True)
         await eventually(lambda: not outbox.pending(), what="delivery")
     console = Phone(broker, "console")
