@@ -2,7 +2,7 @@
 
 `ResponderBoard` is the small state store the MQTT side updates (OwnTracks positions; statuses from the phones on
 `<prefix>/status/<responder_id>`; an acknowledgement makes its sender busy on that incident until the incident ends;
-statuses are kept in SQLite by `StatusStore`, so a restart starts from them and not from what the broker retained);
+statuses are kept in the database by `StatusStore`, so a restart starts from them and not from what the broker retained);
 `recommend` is pure: the k nearest available guards (先期处置) plus police, the chief answering for the place's grid
 first, all within a radius, ranked by distance. A fix older than the staleness limit is ignored in favour of the
 responder's post, so a phone that went quiet an hour ago does not pull a guard to where he used to be.
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from bridge.db import migrate
+from bridge.db import Connection, Migration, migrate
 from dispatch.config import ResponderRules
 from dispatch.gazetteer import Jurisdiction, Place, Responder, distance_m
 from dispatch.positions import PayloadError, check_sender, json_object
@@ -30,14 +29,24 @@ Status = Literal["available", "busy", "off_duty"]
 STATUSES: tuple[str, ...] = get_args(Status)
 
 MIGRATIONS = [
-    """
+    Migration(
+        sqlite="""
     CREATE TABLE responder_status (
         responder_id TEXT PRIMARY KEY,
         status TEXT NOT NULL,
         incident_id TEXT,
         updated_at REAL NOT NULL
     );
-    """
+    """,
+        postgres="""
+    CREATE TABLE responder_status (
+        responder_id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        incident_id TEXT,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    """,
+    )
 ]
 
 
@@ -86,9 +95,10 @@ StatusChange = Callable[[str, Status, str | None], None]  # (responder id, statu
 
 
 class StatusStore:
-    """Each responder's status and engagement in SQLite, written on every change."""
+    """Each responder's status and engagement in the state database (SQLite, or central's PostgreSQL), written on
+    every change."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         migrate(conn, "dispatch.responders", MIGRATIONS)
         self._conn = conn
 

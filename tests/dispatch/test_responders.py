@@ -1,4 +1,5 @@
-"""Who is alerted: nearest available guards, the grid's chief first, radius, stale fixes, unknown ids."""
+"""Who is alerted: nearest available guards, the grid's chief first, radius, stale fixes, unknown ids; statuses kept on
+SQLite (a box) and PostgreSQL (central)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.db import connect
+from bridge.db import Connection, connect
 from dispatch.config import ResponderRules
 from dispatch.gazetteer import Jurisdiction, distance_m, load_jurisdiction
 from dispatch.positions import PayloadError
@@ -178,3 +179,15 @@ def test_statuses_and_engagements_outlive_a_restart(jurisdiction: Jurisdiction, 
     assert [again.status(r) for r in ("g-piju", "g-gaoqiao", "g-yeshi", "g-dongjiao")] == [
         "off_duty", "busy", "available", "available"]  # fmt: skip
     assert again.engaged_on("g-gaoqiao") == "INC-1" and again.release("INC-1") == ["g-gaoqiao"]
+
+
+def test_the_store_keeps_each_responders_latest_status_and_engagement(state_db: Connection) -> None:
+    store = StatusStore(state_db)
+    assert store.load() == {}
+    store.save("g-piju", "busy", "INC-1")
+    store.save("g-gaoqiao", "off_duty", None)
+    store.save("g-piju", "available", None)  # the newer word replaces the row, its engagement included
+    store.save("g-gaoqiao", "busy", "INC-2")
+    expected = {"g-piju": ("available", None), "g-gaoqiao": ("busy", "INC-2")}
+    assert store.load() == expected
+    assert StatusStore(state_db).load() == expected  # the next start's store: its schema is there already
