@@ -1,6 +1,7 @@
 """Emergency phrases on the radio (dispatch/sos.py): a caller's own cry for help raises an SOS, heard as characters or
 as the on-board engine's toned pinyin; routine traffic, someone else's cry reported, the 53 real recordings and the
-blind sets' lines (reports and routine alike: none is a caller's own SOS) do not."""
+blind sets' lines (reports and routine alike: none is a caller's own SOS) do not. The SOS calls and hot microphones kept
+on a box's SQLite and on central's PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from bridge.db import Connection
 from dispatch.announce import announcement_text
-from dispatch.sos import SosPhrases
+from dispatch.sos import SosCall, SosPhrases, SosStore, _HotMic
 from tests.dispatch.chatter import ROUTINE_CHATTER
 from tests.dispatch.test_location import tone_pinyin
 
@@ -91,3 +93,37 @@ def test_the_spoken_call_of_an_sos_is_heard_as_no_sos() -> None:
     said = announcement_text(["东方仪表厂保卫科", "永定社区警长"], "万寿路花鸟市场", "sos")
     assert "紧急呼救" in said
     assert PHRASES.heard(said) == () and PHRASES.heard(tone_pinyin(said)) == ()
+
+
+def test_an_sos_call_saved_again_is_the_same_row_updated_and_its_alarm_is_kept(state_db: Connection) -> None:
+    store = SosStore(state_db)
+    first = SosCall("INC-1", "g-1", "phone", raised_at=100.0, last_at=100.0)
+    store.save(first)
+    store.save(SosCall("INC-2", "channel:ch-market", "radio", raised_at=110.0, last_at=110.0))
+    assert store.latest("g-1", since=50.0) == first and store.latest("g-1", since=101.0) is None
+    acked = SosCall("INC-1", "g-1", "phone", 100.0, 100.0, acked_at=105.0, acked_by="op")
+    store.save(acked)
+    assert store.get("INC-1") == acked
+    assert [c.incident_id for c in store.unacknowledged()] == ["INC-2"]
+    pressed_again = SosCall("INC-1", "g-1", "phone", 100.0, last_at=120.5, presses=2)  # the alarm on again
+    store.save(pressed_again)
+    assert store.get("INC-1") == pressed_again
+    assert [c.incident_id for c in store.unacknowledged()] == ["INC-1", "INC-2"]  # the latest first
+    assert store.get("INC-none") is None
+
+
+def test_hot_microphones_are_kept_with_their_ids_and_the_old_ones_forgotten(state_db: Connection) -> None:
+    store = SosStore(state_db)
+    old = _HotMic("INC-1", "ch-market", start=1000.0, end=1010.0)
+    old.id = store.hot_mic_opened(old)
+    store.hot_mic_closed(old)
+    shut = _HotMic("INC-2", "ch-market", start=2000.0)
+    shut.id = store.hot_mic_opened(shut)
+    shut.end = 2005.5
+    store.hot_mic_closed(shut)
+    left_open = _HotMic("INC-2", "ch-park", start=2010.0)  # its process ended while it was open
+    left_open.id = store.hot_mic_opened(left_open)
+    assert 0 < old.id < shut.id < left_open.id
+    assert store.hot_mics(since=0.0, longest_s=30.0) == [old, shut, _HotMic("INC-2", "ch-park", 2010.0, 2040.0, left_open.id)]
+    assert [m.id for m in store.hot_mics(since=2006.0, longest_s=30.0)] == [left_open.id]  # the two closed before: gone
+    assert store.hot_mics(since=0.0, longest_s=30.0)[0].id == left_open.id
