@@ -6,7 +6,7 @@ declines), alerts the next nearest in reserve. Everything it does lands in the i
 console through `emit(before, after, reason)`.
 
 What escalation needs (who was alerted, the reserve, whether anyone answered, each one's answer, when the timer is
-due) is kept in SQLite (`WatchStore`), so that after a crash or a restart `resume` arms every open incident's timer
+due) is kept in the database (`WatchStore`), so that after a crash or a restart `resume` arms every open incident's timer
 again for the time it was due: at once when that passed while the service was down.
 
 An answer counts only from a responder the incident is assigned to (alerted and not stood down), and the same answer
@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
@@ -26,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from bridge.db import migrate
+from bridge.db import Connection, Migration, migrate
 from bridge.logsafe import clip
 from dispatch.incidents import OPEN, Incident, IncidentError, IncidentStore, Status, iso
 from dispatch.outbox import Outbox
@@ -36,7 +35,8 @@ from dispatch.topics import Topics
 logger = logging.getLogger(__name__)
 
 MIGRATIONS = [
-    """
+    Migration(
+        sqlite="""
     CREATE TABLE alert_watches (
         incident_id TEXT PRIMARY KEY,
         alerted TEXT NOT NULL DEFAULT '[]',
@@ -45,7 +45,18 @@ MIGRATIONS = [
         acked INTEGER NOT NULL DEFAULT 0,
         due_at REAL
     );
-    """
+    """,
+        postgres="""
+    CREATE TABLE alert_watches (
+        incident_id TEXT PRIMARY KEY,
+        alerted TEXT NOT NULL DEFAULT '[]',
+        reserve TEXT NOT NULL DEFAULT '[]',
+        responses TEXT NOT NULL DEFAULT '{}',
+        acked INTEGER NOT NULL DEFAULT 0,
+        due_at DOUBLE PRECISION
+    );
+    """,
+    )
 ]
 
 Emit = Callable[[Incident, Incident, str], None]  # (before, after, reason) -> tell the consoles
@@ -142,9 +153,10 @@ class _Watch:
 
 
 class WatchStore:
-    """The watches in SQLite, one row per dispatched incident, written whenever one changes."""
+    """The watches in the state database (SQLite, or central's PostgreSQL), one row per dispatched incident, written
+    whenever one changes."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         migrate(conn, "dispatch.alerts", MIGRATIONS)
         self._conn = conn
 

@@ -1,4 +1,5 @@
-"""Who gets alerted and what the dispatcher does with bad MQTT input (real broker, real database)."""
+"""Who gets alerted and what the dispatcher does with bad MQTT input (real broker, real database); what escalation keeps
+across a restart, on SQLite (a box) and PostgreSQL (central)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.alerts import Ack, AckStatus, parse_ack
+from bridge.db import Connection
+from dispatch.alerts import Ack, AckStatus, Candidate, WatchStore, _Watch, parse_ack
 from dispatch.incidents import Status
 from dispatch.positions import PayloadError
 from dispatch.topics import Topics
@@ -39,6 +41,25 @@ def test_parse_ack(payload: bytes, expected: Ack | str) -> None:
         with pytest.raises(PayloadError) as e:
             parse_ack("g-piju", payload)
         assert e.value.reason == expected
+
+
+def test_the_watches_are_kept_written_over_and_dropped(state_db: Connection) -> None:
+    store = WatchStore(state_db)
+    guard, chief = Candidate("g-piju", 12.5, "guard", "nearest"), Candidate("p-xu-zhen", None, "chief", "grid_chief_follow_up")
+    due = time.time() + 60
+    store.save("INC-1", _Watch(reserve=[chief], alerted={guard.responder_id: guard}, due_at=due))
+    store.save("INC-2", _Watch(reserve=[]))
+    store.save("INC-1", _Watch(reserve=[], alerted={guard.responder_id: guard, chief.responder_id: chief},
+                               responses={"g-piju": "declined", "p-xu-zhen": "ack"}, acked=True))  # fmt: skip
+    kept = WatchStore(state_db).load()  # as the next start reads them
+    assert kept == {
+        "INC-1": _Watch(reserve=[], alerted={"g-piju": guard, "p-xu-zhen": chief},
+                        responses={"g-piju": "declined", "p-xu-zhen": "ack"}, acked=True, due_at=None),
+        "INC-2": _Watch(reserve=[]),
+    }  # fmt: skip
+    store.save("INC-2", _Watch(reserve=[guard], due_at=due))
+    store.delete("INC-1")
+    assert store.load() == {"INC-2": _Watch(reserve=[guard], due_at=due)}  # a float due time comes back exactly
 
 
 async def test_malformed_mqtt_input_is_counted_and_harmless(broker: Mosquitto, tmp_path: Path) -> None:
