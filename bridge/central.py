@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -497,17 +498,31 @@ def run_central(config: Config, region: Region | None = None) -> None:
     replay, audit: bridge/web/central_app.py), until SIGINT, SIGTERM or SIGHUP."""
     from bridge.central_dispatch import central_dispatch
     from bridge.central_health import CentralHealth, DatabaseProbe
+    from bridge.central_lease import LEASE_LOST_EXIT, CentralLease, LeaseLost
+
+    url = config.storage.database_url
+    if url is None:
+        raise ConfigError("--role central needs storage.database_url: the PostgreSQL store (docs/deployment.md)")
+    lease = CentralLease(url)  # one central of a pair runs, the other stands by (bridge/central_lease.py)
+    lost: list[LeaseLost] = []
 
     async def serve() -> None:
+        await lease.acquire()
+        try:
+            await run(lease)
+        finally:
+            lease.release()
+
+    async def run(lease: CentralLease) -> None:
         # built on the loop (its MQTT client needs it) before anything else runs there, as a box builds its dispatcher
         bus = EventBus()  # what the operators' console shows live: the ingest's utterances and transcripts, incidents
         dispatch = central_dispatch(config, region, bus)
         reads_partials = dispatch is not None and config.dispatch.provisional
         ingest = CentralIngest(config, on_transcript=dispatch.submit if dispatch is not None else None, bus=bus,
                                on_partial=dispatch.submit_partial if reads_partials else None)  # fmt: skip
-        assert config.storage.database_url is not None  # CentralIngest refuses to start without it
-        health = CentralHealth(ingest, dispatch, DatabaseProbe(config.storage.database_url))
+        health = CentralHealth(ingest, dispatch, DatabaseProbe(url))
         async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(lease.hold(), name="central-lease")  # raises LeaseLost: everything stops
             tasks.create_task(ingest.run(), name="central")
             tasks.create_task(health.database.run(), name="central-database-probe")
             if dispatch is not None:
@@ -518,10 +533,16 @@ def run_central(config: Config, region: Region | None = None) -> None:
             logger.info("central serves search and replay on http://%s:%d", config.web.host, config.web.port)
 
     async def main() -> None:
-        await until_signalled(serve())
+        try:
+            await until_signalled(serve())
+        except* LeaseLost as group:
+            lost.extend(e for e in group.exceptions if isinstance(e, LeaseLost))
         logger.info("central ingest stopped")
 
     asyncio.run(main())
+    if lost:
+        logger.error("central stopped: %s", lost[0])
+        sys.exit(LEASE_LOST_EXIT)
 
 
 def _http_server(

@@ -1,0 +1,57 @@
+"""The lease that lets one central of a pair run while the other stands by (bridge/central_lease.py), on a real
+PostgreSQL: taken by one at a time, handed over when its holder goes, taken back after an outage unless the other
+central has it by then."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from bridge.central_lease import CentralLease, LeaseLost
+
+
+def fast(url: str) -> CentralLease:
+    return CentralLease(url, poll_s=0.05, check_s=0.05)
+
+
+def cut(url: str) -> None:
+    """PostgreSQL drops the leases' connections (a restart, or a network cut, as a lease sees it)."""
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                      ("jingbao central lease",))  # fmt: skip
+
+
+async def test_one_central_holds_the_lease_and_the_other_takes_it_when_it_goes(pg_url: str) -> None:
+    active, standby = fast(pg_url), fast(pg_url)
+    await asyncio.wait_for(active.acquire(), 5)
+    waiting = asyncio.create_task(standby.acquire())
+    await asyncio.sleep(0.5)
+    assert not waiting.done()  # standing by
+    active.release()  # a clean stop, or a process killed: the session ends
+    await asyncio.wait_for(waiting, 5)
+    standby.release()
+
+
+async def test_after_an_outage_the_lease_is_taken_back_unless_the_other_central_has_it(pg_url: str) -> None:
+    active = fast(pg_url)
+    await asyncio.wait_for(active.acquire(), 5)
+    holding = asyncio.create_task(active.hold())
+    cut(pg_url)
+    await asyncio.sleep(0.5)
+    assert not holding.done()  # taken back: nobody else wanted it
+    with psycopg.connect(pg_url, autocommit=True) as probe:
+        assert probe.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0] == 1
+    holding.cancel()
+    active.release()
+
+    slow, standby = CentralLease(pg_url, poll_s=0.05, check_s=1.0), fast(pg_url)
+    await asyncio.wait_for(slow.acquire(), 5)
+    holding = asyncio.create_task(slow.hold())
+    waiting = asyncio.create_task(standby.acquire())
+    cut(pg_url)  # the holder notices only at its next check; the standby, polling, takes the lease first
+    await asyncio.wait_for(waiting, 5)
+    with pytest.raises(LeaseLost):
+        await asyncio.wait_for(holding, 5)
+    standby.release()
