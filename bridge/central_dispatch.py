@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Collection, Sequence
@@ -62,7 +61,7 @@ from bridge.backoff import Backoff
 from bridge.bus import EventBus
 from bridge.central import CentralStore, wait_for_database
 from bridge.config import Config, ConfigError
-from bridge.db import connect, migrate
+from bridge.db import Connection, Migration, connect, migrate
 from bridge.logsafe import clip
 from bridge.nodes import PartialMessage, TranscriptMessage, central_id, station_of
 from bridge.region import Region, RegionError
@@ -76,7 +75,8 @@ logger = logging.getLogger(__name__)
 PARTIAL_MAX_AGE_S = 10.0  # an edge's partial taken longer ago raises nothing: the final, on its way, decides
 
 MIGRATIONS = [
-    """
+    Migration(
+        sqlite="""
     CREATE TABLE central_dispatched (
         utterance_id TEXT PRIMARY KEY,  -- central's: <station>.<the edge's id>
         version REAL NOT NULL,          -- the newest transcript version of it handled (the edge's created_at)
@@ -84,15 +84,26 @@ MIGRATIONS = [
         at REAL NOT NULL
     );
     CREATE INDEX central_dispatched_at ON central_dispatched (at);
-    """
+    """,
+        # DOUBLE PRECISION: a version is compared with the transcript's own, so it must come back exactly as written
+        postgres="""
+    CREATE TABLE central_dispatched (
+        utterance_id TEXT PRIMARY KEY,      -- central's: <station>.<the edge's id>
+        version DOUBLE PRECISION NOT NULL,  -- the newest transcript version of it handled (the edge's created_at)
+        outcome TEXT NOT NULL,              -- dispatched, or why not: stale, unknown_station, no_jurisdiction
+        at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX central_dispatched_at ON central_dispatched (at);
+    """,
+    )
 ]
 
 
 class DispatchRecord:
     """What central's dispatcher has handled, per utterance: the newest transcript version and its outcome, in
-    central's SQLite beside the incidents (a row is written right after the dispatcher's own writes)."""
+    central's state database beside the incidents (a row is written right after the dispatcher's own writes)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         migrate(conn, "central.dispatch", MIGRATIONS)
         self._conn = conn
 
