@@ -23,7 +23,6 @@ A stage skipped (an operator setting on_scene without any ack) leaves its interv
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from bridge.db import Connection, Row
 from dispatch.gazetteer import Jurisdiction, Place, Responder
 from dispatch.incidents import Status
 
@@ -95,7 +95,7 @@ class Statistics:
     (bridge/web/central_stats.py) counts a region's stations: it narrows what the hooks below say (who answers, which
     stations, places, channels and responders there are) and reads the traffic elsewhere."""
 
-    def __init__(self, conn: sqlite3.Connection, jurisdiction: Jurisdiction) -> None:
+    def __init__(self, conn: Connection, jurisdiction: Jurisdiction) -> None:
         self._conn = conn
         self._j = jurisdiction
         posts = [p for p in jurisdiction.places if p.kind == "police_post" and p.grid]
@@ -143,7 +143,7 @@ class Statistics:
         self._read_timelines(records)
         return list(records.values())
 
-    def _record(self, row: sqlite3.Row) -> IncidentRecord:
+    def _record(self, row: Row) -> IncidentRecord:
         grid = self.grid_of(row["place_id"])
         return IncidentRecord(
             id=row["id"], type=row["type"], priority=row["priority"], status=row["status"],
@@ -170,6 +170,8 @@ class Statistics:
     def _read_timelines(self, records: dict[str, IncidentRecord]) -> None:
         if not records:
             return
+        # the ids in a temporary table, the connection's own on both engines: no limit on how many (as parameters, a
+        # year of a city's incidents at central could pass a statement's limit)
         self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS stats_ids (id TEXT PRIMARY KEY)")
         self._conn.execute("DELETE FROM stats_ids")
         self._conn.executemany("INSERT INTO stats_ids VALUES (?)", [(i,) for i in records])
@@ -184,7 +186,11 @@ class Statistics:
     # --- radio traffic --------------------------------------------------------------------------------------------
 
     def traffic(self, since: float, until: float) -> dict[str, list[int]]:
-        """Utterances started per channel in each hour of the day (local time, 0-23) within [since, until)."""
+        """Utterances started per channel in each hour of the day (local time, 0-23) within [since, until).
+
+        SQLite only, and left so: it reads a box's archive (`utterances`, in the box's own SQLite database, with
+        SQLite's strftime for the local hour). Central's statistics never run it: they count the stations' traffic
+        in PostgreSQL's node_utterances instead (bridge/web/central_stats.py overrides this method)."""
         rows = self._conn.execute(
             "SELECT channel, CAST(strftime('%H', start_ms / 1000, 'unixepoch', 'localtime') AS INTEGER) AS hour,"
             " count(*) AS n FROM utterances WHERE start_ms >= ? AND start_ms < ? GROUP BY channel, hour",

@@ -13,11 +13,11 @@ What differs from a box's:
 
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Collection
 from datetime import datetime
 
+from bridge.db import Connection
 from bridge.nodes import station_of
 from bridge.region import Region
 from bridge.web.central_console import CentralReadings
@@ -28,7 +28,7 @@ UNHEARD = "未知台站"  # an incident no station's channel reported (an operat
 
 
 class CentralStatistics(Statistics):
-    def __init__(self, conn: sqlite3.Connection, jurisdiction: Jurisdiction, *, region: Region,
+    def __init__(self, conn: Connection, jurisdiction: Jurisdiction, *, region: Region,
                  readings: CentralReadings, within: Collection[str] | None, heading: str,
                  station_of_responder: Callable[[str], str | None]) -> None:  # fmt: skip
         """`within`: the station ids counted (None: every one, and the incidents no station reported); `heading`: the

@@ -1,11 +1,13 @@
-"""dispatch/statistics.py on a known dataset in a real SQLite database (the incident store's own tables): counts by
-day, week, type, place, grid and station; percentiles and histograms worked out by hand; filters; participation per
-responder. And dispatch/demo_history.py: deterministic, marked, closed, idempotent, demo jurisdiction only."""
+"""dispatch/statistics.py on a known dataset in the incident store's own tables, on a box's SQLite database and on
+central's PostgreSQL: counts by day, week, type, place, grid and station; percentiles and histograms worked out by hand;
+filters; participation per responder. And dispatch/demo_history.py: deterministic, marked, closed, idempotent, demo
+jurisdiction only."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 import yaml
 
 from bridge.archive import MIGRATIONS as ARCHIVE_MIGRATIONS
-from bridge.db import connect, migrate
+from bridge.db import Connection, connect, migrate
 from dispatch import demo_history
 from dispatch.gazetteer import Jurisdiction, load_jurisdiction
 from dispatch.incidents import Incident, IncidentStore, Status
@@ -35,7 +37,7 @@ def jurisdiction() -> Jurisdiction:
 class Seeder:
     """Incidents through the real store, their timelines as the dispatcher writes them (with chosen times)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn, self.store = conn, IncidentStore(conn)
 
     def incident(self, id_: str, type_: str, place: str | None, when: float, status: Status = Status.DISPATCHED) -> str:
@@ -52,11 +54,24 @@ class Seeder:
         self.entry(id_, ts, "dispatcher", "alerted", responders=list(responders), sent=[{"id": r} for r in responders])
 
 
-@pytest.fixture(scope="module")
-def stats(tmp_path_factory: pytest.TempPathFactory, jurisdiction: Jurisdiction) -> Statistics:
-    conn = connect(tmp_path_factory.mktemp("stats") / "db.sqlite")
-    conn.execute("CREATE TABLE utterances (channel TEXT, start_ms INTEGER)")  # the archive's columns the stats read
-    s = Seeder(conn)
+class TrafficElsewhere(Statistics):
+    """The state tables on one connection, the radio traffic counted on another (central reads it elsewhere too:
+    bridge/web/central_stats.py), here a SQLite archive's."""
+
+    def __init__(self, conn: Connection, jurisdiction: Jurisdiction, archive: Statistics) -> None:
+        super().__init__(conn, jurisdiction)
+        self._archive = archive
+
+    def traffic(self, since: float, until: float) -> dict[str, list[int]]:
+        return self._archive.traffic(since, until)
+
+
+@pytest.fixture
+def stats(state_db: Connection, tmp_path: Path, jurisdiction: Jurisdiction) -> Iterator[Statistics]:
+    # a box's archive is in its one SQLite database; the archive's query is SQLite's (Statistics.traffic)
+    archive = state_db if isinstance(state_db, sqlite3.Connection) else connect(tmp_path / "archive.sqlite")
+    archive.execute("CREATE TABLE utterances (channel TEXT, start_ms INTEGER)")  # the archive's columns the stats read
+    s = Seeder(state_db)
     # A: fight at 高桥大市场 (永定社区, 高桥警务点): every stage
     a = s.incident("A", "fight", "gaoqiao-market", t := at(D1, 10), Status.RESOLVED)
     s.alerted(a, t + 2, "g-gaoqiao", "p-xu-zhen")
@@ -87,10 +102,14 @@ def stats(tmp_path_factory: pytest.TempPathFactory, jurisdiction: Jurisdiction) 
     s.incident("G", "fight", "meishijie", at(D2, 11), Status.RETRACTED)
     s.incident("H", "fight", "meishijie", at(D3 + timedelta(days=1), 1))
     # radio traffic: 3 utterances on ch-market at 10:xx, 1 on ch-police at 20:xx, one the day after the period
-    conn.executemany("INSERT INTO utterances VALUES (?, ?)", [("ch-market", int((at(D1, 10) + k) * 1000)) for k in range(3)]
-                     + [("ch-police", int(at(D2, 20) * 1000)), ("ch-police", int(at(D3 + timedelta(days=1), 5) * 1000))])
-    conn.commit()
-    return Statistics(conn, jurisdiction)
+    archive.executemany("INSERT INTO utterances VALUES (?, ?)", [("ch-market", int((at(D1, 10) + k) * 1000)) for k in range(3)]
+                        + [("ch-police", int(at(D2, 20) * 1000)), ("ch-police", int(at(D3 + timedelta(days=1), 5) * 1000))])
+    archive.commit()
+    if archive is state_db:
+        yield Statistics(state_db, jurisdiction)
+    else:
+        yield TrafficElsewhere(state_db, jurisdiction, Statistics(archive, jurisdiction))
+        archive.close()
 
 
 def period(**filters: str) -> Filters:
