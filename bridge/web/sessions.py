@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 import threading
 import time
 from collections import OrderedDict, deque
@@ -16,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv6Address, ip_network
 
-from bridge.db import migrate
+from bridge.db import Connection, Migration, migrate
 from bridge.web.security import canonical_address
 from bridge.web.users import User, user_from_row
 
@@ -24,7 +23,8 @@ SESSION_TTL_S = 12 * 3600  # one long shift; after that, log in again
 MAX_TRACKED_KEYS = 10_000
 
 MIGRATIONS = [
-    """
+    Migration(
+        sqlite="""
     CREATE TABLE sessions (
         token_hash TEXT PRIMARY KEY,
         user_name TEXT NOT NULL,
@@ -33,7 +33,18 @@ MIGRATIONS = [
         client TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX sessions_expires ON sessions (expires_at);
-    """
+    """,
+        postgres="""
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        client TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX sessions_expires ON sessions (expires_at);
+    """,
+    )
 ]
 
 
@@ -42,7 +53,7 @@ def _digest(token: str) -> str:
 
 
 class SessionStore:
-    def __init__(self, conn: sqlite3.Connection, ttl_s: float = SESSION_TTL_S) -> None:
+    def __init__(self, conn: Connection, ttl_s: float = SESSION_TTL_S) -> None:
         migrate(conn, "web.sessions", MIGRATIONS)
         self._conn = conn
         self._lock = threading.Lock()
@@ -65,7 +76,7 @@ class SessionStore:
         with self._lock:
             row = self._conn.execute(
                 "SELECT u.* FROM sessions s JOIN users u ON u.name = s.user_name"
-                " WHERE s.token_hash = ? AND s.expires_at > ? AND NOT u.disabled",
+                " WHERE s.token_hash = ? AND s.expires_at > ? AND u.disabled = 0",
                 (_digest(token), time.time()),
             ).fetchone()
         return user_from_row(row) if row else None

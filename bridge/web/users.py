@@ -1,4 +1,5 @@
-"""Users of the web console and their roles, with argon2 password hashes in SQLite.
+"""Users of the web console and their roles, with argon2 password hashes in the state database (a box's SQLite,
+central's PostgreSQL: bridge/db.py).
 
 Roles say what a person may do, not who they are: an operator runs the channels and incidents, a guard or an officer
 talks and acknowledges from the phone page, an auditor searches and replays the archive, an admin does all of it and
@@ -25,7 +26,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from bridge.config import STATION_ID
-from bridge.db import migrate
+from bridge.db import Connection, Migration, Row, migrate
 
 
 class Role(StrEnum):
@@ -40,7 +41,8 @@ USER_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 8
 
 MIGRATIONS = [
-    """
+    Migration(
+        sqlite="""
     CREATE TABLE users (
         name TEXT PRIMARY KEY,
         role TEXT NOT NULL,
@@ -50,8 +52,21 @@ MIGRATIONS = [
         disabled INTEGER NOT NULL DEFAULT 0
     );
     """,
+        # PostgreSQL came later: its first step is the schema as it stands, the steps after it have nothing to do
+        postgres="""
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        responder_id TEXT,
+        created_at DOUBLE PRECISION NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        scope TEXT
+    );
+    """,
+    ),
     # NULL: the whole region (every user made before scopes were)
-    "ALTER TABLE users ADD COLUMN scope TEXT;",
+    Migration(sqlite="ALTER TABLE users ADD COLUMN scope TEXT;", postgres=""),
 ]
 
 # Passwords of the demo users `make run` creates and prints; a demo on 127.0.0.1 only, never a deployment.
@@ -92,7 +107,7 @@ def _dummy_hash() -> str:
 
 
 class UserStore:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         migrate(conn, "web.users", MIGRATIONS)
         self._conn = conn
         self._lock = threading.Lock()
@@ -117,7 +132,7 @@ class UserStore:
                     "INSERT INTO users (name, role, password_hash, responder_id, created_at, scope) VALUES (?, ?, ?, ?, ?, ?)",
                     (name, str(role), HASHER.hash(password), responder_id, user.created_at, scope),
                 )
-        except sqlite3.IntegrityError:
+        except sqlite3.IntegrityError:  # PostgreSQL's too, as the adapter raises it (bridge/db_postgres.py)
             raise UserExists(f"user {name!r} already exists") from None
         return user
 
@@ -125,7 +140,7 @@ class UserStore:
         """Give a user another scope (None: the whole region); it holds from their next request on, sessions too."""
         _check_scope(scope)
         with self._lock, self._conn:
-            if self._conn.execute("UPDATE users SET scope = ? WHERE name = ? AND NOT disabled", (scope, name)).rowcount != 1:
+            if self._conn.execute("UPDATE users SET scope = ? WHERE name = ? AND disabled = 0", (scope, name)).rowcount != 1:
                 raise UserError(f"no user {name!r}")
         user = self.get(name)
         assert user is not None
@@ -133,18 +148,18 @@ class UserStore:
 
     def get(self, name: str) -> User | None:
         with self._lock:
-            row = self._conn.execute("SELECT * FROM users WHERE name = ? AND NOT disabled", (name,)).fetchone()
+            row = self._conn.execute("SELECT * FROM users WHERE name = ? AND disabled = 0", (name,)).fetchone()
         return user_from_row(row) if row else None
 
     def list(self) -> list[User]:
         with self._lock:
-            rows = self._conn.execute("SELECT * FROM users WHERE NOT disabled ORDER BY name").fetchall()
+            rows = self._conn.execute("SELECT * FROM users WHERE disabled = 0 ORDER BY name").fetchall()
         return [user_from_row(r) for r in rows]
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user when the password is right, else None (also for unknown or disabled users)."""
         with self._lock:
-            row = self._conn.execute("SELECT * FROM users WHERE name = ? AND NOT disabled", (name,)).fetchone()
+            row = self._conn.execute("SELECT * FROM users WHERE name = ? AND disabled = 0", (name,)).fetchone()
         try:
             HASHER.verify(row["password_hash"] if row else _dummy_hash(), password)
         except (VerificationError, InvalidHashError):
@@ -157,7 +172,7 @@ class UserStore:
         return user_from_row(row)
 
 
-def ensure_demo_users(db: sqlite3.Connection, responders: Mapping[Role, str] | None = None) -> list[tuple[str, str, str]]:
+def ensure_demo_users(db: Connection, responders: Mapping[Role, str] | None = None) -> list[tuple[str, str, str]]:
     """Create the demo users (one per role, password `<name>-demo`) that are missing; `responders` links the guard
     and officer accounts to a responder of the jurisdiction, so alerts reach their page. Return (name, role, password)
     of each demo user whose demo password still works, for `make run` to print."""
@@ -176,6 +191,6 @@ def _check_scope(scope: str | None) -> None:
         raise UserError(f"invalid scope {scope!r} (a station or 分局 id: letters, digits, _ -)")
 
 
-def user_from_row(row: sqlite3.Row) -> User:
+def user_from_row(row: Row) -> User:
     """A `users` row as a User (also for a join that selects `u.*`)."""
     return User(row["name"], Role(row["role"]), row["responder_id"], row["created_at"], row["scope"])
