@@ -19,11 +19,16 @@ from typing import TYPE_CHECKING, TypeAlias
 if TYPE_CHECKING:
     import psycopg
 
+    from bridge.config import StorageConfig
     from bridge.db_postgres import PostgresConnection, PostgresRow
 
 # what a store is given: SQLite's connection, or PostgreSQL speaking like it (bridge/db_postgres.py)
 Connection: TypeAlias = "sqlite3.Connection | PostgresConnection"
 Row: TypeAlias = "sqlite3.Row | PostgresRow"  # read by column name or position on both
+
+# A state store failing (central's PostgreSQL restarting or away, a box's disk): the background work that found it
+# (the outbox's sender, an escalation due) tries again this often rather than ending.
+STORE_RETRY_S = 2.0
 
 # Held while one process migrates, so processes starting at once on one PostgreSQL database take turns instead of
 # both creating the same tables. Any constant key works; this one spells "jingbao".
@@ -65,15 +70,15 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def connect_state(database: Path, database_url: str | None) -> sqlite3.Connection | PostgresConnection:
+def connect_state(storage: StorageConfig) -> sqlite3.Connection | PostgresConnection:
     """Where a node keeps its state (incidents, the alerts' outbox, responders' statuses, tasks, users, sessions, the
-    audit log): PostgreSQL when the node has one (`storage.database_url`: central, so a second central can take over
-    from it), else the SQLite `database` in its data_dir (a box, an edge)."""
-    if database_url is None:
-        return connect(database)
+    audit log): PostgreSQL when the node has one (`storage.database_url`: central, so that a second central can take
+    over from it), else the SQLite database in its data_dir (a box, an edge)."""
+    if storage.database_url is None:
+        return connect(storage.database)
     from bridge.db_postgres import PostgresConnection
 
-    return PostgresConnection(database_url)
+    return PostgresConnection(storage.database_url)
 
 
 def connect_postgres(url: str, timeout_s: int | None = None) -> psycopg.Connection:

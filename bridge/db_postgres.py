@@ -10,7 +10,9 @@ The stores are written once, against `bridge.db.Connection`:
 - `with conn:` is one transaction (committed, or rolled back on an exception); a `with` inside another joins it, as
   on SQLite. Outside one, every statement commits by itself (autocommit), as sqlite3 does for a SELECT.
 - Python booleans are stored as 0/1 (the stores' flags are INTEGER columns on both engines).
-- A constraint violation raises sqlite3.IntegrityError, so a store catches one class whatever the engine.
+- Errors are sqlite3's DB-API classes (a constraint violation sqlite3.IntegrityError, PostgreSQL gone
+  sqlite3.OperationalError...), the psycopg error as their cause, so that a store and its callers catch one class
+  whatever the engine.
 - A connection PostgreSQL dropped (a restart, a failover) fails the statement it was running; the next one opens
   a new connection. What was committed is kept; what was not is the caller's to retry, as with a SQLite disk error.
 
@@ -117,8 +119,9 @@ class PostgresConnection:
         self._lock.acquire()
         try:
             if not self._transactions:
-                transaction = self.raw().transaction()
-                transaction.__enter__()
+                with _as_sqlite_errors():
+                    transaction = self.raw().transaction()
+                    transaction.__enter__()
                 self._transactions.append(transaction)
             else:
                 self._transactions.append(self._transactions[0])  # joins the outer one, as sqlite3's `with` does
@@ -142,10 +145,17 @@ class PostgresConnection:
                 self._conn.close()
 
 
+# the DB-API's error classes, most specific first: psycopg's and sqlite3's have the same names
+_DBAPI_ERRORS = ("IntegrityError", "OperationalError", "DataError", "ProgrammingError", "NotSupportedError",
+                 "InternalError", "InterfaceError", "DatabaseError", "Error")  # fmt: skip
+
+
 @contextlib.contextmanager
 def _as_sqlite_errors() -> Iterator[None]:
-    """A constraint violation as sqlite3.IntegrityError; a dropped connection as itself (the next call reconnects)."""
+    """psycopg's error as sqlite3's class of the same DB-API name (a dropped connection: OperationalError; the next
+    statement reconnects)."""
     try:
         yield
-    except psycopg.IntegrityError as e:
-        raise sqlite3.IntegrityError(str(e)) from e
+    except psycopg.Error as e:
+        name = next(n for n in _DBAPI_ERRORS if isinstance(e, getattr(psycopg, n)))
+        raise getattr(sqlite3, name)(str(e)) from e

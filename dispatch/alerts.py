@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from bridge.db import Connection, Migration, migrate
+from bridge.db import STORE_RETRY_S, Connection, Migration, migrate
 from bridge.logsafe import clip
 from dispatch.incidents import OPEN, Incident, IncidentError, IncidentStore, Status, iso
 from dispatch.outbox import Outbox
@@ -385,7 +386,14 @@ class Alerter:
 
     async def _expire(self, incident_id: str, delay: float, detail: dict[str, Any]) -> None:
         await asyncio.sleep(delay)
-        self._escalate(incident_id, reason="no_ack", **detail)
+        while True:
+            try:
+                self._escalate(incident_id, reason="no_ack", **detail)
+                return
+            except sqlite3.Error as e:  # the store away (central's PostgreSQL restarting): due all the same
+                logger.warning("incident %s: escalation due, but the store failed (%s); trying again in %.0f s",
+                               incident_id, e, STORE_RETRY_S)  # fmt: skip
+                await asyncio.sleep(STORE_RETRY_S)
 
     def _escalate(self, incident_id: str, *, reason: str, **detail: Any) -> None:
         watch = self._watches[incident_id]

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -49,7 +50,7 @@ from typing import Any, Protocol
 from asr.transcript import Transcript
 from bridge.bus import EventBus
 from bridge.config import Config
-from bridge.db import connect
+from bridge.db import connect_state
 from bridge.logsafe import clip
 from dispatch.alerts import AckStatus, Alerter, Candidate, WatchStore, parse_ack
 from dispatch.announce import (
@@ -813,7 +814,7 @@ class DispatchService:
         rules = config.dispatch
         self.area = area or JurisdictionArea(load_jurisdiction(config.jurisdiction))
         self.jurisdiction = self.area.jurisdiction
-        self._conn = connect(config.storage.database)
+        self._conn = connect_state(config.storage)  # SQLite on a box; PostgreSQL at central (bridge/db.py)
         statuses = StatusStore(self._conn)  # what each responder last said (or an ack made them), across restarts
         self.board = ResponderBoard(self.jurisdiction, on_change=statuses.save)
         self.board.restore(statuses.load())
@@ -912,10 +913,13 @@ class DispatchService:
         start. Without it they all waited for the next start, phones included."""
         assert self.link is not None
         deadline = time.monotonic() + DRAIN_S
-        while self.outbox.count_pending() and self.link.connected and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if left := self.outbox.count_pending():
-            logger.warning("stopping with %d message(s) not sent to the broker: they go at the next start", left)
+        try:
+            while self.outbox.count_pending() and self.link.connected and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if left := self.outbox.count_pending():
+                logger.warning("stopping with %d message(s) not sent to the broker: they go at the next start", left)
+        except sqlite3.Error as e:  # the store gone (central's PostgreSQL away): what waits goes at the next start
+            logger.warning("stopping without draining the outbox: its store failed (%s)", e)
 
     def _rank(
         self, place: Place, incident_type: str, exclude: Sequence[str] = ()

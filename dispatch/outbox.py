@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.db import Connection, Migration, migrate
+from bridge.db import STORE_RETRY_S, Connection, Migration, migrate
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class Outbox:
         self._wake = asyncio.Event()
         self.delivered = 0
         self.failed_attempts = 0
+        self.store_failures = 0
+        self._store_down = False
 
     def put(self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False) -> int:
         """Persist a message (committed before this returns) and wake the sender; returns its outbox id."""
@@ -106,19 +109,31 @@ class Outbox:
         return self._conn.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
 
     async def run(self) -> None:
-        """Deliver pending messages in order until cancelled; on a failure wait and try the same message again."""
+        """Deliver pending messages in order until cancelled; on a failure wait and try the same message again. The
+        store failing (central's PostgreSQL restarting or away; a box's disk) is such a failure too: logged, and
+        tried again, so that the outbox outlives it."""
         while True:
             self._wake.clear()
-            batch = self.pending()
-            for message in batch:
-                if self._ready is not None:
-                    await self._ready()
-                if not await self._send(message):
-                    await asyncio.sleep(self._retry_delay)
-                    break
-            else:
-                if not batch:
-                    await self._wake.wait()
+            try:
+                batch = self.pending()
+                if self._store_down:
+                    self._store_down = False
+                    logger.warning("outbox: its store answers again; sending what waits")
+                for message in batch:
+                    if self._ready is not None:
+                        await self._ready()
+                    if not await self._send(message):
+                        await asyncio.sleep(self._retry_delay)
+                        break
+                else:
+                    if not batch:
+                        await self._wake.wait()
+            except sqlite3.Error as e:  # both engines' (bridge/db_postgres.py raises sqlite3's classes)
+                self.store_failures += 1
+                if not self._store_down:  # once per outage, not at every try
+                    self._store_down = True
+                    logger.warning("outbox: its store failed (%s); trying again every %.0f s", e, STORE_RETRY_S)
+                await asyncio.sleep(STORE_RETRY_S)
 
     async def _send(self, message: OutboxMessage) -> bool:
         with self._conn:

@@ -14,11 +14,13 @@ import pytest
 
 import dispatch.mqtt as mqtt_module
 from bridge.db import Connection, connect
+from bridge.db_postgres import PostgresConnection
 from dispatch.mqtt import MqttLink
 from dispatch.outbox import Outbox
 from dispatch.topics import Topics
 from tests.dispatch.rig import Phone, eventually
 from tests.support.broker import Mosquitto, broker_fixture  # noqa: F401  (the `broker` fixture)
+from tests.support.postgres import PostgresCluster
 
 
 async def ignore(topic: str, payload: bytes, *, retained: bool = False) -> None:
@@ -61,6 +63,34 @@ async def test_each_message_is_numbered_in_the_order_put_and_its_payload_carries
     assert [(topic, payload["outbox_id"], qos, retain) for topic, payload, qos, retain in sent] == [
         ("t/alert", ids[0], 1, False), ("t/state", ids[1], 0, True)]  # fmt: skip
     assert outbox.delivered == 2 and outbox.pending() == []
+
+
+async def test_the_sender_outlives_its_store_failing_and_sends_what_waits_once_it_answers(
+    postgres: PostgresCluster, pg_url: str
+) -> None:  # fmt: skip
+    """Central's outbox is in PostgreSQL: PostgreSQL restarted (every connection dropped) while a message waits and
+    another is put fails a statement of the sender's, which logs it and tries again, rather than ending (and central
+    with it)."""
+    sent: list[int] = []
+
+    async def publish(topic: str, payload: bytes, *, qos: int, retain: bool) -> None:
+        sent.append(json.loads(payload)["outbox_id"])
+
+    conn = PostgresConnection(pg_url)
+    outbox = Outbox(conn, publish)
+    first = outbox.put("t/alert", {"n": 0})
+    postgres.pause()  # down: the sender's next statement fails...
+    running = asyncio.create_task(outbox.run())
+    try:
+        await eventually(lambda: outbox.store_failures > 0, what="the sender failing on its store")
+        postgres.resume()  # ...and back: what waits is sent
+        await eventually(lambda: sent == [first], what="the waiting message sent", timeout=15)
+        second = outbox.put("t/alert", {"n": 1})
+        await eventually(lambda: sent == [first, second], what="a new one sent")
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        conn.close()
 
 
 async def test_messages_wait_out_an_outage_in_order(broker: Mosquitto, state_db: Connection) -> None:
