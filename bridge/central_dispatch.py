@@ -5,7 +5,7 @@ stations merged (bridge/region_jurisdiction.py).
 - A transcript is dispatched at least once per version, and once only. The ingest hands it over when PostgreSQL took
   it as new (a repeat delivery, or an older version arriving late, changes nothing and is not handed over), after the
   commit, queued so the ingest never waits for the dispatcher. What was handled is recorded per utterance in
-  central's SQLite (`central_dispatched`: the newest version, and dispatched or why not), right after the
+  central's PostgreSQL (`central_dispatched`: the newest version, and dispatched or why not), right after the
   dispatcher's own writes; a version recorded is never dispatched again, nor is a newer version of an utterance
   handled already (recognised again at its edge: a box does not dispatch a re-transcription; `recognised_again`,
   recorded and counted). The queue is memory, so at start central
@@ -36,8 +36,9 @@ stations merged (bridge/region_jurisdiction.py).
 - A transcript its edge's SOS desk took (a hot microphone's words, an emergency phrase: dispatch/sos.py; the message
   says so, `sos`) is the edge's SOS: central stores it and does not read it as a report (refused `sos`). The SOS
   itself, its alarm and its alerts stay the edge's: its phones, radios and consoles are there.
-- Incidents, alerts' outbox and responders' statuses are central's own SQLite (`storage.database` in its data_dir,
-  beside its users and sessions); alerts go out on central's `broker` section, on the topics a box uses
+- Incidents, alerts' outbox, responders' statuses and this record are in central's PostgreSQL (bridge/db.py's
+  connect_state), beside its users, sessions and audit log, so that the other central of a pair takes over with
+  them (bridge/central_lease.py); alerts go out on central's `broker` section, on the topics a box uses
   (dispatch/topics.py), so the responders' phones get them as from their station's box. Central transmits on no radio
   channel: it speaks no announcement (its edges' lines are theirs). Its provisional alerts (初报) are read from the
   partial transcripts an edge leaving dispatch to central sends live (`submit_partial`; QoS 0, never stored), as a
@@ -61,7 +62,7 @@ from bridge.backoff import Backoff
 from bridge.bus import EventBus
 from bridge.central import CentralStore, wait_for_database
 from bridge.config import Config, ConfigError
-from bridge.db import Connection, Migration, connect, migrate
+from bridge.db import Connection, Migration, connect_state, migrate
 from bridge.logsafe import clip
 from bridge.nodes import PartialMessage, TranscriptMessage, central_id, station_of
 from bridge.region import Region, RegionError
@@ -206,7 +207,7 @@ class CentralDispatch:
         alerts = config.dispatch.alerts.model_copy(update={"announce": False})
         config = config.model_copy(update={"dispatch": config.dispatch.model_copy(update={"alerts": alerts})})
         self.service = DispatchService(config, area=self.area, bus=bus)
-        self.record = DispatchRecord(connect(config.storage.database))
+        self.record = DispatchRecord(connect_state(config.storage))  # in PostgreSQL, beside the incidents
         self.prune_every_s = 3600.0  # how often the record forgets what is past node.dispatch_max_age_s (and at start)
         self._region = region
         self._database_url = config.storage.database_url

@@ -5,7 +5,8 @@
   it alone inserts, updates and deletes. No superuser, no CREATEROLE: it cannot make itself or anyone else more.
 - the **reader** (`jingbao_reader`): search and audit. It may connect and read every table, those the writer creates
   later too (default privileges), and nothing else: no INSERT, UPDATE, DELETE, TRUNCATE, no CREATE in the schema, and
-  its sessions are read-only besides (`default_transaction_read_only`), so even a temporary table is refused.
+  its sessions are read-only besides (`default_transaction_read_only`), so even a temporary table is refused. Not
+  even read: central's logins (`users`, `sessions`: password and token hashes), once central has made them.
 - the **recognition workers'** (`jingbao_recognition`, bridge/recognition_node.py): CONNECT, SELECT on the
   utterances and transcripts central holds, and UPDATE of the three columns a claim writes, nothing else. Those grants
   name central's tables, so they are given once central has made them: run the setup again after central's first
@@ -52,7 +53,8 @@ class TierRoles:
 def setup_roles(admin_url: str, roles: TierRoles) -> bool:
     """Create the roles if missing and give the database, its schema and its tables to them as above. `admin_url`:
     any database of the server, as its administrator. False: central has not made its tables yet, so the recognition
-    workers' role has no grants on them (run it again once central has started)."""
+    workers' role has no grants on them and the reader may still read the logins' (run it again once central has
+    started)."""
     from bridge.db import connect_postgres
 
     with connect_postgres(admin_url) as admin:
@@ -66,7 +68,8 @@ def setup_roles(admin_url: str, roles: TierRoles) -> bool:
     url = _same_server(admin_url, roles.database)
     with connect_postgres(url) as admin, admin.transaction():
         _in_database(admin, roles)
-        return _recognition_grants(admin, roles)
+        workers_granted = _recognition_grants(admin, roles)
+        return _logins_withheld(admin, roles) and workers_granted
 
 
 def _in_database(admin: psycopg.Connection, roles: TierRoles) -> None:
@@ -103,6 +106,15 @@ def _recognition_grants(admin: psycopg.Connection, roles: TierRoles) -> bool:
     admin.execute(f"GRANT SELECT ON node_utterances, transcripts TO {roles.recognition}")
     admin.execute(f"GRANT UPDATE ({', '.join(CLAIM_COLUMNS)}) ON node_utterances TO {roles.recognition}")
     return True
+
+
+def _logins_withheld(admin: psycopg.Connection, roles: TierRoles) -> bool:
+    """The reader's SELECT on central's logins taken back (the default privileges gave it when they were made)."""
+    made = [t for t in ("users", "sessions")
+            if admin.execute("SELECT to_regclass(%s) IS NOT NULL AS made", (f"public.{t}",)).fetchone()["made"]]  # fmt: skip
+    if made:
+        admin.execute(f"REVOKE ALL ON {', '.join(made)} FROM {roles.reader}")
+    return len(made) == 2
 
 
 def _same_server(url: str, database: str) -> str:

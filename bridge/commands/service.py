@@ -84,7 +84,7 @@ def cmd_db_roles(args: argparse.Namespace) -> int:
           file=sys.stderr)  # fmt: skip
     if not workers_granted:
         print(f"central has not made its tables yet: run this again once it has started, to give {roles.recognition}"
-              " its rights on them", file=sys.stderr)  # fmt: skip
+              f" its rights on them and keep {roles.reader} from reading the logins", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bridge.commands.service import DEFAULT_CONFIG  # the service's default config: every subcommand reads the same one
 from bridge.config import ConfigError, load_config
-from bridge.db import connect
+from bridge.db import connect_state
 from bridge.web.users import Role, UserError, UserStore, ensure_demo_users
 
 
@@ -56,7 +56,7 @@ def _store(config_file: Path, scope: str | None = None) -> UserStore:
             region.stations_in(scope)
         except RegionError as e:
             raise UserError(str(e)) from e
-    return UserStore(connect(config.storage.database))
+    return UserStore(connect_state(config.storage))  # central's users are in its PostgreSQL
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
@@ -113,7 +113,7 @@ def cmd_user_demo(args: argparse.Namespace) -> int:
         return 2
     first = {role: next((r.id for r in jurisdiction.responders if r.role == role), None) for role in ("guard", "chief")}
     responders = {Role.GUARD: first["guard"], Role.OFFICER: first["chief"]}
-    users = ensure_demo_users(connect(config.storage.database), {k: v for k, v in responders.items() if v})
+    users = ensure_demo_users(connect_state(config.storage), {k: v for k, v in responders.items() if v})
     url = f"http://{config.web.host}:{config.web.port}"
     print(f"demo logins at {url}/login (for this demo on {config.web.host} only):")
     for name, role, password in users:

@@ -5,8 +5,9 @@ language and ASR-error tolerance (bridge/web/search_pg.py), an utterance's trans
 forwarded (bridge/web/recordings.py), export, the audit log. What differs is underneath: the search and the audio come
 from PostgreSQL on the reader's connection (`storage.reader_url`, bridge/pg_roles.py's read-only role; the ingest
 writes and indexes), each result names its station by the region file (`node.region`), and users are scoped to a
-station or a 分局 (bridge/web/scope.py). Users, sessions and the audit log stay in central's own SQLite database
-(`storage.data_dir`), as on a box: they are this service's, not the stations'.
+station or a 分局 (bridge/web/scope.py). Users, sessions and the audit log are central's own tables, written on the
+ingest's login (`storage.database_url`) as its incidents are, so that the other central of a pair serves the same
+logins and continues the same audit chain (bridge/central_lease.py).
 
 Of the pages, central serves the login, the auditor's (with its station filter), the operators' console over the
 stations of the operator's scope (bridge/web/central_console.py: channels, transcripts, and central's dispatcher's
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 from typing import Any
 
 import psycopg
@@ -34,7 +36,7 @@ from bridge.bus import EventBus
 from bridge.central_archive import CentralArchive
 from bridge.central_health import CentralHealth
 from bridge.config import Config, ConfigError
-from bridge.db import connect, connect_postgres
+from bridge.db import connect_postgres, connect_state
 from bridge.logsafe import clip
 from bridge.region import Region
 from bridge.web import routes_archive, routes_auth
@@ -70,17 +72,20 @@ def create_central_app(
     """`dispatch`: central's dispatcher, when it has one; `bus`: where the ingest and the dispatcher publish what the
     console shows live."""
     app = new_app()
-    database = config.storage.database
     search, recordings = _readers(config)
+    # central's users, sessions and audit log are in PostgreSQL with its incidents (bridge/db.py's connect_state), so
+    # that a second central serves the same logins and one audit trail; on one connection (the adapter runs one
+    # statement or transaction at a time), so that after a PostgreSQL restart one request fails, not one per store
+    state = connect_state(config.storage)
     site = CentralSite(config, CentralArchive(reader_url(config)), region=region, dispatch=dispatch,
                        transcripts=CentralReadings(reader_url(config)), bus=bus or EventBus())  # fmt: skip
     app.state.web = web = WebContext(
         # the routes included here read only CentralSite's fields
         service=site,  # type: ignore[arg-type]
-        users=UserStore(connect(database)),
-        sessions=SessionStore(connect(database)),
+        users=UserStore(state),
+        sessions=SessionStore(state),
         throttle=LoginThrottle(),
-        audit=AuditLog(connect(database)),
+        audit=AuditLog(state),
         search=search,
         recordings=recordings,
         region=region,
@@ -96,6 +101,8 @@ def create_central_app(
 
     app.add_exception_handler(psycopg.OperationalError, database_lost)
     app.add_exception_handler(psycopg.InterfaceError, database_lost)
+    # the state stores' (users, sessions, audit, incidents) errors come as sqlite3's classes (bridge/db_postgres.py)
+    app.add_exception_handler(sqlite3.OperationalError, database_lost)
     harden(app, config.web)
     for module in (routes_auth, routes_archive):
         app.include_router(module.router)

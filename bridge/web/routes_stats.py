@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from bridge.db import connect
+from bridge.db import Connection, connect_state
 from bridge.web.auth import require
 from bridge.web.central_console import CentralSite
 from bridge.web.central_stats import CentralStatistics
@@ -134,11 +133,11 @@ async def _report_html(web: WebContext, user: User, filters: Filters, month: str
 def _read(web: WebContext, user: User, what: Any) -> Any:
     """`what(Statistics)`, the user's, on connections of its own (a worker thread's), closed after: at central a
     year's traffic query must not hold the connection the console reads incidents' words on."""
-    with contextlib.closing(connect(web.service.config.storage.database)) as conn, contextlib.ExitStack() as more:
+    with contextlib.closing(connect_state(web.service.config.storage)) as conn, contextlib.ExitStack() as more:
         return what(_statistics(web, user, conn, more))
 
 
-def _statistics(web: WebContext, user: User, conn: sqlite3.Connection, more: contextlib.ExitStack) -> Statistics:
+def _statistics(web: WebContext, user: User, conn: Connection, more: contextlib.ExitStack) -> Statistics:
     """A box's statistics; at central (a region), those of the stations of the user's scope."""
     dispatch = web.service.dispatch
     if web.region is None:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,8 +21,9 @@ from asr.transcript import Keyword, Transcript, Word
 from bridge.bus import EventBus
 from bridge.central import CentralIngest, CentralStore
 from bridge.central_dispatch import RegionArea, as_central
-from bridge.config import Config, load_config
-from bridge.db import connect
+from bridge.config import Config
+from bridge.db import connect_state
+from bridge.db_postgres import PostgresConnection
 from bridge.events import Utterance, new_utterance_id
 from bridge.nodes import ChannelMessage, PartialMessage, channel_payload, parse, partial_payload, transcript_payload
 from bridge.region import RegionError, load_region
@@ -31,7 +31,7 @@ from bridge.region_jurisdiction import merge_jurisdictions
 from bridge.service import Service
 from dispatch.location import hear_places
 from dispatch.topics import CHANNELS, PARTIALS, Topics
-from tests.support.broker import Mosquitto
+from tests.support.broker import Mosquitto, free_port
 from tests.support.central import (  # noqa: F401 (mqtt: the fixture, used by name)
     B_GUARD,
     FIGHT,
@@ -347,7 +347,7 @@ async def test_central_killed_after_the_dispatchers_writes_and_before_its_record
                 aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
             await edge.publish(*fight, qos=1)
             await until("the fight dispatched", lambda: dispatch.dispatched == 1 and B_GUARD in alerts)
-        with contextlib.closing(connect(config.storage.database)) as conn, conn:
+        with contextlib.closing(connect_state(config.storage)) as conn, conn:
             assert conn.execute("DELETE FROM central_dispatched").rowcount == 1  # as if killed before writing it
         async with central_dispatching(config) as (_, dispatch), \
                 aiomqtt.Client(mqtt.host, mqtt.port, identifier="edge-a") as edge:  # fmt: skip
@@ -360,12 +360,15 @@ async def test_central_killed_after_the_dispatchers_writes_and_before_its_record
     assert len(alerts[B_GUARD]) == 1
 
 
+@pytest.mark.parametrize("taken_over_by", ["itself, started again", "the standby"])
 async def test_central_killed_with_alerts_pending_sends_them_once_it_is_back_and_dispatches_nothing_twice(
-    tmp_path, mqtt, pg_url
+    tmp_path, mqtt, pg_url, taken_over_by
 ):  # fmt: skip
     """`jingbao run --role central` as a process, the phones' broker down: the edges' reports are stored and
-    dispatched, their alerts wait in central's outbox, and central is killed with SIGKILL. Started again with the
-    phones' broker up, it sends every waiting alert, raises no incident twice and dispatches no report again."""
+    dispatched, their alerts wait in central's outbox (in PostgreSQL), and central is killed with SIGKILL. Started
+    again with the phones' broker up, or replaced by the second central of a pair that stood by meanwhile (another
+    machine in production, another process and data_dir here), central sends every waiting alert, raises no incident
+    twice and dispatches no report again."""
     from tests.bridge.test_edge_central import run_config, start_node
 
     phones_broker = Mosquitto(tmp_path / "phones-broker")  # not started yet: the phones' side of the city is down
@@ -375,17 +378,19 @@ async def test_central_killed_with_alerts_pending_sends_them_once_it_is_back_and
                               "client_id": "central-dispatch"},
                       node={"region": str(region_file(tmp_path)), "broker": {"host": mqtt.host, "port": mqtt.port}},
                       dispatch={"responders": {"guards": 1, "police": 0}})  # fmt: skip
-    database = load_config(path).storage.database
+    standby_path = run_config(tmp_path, "central-run", storage={"data_dir": str(tmp_path / "standby"), "database_url": pg_url},
+                              web={"port": free_port()})  # fmt: skip
     reports = [(A, FIGHT), (C, "北院门小市有人偷钱包"), (B, "长乐中路东口市场着火了")]  # three stations, three incidents
 
     def pending() -> tuple[int, int]:
-        """(incidents, alerts waiting in the outbox) in central's SQLite, as the process left them."""
-        with contextlib.suppress(sqlite3.Error), contextlib.closing(connect(database)) as conn:
+        """(incidents, alerts waiting in the outbox) in central's PostgreSQL, as the process left them."""
+        with contextlib.suppress(psycopg.Error, KeyError), contextlib.closing(PostgresConnection(pg_url)) as conn:
             return (conn.execute("SELECT count(*) FROM incidents").fetchone()[0],
                     conn.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0])  # fmt: skip
         return 0, 0
 
     central = await start_node("central", path)
+    standby = None
     try:
         async with aiomqtt.Client(mqtt.host, mqtt.port, identifier="edges") as edges:
             for entry, (station, text) in enumerate(reports, 1):
@@ -396,23 +401,30 @@ async def test_central_killed_with_alerts_pending_sends_them_once_it_is_back_and
                     await edges.publish(*message, qos=1)
                     await asyncio.sleep(0.5)
         await until("three incidents, their alerts waiting", lambda: pending()[0] == 3 and pending()[1] >= 3, timeout=60)
+        if taken_over_by == "the standby":
+            standby = await start_node("central", standby_path)  # logs to central.log as well, after the first's lines
+            await until("the second central standing by", lambda: "standing by" in (tmp_path / "central.log").read_text(
+                encoding="utf-8"), timeout=60)  # fmt: skip
         central.kill()  # SIGKILL, the alerts still in the outbox
         await central.wait()
         waiting = pending()[1]
         phones_broker.start()
         async with phones(phones_broker) as alerts:
-            central = await start_node("central", path)
+            central = standby or await start_node("central", path)
             await until("every waiting alert sent", lambda: pending()[1] == 0, timeout=60)
             await until("the phones alerted", lambda: sum(len(a) for a in alerts.values()) >= 3, timeout=10)
             await asyncio.sleep(1.0)  # what a second dispatch would have sent by now
         central.terminate()
         assert await asyncio.wait_for(central.wait(), 20) == 0
     finally:
-        if central.returncode is None:
-            central.kill()
-            await central.wait()
+        for process in (central, standby):
+            if process is not None and process.returncode is None:
+                process.kill()
+                await process.wait()
         phones_broker.stop()
-    with contextlib.closing(connect(database)) as conn:
+    if taken_over_by == "the standby":
+        assert "holds the lease: taking over" in (tmp_path / "central.log").read_text(encoding="utf-8")
+    with contextlib.closing(PostgresConnection(pg_url)) as conn:
         incidents = conn.execute("SELECT id, place_id, reports FROM incidents").fetchall()
         handled = conn.execute("SELECT outcome FROM central_dispatched").fetchall()
     assert len(incidents) == 3 and all(row["reports"] == 1 for row in incidents), [dict(r) for r in incidents]

@@ -18,11 +18,14 @@ from bridge.central import CentralStore
 from bridge.commands.service import cmd_db_roles
 from bridge.config import RecognitionNodeConfig
 from bridge.db import Migration, connect_postgres, migrate
+from bridge.db_postgres import PostgresConnection
 from bridge.nodes import TranscriptMessage, UtteranceMessage
 from bridge.pg_roles import TierRoles, setup_roles
 from bridge.recognition_node import RecognitionQueue
 from bridge.web.search import Filters
 from bridge.web.search_pg import PostgresSearchIndex
+from bridge.web.sessions import SessionStore
+from bridge.web.users import UserStore
 from tests.support.postgres import PostgresCluster
 
 _names = itertools.count(1)
@@ -139,7 +142,17 @@ def test_the_recognition_workers_role_gets_its_claims_once_central_has_made_its_
     heard = utterance("u1").model_copy(update={"audio": "UklGRg==", "dispatched_at_edge": False})  # with its audio
     assert store.store(heard)
     store.close()
+    assert not setup_roles(postgres.url(), tiers)  # central's web app has not made its logins' tables yet
+    logins = PostgresConnection(postgres.url(tiers.database, tiers.writer))
+    UserStore(logins).add("aud", "auditor", "a password of some length")
+    SessionStore(logins)
     assert setup_roles(postgres.url(), tiers)
+    with connect_postgres(postgres.url(tiers.database, tiers.reader)) as reader:
+        assert reader.execute("SELECT count(*) AS n FROM node_utterances").fetchone()["n"] == 1
+        for table in ("users", "sessions"):  # password and token hashes: not the reader's
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                reader.execute(f"SELECT * FROM {table}")
+    logins.close()
     rules = RecognitionNodeConfig(after_s=0, horizon_s=1e10)  # (the helper's utterance began in 1970)
     with contextlib.closing(RecognitionQueue(postgres.url(tiers.database, tiers.recognition), "w1", rules)) as queue:
         job = queue.claim(now=time.time() + 1)

@@ -26,8 +26,8 @@ from playwright.sync_api import expect
 from bridge.archive import ArchivedUtterance
 from bridge.archive_verify import GENESIS_HASH
 from bridge.central_health import CentralHealth, DatabaseProbe
-from bridge.config import load_config
-from bridge.db import connect
+from bridge.config import StorageConfig, load_config
+from bridge.db import connect_state
 from bridge.events import new_utterance_id
 from bridge.nodes import channel_payload, utterance_payload
 from bridge.region import load_region
@@ -71,15 +71,15 @@ def utterance_message(station: str, text_id: str, *, heard_ago: float = 5.0) -> 
     return Topics().node(station, "utterances"), payload, uid, start_ms
 
 
-def add_operators(database: Path) -> None:
-    users = UserStore(connect(database))
+def add_operators(storage: StorageConfig) -> None:
+    users = UserStore(connect_state(storage))  # central's PostgreSQL
     for name, scope in OPERATORS.items():
         users.add(name, "operator", PASSWORD, scope=scope)
 
 
 async def test_an_operator_sees_and_acts_on_the_incidents_channels_and_calls_of_their_scope(tmp_path, mqtt, pg_url):
     config = dispatching_central(tmp_path, mqtt, pg_url)
-    add_operators(config.storage.database)
+    add_operators(config.storage)
     async with central_dispatching(config) as (ingest, dispatch), \
             aiomqtt.Client(mqtt.host, mqtt.port, identifier="edges") as edges:  # fmt: skip
         for station, text, entry, ago in ((A, FIGHT, 1, 20.0), (C, C_THEFT, 2, 10.0)):  # C's the newer call
@@ -188,7 +188,7 @@ def test_jingbao_run_role_central_shows_the_edges_calls_and_central_incidents_li
         "web": {"port": port},
         "node": {"region": str(region_file(tmp_path)), "broker": {"host": broker.host, "port": broker.port}},
     }, allow_unicode=True), encoding="utf-8")  # fmt: skip
-    add_operators(load_config(path).storage.database)
+    add_operators(load_config(path).storage)
     base = f"http://127.0.0.1:{port}"
     process = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--role", "central", "--config", str(path)],
                                cwd=REPO, stderr=subprocess.PIPE, text=True)  # fmt: skip

@@ -30,7 +30,7 @@ from bridge.archive_verify import GENESIS_HASH, chain_hash
 from bridge.central import CentralIngest, CentralStore
 from bridge.central_health import CentralHealth, DatabaseProbe
 from bridge.config import load_config
-from bridge.db import connect, connect_postgres
+from bridge.db import connect_postgres, connect_state
 from bridge.nodes import TranscriptMessage, UtteranceMessage
 from bridge.pg_roles import TierRoles, setup_roles
 from bridge.region import region_of
@@ -110,7 +110,7 @@ def central(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresCluster)
         "node": {"region": str(REPO / "config" / "region.yaml")},
     }), encoding="utf-8")  # fmt: skip
     config = load_config(path)
-    users = UserStore(connect(config.storage.database))
+    users = UserStore(connect_state(config.storage))
     for name, (role, scope) in USERS.items():
         users.add(name, role, PASSWORD, scope=scope)
     # nothing of central runs here: its /healthz would say so (tests/bridge/test_central_health.py reads it)
@@ -354,7 +354,7 @@ def test_jingbao_run_role_central_serves_the_auditor_page_over_the_stations(tmp_
         "web": {"port": port},
         "node": {"region": str(REPO / "config" / "region.yaml"), "broker": {"port": free_port()}},
     }), encoding="utf-8")  # fmt: skip
-    UserStore(connect(load_config(path).storage.database)).add("aud", "auditor", BROWSER_PASSWORD, scope="gongyuanbeilu")
+    UserStore(connect_state(load_config(path).storage)).add("aud", "auditor", BROWSER_PASSWORD, scope="gongyuanbeilu")
     base = f"http://127.0.0.1:{port}"
     process = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--role", "central", "--config", str(path)],
                                cwd=REPO, stderr=subprocess.PIPE, text=True)  # fmt: skip
