@@ -367,13 +367,12 @@ def replayed(edges: list[Edge], n: int, stations: list[str]) -> list[tuple[str, 
             queue.close()
 
 
-def flood_dispatched(database: Path) -> Counter[str]:
-    """What central's dispatcher made of the flood's transcripts so far (its record, read as another process)."""
-    if not database.exists():
-        return Counter()
-    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as db:
-        return Counter(dict(db.execute("SELECT outcome, count(*) FROM central_dispatched WHERE utterance_id LIKE "
-                                       "'flood%' GROUP BY outcome").fetchall()))  # fmt: skip
+def flood_dispatched(conn: psycopg.Connection) -> Counter[str]:
+    """What central's dispatcher made of the flood's transcripts so far (its record, in central's PostgreSQL)."""
+    with contextlib.suppress(psycopg.errors.UndefinedTable):  # central's dispatcher has not made it yet
+        return Counter(dict(conn.execute("SELECT outcome, count(*) FROM central_dispatched WHERE utterance_id LIKE "
+                                         "'flood%' GROUP BY outcome").fetchall()))  # fmt: skip
+    return Counter()
 
 
 def flood_stored(conn: psycopg.Connection) -> int:
@@ -381,8 +380,8 @@ def flood_stored(conn: psycopg.Connection) -> int:
                         " + (SELECT count(*) FROM transcripts WHERE utterance_id LIKE 'flood%')").fetchone()[0]  # fmt: skip
 
 
-async def flood(broker: Mosquitto, messages: list[tuple[str, bytes]], conn: psycopg.Connection, central_db: Path,
-                cpu_now: Any, timeout: float = 300) -> Flood:  # fmt: skip
+async def flood(broker: Mosquitto, messages: list[tuple[str, bytes]], conn: psycopg.Connection, cpu_now: Any,
+                timeout: float = 300) -> Flood:  # fmt: skip
     """Publish `messages` QoS 1 on one connection (each awaited: the broker's PUBACK), then wait for central to store
     them all and for its dispatcher to handle every transcript."""
     import aiomqtt
@@ -402,7 +401,7 @@ async def flood(broker: Mosquitto, messages: list[tuple[str, bytes]], conn: psyc
         await asyncio.sleep(0.1)
     stored = time.monotonic() - t0
     transcripts = sum(topic.endswith("/transcripts") for topic, _ in messages)
-    while sum((outcomes := await asyncio.to_thread(flood_dispatched, central_db)).values()) < transcripts:
+    while sum((outcomes := await asyncio.to_thread(flood_dispatched, conn)).values()) < transcripts:
         if time.monotonic() - t0 > timeout:
             ended = ended or f"central's dispatcher had not handled them all {timeout:.0f} s after the first"
             break
@@ -520,7 +519,7 @@ async def run(opts: Options) -> Outcome:
             if opts.flood:
                 messages = await asyncio.to_thread(replayed, edges, opts.flood, flooding)
                 print(f"  {time.strftime('%H:%M:%S')} replaying {len(messages)} messages at central", flush=True)
-                flooded = await flood(broker, messages, transcripts.conn, tmp / "central" / "jingbao.db", tier_cpu)
+                flooded = await flood(broker, messages, transcripts.conn, tier_cpu)
             transcripts.conn.close()
             stop(central)  # its dispatcher logs its counts as it stops
             counts = [ln for ln in (tmp / "central.log").read_text(errors="replace").splitlines() if "central dispatch" in ln]

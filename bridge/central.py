@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import sys
+import sqlite3
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -43,8 +43,8 @@ import aiomqtt
 from asr.store import transcript_of_row
 from bridge.backoff import Backoff
 from bridge.bus import EventBus
-from bridge.config import Config, ConfigError
-from bridge.db import Migration, connect_postgres, migrate
+from bridge.config import Config, ConfigError, StorageConfig
+from bridge.db import Migration, connect, connect_postgres, migrate
 from bridge.logsafe import clip
 from bridge.nodes import VERSION as NODE_VERSION
 from bridge.nodes import (
@@ -492,17 +492,20 @@ async def wait_for_database(work: Callable[[], T], backoff: Backoff, reconnect: 
                     await asyncio.to_thread(reconnect)
 
 
-def run_central(config: Config, region: Region | None = None) -> None:
+def run_central(config: Config, region: Region | None = None) -> int:
     """`jingbao run --role central`: the ingest, the dispatcher over the region's stations (when any names a
     jurisdiction file: bridge/central_dispatch.py), and once the ingest's tables exist the web app over them (search,
-    replay, audit: bridge/web/central_app.py), until SIGINT, SIGTERM or SIGHUP."""
-    from bridge.central_dispatch import central_dispatch
+    replay, audit: bridge/web/central_app.py), until SIGINT, SIGTERM or SIGHUP; first the lease, when the other central
+    of a pair holds it. Returns the exit status: 0, or LEASE_LOST_EXIT (bridge/central_lease.py)."""
+    from bridge.central_dispatch import CentralDispatch, central_area
     from bridge.central_health import CentralHealth, DatabaseProbe
     from bridge.central_lease import LEASE_LOST_EXIT, CentralLease, LeaseLost
 
     url = config.storage.database_url
     if url is None:
         raise ConfigError("--role central needs storage.database_url: the PostgreSQL store (docs/deployment.md)")
+    refuse_sqlite_state(config.storage)
+    area = central_area(region)  # before the lease: the standby of a pair takes over with its place indexes built
     lease = CentralLease(url)  # one central of a pair runs, the other stands by (bridge/central_lease.py)
     lost: list[LeaseLost] = []
 
@@ -516,13 +519,15 @@ def run_central(config: Config, region: Region | None = None) -> None:
     async def run(lease: CentralLease) -> None:
         # built on the loop (its MQTT client needs it) before anything else runs there, as a box builds its dispatcher
         bus = EventBus()  # what the operators' console shows live: the ingest's utterances and transcripts, incidents
-        dispatch = central_dispatch(config, region, bus)
+        dispatch = CentralDispatch(config, region, area, bus) if area is not None and region is not None else None
         reads_partials = dispatch is not None and config.dispatch.provisional
         ingest = CentralIngest(config, on_transcript=dispatch.submit if dispatch is not None else None, bus=bus,
                                on_partial=dispatch.submit_partial if reads_partials else None)  # fmt: skip
         health = CentralHealth(ingest, dispatch, DatabaseProbe(url))
+        # LeaseLost stops everything, the dispatcher without draining its outbox: the other central sends it now
+        on_lost = dispatch.service.forgo_drain if dispatch is not None else None
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(lease.hold(), name="central-lease")  # raises LeaseLost: everything stops
+            tasks.create_task(lease.hold(on_lost), name="central-lease")
             tasks.create_task(ingest.run(), name="central")
             tasks.create_task(health.database.run(), name="central-database-probe")
             if dispatch is not None:
@@ -542,7 +547,28 @@ def run_central(config: Config, region: Region | None = None) -> None:
     asyncio.run(main())
     if lost:
         logger.error("central stopped: %s", lost[0])
-        sys.exit(LEASE_LOST_EXIT)
+        return LEASE_LOST_EXIT
+    return 0
+
+
+def refuse_sqlite_state(storage: StorageConfig) -> None:
+    """ConfigError when `storage.database` (data_dir's SQLite) holds the state central kept there before it moved to
+    PostgreSQL: started beside it, central would drop its users, open incidents and waiting alerts without a word,
+    and read the last minutes' transcripts back as never dispatched (alerting them again)."""
+    if not storage.database.exists():
+        return
+    held = {}
+    with contextlib.closing(connect(storage.database, readonly=True)) as conn:
+        for table in ("users", "incidents", "outbox"):
+            with contextlib.suppress(sqlite3.OperationalError):  # no such table: nothing of it kept there
+                if n := conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]:
+                    held[table] = n
+    if held:
+        raise ConfigError(
+            f"{storage.database} holds central's state from before it moved to PostgreSQL "
+            f"({', '.join(f'{n} {t}' for t, n in held.items())}), which is not carried over: add the users again "
+            "(jingbao user add ... --config <this config>: they go to PostgreSQL now), settle what is open, then move "
+            "the file away and start central again (docs/deployment.md, \"A central pair\")")
 
 
 def _http_server(

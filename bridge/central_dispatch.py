@@ -51,9 +51,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -62,7 +63,7 @@ from bridge.backoff import Backoff
 from bridge.bus import EventBus
 from bridge.central import CentralStore, wait_for_database
 from bridge.config import Config, ConfigError
-from bridge.db import Connection, Migration, connect_state, migrate
+from bridge.db import STORE_RETRY_S, Connection, Migration, connect_state, migrate
 from bridge.logsafe import clip
 from bridge.nodes import PartialMessage, TranscriptMessage, central_id, station_of
 from bridge.region import Region, RegionError
@@ -200,9 +201,9 @@ class CentralDispatch:
     """`submit` each committed transcript; `run()` first dispatches what the last run committed and did not, then
     what is submitted (and keeps the dispatcher's broker link and outbox going) until cancelled."""
 
-    def __init__(self, config: Config, region: Region, merged: RegionJurisdiction, bus: EventBus | None = None) -> None:
+    def __init__(self, config: Config, region: Region, area: RegionArea, bus: EventBus | None = None) -> None:
         """`bus`: where its incidents' events go (central's operators' console: bridge/web/central_console.py)."""
-        self.area = RegionArea(region, merged)
+        self.area = area
         # no transmit path at central: announcements off, rather than queued for nobody
         alerts = config.dispatch.alerts.model_copy(update={"announce": False})
         config = config.model_copy(update={"dispatch": config.dispatch.model_copy(update={"alerts": alerts})})
@@ -268,23 +269,39 @@ class CentralDispatch:
             logger.info("central dispatch stops: %s", self.counters())
 
     async def _dispatch_loop(self) -> None:
-        await self._recover()
+        await _until_the_store_answers("reading back what the last run left", self._recover)
         pruned_at = time.monotonic()
         while True:
             message = await self._queue.get()
             await self._dispatch_or_log(message)
             if time.monotonic() - pruned_at > self.prune_every_s:  # a central up for weeks keeps only what still decides
                 pruned_at = time.monotonic()
-                self.record.forget_before(time.time() - self._max_age_s)
+                with contextlib.suppress(sqlite3.OperationalError):  # the store away: pruned next time
+                    self.record.forget_before(time.time() - self._max_age_s)
 
     async def _dispatch_or_log(self, message: TranscriptMessage) -> None:
-        """`_dispatch`, whatever fails in it (its record on a full disk, say) logged and counted, not raised: it would
-        end central's task group, its ingest and its web app with it. Unrecorded, it is read again at the next start."""
-        try:
+        """`_dispatch`, whatever fails in it logged and counted, not raised: it would end central's task group, its
+        ingest and its web app with it. Unrecorded, it is read again at the next start. The store failing (PostgreSQL
+        restarting or away) is waited out instead: this transcript and those queued behind it are dispatched, in
+        order, once it answers; one the dispatcher had already put in an incident when its store failed is recorded
+        as dispatched, not dispatched twice."""
+        uid = central_id(message.station, message.utterance_id)
+        name, tried = clip(uid), False
+
+        async def dispatch() -> None:
+            nonlocal tried
+            if tried and self.service.dispatcher.store.with_utterance(uid):  # the dispatcher's writes done, not the record
+                logger.info("transcript %s: in an incident before the store failed, recorded as dispatched", name)
+                self.record.record(uid, message.version, "dispatched")
+                return
+            tried = True
             await self._dispatch(message)
+
+        try:
+            await _until_the_store_answers(f"dispatching transcript {name}", dispatch)
         except Exception:
             self.refused["failed"] += 1
-            logger.exception("transcript %s: dispatching it failed", clip(f"{message.station}.{message.utterance_id}"))
+            logger.exception("transcript %s: dispatching it failed", name)
 
     async def _recover(self) -> None:
         """Dispatch, oldest first, the transcripts PostgreSQL holds whose newest version this store has not handled:
@@ -376,12 +393,33 @@ class CentralDispatch:
         heard = Heard.of(message)
         try:
             await self.service.dispatcher.handle(as_central(message.transcript, station), heard)
+        except sqlite3.OperationalError:  # the store away: waited out by _dispatch_or_log
+            raise
         except Exception:  # one transcript the dispatcher fails on must not stop the others'
             self.refused["failed"] += 1
             logger.exception("transcript %s: dispatching it failed", clip(heard.id))
             return None
         self.dispatched += 1
         return "dispatched"
+
+
+async def _until_the_store_answers(doing: str, work: Callable[[], Awaitable[None]]) -> None:
+    """`await work()`, again every STORE_RETRY_S while central's state store fails (sqlite3.OperationalError, as the
+    PostgreSQL adapter raises it: PostgreSQL restarting or away); logged once, and when it answers again."""
+    failed = False
+    while True:
+        try:
+            await work()
+        except sqlite3.OperationalError as e:
+            if not failed:
+                logger.warning("%s: central's store failed (%s); trying again every %.0f s", doing, clip(str(e)),
+                               STORE_RETRY_S)  # fmt: skip
+                failed = True
+            await asyncio.sleep(STORE_RETRY_S)
+            continue
+        if failed:
+            logger.warning("%s: central's store answers again", doing)
+        return
 
 
 def as_central(transcript: Transcript, station: str) -> Transcript:
@@ -394,10 +432,11 @@ def as_central(transcript: Transcript, station: str) -> Transcript:
     return replace(transcript, keywords=keywords, alternatives=alternatives)
 
 
-def central_dispatch(config: Config, region: Region | None, bus: EventBus | None = None) -> CentralDispatch | None:
-    """Central's dispatcher over `region`, or None (logged) when no station of it names a jurisdiction file: then each
-    edge dispatches its own station. ConfigError when the stations' files cannot be merged. (Seconds: the place indexes
-    and the models; build it on the running loop, which its MQTT client needs, before the loop serves anything.)"""
+def central_area(region: Region | None) -> RegionArea | None:
+    """What central dispatches for: the region's stations' jurisdiction files merged, with a place index per station
+    (seconds: the standby of a pair builds it before it waits for the lease, bridge/central.py), or None (logged) when
+    no station of it names a jurisdiction file: then each edge dispatches its own station. ConfigError when the
+    stations' files cannot be merged."""
     try:
         merged = merge_jurisdictions(region) if region is not None else None
     except RegionError as e:
@@ -406,4 +445,12 @@ def central_dispatch(config: Config, region: Region | None, bus: EventBus | None
         logger.info("central dispatches nothing: no station of the region file names a jurisdiction file")
         return None
     logger.info("central dispatches for %s: %s", region.name, ", ".join(merged.stations))
-    return CentralDispatch(config, region, merged, bus)
+    return RegionArea(region, merged)
+
+
+def central_dispatch(config: Config, region: Region | None, bus: EventBus | None = None) -> CentralDispatch | None:
+    """Central's dispatcher over `region`, or None when it dispatches for no station (central_area). (Seconds: the
+    place indexes and the models; build it on the running loop, which its MQTT client needs, before the loop serves
+    anything.)"""
+    area = central_area(region)
+    return None if area is None or region is None else CentralDispatch(config, region, area, bus)

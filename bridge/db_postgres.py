@@ -7,14 +7,21 @@ The stores are written once, against `bridge.db.Connection`:
 
 - `execute(sql, params)` with sqlite3's `?` placeholders (turned into psycopg's here), returning a cursor to fetch
   from or iterate; rows are read by column name or position, as sqlite3.Row; `dict(row)` works on both.
-- `with conn:` is one transaction (committed, or rolled back on an exception); a `with` inside another joins it, as
-  on SQLite. Outside one, every statement commits by itself (autocommit), as sqlite3 does for a SELECT.
+- `with conn:` is one transaction (committed, or rolled back on an exception). Outside one, every statement commits
+  by itself (autocommit), as sqlite3 does for a SELECT. Unlike sqlite3, a `with` inside another joins the outer
+  transaction (sqlite3 commits at the inner block's end), and an error inside one spoils the rest of it even if
+  caught there (PostgreSQL: "current transaction is aborted"): no store nests blocks or catches inside one.
 - Python booleans are stored as 0/1 (the stores' flags are INTEGER columns on both engines).
 - Errors are sqlite3's DB-API classes (a constraint violation sqlite3.IntegrityError, PostgreSQL gone
   sqlite3.OperationalError...), the psycopg error as their cause, so that a store and its callers catch one class
   whatever the engine.
-- A connection PostgreSQL dropped (a restart, a failover) fails the statement it was running; the next one opens
-  a new connection. What was committed is kept; what was not is the caller's to retry, as with a SQLite disk error.
+- A connection PostgreSQL dropped since its last statement (a restart, a failover) is found dead by the next
+  statement or transaction, which is run again once on a new connection: the one lost statement never reached
+  PostgreSQL, so nobody sees the restart. (A connection that dies while a statement outside a transaction runs could
+  have committed it: run again, it may be applied twice; the stores write inside `with` blocks, whose BEGIN is what
+  is run again.) PostgreSQL still away: the error goes to the caller, to retry, as with a SQLite disk error.
+- A peer gone silent (a machine or network lost) is found within ~15 s at both ends (TCP keepalives and a user
+  timeout, `DEAD_PEER`), not after the kernel's two hours: a statement then fails rather than hangs.
 
 Statements are run one at a time on one connection (a lock held for a statement, or for a whole `with` block), as
 the stores share one SQLite connection between the event loop and the web's threads. The SQL itself must be what
@@ -78,6 +85,16 @@ def postgres_sql(sql: str) -> str:
     return "".join(parts)
 
 
+# libpq's (this end) and the server's (options: the other end, where a session's advisory locks live) TCP settings:
+# idle 5 s, then a probe every 2 s, 3 unanswered probes, or 15 s of unacknowledged data, and the connection is dead.
+# Over a Unix socket they do nothing.
+DEAD_PEER: dict[str, Any] = {
+    "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3, "tcp_user_timeout": 15_000,
+    "options": "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 -c tcp_user_timeout=15000",
+}  # fmt: skip
+DEAD_PEER_S = 15
+
+
 def _params(params: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(int(p) if isinstance(p, bool) else p for p in params)
 
@@ -85,7 +102,8 @@ def _params(params: Sequence[Any]) -> tuple[Any, ...]:
 class PostgresConnection:
     """One PostgreSQL connection speaking like a sqlite3.Connection to the stores (the module's docstring)."""
 
-    def __init__(self, url: str, *, connect_timeout_s: int = 10) -> None:
+    def __init__(self, url: str, *, connect_timeout_s: int = 3) -> None:
+        """`connect_timeout_s`: short, since the statements run on the caller's thread (the event loop's, often)."""
         self.url = url
         self._timeout_s = connect_timeout_s
         self._lock = threading.RLock()
@@ -98,8 +116,13 @@ class PostgresConnection:
         with self._lock:
             if self._conn is None or self._conn.closed or self._conn.broken:
                 self._conn = psycopg.connect(self.url, autocommit=True, row_factory=_row_maker,
-                                             connect_timeout=self._timeout_s)  # fmt: skip
+                                             connect_timeout=self._timeout_s, **DEAD_PEER)  # fmt: skip
             return self._conn
+
+    def _once_more(self) -> bool:
+        """Whether a statement that failed on a connection error is run again on a new connection: the connection was found
+        dead, and no transaction was under way on it (whose earlier statements are lost with it)."""
+        return self._conn is not None and self._conn.broken and not self._transactions
 
     @property
     def lock(self) -> threading.RLock:
@@ -107,7 +130,12 @@ class PostgresConnection:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[PostgresRow]:
         with self._lock, _as_sqlite_errors():
-            return self.raw().execute(postgres_sql(sql), _params(params))
+            try:
+                return self.raw().execute(postgres_sql(sql), _params(params))
+            except psycopg.OperationalError:
+                if not self._once_more():
+                    raise
+                return self.raw().execute(postgres_sql(sql), _params(params))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> psycopg.Cursor[PostgresRow]:
         with self._lock, _as_sqlite_errors():
@@ -120,8 +148,14 @@ class PostgresConnection:
         try:
             if not self._transactions:
                 with _as_sqlite_errors():
-                    transaction = self.raw().transaction()
-                    transaction.__enter__()
+                    try:
+                        transaction = self.raw().transaction()
+                        transaction.__enter__()  # BEGIN
+                    except psycopg.OperationalError:
+                        if not self._once_more():
+                            raise
+                        transaction = self.raw().transaction()
+                        transaction.__enter__()
                 self._transactions.append(transaction)
             else:
                 self._transactions.append(self._transactions[0])  # joins the outer one, as sqlite3's `with` does

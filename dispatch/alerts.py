@@ -410,10 +410,11 @@ class Alerter:
             self._stop(watch)
             self._kept.save(incident_id, watch)
             return
-        nxt = watch.reserve.pop(0)
-        self.escalations += 1
+        nxt = watch.reserve[0]  # taken off the reserve once sent: a store failing midway tries him again, not the next
         logger.info("incident %s: %s, escalating to %s", incident_id, reason, nxt.responder_id)
         self._send(incident, [nxt], kind="escalated", reason=reason, after_s=self._ack_timeout, **detail)
+        watch.reserve.pop(0)
+        self.escalations += 1
         self._arm(incident_id, self._ack_timeout)
         self._kept.save(incident_id, watch)
 

@@ -836,6 +836,7 @@ class DispatchService:
             )
             publish, ready = self.link.publish, self.link.wait_connected
         self.outbox = Outbox(self._conn, publish, ready=ready)
+        self._drain_at_stop = True
         lexicon, places = load_lexicon(rules.lexicon), self.area.places
         homes = self.jurisdiction.channel_posts
         for index in self.area.indexes:
@@ -907,11 +908,17 @@ class DispatchService:
             await asyncio.gather(link, sender, return_exceptions=True)
             await self.dispatcher.close()
 
+    def forgo_drain(self) -> None:
+        """At the next stop, leave the outbox as it is: another process sends it now (central's pair, its lease lost)."""
+        self._drain_at_stop = False
+
     async def _drain(self) -> None:
         """A clean stop: the messages made last (an escalation due as the service stops, an incident's latest state)
         are sent while the broker is connected, for at most DRAIN_S; what is left waits in the outbox for the next
         start. Without it they all waited for the next start, phones included."""
         assert self.link is not None
+        if not self._drain_at_stop:
+            return
         deadline = time.monotonic() + DRAIN_S
         try:
             while self.outbox.count_pending() and self.link.connected and time.monotonic() < deadline:

@@ -130,17 +130,20 @@ def _incidents_command(args: argparse.Namespace) -> int:
 
     from bridge.commands.service import load_setup
     from bridge.config import ConfigError
-    from bridge.db import connect
+    from bridge.db import connect, connect_state
     try:
-        database = load_setup(args.config)[0].storage.database  # the config exactly as `jingbao run` reads it
+        storage = load_setup(args.config)[0].storage  # the config exactly as `jingbao run` reads it
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
-    if not database.exists():
+    # a box's incidents are in its SQLite file; central's in its PostgreSQL (bridge/db.py's connect_state)
+    database = storage.database if storage.database_url is None else "central's PostgreSQL (storage.database_url)"
+    if storage.database_url is None and not storage.database.exists():
         print(f"no database at {database}: the service has not run yet", file=sys.stderr)
         return 1 if args.incidents_command == "show" else 0
     try:
-        store = IncidentStore(connect(database, readonly=True), readonly=True)
+        conn = connect(storage.database, readonly=True) if storage.database_url is None else connect_state(storage)
+        store = IncidentStore(conn, readonly=True)
         if args.incidents_command == "list":
             for incident in store.list(limit=args.limit):
                 print(json.dumps(incident.to_dict(), ensure_ascii=False) if args.json else _incident_line(incident))
@@ -150,7 +153,7 @@ def _incidents_command(args: argparse.Namespace) -> int:
             print(f"no incident {args.id!r}", file=sys.stderr)
             return 1
         timeline = store.timeline(incident.id)
-    except sqlite3.OperationalError as e:  # e.g. the dispatcher has never created its tables in this database
+    except sqlite3.Error as e:  # the dispatcher has never created its tables there; PostgreSQL away
         print(f"{database}: {e}", file=sys.stderr)
         return 1
     if args.json:

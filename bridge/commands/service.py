@@ -102,13 +102,14 @@ def load_setup(path: Path) -> tuple[Config, Jurisdiction]:
 def cmd_run(args: argparse.Namespace) -> int:
     from bridge.service import run_service  # imported here: the service pulls in the web stack
 
+    status = 0
     try:
         config, _ = load_setup(args.config)
         if args.role == "central":
             from bridge.central import run_central
             from bridge.region import region_of
 
-            run_central(config, region_of(config))
+            status = run_central(config, region_of(config))
         elif args.role == "recognition":
             from bridge.recognition_node import run_recognition
 
@@ -118,10 +119,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as e:  # also what the service finds unusable as it starts (the broker password file)
         print(e, file=sys.stderr)
         return 2
-    _leave_stopped()
+    _leave_stopped(status)
 
 
-def _leave_stopped() -> NoReturn:
+def _leave_stopped(status: int = 0) -> NoReturn:
     """The service stopped cleanly and has stored what it had: leave without the interpreter's teardown. Destroying
     the recogniser's onnxruntime sessions there now and then crashes the process (SIGSEGV after a clean SIGTERM stop,
     seen in tests/bridge/test_edge_central.py; not in jingbao's code), which a supervisor would count as a crash.
@@ -133,7 +134,7 @@ def _leave_stopped() -> NoReturn:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(status)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

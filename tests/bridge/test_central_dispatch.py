@@ -360,6 +360,29 @@ async def test_central_killed_after_the_dispatchers_writes_and_before_its_record
     assert len(alerts[B_GUARD]) == 1
 
 
+async def test_a_transcript_handed_over_while_postgresql_is_away_is_dispatched_once_it_answers(
+    tmp_path, mqtt, postgres, pg_url
+):  # fmt: skip
+    """Central's state is in PostgreSQL: a transcript committed just before PostgreSQL went away waits for it (the
+    dispatcher tries again every 2 s) and is dispatched, once, when it is back; central keeps running meanwhile."""
+    config = dispatching_central(tmp_path, mqtt, pg_url)
+    _, payload = transcript_message(A, FIGHT, entry=1)
+    message = parse("transcripts", A, payload)
+    async with phones(mqtt) as alerts, central_dispatching(config) as (_, dispatch):
+        postgres.pause()
+        try:
+            dispatch.submit(message)
+            await asyncio.sleep(3)
+            assert dispatch.dispatched == 0 and B_GUARD not in alerts
+        finally:
+            postgres.resume()
+        await until("the fight dispatched once PostgreSQL answers", lambda: B_GUARD in alerts, timeout=20)
+        await asyncio.sleep(0.5)
+        incidents = dispatch.service.dispatcher.store.list()
+        assert dispatch.dispatched == 1 and dispatch.refused["failed"] == 0
+    assert len(incidents) == 1 and len(alerts[B_GUARD]) == 1
+
+
 @pytest.mark.parametrize("taken_over_by", ["itself, started again", "the standby"])
 async def test_central_killed_with_alerts_pending_sends_them_once_it_is_back_and_dispatches_nothing_twice(
     tmp_path, mqtt, pg_url, taken_over_by

@@ -1,15 +1,20 @@
 """The lease that lets one central of a pair run while the other stands by (bridge/central_lease.py), on a real
 PostgreSQL: taken by one at a time, handed over when its holder goes, taken back after an outage unless the other
-central has it by then."""
+central has it by then. And central refusing to start beside the SQLite state it kept before (bridge/central.py)."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from bridge.central import refuse_sqlite_state
 from bridge.central_lease import CentralLease, LeaseLost
+from bridge.config import ConfigError, StorageConfig
+from bridge.db import connect
+from bridge.web.users import UserStore
 
 
 def fast(url: str) -> CentralLease:
@@ -55,3 +60,13 @@ async def test_after_an_outage_the_lease_is_taken_back_unless_the_other_central_
     with pytest.raises(LeaseLost):
         await asyncio.wait_for(holding, 5)
     standby.release()
+
+
+def test_central_refuses_to_start_beside_the_sqlite_state_it_kept_before_postgresql(tmp_path: Path) -> None:
+    storage = StorageConfig(data_dir=tmp_path, database_url="postgresql:///unused")
+    refuse_sqlite_state(storage)  # no file: a new central
+    UserStore(connect(storage.database))  # the tables, empty: nothing would be lost
+    refuse_sqlite_state(storage)
+    UserStore(connect(storage.database)).add("op", "operator", "a password of some length")
+    with pytest.raises(ConfigError, match="1 users"):
+        refuse_sqlite_state(storage)

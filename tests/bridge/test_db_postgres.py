@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from bridge.db_postgres import PostgresConnection, postgres_sql
+from tests.support.postgres import PostgresCluster
 
 
 def test_placeholders_become_psycopgs_outside_literals_and_percent_signs_stay_literal() -> None:
@@ -45,14 +46,28 @@ def test_a_with_block_is_one_transaction_an_inner_one_joins_it_and_an_error_roll
     other.close()
 
 
-def test_a_connection_postgresql_dropped_fails_one_statement_and_the_next_reconnects(pg_url: str) -> None:
+def test_a_connection_postgresql_dropped_is_opened_again_unseen_and_postgresql_away_is_an_operational_error(
+    postgres: PostgresCluster, pg_url: str
+) -> None:  # fmt: skip
     conn = PostgresConnection(pg_url)
     conn.execute("CREATE TABLE t (id BIGINT PRIMARY KEY)")
-    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    with pytest.raises(sqlite3.OperationalError):  # as SQLite's own (a store's caller catches one class)
-        conn.execute("INSERT INTO t VALUES (1)")
-    conn.execute("INSERT INTO t VALUES (2)")
-    assert [r[0] for r in conn.execute("SELECT id FROM t")] == [2]
+
+    def dropped() -> None:  # as a restart of PostgreSQL leaves the connection: dead, and not known to be yet
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                          "AND pid <> pg_backend_pid()")  # fmt: skip
+
+    dropped()
+    conn.execute("INSERT INTO t VALUES (1)")  # found dead, run again on a new connection
+    dropped()
+    with conn:  # its BEGIN found it dead
+        conn.execute("INSERT INTO t VALUES (2)")
+    postgres.pause()
+    try:
+        with pytest.raises(sqlite3.OperationalError):  # as SQLite's own (a store's caller catches one class)
+            conn.execute("INSERT INTO t VALUES (3)")
+    finally:
+        postgres.resume()
+    conn.execute("INSERT INTO t VALUES (4)")
+    assert [r[0] for r in conn.execute("SELECT id FROM t ORDER BY id")] == [1, 2, 4]
     conn.close()

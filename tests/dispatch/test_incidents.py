@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bridge.db import Connection, connect
+from bridge.db_postgres import PostgresConnection
 from dispatch.incidents import (
     CLOSED,
     OPEN,
@@ -205,17 +206,21 @@ def test_unknown_location_is_kept_and_flagged(store: IncidentStore) -> None:
     assert store.list(status=Status.RESOLVED) == []
 
 
-def test_cli_list_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_cli_list_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest,
+                           engine: str) -> None:  # fmt: skip
+    """A box's incidents from its SQLite file; central's (storage.database_url) from its PostgreSQL."""
     from bridge.cli import main
 
+    url = request.getfixturevalue("pg_url") if engine == "postgres" else None
     config = tmp_path / "jingbao.yaml"
     config.write_text(
         f"jurisdiction: {REPO / 'config' / 'jurisdiction.yaml'}\n"
-        "storage: {data_dir: data}\n"
+        f"storage: {{data_dir: data{f', database_url: {url!r}' if url else ''}}}\n"
         "channels: [{id: ch-market, name: 市场保安, source: {type: pipe}}]\n",
         encoding="utf-8",
     )
-    store = IncidentStore(connect(tmp_path / "data" / "jingbao.db"))
+    store = IncidentStore(PostgresConnection(url) if url else connect(tmp_path / "data" / "jingbao.db"))
     incident = make(store)
     store.transition(incident.id, Status.DISPATCHED, actor="dispatcher")
 
