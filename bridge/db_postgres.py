@@ -24,7 +24,8 @@ The stores are written once, against `bridge.db.Connection`:
   timeout, `DEAD_PEER`), not after the kernel's two hours: a statement then fails rather than hangs.
 
 Statements are run one at a time on one connection (a lock held for a statement, or for a whole `with` block), as
-the stores share one SQLite connection between the event loop and the web's threads. The SQL itself must be what
+the stores share one SQLite connection between the event loop and the web's threads. The placeholders are found
+by skipping single-quoted literals only: no `?` in a comment or a quoted identifier. The SQL itself must be what
 both engines read alike: `ON CONFLICT ... DO NOTHING` rather than `INSERT OR IGNORE`, `RETURNING id` rather than
 `lastrowid`, `TRUE` rather than `1` in a WHERE; the schema is each component's migrations, a script per engine.
 """
