@@ -1,7 +1,7 @@
 """A central pair taking over (issue 13; bridge/central_lease.py, docs/deployment.md "A central pair"): two
 `jingbao run --role central` processes on one private PostgreSQL (durable) and one mosquitto, set up as
 bench/cluster.py sets central up (a region of S stations, each a copy of the demo jurisdiction; alerts on the same
-broker, every report its own incident).
+broker).
 
     bench/takeover.py [--stations S] [--rounds R] [--every I] [--settle T]
 
@@ -14,8 +14,9 @@ delivered at once does, is answered by that incident's update). Reported:
 - per takeover: kill -> the standby logs that it holds the lease, -> its link to the stations' broker is up, -> the
   first message it sends; and the reports published in the gap, with their report -> answer times;
 - over all reports: report -> answer p50 / p95 / max, with and without the gaps; reports never answered (must be 0);
-  a responder alerted twice about one report by two outbox messages (a repeat of one message counts once: a phone
-  drops it);
+  reports dispatched more than once (central's record and its incidents, read at the end: a report held twice by
+  the incidents, or recorded but in none); a responder alerted twice about one report by two outbox messages (a
+  repeat of one message counts once: a phone drops it);
 - the machine and its load.
 """
 
@@ -34,6 +35,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,6 +63,8 @@ class Takeover:
 @dataclass
 class Run:
     published: dict[str, float] = field(default_factory=dict)  # central utterance id -> when published
+    held: dict[str, int] = field(default_factory=dict)  # central utterance id -> how often central's incidents hold it
+    recorded: dict[str, str] = field(default_factory=dict)  # central utterance id -> central's record of it
     answered: dict[str, float] = field(default_factory=dict)  # central utterance id -> its first alert or incident state
     # central utterance id -> (when, the responder alerted, the outbox message's id), each alert as it came
     alerts: dict[str, list[tuple[float, str, int]]] = field(default_factory=lambda: defaultdict(list))
@@ -153,6 +157,15 @@ async def takeovers(tmp: Path, broker: Mosquitto, url: str, stations: list[str],
             shutil.copyfile(log, LOGS / log.name)
 
 
+def read_central(url: str, run: Run) -> None:
+    """What central's incidents hold and its record says of each report, at the end."""
+    with psycopg.connect(url) as conn:
+        for (ids,) in conn.execute("SELECT utterance_ids FROM incidents"):
+            for uid in json.loads(ids):
+                run.held[uid] = run.held.get(uid, 0) + 1
+        run.recorded = dict(conn.execute("SELECT utterance_id, outcome FROM central_dispatched").fetchall())
+
+
 def report(run: Run, opts: argparse.Namespace, machine: str, load_after: str) -> list[str]:
     first_alert = run.answered
     for t in run.takeovers:
@@ -161,9 +174,10 @@ def report(run: Run, opts: argparse.Namespace, machine: str, load_after: str) ->
     in_gap = {uid for uid, at in run.published.items()
               for t in run.takeovers if t.killed_at <= at <= (t.first_alert_at or float("inf"))}  # fmt: skip
     never = [uid for uid in run.published if uid not in first_alert]
+    twice = [uid for uid in run.published if run.held.get(uid, 0) != 1 or run.recorded.get(uid) != "dispatched"]
     # a responder alerted twice about one report, by two outbox messages (a repeat of one message a phone drops)
-    twice = [uid for uid, alerts in run.alerts.items() if uid in run.published
-             and len({(r, o) for _, r, o in alerts}) > len({r for _, r, _ in alerts})]  # fmt: skip
+    alerted_twice = [uid for uid, alerts in run.alerts.items() if uid in run.published
+                     and len({(r, o) for _, r, o in alerts}) > len({r for _, r, _ in alerts})]  # fmt: skip
 
     def pct(xs: list[float]) -> str:
         return f"{percentile(xs, 50):.2f} / {percentile(xs, 95):.2f} / {max(xs):.2f} s" if xs else "-"
@@ -180,8 +194,9 @@ def report(run: Run, opts: argparse.Namespace, machine: str, load_after: str) ->
 
         lines.append(f"{i:>8}  {since(t.leased_at):>18}  {since(t.linked_at):>20}  {since(t.first_alert_at):>14}  "
                      f"{len(gap)}{worst}")
-    lines += ["", f"reports {len(run.published)}; answered {len(latency)}; never answered {len(never)}; "
-              f"a responder alerted twice by two outbox messages {len(twice)}",
+    lines += ["", f"reports {len(run.published)}; answered {len(latency)}; never answered {len(never)}; not held by "
+              f"exactly one incident or not recorded as dispatched {len(twice)}; a responder alerted twice by two "
+              f"outbox messages {len(alerted_twice)}",
               f"report -> answer p50 / p95 / max: all {pct(list(latency.values()))}; "
               f"outside the gaps {pct([v for u, v in latency.items() if u not in in_gap])}; "
               f"in the gaps {pct([v for u, v in latency.items() if u in in_gap])}",
@@ -216,6 +231,7 @@ async def main_async(opts: argparse.Namespace) -> list[str]:
             phones.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await phones
+            await asyncio.to_thread(read_central, url, run)
         finally:
             broker.stop()
             await asyncio.to_thread(cluster.stop)

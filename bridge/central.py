@@ -66,6 +66,7 @@ from bridge.nodes import (
     valid_station,
 )
 from bridge.signals import until_signalled
+from dispatch.incidents import CLOSED
 from dispatch.topics import CHANNELS, NODE_KINDS, PARTIALS, NodeTopic, Topics
 
 if TYPE_CHECKING:
@@ -558,11 +559,17 @@ def refuse_sqlite_state(storage: StorageConfig) -> None:
     if not storage.database.exists():
         return
     held = {}
-    with contextlib.closing(connect(storage.database, readonly=True)) as conn:
-        for table in ("users", "incidents", "outbox"):
-            with contextlib.suppress(sqlite3.OperationalError):  # no such table: nothing of it kept there
-                if n := conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]:
-                    held[table] = n
+    counts = {"users": "SELECT count(*) FROM users",
+              "open incidents": f"SELECT count(*) FROM incidents WHERE status NOT IN ({', '.join('?' * len(CLOSED))})",
+              "alerts not sent": "SELECT count(*) FROM outbox WHERE delivered_at IS NULL"}  # fmt: skip
+    try:
+        with contextlib.closing(connect(storage.database, readonly=True)) as conn:
+            for what, query in counts.items():
+                with contextlib.suppress(sqlite3.OperationalError):  # no such table: nothing of it kept there
+                    if n := conn.execute(query, tuple(map(str, CLOSED)) if "?" in query else ()).fetchone()[0]:
+                        held[what] = n
+    except sqlite3.DatabaseError as e:  # not a database: nothing central can read there, nor should it guess
+        raise ConfigError(f"{storage.database}: {e}; central's state is in PostgreSQL: move the file away") from e
     if held:
         raise ConfigError(
             f"{storage.database} holds central's state from before it moved to PostgreSQL "

@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 Connection: TypeAlias = "sqlite3.Connection | PostgresConnection"
 Row: TypeAlias = "sqlite3.Row | PostgresRow"  # read by column name or position on both
 
+class StoreUnavailable(sqlite3.OperationalError):
+    """The state store cannot be reached: central's PostgreSQL away, restarting or cut off (bridge/db_postgres.py
+    raises it). An OperationalError, as SQLite's failures are; what waits a store out catches this one only, so that
+    a statement that fails for its own sake (a timeout, a full disk) is not tried forever."""
+
+
 # A state store failing (central's PostgreSQL restarting or away, a box's disk): the background work that found it
 # (the outbox's sender, an escalation due) tries again this often rather than ending.
 STORE_RETRY_S = 2.0

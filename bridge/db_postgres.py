@@ -36,13 +36,16 @@ import contextlib
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import RowMaker
 
+from bridge.db import StoreUnavailable
+
+T = TypeVar("T")
 # a single-quoted SQL literal ('' inside it is a quote): placeholders and percent signs in it are left alone
 _LITERAL = re.compile(r"('(?:[^']|'')*')")
 
@@ -117,13 +120,20 @@ class PostgresConnection:
         with self._lock:
             if self._conn is None or self._conn.closed or self._conn.broken:
                 self._conn = psycopg.connect(self.url, autocommit=True, row_factory=_row_maker,
-                                             connect_timeout=self._timeout_s, **DEAD_PEER)  # fmt: skip
+                                             connect_timeout=self._timeout_s, **dead_peer(self.url))  # fmt: skip
             return self._conn
 
-    def _once_more(self) -> bool:
-        """Whether a statement that failed on a connection error is run again on a new connection: the connection was found
-        dead, and no transaction was under way on it (whose earlier statements are lost with it)."""
-        return self._conn is not None and self._conn.broken and not self._transactions
+    def _on_a_live_connection(self, run: Callable[[psycopg.Connection[PostgresRow]], T]) -> T:
+        """`run(connection)`, and once more on a new connection if the connection was found dead (PostgreSQL
+        restarted since its last statement) while no transaction was under way on it (whose earlier statements are
+        lost with it). A failure to connect is not tried again: PostgreSQL is away, the caller's to wait out."""
+        conn = self.raw()
+        try:
+            return run(conn)
+        except psycopg.OperationalError:
+            if not conn.broken or self._transactions:
+                raise
+            return run(self.raw())
 
     @property
     def lock(self) -> threading.RLock:
@@ -131,12 +141,7 @@ class PostgresConnection:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[PostgresRow]:
         with self._lock, _as_sqlite_errors():
-            try:
-                return self.raw().execute(postgres_sql(sql), _params(params))
-            except psycopg.OperationalError:
-                if not self._once_more():
-                    raise
-                return self.raw().execute(postgres_sql(sql), _params(params))
+            return self._on_a_live_connection(lambda conn: conn.execute(postgres_sql(sql), _params(params)))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> psycopg.Cursor[PostgresRow]:
         with self._lock, _as_sqlite_errors():
@@ -149,14 +154,7 @@ class PostgresConnection:
         try:
             if not self._transactions:
                 with _as_sqlite_errors():
-                    try:
-                        transaction = self.raw().transaction()
-                        transaction.__enter__()  # BEGIN
-                    except psycopg.OperationalError:
-                        if not self._once_more():
-                            raise
-                        transaction = self.raw().transaction()
-                        transaction.__enter__()
+                    transaction = self._on_a_live_connection(_begin)
                 self._transactions.append(transaction)
             else:
                 self._transactions.append(self._transactions[0])  # joins the outer one, as sqlite3's `with` does
@@ -180,6 +178,20 @@ class PostgresConnection:
                 self._conn.close()
 
 
+def _begin(conn: psycopg.Connection[PostgresRow]) -> psycopg.Transaction:
+    transaction = conn.transaction()
+    transaction.__enter__()  # BEGIN
+    return transaction
+
+
+def dead_peer(url: str) -> dict[str, Any]:
+    """DEAD_PEER for a connection to `url`: the server settings added to whatever `options` the URL has."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    own = conninfo_to_dict(url).get("options")
+    return DEAD_PEER | {"options": f"{own} {DEAD_PEER['options']}" if own else DEAD_PEER["options"]}
+
+
 # the DB-API's error classes, most specific first: psycopg's and sqlite3's have the same names
 _DBAPI_ERRORS = ("IntegrityError", "OperationalError", "DataError", "ProgrammingError", "NotSupportedError",
                  "InternalError", "InterfaceError", "DatabaseError", "Error")  # fmt: skip
@@ -187,10 +199,19 @@ _DBAPI_ERRORS = ("IntegrityError", "OperationalError", "DataError", "Programming
 
 @contextlib.contextmanager
 def _as_sqlite_errors() -> Iterator[None]:
-    """psycopg's error as sqlite3's class of the same DB-API name (a dropped connection: OperationalError; the next
-    statement reconnects)."""
+    """psycopg's error as sqlite3's class of the same DB-API name; PostgreSQL not reached (connection refused, a
+    connection lost, the server shutting down) as StoreUnavailable, an OperationalError the callers wait out."""
     try:
         yield
     except psycopg.Error as e:
+        if _unreachable(e):
+            raise StoreUnavailable(str(e)) from e
         name = next(n for n in _DBAPI_ERRORS if isinstance(e, getattr(psycopg, n)))
         raise getattr(sqlite3, name)(str(e)) from e
+
+
+def _unreachable(error: psycopg.Error) -> bool:
+    # no SQLSTATE: libpq's own (refused, timed out, the connection closed); class 08: connection exceptions;
+    # 57P01-57P03: the server shutting down or starting
+    state = error.sqlstate
+    return isinstance(error, psycopg.OperationalError) and (state is None or state.startswith(("08", "57P0")))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
@@ -26,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from bridge.db import STORE_RETRY_S, Connection, Migration, migrate
+from bridge.db import STORE_RETRY_S, Connection, Migration, StoreUnavailable, migrate
 from bridge.logsafe import clip
 from dispatch.incidents import OPEN, Incident, IncidentError, IncidentStore, Status, iso
 from dispatch.outbox import Outbox
@@ -390,7 +389,7 @@ class Alerter:
             try:
                 self._escalate(incident_id, reason="no_ack", **detail)
                 return
-            except sqlite3.Error as e:  # the store away (central's PostgreSQL restarting): due all the same
+            except StoreUnavailable as e:  # central's PostgreSQL restarting or away: due all the same
                 logger.warning("incident %s: escalation due, but the store failed (%s); trying again in %.0f s",
                                incident_id, e, STORE_RETRY_S)  # fmt: skip
                 await asyncio.sleep(STORE_RETRY_S)
@@ -410,7 +409,9 @@ class Alerter:
             self._stop(watch)
             self._kept.save(incident_id, watch)
             return
-        nxt = watch.reserve[0]  # taken off the reserve once sent: a store failing midway tries him again, not the next
+        # taken off the reserve once sent: a store failing midway tries him again, not the next (failing between his
+        # alert's outbox write and the assignment, it alerts him twice, by two outbox messages)
+        nxt = watch.reserve[0]
         logger.info("incident %s: %s, escalating to %s", incident_id, reason, nxt.responder_id)
         self._send(incident, [nxt], kind="escalated", reason=reason, after_s=self._ack_timeout, **detail)
         watch.reserve.pop(0)

@@ -15,6 +15,7 @@ from bridge.central_lease import CentralLease, LeaseLost
 from bridge.config import ConfigError, StorageConfig
 from bridge.db import connect
 from bridge.web.users import UserStore
+from tests.support.postgres import PostgresCluster
 
 
 def fast(url: str) -> CentralLease:
@@ -60,6 +61,57 @@ async def test_after_an_outage_the_lease_is_taken_back_unless_the_other_central_
     with pytest.raises(LeaseLost):
         await asyncio.wait_for(holding, 5)
     standby.release()
+
+
+async def test_after_a_postgresql_restart_the_former_holder_takes_the_lease_back_before_the_standby(
+    postgres: PostgresCluster, pg_url: str
+) -> None:  # fmt: skip
+    active, standby = fast(pg_url), CentralLease(pg_url, poll_s=0.05, check_s=0.05, defer_s=1.5)
+    await asyncio.wait_for(active.acquire(), 5)
+    holding = asyncio.create_task(active.hold())
+    waiting = asyncio.create_task(standby.acquire())
+    await asyncio.sleep(0.3)
+    postgres.pause()
+    await asyncio.sleep(0.5)
+    postgres.resume()
+    await asyncio.sleep(1.0)
+    assert not holding.done() and not waiting.done()  # the holder took it back; the standby waits on
+    holding.cancel()
+    waiting.cancel()
+    active.release()
+    standby.release()
+
+
+async def test_a_holder_out_of_postgresqls_reach_past_the_cut_off_stops_without_draining(
+    postgres: PostgresCluster, pg_url: str
+) -> None:  # fmt: skip
+    active = CentralLease(pg_url, poll_s=0.05, check_s=0.05, cut_off_s=1.0)
+    await asyncio.wait_for(active.acquire(), 5)
+    told: list[str] = []
+    postgres.pause()  # for this central as a network cut is: no answer at all
+    try:
+        with pytest.raises(LeaseLost, match="out of reach"):
+            await asyncio.wait_for(active.hold(lambda: told.append("lost")), 10)
+    finally:
+        postgres.resume()
+    assert told == ["lost"]
+    active.release()
+
+
+async def test_the_session_a_central_held_the_lease_on_before_a_network_blip_is_ended_for_it(pg_url: str) -> None:
+    """The server has not noticed the old connection is gone (a blip): the lease is still held by it, and taking it
+    back ends that session rather than stopping this central."""
+    active = fast(pg_url)
+    await asyncio.wait_for(active.acquire(), 5)
+    old = active._conn  # still open at the server, as a connection cut off mid-blip is until TCP gives up
+    active._conn = None
+    assert active._connected() and not active._take()  # held: by its own old session
+    assert active._end_own_old_session()
+    await asyncio.sleep(0.3)
+    assert active._take()
+    active.release()
+    assert old is not None
+    old.close()  # (referenced until here, so that nothing closed it earlier)
 
 
 def test_central_refuses_to_start_beside_the_sqlite_state_it_kept_before_postgresql(tmp_path: Path) -> None:
