@@ -5,6 +5,12 @@ central has it by then. And central refusing to start beside the SQLite state it
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -14,8 +20,11 @@ from bridge.central import refuse_sqlite_state
 from bridge.central_lease import CentralLease, LeaseLost
 from bridge.config import ConfigError, StorageConfig
 from bridge.db import connect
+from bridge.db_postgres import DEAD_PEER_S
 from bridge.web.users import UserStore
 from tests.support.postgres import PostgresCluster
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def fast(url: str) -> CentralLease:
@@ -122,3 +131,90 @@ def test_central_refuses_to_start_beside_the_sqlite_state_it_kept_before_postgre
     UserStore(connect(storage.database)).add("op", "operator", "a password of some length")
     with pytest.raises(ConfigError, match="1 users"):
         refuse_sqlite_state(storage)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Another machine on the network: a network namespace joined to this one by a veth pair."""
+
+    name: str  # its namespace: run a process on it with `ip netns exec <name> ...`
+    host_ip: str  # this machine's address on the link between them
+    subnet: str
+    link: str  # its end of the link
+
+    def vanish(self) -> None:
+        """Its end of the link down: what is sent to it is dropped without a word, as when a machine loses power."""
+        _ip("netns", "exec", self.name, "ip", "link", "set", self.link, "down")
+
+
+def _ip(*args: str) -> None:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True)
+    assert result.returncode == 0, f"ip {' '.join(args)}: {result.stderr}"
+
+
+@pytest.fixture
+def machine() -> Iterator[Machine]:
+    """Skipped where a network namespace cannot be made (not root, a container without the right, no iproute2)."""
+    n = os.getpid() % 10_000
+    name, here, there, subnet = f"jbm{n}", f"jbh{n}", f"jbv{n}", f"10.77.{n % 250}"
+    try:
+        made = subprocess.run(["ip", "netns", "add", name], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        made = False
+    if not made:
+        pytest.skip("cannot make a network namespace here (iproute2, root and CAP_SYS_ADMIN needed)")
+    try:
+        _ip("link", "add", here, "type", "veth", "peer", "name", there)
+        _ip("link", "set", there, "netns", name)
+        _ip("addr", "add", f"{subnet}.1/24", "dev", here)
+        _ip("link", "set", here, "up")
+        _ip("netns", "exec", name, "ip", "addr", "add", f"{subnet}.2/24", "dev", there)
+        _ip("netns", "exec", name, "ip", "link", "set", there, "up")
+        yield Machine(name, f"{subnet}.1", f"{subnet}.0/24", there)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        subprocess.run(["ip", "link", "del", here], capture_output=True)
+
+
+HOLD = """
+import asyncio, sys
+from bridge.central_lease import CentralLease
+
+async def main():
+    lease = CentralLease(sys.argv[1])  # held on to: its connection holds the lease
+    await lease.acquire()
+    print("holding", flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+async def test_the_lease_of_a_central_whose_machine_vanishes_goes_to_the_standby_within_the_dead_peer_time(
+    machine: Machine,
+) -> None:
+    """The holder on another machine (a network namespace) over TCP; that machine vanishes from the network (its
+    link down, nothing answers any more): PostgreSQL's keepalives for the lease's session (DEAD_PEER) end it, and the
+    standby here takes the lease, in ~DEAD_PEER_S rather than the kernel's two hours."""
+    cluster = PostgresCluster(listen=machine.host_ip, clients=machine.subnet)
+    await asyncio.to_thread(cluster.start)
+    holder = None
+    try:
+        database = cluster.create_database()
+        holder = subprocess.Popen(["ip", "netns", "exec", machine.name, sys.executable, "-c", HOLD,
+                                   f"postgresql://{cluster.user}@{machine.host_ip}/{database}"],
+                                  cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert holder.stdout is not None and await asyncio.to_thread(holder.stdout.readline) == "holding\n"
+        standby = CentralLease(cluster.url(database), poll_s=0.2)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(standby.acquire(), 2)  # held, over there
+        machine.vanish()
+        vanished = time.monotonic()
+        await asyncio.wait_for(standby.acquire(), DEAD_PEER_S + 20)
+        assert time.monotonic() - vanished < DEAD_PEER_S + 5
+        standby.release()
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        await asyncio.to_thread(cluster.stop)

@@ -43,11 +43,13 @@ class PostgresCluster:
 
     user = "jingbao"  # the cluster's superuser, trusted on its socket: its folder (mode 0700) admits only its owner
 
-    def __init__(self, *, durable: bool = False) -> None:
+    def __init__(self, *, durable: bool = False, listen: str = "", clients: str = "") -> None:
         """`durable`: fsync and synchronous commits as a production server has them (a benchmark's figures); the tests'
-        cluster goes without, since it holds nothing worth a power cut."""
+        cluster goes without, since it holds nothing worth a power cut. `listen`: an address to take TCP connections
+        on too, from the network `clients` (CIDR, trusted as the socket is); by default the socket only."""
         self.dir = Path(tempfile.mkdtemp(prefix="jingbao-pg-"))  # short: a socket path has at most 107 bytes
         self.durable = durable
+        self.listen, self.clients = listen, clients
         self._as_owner: list[str] = []
         if os.geteuid() == 0:
             owner = pwd.getpwnam(UNPRIVILEGED)
@@ -66,6 +68,9 @@ class PostgresCluster:
         data = str(self.dir / "data")
         # no fsync anywhere: a test cluster holds nothing worth a power cut, and fsyncs are most of initdb's time
         self._run(_program("initdb"), "-D", data, "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync")
+        if self.clients:
+            with (self.dir / "data" / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {self.clients} trust\n")
         self.resume()
 
     def pause(self) -> None:
@@ -74,7 +79,7 @@ class PostgresCluster:
 
     def resume(self) -> None:
         """Start the server on the cluster's files (after `start()` made them, or a `pause()`)."""
-        options = f"-c listen_addresses='' -c unix_socket_directories='{self.dir}'"
+        options = f"-c listen_addresses='{self.listen}' -c unix_socket_directories='{self.dir}'"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         data = str(self.dir / "data")
