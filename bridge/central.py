@@ -524,7 +524,7 @@ def run_central(config: Config, region: Region | None = None) -> int:
         reads_partials = dispatch is not None and config.dispatch.provisional
         ingest = CentralIngest(config, on_transcript=dispatch.submit if dispatch is not None else None, bus=bus,
                                on_partial=dispatch.submit_partial if reads_partials else None)  # fmt: skip
-        health = CentralHealth(ingest, dispatch, DatabaseProbe(url))
+        health = CentralHealth(ingest, dispatch, DatabaseProbe(url), lease)
         # LeaseLost stops everything, the dispatcher without draining its outbox: the other central sends it now
         on_lost = dispatch.service.forgo_drain if dispatch is not None else None
         async with asyncio.TaskGroup() as tasks:

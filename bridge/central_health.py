@@ -6,6 +6,8 @@ PostgreSQL is asked by a probe of its own (`SELECT 1` every PROBE_INTERVAL_S on 
 each request: an idle central meets no outage otherwise (the ingest touches PostgreSQL only when a message comes),
 and a health check must answer at once, not wait on the database it reports on. It counts as up while its latest
 probe succeeded and is not older than `stale_after_s` (a probe hanging on a dead network link is no answer either).
+Which central of a pair this is, and since when, is `lease` (bridge/central_lease.py): a fault while it takes the
+lease back after its connection failed. (A standby serves no /healthz: the pair's address answers from the active.)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from bridge.logsafe import clip
 if TYPE_CHECKING:
     from bridge.central import CentralIngest
     from bridge.central_dispatch import CentralDispatch
+    from bridge.central_lease import CentralLease
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +133,7 @@ class CentralHealth:
     ingest: CentralIngest
     dispatch: CentralDispatch | None
     database: DatabaseProbe
+    lease: CentralLease | None = None  # which central of a pair this is (run_central's; tests may run without)
 
     def failing(self) -> list[dict[str, Any]]:
         """The active faults, each as a box's /healthz names one (bridge/web/routes_channels.py)."""
@@ -144,6 +148,8 @@ class CentralHealth:
         alerts = self.dispatch.service.link if self.dispatch is not None else None
         if alerts is not None and (fault := alerts.fault()) is not None:
             faults.append(fault)
+        if self.lease is not None and (fault := self.lease.fault()) is not None:
+            faults.append(fault)
         return faults
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,6 +163,7 @@ class CentralHealth:
             "failing": failing,
             "broker": ingest.link.to_dict(),
             "database": self.database.to_dict(),
+            **({} if self.lease is None else {"lease": self.lease.to_dict()}),
             "last_stored_at": ingest.last_stored_at,
             "stored_lag_s": ingest.stored_lag_s,
             **({} if self.dispatch is None else {"dispatch_queued": self.dispatch.queued}),

@@ -36,6 +36,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
@@ -69,6 +70,8 @@ class CentralLease:
         self._session: int | None = None  # the backend (pid) of the session that took the lease last
         self._away = False  # PostgreSQL not reached at the last try (logged once)
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self.held_since: float | None = None  # (epoch s) since this central holds the lease
+        self.retaking_since: float | None = None  # (epoch s) since its connection failed, while it takes it back
 
     async def acquire(self) -> None:
         waited = was_away = False
@@ -87,6 +90,7 @@ class CentralLease:
                                "taking over when it goes", LEASE_KEY)  # fmt: skip
                 waited = True
             await asyncio.sleep(self._poll_s)
+        self.held_since = time.time()
         logger.info("central %s holds the lease%s", self.holder, ": taking over" if waited else "")
 
     async def hold(self, on_lost: Callable[[], None] | None = None) -> None:
@@ -102,10 +106,12 @@ class CentralLease:
         PostgreSQL has been out of reach for `cut_off_s` (the server has ended this central's session by then,
         DEAD_PEER, and the other central may hold the lease)."""
         lost_at = time.monotonic()
+        self.retaking_since = time.time()
         while True:
             if await asyncio.to_thread(self._connected):
                 if await asyncio.to_thread(self._take):
                     logger.warning("central %s holds the lease again", self.holder)
+                    self.retaking_since = None
                     return
                 if not await asyncio.to_thread(self._end_own_old_session):
                     reason = "the other central took the lease while this one's connection was down"
@@ -167,6 +173,17 @@ class CentralLease:
         except psycopg.Error as e:
             logger.warning("central lease: its connection failed (%s); taking it again", clip(str(e)))
             return False
+
+    def fault(self) -> dict[str, Any] | None:
+        """/healthz's fault while the lease's connection is down and this central takes the lease back."""
+        if self.retaking_since is None:
+            return None
+        return {"component": "lease", "channel": None, "kind": "lease_retaking", "since": self.retaking_since,
+                "message": "the lease's connection to PostgreSQL failed: taking the lease back (the other central of "
+                           "a pair takes over if it gets it first)"}  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"holder": self.holder, "held_since": self.held_since, "retaking_since": self.retaking_since}
 
     def release(self) -> None:
         if self._conn is not None:

@@ -15,6 +15,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.central_health import CentralHealth, DatabaseProbe
+from bridge.central_lease import CentralLease
 from bridge.config import Config
 from bridge.region import load_region
 from bridge.web.central_app import create_central_app
@@ -49,16 +50,21 @@ async def central_web(config: Config) -> AsyncIterator[httpx.AsyncClient]:
     routes read the running parts' state, as under `jingbao run --role central`)."""
     async with central_dispatching(config) as (ingest, dispatch):
         assert config.storage.database_url is not None
-        health = CentralHealth(ingest, dispatch, DatabaseProbe(config.storage.database_url, interval_s=PROBE_S))
+        lease = CentralLease(config.storage.database_url, poll_s=0.1, check_s=0.2)
+        await lease.acquire()
+        health = CentralHealth(ingest, dispatch, DatabaseProbe(config.storage.database_url, interval_s=PROBE_S), lease)
         probe = asyncio.create_task(health.database.run())
+        holding = asyncio.create_task(lease.hold())
         app = create_central_app(config, load_region(config.node.region), health)
         try:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://central") as client:
                 yield client
         finally:
-            probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await probe
+            for task in (probe, holding):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            lease.release()
             app.state.web.search._conn.close()
             app.state.web.recordings._conn.close()
 
@@ -118,16 +124,19 @@ async def test_healthz_is_200_while_all_is_up_and_503_naming_postgresql_or_the_b
     async with central_web(scraped(tmp_path, mqtt, pg_url)) as client:
         _, up = await faults_within(client, set(), timeout=5)
         assert up["ok"] and up["broker"]["connected"] and up["database"]["up"] and up["dispatch_queued"] == 0
+        assert up["lease"]["holder"] and up["lease"]["held_since"] and up["lease"]["retaking_since"] is None
         postgres.pause()
-        try:
-            took, down = await faults_within(client, {"database_unreachable"}, timeout=3)
+        try:  # the lease's connection gone too: this central takes it back (a pair's other one might get it first)
+            took, down = await faults_within(client, {"database_unreachable", "lease_retaking"}, timeout=3)
         finally:
             postgres.resume()
         assert took < 3 * PROBE_S + 1, took  # the probe's next round, not a request's timeout
-        fault = down["failing"][0]
+        assert down["lease"]["retaking_since"] is not None
+        fault = next(f for f in down["failing"] if f["kind"] == "database_unreachable")
         assert (fault["component"], fault["channel"]) == ("database", None) and "PostgreSQL does not answer" in fault["message"]
-        assert not down["ok"] and down["faults"] == 1 and not down["database"]["up"] and down["broker"]["connected"]
-        await faults_within(client, set(), timeout=3)  # back by itself
+        assert not down["ok"] and down["faults"] == 2 and not down["database"]["up"] and down["broker"]["connected"]
+        _, back = await faults_within(client, set(), timeout=3)  # back by itself, the lease taken back
+        assert back["lease"]["retaking_since"] is None
 
         mqtt.stop()
         took, gone = await faults_within(client, {"broker_disconnected"}, timeout=3)
