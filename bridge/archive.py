@@ -5,17 +5,18 @@ start), writing a temp file in the same folder, fsync-ing it, renaming it into p
 it inserts the row in one transaction (SQLite WAL, synchronous=FULL). Only when `store` returns is the utterance
 accepted, and from then on it survives the process dying. Tamper evidence lives in `bridge.archive_verify`.
 
-Opus (in Ogg) and FLAC are encoded in this process by libsndfile (the `soundfile` wheel bundles it with libopus and
-libFLAC), into memory: at 200 channels, starting an encoder process per utterance cost more CPU than FLAC-encoding
-the utterance (about 70 ms against 2 ms for 5 s of audio, docs/performance.md). Of `storage.opus_bitrate`, the
-target bitrate is honoured, from 6k to 256k (libsndfile's range for mono; VBR, so a file averages near it, plus
-about 1 kb/s of Ogg pages). Not settable through libsndfile: the Opus application is "audio", not "voip" (which the
-former ffmpeg encoder used), and the complexity is fixed at 10. Reading the archive back (`read_pcm`) still goes
-through ffmpeg, as every other file the bridge reads does.
+Opus (in Ogg) and FLAC are encoded in this process, into memory: at 200 channels, starting an encoder process per
+utterance cost more CPU than FLAC-encoding the utterance (about 70 ms against 2 ms for 5 s of audio,
+docs/performance.md). Opus is libopus through PyAV (`av`, which bundles FFmpeg's), at `storage.opus_bitrate` (6k to
+256k; VBR, so a file averages near it, plus about 1 kb/s of Ogg pages), `storage.opus_complexity` (5 by default;
+libsndfile, the encoder before, runs libopus at 10 and cannot be told otherwise: 5.4 times the CPU) and the "audio"
+application (the waveform kept, for the recogniser that may hear it again; "voip" filters it for a listener). FLAC
+is libsndfile's (`soundfile`). Reading the archive back (`read_pcm`) still goes through ffmpeg, as every other file
+the bridge reads does.
 
 Faults never drop audio silently; each is logged at ERROR and appended to `Archive.faults`, active until its cause
 is gone (`Archive.active_faults`, what /healthz reports):
-- Encode failure (libsndfile missing or failing, a bitrate it cannot use): the utterance is archived anyway as a
+- Encode failure (PyAV or libsndfile missing or failing, a bitrate outside 6k-256k): the utterance is archived anyway as a
   WAV (stdlib `wave`), and the row's `fault` column says why. That column is part of the hash
   chain, so the record of what went wrong is as trustworthy as the audio. Its status stays 'pending': ASR can
   still transcribe it, which an 'encode_failed' status would prevent. Encoding happens in memory, before any file is
@@ -82,7 +83,7 @@ logger = logging.getLogger(__name__)
 AudioFormat = Literal["opus", "wav", "flac"]
 EXTENSIONS: dict[str, str] = {"opus": "opus", "wav": "wav", "flac": "flac"}
 OPUS_BITRATE = re.compile(r"^(\d+(?:\.\d+)?)([kKM]?)$")  # the forms ffmpeg's -b:a took: 24k, 24000, 24.5k
-# libsndfile maps its compression level c (0..1) to an Opus target of int((1 - c) * 250000 + 6000) b/s per channel.
+OPUS_COMPLEXITY = 5  # libopus's, 0-10 (storage.opus_complexity's default)
 OPUS_MIN_BPS, OPUS_MAX_BPS = 6_000, 256_000
 RETRY_INTERVAL_S = 5.0  # held utterances (disk full) are retried this often even when no new utterance comes
 RESERVE_FILE = ".reserve"  # in data_dir: storage.reserve_mb kept for the database (see the module docstring)
@@ -130,7 +131,7 @@ class NoRoomForAudio(OSError):
 
 
 class EncodeError(Exception):
-    """The configured format could not be encoded (libsndfile missing or failing, unusable bitrate, no audio)."""
+    """The configured format could not be encoded (its library missing or failing, unusable bitrate, no audio)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,9 +233,11 @@ class Archive:
                                "folder; put it on another disk", storage.spill_dir)  # fmt: skip
         if not readonly and storage.audio_format != "wav":  # said once at start-up; each utterance carries the fault too
             try:
-                _load_soundfile()
                 if storage.audio_format == "opus":
-                    opus_compression_level(storage.opus_bitrate)
+                    _load_av()
+                    opus_bitrate_bps(storage.opus_bitrate)
+                else:
+                    _load_soundfile()
             except EncodeError as e:
                 logger.error("%s: utterances will be archived as WAV instead of %s", e, storage.audio_format)
 
@@ -493,7 +496,7 @@ class Archive:
         # Zero samples make no decodable Opus or FLAC file; a bare WAV header stores them as well, and is no fault.
         fmt, fault = (self.storage.audio_format if utt.pcm else "wav"), ""
         try:
-            encoded = encode(utt.pcm, fmt, self.storage.opus_bitrate)
+            encoded = encode(utt.pcm, fmt, self.storage.opus_bitrate, self.storage.opus_complexity)
         except EncodeError as e:
             fmt, fault = "wav", f"{fmt} encode failed, stored as wav: {e}"
             encoded = encode(utt.pcm, "wav", self.storage.opus_bitrate)
@@ -673,33 +676,57 @@ def _replace_hash(row: ArchivedUtterance) -> ArchivedUtterance:
     return ArchivedUtterance(**values)
 
 
-def encode(pcm: bytes, fmt: str, opus_bitrate: str) -> bytes:
+def encode(pcm: bytes, fmt: str, opus_bitrate: str, opus_complexity: int = OPUS_COMPLEXITY) -> bytes:
     """16 kHz mono int16 PCM -> the whole file in `fmt` (opus: Ogg Opus, flac, wav), encoded in this process.
 
-    Raises EncodeError when opus or flac cannot be made; wav (stdlib `wave`) cannot fail for whole int16 samples.
+    Opus is libopus through PyAV, at `opus_complexity` (0-10; the module's docstring); FLAC is libsndfile's. Raises
+    EncodeError when opus or flac cannot be made; wav (stdlib `wave`) cannot fail for whole int16 samples.
     """
     out = io.BytesIO()
     if fmt == "wav":
         _write_wav(out, pcm)
         return out.getvalue()
     if not pcm:
-        # From zero samples libsndfile makes an empty FLAC and an Ogg Opus of headers only: neither decodes.
+        # From zero samples the encoders make an empty FLAC and an Ogg Opus of headers only: neither decodes.
         raise EncodeError("no audio to encode")
     samples = np.frombuffer(pcm, dtype="<i2")
-    if fmt == "opus":
-        level = opus_compression_level(opus_bitrate)
-        codec: dict[str, Any] = {"format": "OGG", "subtype": "OPUS", "compression_level": level}
-    else:
-        codec = {"format": "FLAC", "subtype": "PCM_16"}
-    soundfile = _load_soundfile()
     try:
-        soundfile.write(out, samples, SAMPLE_RATE, **codec)
+        if fmt == "opus":
+            _write_opus(out, samples, opus_bitrate_bps(opus_bitrate), opus_complexity)
+        else:
+            _load_soundfile().write(out, samples, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    except EncodeError:
+        raise
     except Exception as e:  # whatever the codec library raises, the audio must still be kept (as WAV, by the caller)
-        raise EncodeError(f"libsndfile: {str(e).strip()[:300] or type(e).__name__}") from e
+        raise EncodeError(f"{fmt} encoder: {str(e).strip()[:300] or type(e).__name__}") from e
     encoded = out.getvalue()
     if not encoded:
-        raise EncodeError("libsndfile produced no output")
+        raise EncodeError(f"the {fmt} encoder produced no output")
     return encoded
+
+
+def _write_opus(out: BinaryIO, samples: np.ndarray, bps: int, complexity: int) -> None:
+    av = _load_av()
+    with av.open(out, "w", format="ogg") as container:
+        # "audio", as libsndfile's: the waveform kept (what the recogniser hears again from the archive), where "voip"
+        # filters and shapes it for a listener (correlation 0.92 against 0.99); the bitrate is its VBR target
+        stream = container.add_stream("libopus", rate=SAMPLE_RATE,
+                                      options={"compression_level": str(complexity), "application": "audio"})  # fmt: skip
+        stream.bit_rate = bps
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        for packet in (*stream.encode(frame), *stream.encode(None)):
+            container.mux(packet)
+
+
+def _load_av() -> ModuleType:
+    # As _load_soundfile: without PyAV (its wheels bundle FFmpeg's libopus) the archive still runs, in WAV.
+    try:
+        import av
+    except (ImportError, OSError) as e:
+        raise EncodeError(f"PyAV cannot be loaded ({e}); install the av package") from e
+    return av
 
 
 def _load_soundfile() -> ModuleType:
@@ -712,16 +739,15 @@ def _load_soundfile() -> ModuleType:
     return soundfile
 
 
-def opus_compression_level(opus_bitrate: str) -> float:
-    """The libsndfile compression level whose Opus target bitrate is `opus_bitrate` ("24k", "24000", "24.5k")."""
+def opus_bitrate_bps(opus_bitrate: str) -> int:
+    """`storage.opus_bitrate` ("24k", "24000", "24.5k") in bits per second, EncodeError outside 6k to 256k."""
     match = OPUS_BITRATE.match(opus_bitrate.strip())
     if match is None:
         raise EncodeError(f"storage.opus_bitrate {opus_bitrate!r} is not a number of bits per second such as 24k")
     bps = round(float(match[1]) * {"": 1, "k": 1_000, "K": 1_000, "M": 1_000_000}[match[2]])
     if not OPUS_MIN_BPS <= bps <= OPUS_MAX_BPS:
-        raise EncodeError(f"storage.opus_bitrate {opus_bitrate!r} is outside what libsndfile can set for mono (6k to 256k)")
-    # + 0.5 b/s: libsndfile truncates the bitrate it computes, and a level a hair too high would lose 1 b/s.
-    return max(0.0, 1.0 - (bps - OPUS_MIN_BPS + 0.5) / (OPUS_MAX_BPS - OPUS_MIN_BPS))
+        raise EncodeError(f"storage.opus_bitrate {opus_bitrate!r} is outside 6k to 256k (mono speech)")
+    return bps
 
 
 def _read_wav(path: Path) -> bytes:

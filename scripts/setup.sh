@@ -56,8 +56,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Python environment: reinstalled only when pyproject.toml (or how it is installed) changed since the last install.
-# soundfile from source uses Debian's libsndfile: the one inside its wheel is built without optimisation, and its
-# Opus encoder took 3.3x the CPU (14.4 vs 4.4 ms per second of speech; docs/performance.md).
+# soundfile from source uses Debian's libsndfile: the one inside its wheel is built without optimisation (its Opus
+# encoder took 3.3x the CPU; the archive's FLAC and its reading go through it; Opus is PyAV's since; docs/performance.md).
 PIP_FLAGS=(--no-binary soundfile)
 stamp="$VENV/.jingbao-installed"
 if [ ! -x "$VENV/bin/python" ]; then

@@ -14,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import av
 import pytest
 import soundfile
 
@@ -43,30 +44,38 @@ def _assert_stored_as_wav_with_fault(archive: Archive, pcm: bytes, reason: str, 
     assert archive.verify().ok and archive.held == 0
 
 
-@pytest.mark.parametrize("fmt", ["opus", "flac"])
-def test_libsndfile_missing_is_said_at_start_and_falls_back_to_wav(
-    tmp_path: Path, speech_pcm: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fmt: str
-) -> None:
-    monkeypatch.setitem(sys.modules, "soundfile", None)  # `import soundfile` now fails, as without a loadable libsndfile
+@pytest.mark.parametrize(("fmt", "library", "said"), [("opus", "av", "PyAV cannot be loaded"),
+                                                     ("flac", "soundfile", "libsndfile cannot be loaded")])  # fmt: skip
+def test_the_encoders_library_missing_is_said_at_start_and_falls_back_to_wav(
+    tmp_path: Path, speech_pcm: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fmt: str,
+    library: str, said: str,
+) -> None:  # fmt: skip
+    monkeypatch.setitem(sys.modules, library, None)  # `import <library>` now fails, as without its native library
     with caplog.at_level(logging.ERROR, logger="bridge.archive"):
         archive = Archive(storage(tmp_path, fmt))
-    assert any("libsndfile cannot be loaded" in r.getMessage() and "WAV instead" in r.getMessage() for r in caplog.records)
+    assert any(said in r.getMessage() and "WAV instead" in r.getMessage() for r in caplog.records)
     caplog.clear()
     with archive:
-        _assert_stored_as_wav_with_fault(archive, speech_pcm, f"{fmt} encode failed, stored as wav: libsndfile cannot", caplog)
+        _assert_stored_as_wav_with_fault(archive, speech_pcm, f"{fmt} encode failed, stored as wav: {said}", caplog)
 
 
 def failing_write(*args: object, **kwargs: object) -> None:  # libsndfile's own error type, as a broken codec raises it
     raise soundfile.LibsndfileError(4, "Error opening <_io.BytesIO>: ")  # 4: SF_ERR_UNSUPPORTED_ENCODING
 
 
-@pytest.mark.parametrize("fmt", ["opus", "flac"])
+def failing_open(*args: object, **kwargs: object) -> None:  # FFmpeg's, as PyAV raises it for an encoder it lacks
+    raise av.error.EncoderNotFoundError(-1, "libopus encoder not found")
+
+
+@pytest.mark.parametrize(("fmt", "said"), [("opus", "opus encoder: "), ("flac", "flac encoder: Error")])
 def test_encoder_failing_falls_back_to_wav(
-    tmp_path: Path, speech_pcm: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fmt: str
-) -> None:
+    tmp_path: Path, speech_pcm: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fmt: str,
+    said: str,
+) -> None:  # fmt: skip
     monkeypatch.setattr(soundfile, "write", failing_write)
+    monkeypatch.setattr(av, "open", failing_open)
     with Archive(storage(tmp_path / "data", fmt)) as archive:
-        _assert_stored_as_wav_with_fault(archive, speech_pcm, f"{fmt} encode failed, stored as wav: libsndfile: Error", caplog)
+        _assert_stored_as_wav_with_fault(archive, speech_pcm, f"{fmt} encode failed, stored as wav: {said}", caplog)
         assert not list((tmp_path / "data" / "archive").rglob(".*.tmp"))
 
 
