@@ -177,8 +177,8 @@ class StorageConfig(Strict):
     audio_format: Literal["opus", "wav", "flac"] = Field("opus", description="Archive audio format (Opus in OGG by default).")
     opus_bitrate: str = Field("24k", description="Opus target bitrate, 6k to 256k (VBR: files average near it).")
     opus_complexity: int = Field(5, ge=0, le=10, description="libopus's complexity, 0 to 10: the CPU the archive's "
-                                 "encoder spends for the quality at that bitrate (5: less than half the CPU of 10; "
-                                 "docs/performance.md).")
+                                 "encoder spends for the quality at that bitrate (5: a third of the CPU of 10, a fifth "
+                                 "of libsndfile's encoder before; docs/performance.md).")
     reserve_mb: float = Field(
         16.0, ge=0,
         description="Room kept on the archive's disk for the database (transcripts, incidents, alerts), as a file "
