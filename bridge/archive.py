@@ -236,7 +236,7 @@ class Archive:
         if not readonly and storage.audio_format != "wav":  # said once at start-up; each utterance carries the fault too
             try:
                 if storage.audio_format == "opus":
-                    _load_av()
+                    _check_opus_encoder()
                     opus_bitrate_bps(storage.opus_bitrate)
                 else:
                     _load_soundfile()
@@ -731,11 +731,17 @@ def _load_av() -> ModuleType:
         import av
     except (ImportError, OSError) as e:
         raise EncodeError(f"PyAV cannot be loaded ({e}); install the av package") from e
-    try:
-        av.codec.Codec("libopus", "w")
-    except Exception as e:  # a PyAV built against an FFmpeg without libopus
-        raise EncodeError(f"PyAV has no libopus encoder ({e})") from e
     return av
+
+
+def _check_opus_encoder() -> None:
+    """At start-up: PyAV loads and has libopus (one built against an FFmpeg without it would fail every utterance)."""
+    try:
+        _load_av().codec.Codec("libopus", "w")
+    except EncodeError:
+        raise
+    except Exception as e:
+        raise EncodeError(f"PyAV has no libopus encoder ({e})") from e
 
 
 def _load_soundfile() -> ModuleType:

@@ -157,7 +157,7 @@ class PostgresConnection:
                     transaction = self._on_a_live_connection(_begin)
                 self._transactions.append(transaction)
             else:
-                self._transactions.append(self._transactions[0])  # joins the outer one, as sqlite3's `with` does
+                self._transactions.append(self._transactions[0])  # joins the outer one (sqlite3 would commit at its end)
         except BaseException:
             self._lock.release()
             raise
