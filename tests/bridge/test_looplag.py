@@ -16,14 +16,20 @@ from bridge.service import Service
 from tests.bridge.test_service import write_config
 
 
-async def test_a_blocking_call_on_the_loop_is_measured_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+def block_the_loop(seconds: float) -> None:
+    time.sleep(seconds)  # the mistake the monitor is there to catch: blocking work on the loop
+
+
+async def test_a_blocking_call_on_the_loop_is_measured_and_logged_with_where_it_was(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     monitor = LoopLagMonitor()
     task = asyncio.create_task(monitor.run())
     try:
         await asyncio.sleep(0.1)
         assert monitor.max_lag_s < 0.1 and monitor.stalls == 0
         with caplog.at_level(logging.WARNING, logger="bridge.looplag"):
-            time.sleep(0.3)  # the mistake the monitor is there to catch: blocking work on the loop
+            block_the_loop(0.3)
             await asyncio.sleep(0.1)
     finally:
         task.cancel()
@@ -32,6 +38,9 @@ async def test_a_blocking_call_on_the_loop_is_measured_and_logged(caplog: pytest
     assert monitor.stalls == 1
     [line] = caplog.messages
     assert line.startswith("event loop stalled 0.") and float(line.split()[3]) > 0.25
+    # the watchdog looked at the loop's stack while it was overdue: the blocking function, then its caller
+    assert ", in tests/bridge/test_looplag.py:" in line and " block_the_loop <- tests/bridge/test_looplag.py:" in line, line
+    assert " test_a_blocking_call_on_the_loop_is_measured_and_logged_with_where_it_was (" in line, line
 
 
 def test_stalls_are_logged_at_most_once_per_interval_and_the_maximum_is_over_the_window(
