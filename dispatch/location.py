@@ -73,14 +73,21 @@ KEYWORD_SLACK_S = 0.15  # a spotted keyword's reported times may trail its sylla
 Method = Literal["keyword", "name", "alias", "short", "generic", "fuzzy"]
 
 # Radio address forms: the place being called or calling (怡园警务点请注意, 呼叫高桥警务点, 派出所请求支援).
-_ADDRESSED_AFTER = ("请注意", "注意", "请回答", "请回复", "收到", "请求", "呼叫", "回复")
+_ADDRESSED_AFTER = ("请注意", "注意", "请回答", "请回复", "收到", "请求", "呼叫", "回复",
+                    # ... and a unit asked to act (请派出所来人, 派出所帮忙开道): who is sent, not where
+                    "来人", "派人", "出警", "帮忙", "协助", "支援")
 _ADDRESSED_BEFORE = ("呼叫", "通知")
 # ... and the people of a place (高桥市场保安请到美食街, 皮具城的保安，…): the unit called or calling, not the scene.
 _ADDRESSEE_ROLES = ("保安", "保安队", "保卫科", "门卫", "门岗", "值班室", "民警", "警长", "巡逻队", "义警", "网格员", "志愿者")
-# Where someone ran or drove off to (往万寿北路方向跑了, 朝幸福路逃了) is not where it happened.
+# Places said as somewhere other than the scene: where someone ran or drove off to (往万寿北路方向跑了, 朝幸福路逃了,
+# 往金花北路去了), where the caller stands as he reports what he sees (我在长乐公园门口，长乐东路那边…; 人在长乐医院门口，
+# 看见对面…), where a casualty is taken (送长乐医院, 开道去长乐医院). Each weighs only against another place heard:
+# named alone it is still the scene (我在美食街，有人打架).
 _HEADING_BEFORE = ("往", "朝", "向")
-_HEADING_AFTER = ("方向", "跑", "逃", "跑了", "逃了")
-HEADING_PENALTY = 0.5
+_HEADING_AFTER = ("方向", "跑", "逃", "跑了", "逃了", "去了", "走了", "开走")
+_STANDING_BEFORE = ("我在", "人在", "我们在", "我现在在")
+_TAKEN_TO_BEFORE = ("送", "去")  # ... a hospital (送到, 送往 end in 到/往, which _QUALIFIER_OK passes over: see _taken_to)
+ELSEWHERE_PENALTY = 0.5
 _ROOMS = set("室亭岗处部")  # 保安室, 保安亭: a room at the place, which is the scene
 _QUALIFIER_OK = set("在到去回往的们我你他她这那个请给从向由被把是了有里和与跟及、，。,. ")
 _TOWARDS = frozenset({"zai", "dao", "qu", "wang"})  # 在 到 去 往: what may stand between an address and the scene
@@ -99,7 +106,7 @@ class LocationMatch:
     span_unit: Literal["char", "syllable"]
     detail: str | None = None
     addressed: bool = False  # the place is being called on the radio, not (necessarily) the scene
-    heading: bool = False  # where someone fled to (往万寿北路方向跑了), not (necessarily) the scene
+    elsewhere: bool = False  # where someone fled to, the caller stands, a casualty is taken: not (necessarily) the scene
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -295,7 +302,7 @@ def _first_street(best: LocationMatch, candidates: list[LocationMatch]) -> Locat
     reported at the street named first, however well each was heard."""
     if best.place.kind != "street" or best.span is None or best.addressed:
         return best
-    streets = [c for c in candidates if c.place.kind == "street" and c.span and not (c.addressed or c.heading)]
+    streets = [c for c in candidates if c.place.kind == "street" and c.span and not (c.addressed or c.elsewhere)]
     return min(streets, key=lambda c: c.span[0], default=best)
 
 
@@ -524,7 +531,23 @@ def _mark(c: LocationMatch, inp: TranscriptInput) -> LocationMatch:
         return _addressed(c)
     heading = (start > 0 and any(_said(w, inp.syllables, start - 1) for w in _HEADING_BEFORE)
                and any(_said(w, inp.syllables, end) for w in _HEADING_AFTER))
-    return replace(c, heading=True, confidence=c.confidence * HEADING_PENALTY) if heading else c
+    standing = any(_said_before(w, inp.syllables, start) for w in _STANDING_BEFORE)
+    taken_to = c.place.kind == "hospital" and _taken_to(inp.syllables, start)
+    if heading or standing or taken_to:
+        return replace(c, elsewhere=True, confidence=c.confidence * ELSEWHERE_PENALTY)
+    return c
+
+
+def _said_before(word: str, syllables: list[Syllable | None], at: int) -> bool:
+    size = len(phrase(word))
+    return at >= size and _said(word, syllables, at - size)
+
+
+def _taken_to(syllables: list[Syllable | None], at: int) -> bool:
+    """送/去 just before a hospital, 到 or 往 between allowed (送到长乐医院, 送往长乐医院, 去长乐医院)."""
+    if at >= 1 and syllables[at - 1] is not None and syllables[at - 1].base in ("dao", "wang"):
+        at -= 1
+    return any(_said_before(w, syllables, at) for w in _TAKEN_TO_BEFORE)
 
 
 def _role_after(inp: TranscriptInput, at: int) -> bool:

@@ -194,6 +194,37 @@ def test_where_someone_fled_to_is_not_the_scene(said: str, scene: str, form, ind
     assert fled.place.id == "wanshoubeilu"
 
 
+@pytest.mark.parametrize(
+    ("said", "scene"),
+    [
+        ("电子厂仓库被盗了，小偷往金花北路去了", "qinchuan-dianzi"),  # fled to (a short name against a full one)
+        ("我在长乐公园门口，看到韩森路上有两个人打起来了", "hansenlu"),  # where the caller stands
+        ("人在东方花园门口，对面幸福里小区冒烟了", "xingfuli"),
+        ("电子厂有个工人被机器压伤了，正送长乐医院", "qinchuan-dianzi"),  # where a casualty is taken
+        ("西光中学有学生晕倒，开车送到长乐医院", "xiguang-zhongxue"),
+        ("请派出所来人，美食街有人闹事", "meishijie"),  # the unit asked to come
+    ],
+)
+@pytest.mark.parametrize("form", [str, tone_pinyin], ids=["text", "toned"])
+def test_a_place_said_as_somewhere_else_gives_way_to_the_scene(said: str, scene: str, form, index: PlaceIndex) -> None:
+    assert where(form(said), index).place.id == scene
+
+
+@pytest.mark.parametrize(
+    ("said", "place"),
+    [("我在美食街，这边有人打架", "meishijie"), ("有人晕倒了，赶紧送长乐医院", "changle-yiyuan"),
+     ("请派出所来人，有人闹事", "paichusuo")],
+)
+def test_named_alone_it_is_still_the_place(said: str, place: str, index: PlaceIndex) -> None:
+    assert where(said, index).place.id == place
+
+
+def test_a_unit_asked_to_act_is_addressed(index: PlaceIndex) -> None:
+    assert where("请派出所来人，有人闹事", index).addressed
+    assert where("派出所帮忙开个道", index).addressed
+    assert not where("派出所门口有人闹事", index).addressed
+
+
 @pytest.mark.parametrize("form", [str, tone_pinyin], ids=["text", "toned"])
 def test_a_building_number_at_a_square_inside_a_compound_is_the_compound(form, index: PlaceIndex) -> None:
     """西光广场 is the square and, as people say, the compound around it: its 7号楼 is a building of the compound."""
