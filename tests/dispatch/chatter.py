@@ -25,6 +25,8 @@ ROUTINE_CHATTER = [
     "请各岗位按时签到",
     "晚班的同事准备接班",
     "收到，马上报到",
+    "收到，各岗位继续值守，有情况及时汇报",  # "report if anything happens" closes a notice; it reports nothing
+    "各单位继续巡逻，有情况随时联系",
     "mei3 you3 yi4 chang2",
     "shou dao ming bai",
     "yi qie zheng chang",

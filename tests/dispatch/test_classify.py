@@ -60,6 +60,8 @@ def kind(said: str) -> tuple[str, str]:
         ("有个老太太被骗了五万块钱", ("fraud", "medium")),
         ("派出所请求支援，有人受伤了", ("medical", "high")),
         ("有人在放小广告", ("other", "low")),
+        ("美食街有人打架，有情况随时报告", ("fight", "high")),
+        ("有情况，快来美食街", ("other", "medium")),  # 有情况 alone is still a report
     ],
 )
 def test_types_and_priorities(said: str, expected: tuple[str, str]) -> None:
