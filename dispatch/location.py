@@ -63,6 +63,10 @@ LONG_NAME, LONG_NAME_MIN = 4, 0.9  # names of 4+ syllables heard with mean simil
 # most (东方幼儿园 heard "zhong fang you er yuan", 幸福里小区 "you fu li xiao qu"): a name of ONSET_NAME+ syllables that
 # opens a pinyin transcript counts when every other syllable of it is heard right (four or more: distinctive enough).
 ONSET_NAME = 5
+# ... and a name whose first syllable was lost altogether (fricatives, f x s p, are what a radio's band and noise mask
+# most: 服装市场 heard "zhuang1 shi4 chang3", 西光中学 "guang1 zhong1 xue2"): the rest of a HEADLESS_NAME+ syllable name
+# opening the transcript, every syllable of it heard right (three or more: no other name's tail, no common word)
+HEADLESS_NAME = 4
 NEARLY_WHOLE_NAME = 5  # a name this long with one syllable misheard after its first is still that name
 HOME_FUZZY_MIN = 0.8  # mean similarity for a 4+ syllable name of the channel's own places, whatever its head
 # The least a name's first syllable scores in any match of `_pinyin_candidates` but at a transmission's onset or on its
@@ -156,12 +160,12 @@ class PlaceIndex:
 
     @cached_property
     def headless(self) -> list[tuple[_Name, tuple[str, ...]]]:
-        """Names of ONSET_NAME+ syllables with the folded reading of all but their first syllable, where no other
+        """Names of HEADLESS_NAME+ syllables with the folded reading of all but their first syllable, where no other
         name shares that tail: what is left of the name when a transmission's key-up clipped its first syllable."""
         tails: dict[tuple[str, ...], list[_Name]] = {}
         for n in self.names:
             said = phrase(n.text)
-            if n.text in self.fuzzy_names and len(said) >= ONSET_NAME:
+            if n.text in self.fuzzy_names and len(said) >= HEADLESS_NAME:
                 tails.setdefault(tuple(s.folded for s in said[1:]), []).append(n)
         return [(names[0], tail) for tail, names in tails.items() if len({n.place.id for n in names}) == 1]
 
@@ -399,9 +403,9 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[
 
 
 def _headless_at_onset(inp: TranscriptInput, index: PlaceIndex):
-    """A name whose first syllable the key-up clipped: the transmission opens with the rest of it (金花苑小区 heard
-    "hua1 yuan4 xiao3 qu1 ...", 幸福里小区 "fu3 li3 xiao3 qu1 ..."), four or more syllables heard right up to accent
-    confusions, that are no other name's, no common word and not cut out of words. Pinyin only: characters are a
+    """A name whose first syllable the key-up clipped or the noise masked: the transmission opens with the rest of it
+    (金花苑小区 heard "hua1 yuan4 xiao3 qu1 ...", 服装市场 "zhuang1 shi4 chang3 ..."), three or more syllables heard right
+    up to accent confusions, that are no other name's, no common word and not cut out of words. Pinyin only: characters are a
     person's writing, not a clipped recording."""
     syl = inp.syllables
     if inp.text or not syl or syl[0] is None:
