@@ -118,7 +118,8 @@ class LoopLagMonitor:
 
 
 def where(frame: FrameType | None) -> str:
-    """The innermost `BLAMED_FRAMES` frames of the project's own code on a stack, innermost first ("" if none)."""
+    """The innermost `BLAMED_FRAMES` frames of the project's own code on a stack, innermost first, or a phrase saying
+    there was none."""
     found = []
     while frame is not None and len(found) < BLAMED_FRAMES:
         path = Path(frame.f_code.co_filename)

@@ -90,7 +90,7 @@ _ADDRESSEE_ROLES = ("保安", "保安队", "保卫科", "门卫", "门岗", "值
 _HEADING_BEFORE = ("往", "朝", "向")
 _HEADING_AFTER = ("方向", "跑", "逃", "跑了", "逃了", "去了", "走了", "开走")
 _STANDING_BEFORE = ("我在", "人在", "我们在", "我现在在")
-_TAKEN_TO_BEFORE = ("送", "去")  # ... a hospital (送到, 送往 end in 到/往, which _QUALIFIER_OK passes over: see _taken_to)
+_TAKEN_TO_BEFORE = ("送", "去")  # ... before a hospital (送到, 送往, 去往: the 到/往 between is passed over, _taken_to)
 ELSEWHERE_PENALTY = 0.5
 _ROOMS = set("室亭岗处部")  # 保安室, 保安亭: a room at the place, which is the scene
 _QUALIFIER_OK = set("在到去回往的们我你他她这那个请给从向由被把是了有里和与跟及、，。,. ")
@@ -543,6 +543,7 @@ def _mark(c: LocationMatch, inp: TranscriptInput) -> LocationMatch:
 
 
 def _said_before(word: str, syllables: list[Syllable | None], at: int) -> bool:
+    """`word` is said just before syllable `at`."""
     size = len(phrase(word))
     return at >= size and _said(word, syllables, at - size)
 
