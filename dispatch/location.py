@@ -77,19 +77,20 @@ KEYWORD_SLACK_S = 0.15  # a spotted keyword's reported times may trail its sylla
 Method = Literal["keyword", "name", "alias", "short", "generic", "fuzzy"]
 
 # Radio address forms: the place being called or calling (怡园警务点请注意, 呼叫高桥警务点, 派出所请求支援).
-_ADDRESSED_AFTER = ("请注意", "注意", "请回答", "请回复", "收到", "请求", "呼叫", "回复",
-                    # ... and a unit asked to act (请派出所来人, 派出所帮忙开道): who is sent, not where
-                    "来人", "派人", "出警", "帮忙", "协助", "支援")
+_ADDRESSED_AFTER = ("请注意", "注意", "请回答", "请回复", "收到", "请求", "呼叫", "回复")
+# ... and a unit asked to act (请派出所来人, 派出所帮忙开道): who is sent, not where; unless sent there (到美食街出警)
+_ASKED_TO_ACT = ("来人", "派人", "出警", "帮忙", "协助", "支援")
 _ADDRESSED_BEFORE = ("呼叫", "通知")
 # ... and the people of a place (高桥市场保安请到美食街, 皮具城的保安，…): the unit called or calling, not the scene.
 _ADDRESSEE_ROLES = ("保安", "保安队", "保卫科", "门卫", "门岗", "值班室", "民警", "警长", "巡逻队", "义警", "网格员", "志愿者")
 # Places said as somewhere other than the scene: where someone ran or drove off to (往万寿北路方向跑了, 朝幸福路逃了,
 # 往金花北路去了), where the caller stands as he reports what he sees (我在长乐公园门口，长乐东路那边…; 人在长乐医院门口，
-# 看见对面…), where a casualty is taken (送长乐医院, 开道去长乐医院). Each weighs only against another place heard:
-# named alone it is still the scene (我在美食街，有人打架).
+# 看见对面…), where a casualty is taken (送长乐医院, 开道去长乐医院). Each weighs only against another place heard that is
+# neither (halved then, when the scene is chosen): named alone it is still the scene, as sure (我在美食街，有人打架).
 _HEADING_BEFORE = ("往", "朝", "向")
 _HEADING_AFTER = ("方向", "跑", "逃", "跑了", "逃了", "去了", "走了", "开走")
-_STANDING_BEFORE = ("我在", "人在", "我们在", "我现在在")
+_STANDING_BEFORE = ("我在", "我们在", "我现在在", "我人在")
+_STANDING_AT_CLAUSE_START = "人在"  # ……网格员，人在长乐医院门口: but not 有人在美食街打架, 病人在…
 _TAKEN_TO_BEFORE = ("送", "去")  # ... before a hospital (送到, 送往, 去往: the 到/往 between is passed over, _taken_to)
 ELSEWHERE_PENALTY = 0.5
 _ROOMS = set("室亭岗处部")  # 保安室, 保安亭: a room at the place, which is the scene
@@ -250,6 +251,9 @@ class PlacesHeard:
         candidates = _opening_addressee(_most_specific(self.candidates, self.jurisdiction), self.inp)
         if not candidates:
             return None
+        if any(c.elsewhere for c in candidates) and any(not (c.elsewhere or c.addressed) for c in candidates):
+            candidates = [replace(c, confidence=c.confidence * ELSEWHERE_PENALTY) if c.elsewhere else c
+                          for c in candidates]
         best = max(candidates, key=lambda c: (not c.addressed, c.confidence, -(c.span or (0,))[0]))
         best = _first_street(best, candidates)
         return _home_of(replace(best, detail=_detail(self.inp, best, candidates)), self.jurisdiction)
@@ -529,17 +533,18 @@ def _mark(c: LocationMatch, inp: TranscriptInput) -> LocationMatch:
     start, end = c.span
     if any(end - len(phrase(r)) > start and _said(r, inp.syllables, end - len(phrase(r))) for r in COMMUNITY_ROLES):
         return _addressed(c)  # 永定义警, 长乐东网格员: who reports (their community, if nothing else is named)
-    after = any(_said(w, inp.syllables, end) for w in _ADDRESSED_AFTER) or _role_after(inp, end)
+    sent_there = start > 0 and inp.syllables[start - 1] is not None and inp.syllables[start - 1].base in _TOWARDS
+    asked = not sent_there and any(_said(w, inp.syllables, end) for w in _ASKED_TO_ACT)
+    after = asked or any(_said(w, inp.syllables, end) for w in _ADDRESSED_AFTER) or _role_after(inp, end)
     before = any(start >= len(w) and _said(w, inp.syllables, start - len(w)) for w in _ADDRESSED_BEFORE)
     if after or before:
         return _addressed(c)
     heading = (start > 0 and any(_said(w, inp.syllables, start - 1) for w in _HEADING_BEFORE)
                and any(_said(w, inp.syllables, end) for w in _HEADING_AFTER))
-    standing = any(_said_before(w, inp.syllables, start) for w in _STANDING_BEFORE)
+    standing = any(_said_before(w, inp.syllables, start) for w in _STANDING_BEFORE) or (
+        _said_before(_STANDING_AT_CLAUSE_START, inp.syllables, start) and (start == 2 or inp.syllables[start - 3] is None))
     taken_to = c.place.kind == "hospital" and _taken_to(inp.syllables, start)
-    if heading or standing or taken_to:
-        return replace(c, elsewhere=True, confidence=c.confidence * ELSEWHERE_PENALTY)
-    return c
+    return replace(c, elsewhere=True) if heading or standing or taken_to else c
 
 
 def _said_before(word: str, syllables: list[Syllable | None], at: int) -> bool:

@@ -201,7 +201,11 @@ def test_where_someone_fled_to_is_not_the_scene(said: str, scene: str, form, ind
         ("我在长乐公园门口，看到韩森路上有两个人打起来了", "hansenlu"),  # where the caller stands
         ("人在东方花园门口，对面幸福里小区冒烟了", "xingfuli"),
         ("电子厂有个工人被机器压伤了，正送长乐医院", "qinchuan-dianzi"),  # where a casualty is taken
-        ("西光中学有学生晕倒，开车送到长乐医院", "xiguang-zhongxue"),
+        ("电子厂有工人晕倒，开车送到长乐医院", "qinchuan-dianzi"),
+        ("有人在美食街打架，就在长乐公园对面", "meishijie"),  # 有人在 is not the caller standing somewhere
+        ("我在长乐公园门口，看到有人在韩森路上打架", "hansenlu"),
+        ("高桥警务点到美食街出警", "meishijie"),  # sent there to act: the scene, not a unit asked
+        ("请派出所到美食街出警，有人打架", "meishijie"),
         ("请派出所来人，美食街有人闹事", "meishijie"),  # the unit asked to come
     ],
 )
@@ -211,12 +215,15 @@ def test_a_place_said_as_somewhere_else_gives_way_to_the_scene(said: str, scene:
 
 
 @pytest.mark.parametrize(
-    ("said", "place"),
-    [("我在美食街，这边有人打架", "meishijie"), ("有人晕倒了，赶紧送长乐医院", "changle-yiyuan"),
-     ("请派出所来人，有人闹事", "paichusuo")],
+    ("said", "plainly"),
+    [("我在美食街，这边有人打架", "美食街这边有人打架"), ("有人晕倒了，赶紧送长乐医院", "有人晕倒了，长乐医院"),
+     ("有人抢了包往万寿北路方向跑了", "有人抢了包万寿北路")],
 )
-def test_named_alone_it_is_still_the_place(said: str, place: str, index: PlaceIndex) -> None:
-    assert where(said, index).place.id == place
+def test_named_alone_it_is_still_the_place_and_as_sure(said: str, plainly: str, index: PlaceIndex) -> None:
+    """A provisional alert needs the place's confidence: a lone place said as somewhere else keeps it."""
+    alone, plain = where(said, index), where(plainly, index)
+    assert alone.elsewhere and not plain.elsewhere
+    assert (alone.place.id, alone.confidence) == (plain.place.id, plain.confidence)
 
 
 def test_a_unit_asked_to_act_is_addressed(index: PlaceIndex) -> None:
