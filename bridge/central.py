@@ -559,14 +559,16 @@ def refuse_sqlite_state(storage: StorageConfig) -> None:
     if not storage.database.exists():
         return
     held = {}
-    counts = {"users": "SELECT count(*) FROM users",
-              "open incidents": f"SELECT count(*) FROM incidents WHERE status NOT IN ({', '.join('?' * len(CLOSED))})",
-              "alerts not sent": "SELECT count(*) FROM outbox WHERE delivered_at IS NULL"}  # fmt: skip
+    closed = tuple(map(str, CLOSED))
+    counts = {"users": ("SELECT count(*) FROM users", ()),
+              "open incidents": (f"SELECT count(*) FROM incidents WHERE status NOT IN ({', '.join('?' * len(closed))})",
+                                 closed),
+              "alerts not sent": ("SELECT count(*) FROM outbox WHERE delivered_at IS NULL", ())}  # fmt: skip
     try:
         with contextlib.closing(connect(storage.database, readonly=True)) as conn:
-            for what, query in counts.items():
+            for what, (query, params) in counts.items():
                 with contextlib.suppress(sqlite3.OperationalError):  # no such table: nothing of it kept there
-                    if n := conn.execute(query, tuple(map(str, CLOSED)) if "?" in query else ()).fetchone()[0]:
+                    if n := conn.execute(query, params).fetchone()[0]:
                         held[what] = n
     except sqlite3.DatabaseError as e:  # not a database: nothing central can read there, nor should it guess
         raise ConfigError(f"{storage.database}: {e}; central's state is in PostgreSQL: move the file away") from e

@@ -536,10 +536,10 @@ def _mark(c: LocationMatch, inp: TranscriptInput) -> LocationMatch:
     sent_there = start > 0 and inp.syllables[start - 1] is not None and inp.syllables[start - 1].base in _TOWARDS
     asked = not sent_there and any(_said(w, inp.syllables, end) for w in _ASKED_TO_ACT)
     after = asked or any(_said(w, inp.syllables, end) for w in _ADDRESSED_AFTER) or _role_after(inp, end)
-    before = any(start >= len(w) and _said(w, inp.syllables, start - len(w)) for w in _ADDRESSED_BEFORE)
+    before = any(_said_before(w, inp.syllables, start) for w in _ADDRESSED_BEFORE)
     if after or before:
         return _addressed(c)
-    heading = (start > 0 and any(_said(w, inp.syllables, start - 1) for w in _HEADING_BEFORE)
+    heading = (any(_said_before(w, inp.syllables, start) for w in _HEADING_BEFORE)
                and any(_said(w, inp.syllables, end) for w in _HEADING_AFTER))
     standing = any(_said_before(w, inp.syllables, start) for w in _STANDING_BEFORE) or (
         _said_before(_STANDING_AT_CLAUSE_START, inp.syllables, start) and (start == 2 or inp.syllables[start - 3] is None))
