@@ -1,6 +1,8 @@
 """Audio pushed into a channel by the web server: the guard page's hold-to-talk, 16 kHz int16 PCM over WebSocket.
 
-Only real audio is yielded, no silence between pushes; each burst is stamped with the wall-clock time it arrived.
+Only real audio is yielded, no silence between pushes. A press's first burst is stamped with the wall-clock time it
+arrived; the rest of the press is counted on from it, however late it arrived: a press is one contiguous recording, and
+a phone's network hiccup or a busy server must not cut it in two (the segmenter ends an utterance at a gap in stamps).
 A client cannot talk faster than real time: its audio may run ahead of the wall clock by at most `max_buffer_s`
 (room for a phone's network hiccup), like a radio, which cannot either; a flood beyond that is refused and counted.
 Audio for a channel that has fallen behind is held for it (BACKLOG_S); only beyond that is it refused, and counted
@@ -35,7 +37,7 @@ class PushSource:
         self.stats = SourceStats()
         self.max_bytes = round(self.config.max_buffer_s * SAMPLE_RATE) * SAMPLE_WIDTH
         self.backlog_bytes = round(max(BACKLOG_S, self.config.max_buffer_s) * SAMPLE_RATE) * SAMPLE_WIDTH
-        self._chunks: deque[tuple[bytes, float]] = deque()
+        self._chunks: deque[tuple[bytes, float | None]] = deque()  # PCM, its arrival (None: counted on)
         self._buffered = 0
         # Real-time pacing as a token bucket: credit (bytes) grows with the clock at the audio rate, up to max_bytes.
         self._clock = clock
@@ -44,9 +46,11 @@ class PushSource:
         self._arrived = asyncio.Event()
         self._refusals = ThrottledLog(logger, "pushed audio refused")
 
-    def push(self, pcm16k: bytes, *, paced: bool = True) -> bool:
+    def push(self, pcm16k: bytes, *, paced: bool = True, contiguous: bool = False) -> bool:
         """Queue 16 kHz mono int16 PCM; False (counted, logged sparingly) if malformed, faster than real time, or
-        the buffer is full. `paced=False` is for the server's own audio (the release silence), not a client's."""
+        the buffer is full. `paced=False` is for the server's own audio (the release silence), not a client's.
+        `contiguous`: the audio follows the last accepted push without a gap (the same press), so it is stamped on
+        from it rather than by its arrival."""
         now = self._clock()
         self._credit = min(float(self.max_bytes), self._credit + (now - self._credit_at) * SAMPLE_RATE * SAMPLE_WIDTH)
         self._credit_at = now
@@ -62,7 +66,7 @@ class PushSource:
         else:
             if paced:
                 self._credit -= len(pcm16k)
-            self._chunks.append((pcm16k, time.time()))
+            self._chunks.append((pcm16k, None if contiguous else time.time()))
             self._buffered += len(pcm16k)
             self._arrived.set()
             return True

@@ -79,17 +79,19 @@ def audio_router() -> APIRouter:
             max_s = desk.rules.hot_mic_s + HOT_MIC_SLACK_S
         await ws.accept()
         await ws.send_json({"type": "ready", "channel": chosen.config.id})
-        refused = 0
+        refused, accepted = 0, False
         try:
             async for pcm in _press(ws, max_s):
-                if not source.push(pcm):
+                if source.push(pcm, contiguous=accepted):  # the press's first accepted audio is stamped by its arrival
+                    accepted = True
+                else:
                     refused += 1
                     if refused == 1:
                         await ws.send_json({"type": "refused", "reason": "channel buffer full or bad audio"})
         finally:
             # the radio's squelch closing: silence past the segmenter's hang-over ends the utterance at once
             tail_ms = chosen.config.vad.stop_window_ms + RELEASE_SILENCE_MS
-            source.push(bytes(SAMPLE_RATE * SAMPLE_WIDTH * tail_ms // 1000), paced=False)
+            source.push(bytes(SAMPLE_RATE * SAMPLE_WIDTH * tail_ms // 1000), paced=False, contiguous=accepted)
             if hot_mic is not None:
                 desk.close_hot_mic(hot_mic)
             logger.info("push-to-talk by %s on %s released (%d chunks refused)%s", user.name, chosen.config.id, refused,

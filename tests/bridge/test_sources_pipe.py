@@ -248,6 +248,32 @@ async def test_push_yields_pushed_audio_stamped_at_arrival(speech: Path) -> None
     assert abs(frames[50].ts - (second_push - 6500 / 32000)) < 0.05  # re-anchored after the pause, not counted on
 
 
+async def test_a_press_delayed_on_its_way_is_counted_on_not_cut_in_two(speech: Path) -> None:
+    """A phone's network hiccup or a stalled server delivers the rest of a press late: it is still the same recording,
+    stamped on from its start, so the segmenter sees no pause in it (a CI run split 万寿路花鸟市场 | 有人晕倒了 so)."""
+    pcm = decode_file(speech)[: 16000 * 2]
+    source = open_source("w1", WebSource(type="web"))
+    assert isinstance(source, PushSource)
+    frames: list = []
+
+    async def consume() -> None:
+        async for frame in source.frames():
+            frames.append(frame)
+
+    consumer = asyncio.create_task(consume())
+    assert source.push(pcm[:16000])
+    await asyncio.sleep(0.8)  # the press's second half held up on the way
+    assert source.push(pcm[16000:], contiguous=True)
+    await asyncio.sleep(0.5)  # a pause, then a new press
+    second_press = time.time()
+    assert source.push(pcm[:6400])
+    await asyncio.sleep(0.2)
+    consumer.cancel()
+    assert b"".join(f.pcm for f in frames[:50]) == pcm
+    assert stamp_steps(frames[:50]) == {0.02}, "one press, one count: no gap where its audio was late"
+    assert abs(frames[50].ts - (second_press - 0.2)) < 0.05, "a new press is stamped by its arrival"
+
+
 async def test_push_refuses_floods_and_malformed_audio() -> None:
     now = [100.0]
     source = PushSource("w1", WebSource(type="web", max_buffer_s=1.0), clock=lambda: now[0])
