@@ -81,6 +81,7 @@ from dispatch.sos import SOS, SosDesk
 from dispatch.tasks import TaskDesk
 from dispatch.topics import AckTopic, OwnTracksTopic, StatusTopic, Topics
 from dispatch.tracks import TrackStore
+from dispatch.turns import LastTurns, Turn, half_a_call, says_only_where
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +210,7 @@ class Dispatcher:
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="partials") if partials is not None else None
         self._final_reader = ThreadPoolExecutor(1, thread_name_prefix="finals")  # apart: partials must not delay a final
         self.provisional: Counter[str] = Counter()  # raised, and how their finals settled them (by Verdict)
+        self._turns = LastTurns()  # each channel's last final: a call told in two transmissions is read as one
 
     # --- the pipeline ----------------------------------------------------------------------------------------
 
@@ -221,8 +223,29 @@ class Dispatcher:
         await self._finish_live(utterance.id)
         c, where = await self._read_final(transcript, utterance.channel)
         provisional = self.store.provisional_for(utterance.id)
+        earlier = self._turns.before(utterance.channel, utterance.start)
+        joined = None
         if provisional is not None:
-            return self._settle(provisional, transcript, utterance, c, where)
+            incident = self._settle(provisional, transcript, utterance, c, where)
+        elif earlier is not None and (joined := self._join(earlier, transcript, utterance, c, where)) is not None:
+            incident = joined
+        else:
+            incident = self._report(transcript, utterance, c, where)
+        if joined is not None:
+            self._turns.forget(utterance.channel)
+        else:
+            self._turns.remember(utterance.channel, Turn(
+                utterance.id, utterance.end, transcript.shown, where if half_a_call(c) else None,
+                incident.id if incident else None, placeless=incident is not None and incident.place_id is None,
+            ))  # fmt: skip
+        return incident
+
+    def _report(
+        self, transcript: Transcript, utterance: UtteranceRef, c: Classification, where: LocationMatch | None,
+        *, told_before: Turn | None = None,
+    ) -> Incident | None:  # fmt: skip
+        """A final transcript read as `c` at `where` -> a new incident, a further report of an open one, or None.
+        `told_before`: the transmission that named the place (`where` is its place)."""
         if not c.is_incident:
             logger.debug("utterance %s on %s: routine traffic, no incident", utterance.id, utterance.channel)
             return None
@@ -242,6 +265,9 @@ class Dispatcher:
                 return self.confirm(same.id, c.type, c.priority, actor="dispatcher")
             return after
         incident = _new_incident(c.type, c.priority, where, transcript, utterance)
+        if told_before is not None:  # both transmissions are the call: both replayed, both read
+            incident = replace(incident, utterance_ids=(told_before.utterance_id, utterance.id),
+                               text=f"{told_before.text} / {incident.text}")  # fmt: skip
         if c.needs_confirmation:
             incident = self.store.create(replace(incident, status=Status.NEEDS_CONFIRMATION), actor="dispatcher")
             self._emit(None, incident, "needs_confirmation")
@@ -254,6 +280,37 @@ class Dispatcher:
         self._emit(None, incident, "reported")
         logger.info("incident %s: %s (%s) from %s on %s", incident.id, c.type, c.priority, utterance.id, utterance.channel)
         return self._alert_first(incident)
+
+    def _join(
+        self, earlier: Turn, transcript: Transcript, utterance: UtteranceRef, c: Classification,
+        where: LocationMatch | None,
+    ) -> Incident | None:  # fmt: skip
+        """The second half of a call told in two transmissions (dispatch/turns.py), or None when it is not one."""
+        if half_a_call(c) and where is not None and earlier.placeless and earlier.incident_id:
+            incident = self.store.get(earlier.incident_id)
+            if incident is None or incident.status not in OPEN or incident.place_id is not None:
+                return None  # an operator placed or closed it meanwhile
+            entry = {"utterance_id": utterance.id, "text": transcript.shown, "place": where.place.name}
+            _, after = self.store.amend(incident.id, actor="dispatcher", kind="placed", entry=entry,
+                                        utterance_ids=(*incident.utterance_ids, utterance.id),
+                                        **_place_fields(where))  # fmt: skip
+            self._emit(incident, after, "placed")
+            logger.info("incident %s: its place, %s, said in the next transmission %s", incident.id, where.place.name,
+                        utterance.id)  # fmt: skip
+            return self._alert_first(after) if after.status == Status.REPORTED else after
+        if not c.is_incident or says_only_where(c) or earlier.where is None:
+            return None
+        if where is not None and not (_not_the_scene(where) and not _not_the_scene(earlier.where)):
+            return None  # the report names its own scene
+        queued = self.store.get(earlier.incident_id) if earlier.incident_id else None
+        if queued is not None and queued.status == Status.NEEDS_CONFIRMATION:  # the place's 待确认 entry: now said what
+            before, after = self.store.merge_report(queued.id, utterance.id, transcript.shown, actor="dispatcher")
+            self._emit(before, after, "merged")
+            if c.needs_confirmation:
+                return after
+            logger.info("incident %s: the next transmission %s says what it is, %s", queued.id, utterance.id, c.type)
+            return self.confirm(queued.id, c.type, c.priority, actor="dispatcher")
+        return self._report(transcript, utterance, c, earlier.where, told_before=earlier)
 
     async def handle_partial(self, transcript: Transcript, utterance: PartialRef) -> None:
         """A partial transcript of an utterance still being spoken (`utterance.end`: when it was heard). Read off
@@ -295,13 +352,18 @@ class Dispatcher:
         when many channels end their calls together, read on the loop would hold up every channel's audio)."""
         if transcript.empty:
             return _NOTHING, None
-        return await asyncio.get_running_loop().run_in_executor(self._final_reader, self._read, transcript, channel)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._final_reader, self._read, transcript, channel, True
+        )
 
-    def _read(self, transcript: Transcript, channel: str) -> tuple[Classification, LocationMatch | None]:
+    def _read(
+        self, transcript: Transcript, channel: str, final: bool = False
+    ) -> tuple[Classification, LocationMatch | None]:
         """(in a reader thread) The classification, and the place only when there is an incident (most partials
-        are read before any incident word is said)."""
+        are read before any incident word is said), or when a final says only where (half of a call told in two
+        transmissions: dispatch/turns.py)."""
         c, places = self._read_report(transcript, channel)
-        return c, places.scene() if c.is_incident else None
+        return c, places.scene() if c.is_incident or (final and says_only_where(c)) else None
 
     def _raise_provisional(
         self, raised: Raise, c: Classification, where: LocationMatch | None, transcript: Transcript,
@@ -759,6 +821,13 @@ class Dispatcher:
 
 
 _NOTHING = Classification("none", "none", (), 1.0)  # what an empty final transcript says
+
+
+def _not_the_scene(where: LocationMatch) -> bool:
+    """A place named as where someone fled to, the caller stands or a casualty is taken, or the unit called: within
+    one transmission another place heard is the scene before it (dispatch/location.py), and so is one said in the
+    transmission before."""
+    return where.elsewhere or where.addressed
 
 
 def _place_fields(where: LocationMatch | None) -> dict[str, Any]:

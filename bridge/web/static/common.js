@@ -19,7 +19,7 @@ JB.LABELS = {
             nearest: "最近" },
   timeline: { reported: "发现", status: "状态", alerted: "派警", escalated: "升级派警", ack: "回复", note: "备注",
               reassigned: "改派", merged: "重复报警", unanswered: "无人应答", confirmed: "确认类型", unconfirmed: "超时未确认",
-              final: "最终文本确认", rerouted: "按最终文本改派", withdrawn: "撤回派警", requeued: "转待确认", updated: "通知更新",
+              final: "最终文本确认", rerouted: "按最终文本改派", placed: "下一段通话补报地点", withdrawn: "撤回派警", requeued: "转待确认", updated: "通知更新",
               sos: "SOS报警", sos_repeated: "再次SOS", sos_hot_mic: "现场录音", sos_acknowledged: "调度员确认SOS",
               task: "推送任务", dispute_step: "纠纷处置进展" },
   // why a responder was stood down from a provisional alert (the retraction's `change`)

@@ -308,6 +308,7 @@ async function onIncident(event) {
     JB.alarm(critical, critical ? 6 : 2);
   } else if (event.reason === "unconfirmed") JB.alarm(false, 3);  // a 待确认 report has waited too long
   else if (event.reason === "rerouted" || event.reason === "requeued") JB.alarm(false, 1);  // the final moved it
+  else if (event.reason === "placed") JB.alarm(false, 1);  // its place came in the next transmission: now dispatched
 }
 
 // The banner stays until the operator has looked: it names the most urgent incident not yet opened, and while a
@@ -402,6 +403,7 @@ function incidentCard(i, fresh) {
         e.kind === "status" ? ` → ${JB.label("status", e.detail.to)}${e.detail.note ? `（${e.detail.note}）` : ""}` : "",
         e.kind === "confirmed" ? ` → ${JB.label("type", e.detail.type)}（${JB.label("priority", e.detail.priority)}）` : "",
         e.kind === "rerouted" ? `：${e.detail.from.place || "地点不明"} ${JB.label("type", e.detail.from.type)} → ${e.detail.to.place || "地点不明"} ${JB.label("type", e.detail.to.type)}` : "",
+        e.kind === "placed" ? `：${e.detail.place}（${e.detail.text}）` : "",
         e.kind === "withdrawn" ? `：${e.detail.responders.join("、")}（${JB.label("withdrawn", e.detail.change)}）` : "",
         e.detail && e.detail.final ? `（最终文本：${e.detail.final}）` : "",
         e.kind === "note" ? `：${e.detail.text}` : "")))),
