@@ -225,10 +225,16 @@ class Dispatcher:
         provisional = self.store.provisional_for(utterance.id)
         earlier = self._turns.before(utterance.channel, utterance.start)
         joined = None
-        if provisional is not None:
-            incident = self._settle(provisional, transcript, utterance, c, where)
-        elif earlier is not None and (joined := self._join(earlier, transcript, utterance, c, where)) is not None:
+        # a 待确认 entry its partials raised at a pause (a report without a place is one) alerted nobody: the call
+        # it completes takes it in; one that alerted is settled by its own final
+        if earlier is not None and (provisional is None or provisional.status == Status.NEEDS_CONFIRMATION):
+            joined = self._join(earlier, transcript, utterance, c, where)
+        if joined is not None:
             incident = joined
+            if provisional is not None and provisional.id != joined.id:
+                self._retract_into(provisional, joined.id, transcript)
+        elif provisional is not None:
+            incident = self._settle(provisional, transcript, utterance, c, where)
         else:
             incident = self._report(transcript, utterance, c, where)
         if joined is not None:
@@ -287,30 +293,55 @@ class Dispatcher:
     ) -> Incident | None:  # fmt: skip
         """The second half of a call told in two transmissions (dispatch/turns.py), or None when it is not one."""
         if half_a_call(c) and where is not None and earlier.placeless and earlier.incident_id:
-            incident = self.store.get(earlier.incident_id)
-            if incident is None or incident.status not in OPEN or incident.place_id is not None:
-                return None  # an operator placed or closed it meanwhile
-            entry = {"utterance_id": utterance.id, "text": transcript.shown, "place": where.place.name}
-            _, after = self.store.amend(incident.id, actor="dispatcher", kind="placed", entry=entry,
-                                        utterance_ids=(*incident.utterance_ids, utterance.id),
-                                        **_place_fields(where))  # fmt: skip
-            self._emit(incident, after, "placed")
-            logger.info("incident %s: its place, %s, said in the next transmission %s", incident.id, where.place.name,
-                        utterance.id)  # fmt: skip
-            return self._alert_first(after) if after.status == Status.REPORTED else after
+            return self._place(earlier.incident_id, where, transcript, utterance)
         if not c.is_incident or says_only_where(c) or earlier.where is None:
             return None
         if where is not None and not (_not_the_scene(where) and not _not_the_scene(earlier.where)):
             return None  # the report names its own scene
         queued = self.store.get(earlier.incident_id) if earlier.incident_id else None
-        if queued is not None and queued.status == Status.NEEDS_CONFIRMATION:  # the place's 待确认 entry: now said what
+        if queued is not None and queued.status in OPEN:  # the place's own entry (待确认, or confirmed meanwhile)
             before, after = self.store.merge_report(queued.id, utterance.id, transcript.shown, actor="dispatcher")
             self._emit(before, after, "merged")
-            if c.needs_confirmation:
+            if after.status != Status.NEEDS_CONFIRMATION or c.needs_confirmation:
                 return after
             logger.info("incident %s: the next transmission %s says what it is, %s", queued.id, utterance.id, c.type)
             return self.confirm(queued.id, c.type, c.priority, actor="dispatcher")
         return self._report(transcript, utterance, c, earlier.where, told_before=earlier)
+
+    def _place(
+        self, incident_id: str, where: LocationMatch, transcript: Transcript, utterance: UtteranceRef
+    ) -> Incident | None:
+        """A place-less incident's place, said in the next transmission: placed and alerted, or, when another report
+        of it at that place is open, merged into that one. None when it was placed or closed meanwhile."""
+        incident = self.store.get(incident_id)
+        if incident is None or incident.status not in OPEN or incident.place_id is not None:
+            return None  # an operator placed or closed it meanwhile
+        entry = {"utterance_id": utterance.id, "text": transcript.shown, "place": where.place.name}
+        _, after = self.store.amend(incident.id, actor="dispatcher", kind="placed", entry=entry,
+                                    utterance_ids=(*incident.utterance_ids, utterance.id),
+                                    **_place_fields(where))  # fmt: skip
+        self._emit(incident, after, "placed")
+        logger.info("incident %s: its place, %s, said in the next transmission %s", incident.id, where.place.name,
+                    utterance.id)  # fmt: skip
+        same = self.store.find_mergeable(
+            after.type, after.lat, after.lon, utterance.end, radius_m=self._merge_radius_m,
+            window_s=self._merge_window_s, exclude=after.id,
+        )  # fmt: skip
+        if same is not None and not after.assigned:  # already reported there: one incident, alerted once
+            self._retract_into(after, same.id, transcript)
+            for uid in after.utterance_ids:
+                before, merged = self.store.merge_report(same.id, uid, transcript.shown, actor="dispatcher")
+                self._emit(before, merged, "merged")
+            return self.store.require(same.id)
+        return self._alert_first(after) if after.status == Status.REPORTED else after
+
+    def _retract_into(self, incident: Incident, into: str, transcript: Transcript) -> None:
+        """An entry nobody was alerted for is part of incident `into`: retracted, saying so."""
+        self._stop_waiting(incident.id)
+        entry = {"from": str(incident.status), "to": "retracted", "merged_into": into, "final": transcript.shown}
+        _, after = self.store.amend(incident.id, actor="dispatcher", kind="status", provisional=False,
+                                    status=Status.RETRACTED, entry=entry)  # fmt: skip
+        self._emit(incident, after, "merged_elsewhere")
 
     async def handle_partial(self, transcript: Transcript, utterance: PartialRef) -> None:
         """A partial transcript of an utterance still being spoken (`utterance.end`: when it was heard). Read off

@@ -63,7 +63,10 @@ class LastTurns:
         return turn if turn is not None and -OVERLAP_S <= start - turn.end <= self.carry_s else None
 
     def remember(self, channel: str, turn: Turn) -> None:
-        self._last[channel] = turn
+        """`turn` is the channel's last, unless a later one was handled before it (finals can come out of order)."""
+        last = self._last.get(channel)
+        if last is None or last.end <= turn.end:
+            self._last[channel] = turn
 
     def forget(self, channel: str) -> None:
         """The two halves were joined: a third transmission does not join them again."""

@@ -222,17 +222,22 @@ async def test_trailing_partial_sample_is_dropped(tmp_path: Path) -> None:
 # --- the web push source -----------------------------------------------------------------------------------
 
 
-async def test_push_yields_pushed_audio_stamped_at_arrival(speech: Path) -> None:
-    pcm = decode_file(speech)[: 16000 * 2]  # 1 s
-    source = open_source("w1", WebSource(type="web"))
-    assert isinstance(source, PushSource)
+def collecting(source: PushSource) -> tuple[list, asyncio.Task[None]]:
+    """The frames `source` yields, appended to the list as they come, until the task is cancelled."""
     frames: list = []
 
     async def consume() -> None:
         async for frame in source.frames():
             frames.append(frame)
 
-    consumer = asyncio.create_task(consume())
+    return frames, asyncio.create_task(consume())
+
+
+async def test_push_yields_pushed_audio_stamped_at_arrival(speech: Path) -> None:
+    pcm = decode_file(speech)[: 16000 * 2]  # 1 s
+    source = open_source("w1", WebSource(type="web"))
+    assert isinstance(source, PushSource)
+    frames, consumer = collecting(source)
     first_push = time.time()
     assert source.push(pcm)
     await asyncio.sleep(0.5)  # a pause between two presses of hold-to-talk
@@ -254,13 +259,7 @@ async def test_a_press_delayed_on_its_way_is_counted_on_not_cut_in_two(speech: P
     pcm = decode_file(speech)[: 16000 * 2]
     source = open_source("w1", WebSource(type="web"))
     assert isinstance(source, PushSource)
-    frames: list = []
-
-    async def consume() -> None:
-        async for frame in source.frames():
-            frames.append(frame)
-
-    consumer = asyncio.create_task(consume())
+    frames, consumer = collecting(source)
     assert source.push(pcm[:16000])
     await asyncio.sleep(0.8)  # the press's second half held up on the way
     assert source.push(pcm[16000:], contiguous=True)

@@ -7,9 +7,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from asr.live import RecognisedUtterance
+from asr.transcript import Transcript
 from bridge.events import Utterance
 from dispatch.incidents import Status
-from dispatch.turns import CARRY_S
+from dispatch.turns import CARRY_S, LastTurns, Turn
 from tests.dispatch.rig import eventually, running_dispatcher, say
 from tests.support.broker import Mosquitto, broker_fixture  # noqa: F401  (the `broker` fixture)
 
@@ -122,3 +124,30 @@ async def test_an_unsure_half_and_a_sure_half_make_one_dispatched_incident(broke
         assert placed is not None and placed.id == noise.id
         assert (placed.type, placed.place_name, placed.status) == ("noise", "金花北路", Status.DISPATCHED)
         assert len(rig.dispatcher.store.list(limit=10)) == 2
+
+
+async def test_a_report_queued_from_its_partials_still_takes_the_place_said_before(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """Live, a report without a place raises a 待确认 entry at the caller's pause, before its final: the call it
+    completes takes it in (retracted, merged into the call's incident), not left beside it place-less."""
+    async with running_dispatcher(broker, tmp_path) as rig:
+        heard = Transmissions()
+        await rig.dispatcher.handle(say(PLACE), heard("u-place"))
+        said = heard("u-report")
+        paused = RecognisedUtterance(said.id, said.channel, said.start, said.end - 1, paused=True)
+        await rig.dispatcher.handle_partial(Transcript(text=REPORT, pinyin="", engine="test", partial=True), paused)
+        [queued] = rig.dispatcher.store.list(limit=10)
+        assert queued.status == Status.NEEDS_CONFIRMATION and queued.place_id is None
+        incident = await rig.dispatcher.handle(say(REPORT), said)
+        assert incident is not None and (incident.type, incident.place_name) == ("medical", PLACE) and incident.assigned
+        retracted = rig.dispatcher.store.require(queued.id)
+        assert retracted.status == Status.RETRACTED and retracted.id != incident.id
+        assert rig.dispatcher.store.timeline(queued.id)[-1].detail["merged_into"] == incident.id
+
+
+def test_a_final_handled_late_does_not_take_the_place_of_the_channel_s_last_turn() -> None:
+    turns = LastTurns()
+    turns.remember("ch", Turn("u-2", end=110.0, text="收到"))
+    turns.remember("ch", Turn("u-1", end=100.0, text=PLACE))  # said before u-2, its final handled after it
+    assert (turn := turns.before("ch", 111.0)) is not None and turn.utterance_id == "u-2"

@@ -308,7 +308,7 @@ async function onIncident(event) {
     JB.alarm(critical, critical ? 6 : 2);
   } else if (event.reason === "unconfirmed") JB.alarm(false, 3);  // a 待确认 report has waited too long
   else if (event.reason === "rerouted" || event.reason === "requeued") JB.alarm(false, 1);  // the final moved it
-  else if (event.reason === "placed") JB.alarm(false, 1);  // its place came in the next transmission: now dispatched
+  else if (event.reason === "placed") JB.alarm(false, 1);  // its place came in the next transmission (alerted if sure)
 }
 
 // The banner stays until the operator has looked: it names the most urgent incident not yet opened, and while a
