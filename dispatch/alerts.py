@@ -126,7 +126,8 @@ def alert_payload(incident: Incident, candidate: Candidate, *, place_name: str |
 
 def update_payload(incident: Incident, candidate: Candidate, *, change: str, issued_at: float) -> dict[str, Any]:
     """Sent on the same topic to a responder already alerted when the incident's final transcript is in: `change`
-    "final" (what the provisional alert said holds) or "rerouted" (another place or type: the fields say which)."""
+    "final" (what the provisional alert said holds) or "rerouted" (another place or type: the fields say which); or
+    when its place is said in the next transmission (dispatch/turns.py), "placed"."""
     return alert_payload(incident, candidate, place_name=incident.place_name, issued_at=issued_at) | {
         "kind": "update", "change": change}  # fmt: skip
 

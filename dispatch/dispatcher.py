@@ -333,7 +333,9 @@ class Dispatcher:
                 before, merged = self.store.merge_report(same.id, uid, transcript.shown, actor="dispatcher")
                 self._emit(before, merged, "merged")
             return self.store.require(same.id)
-        return self._alert_first(after) if after.status == Status.REPORTED else after
+        if after.status == Status.REPORTED:
+            return self._alert_first(after)
+        return self.alerter.update(after, after.assigned, change="placed")  # those an operator sent: where, now
 
     def _retract_into(self, incident: Incident, into: str, transcript: Transcript) -> None:
         """An entry nobody was alerted for is part of incident `into`: retracted, saying so."""

@@ -151,3 +151,17 @@ def test_a_final_handled_late_does_not_take_the_place_of_the_channel_s_last_turn
     turns.remember("ch", Turn("u-2", end=110.0, text="收到"))
     turns.remember("ch", Turn("u-1", end=100.0, text=PLACE))  # said before u-2, its final handled after it
     assert (turn := turns.before("ch", 111.0)) is not None and turn.utterance_id == "u-2"
+
+
+async def test_responders_an_operator_sent_to_a_place_less_report_are_told_its_place(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    async with running_dispatcher(broker, tmp_path) as rig:
+        heard = Transmissions()
+        placeless = await rig.dispatcher.handle(say(REPORT), heard("u-report"))
+        assert placeless is not None
+        rig.dispatcher.reassign(placeless.id, ["g-piju"], actor="operator:li")  # 派警 before anyone knew where
+        placed = await rig.dispatcher.handle(say(PLACE), heard("u-place"))
+        assert placed is not None and placed.id == placeless.id and placed.place_name == PLACE
+        updated = rig.dispatcher.store.timeline(placed.id)[-1]
+        assert (updated.kind, updated.detail["change"], updated.detail["responders"]) == ("updated", "placed", ["g-piju"])
