@@ -65,11 +65,15 @@ class Row:
 
 
 def read_rows(path: Path, prefix: str = "") -> list[Row]:
-    """A labelled set or the demo calls, as rows (ids prefixed with `prefix`)."""
+    """A labelled set, a turn set (a call's transmissions are the lines of its row's text) or the demo calls, as rows
+    (ids prefixed with `prefix`)."""
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")]
     rows = []
+    calls: dict[str, list[dict[str, str]]] = {}  # a turn set's rows by call
     for r in csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE):
-        if "kind" in r:
+        if "turn" in r:
+            calls.setdefault(r["call"], []).append(r)
+        elif "kind" in r:
             if r["kind"] not in ("report", ROUTINE):
                 raise SystemExit(f"{path}: row {r['id']}: kind {r['kind']!r} is neither report nor routine")
             rows.append(Row(prefix + r["id"], r["kind"], r["place"] or "-", r["type"], r["text"], r.get("channel") or ""))
@@ -78,6 +82,10 @@ def read_rows(path: Path, prefix: str = "") -> list[Row]:
             rows.append(Row(prefix + r["id"], kind, r["place"] or "-", r["incident"], r["text"], r.get("channel") or ""))
         else:
             raise SystemExit(f"{path}: neither a labelled set (kind, type columns) nor the demo calls (incident column)")
+    for call, said in calls.items():  # a call told in several transmissions: its text has one line for each
+        first = said[0]
+        text = "\n".join(r["text"] for r in sorted(said, key=lambda r: int(r["turn"])))
+        rows.append(Row(prefix + call, first["kind"], first["place"] or "-", first["type"], text, first["channel"]))
     return rows
 
 

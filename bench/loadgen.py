@@ -14,7 +14,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,9 @@ FRAME = 320  # samples: 20 ms, the service's frame
 FRAME_S = FRAME / SAMPLE_RATE
 CLICK_S = 0.02  # radio_degrade.py puts its key-up click before the speech
 SQUELCH_TAIL_S = 0.3
+# between the transmissions of a call told in several: the receiver muted (digital silence) until the next key-up,
+# longer than the segmenter's hang-over, well inside the dispatcher's dispatch/turns.CARRY_S
+BETWEEN_KEY_UPS_S = 2.0
 HISS_DBFS = -62.0  # between transmissions the receiver's squelch is closed: a faint hiss, below the segmenter's -50 dBFS
 COR_UP, COR_DOWN = bytes((0x02, 0, 0, 0)), bytes((0, 0, 0, 0))  # CM108 input report: bit 1 = vol_down carries COR
 
@@ -103,6 +106,7 @@ class Labelled:
     clean: Path
     incident: str
     place: str = ""
+    more: tuple[Path, ...] = ()  # the call's further transmissions, each a key-up of its own (a turn set's call)
 
 
 def demo_calls(shared: Path) -> list[Labelled]:
@@ -124,18 +128,32 @@ def load_material(shared: Path, cache: Path, snr: tuple[float, float], seed: int
     rng = random.Random(seed)
     cache.mkdir(parents=True, exist_ok=True)
 
+    def radio_copy(clean: Path, level: float) -> np.ndarray:
+        # the folder too: a rendering's name is its text's, the same in every voice (bench/voices.py's cache)
+        radio = cache / f"{clean.parent.name}-{clean.stem}-snr{level:g}-seed{seed}.wav"
+        if not radio.exists():
+            degrader.main([str(clean), str(radio), "--snr", str(level), "--seed", str(seed), "--click",
+                           "--squelch-tail", str(SQUELCH_TAIL_S)])  # fmt: skip
+        return read_wav(radio)
+
     def clip(call: Labelled) -> Clip:
         level = round(rng.uniform(*snr) * 2) / 2
-        radio = cache / f"{call.clean.stem}-snr{level:g}-seed{seed}.wav"
-        if not radio.exists():
-            degrader.main([str(call.clean), str(radio), "--snr", str(level), "--seed", str(seed), "--click",
-                           "--squelch-tail", str(SQUELCH_TAIL_S)])  # fmt: skip
-        end = CLICK_S + speech_end_s(read_wav(call.clean))
-        return Clip(call.name, call.incident, read_wav(radio), round(end * SAMPLE_RATE), call.place)
+        return call_clip(call, lambda clean: radio_copy(clean, level))
 
     labelled = [clip(c) for c in (calls if calls is not None else demo_calls(shared))]
     real = [clip(Labelled(p.stem, p, "")) for p in sorted((shared / "audio").glob("*.wav"))]
     return labelled, real
+
+
+def call_clip(call: Labelled, radio_copy: Callable[[Path], np.ndarray]) -> Clip:
+    """The call's transmissions as the receiver gives them (`radio_copy`: a clean recording through the radio), the
+    receiver silent between them; its speech ends where the last transmission's does."""
+    *said, last = [radio_copy(clean) for clean in (call.clean, *call.more)]
+    between = np.zeros(round(BETWEEN_KEY_UPS_S * SAMPLE_RATE), dtype=np.int16)
+    before_last = sum(len(pcm) + len(between) for pcm in said)
+    end = before_last + round((CLICK_S + speech_end_s(read_wav(call.more[-1] if call.more else call.clean))) * SAMPLE_RATE)
+    pcm = np.concatenate([part for pcm in said for part in (pcm, between)] + [last])
+    return Clip(call.name, call.incident, pcm, end, call.place)
 
 
 # --- timelines -------------------------------------------------------------------------------------------------

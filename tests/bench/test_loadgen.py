@@ -102,3 +102,22 @@ def test_escalations_are_not_a_reports_first_alert():
     messages = [alert(10, "INC-1", "u1"), alert(10.1, "INC-1", "u1"), alert(12, "INC-1", "u1", "update"),
                 alert(40, "INC-2", "u3"), alert(71, "INC-1", "u2")]  # 61 s on: INC-1 escalated, naming its merged u2
     assert [(m.at, m.data["utterance_id"]) for m in first_wave_alerts(messages)] == [(10, "u1"), (10.1, "u1"), (40, "u3")]
+
+
+def test_a_call_told_in_several_transmissions_is_one_clip_the_receiver_silent_between(tmp_path) -> None:
+    from bench.loadgen import BETWEEN_KEY_UPS_S, CLICK_S, Labelled, call_clip, speech_end_s
+    from bench.voices import write_wav
+
+    first, second = np.full(8000, 3000, np.int16), np.full(12000, -3000, np.int16)
+    paths = []
+    for name, pcm in (("first", first), ("second", second)):
+        write_wav(tmp_path / f"{name}.wav", np.concatenate([pcm, np.zeros(4000, np.int16)]).tobytes())
+        paths.append(tmp_path / f"{name}.wav")
+    heard = call_clip(Labelled("t1/voice", paths[0], "fight", "meishijie", (paths[1],)),
+                      lambda clean: np.fromfile(clean, np.int16, offset=44))  # "the radio": the recording as it is
+    gap = round(BETWEEN_KEY_UPS_S * SAMPLE_RATE)
+    assert len(heard.pcm) == 12000 + gap + 16000 and not heard.pcm[12000:12000 + gap].any()
+    assert heard.pcm[0] == 3000 and heard.pcm[12000 + gap] == -3000
+    last_speech = speech_end_s(np.concatenate([second, np.zeros(4000, np.int16)]))
+    assert heard.speech_end == 12000 + gap + round((CLICK_S + last_speech) * SAMPLE_RATE)
+    assert (heard.incident, heard.place) == ("fight", "meishijie")
