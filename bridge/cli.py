@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import faulthandler
 import logging
 import sys
 
@@ -22,8 +21,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # a crash in a native library (sqlite3, PyAV's libopus, onnxruntime) prints every thread's stack to the log
-    faulthandler.enable(sys.stderr)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
