@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import logging
 import sys
 
@@ -19,8 +21,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def report_native_crashes() -> None:
+    """A crash in a native library (sqlite3, PyAV's libopus, onnxruntime) prints every thread's Python stack to
+    stderr, the log, rather than a bare exit -11. Left alone where it is on already (pytest turns it on) or where
+    stderr has no file descriptor (the CLI run in-process with its output captured)."""
+    if faulthandler.is_enabled():
+        return
+    with contextlib.suppress(AttributeError, ValueError, RuntimeError):  # no fileno(), UnsupportedOperation, no stderr
+        faulthandler.enable()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    report_native_crashes()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",

@@ -220,7 +220,10 @@ class ForwardQueue:
                                       dispatched_at_edge=dispatched_at_edge)  # fmt: skip
 
     def close(self) -> None:
-        self._conn.close()
+        """Under the lock: a call still running in a worker thread (the task that awaited it cancelled at shutdown)
+        finishes first. sqlite3 closing a connection another thread is using can crash the process (SIGSEGV)."""
+        with self._lock:
+            self._conn.close()
 
 
 class Forwarder:

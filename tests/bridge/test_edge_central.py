@@ -10,6 +10,7 @@ import json
 import os
 import sqlite3
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -31,7 +32,7 @@ from bridge.central import CentralIngest, CentralStore
 from bridge.config import Config, ConfigError
 from bridge.db import connect
 from bridge.events import Utterance, new_utterance_id
-from bridge.forward import Forwarder
+from bridge.forward import Forwarder, ForwardQueue
 from bridge.looplag import LoopLagMonitor
 from bridge.nodes import Acked, parse, stored_payload, utterance_payload
 from bridge.service import Service
@@ -613,6 +614,23 @@ async def test_an_edge_killed_mid_run_loses_nothing_and_central_stores_each_utte
     assert sorted(stored) == sorted(f"{STATION}.{i}" for i in ids) and len(ids) > killed_at + 3
     with Archive(edge.storage, readonly=True) as archive:
         assert archive.verify().ok
+
+
+def test_the_forward_queue_is_closed_only_once_a_call_running_in_a_thread_has_finished(tmp_path, mqtt):
+    """At shutdown the forwarder's tasks are cancelled while a call they made through asyncio.to_thread may still be
+    running: closing the connection under it could crash the process (an edge once exited -11 when stopped)."""
+    edge = edge_config(tmp_path, mqtt)
+    queue = ForwardQueue(edge.storage.database, edge.storage.data_dir)
+    closing = threading.Thread(target=queue.close)
+    with queue._lock:  # what a call running in a worker thread holds
+        closing.start()
+        closing.join(0.3)
+        assert closing.is_alive()
+        assert queue._conn.execute("SELECT count(*) FROM forward_queue").fetchone()[0] == 0  # still open
+    closing.join(5)
+    assert not closing.is_alive()
+    with pytest.raises(sqlite3.ProgrammingError):
+        queue.waiting()
 
 
 async def test_what_the_service_archives_is_sent_at_once_not_at_the_next_poll(tmp_path, mqtt, pg_url):

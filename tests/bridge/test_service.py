@@ -8,6 +8,7 @@ import json
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -322,3 +323,11 @@ def scraped(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def test_a_crash_in_a_native_library_prints_every_threads_stack():
+    """`jingbao` turns faulthandler on: a segmentation fault (here a read of address 0) says where it happened."""
+    crash = "import ctypes; from bridge.cli import report_native_crashes; report_native_crashes(); ctypes.string_at(0)"
+    done = subprocess.run([sys.executable, "-c", crash], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "Fatal Python error: Segmentation fault" in done.stderr and 'File "<string>", line 1' in done.stderr
