@@ -296,7 +296,7 @@ class Dispatcher:
             return self._place(earlier.incident_id, where, transcript, utterance)
         if not c.is_incident or says_only_where(c) or earlier.where is None:
             return None
-        if where is not None and not (_not_the_scene(where) and not _not_the_scene(earlier.where)):
+        if where is not None and not (where.aside and not earlier.where.aside):
             return None  # the report names its own scene
         queued = self.store.get(earlier.incident_id) if earlier.incident_id else None
         if queued is not None and queued.status in OPEN:  # the place's own entry (待确认, or confirmed meanwhile)
@@ -337,12 +337,16 @@ class Dispatcher:
             return self._alert_first(after)
         return self.alerter.update(after, after.assigned, change="placed")  # those an operator sent: where, now
 
-    def _retract_into(self, incident: Incident, into: str, transcript: Transcript) -> None:
-        """An entry nobody was alerted for is part of incident `into`: retracted, saying so."""
+    def _retract_into(
+        self, incident: Incident, into: str, transcript: Transcript, entry: dict[str, Any] | None = None, **said: str
+    ) -> None:  # fmt: skip
+        """`incident` is part of incident `into`: retracted, saying so (its alerts, if any, withdrawn by the caller).
+        `entry`: more for its timeline; `said`: the final's text and pinyin, when it was this incident's own."""
         self._stop_waiting(incident.id)
-        entry = {"from": str(incident.status), "to": "retracted", "merged_into": into, "final": transcript.shown}
+        entry = {"from": str(incident.status), "to": "retracted", "merged_into": into, "final": transcript.shown} | (
+            entry or {})
         _, after = self.store.amend(incident.id, actor="dispatcher", kind="status", provisional=False,
-                                    status=Status.RETRACTED, entry=entry)  # fmt: skip
+                                    status=Status.RETRACTED, entry=entry, **said)  # fmt: skip
         self._emit(incident, after, "merged_elsewhere")
 
     async def handle_partial(self, transcript: Transcript, utterance: PartialRef) -> None:
@@ -530,10 +534,7 @@ class Dispatcher:
             self._revise(incident, [], spoken, changed=True, closing="")
             self.alerter.withdraw(incident, alerted, change="merged")
             self.alerter.forget(incident.id)
-            _, after = self.store.amend(incident.id, actor="dispatcher", kind="status", provisional=False,
-                                        status=Status.RETRACTED, entry={"from": str(incident.status), "to": "retracted",
-                                        "merged_into": same.id} | entry, **said)  # fmt: skip
-            self._emit(incident, self.store.require(incident.id), "merged_elsewhere")
+            self._retract_into(incident, same.id, transcript, entry, **said)
             before, merged = self.store.merge_report(same.id, utterance.id, transcript.shown, actor="dispatcher")
             self._emit(before, merged, "merged")
             if merged.status == Status.NEEDS_CONFIRMATION:
@@ -854,13 +855,6 @@ class Dispatcher:
 
 
 _NOTHING = Classification("none", "none", (), 1.0)  # what an empty final transcript says
-
-
-def _not_the_scene(where: LocationMatch) -> bool:
-    """A place named as where someone fled to, the caller stands or a casualty is taken, or the unit called: within
-    one transmission another place heard is the scene before it (dispatch/location.py), and so is one said in the
-    transmission before."""
-    return where.elsewhere or where.addressed
 
 
 def _place_fields(where: LocationMatch | None) -> dict[str, Any]:

@@ -113,6 +113,12 @@ class LocationMatch:
     addressed: bool = False  # the place is being called on the radio, not (necessarily) the scene
     elsewhere: bool = False  # where someone fled to, the caller stands, a casualty is taken: not (necessarily) the scene
 
+    @property
+    def aside(self) -> bool:
+        """Named as the unit called or as somewhere other than the scene (elsewhere): another place heard beside it,
+        in the same transmission or the one before it (dispatch/turns.py), is the scene rather than this one."""
+        return self.addressed or self.elsewhere
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.place.id, "name": self.place.name, "detail": self.detail, "lat": self.place.lat,
@@ -251,7 +257,7 @@ class PlacesHeard:
         candidates = _opening_addressee(_most_specific(self.candidates, self.jurisdiction), self.inp)
         if not candidates:
             return None
-        if any(c.elsewhere for c in candidates) and any(not (c.elsewhere or c.addressed) for c in candidates):
+        if any(c.elsewhere for c in candidates) and any(not c.aside for c in candidates):
             candidates = [replace(c, confidence=c.confidence * ELSEWHERE_PENALTY) if c.elsewhere else c
                           for c in candidates]
         best = max(candidates, key=lambda c: (not c.addressed, c.confidence, -(c.span or (0,))[0]))
@@ -310,7 +316,7 @@ def _first_street(best: LocationMatch, candidates: list[LocationMatch]) -> Locat
     reported at the street named first, however well each was heard."""
     if best.place.kind != "street" or best.span is None or best.addressed:
         return best
-    streets = [c for c in candidates if c.place.kind == "street" and c.span and not (c.addressed or c.elsewhere)]
+    streets = [c for c in candidates if c.place.kind == "street" and c.span and not c.aside]
     return min(streets, key=lambda c: c.span[0], default=best)
 
 
