@@ -287,6 +287,30 @@ async def test_a_final_naming_another_place_reroutes_it(broker: Mosquitto, tmp_p
         assert any("长乐公园" in r.text for r in revisions)  # the new nearest guard's call, wherever he listens
 
 
+async def test_a_final_naming_the_place_of_an_open_incident_of_its_type_is_merged_into_it(
+    broker: Mosquitto, tmp_path: Path
+) -> None:  # fmt: skip
+    """The provisional alert went to 美食街; the final says 长乐公园, where the same fight is open already: the report
+    joins that incident, and the provisional one is retracted as merged into it (its phone stood down)."""
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST, ITS_GUARD]) as ph:
+        open_one = await final(rig, ELSEWHERE, uid="u-0", channel="ch-school")
+        await talk(rig, FIGHT)
+        raised = next(i for i in rig.dispatcher.store.list() if i.id != open_one.id)
+        await eventually(lambda: ph[NEAREST].received, what="the provisional alert")
+        events = rig.bus.subscribe({"incident"})
+
+        merged = await final(rig, ELSEWHERE)
+
+        assert merged.id == open_one.id and merged.reports == 2
+        retracted = rig.dispatcher.store.require(raised.id)
+        assert retracted.status == Status.RETRACTED
+        assert rig.dispatcher.store.timeline(raised.id)[-1].detail["merged_into"] == open_one.id
+        reasons = [(await events.get()).data["reason"] for _ in range(2)]
+        assert reasons == ["merged_elsewhere", "merged"]
+        await eventually(lambda: len(ph[NEAREST].received) == 2, what="the retraction")
+        assert (ph[NEAREST].received[1]["kind"], ph[NEAREST].received[1]["change"]) == ("retraction", "merged")
+
+
 async def test_a_responder_who_acknowledged_and_is_stood_down_is_free_again(broker: Mosquitto, tmp_path: Path) -> None:
     async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST, ITS_GUARD]) as ph:
         await talk(rig, FIGHT)
