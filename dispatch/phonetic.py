@@ -70,6 +70,7 @@ def similarity(a: str, b: str) -> float:
 
 
 HEARD_ALIKE = 0.9  # a part the recogniser often hears as another is as near as an accent confusion
+BOTH_HEARD_ALIKE = 0.75  # both parts so: as near as a syllable whose onset alone was kept (`similarity`)
 
 
 @lru_cache(maxsize=65536)
@@ -86,6 +87,12 @@ def heard_similarity(said: str, heard: str) -> float:
     alike = learned_alike()
     if (sf == hf and (si, hi) in alike.initials) or (si == hi and (sf, hf) in alike.finals):
         return HEARD_ALIKE
+    # both parts misheard, each in a way the recogniser often does (qing heard as ji: q as j, the nasal lost)
+    (fsi, fsf), (fhi, fhf) = split(fold(said)), split(fold(heard))
+    initial_near = fsi == fhi or (si, hi) in alike.initials or (fsi, fhi) in alike.initials
+    final_near = fsf == fhf or (sf, hf) in alike.finals or (fsf, fhf) in alike.finals
+    if initial_near and final_near:
+        return max(score, BOTH_HEARD_ALIKE)
     return score
 
 

@@ -115,6 +115,13 @@ def test_a_negated_all_clear_a_critical_report_or_a_name_still_alerts(said: str,
     assert (c.type, c.needs_confirmation) == (expected, False), c
 
 
+@pytest.mark.parametrize("said", ["后门有人被砍了，躺在地上流了好多血", "东门那个小伙子挨了一刀，流了好多血"])
+def test_a_weapon_attack_told_by_its_victim_and_wound_is_a_weapon_not_a_medical_call(said: str) -> None:
+    """The cause, not the injury it left: a knife sends who a knife needs (precedence: weapon before medical)."""
+    for c in (classify(said), classify(pinyin=pinyin_of(said))):
+        assert (c.type, c.priority) == ("weapon", "critical"), c
+
+
 def test_two_syllable_words_need_tones_when_tones_are_known() -> None:
     assert classify(pinyin="da4 jia1 hao3").type == "none"  # 大家好, not 打架
     assert classify(pinyin="you3 ren2 da3 jia4").type == "fight"
