@@ -77,7 +77,8 @@ BOTH_HEARD_ALIKE = 0.75  # both parts so: as near as a syllable whose onset alon
 def heard_similarity(said: str, heard: str) -> float:
     """`similarity` of a syllable said and one heard, where a confusion the on-board recogniser often makes over a
     radio (c heard as t, q as j, uo as u: learned from what it heard, dispatch/radio_channel.learned_alike) counts as
-    near as an accent confusion."""
+    near as an accent confusion; a syllable near in both parts that way (or whose part is near only once folded) as
+    near as a kept onset (BOTH_HEARD_ALIKE)."""
     score = similarity(said, heard)
     if score >= HEARD_ALIKE:
         return score
@@ -87,7 +88,8 @@ def heard_similarity(said: str, heard: str) -> float:
     alike = learned_alike()
     if (sf == hf and (si, hi) in alike.initials) or (si == hi and (sf, hf) in alike.finals):
         return HEARD_ALIKE
-    # both parts misheard, each in a way the recogniser often does (qing heard as ji: q as j, the nasal lost)
+    # each part the same, an accent confusion away, or misheard the way the recogniser often does: qing heard as ji
+    # (q as j, the nasal lost), and a part found after folding (chang heard as tang: ch folds to c, heard as t)
     (fsi, fsf), (fhi, fhf) = split(fold(said)), split(fold(heard))
     initial_near = fsi == fhi or (si, hi) in alike.initials or (fsi, fhi) in alike.initials
     final_near = fsf == fhf or (sf, hf) in alike.finals or (fsf, fhf) in alike.finals

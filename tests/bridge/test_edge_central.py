@@ -616,11 +616,10 @@ async def test_an_edge_killed_mid_run_loses_nothing_and_central_stores_each_utte
         assert archive.verify().ok
 
 
-def test_the_forward_queue_is_closed_only_once_a_call_running_in_a_thread_has_finished(tmp_path, mqtt):
+def test_the_forward_queue_is_closed_only_once_a_call_running_in_a_thread_has_finished(tmp_path):
     """At shutdown the forwarder's tasks are cancelled while a call they made through asyncio.to_thread may still be
     running: closing the connection under it could crash the process (an edge once exited -11 when stopped)."""
-    edge = edge_config(tmp_path, mqtt)
-    queue = ForwardQueue(edge.storage.database, edge.storage.data_dir)
+    queue = ForwardQueue(tmp_path / "edge.db", tmp_path)
     closing = threading.Thread(target=queue.close)
     with queue._lock:  # what a call running in a worker thread holds
         closing.start()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
+import io
 import json
+import os
 import shutil
 import signal
 import socket
@@ -17,6 +20,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.archive import Archive
+from bridge.cli import report_native_crashes
 from bridge.config import load_config
 from bridge.service import Service
 from bridge.web.users import UserStore
@@ -328,6 +332,14 @@ def scraped(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_a_crash_in_a_native_library_prints_every_threads_stack():
     """`jingbao` turns faulthandler on: a segmentation fault (here a read of address 0) says where it happened."""
     crash = "import ctypes; from bridge.cli import report_native_crashes; report_native_crashes(); ctypes.string_at(0)"
-    done = subprocess.run([sys.executable, "-c", crash], cwd=REPO, capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONFAULTHANDLER"}  # on only if jingbao turns it on
+    done = subprocess.run([sys.executable, "-c", crash], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "Fatal Python error: Segmentation fault" in done.stderr and 'File "<string>", line 1' in done.stderr
+
+
+def test_the_cli_run_in_process_with_its_output_captured_leaves_faulthandler_alone(monkeypatch):
+    """Where stderr has no file descriptor (captured in-process, as by pytest's capsys) nothing is raised."""
+    monkeypatch.setattr(faulthandler, "is_enabled", lambda: False)  # as if nothing had turned it on
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    report_native_crashes()

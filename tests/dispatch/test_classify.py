@@ -115,11 +115,18 @@ def test_a_negated_all_clear_a_critical_report_or_a_name_still_alerts(said: str,
     assert (c.type, c.needs_confirmation) == (expected, False), c
 
 
-@pytest.mark.parametrize("said", ["后门有人被砍了，躺在地上流了好多血", "东门那个小伙子挨了一刀，流了好多血"])
-def test_a_weapon_attack_told_by_its_victim_and_wound_is_a_weapon_not_a_medical_call(said: str) -> None:
+@pytest.mark.parametrize("said", ["东门那个小伙子挨了一刀，流了好多血", "后门有个人挨了一刀，躺在地上"])
+def test_a_stabbing_told_by_its_victim_and_wound_is_a_weapon_not_a_medical_call(said: str) -> None:
     """The cause, not the injury it left: a knife sends who a knife needs (precedence: weapon before medical)."""
     for c in (classify(said), classify(pinyin=pinyin_of(said))):
         assert (c.type, c.priority) == ("weapon", "critical"), c
+
+
+@pytest.mark.parametrize("said", ["长乐公园里几棵树被砍了，问问园林局", "怡园小区那个业主被刺激到了，在骂物业",
+                                  "有人被看见翻墙进了仓库", "我帮你在拼多多上砍了一刀"])
+def test_a_cut_tree_an_upset_owner_or_someone_seen_is_no_knife_attack(said: str) -> None:
+    for c in (classify(said), classify(pinyin=pinyin_of(said))):
+        assert c.type != "weapon", c
 
 
 def test_two_syllable_words_need_tones_when_tones_are_known() -> None:

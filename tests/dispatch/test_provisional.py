@@ -304,7 +304,9 @@ async def test_a_final_naming_the_place_of_an_open_incident_of_its_type_is_merge
         assert merged.id == open_one.id and merged.reports == 2
         retracted = rig.dispatcher.store.require(raised.id)
         assert retracted.status == Status.RETRACTED
-        assert rig.dispatcher.store.timeline(raised.id)[-1].detail["merged_into"] == open_one.id
+        detail = rig.dispatcher.store.timeline(raised.id)[-1].detail
+        assert (detail["merged_into"], detail["to"], detail["final"]) == (open_one.id, "retracted", ELSEWHERE)
+        assert detail["verdict"] == "rerouted" and retracted.text == ELSEWHERE  # the final it was settled by, said
         reasons = [(await events.get()).data["reason"] for _ in range(2)]
         assert reasons == ["merged_elsewhere", "merged"]
         await eventually(lambda: len(ph[NEAREST].received) == 2, what="the retraction")
