@@ -122,6 +122,9 @@ FLOW = (Status.REPORTED, Status.DISPATCHED, Status.ACKNOWLEDGED, Status.ON_SCENE
 CLOSED = frozenset({Status.FOLLOWED_UP, Status.CLOSED_FALSE_ALARM, Status.DISMISSED, Status.RETRACTED})
 # still needs someone: on the way or on scene, or (待确认) an operator to say what it is
 OPEN = frozenset(FLOW) - {Status.RESOLVED, Status.FOLLOWED_UP} | {Status.NEEDS_CONFIRMATION}
+# timeline entries a caller's words made (the report, a further report, its final transcript, the place or certainty
+# a later transmission brought): when an incident was last reported, for merging (`find_mergeable`)
+REPORTED_KINDS = ("reported", "merged", "final", "rerouted", "requeued", "placed", "certain")
 CONFIRMED = (Status.REPORTED, Status.DISPATCHED)  # where a 待确认 incident goes when its type is confirmed
 
 
@@ -261,13 +264,19 @@ class IncidentStore:
         self, type_: str, lat: float | None, lon: float | None, at: float, *, radius_m: float = 200.0,
         window_s: float = 300.0, exclude: str | None = None,
     ) -> Incident | None:  # fmt: skip
-        """An open incident of the same type within `radius_m` reported in the last `window_s`: the same event
-        (`exclude`: an incident that does not count, the one being amended)."""
+        """An open incident of the same type within `radius_m` that a caller last reported in the last `window_s`:
+        the same event (`exclude`: an incident that does not count, the one being amended). Its last report, not its
+        last change: an incident nobody acknowledged is changed by every escalation (and all at once when a service
+        restarts), and a fight reported at that market hours ago must not swallow tonight's."""
         if lat is None or lon is None:
             return None
+        since = at - window_s
+        kinds = ", ".join("?" * len(REPORTED_KINDS))
         rows = self._conn.execute(
-            "SELECT * FROM incidents WHERE type = ? AND updated_at >= ? AND lat IS NOT NULL ORDER BY created_at DESC",
-            (type_, at - window_s),
+            "SELECT * FROM incidents i WHERE type = ? AND updated_at >= ? AND lat IS NOT NULL AND EXISTS (SELECT 1 FROM"
+            f" incident_timeline t WHERE t.incident_id = i.id AND t.kind IN ({kinds}) AND t.ts >= ?)"
+            " ORDER BY created_at DESC",
+            (type_, since, *REPORTED_KINDS, since),
         )
         for row in rows:
             incident = _incident(row)

@@ -137,6 +137,18 @@ def test_merge_same_type_nearby_and_recent_only(store: IncidentStore) -> None:
     assert store.find_mergeable("fight", *near, now + 60) is None  # a resolved incident is not reopened
 
 
+def test_an_incident_escalated_long_after_its_last_report_takes_no_new_report(store: IncidentStore) -> None:
+    """A fight nobody acknowledged is escalated (changed) again and again, and all at once when the service
+    restarts; a report at that place hours after its last one is a new event, not one more report of it."""
+    long_ago = time.time() - 3 * 3600
+    stale = make(store, at=long_ago)
+    store.assign(stale.id, ["g-dongjiao"], actor="dispatcher", kind="escalated")  # changed just now
+    assert store.require(stale.id).updated_at > time.time() - 60
+    assert store.find_mergeable("fight", *MEISHIJIE, time.time()) is None
+    store.merge_report(stale.id, "u2", "美食街又打起来了", actor="dispatcher")  # reported again now: the same event
+    assert store.find_mergeable("fight", *MEISHIJIE, time.time()).id == stale.id
+
+
 def test_confirm_gives_a_waiting_incident_its_type_and_logs_who(store: IncidentStore) -> None:
     waiting = store.create(waiting_report(), actor="dispatcher")
     assert waiting.status in OPEN  # a 待确认 incident is still to be handled: listed, merged into, never dropped
