@@ -12,7 +12,9 @@
                                                              transmitted on the channel at command priority, and the
                                                              result is sent back as {"type": "result", ...}
 
-A press is one WebSocket, so a dropped connection ends the press like releasing the button. Messages larger than
+A press is one WebSocket, so a dropped connection ends the press like releasing the button. A channel takes one press
+at a time, as a radio channel does: a second is told {"type": "busy", "by": NAME} and closed (1013), unless it is an
+SOS's hot microphone, which is never refused. Messages larger than
 MAX_MESSAGE_BYTES, and presses longer than MAX_PRESS_S, close the socket (1009 / 1008); audio the channel's buffer
 refuses is counted by the source and reported to the page once per press.
 """
@@ -48,6 +50,9 @@ RELEASE_SILENCE_MS = 300  # silence pushed after the release beyond the segmente
 
 def audio_router() -> APIRouter:
     router = APIRouter()
+    # channel id -> (who, press) holding its talk button: one press at a time, as on a radio channel (two at once
+    # would interleave in its one PushSource and be heard by nobody)
+    pressing: dict[str, tuple[str, object]] = {}
 
     @router.get("/api/me/talk")
     async def talk_channels(
@@ -78,6 +83,17 @@ def audio_router() -> APIRouter:
                 raise WebSocketException(status.WS_1008_POLICY_VIOLATION, str(e)) from None
             max_s = desk.rules.hot_mic_s + HOT_MIC_SLACK_S
         await ws.accept()
+        holder, press = pressing.get(chosen.config.id), (user.name, object())
+        if holder is not None and hot_mic is None:
+            await ws.send_json({"type": "busy", "channel": chosen.config.id, "by": holder[0]})
+            logger.info("push-to-talk by %s on %s refused: %s is talking", user.name, chosen.config.id, holder[0])
+            await ws.close(code=status.WS_1013_TRY_AGAIN_LATER, reason="channel busy")
+            return
+        if holder is not None:  # an SOS's hot microphone is never refused
+            logger.warning("the hot microphone of SOS %s on %s while %s is talking: their audio interleaves", sos,
+                           chosen.config.id, holder[0])  # fmt: skip
+        else:
+            pressing[chosen.config.id] = press
         await ws.send_json({"type": "ready", "channel": chosen.config.id})
         refused, accepted = 0, False
         try:
@@ -92,6 +108,8 @@ def audio_router() -> APIRouter:
             # the radio's squelch closing: silence past the segmenter's hang-over ends the utterance at once
             tail_ms = chosen.config.vad.stop_window_ms + RELEASE_SILENCE_MS
             source.push(bytes(SAMPLE_RATE * SAMPLE_WIDTH * tail_ms // 1000), paced=False, contiguous=accepted)
+            if pressing.get(chosen.config.id) is press:
+                del pressing[chosen.config.id]
             if hot_mic is not None:
                 desk.close_hot_mic(hot_mic)
             logger.info("push-to-talk by %s on %s released (%d chunks refused)%s", user.name, chosen.config.id, refused,

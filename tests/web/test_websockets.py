@@ -122,6 +122,25 @@ def test_a_push_to_talk_flood_is_refused_not_buffered(live, tokens) -> None:
     assert_healthy(live, tokens)
 
 
+def test_a_channel_takes_one_press_at_a_time(live, tokens) -> None:
+    """A second press while someone talks is told who and closed (1013), as a radio channel is busy; once the first
+    is released the channel is free again. (Two at once would interleave in the channel's one source.)"""
+    with open_ws(live, tokens, "guard-huaniao", "/api/ptt?channel=ch-market") as first:
+        assert "ready" in first.recv(timeout=5)
+        with open_ws(live, tokens, "guard-huaniao", "/api/ptt?channel=ch-market") as second:
+            busy = json.loads(second.recv(timeout=5))
+            assert (busy["type"], busy["channel"]) == ("busy", "ch-market") and busy["by"]
+            assert close_code(second) == 1013
+        first.send(bytes(640))
+        first.send("end")
+        assert close_code(first) == 1000
+    with open_ws(live, tokens, "guard-huaniao", "/api/ptt?channel=ch-market") as again:
+        assert "ready" in again.recv(timeout=5)
+        again.send("end")
+        assert close_code(again) == 1000
+    assert_healthy(live, tokens)
+
+
 @pytest.mark.parametrize(("user", "path"), FEEDS)
 def test_a_feed_client_that_vanishes_without_a_close_frame_is_cleaned_up(live, tokens, user, path) -> None:
     baseline = subscribers(live)

@@ -193,7 +193,8 @@ JB.press = (mic, path, onMessage = () => {}) => {
   const early = [];
   let sent = 0;
   mic.onChunk = (buf) => {
-    if (ws.readyState === WebSocket.OPEN) { ws.send(buf); sent += buf.byteLength; } else early.push(buf);
+    if (ws.readyState === WebSocket.OPEN) { ws.send(buf); sent += buf.byteLength; }
+    else if (ws.readyState === WebSocket.CONNECTING) early.push(buf);  // closed (a busy channel): dropped
   };
   ws.onopen = () => { for (const b of early.splice(0)) { ws.send(b); sent += b.byteLength; } };
   ws.onmessage = (e) => onMessage(JSON.parse(e.data));

@@ -40,6 +40,7 @@ async function pressTalk(e) {
   const channel = document.getElementById("channel").value;
   G.press = JB.press(G.mic, `/api/ptt?channel=${encodeURIComponent(channel)}`, (m) => {
     if (m.type === "refused") state.textContent = "频道繁忙，部分语音未送达";
+    if (m.type === "busy") state.textContent = `频道占用：${m.by} 正在讲话，请稍后再按`;
   });
 }
 
@@ -51,6 +52,7 @@ async function releaseTalk() {
   ptt.classList.remove("on");
   ptt.textContent = "按住讲话";
   const result = await press.release();
+  if (result.code === 1013) return;  // the channel was busy: its message stays
   state.textContent = result.code === 1000 ? `已发送 ${(result.bytes / 32000).toFixed(1)} 秒语音` : `发送中断：${result.reason || result.code}`;
 }
 
