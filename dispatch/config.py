@@ -73,7 +73,9 @@ class AlertRules(BaseModel):
 
     ack_timeout_s: float = Field(60.0, gt=0, description="No acknowledgement within this many seconds: alert the next nearest.")
     merge_radius_m: float = Field(200.0, ge=0, description="Same-type report this close (metres) to an open incident merges.")
-    merge_window_s: float = Field(300.0, ge=0, description="...if a caller reported it within this many seconds.")
+    merge_window_s: float = Field(
+        300.0, ge=0, description="...if a caller reported it, or a person acted on it, within this many seconds."
+    )
     confirm_timeout_s: float = Field(
         120.0, gt=0, description="A 待确认 report no operator has confirmed or dismissed within this many seconds is "
         "flagged overdue (timeline, warning in the log, alarm on the consoles); it stays in the queue until someone acts.",

@@ -123,7 +123,8 @@ CLOSED = frozenset({Status.FOLLOWED_UP, Status.CLOSED_FALSE_ALARM, Status.DISMIS
 # still needs someone: on the way or on scene, or (待确认) an operator to say what it is
 OPEN = frozenset(FLOW) - {Status.RESOLVED, Status.FOLLOWED_UP} | {Status.NEEDS_CONFIRMATION}
 # timeline entries a caller's words made (the report, a further report, its final transcript, the place or certainty
-# a later transmission brought): when an incident was last reported, for merging (`find_mergeable`)
+# a later transmission brought): with what people did (an operator's confirmation or note, a responder's ack), when
+# an incident was last live, for merging (`find_mergeable`); the dispatcher's own escalations and alerts do not count
 REPORTED_KINDS = ("reported", "merged", "final", "rerouted", "requeued", "placed", "certain")
 CONFIRMED = (Status.REPORTED, Status.DISPATCHED)  # where a 待确认 incident goes when its type is confirmed
 
@@ -264,8 +265,8 @@ class IncidentStore:
         self, type_: str, lat: float | None, lon: float | None, at: float, *, radius_m: float = 200.0,
         window_s: float = 300.0, exclude: str | None = None,
     ) -> Incident | None:  # fmt: skip
-        """An open incident of the same type within `radius_m` that a caller last reported in the last `window_s`:
-        the same event (`exclude`: an incident that does not count, the one being amended). Its last report, not its
+        """An open incident of the same type within `radius_m` that a caller reported, or a person acted on, in the
+        last `window_s`: the same event (`exclude`: an incident that does not count, the one being amended). Not its
         last change: an incident nobody acknowledged is changed by every escalation (and all at once when a service
         restarts), and a fight reported at that market hours ago must not swallow tonight's."""
         if lat is None or lon is None:
@@ -274,9 +275,9 @@ class IncidentStore:
         kinds = ", ".join("?" * len(REPORTED_KINDS))
         rows = self._conn.execute(
             "SELECT * FROM incidents i WHERE type = ? AND updated_at >= ? AND lat IS NOT NULL AND EXISTS (SELECT 1 FROM"
-            f" incident_timeline t WHERE t.incident_id = i.id AND t.kind IN ({kinds}) AND t.ts >= ?)"
+            f" incident_timeline t WHERE t.incident_id = i.id AND t.ts >= ? AND (t.kind IN ({kinds}) OR t.actor <> ?))"
             " ORDER BY created_at DESC",
-            (type_, since, *REPORTED_KINDS, since),
+            (type_, since, since, *REPORTED_KINDS, "dispatcher"),
         )
         for row in rows:
             incident = _incident(row)

@@ -13,8 +13,9 @@
                                                              result is sent back as {"type": "result", ...}
 
 A press is one WebSocket, so a dropped connection ends the press like releasing the button. A channel takes one press
-at a time, as a radio channel does: a second is told {"type": "busy", "by": NAME} and closed (1013), unless it is an
-SOS's hot microphone, which is never refused. Messages larger than
+at a time, as a radio channel does: a second is told {"type": "busy", "by": NAME} and closed (1013). The same user
+pressing again (a phone that vanished mid-press, a quick re-press) takes the channel from his earlier press, and an
+SOS's hot microphone is never refused and holds the channel while it is open. Messages larger than
 MAX_MESSAGE_BYTES, and presses longer than MAX_PRESS_S, close the socket (1009 / 1008); audio the channel's buffer
 refuses is counted by the source and reported to the page once per press.
 """
@@ -26,6 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect, WebSocketException, status
@@ -50,9 +52,9 @@ RELEASE_SILENCE_MS = 300  # silence pushed after the release beyond the segmente
 
 def audio_router() -> APIRouter:
     router = APIRouter()
-    # channel id -> (who, press) holding its talk button: one press at a time, as on a radio channel (two at once
-    # would interleave in its one PushSource and be heard by nobody)
-    pressing: dict[str, tuple[str, object]] = {}
+    # channel id -> the press holding its talk button: one at a time, as on a radio channel (two at once would
+    # interleave in its one PushSource and be heard by nobody)
+    pressing: dict[str, _Press] = {}
 
     @router.get("/api/me/talk")
     async def talk_channels(
@@ -83,20 +85,23 @@ def audio_router() -> APIRouter:
                 raise WebSocketException(status.WS_1008_POLICY_VIOLATION, str(e)) from None
             max_s = desk.rules.hot_mic_s + HOT_MIC_SLACK_S
         await ws.accept()
-        holder, press = pressing.get(chosen.config.id), (user.name, object())
-        if holder is not None and hot_mic is None:
-            await ws.send_json({"type": "busy", "channel": chosen.config.id, "by": holder[0]})
-            logger.info("push-to-talk by %s on %s refused: %s is talking", user.name, chosen.config.id, holder[0])
+        channel_id = chosen.config.id
+        holder = pressing.get(channel_id)
+        if holder is not None and hot_mic is None and holder.user != user.name:
+            await ws.send_json({"type": "busy", "channel": channel_id, "by": holder.user})
+            logger.info("push-to-talk by %s on %s refused: %s is talking", user.name, channel_id, holder.user)
             await ws.close(code=status.WS_1013_TRY_AGAIN_LATER, reason="channel busy")
             return
-        if holder is not None:  # an SOS's hot microphone is never refused
+        if holder is not None and hot_mic is None:  # his own earlier press: a phone that vanished, a quick re-press
+            await close_quietly(holder.ws, status.WS_1008_POLICY_VIOLATION, "superseded by a new press")
+        elif holder is not None:  # an SOS's hot microphone is never refused, and holds the channel from now on
             logger.warning("the hot microphone of SOS %s on %s while %s is talking: their audio interleaves", sos,
-                           chosen.config.id, holder[0])  # fmt: skip
-        else:
-            pressing[chosen.config.id] = press
-        await ws.send_json({"type": "ready", "channel": chosen.config.id})
+                           channel_id, holder.user)  # fmt: skip
+        press = _Press(user.name, ws)
+        pressing[channel_id] = press
         refused, accepted = 0, False
         try:
+            await ws.send_json({"type": "ready", "channel": channel_id})
             async for pcm in _press(ws, max_s):
                 if source.push(pcm, contiguous=accepted):  # the press's first accepted audio is stamped by its arrival
                     accepted = True
@@ -105,14 +110,16 @@ def audio_router() -> APIRouter:
                     if refused == 1:
                         await ws.send_json({"type": "refused", "reason": "channel buffer full or bad audio"})
         finally:
-            # the radio's squelch closing: silence past the segmenter's hang-over ends the utterance at once
-            tail_ms = chosen.config.vad.stop_window_ms + RELEASE_SILENCE_MS
-            source.push(bytes(SAMPLE_RATE * SAMPLE_WIDTH * tail_ms // 1000), paced=False, contiguous=accepted)
-            if pressing.get(chosen.config.id) is press:
-                del pressing[chosen.config.id]
+            held = pressing.get(channel_id) is press
+            if held:
+                del pressing[channel_id]
+            if held or channel_id not in pressing:  # never into the press that took the channel over
+                # the radio's squelch closing: silence past the segmenter's hang-over ends the utterance at once
+                tail_ms = chosen.config.vad.stop_window_ms + RELEASE_SILENCE_MS
+                source.push(bytes(SAMPLE_RATE * SAMPLE_WIDTH * tail_ms // 1000), paced=False, contiguous=accepted)
             if hot_mic is not None:
                 desk.close_hot_mic(hot_mic)
-            logger.info("push-to-talk by %s on %s released (%d chunks refused)%s", user.name, chosen.config.id, refused,
+            logger.info("push-to-talk by %s on %s released (%d chunks refused)%s", user.name, channel_id, refused,
                         f" (the hot microphone of SOS {sos})" if hot_mic is not None else "")  # fmt: skip
         await close_quietly(ws)
 
@@ -180,6 +187,14 @@ async def _press(ws: WebSocket, max_s: float = MAX_PRESS_S) -> AsyncIterator[byt
         if len(pcm) % SAMPLE_WIDTH:
             continue  # not int16 PCM: dropped (a well-behaved page never sends it)
         yield pcm
+
+
+@dataclass(slots=True, eq=False)
+class _Press:
+    """Who holds a channel's talk button, and the socket of that press."""
+
+    user: str
+    ws: WebSocket
 
 
 def _push_channels(ctx: WebContext) -> list[Channel]:

@@ -147,6 +147,9 @@ def test_an_incident_escalated_long_after_its_last_report_takes_no_new_report(st
     assert store.find_mergeable("fight", *MEISHIJIE, time.time()) is None
     store.merge_report(stale.id, "u2", "美食街又打起来了", actor="dispatcher")  # reported again now: the same event
     assert store.find_mergeable("fight", *MEISHIJIE, time.time()).id == stale.id
+    handled = make(store, type_="dispute", at=long_ago, uid="u3")
+    store.add_note(handled.id, "保安已在现场劝解", actor="operator:li")  # a person on it just now
+    assert store.find_mergeable("dispute", *MEISHIJIE, time.time()).id == handled.id
 
 
 def test_confirm_gives_a_waiting_incident_its_type_and_logs_who(store: IncidentStore) -> None:

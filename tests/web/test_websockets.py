@@ -34,7 +34,7 @@ def tokens(live: LiveService) -> dict[str, str]:
         assert response.status_code == 200, response.text
         return response.json()["token"]
 
-    return {name: token(name) for name in ("op", "guard-huaniao")}
+    return {name: token(name) for name in ("op", "guard-huaniao", "patrol")}
 
 
 def open_ws(live: LiveService, tokens: dict[str, str], user: str, path: str) -> ClientConnection:
@@ -123,21 +123,36 @@ def test_a_push_to_talk_flood_is_refused_not_buffered(live, tokens) -> None:
 
 
 def test_a_channel_takes_one_press_at_a_time(live, tokens) -> None:
-    """A second press while someone talks is told who and closed (1013), as a radio channel is busy; once the first
+    """Another's press while someone talks is told who and closed (1013), as a radio channel is busy; once the first
     is released the channel is free again. (Two at once would interleave in the channel's one source.)"""
     with open_ws(live, tokens, "guard-huaniao", "/api/ptt?channel=ch-market") as first:
         assert "ready" in first.recv(timeout=5)
-        with open_ws(live, tokens, "guard-huaniao", "/api/ptt?channel=ch-market") as second:
+        with open_ws(live, tokens, "patrol", "/api/ptt?channel=ch-market") as second:
             busy = json.loads(second.recv(timeout=5))
-            assert (busy["type"], busy["channel"]) == ("busy", "ch-market") and busy["by"]
+            assert busy == {"type": "busy", "channel": "ch-market", "by": "guard-huaniao"}
             assert close_code(second) == 1013
         first.send(bytes(640))
         first.send("end")
         assert close_code(first) == 1000
-    with open_ws(live, tokens, "guard-huaniao", "/api/ptt?channel=ch-market") as again:
+    with open_ws(live, tokens, "patrol", "/api/ptt?channel=ch-market") as again:
         assert "ready" in again.recv(timeout=5)
         again.send("end")
         assert close_code(again) == 1000
+    assert_healthy(live, tokens)
+
+
+def test_a_guard_pressing_again_takes_the_channel_from_his_own_vanished_press(live, tokens) -> None:
+    """His phone lost its connection mid-press without a close frame: his next press is not refused under his own
+    name; the old press is closed (1008) and the channel is his new press's."""
+    with open_ws(live, tokens, "guard-huaniao", "/api/ptt?channel=ch-market") as stale:
+        assert "ready" in stale.recv(timeout=5)
+        with open_ws(live, tokens, "guard-huaniao", "/api/ptt?channel=ch-market") as fresh:
+            assert "ready" in fresh.recv(timeout=5)
+            assert close_code(stale) == 1008
+            with open_ws(live, tokens, "patrol", "/api/ptt?channel=ch-market") as other:
+                assert json.loads(other.recv(timeout=5))["by"] == "guard-huaniao"  # the fresh press holds it
+            fresh.send("end")
+            assert close_code(fresh) == 1000
     assert_healthy(live, tokens)
 
 

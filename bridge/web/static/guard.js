@@ -40,7 +40,10 @@ async function pressTalk(e) {
   const channel = document.getElementById("channel").value;
   G.press = JB.press(G.mic, `/api/ptt?channel=${encodeURIComponent(channel)}`, (m) => {
     if (m.type === "refused") state.textContent = "频道繁忙，部分语音未送达";
-    if (m.type === "busy") state.textContent = `频道占用：${m.by} 正在讲话，请稍后再按`;
+    if (m.type !== "busy") return;
+    state.textContent = `频道占用：${m.by} 正在讲话，请稍后再按`;
+    ptt.classList.remove("on");  // not talking: the button says so while it is still held
+    ptt.textContent = "按住讲话";
   });
 }
 
