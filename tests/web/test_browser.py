@@ -230,6 +230,26 @@ def test_guard_holds_talk_and_the_call_is_archived_transcribed_and_dispatched(li
     context.close()
 
 
+def test_a_guard_pressing_on_a_busy_channel_is_told_who_is_talking(live: LiveService, browser: Browser) -> None:
+    token = httpx.post(f"{live.url}/api/login", json={"name": "patrol", "password": PASSWORD}).json()["token"]
+    url = live.url.replace("http", "ws") + "/api/ptt?channel=ch-market"
+    with ws_connect(url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=5) as talking:
+        assert "ready" in talking.recv(timeout=5)  # the officer holds the channel
+        context = browser.new_context(viewport={"width": 390, "height": 780}, is_mobile=True, has_touch=True)
+        page = context.new_page()
+        log_in(page, live.url, "guard-huaniao", "/guard")
+        box = page.locator("#ptt").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()  # held: told at once, and the button no longer says 正在讲话
+        expect(page.locator("#ptt-state")).to_have_text("频道占用：patrol 正在讲话，请稍后再按")
+        expect(page.locator("#ptt")).to_have_text("按住讲话")
+        page.mouse.up()
+        page.wait_for_timeout(300)
+        expect(page.locator("#ptt-state")).to_have_text("频道占用：patrol 正在讲话，请稍后再按")  # kept after release
+        talking.send("end")
+        context.close()
+
+
 def test_auditor_finds_a_call_by_a_two_character_term_and_plays_it(
     live: LiveService, browser: Browser, calls_audio: Path
 ) -> None:
