@@ -917,15 +917,19 @@ def set_calls(path: Path, per_type: int, voices: list[str] | None) -> list[loadg
     """A labelled set's stratified sample (bench/dispatch_voices.py's), each row rendered in each voice: the calls the
     channels play, named `<row id>/<voice>` (a turn set's call is one clip: its transmissions, the receiver silent
     between them)."""
-    from bench.dispatch_voices import ROUTINE, read_rows, stratified
+    from bench.dispatch_voices import ROUTINE, Row, read_rows, stratified
     from bench.voices import KokoroVoices
 
     tts = KokoroVoices()
     rows = stratified(read_rows(path), per_type)
     print(f"calls: {path.name}, {per_type} per type: {len(rows)} rows x {len(voices or tts.voices)} voices", flush=True)
-    return [loadgen.Labelled(f"{row.id}/{voice}", tts.render(first, voice), "none" if row.kind == ROUTINE else row.type,
-                             "" if row.place == "-" else row.place, tuple(tts.render(t, voice) for t in more))
-            for row in rows for voice in voices or tts.voices for first, *more in [row.text.split("\n")]]  # fmt: skip
+
+    def rendered(row: Row, voice: str) -> loadgen.Labelled:
+        first, *more = (tts.render(said, voice) for said in row.text.split("\n"))  # a line per transmission
+        return loadgen.Labelled(f"{row.id}/{voice}", first, "none" if row.kind == ROUTINE else row.type,
+                                "" if row.place == "-" else row.place, tuple(more))  # fmt: skip
+
+    return [rendered(row, voice) for row in rows for voice in voices or tts.voices]
 
 
 def main(argv: list[str] | None = None) -> int:

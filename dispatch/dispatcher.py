@@ -343,10 +343,9 @@ class Dispatcher:
         """`incident` is part of incident `into`: retracted, saying so (its alerts, if any, withdrawn by the caller).
         `entry`: more for its timeline; `said`: the final's text and pinyin, when it was this incident's own."""
         self._stop_waiting(incident.id)
-        entry = {"from": str(incident.status), "to": "retracted", "merged_into": into, "final": transcript.shown} | (
-            entry or {})
+        retracted = {"from": str(incident.status), "to": "retracted", "merged_into": into, "final": transcript.shown}
         _, after = self.store.amend(incident.id, actor="dispatcher", kind="status", provisional=False,
-                                    status=Status.RETRACTED, entry=entry, **said)  # fmt: skip
+                                    status=Status.RETRACTED, entry=retracted | (entry or {}), **said)  # fmt: skip
         self._emit(incident, after, "merged_elsewhere")
 
     async def handle_partial(self, transcript: Transcript, utterance: PartialRef) -> None:
