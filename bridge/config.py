@@ -314,9 +314,10 @@ class NodeConfig(Strict):
     )
     dispatch_max_age_s: float = Field(
         900.0, gt=0,
-        description="Central dispatches a transcript only while its utterance began at most this long ago; an older "
-        "one (a backlog after a long outage) is stored and searchable, logged and counted 'stale', and pages nobody. "
-        "Only --role central reads it.",
+        description="A transcript is dispatched only while its utterance began at most this long ago, by central (a "
+        "backlog after a long outage: counted 'stale') as by a box or edge dispatching its own (an utterance left "
+        "pending while the service was down, recognised at its next start); an older one is stored and searchable, "
+        "logged, and pages nobody. An SOS is raised whatever its age.",
     )  # fmt: skip
     ack_timeout_s: float = Field(
         30.0, gt=0, le=3600,

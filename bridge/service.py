@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import uvicorn
@@ -18,6 +19,7 @@ from bridge.bus import EventBus
 from bridge.channel import Channel
 from bridge.config import Config
 from bridge.db import connect
+from bridge.logsafe import clip
 from bridge.looplag import LoopLagMonitor
 from bridge.signals import until_signalled
 from bridge.web import create_app
@@ -159,8 +161,17 @@ class Service:
     async def _on_transcript(self, transcript: Transcript, utterance: RecognisedUtterance) -> None:
         # an SOS (an emergency phrase, a phone's hot microphone) takes the utterance before the dispatcher reads it;
         # the SOS stays the edge's even when central dispatches: its radios, key-ups and hot microphones are here
-        if self.dispatch is not None and self.dispatch.sos.take(transcript, utterance) is None and self.dispatches_heard:
-            await self.dispatch.dispatcher.handle(transcript, utterance)
+        if self.dispatch is None or self.dispatch.sos.take(transcript, utterance) is not None \
+                or not self.dispatches_heard:
+            return
+        # recognised long after it was said (left pending while the service was down, or far behind): as at central,
+        # a guard paged now would go to a scene long gone; stored and searchable, on the console, paging nobody
+        age = time.time() - utterance.start
+        if age > self.config.node.dispatch_max_age_s:
+            logger.warning("channel %s: %s not dispatched: heard %d min ago, over node.dispatch_max_age_s (%s)",
+                           utterance.channel, utterance.id, round(age / 60), clip(transcript.shown))  # fmt: skip
+            return
+        await self.dispatch.dispatcher.handle(transcript, utterance)
 
     async def _on_partial(self, transcript: Transcript, utterance: RecognisedUtterance) -> None:
         # a hot microphone's words are the SOS's (an edge's, wherever dispatch is): no provisional alert of their own

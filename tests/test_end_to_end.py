@@ -14,6 +14,7 @@ import wave
 from pathlib import Path
 
 import aiomqtt
+import pytest
 import yaml
 
 from bridge.config import load_config
@@ -125,13 +126,16 @@ async def test_a_call_is_alerted_from_its_partials_before_its_final(tmp_path, br
           f"{final_at - at:.2f} s before the final transcript")
 
 
-async def test_utterances_left_pending_are_transcribed_after_a_restart(tmp_path, calls_audio):
+@pytest.mark.parametrize("max_age_s", [None, 0.001], ids=["dispatched", "heard too long ago to dispatch"])
+async def test_utterances_left_pending_are_transcribed_after_a_restart(tmp_path, calls_audio, max_age_s, caplog):
     wavs = [calls_audio / "c003.wav", calls_audio / "c009.wav"]
     # First run without recognition (as if ASR were down, or the process died before it ran): all stay pending.
     config = load_config(make_config(tmp_path, wavs, broker=None, engine="none"))
     first = Service(config)
     await first.run(serve_http=False)
     assert len(first.archive.pending()) == 2
+    # a file replayed faster than real time is dated ahead of the clock: wait until both were said before now
+    await asyncio.sleep(max(0.0, max(u.end_ms / 1000 for u in first.archive.list()) - time.time()))
     first.archive.close()
 
     # "Restart" with recognition on and no new audio: the backlog is transcribed.
@@ -143,9 +147,18 @@ async def test_utterances_left_pending_are_transcribed_after_a_restart(tmp_path,
         quiet.setframerate(16000)
         quiet.writeframes(bytes(32000))
     config = load_config(make_config(tmp_path, [], broker=None, engine="sherpa"))
+    if max_age_s is not None:  # node.dispatch_max_age_s: pending longer than this, recognised and stored, paging nobody
+        config = config.model_copy(update={"node": config.node.model_copy(update={"dispatch_max_age_s": max_age_s})})
     second = Service(config)
     await asyncio.wait_for(second.run(serve_http=False), 120)
     assert second.archive.pending() == []
     texts = [second.transcripts.get(u.id) for u in second.archive.list()]
     assert all(t is not None and t.pinyin for t in texts)
+    assert second.dispatch is not None
+    raised = {i.type for i in second.dispatch.dispatcher.store.list()}
+    refused = [r for r in caplog.records if "over node.dispatch_max_age_s" in r.getMessage()]
+    if max_age_s is None:
+        assert raised == {"theft", "medical"} and not refused  # the two calls: a stolen scooter, a man collapsed
+    else:
+        assert not raised and len(refused) == 2
 
