@@ -66,6 +66,7 @@ from bridge.nodes import (
     valid_station,
 )
 from bridge.signals import until_signalled
+from bridge.web.server import check_can_listen
 from dispatch.incidents import CLOSED
 from dispatch.topics import CHANNELS, NODE_KINDS, PARTIALS, NodeTopic, Topics
 
@@ -518,6 +519,7 @@ def run_central(config: Config, region: Region | None = None) -> int:
             lease.release()
 
     async def run(lease: CentralLease) -> None:
+        check_can_listen(config.web.host, config.web.port)  # a port taken: ConfigError now, not from the task group
         # built on the loop (its MQTT client needs it) before anything else runs there, as a box builds its dispatcher
         bus = EventBus()  # what the operators' console shows live: the ingest's utterances and transcripts, incidents
         dispatch = CentralDispatch(config, region, area, bus) if area is not None and region is not None else None
@@ -583,16 +585,9 @@ def refuse_sqlite_state(storage: StorageConfig) -> None:
 def _http_server(
     config: Config, region: Region | None, health: CentralHealth, dispatch: CentralDispatch | None, bus: EventBus
 ) -> uvicorn.Server:
-    """(In a worker thread: building the app opens its stores.) As a box's (bridge/service.py): proxy headers are
-    the app's business (web.trusted_proxies), signals the CLI's."""
-    import uvicorn
-
+    """(In a worker thread: building the app opens its stores.) As a box's (bridge/web/server.py)."""
     from bridge.web.central_app import create_central_app
+    from bridge.web.server import http_server
 
-    app = create_central_app(config, region, health, dispatch.service if dispatch is not None else None, bus)
-    server_config = uvicorn.Config(app, host=config.web.host, port=config.web.port, log_level="warning", lifespan="off",
-                                   proxy_headers=False)  # fmt: skip
-    server_config.load()
-    server = uvicorn.Server(server_config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    return server
+    return http_server(create_central_app(config, region, health, dispatch.service if dispatch is not None else None,
+                                          bus), config.web)  # fmt: skip

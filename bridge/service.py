@@ -23,6 +23,7 @@ from bridge.logsafe import clip
 from bridge.looplag import LoopLagMonitor
 from bridge.signals import until_signalled
 from bridge.web import create_app
+from bridge.web.server import http_server
 from dispatch.speech import Speaker
 from hardware.radios import Radios
 
@@ -257,18 +258,10 @@ class Service:
         return speaker
 
     def _http_server(self) -> uvicorn.Server:
-        """(In a worker thread, before the channels open: building the app opens the stores, and loading the config
+        """(In a worker thread, before the channels open: building the app opens the stores, and the server's config
         imports uvicorn's protocol modules, a tenth of a second or more that would otherwise stall the loop as the
-        channels start.)"""
-        web = self.config.web
-        # proxy_headers off: uvicorn would believe X-Forwarded-For from any local process; the app decides whom to
-        # believe (web.trusted_proxies, bridge/web/security.py)
-        config = uvicorn.Config(create_app(self), host=web.host, port=web.port, log_level="warning", lifespan="off",
-                                proxy_headers=False)  # fmt: skip
-        config.load()
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the CLI owns signals
-        return server
+        channels start; a port taken ends the start here, before any channel opens.)"""
+        return http_server(create_app(self), self.config.web)
 
 
 class _Done(Exception):

@@ -20,7 +20,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.archive import Archive
-from bridge.cli import report_native_crashes
+from bridge.cli import main, report_native_crashes
 from bridge.config import load_config
 from bridge.service import Service
 from bridge.web.users import UserStore
@@ -343,3 +343,17 @@ def test_the_cli_run_in_process_with_its_output_captured_leaves_faulthandler_alo
     monkeypatch.setattr(faulthandler, "is_enabled", lambda: False)  # as if nothing had turned it on
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     report_native_crashes()
+
+
+def test_a_port_already_taken_is_a_clear_error_before_any_channel_opens(tmp_path, calls_audio, capsys):
+    """uvicorn exits from inside the loop when it cannot bind: the second `make run` beside the first hung, its
+    channels open and no console. Now the command says why and ends."""
+    path = write_config(tmp_path, {"ch-a": [calls_audio / "c001.wav"]}, realtime=True)
+    port = yaml.safe_load(path.read_text(encoding="utf-8"))["web"]["port"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        assert main(["run", "--config", str(path)]) == 2
+    assert f"web: cannot listen on 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err
+    with Archive(load_config(path).storage, readonly=True) as archive:
+        assert archive.list() == []  # no channel was heard

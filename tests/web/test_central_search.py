@@ -9,6 +9,7 @@ import base64
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -337,14 +338,7 @@ def test_scopes_are_set_with_the_user_command_and_checked_against_the_region(cen
     assert "gybl                 auditor   gongyuanbeilu" in listed and "zhao                 auditor   (region)" in listed
 
 
-def test_jingbao_run_role_central_serves_the_auditor_page_over_the_stations(tmp_path, pg_url):
-    """The command itself, and the auditor page in a real browser: the ingest migrates, then the web app answers (no
-    broker here: the ingest keeps trying to reach it meanwhile, which holds up neither, and /healthz says so); a
-    station's auditor finds and plays their station's call, offered no other station; SIGTERM ends both."""
-    ingest = CentralStore(pg_url)  # what the edges forwarded before this start
-    store_all(ingest)
-    ingest.close()
-    port = free_port()
+def central_config_file(tmp_path: Path, pg_url: str, port: int) -> Path:
     path = tmp_path / "central.yaml"
     path.write_text(yaml.safe_dump({
         "jurisdiction": str(REPO / "config" / "jurisdiction.yaml"),
@@ -354,6 +348,30 @@ def test_jingbao_run_role_central_serves_the_auditor_page_over_the_stations(tmp_
         "web": {"port": port},
         "node": {"region": str(REPO / "config" / "region.yaml"), "broker": {"port": free_port()}},
     }), encoding="utf-8")  # fmt: skip
+    return path
+
+
+def test_jingbao_run_role_central_on_a_port_already_taken_says_so_and_ends(tmp_path, pg_url):
+    """uvicorn would end the process from inside its loop, the ingest and the dispatcher stopping half-way."""
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        done = subprocess.run([sys.executable, "-m", "bridge.cli", "run", "--role", "central", "--config",
+                               str(central_config_file(tmp_path, pg_url, port))], cwd=REPO, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and f"web: cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+
+
+def test_jingbao_run_role_central_serves_the_auditor_page_over_the_stations(tmp_path, pg_url):
+    """The command itself, and the auditor page in a real browser: the ingest migrates, then the web app answers (no
+    broker here: the ingest keeps trying to reach it meanwhile, which holds up neither, and /healthz says so); a
+    station's auditor finds and plays their station's call, offered no other station; SIGTERM ends both."""
+    ingest = CentralStore(pg_url)  # what the edges forwarded before this start
+    store_all(ingest)
+    ingest.close()
+    port = free_port()
+    path = central_config_file(tmp_path, pg_url, port)
     UserStore(connect_state(load_config(path).storage)).add("aud", "auditor", BROWSER_PASSWORD, scope="gongyuanbeilu")
     base = f"http://127.0.0.1:{port}"
     process = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--role", "central", "--config", str(path)],
