@@ -13,9 +13,10 @@
                                                              result is sent back as {"type": "result", ...}
 
 A press is one WebSocket, so a dropped connection ends the press like releasing the button. A channel takes one press
-at a time, as a radio channel does: a second is told {"type": "busy", "by": NAME} and closed (1013). The same user
-pressing again (a phone that vanished mid-press, a quick re-press) takes the channel from his earlier press, and an
-SOS's hot microphone is never refused and holds the channel while it is open. Messages larger than
+at a time, as a radio channel does: a second is told {"type": "busy", "by": NAME} (the talker as the jurisdiction
+names him) and closed (1013). The same user pressing again (a phone that vanished mid-press, a quick re-press)
+takes the channel from his earlier press, and an SOS's hot microphone is never refused and holds the channel while
+it is open. Messages larger than
 MAX_MESSAGE_BYTES, and presses longer than MAX_PRESS_S, close the socket (1009 / 1008); audio the channel's buffer
 refuses is counted by the source and reported to the page once per press.
 """
@@ -88,7 +89,7 @@ def audio_router() -> APIRouter:
         channel_id = chosen.config.id
         holder = pressing.get(channel_id)
         if holder is not None and hot_mic is None and holder.user != user.name:
-            await ws.send_json({"type": "busy", "channel": channel_id, "by": holder.user})
+            await ws.send_json({"type": "busy", "channel": channel_id, "by": holder.shown})
             logger.info("push-to-talk by %s on %s refused: %s is talking", user.name, channel_id, holder.user)
             await ws.close(code=status.WS_1013_TRY_AGAIN_LATER, reason="channel busy")
             return
@@ -97,7 +98,7 @@ def audio_router() -> APIRouter:
         elif holder is not None:  # an SOS's hot microphone is never refused, and holds the channel from now on
             logger.warning("the hot microphone of SOS %s on %s while %s is talking: their audio interleaves", sos,
                            channel_id, holder.user)  # fmt: skip
-        press = _Press(user.name, ws)
+        press = _Press(user.name, _speaker_name(ctx, user), ws)
         pressing[channel_id] = press
         refused, accepted = 0, False
         try:
@@ -194,7 +195,17 @@ class _Press:
     """Who holds a channel's talk button, and the socket of that press."""
 
     user: str
+    shown: str  # who the others are told is talking
     ws: WebSocket
+
+
+def _speaker_name(ctx: WebContext, user: User) -> str:
+    """The responder a guard's or officer's account speaks for, as the jurisdiction names him (万寿路花鸟市场保安); the
+    login name for an account that speaks for none."""
+    if user.responder_id and ctx.service.dispatch is not None:
+        with contextlib.suppress(KeyError):
+            return ctx.service.dispatch.jurisdiction.responder(user.responder_id).name
+    return user.name
 
 
 def _push_channels(ctx: WebContext) -> list[Channel]:

@@ -241,11 +241,11 @@ def test_a_guard_pressing_on_a_busy_channel_is_told_who_is_talking(live: LiveSer
         box = page.locator("#ptt").bounding_box()
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         page.mouse.down()  # held: told at once, and the button no longer says 正在讲话
-        expect(page.locator("#ptt-state")).to_have_text("频道占用：patrol 正在讲话，请稍后再按")
+        expect(page.locator("#ptt-state")).to_have_text("频道占用：巡逻一组 正在讲话，请稍后再按")
         expect(page.locator("#ptt")).to_have_text("按住讲话")
         page.mouse.up()
         page.wait_for_timeout(300)
-        expect(page.locator("#ptt-state")).to_have_text("频道占用：patrol 正在讲话，请稍后再按")  # kept after release
+        expect(page.locator("#ptt-state")).to_have_text("频道占用：巡逻一组 正在讲话，请稍后再按")  # kept after release
         talking.send("end")
         context.close()
 

@@ -129,7 +129,7 @@ def test_a_channel_takes_one_press_at_a_time(live, tokens) -> None:
         assert "ready" in first.recv(timeout=5)
         with open_ws(live, tokens, "patrol", "/api/ptt?channel=ch-market") as second:
             busy = json.loads(second.recv(timeout=5))
-            assert busy == {"type": "busy", "channel": "ch-market", "by": "guard-huaniao"}
+            assert busy == {"type": "busy", "channel": "ch-market", "by": "万寿路花鸟市场保安"}  # his name, not his login
             assert close_code(second) == 1013
         first.send(bytes(640))
         first.send("end")
