@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import sqlite3
 import time
 from collections import Counter, deque
@@ -66,13 +67,11 @@ from bridge.nodes import (
     valid_station,
 )
 from bridge.signals import until_signalled
-from bridge.web.server import check_can_listen
+from bridge.web.server import HttpServer, bind, close, http_server
 from dispatch.incidents import CLOSED
 from dispatch.topics import CHANNELS, NODE_KINDS, PARTIALS, NodeTopic, Topics
 
 if TYPE_CHECKING:
-    import uvicorn
-
     from bridge.central_dispatch import CentralDispatch
     from bridge.central_health import CentralHealth
     from bridge.region import Region
@@ -519,7 +518,13 @@ def run_central(config: Config, region: Region | None = None) -> int:
             lease.release()
 
     async def run(lease: CentralLease) -> None:
-        check_can_listen(config.web.host, config.web.port)  # a port taken: ConfigError now, not from the task group
+        sockets = bind(config.web)  # a port taken: ConfigError now, before anything runs, not from the task group
+        try:
+            await serve_on(lease, sockets)
+        finally:
+            close(sockets)  # never served, if central stopped first; uvicorn closed them otherwise
+
+    async def serve_on(lease: CentralLease, sockets: list[socket.socket]) -> None:
         # built on the loop (its MQTT client needs it) before anything else runs there, as a box builds its dispatcher
         bus = EventBus()  # what the operators' console shows live: the ingest's utterances and transcripts, incidents
         dispatch = CentralDispatch(config, region, area, bus) if area is not None and region is not None else None
@@ -536,7 +541,7 @@ def run_central(config: Config, region: Region | None = None) -> int:
             if dispatch is not None:
                 tasks.create_task(dispatch.run(), name="central-dispatch")
             await ingest.migrated.wait()
-            server = await asyncio.to_thread(_http_server, config, region, health, dispatch, bus)
+            server = await asyncio.to_thread(_http_server, config, region, health, dispatch, bus, sockets)
             tasks.create_task(server.serve(), name="central-http")
             logger.info("central serves search and replay on http://%s:%d", config.web.host, config.web.port)
 
@@ -583,11 +588,11 @@ def refuse_sqlite_state(storage: StorageConfig) -> None:
 
 
 def _http_server(
-    config: Config, region: Region | None, health: CentralHealth, dispatch: CentralDispatch | None, bus: EventBus
-) -> uvicorn.Server:
+    config: Config, region: Region | None, health: CentralHealth, dispatch: CentralDispatch | None, bus: EventBus,
+    sockets: list[socket.socket],
+) -> HttpServer:  # fmt: skip
     """(In a worker thread: building the app opens its stores.) As a box's (bridge/web/server.py)."""
     from bridge.web.central_app import create_central_app
-    from bridge.web.server import http_server
 
     return http_server(create_central_app(config, region, health, dispatch.service if dispatch is not None else None,
-                                          bus), config.web)  # fmt: skip
+                                          bus), sockets)  # fmt: skip

@@ -15,12 +15,11 @@ stations merged (bridge/region_jurisdiction.py).
   dispatcher's writes and the record leaves an incident holding the utterance: found so at start, it is recorded
   instead of dispatched again. One the dispatcher failed on is not recorded: tried again at the next start.
 - Too late is not dispatched. A transcript whose utterance began more than `node.dispatch_max_age_s` (15 min) ago,
-  a backlog after a long outage, pages nobody: it is stored and searchable, logged and counted `stale`. (A box
-  dispatches its own backlog whatever its age, dated when it was heard: what its recognition fell behind on, seconds
-  or minutes; central's lateness is an outage of a link or of central, minutes or hours. The operators' console shows
-  it in its live transcript, heard when it was; it is not queued as 待确认, whose one click would page guards for a
-  scene long gone.) PostgreSQL coming back after an outage needs no reading
-  back: while it is down the ingest commits nothing, so nothing is handed over or lost.
+  a backlog after a long outage, pages nobody: it is stored and searchable, logged and counted `stale` (as a box
+  does with what it left pending while it was down); unless its partials raised a provisional incident, which its
+  final settles whatever its age. The operators' console shows it in its live transcript, heard when it was; it is
+  not queued as 待确认, whose one click would page guards for a scene long gone. PostgreSQL coming back after an
+  outage needs no reading back: while it is down the ingest commits nothing, so nothing is handed over or lost.
 - Its station says where it was heard: the place it names is looked for among that station's places only, and the
   incident belongs to that station. Responders of that station and of the stations bordering it (the region's
   `neighbours`) may be alerted, nearest first as on a box: a guard of the next station's market goes when he is
@@ -392,8 +391,9 @@ class CentralDispatch:
             self.refused["sos"] += 1
             logger.info("transcript %s not dispatched: its station's SOS desk took it", name)
             return "sos"
-        age = time.time() - message.start_ms / 1000
-        if age > self._max_age_s:  # a guard paged now for what was said long ago would go to a scene long gone
+        age = self.service.dispatcher.too_old(central_id(station, message.utterance_id), message.start_ms / 1000,
+                                              self._max_age_s)  # fmt: skip
+        if age is not None:
             self.refused["stale"] += 1
             logger.warning("transcript %s not dispatched: heard %d min ago, over node.dispatch_max_age_s (%s)", name,
                            round(age / 60), clip(message.transcript.shown))  # fmt: skip

@@ -317,7 +317,8 @@ class NodeConfig(Strict):
         description="A transcript is dispatched only while its utterance began at most this long ago, by central (a "
         "backlog after a long outage: counted 'stale') as by a box or edge dispatching its own (an utterance left "
         "pending while the service was down, recognised at its next start); an older one is stored and searchable, "
-        "logged, and pages nobody. An SOS is raised whatever its age.",
+        "logged, and pages nobody. An SOS is raised whatever its age, and a final settles the provisional incident its "
+        "partials raised whatever its age.",
     )  # fmt: skip
     ack_timeout_s: float = Field(
         30.0, gt=0, le=3600,

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import socket
 from typing import Any
-
-import uvicorn
 
 from asr.engine import Engine
 from asr.live import LiveRecognition, RecognisedUtterance
@@ -23,7 +21,7 @@ from bridge.logsafe import clip
 from bridge.looplag import LoopLagMonitor
 from bridge.signals import until_signalled
 from bridge.web import create_app
-from bridge.web.server import http_server
+from bridge.web.server import HttpServer, bind, close, http_server
 from dispatch.speech import Speaker
 from hardware.radios import Radios
 
@@ -67,6 +65,8 @@ class Service:
 
     async def run(self, serve_http: bool = True) -> None:
         logger.info("starting %d channels; archive in %s", len(self.channels), self.config.storage.data_dir)
+        # the console's port first: taken (another jingbao?), the start ends here, before a model loads or a channel opens
+        sockets = await asyncio.to_thread(bind, self.config.web) if serve_http else []
         # watching from the very start: a stall while recognition and the radios come up delays the first requests too
         loop_lag = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         try:
@@ -80,7 +80,7 @@ class Service:
                 ch.line = self.radios.lines.get(ch.config.id)
                 ch.transmitter = self.radios.transmitters.get(ch.config.id)
             self.speaker = await asyncio.to_thread(self._build_speaker)
-            http = await asyncio.to_thread(self._http_server) if serve_http else None
+            http = await asyncio.to_thread(self._http_server, sockets) if serve_http else None
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.radios.play_announcements(self.announcements, self.speaker), name="announcements")
                 if self.recognition is not None:
@@ -102,6 +102,7 @@ class Service:
         except* _Done:
             pass
         finally:
+            close(sockets)  # never served, if the start failed; uvicorn closed them otherwise
             self.archive.on_written = None  # the channels are gone; the archive may outlive the loop (its close())
             loop_lag.cancel()
             await self.radios.close()  # every PTT unkeyed, whatever ended the service
@@ -166,9 +167,9 @@ class Service:
                 or not self.dispatches_heard:
             return
         # recognised long after it was said (left pending while the service was down, or far behind): as at central,
-        # a guard paged now would go to a scene long gone; stored and searchable, on the console, paging nobody
-        age = time.time() - utterance.start
-        if age > self.config.node.dispatch_max_age_s:
+        # stored and searchable, on the console, paging nobody
+        age = self.dispatch.dispatcher.too_old(utterance.id, utterance.start, self.config.node.dispatch_max_age_s)
+        if age is not None:
             logger.warning("channel %s: %s not dispatched: heard %d min ago, over node.dispatch_max_age_s (%s)",
                            utterance.channel, utterance.id, round(age / 60), clip(transcript.shown))  # fmt: skip
             return
@@ -257,11 +258,11 @@ class Service:
             speaker.prepare([*opening, *place_phrases(jurisdiction)])
         return speaker
 
-    def _http_server(self) -> uvicorn.Server:
+    def _http_server(self, sockets: list[socket.socket]) -> HttpServer:
         """(In a worker thread, before the channels open: building the app opens the stores, and the server's config
         imports uvicorn's protocol modules, a tenth of a second or more that would otherwise stall the loop as the
-        channels start; a port taken ends the start here, before any channel opens.)"""
-        return http_server(create_app(self), self.config.web)
+        channels start.)"""
+        return http_server(create_app(self), sockets)
 
 
 class _Done(Exception):

@@ -214,6 +214,16 @@ class Dispatcher:
 
     # --- the pipeline ----------------------------------------------------------------------------------------
 
+    def too_old(self, utterance_id: str, start: float, max_age_s: float) -> float | None:
+        """How long ago the utterance began, when that is over `max_age_s` (node.dispatch_max_age_s: a guard paged
+        now for what was said long ago would go to a scene long gone) and no provisional incident of its partials
+        awaits its final: that final settles it whatever its age (a retraction, or the word the phones alerted on
+        its partials wait for). None when its final may be dispatched."""
+        age = time.time() - start
+        if age <= max_age_s or self.store.provisional_for(utterance_id) is not None:
+            return None
+        return age
+
     async def handle(self, transcript: Transcript, utterance: UtteranceRef) -> Incident | None:
         """One final transcript -> the incident it reports (new or merged), or None for routine chatter. When the
         utterance's partials raised a provisional incident, this settles it (confirmed, re-routed, requeued or

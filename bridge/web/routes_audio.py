@@ -40,6 +40,7 @@ from bridge.web.auth import require
 from bridge.web.context import WebContext, web_context
 from bridge.web.sockets import close_quietly, until_client_leaves
 from bridge.web.users import Role, User
+from dispatch.gazetteer import Responder
 from dispatch.sos import SosError
 from hardware.transmit import Priority
 
@@ -199,13 +200,20 @@ class _Press:
     ws: WebSocket
 
 
-def _speaker_name(ctx: WebContext, user: User) -> str:
-    """The responder a guard's or officer's account speaks for, as the jurisdiction names him (万寿路花鸟市场保安); the
-    login name for an account that speaks for none."""
+def _responder(ctx: WebContext, user: User) -> Responder | None:
+    """The jurisdiction's responder a guard's or officer's account speaks for; None for an account that speaks for
+    none (or one the jurisdiction no longer has)."""
     if user.responder_id and ctx.service.dispatch is not None:
         with contextlib.suppress(KeyError):
-            return ctx.service.dispatch.jurisdiction.responder(user.responder_id).name
-    return user.name
+            return ctx.service.dispatch.jurisdiction.responder(user.responder_id)
+    return None
+
+
+def _speaker_name(ctx: WebContext, user: User) -> str:
+    """Who the others are told is talking: the responder as the jurisdiction names him (万寿路花鸟市场保安), else the
+    login name."""
+    responder = _responder(ctx, user)
+    return responder.name if responder is not None else user.name
 
 
 def _push_channels(ctx: WebContext) -> list[Channel]:
@@ -214,10 +222,8 @@ def _push_channels(ctx: WebContext) -> list[Channel]:
 
 def _default_channel(ctx: WebContext, user: User, channels: list[Channel]) -> str | None:
     """The responder's own radio channel when the page can talk on it, else the first channel it can talk on."""
-    own = None
-    if user.responder_id and ctx.service.dispatch is not None:
-        with contextlib.suppress(KeyError):
-            own = ctx.service.dispatch.jurisdiction.responder(user.responder_id).channel
+    responder = _responder(ctx, user)
+    own = responder.channel if responder is not None else None
     ids = [c.config.id for c in channels]
     return own if own in ids else (ids[0] if ids else None)
 

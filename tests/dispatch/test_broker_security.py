@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -114,8 +115,6 @@ async def test_retained_statuses_change_nothing_after_a_restart(broker: Mosquitt
 
 
 def due_at(data_dir: Path, incident_id: str) -> float:
-    import sqlite3
-
     with sqlite3.connect(data_dir / "jingbao.db") as conn:
         return conn.execute("SELECT due_at FROM alert_watches WHERE incident_id = ?", (incident_id,)).fetchone()[0]
 
@@ -140,23 +139,30 @@ async def test_escalations_overdue_after_a_restart_go_out_one_after_another_the_
 ) -> None:  # fmt: skip
     """All at once they held the event loop (31 after a night: 0.46 s, every channel's audio waiting)."""
     reports = ("西光中学门口有人晕倒了", FIGHT, "长乐公园有人在偷自行车")
-    async with running_dispatcher(broker, tmp_path, ack_timeout=0.5) as rig:
+    async with running_dispatcher(broker, tmp_path, ack_timeout=2) as rig:
         incidents = [await rig.dispatcher.handle(say(text), utterance(f"20260101T08000{i}000-ab1{i}"))
                      for i, text in enumerate(reports)]  # fmt: skip
     assert len({i.id for i in incidents}) == 3
-    await asyncio.sleep(max(0.0, max(due_at(tmp_path, i.id) for i in incidents) - time.time()) + 0.2)
+    # fell due in another order than they were raised: the last first, then the first, then the second
+    due = max(due_at(tmp_path, i.id) for i in incidents)
+    with sqlite3.connect(tmp_path / "jingbao.db") as conn:
+        for incident, earlier in zip(incidents, (1.0, 0.5, 1.5), strict=True):
+            conn.execute("UPDATE alert_watches SET due_at = ? WHERE incident_id = ?", (due - earlier, incident.id))
+    await asyncio.sleep(max(0.0, due - time.time()) + 0.2)
     monkeypatch.setattr(alerts, "OVERDUE_SPACING_S", 0.5)  # wide apart: what is asserted is not the machine's speed
     caplog.set_level("INFO", logger="dispatch.alerts")
     started = time.time()
     async with running_dispatcher(broker, tmp_path, ack_timeout=30) as rig:
 
-        def escalated() -> list[float]:
-            return [e.ts for i in incidents for e in rig.dispatcher.store.timeline(i.id) if e.kind == "escalated"]
+        def escalated() -> list[tuple[float, str]]:
+            return sorted((e.ts, i.id) for i in incidents for e in rig.dispatcher.store.timeline(i.id)
+                          if e.kind == "escalated")  # fmt: skip
 
-        times = await eventually(lambda: len(escalated()) == 3 and escalated(), what="the three escalations")
+        seen = await eventually(lambda: len(escalated()) == 3 and escalated(), what="the three escalations")
     [resumed] = [r.created for r in caplog.records if r.getMessage().startswith("escalation resumed for 3")]
-    assert times == sorted(times) and max(times) < started + 5  # in the order they fell due, at once
-    assert all(ts > resumed + k * 0.5 - 0.1 for k, ts in enumerate(times))  # one after another
+    assert [incident for _, incident in seen] == [incidents[i].id for i in (2, 0, 1)]  # the longest overdue first
+    assert max(ts for ts, _ in seen) < started + 5  # at once
+    assert all(ts > resumed + k * 0.5 - 0.1 for k, (ts, _) in enumerate(seen))  # one after another
 
 
 async def test_escalation_not_yet_due_happens_when_it_was_due(broker: Mosquitto, tmp_path: Path) -> None:

@@ -252,6 +252,22 @@ async def test_after_a_restart_the_final_revises_the_call_made_before_it(broker:
         assert after.empty()
 
 
+async def test_a_final_heard_too_long_ago_to_dispatch_still_settles_what_its_partials_raised(
+    broker: Mosquitto, tmp_path: Path
+) -> None:  # fmt: skip
+    """A final recognised long after the call (the service killed before it, restarted an hour later) pages nobody
+    new (node.dispatch_max_age_s, bridge/service.py), but the provisional incident its partials raised still waits
+    for it: the phones alerted on it are owed the confirmation or the retraction."""
+    hour_ago = time.time() - 3600
+    async with running_dispatcher(broker, tmp_path) as rig:
+        await talk(rig, FIGHT)
+        assert rig.dispatcher.too_old("u-1", hour_ago, 900) is None  # awaited whatever its age
+        assert 3599 < (rig.dispatcher.too_old("u-2", hour_ago, 900) or 0) < 3700  # nothing awaits this one
+        assert rig.dispatcher.too_old("u-2", time.time() - 60, 900) is None  # a minute: not too old
+        await final(rig, "收到")  # settled (retracted): nothing awaits it any more
+        assert rig.dispatcher.too_old("u-1", hour_ago, 900) is not None
+
+
 async def test_a_final_naming_another_place_reroutes_it(broker: Mosquitto, tmp_path: Path) -> None:
     transmit: asyncio.Queue = asyncio.Queue()
     async with running_dispatcher(broker, tmp_path, transmit=transmit) as rig, phones(broker, [NEAREST, ITS_GUARD]) as ph:

@@ -152,6 +152,21 @@ def write_config(tmp: Path, broker: Mosquitto, model_dir: Path) -> Path:
     return path
 
 
+@contextmanager
+def recognising_service(tmp: Path, model_dir: Path) -> Iterator[LiveService]:
+    """The service of `write_config` (recognition on, the command and market channels pushed from the web), the test
+    users added, its own mosquitto."""
+    broker = Mosquitto(tmp / "mosquitto")
+    broker.start()
+    try:
+        live = LiveService(write_config(tmp, broker, model_dir))
+        add_users(live.config.storage.database)
+        with live:
+            yield live
+    finally:
+        broker.stop()
+
+
 def read_pcm(wav: Path) -> bytes:
     with wave.open(str(wav)) as w:
         assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2)

@@ -37,19 +37,17 @@ from bridge.service import Service
 from bridge.web.metrics import ServiceCollector
 from dispatch.incidents import OPEN, Incident
 from dispatch.speech import EspeakVoice
-from tests.support.broker import Mosquitto
 from tests.web.browser import (
     CHROMIUM_LEAD_S,
     CSP_VIOLATIONS,
     PASSWORD,
     LiveService,
-    add_users,
     chromium,
     hold,
     log_in,
     read_pcm,
+    recognising_service,
     screenshot,
-    write_config,
 )
 
 pytestmark = pytest.mark.slow
@@ -57,16 +55,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, sherpa_model: Path) -> Iterator[LiveService]:
-    tmp = tmp_path_factory.mktemp("browser")
-    broker = Mosquitto(tmp / "mosquitto")
-    broker.start()
-    try:
-        live = LiveService(write_config(tmp, broker, sherpa_model))
-        add_users(live.config.storage.database)
-        with live:
-            yield live
-    finally:
-        broker.stop()
+    with recognising_service(tmp_path_factory.mktemp("browser"), sherpa_model) as live:
+        yield live
 
 
 @pytest.fixture

@@ -19,19 +19,17 @@ from playwright.sync_api import Page, expect
 
 from asr.transcript import Transcript
 from bridge.events import Utterance, new_utterance_id
-from tests.support.broker import Mosquitto
 from tests.support.wav import wave_bytes
 from tests.web.browser import (
     CHROMIUM_LEAD_S,
     CSP_VIOLATIONS,
     PASSWORD,
     LiveService,
-    add_users,
     chromium,
     hold,
     log_in,
+    recognising_service,
     screenshot,
-    write_config,
 )
 
 pytestmark = pytest.mark.slow
@@ -41,16 +39,8 @@ TEXT = "各单位注意：今晚八点开始夜间巡逻"
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, sherpa_model: Path) -> Iterator[LiveService]:
-    tmp = tmp_path_factory.mktemp("tasks-browser")
-    broker = Mosquitto(tmp / "mosquitto")
-    broker.start()
-    try:
-        live = LiveService(write_config(tmp, broker, sherpa_model))
-        add_users(live.config.storage.database)
-        with live:
-            yield live
-    finally:
-        broker.stop()
+    with recognising_service(tmp_path_factory.mktemp("tasks-browser"), sherpa_model) as live:
+        yield live
 
 
 @pytest.fixture

@@ -150,7 +150,7 @@ def test_a_guard_pressing_again_takes_the_channel_from_his_own_vanished_press(li
             assert "ready" in fresh.recv(timeout=5)
             assert close_code(stale) == 1008
             with open_ws(live, tokens, "patrol", "/api/ptt?channel=ch-market") as other:
-                assert json.loads(other.recv(timeout=5))["by"] == "guard-huaniao"  # the fresh press holds it
+                assert json.loads(other.recv(timeout=5))["by"] == "万寿路花鸟市场保安"  # the fresh press holds it
             fresh.send("end")
             assert close_code(fresh) == 1000
     assert_healthy(live, tokens)
