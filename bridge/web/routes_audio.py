@@ -94,15 +94,17 @@ def audio_router() -> APIRouter:
             logger.info("push-to-talk by %s on %s refused: %s is talking", user.name, channel_id, holder.user)
             await ws.close(code=status.WS_1013_TRY_AGAIN_LATER, reason="channel busy")
             return
-        if holder is not None and hot_mic is None:  # his own earlier press: a phone that vanished, a quick re-press
-            await close_quietly(holder.ws, status.WS_1008_POLICY_VIOLATION, "superseded by a new press")
-        elif holder is not None:  # an SOS's hot microphone is never refused, and holds the channel from now on
-            logger.warning("the hot microphone of SOS %s on %s while %s is talking: their audio interleaves", sos,
-                           channel_id, holder.user)  # fmt: skip
+        # taken with no await since it was found free (or his, or an SOS's to take): two presses at the same instant
+        # cannot both take it
         press = _Press(user.name, _speaker_name(ctx, user), ws)
         pressing[channel_id] = press
         refused, accepted = 0, False
         try:
+            if holder is not None and hot_mic is None:  # his own earlier press: a phone that vanished, a quick re-press
+                await close_quietly(holder.ws, status.WS_1008_POLICY_VIOLATION, "superseded by a new press")
+            elif holder is not None:  # an SOS's hot microphone is never refused, and holds the channel from now on
+                logger.warning("the hot microphone of SOS %s on %s while %s is talking: their audio interleaves", sos,
+                               channel_id, holder.user)  # fmt: skip
             await ws.send_json({"type": "ready", "channel": channel_id})
             async for pcm in _press(ws, max_s):
                 if source.push(pcm, contiguous=accepted):  # the press's first accepted audio is stamped by its arrival
