@@ -24,6 +24,7 @@ from bridge.web.audit import AuditLog
 from bridge.web.auth import SESSION_COOKIE
 from bridge.web.routes_console import STATIC
 from bridge.web.security import forwarded_client
+from bridge.web.server import bind
 from bridge.web.sessions import LoginThrottle
 from tests.support.broker import free_port
 from tests.web.conftest import make_service
@@ -52,8 +53,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     proxy."""
     port = free_port()
     service = make_service(tmp_path_factory.mktemp("served"), web={"port": port, "trusted_proxies": [PROXY]})
-    server = service._http_server()
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    http = service._http_server(bind(service.config.web))
+    server = http.server
+    thread = threading.Thread(target=server.run, args=(http.sockets,), name="uvicorn", daemon=True)
     thread.start()
     try:
         while not server.started and thread.is_alive():
