@@ -3,7 +3,7 @@
 - `ClientAddressMiddleware`: which address a request comes from. The connection's peer, unless the peer is one of
   `web.trusted_proxies`: then the right-most address of X-Forwarded-For that is not a trusted proxy (what comes left
   of that is whatever the client chose to write). Every use of `request.client` (login throttling, sessions, the audit
-  log, log lines) sees the result. uvicorn's own handling of the header is off (`Service._http_server`): it trusted
+  log, log lines) sees the result. uvicorn's own handling of the header is off (`bridge/web/server.py`): it trusted
   any request from localhost, so anyone on the machine, or a proxy passing the header on, could name any address.
 - `OriginCheckMiddleware`: cross-site requests. A request that changes something (POST, PUT, PATCH, DELETE) and a
   WebSocket handshake are refused when their Origin (or, without one, their Referer) is neither the console's own
