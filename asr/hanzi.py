@@ -106,16 +106,32 @@ class HanziDecoder:
         packed = self._index.get(key)
         return _unpack(packed) if packed else ()
 
-    def decode(self, syllables: Sequence[str] | str, hints: Sequence[tuple[int, int, str]] = ()) -> str:
+    def decode(self, syllables: Sequence[str] | str, hints: Sequence[tuple[int, int, str]] = (),
+               names: Sequence[tuple[int, int, str]] = ()) -> str:
         """Tone-numbered syllables ("ge4 dan1 wei4", or a list) -> characters. What no character reads stays as
         heard (a Latin letter).
 
         `hints`: (lo, hi, label) for a word heard somewhere in syllables[lo:hi] by other means (a keyword the
         spotter heard there). It may stand for a run of its length (or one less) in that window, at the cost of an
         extra word plus SYLLABLE_EDIT per syllable the recogniser heard otherwise, so it replaces a misheard run
-        (可疑人员 for "ke3 yuan2 yuan2") but not the right words of another meaning beside it."""
+        (可疑人员 for "ke3 yuan2 yuan2") but not the right words of another meaning beside it.
+
+        `names`: (lo, hi, label) written as `label` over exactly syllables[lo:hi], however they were heard (a place
+        the dispatcher found there: its matcher knows how names are misheard); the rest is decoded around them. Of
+        two that overlap, the first in the sentence is kept (the longer of two that start together)."""
         if isinstance(syllables, str):
             syllables = syllables.split()
+        out: list[str] = []
+        at = 0
+        for lo, hi, label in sorted(names, key=lambda name: (name[0], -name[1])):  # of two at one place, the longer
+            if lo < at or hi <= lo or hi > len(syllables):
+                continue
+            out += [self._decode(syllables[at:lo], _within(hints, at, lo)), label]
+            at = hi
+        out.append(self._decode(syllables[at:], _within(hints, at, len(syllables))))
+        return "".join(out)
+
+    def _decode(self, syllables: Sequence[str], hints: Sequence[tuple[int, int, str]]) -> str:
         n = len(syllables)
         parsed = [parse(s) for s in syllables]
         edges: dict[int, list[tuple[int, str, float]]] = {}
@@ -160,6 +176,11 @@ class HanziDecoder:
             j, word = back[j]
             out.append(word)
         return "".join(reversed(out))
+
+
+def _within(hints: Sequence[tuple[int, int, str]], lo: int, hi: int) -> list[tuple[int, int, str]]:
+    """The hints' windows cut to syllables[lo:hi], counted from lo."""
+    return [(max(a, lo) - lo, min(b, hi) - lo, label) for a, b, label in hints if a < hi and b > lo]
 
 
 @lru_cache(maxsize=4096)

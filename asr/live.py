@@ -76,6 +76,7 @@ class RecognisedUtterance:
 
 TranscriptHook = Callable[[Transcript, RecognisedUtterance], Awaitable[None]]
 PartialHook = TranscriptHook  # called with each partial transcript while the utterance is still being spoken
+PlaceWriter = Callable[[Transcript, RecognisedUtterance], Transcript]
 
 
 @dataclass(slots=True, frozen=True)
@@ -111,15 +112,18 @@ class LiveRecognition:
         bus: EventBus,
         on_transcript: TranscriptHook | None = None,
         on_partial: PartialHook | None = None,
+        write_places: PlaceWriter | None = None,
     ) -> None:
         """`on_partial` is called without being waited for (a task per partial, in order): a slow reader of partials
-        never delays the console's partial lines nor the final."""
+        never delays the console's partial lines nor the final. `write_places` (called in a worker thread, before a
+        final is stored or shown) gives the final whose readable characters name the places found in it."""
         self.pool = pool
         self.archive = archive
         self.store = store
         self.bus = bus
         self.on_transcript = on_transcript
         self.on_partial = on_partial
+        self.write_places = write_places
         self._partials_seen: dict[str, float] = {}  # utterance id -> start: partials handed to on_partial
         self._streams: dict[str, StreamHandle] = {}
         self._busy: set[str] = set()  # utterance ids taken for recognition (live or from the backlog), until stored
@@ -330,6 +334,7 @@ class LiveRecognition:
         """Stored, shown, dispatched, and only then marked transcribed: a crash before the mark leaves the utterance
         pending, and the next start recognises and dispatches it again (at worst a report twice, which merges into its
         incident; a report marked transcribed before dispatch had it would be lost to a crash in between)."""
+        transcript = await self._with_places(transcript, ref)
         stored = await self._store(transcript, ref, mark=False)
         shown = transcript.shown or "(nothing recognised)"
         logger.info("channel %s: %s transcribed: %s", ref.channel, ref.id, shown[:80])
@@ -340,6 +345,18 @@ class LiveRecognition:
             await self._hand_over(transcript, ref)
         if stored:
             await self._store(transcript, ref, save=False)
+
+    async def _with_places(self, transcript: Transcript, ref: RecognisedUtterance) -> Transcript:
+        """The final with the places found in it named in its readable characters; as it was when that fails (the
+        characters are for people: never a reason to lose the transcript)."""
+        if self.write_places is None or transcript.empty:
+            return transcript
+        try:
+            return await asyncio.to_thread(self.write_places, transcript, ref)
+        except Exception:
+            logger.exception("channel %s: naming the places heard in %s failed; its characters stay as decoded",
+                             ref.channel, ref.id)  # fmt: skip
+            return transcript
 
     async def _store(self, transcript: Transcript, ref: RecognisedUtterance, *, save: bool = True, mark: bool = True
                      ) -> bool:

@@ -133,6 +133,16 @@ class SherpaEngine:
     def start_stream(self, alternatives: bool = True) -> SherpaStream:
         return SherpaStream(self, self.alternative_speeds if alternatives else ())
 
+    def write_names(self, transcript: Transcript, names: Sequence[tuple[int, int, str]]) -> Transcript:
+        """The transcript with its readable characters decoded again, each of `names` (lo, hi, name: a place found
+        over its words[lo:hi] by a reader that knows how names are misheard) written as named over those syllables:
+        "zhong1 fang1 you4 er2 yan2 …" reads 东方幼儿园…, not 中方又而言…. Its pinyin, words and keywords stay as heard."""
+        words = transcript.words
+        if self.hanzi is None or transcript.text or not names:
+            return transcript
+        readable = self.hanzi.decode([w.text for w in words], keyword_windows(words, transcript.keywords), names)
+        return replace(transcript, readable=readable)
+
 
 @dataclass(slots=True, frozen=True)
 class _Hit:

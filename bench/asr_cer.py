@@ -3,13 +3,15 @@ decoded into characters (asr/hanzi.py), on the 53 real recordings of ../shared/a
 recognised through the project's own path (segmenter -> engine fed in 20 ms frames -> combine, as the live pool and
 dispatch/from_audio.py do); the decoder's time per utterance; the recogniser's real-time factor on one thread.
 
-    .venv/bin/python bench/asr_cer.py [--snr 20 10]
+    .venv/bin/python bench/asr_cer.py [--snr 20 10] [--speeds 0.9 1.1]
 
 CER = character edits / reference characters (micro average), punctuation and spaces removed, NFKC, 幺 read as 一,
 Arabic numbers in a reference read out as spoken (asr/numbers.py). Rows, to tell apart what limits the result:
   service     the decoder as the service runs it: jieba + the demo jurisdiction's places + the lexicon and radio
-              phrases (dispatch/vocabulary.py), spotted keywords as hints
-  no hints    the same without the spotter's keywords
+              phrases (dispatch/vocabulary.py), spotted keywords as hints, and the places the dispatcher's matcher
+              found written as named (dispatch/classify.names_said; no channel's own places, as no channel here)
+  no names    the same without the places found written in (the engine's characters)
+  no hints    the same without the spotter's keywords either
   jieba only  no words handed in, no hints
   oracle      the decoder (service words) on the reference's own toned pinyin (pypinyin): its error when the
               recogniser is perfect, i.e. the decoder's share of the error
@@ -46,6 +48,9 @@ from bridge.config import VadConfig  # noqa: E402
 from bridge.decode import decode_file, iter_frames  # noqa: E402
 from bridge.segmenter import segment_pcm  # noqa: E402
 from bridge.shared import shared_dir  # noqa: E402
+from dispatch.classify import names_said  # noqa: E402
+from dispatch.gazetteer import load_jurisdiction  # noqa: E402
+from dispatch.location import PlaceIndex  # noqa: E402
 from dispatch.vocabulary import decoder_words, spotter_keywords  # noqa: E402
 
 SHARED = shared_dir()
@@ -92,7 +97,7 @@ class Heard:
     cpu_s: float  # recognition (recogniser, spotter and decoder), one thread
 
 
-def recognise(engine: SherpaEngine, reference: str, path: Path) -> Heard:
+def recognise(engine: SherpaEngine, reference: str, path: Path, places: PlaceIndex) -> Heard:
     pcm = decode_file(path)
     out, cpu = [], 0.0
     for utterance in segment_pcm(pcm, VadConfig(), channel=path.stem):
@@ -100,8 +105,9 @@ def recognise(engine: SherpaEngine, reference: str, path: Path) -> Heard:
         stream = engine.start_stream()
         for frame in iter_frames(utterance.pcm):
             stream.feed(frame.pcm)
-        out.append(combine([stream.finish()]))
+        heard = combine([stream.finish()])
         cpu += time.process_time() - began
+        out.append(engine.write_names(heard, names_said(heard, places)))  # as the service does (no channel's prior)
     return Heard(path.stem.split("_")[0], reference, out, len(pcm) / 32000, cpu)
 
 
@@ -124,6 +130,7 @@ def report(name: str, heard: list[Heard], service: HanziDecoder, plain: HanziDec
                ser[2] + syllable_errors(reference, hypothesis, tones=False)]
     rows = {
         "service": [(h.reference, "".join(t.readable for t in h.transcripts)) for h in heard],
+        "no names": [(h.reference, decoded(service, h, hints=True)) for h in heard],
         "no hints": [(h.reference, decoded(service, h, hints=False)) for h in heard],
         "jieba only": [(h.reference, decoded(plain, h, hints=False)) for h in heard],
         "oracle": [(h.reference, service.decode(text_to_syllables(h.reference))) for h in heard],
@@ -200,6 +207,9 @@ def text_check(service: HanziDecoder) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--snr", type=int, nargs="*", default=[], help="also the calls through radio_degrade.py at these SNRs")
+    parser.add_argument("--speeds", type=float, nargs="*", default=[],
+                        help="also hear each utterance at these speeds, as the service does (asr.alternative_speeds: 0.9 "
+                             "1.1): the places are found in every hearing, the characters are the main hearing's")
     args = parser.parse_args()
     print(f"machine: {describe()}")
     keywords = spotter_keywords(JURISDICTION)
@@ -212,7 +222,8 @@ def main() -> int:
           f"(places, aliases, lexicon, radio phrases) in {time.perf_counter() - began - loaded:.2f} s more")
     plain = HanziDecoder()
     text_check(service)
-    engine = SherpaEngine(MODEL, keywords, num_threads=1, hanzi=service)
+    engine = SherpaEngine(MODEL, keywords, num_threads=1, hanzi=service, alternative_speeds=args.speeds)
+    places = PlaceIndex(load_jurisdiction(JURISDICTION))
     shared = [(r["text"], SHARED / "audio" / r["file"]) for r in read_tsv(SHARED / "audio" / "manifest.tsv")]
     calls = [(r["text"], SHARED / "audio" / "calls" / f"{r['id']}.wav") for r in read_tsv(SHARED / "demo" / "calls.tsv")]
     print(f"recognised through segmenter -> sherpa-onnx ({MODEL.name}) -> decoder; {WHISPER_BASE}")
@@ -220,7 +231,7 @@ def main() -> int:
         sets = {"53 real recordings (../shared/audio)": shared, "30 spoken calls, clean": calls}
         sets |= {f"30 calls, radio {snr} dB": degrade(calls, snr, Path(tmp)) for snr in args.snr}
         for name, items in sets.items():
-            heard = [recognise(engine, text, path) for text, path in items]
+            heard = [recognise(engine, text, path, places) for text, path in items]
             report(name, heard, service, plain)
     print(f"  recogniser alone (no spotter, no decoder), 1 thread, 53 real recordings: CPU RTF "
           f"{bare_rtf([p for _, p in shared]):.3f}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asr.engine import Engine
 from asr.live import LiveRecognition, RecognisedUtterance
@@ -24,6 +24,9 @@ from bridge.web import create_app
 from bridge.web.server import HttpServer, bind, close, http_server
 from dispatch.speech import Speaker
 from hardware.radios import Radios
+
+if TYPE_CHECKING:
+    from asr.sherpa_engine import SherpaEngine  # loaded only when ASR is wanted (native libraries)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class Service:
         self.announcements: asyncio.Queue = asyncio.Queue(maxsize=100)  # spoken dispatch -> transmit paths
         self.dispatch = self._build_dispatch()
         self.recognition: LiveRecognition | None = None  # built in run(): the pool needs the running loop
+        self._place_writer: SherpaEngine | None = None  # the engine whose characters name the places (with recognition)
         self.speaker: Speaker | None = None  # the announcements' voice, loaded in run() once the transmitters are open
         self.channels = [Channel(ch, self.archive, self.bus, self._on_segment_event) for ch in config.channels if ch.enabled]
         self.radios = Radios([ch.config for ch in self.channels], config.patches, self._speech_ended)
@@ -189,6 +193,7 @@ class Service:
         if self.config.asr.engine == "none":
             logger.info("speech recognition is off (asr.engine: none)")
             return None
+        from asr.sherpa_engine import SherpaEngine
         from asr.worker import RecognitionPool
 
         engines = await asyncio.to_thread(self._build_engines)
@@ -199,7 +204,18 @@ class Service:
         # the partials go to this box's dispatcher, or to central's when this edge leaves dispatch to it
         read_by = self.dispatch if self.dispatches_heard else self.forwarder
         on_partial = self._on_partial if self.config.dispatch.provisional and read_by is not None else None
-        return LiveRecognition(pool, self.archive, self.transcripts, self.bus, self._on_transcript, on_partial)
+        # the places the dispatcher finds in a final, named in the characters people read (the on-board engine's)
+        self._place_writer = next((e for e in engines if isinstance(e, SherpaEngine) and e.hanzi is not None), None)
+        # (only where this box dispatches what it hears: an edge leaving that to central would name central's places)
+        named = self._place_writer is not None and self.dispatch is not None and self.dispatches_heard
+        write_places = self._write_places if named else None
+        return LiveRecognition(pool, self.archive, self.transcripts, self.bus, self._on_transcript, on_partial,
+                               write_places)
+
+    def _write_places(self, transcript: Transcript, utterance: RecognisedUtterance) -> Transcript:
+        """(In a worker thread.) The final, its readable characters naming the places the dispatcher reads in it."""
+        assert self._place_writer is not None and self.dispatch is not None
+        return self._place_writer.write_names(transcript, self.dispatch.names_said(transcript, utterance.channel))
 
     def _build_engines(self) -> list[Engine]:
         """(In a worker thread: the keyword and word lists take a few tenths of a second, the models about a second,

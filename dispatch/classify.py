@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
-from asr.transcript import Transcript
+from asr.transcript import Transcript, Word
 from asr.words import common_words, word_freq
 from dispatch.config import LexiconExtension
 from dispatch.location import FUZZY_MIN, PlaceIndex, PlacesHeard, TranscriptInput, hear_places, read_input
@@ -63,6 +63,7 @@ REPORT, REPORT_PRIORITY = "report", "medium"  # an incident of unknown type: sen
 NOT_NOW = "not_now"  # the lexicon's role for words saying a matter is over, second-hand or a reminder
 SOUND_ALIKE_FREQ = 1000  # a word read like a two-syllable term and this common (jieba; as asr.keywords.HOMOPHONE_FREQ)
 # is likelier what was said
+KEYWORD_RUN_MIN = 0.6  # a name is written over syllables near where it was heard that sound more than this like it
 HEARD_APPROXIMATELY = 0.9  # weight factor of a word not heard as itself: a word heard right outweighs it on a tie
 
 IncidentType = Literal[
@@ -397,6 +398,65 @@ def read_report(transcript_like: Any, lexicon: Lexicon, index: PlaceIndex, home:
         if sure is not None:
             what = replace(sure, needs_confirmation=True)
     return what, places
+
+
+def names_said(transcript: Transcript, index: PlaceIndex, home: frozenset[str] = frozenset()
+               ) -> list[tuple[int, int, str]]:
+    """(lo, hi, name): the place names heard in an on-board engine's transcript, each over its words[lo:hi] and named
+    as the caller said it (the name, alias or short form), from the hearing `read_report` takes its places from: for
+    the characters people read (asr/sherpa_engine.SherpaEngine.write_names), so that a name the recogniser misheard
+    reads as the place the dispatcher found. A transcript in characters has its engine's own writing: none."""
+    if transcript.text or not transcript.words:
+        return []
+    hearings = [transcript, *transcript.alternatives]
+    heard = [hear_places(hearing, index, home) for hearing in hearings]
+    places = _scene_most_heard(heard)
+    hearing = next(h for h, p in zip(hearings, heard, strict=True) if p is places)
+    if len(places.inp.syllables) != len(hearing.words):  # one syllable a word, as the engine gives them
+        return []
+    # a name matched in the pinyin lies over exactly the syllables it was heard in; a spotted keyword's span is only
+    # where its time falls, a syllable or so either side: the run there that sounds most like it
+    spans = []
+    for c in places.candidates:
+        span = _sounds_most_like(c.said, places.inp.syllables, *c.span) if c.method == "keyword" and c.span else c.span
+        if span is not None and c.said:
+            spans.append((*span, c.said))
+    return spans if hearing is transcript else _laid_over(spans, hearing.words, heard[0].inp, transcript.words)
+
+
+def _sounds_most_like(label: str, syllables: list[Syllable | None], lo: int, hi: int) -> tuple[int, int] | None:
+    """The run of syllables as long as `label`, starting from one before `lo` to where it ends one after `hi`, that
+    sounds most like it (the earliest of equals), its first and last syllables at least half like the name's; None
+    when none sounds more than KEYWORD_RUN_MIN like it (the name's head lost, say)."""
+    size = len(phrase(label))
+    best, best_score = None, KEYWORD_RUN_MIN * size
+    for start in range(max(0, lo - 1), min(len(syllables), hi + 1) - size + 1):
+        scores = window_scores(label, syllables, start)
+        if not scores or min(scores[0], scores[-1]) < 0.5:
+            continue  # a run that begins or ends on a neighbour's syllable, not the name's
+        score = sum(scores)
+        if score > best_score:
+            best, best_score = (start, start + size), score
+    return best
+
+
+def _laid_over(spans: list[tuple[int, int, str]], heard: tuple[Word, ...], main: TranscriptInput,
+               words: tuple[Word, ...]) -> list[tuple[int, int, str]]:
+    """Spans of another hearing's words moved onto the main hearing's: near the main words said nearest (by their
+    middles: each hearing's syllables end where the next begins) to the span's first and last, the run that sounds
+    most like the name. Only a name heard whole: where the rest of a clipped one lies is guesswork."""
+    middles = [(w.start + w.end) / 2 for w in words]
+
+    def nearest(word: Word) -> int:
+        return min(range(len(words)), key=lambda i: abs(middles[i] - (word.start + word.end) / 2))
+
+    moved = []
+    for lo, hi, name in spans:
+        if hi - lo == len(phrase(name)):
+            run = _sounds_most_like(name, main.syllables, nearest(heard[lo]), nearest(heard[hi - 1]) + 1)
+            if run is not None:
+                moved.append((*run, name))
+    return moved
 
 
 def _scene_most_heard(hearings: list[PlacesHeard]) -> PlacesHeard:

@@ -112,6 +112,7 @@ class LocationMatch:
     detail: str | None = None
     addressed: bool = False  # the place is being called on the radio, not (necessarily) the scene
     elsewhere: bool = False  # where someone fled to, the caller stands, a casualty is taken: not (necessarily) the scene
+    said: str = ""  # the name, alias or short form matched: what the caller said, however it was heard
 
     @property
     def aside(self) -> bool:
@@ -337,7 +338,7 @@ def _candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[str] = 
         if index.is_common_word(label) and (span is None or not _unqualified_at(inp, span[0])):
             continue  # 派出所 spotted in 上坎镇派出所 is someone else's station (unplaced: cannot tell, so not ours)
         confidence = CONFIDENCE["keyword"] * min(1.0, max(score, 0.5))
-        yield _mark(LocationMatch(place, label, "keyword", confidence, span, inp.unit), inp)
+        yield _mark(LocationMatch(place, label, "keyword", confidence, span, inp.unit, said=label), inp)
     if inp.text:
         for n in index.names:
             for m in re.finditer(re.escape(n.text), inp.text):
@@ -345,7 +346,7 @@ def _candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[str] = 
                     continue
                 if _cuts_words(inp, *m.span()):
                     continue  # 仪表厂家, 幸福里面: the words 厂家 and 里面, not the places
-                yield _mark(LocationMatch(n.place, n.text, n.method, CONFIDENCE[n.method], m.span(), "char"), inp)
+                yield _mark(LocationMatch(n.place, n.text, n.method, CONFIDENCE[n.method], m.span(), "char", said=n.text), inp)
     yield from _pinyin_candidates(inp, index, home)
     yield from _headless_at_onset(inp, index)
 
@@ -409,7 +410,7 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[
                 continue  # a generic word heard only as itself (in text: its very reading, 农冒市场), unqualified
             method: Method = "fuzzy" if inp.text or not exact else n.method
             conf = 0.9 * score if method == "fuzzy" else CONFIDENCE[method]
-            yield _mark(LocationMatch(n.place, heard, method, conf, (start, start + size), inp.unit), inp)
+            yield _mark(LocationMatch(n.place, heard, method, conf, (start, start + size), inp.unit, said=n.text), inp)
 
 
 def _headless_at_onset(inp: TranscriptInput, index: PlaceIndex):
@@ -430,7 +431,7 @@ def _headless_at_onset(inp: TranscriptInput, index: PlaceIndex):
             continue
         score = sum(scores) / (size + 1)  # the clipped syllable counts as not heard
         words = " ".join(h.base for h in heard if h)
-        yield _mark(LocationMatch(n.place, words, "fuzzy", 0.9 * score, (0, size), inp.unit), inp)
+        yield _mark(LocationMatch(n.place, words, "fuzzy", 0.9 * score, (0, size), inp.unit, said=n.text), inp)
 
 
 def _has_tones(syllables: list[Syllable | None], start: int, size: int) -> bool:

@@ -162,3 +162,25 @@ async def test_utterances_left_pending_are_transcribed_after_a_restart(tmp_path,
     else:
         assert not raised and len(refused) == 2
 
+
+async def test_the_characters_people_read_name_the_place_the_dispatcher_found(tmp_path, calls_audio):
+    # c013, 康复路服装市场二楼有小偷偷手机: the on-board recogniser hears the market's head as "tang2 fu4 lu4" (唐附录);
+    # the dispatcher's matcher finds the market all the same, and the characters say so
+    service = Service(load_config(make_config(tmp_path, [calls_audio / "c013.wav"], broker=None)))
+    shown: list[dict] = []
+    watched = service.bus.subscribe({"transcript"})
+
+    async def watch() -> None:
+        while True:
+            shown.append((await watched.get()).data)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.wait_for(service.run(serve_http=False), 120)
+    watcher.cancel()
+    [utterance] = service.archive.list()
+    transcript = service.transcripts.get(utterance.id)
+    assert transcript is not None and transcript.readable.startswith("康复路服装市场"), transcript
+    assert "kang1 fu4 lu4" not in transcript.pinyin  # the pinyin stays as heard (the searchable layer)
+    assert [s["readable"] for s in shown] == [transcript.readable]  # the console is shown the same characters
+    [incident] = service.dispatch.dispatcher.store.list()
+    assert incident.place_id == "kangfulu-fuzhuang" and incident.text == transcript.readable

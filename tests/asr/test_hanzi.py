@@ -76,6 +76,15 @@ def test_a_hint_replaces_a_misheard_run_but_not_right_words(radio: HanziDecoder)
     assert radio.decode("zhe4 jia1 fan4 dian4 de5 cai4 wei4 dao4 bu4 cuo4", [(5, 9, "被盗")]) == "这家饭店的菜味道不错"
 
 
+def test_a_name_is_written_over_exactly_its_syllables(radio: HanziDecoder) -> None:
+    heard = "zhong1 fang1 you4 er2 yan2 men2 kou3 you3 mo4 sheng1 ren2"  # a kindergarten's name, its head misheard
+    assert not radio.decode(heard).startswith("东方幼儿园")
+    assert radio.decode(heard, names=[(0, 5, "东方幼儿园")]) == "东方幼儿园门口有陌生人"
+    # the rest is decoded around it, a hint cut to its side; of two names that overlap the first is kept
+    assert radio.decode("fa1 xian4 ke3 yuan2 yuan2 zai4 mei3 shi2 jie1", [(2, 5, "可疑人员")],
+                        names=[(7, 9, "世界"), (6, 9, "美食街")]) == "发现可疑人员在美食街"  # fmt: skip
+
+
 def test_what_no_character_reads_stays_as_heard(plain: HanziDecoder) -> None:
     assert plain.decode("B chao1") == "B超"
     assert plain.decode("") == ""
