@@ -7,23 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.gazetteer import Jurisdiction, load_jurisdiction
+from dispatch.gazetteer import Jurisdiction
 from dispatch.location import LocationMatch, PlaceIndex, extract_location, hear_places
 from dispatch.phonetic import FINAL_FOLD, INITIAL_FOLD, parse_pinyin, resyllabified, split, text_syllables, window_scores
 from dispatch.radio_channel import learned_alike
 from tests.dispatch.chatter import ROUTINE_CHATTER
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def jurisdiction() -> Jurisdiction:
-    return load_jurisdiction(REPO / "config" / "jurisdiction.yaml")
-
-
-@pytest.fixture(scope="module")
-def index(jurisdiction: Jurisdiction) -> PlaceIndex:
-    return PlaceIndex(jurisdiction)
 
 
 def where(text, index: PlaceIndex) -> LocationMatch:

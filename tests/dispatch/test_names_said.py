@@ -3,26 +3,10 @@ people read write a place's name (asr/sherpa_engine.SherpaEngine.write_names), i
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from asr.transcript import Keyword, Transcript, Word
 from dispatch.classify import names_said
-from dispatch.gazetteer import Jurisdiction, load_jurisdiction
+from dispatch.gazetteer import Jurisdiction
 from dispatch.location import PlaceIndex
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def jurisdiction() -> Jurisdiction:
-    return load_jurisdiction(REPO / "config" / "jurisdiction.yaml")
-
-
-@pytest.fixture(scope="module")
-def index(jurisdiction: Jurisdiction) -> PlaceIndex:
-    return PlaceIndex(jurisdiction)
 
 
 def heard(pinyin: str, step: float = 0.2, keywords: tuple[Keyword, ...] = (), alternatives: tuple[Transcript, ...] = ()

@@ -9,17 +9,11 @@ import pytest
 
 from bridge.db import Connection, connect
 from dispatch.config import ResponderRules
-from dispatch.gazetteer import Jurisdiction, distance_m, load_jurisdiction
+from dispatch.gazetteer import Jurisdiction, distance_m
 from dispatch.positions import PayloadError
 from dispatch.responders import STATUSES, ResponderBoard, StatusStore, UnknownResponderError, parse_status, recommend
 
-REPO = Path(__file__).resolve().parents[2]
 NOW = 1_700_000_000.0
-
-
-@pytest.fixture(scope="module")
-def jurisdiction() -> Jurisdiction:
-    return load_jurisdiction(REPO / "config" / "jurisdiction.yaml")
 
 
 @pytest.fixture

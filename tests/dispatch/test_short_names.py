@@ -7,17 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.gazetteer import Jurisdiction, load_jurisdiction, parse_jurisdiction
+from dispatch.gazetteer import Jurisdiction, parse_jurisdiction
 from dispatch.location import PlaceIndex, extract_location
 from dispatch.phonetic import text_syllables
 from dispatch.short_names import short_forms, split_name, spotted_short_names
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def jurisdiction() -> Jurisdiction:
-    return load_jurisdiction(REPO / "config" / "jurisdiction.yaml")
 
 
 @pytest.mark.parametrize(

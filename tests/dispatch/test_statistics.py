@@ -17,7 +17,7 @@ import yaml
 from bridge.archive import MIGRATIONS as ARCHIVE_MIGRATIONS
 from bridge.db import Connection, connect, migrate
 from dispatch import demo_history
-from dispatch.gazetteer import Jurisdiction, load_jurisdiction
+from dispatch.gazetteer import Jurisdiction
 from dispatch.incidents import Incident, IncidentStore, Status
 from dispatch.statistics import HISTOGRAM_EDGES_S, Filters, Statistics, distribution
 
@@ -27,11 +27,6 @@ D1, D2, D3 = date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 9)  # a Monday, t
 
 def at(day: date, hour: int) -> float:
     return datetime(day.year, day.month, day.day, hour).timestamp()  # local time, as the statistics count days
-
-
-@pytest.fixture(scope="module")
-def jurisdiction() -> Jurisdiction:
-    return load_jurisdiction(REPO / "config" / "jurisdiction.yaml")
 
 
 class Seeder:
