@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from asr.combine import combine
 from asr.config import AsrConfig
@@ -39,6 +40,9 @@ from asr.keywords import KeywordEntry
 from asr.models import locate_all
 from asr.transcript import Transcript
 from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH
+
+if TYPE_CHECKING:
+    from asr.sherpa_engine import SherpaEngine  # loaded only when ASR is wanted (native libraries)
 
 logger = logging.getLogger(__name__)
 
@@ -386,6 +390,14 @@ class RecognitionPool:
     async def _notify_room(self) -> None:
         async with self._room:
             self._room.notify_all()
+
+
+def character_writer(engines: Sequence[Engine]) -> SherpaEngine | None:
+    """The engine whose characters are decoded from its pinyin: `write_names` writes in them the places a reader
+    that knows how names are misheard found (none without the decoder, or for Vosk, whose characters are its own)."""
+    from asr.sherpa_engine import SherpaEngine
+
+    return next((e for e in engines if isinstance(e, SherpaEngine) and e.hanzi is not None), None)
 
 
 def build_engines(config: AsrConfig, keywords: Sequence[KeywordEntry] = (), words: Sequence[str] = ()) -> list[Engine]:

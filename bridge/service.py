@@ -193,8 +193,7 @@ class Service:
         if self.config.asr.engine == "none":
             logger.info("speech recognition is off (asr.engine: none)")
             return None
-        from asr.sherpa_engine import SherpaEngine
-        from asr.worker import RecognitionPool
+        from asr.worker import RecognitionPool, character_writer
 
         engines = await asyncio.to_thread(self._build_engines)
         if not engines:
@@ -205,7 +204,7 @@ class Service:
         read_by = self.dispatch if self.dispatches_heard else self.forwarder
         on_partial = self._on_partial if self.config.dispatch.provisional and read_by is not None else None
         # the places the dispatcher finds in a final, named in the characters people read (the on-board engine's)
-        self._place_writer = next((e for e in engines if isinstance(e, SherpaEngine) and e.hanzi is not None), None)
+        self._place_writer = character_writer(engines)
         # (only where this box dispatches what it hears: an edge leaving that to central would name central's places)
         named = self._place_writer is not None and self.dispatch is not None and self.dispatches_heard
         write_places = self._write_places if named else None

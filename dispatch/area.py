@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
+from asr.transcript import Transcript
+from dispatch.classify import names_said
 from dispatch.gazetteer import Jurisdiction, Place
 from dispatch.location import PlaceIndex
 
@@ -62,3 +64,10 @@ class JurisdictionArea:
 
     def station_of(self, responder_id: str) -> str | None:
         return None
+
+
+def names_said_on(area: Area, transcript: Transcript, channel: str) -> list[tuple[int, int, str]]:
+    """Where the places a dispatcher of `area` reads in a transcript heard on `channel` were said, and as what
+    (`dispatch.classify.names_said`, with the channel's place index and its own places): for the characters people
+    read (asr/sherpa_engine.SherpaEngine.write_names)."""
+    return names_said(transcript, area.places(channel), area.jurisdiction.channel_posts.get(channel, frozenset()))

@@ -64,8 +64,8 @@ from dispatch.announce import (
     units_by_channel,
     withdrawal_text,
 )
-from dispatch.area import Area, JurisdictionArea
-from dispatch.classify import Classification, Lexicon, load_lexicon, names_said, read_report
+from dispatch.area import Area, JurisdictionArea, names_said_on
+from dispatch.classify import Classification, Lexicon, load_lexicon, read_report
 from dispatch.config import PartialRules
 from dispatch.gazetteer import Jurisdiction, Place, load_jurisdiction
 from dispatch.geofence import Geofences
@@ -992,8 +992,8 @@ class DispatchService:
 
     def names_said(self, transcript: Transcript, channel: str) -> list[tuple[int, int, str]]:
         """(Thread-safe: read-only.) Where the places the dispatcher reads in a transcript heard on `channel` were
-        said, and as what (`dispatch.classify.names_said`): for the characters people read."""
-        return names_said(transcript, self.area.places(channel), self.jurisdiction.channel_posts.get(channel, frozenset()))
+        said, and as what (`dispatch.area.names_said_on`): for the characters people read."""
+        return names_said_on(self.area, transcript, channel)
 
     async def run(self) -> None:
         """Keep the MQTT link up and the outbox draining until cancelled."""

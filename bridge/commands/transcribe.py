@@ -7,7 +7,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +17,9 @@ from bridge.commands.service import parse_since
 
 if TYPE_CHECKING:
     from bridge.archive import ArchivedUtterance
-    from bridge.config import StorageConfig
+    from bridge.config import Config, StorageConfig
+
+PlaceNamer = Callable[[Transcript, str], Transcript]  # (a final, the channel it was heard on) -> its places named
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +73,15 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if not engines:
         print("no speech recognition engine available (see `jingbao model list`)", file=sys.stderr)
         return 2
+    name_places = _place_namer(config, engines)
     if args.archive:
         assert config is not None  # always loaded for --archive (above)
-        return _transcribe_archive(args, config.storage, engines)
+        return _transcribe_archive(args, config.storage, engines, name_places)
     failed = 0
     with _progress(args.files, enabled=sys.stderr.isatty() and not args.json) as advance:
         for path in args.files:
             try:
-                for start, end, transcript in transcribe_file(path, engines, vad):
+                for start, end, transcript in transcribe_file(path, engines, vad, name_places):
                     _print_utterance(path, start, end, transcript, args.json)
             except Exception as e:  # a bad file is reported and skipped, the others are still transcribed
                 failed += 1
@@ -87,7 +90,22 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _transcribe_archive(args: argparse.Namespace, storage: StorageConfig, engines: Sequence[Engine]) -> int:
+def _place_namer(config: Config | None, engines: Sequence[Engine]) -> PlaceNamer:
+    """What the service does to a final before it is stored: the places its dispatcher reads in it written as named
+    in the characters (the on-board engine's; docs/dispatch.md, Location 11). Without a config, as heard."""
+    from asr.worker import character_writer
+    from dispatch.area import JurisdictionArea, names_said_on
+    from dispatch.gazetteer import load_jurisdiction
+
+    writer = character_writer(engines)
+    if config is None or writer is None:
+        return lambda transcript, channel: transcript
+    area = JurisdictionArea(load_jurisdiction(config.jurisdiction))
+    return lambda transcript, channel: writer.write_names(transcript, names_said_on(area, transcript, channel))
+
+
+def _transcribe_archive(args: argparse.Namespace, storage: StorageConfig, engines: Sequence[Engine],
+                        name_places: PlaceNamer) -> int:
     """Re-transcribe archived utterances (a better model, a new keyword list) and store the new transcripts."""
     from asr.store import TranscriptStore
     from bridge.archive import Archive
@@ -103,7 +121,7 @@ def _transcribe_archive(args: argparse.Namespace, storage: StorageConfig, engine
         with _progress(rows, enabled=sys.stderr.isatty() and not args.json) as advance:
             for row in rows:
                 try:
-                    transcript = _recognise(archive.read_pcm(row.id), engines)
+                    transcript = name_places(_recognise(archive.read_pcm(row.id), engines), row.channel)
                 except Exception as e:  # one unreadable file must not stop the rest
                     failed += 1
                     print(f"{row.id}: {e}", file=sys.stderr)
@@ -128,14 +146,15 @@ def _recognise(pcm: bytes, engines: Sequence[Engine]) -> Transcript:
     return combine(results)
 
 
-def transcribe_file(path: Path, engines: Sequence[Engine], vad: object) -> Iterator[tuple[float, float, Transcript]]:
+def transcribe_file(path: Path, engines: Sequence[Engine], vad: object, name_places: PlaceNamer
+                    ) -> Iterator[tuple[float, float, Transcript]]:
     """(start, end, transcript) of each utterance the segmenter finds in the file, times in seconds from its start;
-    every engine hears every utterance and their results are combined."""
+    every engine hears every utterance and their results are combined (the places found named: no channel's own)."""
     from bridge.decode import decode_file
     from bridge.segmenter import segment_pcm
 
     for utterance in segment_pcm(decode_file(path), vad, channel=path.stem):  # type: ignore[arg-type]
-        yield utterance.start, utterance.end, _recognise(utterance.pcm, engines)
+        yield utterance.start, utterance.end, name_places(_recognise(utterance.pcm, engines), "")
 
 
 def _print_utterance(path: Path, start: float, end: float, transcript: Transcript, as_json: bool) -> None:

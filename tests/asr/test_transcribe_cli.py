@@ -59,6 +59,15 @@ def test_json_lines_one_per_utterance_with_keywords(two_calls: Path, sherpa_mode
     assert "\x1b[" not in done.stderr  # no progress bar when not on a terminal
 
 
+def test_a_misheard_place_is_written_as_the_dispatcher_finds_it(calls_audio: Path, sherpa_model: Path) -> None:
+    # c013, 康复路服装市场二楼有小偷偷手机: the market's head is heard "tang2 fu4 lu4", and written as named all the same
+    done = jingbao("transcribe", str(calls_audio / "c013.wav"), "--json", "--engine", "sherpa", "--config",
+                   "config/demo.yaml", sherpa_model=sherpa_model)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [record] = [json.loads(line) for line in done.stdout.splitlines()]
+    assert record["readable"].startswith("康复路服装市场") and "kang1 fu4 lu4" not in record["pinyin"], record
+
+
 def test_readable_output_and_a_bad_file(two_calls: Path, sherpa_model: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF not really a wav file")
