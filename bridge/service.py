@@ -47,6 +47,7 @@ class Service:
         self.announcements: asyncio.Queue = asyncio.Queue(maxsize=100)  # spoken dispatch -> transmit paths
         self.dispatch = self._build_dispatch()
         self.recognition: LiveRecognition | None = None  # built in run(): the pool needs the running loop
+        self.stale_finals = 0  # finals not dispatched: heard over node.dispatch_max_age_s ago (/metrics)
         self._place_writer: SherpaEngine | None = None  # the engine whose characters name the places (with recognition)
         self.speaker: Speaker | None = None  # the announcements' voice, loaded in run() once the transmitters are open
         self.channels = [Channel(ch, self.archive, self.bus, self._on_segment_event) for ch in config.channels if ch.enabled]
@@ -174,6 +175,7 @@ class Service:
         # stored and searchable, on the console, paging nobody
         age = self.dispatch.dispatcher.too_old(utterance.id, utterance.start, self.config.node.dispatch_max_age_s)
         if age is not None:
+            self.stale_finals += 1
             logger.warning("channel %s: %s not dispatched: heard %d min ago, over node.dispatch_max_age_s (%s)",
                            utterance.channel, utterance.id, round(age / 60), clip(transcript.shown))  # fmt: skip
             return

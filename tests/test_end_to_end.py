@@ -19,6 +19,7 @@ import yaml
 
 from bridge.config import load_config
 from bridge.service import Service
+from bridge.web.metrics import ServiceCollector
 from tests.conftest import SHERPA_MODEL
 from tests.support.broker import Mosquitto, broker_fixture  # noqa: F401 (fixture)
 from tests.support.radio import radio_calls_fixture  # noqa: F401 (fixture)
@@ -161,6 +162,8 @@ async def test_utterances_left_pending_are_transcribed_after_a_restart(tmp_path,
         assert raised == {"theft", "medical"} and not refused  # the two calls: a stolen scooter, a man collapsed
     else:
         assert not raised and len(refused) == 2
+    [stale] = [m for m in ServiceCollector(second).collect() if m.name == "jingbao_dispatch_stale"]
+    assert stale.samples[0].value == (0 if max_age_s is None else 2)
 
 
 async def test_the_characters_people_read_name_the_place_the_dispatcher_found(tmp_path, calls_audio):

@@ -120,6 +120,9 @@ class ServiceCollector(Collector):
     def _dispatch(self) -> Iterator[Metric]:
         if self.service.dispatch is not None:
             yield from dispatch_metrics(self.service.dispatch)
+            yield CounterMetricFamily("jingbao_dispatch_stale", "Final transcripts not dispatched: heard over "
+                                      "node.dispatch_max_age_s ago (stored, paging nobody)",
+                                      value=self.service.stale_finals)  # fmt: skip
 
     def _forwarding(self) -> Iterator[Metric]:
         forwarder = self.service.forwarder
