@@ -63,7 +63,7 @@ REPORT, REPORT_PRIORITY = "report", "medium"  # an incident of unknown type: sen
 NOT_NOW = "not_now"  # the lexicon's role for words saying a matter is over, second-hand or a reminder
 SOUND_ALIKE_FREQ = 1000  # a word read like a two-syllable term and this common (jieba; as asr.keywords.HOMOPHONE_FREQ)
 # is likelier what was said
-KEYWORD_RUN_MIN = 0.6  # a name is written over syllables near where it was heard that sound more than this like it
+NAME_RUN_MIN = 0.6  # a name is written over syllables near where it was heard that sound more than this like it
 HEARD_APPROXIMATELY = 0.9  # weight factor of a word not heard as itself: a word heard right outweighs it on a tie
 
 IncidentType = Literal[
@@ -412,8 +412,8 @@ def names_said(transcript: Transcript, index: PlaceIndex, home: frozenset[str] =
     heard = [hear_places(hearing, index, home) for hearing in hearings]
     places = _scene_most_heard(heard)
     hearing = next(h for h, p in zip(hearings, heard, strict=True) if p is places)
-    if len(places.inp.syllables) != len(hearing.words):  # one syllable a word, as the engine gives them
-        return []
+    if any(len(p.inp.syllables) != len(h.words) for h, p in ((hearing, places), (transcript, heard[0]))):
+        return []  # each word one syllable, as the engine gives them: else the spans are not the words
     # a name matched in the pinyin lies over exactly the syllables it was heard in; a spotted keyword's span is only
     # where its time falls, a syllable or so either side: the run there that sounds most like it
     spans = []
@@ -427,9 +427,9 @@ def names_said(transcript: Transcript, index: PlaceIndex, home: frozenset[str] =
 def _sounds_most_like(label: str, syllables: list[Syllable | None], lo: int, hi: int) -> tuple[int, int] | None:
     """The run of syllables as long as `label`, starting from one before `lo` to where it ends one after `hi`, that
     sounds most like it (the earliest of equals), its first and last syllables at least half like the name's; None
-    when none sounds more than KEYWORD_RUN_MIN like it (the name's head lost, say)."""
+    when none sounds more than NAME_RUN_MIN like it (the name's head lost, say)."""
     size = len(phrase(label))
-    best, best_score = None, KEYWORD_RUN_MIN * size
+    best, best_score = None, NAME_RUN_MIN * size
     for start in range(max(0, lo - 1), min(len(syllables), hi + 1) - size + 1):
         scores = window_scores(label, syllables, start)
         if not scores or min(scores[0], scores[-1]) < 0.5:
