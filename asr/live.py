@@ -76,7 +76,7 @@ class RecognisedUtterance:
 
 TranscriptHook = Callable[[Transcript, RecognisedUtterance], Awaitable[None]]
 PartialHook = TranscriptHook  # called with each partial transcript while the utterance is still being spoken
-PlaceWriter = Callable[[Transcript, RecognisedUtterance], Transcript]
+PlaceWriter = Callable[[Transcript, str], Transcript]  # (a final, the channel it was heard on) -> its places named
 
 
 @dataclass(slots=True, frozen=True)
@@ -352,7 +352,7 @@ class LiveRecognition:
         if self.write_places is None or transcript.empty:
             return transcript
         try:
-            return await asyncio.to_thread(self.write_places, transcript, ref)
+            return await asyncio.to_thread(self.write_places, transcript, ref.channel)
         except Exception:
             logger.exception("channel %s: naming the places heard in %s failed; its characters stay as decoded",
                              ref.channel, ref.id)  # fmt: skip

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from asr.engine import Engine
 from asr.live import LiveRecognition, RecognisedUtterance
@@ -24,9 +24,6 @@ from bridge.web import create_app
 from bridge.web.server import HttpServer, bind, close, http_server
 from dispatch.speech import Speaker
 from hardware.radios import Radios
-
-if TYPE_CHECKING:
-    from asr.sherpa_engine import SherpaEngine  # loaded only when ASR is wanted (native libraries)
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +45,6 @@ class Service:
         self.dispatch = self._build_dispatch()
         self.recognition: LiveRecognition | None = None  # built in run(): the pool needs the running loop
         self.stale_finals = 0  # finals not dispatched: heard over node.dispatch_max_age_s ago (/metrics)
-        self._place_writer: SherpaEngine | None = None  # the engine whose characters name the places (with recognition)
         self.speaker: Speaker | None = None  # the announcements' voice, loaded in run() once the transmitters are open
         self.channels = [Channel(ch, self.archive, self.bus, self._on_segment_event) for ch in config.channels if ch.enabled]
         self.radios = Radios([ch.config for ch in self.channels], config.patches, self._speech_ended)
@@ -196,6 +192,7 @@ class Service:
             logger.info("speech recognition is off (asr.engine: none)")
             return None
         from asr.worker import RecognitionPool, character_writer
+        from dispatch.area import place_namer
 
         engines = await asyncio.to_thread(self._build_engines)
         if not engines:
@@ -205,18 +202,13 @@ class Service:
         # the partials go to this box's dispatcher, or to central's when this edge leaves dispatch to it
         read_by = self.dispatch if self.dispatches_heard else self.forwarder
         on_partial = self._on_partial if self.config.dispatch.provisional and read_by is not None else None
-        # the places the dispatcher finds in a final, named in the characters people read (the on-board engine's)
-        self._place_writer = character_writer(engines)
-        # (only where this box dispatches what it hears: an edge leaving that to central would name central's places)
-        named = self._place_writer is not None and self.dispatch is not None and self.dispatches_heard
-        write_places = self._write_places if named else None
+        # the places the dispatcher finds in a final, named in the characters people read (the on-board engine's),
+        # only where this box dispatches what it hears: an edge leaving that to central would name central's places
+        writer = character_writer(engines)
+        named = writer is not None and self.dispatch is not None and self.dispatches_heard
+        write_places = place_namer(self.dispatch.area, writer) if named else None
         return LiveRecognition(pool, self.archive, self.transcripts, self.bus, self._on_transcript, on_partial,
                                write_places)
-
-    def _write_places(self, transcript: Transcript, utterance: RecognisedUtterance) -> Transcript:
-        """(In a worker thread.) The final, its readable characters naming the places the dispatcher reads in it."""
-        assert self._place_writer is not None and self.dispatch is not None
-        return self._place_writer.write_names(transcript, self.dispatch.names_said(transcript, utterance.channel))
 
     def _build_engines(self) -> list[Engine]:
         """(In a worker thread: the keyword and word lists take a few tenths of a second, the models about a second,

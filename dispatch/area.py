@@ -9,12 +9,15 @@ places, responders of that station and its neighbours only.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from asr.transcript import Transcript
 from dispatch.classify import names_said
 from dispatch.gazetteer import Jurisdiction, Place
 from dispatch.location import PlaceIndex
+
+if TYPE_CHECKING:
+    from asr.live import PlaceWriter
 
 
 class Area(Protocol):
@@ -66,8 +69,19 @@ class JurisdictionArea:
         return None
 
 
-def names_said_on(area: Area, transcript: Transcript, channel: str) -> list[tuple[int, int, str]]:
-    """Where the places a dispatcher of `area` reads in a transcript heard on `channel` were said, and as what
-    (`dispatch.classify.names_said`, with the channel's place index and its own places): for the characters people
-    read (asr/sherpa_engine.SherpaEngine.write_names)."""
-    return names_said(transcript, area.places(channel), area.jurisdiction.channel_posts.get(channel, frozenset()))
+class NameWriter(Protocol):
+    """Writes a transcript's readable characters again with names over given word spans (asr/sherpa_engine)."""
+
+    def write_names(self, transcript: Transcript, names: Sequence[tuple[int, int, str]]) -> Transcript: ...
+
+
+def place_namer(area: Area, writer: NameWriter) -> PlaceWriter:
+    """What is done to a final before it is stored (the service, `jingbao transcribe`): the places a dispatcher of
+    `area` reads in it (`dispatch.classify.names_said`, with the channel's place index and its own places) written as
+    named in the characters people read. Thread-safe: the area is only read."""
+
+    def name_places(transcript: Transcript, channel: str) -> Transcript:
+        home = area.jurisdiction.channel_posts.get(channel, frozenset())
+        return writer.write_names(transcript, names_said(transcript, area.places(channel), home))
+
+    return name_places

@@ -64,7 +64,7 @@ from dispatch.announce import (
     units_by_channel,
     withdrawal_text,
 )
-from dispatch.area import Area, JurisdictionArea, names_said_on
+from dispatch.area import Area, JurisdictionArea
 from dispatch.classify import Classification, Lexicon, load_lexicon, read_report
 from dispatch.config import PartialRules
 from dispatch.gazetteer import Jurisdiction, Place, load_jurisdiction
@@ -989,11 +989,6 @@ class DispatchService:
         self.tasks = TaskDesk(conn=self._conn, jurisdiction=self.jurisdiction, outbox=self.outbox, topics=topics,
                               announcer=announcer, publish=bus.publish if bus is not None else None,
                               record_on_incident=self.dispatcher.store.record)  # fmt: skip
-
-    def names_said(self, transcript: Transcript, channel: str) -> list[tuple[int, int, str]]:
-        """(Thread-safe: read-only.) Where the places the dispatcher reads in a transcript heard on `channel` were
-        said, and as what (`dispatch.area.names_said_on`): for the characters people read."""
-        return names_said_on(self.area, transcript, channel)
 
     async def run(self) -> None:
         """Keep the MQTT link up and the outbox draining until cancelled."""

@@ -7,7 +7,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,10 +16,9 @@ from asr.transcript import Transcript
 from bridge.commands.service import parse_since
 
 if TYPE_CHECKING:
+    from asr.live import PlaceWriter
     from bridge.archive import ArchivedUtterance
     from bridge.config import Config, StorageConfig
-
-PlaceNamer = Callable[[Transcript, str], Transcript]  # (a final, the channel it was heard on) -> its places named
 
 logger = logging.getLogger(__name__)
 
@@ -90,22 +89,21 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _place_namer(config: Config | None, engines: Sequence[Engine]) -> PlaceNamer:
+def _place_namer(config: Config | None, engines: Sequence[Engine]) -> PlaceWriter:
     """What the service does to a final before it is stored: the places its dispatcher reads in it written as named
     in the characters (the on-board engine's; docs/dispatch.md, Location 11). Without a config, as heard."""
     from asr.worker import character_writer
-    from dispatch.area import JurisdictionArea, names_said_on
+    from dispatch.area import JurisdictionArea, place_namer
     from dispatch.gazetteer import load_jurisdiction
 
     writer = character_writer(engines)
     if config is None or writer is None:
         return lambda transcript, channel: transcript
-    area = JurisdictionArea(load_jurisdiction(config.jurisdiction))
-    return lambda transcript, channel: writer.write_names(transcript, names_said_on(area, transcript, channel))
+    return place_namer(JurisdictionArea(load_jurisdiction(config.jurisdiction)), writer)
 
 
 def _transcribe_archive(args: argparse.Namespace, storage: StorageConfig, engines: Sequence[Engine],
-                        name_places: PlaceNamer) -> int:
+                        name_places: PlaceWriter) -> int:
     """Re-transcribe archived utterances (a better model, a new keyword list) and store the new transcripts."""
     from asr.store import TranscriptStore
     from bridge.archive import Archive
@@ -146,7 +144,7 @@ def _recognise(pcm: bytes, engines: Sequence[Engine]) -> Transcript:
     return combine(results)
 
 
-def transcribe_file(path: Path, engines: Sequence[Engine], vad: object, name_places: PlaceNamer
+def transcribe_file(path: Path, engines: Sequence[Engine], vad: object, name_places: PlaceWriter
                     ) -> Iterator[tuple[float, float, Transcript]]:
     """(start, end, transcript) of each utterance the segmenter finds in the file, times in seconds from its start;
     every engine hears every utterance and their results are combined (the places found named: no channel's own)."""
