@@ -84,13 +84,12 @@ _ADDRESSED_BEFORE = ("呼叫", "通知")
 # ... and the people of a place (高桥市场保安请到美食街, 皮具城的保安，…): the unit called or calling, not the scene.
 _ADDRESSEE_ROLES = ("保安", "保安队", "保卫科", "门卫", "门岗", "值班室", "民警", "警长", "巡逻队", "义警", "网格员", "志愿者")
 # Places said as somewhere other than the scene: where someone ran or drove off to (往万寿北路方向跑了, 朝幸福路逃了,
-# 往金花北路去了), where the caller stands or whom he speaks for as he reports what he sees (我在长乐公园门口，长乐东路那边…;
-# 人在长乐医院门口，看见对面…; 我这边是西光中学，家长说孩子在建材市场走丢了), where a casualty is taken (送长乐医院,
-# 开道去长乐医院). Each weighs only against another place heard that is neither (halved then, when the scene is chosen):
-# named alone it is still the scene, as sure (我在美食街，有人打架; 这里是美食街，有人打架).
+# 往金花北路去了), where the caller stands as he reports what he sees (我在长乐公园门口，长乐东路那边…; 人在长乐医院门口，
+# 看见对面…), where a casualty is taken (送长乐医院, 开道去长乐医院). Each weighs only against another place heard that is
+# neither (halved then, when the scene is chosen): named alone it is still the scene, as sure (我在美食街，有人打架).
 _HEADING_BEFORE = ("往", "朝", "向")
 _HEADING_AFTER = ("方向", "跑", "逃", "跑了", "逃了", "去了", "走了", "开走")
-_STANDING_BEFORE = ("我在", "我们在", "我现在在", "我人在", "我是", "这里是", "这边是")
+_STANDING_BEFORE = ("我在", "我们在", "我现在在", "我人在")
 _STANDING_AT_CLAUSE_START = "人在"  # ……网格员，人在长乐医院门口: but not 有人在美食街打架, 病人在…
 _TAKEN_TO_BEFORE = ("送", "去")  # ... before a hospital (送到, 送往, 去往: the 到/往 between is passed over, _taken_to)
 ELSEWHERE_PENALTY = 0.5
