@@ -79,6 +79,16 @@ def test_two_weak_words_of_one_type_outweigh_one_of_another() -> None:
     assert classify("车停这里堵住了，两个人吵架").type == "dispute"  # a plain word still beats weak ones
 
 
+def test_a_cry_for_help_raises_the_priority_of_the_type_heard_and_names_none() -> None:
+    """救命 says how urgent, not what: beside a type's words that type wins, however they were heard (in pinyin
+    两口子打起来 is heard only near 两口子打架); alone it is a report of no known type, high, for the operator."""
+    said = "西光社区十二号院有两口子打起来了，女的在喊救命"
+    assert kind(said) == kind(pinyin_of(said)) == ("domestic", "high")
+    for alone in ("美食街有人喊救命", pinyin_of("美食街有人喊救命")):
+        c = classify(pinyin=alone) if alone.isascii() else classify(alone)
+        assert (c.type, c.priority, c.needs_confirmation) == ("other", "high", True)
+
+
 @pytest.mark.parametrize("said", ["巡逻完毕，没有异常情况", "不需要支援，已经处理好了"])
 def test_negated_report_words_raise_nothing(said: str) -> None:
     assert kind(said) == ("none", "none")
