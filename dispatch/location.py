@@ -112,6 +112,7 @@ class LocationMatch:
     detail: str | None = None
     addressed: bool = False  # the place is being called on the radio, not (necessarily) the scene
     elsewhere: bool = False  # where someone fled to, the caller stands, a casualty is taken: not (necessarily) the scene
+    gone_to: bool = False  # ... of those, where someone went or is taken: they left the scene for it
     said: str = ""  # the name, alias or short form matched: what the caller said, however it was heard
 
     @property
@@ -260,6 +261,10 @@ class PlacesHeard:
             return None
         if any(c.elsewhere for c in candidates) and any(not c.aside for c in candidates):
             candidates = [replace(c, confidence=c.confidence * ELSEWHERE_PENALTY) if c.elsewhere else c
+                          for c in candidates]
+        elif any(c.gone_to for c in candidates) and any(not c.gone_to for c in candidates):
+            # every place aside: where someone went gives way to where the caller stands (我在高桥市场，…往幸福路跑了)
+            candidates = [replace(c, confidence=c.confidence * ELSEWHERE_PENALTY) if c.gone_to else c
                           for c in candidates]
         best = max(candidates, key=lambda c: (not c.addressed, c.confidence, -(c.span or (0,))[0]))
         best = _first_street(best, candidates)
@@ -551,7 +556,7 @@ def _mark(c: LocationMatch, inp: TranscriptInput) -> LocationMatch:
     standing = any(_said_before(w, inp.syllables, start) for w in _STANDING_BEFORE) or (
         _said_before(_STANDING_AT_CLAUSE_START, inp.syllables, start) and (start == 2 or inp.syllables[start - 3] is None))
     taken_to = c.place.kind == "hospital" and _taken_to(inp.syllables, start)
-    return replace(c, elsewhere=True) if heading or standing or taken_to else c
+    return replace(c, elsewhere=True, gone_to=heading or taken_to) if heading or standing or taken_to else c
 
 
 def _said_before(word: str, syllables: list[Syllable | None], at: int) -> bool:

@@ -192,6 +192,8 @@ def test_where_someone_fled_to_is_not_the_scene(said: str, scene: str, form, ind
         ("电子厂有工人晕倒，开车送到长乐医院", "qinchuan-dianzi"),
         ("有人在美食街打架，就在长乐公园对面", "meishijie"),  # 有人在 is not the caller standing somewhere
         ("我在长乐公园门口，看到有人在韩森路上打架", "hansenlu"),
+        ("我在高桥市场，有人偷东西，往幸福路方向跑了", "gaoqiao-market"),  # where the caller stands, not where they fled
+        ("我在皮具城门口，有人晕倒了，已经送长乐医院", "piju-city"),
         ("高桥警务点到美食街出警", "meishijie"),  # sent there to act: the scene, not a unit asked
         ("请派出所到美食街出警，有人打架", "meishijie"),
         ("请派出所来人，美食街有人闹事", "meishijie"),  # the unit asked to come
