@@ -262,8 +262,9 @@ class PlacesHeard:
         if any(c.elsewhere for c in candidates) and any(not c.aside for c in candidates):
             candidates = [replace(c, confidence=c.confidence * ELSEWHERE_PENALTY) if c.elsewhere else c
                           for c in candidates]
-        elif any(c.gone_to for c in candidates) and any(not c.gone_to for c in candidates):
-            # every place aside: where someone went gives way to where the caller stands (我在高桥市场，…往幸福路跑了)
+        elif any(c.gone_to for c in candidates) and any(c.elsewhere and not c.gone_to for c in candidates):
+            # every place aside: where someone went gives way to where the caller stands (我在高桥市场，…往幸福路跑了),
+            # not to a unit called (高桥警务点请注意，…往万寿北路跑了: the one place to go, as sure as said alone)
             candidates = [replace(c, confidence=c.confidence * ELSEWHERE_PENALTY) if c.gone_to else c
                           for c in candidates]
         best = max(candidates, key=lambda c: (not c.addressed, c.confidence, -(c.span or (0,))[0]))

@@ -207,7 +207,8 @@ def test_a_place_said_as_somewhere_else_gives_way_to_the_scene(said: str, scene:
 @pytest.mark.parametrize(
     ("said", "plainly"),
     [("我在美食街，这边有人打架", "美食街这边有人打架"), ("有人晕倒了，赶紧送长乐医院", "有人晕倒了，长乐医院"),
-     ("有人抢了包往万寿北路方向跑了", "有人抢了包万寿北路")],
+     ("有人抢了包往万寿北路方向跑了", "有人抢了包万寿北路"),
+     ("高桥警务点请注意，有人抢了包往万寿北路方向跑了", "高桥警务点请注意，有人抢了包万寿北路")],
 )
 def test_named_alone_it_is_still_the_place_and_as_sure(said: str, plainly: str, index: PlaceIndex) -> None:
     """A provisional alert needs the place's confidence: a lone place said as somewhere else keeps it."""
