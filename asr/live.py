@@ -2,7 +2,8 @@
 someone speaks (partials for the console and `on_partial`), and turns each finished utterance into a stored transcript.
 When the segmenter hears the speaker pause (UtterancePaused) it asks for a partial at once, of all the audio so far,
 handed over marked `paused` even when its words did not change: the dispatcher acts on it ~1 s before the hang-over
-ends the utterance.
+ends the utterance. If the pause goes on (the segmenter's second UtterancePaused, `settled`), the same partial is
+handed over again marked `settled`: most likely all that will be said (the dispatcher alerts what its final would).
 
 Nothing here ever drops an utterance. If the pool is full when speech starts, or recognition fails, the utterance
 stays `pending` in the archive and the backlog sweep transcribes it later (also after a crash or restart). A failure
@@ -36,7 +37,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from asr.store import TranscriptStore
@@ -72,6 +73,18 @@ class RecognisedUtterance:
     start: float
     end: float
     paused: bool = False
+    settled: bool = False  # ... and the pause went on for the segmenter's `long_pause_ms` (handed over again)
+
+
+@dataclass(slots=True)
+class _Pause:
+    """An utterance's latest pause (`number`: the recognition stream's count, which its partial carries): the partial
+    taken there, once handed over, and whether the pause has settled (lasted `long_pause_ms`) before that partial
+    came."""
+
+    number: int
+    partial: tuple[Transcript, RecognisedUtterance] | None = None
+    settled: bool = False
 
 
 TranscriptHook = Callable[[Transcript, RecognisedUtterance], Awaitable[None]]
@@ -125,6 +138,7 @@ class LiveRecognition:
         self.on_partial = on_partial
         self.write_places = write_places
         self._partials_seen: dict[str, float] = {}  # utterance id -> start: partials handed to on_partial
+        self._pauses: dict[str, _Pause] = {}  # utterance id -> its latest pause (a new one replaces it)
         self._streams: dict[str, StreamHandle] = {}
         self._busy: set[str] = set()  # utterance ids taken for recognition (live or from the backlog), until stored
         self._waiting: dict[str, str] = {}  # id -> channel: waiting for the sweep (pending in the archive, or held)
@@ -144,11 +158,17 @@ class LiveRecognition:
             handle = self._streams.get(event.utterance_id)
             if handle is not None:
                 handle.feed(event.pcm, event.voiced)
+            pause = self._pauses.get(event.utterance_id)
+            if event.voiced and pause is not None:  # speech again: a late partial of the pause may hold some of it
+                pause.settled = False
         elif isinstance(event, UtterancePaused):
             handle = self._streams.get(event.utterance_id)
-            if handle is not None:
-                handle.pause()
+            if handle is not None and event.settled:
+                self._settle_pause(event.utterance_id)
+            elif handle is not None:
+                self._pauses[event.utterance_id] = _Pause(handle.pause())
         elif isinstance(event, UtteranceDiscarded):
+            self._pauses.pop(event.utterance_id, None)
             handle = self._streams.pop(event.utterance_id, None)
             if handle is not None:
                 handle.abort()
@@ -158,6 +178,7 @@ class LiveRecognition:
                 ref = RecognisedUtterance(event.utterance_id, event.channel, start, start + event.duration)
                 self._spawn(self._hand_over(Transcript(text="", pinyin=""), ref))
         elif isinstance(event, Utterance):
+            self._pauses.pop(event.id, None)
             handle = self._streams.pop(event.id, None)
             if handle is not None:  # archived or held, its audio is all in the stream
                 self._spawn(self._finish(handle, RecognisedUtterance(event.id, event.channel, event.start, event.end)))
@@ -223,8 +244,29 @@ class LiveRecognition:
                                          "at_pause": partial.at_pause, **transcript.to_dict()})
             if self.on_partial is not None:
                 self._partials_seen[handle.utterance_id] = start
-                ref = RecognisedUtterance(handle.utterance_id, channel, start, time.time(), partial.at_pause)
+                pause = self._pauses.get(handle.utterance_id)
+                if pause is not None and (not partial.at_pause or pause.number != partial.pause):
+                    pause = None  # not the partial of the speaker's latest pause
+                settled = pause is not None and pause.settled
+                ref = RecognisedUtterance(handle.utterance_id, channel, start, time.time(), partial.at_pause, settled)
+                if settled:
+                    del self._pauses[handle.utterance_id]
+                elif pause is not None:
+                    pause.partial = (transcript, ref)  # handed over again, settled, if the pause goes on
                 self._spawn(self._hand_partial(transcript, ref))
+
+    def _settle_pause(self, utterance_id: str) -> None:
+        """The speaker's pause has gone on for `long_pause_ms`: the partial taken at it is handed over again, marked
+        settled, or will be when it comes (unless the speaker goes on first)."""
+        pause = self._pauses.get(utterance_id)
+        if pause is None or self.on_partial is None:
+            return
+        if pause.partial is None:
+            pause.settled = True
+            return
+        del self._pauses[utterance_id]
+        transcript, ref = pause.partial
+        self._spawn(self._hand_partial(transcript, replace(ref, settled=True)))
 
     async def _hand_partial(self, partial: Transcript, ref: RecognisedUtterance) -> None:
         assert self.on_partial is not None

@@ -61,7 +61,11 @@ class Partial:
     audio fed until then was decoded, so it holds everything said before the pause."""
 
     transcript: Transcript
-    at_pause: bool = False
+    pause: int = 0  # the pause it was asked for at (`StreamHandle.pause`'s count); 0: a partial between pauses
+
+    @property
+    def at_pause(self) -> bool:
+        return self.pause > 0
 
 
 class PoolFull(Exception):
@@ -105,6 +109,7 @@ class StreamHandle:
         self._aborted = False
         self._over = False  # the worker has delivered the outcome: nothing more to schedule
         self._pause_wanted = False  # a partial is due once the audio fed so far is decoded (the speaker paused)
+        self._pauses = 0  # pauses asked for so far
         self._held = bytearray()  # unvoiced audio after a pause, not decoded unless speech resumes
         self._holding = False
         self._streams: list[RecognitionStream] | None = None  # made in the worker (Vosk's takes ~0.1 s)
@@ -134,15 +139,18 @@ class StreamHandle:
             self._holding = False
             self._schedule()
 
-    def pause(self) -> None:
-        """The speaker paused: a partial of everything fed so far is wanted now, changed or not."""
+    def pause(self) -> int:
+        """The speaker paused: a partial of everything fed so far is wanted now, changed or not. Returns the pause's
+        number, which that partial carries (`Partial.pause`; 0: none will come, the utterance is ending)."""
         with self._lock:
             if self._closing:
-                return
+                return 0
+            self._pauses += 1
             self._pause_wanted = self._holding = True
             self._schedule()
             if self._due():
                 self._pool._hurry(self)
+            return self._pauses
 
     async def partials(self) -> AsyncIterator[Partial]:
         """Partial transcripts as they improve (and one per `pause()`); ends when the utterance is finished (or
@@ -193,8 +201,8 @@ class StreamHandle:
                 self._waiting_since = None
             last = self._closing and not self._buffer
             self._over = last or self._aborted
-            at_pause = self._pause_wanted and not self._buffer and not last
-            if at_pause:
+            pause = self._pauses if self._pause_wanted and not self._buffer and not last else 0
+            if pause:
                 self._pause_wanted = False
         try:
             if self._aborted:
@@ -210,8 +218,8 @@ class StreamHandle:
             if batch:
                 for stream in self._streams:
                     stream.feed(batch)
-            if at_pause:
-                self._partial(at_pause=True)
+            if pause:
+                self._partial(pause)
             elif batch:
                 self._maybe_partial(len(batch))
             if last:
@@ -232,20 +240,21 @@ class StreamHandle:
     def _maybe_partial(self, fed: int) -> None:
         self._since_partial += fed
         if self._since_partial >= PARTIAL_EVERY_S * BYTES_PER_S:
-            self._partial(at_pause=False)
+            self._partial()
 
-    def _partial(self, at_pause: bool) -> None:
-        """Deliver the streams' partial when it changed, or at a pause whatever it is (when there is one)."""
+    def _partial(self, pause: int = 0) -> None:
+        """Deliver the streams' partial when it changed, or at a pause (its number) whatever it is (when there is
+        one)."""
         self._since_partial = 0
         streams = self._streams or ()
-        found = [p for p in (s.pause_partial() if at_pause else s.partial() for s in streams) if p is not None]
+        found = [p for p in (s.pause_partial() if pause else s.partial() for s in streams) if p is not None]
         if not found:
             return
         partial = combine(found)
         key = (partial.text, partial.pinyin, len(partial.keywords))
-        if key != self._last_partial or at_pause:
+        if key != self._last_partial or pause:
             self._last_partial = key
-            self._loop.call_soon_threadsafe(self._partials.put_nowait, Partial(partial, at_pause))
+            self._loop.call_soon_threadsafe(self._partials.put_nowait, Partial(partial, pause))
 
     def _done(self, outcome: Transcript | Exception | None) -> None:
         self._loop.call_soon_threadsafe(self._settle, outcome)

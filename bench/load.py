@@ -739,6 +739,8 @@ def report(o: Outcome, f: Figures) -> str:
     kinds = Counter("incident call" if t.clip.is_incident else ("routine call" if t.clip.incident else "real recording")
                     for t in fed)  # fmt: skip
     reasons = Counter(u.end_reason for u in o.utterances)
+    to_phones = Counter(m.data.get("kind", "alert") + (f" ({m.data['change']})" if m.data.get("change") else "")
+                        for m in o.messages if "/alerts/" in m.topic and isinstance(m.data, dict))  # fmt: skip
     lines = [
         f"load: {opts.channels} channels, duty {opts.duty:.2f} (as played {loadgen.talk_share(o.plan, opts.seconds):.2f}), "
         f"{opts.seconds:.0f} s{' + burst' if opts.burst else ', staggered'}{', COR lines' if opts.cor else ', VAD'}"
@@ -758,6 +760,8 @@ def report(o: Outcome, f: Figures) -> str:
         f"{f.right_type} of {f.incident_calls} of the right type ({100 * f.right_type / max(1, f.incident_calls):.0f} %)",
         f"end of speech -> first alert to a phone (escalations left out), {len(f.alert_latencies)} incident calls: p50 "
         f"{fmt(percentile(f.alert_latencies, 50))}, p95 {fmt(percentile(f.alert_latencies, 95))}",
+        "messages to phones: " + (", ".join(f"{n} {k}" for k, n in sorted(to_phones.items())) or "none")
+        + " (an update or retraction says what the final made of an alert)",
         f"routine transmissions with a message: {len(f.routine_alerted)} of {f.routine_total}, "
         f"{f.routine_phoned} alerting a phone" + (f" ({', '.join(f.routine_alerted[:6])})" if f.routine_alerted else ""),
         f"skipped audio: {fmt(f.skipped_s)}; behind max {fmt(f.behind_s)}; loop lag max {fmt(f.loop_lag_s)}, stalls "

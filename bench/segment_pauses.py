@@ -79,7 +79,7 @@ def gaps_in(quiet: np.ndarray, onset: float, offset: float) -> list[tuple[float,
 def pauses(pcm: bytes, vad: VadConfig) -> list[UtterancePaused]:
     segmenter = Segmenter("bench", vad)
     events = [e for frame in iter_frames(pcm) for e in segmenter.feed(frame)] + segmenter.flush()
-    return [e for e in events if isinstance(e, UtterancePaused)]
+    return [e for e in events if isinstance(e, UtterancePaused) and not e.settled]  # a pause once, settled or not
 
 
 def score(clean: bytes, heard: list[UtterancePaused], offset_s: float, counts: Counts) -> None:

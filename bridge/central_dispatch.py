@@ -189,11 +189,12 @@ class HeardPartial(Heard):
     """... of an utterance still being spoken (dispatch.dispatcher.PartialRef): `end` is when the partial was taken."""
 
     paused: bool = False
+    settled: bool = False
 
     @classmethod
     def of_partial(cls, message: PartialMessage) -> HeardPartial:
         return cls(central_id(message.station, message.utterance_id), central_id(message.station, message.channel),
-                   message.start_ms / 1000, message.heard_ms / 1000, message.paused)  # fmt: skip
+                   message.start_ms / 1000, message.heard_ms / 1000, message.paused, message.settled)  # fmt: skip
 
 
 class CentralDispatch:

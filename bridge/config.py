@@ -135,6 +135,13 @@ class VadConfig(Strict):
         " dispatched at once, provisionally, while the utterance stays open for the hang-over (0: off). A comma's"
         " breath (0.15-0.55 s) may be one too: the dispatcher alerts on a pause only what held (docs/dispatch.md).",
     )
+    long_pause_ms: int = Field(
+        500, ge=0,
+        description="A pause that has lasted this long (more than sentence_end_ms) is most likely the end of what"
+        " the speaker had to say: the dispatcher then alerts on the reading at the pause what the final would"
+        " dispatch, ~0.5 s before the hang-over ends the utterance (0, or not above sentence_end_ms: off; under a COR"
+        " carrier never: its drop ends the call).",
+    )
     stop_ratio: float = Field(0.15, ge=0, lt=1, description="Speech ends when the voiced share of the window drops below this.")
     preroll_ms: int = Field(
         500, ge=300,

@@ -54,6 +54,8 @@ class UtterancePaused:
     utterance_id: str
     at: float  # when the pause was detected (the stamp of the frame after the frame that completed it)
     speech_end: float  # the end of the last voiced frame before the pause
+    # the same pause, still silent after `long_pause_ms`: most likely the end of the transmission (reported once more)
+    settled: bool = False
 
 
 @dataclass(slots=True, frozen=True)

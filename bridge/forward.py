@@ -351,7 +351,7 @@ class Forwarder:
         leaves dispatch to central): sent at once with QoS 0, not queued. With the link down it is dropped: the
         final transcript, queued as ever, decides then."""
         payload = partial_payload(self.station, utterance.id, utterance.channel, utterance.start, utterance.end,
-                                  utterance.paused, transcript.to_dict())  # fmt: skip
+                                  utterance.paused, transcript.to_dict(), settled=utterance.settled)  # fmt: skip
         self._send_live(PARTIALS, payload)
 
     async def _send_channels(self, states: Subscription) -> None:

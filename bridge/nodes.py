@@ -15,7 +15,8 @@ it does not know, and ignores fields it does not know, so an edge may add one be
   <prefix>/nodes/<station>/stored       central -> the edge: {"v", "station", "entries": [{"entry", "kind",
                                          "utterance_id", "outcome": "stored" | "repeat" | "rejected"}, ...]}, a batch
   <prefix>/nodes/<station>/partials     {"v", "station", "utterance_id", "channel", "start_ms", "heard_ms": when the
-                                         partial was taken, "paused": the speaker had paused, "transcript"}: an edge
+                                         partial was taken, "paused": the speaker had paused, "settled": and the
+                                         pause went on (optional), "transcript"}: an edge
                                          leaving dispatch to central sends its partial transcripts, QoS 0, not queued
                                          and never stored: central's provisional alerts (初报) read them, and a lost
                                          one costs only that the final decides
@@ -125,6 +126,7 @@ class PartialMessage(_Message):
     start_ms: int
     heard_ms: int  # when the partial was taken (the utterance goes on)
     paused: bool = Field(strict=True)
+    settled: bool = Field(False, strict=True)  # an older edge leaves it out
     transcript: Transcript
 
 
@@ -187,9 +189,9 @@ def transcript_payload(
 
 
 def partial_payload(station: str, utterance_id: str, channel: str, start: float, heard: float, paused: bool,
-                    transcript: dict[str, Any]) -> bytes:  # fmt: skip
+                    transcript: dict[str, Any], *, settled: bool = False) -> bytes:  # fmt: skip
     body = {"v": VERSION, "station": station, "utterance_id": utterance_id, "channel": channel,
-            "start_ms": round(start * 1000), "heard_ms": round(heard * 1000), "paused": paused,
+            "start_ms": round(start * 1000), "heard_ms": round(heard * 1000), "paused": paused, "settled": settled,
             "transcript": transcript}  # fmt: skip
     return json.dumps(body, ensure_ascii=False).encode()
 

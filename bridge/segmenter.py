@@ -13,9 +13,11 @@ the start window, and the hang-over runs through a squelch tail instead of resta
 
 The hang-over must outlast a pause inside a call (~0.9 s), so it ends a call long after its last word. Dispatch need
 not wait for it: after `sentence_end_ms` without a sounding frame the segmenter says so (UtterancePaused, once per
-pause) and the later stages act on what was said so far, while the utterance stays open. A sounding frame is a voiced
-one that the utterance's own webrtcvad, new at its onset, also calls speech: on a radio channel the channel's VAD
-learned its noise between transmissions and hears the transmitter's noise in a pause as speech (`_is_sounding`).
+pause) and the later stages act on what was said so far, while the utterance stays open; if the pause lasts
+`long_pause_ms` it says so again (settled: most likely the end; not under a carrier, whose drop says so). A sounding
+frame is a voiced one that the utterance's own webrtcvad, new at its onset, also calls speech: on a radio channel the
+channel's VAD learned its noise between transmissions and hears the transmitter's noise in a pause as speech
+(`_is_sounding`).
 
 When frames carry a carrier/COR state the utterance follows the carrier instead, and VAD only tells whether a
 short key-up held any speech at all, and when the speaker paused while still keying. The last `squelch_tail_ms`
@@ -126,6 +128,8 @@ class Segmenter:
         self._stop_frames = max(1, vad.stop_window_ms // FRAME_MS)
         self._stop_below = vad.stop_ratio * self._stop_frames
         self._pause_frames = vad.sentence_end_ms // FRAME_MS  # 0: pauses are not reported
+        long_pause_frames = vad.long_pause_ms // FRAME_MS
+        self._long_pause_frames = long_pause_frames if self._pause_frames and long_pause_frames > self._pause_frames else 0
         self._min_speech_frames = vad.min_speech_ms // FRAME_MS
         self._max_bytes = int(vad.max_utterance_s * 1000 // FRAME_MS) * FRAME_BYTES
         self._tail_frames = squelch_tail_ms // FRAME_MS
@@ -271,12 +275,17 @@ class Segmenter:
         return self._pause_vad.is_speech(pcm, SAMPLE_RATE) and voiced
 
     def _pause_if_due(self, frame: Frame, index: int) -> list[SegmentEvent]:
-        """UtterancePaused when this frame completes `sentence_end_ms` without a sounding one after speech."""
+        """UtterancePaused when this frame completes `sentence_end_ms` without a sounding one after speech, and again
+        (settled) when it completes `long_pause_ms`."""
         silent_frames = index - self._last_sounding_index
-        if not self._pause_frames or silent_frames != self._pause_frames or self._last_sounding_index < self._onset_index:
+        due = silent_frames > 0 and silent_frames in (self._pause_frames, self._long_pause_frames)
+        if not due or self._last_sounding_index < self._onset_index:
+            return []
+        settled = silent_frames == self._long_pause_frames
+        if settled and self._by_carrier:  # the key still held says the caller is not done; its drop ends the call
             return []
         speech_end = frame.ts - (silent_frames - 1) * FRAME_S
-        return [UtterancePaused(self.channel, self._id, frame.ts + FRAME_S, speech_end)]
+        return [UtterancePaused(self.channel, self._id, frame.ts + FRAME_S, speech_end, settled)]
 
     # --- carrier (COR) mode --------------------------------------------------------------------------------
 

@@ -22,7 +22,9 @@ nothing: the final merges as always.
 A partial taken at a pause in the speech (`utterance.paused`: the segmenter's `sentence_end_ms` of silence, long
 before its hang-over ends the utterance) opens the gate on a certain reading at once; a report whose type is not
 certain is raised then as a provisional 待确认 entry (nobody alerted), which a later certain partial or a certain
-final dispatches (`dispatched`), an unsure final keeps for the operator, and a routine one retracts.
+final dispatches (`dispatched`), an unsure final keeps for the operator, and a routine one retracts. If the pause
+goes on (`utterance.settled`: the segmenter's `long_pause_ms`, still ~0.5 s before the hang-over ends), the same
+partial is read again, and what its final would dispatch is alerted (`PartialGate.as_final`).
 
 Incoming MQTT (acks, responders' status, OwnTracks positions) arrives through `on_message`; an acknowledgement makes
 its sender busy on that incident on the responder board, and the incident's end frees them. What the broker's ACL
@@ -75,7 +77,7 @@ from dispatch.mqtt import MqttLink, tls_context
 from dispatch.outbox import Outbox
 from dispatch.patrols import PatrolDesk
 from dispatch.positions import PayloadError, Position, PositionIntake
-from dispatch.provisional import PartialGate, Raise, Reading, Verdict, settle
+from dispatch.provisional import PartialGate, Raise, Reading, Verdict, settle, transcript_key
 from dispatch.responders import Recommendation, ResponderBoard, StatusStore, parse_status, recommend
 from dispatch.sos import SOS, SosDesk
 from dispatch.tasks import TaskDesk
@@ -103,9 +105,10 @@ class UtteranceRef(Protocol):
 
 class PartialRef(UtteranceRef, Protocol):
     """... of an utterance still being spoken (asr.live.RecognisedUtterance has it): `paused` says the speaker had
-    paused when the partial was taken."""
+    paused when the partial was taken, `settled` that the pause went on (most likely the end of the transmission)."""
 
     paused: bool
+    settled: bool
 
 
 def audio_url(utterance_id: str) -> str:
@@ -139,6 +142,7 @@ class _Live:
     gate: PartialGate
     since: float = field(default_factory=time.monotonic)
     latest: tuple[Transcript, UtteranceRef] | None = None
+    read: tuple[Any, Classification, LocationMatch | None] | None = None  # the last partial read (its words), its reading
     reader: asyncio.Task[None] | None = None
     done: bool = False  # the final is in: nothing more is raised from partials
 
@@ -382,16 +386,33 @@ class Dispatcher:
         while live.latest is not None and not live.done and not live.gate.open:
             transcript, utterance = live.latest
             live.latest = None
-            try:
-                c, where = await loop.run_in_executor(self._reader, self._read, transcript, utterance.channel)
-            except Exception:  # a partial that breaks the reading must not stop the utterance's final
-                logger.exception("utterance %s on %s: reading a partial transcript failed", utterance.id, utterance.channel)
-                continue
+            words = (transcript_key(transcript), *map(transcript_key, transcript.alternatives))
+            if live.read is not None and live.read[0] == words:  # a pause's partial again, the pause settled
+                c, where = live.read[1:]
+            else:
+                try:
+                    c, where = await loop.run_in_executor(self._reader, self._read, transcript, utterance.channel)
+                except Exception:  # a partial that breaks the reading must not stop the utterance's final
+                    logger.exception("utterance %s on %s: reading a partial transcript failed", utterance.id,
+                                     utterance.channel)  # fmt: skip
+                    continue
+                live.read = (words, c, where)
             if live.done:  # the final arrived while this was read: it decides
                 return
-            raised = live.gate.feed(Reading.of(c, where, transcript), paused=utterance.paused)
+            # a report the channel's transmission before gives its scene is left to the final, which joins the two
+            # (dispatch/turns.py): the pause alone would alert the unit it calls
+            settled = utterance.settled and not self._may_join(utterance, where)
+            raised = live.gate.feed(Reading.of(c, where, transcript), paused=utterance.paused, settled=settled)
             if raised is not None:
                 self._raise_provisional(raised, c, where, transcript, utterance)
+
+    def _may_join(self, utterance: UtteranceRef, where: LocationMatch | None) -> bool:
+        """Would the final of a report read at `where` take its scene from the channel's transmission before it, as
+        `_join` does: that one said only where, and this one names no scene of its own (none, or only aside)?"""
+        earlier = self._turns.before(utterance.channel, utterance.start)
+        if earlier is None or earlier.where is None:
+            return False
+        return where is None or (where.aside and not earlier.where.aside)
 
     async def _read_final(self, transcript: Transcript, channel: str) -> tuple[Classification, LocationMatch | None]:
         """A final transcript read off the loop, in turn (a tenth of a second of pure Python each: a wave of finals,

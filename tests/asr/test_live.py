@@ -313,6 +313,43 @@ async def test_a_pause_hands_over_everything_said_so_far_before_the_utterance_en
     live.pool.close()
 
 
+async def test_a_pause_that_goes_on_hands_its_partial_over_again_settled(
+    service: Service, sherpa: SherpaEngine, calls_audio: Path
+) -> None:
+    """The pause goes on for the segmenter's `long_pause_ms` (a second UtterancePaused, settled): the partial taken at
+    it is handed over again, marked settled, without recognising anything again; a pause that settles before its
+    partial is ready hands that partial over once, settled."""
+    partials = Dispatched()
+    live, _ = recognition(service, sherpa, on_partial=partials)
+    call = decode_file(calls_audio / "c001.wav") + bytes(int(0.6 * BYTES_PER_S))
+
+    async def paused(utterance: Utterance, count: int) -> list[tuple[Transcript, RecognisedUtterance]]:
+        for _ in range(200):
+            if len(found := [(t, ref) for t, ref, _ in partials.heard if ref.id == utterance.id and ref.paused]) >= count:
+                return found
+            await asyncio.sleep(0.05)
+        raise TimeoutError("no partial at the pause")
+
+    late = await start_speaking(live, "ch-a", call)
+    await live.on_event(UtterancePaused("ch-a", late.id, late.end - 0.3, late.end - 0.6), None)
+    ((at_pause, ref),) = await paused(late, 1)
+    assert not ref.settled
+    await live.on_event(UtterancePaused("ch-a", late.id, late.end, late.end - 0.6, settled=True), None)
+    (_, (again, settled_ref)) = await paused(late, 2)
+    assert again is at_pause and settled_ref.settled and settled_ref.paused
+    await end_speaking(live, service.archive, late)
+
+    early = await start_speaking(live, "ch-b", call)
+    await live.on_event(UtterancePaused("ch-b", early.id, early.end - 0.3, early.end - 0.6), None)
+    await live.on_event(UtterancePaused("ch-b", early.id, early.end, early.end - 0.6, settled=True), None)
+    ((_, ref),) = await paused(early, 1)
+    assert ref.settled
+    await end_speaking(live, service.archive, early)
+    await settled(live)
+    assert len([ref for _, ref, _ in partials.heard if ref.id == early.id and ref.paused]) == 1
+    live.pool.close()
+
+
 async def test_utterances_the_archive_holds_are_recognised_and_dispatched_at_once(
     tmp_path: Path, small_disk: Path, calls_audio: Path, sherpa: SherpaEngine, mandarin: list[bytes],
     caplog: pytest.LogCaptureFixture,

@@ -153,13 +153,15 @@ async def test_a_pause_gets_a_partial_of_everything_fed_so_far_even_unchanged(vo
     pool = RecognitionPool([vosk_grammar], workers=1)
     handle = pool.open("ko")
     handle.feed(korean + bytes(FRAME_BYTES * 25))  # the whole call and 0.5 s of silence at once
-    handle.pause()
+    assert handle.pause() == 1
     at_pause: list[Transcript] = []
+    answered: list[int] = []  # which pause each partial at a pause answers
 
     async def watch() -> None:
         async for partial in handle.partials():
             if partial.at_pause:
                 at_pause.append(partial.transcript)
+                answered.append(partial.pause)
 
     async def paused(count: int) -> None:
         while len(at_pause) < count:
@@ -167,13 +169,13 @@ async def test_a_pause_gets_a_partial_of_everything_fed_so_far_even_unchanged(vo
 
     watcher = asyncio.create_task(watch())
     await asyncio.wait_for(paused(1), 30)
-    handle.pause()  # a second pause with nothing new said: the same partial again, still marked
+    assert handle.pause() == 2  # a second pause with nothing new said: the same partial again, still marked
     await asyncio.wait_for(paused(2), 30)
     final = await handle.finish()
     await watcher
     pool.close()
     assert [w.text for w in at_pause[0].words] == [w.text for w in final.words] == SPOKEN  # all of it was decoded
-    assert at_pause[1].text == at_pause[0].text
+    assert at_pause[1].text == at_pause[0].text and answered == [1, 2]
 
 
 async def test_a_pause_partial_holds_the_last_words_though_the_recogniser_needs_more_audio_after_them(

@@ -20,7 +20,7 @@ from asr.live import RecognisedUtterance
 from asr.transcript import Keyword, Transcript, Word
 from bridge.bus import EventBus
 from bridge.central import CentralIngest, CentralStore
-from bridge.central_dispatch import RegionArea, as_central
+from bridge.central_dispatch import HeardPartial, RegionArea, as_central
 from bridge.config import Config
 from bridge.db import connect_state
 from bridge.db_postgres import PostgresConnection
@@ -246,7 +246,7 @@ async def test_an_edge_leaving_dispatch_to_central_sends_it_its_partials_live_an
     service = Service(edge.model_copy(update={"node": edge.node.model_copy(update={"dispatch": "central"})}), role="edge")
     assert service.forwarder is not None and service.dispatch is not None
     start = time.time() - 2
-    speaking = RecognisedUtterance(new_utterance_id(start), "ch-market", start, start + 1.5, paused=True)
+    speaking = RecognisedUtterance(new_utterance_id(start), "ch-market", start, start + 1.5, paused=True, settled=True)
     heard = Transcript(text=FIGHT, pinyin="", engine="test")
     await service._on_partial(heard, speaking)  # not connected yet: dropped, the final will decide
     assert service.forwarder.live == {"partials dropped": 1}
@@ -260,6 +260,9 @@ async def test_an_edge_leaving_dispatch_to_central_sends_it_its_partials_live_an
         message = parse(PARTIALS, A, received.payload)
         assert isinstance(message, PartialMessage) and message.utterance_id == speaking.id and message.paused
         assert message.transcript.text == FIGHT and message.heard_ms == round(speaking.end * 1000)
+        assert HeardPartial.of_partial(message).settled  # the pause went on: central alerts what the final would
+        older = {k: v for k, v in json.loads(received.payload).items() if k != "settled"}  # an edge before the field
+        assert not HeardPartial.of_partial(parse(PARTIALS, A, json.dumps(older).encode())).settled  # type: ignore[arg-type]
         # the channel keying up, for central's console: sent once however often its state is published
         for _ in range(3):
             service.bus.publish("channel", {"id": "ch-market", "talking": True, "level_dbfs": -20.0})

@@ -121,8 +121,8 @@ def test_segment_cli_rejects_corrupt_file_with_exit_2(tmp_path: Path):
 
 def pauses_inside(pcm: bytes, offset_s: float, speech_to: float) -> list[tuple[float, float]]:
     """(speech end, reported) of each pause before the call's last words, in seconds into the clean call."""
-    return [(e.speech_end - offset_s, e.at - offset_s) for e in run_events(pcm) if isinstance(e, UtterancePaused)
-            if e.speech_end - offset_s < speech_to - 0.3]
+    return [(e.speech_end - offset_s, e.at - offset_s) for e in run_events(pcm)
+            if isinstance(e, UtterancePaused) and not e.settled and e.speech_end - offset_s < speech_to - 0.3]
 
 
 def quiet_share(clean: bytes, start: float, end: float) -> float:

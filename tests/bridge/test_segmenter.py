@@ -172,10 +172,31 @@ def test_a_pause_is_reported_once_after_sentence_end_ms_while_the_utterance_stay
     assert audio[0].voiced and not audio[-1].voiced  # the tone's frames are speech, the pause's are not
     run.feed(silence(0.5) + tone(0.5) + silence(2.0))  # ... and does: one utterance, a second pause reported
     (utt,) = run.of(Utterance)
-    first, second = run.of(UtterancePaused)
+    first, went_on, second, _ = run.of(UtterancePaused)  # each pause went on to long_pause_ms (settled)
+    assert [p.settled for p in (first, went_on, second)] == [False, True, False]
     assert second.speech_end == pytest.approx(T0 + 2.0 + pause_frames * 0.02 + 1.0, abs=1e-6)
     assert {first.utterance_id, second.utterance_id} == {utt.id}
     assert_stream_consistent(run.events)
+
+
+def test_a_pause_that_goes_on_is_reported_again_settled_at_long_pause_ms():
+    run = Run()
+    long_frames = DEFAULTS.long_pause_ms // 20
+    run.feed(silence(1.0) + tone(1.0) + silence((long_frames - 1) * 0.02))
+    (paused,) = run.of(UtterancePaused)
+    assert not paused.settled
+    run.feed(silence(0.02))
+    first, again = run.of(UtterancePaused)
+    assert again.settled and (again.utterance_id, again.speech_end) == (first.utterance_id, first.speech_end)
+    assert again.at == pytest.approx(T0 + 2.0 + long_frames * 0.02, abs=1e-6)
+    run.feed(silence(2.0))
+    assert len(run.of(UtterancePaused)) == 2 and len(run.of(Utterance)) == 1
+    breath = Run()  # a pause one frame short of it, then more speech: a pause, never settled
+    breath.feed(silence(1.0) + tone(0.5) + silence((long_frames - 1) * 0.02) + tone(0.5))
+    assert [p.settled for p in breath.of(UtterancePaused)] == [False]
+    off = Run(VadConfig(long_pause_ms=0))
+    off.feed(silence(1.0) + tone(0.5) + silence(2.0))
+    assert [p.settled for p in off.of(UtterancePaused)] == [False]
 
 
 def test_no_pause_is_reported_inside_speech_nor_when_turned_off():
@@ -314,7 +335,7 @@ def test_carrier_up_starts_without_earlier_preroll_and_down_ends():
 def test_a_pause_while_the_carrier_is_up_is_reported_before_the_carrier_drops():
     run = Run()
     run.feed(silence(0.5) + tone(1.0) + silence(1.5), carrier=True)  # the caller stopped talking, still keying
-    (paused,) = run.of(UtterancePaused)
+    (paused,) = run.of(UtterancePaused)  # never settled: the carrier's drop says when the caller is done
     assert paused.speech_end == pytest.approx(T0 + 1.5, abs=1e-6)
     assert paused.at == pytest.approx(T0 + 1.5 + DEFAULTS.sentence_end_ms // 20 * 0.02, abs=1e-6)
     assert run.of(Utterance) == []  # the carrier still decides when the utterance ends

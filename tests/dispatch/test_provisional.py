@@ -27,6 +27,7 @@ FIGHT = "美食街有人打架，请求支援"
 NEAREST = "g-piju"  # the nearest guard to 美食街 (the rig alerts one guard, no police)
 ELSEWHERE, ITS_GUARD = "长乐公园有人打架", "g-dongjiao"  # another place, far enough for another guard
 UNSURE = "美食街有情况，请求支援"  # something happened at 美食街, but what? (待确认)
+FAIRLY_SURE = "美食街两个人吵起来动手了"  # a fight, certain, but less confident than a pause in the call asks for
 SETTLED = 0.3  # s: a message would have reached a phone within this
 
 
@@ -57,6 +58,8 @@ def test_the_phrases_mean_what_these_tests_need() -> None:
     assert classify("美食街一切正常").type == "none"
     assert classify("美食街有人吵架").type == "dispute"
     assert classify(UNSURE).needs_confirmation  # report words, no type word
+    fairly_sure = classify(FAIRLY_SURE)
+    assert fairly_sure.type == "fight" and not fairly_sure.needs_confirmation and fairly_sure.confidence < 0.9
 
 
 # --- the gate and the verdict, on plain readings -------------------------------------------------------------------
@@ -149,6 +152,29 @@ def test_at_a_pause_a_less_confident_reading_alerts_down_to_pause_min_confidence
     assert gate.feed(sure_enough) is None  # mid-speech, 0.9 is needed
     assert gate.feed(sure_enough, paused=True) == Raise.ALERT
     assert PartialGate(rules).feed(heard_as(7, confidence=0.75), paused=True) == Raise.QUEUE
+
+
+@pytest.mark.parametrize(
+    "changes", [{"confidence": 0.6}, {"place_confidence": 0.45}, {"confidence": 0.56, "place_confidence": 0.6}]
+)
+def test_at_a_pause_that_went_on_what_the_final_would_dispatch_alerts(changes: dict[str, Any]) -> None:
+    fairly_sure, gate = heard_as(7, **changes), PartialGate(RULES.model_copy(update={"pause_min_confidence": 0.8}))
+    assert gate.feed(fairly_sure, paused=True) == Raise.QUEUE  # a breath inside the call, maybe
+    assert gate.feed(fairly_sure, paused=True, settled=True) == Raise.ALERT and gate.fired == fairly_sure
+
+
+@pytest.mark.parametrize(
+    "reading",
+    [
+        Reading("fight", "high", True, 0.6, "meishijie", 0.95),  # 待确认 stays for the operator, however long the pause
+        Reading("fight", "high", False, 1.0, None),  # no known place: nobody to send
+        Reading("dispute", "medium", False, 1.0, "meishijie", 0.95),  # not urgent enough for these rules
+    ],
+)
+def test_at_a_pause_that_went_on_nothing_else_alerts(reading: Reading) -> None:
+    gate = PartialGate(RULES)
+    assert gate.feed(heard_as(7, reading), paused=True) == Raise.QUEUE
+    assert gate.feed(heard_as(7, reading), paused=True, settled=True) is None and gate.fired is None
 
 
 def test_at_a_pause_routine_raises_nothing() -> None:
@@ -448,10 +474,12 @@ async def test_an_unsure_report_never_fires_from_partials_only_its_final_queues_
         assert ph[NEAREST].received == []
 
 
-async def pause(rig: Rig, text: str, uid: str = "u-1") -> None:
-    """The partial the recogniser gives when the segmenter hears the speaker pause after `text`."""
+async def pause(rig: Rig, text: str, uid: str = "u-1", settled: bool = False) -> None:
+    """The partial the recogniser gives when the segmenter hears the speaker pause after `text` (`settled`: handed
+    over again, the pause having gone on)."""
     start = time.time()
-    await rig.dispatcher.handle_partial(partial(text), RecognisedUtterance(uid, "ch-market", start, start, paused=True))
+    ref = RecognisedUtterance(uid, "ch-market", start, start, paused=True, settled=settled)
+    await rig.dispatcher.handle_partial(partial(text), ref)
 
 
 async def test_a_pause_after_a_report_alerts_at_once(broker: Mosquitto, tmp_path: Path) -> None:
@@ -494,6 +522,23 @@ async def test_an_unsure_report_at_a_pause_is_dispatched_by_a_later_certain_part
         assert incident.status == Status.DISPATCHED and incident.type == "fight" and incident.provisional
         settled = await final(rig, UNSURE + "，有人打架")
         assert settled.id == incident.id and not settled.provisional and settled.assigned == (NEAREST,)
+
+
+async def test_a_pause_that_goes_on_dispatches_what_it_queued_as_surely_as_the_final(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    rules = {"partials": {"pause_min_confidence": 0.9}}
+    async with running_dispatcher(broker, tmp_path, dispatch=rules) as rig, phones(broker, [NEAREST]) as ph:
+        await pause(rig, FAIRLY_SURE)
+        (queued,) = rig.dispatcher.store.list()
+        assert queued.status == Status.NEEDS_CONFIRMATION and queued.assigned == ()  # maybe a breath: nobody yet
+        await pause(rig, FAIRLY_SURE, settled=True)
+        (alerted,) = rig.dispatcher.store.list()
+        assert alerted.id == queued.id and alerted.status == Status.DISPATCHED and alerted.provisional
+        assert alerted.type == "fight" and alerted.assigned == (NEAREST,)
+        await eventually(lambda: len(ph[NEAREST].received) == 1, what="the alert")
+        confirmed = await final(rig, FAIRLY_SURE)
+        assert confirmed.id == queued.id and not confirmed.provisional and len(rig.dispatcher.store.list()) == 1
 
 
 @pytest.mark.parametrize("ending", ["美食街一切正常", ""])

@@ -146,6 +146,26 @@ async def test_a_report_queued_from_its_partials_still_takes_the_place_said_befo
         assert rig.dispatcher.store.timeline(queued.id)[-1].detail["merged_into"] == incident.id
 
 
+async def test_a_pause_that_goes_on_leaves_a_call_the_transmission_before_began_to_its_final(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """The report names only the unit it calls (长乐公园保安), its scene said in the transmission before: what the
+    pause's reading would alert (the unit's place) waits, however long the pause, and the final joins the two."""
+    called = "长乐公园保安请注意，有人打架"
+    async with running_dispatcher(broker, tmp_path) as rig:
+        heard = Transmissions()
+        await rig.dispatcher.handle(say("美食街东头，"), heard("u-place"))
+        said = heard("u-report")
+        partial = Transcript(text=called, pinyin="", engine="test", partial=True)
+        for settled in (False, True):
+            ref = RecognisedUtterance(said.id, said.channel, said.start, said.end - 1, paused=True, settled=settled)
+            await rig.dispatcher.handle_partial(partial, ref)
+        [queued] = rig.dispatcher.store.list(limit=10)
+        assert queued.status == Status.NEEDS_CONFIRMATION and not queued.assigned
+        incident = await rig.dispatcher.handle(say(called), said)
+        assert incident is not None and (incident.type, incident.place_name) == ("fight", "美食街") and incident.assigned
+
+
 def test_a_final_handled_late_does_not_take_the_place_of_the_channel_s_last_turn() -> None:
     turns = LastTurns()
     turns.remember("ch", Turn("u-2", end=110.0, text="收到"))
