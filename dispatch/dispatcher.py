@@ -456,8 +456,8 @@ class Dispatcher:
             self.provisional["queued"] += 1
             self._emit(None, incident, "needs_confirmation")
             logger.info("incident %s: sounds like a report (%s?) at %s, from the live transcript of %s on %s; awaiting an "
-                        "operator's confirmation (provisional)", incident.id, c.type, incident.place_name, utterance.id,
-                        utterance.channel)  # fmt: skip
+                        "operator's confirmation (provisional)", incident.id, c.type,
+                        incident.place_name or "an unknown place", utterance.id, utterance.channel)  # fmt: skip
             self._await_confirmation(incident.id, self._confirm_timeout)
             return
         incident = self.store.create(incident, actor="dispatcher")
