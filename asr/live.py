@@ -158,9 +158,8 @@ class LiveRecognition:
             handle = self._streams.get(event.utterance_id)
             if handle is not None:
                 handle.feed(event.pcm, event.voiced)
-            pause = self._pauses.get(event.utterance_id)
-            if event.voiced and pause is not None:  # speech again: a late partial of the pause may hold some of it
-                pause.settled = False
+            if event.voiced and (pause := self._pauses.get(event.utterance_id)) is not None:
+                pause.settled = False  # speech again: a late partial of the pause may hold some of it
         elif isinstance(event, UtterancePaused):
             handle = self._streams.get(event.utterance_id)
             if handle is not None and event.settled:

@@ -77,7 +77,7 @@ from dispatch.mqtt import MqttLink, tls_context
 from dispatch.outbox import Outbox
 from dispatch.patrols import PatrolDesk
 from dispatch.positions import PayloadError, Position, PositionIntake
-from dispatch.provisional import PartialGate, Raise, Reading, Verdict, settle, transcript_key
+from dispatch.provisional import PartialGate, Raise, Reading, Verdict, settle
 from dispatch.responders import Recommendation, ResponderBoard, StatusStore, parse_status, recommend
 from dispatch.sos import SOS, SosDesk
 from dispatch.tasks import TaskDesk
@@ -142,7 +142,6 @@ class _Live:
     gate: PartialGate
     since: float = field(default_factory=time.monotonic)
     latest: tuple[Transcript, UtteranceRef] | None = None
-    read: tuple[Any, Classification, LocationMatch | None] | None = None  # the last partial read (its words), its reading
     reader: asyncio.Task[None] | None = None
     done: bool = False  # the final is in: nothing more is raised from partials
 
@@ -386,17 +385,11 @@ class Dispatcher:
         while live.latest is not None and not live.done and not live.gate.open:
             transcript, utterance = live.latest
             live.latest = None
-            words = (transcript_key(transcript), *map(transcript_key, transcript.alternatives))
-            if live.read is not None and live.read[0] == words:  # a pause's partial again, the pause settled
-                c, where = live.read[1:]
-            else:
-                try:
-                    c, where = await loop.run_in_executor(self._reader, self._read, transcript, utterance.channel)
-                except Exception:  # a partial that breaks the reading must not stop the utterance's final
-                    logger.exception("utterance %s on %s: reading a partial transcript failed", utterance.id,
-                                     utterance.channel)  # fmt: skip
-                    continue
-                live.read = (words, c, where)
+            try:  # (a settled pause's partial is read again: once an utterance at most, a few ms off the loop)
+                c, where = await loop.run_in_executor(self._reader, self._read, transcript, utterance.channel)
+            except Exception:  # a partial that breaks the reading must not stop the utterance's final
+                logger.exception("utterance %s on %s: reading a partial transcript failed", utterance.id, utterance.channel)
+                continue
             if live.done:  # the final arrived while this was read: it decides
                 return
             # a report the channel's transmission before gives its scene is left to the final, which joins the two
