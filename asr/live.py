@@ -4,6 +4,8 @@ When the segmenter hears the speaker pause (UtterancePaused) it asks for a parti
 handed over marked `paused` even when its words did not change: the dispatcher acts on it ~1 s before the hang-over
 ends the utterance. If the pause goes on (the segmenter's second UtterancePaused, `settled`), the same partial is
 handed over again marked `settled`: most likely all that will be said (the dispatcher alerts what its final would).
+When the caller lets go of the key (the segmenter heard the squelch tail: `unkeyed`), the partial asked for is the
+final itself, decoded there (`StreamHandle.pause(last=True)`) and handed over settled while the utterance is archived.
 
 Nothing here ever drops an utterance. If the pool is full when speech starts, or recognition fails, the utterance
 stays `pending` in the archive and the backlog sweep transcribes it later (also after a crash or restart). A failure
@@ -162,9 +164,13 @@ class LiveRecognition:
                 pause.settled = False  # speech again: a late partial of the pause may hold some of it
         elif isinstance(event, UtterancePaused):
             handle = self._streams.get(event.utterance_id)
-            if handle is not None and event.settled:
+            if handle is None:
+                pass
+            elif event.unkeyed:  # the key is up: the streams are finished at this pause, its partial is the final's
+                self._pauses[event.utterance_id] = _Pause(handle.pause(last=True), settled=True)
+            elif event.settled:
                 self._settle_pause(event.utterance_id)
-            elif handle is not None:
+            else:
                 self._pauses[event.utterance_id] = _Pause(handle.pause())
         elif isinstance(event, UtteranceDiscarded):
             self._pauses.pop(event.utterance_id, None)
@@ -177,7 +183,9 @@ class LiveRecognition:
                 ref = RecognisedUtterance(event.utterance_id, event.channel, start, start + event.duration)
                 self._spawn(self._hand_over(Transcript(text="", pinyin=""), ref))
         elif isinstance(event, Utterance):
-            self._pauses.pop(event.id, None)
+            pause = self._pauses.get(event.id)
+            if pause is None or not pause.settled:  # (a settled pause's partial may come after the utterance ended,
+                self._pauses.pop(event.id, None)  # the key let go of right after the pause: dropped once delivered)
             handle = self._streams.pop(event.id, None)
             if handle is not None:  # archived or held, its audio is all in the stream
                 self._spawn(self._finish(handle, RecognisedUtterance(event.id, event.channel, event.start, event.end)))
@@ -283,6 +291,7 @@ class LiveRecognition:
                 return
             await self._deliver(transcript, ref)
         finally:
+            self._pauses.pop(ref.id, None)
             self._release(ref.id)
 
     async def _transcribe_archived(self, utterance_id: str) -> None:

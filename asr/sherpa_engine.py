@@ -15,8 +15,11 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -43,6 +46,21 @@ PAUSE_FLUSH_S = 0.42
 # silence in a noisy transmission is audio the model never heard: fed inside a call, at a breath, it cost the words
 # after it (places on blind set I's calls at 12-20 dB: 89 -> 75 %, docs/performance.md)
 PAUSE_SOUND_S = 0.1
+# A decision waits on a stream's pause partial or its final, both mostly the decoding of the quiet each hearing
+# needs after the last word (~0.1 s of CPU for three hearings): the hearings decode it side by side, on as many
+# cores as there are (the decoders release the GIL), in threads shared by every stream (made per process: a forked
+# child has none of its parent's).
+_hearing_threads: tuple[int, ThreadPoolExecutor] | None = None
+_hearing_threads_lock = threading.Lock()
+
+
+def _hearing_executor() -> ThreadPoolExecutor:
+    global _hearing_threads
+    with _hearing_threads_lock:
+        if _hearing_threads is None or _hearing_threads[0] != os.getpid():
+            threads = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="hearing")
+            _hearing_threads = (os.getpid(), threads)
+        return _hearing_threads[1]
 KWS_CHUNK_S = 0.32  # audio consumed per spotter decode step (chunk-16 model: 16 encoder frames = 32 feature frames)
 KEYWORD_CONTEXT_S = 0.2  # slack around a keyword when looking up what the recogniser heard there
 KWS_TIME_SLACK_S = 0.2  # the spotter and the recogniser may place the same unit a few 40 ms frames apart
@@ -203,7 +221,9 @@ class _Hearing:
         shift = sum(min(t - at, length) for at, length in self._silence if t > at)
         return (t - shift) * self.speed
 
-    def input_finished(self) -> None:
+    def finish_input(self, padding: np.ndarray) -> None:
+        """The utterance is over: `padding` (silence) lets the decoders emit the last words."""
+        self.accept(padding, last=True)
         self.asr.input_finished()
         if self.kws is not None:
             self.kws.input_finished()
@@ -256,9 +276,7 @@ class SherpaStream:
             if self._denoiser is not None:  # the audio the suppressor still holds
                 self._hear(self._denoiser.flush())
             padding = np.zeros(int(TAIL_PADDING_S * SAMPLE_RATE), np.float32)
-            for hearing in self._hearings:
-                hearing.accept(padding, last=True)
-                hearing.input_finished()
+            self._each_hearing(lambda hearing: hearing.finish_input(padding))
             self._finished = True
         return self._every_hearing(partial=False)
 
@@ -268,10 +286,15 @@ class SherpaStream:
     def pause_partial(self) -> Transcript | None:
         """Every hearing flushed, so that each holds its last words now, and read: at a pause the dispatcher weighs
         the hearings as it does a final's (a partial between pauses is the main hearing's alone)."""
-        for hearing in self._hearings:
-            hearing.flush()
+        self._each_hearing(_Hearing.flush)
         transcript = self._every_hearing(partial=True)
         return None if transcript.empty else transcript
+
+    def _each_hearing(self, work: Callable[[_Hearing], None]) -> None:
+        if len(self._hearings) == 1:
+            work(self._hearings[0])
+        else:
+            list(_hearing_executor().map(work, self._hearings))  # (list: waits for all, raises the first error)
 
     def _every_hearing(self, partial: bool) -> Transcript:
         """The main hearing's transcript, the other hearings' as its `alternatives`."""

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from asr.combine import combine
@@ -110,6 +110,8 @@ class StreamHandle:
         self._over = False  # the worker has delivered the outcome: nothing more to schedule
         self._pause_wanted = False  # a partial is due once the audio fed so far is decoded (the speaker paused)
         self._pauses = 0  # pauses asked for so far
+        self._last_pause = False  # the pause wanted is the last: its partial is the final (`pause(last=True)`)
+        self._final: Transcript | None = None  # decoded at the last pause, returned by finish()
         self._held = bytearray()  # unvoiced audio after a pause, not decoded unless speech resumes
         self._holding = False
         self._streams: list[RecognitionStream] | None = None  # made in the worker (Vosk's takes ~0.1 s)
@@ -139,14 +141,17 @@ class StreamHandle:
             self._holding = False
             self._schedule()
 
-    def pause(self) -> int:
+    def pause(self, last: bool = False) -> int:
         """The speaker paused: a partial of everything fed so far is wanted now, changed or not. Returns the pause's
-        number, which that partial carries (`Partial.pause`; 0: none will come, the utterance is ending)."""
+        number, which that partial carries (`Partial.pause`; 0: none will come, the utterance is ending). `last`: the
+        speaker let go of the key and no more speech will be fed: the streams are finished there, the partial is the
+        final transcript, and finish() returns it without decoding again."""
         with self._lock:
             if self._closing:
                 return 0
             self._pauses += 1
             self._pause_wanted = self._holding = True
+            self._last_pause = last
             self._schedule()
             if self._due():
                 self._pool._hurry(self)
@@ -201,7 +206,9 @@ class StreamHandle:
                 self._waiting_since = None
             last = self._closing and not self._buffer
             self._over = last or self._aborted
-            pause = self._pauses if self._pause_wanted and not self._buffer and not last else 0
+            # a pause wanted as the utterance ends is served only if it is the last one (its partial is the final)
+            pause = self._pauses if self._pause_wanted and not self._buffer and (self._last_pause or not last) else 0
+            final_here = bool(pause) and self._last_pause
             if pause:
                 self._pause_wanted = False
         try:
@@ -210,20 +217,24 @@ class StreamHandle:
                 return
             if self._streams is None:
                 self._streams = [engine.start_stream(self.alternatives) for engine in self._pool.engines]
-            if self.alternatives and self._pool.behind():  # shed the extra hearings at once, not only for new ones
+            if self.alternatives and self._final is None and self._pool.behind():  # shed them now, not just for new ones
                 self.alternatives = False
                 self._pool.count_heard_once()
                 for stream in self._streams:
                     stream.drop_alternatives()
-            if batch:
+            if batch and self._final is None:  # (after the last pause nothing is decoded: the streams are finished)
                 for stream in self._streams:
                     stream.feed(batch)
-            if pause:
+            if final_here:
+                self._final = combine([stream.finish() for stream in self._streams])
+                if not self._final.empty:  # (nothing heard: as at any pause, no partial)
+                    self._deliver(replace(self._final, partial=True), pause)
+            elif pause:
                 self._partial(pause)
             elif batch:
                 self._maybe_partial(len(batch))
             if last:
-                self._done(combine([stream.finish() for stream in self._streams]))
+                self._done(self._final if self._final is not None else combine([s.finish() for s in self._streams]))
                 return
         except Exception as e:
             logger.exception("recognition of utterance %s failed", self.utterance_id)
@@ -253,8 +264,11 @@ class StreamHandle:
         partial = combine(found)
         key = (partial.text, partial.pinyin, len(partial.keywords))
         if key != self._last_partial or pause:
-            self._last_partial = key
-            self._loop.call_soon_threadsafe(self._partials.put_nowait, Partial(partial, pause))
+            self._deliver(partial, pause)
+
+    def _deliver(self, partial: Transcript, pause: int) -> None:
+        self._last_partial = (partial.text, partial.pinyin, len(partial.keywords))
+        self._loop.call_soon_threadsafe(self._partials.put_nowait, Partial(partial, pause))
 
     def _done(self, outcome: Transcript | Exception | None) -> None:
         self._loop.call_soon_threadsafe(self._settle, outcome)

@@ -142,6 +142,12 @@ class VadConfig(Strict):
         " dispatch, ~0.5 s before the hang-over ends the utterance (0, or not above sentence_end_ms: off; under a COR"
         " carrier never: its drop ends the call).",
     )
+    squelch_tail_detect_ms: int = Field(
+        100, ge=0,
+        description="This much of a squelch tail (the receiver's noise burst after the far end lets go of the key:"
+        " loud, flat across the voice band) after speech ends the utterance at once, with or without a COR line"
+        " (0: off; a radio with tail elimination or CTCSS has no tail, and the hang-over or the carrier decides).",
+    )
     stop_ratio: float = Field(0.15, ge=0, lt=1, description="Speech ends when the voiced share of the window drops below this.")
     preroll_ms: int = Field(
         500, ge=300,

@@ -13,7 +13,7 @@ from typing import Literal
 from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH
 
 # "eof": the input ended or was lost; "shutdown": the service stopped while it was being spoken
-EndReason = Literal["silence", "max_length", "carrier", "eof", "shutdown"]
+EndReason = Literal["silence", "squelch", "max_length", "carrier", "eof", "shutdown"]
 
 
 def new_utterance_id(start: float) -> str:
@@ -56,6 +56,9 @@ class UtterancePaused:
     speech_end: float  # the end of the last voiced frame before the pause
     # the same pause, still silent after `long_pause_ms`: most likely the end of the transmission (reported once more)
     settled: bool = False
+    # the caller let go of the key (a squelch tail was heard) before this pause was reported: nothing more will be
+    # said, and the utterance ends right after this event (settled too; a pause reported already is only settled)
+    unkeyed: bool = False
 
 
 @dataclass(slots=True, frozen=True)

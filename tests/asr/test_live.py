@@ -350,6 +350,29 @@ async def test_a_pause_that_goes_on_hands_its_partial_over_again_settled(
     live.pool.close()
 
 
+async def test_the_pause_a_caller_lets_go_of_the_key_at_hands_over_the_final_settled_before_the_archive(
+    service: Service, sherpa: SherpaEngine, calls_audio: Path
+) -> None:
+    """The segmenter heard the squelch tail (UtterancePaused `unkeyed`, then the utterance ends): the partial handed
+    over, settled, is the final transcript itself, decoded once, there, before the utterance is even archived."""
+    partials = Dispatched()
+    live, dispatched = recognition(service, sherpa, on_partial=partials)
+    spoken = await start_speaking(live, "ch-a", decode_file(calls_audio / "c001.wav"))
+    await live.on_event(UtterancePaused("ch-a", spoken.id, spoken.end, spoken.end, settled=True, unkeyed=True), None)
+    for _ in range(200):
+        if any(ref.paused for _, ref, _ in partials.heard):
+            break
+        await asyncio.sleep(0.05)
+    ((at_key_up, ref),) = [(t, ref) for t, ref, _ in partials.heard if ref.paused]
+    assert ref.settled and dispatched.calls == {}  # not archived yet, let alone transcribed
+    await end_speaking(live, service.archive, spoken)
+    await settled(live)
+    final = dispatched.transcripts[spoken.id]
+    assert at_key_up.partial and not final.partial
+    assert at_key_up.pinyin == final.pinyin != "" and at_key_up.words == final.words
+    live.pool.close()
+
+
 async def test_utterances_the_archive_holds_are_recognised_and_dispatched_at_once(
     tmp_path: Path, small_disk: Path, calls_audio: Path, sherpa: SherpaEngine, mandarin: list[bytes],
     caplog: pytest.LogCaptureFixture,

@@ -64,13 +64,14 @@ async def feed_live(
 
 
 class DecodingThreads:
-    """The real engine, noting the threads its streams decode on (feed, finish, the partials)."""
+    """The real engine, noting the threads its streams decode on (feed, finish, the partials), and the calls."""
 
     DECODING = frozenset({"feed", "finish", "partial", "pause_partial"})
 
     def __init__(self, engine: SherpaEngine) -> None:
         self.engine = engine
         self.threads: set[int] = set()
+        self.calls: list[str] = []
 
     def __getattr__(self, name: str) -> Any:  # the engine's own attributes
         return getattr(self.engine, name)
@@ -87,6 +88,7 @@ class DecodingThreads:
 
                 def decoding(*a: Any, **k: Any) -> Any:
                     spy.threads.add(threading.get_ident())
+                    spy.calls.append(name)
                     return attr(*a, **k)
 
                 return decoding
@@ -219,6 +221,32 @@ async def test_a_pause_partial_carries_every_hearing(sherpa_model: Path, mandari
         assert [t for t, _ in starts] == [w.text for w in plain.words]
         # on the call's clock: within a few of the decoder's 40 ms frames (the silence let in is ~0.4 s)
         assert max(abs(t - w.start) for (_, t), w in zip(starts, plain.words, strict=True)) < 0.15
+
+
+async def test_the_last_pause_partial_is_the_final_decoded_once(sherpa: SherpaEngine, mandarin: list[bytes]) -> None:
+    """pause(last=True): the caller let go of the key, nothing more will be fed. The streams are finished there: the
+    partial is the final transcript (as decoded without the pause), and finish() returns it without decoding again."""
+    spy = DecodingThreads(sherpa)
+    pool = RecognitionPool([spy], workers=1)  # type: ignore[list-item]
+    pcm = mandarin[0]
+    handle = pool.open("let-go")
+    handle.feed(pcm)
+    handle.pause(last=True)
+    at_pause = await asyncio.wait_for(anext(p async for p in handle.partials() if p.at_pause), 30)
+    final = await handle.finish()
+    pool.close()
+    assert at_pause.transcript.partial and not final.partial
+    assert at_pause.transcript.pinyin == final.pinyin == direct(sherpa, pcm).pinyin != ""
+    assert spy.calls.count("finish") == 1 and "pause_partial" not in spy.calls
+
+    pool_again = RecognitionPool([sherpa], workers=1)
+    handle = pool_again.open("let-go-and-done")  # as the service does it: the utterance ends right after
+    handle.feed(pcm)
+    handle.pause(last=True)
+    final = await handle.finish()
+    at_pause = await asyncio.wait_for(anext(p async for p in handle.partials() if p.at_pause), 30)
+    pool_again.close()
+    assert at_pause.transcript.pinyin == final.pinyin != ""
 
 
 async def test_both_engines_combined_on_one_utterance(vosk_grammar: VoskEngine, sherpa: SherpaEngine, sherpa_model: Path) -> None:

@@ -291,12 +291,47 @@ def test_squelch_tail_alone_is_nothing():
     assert SegmenterState.SPEAKING not in run.states  # the click alone may look voiced; the noise never does
 
 
-def test_squelch_tail_after_speech_adds_no_more_than_the_hangover():
-    plain, tailed = Run(), Run()
+def test_without_tail_detection_a_squelch_tail_adds_no_more_than_the_hangover():
+    no_detection = VadConfig(squelch_tail_detect_ms=0)
+    plain, tailed = Run(no_detection), Run(no_detection)
     plain.feed(silence(1.0) + tone(1.0) + silence(3.0))
     tailed.feed(silence(1.0) + tone(1.0) + white(0.3) + silence(2.7))
     (a,), (b,) = plain.of(Utterance), tailed.of(Utterance)
-    assert b.end == pytest.approx(a.end)  # the hang-over ran through the tail instead of restarting on it
+    assert b.end == pytest.approx(a.end, abs=1e-6)  # the hang-over ran through the tail instead of restarting on it
+    assert b.reason == "silence" and b.end > T0 + 2.9
+
+
+def test_a_squelch_tail_after_speech_ends_the_utterance_at_once():
+    run = Run()
+    run.feed(silence(1.0) + tone(1.0) + white(0.3) + silence(2.7))
+    (utt,) = run.of(Utterance)
+    assert utt.reason == "squelch"
+    assert utt.end == pytest.approx(T0 + 2.0, abs=1e-6)  # the frames the tail was heard in are left out
+    assert utt.pcm.endswith(tone(1.0)[-5 * FRAME_BYTES :])
+    # heard 100 ms into the tail, before a pause was due: the pause is reported then, the last (the key is up)
+    heard_at = T0 + 2.0 + DEFAULTS.squelch_tail_detect_ms / 1000
+    (paused,) = run.of(UtterancePaused)
+    assert (paused.speech_end, paused.at) == (pytest.approx(T0 + 2.0, abs=1e-6), pytest.approx(heard_at, abs=1e-6))
+    assert paused.settled and paused.unkeyed
+    assert run.events.index(paused) == run.events.index(utt) - 1
+    assert len(run.of(UtteranceStarted)) == 1  # the rest of the tail starts nothing
+    assert_stream_consistent(run.events)
+
+
+@pytest.mark.parametrize(
+    "noise",
+    [
+        white(0.08),  # loud, flat and broad, but shorter than a tail: a fricative, a click of the mic
+        white(0.5, dbfs=-30.0),  # long and flat, but far quieter than the speech: the channel's own noise in a pause
+    ],
+)
+def test_noise_inside_speech_that_is_not_a_tail_does_not_end_it(noise: bytes):
+    run = Run()
+    run.feed(silence(1.0) + tone(1.0) + noise + tone(1.0) + silence(3.0))
+    (utt,) = run.of(Utterance)
+    assert utt.reason == "silence"
+    assert tone(1.0) + noise + tone(1.0) in utt.pcm  # frames held back as maybe tail rejoin it, in order
+    assert_stream_consistent(run.events)
 
 
 def test_steady_background_becomes_the_noise_floor():
@@ -342,7 +377,7 @@ def test_a_pause_while_the_carrier_is_up_is_reported_before_the_carrier_drops():
 
 
 def test_the_squelch_tail_before_a_carrier_drop_is_left_out_without_delaying_the_stream():
-    run = Run(squelch_tail_ms=160)
+    run = Run(VadConfig(squelch_tail_detect_ms=0), squelch_tail_ms=160)  # the carrier's drop alone ends the call
     run.feed(silence(0.2) + tone(1.0) + silence(0.3), carrier=True)
     # every voiced frame is streamed as it arrives; only the last 160 ms of unvoiced frames wait
     assert len(run.of(UtteranceStarted)[0].pcm + b"".join(a.pcm for a in run.of(UtteranceAudio))) == len(
@@ -354,6 +389,35 @@ def test_the_squelch_tail_before_a_carrier_drop_is_left_out_without_delaying_the
     (utt,) = run.of(Utterance)
     assert utt.pcm == silence(0.2) + tone(1.0) + silence(0.3) and utt.reason == "carrier"
     assert utt.end == pytest.approx(T0 + 1.5)
+    assert_stream_consistent(run.events)
+
+
+def test_a_squelch_tail_under_the_carrier_ends_the_call_before_the_carrier_drops():
+    run = Run(squelch_tail_ms=300)
+    run.feed(silence(0.2) + tone(1.0) + silence(0.1) + white(0.3), carrier=True)  # let go of the key: the tail
+    (utt,) = run.of(Utterance)
+    assert utt.reason == "squelch"
+    assert utt.pcm == silence(0.2) + tone(1.0) + silence(0.1)  # the frames the tail was heard in are left out
+    assert utt.end == pytest.approx(T0 + 1.3, abs=1e-6)
+    # the pause was reported after 160 ms of quiet, the carrier still up; settled when the tail was heard (its partial
+    # handed over again: not `unkeyed`, which is for a pause not reported yet)
+    assert [(p.settled, p.unkeyed) for p in run.of(UtterancePaused)] == [(False, False), (True, False)]
+    run.feed(silence(0.1) + click() + silence(0.1), carrier=True)  # the squelch closing, the carrier not down yet
+    run.feed(silence(0.1), carrier=False)
+    assert len(run.of(UtteranceStarted)) == 1 and run.of(UtteranceDiscarded) == []  # nothing new began
+    run.feed(tone(1.0), carrier=True)  # the next key-up is a call again
+    assert len(run.of(UtteranceStarted)) == 2
+    assert_stream_consistent(run.events)
+
+
+def test_speech_under_the_carrier_after_a_squelch_tail_is_a_new_call_with_its_onset():
+    run = Run(squelch_tail_ms=300)
+    run.feed(silence(0.2) + tone(1.0) + white(0.3) + silence(0.2) + tone(1.0) + silence(0.2), carrier=True)
+    run.feed(silence(0.1), carrier=False)  # someone else keyed up before our squelch closed
+    first, second = run.of(Utterance)
+    assert (first.reason, second.reason) == ("squelch", "carrier")
+    assert second.start < T0 + 1.7  # its pre-roll holds the quiet before its onset: no word clipped
+    assert tone(1.0) in second.pcm and white(0.3)[: 5 * FRAME_BYTES] not in second.pcm
     assert_stream_consistent(run.events)
 
 

@@ -180,9 +180,11 @@ async def when_keyed(line: Any, then: Callable[[], Awaitable[None]]) -> None:
 # --- COR and VOX drive segmentation --------------------------------------------------------------------------
 
 
-async def test_cor_decides_the_utterance_and_the_squelch_tail_is_trimmed(tmp_path, shared_audio):
+@pytest.mark.parametrize("tail_heard", [True, False])
+async def test_cor_decides_the_utterance_and_the_squelch_tail_is_trimmed(tmp_path, shared_audio, tail_heard):
     tail_ms = 160
-    channel = pipe_channel(tmp_path, "cor", line={"type": "simulated", "squelch_tail_ms": tail_ms})
+    vad = {} if tail_heard else {"vad": {"squelch_tail_detect_ms": 0}}  # the tail heard ends it, or the carrier drop
+    channel = pipe_channel(tmp_path, "cor", line={"type": "simulated", "squelch_tail_ms": tail_ms}, **vad)
     speech = pad(speech_pcm(shared_audio))
     parts = [
         noise(0.8, -50, 1),  # receiver hiss, squelch closed
@@ -211,7 +213,7 @@ async def test_cor_decides_the_utterance_and_the_squelch_tail_is_trimmed(tmp_pat
     assert abs(start - t_up) <= 0.021, (start, t_up)
     assert abs(end - (t_down - tail_ms / 1000)) <= 0.021, (end, t_down)
     assert fed[offset : offset + len(pcm)] == pcm
-    assert utt.end_reason == "carrier"
+    assert utt.end_reason == ("squelch" if tail_heard else "carrier")  # the same audio either way
     assert abs(utt.start_ms / 1000 - (t0 + t_up)) <= 0.06, "stamped with the wall-clock time the carrier came up"
 
 
