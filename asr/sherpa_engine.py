@@ -46,6 +46,14 @@ PAUSE_FLUSH_S = 0.42
 # silence in a noisy transmission is audio the model never heard: fed inside a call, at a breath, it cost the words
 # after it (places on blind set I's calls at 12-20 dB: 89 -> 75 %, docs/performance.md)
 PAUSE_SOUND_S = 0.1
+KWS_CHUNK_S = 0.32  # audio consumed per spotter decode step (chunk-16 model: 16 encoder frames = 32 feature frames)
+KEYWORD_CONTEXT_S = 0.2  # slack around a keyword when looking up what the recogniser heard there
+KWS_TIME_SLACK_S = 0.2  # the spotter and the recogniser may place the same unit a few 40 ms frames apart
+EXTENSION_MATCH = 0.75  # share of a longer keyword's remaining units the recogniser must have heard (toneless)
+# Noise gate: a syllable whose units average below this probability is the recogniser guessing at noise. Real
+# speech syllables sit well above it (see tests/asr/test_sherpa_engine.py for the measured margins).
+MIN_SYLLABLE_CONF = 0.25
+
 # A decision waits on a stream's pause partial or its final, both mostly the decoding of the quiet each hearing
 # needs after the last word (~0.1 s of CPU for three hearings): the hearings decode it side by side, on as many
 # cores as there are (the decoders release the GIL), in threads shared by every stream (made per process: a forked
@@ -61,13 +69,6 @@ def _hearing_executor() -> ThreadPoolExecutor:
             threads = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="hearing")
             _hearing_threads = (os.getpid(), threads)
         return _hearing_threads[1]
-KWS_CHUNK_S = 0.32  # audio consumed per spotter decode step (chunk-16 model: 16 encoder frames = 32 feature frames)
-KEYWORD_CONTEXT_S = 0.2  # slack around a keyword when looking up what the recogniser heard there
-KWS_TIME_SLACK_S = 0.2  # the spotter and the recogniser may place the same unit a few 40 ms frames apart
-EXTENSION_MATCH = 0.75  # share of a longer keyword's remaining units the recogniser must have heard (toneless)
-# Noise gate: a syllable whose units average below this probability is the recogniser guessing at noise. Real
-# speech syllables sit well above it (see tests/asr/test_sherpa_engine.py for the measured margins).
-MIN_SYLLABLE_CONF = 0.25
 
 
 @dataclass(slots=True, frozen=True)
