@@ -75,14 +75,14 @@ class RecognisedUtterance:
     start: float
     end: float
     paused: bool = False
-    settled: bool = False  # ... and the pause went on for the segmenter's `long_pause_ms` (handed over again)
+    settled: bool = False  # ... and the pause went on (`long_pause_ms`) or the key was let go of (a squelch tail)
 
 
 @dataclass(slots=True)
 class _Pause:
     """An utterance's latest pause (`number`: the recognition stream's count, which its partial carries): the partial
-    taken there, once handed over, and whether the pause has settled (lasted `long_pause_ms`) before that partial
-    came."""
+    taken there, once handed over, and whether the pause has settled (lasted `long_pause_ms`, or ended in a squelch
+    tail) before that partial came."""
 
     number: int
     partial: tuple[Transcript, RecognisedUtterance] | None = None

@@ -94,12 +94,16 @@ class SegmenterState(Enum):
 
 
 class FrameFeatures:
-    """Level and zero-crossing rate of a frame, computed into preallocated buffers (no per-frame arrays)."""
+    """Level and zero-crossing rate of a frame, computed into preallocated buffers (no per-frame arrays). The rate is
+    asked of one frame up to three times (the voicing test, the squelch tail's, the speech's level): kept for the
+    last frame asked."""
 
     def __init__(self) -> None:
         self._samples = np.empty(FRAME_SAMPLES, dtype=np.float32)
         self._signs = np.empty(FRAME_SAMPLES, dtype=bool)
         self._changes = np.empty(FRAME_SAMPLES - 1, dtype=bool)
+        self._rate_of: bytes | None = None
+        self._rate = 0.0
 
     def level_dbfs(self, pcm: bytes) -> float:
         np.copyto(self._samples, np.frombuffer(pcm, dtype="<i2"))
@@ -107,9 +111,11 @@ class FrameFeatures:
         return 10.0 * math.log10(energy / _FULL_SCALE_ENERGY) if energy > 0 else SILENCE_DBFS
 
     def zero_crossing_rate(self, pcm: bytes) -> float:
-        np.signbit(np.frombuffer(pcm, dtype="<i2"), out=self._signs)
-        np.not_equal(self._signs[1:], self._signs[:-1], out=self._changes)
-        return int(np.count_nonzero(self._changes)) / (FRAME_SAMPLES - 1)
+        if pcm is not self._rate_of:
+            np.signbit(np.frombuffer(pcm, dtype="<i2"), out=self._signs)
+            np.not_equal(self._signs[1:], self._signs[:-1], out=self._changes)
+            self._rate_of, self._rate = pcm, int(np.count_nonzero(self._changes)) / (FRAME_SAMPLES - 1)
+        return self._rate
 
 
 class SquelchTail:
