@@ -32,7 +32,15 @@ import yaml
 from asr.transcript import Transcript, Word
 from asr.words import common_words, word_freq
 from dispatch.config import LexiconExtension
-from dispatch.location import FUZZY_MIN, PlaceIndex, PlacesHeard, TranscriptInput, hear_places, read_input
+from dispatch.location import (
+    FUZZY_MIN,
+    PlaceIndex,
+    PlacesHeard,
+    TranscriptInput,
+    hear_places,
+    heard_together,
+    read_input,
+)
 from dispatch.phonetic import (
     Syllable,
     fold,
@@ -381,7 +389,7 @@ def read_report(transcript_like: Any, lexicon: Lexicon, index: PlaceIndex, home:
     are those of the scene most hearings name, else the main hearing's when it names one, else those of the first
     alternative that does (docs/dispatch.md, "More than the best hypothesis")."""
     heard = [hear_places(hearing, index, home) for hearing in _hearings(transcript_like)]
-    places = _scene_most_heard(heard)
+    places = _places_heard(heard, transcript_like, index, home)
     model = load_model()
     if len(heard) == 1 or model is None:
         return classify_transcript(places.inp, lexicon, places), places
@@ -410,8 +418,9 @@ def names_said(transcript: Transcript, index: PlaceIndex, home: frozenset[str] =
         return []
     hearings = [transcript, *transcript.alternatives]
     heard = [hear_places(hearing, index, home) for hearing in hearings]
-    places = _scene_most_heard(heard)
-    hearing = next(h for h, p in zip(hearings, heard, strict=True) if p is places)
+    places = _places_heard(heard, transcript, index, home)
+    # (heard together, the names lie over the main hearing's syllables)
+    hearing = next((h for h, p in zip(hearings, heard, strict=True) if p is places), transcript)
     if any(len(p.inp.syllables) != len(h.words) for h, p in ((hearing, places), (transcript, heard[0]))):
         return []  # each word one syllable, as the engine gives them: else the spans are not the words
     # a name matched in the pinyin lies over exactly the syllables it was heard in; a spotted keyword's span is only
@@ -459,17 +468,38 @@ def _laid_over(spans: list[tuple[int, int, str]], heard: tuple[Word, ...], main:
     return moved
 
 
+def _places_heard(heard: list[PlacesHeard], transcript_like: Any, index: PlaceIndex, home: frozenset[str]
+                  ) -> PlacesHeard:
+    """The places of the scene most hearings name (`_scene_most_heard`); when none names one, those heard with the
+    hearings taken together, each syllable as the nearest of what they heard there (`heard_together`)."""
+    places = _scene_most_heard(heard)
+    if places.scene() is None and len(heard) > 1 and (together := heard_together(transcript_like)) is not None:
+        joint = hear_places(together, index, home)
+        if joint.scene() is not None:
+            return joint
+    return places
+
+
 def _scene_most_heard(hearings: list[PlacesHeard]) -> PlacesHeard:
     """The places of the hearing whose scene most hearings name (more than half of them), else of the main hearing
     when it names one, else of the first alternative that does: a name garbled into another place in one hearing is
-    outvoted when the others agree."""
+    outvoted when the others agree. Unless another hearing heard that place as the unit called or as somewhere other
+    than the scene (where someone ran off to), beside a scene of its own: it heard what the others missed, the place
+    that makes the one they agree on the unit called (高桥警务点，皮具饰品城二楼…, the market's name garbled in two
+    hearings of three). Hearings differ in what they miss, not in what was said."""
     scenes = [heard.scene() for heard in hearings]
     named = Counter(scene.place.id for scene in scenes if scene is not None)
+    chosen = next((heard for heard, scene in zip(hearings, scenes, strict=True) if scene is not None), hearings[0])
     if named:
         place_id, count = named.most_common(1)[0]
         if count * 2 > len(hearings):
-            return next(heard for heard, scene in zip(hearings, scenes, strict=True) if scene and scene.place.id == place_id)
-    return next((heard for heard, scene in zip(hearings, scenes, strict=True) if scene is not None), hearings[0])
+            chosen = next(heard for heard, scene in zip(hearings, scenes, strict=True)
+                          if scene and scene.place.id == place_id)
+    scene = chosen.scene()
+    if scene is None:
+        return chosen
+    return next((heard for heard, other in zip(hearings, scenes, strict=True)
+                 if other is not None and not other.aside and heard.heard_aside(scene.place.id)), chosen)
 
 
 def _hearings(transcript_like: Any) -> list[Any]:

@@ -216,6 +216,40 @@ def read_input(transcript_like: Any) -> TranscriptInput:
     return TranscriptInput(text, syllables, keywords)
 
 
+def heard_together(transcript_like: Any) -> TranscriptInput | None:
+    """The main hearing's syllables, each with what the alternative hearings of the same audio (the recogniser at
+    other speeds) heard nearest its time (`Syllable.others`): a name each hearing garbled in another syllable
+    ("mei shi zi" / "wei mei jie") is heard whole across them. None for characters, or without alternatives or times.
+    """
+    if isinstance(transcript_like, dict):
+        main_words, others = transcript_like.get("words") or (), transcript_like.get("alternatives") or ()
+        other_words = [o.get("words") or () for o in others]
+    elif hasattr(transcript_like, "alternatives"):
+        main_words, other_words = transcript_like.words, [o.words for o in transcript_like.alternatives]
+    else:
+        return None
+    inp = read_input(transcript_like)
+    timed = [[(_syllable_of(w), _middle(w)) for w in words] for words in other_words if words]
+    slots = [i for i, s in enumerate(inp.syllables) if s is not None]
+    if inp.text or not timed or not main_words or len(slots) != len(main_words):
+        return None
+    syllables = list(inp.syllables)
+    for i, word in zip(slots, main_words, strict=True):
+        mine, at = syllables[i], _middle(word)
+        nearest = {min(hearing, key=lambda sm: abs(sm[1] - at))[0] for hearing in timed}
+        syllables[i] = replace(mine, others=tuple(sorted(b for b in nearest if b and b != mine.base)))  # type: ignore[arg-type]
+    return TranscriptInput("", syllables, inp.keywords)
+
+
+def _syllable_of(word: Any) -> str:
+    heard = parse_pinyin(word["text"] if isinstance(word, dict) else word.text)
+    return heard[0].base if len(heard) == 1 and heard[0] is not None else ""
+
+
+def _middle(word: Any) -> float:
+    return (word["start"] + word["end"]) / 2 if isinstance(word, dict) else (word.start + word.end) / 2
+
+
 def _keyword_span(keyword: dict[str, Any], words: Any, syllables: list[Syllable | None]) -> tuple[int, int] | None:
     """Where a spotted keyword lies in a pinyin-only transcript: the syllables (words) its time span covers.
 
@@ -242,8 +276,11 @@ class PlacesHeard:
     candidates: list[LocationMatch]  # overlaps resolved
     jurisdiction: Jurisdiction
     _scene: LocationMatch | None = field(init=False)  # chosen once: read by the type decision and the dispatcher
+    _weighed: list[LocationMatch] = field(init=False)  # the candidates as weighed for it (the unit called marked)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_weighed", _opening_addressee(_most_specific(self.candidates, self.jurisdiction),
+                                                                self.inp))
         object.__setattr__(self, "_scene", self._choose_scene())
 
     @property
@@ -255,8 +292,12 @@ class PlacesHeard:
         """The most likely scene, or None when no place is named."""
         return self._scene
 
+    def heard_aside(self, place_id: str) -> bool:
+        """The place was heard here as the unit called or as somewhere other than the scene (`LocationMatch.aside`)."""
+        return any(c.place.id == place_id and c.aside for c in self._weighed)
+
     def _choose_scene(self) -> LocationMatch | None:
-        candidates = _opening_addressee(_most_specific(self.candidates, self.jurisdiction), self.inp)
+        candidates = self._weighed
         if not candidates:
             return None
         if any(c.elsewhere for c in candidates) and any(not c.aside for c in candidates):
@@ -372,7 +413,7 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[
             firsts = first_readings(n.text, heteronyms=bool(inp.text))
             if firsts not in heads:
                 heads[firsts] = [i for i, s in enumerate(syl) if s is not None
-                                 and max(heard_similarity(f, s.base) for f in firsts) >= HEAD_MIN]
+                                 and max(heard_similarity(f, b) for f in firsts for b in (s.base, *s.others)) >= HEAD_MIN]
             starts = [i for i in heads[firsts] if i <= len(syl) - size]
             if not inp.text and fuzzy_ok and size >= ONSET_NAME and (not starts or starts[0] != 0) and len(syl) >= size:
                 starts = [0, *starts]  # the onset rule below takes any first syllable
@@ -391,7 +432,8 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[
             if not scores or (n.method == "short" and min(scores) < 0.9):
                 continue  # a short form (东郊市场) is not the name itself: heard whole, up to accent confusions
             score = sum(scores) / size
-            exact = score == 1.0 and tones_agree(n.text, syl, start) and (size >= 3 or _has_tones(syl, start, size))
+            exact = (score == 1.0 and tones_agree(n.text, syl, start) and (size >= 3 or _has_tones(syl, start, size))
+                     and not any(s.others for s in syl[start:start + size] if s))  # (pieced together: never exact)
             # The distinctive head of a name (美食|街, 怡园|小区) must be heard right up to accent confusions; in a
             # long name heard nearly whole, the head may have lost a syllable's tail (jie hua yuan xiao qu: 金花苑小区).
             # A name of 5+ syllables heard right but for one slip after its first syllable is that name

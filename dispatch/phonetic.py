@@ -33,6 +33,7 @@ _PINYIN_LINE = re.compile(r"^[a-zA-Zü:1-5\s,.;!?，。；！？]+$")
 class Syllable:
     base: str  # toneless, lower case, ü written v ("lv")
     tone: int | None  # 1-4, 5 for neutral; None when unknown (plain pinyin)
+    others: tuple[str, ...] = ()  # toneless, what other hearings of the same audio heard there (`window_scores`)
 
     @property
     def folded(self) -> str:
@@ -144,7 +145,8 @@ def window_scores(word: str, syllables: list[Syllable | None], start: int, floor
     sound character by character may have read it so (掌乐东路 for 长乐东路); for place names, which are long and
     few, not for the lexicon's many short words. With `moved_n` (place names), two syllables heard with an n on the
     wrong side of their boundary (`resyllabified`) count as the word's two if that reads them better, each at most
-    as near as an accent confusion: a name so heard is never heard exactly."""
+    as near as an accent confusion: a name so heard is never heard exactly. A syllable that other hearings of the
+    audio heard otherwise (`Syllable.others`) counts as the nearest of them."""
     want = _word_readings(word, heteronyms)
     n = len(want)
     if start + n > len(syllables):
@@ -157,7 +159,7 @@ def window_scores(word: str, syllables: list[Syllable | None], start: int, floor
     total, need = 0.0, floor * n
     i = 0
     while i < n:
-        taken = [_best(want[i], bases[i])]
+        taken = [max(_best(want[i], base) for base in (bases[i], *heard[i].others))]  # type: ignore[union-attr]
         if moved_n and taken[0] < 1.0 and i + 1 < n and (moved := resyllabified(bases[i], bases[i + 1])):
             moved_scores = [min(HEARD_ALIKE, _best(want[i + j], moved[j])) for j in (0, 1)]
             if sum(moved_scores) > taken[0] + _best(want[i + 1], bases[i + 1]):

@@ -203,6 +203,46 @@ def test_a_place_garbled_in_the_main_hearing_is_taken_from_an_alternative() -> N
     assert _read(FIGHT_AT_STREET, at_market, at_market)[0] == "gaoqiao-market"
 
 
+def test_a_hearing_that_heard_the_agreed_place_as_the_unit_called_heard_the_scene_the_others_missed() -> None:
+    """Two hearings of three hear only the post called (its name opens the call), the third the scene after it too:
+    the post is the unit called in every hearing, the scene is the street. A hearing that heard the agreed place as
+    the scene itself, beside another place, does not overrule them."""
+    called = "gao1 qiao2 jing3 wu4 dian3 you3 ren2 da3 jia4 le5"
+    scene_too = "gao1 qiao2 jing3 wu4 dian3 mei3 shi2 jie1 you3 ren2 da3 jia4 le5"
+    assert _read(called, called)[0] == "gaoqiao-jingwudian"
+    assert _read(called, called, scene_too)[0] == "meishijie"
+    assert _read(called, scene_too, called)[0] == "meishijie"
+    # where someone ran off to is not the scene either, when the caller named where it happened
+    fled = "you3 ren2 qiang3 bao1 wang3 xing4 fu2 lu4 pao3 le5"
+    assert _read(fled, fled)[0] == "xingfulu"
+    assert _read(fled, fled, "mei3 shi2 jie1 " + fled)[0] == "meishijie"
+    # the third hearing put the scene at the agreed place itself (the street after it heard as a corner's second)
+    assert _read(FIGHT_AT_STREET, FIGHT_AT_STREET, "mei3 shi2 jie1 he2 xing4 fu2 lu4 you3 ren2 da3 jia4")[0] == "meishijie"
+
+
+def _timed(pinyin: str, step: float = 0.2) -> dict:
+    return {"pinyin": pinyin, "words": [{"text": s, "start": i * step, "end": (i + 1) * step, "conf": 0.9}
+                                        for i, s in enumerate(pinyin.split())]}
+
+
+def test_a_name_each_hearing_garbled_in_another_syllable_is_heard_together() -> None:
+    """No hearing alone names the place (美食街 heard "mei zi jie" and "wei shi jie"); taken together, each syllable
+    the nearest of what the hearings heard at its time, they do, as a phonetic match (never exact). Where a hearing
+    names a place alone, or the syllables heard together are not the name's, nothing is pieced together."""
+    index = PlaceIndex(load_jurisdiction(REPO / "config" / "jurisdiction.yaml"))
+    main = _timed("you3 ren2 zai4 mei3 zi4 jie1 da3 jia4 le5")
+    garbled = {**main, "alternatives": [_timed("you3 ren2 zai4 wei4 shi2 jie1 da3 jia4 le5"),
+                                        _timed("you3 ren2 zai4 mei3 zi4 jie1 da3 jia4 le5", step=0.22)]}
+    assert read_report(main, load_lexicon(), index)[1].scene() is None
+    what, places = read_report(garbled, load_lexicon(), index)
+    assert (places.scene().place.id, places.scene().method, what.type) == ("meishijie", "fuzzy", "fight")
+    # the same syllables said at other times (no hearing heard shi where the main one heard zi): nothing
+    apart = {**main, "alternatives": [_timed("wei4 shi2 jie1 you3 ren2 zai4 da3 jia4 le5", step=0.1)]}
+    assert read_report(apart, load_lexicon(), index)[1].scene() is None
+    assert read_report({**main, "alternatives": [_timed("you3 ren2 zai4 wei4 zi4 jie1 da3 jia4 le5")]},
+                       load_lexicon(), index)[1].scene() is None
+
+
 def test_the_type_the_hearings_lean_to_together_wins() -> None:
     """The type model's probabilities are averaged over the hearings: two hearings of a fight outweigh one of a
     theft; with one each, the main hearing's own words decide."""
