@@ -159,7 +159,8 @@ def window_scores(word: str, syllables: list[Syllable | None], start: int, floor
     total, need = 0.0, floor * n
     i = 0
     while i < n:
-        taken = [max(_best(want[i], base) for base in (bases[i], *heard[i].others))]  # type: ignore[union-attr]
+        others = heard[i].others  # type: ignore[union-attr]
+        taken = [max(_best(want[i], base) for base in (bases[i], *others)) if others else _best(want[i], bases[i])]
         if moved_n and taken[0] < 1.0 and i + 1 < n and (moved := resyllabified(bases[i], bases[i + 1])):
             moved_scores = [min(HEARD_ALIKE, _best(want[i + j], moved[j])) for j in (0, 1)]
             if sum(moved_scores) > taken[0] + _best(want[i + 1], bases[i + 1]):
