@@ -659,9 +659,12 @@ def _resolve_overlaps(cands: list[LocationMatch]) -> list[LocationMatch]:
 
 
 def _most_specific(cands: list[LocationMatch], places: Jurisdiction) -> list[LocationMatch]:
-    """Drop a place when a place inside it was also named (高桥大市场 + 皮具饰品城 -> 皮具饰品城)."""
+    """Drop a place when a place inside it was also named (高桥大市场 + 皮具饰品城 -> 皮具饰品城), a community too when
+    a place of its grid was named, not as where someone went or the caller stands (长乐东社区网格员报告，长乐公园南门…:
+    the park, even when 网格员, which says the community only reports, was misheard)."""
     named = {c.place.id for c in cands}
     contains = {a for pid in named for a in places.ancestors(pid)}
+    contains |= {grid for c in cands if not c.elsewhere and (grid := places.grid_of(c.place.id)) != c.place.id}
     best: dict[str, LocationMatch] = {}
     for c in cands:
         if c.place.id in contains:

@@ -170,6 +170,22 @@ def test_the_scene_wins_over_the_addressee(said: str, scene: str, form, index: P
 @pytest.mark.parametrize(
     ("said", "scene"),
     [
+        # a place of the community's grid named too is the more specific: the community is where it is, around it
+        ("长乐东社区报告，长乐公园南门几个人打起来了", "changle-gongyuan"),
+        ("永定社区那边有人说，地铁万寿路站D口有个没人要的箱子", "wanshoulu-ditiezhan"),
+        # ... not where someone ran off to, and not a place of another community's grid
+        ("永定社区有人抢包，往美食街方向跑了", "yongding-sq"),
+        ("长乐东社区有人打架，打完往美食街跑了", "changledong-sq"),
+    ],
+)
+@pytest.mark.parametrize("form", [str, tone_pinyin, plain_pinyin], ids=["text", "toned", "plain"])
+def test_a_community_yields_to_a_place_of_its_grid(said: str, scene: str, form, index: PlaceIndex) -> None:
+    assert where(form(said), index).place.id == scene
+
+
+@pytest.mark.parametrize(
+    ("said", "scene"),
+    [
         ("美食街有人抢包，往万寿北路方向跑了", "meishijie"),
         ("有个小偷在高桥大市场偷了手机，朝幸福路跑了", "gaoqiao-market"),
         ("往幸福路方向开的一辆车撞了人，就在长乐东路上", "changledonglu"),
