@@ -41,7 +41,7 @@ from dispatch.phonetic import (
     window_scores,
 )
 from dispatch.radio_channel import learned_alike
-from dispatch.short_names import COMMUNITY_ROLES, short_forms
+from dispatch.short_names import COMMUNITY_ROLES, RESIDENCE_KINDS, short_forms, split_name
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ HOME_FUZZY_MIN = 0.8  # mean similarity for a 4+ syllable name of the channel's 
 # home channel (a weaker head of a long name, LONG_NAME_MIN); names are looked for only where it is heard so.
 HEAD_MIN = 0.75
 KEYWORD_SLACK_S = 0.15  # a spotted keyword's reported times may trail its syllables' a little
+NUMBERED_BUILDINGS = frozenset({"compound", "school", "enterprise", "hospital"})  # places whose buildings are numbered
 
 Method = Literal["keyword", "name", "alias", "short", "generic", "fuzzy"]
 
@@ -177,6 +178,24 @@ class PlaceIndex:
             if n.text in self.fuzzy_names and len(said) >= HEADLESS_NAME:
                 tails.setdefault(tuple(s.folded for s in said[1:]), []).append(n)
         return [(names[0], tail) for tail, names in tails.items() if len({n.place.id for n in names}) == 1]
+
+    @cached_property
+    def compound_heads(self) -> list[tuple[str, Place]]:
+        """(head, compound): a residential compound's name without its kind-word (长乐坊 of 长乐坊小区, 兴庆 of 兴庆家园), where
+        no other place with numbered buildings (a compound, school, works or hospital: 西光 of 西光中学, 西光机械厂) has a
+        name that starts the same way: said before a building number, it is the compound."""
+        heads: dict[str, set[str]] = {}
+        for place in self.jurisdiction.places:
+            if place.kind == "compound":
+                for name in place.names:
+                    parts = split_name(name)
+                    if parts is not None and parts[2] in RESIDENCE_KINDS:
+                        heads.setdefault(parts[0], set()).add(place.id)
+        for head, ids in heads.items():
+            ids.update(p.id for p in self.jurisdiction.places
+                       if p.kind in NUMBERED_BUILDINGS and any(n.startswith(head) for n in p.names))
+        return sorted(((head, self.jurisdiction.place(next(iter(ids)))) for head, ids in heads.items() if len(ids) == 1),
+                      key=lambda hp: -len(hp[0]))
 
 
 def _is_generic(alias: str, place: Place) -> bool:
@@ -396,6 +415,7 @@ def _candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[str] = 
                 yield _mark(LocationMatch(n.place, n.text, n.method, CONFIDENCE[n.method], m.span(), "char", said=n.text), inp)
     yield from _pinyin_candidates(inp, index, home)
     yield from _headless_at_onset(inp, index)
+    yield from _compound_by_building(inp, index)
 
 
 def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[str] = frozenset()):
@@ -480,6 +500,48 @@ def _headless_at_onset(inp: TranscriptInput, index: PlaceIndex):
         score = sum(scores) / (size + 1)  # the clipped syllable counts as not heard
         words = " ".join(h.base for h in heard if h)
         yield _mark(LocationMatch(n.place, words, "fuzzy", 0.9 * score, (0, size), inp.unit, said=n.text), inp)
+
+
+# A building of a compound: a number, then 号楼 / 栋 / 幢 / 单元 (not 2楼, a floor of any building), after the compound's
+# head and at most BUILDING_GAP syllables of filler (怡园那个小区6号楼: "that compound of 怡园").
+BUILDING_GAP = 4
+_BUILDING_TEXT = re.compile(r"[0-9零一二三四五六七八九十两幺]+(?:号楼|栋|幢|单元)")
+_NUMBER_SYLLABLES = frozenset({"ling", "yi", "er", "san", "si", "wu", "liu", "qi", "ba", "jiu", "shi", "liang", "yao"})
+_BUILDING_SYLLABLES = (("hao", "lou"), ("dong",), ("zhuang",), ("dan", "yuan"))
+
+
+def _compound_by_building(inp: TranscriptInput, index: PlaceIndex):
+    """A residential compound said by its head and a building number (长乐坊7号楼, 怡园5号楼, "chang le fang qi hao
+    lou"), as people name where they live: the head alone may be another place's too (长乐坊: the compound and the
+    market) or too short to be heard on its own (two syllables need their tones), the building says which and that
+    it was said. In pinyin each syllable of the head heard right up to accent and learned confusions, tones aside."""
+    syl = inp.syllables
+    for head, place in index.compound_heads:
+        if inp.text:
+            for m in re.finditer(re.escape(head), inp.text):
+                if _BUILDING_TEXT.match(re.sub(r"^(?:那个|这个|的)?(?:小区)?(?:的)?", "", inp.text[m.end():m.end() + 12])):
+                    yield _mark(LocationMatch(place, head, "short", CONFIDENCE["short"], m.span(), "char", said=head), inp)
+            continue
+        size = len(phrase(head))
+        for start in range(len(syl) - size):
+            scores = window_scores(head, syl, start, floor=ACCENT_MIN)
+            if not scores or min(scores) < ACCENT_MIN or not _building_after(syl, start + size):
+                continue
+            words = " ".join(s.base for s in syl[start:start + size] if s)
+            yield _mark(LocationMatch(place, words, "fuzzy", CONFIDENCE["short"] * sum(scores) / size,
+                                      (start, start + size), inp.unit, said=head), inp)
+
+
+def _building_after(syllables: list[Syllable | None], at: int) -> bool:
+    """A building number within BUILDING_GAP syllables from `at` (across a pause): a number, then 号楼/栋/幢/单元."""
+    bases = [s.base if s else "" for s in syllables]
+    for i in range(at, min(at + BUILDING_GAP + 1, len(bases))):
+        j = i
+        while j < len(bases) and bases[j] in _NUMBER_SYLLABLES:
+            j += 1
+        if j > i and any(tuple(bases[j:j + len(b)]) == b for b in _BUILDING_SYLLABLES):
+            return True
+    return False
 
 
 def _has_tones(syllables: list[Syllable | None], start: int, size: int) -> bool:

@@ -24,6 +24,7 @@ KINDS = ("大市场", "市场", "夜市", "城", "小区", "家园", "花园", "
 # What a kind-word is shortened to in speech (菜市场 -> 菜场), and the kind-word a kind of place also goes by.
 SPOKEN_KIND = {"菜市场": ("菜场",), "大市场": ("市场",), "公交站": ("站",), "地铁站": ("站", "地铁"), "车站": ("站",),
                "公司": ("厂",), "小学": ("小",), "中学": ("中",)}
+RESIDENCE_KINDS = frozenset({"小区", "家园", "花园"})  # a residential compound's kind-words (its buildings numbered)
 STREET_HEAD_ONLY = frozenset({"小学", "中学"})  # 公园北小 is said, 西光中 is not: only after a street's name
 _STREET_ENDINGS = tuple("路街道巷")  # 公园|北路|夜市: a street in the head, not a trade
 # An area's own name is its head alone only for places people go to; units and grids are said with their kind-word.

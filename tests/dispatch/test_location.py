@@ -168,6 +168,23 @@ def test_the_scene_wins_over_the_addressee(said: str, scene: str, form, index: P
 
 
 @pytest.mark.parametrize(
+    ("said", "place_id"),
+    [
+        ("长乐坊七号楼有个老人在家里晕倒了", "changlefang-xq"),  # 长乐坊 alone is the compound's and the market's
+        ("兴庆那个小区三栋有人吵架", "xingqing-jiayuan"),
+        ("他住长乐坊十二单元，家里漏水了", "changlefang-xq"),
+        ("长乐坊门口有人打架", None),  # without the building: which 长乐坊 is not said
+        ("长乐坊2楼有人打架", None),  # a floor, of any building
+        ("西光5号楼有人打架", None),  # 西光 heads a school and a works too, whose buildings are numbered as well
+    ],
+)
+@pytest.mark.parametrize("form", [str, tone_pinyin, plain_pinyin], ids=["text", "toned", "plain"])
+def test_a_compound_said_by_its_head_and_a_building(said: str, place_id: str | None, form, index: PlaceIndex) -> None:
+    match = extract_location(form(said), index)
+    assert (match.place.id if match else None) == place_id
+
+
+@pytest.mark.parametrize(
     ("said", "scene"),
     [
         # a place of the community's grid named too is the more specific: the community is where it is, around it
