@@ -515,33 +515,41 @@ def _compound_by_building(inp: TranscriptInput, index: PlaceIndex):
     lou"), as people name where they live: the head alone may be another place's too (长乐坊: the compound and the
     market) or too short to be heard on its own (two syllables need their tones), the building says which and that
     it was said. In pinyin each syllable of the head heard right up to accent and learned confusions, tones aside."""
-    syl = inp.syllables
-    for head, place in index.compound_heads:
-        if inp.text:
+    if inp.text:
+        for head, place in index.compound_heads:
             for m in re.finditer(re.escape(head), inp.text):
                 if _BUILDING_TEXT.match(re.sub(r"^(?:那个|这个|的)?(?:小区)?(?:的)?", "", inp.text[m.end():m.end() + 12])):
                     yield _mark(LocationMatch(place, head, "short", CONFIDENCE["short"], m.span(), "char", said=head), inp)
-            continue
+        return
+    syl = inp.syllables
+    buildings = _buildings(syl)
+    if not buildings:
+        return  # (most transmissions: no head is looked for)
+    for head, place in index.compound_heads:
         size = len(phrase(head))
-        for start in range(len(syl) - size):
+        ends = {end for at in buildings for end in range(at - BUILDING_GAP, at + 1)}  # where the head may end
+        for start in sorted(end - size for end in ends if end - size >= 0):
             scores = window_scores(head, syl, start, floor=ACCENT_MIN)
-            if not scores or min(scores) < ACCENT_MIN or not _building_after(syl, start + size):
+            if not scores or min(scores) < ACCENT_MIN:
                 continue
             words = " ".join(s.base for s in syl[start:start + size] if s)
             yield _mark(LocationMatch(place, words, "fuzzy", CONFIDENCE["short"] * sum(scores) / size,
                                       (start, start + size), inp.unit, said=head), inp)
 
 
-def _building_after(syllables: list[Syllable | None], at: int) -> bool:
-    """A building number within BUILDING_GAP syllables from `at` (across a pause): a number, then 号楼/栋/幢/单元."""
+def _buildings(syllables: list[Syllable | None]) -> list[int]:
+    """Where a building number begins: a number, then 号楼/栋/幢/单元 ("qi hao lou", "shi er dan yuan")."""
     bases = [s.base if s else "" for s in syllables]
-    for i in range(at, min(at + BUILDING_GAP + 1, len(bases))):
+    found = []
+    for i, base in enumerate(bases):
+        if base not in _NUMBER_SYLLABLES or (i > 0 and bases[i - 1] in _NUMBER_SYLLABLES):
+            continue
         j = i
         while j < len(bases) and bases[j] in _NUMBER_SYLLABLES:
             j += 1
-        if j > i and any(tuple(bases[j:j + len(b)]) == b for b in _BUILDING_SYLLABLES):
-            return True
-    return False
+        if any(tuple(bases[j:j + len(b)]) == b for b in _BUILDING_SYLLABLES):
+            found.append(i)
+    return found
 
 
 def _has_tones(syllables: list[Syllable | None], start: int, size: int) -> bool:
