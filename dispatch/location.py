@@ -421,6 +421,7 @@ def _candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[str] = 
 def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[str] = frozenset()):
     syl = inp.syllables
     heads: dict[tuple[str, ...], list[int]] = {}  # a name's first readings -> where a name read so may start
+    bases_at = [(i, (s.base, *s.others)) for i, s in enumerate(syl) if s is not None]  # (heard together: all of them)
     for n in index.names:
         size = len(phrase(n.text))
         fuzzy_ok = n.text in index.fuzzy_names
@@ -432,8 +433,8 @@ def _pinyin_candidates(inp: TranscriptInput, index: PlaceIndex, home: frozenset[
         else:  # only where its first syllable is heard well enough for any rule below (a decision time per transcript)
             firsts = first_readings(n.text, heteronyms=bool(inp.text))
             if firsts not in heads:
-                heads[firsts] = [i for i, s in enumerate(syl) if s is not None
-                                 and max(heard_similarity(f, b) for f in firsts for b in (s.base, *s.others)) >= HEAD_MIN]
+                heads[firsts] = [i for i, bases in bases_at
+                                 if max(heard_similarity(f, b) for f in firsts for b in bases) >= HEAD_MIN]
             starts = [i for i in heads[firsts] if i <= len(syl) - size]
             if not inp.text and fuzzy_ok and size >= ONSET_NAME and (not starts or starts[0] != 0) and len(syl) >= size:
                 starts = [0, *starts]  # the onset rule below takes any first syllable
