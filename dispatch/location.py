@@ -73,6 +73,7 @@ HOME_FUZZY_MIN = 0.8  # mean similarity for a 4+ syllable name of the channel's 
 # home channel (a weaker head of a long name, LONG_NAME_MIN); names are looked for only where it is heard so.
 HEAD_MIN = 0.75
 KEYWORD_SLACK_S = 0.15  # a spotted keyword's reported times may trail its syllables' a little
+NEAREST_S = 0.15  # another hearing's syllable heard this near a syllable's middle is heard there (`heard_together`)
 NUMBERED_BUILDINGS = frozenset({"compound", "school", "enterprise", "hospital"})  # places whose buildings are numbered
 
 Method = Literal["keyword", "name", "alias", "short", "generic", "fuzzy"]
@@ -242,31 +243,36 @@ def heard_together(transcript_like: Any) -> TranscriptInput | None:
     """
     if isinstance(transcript_like, dict):
         main_words, others = transcript_like.get("words") or (), transcript_like.get("alternatives") or ()
-        other_words = [o.get("words") or () for o in others]
     elif hasattr(transcript_like, "alternatives"):
-        main_words, other_words = transcript_like.words, [o.words for o in transcript_like.alternatives]
+        main_words, others = transcript_like.words, transcript_like.alternatives
     else:
         return None
     inp = read_input(transcript_like)
-    timed = [[(_syllable_of(w), _middle(w)) for w in words] for words in other_words if words]
+    main = _timed(main_words)
+    timed = [t for t in (_timed(o.get("words") if isinstance(o, dict) else getattr(o, "words", None)) for o in others) if t]
     slots = [i for i, s in enumerate(inp.syllables) if s is not None]
-    if inp.text or not timed or not main_words or len(slots) != len(main_words):
+    if inp.text or not timed or not main or len(slots) != len(main):
         return None
     syllables = list(inp.syllables)
-    for i, word in zip(slots, main_words, strict=True):
-        mine, at = syllables[i], _middle(word)
-        nearest = {min(hearing, key=lambda sm: abs(sm[1] - at))[0] for hearing in timed}
+    for i, (_, at) in zip(slots, main, strict=True):
+        mine = syllables[i]
+        nearest = {base for hearing in timed for base, middle in (min(hearing, key=lambda bm: abs(bm[1] - at)),)
+                   if abs(middle - at) <= NEAREST_S}
         syllables[i] = replace(mine, others=tuple(sorted(b for b in nearest if b and b != mine.base)))  # type: ignore[arg-type]
     return TranscriptInput("", syllables, inp.keywords)
 
 
-def _syllable_of(word: Any) -> str:
-    heard = parse_pinyin(word["text"] if isinstance(word, dict) else word.text)
-    return heard[0].base if len(heard) == 1 and heard[0] is not None else ""
-
-
-def _middle(word: Any) -> float:
-    return (word["start"] + word["end"]) / 2 if isinstance(word, dict) else (word.start + word.end) / 2
+def _timed(words: Any) -> list[tuple[str, float]]:
+    """(toneless syllable, the middle of its time) of each word, or [] when any lacks its text or times."""
+    timed = []
+    for w in words or ():
+        try:
+            text, start, end = (w["text"], w["start"], w["end"]) if isinstance(w, dict) else (w.text, w.start, w.end)
+            heard = parse_pinyin(str(text))
+            timed.append((heard[0].base if len(heard) == 1 and heard[0] is not None else "", (float(start) + float(end)) / 2))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return []
+    return timed
 
 
 def _keyword_span(keyword: dict[str, Any], words: Any, syllables: list[Syllable | None]) -> tuple[int, int] | None:
@@ -298,8 +304,8 @@ class PlacesHeard:
     _weighed: list[LocationMatch] = field(init=False)  # the candidates as weighed for it (the unit called marked)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_weighed", _opening_addressee(_most_specific(self.candidates, self.jurisdiction),
-                                                                self.inp))
+        weighed = _opening_addressee(_most_specific(self.candidates, self.jurisdiction), self.inp)
+        object.__setattr__(self, "_weighed", _community_yields(weighed, self.inp, self.jurisdiction))
         object.__setattr__(self, "_scene", self._choose_scene())
 
     @property
@@ -508,7 +514,10 @@ def _headless_at_onset(inp: TranscriptInput, index: PlaceIndex):
 BUILDING_GAP = 4
 _BUILDING_TEXT = re.compile(r"[0-9零一二三四五六七八九十两幺]+(?:号楼|栋|幢|单元)")
 _NUMBER_SYLLABLES = frozenset({"ling", "yi", "er", "san", "si", "wu", "liu", "qi", "ba", "jiu", "shi", "liang", "yao"})
-_BUILDING_SYLLABLES = (("hao", "lou"), ("dong",), ("zhuang",), ("dan", "yuan"))
+# ... in pinyin only the words no everyday word sounds like after a number (栋 dong: 以东, 一动不动; 幢 zhuang)
+_BUILDING_SYLLABLES = (("hao", "lou"), ("dan", "yuan"))
+# ... and between the head and the number only 那个/这个/的/小区 (怡园那个小区六号楼), as in characters
+_BUILDING_FILLER = frozenset({"na", "nei", "zhe", "zhei", "ge", "de", "xiao", "qu"})
 
 
 def _compound_by_building(inp: TranscriptInput, index: PlaceIndex):
@@ -526,12 +535,18 @@ def _compound_by_building(inp: TranscriptInput, index: PlaceIndex):
     buildings = _buildings(syl)
     if not buildings:
         return  # (most transmissions: no head is looked for)
+    ends = sorted({end for at in buildings for end in range(max(0, at - BUILDING_GAP), at + 1)
+                   if all(s is None or s.base in _BUILDING_FILLER for s in syl[end:at])})  # where a head may end
     for head, place in index.compound_heads:
         size = len(phrase(head))
-        ends = {end for at in buildings for end in range(at - BUILDING_GAP, at + 1)}  # where the head may end
-        for start in sorted(end - size for end in ends if end - size >= 0):
+        for start in (end - size for end in ends if end >= size):
             scores = window_scores(head, syl, start, floor=ACCENT_MIN)
             if not scores or min(scores) < ACCENT_MIN:
+                continue
+            # two syllables need their tones, as a two-syllable name does (医院 yi1 yuan4 is not 怡园 yi2 yuan2), and a
+            # head heard as a common word is that word
+            exact = min(scores) == 1.0 and _has_tones(syl, start, size) and tones_agree(head, syl, start)
+            if (size <= 2 and not exact) or (not exact and reading_freq(tuple(syl[start:start + size])) >= COMMON_WORD_FREQ):
                 continue
             words = " ".join(s.base for s in syl[start:start + size] if s)
             yield _mark(LocationMatch(place, words, "fuzzy", CONFIDENCE["short"] * sum(scores) / size,
@@ -729,13 +744,20 @@ def _resolve_overlaps(cands: list[LocationMatch]) -> list[LocationMatch]:
     return kept
 
 
+def _community_yields(cands: list[LocationMatch], inp: TranscriptInput, places: Jurisdiction) -> list[LocationMatch]:
+    """Drop a community when a place of its grid was named as the scene: not the unit called, not where someone went
+    (往…, also with a detail before 跑了: 往长乐公园南门跑了) or the caller stands (长乐东社区网格员报告，长乐公园南门…: the
+    park, even when 网格员, which says the community only reports, was misheard; 永定社区有人打架，请高桥警务点出警:
+    the community)."""
+    inner = {grid for c in cands if not c.aside and (grid := places.grid_of(c.place.id)) != c.place.id
+             and not (c.span and any(_said_before(w, inp.syllables, c.span[0]) for w in _HEADING_BEFORE))}
+    return [c for c in cands if c.place.id not in inner] if inner else cands
+
+
 def _most_specific(cands: list[LocationMatch], places: Jurisdiction) -> list[LocationMatch]:
-    """Drop a place when a place inside it was also named (高桥大市场 + 皮具饰品城 -> 皮具饰品城), a community too when
-    a place of its grid was named, not as where someone went or the caller stands (长乐东社区网格员报告，长乐公园南门…:
-    the park, even when 网格员, which says the community only reports, was misheard)."""
+    """Drop a place when a place inside it was also named (高桥大市场 + 皮具饰品城 -> 皮具饰品城)."""
     named = {c.place.id for c in cands}
     contains = {a for pid in named for a in places.ancestors(pid)}
-    contains |= {grid for c in cands if not c.elsewhere and (grid := places.grid_of(c.place.id)) != c.place.id}
     best: dict[str, LocationMatch] = {}
     for c in cands:
         if c.place.id in contains:

@@ -241,6 +241,12 @@ def test_a_name_each_hearing_garbled_in_another_syllable_is_heard_together() -> 
     assert read_report(apart, load_lexicon(), index)[1].scene() is None
     assert read_report({**main, "alternatives": [_timed("you3 ren2 zai4 wei4 zi4 jie1 da3 jia4 le5")]},
                        load_lexicon(), index)[1].scene() is None
+    # a hearing that heard one syllable, far from the others' time, puts it nowhere
+    early = {"pinyin": "shi4", "words": [{"text": "shi4", "start": 0.0, "end": 0.2, "conf": 0.9}]}
+    assert read_report({**main, "alternatives": [early]}, load_lexicon(), index)[1].scene() is None
+    # alternatives the dispatcher cannot lay over the main hearing (no times, not hearings at all) are left out
+    for odd in (["mei3 shi2 jie1"], [{"pinyin": "mei3 shi2 jie1", "words": [{"text": "mei3"}]}]):
+        assert read_report({**main, "alternatives": odd}, load_lexicon(), index)[0].type == "fight"
 
 
 def test_the_type_the_hearings_lean_to_together_wins() -> None:

@@ -171,11 +171,19 @@ def test_the_scene_wins_over_the_addressee(said: str, scene: str, form, index: P
     ("said", "place_id"),
     [
         ("长乐坊七号楼有个老人在家里晕倒了", "changlefang-xq"),  # 长乐坊 alone is the compound's and the market's
-        ("兴庆那个小区三栋有人吵架", "xingqing-jiayuan"),
+        ("长乐坊那个小区三号楼有人吵架", "changlefang-xq"),
         ("他住长乐坊十二单元，家里漏水了", "changlefang-xq"),
         ("长乐坊门口有人打架", None),  # without the building: which 长乐坊 is not said
         ("长乐坊2楼有人打架", None),  # a floor, of any building
         ("西光5号楼有人打架", None),  # 西光 heads a school and a works too, whose buildings are numbered as well
+        # a common word heard like a head (医院 is not 怡园), a number that is no building (以东, 一动不动), words
+        # between the head and the number that make it something else (兴庆路, 长乐坊市场)
+        ("送医院，三号楼有人受伤", None),
+        ("老人倒在医院门口一动不动", None),
+        ("长乐坊以东两百米有人打架", None),
+        ("兴庆路三号楼有人打架", None),
+        ("长乐坊市场二号楼有人打架", None),
+        ("长乐坊的菜市场三号楼有人打架", "changlefang-caishichang"),
     ],
 )
 @pytest.mark.parametrize("form", [str, tone_pinyin, plain_pinyin], ids=["text", "toned", "plain"])
@@ -190,8 +198,12 @@ def test_a_compound_said_by_its_head_and_a_building(said: str, place_id: str | N
         # a place of the community's grid named too is the more specific: the community is where it is, around it
         ("长乐东社区报告，长乐公园南门几个人打起来了", "changle-gongyuan"),
         ("永定社区那边有人说，地铁万寿路站D口有个没人要的箱子", "wanshoulu-ditiezhan"),
-        # ... not where someone ran off to, and not a place of another community's grid
+        # ... not where someone ran off to, the unit called, or a place of another community's grid
         ("永定社区有人抢包，往美食街方向跑了", "yongding-sq"),
+        ("长乐东社区有人抢包，往长乐公园南门跑了", "changledong-sq"),
+        ("永定社区有人打架，请高桥警务点出警", "yongding-sq"),
+        ("高桥市场保安请注意，永定社区有人打架", "yongding-sq"),
+        ("怡园警务点，怡园社区有人打架", "yiyuan-sq"),
         ("长乐东社区有人打架，打完往美食街跑了", "changledong-sq"),
     ],
 )
