@@ -239,7 +239,7 @@ def read_input(transcript_like: Any) -> TranscriptInput:
 def heard_together(transcript_like: Any) -> TranscriptInput | None:
     """The main hearing's syllables, each with what the alternative hearings of the same audio (the recogniser at
     other speeds) heard nearest its time (`Syllable.others`): a name each hearing garbled in another syllable
-    ("mei shi zi" / "wei mei jie") is heard whole across them. None for characters, or without alternatives or times.
+    ("mei zi jie" / "wei shi jie") is heard whole across them. None for characters, or without alternatives or times.
     """
     if isinstance(transcript_like, dict):
         main_words, others = transcript_like.get("words") or (), transcript_like.get("alternatives") or ()
@@ -523,8 +523,8 @@ _BUILDING_FILLER = frozenset({"na", "nei", "zhe", "zhei", "ge", "de", "xiao", "q
 def _compound_by_building(inp: TranscriptInput, index: PlaceIndex):
     """A residential compound said by its head and a building number (长乐坊7号楼, 怡园5号楼, "chang le fang qi hao
     lou"), as people name where they live: the head alone may be another place's too (长乐坊: the compound and the
-    market) or too short to be heard on its own (two syllables need their tones), the building says which and that
-    it was said. In pinyin each syllable of the head heard right up to accent and learned confusions, tones aside."""
+    market), the building says which. In pinyin each syllable of the head heard right up to accent and learned
+    confusions, a two-syllable head with its very tones (as a two-syllable name) and no head heard as a common word."""
     if inp.text:
         for head, place in index.compound_heads:
             for m in re.finditer(re.escape(head), inp.text):
@@ -543,8 +543,7 @@ def _compound_by_building(inp: TranscriptInput, index: PlaceIndex):
             scores = window_scores(head, syl, start, floor=ACCENT_MIN)
             if not scores or min(scores) < ACCENT_MIN:
                 continue
-            # two syllables need their tones, as a two-syllable name does (医院 yi1 yuan4 is not 怡园 yi2 yuan2), and a
-            # head heard as a common word is that word
+            # (医院 yi1 yuan4 is not 怡园 yi2 yuan2)
             exact = min(scores) == 1.0 and _has_tones(syl, start, size) and tones_agree(head, syl, start)
             if (size <= 2 and not exact) or (not exact and reading_freq(tuple(syl[start:start + size])) >= COMMON_WORD_FREQ):
                 continue
@@ -554,7 +553,7 @@ def _compound_by_building(inp: TranscriptInput, index: PlaceIndex):
 
 
 def _buildings(syllables: list[Syllable | None]) -> list[int]:
-    """Where a building number begins: a number, then 号楼/栋/幢/单元 ("qi hao lou", "shi er dan yuan")."""
+    """Where a building number begins in pinyin: a number, then 号楼 or 单元 ("qi hao lou", "shi er dan yuan")."""
     bases = [s.base if s else "" for s in syllables]
     found = []
     for i, base in enumerate(bases):
