@@ -164,14 +164,13 @@ class LiveRecognition:
                 pause.settled = False  # speech again: a late partial of the pause may hold some of it
         elif isinstance(event, UtterancePaused):
             handle = self._streams.get(event.utterance_id)
-            if handle is None:
-                pass
-            elif event.unkeyed:  # the key is up: the streams are finished at this pause, its partial is the final's
-                self._pauses[event.utterance_id] = _Pause(handle.pause(last=True), settled=True)
-            elif event.settled:
-                self._settle_pause(event.utterance_id)
-            else:
-                self._pauses[event.utterance_id] = _Pause(handle.pause())
+            if handle is not None:
+                if event.unkeyed:  # the key is up: the streams are finished at this pause, its partial is the final's
+                    self._pauses[event.utterance_id] = _Pause(handle.pause(last=True), settled=True)
+                elif event.settled:
+                    self._settle_pause(event.utterance_id)
+                else:
+                    self._pauses[event.utterance_id] = _Pause(handle.pause())
         elif isinstance(event, UtteranceDiscarded):
             self._pauses.pop(event.utterance_id, None)
             handle = self._streams.pop(event.utterance_id, None)

@@ -226,7 +226,7 @@ class StreamHandle:
                 for stream in self._streams:
                     stream.feed(batch)
             if final_here:
-                self._final = combine([stream.finish() for stream in self._streams])
+                self._final = self._finish_streams()
                 if not self._final.empty:  # (nothing heard: as at any pause, no partial)
                     self._deliver(replace(self._final, partial=True), pause)
             elif pause:
@@ -234,7 +234,7 @@ class StreamHandle:
             elif batch:
                 self._maybe_partial(len(batch))
             if last:
-                self._done(self._final if self._final is not None else combine([s.finish() for s in self._streams]))
+                self._done(self._final if self._final is not None else self._finish_streams())
                 return
         except Exception as e:
             logger.exception("recognition of utterance %s failed", self.utterance_id)
@@ -247,6 +247,10 @@ class StreamHandle:
             # a pause() that came while this batch decoded found the work queued, and is served by the next one
             if self._buffer or self._closing or self._pause_wanted:
                 self._schedule()
+
+    def _finish_streams(self) -> Transcript:
+        """The final transcript: every engine's stream finished, combined."""
+        return combine([stream.finish() for stream in self._streams or ()])
 
     def _maybe_partial(self, fed: int) -> None:
         self._since_partial += fed

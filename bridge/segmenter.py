@@ -380,8 +380,12 @@ class Segmenter:
         settled = silent_frames == self._long_pause_frames
         if settled and self._by_carrier:  # the key still held says the caller is not done; its drop ends the call
             return []
+        return [self._paused(frame, silent_frames, settled)]
+
+    def _paused(self, frame: Frame, silent_frames: int, settled: bool, unkeyed: bool = False) -> UtterancePaused:
+        """The pause that this frame ends `silent_frames` of quiet with (the speech ended where the quiet began)."""
         speech_end = frame.ts - (silent_frames - 1) * FRAME_S
-        return [UtterancePaused(self.channel, self._id, frame.ts + FRAME_S, speech_end, settled)]
+        return UtterancePaused(self.channel, self._id, frame.ts + FRAME_S, speech_end, settled, unkeyed=unkeyed)
 
     def _unkeyed(self, frame: Frame, index: int) -> list[SegmentEvent]:
         """A squelch tail was heard: the caller let go of the key. The pause he ended on is settled, whatever its
@@ -393,12 +397,10 @@ class Segmenter:
         events = self._release_held()  # (under a carrier, quiet held as maybe tail before it)
         silent_frames = index - self._last_sounding_index
         if self._pause_frames and self._last_sounding_index >= self._onset_index:
-            speech_end = frame.ts - (silent_frames - 1) * FRAME_S
-            at = frame.ts + FRAME_S
             if silent_frames < self._pause_frames:  # not reported yet: the last pause, read by the final itself
-                events.append(UtterancePaused(self.channel, self._id, at, speech_end, settled=True, unkeyed=True))
+                events.append(self._paused(frame, silent_frames, settled=True, unkeyed=True))
             elif self._by_carrier or not self._long_pause_frames or silent_frames < self._long_pause_frames:
-                events.append(UtterancePaused(self.channel, self._id, at, speech_end, settled=True))  # its partial again
+                events.append(self._paused(frame, silent_frames, settled=True))  # its partial again
         return [*events, *self._close("squelch")]
 
     def _is_tail(self, frame: Frame) -> bool:
