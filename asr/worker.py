@@ -12,6 +12,8 @@ so a long re-transcription cannot starve live channels (round robin in arrival o
 waiting on it -- the speaker paused (a partial to dispatch on) or stopped (the final), and no more than one batch
 left to decode -- is served before the streams that are only being fed: those lose a few milliseconds, the alert
 does not wait behind their batches (a whole archived utterance re-transcribed is due only for its last batch).
+A pause is served where it was said: the audio fed before it is decoded, the streams flushed and read there, and only
+then what came after it, so what is heard does not depend on how far behind the workers were.
 
 Back-pressure: a new utterance is admitted while recognition keeps up -- the oldest audio waiting for a worker has
 waited less than `admit_lag_s` -- and at most `queue_size` at once (a bound on memory, not on speed: at 200 channels
@@ -92,6 +94,13 @@ class PoolStats:
     failed: int
 
 
+@dataclass(slots=True, frozen=True)
+class _PausePoint:
+    at: int  # bytes of audio fed before the pause
+    number: int  # the pause's number (`Partial.pause`)
+    last: bool  # `pause(last=True)`: its partial is the final
+
+
 class StreamHandle:
     """One utterance being recognised. Use from the event loop: `feed()` as audio arrives, read `partials()` (`pause()`
     when the speaker paused), then `await finish()`; `abort()` drops a discarded utterance."""
@@ -108,9 +117,12 @@ class StreamHandle:
         self._closing = False
         self._aborted = False
         self._over = False  # the worker has delivered the outcome: nothing more to schedule
-        self._pause_wanted = False  # a partial is due once the audio fed so far is decoded (the speaker paused)
+        self._queued_bytes = 0  # audio put in _buffer so far (held audio counts once it is let in)
+        self._decoded_bytes = 0  # audio taken out of _buffer for decoding so far
+        # pauses not yet served: (where in the audio, its number, last); each is served exactly there, however far
+        # behind decoding is, since its flush feeds the streams quiet: late, it would land inside later words
+        self._pause_points: deque[_PausePoint] = deque()
         self._pauses = 0  # pauses asked for so far
-        self._last_pause = False  # the pause wanted is the last: its partial is the final (`pause(last=True)`)
         self._final: Transcript | None = None  # decoded at the last pause, returned by finish()
         self._held = bytearray()  # unvoiced audio after a pause, not decoded unless speech resumes
         self._holding = False
@@ -136,8 +148,10 @@ class StreamHandle:
                 self._waiting_since = time.monotonic()
             if self._held:  # speech resumed: what was held is decoded first, in order
                 self._buffer += self._held
+                self._queued_bytes += len(self._held)
                 self._held.clear()
             self._buffer += pcm
+            self._queued_bytes += len(pcm)
             self._holding = False
             self._schedule()
 
@@ -150,8 +164,8 @@ class StreamHandle:
             if self._closing:
                 return 0
             self._pauses += 1
-            self._pause_wanted = self._holding = True
-            self._last_pause = last
+            self._holding = True
+            self._pause_points.append(_PausePoint(self._queued_bytes, self._pauses, last))
             self._schedule()
             if self._due():
                 self._pool._hurry(self)
@@ -179,6 +193,7 @@ class StreamHandle:
         with self._lock:
             self._closing = self._aborted = True
             self._buffer.clear()
+            self._pause_points.clear()
             self._waiting_since = None
             self._schedule()
 
@@ -194,23 +209,30 @@ class StreamHandle:
 
     def _due(self) -> bool:  # with self._lock held
         """A decision waits on the next batch: a pause's partial or the final, with at most that batch to decode."""
-        return (self._pause_wanted or self._closing) and len(self._buffer) <= MAX_BATCH_S * BYTES_PER_S
+        if self._pause_points:
+            return self._pause_points[0].at - self._decoded_bytes <= MAX_BATCH_S * BYTES_PER_S
+        return self._closing and len(self._buffer) <= MAX_BATCH_S * BYTES_PER_S
 
     # --- worker side -----------------------------------------------------------------------------------
 
     def _work(self) -> None:
         with self._lock:
-            batch = bytes(self._buffer[: int(MAX_BATCH_S * BYTES_PER_S)])
+            size = int(MAX_BATCH_S * BYTES_PER_S)
+            if self._pause_points:  # decoded up to the next pause, no further, before it is served
+                size = min(size, self._pause_points[0].at - self._decoded_bytes)
+            batch = bytes(self._buffer[:size])
             del self._buffer[: len(batch)]
+            self._decoded_bytes += len(batch)
             if not self._buffer:  # what remains keeps the older arrival time: the lag figure errs on the high side
                 self._waiting_since = None
-            last = self._closing and not self._buffer
+            last = self._closing and not self._buffer and len(self._pause_points) <= 1
             self._over = last or self._aborted
-            # a pause wanted as the utterance ends is served only if it is the last one (its partial is the final)
-            pause = self._pauses if self._pause_wanted and not self._buffer and (self._last_pause or not last) else 0
-            final_here = bool(pause) and self._last_pause
-            if pause:
-                self._pause_wanted = False
+            pause, final_here = 0, False
+            if self._pause_points and self._pause_points[0].at == self._decoded_bytes:
+                point = self._pause_points.popleft()
+                # a pause reached as the utterance ends is served only if it is the last one (its partial is the final)
+                if point.last or not last:
+                    pause, final_here = point.number, point.last
         try:
             if self._aborted:
                 self._done(None)
@@ -245,7 +267,7 @@ class StreamHandle:
         with self._lock:
             self._queued = False
             # a pause() that came while this batch decoded found the work queued, and is served by the next one
-            if self._buffer or self._closing or self._pause_wanted:
+            if self._buffer or self._closing or self._pause_points:
                 self._schedule()
 
     def _finish_streams(self) -> Transcript:
