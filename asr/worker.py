@@ -13,7 +13,8 @@ waiting on it -- the speaker paused (a partial to dispatch on) or stopped (the f
 left to decode -- is served before the streams that are only being fed: those lose a few milliseconds, the alert
 does not wait behind their batches (a whole archived utterance re-transcribed is due only for its last batch).
 A pause is served where it was said: the audio fed before it is decoded, the streams flushed and read there, and only
-then what came after it, so what is heard does not depend on how far behind the workers were.
+then what came after it, so its flush never lands inside later words however far behind the workers were (a pause
+not yet served when the next comes is skipped: the speaker went on).
 
 Back-pressure: a new utterance is admitted while recognition keeps up -- the oldest audio waiting for a worker has
 waited less than `admit_lag_s` -- and at most `queue_size` at once (a bound on memory, not on speed: at 200 channels
@@ -119,9 +120,10 @@ class StreamHandle:
         self._over = False  # the worker has delivered the outcome: nothing more to schedule
         self._queued_bytes = 0  # audio put in _buffer so far (held audio counts once it is let in)
         self._decoded_bytes = 0  # audio taken out of _buffer for decoding so far
-        # pauses not yet served: (where in the audio, its number, last); each is served exactly there, however far
-        # behind decoding is, since its flush feeds the streams quiet: late, it would land inside later words
-        self._pause_points: deque[_PausePoint] = deque()
+        # the pause not yet served: served exactly where it came in the audio, however far behind decoding is, since
+        # its flush feeds the streams quiet (late, it would land inside the words after it); a later pause replaces
+        # it, as the speaker has gone on (its partial would be stale, and its flush would delay the later one's)
+        self._pause_point: _PausePoint | None = None
         self._pauses = 0  # pauses asked for so far
         self._final: Transcript | None = None  # decoded at the last pause, returned by finish()
         self._held = bytearray()  # unvoiced audio after a pause, not decoded unless speech resumes
@@ -165,7 +167,7 @@ class StreamHandle:
                 return 0
             self._pauses += 1
             self._holding = True
-            self._pause_points.append(_PausePoint(self._queued_bytes, self._pauses, last))
+            self._pause_point = _PausePoint(self._queued_bytes, self._pauses, last)
             self._schedule()
             if self._due():
                 self._pool._hurry(self)
@@ -193,7 +195,7 @@ class StreamHandle:
         with self._lock:
             self._closing = self._aborted = True
             self._buffer.clear()
-            self._pause_points.clear()
+            self._pause_point = None
             self._waiting_since = None
             self._schedule()
 
@@ -209,8 +211,8 @@ class StreamHandle:
 
     def _due(self) -> bool:  # with self._lock held
         """A decision waits on the next batch: a pause's partial or the final, with at most that batch to decode."""
-        if self._pause_points:
-            return self._pause_points[0].at - self._decoded_bytes <= MAX_BATCH_S * BYTES_PER_S
+        if self._pause_point is not None:
+            return self._pause_point.at - self._decoded_bytes <= MAX_BATCH_S * BYTES_PER_S
         return self._closing and len(self._buffer) <= MAX_BATCH_S * BYTES_PER_S
 
     # --- worker side -----------------------------------------------------------------------------------
@@ -218,18 +220,19 @@ class StreamHandle:
     def _work(self) -> None:
         with self._lock:
             size = int(MAX_BATCH_S * BYTES_PER_S)
-            if self._pause_points:  # decoded up to the next pause, no further, before it is served
-                size = min(size, self._pause_points[0].at - self._decoded_bytes)
+            point = self._pause_point
+            if point is not None:  # decoded up to the pause, no further, before it is served
+                size = min(size, point.at - self._decoded_bytes)
             batch = bytes(self._buffer[:size])
             del self._buffer[: len(batch)]
             self._decoded_bytes += len(batch)
             if not self._buffer:  # what remains keeps the older arrival time: the lag figure errs on the high side
                 self._waiting_since = None
-            last = self._closing and not self._buffer and len(self._pause_points) <= 1
+            last = self._closing and not self._buffer
             self._over = last or self._aborted
             pause, final_here = 0, False
-            if self._pause_points and self._pause_points[0].at == self._decoded_bytes:
-                point = self._pause_points.popleft()
+            if point is not None and point.at == self._decoded_bytes:
+                self._pause_point = None
                 # a pause reached as the utterance ends is served only if it is the last one (its partial is the final)
                 if point.last or not last:
                     pause, final_here = point.number, point.last
@@ -267,7 +270,7 @@ class StreamHandle:
         with self._lock:
             self._queued = False
             # a pause() that came while this batch decoded found the work queued, and is served by the next one
-            if self._buffer or self._closing or self._pause_points:
+            if self._buffer or self._closing or self._pause_point is not None:
                 self._schedule()
 
     def _finish_streams(self) -> Transcript:
