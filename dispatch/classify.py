@@ -390,9 +390,14 @@ def read_report(transcript_like: Any, lexicon: Lexicon, index: PlaceIndex, home:
     alternative that does (docs/dispatch.md, "More than the best hypothesis")."""
     heard = [hear_places(hearing, index, home) for hearing in _hearings(transcript_like)]
     places = _places_heard(heard, transcript_like, index, home)
+    if all(places is not h for h in heard):  # heard together: the names lie over the main hearing's syllables, and
+        heard[0] = PlacesHeard(heard[0].inp, places.candidates, places.jurisdiction)  # are left out of its reading
+        read_alone = heard[0]
+    else:
+        read_alone = places
     model = load_model()
     if len(heard) == 1 or model is None:
-        return classify_transcript(places.inp, lexicon, places), places
+        return classify_transcript(read_alone.inp, lexicon, read_alone), places
     readings = [read_transcript(h.inp, lexicon, h) for h in heard]
     at_place = places.scene() is not None
     each = [model.probabilities(r.features) for r in readings]

@@ -249,6 +249,28 @@ def test_a_name_each_hearing_garbled_in_another_syllable_is_heard_together() -> 
         assert read_report({**main, "alternatives": odd}, load_lexicon(), index)[0].type == "fight"
 
 
+def test_a_name_heard_together_is_left_out_of_the_main_hearings_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The type model does not read a place's name (its syllables may sound like words that say what happened): a
+    name found only with the hearings taken together lies over the main hearing's syllables, and is blanked there."""
+    from dispatch import classify as classify_module
+
+    read = classify_module.read_transcript
+    blanked: list[list[tuple[int, int]]] = []
+
+    def spy(transcript_like: object, lexicon: object = None, places: object = None) -> object:
+        blanked.append(getattr(places, "spans", []))
+        return read(transcript_like, lexicon, places)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(classify_module, "read_transcript", spy)
+    index = PlaceIndex(load_jurisdiction(REPO / "config" / "jurisdiction.yaml"))
+    main = _timed("you3 ren2 zai4 mei3 zi4 jie1 da3 jia4 le5")
+    garbled = {**main, "alternatives": [_timed("you3 ren2 zai4 wei4 shi2 jie1 da3 jia4 le5")]}
+    what, places = read_report(garbled, load_lexicon(), index)
+    assert places.scene() is not None and what.type == "fight"
+    assert blanked[0] == [(3, 6)]  # the main hearing, read without "mei zi jie"
+    assert blanked[1] == []  # the alternative named nothing alone
+
+
 def test_the_type_the_hearings_lean_to_together_wins() -> None:
     """The type model's probabilities are averaged over the hearings: two hearings of a fight outweigh one of a
     theft; with one each, the main hearing's own words decide."""
