@@ -202,11 +202,11 @@ class Service:
         # the partials go to this box's dispatcher, or to central's when this edge leaves dispatch to it
         read_by = self.dispatch if self.dispatches_heard else self.forwarder
         on_partial = self._on_partial if self.config.dispatch.provisional and read_by is not None else None
-        # the places the dispatcher finds in a final, named in the characters people read (the on-board engine's),
-        # only where this box dispatches what it hears: an edge leaving that to central would name central's places
+        # the places the dispatcher finds in a final, named in the characters people read (the on-board engine's);
+        # also on an edge leaving dispatch to central: its dispatcher reads the station's jurisdiction file, as
+        # central's does, and the characters are for reading only (central dispatches from the pinyin as heard)
         writer = character_writer(engines)
-        named = writer is not None and self.dispatch is not None and self.dispatches_heard
-        write_places = place_namer(self.dispatch.area, writer) if named else None
+        write_places = place_namer(self.dispatch.area, writer) if writer is not None and self.dispatch else None
         return LiveRecognition(pool, self.archive, self.transcripts, self.bus, self._on_transcript, on_partial,
                                write_places)
 

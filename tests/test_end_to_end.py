@@ -22,6 +22,7 @@ from bridge.service import Service
 from bridge.web.metrics import ServiceCollector
 from tests.conftest import SHERPA_MODEL
 from tests.support.broker import Mosquitto, broker_fixture  # noqa: F401 (fixture)
+from tests.support.central import edge_config, mqtt_fixture  # noqa: F401 (fixture)
 from tests.support.radio import radio_calls_fixture  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -166,10 +167,16 @@ async def test_utterances_left_pending_are_transcribed_after_a_restart(tmp_path,
     assert stale.samples[0].value == (0 if max_age_s is None else 2)
 
 
-async def test_the_characters_people_read_name_the_place_the_dispatcher_found(tmp_path, calls_audio):
+@pytest.mark.parametrize("role", ["all", "edge"])
+async def test_the_characters_people_read_name_the_place_the_dispatcher_found(tmp_path, calls_audio, role, request):
     # c013, 康复路服装市场二楼有小偷偷手机: the on-board recogniser hears the market's head as "tang2 fu4 lu4" (唐附录);
-    # the dispatcher's matcher finds the market all the same, and the characters say so
-    service = Service(load_config(make_config(tmp_path, [calls_audio / "c013.wav"], broker=None)))
+    # the dispatcher's matcher finds the market all the same, and the characters say so; also on an edge that leaves
+    # dispatch to central (its transcripts are what central's console and search show)
+    config = load_config(make_config(tmp_path, [calls_audio / "c013.wav"], broker=None))
+    if role == "edge":
+        node = edge_config(tmp_path, request.getfixturevalue("mqtt")).node.model_copy(update={"dispatch": "central"})
+        config = config.model_copy(update={"node": node})
+    service = Service(config, role=role)
     shown: list[dict] = []
     watched = service.bus.subscribe({"transcript"})
 
@@ -185,5 +192,9 @@ async def test_the_characters_people_read_name_the_place_the_dispatcher_found(tm
     assert transcript is not None and transcript.readable.startswith("康复路服装市场"), transcript
     assert "kang1 fu4 lu4" not in transcript.pinyin  # the pinyin stays as heard (the searchable layer)
     assert [s["readable"] for s in shown] == [transcript.readable]  # the console is shown the same characters
-    [incident] = service.dispatch.dispatcher.store.list()
+    incidents = service.dispatch.dispatcher.store.list()
+    if role == "edge":
+        assert incidents == []  # central dispatches it
+        return
+    [incident] = incidents
     assert incident.place_id == "kangfulu-fuzhuang" and incident.text == transcript.readable
