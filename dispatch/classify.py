@@ -567,11 +567,6 @@ class Thresholds:
     sure_words: float = 0.8  # lexicon evidence this strong, for one type only, stands ...
     overrule: float = 0.5  # ... unless the model gives another reading at least this probability
     routine_veto: float = 0.8  # ... which, when it is "routine", silences the words only this surely
-    # ... and, where a known place is named, only this surely (issue 10: a transmission naming a place that sounds
-    # like a report is never silent): 公园北路小学放学时间家长停车堵路吵架, heard once with a weak rival word, read as a
-    # school-run notice at 0.83 and reached nobody. Blind sets S-U as text: missed reports unchanged, 0-4 more
-    # routine lines of 296 queued (set T); sets P and U from audio unchanged
-    routine_veto_at_place: float = 0.9
     sure_model: float = 0.55  # a type this probable is dispatched without the operator
     report_like: float = 0.7  # a transmission this likely to be a report goes to the operator when the type is unsure
     # ... and one that names a known place this likely (issue 10: a transmission that names a place and sounds like
@@ -615,8 +610,7 @@ def _decide(reading: Reading, model: TypeModel | None, lexicon: Lexicon, th: Thr
         if top == by_words.type or p[top] < th.overrule or top in reading.types_heard \
                 or lexicon.operator_words.intersection(by_words.terms):
             return by_words
-        veto = th.routine_veto_at_place if at_place else th.routine_veto
-        if top == "none" and routine < veto:  # words of an incident, said as routine: a person decides
+        if top == "none" and routine < th.routine_veto:  # words of an incident, said as routine: a person decides
             return replace(by_words, needs_confirmation=True)
     if p[guess] >= th.sure_model:
         priority = by_words.priority if by_words.type == guess else _raised(lexicon.default_priority[guess], severity)

@@ -280,26 +280,6 @@ def test_the_type_the_hearings_lean_to_together_wins() -> None:
     assert _read(THEFT_AT_STREET, FIGHT_AT_STREET, "gao1 qiao2 da4 shi4 chang3 ji3 dian3 kai1 men2")[1] == "theft"
 
 
-def test_words_of_an_incident_at_a_known_place_are_silenced_only_by_a_model_very_sure_it_is_routine() -> None:
-    """公园北路小学放学时间家长停车堵路吵架 heard once over the radio (the load bench's COR run, where it reached nobody):
-    吵架 heard as itself, a weak spotted 堵路 beside it, and the model reads the school-run words as a notice (routine
-    0.83). Naming a known place, words of an incident go to the operator unless the model is surer than that."""
-    index = PlaceIndex(load_jurisdiction(REPO / "config" / "jurisdiction.yaml"))
-    said = "gong1 yuan2 bei3 lu4 xiao3 xue2 fang4 xue2 shi2 jian1 jia1 zhang3 ping2 che1 zu3 lu4 chao3 jia4"
-    syllables = said.split()
-    ends = (0.12, 0.32, 0.48, 0.68, 0.88, 1.04, 1.24, 1.4, 1.6, 1.72, 1.92, 2.08, 2.24, 2.4, 2.6, 2.76, 2.96, 3.16, 3.42)
-    heard = {"pinyin": said,
-             "words": [{"text": t, "start": ends[i], "end": ends[i + 1], "conf": 0.8} for i, t in enumerate(syllables)],
-             "keywords": [{"label": "公园北路小学", "ref": "gongyuanbeilu-xiaoxue", "start": 0.12, "end": 1.37, "score": 0.86},
-                          {"label": "堵路", "ref": "incident:traffic", "start": 2.59, "end": 3.02, "score": 0.57}]}
-    what, places = read_report(heard, load_lexicon(), index)
-    assert places.scene() is not None and places.scene().place.id == "gongyuanbeilu-xiaoxue"
-    assert (what.type, what.needs_confirmation) == ("dispute", True)
-    # without a known place the model's routine reading stands as before (a notice reusing an incident word)
-    unplaced = {**heard, "pinyin": " ".join(syllables[6:]), "words": heard["words"][6:], "keywords": heard["keywords"][1:]}
-    assert not read_report(unplaced, load_lexicon(), index)[0].is_incident
-
-
 def test_a_report_one_hearing_was_sure_of_but_the_others_heard_as_routine_goes_to_the_operator() -> None:
     index = PlaceIndex(load_jurisdiction(REPO / "config" / "jurisdiction.yaml"))
     routine = "ge4 dan1 wei4 zhu4 yi4 jin1 wan3 ba1 dian3 kai1 hui4"
