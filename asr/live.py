@@ -161,7 +161,7 @@ class LiveRecognition:
             if handle is not None:
                 handle.feed(event.pcm, event.voiced)
             if event.voiced and (pause := self._pauses.get(event.utterance_id)) is not None:
-                pause.settled = False  # speech again: a late partial of the pause may hold some of it
+                pause.settled = False  # speech again: the pause was a breath, not the end of the call
         elif isinstance(event, UtterancePaused):
             handle = self._streams.get(event.utterance_id)
             if handle is not None:

@@ -206,7 +206,8 @@ class Service:
         # also on an edge leaving dispatch to central: its dispatcher reads the station's jurisdiction file, as
         # central's does, and the characters are for reading only (central dispatches from the pinyin as heard)
         writer = character_writer(engines)
-        write_places = place_namer(self.dispatch.area, writer) if writer is not None and self.dispatch else None
+        named = writer is not None and self.dispatch is not None
+        write_places = place_namer(self.dispatch.area, writer) if named else None
         return LiveRecognition(pool, self.archive, self.transcripts, self.bus, self._on_transcript, on_partial,
                                write_places)
 

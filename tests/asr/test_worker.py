@@ -248,6 +248,26 @@ async def test_a_pause_is_served_where_it_was_said_however_far_behind_decoding_i
     assert heard[1][0] == direct(sherpa, before).pinyin != heard[1][1]  # the pause's partial holds only what came before
 
 
+async def test_a_pause_the_speaker_went_on_from_before_it_was_served_is_skipped(
+    sherpa: SherpaEngine, mandarin: list[bytes]
+) -> None:
+    """Two pauses before a worker reached the first: the first is stale (the speaker went on) and its flush would only
+    delay the second's partial, so only the second is served, at its own place."""
+    quiet = bytes(int(0.24 * SAMPLE_RATE) * 2)
+    pool = RecognitionPool([sherpa], workers=1)
+    handle = pool.open("paused-twice")
+    handle.feed(mandarin[1] + quiet)
+    assert handle.pause() == 1
+    handle.feed(mandarin[2] + quiet)
+    assert handle.pause() == 2
+    handle.feed(mandarin[0])
+    final = await handle.finish()
+    served = [p async for p in handle.partials() if p.at_pause]
+    pool.close()
+    assert [p.pause for p in served] == [2]
+    assert served[0].transcript.pinyin == direct(sherpa, mandarin[1] + quiet + mandarin[2]).pinyin != final.pinyin
+
+
 async def test_the_last_pause_partial_is_the_final_decoded_once(sherpa: SherpaEngine, mandarin: list[bytes]) -> None:
     """pause(last=True): the caller let go of the key, nothing more will be fed. The streams are finished there: the
     partial is the final transcript (as decoded without the pause), and finish() returns it without decoding again."""
