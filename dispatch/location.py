@@ -256,10 +256,15 @@ def heard_together(transcript_like: Any) -> TranscriptInput | None:
     syllables = list(inp.syllables)
     for i, (_, at) in zip(slots, main, strict=True):
         mine = syllables[i]
-        nearest = {base for hearing in timed for base, middle in (min(hearing, key=lambda bm: abs(bm[1] - at)),)
-                   if abs(middle - at) <= NEAREST_S}
+        nearest = {_heard_at(hearing, at) for hearing in timed}
         syllables[i] = replace(mine, others=tuple(sorted(b for b in nearest if b and b != mine.base)))  # type: ignore[arg-type]
     return TranscriptInput("", syllables, inp.keywords)
+
+
+def _heard_at(hearing: list[tuple[str, float]], at: float) -> str:
+    """The syllable a hearing heard with its middle nearest `at`, if within NEAREST_S of it; else ""."""
+    base, middle = min(hearing, key=lambda bm: abs(bm[1] - at))
+    return base if abs(middle - at) <= NEAREST_S else ""
 
 
 def _timed(words: Any) -> list[tuple[str, float]]:
@@ -545,7 +550,7 @@ def _compound_by_building(inp: TranscriptInput, index: PlaceIndex):
                 continue
             # (医院 yi1 yuan4 is not 怡园 yi2 yuan2)
             exact = min(scores) == 1.0 and _has_tones(syl, start, size) and tones_agree(head, syl, start)
-            if (size <= 2 and not exact) or (not exact and reading_freq(tuple(syl[start:start + size])) >= COMMON_WORD_FREQ):
+            if not exact and (size <= 2 or reading_freq(tuple(syl[start:start + size])) >= COMMON_WORD_FREQ):
                 continue
             words = " ".join(s.base for s in syl[start:start + size] if s)
             yield _mark(LocationMatch(place, words, "fuzzy", CONFIDENCE["short"] * sum(scores) / size,
