@@ -36,6 +36,10 @@ class Engine(Protocol):
         it has any (the final transcript's `alternatives`, each at extra CPU); the pool leaves them out while
         recognition is behind."""
 
+    def start_alternatives(self) -> RecognitionStream | None:
+        """A stream of the alternative hearings alone, for an utterance the pool heard once (recognition was behind):
+        its final is the first of them, the others its `alternatives`. None for an engine that hears once."""
+
 
 class EngineUnavailable(Exception):
     """An engine's model is missing or unusable; the message names the options (config, env var, fetch)."""

@@ -115,7 +115,7 @@ class RecognitionLag:
         return {"engine": self.engine, "pending": self.pending.get(channel, 0), "pending_total": self.pending_total,
                 "open": self.pool.open_streams, "waiting_audio_s": self.pool.waiting_audio_s,
                 "oldest_wait_s": self.pool.oldest_wait_s, "rejected": self.pool.rejected,
-                "heard_once": self.pool.heard_once, "failed": self.pool.failed}
+                "heard_once": self.pool.heard_once, "heard_again": self.pool.heard_again, "failed": self.pool.failed}
 
 
 class LiveRecognition:
@@ -128,10 +128,14 @@ class LiveRecognition:
         on_transcript: TranscriptHook | None = None,
         on_partial: PartialHook | None = None,
         write_places: PlaceWriter | None = None,
+        on_heard_again: TranscriptHook | None = None,
     ) -> None:
         """`on_partial` is called without being waited for (a task per partial, in order): a slow reader of partials
         never delays the console's partial lines nor the final. `write_places` (called in a worker thread, before a
-        final is stored or shown) gives the final whose readable characters name the places found in it."""
+        final is stored or shown) gives the final whose readable characters name the places found in it.
+        `on_heard_again`: an utterance heard once live (recognition was behind) is heard again with the alternative
+        hearings after its final was handed over, when recognition has time to spare; the final with them is stored,
+        shown, and handed to this hook (the dispatcher reconsiders what it made of the final)."""
         self.pool = pool
         self.archive = archive
         self.store = store
@@ -139,6 +143,7 @@ class LiveRecognition:
         self.on_transcript = on_transcript
         self.on_partial = on_partial
         self.write_places = write_places
+        self.on_heard_again = on_heard_again
         self._partials_seen: dict[str, float] = {}  # utterance id -> start: partials handed to on_partial
         self._pauses: dict[str, _Pause] = {}  # utterance id -> its latest pause (a new one replaces it)
         self._streams: dict[str, StreamHandle] = {}
@@ -187,7 +192,8 @@ class LiveRecognition:
                 self._pauses.pop(event.id, None)  # the key let go of right after the pause: dropped once delivered)
             handle = self._streams.pop(event.id, None)
             if handle is not None:  # archived or held, its audio is all in the stream
-                self._spawn(self._finish(handle, RecognisedUtterance(event.id, event.channel, event.start, event.end)))
+                ref = RecognisedUtterance(event.id, event.channel, event.start, event.end)
+                self._spawn(self._finish(handle, ref, event.pcm))
                 return
             # not admitted (pool full): the backlog sweep takes it, from the archive (pending) or, held, from memory
             self._waiting[event.id] = event.channel
@@ -281,7 +287,7 @@ class LiveRecognition:
         except Exception:  # dispatching from partials must not stop recognition
             logger.exception("channel %s: dispatching a partial transcript of %s failed", ref.channel, ref.id)
 
-    async def _finish(self, handle: StreamHandle, ref: RecognisedUtterance) -> None:
+    async def _finish(self, handle: StreamHandle, ref: RecognisedUtterance, pcm: bytes) -> None:
         try:
             try:
                 transcript = await handle.finish()
@@ -292,6 +298,29 @@ class LiveRecognition:
         finally:
             self._pauses.pop(ref.id, None)
             self._release(ref.id)
+        if handle.heard_once and self.on_heard_again is not None and not transcript.empty:
+            await self._hear_again(pcm[: handle.decoded_bytes], transcript, ref)
+
+    async def _hear_again(self, pcm: bytes, final: Transcript, ref: RecognisedUtterance) -> None:
+        """The utterance heard once live, heard again with the alternative hearings (when recognition has time to
+        spare): stored with them, shown (its places named again), and handed to `on_heard_again`. Its final was
+        stored and dispatched already: nothing here can lose it."""
+        assert self.on_heard_again is not None
+        again = await self.pool.hear_again(pcm, final, ref.id)
+        if again is None:
+            return
+        again = await self._with_places(again, ref)
+        try:
+            await asyncio.to_thread(self.store.save, ref.id, ref.channel, ref.start, again)
+        except (OSError, sqlite3.Error) as e:  # the final heard once is stored: the alternatives are a refinement
+            logger.warning("channel %s: %s heard again, but not stored (%s)", ref.channel, ref.id, e)
+        logger.info("channel %s: %s heard again with the alternative hearings", ref.channel, ref.id)
+        self.bus.publish("transcript", {"channel": ref.channel, "utterance_id": ref.id, "start": ref.start,
+                                        **again.to_dict()})
+        try:
+            await self.on_heard_again(again, ref)
+        except Exception:
+            logger.exception("channel %s: reconsidering %s heard again failed", ref.channel, ref.id)
 
     async def _transcribe_archived(self, utterance_id: str) -> None:
         if utterance_id in self._busy:  # being recognised live (or already taken): checked and taken at once

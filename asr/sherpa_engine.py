@@ -150,7 +150,12 @@ class SherpaEngine:
                     files.encoder.name, len(self.keywords), contents.count("\n"))
 
     def start_stream(self, alternatives: bool = True) -> SherpaStream:
-        return SherpaStream(self, self.alternative_speeds if alternatives else ())
+        return SherpaStream(self, (1.0, *self.alternative_speeds) if alternatives else (1.0,))
+
+    def start_alternatives(self) -> SherpaStream | None:
+        # decoded one hearing after the other in the caller's thread (a late hearing's, at a low priority): the
+        # threads that decode side by side serve the decisions live channels wait on
+        return SherpaStream(self, self.alternative_speeds, side_by_side=False) if self.alternative_speeds else None
 
     def write_names(self, transcript: Transcript, names: Sequence[tuple[int, int, str]]) -> Transcript:
         """The transcript with its readable characters decoded again, each of `names` (lo, hi, name: a place found
@@ -253,12 +258,14 @@ class _Hearing:
 
 
 class SherpaStream:
-    """One utterance: feeds the recogniser and the spotter with the same audio, as spoken and at the engine's
-    alternative speeds (their hearings are the final transcript's `alternatives`)."""
+    """One utterance: feeds the recogniser and the spotter with the same audio at each of `speeds`, as spoken (1.0)
+    and at the engine's alternative speeds; the first hearing's is the transcript, the others' its `alternatives`."""
 
-    def __init__(self, engine: SherpaEngine, alternative_speeds: Sequence[float]) -> None:
+    def __init__(self, engine: SherpaEngine, speeds: Sequence[float], side_by_side: bool = True) -> None:
+        """`side_by_side`: the hearings' pauses and ends are decoded in parallel threads (the decision waits on them)."""
         self._engine = engine
-        self._hearings = [_Hearing(engine, speed) for speed in (1.0, *alternative_speeds)]
+        self._hearings = [_Hearing(engine, speed) for speed in speeds]
+        self._side_by_side = side_by_side
         self._denoiser = NoiseSuppressor(engine.noise_floor) if engine.noise_floor is not None else None
         self._samples = 0
         self._finished = False
@@ -292,8 +299,9 @@ class SherpaStream:
         return None if transcript.empty else transcript
 
     def _each_hearing(self, work: Callable[[_Hearing], None]) -> None:
-        if len(self._hearings) == 1:
-            work(self._hearings[0])
+        if len(self._hearings) == 1 or not self._side_by_side:
+            for hearing in self._hearings:
+                work(hearing)
         else:
             list(_hearing_executor().map(work, self._hearings))  # (list: waits for all, raises the first error)
 

@@ -111,6 +111,9 @@ class VoskEngine:
         recognizer.SetPartialWords(True)
         return VoskStream(recognizer, self._keywords)
 
+    def start_alternatives(self) -> None:  # no alternative hearings to make
+        return None
+
 
 class VoskStream:
     """One utterance. Vosk may end a segment by itself on a long pause inside the utterance (AcceptWaveform

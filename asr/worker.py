@@ -27,7 +27,9 @@ live channels keep the other half.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -55,6 +57,11 @@ MAX_BATCH_S = 2.0  # audio one executor task decodes before yielding its worker 
 # engines' alternative hearings and open ones drop theirs, which cost as much CPU again each (the main hearing needs it)
 ALTERNATIVES_MAX_LAG_S = 0.1
 BEHIND_CHECK_S = 0.02  # how stale that look at the lag may be (a frame)
+# An utterance heard once is heard again at the engines' alternative speeds after its final, in a thread of its own
+# that decodes only while no live audio has waited this long (live recognition first; the late hearing takes the gaps)
+LATE_YIELD_LAG_S = 0.05
+LATE_CHUNK_S = 0.32  # audio the late hearing decodes between two looks at the live lag (a spotter step)
+LATE_MAX_WAIT_S = 5.0  # ... and it gives up when it has waited this long for gaps (a verdict that late helps nobody)
 PARTIAL_EVERY_S = 0.3  # a partial result per this much new audio: often enough for the console, cheap for Vosk
 
 
@@ -91,6 +98,7 @@ class PoolStats:
     oldest_wait_s: float  # how long the oldest undecoded audio has waited
     rejected: int  # open() refused since start (those utterances stayed pending)
     heard_once: int  # heard without (all of) the engines' alternative hearings since start (recognition was behind)
+    heard_again: int  # ... of them, heard again with them after their final (`RecognitionPool.hear_again`)
     completed: int
     failed: int
 
@@ -198,6 +206,16 @@ class StreamHandle:
             self._pause_point = None
             self._waiting_since = None
             self._schedule()
+
+    @property
+    def decoded_bytes(self) -> int:
+        """How much of the utterance's audio, from its start, was taken for decoding (held quiet at its end was not)."""
+        return self._decoded_bytes
+
+    @property
+    def heard_once(self) -> bool:
+        """Heard without the engines' alternative hearings (recognition was behind): `RecognitionPool.hear_again`."""
+        return self._pool.hears_again and not self.alternatives
 
     def waiting(self) -> tuple[int, float | None]:
         """(undecoded bytes, when the oldest of them arrived)."""
@@ -321,10 +339,11 @@ class RecognitionPool:
     """Runs the engines' streams in `workers` threads. Create and use it on the service's event loop."""
 
     def __init__(self, engines: Sequence[Engine], workers: int = 2, queue_size: int = 256, admit_lag_s: float = 3.0,
-                 spare_lag_s: float = ALTERNATIVES_MAX_LAG_S) -> None:
+                 spare_lag_s: float = ALTERNATIVES_MAX_LAG_S, late_wait_s: float = LATE_MAX_WAIT_S) -> None:
         """`spare_lag_s`: an utterance gets the engines' alternative hearings (more CPU) only while the oldest audio
         waiting for a worker has waited less than this, and drops them as soon as it has waited longer: under load
-        every utterance is still heard, once."""
+        every utterance is still heard, once. `late_wait_s`: how long `hear_again` waits for recognition to have
+        time to spare before it gives up."""
         if not engines:
             raise ValueError("RecognitionPool needs at least one engine")
         self.engines = tuple(engines)
@@ -332,8 +351,12 @@ class RecognitionPool:
         self.queue_size = queue_size
         self.admit_lag_s = admit_lag_s
         self.spare_lag_s = spare_lag_s
+        self.late_wait_s = late_wait_s
         self._alternatives = any(engine.alternative_speeds for engine in self.engines)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="asr")
+        # hear_again: one at a time, in the gaps, at the lowest priority the OS gives a thread
+        self._late = ThreadPoolExecutor(1, thread_name_prefix="asr-late", initializer=_lowest_priority)
+        self._stopping = False  # close() was called: a late hearing waiting for gaps gives up
         # the handles queued for a worker, one executor task each: those with a decision due are taken first
         self._due_queue: deque[StreamHandle] = deque()
         self._fed_queue: deque[StreamHandle] = deque()
@@ -342,6 +365,7 @@ class RecognitionPool:
         self._room = asyncio.Condition()
         self._rejected = self._completed = self._failed = 0
         self._heard_once = 0  # utterances heard without (all of) their alternative hearings: recognition was behind
+        self._heard_again = 0  # ... and heard again with them after their final
         self._behind, self._behind_at = False, float("-inf")  # behind(), as last looked at, and when
         self._count_lock = threading.Lock()
 
@@ -375,6 +399,47 @@ class RecognitionPool:
         with self._count_lock:
             self._heard_once += 1
 
+    @property
+    def hears_again(self) -> bool:
+        """The engines make alternative hearings: an utterance heard without them can be heard again with them."""
+        return self._alternatives
+
+    async def hear_again(self, pcm: bytes, final: Transcript, utterance_id: str = "") -> Transcript | None:
+        """`final` (of the utterance `pcm`, heard once: recognition was behind) with the engines' alternative hearings
+        as its `alternatives`, made now, in a thread of their own that decodes only while no live audio has waited
+        `LATE_YIELD_LAG_S`: the live channels' recognition comes first. None when it had no such time for
+        `late_wait_s`, or recognition failed (logged): the final as dispatched stands."""
+        if not self._alternatives:
+            return None
+        deadline = time.monotonic() + self.late_wait_s
+        try:
+            heard = await asyncio.get_running_loop().run_in_executor(self._late, self._hear_again, pcm, deadline)
+        except Exception:
+            logger.exception("hearing utterance %s again failed; its final stands as heard once", utterance_id)
+            return None
+        if heard is None:
+            logger.debug("utterance %s not heard again: no time to spare within %.0f s", utterance_id, self.late_wait_s)
+            return None
+        with self._count_lock:
+            self._heard_again += 1
+        return replace(final, alternatives=(*final.alternatives, *heard))
+
+    def _hear_again(self, pcm: bytes, deadline: float) -> tuple[Transcript, ...] | None:
+        """(in the late thread) The alternative hearings of `pcm`, or None once `deadline` passes waiting for gaps."""
+        if time.monotonic() > deadline:  # waited behind other late hearings all that time
+            return None
+        streams = [s for s in (engine.start_alternatives() for engine in self.engines) if s is not None]
+        step = int(LATE_CHUNK_S * SAMPLE_RATE) * SAMPLE_WIDTH
+        for at in range(0, len(pcm), step):
+            while self._lag() >= LATE_YIELD_LAG_S:
+                if time.monotonic() > deadline or self._stopping:
+                    return None
+                time.sleep(BEHIND_CHECK_S)
+            for stream in streams:
+                stream.feed(pcm[at : at + step])
+        heard = [stream.finish() for stream in streams]
+        return tuple(t for first in heard for t in (replace(first, alternatives=()), *first.alternatives))
+
     async def transcribe(self, pcm: bytes, utterance_id: str = "") -> Transcript:
         """A whole utterance (re-transcription, or one left pending): waits for room rather than failing."""
         async with self._room:
@@ -403,13 +468,16 @@ class RecognitionPool:
             oldest_wait_s=round(now - oldest, 3) if oldest is not None else 0.0,
             rejected=self._rejected,
             heard_once=self._heard_once,
+            heard_again=self._heard_again,
             completed=self._completed,
             failed=self._failed,
         )
 
     def close(self) -> None:
         """Stop the workers. Utterances still open are cancelled (they stay pending in the archive)."""
+        self._stopping = True
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._late.shutdown(wait=False, cancel_futures=True)
         for handle in list(self._open.values()):
             handle._settle(None)
 
@@ -442,6 +510,12 @@ class RecognitionPool:
     async def _notify_room(self) -> None:
         async with self._room:
             self._room.notify_all()
+
+
+def _lowest_priority() -> None:
+    """The calling thread yields the CPU to every other (Linux: a thread's own nice value; elsewhere, as it is)."""
+    with contextlib.suppress(AttributeError, OSError):  # none here: the gaps alone keep it out of the way
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def character_writer(engines: Sequence[Engine]) -> SherpaEngine | None:

@@ -569,6 +569,7 @@ class Figures:
     waiting_audio_max_s: float
     rejected: int
     heard_once: int  # utterances heard without the alternative hearings (recognition was behind)
+    heard_again: int  # ... of them, heard again with them after their final
     failed: int
     cpu_per_channel_min: float
     peak_rss_mb: float
@@ -659,6 +660,7 @@ def figures(o: Outcome) -> Figures:
         waiting_audio_max_s=max((a.get("waiting_audio_s") or 0.0 for a in asr), default=0.0),
         rejected=max((a.get("rejected") or 0 for a in asr), default=0),
         heard_once=max((a.get("heard_once") or 0 for a in asr), default=0),
+        heard_again=max((a.get("heard_again") or 0 for a in asr), default=0),
         failed=max((a.get("failed") or 0 for a in asr), default=0),
         cpu_per_channel_min=o.cpu_s / o.options.channels / (o.window_s / 60),
         peak_rss_mb=o.peak_rss_mb,
@@ -769,7 +771,7 @@ def report(o: Outcome, f: Figures) -> str:
         + (", ".join(f"{k} x{n}" for k, n in f.faults.most_common()) or "none"),
         f"recognition backlog: pending max {f.pending_max}, undecoded audio max {f.waiting_audio_max_s:.1f} s, "
         f"rejected {f.rejected}, heard once (no CPU to spare for the alternative hearings) {f.heard_once}, "
-        f"failed {f.failed}",
+        f"heard again after their final {f.heard_again}, failed {f.failed}",
         f"service CPU: {f.cpu_per_channel_min:.2f} s per channel per minute ({o.cpu_s:.0f} CPU s in {o.window_s:.0f} s, "
         f"its children included); peak RSS {f.peak_rss_mb:.0f} MB",
         f"utterances: {len(o.utterances)} (" + ", ".join(f"{k} {n}" for k, n in sorted(reasons.items())) + f"); "

@@ -177,6 +177,14 @@ class Service:
             return
         await self.dispatch.dispatcher.handle(transcript, utterance)
 
+    async def _on_heard_again(self, transcript: Transcript, utterance: RecognisedUtterance) -> None:
+        """A final heard once, heard again with the alternative hearings: this box's dispatcher reconsiders what it
+        made of it (an SOS's words stay the SOS's; a final too old to dispatch stays undispatched)."""
+        if self.dispatch is None or self.dispatch.sos.takes(transcript, utterance):
+            return
+        if self.dispatch.dispatcher.too_old(utterance.id, utterance.start, self.config.node.dispatch_max_age_s) is None:
+            await self.dispatch.dispatcher.reconsider(transcript, utterance)
+
     async def _on_partial(self, transcript: Transcript, utterance: RecognisedUtterance) -> None:
         # a hot microphone's words are the SOS's (an edge's, wherever dispatch is): no provisional alert of their own
         if self.dispatch is not None and self.dispatch.sos.holds(utterance):
@@ -208,8 +216,11 @@ class Service:
         writer = character_writer(engines)
         named = writer is not None and self.dispatch is not None
         write_places = place_namer(self.dispatch.area, writer) if named else None
+        # heard once while recognition was behind, a final is heard again when it has time to spare; where central
+        # dispatches, it has the final as this box heard it
+        on_heard_again = self._on_heard_again if self.dispatches_heard and self.dispatch is not None else None
         return LiveRecognition(pool, self.archive, self.transcripts, self.bus, self._on_transcript, on_partial,
-                               write_places)
+                               write_places, on_heard_again)
 
     def _build_engines(self) -> list[Engine]:
         """(In a worker thread: the keyword and word lists take a few tenths of a second, the models about a second,

@@ -213,6 +213,8 @@ class Dispatcher:
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="partials") if partials is not None else None
         self._final_reader = ThreadPoolExecutor(1, thread_name_prefix="finals")  # apart: partials must not delay a final
         self.provisional: Counter[str] = Counter()  # raised, and how their finals settled them (by Verdict)
+        self.heard_again: Counter[str] = Counter()  # finals heard again (`reconsider`): what their hearings changed
+        self._responder_ids = frozenset(responder_ids)
         self._turns = LastTurns()  # each channel's last final: a call told in two transmissions is read as one
 
     # --- the pipeline ----------------------------------------------------------------------------------------
@@ -247,7 +249,7 @@ class Dispatcher:
             if provisional is not None and provisional.id != joined.id:
                 self._retract_into(provisional, joined.id, transcript)
         elif provisional is not None:
-            incident = self._settle(provisional, transcript, utterance, c, where)
+            incident = self._settle(provisional, transcript, utterance, c, where, tally=self.provisional)
         else:
             incident = self._report(transcript, utterance, c, where)
         if joined is not None:
@@ -258,6 +260,47 @@ class Dispatcher:
                 incident.id if incident else None, placeless=incident is not None and incident.place_id is None,
             ))  # fmt: skip
         return incident
+
+    async def reconsider(self, transcript: Transcript, utterance: UtteranceRef) -> Incident | None:
+        """The final of an utterance heard once (recognition was behind), heard again with the alternative hearings
+        after it was dispatched (asr/live.py). What the hearings read together raises the report the one hearing
+        missed, and where they are sure of it, settles what the one hearing raised as a final settles a provisional
+        incident: a 待确认 entry dispatched, an alert re-routed to another place or type. Less sure than the one
+        hearing (a type uncertain, routine, or no place where it heard one), they withdraw nothing: its alert stands,
+        the responders already on their way. Agreeing, they change nothing and tell nobody. An incident the utterance
+        was a further report of, or one an operator has acted on, is left as it is. Returns the incident it changed or
+        raised."""
+        if transcript.partial or transcript.empty:
+            return None
+        c, where = await self._read_final(transcript, utterance.channel)
+        held = self.store.with_utterance(utterance.id)
+        if not held:
+            if not c.is_incident:
+                self.heard_again["unchanged"] += 1
+                return None
+            self.heard_again["raised"] += 1
+            logger.info("utterance %s on %s heard again: a report (%s at %s) the one hearing missed", utterance.id,
+                        utterance.channel, c.type, where.place.name if where else "no known place")  # fmt: skip
+            return self._report(transcript, utterance, c, where)
+        incident = held[0]
+        raised_here = incident.utterance_ids[:1] == (utterance.id,)
+        if not raised_here or incident.status not in OPEN or self._operator_acted(incident.id):
+            self.heard_again["left"] += 1
+            return None
+        if not c.is_incident or c.needs_confirmation or (where is None and incident.place_id is not None):
+            self.heard_again["kept"] += 1
+            return None
+        if (c.type, where.place.id if where else None) == (incident.type, incident.place_id) \
+                and incident.status != Status.NEEDS_CONFIRMATION:
+            self.heard_again["unchanged"] += 1
+            return None
+        logger.info("utterance %s on %s heard again: it settles incident %s", utterance.id, utterance.channel,
+                    incident.id)  # fmt: skip
+        return self._settle(incident, transcript, utterance, c, where, tally=self.heard_again)
+
+    def _operator_acted(self, incident_id: str) -> bool:
+        """Has a person other than its responders (an operator at the console) changed the incident?"""
+        return any(e.actor != "dispatcher" and e.actor not in self._responder_ids for e in self.store.timeline(incident_id))
 
     def _report(
         self, transcript: Transcript, utterance: UtteranceRef, c: Classification, where: LocationMatch | None,
@@ -493,14 +536,12 @@ class Dispatcher:
 
     def _settle(
         self, incident: Incident, transcript: Transcript, utterance: UtteranceRef, c: Classification,
-        where: LocationMatch | None,
+        where: LocationMatch | None, *, tally: Counter[str],
     ) -> Incident:  # fmt: skip
         """The final transcript of the utterance that raised `incident` from its partials (read as `c` at `where`)
-        decides what it was."""
-        unsure = incident.status == Status.NEEDS_CONFIRMATION  # a 待确认 entry raised at a pause
-        was = Reading(incident.type, incident.priority, unsure, 1.0, incident.place_id)
-        verdict = settle(was, Reading.of(c, where))
-        self.provisional[str(verdict)] += 1
+        decides what it was (the verdict counted in `tally`)."""
+        verdict = settle(_reading_of(incident), Reading.of(c, where))
+        tally[str(verdict)] += 1
         logger.info("incident %s: the final transcript of %s: %s (%s at %s)", incident.id, utterance.id, verdict, c.type,
                     where.place.name if where else "no known place")  # fmt: skip
         said = {"text": transcript.readable or transcript.text, "pinyin": transcript.pinyin}
@@ -653,6 +694,8 @@ class Dispatcher:
             "alerts_sent": self.alerter.sent,
             "escalations": self.alerter.escalations,
             "provisional": dict(self.provisional),  # raised from partials, then final / rerouted / requeued / retracted
+            "heard_again": dict(self.heard_again),  # finals heard once, heard again: unchanged / raised / kept / left /
+            # the verdicts of those they settled (dispatched, rerouted)
             "retractions_sent": self.alerter.withdrawn,
             "positions_accepted": self.positions.accepted,
             "positions_ignored": self.positions.ignored,
@@ -878,6 +921,11 @@ class Dispatcher:
 
 
 _NOTHING = Classification("none", "none", (), 1.0)  # what an empty final transcript says
+
+
+def _reading_of(incident: Incident) -> Reading:
+    """What an incident says, as the reading that raised it (a 待确认 entry: unsure of its type)."""
+    return Reading(incident.type, incident.priority, incident.status == Status.NEEDS_CONFIRMATION, 1.0, incident.place_id)
 
 
 def _place_fields(where: LocationMatch | None) -> dict[str, Any]:

@@ -115,6 +115,8 @@ class ServiceCollector(Collector):
                                   value=pool.rejected)  # fmt: skip
         yield CounterMetricFamily("jingbao_recognition_heard_once", "Utterances heard without the alternative hearings "
                                   "(recognition was behind)", value=pool.heard_once)  # fmt: skip
+        yield CounterMetricFamily("jingbao_recognition_heard_again", "Utterances heard once, heard again with the "
+                                  "alternative hearings after their final", value=pool.heard_again)  # fmt: skip
         yield CounterMetricFamily("jingbao_recognition_failed", "Recognitions that failed", value=pool.failed)
 
     def _dispatch(self) -> Iterator[Metric]:

@@ -30,6 +30,7 @@ from bridge.events import (
     new_utterance_id,
 )
 from bridge.service import Service
+from tests.dispatch.rig import eventually
 from tests.support.disk import fill, small_disk
 
 __all__ = ["small_disk"]  # a fixture, imported for pytest
@@ -238,6 +239,31 @@ async def test_an_utterance_is_marked_transcribed_only_once_dispatch_has_had_it(
     assert seen_while_dispatching == [("pending", True)]  # the console can read it; a crash leaves it to recognise
     assert status(service.archive, said) == "transcribed" and dispatched.calls == {said: 1}
     live.pool.close()
+
+
+async def test_an_utterance_heard_once_is_heard_again_stored_shown_and_handed_over_after_its_final(
+    service: Service, sherpa_model: Path, mandarin: list[bytes]
+) -> None:  # fmt: skip
+    """Recognition behind (here: never time to spare live), the final is dispatched heard once, at once; then the
+    utterance is heard again with the alternative hearings, stored with them, shown again and handed over."""
+    engine = SherpaEngine(sherpa_model, num_threads=1, alternative_speeds=(0.9, 1.1))
+    dispatched, again = Dispatched(), Dispatched()
+    pool = RecognitionPool([engine], workers=1, queue_size=4, spare_lag_s=0.0)
+    live = LiveRecognition(pool, service.archive, service.transcripts, service.bus, dispatched, on_heard_again=again)
+    shown = service.bus.subscribe({"transcript"})
+    said = await speak(live, service.archive, "ch-a", mandarin[0])
+    await settled(live)
+    await eventually(lambda: again.calls, timeout=30, what="the utterance heard again")
+
+    first, later = dispatched.transcripts[said], again.transcripts[said]
+    assert first.alternatives == () and len(later.alternatives) == 2 and later.pinyin == first.pinyin
+    assert dispatched.heard[0][2] < again.heard[0][2]  # the final went first, as heard
+    stored = service.transcripts.get(said)
+    assert stored is not None and [a.pinyin for a in stored.alternatives] == [a.pinyin for a in later.alternatives]
+    events = [(await shown.get()).data for _ in range(2)]
+    assert [len(e["alternatives"]) for e in events] == [0, 2]
+    assert status(service.archive, said) == "transcribed"
+    pool.close()
 
 
 async def test_silence_is_stored_empty_and_not_dispatched(service: Service, sherpa: SherpaEngine) -> None:

@@ -460,6 +460,35 @@ async def test_alternative_hearings_only_while_recognition_keeps_up(sherpa_model
     pool.close()
 
 
+async def test_an_utterance_heard_once_is_heard_again_as_three_hearings_would_have_heard_it(
+    sherpa_model: Path, mandarin: list[bytes]
+) -> None:  # fmt: skip
+    """After its final, when recognition has time: the alternatives a stream with them would have made, the final's
+    own words untouched; not when the time never comes (here: a wait of nothing)."""
+    engine = SherpaEngine(sherpa_model, KEYWORDS, alternative_speeds=(0.9, 1.1))
+    pool = RecognitionPool([engine], workers=1, queue_size=10, spare_lag_s=0.0)  # never time to spare: heard once
+    handle = pool.open("once")
+    handle.feed(mandarin[1])
+    final = await handle.finish()
+    assert handle.heard_once and final.alternatives == ()
+
+    again = await pool.hear_again(mandarin[1], final, "once")
+
+    assert again is not None and (again.pinyin, again.words, again.readable) == (final.pinyin, final.words, final.readable)
+    three = direct(engine, mandarin[1])
+    assert [a.pinyin for a in again.alternatives] == [a.pinyin for a in three.alternatives] != [final.pinyin] * 2
+    assert [a.keywords for a in again.alternatives] == [a.keywords for a in three.alternatives]
+    assert pool.stats().heard_again == 1
+    pool.close()
+    impatient = RecognitionPool([engine], workers=1, queue_size=10, spare_lag_s=0.0, late_wait_s=0.0)
+    assert await impatient.hear_again(mandarin[1], final, "once") is None
+    assert impatient.stats().heard_again == 0
+    impatient.close()
+    hears_once = RecognitionPool([SherpaEngine(sherpa_model, KEYWORDS)])  # no alternative speeds: nothing to add
+    assert not hears_once.hears_again and await hears_once.hear_again(mandarin[1], final) is None
+    hears_once.close()
+
+
 async def test_lag_figures_show_undecoded_audio(sherpa: SherpaEngine, mandarin: list[bytes]) -> None:
     pool = RecognitionPool([sherpa], workers=1, queue_size=8)
     handles = [pool.open(f"u{i}") for i in range(3)]
