@@ -16,6 +16,11 @@ A pause is served where it was said: the audio fed before it is decoded, the str
 then what came after it, so its flush never lands inside later words however far behind the workers were (a pause
 not yet served when the next comes is skipped: the speaker went on).
 
+Hearing once, and again: while recognition keeps up each utterance is heard with the engines' alternative hearings
+too; while it is behind, once (`ALTERNATIVES_MAX_LAG_S`), and then again with them after its final (`hear_again`),
+in one thread of the lowest OS priority that decodes only in the live streams' gaps: the final is never delayed for
+them (docs/dispatch.md, "Heard again after the final").
+
 Back-pressure: a new utterance is admitted while recognition keeps up -- the oldest audio waiting for a worker has
 waited less than `admit_lag_s` -- and at most `queue_size` at once (a bound on memory, not on speed: at 200 channels
 ~40 people talk at once, and each open stream costs only the audio it is fed). Otherwise `open()` raises `PoolFull`
@@ -425,18 +430,24 @@ class RecognitionPool:
         return replace(final, alternatives=(*final.alternatives, *heard))
 
     def _hear_again(self, pcm: bytes, deadline: float) -> tuple[Transcript, ...] | None:
-        """(in the late thread) The alternative hearings of `pcm`, or None once `deadline` passes waiting for gaps."""
+        """(in the late thread) The alternative hearings of `pcm`; None once `deadline` passes waiting for gaps (or
+        behind other late hearings), or the pool is closing. The end (the padding that lets the last words out) is
+        decoded without looking at the gaps."""
         if time.monotonic() > deadline:  # waited behind other late hearings all that time
             return None
         streams = [s for s in (engine.start_alternatives() for engine in self.engines) if s is not None]
         step = int(LATE_CHUNK_S * SAMPLE_RATE) * SAMPLE_WIDTH
         for at in range(0, len(pcm), step):
-            while self._lag() >= LATE_YIELD_LAG_S:
-                if time.monotonic() > deadline or self._stopping:
+            while self._lag() >= LATE_YIELD_LAG_S and not self._stopping:
+                if time.monotonic() > deadline:
                     return None
                 time.sleep(BEHIND_CHECK_S)
+            if self._stopping:
+                return None
             for stream in streams:
                 stream.feed(pcm[at : at + step])
+        if self._stopping:
+            return None
         heard = [stream.finish() for stream in streams]
         return tuple(t for first in heard for t in (replace(first, alternatives=()), *first.alternatives))
 

@@ -212,9 +212,9 @@ class Dispatcher:
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="partials") if partials is not None else None
         self._final_reader = ThreadPoolExecutor(1, thread_name_prefix="finals")  # apart: partials must not delay a final
+        self._late_reader = ThreadPoolExecutor(1, thread_name_prefix="reheard")  # apart: nor may a final heard again
         self.provisional: Counter[str] = Counter()  # raised, and how their finals settled them (by Verdict)
         self.heard_again: Counter[str] = Counter()  # finals heard again (`reconsider`): what their hearings changed
-        self._responder_ids = frozenset(responder_ids)
         self._turns = LastTurns()  # each channel's last final: a call told in two transmissions is read as one
 
     # --- the pipeline ----------------------------------------------------------------------------------------
@@ -255,25 +255,30 @@ class Dispatcher:
         if joined is not None:
             self._turns.forget(utterance.channel)
         else:
-            self._turns.remember(utterance.channel, Turn(
-                utterance.id, utterance.end, transcript.shown, where if half_a_call(c) else None,
-                incident.id if incident else None, placeless=incident is not None and incident.place_id is None,
-            ))  # fmt: skip
+            self._turns.remember(utterance.channel, _turn(transcript, utterance, c, where, incident))
         return incident
 
     async def reconsider(self, transcript: Transcript, utterance: UtteranceRef) -> Incident | None:
         """The final of an utterance heard once (recognition was behind), heard again with the alternative hearings
         after it was dispatched (asr/live.py). What the hearings read together raises the report the one hearing
         missed, and where they are sure of it, settles what the one hearing raised as a final settles a provisional
-        incident: a 待确认 entry dispatched, an alert re-routed to another place or type. Less sure than the one
-        hearing (a type uncertain, routine, or no place where it heard one), they withdraw nothing: its alert stands,
-        the responders already on their way. Agreeing, they change nothing and tell nobody. An incident the utterance
-        was a further report of, or one an operator has acted on, is left as it is. Returns the incident it changed or
-        raised."""
+        incident: a 待确认 entry dispatched, an alert re-routed to another place or type (the radio call made for it
+        corrected). Less sure than the one hearing (a type uncertain, routine, or no place where it heard one), they
+        withdraw nothing: its alert stands, the responders already on their way. Agreeing, they change nothing and
+        tell nobody. An incident anything else has shaped since (another report merged into it, the next
+        transmission's place or words, an acknowledgement, a responder on scene, an operator) is left as it is.
+        Returns the incident it changed or raised."""
         if transcript.partial or transcript.empty:
             return None
-        c, where = await self._read_final(transcript, utterance.channel)
-        held = self.store.with_utterance(utterance.id)
+        # (a retracted incident of its own partials does not count: the one hearing withdrew it, the hearings may not)
+        held = [i for i in self.store.with_utterance(utterance.id)
+                if i.status != Status.RETRACTED or i.utterance_ids != (utterance.id,)]  # fmt: skip
+        if held and not self._only_its_own(held[0], utterance.id):
+            self.heard_again["left"] += 1
+            return None
+        c, where = await asyncio.get_running_loop().run_in_executor(
+            self._late_reader, self._read, transcript, utterance.channel, True
+        )
         if not held:
             if not c.is_incident:
                 self.heard_again["unchanged"] += 1
@@ -281,10 +286,11 @@ class Dispatcher:
             self.heard_again["raised"] += 1
             logger.info("utterance %s on %s heard again: a report (%s at %s) the one hearing missed", utterance.id,
                         utterance.channel, c.type, where.place.name if where else "no known place")  # fmt: skip
-            return self._report(transcript, utterance, c, where)
+            raised = self._report(transcript, utterance, c, where)
+            self._turns.revise(utterance.channel, _turn(transcript, utterance, c, where, raised))
+            return raised
         incident = held[0]
-        raised_here = incident.utterance_ids[:1] == (utterance.id,)
-        if not raised_here or incident.status not in OPEN or self._operator_acted(incident.id):
+        if not self._only_its_own(incident, utterance.id):  # (changed while the hearings were read)
             self.heard_again["left"] += 1
             return None
         if not c.is_incident or c.needs_confirmation or (where is None and incident.place_id is not None):
@@ -296,11 +302,15 @@ class Dispatcher:
             return None
         logger.info("utterance %s on %s heard again: it settles incident %s", utterance.id, utterance.channel,
                     incident.id)  # fmt: skip
-        return self._settle(incident, transcript, utterance, c, where, tally=self.heard_again)
+        settled = self._settle(incident, transcript, utterance, c, where, tally=self.heard_again)
+        self._turns.revise(utterance.channel, _turn(transcript, utterance, c, where, settled))
+        return settled
 
-    def _operator_acted(self, incident_id: str) -> bool:
-        """Has a person other than its responders (an operator at the console) changed the incident?"""
-        return any(e.actor != "dispatcher" and e.actor not in self._responder_ids for e in self.store.timeline(incident_id))
+    def _only_its_own(self, incident: Incident, utterance_id: str) -> bool:
+        """Is `incident` open and still what this utterance alone made of it: no other report in it, nobody but the
+        dispatcher (no responder's acknowledgement or arrival, no operator) has acted on it?"""
+        return incident.utterance_ids == (utterance_id,) and incident.status in OPEN \
+            and all(e.actor == "dispatcher" for e in self.store.timeline(incident.id))
 
     def _report(
         self, transcript: Transcript, utterance: UtteranceRef, c: Classification, where: LocationMatch | None,
@@ -800,6 +810,7 @@ class Dispatcher:
         if self._reader is not None:
             self._reader.shutdown(wait=False, cancel_futures=True)
         self._final_reader.shutdown(wait=False, cancel_futures=True)
+        self._late_reader.shutdown(wait=False, cancel_futures=True)
         for timer in self._confirm_timers.values():
             timer.cancel()
 
@@ -876,10 +887,10 @@ class Dispatcher:
         return announcements_for(self.jurisdiction, responder_ids, incident.place_name, incident.type, incident.detail)
 
     def _spoken_call(self, incident: Incident) -> _Spoken | None:
-        """The call made when `incident`, still provisional, was alerted on a partial's reading (to its assigned
-        units); None when none was (no radios, a 待确认 entry nobody was alerted for, nobody to alert)."""
-        if self._announcer is None or not incident.provisional or incident.status == Status.NEEDS_CONFIRMATION \
-                or not incident.assigned:
+        """The call made when `incident` was alerted on a reading a final now settles (a partial's, or a final's heard
+        once), to its assigned units; None when none was (no radios, a 待确认 entry nobody was alerted for, nobody to
+        alert)."""
+        if self._announcer is None or incident.status == Status.NEEDS_CONFIRMATION or not incident.assigned:
             return None
         ids = list(incident.assigned)
         return _Spoken(incident.place_name, incident.type, self._calls(incident, ids), units_by_channel(self.jurisdiction, ids))
@@ -921,6 +932,15 @@ class Dispatcher:
 
 
 _NOTHING = Classification("none", "none", (), 1.0)  # what an empty final transcript says
+
+
+def _turn(
+    transcript: Transcript, utterance: UtteranceRef, c: Classification, where: LocationMatch | None,
+    incident: Incident | None,
+) -> Turn:  # fmt: skip
+    """A final as the channel's next transmission may need it (dispatch/turns.py)."""
+    return Turn(utterance.id, utterance.end, transcript.shown, where if half_a_call(c) else None,
+                incident.id if incident else None, placeless=incident is not None and incident.place_id is None)
 
 
 def _reading_of(incident: Incident) -> Reading:

@@ -68,6 +68,12 @@ class LastTurns:
         if last is None or last.end <= turn.end:
             self._last[channel] = turn
 
+    def revise(self, channel: str, turn: Turn) -> None:
+        """`turn` read again (heard again, asr/live.py): it replaces the channel's last if that is still its own."""
+        last = self._last.get(channel)
+        if last is not None and last.utterance_id == turn.utterance_id:
+            self._last[channel] = turn
+
     def forget(self, channel: str) -> None:
         """The two halves were joined: a third transmission does not join them again."""
         self._last.pop(channel, None)

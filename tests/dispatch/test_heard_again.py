@@ -6,6 +6,7 @@ dispatcher, real mosquitto, real SQLite."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from asr.live import RecognisedUtterance
 from asr.transcript import Transcript
 from dispatch.incidents import Status
+from dispatch.topics import Topics
 from tests.dispatch.rig import Rig, eventually, phones, running_dispatcher, say
 from tests.support.broker import Mosquitto, broker_fixture  # noqa: F401  (the `broker` fixture)
 
@@ -27,9 +29,10 @@ def heard(main: str, *others: str) -> Transcript:
     return Transcript(text=main, pinyin="", engine="test", alternatives=tuple(say(t) for t in others))
 
 
-async def final(rig: Rig, transcript: Transcript, uid: str = "u-1") -> Any:
-    now = time.time()
-    return await rig.dispatcher.handle(transcript, RecognisedUtterance(uid, "ch-market", now - 3, now))
+async def final(rig: Rig, transcript: Transcript, uid: str = "u-1", after: float = 0.0) -> Any:
+    """`after`: it began that long after now (the transmission after one that ended now)."""
+    start = time.time() - 3 + after
+    return await rig.dispatcher.handle(transcript, RecognisedUtterance(uid, "ch-market", start, start + 3))
 
 
 async def again(rig: Rig, transcript: Transcript, uid: str = "u-1") -> Any:
@@ -38,9 +41,13 @@ async def again(rig: Rig, transcript: Transcript, uid: str = "u-1") -> Any:
 
 
 async def test_two_hearings_naming_another_place_reroute_the_alert(broker: Mosquitto, tmp_path: Path) -> None:
-    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST, ITS_GUARD]) as ph:
+    transmit: asyncio.Queue = asyncio.Queue()
+    async with running_dispatcher(broker, tmp_path, transmit=transmit) as rig, \
+            phones(broker, [NEAREST, ITS_GUARD]) as ph:  # fmt: skip
         raised = await final(rig, heard(FIGHT))
         await eventually(lambda: ph[NEAREST].received, what="the alert heard once")
+        call = await asyncio.wait_for(transmit.get(), 10)
+        assert "美食街" in call.text and call.if_said is None
 
         moved = await again(rig, heard(FIGHT, ELSEWHERE, ELSEWHERE))
 
@@ -51,6 +58,29 @@ async def test_two_hearings_naming_another_place_reroute_the_alert(broker: Mosqu
         await eventually(lambda: len(ph[NEAREST].received) == 2, what="the stand-down")
         assert (ph[NEAREST].received[1]["kind"], ph[NEAREST].received[1]["change"]) == ("retraction", "rerouted")
         assert rig.dispatcher.counters()["heard_again"] == {"rerouted": 1}
+        # on the radio: the call made on the one hearing is corrected where it was said, or withdrawn
+        revisions = [transmit.get_nowait() for _ in range(transmit.qsize())]
+        on_its_channel = [r for r in revisions if r.channel == call.channel]
+        assert on_its_channel and all(r.if_said is not None for r in on_its_channel)
+        assert any("长乐公园" in r.text for r in revisions)
+
+
+async def test_a_report_whose_partials_alert_the_one_hearing_withdrew_is_raised_again(
+    broker: Mosquitto, tmp_path: Path
+) -> None:  # fmt: skip
+    async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST]) as ph:
+        start = time.time()
+        for i in range(1, len(FIGHT) + 1):  # the partials raise it, the final heard once says it was nothing
+            partial = Transcript(text=FIGHT[:i], pinyin="", engine="test", partial=True)
+            await rig.dispatcher.handle_partial(partial, RecognisedUtterance("u-1", "ch-market", start, time.time()))
+        [provisional] = rig.dispatcher.store.list()
+        await final(rig, heard("美食街一切正常"))
+        assert rig.dispatcher.store.require(provisional.id).status == Status.RETRACTED
+
+        raised = await again(rig, heard("美食街一切正常", FIGHT, FIGHT))
+
+        assert raised is not None and raised.id != provisional.id and raised.status == Status.DISPATCHED
+        await eventually(lambda: [m for m in ph[NEAREST].received if m["incident_id"] == raised.id], what="the alert")
 
 
 async def test_a_report_the_one_hearing_missed_is_raised(broker: Mosquitto, tmp_path: Path) -> None:
@@ -87,7 +117,7 @@ async def test_hearings_that_agree_or_are_less_sure_change_nothing_and_tell_nobo
         assert rig.dispatcher.counters()["heard_again"] == {"unchanged": 3, "kept": 1}
 
 
-async def test_an_incident_it_only_added_to_or_an_operator_acted_on_is_left_alone(
+async def test_an_incident_something_else_shaped_since_is_left_alone(
     broker: Mosquitto, tmp_path: Path
 ) -> None:  # fmt: skip
     async with running_dispatcher(broker, tmp_path) as rig, phones(broker, [NEAREST]):
@@ -101,6 +131,21 @@ async def test_an_incident_it_only_added_to_or_an_operator_acted_on_is_left_alon
         rig.dispatcher.confirm(unsure.id, "dispute", actor="operator-1")
         assert await again(rig, heard("长乐公园有情况，请求支援", FIGHT, FIGHT), uid="u-3") is None
 
+        # placed by the next transmission on its channel: that said where
+        placeless = await final(rig, heard("有人打架，请求支援"), uid="u-4")
+        assert placeless.place_id is None
+        placed = await final(rig, heard("在长乐公园"), uid="u-5", after=3.5)
+        assert placed.id == placeless.id and placed.place_name == "长乐公园"
+        assert await again(rig, heard("有人打架，请求支援", "美食街有人打架", "美食街有人打架"), uid="u-4") is None
+
+        # acknowledged by a responder on his way
+        acked = await final(rig, heard("夜市有人吵架"), uid="u-6")
+        responder = acked.assigned[0]
+        await rig.dispatcher.on_message(Topics().ack(responder), json.dumps({"incident_id": acked.id}).encode())
+        assert await again(rig, heard("夜市有人吵架", ELSEWHERE, ELSEWHERE), uid="u-6") is None
+
         assert rig.dispatcher.store.require(first.id).place_name == "美食街"
         assert rig.dispatcher.store.require(unsure.id).type == "dispute"
-        assert rig.dispatcher.counters()["heard_again"] == {"left": 2}
+        assert rig.dispatcher.store.require(placeless.id).place_name == "长乐公园"
+        assert rig.dispatcher.store.require(acked.id).type == "dispute"
+        assert rig.dispatcher.counters()["heard_again"] == {"left": 4}

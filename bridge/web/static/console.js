@@ -80,7 +80,11 @@ function onEvent({ topic, data }) {
     // a meter's fall is slowed (METER_FALL_DB per event) so a pause between two words does not blank it
     if (c) { c.level_dbfs = Math.max(data.level_dbfs, c.level_dbfs - METER_FALL_DB); c.talking = data.talking; updateChannel(data.channel); }
   } else if (topic === "partial") addLine({ ...data, partial: true }, true);
-  else if (topic === "transcript") { addLine(data, true); S.lastSaid.set(data.channel, data); updateChannel(data.channel); }
+  else if (topic === "transcript") {
+    addLine(data, true);
+    const last = S.lastSaid.get(data.channel);  // (an utterance heard again comes after later ones)
+    if (!last || (last.start || 0) <= (data.start || 0)) { S.lastSaid.set(data.channel, data); updateChannel(data.channel); }
+  }
   else if (topic === "utterance") {
     countActivity(data);
     const c = S.channels.get(data.channel);
