@@ -310,13 +310,9 @@ class LiveRecognition:
         if again is None:
             return
         again = await self._with_places(again, ref)
-        if ref.id in self._unsaved:  # the final waits for the database: it is stored with its alternatives instead
-            self._unsaved[ref.id] = (again, ref)
-        else:
-            try:
-                await asyncio.to_thread(self.store.save, ref.id, ref.channel, ref.start, again)
-            except (OSError, sqlite3.Error) as e:  # the final heard once is stored: the alternatives are a refinement
-                logger.warning("channel %s: %s heard again, but not stored (%s)", ref.channel, ref.id, e)
+        # stored as any final is (one waiting for the database is replaced by it, and waits as that one did)
+        if await self._store(again, ref):
+            self._release(ref.id)
         logger.info("channel %s: %s heard again with the alternative hearings", ref.channel, ref.id)
         self.bus.publish("transcript", {"channel": ref.channel, "utterance_id": ref.id, "start": ref.start,
                                         **again.to_dict()})

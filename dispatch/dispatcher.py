@@ -276,9 +276,7 @@ class Dispatcher:
         if held and not self._only_its_own(held[0], utterance.id):
             self.heard_again["left"] += 1
             return None
-        c, where = await asyncio.get_running_loop().run_in_executor(
-            self._late_reader, self._read, transcript, utterance.channel, True
-        )
+        c, where = await self._read_final(transcript, utterance.channel, self._late_reader)
         if not held:
             if not c.is_incident:
                 self.heard_again["unchanged"] += 1
@@ -460,13 +458,16 @@ class Dispatcher:
             return False
         return where is None or (where.aside and not earlier.where.aside)
 
-    async def _read_final(self, transcript: Transcript, channel: str) -> tuple[Classification, LocationMatch | None]:
+    async def _read_final(
+        self, transcript: Transcript, channel: str, reader: ThreadPoolExecutor | None = None
+    ) -> tuple[Classification, LocationMatch | None]:  # fmt: skip
         """A final transcript read off the loop, in turn (a tenth of a second of pure Python each: a wave of finals,
-        when many channels end their calls together, read on the loop would hold up every channel's audio)."""
+        when many channels end their calls together, read on the loop would hold up every channel's audio), by the
+        finals' reader unless another is given."""
         if transcript.empty:
             return _NOTHING, None
         return await asyncio.get_running_loop().run_in_executor(
-            self._final_reader, self._read, transcript, channel, True
+            reader or self._final_reader, self._read, transcript, channel, True
         )
 
     def _read(
